@@ -1,0 +1,304 @@
+//! The boot image: the boot stage's flat binary, then, at the next page
+//! boundary after the stage's `_end`, a payload that starts with a header and a
+//! module table, followed by a string table and the module contents (each
+//! page-aligned).
+//!
+//! ```text
+//! +-------------------+ image start (QEMU loads it at RAM base + 0x80000)
+//! | boot stage        | arm64 Linux Image header, code, data, zeroed bss
+//! +-------------------+ page-aligned: payload start
+//! | Header            |
+//! | ModuleDesc[n]     |
+//! | strings           | names and command lines, UTF-8, not NUL-terminated
+//! | module 0 (page)   |
+//! | module 1 (page)   |
+//! +-------------------+
+//! ```
+//! All integers little-endian. [`Payload::parse`] is used on the target and
+//! checks every offset; [`build`] (feature `std`) is used by the image builder.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub const MAGIC: [u8; 8] = *b"L4RSIMG\0";
+pub const VERSION: u32 = 1;
+pub const PAGE: u64 = 4096;
+pub const HEADER_SIZE: usize = 32;
+pub const DESC_SIZE: usize = 40;
+
+/// The role of a module in the boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Kernel,
+    Roottask,
+    Module,
+}
+
+impl Kind {
+    #[cfg(feature = "std")]
+    fn to_u32(self) -> u32 {
+        match self {
+            Kind::Kernel => 0,
+            Kind::Roottask => 1,
+            Kind::Module => 2,
+        }
+    }
+    fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Kind::Kernel,
+            1 => Kind::Roottask,
+            2 => Kind::Module,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    TooShort,
+    BadMagic,
+    BadVersion(u32),
+    BadKind { index: usize, kind: u32 },
+    OutOfBounds { index: usize },
+    BadString { index: usize },
+    Misaligned { index: usize },
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::TooShort => write!(f, "image payload shorter than its header"),
+            Error::BadMagic => write!(f, "no module table after the boot stage (bad magic)"),
+            Error::BadVersion(v) => write!(f, "module table version {v}, expected {VERSION}"),
+            Error::BadKind { index, kind } => write!(f, "module {index}: unknown kind {kind}"),
+            Error::OutOfBounds { index } => write!(f, "module {index}: lies outside the image"),
+            Error::BadString { index } => write!(f, "module {index}: name or command line is not UTF-8 or out of bounds"),
+            Error::Misaligned { index } => write!(f, "module {index}: not page-aligned"),
+        }
+    }
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from(u32_at(b, off)) | (u64::from(u32_at(b, off + 4)) << 32)
+}
+
+/// A validated view of the payload.
+#[derive(Clone, Copy)]
+pub struct Payload<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+/// One module as found in the payload.
+#[derive(Clone, Copy, Debug)]
+pub struct Module<'a> {
+    pub kind: Kind,
+    pub name: &'a str,
+    pub cmdline: &'a str,
+    /// Offset of the contents from the payload start.
+    pub offset: u64,
+    pub data: &'a [u8],
+}
+
+impl<'a> Payload<'a> {
+    /// Checks the header and every descriptor against `bytes`, which must
+    /// span the whole payload (the stage takes the length from the header via
+    /// [`Payload::total_size`] first).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() < HEADER_SIZE {
+            return Err(Error::TooShort);
+        }
+        if bytes[..8] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let version = u32_at(bytes, 8);
+        if version != VERSION {
+            return Err(Error::BadVersion(version));
+        }
+        let count = u32_at(bytes, 12) as usize;
+        let table_end = HEADER_SIZE.checked_add(count.checked_mul(DESC_SIZE).ok_or(Error::TooShort)?).ok_or(Error::TooShort)?;
+        if table_end > bytes.len() {
+            return Err(Error::TooShort);
+        }
+        let p = Payload { bytes, count };
+        for i in 0..count {
+            p.module(i)?;
+        }
+        Ok(p)
+    }
+
+    /// Reads the total payload size from a header without validating the rest.
+    pub fn total_size(header: &[u8]) -> Result<u64, Error> {
+        if header.len() < HEADER_SIZE {
+            return Err(Error::TooShort);
+        }
+        if header[..8] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        Ok(u64_at(header, 16))
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn str_at(&self, index: usize, off: u32, len: u32) -> Result<&'a str, Error> {
+        let (off, len) = (off as usize, len as usize);
+        let s = off.checked_add(len).and_then(|end| self.bytes.get(off..end)).ok_or(Error::BadString { index })?;
+        core::str::from_utf8(s).map_err(|_| Error::BadString { index })
+    }
+
+    pub fn module(&self, index: usize) -> Result<Module<'a>, Error> {
+        let d = HEADER_SIZE + index * DESC_SIZE;
+        let b = self.bytes;
+        let kind = u32_at(b, d);
+        let kind = Kind::from_u32(kind).ok_or(Error::BadKind { index, kind })?;
+        let offset = u64_at(b, d + 8);
+        let size = u64_at(b, d + 16);
+        if offset % PAGE != 0 {
+            return Err(Error::Misaligned { index });
+        }
+        let end = offset.checked_add(size).ok_or(Error::OutOfBounds { index })?;
+        if end > b.len() as u64 {
+            return Err(Error::OutOfBounds { index });
+        }
+        Ok(Module {
+            kind,
+            name: self.str_at(index, u32_at(b, d + 24), u32_at(b, d + 28))?,
+            cmdline: self.str_at(index, u32_at(b, d + 32), u32_at(b, d + 36))?,
+            offset,
+            data: &b[offset as usize..end as usize],
+        })
+    }
+
+    pub fn modules(&self) -> impl Iterator<Item = Module<'a>> + '_ {
+        // parse() validated every descriptor.
+        (0..self.count).filter_map(|i| self.module(i).ok())
+    }
+}
+
+/// A module to put into an image.
+#[cfg(feature = "std")]
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub kind: Kind,
+    pub name: std::string::String,
+    pub cmdline: std::string::String,
+    pub data: std::vec::Vec<u8>,
+}
+
+/// Builds the payload bytes for `modules` (to be appended to the boot stage
+/// at a page boundary).
+#[cfg(feature = "std")]
+pub fn build(modules: &[Input]) -> std::vec::Vec<u8> {
+    use std::vec::Vec;
+    let align = |v: u64| v.div_ceil(PAGE) * PAGE;
+    let mut strings: Vec<u8> = Vec::new();
+    let table_end = (HEADER_SIZE + modules.len() * DESC_SIZE) as u64;
+    let mut descs = Vec::new();
+    let mut str_ref = |s: &str| {
+        let off = table_end as usize + strings.len();
+        strings.extend_from_slice(s.as_bytes());
+        (off as u32, s.len() as u32)
+    };
+    let refs: Vec<_> = modules.iter().map(|m| (str_ref(&m.name), str_ref(&m.cmdline))).collect();
+    let mut offset = align(table_end + strings.len() as u64);
+    for (m, (name, cmd)) in modules.iter().zip(refs) {
+        descs.push((m.kind, offset, m.data.len() as u64, name, cmd));
+        offset = align(offset + m.data.len() as u64);
+    }
+    let total = offset;
+    let mut out = Vec::with_capacity(total as usize);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(modules.len() as u32).to_le_bytes());
+    out.extend_from_slice(&total.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    for (kind, off, size, name, cmd) in &descs {
+        out.extend_from_slice(&kind.to_u32().to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        for v in [name.0, name.1, cmd.0, cmd.1] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&strings);
+    for (m, (_, off, ..)) in modules.iter().zip(&descs) {
+        out.resize(*off as usize, 0);
+        out.extend_from_slice(&m.data);
+    }
+    out.resize(total as usize, 0);
+    out
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+    use std::vec;
+
+    fn input(kind: Kind, name: &str, cmdline: &str, data: &[u8]) -> Input {
+        Input { kind, name: name.to_string(), cmdline: cmdline.to_string(), data: data.to_vec() }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mods = vec![
+            input(Kind::Kernel, "fiasco", "-serial_esc", b"kernel"),
+            input(Kind::Roottask, "moe", "rom/hello.ned", &[7u8; 5000]),
+            input(Kind::Module, "hello.ned", "", b""),
+        ];
+        let bytes = build(&mods);
+        assert_eq!(bytes.len() as u64 % PAGE, 0);
+        assert_eq!(Payload::total_size(&bytes).unwrap(), bytes.len() as u64);
+        let p = Payload::parse(&bytes).unwrap();
+        assert_eq!(p.len(), 3);
+        let got: vec::Vec<_> = p.modules().collect();
+        assert_eq!(got[0].name, "fiasco");
+        assert_eq!(got[0].cmdline, "-serial_esc");
+        assert_eq!(got[0].data, b"kernel");
+        assert_eq!(got[1].kind, Kind::Roottask);
+        assert_eq!(got[1].data.len(), 5000);
+        assert!(got.iter().all(|m| m.offset % PAGE == 0));
+        assert_eq!(got[2].data, b"");
+    }
+
+    #[test]
+    fn hostile_payloads_are_refused() {
+        let bytes = build(&[input(Kind::Module, "a", "", b"xyz")]);
+        assert_eq!(Payload::parse(&bytes[..10]).err(), Some(Error::TooShort));
+        let mut b = bytes.clone();
+        b[0] = b'X';
+        assert_eq!(Payload::parse(&b).err(), Some(Error::BadMagic));
+        let mut b = bytes.clone();
+        b[8] = 9;
+        assert_eq!(Payload::parse(&b).err(), Some(Error::BadVersion(9)));
+        let mut b = bytes.clone();
+        b[HEADER_SIZE] = 17;
+        assert_eq!(Payload::parse(&b).err(), Some(Error::BadKind { index: 0, kind: 17 }));
+        let mut b = bytes.clone();
+        b[HEADER_SIZE + 16..HEADER_SIZE + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Payload::parse(&b).err(), Some(Error::OutOfBounds { index: 0 }));
+        let mut b = bytes.clone();
+        b[HEADER_SIZE + 8] = 1;
+        assert_eq!(Payload::parse(&b).err(), Some(Error::Misaligned { index: 0 }));
+        let mut b = bytes.clone();
+        b[HEADER_SIZE + 28..HEADER_SIZE + 32].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Payload::parse(&b).err(), Some(Error::BadString { index: 0 }));
+        let mut b = bytes.clone();
+        b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Payload::parse(&b).err(), Some(Error::TooShort));
+    }
+}

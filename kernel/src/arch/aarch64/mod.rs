@@ -1,0 +1,196 @@
+//! AArch64 at EL2 with VHE: CPU set-up, exceptions, timer, PSCI.
+
+mod trap;
+
+pub use trap::{dump as trap_dump, enter_user, TrapFrame};
+
+use core::arch::asm;
+
+core::arch::global_asm!(include_str!("entry.S"));
+
+pub const MAX_CPUS: usize = l4_bootinfo::MAX_CPUS;
+/// Must match KERNEL_STACK_SIZE in entry.S.
+pub const KERNEL_STACK_SIZE: usize = 0x8000;
+
+#[repr(C, align(16))]
+pub struct Stacks(pub [[u8; KERNEL_STACK_SIZE]; MAX_CPUS]);
+
+/// Per-CPU kernel stacks (entry.S uses the first for the boot CPU).
+#[unsafe(no_mangle)]
+pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KERNEL_STACK_SIZE]; MAX_CPUS]);
+
+pub fn stack_top(cpu: usize) -> u64 {
+    let base = core::ptr::addr_of!(KERNEL_STACKS) as u64;
+    base + ((cpu + 1) * KERNEL_STACK_SIZE) as u64
+}
+
+macro_rules! read_sysreg {
+    ($name:tt) => {{
+        let v: u64;
+        // SAFETY: reading this system register has no side effects.
+        unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }};
+}
+
+macro_rules! write_sysreg {
+    ($name:tt, $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: the callers below write values valid for the register.
+        unsafe { asm!(concat!("msr ", $name, ", {}"), "isb", in(reg) v, options(nostack, preserves_flags)) };
+    }};
+}
+pub(crate) use read_sysreg;
+
+/// Per-CPU register set-up: CPU index in TPIDR_EL2, FP/SIMD usable by user
+/// threads, EL0 access to the virtual counter.
+pub fn cpu_init(cpu: usize) {
+    write_sysreg!("tpidr_el2", cpu as u64);
+    // CPTR_EL2 in its VHE layout: FPEN = 0b11, nothing trapped.
+    write_sysreg!("cptr_el2", 3 << 20);
+    // CNTHCTL_EL2 (VHE layout): EL0PCTEN | EL0VCTEN.
+    write_sysreg!("cnthctl_el2", 0b11);
+}
+
+pub fn cpu_id() -> usize {
+    read_sysreg!("tpidr_el2") as usize
+}
+
+/// The MPIDR affinity of this CPU (Aff3..Aff0).
+pub fn mpidr() -> u64 {
+    read_sysreg!("mpidr_el1") & 0xff_00ff_ffff
+}
+
+pub fn irq_enable() {
+    // SAFETY: unmasking IRQs at EL2; the vectors are installed.
+    unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
+}
+
+pub fn irq_disable() {
+    // SAFETY: masking IRQs is always allowed.
+    unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
+}
+
+/// Idles this CPU forever, taking interrupts.
+pub fn idle() -> ! {
+    irq_enable();
+    loop {
+        // SAFETY: wfi waits for an interrupt.
+        unsafe { asm!("wfi", options(nomem, nostack)) };
+    }
+}
+
+pub fn halt() -> ! {
+    irq_disable();
+    loop {
+        // SAFETY: wfe waits for an event.
+        unsafe { asm!("wfe", options(nomem, nostack)) };
+    }
+}
+
+pub fn counter() -> u64 {
+    read_sysreg!("cntpct_el0")
+}
+
+pub fn counter_freq() -> u64 {
+    read_sysreg!("cntfrq_el0")
+}
+
+pub fn micros_since(start: u64) -> u64 {
+    counter().saturating_sub(start) * 1_000_000 / counter_freq().max(1)
+}
+
+/// Timer tick period in microseconds.
+pub const TICK_US: u64 = 10_000;
+
+static TIMER_IRQ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The EL2 physical timer (CNTHP) drives the tick on every CPU.
+pub fn timer_init(intid: u32) {
+    TIMER_IRQ.store(intid, core::sync::atomic::Ordering::Relaxed);
+    timer_start();
+}
+
+pub fn timer_irq() -> u32 {
+    TIMER_IRQ.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+pub fn timer_start() {
+    crate::irq::enable_private(timer_irq());
+    timer_rearm();
+    write_sysreg!("cnthp_ctl_el2", 1);
+}
+
+pub fn timer_rearm() {
+    write_sysreg!("cnthp_tval_el2", counter_freq() * TICK_US / 1_000_000);
+}
+
+/// PSCI conduit as the device tree names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    Smc,
+    Hvc,
+}
+
+/// A PSCI call with up to three arguments.
+pub fn psci_call(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: PSCI calls are handled by firmware (QEMU) and only change the
+    // power state of other CPUs or the system, as asked.
+    unsafe {
+        match conduit {
+            Conduit::Smc => asm!("smc #0", inout("x0") fid as u64 => ret, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, options(nostack)),
+            Conduit::Hvc => asm!("hvc #0", inout("x0") fid as u64 => ret, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, options(nostack)),
+        }
+    }
+    ret
+}
+
+/// Cleans the data cache lines of `[va, va + len)` to the point of
+/// coherency, so a CPU with its MMU off sees the data.
+pub fn dcache_clean(va: u64, len: u64) {
+    let mut a = va & !63;
+    while a < va + len {
+        // SAFETY: cleaning a cache line has no effect on the data's value.
+        unsafe { asm!("dc cvac, {}", in(reg) a, options(nostack)) };
+        a += 64;
+    }
+    // SAFETY: barrier only.
+    unsafe { asm!("dsb sy", options(nostack)) };
+}
+
+/// Installs a user address space (TTBR0_EL2) with its ASID.
+pub fn set_user_space(root_pa: u64, asid: u16) {
+    write_sysreg!("ttbr0_el2", root_pa | (u64::from(asid) << 48));
+    // SAFETY: TLB maintenance for the new ASID; barriers only.
+    unsafe { asm!("tlbi aside1, {}", "dsb ish", "isb", in(reg) u64::from(asid) << 48, options(nostack)) };
+}
+
+/// Makes new kernel mappings visible (no entries were valid before).
+pub fn mapping_barrier() {
+    // SAFETY: barriers only.
+    unsafe { asm!("dsb ishst", "isb", options(nostack)) };
+}
+
+/// The register values this CPU runs the kernel with, for secondaries.
+pub fn boot_regs(idmap: u64) -> [u64; 6] {
+    [
+        read_sysreg!("hcr_el2"),
+        read_sysreg!("mair_el2"),
+        read_sysreg!("tcr_el2"),
+        idmap,
+        read_sysreg!("S3_4_C2_C0_1"), // TTBR1_EL2
+        read_sysreg!("sctlr_el2"),
+    ]
+}
+
+unsafe extern "C" {
+    fn secondary_entry();
+}
+
+/// Virtual address of the secondary CPUs' entry point.
+pub fn secondary_entry_va() -> u64 {
+    secondary_entry as *const () as u64
+}

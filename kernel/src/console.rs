@@ -1,0 +1,64 @@
+//! The kernel console on the PL011 (mapped into the linear map as device
+//! memory). Lines from different CPUs never interleave.
+
+use core::fmt::{self, Write};
+use spin::Mutex;
+
+struct Pl011(usize);
+
+impl Pl011 {
+    fn put(&mut self, b: u8) {
+        const DR: usize = 0x00;
+        const FR: usize = 0x18;
+        const TXFF: u32 = 1 << 5;
+        // SAFETY: self.0 is the PL011's register block, mapped as device
+        // memory by `init`; FR and DR are 32-bit registers inside it.
+        unsafe {
+            while core::ptr::read_volatile((self.0 + FR) as *const u32) & TXFF != 0 {}
+            core::ptr::write_volatile((self.0 + DR) as *mut u32, u32::from(b));
+        }
+    }
+}
+
+impl Write for Pl011 {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.put(b'\r');
+            }
+            self.put(b);
+        }
+        Ok(())
+    }
+}
+
+static CONSOLE: Mutex<Option<Pl011>> = Mutex::new(None);
+
+/// Starts the console on the PL011 registers at virtual address `va`.
+pub fn init(va: u64) {
+    *CONSOLE.lock() = Some(Pl011(va as usize));
+}
+
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    if let Some(c) = CONSOLE.lock().as_mut() {
+        let _ = c.write_fmt(args);
+    }
+}
+
+pub fn write_bytes(bytes: &[u8]) {
+    if let Some(c) = CONSOLE.lock().as_mut() {
+        for &b in bytes {
+            if b == b'\n' {
+                c.put(b'\r');
+            }
+            c.put(b);
+        }
+    }
+}
+
+#[macro_export]
+macro_rules! kprintln {
+    ($($arg:tt)*) => {
+        $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}

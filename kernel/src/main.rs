@@ -1,0 +1,69 @@
+//! The capability microkernel. Runs at EL2 with VHE (`HCR_EL2.E2H = TGE = 1`):
+//! the kernel in the upper half (TTBR1_EL2), user tasks at EL0 in TTBR0_EL2.
+
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod irq;
+mod mm;
+mod platform;
+mod smp;
+mod task;
+
+use core::sync::atomic::Ordering;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The boot CPU starts here (from `_start`) with the physical address of the
+/// boot-info page.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
+    arch::cpu_init(0);
+    let info = mm::bootinfo(bootinfo_pa);
+    mm::init(info);
+    let dtb = mm::phys_to_virt(info.dtb_paddr) as *const u8;
+    match platform::console_uart(dtb) {
+        Ok(uart) => console::init(mm::map_device(uart, 0x1000)),
+        Err(_) => arch::halt(), // nowhere to say anything
+    }
+    let plat = platform::Platform::from_dtb(dtb).unwrap_or_else(|e| panic!("device tree: {e}"));
+    let (opts, unknown) = kernel_core::cmdline::parse(info.kernel_cmdline.as_str());
+    if let Some(w) = unknown {
+        kprintln!("kernel: ignoring unknown option '{}'", w);
+    }
+    let _ = opts;
+    irq::init(&plat);
+    arch::timer_init(plat.timer_irq);
+    let online = smp::start_secondaries(&plat, info);
+    kprintln!(
+        "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, CPUs online: {}",
+        VERSION,
+        mm::free_bytes() >> 20,
+        online
+    );
+    kprintln!("kernel: boot took {} us since the boot stage started", arch::micros_since(info.boot_counter));
+    task::start_roottask(info)
+}
+
+/// Secondary CPUs arrive here from `secondary_entry`, MMU on.
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(cpu: u64) -> ! {
+    arch::cpu_init(cpu as usize);
+    irq::init_cpu(cpu as usize);
+    arch::timer_start();
+    smp::ONLINE.fetch_add(1, Ordering::Release);
+    arch::idle()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    arch::irq_disable();
+    kprintln!("kernel panic on CPU {}: {}", arch::cpu_id(), info);
+    arch::halt()
+}
+

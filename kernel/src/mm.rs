@@ -1,0 +1,109 @@
+//! Kernel memory: physical frames (buddy allocator over the free RAM the boot
+//! stage reported), the kernel heap, the linear map and device mappings.
+
+use buddy_system_allocator::{FrameAllocator, LockedHeap};
+use core::sync::atomic::{AtomicU64, Ordering};
+use l4_bootinfo::{BootInfo, MemKind, LINEAR_MAP_VA};
+use l4_pgtable::{Attr, Tables};
+use spin::Mutex;
+
+pub const PAGE: u64 = 4096;
+const HEAP_PAGES: usize = 1024; // 4 MiB
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+static FRAMES: Mutex<FrameAllocator<32>> = Mutex::new(FrameAllocator::new());
+static FREE_PAGES: AtomicU64 = AtomicU64::new(0);
+static KERNEL_PT: AtomicU64 = AtomicU64::new(0);
+
+pub fn phys_to_virt(pa: u64) -> u64 {
+    LINEAR_MAP_VA + pa
+}
+
+/// The boot-info page, through the linear map.
+pub fn bootinfo(pa: u64) -> &'static BootInfo {
+    // SAFETY: the boot stage passed the physical address of an initialised
+    // BootInfo in RAM, which the linear map covers and nobody else writes.
+    let info = unsafe { &*(phys_to_virt(pa) as *const BootInfo) };
+    if !info.is_valid() {
+        crate::arch::halt();
+    }
+    info
+}
+
+/// Sets up the heap in the first free RAM large enough, then hands every
+/// other free page to the frame allocator (which itself needs the heap).
+pub fn init(info: &BootInfo) {
+    let heap_size = HEAP_PAGES as u64 * PAGE;
+    let heap = info.find_free(heap_size, PAGE).unwrap_or_else(|| crate::arch::halt());
+    // SAFETY: free RAM the boot stage reported, now owned by the heap alone
+    // (excluded from the frames below); the linear map covers it.
+    unsafe { HEAP.lock().init(phys_to_virt(heap) as usize, heap_size as usize) };
+    let mut frames = FRAMES.lock();
+    let mut add = |start: u64, end: u64| {
+        let (start, end) = (start.div_ceil(PAGE), end / PAGE);
+        if end > start {
+            frames.add_frame(start as usize, end as usize);
+            FREE_PAGES.fetch_add(end - start, Ordering::Relaxed);
+        }
+    };
+    for r in info.mem().iter().filter(|r| r.kind == MemKind::Free) {
+        if (r.base..r.end()).contains(&heap) {
+            add(r.base, heap);
+            add(heap + heap_size, r.end());
+        } else {
+            add(r.base, r.end());
+        }
+    }
+    KERNEL_PT.store(info.kernel_pt_root, Ordering::Relaxed);
+}
+
+/// A zeroed physical page.
+pub fn alloc_frame() -> Option<u64> {
+    let pfn = FRAMES.lock().alloc(1)?;
+    FREE_PAGES.fetch_sub(1, Ordering::Relaxed);
+    let pa = pfn as u64 * PAGE;
+    // SAFETY: a free frame, now ours, reached through the linear map.
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE as usize) };
+    Some(pa)
+}
+
+pub fn free_bytes() -> u64 {
+    FREE_PAGES.load(Ordering::Relaxed) * PAGE
+}
+
+/// Translation tables in frames from [`alloc_frame`], reached through the
+/// linear map.
+pub struct FrameTables;
+
+impl Tables for FrameTables {
+    fn alloc(&mut self) -> Option<u64> {
+        alloc_frame()
+    }
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: callers only pass table pages they allocated here; the
+        // linear map covers all RAM.
+        unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
+    }
+}
+
+static DEVICE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Maps device registers at `pa` into the linear map (device memory) and
+/// returns their virtual address. Mapping the same page twice is fine.
+pub fn map_device(pa: u64, size: u64) -> u64 {
+    let _g = DEVICE_LOCK.lock();
+    let root = KERNEL_PT.load(Ordering::Relaxed);
+    let start = pa & !(PAGE - 1);
+    let end = (pa + size).div_ceil(PAGE) * PAGE;
+    let mut t = FrameTables;
+    for page in (start..end).step_by(PAGE as usize) {
+        if l4_pgtable::translate(&mut t, root, phys_to_virt(page)).is_none() {
+            l4_pgtable::map(&mut t, root, phys_to_virt(page), page, PAGE, Attr::DEVICE, false)
+                .unwrap_or_else(|e| panic!("mapping device {page:#x}: {e}"));
+        }
+    }
+    crate::arch::mapping_barrier();
+    phys_to_virt(pa)
+}
