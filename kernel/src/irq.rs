@@ -55,7 +55,7 @@ pub fn handle() {
     while let Some(id) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) {
         let n = id.raw_value();
         if n == crate::arch::timer_irq() {
-            crate::arch::timer_rearm();
+            crate::arch::timer_tick();
         } else {
             crate::kprintln!("kernel: unexpected interrupt {} on CPU {}", n, crate::arch::cpu_id());
         }

@@ -39,6 +39,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     let _ = opts;
     irq::init(&plat);
     arch::timer_init(plat.timer_irq);
+    kprintln!("kernel: timer: CNTHP, IRQ {}, {} Hz, {} us tick", plat.timer_irq, arch::counter_freq(), arch::TICK_US);
     let online = smp::start_secondaries(&plat, info);
     kprintln!(
         "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, CPUs online: {}",

@@ -4,7 +4,6 @@ use crate::arch::Conduit;
 use l4_bootinfo::MAX_CPUS;
 
 pub struct Platform {
-    pub uart: u64,
     pub gicd: u64,
     pub gicr: u64,
     pub gicr_size: u64,
@@ -38,7 +37,6 @@ pub fn console_uart(dtb: *const u8) -> Result<u64, &'static str> {
 impl Platform {
     pub fn from_dtb(dtb: *const u8) -> Result<Self, &'static str> {
         let fdt = open(dtb)?;
-        let uart = console_uart(dtb)?;
         let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("no GICv3")?;
         let gicd = reg(gic, 0).ok_or("GICv3 without distributor")?.starting_address as u64;
         let r = reg(gic, 1).ok_or("GICv3 without redistributors")?;
@@ -58,7 +56,6 @@ impl Platform {
             nr_cpus += 1;
         }
         Ok(Platform {
-            uart,
             gicd,
             gicr: r.starting_address as u64,
             gicr_size: r.size.unwrap_or(0) as u64,

@@ -100,7 +100,13 @@ pub fn user_exception(frame: &mut TrapFrame, esr: Esr, far: u64) {
                 }
             }
             debug::EXIT => {
-                kprintln!("kernel: task '{}' exited with code {}", name, frame.x[0] as i64);
+                kprintln!(
+                    "kernel: task '{}' exited with code {} (CPU {} took {} timer ticks so far)",
+                    name,
+                    frame.x[0] as i64,
+                    arch::cpu_id(),
+                    arch::ticks()
+                );
                 stop();
             }
             _ => ENOSYS as u64,

@@ -166,7 +166,7 @@ impl<'a> Payload<'a> {
         let kind = Kind::from_u32(kind).ok_or(Error::BadKind { index, kind })?;
         let offset = u64_at(b, d + 8);
         let size = u64_at(b, d + 16);
-        if offset % PAGE != 0 {
+        if !offset.is_multiple_of(PAGE) {
             return Err(Error::Misaligned { index });
         }
         let end = offset.checked_add(size).ok_or(Error::OutOfBounds { index })?;

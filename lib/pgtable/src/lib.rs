@@ -188,12 +188,12 @@ pub fn map(tables: &mut impl Tables, root: u64, va: u64, pa: u64, size: u64, att
 /// Looks up `va`: the physical address it maps to and the mapping's attributes.
 pub fn translate(tables: &mut impl Tables, root: u64, va: u64) -> Option<(u64, Attr)> {
     let mut table = root;
-    for level in 0..4 {
+    for (level, shift) in LEVEL_SHIFT.iter().enumerate() {
         let entry = tables.table(table)[index(va, level)];
         if entry & VALID == 0 {
             return None;
         }
-        let size = 1u64 << LEVEL_SHIFT[level];
+        let size = 1u64 << shift;
         if level == 3 || entry & TABLE_OR_PAGE == 0 {
             let base = entry & ADDR_MASK & !(size - 1);
             return Some((base | (va & (size - 1)), Attr::from_bits(entry)));

@@ -121,7 +121,20 @@ pub fn timer_start() {
     write_sysreg!("cnthp_ctl_el2", 1);
 }
 
-pub fn timer_rearm() {
+static TICKS: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+
+/// Timer interrupt: count the tick and arm the next one.
+pub fn timer_tick() {
+    TICKS[cpu_id() % MAX_CPUS].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    timer_rearm();
+}
+
+/// Ticks this CPU has taken.
+pub fn ticks() -> u64 {
+    TICKS[cpu_id() % MAX_CPUS].load(core::sync::atomic::Ordering::Relaxed)
+}
+
+fn timer_rearm() {
     write_sysreg!("cnthp_tval_el2", counter_freq() * TICK_US / 1_000_000);
 }
 
