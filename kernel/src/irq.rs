@@ -1,8 +1,8 @@
 //! Interrupts: the GICv3 (distributor and one redistributor per CPU).
 
 use crate::platform::Platform;
-use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::InterruptGroup;
+use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::{IntId, UniqueMmioPointer};
 use core::ptr::NonNull;
 use spin::Mutex;
@@ -57,7 +57,11 @@ pub fn handle() {
         if n == crate::arch::timer_irq() {
             crate::arch::timer_tick();
         } else {
-            crate::kprintln!("kernel: unexpected interrupt {} on CPU {}", n, crate::arch::cpu_id());
+            crate::kprintln!(
+                "kernel: unexpected interrupt {} on CPU {}",
+                n,
+                crate::arch::cpu_id()
+            );
         }
         GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
     }

@@ -39,7 +39,12 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     let _ = opts;
     irq::init(&plat);
     arch::timer_init(plat.timer_irq);
-    kprintln!("kernel: timer: CNTHP, IRQ {}, {} Hz, {} us tick", plat.timer_irq, arch::counter_freq(), arch::TICK_US);
+    kprintln!(
+        "kernel: timer: CNTHP, IRQ {}, {} Hz, {} us tick",
+        plat.timer_irq,
+        arch::counter_freq(),
+        arch::TICK_US
+    );
     let online = smp::start_secondaries(&plat, info);
     kprintln!(
         "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, CPUs online: {}",
@@ -47,7 +52,10 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         mm::free_bytes() >> 20,
         online
     );
-    kprintln!("kernel: boot took {} us since the boot stage started", arch::micros_since(info.boot_counter));
+    kprintln!(
+        "kernel: boot took {} us since the boot stage started",
+        arch::micros_since(info.boot_counter)
+    );
     task::start_roottask(info)
 }
 
@@ -67,4 +75,3 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     kprintln!("kernel panic on CPU {}: {}", arch::cpu_id(), info);
     arch::halt()
 }
-

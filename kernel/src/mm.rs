@@ -3,7 +3,7 @@
 
 use buddy_system_allocator::{FrameAllocator, LockedHeap};
 use core::sync::atomic::{AtomicU64, Ordering};
-use l4_bootinfo::{BootInfo, MemKind, LINEAR_MAP_VA};
+use l4_bootinfo::{BootInfo, LINEAR_MAP_VA, MemKind};
 use l4_pgtable::{Attr, Tables};
 use spin::Mutex;
 
@@ -36,10 +36,15 @@ pub fn bootinfo(pa: u64) -> &'static BootInfo {
 /// other free page to the frame allocator (which itself needs the heap).
 pub fn init(info: &BootInfo) {
     let heap_size = HEAP_PAGES as u64 * PAGE;
-    let heap = info.find_free(heap_size, PAGE).unwrap_or_else(|| crate::arch::halt());
+    let heap = info
+        .find_free(heap_size, PAGE)
+        .unwrap_or_else(|| crate::arch::halt());
     // SAFETY: free RAM the boot stage reported, now owned by the heap alone
     // (excluded from the frames below); the linear map covers it.
-    unsafe { HEAP.lock().init(phys_to_virt(heap) as usize, heap_size as usize) };
+    unsafe {
+        HEAP.lock()
+            .init(phys_to_virt(heap) as usize, heap_size as usize)
+    };
     let mut frames = FRAMES.lock();
     let mut add = |start: u64, end: u64| {
         let (start, end) = (start.div_ceil(PAGE), end / PAGE);
@@ -100,8 +105,16 @@ pub fn map_device(pa: u64, size: u64) -> u64 {
     let mut t = FrameTables;
     for page in (start..end).step_by(PAGE as usize) {
         if l4_pgtable::translate(&mut t, root, phys_to_virt(page)).is_none() {
-            l4_pgtable::map(&mut t, root, phys_to_virt(page), page, PAGE, Attr::DEVICE, false)
-                .unwrap_or_else(|e| panic!("mapping device {page:#x}: {e}"));
+            l4_pgtable::map(
+                &mut t,
+                root,
+                phys_to_virt(page),
+                page,
+                PAGE,
+                Attr::DEVICE,
+                false,
+            )
+            .unwrap_or_else(|e| panic!("mapping device {page:#x}: {e}"));
         }
     }
     crate::arch::mapping_barrier();

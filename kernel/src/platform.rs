@@ -14,7 +14,9 @@ pub struct Platform {
 }
 
 fn be32(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(i * 4..i * 4 + 4)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+    ))
 }
 
 fn reg(n: fdt::node::FdtNode<'_, '_>, i: usize) -> Option<fdt::standard_nodes::MemoryRegion> {
@@ -30,21 +32,39 @@ fn open(dtb: *const u8) -> Result<fdt::Fdt<'static>, &'static str> {
 /// The console UART: /chosen/stdout-path, or the first PL011.
 pub fn console_uart(dtb: *const u8) -> Result<u64, &'static str> {
     let fdt = open(dtb)?;
-    let node = fdt.chosen().stdout().or_else(|| fdt.find_compatible(&["arm,pl011"]));
-    Ok(node.and_then(|n| reg(n, 0)).ok_or("no PL011 console")?.starting_address as u64)
+    let node = fdt
+        .chosen()
+        .stdout()
+        .or_else(|| fdt.find_compatible(&["arm,pl011"]));
+    Ok(node
+        .and_then(|n| reg(n, 0))
+        .ok_or("no PL011 console")?
+        .starting_address as u64)
 }
 
 impl Platform {
     pub fn from_dtb(dtb: *const u8) -> Result<Self, &'static str> {
         let fdt = open(dtb)?;
         let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("no GICv3")?;
-        let gicd = reg(gic, 0).ok_or("GICv3 without distributor")?.starting_address as u64;
+        let gicd = reg(gic, 0)
+            .ok_or("GICv3 without distributor")?
+            .starting_address as u64;
         let r = reg(gic, 1).ok_or("GICv3 without redistributors")?;
-        let timer = fdt.find_compatible(&["arm,armv8-timer", "arm,armv7-timer"]).ok_or("no arch timer")?;
-        let ints = timer.property("interrupts").ok_or("timer without interrupts")?.value;
+        let timer = fdt
+            .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
+            .ok_or("no arch timer")?;
+        let ints = timer
+            .property("interrupts")
+            .ok_or("timer without interrupts")?
+            .value;
         // Fourth specifier (3 cells each): the EL2 physical timer PPI.
-        let timer_irq = be32(ints, 3 * 3 + 1).ok_or("timer lacks the hypervisor timer interrupt")? + 16;
-        let psci = match fdt.find_node("/psci").and_then(|n| n.property("method")).and_then(|p| p.as_str()) {
+        let timer_irq =
+            be32(ints, 3 * 3 + 1).ok_or("timer lacks the hypervisor timer interrupt")? + 16;
+        let psci = match fdt
+            .find_node("/psci")
+            .and_then(|n| n.property("method"))
+            .and_then(|p| p.as_str())
+        {
             Some("smc") => Conduit::Smc,
             Some("hvc") => Conduit::Hvc,
             _ => return Err("no PSCI method"),

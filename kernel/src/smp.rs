@@ -43,13 +43,19 @@ pub fn start_secondaries(p: &Platform, info: &BootInfo) -> usize {
         arch::dcache_clean(va, 64);
         let ret = arch::psci_call(p.psci, PSCI_CPU_ON, p.cpus[cpu], entry, image_pa(info, va));
         if ret != 0 {
-            crate::kprintln!("kernel: CPU {} (MPIDR {:#x}) did not start: PSCI error {}", cpu, p.cpus[cpu], ret);
+            crate::kprintln!(
+                "kernel: CPU {} (MPIDR {:#x}) did not start: PSCI error {}",
+                cpu,
+                p.cpus[cpu],
+                ret
+            );
             continue;
         }
         expected += 1;
     }
     let start = arch::counter();
-    while ONLINE.load(Ordering::Acquire) < expected && arch::micros_since(start) < START_TIMEOUT_US {
+    while ONLINE.load(Ordering::Acquire) < expected && arch::micros_since(start) < START_TIMEOUT_US
+    {
         core::hint::spin_loop();
     }
     let online = ONLINE.load(Ordering::Acquire);

@@ -4,8 +4,8 @@
 use crate::arch::{self, TrapFrame};
 use crate::kprintln;
 use crate::mm::{self, FrameTables, PAGE};
-use kernel_core::esr::{ec, Esr};
-use l4_abi::{debug, SVC_LINUX, SVC_NATIVE};
+use kernel_core::esr::{Esr, ec};
+use l4_abi::{SVC_LINUX, SVC_NATIVE, debug};
 use l4_bootinfo::{BootInfo, SEG_W, SEG_X};
 use l4_pgtable::Attr;
 use spin::Mutex;
@@ -41,16 +41,38 @@ pub fn start_roottask(info: &BootInfo) -> ! {
     }
     for i in 1..=USER_STACK_PAGES {
         let pa = mm::alloc_frame().expect("no memory for the root task's stack");
-        l4_pgtable::map(&mut t, root, USER_STACK_TOP - i * PAGE, pa, PAGE, Attr::user(true, false), false)
-            .unwrap_or_else(|e| panic!("root task stack: {e}"));
+        l4_pgtable::map(
+            &mut t,
+            root,
+            USER_STACK_TOP - i * PAGE,
+            pa,
+            PAGE,
+            Attr::user(true, false),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("root task stack: {e}"));
     }
     let name = rt.name.as_str();
-    let mut task = Task { name: [0; 16], name_len: name.len().min(16), pt_root: root };
+    let mut task = Task {
+        name: [0; 16],
+        name_len: name.len().min(16),
+        pt_root: root,
+    };
     task.name[..task.name_len].copy_from_slice(&name.as_bytes()[..task.name_len]);
     *CURRENT.lock() = Some(task);
     arch::set_user_space(root, ROOT_ASID);
-    kprintln!("kernel: starting root task '{}' at {:#x} ({})", name, rt.entry, rt.cmdline.as_str());
-    let frame = TrapFrame { elr: rt.entry, sp_el0: USER_STACK_TOP, spsr: 0, ..TrapFrame::default() };
+    kprintln!(
+        "kernel: starting root task '{}' at {:#x} ({})",
+        name,
+        rt.entry,
+        rt.cmdline.as_str()
+    );
+    let frame = TrapFrame {
+        elr: rt.entry,
+        sp_el0: USER_STACK_TOP,
+        spsr: 0,
+        ..TrapFrame::default()
+    };
     arch::enter_user(&frame)
 }
 
@@ -84,7 +106,11 @@ pub fn user_exception(frame: &mut TrapFrame, esr: Esr, far: u64) {
         Some(t) => ((t.name, t.name_len), t.pt_root),
         None => panic!("exception from EL0 without a task"),
     };
-    let name = Task { name: name_buf.0, name_len: name_buf.1, pt_root: root };
+    let name = Task {
+        name: name_buf.0,
+        name_len: name_buf.1,
+        pt_root: root,
+    };
     let name = name.name();
     if esr.ec() == ec::SVC64 && esr.imm16() == SVC_NATIVE {
         frame.x[0] = match frame.x[8] {
@@ -114,9 +140,17 @@ pub fn user_exception(frame: &mut TrapFrame, esr: Esr, far: u64) {
         return;
     }
     if esr.ec() == ec::SVC64 && esr.imm16() == SVC_LINUX {
-        kprintln!("kernel: task '{}': Linux system call {} but no exception handler; task stopped", name, frame.x[8]);
+        kprintln!(
+            "kernel: task '{}': Linux system call {} but no exception handler; task stopped",
+            name,
+            frame.x[8]
+        );
     } else {
-        kprintln!("kernel: task '{}': unhandled {}; task stopped", name, esr.class_name());
+        kprintln!(
+            "kernel: task '{}': unhandled {}; task stopped",
+            name,
+            esr.class_name()
+        );
         crate::arch::trap_dump(frame, esr, far);
     }
     stop()

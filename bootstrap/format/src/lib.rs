@@ -75,7 +75,10 @@ impl core::fmt::Display for Error {
             Error::BadVersion(v) => write!(f, "module table version {v}, expected {VERSION}"),
             Error::BadKind { index, kind } => write!(f, "module {index}: unknown kind {kind}"),
             Error::OutOfBounds { index } => write!(f, "module {index}: lies outside the image"),
-            Error::BadString { index } => write!(f, "module {index}: name or command line is not UTF-8 or out of bounds"),
+            Error::BadString { index } => write!(
+                f,
+                "module {index}: name or command line is not UTF-8 or out of bounds"
+            ),
             Error::Misaligned { index } => write!(f, "module {index}: not page-aligned"),
         }
     }
@@ -123,7 +126,9 @@ impl<'a> Payload<'a> {
             return Err(Error::BadVersion(version));
         }
         let count = u32_at(bytes, 12) as usize;
-        let table_end = HEADER_SIZE.checked_add(count.checked_mul(DESC_SIZE).ok_or(Error::TooShort)?).ok_or(Error::TooShort)?;
+        let table_end = HEADER_SIZE
+            .checked_add(count.checked_mul(DESC_SIZE).ok_or(Error::TooShort)?)
+            .ok_or(Error::TooShort)?;
         if table_end > bytes.len() {
             return Err(Error::TooShort);
         }
@@ -155,7 +160,10 @@ impl<'a> Payload<'a> {
 
     fn str_at(&self, index: usize, off: u32, len: u32) -> Result<&'a str, Error> {
         let (off, len) = (off as usize, len as usize);
-        let s = off.checked_add(len).and_then(|end| self.bytes.get(off..end)).ok_or(Error::BadString { index })?;
+        let s = off
+            .checked_add(len)
+            .and_then(|end| self.bytes.get(off..end))
+            .ok_or(Error::BadString { index })?;
         core::str::from_utf8(s).map_err(|_| Error::BadString { index })
     }
 
@@ -169,7 +177,9 @@ impl<'a> Payload<'a> {
         if !offset.is_multiple_of(PAGE) {
             return Err(Error::Misaligned { index });
         }
-        let end = offset.checked_add(size).ok_or(Error::OutOfBounds { index })?;
+        let end = offset
+            .checked_add(size)
+            .ok_or(Error::OutOfBounds { index })?;
         if end > b.len() as u64 {
             return Err(Error::OutOfBounds { index });
         }
@@ -212,7 +222,10 @@ pub fn build(modules: &[Input]) -> std::vec::Vec<u8> {
         strings.extend_from_slice(s.as_bytes());
         (off as u32, s.len() as u32)
     };
-    let refs: Vec<_> = modules.iter().map(|m| (str_ref(&m.name), str_ref(&m.cmdline))).collect();
+    let refs: Vec<_> = modules
+        .iter()
+        .map(|m| (str_ref(&m.name), str_ref(&m.cmdline)))
+        .collect();
     let mut offset = align(table_end + strings.len() as u64);
     for (m, (name, cmd)) in modules.iter().zip(refs) {
         descs.push((m.kind, offset, m.data.len() as u64, name, cmd));
@@ -250,7 +263,12 @@ mod tests {
     use std::vec;
 
     fn input(kind: Kind, name: &str, cmdline: &str, data: &[u8]) -> Input {
-        Input { kind, name: name.to_string(), cmdline: cmdline.to_string(), data: data.to_vec() }
+        Input {
+            kind,
+            name: name.to_string(),
+            cmdline: cmdline.to_string(),
+            data: data.to_vec(),
+        }
     }
 
     #[test]
@@ -287,16 +305,28 @@ mod tests {
         assert_eq!(Payload::parse(&b).err(), Some(Error::BadVersion(9)));
         let mut b = bytes.clone();
         b[HEADER_SIZE] = 17;
-        assert_eq!(Payload::parse(&b).err(), Some(Error::BadKind { index: 0, kind: 17 }));
+        assert_eq!(
+            Payload::parse(&b).err(),
+            Some(Error::BadKind { index: 0, kind: 17 })
+        );
         let mut b = bytes.clone();
         b[HEADER_SIZE + 16..HEADER_SIZE + 24].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(Payload::parse(&b).err(), Some(Error::OutOfBounds { index: 0 }));
+        assert_eq!(
+            Payload::parse(&b).err(),
+            Some(Error::OutOfBounds { index: 0 })
+        );
         let mut b = bytes.clone();
         b[HEADER_SIZE + 8] = 1;
-        assert_eq!(Payload::parse(&b).err(), Some(Error::Misaligned { index: 0 }));
+        assert_eq!(
+            Payload::parse(&b).err(),
+            Some(Error::Misaligned { index: 0 })
+        );
         let mut b = bytes.clone();
         b[HEADER_SIZE + 28..HEADER_SIZE + 32].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(Payload::parse(&b).err(), Some(Error::BadString { index: 0 }));
+        assert_eq!(
+            Payload::parse(&b).err(),
+            Some(Error::BadString { index: 0 })
+        );
         let mut b = bytes.clone();
         b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Payload::parse(&b).err(), Some(Error::TooShort));

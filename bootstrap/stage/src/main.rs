@@ -15,7 +15,7 @@ mod load;
 mod uart;
 
 use core::fmt::Write;
-use l4_bootinfo::{BootInfo, MemKind, MemRegion, KERNEL_IMAGE_VA, LINEAR_MAP_VA};
+use l4_bootinfo::{BootInfo, KERNEL_IMAGE_VA, LINEAR_MAP_VA, MemKind, MemRegion};
 
 core::arch::global_asm!(include_str!("start.S"));
 
@@ -76,7 +76,11 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
         unsafe { *core::ptr::addr_of_mut!(CONSOLE) = Some(uart::Pl011::new(base)) };
     }
     println!("\nL4 Bootstrapper");
-    println!("  Build: {} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    println!(
+        "  Build: {} {}",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION")
+    );
 
     // SAFETY: the static is only used here, on one CPU, and init() sets every
     // field that is read later.
@@ -96,7 +100,12 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
         if size == 0 {
             continue;
         }
-        println!("  RAM: {:016x} - {:016x}: {}kB", base, base + size - 1, size / 1024);
+        println!(
+            "  RAM: {:016x} - {:016x}: {}kB",
+            base,
+            base + size - 1,
+            size / 1024
+        );
         total += size;
         add_mem(info, MemRegion::new(base, size, MemKind::Free));
     }
@@ -104,27 +113,59 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
     if total == 0 {
         fail(format_args!("the device tree describes no memory"));
     }
-    add_mem(info, MemRegion::new(dtb as u64 & !0xfff, page_up(info.dtb_size + (dtb as u64 & 0xfff)), MemKind::Dtb));
+    add_mem(
+        info,
+        MemRegion::new(
+            dtb as u64 & !0xfff,
+            page_up(info.dtb_size + (dtb as u64 & 0xfff)),
+            MemKind::Dtb,
+        ),
+    );
 
     // Linker symbols; only their addresses are taken.
-    let (image_start, payload_start) = (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__payload_start) as u64);
+    let (image_start, payload_start) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__payload_start) as u64,
+    );
     // SAFETY: the image builder put at least a header after the stage; the
     // header is checked before its size is trusted.
-    let header = unsafe { core::slice::from_raw_parts(payload_start as *const u8, bootimage::HEADER_SIZE) };
-    let total_size = bootimage::Payload::total_size(header).unwrap_or_else(|e| fail(format_args!("boot image: {}", e)));
+    let header =
+        unsafe { core::slice::from_raw_parts(payload_start as *const u8, bootimage::HEADER_SIZE) };
+    let total_size = bootimage::Payload::total_size(header)
+        .unwrap_or_else(|e| fail(format_args!("boot image: {}", e)));
     // SAFETY: QEMU loaded the whole image; total_size comes from the header
     // the builder wrote, and parse() checks every offset against it.
-    let bytes = unsafe { core::slice::from_raw_parts(payload_start as *const u8, total_size as usize) };
-    let payload = bootimage::Payload::parse(bytes).unwrap_or_else(|e| fail(format_args!("boot image: {}", e)));
-    add_mem(info, MemRegion::new(image_start, payload_start - image_start, MemKind::Bootstrap));
+    let bytes =
+        unsafe { core::slice::from_raw_parts(payload_start as *const u8, total_size as usize) };
+    let payload = bootimage::Payload::parse(bytes)
+        .unwrap_or_else(|e| fail(format_args!("boot image: {}", e)));
+    add_mem(
+        info,
+        MemRegion::new(image_start, payload_start - image_start, MemKind::Bootstrap),
+    );
 
     let mut kernel = None;
     let mut roottask = None;
-    let first_module = payload.modules().map(|m| m.offset).min().unwrap_or(total_size);
-    add_mem(info, MemRegion::new(payload_start, first_module, MemKind::Bootstrap));
+    let first_module = payload
+        .modules()
+        .map(|m| m.offset)
+        .min()
+        .unwrap_or(total_size);
+    add_mem(
+        info,
+        MemRegion::new(payload_start, first_module, MemKind::Bootstrap),
+    );
     for (i, m) in payload.modules().enumerate() {
         let pa = payload_start + m.offset;
-        println!("  module {:02} {{ {:x}-{:x} }} [{:8}] {} {}", i, pa, pa + m.data.len() as u64, m.data.len(), m.name, m.cmdline);
+        println!(
+            "  module {:02} {{ {:x}-{:x} }} [{:8}] {} {}",
+            i,
+            pa,
+            pa + m.data.len() as u64,
+            m.data.len(),
+            m.name,
+            m.cmdline
+        );
         let kind = match m.kind {
             bootimage::Kind::Kernel => {
                 kernel = Some(m);
@@ -146,32 +187,58 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
     let kernel = kernel.unwrap_or_else(|| fail(format_args!("the image has no kernel")));
     let roottask = roottask.unwrap_or_else(|| fail(format_args!("the image has no root task")));
     if !info.kernel_cmdline.set(kernel.cmdline) {
-        println!("  warning: kernel command line cut to {} bytes", l4_bootinfo::CMDLINE_LEN - 1);
+        println!(
+            "  warning: kernel command line cut to {} bytes",
+            l4_bootinfo::CMDLINE_LEN - 1
+        );
     }
 
     println!("  Loading {}", kernel.name);
-    let k = load::load_kernel(info, kernel.data).unwrap_or_else(|e| fail(format_args!("kernel '{}': {}", kernel.name, e)));
+    let k = load::load_kernel(info, kernel.data)
+        .unwrap_or_else(|e| fail(format_args!("kernel '{}': {}", kernel.name, e)));
     println!("  Loading {}", roottask.name);
-    load::load_program(info, roottask.data).unwrap_or_else(|e| fail(format_args!("root task '{}': {}", roottask.name, e)));
+    load::load_program(info, roottask.data)
+        .unwrap_or_else(|e| fail(format_args!("root task '{}': {}", roottask.name, e)));
     info.roottask.name.set(roottask.name);
     info.roottask.cmdline.set(roottask.cmdline);
 
-    let regs = load::build_tables(info, &fdt, &k).unwrap_or_else(|e| fail(format_args!("translation tables: {}", e)));
+    let regs = load::build_tables(info, &fdt, &k)
+        .unwrap_or_else(|e| fail(format_args!("translation tables: {}", e)));
 
     // Move the boot-info page to memory of its own, listed in itself.
     let size = page_up(core::mem::size_of::<BootInfo>() as u64);
-    let dest = info.find_free(size, 4096).unwrap_or_else(|| fail(format_args!("no memory for the boot-info page")));
+    let dest = info
+        .find_free(size, 4096)
+        .unwrap_or_else(|| fail(format_args!("no memory for the boot-info page")));
     add_mem(info, MemRegion::new(dest, size, MemKind::BootInfo));
 
     println!("  Regions of list 'regions'");
     for r in info.mem() {
-        println!("    [{:9x}, {:9x}] {{{:9x}}} {:?}", r.base, r.end() - 1, r.size, r.kind);
+        println!(
+            "    [{:9x}, {:9x}] {{{:9x}}} {:?}",
+            r.base,
+            r.end() - 1,
+            r.size,
+            r.kind
+        );
     }
-    println!("  Roottask config  ip:{:x} ({} segments)", info.roottask.entry, info.roottask.nr_segments);
-    println!("  Starting kernel {} at {:x} (boot info at {:x})", kernel.name, k.entry_va, dest);
+    println!(
+        "  Roottask config  ip:{:x} ({} segments)",
+        info.roottask.entry, info.roottask.nr_segments
+    );
+    println!(
+        "  Starting kernel {} at {:x} (boot info at {:x})",
+        kernel.name, k.entry_va, dest
+    );
     // SAFETY: dest is free RAM of the right size, just reserved; the source
     // is our own static.
-    unsafe { core::ptr::copy_nonoverlapping(info as *const BootInfo as *const u8, dest as *mut u8, core::mem::size_of::<BootInfo>()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            info as *const BootInfo as *const u8,
+            dest as *mut u8,
+            core::mem::size_of::<BootInfo>(),
+        )
+    };
     // SAFETY: the tables map RAM identically (TTBR0) so this code keeps running
     // once the MMU is on, and map the kernel image at its link address.
     unsafe { enter_kernel(k.entry_va, dest, &regs) }
@@ -196,7 +263,10 @@ fn read_cntfrq() -> u64 {
 
 /// The PL011 named by /chosen/stdout-path, or the first PL011.
 fn console_base(fdt: &fdt::Fdt<'_>) -> Option<usize> {
-    let node = fdt.chosen().stdout().or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
+    let node = fdt
+        .chosen()
+        .stdout()
+        .or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
     Some(node.reg()?.next()?.starting_address as usize)
 }
 

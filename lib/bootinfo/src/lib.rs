@@ -96,7 +96,12 @@ pub struct MemRegion {
 
 impl MemRegion {
     pub const fn new(base: u64, size: u64, kind: MemKind) -> Self {
-        Self { base, size, kind, _pad: 0 }
+        Self {
+            base,
+            size,
+            kind,
+            _pad: 0,
+        }
     }
     pub const fn end(&self) -> u64 {
         self.base + self.size
@@ -145,7 +150,13 @@ impl Program {
         entry: 0,
         nr_segments: 0,
         _pad: 0,
-        segments: [Segment { paddr: 0, vaddr: 0, memsz: 0, flags: 0, _pad: 0 }; MAX_SEGMENTS],
+        segments: [Segment {
+            paddr: 0,
+            vaddr: 0,
+            memsz: 0,
+            flags: 0,
+            _pad: 0,
+        }; MAX_SEGMENTS],
         name: FixedStr::EMPTY,
         cmdline: FixedStr::EMPTY,
     };
@@ -235,7 +246,13 @@ impl BootInfo {
         &self.modules[..(self.nr_modules as usize).min(MAX_MODULES)]
     }
 
-    pub fn add_module(&mut self, base: u64, size: u64, name: &str, cmdline: &str) -> Result<(), Error> {
+    pub fn add_module(
+        &mut self,
+        base: u64,
+        size: u64,
+        name: &str,
+        cmdline: &str,
+    ) -> Result<(), Error> {
         let i = self.nr_modules as usize;
         if i >= MAX_MODULES {
             return Err(Error::TooManyModules);
@@ -311,15 +328,22 @@ impl BootInfo {
     /// The free region at least `size` bytes large whose aligned start is the
     /// lowest, or `None`.
     pub fn find_free(&self, size: u64, align: u64) -> Option<u64> {
-        self.mem().iter().filter(|r| r.kind == MemKind::Free).find_map(|r| {
-            let start = r.base.checked_add(align - 1)? & !(align - 1);
-            (start.checked_add(size)? <= r.end()).then_some(start)
-        })
+        self.mem()
+            .iter()
+            .filter(|r| r.kind == MemKind::Free)
+            .find_map(|r| {
+                let start = r.base.checked_add(align - 1)? & !(align - 1);
+                (start.checked_add(size)? <= r.end()).then_some(start)
+            })
     }
 
     /// Total bytes of the given kind.
     pub fn total(&self, kind: MemKind) -> u64 {
-        self.mem().iter().filter(|r| r.kind == kind).map(|r| r.size).sum()
+        self.mem()
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.size)
+            .sum()
     }
 }
 
@@ -352,23 +376,34 @@ mod tests {
     #[test]
     fn carving_splits_free_ram() {
         let mut b = new_info();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x4000_0000, MemKind::Free)).unwrap();
-        b.add_mem(MemRegion::new(0x4008_0000, 0x10_0000, MemKind::Bootstrap)).unwrap();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb)).unwrap();
+        b.add_mem(MemRegion::new(0x4000_0000, 0x4000_0000, MemKind::Free))
+            .unwrap();
+        b.add_mem(MemRegion::new(0x4008_0000, 0x10_0000, MemKind::Bootstrap))
+            .unwrap();
+        b.add_mem(MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb))
+            .unwrap();
         let m = b.mem();
-        assert_eq!(m.len(), 5);
+        assert_eq!(m.len(), 4);
         assert_eq!(m[0], MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb));
         assert_eq!(m[1], MemRegion::new(0x4000_1000, 0x7_f000, MemKind::Free));
-        assert_eq!(m[2], MemRegion::new(0x4008_0000, 0x10_0000, MemKind::Bootstrap));
-        assert_eq!(m[3], MemRegion::new(0x4018_0000, 0x3fe8_0000, MemKind::Free));
+        assert_eq!(
+            m[2],
+            MemRegion::new(0x4008_0000, 0x10_0000, MemKind::Bootstrap)
+        );
+        assert_eq!(
+            m[3],
+            MemRegion::new(0x4018_0000, 0x3fe8_0000, MemKind::Free)
+        );
         assert_eq!(b.total(MemKind::Free), 0x4000_0000 - 0x10_1000);
     }
 
     #[test]
     fn find_free_respects_alignment_and_size() {
         let mut b = new_info();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x100_0000, MemKind::Free)).unwrap();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb)).unwrap();
+        b.add_mem(MemRegion::new(0x4000_0000, 0x100_0000, MemKind::Free))
+            .unwrap();
+        b.add_mem(MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb))
+            .unwrap();
         assert_eq!(b.find_free(0x1000, 0x1000), Some(0x4000_1000));
         assert_eq!(b.find_free(0x1000, 0x20_0000), Some(0x4020_0000));
         assert_eq!(b.find_free(0x200_0000, 0x1000), None);
@@ -377,10 +412,12 @@ mod tests {
     #[test]
     fn region_table_overflow_is_an_error() {
         let mut b = new_info();
-        b.add_mem(MemRegion::new(0, 1 << 40, MemKind::Free)).unwrap();
+        b.add_mem(MemRegion::new(0, 1 << 40, MemKind::Free))
+            .unwrap();
         let mut err = None;
         for i in 0..MAX_MEM_REGIONS as u64 {
-            if let Err(e) = b.add_mem(MemRegion::new(i * 0x2000 + 0x1000, 0x1000, MemKind::Module)) {
+            if let Err(e) = b.add_mem(MemRegion::new(i * 0x2000 + 0x1000, 0x1000, MemKind::Module))
+            {
                 err = Some(e);
                 break;
             }

@@ -52,15 +52,43 @@ pub struct Attr {
 }
 
 impl Attr {
-    pub const KERNEL_RW: Attr = Attr { mem: MemType::Normal, write: true, kernel_exec: false, user: false, user_exec: false, not_global: false };
-    pub const KERNEL_RO: Attr = Attr { write: false, ..Attr::KERNEL_RW };
-    pub const KERNEL_RX: Attr = Attr { write: false, kernel_exec: true, ..Attr::KERNEL_RW };
-    pub const KERNEL_RWX: Attr = Attr { write: true, kernel_exec: true, ..Attr::KERNEL_RW };
-    pub const DEVICE: Attr = Attr { mem: MemType::Device, ..Attr::KERNEL_RW };
+    pub const KERNEL_RW: Attr = Attr {
+        mem: MemType::Normal,
+        write: true,
+        kernel_exec: false,
+        user: false,
+        user_exec: false,
+        not_global: false,
+    };
+    pub const KERNEL_RO: Attr = Attr {
+        write: false,
+        ..Attr::KERNEL_RW
+    };
+    pub const KERNEL_RX: Attr = Attr {
+        write: false,
+        kernel_exec: true,
+        ..Attr::KERNEL_RW
+    };
+    pub const KERNEL_RWX: Attr = Attr {
+        write: true,
+        kernel_exec: true,
+        ..Attr::KERNEL_RW
+    };
+    pub const DEVICE: Attr = Attr {
+        mem: MemType::Device,
+        ..Attr::KERNEL_RW
+    };
 
     /// User mapping with the given rights (read is implied).
     pub const fn user(write: bool, exec: bool) -> Attr {
-        Attr { mem: MemType::Normal, write, kernel_exec: false, user: true, user_exec: exec, not_global: true }
+        Attr {
+            mem: MemType::Normal,
+            write,
+            kernel_exec: false,
+            user: true,
+            user_exec: exec,
+            not_global: true,
+        }
     }
 
     fn bits(self) -> u64 {
@@ -142,7 +170,15 @@ fn index(va: u64, level: usize) -> usize {
 /// Uses 1 GiB / 2 MiB blocks where both addresses are aligned and
 /// `blocks` allows it. Only the low 48 bits of `va` select entries, so
 /// upper-range (TTBR1) addresses work as they are.
-pub fn map(tables: &mut impl Tables, root: u64, va: u64, pa: u64, size: u64, attr: Attr, blocks: bool) -> Result<(), MapError> {
+pub fn map(
+    tables: &mut impl Tables,
+    root: u64,
+    va: u64,
+    pa: u64,
+    size: u64,
+    attr: Attr,
+    blocks: bool,
+) -> Result<(), MapError> {
     if (va | pa | size) & (PAGE_SIZE - 1) != 0 {
         return Err(MapError::Misaligned);
     }
@@ -158,7 +194,8 @@ pub fn map(tables: &mut impl Tables, root: u64, va: u64, pa: u64, size: u64, att
         let mut level = 0;
         loop {
             let block = 1u64 << LEVEL_SHIFT[level];
-            let leaf_ok = level == 3 || (blocks && level >= 1 && (v | p) & (block - 1) == 0 && left >= block);
+            let leaf_ok =
+                level == 3 || (blocks && level >= 1 && (v | p) & (block - 1) == 0 && left >= block);
             let i = index(v, level);
             let entry = tables.table(table)[i];
             if leaf_ok {
@@ -239,7 +276,10 @@ mod tests {
 
     impl Host {
         fn new(limit: usize) -> Self {
-            Host { pages: Vec::new(), limit }
+            Host {
+                pages: Vec::new(),
+                limit,
+            }
         }
     }
 
@@ -260,12 +300,36 @@ mod tests {
     fn pages_and_blocks() {
         let mut t = Host::new(16);
         let root = t.alloc().unwrap();
-        map(&mut t, root, 0x4000_0000, 0x4000_0000, 0x4000_0000, Attr::KERNEL_RW, true).unwrap();
+        map(
+            &mut t,
+            root,
+            0x4000_0000,
+            0x4000_0000,
+            0x4000_0000,
+            Attr::KERNEL_RW,
+            true,
+        )
+        .unwrap();
         // One 1 GiB block: only the root and one L1 table.
         assert_eq!(t.pages.len(), 2);
-        assert_eq!(translate(&mut t, root, 0x4123_4567), Some((0x4123_4567, Attr::KERNEL_RW)));
-        map(&mut t, root, 0x1000, 0x9000_0000, 0x2000, Attr::user(true, false), false).unwrap();
-        assert_eq!(translate(&mut t, root, 0x1fff), Some((0x9000_0fff, Attr::user(true, false))));
+        assert_eq!(
+            translate(&mut t, root, 0x4123_4567),
+            Some((0x4123_4567, Attr::KERNEL_RW))
+        );
+        map(
+            &mut t,
+            root,
+            0x1000,
+            0x9000_0000,
+            0x2000,
+            Attr::user(true, false),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            translate(&mut t, root, 0x1fff),
+            Some((0x9000_0fff, Attr::user(true, false)))
+        );
         assert_eq!(translate(&mut t, root, 0x3000), None);
         assert_eq!(unmap_page(&mut t, root, 0x1000), Some(0x9000_0000));
         assert_eq!(translate(&mut t, root, 0x1000), None);
@@ -276,8 +340,20 @@ mod tests {
         let mut t = Host::new(16);
         let root = t.alloc().unwrap();
         let va = 0xffff_ff80_0000_0000;
-        map(&mut t, root, va, 0x4020_0000, 0x20_0000, Attr::KERNEL_RX, true).unwrap();
-        assert_eq!(translate(&mut t, root, va + 0x10), Some((0x4020_0010, Attr::KERNEL_RX)));
+        map(
+            &mut t,
+            root,
+            va,
+            0x4020_0000,
+            0x20_0000,
+            Attr::KERNEL_RX,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            translate(&mut t, root, va + 0x10),
+            Some((0x4020_0010, Attr::KERNEL_RX))
+        );
         assert_eq!(t.table(root)[511] & VALID, VALID);
     }
 
@@ -285,17 +361,53 @@ mod tests {
     fn refusals() {
         let mut t = Host::new(3);
         let root = t.alloc().unwrap();
-        assert_eq!(map(&mut t, root, 0x10, 0, 0x1000, Attr::KERNEL_RW, false), Err(MapError::Misaligned));
-        map(&mut t, root, 0x20_0000, 0x20_0000, 0x20_0000, Attr::KERNEL_RW, true).unwrap();
-        assert_eq!(map(&mut t, root, 0x20_0000, 0, 0x1000, Attr::KERNEL_RW, false), Err(MapError::Exists { va: 0x20_0000 }));
+        assert_eq!(
+            map(&mut t, root, 0x10, 0, 0x1000, Attr::KERNEL_RW, false),
+            Err(MapError::Misaligned)
+        );
+        map(
+            &mut t,
+            root,
+            0x20_0000,
+            0x20_0000,
+            0x20_0000,
+            Attr::KERNEL_RW,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            map(&mut t, root, 0x20_0000, 0, 0x1000, Attr::KERNEL_RW, false),
+            Err(MapError::Exists { va: 0x20_0000 })
+        );
         // Needs L1, L2 and L3 tables under another L0 slot: out of table pages.
-        assert_eq!(map(&mut t, root, 1 << 39, 0, 0x1000, Attr::KERNEL_RW, false), Err(MapError::NoMemory));
-        assert_eq!(map(&mut t, root, 0, u64::MAX & !0xfff, 0x1000, Attr::KERNEL_RW, false), Err(MapError::OutOfRange));
+        assert_eq!(
+            map(&mut t, root, 1 << 39, 0, 0x1000, Attr::KERNEL_RW, false),
+            Err(MapError::NoMemory)
+        );
+        assert_eq!(
+            map(
+                &mut t,
+                root,
+                0,
+                0xffff_ffff_ffff_f000,
+                0x1000,
+                Attr::KERNEL_RW,
+                false
+            ),
+            Err(MapError::OutOfRange)
+        );
     }
 
     #[test]
     fn attribute_round_trip() {
-        for a in [Attr::KERNEL_RW, Attr::KERNEL_RO, Attr::KERNEL_RX, Attr::DEVICE, Attr::user(false, true), Attr::user(true, false)] {
+        for a in [
+            Attr::KERNEL_RW,
+            Attr::KERNEL_RO,
+            Attr::KERNEL_RX,
+            Attr::DEVICE,
+            Attr::user(false, true),
+            Attr::user(true, false),
+        ] {
             assert_eq!(Attr::from_bits(a.bits()), a);
         }
     }

@@ -2,7 +2,7 @@
 
 mod trap;
 
-pub use trap::{dump as trap_dump, enter_user, TrapFrame};
+pub use trap::{TrapFrame, dump as trap_dump, enter_user};
 
 use core::arch::asm;
 
@@ -121,7 +121,8 @@ pub fn timer_start() {
     write_sysreg!("cnthp_ctl_el2", 1);
 }
 
-static TICKS: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+static TICKS: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 
 /// Timer interrupt: count the tick and arm the next one.
 pub fn timer_tick() {
@@ -152,10 +153,14 @@ pub fn psci_call(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     // power state of other CPUs or the system, as asked.
     unsafe {
         match conduit {
-            Conduit::Smc => asm!("smc #0", inout("x0") fid as u64 => ret, inout("x1") a1 => _, inout("x2") a2 => _,
-                inout("x3") a3 => _, options(nostack)),
-            Conduit::Hvc => asm!("hvc #0", inout("x0") fid as u64 => ret, inout("x1") a1 => _, inout("x2") a2 => _,
-                inout("x3") a3 => _, options(nostack)),
+            Conduit::Smc => {
+                asm!("smc #0", inout("x0") fid as u64 => ret, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, options(nostack))
+            }
+            Conduit::Hvc => {
+                asm!("hvc #0", inout("x0") fid as u64 => ret, inout("x1") a1 => _, inout("x2") a2 => _,
+                inout("x3") a3 => _, options(nostack))
+            }
         }
     }
     ret
@@ -178,7 +183,9 @@ pub fn dcache_clean(va: u64, len: u64) {
 pub fn set_user_space(root_pa: u64, asid: u16) {
     write_sysreg!("ttbr0_el2", root_pa | (u64::from(asid) << 48));
     // SAFETY: TLB maintenance for the new ASID; barriers only.
-    unsafe { asm!("tlbi aside1, {}", "dsb ish", "isb", in(reg) u64::from(asid) << 48, options(nostack)) };
+    unsafe {
+        asm!("tlbi aside1, {}", "dsb ish", "isb", in(reg) u64::from(asid) << 48, options(nostack))
+    };
 }
 
 /// Makes new kernel mappings visible (no entries were valid before).

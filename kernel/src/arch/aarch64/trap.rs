@@ -16,10 +16,22 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
 
 /// Vector slots, in table order.
 const KINDS: [&str; 16] = [
-    "sync (EL2, SP0)", "IRQ (EL2, SP0)", "FIQ (EL2, SP0)", "SError (EL2, SP0)",
-    "sync (EL2)", "IRQ (EL2)", "FIQ (EL2)", "SError (EL2)",
-    "sync (EL0)", "IRQ (EL0)", "FIQ (EL0)", "SError (EL0)",
-    "sync (AArch32)", "IRQ (AArch32)", "FIQ (AArch32)", "SError (AArch32)",
+    "sync (EL2, SP0)",
+    "IRQ (EL2, SP0)",
+    "FIQ (EL2, SP0)",
+    "SError (EL2, SP0)",
+    "sync (EL2)",
+    "IRQ (EL2)",
+    "FIQ (EL2)",
+    "SError (EL2)",
+    "sync (EL0)",
+    "IRQ (EL0)",
+    "FIQ (EL0)",
+    "SError (EL0)",
+    "sync (AArch32)",
+    "IRQ (AArch32)",
+    "FIQ (AArch32)",
+    "SError (AArch32)",
 ];
 
 #[unsafe(no_mangle)]
@@ -34,7 +46,11 @@ extern "C" fn trap_handler(frame: &mut TrapFrame, kind: u64) {
         _ => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
             let far = super::read_sysreg!("far_el2");
-            crate::kprintln!("\nkernel: unhandled exception: {} on CPU {}", KINDS[kind as usize & 15], super::cpu_id());
+            crate::kprintln!(
+                "\nkernel: unhandled exception: {} on CPU {}",
+                KINDS[kind as usize & 15],
+                super::cpu_id()
+            );
             dump(frame, esr, far);
             panic!("unhandled exception in the kernel");
         }
@@ -44,13 +60,26 @@ extern "C" fn trap_handler(frame: &mut TrapFrame, kind: u64) {
 /// Prints a register dump.
 pub fn dump(f: &TrapFrame, esr: Esr, far: u64) {
     crate::kprintln!("  {}", esr);
-    crate::kprintln!("  pc {:016x}  far {:016x}  spsr {:08x}  sp_el0 {:016x}", f.elr, far, f.spsr, f.sp_el0);
+    crate::kprintln!(
+        "  pc {:016x}  far {:016x}  spsr {:08x}  sp_el0 {:016x}",
+        f.elr,
+        far,
+        f.spsr,
+        f.sp_el0
+    );
     for row in 0..8 {
         let i = row * 4;
         let r = |j: usize| if i + j < 31 { f.x[i + j] } else { 0 };
         crate::kprintln!(
             "  x{:02} {:016x}  x{:02} {:016x}  x{:02} {:016x}  x{:02} {:016x}",
-            i, r(0), i + 1, r(1), i + 2, r(2), i + 3, r(3)
+            i,
+            r(0),
+            i + 1,
+            r(1),
+            i + 2,
+            r(2),
+            i + 3,
+            r(3)
         );
     }
 }

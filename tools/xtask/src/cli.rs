@@ -1,0 +1,368 @@
+//! Command line: `cargo xtask <command> [KEY=value]... [flags]`.
+//!
+//! Like L4Re's make, variables are given as `KEY=value` arguments or taken from
+//! the environment (arguments win); an empty value counts as unset.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result, bail};
+
+pub const USAGE: &str = "\
+usage: cargo xtask <command> [KEY=value]... [flags]
+
+commands:
+  build               build the boot stage, kernel and root task (release)
+  image E=<entry>     build and pack a modules.list entry into target/images/<entry>.img
+  qemu E=<entry>      build, pack and boot an entry in QEMU (quit with Ctrl-A x)
+  list                list the entries of the modules list
+  test [--host] [-v] [<scenario>...]
+                      host unit tests, then every QEMU scenario in tests/scenarios/;
+                      with names only those scenarios, with --host only the host tests,
+                      -v echoes the console while a scenario runs
+  bench boot E=<entry> [--runs N] [--timeout SECS]
+            [--stage-marker TEXT] [--kernel-marker TEXT] [--roottask-marker TEXT]
+                      boot an entry N times (default 5) and print median boot times
+  lint                cargo fmt --check and clippy -D warnings for every crate and target
+  help                this text
+
+variables (KEY=value argument or environment variable):
+  E                   the modules.list entry; without it image/qemu show a menu
+  MODULES_LIST        modules list file (default: <repo>/modules.list)
+  MODULE_SEARCH_PATH  extra module directories, colon separated, searched first
+  QEMU_OPTIONS        extra QEMU options, appended (shell-like quoting)
+";
+
+/// Variables the tool knows; anything else spelled `KEY=value` is an error.
+const VARIABLES: [&str; 4] = ["E", "MODULES_LIST", "MODULE_SEARCH_PATH", "QEMU_OPTIONS"];
+
+/// Marker lines that `bench boot` times by default (first match of each, in order).
+pub const DEFAULT_STAGE_MARKER: &str = "L4 Bootstrapper";
+pub const DEFAULT_KERNEL_MARKER: &str = "CPUs online";
+pub const DEFAULT_ROOTTASK_MARKER: &str = "moe: hello from the root task";
+
+#[derive(Debug, PartialEq)]
+pub struct Invocation {
+    pub command: Command,
+    pub vars: Vars,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Build,
+    Image,
+    Qemu,
+    List,
+    Test(TestArgs),
+    Bench(BenchArgs),
+    Lint,
+    Help,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct TestArgs {
+    /// Only the host unit tests.
+    pub host_only: bool,
+    /// Echo the console of each scenario while it runs.
+    pub verbose: bool,
+    /// Scenario names; empty means host tests plus all scenarios.
+    pub scenarios: Vec<String>,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct BenchArgs {
+    pub runs: usize,
+    pub timeout: Duration,
+    pub stage_marker: String,
+    pub kernel_marker: String,
+    pub roottask_marker: String,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            runs: 5,
+            timeout: Duration::from_secs(60),
+            stage_marker: DEFAULT_STAGE_MARKER.into(),
+            kernel_marker: DEFAULT_KERNEL_MARKER.into(),
+            roottask_marker: DEFAULT_ROOTTASK_MARKER.into(),
+        }
+    }
+}
+
+/// The make-like variables after merging arguments over the environment.
+#[derive(Debug, Default, PartialEq)]
+pub struct Vars {
+    pub entry: Option<String>,
+    pub modules_list: Option<PathBuf>,
+    pub module_search_path: Vec<PathBuf>,
+    /// Raw `QEMU_OPTIONS`; split shell-like where it is used.
+    pub qemu_options: Option<String>,
+}
+
+/// Parses the arguments after `cargo xtask`; `env` looks up environment variables.
+pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Invocation> {
+    let mut values: Vec<(&str, String)> = VARIABLES
+        .iter()
+        .filter_map(|&key| env(key).map(|value| (key, value)))
+        .collect();
+    let mut rest = Vec::new();
+    for arg in args {
+        match split_assignment(arg) {
+            Some((key, value)) => {
+                let Some(&key) = VARIABLES.iter().find(|&&k| k == key) else {
+                    bail!("unknown variable '{key}' (known: {})", VARIABLES.join(", "));
+                };
+                values.retain(|(k, _)| *k != key);
+                values.push((key, value.to_string()));
+            }
+            None => rest.push(arg.as_str()),
+        }
+    }
+    let get = |key: &str| {
+        values
+            .iter()
+            .find(|(k, v)| *k == key && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    let vars = Vars {
+        entry: get("E"),
+        modules_list: get("MODULES_LIST").map(PathBuf::from),
+        module_search_path: get("MODULE_SEARCH_PATH")
+            .map(|p| split_search_path(&p))
+            .unwrap_or_default(),
+        qemu_options: get("QEMU_OPTIONS"),
+    };
+
+    let (name, flags) = match rest.split_first() {
+        Some((name, flags)) => (*name, flags),
+        None => ("help", &[][..]),
+    };
+    let command = match name {
+        "build" => no_flags(Command::Build, name, flags)?,
+        "image" => no_flags(Command::Image, name, flags)?,
+        "qemu" => no_flags(Command::Qemu, name, flags)?,
+        "list" => no_flags(Command::List, name, flags)?,
+        "lint" => no_flags(Command::Lint, name, flags)?,
+        "help" | "-h" | "--help" => Command::Help,
+        "test" => Command::Test(parse_test(flags)?),
+        "bench" => Command::Bench(parse_bench(flags)?),
+        other => bail!("unknown command '{other}'; see `cargo xtask help`"),
+    };
+    Ok(Invocation { command, vars })
+}
+
+/// `KEY=value` with an upper-case shell-variable name; anything else is not one.
+fn split_assignment(arg: &str) -> Option<(&str, &str)> {
+    let (key, value) = arg.split_once('=')?;
+    let mut chars = key.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    (first_ok && rest_ok).then_some((key, value))
+}
+
+/// `a:b::c` -> `[a, b, c]` (empty elements are skipped).
+pub fn split_search_path(value: &str) -> Vec<PathBuf> {
+    value
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+fn no_flags(command: Command, name: &str, flags: &[&str]) -> Result<Command> {
+    match flags.first() {
+        None => Ok(command),
+        Some(arg) if !arg.starts_with('-') && matches!(command, Command::Image | Command::Qemu) => {
+            bail!("unexpected argument '{arg}' for '{name}' (did you mean E={arg}?)")
+        }
+        Some(arg) => bail!("unexpected argument '{arg}' for '{name}'; see `cargo xtask help`"),
+    }
+}
+
+fn parse_test(flags: &[&str]) -> Result<TestArgs> {
+    let mut args = TestArgs::default();
+    for &flag in flags {
+        match flag {
+            "--host" => args.host_only = true,
+            "-v" | "--verbose" => args.verbose = true,
+            f if f.starts_with('-') => bail!("unknown flag '{f}' for 'test'"),
+            name => args.scenarios.push(name.to_string()),
+        }
+    }
+    if args.host_only && !args.scenarios.is_empty() {
+        bail!("'test --host' runs no scenario; drop --host or the scenario names");
+    }
+    Ok(args)
+}
+
+fn parse_bench(flags: &[&str]) -> Result<BenchArgs> {
+    let Some((&kind, flags)) = flags.split_first() else {
+        bail!("'bench' needs a benchmark name: `cargo xtask bench boot E=<entry>`");
+    };
+    if kind != "boot" {
+        bail!("unknown benchmark '{kind}' (known: boot)");
+    }
+    let mut args = BenchArgs::default();
+    let mut it = flags.iter();
+    while let Some(&flag) = it.next() {
+        // Both `--flag value` and `--flag=value`.
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (flag, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().map(|v| v.to_string()))
+                .ok_or_else(|| Error::new(format!("'{name}' needs a value")))
+        };
+        match name {
+            "--runs" => {
+                args.runs = parse_number(name, &value()?)?;
+                if args.runs == 0 {
+                    bail!("--runs must be at least 1");
+                }
+            }
+            "--timeout" => args.timeout = Duration::from_secs(parse_number(name, &value()?)?),
+            "--stage-marker" => args.stage_marker = value()?,
+            "--kernel-marker" => args.kernel_marker = value()?,
+            "--roottask-marker" => args.roottask_marker = value()?,
+            other => bail!("unknown flag '{other}' for 'bench boot'"),
+        }
+    }
+    Ok(args)
+}
+
+fn parse_number<T: FromStr>(flag: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| Error::new(format!("{flag}: '{value}' is not a number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Invocation> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse(&args, |key| {
+            env.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn no_arguments_is_help() {
+        assert_eq!(parse_with(&[], &[]).unwrap().command, Command::Help);
+    }
+
+    #[test]
+    fn make_like_variables_anywhere() {
+        let inv = parse_with(
+            &[
+                "E=hello",
+                "qemu",
+                "MODULE_SEARCH_PATH=/a::/b",
+                "QEMU_OPTIONS=-s -S",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(inv.command, Command::Qemu);
+        assert_eq!(inv.vars.entry.as_deref(), Some("hello"));
+        assert_eq!(
+            inv.vars.module_search_path,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(inv.vars.qemu_options.as_deref(), Some("-s -S"));
+    }
+
+    #[test]
+    fn arguments_override_environment_and_empty_is_unset() {
+        let env = [("E", "from-env"), ("MODULES_LIST", "/env.list")];
+        let inv = parse_with(&["image", "E=from-arg"], &env).unwrap();
+        assert_eq!(inv.vars.entry.as_deref(), Some("from-arg"));
+        assert_eq!(inv.vars.modules_list, Some(PathBuf::from("/env.list")));
+        let inv = parse_with(&["image", "E="], &env).unwrap();
+        assert_eq!(inv.vars.entry, None);
+    }
+
+    #[test]
+    fn unknown_variable_and_command_are_errors() {
+        let err = parse_with(&["qemu", "ENTRY=hello"], &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown variable 'ENTRY'"));
+        assert!(parse_with(&["boot"], &[]).is_err());
+        let err = parse_with(&["qemu", "hello"], &[]).unwrap_err();
+        assert!(err.to_string().contains("E=hello"));
+    }
+
+    #[test]
+    fn lower_case_assignment_is_a_plain_argument() {
+        // e.g. a scenario named `a=b` is not a variable
+        let inv = parse_with(&["test", "a=b"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Test(TestArgs {
+                scenarios: vec!["a=b".into()],
+                ..TestArgs::default()
+            })
+        );
+    }
+
+    #[test]
+    fn test_flags() {
+        let inv = parse_with(&["test", "--host"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Test(TestArgs {
+                host_only: true,
+                ..TestArgs::default()
+            })
+        );
+        let inv = parse_with(&["test", "-v", "hello", "ktest"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Test(TestArgs {
+                host_only: false,
+                verbose: true,
+                scenarios: vec!["hello".into(), "ktest".into()],
+            })
+        );
+        assert!(parse_with(&["test", "--host", "hello"], &[]).is_err());
+        assert!(parse_with(&["test", "--bogus"], &[]).is_err());
+    }
+
+    #[test]
+    fn bench_flags() {
+        let inv = parse_with(
+            &[
+                "bench",
+                "boot",
+                "E=hello",
+                "--runs",
+                "3",
+                "--kernel-marker=Fiasco",
+                "--timeout",
+                "9",
+            ],
+            &[],
+        )
+        .unwrap();
+        let Command::Bench(args) = inv.command else {
+            panic!("not bench")
+        };
+        assert_eq!(args.runs, 3);
+        assert_eq!(args.kernel_marker, "Fiasco");
+        assert_eq!(args.timeout, Duration::from_secs(9));
+        assert_eq!(args.stage_marker, DEFAULT_STAGE_MARKER);
+        assert!(parse_with(&["bench"], &[]).is_err());
+        assert!(parse_with(&["bench", "boot", "--runs"], &[]).is_err());
+        assert!(parse_with(&["bench", "boot", "--runs", "0"], &[]).is_err());
+        assert!(parse_with(&["bench", "ipc"], &[]).is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! `cargo xtask lint`: formatting and clippy with warnings denied, for the host
+//! crates and for every target crate on its own target.
+
+use crate::error::Result;
+use crate::targets::{self, TARGET_CRATES, by_target, cargo_for_target};
+use crate::workspace::{Workspace, command_line, run};
+
+pub fn lint(ws: &Workspace) -> Result<()> {
+    crate::packages::ensure(&targets::needs(ws)?)?;
+    targets::ensure_rust_targets(ws)?;
+
+    let mut fmt = ws.cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    eprintln!("xtask: checking formatting ({})", command_line(&fmt));
+    run(&mut fmt)?;
+
+    let mut host = ws.cargo();
+    host.args(["clippy", "--workspace", "--all-targets"]);
+    for c in TARGET_CRATES {
+        host.args(["--exclude", c.package]);
+    }
+    host.args(["--", "-D", "warnings"]);
+    eprintln!("xtask: linting host crates ({})", command_line(&host));
+    run(&mut host)?;
+
+    for (target, packages) in by_target() {
+        let mut clippy = cargo_for_target(ws, "clippy", target, &packages);
+        clippy.args(["--", "-D", "warnings"]);
+        eprintln!("xtask: linting {} ({target}, release)", packages.join(", "));
+        run(&mut clippy)?;
+    }
+    Ok(())
+}

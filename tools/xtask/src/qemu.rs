@@ -1,0 +1,199 @@
+//! QEMU: the one place its command line is made, and the interactive boot.
+//!
+//! Options, in order (later ones win where QEMU lets a later option override):
+//! 1. [`MACHINE`] plus the console options of the mode (`-nographic`, or a piped
+//!    serial console without monitor for the test harness and benchmarks),
+//! 2. the entry's `# qemu: ...` comments in the modules list,
+//! 3. a scenario's `qemu_options` (tests only),
+//! 4. `QEMU_OPTIONS` (split shell-like), as in L4Re's Makeconf.boot.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::error::{Context, Result, bail};
+use crate::shell;
+
+pub const QEMU: &str = "qemu-system-aarch64";
+
+/// The machine every entry runs on (see DESIGN.md, "The machine").
+pub const MACHINE: &[&str] = &[
+    "-M",
+    "virt,virtualization=on,gic-version=3",
+    "-cpu",
+    "max",
+    "-smp",
+    "4",
+    "-m",
+    "1024",
+];
+
+/// How the serial console reaches the user.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConsoleMode {
+    /// `-nographic`: serial and monitor multiplexed on the terminal (Ctrl-A x quits).
+    Terminal,
+    /// Serial console on QEMU's stdin/stdout pipes, no display, no monitor: works
+    /// without a terminal (tests, benchmarks).
+    Piped,
+}
+
+impl ConsoleMode {
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            ConsoleMode::Terminal => &["-nographic"],
+            ConsoleMode::Piped => &["-display", "none", "-monitor", "none", "-serial", "stdio"],
+        }
+    }
+}
+
+/// The full argument list for booting `image`.
+pub fn arguments(
+    mode: ConsoleMode,
+    entry_options: &[String],
+    scenario_options: &[String],
+    env_options: &[String],
+    image: &Path,
+) -> Vec<String> {
+    MACHINE
+        .iter()
+        .chain(mode.options())
+        .map(|s| s.to_string())
+        .chain(entry_options.iter().cloned())
+        .chain(scenario_options.iter().cloned())
+        .chain(env_options.iter().cloned())
+        .chain(["-kernel".to_string(), image.display().to_string()])
+        .collect()
+}
+
+/// `QEMU_OPTIONS`, split shell-like.
+pub fn env_options(raw: Option<&str>) -> Result<Vec<String>> {
+    raw.map_or(Ok(Vec::new()), |raw| {
+        shell::split(raw).context(|| "QEMU_OPTIONS".to_string())
+    })
+}
+
+/// The options an entry adds with `# qemu: <options>` comment lines inside its
+/// block of the modules list (from `entry NAME` to the next `entry`, `group` or
+/// `module-group` line). Several such lines add up. Only the given file is read,
+/// not the files it `include`s.
+pub fn entry_options(modules_list: &str, entry: &str) -> Result<Vec<String>> {
+    let mut current: Option<&str> = None;
+    let mut options = Vec::new();
+    for (number, line) in modules_list.lines().enumerate() {
+        let line = line.trim();
+        if let Some(comment) = line.strip_prefix('#') {
+            if current == Some(entry)
+                && let Some(text) = comment.trim_start().strip_prefix("qemu:")
+            {
+                let words = shell::split(text)
+                    .context(|| format!("modules list line {}: '# qemu:'", number + 1))?;
+                options.extend(words);
+            }
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let keyword = words.next().unwrap_or("");
+        let keyword = keyword.split('[').next().unwrap_or(keyword);
+        match keyword {
+            "entry" => current = words.next(),
+            "group" | "module-group" => current = None,
+            _ => {}
+        }
+    }
+    Ok(options)
+}
+
+/// A QEMU command for `arguments` (for a [`crate::console::Session`]).
+pub fn command(arguments: &[String]) -> Command {
+    let mut cmd = Command::new(QEMU);
+    cmd.args(arguments);
+    cmd
+}
+
+/// Boots interactively with the terminal attached and returns when QEMU exits.
+pub fn run_interactive(arguments: &[String], env_options: Option<&str>) -> Result<()> {
+    eprintln!(
+        "xtask: booting: {} {}{}",
+        QEMU,
+        shell::join(arguments),
+        env_options.map_or(String::new(), |o| format!(" (QEMU_OPTIONS {o})"))
+    );
+    eprintln!("xtask: quit QEMU with Ctrl-A x (Ctrl-A h for more)");
+    let status = command(arguments)
+        .status()
+        .context(|| format!("cannot start {QEMU}"))?;
+    if !status.success() {
+        bail!("{QEMU} exited with {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = "\
+default-kernel fiasco -serial_esc
+entry hello
+# qemu: -smp 2
+kernel fiasco
+roottask moe
+  #qemu: -append 'a b'
+entry[no-defaults] other
+# qemu: -m 2048
+group foo
+# qemu: -s
+";
+
+    #[test]
+    fn entry_comments_are_collected_per_entry() {
+        assert_eq!(
+            entry_options(LIST, "hello").unwrap(),
+            ["-smp", "2", "-append", "a b"]
+        );
+        assert_eq!(entry_options(LIST, "other").unwrap(), ["-m", "2048"]);
+        assert!(entry_options(LIST, "foo").unwrap().is_empty());
+        assert!(entry_options(LIST, "missing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_quote_in_comment_names_the_line() {
+        let err = entry_options("entry x\n# qemu: 'oops\n", "x").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn option_order_and_console_modes() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let args = arguments(
+            ConsoleMode::Piped,
+            &s(&["-smp", "2"]),
+            &s(&["-d", "int"]),
+            &s(&["-s"]),
+            Path::new("img"),
+        );
+        let line = args.join(" ");
+        assert!(
+            line.starts_with("-M virt,virtualization=on,gic-version=3 -cpu max -smp 4 -m 1024")
+        );
+        assert!(
+            line.ends_with(
+                "-display none -monitor none -serial stdio -smp 2 -d int -s -kernel img"
+            )
+        );
+        assert!(!line.contains("-nographic"));
+        let args = arguments(ConsoleMode::Terminal, &[], &[], &[], Path::new("img"));
+        assert!(args.contains(&"-nographic".to_string()));
+        assert!(!args.contains(&"stdio".to_string()));
+    }
+
+    #[test]
+    fn env_options_split() {
+        assert_eq!(
+            env_options(Some("-s -S -append 'x y'")).unwrap(),
+            ["-s", "-S", "-append", "x y"]
+        );
+        assert!(env_options(None).unwrap().is_empty());
+        assert!(env_options(Some("'")).is_err());
+    }
+}
