@@ -4,21 +4,37 @@ use core::fmt;
 
 /// Exception classes (ESR_ELx.EC) the kernel distinguishes.
 pub mod ec {
+    /// Unknown reason (e.g. an undefined instruction).
     pub const UNKNOWN: u32 = 0x00;
+    /// A trapped WFI or WFE.
     pub const WFX: u32 = 0x01;
+    /// A trapped FP/SIMD access.
     pub const FP_ACCESS: u32 = 0x07;
+    /// Illegal execution state.
     pub const ILLEGAL_STATE: u32 = 0x0e;
+    /// SVC from AArch64.
     pub const SVC64: u32 = 0x15;
+    /// HVC from AArch64.
     pub const HVC64: u32 = 0x16;
+    /// SMC from AArch64.
     pub const SMC64: u32 = 0x17;
+    /// A trapped system-register access (MSR, MRS, system instruction).
     pub const SYSREG: u32 = 0x18;
+    /// Instruction abort from a lower exception level.
     pub const IABT_LOWER: u32 = 0x20;
+    /// Instruction abort from the current exception level.
     pub const IABT_CUR: u32 = 0x21;
+    /// PC alignment fault.
     pub const PC_ALIGN: u32 = 0x22;
+    /// Data abort from a lower exception level.
     pub const DABT_LOWER: u32 = 0x24;
+    /// Data abort from the current exception level.
     pub const DABT_CUR: u32 = 0x25;
+    /// SP alignment fault.
     pub const SP_ALIGN: u32 = 0x26;
+    /// SError interrupt.
     pub const SERROR: u32 = 0x2f;
+    /// BRK from AArch64.
     pub const BRK64: u32 = 0x3c;
 }
 
@@ -27,10 +43,12 @@ pub mod ec {
 pub struct Esr(pub u64);
 
 impl Esr {
+    /// The exception class (bits 26..32).
     pub fn ec(self) -> u32 {
         ((self.0 >> 26) & 0x3f) as u32
     }
 
+    /// The instruction-specific syndrome (bits 0..25).
     pub fn iss(self) -> u32 {
         (self.0 & 0x1ff_ffff) as u32
     }
@@ -40,8 +58,12 @@ impl Esr {
         (self.0 & 0xffff) as u16
     }
 
+    /// Whether this is an instruction or data abort.
     pub fn is_abort(self) -> bool {
-        matches!(self.ec(), ec::IABT_LOWER | ec::IABT_CUR | ec::DABT_LOWER | ec::DABT_CUR)
+        matches!(
+            self.ec(),
+            ec::IABT_LOWER | ec::IABT_CUR | ec::DABT_LOWER | ec::DABT_CUR
+        )
     }
 
     /// For data aborts: whether the access was a write.
@@ -49,6 +71,7 @@ impl Esr {
         matches!(self.ec(), ec::DABT_LOWER | ec::DABT_CUR) && self.iss() & (1 << 6) != 0
     }
 
+    /// The exception class in words.
     pub fn class_name(self) -> &'static str {
         match self.ec() {
             ec::UNKNOWN => "unknown reason (undefined instruction)",
@@ -89,7 +112,13 @@ impl Esr {
 
 impl fmt::Display for Esr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ESR {:#010x}: EC {:#04x} {}", self.0, self.ec(), self.class_name())?;
+        write!(
+            f,
+            "ESR {:#010x}: EC {:#04x} {}",
+            self.0,
+            self.ec(),
+            self.class_name()
+        )?;
         if self.is_abort() {
             let level = self.iss() & 3;
             write!(f, ", {} (level {})", self.fault_status(), level)?;
@@ -115,7 +144,10 @@ mod tests {
         let e = Esr((0x24 << 26) | (1 << 25) | (1 << 6) | 0x07);
         assert!(e.is_abort());
         assert!(e.is_write());
-        assert_eq!(format!("{e}"), "ESR 0x92000047: EC 0x24 data abort from a lower level, translation fault (level 3), write");
+        assert_eq!(
+            format!("{e}"),
+            "ESR 0x92000047: EC 0x24 data abort from a lower level, translation fault (level 3), write"
+        );
     }
 
     #[test]
@@ -129,7 +161,10 @@ mod tests {
     #[test]
     fn instruction_abort_has_no_direction() {
         let e = Esr((0x20 << 26) | 0x0f);
-        assert_eq!(format!("{e}"), "ESR 0x8000000f: EC 0x20 instruction abort from a lower level, permission fault (level 3)");
+        assert_eq!(
+            format!("{e}"),
+            "ESR 0x8000000f: EC 0x20 instruction abort from a lower level, permission fault (level 3)"
+        );
         assert!(!e.is_write());
     }
 }

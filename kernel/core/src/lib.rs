@@ -1,8 +1,30 @@
 //! The kernel's portable logic: plain Rust that also builds for the host,
-//! where `cargo test` exercises it.
+//! where `cargo test` exercises it. No `unsafe` here; the arch code in the
+//! kernel crate owns the hardware and calls into these modules.
+//!
+//! * [`kobj`]: object arena with generation-checked ids (liveness);
+//! * [`cap`]: per-task capability tables with rights checks;
+//! * [`mapdb`]: the mapping database (map, grant, recursive unmap);
+//! * [`ipc`]: invocation decoding, timeouts, message-transfer rules;
+//! * [`sched`]: per-CPU run queues, priorities, quanta, affinity;
+//! * [`quota`]: kernel-memory quotas of factories;
+//! * [`cmdline`], [`esr`]: boot options and exception syndromes.
+//!
+//! Lookups, scheduling and the IPC transfer rules never allocate; map,
+//! grant, unmap and object creation do (the kernel has a heap).
 
 #![no_std]
+#![forbid(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
+extern crate alloc;
+
+pub mod cap;
 pub mod cmdline;
 pub mod esr;
+pub mod ipc;
+pub mod kobj;
+pub mod mapdb;
+pub mod quota;
+pub mod sched;

@@ -1,72 +1,101 @@
 //! The kernel's system-call ABI, shared by the kernel and every task.
 //!
-//! Native calls use `svc #SVC_NATIVE`; `svc #0` is the Linux system-call
-//! convention, which the kernel reflects to the thread's exception handler.
-//! Until capability invocation exists, the only native calls are the
-//! temporary debug calls below (operation number in `x8`).
+//! The ABI follows Fiasco's: everything is an object named by a capability
+//! index, and there is one system call, *invoke*, which sends and/or
+//! receives a message.
+//!
+//! # Native call: `svc #1` ([`SVC_NATIVE`])
+//!
+//! | register | in                                                    | out                                   |
+//! |----------|-------------------------------------------------------|---------------------------------------|
+//! | `x0`     | capability index << 12 \| op flags ([`sys`])          | status: 0, or a negative [`Error`]    |
+//! | `x1`     | message tag ([`MsgTag`])                              | received tag                          |
+//! | `x2`     | timeouts: send in bits 16..32, receive 0..16 ([`Timeouts`]) | label (badge) of the gate/sender |
+//! | `x8`     | [`sys::X8_IPC`] (0); non-zero: temporary [`debug`] calls | preserved                          |
+//!
+//! All other registers, including SIMD/FP, are preserved. The op flags are
+//! Fiasco's: [`sys::SEND`] = 1, [`sys::RECV`] = 2, [`sys::OPEN_WAIT`] = 4
+//! (receive from anyone), [`sys::REPLY`] = 8. Call = SEND|RECV,
+//! reply-and-wait = SEND|RECV|OPEN_WAIT|REPLY, send = SEND, wait =
+//! RECV|OPEN_WAIT, receive from one partner = RECV.
+//!
+//! The message itself is in the calling thread's [`utcb::Utcb`]: untyped
+//! words in the first message registers, then typed items (two words each:
+//! [`fpage::SendItem`]) that map or grant memory pages or capabilities
+//! ([`fpage::Fpage`]). The receiver says where it accepts mappings with
+//! receive items ([`fpage::RecvItem`]) in its buffer registers. Errors:
+//! [`error`]; timeouts: [`timeout`]; kernel objects and their operations:
+//! [`proto`]; page-fault and exception messages: [`fault`]; the initial
+//! capabilities of the root task: [`base_caps`].
+//!
+//! # Linux system call: `svc #0` ([`SVC_LINUX`])
+//!
+//! Not handled by the kernel: it becomes an exception message to the
+//! thread's exception handler, which emulates the call and replies with
+//! the new register state ([`fault`]).
+//!
+//! Only `call` (AArch64 only) contains assembly; everything else is plain data
+//! and is tested on the host.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod fault;
+pub mod fpage;
+pub mod msgtag;
+pub mod proto;
+pub mod sys;
+pub mod timeout;
+pub mod utcb;
+
+#[cfg(target_arch = "aarch64")]
+pub mod call;
+
+pub use error::Error;
+pub use fpage::{CapRights, Fpage, MemRights, RecvItem, SendItem};
+pub use msgtag::MsgTag;
+pub use proto::Proto;
+pub use sys::Cap;
+pub use timeout::{Timeout, Timeouts};
+pub use utcb::Utcb;
 
 /// The `svc` immediate of native kernel calls.
 pub const SVC_NATIVE: u16 = 1;
 /// The `svc` immediate of Linux system calls (reflected to the exception handler).
 pub const SVC_LINUX: u16 = 0;
 
-/// Temporary debug operations (in `x8`), replaced by capability invocation.
+/// Temporary debug operations (selected by `x8`), to be replaced by
+/// invocations of the kernel's Vcon.
 pub mod debug {
-    /// Write `x1` bytes at `x0` to the kernel console.
+    /// Write `x1` bytes at `x0` to the kernel console; returns the count.
     pub const PUTS: u64 = 0xd0;
     /// End the calling task with exit code `x0`.
     pub const EXIT: u64 = 0xd1;
 }
 
-/// Error codes returned in `x0` as negative numbers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i64)]
-pub enum Error {
-    /// Unknown operation.
-    NoSys = 38,
-    /// Bad address (not mapped or not readable by the caller).
-    Fault = 14,
-    /// Invalid argument.
-    Inval = 22,
-}
-
-impl Error {
-    pub fn from_ret(ret: i64) -> Result<u64, Error> {
-        match ret {
-            r if r >= 0 => Ok(r as u64),
-            -38 => Err(Error::NoSys),
-            -14 => Err(Error::Fault),
-            _ => Err(Error::Inval),
-        }
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-pub mod call {
-    use super::*;
-
-    /// Writes `s` to the kernel console.
-    pub fn debug_puts(s: &[u8]) -> Result<u64, Error> {
-        let ret: i64;
-        // SAFETY: the call only reads `s.len()` bytes at `s`, which the
-        // kernel checks against the caller's address space.
-        unsafe {
-            core::arch::asm!("svc #{imm}", imm = const SVC_NATIVE,
-                inout("x0") s.as_ptr() as u64 => ret, in("x1") s.len(), in("x8") debug::PUTS,
-                options(nostack, readonly));
-        }
-        Error::from_ret(ret)
-    }
-
-    /// Ends the calling task.
-    pub fn debug_exit(code: i32) -> ! {
-        // SAFETY: the call does not return; no memory is touched.
-        unsafe {
-            core::arch::asm!("svc #{imm}", imm = const SVC_NATIVE, in("x0") code as i64, in("x8") debug::EXIT,
-                options(nostack, noreturn));
-        }
-    }
+/// Capability indices the kernel gives the root task (Fiasco's
+/// `L4_BASE_*_CAP`). Index 0 is never a valid capability.
+pub mod base_caps {
+    /// The root task itself.
+    pub const TASK: u64 = 1;
+    /// The root factory (all kernel memory).
+    pub const FACTORY: u64 = 2;
+    /// The root task's first thread.
+    pub const THREAD: u64 = 3;
+    /// The pager (sigma0's; unused by this kernel's root task).
+    pub const PAGER: u64 = 4;
+    /// The kernel console (Vcon / Log).
+    pub const LOG: u64 = 5;
+    /// The interrupt controller.
+    pub const ICU: u64 = 6;
+    /// The scheduler.
+    pub const SCHEDULER: u64 = 7;
+    /// The IOMMU, if present.
+    pub const IOMMU: u64 = 8;
+    /// The kernel debugger, if present.
+    pub const DEBUGGER: u64 = 10;
+    /// ARM SMC calls, if present.
+    pub const SMCCC: u64 = 11;
 }
