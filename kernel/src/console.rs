@@ -32,6 +32,22 @@ impl Write for Pl011 {
     }
 }
 
+impl Pl011 {
+    /// A received byte, if any.
+    fn get(&mut self) -> Option<u8> {
+        const DR: usize = 0x00;
+        const FR: usize = 0x18;
+        const RXFE: u32 = 1 << 4;
+        // SAFETY: as in put: the PL011's registers, mapped as device memory.
+        unsafe {
+            if core::ptr::read_volatile((self.0 + FR) as *const u32) & RXFE != 0 {
+                return None;
+            }
+            Some(core::ptr::read_volatile((self.0 + DR) as *const u32) as u8)
+        }
+    }
+}
+
 static CONSOLE: Mutex<Option<Pl011>> = Mutex::new(None);
 
 /// Starts the console on the PL011 registers at virtual address `va`.
@@ -61,4 +77,21 @@ macro_rules! kprintln {
     ($($arg:tt)*) => {
         $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
     };
+}
+
+/// Reads what has been typed, without waiting; returns the count.
+pub fn read_bytes(buf: &mut [u8]) -> usize {
+    let mut c = CONSOLE.lock();
+    let Some(c) = c.as_mut() else { return 0 };
+    let mut n = 0;
+    while n < buf.len() {
+        match c.get() {
+            Some(b) => {
+                buf[n] = b;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    n
 }

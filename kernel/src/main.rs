@@ -10,10 +10,10 @@ extern crate alloc;
 mod arch;
 mod console;
 mod irq;
+mod kern;
 mod mm;
 mod platform;
 mod smp;
-mod task;
 
 use core::sync::atomic::Ordering;
 
@@ -56,8 +56,23 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         "kernel: boot took {} us since the boot stage started",
         arch::micros_since(info.boot_counter)
     );
-    task::start_roottask(info)
+    kern::bkl::lock();
+    kern::init(plat.nr_cpus.max(online));
+    match kern::with(|k| kern::create_root_task(k, info)) {
+        Ok(_) => kprintln!(
+            "kernel: starting root task '{}' at {:#x} {}",
+            info.roottask.name.as_str(),
+            info.roottask.entry,
+            info.roottask.cmdline.as_str()
+        ),
+        Err(e) => panic!("cannot create the root task: {e}"),
+    }
+    SMP_GO.store(true, Ordering::Release);
+    kern::idle_loop()
 }
+
+/// Secondary CPUs wait for the kernel state before they schedule.
+static SMP_GO: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Secondary CPUs arrive here from `secondary_entry`, MMU on.
 #[unsafe(no_mangle)]
@@ -66,7 +81,11 @@ extern "C" fn secondary_main(cpu: u64) -> ! {
     irq::init_cpu(cpu as usize);
     arch::timer_start();
     smp::ONLINE.fetch_add(1, Ordering::Release);
-    arch::idle()
+    while !SMP_GO.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    kern::bkl::lock();
+    kern::idle_loop()
 }
 
 #[panic_handler]

@@ -62,16 +62,42 @@ pub fn init(info: &BootInfo) {
         }
     }
     KERNEL_PT.store(info.kernel_pt_root, Ordering::Relaxed);
+    // RAM = everything the boot stage described that is not a device.
+    let mut ram = RAM.lock();
+    let (mut lo, mut hi) = (u64::MAX, 0);
+    for r in info.mem() {
+        lo = lo.min(r.base);
+        hi = hi.max(r.end());
+    }
+    ram[0] = (lo, hi);
 }
 
 /// A zeroed physical page.
 pub fn alloc_frame() -> Option<u64> {
-    let pfn = FRAMES.lock().alloc(1)?;
-    FREE_PAGES.fetch_sub(1, Ordering::Relaxed);
+    alloc_frames(1)
+}
+
+/// `n` contiguous zeroed pages (aligned to the next power of two).
+pub fn alloc_frames(n: usize) -> Option<u64> {
+    let pfn = FRAMES.lock().alloc(n)?;
+    FREE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
     let pa = pfn as u64 * PAGE;
-    // SAFETY: a free frame, now ours, reached through the linear map.
-    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, PAGE as usize) };
+    // SAFETY: free frames, now ours, reached through the linear map.
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, n * PAGE as usize) };
     Some(pa)
+}
+
+/// Returns pages from [`alloc_frame`] / [`alloc_frames`].
+pub fn free_frames(pa: u64, n: usize) {
+    FRAMES.lock().dealloc((pa / PAGE) as usize, n);
+    FREE_PAGES.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+static RAM: Mutex<[(u64, u64); 8]> = Mutex::new([(0, 0); 8]);
+
+/// Whether `[pa, pa + size)` touches RAM.
+pub fn is_ram(pa: u64, size: u64) -> bool {
+    RAM.lock().iter().any(|&(b, e)| pa < e && b < pa + size)
 }
 
 pub fn free_bytes() -> u64 {
@@ -87,10 +113,17 @@ impl Tables for FrameTables {
         alloc_frame()
     }
     fn table(&mut self, pa: u64) -> &mut [u64; 512] {
-        // SAFETY: callers only pass table pages they allocated here; the
-        // linear map covers all RAM.
-        unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
+        table_at(pa)
     }
+}
+
+/// The translation table in the frame at `pa`.
+#[allow(clippy::mut_from_ref)]
+pub fn table_at<'a>(pa: u64) -> &'a mut [u64; 512] {
+    // SAFETY: callers only pass table pages allocated from the frame
+    // allocator for translation tables (the BKL or the device lock
+    // serialises their use); the linear map covers all RAM.
+    unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
 }
 
 static DEVICE_LOCK: Mutex<()> = Mutex::new(());

@@ -2,27 +2,9 @@
 
 mod trap;
 
-pub use trap::{TrapFrame, dump as trap_dump, enter_user};
+pub use trap::{TrapFrame, dump as trap_dump};
 
 use core::arch::asm;
-
-core::arch::global_asm!(include_str!("entry.S"));
-
-pub const MAX_CPUS: usize = l4_bootinfo::MAX_CPUS;
-/// Must match KERNEL_STACK_SIZE in entry.S.
-pub const KERNEL_STACK_SIZE: usize = 0x8000;
-
-#[repr(C, align(16))]
-pub struct Stacks(pub [[u8; KERNEL_STACK_SIZE]; MAX_CPUS]);
-
-/// Per-CPU kernel stacks (entry.S uses the first for the boot CPU).
-#[unsafe(no_mangle)]
-pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KERNEL_STACK_SIZE]; MAX_CPUS]);
-
-pub fn stack_top(cpu: usize) -> u64 {
-    let base = core::ptr::addr_of!(KERNEL_STACKS) as u64;
-    base + ((cpu + 1) * KERNEL_STACK_SIZE) as u64
-}
 
 macro_rules! read_sysreg {
     ($name:tt) => {{
@@ -41,6 +23,141 @@ macro_rules! write_sysreg {
     }};
 }
 pub(crate) use read_sysreg;
+
+core::arch::global_asm!(include_str!("entry.S"));
+core::arch::global_asm!(include_str!("switch.S"));
+
+/// Callee-saved registers and the kernel stack pointer of a thread that is
+/// not running (layout fixed by switch.S).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct KContext {
+    pub x19_x29: [u64; 11],
+    pub lr: u64,
+    pub sp: u64,
+}
+
+/// FP/SIMD registers of a user thread (layout fixed by switch.S).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FpState {
+    pub q: [u128; 32],
+    pub fpcr: u64,
+    pub fpsr: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<KContext>() == 104);
+const _: () = assert!(core::mem::size_of::<FpState>() == 528);
+
+mod switch {
+    unsafe extern "C" {
+        pub fn switch_context(from: *mut super::KContext, to: *const super::KContext);
+        pub fn thread_first_entry();
+        pub fn fp_save(state: *mut super::FpState);
+        pub fn fp_restore(state: *const super::FpState);
+    }
+}
+
+/// Saves the current kernel context in `from` and continues with `to`.
+///
+/// # Safety
+/// Both point to live contexts; `to` was saved by an earlier switch or set
+/// up for a new thread (stack and `thread_first_entry`), and its stack
+/// stays allocated while it runs.
+pub unsafe fn switch_context(from: *mut KContext, to: *const KContext) {
+    // SAFETY: the caller's contract.
+    unsafe { switch::switch_context(from, to) }
+}
+
+pub fn thread_first_entry_va() -> u64 {
+    switch::thread_first_entry as *const () as u64
+}
+
+pub fn fp_save(state: &mut FpState) {
+    // SAFETY: writes exactly one FpState; the kernel itself never uses
+    // FP/SIMD registers (soft-float build), so they hold the user's state.
+    unsafe { switch::fp_save(state) }
+}
+
+pub fn fp_restore(state: &FpState) {
+    // SAFETY: reads exactly one FpState into the FP/SIMD registers, which
+    // only user code uses.
+    unsafe { switch::fp_restore(state) }
+}
+
+/// The user thread-pointer registers: TPIDR_EL0 (user-writable TLS) and
+/// TPIDRRO_EL0 (the UTCB address).
+pub fn set_tls(tpidr: u64, tpidrro: u64) {
+    write_sysreg!("tpidr_el0", tpidr);
+    write_sysreg!("tpidrro_el0", tpidrro);
+}
+
+pub fn tpidr_el0() -> u64 {
+    read_sysreg!("tpidr_el0")
+}
+
+/// Drops the TLB entries of one user page.
+pub fn tlb_flush_page(va: u64, asid: u16) {
+    let arg = ((va >> 12) & 0xfff_ffff_ffff) | (u64::from(asid) << 48);
+    // SAFETY: TLB maintenance only.
+    unsafe {
+        asm!("dsb ishst", "tlbi vae1is, {}", "dsb ish", "isb", in(reg) arg, options(nostack))
+    };
+}
+
+/// Drops every TLB entry of an ASID.
+pub fn tlb_flush_asid(asid: u16) {
+    // SAFETY: TLB maintenance only.
+    unsafe {
+        asm!("dsb ishst", "tlbi aside1is, {}", "dsb ish", "isb", in(reg) u64::from(asid) << 48, options(nostack))
+    };
+}
+
+pub fn wait_for_interrupt() {
+    // SAFETY: wfi waits for an interrupt.
+    unsafe { asm!("wfi", options(nomem, nostack)) };
+}
+
+/// The exception-message register state of a thread.
+pub fn exc_regs(f: &TrapFrame, esr: u64, far: u64, utcb: u64) -> l4_abi::fault::ExcRegs {
+    l4_abi::fault::ExcRegs {
+        eret_work: 0,
+        x: f.x,
+        reserved: 0,
+        err: esr,
+        pfa: far,
+        sp: f.sp_el0,
+        pc: f.elr,
+        pstate: f.spsr,
+        tpidruro: utcb,
+        tpidrurw: tpidr_el0(),
+    }
+}
+
+/// Sets a thread's registers from an exception handler's reply (only the
+/// condition flags of pstate).
+pub fn set_user_regs(f: &mut TrapFrame, r: &l4_abi::fault::ExcRegs) {
+    f.x = r.x;
+    f.sp_el0 = r.sp;
+    f.elr = r.pc;
+    f.spsr = (f.spsr & !0xf000_0000) | (r.pstate & 0xf000_0000);
+}
+
+pub const MAX_CPUS: usize = l4_bootinfo::MAX_CPUS;
+/// Must match KERNEL_STACK_SIZE in entry.S.
+pub const KERNEL_STACK_SIZE: usize = 0x8000;
+
+#[repr(C, align(16))]
+pub struct Stacks(pub [[u8; KERNEL_STACK_SIZE]; MAX_CPUS]);
+
+/// Per-CPU kernel stacks (entry.S uses the first for the boot CPU).
+#[unsafe(no_mangle)]
+pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KERNEL_STACK_SIZE]; MAX_CPUS]);
+
+pub fn stack_top(cpu: usize) -> u64 {
+    let base = core::ptr::addr_of!(KERNEL_STACKS) as u64;
+    base + ((cpu + 1) * KERNEL_STACK_SIZE) as u64
+}
 
 /// Per-CPU register set-up: CPU index in TPIDR_EL2, FP/SIMD usable by user
 /// threads, EL0 access to the virtual counter.
@@ -69,15 +186,6 @@ pub fn irq_enable() {
 pub fn irq_disable() {
     // SAFETY: masking IRQs is always allowed.
     unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
-}
-
-/// Idles this CPU forever, taking interrupts.
-pub fn idle() -> ! {
-    irq_enable();
-    loop {
-        // SAFETY: wfi waits for an interrupt.
-        unsafe { asm!("wfi", options(nomem, nostack)) };
-    }
 }
 
 pub fn halt() -> ! {
@@ -121,18 +229,9 @@ pub fn timer_start() {
     write_sysreg!("cnthp_ctl_el2", 1);
 }
 
-static TICKS: [core::sync::atomic::AtomicU64; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
-
-/// Timer interrupt: count the tick and arm the next one.
+/// Timer interrupt: arm the next tick.
 pub fn timer_tick() {
-    TICKS[cpu_id() % MAX_CPUS].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     timer_rearm();
-}
-
-/// Ticks this CPU has taken.
-pub fn ticks() -> u64 {
-    TICKS[cpu_id() % MAX_CPUS].load(core::sync::atomic::Ordering::Relaxed)
 }
 
 fn timer_rearm() {

@@ -53,7 +53,8 @@ fp_save:
     stp     q30, q31, [x0, #480]
     mrs     x1, fpcr
     mrs     x2, fpsr
-    stp     x1, x2, [x0, #512]
+    add     x0, x0, #512
+    stp     x1, x2, [x0]
     ret
 
 // fp_restore(state: *const FpState)
@@ -75,7 +76,8 @@ fp_restore:
     ldp     q26, q27, [x0, #416]
     ldp     q28, q29, [x0, #448]
     ldp     q30, q31, [x0, #480]
-    ldp     x1, x2, [x0, #512]
+    add     x3, x0, #512
+    ldp     x1, x2, [x3]
     msr     fpcr, x1
     msr     fpsr, x2
     ret

@@ -37,11 +37,12 @@ const KINDS: [&str; 16] = [
 #[unsafe(no_mangle)]
 extern "C" fn trap_handler(frame: &mut TrapFrame, kind: u64) {
     match kind {
-        5 | 9 => crate::irq::handle(),
+        5 => crate::kern::irq(false),
+        9 => crate::kern::irq(true),
         8 => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
             let far = super::read_sysreg!("far_el2");
-            crate::task::user_exception(frame, esr, far);
+            crate::kern::user_exception(esr, far);
         }
         _ => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
@@ -81,22 +82,5 @@ pub fn dump(f: &TrapFrame, esr: Esr, far: u64) {
             i + 3,
             r(3)
         );
-    }
-}
-
-unsafe extern "C" {
-    fn trap_return(frame: *const TrapFrame) -> !;
-}
-
-/// Leaves the kernel for EL0 with `frame`'s registers, on this CPU's stack.
-pub fn enter_user(frame: &TrapFrame) -> ! {
-    let top = super::stack_top(super::cpu_id());
-    let at = (top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
-    // SAFETY: the frame goes to the top of this CPU's own kernel stack, which
-    // we are about to abandon: trap_return restores from it and erets, and
-    // the next exception from EL0 starts at the same top again.
-    unsafe {
-        at.write(*frame);
-        trap_return(at)
     }
 }

@@ -1,0 +1,61 @@
+//! The big kernel lock. The kernel runs to completion with interrupts
+//! masked; one lock serialises all kernel state across CPUs. It is taken on
+//! every entry from EL0 and by the idle loop, and released on the way back
+//! to EL0 or into `wfi`. A thread switch hands it over.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static SERVING: AtomicU32 = AtomicU32::new(0);
+const NOBODY: usize = usize::MAX;
+static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
+
+/// Takes the lock (ticket order, so every CPU gets its turn).
+pub fn lock() {
+    let me = crate::arch::cpu_id();
+    debug_assert_ne!(
+        OWNER.load(Ordering::Relaxed),
+        me,
+        "BKL taken twice on one CPU"
+    );
+    let ticket = NEXT.fetch_add(1, Ordering::Relaxed);
+    while SERVING.load(Ordering::Acquire) != ticket {
+        core::hint::spin_loop();
+    }
+    OWNER.store(me, Ordering::Relaxed);
+}
+
+pub fn unlock() {
+    OWNER.store(NOBODY, Ordering::Relaxed);
+    SERVING.fetch_add(1, Ordering::Release);
+}
+
+pub fn held_here() -> bool {
+    OWNER.load(Ordering::Relaxed) == crate::arch::cpu_id()
+}
+
+/// Kernel state that only the holder of the big kernel lock touches.
+pub struct Locked<T>(UnsafeCell<T>);
+
+// SAFETY: every access goes through `get`, which requires the lock.
+unsafe impl<T: Send> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    pub const fn new(v: T) -> Self {
+        Locked(UnsafeCell::new(v))
+    }
+
+    /// The state.
+    ///
+    /// # Safety
+    /// The caller holds the big kernel lock and no other reference obtained
+    /// from `get` is alive (the kernel's entry points each take one and pass
+    /// it down; none is held across a thread switch).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get(&self) -> &mut T {
+        debug_assert!(held_here());
+        // SAFETY: the caller's contract: lock held, no other live reference.
+        unsafe { &mut *self.0.get() }
+    }
+}

@@ -1,0 +1,397 @@
+//! IPC: rendezvous of senders and receivers, message transfer, calls and
+//! replies, timeouts, and the messages the kernel sends for faulting
+//! threads and interrupts.
+
+use super::thread::{KernelMsg, State};
+use super::{KObject, Kernel, kill_thread, xfer};
+use crate::arch;
+use kernel_core::esr::{Esr, ec};
+use kernel_core::ipc::RecvBuffers;
+use kernel_core::kobj::ObjId;
+use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs, PageFault};
+use l4_abi::utcb::MR_COUNT;
+use l4_abi::{Error, MsgTag, Proto, Timeout};
+
+/// When a wait with timeout `t` ends: `Ok(None)` never, `Err` at once.
+pub fn deadline(t: Timeout) -> Result<Option<u64>, ()> {
+    if t.is_never() {
+        return Ok(None);
+    }
+    let us = t.to_us().unwrap_or(0);
+    if us == 0 {
+        return Err(());
+    }
+    Ok(Some(
+        arch::counter() + us * arch::counter_freq() / 1_000_000,
+    ))
+}
+
+/// Outcome of a send phase.
+pub enum Sent {
+    /// Delivered (for a call, the sender now waits for the reply).
+    Done,
+    /// The sender is blocked until a receiver takes the message.
+    Blocked,
+    /// Failed; the error is in the sender's result registers.
+    Failed,
+}
+
+/// Sends from `cur` to thread `to`. `call`: the sender then waits for the
+/// reply (receive phase implied).
+pub fn send(k: &mut Kernel, cur: ObjId, target: Target, call: bool, s: bool, t: Timeout) -> Sent {
+    let Target { to, via, label } = target;
+    if to == cur {
+        k.t(cur).set_error(Error::Inval);
+        return Sent::Failed;
+    }
+    let Some(target) = k.thread(to) else {
+        k.t(cur).set_error(Error::NoEnt);
+        return Sent::Failed;
+    };
+    if target.is_waiting_for(cur) {
+        match transfer(k, cur, to, s) {
+            Ok(tag) => {
+                k.t(to).set_result(0, tag, label);
+                finish_send(k, cur, to, call);
+                k.make_ready(to);
+                Sent::Done
+            }
+            Err(e) => {
+                k.t(cur).set_error(e);
+                Sent::Failed
+            }
+        }
+    } else {
+        match deadline(t) {
+            Err(()) => {
+                k.t(cur).set_error(Error::SendTimeout);
+                Sent::Failed
+            }
+            Ok(d) => {
+                k.make_blocked(
+                    cur,
+                    State::Send {
+                        to,
+                        via,
+                        label,
+                        call,
+                        s,
+                    },
+                    d,
+                );
+                k.t(to).senders.push_back(cur);
+                Sent::Blocked
+            }
+        }
+    }
+}
+
+/// After a message from `from` reached `to`: a caller waits for the reply,
+/// a plain sender is done.
+fn finish_send(k: &mut Kernel, from: ObjId, to: ObjId, call: bool) {
+    if call {
+        k.t(to).reply_to = Some(from);
+        k.make_blocked(from, State::Reply { from: to }, None);
+    } else if k.t(from).kmsg.is_none() {
+        k.t(from).set_result(0, MsgTag(0), 0);
+        if !matches!(k.t(from).state, State::Ready) {
+            k.make_ready(from);
+        }
+    }
+}
+
+/// The receive phase of `cur`: from anyone (`from` = None) or one thread.
+pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
+    let me = k.t(cur);
+    if from.is_none()
+        && let Some((_irq, label)) = me.pending_irqs.pop_front()
+    {
+        me.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
+        return;
+    }
+    let pos = k
+        .t(cur)
+        .senders
+        .iter()
+        .position(|&s| from.is_none_or(|f| f == s));
+    if let Some(pos) = pos {
+        let sender = k.t(cur).senders.remove(pos).expect("sender position");
+        let State::Send { label, call, s, .. } = k.t(sender).state else {
+            unreachable!("queued sender not sending")
+        };
+        match transfer(k, sender, cur, s) {
+            Ok(tag) => {
+                k.t(cur).set_result(0, tag, label);
+                finish_send(k, sender, cur, call);
+            }
+            Err(e) => {
+                k.t(sender).set_error(e);
+                k.make_ready(sender);
+                k.t(cur).set_error(Error::RecvCanceled);
+            }
+        }
+        return;
+    }
+    match deadline(t) {
+        Err(()) => k.t(cur).set_error(Error::RecvTimeout),
+        Ok(d) => k.make_blocked(cur, State::Recv { from }, d),
+    }
+}
+
+/// Replies from `cur` to the caller it received from. `Err` if there is
+/// none (any more).
+pub fn reply(k: &mut Kernel, cur: ObjId) -> Result<(), Error> {
+    let to = k.t(cur).reply_to.take().ok_or(Error::NoEnt)?;
+    let waiting = k
+        .thread(to)
+        .is_some_and(|t| t.state == State::Reply { from: cur });
+    if !waiting {
+        return Err(Error::NoEnt);
+    }
+    if let Some(msg) = k.t(to).kmsg.take() {
+        return reply_to_fault(k, cur, to, msg);
+    }
+    let tag = transfer(k, cur, to, true)?;
+    k.t(to).set_result(0, tag, 0);
+    k.make_ready(to);
+    Ok(())
+}
+
+/// Copies the message of `from` (its UTCB, or the kernel's message for it)
+/// into the UTCB of `to`, performing the typed items. Returns the tag `to`
+/// receives.
+fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<MsgTag, Error> {
+    if let Some(msg) = k.t(from).kmsg {
+        let n = msg.tag.words() as usize;
+        let dst = k.t(to).utcb().ok_or(Error::Inval)?;
+        dst.mr[..n].copy_from_slice(&msg.words[..n]);
+        return Ok(msg.tag);
+    }
+    let (tag, mrs) = outgoing(k, from)?;
+    let bufs = RecvBuffers::from_brs(&k.t(to).utcb().ok_or(Error::Inval)?.br);
+    let (src, dst) = (
+        k.t(from).task.ok_or(Error::Inval)?,
+        k.t(to).task.ok_or(Error::Inval)?,
+    );
+    let d = xfer::message(k, tag, &mrs, src, dst, &bufs, partner_s)?;
+    let n = (d.tag.words() + 2 * d.tag.items()) as usize;
+    k.t(to).utcb().ok_or(Error::Inval)?.mr[..n].copy_from_slice(&d.mrs[..n]);
+    Ok(d.tag)
+}
+
+/// The tag (from the thread's x1) and message registers of a sender.
+fn outgoing(k: &mut Kernel, from: ObjId) -> Result<(MsgTag, [u64; MR_COUNT]), Error> {
+    let t = k.t(from);
+    let tag = MsgTag(t.frame().x[1]);
+    Ok((tag, t.utcb().ok_or(Error::Inval)?.mr))
+}
+
+/// The pager or exception handler answered a fault of `to`.
+fn reply_to_fault(k: &mut Kernel, handler: ObjId, to: ObjId, msg: KernelMsg) -> Result<(), Error> {
+    let (tag, mrs) = outgoing(k, handler)?;
+    if msg.tag.label() == Proto::PageFault as i64 {
+        // The faulting thread's receive window is its whole address space.
+        let (src, dst) = (
+            k.t(handler).task.ok_or(Error::Inval)?,
+            k.t(to).task.ok_or(Error::Inval)?,
+        );
+        xfer::message(k, tag, &mrs, src, dst, &RecvBuffers::whole_space(), true)?;
+    } else if tag.words() as usize >= EXC_REGS_WORDS
+        && let Some(regs) = ExcRegs::from_words(&mrs[..EXC_REGS_WORDS])
+    {
+        arch::set_user_regs(k.t(to).frame(), &regs);
+    }
+    k.make_ready(to);
+    Ok(())
+}
+
+/// A synchronous exception of `cur` that is not a native call: a page fault
+/// goes to its pager, anything else (including a Linux system call) to its
+/// exception handler, as a call on its behalf. Without a handler the thread
+/// is stopped with a report.
+pub fn raise_fault(k: &mut Kernel, cur: ObjId, esr: Esr, far: u64) {
+    let frame = *k.t(cur).frame();
+    let translation_or_permission = matches!(esr.iss() & 0x3c, 0x04 | 0x08 | 0x0c);
+    let is_pf = matches!(esr.ec(), ec::DABT_LOWER | ec::IABT_LOWER) && translation_or_permission;
+    let (handler_cap, msg) = if is_pf {
+        let pf = PageFault {
+            addr: far,
+            write: esr.is_write(),
+            exec: esr.ec() == ec::IABT_LOWER,
+            pc: frame.elr,
+        };
+        let mut words = [0u64; 40];
+        words[..2].copy_from_slice(&pf.to_words());
+        (
+            k.t(cur).pager,
+            KernelMsg {
+                tag: MsgTag::proto(Proto::PageFault, 2, 0),
+                words,
+            },
+        )
+    } else {
+        let regs = arch::exc_regs(&frame, esr.0, far, k.t(cur).utcb_uva);
+        let mut words = [0u64; 40];
+        words[..EXC_REGS_WORDS].copy_from_slice(&regs.to_words());
+        (
+            k.t(cur).exc_handler,
+            KernelMsg {
+                tag: MsgTag::proto(Proto::Exception, EXC_REGS_WORDS as u32, 0),
+                words,
+            },
+        )
+    };
+    let Some(task) = k.t(cur).task else {
+        return kill_thread(k, cur, format_args!("fault without a task"));
+    };
+    let target = match k.lookup_cap(task, handler_cap, l4_abi::CapRights::NONE) {
+        Ok((obj, _)) => ipc_target(k, obj),
+        Err(_) => None,
+    };
+    let Some(target) = target else {
+        let what = if is_pf {
+            "page fault without a pager"
+        } else {
+            "exception without an exception handler"
+        };
+        crate::kprintln!(
+            "kernel: {} at pc {:#x}, address {:#x}",
+            what,
+            frame.elr,
+            far
+        );
+        arch::trap_dump(&frame, esr, far);
+        return kill_thread(k, cur, format_args!("{}", what));
+    };
+    k.t(cur).kmsg = Some(msg);
+    match send(k, cur, target, true, true, Timeout::NEVER) {
+        Sent::Done | Sent::Blocked => {}
+        Sent::Failed => kill_thread(k, cur, format_args!("its fault handler is gone")),
+    }
+}
+
+/// The thread and label an IPC through object `obj` goes to.
+pub fn ipc_target(k: &Kernel, obj: ObjId) -> Option<Target> {
+    match k.objs.get(obj)? {
+        KObject::Thread(_) => Some(Target {
+            to: obj,
+            via: None,
+            label: 0,
+        }),
+        KObject::Gate(g) => Some(Target {
+            to: g.thread?,
+            via: Some(obj),
+            label: g.label,
+        }),
+        _ => None,
+    }
+}
+
+/// Where an IPC goes: a thread, the gate it came through, the label the
+/// receiver sees.
+#[derive(Clone, Copy)]
+pub struct Target {
+    pub to: ObjId,
+    pub via: Option<ObjId>,
+    pub label: u64,
+}
+
+/// Aborts the IPC or semaphore wait of `id` (ex_regs with cancel): it
+/// returns with a canceled error.
+pub fn cancel(k: &mut Kernel, id: ObjId) {
+    let state = k.t(id).state;
+    match state {
+        State::Send { to, .. } => {
+            if let Some(t) = k.thread_mut(to) {
+                t.senders.retain(|&s| s != id);
+            }
+            k.t(id).set_error(Error::SendCanceled);
+        }
+        State::Sem { sem } => {
+            if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {
+                s.waiters.retain(|&w| w != id);
+            }
+            k.t(id).set_error(Error::RecvCanceled);
+        }
+        State::Recv { .. } | State::Reply { .. } => k.t(id).set_error(Error::RecvCanceled),
+        _ => return,
+    }
+    k.t(id).kmsg = None;
+    k.make_ready(id);
+}
+
+/// A wait of `id` timed out.
+pub fn timeout_expired(k: &mut Kernel, id: ObjId) {
+    let state = k.t(id).state;
+    let err = match state {
+        State::Send { to, .. } => {
+            if let Some(t) = k.thread_mut(to) {
+                t.senders.retain(|&s| s != id);
+            }
+            Error::SendTimeout
+        }
+        State::Recv { .. } => Error::RecvTimeout,
+        State::Sem { sem } => {
+            if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {
+                s.waiters.retain(|&w| w != id);
+            }
+            Error::RecvTimeout
+        }
+        _ => return,
+    };
+    k.t(id).set_error(err);
+    k.make_ready(id);
+}
+
+/// Object `obj` is being deleted: threads waiting on it (sending through
+/// a gate, sending to or waiting for a thread, on a semaphore) get an error.
+pub fn abort_waiters_on(k: &mut Kernel, obj: ObjId) {
+    let ids: alloc::vec::Vec<ObjId> = k
+        .objs
+        .iter()
+        .filter_map(|(id, o)| matches!(o, KObject::Thread(_)).then_some(id))
+        .collect();
+    for id in ids {
+        if id == obj {
+            continue;
+        }
+        let state = k.t(id).state;
+        let hit = match state {
+            State::Send { to, via, .. } => via == Some(obj) || to == obj,
+            State::Recv { from: Some(f) } => f == obj,
+            State::Reply { from } => from == obj,
+            State::Sem { sem } => sem == obj,
+            _ => false,
+        };
+        if hit {
+            if let State::Send { to, .. } = state
+                && let Some(t) = k.thread_mut(to)
+            {
+                t.senders.retain(|&s| s != id);
+            }
+            if k.t(id).kmsg.take().is_some() {
+                kill_thread(k, id, format_args!("its fault handler was deleted"));
+                continue;
+            }
+            k.t(id).set_error(Error::RecvCanceled);
+            k.make_ready(id);
+        }
+    }
+}
+
+/// Interrupt object `irq` fired: deliver to its thread or keep it pending.
+pub fn irq_trigger(k: &mut Kernel, irq: ObjId) {
+    let Some(KObject::Irq(i)) = k.objs.get(irq) else {
+        return;
+    };
+    let (Some(t), label) = (i.thread, i.label) else {
+        return;
+    };
+    let Some(th) = k.thread_mut(t) else { return };
+    if th.state == (State::Recv { from: None }) {
+        th.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
+        k.make_ready(t);
+    } else if !th.pending_irqs.iter().any(|&(i, _)| i == irq) {
+        th.pending_irqs.push_back((irq, label));
+    }
+}

@@ -1,0 +1,458 @@
+//! The kernel proper: objects, capabilities, threads, scheduling and IPC.
+//!
+//! Everything here runs under the big kernel lock ([`bkl`]) and to
+//! completion: an operation changes state, writes the result registers of
+//! the threads it finishes, and marks threads blocked or ready. Only the
+//! entry points ([`syscall`], [`user_fault`], [`irq`], the idle loop) then
+//! call [`schedule`], which may switch to another thread. No reference to
+//! the kernel state is held across a switch.
+
+pub mod bkl;
+mod invoke;
+mod ipc;
+pub mod task;
+pub mod thread;
+mod xfer;
+
+use crate::arch::{self, KContext};
+use crate::kprintln;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use kernel_core::kobj::{Arena, ObjId};
+use kernel_core::mapdb::MapDb;
+use kernel_core::sched::{CpuSet, RunQueue};
+use l4_abi::{CapRights, Error};
+use task::Task;
+use thread::{State, Thread};
+
+pub use invoke::{Semaphore, create_root_task};
+
+/// A kernel object.
+pub enum KObject {
+    Task(Task),
+    Thread(Box<Thread>),
+    Gate(Gate),
+    Factory(Factory),
+    Irq(Irq),
+    Semaphore(Semaphore),
+    Scheduler,
+    Icu,
+    Vcon,
+    Sigma0,
+}
+
+pub struct Gate {
+    pub thread: Option<ObjId>,
+    pub label: u64,
+}
+
+pub struct Factory {
+    /// Kernel memory this factory may still hand out, in bytes.
+    pub quota: u64,
+}
+
+pub struct Irq {
+    pub thread: Option<ObjId>,
+    pub label: u64,
+    /// Hardware interrupt number, if bound to one through the Icu.
+    pub hw: Option<u32>,
+    pub masked: bool,
+}
+
+#[derive(Default)]
+pub struct Cpu {
+    pub rq: RunQueue<ObjId>,
+    pub current: Option<ObjId>,
+    pub idle: KContext,
+    pub need_resched: bool,
+}
+
+pub struct Kernel {
+    pub objs: Arena<KObject>,
+    pub cpus: Vec<Cpu>,
+    pub online: CpuSet,
+    pub mapdb: MapDb<ObjId>,
+    next_asid: u16,
+    /// Threads whose wait has a deadline.
+    pub sleepers: Vec<ObjId>,
+    /// Deleted threads whose kernel stack may still be in use. Boxed: a
+    /// CPU switching away from one saves its context through a pointer.
+    #[allow(clippy::vec_box)]
+    zombies: Vec<Box<Thread>>,
+}
+
+static KERNEL: bkl::Locked<Option<Kernel>> = bkl::Locked::new(None);
+
+/// The kernel state.
+///
+/// # Safety
+/// As [`bkl::Locked::get`]: the BKL is held and no other reference from
+/// here is alive.
+unsafe fn k() -> &'static mut Kernel {
+    // SAFETY: forwarded to the caller; the state exists after `init`.
+    unsafe { KERNEL.get() }
+        .as_mut()
+        .expect("kernel state used before init")
+}
+
+/// Runs `f` on the kernel state. The BKL must be held by this CPU, and
+/// `with` must not be nested (it is only used at the top of entry points).
+pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
+    // SAFETY: callers hold the BKL (entry points take it first) and do not
+    // nest `with`, so this is the only live reference.
+    f(unsafe { k() })
+}
+
+/// Sets up the kernel state for `ncpus` CPUs. Boot CPU, BKL held.
+pub fn init(ncpus: usize) {
+    let mut cpus = Vec::new();
+    cpus.resize_with(ncpus, Cpu::default);
+    // SAFETY: boot CPU, BKL held, nothing else uses the state yet.
+    unsafe {
+        *KERNEL.get() = Some(Kernel {
+            objs: Arena::new(),
+            cpus,
+            online: CpuSet::first_n(ncpus),
+            mapdb: MapDb::new(),
+            next_asid: 1,
+            sleepers: Vec::new(),
+            zombies: Vec::new(),
+        });
+    }
+}
+
+impl Kernel {
+    pub fn thread(&self, id: ObjId) -> Option<&Thread> {
+        match self.objs.get(id)? {
+            KObject::Thread(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn thread_mut(&mut self, id: ObjId) -> Option<&mut Thread> {
+        match self.objs.get_mut(id)? {
+            KObject::Thread(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The thread, known to exist (an internal invariant, not user input).
+    pub fn t(&mut self, id: ObjId) -> &mut Thread {
+        self.thread_mut(id).expect("thread vanished")
+    }
+
+    pub fn task(&self, id: ObjId) -> Option<&Task> {
+        match self.objs.get(id)? {
+            KObject::Task(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn task_mut(&mut self, id: ObjId) -> Option<&mut Task> {
+        match self.objs.get_mut(id)? {
+            KObject::Task(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn current(&self) -> ObjId {
+        self.cpus[arch::cpu_id()]
+            .current
+            .expect("no current thread")
+    }
+
+    pub fn alloc_asid(&mut self) -> Option<u16> {
+        // ASIDs are not reused yet: 65535 tasks per boot.
+        let a = self.next_asid;
+        self.next_asid = a.checked_add(1)?;
+        Some(a)
+    }
+
+    /// Looks up capability `index` of task `task` with `need` rights; a
+    /// capability to a deleted object is invalid.
+    pub fn lookup_cap(
+        &mut self,
+        task: ObjId,
+        index: u64,
+        need: CapRights,
+    ) -> Result<(ObjId, CapRights), Error> {
+        let objs = &self.objs;
+        let caps = match objs.get(task) {
+            Some(KObject::Task(t)) => &t.caps,
+            _ => return Err(Error::Inval),
+        };
+        match caps.lookup(index, need) {
+            Ok(e) if objs.contains(e.obj) => Ok((e.obj, e.rights)),
+            Ok(_) => Err(Error::NoEnt),
+            Err(e) => Err(e.to_error()),
+        }
+    }
+
+    /// Makes a thread ready on its CPU; asks that CPU to reschedule if the
+    /// thread should preempt what runs there.
+    pub fn make_ready(&mut self, id: ObjId) {
+        let me = arch::cpu_id();
+        let online = self.online;
+        let t = self.t(id);
+        t.state = State::Ready;
+        t.deadline = None;
+        // Still running on another CPU (migrated): that CPU queues it when
+        // it switches away.
+        if t.queued.is_some() || !online.contains(t.cpu) || t.running_on.is_some_and(|c| c != t.cpu)
+        {
+            return;
+        }
+        let (cpu, prio) = (t.cpu, t.sched.prio);
+        let cur_prio = self.cpus[cpu]
+            .current
+            .and_then(|c| self.thread(c))
+            .map(|c| c.sched.prio);
+        let h = match self.cpus[cpu].rq.enqueue(id, prio) {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        self.t(id).queued = Some(h);
+        if kernel_core::sched::should_preempt(cur_prio, prio) || cur_prio.is_none() {
+            self.cpus[cpu].need_resched = true;
+            if cpu != me {
+                crate::irq::send_resched_ipi(cpu);
+            }
+        }
+    }
+
+    /// Takes a thread off its run queue (it blocks).
+    pub fn make_blocked(&mut self, id: ObjId, state: State, deadline: Option<u64>) {
+        let t = self.t(id);
+        t.state = state;
+        t.deadline = deadline;
+        let (cpu, q) = (t.cpu, t.queued.take());
+        if let Some(h) = q {
+            self.cpus[cpu].rq.dequeue(h);
+        }
+        if deadline.is_some() && !self.sleepers.contains(&id) {
+            self.sleepers.push(id);
+        }
+        if self.cpus[cpu].current == Some(id) {
+            self.cpus[cpu].need_resched = true;
+        }
+    }
+
+    /// Timer tick on this CPU: expire timeouts, account the time slice.
+    pub fn tick(&mut self) {
+        let now = arch::counter();
+        let mut i = 0;
+        while i < self.sleepers.len() {
+            let id = self.sleepers[i];
+            match self.thread(id).and_then(|t| t.deadline) {
+                Some(d) if d <= now => {
+                    self.sleepers.swap_remove(i);
+                    ipc::timeout_expired(self, id);
+                }
+                Some(_) => i += 1,
+                None => {
+                    self.sleepers.swap_remove(i);
+                }
+            }
+        }
+        let cpu = arch::cpu_id();
+        if let Some(cur) = self.cpus[cpu].current {
+            let Some(t) = self.thread_mut(cur) else {
+                return;
+            };
+            if let Some(h) = t.queued {
+                let mut ctx = t.sched;
+                let expired = self.cpus[cpu].rq.tick(h, &mut ctx, 1);
+                self.t(cur).sched = ctx;
+                if expired {
+                    self.cpus[cpu].need_resched = true;
+                }
+            }
+        }
+    }
+
+    /// Deletes an object: capabilities to it become invalid at once (the
+    /// arena slot's generation changes); threads blocked on it are woken
+    /// with an error.
+    pub fn delete_object(&mut self, id: ObjId) {
+        ipc::abort_waiters_on(self, id);
+        match self.objs.remove(id) {
+            Some(KObject::Thread(mut t)) => {
+                if let Some(h) = t.queued.take() {
+                    self.cpus[t.cpu].rq.dequeue(h);
+                }
+                t.state = State::Dead;
+                self.zombies.push(t);
+            }
+            Some(KObject::Task(t)) => {
+                let threads = t.threads.clone();
+                let mut changes = Vec::new();
+                self.mapdb.remove_space(id, &mut changes);
+                drop(t);
+                for th in threads {
+                    if self.thread(th).is_some() {
+                        self.delete_object(th);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Frees dead threads whose stacks no CPU uses any more.
+    fn reap(&mut self) {
+        self.zombies.retain(|t| t.running_on.is_some());
+    }
+}
+
+/// Picks what this CPU runs next and switches to it. Called at the end of
+/// kernel entries with the BKL held; returns (possibly much later, on the
+/// same thread) with the BKL held.
+pub fn schedule() {
+    let cpu = arch::cpu_id();
+    let (from, to): (*mut KContext, *const KContext) = {
+        // SAFETY: BKL held (callers); this borrow ends before the switch.
+        let k = unsafe { k() };
+        let c = &mut k.cpus[cpu];
+        c.need_resched = false;
+        let prev = c.current;
+        // Round robin: the current thread goes behind its equals only when
+        // its slice ran out (tick rotates it); here we take the head.
+        let next = c.rq.pick().map(|(_, &id)| id);
+        if next == prev {
+            return;
+        }
+        let from: *mut KContext = match prev {
+            Some(p) => match k.thread_mut(p) {
+                Some(t) => {
+                    t.running_on = None;
+                    t.tpidr_el0 = arch::tpidr_el0();
+                    arch::fp_save(&mut t.fp);
+                    // Moved to another CPU while it ran here: queue it there.
+                    if t.cpu != cpu && t.state == State::Ready && t.queued.is_none() {
+                        k.make_ready(p);
+                    }
+                    &mut k.t(p).kctx
+                }
+                None => k
+                    .zombies
+                    .iter_mut()
+                    .find(|z| z.running_on == Some(cpu))
+                    .map_or(&mut k.cpus[cpu].idle as *mut KContext, |z| {
+                        z.running_on = None;
+                        &mut z.kctx as *mut KContext
+                    }),
+            },
+            None => &mut k.cpus[cpu].idle,
+        };
+        k.cpus[cpu].current = next;
+        let to: *const KContext = match next {
+            Some(n) => {
+                let t = k.t(n);
+                t.running_on = Some(cpu);
+                arch::fp_restore(&t.fp);
+                arch::set_tls(t.tpidr_el0, t.utcb_uva);
+                let task = t.task;
+                if let Some(task) = task.and_then(|id| k.task(id)) {
+                    arch::set_user_space(task.pt_root, task.asid);
+                }
+                &k.t(n).kctx
+            }
+            None => &k.cpus[cpu].idle,
+        };
+        (from, to)
+    };
+    // SAFETY: both contexts live in kernel objects (boxed threads, zombies
+    // or the per-CPU idle context) that stay allocated until reaped, which
+    // happens only when no CPU runs on them.
+    unsafe { arch::switch_context(from, to) };
+    // Back on this thread (or idle), maybe on another CPU.
+    with(|k| k.reap());
+}
+
+/// The idle loop of every CPU (boot CPU after starting the root task,
+/// secondaries once up). Holds the BKL except while waiting.
+pub fn idle_loop() -> ! {
+    loop {
+        let busy = with(|k| {
+            let c = &k.cpus[arch::cpu_id()];
+            c.need_resched || !c.rq.is_empty()
+        });
+        if busy {
+            schedule();
+            continue;
+        }
+        bkl::unlock();
+        arch::irq_enable();
+        arch::wait_for_interrupt();
+        arch::irq_disable();
+        bkl::lock();
+    }
+}
+
+/// Interrupt entry (from EL0 or from idle). Takes the BKL unless this CPU
+/// holds it already (the idle loop releases it before waiting, so it does
+/// not).
+pub fn irq(from_user: bool) {
+    bkl::lock();
+    crate::irq::handle();
+    if from_user {
+        let resched = with(|k| k.cpus[arch::cpu_id()].need_resched);
+        if resched {
+            schedule();
+        }
+    }
+    bkl::unlock();
+}
+
+/// Called by the IRQ layer for the tick.
+pub fn on_tick() {
+    with(|k| k.tick());
+}
+
+/// Another CPU made work for us.
+pub fn on_resched_ipi() {
+    with(|k| k.cpus[arch::cpu_id()].need_resched = true);
+}
+
+/// A hardware interrupt bound to Irq object `irq` fired.
+pub fn on_hw_irq(irq: ObjId) {
+    with(|k| ipc::irq_trigger(k, irq));
+}
+
+/// Entry from a thread's first switch (see entry of a new thread).
+#[unsafe(no_mangle)]
+extern "C" fn thread_started() {
+    with(|k| k.reap());
+    bkl::unlock();
+}
+
+/// A synchronous exception from EL0 on the current thread.
+pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
+    bkl::lock();
+    with(|k| {
+        let cur = k.current();
+        let frame = *k.t(cur).frame();
+        if esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE {
+            invoke::syscall(k, cur, &frame);
+        } else {
+            ipc::raise_fault(k, cur, esr, far);
+        }
+    });
+    let resched = with(|k| {
+        let c = &k.cpus[arch::cpu_id()];
+        c.need_resched
+            || c.current
+                .is_none_or(|cur| k.thread(cur).is_none_or(|t| t.state != State::Ready))
+    });
+    if resched {
+        schedule();
+    }
+    bkl::unlock();
+}
+
+/// Reports a thread that cannot go on and stops it (never deletes objects
+/// of others).
+pub fn kill_thread(k: &mut Kernel, id: ObjId, why: core::fmt::Arguments<'_>) {
+    kprintln!("kernel: thread {:?}: {}; thread stopped", id, why);
+    k.make_blocked(id, State::Dead, None);
+}

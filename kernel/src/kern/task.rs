@@ -1,0 +1,157 @@
+//! Tasks: an address space (a TTBR0 translation table with an ASID), a
+//! capability table, and the UTCB area the kernel provides.
+
+use crate::mm::{self, FrameTables, PAGE};
+use alloc::vec::Vec;
+use kernel_core::cap::CapTable;
+use kernel_core::kobj::ObjId;
+use l4_abi::MemRights;
+use l4_pgtable::Attr;
+
+/// Capability slots per task.
+pub const CAP_LIMIT: u64 = 4096;
+/// Top of the user address range (TTBR0, 48 bits; we use the low 47).
+pub const USER_TOP: u64 = 1 << 47;
+
+pub struct Task {
+    pub pt_root: u64,
+    pub asid: u16,
+    pub caps: CapTable<ObjId>,
+    /// UTCB area: user address, size, and the kernel pages behind it.
+    pub utcb_base: u64,
+    pub utcb_pages: Vec<u64>,
+    /// Threads bound to this task (for cleanup).
+    pub threads: Vec<ObjId>,
+    /// Frames backing translation tables, freed with the task.
+    pub table_frames: Vec<u64>,
+}
+
+/// Translation-table pages of one task, remembered for freeing.
+struct TaskTables<'a>(&'a mut Vec<u64>);
+
+impl l4_pgtable::Tables for TaskTables<'_> {
+    fn alloc(&mut self) -> Option<u64> {
+        let pa = mm::alloc_frame()?;
+        self.0.push(pa);
+        Some(pa)
+    }
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        mm::table_at(pa)
+    }
+}
+
+pub fn mem_attr(r: MemRights) -> Attr {
+    Attr::user(r.contains(MemRights::W), r.contains(MemRights::X))
+}
+
+impl Task {
+    pub fn new(asid: u16) -> Option<Task> {
+        let root = mm::alloc_frame()?;
+        Some(Task {
+            pt_root: root,
+            asid,
+            caps: CapTable::new(CAP_LIMIT),
+            utcb_base: 0,
+            utcb_pages: Vec::new(),
+            threads: Vec::new(),
+            table_frames: alloc::vec![root],
+        })
+    }
+
+    /// Maps one page (replacing what was there).
+    pub fn map_page(&mut self, va: u64, pa: u64, rights: MemRights) -> Result<(), l4_abi::Error> {
+        if va >= USER_TOP {
+            return Err(l4_abi::Error::Inval);
+        }
+        let mut t = TaskTables(&mut self.table_frames);
+        l4_pgtable::unmap_page(&mut t, self.pt_root, va);
+        l4_pgtable::map(&mut t, self.pt_root, va, pa, PAGE, mem_attr(rights), false).map_err(
+            |e| match e {
+                l4_pgtable::MapError::NoMemory => l4_abi::Error::NoMem,
+                _ => l4_abi::Error::Inval,
+            },
+        )?;
+        crate::arch::tlb_flush_page(va, self.asid);
+        Ok(())
+    }
+
+    pub fn unmap_page(&mut self, va: u64) {
+        let mut t = TaskTables(&mut self.table_frames);
+        if l4_pgtable::unmap_page(&mut t, self.pt_root, va).is_some() {
+            crate::arch::tlb_flush_page(va, self.asid);
+        }
+    }
+
+    /// Physical address and rights of the page at `va`.
+    pub fn lookup(&self, va: u64) -> Option<(u64, MemRights)> {
+        let (pa, attr) = l4_pgtable::translate(&mut FrameTables, self.pt_root, va)?;
+        if !attr.user {
+            return None;
+        }
+        let mut r = MemRights::R;
+        if attr.write {
+            r = MemRights(r.0 | MemRights::W.0);
+        }
+        if attr.user_exec {
+            r = MemRights(r.0 | MemRights::X.0);
+        }
+        Some((pa, r))
+    }
+
+    /// Sets up the UTCB area: `size` bytes of zeroed kernel memory mapped
+    /// read-write at `base`.
+    pub fn set_utcb_area(&mut self, base: u64, size: u64) -> Result<(), l4_abi::Error> {
+        if !self.utcb_pages.is_empty()
+            || !base.is_multiple_of(PAGE)
+            || size == 0
+            || size > 64 * PAGE
+            || base + size > USER_TOP
+        {
+            return Err(l4_abi::Error::Inval);
+        }
+        for i in 0..size.div_ceil(PAGE) {
+            let pa = mm::alloc_frame().ok_or(l4_abi::Error::NoMem)?;
+            self.utcb_pages.push(pa);
+            self.map_page(base + i * PAGE, pa, MemRights::RW)?;
+        }
+        self.utcb_base = base;
+        Ok(())
+    }
+
+    /// Kernel address of the UTCB at user address `uva` in the area.
+    pub fn utcb_kva(&self, uva: u64) -> Option<u64> {
+        let off = uva.checked_sub(self.utcb_base)?;
+        if !uva.is_multiple_of(l4_abi::utcb::UTCB_ALIGN as u64) {
+            return None;
+        }
+        let pa = *self.utcb_pages.get((off / PAGE) as usize)?;
+        Some(mm::phys_to_virt(pa) + off % PAGE)
+    }
+
+    /// Copies bytes from the task's memory; `None` if any is not mapped.
+    pub fn read_user(&self, va: u64, buf: &mut [u8]) -> Option<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = va.checked_add(done as u64)?;
+            let (pa, _) = self.lookup(at & !(PAGE - 1))?;
+            let off = at & (PAGE - 1);
+            let n = ((PAGE - off) as usize).min(buf.len() - done);
+            // SAFETY: pa is a page mapped into the task, so RAM (or device
+            // memory handed out by sigma0) covered by the linear map.
+            let src =
+                unsafe { core::slice::from_raw_parts(mm::phys_to_virt(pa + off) as *const u8, n) };
+            buf[done..done + n].copy_from_slice(src);
+            done += n;
+        }
+        Some(())
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        for &pa in self.utcb_pages.iter().chain(self.table_frames.iter()) {
+            mm::free_frames(pa, 1);
+        }
+        crate::arch::tlb_flush_asid(self.asid);
+    }
+}

@@ -1,0 +1,168 @@
+//! Threads: a kernel stack, saved kernel and FP/SIMD context, a UTCB, and
+//! the IPC and scheduling state.
+
+use crate::arch::{FpState, KContext, TrapFrame};
+use crate::mm;
+use alloc::collections::VecDeque;
+use kernel_core::kobj::ObjId;
+use kernel_core::sched::{QueueHandle, SchedContext};
+use l4_abi::MsgTag;
+
+pub const KSTACK_PAGES: usize = 4;
+pub const KSTACK_SIZE: u64 = KSTACK_PAGES as u64 * mm::PAGE;
+
+/// Where a thread stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Created, not yet started (no pc/sp, not bound, or not scheduled).
+    Inactive,
+    /// Ready to run (or running).
+    Ready,
+    /// Waiting to send to `to` (queued in its senders).
+    Send {
+        to: ObjId,
+        via: Option<ObjId>,
+        label: u64,
+        call: bool,
+        s: bool,
+    },
+    /// Waiting to receive: from anyone (`None`) or one partner.
+    Recv { from: Option<ObjId> },
+    /// Waiting for the reply of `from` to a call.
+    Reply { from: ObjId },
+    /// Waiting on a semaphore.
+    Sem { sem: ObjId },
+    /// Ended (deleted or killed); never runs again.
+    Dead,
+}
+
+/// A message the kernel sends on the thread's behalf (page fault or
+/// exception), kept here until its handler takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelMsg {
+    pub tag: MsgTag,
+    pub words: [u64; 40],
+}
+
+pub struct Thread {
+    /// Saved callee-saved registers and kernel sp (switch_context).
+    pub kctx: KContext,
+    pub kstack_pa: u64,
+    pub fp: FpState,
+    pub task: Option<ObjId>,
+    pub utcb_uva: u64,
+    pub utcb_kva: u64,
+    pub tpidr_el0: u64,
+    pub state: State,
+    pub sched: SchedContext,
+    pub cpu: usize,
+    /// Place in `cpu`'s run queue while ready.
+    pub queued: Option<QueueHandle>,
+    /// CPU this thread is the current thread of (its registers live there).
+    pub running_on: Option<usize>,
+    /// Capability indices (in the thread's task) of its pager and exception handler.
+    pub pager: u64,
+    pub exc_handler: u64,
+    /// The caller waiting for our reply (the implicit reply capability).
+    pub reply_to: Option<ObjId>,
+    /// Threads waiting to send to us.
+    pub senders: VecDeque<ObjId>,
+    /// Interrupts triggered while we were not waiting: (irq, label).
+    pub pending_irqs: VecDeque<(ObjId, u64)>,
+    /// A page-fault or exception message waiting for its handler.
+    pub kmsg: Option<KernelMsg>,
+    /// When the current wait ends (counter value), if it has a timeout.
+    pub deadline: Option<u64>,
+    /// The user registers (x0..x30, sp, pc, pstate) were set by ex_regs.
+    pub has_regs: bool,
+}
+
+impl Thread {
+    /// A new thread with its own kernel stack; `None` without memory.
+    pub fn new(sched: SchedContext) -> Option<Thread> {
+        let kstack_pa = mm::alloc_frames(KSTACK_PAGES)?;
+        let mut t = Thread {
+            kctx: KContext::default(),
+            kstack_pa,
+            fp: FpState::default(),
+            task: None,
+            utcb_uva: 0,
+            utcb_kva: 0,
+            tpidr_el0: 0,
+            state: State::Inactive,
+            sched,
+            cpu: 0,
+            queued: None,
+            running_on: None,
+            pager: 0,
+            exc_handler: 0,
+            reply_to: None,
+            senders: VecDeque::new(),
+            pending_irqs: VecDeque::new(),
+            kmsg: None,
+            deadline: None,
+            has_regs: false,
+        };
+        // The first switch to the thread enters thread_first_entry with sp
+        // at its user frame, which returns to EL0.
+        t.kctx.sp = t.kstack_top() - core::mem::size_of::<TrapFrame>() as u64;
+        t.kctx.lr = crate::arch::thread_first_entry_va();
+        *t.frame() = TrapFrame::default();
+        Some(t)
+    }
+
+    pub fn kstack_top(&self) -> u64 {
+        mm::phys_to_virt(self.kstack_pa) + KSTACK_SIZE
+    }
+
+    /// The user register frame: always at the top of the kernel stack,
+    /// since the thread enters the kernel from EL0 on an empty stack.
+    #[allow(clippy::mut_from_ref)]
+    pub fn frame(&self) -> &mut TrapFrame {
+        let at = self.kstack_top() - core::mem::size_of::<TrapFrame>() as u64;
+        // SAFETY: the kernel stack is this thread's own memory, the frame
+        // slot at its top is reserved for the user registers, and the BKL
+        // serialises all access to it.
+        unsafe { &mut *(at as *mut TrapFrame) }
+    }
+
+    /// The thread's UTCB, if it has one.
+    #[allow(clippy::mut_from_ref)]
+    pub fn utcb(&self) -> Option<&mut l4_abi::Utcb> {
+        if self.utcb_kva == 0 {
+            return None;
+        }
+        // SAFETY: utcb_kva points into a UTCB area page the kernel
+        // allocated for the thread's task and keeps while the task lives;
+        // the BKL serialises kernel access (the thread itself may write it
+        // concurrently from EL0 only while it runs, and then the kernel
+        // does not touch it).
+        Some(unsafe { &mut *(self.utcb_kva as *mut l4_abi::Utcb) })
+    }
+
+    /// Sets the result registers of the thread's pending system call.
+    pub fn set_result(&self, status: u64, tag: MsgTag, label: u64) {
+        let f = self.frame();
+        f.x[0] = status;
+        f.x[1] = tag.0;
+        f.x[2] = label;
+    }
+
+    pub fn set_error(&self, e: l4_abi::Error) {
+        self.set_result(e.as_status(), MsgTag(0), 0);
+    }
+
+    pub fn is_waiting_for(&self, sender: ObjId) -> bool {
+        match self.state {
+            State::Recv { from: None } => true,
+            State::Recv { from: Some(f) } => f == sender,
+            _ => false,
+        }
+    }
+}
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        mm::free_frames(self.kstack_pa, KSTACK_PAGES);
+    }
+}

@@ -1,0 +1,309 @@
+//! Typed items: mapping and granting memory pages and capabilities between
+//! tasks through the mapping database, and applying what revocation
+//! changes to page tables and capability tables.
+
+use super::Kernel;
+use super::task::CAP_LIMIT;
+use crate::mm::PAGE;
+use alloc::vec::Vec;
+use kernel_core::ipc::{Limits, MapAction, RecvBuffers, TransferOptions};
+use kernel_core::kobj::ObjId;
+use kernel_core::mapdb::{Change, Kind, MapReq, Range};
+use l4_abi::utcb::MR_COUNT;
+use l4_abi::{CapRights, Error, MemRights, MsgTag};
+
+/// Every task's spaces: 47 bits of user addresses, CAP_LIMIT capabilities.
+pub const LIMITS: Limits = Limits {
+    mem_order: 47,
+    cap_order: CAP_LIMIT.trailing_zeros() as u8,
+};
+
+/// The result of a message transfer.
+pub struct Delivered {
+    pub tag: MsgTag,
+    pub mrs: [u64; MR_COUNT],
+}
+
+/// Applies the transfer rules to the message (`tag`, `mrs`) from task
+/// `src` to task `dst` with the receiver's buffers, performs the typed
+/// items, and returns what the receiver gets.
+pub fn message(
+    k: &mut Kernel,
+    tag: MsgTag,
+    mrs: &[u64; MR_COUNT],
+    src: ObjId,
+    dst: ObjId,
+    bufs: &RecvBuffers,
+    partner_s: bool,
+) -> Result<Delivered, Error> {
+    let t = kernel_core::ipc::transfer(
+        tag,
+        mrs,
+        bufs,
+        &TransferOptions {
+            src: LIMITS,
+            dst: LIMITS,
+            partner_s,
+        },
+    );
+    t.sender_result()?;
+    for a in t.actions() {
+        perform(k, src, dst, a).map_err(|_| Error::SendMapFailed)?;
+    }
+    let mut out = [0u64; MR_COUNT];
+    out[..t.words()].copy_from_slice(&mrs[..t.words()]);
+    t.write_receiver_items(&mut out);
+    Ok(Delivered {
+        tag: t.receiver_tag(),
+        mrs: out,
+    })
+}
+
+/// Performs one map or grant from task `src` to task `dst`.
+pub fn perform(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<(), Error> {
+    let mut changes = Vec::new();
+    let r = match a.kind {
+        Kind::Mem => map_pages(k, src, dst, a, &mut changes),
+        Kind::Cap => map_caps(k, src, dst, a, &mut changes),
+    };
+    apply(k, &changes);
+    r
+}
+
+fn map_pages(
+    k: &mut Kernel,
+    src: ObjId,
+    dst: ObjId,
+    a: &MapAction,
+    changes: &mut Vec<Change<ObjId>>,
+) -> Result<(), Error> {
+    let size = 1u64
+        .checked_shl(a.order.into())
+        .ok_or(Error::Inval)?
+        .max(PAGE);
+    if size > 1 << 30 {
+        return Err(Error::Inval);
+    }
+    for off in (0..size).step_by(PAGE as usize) {
+        let (sva, dva) = (a.src + off, a.dst + off);
+        let Some((pa, have)) = k.task(src).ok_or(Error::Inval)?.lookup(sva) else {
+            continue;
+        };
+        let Some(node) = k.mapdb.lookup(src, Kind::Mem, sva) else {
+            continue;
+        };
+        let rights = MemRights(a.rights).intersect(have);
+        if rights.is_empty() {
+            continue;
+        }
+        let req = MapReq::new(sva, 12, dst, dva, rights.0);
+        let res = if a.grant {
+            k.mapdb.grant_part(node, req, changes)
+        } else {
+            k.mapdb.map(node, req, changes)
+        };
+        let new = res.map_err(|_| Error::Inval)?;
+        let granted = k.mapdb.get(new).map_or(rights, |m| MemRights(m.rights));
+        k.task_mut(dst)
+            .ok_or(Error::Inval)?
+            .map_page(dva, pa, granted)?;
+        if a.grant && src != dst {
+            k.task_mut(src).ok_or(Error::Inval)?.unmap_page(sva);
+        }
+    }
+    Ok(())
+}
+
+fn map_caps(
+    k: &mut Kernel,
+    src: ObjId,
+    dst: ObjId,
+    a: &MapAction,
+    changes: &mut Vec<Change<ObjId>>,
+) -> Result<(), Error> {
+    let count = 1u64.checked_shl(a.order.into()).ok_or(Error::Inval)?;
+    if count > CAP_LIMIT {
+        return Err(Error::Inval);
+    }
+    for i in 0..count {
+        let (si, di) = (a.src + i, a.dst + i);
+        let Some(e) = k.task(src).ok_or(Error::Inval)?.caps.get(si).copied() else {
+            continue;
+        };
+        if !k.objs.contains(e.obj) {
+            continue;
+        }
+        let rights = CapRights(a.rights).intersect(e.rights);
+        let node = match k.mapdb.lookup(src, Kind::Cap, si) {
+            Some(n) => n,
+            None => k
+                .mapdb
+                .insert_root(
+                    src,
+                    Range::new(Kind::Cap, si, 0),
+                    e.rights.0,
+                    e.obj.to_raw(),
+                    changes,
+                )
+                .map_err(|_| Error::Inval)?,
+        };
+        let req = MapReq::new(si, 0, dst, di, rights.0);
+        let res = if a.grant {
+            k.mapdb.grant_part(node, req, changes)
+        } else {
+            k.mapdb.map(node, req, changes)
+        };
+        let new = res.map_err(|_| Error::Inval)?;
+        let granted = k.mapdb.get(new).map_or(rights, |m| CapRights(m.rights));
+        let task = k.task_mut(dst).ok_or(Error::Inval)?;
+        task.caps
+            .insert(di, e.obj, granted)
+            .map_err(|e| e.to_error())?;
+        if a.grant
+            && (src, si) != (dst, di)
+            && let Some(t) = k.task_mut(src)
+        {
+            t.caps.remove(si);
+        }
+    }
+    Ok(())
+}
+
+/// Carries out what the mapping database changed.
+pub fn apply(k: &mut Kernel, changes: &[Change<ObjId>]) {
+    for c in changes {
+        match *c {
+            Change::Unmapped(m) => {
+                let Some(task) = k.task_mut(m.space) else {
+                    continue;
+                };
+                match m.kind {
+                    Kind::Mem => {
+                        let size = 1u64 << m.order.max(12);
+                        for off in (0..size).step_by(PAGE as usize) {
+                            task.unmap_page(m.addr + off);
+                        }
+                    }
+                    Kind::Cap => {
+                        task.caps.remove(m.addr);
+                    }
+                }
+            }
+            Change::Rights(m) => {
+                let Some(task) = k.task_mut(m.space) else {
+                    continue;
+                };
+                match m.kind {
+                    Kind::Mem => {
+                        let size = 1u64 << m.order.max(12);
+                        for off in (0..size).step_by(PAGE as usize) {
+                            if let Some((pa, _)) = task.lookup(m.addr + off) {
+                                let _ = task.map_page(m.addr + off, pa, MemRights(m.rights));
+                            }
+                        }
+                    }
+                    Kind::Cap => {
+                        let revoke = CapRights(!m.rights);
+                        task.caps.reduce_rights(m.addr, revoke);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records a fresh mapping the kernel made itself (root task memory,
+/// sigma0) as the root of its tree, and enters it in the page table.
+pub fn map_root_memory(
+    k: &mut Kernel,
+    task: ObjId,
+    va: u64,
+    pa: u64,
+    order: u8,
+    rights: MemRights,
+) -> Result<(), Error> {
+    let mut changes = Vec::new();
+    k.mapdb
+        .insert_root(
+            task,
+            Range::new(Kind::Mem, va, order),
+            rights.0,
+            pa,
+            &mut changes,
+        )
+        .map_err(|_| Error::Exist)?;
+    apply(k, &changes);
+    let t = k.task_mut(task).ok_or(Error::Inval)?;
+    for off in (0..1u64 << order).step_by(PAGE as usize) {
+        t.map_page(va + off, pa + off, rights)?;
+    }
+    Ok(())
+}
+
+/// Gives task `task` a new capability at `index` (the creator's root of
+/// the object's capability tree).
+pub fn insert_root_cap(
+    k: &mut Kernel,
+    task: ObjId,
+    index: u64,
+    obj: ObjId,
+    rights: CapRights,
+) -> Result<(), Error> {
+    let mut changes = Vec::new();
+    if let Some(old) = k.mapdb.lookup(task, Kind::Cap, index) {
+        let _ = k.mapdb.unmap(old, 0xff, true, &mut changes);
+    }
+    k.mapdb
+        .insert_root(
+            task,
+            Range::new(Kind::Cap, index, 0),
+            rights.0,
+            obj.to_raw(),
+            &mut changes,
+        )
+        .map_err(|_| Error::Inval)?;
+    apply(k, &changes);
+    k.task_mut(task)
+        .ok_or(Error::Inval)?
+        .caps
+        .insert(index, obj, rights)
+        .map_err(|e| e.to_error())?;
+    Ok(())
+}
+
+/// Unmaps a flexpage of task `task` (memory or capabilities): revokes
+/// `revoke` rights from what others derived from it, and from the task
+/// itself too with `self_too`. Capabilities are looked at one by one.
+pub fn unmap(k: &mut Kernel, task: ObjId, fp: l4_abi::Fpage, self_too: bool) -> Vec<(u64, ObjId)> {
+    let mut changes = Vec::new();
+    let mut caps_seen = Vec::new();
+    let revoke = fp.rights_bits();
+    match fp.kind() {
+        l4_abi::fpage::FpageType::Memory => {
+            let order = fp.order().clamp(12, 47);
+            let _ = k.mapdb.unmap_range(
+                task,
+                Range::new(Kind::Mem, fp.mem_base(), order),
+                revoke,
+                self_too,
+                &mut changes,
+            );
+        }
+        l4_abi::fpage::FpageType::Obj => {
+            let count = 1u64 << fp.order().min(12);
+            for i in fp.obj_index()..fp.obj_index() + count {
+                if let Some(e) = k.task(task).and_then(|t| t.caps.get(i).copied()) {
+                    caps_seen.push((i, e.obj));
+                }
+                if let Some(n) = k.mapdb.lookup(task, Kind::Cap, i) {
+                    let _ = k.mapdb.unmap(n, revoke, self_too, &mut changes);
+                } else if self_too && let Some(t) = k.task_mut(task) {
+                    t.caps.reduce_rights(i, CapRights(revoke));
+                }
+            }
+        }
+        _ => {}
+    }
+    apply(k, &changes);
+    caps_seen
+}
