@@ -207,6 +207,23 @@ impl<T> Arena<T> {
             })
     }
 
+    /// Every live object, mutably, with its id.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ObjId, &mut T)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| match &mut s.entry {
+                Entry::Occupied(v) => Some((
+                    ObjId {
+                        slot: i as u32,
+                        generation: s.generation,
+                    },
+                    v,
+                )),
+                _ => None,
+            })
+    }
+
     #[cfg(test)]
     fn force_generation(&mut self, slot: u32, generation: u32) {
         self.slots[slot as usize].generation = generation;
@@ -223,6 +240,19 @@ impl<T> Default for Arena<T> {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn iter_mut_visits_live_objects_only() {
+        let mut a = Arena::new();
+        let x = a.insert(1).unwrap();
+        let y = a.insert(2).unwrap();
+        a.remove(x);
+        for (id, v) in a.iter_mut() {
+            assert_eq!(id, y);
+            *v += 10;
+        }
+        assert_eq!(a.get(y), Some(&12));
+    }
 
     #[test]
     fn stale_ids_do_not_resolve() {

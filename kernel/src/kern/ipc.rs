@@ -117,7 +117,8 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
     if let Some(pos) = pos {
         let sender = k.t(cur).senders.remove(pos).expect("sender position");
         let State::Send { label, call, s, .. } = k.t(sender).state else {
-            unreachable!("queued sender not sending")
+            // Not sending any more (canceled): drop it and look again.
+            return receive(k, cur, from, t);
         };
         match transfer(k, sender, cur, s) {
             Ok(tag) => {

@@ -280,6 +280,21 @@ impl Kernel {
                 if let Some(h) = t.queued.take() {
                     self.cpus[t.cpu].rq.dequeue(h);
                 }
+                // Forget every reference other objects hold to it.
+                for (_, o) in self.objs.iter_mut() {
+                    match o {
+                        KObject::Thread(other) => {
+                            other.senders.retain(|&s| s != id);
+                            if other.reply_to == Some(id) {
+                                other.reply_to = None;
+                            }
+                        }
+                        KObject::Semaphore(sem) => sem.waiters.retain(|&w| w != id),
+                        KObject::Gate(g) if g.thread == Some(id) => g.thread = None,
+                        KObject::Irq(i) if i.thread == Some(id) => i.thread = None,
+                        _ => {}
+                    }
+                }
                 t.state = State::Dead;
                 self.zombies.push(t);
             }
@@ -381,9 +396,11 @@ pub fn idle_loop() -> ! {
             schedule();
             continue;
         }
+        // Wait with interrupts masked (a pending one still ends the wait),
+        // then take what is pending: nothing can slip in between.
         bkl::unlock();
-        arch::irq_enable();
         arch::wait_for_interrupt();
+        arch::irq_enable();
         arch::irq_disable();
         bkl::lock();
     }

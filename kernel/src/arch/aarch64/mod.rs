@@ -167,6 +167,21 @@ pub fn cpu_init(cpu: usize) {
     write_sysreg!("cptr_el2", 3 << 20);
     // CNTHCTL_EL2 (VHE layout): EL0PCTEN | EL0VCTEN.
     write_sysreg!("cnthctl_el2", 0b11);
+    pmu_init();
+}
+
+/// The cycle counter for benchmarks: running, counting at EL2 too
+/// (PMCCFILTR_EL0.NSH), readable from EL0 (PMUSERENR_EL0.EN|CR), and all
+/// event counters left to EL0/EL1 (MDCR_EL2.HPMN = PMCR_EL0.N). Under
+/// `-icount shift=0` it counts instructions exactly.
+fn pmu_init() {
+    let n = (read_sysreg!("pmcr_el0") >> 11) & 0x1f;
+    write_sysreg!("mdcr_el2", n);
+    write_sysreg!("pmccfiltr_el0", 1 << 27);
+    write_sysreg!("pmcntenset_el0", 1 << 31);
+    write_sysreg!("pmuserenr_el0", 0b101);
+    // PMCR_EL0: E (enable), LC (64-bit cycle counter), C (reset it).
+    write_sysreg!("pmcr_el0", (1 << 0) | (1 << 2) | (1 << 6));
 }
 
 pub fn cpu_id() -> usize {
@@ -180,7 +195,7 @@ pub fn mpidr() -> u64 {
 
 pub fn irq_enable() {
     // SAFETY: unmasking IRQs at EL2; the vectors are installed.
-    unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
+    unsafe { asm!("msr daifclr, #2", "isb", options(nomem, nostack)) };
 }
 
 pub fn irq_disable() {
