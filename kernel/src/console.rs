@@ -49,10 +49,28 @@ impl Pl011 {
 }
 
 static CONSOLE: Mutex<Option<Pl011>> = Mutex::new(None);
+static IRQ: Mutex<Option<u32>> = Mutex::new(None);
 
-/// Starts the console on the PL011 registers at virtual address `va`.
-pub fn init(va: u64) {
+/// Starts the console on the PL011 registers at virtual address `va`,
+/// whose receive interrupt is `irq`.
+pub fn init(va: u64, irq: Option<u32>) {
     *CONSOLE.lock() = Some(Pl011(va as usize));
+    *IRQ.lock() = irq;
+}
+
+/// The console's input interrupt (GIC number).
+pub fn input_irq() -> Option<u32> {
+    *IRQ.lock()
+}
+
+/// Lets the PL011 raise its interrupt when input arrives.
+pub fn enable_input_irq() {
+    const IMSC: usize = 0x38;
+    const RXIM_RTIM: u32 = (1 << 4) | (1 << 6);
+    if let Some(c) = CONSOLE.lock().as_mut() {
+        // SAFETY: IMSC is a 32-bit register of the mapped PL011.
+        unsafe { core::ptr::write_volatile((c.0 + IMSC) as *mut u32, RXIM_RTIM) };
+    }
 }
 
 pub fn write_fmt(args: fmt::Arguments<'_>) {

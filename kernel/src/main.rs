@@ -28,7 +28,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     mm::init(info);
     let dtb = mm::phys_to_virt(info.dtb_paddr) as *const u8;
     match platform::console_uart(dtb) {
-        Ok(uart) => console::init(mm::map_device(uart, 0x1000)),
+        Ok((uart, irq)) => console::init(mm::map_device(uart, 0x1000), irq),
         Err(_) => arch::halt(), // nowhere to say anything
     }
     let plat = platform::Platform::from_dtb(dtb).unwrap_or_else(|e| panic!("device tree: {e}"));

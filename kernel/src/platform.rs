@@ -29,17 +29,33 @@ fn open(dtb: *const u8) -> Result<fdt::Fdt<'static>, &'static str> {
     unsafe { fdt::Fdt::from_ptr(dtb) }.map_err(|_| "invalid device tree")
 }
 
-/// The console UART: /chosen/stdout-path, or the first PL011.
-pub fn console_uart(dtb: *const u8) -> Result<u64, &'static str> {
+/// The console UART: /chosen/stdout-path, or the first PL011. Returns its
+/// registers and its interrupt (GIC number), if it names one.
+pub fn console_uart(dtb: *const u8) -> Result<(u64, Option<u32>), &'static str> {
     let fdt = open(dtb)?;
     let node = fdt
         .chosen()
         .stdout()
         .or_else(|| fdt.find_compatible(&["arm,pl011"]));
-    Ok(node
-        .and_then(|n| reg(n, 0))
-        .ok_or("no PL011 console")?
-        .starting_address as u64)
+    let irq = node
+        .and_then(|n| n.property("interrupts"))
+        .and_then(|p| gic_irq(p.value));
+    Ok((
+        node.and_then(|n| reg(n, 0))
+            .ok_or("no PL011 console")?
+            .starting_address as u64,
+        irq,
+    ))
+}
+
+/// The GIC interrupt number of a 3-cell specifier (SPI 0 / PPI 1, number).
+fn gic_irq(cells: &[u8]) -> Option<u32> {
+    let n = be32(cells, 1)?;
+    match be32(cells, 0)? {
+        0 => Some(n + 32),
+        1 => Some(n + 16),
+        _ => None,
+    }
 }
 
 impl Platform {

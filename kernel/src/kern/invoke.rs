@@ -228,6 +228,7 @@ fn invoke_object(
         (KObject::Icu, Proto::Irq) => icu_op(k, cur, task, rights, tag, &m),
         (KObject::Scheduler, Proto::Scheduler) => sched_op(k, cur, task, tag, &m),
         (KObject::Vcon, Proto::Log) => vcon_op(k, cur, &m),
+        (KObject::Vcon, Proto::Irq) => vcon_icu_op(k, cur, task, rights, tag, &m),
         (KObject::Semaphore(_), Proto::Semaphore) => sem_op(k, cur, obj, tag, &m),
         (KObject::Sigma0, Proto::Sigma0) => sigma0_op(k, cur, task, &m),
         _ => Err(Error::BadProto),
@@ -783,6 +784,45 @@ fn vcon_op(k: &mut Kernel, cur: ObjId, m: &[u64; MR_COUNT]) -> OpResult {
             set_mrs(k, cur, &[0, 0, 0])?;
             ok(3)
         }
+    }
+}
+
+/// The Vcon is also an interrupt controller with one line: input arrived.
+fn vcon_icu_op(
+    k: &mut Kernel,
+    cur: ObjId,
+    task: ObjId,
+    rights: CapRights,
+    tag: MsgTag,
+    m: &[u64; MR_COUNT],
+) -> OpResult {
+    let (op, _) = IcuOp::decode(m[0]).map_err(|_| Error::NoSys)?;
+    let line = crate::console::input_irq().ok_or(Error::NoSys)?;
+    match op {
+        IcuOp::Info => {
+            set_mrs(k, cur, &[0, 1, 0])?;
+            ok(3)
+        }
+        IcuOp::Bind if m[1] == 0 => {
+            need(rights, CapRights::W)?;
+            let (irq, r) = item_cap(k, task, tag, m, 0)?;
+            need(r, CapRights::W)?;
+            let Some(KObject::Irq(i)) = k.objs.get_mut(irq) else {
+                return Err(Error::Inval);
+            };
+            i.hw = Some(line);
+            i.masked = false;
+            crate::irq::set_owner(line, Some(irq));
+            crate::irq::set_mode(line, proto::icu::mode::LEVEL_HIGH);
+            crate::irq::set_enabled(line, true);
+            crate::console::enable_input_irq();
+            ok(0)
+        }
+        IcuOp::Unmask if m[1] == 0 => {
+            crate::irq::set_enabled(line, true);
+            ok(0)
+        }
+        _ => Err(Error::Inval),
     }
 }
 
