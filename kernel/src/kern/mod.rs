@@ -296,6 +296,12 @@ impl Kernel {
                     }
                 }
                 t.state = State::Dead;
+                if let Some(c) = t.running_on {
+                    self.cpus[c].need_resched = true;
+                    if c != arch::cpu_id() {
+                        crate::irq::send_resched_ipi(c);
+                    }
+                }
                 self.zombies.push(t);
             }
             Some(KObject::Task(t)) => {
@@ -448,7 +454,12 @@ pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
     bkl::lock();
     with(|k| {
         let cur = k.current();
-        let frame = *k.t(cur).frame();
+        let Some(t) = k.thread(cur) else {
+            // Deleted while it ran here: it never runs again.
+            k.cpus[arch::cpu_id()].need_resched = true;
+            return;
+        };
+        let frame = *t.frame();
         if esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE {
             invoke::syscall(k, cur, &frame);
         } else {
