@@ -570,8 +570,10 @@ pub mod vcon {
     pub const READ_STAT_BREAK: u64 = 1 << 30;
     /// No more input is pending.
     pub const READ_STAT_DONE: u64 = 1 << 31;
-    /// Largest number of bytes one write carries (62 message words).
-    pub const WRITE_MAX: usize = (crate::utcb::MR_COUNT - 2) * 8;
+    /// Largest number of bytes one write carries: a tag holds at most 63
+    /// words, two of which are the opcode and the count (Fiasco's
+    /// `L4_VCON_WRITE_SIZE`).
+    pub const WRITE_MAX: usize = (crate::msgtag::MsgTag::MAX_WORDS as usize - 2) * 8;
 }
 
 opcodes! {
