@@ -44,6 +44,18 @@ pub fn send(k: &mut Kernel, cur: ObjId, target: Target, call: bool, s: bool, t: 
         k.t(cur).set_error(Error::Inval);
         return Sent::Failed;
     }
+    if via.is_none() && !call && awaits_reply_from(k, to, cur) {
+        return match reply_to(k, cur, to) {
+            Ok(()) => {
+                k.t(cur).set_result(0, MsgTag(0), 0);
+                Sent::Done
+            }
+            Err(e) => {
+                k.t(cur).set_error(e);
+                Sent::Failed
+            }
+        };
+    }
     let Some(target) = k.thread(to) else {
         k.t(cur).set_error(Error::NoEnt);
         return Sent::Failed;
@@ -143,11 +155,24 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
 /// none (any more).
 pub fn reply(k: &mut Kernel, cur: ObjId) -> Result<(), Error> {
     let to = k.t(cur).reply_to.take().ok_or(Error::NoEnt)?;
-    let waiting = k
-        .thread(to)
-        .is_some_and(|t| t.state == State::Reply { from: cur });
-    if !waiting {
+    reply_to(k, cur, to)
+}
+
+/// Whether `to` waits for the reply of `from`.
+pub fn awaits_reply_from(k: &Kernel, to: ObjId, from: ObjId) -> bool {
+    k.thread(to).is_some_and(|t| t.state == State::Reply { from })
+}
+
+/// Answers `to`, which waits for the reply of `cur`. Besides the implicit
+/// reply capability, a thread may answer a caller later by sending to its
+/// thread capability (a deferred reply: the runtime uses it for futex
+/// waits and sleeps of the threads it serves).
+pub fn reply_to(k: &mut Kernel, cur: ObjId, to: ObjId) -> Result<(), Error> {
+    if !awaits_reply_from(k, to, cur) {
         return Err(Error::NoEnt);
+    }
+    if k.t(cur).reply_to == Some(to) {
+        k.t(cur).reply_to = None;
     }
     if let Some(msg) = k.t(to).kmsg.take() {
         return reply_to_fault(k, cur, to, msg);

@@ -28,6 +28,17 @@
 //! [`proto`]; page-fault and exception messages: [`fault`]; the initial
 //! capabilities of the root task: [`base_caps`].
 //!
+//! # Deferred replies
+//!
+//! A call leaves the caller waiting for the callee's reply; the callee
+//! answers through its implicit reply capability (REPLY flag), which the
+//! next receive replaces. The callee may also answer later: a plain send
+//! (no receive phase) to the caller's *thread* capability is delivered as
+//! that reply while the caller still waits for it. A server (the in-task
+//! runtime serving a futex wait, a console serving a blocking read) keeps
+//! the caller's thread capability and replies when the answer is ready.
+//! Page-fault and exception messages are answered the same way.
+//!
 //! # Linux system call: `svc #0` ([`SVC_LINUX`])
 //!
 //! Not handled by the kernel: it becomes an exception message to the
