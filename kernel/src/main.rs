@@ -57,7 +57,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         arch::micros_since(info.boot_counter)
     );
     kern::bkl::lock();
-    kern::init(plat.nr_cpus.max(online));
+    kern::init(plat.nr_cpus.max(online), info, bootinfo_pa);
     match kern::with(|k| kern::create_root_task(k, info)) {
         Ok(_) => kprintln!(
             "kernel: starting root task '{}' at {:#x} {}",

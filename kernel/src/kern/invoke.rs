@@ -872,14 +872,10 @@ fn sem_op(k: &mut Kernel, cur: ObjId, sem: ObjId, tag: MsgTag, m: &[u64; MR_COUN
 
 // ---------------------------------------------------------------- Sigma0
 
-/// Sigma0 protocol: MR0 = 1 map free RAM of 2^MR1 bytes (1:1, RW); MR0 = 2
-/// map device memory at MR1 of 2^MR2 bytes (1:1, RW, not RAM).
-pub const SIGMA0_MAP_FREE: u64 = 1;
-pub const SIGMA0_MAP_DEVICE: u64 = 2;
-
+/// The root task's memory protocol ([`l4_abi::sigma0`]).
 fn sigma0_op(k: &mut Kernel, cur: ObjId, task: ObjId, m: &[u64; MR_COUNT]) -> OpResult {
     match m[0] {
-        SIGMA0_MAP_FREE => {
+        l4_abi::sigma0::MAP_FREE => {
             let order = u8::try_from(m[1]).map_err(|_| Error::Inval)?;
             if !(12..=30).contains(&order) {
                 return Err(Error::Inval);
@@ -893,7 +889,7 @@ fn sigma0_op(k: &mut Kernel, cur: ObjId, task: ObjId, m: &[u64; MR_COUNT]) -> Op
             set_mrs(k, cur, &[pa])?;
             ok(1)
         }
-        SIGMA0_MAP_DEVICE => {
+        l4_abi::sigma0::MAP_DEVICE => {
             let (pa, order) = (m[1], u8::try_from(m[2]).map_err(|_| Error::Inval)?);
             if !(12..=30).contains(&order)
                 || pa % (1 << order) != 0
@@ -904,6 +900,24 @@ fn sigma0_op(k: &mut Kernel, cur: ObjId, task: ObjId, m: &[u64; MR_COUNT]) -> Op
             }
             crate::mm::map_device(pa, 1 << order);
             xfer::map_root_memory(k, task, pa, pa, order, MemRights::RW)?;
+            set_mrs(k, cur, &[pa])?;
+            ok(1)
+        }
+        l4_abi::sigma0::MAP_MODULE => {
+            let (pa, size) = (m[1], m[2]);
+            let end = pa.checked_add(size).ok_or(Error::Inval)?;
+            let inside = super::bootinfo()
+                .mem()
+                .iter()
+                .any(|r| r.kind == l4_bootinfo::MemKind::Module && r.base <= pa && end <= r.end());
+            if size == 0 || !pa.is_multiple_of(PAGE) || !inside {
+                return Err(Error::Inval);
+            }
+            for off in (0..size).step_by(PAGE as usize) {
+                if k.task(task).and_then(|t| t.lookup(pa + off)).is_none() {
+                    xfer::map_root_memory(k, task, pa + off, pa + off, 12, MemRights::RX)?;
+                }
+            }
             set_mrs(k, cur, &[pa])?;
             ok(1)
         }
@@ -937,7 +951,7 @@ pub fn create_root_task(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<
             xfer::map_root_memory(k, task, s.vaddr + off, s.paddr + off, 12, rights)?;
         }
     }
-    for i in 1..=ROOT_STACK_PAGES {
+    for i in 1..=ROOT_STACK_SIZE / PAGE {
         let pa = mm::alloc_frame().ok_or(Error::NoMem)?;
         xfer::map_root_memory(k, task, ROOT_STACK_TOP - i * PAGE, pa, 12, MemRights::RW)?;
     }
@@ -1002,8 +1016,7 @@ pub fn create_root_task(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<
     Ok(th)
 }
 
-/// The root task's UTCB area (64 UTCBs) and stack.
-pub const ROOT_UTCB_AREA: u64 = 0x0000_7ff0_0000_0000;
-pub const ROOT_UTCB_SIZE: u64 = 64 * 1024;
-pub const ROOT_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
-pub const ROOT_STACK_PAGES: u64 = 16;
+use l4_abi::root::{
+    STACK_SIZE as ROOT_STACK_SIZE, STACK_TOP as ROOT_STACK_TOP, UTCB_AREA as ROOT_UTCB_AREA,
+    UTCB_AREA_SIZE as ROOT_UTCB_SIZE,
+};

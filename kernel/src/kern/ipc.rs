@@ -160,7 +160,8 @@ pub fn reply(k: &mut Kernel, cur: ObjId) -> Result<(), Error> {
 
 /// Whether `to` waits for the reply of `from`.
 pub fn awaits_reply_from(k: &Kernel, to: ObjId, from: ObjId) -> bool {
-    k.thread(to).is_some_and(|t| t.state == State::Reply { from })
+    k.thread(to)
+        .is_some_and(|t| t.state == State::Reply { from })
 }
 
 /// Answers `to`, which waits for the reply of `cur`. Besides the implicit

@@ -83,6 +83,17 @@ pub struct Kernel {
 
 static KERNEL: bkl::Locked<Option<Kernel>> = bkl::Locked::new(None);
 
+/// The boot-info page (read-only after boot) and its physical address.
+static BOOTINFO: spin::Once<(&'static l4_bootinfo::BootInfo, u64)> = spin::Once::new();
+
+pub fn bootinfo() -> &'static l4_bootinfo::BootInfo {
+    BOOTINFO.get().expect("boot info before init").0
+}
+
+pub fn bootinfo_pa() -> u64 {
+    BOOTINFO.get().expect("boot info before init").1
+}
+
 /// The kernel state.
 ///
 /// # Safety
@@ -104,7 +115,8 @@ pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
 }
 
 /// Sets up the kernel state for `ncpus` CPUs. Boot CPU, BKL held.
-pub fn init(ncpus: usize) {
+pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
+    BOOTINFO.call_once(|| (info, info_pa));
     let mut cpus = Vec::new();
     cpus.resize_with(ncpus, Cpu::default);
     // SAFETY: boot CPU, BKL held, nothing else uses the state yet.

@@ -86,6 +86,35 @@ pub mod debug {
     pub const EXIT: u64 = 0xd1;
 }
 
+/// The root task's memory protocol on its [`base_caps::PAGER`] capability
+/// (label [`Proto::Sigma0`]). Every mapping is 1:1 (virtual = physical) in
+/// the caller; the reply's MR0 is the address, a negative label an error.
+pub mod sigma0 {
+    /// MR1 = log2 of the size (12..=30): free RAM, read-write-execute.
+    pub const MAP_FREE: u64 = 1;
+    /// MR1 = physical address, MR2 = log2 of the size: device memory
+    /// (refused for RAM), read-write.
+    pub const MAP_DEVICE: u64 = 2;
+    /// MR1 = physical address, MR2 = size in bytes: memory of a boot
+    /// module (must lie inside one module), read-execute.
+    pub const MAP_MODULE: u64 = 3;
+}
+
+/// Fixed addresses of the root task.
+pub mod root {
+    /// The kernel's boot-info page (modules, memory map, command lines),
+    /// mapped read-only.
+    pub const BOOTINFO_VA: u64 = 0x0000_7ffd_0000_0000;
+    /// The UTCB area: 64 UTCBs of 1 KiB; the first thread's is the first.
+    pub const UTCB_AREA: u64 = 0x0000_7ff0_0000_0000;
+    /// Size of the UTCB area.
+    pub const UTCB_AREA_SIZE: u64 = 64 * 1024;
+    /// Top of the first thread's stack.
+    pub const STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
+    /// Size of that stack.
+    pub const STACK_SIZE: u64 = 64 * 1024;
+}
+
 /// Capability indices the kernel gives the root task (Fiasco's
 /// `L4_BASE_*_CAP`). Index 0 is never a valid capability.
 pub mod base_caps {
