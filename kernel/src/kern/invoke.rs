@@ -955,6 +955,12 @@ pub fn create_root_task(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<
         let pa = mm::alloc_frame().ok_or(Error::NoMem)?;
         xfer::map_root_memory(k, task, ROOT_STACK_TOP - i * PAGE, pa, 12, MemRights::RW)?;
     }
+    let bi = super::bootinfo_pa();
+    let bi_size = (core::mem::size_of::<l4_bootinfo::BootInfo>() as u64).div_ceil(PAGE) * PAGE;
+    for off in (0..bi_size).step_by(PAGE as usize) {
+        let t = k.task_mut(task).ok_or(Error::Inval)?;
+        t.map_page(l4_abi::root::BOOTINFO_VA + off, bi + off, MemRights::R)?;
+    }
     let th = Thread::new(SchedContext::new(
         DEFAULT_PRIO + 1,
         DEFAULT_QUANTUM,
