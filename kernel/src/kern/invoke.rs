@@ -92,7 +92,15 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
         Ok(x) => x,
         Err(e) => return k.t(cur).set_error(e),
     };
-    if let Some(target) = ipc::ipc_target(k, obj) {
+    // Threads and gates are IPC endpoints; their own protocol (Thread, and
+    // Kobject through a gate capability with the C right) reaches the kernel.
+    let label = inv.tag.label();
+    let kernel_op = match k.objs.get(obj) {
+        Some(KObject::Thread(_)) => label == Proto::Thread as i64,
+        Some(KObject::Gate(_)) => label == Proto::Kobject as i64 && rights.contains(CapRights::C),
+        _ => true,
+    };
+    if let Some(target) = ipc::ipc_target(k, obj).filter(|_| !kernel_op) {
         let call = op == Operation::Call;
         let s = rights.contains(CapRights::S);
         let sent = ipc::send(k, cur, target, call, s, inv.timeouts.send());
@@ -101,7 +109,7 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
         }
         return;
     }
-    if matches!(k.objs.get(obj), Some(KObject::Gate(_))) {
+    if !kernel_op {
         // A gate nobody is bound to.
         return k.t(cur).set_error(Error::NoPartner);
     }
@@ -229,7 +237,7 @@ fn invoke_object(
         (KObject::Scheduler, Proto::Scheduler) => sched_op(k, cur, task, tag, &m),
         (KObject::Vcon, Proto::Log) => vcon_op(k, cur, &m),
         (KObject::Vcon, Proto::Irq) => vcon_icu_op(k, cur, task, rights, tag, &m),
-        (KObject::Semaphore(_), Proto::Semaphore) => sem_op(k, cur, obj, tag, &m),
+        (KObject::Semaphore(_), Proto::Semaphore | Proto::Irq) => sem_op(k, cur, obj, proto, &m),
         (KObject::Sigma0, Proto::Sigma0) => sigma0_op(k, cur, task, &m),
         _ => Err(Error::BadProto),
     }
@@ -270,19 +278,26 @@ fn factory(
         _ => return Err(Error::Inval),
     };
     let mut args = varg::Vargs::new(&m[1..words]);
+    let mut reply = None;
+    let mut cost = match op {
+        FactoryOp::Task => COST_TASK,
+        FactoryOp::Thread => COST_THREAD,
+        _ => COST_SMALL,
+    };
     let new = match op {
         FactoryOp::Task => {
             let Some(Ok(varg::Varg::Fpage(area))) = args.next() else {
                 return Err(Error::Inval);
             };
-            charge(k, fac, COST_TASK)?;
+            charge(k, fac, cost)?;
             let asid = k.alloc_asid().ok_or(Error::NoMem)?;
             let mut t = Task::new(asid).ok_or(Error::NoMem)?;
             t.set_utcb_area(area.mem_base(), 1u64 << area.order().clamp(10, 20))?;
+            reply = Some(area.0);
             k.objs.insert(KObject::Task(t)).map_err(|_| Error::NoMem)?
         }
         FactoryOp::Thread => {
-            charge(k, fac, COST_THREAD)?;
+            charge(k, fac, cost)?;
             let t = Thread::new(SchedContext::new(
                 DEFAULT_PRIO,
                 DEFAULT_QUANTUM,
@@ -297,7 +312,8 @@ fn factory(
             let Some(Ok(varg::Varg::Umword(quota))) = args.next() else {
                 return Err(Error::Inval);
             };
-            charge(k, fac, quota.saturating_add(COST_SMALL))?;
+            cost = quota.saturating_add(COST_SMALL);
+            charge(k, fac, cost)?;
             k.objs
                 .insert(KObject::Factory(Factory { quota }))
                 .map_err(|_| Error::NoMem)?
@@ -318,13 +334,13 @@ fn factory(
             } else {
                 None
             };
-            charge(k, fac, COST_SMALL)?;
+            charge(k, fac, cost)?;
             k.objs
                 .insert(KObject::Gate(Gate { thread, label }))
                 .map_err(|_| Error::NoMem)?
         }
         FactoryOp::Irq => {
-            charge(k, fac, COST_SMALL)?;
+            charge(k, fac, cost)?;
             k.objs
                 .insert(KObject::Irq(Irq {
                     thread: None,
@@ -335,7 +351,7 @@ fn factory(
                 .map_err(|_| Error::NoMem)?
         }
         FactoryOp::Semaphore => {
-            charge(k, fac, COST_SMALL)?;
+            charge(k, fac, cost)?;
             k.objs
                 .insert(KObject::Semaphore(Semaphore {
                     count: 0,
@@ -345,8 +361,15 @@ fn factory(
         }
         FactoryOp::Vm => return Err(Error::NoSys),
     };
+    k.charges.insert(new, (fac, cost));
     xfer::insert_root_cap(k, task, dest, new, CapRights::ALL)?;
-    ok(0)
+    match reply {
+        Some(w) => {
+            set_mrs(k, cur, &[w])?;
+            ok(1)
+        }
+        None => ok(0),
+    }
 }
 
 // ---------------------------------------------------------------- Task
@@ -424,6 +447,11 @@ fn task_op(
                 return Ok(Done::Reply(same as i64, 0));
             }
             let _ = flags;
+            if sel & 1 != 0 {
+                let node = k.mapdb.lookup(target, kernel_core::mapdb::Kind::Cap, idx);
+                let children = node.is_some_and(|n| k.mapdb.children(n).next().is_some());
+                return Ok(Done::Reply(children as i64, 0));
+            }
             Ok(Done::Reply(a.is_some() as i64, 0))
         }
         TaskOp::AddKuMem => Err(Error::NoSys),
@@ -835,9 +863,13 @@ fn bytemuck_words(w: &[u64]) -> &[u8] {
 
 // ---------------------------------------------------------------- Semaphore
 
-fn sem_op(k: &mut Kernel, cur: ObjId, sem: ObjId, tag: MsgTag, m: &[u64; MR_COUNT]) -> OpResult {
+fn sem_op(k: &mut Kernel, cur: ObjId, sem: ObjId, proto: Proto, m: &[u64; MR_COUNT]) -> OpResult {
     // Fiasco: "up" is an Irq trigger on the semaphore; "down" a call.
-    if tag.words() == 0 || IrqOp::decode(m[0]) == Ok((IrqOp::Trigger, 0)) {
+    if proto == Proto::Irq {
+        IrqOp::decode(m[0])
+            .ok()
+            .filter(|(op, _)| *op == IrqOp::Trigger)
+            .ok_or(Error::NoSys)?;
         let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) else {
             return Err(Error::Inval);
         };

@@ -75,6 +75,8 @@ pub struct Kernel {
     next_asid: u16,
     /// Threads whose wait has a deadline.
     pub sleepers: Vec<ObjId>,
+    /// Kernel memory each object cost and the factory that paid it.
+    pub charges: alloc::collections::BTreeMap<ObjId, (ObjId, u64)>,
     /// Deleted threads whose kernel stack may still be in use. Boxed: a
     /// CPU switching away from one saves its context through a pointer.
     #[allow(clippy::vec_box)]
@@ -128,6 +130,7 @@ pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
             mapdb: MapDb::new(),
             next_asid: 1,
             sleepers: Vec::new(),
+            charges: alloc::collections::BTreeMap::new(),
             zombies: Vec::new(),
         });
     }
@@ -287,6 +290,11 @@ impl Kernel {
     /// with an error.
     pub fn delete_object(&mut self, id: ObjId) {
         ipc::abort_waiters_on(self, id);
+        if let Some((fac, cost)) = self.charges.remove(&id)
+            && let Some(KObject::Factory(f)) = self.objs.get_mut(fac)
+        {
+            f.quota += cost;
+        }
         match self.objs.remove(id) {
             Some(KObject::Thread(mut t)) => {
                 if let Some(h) = t.queued.take() {

@@ -103,6 +103,10 @@ fn map_pages(
             k.mapdb.map(node, req, changes)
         };
         let new = res.map_err(|_| Error::Inval)?;
+        // What the database replaced or revoked goes first, so it cannot
+        // take the new entry with it.
+        apply(k, changes);
+        changes.clear();
         let granted = k.mapdb.get(new).map_or(rights, |m| MemRights(m.rights));
         k.task_mut(dst)
             .ok_or(Error::Inval)?
@@ -154,6 +158,10 @@ fn map_caps(
             k.mapdb.map(node, req, changes)
         };
         let new = res.map_err(|_| Error::Inval)?;
+        // What the database replaced or revoked goes first, so it cannot
+        // take the new entry with it.
+        apply(k, changes);
+        changes.clear();
         let granted = k.mapdb.get(new).map_or(rights, |m| CapRights(m.rights));
         let task = k.task_mut(dst).ok_or(Error::Inval)?;
         task.caps
@@ -277,7 +285,11 @@ pub fn insert_root_cap(
 pub fn unmap(k: &mut Kernel, task: ObjId, fp: l4_abi::Fpage, self_too: bool) -> Vec<(u64, ObjId)> {
     let mut changes = Vec::new();
     let mut caps_seen = Vec::new();
-    let revoke = fp.rights_bits();
+    // Taking away R takes the whole mapping (as in Fiasco).
+    let revoke = match fp.rights_bits() {
+        r if r & l4_abi::MemRights::R.0 != 0 => 0xff,
+        r => r,
+    };
     match fp.kind() {
         l4_abi::fpage::FpageType::Memory => {
             let order = fp.order().clamp(12, 47);
