@@ -289,6 +289,9 @@ fn factory(
             let Some(Ok(varg::Varg::Fpage(area))) = args.next() else {
                 return Err(Error::Inval);
             };
+            if area.kind() != l4_abi::fpage::FpageType::Memory {
+                return Err(Error::Inval);
+            }
             charge(k, fac, cost)?;
             let asid = k.alloc_asid().ok_or(Error::NoMem)?;
             let mut t = Task::new(asid).ok_or(Error::NoMem)?;
@@ -422,9 +425,9 @@ fn task_op(
                 let fp = Fpage(w);
                 let seen = xfer::unmap(k, target, fp, self_too);
                 if delete {
-                    for (_, obj) in seen {
-                        let may = k.task(target).is_some();
-                        if may {
+                    // Deleting needs D on the capability named.
+                    for (_, obj, rights) in seen {
+                        if rights.contains(CapRights::D) {
                             k.delete_object(obj);
                         }
                     }

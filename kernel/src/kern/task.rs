@@ -64,14 +64,18 @@ impl Task {
             return Err(l4_abi::Error::Inval);
         }
         let mut t = TaskTables(&mut self.table_frames);
-        l4_pgtable::unmap_page(&mut t, self.pt_root, va);
+        // Only a replaced entry can be in a TLB: invalid entries are never
+        // cached, so a fresh mapping needs no (broadcast) invalidation.
+        if l4_pgtable::unmap_page(&mut t, self.pt_root, va).is_some() {
+            crate::arch::tlb_flush_page(va, self.asid);
+        }
         l4_pgtable::map(&mut t, self.pt_root, va, pa, PAGE, mem_attr(rights), false).map_err(
             |e| match e {
                 l4_pgtable::MapError::NoMemory => l4_abi::Error::NoMem,
                 _ => l4_abi::Error::Inval,
             },
         )?;
-        crate::arch::tlb_flush_page(va, self.asid);
+        crate::arch::mapping_barrier();
         Ok(())
     }
 

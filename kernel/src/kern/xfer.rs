@@ -282,7 +282,12 @@ pub fn insert_root_cap(
 /// Unmaps a flexpage of task `task` (memory or capabilities): revokes
 /// `revoke` rights from what others derived from it, and from the task
 /// itself too with `self_too`. Capabilities are looked at one by one.
-pub fn unmap(k: &mut Kernel, task: ObjId, fp: l4_abi::Fpage, self_too: bool) -> Vec<(u64, ObjId)> {
+pub fn unmap(
+    k: &mut Kernel,
+    task: ObjId,
+    fp: l4_abi::Fpage,
+    self_too: bool,
+) -> Vec<(u64, ObjId, CapRights)> {
     let mut changes = Vec::new();
     let mut caps_seen = Vec::new();
     // Taking away R takes the whole mapping (as in Fiasco).
@@ -305,7 +310,7 @@ pub fn unmap(k: &mut Kernel, task: ObjId, fp: l4_abi::Fpage, self_too: bool) -> 
             let count = 1u64 << fp.order().min(12);
             for i in fp.obj_index()..fp.obj_index() + count {
                 if let Some(e) = k.task(task).and_then(|t| t.caps.get(i).copied()) {
-                    caps_seen.push((i, e.obj));
+                    caps_seen.push((i, e.obj, e.rights));
                 }
                 if let Some(n) = k.mapdb.lookup(task, Kind::Cap, i) {
                     let _ = k.mapdb.unmap(n, revoke, self_too, &mut changes);
