@@ -101,7 +101,7 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
         _ => true,
     };
     if let Some(target) = ipc::ipc_target(k, obj).filter(|_| !kernel_op) {
-        let call = op == Operation::Call;
+        let call = (op == Operation::Call).then_some(inv.timeouts.recv());
         let s = rights.contains(CapRights::S);
         let sent = ipc::send(k, cur, target, call, s, inv.timeouts.send());
         if op == Operation::SendAndWait && matches!(sent, Sent::Done) {
@@ -133,8 +133,8 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
 
 /// Receive from nobody: wait for the timeout (a sleep).
 fn sleep(k: &mut Kernel, cur: ObjId, t: Timeout) {
-    match ipc::deadline(t) {
-        Err(()) => k.t(cur).set_error(Error::RecvTimeout),
+    match ipc::deadline(t, Error::RecvTimeout) {
+        Err(e) => k.t(cur).set_error(e),
         Ok(d) => k.make_blocked(cur, State::Recv { from: Some(cur) }, d),
     }
 }
@@ -893,8 +893,8 @@ fn sem_op(k: &mut Kernel, cur: ObjId, sem: ObjId, proto: Proto, m: &[u64; MR_COU
         return ok(0);
     }
     let t = Timeout(m[1] as u16);
-    match ipc::deadline(t) {
-        Err(()) => Err(Error::RecvTimeout),
+    match ipc::deadline(t, Error::RecvTimeout) {
+        Err(e) => Err(e),
         Ok(d) => {
             if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {
                 s.waiters.push_back(cur);

@@ -12,18 +12,19 @@ use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs, PageFault};
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{Error, MsgTag, Proto, Timeout};
 
-/// When a wait with timeout `t` ends: `Ok(None)` never, `Err` at once.
-pub fn deadline(t: Timeout) -> Result<Option<u64>, ()> {
-    if t.is_never() {
-        return Ok(None);
+/// When a wait with timeout `t` ends: `Ok(None)` never, `Ok(Some(counter
+/// value))`; a zero timeout fails at once with `zero`, an absolute one is
+/// refused.
+pub fn deadline(t: Timeout, zero: Error) -> Result<Option<u64>, Error> {
+    use l4_abi::timeout::TimeoutKind;
+    match t.kind() {
+        TimeoutKind::Never => Ok(None),
+        TimeoutKind::Zero => Err(zero),
+        TimeoutKind::Absolute => Err(Error::Inval),
+        TimeoutKind::Micros(us) => Ok(Some(
+            arch::counter() + us.saturating_mul(arch::counter_freq()) / 1_000_000,
+        )),
     }
-    let us = t.to_us().unwrap_or(0);
-    if us == 0 {
-        return Err(());
-    }
-    Ok(Some(
-        arch::counter() + us * arch::counter_freq() / 1_000_000,
-    ))
 }
 
 /// Outcome of a send phase.
@@ -38,13 +39,20 @@ pub enum Sent {
 
 /// Sends from `cur` to thread `to`. `call`: the sender then waits for the
 /// reply (receive phase implied).
-pub fn send(k: &mut Kernel, cur: ObjId, target: Target, call: bool, s: bool, t: Timeout) -> Sent {
+pub fn send(
+    k: &mut Kernel,
+    cur: ObjId,
+    target: Target,
+    call: Option<Timeout>,
+    s: bool,
+    t: Timeout,
+) -> Sent {
     let Target { to, via, label } = target;
     if to == cur {
         k.t(cur).set_error(Error::Inval);
         return Sent::Failed;
     }
-    if via.is_none() && !call && awaits_reply_from(k, to, cur) {
+    if via.is_none() && call.is_none() && awaits_reply_from(k, to, cur) {
         return match reply_to(k, cur, to) {
             Ok(()) => {
                 k.t(cur).set_result(0, MsgTag(0), 0);
@@ -74,9 +82,9 @@ pub fn send(k: &mut Kernel, cur: ObjId, target: Target, call: bool, s: bool, t: 
             }
         }
     } else {
-        match deadline(t) {
-            Err(()) => {
-                k.t(cur).set_error(Error::SendTimeout);
+        match deadline(t, Error::SendTimeout) {
+            Err(e) => {
+                k.t(cur).set_error(e);
                 Sent::Failed
             }
             Ok(d) => {
@@ -100,10 +108,18 @@ pub fn send(k: &mut Kernel, cur: ObjId, target: Target, call: bool, s: bool, t: 
 
 /// After a message from `from` reached `to`: a caller waits for the reply,
 /// a plain sender is done.
-fn finish_send(k: &mut Kernel, from: ObjId, to: ObjId, call: bool) {
-    if call {
-        k.t(to).reply_to = Some(from);
-        k.make_blocked(from, State::Reply { from: to }, None);
+fn finish_send(k: &mut Kernel, from: ObjId, to: ObjId, call: Option<Timeout>) {
+    if let Some(rt) = call {
+        match deadline(rt, Error::RecvTimeout) {
+            Ok(d) => {
+                k.t(to).reply_to = Some(from);
+                k.make_blocked(from, State::Reply { from: to }, d);
+            }
+            Err(e) => {
+                k.t(from).set_error(e);
+                k.make_ready(from);
+            }
+        }
     } else if k.t(from).kmsg.is_none() {
         k.t(from).set_result(0, MsgTag(0), 0);
         if !matches!(k.t(from).state, State::Ready) {
@@ -145,8 +161,8 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
         }
         return;
     }
-    match deadline(t) {
-        Err(()) => k.t(cur).set_error(Error::RecvTimeout),
+    match deadline(t, Error::RecvTimeout) {
+        Err(e) => k.t(cur).set_error(e),
         Ok(d) => k.make_blocked(cur, State::Recv { from }, d),
     }
 }
@@ -291,7 +307,7 @@ pub fn raise_fault(k: &mut Kernel, cur: ObjId, esr: Esr, far: u64) {
         return kill_thread(k, cur, format_args!("{}", what));
     };
     k.t(cur).kmsg = Some(msg);
-    match send(k, cur, target, true, true, Timeout::NEVER) {
+    match send(k, cur, target, Some(Timeout::NEVER), true, Timeout::NEVER) {
         Sent::Done | Sent::Blocked => {}
         Sent::Failed => kill_thread(k, cur, format_args!("its fault handler is gone")),
     }
@@ -358,6 +374,14 @@ pub fn timeout_expired(k: &mut Kernel, id: ObjId) {
             Error::SendTimeout
         }
         State::Recv { .. } => Error::RecvTimeout,
+        State::Reply { from } => {
+            if let Some(t) = k.thread_mut(from)
+                && t.reply_to == Some(id)
+            {
+                t.reply_to = None;
+            }
+            Error::RecvTimeout
+        }
         State::Sem { sem } => {
             if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {
                 s.waiters.retain(|&w| w != id);

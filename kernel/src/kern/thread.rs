@@ -23,7 +23,7 @@ pub enum State {
         to: ObjId,
         via: Option<ObjId>,
         label: u64,
-        call: bool,
+        call: Option<l4_abi::Timeout>,
         s: bool,
     },
     /// Waiting to receive: from anyone (`None`) or one partner.
