@@ -35,6 +35,8 @@ pub mod caps {
     pub const PARENT: u64 = 4;
     /// The task's log (Vcon protocol: the kernel console or a cons client).
     pub const LOG: u64 = 5;
+    /// The program's main thread (servers bind their gates to it).
+    pub const MAIN_THREAD: u64 = 6;
     /// The scheduler the task's threads run through (kernel or a proxy).
     pub const SCHEDULER: u64 = 7;
     /// moe's user factory (`L4.Env.user_factory`, `mem_alloc`).
@@ -153,7 +155,10 @@ impl Env {
             ncaps: 0,
             strings_len: 0,
             dbg: 0,
-            caps: [NamedCap { name: [0; NAME_LEN], index: 0 }; MAX_CAPS],
+            caps: [NamedCap {
+                name: [0; NAME_LEN],
+                index: 0,
+            }; MAX_CAPS],
             strings: [0; STRINGS],
         }
     }
@@ -205,7 +210,10 @@ impl Env {
         if n >= MAX_CAPS {
             return Err(EnvError::TooManyCaps);
         }
-        let mut c = NamedCap { name: [0; NAME_LEN], index };
+        let mut c = NamedCap {
+            name: [0; NAME_LEN],
+            index,
+        };
         c.name[..name.len()].copy_from_slice(name.as_bytes());
         self.caps[n] = c;
         self.ncaps += 1;
@@ -219,10 +227,12 @@ impl Env {
 
     /// Every named capability.
     pub fn named_caps(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.caps[..(self.ncaps as usize).min(MAX_CAPS)].iter().map(|c| {
-            let len = c.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
-            (core::str::from_utf8(&c.name[..len]).unwrap_or(""), c.index)
-        })
+        self.caps[..(self.ncaps as usize).min(MAX_CAPS)]
+            .iter()
+            .map(|c| {
+                let len = c.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+                (core::str::from_utf8(&c.name[..len]).unwrap_or(""), c.index)
+            })
     }
 
     fn strs(&self) -> impl Iterator<Item = &str> {
@@ -238,14 +248,21 @@ impl Env {
 
     /// The environment strings.
     pub fn envs(&self) -> impl Iterator<Item = &str> {
-        self.strs().skip(self.argc as usize).take(self.envc as usize)
+        self.strs()
+            .skip(self.argc as usize)
+            .take(self.envc as usize)
     }
 
     /// The bytes of the page, to copy into the task.
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: Env is repr(C) plain data without padding-sensitive
         // invariants (integers and byte arrays); any byte view is valid.
-        unsafe { core::slice::from_raw_parts(self as *const Env as *const u8, core::mem::size_of::<Env>()) }
+        unsafe {
+            core::slice::from_raw_parts(
+                self as *const Env as *const u8,
+                core::mem::size_of::<Env>(),
+            )
+        }
     }
 }
 
@@ -266,7 +283,10 @@ mod tests {
         e.add_cap("vbus", 0x41).unwrap();
         assert_eq!(e.add_cap("ram", 0x42), Err(EnvError::BadName));
         assert_eq!(e.add_cap("", 0x42), Err(EnvError::BadName));
-        assert_eq!(e.add_cap("this_name_is_much_too_long", 0x42), Err(EnvError::BadName));
+        assert_eq!(
+            e.add_cap("this_name_is_much_too_long", 0x42),
+            Err(EnvError::BadName)
+        );
         assert!(e.is_valid());
         assert_eq!(e.args().collect::<Vec<_>>(), ["rom/hello", "-v"]);
         assert_eq!(e.envs().collect::<Vec<_>>(), ["HOME=/"]);
