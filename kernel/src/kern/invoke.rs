@@ -4,7 +4,7 @@
 
 use super::ipc::{self, Sent};
 use super::task::Task;
-use super::thread::{State, Thread};
+use super::thread::{PendingRegs, State, Thread};
 use super::{Factory, Gate, Irq, KObject, Kernel, xfer};
 use crate::arch::{self, TrapFrame};
 use crate::mm::{self, PAGE};
@@ -80,7 +80,11 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
                 return sleep(k, cur, inv.timeouts.recv());
             }
             (false, Some(i)) => match k.lookup_cap(task, i, CapRights::R) {
-                Ok((obj, _)) if matches!(k.objs.get(obj), Some(KObject::Thread(_))) => Some(obj),
+                Ok((obj, _))
+                    if matches!(k.objs.get(obj), Some(KObject::Thread(_) | KObject::Irq(_))) =>
+                {
+                    Some(obj)
+                }
                 Ok(_) => return k.t(cur).set_error(Error::Inval),
                 Err(e) => return k.t(cur).set_error(e),
             },
@@ -513,28 +517,45 @@ fn thread_op(
             if tag.words() < 3 {
                 return Err(Error::Inval);
             }
+            let keep = |v: u64| (v != proto::ex_regs::UNCHANGED).then_some(v);
+            let change = PendingRegs {
+                pc: keep(m[1]),
+                sp: keep(m[2]),
+                exception: flags & proto::ex_regs::TRIGGER_EXCEPTION != 0,
+            };
+            // A canceled wait ends first, so a triggered exception follows it.
+            if flags & proto::ex_regs::CANCEL != 0
+                && !matches!(k.t(th).state, State::Ready | State::Inactive | State::Dead)
+            {
+                super::ipc::cancel(k, th);
+            }
             let t = k.t(th);
             let f = t.frame();
             let old = [f.spsr, f.elr, f.sp_el0];
-            if m[1] != proto::ex_regs::UNCHANGED {
-                f.elr = m[1];
-            }
-            if m[2] != proto::ex_regs::UNCHANGED {
-                f.sp_el0 = m[2];
-            }
-            f.spsr = 0;
             t.has_regs = true;
-            if flags & proto::ex_regs::CANCEL != 0
-                && !matches!(t.state, State::Ready | State::Inactive | State::Dead)
-            {
-                super::ipc::cancel(k, th);
+            match t.running_on {
+                Some(c) if c != arch::cpu_id() => {
+                    // Its registers live on that CPU: apply there.
+                    let p = t.pending.get_or_insert_with(PendingRegs::default);
+                    p.pc = change.pc.or(p.pc);
+                    p.sp = change.sp.or(p.sp);
+                    p.exception |= change.exception;
+                    crate::irq::send_resched_ipi(c);
+                }
+                _ => super::apply_regs(k, th, change),
             }
             set_mrs(k, cur, &old)?;
             ok(3)
         }
         ThreadOp::Switch => ok(0),
         ThreadOp::Stats => {
-            set_mrs(k, cur, &[0])?;
+            let t = k.t(th);
+            let mut ticks = t.cpu_time;
+            if t.running_on.is_some() {
+                ticks += arch::counter().saturating_sub(t.ran_since);
+            }
+            let us = ticks * 1_000_000 / arch::counter_freq().max(1);
+            set_mrs(k, cur, &[us])?;
             ok(1)
         }
         ThreadOp::ArmTpidrUro => Err(Error::Perm),

@@ -131,11 +131,20 @@ fn finish_send(k: &mut Kernel, from: ObjId, to: ObjId, call: Option<Timeout>) {
 /// The receive phase of `cur`: from anyone (`from` = None) or one thread.
 pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
     let me = k.t(cur);
-    if from.is_none()
-        && let Some((_irq, label)) = me.pending_irqs.pop_front()
-    {
+    let irq = me
+        .pending_irqs
+        .iter()
+        .position(|&(i, _)| from.is_none_or(|f| f == i));
+    if let Some(pos) = irq {
+        let (_, label) = me.pending_irqs.remove(pos).expect("pending irq");
         me.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
         return;
+    }
+    if from.is_some_and(|f| matches!(k.objs.get(f), Some(KObject::Irq(_)))) {
+        return match deadline(t, Error::RecvTimeout) {
+            Err(e) => k.t(cur).set_error(e),
+            Ok(d) => k.make_blocked(cur, State::Recv { from }, d),
+        };
     }
     let pos = k
         .t(cur)
@@ -424,7 +433,12 @@ pub fn abort_waiters_on(k: &mut Kernel, obj: ObjId) {
                 kill_thread(k, id, format_args!("its fault handler was deleted"));
                 continue;
             }
-            k.t(id).set_error(Error::RecvCanceled);
+            let e = if matches!(state, State::Send { .. }) {
+                Error::SendCanceled
+            } else {
+                Error::RecvCanceled
+            };
+            k.t(id).set_error(e);
             k.make_ready(id);
         }
     }
@@ -439,7 +453,7 @@ pub fn irq_trigger(k: &mut Kernel, irq: ObjId) {
         return;
     };
     let Some(th) = k.thread_mut(t) else { return };
-    if th.state == (State::Recv { from: None }) {
+    if th.state == (State::Recv { from: None }) || th.state == (State::Recv { from: Some(irq) }) {
         th.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
         k.make_ready(t);
     } else if !th.pending_irqs.iter().any(|&(i, _)| i == irq) {

@@ -329,6 +329,8 @@ impl Kernel {
                 let mut changes = Vec::new();
                 self.mapdb.remove_space(id, &mut changes);
                 drop(t);
+                // Mappings others derived from the task's memory go too.
+                xfer::apply(self, &changes);
                 for th in threads {
                     if self.thread(th).is_some() {
                         self.delete_object(th);
@@ -366,6 +368,7 @@ pub fn schedule() {
             Some(p) => match k.thread_mut(p) {
                 Some(t) => {
                     t.running_on = None;
+                    t.cpu_time += arch::counter().saturating_sub(t.ran_since);
                     t.tpidr_el0 = arch::tpidr_el0();
                     arch::fp_save(&mut t.fp);
                     // Moved to another CPU while it ran here: queue it there.
@@ -390,6 +393,7 @@ pub fn schedule() {
             Some(n) => {
                 let t = k.t(n);
                 t.running_on = Some(cpu);
+                t.ran_since = arch::counter();
                 arch::fp_restore(&t.fp);
                 arch::set_tls(t.tpidr_el0, t.utcb_uva);
                 let task = t.task;
@@ -439,6 +443,7 @@ pub fn irq(from_user: bool) {
     bkl::lock();
     crate::irq::handle();
     if from_user {
+        with(apply_pending);
         let resched = with(|k| k.cpus[arch::cpu_id()].need_resched);
         if resched {
             schedule();
@@ -480,6 +485,9 @@ pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
             return;
         };
         let frame = *t.frame();
+        if apply_pending(k) {
+            return;
+        }
         if esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE {
             invoke::syscall(k, cur, &frame);
         } else {
@@ -496,6 +504,39 @@ pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
         schedule();
     }
     bkl::unlock();
+}
+
+/// Applies an ex_regs change to a thread whose registers are saved (not
+/// running on another CPU); raises its exception message if asked.
+pub fn apply_regs(k: &mut Kernel, th: ObjId, p: thread::PendingRegs) {
+    let t = k.t(th);
+    let f = t.frame();
+    if let Some(pc) = p.pc {
+        f.elr = pc;
+    }
+    if let Some(sp) = p.sp {
+        f.sp_el0 = sp;
+    }
+    if p.exception && t.task.is_some() && matches!(t.state, State::Ready) {
+        ipc::raise_fault(k, th, kernel_core::esr::Esr(0), 0);
+    }
+}
+
+/// Applies what an ex_regs on another CPU left for the current thread.
+/// Returns whether there was something (the interrupted work is void).
+fn apply_pending(k: &mut Kernel) -> bool {
+    let cur = k.cpus[arch::cpu_id()].current;
+    match cur
+        .and_then(|c| k.thread_mut(c))
+        .and_then(|t| t.pending.take())
+    {
+        Some(p) => {
+            apply_regs(k, cur.expect("current thread"), p);
+            k.cpus[arch::cpu_id()].need_resched = true;
+            true
+        }
+        None => false,
+    }
 }
 
 /// Reports a thread that cannot go on and stops it (never deletes objects

@@ -75,6 +75,20 @@ pub struct Thread {
     pub deadline: Option<u64>,
     /// The user registers (x0..x30, sp, pc, pstate) were set by ex_regs.
     pub has_regs: bool,
+    /// An ex_regs for this thread while it ran on another CPU, applied when
+    /// it next enters the kernel there.
+    pub pending: Option<PendingRegs>,
+    /// CPU time used (counter ticks) and when it last started running.
+    pub cpu_time: u64,
+    pub ran_since: u64,
+}
+
+/// Register changes waiting for a thread that runs elsewhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingRegs {
+    pub pc: Option<u64>,
+    pub sp: Option<u64>,
+    pub exception: bool,
 }
 
 impl Thread {
@@ -102,6 +116,9 @@ impl Thread {
             kmsg: None,
             deadline: None,
             has_regs: false,
+            pending: None,
+            cpu_time: 0,
+            ran_since: 0,
         };
         // The first switch to the thread enters thread_first_entry with sp
         // at its user frame, which returns to EL0.
