@@ -1,28 +1,25 @@
-//! moe, the root task. For now it announces itself from EL0 and exits; the
-//! memory, dataspace, rom/ and factory services come with the userland issue.
+//! moe, the root task (`aarch64-unknown-none`).
+//!
+//! moe takes most of the RAM from the kernel (Sigma0), serves dataspaces,
+//! the `rom/` name space of the boot modules, log objects, scheduler
+//! proxies and the user factory, and starts the init program named on its
+//! command line (see [`moe::cmdline`]) with the runtime `rom/l4re`. The
+//! portable logic is the `moe` library; this binary adds the kernel calls:
+//! [`rt`] boots, [`rt::server`] serves.
+//!
+//! On other targets the binary is a stub, so that the workspace builds and
+//! tests the library on the host.
 
-#![no_std]
-#![no_main]
+#![cfg_attr(target_os = "none", no_std, no_main)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use l4_abi::call::{debug_exit, debug_puts};
+#[cfg(target_os = "none")]
+extern crate alloc;
 
-core::arch::global_asm!(
-    ".section .text.start, \"ax\"",
-    ".global _start",
-    "_start:",
-    "    bl moe_main",
-    "1:  b 1b",
-);
+#[cfg(target_os = "none")]
+mod rt;
 
-#[unsafe(no_mangle)]
-extern "C" fn moe_main() -> ! {
-    let _ = debug_puts(b"moe: hello from the root task at EL0\n");
-    debug_exit(0)
-}
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
-    let _ = debug_puts(b"moe: panic\n");
-    debug_exit(1)
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("moe is the root task: build it with --target aarch64-unknown-none");
 }

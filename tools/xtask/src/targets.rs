@@ -48,6 +48,54 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "moe",
         alias: Some(ROOTTASK_ALIAS),
     },
+    TargetCrate {
+        package: "ktest",
+        target: BARE_USER_TARGET,
+        binary: "ktest",
+        alias: Some("ktest"),
+    },
+    // The in-task runtime (`module l4re`): pager, region manager and Linux
+    // personality of every task a loader starts.
+    TargetCrate {
+        package: "l4re",
+        target: BARE_USER_TARGET,
+        binary: "l4re",
+        alias: Some("l4re"),
+    },
+    // The console multiplexer (`module cons`) and its test client.
+    TargetCrate {
+        package: "cons",
+        target: MUSL_TARGET,
+        binary: "cons",
+        alias: None,
+    },
+    TargetCrate {
+        package: "echoclient",
+        target: MUSL_TARGET,
+        binary: "echoclient",
+        alias: None,
+    },
+    // The runtime's std test program (`module stdtest`).
+    TargetCrate {
+        package: "stdtest",
+        target: MUSL_TARGET,
+        binary: "stdtest",
+        alias: None,
+    },
+    // The init task (`module ned`): runs the ned scripts (Lua, mlua).
+    TargetCrate {
+        package: "ned",
+        target: MUSL_TARGET,
+        binary: "ned",
+        alias: None,
+    },
+    // `module hello` of the `hello-ned` entry: prints `Hello World!`.
+    TargetCrate {
+        package: "hello",
+        target: MUSL_TARGET,
+        binary: "hello",
+        alias: None,
+    },
 ];
 
 /// The alias of the boot stage, also the image's first part.
@@ -241,7 +289,7 @@ mod tests {
     fn grouped_by_target_in_table_order() {
         let groups = by_target();
         assert_eq!(groups[0], (KERNEL_TARGET, vec!["bootstrap", "kernel"]));
-        assert_eq!(groups[1], (BARE_USER_TARGET, vec!["moe"]));
+        assert_eq!(groups[1], (BARE_USER_TARGET, vec!["moe", "ktest", "l4re"]));
         let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(total, TARGET_CRATES.len());
     }

@@ -1,0 +1,202 @@
+//! The factory: every kind of object, kernel-memory quotas, refusals.
+
+use l4::ipc::{self, ipc_call};
+use l4::{CapRights, Error, Fpage, Proto, Semaphore, Thread, Timeouts, base, msg, utcb};
+
+use crate::fw::{Ctx, Fail, R};
+use crate::rt::{self, Slot, copy_cap, valid};
+
+tests! {
+    "factory.task" => task,
+    "factory.thread" => thread,
+    "factory.gate" => gate,
+    "factory.gate_bound_to_thread" => gate_bound,
+    "factory.irq" => irq,
+    "factory.semaphore" => semaphore,
+    "factory.quota_limits_creation" => quota_limits,
+    "factory.deleting_returns_quota" => quota_returned,
+    "factory.quota_beyond_parent_no_mem" => beyond_parent,
+    "factory.nested_quota_no_mem" => nested_quota,
+    "factory.missing_w_right_perm" => missing_w,
+    "factory.unknown_object_refused" => unknown_object,
+    "factory.no_receive_slot_refused" => no_receive_slot,
+    "factory.task_needs_memory_utcb_area" => task_bad_utcb_area,
+}
+
+/// A task: the reply carries the UTCB area back.
+fn task() -> R {
+    let t = rt::bare_task()?;
+    // `bare_task` made no call after the factory's reply.
+    let area = Fpage(utcb::mr(0));
+    ensure_eq!(area, rt::utcb_area_fpage(), "UTCB area in the reply");
+    ensure!(valid(t.idx())?, "new task capability not valid");
+    Ok(())
+}
+
+/// A thread.
+fn thread() -> R {
+    let t = rt::thread_obj()?;
+    ensure!(valid(t.idx())?, "new thread capability not valid");
+    Ok(())
+}
+
+/// An unbound gate knows its label.
+fn gate() -> R {
+    let g = rt::gate(0x1000, None)?;
+    ensure!(valid(g.idx())?, "new gate capability not valid");
+    ensure_eq!(g.get_info().ctx("get_info")?, 0x1000, "gate label");
+    Ok(())
+}
+
+/// A gate created bound to a thread delivers calls to it.
+fn gate_bound() -> R {
+    let w = rt::spawn_default(rt::echo_entry, 0, 0)?;
+    let g = rt::gate(0x2200, Some(w.cap()))?;
+    let m =
+        ipc::call_words(g.sel(), 0, &[5], ipc::timeouts_us(rt::WAIT_US)).ctx("call the gate")?;
+    ensure_eq!(m.word(0), 6, "reply word");
+    ensure_eq!(m.proto(), 0x2200, "label the server saw");
+    Ok(())
+}
+
+/// An Irq.
+fn irq() -> R {
+    let i = rt::irq()?;
+    ensure!(valid(i.idx())?, "new irq capability not valid");
+    Ok(())
+}
+
+/// A semaphore (count 0).
+fn semaphore() -> R {
+    let s = rt::semaphore()?;
+    ensure!(valid(s.idx())?, "new semaphore capability not valid");
+    expect_err!(
+        s.down(l4::Timeout::ZERO),
+        Error::RecvTimeout,
+        "down on a new semaphore"
+    );
+    Ok(())
+}
+
+/// Creates objects with `f` from a factory until it refuses; returns how
+/// many it made (kept in `made`) and the refusal.
+fn fill<T: ?Sized, const N: usize>(
+    made: &mut [Option<Slot<T>>; N],
+    f: impl Fn(u64) -> Result<l4::Cap<T>, Error>,
+) -> Result<(usize, Error), Fail> {
+    for (i, m) in made.iter_mut().enumerate() {
+        let s = Slot::<T>::empty()?.owning();
+        match f(s.idx()) {
+            Ok(_) => *m = Some(s),
+            Err(e) => return Ok((i, e)),
+        }
+    }
+    fail!("the factory never ran out after {N} objects");
+}
+
+/// A factory with a small quota refuses with `NoMem` once it is used up.
+fn quota_limits() -> R {
+    let f = rt::factory(32 * 1024)?;
+    let mut made: [Option<Slot<Thread>>; 200] = [const { None }; 200];
+    let (n, e) = fill(&mut made, |d| f.create_thread(d))?;
+    ensure!(
+        n > 0,
+        "a 32 KiB factory could not create one thread ({e:?})"
+    );
+    ensure_eq!(e, Error::NoMem, "refusal after {n} threads");
+    Ok(())
+}
+
+/// Deleting an object gives its memory back to the factory.
+fn quota_returned() -> R {
+    let f = rt::factory(4096)?;
+    let mut made: [Option<Slot<Semaphore>>; 256] = [const { None }; 256];
+    let (n, e) = fill(&mut made, |d| f.create_semaphore(d))?;
+    ensure!(
+        n > 0,
+        "a 4 KiB factory could not create one semaphore ({e:?})"
+    );
+    ensure_eq!(e, Error::NoMem, "refusal after {n} semaphores");
+    made[0] = None;
+    let s = Slot::<Semaphore>::empty()?.owning();
+    f.create_semaphore(s.idx())
+        .ctx("create after deleting one")?;
+    Ok(())
+}
+
+/// A factory cannot get more quota than its parent has.
+fn beyond_parent() -> R {
+    let s = Slot::<l4::Factory>::empty()?.owning();
+    expect_err!(
+        base::FACTORY.create_factory(s.idx(), 1 << 50),
+        Error::NoMem,
+        "a factory with 1 PiB"
+    );
+    Ok(())
+}
+
+/// A child factory's quota comes out of its parent's.
+fn nested_quota() -> R {
+    let f = rt::factory(64 * 1024)?;
+    let s = Slot::<l4::Factory>::empty()?.owning();
+    expect_err!(
+        f.create_factory(s.idx(), 128 * 1024),
+        Error::NoMem,
+        "128 KiB from a 64 KiB factory"
+    );
+    Ok(())
+}
+
+/// Creating needs `W` on the factory.
+fn missing_w() -> R {
+    let f = copy_cap(base::FACTORY, CapRights::RO)?;
+    let s = Slot::<Semaphore>::empty()?.owning();
+    expect_err!(
+        f.create_semaphore(s.idx()),
+        Error::Perm,
+        "create through a read-only factory capability"
+    );
+    ensure!(!valid(s.idx())?, "an object was created anyway");
+    Ok(())
+}
+
+/// An object type the factory does not make is refused.
+fn unknown_object() -> R {
+    let s = Slot::<l4::Kobject>::empty()?.owning();
+    let e = expect_some_err!(
+        base::FACTORY.create_raw(s.idx(), Proto::Meta as i64 as u64, &[]),
+        "create a Meta object"
+    );
+    ensure!(!valid(s.idx())?, "something was created ({e:?})");
+    Ok(())
+}
+
+/// The new capability needs a single-capability receive item.
+fn no_receive_slot() -> R {
+    let s = Slot::<Semaphore>::empty()?.owning();
+    // SAFETY: the closure only builds the message and makes no call.
+    let tag = unsafe {
+        utcb::with_utcb(|u| {
+            let t = msg::factory_semaphore(u, s.idx());
+            msg::clear_recv_items(u);
+            t
+        })
+    };
+    let r = msg::result(ipc_call(base::FACTORY.sel(), tag, Timeouts::NEVER).0);
+    expect_some_err!(r, "create without a receive item");
+    ensure!(
+        !valid(s.idx())?,
+        "a capability arrived without a receive item"
+    );
+    Ok(())
+}
+
+/// A task's UTCB area must be memory.
+fn task_bad_utcb_area() -> R {
+    let s = Slot::<l4::Task>::empty()?.owning();
+    expect_some_err!(
+        base::FACTORY.create_task(s.idx(), Fpage::obj(0, 4, CapRights::RW)),
+        "a task with a capability flexpage as UTCB area"
+    );
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Typed capabilities: the user side of the kernel's objects.
+//!
+//! A [`Cap<T>`] is a capability index with a marker type saying which kernel
+//! object it names ([`Task`], [`Thread`], [`Factory`], [`IpcGate`], [`Irq`],
+//! [`Icu`], [`Scheduler`], [`Vcon`], [`Semaphore`], [`Sigma0`]), in the seL4
+//! spirit: the methods a marker allows are the operations that object
+//! understands, and each builds its message in the calling thread's UTCB
+//! exactly as [`l4_abi::proto`] lays it out, invokes the capability with a
+//! call, and decodes the reply (a negative reply label or a failed IPC is an
+//! [`Error`]).
+//!
+//! * [`msg`]: the message builders, plain functions on a [`Utcb`] value, so
+//!   every layout is unit tested on the host;
+//! * [`cap`]: [`Cap<T>`], the markers and the root task's base capabilities
+//!   ([`base`]);
+//! * the object stubs (`impl Cap<Task>` and so on, AArch64 only);
+//! * `ipc`: the raw IPC calls of `l4_abi::call` plus reply and a raw
+//!   system call (AArch64 only);
+//! * `utcb`: safe accessors of the calling thread's UTCB (AArch64 only);
+//! * [`slots`]: a lock-free allocator of capability slots (or any small
+//!   indices);
+//! * [`io`]: [`print!`]/[`println!`] over the kernel console (Vcon).
+//!
+//! The crate is `no_std` and never allocates.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod cap;
+pub mod io;
+pub mod msg;
+pub mod slots;
+
+#[cfg(target_arch = "aarch64")]
+pub mod ipc;
+#[cfg(target_arch = "aarch64")]
+mod objects;
+#[cfg(target_arch = "aarch64")]
+pub mod utcb;
+
+pub use cap::{
+    Cap, Factory, Icu, IpcGate, Irq, Kobject, Scheduler, Semaphore, Sigma0, Task, Thread, Vcon,
+    base,
+};
+#[cfg(target_arch = "aarch64")]
+pub use ipc::Msg;
+pub use l4_abi as abi;
+pub use l4_abi::{
+    CapRights, Error, Fpage, MemRights, MsgTag, Proto, RecvItem, SendItem, Timeout, Timeouts, Utcb,
+};
+pub use msg::{ExRegs, IcuInfo, SchedInfo, SchedParams, ThreadControl};
+#[cfg(target_arch = "aarch64")]
+pub use objects::{object_timeouts, set_object_timeouts};
+pub use slots::SlotAlloc;

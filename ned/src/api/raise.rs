@@ -1,0 +1,301 @@
+//! How the `L4` module's Rust functions raise Lua errors, and how they read
+//! their arguments.
+//!
+//! A Rust callback of mlua can only fail with an `mlua::Error`, which Lua
+//! code sees as an opaque userdata. ned's scripts must instead see what
+//! L4Re's ned raises: a string `"file:line: message"` naming the line of
+//! the script that made the call, or for a failed factory `create` the
+//! table `{msg, code}`. So every function of the module is a Rust function
+//! that *returns* its failure behind a unique marker value, wrapped in a
+//! small Lua function that turns the marker into `error(value, 2)`: Lua
+//! then adds the caller's position to string errors itself.
+
+use mlua::{FromLuaMulti, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
+
+use crate::backend::BackendError;
+use crate::cap::Cap;
+
+/// Registry key of the failure marker.
+const FAIL_KEY: &str = "ned.fail";
+/// Registry key of the Lua function that wraps a raw function.
+const WRAP_KEY: &str = "ned.wrap";
+
+/// The Lua side: `wrap(raw)` returns a function that calls `raw` and
+/// raises what follows the marker at its caller's level. The call to
+/// `check` is a tail call, so level 2 inside it is the wrapper's caller.
+const WRAPPER: &str = r#"
+local FAIL = ...
+local error, rawequal = error, rawequal
+local function check(first, ...)
+  if rawequal(first, FAIL) then
+    error((...), 2)
+  end
+  return first, ...
+end
+return function(raw)
+  return function(...)
+    return check(raw(...))
+  end
+end
+"#;
+
+/// A Lua error to raise.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Raise {
+    /// A message; Lua prefixes the calling script's `file:line: `.
+    Msg(String),
+    /// A failure of an L4 operation, raised as L4Re's `{msg, code}` table
+    /// (also with the fields `msg` and `code`).
+    Failure {
+        /// What failed.
+        msg: String,
+        /// The negative L4 error code.
+        code: i64,
+    },
+}
+
+impl Raise {
+    /// A message error.
+    pub fn msg(m: impl Into<String>) -> Raise {
+        Raise::Msg(m.into())
+    }
+
+    /// `{msg, code}` for a failed backend operation.
+    pub fn failure(e: &BackendError) -> Raise {
+        Raise::Failure {
+            msg: e.message.clone(),
+            code: e.code_value(),
+        }
+    }
+
+    /// The Lua value to raise.
+    fn into_value(self, lua: &Lua) -> mlua::Result<Value> {
+        match self {
+            Raise::Msg(m) => m.into_lua(lua),
+            Raise::Failure { msg, code } => {
+                let t = lua.create_table()?;
+                t.raw_set(1, msg.as_str())?;
+                t.raw_set(2, code)?;
+                t.raw_set("msg", msg)?;
+                t.raw_set("code", code)?;
+                Ok(Value::Table(t))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Raise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Raise::Msg(m) => f.write_str(m),
+            Raise::Failure { msg, code } => write!(f, "{msg} (error {code})"),
+        }
+    }
+}
+
+impl From<mlua::Error> for Raise {
+    fn from(e: mlua::Error) -> Raise {
+        Raise::Msg(crate::ned::error_text(&e))
+    }
+}
+
+impl From<BackendError> for Raise {
+    fn from(e: BackendError) -> Raise {
+        Raise::Msg(e.message)
+    }
+}
+
+/// Result of an `L4` module function.
+pub type ApiResult<T> = Result<T, Raise>;
+
+/// Sets up the marker and the wrapper (once per Lua state).
+pub fn install(lua: &Lua) -> mlua::Result<()> {
+    let fail = lua.create_table()?;
+    let wrap: Function = lua.load(WRAPPER).set_name("=[ned]").call(fail.clone())?;
+    lua.set_named_registry_value(FAIL_KEY, fail)?;
+    lua.set_named_registry_value(WRAP_KEY, wrap)
+}
+
+/// A Lua function running `f`; its failures are raised as [`Raise`]
+/// describes, at the level of its caller.
+pub fn function<A, R, F>(lua: &Lua, f: F) -> mlua::Result<Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+    F: Fn(&Lua, A) -> ApiResult<R> + 'static,
+{
+    let fail: Table = lua.named_registry_value(FAIL_KEY)?;
+    let raw = lua.create_function(move |lua, args: A| match f(lua, args) {
+        Ok(r) => r.into_lua_multi(lua),
+        Err(e) => Ok(MultiValue::from_iter([
+            Value::Table(fail.clone()),
+            e.into_value(lua)?,
+        ])),
+    })?;
+    let wrap: Function = lua.named_registry_value(WRAP_KEY)?;
+    wrap.call(raw)
+}
+
+/// The arguments of a call, read with error messages that name the
+/// function and the argument (`bad argument #2 to 'create' (...)`).
+pub struct Args {
+    func: &'static str,
+    values: Vec<Value>,
+    /// 1 for methods: `self` is argument 0 in messages.
+    first: usize,
+}
+
+impl Args {
+    /// The arguments of function `func`.
+    pub fn new(func: &'static str, values: MultiValue) -> Args {
+        Args {
+            func,
+            values: values.into_vec(),
+            first: 1,
+        }
+    }
+
+    /// The arguments of method `func` (`self` first).
+    pub fn method(func: &'static str, values: MultiValue) -> Args {
+        Args {
+            first: 0,
+            ..Args::new(func, values)
+        }
+    }
+
+    /// The same arguments without the first (a method called on a class
+    /// table, `Cpu_set:new(x)`).
+    pub fn skip_self(mut self) -> Args {
+        if !self.values.is_empty() {
+            self.values.remove(0);
+        }
+        self
+    }
+
+    /// The function's name.
+    pub fn func(&self) -> &'static str {
+        self.func
+    }
+
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Argument `i` (from 0), `nil` if absent.
+    pub fn get(&self, i: usize) -> Value {
+        self.values.get(i).cloned().unwrap_or(Value::Nil)
+    }
+
+    /// The arguments from `i` on.
+    pub fn rest(&self, i: usize) -> &[Value] {
+        self.values.get(i..).unwrap_or(&[])
+    }
+
+    /// An error about argument `i`.
+    pub fn bad(&self, i: usize, what: impl std::fmt::Display) -> Raise {
+        let n = i + self.first;
+        if n == 0 {
+            Raise::msg(format!("calling '{}' on bad self ({what})", self.func))
+        } else {
+            Raise::msg(format!("bad argument #{n} to '{}' ({what})", self.func))
+        }
+    }
+
+    fn expected(&self, i: usize, what: &str) -> Raise {
+        self.bad(
+            i,
+            format!("{what} expected, got {}", type_name(&self.get(i))),
+        )
+    }
+
+    /// Argument `i` as a capability.
+    pub fn cap(&self, i: usize) -> ApiResult<Cap> {
+        to_cap(&self.get(i)).ok_or_else(|| self.expected(i, "capability"))
+    }
+
+    /// Argument `i` as an integer.
+    pub fn int(&self, i: usize) -> ApiResult<i64> {
+        to_int(&self.get(i)).ok_or_else(|| self.expected(i, "integer"))
+    }
+
+    /// Argument `i` as a number (seconds may be fractional).
+    pub fn number(&self, i: usize) -> ApiResult<f64> {
+        match self.get(i) {
+            Value::Integer(v) => Ok(v as f64),
+            Value::Number(v) => Ok(v),
+            _ => Err(self.expected(i, "number")),
+        }
+    }
+
+    /// Argument `i` as a string.
+    pub fn string(&self, i: usize) -> ApiResult<String> {
+        to_string(&self.get(i)).ok_or_else(|| self.expected(i, "string"))
+    }
+
+    /// Argument `i` as a table.
+    pub fn table(&self, i: usize) -> ApiResult<Table> {
+        match self.get(i) {
+            Value::Table(t) => Ok(t),
+            _ => Err(self.expected(i, "table")),
+        }
+    }
+
+    /// Argument `i` as a table, an empty one if `nil`.
+    pub fn opt_table(&self, lua: &Lua, i: usize) -> ApiResult<Table> {
+        match self.get(i) {
+            Value::Nil => Ok(lua.create_table()?),
+            _ => self.table(i),
+        }
+    }
+
+    /// Argument `i` as a function, `None` if `nil`.
+    pub fn opt_function(&self, i: usize) -> ApiResult<Option<Function>> {
+        match self.get(i) {
+            Value::Nil => Ok(None),
+            Value::Function(f) => Ok(Some(f)),
+            _ => Err(self.expected(i, "function or nil")),
+        }
+    }
+}
+
+/// The capability in `v`, if it holds one.
+pub fn to_cap(v: &Value) -> Option<Cap> {
+    match v {
+        Value::UserData(ud) => ud.borrow::<Cap>().ok().map(|c| *c),
+        _ => None,
+    }
+}
+
+/// The integer in `v`: an integer, or a float without fraction.
+pub fn to_int(v: &Value) -> Option<i64> {
+    match *v {
+        Value::Integer(i) => Some(i),
+        Value::Number(f) if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) => {
+            Some(f as i64)
+        }
+        _ => None,
+    }
+}
+
+/// The string in `v` (numbers are not strings here).
+pub fn to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_string_lossy()),
+        _ => None,
+    }
+}
+
+/// Lua's name of the type of `v`, `capability` for capabilities.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::UserData(ud) if ud.is::<Cap>() => "capability",
+        Value::Integer(_) | Value::Number(_) => "number",
+        other => other.type_name(),
+    }
+}

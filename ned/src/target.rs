@@ -1,0 +1,467 @@
+//! [`TargetBackend`]: the [`Backend`] of the real system (AArch64 musl).
+//!
+//! | operation           | how                                                              |
+//! |---------------------|------------------------------------------------------------------|
+//! | `L4.Env`            | the well-known indices of [`l4re_env::caps`] and the named capabilities of ned's environment page ([`l4re::env`]) |
+//! | `new_channel`       | an IPC gate from the kernel factory, not bound yet               |
+//! | `create`            | the Factory protocol ([`l4_ipc::protocols::FactoryClient`]) with L4Re's typed arguments |
+//! | name spaces         | the Namespace protocol                                           |
+//! | `start`             | [`l4_loader::start`]: the runtime from `l4re_loader`, the program's dataspace from ned's `rom` name space |
+//! | `kill`              | [`l4_loader::Child::destroy`]                                    |
+//! | `rom/` files        | `std::fs` (the runtime serves `rom/`)                            |
+//! | log, sleep          | standard output, `std::thread::sleep`                            |
+//!
+//! Not available yet (clear errors, no pretence): waiting for a task's
+//! end and its exit code. The runtime gives a std program no capability
+//! of one of its own threads, so ned cannot bind its children's parent
+//! gates to a thread of its own and receive their exit signals (and the
+//! page faults of their runtimes). The gates are created unbound, and
+//! binding them later makes both arrive.
+
+use std::alloc::Layout;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use l4::{Cap as KCap, Factory, IpcGate, SlotAlloc, Task};
+use l4_abi::Error;
+use l4_ipc::protocols::{FactoryClient, NamespaceClient, ns_flags};
+use l4_ipc::varg::VarArgs;
+use l4_ipc::{CapArg, RecvBufs};
+use l4_loader::{Child, ChildCaps, Host, NamedCap, StartArgs, Sys};
+use l4re_env::caps;
+
+use crate::backend::{
+    Backend, BackendError, ExitCode, FactoryArg, Result, StartSpec, TaskId, TaskState,
+};
+use crate::cap::Cap;
+use crate::proto;
+
+/// Capability slots ned allocates: the program's range of the runtime
+/// ([`l4re::env::FIRST_PROGRAM_CAP`] up to [`l4re::env::CAP_LIMIT`]).
+const SLOT_WORDS: usize = ((l4re::env::CAP_LIMIT - l4re::env::FIRST_PROGRAM_CAP) / 64) as usize;
+
+/// Kernel-memory quota of a started task's factory.
+const CHILD_FACTORY_QUOTA: u64 = 8 << 20;
+/// Priority of a child's runtime thread (through its scheduler).
+const CHILD_PRIO: u64 = 1;
+
+/// The page size.
+const PAGE: usize = 4096;
+
+/// ned's part of the loader: capability slots and memory of its own.
+struct NedHost {
+    slots: SlotAlloc<SLOT_WORDS>,
+}
+
+impl Host for NedHost {
+    fn alloc_cap(&mut self) -> Option<u64> {
+        self.slots.alloc()
+    }
+
+    fn free_cap(&mut self, idx: u64) {
+        self.slots.free(idx);
+    }
+
+    fn alloc_mem(&mut self, size: u64) -> Option<u64> {
+        let size = usize::try_from(size).ok()?.next_multiple_of(PAGE).max(PAGE);
+        let layout = Layout::from_size_align(size, PAGE).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        if p.is_null() {
+            return None;
+        }
+        // The loader maps these pages on into the child, so they must be
+        // present in ned: touch every page (the runtime maps on faults).
+        for off in (0..size).step_by(PAGE) {
+            // SAFETY: `p .. p + size` was just allocated for us.
+            unsafe { p.add(off).write_volatile(0) };
+        }
+        Some(p as u64)
+    }
+
+    fn free_mem(&mut self, addr: u64, size: u64) {
+        let size = (size as usize).next_multiple_of(PAGE).max(PAGE);
+        if let Ok(layout) = Layout::from_size_align(size, PAGE) {
+            // SAFETY: the loader returns exactly what `alloc_mem` gave it,
+            // with the same size, after unmapping it from the child.
+            unsafe { std::alloc::dealloc(addr as *mut u8, layout) };
+        }
+    }
+
+    fn write_mem(&mut self, addr: u64, bytes: &[u8]) {
+        // SAFETY: the loader writes only inside memory from `alloc_mem`,
+        // which is ned's own, allocated and not aliased by Rust references.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+    }
+}
+
+/// The kernel operations of the loader, with parent gates left unbound
+/// (see the module documentation).
+struct NedSys(l4_loader::kernel::KernelSys);
+
+impl Sys for NedSys {
+    fn create_task(
+        &mut self,
+        dest: u64,
+        utcb_area: l4_abi::Fpage,
+    ) -> core::result::Result<(), Error> {
+        self.0.create_task(dest, utcb_area)
+    }
+
+    fn create_thread(&mut self, dest: u64) -> core::result::Result<(), Error> {
+        self.0.create_thread(dest)
+    }
+
+    fn create_factory(&mut self, dest: u64, quota: u64) -> core::result::Result<(), Error> {
+        self.0.create_factory(dest, quota)
+    }
+
+    fn create_gate(&mut self, dest: u64, label: u64) -> core::result::Result<(), Error> {
+        self.0
+            .factory
+            .create_gate(dest, label, None)
+            .map(|_: KCap<IpcGate>| ())
+    }
+
+    fn map(&mut self, task: u64, item: l4_abi::SendItem) -> core::result::Result<(), Error> {
+        self.0.map(task, item)
+    }
+
+    fn control(
+        &mut self,
+        thread: u64,
+        task: u64,
+        utcb: u64,
+        pager: u64,
+        exc_handler: u64,
+    ) -> core::result::Result<(), Error> {
+        self.0.control(thread, task, utcb, pager, exc_handler)
+    }
+
+    fn ex_regs(&mut self, thread: u64, pc: u64, sp: u64) -> core::result::Result<(), Error> {
+        self.0.ex_regs(thread, pc, sp)
+    }
+
+    fn run(
+        &mut self,
+        scheduler: u64,
+        thread: u64,
+        prio: u64,
+        cpus: u64,
+    ) -> core::result::Result<(), Error> {
+        self.0.run(scheduler, thread, prio, cpus)
+    }
+
+    fn delete(&mut self, cap: u64) {
+        self.0.delete(cap)
+    }
+
+    fn unmap_own(&mut self, addr: u64, size: u64) {
+        self.0.unmap_own(addr, size)
+    }
+}
+
+/// A runtime image, page-aligned in ned's memory for the loader to map
+/// its read-only segments straight into every child (kept for good).
+struct Runtime {
+    addr: u64,
+    len: usize,
+}
+
+impl Runtime {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `addr .. addr + len` was allocated by `alloc_mem`, filled
+        // once and is never written or freed again.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+}
+
+struct Started {
+    /// `None` once killed.
+    child: Option<Child>,
+    state: TaskState,
+}
+
+/// The real system.
+pub struct TargetBackend {
+    host: NedHost,
+    sys: NedSys,
+    runtimes: BTreeMap<String, Runtime>,
+    tasks: BTreeMap<TaskId, Started>,
+    next_task: u64,
+}
+
+impl Default for TargetBackend {
+    fn default() -> TargetBackend {
+        TargetBackend::new()
+    }
+}
+
+impl TargetBackend {
+    /// ned's own capabilities as its environment has them.
+    pub fn new() -> TargetBackend {
+        TargetBackend {
+            host: NedHost {
+                slots: SlotAlloc::new(l4re::env::FIRST_PROGRAM_CAP),
+            },
+            sys: NedSys(l4_loader::kernel::KernelSys {
+                this_task: KCap::<Task>::from_index(caps::THIS_TASK),
+                factory: KCap::<Factory>::from_index(caps::FACTORY),
+                // Unused: NedSys creates the parent gates unbound.
+                server_thread: KCap::from_index(0),
+            }),
+            runtimes: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            next_task: 1,
+        }
+    }
+
+    fn slot(&mut self) -> Result<u64> {
+        self.host
+            .alloc_cap()
+            .ok_or_else(|| BackendError::l4("ned has no capability slot left", Error::NoMem))
+    }
+
+    /// The runtime at `path`, loaded once.
+    fn runtime(&mut self, path: &str) -> Result<(u64, usize)> {
+        if let Some(r) = self.runtimes.get(path) {
+            return Ok((r.addr, r.len));
+        }
+        let file = self.read_rom(path)?;
+        let addr = self
+            .host
+            .alloc_mem(file.len() as u64)
+            .ok_or_else(|| BackendError::l4(format!("loading {path}"), Error::NoMem))?;
+        self.host.write_mem(addr, &file);
+        let r = Runtime {
+            addr,
+            len: file.len(),
+        };
+        self.runtimes.insert(path.to_string(), r);
+        Ok((addr, file.len()))
+    }
+
+    /// The program's file as a dataspace, from ned's `rom` name space.
+    fn program_dataspace(&mut self, program: &str) -> Result<u64> {
+        let name = program
+            .strip_prefix("rom/")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                BackendError::l4(
+                    format!("programs come from rom/, not '{program}'"),
+                    Error::Inval,
+                )
+            })?;
+        let c = self.ns_query(&Cap::new(caps::ROM, Some(proto::NAMESPACE)), name)?;
+        Ok(c.obj)
+    }
+}
+
+fn varargs(args: &[FactoryArg]) -> core::result::Result<VarArgs, Error> {
+    let mut v = VarArgs::new();
+    for a in args {
+        match a {
+            FactoryArg::Int(i) => v.push_int(*i)?,
+            FactoryArg::Uint(u) => v.push_uint(*u)?,
+            FactoryArg::Str(s) => v.push_str(s)?,
+            FactoryArg::Nil => v.push_nil()?,
+        };
+    }
+    Ok(v)
+}
+
+impl Backend for TargetBackend {
+    fn env_caps(&mut self) -> Vec<(String, Cap)> {
+        let mut out: Vec<(String, Cap)> = [
+            ("parent", caps::PARENT, None),
+            ("mem_alloc", caps::MEM_ALLOC, Some(proto::FACTORY)),
+            ("log", caps::LOG, Some(proto::LOG)),
+            ("factory", caps::FACTORY, Some(proto::FACTORY)),
+            ("scheduler", caps::SCHEDULER, Some(proto::SCHEDULER)),
+            ("rom", caps::ROM, Some(proto::NAMESPACE)),
+        ]
+        .into_iter()
+        .map(|(n, i, p)| (n.to_string(), Cap::new(i, p)))
+        .collect();
+        if let Some(env) = l4re::env::env() {
+            for (name, index) in env.named_caps() {
+                if out.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                let p = match name {
+                    "icu" => Some(-1),
+                    "sigma0" => Some(proto::SIGMA0),
+                    _ => None,
+                };
+                out.push((name.to_string(), Cap::new(index, p)));
+            }
+        }
+        out
+    }
+
+    fn new_channel(&mut self, factory: &Cap) -> Result<Cap> {
+        let dest = self.slot()?;
+        let r = KCap::<Factory>::from_index(factory.obj).create_gate(dest, 0, None);
+        match r {
+            Ok(_) => Ok(Cap::new(dest, Some(proto::IPC_GATE))),
+            Err(e) => {
+                self.host.free_cap(dest);
+                Err(BackendError::l4("IPC gate", e))
+            }
+        }
+    }
+
+    fn create(&mut self, factory: &Cap, proto: i64, args: &[FactoryArg]) -> Result<Cap> {
+        let v = varargs(args).map_err(|e| BackendError::l4("factory arguments", e))?;
+        let dest = self.slot()?;
+        let mut client = FactoryClient::new(factory.obj);
+        client.rcv = RecvBufs::cap_slot(dest);
+        match client.create(proto, &v) {
+            Ok(c) => Ok(Cap::new(c.index(), Some(proto))),
+            Err(e) => {
+                self.host.free_cap(dest);
+                Err(BackendError::l4("the factory refused", e))
+            }
+        }
+    }
+
+    fn ns_register(&mut self, ns: &Cap, name: &str, cap: Option<&Cap>) -> Result<()> {
+        let mut client = NamespaceClient::new(ns.obj);
+        let r = match cap {
+            Some(c) => client.register(
+                u64::from(c.rights.0) & ns_flags::CAP_FLAGS | ns_flags::OVERWRITE,
+                name,
+                Some(CapArg::new(c.obj, c.rights)),
+            ),
+            None => client.unlink(name),
+        };
+        r.map_err(|e| BackendError::l4(format!("name '{name}'"), e))
+    }
+
+    fn ns_query(&mut self, ns: &Cap, name: &str) -> Result<Cap> {
+        let dest = self.slot()?;
+        let mut client = NamespaceClient::new(ns.obj);
+        client.rcv = RecvBufs::cap_slot(dest);
+        match client.query(name) {
+            Ok((0, c)) => Ok(Cap::new(c.index, None)),
+            Ok(_) => {
+                self.host.free_cap(dest);
+                Err(BackendError::l4(
+                    format!("name '{name}' (nested name spaces are not followed yet)"),
+                    Error::NoEnt,
+                ))
+            }
+            Err(e) => {
+                self.host.free_cap(dest);
+                Err(BackendError::l4(format!("name '{name}'"), e))
+            }
+        }
+    }
+
+    fn start(&mut self, spec: &StartSpec) -> Result<TaskId> {
+        let (runtime_addr, runtime_len) = self.runtime(&spec.l4re_loader)?;
+        let program = self.program_dataspace(&spec.program)?;
+        let args: Vec<&str> = spec.args.iter().map(String::as_str).collect();
+        let envs: Vec<&str> = spec.env.iter().map(String::as_str).collect();
+        let named: Vec<NamedCap<'_>> = spec
+            .caps
+            .iter()
+            .map(|(n, c)| NamedCap {
+                name: n,
+                index: c.obj,
+                rights: c.rights,
+            })
+            .collect();
+        let id = TaskId(self.next_task);
+        let runtime = self.runtimes.get(&spec.l4re_loader).map(Runtime::bytes);
+        let Some(runtime) = runtime else {
+            return Err(BackendError::new("the runtime vanished"));
+        };
+        debug_assert_eq!(runtime.len(), runtime_len);
+        let a = StartArgs {
+            program: &spec.program,
+            args: &args,
+            envs: &envs,
+            runtime,
+            runtime_addr,
+            caps: ChildCaps {
+                log: spec.log.obj,
+                scheduler: spec.scheduler.map_or(caps::SCHEDULER, |c| c.obj),
+                mem_alloc: spec.mem.map_or(caps::MEM_ALLOC, |c| c.obj),
+                rom: spec.cap("rom").map_or(caps::ROM, |c| c.obj),
+                program,
+            },
+            named: &named,
+            parent_label: id.0,
+            factory_quota: CHILD_FACTORY_QUOTA,
+            prio: CHILD_PRIO,
+            cpus: u64::MAX,
+            dbg: spec.l4re_dbg as u32,
+        };
+        let child = l4_loader::start(&mut self.sys, &mut self.host, &a)
+            .map_err(|e| BackendError::new(e.to_string()))?;
+        self.next_task += 1;
+        self.tasks.insert(
+            id,
+            Started {
+                child: Some(child),
+                state: TaskState::Running,
+            },
+        );
+        Ok(id)
+    }
+
+    fn task_state(&mut self, task: TaskId) -> TaskState {
+        self.tasks.get(&task).map_or(TaskState::Reaped, |t| t.state)
+    }
+
+    fn wait(&mut self, task: TaskId) -> Result<ExitCode> {
+        match self.tasks.get(&task).map(|t| t.state) {
+            None => Err(BackendError::new("the task was already waited for")),
+            Some(TaskState::Zombie(code)) => {
+                self.tasks.remove(&task);
+                Ok(code)
+            }
+            Some(_) => Err(BackendError::unavailable(
+                "waiting for a task to end (ned does not receive its children's exit signals)",
+            )),
+        }
+    }
+
+    fn kill(&mut self, task: TaskId) -> Result<()> {
+        let Some(t) = self.tasks.get_mut(&task) else {
+            return Err(BackendError::new("the task was already waited for"));
+        };
+        if let Some(child) = t.child.take() {
+            child.destroy(&mut self.sys, &mut self.host);
+            t.state = TaskState::Zombie(None);
+        }
+        Ok(())
+    }
+
+    fn wait_any(&mut self) -> Option<(TaskId, ExitCode)> {
+        let id = self
+            .tasks
+            .iter()
+            .find(|(_, t)| matches!(t.state, TaskState::Zombie(_)))
+            .map(|(id, _)| *id)?;
+        self.wait(id).ok().map(|code| (id, code))
+    }
+
+    fn read_rom(&mut self, path: &str) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| BackendError::new(format!("{path}: {e}")))
+    }
+
+    fn log(&mut self, line: &str) {
+        let _ = writeln!(std::io::stdout(), "{line}");
+    }
+
+    fn sleep(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+
+    fn kernel_info(&mut self) -> String {
+        "L4RS microkernel".to_string()
+    }
+}

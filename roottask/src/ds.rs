@@ -1,0 +1,381 @@
+//! Dataspaces: memory a client maps page by page (or all at once).
+//!
+//! A dataspace is backed either by one physically contiguous range
+//! ([`Backing::Phys`]: `Continuous` allocations and boot modules) or by
+//! blocks allocated on first use ([`Backing::Blocks`]: 4 KiB, or 2 MiB with
+//! `Super_pages`; all of them at creation when `Pinned`). Addresses are
+//! moe's, which are physical ones (moe owns RAM 1:1), so the flexpage a
+//! `map` returns names moe's own memory, and [`Ds::phys`] tells a client
+//! where its memory really is (uvmm's identity mode needs that).
+//!
+//! Memory comes from an allocator callback (`size`, alignment order) that
+//! returns zeroed memory, and goes back through [`Ds::release`].
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use l4_abi::{Error, Fpage, MemRights};
+use l4_ipc::protocols::{ds_flags, mem_alloc_flags};
+
+use crate::pages::PAGE;
+
+/// The super-page order (2 MiB).
+pub const SUPER_ORDER: u8 = 21;
+
+/// Where a dataspace's memory is.
+#[derive(Debug)]
+pub enum Backing {
+    /// One contiguous range from `pa`; `owned` if moe frees it with the
+    /// dataspace (not so for boot modules).
+    Phys {
+        /// Start.
+        pa: u64,
+        /// Whether it goes back to moe's allocator.
+        owned: bool,
+    },
+    /// Blocks of `2^order` bytes, allocated on first use (0 = not yet).
+    Blocks {
+        /// Block order.
+        order: u8,
+        /// Block addresses.
+        blocks: Vec<u64>,
+    },
+}
+
+/// A dataspace.
+#[derive(Debug)]
+pub struct Ds {
+    size: u64,
+    rights: u64,
+    flags: u64,
+    backing: Backing,
+}
+
+/// The memory callback: `size` bytes aligned to `2^order`, zeroed.
+pub type Alloc<'a> = &'a mut dyn FnMut(u64, u8) -> Option<u64>;
+
+impl Ds {
+    /// A dataspace on the contiguous memory at `pa`.
+    pub fn phys(pa: u64, size: u64, rights: u64, flags: u64, owned: bool) -> Ds {
+        Ds {
+            size,
+            rights: rights & ds_flags::RWX,
+            flags,
+            backing: Backing::Phys { pa, owned },
+        }
+    }
+
+    /// A dataspace whose memory is allocated on demand.
+    pub fn on_demand(size: u64, rights: u64, flags: u64) -> Ds {
+        let order = if flags & mem_alloc_flags::SUPER_PAGES != 0 && size >= 1 << SUPER_ORDER {
+            SUPER_ORDER
+        } else {
+            crate::pages::MIN_ORDER
+        };
+        let n = size.div_ceil(1 << order) as usize;
+        Ds {
+            size,
+            rights: rights & ds_flags::RWX,
+            flags,
+            backing: Backing::Blocks {
+                order,
+                blocks: vec![0; n],
+            },
+        }
+    }
+
+    /// The size in bytes.
+    pub const fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The access rights ([`ds_flags`]).
+    pub const fn rights(&self) -> u64 {
+        self.rights
+    }
+
+    /// The allocation flags ([`mem_alloc_flags`]).
+    pub const fn flags(&self) -> u64 {
+        self.flags
+    }
+
+    /// The largest mapping `map` hands out.
+    fn max_map_order(&self) -> u8 {
+        if self.flags & mem_alloc_flags::SUPER_PAGES != 0 {
+            SUPER_ORDER
+        } else {
+            crate::pages::MIN_ORDER
+        }
+    }
+
+    fn check_range(&self, offset: u64, size: u64) -> Result<u64, Error> {
+        let end = offset.checked_add(size).ok_or(Error::Range)?;
+        if offset >= self.size || end > self.size {
+            return Err(Error::Range);
+        }
+        Ok(end)
+    }
+
+    /// The memory block containing `offset`: (address, its offset in the
+    /// dataspace, its length), allocated if needed.
+    fn block(&mut self, offset: u64, alloc: Alloc<'_>) -> Result<(u64, u64, u64), Error> {
+        match &mut self.backing {
+            Backing::Phys { pa, .. } => Ok((*pa, 0, self.size.next_multiple_of(PAGE))),
+            Backing::Blocks { order, blocks } => {
+                let i = (offset >> *order) as usize;
+                let b = blocks.get_mut(i).ok_or(Error::Range)?;
+                if *b == 0 {
+                    *b = alloc(1 << *order, *order).ok_or(Error::NoMem)?;
+                }
+                Ok((*b, (i as u64) << *order, 1 << *order))
+            }
+        }
+    }
+
+    /// The mapping for a client's access at `offset` (its address `spot`)
+    /// with rights `req` ([`ds_flags`]; none means read): the largest block
+    /// up to the dataspace's map size that contains `offset`, lies in
+    /// contiguous memory and is aligned alike on both sides.
+    pub fn map(
+        &mut self,
+        offset: u64,
+        spot: u64,
+        req: u64,
+        alloc: Alloc<'_>,
+    ) -> Result<Fpage, Error> {
+        if offset >= self.size {
+            return Err(Error::Range);
+        }
+        let mut rights = req & ds_flags::RWX;
+        if rights == 0 {
+            rights = ds_flags::R;
+        }
+        if rights & !self.rights != 0 {
+            return Err(Error::Perm);
+        }
+        let max = self.max_map_order();
+        let (pa, base, len) = self.block(offset, alloc)?;
+        let mut order = crate::pages::MIN_ORDER;
+        for o in (crate::pages::MIN_ORDER..=max).rev() {
+            let mask = (1u64 << o) - 1;
+            let start = offset & !mask;
+            if start >= base
+                && start + (1 << o) <= base + len
+                && (pa + (start - base)) & mask == 0
+                && (spot ^ offset) & mask & !(PAGE - 1) == 0
+            {
+                order = o;
+                break;
+            }
+        }
+        let start = offset & !((1u64 << order) - 1);
+        Ok(Fpage::mem(
+            pa + (start - base),
+            order,
+            MemRights(rights as u8 | MemRights::R.0),
+        ))
+    }
+
+    /// Makes sure `[offset, offset + size)` has memory.
+    pub fn allocate(&mut self, offset: u64, size: u64, alloc: Alloc<'_>) -> Result<(), Error> {
+        if size == 0 {
+            return Ok(());
+        }
+        let end = self.check_range(offset, size)?;
+        let mut at = offset;
+        while at < end {
+            let (_, base, len) = self.block(at, alloc)?;
+            at = base + len;
+        }
+        Ok(())
+    }
+
+    /// Allocates all memory now (`Pinned`).
+    pub fn pin(&mut self, alloc: Alloc<'_>) -> Result<(), Error> {
+        self.allocate(0, self.size, alloc)
+    }
+
+    /// The memory ranges holding `[offset, offset + size)` that have memory
+    /// (what `clear` zeroes); [`Error::Perm`] for a read-only dataspace.
+    pub fn clear_ranges(&self, offset: u64, size: u64) -> Result<Vec<(u64, u64)>, Error> {
+        if self.rights & ds_flags::W == 0 {
+            return Err(Error::Perm);
+        }
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = self.check_range(offset, size)?;
+        Ok(match &self.backing {
+            Backing::Phys { pa, .. } => vec![(pa + offset, end - offset)],
+            Backing::Blocks { order, blocks } => {
+                let mut v = Vec::new();
+                let bs = 1u64 << order;
+                for i in (offset >> order)..end.div_ceil(bs) {
+                    let b = blocks[i as usize];
+                    let (s, e) = ((i * bs).max(offset), ((i + 1) * bs).min(end));
+                    if b != 0 {
+                        v.push((b + (s - i * bs), e - s));
+                    }
+                }
+                v
+            }
+        })
+    }
+
+    /// Where `offset` is in physical memory and how many bytes from there
+    /// are contiguous (within the dataspace); allocates the block.
+    pub fn phys_at(&mut self, offset: u64, alloc: Alloc<'_>) -> Result<(u64, u64), Error> {
+        if offset >= self.size {
+            return Err(Error::Range);
+        }
+        let (pa, base, len) = self.block(offset, alloc)?;
+        let n = (base + len).min(self.size) - offset;
+        Ok((pa + (offset - base), n))
+    }
+
+    /// The memory to give back when the dataspace goes away.
+    pub fn release(self) -> Vec<(u64, u64)> {
+        match self.backing {
+            Backing::Phys { pa, owned: true } => vec![(pa, self.size.next_multiple_of(PAGE))],
+            Backing::Phys { owned: false, .. } => Vec::new(),
+            Backing::Blocks { order, blocks } => blocks
+                .into_iter()
+                .filter(|&b| b != 0)
+                .map(|b| (b, 1 << order))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::PageAlloc;
+    use l4_ipc::protocols::mem_alloc_flags::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn pool() -> PageAlloc {
+        let mut p = PageAlloc::new();
+        p.add(0x4000_0000, 64 * MIB);
+        p
+    }
+
+    #[test]
+    fn on_demand_pages() {
+        let mut p = pool();
+        let mut alloc = |s, o| p.alloc(s, o);
+        let mut ds = Ds::on_demand(3 * PAGE + 1, ds_flags::RWX, 0);
+        let f = ds
+            .map(0x1234, 0x7000_1234, ds_flags::RW, &mut alloc)
+            .unwrap();
+        assert_eq!((f.order(), f.mem_rights()), (12, MemRights::RW));
+        let g = ds.map(0x1000, 0x7000_1000, 0, &mut alloc).unwrap();
+        assert_eq!(g.mem_base(), f.mem_base(), "the same page again");
+        assert_eq!(g.mem_rights(), MemRights::R);
+        assert_eq!(ds.map(4 * PAGE, 0, 0, &mut alloc), Err(Error::Range));
+        assert_eq!(
+            ds.map(3 * PAGE, 0, 0, &mut alloc).map(|f| f.order()),
+            Ok(12)
+        );
+        let mem = ds.release();
+        assert_eq!(mem.len(), 2);
+        assert!(mem.iter().all(|m| m.1 == PAGE));
+    }
+
+    #[test]
+    fn continuous_super_pages_map_big() {
+        let mut p = pool();
+        let pa = p.alloc(8 * MIB, 21).unwrap();
+        let mut ds = Ds::phys(
+            pa,
+            8 * MIB,
+            ds_flags::RWX,
+            CONTINUOUS | PINNED | SUPER_PAGES,
+            true,
+        );
+        let mut alloc = |_, _| None;
+        let f = ds
+            .map(0x30_1000, 0x8030_1000, ds_flags::RW, &mut alloc)
+            .unwrap();
+        assert_eq!((f.order(), f.mem_base()), (21, pa + 0x20_0000));
+        // A spot not aligned alike gets pages only.
+        let f = ds
+            .map(0x30_1000, 0x8031_2000, ds_flags::RW, &mut alloc)
+            .unwrap();
+        assert_eq!((f.order(), f.mem_base()), (12, pa + 0x30_1000));
+        assert_eq!(
+            ds.phys_at(0x10, &mut alloc),
+            Ok((pa + 0x10, 8 * MIB - 0x10))
+        );
+        // Without Super_pages: pages.
+        let mut small = Ds::phys(pa, 8 * MIB, ds_flags::RWX, CONTINUOUS, true);
+        assert_eq!(small.map(0, 0, 0, &mut alloc).unwrap().order(), 12);
+        assert_eq!(ds.release(), [(pa, 8 * MIB)]);
+    }
+
+    #[test]
+    fn super_page_blocks_on_demand_and_pinned() {
+        let mut p = pool();
+        let mut alloc = |s, o| p.alloc(s, o);
+        let mut ds = Ds::on_demand(5 * MIB, ds_flags::RW, SUPER_PAGES | PINNED);
+        ds.pin(&mut alloc).unwrap();
+        let f = ds
+            .map(2 * MIB + 5, 0x4020_0000, ds_flags::R, &mut alloc)
+            .unwrap();
+        assert_eq!(f.order(), 21);
+        let (pa, n) = ds.phys_at(MIB, &mut alloc).unwrap();
+        assert_eq!((pa % (2 * MIB), n), (MIB, MIB));
+        let (_, n) = ds.phys_at(4 * MIB + 8, &mut alloc).unwrap();
+        assert_eq!(n, MIB - 8, "cut at the dataspace's end");
+        assert_eq!(ds.release().len(), 3);
+        assert_eq!(p.free_bytes(), 64 * MIB - 6 * MIB);
+    }
+
+    #[test]
+    fn rights_ranges_and_memory_exhaustion() {
+        let mut rom = Ds::phys(0x5000_0000, 100, ds_flags::RX, 0, false);
+        let mut none = |_, _| None;
+        assert_eq!(rom.map(0, 0, ds_flags::W, &mut none), Err(Error::Perm));
+        assert_eq!(
+            rom.map(0, 0, ds_flags::RX, &mut none).unwrap().mem_rights(),
+            MemRights::RX
+        );
+        assert_eq!(rom.clear_ranges(0, 10), Err(Error::Perm));
+        assert!(
+            rom.release().is_empty(),
+            "module memory is not moe's to free"
+        );
+        let mut ds = Ds::on_demand(4 * PAGE, ds_flags::RW, 0);
+        assert_eq!(ds.map(0, 0, 0, &mut none), Err(Error::NoMem));
+        assert_eq!(ds.allocate(0, 1, &mut none), Err(Error::NoMem));
+        assert_eq!(ds.allocate(PAGE, u64::MAX, &mut none), Err(Error::Range));
+        assert_eq!(ds.allocate(0, 5 * PAGE, &mut none), Err(Error::Range));
+        assert_eq!(ds.phys_at(4 * PAGE, &mut none), Err(Error::Range));
+        let mut p = pool();
+        let mut alloc = |s, o| p.alloc(s, o);
+        ds.allocate(PAGE + 5, PAGE, &mut alloc).unwrap();
+        let r = ds.clear_ranges(0x800, 3 * PAGE).unwrap();
+        assert_eq!(r.len(), 2, "pages 1 and 2 have memory");
+        assert_eq!((r[0].1, r[1].1), (PAGE, PAGE));
+        let r = ds.clear_ranges(PAGE + 0x800, PAGE).unwrap();
+        assert_eq!((r[0].1, r[1].1), (0x800, 0x800));
+        assert_eq!(ds.clear_ranges(4 * PAGE, 1), Err(Error::Range));
+        assert_eq!(ds.clear_ranges(0, 0), Ok(Vec::new()));
+    }
+}
+
+l4_ipc::protocol! {
+    /// moe's addition to the Dataspace protocol (same id, an opcode L4Re's
+    /// interface does not use): where a dataspace's memory physically is.
+    /// uvmm's identity mode (`-i`) needs it for guest RAM; the answer is
+    /// meaningful for contiguous dataspaces (`Continuous`), whose whole
+    /// memory is one range.
+    pub protocol DataspacePhys = l4_ipc::protocols::ids::DATASPACE;
+    client DataspacePhysClient;
+    server DataspacePhysServer;
+
+    /// The physical address of `offset` and the number of bytes that are
+    /// contiguous from there (within the dataspace).
+    fn phys(offset: u64) -> (u64, u64) = 0x10;
+}

@@ -1,0 +1,230 @@
+//! moe's physical memory: a buddy allocator of page blocks.
+//!
+//! moe owns RAM 1:1 (virtual = physical), so an address here is both. Free
+//! blocks of `2^order` bytes (orders [`MIN_ORDER`] ..= [`MAX_ORDER`]) are
+//! kept per order in ordered sets; a freed block merges with its free
+//! buddy. [`PageAlloc::alloc`] hands out exactly the pages asked for (the
+//! tail of the power-of-two block goes back at once), aligned as asked, so
+//! a 3 MiB continuous dataspace costs 3 MiB.
+
+use alloc::collections::BTreeSet;
+
+/// The smallest block: a page.
+pub const MIN_ORDER: u8 = 12;
+/// The largest block (1 GiB).
+pub const MAX_ORDER: u8 = 30;
+/// The page size.
+pub const PAGE: u64 = 1 << MIN_ORDER;
+
+const ORDERS: usize = (MAX_ORDER - MIN_ORDER + 1) as usize;
+
+/// Free page blocks.
+#[derive(Debug)]
+pub struct PageAlloc {
+    free: [BTreeSet<u64>; ORDERS],
+    total: u64,
+    free_bytes: u64,
+}
+
+impl Default for PageAlloc {
+    fn default() -> PageAlloc {
+        PageAlloc::new()
+    }
+}
+
+/// The order of the largest block that starts at `addr` and fits in `len`.
+fn fit_order(addr: u64, len: u64) -> u8 {
+    let align = addr.trailing_zeros().min(63) as u8;
+    let fit = (63 - len.leading_zeros()) as u8;
+    align.min(fit).min(MAX_ORDER)
+}
+
+impl PageAlloc {
+    /// No memory.
+    pub const fn new() -> PageAlloc {
+        PageAlloc {
+            free: [const { BTreeSet::new() }; ORDERS],
+            total: 0,
+            free_bytes: 0,
+        }
+    }
+
+    /// Adds the RAM `[base, base + size)` (cut to whole pages).
+    pub fn add(&mut self, base: u64, size: u64) {
+        let start = base.next_multiple_of(PAGE);
+        let end = (base + size) & !(PAGE - 1);
+        if end > start {
+            self.total += end - start;
+            self.free_range(start, end - start);
+        }
+    }
+
+    /// All memory ever added.
+    pub const fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Memory free now.
+    pub const fn free_bytes(&self) -> u64 {
+        self.free_bytes
+    }
+
+    /// The largest free block.
+    pub fn largest_block(&self) -> u64 {
+        (0..ORDERS)
+            .rev()
+            .find(|&i| !self.free[i].is_empty())
+            .map_or(0, |i| 1 << (i + MIN_ORDER as usize))
+    }
+
+    /// `size` bytes (rounded up to pages) of contiguous memory aligned to
+    /// `2^align_order` (at least a page); `None` if there is no such block.
+    pub fn alloc(&mut self, size: u64, align_order: u8) -> Option<u64> {
+        if size == 0 || size > 1 << MAX_ORDER {
+            return None;
+        }
+        let size = size.next_multiple_of(PAGE);
+        let need = (64 - (size - 1).leading_zeros()) as u8;
+        let order = need.max(align_order).max(MIN_ORDER);
+        if order > MAX_ORDER {
+            return None;
+        }
+        let addr = self.alloc_block(order)?;
+        let block = 1u64 << order;
+        self.free_bytes -= block;
+        if block > size {
+            self.free_range(addr + size, block - size);
+        }
+        Some(addr)
+    }
+
+    /// Returns `[addr, addr + size)` (rounded up to pages), which must have
+    /// come from [`PageAlloc::alloc`].
+    pub fn free(&mut self, addr: u64, size: u64) {
+        self.free_range(addr & !(PAGE - 1), size.next_multiple_of(PAGE));
+    }
+
+    fn free_range(&mut self, mut addr: u64, size: u64) {
+        let end = addr + size;
+        while addr < end {
+            let order = fit_order(addr, end - addr);
+            self.free_block(addr, order);
+            self.free_bytes += 1 << order;
+            addr += 1 << order;
+        }
+    }
+
+    fn alloc_block(&mut self, order: u8) -> Option<u64> {
+        let i = (order - MIN_ORDER) as usize;
+        let from = (i..ORDERS).find(|&j| !self.free[j].is_empty())?;
+        let addr = self.free[from].pop_first()?;
+        // Split: the upper halves stay free.
+        for j in (i..from).rev() {
+            self.free[j].insert(addr + (1 << (j + MIN_ORDER as usize)));
+        }
+        Some(addr)
+    }
+
+    fn free_block(&mut self, mut addr: u64, order: u8) {
+        let mut i = (order - MIN_ORDER) as usize;
+        while i + 1 < ORDERS {
+            let buddy = addr ^ (1 << (i + MIN_ORDER as usize));
+            if !self.free[i].remove(&buddy) {
+                break;
+            }
+            addr = addr.min(buddy);
+            i += 1;
+        }
+        self.free[i].insert(addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn allocates_exact_sizes_and_merges_back() {
+        let mut p = PageAlloc::new();
+        p.add(0x4000_0000, 64 * MIB);
+        assert_eq!((p.total(), p.free_bytes()), (64 * MIB, 64 * MIB));
+        assert_eq!(p.largest_block(), 64 * MIB);
+        let a = p.alloc(3 * MIB, 0).unwrap();
+        assert_eq!(a, 0x4000_0000);
+        assert_eq!(p.free_bytes(), 61 * MIB, "only 3 MiB taken");
+        let b = p.alloc(PAGE, 0).unwrap();
+        assert_eq!(b, 0x4000_0000 + 3 * MIB, "the tail was returned");
+        p.free(a, 3 * MIB);
+        p.free(b, 1);
+        assert_eq!(p.free_bytes(), 64 * MIB);
+        assert_eq!(p.largest_block(), 64 * MIB, "merged into one block");
+    }
+
+    #[test]
+    fn honours_alignment() {
+        let mut p = PageAlloc::new();
+        p.add(0x4000_1000, 16 * MIB);
+        let a = p.alloc(PAGE, 21).unwrap();
+        assert_eq!(a % (2 * MIB), 0);
+        let b = p.alloc(5 * PAGE, 16).unwrap();
+        assert_eq!(b % 0x1_0000, 0);
+        assert!(p.alloc(PAGE, 31).is_none());
+    }
+
+    #[test]
+    fn runs_out_cleanly() {
+        let mut p = PageAlloc::new();
+        p.add(0x1000, 8 * PAGE);
+        assert!(p.alloc(0, 0).is_none());
+        assert!(p.alloc(16 * PAGE, 0).is_none());
+        assert!(p.alloc(u64::MAX, 0).is_none());
+        let got: Vec<u64> = (0..8).map(|_| p.alloc(PAGE, 0).unwrap()).collect();
+        assert!(p.alloc(PAGE, 0).is_none());
+        assert_eq!(p.free_bytes(), 0);
+        for a in got {
+            p.free(a, PAGE);
+        }
+        assert_eq!(p.free_bytes(), 8 * PAGE);
+        // Unaligned region edges are cut to pages.
+        let mut q = PageAlloc::new();
+        q.add(0x1800, 0x2000);
+        assert_eq!(q.total(), PAGE);
+    }
+
+    #[test]
+    fn random_workload_never_overlaps() {
+        let mut p = PageAlloc::new();
+        p.add(0x4000_0000, 32 * MIB);
+        p.add(0x8000_0000, 4 * MIB);
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        let mut x: u64 = 88172645463325252;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x.is_multiple_of(3) && !live.is_empty() {
+                let (a, s) = live.swap_remove((x as usize / 3) % live.len());
+                p.free(a, s);
+            } else {
+                let size = ((x >> 8) % (512 * 1024)).max(1);
+                let align = 12 + ((x >> 40) % 6) as u8;
+                if let Some(a) = p.alloc(size, align) {
+                    assert_eq!(a % (1 << align), 0);
+                    let s = size.next_multiple_of(PAGE);
+                    assert!(live.iter().all(|&(b, t)| a + s <= b || b + t <= a));
+                    live.push((a, s));
+                }
+            }
+            let used: u64 = live.iter().map(|l| l.1).sum();
+            assert_eq!(p.free_bytes() + used, p.total());
+        }
+        for (a, s) in live.drain(..) {
+            p.free(a, s);
+        }
+        assert_eq!(p.free_bytes(), 36 * MIB);
+        assert_eq!(p.largest_block(), 32 * MIB);
+    }
+}

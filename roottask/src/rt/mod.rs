@@ -1,0 +1,144 @@
+//! Boot: the entry point, the heap, memory from Sigma0, the boot modules,
+//! the banner, the start of init, then the server loop.
+
+pub mod server;
+
+use alloc::string::String;
+
+use buddy_system_allocator::LockedHeap;
+use l4::{Cap, Error, Proto, Sigma0, base, println};
+use l4_bootinfo::{BootInfo, MemKind};
+use moe::boot::{self, BOOTINFO_VA, HEAP_ORDER, MAP_MODULE, MIB};
+use moe::pages::{PAGE, PageAlloc};
+
+use server::Moe;
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+core::arch::global_asm!(
+    ".section .text.start, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    bl moe_main",
+    "1:  b 1b",
+);
+
+/// Sleeps forever (nothing left to do or serve).
+fn idle() -> ! {
+    loop {
+        let _ = l4::ipc::sleep(l4::Timeout::NEVER);
+    }
+}
+
+/// The kernel's boot-info page ([`boot`]).
+fn boot_info() -> Option<&'static BootInfo> {
+    // SAFETY: the kernel maps its boot-info page read-only at BOOTINFO_VA
+    // in the root task for the task's whole life (moe::boot), nothing in
+    // moe writes there, and BootInfo is plain repr(C) data; its validity is
+    // checked before any other field is used.
+    let info = unsafe { &*(BOOTINFO_VA as *const BootInfo) };
+    info.is_valid().then_some(info)
+}
+
+/// Takes the heap's memory from Sigma0; returns its size.
+fn init_heap() -> u64 {
+    for order in (20..=HEAP_ORDER).rev() {
+        if let Ok(a) = base::PAGER.map_free(order) {
+            // SAFETY: fresh RAM that Sigma0 just mapped 1:1 read-write into
+            // moe; nothing else uses it, and the heap is initialised once.
+            unsafe { HEAP.lock().init(a as usize, 1 << order) };
+            return 1 << order;
+        }
+    }
+    0
+}
+
+/// Maps a boot module's memory 1:1 read-execute (Sigma0 [`MAP_MODULE`]).
+fn map_module(pa: u64, size: u64) -> Result<(), Error> {
+    let sigma0: Cap<Sigma0> = base::PAGER;
+    sigma0
+        .invoke_raw(
+            Proto::Sigma0 as i64,
+            &[MAP_MODULE, pa, size.next_multiple_of(PAGE)],
+        )
+        .map(|_| ())
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn moe_main() -> ! {
+    println!("moe: hello from the root task at EL0");
+    let Some(info) = boot_info() else {
+        println!("MOE: the kernel's boot-info page is missing or invalid; nothing to serve");
+        idle()
+    };
+    let heap = init_heap();
+    if heap == 0 {
+        println!("MOE: no memory for moe's heap; nothing to serve");
+        idle()
+    }
+    println!("MOE: Hello world");
+
+    let free = info.total(MemKind::Free);
+    let budget = boot::budget(free).saturating_sub(heap);
+    let mut pages = PageAlloc::new();
+    let got = boot::take_memory(budget, |order| match base::PAGER.map_free(order) {
+        Ok(a) => {
+            pages.add(a, 1 << order);
+            true
+        }
+        Err(_) => false,
+    });
+    println!(
+        "MOE: RAM: {} MiB free at boot; moe took {} MiB (+{} MiB heap), {} MiB stay with the kernel",
+        free / MIB,
+        got / MIB,
+        heap / MIB,
+        free.saturating_sub(got + heap) / MIB
+    );
+
+    let mut moe = Moe::new(pages);
+    if let Err(e) = moe.create_services() {
+        println!(
+            "MOE: cannot create the rom name space and the user factory: {}",
+            e.describe()
+        );
+        idle()
+    }
+    for m in info.modules() {
+        let name = m.name.as_str();
+        let r = map_module(m.base, m.size).and_then(|()| moe.add_module(name, m.base, m.size));
+        match r {
+            Ok(()) => println!(
+                "MOE: rom/{:<16} {:>9} bytes at {:#x}{}{}",
+                name,
+                m.size,
+                m.base,
+                if m.cmdline.as_str().is_empty() {
+                    ""
+                } else {
+                    "  "
+                },
+                m.cmdline.as_str()
+            ),
+            Err(e) => println!("MOE: rom/{name}: not available: {}", e.describe()),
+        }
+    }
+
+    let cmdline: String = info.roottask.cmdline.as_str().into();
+    let args = moe::cmdline::parse(&cmdline);
+    for w in &args.unknown {
+        println!("MOE: unknown option '{w}' ignored");
+    }
+    for w in &args.bad {
+        println!("MOE: bad option '{w}' ignored");
+    }
+    moe.start_init(&args);
+    server::serve(moe)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("moe: panic: {info}");
+    idle()
+}

@@ -1,0 +1,256 @@
+//! `stdtest`: an ordinary std program (built for
+//! `aarch64-unknown-linux-musl`) that exercises the in-task runtime: the
+//! heap and collections, formatting, threads with a `Mutex` and a `Condvar`
+//! across the CPUs, `std::fs` on `rom/`, a 64 MiB allocation, time, an
+//! unknown system call (`-ENOSYS`, not a crash), and the L4Re environment.
+//! Each check prints `stdtest: ... ok`; the program exits with 0 when all
+//! pass and with 1 otherwise.
+//!
+//! `stdtest mib=N` allocates N MiB instead of 64.
+//!
+//! `stdtest fault` writes to address 0x10 instead: the runtime reports the
+//! unhandled page fault and ends the task with -11, and the system goes on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The line `conf/stdtest.txt` (`rom/stdtest.txt`) starts with.
+const ROM_LINE: &str = "stdtest rom file: the quick brown fox jumps over the lazy dog";
+/// Worker threads.
+const WORKERS: usize = 4;
+/// Increments per worker.
+const ROUNDS: u64 = 2000;
+
+type Check = Result<String, String>;
+/// A named check.
+type Named = (&'static str, fn() -> Check);
+
+fn collections() -> Check {
+    let v: Vec<u64> = (1..=1000).collect();
+    let sum: u64 = v.iter().sum();
+    let mut m: HashMap<String, usize> = HashMap::new();
+    for w in ROM_LINE.split_whitespace() {
+        *m.entry(w.to_string()).or_default() += w.len();
+    }
+    let text = format!("{sum} {} {:>5}|{:<4}|{:x}", m.len(), "ab", 7, 255);
+    if sum == 500_500 && m["quick"] == 5 && text == "500500 11    ab|7   |ff" {
+        Ok(format!("Vec, HashMap ({} keys), format!", m.len()))
+    } else {
+        Err(format!("got {text:?}"))
+    }
+}
+
+/// Workers wait for a start signal on a Condvar, add under a Mutex, and
+/// report back through the Condvar.
+fn threads() -> Check {
+    struct State {
+        go: bool,
+        count: u64,
+        done: usize,
+    }
+    let shared = Arc::new((
+        Mutex::new(State {
+            go: false,
+            count: 0,
+            done: 0,
+        }),
+        Condvar::new(),
+    ));
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let s = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("worker{i}"))
+                .spawn(move || {
+                    let (lock, cv) = &*s;
+                    let mut st = cv.wait_while(lock.lock().unwrap(), |st| !st.go).unwrap();
+                    drop(st);
+                    for _ in 0..ROUNDS {
+                        st = lock.lock().unwrap();
+                        st.count += 1;
+                        drop(st);
+                    }
+                    let mut st = lock.lock().unwrap();
+                    st.done += 1;
+                    cv.notify_all();
+                    std::thread::current().id()
+                })
+                .map_err(|e| format!("spawn: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    // Give the workers time to block on the Condvar first.
+    std::thread::sleep(Duration::from_millis(20));
+    let (lock, cv) = &*shared;
+    lock.lock().unwrap().go = true;
+    cv.notify_all();
+    let st = cv
+        .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(30), |st| {
+            st.done < WORKERS
+        })
+        .unwrap()
+        .0;
+    let (count, done) = (st.count, st.done);
+    drop(st);
+    let mut ids: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    ids.sort_by_key(|id| format!("{id:?}"));
+    ids.dedup();
+    if done == WORKERS && count == WORKERS as u64 * ROUNDS && ids.len() == WORKERS {
+        Ok(format!(
+            "threads ({WORKERS} workers, Mutex, Condvar, join; {cpus} CPUs)"
+        ))
+    } else {
+        Err(format!(
+            "done {done}, count {count}, {} distinct threads",
+            ids.len()
+        ))
+    }
+}
+
+fn rom_file() -> Check {
+    let text = std::fs::read_to_string("rom/stdtest.txt").map_err(|e| format!("read: {e}"))?;
+    let meta = std::fs::metadata("rom/stdtest.txt").map_err(|e| format!("metadata: {e}"))?;
+    let missing = std::fs::read("rom/does-not-exist");
+    let create = std::fs::File::create("rom/new");
+    if !text.starts_with(ROM_LINE) || meta.len() != text.len() as u64 {
+        return Err(format!(
+            "read {} bytes: {:?}",
+            text.len(),
+            text.lines().next()
+        ));
+    }
+    if missing.as_ref().map_err(|e| e.kind()) != Err(std::io::ErrorKind::NotFound) {
+        return Err(format!("missing file: {missing:?}"));
+    }
+    // rom/ is read-only on L4Re (a Linux test run may have a writable one).
+    if create.is_ok() && l4re::env::env().is_some() {
+        return Err("created a file in rom/".into());
+    }
+    Ok(format!(
+        "std::fs on rom/ ({} bytes, {} lines)",
+        text.len(),
+        text.lines().count()
+    ))
+}
+
+/// Size of the big allocation in MiB (`mib=N` on the command line).
+static BIG_MIB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(64);
+
+fn big_alloc() -> Check {
+    let mib = BIG_MIB.load(std::sync::atomic::Ordering::Relaxed);
+    let size: usize = mib << 20;
+    for round in 0..2 {
+        let mut v = vec![0u8; size];
+        for i in (0..size).step_by(4096) {
+            v[i] = (i >> 12) as u8 ^ round;
+        }
+        let sum: u64 = (0..size).step_by(4096).map(|i| u64::from(v[i])).sum();
+        let want: u64 = (0..size / 4096).map(|p| u64::from(p as u8 ^ round)).sum();
+        if sum != want {
+            return Err(format!("round {round}: sum {sum}, want {want}"));
+        }
+        drop(v);
+    }
+    Ok(format!("allocate, touch and free {mib} MiB (twice)"))
+}
+
+/// A Linux system call without libc.
+#[cfg(target_arch = "aarch64")]
+fn raw_syscall(nr: u64) -> Option<i64> {
+    let ret: i64;
+    // SAFETY: a system call the kernel (or the runtime) does not know has
+    // no effect besides its return value in x0; nothing else is touched.
+    unsafe {
+        core::arch::asm!("svc #0", in("x8") nr, inlateout("x0") 0i64 => ret, options(nostack));
+    }
+    Some(ret)
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn raw_syscall(_nr: u64) -> Option<i64> {
+    None
+}
+
+fn unknown_syscall() -> Check {
+    match raw_syscall(999) {
+        Some(-38) => Ok("unknown system call 999 returns -ENOSYS".into()),
+        Some(r) => Err(format!("system call 999 returned {r}")),
+        None => Ok("unknown system call (skipped: not AArch64)".into()),
+    }
+}
+
+fn time() -> Check {
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(30));
+    let dt = t0.elapsed();
+    if dt >= Duration::from_millis(30) && dt < Duration::from_secs(5) {
+        Ok(format!("sleep 30 ms took {} ms", dt.as_millis()))
+    } else {
+        Err(format!("sleep 30 ms took {dt:?}"))
+    }
+}
+
+fn l4re_env() -> Check {
+    match l4re::env::env() {
+        Some(e) => {
+            let caps: Vec<String> = e.named_caps().map(|(n, i)| format!("{n}={i:#x}")).collect();
+            Ok(format!(
+                "L4Re environment: {} args, caps [{}], rom at {:#x}",
+                e.argc,
+                caps.join(", "),
+                l4re::env::caps::ROM
+            ))
+        }
+        None => Ok("L4Re environment (not running on L4Re)".into()),
+    }
+}
+
+/// Writes to memory the program does not own.
+fn fault() -> ! {
+    println!("stdtest: writing to 0x10; the runtime should end this task");
+    // SAFETY: deliberately invalid: the point is the runtime's report of
+    // the page fault. The write is volatile so it is not optimised away.
+    unsafe { core::ptr::write_volatile(core::ptr::without_provenance_mut::<u32>(0x10), 1) };
+    println!("stdtest: still alive after the fault");
+    std::process::exit(1)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().skip(1).any(|a| a == "fault") {
+        fault();
+    }
+    if let Some(n) = args
+        .iter()
+        .find_map(|a| a.strip_prefix("mib=").and_then(|n| n.parse().ok()))
+    {
+        BIG_MIB.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    println!("stdtest: started ({})", args.join(" "));
+    let checks: [Named; 7] = [
+        ("collections", collections),
+        ("threads", threads),
+        ("rom", rom_file),
+        ("memory", big_alloc),
+        ("syscall", unknown_syscall),
+        ("time", time),
+        ("env", l4re_env),
+    ];
+    let mut failed = 0;
+    for (name, check) in checks {
+        match check() {
+            Ok(what) => println!("stdtest: {what} ok"),
+            Err(why) => {
+                println!("stdtest: {name} FAILED: {why}");
+                failed += 1;
+            }
+        }
+    }
+    if failed == 0 {
+        println!("stdtest: all ok");
+    } else {
+        println!("stdtest: {failed} FAILED");
+    }
+    std::process::exit(if failed == 0 { 0 } else { 1 })
+}
