@@ -21,7 +21,9 @@ pub fn lock() {
     );
     let ticket = NEXT.fetch_add(1, Ordering::Relaxed);
     while SERVING.load(Ordering::Acquire) != ticket {
-        core::hint::spin_loop();
+        // Sleep until some CPU signals an unlock (on an emulator this also
+        // yields the host thread to the CPU holding the lock).
+        crate::arch::wait_for_event();
     }
     OWNER.store(me, Ordering::Relaxed);
 }
@@ -29,6 +31,7 @@ pub fn lock() {
 pub fn unlock() {
     OWNER.store(NOBODY, Ordering::Relaxed);
     SERVING.fetch_add(1, Ordering::Release);
+    crate::arch::send_event();
 }
 
 pub fn held_here() -> bool {

@@ -113,6 +113,20 @@ pub fn tlb_flush_asid(asid: u16) {
     };
 }
 
+/// Waits for an event (a `send_event` of another CPU, an interrupt, an
+/// exception return). A pending event makes it return at once, so the
+/// check-then-wait pattern cannot miss a `send_event`.
+pub fn wait_for_event() {
+    // SAFETY: wfe only waits.
+    unsafe { asm!("wfe", options(nomem, nostack)) };
+}
+
+/// Wakes every CPU waiting in `wait_for_event`.
+pub fn send_event() {
+    // SAFETY: barrier and event only; makes the preceding store visible first.
+    unsafe { asm!("dsb ish", "sev", options(nostack)) };
+}
+
 pub fn wait_for_interrupt() {
     // SAFETY: wfi waits for an interrupt.
     unsafe { asm!("wfi", options(nomem, nostack)) };
