@@ -8,7 +8,11 @@ use l4_pgtable::{Attr, Tables};
 use spin::Mutex;
 
 pub const PAGE: u64 = 4096;
-const HEAP_PAGES: usize = 1024; // 4 MiB
+/// Kernel heap (objects, capability tables, the mapping database): a
+/// sixteenth of RAM, at most 64 MiB, at least 4 MiB.
+fn heap_size(free: u64) -> u64 {
+    (free / 16).clamp(4 << 20, 64 << 20) & !(PAGE - 1)
+}
 
 #[global_allocator]
 static HEAP: LockedHeap<32> = LockedHeap::empty();
@@ -35,7 +39,7 @@ pub fn bootinfo(pa: u64) -> &'static BootInfo {
 /// Sets up the heap in the first free RAM large enough, then hands every
 /// other free page to the frame allocator (which itself needs the heap).
 pub fn init(info: &BootInfo) {
-    let heap_size = HEAP_PAGES as u64 * PAGE;
+    let heap_size = heap_size(info.total(MemKind::Free));
     let heap = info
         .find_free(heap_size, PAGE)
         .unwrap_or_else(|| crate::arch::halt());

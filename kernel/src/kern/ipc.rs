@@ -219,6 +219,19 @@ fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<M
         dst.mr[..n].copy_from_slice(&msg.words[..n]);
         return Ok(msg.tag);
     }
+    // Untyped words only (the common case): UTCB to UTCB, nothing else.
+    let tag = MsgTag(k.t(from).frame().x[1]);
+    if tag.items() == 0 {
+        let n = (tag.words() as usize).min(MR_COUNT);
+        let src = k.t(from).utcb().ok_or(Error::Inval)?.mr.as_ptr();
+        let dst = k.t(to).utcb().ok_or(Error::Inval)?.mr.as_mut_ptr();
+        if src != dst as *const u64 {
+            // SAFETY: two distinct UTCBs (each the only UTCB of its thread,
+            // 1 KiB aligned, never overlapping), n <= MR_COUNT words each.
+            unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
+        }
+        return Ok(MsgTag::new(tag.label(), n as u32, 0, 0));
+    }
     let (tag, mrs) = outgoing(k, from)?;
     let bufs = RecvBuffers::from_brs(&k.t(to).utcb().ok_or(Error::Inval)?.br);
     let (src, dst) = (
