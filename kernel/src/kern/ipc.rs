@@ -225,7 +225,7 @@ fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<M
         let n = (tag.words() as usize).min(MR_COUNT);
         let src = k.t(from).utcb().ok_or(Error::Inval)?.mr.as_ptr();
         let dst = k.t(to).utcb().ok_or(Error::Inval)?.mr.as_mut_ptr();
-        if src != dst as *const u64 {
+        if !core::ptr::eq(src, dst) {
             // SAFETY: two distinct UTCBs (each the only UTCB of its thread,
             // 1 KiB aligned, never overlapping), n <= MR_COUNT words each.
             unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
