@@ -18,7 +18,6 @@
 //! page faults of their runtimes). The gates are created unbound, and
 //! binding them later makes both arrive.
 
-use std::alloc::Layout;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
@@ -64,29 +63,28 @@ impl Host for NedHost {
     }
 
     fn alloc_mem(&mut self, size: u64) -> Option<u64> {
-        let size = usize::try_from(size).ok()?.next_multiple_of(PAGE).max(PAGE);
-        let layout = Layout::from_size_align(size, PAGE).ok()?;
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        if p.is_null() {
+        // Anonymous memory straight from the runtime, executable too: the
+        // loader maps the runtime's code on from these pages, and a mapping
+        // never gains rights on the way.
+        let size = size.next_multiple_of(PAGE as u64).max(PAGE as u64);
+        let prot = linux::PROT_READ | linux::PROT_WRITE | linux::PROT_EXEC;
+        let flags = linux::MAP_PRIVATE | linux::MAP_ANONYMOUS;
+        let p = linux_syscall(linux::SYS_MMAP, [0, size, prot, flags, u64::MAX, 0]);
+        if (p as i64) < 0 {
             return None;
         }
         // The loader maps these pages on into the child, so they must be
         // present in ned: touch every page (the runtime maps on faults).
         for off in (0..size).step_by(PAGE) {
-            // SAFETY: `p .. p + size` was just allocated for us.
-            unsafe { p.add(off).write_volatile(0) };
+            // SAFETY: `p .. p + size` was just mapped for us.
+            unsafe { ((p + off) as *mut u8).write_volatile(0) };
         }
-        Some(p as u64)
+        Some(p)
     }
 
     fn free_mem(&mut self, addr: u64, size: u64) {
-        let size = (size as usize).next_multiple_of(PAGE).max(PAGE);
-        if let Ok(layout) = Layout::from_size_align(size, PAGE) {
-            // SAFETY: the loader returns exactly what `alloc_mem` gave it,
-            // with the same size, after unmapping it from the child.
-            unsafe { std::alloc::dealloc(addr as *mut u8, layout) };
-        }
+        let size = size.next_multiple_of(PAGE as u64).max(PAGE as u64);
+        linux_syscall(linux::SYS_MUNMAP, [addr, size, 0, 0, 0, 0]);
     }
 
     fn write_mem(&mut self, addr: u64, bytes: &[u8]) {
@@ -94,6 +92,29 @@ impl Host for NedHost {
         // which is ned's own, allocated and not aliased by Rust references.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
     }
+}
+
+/// The Linux system calls ned makes itself (served by its runtime).
+mod linux {
+    pub const SYS_MMAP: u64 = 222;
+    pub const SYS_MUNMAP: u64 = 215;
+    pub const PROT_READ: u64 = 1;
+    pub const PROT_WRITE: u64 = 2;
+    pub const PROT_EXEC: u64 = 4;
+    pub const MAP_PRIVATE: u64 = 2;
+    pub const MAP_ANONYMOUS: u64 = 0x20;
+}
+
+/// A Linux system call with six arguments.
+fn linux_syscall(nr: u64, a: [u64; 6]) -> u64 {
+    let ret: u64;
+    // SAFETY: mmap/munmap of anonymous memory ned owns; the runtime serves
+    // the call and touches nothing else of ours.
+    unsafe {
+        core::arch::asm!("svc #0", inlateout("x0") a[0] => ret, in("x1") a[1], in("x2") a[2],
+            in("x3") a[3], in("x4") a[4], in("x5") a[5], in("x8") nr, options(nostack));
+    }
+    ret
 }
 
 /// The kernel operations of the loader, with parent gates left unbound
