@@ -306,15 +306,16 @@ impl Backend for TargetBackend {
         .map(|(n, i, p)| (n.to_string(), Cap::new(i, p)))
         .collect();
         if let Some(env) = l4re::env::env() {
+            // Named capabilities win: moe names the kernel console `log`,
+            // as L4Re's moe hands ned the kernel's log.
             for (name, index) in env.named_caps() {
-                if out.iter().any(|(n, _)| n == name) {
-                    continue;
-                }
                 let p = match name {
                     "icu" => Some(-1),
                     "sigma0" => Some(proto::SIGMA0),
+                    "log" => Some(proto::LOG),
                     _ => None,
                 };
+                out.retain(|(n, _)| n != name);
                 out.push((name.to_string(), Cap::new(index, p)));
             }
         }

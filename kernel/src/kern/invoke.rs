@@ -114,8 +114,11 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
         return;
     }
     if !kernel_op {
-        // A gate nobody is bound to.
-        return k.t(cur).set_error(Error::NoPartner);
+        // A gate nobody is bound to yet: wait for its server to bind it.
+        let call = (op == Operation::Call).then_some(inv.timeouts.recv());
+        let s = rights.contains(CapRights::S);
+        ipc::wait_for_binding(k, cur, obj, call, s, inv.timeouts.send());
+        return;
     }
     let tag = inv.tag;
     let r = invoke_object(k, cur, task, obj, rights, tag);
@@ -343,7 +346,11 @@ fn factory(
             };
             charge(k, fac, cost)?;
             k.objs
-                .insert(KObject::Gate(Gate { thread, label }))
+                .insert(KObject::Gate(Gate {
+                    thread,
+                    label,
+                    waiters: VecDeque::new(),
+                }))
                 .map_err(|_| Error::NoMem)?
         }
         FactoryOp::Irq => {
@@ -587,6 +594,7 @@ fn gate_op(
                 g.thread = Some(t);
                 g.label = m[1];
             }
+            ipc::gate_bound(k, gate);
             ok(0)
         }
         KobjectOp::GetInfo => {

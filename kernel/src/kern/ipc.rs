@@ -335,6 +335,78 @@ pub fn raise_fault(k: &mut Kernel, cur: ObjId, esr: Esr, far: u64) {
     }
 }
 
+/// `cur` sends through `gate`, which no thread is bound to yet: it waits
+/// (with its send timeout) until one is.
+pub fn wait_for_binding(
+    k: &mut Kernel,
+    cur: ObjId,
+    gate: ObjId,
+    call: Option<Timeout>,
+    s: bool,
+    t: Timeout,
+) {
+    match deadline(t, Error::SendTimeout) {
+        Err(e) => k.t(cur).set_error(e),
+        Ok(d) => {
+            let label = match k.objs.get_mut(gate) {
+                Some(KObject::Gate(g)) => {
+                    g.waiters.push_back(cur);
+                    g.label
+                }
+                _ => return k.t(cur).set_error(Error::NoPartner),
+            };
+            k.make_blocked(
+                cur,
+                State::Send {
+                    to: gate,
+                    via: Some(gate),
+                    label,
+                    call,
+                    s,
+                },
+                d,
+            );
+        }
+    }
+}
+
+/// A thread was bound to `gate`: its waiting senders now queue at that
+/// thread (and reach it at once if it waits for anyone).
+pub fn gate_bound(k: &mut Kernel, gate: ObjId) {
+    let Some(KObject::Gate(g)) = k.objs.get_mut(gate) else {
+        return;
+    };
+    let (Some(to), label) = (g.thread, g.label) else {
+        return;
+    };
+    let waiters = core::mem::take(&mut g.waiters);
+    for w in waiters {
+        let Some(t) = k.thread_mut(w) else { continue };
+        if let State::Send { call, s, .. } = t.state {
+            t.state = State::Send {
+                to,
+                via: Some(gate),
+                label,
+                call,
+                s,
+            };
+            k.t(to).senders.push_back(w);
+        }
+    }
+    // Every waiter queued above is sending, so a waiting server gets one now.
+    if k.t(to).state == (State::Recv { from: None }) && !k.t(to).senders.is_empty() {
+        receive(k, to, None, Timeout::NEVER);
+        k.make_ready(to);
+    }
+}
+
+/// Forgets a sender waiting at an unbound gate.
+fn leave_gate(k: &mut Kernel, gate: ObjId, id: ObjId) {
+    if let Some(KObject::Gate(g)) = k.objs.get_mut(gate) {
+        g.waiters.retain(|&w| w != id);
+    }
+}
+
 /// The thread and label an IPC through object `obj` goes to.
 pub fn ipc_target(k: &Kernel, obj: ObjId) -> Option<Target> {
     match k.objs.get(obj)? {
@@ -370,6 +442,7 @@ pub fn cancel(k: &mut Kernel, id: ObjId) {
             if let Some(t) = k.thread_mut(to) {
                 t.senders.retain(|&s| s != id);
             }
+            leave_gate(k, to, id);
             k.t(id).set_error(Error::SendCanceled);
         }
         State::Sem { sem } => {
@@ -393,6 +466,7 @@ pub fn timeout_expired(k: &mut Kernel, id: ObjId) {
             if let Some(t) = k.thread_mut(to) {
                 t.senders.retain(|&s| s != id);
             }
+            leave_gate(k, to, id);
             Error::SendTimeout
         }
         State::Recv { .. } => Error::RecvTimeout,

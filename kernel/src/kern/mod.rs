@@ -44,6 +44,9 @@ pub enum KObject {
 pub struct Gate {
     pub thread: Option<ObjId>,
     pub label: u64,
+    /// Senders waiting for a thread to bind the gate (a server may bind
+    /// after its clients started calling).
+    pub waiters: alloc::collections::VecDeque<ObjId>,
 }
 
 pub struct Factory {
@@ -310,7 +313,12 @@ impl Kernel {
                             }
                         }
                         KObject::Semaphore(sem) => sem.waiters.retain(|&w| w != id),
-                        KObject::Gate(g) if g.thread == Some(id) => g.thread = None,
+                        KObject::Gate(g) => {
+                            if g.thread == Some(id) {
+                                g.thread = None;
+                            }
+                            g.waiters.retain(|&w| w != id);
+                        }
                         KObject::Irq(i) if i.thread == Some(id) => i.thread = None,
                         _ => {}
                     }

@@ -20,6 +20,9 @@ static SLOTS: l4::SlotAlloc<
     { ((l4re::layout::RT_CAPS.end - l4re::layout::RT_CAPS.start) / 64) as usize },
 > = l4::SlotAlloc::new(l4re::layout::RT_CAPS.start);
 
+/// Whether the main thread's capability is at [`caps::MAIN_THREAD`] yet.
+static MAIN_MAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 fn this_task() -> Cap<l4::Task> {
     Cap::from_index(caps::THIS_TASK)
 }
@@ -264,6 +267,11 @@ impl Backend for L4 {
                 return Err(errno(e));
             }
         };
+        // The first thread is the program's main thread: servers find it at
+        // MAIN_THREAD to bind their gates to.
+        if !MAIN_MAPPED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            let _ = this_task().map_cap(this_task(), dest, l4::CapRights::ALL, caps::MAIN_THREAD);
+        }
         let me = l4::abi::Cap::new(caps::RUNTIME_THREAD);
         let r = th
             .control(
