@@ -216,6 +216,22 @@ fn item_cap(
     ))
 }
 
+/// The thread named by the first typed item of a bind (gate, Irq): it
+/// must be a thread, and the caller's capability to it must carry `S`.
+fn bind_target(
+    k: &mut Kernel,
+    task: ObjId,
+    tag: MsgTag,
+    m: &[u64; MR_COUNT],
+) -> Result<ObjId, Error> {
+    let (t, r) = item_cap(k, task, tag, m, 0)?;
+    need(r, CapRights::S)?;
+    match k.objs.get(t) {
+        Some(KObject::Thread(_)) => Ok(t),
+        _ => Err(Error::Inval),
+    }
+}
+
 fn invoke_object(
     k: &mut Kernel,
     cur: ObjId,
@@ -335,12 +351,7 @@ fn factory(
                 _ => return Err(Error::Inval),
             };
             let thread = if tag.items() > 0 {
-                let (t, r) = item_cap(k, task, tag, m, 0)?;
-                need(r, CapRights::S)?;
-                if !matches!(k.objs.get(t), Some(KObject::Thread(_))) {
-                    return Err(Error::Inval);
-                }
-                Some(t)
+                Some(bind_target(k, task, tag, m)?)
             } else {
                 None
             };
@@ -585,11 +596,7 @@ fn gate_op(
     need(rights, CapRights::C)?;
     match op {
         KobjectOp::Bind => {
-            let (t, r) = item_cap(k, task, tag, m, 0)?;
-            need(r, CapRights::S)?;
-            if !matches!(k.objs.get(t), Some(KObject::Thread(_))) {
-                return Err(Error::Inval);
-            }
+            let t = bind_target(k, task, tag, m)?;
             if let Some(KObject::Gate(g)) = k.objs.get_mut(gate) {
                 g.thread = Some(t);
                 g.label = m[1];
@@ -626,11 +633,7 @@ fn irq_op(
             if op != KobjectOp::Bind {
                 return Err(Error::NoSys);
             }
-            let (t, r) = item_cap(k, task, tag, m, 0)?;
-            need(r, CapRights::S)?;
-            if !matches!(k.objs.get(t), Some(KObject::Thread(_))) {
-                return Err(Error::Inval);
-            }
+            let t = bind_target(k, task, tag, m)?;
             if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
                 i.thread = Some(t);
                 i.label = m[1];
