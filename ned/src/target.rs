@@ -11,19 +11,17 @@
 //! | `rom/` files        | `std::fs` (the runtime serves `rom/`)                            |
 //! | log, sleep          | standard output, `std::thread::sleep`                            |
 //!
-//! Not available yet (clear errors, no pretence): waiting for a task's
-//! end and its exit code. The runtime gives a std program no capability
-//! of one of its own threads, so ned cannot bind its children's parent
-//! gates to a thread of its own and receive their exit signals (and the
-//! page faults of their runtimes). The gates are created unbound, and
-//! binding them later makes both arrive.
+//! The children's parent gates are bound to ned's main thread (the
+//! runtime puts it at `MAIN_THREAD`) with the child's task id as label:
+//! `wait` and the exit handlers receive the children's exit signals and
+//! the faults of their runtimes there. Not available: `L4.server_loop`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use l4::{Cap as KCap, Factory, IpcGate, SlotAlloc, Task};
-use l4_abi::Error;
+use l4::{Cap as KCap, Factory, SlotAlloc, Task};
+use l4_abi::{Error, MsgTag};
 use l4_ipc::protocols::{FactoryClient, NamespaceClient, ns_flags};
 use l4_ipc::varg::VarArgs;
 use l4_ipc::{CapArg, RecvBufs};
@@ -139,10 +137,7 @@ impl Sys for NedSys {
     }
 
     fn create_gate(&mut self, dest: u64, label: u64) -> core::result::Result<(), Error> {
-        self.0
-            .factory
-            .create_gate(dest, label, None)
-            .map(|_: KCap<IpcGate>| ())
+        self.0.create_gate(dest, label)
     }
 
     fn map(&mut self, task: u64, item: l4_abi::SendItem) -> core::result::Result<(), Error> {
@@ -220,6 +215,42 @@ impl Default for TargetBackend {
 }
 
 impl TargetBackend {
+    /// Waits for one message on a child's parent gate (they are bound to
+    /// ned's main thread, labelled with the child's task id) and handles
+    /// it: an exit signal makes the child a zombie with its code, a fault
+    /// of its runtime one without; either way the child's task goes.
+    fn receive_parent_message(&mut self) {
+        use l4_abi::call::ipc_wait;
+        let (r, label) = ipc_wait(l4_abi::Timeouts::NEVER);
+        let Ok(tag) = r else { return };
+        let id = TaskId(label);
+        let (op, sig, val) = (l4::utcb::mr(0), l4::utcb::mr(1), l4::utcb::mr(2));
+        let code = if tag.label() == l4_ipc::protocols::ids::PARENT && op == 0 {
+            if sig != l4_ipc::protocols::parent_signal::EXIT {
+                let _ = l4::ipc::reply(MsgTag::new(0, 0, 0, 0));
+                return;
+            }
+            let _ = l4::ipc::reply(MsgTag::new(0, 0, 0, 0));
+            Some(val as i64)
+        } else if tag.is_page_fault() || tag.is_exception() {
+            self.log(&format!(
+                "Ned: task {}: its runtime faulted; task ended",
+                id.0
+            ));
+            None
+        } else {
+            let _ = l4::ipc::reply(MsgTag::new(Error::BadProto.as_ret(), 0, 0, 0));
+            return;
+        };
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if let Some(child) = t.child.take() {
+            child.destroy(&mut self.sys, &mut self.host);
+        }
+        t.state = TaskState::Zombie(code);
+    }
+
     /// ned's own capabilities as its environment has them.
     pub fn new() -> TargetBackend {
         TargetBackend {
@@ -229,8 +260,9 @@ impl TargetBackend {
             sys: NedSys(l4_loader::kernel::KernelSys {
                 this_task: KCap::<Task>::from_index(caps::THIS_TASK),
                 factory: KCap::<Factory>::from_index(caps::FACTORY),
-                // Unused: NedSys creates the parent gates unbound.
-                server_thread: KCap::from_index(0),
+                // The children's parent gates: their exit signals and the
+                // faults of their runtimes come to ned's main thread.
+                server_thread: KCap::from_index(caps::MAIN_THREAD),
             }),
             runtimes: BTreeMap::new(),
             tasks: BTreeMap::new(),
@@ -439,15 +471,15 @@ impl Backend for TargetBackend {
     }
 
     fn wait(&mut self, task: TaskId) -> Result<ExitCode> {
-        match self.tasks.get(&task).map(|t| t.state) {
-            None => Err(BackendError::new("the task was already waited for")),
-            Some(TaskState::Zombie(code)) => {
-                self.tasks.remove(&task);
-                Ok(code)
+        loop {
+            match self.tasks.get(&task).map(|t| t.state) {
+                None => return Err(BackendError::new("the task was already waited for")),
+                Some(TaskState::Zombie(code)) => {
+                    self.tasks.remove(&task);
+                    return Ok(code);
+                }
+                Some(_) => self.receive_parent_message(),
             }
-            Some(_) => Err(BackendError::unavailable(
-                "waiting for a task to end (ned does not receive its children's exit signals)",
-            )),
         }
     }
 
@@ -463,12 +495,20 @@ impl Backend for TargetBackend {
     }
 
     fn wait_any(&mut self) -> Option<(TaskId, ExitCode)> {
-        let id = self
-            .tasks
-            .iter()
-            .find(|(_, t)| matches!(t.state, TaskState::Zombie(_)))
-            .map(|(id, _)| *id)?;
-        self.wait(id).ok().map(|code| (id, code))
+        loop {
+            let zombie = self
+                .tasks
+                .iter()
+                .find(|(_, t)| matches!(t.state, TaskState::Zombie(_)))
+                .map(|(id, _)| *id);
+            if let Some(id) = zombie {
+                return self.wait(id).ok().map(|code| (id, code));
+            }
+            if !self.tasks.values().any(|t| t.child.is_some()) {
+                return None;
+            }
+            self.receive_parent_message();
+        }
     }
 
     fn read_rom(&mut self, path: &str) -> Result<Vec<u8>> {
