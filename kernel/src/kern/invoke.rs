@@ -6,7 +6,7 @@ use super::ipc::{self, Sent};
 use super::task::Task;
 use super::thread::{PendingRegs, State, Thread};
 use super::{Factory, Gate, Irq, KObject, Kernel, xfer};
-use crate::arch::{self, TrapFrame};
+use crate::arch;
 use crate::mm::{self, PAGE};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -49,11 +49,20 @@ fn ok(words: usize) -> OpResult {
     Ok(Done::Reply(0, words))
 }
 
-pub fn syscall(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
-    if f.x[8] != l4_abi::sys::X8_IPC {
+/// The registers of a native call.
+#[derive(Clone, Copy)]
+pub struct SysRegs {
+    pub x0: u64,
+    pub x1: u64,
+    pub x2: u64,
+    pub x8: u64,
+}
+
+pub fn syscall(k: &mut Kernel, cur: ObjId, f: SysRegs) {
+    if f.x8 != l4_abi::sys::X8_IPC {
         return debug_call(k, cur, f);
     }
-    let inv = match decode(f.x[0], f.x[1], f.x[2]) {
+    let inv = match decode(f.x0, f.x1, f.x2) {
         Ok(i) => i,
         Err(e) => return k.t(cur).set_error(e),
     };
@@ -147,13 +156,13 @@ fn sleep(k: &mut Kernel, cur: ObjId, t: Timeout) {
 }
 
 /// The temporary debug calls (x8 != 0).
-fn debug_call(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
-    let ret = match f.x[8] {
+fn debug_call(k: &mut Kernel, cur: ObjId, f: SysRegs) {
+    let ret = match f.x8 {
         debug::PUTS => {
             let mut buf = [0u8; 512];
-            let len = (f.x[1] as usize).min(buf.len());
+            let len = (f.x1 as usize).min(buf.len());
             let task = k.t(cur).task.and_then(|t| k.task(t));
-            match task.and_then(|t| t.read_user(f.x[0], &mut buf[..len])) {
+            match task.and_then(|t| t.read_user(f.x0, &mut buf[..len])) {
                 Some(()) => {
                     crate::console::write_bytes(&buf[..len]);
                     len as u64
@@ -162,7 +171,7 @@ fn debug_call(k: &mut Kernel, cur: ObjId, f: &TrapFrame) {
             }
         }
         debug::EXIT => {
-            crate::kprintln!("kernel: task exited with code {}", f.x[0] as i64);
+            crate::kprintln!("kernel: task exited with code {}", f.x0 as i64);
             k.make_blocked(cur, State::Dead, None);
             return;
         }

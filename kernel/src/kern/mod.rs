@@ -66,6 +66,8 @@ pub struct Irq {
 pub struct Cpu {
     pub rq: RunQueue<ObjId>,
     pub current: Option<ObjId>,
+    /// The ASID whose address space TTBR0 holds.
+    pub space: Option<u16>,
     pub idle: KContext,
     pub need_resched: bool,
 }
@@ -405,8 +407,11 @@ pub fn schedule() {
                 arch::fp_restore(&t.fp);
                 arch::set_tls(t.tpidr_el0, t.utcb_uva);
                 let task = t.task;
-                if let Some(task) = task.and_then(|id| k.task(id)) {
+                if let Some(task) = task.and_then(|id| k.task(id))
+                    && k.cpus[cpu].space != Some(task.asid)
+                {
                     arch::set_user_space(task.pt_root, task.asid);
+                    k.cpus[cpu].space = Some(task.asid);
                 }
                 &k.t(n).kctx
             }
@@ -492,12 +497,19 @@ pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
             k.cpus[arch::cpu_id()].need_resched = true;
             return;
         };
-        let frame = *t.frame();
+        // The call's registers only: the whole frame stays where it is.
+        let f = t.frame();
+        let regs = invoke::SysRegs {
+            x0: f.x[0],
+            x1: f.x[1],
+            x2: f.x[2],
+            x8: f.x[8],
+        };
         if apply_pending(k) {
             return;
         }
         if esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE {
-            invoke::syscall(k, cur, &frame);
+            invoke::syscall(k, cur, regs);
         } else {
             ipc::raise_fault(k, cur, esr, far);
         }
