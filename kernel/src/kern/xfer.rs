@@ -97,16 +97,7 @@ fn map_pages(
             continue;
         }
         let req = MapReq::new(sva, 12, dst, dva, rights.0);
-        let res = if a.grant {
-            k.mapdb.grant_part(node, req, changes)
-        } else {
-            k.mapdb.map(node, req, changes)
-        };
-        let new = res.map_err(|_| Error::Inval)?;
-        // What the database replaced or revoked goes first, so it cannot
-        // take the new entry with it.
-        apply(k, changes);
-        changes.clear();
+        let new = derive(k, node, req, a.grant, changes)?;
         let granted = k.mapdb.get(new).map_or(rights, |m| MemRights(m.rights));
         k.task_mut(dst)
             .ok_or(Error::Inval)?
@@ -116,6 +107,27 @@ fn map_pages(
         }
     }
     Ok(())
+}
+
+/// Records a mapping derived from `node` (or the grant of it) and applies
+/// what the database replaced or revoked first, so that cannot take the
+/// new entry with it. Returns the new node.
+fn derive(
+    k: &mut Kernel,
+    node: kernel_core::mapdb::NodeId,
+    req: MapReq<ObjId>,
+    grant: bool,
+    changes: &mut Vec<Change<ObjId>>,
+) -> Result<kernel_core::mapdb::NodeId, Error> {
+    let res = if grant {
+        k.mapdb.grant_part(node, req, changes)
+    } else {
+        k.mapdb.map(node, req, changes)
+    };
+    let new = res.map_err(|_| Error::Inval)?;
+    apply(k, changes);
+    changes.clear();
+    Ok(new)
 }
 
 fn map_caps(
@@ -152,16 +164,7 @@ fn map_caps(
                 .map_err(|_| Error::Inval)?,
         };
         let req = MapReq::new(si, 0, dst, di, rights.0);
-        let res = if a.grant {
-            k.mapdb.grant_part(node, req, changes)
-        } else {
-            k.mapdb.map(node, req, changes)
-        };
-        let new = res.map_err(|_| Error::Inval)?;
-        // What the database replaced or revoked goes first, so it cannot
-        // take the new entry with it.
-        apply(k, changes);
-        changes.clear();
+        let new = derive(k, node, req, a.grant, changes)?;
         let granted = k.mapdb.get(new).map_or(rights, |m| CapRights(m.rights));
         let task = k.task_mut(dst).ok_or(Error::Inval)?;
         task.caps
