@@ -254,6 +254,17 @@ impl Cap<Factory> {
     }
 }
 
+/// `Kobject::Bind` of a receive endpoint (IPC gate or Irq) to `thread`
+/// with `label`, offering `rights` on the thread.
+fn bind_endpoint(
+    sel: l4_abi::Cap,
+    thread: Cap<Thread>,
+    label: u64,
+    rights: CapRights,
+) -> Result<(), Error> {
+    invoke(sel, |u| msg::kobject_bind(u, thread.index(), label, rights)).map(|_| ())
+}
+
 impl Cap<IpcGate> {
     /// Binds the gate to `thread` with `label` (needs `C` on the gate, `S`
     /// on the thread).
@@ -268,10 +279,7 @@ impl Cap<IpcGate> {
         label: u64,
         rights: CapRights,
     ) -> Result<(), Error> {
-        invoke(self.sel(), |u| {
-            msg::kobject_bind(u, thread.index(), label, rights)
-        })
-        .map(|_| ())
+        bind_endpoint(self.sel(), thread, label, rights)
     }
 
     /// The gate's label (needs `C`).
@@ -295,10 +303,7 @@ impl Cap<Irq> {
         label: u64,
         rights: CapRights,
     ) -> Result<(), Error> {
-        invoke(self.sel(), |u| {
-            msg::kobject_bind(u, thread.index(), label, rights)
-        })
-        .map(|_| ())
+        bind_endpoint(self.sel(), thread, label, rights)
     }
 
     /// Legacy bind (`IrqSender::Attach`).
