@@ -153,6 +153,35 @@ impl<T> Arena<T> {
         }
     }
 
+    /// Two distinct live objects, both mutably; `None` if either is dead
+    /// or `a == b` names the same slot.
+    #[inline]
+    pub fn get2_mut(&mut self, a: ObjId, b: ObjId) -> Option<(&mut T, &mut T)> {
+        let (i, j) = (a.slot as usize, b.slot as usize);
+        if i == j || i >= self.slots.len() || j >= self.slots.len() {
+            return None;
+        }
+        let (lo, hi) = self.slots.split_at_mut(i.max(j));
+        let (si, sj) = if i < j {
+            (&mut lo[i], &mut hi[0])
+        } else {
+            (&mut hi[0], &mut lo[j])
+        };
+        match (si, sj) {
+            (
+                Slot {
+                    generation: gi,
+                    entry: Entry::Occupied(x),
+                },
+                Slot {
+                    generation: gj,
+                    entry: Entry::Occupied(y),
+                },
+            ) if *gi == a.generation && *gj == b.generation => Some((x, y)),
+            _ => None,
+        }
+    }
+
     /// Whether `id` is alive.
     pub fn contains(&self, id: ObjId) -> bool {
         self.get(id).is_some()
@@ -252,6 +281,27 @@ mod tests {
             *v += 10;
         }
         assert_eq!(a.get(y), Some(&12));
+    }
+
+    #[test]
+    fn two_objects_at_once() {
+        let mut a = Arena::new();
+        let x = a.insert(1).unwrap();
+        let y = a.insert(2).unwrap();
+        let z = a.insert(3).unwrap();
+        let (p, q) = a.get2_mut(z, x).unwrap();
+        core::mem::swap(p, q);
+        assert_eq!((a.get(x), a.get(z)), (Some(&3), Some(&1)));
+        assert!(a.get2_mut(x, x).is_none(), "the same object twice");
+        a.remove(y);
+        assert!(a.get2_mut(x, y).is_none(), "a dead object");
+        let y2 = a.insert(4).unwrap();
+        assert!(a.get2_mut(y, x).is_none(), "a stale id of a reused slot");
+        assert!(a.get2_mut(y2, x).is_some());
+        assert!(
+            a.get2_mut(x, ObjId::from_raw(99 << 32)).is_none(),
+            "out of range"
+        );
     }
 
     #[test]

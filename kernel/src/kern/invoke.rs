@@ -49,16 +49,7 @@ fn ok(words: usize) -> OpResult {
     Ok(Done::Reply(0, words))
 }
 
-/// The registers of a native call.
-#[derive(Clone, Copy)]
-pub struct SysRegs {
-    pub x0: u64,
-    pub x1: u64,
-    pub x2: u64,
-    pub x8: u64,
-}
-
-pub fn syscall(k: &mut Kernel, cur: ObjId, f: SysRegs) {
+pub fn syscall(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
     if f.x8 != l4_abi::sys::X8_IPC {
         return debug_call(k, cur, f);
     }
@@ -156,7 +147,7 @@ fn sleep(k: &mut Kernel, cur: ObjId, t: Timeout) {
 }
 
 /// The temporary debug calls (x8 != 0).
-fn debug_call(k: &mut Kernel, cur: ObjId, f: SysRegs) {
+fn debug_call(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
     let ret = match f.x8 {
         debug::PUTS => {
             let mut buf = [0u8; 512];

@@ -8,6 +8,8 @@
 //! the kernel state is held across a switch.
 
 pub mod bkl;
+mod fastpath;
+mod fp;
 mod invoke;
 mod ipc;
 pub mod task;
@@ -70,6 +72,10 @@ pub struct Cpu {
     pub space: Option<u16>,
     pub idle: KContext,
     pub need_resched: bool,
+    /// EL0 may use FP/SIMD without trapping (a thread's state is loaded).
+    pub fp_on: bool,
+    /// The thread whose saved FP/SIMD state the registers still hold.
+    pub fp_regs_of: Option<ObjId>,
 }
 
 pub struct Kernel {
@@ -380,7 +386,7 @@ pub fn schedule() {
                     t.running_on = None;
                     t.cpu_time += arch::counter().saturating_sub(t.ran_since);
                     t.tpidr_el0 = arch::tpidr_el0();
-                    arch::fp_save(&mut t.fp);
+                    fp::leave(t, cpu);
                     // Moved to another CPU while it ran here: queue it there.
                     if t.cpu != cpu && t.state == State::Ready && t.queued.is_none() {
                         k.make_ready(p);
@@ -401,10 +407,10 @@ pub fn schedule() {
         k.cpus[cpu].current = next;
         let to: *const KContext = match next {
             Some(n) => {
+                fp::enter(&mut k.cpus[cpu]);
                 let t = k.t(n);
                 t.running_on = Some(cpu);
                 t.ran_since = arch::counter();
-                arch::fp_restore(&t.fp);
                 arch::set_tls(t.tpidr_el0, t.utcb_uva);
                 let task = t.task;
                 if let Some(task) = task.and_then(|id| k.task(id))
@@ -487,9 +493,24 @@ extern "C" fn thread_started() {
     bkl::unlock();
 }
 
-/// A synchronous exception from EL0 on the current thread.
-pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
+/// A synchronous exception from EL0 on the current thread; `regs` are the
+/// registers of a native call. `Some(frame)`: the IPC fast path switched
+/// this CPU to the thread of `frame`, and the big kernel lock is still
+/// held (entry.S releases it).
+pub fn user_exception(
+    esr: kernel_core::esr::Esr,
+    far: u64,
+    regs: arch::CallRegs,
+) -> Option<*mut arch::TrapFrame> {
+    use kernel_core::esr::ec;
     bkl::lock();
+    let native = esr.ec() == ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE;
+    if native && regs.x8 == l4_abi::sys::X8_IPC {
+        let fast = with(|k| fastpath::ipc(k, regs.x0, regs.x1, regs.x2));
+        if fast.is_some() {
+            return fast;
+        }
+    }
     with(|k| {
         let cur = k.current();
         let Some(t) = k.thread(cur) else {
@@ -497,19 +518,13 @@ pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
             k.cpus[arch::cpu_id()].need_resched = true;
             return;
         };
-        // The call's registers only: the whole frame stays where it is.
-        let f = t.frame();
-        let regs = invoke::SysRegs {
-            x0: f.x[0],
-            x1: f.x[1],
-            x2: f.x[2],
-            x8: f.x[8],
-        };
-        if apply_pending(k) {
+        if t.pending.is_some() && apply_pending(k) {
             return;
         }
-        if esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE {
+        if native {
             invoke::syscall(k, cur, regs);
+        } else if esr.ec() == ec::FP_ACCESS {
+            fp::trap(k, cur);
         } else {
             ipc::raise_fault(k, cur, esr, far);
         }
@@ -524,6 +539,7 @@ pub fn user_exception(esr: kernel_core::esr::Esr, far: u64) {
         schedule();
     }
     bkl::unlock();
+    None
 }
 
 /// Applies an ex_regs change to a thread whose registers are saved (not

@@ -49,6 +49,11 @@ pub struct Thread {
     pub kctx: KContext,
     pub kstack_pa: u64,
     pub fp: FpState,
+    /// The FP/SIMD registers hold this thread's state (it used them since
+    /// it was switched in); `fp` is then stale.
+    pub fp_live: bool,
+    /// The CPU `fp` was last saved on.
+    pub fp_saved_on: Option<usize>,
     pub task: Option<ObjId>,
     pub utcb_uva: u64,
     pub utcb_kva: u64,
@@ -99,6 +104,8 @@ impl Thread {
             kctx: KContext::default(),
             kstack_pa,
             fp: FpState::default(),
+            fp_live: false,
+            fp_saved_on: None,
             task: None,
             utcb_uva: 0,
             utcb_kva: 0,
@@ -120,12 +127,18 @@ impl Thread {
             cpu_time: 0,
             ran_since: 0,
         };
-        // The first switch to the thread enters thread_first_entry with sp
-        // at its user frame, which returns to EL0.
-        t.kctx.sp = t.kstack_top() - core::mem::size_of::<TrapFrame>() as u64;
-        t.kctx.lr = crate::arch::thread_first_entry_va();
+        t.reset_kernel_context();
         *t.frame() = TrapFrame::default();
         Some(t)
+    }
+
+    /// The next switch to the thread enters thread_first_entry with sp at
+    /// its user frame, which releases the lock and returns to EL0: the
+    /// start of a new thread, and the continuation of one the IPC fast
+    /// path switched away from.
+    pub fn reset_kernel_context(&mut self) {
+        self.kctx.sp = self.kstack_top() - core::mem::size_of::<TrapFrame>() as u64;
+        self.kctx.lr = crate::arch::thread_first_entry_va();
     }
 
     pub fn kstack_top(&self) -> u64 {

@@ -1,21 +1,30 @@
 //! `cargo xtask bench boot E=<entry>`: boot times and binary sizes.
+//! `cargo xtask bench ipc [E=<entry>]`: IPC costs from ktest's ipcbench.
 //!
-//! A benchmark, not a test: it boots the entry headless N times and reports the
-//! median wall time from QEMU's start to the first occurrence of each marker.
+//! Benchmarks, not tests: `boot` boots the entry headless N times and reports
+//! the median wall time from QEMU's start to the first occurrence of each
+//! marker; `ipc` boots the `ipcbench` entry once and tabulates what it prints.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{BenchArgs, Vars};
+use crate::cli::{Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, Vars};
 use crate::console::{Pattern, Session};
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, Error, Result, bail};
 use crate::image::Modules;
 use crate::packages::Need;
 use crate::qemu::{self, ConsoleMode};
 use crate::targets::{self, KERNEL_ALIAS, ROOTTASK_ALIAS, TargetCrate};
 use crate::workspace::Workspace;
 
-pub fn boot(ws: &Workspace, vars: &Vars, args: &BenchArgs) -> Result<()> {
+pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
+    match bench {
+        Bench::Boot(args) => boot(ws, vars, args),
+        Bench::Ipc(args) => ipc(ws, vars, args),
+    }
+}
+
+fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
     let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
     let modules = Modules::new(ws, vars)?;
     let entry = modules.choose_entry(vars.entry.as_deref())?;
@@ -99,6 +108,140 @@ pub fn boot(ws: &Workspace, vars: &Vars, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The line ipcbench prints after its last measurement.
+const IPC_DONE: &str = "ipcbench: done";
+
+fn ipc(ws: &Workspace, vars: &Vars, args: &IpcBenchArgs) -> Result<()> {
+    let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
+    let modules = Modules::new(ws, vars)?;
+    let entry = modules.choose_entry(Some(vars.entry.as_deref().unwrap_or(DEFAULT_IPC_ENTRY)))?;
+    targets::prepare(ws, &[Need::Qemu])?;
+    let image = modules.pack(&entry)?;
+    let arguments = qemu::arguments(
+        ConsoleMode::Piped,
+        &modules.qemu_options(&entry)?,
+        &[],
+        &env_options,
+        &image.path,
+    );
+    let icount = counts_instructions(&arguments);
+    eprintln!(
+        "xtask: booting '{entry}' ({}), waiting up to {} s for {IPC_DONE:?}: {} {}",
+        if icount {
+            "-icount shift=0: cycles are instructions"
+        } else {
+            "no -icount shift=0: cycles depend on the host"
+        },
+        args.timeout.as_secs(),
+        qemu::QEMU,
+        crate::shell::join(&arguments)
+    );
+
+    // Stop at the first failure or panic instead of waiting for the timeout.
+    let forbid = vec![
+        Pattern::regex(IPC_FAILED).expect("valid regex"),
+        Pattern::Text("panic".into()),
+    ];
+    let mut session = Session::spawn(qemu::command(&arguments), forbid, false)?;
+    let deadline = session.started() + args.timeout;
+    let waited = session.expect(&Pattern::Text(IPC_DONE.into()), deadline);
+    let record = session.finish();
+    let failed = |why: String| {
+        Error::new(format!(
+            "{why}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
+            record.transcript, record.stderr
+        ))
+    };
+    let at = waited.map_err(|failure| failed(format!("waiting for {IPC_DONE:?}: {failure}")))?;
+    eprintln!("xtask: {IPC_DONE:?} after {:.3} s", at.as_secs_f64());
+    let measurements = parse_ipcbench(&record.transcript).map_err(|e| failed(e.to_string()))?;
+
+    println!(
+        "IPC cost (ktest ipcbench, call/reply round trips / 2, {}):",
+        if icount {
+            "instructions under -icount shift=0"
+        } else {
+            "PMU cycles without -icount shift=0, host-dependent"
+        }
+    );
+    let width = measurements.iter().map(|m| m.what.len()).max().unwrap_or(0);
+    for m in &measurements {
+        println!("  {:<width$}  {:>7}", m.what, m.cycles);
+    }
+    Ok(())
+}
+
+/// Whether QEMU runs with `-icount shift=0` (the last `-icount` wins), so that
+/// the guest's cycle counter counts instructions.
+fn counts_instructions(arguments: &[String]) -> bool {
+    let value = arguments
+        .windows(2)
+        .rev()
+        .find(|pair| pair[0] == "-icount")
+        .map(|pair| pair[1].as_str());
+    // `-icount 0` is the short spelling of `-icount shift=0`.
+    value.is_some_and(|v| {
+        v.split(',')
+            .enumerate()
+            .any(|(i, p)| p == "shift=0" || (i == 0 && p == "0"))
+    })
+}
+
+/// A line of ipcbench that reports a failure (of a measurement or its set-up).
+const IPC_FAILED: &str = "ipcbench: .*failed";
+
+/// One line `ipcbench: <what>: <N> round trips, <C> cycles per IPC`.
+#[derive(Debug, PartialEq)]
+struct IpcMeasurement {
+    what: String,
+    round_trips: u64,
+    /// Cycles per IPC: a round trip's cycles divided by two.
+    cycles: u64,
+}
+
+/// The measurements in ipcbench's console output (with or without the
+/// transcript's time stamps), up to `ipcbench: done`. Fails on a line that
+/// reports a failure, a measurement line whose numbers do not parse, no
+/// `done` line, or no measurement.
+fn parse_ipcbench(console: &str) -> Result<Vec<IpcMeasurement>> {
+    let failed = regex::Regex::new(IPC_FAILED).expect("valid regex");
+    let mut measurements = Vec::new();
+    for line in console.lines() {
+        let Some(start) = line.find("ipcbench: ") else {
+            continue;
+        };
+        let text = line[start..].trim_end();
+        if failed.is_match(text) {
+            bail!("ipcbench reported a failure: {text}");
+        }
+        if text == IPC_DONE {
+            if measurements.is_empty() {
+                bail!("ipcbench printed {IPC_DONE:?} without any measurement");
+            }
+            return Ok(measurements);
+        }
+        let rest = &text["ipcbench: ".len()..];
+        let Some(numbers) = rest.strip_suffix(" cycles per IPC") else {
+            continue;
+        };
+        let parsed = numbers.rsplit_once(": ").and_then(|(what, numbers)| {
+            let (round_trips, cycles) = numbers.split_once(" round trips, ")?;
+            Some(IpcMeasurement {
+                what: what.to_string(),
+                round_trips: round_trips.parse().ok()?,
+                cycles: cycles.parse().ok()?,
+            })
+        });
+        match parsed {
+            Some(m) if m.round_trips > 0 => measurements.push(m),
+            _ => bail!(
+                "cannot read the line {text:?} (expected 'ipcbench: <what>: <N> round trips, <C> cycles per IPC')"
+            ),
+        }
+    }
+    bail!("no line {IPC_DONE:?} in the console output")
+}
+
 fn file_size(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)
         .context(|| path.display().to_string())?
@@ -119,6 +262,104 @@ fn median(samples: &mut [Duration]) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What ipcbench prints, as the session's transcript shows it.
+    const GOOD: &str = "\
+[   0.101] L4 Bootstrapper
+[   0.480] Fiasco: CPUs online: 4
+[   2.000] ipcbench: same address space, one CPU: 10000 round trips, 123 cycles per IPC
+[   3.000] ipcbench: two address spaces, one CPU: 10000 round trips, 130 cycles per IPC
+[   9.000] ipcbench: same address space, two CPUs: 10000 round trips, 900 cycles per IPC
+[   9.001] ipcbench: done
+";
+
+    fn measurement(what: &str, cycles: u64) -> IpcMeasurement {
+        IpcMeasurement {
+            what: what.into(),
+            round_trips: 10000,
+            cycles,
+        }
+    }
+
+    #[test]
+    fn ipcbench_good_transcript() {
+        assert_eq!(
+            parse_ipcbench(GOOD).unwrap(),
+            vec![
+                measurement("same address space, one CPU", 123),
+                measurement("two address spaces, one CPU", 130),
+                measurement("same address space, two CPUs", 900),
+            ]
+        );
+        // Raw console output with CRLF line ends, without time stamps.
+        let raw = "ipcbench: same address space, one CPU: 10000 round trips, 7 cycles per IPC\r\n\
+                   ipcbench: done\r\n";
+        assert_eq!(
+            parse_ipcbench(raw).unwrap(),
+            vec![measurement("same address space, one CPU", 7)]
+        );
+    }
+
+    #[test]
+    fn ipcbench_failed_line() {
+        let failed = GOOD.replace(
+            "two address spaces, one CPU: 10000 round trips, 130 cycles per IPC",
+            "two address spaces, one CPU: failed: call: no capability",
+        );
+        let err = parse_ipcbench(&failed).unwrap_err().to_string();
+        assert!(err.contains("two address spaces, one CPU: failed"), "{err}");
+        let setup = format!("[   1.000] ipcbench: setup map failed: denied\n{GOOD}");
+        assert!(parse_ipcbench(&setup).is_err());
+        let task =
+            "ipcbench: two address spaces: failed to make the task: no memory\nipcbench: done\n";
+        assert!(parse_ipcbench(task).is_err());
+        assert!(Pattern::regex(IPC_FAILED).unwrap().is_in(task.as_bytes()));
+        assert!(!Pattern::regex(IPC_FAILED).unwrap().is_in(GOOD.as_bytes()));
+    }
+
+    #[test]
+    fn ipcbench_without_done() {
+        let cut = GOOD.replace("ipcbench: done", "ipcbench: do");
+        let err = parse_ipcbench(&cut).unwrap_err().to_string();
+        assert!(err.contains("no line \"ipcbench: done\""), "{err}");
+        assert!(parse_ipcbench("").is_err());
+        assert!(parse_ipcbench("ipcbench: done\n").is_err());
+    }
+
+    #[test]
+    fn ipcbench_garbage_numbers() {
+        for garbage in [
+            "ipcbench: x: many round trips, 12 cycles per IPC",
+            "ipcbench: x: 100 round trips, 12x cycles per IPC",
+            "ipcbench: x: 100 round trips, -3 cycles per IPC",
+            "ipcbench: x: 0 round trips, 0 cycles per IPC",
+            "ipcbench: x: 100 round trips,  cycles per IPC",
+            "ipcbench: 100 round trips, 12 cycles per IPC",
+            "ipcbench: x: 99999999999999999999999 round trips, 1 cycles per IPC",
+        ] {
+            let text = format!("{garbage}\nipcbench: done\n");
+            let err = parse_ipcbench(&text).unwrap_err().to_string();
+            assert!(err.contains("cannot read the line"), "{garbage}: {err}");
+        }
+    }
+
+    #[test]
+    fn icount_detection() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(counts_instructions(&args(&[
+            "-m", "1", "-icount", "shift=0"
+        ])));
+        assert!(counts_instructions(&args(&[
+            "-icount",
+            "shift=0,align=off"
+        ])));
+        assert!(counts_instructions(&args(&["-icount", "0"])));
+        assert!(!counts_instructions(&args(&["-icount", "shift=auto"])));
+        assert!(!counts_instructions(&args(&[
+            "-icount", "shift=0", "-icount", "shift=3"
+        ])));
+        assert!(!counts_instructions(&args(&["-m", "1024"])));
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {

@@ -24,11 +24,14 @@ commands:
   bench boot E=<entry> [--runs N] [--timeout SECS]
             [--stage-marker TEXT] [--kernel-marker TEXT] [--roottask-marker TEXT]
                       boot an entry N times (default 5) and print median boot times
+  bench ipc [E=<entry>] [--timeout SECS]
+                      boot an entry (default ipcbench) headless once, wait for
+                      `ipcbench: done` (default 300 s) and print the IPC costs
   lint                cargo fmt --check and clippy -D warnings for every crate and target
   help                this text
 
 variables (KEY=value argument or environment variable):
-  E                   the modules.list entry; without it image/qemu show a menu
+  E                   the modules.list entry; without it image/qemu/bench boot show a menu
   MODULES_LIST        modules list file (default: <repo>/modules.list)
   MODULE_SEARCH_PATH  extra module directories, colon separated, searched first
   QEMU_OPTIONS        extra QEMU options, appended (shell-like quoting)
@@ -41,6 +44,12 @@ const VARIABLES: [&str; 4] = ["E", "MODULES_LIST", "MODULE_SEARCH_PATH", "QEMU_O
 pub const DEFAULT_STAGE_MARKER: &str = "L4 Bootstrapper";
 pub const DEFAULT_KERNEL_MARKER: &str = "CPUs online";
 pub const DEFAULT_ROOTTASK_MARKER: &str = "moe: hello from the root task";
+
+/// The entry `bench ipc` boots without `E`.
+pub const DEFAULT_IPC_ENTRY: &str = "ipcbench";
+
+/// The benchmarks `bench` knows, for messages.
+const BENCHMARKS: &str = "boot, ipc";
 
 #[derive(Debug, PartialEq)]
 pub struct Invocation {
@@ -55,7 +64,7 @@ pub enum Command {
     Qemu,
     List,
     Test(TestArgs),
-    Bench(BenchArgs),
+    Bench(Bench),
     Lint,
     Help,
 }
@@ -70,8 +79,15 @@ pub struct TestArgs {
     pub scenarios: Vec<String>,
 }
 
+/// `bench <name> [flags]`.
 #[derive(Debug, PartialEq)]
-pub struct BenchArgs {
+pub enum Bench {
+    Boot(BootBenchArgs),
+    Ipc(IpcBenchArgs),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct BootBenchArgs {
     pub runs: usize,
     pub timeout: Duration,
     pub stage_marker: String,
@@ -79,14 +95,28 @@ pub struct BenchArgs {
     pub roottask_marker: String,
 }
 
-impl Default for BenchArgs {
+impl Default for BootBenchArgs {
     fn default() -> Self {
-        BenchArgs {
+        BootBenchArgs {
             runs: 5,
             timeout: Duration::from_secs(60),
             stage_marker: DEFAULT_STAGE_MARKER.into(),
             kernel_marker: DEFAULT_KERNEL_MARKER.into(),
             roottask_marker: DEFAULT_ROOTTASK_MARKER.into(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct IpcBenchArgs {
+    /// How long to wait for `ipcbench: done` after QEMU's start.
+    pub timeout: Duration,
+}
+
+impl Default for IpcBenchArgs {
+    fn default() -> Self {
+        IpcBenchArgs {
+            timeout: Duration::from_secs(300),
         }
     }
 }
@@ -199,27 +229,20 @@ fn parse_test(flags: &[&str]) -> Result<TestArgs> {
     Ok(args)
 }
 
-fn parse_bench(flags: &[&str]) -> Result<BenchArgs> {
+fn parse_bench(flags: &[&str]) -> Result<Bench> {
     let Some((&kind, flags)) = flags.split_first() else {
-        bail!("'bench' needs a benchmark name: `cargo xtask bench boot E=<entry>`");
+        bail!("'bench' needs a benchmark name (known: {BENCHMARKS}), e.g. `cargo xtask bench ipc`");
     };
-    if kind != "boot" {
-        bail!("unknown benchmark '{kind}' (known: boot)");
+    match kind {
+        "boot" => parse_bench_boot(flags).map(Bench::Boot),
+        "ipc" => parse_bench_ipc(flags).map(Bench::Ipc),
+        other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
     }
-    let mut args = BenchArgs::default();
-    let mut it = flags.iter();
-    while let Some(&flag) = it.next() {
-        // Both `--flag value` and `--flag=value`.
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (flag, None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().map(|v| v.to_string()))
-                .ok_or_else(|| Error::new(format!("'{name}' needs a value")))
-        };
+}
+
+fn parse_bench_boot(flags: &[&str]) -> Result<BootBenchArgs> {
+    let mut args = BootBenchArgs::default();
+    parse_flags(flags, |name, value| {
         match name {
             "--runs" => {
                 args.runs = parse_number(name, &value()?)?;
@@ -233,8 +256,44 @@ fn parse_bench(flags: &[&str]) -> Result<BenchArgs> {
             "--roottask-marker" => args.roottask_marker = value()?,
             other => bail!("unknown flag '{other}' for 'bench boot'"),
         }
-    }
+        Ok(())
+    })?;
     Ok(args)
+}
+
+fn parse_bench_ipc(flags: &[&str]) -> Result<IpcBenchArgs> {
+    let mut args = IpcBenchArgs::default();
+    parse_flags(flags, |name, value| {
+        match name {
+            "--timeout" => args.timeout = Duration::from_secs(parse_number(name, &value()?)?),
+            other => bail!("unknown flag '{other}' for 'bench ipc'"),
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+/// Calls `handle(name, value)` for each flag; `value()` takes the flag's value,
+/// given as `--flag value` or `--flag=value`.
+fn parse_flags(
+    flags: &[&str],
+    mut handle: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<()>,
+) -> Result<()> {
+    let mut it = flags.iter();
+    while let Some(&flag) = it.next() {
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (flag, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().map(|v| v.to_string()))
+                .ok_or_else(|| Error::new(format!("'{name}' needs a value")))
+        };
+        handle(name, &mut value)?;
+    }
+    Ok(())
 }
 
 fn parse_number<T: FromStr>(flag: &str, value: &str) -> Result<T> {
@@ -353,8 +412,8 @@ mod tests {
             &[],
         )
         .unwrap();
-        let Command::Bench(args) = inv.command else {
-            panic!("not bench")
+        let Command::Bench(Bench::Boot(args)) = inv.command else {
+            panic!("not bench boot")
         };
         assert_eq!(args.runs, 3);
         assert_eq!(args.kernel_marker, "Fiasco");
@@ -363,6 +422,46 @@ mod tests {
         assert!(parse_with(&["bench"], &[]).is_err());
         assert!(parse_with(&["bench", "boot", "--runs"], &[]).is_err());
         assert!(parse_with(&["bench", "boot", "--runs", "0"], &[]).is_err());
-        assert!(parse_with(&["bench", "ipc"], &[]).is_err());
+        assert!(parse_with(&["bench", "boot", "--timeout", "x"], &[]).is_err());
+        let err = parse_with(&["bench", "net"], &[]).unwrap_err();
+        assert!(err.to_string().contains("known: boot, ipc"), "{err}");
+        let err = parse_with(&["bench"], &[]).unwrap_err();
+        assert!(err.to_string().contains("boot, ipc"), "{err}");
+    }
+
+    #[test]
+    fn bench_ipc() {
+        let inv = parse_with(&["bench", "ipc"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Ipc(IpcBenchArgs::default()))
+        );
+        assert_eq!(IpcBenchArgs::default().timeout, Duration::from_secs(300));
+        assert_eq!(inv.vars.entry, None);
+        let inv = parse_with(&["bench", "ipc", "--timeout", "10"], &[]).unwrap();
+        let timeout = Duration::from_secs(10);
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Ipc(IpcBenchArgs { timeout }))
+        );
+        let inv = parse_with(&["bench", "ipc", "--timeout=10", "E=mine"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Ipc(IpcBenchArgs { timeout }))
+        );
+        assert_eq!(inv.vars.entry.as_deref(), Some("mine"));
+    }
+
+    #[test]
+    fn bench_ipc_bad_flags() {
+        let err = parse_with(&["bench", "ipc", "--runs", "3"], &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown flag '--runs' for 'bench ipc'"),
+            "{err}"
+        );
+        assert!(parse_with(&["bench", "ipc", "--timeout"], &[]).is_err());
+        assert!(parse_with(&["bench", "ipc", "--timeout", "soon"], &[]).is_err());
+        assert!(parse_with(&["bench", "ipc", "extra"], &[]).is_err());
     }
 }

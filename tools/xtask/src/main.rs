@@ -70,7 +70,7 @@ fn run(args: &[String]) -> Result<()> {
             qemu::run_interactive(&arguments, vars.qemu_options.as_deref())?;
         }
         Command::Test(args) => harness::test(&ws, &vars, &args)?,
-        Command::Bench(args) => bench::boot(&ws, &vars, &args)?,
+        Command::Bench(args) => bench::run(&ws, &vars, &args)?,
         Command::Lint => lint::lint(&ws)?,
     }
     Ok(())

@@ -100,7 +100,15 @@ trap_common:
     mov     x1, x0
     mov     x0, sp
     bl      trap_handler
+    // x0 = the frame to return from: our own, or the frame of the thread
+    // the IPC fast path switched to, whose kernel stack we move to before
+    // releasing the big kernel lock (x1 != 0): the old thread's stack may
+    // be taken by another CPU as soon as the lock is free.
+    mov     sp, x0
+    cbz     x1, 1f
+    bl      bkl_release
     mov     x0, sp
+1:
     // fall through
 
 // Restores the frame at x0 and returns from the exception.

@@ -2,7 +2,7 @@
 
 mod trap;
 
-pub use trap::{TrapFrame, dump as trap_dump};
+pub use trap::{CallRegs, TrapFrame, dump as trap_dump};
 
 use core::arch::asm;
 
@@ -86,10 +86,26 @@ pub fn fp_restore(state: &FpState) {
 }
 
 /// The user thread-pointer registers: TPIDR_EL0 (user-writable TLS) and
-/// TPIDRRO_EL0 (the UTCB address).
+/// TPIDRRO_EL0 (the UTCB address). Only EL0 reads them, after the
+/// exception return, which synchronises: no barrier needed.
 pub fn set_tls(tpidr: u64, tpidrro: u64) {
-    write_sysreg!("tpidr_el0", tpidr);
-    write_sysreg!("tpidrro_el0", tpidrro);
+    // SAFETY: EL0 thread registers; the kernel does not use them.
+    unsafe {
+        asm!("msr tpidr_el0, {}", "msr tpidrro_el0, {}", in(reg) tpidr, in(reg) tpidrro,
+            options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// CPTR_EL2 (VHE layout) FPEN: 0b11 lets EL0 use FP/SIMD, 0b01 traps its
+/// first use (EC 0x07) so the kernel can load the thread's registers
+/// lazily. EL2 itself is never trapped. The exception return to EL0
+/// synchronises the change.
+pub fn fp_access(enabled: bool) {
+    let fpen: u64 = if enabled { 0b11 } else { 0b01 };
+    // SAFETY: only changes whether EL0 FP/SIMD use traps.
+    unsafe {
+        asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags))
+    };
 }
 
 pub fn tpidr_el0() -> u64 {
@@ -177,8 +193,12 @@ pub fn stack_top(cpu: usize) -> u64 {
 /// threads, EL0 access to the virtual counter.
 pub fn cpu_init(cpu: usize) {
     write_sysreg!("tpidr_el2", cpu as u64);
-    // CPTR_EL2 in its VHE layout: FPEN = 0b11, nothing trapped.
-    write_sysreg!("cptr_el2", 3 << 20);
+    // FP/SIMD: the first use by a thread traps (see kern::fp).
+    fp_access(false);
+    ASID16.store(
+        read_sysreg!("tcr_el2") & (1 << 36) != 0,
+        core::sync::atomic::Ordering::Relaxed,
+    );
     // CNTHCTL_EL2 (VHE layout): EL0PCTEN | EL0VCTEN.
     write_sysreg!("cnthctl_el2", 0b11);
     pmu_init();
@@ -307,13 +327,21 @@ pub fn dcache_clean(va: u64, len: u64) {
     unsafe { asm!("dsb sy", options(nostack)) };
 }
 
-/// Installs a user address space (TTBR0_EL2) with its ASID.
+/// Whether the TLB tags entries with 16-bit ASIDs (TCR_EL2.AS).
+static ASID16: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Installs a user address space (TTBR0_EL2) with its ASID. ASIDs are
+/// never reused and page-table changes invalidate what they replace, so
+/// the TLB may keep other spaces' entries; only with 8-bit ASIDs, where
+/// our 16-bit numbers alias, the entries of this ASID are dropped.
 pub fn set_user_space(root_pa: u64, asid: u16) {
     write_sysreg!("ttbr0_el2", root_pa | (u64::from(asid) << 48));
-    // SAFETY: TLB maintenance for the new ASID; barriers only.
-    unsafe {
-        asm!("tlbi aside1, {}", "dsb ish", "isb", in(reg) u64::from(asid) << 48, options(nostack))
-    };
+    if !ASID16.load(core::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: TLB maintenance for the new ASID; barriers only.
+        unsafe {
+            asm!("tlbi aside1, {}", "dsb ish", "isb", in(reg) u64::from(asid) << 48, options(nostack))
+        };
+    }
 }
 
 /// Makes new kernel mappings visible (no entries were valid before).

@@ -34,15 +34,51 @@ const KINDS: [&str; 16] = [
     "SError (AArch32)",
 ];
 
+/// Where the exception returns to (registers x0 and x1 for entry.S).
+#[repr(C)]
+pub struct Resume {
+    /// The frame to restore.
+    frame: *mut TrapFrame,
+    /// Non-zero: the big kernel lock is still held and entry.S releases it
+    /// once it stands on the kernel stack of `frame`'s thread.
+    release_lock: u64,
+}
+
+/// The registers of a native call: x0, x1, x2 and x8.
+#[derive(Clone, Copy)]
+pub struct CallRegs {
+    pub x0: u64,
+    pub x1: u64,
+    pub x2: u64,
+    pub x8: u64,
+}
+
 #[unsafe(no_mangle)]
-extern "C" fn trap_handler(frame: &mut TrapFrame, kind: u64) {
+extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> Resume {
     match kind {
         5 => crate::kern::irq(false),
         9 => crate::kern::irq(true),
         8 => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
             let far = super::read_sysreg!("far_el2");
-            crate::kern::user_exception(esr, far);
+            // SAFETY: entry.S just saved the frame on this kernel stack; the
+            // kernel only reaches it through the thread (Thread::frame)
+            // while it holds the lock, which it does not yet.
+            let regs = unsafe {
+                let f = &*frame;
+                CallRegs {
+                    x0: f.x[0],
+                    x1: f.x[1],
+                    x2: f.x[2],
+                    x8: f.x[8],
+                }
+            };
+            if let Some(to) = crate::kern::user_exception(esr, far, regs) {
+                return Resume {
+                    frame: to,
+                    release_lock: 1,
+                };
+            }
         }
         _ => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
@@ -52,10 +88,22 @@ extern "C" fn trap_handler(frame: &mut TrapFrame, kind: u64) {
                 KINDS[kind as usize & 15],
                 super::cpu_id()
             );
-            dump(frame, esr, far);
+            // SAFETY: the frame entry.S saved; nothing else uses it, the
+            // kernel stops here.
+            dump(unsafe { &*frame }, esr, far);
             panic!("unhandled exception in the kernel");
         }
     }
+    Resume {
+        frame,
+        release_lock: 0,
+    }
+}
+
+/// The lock release of a fast-path switch (called from entry.S).
+#[unsafe(no_mangle)]
+extern "C" fn bkl_release() {
+    crate::kern::bkl::unlock();
 }
 
 /// Prints a register dump.

@@ -1,0 +1,176 @@
+//! The IPC fast path: a call to a thread that already waits for it, and a
+//! reply-and-wait to a caller that waits for the reply, both with message
+//! words only, on one CPU. It does exactly what the general path
+//! ([`super::invoke::syscall`] with [`super::ipc`]) would do, without its
+//! generality: the message goes UTCB to UTCB, the receiver takes the
+//! sender's place in the run queue, and the CPU returns straight to the
+//! receiver's user registers instead of switching kernel stacks.
+//!
+//! That last step relies on a property of the whole kernel: a thread that
+//! is not running has no kernel state on its stack worth keeping. Every
+//! entry runs to completion, and what follows a switch back to a blocked
+//! thread is only "release the lock and return to user mode". So the
+//! sender's kernel context is reset to that continuation (the one a new
+//! thread starts with), and the receiver's old one is simply dropped.
+//!
+//! Anything unusual (typed items, timeouts other than "never", another
+//! CPU, a lower priority, pending interrupts or senders, a kernel message,
+//! a reschedule already asked for) takes the general path, which remains
+//! the reference for the semantics.
+
+use super::thread::{State, Thread};
+use super::{KObject, Kernel, fp};
+use crate::arch::{self, TrapFrame};
+use kernel_core::kobj::ObjId;
+use l4_abi::utcb::MR_COUNT;
+use l4_abi::{CapRights, MsgTag, Proto, Timeouts, sys};
+
+/// The two IPC operations the fast path knows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Send to a waiting receiver, then wait for its reply.
+    Call,
+    /// Answer the caller waiting for us, then wait for anyone.
+    ReplyAndWait,
+}
+
+/// Tries the fast path for the native IPC call (`x8` selects IPC) of the
+/// current thread with registers `x0..x2`. `Some(frame)`: done, the CPU
+/// now runs the receiver, whose user registers are `frame`; the caller
+/// keeps the big kernel lock until it stands on that thread's kernel
+/// stack. `None`: nothing was changed; take the general path.
+#[inline(never)]
+pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> {
+    let tag = MsgTag(x1);
+    if tag.items() != 0 || !Timeouts::from_reg(x2).recv().is_never() || x0 & sys::RESERVED_MASK != 0
+    {
+        return None;
+    }
+    let cpu = arch::cpu_id();
+    let c = k.cpus.get(cpu)?;
+    if c.need_resched {
+        return None;
+    }
+    let cur = c.current?;
+    let (op, to, label) = match x0 & sys::FLAGS_MASK {
+        sys::CALL if x0 & sys::INVALID_CAP_BIT == 0 => {
+            let Some(KObject::Thread(me)) = k.objs.get(cur) else {
+                return None;
+            };
+            let Some(KObject::Task(task)) = k.objs.get(me.task?) else {
+                return None;
+            };
+            let cap = task.caps.lookup(x0 >> sys::CAP_SHIFT, CapRights::R).ok()?;
+            match k.objs.get(cap.obj)? {
+                // Their own protocols go to the kernel.
+                KObject::Thread(_) if tag.label() != Proto::Thread as i64 => (Op::Call, cap.obj, 0),
+                KObject::Gate(g)
+                    if !(tag.label() == Proto::Kobject as i64
+                        && cap.rights.contains(CapRights::C)) =>
+                {
+                    (Op::Call, g.thread?, g.label)
+                }
+                _ => return None,
+            }
+        }
+        sys::REPLY_AND_WAIT => match k.objs.get(cur) {
+            Some(KObject::Thread(me)) => (Op::ReplyAndWait, me.reply_to?, 0),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let (KObject::Thread(me), KObject::Thread(dest)) = k.objs.get2_mut(cur, to)? else {
+        return None;
+    };
+    let (me, dest): (&mut Thread, &mut Thread) = (me, dest);
+    if !can_hand_over(op, cur, me, dest, cpu) {
+        return None;
+    }
+    let (src, dst) = (me.utcb()?, dest.utcb()?);
+    let h = me.queued?;
+    let new_space = if dest.task == me.task {
+        None
+    } else {
+        Some(dest.task?)
+    };
+
+    // Committed: nothing below fails.
+    let n = (tag.words() as usize).min(MR_COUNT);
+    if n > 0 {
+        dst.mr[..n].copy_from_slice(&src.mr[..n]);
+    }
+    dest.set_result(0, MsgTag::new(tag.label(), n as u32, 0, 0), label);
+    if op == Op::Call {
+        dest.reply_to = Some(cur);
+        me.state = State::Reply { from: to };
+    } else {
+        me.reply_to = None;
+        me.state = State::Recv { from: None };
+    }
+    me.deadline = None;
+    dest.deadline = None;
+    dest.state = State::Ready;
+    me.queued = None;
+    dest.queued = Some(h);
+
+    // The switch: what `schedule` and `switch_context` would do.
+    let now = arch::counter();
+    me.cpu_time += now.saturating_sub(me.ran_since);
+    me.running_on = None;
+    me.tpidr_el0 = arch::tpidr_el0();
+    fp::leave(me, cpu);
+    me.reset_kernel_context();
+    dest.ran_since = now;
+    dest.running_on = Some(cpu);
+    arch::set_tls(dest.tpidr_el0, dest.utcb_uva);
+    let frame: *mut TrapFrame = dest.frame();
+    let prio = dest.sched.prio;
+
+    let c = &mut k.cpus[cpu];
+    // The receiver takes the sender's place (the head of the highest
+    // level); a higher priority moves it up to a level of its own, as
+    // every level above the sender's is empty.
+    if c.rq.replace(h, to).is_some_and(|(_, p)| p != prio) {
+        c.rq.set_prio(h, prio);
+    }
+    c.current = Some(to);
+    fp::enter(c);
+    if let Some(task) = new_space {
+        switch_space(k, cpu, task);
+    }
+    Some(frame)
+}
+
+/// Installs the address space of `task` on CPU `cpu` unless it is there.
+#[inline(never)]
+fn switch_space(k: &mut Kernel, cpu: usize, task: ObjId) {
+    if let Some(KObject::Task(t)) = k.objs.get(task)
+        && k.cpus[cpu].space != Some(t.asid)
+    {
+        arch::set_user_space(t.pt_root, t.asid);
+        k.cpus[cpu].space = Some(t.asid);
+    }
+}
+
+/// Whether `me` (thread `cur`, running here) can hand the CPU straight to
+/// `dest` for `op`.
+#[inline(always)]
+fn can_hand_over(op: Op, cur: ObjId, me: &Thread, dest: &Thread, cpu: usize) -> bool {
+    let waits = match (op, dest.state) {
+        (Op::Call, State::Recv { from }) => from.is_none_or(|f| f == cur),
+        // The general path delivers a waiting sender or interrupt at once.
+        (Op::ReplyAndWait, State::Reply { from }) => {
+            from == cur && me.senders.is_empty() && me.pending_irqs.is_empty()
+        }
+        _ => false,
+    };
+    waits
+        && dest.cpu == cpu
+        && dest.running_on.is_none()
+        && dest.queued.is_none()
+        && dest.kmsg.is_none()
+        && dest.pending.is_none()
+        && me.kmsg.is_none()
+        && me.pending.is_none()
+        && dest.sched.prio >= me.sched.prio
+}
