@@ -54,16 +54,16 @@ impl fmt::Debug for ObjId {
 #[derive(Debug, PartialEq, Eq)]
 pub struct ArenaFull<T>(pub T);
 
-enum Entry<T> {
-    Occupied(T),
-    Free { next: Option<u32> },
-    Retired,
-}
-
+/// One slot: the object while it lives; a free slot links to the next
+/// free one; a slot whose generation ran out stays empty for good.
 struct Slot<T> {
     generation: u32,
-    entry: Entry<T>,
+    /// The next free slot (`NO_SLOT`: none) while this one is free.
+    next_free: u32,
+    value: Option<T>,
 }
+
+const NO_SLOT: u32 = u32::MAX;
 
 /// A set of objects addressed by [`ObjId`]s, with at most `limit` slots.
 pub struct Arena<T> {
@@ -98,31 +98,32 @@ impl<T> Arena<T> {
 
     /// Whether [`Arena::insert`] would succeed.
     pub fn has_room(&self) -> bool {
-        self.free.is_some() || self.slots.len() < self.limit.min(u32::MAX as usize)
+        self.free.is_some() || self.slots.len() < self.limit.min(NO_SLOT as usize)
     }
 
     /// Inserts an object; fails when every slot is in use (or retired).
     pub fn insert(&mut self, value: T) -> Result<ObjId, ArenaFull<T>> {
         if let Some(slot) = self.free {
             let s = &mut self.slots[slot as usize];
-            let Entry::Free { next } = s.entry else {
-                unreachable!("free list points at a used slot")
-            };
-            self.free = next;
-            s.entry = Entry::Occupied(value);
+            debug_assert!(s.value.is_none(), "free list points at a used slot");
+            self.free = (s.next_free != NO_SLOT).then_some(s.next_free);
+            s.next_free = NO_SLOT;
+            s.value = Some(value);
             self.len += 1;
             return Ok(ObjId {
                 slot,
                 generation: s.generation,
             });
         }
-        if self.slots.len() >= self.limit.min(u32::MAX as usize) {
+        // Slot numbers stay below NO_SLOT.
+        if self.slots.len() >= self.limit.min(NO_SLOT as usize) {
             return Err(ArenaFull(value));
         }
         let slot = self.slots.len() as u32;
         self.slots.push(Slot {
             generation: 0,
-            entry: Entry::Occupied(value),
+            next_free: NO_SLOT,
+            value: Some(value),
         });
         self.len += 1;
         Ok(ObjId {
@@ -132,30 +133,30 @@ impl<T> Arena<T> {
     }
 
     /// The object, if `id` is still alive.
+    #[inline]
     pub fn get(&self, id: ObjId) -> Option<&T> {
-        match self.slots.get(id.slot as usize) {
-            Some(Slot {
-                generation,
-                entry: Entry::Occupied(v),
-            }) if *generation == id.generation => Some(v),
-            _ => None,
+        let s = self.slots.get(id.slot as usize)?;
+        if s.generation == id.generation {
+            s.value.as_ref()
+        } else {
+            None
         }
     }
 
     /// The object, mutably, if `id` is still alive.
+    #[inline]
     pub fn get_mut(&mut self, id: ObjId) -> Option<&mut T> {
-        match self.slots.get_mut(id.slot as usize) {
-            Some(Slot {
-                generation,
-                entry: Entry::Occupied(v),
-            }) if *generation == id.generation => Some(v),
-            _ => None,
+        let s = self.slots.get_mut(id.slot as usize)?;
+        if s.generation == id.generation {
+            s.value.as_mut()
+        } else {
+            None
         }
     }
 
     /// Two distinct live objects, both mutably; `None` if either is dead
     /// or `a == b` names the same slot.
-    #[inline]
+    #[inline(always)]
     pub fn get2_mut(&mut self, a: ObjId, b: ObjId) -> Option<(&mut T, &mut T)> {
         let (i, j) = (a.slot as usize, b.slot as usize);
         if i == j || i >= self.slots.len() || j >= self.slots.len() {
@@ -167,19 +168,10 @@ impl<T> Arena<T> {
         } else {
             (&mut hi[0], &mut lo[j])
         };
-        match (si, sj) {
-            (
-                Slot {
-                    generation: gi,
-                    entry: Entry::Occupied(x),
-                },
-                Slot {
-                    generation: gj,
-                    entry: Entry::Occupied(y),
-                },
-            ) if *gi == a.generation && *gj == b.generation => Some((x, y)),
-            _ => None,
+        if si.generation != a.generation || sj.generation != b.generation {
+            return None;
         }
+        Some((si.value.as_mut()?, sj.value.as_mut()?))
     }
 
     /// Whether `id` is alive.
@@ -191,22 +183,15 @@ impl<T> Arena<T> {
     pub fn remove(&mut self, id: ObjId) -> Option<T> {
         self.get(id)?;
         let s = &mut self.slots[id.slot as usize];
-        let next_entry = match s.generation.checked_add(1) {
-            Some(g) => {
-                s.generation = g;
-                Entry::Free { next: self.free }
-            }
-            None => Entry::Retired,
-        };
-        let reusable = matches!(next_entry, Entry::Free { .. });
-        let Entry::Occupied(v) = core::mem::replace(&mut s.entry, next_entry) else {
-            unreachable!()
-        };
-        if reusable {
+        let v = s.value.take();
+        if let Some(g) = s.generation.checked_add(1) {
+            s.generation = g;
+            s.next_free = self.free.unwrap_or(NO_SLOT);
             self.free = Some(id.slot);
         }
+        // Otherwise the slot is retired: it is never handed out again.
         self.len -= 1;
-        Some(v)
+        v
     }
 
     /// The number of live objects.
@@ -221,36 +206,24 @@ impl<T> Arena<T> {
 
     /// The live objects with their ids.
     pub fn iter(&self) -> impl Iterator<Item = (ObjId, &T)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match &s.entry {
-                Entry::Occupied(v) => Some((
-                    ObjId {
-                        slot: i as u32,
-                        generation: s.generation,
-                    },
-                    v,
-                )),
-                _ => None,
-            })
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let id = ObjId {
+                slot: i as u32,
+                generation: s.generation,
+            };
+            s.value.as_ref().map(|v| (id, v))
+        })
     }
 
     /// Every live object, mutably, with its id.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ObjId, &mut T)> {
-        self.slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, s)| match &mut s.entry {
-                Entry::Occupied(v) => Some((
-                    ObjId {
-                        slot: i as u32,
-                        generation: s.generation,
-                    },
-                    v,
-                )),
-                _ => None,
-            })
+        self.slots.iter_mut().enumerate().filter_map(|(i, s)| {
+            let id = ObjId {
+                slot: i as u32,
+                generation: s.generation,
+            };
+            s.value.as_mut().map(|v| (id, v))
+        })
     }
 
     #[cfg(test)]

@@ -13,29 +13,30 @@ static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
 
 /// Takes the lock (ticket order, so every CPU gets its turn).
 pub fn lock() {
-    let me = crate::arch::cpu_id();
-    debug_assert_ne!(
-        OWNER.load(Ordering::Relaxed),
-        me,
-        "BKL taken twice on one CPU"
-    );
+    debug_assert!(!held_here(), "BKL taken twice on one CPU");
     let ticket = NEXT.fetch_add(1, Ordering::Relaxed);
     while SERVING.load(Ordering::Acquire) != ticket {
         // Sleep until some CPU signals an unlock (on an emulator this also
         // yields the host thread to the CPU holding the lock).
         crate::arch::wait_for_event();
     }
-    OWNER.store(me, Ordering::Relaxed);
+    if cfg!(debug_assertions) {
+        OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
+    }
 }
 
 pub fn unlock() {
-    OWNER.store(NOBODY, Ordering::Relaxed);
+    if cfg!(debug_assertions) {
+        OWNER.store(NOBODY, Ordering::Relaxed);
+    }
     SERVING.fetch_add(1, Ordering::Release);
     crate::arch::send_event();
 }
 
+/// Whether this CPU holds the lock. Only tracked in debug builds (for
+/// assertions); always false in release builds.
 pub fn held_here() -> bool {
-    OWNER.load(Ordering::Relaxed) == crate::arch::cpu_id()
+    cfg!(debug_assertions) && OWNER.load(Ordering::Relaxed) == crate::arch::cpu_id()
 }
 
 /// Kernel state that only the holder of the big kernel lock touches.

@@ -39,7 +39,7 @@ enum Op {
 /// now runs the receiver, whose user registers are `frame`; the caller
 /// keeps the big kernel lock until it stands on that thread's kernel
 /// stack. `None`: nothing was changed; take the general path.
-#[inline(never)]
+#[inline(always)]
 pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> {
     let tag = MsgTag(x1);
     if tag.items() != 0 || !Timeouts::from_reg(x2).recv().is_never() || x0 & sys::RESERVED_MASK != 0
@@ -88,11 +88,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     }
     let (src, dst) = (me.utcb()?, dest.utcb()?);
     let h = me.queued?;
-    let new_space = if dest.task == me.task {
-        None
-    } else {
-        Some(dest.task?)
-    };
+    let space = dest.space?;
 
     // Committed: nothing below fails.
     let n = (tag.words() as usize).min(MR_COUNT);
@@ -135,21 +131,8 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     }
     c.current = Some(to);
     fp::enter(c);
-    if let Some(task) = new_space {
-        switch_space(k, cpu, task);
-    }
+    k.switch_space(cpu, space);
     Some(frame)
-}
-
-/// Installs the address space of `task` on CPU `cpu` unless it is there.
-#[inline(never)]
-fn switch_space(k: &mut Kernel, cpu: usize, task: ObjId) {
-    if let Some(KObject::Task(t)) = k.objs.get(task)
-        && k.cpus[cpu].space != Some(t.asid)
-    {
-        arch::set_user_space(t.pt_root, t.asid);
-        k.cpus[cpu].space = Some(t.asid);
-    }
 }
 
 /// Whether `me` (thread `cur`, running here) can hand the CPU straight to
@@ -164,13 +147,15 @@ fn can_hand_over(op: Op, cur: ObjId, me: &Thread, dest: &Thread, cpu: usize) -> 
         }
         _ => false,
     };
+    // A blocked thread is neither queued nor running, and has no pending
+    // ex_regs (those wait for a running thread's next entry, which would
+    // have applied them before it blocked); a thread in a system call has
+    // no kernel message of its own.
+    debug_assert!(!waits || (dest.running_on.is_none() && dest.queued.is_none()));
+    debug_assert!(dest.pending.is_none() && me.kmsg.is_none());
     waits
         && dest.cpu == cpu
-        && dest.running_on.is_none()
-        && dest.queued.is_none()
         && dest.kmsg.is_none()
-        && dest.pending.is_none()
-        && me.kmsg.is_none()
         && me.pending.is_none()
         && dest.sched.prio >= me.sched.prio
 }

@@ -505,22 +505,7 @@ fn thread_op(
             if flags & tc::BIND_TASK != 0 {
                 let (bind, r) = item_cap(k, task, tag, m, 0)?;
                 need(r, CapRights::W)?;
-                let uva = m[tc::MR_BIND_UTCB];
-                let kva = k
-                    .task(bind)
-                    .ok_or(Error::Inval)?
-                    .utcb_kva(uva)
-                    .ok_or(Error::Inval)?;
-                if k.t(th).task.is_some() {
-                    return Err(Error::Busy);
-                }
-                let t = k.t(th);
-                t.task = Some(bind);
-                t.utcb_uva = uva;
-                t.utcb_kva = kva;
-                if let Some(tk) = k.task_mut(bind) {
-                    tk.threads.push(th);
-                }
+                k.bind_thread(th, bind, m[tc::MR_BIND_UTCB])?;
             }
             if flags & tc::SET_PAGER != 0 {
                 k.t(th).pager = m[tc::MR_PAGER] >> l4_abi::sys::CAP_SHIFT;
@@ -1038,21 +1023,14 @@ pub fn create_root_task(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<
         .objs
         .insert(KObject::Thread(Box::new(th)))
         .map_err(|_| Error::NoMem)?;
-    let kva = k
-        .task(task)
-        .and_then(|t| t.utcb_kva(ROOT_UTCB_AREA))
-        .ok_or(Error::Inval)?;
+    k.bind_thread(th, task, ROOT_UTCB_AREA)?;
     {
         let t = k.t(th);
-        t.task = Some(task);
-        t.utcb_uva = ROOT_UTCB_AREA;
-        t.utcb_kva = kva;
         t.has_regs = true;
         let f = t.frame();
         f.elr = info.roottask.entry;
         f.sp_el0 = ROOT_STACK_TOP;
     }
-    k.task_mut(task).ok_or(Error::Inval)?.threads.push(th);
     let fac = k
         .objs
         .insert(KObject::Factory(Factory {

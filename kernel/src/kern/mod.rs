@@ -187,6 +187,37 @@ impl Kernel {
             .expect("no current thread")
     }
 
+    /// Binds thread `th` to task `task` with its UTCB at user address
+    /// `utcb` (in the task's UTCB area). A thread is bound once.
+    pub fn bind_thread(&mut self, th: ObjId, task: ObjId, utcb: u64) -> Result<(), Error> {
+        let tk = self.task(task).ok_or(Error::Inval)?;
+        let kva = tk.utcb_kva(utcb).ok_or(Error::Inval)?;
+        let space = thread::Space {
+            root: tk.pt_root,
+            asid: tk.asid,
+        };
+        let t = self.thread_mut(th).ok_or(Error::Inval)?;
+        if t.task.is_some() {
+            return Err(Error::Busy);
+        }
+        t.task = Some(task);
+        t.space = Some(space);
+        t.utcb_uva = utcb;
+        t.utcb_kva = kva;
+        if let Some(tk) = self.task_mut(task) {
+            tk.threads.push(th);
+        }
+        Ok(())
+    }
+
+    /// Installs the address space `space` on CPU `cpu` unless it is there.
+    pub fn switch_space(&mut self, cpu: usize, space: thread::Space) {
+        if self.cpus[cpu].space != Some(space.asid) {
+            arch::set_user_space(space.root, space.asid);
+            self.cpus[cpu].space = Some(space.asid);
+        }
+    }
+
     pub fn alloc_asid(&mut self) -> Option<u16> {
         // ASIDs are not reused yet: 65535 tasks per boot.
         let a = self.next_asid;
@@ -412,12 +443,8 @@ pub fn schedule() {
                 t.running_on = Some(cpu);
                 t.ran_since = arch::counter();
                 arch::set_tls(t.tpidr_el0, t.utcb_uva);
-                let task = t.task;
-                if let Some(task) = task.and_then(|id| k.task(id))
-                    && k.cpus[cpu].space != Some(task.asid)
-                {
-                    arch::set_user_space(task.pt_root, task.asid);
-                    k.cpus[cpu].space = Some(task.asid);
+                if let Some(space) = t.space {
+                    k.switch_space(cpu, space);
                 }
                 &k.t(n).kctx
             }
@@ -497,20 +524,26 @@ extern "C" fn thread_started() {
 /// registers of a native call. `Some(frame)`: the IPC fast path switched
 /// this CPU to the thread of `frame`, and the big kernel lock is still
 /// held (entry.S releases it).
+#[inline(always)]
 pub fn user_exception(
     esr: kernel_core::esr::Esr,
-    far: u64,
     regs: arch::CallRegs,
 ) -> Option<*mut arch::TrapFrame> {
-    use kernel_core::esr::ec;
     bkl::lock();
-    let native = esr.ec() == ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE;
+    let native = esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE;
     if native && regs.x8 == l4_abi::sys::X8_IPC {
         let fast = with(|k| fastpath::ipc(k, regs.x0, regs.x1, regs.x2));
         if fast.is_some() {
             return fast;
         }
     }
+    user_exception_slow(esr, regs, native);
+    None
+}
+
+/// The general path of [`user_exception`], BKL held; releases it.
+#[inline(never)]
+fn user_exception_slow(esr: kernel_core::esr::Esr, regs: arch::CallRegs, native: bool) {
     with(|k| {
         let cur = k.current();
         let Some(t) = k.thread(cur) else {
@@ -523,10 +556,10 @@ pub fn user_exception(
         }
         if native {
             invoke::syscall(k, cur, regs);
-        } else if esr.ec() == ec::FP_ACCESS {
+        } else if esr.ec() == kernel_core::esr::ec::FP_ACCESS {
             fp::trap(k, cur);
         } else {
-            ipc::raise_fault(k, cur, esr, far);
+            ipc::raise_fault(k, cur, esr, arch::fault_address());
         }
     });
     let resched = with(|k| {
@@ -539,7 +572,6 @@ pub fn user_exception(
         schedule();
     }
     bkl::unlock();
-    None
 }
 
 /// Applies an ex_regs change to a thread whose registers are saved (not

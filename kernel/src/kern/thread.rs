@@ -11,6 +11,14 @@ use l4_abi::MsgTag;
 pub const KSTACK_PAGES: usize = 4;
 pub const KSTACK_SIZE: u64 = KSTACK_PAGES as u64 * mm::PAGE;
 
+/// A task's address space as the MMU needs it: translation-table root and
+/// ASID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    pub root: u64,
+    pub asid: u16,
+}
+
 /// Where a thread stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -55,6 +63,8 @@ pub struct Thread {
     /// The CPU `fp` was last saved on.
     pub fp_saved_on: Option<usize>,
     pub task: Option<ObjId>,
+    /// The address space of `task` (fixed for the task's life).
+    pub space: Option<Space>,
     pub utcb_uva: u64,
     pub utcb_kva: u64,
     pub tpidr_el0: u64,
@@ -107,6 +117,7 @@ impl Thread {
             fp_live: false,
             fp_saved_on: None,
             task: None,
+            space: None,
             utcb_uva: 0,
             utcb_kva: 0,
             tpidr_el0: 0,

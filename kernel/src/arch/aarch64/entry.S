@@ -99,7 +99,12 @@ trap_common:
     stp     x2, x3, [sp, #256]
     mov     x1, x0
     mov     x0, sp
+    cmp     x1, #8                  // synchronous, from EL0: system calls
+    b.eq    2f
     bl      trap_handler
+    b       3f
+2:  bl      user_sync_handler
+3:
     // x0 = the frame to return from: our own, or the frame of the thread
     // the IPC fast path switched to, whose kernel stack we move to before
     // releasing the big kernel lock (x1 != 0): the old thread's stack may

@@ -218,6 +218,11 @@ fn pmu_init() {
     write_sysreg!("pmcr_el0", (1 << 0) | (1 << 2) | (1 << 6));
 }
 
+/// The faulting address of the current synchronous exception (FAR_EL2).
+pub fn fault_address() -> u64 {
+    read_sysreg!("far_el2")
+}
+
 pub fn cpu_id() -> usize {
     read_sysreg!("tpidr_el2") as usize
 }

@@ -53,33 +53,40 @@ pub struct CallRegs {
     pub x8: u64,
 }
 
+/// A synchronous exception from EL0 (vector 8): system calls, faults.
+#[unsafe(no_mangle)]
+extern "C" fn user_sync_handler(frame: *mut TrapFrame) -> Resume {
+    let esr = Esr(super::read_sysreg!("esr_el2"));
+    // SAFETY: entry.S just saved the frame on this kernel stack; the
+    // kernel only reaches it through the thread (Thread::frame) while it
+    // holds the lock, which it does not yet.
+    let regs = unsafe {
+        let f = &*frame;
+        CallRegs {
+            x0: f.x[0],
+            x1: f.x[1],
+            x2: f.x[2],
+            x8: f.x[8],
+        }
+    };
+    match crate::kern::user_exception(esr, regs) {
+        Some(to) => Resume {
+            frame: to,
+            release_lock: 1,
+        },
+        None => Resume {
+            frame,
+            release_lock: 0,
+        },
+    }
+}
+
+/// Every other exception (entry.S).
 #[unsafe(no_mangle)]
 extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> Resume {
     match kind {
         5 => crate::kern::irq(false),
         9 => crate::kern::irq(true),
-        8 => {
-            let esr = Esr(super::read_sysreg!("esr_el2"));
-            let far = super::read_sysreg!("far_el2");
-            // SAFETY: entry.S just saved the frame on this kernel stack; the
-            // kernel only reaches it through the thread (Thread::frame)
-            // while it holds the lock, which it does not yet.
-            let regs = unsafe {
-                let f = &*frame;
-                CallRegs {
-                    x0: f.x[0],
-                    x1: f.x[1],
-                    x2: f.x[2],
-                    x8: f.x[8],
-                }
-            };
-            if let Some(to) = crate::kern::user_exception(esr, far, regs) {
-                return Resume {
-                    frame: to,
-                    release_lock: 1,
-                };
-            }
-        }
         _ => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
             let far = super::read_sysreg!("far_el2");
