@@ -36,7 +36,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     if let Some(w) = unknown {
         kprintln!("kernel: ignoring unknown option '{}'", w);
     }
-    let _ = opts;
+    kern::set_fast_path(!opts.nofastpath);
     irq::init(&plat);
     arch::timer_init(plat.timer_irq);
     kprintln!(

@@ -11,6 +11,9 @@ pub struct Options {
     pub wait: bool,
     /// `-kmemsize=<KiB>`: kernel memory to reserve.
     pub kmem_kib: Option<u64>,
+    /// `-nofastpath` (ours): every IPC takes the general path, e.g. to
+    /// measure what the fast path saves.
+    pub nofastpath: bool,
 }
 
 /// Parses the command line; returns the options and the first word it did
@@ -23,6 +26,7 @@ pub fn parse(line: &str) -> (Options, Option<&str>) {
             "-serial_esc" => o.serial_esc = true,
             "-nojdb" => o.nojdb = true,
             "-wait" => o.wait = true,
+            "-nofastpath" => o.nofastpath = true,
             w => match w.strip_prefix("-kmemsize=").map(str::parse) {
                 Some(Ok(k)) => o.kmem_kib = Some(k),
                 _ => unknown = unknown.or(Some(w)),
@@ -42,8 +46,8 @@ mod tests {
         assert!(o.serial_esc && !o.nojdb && !o.wait);
         assert_eq!(o.kmem_kib, Some(4096));
         assert_eq!(u, None);
-        let (o, u) = parse("-wait -bogus -kmemsize=x");
-        assert!(o.wait);
+        let (o, u) = parse("-wait -bogus -kmemsize=x -nofastpath");
+        assert!(o.wait && o.nofastpath);
         assert_eq!(u, Some("-bogus"));
         assert_eq!(parse(""), (Options::default(), None));
     }

@@ -21,9 +21,13 @@
 use super::thread::{State, Thread};
 use super::{KObject, Kernel, fp};
 use crate::arch::{self, TrapFrame};
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel_core::kobj::ObjId;
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, MsgTag, Proto, Timeouts, sys};
+
+/// Off with the kernel option `-nofastpath`.
+pub static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// The two IPC operations the fast path knows.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,9 @@ enum Op {
 /// stack. `None`: nothing was changed; take the general path.
 #[inline(always)]
 pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
     let tag = MsgTag(x1);
     if tag.items() != 0 || !Timeouts::from_reg(x2).recv().is_never() || x0 & sys::RESERVED_MASK != 0
     {

@@ -127,6 +127,11 @@ pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
     f(unsafe { k() })
 }
 
+/// Turns the IPC fast path on or off (kernel option `-nofastpath`).
+pub fn set_fast_path(on: bool) {
+    fastpath::ENABLED.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Sets up the kernel state for `ncpus` CPUs. Boot CPU, BKL held.
 pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
     BOOTINFO.call_once(|| (info, info_pa));
@@ -473,14 +478,27 @@ pub fn idle_loop() -> ! {
             continue;
         }
         // Wait with interrupts masked (a pending one still ends the wait),
-        // then take what is pending: nothing can slip in between.
+        // then take what is pending: nothing can slip in between. Only the
+        // timekeeper CPU ticks while idle (it expires the timeouts); the
+        // others sleep until an IPI brings them work, and take no part in
+        // the lock meanwhile.
+        let tickless = arch::cpu_id() != TIMEKEEPER;
+        if tickless {
+            arch::timer_pause();
+        }
         bkl::unlock();
         arch::wait_for_interrupt();
         arch::irq_enable();
         arch::irq_disable();
         bkl::lock();
+        if tickless {
+            arch::timer_resume();
+        }
     }
 }
+
+/// The CPU whose tick never stops (timeouts expire on any CPU's tick).
+const TIMEKEEPER: usize = 0;
 
 /// Interrupt entry (from EL0 or from idle). Takes the BKL unless this CPU
 /// holds it already (the idle loop releases it before waiting, so it does

@@ -288,6 +288,17 @@ pub fn timer_tick() {
     timer_rearm();
 }
 
+/// Stops this CPU's tick (an idle CPU that other CPUs wake by IPI).
+pub fn timer_pause() {
+    write_sysreg!("cnthp_ctl_el2", 0);
+}
+
+/// Restarts this CPU's tick, a full period from now.
+pub fn timer_resume() {
+    timer_rearm();
+    write_sysreg!("cnthp_ctl_el2", 1);
+}
+
 fn timer_rearm() {
     write_sysreg!("cnthp_tval_el2", counter_freq() * TICK_US / 1_000_000);
 }
