@@ -108,6 +108,24 @@ pub fn free_bytes() -> u64 {
     FREE_PAGES.load(Ordering::Relaxed) * PAGE
 }
 
+/// Size of the kernel heap.
+pub fn heap_bytes() -> u64 {
+    HEAP.lock().stats_total_bytes() as u64
+}
+
+/// Whether the kernel heap can give `bytes` more to one operation and
+/// still keep its reserve: what the kernel itself needs to finish any
+/// operation already under way and to clean up (a thirty-second of the
+/// heap, at least 256 KiB). User-driven growth (objects, mappings,
+/// capability slots) asks first and is refused with `NoMem` beyond it, so
+/// an allocation failure (which would stop the kernel) cannot be reached.
+pub fn heap_allows(bytes: u64) -> bool {
+    let h = HEAP.lock();
+    let total = h.stats_total_bytes() as u64;
+    let free = total - h.stats_alloc_actual() as u64;
+    free >= (total / 32).max(256 << 10) + bytes
+}
+
 /// Translation tables in frames from [`alloc_frame`], reached through the
 /// linear map.
 pub struct FrameTables;

@@ -28,6 +28,7 @@ tests! {
     "mapping.unowned_memory_maps_nothing" => unowned_memory,
     "mapping.superpage" => superpage,
     "mapping.capability_chain_revoked" => capability_chain,
+    "mapping.kernel_memory_exhaustion_refused" => kmem_exhaustion,
 }
 
 /// The PL031 real-time clock of QEMU's virt machine.
@@ -327,4 +328,45 @@ fn capability_chain() -> R {
     }
     ensure!(valid(k.idx())?, "the named capability went too");
     Ok(())
+}
+
+/// Mapping without end runs the kernel out of memory for its mapping
+/// database: the kernel refuses the map that does not fit (and keeps
+/// running); deleting the task gives the memory back.
+fn kmem_exhaustion() -> R {
+    /// Far more 2 MiB mappings than any kernel heap holds the records of.
+    const LIMIT: u64 = 1 << 16;
+    const BASE: u64 = 0x2000_0000_0000;
+    let p = Page::new(21)?;
+    p.write(0, marker(0x20a));
+    let map = |s: &Space, i: u64| {
+        s.cap()
+            .map_mem(base::TASK, p.addr(), 21, MemRights::RW, BASE + (i << 21))
+    };
+    let s = Space::new()?;
+    let mut n = 0;
+    let err = loop {
+        if n == LIMIT {
+            fail!("{LIMIT} mappings of 2 MiB went through");
+        }
+        match map(&s, n) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    ensure!(n > 0, "the first mapping failed: {err:?}");
+    ensure_eq!(err, l4::Error::NoMem, "error after {n} mappings");
+    drop(s);
+    // The memory came back: the same again works.
+    let s = Space::new()?;
+    for i in 0..n.min(64) {
+        if let Err(e) = map(&s, i) {
+            fail!("map {i} after deleting the first task: {e:?}");
+        }
+    }
+    expect_value(
+        rt::probe_read(Some(&s), BASE)?,
+        marker(0x20a),
+        "read in the second task",
+    )
 }

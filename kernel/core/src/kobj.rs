@@ -89,6 +89,11 @@ impl<T> Arena<T> {
         Arena::with_limit(u32::MAX as usize)
     }
 
+    /// Heap bytes one slot takes (for sizing [`Arena::with_limit`]).
+    pub const fn slot_bytes() -> usize {
+        core::mem::size_of::<Slot<T>>()
+    }
+
     /// Reserves room for `n` more slots, so that inserting does not
     /// allocate until they are used.
     pub fn reserve(&mut self, n: usize) {

@@ -121,6 +121,21 @@ pub enum Change<S> {
     Rights(Mapping<S>),
 }
 
+/// Where the database reports its [`Change`]s, as they happen: the kernel
+/// applies each at once (nothing is collected, so an operation on a
+/// million mappings needs no memory in proportion); tests collect them in
+/// a `Vec`.
+pub trait ChangeSink<S> {
+    /// One change, to be applied now.
+    fn change(&mut self, c: Change<S>);
+}
+
+impl<S> ChangeSink<S> for Vec<Change<S>> {
+    fn change(&mut self, c: Change<S>) {
+        self.push(c);
+    }
+}
+
 /// Why a database operation was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapDbError {
@@ -188,6 +203,20 @@ impl<S: Copy + Ord> MapDb<S> {
         }
     }
 
+    /// A database that holds `limit` mappings, with the room for their
+    /// records reserved now (it never grows, so it never needs a large
+    /// allocation later).
+    pub fn with_capacity(limit: usize) -> MapDb<S> {
+        let mut db = MapDb::with_limit(limit);
+        db.nodes.reserve(limit);
+        db
+    }
+
+    /// Heap bytes the record of one mapping takes, besides its index entry.
+    pub const fn node_bytes() -> usize {
+        Arena::<Node<S>>::slot_bytes()
+    }
+
     /// The number of mappings.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -241,11 +270,56 @@ impl<S: Copy + Ord> MapDb<S> {
             .filter_map(|(_, id)| self.get(*id))
     }
 
-    /// The nodes of `space` and `kind` overlapping `[addr, last]`, in
-    /// descending address order.
-    fn overlapping(&self, space: S, kind: Kind, addr: u64, order: u8) -> Vec<NodeId> {
+    /// The node of `space` and `kind` overlapping `[addr, last(addr, order)]`
+    /// that starts highest at or below `below`. Nodes of one space never
+    /// overlap, so stepping `below` down past each node's start visits all
+    /// overlapping nodes in descending order, whatever happens to them.
+    fn overlapping_below(
+        &self,
+        space: S,
+        kind: Kind,
+        addr: u64,
+        order: u8,
+        below: u64,
+    ) -> Option<NodeId> {
+        let end = last(addr, order).min(below);
+        let (_, &id) = self
+            .index
+            .range((space, kind, 0)..=(space, kind, end))
+            .next_back()?;
+        let m = self
+            .nodes
+            .get(id.0)
+            .expect("mapdb: index points at a dead node")
+            .m;
+        (last(m.addr, m.order) >= addr).then_some(id)
+    }
+
+    /// Calls `f` for each node of `space` and `kind` overlapping
+    /// `[addr, last(addr, order)]`, highest first; `f` may change or remove
+    /// the node it is given. Stops early when `f` says so.
+    fn each_overlapping(
+        &mut self,
+        space: S,
+        kind: Kind,
+        addr: u64,
+        order: u8,
+        mut f: impl FnMut(&mut Self, NodeId, Mapping<S>) -> core::ops::ControlFlow<()>,
+    ) {
+        let mut below = u64::MAX;
+        while let Some(id) = self.overlapping_below(space, kind, addr, order, below) {
+            let m = self.nodes.get(id.0).expect("mapdb: overlapping node").m;
+            if f(self, id, m).is_break() || m.addr <= addr {
+                return;
+            }
+            below = m.addr - 1;
+        }
+    }
+
+    /// Whether a node overlapping the range is `keep` or one of its
+    /// ancestors (which a mapping there would revoke).
+    fn overlaps_ancestor(&self, space: S, kind: Kind, addr: u64, order: u8, keep: NodeId) -> bool {
         let end = last(addr, order);
-        let mut v = Vec::new();
         for (_, &id) in self
             .index
             .range((space, kind, 0)..=(space, kind, end))
@@ -257,11 +331,28 @@ impl<S: Copy + Ord> MapDb<S> {
                 .expect("mapdb: index points at a dead node")
                 .m;
             if last(m.addr, m.order) < addr {
-                break;
+                return false;
             }
-            v.push(id);
+            if self.is_ancestor_or_self(id, keep) {
+                return true;
+            }
         }
-        v
+        false
+    }
+
+    /// Removes every mapping overlapping the range, with what derives from it.
+    fn clear_range(
+        &mut self,
+        space: S,
+        kind: Kind,
+        addr: u64,
+        order: u8,
+        changes: &mut impl ChangeSink<S>,
+    ) {
+        self.each_overlapping(space, kind, addr, order, |db, id, _| {
+            db.revoke(id, ALL_RIGHTS, true, changes);
+            core::ops::ControlFlow::Continue(())
+        });
     }
 
     fn is_ancestor_or_self(&self, a: NodeId, mut n: NodeId) -> bool {
@@ -340,19 +431,14 @@ impl<S: Copy + Ord> MapDb<S> {
         addr: u64,
         order: u8,
         keep: Option<NodeId>,
-        changes: &mut Vec<Change<S>>,
+        changes: &mut impl ChangeSink<S>,
     ) -> Result<(), MapDbError> {
-        let victims = self.overlapping(space, kind, addr, order);
         if let Some(k) = keep
-            && victims.iter().any(|&v| self.is_ancestor_or_self(v, k))
+            && self.overlaps_ancestor(space, kind, addr, order, k)
         {
             return Err(MapDbError::Overlap);
         }
-        for v in victims {
-            if self.nodes.contains(v.0) {
-                self.revoke(v, ALL_RIGHTS, true, changes);
-            }
-        }
+        self.clear_range(space, kind, addr, order, changes);
         Ok(())
     }
 
@@ -365,7 +451,7 @@ impl<S: Copy + Ord> MapDb<S> {
         range: Range,
         rights: u8,
         origin: u64,
-        changes: &mut Vec<Change<S>>,
+        changes: &mut impl ChangeSink<S>,
     ) -> Result<NodeId, MapDbError> {
         let Range { kind, addr, order } = range;
         if order > 63 {
@@ -405,7 +491,7 @@ impl<S: Copy + Ord> MapDb<S> {
         &mut self,
         parent: NodeId,
         req: MapReq<S>,
-        changes: &mut Vec<Change<S>>,
+        changes: &mut impl ChangeSink<S>,
     ) -> Result<NodeId, MapDbError> {
         let MapReq {
             src_addr,
@@ -440,8 +526,8 @@ impl<S: Copy + Ord> MapDb<S> {
             rights,
             origin,
         };
-        let existing = self.overlapping(dst_space, p.kind, dst_addr, order);
-        if let [e] = existing[..] {
+        // The same mapping from the same parent again: only add rights.
+        if let Some(e) = self.overlapping_below(dst_space, p.kind, dst_addr, order, u64::MAX) {
             let n = self.node(e)?;
             if n.parent == Some(parent)
                 && n.m.addr == dst_addr
@@ -451,7 +537,7 @@ impl<S: Copy + Ord> MapDb<S> {
                 if n.m.rights | rights != n.m.rights {
                     let n = self.node_mut(e);
                     n.m.rights |= rights;
-                    changes.push(Change::Rights(n.m));
+                    changes.change(Change::Rights(n.m));
                 }
                 return Ok(e);
             }
@@ -475,7 +561,7 @@ impl<S: Copy + Ord> MapDb<S> {
         dst_space: S,
         dst_addr: u64,
         rights: u8,
-        changes: &mut Vec<Change<S>>,
+        changes: &mut impl ChangeSink<S>,
     ) -> Result<NodeId, MapDbError> {
         let old = self.node(node)?.m;
         if !aligned(dst_addr, old.order) {
@@ -487,17 +573,12 @@ impl<S: Copy + Ord> MapDb<S> {
         }
         let same_place = dst_space == old.space && dst_addr == old.addr;
         if !same_place {
-            let victims = self.overlapping(dst_space, old.kind, dst_addr, old.order);
-            if victims.iter().any(|&v| self.is_ancestor_or_self(v, node)) {
+            if self.overlaps_ancestor(dst_space, old.kind, dst_addr, old.order, node) {
                 return Err(MapDbError::Overlap);
             }
-            for v in victims {
-                if self.nodes.contains(v.0) {
-                    self.revoke(v, ALL_RIGHTS, true, changes);
-                }
-            }
+            self.clear_range(dst_space, old.kind, dst_addr, old.order, changes);
             self.index.remove(&(old.space, old.kind, old.addr));
-            changes.push(Change::Unmapped(old));
+            changes.change(Change::Unmapped(old));
             let n = self.node_mut(node);
             n.m.space = dst_space;
             n.m.addr = dst_addr;
@@ -506,7 +587,7 @@ impl<S: Copy + Ord> MapDb<S> {
         if new_rights != old.rights {
             self.node_mut(node).m.rights = new_rights;
             if same_place {
-                changes.push(Change::Rights(self.node_mut(node).m));
+                changes.change(Change::Rights(self.node_mut(node).m));
             }
             self.revoke(node, old.rights & !new_rights, false, changes);
         }
@@ -520,7 +601,7 @@ impl<S: Copy + Ord> MapDb<S> {
         &mut self,
         node: NodeId,
         req: MapReq<S>,
-        changes: &mut Vec<Change<S>>,
+        changes: &mut impl ChangeSink<S>,
     ) -> Result<NodeId, MapDbError> {
         let m = self.node(node)?.m;
         if m.addr != req.src_addr || m.order != req.order {
@@ -537,7 +618,7 @@ impl<S: Copy + Ord> MapDb<S> {
         node: NodeId,
         revoke: u8,
         self_too: bool,
-        changes: &mut Vec<Change<S>>,
+        changes: &mut impl ChangeSink<S>,
     ) -> Result<(), MapDbError> {
         self.node(node)?;
         self.revoke(node, revoke, self_too, changes);
@@ -555,7 +636,7 @@ impl<S: Copy + Ord> MapDb<S> {
         range: Range,
         revoke: u8,
         self_too: bool,
-        changes: &mut Vec<Change<S>>,
+        changes: &mut impl ChangeSink<S>,
     ) -> Result<(), MapDbError> {
         let Range { kind, addr, order } = range;
         if order > 63 {
@@ -563,76 +644,113 @@ impl<S: Copy + Ord> MapDb<S> {
         }
         let addr = l4_abi::fpage::align_down(addr, order);
         let end = last(addr, order);
-        for id in self.overlapping(space, kind, addr, order) {
-            let Some(n) = self.nodes.get(id.0) else {
-                continue;
-            };
-            let m = n.m;
+        self.each_overlapping(space, kind, addr, order, |db, id, m| {
             let inside = m.addr >= addr && last(m.addr, m.order) <= end;
             if inside || self_too {
-                self.revoke(id, revoke, self_too, changes);
-                continue;
+                db.revoke(id, revoke, self_too, changes);
+                return core::ops::ControlFlow::Continue(());
             }
-            let kids: Vec<NodeId> = self.children(id).collect();
-            for c in kids {
-                let Some(cm) = self.get(c) else { continue };
+            // Only what was derived from the range loses the rights.
+            let mut child = db.nodes.get(id.0).and_then(|n| n.first_child);
+            while let Some(c) = child {
+                let Some(cn) = db.nodes.get(c.0) else { break };
+                let (cm, next) = (cn.m, cn.next);
                 let src = m.addr.wrapping_add(cm.origin.wrapping_sub(m.origin));
                 if src <= end && last(src, cm.order) >= addr {
-                    self.revoke(c, revoke, true, changes);
+                    db.revoke(c, revoke, true, changes);
                 }
+                child = next;
             }
-        }
+            core::ops::ControlFlow::Continue(())
+        });
         Ok(())
     }
 
     /// Removes every mapping of `space` (a task is deleted) and, with them,
     /// everything derived from them in other spaces.
-    pub fn remove_space(&mut self, space: S, changes: &mut Vec<Change<S>>) {
-        let ids: Vec<NodeId> = self
+    pub fn remove_space(&mut self, space: S, changes: &mut impl ChangeSink<S>) {
+        while let Some((_, &id)) = self
             .index
             .range((space, Kind::Mem, 0)..=(space, Kind::Cap, u64::MAX))
-            .map(|(_, id)| *id)
-            .collect();
-        for id in ids {
-            if self.nodes.contains(id.0) {
-                self.revoke(id, ALL_RIGHTS, true, changes);
-            }
+            .next()
+        {
+            self.revoke(id, ALL_RIGHTS, true, changes);
         }
     }
 
-    /// The revocation walk. Pruning: a mapping that keeps all its rights has
-    /// none of `revoke`, so neither have its descendants.
-    fn revoke(&mut self, start: NodeId, revoke: u8, self_too: bool, changes: &mut Vec<Change<S>>) {
-        let mut work: Vec<NodeId> = Vec::new();
-        if self_too {
-            work.push(start);
+    /// The revocation walk over `start`'s subtree (without `start` unless
+    /// `self_too`), in preorder along the links, without a stack. Pruning:
+    /// a mapping that keeps all its rights has none of `revoke`, so
+    /// neither have its descendants.
+    fn revoke(
+        &mut self,
+        start: NodeId,
+        revoke: u8,
+        self_too: bool,
+        changes: &mut impl ChangeSink<S>,
+    ) {
+        let mut cur = if self_too {
+            Some(start)
         } else {
-            work.extend(self.children(start));
-        }
-        while let Some(id) = work.pop() {
+            self.nodes.get(start.0).and_then(|n| n.first_child)
+        };
+        while let Some(id) = cur {
             let Some(n) = self.nodes.get(id.0) else {
-                continue;
+                return;
             };
             let new = n.m.rights & !revoke;
             if new == 0 {
+                let after = self.next_outside(id, start);
                 self.remove_subtree(id, changes);
+                cur = after;
             } else if new != n.m.rights {
                 let n = self.node_mut(id);
                 n.m.rights = new;
-                changes.push(Change::Rights(n.m));
-                work.extend(self.children(id));
+                let (m, first) = (n.m, n.first_child);
+                changes.change(Change::Rights(m));
+                cur = first.or_else(|| self.next_outside(id, start));
+            } else {
+                cur = self.next_outside(id, start);
             }
         }
     }
 
-    fn remove_subtree(&mut self, root: NodeId, changes: &mut Vec<Change<S>>) {
+    /// The node after `id`'s subtree in preorder, within `boundary`'s
+    /// subtree (`None` when that is done).
+    fn next_outside(&self, mut id: NodeId, boundary: NodeId) -> Option<NodeId> {
+        loop {
+            if id == boundary {
+                return None;
+            }
+            let n = self.nodes.get(id.0)?;
+            if let Some(next) = n.next {
+                return Some(next);
+            }
+            id = n.parent?;
+        }
+    }
+
+    /// Removes `root` and everything below it, leaves first, without a
+    /// stack.
+    fn remove_subtree(&mut self, root: NodeId, changes: &mut impl ChangeSink<S>) {
         self.unlink(root);
-        let mut work = alloc::vec![root];
-        while let Some(id) = work.pop() {
-            work.extend(self.children(id));
-            if let Some(n) = self.nodes.remove(id.0) {
+        let mut cur = root;
+        loop {
+            if let Some(c) = self.nodes.get(cur.0).and_then(|n| n.first_child) {
+                cur = c;
+                continue;
+            }
+            let parent = self.nodes.get(cur.0).and_then(|n| n.parent);
+            if cur != root {
+                self.unlink(cur);
+            }
+            if let Some(n) = self.nodes.remove(cur.0) {
                 self.index.remove(&(n.m.space, n.m.kind, n.m.addr));
-                changes.push(Change::Unmapped(n.m));
+                changes.change(Change::Unmapped(n.m));
+            }
+            match parent {
+                Some(p) if cur != root => cur = p,
+                _ => return,
             }
         }
     }
@@ -1064,5 +1182,51 @@ mod tests {
         db.unmap(root, ALL_RIGHTS, false, &mut ch).unwrap();
         assert_eq!(ch.len(), 19_999);
         assert_eq!(db.len(), 1);
+    }
+
+    /// Counts changes without keeping them (as the kernel applies them).
+    struct Count(usize, usize);
+
+    impl ChangeSink<u32> for Count {
+        fn change(&mut self, c: Change<u32>) {
+            match c {
+                Change::Unmapped(_) => self.0 += 1,
+                Change::Rights(_) => self.1 += 1,
+            }
+        }
+    }
+
+    #[test]
+    fn wide_trees_revoke_in_place() {
+        // One page mapped 30,000 times into space 1, each copy on into
+        // space 2: revoking rights, then deleting space 1, then space 0.
+        let mut db = MapDb::new();
+        let mut c = Count(0, 0);
+        let root = db
+            .insert_root(0u32, Range::new(Kind::Mem, 0, PAGE), 0b111, 0, &mut c)
+            .unwrap();
+        for i in 0..30_000u64 {
+            let a = db
+                .map(root, MapReq::new(0, PAGE, 1, i * 0x1000, 0b111), &mut c)
+                .unwrap();
+            db.map(
+                a,
+                MapReq::new(i * 0x1000, PAGE, 2, i * 0x1000, 0b111),
+                &mut c,
+            )
+            .unwrap();
+        }
+        assert_eq!((c.0, c.1, db.len()), (0, 0, 60_001));
+        db.unmap(root, 0b010, false, &mut c).unwrap();
+        assert_eq!((c.0, c.1), (0, 60_000), "every copy lost the right");
+        // Part of space 1 (the first 16 pages) with what derives from it.
+        db.unmap_range(1, Range::new(Kind::Mem, 0, 16), ALL_RIGHTS, true, &mut c)
+            .unwrap();
+        assert_eq!((c.0, db.len()), (32, 60_001 - 32));
+        db.remove_space(1, &mut c);
+        assert_eq!((c.0, db.len()), (60_000, 1));
+        assert_eq!(db.mappings(2).count(), 0);
+        db.remove_space(0, &mut c);
+        assert!(db.is_empty());
     }
 }

@@ -26,6 +26,9 @@ use l4_abi::{
 const COST_TASK: u64 = 16 * 1024;
 const COST_THREAD: u64 = 20 * 1024;
 const COST_SMALL: u64 = 256;
+/// The most kernel heap one new object takes (a thread, with its boxed
+/// state and run-queue and index entries).
+const COST_HEAP: u64 = 4 * 1024;
 
 /// Default scheduling of new threads: priority 1, 10 ms slices, CPU 0.
 pub const DEFAULT_PRIO: u8 = 1;
@@ -269,6 +272,10 @@ fn invoke_object(
 // ---------------------------------------------------------------- Factory
 
 fn charge(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
+    // The quota is the factory's share; the heap must have the room too.
+    if !mm::heap_allows(COST_HEAP) || !k.objs.has_room() {
+        return Err(Error::NoMem);
+    }
     match k.objs.get_mut(factory) {
         Some(KObject::Factory(f)) if f.quota >= bytes => {
             f.quota -= bytes;

@@ -18,6 +18,7 @@ mod xfer;
 
 use crate::arch::{self, KContext};
 use crate::kprintln;
+use crate::mm;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use kernel_core::kobj::{Arena, ObjId};
@@ -92,6 +93,8 @@ pub struct Kernel {
     /// CPU switching away from one saves its context through a pointer.
     #[allow(clippy::vec_box)]
     zombies: Vec<Box<Thread>>,
+    /// Address spaces of deleted tasks, freed once no CPU runs in them.
+    dead_spaces: Vec<task::DeadSpace>,
 }
 
 static KERNEL: bkl::Locked<Option<Kernel>> = bkl::Locked::new(None);
@@ -137,17 +140,26 @@ pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
     BOOTINFO.call_once(|| (info, info_pa));
     let mut cpus = Vec::new();
     cpus.resize_with(ncpus, Cpu::default);
+    // The two tables that grow with what tasks do get their room now, from
+    // fixed shares of the heap, and never grow (a full table refuses with
+    // NoMem): an eighth for objects, three eighths for mapping records.
+    let heap = mm::heap_bytes() as usize;
+    let max_objs = heap / 8 / Arena::<KObject>::slot_bytes();
+    let mut objs = Arena::with_limit(max_objs);
+    objs.reserve(max_objs);
+    let mapdb = MapDb::with_capacity(heap / 8 * 3 / MapDb::<ObjId>::node_bytes());
     // SAFETY: boot CPU, BKL held, nothing else uses the state yet.
     unsafe {
         *KERNEL.get() = Some(Kernel {
-            objs: Arena::new(),
+            objs,
             cpus,
             online: CpuSet::first_n(ncpus),
-            mapdb: MapDb::new(),
+            mapdb,
             next_asid: 1,
             sleepers: Vec::new(),
             charges: alloc::collections::BTreeMap::new(),
             zombies: Vec::new(),
+            dead_spaces: Vec::new(),
         });
     }
 }
@@ -376,18 +388,20 @@ impl Kernel {
                 }
                 self.zombies.push(t);
             }
-            Some(KObject::Task(t)) => {
-                let threads = t.threads.clone();
-                let mut changes = Vec::new();
-                self.mapdb.remove_space(id, &mut changes);
-                drop(t);
+            Some(KObject::Task(mut t)) => {
+                let threads = core::mem::take(&mut t.threads);
                 // Mappings others derived from the task's memory go too.
-                xfer::apply(self, &changes);
+                self.mapdb
+                    .remove_space(id, &mut xfer::Apply(&mut self.objs));
                 for th in threads {
                     if self.thread(th).is_some() {
                         self.delete_object(th);
                     }
                 }
+                // Its threads may still run on other CPUs until those switch
+                // away: the space's memory is freed by `reap` after that.
+                self.dead_spaces.push(t.detach());
+                self.reap();
             }
             _ => {}
         }
@@ -396,6 +410,15 @@ impl Kernel {
     /// Frees dead threads whose stacks no CPU uses any more.
     fn reap(&mut self) {
         self.zombies.retain(|t| t.running_on.is_some());
+        if !self.dead_spaces.is_empty() {
+            let zombies = &self.zombies;
+            // Dropping a dead space frees it.
+            self.dead_spaces.retain(|d| {
+                zombies
+                    .iter()
+                    .any(|z| z.space.is_some_and(|s| s.asid == d.asid))
+            });
+        }
     }
 }
 

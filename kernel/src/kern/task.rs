@@ -22,22 +22,6 @@ pub struct Task {
     pub utcb_pages: Vec<u64>,
     /// Threads bound to this task (for cleanup).
     pub threads: Vec<ObjId>,
-    /// Frames backing translation tables, freed with the task.
-    pub table_frames: Vec<u64>,
-}
-
-/// Translation-table pages of one task, remembered for freeing.
-struct TaskTables<'a>(&'a mut Vec<u64>);
-
-impl l4_pgtable::Tables for TaskTables<'_> {
-    fn alloc(&mut self) -> Option<u64> {
-        let pa = mm::alloc_frame()?;
-        self.0.push(pa);
-        Some(pa)
-    }
-    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
-        mm::table_at(pa)
-    }
 }
 
 pub fn mem_attr(r: MemRights) -> Attr {
@@ -54,7 +38,6 @@ impl Task {
             utcb_base: 0,
             utcb_pages: Vec::new(),
             threads: Vec::new(),
-            table_frames: alloc::vec![root],
         })
     }
 
@@ -63,7 +46,7 @@ impl Task {
         if va >= USER_TOP {
             return Err(l4_abi::Error::Inval);
         }
-        let mut t = TaskTables(&mut self.table_frames);
+        let mut t = FrameTables;
         // Only a replaced entry can be in a TLB: invalid entries are never
         // cached, so a fresh mapping needs no (broadcast) invalidation.
         if l4_pgtable::unmap_page(&mut t, self.pt_root, va).is_some() {
@@ -80,7 +63,7 @@ impl Task {
     }
 
     pub fn unmap_page(&mut self, va: u64) {
-        let mut t = TaskTables(&mut self.table_frames);
+        let mut t = FrameTables;
         if l4_pgtable::unmap_page(&mut t, self.pt_root, va).is_some() {
             crate::arch::tlb_flush_page(va, self.asid);
         }
@@ -151,11 +134,44 @@ impl Task {
     }
 }
 
-impl Drop for Task {
+/// The memory of a deleted task's address space: its translation tables
+/// and UTCB pages. Freed when dropped, which the kernel does only once no
+/// CPU can still run in that space (a deleted thread keeps running until
+/// its CPU switches away).
+pub struct DeadSpace {
+    root: u64,
+    pub asid: u16,
+    utcb_pages: Vec<u64>,
+}
+
+impl Task {
+    /// Takes the address space's memory out of the task (which then owns
+    /// nothing to free).
+    pub fn detach(&mut self) -> DeadSpace {
+        DeadSpace {
+            root: core::mem::take(&mut self.pt_root),
+            asid: self.asid,
+            utcb_pages: core::mem::take(&mut self.utcb_pages),
+        }
+    }
+}
+
+impl Drop for DeadSpace {
     fn drop(&mut self) {
-        for &pa in self.utcb_pages.iter().chain(self.table_frames.iter()) {
+        for &pa in &self.utcb_pages {
             mm::free_frames(pa, 1);
         }
+        if self.root != 0 {
+            // The translation tables, found by walking them (no list to grow).
+            l4_pgtable::for_each_table(&mut FrameTables, self.root, |pa| mm::free_frames(pa, 1));
+        }
         crate::arch::tlb_flush_asid(self.asid);
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // A task that never ran (creation failed half-way) or was detached.
+        drop(self.detach());
     }
 }

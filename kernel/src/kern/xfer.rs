@@ -2,13 +2,14 @@
 //! tasks through the mapping database, and applying what revocation
 //! changes to page tables and capability tables.
 
-use super::Kernel;
 use super::task::CAP_LIMIT;
-use crate::mm::PAGE;
+use super::{KObject, Kernel};
+use crate::mm::{self, PAGE};
 use alloc::vec::Vec;
 use kernel_core::ipc::{Limits, MapAction, RecvBuffers, TransferOptions};
+use kernel_core::kobj::Arena;
 use kernel_core::kobj::ObjId;
-use kernel_core::mapdb::{Change, Kind, MapReq, Range};
+use kernel_core::mapdb::{Change, ChangeSink, Kind, MapDbError, MapReq, Range};
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MemRights, MsgTag};
 
@@ -48,7 +49,11 @@ pub fn message(
     );
     t.sender_result()?;
     for a in t.actions() {
-        perform(k, src, dst, a).map_err(|_| Error::SendMapFailed)?;
+        perform(k, src, dst, a).map_err(|e| match e {
+            // The kernel ran out of room: say so, not "map failed".
+            Error::NoMem => Error::NoMem,
+            _ => Error::SendMapFailed,
+        })?;
     }
     let mut out = [0u64; MR_COUNT];
     out[..t.words()].copy_from_slice(&mrs[..t.words()]);
@@ -61,22 +66,13 @@ pub fn message(
 
 /// Performs one map or grant from task `src` to task `dst`.
 pub fn perform(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<(), Error> {
-    let mut changes = Vec::new();
-    let r = match a.kind {
-        Kind::Mem => map_pages(k, src, dst, a, &mut changes),
-        Kind::Cap => map_caps(k, src, dst, a, &mut changes),
-    };
-    apply(k, &changes);
-    r
+    match a.kind {
+        Kind::Mem => map_pages(k, src, dst, a),
+        Kind::Cap => map_caps(k, src, dst, a),
+    }
 }
 
-fn map_pages(
-    k: &mut Kernel,
-    src: ObjId,
-    dst: ObjId,
-    a: &MapAction,
-    changes: &mut Vec<Change<ObjId>>,
-) -> Result<(), Error> {
+fn map_pages(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<(), Error> {
     let size = 1u64
         .checked_shl(a.order.into())
         .ok_or(Error::Inval)?
@@ -85,6 +81,9 @@ fn map_pages(
         return Err(Error::Inval);
     }
     for off in (0..size).step_by(PAGE as usize) {
+        if !mm::heap_allows(RECORD_HEAP) {
+            return Err(Error::NoMem);
+        }
         let (sva, dva) = (a.src + off, a.dst + off);
         let Some((pa, have)) = k.task(src).ok_or(Error::Inval)?.lookup(sva) else {
             continue;
@@ -97,7 +96,7 @@ fn map_pages(
             continue;
         }
         let req = MapReq::new(sva, 12, dst, dva, rights.0);
-        let new = derive(k, node, req, a.grant, changes)?;
+        let new = derive(k, node, req, a.grant)?;
         let granted = k.mapdb.get(new).map_or(rights, |m| MemRights(m.rights));
         k.task_mut(dst)
             .ok_or(Error::Inval)?
@@ -109,39 +108,34 @@ fn map_pages(
     Ok(())
 }
 
-/// Records a mapping derived from `node` (or the grant of it) and applies
-/// what the database replaced or revoked first, so that cannot take the
-/// new entry with it. Returns the new node.
+/// Records a mapping derived from `node` (or the grant of it); what the
+/// database replaces or revokes for it is applied on the way, before the
+/// caller installs the new entry. Returns the new node.
 fn derive(
     k: &mut Kernel,
     node: kernel_core::mapdb::NodeId,
     req: MapReq<ObjId>,
     grant: bool,
-    changes: &mut Vec<Change<ObjId>>,
 ) -> Result<kernel_core::mapdb::NodeId, Error> {
+    let sink = &mut Apply(&mut k.objs);
     let res = if grant {
-        k.mapdb.grant_part(node, req, changes)
+        k.mapdb.grant_part(node, req, sink)
     } else {
-        k.mapdb.map(node, req, changes)
+        k.mapdb.map(node, req, sink)
     };
-    let new = res.map_err(|_| Error::Inval)?;
-    apply(k, changes);
-    changes.clear();
-    Ok(new)
+    res.map_err(mapdb_error)
 }
 
-fn map_caps(
-    k: &mut Kernel,
-    src: ObjId,
-    dst: ObjId,
-    a: &MapAction,
-    changes: &mut Vec<Change<ObjId>>,
-) -> Result<(), Error> {
+fn map_caps(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<(), Error> {
     let count = 1u64.checked_shl(a.order.into()).ok_or(Error::Inval)?;
     if count > CAP_LIMIT {
         return Err(Error::Inval);
     }
     for i in 0..count {
+        // A capability table grows by doubling, to CAP_LIMIT slots at most.
+        if !mm::heap_allows(RECORD_HEAP + CAP_LIMIT * 16) {
+            return Err(Error::NoMem);
+        }
         let (si, di) = (a.src + i, a.dst + i);
         let Some(e) = k.task(src).ok_or(Error::Inval)?.caps.get(si).copied() else {
             continue;
@@ -159,12 +153,12 @@ fn map_caps(
                     Range::new(Kind::Cap, si, 0),
                     e.rights.0,
                     e.obj.to_raw(),
-                    changes,
+                    &mut Apply(&mut k.objs),
                 )
-                .map_err(|_| Error::Inval)?,
+                .map_err(mapdb_error)?,
         };
         let req = MapReq::new(si, 0, dst, di, rights.0);
-        let new = derive(k, node, req, a.grant, changes)?;
+        let new = derive(k, node, req, a.grant)?;
         let granted = k.mapdb.get(new).map_or(rights, |m| CapRights(m.rights));
         let task = k.task_mut(dst).ok_or(Error::Inval)?;
         task.caps
@@ -180,44 +174,49 @@ fn map_caps(
     Ok(())
 }
 
-/// Carries out what the mapping database changed.
-pub fn apply(k: &mut Kernel, changes: &[Change<ObjId>]) {
-    for c in changes {
-        match *c {
-            Change::Unmapped(m) => {
-                let Some(task) = k.task_mut(m.space) else {
-                    continue;
-                };
-                match m.kind {
-                    Kind::Mem => {
-                        let size = 1u64 << m.order.max(12);
-                        for off in (0..size).step_by(PAGE as usize) {
-                            task.unmap_page(m.addr + off);
-                        }
-                    }
-                    Kind::Cap => {
-                        task.caps.remove(m.addr);
+/// Heap bytes one more mapping may take besides its (reserved) record:
+/// its index entry and a share of an index node.
+const RECORD_HEAP: u64 = 256;
+
+/// What a refusal of the mapping database means for the caller.
+fn mapdb_error(e: MapDbError) -> Error {
+    match e {
+        MapDbError::Full => Error::NoMem,
+        _ => Error::Inval,
+    }
+}
+
+/// Carries out what the mapping database changes, as it reports it: page
+/// table entries and capabilities of the spaces concerned (a space that
+/// is gone has nothing left to change).
+pub struct Apply<'a>(pub &'a mut Arena<KObject>);
+
+impl ChangeSink<ObjId> for Apply<'_> {
+    fn change(&mut self, c: Change<ObjId>) {
+        let (Change::Unmapped(m) | Change::Rights(m)) = c;
+        let Some(KObject::Task(task)) = self.0.get_mut(m.space) else {
+            return;
+        };
+        match (c, m.kind) {
+            (Change::Unmapped(_), Kind::Mem) => {
+                let size = 1u64 << m.order.max(12);
+                for off in (0..size).step_by(PAGE as usize) {
+                    task.unmap_page(m.addr + off);
+                }
+            }
+            (Change::Unmapped(_), Kind::Cap) => {
+                task.caps.remove(m.addr);
+            }
+            (Change::Rights(_), Kind::Mem) => {
+                let size = 1u64 << m.order.max(12);
+                for off in (0..size).step_by(PAGE as usize) {
+                    if let Some((pa, _)) = task.lookup(m.addr + off) {
+                        let _ = task.map_page(m.addr + off, pa, MemRights(m.rights));
                     }
                 }
             }
-            Change::Rights(m) => {
-                let Some(task) = k.task_mut(m.space) else {
-                    continue;
-                };
-                match m.kind {
-                    Kind::Mem => {
-                        let size = 1u64 << m.order.max(12);
-                        for off in (0..size).step_by(PAGE as usize) {
-                            if let Some((pa, _)) = task.lookup(m.addr + off) {
-                                let _ = task.map_page(m.addr + off, pa, MemRights(m.rights));
-                            }
-                        }
-                    }
-                    Kind::Cap => {
-                        let revoke = CapRights(!m.rights);
-                        task.caps.reduce_rights(m.addr, revoke);
-                    }
-                }
+            (Change::Rights(_), Kind::Cap) => {
+                task.caps.reduce_rights(m.addr, CapRights(!m.rights));
             }
         }
     }
@@ -233,17 +232,15 @@ pub fn map_root_memory(
     order: u8,
     rights: MemRights,
 ) -> Result<(), Error> {
-    let mut changes = Vec::new();
     k.mapdb
         .insert_root(
             task,
             Range::new(Kind::Mem, va, order),
             rights.0,
             pa,
-            &mut changes,
+            &mut Apply(&mut k.objs),
         )
         .map_err(|_| Error::Exist)?;
-    apply(k, &changes);
     let t = k.task_mut(task).ok_or(Error::Inval)?;
     for off in (0..1u64 << order).step_by(PAGE as usize) {
         t.map_page(va + off, pa + off, rights)?;
@@ -260,9 +257,8 @@ pub fn insert_root_cap(
     obj: ObjId,
     rights: CapRights,
 ) -> Result<(), Error> {
-    let mut changes = Vec::new();
     if let Some(old) = k.mapdb.lookup(task, Kind::Cap, index) {
-        let _ = k.mapdb.unmap(old, 0xff, true, &mut changes);
+        let _ = k.mapdb.unmap(old, 0xff, true, &mut Apply(&mut k.objs));
     }
     k.mapdb
         .insert_root(
@@ -270,10 +266,9 @@ pub fn insert_root_cap(
             Range::new(Kind::Cap, index, 0),
             rights.0,
             obj.to_raw(),
-            &mut changes,
+            &mut Apply(&mut k.objs),
         )
-        .map_err(|_| Error::Inval)?;
-    apply(k, &changes);
+        .map_err(mapdb_error)?;
     k.task_mut(task)
         .ok_or(Error::Inval)?
         .caps
@@ -291,7 +286,6 @@ pub fn unmap(
     fp: l4_abi::Fpage,
     self_too: bool,
 ) -> Vec<(u64, ObjId, CapRights)> {
-    let mut changes = Vec::new();
     let mut caps_seen = Vec::new();
     // Taking away R takes the whole mapping (as in Fiasco).
     let revoke = match fp.rights_bits() {
@@ -306,7 +300,7 @@ pub fn unmap(
                 Range::new(Kind::Mem, fp.mem_base(), order),
                 revoke,
                 self_too,
-                &mut changes,
+                &mut Apply(&mut k.objs),
             );
         }
         l4_abi::fpage::FpageType::Obj => {
@@ -316,7 +310,7 @@ pub fn unmap(
                     caps_seen.push((i, e.obj, e.rights));
                 }
                 if let Some(n) = k.mapdb.lookup(task, Kind::Cap, i) {
-                    let _ = k.mapdb.unmap(n, revoke, self_too, &mut changes);
+                    let _ = k.mapdb.unmap(n, revoke, self_too, &mut Apply(&mut k.objs));
                 } else if self_too && let Some(t) = k.task_mut(task) {
                     t.caps.reduce_rights(i, CapRights(revoke));
                 }
@@ -324,6 +318,5 @@ pub fn unmap(
         }
         _ => {}
     }
-    apply(k, &changes);
     caps_seen
 }

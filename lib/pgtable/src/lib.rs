@@ -262,6 +262,34 @@ pub fn unmap_page(tables: &mut impl Tables, root: u64, va: u64) -> Option<u64> {
     None
 }
 
+/// Calls `f` with the physical address of every table of the tree at
+/// `root`, the root last (children before their parent, so `f` may free
+/// them). Block and page entries are not tables.
+pub fn for_each_table(tables: &mut impl Tables, root: u64, mut f: impl FnMut(u64)) {
+    // Depth-first without recursion: the path of (table, next index) pairs.
+    let mut path = [(0u64, 0usize); 4];
+    let mut depth = 0;
+    path[0] = (root, 0);
+    loop {
+        let (table, i) = path[depth];
+        if i == ENTRIES || depth == 3 {
+            // Done with this table (level-3 tables hold pages only).
+            f(table);
+            if depth == 0 {
+                return;
+            }
+            depth -= 1;
+            continue;
+        }
+        path[depth].1 += 1;
+        let entry = tables.table(table)[i];
+        if entry & VALID != 0 && entry & TABLE_OR_PAGE != 0 {
+            depth += 1;
+            path[depth] = (entry & ADDR_MASK, 0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -294,6 +322,50 @@ mod tests {
         fn table(&mut self, pa: u64) -> &mut [u64; ENTRIES] {
             &mut self.pages[(pa / PAGE_SIZE) as usize - 1]
         }
+    }
+
+    #[test]
+    fn every_table_once_children_first() {
+        let mut t = Host::new(64);
+        let root = t.alloc().unwrap();
+        let attr = Attr::user(true, false);
+        // Two pages under one level-3 table, one far away, and a 2 MiB block
+        // (no level-3 table of its own).
+        map(&mut t, root, 0x1000, 0x8000_0000, 0x2000, attr, false).unwrap();
+        map(
+            &mut t,
+            root,
+            0x7f00_0000_0000,
+            0x8000_0000,
+            0x1000,
+            attr,
+            false,
+        )
+        .unwrap();
+        map(
+            &mut t,
+            root,
+            0x4000_0000,
+            0x8020_0000,
+            0x20_0000,
+            attr,
+            true,
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        for_each_table(&mut t, root, |pa| seen.push(pa));
+        assert_eq!(seen.len(), t.pages.len(), "every table: {seen:x?}");
+        assert_eq!(seen.last(), Some(&root), "the root last");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "each once");
+        // A lone root.
+        let mut t = Host::new(1);
+        let root = t.alloc().unwrap();
+        let mut n = 0;
+        for_each_table(&mut t, root, |_| n += 1);
+        assert_eq!(n, 1);
     }
 
     #[test]
