@@ -39,6 +39,7 @@ mod deletion;
 mod exceptions;
 mod factory;
 mod faults;
+mod fp;
 mod ipc;
 mod irq;
 mod mapping;
@@ -78,6 +79,7 @@ const GROUPS: &[&[Test]] = &[
     mapping::TESTS,
     faults::TESTS,
     exceptions::TESTS,
+    fp::TESTS,
     thread::TESTS,
     sched::TESTS,
     irq::TESTS,

@@ -69,8 +69,11 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
             };
             let cap = task.caps.lookup(x0 >> sys::CAP_SHIFT, CapRights::R).ok()?;
             match k.objs.get(cap.obj)? {
-                // Their own protocols go to the kernel.
-                KObject::Thread(_) if tag.label() != Proto::Thread as i64 => (Op::Call, cap.obj, 0),
+                // Their own protocols go to the kernel; a partner on another
+                // CPU is for the general path (known here without a lookup).
+                KObject::Thread(t) if tag.label() != Proto::Thread as i64 && t.cpu == cpu => {
+                    (Op::Call, cap.obj, 0)
+                }
                 KObject::Gate(g)
                     if !(tag.label() == Proto::Kobject as i64
                         && cap.rights.contains(CapRights::C)) =>
