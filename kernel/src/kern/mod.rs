@@ -3,9 +3,15 @@
 //! Everything here runs under the big kernel lock ([`bkl`]) and to
 //! completion: an operation changes state, writes the result registers of
 //! the threads it finishes, and marks threads blocked or ready. Only the
-//! entry points ([`syscall`], [`user_fault`], [`irq`], the idle loop) then
-//! call [`schedule`], which may switch to another thread. No reference to
-//! the kernel state is held across a switch.
+//! entry points ([`user_exception`], [`irq`], the idle loop) then call
+//! [`schedule`], which may switch to another thread. No reference to the
+//! kernel state is held across a switch, so a blocked thread's kernel
+//! stack holds nothing but "release the lock, return to user mode": the
+//! IPC fast path ([`fastpath`]) relies on that to hand the CPU from caller
+//! to callee without switching kernel stacks.
+//!
+//! FP/SIMD state is switched lazily ([`fp`]). Idle CPUs other than the
+//! timekeeper stop their tick and sleep until an IPI brings them work.
 
 pub mod bkl;
 mod fastpath;
