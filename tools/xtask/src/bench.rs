@@ -24,10 +24,16 @@ pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
     }
 }
 
-fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
+/// Packs `entry` (or the one the user picks) and returns its name, the
+/// arguments that boot it headless with a piped console, and the image.
+fn headless(
+    ws: &Workspace,
+    vars: &Vars,
+    entry: Option<&str>,
+) -> Result<(String, Vec<String>, crate::image::Image)> {
     let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
     let modules = Modules::new(ws, vars)?;
-    let entry = modules.choose_entry(vars.entry.as_deref())?;
+    let entry = modules.choose_entry(entry)?;
     targets::prepare(ws, &[Need::Qemu])?;
     let image = modules.pack(&entry)?;
     let arguments = qemu::arguments(
@@ -37,6 +43,11 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         &env_options,
         &image.path,
     );
+    Ok((entry, arguments, image))
+}
+
+fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
+    let (entry, arguments, image) = headless(ws, vars, vars.entry.as_deref())?;
     let markers = [
         &args.stage_marker,
         &args.kernel_marker,
@@ -112,18 +123,8 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
 const IPC_DONE: &str = "ipcbench: done";
 
 fn ipc(ws: &Workspace, vars: &Vars, args: &IpcBenchArgs) -> Result<()> {
-    let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
-    let modules = Modules::new(ws, vars)?;
-    let entry = modules.choose_entry(Some(vars.entry.as_deref().unwrap_or(DEFAULT_IPC_ENTRY)))?;
-    targets::prepare(ws, &[Need::Qemu])?;
-    let image = modules.pack(&entry)?;
-    let arguments = qemu::arguments(
-        ConsoleMode::Piped,
-        &modules.qemu_options(&entry)?,
-        &[],
-        &env_options,
-        &image.path,
-    );
+    let entry = vars.entry.as_deref().unwrap_or(DEFAULT_IPC_ENTRY);
+    let (entry, arguments, _) = headless(ws, vars, Some(entry))?;
     let icount = counts_instructions(&arguments);
     eprintln!(
         "xtask: booting '{entry}' ({}), waiting up to {} s for {IPC_DONE:?}: {} {}",
