@@ -40,6 +40,7 @@ mod exceptions;
 mod factory;
 mod faults;
 mod fp;
+mod fuzz;
 mod ipc;
 mod irq;
 mod mapping;
@@ -85,6 +86,7 @@ const GROUPS: &[&[Test]] = &[
     irq::TESTS,
     semaphore::TESTS,
     deletion::TESTS,
+    fuzz::TESTS,
 ];
 
 /// Tests to run, chosen when ktest is built: `KTEST_ONLY` is a

@@ -514,6 +514,13 @@ impl<'a> Opts<'a> {
         self
     }
 
+    /// Without pager and exception handler: a fault stops the thread.
+    pub fn no_handlers(mut self) -> Opts<'a> {
+        self.pager = None;
+        self.exc = None;
+        self
+    }
+
     /// With capability `idx` (in the worker's task) as the pager.
     pub fn pager(mut self, idx: u64) -> Opts<'a> {
         self.pager = Some(idx);
@@ -745,6 +752,17 @@ impl Space {
     /// A new task with ktest's code, the main thread's capability at
     /// [`PARENT`] and the console.
     pub fn new() -> Result<Space, Fail> {
+        let s = Space::bare()?;
+        let t = s.cap();
+        t.map_cap(base::TASK, PARENT, CapRights::RWS, PARENT)
+            .ctx("map the main thread's capability")?;
+        t.map_cap(base::TASK, base_caps::LOG, CapRights::RW, base_caps::LOG)
+            .ctx("map the console")?;
+        Ok(s)
+    }
+
+    /// A new task with ktest's code and no capabilities.
+    pub fn bare() -> Result<Space, Fail> {
         let task = bare_task()?;
         let t = task.cap();
         let (ts, te) = text_range();
@@ -755,10 +773,6 @@ impl Space {
             t.map_range(base::TASK, rs, re, MemRights::R)
                 .ctx("map ktest's rodata")?;
         }
-        t.map_cap(base::TASK, PARENT, CapRights::RWS, PARENT)
-            .ctx("map the main thread's capability")?;
-        t.map_cap(base::TASK, base_caps::LOG, CapRights::RW, base_caps::LOG)
-            .ctx("map the console")?;
         Ok(Space {
             task,
             next_utcb: Cell::new(0),
