@@ -55,6 +55,7 @@ pub fn utcb() -> *mut Utcb {
 /// The kernel reads the message registers and writes the received message
 /// into this thread's UTCB, and maps received flexpages only into the
 /// receive windows the buffer registers name (which the caller wrote).
+#[inline]
 pub fn ipc(cap: Cap, flags: u64, tag: MsgTag, timeouts: Timeouts) -> (Result<MsgTag, Error>, u64) {
     let status: u64;
     let rtag: u64;
@@ -75,26 +76,31 @@ pub fn ipc(cap: Cap, flags: u64, tag: MsgTag, timeouts: Timeouts) -> (Result<Msg
 }
 
 /// Call: send to `cap` and receive its reply.
+#[inline]
 pub fn ipc_call(cap: Cap, tag: MsgTag, timeouts: Timeouts) -> (Result<MsgTag, Error>, u64) {
     ipc(cap, sys::CALL, tag, timeouts)
 }
 
 /// Send to `cap` without waiting for an answer.
+#[inline]
 pub fn ipc_send(cap: Cap, tag: MsgTag, timeouts: Timeouts) -> (Result<MsgTag, Error>, u64) {
     ipc(cap, sys::SEND, tag, timeouts)
 }
 
 /// Wait for a message from anyone; the label says where it came from.
+#[inline]
 pub fn ipc_wait(timeouts: Timeouts) -> (Result<MsgTag, Error>, u64) {
     ipc(Cap::INVALID, sys::WAIT, MsgTag(0), timeouts)
 }
 
 /// Reply to the last caller, then wait for a message from anyone.
+#[inline]
 pub fn ipc_reply_and_wait(tag: MsgTag, timeouts: Timeouts) -> (Result<MsgTag, Error>, u64) {
     ipc(Cap::INVALID, sys::REPLY_AND_WAIT, tag, timeouts)
 }
 
 /// Receive from `cap` only (e.g. a thread or an Irq).
+#[inline]
 pub fn ipc_receive(cap: Cap, timeouts: Timeouts) -> (Result<MsgTag, Error>, u64) {
     ipc(cap, sys::RECV, MsgTag(0), timeouts)
 }
