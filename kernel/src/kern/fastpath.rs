@@ -54,7 +54,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
         return None;
     }
     let cpu = arch::cpu_id();
-    let c = k.cpus.get(cpu)?;
+    let c = &k.cpus[cpu];
     if c.need_resched {
         return None;
     }

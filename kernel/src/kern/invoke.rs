@@ -755,7 +755,7 @@ fn sched_op(k: &mut Kernel, cur: ObjId, task: ObjId, tag: MsgTag, m: &[u64; MR_C
                     }
                 }
             }
-            let max = k.cpus.len() as u64;
+            let max = k.ncpus as u64;
             set_mrs(k, cur, &[map, max])?;
             ok(2)
         }

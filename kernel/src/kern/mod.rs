@@ -87,7 +87,9 @@ pub struct Cpu {
 
 pub struct Kernel {
     pub objs: Arena<KObject>,
-    pub cpus: Vec<Cpu>,
+    /// Every possible CPU (indexed by [`arch::cpu_id`]); `ncpus` exist.
+    pub cpus: Box<[Cpu; arch::MAX_CPUS]>,
+    pub ncpus: usize,
     pub online: CpuSet,
     pub mapdb: MapDb<ObjId>,
     next_asid: u16,
@@ -144,8 +146,12 @@ pub fn set_fast_path(on: bool) {
 /// Sets up the kernel state for `ncpus` CPUs. Boot CPU, BKL held.
 pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
     BOOTINFO.call_once(|| (info, info_pa));
-    let mut cpus = Vec::new();
-    cpus.resize_with(ncpus, Cpu::default);
+    // Built on the heap one by one (the array would not fit a boot stack).
+    let cpus: Box<[Cpu; arch::MAX_CPUS]> = (0..arch::MAX_CPUS)
+        .map(|_| Cpu::default())
+        .collect::<Box<[Cpu]>>()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("MAX_CPUS elements"));
     // The two tables that grow with what tasks do get their room now, from
     // fixed shares of the heap, and never grow (a full table refuses with
     // NoMem): an eighth for objects, three eighths for mapping records.
@@ -159,6 +165,7 @@ pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
         *KERNEL.get() = Some(Kernel {
             objs,
             cpus,
+            ncpus,
             online: CpuSet::first_n(ncpus),
             mapdb,
             next_asid: 1,

@@ -223,8 +223,10 @@ pub fn fault_address() -> u64 {
     read_sysreg!("far_el2")
 }
 
+/// This CPU's index (below [`MAX_CPUS`], which lets per-CPU arrays be
+/// indexed without a bounds check).
 pub fn cpu_id() -> usize {
-    read_sysreg!("tpidr_el2") as usize
+    read_sysreg!("tpidr_el2") as usize % MAX_CPUS
 }
 
 /// The MPIDR affinity of this CPU (Aff3..Aff0).
