@@ -163,16 +163,10 @@ impl<T> Arena<T> {
     /// or `a == b` names the same slot.
     #[inline(always)]
     pub fn get2_mut(&mut self, a: ObjId, b: ObjId) -> Option<(&mut T, &mut T)> {
-        let (i, j) = (a.slot as usize, b.slot as usize);
-        if i == j || i >= self.slots.len() || j >= self.slots.len() {
-            return None;
-        }
-        let (lo, hi) = self.slots.split_at_mut(i.max(j));
-        let (si, sj) = if i < j {
-            (&mut lo[i], &mut hi[0])
-        } else {
-            (&mut hi[0], &mut lo[j])
-        };
+        let [si, sj] = self
+            .slots
+            .get_disjoint_mut([a.slot as usize, b.slot as usize])
+            .ok()?;
         if si.generation != a.generation || sj.generation != b.generation {
             return None;
         }
