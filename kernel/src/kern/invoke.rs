@@ -183,6 +183,15 @@ fn set_mrs(k: &mut Kernel, cur: ObjId, words: &[u64]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The rights `r` and at least `words` message words (else `Inval`).
+fn need_words(rights: CapRights, r: CapRights, tag: MsgTag, words: u32) -> Result<(), Error> {
+    need(rights, r)?;
+    if tag.words() < words {
+        return Err(Error::Inval);
+    }
+    Ok(())
+}
+
 fn need(rights: CapRights, r: CapRights) -> Result<(), Error> {
     if rights.contains(r) {
         Ok(())
@@ -417,10 +426,7 @@ fn task_op(
     let (op, flags) = TaskOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     match op {
         TaskOp::Map => {
-            need(rights, CapRights::W)?;
-            if tag.words() < 3 {
-                return Err(Error::Inval);
-            }
+            need_words(rights, CapRights::W, tag, 3)?;
             let (src, src_rights) = item_cap(k, caller_task, tag, m, 0)?;
             if k.task(src).is_none() {
                 return Err(Error::Inval);
@@ -505,10 +511,7 @@ fn thread_op(
     use proto::thread_control as tc;
     match op {
         ThreadOp::Control => {
-            need(rights, CapRights::W)?;
-            if tag.words() < tc::WORDS {
-                return Err(Error::Inval);
-            }
+            need_words(rights, CapRights::W, tag, tc::WORDS)?;
             if flags & tc::BIND_TASK != 0 {
                 let (bind, r) = item_cap(k, task, tag, m, 0)?;
                 need(r, CapRights::W)?;
@@ -523,10 +526,7 @@ fn thread_op(
             ok(0)
         }
         ThreadOp::ExRegs => {
-            need(rights, CapRights::W)?;
-            if tag.words() < 3 {
-                return Err(Error::Inval);
-            }
+            need_words(rights, CapRights::W, tag, 3)?;
             let keep = |v: u64| (v != proto::ex_regs::UNCHANGED).then_some(v);
             let change = PendingRegs {
                 pc: keep(m[1]),

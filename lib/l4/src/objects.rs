@@ -265,23 +265,33 @@ fn bind_endpoint(
     invoke(sel, |u| msg::kobject_bind(u, thread.index(), label, rights)).map(|_| ())
 }
 
+/// `bind` and `bind_with_rights` of a receive endpoint (gate or Irq):
+/// messages through it arrive at `thread` carrying `label`.
+macro_rules! endpoint_bind {
+    ($t:ty, $what:literal) => {
+        impl Cap<$t> {
+            #[doc = concat!("Binds the ", $what, " to `thread` with `label` (needs `C` on the ", $what, ", `S` on the thread).")]
+            pub fn bind(self, thread: Cap<Thread>, label: u64) -> Result<(), Error> {
+                self.bind_with_rights(thread, label, msg::ARG_RIGHTS)
+            }
+
+            /// `bind`, offering only `rights` on the thread.
+            pub fn bind_with_rights(
+                self,
+                thread: Cap<Thread>,
+                label: u64,
+                rights: CapRights,
+            ) -> Result<(), Error> {
+                bind_endpoint(self.sel(), thread, label, rights)
+            }
+        }
+    };
+}
+
+endpoint_bind!(IpcGate, "gate");
+endpoint_bind!(Irq, "Irq");
+
 impl Cap<IpcGate> {
-    /// Binds the gate to `thread` with `label` (needs `C` on the gate, `S`
-    /// on the thread).
-    pub fn bind(self, thread: Cap<Thread>, label: u64) -> Result<(), Error> {
-        self.bind_with_rights(thread, label, msg::ARG_RIGHTS)
-    }
-
-    /// [`Cap::<IpcGate>::bind`] offering only `rights` on the thread.
-    pub fn bind_with_rights(
-        self,
-        thread: Cap<Thread>,
-        label: u64,
-        rights: CapRights,
-    ) -> Result<(), Error> {
-        bind_endpoint(self.sel(), thread, label, rights)
-    }
-
     /// The gate's label (needs `C`).
     pub fn get_info(self) -> Result<u64, Error> {
         invoke(self.sel(), msg::kobject_get_info)?;
@@ -290,22 +300,6 @@ impl Cap<IpcGate> {
 }
 
 impl Cap<Irq> {
-    /// Binds the Irq to `thread` with `label`: triggers arrive there as
-    /// IRQ messages carrying the label.
-    pub fn bind(self, thread: Cap<Thread>, label: u64) -> Result<(), Error> {
-        self.bind_with_rights(thread, label, msg::ARG_RIGHTS)
-    }
-
-    /// [`Cap::<Irq>::bind`] offering only `rights` on the thread.
-    pub fn bind_with_rights(
-        self,
-        thread: Cap<Thread>,
-        label: u64,
-        rights: CapRights,
-    ) -> Result<(), Error> {
-        bind_endpoint(self.sel(), thread, label, rights)
-    }
-
     /// Legacy bind (`IrqSender::Attach`).
     pub fn attach(self, thread: Cap<Thread>, label: u64) -> Result<(), Error> {
         invoke(self.sel(), |u| msg::irq_attach(u, thread.index(), label)).map(|_| ())
