@@ -97,13 +97,115 @@ macro_rules! kprintln {
     };
 }
 
-/// Reads what has been typed, without waiting; returns the count.
-pub fn read_bytes(buf: &mut [u8]) -> usize {
-    let mut c = CONSOLE.lock();
-    let Some(c) = c.as_mut() else { return 0 };
+/// Typed bytes the kernel took from the UART and nobody read yet (the
+/// oldest are dropped when it is full).
+struct Input {
+    buf: [u8; INPUT_SIZE],
+    head: usize,
+    len: usize,
+}
+
+const INPUT_SIZE: usize = 512;
+
+static INPUT: Mutex<Input> = Mutex::new(Input {
+    buf: [0; INPUT_SIZE],
+    head: 0,
+    len: 0,
+});
+
+/// `-serial_esc`: a lone ESC on the line enters the kernel debugger.
+static ESCAPE_ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+const ESC: u8 = 0x1b;
+/// How long a lone ESC waits for the rest of an escape sequence (an arrow
+/// key's bytes may come apart through an emulator's serial backend).
+const ESC_WAIT_US: u64 = 50_000;
+
+/// Arms the escape into the kernel debugger.
+pub fn arm_escape() {
+    ESCAPE_ARMED.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Moves what the UART received into the input buffer. Returns true if
+/// that was a lone ESC (not the start of an escape sequence such as an
+/// arrow key's) while the escape is armed: it is taken out of the input
+/// and the caller enters the kernel debugger.
+pub fn pump() -> bool {
+    let mut guard = CONSOLE.lock();
+    let Some(c) = guard.as_mut() else {
+        return false;
+    };
+    let armed = ESCAPE_ARMED.load(core::sync::atomic::Ordering::Relaxed);
+    let mut input = INPUT.lock();
+    let mut last = None;
+    loop {
+        let next = match c.get() {
+            Some(b) => Some(b),
+            // Give the rest of a sequence a moment to arrive.
+            None if armed && last == Some(ESC) => c.get_within(ESC_WAIT_US),
+            None => return false,
+        };
+        match next {
+            Some(b) => {
+                input.push(b);
+                last = Some(b);
+            }
+            None => {
+                input.pop_last();
+                return true;
+            }
+        }
+    }
+}
+
+impl Pl011 {
+    /// A byte that arrives within `us` microseconds.
+    fn get_within(&mut self, us: u64) -> Option<u8> {
+        let start = crate::arch::counter();
+        loop {
+            if let Some(b) = self.get() {
+                return Some(b);
+            }
+            if crate::arch::micros_since(start) >= us {
+                return None;
+            }
+        }
+    }
+}
+
+impl Input {
+    fn push(&mut self, b: u8) {
+        if self.len == INPUT_SIZE {
+            self.head = (self.head + 1) % INPUT_SIZE;
+            self.len -= 1;
+        }
+        self.buf[(self.head + self.len) % INPUT_SIZE] = b;
+        self.len += 1;
+    }
+
+    fn pop_last(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
+    fn take(&mut self) -> Option<u8> {
+        if self.len == 0 {
+            return None;
+        }
+        let b = self.buf[self.head];
+        self.head = (self.head + 1) % INPUT_SIZE;
+        self.len -= 1;
+        Some(b)
+    }
+}
+
+/// Reads what has been typed, without waiting; returns the count and
+/// whether a lone ESC asked for the kernel debugger.
+pub fn read_bytes(buf: &mut [u8]) -> (usize, bool) {
+    let escape = pump();
+    let mut input = INPUT.lock();
     let mut n = 0;
     while n < buf.len() {
-        match c.get() {
+        match input.take() {
             Some(b) => {
                 buf[n] = b;
                 n += 1;
@@ -111,5 +213,16 @@ pub fn read_bytes(buf: &mut [u8]) -> usize {
             None => break,
         }
     }
-    n
+    (n, escape)
+}
+
+/// A byte straight from the UART, waiting for it (the kernel debugger's
+/// input; everything else stands still meanwhile).
+pub fn wait_byte() -> u8 {
+    loop {
+        if let Some(b) = CONSOLE.lock().as_mut().and_then(|c| c.get()) {
+            return b;
+        }
+        core::hint::spin_loop();
+    }
 }

@@ -91,6 +91,14 @@ pub fn set_owner(n: u32, irq: Option<ObjId>) {
     }
 }
 
+/// The kernel takes the console's input interrupt itself (for the
+/// debugger's escape): level-triggered, enabled, the UART raising it.
+pub fn take_console_line(n: u32) {
+    set_mode(n, l4_abi::proto::icu::mode::LEVEL_HIGH);
+    set_enabled(n, true);
+    crate::console::enable_input_irq();
+}
+
 /// Unmasks or masks a shared interrupt (SPI).
 pub fn set_enabled(n: u32, on: bool) {
     if n < 32 || n as usize >= count() {
@@ -143,6 +151,16 @@ pub fn handle() {
             crate::kern::on_tick();
         } else if n == SGI_RESCHED {
             crate::kern::on_resched_ipi();
+        } else if Some(n) == crate::console::input_irq() {
+            // Input: into the kernel's buffer (a lone ESC enters the
+            // debugger), then to the Irq bound to the Vcon, if any.
+            if crate::console::pump() {
+                crate::kern::enter_debugger();
+            }
+            if let Some(irq) = owner(n) {
+                set_enabled(n, false);
+                crate::kern::on_hw_irq(irq);
+            }
         } else if let Some(irq) = owner(n) {
             // Masked until the owner unmasks it (level-triggered lines would
             // fire again at once).

@@ -10,6 +10,7 @@ extern crate alloc;
 mod arch;
 mod console;
 mod irq;
+mod jdb;
 mod kern;
 mod mm;
 mod platform;
@@ -38,6 +39,14 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     }
     kern::set_fast_path(!opts.nofastpath);
     irq::init(&plat);
+    if opts.serial_esc {
+        // The kernel watches the line itself (a lone ESC enters jdb).
+        jdb::init(plat.psci);
+        console::arm_escape();
+        if let Some(line) = console::input_irq() {
+            irq::take_console_line(line);
+        }
+    }
     arch::timer_init(plat.timer_irq);
     kprintln!(
         "kernel: timer: CNTHP, IRQ {}, {} Hz, {} us tick",

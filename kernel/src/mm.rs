@@ -113,6 +113,11 @@ pub fn heap_bytes() -> u64 {
     HEAP.lock().stats_total_bytes() as u64
 }
 
+/// Kernel heap in use.
+pub fn heap_used() -> u64 {
+    HEAP.lock().stats_alloc_actual() as u64
+}
+
 /// Whether the kernel heap can give `bytes` more to one operation and
 /// still keep its reserve: what the kernel itself needs to finish any
 /// operation already under way and to clean up (a thirty-second of the

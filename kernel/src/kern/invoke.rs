@@ -817,7 +817,10 @@ fn vcon_op(k: &mut Kernel, cur: ObjId, m: &[u64; MR_COUNT]) -> OpResult {
         VconOp::Read => {
             let max = (m[1] as usize).min(proto::vcon::WRITE_MAX);
             let mut buf = [0u8; proto::vcon::WRITE_MAX];
-            let n = crate::console::read_bytes(&mut buf[..max]);
+            let (n, escape) = crate::console::read_bytes(&mut buf[..max]);
+            if escape {
+                crate::jdb::run(k);
+            }
             let mut out = [0u64; MR_COUNT];
             out[0] = n as u64
                 | if n < max {
@@ -868,9 +871,7 @@ fn vcon_icu_op(
             i.hw = Some(line);
             i.masked = false;
             crate::irq::set_owner(line, Some(irq));
-            crate::irq::set_mode(line, proto::icu::mode::LEVEL_HIGH);
-            crate::irq::set_enabled(line, true);
-            crate::console::enable_input_irq();
+            crate::irq::take_console_line(line);
             ok(0)
         }
         IcuOp::Unmask if m[1] == 0 => {

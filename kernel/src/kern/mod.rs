@@ -552,6 +552,12 @@ pub fn irq(from_user: bool) {
     bkl::unlock();
 }
 
+/// A lone ESC arrived (`-serial_esc`): the kernel debugger, until `g`.
+/// Called by the IRQ layer with the BKL held.
+pub fn enter_debugger() {
+    with(|k| crate::jdb::run(k));
+}
+
 /// Called by the IRQ layer for the tick.
 pub fn on_tick() {
     with(|k| k.tick());
