@@ -158,8 +158,12 @@ pub fn handle() {
                 crate::kern::enter_debugger();
             }
             if let Some(irq) = owner(n) {
-                set_enabled(n, false);
-                crate::kern::on_hw_irq(irq);
+                if crate::kern::on_hw_irq(irq) {
+                    set_enabled(n, false);
+                } else {
+                    // Its Irq was deleted: the line is the kernel's again.
+                    set_owner(n, None);
+                }
             }
         } else if let Some(irq) = owner(n) {
             // Masked until the owner unmasks it (level-triggered lines would

@@ -568,9 +568,14 @@ pub fn on_resched_ipi() {
     with(|k| k.cpus[arch::cpu_id()].need_resched = true);
 }
 
-/// A hardware interrupt bound to Irq object `irq` fired.
-pub fn on_hw_irq(irq: ObjId) {
-    with(|k| ipc::irq_trigger(k, irq));
+/// A hardware interrupt bound to Irq object `irq` fired. Returns false if
+/// that object is gone.
+pub fn on_hw_irq(irq: ObjId) -> bool {
+    with(|k| {
+        let alive = matches!(k.objs.get(irq), Some(KObject::Irq(_)));
+        ipc::irq_trigger(k, irq);
+        alive
+    })
 }
 
 /// Entry from a thread's first switch (see entry of a new thread).
