@@ -162,6 +162,8 @@ impl<B: Backend> Service<B> {
     pub fn serve(&mut self, label: u64, tag: MsgTag, mrs: &mut [u64; MR_COUNT]) -> Option<MsgTag> {
         self.sync_time();
         let ctx = Ctx::new(label, tag, mrs);
+        // The kernel's rights bits are not part of the object's label.
+        let label = ctx.label();
         let reply = match label {
             labels::FACTORY => Some(Factory::dispatch(&mut FactoryObj(self), &ctx, tag, mrs)),
             labels::INPUT => {

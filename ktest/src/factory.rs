@@ -55,7 +55,8 @@ fn gate_bound() -> R {
     let m =
         ipc::call_words(g.sel(), 0, &[5], ipc::timeouts_us(rt::WAIT_US)).ctx("call the gate")?;
     ensure_eq!(m.word(0), 6, "reply word");
-    ensure_eq!(m.proto(), 0x2200, "label the server saw");
+    // The caller's W and S rights arrive in the label's low bits.
+    ensure_eq!(m.proto(), 0x2200 | 3, "label the server saw");
     Ok(())
 }
 

@@ -18,6 +18,7 @@ tests! {
     "ipc.reply_and_wait_serves_many" => serves_many,
     "ipc.send_and_closed_receive" => send_and_receive,
     "ipc.gate_call_carries_label" => gate_label,
+    "ipc.gate_label_carries_sender_rights" => gate_label_rights,
     "ipc.gate_bind_and_get_info" => gate_bind,
     "ipc.gate_without_c_right" => gate_without_c,
     "ipc.bind_needs_s_on_thread" => bind_needs_s,
@@ -97,7 +98,31 @@ fn gate_label() -> R {
     let g = rt::gate(0x1230, Some(w.cap()))?;
     let m = ipc::call_words(g.sel(), 0, &[1], t()).ctx("call the gate")?;
     ensure_eq!(m.word(0), 2, "reply word");
-    ensure_eq!(m.proto(), 0x1230, "label the server saw");
+    // The caller's W and S rights arrive in the label's low bits.
+    ensure_eq!(m.proto(), 0x1230 | 3, "label the server saw");
+    Ok(())
+}
+
+/// The server learns the W and S rights of the capability each call came
+/// through, in the label's low two bits (as with Fiasco); R alone gives
+/// none.
+fn gate_label_rights() -> R {
+    let w = rt::spawn_default(rt::echo_entry, 0, 0)?;
+    let g = rt::gate(0x1240, Some(w.cap()))?;
+    for (rights, bits) in [
+        (CapRights::R, 0),
+        (CapRights::RW, 1),
+        (CapRights::RS, 2),
+        (CapRights::RWS, 3),
+    ] {
+        let c = copy_cap(g.cap(), rights)?;
+        let m = ipc::call_words(c.sel(), 0, &[1], t()).ctx("call the gate")?;
+        ensure_eq!(
+            m.proto(),
+            0x1240 | bits,
+            "label through a capability with {rights:?}"
+        );
+    }
     Ok(())
 }
 
@@ -108,7 +133,7 @@ fn gate_bind() -> R {
     g.bind(w.cap(), 0x7770).ctx("bind")?;
     ensure_eq!(g.get_info().ctx("get_info")?, 0x7770, "label after bind");
     let m = ipc::call_words(g.sel(), 0, &[1], t()).ctx("call the gate")?;
-    ensure_eq!(m.proto(), 0x7770, "label the server saw");
+    ensure_eq!(m.proto(), 0x7770 | 3, "label the server saw");
     Ok(())
 }
 
@@ -125,7 +150,7 @@ fn gate_without_c() -> R {
     }
     let _ = c.bind(w.cap(), 0x900);
     let m = ipc::call_words(c.sel(), 0, &[1], t()).ctx("call without C")?;
-    ensure_eq!(m.proto(), 0x800, "label after a bind without C");
+    ensure_eq!(m.proto(), 0x800 | 3, "label after a bind without C");
     ensure_eq!(
         g.get_info().ctx("get_info with C")?,
         0x800,
@@ -180,9 +205,10 @@ fn open_wait_labels() -> R {
     for _ in 0..2 {
         let m = ipc::wait_msg(ipc::recv_timeout_us(WAIT_US)).ctx("open wait")?;
         match (m.label, m.word(0)) {
-            (0x10, 1) => seen[0] = true,
-            (0x20, 2) => seen[1] = true,
-            (l, v) => fail!("label {l:#x} with word {v} (expected 0x10/1 and 0x20/2)"),
+            // The senders' W and S rights come in the low bits.
+            (0x13, 1) => seen[0] = true,
+            (0x23, 2) => seen[1] = true,
+            (l, v) => fail!("label {l:#x} with word {v} (expected 0x13/1 and 0x23/2)"),
         }
     }
     ensure!(seen == [true, true], "a sender came twice: {seen:?}");

@@ -12,7 +12,8 @@
 //! | log, sleep          | standard output, `std::thread::sleep`                            |
 //!
 //! The children's parent gates are bound to ned's main thread (the
-//! runtime puts it at `MAIN_THREAD`) with the child's task id as label:
+//! runtime puts it at `MAIN_THREAD`) labelled with the child's task id (above
+//! the two bits that carry the sender's rights):
 //! `wait` and the exit handlers receive the children's exit signals and
 //! the faults of their runtimes there. Not available: `L4.server_loop`.
 
@@ -214,6 +215,17 @@ impl Default for TargetBackend {
     }
 }
 
+/// The label of child `id`'s parent gate: the id above the bits in which
+/// the kernel passes the sender's capability rights.
+fn parent_label(id: TaskId) -> u64 {
+    id.0 << 2
+}
+
+/// The child a parent-gate label names (rights bits ignored).
+fn task_of_label(label: u64) -> TaskId {
+    TaskId(label >> 2)
+}
+
 impl TargetBackend {
     /// Waits for one message on a child's parent gate (they are bound to
     /// ned's main thread, labelled with the child's task id) and handles
@@ -223,7 +235,7 @@ impl TargetBackend {
         use l4_abi::call::ipc_wait;
         let (r, label) = ipc_wait(l4_abi::Timeouts::NEVER);
         let Ok(tag) = r else { return };
-        let id = TaskId(label);
+        let id = task_of_label(label);
         let (op, sig, val) = (l4::utcb::mr(0), l4::utcb::mr(1), l4::utcb::mr(2));
         let code = if tag.label() == l4_ipc::protocols::ids::PARENT && op == 0 {
             if sig != l4_ipc::protocols::parent_signal::EXIT {
@@ -447,7 +459,7 @@ impl Backend for TargetBackend {
                 program,
             },
             named: &named,
-            parent_label: id.0,
+            parent_label: parent_label(id),
             factory_quota: CHILD_FACTORY_QUOTA,
             prio: CHILD_PRIO,
             cpus: u64::MAX,

@@ -14,7 +14,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use l4_abi::{Error, Fpage, MemRights};
+use l4_abi::{CapRights, Error, Fpage, MemRights};
 use l4_ipc::protocols::{ds_flags, mem_alloc_flags};
 
 use crate::pages::PAGE;
@@ -247,6 +247,27 @@ impl Ds {
     }
 }
 
+/// What the capability a request came through allows: the kernel passes
+/// its W right in the label, and without it a client may neither map
+/// writable nor change the contents (`Perm`), and `info` reports the
+/// dataspace read-only.
+pub fn cap_allows_write(cap: CapRights, wants_write: bool) -> Result<(), Error> {
+    if wants_write && !cap.contains(CapRights::W) {
+        Err(Error::Perm)
+    } else {
+        Ok(())
+    }
+}
+
+/// The rights `info` reports through a capability with `cap` rights.
+pub fn visible_rights(ds_rights: u64, cap: CapRights) -> u64 {
+    if cap.contains(CapRights::W) {
+        ds_rights
+    } else {
+        ds_rights & !ds_flags::W
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +383,15 @@ mod tests {
         assert_eq!((r[0].1, r[1].1), (0x800, 0x800));
         assert_eq!(ds.clear_ranges(4 * PAGE, 1), Err(Error::Range));
         assert_eq!(ds.clear_ranges(0, 0), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn capability_rights_limit_writes() {
+        assert_eq!(cap_allows_write(CapRights::RO, true), Err(Error::Perm));
+        assert_eq!(cap_allows_write(CapRights::RO, false), Ok(()));
+        assert_eq!(cap_allows_write(CapRights::RW, true), Ok(()));
+        assert_eq!(visible_rights(ds_flags::RWX, CapRights::RO), ds_flags::RX);
+        assert_eq!(visible_rights(ds_flags::RW, CapRights::RWS), ds_flags::RW);
     }
 }
 

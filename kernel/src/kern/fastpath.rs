@@ -78,7 +78,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
                     if !(tag.label() == Proto::Kobject as i64
                         && cap.rights.contains(CapRights::C)) =>
                 {
-                    (Op::Call, g.thread?, g.label)
+                    (Op::Call, g.thread?, g.label | cap.rights.label_bits())
                 }
                 _ => return None,
             }

@@ -107,7 +107,7 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
         Some(KObject::Gate(_)) => label == Proto::Kobject as i64 && rights.contains(CapRights::C),
         _ => true,
     };
-    if let Some(target) = ipc::ipc_target(k, obj).filter(|_| !kernel_op) {
+    if let Some(target) = ipc::ipc_target(k, obj, rights).filter(|_| !kernel_op) {
         let call = (op == Operation::Call).then_some(inv.timeouts.recv());
         let s = rights.contains(CapRights::S);
         let sent = ipc::send(k, cur, target, call, s, inv.timeouts.send());
@@ -119,8 +119,7 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
     if !kernel_op {
         // A gate nobody is bound to yet: wait for its server to bind it.
         let call = (op == Operation::Call).then_some(inv.timeouts.recv());
-        let s = rights.contains(CapRights::S);
-        ipc::wait_for_binding(k, cur, obj, call, s, inv.timeouts.send());
+        ipc::wait_for_binding(k, cur, obj, rights, call, inv.timeouts.send());
         return;
     }
     let tag = inv.tag;

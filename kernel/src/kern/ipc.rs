@@ -10,7 +10,7 @@ use kernel_core::ipc::RecvBuffers;
 use kernel_core::kobj::ObjId;
 use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs, PageFault};
 use l4_abi::utcb::MR_COUNT;
-use l4_abi::{Error, MsgTag, Proto, Timeout};
+use l4_abi::{CapRights, Error, MsgTag, Proto, Timeout};
 
 /// When a wait with timeout `t` ends: `Ok(None)` never, `Ok(Some(counter
 /// value))`; a zero timeout fails at once with `zero`, an absolute one is
@@ -310,7 +310,7 @@ pub fn raise_fault(k: &mut Kernel, cur: ObjId, esr: Esr, far: u64) {
         return kill_thread(k, cur, format_args!("fault without a task"));
     };
     let target = match k.lookup_cap(task, handler_cap, l4_abi::CapRights::NONE) {
-        Ok((obj, _)) => ipc_target(k, obj),
+        Ok((obj, rights)) => ipc_target(k, obj, rights),
         Err(_) => None,
     };
     let Some(target) = target else {
@@ -341,17 +341,20 @@ pub fn wait_for_binding(
     k: &mut Kernel,
     cur: ObjId,
     gate: ObjId,
+    rights: CapRights,
     call: Option<Timeout>,
-    s: bool,
     t: Timeout,
 ) {
+    let s = rights.contains(CapRights::S);
     match deadline(t, Error::SendTimeout) {
         Err(e) => k.t(cur).set_error(e),
         Ok(d) => {
+            // The label is the gate's once it is bound; the rights bits
+            // are the sender's.
             let label = match k.objs.get_mut(gate) {
                 Some(KObject::Gate(g)) => {
                     g.waiters.push_back(cur);
-                    g.label
+                    rights.label_bits()
                 }
                 _ => return k.t(cur).set_error(Error::NoPartner),
             };
@@ -382,11 +385,17 @@ pub fn gate_bound(k: &mut Kernel, gate: ObjId) {
     let waiters = core::mem::take(&mut g.waiters);
     for w in waiters {
         let Some(t) = k.thread_mut(w) else { continue };
-        if let State::Send { call, s, .. } = t.state {
+        if let State::Send {
+            call,
+            s,
+            label: bits,
+            ..
+        } = t.state
+        {
             t.state = State::Send {
                 to,
                 via: Some(gate),
-                label,
+                label: label | (bits & CapRights::LABEL_BITS),
                 call,
                 s,
             };
@@ -407,8 +416,10 @@ fn leave_gate(k: &mut Kernel, gate: ObjId, id: ObjId) {
     }
 }
 
-/// The thread and label an IPC through object `obj` goes to.
-pub fn ipc_target(k: &Kernel, obj: ObjId) -> Option<Target> {
+/// The thread and label an IPC through object `obj`, with a capability
+/// holding `rights`, goes to. Through a gate, the label carries the
+/// capability's W and S rights in its low bits.
+pub fn ipc_target(k: &Kernel, obj: ObjId, rights: CapRights) -> Option<Target> {
     match k.objs.get(obj)? {
         KObject::Thread(_) => Some(Target {
             to: obj,
@@ -418,7 +429,7 @@ pub fn ipc_target(k: &Kernel, obj: ObjId) -> Option<Target> {
         KObject::Gate(g) => Some(Target {
             to: g.thread?,
             via: Some(obj),
-            label: g.label,
+            label: g.label | rights.label_bits(),
         }),
         _ => None,
     }

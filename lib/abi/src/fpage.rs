@@ -74,6 +74,12 @@ impl MemRights {
 pub struct CapRights(pub u8);
 
 impl CapRights {
+    /// What these rights put into the label of a gate message
+    /// ([`CapRights::LABEL_BITS`]).
+    pub const fn label_bits(self) -> u64 {
+        self.0 as u64 & CapRights::LABEL_BITS
+    }
+
     /// No rights.
     pub const NONE: CapRights = CapRights(0);
     /// Interface-specific write right (`L4_CAP_FPAGE_W`).
@@ -92,6 +98,11 @@ impl CapRights {
     pub const OBJ2: CapRights = CapRights(0x40);
     /// Object-specific right 3 (`L4_FPAGE_C_OBJ_RIGHT3`).
     pub const OBJ3: CapRights = CapRights(0x80);
+    /// The rights a server sees in the low bits of the label of a message
+    /// that came through an IPC gate: the `W` and `S` of the sender's
+    /// capability (so a gate's own label keeps these bits zero; servers
+    /// look objects up by `label & !LABEL_BITS`).
+    pub const LABEL_BITS: u64 = 0x3;
     /// `ro` = r.
     pub const RO: CapRights = CapRights(0x04);
     /// `rw` = r | w.

@@ -13,6 +13,11 @@
 //! | `x2`     | timeouts: send in bits 16..32, receive 0..16 ([`Timeouts`]) | label (badge) of the gate/sender |
 //! | `x8`     | [`sys::X8_IPC`] (0); non-zero: temporary [`debug`] calls | preserved                          |
 //!
+//! A message through an IPC gate arrives with the gate's label ORed with
+//! the `W` and `S` rights of the sender's capability
+//! ([`fpage::CapRights::LABEL_BITS`]): a server tells what a client may do
+//! from them, and gives its objects labels with those bits zero.
+//!
 //! All other registers, including SIMD/FP, are preserved. The op flags are
 //! Fiasco's: [`sys::SEND`] = 1, [`sys::RECV`] = 2, [`sys::OPEN_WAIT`] = 4
 //! (receive from anyone), [`sys::REPLY`] = 8. Call = SEND|RECV,

@@ -52,13 +52,14 @@
 //!     }
 //! }
 //!
-//! // The server's objects under the labels of their gates.
+//! // The server's objects under the labels of their gates (the low two
+//! // bits stay zero: the kernel puts the sender's W and S rights there).
 //! let mut counter = Object::<Counter, _>::new(Count(0));
 //! let mut objects = ObjectTable::<4>::new();
-//! objects.register(5, &mut counter).unwrap();
-//! // A client of capability 5, which the loopback treats as the gate
-//! // with label 5.
-//! let mut c = CounterClient::with_transport(5, Loopback::new(objects));
+//! objects.register(0x50, &mut counter).unwrap();
+//! // A client of capability 0x50, which the loopback treats as the gate
+//! // with label 0x50.
+//! let mut c = CounterClient::with_transport(0x50, Loopback::new(objects));
 //! assert_eq!(c.add(2), Ok(2));
 //! assert_eq!(c.add(3), Ok(5));
 //! ```

@@ -36,7 +36,7 @@
 use core::marker::PhantomData;
 
 use l4_abi::utcb::MR_COUNT;
-use l4_abi::{Error, MsgTag, SendItem};
+use l4_abi::{CapRights, Error, MsgTag, SendItem};
 
 use crate::codec::{Arg, MAX_ITEMS, Writer};
 
@@ -92,9 +92,17 @@ impl Ctx {
         c
     }
 
-    /// The label (badge) of the gate the request came through.
+    /// The label (badge) of the gate the request came through, without
+    /// the sender's rights bits ([`Ctx::rights`]).
     pub const fn label(&self) -> u64 {
-        self.label
+        self.label & !CapRights::LABEL_BITS
+    }
+
+    /// The W and S rights of the capability the request came through (the
+    /// kernel passes them in the label's low bits); a server checks them
+    /// before it writes or hands out write access for the caller.
+    pub const fn rights(&self) -> CapRights {
+        CapRights(self.label as u8 & CapRights::LABEL_BITS as u8)
     }
 
     /// The typed items of the request as received: the sender's control
@@ -186,9 +194,19 @@ pub fn handle_request<R: Registry + ?Sized>(
     mrs: &mut [u64; MR_COUNT],
 ) -> MsgTag {
     let ctx = Ctx::new(label, tag, mrs);
-    match objects.handler(label) {
+    match objects.handler(ctx.label()) {
         Some(h) => h.handle(&ctx, tag, mrs),
         None => error_reply(Error::NoEnt),
+    }
+}
+
+/// An object's label leaves the low bits, where the kernel puts the
+/// sender's rights, zero (`Inval` otherwise).
+fn object_label(label: u64) -> Result<(), Error> {
+    if label & CapRights::LABEL_BITS == 0 {
+        Ok(())
+    } else {
+        Err(Error::Inval)
     }
 }
 
@@ -208,6 +226,7 @@ impl<'a, const N: usize> ObjectTable<'a, N> {
     /// Registers `h` under `label`: [`Error::Exist`] if the label is taken,
     /// [`Error::NoSpc`] if the table is full.
     pub fn register(&mut self, label: u64, h: &'a mut dyn Handler) -> Result<(), Error> {
+        object_label(label)?;
         if self.entries.iter().flatten().any(|e| e.0 == label) {
             return Err(Error::Exist);
         }
@@ -266,6 +285,7 @@ impl ObjectMap {
     /// Registers `h` under `label`; [`Error::Exist`] if the label is taken.
     pub fn register(&mut self, label: u64, h: impl Handler + 'static) -> Result<(), Error> {
         use alloc::collections::btree_map::Entry;
+        object_label(label)?;
         match self.map.entry(label) {
             Entry::Occupied(_) => Err(Error::Exist),
             Entry::Vacant(v) => {
@@ -388,7 +408,9 @@ mod tests {
         m[0] = 1;
         m[1..3].copy_from_slice(&CapArg::new(4, CapRights::R).item().to_words());
         let c = Ctx::new(9, MsgTag::new(0, 1, 1, 0), &m);
-        assert_eq!(c.label(), 9);
+        assert_eq!((c.label(), c.rights()), (8, CapRights::W));
+        let c = Ctx::new(0x1002, MsgTag::new(0, 1, 1, 0), &m);
+        assert_eq!((c.label(), c.rights()), (0x1000, CapRights::S));
         assert_eq!(c.items(), &[CapArg::new(4, CapRights::R).item()]);
         // A tag claiming more items than the registers hold.
         let c = Ctx::new(9, MsgTag::new(0, 60, 10, 0), &m);
@@ -415,18 +437,19 @@ mod tests {
         let mut c = echo;
         let mut d = echo;
         let mut t = ObjectTable::<2>::new();
-        t.register(1, &mut a).unwrap();
-        assert_eq!(t.register(1, &mut d).err(), Some(Error::Exist));
-        t.register(2, &mut b).unwrap();
-        assert_eq!(t.register(3, &mut c).err(), Some(Error::NoSpc));
+        t.register(4, &mut a).unwrap();
+        assert_eq!(t.register(4, &mut d).err(), Some(Error::Exist));
+        t.register(8, &mut b).unwrap();
+        assert_eq!(t.register(12, &mut c).err(), Some(Error::NoSpc));
         let mut m = [0; MR_COUNT];
-        let r = handle_request(&mut t, 2, MsgTag::new(0, 5, 0, 0), &mut m);
-        assert_eq!((r.words(), m[0], m[1]), (2, 2, 5));
-        let r = handle_request(&mut t, 3, MsgTag::new(0, 5, 0, 0), &mut m);
+        // The sender's rights bits do not change which object answers.
+        let r = handle_request(&mut t, 8 | 3, MsgTag::new(0, 5, 0, 0), &mut m);
+        assert_eq!((r.words(), m[0], m[1]), (2, 8, 5));
+        let r = handle_request(&mut t, 12, MsgTag::new(0, 5, 0, 0), &mut m);
         assert_eq!(r.to_result(), Err(Error::NoEnt));
-        assert!(t.unregister(2).is_ok());
-        assert!(t.unregister(2).is_err());
-        assert!(t.handler(2).is_none());
+        assert!(t.unregister(8).is_ok());
+        assert!(t.unregister(8).is_err());
+        assert!(t.handler(8).is_none());
         assert!(ObjectTable::<1>::default().handler(0).is_none());
     }
 
@@ -435,14 +458,15 @@ mod tests {
     fn map() {
         let mut t = ObjectMap::new();
         assert!(t.is_empty());
-        t.register(7, echo).unwrap();
-        assert_eq!(t.register(7, echo), Err(Error::Exist));
+        t.register(28, echo).unwrap();
+        assert_eq!(t.register(28, echo), Err(Error::Exist));
+        assert_eq!(t.register(29, echo), Err(Error::Inval), "rights bits");
         assert_eq!(t.len(), 1);
         let mut m = [0; MR_COUNT];
-        let r = handle_request(&mut t, 7, MsgTag::new(0, 1, 0, 0), &mut m);
-        assert_eq!((r.words(), m[0]), (2, 7));
-        assert!(t.unregister(7).is_some());
-        let r = handle_request(&mut t, 7, MsgTag::new(0, 1, 0, 0), &mut m);
+        let r = handle_request(&mut t, 28 | 1, MsgTag::new(0, 1, 0, 0), &mut m);
+        assert_eq!((r.words(), m[0]), (2, 28));
+        assert!(t.unregister(28).is_some());
+        let r = handle_request(&mut t, 28, MsgTag::new(0, 1, 0, 0), &mut m);
         assert_eq!(r.to_result(), Err(Error::NoEnt));
     }
 
@@ -491,29 +515,29 @@ mod tests {
             MsgTag::new(0, 1, 0, 0)
         };
         let mut t = ObjectTable::<1>::new();
-        t.register(3, &mut obj).unwrap();
+        t.register(12, &mut obj).unwrap();
         let script = Script {
             requests: [
-                (MsgTag::new(0, 1, 0, 0), 3, 4),
-                (MsgTag::new(0, 1, 0, MsgTag::ERROR), 3, 0),
-                (MsgTag::new(0, 1, 0, 0), 8, 1),
+                (MsgTag::new(0, 1, 0, 0), 12, 4),
+                (MsgTag::new(0, 1, 0, MsgTag::ERROR), 12, 0),
+                (MsgTag::new(0, 1, 0, 0), 32, 1),
             ],
             next: 0,
             replies: [(MsgTag(0), 0); 3],
             nreplies: 0,
         };
         let mut s = Server::new(t, script);
-        assert_eq!(s.step(), Ok((3, MsgTag::new(0, 1, 0, 0))));
+        assert_eq!(s.step(), Ok((12, MsgTag::new(0, 1, 0, 0))));
         assert!(s.pending_reply().is_some());
         // The reply goes out; the next receive fails: nothing pending.
         assert_eq!(s.step(), Err(Error::RecvMsgCut));
         assert_eq!(s.pending_reply(), None);
         // Only a wait: no reply is sent for the failed receive.
-        assert_eq!(s.step().map(|r| r.0), Ok(8));
+        assert_eq!(s.step().map(|r| r.0), Ok(32));
         assert_eq!(s.step(), Err(Error::RecvTimeout));
         let sc = &s.transport;
         assert_eq!(sc.nreplies, 2);
-        assert_eq!(sc.replies[0], (MsgTag::new(0, 1, 0, 0), 43));
+        assert_eq!(sc.replies[0], (MsgTag::new(0, 1, 0, 0), 52));
         assert_eq!(
             sc.replies[1].0.to_result(),
             Err(Error::NoEnt),

@@ -121,10 +121,10 @@ impl EchoServer for EchoImpl {
 fn every_argument_type_round_trips() {
     let mut objects = ObjectMap::new();
     objects
-        .register(9, Object::<Echo, _>::new(EchoImpl))
+        .register(36, Object::<Echo, _>::new(EchoImpl))
         .unwrap();
     let mut lb = loopback(objects);
-    let mut c = EchoClient::with_transport(9, &mut lb);
+    let mut c = EchoClient::with_transport(36, &mut lb);
     let s = (
         u8::MAX,
         u16::MAX,
@@ -169,7 +169,7 @@ fn every_argument_type_round_trips() {
         CapArg::new(CLIENT_SLOT, CapRights::RWS),
         "mapped back to us"
     );
-    assert_eq!((label, rights), (9, CapRights::RWS.0 as u64));
+    assert_eq!((label, rights), (36, CapRights::RWS.0 as u64));
     assert_eq!(c.nothing(), Ok(()));
     assert_eq!(lb.calls, 5, "the refused calls never left the client");
     assert_eq!(Echo::op_name(3), Some("caps"));
@@ -446,10 +446,10 @@ fn dataspace() {
     }));
     let mut objects = ObjectMap::new();
     objects
-        .register(1, Object::<Dataspace, _>::new(Ds(st.clone())))
+        .register(4, Object::<Dataspace, _>::new(Ds(st.clone())))
         .unwrap();
     let mut lb = loopback(objects);
-    let mut ds = DataspaceClient::with_transport(1, &mut lb);
+    let mut ds = DataspaceClient::with_transport(4, &mut lb);
     assert_eq!(ds.info(), Ok((0x10_000, ds_flags::RW)));
     assert_eq!(ds.size(), Ok(0x10_000));
     assert_eq!(ds.flags(), Ok(ds_flags::RW));
@@ -486,10 +486,10 @@ fn dataspace() {
 fn namespace() {
     let mut objects = ObjectMap::new();
     objects
-        .register(2, Object::<Namespace, _>::new(Ns::default()))
+        .register(8, Object::<Namespace, _>::new(Ns::default()))
         .unwrap();
     let mut lb = loopback(objects);
-    let mut ns = NamespaceClient::with_transport(2, &mut lb);
+    let mut ns = NamespaceClient::with_transport(8, &mut lb);
     ns.rcv = RecvBufs::cap_slot(CLIENT_SLOT);
     assert_eq!(ns.query("rom"), Err(Error::NoEnt));
     let rom = CapArg::new(33, CapRights::RO);
@@ -528,10 +528,10 @@ fn parent() {
     let got = Rc::new(RefCell::new(Vec::new()));
     let mut objects = ObjectMap::new();
     objects
-        .register(3, Object::<Parent, _>::new(Par(got.clone())))
+        .register(12, Object::<Parent, _>::new(Par(got.clone())))
         .unwrap();
     let mut lb = loopback(objects);
-    let mut p = ParentClient::with_transport(3, &mut lb);
+    let mut p = ParentClient::with_transport(12, &mut lb);
     assert_eq!(p.signal(parent_signal::EXIT, 42), Ok(()));
     assert_eq!(*got.borrow(), [(0, 42)]);
     assert_eq!(Parent::ID, 0x4002);
@@ -542,10 +542,10 @@ fn log() {
     let st = Rc::new(RefCell::new(LogState::default()));
     let mut objects = ObjectMap::new();
     objects
-        .register(4, Object::<Log, _>::new(Lg(st.clone())))
+        .register(16, Object::<Log, _>::new(Lg(st.clone())))
         .unwrap();
     let mut lb = loopback(objects);
-    let mut log = LogClient::with_transport(4, &mut lb);
+    let mut log = LogClient::with_transport(16, &mut lb);
     assert_eq!(log.write(b"hello\n"), Ok(()));
     let big = vec![b'x'; LOG_WRITE_MAX];
     assert_eq!(log.write(&big), Ok(()));
@@ -570,10 +570,10 @@ fn factory() {
     let st = Rc::new(RefCell::new(FacState::default()));
     let mut objects = ObjectMap::new();
     objects
-        .register(5, Object::<Factory, _>::new(Fac(st.clone())))
+        .register(20, Object::<Factory, _>::new(Fac(st.clone())))
         .unwrap();
     let mut lb = loopback(objects);
-    let mut f = FactoryClient::with_transport(5, &mut lb);
+    let mut f = FactoryClient::with_transport(20, &mut lb);
     f.rcv = RecvBufs::cap_slot(CLIENT_SLOT);
     let landed = RcvCap::new(CLIENT_SLOT, CapRights::RWSD);
     assert_eq!(f.create_dataspace(0x1000, None, None), Ok(landed));
@@ -690,7 +690,7 @@ impl Transport for Capture {
 #[test]
 fn log_write_is_the_vcon_layout() {
     let t = Capture::new(MsgTag::new(0, 0, 0, 0), &[]);
-    let mut log = LogClient::with_transport(5, t);
+    let mut log = LogClient::with_transport(20, t);
     log.write(b"hello, world!").unwrap();
     let (tag, m) = log.transport.last();
     assert_eq!(tag.label(), Proto::Log as i64);
@@ -706,7 +706,7 @@ fn log_write_is_the_vcon_layout() {
     );
     log.write(&[7; LOG_WRITE_MAX]).unwrap();
     assert_eq!(log.transport.last().0.words(), 63);
-    assert_eq!(log.transport.requests[1].0, 5);
+    assert_eq!(log.transport.requests[1].0, 20);
 }
 
 #[test]
@@ -714,7 +714,7 @@ fn kernel_factory_layout_and_reply() {
     // The kernel replies label 0, no words, no items, and has put the new
     // capability into the first receive slot.
     let t = Capture::new(MsgTag::new(0, 0, 0, 0), &[]);
-    let mut f = FactoryClient::with_transport(2, t);
+    let mut f = FactoryClient::with_transport(8, t);
     f.rcv = RecvBufs::cap_slot(0x40);
     let cap = f.create_ipc_gate(None, None).unwrap();
     assert_eq!(cap, RcvCap::new(0x40, CapRights::ALL));
@@ -786,16 +786,16 @@ impl Target {
         }));
         let mut objects = ObjectMap::new();
         objects
-            .register(1, Object::<Dataspace, _>::new(Ds(ds.clone())))
+            .register(4, Object::<Dataspace, _>::new(Ds(ds.clone())))
             .unwrap();
         objects
-            .register(2, Object::<Namespace, _>::new(Ns::default()))
+            .register(8, Object::<Namespace, _>::new(Ns::default()))
             .unwrap();
         objects
-            .register(5, Object::<Factory, _>::new(Fac(Rc::default())))
+            .register(20, Object::<Factory, _>::new(Fac(Rc::default())))
             .unwrap();
         objects
-            .register(9, Object::<Echo, _>::new(EchoImpl))
+            .register(36, Object::<Echo, _>::new(EchoImpl))
             .unwrap();
         Target { objects, ds }
     }
@@ -824,43 +824,43 @@ fn hostile_requests() {
     let mut t = Target::new();
     let clear = Dataspace::clear;
     // Well formed, for reference.
-    assert_eq!(t.send(1, ds_tag(3, 0), &[clear, 0, 8]), Ok(vec![]));
+    assert_eq!(t.send(4, ds_tag(3, 0), &[clear, 0, 8]), Ok(vec![]));
     // Wrong label (protocol), and the right protocol on the wrong object.
     let ns = MsgTag::new(Namespace::ID, 3, 0, 0);
-    assert_eq!(t.send(1, ns, &[clear, 0, 8]), Err(Error::BadProto));
+    assert_eq!(t.send(4, ns, &[clear, 0, 8]), Err(Error::BadProto));
     assert_eq!(
-        t.send(2, ds_tag(3, 0), &[clear, 0, 8]),
+        t.send(8, ds_tag(3, 0), &[clear, 0, 8]),
         Err(Error::BadProto)
     );
     // Unknown object.
-    assert_eq!(t.send(77, ds_tag(3, 0), &[clear, 0, 8]), Err(Error::NoEnt));
+    assert_eq!(t.send(308, ds_tag(3, 0), &[clear, 0, 8]), Err(Error::NoEnt));
     // Unknown opcode; no opcode at all.
-    assert_eq!(t.send(1, ds_tag(1, 0), &[99]), Err(Error::NoSys));
+    assert_eq!(t.send(4, ds_tag(1, 0), &[99]), Err(Error::NoSys));
     assert_eq!(
-        t.send(1, ds_tag(1, 0), &[clear | 1 << 16]),
+        t.send(4, ds_tag(1, 0), &[clear | 1 << 16]),
         Err(Error::NoSys)
     );
-    assert_eq!(t.send(1, ds_tag(0, 0), &[]), Err(Error::MsgTooShort));
+    assert_eq!(t.send(4, ds_tag(0, 0), &[]), Err(Error::MsgTooShort));
     // Too few and too many words.
     assert_eq!(
-        t.send(1, ds_tag(2, 0), &[clear, 0]),
+        t.send(4, ds_tag(2, 0), &[clear, 0]),
         Err(Error::MsgTooShort)
     );
     assert_eq!(
-        t.send(1, ds_tag(4, 0), &[clear, 0, 8, 0]),
+        t.send(4, ds_tag(4, 0), &[clear, 0, 8, 0]),
         Err(Error::MsgTooLong)
     );
     assert_eq!(
-        t.send(1, ds_tag(1, 0), &[Dataspace::info]),
+        t.send(4, ds_tag(1, 0), &[Dataspace::info]),
         Ok(vec![0x1000, ds_flags::RW])
     );
     assert_eq!(
-        t.send(1, ds_tag(2, 0), &[Dataspace::info, 0]),
+        t.send(4, ds_tag(2, 0), &[Dataspace::info, 0]),
         Err(Error::MsgTooLong)
     );
     // A tag describing more registers than a UTCB has.
     assert_eq!(
-        t.send(1, ds_tag(63, 3), &[clear, 0, 8]),
+        t.send(4, ds_tag(63, 3), &[clear, 0, 8]),
         Err(Error::MsgTooLong)
     );
     // copy_in: missing capability item, item of the wrong type, void item,
@@ -871,24 +871,24 @@ fn hostile_requests() {
         .item()
         .to_words();
     let w = [copy, 1, 2, 3];
-    assert_eq!(t.send(1, ds_tag(4, 0), &w), Err(Error::MsgMissArg));
+    assert_eq!(t.send(4, ds_tag(4, 0), &w), Err(Error::MsgMissArg));
     assert_eq!(
-        t.send(1, ds_tag(4, 1), &[&w[..], &mem[..]].concat()),
+        t.send(4, ds_tag(4, 1), &[&w[..], &mem[..]].concat()),
         Err(Error::Inval)
     );
     assert_eq!(
-        t.send(1, ds_tag(4, 1), &[&w[..], &[0, 0][..]].concat()),
+        t.send(4, ds_tag(4, 1), &[&w[..], &[0, 0][..]].concat()),
         Err(Error::Inval)
     );
     let two = [&w[..], &cap, &cap].concat();
-    assert_eq!(t.send(1, ds_tag(4, 2), &two), Err(Error::MsgTooLong));
+    assert_eq!(t.send(4, ds_tag(4, 2), &two), Err(Error::MsgTooLong));
     assert_eq!(
-        t.send(1, ds_tag(4, 1), &[&w[..], &cap[..]].concat()),
+        t.send(4, ds_tag(4, 1), &[&w[..], &cap[..]].concat()),
         Ok(vec![])
     );
     // An item where none is expected.
     assert_eq!(
-        t.send(1, ds_tag(3, 1), &[clear, 0, 8, cap[0], cap[1]]),
+        t.send(4, ds_tag(3, 1), &[clear, 0, 8, cap[0], cap[1]]),
         Err(Error::MsgTooLong)
     );
     // Only the two well-formed operations reached the server.
@@ -905,24 +905,24 @@ fn hostile_strings() {
     // Length larger than the bound.
     let mut w = vec![q, NAME_MAX as u64 + 1];
     w.extend(std::iter::repeat_n(word(b"xxxxxxxx"), 33));
-    assert_eq!(t.send(2, ns(w.len() as u32), &w), Err(Error::TooBig));
-    assert_eq!(t.send(2, ns(2), &[q, u64::MAX]), Err(Error::TooBig));
+    assert_eq!(t.send(8, ns(w.len() as u32), &w), Err(Error::TooBig));
+    assert_eq!(t.send(8, ns(2), &[q, u64::MAX]), Err(Error::TooBig));
     // Length larger than the message.
     assert_eq!(
-        t.send(2, ns(3), &[q, 20, word(b"rom\0\0\0\0\0")]),
+        t.send(8, ns(3), &[q, 20, word(b"rom\0\0\0\0\0")]),
         Err(Error::MsgTooShort)
     );
-    assert_eq!(t.send(2, ns(2), &[q, 1]), Err(Error::MsgTooShort));
+    assert_eq!(t.send(8, ns(2), &[q, 1]), Err(Error::MsgTooShort));
     // Not UTF-8.
-    assert_eq!(t.send(2, ns(3), &[q, 2, 0xfffe]), Err(Error::Inval));
+    assert_eq!(t.send(8, ns(3), &[q, 2, 0xfffe]), Err(Error::Inval));
     // Fine.
     assert_eq!(
-        t.send(2, ns(3), &[q, 3, word(b"rom\0\0\0\0\0")]),
+        t.send(8, ns(3), &[q, 3, word(b"rom\0\0\0\0\0")]),
         Err(Error::NoEnt)
     );
     // Surplus word after the string.
     assert_eq!(
-        t.send(2, ns(4), &[q, 3, word(b"rom\0\0\0\0\0"), 0]),
+        t.send(8, ns(4), &[q, 3, word(b"rom\0\0\0\0\0"), 0]),
         Err(Error::MsgTooLong)
     );
 }
@@ -933,10 +933,10 @@ fn hostile_values() {
     let echo = |w: u32| MsgTag::new(Echo::ID, w, 0, 0);
     let misc = |a: u64, d: u64, f: u64| vec![Echo::misc, a, 0, 1, 2, 3, d, 5, 0, f, 0];
     let ok = misc(1, 1, 3);
-    assert!(t.send(9, echo(ok.len() as u32), &ok).is_ok());
+    assert!(t.send(36, echo(ok.len() as u32), &ok).is_ok());
     // bool 2, Option tag 2, enum value 2.
     for bad in [misc(2, 1, 3), misc(1, 2, 3), misc(1, 1, 2), misc(1, 1, 0)] {
-        assert_eq!(t.send(9, echo(bad.len() as u32), &bad), Err(Error::Inval));
+        assert_eq!(t.send(36, echo(bad.len() as u32), &bad), Err(Error::Inval));
     }
     // Out of range for the integer types.
     let scal = |i: usize, v: u64| {
@@ -955,13 +955,13 @@ fn hostile_values() {
         (7, (i32::MIN as i64 - 1) as u64),
     ] {
         assert_eq!(
-            t.send(9, echo(9), &scal(i, v)),
+            t.send(36, echo(9), &scal(i, v)),
             Err(Error::Inval),
             "{i} {v:#x}"
         );
     }
-    assert!(t.send(9, echo(9), &scal(4, u64::MAX)).is_ok());
-    assert!(t.send(9, echo(9), &scal(8, u64::MAX)).is_ok());
+    assert!(t.send(36, echo(9), &scal(4, u64::MAX)).is_ok());
+    assert!(t.send(36, echo(9), &scal(8, u64::MAX)).is_ok());
     // Factory: a string where an integer belongs, unknown argument type,
     // string too long for a log tag, unknown protocol.
     let fac = |w: u32| MsgTag::new(Factory::ID, w, 0, 0);
@@ -971,17 +971,20 @@ fn hostile_values() {
         header(varg::STRING, 2),
         u64::from_le_bytes(*b"1\0\0\0\0\0\0\0"),
     ];
-    assert_eq!(t.send(5, fac(3), &s), Err(Error::Inval));
+    assert_eq!(t.send(20, fac(3), &s), Err(Error::Inval));
     assert_eq!(
-        t.send(5, fac(3), &[ds, header(0x55, 8), 1]),
+        t.send(20, fac(3), &[ds, header(0x55, 8), 1]),
         Err(Error::Inval)
     );
     assert_eq!(
-        t.send(5, fac(2), &[ds, header(varg::UMWORD, 8)]),
+        t.send(20, fac(2), &[ds, header(varg::UMWORD, 8)]),
         Err(Error::MsgTooShort)
     );
-    assert_eq!(t.send(5, fac(1), &[ds]), Err(Error::MsgTooShort));
-    assert!(t.send(5, fac(3), &[ds, header(varg::UMWORD, 8), 1]).is_ok());
+    assert_eq!(t.send(20, fac(1), &[ds]), Err(Error::MsgTooShort));
+    assert!(
+        t.send(20, fac(3), &[ds, header(varg::UMWORD, 8), 1])
+            .is_ok()
+    );
     let extra = [
         ds,
         header(varg::UMWORD, 8),
@@ -992,14 +995,14 @@ fn hostile_values() {
         0,
         header(varg::NIL, 0),
     ];
-    assert_eq!(t.send(5, fac(8), &extra), Err(Error::MsgTooLong));
+    assert_eq!(t.send(20, fac(8), &extra), Err(Error::MsgTooLong));
     let log = Factory::create_log;
     let mut w = vec![log, header(varg::STRING, LOG_TAG_MAX + 2)];
     w.extend(std::iter::repeat_n(0x4141_4141_4141_4141, 9));
-    assert_eq!(t.send(5, fac(w.len() as u32), &w), Err(Error::TooBig));
+    assert_eq!(t.send(20, fac(w.len() as u32), &w), Err(Error::TooBig));
     let bad_opts = [log, header(varg::STRING, 1), 0, header(0x66, 0)];
-    assert_eq!(t.send(5, fac(4), &bad_opts), Err(Error::Inval));
-    assert_eq!(t.send(5, fac(1), &[(-16i64) as u64]), Err(Error::NoSys));
+    assert_eq!(t.send(20, fac(4), &bad_opts), Err(Error::Inval));
+    assert_eq!(t.send(20, fac(1), &[(-16i64) as u64]), Err(Error::NoSys));
 }
 
 // ----------------------------------------------------------------------
@@ -1010,26 +1013,26 @@ fn hostile_values() {
 fn error_replies_decode_to_the_error() {
     for &e in Error::ALL {
         let mut t = Capture::new(MsgTag::reply(Err(e)), &[]);
-        let mut ds = DataspaceClient::with_transport(1, &mut t);
+        let mut ds = DataspaceClient::with_transport(4, &mut t);
         assert_eq!(ds.info(), Err(e));
     }
     // An unknown negative code.
     let mut t = Capture::new(MsgTag::new(-4242, 0, 0, 0), &[]);
     assert_eq!(
-        DataspaceClient::with_transport(1, &mut t).info(),
+        DataspaceClient::with_transport(4, &mut t).info(),
         Err(Error::Inval)
     );
     // Through the loopback: the server's error comes back as is.
     let st = Rc::new(RefCell::new(DsState::default()));
     let mut objects = ObjectMap::new();
     objects
-        .register(1, Object::<Dataspace, _>::new(Ds(st)))
+        .register(4, Object::<Dataspace, _>::new(Ds(st)))
         .unwrap();
     let mut lb = loopback(objects);
-    let mut ds = DataspaceClient::with_transport(1, &mut lb);
+    let mut ds = DataspaceClient::with_transport(4, &mut lb);
     assert_eq!(ds.map(0, 0, 0), Err(Error::Range));
     // A client talking to a gate nobody serves.
-    let mut none = DataspaceClient::with_transport(8, &mut lb);
+    let mut none = DataspaceClient::with_transport(32, &mut lb);
     assert_eq!(none.info(), Err(Error::NoEnt));
 }
 
@@ -1037,7 +1040,7 @@ fn error_replies_decode_to_the_error() {
 fn hostile_replies() {
     let info = |reply: MsgTag, words: &[u64]| {
         let mut t = Capture::new(reply, words);
-        DataspaceClient::with_transport(1, &mut t).info()
+        DataspaceClient::with_transport(4, &mut t).info()
     };
     assert_eq!(info(MsgTag::new(0, 2, 0, 0), &[1, 2]), Ok((1, 2)));
     assert_eq!(
@@ -1056,28 +1059,28 @@ fn hostile_replies() {
     );
     assert_eq!(info(MsgTag::new(0, 40, 20, 0), &[]), Err(Error::MsgTooLong));
     let mut t = Capture::new(MsgTag::new(0, 1, 0, 0), &[0]);
-    let mut ns = NamespaceClient::with_transport(2, &mut t);
+    let mut ns = NamespaceClient::with_transport(8, &mut t);
     ns.rcv = RecvBufs::cap_slot(CLIENT_SLOT);
     assert_eq!(ns.query("rom"), Err(Error::MsgMissArg));
     let mem = MemArg::map(Fpage::mem(0, 12, MemRights::R), 0)
         .item()
         .to_words();
     let mut t = Capture::new(MsgTag::new(0, 1, 1, 0), &[0, mem[0], mem[1]]);
-    let mut ns = NamespaceClient::with_transport(2, &mut t);
+    let mut ns = NamespaceClient::with_transport(8, &mut t);
     assert_eq!(ns.query("rom"), Err(Error::Inval));
     let cap = CapArg::new(4, CapRights::R).item().to_words();
     let mut t = Capture::new(MsgTag::new(0, 0, 1, 0), &cap);
-    let mut ds = DataspaceClient::with_transport(1, &mut t);
+    let mut ds = DataspaceClient::with_transport(4, &mut t);
     assert_eq!(
         ds.map(0, 0, 0),
         Err(Error::Inval),
         "a capability is no mapping"
     );
     let mut t = Capture::new(MsgTag::new(0, 1, 0, 0), &[600]);
-    let mut log = LogClient::with_transport(1, &mut t);
+    let mut log = LogClient::with_transport(4, &mut t);
     assert_eq!(log.read(10), Err(Error::TooBig));
     let mut t = Capture::new(MsgTag::new(0, 1, 0, 0), &[1 << 32]);
-    let mut log = LogClient::with_transport(1, &mut t);
+    let mut log = LogClient::with_transport(4, &mut t);
     assert_eq!(log.read(10), Err(Error::Inval), "unknown read flag");
 }
 
@@ -1151,11 +1154,11 @@ fn random_requests_and_replies_never_panic() {
         let words: Vec<u64> = mrs.to_vec();
         let rtag = MsgTag::new(0, (rng.next() % 64) as u32, (rng.next() % 4) as u32, 0);
         let mut c = Capture::new(rtag, &words);
-        let _ = NamespaceClient::with_transport(1, &mut c).query("x");
-        let _ = DataspaceClient::with_transport(1, &mut c).map(0, 0, 0);
-        let _ = LogClient::with_transport(1, &mut c).read(1);
-        let _ = FactoryClient::with_transport(1, &mut c).create_log("t", None, &VarArgs::new());
-        let _ = EchoClient::with_transport(1, &mut c).strings(b"", "", b"");
+        let _ = NamespaceClient::with_transport(4, &mut c).query("x");
+        let _ = DataspaceClient::with_transport(4, &mut c).map(0, 0, 0);
+        let _ = LogClient::with_transport(4, &mut c).read(1);
+        let _ = FactoryClient::with_transport(4, &mut c).create_log("t", None, &VarArgs::new());
+        let _ = EchoClient::with_transport(4, &mut c).strings(b"", "", b"");
         if let Ok(mut r) = Reader::new(rtag, &words) {
             let _ = VarArgs::decode(&mut r);
         }
@@ -1173,7 +1176,7 @@ fn writer_refuses_what_does_not_fit() {
     assert_eq!(big.encode(&mut w), Err(Error::MsgTooLong));
     // A client call whose arguments do not fit is refused before sending.
     let mut t = Capture::new(MsgTag::new(0, 0, 0, 0), &[]);
-    let mut f = FactoryClient::with_transport(1, &mut t);
+    let mut f = FactoryClient::with_transport(4, &mut t);
     let mut a = VarArgs::new();
     a.push_str(&"x".repeat(300)).unwrap();
     a.push_str(&"x".repeat(160)).unwrap();
@@ -1219,11 +1222,11 @@ impl l4_ipc::ServerTransport for Queue {
 fn server_loop_dispatches_by_label() {
     // Record what clients send (each call gets an empty reply).
     let mut rec = Capture::new(MsgTag::new(0, 0, 0, 0), &[]);
-    let _ = DataspaceClient::with_transport(1, &mut rec).info();
-    let _ = NamespaceClient::with_transport(2, &mut rec).unlink("x");
-    let _ = DataspaceClient::with_transport(2, &mut rec).info();
-    let _ = DataspaceClient::with_transport(3, &mut rec).info();
-    let _ = DataspaceClient::with_transport(1, &mut rec).clear(0, 1);
+    let _ = DataspaceClient::with_transport(4, &mut rec).info();
+    let _ = NamespaceClient::with_transport(8, &mut rec).unlink("x");
+    let _ = DataspaceClient::with_transport(8, &mut rec).info();
+    let _ = DataspaceClient::with_transport(12, &mut rec).info();
+    let _ = DataspaceClient::with_transport(4, &mut rec).clear(0, 1);
     let requests = rec
         .requests
         .into_iter()
@@ -1239,7 +1242,7 @@ fn server_loop_dispatches_by_label() {
     while let Ok((label, _)) = server.step() {
         handled.push(label);
     }
-    assert_eq!(handled, [1, 2, 2, 3, 1]);
+    assert_eq!(handled, [4, 8, 8, 12, 4]);
     let replies: Vec<_> = server
         .transport
         .replies
@@ -1296,8 +1299,8 @@ impl NamesServer for Sum {
 #[test]
 fn argument_names_are_hygienic() {
     let mut objects = ObjectMap::new();
-    objects.register(1, Object::<Names, _>::new(Sum)).unwrap();
-    let mut c = NamesClient::with_transport(1, loopback(objects));
+    objects.register(4, Object::<Names, _>::new(Sum)).unwrap();
+    let mut c = NamesClient::with_transport(4, loopback(objects));
     assert_eq!(c.f(1, 1, 1, 1, 1, 1, 1, 1), Ok(36));
     assert_eq!(c.f(1, 0, 0, 0, 0, 0, 0, 2), Ok(17));
 }

@@ -538,13 +538,15 @@ impl View<'_> {
 }
 
 impl DataspaceServer for View<'_> {
-    fn map(&mut self, _: &Ctx, offset: u64, spot: u64, flags: u64) -> Result<MemArg, Error> {
+    fn map(&mut self, ctx: &Ctx, offset: u64, spot: u64, flags: u64) -> Result<MemArg, Error> {
+        moe::ds::cap_allows_write(ctx.rights(), flags & ds_flags::W != 0)?;
         let (ds, pages) = self.ds()?;
         let f = ds.map(offset, spot, flags, &mut |s, o| alloc_zeroed(pages, s, o))?;
         Ok(MemArg::map(f, spot))
     }
 
-    fn clear(&mut self, _: &Ctx, offset: u64, size: u64) -> Result<(), Error> {
+    fn clear(&mut self, ctx: &Ctx, offset: u64, size: u64) -> Result<(), Error> {
+        moe::ds::cap_allows_write(ctx.rights(), true)?;
         let (ds, _) = self.ds()?;
         for (a, n) in ds.clear_ranges(offset, size)? {
             // SAFETY: the range is memory of this dataspace (moe's 1:1 RAM,
@@ -554,16 +556,20 @@ impl DataspaceServer for View<'_> {
         Ok(())
     }
 
-    fn info(&mut self, _: &Ctx) -> Result<(u64, u64), Error> {
+    fn info(&mut self, ctx: &Ctx) -> Result<(u64, u64), Error> {
         let (ds, _) = self.ds()?;
-        Ok((ds.size(), ds.rights()))
+        Ok((
+            ds.size(),
+            moe::ds::visible_rights(ds.rights(), ctx.rights()),
+        ))
     }
 
     fn copy_in(&mut self, _: &Ctx, _: u64, _: CapArg, _: u64, _: u64) -> Result<(), Error> {
         Err(Error::NoSys)
     }
 
-    fn allocate(&mut self, _: &Ctx, offset: u64, size: u64) -> Result<(), Error> {
+    fn allocate(&mut self, ctx: &Ctx, offset: u64, size: u64) -> Result<(), Error> {
+        moe::ds::cap_allows_write(ctx.rights(), true)?;
         let (ds, pages) = self.ds()?;
         ds.allocate(offset, size, &mut |s, o| alloc_zeroed(pages, s, o))
     }
