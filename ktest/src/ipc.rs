@@ -16,6 +16,7 @@ tests! {
     "ipc.call_thread" => call_thread,
     "ipc.call_63_words" => words_63,
     "ipc.reply_and_wait_serves_many" => serves_many,
+    "ipc.undeliverable_reply_ends_the_call" => undeliverable_reply,
     "ipc.send_and_closed_receive" => send_and_receive,
     "ipc.gate_call_carries_label" => gate_label,
     "ipc.gate_label_carries_sender_rights" => gate_label_rights,
@@ -437,4 +438,51 @@ fn unowned_memory() -> R {
         "window after mapping unowned memory",
     )
     .map(|_| ())
+}
+
+/// A server that answers its first call with a memory item (a page at
+/// `page`) and records its own status for the reply in `COUNTERS[0]`
+/// (error code, or 1 for success).
+extern "C" fn map_replier(page: u64, _: u64) {
+    utcb::clear_recv_items();
+    let _ = ipc::ipc_wait(Timeouts::NEVER);
+    let w = SendItem::map(Fpage::mem(page, 12, MemRights::RW), 0).to_words();
+    utcb::set_mr(0, w[0]);
+    utcb::set_mr(1, w[1]);
+    let status = match ipc::reply(MsgTag::new(0, 0, 1, 0)) {
+        Ok(()) => 1,
+        Err(e) => e.code() as u64,
+    };
+    rt::COUNTERS[0].store(status, core::sync::atomic::Ordering::Relaxed);
+    loop {
+        let _ = ipc::ipc_wait(Timeouts::NEVER);
+    }
+}
+
+/// A reply the caller cannot take (an item, no receive window) ends the
+/// call with the receive-side error at once, and the server learns that
+/// its reply failed; the caller is not left waiting.
+fn undeliverable_reply() -> R {
+    let p = Page::with_marker(marker(0x10a))?;
+    let w = rt::spawn_default(map_replier, p.addr(), 0)?;
+    utcb::clear_recv_items();
+    let r = ipc_call(
+        w.cap().sel(),
+        MsgTag::new(0, 0, 0, 0),
+        ipc::timeouts_us(WAIT_US),
+    )
+    .0;
+    match r {
+        Err(Error::RecvMsgCut | Error::RecvMapFailed) => {}
+        other => fail!("call answered with an undeliverable item: {other:?}"),
+    }
+    let status = loop {
+        let s = rt::counter(0);
+        if s != 0 {
+            break s;
+        }
+        rt::sleep_us(1000)?;
+    };
+    ensure!(status != 1, "the server's reply counted as delivered");
+    Ok(())
 }

@@ -203,10 +203,28 @@ pub fn reply_to(k: &mut Kernel, cur: ObjId, to: ObjId) -> Result<(), Error> {
     if let Some(msg) = k.t(to).kmsg.take() {
         return reply_to_fault(k, cur, to, msg);
     }
-    let tag = transfer(k, cur, to, true)?;
-    k.t(to).set_result(0, tag, 0);
+    // The reply capability is used up either way: a reply that cannot be
+    // delivered (its items do not fit what the caller accepts) ends the
+    // caller's call with the receive-side error instead of leaving it
+    // waiting for good.
+    let r = transfer(k, cur, to, true);
+    match r {
+        Ok(tag) => k.t(to).set_result(0, tag, 0),
+        Err(e) => k.t(to).set_error(receive_side(e)),
+    }
     k.make_ready(to);
-    Ok(())
+    r.map(|_| ())
+}
+
+/// The error the receiver sees when a transfer failed with `e` for the
+/// sender.
+fn receive_side(e: Error) -> Error {
+    match e {
+        Error::SendMsgCut => Error::RecvMsgCut,
+        Error::SendMapFailed => Error::RecvMapFailed,
+        Error::NoMem => Error::NoMem,
+        _ => Error::RecvCanceled,
+    }
 }
 
 /// Copies the message of `from` (its UTCB, or the kernel's message for it)
@@ -260,7 +278,11 @@ fn reply_to_fault(k: &mut Kernel, handler: ObjId, to: ObjId, msg: KernelMsg) -> 
             k.t(handler).task.ok_or(Error::Inval)?,
             k.t(to).task.ok_or(Error::Inval)?,
         );
-        xfer::message(k, tag, &mrs, src, dst, &RecvBuffers::whole_space(), true)?;
+        // Whatever the handler's reply did, the thread runs again: if the
+        // page is still missing it faults again and its pager hears of it.
+        let r = xfer::message(k, tag, &mrs, src, dst, &RecvBuffers::whole_space(), true);
+        k.make_ready(to);
+        return r.map(|_| ());
     } else if tag.words() as usize >= EXC_REGS_WORDS
         && let Some(regs) = ExcRegs::from_words(&mrs[..EXC_REGS_WORDS])
     {

@@ -2,7 +2,9 @@
 //! `aarch64-unknown-linux-musl`) that exercises the in-task runtime: the
 //! heap and collections, formatting, threads with a `Mutex` and a `Condvar`
 //! across the CPUs, `std::fs` on `rom/`, a 64 MiB allocation, time, an
-//! unknown system call (`-ENOSYS`, not a crash), and the L4Re environment.
+//! unknown system call (`-ENOSYS`, not a crash), the L4Re environment, and
+//! that a read-only capability to a writable dataspace gives no write
+//! access (the kernel passes the capability's rights to moe).
 //! Each check prints `stdtest: ... ok`; the program exits with 0 when all
 //! pass and with 1 otherwise.
 //!
@@ -206,6 +208,41 @@ fn l4re_env() -> Check {
     }
 }
 
+/// A dataspace from the memory allocator, and a read-only copy of its
+/// capability: through the copy moe reports it read-only and refuses a
+/// writable mapping. Uses two capability slots far above the runtime's.
+fn dataspace_rights() -> Check {
+    use l4::{Cap, CapRights, Task};
+    use l4_ipc::RecvBufs;
+    use l4_ipc::protocols::{DataspaceClient, FactoryClient, ds_flags};
+    const RW_SLOT: u64 = 0xf00;
+    const RO_SLOT: u64 = 0xf01;
+    let task = Cap::<Task>::from_index(l4re::env::caps::THIS_TASK);
+    let mut f = FactoryClient::new(l4re::env::caps::MEM_ALLOC);
+    f.rcv = RecvBufs::cap_slot(RW_SLOT);
+    f.create_dataspace(4096, None, None)
+        .map_err(|e| format!("create a dataspace: {e:?}"))?;
+    task.map_cap(task, RW_SLOT, CapRights::RO, RO_SLOT)
+        .map_err(|e| format!("copy the capability read-only: {e:?}"))?;
+    let rw = DataspaceClient::new(RW_SLOT).info();
+    let ro = DataspaceClient::new(RO_SLOT).info();
+    let write_map = DataspaceClient::new(RO_SLOT).map(0, 0, ds_flags::RW);
+    for s in [RO_SLOT, RW_SLOT] {
+        let _ = task.delete_cap(s);
+        let _ = task.release_cap(s);
+    }
+    match (rw, ro, write_map) {
+        (Ok((_, a)), Ok((_, b)), Err(l4::Error::Perm))
+            if a & ds_flags::W != 0 && b & ds_flags::W == 0 =>
+        {
+            Ok("read-only dataspace capability".into())
+        }
+        other => Err(format!(
+            "info through RW, RO, writable map through RO: {other:?}"
+        )),
+    }
+}
+
 /// Writes to memory the program does not own.
 fn fault() -> ! {
     println!("stdtest: writing to 0x10; the runtime should end this task");
@@ -228,7 +265,7 @@ fn main() {
         BIG_MIB.store(n, std::sync::atomic::Ordering::Relaxed);
     }
     println!("stdtest: started ({})", args.join(" "));
-    let checks: [Named; 7] = [
+    let checks: [Named; 8] = [
         ("collections", collections),
         ("threads", threads),
         ("rom", rom_file),
@@ -236,6 +273,7 @@ fn main() {
         ("syscall", unknown_syscall),
         ("time", time),
         ("env", l4re_env),
+        ("rights", dataspace_rights),
     ];
     let mut failed = 0;
     for (name, check) in checks {
