@@ -21,6 +21,7 @@ tests! {
     "factory.unknown_object_refused" => unknown_object,
     "factory.no_receive_slot_refused" => no_receive_slot,
     "factory.task_needs_memory_utcb_area" => task_bad_utcb_area,
+    "factory.translation_tables_paid_from_quota" => tables_from_quota,
 }
 
 /// A task: the reply carries the UTCB area back.
@@ -199,5 +200,42 @@ fn task_bad_utcb_area() -> R {
         base::FACTORY.create_task(s.idx(), Fpage::obj(0, 4, CapRights::RW)),
         "a task with a capability flexpage as UTCB area"
     );
+    Ok(())
+}
+
+/// A task's translation tables come out of the quota of the factory that
+/// made it: mapping pages far apart (a new table each) stops with
+/// `NoMem` when the quota is used up, and deleting the task gives it back.
+fn tables_from_quota() -> R {
+    /// Room for the task itself (16 KiB) and a few tables.
+    const QUOTA: u64 = 16 * 1024 + 6 * 4096;
+    let f = rt::factory(QUOTA)?;
+    let p = rt::Page::with_marker(rt::marker(0x20b))?;
+    let mut maps = 0;
+    for round in 0..2 {
+        let t = rt::create("create task", |d| f.create_task(d, rt::utcb_area_fpage()))?;
+        let mut n = 0u64;
+        let err = loop {
+            // 1 GiB apart: every page needs its own level-2 and level-3 tables.
+            let at = 0x10_0000_0000 + (n << 30);
+            match t
+                .cap()
+                .map_mem(base::TASK, p.addr(), 12, l4::MemRights::RW, at)
+            {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+            if n > 64 {
+                fail!("64 pages mapped 1 GiB apart with a {QUOTA}-byte quota");
+            }
+        };
+        ensure_eq!(err, Error::NoMem, "round {round}: error after {n} pages");
+        ensure!(n > 0, "round {round}: no page mapped at all");
+        if round == 1 {
+            ensure_eq!(n, maps, "pages mapped after the first task was deleted");
+        }
+        maps = n;
+        // Dropping `t` deletes the task: its tables' quota comes back.
+    }
     Ok(())
 }

@@ -279,6 +279,30 @@ fn invoke_object(
 
 // ---------------------------------------------------------------- Factory
 
+/// Gives `bytes` of quota back to `factory` (if it still exists).
+pub fn refund(k: &mut Kernel, factory: ObjId, bytes: u64) {
+    if let Some(KObject::Factory(f)) = k.objs.get_mut(factory) {
+        f.quota = f.quota.saturating_add(bytes);
+    }
+}
+
+/// Whether `factory` exists and has `bytes` of quota left.
+pub fn has_quota(k: &Kernel, factory: ObjId, bytes: u64) -> bool {
+    matches!(k.objs.get(factory), Some(KObject::Factory(f)) if f.quota >= bytes)
+}
+
+/// Takes `bytes` of `factory`'s quota for kernel memory that is not heap
+/// (translation tables); `NoMem` if it does not have them or is gone.
+pub fn charge_quota(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
+    match k.objs.get_mut(factory) {
+        Some(KObject::Factory(f)) if f.quota >= bytes => {
+            f.quota -= bytes;
+            Ok(())
+        }
+        _ => Err(Error::NoMem),
+    }
+}
+
 fn charge(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
     // The quota is the factory's share; the heap must have the room too.
     if !mm::heap_allows(COST_HEAP) || !k.objs.has_room() {
@@ -317,12 +341,16 @@ fn factory(
     };
     let mut args = varg::Vargs::new(&m[1..words]);
     let mut reply = None;
-    let mut cost = match op {
-        FactoryOp::Task => COST_TASK,
-        FactoryOp::Thread => COST_THREAD,
-        _ => COST_SMALL,
-    };
-    let new = match op {
+    // What to make, read from the arguments before anything is charged.
+    enum Make {
+        Task(Fpage),
+        Thread,
+        Factory(u64),
+        Gate(u64, Option<ObjId>),
+        Irq,
+        Semaphore,
+    }
+    let (make, cost) = match op {
         FactoryOp::Task => {
             let Some(Ok(varg::Varg::Fpage(area))) = args.next() else {
                 return Err(Error::Inval);
@@ -330,34 +358,14 @@ fn factory(
             if area.kind() != l4_abi::fpage::FpageType::Memory {
                 return Err(Error::Inval);
             }
-            charge(k, fac, cost)?;
-            let asid = k.alloc_asid().ok_or(Error::NoMem)?;
-            let mut t = Task::new(asid).ok_or(Error::NoMem)?;
-            t.set_utcb_area(area.mem_base(), 1u64 << area.order().clamp(10, 20))?;
-            reply = Some(area.0);
-            k.objs.insert(KObject::Task(t)).map_err(|_| Error::NoMem)?
+            (Make::Task(area), COST_TASK)
         }
-        FactoryOp::Thread => {
-            charge(k, fac, cost)?;
-            let t = Thread::new(SchedContext::new(
-                DEFAULT_PRIO,
-                DEFAULT_QUANTUM,
-                CpuSet::single(0),
-            ))
-            .ok_or(Error::NoMem)?;
-            k.objs
-                .insert(KObject::Thread(Box::new(t)))
-                .map_err(|_| Error::NoMem)?
-        }
+        FactoryOp::Thread => (Make::Thread, COST_THREAD),
         FactoryOp::Factory => {
             let Some(Ok(varg::Varg::Umword(quota))) = args.next() else {
                 return Err(Error::Inval);
             };
-            cost = quota.saturating_add(COST_SMALL);
-            charge(k, fac, cost)?;
-            k.objs
-                .insert(KObject::Factory(Factory { quota }))
-                .map_err(|_| Error::NoMem)?
+            (Make::Factory(quota), quota.saturating_add(COST_SMALL))
         }
         FactoryOp::IpcGate => {
             let label = match args.next() {
@@ -370,36 +378,53 @@ fn factory(
             } else {
                 None
             };
-            charge(k, fac, cost)?;
-            k.objs
-                .insert(KObject::Gate(Gate {
-                    thread,
-                    label,
-                    waiters: VecDeque::new(),
-                }))
-                .map_err(|_| Error::NoMem)?
+            (Make::Gate(label, thread), COST_SMALL)
         }
-        FactoryOp::Irq => {
-            charge(k, fac, cost)?;
-            k.objs
-                .insert(KObject::Irq(Irq {
-                    thread: None,
-                    label: 0,
-                    hw: None,
-                    masked: true,
-                }))
-                .map_err(|_| Error::NoMem)?
-        }
-        FactoryOp::Semaphore => {
-            charge(k, fac, cost)?;
-            k.objs
-                .insert(KObject::Semaphore(Semaphore {
-                    count: 0,
-                    waiters: VecDeque::new(),
-                }))
-                .map_err(|_| Error::NoMem)?
-        }
+        FactoryOp::Irq => (Make::Irq, COST_SMALL),
+        FactoryOp::Semaphore => (Make::Semaphore, COST_SMALL),
         FactoryOp::Vm => return Err(Error::NoSys),
+    };
+    charge(k, fac, cost)?;
+    let made = match make {
+        Make::Task(area) => (|| {
+            let asid = k.alloc_asid().ok_or(Error::NoMem)?;
+            let mut t = Task::new(asid).ok_or(Error::NoMem)?;
+            t.factory = Some(fac);
+            t.set_utcb_area(area.mem_base(), 1u64 << area.order().clamp(10, 20))?;
+            reply = Some(area.0);
+            Ok(KObject::Task(t))
+        })(),
+        Make::Thread => Thread::new(SchedContext::new(
+            DEFAULT_PRIO,
+            DEFAULT_QUANTUM,
+            CpuSet::single(0),
+        ))
+        .map(|t| KObject::Thread(Box::new(t)))
+        .ok_or(Error::NoMem),
+        Make::Factory(quota) => Ok(KObject::Factory(Factory { quota })),
+        Make::Gate(label, thread) => Ok(KObject::Gate(Gate {
+            thread,
+            label,
+            waiters: VecDeque::new(),
+        })),
+        Make::Irq => Ok(KObject::Irq(Irq {
+            thread: None,
+            label: 0,
+            hw: None,
+            masked: true,
+        })),
+        Make::Semaphore => Ok(KObject::Semaphore(Semaphore {
+            count: 0,
+            waiters: VecDeque::new(),
+        })),
+    };
+    let new = match made.and_then(|o| k.objs.insert(o).map_err(|_| Error::NoMem)) {
+        Ok(new) => new,
+        Err(e) => {
+            // Nothing was made: the quota goes back.
+            refund(k, fac, cost);
+            return Err(e);
+        }
     };
     k.charges.insert(new, (fac, cost));
     xfer::insert_root_cap(k, task, dest, new, CapRights::ALL)?;

@@ -362,10 +362,8 @@ impl Kernel {
     /// with an error.
     pub fn delete_object(&mut self, id: ObjId) {
         ipc::abort_waiters_on(self, id);
-        if let Some((fac, cost)) = self.charges.remove(&id)
-            && let Some(KObject::Factory(f)) = self.objs.get_mut(fac)
-        {
-            f.quota += cost;
+        if let Some((fac, cost)) = self.charges.remove(&id) {
+            invoke::refund(self, fac, cost);
         }
         match self.objs.remove(id) {
             Some(KObject::Thread(mut t)) => {
@@ -410,6 +408,10 @@ impl Kernel {
                     if self.thread(th).is_some() {
                         self.delete_object(th);
                     }
+                }
+                // The quota its translation tables took goes back.
+                if let Some(f) = t.factory {
+                    invoke::refund(self, f, t.tables_charged);
                 }
                 // Its threads may still run on other CPUs until those switch
                 // away: the space's memory is freed by `reap` after that.

@@ -22,6 +22,27 @@ pub struct Task {
     pub utcb_pages: Vec<u64>,
     /// Threads bound to this task (for cleanup).
     pub threads: Vec<ObjId>,
+    /// The factory whose quota pays for the task's translation tables
+    /// (`None`: the root task, unlimited).
+    pub factory: Option<ObjId>,
+    /// Translation-table pages the task's mappings have made so far.
+    pub table_pages: u64,
+    /// Quota taken from `factory` for them (given back when the task goes).
+    pub tables_charged: u64,
+}
+
+/// Translation tables that count the pages they take.
+struct CountedTables<'a>(&'a mut u64);
+
+impl l4_pgtable::Tables for CountedTables<'_> {
+    fn alloc(&mut self) -> Option<u64> {
+        let pa = mm::alloc_frame()?;
+        *self.0 += 1;
+        Some(pa)
+    }
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        mm::table_at(pa)
+    }
 }
 
 pub fn mem_attr(r: MemRights) -> Attr {
@@ -38,6 +59,9 @@ impl Task {
             utcb_base: 0,
             utcb_pages: Vec::new(),
             threads: Vec::new(),
+            factory: None,
+            table_pages: 0,
+            tables_charged: 0,
         })
     }
 
@@ -46,13 +70,14 @@ impl Task {
         if va >= USER_TOP {
             return Err(l4_abi::Error::Inval);
         }
-        let mut t = FrameTables;
+        let (root, asid) = (self.pt_root, self.asid);
+        let mut t = CountedTables(&mut self.table_pages);
         // Only a replaced entry can be in a TLB: invalid entries are never
         // cached, so a fresh mapping needs no (broadcast) invalidation.
-        if l4_pgtable::unmap_page(&mut t, self.pt_root, va).is_some() {
-            crate::arch::tlb_flush_page(va, self.asid);
+        if l4_pgtable::unmap_page(&mut t, root, va).is_some() {
+            crate::arch::tlb_flush_page(va, asid);
         }
-        l4_pgtable::map(&mut t, self.pt_root, va, pa, PAGE, mem_attr(rights), false).map_err(
+        l4_pgtable::map(&mut t, root, va, pa, PAGE, mem_attr(rights), false).map_err(
             |e| match e {
                 l4_pgtable::MapError::NoMemory => l4_abi::Error::NoMem,
                 _ => l4_abi::Error::Inval,

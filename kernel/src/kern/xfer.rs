@@ -3,7 +3,7 @@
 //! changes to page tables and capability tables.
 
 use super::task::CAP_LIMIT;
-use super::{KObject, Kernel};
+use super::{KObject, Kernel, invoke};
 use crate::mm::{self, PAGE};
 use alloc::vec::Vec;
 use kernel_core::ipc::{Limits, MapAction, RecvBuffers, TransferOptions};
@@ -95,12 +95,27 @@ fn map_pages(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<()
         if rights.is_empty() {
             continue;
         }
+        // The translation tables the page may need (three at most) are
+        // paid from the quota of the factory that made the destination.
+        let factory = k.task(dst).ok_or(Error::Inval)?.factory;
+        if let Some(f) = factory
+            && !invoke::has_quota(k, f, TABLES_PER_PAGE * PAGE)
+        {
+            return Err(Error::NoMem);
+        }
         let req = MapReq::new(sva, 12, dst, dva, rights.0);
         let new = derive(k, node, req, a.grant)?;
         let granted = k.mapdb.get(new).map_or(rights, |m| MemRights(m.rights));
-        k.task_mut(dst)
-            .ok_or(Error::Inval)?
-            .map_page(dva, pa, granted)?;
+        let t = k.task_mut(dst).ok_or(Error::Inval)?;
+        let before = t.table_pages;
+        t.map_page(dva, pa, granted)?;
+        let added = (t.table_pages - before) * PAGE;
+        if added > 0
+            && let Some(f) = factory
+        {
+            t.tables_charged += added;
+            let _ = invoke::charge_quota(k, f, added);
+        }
         if a.grant && src != dst {
             k.task_mut(src).ok_or(Error::Inval)?.unmap_page(sva);
         }
@@ -173,6 +188,9 @@ fn map_caps(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<(),
     }
     Ok(())
 }
+
+/// Translation tables one more page can need at most (levels 1 to 3).
+const TABLES_PER_PAGE: u64 = 3;
 
 /// Heap bytes one more mapping may take besides its (reserved) record:
 /// its index entry and a share of an index node.
