@@ -26,14 +26,14 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     arch::cpu_init(0);
     let info = mm::bootinfo(bootinfo_pa);
-    mm::init(info);
+    let (opts, unknown) = kernel_core::cmdline::parse(info.kernel_cmdline.as_str());
+    mm::init(info, opts.kmem_kib.map(|k| k.saturating_mul(1024)));
     let dtb = mm::phys_to_virt(info.dtb_paddr) as *const u8;
     match platform::console_uart(dtb) {
         Ok((uart, irq)) => console::init(mm::map_device(uart, 0x1000), irq),
         Err(_) => arch::halt(), // nowhere to say anything
     }
     let plat = platform::Platform::from_dtb(dtb).unwrap_or_else(|e| panic!("device tree: {e}"));
-    let (opts, unknown) = kernel_core::cmdline::parse(info.kernel_cmdline.as_str());
     if let Some(w) = unknown {
         kprintln!("kernel: ignoring unknown option '{}'", w);
     }
@@ -56,9 +56,10 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     );
     let online = smp::start_secondaries(&plat, info);
     kprintln!(
-        "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, CPUs online: {}",
+        "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, kernel heap {} MiB, CPUs online: {}",
         VERSION,
         mm::free_bytes() >> 20,
+        mm::heap_bytes() >> 20,
         online
     );
     kprintln!(

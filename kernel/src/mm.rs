@@ -8,10 +8,15 @@ use l4_pgtable::{Attr, Tables};
 use spin::Mutex;
 
 pub const PAGE: u64 = 4096;
-/// Kernel heap (objects, capability tables, the mapping database): a
-/// sixteenth of RAM, at most 64 MiB, at least 4 MiB.
-fn heap_size(free: u64) -> u64 {
-    (free / 16).clamp(4 << 20, 64 << 20) & !(PAGE - 1)
+/// Kernel heap (objects, capability tables, the mapping database): what
+/// `-kmemsize` asks for (at least 1 MiB, at most half of the free RAM),
+/// else a sixteenth of RAM, at most 64 MiB, at least 4 MiB.
+fn heap_size(free: u64, asked: Option<u64>) -> u64 {
+    let size = match asked {
+        Some(b) => b.clamp(1 << 20, (free / 2).max(1 << 20)),
+        None => (free / 16).clamp(4 << 20, 64 << 20),
+    };
+    size & !(PAGE - 1)
 }
 
 #[global_allocator]
@@ -38,8 +43,8 @@ pub fn bootinfo(pa: u64) -> &'static BootInfo {
 
 /// Sets up the heap in the first free RAM large enough, then hands every
 /// other free page to the frame allocator (which itself needs the heap).
-pub fn init(info: &BootInfo) {
-    let heap_size = heap_size(info.total(MemKind::Free));
+pub fn init(info: &BootInfo, asked_heap: Option<u64>) {
+    let heap_size = heap_size(info.total(MemKind::Free), asked_heap);
     let heap = info
         .find_free(heap_size, PAGE)
         .unwrap_or_else(|| crate::arch::halt());
