@@ -123,7 +123,73 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
 const IPC_DONE: &str = "ipcbench: done";
 
 fn ipc(ws: &Workspace, vars: &Vars, args: &IpcBenchArgs) -> Result<()> {
-    let entry = vars.entry.as_deref().unwrap_or(DEFAULT_IPC_ENTRY);
+    // Without `E`: the fast path and, when the modules list has it, the
+    // general path alone, side by side from one command.
+    let (entries, compare) = match vars.entry.as_deref() {
+        Some(e) => (vec![e.to_string()], false),
+        None => {
+            let listed = Modules::new(ws, vars)?.entries()?;
+            let mut v = vec![DEFAULT_IPC_ENTRY.to_string()];
+            if listed.iter().any(|e| e == SLOWPATH_IPC_ENTRY) {
+                v.push(SLOWPATH_IPC_ENTRY.to_string());
+            }
+            let compare = v.len() == 2;
+            (v, compare)
+        }
+    };
+    let mut runs = Vec::new();
+    let mut icount = true;
+    for entry in &entries {
+        let (m, counted) = ipcbench_run(ws, vars, entry, args)?;
+        icount &= counted;
+        runs.push(m);
+    }
+    println!(
+        "IPC cost (ktest ipcbench, call/reply round trips / 2, {}):",
+        if icount {
+            "instructions under -icount shift=0"
+        } else {
+            "PMU cycles without -icount shift=0, host-dependent"
+        }
+    );
+    let width = runs[0].iter().map(|m| m.what.len()).max().unwrap_or(0);
+    if compare {
+        println!(
+            "  {:<width$}  {:>9}  {:>12}",
+            "", "fast path", "general path"
+        );
+        for m in &runs[0] {
+            let slow = runs[1].iter().find(|s| s.what == m.what).map(|s| s.cycles);
+            match slow {
+                Some(s) => println!(
+                    "  {:<width$}  {:>9}  {:>12}  ({:.2}x)",
+                    m.what,
+                    m.cycles,
+                    s,
+                    s as f64 / m.cycles.max(1) as f64
+                ),
+                None => println!("  {:<width$}  {:>9}  {:>12}", m.what, m.cycles, "-"),
+            }
+        }
+    } else {
+        for m in &runs[0] {
+            println!("  {:<width$}  {:>7}", m.what, m.cycles);
+        }
+    }
+    Ok(())
+}
+
+/// The entry that runs ipcbench with the kernel's `-nofastpath`.
+const SLOWPATH_IPC_ENTRY: &str = "ipcbench-slowpath";
+
+/// Boots `entry` headless, waits for ipcbench to finish and returns its
+/// measurements, and whether the cycles were instructions.
+fn ipcbench_run(
+    ws: &Workspace,
+    vars: &Vars,
+    entry: &str,
+    args: &IpcBenchArgs,
+) -> Result<(Vec<IpcMeasurement>, bool)> {
     let (entry, arguments, _) = headless(ws, vars, Some(entry))?;
     let icount = counts_instructions(&arguments);
     eprintln!(
@@ -156,20 +222,7 @@ fn ipc(ws: &Workspace, vars: &Vars, args: &IpcBenchArgs) -> Result<()> {
     let at = waited.map_err(|failure| failed(format!("waiting for {IPC_DONE:?}: {failure}")))?;
     eprintln!("xtask: {IPC_DONE:?} after {:.3} s", at.as_secs_f64());
     let measurements = parse_ipcbench(&record.transcript).map_err(|e| failed(e.to_string()))?;
-
-    println!(
-        "IPC cost (ktest ipcbench, call/reply round trips / 2, {}):",
-        if icount {
-            "instructions under -icount shift=0"
-        } else {
-            "PMU cycles without -icount shift=0, host-dependent"
-        }
-    );
-    let width = measurements.iter().map(|m| m.what.len()).max().unwrap_or(0);
-    for m in &measurements {
-        println!("  {:<width$}  {:>7}", m.what, m.cycles);
-    }
-    Ok(())
+    Ok((measurements, icount))
 }
 
 /// Whether QEMU runs with `-icount shift=0` (the last `-icount` wins), so that
