@@ -2,6 +2,7 @@
 //! memory). Lines from different CPUs never interleave.
 
 use core::fmt::{self, Write};
+use kernel_core::input::InputRing;
 use spin::Mutex;
 
 struct Pl011(usize);
@@ -97,26 +98,12 @@ macro_rules! kprintln {
     };
 }
 
-/// Typed bytes the kernel took from the UART and nobody read yet (the
-/// oldest are dropped when it is full).
-struct Input {
-    buf: [u8; INPUT_SIZE],
-    head: usize,
-    len: usize,
-}
-
-const INPUT_SIZE: usize = 512;
-
-static INPUT: Mutex<Input> = Mutex::new(Input {
-    buf: [0; INPUT_SIZE],
-    head: 0,
-    len: 0,
-});
+/// Typed bytes the kernel took from the UART and nobody read yet.
+static INPUT: Mutex<InputRing<512>> = Mutex::new(InputRing::new());
 
 /// `-serial_esc`: a lone ESC on the line enters the kernel debugger.
 static ESCAPE_ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-const ESC: u8 = 0x1b;
 /// How long a lone ESC waits for the rest of an escape sequence (an arrow
 /// key's bytes may come apart through an emulator's serial backend).
 const ESC_WAIT_US: u64 = 50_000;
@@ -127,35 +114,22 @@ pub fn arm_escape() {
 }
 
 /// Moves what the UART received into the input buffer. Returns true if
-/// that was a lone ESC (not the start of an escape sequence such as an
-/// arrow key's) while the escape is armed: it is taken out of the input
-/// and the caller enters the kernel debugger.
+/// that was a lone ESC while the escape is armed (taken out of the input:
+/// the caller enters the kernel debugger).
 pub fn pump() -> bool {
     let mut guard = CONSOLE.lock();
     let Some(c) = guard.as_mut() else {
         return false;
     };
     let armed = ESCAPE_ARMED.load(core::sync::atomic::Ordering::Relaxed);
-    let mut input = INPUT.lock();
-    let mut last = None;
-    loop {
-        let next = match c.get() {
-            Some(b) => Some(b),
-            // Give the rest of a sequence a moment to arrive.
-            None if armed && last == Some(ESC) => c.get_within(ESC_WAIT_US),
-            None => return false,
-        };
-        match next {
-            Some(b) => {
-                input.push(b);
-                last = Some(b);
-            }
-            None => {
-                input.pop_last();
-                return true;
-            }
+    let mut uart = |wait: bool| {
+        if wait {
+            c.get_within(ESC_WAIT_US)
+        } else {
+            c.get()
         }
-    }
+    };
+    INPUT.lock().pump(&mut uart, armed)
 }
 
 impl Pl011 {
@@ -170,31 +144,6 @@ impl Pl011 {
                 return None;
             }
         }
-    }
-}
-
-impl Input {
-    fn push(&mut self, b: u8) {
-        if self.len == INPUT_SIZE {
-            self.head = (self.head + 1) % INPUT_SIZE;
-            self.len -= 1;
-        }
-        self.buf[(self.head + self.len) % INPUT_SIZE] = b;
-        self.len += 1;
-    }
-
-    fn pop_last(&mut self) {
-        self.len = self.len.saturating_sub(1);
-    }
-
-    fn take(&mut self) -> Option<u8> {
-        if self.len == 0 {
-            return None;
-        }
-        let b = self.buf[self.head];
-        self.head = (self.head + 1) % INPUT_SIZE;
-        self.len -= 1;
-        Some(b)
     }
 }
 

@@ -8,7 +8,8 @@
 //! * [`ipc`]: invocation decoding, timeouts, message-transfer rules;
 //! * [`sched`]: per-CPU run queues, priorities, quanta, affinity;
 //! * [`quota`]: kernel-memory quotas of factories;
-//! * [`cmdline`], [`esr`]: boot options and exception syndromes.
+//! * [`cmdline`], [`esr`]: boot options and exception syndromes;
+//! * [`input`]: console input and the escape into the kernel debugger.
 //!
 //! Lookups, scheduling and the IPC transfer rules never allocate; map,
 //! grant, unmap and object creation do (the kernel has a heap).
@@ -23,6 +24,7 @@ extern crate alloc;
 pub mod cap;
 pub mod cmdline;
 pub mod esr;
+pub mod input;
 pub mod ipc;
 pub mod kobj;
 pub mod mapdb;
