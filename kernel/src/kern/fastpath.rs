@@ -166,6 +166,7 @@ fn can_hand_over(op: Op, cur: ObjId, me: &Thread, dest: &Thread, cpu: usize) -> 
     waits
         && dest.cpu == cpu
         && dest.kmsg.is_none()
+        && matches!(me.state, State::Ready)
         && me.pending.is_none()
         && dest.sched.prio >= me.sched.prio
 }
