@@ -39,7 +39,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     }
     kern::set_fast_path(!opts.nofastpath);
     irq::init(&plat);
-    if opts.serial_esc {
+    if opts.serial_esc && !opts.nojdb {
         // The kernel watches the line itself (a lone ESC enters jdb).
         jdb::init(plat.psci);
         console::arm_escape();
@@ -66,6 +66,10 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         "kernel: boot took {} us since the boot stage started",
         arch::micros_since(info.boot_counter)
     );
+    if opts.wait {
+        kprintln!("kernel: -wait: press a key to start the root task");
+        console::wait_byte();
+    }
     kern::bkl::lock();
     kern::init(plat.nr_cpus.max(online), info, bootinfo_pa);
     match kern::with(|k| kern::create_root_task(k, info)) {

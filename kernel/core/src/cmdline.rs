@@ -5,7 +5,7 @@
 pub struct Options {
     /// `-serial_esc`: an escape on the serial line enters the kernel debugger.
     pub serial_esc: bool,
-    /// `-nojdb`: no kernel debugger.
+    /// `-nojdb`: no kernel debugger (wins over `-serial_esc`).
     pub nojdb: bool,
     /// `-wait`: wait for a key before starting the root task.
     pub wait: bool,
