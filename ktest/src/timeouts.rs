@@ -1,8 +1,9 @@
-//! IPC timeouts: zero, finite and infinite, in both phases; sleeping;
-//! absolute timeouts refused.
+//! IPC timeouts: zero, finite, absolute and infinite, in both phases;
+//! sleeping.
 
+use l4::abi::call::clock_us;
 use l4::ipc::{self, ipc_call, ipc_send};
-use l4::{Error, MsgTag, Timeout, Timeouts};
+use l4::{Error, MsgTag, Timeout, Timeouts, utcb};
 
 use crate::fw::{Ctx, R};
 use crate::rt::{self, WAIT_US, Watchdog};
@@ -17,7 +18,9 @@ tests! {
     "timeouts.receive_never_gets_message" => receive_never,
     "timeouts.send_never_delivers" => send_never,
     "timeouts.sleep" => sleep,
-    "timeouts.absolute_refused" => absolute_refused,
+    "timeouts.absolute_receive" => absolute_receive,
+    "timeouts.absolute_send" => absolute_send,
+    "timeouts.absolute_past_or_bad_register" => absolute_past_or_bad,
 }
 
 const MS10: u64 = 10_000;
@@ -121,24 +124,64 @@ fn sleep() -> R {
     ipc::sleep(Timeout::rel(1, 0)).ctx("sleep 1 µs")
 }
 
-/// Absolute timeouts (bit 15) are refused with `Inval`, in either phase.
-fn absolute_refused() -> R {
-    let abs = Timeout(Timeout::ABSOLUTE | 1);
+/// A receive whose deadline (system clock, µs) is in a buffer register
+/// ends with `RecvTimeout` at that time, not before.
+fn absolute_receive() -> R {
+    utcb::clear_recv_items();
+    let start = clock_us();
+    utcb::set_br(5, start + 30_000);
     expect_err!(
-        ipc::ipc_wait(Timeouts::new(Timeout::NEVER, abs)).0,
-        Error::Inval,
-        "wait with an absolute timeout"
+        ipc::ipc_wait(Timeouts::new(Timeout::NEVER, Timeout::abs(5))).0,
+        Error::RecvTimeout,
+        "wait until an absolute time"
     );
+    let took = clock_us() - start;
+    ensure!(
+        (30_000..1_000_000).contains(&took),
+        "the wait for 30 ms took {took} µs"
+    );
+    Ok(())
+}
+
+/// A send with an absolute deadline to a thread that never receives ends
+/// with `SendTimeout` at that time.
+fn absolute_send() -> R {
     let w = rt::spawn_default(rt::park_entry, 0, 0)?;
+    utcb::clear_recv_items();
+    let start = clock_us();
+    utcb::set_br(6, start + 20_000);
     expect_err!(
         ipc_send(
             w.cap().sel(),
             MsgTag::new(0, 0, 0, 0),
-            Timeouts::new(abs, Timeout::NEVER)
+            Timeouts::new(Timeout::abs(6), Timeout::NEVER)
         )
         .0,
+        Error::SendTimeout,
+        "send until an absolute time"
+    );
+    let took = clock_us() - start;
+    ensure!(
+        (20_000..1_000_000).contains(&took),
+        "the send for 20 ms took {took} µs"
+    );
+    Ok(())
+}
+
+/// A deadline already past acts as a zero timeout; a register index
+/// beyond the buffer registers is refused.
+fn absolute_past_or_bad() -> R {
+    utcb::clear_recv_items();
+    utcb::set_br(4, clock_us().saturating_sub(1));
+    expect_err!(
+        ipc::ipc_wait(Timeouts::new(Timeout::NEVER, Timeout::abs(4))).0,
+        Error::RecvTimeout,
+        "wait until a time already past"
+    );
+    expect_err!(
+        ipc::ipc_wait(Timeouts::new(Timeout::NEVER, Timeout::abs(40))).0,
         Error::Inval,
-        "send with an absolute timeout"
+        "deadline in a register that does not exist"
     );
     Ok(())
 }

@@ -178,15 +178,25 @@ pub enum Deadline {
 }
 
 impl Deadline {
-    /// The deadline of `t` started at `now_us` (saturating). Absolute
-    /// timeouts are refused with [`Error::Inval`].
-    pub const fn from_timeout(t: Timeout, now_us: u64) -> Result<Deadline, Error> {
+    /// The deadline of `t` started at `now_us` (saturating). An absolute
+    /// timeout reads its deadline from the caller's buffer registers `brs`
+    /// (one already past is [`Deadline::Now`]); a register index beyond
+    /// them is refused with [`Error::Inval`].
+    pub const fn from_timeout(t: Timeout, now_us: u64, brs: &[u64]) -> Result<Deadline, Error> {
         use l4_abi::timeout::TimeoutKind;
         match t.kind() {
             TimeoutKind::Never => Ok(Deadline::Never),
             TimeoutKind::Zero => Ok(Deadline::Now),
             TimeoutKind::Micros(us) => Ok(Deadline::At(now_us.saturating_add(us))),
-            TimeoutKind::Absolute => Err(Error::Inval),
+            TimeoutKind::Absolute { br } => {
+                if br >= brs.len() {
+                    Err(Error::Inval)
+                } else if brs[br] <= now_us {
+                    Ok(Deadline::Now)
+                } else {
+                    Ok(Deadline::At(brs[br]))
+                }
+            }
         }
     }
 
@@ -690,22 +700,37 @@ mod tests {
 
     #[test]
     fn timeouts() {
+        let brs = [0, 1000, 3];
         assert_eq!(
-            Deadline::from_timeout(Timeout::NEVER, 5),
+            Deadline::from_timeout(Timeout::NEVER, 5, &brs),
             Ok(Deadline::Never)
         );
-        assert_eq!(Deadline::from_timeout(Timeout::ZERO, 5), Ok(Deadline::Now));
         assert_eq!(
-            Deadline::from_timeout(Timeout::from_us(100), 5),
+            Deadline::from_timeout(Timeout::ZERO, 5, &brs),
+            Ok(Deadline::Now)
+        );
+        assert_eq!(
+            Deadline::from_timeout(Timeout::from_us(100), 5, &brs),
             Ok(Deadline::At(105))
         );
         assert_eq!(
-            Deadline::from_timeout(Timeout::MAX, u64::MAX - 1),
+            Deadline::from_timeout(Timeout::MAX, u64::MAX - 1, &brs),
             Ok(Deadline::At(u64::MAX))
         );
+        // Absolute: the deadline is in the named buffer register.
         assert_eq!(
-            Deadline::from_timeout(Timeout(0x8000), 0),
-            Err(Error::Inval)
+            Deadline::from_timeout(Timeout::abs(1), 5, &brs),
+            Ok(Deadline::At(1000))
+        );
+        assert_eq!(
+            Deadline::from_timeout(Timeout::abs(2), 5, &brs),
+            Ok(Deadline::Now),
+            "already past"
+        );
+        assert_eq!(
+            Deadline::from_timeout(Timeout::abs(3), 0, &brs),
+            Err(Error::Inval),
+            "no such register"
         );
         assert!(Deadline::Now.expired(0));
         assert!(!Deadline::Never.expired(u64::MAX));

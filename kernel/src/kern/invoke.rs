@@ -142,7 +142,7 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
 
 /// Receive from nobody: wait for the timeout (a sleep).
 fn sleep(k: &mut Kernel, cur: ObjId, t: Timeout) {
-    match ipc::deadline(t, Error::RecvTimeout) {
+    match ipc::deadline(k, cur, t, Error::RecvTimeout) {
         Err(e) => k.t(cur).set_error(e),
         Ok(d) => k.make_blocked(cur, State::Recv { from: Some(cur) }, d),
     }
@@ -942,7 +942,7 @@ fn sem_op(k: &mut Kernel, cur: ObjId, sem: ObjId, proto: Proto, m: &[u64; MR_COU
         return ok(0);
     }
     let t = Timeout(m[1] as u16);
-    match ipc::deadline(t, Error::RecvTimeout) {
+    match ipc::deadline(k, cur, t, Error::RecvTimeout) {
         Err(e) => Err(e),
         Ok(d) => {
             if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {

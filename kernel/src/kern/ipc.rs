@@ -12,18 +12,24 @@ use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs, PageFault};
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MsgTag, Proto, Timeout};
 
-/// When a wait with timeout `t` ends: `Ok(None)` never, `Ok(Some(counter
-/// value))`; a zero timeout fails at once with `zero`, an absolute one is
-/// refused.
-pub fn deadline(t: Timeout, zero: Error) -> Result<Option<u64>, Error> {
-    use l4_abi::timeout::TimeoutKind;
-    match t.kind() {
-        TimeoutKind::Never => Ok(None),
-        TimeoutKind::Zero => Err(zero),
-        TimeoutKind::Absolute => Err(Error::Inval),
-        TimeoutKind::Micros(us) => Ok(Some(
-            arch::counter() + us.saturating_mul(arch::counter_freq()) / 1_000_000,
-        )),
+/// When the wait of thread `th` with timeout `t` ends: `Ok(None)` never,
+/// `Ok(Some(counter value))`; a zero timeout (or an absolute one already
+/// past) fails at once with `zero`. An absolute timeout's deadline is in
+/// one of `th`'s buffer registers.
+pub fn deadline(k: &Kernel, th: ObjId, t: Timeout, zero: Error) -> Result<Option<u64>, Error> {
+    use kernel_core::ipc::Deadline;
+    use l4_abi::timeout::{TimeoutKind, clock_count, clock_us};
+    let freq = arch::counter_freq();
+    let now_us = clock_us(arch::counter(), freq);
+    let utcb = match t.kind() {
+        TimeoutKind::Absolute { .. } => k.thread(th).and_then(|x| x.utcb()),
+        _ => None,
+    };
+    let brs: &[u64] = utcb.as_ref().map_or(&[], |u| &u.br[..]);
+    match Deadline::from_timeout(t, now_us, brs)? {
+        Deadline::Now => Err(zero),
+        Deadline::Never => Ok(None),
+        Deadline::At(us) => Ok(Some(clock_count(us, freq))),
     }
 }
 
@@ -82,7 +88,7 @@ pub fn send(
             }
         }
     } else {
-        match deadline(t, Error::SendTimeout) {
+        match deadline(k, cur, t, Error::SendTimeout) {
             Err(e) => {
                 k.t(cur).set_error(e);
                 Sent::Failed
@@ -110,7 +116,7 @@ pub fn send(
 /// a plain sender is done.
 fn finish_send(k: &mut Kernel, from: ObjId, to: ObjId, call: Option<Timeout>) {
     if let Some(rt) = call {
-        match deadline(rt, Error::RecvTimeout) {
+        match deadline(k, from, rt, Error::RecvTimeout) {
             Ok(d) => {
                 k.t(to).reply_to = Some(from);
                 k.make_blocked(from, State::Reply { from: to }, d);
@@ -141,7 +147,7 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
         return;
     }
     if from.is_some_and(|f| matches!(k.objs.get(f), Some(KObject::Irq(_)))) {
-        return match deadline(t, Error::RecvTimeout) {
+        return match deadline(k, cur, t, Error::RecvTimeout) {
             Err(e) => k.t(cur).set_error(e),
             Ok(d) => k.make_blocked(cur, State::Recv { from }, d),
         };
@@ -170,7 +176,7 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
         }
         return;
     }
-    match deadline(t, Error::RecvTimeout) {
+    match deadline(k, cur, t, Error::RecvTimeout) {
         Err(e) => k.t(cur).set_error(e),
         Ok(d) => k.make_blocked(cur, State::Recv { from }, d),
     }
@@ -368,7 +374,7 @@ pub fn wait_for_binding(
     t: Timeout,
 ) {
     let s = rights.contains(CapRights::S);
-    match deadline(t, Error::SendTimeout) {
+    match deadline(k, cur, t, Error::SendTimeout) {
         Err(e) => k.t(cur).set_error(e),
         Ok(d) => {
             // The label is the gate's once it is bound; the rights bits

@@ -49,6 +49,18 @@ pub fn utcb() -> *mut Utcb {
     p as *mut Utcb
 }
 
+/// The system clock in microseconds (the clock absolute timeouts use).
+pub fn clock_us() -> u64 {
+    let (count, freq): (u64, u64);
+    // SAFETY: reading the generic timer's virtual counter and frequency,
+    // which the kernel lets EL0 read; no side effects.
+    unsafe {
+        core::arch::asm!("isb", "mrs {c}, cntvct_el0", "mrs {f}, cntfrq_el0",
+            c = out(reg) count, f = out(reg) freq, options(nomem, nostack));
+    }
+    crate::timeout::clock_us(count, freq)
+}
+
 /// The raw invocation: `flags` from [`crate::sys`], returning the received
 /// tag (or the error status) and the label (`x2`).
 ///

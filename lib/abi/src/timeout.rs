@@ -5,11 +5,34 @@
 //! and a 5-bit exponent `e` (bits 10..15) give `m * 2^e` µs. Two values are
 //! special: `0` ([`Timeout::NEVER`], wait forever) and any `m = 0, e != 0`
 //! (zero time; the canonical one is [`Timeout::ZERO`] = `0x0400`). With bit 15
-//! set the timeout is *absolute* (Fiasco keeps the deadline in a buffer
-//! register); this kernel does not support absolute timeouts and refuses them.
+//! set the timeout is *absolute*, as in Fiasco: its low bits name a buffer
+//! register of the caller's UTCB that holds the deadline, in microseconds of
+//! the system clock ([`clock_us`] of the generic timer's counter and
+//! frequency; `l4_abi::call::clock_us` reads it). A deadline already past acts as
+//! a zero timeout; a register index beyond the buffer registers is refused.
 //!
 //! A call carries two timeouts in `x2`: the send timeout in bits 16..32 and
 //! the receive timeout in bits 0..16 ([`Timeouts`]).
+
+/// The system clock in microseconds for counter value `count` of a timer
+/// running at `freq` Hz (what absolute timeouts are measured in).
+pub const fn clock_us(count: u64, freq: u64) -> u64 {
+    if freq == 0 {
+        return 0;
+    }
+    (count as u128 * 1_000_000 / freq as u128) as u64
+}
+
+/// The counter value at which the system clock reaches `us` (rounded up,
+/// so a deadline never passes early).
+pub const fn clock_count(us: u64, freq: u64) -> u64 {
+    let c = (us as u128 * freq as u128).div_ceil(1_000_000);
+    if c > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        c as u64
+    }
+}
 
 /// One IPC timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,8 +48,12 @@ pub enum TimeoutKind {
     Zero,
     /// Wait at most this many microseconds (> 0).
     Micros(u64),
-    /// An absolute timeout (bit 15): not supported by this kernel.
-    Absolute,
+    /// An absolute timeout (bit 15): the deadline (µs of the system
+    /// clock) is in buffer register `br` of the caller's UTCB.
+    Absolute {
+        /// The buffer register.
+        br: usize,
+    },
 }
 
 impl Timeout {
@@ -67,10 +94,17 @@ impl Timeout {
         Timeout::rel(us.div_ceil(1u64 << e) as u16, e as u8)
     }
 
+    /// An absolute timeout whose deadline is in buffer register `br`.
+    pub const fn abs(br: u8) -> Timeout {
+        Timeout(Self::ABSOLUTE | (br as u16 & 0x7fff))
+    }
+
     /// What the timeout means.
     pub const fn kind(self) -> TimeoutKind {
         if self.0 & Self::ABSOLUTE != 0 {
-            return TimeoutKind::Absolute;
+            return TimeoutKind::Absolute {
+                br: (self.0 & 0x7fff) as usize,
+            };
         }
         if self.0 == 0 {
             return TimeoutKind::Never;
@@ -88,7 +122,7 @@ impl Timeout {
     /// timeouts, which have no relative length), `Some(0)` for zero.
     pub const fn to_us(self) -> Option<u64> {
         match self.kind() {
-            TimeoutKind::Never | TimeoutKind::Absolute => None,
+            TimeoutKind::Never | TimeoutKind::Absolute { .. } => None,
             TimeoutKind::Zero => Some(0),
             TimeoutKind::Micros(us) => Some(us),
         }
@@ -161,10 +195,22 @@ mod tests {
             TimeoutKind::Zero,
             "m = 0, e != 0 is zero"
         );
-        assert_eq!(Timeout(0x8001).kind(), TimeoutKind::Absolute);
+        assert_eq!(Timeout(0x8001).kind(), TimeoutKind::Absolute { br: 1 });
+        assert_eq!(Timeout::abs(5), Timeout(0x8005));
         assert_eq!(Timeout(0x8001).to_us(), None);
         assert_eq!(Timeout::MAX.to_us(), Some(Timeout::MAX_US));
         assert!(Timeout::ZERO.is_zero() && Timeout::NEVER.is_never());
+    }
+
+    #[test]
+    fn clock_conversions() {
+        assert_eq!(clock_us(62_500_000, 62_500_000), 1_000_000);
+        assert_eq!(clock_us(1, 0), 0);
+        // Round trip never ends early.
+        for us in [0, 1, 7, 999_999, 1 << 40] {
+            assert!(clock_us(clock_count(us, 62_500_000), 62_500_000) >= us);
+        }
+        assert_eq!(clock_count(u64::MAX, u64::MAX), u64::MAX);
     }
 
     #[test]
