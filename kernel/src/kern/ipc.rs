@@ -16,15 +16,28 @@ use l4_abi::{CapRights, Error, MsgTag, Proto, Timeout};
 /// `Ok(Some(counter value))`; a zero timeout (or an absolute one already
 /// past) fails at once with `zero`. An absolute timeout's deadline is in
 /// one of `th`'s buffer registers.
+#[inline(always)]
 pub fn deadline(k: &Kernel, th: ObjId, t: Timeout, zero: Error) -> Result<Option<u64>, Error> {
+    // The common cases need no clock.
+    if t.is_never() {
+        return Ok(None);
+    }
+    if t.is_zero() {
+        return Err(zero);
+    }
+    deadline_on_clock(k, th, t, zero)
+}
+
+#[inline(never)]
+fn deadline_on_clock(k: &Kernel, th: ObjId, t: Timeout, zero: Error) -> Result<Option<u64>, Error> {
     use kernel_core::ipc::Deadline;
     use l4_abi::timeout::{TimeoutKind, clock_count, clock_us};
-    let freq = arch::counter_freq();
-    let now_us = clock_us(arch::counter(), freq);
     let utcb = match t.kind() {
         TimeoutKind::Absolute { .. } => k.thread(th).and_then(|x| x.utcb()),
         _ => None,
     };
+    let freq = arch::counter_freq();
+    let now_us = clock_us(arch::counter(), freq);
     let brs: &[u64] = utcb.as_ref().map_or(&[], |u| &u.br[..]);
     match Deadline::from_timeout(t, now_us, brs)? {
         Deadline::Now => Err(zero),
