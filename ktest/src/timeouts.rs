@@ -127,43 +127,43 @@ fn sleep() -> R {
 /// A receive whose deadline (system clock, µs) is in a buffer register
 /// ends with `RecvTimeout` at that time, not before.
 fn absolute_receive() -> R {
-    utcb::clear_recv_items();
-    let start = clock_us();
-    utcb::set_br(5, start + 30_000);
-    expect_err!(
-        ipc::ipc_wait(Timeouts::new(Timeout::NEVER, Timeout::abs(5))).0,
-        Error::RecvTimeout,
-        "wait until an absolute time"
-    );
-    let took = clock_us() - start;
-    ensure!(
-        (30_000..1_000_000).contains(&took),
-        "the wait for 30 ms took {took} µs"
-    );
-    Ok(())
+    until_deadline(5, 30_000, Error::RecvTimeout, "wait", |abs| {
+        ipc::ipc_wait(Timeouts::new(Timeout::NEVER, abs))
+            .0
+            .map(|_| ())
+    })
 }
 
 /// A send with an absolute deadline to a thread that never receives ends
 /// with `SendTimeout` at that time.
 fn absolute_send() -> R {
     let w = rt::spawn_default(rt::park_entry, 0, 0)?;
+    until_deadline(6, 20_000, Error::SendTimeout, "send", |abs| {
+        let t = Timeouts::new(abs, Timeout::NEVER);
+        ipc_send(w.cap().sel(), MsgTag::new(0, 0, 0, 0), t)
+            .0
+            .map(|_| ())
+    })
+}
+
+/// Puts a deadline `us` from now in buffer register `br`, runs `op` with
+/// the absolute timeout naming it, and checks it failed with `err` no
+/// earlier than the deadline (and within a second).
+fn until_deadline(
+    br: u8,
+    us: u64,
+    err: Error,
+    what: &str,
+    op: impl FnOnce(Timeout) -> Result<(), Error>,
+) -> R {
     utcb::clear_recv_items();
     let start = clock_us();
-    utcb::set_br(6, start + 20_000);
-    expect_err!(
-        ipc_send(
-            w.cap().sel(),
-            MsgTag::new(0, 0, 0, 0),
-            Timeouts::new(Timeout::abs(6), Timeout::NEVER)
-        )
-        .0,
-        Error::SendTimeout,
-        "send until an absolute time"
-    );
+    utcb::set_br(br.into(), start + us);
+    expect_err!(op(Timeout::abs(br)), err, what);
     let took = clock_us() - start;
     ensure!(
-        (20_000..1_000_000).contains(&took),
-        "the send for 20 ms took {took} µs"
+        (us..1_000_000).contains(&took),
+        "{what} with a deadline {us} µs ahead took {took} µs"
     );
     Ok(())
 }
