@@ -17,6 +17,7 @@ tests! {
     "ipc.call_63_words" => words_63,
     "ipc.reply_and_wait_serves_many" => serves_many,
     "ipc.undeliverable_reply_ends_the_call" => undeliverable_reply,
+    "ipc.undeliverable_message_fails_both_sides" => undeliverable_message,
     "ipc.send_and_closed_receive" => send_and_receive,
     "ipc.gate_call_carries_label" => gate_label,
     "ipc.gate_label_carries_sender_rights" => gate_label_rights,
@@ -484,5 +485,43 @@ fn undeliverable_reply() -> R {
         rt::sleep_us(1000)?;
     };
     ensure!(status != 1, "the server's reply counted as delivered");
+    Ok(())
+}
+
+/// Sends the main thread (`base::THREAD`) one memory item (the page at
+/// `page`) with a send that waits; records its status in `COUNTERS[1]`.
+extern "C" fn map_sender(page: u64, _: u64) {
+    let w = SendItem::map(Fpage::mem(page, 12, MemRights::RW), 0).to_words();
+    utcb::set_mr(0, w[0]);
+    utcb::set_mr(1, w[1]);
+    let r = ipc::ipc_send(base::THREAD.sel(), MsgTag::new(0, 0, 1, 0), Timeouts::NEVER).0;
+    let status = match r {
+        Ok(_) => 1,
+        Err(e) => e.code() as u64,
+    };
+    rt::COUNTERS[1].store(status, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// A queued message the receiver cannot take (an item, no receive window)
+/// fails for both: the sender with the send-side error, the receiver with
+/// the receive-side one.
+fn undeliverable_message() -> R {
+    let p = Page::with_marker(marker(0x10b))?;
+    let _w = rt::spawn_default(map_sender, p.addr(), 0)?;
+    // Let the sender queue up at the main thread.
+    rt::sleep_us(20_000)?;
+    utcb::clear_recv_items();
+    match ipc::ipc_wait(ipc::recv_timeout_us(WAIT_US)).0 {
+        Err(Error::RecvMsgCut | Error::RecvMapFailed) => {}
+        other => fail!("receive of an undeliverable message: {other:?}"),
+    }
+    let status = loop {
+        let s = rt::counter(1);
+        if s != 0 {
+            break s;
+        }
+        rt::sleep_us(1000)?;
+    };
+    ensure!(status != 1, "the sender's message counted as delivered");
     Ok(())
 }

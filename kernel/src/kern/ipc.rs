@@ -184,7 +184,8 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
             Err(e) => {
                 k.t(sender).set_error(e);
                 k.make_ready(sender);
-                k.t(cur).set_error(Error::RecvCanceled);
+                // The receiver learns why (as a caller does of a reply).
+                k.t(cur).set_error(receive_side(e));
             }
         }
         return;
