@@ -441,20 +441,46 @@ fn unowned_memory() -> R {
     .map(|_| ())
 }
 
-/// A server that answers its first call with a memory item (a page at
-/// `page`) and records its own status for the reply in `COUNTERS[0]`
-/// (error code, or 1 for success).
-extern "C" fn map_replier(page: u64, _: u64) {
-    utcb::clear_recv_items();
-    let _ = ipc::ipc_wait(Timeouts::NEVER);
+/// Puts one memory item (the page at `page`, read-write) into the message
+/// registers; returns the tag of such a message.
+fn one_map_item(page: u64) -> MsgTag {
     let w = SendItem::map(Fpage::mem(page, 12, MemRights::RW), 0).to_words();
     utcb::set_mr(0, w[0]);
     utcb::set_mr(1, w[1]);
-    let status = match ipc::reply(MsgTag::new(0, 0, 1, 0)) {
+    MsgTag::new(0, 0, 1, 0)
+}
+
+/// Records a worker's status in `COUNTERS[i]`: 1 for success, else the
+/// error code.
+fn record_status(i: usize, r: Result<(), Error>) {
+    let status = match r {
         Ok(()) => 1,
         Err(e) => e.code() as u64,
     };
-    rt::COUNTERS[0].store(status, core::sync::atomic::Ordering::Relaxed);
+    rt::COUNTERS[i].store(status, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Waits for a worker's status in `COUNTERS[i]` and fails if it says the
+/// operation succeeded.
+fn expect_worker_failed(i: usize, what: &str) -> R {
+    let status = loop {
+        let s = rt::counter(i);
+        if s != 0 {
+            break s;
+        }
+        rt::sleep_us(1000)?;
+    };
+    ensure!(status != 1, "{what} counted as delivered");
+    Ok(())
+}
+
+/// A server that answers its first call with a memory item and records its
+/// status for the reply in `COUNTERS[0]`.
+extern "C" fn map_replier(page: u64, _: u64) {
+    utcb::clear_recv_items();
+    let _ = ipc::ipc_wait(Timeouts::NEVER);
+    let tag = one_map_item(page);
+    record_status(0, ipc::reply(tag));
     loop {
         let _ = ipc::ipc_wait(Timeouts::NEVER);
     }
@@ -467,39 +493,20 @@ fn undeliverable_reply() -> R {
     let p = Page::with_marker(marker(0x10a))?;
     let w = rt::spawn_default(map_replier, p.addr(), 0)?;
     utcb::clear_recv_items();
-    let r = ipc_call(
-        w.cap().sel(),
-        MsgTag::new(0, 0, 0, 0),
-        ipc::timeouts_us(WAIT_US),
-    )
-    .0;
-    match r {
+    let t = ipc::timeouts_us(WAIT_US);
+    match ipc_call(w.cap().sel(), MsgTag::new(0, 0, 0, 0), t).0 {
         Err(Error::RecvMsgCut | Error::RecvMapFailed) => {}
         other => fail!("call answered with an undeliverable item: {other:?}"),
     }
-    let status = loop {
-        let s = rt::counter(0);
-        if s != 0 {
-            break s;
-        }
-        rt::sleep_us(1000)?;
-    };
-    ensure!(status != 1, "the server's reply counted as delivered");
-    Ok(())
+    expect_worker_failed(0, "the server's reply")
 }
 
-/// Sends the main thread (`base::THREAD`) one memory item (the page at
-/// `page`) with a send that waits; records its status in `COUNTERS[1]`.
+/// Sends the main thread a memory item with a send that waits; records its
+/// status in `COUNTERS[1]`.
 extern "C" fn map_sender(page: u64, _: u64) {
-    let w = SendItem::map(Fpage::mem(page, 12, MemRights::RW), 0).to_words();
-    utcb::set_mr(0, w[0]);
-    utcb::set_mr(1, w[1]);
-    let r = ipc::ipc_send(base::THREAD.sel(), MsgTag::new(0, 0, 1, 0), Timeouts::NEVER).0;
-    let status = match r {
-        Ok(_) => 1,
-        Err(e) => e.code() as u64,
-    };
-    rt::COUNTERS[1].store(status, core::sync::atomic::Ordering::Relaxed);
+    let tag = one_map_item(page);
+    let r = ipc::ipc_send(base::THREAD.sel(), tag, Timeouts::NEVER).0;
+    record_status(1, r.map(|_| ()));
 }
 
 /// A queued message the receiver cannot take (an item, no receive window)
@@ -515,13 +522,5 @@ fn undeliverable_message() -> R {
         Err(Error::RecvMsgCut | Error::RecvMapFailed) => {}
         other => fail!("receive of an undeliverable message: {other:?}"),
     }
-    let status = loop {
-        let s = rt::counter(1);
-        if s != 0 {
-            break s;
-        }
-        rt::sleep_us(1000)?;
-    };
-    ensure!(status != 1, "the sender's message counted as delivered");
-    Ok(())
+    expect_worker_failed(1, "the sender's message")
 }
