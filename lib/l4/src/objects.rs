@@ -382,25 +382,24 @@ impl Cap<Scheduler> {
 impl Cap<Vcon> {
     /// Writes `bytes` (several calls if needed).
     pub fn write(self, bytes: &[u8]) -> Result<(), Error> {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let mut n = 0;
-            invoke(self.sel(), |u| {
-                let (tag, len) = msg::vcon_write(u, rest);
-                n = len;
-                tag
-            })?;
-            rest = &rest[n..];
-        }
-        Ok(())
+        self.write_chunks(bytes, |cap, build| invoke(cap, build).map(|_| ()))
     }
 
     /// Writes `bytes` with sends (no reply; "a send suffices").
     pub fn write_send(self, bytes: &[u8]) -> Result<(), Error> {
+        self.write_chunks(bytes, |cap, build| send(cap, build))
+    }
+
+    /// Writes `bytes` in as many messages as they need, each with `op`.
+    fn write_chunks(
+        self,
+        bytes: &[u8],
+        op: impl Fn(l4_abi::Cap, &mut dyn FnMut(&mut Utcb) -> MsgTag) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let mut rest = bytes;
         while !rest.is_empty() {
             let mut n = 0;
-            send(self.sel(), |u| {
+            op(self.sel(), &mut |u| {
                 let (tag, len) = msg::vcon_write(u, rest);
                 n = len;
                 tag
