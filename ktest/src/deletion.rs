@@ -7,8 +7,8 @@ use l4::{CapRights, Error, MemRights, base};
 
 use crate::fw::{Ctx, R};
 use crate::rt::{
-    self, LOW_PRIO, Opts, Page, Slot, Space, bare_task, copy_cap, expect_fault, expect_value,
-    fresh_va, marker, other_cpu, valid,
+    self, Page, Slot, Space, bare_task, copy_cap, expect_fault, expect_value, fresh_va, marker,
+    valid,
 };
 
 tests! {
@@ -101,13 +101,7 @@ fn task_revokes() -> R {
 
 /// Deleting a thread running on another CPU stops it.
 fn running_thread() -> R {
-    let w = rt::spawn(
-        rt::spin_entry,
-        0,
-        u64::MAX,
-        &Opts::new().prio(LOW_PRIO).cpu(other_cpu(0)),
-    )?;
-    ensure!(rt::sleep_until_moves(0)?, "the spinner never ran");
+    let w = rt::spinner_elsewhere()?;
     base::TASK.delete_cap(w.idx()).ctx("delete the thread")?;
     ensure!(!valid(w.idx())?, "the deleted thread's capability is valid");
     ensure!(

@@ -931,6 +931,19 @@ pub fn busy_until_moves(i: usize, from: u64, max: u64) -> u64 {
     counter(i)
 }
 
+/// A low-priority thread spinning on `COUNTERS[0]` on another CPU, once
+/// it has been seen running.
+pub fn spinner_elsewhere() -> Result<Worker, Fail> {
+    let w = spawn(
+        spin_entry,
+        0,
+        u64::MAX,
+        &Opts::new().prio(LOW_PRIO).cpu(other_cpu(0)),
+    )?;
+    ensure!(sleep_until_moves(0)?, "the spinner never ran");
+    Ok(w)
+}
+
 /// Sleeps until counter `i` moves: 10 ms, then twice as long each time,
 /// about 2.5 s in all; whether it moved. (Growing sleeps, so a busy host
 /// that lets the timer expire before the CPU ran anything else does not

@@ -5,7 +5,7 @@ use l4::abi::proto::ex_regs;
 use l4::{CapRights, Error, ThreadControl, base, utcb};
 
 use crate::fw::{Ctx, R};
-use crate::rt::{self, LOW_PRIO, Opts, Space, copy_cap, in_text, other_cpu, signal};
+use crate::rt::{self, Opts, Space, copy_cap, in_text, signal};
 
 tests! {
     "thread.start_with_arguments" => start,
@@ -71,13 +71,7 @@ fn redirect() -> R {
 
 /// ex_regs stops a thread spinning on another CPU (it parks).
 fn stop_spinning() -> R {
-    let w = rt::spawn(
-        rt::spin_entry,
-        0,
-        u64::MAX,
-        &Opts::new().prio(LOW_PRIO).cpu(other_cpu(0)),
-    )?;
-    ensure!(rt::sleep_until_moves(0)?, "the spinner never ran");
+    let w = rt::spinner_elsewhere()?;
     let park = rt::ktest_park as *const () as u64;
     w.cap()
         .ex_regs(park, ex_regs::UNCHANGED, 0)
