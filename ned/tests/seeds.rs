@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use common::{caps, map, ned_with, run};
+use ned::backend::StartSpec;
 use ned::cmdline;
 use ned::fake::{DEFAULT_MEMORY, FakeBackend};
 
@@ -94,6 +95,25 @@ fn a_linux_vm() {
     );
     assert_eq!(fake.describe(&s.log), "env:log r");
     assert_eq!(fake.memory_free(), DEFAULT_MEMORY - 128 * MIB);
+}
+
+/// The one io seed 000's scripts start: its command line and capabilities,
+/// its `vm_hw` vbus being `vm_hw`.
+fn io_started<'a>(fake: &'a FakeBackend, vm_hw: &str) -> &'a StartSpec {
+    let [io] = fake.started_program("rom/io")[..] else {
+        panic!("one io");
+    };
+    assert_eq!(io.argv(), ["rom/io", "rom/io.cfg", "rom/vm_hw.vbus"]);
+    assert_eq!(
+        caps(fake, io),
+        map(&[
+            ("icu", "env:icu r"),
+            ("rom", "env:rom r"),
+            ("sigma0", "Sigma0()@env:sigma0 r"),
+            ("vm_hw", vm_hw),
+        ])
+    );
+    io
 }
 
 /// The two VMs of `vm(1)`, `vm(2)` in seed 003's scripts: 128 MiB each,
@@ -213,19 +233,7 @@ fn two_vms_with_switch_and_io_pass_through() {
             "rom/uvmm"
         ]
     );
-    let [io] = fake.started_program("rom/io")[..] else {
-        panic!("one io");
-    };
-    assert_eq!(io.argv(), ["rom/io", "rom/io.cfg", "rom/vm_hw.vbus"]);
-    assert_eq!(
-        caps(&fake, io),
-        map(&[
-            ("icu", "env:icu r"),
-            ("rom", "env:rom r"),
-            ("sigma0", "Sigma0()@env:sigma0 r"),
-            ("vm_hw", "channel#2 rwsdc"),
-        ])
-    );
+    let io = io_started(&fake, "channel#2 rwsdc");
     assert_eq!(fake.describe(&io.log), "Log(\"io\", \"red\")@channel#1 r");
     check_vms(
         &fake,
@@ -398,19 +406,7 @@ fn vmm_lua_fragments_of_the_seed() {
     )
     .unwrap();
     let fake = fake.borrow();
-    let [io] = fake.started_program("rom/io")[..] else {
-        panic!("one io");
-    };
-    assert_eq!(io.argv(), ["rom/io", "rom/io.cfg", "rom/vm_hw.vbus"]);
-    assert_eq!(
-        caps(&fake, io),
-        map(&[
-            ("icu", "env:icu r"),
-            ("rom", "env:rom r"),
-            ("sigma0", "Sigma0()@env:sigma0 r"),
-            ("vm_hw", "channel#1 rwsdc"),
-        ])
-    );
+    io_started(&fake, "channel#1 rwsdc");
     let [sw] = fake.started_program("rom/l4vio_net_p2p")[..] else {
         panic!("one switch");
     };
