@@ -121,14 +121,9 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
 
     // The switch: what `schedule` and `switch_context` would do.
     let now = arch::counter();
-    me.cpu_time += now.saturating_sub(me.ran_since);
-    me.running_on = None;
-    me.tpidr_el0 = arch::tpidr_el0();
-    fp::leave(me, cpu);
+    me.stop_running(cpu, now);
     me.reset_kernel_context();
-    dest.ran_since = now;
-    dest.running_on = Some(cpu);
-    arch::set_tls(dest.tpidr_el0, dest.utcb_uva);
+    dest.start_running(cpu, now);
     let frame: *mut TrapFrame = dest.frame();
     let prio = dest.sched.prio;
 

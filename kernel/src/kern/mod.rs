@@ -457,10 +457,7 @@ pub fn schedule() {
         let from: *mut KContext = match prev {
             Some(p) => match k.thread_mut(p) {
                 Some(t) => {
-                    t.running_on = None;
-                    t.cpu_time += arch::counter().saturating_sub(t.ran_since);
-                    t.tpidr_el0 = arch::tpidr_el0();
-                    fp::leave(t, cpu);
+                    t.stop_running(cpu, arch::counter());
                     // Moved to another CPU while it ran here: queue it there.
                     if t.cpu != cpu && t.state == State::Ready && t.queued.is_none() {
                         k.make_ready(p);
@@ -483,9 +480,7 @@ pub fn schedule() {
             Some(n) => {
                 fp::enter(&mut k.cpus[cpu]);
                 let t = k.t(n);
-                t.running_on = Some(cpu);
-                t.ran_since = arch::counter();
-                arch::set_tls(t.tpidr_el0, t.utcb_uva);
+                t.start_running(cpu, arch::counter());
                 if let Some(space) = t.space {
                     k.switch_space(cpu, space);
                 }

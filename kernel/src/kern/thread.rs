@@ -143,6 +143,26 @@ impl Thread {
         Some(t)
     }
 
+    /// The thread stops running on CPU `cpu` at counter value `now`: its
+    /// CPU time, TLS register and (if it used them) FP/SIMD registers are
+    /// saved.
+    #[inline(always)]
+    pub fn stop_running(&mut self, cpu: usize, now: u64) {
+        self.running_on = None;
+        self.cpu_time += now.saturating_sub(self.ran_since);
+        self.tpidr_el0 = crate::arch::tpidr_el0();
+        super::fp::leave(self, cpu);
+    }
+
+    /// The thread starts running on CPU `cpu` at counter value `now`: its
+    /// TLS registers are loaded (the address space is the caller's part).
+    #[inline(always)]
+    pub fn start_running(&mut self, cpu: usize, now: u64) {
+        self.running_on = Some(cpu);
+        self.ran_since = now;
+        crate::arch::set_tls(self.tpidr_el0, self.utcb_uva);
+    }
+
     /// The next switch to the thread enters thread_first_entry with sp at
     /// its user frame, which releases the lock and returns to EL0: the
     /// start of a new thread, and the continuation of one the IPC fast
