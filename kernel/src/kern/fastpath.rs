@@ -144,13 +144,14 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
 /// `dest` for `op`.
 #[inline(always)]
 fn can_hand_over(op: Op, cur: ObjId, me: &Thread, dest: &Thread, cpu: usize) -> bool {
-    let waits = match (op, dest.state) {
-        (Op::Call, State::Recv { from }) => from.is_none_or(|f| f == cur),
+    let waits = match op {
+        Op::Call => dest.is_waiting_for(cur),
         // The general path delivers a waiting sender or interrupt at once.
-        (Op::ReplyAndWait, State::Reply { from }) => {
-            from == cur && me.senders.is_empty() && me.pending_irqs.is_empty()
+        Op::ReplyAndWait => {
+            matches!(dest.state, State::Reply { from } if from == cur)
+                && me.senders.is_empty()
+                && me.pending_irqs.is_empty()
         }
-        _ => false,
     };
     // A blocked thread is neither queued nor running, and has no pending
     // ex_regs (those wait for a running thread's next entry, which would
