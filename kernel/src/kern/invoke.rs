@@ -308,14 +308,10 @@ fn charge(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
     if !mm::heap_allows(COST_HEAP) || !k.objs.has_room() {
         return Err(Error::NoMem);
     }
-    match k.objs.get_mut(factory) {
-        Some(KObject::Factory(f)) if f.quota >= bytes => {
-            f.quota -= bytes;
-            Ok(())
-        }
-        Some(KObject::Factory(_)) => Err(Error::NoMem),
-        _ => Err(Error::Inval),
+    if !matches!(k.objs.get(factory), Some(KObject::Factory(_))) {
+        return Err(Error::Inval);
     }
+    charge_quota(k, factory, bytes)
 }
 
 fn factory(
