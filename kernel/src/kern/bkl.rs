@@ -15,11 +15,9 @@ static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
 pub fn lock() {
     debug_assert!(!held_here(), "BKL taken twice on one CPU");
     let ticket = NEXT.fetch_add(1, Ordering::Relaxed);
-    while SERVING.load(Ordering::Acquire) != ticket {
-        // Sleep until some CPU signals an unlock (on an emulator this also
-        // yields the host thread to the CPU holding the lock).
-        crate::arch::wait_for_event();
-    }
+    // Sleeps until the unlock that serves our ticket (on an emulator this
+    // also yields the host thread to the CPU holding the lock).
+    crate::arch::wait_until_eq(&SERVING, ticket);
     if cfg!(debug_assertions) {
         OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
     }
@@ -29,8 +27,10 @@ pub fn unlock() {
     if cfg!(debug_assertions) {
         OWNER.store(NOBODY, Ordering::Relaxed);
     }
-    SERVING.fetch_add(1, Ordering::Release);
-    crate::arch::send_event();
+    // Only the holder changes SERVING, so a plain increment will do; the
+    // store wakes the waiters (see arch::wait_until_eq).
+    let next = SERVING.load(Ordering::Relaxed).wrapping_add(1);
+    SERVING.store(next, Ordering::Release);
 }
 
 /// Whether this CPU holds the lock. Only tracked in debug builds (for

@@ -27,6 +27,7 @@ use crate::kprintln;
 use crate::mm;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 use kernel_core::kobj::{Arena, ObjId};
 use kernel_core::mapdb::MapDb;
 use kernel_core::sched::{CpuSet, RunQueue};
@@ -75,8 +76,8 @@ pub struct Irq {
 pub struct Cpu {
     pub rq: RunQueue<ObjId>,
     pub current: Option<ObjId>,
-    /// The ASID whose address space TTBR0 holds.
-    pub space: Option<u16>,
+    /// What TTBR0 holds ([`thread::Space::ttbr`]; 0: no user space yet).
+    pub ttbr: u64,
     pub idle: KContext,
     pub need_resched: bool,
     /// EL0 may use FP/SIMD without trapping (a thread's state is loaded).
@@ -105,7 +106,11 @@ pub struct Kernel {
     dead_spaces: Vec<task::DeadSpace>,
 }
 
-static KERNEL: bkl::Locked<Option<Kernel>> = bkl::Locked::new(None);
+/// The kernel state, set up by [`init`] before any entry point can run
+/// (interrupts stay masked and no user thread exists until then).
+static KERNEL: bkl::Locked<MaybeUninit<Kernel>> = bkl::Locked::new(MaybeUninit::uninit());
+/// Whether [`init`] ran (checked in debug builds).
+static READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The boot-info page (read-only after boot) and its physical address.
 static BOOTINFO: spin::Once<(&'static l4_bootinfo::BootInfo, u64)> = spin::Once::new();
@@ -123,11 +128,15 @@ pub fn bootinfo_pa() -> u64 {
 /// # Safety
 /// As [`bkl::Locked::get`]: the BKL is held and no other reference from
 /// here is alive.
+#[inline(always)]
 unsafe fn k() -> &'static mut Kernel {
-    // SAFETY: forwarded to the caller; the state exists after `init`.
-    unsafe { KERNEL.get() }
-        .as_mut()
-        .expect("kernel state used before init")
+    debug_assert!(
+        READY.load(core::sync::atomic::Ordering::Relaxed),
+        "kernel state used before init"
+    );
+    // SAFETY: lock and uniqueness are the caller's contract; `init` wrote
+    // the state before the first entry point ran.
+    unsafe { KERNEL.get().assume_init_mut() }
 }
 
 /// Runs `f` on the kernel state. The BKL must be held by this CPU, and
@@ -162,7 +171,7 @@ pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
     let mapdb = MapDb::with_capacity(heap / 8 * 3 / MapDb::<ObjId>::node_bytes());
     // SAFETY: boot CPU, BKL held, nothing else uses the state yet.
     unsafe {
-        *KERNEL.get() = Some(Kernel {
+        KERNEL.get().write(Kernel {
             objs,
             cpus,
             ncpus,
@@ -175,6 +184,7 @@ pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
             dead_spaces: Vec::new(),
         });
     }
+    READY.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
 impl Kernel {
@@ -241,10 +251,13 @@ impl Kernel {
     }
 
     /// Installs the address space `space` on CPU `cpu` unless it is there.
+    #[inline(always)]
     pub fn switch_space(&mut self, cpu: usize, space: thread::Space) {
-        if self.cpus[cpu].space != Some(space.asid) {
-            arch::set_user_space(space.root, space.asid);
-            self.cpus[cpu].space = Some(space.asid);
+        let c = &mut self.cpus[cpu];
+        let ttbr = space.ttbr();
+        if c.ttbr != ttbr {
+            arch::set_user_space(ttbr);
+            c.ttbr = ttbr;
         }
     }
 
@@ -582,30 +595,25 @@ extern "C" fn thread_started() {
     bkl::unlock();
 }
 
-/// A synchronous exception from EL0 on the current thread; `regs` are the
-/// registers of a native call. `Some(frame)`: the IPC fast path switched
-/// this CPU to the thread of `frame`, and the big kernel lock is still
-/// held (entry.S releases it).
+/// The IPC fast path ([`fastpath`]) for a native IPC with registers
+/// `x0..x2`. Takes the big kernel lock and keeps it: `Some(frame)`: this
+/// CPU now runs the thread of `frame` (entry.S releases the lock once it
+/// stands on that thread's stack); `None`: nothing was done, the general
+/// path ([`user_exception`]) goes on.
 #[inline(always)]
-pub fn user_exception(
-    esr: kernel_core::esr::Esr,
-    regs: arch::CallRegs,
-) -> Option<*mut arch::TrapFrame> {
+pub fn fast_ipc(x0: u64, x1: u64, x2: u64) -> Option<*mut arch::TrapFrame> {
     bkl::lock();
-    let native = esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE;
-    if native && regs.x8 == l4_abi::sys::X8_IPC {
-        let fast = with(|k| fastpath::ipc(k, regs.x0, regs.x1, regs.x2));
-        if fast.is_some() {
-            return fast;
-        }
-    }
-    user_exception_slow(esr, regs, native);
-    None
+    with(|k| fastpath::ipc(k, x0, x1, x2))
 }
 
-/// The general path of [`user_exception`], BKL held; releases it.
-#[inline(never)]
-fn user_exception_slow(esr: kernel_core::esr::Esr, regs: arch::CallRegs, native: bool) {
+/// A synchronous exception from EL0 on the current thread (the general
+/// path); `regs` are the registers of a native call. `locked`: the big
+/// kernel lock is held already (the fast path gave up). Releases it.
+pub fn user_exception(esr: kernel_core::esr::Esr, regs: arch::CallRegs, locked: bool) {
+    if !locked {
+        bkl::lock();
+    }
+    let native = esr.ec() == kernel_core::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE;
     with(|k| {
         let cur = k.current();
         let Some(t) = k.thread(cur) else {

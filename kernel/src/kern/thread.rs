@@ -19,6 +19,14 @@ pub struct Space {
     pub asid: u16,
 }
 
+impl Space {
+    /// The TTBR0 value that installs the space: root and ASID.
+    #[inline(always)]
+    pub fn ttbr(self) -> u64 {
+        self.root | (u64::from(self.asid) << 48)
+    }
+}
+
 /// Where a thread stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -56,6 +64,10 @@ pub struct Thread {
     /// Saved callee-saved registers and kernel sp (switch_context).
     pub kctx: KContext,
     pub kstack_pa: u64,
+    /// Where the user register frame sits: the top of the kernel stack
+    /// (virtual address), since the thread enters the kernel from EL0 on
+    /// an empty stack.
+    frame_va: u64,
     pub fp: FpState,
     /// The FP/SIMD registers hold this thread's state (it used them since
     /// it was switched in); `fp` is then stale.
@@ -110,9 +122,11 @@ impl Thread {
     /// A new thread with its own kernel stack; `None` without memory.
     pub fn new(sched: SchedContext) -> Option<Thread> {
         let kstack_pa = mm::alloc_frames(KSTACK_PAGES)?;
+        let kstack_top = mm::phys_to_virt(kstack_pa) + KSTACK_SIZE;
         let mut t = Thread {
             kctx: KContext::default(),
             kstack_pa,
+            frame_va: kstack_top - core::mem::size_of::<TrapFrame>() as u64,
             fp: FpState::default(),
             fp_live: false,
             fp_saved_on: None,
@@ -167,24 +181,20 @@ impl Thread {
     /// its user frame, which releases the lock and returns to EL0: the
     /// start of a new thread, and the continuation of one the IPC fast
     /// path switched away from.
+    #[inline(always)]
     pub fn reset_kernel_context(&mut self) {
-        self.kctx.sp = self.kstack_top() - core::mem::size_of::<TrapFrame>() as u64;
+        self.kctx.sp = self.frame_va;
         self.kctx.lr = crate::arch::thread_first_entry_va();
     }
 
-    pub fn kstack_top(&self) -> u64 {
-        mm::phys_to_virt(self.kstack_pa) + KSTACK_SIZE
-    }
-
-    /// The user register frame: always at the top of the kernel stack,
-    /// since the thread enters the kernel from EL0 on an empty stack.
+    /// The user register frame (at the top of the kernel stack).
     #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
     pub fn frame(&self) -> &mut TrapFrame {
-        let at = self.kstack_top() - core::mem::size_of::<TrapFrame>() as u64;
         // SAFETY: the kernel stack is this thread's own memory, the frame
         // slot at its top is reserved for the user registers, and the BKL
         // serialises all access to it.
-        unsafe { &mut *(at as *mut TrapFrame) }
+        unsafe { &mut *(self.frame_va as *mut TrapFrame) }
     }
 
     /// The thread's UTCB, if it has one.

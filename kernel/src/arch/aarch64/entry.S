@@ -1,7 +1,7 @@
 // Kernel entry points, exception vectors and the return to user mode.
 
-.equ FRAME_SIZE, 272
-.equ KERNEL_STACK_SIZE, 0x8000   // must match arch::KERNEL_STACK_SIZE        // struct TrapFrame: x0-x30, sp_el0, elr, spsr
+.equ FRAME_SIZE, {frame_size}              // struct TrapFrame: x0-x30, sp_el0, elr, spsr
+.equ KERNEL_STACK_SIZE, {kernel_stack_size}
 
 // Boot CPU: the boot stage enters here at our virtual address with the MMU
 // on and x0 = physical address of the boot-info page.
@@ -57,27 +57,9 @@ secondary_entry:
     b       trap_common
 .endm
 
-.balign 0x800
-.global exception_vectors
-exception_vectors:
-    VENTRY 0
-    VENTRY 1
-    VENTRY 2
-    VENTRY 3
-    VENTRY 4
-    VENTRY 5
-    VENTRY 6
-    VENTRY 7
-    VENTRY 8
-    VENTRY 9
-    VENTRY 10
-    VENTRY 11
-    VENTRY 12
-    VENTRY 13
-    VENTRY 14
-    VENTRY 15
-
-trap_common:
+// Saves x2-x30, sp_el0, elr and spsr in the frame at sp (x0 and x1 are
+// stored already); x0, x1 and x8 keep their values.
+.macro SAVE_REST
     stp     x2, x3, [sp, #16]
     stp     x4, x5, [sp, #32]
     stp     x6, x7, [sp, #48]
@@ -92,29 +74,71 @@ trap_common:
     stp     x24, x25, [sp, #192]
     stp     x26, x27, [sp, #208]
     stp     x28, x29, [sp, #224]
-    mrs     x2, sp_el0
-    stp     x30, x2, [sp, #240]
-    mrs     x2, elr_el2
-    mrs     x3, spsr_el2
-    stp     x2, x3, [sp, #256]
-    mov     x1, x0
-    mov     x0, sp
-    cmp     x1, #8                  // synchronous, from EL0: system calls
-    b.eq    2f
-    bl      trap_handler
-    b       3f
-2:  bl      user_sync_handler
-3:
-    // x0 = the frame to return from: our own, or the frame of the thread
-    // the IPC fast path switched to, whose kernel stack we move to before
-    // releasing the big kernel lock (x1 != 0): the old thread's stack may
-    // be taken by another CPU as soon as the lock is free.
+    mrs     x9, sp_el0
+    stp     x30, x9, [sp, #240]
+    mrs     x9, elr_el2
+    mrs     x10, spsr_el2
+    stp     x9, x10, [sp, #256]
+.endm
+
+.balign 0x800
+.global exception_vectors
+exception_vectors:
+    VENTRY 0
+    VENTRY 1
+    VENTRY 2
+    VENTRY 3
+    VENTRY 4
+    VENTRY 5
+    VENTRY 6
+    VENTRY 7
+    // Synchronous from EL0 (system calls, faults) has a path of its own.
+    .balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    b       el0_sync
+    VENTRY 9
+    VENTRY 10
+    VENTRY 11
+    VENTRY 12
+    VENTRY 13
+    VENTRY 14
+    VENTRY 15
+
+el0_sync:
+    SAVE_REST
+    // A native IPC (svc #SVC_NATIVE with x8 = X8_IPC) first tries the fast
+    // path, with the thread's x0-x2 still in place. It returns the frame of
+    // the thread to resume, having switched to it; we move to that thread's
+    // kernel stack before releasing the big kernel lock, since the old
+    // thread's stack may be taken by another CPU as soon as the lock is
+    // free. Zero: the general path goes on with the lock held (x1 = 1).
+    mrs     x9, esr_el2
+    and     w9, w9, #0xfc00ffff     // EC and the immediate
+    movz    w10, #{svc_native}
+    movk    w10, #(0x15 << 10), lsl #16     // EC 0x15: SVC from AArch64
+    cmp     w9, w10
+    ccmp    x8, #{x8_ipc}, #0, eq
+    mov     x9, #0
+    b.ne    1f
+    bl      fastpath_ipc
+    cbz     x0, 2f
     mov     sp, x0
-    cbz     x1, 1f
     bl      bkl_release
     mov     x0, sp
-1:
-    // fall through
+    b       trap_return
+2:  mov     x9, #1
+1:  mov     x0, sp
+    mov     x1, x9
+    bl      user_sync_handler
+    b       trap_return
+
+trap_common:
+    SAVE_REST
+    mov     x1, x0
+    mov     x0, sp
+    bl      trap_handler
+    // fall through: x0 = the frame to return from
 
 // Restores the frame at x0 and returns from the exception.
 .global trap_return

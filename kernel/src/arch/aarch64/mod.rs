@@ -24,7 +24,13 @@ macro_rules! write_sysreg {
 }
 pub(crate) use read_sysreg;
 
-core::arch::global_asm!(include_str!("entry.S"));
+core::arch::global_asm!(
+    include_str!("entry.S"),
+    frame_size = const core::mem::size_of::<TrapFrame>(),
+    kernel_stack_size = const KERNEL_STACK_SIZE,
+    svc_native = const l4_abi::SVC_NATIVE,
+    x8_ipc = const l4_abi::sys::X8_IPC,
+);
 core::arch::global_asm!(include_str!("switch.S"));
 
 /// Callee-saved registers and the kernel stack pointer of a thread that is
@@ -129,18 +135,24 @@ pub fn tlb_flush_asid(asid: u16) {
     };
 }
 
-/// Waits for an event (a `send_event` of another CPU, an interrupt, an
-/// exception return). A pending event makes it return at once, so the
-/// check-then-wait pattern cannot miss a `send_event`.
-pub fn wait_for_event() {
-    // SAFETY: wfe only waits.
-    unsafe { asm!("wfe", options(nomem, nostack)) };
-}
-
-/// Wakes every CPU waiting in `wait_for_event`.
-pub fn send_event() {
-    // SAFETY: barrier and event only; makes the preceding store visible first.
-    unsafe { asm!("dsb ish", "sev", options(nostack)) };
+/// Waits until `a` holds `v` (acquire ordering), sleeping in `wfe`
+/// meanwhile. The load is exclusive, so the store that changes `a` clears
+/// this CPU's exclusive monitor, which is an event that ends the `wfe`:
+/// the writer needs no `sev`.
+pub fn wait_until_eq(a: &core::sync::atomic::AtomicU32, v: u32) {
+    loop {
+        let now: u32;
+        // SAFETY: an exclusive load of a valid, aligned atomic; the open
+        // exclusive reservation has no effect but to deliver the event.
+        unsafe {
+            asm!("ldaxr {0:w}, [{1}]", out(reg) now, in(reg) a.as_ptr(), options(nostack, readonly))
+        };
+        if now == v {
+            return;
+        }
+        // SAFETY: wfe only waits.
+        unsafe { asm!("wfe", options(nomem, nostack)) };
+    }
 }
 
 pub fn wait_for_interrupt() {
@@ -174,7 +186,7 @@ pub fn set_user_regs(f: &mut TrapFrame, r: &l4_abi::fault::ExcRegs) {
 }
 
 pub const MAX_CPUS: usize = l4_bootinfo::MAX_CPUS;
-/// Must match KERNEL_STACK_SIZE in entry.S.
+/// The boot stacks of the CPUs (entry.S sets up CPU 0's).
 pub const KERNEL_STACK_SIZE: usize = 0x8000;
 
 #[repr(C, align(16))]
@@ -348,16 +360,18 @@ pub fn dcache_clean(va: u64, len: u64) {
 /// Whether the TLB tags entries with 16-bit ASIDs (TCR_EL2.AS).
 static ASID16: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// Installs a user address space (TTBR0_EL2) with its ASID. ASIDs are
-/// never reused and page-table changes invalidate what they replace, so
-/// the TLB may keep other spaces' entries; only with 8-bit ASIDs, where
-/// our 16-bit numbers alias, the entries of this ASID are dropped.
-pub fn set_user_space(root_pa: u64, asid: u16) {
-    write_sysreg!("ttbr0_el2", root_pa | (u64::from(asid) << 48));
+/// Installs a user address space: `ttbr` is the TTBR0_EL2 value, the
+/// translation-table root with the ASID in bits 48-63. ASIDs are never
+/// reused and page-table changes invalidate what they replace, so the TLB
+/// may keep other spaces' entries; only with 8-bit ASIDs, where our 16-bit
+/// numbers alias, the entries of this ASID are dropped.
+#[inline(always)]
+pub fn set_user_space(ttbr: u64) {
+    write_sysreg!("ttbr0_el2", ttbr);
     if !ASID16.load(core::sync::atomic::Ordering::Relaxed) {
         // SAFETY: TLB maintenance for the new ASID; barriers only.
         unsafe {
-            asm!("tlbi aside1, {}", "dsb ish", "isb", in(reg) u64::from(asid) << 48, options(nostack))
+            asm!("tlbi aside1, {}", "dsb ish", "isb", in(reg) ttbr & (0xffff << 48), options(nostack))
         };
     }
 }

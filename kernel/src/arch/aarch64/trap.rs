@@ -34,16 +34,6 @@ const KINDS: [&str; 16] = [
     "SError (AArch32)",
 ];
 
-/// Where the exception returns to (registers x0 and x1 for entry.S).
-#[repr(C)]
-pub struct Resume {
-    /// The frame to restore.
-    frame: *mut TrapFrame,
-    /// Non-zero: the big kernel lock is still held and entry.S releases it
-    /// once it stands on the kernel stack of `frame`'s thread.
-    release_lock: u64,
-}
-
 /// The registers of a native call: x0, x1, x2 and x8.
 #[derive(Clone, Copy)]
 pub struct CallRegs {
@@ -53,13 +43,25 @@ pub struct CallRegs {
     pub x8: u64,
 }
 
-/// A synchronous exception from EL0 (vector 8): system calls, faults.
+/// A native IPC system call (entry.S checked ESR and `x8`), with the
+/// thread's registers `x0..x2`: the IPC fast path. Takes the big kernel
+/// lock. Returns the frame of the thread the CPU switched to, whose stack
+/// entry.S moves to before it calls [`bkl_release`]; null: nothing was
+/// done, the general path goes on with the lock held.
 #[unsafe(no_mangle)]
-extern "C" fn user_sync_handler(frame: *mut TrapFrame) -> Resume {
+extern "C" fn fastpath_ipc(x0: u64, x1: u64, x2: u64) -> *mut TrapFrame {
+    crate::kern::fast_ipc(x0, x1, x2).unwrap_or(core::ptr::null_mut())
+}
+
+/// A synchronous exception from EL0 (vector 8): system calls, faults.
+/// `locked`: the fast path gave up on this native IPC and holds the big
+/// kernel lock. Returns the frame to restore (always `frame`).
+#[unsafe(no_mangle)]
+extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut TrapFrame {
     let esr = Esr(super::read_sysreg!("esr_el2"));
     // SAFETY: entry.S just saved the frame on this kernel stack; the
     // kernel only reaches it through the thread (Thread::frame) while it
-    // holds the lock, which it does not yet.
+    // holds the lock, which it does not use yet.
     let regs = unsafe {
         let f = &*frame;
         CallRegs {
@@ -69,21 +71,13 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame) -> Resume {
             x8: f.x[8],
         }
     };
-    match crate::kern::user_exception(esr, regs) {
-        Some(to) => Resume {
-            frame: to,
-            release_lock: 1,
-        },
-        None => Resume {
-            frame,
-            release_lock: 0,
-        },
-    }
+    crate::kern::user_exception(esr, regs, locked != 0);
+    frame
 }
 
 /// Every other exception (entry.S).
 #[unsafe(no_mangle)]
-extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> Resume {
+extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> *mut TrapFrame {
     match kind {
         5 => crate::kern::irq(false),
         9 => crate::kern::irq(true),
@@ -101,10 +95,7 @@ extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> Resume {
             panic!("unhandled exception in the kernel");
         }
     }
-    Resume {
-        frame,
-        release_lock: 0,
-    }
+    frame
 }
 
 /// The lock release of a fast-path switch (called from entry.S).
