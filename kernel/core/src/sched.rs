@@ -1,12 +1,14 @@
 //! Scheduling: fixed priorities 0..=255 (higher runs first), round robin
 //! within a priority by quanta, one run queue per CPU.
 //!
-//! A thread is in its CPU's [`RunQueue`] while it is ready **or running**;
-//! [`RunQueue::pick`] names the thread to run: the head of the highest
-//! non-empty priority level. So a thread preempted by a higher-priority one
-//! stays at the head of its level and resumes first, a woken thread joins
-//! the tail of its level, and an expired quantum moves the running thread
-//! to the tail ([`RunQueue::tick`]). A thread that blocks is dequeued.
+//! A thread is in its CPU's [`RunQueue`] while it is ready and **not**
+//! running: the running thread is outside, so handing the CPU from one
+//! thread to another that it wakes (IPC) touches no queue at all.
+//! [`RunQueue::choose`] decides what runs next: the running thread goes on
+//! unless a queued thread has a higher priority, or the same priority
+//! while its quantum ran out ([`RunQueue::tick`]). A thread that makes way
+//! is queued: a preempted one at the head of its level (it resumes first),
+//! one whose quantum ran out at the tail; a woken thread joins the tail.
 //!
 //! Each queue is an arena of nodes linked by index (no allocation once the
 //! capacity is reserved with [`RunQueue::with_capacity`]) plus a 256-bit map
@@ -163,6 +165,32 @@ pub const fn pick_cpu(affinity: CpuSet, online: CpuSet, preferred: usize) -> Opt
     } else {
         ok.first()
     }
+}
+
+/// The running thread of a CPU, as [`RunQueue::choose`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Running<T> {
+    /// The thread.
+    pub item: T,
+    /// Its priority.
+    pub prio: Prio,
+    /// Its quantum ran out ([`RunQueue::tick`]).
+    pub expired: bool,
+}
+
+/// What [`RunQueue::choose`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// The running thread goes on.
+    Keep,
+    /// Run `next` (dequeued; `None`: idle); the running thread, if it
+    /// could have gone on, made way and is queued.
+    Switch {
+        /// What runs now.
+        next: Option<T>,
+        /// Where the thread that made way was queued.
+        requeued: Option<QueueHandle>,
+    },
 }
 
 /// A thread's place in a run queue.
@@ -342,61 +370,42 @@ impl<T> RunQueue<T> {
         self.nodes.remove(h.0).map(|n| n.item)
     }
 
-    /// Puts `item` in the place of the queued thread `h` (same priority
-    /// level, same position) and returns the thread it replaces: a direct
-    /// hand-over from a thread that blocks to one it woke, in O(1) and
-    /// without touching the links. Returns the replaced thread and the
-    /// level; `None` (and no change) for a stale handle.
-    #[inline]
-    pub fn replace(&mut self, h: QueueHandle, item: T) -> Option<(T, Prio)> {
-        let n = self.nodes.get_mut(h.0)?;
-        Some((core::mem::replace(&mut n.item, item), n.prio))
+    /// A timer tick for the running thread (which is not queued), whose
+    /// context is `ctx`: consumes `elapsed`. Returns whether its quantum
+    /// ran out (it is refilled) while a thread of at least its priority is
+    /// ready: it should then make way, going behind its equals (see
+    /// [`RunQueue::choose`]). A thread alone at its level runs on.
+    pub fn tick(&self, ctx: &mut SchedContext, elapsed: u32) -> bool {
+        ctx.consume(elapsed) && self.highest_prio().is_some_and(|p| p >= ctx.prio)
     }
 
-    /// Moves a queued thread to the tail of its level (round robin).
-    pub fn rotate(&mut self, h: QueueHandle) -> bool {
-        if !self.contains(h) {
-            return false;
+    /// Decides what a CPU runs next. `running`: its running thread, if it
+    /// could go on (ready, on this CPU); `None` if it blocked or died, or
+    /// the CPU idles. A thread that makes way is queued (see the module
+    /// description); if the queue cannot take it, it goes on.
+    pub fn choose(&mut self, running: Option<Running<T>>) -> Next<T> {
+        let head = self.highest_prio();
+        let mut requeued = None;
+        if let Some(r) = running {
+            let yields = match head {
+                None => false,
+                Some(h) => h > r.prio || (h == r.prio && r.expired),
+            };
+            if !yields {
+                return Next::Keep;
+            }
+            let queued = if r.expired {
+                self.enqueue(r.item, r.prio)
+            } else {
+                self.enqueue_front(r.item, r.prio)
+            };
+            match queued {
+                Ok(h) => requeued = Some(h),
+                Err(_) => return Next::Keep,
+            }
         }
-        let p = self.unlink(h.0);
-        self.link_back(h.0, p);
-        true
-    }
-
-    /// Changes a queued thread's priority; it joins the tail of the new level.
-    pub fn set_prio(&mut self, h: QueueHandle, prio: Prio) -> bool {
-        if !self.contains(h) {
-            return false;
-        }
-        self.unlink(h.0);
-        self.link_back(h.0, prio);
-        true
-    }
-
-    /// Makes a thread ready and says whether it should preempt `current`
-    /// (the running thread's handle, `None` if idle).
-    pub fn wake(
-        &mut self,
-        item: T,
-        prio: Prio,
-        current: Option<QueueHandle>,
-    ) -> Result<(QueueHandle, bool), T> {
-        let cur = current.and_then(|c| self.prio_of(c));
-        let h = self.enqueue(item, prio)?;
-        Ok((h, should_preempt(cur, prio)))
-    }
-
-    /// A timer tick for the running thread `current` with context `ctx`:
-    /// consumes `elapsed`; on expiry the thread goes to the tail of its
-    /// level. Returns whether the CPU should switch to [`RunQueue::pick`].
-    pub fn tick(&mut self, current: QueueHandle, ctx: &mut SchedContext, elapsed: u32) -> bool {
-        if !self.contains(current) {
-            return true;
-        }
-        if ctx.consume(elapsed) {
-            self.rotate(current);
-        }
-        self.pick().map(|(h, _)| h) != Some(current)
+        let next = self.pick().map(|(h, _)| h).and_then(|h| self.dequeue(h));
+        Next::Switch { next, requeued }
     }
 
     /// The queued items in the order they would run (highest priority
@@ -478,62 +487,94 @@ mod tests {
         // A new thread in the old slot does not answer to the old handle.
         let d = q.enqueue(4, 1).unwrap();
         assert!(!q.contains(a) && q.contains(d));
-        assert!(!q.rotate(a) && !q.set_prio(a, 3));
+        assert_eq!(q.get(a), None);
+    }
+
+    fn run<T: Copy>(item: T, prio: Prio, expired: bool) -> Option<Running<T>> {
+        Some(Running {
+            item,
+            prio,
+            expired,
+        })
+    }
+
+    fn next<T: Copy>(n: Next<T>) -> Option<T> {
+        match n {
+            Next::Switch { next, .. } => next,
+            Next::Keep => panic!("kept running"),
+        }
     }
 
     #[test]
-    fn replace_hands_over_the_place() {
+    fn the_running_thread_goes_on_until_something_beats_it() {
         let mut q = RunQueue::new();
-        let a = q.enqueue('a', 5).unwrap();
+        assert_eq!(q.choose(run('a', 5, false)), Next::Keep, "nothing else");
+        assert_eq!(q.choose(run('a', 5, true)), Next::Keep, "alone, expired");
         q.enqueue('b', 5).unwrap();
         q.enqueue('x', 1).unwrap();
-        assert_eq!(q.replace(a, 'c'), Some(('a', 5)));
-        assert_eq!(q.pick().map(|(h, t)| (h, *t)), Some((a, 'c')));
-        assert_eq!(order(&q), vec!['c', 'b', 'x']);
-        assert_eq!(q.prio_of(a), Some(5));
-        q.dequeue(a);
-        assert_eq!(q.replace(a, 'd'), None, "stale handle");
-        assert_eq!(order(&q), vec!['b', 'x']);
+        assert_eq!(q.choose(run('a', 5, false)), Next::Keep, "equal");
+        // Blocked: the head runs, and leaves the queue.
+        assert_eq!(next(q.choose(None)), Some('b'));
+        assert_eq!(order(&q), vec!['x']);
+        // A higher priority preempts; the preempted thread is queued at
+        // the head of its level, before an equal that was waiting.
+        q.enqueue('b', 5).unwrap();
+        q.enqueue('h', 9).unwrap();
+        match q.choose(run('a', 5, false)) {
+            Next::Switch { next, requeued } => {
+                assert_eq!(next, Some('h'));
+                assert_eq!(requeued.and_then(|h| q.get(h)), Some(&'a'));
+            }
+            Next::Keep => panic!("not preempted"),
+        }
+        assert_eq!(order(&q), vec!['a', 'b', 'x']);
+        // Nothing queued, nothing running: idle.
+        let mut e: RunQueue<char> = RunQueue::new();
+        assert_eq!(
+            e.choose(None),
+            Next::Switch {
+                next: None,
+                requeued: None
+            }
+        );
     }
 
     #[test]
     fn round_robin_by_quantum() {
         let mut q = RunQueue::new();
-        let a = q.enqueue('a', 7).unwrap();
         q.enqueue('b', 7).unwrap();
         q.enqueue('c', 7).unwrap();
         let mut ctx = SchedContext::new(7, 3, CpuSet::ALL);
         // Two ticks: still a's turn.
-        assert!(!q.tick(a, &mut ctx, 1));
-        assert!(!q.tick(a, &mut ctx, 1));
+        assert!(!q.tick(&mut ctx, 1));
+        assert!(!q.tick(&mut ctx, 1));
         assert_eq!(ctx.left, 1);
-        // Third tick: quantum expired, a goes to the tail, b runs.
-        assert!(q.tick(a, &mut ctx, 1));
+        // Third tick: quantum expired; a goes to the tail, b runs.
+        assert!(q.tick(&mut ctx, 1));
         assert_eq!(ctx.left, 3, "refilled");
-        assert_eq!(order(&q), vec!['b', 'c', 'a']);
+        assert_eq!(next(q.choose(run('a', 7, true))), Some('b'));
+        assert_eq!(order(&q), vec!['c', 'a']);
         // A lone thread keeps running after expiry.
-        let mut solo = RunQueue::new();
-        let s = solo.enqueue(0, 1).unwrap();
+        let solo: RunQueue<u8> = RunQueue::new();
         let mut sctx = SchedContext::new(1, 1, CpuSet::ALL);
-        assert!(!solo.tick(s, &mut sctx, 5));
+        assert!(!solo.tick(&mut sctx, 5));
+        // So does one above everything queued.
+        assert!(!q.tick(&mut SchedContext::new(8, 1, CpuSet::ALL), 1));
         // No time slicing with quantum 0.
         let mut inf = SchedContext::new(1, 0, CpuSet::ALL);
         assert!(!inf.consume(u32::MAX));
-        // A ticking thread that is not queued must be switched away from.
-        solo.dequeue(s);
-        assert!(solo.tick(s, &mut sctx, 1));
     }
 
     #[test]
     fn lower_priority_never_runs_while_higher_ready() {
         let mut q = RunQueue::new();
-        let hi = q.enqueue("hi", 100).unwrap();
         q.enqueue("lo", 1).unwrap();
         let mut ctx = SchedContext::new(100, 1, CpuSet::ALL);
         for _ in 0..5 {
-            assert!(!q.tick(hi, &mut ctx, 1));
-            assert_eq!(q.pick().map(|(_, t)| *t), Some("hi"));
+            assert!(!q.tick(&mut ctx, 1));
+            assert_eq!(q.choose(run("hi", 100, true)), Next::Keep);
         }
+        assert_eq!(next(q.choose(None)), Some("lo"));
     }
 
     #[test]
@@ -542,31 +583,17 @@ mod tests {
         assert!(should_preempt(Some(10), 11));
         assert!(!should_preempt(Some(10), 10));
         assert!(!should_preempt(Some(10), 9));
-        let mut q = RunQueue::new();
-        let cur = q.enqueue("cur", 50).unwrap();
-        let (_, p) = q.wake("same", 50, Some(cur)).unwrap();
-        assert!(!p);
-        let (w, p) = q.wake("urgent", 51, Some(cur)).unwrap();
-        assert!(p);
-        assert_eq!(q.pick().map(|(h, _)| h), Some(w));
-        // The preempted thread resumes before its equal-priority peer.
-        q.dequeue(w);
-        assert_eq!(order(&q), vec!["cur", "same"]);
-        let (_, p) = q.wake("x", 0, None).unwrap();
-        assert!(p, "idle CPU");
     }
 
     #[test]
-    fn priority_change_and_front_insert() {
+    fn front_insert() {
         let mut q = RunQueue::new();
-        let a = q.enqueue('a', 3).unwrap();
+        let a = q.enqueue('a', 9).unwrap();
         q.enqueue('b', 3).unwrap();
-        assert!(q.set_prio(a, 9));
-        assert_eq!(q.prio_of(a), Some(9));
-        assert_eq!(order(&q), vec!['a', 'b']);
         q.enqueue_front('z', 3).unwrap();
         assert_eq!(order(&q), vec!['a', 'z', 'b']);
         assert_eq!(q.get(a), Some(&'a'));
+        assert_eq!(q.prio_of(a), Some(9));
     }
 
     #[test]

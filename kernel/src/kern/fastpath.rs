@@ -2,9 +2,10 @@
 //! reply-and-wait to a caller that waits for the reply, both with message
 //! words only, on one CPU. It does exactly what the general path
 //! ([`super::invoke::syscall`] with [`super::ipc`]) would do, without its
-//! generality: the message goes UTCB to UTCB, the receiver takes the
-//! sender's place in the run queue, and the CPU returns straight to the
-//! receiver's user registers instead of switching kernel stacks.
+//! generality: the message goes UTCB to UTCB, no run queue changes (the
+//! running thread is never queued, and the sender blocks), and the CPU
+//! returns straight to the receiver's user registers instead of switching
+//! kernel stacks.
 //!
 //! That last step relies on a property of the whole kernel: a thread that
 //! is not running has no kernel state on its stack worth keeping. Every
@@ -97,7 +98,6 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
         return None;
     }
     let (src, dst) = (me.utcb()?, dest.utcb()?);
-    let h = me.queued?;
     let space = dest.space?;
 
     // Committed: nothing below fails.
@@ -116,8 +116,6 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     me.deadline = None;
     dest.deadline = None;
     dest.state = State::Ready;
-    me.queued = None;
-    dest.queued = Some(h);
 
     // The switch: what `schedule` and `switch_context` would do.
     let now = arch::counter();
@@ -125,15 +123,12 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     me.reset_kernel_context();
     dest.start_running(cpu, now);
     let frame: *mut TrapFrame = dest.frame();
-    let prio = dest.sched.prio;
 
+    // Neither thread is queued: the running one never is, and the sender
+    // now blocks. Nothing queued beats the receiver: nothing beat the
+    // sender (no reschedule pending), and the receiver's priority is at
+    // least the sender's.
     let c = &mut k.cpus[cpu];
-    // The receiver takes the sender's place (the head of the highest
-    // level); a higher priority moves it up to a level of its own, as
-    // every level above the sender's is empty.
-    if c.rq.replace(h, to).is_some_and(|(_, p)| p != prio) {
-        c.rq.set_prio(h, prio);
-    }
     c.current = Some(to);
     fp::enter(c);
     k.switch_space(cpu, space);
@@ -158,7 +153,7 @@ fn can_hand_over(op: Op, cur: ObjId, me: &Thread, dest: &Thread, cpu: usize) -> 
     // have applied them before it blocked); a thread in a system call has
     // no kernel message of its own.
     debug_assert!(!waits || (dest.running_on.is_none() && dest.queued.is_none()));
-    debug_assert!(dest.pending.is_none() && me.kmsg.is_none());
+    debug_assert!(dest.pending.is_none() && me.kmsg.is_none() && me.queued.is_none());
     waits
         && dest.cpu == cpu
         && dest.kmsg.is_none()

@@ -798,7 +798,6 @@ fn sched_op(k: &mut Kernel, cur: ObjId, task: ObjId, tag: MsgTag, m: &[u64; MR_C
             }
             let was = t.state;
             t.sched = SchedContext::new(prio, quantum_ticks, aff);
-            let moved = t.cpu != cpu;
             if let Some(h) = t.queued.take() {
                 let old = t.cpu;
                 k.cpus[old].rq.dequeue(h);
@@ -810,9 +809,13 @@ fn sched_op(k: &mut Kernel, cur: ObjId, task: ObjId, tag: MsgTag, m: &[u64; MR_C
                     k.make_ready(th);
                 }
             }
-            if moved && let Some(c) = k.t(th).running_on {
+            // A running thread (not queued) lets its CPU decide anew: its
+            // priority may have dropped, or it must move.
+            if let Some(c) = k.t(th).running_on {
                 k.cpus[c].need_resched = true;
-                crate::irq::send_resched_ipi(c);
+                if c != arch::cpu_id() {
+                    crate::irq::send_resched_ipi(c);
+                }
             }
             ok(0)
         }

@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 use kernel_core::kobj::{Arena, ObjId};
 use kernel_core::mapdb::MapDb;
-use kernel_core::sched::{CpuSet, RunQueue};
+use kernel_core::sched::{CpuSet, Next, RunQueue, Running};
 use l4_abi::{CapRights, Error};
 use task::Task;
 use thread::{State, Thread};
@@ -80,6 +80,9 @@ pub struct Cpu {
     pub ttbr: u64,
     pub idle: KContext,
     pub need_resched: bool,
+    /// The running thread's slice ran out while others of its priority
+    /// wait: it goes behind them at the next [`schedule`].
+    pub slice_out: bool,
     /// EL0 may use FP/SIMD without trapping (a thread's state is loaded).
     pub fp_on: bool,
     /// The thread whose saved FP/SIMD state the registers still hold.
@@ -296,10 +299,9 @@ impl Kernel {
         let t = self.t(id);
         t.state = State::Ready;
         t.deadline = None;
-        // Still running on another CPU (migrated): that CPU queues it when
-        // it switches away.
-        if t.queued.is_some() || !online.contains(t.cpu) || t.running_on.is_some_and(|c| c != t.cpu)
-        {
+        // A running thread is not queued: on its own CPU it simply goes on;
+        // on another (it migrated), that CPU queues it when it switches away.
+        if t.queued.is_some() || !online.contains(t.cpu) || t.running_on.is_some() {
             return;
         }
         let (cpu, prio) = (t.cpu, t.sched.prio);
@@ -359,12 +361,14 @@ impl Kernel {
             let Some(t) = self.thread_mut(cur) else {
                 return;
             };
-            if let Some(h) = t.queued {
+            if t.state == State::Ready {
                 let mut ctx = t.sched;
-                let expired = self.cpus[cpu].rq.tick(h, &mut ctx, 1);
+                let out = self.cpus[cpu].rq.tick(&mut ctx, 1);
                 self.t(cur).sched = ctx;
-                if expired {
-                    self.cpus[cpu].need_resched = true;
+                if out {
+                    let c = &mut self.cpus[cpu];
+                    c.slice_out = true;
+                    c.need_resched = true;
                 }
             }
         }
@@ -460,10 +464,30 @@ pub fn schedule() {
         let k = unsafe { k() };
         let c = &mut k.cpus[cpu];
         c.need_resched = false;
+        let expired = core::mem::take(&mut c.slice_out);
         let prev = c.current;
-        // Round robin: the current thread goes behind its equals only when
-        // its slice ran out (tick rotates it); here we take the head.
-        let next = c.rq.pick().map(|(_, &id)| id);
+        // The running thread is not queued; it goes on if it can and
+        // nothing queued beats it (round robin: its slice ran out).
+        let running = prev.and_then(|p| {
+            let t = k.thread(p)?;
+            (t.state == State::Ready && t.cpu == cpu).then_some(Running {
+                item: p,
+                prio: t.sched.prio,
+                expired,
+            })
+        });
+        let next = match k.cpus[cpu].rq.choose(running) {
+            Next::Keep => return,
+            Next::Switch { next, requeued } => {
+                if let (Some(p), Some(h)) = (prev, requeued) {
+                    k.t(p).queued = Some(h);
+                }
+                if let Some(n) = next {
+                    k.t(n).queued = None;
+                }
+                next
+            }
+        };
         if next == prev {
             return;
         }
