@@ -37,7 +37,6 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     if let Some(w) = unknown {
         kprintln!("kernel: ignoring unknown option '{}'", w);
     }
-    kern::set_fast_path(!opts.nofastpath);
     irq::init(&plat);
     if opts.serial_esc && !opts.nojdb {
         // The kernel watches the line itself (a lone ESC enters jdb).
@@ -71,7 +70,12 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         console::wait_byte();
     }
     kern::bkl::lock();
-    kern::init(plat.nr_cpus.max(online), info, bootinfo_pa);
+    kern::init(
+        plat.nr_cpus.max(online),
+        info,
+        bootinfo_pa,
+        !opts.nofastpath,
+    );
     match kern::with(|k| kern::create_root_task(k, info)) {
         Ok(_) => kprintln!(
             "kernel: starting root task '{}' at {:#x} {}",

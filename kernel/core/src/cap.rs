@@ -98,20 +98,19 @@ impl<O: Copy> CapTable<O> {
     }
 
     /// Looks up `index` and checks that it has every right in `need`.
+    #[inline]
     pub fn lookup(&self, index: u64, need: CapRights) -> Result<CapEntry<O>, CapError> {
-        let i = self.check(index)?;
-        let e = self
-            .slots
-            .get(i)
-            .and_then(|s| s.as_ref())
-            .ok_or(CapError::Empty)?;
-        if !e.rights.contains(need) {
-            return Err(CapError::NoRights {
+        // Only indices `1..limit` are ever filled, so the range needs
+        // checking only for the error.
+        let slot = usize::try_from(index).ok().and_then(|i| self.slots.get(i));
+        match slot.and_then(Option::as_ref) {
+            Some(e) if e.rights.contains(need) => Ok(*e),
+            Some(e) => Err(CapError::NoRights {
                 have: e.rights,
                 need,
-            });
+            }),
+            None => Err(self.check(index).err().unwrap_or(CapError::Empty)),
         }
-        Ok(*e)
     }
 
     /// Like [`CapTable::lookup`], but also asks `alive` whether the object

@@ -6,18 +6,28 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-static SERVING: AtomicU32 = AtomicU32::new(0);
+/// The ticket lock: the next ticket to hand out, and the one served.
+/// Side by side, so one address reaches both.
+struct Tickets {
+    next: AtomicU32,
+    serving: AtomicU32,
+}
+
+static TICKETS: Tickets = Tickets {
+    next: AtomicU32::new(0),
+    serving: AtomicU32::new(0),
+};
 const NOBODY: usize = usize::MAX;
 static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
 
 /// Takes the lock (ticket order, so every CPU gets its turn).
 pub fn lock() {
     debug_assert!(!held_here(), "BKL taken twice on one CPU");
-    let ticket = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = &TICKETS;
+    let ticket = t.next.fetch_add(1, Ordering::Relaxed);
     // Sleeps until the unlock that serves our ticket (on an emulator this
     // also yields the host thread to the CPU holding the lock).
-    crate::arch::wait_until_eq(&SERVING, ticket);
+    crate::arch::wait_until_eq(&t.serving, ticket);
     if cfg!(debug_assertions) {
         OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
     }
@@ -27,10 +37,13 @@ pub fn unlock() {
     if cfg!(debug_assertions) {
         OWNER.store(NOBODY, Ordering::Relaxed);
     }
-    // Only the holder changes SERVING, so a plain increment will do; the
+    // Only the holder changes `serving`, so a plain increment will do; the
     // store wakes the waiters (see arch::wait_until_eq).
-    let next = SERVING.load(Ordering::Relaxed).wrapping_add(1);
-    SERVING.store(next, Ordering::Release);
+    let serving = &TICKETS.serving;
+    serving.store(
+        serving.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Release,
+    );
 }
 
 /// Whether this CPU holds the lock. Only tracked in debug builds (for

@@ -22,13 +22,9 @@
 use super::thread::{State, Thread};
 use super::{KObject, Kernel, fp};
 use crate::arch::{self, TrapFrame};
-use core::sync::atomic::{AtomicBool, Ordering};
 use kernel_core::kobj::ObjId;
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, MsgTag, Proto, Timeouts, sys};
-
-/// Off with the kernel option `-nofastpath`.
-pub static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// The two IPC operations the fast path knows.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,30 +42,28 @@ enum Op {
 /// stack. `None`: nothing was changed; take the general path.
 #[inline(always)]
 pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return None;
-    }
     let tag = MsgTag(x1);
     if tag.items() != 0 || !Timeouts::from_reg(x2).recv().is_never() || x0 & sys::RESERVED_MASK != 0
     {
         return None;
     }
     let cpu = arch::cpu_id();
-    let c = &k.cpus[cpu];
-    if c.need_resched {
+    let Kernel { objs, cpus, .. } = k;
+    let c = &mut cpus[cpu];
+    if c.need_resched || !c.fast_path {
         return None;
     }
     let cur = c.current?;
     let (op, to, label) = match x0 & sys::FLAGS_MASK {
         sys::CALL if x0 & sys::INVALID_CAP_BIT == 0 => {
-            let Some(KObject::Thread(me)) = k.objs.get(cur) else {
+            let Some(KObject::Thread(me)) = objs.get(cur) else {
                 return None;
             };
-            let Some(KObject::Task(task)) = k.objs.get(me.task?) else {
+            let Some(KObject::Task(task)) = objs.get(me.task?) else {
                 return None;
             };
             let cap = task.caps.lookup(x0 >> sys::CAP_SHIFT, CapRights::R).ok()?;
-            match k.objs.get(cap.obj)? {
+            match objs.get(cap.obj)? {
                 // Their own protocols go to the kernel; a partner on another
                 // CPU is for the general path (known here without a lookup).
                 KObject::Thread(t) if tag.label() != Proto::Thread as i64 && t.cpu == cpu => {
@@ -84,13 +78,13 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
                 _ => return None,
             }
         }
-        sys::REPLY_AND_WAIT => match k.objs.get(cur) {
+        sys::REPLY_AND_WAIT => match objs.get(cur) {
             Some(KObject::Thread(me)) => (Op::ReplyAndWait, me.reply_to?, 0),
             _ => return None,
         },
         _ => return None,
     };
-    let (KObject::Thread(me), KObject::Thread(dest)) = k.objs.get2_mut(cur, to)? else {
+    let (KObject::Thread(me), KObject::Thread(dest)) = objs.get2_mut(cur, to)? else {
         return None;
     };
     let (me, dest): (&mut Thread, &mut Thread) = (me, dest);
@@ -128,10 +122,9 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     // now blocks. Nothing queued beats the receiver: nothing beat the
     // sender (no reschedule pending), and the receiver's priority is at
     // least the sender's.
-    let c = &mut k.cpus[cpu];
     c.current = Some(to);
     fp::enter(c);
-    k.switch_space(cpu, space);
+    c.switch_space(space);
     Some(frame)
 }
 

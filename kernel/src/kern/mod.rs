@@ -72,14 +72,17 @@ pub struct Irq {
     pub masked: bool,
 }
 
+/// One CPU's scheduling state. The fields the IPC fast path reads come
+/// first (`repr(C)`), where short offsets reach them.
 #[derive(Default)]
+#[repr(C)]
 pub struct Cpu {
-    pub rq: RunQueue<ObjId>,
     pub current: Option<ObjId>,
     /// What TTBR0 holds ([`thread::Space::ttbr`]; 0: no user space yet).
     pub ttbr: u64,
-    pub idle: KContext,
     pub need_resched: bool,
+    /// The IPC fast path may run (off with the kernel option `-nofastpath`).
+    pub fast_path: bool,
     /// The running thread's slice ran out while others of its priority
     /// wait: it goes behind them at the next [`schedule`].
     pub slice_out: bool,
@@ -87,6 +90,20 @@ pub struct Cpu {
     pub fp_on: bool,
     /// The thread whose saved FP/SIMD state the registers still hold.
     pub fp_regs_of: Option<ObjId>,
+    pub idle: KContext,
+    pub rq: RunQueue<ObjId>,
+}
+
+impl Cpu {
+    /// Installs the address space `space` unless it is there.
+    #[inline(always)]
+    pub fn switch_space(&mut self, space: thread::Space) {
+        let ttbr = space.ttbr();
+        if self.ttbr != ttbr {
+            arch::set_user_space(ttbr);
+            self.ttbr = ttbr;
+        }
+    }
 }
 
 pub struct Kernel {
@@ -150,17 +167,16 @@ pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
     f(unsafe { k() })
 }
 
-/// Turns the IPC fast path on or off (kernel option `-nofastpath`).
-pub fn set_fast_path(on: bool) {
-    fastpath::ENABLED.store(on, core::sync::atomic::Ordering::Relaxed);
-}
-
-/// Sets up the kernel state for `ncpus` CPUs. Boot CPU, BKL held.
-pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64) {
+/// Sets up the kernel state for `ncpus` CPUs, with the IPC fast path on
+/// or off (kernel option `-nofastpath`). Boot CPU, BKL held.
+pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64, fast_path: bool) {
     BOOTINFO.call_once(|| (info, info_pa));
     // Built on the heap one by one (the array would not fit a boot stack).
     let cpus: Box<[Cpu; arch::MAX_CPUS]> = (0..arch::MAX_CPUS)
-        .map(|_| Cpu::default())
+        .map(|_| Cpu {
+            fast_path,
+            ..Cpu::default()
+        })
         .collect::<Box<[Cpu]>>()
         .try_into()
         .unwrap_or_else(|_| unreachable!("MAX_CPUS elements"));
@@ -251,17 +267,6 @@ impl Kernel {
             tk.threads.push(th);
         }
         Ok(())
-    }
-
-    /// Installs the address space `space` on CPU `cpu` unless it is there.
-    #[inline(always)]
-    pub fn switch_space(&mut self, cpu: usize, space: thread::Space) {
-        let c = &mut self.cpus[cpu];
-        let ttbr = space.ttbr();
-        if c.ttbr != ttbr {
-            arch::set_user_space(ttbr);
-            c.ttbr = ttbr;
-        }
     }
 
     pub fn alloc_asid(&mut self) -> Option<u16> {
@@ -519,7 +524,7 @@ pub fn schedule() {
                 let t = k.t(n);
                 t.start_running(cpu, arch::counter());
                 if let Some(space) = t.space {
-                    k.switch_space(cpu, space);
+                    k.cpus[cpu].switch_space(space);
                 }
                 &k.t(n).kctx
             }
