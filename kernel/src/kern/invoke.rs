@@ -388,7 +388,7 @@ fn factory(
             t.factory = Some(fac);
             t.set_utcb_area(area.mem_base(), 1u64 << area.order().clamp(10, 20))?;
             reply = Some(area.0);
-            Ok(KObject::Task(t))
+            Ok(KObject::Task(Box::new(t)))
         })(),
         Make::Thread => Thread::new(SchedContext::new(
             DEFAULT_PRIO,
@@ -1015,7 +1015,10 @@ pub fn create_root_task(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<
     let asid = k.alloc_asid().ok_or(Error::NoMem)?;
     let mut t = Task::new(asid).ok_or(Error::NoMem)?;
     t.set_utcb_area(ROOT_UTCB_AREA, ROOT_UTCB_SIZE)?;
-    let task = k.objs.insert(KObject::Task(t)).map_err(|_| Error::NoMem)?;
+    let task = k
+        .objs
+        .insert(KObject::Task(Box::new(t)))
+        .map_err(|_| Error::NoMem)?;
     for s in info.roottask.segments() {
         let rights = MemRights(
             MemRights::R.0
