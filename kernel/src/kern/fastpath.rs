@@ -91,14 +91,13 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     if !can_hand_over(op, cur, me, dest, cpu) {
         return None;
     }
-    let (src, dst) = (me.utcb()?, dest.utcb()?);
+    if me.utcb_kva == 0 || dest.utcb_kva == 0 {
+        return None;
+    }
     let space = dest.space?;
 
     // Committed: nothing below fails.
     let n = (tag.words() as usize).min(MR_COUNT);
-    if n > 0 {
-        dst.mr[..n].copy_from_slice(&src.mr[..n]);
-    }
     dest.set_result(0, MsgTag::new(tag.label(), n as u32, 0, 0), label);
     if op == Op::Call {
         dest.reply_to = Some(cur);
@@ -113,7 +112,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
 
     // The switch: what `schedule` and `switch_context` would do.
     let now = arch::counter();
-    me.stop_running(cpu, now);
+    me.stop_running(now);
     me.reset_kernel_context();
     dest.start_running(cpu, now);
     let frame: *mut TrapFrame = dest.frame();
@@ -125,6 +124,14 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     c.current = Some(to);
     fp::enter(c);
     c.switch_space(space);
+    // Last, as they may call out (few values live across): the sender's
+    // FP/SIMD registers, if it used them, and the message.
+    fp::leave(me, cpu);
+    if n > 0
+        && let (Some(src), Some(dst)) = (me.utcb(), dest.utcb())
+    {
+        dst.mr[..n].copy_from_slice(&src.mr[..n]);
+    }
     Some(frame)
 }
 

@@ -503,7 +503,8 @@ pub fn schedule() {
         let from: *mut KContext = match prev {
             Some(p) => match k.thread_mut(p) {
                 Some(t) => {
-                    t.stop_running(cpu, arch::counter());
+                    t.stop_running(arch::counter());
+                    fp::leave(t, cpu);
                     // Moved to another CPU while it ran here: queue it there.
                     if t.cpu != cpu && t.state == State::Ready && t.queued.is_none() {
                         k.make_ready(p);

@@ -157,15 +157,14 @@ impl Thread {
         Some(t)
     }
 
-    /// The thread stops running on CPU `cpu` at counter value `now`: its
-    /// CPU time, TLS register and (if it used them) FP/SIMD registers are
-    /// saved.
+    /// The thread stops running at counter value `now`: its CPU time and
+    /// TLS register are saved. Its FP/SIMD registers are the caller's part
+    /// ([`super::fp::leave`]).
     #[inline(always)]
-    pub fn stop_running(&mut self, cpu: usize, now: u64) {
+    pub fn stop_running(&mut self, now: u64) {
         self.running_on = None;
         self.cpu_time += now.saturating_sub(self.ran_since);
         self.tpidr_el0 = crate::arch::tpidr_el0();
-        super::fp::leave(self, cpu);
     }
 
     /// The thread starts running on CPU `cpu` at counter value `now`: its
