@@ -38,6 +38,7 @@ use thread::{State, Thread};
 pub use invoke::{Semaphore, create_root_task};
 
 /// A kernel object.
+///
 /// Tasks and threads are boxed and the tag is a plain byte: slots stay
 /// small, and a lookup checks the kind (and that the slot is used) with
 /// one compare.
