@@ -1,5 +1,6 @@
-//! Serving dataspaces: the Dataspace protocol and [`DataspacePhys`], with
-//! the rights of the capability a request came through.
+//! Serving dataspaces: the Dataspace protocol and moe's
+//! [`DataspacePhys`](crate::ds::DataspacePhys), with the rights of the
+//! capability a request came through.
 
 use l4_abi::Error;
 use l4_ipc::protocols::{DataspaceServer, ds_flags};

@@ -67,8 +67,8 @@ impl<K: Kernel> Moe<K> {
         Ok(ds)
     }
 
-    /// A kernel object the client gets (granted, see [`Moe::handle`]), made
-    /// by `create` in a fresh slot.
+    /// A kernel object the client gets, made by `create` in a fresh slot;
+    /// the reply grants it and the next request empties the slot.
     fn granted_object(
         &mut self,
         create: impl FnOnce(&mut K, u64) -> Result<(), Error>,

@@ -52,6 +52,7 @@ impl<K: Kernel> NamespaceServer for View<'_, K> {
         name: Str<NAME_MAX>,
         cap: OptCap,
     ) -> Result<(), Error> {
+        // Refuse (rom/) before keeping the capability.
         self.names()?;
         let slot = cap.0.map(|c| self.keep_cap(c)).transpose()?;
         match self.names()?.register(&name, slot, flags) {

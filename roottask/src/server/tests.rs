@@ -550,3 +550,33 @@ fn granted_replies_carry_the_grant_bit() {
     let at = r.words() as usize;
     assert_ne!(mrs[at] & item::GRANT, 0);
 }
+
+#[test]
+fn init_needs_its_module_and_the_runtime() {
+    let mut moe = moe();
+    let args = crate::cmdline::parse("--init=rom/hello a b");
+    moe.start_init(&args);
+    assert!(moe.k.said("cannot start init 'rom/hello': no such module"));
+    moe.add_module("hello", 0x8000_0000, 0x1000).unwrap();
+    moe.start_init(&args);
+    assert!(
+        moe.k
+            .said("the runtime 'rom/l4re' is not among the modules")
+    );
+    // A runtime the loader refuses: nothing is left behind but init's log.
+    moe.add_module("l4re", 0x8010_0000, 0x1000).unwrap();
+    let (free, slots, objects) = (
+        moe.pages().free_bytes(),
+        moe.slots.in_use(),
+        moe.objects.len(),
+    );
+    moe.start_init(&args);
+    assert!(moe.k.said("moe: starting init 'rom/hello a b'"));
+    assert!(moe.k.said("cannot start init 'rom/hello': "));
+    assert_eq!(moe.pages().free_bytes(), free);
+    assert_eq!(
+        (moe.slots.in_use(), moe.objects.len()),
+        (slots + 1, objects + 1)
+    );
+    assert!(matches!(moe.objects[&newest(&moe)].kind, Kind::Log(_)));
+}
