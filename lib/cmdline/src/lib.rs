@@ -2,8 +2,8 @@
 //! (`-serial_esc -kmemsize=4096`, Fiasco's spelling) and moe's
 //! (`--init=rom/x --l4re-dbg=0x10 args...`), both from `modules.list`.
 //!
-//! * [`parse_number`]: decimal or `0x` hexadecimal; [`parse_size`] adds a
-//!   binary `K`/`M`/`G` suffix;
+//! * [`parse_number`]: decimal or `0x` hexadecimal (no user needs a
+//!   `K`/`M` suffix yet);
 //! * [`words`]: the whitespace-separated words of a line as [`Word`]s:
 //!   options (`-name`, `--name`, with an optional `=value`), arguments,
 //!   and the `--` that ends the options.
@@ -31,20 +31,6 @@ pub fn parse_number(s: &str) -> Option<u64> {
         Some(hex) => digits(hex, 16),
         None => digits(s, 10),
     }
-}
-
-/// Reads a size: a [`parse_number`] with an optional binary suffix, `K`
-/// (KiB), `M` (MiB) or `G` (GiB), upper or lower case; `None` on
-/// overflow.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let shift = match s.as_bytes().last()? {
-        b'k' | b'K' => 10,
-        b'm' | b'M' => 20,
-        b'g' | b'G' => 30,
-        _ => return parse_number(s),
-    };
-    let n = parse_number(&s[..s.len() - 1])?;
-    n.checked_mul(1 << shift)
 }
 
 /// One word of a command line.
@@ -143,17 +129,6 @@ mod tests {
             "18446744073709551616",
         ] {
             assert_eq!(parse_number(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("4k"), Some(4096));
-        assert_eq!(parse_size("0x10M"), Some(16 << 20));
-        assert_eq!(parse_size("2G"), Some(2 << 30));
-        for bad in ["", "K", "4T", "4KB", "0x1_0000_0000G", "17179869184G"] {
-            assert_eq!(parse_size(bad), None, "{bad:?}");
         }
     }
 
