@@ -145,16 +145,6 @@ impl<K: Kernel> Moe<K> {
         }
     }
 
-    /// The kernel moe runs on.
-    pub fn kernel(&mut self) -> &mut K {
-        &mut self.k
-    }
-
-    /// moe's memory.
-    pub fn pages(&self) -> &PageAlloc {
-        &self.pages
-    }
-
     /// The label of the next object.
     fn take_label(&mut self) -> u64 {
         let label = self.next_label;

@@ -207,9 +207,9 @@ fn map(
 #[test]
 fn on_demand_dataspaces_get_memory_when_used() {
     let mut moe = moe();
-    let free = moe.pages().free_bytes();
+    let free = moe.pages.free_bytes();
     let d = new_ds(&mut moe, 0x3000, 0, None).unwrap();
-    assert_eq!(moe.pages().free_bytes(), free, "nothing allocated yet");
+    assert_eq!(moe.pages.free_bytes(), free, "nothing allocated yet");
     assert_eq!(
         ds(&mut moe, d, CapRights::RWS).info(),
         Ok((0x3000, ds_flags::RWX))
@@ -217,7 +217,7 @@ fn on_demand_dataspaces_get_memory_when_used() {
     let f = map(&mut moe, d, CapRights::RWS, 0x1000, 0x10_1000, ds_flags::RW).unwrap();
     assert_eq!(f.order(), 12);
     assert!(f.mem_base() >= RAM && f.mem_base() < RAM + RAM_SIZE);
-    assert_eq!(moe.pages().free_bytes(), free - 0x1000);
+    assert_eq!(moe.pages.free_bytes(), free - 0x1000);
     assert_eq!(
         moe.k.zeroed,
         [(f.mem_base(), 0x1000)],
@@ -226,7 +226,7 @@ fn on_demand_dataspaces_get_memory_when_used() {
     // The same page again: no new memory.
     let g = map(&mut moe, d, CapRights::RWS, 0x1800, 0x10_1800, 0).unwrap();
     assert_eq!(g.mem_base(), f.mem_base());
-    assert_eq!(moe.pages().free_bytes(), free - 0x1000);
+    assert_eq!(moe.pages.free_bytes(), free - 0x1000);
     // Beyond the end.
     assert_eq!(
         map(&mut moe, d, CapRights::RWS, 0x3000, 0, 0),
@@ -234,7 +234,7 @@ fn on_demand_dataspaces_get_memory_when_used() {
     );
     // allocate backs the rest.
     ds(&mut moe, d, CapRights::RWS).allocate(0, 0x3000).unwrap();
-    assert_eq!(moe.pages().free_bytes(), free - 0x3000);
+    assert_eq!(moe.pages.free_bytes(), free - 0x3000);
 }
 
 #[test]
@@ -263,9 +263,9 @@ fn continuous_dataspaces_are_one_aligned_range() {
 #[test]
 fn pinned_dataspaces_are_allocated_at_creation() {
     let mut moe = moe();
-    let free = moe.pages().free_bytes();
+    let free = moe.pages.free_bytes();
     let d = new_ds(&mut moe, 0x3000, PINNED, None).unwrap();
-    assert_eq!(moe.pages().free_bytes(), free - 0x3000);
+    assert_eq!(moe.pages.free_bytes(), free - 0x3000);
     assert_eq!(moe.k.zeroed.len(), 3);
     let f = map(&mut moe, d, CapRights::RWS, 0x2000, 0x2000, ds_flags::RW).unwrap();
     assert!(moe.k.zeroed.iter().any(|&(a, _)| a == f.mem_base()));
@@ -273,7 +273,7 @@ fn pinned_dataspaces_are_allocated_at_creation() {
     // More than moe has: refused before anything is taken.
     let r = new_ds(&mut moe, RAM_SIZE * 2, PINNED, None);
     assert_eq!(r, Err(Error::NoMem));
-    assert_eq!(moe.pages().free_bytes(), free - 0x3000);
+    assert_eq!(moe.pages.free_bytes(), free - 0x3000);
     assert!(moe.k.said("out of memory"));
 }
 
@@ -303,7 +303,7 @@ fn super_pages_map_two_mib_at_once() {
 #[test]
 fn bad_dataspace_requests_are_refused() {
     let mut moe = moe();
-    let free = moe.pages().free_bytes();
+    let free = moe.pages.free_bytes();
     for (size, flags, align) in [
         (0, 0, None),
         (0x1000, 8, None),
@@ -322,17 +322,17 @@ fn bad_dataspace_requests_are_refused() {
     // More than is free but no more than moe has: fine on demand.
     new_ds(&mut moe, RAM_SIZE, 0, None).unwrap();
     assert_eq!(new_ds(&mut moe, RAM_SIZE * 2, 0, None), Err(Error::NoMem));
-    assert_eq!(moe.pages().free_bytes(), free);
+    assert_eq!(moe.pages.free_bytes(), free);
 }
 
 #[test]
 fn a_failed_gate_gives_the_memory_back() {
     let mut moe = moe();
-    let free = moe.pages().free_bytes();
+    let free = moe.pages.free_bytes();
     moe.k.no_gates = true;
     assert_eq!(new_ds(&mut moe, MIB, CONTINUOUS, None), Err(Error::NoMem));
     assert_eq!(new_ds(&mut moe, MIB, PINNED, None), Err(Error::NoMem));
-    assert_eq!(moe.pages().free_bytes(), free);
+    assert_eq!(moe.pages.free_bytes(), free);
     assert!(moe.k.said("cannot create a dataspace object"));
 }
 
@@ -566,14 +566,14 @@ fn init_needs_its_module_and_the_runtime() {
     // A runtime the loader refuses: nothing is left behind but init's log.
     moe.add_module("l4re", 0x8010_0000, 0x1000).unwrap();
     let (free, slots, objects) = (
-        moe.pages().free_bytes(),
+        moe.pages.free_bytes(),
         moe.slots.in_use(),
         moe.objects.len(),
     );
     moe.start_init(&args);
     assert!(moe.k.said("moe: starting init 'rom/hello a b'"));
     assert!(moe.k.said("cannot start init 'rom/hello': "));
-    assert_eq!(moe.pages().free_bytes(), free);
+    assert_eq!(moe.pages.free_bytes(), free);
     assert_eq!(
         (moe.slots.in_use(), moe.objects.len()),
         (slots + 1, objects + 1)
