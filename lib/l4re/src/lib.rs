@@ -28,7 +28,6 @@
 
 extern crate alloc;
 
-pub mod elf;
 pub mod env;
 pub mod fd;
 pub mod futex;

@@ -9,13 +9,14 @@ use std::vec::Vec;
 
 use l4_abi::fault::{ExcRegs, PageFault};
 
-use crate::elf::{self, PF_R, PF_W, PF_X};
 use crate::layout::*;
 use crate::linux::errno::*;
 use crate::linux::{Timespec, auxv, futex as fx, mman};
 use crate::regions::{Kind, PAGE, Prot};
 use crate::runtime::*;
 use crate::stack;
+use l4_loader::elf::build;
+use l4_loader::elf::{ET_DYN, PF_R, PF_W, PF_X, PT_PHDR};
 
 const TRAMPOLINE: u64 = 0x7f00_0000_1000;
 const PROGRAM: u64 = 10;
@@ -194,8 +195,8 @@ impl Backend for Fake {
 }
 
 fn program() -> Vec<u8> {
-    elf::build_test_elf(
-        elf::ET_DYN,
+    build::program(
+        ET_DYN,
         0x1100,
         &[
             (0, 0x1800, 0, 0x1800, PF_R | PF_X),
@@ -305,7 +306,7 @@ fn loads_a_static_pie_with_a_linux_stack() {
     let mut rt = rt;
     let phdr = get(auxv::AT_PHDR);
     touch(&mut rt, phdr, false);
-    assert_eq!(rt.b.prog_read(phdr, 4), elf::PT_PHDR.to_le_bytes());
+    assert_eq!(rt.b.prog_read(phdr, 4), PT_PHDR.to_le_bytes());
 }
 
 #[test]

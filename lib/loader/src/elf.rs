@@ -73,7 +73,8 @@ pub enum ElfError {
     /// Segment `n` has an alignment that is not a power of two, or its
     /// file offset and address differ within a page.
     SegmentAlign(usize),
-    /// Segments `a` and `b` share a page.
+    /// Segment `b` starts in or below segment `a`'s last page (loadable
+    /// segments come in ascending address order and do not share pages).
     SegmentsOverlap(usize, usize),
     /// No loadable segment.
     NoSegments,
@@ -109,7 +110,9 @@ impl fmt::Display for ElfError {
                 write!(f, "segment {n} leaves the user address space")
             }
             ElfError::SegmentAlign(n) => write!(f, "segment {n} has a bad alignment"),
-            ElfError::SegmentsOverlap(a, b) => write!(f, "segments {a} and {b} share a page"),
+            ElfError::SegmentsOverlap(a, b) => {
+                write!(f, "segment {b} overlaps or precedes segment {a}")
+            }
             ElfError::NoSegments => f.write_str("no loadable segment"),
             ElfError::TooManySegments => write!(f, "more than {MAX_SEGMENTS} loadable segments"),
             ElfError::EntryOutside(e) => {
@@ -183,7 +186,8 @@ pub struct Program {
     /// Where the program headers are in memory (before relocation):
     /// `PT_PHDR`, else the segment that holds them in the file.
     pub phdr_vaddr: Option<u64>,
-    /// The loadable segments, sorted by address, not sharing pages.
+    /// The loadable segments, in ascending address order, not sharing
+    /// pages.
     pub segments: Vec<Segment>,
 }
 
@@ -279,7 +283,7 @@ impl Program {
         if end > head.len() as u64 {
             return Err(ElfError::HeadersCut);
         }
-        let mut segments = Vec::new();
+        let mut segments: Vec<Segment> = Vec::new();
         let mut phdr_vaddr = None;
         for index in 0..usize::from(h.e_phnum) {
             // In `head`: the table ends within it.
@@ -295,6 +299,11 @@ impl Program {
                         if segments.len() == MAX_SEGMENTS {
                             return Err(ElfError::TooManySegments);
                         }
+                        if let Some(prev) = segments.last()
+                            && s.page_start() < prev.page_end()
+                        {
+                            return Err(ElfError::SegmentsOverlap(prev.index, index));
+                        }
                         segments.push(s);
                     }
                 }
@@ -303,12 +312,6 @@ impl Program {
         }
         if segments.is_empty() {
             return Err(ElfError::NoSegments);
-        }
-        segments.sort_unstable_by_key(|s| s.vaddr);
-        for w in segments.windows(2) {
-            if w[1].page_start() < w[0].page_end() {
-                return Err(ElfError::SegmentsOverlap(w[0].index, w[1].index));
-            }
         }
         let entry = h.e_entry;
         if !segments
@@ -372,7 +375,8 @@ impl<'a> Elf<'a> {
         self.program.entry
     }
 
-    /// The loadable segments, sorted by address, not sharing pages.
+    /// The loadable segments, in ascending address order, not sharing
+    /// pages.
     pub fn segments(&self) -> &[Segment] {
         &self.program.segments
     }
@@ -682,6 +686,16 @@ mod tests {
                 (PT_LOAD, PF_R | PF_W, 0x1ff0, BASE + 0xff0, 0x10, 0x20, 0),
             ],
             &[0; 0x1000],
+        );
+        assert_eq!(Elf::parse(&d).err(), Some(ElfError::SegmentsOverlap(0, 1)));
+        // Out of order.
+        let d = elf(
+            BASE,
+            &[
+                (PT_LOAD, PF_R | PF_W, 0x1000, BASE + 0x2000, 0x10, 0x10, 0),
+                (PT_LOAD, PF_R | PF_X, 0x1000, BASE, 0x10, 0x10, 0),
+            ],
+            &[0; 0x100],
         );
         assert_eq!(Elf::parse(&d).err(), Some(ElfError::SegmentsOverlap(0, 1)));
         let phs: Vec<Ph> = (0..17)
