@@ -1,4 +1,7 @@
-//! TODO
+//! Page faults and exceptions of program threads: a fault inside a region
+//! that allows the access is resolved by mapping the page; a Linux system
+//! call goes to [`super::syscall`]; anything else is reported (with the
+//! registers) and ends the task with the signal Linux would send.
 
 use alloc::format;
 use alloc::string::String;
@@ -33,7 +36,7 @@ pub fn describe_esr(esr: u64) -> (&'static str, i64) {
     }
 }
 
-pub(super) fn prot_str(p: Prot) -> [u8; 3] {
+fn prot_str(p: Prot) -> [u8; 3] {
     [
         if p.read() { b'r' } else { b'-' },
         if p.write() { b'w' } else { b'-' },
@@ -125,7 +128,7 @@ impl<B: Backend> Runtime<B> {
         a
     }
 
-    pub(super) fn fatal_exception(&mut self, r: &ExcRegs) -> Action {
+    fn fatal_exception(&mut self, r: &ExcRegs) -> Action {
         let (what, signal) = describe_esr(r.err);
         self.report(&format!(
             "unhandled exception: {what} (ESR {:#x}) at pc {:#x}, address {:#x}",

@@ -1,4 +1,7 @@
-//! TODO
+//! Files: the read-only `rom/` namespace as files (open, read, seek,
+//! stat, access, close), each open file read through a window of the
+//! runtime onto its dataspace; descriptor flags (`fcntl`) and the working
+//! directory (`/`).
 
 use super::{Backend, IO_MAX, Runtime, Space};
 use crate::fd::{self, File, RomFile};
@@ -91,7 +94,7 @@ impl<B: Backend> Runtime<B> {
         }
     }
 
-    pub(super) fn stat_of(file: &File) -> Stat {
+    fn stat_of(file: &File) -> Stat {
         match file {
             File::Rom(f) => Stat {
                 dev: 0x4c34,
@@ -116,7 +119,7 @@ impl<B: Backend> Runtime<B> {
         }
     }
 
-    pub(super) fn put_stat(&mut self, st: &Stat, buf: u64, statx: bool) -> SysResult {
+    fn put_stat(&mut self, st: &Stat, buf: u64, statx: bool) -> SysResult {
         if statx {
             self.write_user(buf, &st.to_statx())?;
         } else {

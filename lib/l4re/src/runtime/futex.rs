@@ -1,4 +1,5 @@
-//! TODO
+//! The `futex` system call (wait, wake, requeue, with bitsets and
+//! timeouts) over the runtime's [`crate::futex::FutexTable`].
 
 use super::{Backend, Runtime};
 use crate::linux;

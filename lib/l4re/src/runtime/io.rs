@@ -1,4 +1,6 @@
-//! TODO
+//! Standard input and output: writes go to the log, reads of standard
+//! input take what the log has (waiting for more when empty), `ppoll`
+//! reports readiness and waits like a read.
 
 use alloc::vec::Vec;
 
@@ -97,7 +99,7 @@ impl<B: Backend> Runtime<B> {
         Ok(total)
     }
 
-    pub(super) fn fill_stdin(&mut self) {
+    fn fill_stdin(&mut self) {
         let mut buf = [0u8; 256];
         loop {
             let n = self.b.log_read(&mut buf).min(buf.len());
@@ -108,7 +110,7 @@ impl<B: Backend> Runtime<B> {
         }
     }
 
-    pub(super) fn deliver_stdin(&mut self, buf: u64, len: u64) -> SysResult {
+    fn deliver_stdin(&mut self, buf: u64, len: u64) -> SysResult {
         let n = (len as usize).min(self.stdin.len());
         let data: Vec<u8> = self.stdin.iter().take(n).copied().collect();
         self.write_user(buf, &data)?;
@@ -181,7 +183,7 @@ impl<B: Backend> Runtime<B> {
         Ok(Err(timeout.map(|t| now.saturating_add(t))))
     }
 
-    pub(super) fn poll_watches_stdin(&mut self, fds: u64, nfds: u64) -> Result<bool, i64> {
+    fn poll_watches_stdin(&mut self, fds: u64, nfds: u64) -> Result<bool, i64> {
         for i in 0..nfds {
             let v = self.read_user(fds + 8 * i, 8)?;
             let fd = i32::from_le_bytes([v[0], v[1], v[2], v[3]]);

@@ -1,4 +1,9 @@
-//! TODO
+//! Starting the program: its ELF headers are read through a window onto
+//! the `PROGRAM` dataspace (checked by [`l4_loader::elf::Program`]), each
+//! loadable segment becomes a region (mapped from the file when read-only
+//! and complete, else copied into anonymous memory), then the main
+//! thread's stack is built as Linux builds it ([`crate::stack`]) and the
+//! thread started.
 
 use alloc::format;
 use alloc::string::String;
@@ -87,12 +92,7 @@ impl<B: Backend> Runtime<B> {
         self.start_main(&prog, base)
     }
 
-    pub(super) fn load_segment(
-        &mut self,
-        file_win: u64,
-        base: u64,
-        l: &Segment,
-    ) -> Result<(), LoadError> {
+    fn load_segment(&mut self, file_win: u64, base: u64, l: &Segment) -> Result<(), LoadError> {
         let start = page_down(base + l.vaddr);
         let end = page_up(base + l.end()).ok_or(LoadError("segment too large".into()))?;
         let prot = segment_prot(l);
@@ -152,7 +152,7 @@ impl<B: Backend> Runtime<B> {
         Ok(())
     }
 
-    pub(super) fn start_main(&mut self, prog: &Program, base: u64) -> Result<(), LoadError> {
+    fn start_main(&mut self, prog: &Program, base: u64) -> Result<(), LoadError> {
         let top = l4re_env::PROGRAM_STACK_TOP;
         self.attach(
             Space::Program,

@@ -1,4 +1,11 @@
-//! TODO
+//! The task's address space as the runtime sees it: attaching and
+//! detaching regions, mapping their pages on demand (a page fault, or the
+//! runtime touching program memory), and reading and writing program
+//! memory for system calls.
+//!
+//! Two region maps share one set of mapped pages: the program's
+//! ([`Space::Program`]) and the runtime's windows onto files
+//! ([`Space::Windows`]).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -19,7 +26,7 @@ pub(super) enum Space {
 }
 
 impl<B: Backend> Runtime<B> {
-    pub(super) fn map_of(&self, space: Space) -> &RegionMap {
+    fn map_of(&self, space: Space) -> &RegionMap {
         match space {
             Space::Program => &self.regions,
             Space::Windows => &self.windows,
@@ -27,7 +34,7 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// The dataspace of region `r`, creating an anonymous one on first use.
-    pub(super) fn region_ds(&mut self, space: Space, r: &Region) -> Result<(u64, u64), i64> {
+    fn region_ds(&mut self, space: Space, r: &Region) -> Result<(u64, u64), i64> {
         match r.backing {
             Backing::Reserved => Err(EFAULT),
             Backing::Ds { ds, offset }

@@ -1,4 +1,6 @@
-//! TODO
+//! Memory system calls: `brk`, `mmap` (anonymous, and private or
+//! read-only mappings of `rom/` files), `munmap`, `mprotect`, `madvise`,
+//! and `mremap`'s refusals; none of them may touch the runtime's areas.
 
 use super::{Backend, Runtime, Space};
 use crate::fd::File;
@@ -42,7 +44,7 @@ impl<B: Backend> Runtime<B> {
         addr
     }
 
-    pub(super) fn touches_runtime(&self, start: u64, end: u64) -> bool {
+    fn touches_runtime(&self, start: u64, end: u64) -> bool {
         end > USER_END
             || start < PROGRAM_MIN
             || self

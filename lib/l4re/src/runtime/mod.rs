@@ -16,15 +16,23 @@
 //! * [`Runtime::tick`]: timeouts and input polling, at
 //!   [`Runtime::next_deadline`].
 //!
-//! # Threads
+//! # Where things are
 //!
-//! A thread is known by its UTCB slot (the exception message carries the
-//! UTCB address). `clone` starts a new kernel thread at the runtime's
-//! clone trampoline with the new stack; the 16 bytes below that stack
-//! pointer hold the thread pointer (`sp - 16`) and the pc to continue at
-//! (`sp - 8`), which the trampoline loads into `TPIDR_EL0` and jumps to
-//! with `x0` = 0. Linux leaves those bytes alone too (they are below the
-//! stack pointer), so a clone caller loses nothing.
+//! This module holds the [`Runtime`] state, the [`Backend`] it works
+//! through and what it answers; each concern has its module:
+//!
+//! * `memory`: regions, on-demand mapping, program memory access;
+//! * `load`: loading the program and starting its main thread;
+//! * `faults`: page faults and exceptions;
+//! * `syscall`: the system-call switch, tracing;
+//! * `thread`: threads, `clone`, exit, waiting and waking;
+//! * `time`: clocks, sleeps, timeouts ([`Runtime::tick`]);
+//! * `futex`: the `futex` call;
+//! * `io`: standard input and output, `ppoll`;
+//! * `fs`: `rom/` files and descriptors;
+//! * `signal`: signal actions, masks, `kill`;
+//! * `mmap`: `brk`, `mmap` and the other memory calls;
+//! * `process`: CPUs, limits, random numbers.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
@@ -50,6 +58,9 @@ mod signal;
 mod syscall;
 mod thread;
 mod time;
+
+#[cfg(test)]
+mod tests;
 
 pub use faults::describe_esr;
 use memory::Space;
@@ -169,25 +180,45 @@ pub struct Runtime<B: Backend> {
     /// The backend.
     pub b: B,
     cfg: Config,
+    /// `argv[0]`, for reports.
     name: String,
+    // Memory (`memory`, `mmap`).
+    /// The program's regions.
     regions: RegionMap,
+    /// The runtime's windows onto files.
     windows: RegionMap,
+    /// How many regions use each dataspace.
     refs: DsRefs,
+    /// The pages mapped into the task (of either map).
     mapped: PageSet,
-    threads: BTreeMap<usize, Thread>,
-    next_tid: u32,
-    spawned: u32,
-    futex: FutexTable,
-    fds: FdTable,
-    stdin: VecDeque<u8>,
-    stdin_poll_at: Option<u64>,
+    /// The heap: where it starts, the program's break, where the regions
+    /// backing it end.
     brk_start: u64,
     brk_cur: u64,
     brk_end: u64,
-    sigactions: [[u64; 4]; sig::NSIG],
-    rng: u64,
-    unknown: BTreeSet<u64>,
+    // Threads (`thread`, `futex`, `time`).
+    /// By UTCB slot.
+    threads: BTreeMap<usize, Thread>,
+    /// The id the next `clone` gives.
+    next_tid: u32,
+    /// Threads started so far (spreads them over the CPUs).
+    spawned: u32,
+    futex: FutexTable,
+    /// Deferred replies to waiting threads, for the serve loop to send.
     wakeups: Vec<(u64, ExcRegs)>,
+    // Files and input (`fs`, `io`).
+    fds: FdTable,
+    /// Log input read but not yet consumed.
+    stdin: VecDeque<u8>,
+    /// When to poll the log for waiting readers next.
+    stdin_poll_at: Option<u64>,
+    // Signals (`signal`): each signal's `sigaction`.
+    sigactions: [[u64; 4]; sig::NSIG],
+    /// State of the random numbers (`process`).
+    rng: u64,
+    /// System-call numbers already reported as unknown.
+    unknown: BTreeSet<u64>,
+    /// The last faulting page and how often it faulted in a row.
     last_fault: (u64, u32),
     exited: bool,
 }

@@ -1,4 +1,5 @@
-//! TODO
+//! The process's CPUs (`sched_getaffinity`), resource limits
+//! (`prlimit64`) and random numbers (`getrandom`).
 
 use alloc::vec;
 

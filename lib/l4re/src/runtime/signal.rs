@@ -1,4 +1,6 @@
-//! TODO
+//! Signals: actions, masks and alternate stacks are kept per process and
+//! thread; a signal sent that is not ignored ends the task (signals are
+//! not delivered to handlers).
 
 use alloc::format;
 

@@ -1,4 +1,6 @@
-//! TODO
+//! The system-call switch: decodes the Linux call in the exception
+//! registers, hands it to its concern's module and turns the outcome into
+//! a reply, a wait or the end of the task; optionally traces every call.
 
 use alloc::format;
 use alloc::string::String;
@@ -47,7 +49,7 @@ impl<B: Backend> Runtime<B> {
         Action::Reply(out)
     }
 
-    pub(super) fn traced(&mut self, slot: usize, nr: u64, a: [u64; 6], r: Option<SysResult>) {
+    fn traced(&mut self, slot: usize, nr: u64, a: [u64; 6], r: Option<SysResult>) {
         if self.cfg.trace {
             let name = Sys::from_nr(nr).map_or("?", Sys::name);
             let tid = self.threads.get(&slot).map_or(0, |t| t.tid);
@@ -65,7 +67,7 @@ impl<B: Backend> Runtime<B> {
 
     /// `Ok(Some(r))`: reply with `r`; `Ok(None)`: the thread waits;
     /// `Err(action)`: something else (exit).
-    pub(super) fn dispatch(&mut self, slot: usize, regs: &ExcRegs, s: Sys, a: [u64; 6]) -> Flow {
+    fn dispatch(&mut self, slot: usize, regs: &ExcRegs, s: Sys, a: [u64; 6]) -> Flow {
         let done = Flow::Done;
         let tid = self.threads.get(&slot).map_or(0, |t| t.tid);
         match s {

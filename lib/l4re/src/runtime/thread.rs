@@ -1,4 +1,16 @@
-//! TODO
+//! Program threads: their table (by UTCB slot), `clone` (a kernel thread
+//! at the clone trampoline), thread and task exit, waiting in a system call
+//! and the deferred reply that ends the wait, thread names.
+//!
+//! # Threads
+//!
+//! A thread is known by its UTCB slot (the exception message carries the
+//! UTCB address). `clone` starts a new kernel thread at the runtime's
+//! clone trampoline with the new stack; the 16 bytes below that stack
+//! pointer hold the thread pointer (`sp - 16`) and the pc to continue at
+//! (`sp - 8`), which the trampoline loads into `TPIDR_EL0` and jumps to
+//! with `x0` = 0. Linux leaves those bytes alone too (they are below the
+//! stack pointer), so a clone caller loses nothing.
 
 use l4_abi::fault::ExcRegs;
 

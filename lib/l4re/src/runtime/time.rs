@@ -1,4 +1,6 @@
-//! TODO
+//! Clocks and timeouts: `clock_gettime`/`clock_getres`, sleeping, and
+//! [`Runtime::tick`], which ends waits whose deadline passed and polls the
+//! log for input at [`Runtime::next_deadline`].
 
 use alloc::vec::Vec;
 
