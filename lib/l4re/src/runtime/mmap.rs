@@ -122,15 +122,8 @@ impl<B: Backend> Runtime<B> {
             if hint_ok {
                 addr
             } else {
-                let align = if len >= 1 << 21 {
-                    1 << 21
-                } else if len >= 1 << 16 {
-                    1 << 16
-                } else {
-                    PAGE
-                };
                 self.regions
-                    .find_free(len, MMAP_BASE, MMAP_END, align)
+                    .find_free(len, MMAP_BASE, MMAP_END, placement_align(len))
                     .ok_or(ENOMEM)?
             }
         };
@@ -239,5 +232,18 @@ impl<B: Backend> Runtime<B> {
             }
         }
         Ok(0)
+    }
+}
+
+/// How a mapping of `len` bytes is aligned where the runtime places it:
+/// large ones on 2 MiB or 64 KiB so that they can be mapped in large
+/// pieces.
+pub(super) fn placement_align(len: u64) -> u64 {
+    if len >= 1 << 21 {
+        1 << 21
+    } else if len >= 1 << 16 {
+        1 << 16
+    } else {
+        PAGE
     }
 }

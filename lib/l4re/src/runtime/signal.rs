@@ -101,15 +101,7 @@ impl<B: Backend> Runtime<B> {
         let old = self.threads.get(&slot).map_or(0, |t| t.sigmask);
         let new = if set != 0 {
             let s = self.read_u64(set)?;
-            let unblockable = (1u64 << (sig::SIGKILL - 1)) | (1 << (sig::SIGSTOP - 1));
-            Some(
-                match how {
-                    0 => old | s,
-                    1 => old & !s,
-                    2 => s,
-                    _ => return Err(EINVAL),
-                } & !unblockable,
-            )
+            Some(new_sigmask(old, how, s)?)
         } else {
             None
         };
@@ -151,4 +143,18 @@ impl<B: Backend> Runtime<B> {
         }
         Ok(0)
     }
+}
+
+/// The signal mask after `rt_sigprocmask(how, set)` on `old`: block
+/// (`SIG_BLOCK` 0), unblock (`SIG_UNBLOCK` 1) or set (`SIG_SETMASK` 2);
+/// `SIGKILL` and `SIGSTOP` stay unblocked.
+pub(super) fn new_sigmask(old: u64, how: u64, set: u64) -> Result<u64, i64> {
+    let unblockable = (1u64 << (sig::SIGKILL - 1)) | (1 << (sig::SIGSTOP - 1));
+    let new = match how {
+        0 => old | set,
+        1 => old & !set,
+        2 => set,
+        _ => return Err(EINVAL),
+    };
+    Ok(new & !unblockable)
 }

@@ -66,13 +66,9 @@ impl<B: Backend> Runtime<B> {
 
     pub(super) fn next_cpu(&mut self) -> u32 {
         let cpus = if self.cfg.cpus == 0 { 1 } else { self.cfg.cpus };
-        let n = self.spawned % cpus.count_ones();
+        let cpu = nth_cpu(cpus, self.spawned);
         self.spawned += 1;
-        let mut m = cpus;
-        for _ in 0..n {
-            m &= m - 1;
-        }
-        m.trailing_zeros()
+        cpu
     }
 
     /// Ends the task: stops every thread and tells the parent.
@@ -200,4 +196,14 @@ impl<B: Backend> Runtime<B> {
             _ => Err(EINVAL),
         }
     }
+}
+
+/// The CPU the `n`-th thread runs on: round robin over the set bits of
+/// `cpus` (not empty).
+pub(super) fn nth_cpu(cpus: u64, n: u32) -> u32 {
+    let mut m = cpus;
+    for _ in 0..n % cpus.count_ones() {
+        m &= m - 1;
+    }
+    m.trailing_zeros()
 }

@@ -158,3 +158,12 @@ fn smaller_mappings_from_the_dataspace_server() {
     assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, b, 3 * 4096]), 3 * 4096);
     assert!(rt.b.log_text().contains("[1] write(0x1"), "trace");
 }
+
+#[test]
+fn large_mappings_are_placed_for_large_pages() {
+    use crate::runtime::mmap::placement_align;
+    assert_eq!(placement_align(PAGE), PAGE);
+    assert_eq!(placement_align(0xffff), PAGE);
+    assert_eq!(placement_align(1 << 16), 1 << 16);
+    assert_eq!(placement_align(3 << 20), 1 << 21);
+}

@@ -42,3 +42,13 @@ fn signals() {
     assert_eq!(rt.b.exit, Some(-6));
     assert!(rt.b.log_text().contains("SIGABRT"));
 }
+
+#[test]
+fn signal_masks() {
+    use crate::runtime::signal::new_sigmask;
+    let kill_stop = (1 << 8) | (1 << 18);
+    assert_eq!(new_sigmask(0b1, 0, 0b110), Ok(0b111));
+    assert_eq!(new_sigmask(0b111, 1, 0b10), Ok(0b101));
+    assert_eq!(new_sigmask(0b111, 2, 0b1000 | kill_stop), Ok(0b1000));
+    assert_eq!(new_sigmask(0, 3, 1), Err(EINVAL));
+}

@@ -167,3 +167,11 @@ fn clone_refusals() {
     );
     assert_eq!(rt.thread_count(), UTCB_SLOTS - 1);
 }
+
+#[test]
+fn threads_go_round_the_cpus() {
+    use crate::runtime::thread::nth_cpu;
+    let cpus: Vec<u32> = (0..5).map(|n| nth_cpu(0b1010_0100, n)).collect();
+    assert_eq!(cpus, [2, 5, 7, 2, 5]);
+    assert_eq!(nth_cpu(1, 7), 0);
+}
