@@ -122,16 +122,13 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The kernel command line of the native guest boot.
-const NATIVE_GUEST_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
-
 /// Boots the guest kernel and ramdisk natively (QEMU's own device tree and
 /// PL011) N times; the median time from QEMU's start to `/init`'s ready line.
 fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
     crate::packages::ensure(&[Need::Qemu])?;
     let guest = crate::guest::ensure(ws)?;
-    let arguments = native_guest_arguments(&guest, &env_options);
+    let arguments = guest.native_arguments(&env_options);
     eprintln!(
         "xtask: booting the guest natively {} times: {} {}",
         args.runs,
@@ -167,19 +164,6 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     );
     println!("  under uvmm                          not available yet");
     Ok(())
-}
-
-/// QEMU's arguments for booting the guest kernel and ramdisk without our
-/// system, on the machine every entry runs on.
-fn native_guest_arguments(guest: &crate::guest::Guest, env_options: &[String]) -> Vec<String> {
-    let ramdisk = guest.ramdisks[0].display().to_string();
-    let boot = [
-        "-initrd".to_string(),
-        ramdisk,
-        "-append".to_string(),
-        NATIVE_GUEST_CMDLINE.to_string(),
-    ];
-    qemu::arguments(ConsoleMode::Piped, &[], &boot, env_options, &guest.image)
 }
 
 /// The line ipcbench prints after its last measurement.

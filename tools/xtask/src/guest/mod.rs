@@ -30,6 +30,7 @@ use flate2::write::GzEncoder;
 
 use crate::error::{Context, Error, Result, bail};
 use crate::packages;
+use crate::qemu::{self, ConsoleMode};
 use crate::workspace::{Workspace, command_line, run};
 
 /// The gzipped kernel, as the VM entries name it.
@@ -71,6 +72,24 @@ pub struct Guest {
     pub ramdisks: Vec<PathBuf>,
     /// Modules in the ramdisk, in load order.
     pub modules: Vec<String>,
+}
+
+/// The kernel command line of a native boot.
+const NATIVE_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
+
+impl Guest {
+    /// QEMU's arguments for booting the kernel and ramdisk natively (without
+    /// our system) on the machine every entry runs on, with QEMU's own device
+    /// tree and the piped console of the test harness.
+    pub fn native_arguments(&self, env_options: &[String]) -> Vec<String> {
+        let boot = [
+            "-initrd".to_string(),
+            self.ramdisks[0].display().to_string(),
+            "-append".to_string(),
+            NATIVE_CMDLINE.to_string(),
+        ];
+        qemu::arguments(ConsoleMode::Piped, &[], &boot, env_options, &self.image)
+    }
 }
 
 /// Whether a module file name is one this module makes.
@@ -582,5 +601,47 @@ mod tests {
         assert!(makes("Image.gz"));
         assert!(makes("ramdisk-armv8-64.cpio.gz"));
         assert!(!makes("virt-arm_virt.dtb"));
+    }
+
+    /// Boots the guest natively and uses its shell through the console
+    /// harness (needs QEMU and fetches the guest: run it with
+    /// `cargo test -p xtask -- --ignored native_guest_shell`).
+    #[test]
+    #[ignore]
+    fn native_guest_shell() {
+        use crate::console::{Pattern, Session};
+        use std::time::Duration;
+
+        let ws = Workspace::locate().unwrap();
+        let guest = ensure(&ws).unwrap();
+        let cmd = qemu::command(&guest.native_arguments(&[]));
+        let forbid = vec![Pattern::Text("Kernel panic".into())];
+        let mut session = Session::spawn(cmd, forbid, true).unwrap();
+        let deadline = session.started() + Duration::from_secs(240);
+        // (typed, then expected); the prompt is "/ # ".
+        let steps: &[(&str, &str)] = &[
+            ("", "guest: ready, shell on ttyAMA0"),
+            ("", "/ # "),
+            ("nproc\n", "\n4\r\n"),
+            ("", "/ # "),
+            ("free -m\n", "Mem:"),
+            ("", "/ # "),
+            ("cat /proc/interrupts\n", "arch_timer"),
+            ("", "/ # "),
+            // Job control: a background job, then Ctrl-C for one in front.
+            ("sleep 30 &\n", "/ # "),
+            ("jobs\n", "Running"),
+            ("", "/ # "),
+            ("sleep 30\n", "sleep 30"),
+            ("\x03", "/ # "),
+            ("poweroff\n", "reboot: Power down"),
+        ];
+        for (send, expect) in steps {
+            session.send(send.as_bytes()).unwrap();
+            let found = session.expect(&Pattern::Text(expect.to_string()), deadline);
+            assert!(found.is_ok(), "{send:?}: no {expect:?}: {:?}", found.err());
+        }
+        let record = session.finish();
+        assert!(record.transcript.contains("uart-pl011"));
     }
 }
