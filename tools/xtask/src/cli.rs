@@ -270,13 +270,8 @@ fn parse_bench_boot(flags: &[&str]) -> Result<BootBenchArgs> {
     let mut args = BootBenchArgs::default();
     parse_flags(flags, |name, value| {
         match name {
-            "--runs" => {
-                args.runs = parse_number(name, &value()?)?;
-                if args.runs == 0 {
-                    bail!("--runs must be at least 1");
-                }
-            }
-            "--timeout" => args.timeout = Duration::from_secs(parse_number(name, &value()?)?),
+            "--runs" => args.runs = parse_runs(name, &value()?)?,
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             "--stage-marker" => args.stage_marker = value()?,
             "--kernel-marker" => args.kernel_marker = value()?,
             "--roottask-marker" => args.roottask_marker = value()?,
@@ -291,7 +286,7 @@ fn parse_bench_ipc(flags: &[&str]) -> Result<IpcBenchArgs> {
     let mut args = IpcBenchArgs::default();
     parse_flags(flags, |name, value| {
         match name {
-            "--timeout" => args.timeout = Duration::from_secs(parse_number(name, &value()?)?),
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             other => bail!("unknown flag '{other}' for 'bench ipc'"),
         }
         Ok(())
@@ -303,13 +298,8 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
     let mut args = VmBenchArgs::default();
     parse_flags(flags, |name, value| {
         match name {
-            "--runs" => {
-                args.runs = parse_number(name, &value()?)?;
-                if args.runs == 0 {
-                    bail!("--runs must be at least 1");
-                }
-            }
-            "--timeout" => args.timeout = Duration::from_secs(parse_number(name, &value()?)?),
+            "--runs" => args.runs = parse_runs(name, &value()?)?,
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             other => bail!("unknown flag '{other}' for 'bench vm'"),
         }
         Ok(())
@@ -338,6 +328,18 @@ fn parse_flags(
         handle(name, &mut value)?;
     }
     Ok(())
+}
+
+/// A number of runs: at least one.
+fn parse_runs(flag: &str, value: &str) -> Result<usize> {
+    match parse_number(flag, value)? {
+        0 => bail!("{flag} must be at least 1"),
+        runs => Ok(runs),
+    }
+}
+
+fn parse_seconds(flag: &str, value: &str) -> Result<Duration> {
+    parse_number(flag, value).map(Duration::from_secs)
 }
 
 fn parse_number<T: FromStr>(flag: &str, value: &str) -> Result<T> {
