@@ -305,7 +305,7 @@ fn read_kernel_package(ws: &Workspace, deb: &Path) -> Result<KernelPackage> {
     let Some(image) = image else {
         bail!("{}: no /boot/vmlinuz-* in the package", deb.display());
     };
-    if !image.get(56..60).is_some_and(|m| m == b"ARM\x64") {
+    if image.get(56..60) != Some(b"ARM\x64".as_slice()) {
         bail!(
             "{}: /boot/vmlinuz-* is not an uncompressed arm64 Image",
             deb.display()
@@ -314,16 +314,16 @@ fn read_kernel_package(ws: &Workspace, deb: &Path) -> Result<KernelPackage> {
     let order = kmod::load_order(WANTED_MODULES, &known, &builtin)?;
 
     eprintln!("xtask: extracting modules {}", order.join(" "));
+    // path in the package -> name, for the modules to load
+    let wanted: BTreeMap<&PathBuf, &String> = order
+        .iter()
+        .filter_map(|name| Some((files.get(name)?, name)))
+        .collect();
     let mut modules: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     each_file(deb, |path, data| {
-        if let Some((name, _)) = files
-            .iter()
-            .find(|(n, p)| p.as_path() == path && order.contains(n))
-        {
-            modules.insert(
-                name.clone(),
-                module_bytes(&path.display().to_string(), data)?,
-            );
+        if let Some(&name) = wanted.get(&path.to_path_buf()) {
+            let bytes = module_bytes(&path.display().to_string(), data)?;
+            modules.insert(name.clone(), bytes);
         }
         Ok(())
     })?;
