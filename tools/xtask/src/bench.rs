@@ -163,6 +163,10 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         median(&mut native).as_secs_f64()
     );
     println!("  under uvmm                          not available yet");
+    println!("sizes:");
+    for path in [&guest.image, &guest.image_gz, &guest.ramdisks[0]] {
+        println!("  {:>10} B  {}", file_size(path)?, ws.show(path));
+    }
     Ok(())
 }
 
