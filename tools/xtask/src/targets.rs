@@ -89,6 +89,19 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "ned",
         alias: None,
     },
+    // The platform device manager (`module io`) and its test client.
+    TargetCrate {
+        package: "io",
+        target: MUSL_TARGET,
+        binary: "io",
+        alias: None,
+    },
+    TargetCrate {
+        package: "vbusclient",
+        target: MUSL_TARGET,
+        binary: "vbusclient",
+        alias: None,
+    },
     // `module hello` of the `hello-ned` entry: prints `Hello World!`.
     TargetCrate {
         package: "hello",
