@@ -5,8 +5,9 @@
 //! them is a PL031 real-time clock (compatible `arm,pl031`), it asks io for
 //! the clock's MMIO dataspace, maps its page, reads the data register
 //! (seconds since 1970) and prints the date (`NAME: PL031 says ... (year
-//! 2026)`); then it asks for the clock's interrupt and reports the Irq it
-//! got. Without a PL031 it says `NAME: no PL031 on this bus`.
+//! 2026)`); then it asks for the clock's interrupt, binds the Irq it gets
+//! to its thread, sets the clock's alarm a second ahead and waits for the
+//! interrupt. Without a PL031 it says `NAME: no PL031 on this bus`.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -145,7 +146,7 @@ fn run(name: &str) -> Result<(), String> {
         libc::mmap(
             core::ptr::null_mut(),
             0x1000,
-            libc::PROT_READ,
+            libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
@@ -158,11 +159,11 @@ fn run(name: &str) -> Result<(), String> {
     ds.rcv
         .push(RecvItem::Window(Fpage::mem(addr, 12, MemRights::RW)))
         .map_err(|e| format!("{e:?}"))?;
-    ds.map(0, addr, ds_flags::R)
+    ds.map(0, addr, ds_flags::RW)
         .map_err(|e| format!("mapping the PL031: {e:?}"))?;
-    // SAFETY: io just mapped the PL031's register page at `addr`; RTCDR
-    // (offset 0) is a 32-bit read-only register.
-    let secs = unsafe { core::ptr::read_volatile(addr as *const u32) };
+    // SAFETY: io just mapped the PL031's register page at `addr`; the
+    // data register (offset 0) is a 32-bit read-only register.
+    let secs = unsafe { core::ptr::read_volatile((addr + pl031::DR) as *const u32) };
     let now = utc(u64::from(secs));
     println!(
         "{name}: PL031 at {:#x} ({size:#x} bytes, flags {flags:#x}) says {secs} s since 1970: {now} (year {})",
@@ -176,15 +177,66 @@ fn run(name: &str) -> Result<(), String> {
             .map_err(|e| format!("PL031 interrupt: {e:?}"))?;
         let irq_cap: Cap<Irq> = Cap::from_index(got.index());
         irq_cap
-            .bind(Cap::from_index(l4re::env::caps::MAIN_THREAD), 0x10)
+            .bind(Cap::from_index(l4re::env::caps::MAIN_THREAD), IRQ_LABEL)
             .map_err(|e| format!("binding the PL031's Irq: {e:?}"))?;
         println!(
             "{name}: PL031 interrupt {} as Irq capability {:#x}, bound to my thread",
             res[irq].start,
             got.index()
         );
+        alarm(name, addr, irq_cap)?;
     }
     Ok(())
+}
+
+/// The label the PL031's Irq arrives with.
+#[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
+const IRQ_LABEL: u64 = 0x10;
+
+/// PL031 registers (byte offsets): data, match, load, control, interrupt
+/// mask set/clear, raw status, masked status, clear.
+#[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
+mod pl031 {
+    pub const DR: u64 = 0x00;
+    pub const MR: u64 = 0x04;
+    pub const IMSC: u64 = 0x10;
+    pub const ICR: u64 = 0x1c;
+}
+
+/// Sets the clock's alarm one second ahead and waits for its interrupt
+/// through the Irq io handed out.
+#[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
+fn alarm(name: &str, regs: u64, irq: l4::Cap<l4::Irq>) -> Result<(), String> {
+    use l4::{Timeout, Timeouts};
+
+    let read = |off: u64| {
+        // SAFETY: `regs` is the PL031's register page, mapped read-write;
+        // every offset used is a 32-bit register inside it.
+        unsafe { core::ptr::read_volatile((regs + off) as *const u32) }
+    };
+    let write = |off: u64, v: u32| {
+        // SAFETY: as for `read`.
+        unsafe { core::ptr::write_volatile((regs + off) as *mut u32, v) }
+    };
+    let start = std::time::Instant::now();
+    write(pl031::MR, read(pl031::DR).wrapping_add(1));
+    write(pl031::IMSC, 1);
+    irq.unmask()
+        .map_err(|e| format!("unmasking the PL031's Irq: {e:?}"))?;
+    let t = Timeouts::new(Timeout::NEVER, Timeout::from_us(3_000_000));
+    let got = irq.ipc_receive(t);
+    write(pl031::IMSC, 0);
+    write(pl031::ICR, 1);
+    match got {
+        Ok((_, label)) => {
+            println!(
+                "{name}: PL031 alarm interrupt arrived after {} ms (label {label:#x})",
+                start.elapsed().as_millis()
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!("no PL031 alarm interrupt within 3 s: {e:?}")),
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_arch = "aarch64", target_env = "musl")))]
