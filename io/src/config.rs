@@ -158,6 +158,14 @@ fn uint(lua: &Lua, v: &Value, what: &str) -> mlua::Result<u64> {
     }
 }
 
+/// An optional unsigned integer argument: 0 when absent or nil.
+fn opt_uint(lua: &Lua, v: Option<Value>, what: &str) -> mlua::Result<u64> {
+    match v {
+        Some(v) if !v.is_nil() => uint(lua, &v, what),
+        _ => Ok(0),
+    }
+}
+
 fn describe(v: &Value) -> String {
     match v {
         Value::Nil => "nil".into(),
@@ -176,10 +184,7 @@ fn describe(v: &Value) -> String {
 fn res_mmio(lua: &Lua, (s, e, f): (Value, Value, Option<Value>)) -> mlua::Result<LRes> {
     let start = uint(lua, &s, "Io.Res.mmio: the start address")?;
     let end = uint(lua, &e, "Io.Res.mmio: the end address")?;
-    let flags = match f {
-        Some(f) if !f.is_nil() => uint(lua, &f, "Io.Res.mmio: the flags")?,
-        _ => 0,
-    };
+    let flags = opt_uint(lua, f, "Io.Res.mmio: the flags")?;
     Res::mmio(start, end, flags, here(lua))
         .map(LRes)
         .map_err(mlua::Error::external)
@@ -201,10 +206,7 @@ fn res_irq(lua: &Lua, (n, t): (Value, Option<Value>)) -> mlua::Result<LRes> {
             (n, n)
         }
     };
-    let mode = match t {
-        Some(t) if !t.is_nil() => uint(lua, &t, "Io.Res.irq: the trigger type")?,
-        _ => 0,
-    };
+    let mode = opt_uint(lua, t, "Io.Res.irq: the trigger type")?;
     Res::irq(start, end, mode, here(lua))
         .map(LRes)
         .map_err(mlua::Error::external)
@@ -387,14 +389,24 @@ fn run_in_device(lua: &Lua, dev: DevId, f: Function) -> mlua::Result<()> {
     f.call(())
 }
 
-fn device_arg(lua: &Lua, v: &Value, what: &str) -> mlua::Result<DevId> {
+/// `v` as the userdata `T`, or the error "`what` must be `expected`".
+fn expect_ud<T: UserData + Clone + 'static>(
+    lua: &Lua,
+    v: &Value,
+    what: &str,
+    expected: &str,
+) -> mlua::Result<T> {
     match v {
-        Value::UserData(u) if u.is::<LDev>() => Ok(u.borrow::<LDev>()?.0),
+        Value::UserData(u) if u.is::<T>() => Ok(u.borrow::<T>()?.clone()),
         other => Err(fail(
             lua,
-            format!("{what} must be a device, not {}", describe(other)),
+            format!("{what} must be {expected}, not {}", describe(other)),
         )),
     }
+}
+
+fn device_arg(lua: &Lua, v: &Value, what: &str) -> mlua::Result<DevId> {
+    expect_ud::<LDev>(lua, v, what, "a device").map(|d| d.0)
 }
 
 fn function_arg(lua: &Lua, v: Value, what: &str) -> mlua::Result<Function> {
@@ -458,18 +470,8 @@ fn vi_system_bus(lua: &Lua, f: Value) -> mlua::Result<LBus> {
     mt.raw_set(
         "__newindex",
         lua.create_function(move |lua, (_, k, v): (Table, String, Value)| {
-            let devs = match &v {
-                Value::UserData(u) if u.is::<LWrap>() => u.borrow::<LWrap>()?.0.clone(),
-                other => {
-                    return Err(fail(
-                        lua,
-                        format!(
-                            "virtual bus entry '{k}' must be wrap(device), not {}",
-                            describe(other)
-                        ),
-                    ));
-                }
-            };
+            let devs =
+                expect_ud::<LWrap>(lua, &v, &format!("virtual bus entry '{k}'"), "wrap(device)")?.0;
             let pos = here(lua);
             with_state(lua, |s| {
                 let d = &mut s.drafts[id];
@@ -522,18 +524,13 @@ fn wrap(lua: &Lua, v: Value) -> mlua::Result<LWrap> {
 }
 
 fn add_vbus(lua: &Lua, name: &str, bus: &Value) -> mlua::Result<()> {
-    let id = match bus {
-        Value::UserData(u) if u.is::<LBus>() => u.borrow::<LBus>()?.0,
-        other => {
-            return Err(fail(
-                lua,
-                format!(
-                    "virtual bus '{name}' must be an Io.Vi.System_bus(...), not {}",
-                    describe(other)
-                ),
-            ));
-        }
-    };
+    let id = expect_ud::<LBus>(
+        lua,
+        bus,
+        &format!("virtual bus '{name}'"),
+        "an Io.Vi.System_bus(...)",
+    )?
+    .0;
     let pos = here(lua);
     with_state(lua, |s| {
         let draft = s.drafts[id].clone();
