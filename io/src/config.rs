@@ -355,38 +355,40 @@ fn slot_table(lua: &Lua, dev: DevId, slot: Slot) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// Runs `f` with the globals of device `dev`.
-fn run_in_device(lua: &Lua, dev: DevId, f: Function) -> mlua::Result<()> {
+/// Calls `f` with globals that `index` reads and `newindex` writes (its
+/// own `_ENV`, so the file's other functions keep theirs).
+fn call_with_env(lua: &Lua, f: Function, index: Function, newindex: Function) -> mlua::Result<()> {
     let env = lua.create_table()?;
     let mt = lua.create_table()?;
+    mt.raw_set("__index", index)?;
+    mt.raw_set("__newindex", newindex)?;
+    env.set_metatable(Some(mt))?;
+    f.set_environment(env)?;
+    f.call(())
+}
+
+/// Runs `f` with the globals of device `dev`.
+fn run_in_device(lua: &Lua, dev: DevId, f: Function) -> mlua::Result<()> {
     let (prop, res, child) = (
         slot_table(lua, dev, Slot::Property)?,
         slot_table(lua, dev, Slot::Resource)?,
         slot_table(lua, dev, Slot::Child)?,
     );
-    mt.raw_set(
-        "__index",
-        lua.create_function(move |lua, (_, k): (Table, Value)| -> mlua::Result<Value> {
-            if let Value::String(s) = &k {
-                match s.as_bytes().as_ref() {
-                    b"Property" => return Ok(Value::Table(prop.clone())),
-                    b"Resource" => return Ok(Value::Table(res.clone())),
-                    b"Child" => return Ok(Value::Table(child.clone())),
-                    _ => {}
-                }
+    let index = lua.create_function(move |lua, (_, k): (Table, Value)| -> mlua::Result<Value> {
+        if let Value::String(s) = &k {
+            match s.as_bytes().as_ref() {
+                b"Property" => return Ok(Value::Table(prop.clone())),
+                b"Resource" => return Ok(Value::Table(res.clone())),
+                b"Child" => return Ok(Value::Table(child.clone())),
+                _ => {}
             }
-            lua.globals().raw_get(k)
-        })?,
-    )?;
-    mt.raw_set(
-        "__newindex",
-        lua.create_function(move |lua, (_, k, v): (Table, String, Value)| {
-            assign(lua, dev, Slot::Any, &k, v)
-        })?,
-    )?;
-    env.set_metatable(Some(mt))?;
-    f.set_environment(env)?;
-    f.call(())
+        }
+        lua.globals().raw_get(k)
+    })?;
+    let newindex = lua.create_function(move |lua, (_, k, v): (Table, String, Value)| {
+        assign(lua, dev, Slot::Any, &k, v)
+    })?;
+    call_with_env(lua, f, index, newindex)
 }
 
 /// `v` as the userdata `T`, or the error "`what` must be `expected`".
@@ -459,43 +461,33 @@ fn vi_system_bus(lua: &Lua, f: Value) -> mlua::Result<LBus> {
         });
         Ok(s.drafts.len() - 1)
     })?;
-    let env = lua.create_table()?;
-    let mt = lua.create_table()?;
-    mt.raw_set(
-        "__index",
-        lua.create_function(|lua, (_, k): (Table, Value)| -> mlua::Result<Value> {
-            lua.globals().raw_get(k)
-        })?,
-    )?;
-    mt.raw_set(
-        "__newindex",
-        lua.create_function(move |lua, (_, k, v): (Table, String, Value)| {
-            let devs =
-                expect_ud::<LWrap>(lua, &v, &format!("virtual bus entry '{k}'"), "wrap(device)")?.0;
-            let pos = here(lua);
-            with_state(lua, |s| {
-                let d = &mut s.drafts[id];
-                if d.wrapped
-                    .iter()
-                    .any(|(n, _, _)| *n == k || n.starts_with(&format!("{k}[")))
-                {
-                    return Err(mlua::Error::external(ConfigError::new(
-                        &pos,
-                        format!("virtual bus entry '{k}' is set twice"),
-                    )));
-                }
-                let many = devs.len() > 1;
-                for (i, hw) in devs.into_iter().enumerate() {
-                    let name = if many { format!("{k}[{i}]") } else { k.clone() };
-                    d.wrapped.push((name, hw, pos.clone()));
-                }
-                Ok(())
-            })
-        })?,
-    )?;
-    env.set_metatable(Some(mt))?;
-    f.set_environment(env)?;
-    f.call::<()>(())?;
+    let index = lua.create_function(|lua, (_, k): (Table, Value)| -> mlua::Result<Value> {
+        lua.globals().raw_get(k)
+    })?;
+    let newindex = lua.create_function(move |lua, (_, k, v): (Table, String, Value)| {
+        let devs =
+            expect_ud::<LWrap>(lua, &v, &format!("virtual bus entry '{k}'"), "wrap(device)")?.0;
+        let pos = here(lua);
+        with_state(lua, |s| {
+            let d = &mut s.drafts[id];
+            if d.wrapped
+                .iter()
+                .any(|(n, _, _)| *n == k || n.starts_with(&format!("{k}[")))
+            {
+                return Err(mlua::Error::external(ConfigError::new(
+                    &pos,
+                    format!("virtual bus entry '{k}' is set twice"),
+                )));
+            }
+            let many = devs.len() > 1;
+            for (i, hw) in devs.into_iter().enumerate() {
+                let name = if many { format!("{k}[{i}]") } else { k.clone() };
+                d.wrapped.push((name, hw, pos.clone()));
+            }
+            Ok(())
+        })
+    })?;
+    call_with_env(lua, f, index, newindex)?;
     Ok(LBus(id))
 }
 
