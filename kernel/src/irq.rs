@@ -148,17 +148,17 @@ pub fn handle() {
         let n = id.raw_value();
         if n == arch::timer_irq() {
             arch::timer_tick();
-            crate::kern::on_tick();
+            crate::entry::on_tick();
         } else if n == SGI_RESCHED {
-            crate::kern::on_resched_ipi();
+            crate::entry::on_resched_ipi();
         } else if Some(n) == crate::console::input_irq() {
             // Input: into the kernel's buffer (a lone ESC enters the
             // debugger), then to the Irq bound to the Vcon, if any.
             if crate::console::pump() {
-                crate::kern::enter_debugger();
+                crate::entry::enter_debugger();
             }
             if let Some(irq) = owner(n) {
-                if crate::kern::on_hw_irq(irq) {
+                if crate::entry::on_hw_irq(irq) {
                     set_enabled(n, false);
                 } else {
                     // Its Irq was deleted: the line is the kernel's again.
@@ -169,7 +169,7 @@ pub fn handle() {
             // Masked until the owner unmasks it (level-triggered lines would
             // fire again at once).
             set_enabled(n, false);
-            crate::kern::on_hw_irq(irq);
+            crate::entry::on_hw_irq(irq);
         } else {
             crate::kprintln!(
                 "kernel: unexpected interrupt {} on CPU {}",

@@ -8,13 +8,21 @@
 extern crate alloc;
 
 mod arch;
+mod bkl;
 mod console;
+mod entry;
+mod fp;
+mod ipc;
 mod irq;
 mod jdb;
-mod kern;
 mod mm;
+mod obj;
 mod platform;
+mod roottask;
+mod sched;
 mod smp;
+mod state;
+mod syscall;
 
 use core::sync::atomic::Ordering;
 
@@ -69,14 +77,14 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         kprintln!("kernel: -wait: press a key to start the root task");
         console::wait_byte();
     }
-    kern::bkl::lock();
-    kern::init(
+    bkl::lock();
+    state::init(
         plat.nr_cpus.max(online),
         info,
         bootinfo_pa,
         !opts.nofastpath,
     );
-    match kern::with(|k| kern::create_root_task(k, info)) {
+    match state::with(|k| roottask::create(k, info)) {
         Ok(_) => kprintln!(
             "kernel: starting root task '{}' at {:#x} {}",
             info.roottask.name.as_str(),
@@ -86,7 +94,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         Err(e) => panic!("cannot create the root task: {e}"),
     }
     SMP_GO.store(true, Ordering::Release);
-    kern::idle_loop()
+    sched::idle_loop()
 }
 
 /// Secondary CPUs wait for the kernel state before they schedule.
@@ -102,8 +110,8 @@ extern "C" fn secondary_main(cpu: u64) -> ! {
     while !SMP_GO.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }
-    kern::bkl::lock();
-    kern::idle_loop()
+    bkl::lock();
+    sched::idle_loop()
 }
 
 #[panic_handler]

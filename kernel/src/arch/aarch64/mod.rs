@@ -205,7 +205,7 @@ pub fn stack_top(cpu: usize) -> u64 {
 /// threads, EL0 access to the virtual counter.
 pub fn cpu_init(cpu: usize) {
     write_sysreg!("tpidr_el2", cpu as u64);
-    // FP/SIMD: the first use by a thread traps (see kern::fp).
+    // FP/SIMD: the first use by a thread traps (see crate::fp).
     fp_access(false);
     ASID16.store(
         read_sysreg!("tcr_el2") & (1 << 36) != 0,

@@ -1,6 +1,6 @@
 //! Exception entry from the vectors in entry.S.
 
-use kernel_core::esr::Esr;
+use kernel_core::arch::aarch64::esr::Esr;
 
 /// Registers saved on exception entry (layout fixed by entry.S).
 #[repr(C)]
@@ -50,7 +50,7 @@ pub struct CallRegs {
 /// done, the general path goes on with the lock held.
 #[unsafe(no_mangle)]
 extern "C" fn fastpath_ipc(x0: u64, x1: u64, x2: u64) -> *mut TrapFrame {
-    crate::kern::fast_ipc(x0, x1, x2).unwrap_or(core::ptr::null_mut())
+    crate::entry::fast_ipc(x0, x1, x2).unwrap_or(core::ptr::null_mut())
 }
 
 /// A synchronous exception from EL0 (vector 8): system calls, faults.
@@ -71,7 +71,7 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
             x8: f.x[8],
         }
     };
-    crate::kern::user_exception(esr, regs, locked != 0);
+    crate::entry::user_exception(esr, regs, locked != 0);
     frame
 }
 
@@ -79,8 +79,8 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
 #[unsafe(no_mangle)]
 extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> *mut TrapFrame {
     match kind {
-        5 => crate::kern::irq(false),
-        9 => crate::kern::irq(true),
+        5 => crate::entry::irq(false),
+        9 => crate::entry::irq(true),
         _ => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
             let far = super::read_sysreg!("far_el2");
@@ -101,7 +101,7 @@ extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> *mut TrapFrame {
 /// The lock release of a fast-path switch (called from entry.S).
 #[unsafe(no_mangle)]
 extern "C" fn bkl_release() {
-    crate::kern::bkl::unlock();
+    crate::bkl::unlock();
 }
 
 /// Prints a register dump.
