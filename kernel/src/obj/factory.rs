@@ -5,7 +5,7 @@ use super::irq::Irq;
 use super::semaphore::Semaphore;
 use super::task::Task;
 use super::thread::Thread;
-use super::{Call, KObject, OpResult, bind_target, need, ok, set_mrs};
+use super::{Call, KObject, OpResult, bind_target, need, ok};
 use crate::ipc::transfer;
 use crate::mm;
 use crate::state::Kernel;
@@ -64,15 +64,7 @@ fn charge(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        cur,
-        task,
-        obj: fac,
-        rights,
-        tag,
-        m,
-        ..
-    } = *c;
+    let (cur, task, fac, rights, tag, m) = (c.cur, c.task, c.obj, c.rights, c.tag, c.m);
     need(rights, CapRights::W)?;
     let words = tag.words() as usize;
     if words == 0 {
@@ -159,10 +151,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
     k.charges.insert(new, (fac, cost));
     transfer::insert_root_cap(k, task, dest, new, CapRights::ALL)?;
     match reply {
-        Some(w) => {
-            set_mrs(k, cur, &[w])?;
-            ok(1)
-        }
+        Some(w) => c.reply(k, &[w]),
         None => ok(0),
     }
 }

@@ -1,7 +1,8 @@
 //! Icu: the interrupt controller as an object: binds hardware interrupts
 //! to Irq objects, masks and unmasks them, sets their trigger mode.
 
-use super::{Call, KObject, OpResult, item_cap, need, ok, set_mrs};
+use super::irq;
+use super::{Call, KObject, OpResult, need, ok};
 use crate::state::Kernel;
 use l4_abi::proto::IcuOp;
 use l4_abi::{CapRights, Error};
@@ -10,42 +11,29 @@ use l4_abi::{CapRights, Error};
 pub struct Icu;
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        cur,
-        task,
-        rights,
-        tag,
-        m,
-        ..
-    } = *c;
+    let (rights, m) = (c.rights, c.m);
     let (op, _) = IcuOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     let n = m[1];
     let nirqs = crate::irq::count() as u64;
     match op {
-        IcuOp::Info => {
-            set_mrs(k, cur, &[0, nirqs, 0])?;
-            ok(3)
-        }
+        IcuOp::Info => c.reply(k, &[0, nirqs, 0]),
         IcuOp::Bind | IcuOp::Unbind => {
             need(rights, CapRights::W)?;
             if n < 32 || n >= nirqs {
                 return Err(Error::Inval);
             }
-            let (irq, r) = item_cap(k, task, tag, m, 0)?;
-            need(r, CapRights::W)?;
-            let busy = crate::irq::owner(n as u32).is_some_and(|o| o != irq && k.objs.contains(o));
-            let Some(KObject::Irq(i)) = k.objs.get_mut(irq) else {
-                return Err(Error::Inval);
-            };
+            let irq = irq::from_bind_item(k, c)?;
             if op == IcuOp::Bind {
+                let busy =
+                    crate::irq::owner(n as u32).is_some_and(|o| o != irq && k.objs.contains(o));
                 if busy {
                     return Err(Error::Busy);
                 }
-                i.hw = Some(n as u32);
-                i.masked = true;
-                crate::irq::set_owner(n as u32, Some(irq));
+                irq::attach_hw(k, irq, n as u32, true);
             } else {
-                i.hw = None;
+                if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+                    i.hw = None;
+                }
                 crate::irq::set_enabled(n as u32, false);
                 crate::irq::set_owner(n as u32, None);
             }

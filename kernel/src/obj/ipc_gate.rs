@@ -2,7 +2,7 @@
 //! serves it. Senders through a gate nobody is bound to yet wait for the
 //! binding.
 
-use super::{Call, KObject, OpResult, bind_target, need, ok, set_mrs};
+use super::{Call, KObject, OpResult, bind_target, need, ok};
 use crate::ipc;
 use crate::obj::thread::State;
 use crate::state::Kernel;
@@ -31,15 +31,7 @@ impl Gate {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        cur,
-        task,
-        obj: gate,
-        rights,
-        tag,
-        m,
-        ..
-    } = *c;
+    let (task, gate, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
     let (op, _) = KobjectOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     need(rights, CapRights::C)?;
     match op {
@@ -57,8 +49,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 Some(KObject::Gate(g)) => g.label,
                 _ => return Err(Error::Inval),
             };
-            set_mrs(k, cur, &[label])?;
-            ok(1)
+            c.reply(k, &[label])
         }
     }
 }

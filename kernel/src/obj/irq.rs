@@ -2,7 +2,7 @@
 //! that thread a message when it fires: from hardware (through the Icu)
 //! or triggered by software.
 
-use super::{Call, KObject, OpResult, bind_target, need, ok};
+use super::{Call, KObject, OpResult, bind_target, item_cap, need, ok};
 use crate::obj::thread::State;
 use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
@@ -30,15 +30,7 @@ impl Irq {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        task,
-        obj: irq,
-        rights,
-        proto,
-        tag,
-        m,
-        ..
-    } = *c;
+    let (task, irq, rights, proto, tag, m) = (c.task, c.obj, c.rights, c.proto, c.tag, c.m);
     match proto {
         Proto::Kobject => {
             let (op, _) = KobjectOp::decode(m[0]).map_err(|_| Error::NoSys)?;
@@ -117,4 +109,24 @@ pub fn trigger(k: &mut Kernel, irq: ObjId) {
     } else if !th.pending_irqs.iter().any(|&(i, _)| i == irq) {
         th.pending_irqs.push_back((irq, label));
     }
+}
+
+/// The Irq object the first typed item of an Icu bind names (the caller
+/// needs `W` on that capability); `Inval` if it names something else.
+pub fn from_bind_item(k: &mut Kernel, c: &Call<'_>) -> Result<ObjId, Error> {
+    let (irq, r) = item_cap(k, c.task, c.tag, c.m, 0)?;
+    need(r, CapRights::W)?;
+    match k.objs.get(irq) {
+        Some(KObject::Irq(_)) => Ok(irq),
+        _ => Err(Error::Inval),
+    }
+}
+
+/// Connects Irq object `irq` to hardware interrupt `line`, masked or not.
+pub fn attach_hw(k: &mut Kernel, irq: ObjId, line: u32, masked: bool) {
+    if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+        i.hw = Some(line);
+        i.masked = masked;
+    }
+    crate::irq::set_owner(line, Some(irq));
 }

@@ -57,6 +57,14 @@ pub struct Call<'a> {
     pub m: &'a [u64; MR_COUNT],
 }
 
+impl Call<'_> {
+    /// Replies with `words` in the caller's message registers.
+    pub fn reply(&self, k: &mut Kernel, words: &[u64]) -> OpResult {
+        set_mrs(k, self.cur, words)?;
+        ok(words.len())
+    }
+}
+
 /// Result of a kernel-object operation: reply label and words, or an
 /// error (negative label), or "the caller blocked" (Semaphore down).
 pub enum Done {

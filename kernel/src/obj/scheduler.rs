@@ -1,7 +1,7 @@
 //! Scheduler: CPU information, and running threads with a priority,
 //! a quantum and a CPU affinity.
 
-use super::{Call, OpResult, item_cap, need, ok, set_mrs};
+use super::{Call, OpResult, item_cap, need, ok};
 use crate::arch;
 use crate::obj::thread::State;
 use crate::state::Kernel;
@@ -13,9 +13,7 @@ use l4_abi::{CapRights, Error};
 pub struct Scheduler;
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        cur, task, tag, m, ..
-    } = *c;
+    let Call { task, tag, m, .. } = *c;
     let (op, _) = SchedulerOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     match op {
         SchedulerOp::Info => {
@@ -35,8 +33,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 }
             }
             let max = k.ncpus as u64;
-            set_mrs(k, cur, &[map, max])?;
-            ok(2)
+            c.reply(k, &[map, max])
         }
         SchedulerOp::RunThread => {
             if tag.words() < 5 {
@@ -78,9 +75,6 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             }
             ok(0)
         }
-        SchedulerOp::IdleTime => {
-            set_mrs(k, cur, &[0])?;
-            ok(1)
-        }
+        SchedulerOp::IdleTime => c.reply(k, &[0]),
     }
 }

@@ -26,13 +26,7 @@ impl Semaphore {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        cur,
-        obj: sem,
-        proto,
-        m,
-        ..
-    } = *c;
+    let (cur, sem, proto, m) = (c.cur, c.obj, c.proto, c.m);
     // Fiasco: "up" is an Irq trigger on the semaphore; "down" a call.
     if proto == Proto::Irq {
         IrqOp::decode(m[0])

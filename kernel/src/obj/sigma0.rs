@@ -1,7 +1,7 @@
 //! Sigma0: the root task's memory protocol ([`l4_abi::sigma0`]): free
 //! RAM, device memory and boot modules, mapped into the root task.
 
-use super::{Call, OpResult, ok, set_mrs};
+use super::{Call, OpResult};
 use crate::ipc::transfer;
 use crate::mm::{self, PAGE};
 use crate::state::Kernel;
@@ -12,7 +12,7 @@ pub struct Sigma0;
 
 /// The root task's memory protocol ([`l4_abi::sigma0`]).
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call { cur, task, m, .. } = *c;
+    let Call { task, m, .. } = *c;
     match m[0] {
         l4_abi::sigma0::MAP_FREE => {
             let order = u8::try_from(m[1]).map_err(|_| Error::Inval)?;
@@ -25,8 +25,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 mm::free_frames(pa, pages);
                 return Err(e);
             }
-            set_mrs(k, cur, &[pa])?;
-            ok(1)
+            c.reply(k, &[pa])
         }
         l4_abi::sigma0::MAP_DEVICE => {
             let (pa, order) = (m[1], u8::try_from(m[2]).map_err(|_| Error::Inval)?);
@@ -39,8 +38,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             }
             crate::mm::map_device(pa, 1 << order);
             transfer::map_root_memory(k, task, pa, pa, order, MemRights::RW)?;
-            set_mrs(k, cur, &[pa])?;
-            ok(1)
+            c.reply(k, &[pa])
         }
         l4_abi::sigma0::MAP_MODULE => {
             let (pa, size) = (m[1], m[2]);
@@ -57,8 +55,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                     transfer::map_root_memory(k, task, pa + off, pa + off, 12, MemRights::RX)?;
                 }
             }
-            set_mrs(k, cur, &[pa])?;
-            ok(1)
+            c.reply(k, &[pa])
         }
         _ => Err(Error::NoSys),
     }

@@ -208,14 +208,7 @@ impl Drop for Task {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        task: caller_task,
-        obj: target,
-        rights,
-        tag,
-        m,
-        ..
-    } = *c;
+    let (caller_task, target, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
     let (op, flags) = TaskOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     match op {
         TaskOp::Map => {

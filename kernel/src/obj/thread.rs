@@ -1,7 +1,7 @@
 //! Threads: a kernel stack, saved kernel and FP/SIMD context, a UTCB, and
 //! the IPC and scheduling state.
 
-use super::{Call, OpResult, item_cap, need, need_words, ok, set_mrs};
+use super::{Call, OpResult, item_cap, need, need_words, ok};
 use crate::arch::{self, FpState, KContext, TrapFrame};
 use crate::ipc;
 use crate::kprintln;
@@ -254,15 +254,7 @@ impl Drop for Thread {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        cur,
-        task,
-        obj: th,
-        rights,
-        tag,
-        m,
-        ..
-    } = *c;
+    let (task, th, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
     let (op, flags) = ThreadOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     use proto::thread_control as tc;
     match op {
@@ -313,8 +305,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 }
                 _ => apply_regs(k, th, change),
             }
-            set_mrs(k, cur, &old)?;
-            ok(3)
+            c.reply(k, &old)
         }
         ThreadOp::Switch => ok(0),
         ThreadOp::Stats => {
@@ -324,8 +315,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 ticks += arch::counter().saturating_sub(t.ran_since);
             }
             let us = ticks * 1_000_000 / arch::counter_freq().max(1);
-            set_mrs(k, cur, &[us])?;
-            ok(1)
+            c.reply(k, &[us])
         }
         ThreadOp::ArmTpidrUro => Err(Error::Perm),
         _ => Err(Error::NoSys),

@@ -1,7 +1,8 @@
 //! Vcon: the kernel console as an object: writes, reads, and an input
 //! interrupt (the Vcon is also an interrupt controller with one line).
 
-use super::{Call, KObject, OpResult, item_cap, need, ok, set_mrs};
+use super::irq;
+use super::{Call, OpResult, need, ok};
 use crate::state::Kernel;
 use l4_abi::proto::{self, IcuOp, VconOp};
 use l4_abi::utcb::MR_COUNT;
@@ -11,7 +12,7 @@ use l4_abi::{CapRights, Error};
 pub struct Vcon;
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call { cur, m, .. } = *c;
+    let Call { m, .. } = *c;
     let (op, _) = VconOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     match op {
         VconOp::Write => {
@@ -40,44 +41,24 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 out[1 + i] = u64::from_le_bytes(w);
             }
             let words = 1 + n.div_ceil(8);
-            set_mrs(k, cur, &out[..words])?;
-            ok(words)
+            c.reply(k, &out[..words])
         }
         VconOp::SetAttr => ok(0),
-        VconOp::GetAttr => {
-            set_mrs(k, cur, &[0, 0, 0])?;
-            ok(3)
-        }
+        VconOp::GetAttr => c.reply(k, &[0, 0, 0]),
     }
 }
 
 /// The Vcon is also an interrupt controller with one line: input arrived.
 pub fn invoke_icu(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call {
-        cur,
-        task,
-        rights,
-        tag,
-        m,
-        ..
-    } = *c;
+    let (rights, m) = (c.rights, c.m);
     let (op, _) = IcuOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     let line = crate::console::input_irq().ok_or(Error::NoSys)?;
     match op {
-        IcuOp::Info => {
-            set_mrs(k, cur, &[0, 1, 0])?;
-            ok(3)
-        }
+        IcuOp::Info => c.reply(k, &[0, 1, 0]),
         IcuOp::Bind if m[1] == 0 => {
             need(rights, CapRights::W)?;
-            let (irq, r) = item_cap(k, task, tag, m, 0)?;
-            need(r, CapRights::W)?;
-            let Some(KObject::Irq(i)) = k.objs.get_mut(irq) else {
-                return Err(Error::Inval);
-            };
-            i.hw = Some(line);
-            i.masked = false;
-            crate::irq::set_owner(line, Some(irq));
+            let irq = irq::from_bind_item(k, c)?;
+            irq::attach_hw(k, irq, line, false);
             crate::irq::take_console_line(line);
             ok(0)
         }
