@@ -18,7 +18,7 @@ use kernel_core::kobj::ObjId;
 /// not).
 pub fn irq(from_user: bool) {
     bkl::lock();
-    crate::irq::handle();
+    crate::platform::gic::handle();
     if from_user {
         with(apply_pending);
         let resched = with(|k| k.cpus[arch::cpu_id()].need_resched);

@@ -9,18 +9,15 @@ extern crate alloc;
 
 mod arch;
 mod bkl;
-mod console;
 mod entry;
 mod fp;
 mod ipc;
-mod irq;
 mod jdb;
 mod mm;
 mod obj;
 mod platform;
 mod roottask;
 mod sched;
-mod smp;
 mod state;
 mod syscall;
 
@@ -38,20 +35,20 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     mm::init(info, opts.kmem_kib.map(|k| k.saturating_mul(1024)));
     let dtb = mm::phys_to_virt(info.dtb_paddr) as *const u8;
     match platform::console_uart(dtb) {
-        Ok((uart, irq)) => console::init(mm::map_device(uart, 0x1000), irq),
+        Ok((uart, irq)) => platform::console::init(mm::map_device(uart, 0x1000), irq),
         Err(_) => arch::halt(), // nowhere to say anything
     }
     let plat = platform::Platform::from_dtb(dtb).unwrap_or_else(|e| panic!("device tree: {e}"));
     if let Some(w) = unknown {
         kprintln!("kernel: ignoring unknown option '{}'", w);
     }
-    irq::init(&plat);
+    platform::gic::init(&plat);
     if opts.serial_esc && !opts.nojdb {
         // The kernel watches the line itself (a lone ESC enters jdb).
         jdb::init(plat.psci);
-        console::arm_escape();
-        if let Some(line) = console::input_irq() {
-            irq::take_console_line(line);
+        platform::console::arm_escape();
+        if let Some(line) = platform::console::input_irq() {
+            platform::gic::take_console_line(line);
         }
     }
     arch::timer_init(plat.timer_irq);
@@ -61,7 +58,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         arch::counter_freq(),
         arch::TICK_US
     );
-    let online = smp::start_secondaries(&plat, info);
+    let online = platform::smp::start_secondaries(&plat, info);
     kprintln!(
         "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, kernel heap {} MiB, CPUs online: {}",
         VERSION,
@@ -75,7 +72,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     );
     if opts.wait {
         kprintln!("kernel: -wait: press a key to start the root task");
-        console::wait_byte();
+        platform::console::wait_byte();
     }
     bkl::lock();
     state::init(
@@ -104,9 +101,9 @@ static SMP_GO: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(cpu: u64) -> ! {
     arch::cpu_init(cpu as usize);
-    irq::init_cpu(cpu as usize);
+    platform::gic::init_cpu(cpu as usize);
     arch::timer_start();
-    smp::ONLINE.fetch_add(1, Ordering::Release);
+    platform::smp::ONLINE.fetch_add(1, Ordering::Release);
     while !SMP_GO.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }

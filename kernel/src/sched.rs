@@ -84,7 +84,7 @@ impl Kernel {
         if kernel_core::runqueue::should_preempt(cur_prio, prio) || cur_prio.is_none() {
             self.cpus[cpu].need_resched = true;
             if cpu != me {
-                crate::irq::send_resched_ipi(cpu);
+                crate::platform::gic::send_resched_ipi(cpu);
             }
         }
     }

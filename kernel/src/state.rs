@@ -245,7 +245,7 @@ impl Kernel {
                 if let Some(c) = t.running_on {
                     self.cpus[c].need_resched = true;
                     if c != arch::cpu_id() {
-                        crate::irq::send_resched_ipi(c);
+                        crate::platform::gic::send_resched_ipi(c);
                     }
                 }
                 self.zombies.push(t);

@@ -120,7 +120,7 @@ fn debug_call(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
             let task = k.known_thread(cur).task.and_then(|t| k.task(t));
             match task.and_then(|t| t.read_user(f.x0, &mut buf[..len])) {
                 Some(()) => {
-                    crate::console::write_bytes(&buf[..len]);
+                    crate::platform::console::write_bytes(&buf[..len]);
                     len as u64
                 }
                 None => Error::Fault.as_status(),

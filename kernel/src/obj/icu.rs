@@ -14,7 +14,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
     let (rights, m) = (c.rights, c.m);
     let (op, _) = IcuOp::decode(m[0]).map_err(|_| Error::NoSys)?;
     let n = m[1];
-    let nirqs = crate::irq::count() as u64;
+    let nirqs = crate::platform::gic::count() as u64;
     match op {
         IcuOp::Info => c.reply(k, &[0, nirqs, 0]),
         IcuOp::Bind | IcuOp::Unbind => {
@@ -24,8 +24,8 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             }
             let irq = irq::from_bind_item(k, c)?;
             if op == IcuOp::Bind {
-                let busy =
-                    crate::irq::owner(n as u32).is_some_and(|o| o != irq && k.objs.contains(o));
+                let busy = crate::platform::gic::owner(n as u32)
+                    .is_some_and(|o| o != irq && k.objs.contains(o));
                 if busy {
                     return Err(Error::Busy);
                 }
@@ -34,16 +34,16 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
                     i.hw = None;
                 }
-                crate::irq::set_enabled(n as u32, false);
-                crate::irq::set_owner(n as u32, None);
+                crate::platform::gic::set_enabled(n as u32, false);
+                crate::platform::gic::set_owner(n as u32, None);
             }
             ok(0)
         }
         IcuOp::Mask | IcuOp::Unmask => {
-            if n < 32 || n >= nirqs || crate::irq::owner(n as u32).is_none() {
+            if n < 32 || n >= nirqs || crate::platform::gic::owner(n as u32).is_none() {
                 return Err(Error::Inval);
             }
-            crate::irq::set_enabled(n as u32, op == IcuOp::Unmask);
+            crate::platform::gic::set_enabled(n as u32, op == IcuOp::Unmask);
             ok(0)
         }
         IcuOp::SetMode => {
@@ -51,7 +51,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             if n < 32 || n >= nirqs {
                 return Err(Error::Inval);
             }
-            crate::irq::set_mode(n as u32, m[2]);
+            crate::platform::gic::set_mode(n as u32, m[2]);
             ok(0)
         }
         IcuOp::MsiInfo => Err(Error::NoSys),

@@ -85,7 +85,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                         _ => None,
                     };
                     if let Some(n) = hw {
-                        crate::irq::set_enabled(n, true);
+                        crate::platform::gic::set_enabled(n, true);
                     }
                     ok(0)
                 }
@@ -128,5 +128,5 @@ pub fn attach_hw(k: &mut Kernel, irq: ObjId, line: u32, masked: bool) {
         i.hw = Some(line);
         i.masked = masked;
     }
-    crate::irq::set_owner(line, Some(irq));
+    crate::platform::gic::set_owner(line, Some(irq));
 }

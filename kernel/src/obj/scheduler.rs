@@ -70,7 +70,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             if let Some(c) = k.known_thread(th).running_on {
                 k.cpus[c].need_resched = true;
                 if c != arch::cpu_id() {
-                    crate::irq::send_resched_ipi(c);
+                    crate::platform::gic::send_resched_ipi(c);
                 }
             }
             ok(0)

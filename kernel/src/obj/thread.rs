@@ -301,7 +301,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                     p.pc = change.pc.or(p.pc);
                     p.sp = change.sp.or(p.sp);
                     p.exception |= change.exception;
-                    crate::irq::send_resched_ipi(c);
+                    crate::platform::gic::send_resched_ipi(c);
                 }
                 _ => apply_regs(k, th, change),
             }

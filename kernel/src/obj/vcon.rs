@@ -18,13 +18,13 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         VconOp::Write => {
             let n = (m[1] as usize).min(proto::vcon::WRITE_MAX);
             let bytes: &[u8] = bytemuck_words(&m[2..]);
-            crate::console::write_bytes(&bytes[..n]);
+            crate::platform::console::write_bytes(&bytes[..n]);
             ok(0)
         }
         VconOp::Read => {
             let max = (m[1] as usize).min(proto::vcon::WRITE_MAX);
             let mut buf = [0u8; proto::vcon::WRITE_MAX];
-            let (n, escape) = crate::console::read_bytes(&mut buf[..max]);
+            let (n, escape) = crate::platform::console::read_bytes(&mut buf[..max]);
             if escape {
                 crate::jdb::run(k);
             }
@@ -52,18 +52,18 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
 pub fn invoke_icu(k: &mut Kernel, c: &Call<'_>) -> OpResult {
     let (rights, m) = (c.rights, c.m);
     let (op, _) = IcuOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-    let line = crate::console::input_irq().ok_or(Error::NoSys)?;
+    let line = crate::platform::console::input_irq().ok_or(Error::NoSys)?;
     match op {
         IcuOp::Info => c.reply(k, &[0, 1, 0]),
         IcuOp::Bind if m[1] == 0 => {
             need(rights, CapRights::W)?;
             let irq = irq::from_bind_item(k, c)?;
             irq::attach_hw(k, irq, line, false);
-            crate::irq::take_console_line(line);
+            crate::platform::gic::take_console_line(line);
             ok(0)
         }
         IcuOp::Unmask if m[1] == 0 => {
-            crate::irq::set_enabled(line, true);
+            crate::platform::gic::set_enabled(line, true);
             ok(0)
         }
         _ => Err(Error::Inval),

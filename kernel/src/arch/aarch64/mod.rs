@@ -292,7 +292,7 @@ pub fn timer_irq() -> u32 {
 }
 
 pub fn timer_start() {
-    crate::irq::enable_private(timer_irq());
+    crate::platform::gic::enable_private(timer_irq());
     timer_rearm();
     write_sysreg!("cnthp_ctl_el2", 1);
 }

@@ -94,7 +94,7 @@ pub fn write_bytes(bytes: &[u8]) {
 #[macro_export]
 macro_rules! kprintln {
     ($($arg:tt)*) => {
-        $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::platform::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 

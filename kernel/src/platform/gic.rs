@@ -96,7 +96,7 @@ pub fn set_owner(n: u32, irq: Option<ObjId>) {
 pub fn take_console_line(n: u32) {
     set_mode(n, l4_abi::proto::icu::mode::LEVEL_HIGH);
     set_enabled(n, true);
-    crate::console::enable_input_irq();
+    crate::platform::console::enable_input_irq();
 }
 
 /// Unmasks or masks a shared interrupt (SPI).
@@ -151,10 +151,10 @@ pub fn handle() {
             crate::entry::on_tick();
         } else if n == SGI_RESCHED {
             crate::entry::on_resched_ipi();
-        } else if Some(n) == crate::console::input_irq() {
+        } else if Some(n) == crate::platform::console::input_irq() {
             // Input: into the kernel's buffer (a lone ESC enters the
             // debugger), then to the Irq bound to the Vcon, if any.
-            if crate::console::pump() {
+            if crate::platform::console::pump() {
                 crate::entry::enter_debugger();
             }
             if let Some(irq) = owner(n) {

@@ -1,4 +1,15 @@
-//! What the device tree QEMU passed says about the platform.
+//! The board: what the device tree says about it, and its devices' drivers.
+//!
+//! * [`console`]: the kernel console on the PL011 UART;
+//! * [`gic`]: the GICv3 interrupt controller and interrupt routing;
+//! * [`smp`]: starting the other CPUs through PSCI.
+//!
+//! Everything else in the kernel reaches the hardware through these and
+//! `arch`, never by addresses of its own.
+
+pub mod console;
+pub mod gic;
+pub mod smp;
 
 use crate::arch::Conduit;
 use l4_bootinfo::MAX_CPUS;
