@@ -2,8 +2,14 @@
 //! masked; one lock serialises all kernel state across CPUs. It is taken on
 //! every entry from EL0 and by the idle loop, and released on the way back
 //! to EL0 or into `wfi`. A thread switch hands it over.
+//!
+//! Holding the lock is holding a [`Guard`]: [`lock`] returns one, dropping
+//! it unlocks, and the state the lock protects ([`Locked`]) is reached
+//! only through `&mut Guard`, so the borrow checker sees to it that one
+//! reference at a time exists.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// The ticket lock: the next ticket to hand out, and the one served.
@@ -20,8 +26,15 @@ static TICKETS: Tickets = Tickets {
 const NOBODY: usize = usize::MAX;
 static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
 
+/// Proof that this CPU holds the big kernel lock; unlocks when dropped.
+/// Not `Send`: the lock belongs to the CPU that took it (a thread switch
+/// hands it to the thread switched to, which holds its own guard).
+pub struct Guard {
+    _cpu_bound: PhantomData<*mut ()>,
+}
+
 /// Takes the lock (ticket order, so every CPU gets its turn).
-pub fn lock() {
+pub fn lock() -> Guard {
     debug_assert!(!held_here(), "BKL taken twice on one CPU");
     let t = &TICKETS;
     let ticket = t.next.fetch_add(1, Ordering::Relaxed);
@@ -31,9 +44,49 @@ pub fn lock() {
     if cfg!(debug_assertions) {
         OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
     }
+    Guard {
+        _cpu_bound: PhantomData,
+    }
 }
 
-pub fn unlock() {
+impl Guard {
+    /// The guard of a lock this CPU already holds without one: taken by
+    /// code that has ended (the fast path that gave up, a thread switch
+    /// that arrives on a new thread's stack).
+    ///
+    /// # Safety
+    /// This CPU holds the lock and no other guard for it is alive.
+    pub unsafe fn adopt() -> Guard {
+        debug_assert!(held_here() || !cfg!(debug_assertions));
+        Guard {
+            _cpu_bound: PhantomData,
+        }
+    }
+
+    /// Keeps the lock past the guard: whoever goes on (entry.S, or the
+    /// general path through [`Guard::adopt`]) releases it.
+    pub fn keep(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        unlock();
+    }
+}
+
+/// Releases a lock whose guard was kept ([`Guard::keep`]): entry.S, once
+/// a fast-path switch stands on the new thread's stack.
+///
+/// # Safety
+/// This CPU holds the lock, no guard for it is alive, and nothing uses
+/// kernel state after this.
+pub unsafe fn release_kept() {
+    unlock();
+}
+
+fn unlock() {
     if cfg!(debug_assertions) {
         OWNER.store(NOBODY, Ordering::Relaxed);
     }
@@ -48,14 +101,15 @@ pub fn unlock() {
 
 /// Whether this CPU holds the lock. Only tracked in debug builds (for
 /// assertions); always false in release builds.
-pub fn held_here() -> bool {
+fn held_here() -> bool {
     cfg!(debug_assertions) && OWNER.load(Ordering::Relaxed) == crate::arch::cpu_id()
 }
 
 /// Kernel state that only the holder of the big kernel lock touches.
 pub struct Locked<T>(UnsafeCell<T>);
 
-// SAFETY: every access goes through `get`, which requires the lock.
+// SAFETY: the value is reached only through `get`, which needs the guard
+// of the one lock: one CPU at a time, one reference at a time.
 unsafe impl<T: Send> Sync for Locked<T> {}
 
 impl<T> Locked<T> {
@@ -63,16 +117,12 @@ impl<T> Locked<T> {
         Locked(UnsafeCell::new(v))
     }
 
-    /// The state.
-    ///
-    /// # Safety
-    /// The caller holds the big kernel lock and no other reference obtained
-    /// from `get` is alive (the kernel's entry points each take one and pass
-    /// it down; none is held across a thread switch).
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn get(&self) -> &mut T {
-        debug_assert!(held_here());
-        // SAFETY: the caller's contract: lock held, no other live reference.
+    /// The state, for as long as the guard is lent.
+    #[inline(always)]
+    pub fn get<'a>(&'a self, _held: &'a mut Guard) -> &'a mut T {
+        // SAFETY: the guard proves the lock is held by this CPU, and the
+        // exclusive borrow of it lasts as long as the reference: no other
+        // reference from any `Locked` can be alive meanwhile.
         unsafe { &mut *self.0.get() }
     }
 }

@@ -9,57 +9,57 @@ use crate::ipc;
 use crate::obj::KObject;
 use crate::obj::thread::{self, State};
 use crate::sched::schedule;
-use crate::state::{Kernel, with};
+use crate::state::Kernel;
 use crate::syscall;
+use kernel_core::arch::aarch64::esr::{Esr, ec};
 use kernel_core::kobj::ObjId;
 
-/// Interrupt entry (from EL0 or from idle). Takes the BKL unless this CPU
-/// holds it already (the idle loop releases it before waiting, so it does
-/// not).
+/// Interrupt entry (from EL0 or from idle; the idle loop releases the
+/// lock before it waits, so this takes it either way).
 pub fn irq(from_user: bool) {
-    bkl::lock();
-    crate::platform::gic::handle();
+    let mut g = bkl::lock();
+    crate::platform::gic::handle(g.kernel());
     if from_user {
-        with(apply_pending);
-        let resched = with(|k| k.cpus[arch::cpu_id()].need_resched);
-        if resched {
-            schedule();
+        let k = g.kernel();
+        apply_pending(k);
+        if k.cpus[arch::cpu_id()].need_resched {
+            schedule(&mut g);
         }
     }
-    bkl::unlock();
 }
 
 /// A lone ESC arrived (`-serial_esc`): the kernel debugger, until `g`.
-/// Called by the IRQ layer with the BKL held.
-pub fn enter_debugger() {
-    with(|k| crate::jdb::run(k));
+/// Called by the IRQ layer.
+pub fn enter_debugger(k: &mut Kernel) {
+    crate::jdb::run(k);
 }
 
 /// Called by the IRQ layer for the tick.
-pub fn on_tick() {
-    with(|k| k.tick());
+pub fn on_tick(k: &mut Kernel) {
+    k.tick();
 }
 
 /// Another CPU made work for us.
-pub fn on_resched_ipi() {
-    with(|k| k.cpus[arch::cpu_id()].need_resched = true);
+pub fn on_resched_ipi(k: &mut Kernel) {
+    k.cpus[arch::cpu_id()].need_resched = true;
 }
 
 /// A hardware interrupt bound to Irq object `irq` fired. Returns false if
 /// that object is gone.
-pub fn on_hw_irq(irq: ObjId) -> bool {
-    with(|k| {
-        let alive = matches!(k.objs.get(irq), Some(KObject::Irq(_)));
-        crate::obj::irq::trigger(k, irq);
-        alive
-    })
+pub fn on_hw_irq(k: &mut Kernel, irq: ObjId) -> bool {
+    let alive = matches!(k.objs.get(irq), Some(KObject::Irq(_)));
+    crate::obj::irq::trigger(k, irq);
+    alive
 }
 
 /// Entry from a thread's first switch (see entry of a new thread).
 #[unsafe(no_mangle)]
 extern "C" fn thread_started() {
-    with(|k| k.reap());
-    bkl::unlock();
+    // SAFETY: the switch to this new thread handed it the lock, held by
+    // the guard of the thread switched away from, which stays on that
+    // thread's stack until it runs again.
+    let mut g = unsafe { bkl::Guard::adopt() };
+    g.kernel().reap();
 }
 
 /// The IPC fast path ([`ipc::fastpath`]) for a native IPC with registers
@@ -69,51 +69,46 @@ extern "C" fn thread_started() {
 /// path ([`user_exception`]) goes on.
 #[inline(always)]
 pub fn fast_ipc(x0: u64, x1: u64, x2: u64) -> Option<*mut arch::TrapFrame> {
-    bkl::lock();
-    with(|k| ipc::fastpath::ipc(k, x0, x1, x2))
+    let mut g = bkl::lock();
+    let frame = ipc::fastpath::ipc(g.kernel(), x0, x1, x2);
+    g.keep();
+    frame
 }
 
 /// A synchronous exception from EL0 on the current thread (the general
 /// path); `regs` are the registers of a native call. `locked`: the big
 /// kernel lock is held already (the fast path gave up). Releases it.
-pub fn user_exception(
-    esr: kernel_core::arch::aarch64::esr::Esr,
-    regs: arch::CallRegs,
-    locked: bool,
-) {
-    if !locked {
-        bkl::lock();
-    }
-    let native =
-        esr.ec() == kernel_core::arch::aarch64::esr::ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE;
-    with(|k| {
-        let cur = k.current();
-        let Some(t) = k.thread(cur) else {
-            // Deleted while it ran here: it never runs again.
-            k.cpus[arch::cpu_id()].need_resched = true;
-            return;
-        };
+pub fn user_exception(esr: Esr, regs: arch::CallRegs, locked: bool) {
+    let mut g = if locked {
+        // SAFETY: the fast path took the lock and kept it, without a guard.
+        unsafe { bkl::Guard::adopt() }
+    } else {
+        bkl::lock()
+    };
+    let native = esr.ec() == ec::SVC64 && esr.imm16() == l4_abi::SVC_NATIVE;
+    let k = g.kernel();
+    let cur = k.current();
+    if let Some(t) = k.thread(cur) {
         if t.pending.is_some() && apply_pending(k) {
-            return;
-        }
-        if native {
+            // The interrupted work is void.
+        } else if native {
             syscall::syscall(k, cur, regs);
-        } else if esr.ec() == kernel_core::arch::aarch64::esr::ec::FP_ACCESS {
+        } else if esr.ec() == ec::FP_ACCESS {
             fp::trap(k, cur);
         } else {
             ipc::raise_fault(k, cur, esr, arch::fault_address());
         }
-    });
-    let resched = with(|k| {
-        let c = &k.cpus[arch::cpu_id()];
-        c.need_resched
-            || c.current
-                .is_none_or(|cur| k.thread(cur).is_none_or(|t| t.state != State::Ready))
-    });
-    if resched {
-        schedule();
+    } else {
+        // Deleted while it ran here: it never runs again.
+        k.cpus[arch::cpu_id()].need_resched = true;
     }
-    bkl::unlock();
+    let c = &k.cpus[arch::cpu_id()];
+    let resched = c.need_resched
+        || c.current
+            .is_none_or(|cur| k.thread(cur).is_none_or(|t| t.state != State::Ready));
+    if resched {
+        schedule(&mut g);
+    }
 }
 
 /// Applies what an ex_regs on another CPU left for the current thread.

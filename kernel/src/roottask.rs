@@ -70,7 +70,7 @@ pub fn create(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<ObjId, Err
     {
         let t = k.known_thread(th);
         t.has_regs = true;
-        let f = t.frame();
+        let f = t.frame_mut();
         f.elr = info.roottask.entry;
         f.sp_el0 = ROOT_STACK_TOP;
     }

@@ -19,7 +19,7 @@ use crate::bkl;
 use crate::fp;
 use crate::ipc;
 use crate::obj::thread::{self, State};
-use crate::state::{Kernel, k, with};
+use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
 use kernel_core::runqueue::{Next, RunQueue, Running};
 
@@ -145,11 +145,11 @@ impl Kernel {
 /// Picks what this CPU runs next and switches to it. Called at the end of
 /// kernel entries with the BKL held; returns (possibly much later, on the
 /// same thread) with the BKL held.
-pub fn schedule() {
+pub fn schedule(g: &mut bkl::Guard) {
     let cpu = arch::cpu_id();
     let (from, to): (*mut KContext, *const KContext) = {
-        // SAFETY: BKL held (callers); this borrow ends before the switch.
-        let k = unsafe { k() };
+        // This borrow ends before the switch.
+        let k = g.kernel();
         let c = &mut k.cpus[cpu];
         c.need_resched = false;
         let expired = core::mem::take(&mut c.slice_out);
@@ -221,19 +221,16 @@ pub fn schedule() {
     // happens only when no CPU runs on them.
     unsafe { arch::switch_context(from, to) };
     // Back on this thread (or idle), maybe on another CPU.
-    with(|k| k.reap());
+    g.kernel().reap();
 }
 
 /// The idle loop of every CPU (boot CPU after starting the root task,
 /// secondaries once up). Holds the BKL except while waiting.
-pub fn idle_loop() -> ! {
+pub fn idle_loop(mut g: bkl::Guard) -> ! {
     loop {
-        let busy = with(|k| {
-            let c = &k.cpus[arch::cpu_id()];
-            c.need_resched || !c.rq.is_empty()
-        });
-        if busy {
-            schedule();
+        let c = &g.kernel().cpus[arch::cpu_id()];
+        if c.need_resched || !c.rq.is_empty() {
+            schedule(&mut g);
             continue;
         }
         // Wait with interrupts masked (a pending one still ends the wait),
@@ -245,11 +242,11 @@ pub fn idle_loop() -> ! {
         if tickless {
             arch::timer_pause();
         }
-        bkl::unlock();
+        drop(g);
         arch::wait_for_interrupt();
         arch::irq_enable();
         arch::irq_disable();
-        bkl::lock();
+        g = bkl::lock();
         if tickless {
             arch::timer_resume();
         }

@@ -12,7 +12,6 @@ use crate::obj::thread::{self, State, Thread};
 use crate::sched::Cpu;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::mem::MaybeUninit;
 use kernel_core::kobj::{Arena, ObjId};
 use kernel_core::mapdb::MapDb;
 use kernel_core::runqueue::CpuSet;
@@ -40,9 +39,15 @@ pub struct Kernel {
 
 /// The kernel state, set up by [`init`] before any entry point can run
 /// (interrupts stay masked and no user thread exists until then).
-static KERNEL: bkl::Locked<MaybeUninit<Kernel>> = bkl::Locked::new(MaybeUninit::uninit());
-/// Whether [`init`] ran (checked in debug builds).
-static READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static KERNEL: bkl::Locked<Option<Kernel>> = bkl::Locked::new(None);
+
+impl bkl::Guard {
+    /// The kernel state, for as long as the guard is lent.
+    #[inline(always)]
+    pub fn kernel(&mut self) -> &mut Kernel {
+        KERNEL.get(self).as_mut().expect("kernel state before init")
+    }
+}
 
 /// The boot-info page (read-only after boot) and its physical address.
 static BOOTINFO: spin::Once<(&'static l4_bootinfo::BootInfo, u64)> = spin::Once::new();
@@ -55,33 +60,15 @@ pub fn bootinfo_pa() -> u64 {
     BOOTINFO.get().expect("boot info before init").1
 }
 
-/// The kernel state.
-///
-/// # Safety
-/// As [`bkl::Locked::get`]: the BKL is held and no other reference from
-/// here is alive.
-#[inline(always)]
-pub(crate) unsafe fn k() -> &'static mut Kernel {
-    debug_assert!(
-        READY.load(core::sync::atomic::Ordering::Relaxed),
-        "kernel state used before init"
-    );
-    // SAFETY: lock and uniqueness are the caller's contract; `init` wrote
-    // the state before the first entry point ran.
-    unsafe { KERNEL.get().assume_init_mut() }
-}
-
-/// Runs `f` on the kernel state. The BKL must be held by this CPU, and
-/// `with` must not be nested (it is only used at the top of entry points).
-pub fn with<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
-    // SAFETY: callers hold the BKL (entry points take it first) and do not
-    // nest `with`, so this is the only live reference.
-    f(unsafe { k() })
-}
-
 /// Sets up the kernel state for `ncpus` CPUs, with the IPC fast path on
-/// or off (kernel option `-nofastpath`). Boot CPU, BKL held.
-pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64, fast_path: bool) {
+/// or off (kernel option `-nofastpath`). Boot CPU.
+pub fn init(
+    g: &mut bkl::Guard,
+    ncpus: usize,
+    info: &'static l4_bootinfo::BootInfo,
+    info_pa: u64,
+    fast_path: bool,
+) {
     BOOTINFO.call_once(|| (info, info_pa));
     // Built on the heap one by one (the array would not fit a boot stack).
     let cpus: Box<[Cpu; arch::MAX_CPUS]> = (0..arch::MAX_CPUS)
@@ -100,22 +87,18 @@ pub fn init(ncpus: usize, info: &'static l4_bootinfo::BootInfo, info_pa: u64, fa
     let mut objs = Arena::with_limit(max_objs);
     objs.reserve(max_objs);
     let mapdb = MapDb::with_capacity(heap / 8 * 3 / MapDb::<ObjId>::node_bytes());
-    // SAFETY: boot CPU, BKL held, nothing else uses the state yet.
-    unsafe {
-        KERNEL.get().write(Kernel {
-            objs,
-            cpus,
-            ncpus,
-            online: CpuSet::first_n(ncpus),
-            mapdb,
-            next_asid: 1,
-            sleepers: Vec::new(),
-            charges: alloc::collections::BTreeMap::new(),
-            zombies: Vec::new(),
-            dead_spaces: Vec::new(),
-        });
-    }
-    READY.store(true, core::sync::atomic::Ordering::Relaxed);
+    *KERNEL.get(g) = Some(Kernel {
+        objs,
+        cpus,
+        ncpus,
+        online: CpuSet::first_n(ncpus),
+        mapdb,
+        next_asid: 1,
+        sleepers: Vec::new(),
+        charges: alloc::collections::BTreeMap::new(),
+        zombies: Vec::new(),
+        dead_spaces: Vec::new(),
+    });
 }
 
 impl Kernel {

@@ -133,5 +133,5 @@ fn debug_call(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
         }
         _ => Error::NoSys.as_status(),
     };
-    k.known_thread(cur).frame().x[0] = ret;
+    k.known_thread(cur).frame_mut().x[0] = ret;
 }

@@ -117,7 +117,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     me.stop_running(now);
     me.reset_kernel_context();
     dest.start_running(cpu, now);
-    let frame: *mut TrapFrame = dest.frame();
+    let frame: *mut TrapFrame = dest.frame_mut();
 
     // Neither thread is queued: the running one never is, and the sender
     // now blocks. Nothing queued beats the receiver: nothing beat the
@@ -130,7 +130,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     // FP/SIMD registers, if it used them, and the message.
     fp::leave(me, cpu);
     if n > 0
-        && let (Some(src), Some(dst)) = (me.utcb(), dest.utcb())
+        && let (Some(src), Some(dst)) = (me.utcb(), dest.utcb_mut())
     {
         dst.mr[..n].copy_from_slice(&src.mr[..n]);
     }

@@ -263,7 +263,7 @@ fn receive_side(e: Error) -> Error {
 fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<MsgTag, Error> {
     if let Some(msg) = k.known_thread(from).kmsg {
         let n = msg.tag.words() as usize;
-        let dst = k.known_thread(to).utcb().ok_or(Error::Inval)?;
+        let dst = k.known_thread(to).utcb_mut().ok_or(Error::Inval)?;
         dst.mr[..n].copy_from_slice(&msg.words[..n]);
         return Ok(msg.tag);
     }
@@ -274,7 +274,7 @@ fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<M
         let src = k.known_thread(from).utcb().ok_or(Error::Inval)?.mr.as_ptr();
         let dst = k
             .known_thread(to)
-            .utcb()
+            .utcb_mut()
             .ok_or(Error::Inval)?
             .mr
             .as_mut_ptr();
@@ -293,7 +293,7 @@ fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<M
     );
     let d = transfer::message(k, tag, &mrs, src, dst, &bufs, partner_s)?;
     let n = (d.tag.words() + 2 * d.tag.items()) as usize;
-    k.known_thread(to).utcb().ok_or(Error::Inval)?.mr[..n].copy_from_slice(&d.mrs[..n]);
+    k.known_thread(to).utcb_mut().ok_or(Error::Inval)?.mr[..n].copy_from_slice(&d.mrs[..n]);
     Ok(d.tag)
 }
 
@@ -321,7 +321,7 @@ fn reply_to_fault(k: &mut Kernel, handler: ObjId, to: ObjId, msg: KernelMsg) -> 
     } else if tag.words() as usize >= EXC_REGS_WORDS
         && let Some(regs) = ExcRegs::from_words(&mrs[..EXC_REGS_WORDS])
     {
-        arch::set_user_regs(k.known_thread(to).frame(), &regs);
+        arch::set_user_regs(k.known_thread(to).frame_mut(), &regs);
     }
     k.make_ready(to);
     Ok(())

@@ -121,7 +121,7 @@ fn mrs(k: &mut Kernel, cur: ObjId) -> Result<[u64; MR_COUNT], Error> {
 }
 
 pub fn set_mrs(k: &mut Kernel, cur: ObjId, words: &[u64]) -> Result<(), Error> {
-    k.known_thread(cur).utcb().ok_or(Error::Inval)?.mr[..words.len()].copy_from_slice(words);
+    k.known_thread(cur).utcb_mut().ok_or(Error::Inval)?.mr[..words.len()].copy_from_slice(words);
     Ok(())
 }
 

@@ -47,7 +47,9 @@ impl l4_pgtable::Tables for CountedTables<'_> {
         Some(pa)
     }
     fn table(&mut self, pa: u64) -> &mut [u64; 512] {
-        mm::table_at(pa)
+        // SAFETY: the walker passes pages of the task's own tree, which the
+        // task (under the big kernel lock) alone uses.
+        unsafe { mm::table_at(pa) }
     }
 }
 

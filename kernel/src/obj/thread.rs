@@ -164,7 +164,7 @@ impl Thread {
             ran_since: 0,
         };
         t.reset_kernel_context();
-        *t.frame() = TrapFrame::default();
+        *t.frame_mut() = TrapFrame::default();
         Some(t)
     }
 
@@ -203,38 +203,57 @@ impl Thread {
     }
 
     /// The user register frame (at the top of the kernel stack).
-    #[allow(clippy::mut_from_ref)]
     #[inline(always)]
-    pub fn frame(&self) -> &mut TrapFrame {
-        // SAFETY: the kernel stack is this thread's own memory, the frame
-        // slot at its top is reserved for the user registers, and the BKL
-        // serialises all access to it.
+    pub fn frame(&self) -> &TrapFrame {
+        // SAFETY: the kernel stack is this thread's own memory (freed only
+        // when the thread is), the frame slot at its top is reserved for
+        // the user registers, and the kernel reaches it only through the
+        // thread, under the big kernel lock.
+        unsafe { &*(self.frame_va as *const TrapFrame) }
+    }
+
+    /// The user register frame, to change it.
+    #[inline(always)]
+    pub fn frame_mut(&mut self) -> &mut TrapFrame {
+        // SAFETY: as in `frame`; the exclusive borrow of the thread makes
+        // this the only reference.
         unsafe { &mut *(self.frame_va as *mut TrapFrame) }
     }
 
     /// The thread's UTCB, if it has one.
-    #[allow(clippy::mut_from_ref)]
-    pub fn utcb(&self) -> Option<&mut l4_abi::Utcb> {
+    #[inline(always)]
+    pub fn utcb(&self) -> Option<&l4_abi::Utcb> {
         if self.utcb_kva == 0 {
             return None;
         }
         // SAFETY: utcb_kva points into a UTCB area page the kernel
         // allocated for the thread's task and keeps while the task lives;
-        // the BKL serialises kernel access (the thread itself may write it
-        // concurrently from EL0 only while it runs, and then the kernel
-        // does not touch it).
+        // the kernel reaches it only through the thread, under the big
+        // kernel lock (the thread itself writes it from EL0 only while it
+        // runs, and then the kernel does not touch it).
+        Some(unsafe { &*(self.utcb_kva as *const l4_abi::Utcb) })
+    }
+
+    /// The thread's UTCB, to write it.
+    #[inline(always)]
+    pub fn utcb_mut(&mut self) -> Option<&mut l4_abi::Utcb> {
+        if self.utcb_kva == 0 {
+            return None;
+        }
+        // SAFETY: as in `utcb`; the exclusive borrow of the thread makes
+        // this the only reference (each UTCB belongs to one thread).
         Some(unsafe { &mut *(self.utcb_kva as *mut l4_abi::Utcb) })
     }
 
     /// Sets the result registers of the thread's pending system call.
-    pub fn set_result(&self, status: u64, tag: MsgTag, label: u64) {
-        let f = self.frame();
+    pub fn set_result(&mut self, status: u64, tag: MsgTag, label: u64) {
+        let f = self.frame_mut();
         f.x[0] = status;
         f.x[1] = tag.0;
         f.x[2] = label;
     }
 
-    pub fn set_error(&self, e: l4_abi::Error) {
+    pub fn set_error(&mut self, e: l4_abi::Error) {
         self.set_result(e.as_status(), MsgTag(0), 0);
     }
 
@@ -326,7 +345,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
 /// running on another CPU); raises its exception message if asked.
 pub fn apply_regs(k: &mut Kernel, th: ObjId, p: PendingRegs) {
     let t = k.known_thread(th);
-    let f = t.frame();
+    let f = t.frame_mut();
     if let Some(pc) = p.pc {
         f.elr = pc;
     }
