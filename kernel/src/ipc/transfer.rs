@@ -2,11 +2,13 @@
 //! tasks through the mapping database, and applying what revocation
 //! changes to page tables and capability tables.
 
-use super::task::CAP_LIMIT;
-use super::{KObject, Kernel, invoke};
 use crate::mm::{self, PAGE};
+use crate::obj::KObject;
+use crate::obj::factory;
+use crate::obj::task::CAP_LIMIT;
+use crate::state::Kernel;
 use alloc::vec::Vec;
-use kernel_core::ipc::{Limits, MapAction, RecvBuffers, TransferOptions};
+use kernel_core::ipc_rules::{Limits, MapAction, RecvBuffers, TransferOptions};
 use kernel_core::kobj::Arena;
 use kernel_core::kobj::ObjId;
 use kernel_core::mapdb::{Change, ChangeSink, Kind, MapDbError, MapReq, Range};
@@ -37,7 +39,7 @@ pub fn message(
     bufs: &RecvBuffers,
     partner_s: bool,
 ) -> Result<Delivered, Error> {
-    let t = kernel_core::ipc::transfer(
+    let t = kernel_core::ipc_rules::transfer(
         tag,
         mrs,
         bufs,
@@ -99,7 +101,7 @@ fn map_pages(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<()
         // paid from the quota of the factory that made the destination.
         let factory = k.task(dst).ok_or(Error::Inval)?.factory;
         if let Some(f) = factory
-            && !invoke::has_quota(k, f, TABLES_PER_PAGE * PAGE)
+            && !factory::has_quota(k, f, TABLES_PER_PAGE * PAGE)
         {
             return Err(Error::NoMem);
         }
@@ -114,7 +116,7 @@ fn map_pages(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<()
             && let Some(f) = factory
         {
             t.tables_charged += added;
-            let _ = invoke::charge_quota(k, f, added);
+            let _ = factory::charge_quota(k, f, added);
         }
         if a.grant && src != dst {
             k.task_mut(src).ok_or(Error::Inval)?.unmap_page(sva);

@@ -1,12 +1,18 @@
-//! IPC: rendezvous of senders and receivers, message transfer, calls and
-//! replies, timeouts, and the messages the kernel sends for faulting
-//! threads and interrupts.
+//! IPC, the general path: rendezvous of senders and receivers, calls and
+//! replies, timeouts, cancellation, and the messages the kernel sends for
+//! faulting threads. [`fastpath`] is the short path for the common call
+//! and reply; [`transfer`] performs typed items (map and grant).
 
-use super::thread::{KernelMsg, State};
-use super::{KObject, Kernel, kill_thread, xfer};
+pub mod fastpath;
+pub mod transfer;
+
 use crate::arch;
-use kernel_core::esr::{Esr, ec};
-use kernel_core::ipc::RecvBuffers;
+use crate::obj::KObject;
+use crate::obj::ipc_gate::leave_gate;
+use crate::obj::thread::{KernelMsg, State, kill_thread};
+use crate::state::Kernel;
+use kernel_core::arch::aarch64::esr::{Esr, ec};
+use kernel_core::ipc_rules::RecvBuffers;
 use kernel_core::kobj::ObjId;
 use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs, PageFault};
 use l4_abi::utcb::MR_COUNT;
@@ -30,7 +36,7 @@ pub fn deadline(k: &Kernel, th: ObjId, t: Timeout, zero: Error) -> Result<Option
 
 #[inline(never)]
 fn deadline_on_clock(k: &Kernel, th: ObjId, t: Timeout, zero: Error) -> Result<Option<u64>, Error> {
-    use kernel_core::ipc::Deadline;
+    use kernel_core::ipc_rules::Deadline;
     use l4_abi::timeout::{TimeoutKind, clock_count, clock_us};
     let utcb = match t.kind() {
         TimeoutKind::Absolute { .. } => k.thread(th).and_then(|x| x.utcb()),
@@ -68,42 +74,42 @@ pub fn send(
 ) -> Sent {
     let Target { to, via, label } = target;
     if to == cur {
-        k.t(cur).set_error(Error::Inval);
+        k.known_thread(cur).set_error(Error::Inval);
         return Sent::Failed;
     }
     if via.is_none() && call.is_none() && awaits_reply_from(k, to, cur) {
         return match reply_to(k, cur, to) {
             Ok(()) => {
-                k.t(cur).set_result(0, MsgTag(0), 0);
+                k.known_thread(cur).set_result(0, MsgTag(0), 0);
                 Sent::Done
             }
             Err(e) => {
-                k.t(cur).set_error(e);
+                k.known_thread(cur).set_error(e);
                 Sent::Failed
             }
         };
     }
     let Some(target) = k.thread(to) else {
-        k.t(cur).set_error(Error::NoEnt);
+        k.known_thread(cur).set_error(Error::NoEnt);
         return Sent::Failed;
     };
     if target.is_waiting_for(cur) {
         match transfer(k, cur, to, s) {
             Ok(tag) => {
-                k.t(to).set_result(0, tag, label);
+                k.known_thread(to).set_result(0, tag, label);
                 finish_send(k, cur, to, call);
                 k.make_ready(to);
                 Sent::Done
             }
             Err(e) => {
-                k.t(cur).set_error(e);
+                k.known_thread(cur).set_error(e);
                 Sent::Failed
             }
         }
     } else {
         match deadline(k, cur, t, Error::SendTimeout) {
             Err(e) => {
-                k.t(cur).set_error(e);
+                k.known_thread(cur).set_error(e);
                 Sent::Failed
             }
             Ok(d) => {
@@ -118,7 +124,7 @@ pub fn send(
                     },
                     d,
                 );
-                k.t(to).senders.push_back(cur);
+                k.known_thread(to).senders.push_back(cur);
                 Sent::Blocked
             }
         }
@@ -131,17 +137,17 @@ fn finish_send(k: &mut Kernel, from: ObjId, to: ObjId, call: Option<Timeout>) {
     if let Some(rt) = call {
         match deadline(k, from, rt, Error::RecvTimeout) {
             Ok(d) => {
-                k.t(to).reply_to = Some(from);
+                k.known_thread(to).reply_to = Some(from);
                 k.make_blocked(from, State::Reply { from: to }, d);
             }
             Err(e) => {
-                k.t(from).set_error(e);
+                k.known_thread(from).set_error(e);
                 k.make_ready(from);
             }
         }
-    } else if k.t(from).kmsg.is_none() {
-        k.t(from).set_result(0, MsgTag(0), 0);
-        if !matches!(k.t(from).state, State::Ready) {
+    } else if k.known_thread(from).kmsg.is_none() {
+        k.known_thread(from).set_result(0, MsgTag(0), 0);
+        if !matches!(k.known_thread(from).state, State::Ready) {
             k.make_ready(from);
         }
     }
@@ -149,7 +155,7 @@ fn finish_send(k: &mut Kernel, from: ObjId, to: ObjId, call: Option<Timeout>) {
 
 /// The receive phase of `cur`: from anyone (`from` = None) or one thread.
 pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
-    let me = k.t(cur);
+    let me = k.known_thread(cur);
     let irq = me
         .pending_irqs
         .iter()
@@ -161,37 +167,41 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
     }
     if from.is_some_and(|f| matches!(k.objs.get(f), Some(KObject::Irq(_)))) {
         return match deadline(k, cur, t, Error::RecvTimeout) {
-            Err(e) => k.t(cur).set_error(e),
+            Err(e) => k.known_thread(cur).set_error(e),
             Ok(d) => k.make_blocked(cur, State::Recv { from }, d),
         };
     }
     let pos = k
-        .t(cur)
+        .known_thread(cur)
         .senders
         .iter()
         .position(|&s| from.is_none_or(|f| f == s));
     if let Some(pos) = pos {
-        let sender = k.t(cur).senders.remove(pos).expect("sender position");
-        let State::Send { label, call, s, .. } = k.t(sender).state else {
+        let sender = k
+            .known_thread(cur)
+            .senders
+            .remove(pos)
+            .expect("sender position");
+        let State::Send { label, call, s, .. } = k.known_thread(sender).state else {
             // Not sending any more (canceled): drop it and look again.
             return receive(k, cur, from, t);
         };
         match transfer(k, sender, cur, s) {
             Ok(tag) => {
-                k.t(cur).set_result(0, tag, label);
+                k.known_thread(cur).set_result(0, tag, label);
                 finish_send(k, sender, cur, call);
             }
             Err(e) => {
-                k.t(sender).set_error(e);
+                k.known_thread(sender).set_error(e);
                 k.make_ready(sender);
                 // The receiver learns why (as a caller does of a reply).
-                k.t(cur).set_error(receive_side(e));
+                k.known_thread(cur).set_error(receive_side(e));
             }
         }
         return;
     }
     match deadline(k, cur, t, Error::RecvTimeout) {
-        Err(e) => k.t(cur).set_error(e),
+        Err(e) => k.known_thread(cur).set_error(e),
         Ok(d) => k.make_blocked(cur, State::Recv { from }, d),
     }
 }
@@ -199,7 +209,7 @@ pub fn receive(k: &mut Kernel, cur: ObjId, from: Option<ObjId>, t: Timeout) {
 /// Replies from `cur` to the caller it received from. `Err` if there is
 /// none (any more).
 pub fn reply(k: &mut Kernel, cur: ObjId) -> Result<(), Error> {
-    let to = k.t(cur).reply_to.take().ok_or(Error::NoEnt)?;
+    let to = k.known_thread(cur).reply_to.take().ok_or(Error::NoEnt)?;
     reply_to(k, cur, to)
 }
 
@@ -217,10 +227,10 @@ pub fn reply_to(k: &mut Kernel, cur: ObjId, to: ObjId) -> Result<(), Error> {
     if !awaits_reply_from(k, to, cur) {
         return Err(Error::NoEnt);
     }
-    if k.t(cur).reply_to == Some(to) {
-        k.t(cur).reply_to = None;
+    if k.known_thread(cur).reply_to == Some(to) {
+        k.known_thread(cur).reply_to = None;
     }
-    if let Some(msg) = k.t(to).kmsg.take() {
+    if let Some(msg) = k.known_thread(to).kmsg.take() {
         return reply_to_fault(k, cur, to, msg);
     }
     // The reply capability is used up either way: a reply that cannot be
@@ -229,8 +239,8 @@ pub fn reply_to(k: &mut Kernel, cur: ObjId, to: ObjId) -> Result<(), Error> {
     // waiting for good.
     let r = transfer(k, cur, to, true);
     match r {
-        Ok(tag) => k.t(to).set_result(0, tag, 0),
-        Err(e) => k.t(to).set_error(receive_side(e)),
+        Ok(tag) => k.known_thread(to).set_result(0, tag, 0),
+        Err(e) => k.known_thread(to).set_error(receive_side(e)),
     }
     k.make_ready(to);
     r.map(|_| ())
@@ -251,18 +261,23 @@ fn receive_side(e: Error) -> Error {
 /// into the UTCB of `to`, performing the typed items. Returns the tag `to`
 /// receives.
 fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<MsgTag, Error> {
-    if let Some(msg) = k.t(from).kmsg {
+    if let Some(msg) = k.known_thread(from).kmsg {
         let n = msg.tag.words() as usize;
-        let dst = k.t(to).utcb().ok_or(Error::Inval)?;
+        let dst = k.known_thread(to).utcb_mut().ok_or(Error::Inval)?;
         dst.mr[..n].copy_from_slice(&msg.words[..n]);
         return Ok(msg.tag);
     }
     // Untyped words only (the common case): UTCB to UTCB, nothing else.
-    let tag = MsgTag(k.t(from).frame().x[1]);
+    let tag = MsgTag(k.known_thread(from).frame().x[1]);
     if tag.items() == 0 {
         let n = (tag.words() as usize).min(MR_COUNT);
-        let src = k.t(from).utcb().ok_or(Error::Inval)?.mr.as_ptr();
-        let dst = k.t(to).utcb().ok_or(Error::Inval)?.mr.as_mut_ptr();
+        let src = k.known_thread(from).utcb().ok_or(Error::Inval)?.mr.as_ptr();
+        let dst = k
+            .known_thread(to)
+            .utcb_mut()
+            .ok_or(Error::Inval)?
+            .mr
+            .as_mut_ptr();
         if !core::ptr::eq(src, dst) {
             // SAFETY: two distinct UTCBs (each the only UTCB of its thread,
             // 1 KiB aligned, never overlapping), n <= MR_COUNT words each.
@@ -271,20 +286,20 @@ fn transfer(k: &mut Kernel, from: ObjId, to: ObjId, partner_s: bool) -> Result<M
         return Ok(MsgTag::new(tag.label(), n as u32, 0, 0));
     }
     let (tag, mrs) = outgoing(k, from)?;
-    let bufs = RecvBuffers::from_brs(&k.t(to).utcb().ok_or(Error::Inval)?.br);
+    let bufs = RecvBuffers::from_brs(&k.known_thread(to).utcb().ok_or(Error::Inval)?.br);
     let (src, dst) = (
-        k.t(from).task.ok_or(Error::Inval)?,
-        k.t(to).task.ok_or(Error::Inval)?,
+        k.known_thread(from).task.ok_or(Error::Inval)?,
+        k.known_thread(to).task.ok_or(Error::Inval)?,
     );
-    let d = xfer::message(k, tag, &mrs, src, dst, &bufs, partner_s)?;
+    let d = transfer::message(k, tag, &mrs, src, dst, &bufs, partner_s)?;
     let n = (d.tag.words() + 2 * d.tag.items()) as usize;
-    k.t(to).utcb().ok_or(Error::Inval)?.mr[..n].copy_from_slice(&d.mrs[..n]);
+    k.known_thread(to).utcb_mut().ok_or(Error::Inval)?.mr[..n].copy_from_slice(&d.mrs[..n]);
     Ok(d.tag)
 }
 
 /// The tag (from the thread's x1) and message registers of a sender.
 fn outgoing(k: &mut Kernel, from: ObjId) -> Result<(MsgTag, [u64; MR_COUNT]), Error> {
-    let t = k.t(from);
+    let t = k.known_thread(from);
     let tag = MsgTag(t.frame().x[1]);
     Ok((tag, t.utcb().ok_or(Error::Inval)?.mr))
 }
@@ -295,18 +310,18 @@ fn reply_to_fault(k: &mut Kernel, handler: ObjId, to: ObjId, msg: KernelMsg) -> 
     if msg.tag.label() == Proto::PageFault as i64 {
         // The faulting thread's receive window is its whole address space.
         let (src, dst) = (
-            k.t(handler).task.ok_or(Error::Inval)?,
-            k.t(to).task.ok_or(Error::Inval)?,
+            k.known_thread(handler).task.ok_or(Error::Inval)?,
+            k.known_thread(to).task.ok_or(Error::Inval)?,
         );
         // Whatever the handler's reply did, the thread runs again: if the
         // page is still missing it faults again and its pager hears of it.
-        let r = xfer::message(k, tag, &mrs, src, dst, &RecvBuffers::whole_space(), true);
+        let r = transfer::message(k, tag, &mrs, src, dst, &RecvBuffers::whole_space(), true);
         k.make_ready(to);
         return r.map(|_| ());
     } else if tag.words() as usize >= EXC_REGS_WORDS
         && let Some(regs) = ExcRegs::from_words(&mrs[..EXC_REGS_WORDS])
     {
-        arch::set_user_regs(k.t(to).frame(), &regs);
+        arch::set_user_regs(k.known_thread(to).frame_mut(), &regs);
     }
     k.make_ready(to);
     Ok(())
@@ -317,7 +332,7 @@ fn reply_to_fault(k: &mut Kernel, handler: ObjId, to: ObjId, msg: KernelMsg) -> 
 /// exception handler, as a call on its behalf. Without a handler the thread
 /// is stopped with a report.
 pub fn raise_fault(k: &mut Kernel, cur: ObjId, esr: Esr, far: u64) {
-    let frame = *k.t(cur).frame();
+    let frame = *k.known_thread(cur).frame();
     let translation_or_permission = matches!(esr.iss() & 0x3c, 0x04 | 0x08 | 0x0c);
     let is_pf = matches!(esr.ec(), ec::DABT_LOWER | ec::IABT_LOWER) && translation_or_permission;
     let (handler_cap, msg) = if is_pf {
@@ -330,25 +345,25 @@ pub fn raise_fault(k: &mut Kernel, cur: ObjId, esr: Esr, far: u64) {
         let mut words = [0u64; 40];
         words[..2].copy_from_slice(&pf.to_words());
         (
-            k.t(cur).pager,
+            k.known_thread(cur).pager,
             KernelMsg {
                 tag: MsgTag::proto(Proto::PageFault, 2, 0),
                 words,
             },
         )
     } else {
-        let regs = arch::exc_regs(&frame, esr.0, far, k.t(cur).utcb_uva);
+        let regs = arch::exc_regs(&frame, esr.0, far, k.known_thread(cur).utcb_uva);
         let mut words = [0u64; 40];
         words[..EXC_REGS_WORDS].copy_from_slice(&regs.to_words());
         (
-            k.t(cur).exc_handler,
+            k.known_thread(cur).exc_handler,
             KernelMsg {
                 tag: MsgTag::proto(Proto::Exception, EXC_REGS_WORDS as u32, 0),
                 words,
             },
         )
     };
-    let Some(task) = k.t(cur).task else {
+    let Some(task) = k.known_thread(cur).task else {
         return kill_thread(k, cur, format_args!("fault without a task"));
     };
     let target = match k.lookup_cap(task, handler_cap, l4_abi::CapRights::NONE) {
@@ -370,91 +385,10 @@ pub fn raise_fault(k: &mut Kernel, cur: ObjId, esr: Esr, far: u64) {
         arch::trap_dump(&frame, esr, far);
         return kill_thread(k, cur, format_args!("{}", what));
     };
-    k.t(cur).kmsg = Some(msg);
+    k.known_thread(cur).kmsg = Some(msg);
     match send(k, cur, target, Some(Timeout::NEVER), true, Timeout::NEVER) {
         Sent::Done | Sent::Blocked => {}
         Sent::Failed => kill_thread(k, cur, format_args!("its fault handler is gone")),
-    }
-}
-
-/// `cur` sends through `gate`, which no thread is bound to yet: it waits
-/// (with its send timeout) until one is.
-pub fn wait_for_binding(
-    k: &mut Kernel,
-    cur: ObjId,
-    gate: ObjId,
-    rights: CapRights,
-    call: Option<Timeout>,
-    t: Timeout,
-) {
-    let s = rights.contains(CapRights::S);
-    match deadline(k, cur, t, Error::SendTimeout) {
-        Err(e) => k.t(cur).set_error(e),
-        Ok(d) => {
-            // The label is the gate's once it is bound; the rights bits
-            // are the sender's.
-            let label = match k.objs.get_mut(gate) {
-                Some(KObject::Gate(g)) => {
-                    g.waiters.push_back(cur);
-                    rights.label_bits()
-                }
-                _ => return k.t(cur).set_error(Error::NoPartner),
-            };
-            k.make_blocked(
-                cur,
-                State::Send {
-                    to: gate,
-                    via: Some(gate),
-                    label,
-                    call,
-                    s,
-                },
-                d,
-            );
-        }
-    }
-}
-
-/// A thread was bound to `gate`: its waiting senders now queue at that
-/// thread (and reach it at once if it waits for anyone).
-pub fn gate_bound(k: &mut Kernel, gate: ObjId) {
-    let Some(KObject::Gate(g)) = k.objs.get_mut(gate) else {
-        return;
-    };
-    let (Some(to), label) = (g.thread, g.label) else {
-        return;
-    };
-    let waiters = core::mem::take(&mut g.waiters);
-    for w in waiters {
-        let Some(t) = k.thread_mut(w) else { continue };
-        if let State::Send {
-            call,
-            s,
-            label: bits,
-            ..
-        } = t.state
-        {
-            t.state = State::Send {
-                to,
-                via: Some(gate),
-                label: label | (bits & CapRights::LABEL_BITS),
-                call,
-                s,
-            };
-            k.t(to).senders.push_back(w);
-        }
-    }
-    // Every waiter queued above is sending, so a waiting server gets one now.
-    if k.t(to).state == (State::Recv { from: None }) && !k.t(to).senders.is_empty() {
-        receive(k, to, None, Timeout::NEVER);
-        k.make_ready(to);
-    }
-}
-
-/// Forgets a sender waiting at an unbound gate.
-fn leave_gate(k: &mut Kernel, gate: ObjId, id: ObjId) {
-    if let Some(KObject::Gate(g)) = k.objs.get_mut(gate) {
-        g.waiters.retain(|&w| w != id);
     }
 }
 
@@ -489,31 +423,33 @@ pub struct Target {
 /// Aborts the IPC or semaphore wait of `id` (ex_regs with cancel): it
 /// returns with a canceled error.
 pub fn cancel(k: &mut Kernel, id: ObjId) {
-    let state = k.t(id).state;
+    let state = k.known_thread(id).state;
     match state {
         State::Send { to, .. } => {
             if let Some(t) = k.thread_mut(to) {
                 t.senders.retain(|&s| s != id);
             }
             leave_gate(k, to, id);
-            k.t(id).set_error(Error::SendCanceled);
+            k.known_thread(id).set_error(Error::SendCanceled);
         }
         State::Sem { sem } => {
             if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {
                 s.waiters.retain(|&w| w != id);
             }
-            k.t(id).set_error(Error::RecvCanceled);
+            k.known_thread(id).set_error(Error::RecvCanceled);
         }
-        State::Recv { .. } | State::Reply { .. } => k.t(id).set_error(Error::RecvCanceled),
+        State::Recv { .. } | State::Reply { .. } => {
+            k.known_thread(id).set_error(Error::RecvCanceled)
+        }
         _ => return,
     }
-    k.t(id).kmsg = None;
+    k.known_thread(id).kmsg = None;
     k.make_ready(id);
 }
 
 /// A wait of `id` timed out.
 pub fn timeout_expired(k: &mut Kernel, id: ObjId) {
-    let state = k.t(id).state;
+    let state = k.known_thread(id).state;
     let err = match state {
         State::Send { to, .. } => {
             if let Some(t) = k.thread_mut(to) {
@@ -539,7 +475,7 @@ pub fn timeout_expired(k: &mut Kernel, id: ObjId) {
         }
         _ => return,
     };
-    k.t(id).set_error(err);
+    k.known_thread(id).set_error(err);
     k.make_ready(id);
 }
 
@@ -555,7 +491,7 @@ pub fn abort_waiters_on(k: &mut Kernel, obj: ObjId) {
         if id == obj {
             continue;
         }
-        let state = k.t(id).state;
+        let state = k.known_thread(id).state;
         let hit = match state {
             State::Send { to, via, .. } => via == Some(obj) || to == obj,
             State::Recv { from: Some(f) } => f == obj,
@@ -569,7 +505,7 @@ pub fn abort_waiters_on(k: &mut Kernel, obj: ObjId) {
             {
                 t.senders.retain(|&s| s != id);
             }
-            if k.t(id).kmsg.take().is_some() {
+            if k.known_thread(id).kmsg.take().is_some() {
                 kill_thread(k, id, format_args!("its fault handler was deleted"));
                 continue;
             }
@@ -578,25 +514,8 @@ pub fn abort_waiters_on(k: &mut Kernel, obj: ObjId) {
             } else {
                 Error::RecvCanceled
             };
-            k.t(id).set_error(e);
+            k.known_thread(id).set_error(e);
             k.make_ready(id);
         }
-    }
-}
-
-/// Interrupt object `irq` fired: deliver to its thread or keep it pending.
-pub fn irq_trigger(k: &mut Kernel, irq: ObjId) {
-    let Some(KObject::Irq(i)) = k.objs.get(irq) else {
-        return;
-    };
-    let (Some(t), label) = (i.thread, i.label) else {
-        return;
-    };
-    let Some(th) = k.thread_mut(t) else { return };
-    if th.state == (State::Recv { from: None }) || th.state == (State::Recv { from: Some(irq) }) {
-        th.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
-        k.make_ready(t);
-    } else if !th.pending_irqs.iter().any(|&(i, _)| i == irq) {
-        th.pending_irqs.push_back((irq, label));
     }
 }

@@ -96,7 +96,7 @@ pub fn set_owner(n: u32, irq: Option<ObjId>) {
 pub fn take_console_line(n: u32) {
     set_mode(n, l4_abi::proto::icu::mode::LEVEL_HIGH);
     set_enabled(n, true);
-    crate::console::enable_input_irq();
+    crate::platform::console::enable_input_irq();
 }
 
 /// Unmasks or masks a shared interrupt (SPI).
@@ -143,22 +143,22 @@ pub fn send_resched_ipi(cpu: usize) {
 }
 
 /// Handles every pending interrupt (BKL held).
-pub fn handle() {
+pub fn handle(k: &mut crate::state::Kernel) {
     while let Some(id) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) {
         let n = id.raw_value();
         if n == arch::timer_irq() {
             arch::timer_tick();
-            crate::kern::on_tick();
+            crate::entry::on_tick(k);
         } else if n == SGI_RESCHED {
-            crate::kern::on_resched_ipi();
-        } else if Some(n) == crate::console::input_irq() {
+            crate::entry::on_resched_ipi(k);
+        } else if Some(n) == crate::platform::console::input_irq() {
             // Input: into the kernel's buffer (a lone ESC enters the
             // debugger), then to the Irq bound to the Vcon, if any.
-            if crate::console::pump() {
-                crate::kern::enter_debugger();
+            if crate::platform::console::pump() {
+                crate::entry::enter_debugger(k);
             }
             if let Some(irq) = owner(n) {
-                if crate::kern::on_hw_irq(irq) {
+                if crate::entry::on_hw_irq(k, irq) {
                     set_enabled(n, false);
                 } else {
                     // Its Irq was deleted: the line is the kernel's again.
@@ -169,7 +169,7 @@ pub fn handle() {
             // Masked until the owner unmasks it (level-triggered lines would
             // fire again at once).
             set_enabled(n, false);
-            crate::kern::on_hw_irq(irq);
+            crate::entry::on_hw_irq(k, irq);
         } else {
             crate::kprintln!(
                 "kernel: unexpected interrupt {} on CPU {}",

@@ -5,9 +5,10 @@
 //! that is not running is always in its `fp` block, so migration needs no
 //! cross-CPU work.
 
-use super::thread::Thread;
-use super::{Cpu, Kernel};
 use crate::arch;
+use crate::obj::thread::Thread;
+use crate::sched::Cpu;
+use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
 
 /// `t` stops running on CPU `cpu`: keep its registers if it used them.

@@ -1,7 +1,19 @@
-//! What the device tree QEMU passed says about the platform.
+//! The board: what the device tree says about it, and its devices' drivers.
+//!
+//! * [`console`]: the kernel console on the PL011 UART;
+//! * [`gic`]: the GICv3 interrupt controller and interrupt routing;
+//! * [`smp`]: starting the other CPUs through PSCI.
+//!
+//! Everything else in the kernel reaches the hardware through these and
+//! `arch`, never by addresses of its own.
+
+pub mod console;
+pub mod gic;
+pub mod smp;
 
 use crate::arch::Conduit;
 use l4_bootinfo::MAX_CPUS;
+use l4_pl011::be32;
 
 pub struct Platform {
     pub gicd: u64,
@@ -13,54 +25,23 @@ pub struct Platform {
     pub nr_cpus: usize,
 }
 
-fn be32(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(
-        b.get(i * 4..i * 4 + 4)?.try_into().ok()?,
-    ))
-}
-
 fn reg(n: fdt::node::FdtNode<'_, '_>, i: usize) -> Option<fdt::standard_nodes::MemoryRegion> {
     n.reg().and_then(|mut r| r.nth(i))
 }
 
-fn open(dtb: *const u8) -> Result<fdt::Fdt<'static>, &'static str> {
-    // SAFETY: the boot stage checked this is a device tree; it lies in RAM
-    // covered by the linear map and is never written.
-    unsafe { fdt::Fdt::from_ptr(dtb) }.map_err(|_| "invalid device tree")
-}
-
-/// The console UART: /chosen/stdout-path, or the first PL011. Returns its
-/// registers and its interrupt (GIC number), if it names one.
-pub fn console_uart(dtb: *const u8) -> Result<(u64, Option<u32>), &'static str> {
-    let fdt = open(dtb)?;
-    let node = fdt
-        .chosen()
-        .stdout()
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]));
-    let irq = node
-        .and_then(|n| n.property("interrupts"))
-        .and_then(|p| gic_irq(p.value));
-    Ok((
-        node.and_then(|n| reg(n, 0))
-            .ok_or("no PL011 console")?
-            .starting_address as u64,
-        irq,
-    ))
-}
-
-/// The GIC interrupt number of a 3-cell specifier (SPI 0 / PPI 1, number).
-fn gic_irq(cells: &[u8]) -> Option<u32> {
-    let n = be32(cells, 1)?;
-    match be32(cells, 0)? {
-        0 => Some(n + 32),
-        1 => Some(n + 16),
-        _ => None,
-    }
+/// The device tree the boot stage passed, at physical address `pa`.
+///
+/// # Safety
+/// `pa` holds a device tree (the boot stage checked its header) in RAM
+/// that the linear map covers and nothing ever writes.
+pub unsafe fn device_tree(pa: u64) -> Result<fdt::Fdt<'static>, &'static str> {
+    // SAFETY: the caller's contract.
+    unsafe { fdt::Fdt::from_ptr(crate::mm::phys_to_virt(pa) as *const u8) }
+        .map_err(|_| "invalid device tree")
 }
 
 impl Platform {
-    pub fn from_dtb(dtb: *const u8) -> Result<Self, &'static str> {
-        let fdt = open(dtb)?;
+    pub fn from_dtb(fdt: &fdt::Fdt<'_>) -> Result<Self, &'static str> {
         let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("no GICv3")?;
         let gicd = reg(gic, 0)
             .ok_or("GICv3 without distributor")?

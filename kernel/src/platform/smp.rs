@@ -2,7 +2,7 @@
 
 use crate::arch;
 use crate::platform::Platform;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use l4_bootinfo::{BootInfo, KERNEL_IMAGE_VA, MAX_CPUS};
 
 /// CPUs running the kernel.
@@ -11,9 +11,10 @@ pub static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// What a secondary CPU needs before its MMU is on (read at its physical
 /// address by `secondary_entry`): [hcr, mair, tcr, ttbr0, ttbr1, sctlr, sp, cpu].
 #[repr(C, align(64))]
-struct SecondaryBoot([u64; 8]);
+struct SecondaryBoot([AtomicU64; 8]);
 
-static mut BOOT_BLOCKS: [SecondaryBoot; MAX_CPUS] = [const { SecondaryBoot([0; 8]) }; MAX_CPUS];
+static BOOT_BLOCKS: [SecondaryBoot; MAX_CPUS] =
+    [const { SecondaryBoot([const { AtomicU64::new(0) }; 8]) }; MAX_CPUS];
 
 const PSCI_CPU_ON: u32 = 0xc400_0003;
 const START_TIMEOUT_US: u64 = 1_000_000;
@@ -32,13 +33,13 @@ pub fn start_secondaries(p: &Platform, info: &BootInfo) -> usize {
     let regs = arch::boot_regs(info.idmap_pt_root);
     let entry = image_pa(info, arch::secondary_entry_va());
     let mut expected = 1;
-    for cpu in 1..p.nr_cpus {
-        // SAFETY: each block is written once, before its CPU is started, by
-        // this CPU only.
-        let block = unsafe { &mut (*core::ptr::addr_of_mut!(BOOT_BLOCKS))[cpu] };
-        block.0[..6].copy_from_slice(&regs);
-        block.0[6] = arch::stack_top(cpu);
-        block.0[7] = cpu as u64;
+    for (cpu, block) in BOOT_BLOCKS.iter().enumerate().take(p.nr_cpus).skip(1) {
+        // Written before its CPU starts, then cleaned to memory: it reads
+        // the block with its MMU and caches off.
+        let words = regs.into_iter().chain([arch::stack_top(cpu), cpu as u64]);
+        for (w, v) in block.0.iter().zip(words) {
+            w.store(v, Ordering::Relaxed);
+        }
         let va = block as *const SecondaryBoot as u64;
         arch::dcache_clean(va, 64);
         let ret = arch::psci_call(p.psci, PSCI_CPU_ON, p.cpus[cpu], entry, image_pa(info, va));

@@ -1,61 +1,25 @@
 //! The kernel console on the PL011 (mapped into the linear map as device
-//! memory). Lines from different CPUs never interleave.
+//! memory; the driver is `l4_pl011`, shared with the boot stage), and the
+//! input the kernel keeps for the Vcon. Lines from different CPUs never
+//! interleave.
 
 use core::fmt::{self, Write};
 use kernel_core::input::InputRing;
+use l4_pl011::Pl011;
 use spin::Mutex;
-
-struct Pl011(usize);
-
-impl Pl011 {
-    fn put(&mut self, b: u8) {
-        const DR: usize = 0x00;
-        const FR: usize = 0x18;
-        const TXFF: u32 = 1 << 5;
-        // SAFETY: self.0 is the PL011's register block, mapped as device
-        // memory by `init`; FR and DR are 32-bit registers inside it.
-        unsafe {
-            while core::ptr::read_volatile((self.0 + FR) as *const u32) & TXFF != 0 {}
-            core::ptr::write_volatile((self.0 + DR) as *mut u32, u32::from(b));
-        }
-    }
-}
-
-impl Write for Pl011 {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.put(b'\r');
-            }
-            self.put(b);
-        }
-        Ok(())
-    }
-}
-
-impl Pl011 {
-    /// A received byte, if any.
-    fn get(&mut self) -> Option<u8> {
-        const DR: usize = 0x00;
-        const FR: usize = 0x18;
-        const RXFE: u32 = 1 << 4;
-        // SAFETY: as in put: the PL011's registers, mapped as device memory.
-        unsafe {
-            if core::ptr::read_volatile((self.0 + FR) as *const u32) & RXFE != 0 {
-                return None;
-            }
-            Some(core::ptr::read_volatile((self.0 + DR) as *const u32) as u8)
-        }
-    }
-}
 
 static CONSOLE: Mutex<Option<Pl011>> = Mutex::new(None);
 static IRQ: Mutex<Option<u32>> = Mutex::new(None);
 
 /// Starts the console on the PL011 registers at virtual address `va`,
 /// whose receive interrupt is `irq`.
-pub fn init(va: u64, irq: Option<u32>) {
-    *CONSOLE.lock() = Some(Pl011(va as usize));
+///
+/// # Safety
+/// `va` is a PL011's register block mapped as device memory for good, and
+/// nothing else drives that UART.
+pub unsafe fn init(va: u64, irq: Option<u32>) {
+    // SAFETY: the caller's contract.
+    *CONSOLE.lock() = Some(unsafe { Pl011::new(va as usize) });
     *IRQ.lock() = irq;
 }
 
@@ -66,11 +30,8 @@ pub fn input_irq() -> Option<u32> {
 
 /// Lets the PL011 raise its interrupt when input arrives.
 pub fn enable_input_irq() {
-    const IMSC: usize = 0x38;
-    const RXIM_RTIM: u32 = (1 << 4) | (1 << 6);
     if let Some(c) = CONSOLE.lock().as_mut() {
-        // SAFETY: IMSC is a 32-bit register of the mapped PL011.
-        unsafe { core::ptr::write_volatile((c.0 + IMSC) as *mut u32, RXIM_RTIM) };
+        c.enable_rx_interrupt();
     }
 }
 
@@ -82,19 +43,14 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 
 pub fn write_bytes(bytes: &[u8]) {
     if let Some(c) = CONSOLE.lock().as_mut() {
-        for &b in bytes {
-            if b == b'\n' {
-                c.put(b'\r');
-            }
-            c.put(b);
-        }
+        c.write_bytes(bytes);
     }
 }
 
 #[macro_export]
 macro_rules! kprintln {
     ($($arg:tt)*) => {
-        $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::platform::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -124,7 +80,7 @@ pub fn pump() -> bool {
     let armed = ESCAPE_ARMED.load(core::sync::atomic::Ordering::Relaxed);
     let mut uart = |wait: bool| {
         if wait {
-            c.get_within(ESC_WAIT_US)
+            get_within(c, ESC_WAIT_US)
         } else {
             c.get()
         }
@@ -132,17 +88,15 @@ pub fn pump() -> bool {
     INPUT.lock().pump(&mut uart, armed)
 }
 
-impl Pl011 {
-    /// A byte that arrives within `us` microseconds.
-    fn get_within(&mut self, us: u64) -> Option<u8> {
-        let start = crate::arch::counter();
-        loop {
-            if let Some(b) = self.get() {
-                return Some(b);
-            }
-            if crate::arch::micros_since(start) >= us {
-                return None;
-            }
+/// A byte that arrives at `uart` within `us` microseconds.
+fn get_within(uart: &mut Pl011, us: u64) -> Option<u8> {
+    let start = crate::arch::counter();
+    loop {
+        if let Some(b) = uart.get() {
+            return Some(b);
+        }
+        if crate::arch::micros_since(start) >= us {
+            return None;
         }
     }
 }

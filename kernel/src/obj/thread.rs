@@ -1,12 +1,23 @@
 //! Threads: a kernel stack, saved kernel and FP/SIMD context, a UTCB, and
 //! the IPC and scheduling state.
 
-use crate::arch::{FpState, KContext, TrapFrame};
+use super::{Call, OpResult, item_cap, need, need_words, ok};
+use crate::arch::{self, FpState, KContext, TrapFrame};
+use crate::ipc;
+use crate::kprintln;
 use crate::mm;
+use crate::state::Kernel;
 use alloc::collections::VecDeque;
 use kernel_core::kobj::ObjId;
-use kernel_core::sched::{QueueHandle, SchedContext};
+use kernel_core::runqueue::CpuSet;
+use kernel_core::runqueue::{QueueHandle, SchedContext};
 use l4_abi::MsgTag;
+use l4_abi::proto::{self, ThreadOp};
+use l4_abi::{CapRights, Error};
+
+/// Default scheduling of new threads: priority 1, 10 ms slices, CPU 0.
+pub const DEFAULT_PRIO: u8 = 1;
+pub const DEFAULT_QUANTUM: u32 = 1;
 
 pub const KSTACK_PAGES: usize = 4;
 pub const KSTACK_SIZE: u64 = KSTACK_PAGES as u64 * mm::PAGE;
@@ -153,8 +164,13 @@ impl Thread {
             ran_since: 0,
         };
         t.reset_kernel_context();
-        *t.frame() = TrapFrame::default();
+        *t.frame_mut() = TrapFrame::default();
         Some(t)
+    }
+
+    /// How a new thread is scheduled until the Scheduler says otherwise.
+    pub fn default_sched() -> SchedContext {
+        SchedContext::new(DEFAULT_PRIO, DEFAULT_QUANTUM, CpuSet::single(0))
     }
 
     /// The thread stops running at counter value `now`: its CPU time and
@@ -187,38 +203,57 @@ impl Thread {
     }
 
     /// The user register frame (at the top of the kernel stack).
-    #[allow(clippy::mut_from_ref)]
     #[inline(always)]
-    pub fn frame(&self) -> &mut TrapFrame {
-        // SAFETY: the kernel stack is this thread's own memory, the frame
-        // slot at its top is reserved for the user registers, and the BKL
-        // serialises all access to it.
+    pub fn frame(&self) -> &TrapFrame {
+        // SAFETY: the kernel stack is this thread's own memory (freed only
+        // when the thread is), the frame slot at its top is reserved for
+        // the user registers, and the kernel reaches it only through the
+        // thread, under the big kernel lock.
+        unsafe { &*(self.frame_va as *const TrapFrame) }
+    }
+
+    /// The user register frame, to change it.
+    #[inline(always)]
+    pub fn frame_mut(&mut self) -> &mut TrapFrame {
+        // SAFETY: as in `frame`; the exclusive borrow of the thread makes
+        // this the only reference.
         unsafe { &mut *(self.frame_va as *mut TrapFrame) }
     }
 
     /// The thread's UTCB, if it has one.
-    #[allow(clippy::mut_from_ref)]
-    pub fn utcb(&self) -> Option<&mut l4_abi::Utcb> {
+    #[inline(always)]
+    pub fn utcb(&self) -> Option<&l4_abi::Utcb> {
         if self.utcb_kva == 0 {
             return None;
         }
         // SAFETY: utcb_kva points into a UTCB area page the kernel
         // allocated for the thread's task and keeps while the task lives;
-        // the BKL serialises kernel access (the thread itself may write it
-        // concurrently from EL0 only while it runs, and then the kernel
-        // does not touch it).
+        // the kernel reaches it only through the thread, under the big
+        // kernel lock (the thread itself writes it from EL0 only while it
+        // runs, and then the kernel does not touch it).
+        Some(unsafe { &*(self.utcb_kva as *const l4_abi::Utcb) })
+    }
+
+    /// The thread's UTCB, to write it.
+    #[inline(always)]
+    pub fn utcb_mut(&mut self) -> Option<&mut l4_abi::Utcb> {
+        if self.utcb_kva == 0 {
+            return None;
+        }
+        // SAFETY: as in `utcb`; the exclusive borrow of the thread makes
+        // this the only reference (each UTCB belongs to one thread).
         Some(unsafe { &mut *(self.utcb_kva as *mut l4_abi::Utcb) })
     }
 
     /// Sets the result registers of the thread's pending system call.
-    pub fn set_result(&self, status: u64, tag: MsgTag, label: u64) {
-        let f = self.frame();
+    pub fn set_result(&mut self, status: u64, tag: MsgTag, label: u64) {
+        let f = self.frame_mut();
         f.x[0] = status;
         f.x[1] = tag.0;
         f.x[2] = label;
     }
 
-    pub fn set_error(&self, e: l4_abi::Error) {
+    pub fn set_error(&mut self, e: l4_abi::Error) {
         self.set_result(e.as_status(), MsgTag(0), 0);
     }
 
@@ -235,4 +270,95 @@ impl Drop for Thread {
     fn drop(&mut self) {
         mm::free_frames(self.kstack_pa, KSTACK_PAGES);
     }
+}
+
+pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
+    let (task, th, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
+    let (op, flags) = ThreadOp::decode(m[0]).map_err(|_| Error::NoSys)?;
+    use proto::thread_control as tc;
+    match op {
+        ThreadOp::Control => {
+            need_words(rights, CapRights::W, tag, tc::WORDS)?;
+            if flags & tc::BIND_TASK != 0 {
+                let (bind, r) = item_cap(k, task, tag, m, 0)?;
+                need(r, CapRights::W)?;
+                k.bind_thread(th, bind, m[tc::MR_BIND_UTCB])?;
+            }
+            if flags & tc::SET_PAGER != 0 {
+                k.known_thread(th).pager = m[tc::MR_PAGER] >> l4_abi::sys::CAP_SHIFT;
+            }
+            if flags & tc::SET_EXC_HANDLER != 0 {
+                k.known_thread(th).exc_handler = m[tc::MR_EXC_HANDLER] >> l4_abi::sys::CAP_SHIFT;
+            }
+            ok(0)
+        }
+        ThreadOp::ExRegs => {
+            need_words(rights, CapRights::W, tag, 3)?;
+            let keep = |v: u64| (v != proto::ex_regs::UNCHANGED).then_some(v);
+            let change = PendingRegs {
+                pc: keep(m[1]),
+                sp: keep(m[2]),
+                exception: flags & proto::ex_regs::TRIGGER_EXCEPTION != 0,
+            };
+            // A canceled wait ends first, so a triggered exception follows it.
+            if flags & proto::ex_regs::CANCEL != 0
+                && !matches!(
+                    k.known_thread(th).state,
+                    State::Ready | State::Inactive | State::Dead
+                )
+            {
+                ipc::cancel(k, th);
+            }
+            let t = k.known_thread(th);
+            let f = t.frame();
+            let old = [f.spsr, f.elr, f.sp_el0];
+            t.has_regs = true;
+            match t.running_on {
+                Some(c) if c != arch::cpu_id() => {
+                    // Its registers live on that CPU: apply there.
+                    let p = t.pending.get_or_insert_with(PendingRegs::default);
+                    p.pc = change.pc.or(p.pc);
+                    p.sp = change.sp.or(p.sp);
+                    p.exception |= change.exception;
+                    crate::platform::gic::send_resched_ipi(c);
+                }
+                _ => apply_regs(k, th, change),
+            }
+            c.reply(k, &old)
+        }
+        ThreadOp::Switch => ok(0),
+        ThreadOp::Stats => {
+            let t = k.known_thread(th);
+            let mut ticks = t.cpu_time;
+            if t.running_on.is_some() {
+                ticks += arch::counter().saturating_sub(t.ran_since);
+            }
+            let us = ticks * 1_000_000 / arch::counter_freq().max(1);
+            c.reply(k, &[us])
+        }
+        ThreadOp::ArmTpidrUro => Err(Error::Perm),
+        _ => Err(Error::NoSys),
+    }
+}
+
+/// Applies an ex_regs change to a thread whose registers are saved (not
+/// running on another CPU); raises its exception message if asked.
+pub fn apply_regs(k: &mut Kernel, th: ObjId, p: PendingRegs) {
+    let t = k.known_thread(th);
+    let f = t.frame_mut();
+    if let Some(pc) = p.pc {
+        f.elr = pc;
+    }
+    if let Some(sp) = p.sp {
+        f.sp_el0 = sp;
+    }
+    if p.exception && t.task.is_some() && matches!(t.state, State::Ready) {
+        ipc::raise_fault(k, th, kernel_core::arch::aarch64::esr::Esr(0), 0);
+    }
+}
+/// Reports a thread that cannot go on and stops it (never deletes objects
+/// of others).
+pub fn kill_thread(k: &mut Kernel, id: ObjId, why: core::fmt::Arguments<'_>) {
+    kprintln!("kernel: thread {:?}: {}; thread stopped", id, why);
+    k.make_blocked(id, State::Dead, None);
 }

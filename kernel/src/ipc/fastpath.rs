@@ -1,7 +1,7 @@
 //! The IPC fast path: a call to a thread that already waits for it, and a
 //! reply-and-wait to a caller that waits for the reply, both with message
 //! words only, on one CPU. It does exactly what the general path
-//! ([`super::invoke::syscall`] with [`super::ipc`]) would do, without its
+//! ([`crate::syscall`] with [`crate::ipc`]) would do, without its
 //! generality: the message goes UTCB to UTCB, no run queue changes (the
 //! running thread is never queued, and the sender blocks), and the CPU
 //! returns straight to the receiver's user registers instead of switching
@@ -19,9 +19,11 @@
 //! a reschedule already asked for) takes the general path, which remains
 //! the reference for the semantics.
 
-use super::thread::{State, Thread};
-use super::{KObject, Kernel, fp};
 use crate::arch::{self, TrapFrame};
+use crate::fp;
+use crate::obj::KObject;
+use crate::obj::thread::{State, Thread};
+use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, MsgTag, Proto, Timeouts, sys};
@@ -115,7 +117,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     me.stop_running(now);
     me.reset_kernel_context();
     dest.start_running(cpu, now);
-    let frame: *mut TrapFrame = dest.frame();
+    let frame: *mut TrapFrame = dest.frame_mut();
 
     // Neither thread is queued: the running one never is, and the sender
     // now blocks. Nothing queued beats the receiver: nothing beat the
@@ -128,7 +130,7 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     // FP/SIMD registers, if it used them, and the message.
     fp::leave(me, cpu);
     if n > 0
-        && let (Some(src), Some(dst)) = (me.utcb(), dest.utcb())
+        && let (Some(src), Some(dst)) = (me.utcb(), dest.utcb_mut())
     {
         dst.mr[..n].copy_from_slice(&src.mr[..n]);
     }
