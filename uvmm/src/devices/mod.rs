@@ -1,1 +1,3 @@
-//! devices
+//! The emulated devices, one folder each.
+
+pub mod gic;
