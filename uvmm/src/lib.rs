@@ -16,6 +16,8 @@ pub mod bus;
 pub mod devices;
 pub mod dt;
 pub mod loader;
+pub mod log;
+pub mod machine;
 pub mod memory;
 pub mod options;
 pub mod psci;

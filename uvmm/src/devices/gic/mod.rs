@@ -109,6 +109,22 @@ impl Gic {
         self.notify(&targets);
     }
 
+    /// Makes `intid` pending for vCPU `cpu` whatever its trigger mode (an
+    /// interrupt the kernel reports as an event, like the virtual timer).
+    pub fn set_pending(&self, cpu: usize, intid: u32) {
+        let target = {
+            let mut s = lock(&self.state);
+            let Some(i) = s.irq_mut(cpu, intid) else {
+                return;
+            };
+            i.pending = true;
+            s.target(cpu, intid)
+        };
+        if let Some(t) = target {
+            self.notify(&[t]);
+        }
+    }
+
     /// Takes back vCPU `cpu`'s list registers after an exit.
     pub fn sync_lrs(&self, cpu: usize, lrs: &mut [u64]) {
         lock(&self.state).sync_lrs(cpu, lrs);
