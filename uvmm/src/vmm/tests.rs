@@ -72,12 +72,15 @@ fn machine(
 struct Step {
     trap: Trap,
     set: Box<dyn Fn(&mut VcpuState) + Send>,
-    check: Box<dyn Fn(&VcpuState) + Send>,
+    check: Check,
 }
+
+/// A look at the registers after an exit was handled.
+type Check = Box<dyn Fn(&VcpuState) + Send>;
 
 struct Scripted {
     steps: VecDeque<Step>,
-    pending_check: Option<Box<dyn Fn(&VcpuState) + Send>>,
+    pending_check: Option<Check>,
     seen_pcs: Arc<Mutex<Vec<u64>>>,
 }
 
@@ -446,11 +449,13 @@ fn handle_exit_details() {
     assert_eq!(st.el1.esr >> 26, 0);
     // An instruction fetch outside RAM cannot be skipped.
     let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
-    let mut st = VcpuState::default();
-    st.trap = Trap {
-        esr: esr(ec::IABT_LOW, 0),
-        far: 0,
-        hpfar: 0x10,
+    let mut st = VcpuState {
+        trap: Trap {
+            esr: esr(ec::IABT_LOW, 0),
+            far: 0,
+            hpfar: 0x10,
+        },
+        ..VcpuState::default()
     };
     assert!(matches!(m.vm.handle_exit(0, &mut st), Action::Fatal(_)));
 }

@@ -42,9 +42,14 @@ pub fn id_reg(offset: u64) -> Option<u32> {
     })
 }
 
-/// One-bit-per-interrupt banks: which flag each reads and writes.
-fn bit_bank(offset: u64) -> Option<(u64, fn(&mut Irq, Option<bool>) -> bool)> {
-    let bank: (u64, fn(&mut Irq, Option<bool>) -> bool) = match offset {
+/// Reads (`None`) or writes one interrupt's flag of a bit bank; the
+/// flag's value.
+type BitAccess = fn(&mut Irq, Option<bool>) -> bool;
+
+/// One-bit-per-interrupt banks: their base and which flag each reads and
+/// writes.
+fn bit_bank(offset: u64) -> Option<(u64, BitAccess)> {
+    let bank: (u64, BitAccess) = match offset {
         IGROUPR..ISENABLER => (IGROUPR, |i, w| {
             if let Some(v) = w {
                 i.group1 = v;
