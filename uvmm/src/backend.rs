@@ -45,6 +45,33 @@ pub struct VcpuState {
     /// `ICH_LR<n>_EL2` of the vCPU's virtual CPU interface; the first
     /// [`GicInfo::lrs`] are used.
     pub lrs: [u64; MAX_LRS],
+    /// The guest's virtual timer (stored on exit; uvmm only reads it, to
+    /// know how long a WFI may sleep).
+    pub vtimer: VirtualTimer,
+}
+
+/// The guest's virtual timer registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VirtualTimer {
+    /// `CNTV_CTL_EL0` (bit 0 ENABLE, bit 1 IMASK).
+    pub ctl: u64,
+    /// `CNTV_CVAL_EL0`, in guest counter ticks.
+    pub cval: u64,
+}
+
+impl VirtualTimer {
+    /// How long from counter value `now` (at `frequency` Hz) until the
+    /// timer fires; `None` when it is off or masked.
+    pub fn remaining(&self, now: u64, frequency: u64) -> Option<core::time::Duration> {
+        if self.ctl & 0b11 != 0b01 || frequency == 0 {
+            return None;
+        }
+        let ticks = u128::from(self.cval.saturating_sub(now));
+        let nanos = ticks * 1_000_000_000 / u128::from(frequency);
+        Some(core::time::Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ))
+    }
 }
 
 impl Default for VcpuState {
@@ -57,6 +84,7 @@ impl Default for VcpuState {
             el1: El1Regs::default(),
             trap: Trap::default(),
             lrs: [0; MAX_LRS],
+            vtimer: VirtualTimer::default(),
         }
     }
 }
@@ -169,6 +197,10 @@ pub trait VcpuBackend: Send {
 
     /// A handle other threads use to interrupt `run`.
     fn kicker(&self) -> Box<dyn VcpuKick>;
+
+    /// The guest's virtual counter now (`CNTVCT_EL0` as the guest reads
+    /// it) and its frequency in Hz (`CNTFRQ_EL0`).
+    fn counter(&self) -> (u64, u64);
 }
 
 /// Makes a vCPU leave the guest ([`RunExit::Kicked`]) so that uvmm can
@@ -545,5 +577,33 @@ mod tests {
         assert_eq!(s.reg(31), 0);
         s.set_reg(30, 5);
         assert_eq!(s.reg(30), 5);
+        let t = VirtualTimer {
+            ctl: 1,
+            cval: 2_000,
+        };
+        assert_eq!(
+            t.remaining(1_000, 1_000_000),
+            Some(core::time::Duration::from_millis(1))
+        );
+        assert_eq!(
+            t.remaining(3_000, 1_000_000),
+            Some(core::time::Duration::ZERO)
+        );
+        assert_eq!(
+            VirtualTimer {
+                ctl: 3,
+                cval: 2_000
+            }
+            .remaining(0, 1),
+            None
+        );
+        assert_eq!(
+            VirtualTimer {
+                ctl: 0,
+                cval: 2_000
+            }
+            .remaining(0, 1),
+            None
+        );
     }
 }

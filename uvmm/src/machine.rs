@@ -9,6 +9,7 @@
 use core::fmt;
 use std::sync::{Arc, Mutex};
 
+use crate::backend::{BackendError, VcpuBackend, VmBackend};
 use crate::bus::{IrqLine, MmioBus, SharedDevice, lock};
 use crate::devices::ConsoleOut;
 use crate::devices::gic::{DIST_SIZE, Gic, REDIST_STRIDE};
@@ -19,7 +20,7 @@ use crate::dt::{self, DeviceKind, Tree, reg_bytes, str_bytes, vcpu_mpidr};
 use crate::loader::{self, BootState, Kernel, Layout};
 use crate::memory::{GuestMemory, Ram, RamRegion};
 use crate::options::{DEFAULT_RAM_BASE, Options};
-use crate::vmm::Vm;
+use crate::vmm::{EXIT_FATAL, Vm};
 use crate::{info, warn};
 
 /// The kernel uvmm loads without `-k` (as L4Re's uvmm).
@@ -89,6 +90,39 @@ pub struct Machine {
     pub consoles: Vec<ConsoleInput>,
     /// Device nodes uvmm switched off.
     pub disabled: Vec<String>,
+}
+
+impl Machine {
+    /// Runs the VM on the kernel's Vm object: maps the RAM, creates one
+    /// vCPU thread per vCPU and waits until the VM ends; its exit code.
+    pub fn run<V>(&self, backend: &mut V) -> Result<u8, BackendError>
+    where
+        V: VmBackend,
+        V::Vcpu: 'static,
+    {
+        for (cap, r) in &self.ram_map {
+            backend.map_ram(cap, r.ds_offset, r.gpa, r.size)?;
+        }
+        let lrs = backend.gic_info().lrs;
+        let mut threads = Vec::new();
+        for (i, &mpidr) in self.mpidrs.iter().enumerate() {
+            let mut vcpu = backend.create_vcpu(i, mpidr)?;
+            self.vm.gic.set_kicker(i, vcpu.kicker());
+            let vm = self.vm.clone();
+            let boot = (i == 0).then_some(self.boot);
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .spawn(move || vm.run_vcpu(i, &mut vcpu, boot, lrs))
+                .map_err(|e| BackendError(format!("cannot start the thread of vCPU {i}: {e}")))?;
+            threads.push(t);
+        }
+        let mut code = None;
+        for t in threads {
+            let c = t.join().unwrap_or(EXIT_FATAL);
+            code.get_or_insert(c);
+        }
+        Ok(self.vm.stopped().or(code).unwrap_or(EXIT_FATAL))
+    }
 }
 
 /// A QEMU-virt-like tree for a VM started without `-d`: GICv3, timer,

@@ -135,6 +135,7 @@ impl Vm {
     pub fn request_stop(&self, code: u8) {
         lock(&self.stop).get_or_insert(code);
         self.power_changed.notify_all();
+        self.gic.kick_all();
     }
 
     /// vCPU `cpu`'s power state.
@@ -319,8 +320,21 @@ impl Vm {
         }
     }
 
-    fn wait_interrupt(&self, cpu: usize) {
-        while self.stopped().is_none() && !self.gic.wait_for_interrupt(cpu, WFI_POLL) {}
+    /// Sleeps until vCPU `cpu` has an interrupt, its virtual timer fires
+    /// (then PPI 27 becomes pending) or the VM ends.
+    fn wait_interrupt<B: VcpuBackend>(&self, cpu: usize, st: &VcpuState, vcpu: &B) {
+        while self.stopped().is_none() {
+            let (now, freq) = vcpu.counter();
+            let timer = st.vtimer.remaining(now, freq);
+            if timer == Some(Duration::ZERO) {
+                self.gic.set_pending(cpu, VTIMER_INTID);
+                return;
+            }
+            let wait = timer.map_or(WFI_POLL, |t| t.min(WFI_POLL));
+            if self.gic.wait_for_interrupt(cpu, wait) {
+                return;
+            }
+        }
     }
 
     /// Runs vCPU `cpu` until the VM ends; vCPU 0 starts from `boot`, the
@@ -368,10 +382,10 @@ impl Vm {
             };
             match action {
                 Action::Resume => {}
-                Action::WaitForInterrupt => self.wait_interrupt(cpu),
+                Action::WaitForInterrupt => self.wait_interrupt(cpu, &st, vcpu),
                 Action::Off => {}
                 Action::Suspend { entry, context } => {
-                    self.wait_interrupt(cpu);
+                    self.wait_interrupt(cpu, &st, vcpu);
                     start = Some(BootState {
                         pc: entry,
                         x: [context, 0, 0, 0],

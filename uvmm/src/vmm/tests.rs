@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::*;
-use crate::backend::{BackendError, ESR_IL, Trap, VcpuKick, ec};
+use crate::backend::{BackendError, ESR_IL, Trap, VcpuKick, VmBackend, ec};
 use crate::devices::ConsoleOut;
 use crate::loader::tests::image;
 use crate::machine::{Host, Machine, build};
@@ -82,6 +82,7 @@ struct Scripted {
     steps: VecDeque<Step>,
     pending_check: Option<Check>,
     seen_pcs: Arc<Mutex<Vec<u64>>>,
+    start: std::time::Instant,
 }
 
 impl Scripted {
@@ -90,6 +91,7 @@ impl Scripted {
             steps: steps.into(),
             pending_check: None,
             seen_pcs: Arc::default(),
+            start: std::time::Instant::now(),
         }
     }
 }
@@ -115,6 +117,42 @@ impl VcpuBackend for Scripted {
     }
     fn kicker(&self) -> Box<dyn VcpuKick> {
         Box::new(NoKick)
+    }
+    fn counter(&self) -> (u64, u64) {
+        let t = self.start.elapsed().as_nanos() as u64;
+        (t / 1000, 1_000_000)
+    }
+}
+
+/// The kernel's Vm object, handing out scripted vCPUs.
+struct ScriptedVm {
+    scripts: Vec<Option<Vec<Step>>>,
+    mapped: Vec<(String, u64, u64, u64)>,
+}
+
+impl VmBackend for ScriptedVm {
+    type Vcpu = Scripted;
+    fn map_ram(
+        &mut self,
+        dscap: &str,
+        ds_offset: u64,
+        gpa: u64,
+        size: u64,
+    ) -> Result<(), BackendError> {
+        self.mapped.push((dscap.into(), ds_offset, gpa, size));
+        Ok(())
+    }
+    fn gic_info(&self) -> crate::backend::GicInfo {
+        crate::backend::GicInfo {
+            lrs: 4,
+            priority_bits: 5,
+        }
+    }
+    fn create_vcpu(&mut self, index: usize, _mpidr: u64) -> Result<Scripted, BackendError> {
+        let steps = self.scripts.get_mut(index).and_then(Option::take);
+        steps
+            .map(Scripted::new)
+            .ok_or_else(|| BackendError(format!("no vCPU {index}")))
     }
 }
 
@@ -458,4 +496,79 @@ fn handle_exit_details() {
         ..VcpuState::default()
     };
     assert!(matches!(m.vm.handle_exit(0, &mut st), Action::Fatal(_)));
+}
+
+fn wfi() -> Step {
+    Step {
+        trap: Trap {
+            esr: esr(ec::WFX, 0),
+            ..Trap::default()
+        },
+        set: Box::new(|_| {}),
+        check: Box::new(|_| {}),
+    }
+}
+
+#[test]
+fn machine_runs_vcpu_threads_until_power_off() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 2).unwrap();
+    let mut vm = ScriptedVm {
+        scripts: vec![
+            Some(vec![
+                hvc(
+                    [u64::from(func::smc64(func::CPU_ON)), 1, 0x4010_0000, 0],
+                    Some(0),
+                ),
+                // Sleeps until the VM ends.
+                wfi(),
+            ]),
+            Some(vec![hvc([u64::from(func::SYSTEM_OFF), 0, 0, 0], None)]),
+        ],
+        mapped: Vec::new(),
+    };
+    assert_eq!(m.run(&mut vm), Ok(0));
+    assert_eq!(vm.mapped, [("ram".to_string(), 0, 0x4000_0000, 32 << 20)]);
+}
+
+#[test]
+fn wfi_ends_when_the_virtual_timer_fires() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
+    m.vm.gic.with_state(|s| {
+        s.ctlr = 2;
+        let t = s.irq_mut(0, VTIMER_INTID).unwrap();
+        t.enabled = true;
+        t.group1 = true;
+    });
+    let mut wait = wfi();
+    // Timer on, 5 ms from now (the scripted counter runs at 1 MHz from 0).
+    wait.set = Box::new(|st| {
+        st.vtimer = crate::backend::VirtualTimer {
+            ctl: 1,
+            cval: 5_000,
+        }
+    });
+    let after = Step {
+        trap: Trap {
+            esr: esr(ec::HVC64, 0),
+            ..Trap::default()
+        },
+        set: Box::new(|st| {
+            let ids: Vec<u32> = st
+                .lrs
+                .iter()
+                .filter(|l| **l != 0)
+                .map(|l| *l as u32)
+                .collect();
+            assert_eq!(ids, [VTIMER_INTID], "the timer PPI is in a list register");
+            st.x[0] = u64::from(func::SYSTEM_RESET);
+        }),
+        check: Box::new(|_| {}),
+    };
+    let mut vm = ScriptedVm {
+        scripts: vec![Some(vec![wait, after])],
+        mapped: Vec::new(),
+    };
+    assert_eq!(m.run(&mut vm), Ok(102));
 }

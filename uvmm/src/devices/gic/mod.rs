@@ -103,6 +103,12 @@ impl Gic {
         }
     }
 
+    /// Kicks every vCPU and wakes all WFI waits (the VM ends).
+    pub fn kick_all(&self) {
+        let n = lock(&self.kickers).len();
+        self.notify(&(0..n).collect::<Vec<_>>());
+    }
+
     /// Handles an `ICC_SGI1R_EL1` write of vCPU `from`.
     pub fn send_sgi(&self, from: usize, value: u64) {
         let targets = lock(&self.state).send_sgi(from, value);
