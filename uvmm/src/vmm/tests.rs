@@ -395,34 +395,16 @@ fn handle_exit_details() {
     };
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
     assert_eq!(st.x[7], 0x30);
-    assert_eq!(
-        extend(
-            0x80,
-            &MmioAccess {
-                gpa: 0,
-                size: 1,
-                write: false,
-                reg: 0,
-                sign_extend: true,
-                sixty_four: false
-            }
-        ),
-        0xffff_ff80
-    );
-    assert_eq!(
-        extend(
-            0x80,
-            &MmioAccess {
-                gpa: 0,
-                size: 1,
-                write: false,
-                reg: 0,
-                sign_extend: true,
-                sixty_four: true
-            }
-        ),
-        u64::MAX - 0x7f
-    );
+    let ldrsb = |sixty_four| MmioAccess {
+        gpa: 0,
+        size: 1,
+        write: false,
+        reg: 0,
+        sign_extend: true,
+        sixty_four,
+    };
+    assert_eq!(extend(0x80, &ldrsb(false)), 0xffff_ff80);
+    assert_eq!(extend(0x80, &ldrsb(true)), u64::MAX - 0x7f);
     // Inject mode: an access to nothing becomes a data abort at VBAR + 0x200.
     st.el1.vbar = 0xffff_8000_0000_0000;
     st.trap = Trap {
