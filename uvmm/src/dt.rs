@@ -440,6 +440,10 @@ pub struct MemorySpec {
     pub dscap: String,
     /// The wanted guest-physical ranges (`reg`).
     pub reg: Vec<(u64, u64)>,
+    /// `l4vmm,physmap`: map the dataspace at its host-physical address.
+    pub physmap: bool,
+    /// The node has `dma-ranges`: uvmm adds the host-physical ranges.
+    pub dma_ranges: bool,
 }
 
 /// The enabled memory nodes.
@@ -455,6 +459,8 @@ pub fn memory_specs(t: &Tree) -> Result<Vec<MemorySpec>, DtError> {
                 .unwrap_or(DEFAULT_RAM_CAP)
                 .to_string(),
             reg: decode_reg(&path, n, a, s)?,
+            physmap: n.prop("l4vmm,physmap").is_some(),
+            dma_ranges: n.prop("dma-ranges").is_some(),
             path,
         });
     }
@@ -472,6 +478,24 @@ pub fn set_memory(t: &mut Tree, path: Option<&str>, regions: &[(u64, u64)]) {
     let n = t.node_or_create(&path);
     n.set_str("device_type", "memory");
     n.set_prop("reg", reg_bytes(regions, a.clamp(1, 2), s.clamp(1, 2)));
+}
+
+/// Appends `(guest-physical, host-physical, size)` triples to the
+/// `dma-ranges` of the node at `path`, in its parent's cells (what seed
+/// 001 describes for memory nodes with an empty `dma-ranges`).
+pub fn add_dma_ranges(t: &mut Tree, path: &str, ranges: &[(u64, u64, u64)]) {
+    let (a, s) = t.cells_of(path);
+    let (a, s) = (a.clamp(1, 2), s.clamp(1, 2));
+    let Some(n) = t.node_mut(path) else {
+        return;
+    };
+    let mut v = n.prop("dma-ranges").map(<[u8]>::to_vec).unwrap_or_default();
+    for &(gpa, hpa, size) in ranges {
+        let pair = reg_bytes(&[(gpa, hpa)], a, a);
+        v.extend_from_slice(&pair);
+        v.extend_from_slice(&reg_bytes(&[(size, 0)], s, 0));
+    }
+    n.set_prop("dma-ranges", v);
 }
 
 /// The MPIDR affinity (Aff1.Aff0) of vCPU `i`: 16 per cluster, as the
@@ -844,7 +868,9 @@ pub(crate) mod tests {
             [MemorySpec {
                 path: "/memory@40000000".into(),
                 dscap: "ram".into(),
-                reg: vec![(0x4000_0000, 0x800_0000)]
+                reg: vec![(0x4000_0000, 0x800_0000)],
+                physmap: false,
+                dma_ranges: false,
             }]
         );
         assert_eq!(cpu_count(&t), 4);

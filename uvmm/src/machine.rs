@@ -212,6 +212,8 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
             path: String::new(),
             dscap: dt::DEFAULT_RAM_CAP.into(),
             reg: vec![(opts.ram_base.unwrap_or(DEFAULT_RAM_BASE), u64::MAX / 2)],
+            physmap: false,
+            dma_ranges: false,
         }]
     } else {
         if opts.ram_base.is_some() {
@@ -223,16 +225,21 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         let (ram, phys) = host
             .ram(&spec.dscap)
             .map_err(|e| err(format!("RAM capability '{}': {e}", spec.dscap)))?;
-        let wanted = if opts.identity {
-            let pa = phys.ok_or_else(|| {
-                err(format!(
+        let wanted = match phys {
+            Some(pa) if opts.identity || spec.physmap => vec![(pa, ram.len())],
+            None if opts.identity => {
+                return Err(err(format!(
                     "-i: the host-physical address of dataspace '{}' is not known",
                     spec.dscap
-                ))
-            })?;
-            vec![(pa, ram.len())]
-        } else {
-            spec.reg.clone()
+                )));
+            }
+            None if spec.physmap && spec.reg.is_empty() => {
+                return Err(err(format!(
+                    "{}: l4vmm,physmap without reg, and the host-physical address of '{}' is not known",
+                    spec.path, spec.dscap
+                )));
+            }
+            _ => spec.reg.clone(),
         };
         let before = mem.regions().len();
         mem.add_ram(ram, &wanted)
@@ -244,6 +251,13 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
             (!spec.path.is_empty()).then_some(spec.path.as_str()),
             &pairs,
         );
+        if let Some(pa) = phys.filter(|_| spec.dma_ranges && !spec.path.is_empty()) {
+            let dma: Vec<(u64, u64, u64)> = regions
+                .iter()
+                .map(|r| (r.gpa, pa + r.ds_offset, r.size))
+                .collect();
+            dt::add_dma_ranges(&mut tree, &spec.path, &dma);
+        }
         for r in regions {
             info!(
                 "ram",

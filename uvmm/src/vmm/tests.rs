@@ -282,6 +282,24 @@ fn build_without_device_tree_and_with_identity_ram() {
 }
 
 #[test]
+fn physmap_and_dma_ranges() {
+    let mut h = host();
+    let mods = [
+        "-krom/Image",
+        "-drom/virt.dtb",
+        "-m/memory@40000000/l4vmm,physmap=empty:",
+        "-m/memory@40000000/dma-ranges=empty:",
+    ];
+    let m = machine(&mods, &mut h, 1).unwrap();
+    assert_eq!(m.ram_map[0].1.gpa, 0x8000_0000);
+    let n = m.tree.node("/memory@40000000").unwrap();
+    assert_eq!(
+        n.prop("dma-ranges").unwrap(),
+        crate::dt::reg_bytes(&[(0x8000_0000, 0x8000_0000), (32 << 20, 0)], 2, 2)[..24].to_vec()
+    );
+}
+
+#[test]
 fn setup_errors_name_the_problem() {
     let mut h = host();
     let e = |args: &[&str], h: &mut TestHost| machine(args, h, 1).err().unwrap().to_string();
