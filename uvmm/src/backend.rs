@@ -5,7 +5,7 @@
 //! vCPU threads that enter the guest and come back on a trap) implements
 //! [`VmBackend`] and [`VcpuBackend`]. uvmm never sees EL2 itself: a vCPU
 //! returns from [`VcpuBackend::run`] with the guest's registers and the
-//! raw syndrome ([`Trap`]: `ESR_EL2`, `FAR_EL2`, `HPFAR_EL2`) in a
+//! raw syndrome ([`Trap`]: `ESR_EL2`, `FAR_EL2`, the faulting IPA) in a
 //! [`VcpuState`], uvmm handles the exit (it may change the registers, e.g.
 //! the result of an MMIO read, `pc` past the trapping instruction, or
 //! inject an exception through the EL1 registers) and runs the vCPU again
@@ -125,9 +125,9 @@ pub struct Trap {
     pub esr: u64,
     /// `FAR_EL2` (the faulting virtual address of an abort).
     pub far: u64,
-    /// `HPFAR_EL2` (bits 47:12 of the faulting guest-physical address in
-    /// bits 43:4 of the register).
-    pub hpfar: u64,
+    /// The faulting guest-physical address of a stage-2 abort
+    /// (`HPFAR_EL2.FIPA << 12 | FAR_EL2[11:0]`, as the kernel reports it).
+    pub gpa: u64,
 }
 
 /// Why [`VcpuBackend::run`] returned.
@@ -345,17 +345,12 @@ impl Trap {
         bits(self.esr, 31, 26) as u8
     }
 
-    /// The faulting guest-physical address of an abort.
-    pub fn gpa(&self) -> u64 {
-        (bits(self.hpfar, 43, 4) << 12) | (self.far & 0xfff)
-    }
-
     /// Decodes the syndrome.
     pub fn decode(&self) -> Exit {
         let esr = self.esr;
         match self.ec() {
             ec::DABT_LOW if esr & (1 << 24) != 0 => Exit::Mmio(MmioAccess {
-                gpa: self.gpa(),
+                gpa: self.gpa,
                 size: 1 << bits(esr, 23, 22),
                 sign_extend: esr & (1 << 21) != 0,
                 reg: bits(esr, 20, 16) as u8,
@@ -363,11 +358,11 @@ impl Trap {
                 write: esr & (1 << 6) != 0,
             }),
             ec::DABT_LOW => Exit::Abort {
-                gpa: self.gpa(),
+                gpa: self.gpa,
                 fetch: false,
             },
             ec::IABT_LOW => Exit::Abort {
-                gpa: self.gpa(),
+                gpa: self.gpa,
                 fetch: true,
             },
             ec::HVC64 => Exit::Hvc(esr as u16),
@@ -450,7 +445,7 @@ mod tests {
         let t = Trap {
             esr: esr(ec::DABT_LOW, (1 << 24) | (2 << 22) | (3 << 16) | (1 << 6)),
             far: 0xffff_0000_1234_5018,
-            hpfar: 0x900_0000 >> 8,
+            gpa: 0x900_0018,
         };
         assert_eq!(
             t.decode(),
@@ -467,7 +462,7 @@ mod tests {
         let t = Trap {
             esr: esr(ec::DABT_LOW, (1 << 24) | (1 << 21) | (5 << 16) | (1 << 15)),
             far: 0x4,
-            hpfar: 0x80a_0000 >> 8,
+            gpa: 0x80a_0004,
         };
         assert!(
             matches!(t.decode(), Exit::Mmio(a) if a.size == 1 && a.sign_extend && a.sixty_four && !a.write && a.gpa == 0x80a_0004)
@@ -475,7 +470,7 @@ mod tests {
         let t = Trap {
             esr: esr(ec::DABT_LOW, 0),
             far: 0x10,
-            hpfar: 0x1000 >> 8,
+            gpa: 0x1010,
         };
         assert_eq!(
             t.decode(),
@@ -487,7 +482,7 @@ mod tests {
         let t = Trap {
             esr: esr(ec::IABT_LOW, 0),
             far: 0,
-            hpfar: 0x2000 >> 8,
+            gpa: 0x2000,
         };
         assert_eq!(
             t.decode(),

@@ -169,7 +169,7 @@ fn store(gpa: u64, reg: u8, value: u64) -> Step {
                 (1 << 24) | (2 << 22) | (u64::from(reg) << 16) | (1 << 6),
             ),
             far: gpa & 0xfff,
-            hpfar: (gpa >> 12) << 4,
+            gpa,
         },
         set: Box::new(move |st| st.x[usize::from(reg)] = value),
         check: Box::new(|_| {}),
@@ -182,7 +182,7 @@ fn load(gpa: u64, reg: u8, want: u64) -> Step {
         trap: Trap {
             esr: esr(ec::DABT_LOW, (1 << 24) | (2 << 22) | (u64::from(reg) << 16)),
             far: gpa & 0xfff,
-            hpfar: (gpa >> 12) << 4,
+            gpa,
         },
         set: Box::new(|_| {}),
         check: Box::new(move |st| assert_eq!(st.x[usize::from(reg)], want, "load of {gpa:#x}")),
@@ -409,7 +409,7 @@ fn handle_exit_details() {
     st.trap = Trap {
         esr: esr(ec::DABT_LOW, (1 << 24) | (1 << 21) | (7 << 16)),
         far: 0xfe8,
-        hpfar: (0x800_f000 >> 12) << 4,
+        gpa: 0x800_ffe8,
     };
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
     assert_eq!(st.x[7], 0x30);
@@ -428,7 +428,7 @@ fn handle_exit_details() {
     st.trap = Trap {
         esr: esr(ec::DABT_LOW, (1 << 24) | (2 << 22) | (1 << 6)),
         far: 0xffff_0000_0000_0123,
-        hpfar: (0x0c00_0000 >> 12) << 4,
+        gpa: 0x0c00_0123,
     };
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
     assert_eq!(st.pc, 0xffff_8000_0000_0200);
@@ -490,7 +490,7 @@ fn handle_exit_details() {
         trap: Trap {
             esr: esr(ec::IABT_LOW, 0),
             far: 0,
-            hpfar: 0x10,
+            gpa: 0x1000,
         },
         ..VcpuState::default()
     };

@@ -31,6 +31,8 @@ pub struct Irq {
     pub route: u64,
     /// The vCPU whose list registers hold it now.
     pub owner: Option<usize>,
+    /// Its pending latch moved into that list register.
+    pub latched_in_lr: bool,
 }
 
 impl Irq {
@@ -173,19 +175,25 @@ impl GicState {
             } = lr_fields(*lr);
             *lr = 0;
             if let Some(i) = self.irq_mut(cpu, intid) {
-                i.owner = None;
-                i.active = active;
-                if pending && i.edge {
+                // Pending state not taken goes back to the latch when it came
+                // from there, or when the kernel put the interrupt there
+                // itself (the virtual timer); a level interrupt pending by
+                // its line stays pending by its line.
+                if pending && (i.latched_in_lr || i.owner != Some(cpu)) {
                     i.pending = true;
                 }
+                i.owner = None;
+                i.latched_in_lr = false;
+                i.active = active;
             }
         }
     }
 
     /// Fills the list registers of `cpu` for the next entry: first the
     /// interrupts the guest has active (so it can complete them), then the
-    /// highest-priority pending ones. Edge pending state moves into the
-    /// list register; level interrupts ask for an exit on completion.
+    /// highest-priority pending ones. A pending latch (edge, `ISPENDR`,
+    /// SGIs) moves into the list register; level interrupts ask for an
+    /// exit on completion.
     pub fn fill_lrs(&mut self, cpu: usize, lrs: &mut [u64]) {
         let active = (0..self.nr_irqs()).filter(|&n| {
             self.irq(cpu, n)
@@ -193,7 +201,7 @@ impl GicState {
                 && (n < PRIVATE || self.target(cpu, n) == Some(cpu))
         });
         let active: Vec<(u32, bool)> = active
-            .map(|n| (n, self.irq(cpu, n).is_some_and(|i| i.edge && i.pending)))
+            .map(|n| (n, self.irq(cpu, n).is_some_and(|i| i.pending)))
             .collect();
         let pending = self.candidates(cpu).into_iter().map(|(n, _)| (n, true));
         let wanted = active
@@ -207,7 +215,9 @@ impl GicState {
             };
             *lr = lr_value(intid, i.priority, pending, active, !i.edge);
             i.owner = Some(cpu);
-            if i.edge {
+            // The pending latch moves into the list register.
+            i.latched_in_lr = pending && i.pending;
+            if pending {
                 i.pending = false;
             }
         }

@@ -201,6 +201,44 @@ fn edge_and_priority_order_and_lr_limit() {
 }
 
 #[test]
+fn kernel_placed_interrupts_survive_a_sync() {
+    let (g, _, mut r, _) = gic();
+    g.with_state(|s| s.ctlr = 2);
+    r.write(SGI_FRAME + 0x80, 4, 1 << 27);
+    r.write(SGI_FRAME + 0x100, 4, 1 << 27);
+    // The kernel injected the (level-configured) timer PPI; the guest has
+    // not taken it yet.
+    let mut lrs = [
+        crate::backend::lr_value(27, 0xa0, true, false, false),
+        0,
+        0,
+        0,
+    ];
+    g.sync_lrs(0, &mut lrs);
+    assert!(g.has_pending(0));
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(
+        lr_ids(&lrs),
+        [LrFields {
+            intid: 27,
+            pending: true,
+            active: false
+        }]
+    );
+    // Taken and completed: not pending again (its line is low).
+    lrs[0] &= !(3 << 62);
+    g.sync_lrs(0, &mut lrs);
+    assert!(!g.has_pending(0));
+    // Set pending through ISPENDR0, taken (active), not yet completed.
+    r.write(SGI_FRAME + 0x200, 4, 1 << 27);
+    g.fill_lrs(0, &mut lrs);
+    lrs[0] = (lrs[0] & !(3 << 62)) | (2 << 62);
+    g.sync_lrs(0, &mut lrs);
+    assert!(!g.has_pending(0));
+    assert!(g.with_state(|s| s.irq(0, 27).unwrap().active));
+}
+
+#[test]
 fn sgi_decode_and_delivery() {
     // INTID 5, Aff1 1, target list {0}.
     let v = (5 << 24) | (1 << 16) | 1;
