@@ -8,25 +8,17 @@ use std::sync::Arc;
 use super::*;
 use crate::backend::{BackendError, ESR_IL, Trap, VcpuKick, VmBackend, ec};
 use crate::devices::ConsoleOut;
+use crate::devices::testing::Collect;
 use crate::loader::tests::image;
 use crate::machine::{Host, Machine, build};
 use crate::memory::Ram;
 use crate::options::Options;
 use crate::psci::func;
 
-#[derive(Clone, Default)]
-struct Out(Arc<Mutex<Vec<u8>>>);
-
-impl ConsoleOut for Out {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-    }
-}
-
 struct TestHost {
     files: HashMap<String, Vec<u8>>,
     ram_size: usize,
-    out: Out,
+    out: Collect,
 }
 
 impl Host for TestHost {
@@ -55,7 +47,7 @@ fn host() -> TestHost {
     TestHost {
         files,
         ram_size: 32 << 20,
-        out: Out::default(),
+        out: Collect::default(),
     }
 }
 
@@ -369,7 +361,7 @@ fn guest_run_uart_psci_sgi_and_power_off() {
     let code0 = m.vm.run_vcpu(0, &mut cpu0, Some(boot), 4);
     let code1 = t1.join().unwrap();
     assert_eq!((code0, code1), (0, 0));
-    assert_eq!(&*h.out.0.lock().unwrap(), b"ok");
+    assert_eq!(h.out.bytes(), b"ok");
     let pcs = pcs0.lock().unwrap();
     assert_eq!(pcs[0], 0x4000_0000);
     // Each MMIO access stepped over its 4-byte instruction; HVC did not.

@@ -223,36 +223,11 @@ impl MmioDevice for Pl011 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::IrqSink;
-    use std::sync::{Arc, Mutex};
+    use crate::devices::testing::{Collect, Line};
+    use std::sync::Arc;
 
-    #[derive(Default)]
-    struct Line(Mutex<Vec<bool>>);
-
-    impl IrqSink for Line {
-        fn set_level(&self, _vcpu: usize, intid: u32, level: bool) {
-            assert_eq!(intid, 33);
-            self.0.lock().unwrap().push(level);
-        }
-    }
-
-    impl Line {
-        fn level(&self) -> bool {
-            *self.0.lock().unwrap().last().unwrap_or(&false)
-        }
-    }
-
-    #[derive(Clone, Default)]
-    struct Out(Arc<Mutex<Vec<u8>>>);
-
-    impl ConsoleOut for Out {
-        fn write(&mut self, bytes: &[u8]) {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-        }
-    }
-
-    fn uart() -> (Pl011, Out, Arc<Line>) {
-        let out = Out::default();
+    fn uart() -> (Pl011, Collect, Arc<Line>) {
+        let out = Collect::default();
         let line = Arc::new(Line::default());
         (
             Pl011::new(Box::new(out.clone()), IrqLine::new(line.clone(), 33)),
@@ -268,7 +243,7 @@ mod tests {
         for b in b"hi\n" {
             u.write(DR, 4, u64::from(*b));
         }
-        assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
+        assert_eq!(out.bytes(), b"hi\n");
         assert_eq!(u.read(RIS, 4) as u32 & int::TX, int::TX);
         assert!(!line.level(), "TX masked");
         u.write(IMSC, 4, u64::from(int::TX));

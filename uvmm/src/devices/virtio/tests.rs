@@ -1,38 +1,19 @@
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::console::{Console, F_EMERG_WRITE, RXQ, TXQ};
 use super::queue::tests::{AVAIL, DATA, DESC, Driver, USED};
 use super::queue::{DESC_NEXT, DESC_WRITE};
 use super::*;
-use crate::bus::IrqSink;
-use crate::devices::ConsoleOut;
-
-#[derive(Default)]
-struct Line(Mutex<bool>);
-
-impl IrqSink for Line {
-    fn set_level(&self, _vcpu: usize, _intid: u32, level: bool) {
-        *self.0.lock().unwrap() = level;
-    }
-}
-
-#[derive(Clone, Default)]
-struct Out(Arc<Mutex<Vec<u8>>>);
-
-impl ConsoleOut for Out {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-    }
-}
+use crate::devices::testing::{Collect, Line};
 
 struct Setup {
     dev: VirtioMmio<Console>,
-    out: Out,
+    out: Collect,
     line: Arc<Line>,
 }
 
 fn setup(mem: GuestMemory) -> Setup {
-    let out = Out::default();
+    let out = Collect::default();
     let line = Arc::new(Line::default());
     let dev = VirtioMmio::new(
         Console::new(Box::new(out.clone())),
@@ -127,12 +108,12 @@ fn transmit_receive_interrupts() {
     drv.desc(1, DATA + 7, 5, 0, 0);
     drv.make_available(0);
     dev.write(QUEUE_NOTIFY, 4, TXQ as u64);
-    assert_eq!(&*out.0.lock().unwrap(), b"!hello, world");
+    assert_eq!(out.bytes(), b"!hello, world");
     assert_eq!(drv.used(), [(0, 0)]);
     assert_eq!(dev.read(INTERRUPT_STATUS, 4), u64::from(isr::USED));
-    assert!(*line.0.lock().unwrap());
+    assert!(line.level());
     dev.write(INTERRUPT_ACK, 4, u64::from(isr::USED));
-    assert!(!*line.0.lock().unwrap());
+    assert!(!line.level());
 
     // Input before the guest offers a buffer is held, then delivered.
     dev.receive(b"ls\n");
@@ -159,7 +140,7 @@ fn transmit_receive_interrupts() {
     drv.mem.read(DATA + 0x200, &mut got[2..]).unwrap();
     assert_eq!(&got, b"ls\n");
     assert_eq!(drv.mem.read_u32(USED + 0x8000 + 8), Ok(3));
-    assert!(*line.0.lock().unwrap());
+    assert!(line.level());
 
     // Reset clears everything.
     dev.write(STATUS, 4, 0);
@@ -186,8 +167,8 @@ fn malformed_chain_needs_reset() {
     assert_eq!(dev.last_error(), Some(&QueueError::Loop));
     assert_ne!(dev.read(STATUS, 4) as u32 & status::NEEDS_RESET, 0);
     assert_eq!(dev.read(INTERRUPT_STATUS, 4), u64::from(isr::CONFIG));
-    assert!(*line.0.lock().unwrap());
-    assert!(out.0.lock().unwrap().is_empty());
+    assert!(line.level());
+    assert!(out.bytes().is_empty());
     // Further notifies do nothing until the reset.
     dev.write(QUEUE_NOTIFY, 4, TXQ as u64);
     dev.write(STATUS, 4, 0);
