@@ -385,6 +385,63 @@ impl Tree {
         decode_reg(path, n, a, s)
     }
 
+    /// Translates `addr` in the address space of the node at `path`'s
+    /// parent to a root (guest-physical) address through the `ranges` of
+    /// every bus on the way up. An empty `ranges` maps one to one; a bus
+    /// without `ranges`, or an address no entry covers, is an error.
+    pub fn bus_address(&self, path: &str, addr: u64) -> Result<u64, DtError> {
+        let parts: Vec<&str> = Tree::components(path).collect();
+        let mut addr = addr;
+        // Buses from the innermost (the node's parent) out to the root's child.
+        for depth in (1..parts.len()).rev() {
+            let bus_path = format!("/{}", parts[..depth].join("/"));
+            let parent_path = if depth == 1 {
+                "/".to_string()
+            } else {
+                format!("/{}", parts[..depth - 1].join("/"))
+            };
+            let bus = self
+                .node(&bus_path)
+                .ok_or_else(|| DtError::Parse(format!("no node {bus_path}")))?;
+            let bad = |what: String| DtError::BadProp {
+                node: bus_path.clone(),
+                prop: "ranges".into(),
+                what,
+            };
+            let Some(ranges) = bus.prop("ranges") else {
+                return Err(bad(format!("is missing, so {path} is not reachable")));
+            };
+            if ranges.is_empty() {
+                continue;
+            }
+            let (ca, cs) = bus.child_cells();
+            let (pa, _) = self.node(&parent_path).map_or((2, 1), Node::child_cells);
+            if ca == 0 || ca > 2 || pa == 0 || pa > 2 || cs > 2 {
+                return Err(bad(format!(
+                    "uses {ca}/{pa}/{cs} cells (uvmm reads 1 or 2)"
+                )));
+            }
+            let cells = bus
+                .prop_cells("ranges")
+                .ok_or_else(|| bad(format!("has {} bytes, not whole cells", ranges.len())))?;
+            let per = (ca + pa + cs) as usize;
+            if cells.len() % per != 0 {
+                return Err(bad(format!(
+                    "has {} cells, not a multiple of {per}",
+                    cells.len()
+                )));
+            }
+            let hit = cells.chunks_exact(per).find_map(|e| {
+                let child = cells_value(&e[..ca as usize]);
+                let parent = cells_value(&e[ca as usize..(ca + pa) as usize]);
+                let size = cells_value(&e[(ca + pa) as usize..]);
+                (addr >= child && addr - child < size).then(|| parent + (addr - child))
+            });
+            addr = hit.ok_or_else(|| bad(format!("maps no range over {addr:#x} of {path}")))?;
+        }
+        Ok(addr)
+    }
+
     /// Applies a `-m` change.
     pub fn apply(&mut self, m: &DtMod) {
         let n = self.node_or_create(&m.node);
@@ -601,10 +658,13 @@ pub struct Device {
     pub path: String,
     /// What it is.
     pub kind: DeviceKind,
-    /// Its MMIO regions.
+    /// Its MMIO regions, as guest-physical addresses (translated through
+    /// the parent buses' `ranges`).
     pub reg: Vec<(u64, u64)>,
     /// Its interrupts as GIC INTIDs (3-cell GIC specifiers).
     pub irqs: Vec<u32>,
+    /// `l4vmm,vcon_cap`: the Vcon capability a console device uses.
+    pub vcon_cap: Option<String>,
 }
 
 /// A device uvmm cannot provide although the tree asks for it.
@@ -677,9 +737,14 @@ pub fn find_devices(t: &Tree) -> Result<(Vec<Device>, Vec<Unsupported>), DtError
         } else {
             gic_intids(&path, n)?
         };
+        let reg = decode_reg(&path, n, a, s)?
+            .into_iter()
+            .map(|(addr, size)| Ok((t.bus_address(&path, addr)?, size)))
+            .collect::<Result<_, DtError>>()?;
         found.push(Device {
-            reg: decode_reg(&path, n, a, s)?,
+            reg,
             irqs,
+            vcon_cap: n.prop_str("l4vmm,vcon_cap").map(str::to_string),
             kind,
             path,
         });
@@ -994,6 +1059,55 @@ pub(crate) mod tests {
         assert_eq!(status("/pl011@9000000"), None);
         assert_eq!(status("/apb-pclk"), None);
         assert_eq!(status("/memory@40000000"), None);
+    }
+
+    #[test]
+    fn bus_ranges_translate_device_addresses() {
+        let mut t = Tree::from_dtb(&virt_dtb(1)).unwrap();
+        let bus = t.node_or_create("/l4vmm");
+        bus.set_prop("compatible", str_bytes(&["simple-bus"]));
+        bus.set_u32("#address-cells", 1);
+        bus.set_u32("#size-cells", 1);
+        // child 0 -> parent 0x3000_0000 (2 cells), 0x21000 bytes.
+        bus.set_prop(
+            "ranges",
+            [0u32, 0, 0x3000_0000, 0x21000]
+                .iter()
+                .flat_map(|c| c.to_be_bytes())
+                .collect(),
+        );
+        let con = t.node_or_create("/l4vmm/virtio_uart@20000");
+        con.set_prop("compatible", str_bytes(&["virtio,mmio"]));
+        con.set_prop("reg", reg_bytes(&[(0x2_0000, 0x100)], 1, 1));
+        con.set_prop(
+            "interrupts",
+            [0u32, 122, 4]
+                .iter()
+                .flat_map(|c| c.to_be_bytes())
+                .collect(),
+        );
+        con.set_str("l4vmm,vdev", "console");
+        con.set_str("l4vmm,vcon_cap", "log");
+        t.remove("/virtio_uart@20000");
+        let (devs, _) = find_devices(&t).unwrap();
+        let con = devs
+            .iter()
+            .find(|d| d.kind == DeviceKind::VirtioConsole)
+            .unwrap();
+        assert_eq!(con.reg, [(0x3002_0000, 0x100)]);
+        assert_eq!(con.irqs, [154]);
+        assert_eq!(con.vcon_cap.as_deref(), Some("log"));
+        // Outside the bus window, and a bus without ranges.
+        assert!(t.bus_address("/l4vmm/virtio_uart@20000", 0x2_1000).is_err());
+        t.node_mut("/l4vmm").unwrap().remove_prop("ranges");
+        let e = find_devices(&t).unwrap_err().to_string();
+        assert!(e.contains("/l4vmm") && e.contains("not reachable"), "{e}");
+        // An empty ranges maps one to one.
+        t.node_mut("/l4vmm").unwrap().set_prop("ranges", Vec::new());
+        assert_eq!(
+            t.bus_address("/l4vmm/virtio_uart@20000", 0x2_0000),
+            Ok(0x2_0000)
+        );
     }
 
     #[test]

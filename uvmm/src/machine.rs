@@ -23,6 +23,9 @@ use crate::options::{DEFAULT_RAM_BASE, Options};
 use crate::vmm::{EXIT_FATAL, Vm};
 use crate::{info, warn};
 
+/// The Vcon capability of console devices without `l4vmm,vcon_cap`.
+pub const DEFAULT_VCON_CAP: &str = "log";
+
 /// The kernel uvmm loads without `-k` (as L4Re's uvmm).
 pub const DEFAULT_KERNEL: &str = "rom/linux";
 
@@ -33,8 +36,9 @@ pub trait Host {
     /// The RAM dataspace of capability `cap`, mapped, and its host-physical
     /// address when known (for `-i`).
     fn ram(&mut self, cap: &str) -> Result<(Arc<Ram>, Option<u64>), String>;
-    /// Where a console device's output goes.
-    fn console(&mut self) -> Box<dyn ConsoleOut>;
+    /// Where the output of a console device goes: the Vcon capability
+    /// `cap` (the device node's `l4vmm,vcon_cap`, default `log`).
+    fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String>;
 }
 
 /// Why the VM could not be built.
@@ -339,6 +343,13 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
             bus.insert(base, size, &d.path, dev)
                 .map_err(|e| err(e.to_string()))
         };
+        let console = |host: &mut dyn Host| {
+            let cap = d.vcon_cap.as_deref().unwrap_or(DEFAULT_VCON_CAP);
+            host.console(cap)
+                .map_err(|e| err(format!("{}: console capability '{cap}': {e}", d.path)))
+        };
+        // The node's window, at most the device's register file.
+        let window_of = |i: usize, max: u64| window(i).map(|(b, s)| (b, s.min(max)));
         match d.kind {
             DeviceKind::GicV3 => {
                 let (dbase, _) = window(0)?;
@@ -366,17 +377,17 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                 }
             }
             DeviceKind::Pl011 => {
-                let p = Arc::new(Mutex::new(Pl011::new(host.console(), irq(&gic)?)));
-                add(&mut bus, (window(0)?.0, pl011::SIZE), p.clone())?;
+                let p = Arc::new(Mutex::new(Pl011::new(console(host)?, irq(&gic)?)));
+                add(&mut bus, window_of(0, pl011::SIZE)?, p.clone())?;
                 consoles.push(ConsoleInput::Pl011(p));
             }
             DeviceKind::VirtioConsole => {
                 let v = Arc::new(Mutex::new(VirtioMmio::new(
-                    Console::new(host.console()),
+                    Console::new(console(host)?),
                     mem.clone(),
                     irq(&gic)?,
                 )));
-                add(&mut bus, (window(0)?.0, virtio::SIZE), v.clone())?;
+                add(&mut bus, window_of(0, virtio::SIZE)?, v.clone())?;
                 consoles.push(ConsoleInput::Virtio(v));
             }
             DeviceKind::ArchTimer => {}

@@ -64,8 +64,14 @@ impl Host for L4Host {
         Ok((Arc::new(Ram::zeroed(size)), None))
     }
 
-    fn console(&mut self) -> Box<dyn ConsoleOut> {
-        Box::new(LogOut)
+    fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String> {
+        // The log is the task's standard output; other Vcon capabilities
+        // need a Vcon client the runtime does not offer programs yet.
+        if cap == machine::DEFAULT_VCON_CAP {
+            Ok(Box::new(LogOut))
+        } else {
+            Err("only the log can be a console yet".into())
+        }
     }
 }
 

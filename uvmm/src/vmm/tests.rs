@@ -34,8 +34,11 @@ impl Host for TestHost {
             _ => Err(format!("no capability named '{cap}'")),
         }
     }
-    fn console(&mut self) -> Box<dyn ConsoleOut> {
-        Box::new(self.out.clone())
+    fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String> {
+        match cap {
+            "log" => Ok(Box::new(self.out.clone())),
+            _ => Err("no such capability".into()),
+        }
     }
 }
 
