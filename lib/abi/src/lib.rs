@@ -61,6 +61,7 @@ pub mod error;
 pub mod fault;
 pub mod fpage;
 pub mod msgtag;
+pub mod ops;
 pub mod proto;
 pub mod sys;
 pub mod timeout;

@@ -587,6 +587,19 @@ opcodes! {
     }
 }
 
+opcodes! {
+    /// The root task's memory protocol ([`Proto::Sigma0`]; the numbers are
+    /// [`crate::sigma0`]'s, compared as whole words).
+    Sigma0Op {
+        /// Map free RAM.
+        MapFree = crate::sigma0::MAP_FREE,
+        /// Map device memory.
+        MapDevice = crate::sigma0::MAP_DEVICE,
+        /// Map the memory of a boot module.
+        MapModule = crate::sigma0::MAP_MODULE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
