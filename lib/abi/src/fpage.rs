@@ -126,6 +126,12 @@ impl CapRights {
         self.intersection(other)
     }
 
+    /// `self` without the rights in `other` (kept for the kernel until it
+    /// moves to [`CapRights::difference`]; remove then).
+    pub const fn without(self, other: CapRights) -> CapRights {
+        self.difference(other)
+    }
+
     /// Parses ned's letters (`"rw"`, `"RWS"`, `"rwsdnc"`); `None` on any
     /// other character. Unlike ned's `:m()`, `r` is not added implicitly.
     pub fn from_letters(s: &str) -> Option<CapRights> {

@@ -1168,7 +1168,8 @@ impl Reply for VconReadReply {
         let w = &mr[..words.min(MR_COUNT)];
         let e = |f: FieldError| f.at("VconReadReply", "bytes");
         let [w0] = first::<1>(w).map_err(e)?;
-        let len = usize::try_from(w0 & vcon::READ_SIZE_MASK).map_err(|_| e(FieldError::Malformed))?;
+        let len =
+            usize::try_from(w0 & vcon::READ_SIZE_MASK).map_err(|_| e(FieldError::Malformed))?;
         let (bytes, _) = Bytes::take_data(&w[1..], len).map_err(e)?;
         Ok(VconReadReply {
             status: w0 & !vcon::READ_SIZE_MASK,

@@ -17,8 +17,14 @@ enum Cut {
 /// Encodes `op`, checks its tag, decodes it back through the operation and
 /// the protocol enum (`wrap`), and checks that every shorter message (fewer
 /// words or fewer items) is refused or decodes to something else.
-fn round_trip<T, M>(op: T, words: u32, items: u32, cut: Cut, wrap: fn(T) -> M, proto: ProtoDecode<M>)
-where
+fn round_trip<T, M>(
+    op: T,
+    words: u32,
+    items: u32,
+    cut: Cut,
+    wrap: fn(T) -> M,
+    proto: ProtoDecode<M>,
+) where
     T: Op + Copy + PartialEq + Debug,
     M: PartialEq + Debug,
 {
@@ -173,9 +179,7 @@ fn factory() {
     task.encode(&mut mr);
     assert_eq!(mr[0], (-11i64) as u64, "sign-extended protocol");
     round_trip(FactoryThread {}, 1, 0, Cut::Fails, FactoryMsg::Thread, d);
-    let fac = FactoryFactory {
-        quota: Varg(65536),
-    };
+    let fac = FactoryFactory { quota: Varg(65536) };
     round_trip(fac, 3, 0, Cut::Fails, FactoryMsg::Factory, d);
     let gate = FactoryIpcGate {
         label: Some(Varg(0x1230)),
@@ -188,7 +192,14 @@ fn factory() {
     };
     round_trip(plain, 1, 0, Cut::Fails, FactoryMsg::IpcGate, d);
     round_trip(FactoryIrq {}, 1, 0, Cut::Fails, FactoryMsg::Irq, d);
-    round_trip(FactorySemaphore {}, 1, 0, Cut::Fails, FactoryMsg::Semaphore, d);
+    round_trip(
+        FactorySemaphore {},
+        1,
+        0,
+        Cut::Fails,
+        FactoryMsg::Semaphore,
+        d,
+    );
     round_trip(FactoryVm {}, 1, 0, Cut::Fails, FactoryMsg::Vm, d);
 
     // A varg of the wrong type, and MR0 compared as a whole word.
@@ -377,7 +388,10 @@ fn protocol_enums_refuse() {
 fn cap_arg_rights() {
     let a = CapArg::new(0x12, CapRights::RW | CapRights::C);
     assert_eq!(CapArg::from_words(a.to_words()), Ok(a));
-    assert_eq!(a.restricts(), CapRights::RW | CapRights(CapRights::CTL_MASK));
+    assert_eq!(
+        a.restricts(),
+        CapRights::RW | CapRights(CapRights::CTL_MASK)
+    );
 }
 
 fn reply_round_trip<R: Reply + PartialEq + Debug + Copy>(r: R, words: usize) {
