@@ -405,7 +405,7 @@ impl ItemField for Option<CapArg> {
         self.map(CapArg::to_words)
     }
     fn take(item: Option<[u64; 2]>) -> Result<Option<CapArg>, FieldError> {
-        item.map(|w| CapArg::from_words(w)).transpose()
+        item.map(CapArg::from_words).transpose()
     }
 }
 
@@ -554,6 +554,9 @@ macro_rules! kernel_protocol {
         )*
 
         $(#[$pmeta])*
+        // Decoded once per invocation on the stack; the variants that
+        // carry up to a message of flexpages or bytes are the big ones.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum $msg {
             $(
