@@ -30,8 +30,9 @@
 //! ([`fpage::Fpage`]). The receiver says where it accepts mappings with
 //! receive items ([`fpage::RecvItem`]) in its buffer registers. Errors:
 //! [`error`]; timeouts: [`timeout`]; kernel objects and their operations:
-//! [`proto`], their message layouts: [`ops`]; page-fault and exception messages: [`fault`]; the initial
-//! capabilities of the root task: [`base_caps`].
+//! [`proto`], their message layouts: [`ops`]; page-fault and exception
+//! messages: [`fault`]; the initial capabilities of the root task:
+//! [`base_caps`].
 //!
 //! # Deferred replies
 //!
