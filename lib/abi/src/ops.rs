@@ -12,7 +12,7 @@
 //!
 //! Words after the last declared argument are ignored, as are the bits
 //! above [`OPCODE_MASK`] in `MR0` of operations without flags. A typed item
-//! argument must be a capability flexpage ([`CapArg`]).
+//! argument must be a map item of one capability ([`CapArg`]).
 //!
 //! ```
 //! use l4_abi::ops::{CapArg, Op, TaskMsg, TaskMap};
@@ -341,18 +341,24 @@ impl<const N: usize> Field for Bytes<N> {
     }
 }
 
-/// A capability argument: a typed item (map item of one capability)
-/// naming capability `index` of the caller, offering `rights`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A capability argument: one typed item, a map item of one capability.
+///
+/// Sending: the capability at `index` in the sender's table, offered with
+/// `rights` (include [`CapRights::R`]: the kernel maps nothing without it).
+/// Receiving (an IPC server): where the kernel put it in the receiver's
+/// table and the rights it was offered with. Invoking a kernel object: the
+/// caller's capability the operation uses, restricted to
+/// [`CapArg::restricts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CapArg {
-    /// The caller's capability index.
+    /// Capability index (sender: the one to send; receiver: where it is).
     pub index: u64,
-    /// The rights offered: the flexpage's four bits and the control word's.
+    /// Rights offered: the flexpage's four bits and the control word's.
     pub rights: CapRights,
 }
 
 impl CapArg {
-    /// Capability `index` of the caller with `rights`.
+    /// Capability `index` with `rights`.
     pub const fn new(index: u64, rights: CapRights) -> CapArg {
         CapArg { index, rights }
     }
@@ -364,16 +370,16 @@ impl CapArg {
         CapRights(self.rights.0 | CapRights::CTL_MASK)
     }
 
-    /// The two words of the item.
-    pub const fn to_words(self) -> [u64; 2] {
-        SendItem::caps(self.index, 0, self.rights, 0).to_words()
+    /// The send item that maps it.
+    pub const fn item(self) -> SendItem {
+        SendItem::caps(self.index, 0, self.rights, 0)
     }
 
-    /// Reads an item; it must be a capability flexpage.
-    pub const fn from_words(w: [u64; 2]) -> Result<CapArg, FieldError> {
-        let it = SendItem::from_words(w);
-        if !matches!(it.fpage.kind(), FpageType::Obj) {
-            return Err(FieldError::Malformed);
+    /// Reads an item: it must be a map item of one capability
+    /// ([`Error::Inval`] otherwise).
+    pub fn from_item(it: SendItem) -> Result<CapArg, Error> {
+        if !it.is_map_item() || it.fpage.kind() != FpageType::Obj || it.fpage.order() != 0 {
+            return Err(Error::Inval);
         }
         Ok(CapArg {
             index: it.fpage.obj_index(),
@@ -392,20 +398,24 @@ pub trait ItemField: Sized {
 
 impl ItemField for CapArg {
     fn put(&self) -> Option<[u64; 2]> {
-        Some(self.to_words())
+        Some(self.item().to_words())
     }
     fn take(item: Option<[u64; 2]>) -> Result<CapArg, FieldError> {
-        CapArg::from_words(item.ok_or(FieldError::Short)?)
+        let w = item.ok_or(FieldError::Short)?;
+        CapArg::from_item(SendItem::from_words(w)).map_err(|_| FieldError::Malformed)
     }
 }
 
 /// An optional trailing item.
 impl ItemField for Option<CapArg> {
     fn put(&self) -> Option<[u64; 2]> {
-        self.map(CapArg::to_words)
+        self.as_ref().and_then(ItemField::put)
     }
     fn take(item: Option<[u64; 2]>) -> Result<Option<CapArg>, FieldError> {
-        item.map(CapArg::from_words).transpose()
+        match item {
+            Some(_) => CapArg::take(item).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -135,10 +135,8 @@ fn thread() {
     assert_eq!(mr[MR_FLAGS], c.flags);
     assert_eq!((mr[MR_PAGER], mr[MR_EXC_HANDLER]), (3 << 12, 4 << 12));
     assert_eq!((mr[MR_FLAG_VALS], mr[MR_BIND_UTCB]), (0, 0x7ff0_0000_0400));
-    assert_eq!(
-        CapArg::from_words([mr[MR_BIND_TASK], mr[MR_BIND_TASK + 1]]),
-        Ok(cap(1))
-    );
+    let item = SendItem::from_words([mr[MR_BIND_TASK], mr[MR_BIND_TASK + 1]]);
+    assert_eq!(CapArg::from_item(item), Ok(cap(1)));
     let alien = ThreadControl {
         flags: ALIEN,
         flag_vals: ALIEN,
@@ -387,7 +385,12 @@ fn protocol_enums_refuse() {
 #[test]
 fn cap_arg_rights() {
     let a = CapArg::new(0x12, CapRights::RW | CapRights::C);
-    assert_eq!(CapArg::from_words(a.to_words()), Ok(a));
+    assert_eq!(CapArg::from_item(a.item()), Ok(a));
+    // Only a map item of one capability is a capability argument.
+    let two = SendItem::caps(0x12, 1, CapRights::RW, 0);
+    assert_eq!(CapArg::from_item(two), Err(Error::Inval));
+    let void = SendItem::from_words([0, a.item().fpage.0]);
+    assert_eq!(CapArg::from_item(void), Err(Error::Inval));
     assert_eq!(
         a.restricts(),
         CapRights::RW | CapRights(CapRights::CTL_MASK)
