@@ -29,8 +29,9 @@
 use crate::fpage::{CapRights, Fpage, FpageType, SendItem};
 use crate::msgtag::MsgTag;
 use crate::proto::{
-    FactoryOp, IcuOp, IrqOp, IrqSenderOp, KobjectOp, OPCODE_MASK, SchedCpuSet, SchedulerOp,
-    SemaphoreOp, Sigma0Op, TaskOp, ThreadOp, VconOp, varg, vcon,
+    ControlFlags, ExRegsFlags, FactoryOp, IcuOp, IrqOp, IrqSenderOp, KobjectOp, OPCODE_MASK,
+    SchedCpuSet, SchedulerOp, SemaphoreOp, Sigma0Op, TaskOp, ThreadOp, UnmapFlags, VconOp, varg,
+    vcon,
 };
 use crate::utcb::MR_COUNT;
 use crate::{Error, Proto, Timeout, Timeouts};
@@ -186,6 +187,22 @@ impl Field for Timeout {
         Ok((Timeouts::from_reg(first::<1>(w)?[0]).recv(), 1))
     }
 }
+
+/// Flag sets travel as their bits (unknown bits are kept).
+macro_rules! flags_field {
+    ($($t:ty),*) => {$(
+        impl Field for $t {
+            fn put(&self, w: &mut [u64]) -> usize {
+                self.bits().put(w)
+            }
+            fn take(w: &[u64]) -> Result<($t, usize), FieldError> {
+                Ok((<$t>::from_bits_retain(first::<1>(w)?[0]), 1))
+            }
+        }
+    )*};
+}
+
+flags_field!(ControlFlags, UnmapFlags);
 
 /// A trailing optional argument: absent when the message ends before it.
 impl<T: Field> Field for Option<T> {
@@ -510,7 +527,7 @@ macro_rules! kernel_protocol {
                 #[allow(unused_mut, unused_assignments)]
                 fn encode(&self, mr: &mut [u64; MR_COUNT]) -> MsgTag {
                     let mut mr0 = Self::CODE;
-                    $( mr0 |= { let f: $flt = self.flags; f } & !OPCODE_MASK; )?
+                    $( mr0 |= <$flt>::bits(&self.flags) & !OPCODE_MASK; )?
                     mr[0] = mr0;
                     let mut at = 1;
                     $( at += Field::put(&self.$w, mr.get_mut(at..).unwrap_or_default()); )*
@@ -555,7 +572,7 @@ macro_rules! kernel_protocol {
                         item += 1;
                     )*
                     Ok($st {
-                        $( flags: { let f: $flt = mr0 & !OPCODE_MASK; f }, )?
+                        $( flags: <$flt>::from_bits_retain(mr0 & !OPCODE_MASK), )?
                         $( $w, )*
                         $( $i, )*
                     })
@@ -683,8 +700,8 @@ kernel_protocol! {
         /// Revoke mappings of the invoked task.
         Unmap(TaskUnmap) {
             words {
-                /// [`crate::proto::unmap`] flags.
-                flags: u64,
+                /// What to revoke where.
+                flags: UnmapFlags,
                 /// The flexpages; their rights bits are the rights to revoke.
                 fpages: Fpages,
             }
@@ -717,9 +734,9 @@ kernel_protocol! {
     /// Thread operations ([`Proto::Thread`]).
     pub enum ThreadMsg(Proto::Thread, ThreadOp, masked) {
         /// Set pager and exception handler, bind to a task, switch alien
-        /// mode; `flags` ([`crate::proto::thread_control`]) say which.
+        /// mode; `flags` say which.
         Control(ThreadControl) {
-            flags: u64,
+            flags: ControlFlags,
             words {
                 /// The pager: a selector in the thread's task.
                 pager: u64,
@@ -728,7 +745,7 @@ kernel_protocol! {
                 /// Unused (zero).
                 reserved: u64,
                 /// The values of the flags (alien on/off).
-                flag_vals: u64,
+                flag_vals: ControlFlags,
                 /// The UTCB address of a bind.
                 bind_utcb: u64,
             }
@@ -738,10 +755,10 @@ kernel_protocol! {
             }
         }
         /// Set pc and sp ([`crate::proto::ex_regs::UNCHANGED`] keeps
-        /// them), cancel IPC, trigger an exception ([`crate::proto::ex_regs`]
-        /// flags); reply [`ExRegsReply`].
+        /// them), cancel IPC, trigger an exception (`flags`); reply
+        /// [`ExRegsReply`].
         ExRegs(ThreadExRegs) {
-            flags: u64,
+            flags: ExRegsFlags,
             words {
                 /// The new pc.
                 pc: u64,

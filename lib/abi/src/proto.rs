@@ -196,6 +196,17 @@ pub mod unmap {
     pub const DELETE_OBJ: u64 = 0xc000_0000;
 }
 
+bitflags::bitflags! {
+    /// [`TaskOp::Unmap`] flags as a set (the values of [`unmap`]).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct UnmapFlags: u64 {
+        /// Also revoke the named mappings in the invoked task.
+        const ALL_SPACES = unmap::ALL_SPACES;
+        /// Delete the objects (implies `ALL_SPACES`; needs `D`).
+        const DELETE_OBJ = unmap::DELETE_OBJ;
+    }
+}
+
 opcodes! {
     /// Thread operations ([`Proto::Thread`]; layouts:
     /// [`crate::ops::ThreadMsg`]). `VcpuResume`, `VcpuControl` (virtualisation)
@@ -253,6 +264,33 @@ pub mod thread_control {
     pub const MR_BIND_TASK: usize = 6;
     /// Number of untyped words of the message.
     pub const WORDS: u32 = 6;
+}
+
+bitflags::bitflags! {
+    /// [`ThreadOp::Control`] flags as a set (the values of
+    /// [`thread_control`]): which settings change, and their values.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct ControlFlags: u64 {
+        /// Set the pager.
+        const SET_PAGER = thread_control::SET_PAGER;
+        /// Bind the thread to a task.
+        const BIND_TASK = thread_control::BIND_TASK;
+        /// Alien mode.
+        const ALIEN = thread_control::ALIEN;
+        /// Set the exception handler.
+        const SET_EXC_HANDLER = thread_control::SET_EXC_HANDLER;
+    }
+}
+
+bitflags::bitflags! {
+    /// [`ThreadOp::ExRegs`] flags as a set (the values of [`ex_regs`]).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct ExRegsFlags: u64 {
+        /// Cancel an ongoing IPC of the thread.
+        const CANCEL = ex_regs::CANCEL;
+        /// Make the thread raise an exception.
+        const TRIGGER_EXCEPTION = ex_regs::TRIGGER_EXCEPTION;
+    }
 }
 
 /// Flags of [`ThreadOp::ExRegs`].

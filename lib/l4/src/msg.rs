@@ -20,7 +20,7 @@ use l4_abi::ops::{
     Sigma0MapDevice, Sigma0MapFree, Sigma0MapModule, TaskCapInfo, TaskMap, TaskUnmap, ThreadExRegs,
     ThreadStats, ThreadSwitch, Varg, VconRead, VconReadReply, VconWrite,
 };
-use l4_abi::proto::{SchedCpuSet, thread_control, unmap, vcon};
+use l4_abi::proto::{ControlFlags, ExRegsFlags, SchedCpuSet, UnmapFlags, unmap, vcon};
 use l4_abi::utcb::{BR_COUNT, MR_COUNT};
 use l4_abi::{CapRights, Error, Fpage, MsgTag, RecvItem, SendItem, Timeout, Utcb};
 
@@ -105,7 +105,7 @@ pub fn task_map(u: &mut Utcb, src_task: u64, item: SendItem) -> MsgTag {
 /// [`UNMAP_MAX`] flexpages are sent.
 pub fn task_unmap(u: &mut Utcb, flags: u64, fpages: &[Fpage]) -> MsgTag {
     TaskUnmap {
-        flags,
+        flags: UnmapFlags::from_bits_retain(flags),
         fpages: Fpages::new(fpages),
     }
     .encode(&mut u.mr)
@@ -202,23 +202,14 @@ impl ThreadControl {
 
     /// The message: flags for what changes, zero for the rest.
     pub fn to_op(&self) -> l4_abi::ops::ThreadControl {
-        use thread_control::*;
-        let mut flags = 0;
-        let mut flag_vals = 0;
-        if self.pager.is_some() {
-            flags |= SET_PAGER;
-        }
-        if self.exc_handler.is_some() {
-            flags |= SET_EXC_HANDLER;
-        }
+        let mut flags = ControlFlags::empty();
+        let mut flag_vals = ControlFlags::empty();
+        flags.set(ControlFlags::SET_PAGER, self.pager.is_some());
+        flags.set(ControlFlags::SET_EXC_HANDLER, self.exc_handler.is_some());
+        flags.set(ControlFlags::BIND_TASK, self.bind.is_some());
         if let Some(on) = self.alien {
-            flags |= ALIEN;
-            if on {
-                flag_vals |= ALIEN;
-            }
-        }
-        if self.bind.is_some() {
-            flags |= BIND_TASK;
+            flags |= ControlFlags::ALIEN;
+            flag_vals.set(ControlFlags::ALIEN, on);
         }
         let rights = self.bind_rights.unwrap_or(ARG_RIGHTS);
         l4_abi::ops::ThreadControl {
@@ -242,6 +233,7 @@ pub fn thread_control(u: &mut Utcb, c: &ThreadControl) -> MsgTag {
 /// ([`l4_abi::proto::ex_regs::UNCHANGED`] keeps them) and
 /// [`l4_abi::proto::ex_regs`] flags.
 pub fn thread_ex_regs(u: &mut Utcb, pc: u64, sp: u64, flags: u64) -> MsgTag {
+    let flags = ExRegsFlags::from_bits_retain(flags);
     ThreadExRegs { flags, pc, sp }.encode(&mut u.mr)
 }
 
@@ -680,7 +672,7 @@ mod tests {
 
     #[test]
     fn thread_control_layout() {
-        use thread_control::*;
+        use l4_abi::proto::thread_control::*;
         let mut u = utcb();
         u.mr.fill(0xdead);
         let c = ThreadControl::new()

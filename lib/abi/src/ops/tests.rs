@@ -1,7 +1,7 @@
 extern crate std;
 
 use super::*;
-use crate::proto::{ex_regs, thread_control, unmap};
+use crate::proto::{ControlFlags, ExRegsFlags, UnmapFlags, thread_control};
 use crate::{MemRights, sigma0};
 use core::fmt::Debug;
 
@@ -89,12 +89,12 @@ fn task() {
         Fpage::obj(9, 0, CapRights::RWSD),
     ];
     let un = TaskUnmap {
-        flags: unmap::DELETE_OBJ,
+        flags: UnmapFlags::DELETE_OBJ,
         fpages: Fpages::new(&f),
     };
     round_trip(un, 4, 0, Cut::Differs, TaskMsg::Unmap, d);
     let many = TaskUnmap {
-        flags: 0,
+        flags: UnmapFlags::empty(),
         fpages: Fpages::new(&[Fpage::invalid(); 80]),
     };
     assert_eq!(many.fpages.as_slice().len(), UNMAP_MAX);
@@ -120,11 +120,11 @@ fn thread() {
     use thread_control::*;
     let d: ProtoDecode<ThreadMsg> = ThreadMsg::decode;
     let c = ThreadControl {
-        flags: SET_PAGER | SET_EXC_HANDLER | BIND_TASK,
+        flags: ControlFlags::SET_PAGER | ControlFlags::SET_EXC_HANDLER | ControlFlags::BIND_TASK,
         pager: 3 << 12,
         exc_handler: 4 << 12,
         reserved: 0,
-        flag_vals: 0,
+        flag_vals: ControlFlags::empty(),
         bind_utcb: 0x7ff0_0000_0400,
         bind_task: Some(cap(1)),
     };
@@ -132,23 +132,24 @@ fn thread() {
     // The layout is the one the indices name.
     let mut mr = [0; MR_COUNT];
     c.encode(&mut mr);
-    assert_eq!(mr[MR_FLAGS], c.flags);
+    assert_eq!(mr[MR_FLAGS], SET_PAGER | SET_EXC_HANDLER | BIND_TASK);
     assert_eq!((mr[MR_PAGER], mr[MR_EXC_HANDLER]), (3 << 12, 4 << 12));
     assert_eq!((mr[MR_FLAG_VALS], mr[MR_BIND_UTCB]), (0, 0x7ff0_0000_0400));
+    assert_eq!(mr[MR_FLAGS] & !OPCODE_MASK, c.flags.bits());
     let item = SendItem::from_words([mr[MR_BIND_TASK], mr[MR_BIND_TASK + 1]]);
     assert_eq!(CapArg::from_item(item), Ok(cap(1)));
     let alien = ThreadControl {
-        flags: ALIEN,
-        flag_vals: ALIEN,
+        flags: ControlFlags::ALIEN,
+        flag_vals: ControlFlags::ALIEN,
         bind_task: None,
         ..c
     };
     round_trip(alien, WORDS, 0, Cut::Fails, ThreadMsg::Control, d);
 
     let ex = ThreadExRegs {
-        flags: ex_regs::CANCEL,
+        flags: ExRegsFlags::CANCEL | ExRegsFlags::TRIGGER_EXCEPTION,
         pc: 0x1000,
-        sp: ex_regs::UNCHANGED,
+        sp: crate::proto::ex_regs::UNCHANGED,
     };
     round_trip(ex, 3, 0, Cut::Fails, ThreadMsg::ExRegs, d);
     round_trip(ThreadSwitch {}, 1, 0, Cut::Fails, ThreadMsg::Switch, d);
