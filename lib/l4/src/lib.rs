@@ -46,7 +46,11 @@ pub use cap::{
 #[cfg(target_arch = "aarch64")]
 pub use ipc::Msg;
 pub use l4_abi as abi;
-pub use l4_abi::ops::{ExRegsReply, IcuInfoReply, SchedInfoReply};
+/// The replies of `Thread::ExRegs`, `Icu::Info` and `Scheduler::Info`
+/// ([`l4_abi::ops`]) under this crate's names.
+pub use l4_abi::ops::{
+    ExRegsReply as ExRegs, IcuInfoReply as IcuInfo, SchedInfoReply as SchedInfo,
+};
 pub use l4_abi::{
     CapRights, Error, Fpage, MemRights, MsgTag, Proto, RecvItem, SendItem, Timeout, Timeouts, Utcb,
 };

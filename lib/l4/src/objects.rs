@@ -11,10 +11,8 @@ use crate::cap::*;
 use crate::ipc::{ipc_call, ipc_receive, ipc_send};
 use crate::msg::{self, SchedParams, ThreadControl};
 use crate::utcb;
-use l4_abi::ops::{
-    ExRegsReply, GateInfo, IcuInfoReply, SchedIdleTimeReply, SchedInfoReply, Sigma0Reply,
-    ThreadStatsReply,
-};
+use crate::{ExRegs, IcuInfo, SchedInfo};
+use l4_abi::ops::{GateInfo, SchedIdleTimeReply, Sigma0Reply, ThreadStatsReply};
 
 static OBJECT_TIMEOUTS: AtomicU32 = AtomicU32::new(Timeouts::NEVER.0);
 
@@ -184,13 +182,13 @@ impl Cap<Thread> {
 
     /// Sets pc and sp ([`ex_regs::UNCHANGED`] keeps them) with
     /// [`ex_regs`] flags; returns the previous state.
-    pub fn ex_regs(self, pc: u64, sp: u64, flags: u64) -> Result<ExRegsReply, Error> {
+    pub fn ex_regs(self, pc: u64, sp: u64, flags: u64) -> Result<ExRegs, Error> {
         let tag = invoke(self.sel(), |u| msg::thread_ex_regs(u, pc, sp, flags))?;
         utcb::with(|u| msg::thread_ex_regs_reply(u, tag))
     }
 
     /// Reads pc and sp without changing anything.
-    pub fn read_regs(self) -> Result<ExRegsReply, Error> {
+    pub fn read_regs(self) -> Result<ExRegs, Error> {
         self.ex_regs(ex_regs::UNCHANGED, ex_regs::UNCHANGED, 0)
     }
 
@@ -337,7 +335,7 @@ impl Cap<Icu> {
     }
 
     /// Controller information.
-    pub fn info(self) -> Result<IcuInfoReply, Error> {
+    pub fn info(self) -> Result<IcuInfo, Error> {
         let tag = invoke(self.sel(), msg::icu_info)?;
         utcb::with(|u| msg::icu_info_reply(u, tag))
     }
@@ -370,7 +368,7 @@ impl Cap<Scheduler> {
     }
 
     /// The online CPUs.
-    pub fn info(self) -> Result<SchedInfoReply, Error> {
+    pub fn info(self) -> Result<SchedInfo, Error> {
         let tag = invoke(self.sel(), |u| msg::sched_info(u, 0))?;
         utcb::with(|u| msg::sched_info_reply(u, tag))
     }
