@@ -9,8 +9,10 @@ use l4_abi::{CapRights, Error, Fpage, MemRights, MsgTag, SendItem, Timeout, Time
 
 use crate::cap::*;
 use crate::ipc::{ipc_call, ipc_receive, ipc_send};
-use crate::msg::{self, ExRegs, IcuInfo, SchedInfo, SchedParams, ThreadControl};
+use crate::msg::{self, SchedParams, ThreadControl};
 use crate::utcb;
+use crate::{ExRegs, IcuInfo, SchedInfo};
+use l4_abi::ops::{GateInfo, SchedIdleTimeReply, Sigma0Reply, ThreadStatsReply};
 
 static OBJECT_TIMEOUTS: AtomicU32 = AtomicU32::new(Timeouts::NEVER.0);
 
@@ -181,8 +183,8 @@ impl Cap<Thread> {
     /// Sets pc and sp ([`ex_regs::UNCHANGED`] keeps them) with
     /// [`ex_regs`] flags; returns the previous state.
     pub fn ex_regs(self, pc: u64, sp: u64, flags: u64) -> Result<ExRegs, Error> {
-        invoke(self.sel(), |u| msg::thread_ex_regs(u, pc, sp, flags))?;
-        Ok(utcb::with(|u| msg::thread_ex_regs_reply(u)))
+        let tag = invoke(self.sel(), |u| msg::thread_ex_regs(u, pc, sp, flags))?;
+        utcb::with(|u| msg::thread_ex_regs_reply(u, tag))
     }
 
     /// Reads pc and sp without changing anything.
@@ -192,8 +194,8 @@ impl Cap<Thread> {
 
     /// The CPU time the thread consumed, in µs.
     pub fn stats_us(self) -> Result<u64, Error> {
-        invoke(self.sel(), msg::thread_stats)?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), msg::thread_stats)?;
+        utcb::with(|u| msg::reply::<ThreadStatsReply>(u, tag)).map(|r| r.time_us)
     }
 
     /// Donates the rest of the caller's time slice to the thread.
@@ -294,8 +296,8 @@ endpoint_bind!(Irq, "Irq");
 impl Cap<IpcGate> {
     /// The gate's label (needs `C`).
     pub fn get_info(self) -> Result<u64, Error> {
-        invoke(self.sel(), msg::kobject_get_info)?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), msg::kobject_get_info)?;
+        utcb::with(|u| msg::reply::<GateInfo>(u, tag)).map(|r| r.label)
     }
 }
 
@@ -334,8 +336,8 @@ impl Cap<Icu> {
 
     /// Controller information.
     pub fn info(self) -> Result<IcuInfo, Error> {
-        invoke(self.sel(), msg::icu_info)?;
-        Ok(utcb::with(|u| msg::icu_info_reply(u)))
+        let tag = invoke(self.sel(), msg::icu_info)?;
+        utcb::with(|u| msg::icu_info_reply(u, tag))
     }
 
     /// Masks line `line`.
@@ -367,15 +369,15 @@ impl Cap<Scheduler> {
 
     /// The online CPUs.
     pub fn info(self) -> Result<SchedInfo, Error> {
-        invoke(self.sel(), |u| msg::sched_info(u, 0))?;
-        Ok(utcb::with(|u| msg::sched_info_reply(u)))
+        let tag = invoke(self.sel(), |u| msg::sched_info(u, 0))?;
+        utcb::with(|u| msg::sched_info_reply(u, tag))
     }
 
     /// The idle time of the CPUs of `cpu_mask`, in µs.
     pub fn idle_time(self, cpu_mask: u64) -> Result<u64, Error> {
         let set = SchedCpuSet::from_words(0, cpu_mask);
-        invoke(self.sel(), |u| msg::sched_idle_time(u, set))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sched_idle_time(u, set))?;
+        utcb::with(|u| msg::reply::<SchedIdleTimeReply>(u, tag)).map(|r| r.time_us)
     }
 }
 
@@ -413,7 +415,7 @@ impl Cap<Vcon> {
     /// bytes); returns the count and the [`l4_abi::proto::vcon`] flags.
     pub fn read(self, buf: &mut [u8]) -> Result<(usize, u64), Error> {
         let tag = invoke(self.sel(), |u| msg::vcon_read(u, buf.len()))?;
-        Ok(utcb::with(|u| msg::vcon_read_reply(u, tag.words(), buf)))
+        utcb::with(|u| msg::vcon_read_reply(u, tag, buf))
     }
 }
 
@@ -434,21 +436,21 @@ impl Cap<Sigma0> {
     /// Maps `2^order` bytes of free RAM 1:1 into the caller; returns the
     /// address.
     pub fn map_free(self, order: u8) -> Result<u64, Error> {
-        invoke(self.sel(), |u| msg::sigma0_map_free(u, order))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sigma0_map_free(u, order))?;
+        utcb::with(|u| msg::reply::<Sigma0Reply>(u, tag)).map(|r| r.addr)
     }
 
     /// Maps `2^order` bytes of device memory at `pa` 1:1 into the caller;
     /// returns the address.
     pub fn map_device(self, pa: u64, order: u8) -> Result<u64, Error> {
-        invoke(self.sel(), |u| msg::sigma0_map_device(u, pa, order))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sigma0_map_device(u, pa, order))?;
+        utcb::with(|u| msg::reply::<Sigma0Reply>(u, tag)).map(|r| r.addr)
     }
 
     /// Maps the boot-module memory `[pa, pa + size)` 1:1 (read-execute)
     /// into the caller; returns the address.
     pub fn map_module(self, pa: u64, size: u64) -> Result<u64, Error> {
-        invoke(self.sel(), |u| msg::sigma0_map_module(u, pa, size))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sigma0_map_module(u, pa, size))?;
+        utcb::with(|u| msg::reply::<Sigma0Reply>(u, tag)).map(|r| r.addr)
     }
 }

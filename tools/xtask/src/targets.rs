@@ -102,6 +102,13 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "vbusclient",
         alias: None,
     },
+    // The virtual machine monitor (`module uvmm`): one task per guest.
+    TargetCrate {
+        package: "uvmm",
+        target: MUSL_TARGET,
+        binary: "uvmm",
+        alias: None,
+    },
     // `module hello` of the `hello-ned` entry: prints `Hello World!`.
     TargetCrate {
         package: "hello",
