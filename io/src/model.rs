@@ -444,7 +444,7 @@ pub struct Vbus {
     pub name: String,
     /// Its devices; children follow their parents.
     pub devices: Vec<VDevice>,
-    /// Where it was added.
+    /// Where it was defined (`Io.Vi.System_bus(...)`).
     pub pos: Pos,
 }
 
@@ -565,7 +565,7 @@ impl Config {
         self.buses.push(Vbus {
             name: name.to_string(),
             devices,
-            pos: pos.clone(),
+            pos: draft.pos.clone(),
         });
         Ok(())
     }
