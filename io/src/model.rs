@@ -11,7 +11,8 @@
 //!   interrupt controller's shared lines;
 //! * no two devices share MMIO or an interrupt line;
 //! * a virtual bus wraps only devices of the platform, each device (with
-//!   its children) at most once on one bus;
+//!   its children) at most once on one bus, and no page of MMIO goes to
+//!   two buses;
 //! * each bus has a unique name that matches a capability given to io.
 
 use std::fmt;
@@ -538,6 +539,9 @@ impl Config {
                     ));
                 }
             }
+            for &d in &tree {
+                self.check_pages(d, name, wpos)?;
+            }
             claimed.extend(&tree);
             // The wrapped device under its new name, its children under
             // their own names after it.
@@ -567,6 +571,40 @@ impl Config {
             devices,
             pos: draft.pos.clone(),
         });
+        Ok(())
+    }
+
+    /// Refuses device `d` for bus `name` if one of its MMIO pages is also a
+    /// page of a device on another bus: clients map whole pages, so the
+    /// other bus's client would reach this device's registers too.
+    fn check_pages(&self, d: DevId, name: &str, pos: &Pos) -> Result<(), ConfigError> {
+        const PAGE_MASK: u64 = 0xfff;
+        let p = &self.platform;
+        let pages = |r: &Res| (r.start & !PAGE_MASK, r.end | PAGE_MASK);
+        for bus in &self.buses {
+            for v in &bus.devices {
+                for (oid, or) in &p.devices[v.hw].resources {
+                    for (id, r) in &p.devices[d].resources {
+                        let both_mmio =
+                            r.kind == ResourceKind::Mmio && or.kind == ResourceKind::Mmio;
+                        let ((s, e), (os, oe)) = (pages(r), pages(or));
+                        if both_mmio && s <= oe && os <= e {
+                            return Err(ConfigError::new(
+                                pos,
+                                format!(
+                                    "{}.{id} ({}) shares a page with {}.{oid} ({}) on virtual bus '{}'; a page of MMIO can go to one virtual bus only, not also to '{name}'",
+                                    p.path(d),
+                                    r.describe(),
+                                    p.path(v.hw),
+                                    or.describe(),
+                                    bus.name
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -725,6 +763,32 @@ mod tests {
         let mut c2 = c.clone();
         c2.buses.clear();
         assert!(c2.add_bus("b", &twice, None, &pos(9)).is_err());
+    }
+
+    #[test]
+    fn mmio_pages_go_to_one_bus() {
+        let mut c = Config::default();
+        let p = &mut c.platform;
+        let a = p.create(pos(1));
+        let b = p.create(pos(2));
+        for (d, s) in [(a, 0x900_0000), (b, 0x900_0800)] {
+            p.devices[d]
+                .resources
+                .push(("r".into(), Res::mmio(s, s + 0xff, 0, pos(3)).unwrap()));
+        }
+        p.add_child(SYSTEM_BUS, "a", a, &pos(4)).unwrap();
+        p.add_child(SYSTEM_BUS, "b", b, &pos(4)).unwrap();
+        p.check(&Limits::qemu_virt()).unwrap();
+        let bus = |d, at| BusDraft {
+            wrapped: vec![("D".into(), d, pos(at))],
+            pos: pos(at),
+        };
+        c.add_bus("one", &bus(a, 5), None, &pos(5)).unwrap();
+        let e = c.add_bus("two", &bus(b, 6), None, &pos(6)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.cfg:6: System_bus.b.r (MMIO 0x9000800-0x90008ff) shares a page with System_bus.a.r (MMIO 0x9000000-0x90000ff) on virtual bus 'one'; a page of MMIO can go to one virtual bus only, not also to 'two'"
+        );
     }
 
     #[test]

@@ -93,7 +93,12 @@ impl Backend for Kernel {
         match r {
             Ok(()) => Ok(slot),
             Err(e) => {
-                eprintln!("io: cannot bind interrupt {line}: {e:?}");
+                let hint = if e == Error::Perm {
+                    " (this kernel wants the W right on the Icu: start io with icu = L4.Env.icu:m(\"rw\"))"
+                } else {
+                    ""
+                };
+                eprintln!("io: cannot bind interrupt {line}: {e:?}{hint}");
                 let _ = TASK.delete_cap(slot);
                 SLOTS.free(slot);
                 Err(e)
