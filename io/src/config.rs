@@ -5,7 +5,7 @@
 //!
 //! | name | what it does |
 //! |------|--------------|
-//! | `Io.Res.mmio(s, e[, flags])` | an MMIO range `s..=e` |
+//! | `Io.Res.mmio(s, e[, flags])` | an MMIO range `s..=e`; flags `Io.Resource.F_prefetchable`, `Io.Resource.F_cached_mem` |
 //! | `Io.Res.irq(n \| {s, e}[, type])` | interrupt line(s), `type` one of `Io.Resource.Irq_type_*` |
 //! | `Io.Resource.Irq_type_{none,level_high,level_low,raising_edge,falling_edge,both_edges}` | trigger types |
 //! | `Io.Hw.Device(fn)` | a device; `fn` runs with the device as its globals (below) |
@@ -28,7 +28,9 @@ use std::fmt::Write as _;
 
 use mlua::{Function, Lua, MetaMethod, Table, UserData, UserDataMethods, Value, Variadic};
 
-use crate::model::{BusDraft, Config, ConfigError, DevId, IRQ_TYPES, Limits, Pos, Res, SYSTEM_BUS};
+use crate::model::{
+    BusDraft, Config, ConfigError, DevId, IRQ_TYPES, Limits, MMIO_FLAGS, Pos, Res, SYSTEM_BUS,
+};
 
 /// The configuration being built, kept in the Lua state's app data.
 struct State {
@@ -541,15 +543,19 @@ fn install(lua: &Lua) -> mlua::Result<()> {
     res.raw_set("irq", lua.create_function(res_irq)?)?;
     io.raw_set("Res", res)?;
     let resource = lua.create_table()?;
-    for (name, mode) in IRQ_TYPES {
-        resource.raw_set(*name, *mode)?;
+    for (name, value) in IRQ_TYPES.iter().chain(MMIO_FLAGS) {
+        resource.raw_set(*name, *value)?;
     }
     // A misspelt trigger type would silently be nil (no trigger type).
     let strict = lua.create_table()?;
     strict.raw_set(
         "__index",
         lua.create_function(|lua, (_, k): (Table, Value)| -> mlua::Result<()> {
-            let names: Vec<&str> = IRQ_TYPES.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = IRQ_TYPES
+                .iter()
+                .chain(MMIO_FLAGS)
+                .map(|(n, _)| *n)
+                .collect();
             Err(fail(
                 lua,
                 format!(
@@ -793,6 +799,16 @@ end))
         let names: Vec<_> = bus.devices.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["U", "sub"]);
         assert!(summary(&c).contains("U = System_bus.uart [arm,pl011, arm,primecell]"));
+    }
+
+    #[test]
+    fn mmio_flags() {
+        let c = load(&[(
+            "f.cfg",
+            "Io.hw_add_devices{ d = Io.Hw.Device(function()\n  Resource.r = Io.Res.mmio(0x9000000, 0x9000fff, Io.Resource.F_cached_mem | Io.Resource.F_prefetchable)\nend) }",
+        )])
+        .unwrap();
+        assert_eq!(c.platform.devices[1].resources[0].1.flags, 0x300);
     }
 
     #[test]

@@ -182,6 +182,12 @@ pub const IRQ_TYPES: &[(&str, u64)] = &[
     ("Irq_type_both_edges", mode::BOTH_EDGE),
 ];
 
+/// `Io.Resource.F_*` names of MMIO flags (`Io.Res.mmio(s, e, flags)`).
+pub const MMIO_FLAGS: &[(&str, u64)] = &[
+    ("F_prefetchable", res_flags::MMIO_PREFETCH),
+    ("F_cached_mem", res_flags::MMIO_CACHEABLE),
+];
+
 /// A platform device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Device {

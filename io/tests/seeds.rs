@@ -145,7 +145,7 @@ fn broken_io_cfg() {
     );
     assert_eq!(
         broken_cfg("Irq_type_level_high", "Irq_type_level_hi"),
-        "rom/io.cfg:10: Io.Resource has no the string 'Irq_type_level_hi' (it has: Irq_type_none, Irq_type_level_high, Irq_type_level_low, Irq_type_raising_edge, Irq_type_falling_edge, Irq_type_both_edges)"
+        "rom/io.cfg:10: Io.Resource has no the string 'Irq_type_level_hi' (it has: Irq_type_none, Irq_type_level_high, Irq_type_level_low, Irq_type_raising_edge, Irq_type_falling_edge, Irq_type_both_edges, F_prefetchable, F_cached_mem)"
     );
     assert_eq!(
         broken_cfg("Resource.reg0 = Res.mmio", "Resource.reg0 = Res.mmoi"),
