@@ -18,7 +18,7 @@
 use std::fmt;
 
 use l4_abi::proto::icu::mode;
-use l4_ipc::vbus::{ResourceKind, res_flags};
+use l4_ipc::vbus::{CID_MAX, NAME_MAX, RES_ID_MAX, ResourceKind, res_flags};
 
 /// An index into [`Platform::devices`].
 pub type DevId = usize;
@@ -434,6 +434,33 @@ pub struct VDevice {
     pub parent: Option<u32>,
 }
 
+/// Refuses names and strings longer than the vbus protocol carries.
+fn check_sizes(p: &Platform, d: DevId, vname: &str, pos: &Pos) -> Result<(), ConfigError> {
+    let dev = &p.devices[d];
+    let mut strings: Vec<(&str, &str, usize)> = vec![("name", vname, NAME_MAX)];
+    strings.extend(dev.hid.as_deref().map(|h| ("hid", h, CID_MAX)));
+    strings.extend(
+        dev.compatible
+            .iter()
+            .map(|c| ("compatible string", c.as_str(), CID_MAX)),
+    );
+    strings.extend(
+        dev.resources
+            .iter()
+            .map(|(id, _)| ("resource name", id.as_str(), RES_ID_MAX)),
+    );
+    match strings.iter().find(|(_, s, max)| s.len() > *max) {
+        Some((what, s, max)) => Err(ConfigError::new(
+            pos,
+            format!(
+                "{}: the {what} '{s}' is longer than {max} bytes, the most a virtual bus carries",
+                p.path(d)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A virtual bus being built (`Io.Vi.System_bus(fn)`), before it has a
 /// name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -547,6 +574,8 @@ impl Config {
             }
             for &d in &tree {
                 self.check_pages(d, name, wpos)?;
+                let vn = if d == *hw { vname } else { &p.devices[d].name };
+                check_sizes(p, d, vn, wpos)?;
             }
             claimed.extend(&tree);
             // The wrapped device under its new name, its children under
@@ -795,6 +824,33 @@ mod tests {
             e.to_string(),
             "t.cfg:6: System_bus.b.r (MMIO 0x9000800-0x90008ff) shares a page with System_bus.a.r (MMIO 0x9000000-0x90000ff) on virtual bus 'one'; a page of MMIO can go to one virtual bus only, not also to 'two'"
         );
+    }
+
+    #[test]
+    fn strings_fit_the_protocol() {
+        let mut c = Config::default();
+        let a = rtc(&mut c.platform);
+        c.platform.add_child(SYSTEM_BUS, "rtc", a, &pos(4)).unwrap();
+        c.platform.devices[a]
+            .compatible
+            .push("x".repeat(CID_MAX + 1));
+        let draft = BusDraft {
+            wrapped: vec![("PL031".into(), a, pos(6))],
+            pos: pos(6),
+        };
+        let e = c.add_bus("a", &draft, None, &pos(7)).unwrap_err();
+        assert!(e.message.contains("compatible string 'xxx"), "{e}");
+        assert!(
+            e.message
+                .ends_with("is longer than 64 bytes, the most a virtual bus carries")
+        );
+        c.platform.devices[a].compatible.pop();
+        let long = BusDraft {
+            wrapped: vec![("N".repeat(NAME_MAX + 1), a, pos(6))],
+            pos: pos(6),
+        };
+        assert!(c.add_bus("a", &long, None, &pos(7)).is_err());
+        c.add_bus("a", &draft, None, &pos(7)).unwrap();
     }
 
     #[test]
