@@ -7,7 +7,8 @@
 //! (seconds since 1970) and prints the date (`NAME: PL031 says ... (year
 //! 2026)`); then it asks for the clock's interrupt, binds the Irq it gets
 //! to its thread, sets the clock's alarm a second ahead and waits for the
-//! interrupt. Without a PL031 it says `NAME: no PL031 on this bus`.
+//! interrupt. Without a PL031 it says `NAME: no PL031 on this bus` and
+//! shows that io refuses the MMIO of a device past the end of its bus.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -126,6 +127,11 @@ fn run(name: &str) -> Result<(), String> {
     }
     let Some((dev, res)) = rtc else {
         println!("{name}: no PL031 on this bus");
+        // A device index past the end of the bus reaches nothing.
+        match bus.mmio(n, 0) {
+            Ok(_) => return Err(format!("io handed out MMIO of device {n}, past my bus")),
+            Err(e) => println!("{name}: MMIO of device {n} refused: {e:?}"),
+        }
         return Ok(());
     };
     let reg = res
