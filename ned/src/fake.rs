@@ -18,6 +18,11 @@
 //! | a `rom/` file         | `rom:hello`                                   |
 //!
 //! followed by the rights: `channel#1 rwsdc`.
+//!
+//! With a locator ([`FakeBackend::with_locator`]) it also notes where in
+//! the scripts each object was made, each program started and each `rom/`
+//! file read (`rom/x.ned:12`), for tools that explain a script's system
+//! (`cargo xtask plan`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -59,7 +64,17 @@ pub struct Started {
     pub task: TaskId,
     /// What it was started with.
     pub spec: StartSpec,
+    /// Where in the scripts it was started, innermost first (empty
+    /// without a locator).
+    pub site: Site,
 }
+
+/// A place in the scripts: Lua frames `file:line`, innermost first.
+pub type Site = Vec<String>;
+
+/// A function that tells where the scripts are now (see
+/// [`FakeBackend::with_locator`]).
+pub type Locator = Box<dyn Fn() -> Site>;
 
 #[derive(Clone, Debug)]
 struct FakeTask {
@@ -68,9 +83,11 @@ struct FakeTask {
 }
 
 /// A recording backend for tests and for `ned` on the host.
-#[derive(Debug)]
 pub struct FakeBackend {
     objects: Vec<FakeObject>,
+    sites: Vec<Site>,
+    locator: Option<Locator>,
+    rom_reads: Vec<(String, Site)>,
     env: Vec<(String, Cap)>,
     rom: BTreeMap<String, Vec<u8>>,
     rom_dirs: Vec<PathBuf>,
@@ -108,6 +125,18 @@ const ENV: &[(&str, Option<i64>)] = &[
     ("kip", None),
 ];
 
+impl std::fmt::Debug for FakeBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeBackend")
+            .field("objects", &self.objects)
+            .field("started", &self.started)
+            .field("log", &self.log)
+            .field("mem_free", &self.mem_free)
+            .field("cpus", &self.cpus)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for FakeBackend {
     fn default() -> FakeBackend {
         FakeBackend::new()
@@ -120,6 +149,9 @@ impl FakeBackend {
     pub fn new() -> FakeBackend {
         let mut f = FakeBackend {
             objects: Vec::new(),
+            sites: Vec::new(),
+            locator: None,
+            rom_reads: Vec::new(),
             env: Vec::new(),
             rom: BTreeMap::new(),
             rom_dirs: Vec::new(),
@@ -181,6 +213,36 @@ impl FakeBackend {
         self
     }
 
+    /// Sets the CPUs of the machine (scheduler masks are checked against it).
+    pub fn with_cpus(mut self, cpus: u32) -> FakeBackend {
+        self.cpus = cpus.max(1);
+        self
+    }
+
+    /// Notes where the scripts are (`locate()`) with every object made,
+    /// program started and `rom/` file read.
+    pub fn with_locator(mut self, locate: impl Fn() -> Site + 'static) -> FakeBackend {
+        self.locator = Some(Box::new(locate));
+        self
+    }
+
+    /// Where the object `obj` was made (empty if unknown).
+    pub fn site_of(&self, obj: u64) -> &[String] {
+        obj.checked_sub(1)
+            .and_then(|i| self.sites.get(i as usize))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every `rom/` file read (scripts, `require`d modules, programs'
+    /// files read through ned), with where it was read, in order.
+    pub fn rom_reads(&self) -> &[(String, Site)] {
+        &self.rom_reads
+    }
+
+    fn locate(&self) -> Site {
+        self.locator.as_ref().map_or_else(Vec::new, |l| l())
+    }
+
     /// Tasks running `program` exit with `code` when waited for.
     pub fn set_exit(&mut self, program: &str, code: i64) {
         self.exits.insert(program.to_string(), code);
@@ -213,6 +275,14 @@ impl FakeBackend {
             .filter(|(_, o)| matches!(o, FakeObject::Created { .. }))
             .map(|(i, o)| (self.describe_obj(i as u64 + 1), o))
             .collect()
+    }
+
+    /// Every object with its handle, in the order they were made.
+    pub fn objects(&self) -> impl Iterator<Item = (u64, &FakeObject)> {
+        self.objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (i as u64 + 1, o))
     }
 
     /// Name-space registrations: `(name space, name, capability)` described.
@@ -278,6 +348,8 @@ impl FakeBackend {
     }
 
     fn add(&mut self, o: FakeObject) -> u64 {
+        let site = self.locate();
+        self.sites.push(site);
         self.objects.push(o);
         self.objects.len() as u64
     }
@@ -486,9 +558,11 @@ impl Backend for FakeBackend {
                 state: TaskState::Running,
             },
         );
+        let site = self.locate();
         self.started.push(Started {
             task: id,
             spec: spec.clone(),
+            site,
         });
         if self.echo {
             let caps: Vec<String> = spec
@@ -551,17 +625,19 @@ impl Backend for FakeBackend {
     }
 
     fn read_rom(&mut self, path: &str) -> Result<Vec<u8>> {
-        if let Some(b) = self.rom.get(path) {
-            return Ok(b.clone());
-        }
+        let mut found = self.rom.get(path).cloned();
         if let Some(name) = path.strip_prefix("rom/").filter(|n| !n.contains("..")) {
             for dir in &self.rom_dirs {
-                if let Ok(b) = std::fs::read(dir.join(name)) {
-                    return Ok(b);
+                if found.is_some() {
+                    break;
                 }
+                found = std::fs::read(dir.join(name)).ok();
             }
         }
-        Err(BackendError::l4(path, Error::NoEnt))
+        let contents = found.ok_or_else(|| BackendError::l4(path, Error::NoEnt))?;
+        let site = self.locate();
+        self.rom_reads.push((path.to_string(), site));
+        Ok(contents)
     }
 
     fn log(&mut self, line: &str) {
