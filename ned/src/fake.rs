@@ -94,6 +94,7 @@ pub struct FakeBackend {
     started: Vec<Started>,
     tasks: BTreeMap<TaskId, FakeTask>,
     exits: BTreeMap<String, i64>,
+    default_exit: Option<i64>,
     registered: Vec<(u64, String, Option<Cap>)>,
     log: Vec<String>,
     echo: bool,
@@ -158,6 +159,7 @@ impl FakeBackend {
             started: Vec::new(),
             tasks: BTreeMap::new(),
             exits: BTreeMap::new(),
+            default_exit: None,
             registered: Vec::new(),
             log: Vec::new(),
             echo: false,
@@ -241,6 +243,13 @@ impl FakeBackend {
 
     fn locate(&self) -> Site {
         self.locator.as_ref().map_or_else(Vec::new, |l| l())
+    }
+
+    /// Tasks without a scripted exit exit with `code` when waited for
+    /// (a dry run that goes on past `task:wait()`).
+    pub fn with_default_exit(mut self, code: i64) -> FakeBackend {
+        self.default_exit = Some(code);
+        self
     }
 
     /// Tasks running `program` exit with `code` when waited for.
@@ -591,8 +600,8 @@ impl Backend for FakeBackend {
         };
         let code = match t.state {
             TaskState::Zombie(code) => code,
-            _ => match self.exits.get(&t.program) {
-                Some(&code) => Some(code),
+            _ => match self.exits.get(&t.program).copied().or(self.default_exit) {
+                Some(code) => Some(code),
                 None => {
                     return Err(BackendError::new(format!(
                         "the fake backend would wait forever: no exit scripted for {}",

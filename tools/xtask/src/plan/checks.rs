@@ -94,7 +94,7 @@ fn memory(s: &System, inputs: &Inputs, err: &mut impl FnMut(Level, String)) {
                     mib(used),
                     mib(inputs.machine.ram),
                     mib(inputs.modules_size),
-                    mib(have)
+                    have >> 20
                 ),
             );
         }

@@ -125,12 +125,14 @@ pub fn inputs(ws: &Workspace, vars: &Vars, entry: &str) -> Result<Inputs> {
             size += std::fs::metadata(&p).map_or(0, |m| m.len());
         }
     }
-    // moe starts ned when its first argument is a script.
-    let script = spec
-        .roottask
-        .args
+    // moe starts ned with a script as its first argument (but not with
+    // --init=<program>); other root tasks run on their own.
+    let args = &spec.roottask.args;
+    let is_moe = basename(&spec.roottask.file) == "moe";
+    let script = args
         .iter()
         .position(|a| !a.starts_with('-'))
+        .filter(|_| is_moe && !args.iter().any(|a| a.starts_with("--init")))
         .map(|i| {
             (
                 spec.roottask.args[i].clone(),

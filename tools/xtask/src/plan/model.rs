@@ -272,6 +272,8 @@ pub fn run_script(inputs: &Inputs) -> System {
     let slot = lua_slot.clone();
     let mut fake = FakeBackend::new()
         .with_any_program()
+        // Waited-for programs end (with 0), so the script goes on.
+        .with_default_exit(0)
         // Memory is checked against QEMU's -m by the plan itself.
         .with_memory(1 << 46)
         .with_cpus(inputs.machine.cpus)

@@ -280,11 +280,24 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding]) -> String {
             let Some(to) = boxes.iter().find(|b| b.task == sv) else {
                 continue;
             };
-            let (x1, y1) = (from.x + from.w / 2.0, from.y);
-            let (x2, y2) = if to.y + to.h < from.y {
-                (to.x + to.w / 2.0, to.y + to.h)
+            let ((x1, y1), (x2, y2)) = if (to.y - from.y).abs() < 1.0 {
+                // Side by side: from the facing edges, at mid height.
+                let y = from.y + from.h.min(to.h) / 2.0;
+                if to.x > from.x {
+                    ((from.x + from.w, y), (to.x, y))
+                } else {
+                    ((from.x, y), (to.x + to.w, y))
+                }
+            } else if to.y + to.h < from.y {
+                (
+                    (from.x + from.w / 2.0, from.y),
+                    (to.x + to.w / 2.0, to.y + to.h),
+                )
             } else {
-                (to.x + to.w / 2.0, to.y)
+                (
+                    (from.x + from.w / 2.0, from.y + from.h),
+                    (to.x + to.w / 2.0, to.y),
+                )
             };
             let style = if faint {
                 r##"stroke="#bbbbbb" stroke-dasharray="4 3""##
@@ -364,6 +377,7 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding]) -> String {
                 mib(used - inputs.machine.ram)
             ),
         );
+        y += 20.0;
     } else {
         text(
             &mut body,
