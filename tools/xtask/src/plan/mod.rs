@@ -47,6 +47,11 @@ pub fn range((a, b): (u64, u64)) -> String {
     format!("{a:#x}..{b:#x}")
 }
 
+/// `0x8000000..0x8010000, 0x80a0000..0x9000000`.
+pub fn ranges(r: &[(u64, u64)]) -> String {
+    r.iter().map(|&m| range(m)).collect::<Vec<_>>().join(", ")
+}
+
 /// Builds the plan from `inputs`.
 pub fn build(inputs: &Inputs) -> Plan {
     let system = model::run_script(inputs);

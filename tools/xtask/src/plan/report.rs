@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::checks::{Finding, Level};
 use super::model::{Inputs, Origin, System, Task};
-use super::{Plan, mib, range};
+use super::{Plan, mib, ranges};
 
 /// `0-1`, `0, 2`, `0-3`.
 pub fn cpu_list(cpus: &[u32]) -> String {
@@ -27,6 +27,11 @@ pub fn cpu_list(cpus: &[u32]) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// `34, 35`.
+fn numbers(n: &[u64]) -> String {
+    n.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// `error: ...` / `warning: ...`.
@@ -178,10 +183,9 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
                     "identity-mapped (-i), host-physical, placed by moe".to_string()
                 }
             } else {
-                let at: Vec<String> = r.gpa.iter().map(|&g| range(g)).collect();
                 format!(
                     "guest-physical {} (the device tree's memory node)",
-                    at.join(", ")
+                    ranges(&r.gpa)
                 )
             };
             let _ = writeln!(o, "  RAM '{}': {size}, {place}", r.cap);
@@ -195,16 +199,8 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
                     p.name,
                     d.path,
                     d.compatible.join(", "),
-                    d.mmio
-                        .iter()
-                        .map(|&m| range(m))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    d.irqs
-                        .iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    ranges(&d.mmio),
+                    numbers(&d.irqs),
                     p.bus,
                     who(s, p.io_task),
                     p.node.as_deref().unwrap_or("(none)")
@@ -220,11 +216,7 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
                 "  emulated: {} {} at {}",
                 e.kind,
                 e.path,
-                e.mmio
-                    .iter()
-                    .map(|&m| range(m))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ranges(&e.mmio)
             );
         }
         for d in &vm.disabled {
@@ -248,16 +240,8 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
                 "  device {} ({}) MMIO {} IRQ {} ({})",
                 d.path,
                 d.compatible.join(", "),
-                d.mmio
-                    .iter()
-                    .map(|&m| range(m))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                d.irqs
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                ranges(&d.mmio),
+                numbers(&d.irqs),
                 d.pos
             );
         }

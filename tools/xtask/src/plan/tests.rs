@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::checks::{self, Finding, Level};
-use super::model::{Inputs, Machine};
+use super::model::{Inputs, Machine, Origin};
 use super::{build, machine};
 
 /// The repository's `conf/`.
@@ -44,7 +44,11 @@ fn scenario(name: &str, script: &str, extra: &[(&str, &str)]) -> Inputs {
     for (f, text) in extra {
         std::fs::write(dir.join(f), text).unwrap();
     }
-    for dts in ["virt-arm_virt-64", "virt-arm_virt-64-pl031"] {
+    for dts in [
+        "virt-arm_virt",
+        "virt-arm_virt-64",
+        "virt-arm_virt-64-pl031",
+    ] {
         std::fs::copy(
             conf().join(format!("{dts}.dts")),
             dir.join(format!("{dts}.dts")),
@@ -250,6 +254,68 @@ fn two_consoles_with_one_key_and_a_missing_capability() {
     assert!(
         e.iter()
             .any(|m| m.contains("io serves vbus 'vm1_hw'") && m.contains("is not given one"))
+    );
+}
+
+#[test]
+fn switch_ports_and_io_through_vmm_lua() {
+    // Seed 003's pass-through script: io and the switch from vmm.lua.
+    let script = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../ned/tests/scripts/uvmm-2vm-net-io.ned"),
+    )
+    .unwrap();
+    let vmm = std::fs::read_to_string(conf().join("vmm.lua")).unwrap();
+    let vbus = "Io.add_vbusses\n{\n  vm_hw = Io.Vi.System_bus(function()\n    PL031 = wrap(Io.system_bus().rtc);\n  end);\n}\n";
+    let mut inputs = scenario(
+        "switch",
+        &script,
+        &[("vmm.lua", &vmm), ("vm_hw.vbus", vbus)],
+    );
+    for m in [
+        "vmm.lua",
+        "vm_hw.vbus",
+        "l4vio_net_p2p",
+        "virt-arm_virt.dtb",
+        "ramdisk-armv8.cpio.gz",
+    ] {
+        inputs.modules.push(m.into());
+    }
+    let plan = build(&inputs);
+    let s = &plan.system;
+    let switch = s
+        .tasks
+        .iter()
+        .find(|t| t.name() == "l4vio_net_p2p")
+        .unwrap();
+    assert_eq!(switch.log.tag.as_ref().unwrap().0, "switch");
+    for vm in &plan.vms {
+        let net = s.task(vm.task).cap("net").unwrap();
+        assert!(
+            matches!(&net.origin, Origin::Created { server: Some(sv), .. } if *sv == switch.id),
+            "{net:?}"
+        );
+    }
+    assert_eq!(plan.vms[0].passed.len(), 1);
+    assert_eq!(plan.vms[0].passed[0].bus, "vm_hw");
+    assert!(
+        s.task(plan.vms[0].task)
+            .site
+            .contains("uvmm-staticpart.ned:")
+    );
+    let site = &s.task(plan.vms[0].task).site;
+    // The call in the script, and the helper it went through (vmm.lua
+    // tail-calls startv, so its own frame is gone).
+    assert!(
+        site.ends_with(".ned:38 (in ") || site.contains(".ned:11)"),
+        "{site}"
+    );
+    let f = checks::run(&plan, &inputs, false);
+    // No schedulers: the VMs share every CPU (a warning).
+    assert!(errors(&f).is_empty(), "{f:#?}");
+    assert!(
+        f.iter()
+            .any(|f| f.message.contains("vm1 and vm2 share CPU 0, 1, 2, 3"))
     );
 }
 
