@@ -662,3 +662,69 @@ impl Backend for FakeBackend {
         "L4RS microkernel (fake backend)".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::Ned;
+
+    /// A fake that knows where the script is, and ned over it.
+    fn located() -> (Ned, Rc<RefCell<FakeBackend>>) {
+        let slot: Rc<RefCell<Option<mlua::WeakLua>>> = Rc::default();
+        let s = slot.clone();
+        let fake = FakeBackend::new()
+            .with_any_program()
+            .with_default_exit(3)
+            .with_file(
+                "s.ned",
+                "local L4 = require 'L4'\n\
+                 local ch = L4.default_loader:new_channel()\n\
+                 local t = L4.default_loader:start({ caps = { c = ch:svr() } }, 'rom/x')\n\
+                 return t:wait()\n",
+            )
+            .with_locator(move || {
+                s.borrow()
+                    .as_ref()
+                    .and_then(|w| w.try_upgrade())
+                    .map(|lua| crate::ned::script_frames(&lua))
+                    .unwrap_or_default()
+            });
+        let fake = Rc::new(RefCell::new(fake));
+        let ned = Ned::new(fake.clone()).unwrap();
+        *slot.borrow_mut() = Some(ned.lua().weak());
+        (ned, fake)
+    }
+
+    #[test]
+    fn sites_of_objects_starts_and_reads() {
+        let (ned, fake) = located();
+        // The waited-for program ends with the default exit code.
+        assert_eq!(ned.run_file("rom/s.ned", &[]), Ok(Some(3)));
+        let fake = fake.borrow();
+        assert_eq!(fake.started()[0].site, ["rom/s.ned:3"]);
+        let (channel, _) = fake
+            .objects()
+            .find(|(_, o)| matches!(o, FakeObject::Channel(1)))
+            .unwrap();
+        assert_eq!(fake.site_of(channel), ["rom/s.ned:2"]);
+        assert_eq!(fake.site_of(9999), [] as [String; 0]);
+        assert_eq!(fake.rom_reads()[0].0, "rom/s.ned");
+    }
+
+    #[test]
+    fn without_a_locator_sites_are_empty_and_waits_need_an_exit() {
+        let fake = Rc::new(RefCell::new(
+            FakeBackend::new().with_any_program().with_file(
+                "s.ned",
+                "return require('L4').default_loader:start({}, 'rom/x'):wait()",
+            ),
+        ));
+        let ned = Ned::new(fake.clone()).unwrap();
+        let e = ned.run_file("rom/s.ned", &[]).unwrap_err();
+        assert!(e.message.contains("no exit scripted"), "{e}");
+        assert!(fake.borrow().started()[0].site.is_empty());
+    }
+}

@@ -230,7 +230,7 @@ pub fn command(ws: &Workspace, vars: &Vars, args: &PlanArgs) -> Result<()> {
         let dir = ws.root.join("target/plan");
         std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
         let out = dir.join(format!("{entry}.svg"));
-        std::fs::write(&out, svg::draw(&plan, &inputs, &findings))
+        std::fs::write(&out, svg::draw(&plan, &inputs, &findings, args.strict))
             .context(|| format!("writing {}", out.display()))?;
         println!("picture: {}", ws.show(&out));
         println!();

@@ -16,6 +16,7 @@ const PALETTE: &[&str] = &[
 ];
 const SERVICE: &str = "#9c9c9c";
 const BAD: &str = "#d62728";
+const WARN: &str = "#c77c00";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -41,14 +42,18 @@ struct Boxed {
 }
 
 /// The SVG document.
-pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding]) -> String {
+/// `strict`: CPUs shared by VMs are an error (red), else a warning (orange).
+pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding], strict: bool) -> String {
     let s = &plan.system;
     let ncpu = inputs.machine.cpus.max(1) as usize;
     let inner = WIDTH - 2.0 * MARGIN;
     let col = inner / ncpu as f64;
     let mut body = String::new();
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
-    let verdict = if errors == 0 {
+    let warnings = findings.len() - errors;
+    let verdict = if errors == 0 && warnings > 0 {
+        format!("sound, {warnings} warnings")
+    } else if errors == 0 {
         "sound".to_string()
     } else {
         format!("NOT SOUND: {errors} errors")
@@ -99,7 +104,7 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding]) -> String {
                 format!("CPU {c}: {}", s.task(*one).label()),
             ),
             many => (
-                BAD.to_string(),
+                if strict { BAD } else { WARN }.to_string(),
                 format!(
                     "CPU {c}: shared by {}",
                     many.iter()
@@ -398,7 +403,7 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding]) -> String {
     for f in findings {
         let (fill, what) = match f.level {
             Level::Error => (BAD, "error"),
-            Level::Warning => ("#c77c00", "warning"),
+            Level::Warning => (WARN, "warning"),
         };
         for (i, chunk) in wrap(&format!("{what}: {}", f.message), 140)
             .iter()
