@@ -101,40 +101,45 @@ fn memory(s: &System, inputs: &Inputs, err: &mut impl FnMut(Level, String)) {
     }
 }
 
+/// What the guest-physical RAM range `g` of `vm` lies over: devices it
+/// is given, devices it emulates, QEMU virt's MMIO.
+pub fn ram_clashes(s: &System, vm: &Vm, g: (u64, u64)) -> Vec<String> {
+    let mut hits = Vec::new();
+    for p in &vm.passed {
+        let io = s.io.iter().find(|i| i.task == p.io_task);
+        if let Some(d) = io.map(|i| &i.config.devices[p.hw]) {
+            for &m in d.mmio.iter().filter(|&&m| overlaps(g, m)) {
+                hits.push(format!(
+                    "the {} ({}) at {} it is given on vbus '{}' ({})",
+                    p.name,
+                    d.compatible.first().map_or("?", String::as_str),
+                    range(m),
+                    p.bus,
+                    d.pos
+                ));
+            }
+        }
+    }
+    for e in &vm.emulated {
+        if let Some(&m) = e.mmio.iter().find(|&&m| overlaps(g, m)) {
+            hits.push(format!("its emulated {} at {}", e.kind, range(m)));
+        }
+    }
+    let platform: Vec<&str> = PLATFORM_MMIO
+        .iter()
+        .filter(|&&(_, a, b)| overlaps(g, (a, b)))
+        .map(|&(name, _, _)| name)
+        .collect();
+    if !platform.is_empty() {
+        hits.push(format!("QEMU virt's MMIO ({})", platform.join(", ")));
+    }
+    hits
+}
+
 fn guest_ram(s: &System, vm: &Vm, err: &mut impl FnMut(Level, String)) {
     for ram in &vm.ram {
         for &g in &ram.gpa {
-            let mut hits = Vec::new();
-            for p in &vm.passed {
-                let io = s.io.iter().find(|i| i.task == p.io_task);
-                if let Some(d) = io.map(|i| &i.config.devices[p.hw]) {
-                    for &m in d.mmio.iter().filter(|&&m| overlaps(g, m)) {
-                        hits.push(format!(
-                            "the {} ({}) at {} it is given on vbus '{}' ({})",
-                            p.name,
-                            d.compatible.first().map_or("?", String::as_str),
-                            range(m),
-                            p.bus,
-                            d.pos
-                        ));
-                    }
-                }
-            }
-            for e in &vm.emulated {
-                for &m in e.mmio.iter().filter(|&&m| overlaps(g, m)) {
-                    hits.push(format!(
-                        "its emulated {} {} at {}",
-                        e.kind,
-                        e.path,
-                        range(m)
-                    ));
-                }
-            }
-            for &(name, a, b) in PLATFORM_MMIO {
-                if overlaps(g, (a, b)) {
-                    hits.push(format!("the platform's {name} at {}", range((a, b))));
-                }
-            }
+            let hits = ram_clashes(s, vm, g);
             if !hits.is_empty() {
                 err(
                     Level::Error,

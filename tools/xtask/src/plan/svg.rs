@@ -17,6 +17,8 @@ const PALETTE: &[&str] = &[
 const SERVICE: &str = "#9c9c9c";
 const BAD: &str = "#d62728";
 const WARN: &str = "#c77c00";
+/// A box line starting with this is drawn in red (without the mark).
+const BAD_MARK: &str = "\u{1}";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -203,7 +205,12 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding], strict: bool) ->
                 lines.push(format!("RAM {size}, host-physical (-i)"));
             } else {
                 for &(a, b) in &r.gpa {
-                    lines.push(format!("RAM {size} at {a:#x}..{b:#x}"));
+                    let l = format!("RAM {size} at {a:#x}..{b:#x}");
+                    if super::checks::ram_clashes(s, vm, (a, b)).is_empty() {
+                        lines.push(l);
+                    } else {
+                        lines.push(format!("{BAD_MARK}{l}: over MMIO"));
+                    }
                 }
             }
         }
@@ -397,7 +404,16 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding], strict: bool) ->
         body,
         r##"<rect x="{MARGIN}" y="{y:.1}" width="{inner:.1}" height="28" fill="none" stroke="#888"/>"##
     );
-    y += 56.0;
+    y += 50.0;
+    text(
+        &mut body,
+        MARGIN,
+        y,
+        11,
+        r##"fill="#666""##,
+        "solid arrow: a channel, client to server, named by the client's capability; dashed: a log on cons; CPUs and memory coloured by the VM they belong to",
+    );
+    y += 22.0;
 
     // Findings.
     for f in findings {
@@ -459,7 +475,11 @@ fn draw_box(
     );
     let chars = ((w - 12.0) / 6.6) as usize;
     for (i, l) in lines.iter().enumerate() {
-        let mut l = l.clone();
+        let (l, fill) = match l.strip_prefix(BAD_MARK) {
+            Some(bad) => (bad, BAD),
+            None => (l.as_str(), "#222"),
+        };
+        let mut l = l.to_string();
         if l.chars().count() > chars && chars > 3 {
             l = l.chars().take(chars - 1).collect::<String>() + "…";
         }
@@ -468,7 +488,7 @@ fn draw_box(
             x + 8.0,
             y + 38.0 + 15.0 * i as f64,
             12,
-            r##"fill="#222""##,
+            &format!(r#"fill="{fill}""#),
             &l,
         );
     }
