@@ -24,9 +24,11 @@
 //! file read (`rom/x.ned:12`), for tools that explain a script's system
 //! (`cargo xtask plan`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use l4_abi::Error;
@@ -226,6 +228,25 @@ impl FakeBackend {
     pub fn with_locator(mut self, locate: impl Fn() -> Site + 'static) -> FakeBackend {
         self.locator = Some(Box::new(locate));
         self
+    }
+
+    /// ned over this fake, with a locator that reads ned's Lua stack
+    /// ([`crate::ned::script_frames`]): every site is a script line.
+    pub fn into_located_ned(
+        self,
+    ) -> std::result::Result<(crate::Ned, Rc<RefCell<FakeBackend>>), crate::ScriptError> {
+        let slot: Rc<RefCell<Option<mlua::WeakLua>>> = Rc::default();
+        let lua = slot.clone();
+        let fake = Rc::new(RefCell::new(self.with_locator(move || {
+            lua.borrow()
+                .as_ref()
+                .and_then(mlua::WeakLua::try_upgrade)
+                .map(|lua| crate::ned::script_frames(&lua))
+                .unwrap_or_default()
+        })));
+        let ned = crate::Ned::new(fake.clone())?;
+        *slot.borrow_mut() = Some(ned.lua().weak());
+        Ok((ned, fake))
     }
 
     /// Where the object `obj` was made (empty if unknown).
@@ -665,17 +686,12 @@ impl Backend for FakeBackend {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
     use super::*;
     use crate::Ned;
 
     /// A fake that knows where the script is, and ned over it.
     fn located() -> (Ned, Rc<RefCell<FakeBackend>>) {
-        let slot: Rc<RefCell<Option<mlua::WeakLua>>> = Rc::default();
-        let s = slot.clone();
-        let fake = FakeBackend::new()
+        FakeBackend::new()
             .with_any_program()
             .with_default_exit(3)
             .with_file(
@@ -685,17 +701,8 @@ mod tests {
                  local t = L4.default_loader:start({ caps = { c = ch:svr() } }, 'rom/x')\n\
                  return t:wait()\n",
             )
-            .with_locator(move || {
-                s.borrow()
-                    .as_ref()
-                    .and_then(|w| w.try_upgrade())
-                    .map(|lua| crate::ned::script_frames(&lua))
-                    .unwrap_or_default()
-            });
-        let fake = Rc::new(RefCell::new(fake));
-        let ned = Ned::new(fake.clone()).unwrap();
-        *slot.borrow_mut() = Some(ned.lua().weak());
-        (ned, fake)
+            .into_located_ned()
+            .unwrap()
     }
 
     #[test]

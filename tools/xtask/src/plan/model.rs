@@ -2,9 +2,7 @@
 //! schedulers, dataspaces, virtual machines and io's buses, read from a
 //! dry run of the entry's ned script on ned's recording backend.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::rc::Rc;
 
 use ned::backend::FactoryArg;
 use ned::cap::{Cap, CapRights, RightsLetters};
@@ -140,6 +138,13 @@ impl Task {
         self.program.rsplit('/').next().unwrap_or(&self.program)
     }
 
+    /// The program and its arguments.
+    pub fn argv(&self) -> Vec<&str> {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect()
+    }
+
     /// `vm1` (the log tag) or the program's name.
     pub fn label(&self) -> String {
         match &self.log.tag {
@@ -267,36 +272,28 @@ pub fn run_script(inputs: &Inputs) -> System {
     let Some((script, args)) = &inputs.script else {
         return system;
     };
-    // Where the script is: the Lua state, once ned made it.
-    let lua_slot: Rc<RefCell<Option<mlua::WeakLua>>> = Rc::default();
-    let slot = lua_slot.clone();
     let mut fake = FakeBackend::new()
         .with_any_program()
         // Waited-for programs end (with 0), so the script goes on.
         .with_default_exit(0)
         // Memory is checked against QEMU's -m by the plan itself.
         .with_memory(1 << 46)
-        .with_cpus(inputs.machine.cpus)
-        .with_locator(move || {
-            slot.borrow()
-                .as_ref()
-                .and_then(|w| w.try_upgrade())
-                .map(|lua| ned::ned::script_frames(&lua))
-                .unwrap_or_default()
-        });
+        .with_cpus(inputs.machine.cpus);
     for d in &inputs.dirs {
         fake = fake.with_rom_dir(d);
     }
-    let fake = Rc::new(RefCell::new(fake));
-    match ned::Ned::new(fake.clone()) {
-        Ok(n) => {
-            *lua_slot.borrow_mut() = Some(n.lua().weak());
-            if let Err(e) = n.run_file(script, args) {
+    let fake = match fake.into_located_ned() {
+        Ok((ned, fake)) => {
+            if let Err(e) = ned.run_file(script, args) {
                 system.script_error = Some(e.to_string());
             }
+            fake
         }
-        Err(e) => system.script_error = Some(e.to_string()),
-    }
+        Err(e) => {
+            system.script_error = Some(e.to_string());
+            return system;
+        }
+    };
     let fake = fake.borrow();
     read_system(&fake, inputs, &mut system);
     system

@@ -96,10 +96,14 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
     );
     match &inputs.script {
         Some((script, _)) => {
-            let _ = writeln!(o, "  boot: {} starts ned with {script}", inputs.root);
+            let _ = writeln!(
+                o,
+                "  boot: roottask {}: moe starts ned with {script}",
+                inputs.root
+            );
         }
         None => {
-            let _ = writeln!(o, "  boot: {} (no ned script)", inputs.root);
+            let _ = writeln!(o, "  boot: roottask {} (no ned script)", inputs.root);
         }
     }
 
@@ -107,7 +111,7 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
         let _ = writeln!(o, "\ntasks");
     }
     for t in &s.tasks {
-        let _ = writeln!(o, "  #{} {} {}", t.id, t.program, t.args.join(" "));
+        let _ = writeln!(o, "  #{} {}", t.id, t.argv().join(" "));
         let _ = writeln!(o, "      started at {}", t.site);
         let log = match (&t.log.tag, t.log.server) {
             (Some((tag, colour)), sv) => format!(

@@ -146,7 +146,7 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding], strict: bool) ->
         for (i, id) in services.iter().enumerate() {
             let t = s.task(*id);
             let x = MARGIN + i as f64 * (w + 20.0);
-            let mut lines = vec![format!("{} {}", t.program, t.args.join(" "))];
+            let mut lines = vec![t.argv().join(" ")];
             lines.push(format!("scheduler: CPUs {}", cpu_list(&t.sched.cpus)));
             if let Some(io) = s.io.iter().find(|io| io.task == *id) {
                 for b in &io.config.buses {

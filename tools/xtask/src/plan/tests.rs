@@ -16,21 +16,12 @@ fn seed_script() -> String {
     std::fs::read_to_string(conf().join("uvmm-staticpart.ned")).unwrap()
 }
 
-/// The modules of seed 000's entry.
-const MODULES: &[&str] = &[
-    "uvmm",
-    "l4re",
-    "ned",
-    "virt-arm_virt-64.dtb",
-    "virt-arm_virt-64-pl031.dtb",
-    "ramdisk-armv8-64.cpio.gz",
-    "uvmm-staticpart.ned",
-    "Image.gz",
-    "cons",
-    "io",
-    "io.cfg",
-    "vm1_hw.vbus",
-];
+/// The modules of seed 000's entry, from the repository's modules.list.
+fn seed_modules() -> Vec<String> {
+    let list = imagebuilder::modlist::ModulesList::load(&conf().join("../modules.list")).unwrap();
+    let entry = list.entry("uvmm-staticpart").unwrap();
+    entry.modules.iter().map(|m| m.name().to_string()).collect()
+}
 
 /// A scenario in a directory of its own: the seed's files, `script` as
 /// the ned script, `extra` files, device trees compiled from `conf/`.
@@ -74,7 +65,7 @@ fn scenario(name: &str, script: &str, extra: &[(&str, &str)]) -> Inputs {
         entry: "uvmm-staticpart".into(),
         script: Some(("rom/uvmm-staticpart.ned".into(), Vec::new())),
         root: "moe rom/uvmm-staticpart.ned".into(),
-        modules: MODULES.iter().map(|s| s.to_string()).collect(),
+        modules: seed_modules(),
         modules_size: 0,
         dirs: vec![dir],
         machine: Machine {
