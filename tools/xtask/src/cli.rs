@@ -16,6 +16,14 @@ commands:
   build               build the boot stage, kernel and root task (release)
   image E=<entry>     build and pack a modules.list entry into target/images/<entry>.img
   qemu E=<entry>      build, pack and boot an entry in QEMU (quit with Ctrl-A x)
+  plan E=<entry> [--strict] [-i] [--all]
+                      run the entry's ned script on the host and show the system it
+                      builds (tasks, schedulers, capabilities, dataspaces, VMs, io's
+                      buses); check partitions (memory, guest RAM over MMIO, devices
+                      on two buses, shared CPUs, console keys, missing modules and
+                      capabilities); draw it to target/plan/<entry>.svg. --strict:
+                      VMs sharing a CPU is an error; -i: describe host ranges of
+                      identity-mapped RAM; --all: every entry. Fails when a check does
   list                list the entries of the modules list
   guest               fetch the Debian arm64 kernel and busybox once and build the
                       guest files in target/guest/ (Image.gz, ramdisk-armv8*.cpio.gz);
@@ -72,6 +80,7 @@ pub enum Command {
     Guest,
     Test(TestArgs),
     Bench(Bench),
+    Plan(PlanArgs),
     Lint,
     Help,
 }
@@ -84,6 +93,17 @@ pub struct TestArgs {
     pub verbose: bool,
     /// Scenario names; empty means host tests plus all scenarios.
     pub scenarios: Vec<String>,
+}
+
+/// `plan [--strict] [-i] [--all]`.
+#[derive(Debug, Default, PartialEq)]
+pub struct PlanArgs {
+    /// VMs whose schedulers share a CPU are an error, not a warning.
+    pub strict: bool,
+    /// Describe the host side of identity-mapped guest RAM.
+    pub identity: bool,
+    /// Every entry of the modules list.
+    pub all: bool,
 }
 
 /// `bench <name> [flags]`.
@@ -203,6 +223,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<In
         "help" | "-h" | "--help" => Command::Help,
         "test" => Command::Test(parse_test(flags)?),
         "bench" => Command::Bench(parse_bench(flags)?),
+        "plan" => Command::Plan(parse_plan(flags)?),
         other => bail!("unknown command '{other}'; see `cargo xtask help`"),
     };
     Ok(Invocation { command, vars })
@@ -250,6 +271,22 @@ fn parse_test(flags: &[&str]) -> Result<TestArgs> {
     }
     if args.host_only && !args.scenarios.is_empty() {
         bail!("'test --host' runs no scenario; drop --host or the scenario names");
+    }
+    Ok(args)
+}
+
+fn parse_plan(flags: &[&str]) -> Result<PlanArgs> {
+    let mut args = PlanArgs::default();
+    for &flag in flags {
+        match flag {
+            "--strict" => args.strict = true,
+            "-i" => args.identity = true,
+            "--all" => args.all = true,
+            f if !f.starts_with('-') => {
+                bail!("unexpected argument '{f}' for 'plan' (did you mean E={f}?)")
+            }
+            f => bail!("unknown flag '{f}' for 'plan'"),
+        }
     }
     Ok(args)
 }
@@ -509,6 +546,26 @@ mod tests {
         assert!(parse_with(&["bench", "ipc", "--timeout"], &[]).is_err());
         assert!(parse_with(&["bench", "ipc", "--timeout", "soon"], &[]).is_err());
         assert!(parse_with(&["bench", "ipc", "extra"], &[]).is_err());
+    }
+
+    #[test]
+    fn plan_flags() {
+        let inv = parse_with(&["plan", "E=x", "--strict", "-i"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Plan(PlanArgs {
+                strict: true,
+                identity: true,
+                all: false
+            })
+        );
+        assert!(
+            parse_with(&["plan", "x"], &[])
+                .unwrap_err()
+                .to_string()
+                .contains("E=x")
+        );
+        assert!(parse_with(&["plan", "--bogus"], &[]).is_err());
     }
 
     #[test]

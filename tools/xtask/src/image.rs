@@ -50,6 +50,17 @@ impl<'a> Modules<'a> {
         })
     }
 
+    /// The modules list file.
+    pub fn list(&self) -> &Path {
+        &self.list
+    }
+
+    /// Where modules are looked for, in order (without the list's own
+    /// `search-path` lines).
+    pub fn search_path(&self) -> &[PathBuf] {
+        &self.search_path
+    }
+
     /// Entry names in file order.
     pub fn entries(&self) -> Result<Vec<String>> {
         let list =

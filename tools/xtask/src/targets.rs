@@ -276,7 +276,7 @@ fn conf_files(ws: &Workspace, extension: &str) -> Result<Vec<PathBuf>> {
 
 /// `conf/NAME.dts` -> `target/guest/NAME.dtb` with dtc, when out of date; the
 /// guest directory is on the module search path.
-fn compile_device_trees(ws: &Workspace) -> Result<()> {
+pub fn compile_device_trees(ws: &Workspace) -> Result<()> {
     let sources = device_tree_sources(ws)?;
     if sources.is_empty() {
         return Ok(());
