@@ -85,9 +85,16 @@ impl Limits {
     /// QEMU's `virt` machine as the project runs it (GICv3 with 288
     /// lines, 1 GiB of RAM at 1 GiB, 40-bit physical addresses).
     pub fn qemu_virt() -> Limits {
+        Limits::qemu_virt_with_ram(1 << 30)
+    }
+
+    /// QEMU's `virt` machine with `ram` bytes of RAM (`-m`), which start
+    /// at 1 GiB.
+    pub fn qemu_virt_with_ram(ram: u64) -> Limits {
+        const RAM_BASE: u64 = 0x4000_0000;
         Limits {
             phys_bits: 40,
-            ram: vec![(0x4000_0000, 0x7fff_ffff)],
+            ram: vec![(RAM_BASE, RAM_BASE + ram.max(1) - 1)],
             first_irq: 32,
             irq_lines: 288,
         }
@@ -215,6 +222,23 @@ impl Device {
     pub fn matches(&self, cid: &str) -> bool {
         self.hid.as_deref() == Some(cid) || self.compatible.iter().any(|c| c == cid)
     }
+
+    /// Its MMIO ranges, in the order written.
+    pub fn mmio(&self) -> impl Iterator<Item = &Res> {
+        self.resources_of(ResourceKind::Mmio)
+    }
+
+    /// Its interrupt lines (single lines or ranges), in the order written.
+    pub fn irqs(&self) -> impl Iterator<Item = &Res> {
+        self.resources_of(ResourceKind::Irq)
+    }
+
+    fn resources_of(&self, kind: ResourceKind) -> impl Iterator<Item = &Res> {
+        self.resources
+            .iter()
+            .map(|(_, r)| r)
+            .filter(move |r| r.kind == kind)
+    }
 }
 
 /// The platform: a tree of devices under the system bus.
@@ -318,9 +342,24 @@ impl Platform {
 
     /// `System_bus.rtc` style path of a device.
     pub fn path(&self, d: DevId) -> String {
+        self.path_below(d, None)
+    }
+
+    /// The path of a device below the system bus (`rtc`, `soc.uart0`);
+    /// for the system bus itself and devices not on the platform the same
+    /// as [`Platform::path`].
+    pub fn path_on_platform(&self, d: DevId) -> String {
+        if d == SYSTEM_BUS || !self.on_platform(d) {
+            return self.path(d);
+        }
+        self.path_below(d, Some(SYSTEM_BUS))
+    }
+
+    /// The names from `d`'s root (or from below `stop`) down to `d`.
+    fn path_below(&self, d: DevId, stop: Option<DevId>) -> String {
         let mut parts = Vec::new();
         let mut at = Some(d);
-        while let Some(x) = at {
+        while let Some(x) = at.filter(|&x| Some(x) != stop) {
             parts.push(if self.devices[x].name.is_empty() {
                 "(unnamed device)"
             } else {
@@ -432,6 +471,8 @@ pub struct VDevice {
     pub hw: DevId,
     /// Its parent's index on the bus.
     pub parent: Option<u32>,
+    /// Where it was put on the bus (`NAME = wrap(...)`).
+    pub pos: Pos,
 }
 
 /// Refuses names and strings longer than the vbus protocol carries.
@@ -598,6 +639,7 @@ impl Config {
                     name: vn,
                     hw: d,
                     parent,
+                    pos: wpos.clone(),
                 });
             }
         }
@@ -698,6 +740,33 @@ mod tests {
     }
 
     #[test]
+    fn resources_by_kind() {
+        let mut p = Platform::new();
+        let a = rtc(&mut p);
+        let d = &p.devices[a];
+        let mmio: Vec<_> = d.mmio().map(|r| (r.start, r.end)).collect();
+        assert_eq!(mmio, [(0x901_0000, 0x901_0fff)]);
+        let irqs: Vec<_> = d.irqs().map(|r| (r.start, r.end)).collect();
+        assert_eq!(irqs, [(34, 34)]);
+    }
+
+    #[test]
+    fn limits_follow_the_ram_size() {
+        assert_eq!(Limits::qemu_virt().ram, [(0x4000_0000, 0x7fff_ffff)]);
+        let l = Limits::qemu_virt_with_ram(2 << 30);
+        assert_eq!(l.ram, [(0x4000_0000, 0xbfff_ffff)]);
+        let mut p = Platform::new();
+        let a = p.create(pos(1));
+        p.devices[a].resources.push((
+            "r".into(),
+            Res::mmio(0x8000_0000, 0x8000_0fff, 0, pos(2)).unwrap(),
+        ));
+        p.add_child(SYSTEM_BUS, "a", a, &pos(3)).unwrap();
+        p.check(&Limits::qemu_virt()).unwrap();
+        assert!(p.check(&l).unwrap_err().message.contains("lies in RAM"));
+    }
+
+    #[test]
     fn tree_and_paths() {
         let mut p = Platform::new();
         let a = rtc(&mut p);
@@ -717,7 +786,11 @@ mod tests {
             "two parents"
         );
         assert!(p.add_child(a, "self", a, &pos(7)).is_err());
+        assert_eq!(p.path_on_platform(b), "(unnamed device)");
         p.add_child(a, "sub", b, &pos(8)).unwrap();
+        assert_eq!(p.path_on_platform(a), "rtc");
+        assert_eq!(p.path_on_platform(b), "rtc.sub");
+        assert_eq!(p.path_on_platform(SYSTEM_BUS), "System_bus");
         assert_eq!(p.subtree(SYSTEM_BUS), vec![SYSTEM_BUS, a, b]);
         assert_eq!(p.find(SYSTEM_BUS, &["arm,pl031".into()]), vec![a]);
         p.check(&Limits::qemu_virt()).unwrap();
@@ -769,6 +842,7 @@ mod tests {
         let bus = c.bus("a").unwrap();
         assert_eq!(bus.devices.len(), 1);
         assert_eq!(bus.devices[0].name, "PL031");
+        assert_eq!(bus.devices[0].pos, pos(6));
         let e = c.add_bus("b", &draft, Some(&caps), &pos(8)).unwrap_err();
         assert!(e.message.contains("already on virtual bus 'a'"), "{e}");
         assert!(
