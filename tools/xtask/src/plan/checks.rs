@@ -1,7 +1,7 @@
 //! The checks: what makes a statically partitioned system fail at run
 //! time, each found with the script line or file that causes it.
 
-use super::model::{CONTINUOUS, Inputs, Origin, System};
+use super::model::{CONTINUOUS, Inputs, Origin, System, mmio_ranges};
 use super::vm::Vm;
 use super::{Plan, mib, range};
 
@@ -107,8 +107,8 @@ pub fn ram_clashes(s: &System, vm: &Vm, g: (u64, u64)) -> Vec<String> {
     let mut hits = Vec::new();
     for p in &vm.passed {
         let io = s.io.iter().find(|i| i.task == p.io_task);
-        if let Some(d) = io.map(|i| &i.config.devices[p.hw]) {
-            for &m in d.mmio.iter().filter(|&&m| overlaps(g, m)) {
+        if let Some(d) = io.map(|i| i.device(p.hw)) {
+            for m in mmio_ranges(d).into_iter().filter(|&m| overlaps(g, m)) {
                 hits.push(format!(
                     "the {} ({}) at {} it is given on vbus '{}' ({})",
                     p.name,
@@ -161,11 +161,11 @@ fn passed_and_emulated(s: &System, vm: &Vm, err: &mut impl FnMut(Level, String))
         let Some(io) = s.io.iter().find(|i| i.task == p.io_task) else {
             continue;
         };
-        let d = &io.config.devices[p.hw];
+        let d = io.device(p.hw);
         for e in &vm.emulated {
-            if d.mmio
-                .iter()
-                .any(|&m| e.mmio.iter().any(|&w| overlaps(m, w)))
+            if mmio_ranges(d)
+                .into_iter()
+                .any(|m| e.mmio.iter().any(|&w| overlaps(m, w)))
             {
                 err(
                     Level::Error,
@@ -184,29 +184,33 @@ fn passed_and_emulated(s: &System, vm: &Vm, err: &mut impl FnMut(Level, String))
     }
 }
 
+/// Devices on buses of different io tasks (io itself refuses a device on
+/// two of its own buses).
 fn buses(s: &System, err: &mut impl FnMut(Level, String)) {
-    // Platform devices by MMIO range, over every io: (range, bus, pos).
-    let mut seen: Vec<((u64, u64), String, String, String)> = Vec::new();
+    // Platform devices by MMIO range, over every io: (range, io task,
+    // bus, where it was wrapped).
+    let mut seen: Vec<((u64, u64), usize, &str, String)> = Vec::new();
     for io in &s.io {
         for b in &io.config.buses {
-            for (name, hw, pos) in &b.devices {
-                let d = &io.config.devices[*hw];
-                for &m in &d.mmio {
-                    if let Some((_, other, opos, _)) = seen
+            for v in &b.devices {
+                for m in mmio_ranges(io.device(v.hw)) {
+                    if let Some((_, _, other, opos)) = seen
                         .iter()
-                        .find(|(r, bus, _, _)| overlaps(*r, m) && *bus != b.name)
+                        .find(|(r, t, bus, _)| overlaps(*r, m) && (*t, *bus) != (io.task, &b.name))
                     {
                         err(
                             Level::Error,
                             format!(
-                                "{pos}: device {} ({name}, {}) is on two virtual buses: '{}' and '{other}' ({opos})",
-                                d.path,
+                                "{}: device {} ({}, {}) is on two virtual buses: '{}' and '{other}' ({opos})",
+                                v.pos,
+                                io.path(v.hw),
+                                v.name,
                                 range(m),
                                 b.name
                             ),
                         );
                     }
-                    seen.push((m, b.name.clone(), pos.clone(), d.path.clone()));
+                    seen.push((m, io.task, &b.name, v.pos.to_string()));
                 }
             }
         }

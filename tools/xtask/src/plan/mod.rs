@@ -4,12 +4,11 @@
 //!
 //! The entry's ned script runs on the host against ned's recording
 //! backend ([`model`]); the plan follows what it starts: io's
-//! configuration files ([`io_config`]), uvmm's command lines and device
-//! trees ([`vm`]). [`checks`] finds the faults, [`report`] prints the
+//! configuration files (read by the io crate's own evaluator,
+//! [`io::load_all`]), uvmm's command lines and device trees ([`vm`]). [`checks`] finds the faults, [`report`] prints the
 //! system and [`svg`] draws it (`target/plan/<entry>.svg`).
 
 pub mod checks;
-pub mod io_config;
 pub mod model;
 pub mod report;
 pub mod svg;

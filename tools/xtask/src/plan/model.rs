@@ -9,7 +9,7 @@ use ned::cap::{Cap, CapRights, RightsLetters};
 use ned::fake::{FakeBackend, FakeObject, Site};
 use ned::proto;
 
-use super::io_config::{self, IoConfig};
+use io::model::{DevId, Device};
 
 /// `L4.Mem_alloc_flags.Continuous`.
 pub const CONTINUOUS: u64 = 1;
@@ -192,7 +192,42 @@ pub struct IoServer {
     pub task: usize,
     /// The files it reads, as named on its command line.
     pub files: Vec<String>,
-    pub config: IoConfig,
+    /// Its configuration, as io reads it.
+    pub config: io::Config,
+}
+
+impl IoServer {
+    /// The platform device `hw`.
+    pub fn device(&self, hw: DevId) -> &Device {
+        &self.config.platform.devices[hw]
+    }
+
+    /// The devices on the platform (not the system bus itself), parents
+    /// before their children.
+    pub fn platform_devices(&self) -> impl Iterator<Item = DevId> + '_ {
+        self.config
+            .platform
+            .subtree(io::model::SYSTEM_BUS)
+            .into_iter()
+            .skip(1)
+    }
+
+    /// Where `hw` is below the system bus (`rtc`, `soc.uart0`).
+    pub fn path(&self, hw: DevId) -> String {
+        self.config.platform.path_on_platform(hw)
+    }
+}
+
+/// A device's MMIO ranges, `[start, end)`.
+pub fn mmio_ranges(d: &Device) -> Vec<(u64, u64)> {
+    d.mmio()
+        .map(|r| (r.start, r.end.saturating_add(1)))
+        .collect()
+}
+
+/// A device's interrupt lines.
+pub fn irq_lines(d: &Device) -> Vec<u64> {
+    d.irqs().flat_map(|r| r.start..=r.end).collect()
 }
 
 /// The system.
@@ -473,7 +508,14 @@ fn read_system(fake: &FakeBackend, inputs: &Inputs, system: &mut System) {
         }
         let result = match failed {
             Some(e) => Err(e),
-            None => io_config::evaluate(&texts),
+            // Bus names against io's capabilities: a check of the plan's
+            // own (`checks`), which names the task.
+            None => io::load_all(
+                io::Limits::qemu_virt_with_ram(inputs.machine.ram),
+                None,
+                &texts,
+            )
+            .map_err(|e| e.to_string()),
         };
         match result {
             Ok(config) => system.io.push(IoServer {

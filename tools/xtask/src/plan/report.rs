@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::checks::{Finding, Level};
-use super::model::{Inputs, Origin, System, Task};
+use super::model::{Inputs, Origin, System, Task, irq_lines, mmio_ranges};
 use super::{Plan, mib, ranges};
 
 /// `0-1`, `0, 2`, `0-3`.
@@ -196,15 +196,15 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
         }
         for p in &vm.passed {
             if let Some(io) = s.io.iter().find(|i| i.task == p.io_task) {
-                let d = &io.config.devices[p.hw];
+                let d = io.device(p.hw);
                 let _ = writeln!(
                     o,
                     "  passed through: {} = {} ({}), MMIO {}, IRQ {}, vbus '{}' of {}; guest node {}",
                     p.name,
-                    d.path,
+                    io.path(p.hw),
                     d.compatible.join(", "),
-                    ranges(&d.mmio),
-                    numbers(&d.irqs),
+                    ranges(&mmio_ranges(d)),
+                    numbers(&irq_lines(d)),
                     p.bus,
                     who(s, p.io_task),
                     p.node.as_deref().unwrap_or("(none)")
@@ -238,14 +238,15 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
 
     for io in &s.io {
         let _ = writeln!(o, "\nio {} ({})", who(s, io.task), io.files.join(" "));
-        for d in &io.config.devices {
+        for hw in io.platform_devices() {
+            let d = io.device(hw);
             let _ = writeln!(
                 o,
                 "  device {} ({}) MMIO {} IRQ {} ({})",
-                d.path,
+                io.path(hw),
                 d.compatible.join(", "),
-                ranges(&d.mmio),
-                numbers(&d.irqs),
+                ranges(&mmio_ranges(d)),
+                numbers(&irq_lines(d)),
                 d.pos
             );
         }
@@ -253,7 +254,7 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
             let devs: Vec<String> = b
                 .devices
                 .iter()
-                .map(|(n, hw, _)| format!("{n} = {}", io.config.devices[*hw].path))
+                .map(|v| format!("{} = {}", v.name, io.path(v.hw)))
                 .collect();
             let _ = writeln!(o, "  vbus '{}': {} ({})", b.name, devs.join(", "), b.pos);
         }

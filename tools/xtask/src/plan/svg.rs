@@ -150,7 +150,7 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding], strict: bool) ->
             lines.push(format!("scheduler: CPUs {}", cpu_list(&t.sched.cpus)));
             if let Some(io) = s.io.iter().find(|io| io.task == *id) {
                 for b in &io.config.buses {
-                    let devs: Vec<&str> = b.devices.iter().map(|(n, _, _)| n.as_str()).collect();
+                    let devs: Vec<&str> = b.devices.iter().map(|v| v.name.as_str()).collect();
                     lines.push(format!("vbus {}: {}", b.name, devs.join(", ")));
                 }
             }
@@ -218,7 +218,7 @@ pub fn draw(plan: &Plan, inputs: &Inputs, findings: &[Finding], strict: bool) ->
             let d =
                 s.io.iter()
                     .find(|i| i.task == p.io_task)
-                    .map(|i| &i.config.devices[p.hw]);
+                    .map(|i| i.device(p.hw));
             lines.push(format!(
                 "passed through: {} ({})",
                 p.name,

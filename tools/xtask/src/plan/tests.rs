@@ -164,9 +164,35 @@ fn a_vbus_device_given_twice() {
     let f = findings(&inputs, false);
     let e = errors(&f);
     assert_eq!(e.len(), 1, "{f:#?}");
+    // io itself refuses it, and the plan says so with io's words.
     assert!(
-        e[0].contains("vm2_hw.vbus:4: device rtc")
-            && e[0].contains("is on two virtual buses: 'vm2_hw' and 'vm1_hw'"),
+        e[0].contains("io (#2, ")
+            && e[0].contains(
+                "vm2_hw.vbus:4: device System_bus.rtc is already on virtual bus 'vm1_hw'"
+            ),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn a_device_on_buses_of_two_io_tasks() {
+    let vbus2 = "Io.add_vbusses\n{\n  vm2_hw = Io.Vi.System_bus(function()\n    RTC = wrap(Io.system_bus().rtc);\n  end);\n}\n";
+    let io2 = "\nl:start({ caps = { vm2_hw = l:new_channel():svr() } },\n        \"rom/io rom/io.cfg rom/vm2_hw.vbus\");\n";
+    let script = edit(
+        &seed_script(),
+        "\"rom/io rom/io.cfg rom/vm1_hw.vbus\");\n",
+        &format!("\"rom/io rom/io.cfg rom/vm1_hw.vbus\");\n{io2}"),
+    );
+    let mut inputs = scenario("two-io", &script, &[("vm2_hw.vbus", vbus2)]);
+    inputs.modules.push("vm2_hw.vbus".into());
+    let f = findings(&inputs, false);
+    let e = errors(&f);
+    assert_eq!(e.len(), 1, "{f:#?}");
+    assert!(
+        e[0].contains("vm2_hw.vbus:4: device rtc (RTC, 0x9010000..0x9011000)")
+            && e[0].contains("is on two virtual buses: 'vm2_hw' and 'vm1_hw'")
+            && e[0].contains("vm1_hw.vbus:4)"),
         "{}",
         e[0]
     );

@@ -38,7 +38,7 @@ pub struct PassedThrough {
     pub io_task: usize,
     pub bus: String,
     /// The platform device (index into that io's devices).
-    pub hw: usize,
+    pub hw: io::model::DevId,
     /// The guest's device-tree node for it, if any.
     pub node: Option<String>,
 }
@@ -211,8 +211,8 @@ pub fn read(task: &Task, system: &System, inputs: &Inputs) -> Vm {
         && let Some(io) = system.io.iter().find(|i| i.task == io_task)
         && let Some(b) = io.config.buses.iter().find(|b| b.name == bus_name)
     {
-        for (name, hw, _) in &b.devices {
-            let dev = &io.config.devices[*hw];
+        for v in &b.devices {
+            let dev = io.device(v.hw);
             let node = tree.as_ref().and_then(|t| {
                 t.walk().into_iter().find_map(|(path, n, _)| {
                     let hit = n.is_enabled()
@@ -225,10 +225,10 @@ pub fn read(task: &Task, system: &System, inputs: &Inputs) -> Vm {
                 keep.push(n.clone());
             }
             vm.passed.push(PassedThrough {
-                name: name.clone(),
+                name: v.name.clone(),
                 io_task,
                 bus: bus_name.clone(),
-                hw: *hw,
+                hw: v.hw,
                 node,
             });
         }
