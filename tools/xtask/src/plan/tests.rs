@@ -146,9 +146,19 @@ fn a_third_vm_that_does_not_fit() {
     );
 }
 
+/// A bus `vm2_hw` with the platform's RTC, which seed 000 gives `vm1_hw`.
+const VM2_RTC_VBUS: &str = "Io.add_vbusses\n{\n  vm2_hw = Io.Vi.System_bus(function()\n    RTC = wrap(Io.system_bus().rtc);\n  end);\n}\n";
+
+/// The one error the plan of `inputs` finds.
+fn the_error(inputs: &Inputs) -> String {
+    let f = findings(inputs, false);
+    let e = errors(&f);
+    assert_eq!(e.len(), 1, "{f:#?}");
+    e[0].to_string()
+}
+
 #[test]
 fn a_vbus_device_given_twice() {
-    let vbus2 = "Io.add_vbusses\n{\n  vm2_hw = Io.Vi.System_bus(function()\n    RTC = wrap(Io.system_bus().rtc);\n  end);\n}\n";
     let script = edit(
         &seed_script(),
         "vm1_hw = vbus_vm1:svr(),",
@@ -159,42 +169,51 @@ fn a_vbus_device_given_twice() {
         "rom/vm1_hw.vbus\"",
         "rom/vm1_hw.vbus rom/vm2_hw.vbus\"",
     );
-    let mut inputs = scenario("twice", &script, &[("vm2_hw.vbus", vbus2)]);
+    let mut inputs = scenario("twice", &script, &[("vm2_hw.vbus", VM2_RTC_VBUS)]);
     inputs.modules.push("vm2_hw.vbus".into());
-    let f = findings(&inputs, false);
-    let e = errors(&f);
-    assert_eq!(e.len(), 1, "{f:#?}");
+    let e = the_error(&inputs);
     // io itself refuses it, and the plan says so with io's words.
     assert!(
-        e[0].contains("io (#2, ")
-            && e[0].contains(
+        e.contains("io (#2, ")
+            && e.contains(
                 "vm2_hw.vbus:4: device System_bus.rtc is already on virtual bus 'vm1_hw'"
             ),
-        "{}",
-        e[0]
+        "{e}"
     );
 }
 
 #[test]
 fn a_device_on_buses_of_two_io_tasks() {
-    let vbus2 = "Io.add_vbusses\n{\n  vm2_hw = Io.Vi.System_bus(function()\n    RTC = wrap(Io.system_bus().rtc);\n  end);\n}\n";
     let io2 = "\nl:start({ caps = { vm2_hw = l:new_channel():svr() } },\n        \"rom/io rom/io.cfg rom/vm2_hw.vbus\");\n";
     let script = edit(
         &seed_script(),
         "\"rom/io rom/io.cfg rom/vm1_hw.vbus\");\n",
         &format!("\"rom/io rom/io.cfg rom/vm1_hw.vbus\");\n{io2}"),
     );
-    let mut inputs = scenario("two-io", &script, &[("vm2_hw.vbus", vbus2)]);
+    let mut inputs = scenario("two-io", &script, &[("vm2_hw.vbus", VM2_RTC_VBUS)]);
     inputs.modules.push("vm2_hw.vbus".into());
-    let f = findings(&inputs, false);
-    let e = errors(&f);
-    assert_eq!(e.len(), 1, "{f:#?}");
+    let e = the_error(&inputs);
     assert!(
-        e[0].contains("vm2_hw.vbus:4: device rtc (RTC, 0x9010000..0x9011000)")
-            && e[0].contains("is on two virtual buses: 'vm2_hw' and 'vm1_hw'")
-            && e[0].contains("vm1_hw.vbus:4)"),
-        "{}",
-        e[0]
+        e.contains("vm2_hw.vbus:4: device rtc (RTC, 0x9010000..0x9011000)")
+            && e.contains("is on two virtual buses: 'vm2_hw' and 'vm1_hw'")
+            && e.contains("vm1_hw.vbus:4)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_io_device_in_the_ram_of_qemus_m() {
+    // Clear of 1 GiB of RAM, inside 2 GiB: io is checked against `-m`.
+    let cfg = std::fs::read_to_string(conf().join("io.cfg")).unwrap()
+        + "\nIo.hw_add_devices{ late = Io.Hw.Device(function()\n  Resource.regs = Io.Res.mmio(0x80000000, 0x80000fff);\nend) }\n";
+    let mut inputs = scenario("io-ram", &seed_script(), &[("io.cfg", &cfg)]);
+    assert!(findings(&inputs, false).is_empty());
+    inputs.machine.ram = 2048 << 20;
+    let e = the_error(&inputs);
+    assert!(
+        e.contains("io (#2, ")
+            && e.contains("io.cfg:15: System_bus.late.regs (MMIO 0x80000000-0x80000fff) lies in RAM (0x40000000-0xbfffffff)"),
+        "{e}"
     );
 }
 
