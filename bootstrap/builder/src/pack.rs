@@ -2,7 +2,7 @@
 //!
 //! The image is the boot stage's flat binary (its `PT_LOAD` segments from the
 //! lowest `p_vaddr` on, bss zeroed), zero padding up to the next page, then the
-//! payload [`bootimage::build`] makes of the kernel, the root task and the
+//! payload [`bootstrap_format::build`] makes of the kernel, the root task and the
 //! modules in list order. The `image_size` field of the stage's arm64 Image
 //! header is set to the size of the whole image.
 //!
@@ -28,7 +28,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use bootimage::{Input, Kind, PAGE};
+use bootstrap_format::{Input, Kind, PAGE};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use goblin::elf::Elf;
@@ -278,7 +278,7 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
 
     let stage = flat_stage(&opts.stage_elf)?;
     let stage_size = stage.len() as u64;
-    let image = assemble(stage, &bootimage::build(&packer.inputs));
+    let image = assemble(stage, &bootstrap_format::build(&packer.inputs));
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }

@@ -1,12 +1,12 @@
 //! modules.list entries: listing, choosing one, packing it into a bootable image
-//! with the `imagebuilder` library.
+//! with the `bootstrap_builder` library.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use bootimage::Kind;
-use imagebuilder::modlist::{ModulesList, basename};
-use imagebuilder::{BuildOptions, build_image};
+use bootstrap_builder::modlist::{ModulesList, basename};
+use bootstrap_builder::{BuildOptions, build_image};
+use bootstrap_format::Kind;
 
 use crate::cli::Vars;
 use crate::error::{Context, Result, bail};

@@ -31,7 +31,7 @@ pub struct TargetCrate {
 
 pub const TARGET_CRATES: &[TargetCrate] = &[
     TargetCrate {
-        package: "bootstrap",
+        package: "bootstrap-stage",
         target: KERNEL_TARGET,
         binary: "bootstrap",
         alias: Some(STAGE_ALIAS),
@@ -319,7 +319,10 @@ mod tests {
     #[test]
     fn grouped_by_target_in_table_order() {
         let groups = by_target();
-        assert_eq!(groups[0], (KERNEL_TARGET, vec!["bootstrap", "kernel"]));
+        assert_eq!(
+            groups[0],
+            (KERNEL_TARGET, vec!["bootstrap-stage", "kernel"])
+        );
         assert_eq!(groups[1], (BARE_USER_TARGET, vec!["moe", "ktest", "l4re"]));
         let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(total, TARGET_CRATES.len());

@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use bootimage::Payload;
+use bootstrap_format::Payload;
 use flate2::write::GzEncoder;
 
 use super::*;

@@ -16,7 +16,7 @@ pub mod vm;
 
 use std::path::PathBuf;
 
-use imagebuilder::modlist::{ModulesList, basename};
+use bootstrap_builder::modlist::{ModulesList, basename};
 
 use crate::cli::{PlanArgs, Vars};
 use crate::error::{Context, Result, bail};

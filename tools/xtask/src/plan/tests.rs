@@ -18,7 +18,8 @@ fn seed_script() -> String {
 
 /// The modules of seed 000's entry, from the repository's modules.list.
 fn seed_modules() -> Vec<String> {
-    let list = imagebuilder::modlist::ModulesList::load(&conf().join("../modules.list")).unwrap();
+    let list =
+        bootstrap_builder::modlist::ModulesList::load(&conf().join("../modules.list")).unwrap();
     let entry = list.entry("uvmm-staticpart").unwrap();
     entry.modules.iter().map(|m| m.name().to_string()).collect()
 }
