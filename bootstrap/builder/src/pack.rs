@@ -65,6 +65,9 @@ pub struct BuildOptions {
     /// Environment for module[shell] commands (e.g. SRC_BASE_ABS), added to
     /// the inherited one.
     pub shell_env: Vec<(String, String)>,
+    /// Options put before the root task's own command line (a benchmark
+    /// turns on reports this way, e.g. moe's `--l4re-dbg=4`).
+    pub roottask_options: Vec<String>,
     pub output: PathBuf,
 }
 
@@ -272,6 +275,7 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     };
     packer.boot_module(Kind::Kernel, &entry.kernel)?;
     packer.boot_module(Kind::Roottask, &entry.roottask)?;
+    packer.prepend_options(&opts.roottask_options);
     for spec in &entry.modules {
         packer.module(spec)?;
     }
@@ -407,6 +411,27 @@ fn role(kind: Kind) -> &'static str {
 }
 
 impl Packer<'_> {
+    /// Puts `options` before the command line of the module packed last.
+    fn prepend_options(&mut self, options: &[String]) {
+        if options.is_empty() {
+            return;
+        }
+        let prefix = options.join(" ");
+        let with = |cmdline: &mut String| {
+            *cmdline = if cmdline.is_empty() {
+                prefix.clone()
+            } else {
+                format!("{prefix} {cmdline}")
+            };
+        };
+        if let Some(m) = self.packed.last_mut() {
+            with(&mut m.cmdline);
+        }
+        if let Some(i) = self.inputs.last_mut() {
+            with(&mut i.cmdline);
+        }
+    }
+
     fn find(&self, spec: &ModSpec, role: &'static str, word: &str) -> Result<PathBuf, BuildError> {
         self.finder
             .find(word)

@@ -57,6 +57,12 @@ fn init_heap() -> u64 {
     0
 }
 
+/// Free RAM from Sigma0, mapped 1:1 read-write: `2^order` bytes (the
+/// source of moe's [`PageAlloc`]).
+fn sigma0_chunk(order: u8) -> Option<u64> {
+    base::PAGER.map_free(order).ok()
+}
+
 /// Maps a boot module's memory 1:1 read-execute (Sigma0 [`MAP_MODULE`]).
 fn map_module(pa: u64, size: u64) -> Result<(), Error> {
     let sigma0: Cap<Sigma0> = base::PAGER;
@@ -84,20 +90,15 @@ extern "C" fn moe_main() -> ! {
 
     let free = info.total(MemKind::Free);
     let budget = boot::budget(free).saturating_sub(heap);
-    let mut pages = PageAlloc::new();
-    let got = boot::take_memory(budget, |order| match base::PAGER.map_free(order) {
-        Ok(a) => {
-            pages.add(a, 1 << order);
-            true
-        }
-        Err(_) => false,
-    });
+    // The kernel maps (and clears) every page of a chunk it gives: moe
+    // takes its budget as it needs it, not all at boot.
+    let pages = PageAlloc::with_source(budget, sigma0_chunk);
     println!(
-        "MOE: RAM: {} MiB free at boot; moe took {} MiB (+{} MiB heap), {} MiB stay with the kernel",
+        "MOE: RAM: {} MiB free at boot; moe takes up to {} MiB as needed (+{} MiB heap), {} MiB stay with the kernel",
         free / MIB,
-        got / MIB,
+        budget / MIB,
         heap / MIB,
-        free.saturating_sub(got + heap) / MIB
+        free.saturating_sub(budget + heap) / MIB
     );
 
     let mut moe = Moe::new(L4Kernel, pages);

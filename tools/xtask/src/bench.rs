@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::{Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, Vars, VmBenchArgs};
-use crate::console::{Pattern, Session};
+use crate::console::{Failure, Pattern, Session};
 use crate::error::{Context, Error, Result, bail};
 use crate::image::Modules;
 use crate::packages::Need;
@@ -27,18 +27,26 @@ pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
     }
 }
 
-/// Packs `entry` (or the one the user picks) and returns its name, the
-/// arguments that boot it headless with a piped console, and the image.
+/// Packs `entry` (or the one the user picks), with `roottask_options`
+/// before the root task's command line (into an image of its own when
+/// there are any), and returns its name, the arguments that boot it
+/// headless with a piped console, and the image.
 fn headless(
     ws: &Workspace,
     vars: &Vars,
     entry: Option<&str>,
+    roottask_options: &[String],
 ) -> Result<(String, Vec<String>, crate::image::Image)> {
     let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
     let modules = Modules::new(ws, vars)?;
     let entry = modules.choose_entry(entry)?;
     targets::prepare(ws, &[Need::Qemu])?;
-    let image = modules.pack(&entry)?;
+    let suffix = if roottask_options.is_empty() {
+        ""
+    } else {
+        ".bench"
+    };
+    let image = modules.pack_variant(&entry, suffix, roottask_options)?;
     let arguments = qemu::arguments(
         ConsoleMode::Piped,
         &modules.qemu_options(&entry)?,
@@ -49,8 +57,17 @@ fn headless(
     Ok((entry, arguments, image))
 }
 
+/// moe's option that makes every runtime report its program's start
+/// (`l4re_dbg` bit `L4.Dbg.Boot`, passed on by ned).
+const STARTUP_REPORTS: &str = "--l4re-dbg=4";
+
 fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
-    let (entry, arguments, image) = headless(ws, vars, vars.entry.as_deref())?;
+    let (entry, arguments, image) = headless(
+        ws,
+        vars,
+        vars.entry.as_deref(),
+        &[STARTUP_REPORTS.to_string()],
+    )?;
     let markers = [
         &args.stage_marker,
         &args.kernel_marker,
@@ -62,9 +79,11 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         qemu::QEMU,
         crate::shell::join(&arguments)
     );
+    let report = Pattern::regex(REPORT).map_err(|e| Error::new(e.to_string()))?;
 
     // times[marker][run]
     let mut times = vec![Vec::new(); markers.len()];
+    let mut programs = Programs::default();
     for run in 1..=args.runs {
         let mut session = Session::spawn(qemu::command(&arguments), Vec::new(), false)?;
         let deadline = session.started() + args.timeout;
@@ -85,7 +104,21 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
                 }
             }
         }
-        session.finish();
+        // The programs' reports, until none came for a while.
+        loop {
+            let quiet = (std::time::Instant::now() + args.settle).min(deadline);
+            match session.expect(&report, quiet) {
+                Ok(_) => {}
+                Err(Failure::Timeout | Failure::Closed(_)) => break,
+                Err(failure) => bail!("run {run}: {failure}"),
+            }
+        }
+        let record = session.finish();
+        let starts = program_starts(&record.lines);
+        for s in &starts {
+            line.push_str(&format!(" {} {:.3} s", s.name, s.first_line.as_secs_f64()));
+        }
+        programs.add(starts);
         eprintln!("{line}");
     }
 
@@ -101,6 +134,7 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
             median(samples).as_secs_f64()
         );
     }
+    programs.print(args.runs);
     println!("sizes:");
     let kernel = TargetCrate::by_alias(KERNEL_ALIAS).path(ws);
     let roottask = TargetCrate::by_alias(ROOTTASK_ALIAS).path(ws);
@@ -114,12 +148,151 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         file_size(&roottask)?,
         ws.show(&roottask)
     );
+    for (name, size) in image.modules.iter().skip(2) {
+        println!("  rom/{name:<10} {size:>10} B");
+    }
     println!(
         "  image          {:>10} B  {}",
         image.size,
         ws.show(&image.path)
     );
     Ok(())
+}
+
+/// The report a runtime writes before its program's first output
+/// (`l4re: NAME: first output at T ms: runtime began at T ms, N page
+/// faults, N mappings (N KiB)`).
+const REPORT: &str = r"l4re: [^:]+: first output at ([0-9.]+) ms: runtime began at ([0-9.]+) ms, ([0-9]+) page faults, ([0-9]+) mappings \(([0-9]+) KiB\)";
+
+/// What a runtime reported about its program's start.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct StartReport {
+    /// The machine's clock (ms since it started) at the first output and
+    /// when the runtime began.
+    output_ms: f64,
+    began_ms: f64,
+    faults: u64,
+    maps: u64,
+    mapped_kib: u64,
+}
+
+impl StartReport {
+    fn parse(text: &str) -> Option<StartReport> {
+        let re = regex::Regex::new(REPORT).ok()?;
+        let c = re.captures(text)?;
+        let num = |i: usize| c.get(i).map(|m| m.as_str());
+        Some(StartReport {
+            output_ms: num(1)?.parse().ok()?,
+            began_ms: num(2)?.parse().ok()?,
+            faults: num(3)?.parse().ok()?,
+            maps: num(4)?.parse().ok()?,
+            mapped_kib: num(5)?.parse().ok()?,
+        })
+    }
+}
+
+/// One program's (or guest's) start in one boot: its console tag, when its
+/// first own line arrived, and its runtime's report if it has one.
+#[derive(Clone, Debug, PartialEq)]
+struct ProgramStart {
+    name: String,
+    first_line: Duration,
+    report: Option<StartReport>,
+}
+
+/// The starts seen on the console, in order: every tag (`name | text`) of
+/// the log multiplexer is a program or a guest.
+fn program_starts(lines: &[(Duration, String)]) -> Vec<ProgramStart> {
+    let mut starts: Vec<ProgramStart> = Vec::new();
+    let mut pending: Vec<(String, StartReport)> = Vec::new();
+    for (at, line) in lines {
+        let Some((tag, text)) = line.split_once(" | ") else {
+            continue;
+        };
+        let name = tag.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            continue;
+        }
+        if let Some(report) = StartReport::parse(text) {
+            pending.push((name.to_string(), report));
+            continue;
+        }
+        if starts.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let report = pending
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| pending.remove(i).1);
+        starts.push(ProgramStart {
+            name: name.to_string(),
+            first_line: *at,
+            report,
+        });
+    }
+    starts
+}
+
+/// The starts of every run, by program.
+#[derive(Default)]
+struct Programs {
+    /// Program name, then its starts (one per run that saw it).
+    by_name: Vec<(String, Vec<ProgramStart>)>,
+}
+
+impl Programs {
+    fn add(&mut self, starts: Vec<ProgramStart>) {
+        for s in starts {
+            match self.by_name.iter_mut().find(|(n, _)| *n == s.name) {
+                Some((_, runs)) => runs.push(s),
+                None => self.by_name.push((s.name.clone(), vec![s])),
+            }
+        }
+    }
+
+    fn print(&self, runs: usize) {
+        if self.by_name.is_empty() {
+            println!("programs: none reported");
+            return;
+        }
+        println!(
+            "programs (medians): first line (wall time); on the machine's clock: runtime began, first output; page faults and mappings until then"
+        );
+        for (name, starts) in &self.by_name {
+            let mut wall: Vec<Duration> = starts.iter().map(|s| s.first_line).collect();
+            let seen = if starts.len() < runs {
+                format!("  (in {} of {runs} runs)", starts.len())
+            } else {
+                String::new()
+            };
+            let reports: Vec<&StartReport> =
+                starts.iter().filter_map(|s| s.report.as_ref()).collect();
+            let mut line = format!("  {name:<10} {:>8.3} s", median(&mut wall).as_secs_f64());
+            if !reports.is_empty() {
+                let ms = |f: fn(&StartReport) -> f64| {
+                    let mut v: Vec<Duration> = reports
+                        .iter()
+                        .map(|r| Duration::from_secs_f64(f(r) / 1000.0))
+                        .collect();
+                    median(&mut v).as_secs_f64()
+                };
+                let count = |f: fn(&StartReport) -> u64| {
+                    let mut v: Vec<u64> = reports.iter().map(|r| f(r)).collect();
+                    v.sort_unstable();
+                    v[v.len() / 2]
+                };
+                line.push_str(&format!(
+                    "  began {:>6.3} s  output {:>6.3} s  {:>5} faults  {:>5} mappings ({} KiB)",
+                    ms(|r| r.began_ms),
+                    ms(|r| r.output_ms),
+                    count(|r| r.faults),
+                    count(|r| r.maps),
+                    count(|r| r.mapped_kib),
+                ));
+            }
+            println!("{line}{seen}");
+        }
+    }
 }
 
 /// Boots the guest kernel and ramdisk natively (QEMU's own device tree and
@@ -241,7 +414,7 @@ fn ipcbench_run(
     entry: &str,
     args: &IpcBenchArgs,
 ) -> Result<(Vec<IpcMeasurement>, bool)> {
-    let (entry, arguments, _) = headless(ws, vars, Some(entry))?;
+    let (entry, arguments, _) = headless(ws, vars, Some(entry), &[])?;
     let icount = counts_instructions(&arguments);
     eprintln!(
         "xtask: booting '{entry}' ({}), waiting up to {} s for {IPC_DONE:?}: {} {}",

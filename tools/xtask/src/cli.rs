@@ -98,6 +98,8 @@ pub enum Bench {
 pub struct BootBenchArgs {
     pub runs: usize,
     pub timeout: Duration,
+    /// How long no program may report its start before a run ends.
+    pub settle: Duration,
     pub stage_marker: String,
     pub kernel_marker: String,
     pub roottask_marker: String,
@@ -108,6 +110,7 @@ impl Default for BootBenchArgs {
         BootBenchArgs {
             runs: 5,
             timeout: Duration::from_secs(60),
+            settle: Duration::from_secs(2),
             stage_marker: DEFAULT_STAGE_MARKER.into(),
             kernel_marker: DEFAULT_KERNEL_MARKER.into(),
             roottask_marker: DEFAULT_ROOTTASK_MARKER.into(),
@@ -272,6 +275,7 @@ fn parse_bench_boot(flags: &[&str]) -> Result<BootBenchArgs> {
         match name {
             "--runs" => args.runs = parse_runs(name, &value()?)?,
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            "--settle" => args.settle = parse_seconds(name, &value()?)?,
             "--stage-marker" => args.stage_marker = value()?,
             "--kernel-marker" => args.kernel_marker = value()?,
             "--roottask-marker" => args.roottask_marker = value()?,

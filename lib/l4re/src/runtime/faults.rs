@@ -57,6 +57,7 @@ impl<B: Backend> Runtime<B> {
         } else {
             "read"
         };
+        self.startup.faults += 1;
         let addr = page_down(pf.addr);
         let region = self.regions.lookup(pf.addr).copied();
         let detail = match region {

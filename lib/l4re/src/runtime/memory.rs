@@ -82,7 +82,10 @@ impl<B: Backend> Runtime<B> {
             if lb > va || lend <= va {
                 return Err(EFAULT);
             }
-            self.mapped.insert(lb.max(r.start), lend.min(r.end));
+            let (ms, me) = (lb.max(r.start), lend.min(r.end));
+            self.mapped.insert(ms, me);
+            self.startup.maps += 1;
+            self.startup.mapped += me - ms;
             va = lend;
         }
         Ok(())

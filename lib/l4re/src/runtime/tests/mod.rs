@@ -221,7 +221,7 @@ fn runtime() -> Runtime<Fake> {
         program_ds: PROGRAM,
         trampoline: TRAMPOLINE,
         cpus: 0b1111,
-        trace: false,
+        ..Default::default()
     };
     let mut rt = Runtime::new(Fake::new(program()), cfg);
     rt.load().unwrap();
