@@ -22,8 +22,8 @@ pub const MAX_ORDER: u8 = 30;
 /// The page size.
 pub const PAGE: u64 = 1 << MIN_ORDER;
 
-/// The smallest chunk taken from the source (4 MiB).
-pub const GROW_ORDER: u8 = 22;
+/// The smallest chunk taken from the source (2 MiB: a super page).
+pub const GROW_ORDER: u8 = 21;
 
 const ORDERS: usize = (MAX_ORDER - MIN_ORDER + 1) as usize;
 
@@ -248,23 +248,23 @@ mod tests {
             (0, 40 * MIB, 40 * MIB)
         );
         let a = p.alloc(PAGE, 0).unwrap();
-        assert_eq!(p.total(), 4 * MIB, "one chunk of GROW_ORDER");
-        assert_eq!(p.reserve(), 36 * MIB);
+        assert_eq!(p.total(), 2 * MIB, "one chunk of GROW_ORDER");
+        assert_eq!(p.reserve(), 38 * MIB);
         assert_eq!(p.available(), 40 * MIB - PAGE);
         let b = p.alloc(16 * MIB, 21).unwrap();
         assert_eq!(
             (b % (2 * MIB), p.total()),
-            (0, 20 * MIB),
+            (0, 18 * MIB),
             "a chunk as large"
         );
         assert!(p.alloc(32 * MIB, 0).is_none(), "more than the reserve");
         let c = p.alloc(16 * MIB, 0).unwrap();
-        assert_eq!(p.reserve(), 4 * MIB);
+        assert_eq!(p.reserve(), 6 * MIB);
         assert!(a != c && b != c);
-        let d = p.alloc(5 * MIB, 0);
-        assert!(d.is_none(), "the last 4 MiB do not hold 5 MiB");
+        let d = p.alloc(6 * MIB, 0);
+        assert!(d.is_none(), "6 MiB need an 8 MiB block");
         assert!(p.alloc(4 * MIB, 0).is_some());
-        assert_eq!(p.reserve(), 0);
+        assert_eq!(p.reserve(), 2 * MIB);
     }
 
     #[test]

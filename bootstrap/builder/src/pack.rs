@@ -282,7 +282,8 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
 
     let stage = flat_stage(&opts.stage_elf)?;
     let stage_size = stage.len() as u64;
-    let image = assemble(stage, &bootimage::build(&packer.inputs));
+    let payload = bootimage::build(&packer.inputs, payload_offset(stage_size));
+    let image = assemble(stage, &payload);
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
@@ -296,10 +297,15 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     })
 }
 
+/// Where the payload starts in an image whose stage has `stage_size` bytes.
+fn payload_offset(stage_size: u64) -> u64 {
+    stage_size.div_ceil(PAGE) * PAGE
+}
+
 /// The stage, zero padding to the next page, the payload; with the Image
 /// header's `image_size` set to the total.
 fn assemble(mut image: Vec<u8>, payload: &[u8]) -> Vec<u8> {
-    let payload_at = (image.len() as u64).div_ceil(PAGE) * PAGE;
+    let payload_at = payload_offset(image.len() as u64);
     image.resize(payload_at as usize, 0);
     image.extend_from_slice(payload);
     let total = image.len() as u64;

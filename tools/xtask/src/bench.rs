@@ -161,8 +161,9 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
 
 /// The report a runtime writes before its program's first output
 /// (`l4re: NAME: first output at T ms: runtime began at T ms, N page
-/// faults, N mappings (N KiB)`).
-const REPORT: &str = r"l4re: [^:]+: first output at ([0-9.]+) ms: runtime began at ([0-9.]+) ms, ([0-9]+) page faults, ([0-9]+) mappings \(([0-9]+) KiB\)";
+/// faults, N mappings (N KiB), N system calls, N dataspaces, T ms
+/// serving`).
+const REPORT: &str = r"l4re: [^:]+: first output at ([0-9.]+) ms: runtime began at ([0-9.]+) ms, ([0-9]+) page faults, ([0-9]+) mappings \(([0-9]+) KiB\), ([0-9]+) system calls, ([0-9]+) dataspaces, ([0-9.]+) ms serving";
 
 /// What a runtime reported about its program's start.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -174,6 +175,9 @@ struct StartReport {
     faults: u64,
     maps: u64,
     mapped_kib: u64,
+    syscalls: u64,
+    dataspaces: u64,
+    serving_ms: f64,
 }
 
 impl StartReport {
@@ -187,6 +191,9 @@ impl StartReport {
             faults: num(3)?.parse().ok()?,
             maps: num(4)?.parse().ok()?,
             mapped_kib: num(5)?.parse().ok()?,
+            syscalls: num(6)?.parse().ok()?,
+            dataspaces: num(7)?.parse().ok()?,
+            serving_ms: num(8)?.parse().ok()?,
         })
     }
 }
@@ -256,7 +263,7 @@ impl Programs {
             return;
         }
         println!(
-            "programs (medians): first line (wall time); on the machine's clock: runtime began, first output; page faults and mappings until then"
+            "programs (medians): first line (wall time); on the machine's clock: runtime began, first output, time its runtime served it; until then: page faults, mappings, system calls, dataspaces"
         );
         for (name, starts) in &self.by_name {
             let mut wall: Vec<Duration> = starts.iter().map(|s| s.first_line).collect();
@@ -282,12 +289,15 @@ impl Programs {
                     v[v.len() / 2]
                 };
                 line.push_str(&format!(
-                    "  began {:>6.3} s  output {:>6.3} s  {:>5} faults  {:>5} mappings ({} KiB)",
+                    "  began {:.3} s  output {:.3} s  served {:.3} s  {} faults  {} mappings ({} KiB)  {} syscalls  {} dataspaces",
                     ms(|r| r.began_ms),
                     ms(|r| r.output_ms),
+                    ms(|r| r.serving_ms),
                     count(|r| r.faults),
                     count(|r| r.maps),
                     count(|r| r.mapped_kib),
+                    count(|r| r.syscalls),
+                    count(|r| r.dataspaces),
                 ));
             }
             println!("{line}{seen}");

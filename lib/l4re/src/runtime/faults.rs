@@ -109,6 +109,25 @@ impl<B: Backend> Runtime<B> {
 
     /// An exception of a program thread (its UTCB tells which).
     pub fn exception(&mut self, regs: ExcRegs) -> Action {
+        let began = self.serve_begins();
+        let a = self.handle_exception(regs);
+        self.serve_ends(began);
+        a
+    }
+
+    /// Until the program's first output: the clock when serving a message
+    /// begins.
+    fn serve_begins(&mut self) -> Option<u64> {
+        (!self.startup.reported).then(|| self.b.now_ns())
+    }
+
+    fn serve_ends(&mut self, began: Option<u64>) {
+        if let Some(t) = began {
+            self.startup.serving_ns += self.b.now_ns().saturating_sub(t);
+        }
+    }
+
+    fn handle_exception(&mut self, regs: ExcRegs) -> Action {
         if self.exited {
             return Action::Exit;
         }
@@ -122,6 +141,7 @@ impl<B: Backend> Runtime<B> {
         if !regs.is_linux_syscall() {
             return self.fatal_exception(&regs);
         }
+        self.startup.syscalls += 1;
         let a = self.syscall(slot, regs);
         if self.exited {
             return Action::Exit;

@@ -43,7 +43,8 @@ impl<B: Backend> Runtime<B> {
                 offset,
             } => Ok((ds, offset)),
             Backing::Anon { ds: None, .. } => {
-                let ds = self.b.ds_alloc(r.len())?;
+                let ds = self.b.ds_alloc(r.len(), r.kind != Kind::Stack)?;
+                self.startup.dataspaces += 1;
                 let map = match space {
                     Space::Program => &mut self.regions,
                     Space::Windows => &mut self.windows,

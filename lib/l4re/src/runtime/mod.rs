@@ -81,7 +81,10 @@ pub const MAX_WINDOW_ORDER: u8 = 21;
 /// What the runtime needs from the kernel and the services.
 pub trait Backend {
     /// A new zero-filled dataspace of `size` bytes; its capability.
-    fn ds_alloc(&mut self, size: u64) -> Result<u64, i64>;
+    /// `dense`: memory that is likely used in full, which may come in
+    /// super pages (a sparse one, like the main stack, comes in small
+    /// blocks).
+    fn ds_alloc(&mut self, size: u64, dense: bool) -> Result<u64, i64>;
     /// Maps part of dataspace `ds` into the task: the page at `offset` for
     /// the address `spot`, into the receive window `window` (base,
     /// log2 size) around it, with rights `prot`. Returns where the mapping
@@ -158,7 +161,8 @@ pub struct Config {
 /// What starting the program cost until its first output: the runtime's
 /// clock (ns since the machine started) when the runtime began, the page
 /// faults it resolved and the mappings it asked dataspaces for (with the
-/// bytes they brought).
+/// bytes they brought), the system calls it served, the anonymous
+/// dataspaces it created and the time it spent serving the program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Startup {
     /// When the runtime was created.
@@ -169,6 +173,12 @@ pub struct Startup {
     pub maps: u64,
     /// Bytes those requests mapped.
     pub mapped: u64,
+    /// System calls served.
+    pub syscalls: u64,
+    /// Anonymous dataspaces created.
+    pub dataspaces: u64,
+    /// Time spent serving faults and system calls (ns).
+    pub serving_ns: u64,
     /// Whether the program has written output yet.
     pub reported: bool,
 }
@@ -337,12 +347,15 @@ impl<B: Backend> Runtime<B> {
                 let ms = |ns: u64| format!("{}.{:03}", ns / 1_000_000, ns / 1_000 % 1_000);
                 let now = self.b.now_ns();
                 self.report(&format!(
-                    "first output at {} ms: runtime began at {} ms, {} page faults, {} mappings ({} KiB)",
+                    "first output at {} ms: runtime began at {} ms, {} page faults, {} mappings ({} KiB), {} system calls, {} dataspaces, {} ms serving",
                     ms(now),
                     ms(s.began_ns),
                     s.faults,
                     s.maps,
-                    s.mapped / 1024
+                    s.mapped / 1024,
+                    s.syscalls,
+                    s.dataspaces,
+                    ms(s.serving_ns)
                 ));
             }
         }

@@ -99,7 +99,7 @@ impl Fake {
 }
 
 impl Backend for Fake {
-    fn ds_alloc(&mut self, size: u64) -> Result<u64, i64> {
+    fn ds_alloc(&mut self, size: u64, _dense: bool) -> Result<u64, i64> {
         let cap = self.next_cap;
         self.next_cap += 1;
         self.dss.insert(cap, vec![0; size as usize]);
