@@ -114,7 +114,7 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
             }
         }
         let record = session.finish();
-        let starts = program_starts(&record.lines);
+        let starts = program_starts(&record.lines, &args.roottask_marker);
         for s in &starts {
             line.push_str(&format!(" {} {:.3} s", s.name, s.first_line.as_secs_f64()));
         }
@@ -207,19 +207,39 @@ struct ProgramStart {
     report: Option<StartReport>,
 }
 
-/// The starts seen on the console, in order: every tag (`name | text`) of
-/// the log multiplexer is a program or a guest.
-fn program_starts(lines: &[(Duration, String)]) -> Vec<ProgramStart> {
+/// The starts seen on the console after the root task's `marker` line, in
+/// order: every tag (`name | text`) of the log multiplexer is a program or
+/// a guest; the first line without a tag that is not the kernel's or moe's
+/// is a program that writes to the console itself (cons), named by its
+/// text.
+fn program_starts(lines: &[(Duration, String)], marker: &str) -> Vec<ProgramStart> {
     let mut starts: Vec<ProgramStart> = Vec::new();
     let mut pending: Vec<(String, StartReport)> = Vec::new();
-    for (at, line) in lines {
-        let Some((tag, text)) = line.split_once(" | ") else {
+    let mut untagged = false;
+    let after = lines
+        .iter()
+        .position(|(_, l)| l.contains(marker))
+        .map_or(lines.len(), |i| i + 1);
+    for (at, line) in &lines[after..] {
+        let line = strip_colours(line);
+        let Some((name, text)) = line
+            .split_once(" | ")
+            .map(|(tag, text)| (tag.trim(), text))
+            .filter(|(tag, _)| !tag.is_empty() && !tag.contains(char::is_whitespace))
+        else {
+            let own = ["moe:", "MOE:", "kernel:"]
+                .iter()
+                .any(|p| line.starts_with(p));
+            if !untagged && !own && !line.trim().is_empty() {
+                untagged = true;
+                starts.push(ProgramStart {
+                    name: format!("{:?}", line.trim()),
+                    first_line: *at,
+                    report: None,
+                });
+            }
             continue;
         };
-        let name = tag.trim();
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            continue;
-        }
         if let Some(report) = StartReport::parse(text) {
             pending.push((name.to_string(), report));
             continue;
@@ -238,6 +258,25 @@ fn program_starts(lines: &[(Duration, String)]) -> Vec<ProgramStart> {
         });
     }
     starts
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`).
+fn strip_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find('\x1b') {
+        out.push_str(&rest[..i]);
+        let seq = &rest[i + 1..];
+        rest = match seq
+            .strip_prefix('[')
+            .and_then(|s| s.find('m').map(|m| &s[m + 1..]))
+        {
+            Some(after) => after,
+            None => seq,
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The starts of every run, by program.
@@ -265,6 +304,7 @@ impl Programs {
         println!(
             "programs (medians): first line (wall time); on the machine's clock: runtime began, first output, time its runtime served it; until then: page faults, mappings, system calls, dataspaces"
         );
+        let width = self.by_name.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
         for (name, starts) in &self.by_name {
             let mut wall: Vec<Duration> = starts.iter().map(|s| s.first_line).collect();
             let seen = if starts.len() < runs {
@@ -274,7 +314,10 @@ impl Programs {
             };
             let reports: Vec<&StartReport> =
                 starts.iter().filter_map(|s| s.report.as_ref()).collect();
-            let mut line = format!("  {name:<10} {:>8.3} s", median(&mut wall).as_secs_f64());
+            let mut line = format!(
+                "  {name:<width$} {:>8.3} s",
+                median(&mut wall).as_secs_f64()
+            );
             if !reports.is_empty() {
                 let ms = |f: fn(&StartReport) -> f64| {
                     let mut v: Vec<Duration> = reports
@@ -550,6 +593,49 @@ fn median(samples: &mut [Duration]) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn program_starts_from_the_console() {
+        let report = "l4re: rom/x: first output at 226.965 ms: runtime began at 142.127 ms, 43 page faults, 55 mappings (1244 KiB), 43 system calls, 26 dataspaces, 5.515 ms serving";
+        let ms = Duration::from_millis;
+        let lines: Vec<(Duration, String)> = [
+            (10, "kernel: starting root task 'moe'".to_string()),
+            (11, "stray | before moe's line".to_string()),
+            (12, "moe: hello from the root task at EL0".to_string()),
+            (13, "MOE: RAM: 1 MiB".to_string()),
+            (20, format!("ned     | {report}")),
+            (21, "ned     | Ned says: Hi World!".to_string()),
+            (22, "ned     | again".to_string()),
+            (30, "Console Server".to_string()),
+            (31, "cons> ".to_string()),
+            (40, format!("\x1b[32mone     | {report}\x1b[0m")),
+            (41, "\x1b[32mone     | one: hello\x1b[0m".to_string()),
+            (50, "guest | Linux version 6.1".to_string()),
+        ]
+        .into_iter()
+        .map(|(t, l)| (ms(t), l))
+        .collect();
+        let starts = program_starts(&lines, "moe: hello from the root task");
+        let got: Vec<(&str, Duration, bool)> = starts
+            .iter()
+            .map(|s| (s.name.as_str(), s.first_line, s.report.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ned", ms(21), true),
+                ("\"Console Server\"", ms(30), false),
+                ("one", ms(41), true),
+                ("guest", ms(50), false),
+            ]
+        );
+        let r = starts[0].report.as_ref().unwrap();
+        assert_eq!((r.faults, r.maps, r.mapped_kib), (43, 55, 1244));
+        assert_eq!((r.syscalls, r.dataspaces), (43, 26));
+        assert!((r.output_ms - 226.965).abs() < 1e-9 && (r.serving_ms - 5.515).abs() < 1e-9);
+        assert_eq!(StartReport::parse("l4re: x: first output at soon"), None);
+        assert_eq!(strip_colours("\x1b[1;32ma\x1b[0m b \x1bx"), "a b x");
+    }
 
     /// What ipcbench prints, as the session's transcript shows it.
     const GOOD: &str = "\

@@ -24,9 +24,10 @@ commands:
                       host unit tests, then every QEMU scenario in tests/scenarios/;
                       with names only those scenarios, with --host only the host tests,
                       -v echoes the console while a scenario runs
-  bench boot E=<entry> [--runs N] [--timeout SECS]
+  bench boot E=<entry> [--runs N] [--timeout SECS] [--settle SECS]
             [--stage-marker TEXT] [--kernel-marker TEXT] [--roottask-marker TEXT]
-                      boot an entry N times (default 5) and print median boot times
+                      boot an entry N times (default 5) and print median boot times,
+                      each program's first line and what its start cost
   bench ipc [E=<entry>] [--timeout SECS]
                       boot an entry (default ipcbench) headless once, wait for
                       `ipcbench: done` (default 300 s) and print the IPC costs
