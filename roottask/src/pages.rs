@@ -165,7 +165,7 @@ impl PageAlloc {
     /// when the reserve allows) from the source.
     fn grow(&mut self, order: u8) -> Option<()> {
         let source = self.source?;
-        let mut chunk = order.max(GROW_ORDER).min(MAX_ORDER);
+        let mut chunk = order.clamp(GROW_ORDER, MAX_ORDER);
         while chunk >= order {
             if 1u64 << chunk <= self.reserve
                 && let Some(a) = source(chunk)

@@ -104,11 +104,12 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
                 }
             }
         }
-        // The programs' reports, until none came for a while.
+        // The programs' reports: the first one, then more until none came
+        // for a while.
+        let mut wait = deadline;
         loop {
-            let quiet = (std::time::Instant::now() + args.settle).min(deadline);
-            match session.expect(&report, quiet) {
-                Ok(_) => {}
+            match session.expect(&report, wait) {
+                Ok(_) => wait = (std::time::Instant::now() + args.settle).min(deadline),
                 Err(Failure::Timeout | Failure::Closed(_)) => break,
                 Err(failure) => bail!("run {run}: {failure}"),
             }

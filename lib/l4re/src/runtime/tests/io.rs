@@ -96,16 +96,10 @@ fn stdin_reads_wait_for_input_and_poll() {
 
 #[test]
 fn the_start_is_reported_before_the_first_output_when_asked() {
-    let cfg = Config {
-        args: vec!["rom/prog".into()],
-        program_ds: PROGRAM,
-        trampoline: TRAMPOLINE,
-        cpus: 1,
+    let mut rt = runtime_with(Config {
         startup_report: true,
-        ..Default::default()
-    };
-    let mut rt = Runtime::new(Fake::new(program()), cfg);
-    rt.load().unwrap();
+        ..config()
+    });
     let before = rt.startup();
     assert_eq!(before.faults, 0);
     touch(&mut rt, DYN_BASE, false);
