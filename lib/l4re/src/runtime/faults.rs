@@ -89,7 +89,8 @@ impl<B: Backend> Runtime<B> {
                 if self.last_fault.1 > 16 {
                     Some(String::from("the page does not stay mapped"))
                 } else {
-                    match self.map_pages(Space::Program, &r, addr, addr + PAGE, r.prot) {
+                    let page = (addr, addr + PAGE);
+                    match self.map_pages(Space::Program, &r, page, (r.start, r.end), r.prot) {
                         Ok(()) => return PfAction::Retry,
                         Err(e) => Some(format!("cannot map the page (error {e})")),
                     }
