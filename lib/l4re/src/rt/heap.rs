@@ -13,7 +13,7 @@ use super::sys;
 
 /// Smallest growth step (the dataspace's memory is mapped, so allocated,
 /// at once: the step is memory every task pays).
-const GROW_MIN: u64 = 256 << 10;
+const GROW_MIN: u64 = 64 << 10;
 
 #[global_allocator]
 static HEAP: LockedHeapWithRescue<40> = LockedHeapWithRescue::new(grow);
