@@ -2,8 +2,8 @@
 //!
 //! A dataspace is backed either by one physically contiguous range
 //! ([`Backing::Phys`]: `Continuous` allocations and boot modules) or by
-//! blocks allocated on first use ([`Backing::Blocks`]: 4 KiB for small
-//! dataspaces, 64 KiB for larger ones, 2 MiB with `Super_pages`; all of
+//! blocks allocated on first use ([`Backing::Blocks`]: one for a dataspace
+//! up to 64 KiB, 64 KiB ones for larger ones, 2 MiB with `Super_pages`; all of
 //! them at creation when `Pinned`; the last block only as far as the
 //! dataspace reaches). Addresses are
 //! moe's, which are physical ones (moe owns RAM 1:1), so the flexpage a
@@ -23,9 +23,10 @@ use crate::pages::PAGE;
 
 /// The super-page order (2 MiB).
 pub const SUPER_ORDER: u8 = 21;
-/// The block order of on-demand dataspaces of at least that size without
-/// `Super_pages` (64 KiB): a fault brings 16 pages, as Linux's fault-around
-/// does, for at most 60 KiB unused per block touched.
+/// The largest block of on-demand dataspaces without `Super_pages` (64
+/// KiB; a smaller dataspace is one block): a fault brings up to 16 pages,
+/// as Linux's fault-around does, for at most 60 KiB unused per block
+/// touched.
 pub const BLOCK_ORDER: u8 = 16;
 
 /// Where a dataspace's memory is.
@@ -82,10 +83,10 @@ impl Ds {
     pub fn on_demand(size: u64, rights: u64, flags: u64) -> Ds {
         let order = if flags & mem_alloc_flags::SUPER_PAGES != 0 && size >= 1 << SUPER_ORDER {
             SUPER_ORDER
-        } else if size >= 1 << BLOCK_ORDER {
-            BLOCK_ORDER
         } else {
-            crate::pages::MIN_ORDER
+            // One block for a small dataspace, 64 KiB blocks for larger ones.
+            (size.next_power_of_two().trailing_zeros() as u8)
+                .clamp(crate::pages::MIN_ORDER, BLOCK_ORDER)
         };
         let n = size.div_ceil(1 << order) as usize;
         Ds {
@@ -296,25 +297,23 @@ mod tests {
     }
 
     #[test]
-    fn on_demand_pages() {
+    fn a_small_dataspace_is_one_block() {
         let mut p = pool();
         let mut alloc = |s, o| p.alloc(s, o);
         let mut ds = Ds::on_demand(3 * PAGE + 1, ds_flags::RWX, 0);
         let f = ds
             .map(0x1234, 0x7000_1234, ds_flags::RW, &mut alloc)
             .unwrap();
-        assert_eq!((f.order(), f.mem_rights()), (12, MemRights::RW));
+        assert_eq!((f.order(), f.mem_rights()), (14, MemRights::RW));
         let g = ds.map(0x1000, 0x7000_1000, 0, &mut alloc).unwrap();
-        assert_eq!(g.mem_base(), f.mem_base(), "the same page again");
+        assert_eq!(g.mem_base(), f.mem_base(), "the same block again");
         assert_eq!(g.mem_rights(), MemRights::R);
         assert_eq!(ds.map(4 * PAGE, 0, 0, &mut alloc), Err(Error::Range));
-        assert_eq!(
-            ds.map(3 * PAGE, 0, 0, &mut alloc).map(|f| f.order()),
-            Ok(12)
-        );
-        let mem = ds.release();
-        assert_eq!(mem.len(), 2);
-        assert!(mem.iter().all(|m| m.1 == PAGE));
+        let h = ds.map(3 * PAGE, 0x7000_3000, 0, &mut alloc).unwrap();
+        assert_eq!((h.order(), h.mem_base()), (14, f.mem_base()));
+        let h = ds.map(3 * PAGE, 0, 0, &mut alloc).unwrap();
+        assert_eq!((h.order(), h.mem_base()), (12, f.mem_base() + 3 * PAGE));
+        assert_eq!(ds.release(), [(f.mem_base(), 4 * PAGE)]);
     }
 
     #[test]
@@ -420,21 +419,22 @@ mod tests {
             rom.release().is_empty(),
             "module memory is not moe's to free"
         );
-        let mut ds = Ds::on_demand(4 * PAGE, ds_flags::RW, 0);
+        const B: u64 = 1 << BLOCK_ORDER;
+        let mut ds = Ds::on_demand(4 * B, ds_flags::RW, 0);
         assert_eq!(ds.map(0, 0, 0, &mut none), Err(Error::NoMem));
         assert_eq!(ds.allocate(0, 1, &mut none), Err(Error::NoMem));
-        assert_eq!(ds.allocate(PAGE, u64::MAX, &mut none), Err(Error::Range));
-        assert_eq!(ds.allocate(0, 5 * PAGE, &mut none), Err(Error::Range));
-        assert_eq!(ds.phys_at(4 * PAGE, &mut none), Err(Error::Range));
+        assert_eq!(ds.allocate(B, u64::MAX, &mut none), Err(Error::Range));
+        assert_eq!(ds.allocate(0, 5 * B, &mut none), Err(Error::Range));
+        assert_eq!(ds.phys_at(4 * B, &mut none), Err(Error::Range));
         let mut p = pool();
         let mut alloc = |s, o| p.alloc(s, o);
-        ds.allocate(PAGE + 5, PAGE, &mut alloc).unwrap();
-        let r = ds.clear_ranges(0x800, 3 * PAGE).unwrap();
-        assert_eq!(r.len(), 2, "pages 1 and 2 have memory");
-        assert_eq!((r[0].1, r[1].1), (PAGE, PAGE));
-        let r = ds.clear_ranges(PAGE + 0x800, PAGE).unwrap();
-        assert_eq!((r[0].1, r[1].1), (0x800, 0x800));
-        assert_eq!(ds.clear_ranges(4 * PAGE, 1), Err(Error::Range));
+        ds.allocate(B + 5, B, &mut alloc).unwrap();
+        let r = ds.clear_ranges(0x800, 3 * B).unwrap();
+        assert_eq!(r.len(), 2, "blocks 1 and 2 have memory");
+        assert_eq!((r[0].1, r[1].1), (B, B));
+        let r = ds.clear_ranges(B + 0x800, B).unwrap();
+        assert_eq!((r[0].1, r[1].1), (B - 0x800, 0x800));
+        assert_eq!(ds.clear_ranges(4 * B, 1), Err(Error::Range));
         assert_eq!(ds.clear_ranges(0, 0), Ok(Vec::new()));
     }
 
