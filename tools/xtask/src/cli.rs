@@ -32,9 +32,10 @@ commands:
                       host unit tests, then every QEMU scenario in tests/scenarios/;
                       with names only those scenarios, with --host only the host tests,
                       -v echoes the console while a scenario runs
-  bench boot E=<entry> [--runs N] [--timeout SECS]
+  bench boot E=<entry> [--runs N] [--timeout SECS] [--settle SECS]
             [--stage-marker TEXT] [--kernel-marker TEXT] [--roottask-marker TEXT]
-                      boot an entry N times (default 5) and print median boot times
+                      boot an entry N times (default 5) and print median boot times,
+                      each program's first line and what its start cost
   bench ipc [E=<entry>] [--timeout SECS]
                       boot an entry (default ipcbench) headless once, wait for
                       `ipcbench: done` (default 300 s) and print the IPC costs
@@ -118,6 +119,8 @@ pub enum Bench {
 pub struct BootBenchArgs {
     pub runs: usize,
     pub timeout: Duration,
+    /// How long no program may report its start before a run ends.
+    pub settle: Duration,
     pub stage_marker: String,
     pub kernel_marker: String,
     pub roottask_marker: String,
@@ -128,6 +131,7 @@ impl Default for BootBenchArgs {
         BootBenchArgs {
             runs: 5,
             timeout: Duration::from_secs(60),
+            settle: Duration::from_secs(2),
             stage_marker: DEFAULT_STAGE_MARKER.into(),
             kernel_marker: DEFAULT_KERNEL_MARKER.into(),
             roottask_marker: DEFAULT_ROOTTASK_MARKER.into(),
@@ -309,6 +313,7 @@ fn parse_bench_boot(flags: &[&str]) -> Result<BootBenchArgs> {
         match name {
             "--runs" => args.runs = parse_runs(name, &value()?)?,
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            "--settle" => args.settle = parse_seconds(name, &value()?)?,
             "--stage-marker" => args.stage_marker = value()?,
             "--kernel-marker" => args.kernel_marker = value()?,
             "--roottask-marker" => args.roottask_marker = value()?,

@@ -25,6 +25,8 @@ pub struct Modules<'a> {
 pub struct Image {
     pub path: PathBuf,
     pub size: u64,
+    /// The packed modules: name and size.
+    pub modules: Vec<(String, u64)>,
 }
 
 impl<'a> Modules<'a> {
@@ -143,11 +145,22 @@ impl<'a> Modules<'a> {
 
     /// Packs `entry` into `target/images/<entry>.img` (target binaries must be built).
     pub fn pack(&self, entry: &str) -> Result<Image> {
+        self.pack_variant(entry, "", &[])
+    }
+
+    /// Packs `entry` with `roottask_options` before the root task's command
+    /// line into `target/images/<entry><suffix>.img`.
+    pub fn pack_variant(
+        &self,
+        entry: &str,
+        suffix: &str,
+        roottask_options: &[String],
+    ) -> Result<Image> {
         let ws = self.ws;
         self.ensure_guest_files(entry)?;
         let images = ws.images_dir();
         std::fs::create_dir_all(&images).context(|| format!("creating {}", images.display()))?;
-        let output = images.join(format!("{entry}.img"));
+        let output = images.join(format!("{entry}{suffix}.img"));
         eprintln!(
             "xtask: packing image for entry '{entry}' -> {}",
             ws.show(&output)
@@ -163,6 +176,7 @@ impl<'a> Modules<'a> {
                 ("SRC_BASE_ABS".to_string(), root.clone()),
                 ("L4DIR".to_string(), root),
             ],
+            roottask_options: roottask_options.to_vec(),
             output,
         };
         let report = build_image(&options).context(|| format!("packing entry '{entry}'"))?;
@@ -191,6 +205,11 @@ impl<'a> Modules<'a> {
         Ok(Image {
             path: report.image,
             size: report.image_size,
+            modules: report
+                .modules
+                .iter()
+                .map(|m| (m.name.clone(), m.size))
+                .collect(),
         })
     }
 }
