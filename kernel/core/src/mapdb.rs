@@ -265,12 +265,12 @@ impl<S: Copy + Ord> MapDb<S> {
 
     /// The largest piece of a map or grant that one record can hold: the
     /// node of `space` covering `src` and the largest order in
-    /// `min_order..=max_order` such that `src` and `dst` are aligned to it,
+    /// `orders` such that `src` and `dst` are aligned to it,
     /// it fits in the `left` units still to map, and that node covers all
     /// of it. `None` if nothing covers `src` or not even `min_order` fits.
     ///
     /// Mapping a range piece by piece this way makes one record per 2 MiB
-    /// (with `max_order` 21) where the source holds 2 MiB or more in one
+    /// (with orders up to 21) where the source holds 2 MiB or more in one
     /// record, and one per page elsewhere; [`MapDb::unmap_range`] revokes
     /// a large record as a whole, with what derives from it.
     pub fn chunk(
@@ -280,19 +280,20 @@ impl<S: Copy + Ord> MapDb<S> {
         src: u64,
         dst: u64,
         left: u64,
-        min_order: u8,
-        max_order: u8,
+        orders: core::ops::RangeInclusive<u8>,
     ) -> Option<(NodeId, u8)> {
         let id = self.lookup(space, kind, src)?;
         let m = self.nodes.get(id.0)?.m;
         let end = last(m.addr, m.order);
-        (min_order..=max_order.min(63)).rev().find_map(|o| {
-            let fits = aligned(src, o)
-                && aligned(dst, o)
-                && (o >= 64 || left >= 1 << o)
-                && last(src, o) <= end;
-            fits.then_some((id, o))
-        })
+        (*orders.start()..=(*orders.end()).min(63))
+            .rev()
+            .find_map(|o| {
+                let fits = aligned(src, o)
+                    && aligned(dst, o)
+                    && (o >= 64 || left >= 1 << o)
+                    && last(src, o) <= end;
+                fits.then_some((id, o))
+            })
     }
 
     /// The mappings of one space.
@@ -1113,20 +1114,20 @@ mod tests {
             .insert_root(1u8, Range::new(Kind::Mem, 0, 30), RWX, 0x4000_0000, &mut ch)
             .unwrap();
         assert_eq!(
-            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 1 << 22, 12, BLOCK),
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 1 << 22, 12..=BLOCK),
             Some((root, 21))
         );
         // Destination or size do not allow a block: pages.
         assert_eq!(
-            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_1000, 1 << 22, 12, BLOCK),
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_1000, 1 << 22, 12..=BLOCK),
             Some((root, 12))
         );
         assert_eq!(
-            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 0x1f_f000, 12, BLOCK),
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 0x1f_f000, 12..=BLOCK),
             Some((root, 20))
         );
         assert_eq!(
-            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 0x800, 12, BLOCK),
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 0x800, 12..=BLOCK),
             None
         );
         let mut vmm = Vec::new();
@@ -1134,7 +1135,7 @@ mod tests {
         let mut left = (4 << 20) + 0x2000;
         while left > 0 {
             let (n, o) = db
-                .chunk(1, Kind::Mem, addr, 0x100_0000 + addr, left, 12, BLOCK)
+                .chunk(1, Kind::Mem, addr, 0x100_0000 + addr, left, 12..=BLOCK)
                 .unwrap();
             vmm.push(
                 db.map(n, MapReq::new(addr, o, 2, 0x100_0000 + addr, RW), &mut ch)
@@ -1147,14 +1148,14 @@ mod tests {
         // The guest space from the VMM's records: 2 MiB where one VMM
         // record covers it.
         let (n, o) = db
-            .chunk(2, Kind::Mem, 0x120_0000, 0x4000_0000, 1 << 22, 12, BLOCK)
+            .chunk(2, Kind::Mem, 0x120_0000, 0x4000_0000, 1 << 22, 12..=BLOCK)
             .unwrap();
         assert_eq!((n, o), (vmm[0], 21));
         let g1 = db
             .map(n, MapReq::new(0x120_0000, o, 3, 0x4000_0000, RW), &mut ch)
             .unwrap();
         let (n, o) = db
-            .chunk(2, Kind::Mem, 0x160_0000, 0x4040_0000, 0x2000, 12, BLOCK)
+            .chunk(2, Kind::Mem, 0x160_0000, 0x4040_0000, 0x2000, 12..=BLOCK)
             .unwrap();
         assert_eq!((n, o), (vmm[2], 13), "a small record cannot give a block");
         let g2 = db
