@@ -1,6 +1,7 @@
 //! AArch64 at EL2 with VHE: CPU set-up, exceptions, timer, PSCI.
 
 mod trap;
+pub mod vcpu;
 
 pub use trap::{CallRegs, TrapFrame, dump as trap_dump};
 
