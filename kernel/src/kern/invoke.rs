@@ -26,6 +26,8 @@ use l4_abi::{
 const COST_TASK: u64 = 16 * 1024;
 const COST_THREAD: u64 = 20 * 1024;
 const COST_SMALL: u64 = 256;
+/// A Vm: its stage-2 root (two pages) and the object.
+const COST_VM: u64 = 2 * PAGE + COST_SMALL;
 /// The most kernel heap one new object takes (a thread, with its boxed
 /// state and run-queue and index entries).
 const COST_HEAP: u64 = 4 * 1024;
@@ -261,7 +263,7 @@ fn invoke_object(
     let _ = kind;
     match (k.objs.get(obj).ok_or(Error::NoEnt)?, proto) {
         (KObject::Factory(_), Proto::Factory) => factory(k, cur, task, obj, rights, tag, &m),
-        (KObject::Task(_), Proto::Task) => task_op(k, task, obj, rights, tag, &m),
+        (KObject::Task(_) | KObject::Vm(_), Proto::Task) => task_op(k, task, obj, rights, tag, &m),
         (KObject::Thread(_), Proto::Thread) => thread_op(k, cur, task, obj, rights, tag, &m),
         (KObject::Gate(_), Proto::Kobject) => gate_op(k, cur, task, obj, rights, tag, &m),
         (KObject::Irq(_), Proto::Kobject | Proto::Irq | Proto::IrqSender) => {
@@ -345,6 +347,7 @@ fn factory(
         Gate(u64, Option<ObjId>),
         Irq,
         Semaphore,
+        Vm,
     }
     let (make, cost) = match op {
         FactoryOp::Task => {
@@ -378,7 +381,7 @@ fn factory(
         }
         FactoryOp::Irq => (Make::Irq, COST_SMALL),
         FactoryOp::Semaphore => (Make::Semaphore, COST_SMALL),
-        FactoryOp::Vm => return Err(Error::NoSys),
+        FactoryOp::Vm => (Make::Vm, COST_VM),
     };
     charge(k, fac, cost)?;
     let made = match make {
@@ -408,11 +411,18 @@ fn factory(
             label: 0,
             hw: None,
             masked: true,
+            vcpu: None,
         })),
         Make::Semaphore => Ok(KObject::Semaphore(Semaphore {
             count: 0,
             waiters: VecDeque::new(),
         })),
+        Make::Vm => super::vm::Vm::new()
+            .map(|mut v| {
+                v.factory = Some(fac);
+                KObject::Vm(Box::new(v))
+            })
+            .ok_or(Error::NoMem),
     };
     let new = match made.and_then(|o| k.objs.insert(o).map_err(|_| Error::NoMem)) {
         Ok(new) => new,
@@ -589,6 +599,22 @@ fn thread_op(
             ok(1)
         }
         ThreadOp::ArmTpidrUro => Err(Error::Perm),
+        ThreadOp::VcpuControl => {
+            need_words(rights, CapRights::W, tag, 2)?;
+            let vm = if m[1] != 0 {
+                let (vm, r) = item_cap(k, task, tag, m, 0)?;
+                need(r, CapRights::W)?;
+                Some(vm)
+            } else {
+                None
+            };
+            super::vcpu::control(k, th, m[1], vm)?;
+            ok(0)
+        }
+        ThreadOp::VcpuResume => {
+            super::vcpu::resume(k, cur, th)?;
+            ok(0)
+        }
         _ => Err(Error::NoSys),
     }
 }
@@ -649,6 +675,20 @@ fn irq_op(
             if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
                 i.thread = Some(t);
                 i.label = m[1];
+                i.vcpu = None;
+            }
+            ok(0)
+        }
+        Proto::IrqSender if m[0] == l4_abi::vcpu::IRQ_BIND_VCPU => {
+            need_words(rights, CapRights::W, tag, 2)?;
+            let t = bind_target(k, task, tag, m)?;
+            let intid = m[1] as u32;
+            if intid >= l4_abi::vcpu::INTID_LIMIT || k.t(t).vcpu.is_none() {
+                return Err(Error::Inval);
+            }
+            if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+                i.thread = Some(t);
+                i.vcpu = Some((intid, (m[1] >> 32) as u8));
             }
             ok(0)
         }
@@ -664,6 +704,7 @@ fn irq_op(
                 IrqSenderOp::Detach => {
                     if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
                         i.thread = None;
+                        i.vcpu = None;
                     }
                     ok(0)
                 }
@@ -1068,7 +1109,7 @@ pub fn create_root_task(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<
     let fac = k
         .objs
         .insert(KObject::Factory(Factory {
-            quota: mm::free_bytes() / 2,
+            quota: l4_abi::root::ROOT_QUOTA.min(mm::free_bytes() / 2),
         }))
         .map_err(|_| Error::NoMem)?;
     let objs = [

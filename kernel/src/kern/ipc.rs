@@ -592,11 +592,16 @@ pub fn irq_trigger(k: &mut Kernel, irq: ObjId) {
     let (Some(t), label) = (i.thread, i.label) else {
         return;
     };
+    if let Some((intid, prio)) = i.vcpu {
+        return super::vcpu::inject(k, t, intid, prio);
+    }
     let Some(th) = k.thread_mut(t) else { return };
     if th.state == (State::Recv { from: None }) || th.state == (State::Recv { from: Some(irq) }) {
         th.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
         k.make_ready(t);
     } else if !th.pending_irqs.iter().any(|&(i, _)| i == irq) {
         th.pending_irqs.push_back((irq, label));
+        // A vCPU thread running its guest comes out for it.
+        super::vcpu::kick(k, t);
     }
 }

@@ -20,6 +20,8 @@ mod invoke;
 mod ipc;
 pub mod task;
 pub mod thread;
+pub mod vcpu;
+pub mod vm;
 mod xfer;
 
 use crate::arch::{self, KContext};
@@ -46,6 +48,7 @@ pub use invoke::{Semaphore, create_root_task};
 pub enum KObject {
     Task(Box<Task>),
     Thread(Box<Thread>),
+    Vm(Box<vm::Vm>),
     Gate(Gate),
     Factory(Factory),
     Irq(Irq),
@@ -75,6 +78,9 @@ pub struct Irq {
     /// Hardware interrupt number, if bound to one through the Icu.
     pub hw: Option<u32>,
     pub masked: bool,
+    /// Bound to the vCPU of `thread`: triggering injects this interrupt
+    /// (INTID, priority) into its guest.
+    pub vcpu: Option<(u32, u8)>,
 }
 
 /// One CPU's scheduling state. The fields the IPC fast path reads come
@@ -241,6 +247,13 @@ impl Kernel {
     pub fn task_mut(&mut self, id: ObjId) -> Option<&mut Task> {
         match self.objs.get_mut(id)? {
             KObject::Task(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn vm_mut(&mut self, id: ObjId) -> Option<&mut vm::Vm> {
+        match self.objs.get_mut(id)? {
+            KObject::Vm(v) => Some(v),
             _ => None,
         }
     }
@@ -444,6 +457,18 @@ impl Kernel {
                 // away: the space's memory is freed by `reap` after that.
                 self.dead_spaces.push(t.detach());
                 self.reap();
+            }
+            Some(KObject::Vm(v)) => {
+                // The guest's mappings go; vCPUs running in it are sent
+                // out and find it gone. Its tables are freed (by dropping
+                // it) once no CPU runs in it.
+                self.mapdb
+                    .remove_space(id, &mut xfer::Apply(&mut self.objs));
+                if let Some(f) = v.factory {
+                    invoke::refund(self, f, v.tables_charged);
+                }
+                vcpu::vm_deleted(self, id);
+                drop(v);
             }
             _ => {}
         }

@@ -108,6 +108,8 @@ pub struct Thread {
     /// CPU time used (counter ticks) and when it last started running.
     pub cpu_time: u64,
     pub ran_since: u64,
+    /// vCPU mode: the state area, Vm and guest state ([`super::vcpu`]).
+    pub vcpu: Option<alloc::boxed::Box<super::vcpu::Vcpu>>,
 }
 
 /// Register changes waiting for a thread that runs elsewhere.
@@ -151,6 +153,7 @@ impl Thread {
             pending: None,
             cpu_time: 0,
             ran_since: 0,
+            vcpu: None,
         };
         t.reset_kernel_context();
         *t.frame() = TrapFrame::default();

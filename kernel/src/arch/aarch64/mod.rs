@@ -215,6 +215,7 @@ pub fn cpu_init(cpu: usize) {
     // CNTHCTL_EL2 (VHE layout): EL0PCTEN | EL0VCTEN.
     write_sysreg!("cnthctl_el2", 0b11);
     pmu_init();
+    vcpu::cpu_init();
 }
 
 /// The cycle counter for benchmarks: running, counting at EL2 too

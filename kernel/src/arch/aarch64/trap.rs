@@ -72,6 +72,7 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
         }
     };
     crate::kern::user_exception(esr, regs, locked != 0);
+    crate::kern::vcpu::return_to_user();
     frame
 }
 
@@ -80,7 +81,10 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
 extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> *mut TrapFrame {
     match kind {
         5 => crate::kern::irq(false),
-        9 => crate::kern::irq(true),
+        9 => {
+            crate::kern::irq(true);
+            crate::kern::vcpu::return_to_user();
+        }
         _ => {
             let esr = Esr(super::read_sysreg!("esr_el2"));
             let far = super::read_sysreg!("far_el2");

@@ -133,8 +133,9 @@ const ICC_SRE_GUEST: u64 = 0b111;
 
 /// Loads the guest's state into the hardware: EL1 registers, timer, GIC
 /// virtual interface, VMPIDR, and stage 2 (`vttbr`). The state must have
-/// passed [`VcpuState::check`]; IRQs are masked.
-pub fn load(s: &VcpuState, vttbr: u64) {
+/// passed [`VcpuState::check`]; IRQs are masked. `ich_extra`: the
+/// kernel's own ICH_HCR_EL2 bits (maintenance interrupts it wants).
+pub fn load(s: &VcpuState, vttbr: u64, ich_extra: u64) {
     let e = &s.el1;
     msr!("S3_5_C1_C0_0", e.sctlr);
     msr!("S3_5_C1_C0_2", e.cpacr);
@@ -167,7 +168,7 @@ pub fn load(s: &VcpuState, vttbr: u64) {
     msr!("cnthctl_el2", CNTHCTL_GUEST);
     VMPIDR_EL2.set(s.vmpidr | (1 << 31));
     set_vpidr(MIDR_EL1.get());
-    load_gic(s);
+    load_gic(s, ich_extra);
     VTTBR_EL2.set(vttbr);
     HCR_EL2.set(guest_hcr());
     // SAFETY: synchronises the register writes before the eret.
@@ -179,7 +180,7 @@ fn set_vpidr(v: u64) {
     msr!("S3_4_C0_C0_0", v);
 }
 
-fn load_gic(s: &VcpuState) {
+fn load_gic(s: &VcpuState, ich_extra: u64) {
     let g = &s.gic;
     // SAFETY: ICC_SRE_EL1 only concerns EL1 (the guest's).
     unsafe { asm!("msr S3_0_C12_C12_5, {}", in(reg) ICC_SRE_GUEST, options(nomem, nostack)) };
@@ -192,7 +193,7 @@ fn load_gic(s: &VcpuState) {
     for (i, &v) in g.lr.iter().enumerate().take(lr_count()) {
         write_lr(i, v);
     }
-    ICH_HCR_EL2.set(g.hcr | l4_abi::vcpu::hcr::EN);
+    ICH_HCR_EL2.set(g.hcr | ich_extra | l4_abi::vcpu::hcr::EN);
 }
 
 /// Enters the guest with its general registers and returns on the next
@@ -277,13 +278,6 @@ fn save_gic(s: &mut VcpuState) {
     };
     g.hcr &= l4_abi::vcpu::hcr::VMM_TRAPS;
     ICH_HCR_EL2.set(0);
-}
-
-/// The interrupt state of the virtual interface while the guest runs:
-/// ICH_MISR_EL2 (maintenance reasons), for the kernel's maintenance
-/// interrupt.
-pub fn maintenance_status() -> u64 {
-    ICH_MISR_EL2.get()
 }
 
 macro_rules! lr_access {
@@ -380,6 +374,16 @@ pub fn tlb_flush_vmid(vmid: u16) {
             )
         };
     });
+}
+
+/// CPTR_EL2 for the guest's entry: FP/SIMD free if its registers are
+/// loaded, else its first use traps (FPEN = 0, which would trap EL2 too:
+/// the kernel sets the host's value again right after the exit, before
+/// it could touch them).
+pub fn guest_fp(loaded: bool) {
+    let fpen: u64 = if loaded { 0b11 } else { 0b00 };
+    // SAFETY: only changes FP/SIMD trapping; see above.
+    unsafe { asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Whether a WFx exit is a WFI (else WFE).
