@@ -58,6 +58,10 @@ const MMIO: u64 = 0x0900_0000;
 const fn movz(rd: u32, imm: u32, shift16: u32) -> u32 {
     0xd280_0000 | (shift16 << 21) | ((imm & 0xffff) << 5) | rd
 }
+/// `movk x<rd>, #imm` (bits 0..16)
+const fn movk(rd: u32, imm: u32) -> u32 {
+    0xf280_0000 | ((imm & 0xffff) << 5) | rd
+}
 const fn hvc(imm: u32) -> u32 {
     0xd400_0002 | (imm << 5)
 }
@@ -276,7 +280,7 @@ fn stage2_fetch() -> R {
 fn load_guest(addr: u64) -> [u32; 4] {
     [
         movz(0, (addr >> 16) as u32, 1),
-        addi(0, 0, (addr & 0xfff) as u32),
+        movk(0, (addr & 0xffff) as u32),
         ldr64(1, 0),
         hvc(5),
     ]

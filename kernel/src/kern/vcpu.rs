@@ -265,8 +265,9 @@ enum Step {
     User,
     /// Enter the guest.
     Enter(*mut Vcpu),
-    /// The kernel went on with something else; look again.
-    Again,
+    /// Let another thread run (this one blocked or was preempted), then
+    /// look again.
+    Schedule,
 }
 
 /// On the way back to user mode (no lock held, IRQs masked): if the
@@ -284,7 +285,8 @@ pub fn return_to_user() {
                 bkl::unlock();
                 return;
             }
-            Step::Again => {
+            Step::Schedule => {
+                super::schedule();
                 bkl::unlock();
                 continue;
             }
@@ -301,8 +303,31 @@ pub fn return_to_user() {
         unsafe { hw::save(&mut (*v).s) };
         super::vm::set_running(0);
         bkl::lock();
-        with(|k| handle_exit(k, exit));
+        if matches!(exit, hw::ExitKind::Irq | hw::ExitKind::Fiq) {
+            // An interrupt came to EL2: take it as from user mode.
+            with(|k| arch::fp_access(k.cpus[arch::cpu_id()].fp_on));
+            crate::irq::handle();
+            if with(|k| {
+                super::apply_pending(k);
+                k.cpus[arch::cpu_id()].need_resched
+            }) {
+                with(|k| spill_current(k));
+                super::schedule();
+            }
+        } else {
+            with(|k| handle_exit(k, exit));
+        }
         bkl::unlock();
+    }
+}
+
+/// Saves the current vCPU's FP/SIMD registers before another thread may
+/// use the CPU's.
+fn spill_current(k: &mut Kernel) {
+    if let Some(cur) = k.cpus[arch::cpu_id()].current
+        && let Some(v) = vcpu_of(k, cur)
+    {
+        v.spill_fp();
     }
 }
 
@@ -315,8 +340,7 @@ fn prepare(k: &mut Kernel) -> Step {
     let Some(t) = k.thread_mut(cur) else {
         // Deleted while it ran here: it never runs again.
         k.cpus[cpu].need_resched = true;
-        super::schedule();
-        return Step::Again;
+        return Step::Schedule;
     };
     let (pending_msgs, pending_regs) =
         (!t.pending_irqs.is_empty() || !t.senders.is_empty(), t.pending.is_some());
@@ -360,20 +384,15 @@ fn prepare(k: &mut Kernel) -> Step {
             // deadline ends the wait.
             let deadline = v.timer_deadline();
             v.spill_fp();
+            // Woken, the guest goes on after its WFI either way.
+            v.wfi = false;
             k.make_blocked(cur, State::Recv { from: Some(cur) }, deadline);
-            super::schedule();
-            if let Some(v) = vcpu_of(k, cur) {
-                v.wfi = false;
-            }
-            return Step::Again;
+            return Step::Schedule;
         }
     }
     if k.cpus[cpu].need_resched {
-        if let Some(v) = vcpu_of(k, cur) {
-            v.spill_fp();
-        }
-        super::schedule();
-        return Step::Again;
+        spill_current(k);
+        return Step::Schedule;
     }
     let v = vcpu_of(k, cur).expect("vcpu");
     // Timer armed and not pending: let its PPI bring the guest out.
@@ -393,10 +412,7 @@ fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) {
     super::vm::reap();
     let Some(cur) = k.cpus[cpu].current else { return };
     match exit {
-        hw::ExitKind::Irq | hw::ExitKind::Fiq => {
-            crate::irq::handle();
-            super::apply_pending(k);
-        }
+        hw::ExitKind::Irq | hw::ExitKind::Fiq => {}
         hw::ExitKind::SError { esr } => {
             if let Some(v) = vcpu_of(k, cur) {
                 v.s.exit = Exit {

@@ -267,7 +267,10 @@ fn save_gic(s: &mut VcpuState) {
     }
     let n = lr_count();
     for i in 0..n {
-        g.lr[i] = read_lr(i);
+        // An emptied list register keeps its old fields; the state area
+        // shows it as zero (what the checks want of an invalid one).
+        let v = read_lr(i);
+        g.lr[i] = if l4_abi::vcpu::lr::state(v) == 0 { 0 } else { v };
     }
     g.lr_count = n as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
