@@ -217,7 +217,7 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
 pub fn inject(k: &mut Kernel, th: ObjId, intid: u32, prio: u8) {
     let Some(v) = vcpu_of(k, th) else { return };
     v.queue(intid, prio);
-    let waiting = v.in_guest && v.wfi;
+    let waiting = v.in_guest;
     let t = k.t(th);
     if waiting && t.state == (State::Recv { from: Some(th) }) {
         k.make_ready(th);
@@ -384,8 +384,6 @@ fn prepare(k: &mut Kernel) -> Step {
             // deadline ends the wait.
             let deadline = v.timer_deadline();
             v.spill_fp();
-            // Woken, the guest goes on after its WFI either way.
-            v.wfi = false;
             k.make_blocked(cur, State::Recv { from: Some(cur) }, deadline);
             return Step::Schedule;
         }
