@@ -292,8 +292,7 @@ fn reads_memory() -> R {
     let g = Guest::new(&load_guest(DATA + 8))?;
     let p = Page::with_marker(0)?;
     p.write(8, 0x5151_5151);
-    g.vm
-        .cap()
+    g.vm.cap()
         .map_mem(base::TASK, p.addr(), 12, MemRights::R, DATA)
         .ctx("map data")?;
     g.expect(ExitReason::Hvc)?;
@@ -305,8 +304,7 @@ fn block_mapping() -> R {
     let p = Page::new(21)?;
     p.write(0x1f_fff8, 0x2222);
     let g = Guest::new(&load_guest(DATA + 0x1f_f000))?;
-    g.vm
-        .cap()
+    g.vm.cap()
         .map_mem(base::TASK, p.addr(), 21, MemRights::RW, DATA)
         .ctx("map 2 MiB")?;
     // ldr x1, [x0] reads offset 0x1ff000; the word at the end is 0x1ffff8.
@@ -323,8 +321,7 @@ fn via_task(g: &Guest, p: &Page) -> Result<Slot<l4::Task>, Fail> {
     t.cap()
         .map_mem(base::TASK, p.addr(), 12, MemRights::RW, 0x10_0000)
         .ctx("map into the task")?;
-    g.vm
-        .cap()
+    g.vm.cap()
         .map_mem(t.cap(), 0x10_0000, 12, MemRights::RW, DATA)
         .ctx("map from the task into the vm")?;
     Ok(t)
@@ -359,13 +356,11 @@ fn revoke_by_deletion() -> R {
 fn vm_unmap() -> R {
     let g = Guest::new(&load_guest(DATA))?;
     let p = Page::with_marker(0x79)?;
-    g.vm
-        .cap()
+    g.vm.cap()
         .map_mem(base::TASK, p.addr(), 12, MemRights::RW, DATA)
         .ctx("map")?;
     g.expect(ExitReason::Hvc)?;
-    g.vm
-        .cap()
+    g.vm.cap()
         .unmap(Fpage::mem(DATA, 12, MemRights::RWX))
         .ctx("unmap in the vm")?;
     state().regs.pc = GUEST_BASE;
@@ -422,7 +417,10 @@ fn wfi_pending() -> R {
     let s = state();
     ensure_eq!(s.regs.pc, GUEST_BASE + 8, "past wfi and hvc");
     ensure!(
-        s.gic.lr.iter().any(|&v| lr::intid(v) == 50 && lr::state(v) == 1),
+        s.gic
+            .lr
+            .iter()
+            .any(|&v| lr::intid(v) == 50 && lr::state(v) == 1),
         "50 pending in a list register: {:x?}",
         &s.gic.lr[..4]
     );
@@ -489,7 +487,11 @@ fn vtimer() -> R {
     ])?;
     g.expect(ExitReason::Hvc)?;
     let s = state();
-    ensure_eq!(s.regs.x[0], u64::from(VTIMER_INTID), "timer interrupt acknowledged");
+    ensure_eq!(
+        s.regs.x[0],
+        u64::from(VTIMER_INTID),
+        "timer interrupt acknowledged"
+    );
     ensure_eq!(s.timer.ctl & 0b101, 0b101, "timer enabled and fired");
     Ok(())
 }
@@ -522,11 +524,7 @@ fn delete_running() -> R {
     let r = base::THREAD.vcpu_resume();
     expect_err!(r, Error::NoEnt, "resume after the vm went");
     ensure_eq!(w.signal_word()?, 1, "the worker deleted it");
-    expect_err!(
-        base::THREAD.vcpu_resume(),
-        Error::NoEnt,
-        "another resume"
-    );
+    expect_err!(base::THREAD.vcpu_resume(), Error::NoEnt, "another resume");
     Ok(())
 }
 
@@ -606,7 +604,10 @@ fn control_refusals() -> R {
         Error::Inval,
         "state area outside the utcb area"
     );
-    let ro = rt::copy_cap(Cap::<Thread>::from_index(base::THREAD.index()), l4::CapRights::R)?;
+    let ro = rt::copy_cap(
+        Cap::<Thread>::from_index(base::THREAD.index()),
+        l4::CapRights::R,
+    )?;
     expect_err!(
         ro.cap().vcpu_control(rt::VCPU_STATE, vm.cap()),
         Error::Perm,

@@ -23,7 +23,7 @@
 //!   fired, a sender waits) end the guest run with [`ExitReason::Kick`].
 
 use super::thread::State;
-use super::{Kernel, KObject, bkl, with};
+use super::{KObject, Kernel, bkl, with};
 use crate::arch::{self, FpState, vcpu as hw};
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -92,8 +92,7 @@ impl Vcpu {
                     self.pending[w] &= !(1 << b);
                     continue;
                 }
-                let Some(slot) = self.s.gic.lr[..n].iter().position(|&v| lr::state(v) == 0)
-                else {
+                let Some(slot) = self.s.gic.lr[..n].iter().position(|&v| lr::state(v) == 0) else {
                     return true;
                 };
                 self.s.gic.lr[slot] = lr::pending(intid, self.prio[intid as usize]);
@@ -105,7 +104,10 @@ impl Vcpu {
 
     /// Whether an interrupt waits for the guest (it would leave WFI).
     fn irq_pending(&self) -> bool {
-        self.has_queued() || self.s.gic.lr[..hw::lr_count()].iter().any(|&v| lr::state(v) & 1 != 0)
+        self.has_queued()
+            || self.s.gic.lr[..hw::lr_count()]
+                .iter()
+                .any(|&v| lr::state(v) & 1 != 0)
     }
 
     /// The virtual timer: whether its condition holds now.
@@ -153,7 +155,10 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
     if !state.is_multiple_of(crate::mm::PAGE) {
         return Err(Error::Inval);
     }
-    let kva = k.task(task).and_then(|t| t.utcb_kva(state)).ok_or(Error::Inval)?;
+    let kva = k
+        .task(task)
+        .and_then(|t| t.utcb_kva(state))
+        .ok_or(Error::Inval)?;
     if !crate::mm::heap_allows(core::mem::size_of::<Vcpu>() as u64) {
         return Err(Error::NoMem);
     }
@@ -311,7 +316,7 @@ pub fn return_to_user() {
                 super::apply_pending(k);
                 k.cpus[arch::cpu_id()].need_resched
             }) {
-                with(|k| spill_current(k));
+                with(spill_current);
                 super::schedule();
             }
         } else {
@@ -342,8 +347,10 @@ fn prepare(k: &mut Kernel) -> Step {
         k.cpus[cpu].need_resched = true;
         return Step::Schedule;
     };
-    let (pending_msgs, pending_regs) =
-        (!t.pending_irqs.is_empty() || !t.senders.is_empty(), t.pending.is_some());
+    let (pending_msgs, pending_regs) = (
+        !t.pending_irqs.is_empty() || !t.senders.is_empty(),
+        t.pending.is_some(),
+    );
     let Some(v) = t.vcpu.as_deref_mut() else {
         return Step::User;
     };
@@ -408,7 +415,9 @@ fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) {
     let cpu = arch::cpu_id();
     arch::fp_access(k.cpus[cpu].fp_on);
     super::vm::reap();
-    let Some(cur) = k.cpus[cpu].current else { return };
+    let Some(cur) = k.cpus[cpu].current else {
+        return;
+    };
     match exit {
         hw::ExitKind::Irq | hw::ExitKind::Fiq => {}
         hw::ExitKind::SError { esr } => {
@@ -455,8 +464,7 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
     let vm = v.vm;
     let abort = matches!(ec, abi::ec::DABT_LOWER | abi::ec::IABT_LOWER);
     let gpa = if abort { fault_gpa(hpfar, far) } else { 0 };
-    let mapped =
-        abort && matches!(k.objs.get(vm), Some(KObject::Vm(m)) if m.lookup(gpa).is_some());
+    let mapped = abort && matches!(k.objs.get(vm), Some(KObject::Vm(m)) if m.lookup(gpa).is_some());
     let reason = classify(esr, mapped);
     let v = vcpu_of(k, cur).expect("vcpu");
     v.s.exit = Exit {
@@ -479,7 +487,9 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     let cpu = arch::cpu_id();
     let Some(t) = k.thread_mut(cur) else { return };
     let (tpidr, utcb) = (t.tpidr_el0, t.utcb_uva);
-    let Some(v) = t.vcpu.as_deref_mut() else { return };
+    let Some(v) = t.vcpu.as_deref_mut() else {
+        return;
+    };
     if !v.in_guest {
         return;
     }

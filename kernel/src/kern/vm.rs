@@ -102,11 +102,18 @@ impl Vm {
     pub fn map(&mut self, ipa: u64, pa: u64, size: u64, rights: MemRights) -> Result<(), Error> {
         self.unmap(ipa, size);
         let root = self.root;
-        stage2::map(&mut Counted(&mut self.table_pages), root, ipa, pa, size, s2_attr(rights))
-            .map_err(|e| match e {
-                l4_pgtable::MapError::NoMemory => Error::NoMem,
-                _ => Error::Inval,
-            })?;
+        stage2::map(
+            &mut Counted(&mut self.table_pages),
+            root,
+            ipa,
+            pa,
+            size,
+            s2_attr(rights),
+        )
+        .map_err(|e| match e {
+            l4_pgtable::MapError::NoMemory => Error::NoMem,
+            _ => Error::Inval,
+        })?;
         arch::mapping_barrier();
         Ok(())
     }

@@ -90,9 +90,9 @@ fn map_pages(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<()
         // One record for as much as the source holds in one (2 MiB at
         // most): a large dataspace mapped on into a Vm costs one record
         // per 2 MiB, not per page.
-        let Some((node, order)) = k
-            .mapdb
-            .chunk(src, Kind::Mem, sva, dva, size - off, 12..=RECORD_ORDER_MAX)
+        let Some((node, order)) =
+            k.mapdb
+                .chunk(src, Kind::Mem, sva, dva, size - off, 12..=RECORD_ORDER_MAX)
         else {
             off += PAGE;
             continue;

@@ -142,7 +142,10 @@ mod tests {
     fn layouts() {
         let mut u = std::boxed::Box::new(Utcb::new());
         let t = vcpu_control(&mut u, 0x7000, 9);
-        assert_eq!((t.label(), t.words(), t.items()), (Proto::Thread as i64, 2, 1));
+        assert_eq!(
+            (t.label(), t.words(), t.items()),
+            (Proto::Thread as i64, 2, 1)
+        );
         assert_eq!(u.mr[..2], [ThreadOp::VcpuControl.code(), 0x7000]);
         assert_eq!(item(&u.mr[2..4]), (9, CapRights::RWS));
         let t = vcpu_control(&mut u, 0, 9);
@@ -151,7 +154,10 @@ mod tests {
         assert_eq!((t.label(), t.words()), (Proto::Thread as i64, 1));
         assert_eq!(u.mr[0], ThreadOp::VcpuResume.code());
         let t = irq_bind_vcpu(&mut u, 5, 33, 0xa0);
-        assert_eq!((t.label(), t.words(), t.items()), (Proto::IrqSender as i64, 2, 1));
+        assert_eq!(
+            (t.label(), t.words(), t.items()),
+            (Proto::IrqSender as i64, 2, 1)
+        );
         assert_eq!(u.mr[..2], [IRQ_BIND_VCPU, 33 | 0xa0 << 32]);
         assert_eq!(item(&u.mr[2..4]).0, 5);
         let t = factory_vm(&mut u, 12);

@@ -270,7 +270,11 @@ fn save_gic(s: &mut VcpuState) {
         // An emptied list register keeps its old fields; the state area
         // shows it as zero (what the checks want of an invalid one).
         let v = read_lr(i);
-        g.lr[i] = if l4_abi::vcpu::lr::state(v) == 0 { 0 } else { v };
+        g.lr[i] = if l4_abi::vcpu::lr::state(v) == 0 {
+            0
+        } else {
+            v
+        };
     }
     g.lr_count = n as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
@@ -386,7 +390,9 @@ pub fn tlb_flush_vmid(vmid: u16) {
 pub fn guest_fp(loaded: bool) {
     let fpen: u64 = if loaded { 0b11 } else { 0b00 };
     // SAFETY: only changes FP/SIMD trapping; see above.
-    unsafe { asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Whether a WFx exit is a WFI (else WFE).
