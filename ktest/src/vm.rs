@@ -38,6 +38,7 @@ tests! {
     "vm.wfi_blocks_until_bound_irq" => wfi_blocks,
     "vm.bound_irq_on_other_cpu_kicks" => bound_irq_other_cpu,
     "vm.virtual_timer_interrupt" => vtimer,
+    "vm.virtual_timer_while_guest_runs" => vtimer_running,
     "vm.irq_for_vmm_kicks_guest_out" => kick,
     "vm.delete_vm_while_guest_runs" => delete_running,
     "vm.bad_pstate_refused" => bad_pstate,
@@ -496,6 +497,31 @@ fn vtimer() -> R {
     Ok(())
 }
 
+fn vtimer_running() -> R {
+    // x1 = CNTVCT + 30 << 12 (about 2 ms); timer on; spin on IAR until an
+    // interrupt comes; hvc. No WFI: the timer fires while the guest runs.
+    let g = Guest::new(&[
+        mrs(1, 3, 3, 14, 0, 2),
+        0x9140_0000 | (30 << 10) | (1 << 5) | 1,
+        msr(1, 3, 3, 14, 3, 2),
+        movz(2, 1, 0),
+        msr(2, 3, 3, 14, 3, 1),
+        IAR1,
+        0xf10f_fc1f,
+        0x54ff_ffc0,
+        hvc(4),
+    ])?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(
+        s.regs.x[0],
+        u64::from(VTIMER_INTID),
+        "timer interrupt acknowledged"
+    );
+    ensure!(s.timer.ctl & 0b100 != 0, "timer condition met");
+    Ok(())
+}
+
 fn kick() -> R {
     let g = Guest::new(&[SELF_LOOP])?;
     let irq = rt::irq()?;
@@ -616,23 +642,43 @@ fn control_refusals() -> R {
     Ok(())
 }
 
+/// Sets the VMM's (this thread's) d9.
+fn set_d9(v: u64) {
+    // SAFETY: writes a callee-saved FP register that the surrounding code
+    // does not use (ktest's code does no floating point).
+    unsafe { core::arch::asm!("fmov d9, {}", in(reg) v, options(nomem, nostack)) };
+}
+
+/// Reads the VMM's d9.
+fn d9() -> u64 {
+    let v: u64;
+    // SAFETY: reads an FP register.
+    unsafe { core::arch::asm!("fmov {}, d9", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
 fn fp_apart() -> R {
-    // The guest puts x0 into d0 and reads d0 back after an exit; the VMM
-    // changes its own d0 meanwhile.
+    // The guest puts its value into d9 and reads d9 back after an exit;
+    // the VMM keeps its own d9 across both resumes.
     let g = Guest::new(&[
         movz(0, 0x3ff0, 3),
-        fmov_to_d(0, 0),
+        fmov_to_d(9, 0),
         hvc(1),
-        fmov_from_d(1, 0),
+        fmov_from_d(1, 9),
         hvc(2),
     ])?;
     // CPACR_EL1.FPEN: the guest's own FP/SIMD enable.
     state().el1.cpacr = 3 << 20;
-    g.expect(ExitReason::Hvc)?;
-    let mine = core::hint::black_box(2.5f64);
-    let doubled = core::hint::black_box(mine * 2.0);
-    g.expect(ExitReason::Hvc)?;
-    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d0");
-    ensure!(doubled == 5.0, "the vmm's fp result {doubled}");
+    set_d9(0x1111);
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "first exit");
+    ensure_eq!(mine, 0x1111, "the vmm's d9 after the guest set its own");
+    set_d9(0x2222);
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
+    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
+    ensure_eq!(mine, 0x2222, "the vmm's d9 at the end");
     Ok(())
 }

@@ -15,10 +15,12 @@ pub use l4_abi::sigma0::{MAP_FREE, MAP_MODULE};
 /// 1 MiB.
 pub const MIB: u64 = 1 << 20;
 
-/// moe leaves this much of the free RAM to the kernel: the kernel takes
-/// translation tables, UTCBs and kernel stacks from the same frames that
-/// Sigma0 hands out, so moe must not take everything. The kernel's root
-/// factory has a quota ([`l4_abi::root::ROOT_QUOTA`]) within it.
+/// moe leaves at least this much of the free RAM to the kernel: the
+/// kernel takes translation tables, UTCBs and kernel stacks from the same
+/// frames that Sigma0 hands out (and Sigma0 refuses to give them away).
+/// The kernel's root factory has a quota ([`l4_abi::root::ROOT_QUOTA`])
+/// within it. The kernel's heap comes off the free RAM too, so Sigma0
+/// refuses before moe has taken its whole budget.
 pub const KERNEL_KEEP: u64 = l4_abi::root::KERNEL_MEMORY;
 
 /// The largest chunk asked for first, and the smallest one asked for.
@@ -55,10 +57,10 @@ mod tests {
 
     #[test]
     fn budgets() {
-        assert_eq!(budget(1024 * MIB), 960 * MIB);
-        assert_eq!(budget(128 * MIB), 64 * MIB);
-        assert_eq!(budget(1021 * MIB + 5), 957 * MIB);
-        assert_eq!(budget(64 * MIB), 0);
+        assert_eq!(budget(1024 * MIB), 992 * MIB);
+        assert_eq!(budget(128 * MIB), 96 * MIB);
+        assert_eq!(budget(1021 * MIB + 5), 989 * MIB);
+        assert_eq!(budget(32 * MIB), 0);
         assert_eq!(budget(16 * MIB), 0);
         assert_eq!(budget(0), 0);
     }

@@ -122,12 +122,24 @@ impl Vcpu {
         (t.ctl & 0b11 == 0b01).then(|| t.cval.saturating_add(t.cntvoff))
     }
 
-    /// Saves the guest's FP/SIMD registers if the CPU holds them.
+    /// Saves the guest's FP/SIMD registers if the CPU holds them. While
+    /// they are loaded no thread's are (the CPU's `fp_on` is clear), so
+    /// FP/SIMD use traps again afterwards.
     fn spill_fp(&mut self) {
         if self.fp_loaded {
             arch::fp_access(true);
             arch::fp_save(&mut self.fp);
             self.fp_loaded = false;
+            arch::fp_access(false);
+        }
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        // The thread went (deleted) while its guest ran.
+        if self.in_guest {
+            ACTIVE.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -504,10 +516,7 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     // area), which lives as long as the task and so the thread.
     unsafe { core::ptr::write_volatile(v.state_kva as *mut VcpuState, v.s) };
     arch::set_tls(tpidr, utcb);
-    arch::fp_access(false);
-    let c = &mut k.cpus[cpu];
-    c.fp_on = false;
-    c.fp_regs_of = None;
+    arch::fp_access(k.cpus[cpu].fp_on);
     let label = match err {
         Some(e) => e.as_ret(),
         None => reason as i64,

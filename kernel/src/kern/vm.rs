@@ -70,8 +70,14 @@ static RUNNING: [AtomicU16; arch::MAX_CPUS] = [const { AtomicU16::new(0) }; arch
 /// Deleted Vms' tables, freed when no CPU runs in them any more.
 static DEAD: Mutex<Vec<(u64, u16)>> = Mutex::new(Vec::new());
 
-pub fn s2_attr(r: MemRights) -> S2Attr {
-    S2Attr::ram(r.contains(MemRights::W), r.contains(MemRights::X))
+/// Stage-2 attributes of a mapping of `[pa, pa + size)`: RAM is normal
+/// memory, anything else (a device passed through) device memory.
+pub fn s2_attr(pa: u64, size: u64, r: MemRights) -> S2Attr {
+    if mm::is_ram(pa, size) {
+        S2Attr::ram(r.contains(MemRights::W), r.contains(MemRights::X))
+    } else {
+        S2Attr::device(r.contains(MemRights::W))
+    }
 }
 
 impl Vm {
@@ -108,7 +114,7 @@ impl Vm {
             ipa,
             pa,
             size,
-            s2_attr(rights),
+            s2_attr(pa, size, rights),
         )
         .map_err(|e| match e {
             l4_pgtable::MapError::NoMemory => Error::NoMem,

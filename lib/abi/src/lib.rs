@@ -119,13 +119,13 @@ pub mod root {
     pub const STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
     /// Size of that stack.
     pub const STACK_SIZE: u64 = 64 * 1024;
-    /// Free RAM the root task leaves to the kernel when it takes memory
-    /// from Sigma0: translation tables (stage 1 and 2), kernel stacks and
-    /// UTCB areas come from it.
-    pub const KERNEL_MEMORY: u64 = 64 << 20;
+    /// Free RAM Sigma0 keeps for the kernel (beyond its heap): `MAP_FREE`
+    /// is refused when it would leave less. Translation tables (stage 1
+    /// and 2), kernel stacks and UTCB areas come from it.
+    pub const KERNEL_MEMORY: u64 = 32 << 20;
     /// The root factory's quota (less than [`KERNEL_MEMORY`], so that
     /// what the quota allows is there).
-    pub const ROOT_QUOTA: u64 = 48 << 20;
+    pub const ROOT_QUOTA: u64 = 24 << 20;
 }
 
 /// Capability indices the kernel gives the root task (Fiasco's
