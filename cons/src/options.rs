@@ -133,70 +133,22 @@ impl fmt::Display for OptError {
 
 impl std::error::Error for OptError {}
 
-/// One option: its short and long name and whether it takes a value.
-struct Spec {
-    short: Option<char>,
-    long: &'static str,
-    value: bool,
+impl From<lexopt::Error> for OptError {
+    fn from(e: lexopt::Error) -> OptError {
+        use lexopt::Error as E;
+        match e {
+            E::MissingValue { option } => OptError::MissingValue(option.unwrap_or_default()),
+            E::UnexpectedValue { option, value } => {
+                OptError::UnexpectedValue(format!("{option}={}", value.to_string_lossy()))
+            }
+            E::UnexpectedOption(o) => OptError::Unknown(o),
+            E::UnexpectedArgument(a) | E::NonUnicodeValue(a) => {
+                OptError::Unexpected(a.to_string_lossy().into_owned())
+            }
+            e => OptError::Unexpected(e.to_string()),
+        }
+    }
 }
-
-const SPECS: &[Spec] = &[
-    Spec {
-        short: Some('a'),
-        long: "show-all",
-        value: false,
-    },
-    Spec {
-        short: Some('B'),
-        long: "defaultbufsize",
-        value: true,
-    },
-    Spec {
-        short: Some('c'),
-        long: "autoconnect",
-        value: true,
-    },
-    Spec {
-        short: Some('f'),
-        long: "frontend",
-        value: true,
-    },
-    Spec {
-        short: Some('k'),
-        long: "keep",
-        value: false,
-    },
-    Spec {
-        short: Some('l'),
-        long: "no-line-buffering",
-        value: false,
-    },
-    Spec {
-        short: None,
-        long: "line-buffering-ms",
-        value: true,
-    },
-    Spec {
-        short: Some('m'),
-        long: "mux",
-        value: true,
-    },
-    Spec {
-        short: Some('n'),
-        long: "defaultname",
-        value: true,
-    },
-    Spec {
-        short: Some('t'),
-        long: "timestamp",
-        value: false,
-    },
-    Spec {
-        short: Some('h'),
-        long: "help",
-        value: false,
-    },
-];
 
 impl Options {
     /// Parses the arguments after the program name.
@@ -205,118 +157,82 @@ impl Options {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string()).collect();
+        use lexopt::prelude::*;
+
         let mut o = Options::default();
-        let mut i = 0;
-        while i < args.len() {
-            let arg = &args[i];
-            i += 1;
-            if arg == "--" {
-                if let Some(extra) = args.get(i) {
-                    return Err(OptError::Unexpected(extra.clone()));
+        let mut p = lexopt::Parser::from_args(args.into_iter().map(|a| a.as_ref().to_string()));
+        // `-B=4096` is the value `=4096` (refused), not 4096.
+        p.set_short_equals(false);
+        while let Some(arg) = p.next()? {
+            let name = match &arg {
+                Short(c) => format!("-{c}"),
+                Long(l) => format!("--{l}"),
+                Value(v) => return Err(OptError::Unexpected(v.to_string_lossy().into_owned())),
+            };
+            let bad = |value: &str, why| OptError::BadValue {
+                option: name.clone(),
+                value: value.to_string(),
+                why,
+            };
+            match arg {
+                Short('a') | Long("show-all") => o.show_all = true,
+                Short('k') | Long("keep") => o.keep = true,
+                Short('l') | Long("no-line-buffering") => o.line_buffering = false,
+                Short('t') | Long("timestamp") => o.timestamp = true,
+                Short('h') | Long("help") => return Err(OptError::Help),
+                Short('B') | Long("defaultbufsize") => {
+                    let v = value(&mut p)?;
+                    o.bufsz = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (MIN_BUFSZ..=MAX_BUFSZ).contains(n))
+                        .ok_or_else(|| bad(&v, "must be a byte count from 64 to 16777216"))?;
                 }
-                break;
-            }
-            if let Some(long) = arg.strip_prefix("--") {
-                let (name, attached) = match long.split_once('=') {
-                    Some((n, v)) => (n, Some(v.to_string())),
-                    None => (long, None),
-                };
-                let spec = SPECS
-                    .iter()
-                    .find(|s| s.long == name)
-                    .ok_or_else(|| OptError::Unknown(arg.clone()))?;
-                let value = match (spec.value, attached) {
-                    (false, Some(_)) => return Err(OptError::UnexpectedValue(arg.clone())),
-                    (false, None) => None,
-                    (true, Some(v)) => Some(v),
-                    (true, None) => {
-                        let v = args
-                            .get(i)
-                            .ok_or_else(|| OptError::MissingValue(arg.clone()))?;
-                        i += 1;
-                        Some(v.clone())
-                    }
-                };
-                o.apply(spec, &format!("--{name}"), value)?;
-            } else if let Some(shorts) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
-                for (pos, c) in shorts.char_indices() {
-                    let spec = SPECS
-                        .iter()
-                        .find(|s| s.short == Some(c))
-                        .ok_or_else(|| OptError::Unknown(format!("-{c}")))?;
-                    let name = format!("-{c}");
-                    if !spec.value {
-                        o.apply(spec, &name, None)?;
-                        continue;
-                    }
-                    let rest = &shorts[pos + c.len_utf8()..];
-                    let value = if !rest.is_empty() {
-                        rest.to_string()
-                    } else {
-                        let v = args.get(i).ok_or(OptError::MissingValue(name.clone()))?;
-                        i += 1;
-                        v.clone()
-                    };
-                    o.apply(spec, &name, Some(value))?;
-                    break;
+                Long("line-buffering-ms") => {
+                    let v = value(&mut p)?;
+                    o.line_buffering_ms = v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n <= MAX_LINE_BUFFERING_MS)
+                        .ok_or_else(|| bad(&v, "must be milliseconds from 0 to 60000"))?;
                 }
-            } else {
-                return Err(OptError::Unexpected(arg.clone()));
+                Short('c') | Long("autoconnect") => {
+                    let n = name_value(&mut p, bad)?;
+                    o.autoconnect.push(n);
+                }
+                Short('f') | Long("frontend") => o.frontend = Some(name_value(&mut p, bad)?),
+                Short('m') | Long("mux") => o.mux = Some(name_value(&mut p, bad)?),
+                Short('n') | Long("defaultname") => o.default_name = name_value(&mut p, bad)?,
+                _ => return Err(OptError::Unknown(name)),
             }
         }
         Ok(o)
     }
 
-    fn apply(&mut self, spec: &Spec, name: &str, value: Option<String>) -> Result<(), OptError> {
-        let bad = |value: &str, why| OptError::BadValue {
-            option: name.to_string(),
-            value: value.to_string(),
-            why,
-        };
-        let v = value.unwrap_or_default();
-        let checked_name = |v: String| {
-            if v.is_empty() || v.len() > MAX_NAME || v.chars().any(char::is_control) {
-                Err(bad(&v, "must be 1 to 64 printable characters"))
-            } else {
-                Ok(v)
-            }
-        };
-        match spec.long {
-            "show-all" => self.show_all = true,
-            "keep" => self.keep = true,
-            "no-line-buffering" => self.line_buffering = false,
-            "timestamp" => self.timestamp = true,
-            "help" => return Err(OptError::Help),
-            "defaultbufsize" => {
-                self.bufsz = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (MIN_BUFSZ..=MAX_BUFSZ).contains(n))
-                    .ok_or_else(|| bad(&v, "must be a byte count from 64 to 16777216"))?;
-            }
-            "line-buffering-ms" => {
-                self.line_buffering_ms = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n <= MAX_LINE_BUFFERING_MS)
-                    .ok_or_else(|| bad(&v, "must be milliseconds from 0 to 60000"))?;
-            }
-            "autoconnect" => {
-                let n = checked_name(v)?;
-                self.autoconnect.push(n);
-            }
-            "frontend" => self.frontend = Some(checked_name(v)?),
-            "mux" => self.mux = Some(checked_name(v)?),
-            "defaultname" => self.default_name = checked_name(v)?,
-            _ => return Err(OptError::Unknown(name.to_string())),
-        }
-        Ok(())
-    }
-
     /// The multiplexer's name: `-m`, else `-n`.
     pub fn mux_name(&self) -> &str {
         self.mux.as_deref().unwrap_or(&self.default_name)
+    }
+}
+
+/// The value of the option just read.
+fn value(p: &mut lexopt::Parser) -> Result<String, OptError> {
+    let v = p.value()?;
+    v.into_string()
+        .map_err(|v| OptError::Unexpected(v.to_string_lossy().into_owned()))
+}
+
+/// The value of the option just read, a name (of a client, a multiplexer
+/// or a capability).
+fn name_value(
+    p: &mut lexopt::Parser,
+    bad: impl Fn(&str, &'static str) -> OptError,
+) -> Result<String, OptError> {
+    let v = value(p)?;
+    if v.is_empty() || v.len() > MAX_NAME || v.chars().any(char::is_control) {
+        Err(bad(&v, "must be 1 to 64 printable characters"))
+    } else {
+        Ok(v)
     }
 }
 

@@ -50,31 +50,33 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
+    use lexopt::prelude::*;
+
+    let usage = |e: lexopt::Error| UsageError(e.to_string());
+    let string = |v: std::ffi::OsString| v.string().map_err(usage);
     let mut c = CmdLine::default();
-    let mut it = args.into_iter().map(Into::into);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--exit" => c.after = After::Exit,
-            "--wait-and-exit" => c.after = After::WaitAndExit,
-            "-e" => match it.next() {
-                Some(stmt) => c.statements.push(stmt),
-                None => return Err(UsageError("-e needs a statement".into())),
+    let mut p = lexopt::Parser::from_args(args.into_iter().map(Into::into));
+    // `-e=x` runs `=x`, as a shell's `-c` would.
+    p.set_short_equals(false);
+    while let Some(arg) = p.next().map_err(usage)? {
+        match arg {
+            Long("exit") => c.after = After::Exit,
+            Long("wait-and-exit") => c.after = After::WaitAndExit,
+            Short('e') => match p.value() {
+                Ok(stmt) => c.statements.push(string(stmt)?),
+                Err(_) => return Err(UsageError("-e needs a statement".into())),
             },
-            "--" => {
-                c.script = it.next();
+            Value(script) => {
+                c.script = Some(string(script)?);
                 break;
             }
-            s if s.starts_with("-e") => c.statements.push(s[2..].to_string()),
-            s if s.starts_with('-') && s.len() > 1 => {
-                return Err(UsageError(format!("unknown option '{s}'")));
-            }
-            _ => {
-                c.script = Some(a);
-                break;
-            }
+            Short(o) => return Err(UsageError(format!("unknown option '-{o}'"))),
+            Long(o) => return Err(UsageError(format!("unknown option '--{o}'"))),
         }
     }
-    c.args = it.collect();
+    for a in p.raw_args().map_err(usage)? {
+        c.args.push(string(a)?);
+    }
     Ok(c)
 }
 
@@ -123,5 +125,9 @@ mod tests {
         let e = parse(["--frobnicate", "x"]).unwrap_err();
         assert!(e.to_string().contains("unknown option '--frobnicate'"));
         assert!(e.to_string().contains("usage: ned"));
+        let e = parse(["-x"]).unwrap_err();
+        assert_eq!(e.0, "unknown option '-x'");
+        assert_eq!(parse(["-e"]).unwrap_err().0, "-e needs a statement");
+        assert!(parse(["--exit=1"]).is_err());
     }
 }

@@ -8,6 +8,8 @@
 
 use alloc::vec::Vec;
 
+use l4_cmdline::{Word, parse_number};
+
 /// The init program when no `--init=` is given.
 pub const DEFAULT_INIT: &str = "rom/ned";
 
@@ -30,14 +32,6 @@ pub struct MoeArgs<'a> {
     pub bad: Vec<&'a str>,
 }
 
-/// Reads a number in decimal or `0x` hexadecimal.
-pub fn parse_number(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
 /// Parses moe's command line (the words after `moe` in modules.list).
 pub fn parse(cmdline: &str) -> MoeArgs<'_> {
     let mut a = MoeArgs {
@@ -49,31 +43,38 @@ pub fn parse(cmdline: &str) -> MoeArgs<'_> {
         unknown: Vec::new(),
         bad: Vec::new(),
     };
-    let mut words = cmdline.split_ascii_whitespace();
+    let mut words = l4_cmdline::words(cmdline);
     for w in words.by_ref() {
-        if !w.starts_with("--") {
-            a.init_args.push(w);
-            break;
-        }
-        let (name, value) = w.split_once('=').unwrap_or((w, ""));
+        let (name, value, word) = match w {
+            Word::Opt {
+                name,
+                value,
+                long: true,
+                word,
+            } => (name, value.unwrap_or(""), word),
+            Word::Opt { word, .. } | Word::Arg(word) => {
+                a.init_args.push(word);
+                break;
+            }
+            Word::End => break,
+        };
         let number = || parse_number(value).and_then(|v| u32::try_from(v).ok());
         match name {
-            "--" => break,
-            "--init" if !value.is_empty() => a.init = value,
-            "--debug" => a.debug = Some(value),
-            "--l4re-dbg" => match number() {
+            "init" if !value.is_empty() => a.init = value,
+            "debug" => a.debug = Some(value),
+            "l4re-dbg" => match number() {
                 Some(v) => a.l4re_dbg = v,
-                None => a.bad.push(w),
+                None => a.bad.push(word),
             },
-            "--ldr-flags" => match number() {
+            "ldr-flags" => match number() {
                 Some(v) => a.ldr_flags = v,
-                None => a.bad.push(w),
+                None => a.bad.push(word),
             },
-            "--init" => a.bad.push(w),
-            _ => a.unknown.push(w),
+            "init" => a.bad.push(word),
+            _ => a.unknown.push(word),
         }
     }
-    a.init_args.extend(words);
+    a.init_args.extend(words.rest());
     a
 }
 
@@ -118,6 +119,11 @@ mod tests {
         );
         let a = parse("");
         assert_eq!((a.init, a.init_args.len()), (DEFAULT_INIT, 0));
-        assert_eq!(parse_number("0XfF"), Some(255));
+        let a = parse("-v --l4re-dbg=0XfF");
+        assert_eq!(
+            (a.l4re_dbg, a.init_args),
+            (0, alloc::vec!["-v", "--l4re-dbg=0XfF"])
+        );
+        assert_eq!(parse("--l4re-dbg=0XfF").l4re_dbg, 255);
     }
 }

@@ -8,7 +8,10 @@
 //! * [`ns`]: name spaces;
 //! * [`log`]: log objects' tagged lines;
 //! * [`sched`]: scheduler proxies' limits;
-//! * [`cmdline`]: moe's command line.
+//! * [`cmdline`]: moe's command line;
+//! * [`server`]: the objects moe serves and its request handling, over a
+//!   [`server::Kernel`] trait (the binary implements it with the kernel
+//!   calls).
 
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -23,3 +26,4 @@ pub mod log;
 pub mod ns;
 pub mod pages;
 pub mod sched;
+pub mod server;

@@ -5,7 +5,7 @@
 //! proxies and the user factory, and starts the init program named on its
 //! command line (see [`moe::cmdline`]) with the runtime `rom/l4re`. The
 //! portable logic is the `moe` library; this binary adds the kernel calls:
-//! [`rt`] boots, [`rt::server`] serves.
+//! [`rt`] boots and serves with [`moe::server`].
 //!
 //! On other targets the binary is a stub, so that the workspace builds and
 //! tests the library on the host.

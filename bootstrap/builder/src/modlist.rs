@@ -805,13 +805,6 @@ fn beside(file: &Path, name: &str) -> PathBuf {
     file.parent().unwrap_or(Path::new("")).join(name)
 }
 
-fn parse_number(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
-}
-
 impl Parser {
     fn parse_file(&mut self, text: &str, file: &Path) -> Result<(), ModListError> {
         self.reading.push((canonical(file), file.to_path_buf()));
@@ -907,7 +900,7 @@ impl Parser {
             }
             Keyword::ModAddr => {
                 let value = line.word("an address")?;
-                let addr = parse_number(value).ok_or_else(|| ErrorKind::BadNumber {
+                let addr = l4_cmdline::parse_number(value).ok_or_else(|| ErrorKind::BadNumber {
                     keyword: line.keyword.clone(),
                     value: value.to_string(),
                 })?;

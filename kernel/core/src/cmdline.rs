@@ -1,5 +1,7 @@
 //! The kernel command line (from modules.list: `kernel fiasco -serial_esc`).
 
+use l4_cmdline::{Word, parse_number};
+
 /// Options the kernel understands, in Fiasco's spelling.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -21,19 +23,46 @@ pub struct Options {
 pub fn parse(line: &str) -> (Options, Option<&str>) {
     let mut o = Options::default();
     let mut unknown = None;
-    for word in line.split_whitespace() {
-        match word {
-            "-serial_esc" => o.serial_esc = true,
-            "-nojdb" => o.nojdb = true,
-            "-wait" => o.wait = true,
-            "-nofastpath" => o.nofastpath = true,
-            w => match w.strip_prefix("-kmemsize=").map(str::parse) {
-                Some(Ok(k)) => o.kmem_kib = Some(k),
-                _ => unknown = unknown.or(Some(w)),
+    for w in l4_cmdline::words(line) {
+        let known = match w {
+            Word::Opt {
+                name,
+                value: None,
+                long: false,
+                ..
+            } => match name {
+                "serial_esc" => set(&mut o.serial_esc),
+                "nojdb" => set(&mut o.nojdb),
+                "wait" => set(&mut o.wait),
+                "nofastpath" => set(&mut o.nofastpath),
+                _ => false,
             },
+            Word::Opt {
+                name: "kmemsize",
+                value: Some(v),
+                long: false,
+                ..
+            } => parse_number(v).map(|k| o.kmem_kib = Some(k)).is_some(),
+            _ => false,
+        };
+        if !known {
+            unknown = unknown.or(Some(word_of(w)));
         }
     }
     (o, unknown)
+}
+
+fn set(flag: &mut bool) -> bool {
+    *flag = true;
+    true
+}
+
+/// The word as written.
+fn word_of(w: Word<'_>) -> &str {
+    match w {
+        Word::Opt { word, .. } | Word::Arg(word) => word,
+        Word::End => "--",
+    }
 }
 
 #[cfg(test)]
@@ -50,5 +79,9 @@ mod tests {
         assert!(o.wait && o.nofastpath);
         assert_eq!(u, Some("-bogus"));
         assert_eq!(parse(""), (Options::default(), None));
+        assert_eq!(parse("-kmemsize=0x1000").0.kmem_kib, Some(0x1000));
+        for odd in ["--wait", "-wait=1", "-kmemsize", "wait", "--"] {
+            assert_eq!(parse(odd), (Options::default(), Some(odd)), "{odd}");
+        }
     }
 }

@@ -154,11 +154,10 @@ pub fn rom_name(path: &[u8]) -> Option<&str> {
     let p = core::str::from_utf8(path).ok()?;
     let p = p.strip_prefix("./").unwrap_or(p);
     let p = p.strip_prefix('/').unwrap_or(p);
-    let name = p.strip_prefix("rom/")?;
-    if name.is_empty()
-        || name
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
+    let name = l4_loader::rom_name(p)?;
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return None;
     }

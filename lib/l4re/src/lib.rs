@@ -8,8 +8,9 @@
 //!
 //! * loads the program ELF from the `PROGRAM` dataspace (static
 //!   executables and static PIE, as Rust's `aarch64-unknown-linux-musl`
-//!   target links them) into regions of its [`regions::RegionMap`], builds
-//!   the main thread's stack as Linux does ([`stack`]) and starts it;
+//!   target links them; read with [`l4_loader::elf`]) into regions of its
+//!   [`regions::RegionMap`], builds the main thread's stack as Linux does
+//!   ([`stack`]) and starts it;
 //! * is the pager of every program thread: a page fault is answered by
 //!   mapping the page from the region's dataspace into the task; a fault
 //!   outside the regions is reported and ends the task (exit code -11);
@@ -28,7 +29,6 @@
 
 extern crate alloc;
 
-pub mod elf;
 pub mod env;
 pub mod fd;
 pub mod futex;
@@ -39,6 +39,3 @@ pub mod runtime;
 pub mod stack;
 
 pub use l4_abi as abi;
-
-#[cfg(test)]
-mod tests;

@@ -28,6 +28,9 @@
 //! the loader as a page-fault or exception message on that label, and the
 //! runtime signals the program's exit there (Parent protocol, signal 0).
 //! [`Child::destroy`] tears everything down again.
+//!
+//! [`elf`] is the ELF reader of both sides: the loader reads the runtime
+//! with it, the runtime the program (only its headers, through a window).
 
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -228,7 +228,7 @@ const FIXED_AREAS: [(&str, u64, u64); 3] = [
 ];
 
 fn check_layout(elf: &Elf<'_>) -> Result<(), LoadError> {
-    for s in &elf.segments {
+    for s in elf.segments() {
         for (what, start, end) in FIXED_AREAS {
             if s.page_start() < end && start < s.page_end() {
                 return Err(LoadError::Layout(what));
@@ -387,7 +387,7 @@ fn build(
     })?;
     child.gate = g;
 
-    for s in &elf.segments {
+    for s in elf.segments() {
         load_segment(sys, host, child, elf, a, s)?;
     }
     let stack = fresh(host, child, l4re_env::RUNTIME_STACK_SIZE)?;
@@ -438,7 +438,7 @@ fn build(
         caps::PARENT,
     )
     .map_err(kernel("bind the runtime thread"))?;
-    sys.ex_regs(child.thread, elf.entry, l4re_env::RUNTIME_STACK_TOP)
+    sys.ex_regs(child.thread, elf.entry(), l4re_env::RUNTIME_STACK_TOP)
         .map_err(kernel("set the runtime's registers"))?;
     sys.run(a.caps.scheduler, child.thread, a.prio, a.cpus)
         .map_err(kernel("run the runtime thread"))?;

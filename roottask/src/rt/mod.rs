@@ -1,17 +1,20 @@
 //! Boot: the entry point, the heap, memory from Sigma0, the boot modules,
-//! the banner, the start of init, then the server loop.
+//! the banner, the start of init, then the server loop ([`moe::server`]
+//! over [`kernel::L4Kernel`]).
 
-pub mod server;
+mod kernel;
 
 use alloc::string::String;
 
 use buddy_system_allocator::LockedHeap;
 use l4::{Cap, Error, Proto, Sigma0, base, println};
 use l4_bootinfo::{BootInfo, MemKind};
+use l4_ipc::{RecvBufs, Server, UtcbServerTransport};
 use moe::boot::{self, BOOTINFO_VA, HEAP_ORDER, MAP_MODULE, MIB};
 use moe::pages::{PAGE, PageAlloc};
+use moe::server::{Moe, RCV_SLOT};
 
-use server::Moe;
+use kernel::L4Kernel;
 
 #[global_allocator]
 static HEAP: LockedHeap<32> = LockedHeap::empty();
@@ -97,7 +100,7 @@ extern "C" fn moe_main() -> ! {
         free.saturating_sub(got + heap) / MIB
     );
 
-    let mut moe = Moe::new(pages);
+    let mut moe = Moe::new(L4Kernel, pages);
     if let Err(e) = moe.create_services() {
         println!(
             "MOE: cannot create the rom name space and the user factory: {}",
@@ -134,7 +137,8 @@ extern "C" fn moe_main() -> ! {
         println!("MOE: bad option '{w}' ignored");
     }
     moe.start_init(&args);
-    server::serve(moe)
+    let transport = UtcbServerTransport::new(RecvBufs::cap_slot(RCV_SLOT));
+    Server::new(moe, transport).run()
 }
 
 #[panic_handler]

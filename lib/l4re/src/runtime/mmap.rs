@@ -1,0 +1,249 @@
+//! Memory system calls: `brk`, `mmap` (anonymous, and private or
+//! read-only mappings of `rom/` files), `munmap`, `mprotect`, `madvise`,
+//! and `mremap`'s refusals; none of them may touch the runtime's areas.
+
+use super::{Backend, Runtime, Space};
+use crate::fd::File;
+use crate::layout::*;
+use crate::linux::errno::*;
+use crate::linux::{SysResult, mman};
+use crate::regions::{Backing, Kind, PAGE, Prot, Region, page_up};
+
+impl<B: Backend> Runtime<B> {
+    pub(super) fn sys_brk(&mut self, addr: u64) -> u64 {
+        if addr < self.brk_start || addr > self.brk_start + BRK_MAX {
+            return self.brk_cur;
+        }
+        let Some(top) = page_up(addr) else {
+            return self.brk_cur;
+        };
+        if top > self.brk_end {
+            let end = top
+                .next_multiple_of(BRK_CHUNK)
+                .min(self.brk_start + BRK_MAX);
+            let r = Region::new(
+                self.brk_end,
+                end,
+                Prot::RW,
+                Backing::Anon {
+                    ds: None,
+                    offset: 0,
+                },
+                Kind::Brk,
+            );
+            if self.attach(Space::Program, r).is_err() {
+                return self.brk_cur;
+            }
+            self.brk_end = end;
+        } else if top < self.brk_end && top < page_up(self.brk_cur).unwrap_or(top) {
+            // Shrinking: give the memory back; growing again gives zeros.
+            self.detach(Space::Program, top, self.brk_end);
+            self.brk_end = top;
+        }
+        self.brk_cur = addr;
+        addr
+    }
+
+    fn touches_runtime(&self, start: u64, end: u64) -> bool {
+        end > USER_END
+            || start < PROGRAM_MIN
+            || self
+                .regions
+                .intersecting(start, end)
+                .iter()
+                .any(|r| r.kind == Kind::Runtime)
+    }
+
+    pub(super) fn sys_mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        fd: i64,
+        off: u64,
+    ) -> SysResult {
+        if len == 0 || !off.is_multiple_of(PAGE) {
+            return Err(EINVAL);
+        }
+        let len = page_up(len).ok_or(ENOMEM)?;
+        if !matches!(flags & 3, 1..=3) {
+            return Err(EINVAL);
+        }
+        let p = Prot::from_linux(prot);
+        let backing = if flags & mman::MAP_ANONYMOUS != 0 {
+            Backing::Anon {
+                ds: None,
+                offset: 0,
+            }
+        } else {
+            let f = match &self.fds.get(fd as u64)?.file {
+                File::Rom(f) => f.clone(),
+                _ => return Err(ENODEV),
+            };
+            if p.write() {
+                if flags & mman::MAP_SHARED != 0 {
+                    return Err(EACCES);
+                }
+                // A private writable copy is made below.
+                Backing::Anon {
+                    ds: None,
+                    offset: 0,
+                }
+            } else {
+                Backing::Ds {
+                    ds: f.ds,
+                    offset: off,
+                }
+            }
+        };
+        let fixed = flags & (mman::MAP_FIXED | mman::MAP_FIXED_NOREPLACE) != 0;
+        let start = if fixed {
+            if !addr.is_multiple_of(PAGE) {
+                return Err(EINVAL);
+            }
+            let end = addr.checked_add(len).ok_or(ENOMEM)?;
+            if self.touches_runtime(addr, end) {
+                return Err(if addr < PROGRAM_MIN { EPERM } else { ENOMEM });
+            }
+            if self.regions.overlaps(addr, end) {
+                if flags & mman::MAP_FIXED_NOREPLACE != 0 {
+                    return Err(EEXIST);
+                }
+                self.detach(Space::Program, addr, end);
+            }
+            addr
+        } else {
+            let hint_ok = addr != 0
+                && addr.is_multiple_of(PAGE)
+                && addr.checked_add(len).is_some_and(|e| {
+                    addr >= PROGRAM_MIN && e <= MMAP_END && !self.regions.overlaps(addr, e)
+                });
+            if hint_ok {
+                addr
+            } else {
+                self.regions
+                    .find_free(len, MMAP_BASE, MMAP_END, placement_align(len))
+                    .ok_or(ENOMEM)?
+            }
+        };
+        self.attach(
+            Space::Program,
+            Region::new(start, start + len, p, backing, Kind::Mmap),
+        )?;
+        if flags & mman::MAP_ANONYMOUS == 0 && p.write() {
+            // Private writable file mapping: copy the file in.
+            let f = match &self.fds.get(fd as u64)?.file {
+                File::Rom(f) => f.clone(),
+                _ => return Err(ENODEV),
+            };
+            let n = f.size.saturating_sub(off).min(len);
+            let r = (|| {
+                self.ensure(Space::Windows, f.window + off, n, false)?;
+                self.ensure(Space::Program, start, n, true)?;
+                self.b.copy_mem(start, f.window + off, n);
+                Ok(())
+            })();
+            if let Err(e) = r {
+                self.detach(Space::Program, start, start + len);
+                return Err(e);
+            }
+        }
+        Ok(start)
+    }
+
+    pub(super) fn sys_munmap(&mut self, addr: u64, len: u64) -> SysResult {
+        if !addr.is_multiple_of(PAGE) || len == 0 {
+            return Err(EINVAL);
+        }
+        let end = addr
+            .checked_add(page_up(len).ok_or(EINVAL)?)
+            .ok_or(EINVAL)?;
+        if self.touches_runtime(addr, end) {
+            return Err(EINVAL);
+        }
+        self.detach(Space::Program, addr, end);
+        Ok(0)
+    }
+
+    pub(super) fn sys_mremap(&mut self, old: u64, old_len: u64) -> SysResult {
+        // Not moving or growing mappings: EFAULT where nothing is mapped
+        // (musl's stack probing relies on it), else ENOMEM (callers then
+        // allocate and copy).
+        let end = old.checked_add(old_len.max(1)).ok_or(EFAULT)?;
+        if !old.is_multiple_of(PAGE) {
+            return Err(EINVAL);
+        }
+        if !self.regions.covers(old, end) || self.touches_runtime(old, end) {
+            return Err(EFAULT);
+        }
+        Err(ENOMEM)
+    }
+
+    pub(super) fn sys_mprotect(&mut self, addr: u64, len: u64, prot: u64) -> SysResult {
+        if !addr.is_multiple_of(PAGE) {
+            return Err(EINVAL);
+        }
+        if len == 0 {
+            return Ok(0);
+        }
+        let end = addr
+            .checked_add(page_up(len).ok_or(ENOMEM)?)
+            .ok_or(ENOMEM)?;
+        if self.touches_runtime(addr, end) {
+            return Err(ENOMEM);
+        }
+        let p = Prot::from_linux(prot);
+        self.regions
+            .protect(addr, end, p, &mut self.refs)
+            .map_err(|_| ENOMEM)?;
+        // Mapped pages keep their old rights until unmapped; the next
+        // touch maps them with the new ones.
+        self.unmap_range(addr, end);
+        Ok(0)
+    }
+
+    pub(super) fn sys_madvise(&mut self, addr: u64, len: u64, advice: u64) -> SysResult {
+        const MADV_DONTNEED: u64 = 4;
+        if !addr.is_multiple_of(PAGE) {
+            return Err(EINVAL);
+        }
+        if advice != MADV_DONTNEED || len == 0 {
+            return Ok(0);
+        }
+        let end = addr
+            .checked_add(page_up(len).ok_or(EINVAL)?)
+            .ok_or(EINVAL)?;
+        if self.touches_runtime(addr, end) {
+            return Err(EINVAL);
+        }
+        // Anonymous memory reads as zeros afterwards: its pieces in the
+        // range get fresh (lazily created) memory.
+        for r in self.regions.intersecting(addr, end) {
+            if let Backing::Anon { ds: Some(_), .. } = r.backing {
+                let s = addr.max(r.start);
+                let e = end.min(r.end);
+                self.detach(Space::Program, s, e);
+                let fresh = Backing::Anon {
+                    ds: None,
+                    offset: 0,
+                };
+                self.attach(Space::Program, Region::new(s, e, r.prot, fresh, r.kind))?;
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// How a mapping of `len` bytes is aligned where the runtime places it:
+/// large ones on 2 MiB or 64 KiB so that they can be mapped in large
+/// pieces.
+pub(super) fn placement_align(len: u64) -> u64 {
+    if len >= 1 << 21 {
+        1 << 21
+    } else if len >= 1 << 16 {
+        1 << 16
+    } else {
+        PAGE
+    }
+}

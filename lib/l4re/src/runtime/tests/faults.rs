@@ -1,0 +1,69 @@
+//! Faults and exceptions that end the task; exits; strangers.
+
+use super::*;
+
+#[test]
+fn a_fault_outside_every_region_ends_the_task() {
+    let mut rt = runtime();
+    let pf = PageFault {
+        addr: 0x10,
+        write: true,
+        exec: false,
+        pc: DYN_BASE + 0x1100,
+    };
+    assert_eq!(rt.page_fault(pf), PfAction::Exit);
+    assert_eq!(rt.b.exit, Some(-11));
+    assert!(
+        rt.b.log_text()
+            .contains("l4re: rom/prog: unhandled page fault at 0x10 pc 0x401100 (write)")
+    );
+    // Later messages are ignored.
+    assert_eq!(sys(&mut rt, 1, SYS_WRITE, &[1, 0, 0]), Action::Exit);
+    // Writing to the text segment is refused too.
+    let mut rt = runtime();
+    let pf = PageFault {
+        addr: DYN_BASE + 0x100,
+        write: true,
+        exec: false,
+        pc: 0,
+    };
+    assert_eq!(rt.page_fault(pf), PfAction::Exit);
+    assert!(rt.b.log_text().contains("is r-x"));
+}
+
+#[test]
+fn other_exceptions_are_reported() {
+    let mut rt = runtime();
+    let r = ExcRegs {
+        err: 0x0200_0000,
+        pc: DYN_BASE + 0x1200,
+        tpidruro: utcb(1),
+        ..Default::default()
+    };
+    assert_eq!(rt.exception(r), Action::Exit);
+    assert_eq!(rt.b.exit, Some(-4));
+    let log = rt.b.log_text();
+    assert!(log.contains("undefined instruction"), "{log}");
+    assert!(log.contains("x30"), "{log}");
+    assert!(log.contains("SIGILL"), "{log}");
+    assert_eq!(describe_esr(0x3c << 26).1, 5);
+    assert_eq!(describe_esr((0x24 << 26) | 0x21).1, 7);
+}
+
+#[test]
+fn exit_group_reports_the_code() {
+    let mut rt = runtime();
+    assert_eq!(sys(&mut rt, 1, 94, &[3]), Action::Exit);
+    assert_eq!(rt.b.exit, Some(3));
+    assert!(rt.b.threads.is_empty());
+    let mut rt = runtime();
+    assert_eq!(sys(&mut rt, 1, 94, &[-1i64 as u64]), Action::Exit);
+    assert_eq!(rt.b.exit, Some(255));
+}
+
+#[test]
+fn unknown_threads_are_ignored() {
+    let mut rt = runtime();
+    assert_eq!(sys(&mut rt, 9, SYS_WRITE, &[1, 0, 0]), Action::NoReply);
+    assert!(rt.b.log_text().contains("unknown thread"));
+}

@@ -1,0 +1,78 @@
+//! `rom/` files.
+
+use super::*;
+
+#[test]
+fn rom_files() {
+    let mut rt = runtime();
+    let path = buffer(&mut rt, b"rom/stdtest.txt\0");
+    let buf = buffer(&mut rt, &[0; 256]);
+    let fd = call(&mut rt, 1, 56, &[-100i64 as u64, path, 0o2000000, 0]);
+    assert_eq!(fd, 3);
+    let fd = fd as u64;
+    assert_eq!(call(&mut rt, 1, 80, &[fd, buf]), 0);
+    assert_eq!(rt.b.prog_read(buf + 48, 8), 27u64.to_le_bytes(), "st_size");
+    assert_eq!(call(&mut rt, 1, SYS_READ, &[fd, buf, 6]), 6);
+    assert_eq!(rt.b.prog_read(buf, 6), b"hello ");
+    assert_eq!(call(&mut rt, 1, SYS_READ, &[fd, buf, 100]), 21);
+    assert_eq!(rt.b.prog_read(buf, 21), b"from rom\nsecond line\n");
+    assert_eq!(
+        call(&mut rt, 1, SYS_READ, &[fd, buf, 100]),
+        0,
+        "end of file"
+    );
+    assert_eq!(call(&mut rt, 1, 62, &[fd, -5i64 as u64, 2]), 22);
+    assert_eq!(call(&mut rt, 1, SYS_READ, &[fd, buf, 100]), 5);
+    assert_eq!(call(&mut rt, 1, 67, &[fd, buf, 5, 0]), 5, "pread");
+    assert_eq!(rt.b.prog_read(buf, 5), b"hello");
+    assert_eq!(call(&mut rt, 1, 62, &[fd, -100i64 as u64, 1]), -EINVAL);
+    assert_eq!(call(&mut rt, 1, 62, &[1, 0, 0]), -ESPIPE);
+    assert_eq!(call(&mut rt, 1, 25, &[fd, 1, 0]), 1, "FD_CLOEXEC");
+    assert_eq!(call(&mut rt, 1, 29, &[1, 0x5401, 0]), -ENOTTY);
+    // statx and newfstatat by path.
+    let st = buffer(&mut rt, &[0; 256]);
+    assert_eq!(
+        call(&mut rt, 1, 291, &[-100i64 as u64, path, 0, 0x7ff, st]),
+        0
+    );
+    assert_eq!(rt.b.prog_read(st + 40, 8), 27u64.to_le_bytes());
+    assert_eq!(call(&mut rt, 1, 79, &[-100i64 as u64, path, st, 0]), 0);
+    assert_eq!(rt.b.prog_read(st + 48, 8), 27u64.to_le_bytes());
+    let empty = buffer(&mut rt, b"\0");
+    assert_eq!(call(&mut rt, 1, 79, &[1, empty, st, 0x1000]), 0);
+    // Close releases the file's dataspace.
+    let ds = rt.b.released.len();
+    assert_eq!(call(&mut rt, 1, 57, &[fd]), 0);
+    assert_eq!(rt.b.released.len(), ds + 1);
+    assert_eq!(call(&mut rt, 1, 57, &[fd]), -EBADF);
+    // Missing files, other paths, writing.
+    let missing = buffer(&mut rt, b"rom/nope\0");
+    assert_eq!(
+        call(&mut rt, 1, 56, &[-100i64 as u64, missing, 0, 0]),
+        -ENOENT
+    );
+    let etc = buffer(&mut rt, b"/etc/passwd\0");
+    assert_eq!(call(&mut rt, 1, 56, &[-100i64 as u64, etc, 0, 0]), -ENOENT);
+    assert_eq!(
+        call(&mut rt, 1, 56, &[-100i64 as u64, path, 0o1101, 0o644]),
+        -EROFS
+    );
+    assert_eq!(call(&mut rt, 1, 56, &[-100i64 as u64, 0x10, 0, 0]), -EFAULT);
+    // A read-only private mapping of the file.
+    let fd = call(&mut rt, 1, 56, &[-100i64 as u64, path, 0, 0]) as u64;
+    let m = call(&mut rt, 1, 222, &[0, PAGE, 1, 2, fd, 0]) as u64;
+    touch(&mut rt, m, false);
+    assert_eq!(rt.b.prog_read(m, 5), b"hello");
+    let c = call(&mut rt, 1, 222, &[0, PAGE, 3, 2, fd, 0]) as u64;
+    touch(&mut rt, c, true);
+    assert_eq!(rt.b.prog_read(c, 5), b"hello", "private copy");
+    assert_eq!(call(&mut rt, 1, 57, &[fd]), 0);
+    assert_eq!(
+        rt.b.prog_read(m, 5),
+        b"hello",
+        "the mapping outlives the descriptor"
+    );
+    // getcwd.
+    assert_eq!(call(&mut rt, 1, 17, &[buf, 64]), 2);
+    assert_eq!(rt.b.prog_read(buf, 2), b"/\0");
+}

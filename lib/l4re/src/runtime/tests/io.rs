@@ -1,0 +1,95 @@
+//! The log as standard output and input; `ppoll`.
+
+use super::*;
+
+#[test]
+fn writes_go_to_the_log_and_unknown_calls_fail() {
+    let mut rt = runtime();
+    // A string in the program's read-only data that nobody touched yet.
+    let s = DYN_BASE + 0x200;
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, s, 16]), 16);
+    assert_eq!(rt.b.log, program()[0x200..0x210]);
+    rt.b.log.clear();
+    let b = buffer(&mut rt, b"stdtest: one\nstdtest: two\n");
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[2, b, 26]), 26);
+    assert_eq!(rt.b.log_text(), "stdtest: one\nstdtest: two\n");
+    // writev gathers.
+    let iov = buffer(&mut rt, &[0; 32]);
+    let mut v = Vec::new();
+    for (a, l) in [(b, 13u64), (b + 13, 13)] {
+        v.extend_from_slice(&a.to_le_bytes());
+        v.extend_from_slice(&l.to_le_bytes());
+    }
+    rt.b.prog_write(iov, &v);
+    rt.b.log.clear();
+    assert_eq!(call(&mut rt, 1, 66, &[1, iov, 2]), 26);
+    assert_eq!(rt.b.log_text(), "stdtest: one\nstdtest: two\n");
+    // Bad descriptors and addresses.
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[0, b, 1]), -EBADF);
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[9, b, 1]), -EBADF);
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, 0x10, 1]), -EFAULT);
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, u64::MAX - 2, 8]), -EFAULT);
+    // Unknown: ENOSYS, reported once.
+    rt.b.log.clear();
+    assert_eq!(call(&mut rt, 1, 999, &[]), -ENOSYS);
+    assert_eq!(call(&mut rt, 1, 999, &[]), -ENOSYS);
+    assert_eq!(rt.b.log_text().matches("system call 999").count(), 1);
+    // Silent ENOSYS for calls std probes.
+    rt.b.log.clear();
+    assert_eq!(call(&mut rt, 1, 293, &[]), -ENOSYS);
+    assert!(rt.b.log.is_empty());
+    // Long output is split into messages without cutting lines.
+    let long: Vec<u8> = (0..40)
+        .flat_map(|i| format!("line {i:02} ........\n").into_bytes())
+        .collect();
+    let lb = buffer(&mut rt, &long);
+    rt.b.log.clear();
+    assert_eq!(
+        call(&mut rt, 1, SYS_WRITE, &[1, lb, long.len() as u64]),
+        long.len() as i64
+    );
+    assert_eq!(rt.b.log, long);
+}
+
+#[test]
+fn stdin_reads_wait_for_input_and_poll() {
+    let mut rt = runtime();
+    let buf = buffer(&mut rt, &[0; 64]);
+    rt.b.input.extend(b"ab");
+    assert_eq!(call(&mut rt, 1, SYS_READ, &[0, buf, 64]), 2);
+    assert_eq!(sys(&mut rt, 1, SYS_READ, &[0, buf, 64]), Action::NoReply);
+    let d = rt.next_deadline().unwrap();
+    rt.b.now = d;
+    rt.tick();
+    assert!(rt.take_wakeups().is_empty(), "still nothing");
+    rt.b.input.extend(b"line\n");
+    rt.b.now = rt.next_deadline().unwrap();
+    rt.tick();
+    let w = rt.take_wakeups();
+    assert_eq!(w[0].1.x[0], 5);
+    assert_eq!(rt.b.prog_read(buf, 5), b"line\n");
+    assert_eq!(rt.next_deadline(), None, "no more polling");
+    // ppoll as std's start-up does it: fds 0..2, no events, timeout 0.
+    let fds = buffer(&mut rt, &[0; 32]);
+    let mut v = Vec::new();
+    for fd in [0i32, 1, 2, 42] {
+        v.extend_from_slice(&fd.to_le_bytes());
+        v.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    }
+    rt.b.prog_write(fds, &v);
+    let zero = buffer(&mut rt, &[0; 16]);
+    assert_eq!(call(&mut rt, 1, 73, &[fds, 4, zero, 0, 8]), 1);
+    let out = rt.b.prog_read(fds, 32);
+    for i in 0..3 {
+        assert_eq!(&out[i * 8 + 6..i * 8 + 8], &[0, 0]);
+    }
+    assert_eq!(u16::from_le_bytes([out[30], out[31]]), 0x20, "POLLNVAL");
+    // Waiting for stdin input with ppoll.
+    rt.b.prog_write(fds, &[0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(sys(&mut rt, 1, 73, &[fds, 1, 0, 0, 8]), Action::NoReply);
+    rt.b.input.extend(b"x");
+    rt.b.now = rt.next_deadline().unwrap();
+    rt.tick();
+    assert_eq!(rt.take_wakeups()[0].1.x[0], 1);
+    assert_eq!(rt.b.prog_read(fds + 6, 2), [1, 0], "POLLIN");
+}
