@@ -57,10 +57,10 @@ mod tests {
 
     #[test]
     fn budgets() {
-        assert_eq!(budget(1024 * MIB), 992 * MIB);
-        assert_eq!(budget(128 * MIB), 96 * MIB);
-        assert_eq!(budget(1021 * MIB + 5), 989 * MIB);
-        assert_eq!(budget(32 * MIB), 0);
+        assert_eq!(budget(1024 * MIB), 984 * MIB);
+        assert_eq!(budget(128 * MIB), 88 * MIB);
+        assert_eq!(budget(1021 * MIB + 5), 981 * MIB);
+        assert_eq!(budget(40 * MIB), 0);
         assert_eq!(budget(16 * MIB), 0);
         assert_eq!(budget(0), 0);
     }

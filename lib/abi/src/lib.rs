@@ -122,10 +122,11 @@ pub mod root {
     /// Free RAM Sigma0 keeps for the kernel (beyond its heap): `MAP_FREE`
     /// is refused when it would leave less. Translation tables (stage 1
     /// and 2), kernel stacks and UTCB areas come from it.
-    pub const KERNEL_MEMORY: u64 = 32 << 20;
-    /// The root factory's quota (less than [`KERNEL_MEMORY`], so that
-    /// what the quota allows is there).
-    pub const ROOT_QUOTA: u64 = 24 << 20;
+    pub const KERNEL_MEMORY: u64 = 40 << 20;
+    /// The root factory's quota: as much as [`KERNEL_MEMORY`] (what the
+    /// quota pays for comes partly from those frames, partly from the
+    /// kernel heap), so what the quota allows is there.
+    pub const ROOT_QUOTA: u64 = KERNEL_MEMORY;
 }
 
 /// Capability indices the kernel gives the root task (Fiasco's
