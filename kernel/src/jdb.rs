@@ -12,9 +12,10 @@
 //! * `^`  — reset the machine
 
 use crate::arch;
-use crate::console;
-use crate::kern::{KObject, Kernel};
 use crate::kprintln;
+use crate::obj::KObject;
+use crate::platform::console;
+use crate::state::Kernel;
 
 /// Set by the boot CPU: how to reach PSCI for a reset.
 static PSCI: spin::Once<arch::Conduit> = spin::Once::new();

@@ -1,5 +1,9 @@
 //! The capability microkernel. Runs at EL2 with VHE (`HCR_EL2.E2H = TGE = 1`):
 //! the kernel in the upper half (TTBR1_EL2), user tasks at EL0 in TTBR0_EL2.
+//!
+//! Kernel objects live in [`obj`] (one file per kind), IPC in [`ipc`],
+//! scheduling in [`sched`], the board in [`platform`] and the CPU in
+//! [`arch`]; `docs/kernel.md` maps every file.
 
 #![no_std]
 #![no_main]
@@ -8,13 +12,18 @@
 extern crate alloc;
 
 mod arch;
-mod console;
-mod irq;
+mod bkl;
+mod entry;
+mod fp;
+mod ipc;
 mod jdb;
-mod kern;
 mod mm;
+mod obj;
 mod platform;
-mod smp;
+mod roottask;
+mod sched;
+mod state;
+mod syscall;
 
 use core::sync::atomic::Ordering;
 
@@ -25,25 +34,33 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     arch::cpu_init(0);
-    let info = mm::bootinfo(bootinfo_pa);
+    // SAFETY: the boot stage passes its boot-info page, which it filled
+    // and never touches again.
+    let info = unsafe { mm::bootinfo(bootinfo_pa) };
     let (opts, unknown) = kernel_core::cmdline::parse(info.kernel_cmdline.as_str());
     mm::init(info, opts.kmem_kib.map(|k| k.saturating_mul(1024)));
-    let dtb = mm::phys_to_virt(info.dtb_paddr) as *const u8;
-    match platform::console_uart(dtb) {
-        Ok((uart, irq)) => console::init(mm::map_device(uart, 0x1000), irq),
-        Err(_) => arch::halt(), // nowhere to say anything
+    // SAFETY: the boot stage passed a device tree it checked, in RAM it
+    // reserved (the linear map covers it and nobody writes it).
+    let Ok(dtb) = (unsafe { platform::device_tree(info.dtb_paddr) }) else {
+        arch::halt() // no console to say so on
+    };
+    match l4_pl011::find_console(&dtb) {
+        // SAFETY: the device tree names this PL011 as the console; it is
+        // mapped as device memory here, and only the console drives it.
+        Some(c) => unsafe { platform::console::init(mm::map_device(c.base, 0x1000), c.irq) },
+        None => arch::halt(), // nowhere to say anything
     }
-    let plat = platform::Platform::from_dtb(dtb).unwrap_or_else(|e| panic!("device tree: {e}"));
+    let plat = platform::Platform::from_dtb(&dtb).unwrap_or_else(|e| panic!("device tree: {e}"));
     if let Some(w) = unknown {
         kprintln!("kernel: ignoring unknown option '{}'", w);
     }
-    irq::init(&plat);
+    platform::gic::init(&plat);
     if opts.serial_esc && !opts.nojdb {
         // The kernel watches the line itself (a lone ESC enters jdb).
         jdb::init(plat.psci);
-        console::arm_escape();
-        if let Some(line) = console::input_irq() {
-            irq::take_console_line(line);
+        platform::console::arm_escape();
+        if let Some(line) = platform::console::input_irq() {
+            platform::gic::take_console_line(line);
         }
     }
     arch::timer_init(plat.timer_irq);
@@ -53,7 +70,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         arch::counter_freq(),
         arch::TICK_US
     );
-    let online = smp::start_secondaries(&plat, info);
+    let online = platform::smp::start_secondaries(&plat, info);
     kprintln!(
         "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, kernel heap {} MiB, CPUs online: {}",
         VERSION,
@@ -67,16 +84,17 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     );
     if opts.wait {
         kprintln!("kernel: -wait: press a key to start the root task");
-        console::wait_byte();
+        platform::console::wait_byte();
     }
-    kern::bkl::lock();
-    kern::init(
+    let mut g = bkl::lock();
+    state::init(
+        &mut g,
         plat.nr_cpus.max(online),
         info,
         bootinfo_pa,
         !opts.nofastpath,
     );
-    match kern::with(|k| kern::create_root_task(k, info)) {
+    match roottask::create(g.kernel(), info) {
         Ok(_) => kprintln!(
             "kernel: starting root task '{}' at {:#x} {}",
             info.roottask.name.as_str(),
@@ -86,7 +104,7 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         Err(e) => panic!("cannot create the root task: {e}"),
     }
     SMP_GO.store(true, Ordering::Release);
-    kern::idle_loop()
+    sched::idle_loop(g)
 }
 
 /// Secondary CPUs wait for the kernel state before they schedule.
@@ -96,14 +114,13 @@ static SMP_GO: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(cpu: u64) -> ! {
     arch::cpu_init(cpu as usize);
-    irq::init_cpu(cpu as usize);
+    platform::gic::init_cpu(cpu as usize);
     arch::timer_start();
-    smp::ONLINE.fetch_add(1, Ordering::Release);
+    platform::smp::ONLINE.fetch_add(1, Ordering::Release);
     while !SMP_GO.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }
-    kern::bkl::lock();
-    kern::idle_loop()
+    sched::idle_loop(bkl::lock())
 }
 
 #[panic_handler]

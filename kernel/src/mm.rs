@@ -31,9 +31,12 @@ pub fn phys_to_virt(pa: u64) -> u64 {
 }
 
 /// The boot-info page, through the linear map.
-pub fn bootinfo(pa: u64) -> &'static BootInfo {
-    // SAFETY: the boot stage passed the physical address of an initialised
-    // BootInfo in RAM, which the linear map covers and nobody else writes.
+///
+/// # Safety
+/// `pa` is the physical address of an initialised `BootInfo` in RAM that
+/// the linear map covers and nothing writes any more.
+pub unsafe fn bootinfo(pa: u64) -> &'static BootInfo {
+    // SAFETY: the caller's contract.
     let info = unsafe { &*(phys_to_virt(pa) as *const BootInfo) };
     if !info.is_valid() {
         crate::arch::halt();
@@ -145,16 +148,21 @@ impl Tables for FrameTables {
         alloc_frame()
     }
     fn table(&mut self, pa: u64) -> &mut [u64; 512] {
-        table_at(pa)
+        // SAFETY: the table walker passes pages of the tree it walks, which
+        // its caller owns (a task's tables under the big kernel lock, the
+        // kernel's own under the device lock).
+        unsafe { table_at(pa) }
     }
 }
 
 /// The translation table in the frame at `pa`.
-#[allow(clippy::mut_from_ref)]
-pub fn table_at<'a>(pa: u64) -> &'a mut [u64; 512] {
-    // SAFETY: callers only pass table pages allocated from the frame
-    // allocator for translation tables (the BKL or the device lock
-    // serialises their use); the linear map covers all RAM.
+///
+/// # Safety
+/// `pa` is a page the frame allocator gave out for a translation table
+/// and not yet took back, and the caller has the only access to it for
+/// `'a` (the lock that guards the tree it belongs to).
+pub unsafe fn table_at<'a>(pa: u64) -> &'a mut [u64; 512] {
+    // SAFETY: the caller's contract; the linear map covers all RAM.
     unsafe { &mut *(phys_to_virt(pa) as *mut [u64; 512]) }
 }
 

@@ -660,7 +660,7 @@ fn d9() -> u64 {
 fn fp_apart() -> R {
     // The guest puts its value into d9 and reads d9 back after an exit;
     // the VMM keeps its own d9 across both resumes.
-    let g = Guest::new(&[
+    let _g = Guest::new(&[
         movz(0, 0x3ff0, 3),
         fmov_to_d(9, 0),
         hvc(1),

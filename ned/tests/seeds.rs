@@ -1,4 +1,5 @@
-//! Every ned script of the seeds, verbatim (`tests/scripts/`), run against
+//! Every ned script of the seeds, verbatim (`tests/scripts/`, and `conf/`
+//! for those modules.list boots: `uvmm.ned`, `uvmm-2vm.ned`), run against
 //! the fake backend with the real `conf/vmm.lua`, with what they start.
 
 mod common;

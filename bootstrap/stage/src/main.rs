@@ -12,7 +12,6 @@ extern crate alloc;
 
 mod heap;
 mod load;
-mod uart;
 
 use core::fmt::Write;
 use l4_bootinfo::{BootInfo, KERNEL_IMAGE_VA, LINEAR_MAP_VA, MemKind, MemRegion};
@@ -25,7 +24,7 @@ unsafe extern "C" {
     fn enter_kernel(entry: u64, bootinfo: u64, regs: *const [u64; 6]) -> !;
 }
 
-static mut CONSOLE: Option<uart::Pl011> = None;
+static mut CONSOLE: Option<l4_pl011::Pl011> = None;
 
 /// Prints to the console once it is known.
 macro_rules! println {
@@ -71,9 +70,10 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
             aarch64_wfe();
         },
     };
-    if let Some(base) = console_base(&fdt) {
-        // SAFETY: the device tree names this PL011 as the console; the MMU is off.
-        unsafe { *core::ptr::addr_of_mut!(CONSOLE) = Some(uart::Pl011::new(base)) };
+    if let Some(c) = l4_pl011::find_console(&fdt) {
+        // SAFETY: the device tree names this PL011 as the console; the MMU
+        // is off, so its physical address reaches it.
+        unsafe { *core::ptr::addr_of_mut!(CONSOLE) = Some(l4_pl011::Pl011::new(c.base as usize)) };
     }
     println!("\nL4 Bootstrapper");
     println!(
@@ -259,15 +259,6 @@ fn read_cntfrq() -> u64 {
     // SAFETY: reading the counter frequency has no side effects.
     unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
     v
-}
-
-/// The PL011 named by /chosen/stdout-path, or the first PL011.
-fn console_base(fdt: &fdt::Fdt<'_>) -> Option<usize> {
-    let node = fdt
-        .chosen()
-        .stdout()
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
-    Some(node.reg()?.next()?.starting_address as usize)
 }
 
 #[panic_handler]

@@ -5,10 +5,11 @@
 //! * [`kobj`]: object arena with generation-checked ids (liveness);
 //! * [`cap`]: per-task capability tables with rights checks;
 //! * [`mapdb`]: the mapping database (map, grant, recursive unmap);
-//! * [`ipc`]: invocation decoding, timeouts, message-transfer rules;
-//! * [`sched`]: per-CPU run queues, priorities, quanta, affinity;
+//! * [`ipc_rules`]: invocation decoding, timeouts, message-transfer rules;
+//! * [`runqueue`]: per-CPU run queues, priorities, quanta, affinity;
 //! * [`quota`]: kernel-memory quotas of factories;
-//! * [`cmdline`], [`esr`]: boot options and exception syndromes;
+//! * [`cmdline`]: boot options;
+//! * [`arch::aarch64::esr`]: exception syndromes (architecture knowledge);
 //! * [`input`]: console input and the escape into the kernel debugger.
 //!
 //! Lookups, scheduling and the IPC transfer rules never allocate; map,
@@ -21,12 +22,12 @@
 
 extern crate alloc;
 
+pub mod arch;
 pub mod cap;
 pub mod cmdline;
-pub mod esr;
 pub mod input;
-pub mod ipc;
+pub mod ipc_rules;
 pub mod kobj;
 pub mod mapdb;
 pub mod quota;
-pub mod sched;
+pub mod runqueue;

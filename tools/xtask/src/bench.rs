@@ -1,5 +1,7 @@
 //! `cargo xtask bench boot E=<entry>`: boot times and binary sizes.
 //! `cargo xtask bench ipc [E=<entry>]`: IPC costs from ktest's ipcbench.
+//! `cargo xtask bench vm`: boot time of the Linux guest, natively and (once it
+//! boots) under uvmm.
 //!
 //! Benchmarks, not tests: `boot` boots the entry headless N times and reports
 //! the median wall time from QEMU's start to the first occurrence of each
@@ -8,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, Vars};
+use crate::cli::{Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, Vars, VmBenchArgs};
 use crate::console::{Pattern, Session};
 use crate::error::{Context, Error, Result, bail};
 use crate::image::Modules;
@@ -21,6 +23,7 @@ pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
     match bench {
         Bench::Boot(args) => boot(ws, vars, args),
         Bench::Ipc(args) => ipc(ws, vars, args),
+        Bench::Vm(args) => vm(ws, vars, args),
     }
 }
 
@@ -116,6 +119,54 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         image.size,
         ws.show(&image.path)
     );
+    Ok(())
+}
+
+/// Boots the guest kernel and ramdisk natively (QEMU's own device tree and
+/// PL011) N times; the median time from QEMU's start to `/init`'s ready line.
+fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
+    let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
+    crate::packages::ensure(&[Need::Qemu])?;
+    let guest = crate::guest::ensure(ws)?;
+    let arguments = guest.native_arguments(&env_options);
+    eprintln!(
+        "xtask: booting the guest natively {} times: {} {}",
+        args.runs,
+        qemu::QEMU,
+        crate::shell::join(&arguments)
+    );
+    let ready = Pattern::Text(crate::guest::READY_LINE.into());
+    let forbid = vec![Pattern::Text("Kernel panic".into())];
+    let mut native = Vec::new();
+    for run in 1..=args.runs {
+        let mut session = Session::spawn(qemu::command(&arguments), forbid.clone(), false)?;
+        let deadline = session.started() + args.timeout;
+        let waited = session.expect(&ready, deadline);
+        let record = session.finish();
+        let at = waited.map_err(|failure| {
+            Error::new(format!(
+                "run {run}: waiting for {ready}: {failure}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
+                record.transcript, record.stderr
+            ))
+        })?;
+        eprintln!("  run {run}: {:.3} s", at.as_secs_f64());
+        native.push(at);
+    }
+    println!(
+        "Linux guest boot ({}), median of {} runs, wall time from QEMU start to {:?}:",
+        guest.kernel_deb,
+        args.runs,
+        crate::guest::READY_LINE.trim_end()
+    );
+    println!(
+        "  native (QEMU virt, -smp 4 -m 1024)  {:>8.3} s",
+        median(&mut native).as_secs_f64()
+    );
+    println!("  under uvmm                          not available yet");
+    println!("sizes:");
+    for path in [&guest.image, &guest.image_gz, &guest.ramdisks[0]] {
+        println!("  {:>10} B  {}", file_size(path)?, ws.show(path));
+    }
     Ok(())
 }
 

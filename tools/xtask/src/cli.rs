@@ -17,6 +17,9 @@ commands:
   image E=<entry>     build and pack a modules.list entry into target/images/<entry>.img
   qemu E=<entry>      build, pack and boot an entry in QEMU (quit with Ctrl-A x)
   list                list the entries of the modules list
+  guest               fetch the Debian arm64 kernel and busybox once and build the
+                      guest files in target/guest/ (Image.gz, ramdisk-armv8*.cpio.gz);
+                      image/qemu/test do it for entries that need them
   test [--host] [-v] [<scenario>...]
                       host unit tests, then every QEMU scenario in tests/scenarios/;
                       with names only those scenarios, with --host only the host tests,
@@ -27,6 +30,9 @@ commands:
   bench ipc [E=<entry>] [--timeout SECS]
                       boot an entry (default ipcbench) headless once, wait for
                       `ipcbench: done` (default 300 s) and print the IPC costs
+  bench vm [--runs N] [--timeout SECS]
+                      boot the guest kernel and ramdisk natively N times (default 5)
+                      and print the median time to the guest's ready line
   lint                cargo fmt --check and clippy -D warnings for every crate and target
   help                this text
 
@@ -49,7 +55,7 @@ pub const DEFAULT_ROOTTASK_MARKER: &str = "moe: hello from the root task";
 pub const DEFAULT_IPC_ENTRY: &str = "ipcbench";
 
 /// The benchmarks `bench` knows, for messages.
-const BENCHMARKS: &str = "boot, ipc";
+const BENCHMARKS: &str = "boot, ipc, vm";
 
 #[derive(Debug, PartialEq)]
 pub struct Invocation {
@@ -63,6 +69,7 @@ pub enum Command {
     Image,
     Qemu,
     List,
+    Guest,
     Test(TestArgs),
     Bench(Bench),
     Lint,
@@ -84,6 +91,7 @@ pub struct TestArgs {
 pub enum Bench {
     Boot(BootBenchArgs),
     Ipc(IpcBenchArgs),
+    Vm(VmBenchArgs),
 }
 
 #[derive(Debug, PartialEq)]
@@ -117,6 +125,22 @@ impl Default for IpcBenchArgs {
     fn default() -> Self {
         IpcBenchArgs {
             timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct VmBenchArgs {
+    pub runs: usize,
+    /// How long one boot may take to reach the ready line.
+    pub timeout: Duration,
+}
+
+impl Default for VmBenchArgs {
+    fn default() -> Self {
+        VmBenchArgs {
+            runs: 5,
+            timeout: Duration::from_secs(120),
         }
     }
 }
@@ -174,6 +198,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<In
         "image" => no_flags(Command::Image, name, flags)?,
         "qemu" => no_flags(Command::Qemu, name, flags)?,
         "list" => no_flags(Command::List, name, flags)?,
+        "guest" => no_flags(Command::Guest, name, flags)?,
         "lint" => no_flags(Command::Lint, name, flags)?,
         "help" | "-h" | "--help" => Command::Help,
         "test" => Command::Test(parse_test(flags)?),
@@ -236,6 +261,7 @@ fn parse_bench(flags: &[&str]) -> Result<Bench> {
     match kind {
         "boot" => parse_bench_boot(flags).map(Bench::Boot),
         "ipc" => parse_bench_ipc(flags).map(Bench::Ipc),
+        "vm" => parse_bench_vm(flags).map(Bench::Vm),
         other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
     }
 }
@@ -244,13 +270,8 @@ fn parse_bench_boot(flags: &[&str]) -> Result<BootBenchArgs> {
     let mut args = BootBenchArgs::default();
     parse_flags(flags, |name, value| {
         match name {
-            "--runs" => {
-                args.runs = parse_number(name, &value()?)?;
-                if args.runs == 0 {
-                    bail!("--runs must be at least 1");
-                }
-            }
-            "--timeout" => args.timeout = Duration::from_secs(parse_number(name, &value()?)?),
+            "--runs" => args.runs = parse_runs(name, &value()?)?,
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             "--stage-marker" => args.stage_marker = value()?,
             "--kernel-marker" => args.kernel_marker = value()?,
             "--roottask-marker" => args.roottask_marker = value()?,
@@ -265,8 +286,21 @@ fn parse_bench_ipc(flags: &[&str]) -> Result<IpcBenchArgs> {
     let mut args = IpcBenchArgs::default();
     parse_flags(flags, |name, value| {
         match name {
-            "--timeout" => args.timeout = Duration::from_secs(parse_number(name, &value()?)?),
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             other => bail!("unknown flag '{other}' for 'bench ipc'"),
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
+    let mut args = VmBenchArgs::default();
+    parse_flags(flags, |name, value| {
+        match name {
+            "--runs" => args.runs = parse_runs(name, &value()?)?,
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench vm'"),
         }
         Ok(())
     })?;
@@ -294,6 +328,18 @@ fn parse_flags(
         handle(name, &mut value)?;
     }
     Ok(())
+}
+
+/// A number of runs: at least one.
+fn parse_runs(flag: &str, value: &str) -> Result<usize> {
+    match parse_number(flag, value)? {
+        0 => bail!("{flag} must be at least 1"),
+        runs => Ok(runs),
+    }
+}
+
+fn parse_seconds(flag: &str, value: &str) -> Result<Duration> {
+    parse_number(flag, value).map(Duration::from_secs)
 }
 
 fn parse_number<T: FromStr>(flag: &str, value: &str) -> Result<T> {
@@ -424,9 +470,9 @@ mod tests {
         assert!(parse_with(&["bench", "boot", "--runs", "0"], &[]).is_err());
         assert!(parse_with(&["bench", "boot", "--timeout", "x"], &[]).is_err());
         let err = parse_with(&["bench", "net"], &[]).unwrap_err();
-        assert!(err.to_string().contains("known: boot, ipc"), "{err}");
+        assert!(err.to_string().contains("known: boot, ipc, vm"), "{err}");
         let err = parse_with(&["bench"], &[]).unwrap_err();
-        assert!(err.to_string().contains("boot, ipc"), "{err}");
+        assert!(err.to_string().contains("boot, ipc, vm"), "{err}");
     }
 
     #[test]
@@ -463,5 +509,26 @@ mod tests {
         assert!(parse_with(&["bench", "ipc", "--timeout"], &[]).is_err());
         assert!(parse_with(&["bench", "ipc", "--timeout", "soon"], &[]).is_err());
         assert!(parse_with(&["bench", "ipc", "extra"], &[]).is_err());
+    }
+
+    #[test]
+    fn guest_and_bench_vm() {
+        assert_eq!(parse_with(&["guest"], &[]).unwrap().command, Command::Guest);
+        assert!(parse_with(&["guest", "--update"], &[]).is_err());
+        let inv = parse_with(&["bench", "vm"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Vm(VmBenchArgs::default()))
+        );
+        let inv = parse_with(&["bench", "vm", "--runs", "3", "--timeout=30"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Vm(VmBenchArgs {
+                runs: 3,
+                timeout: Duration::from_secs(30)
+            }))
+        );
+        assert!(parse_with(&["bench", "vm", "--runs", "0"], &[]).is_err());
+        assert!(parse_with(&["bench", "vm", "--stage-marker", "x"], &[]).is_err());
     }
 }

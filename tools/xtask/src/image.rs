@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use bootimage::Kind;
-use imagebuilder::modlist::ModulesList;
+use imagebuilder::modlist::{ModulesList, basename};
 use imagebuilder::{BuildOptions, build_image};
 
 use crate::cli::Vars;
@@ -104,9 +104,36 @@ impl<'a> Modules<'a> {
         crate::qemu::entry_options(&text, entry).context(|| self.list.display().to_string())
     }
 
+    /// Builds the guest files (`cargo xtask guest`) when the entry names one
+    /// that no other directory of the search path has.
+    fn ensure_guest_files(&self, entry: &str) -> Result<()> {
+        let list =
+            ModulesList::load(&self.list).context(|| "reading the modules list".to_string())?;
+        let spec = list.entry(entry).context(|| format!("entry '{entry}'"))?;
+        let guest_dir = self.ws.guest_dir();
+        let elsewhere = |file: &str| {
+            self.search_path
+                .iter()
+                .chain(list.search_path())
+                .filter(|dir| **dir != guest_dir)
+                .any(|dir| dir.join(file).is_file())
+        };
+        let needs_guest = spec
+            .modules
+            .iter()
+            .filter(|m| !m.opts.shell && !m.opts.glob)
+            .map(|m| basename(&m.file))
+            .any(|file| crate::guest::makes(file) && !elsewhere(file));
+        if needs_guest {
+            crate::guest::ensure(self.ws)?;
+        }
+        Ok(())
+    }
+
     /// Packs `entry` into `target/images/<entry>.img` (target binaries must be built).
     pub fn pack(&self, entry: &str) -> Result<Image> {
         let ws = self.ws;
+        self.ensure_guest_files(entry)?;
         let images = ws.images_dir();
         std::fs::create_dir_all(&images).context(|| format!("creating {}", images.display()))?;
         let output = images.join(format!("{entry}.img"));

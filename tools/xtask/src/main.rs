@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod console;
 mod error;
+mod guest;
 mod harness;
 mod image;
 mod lint;
@@ -48,6 +49,7 @@ fn run(args: &[String]) -> Result<()> {
             }
         }
         Command::Build => targets::prepare(&ws, &[])?,
+        Command::Guest => guest::command(&ws)?,
         Command::Image => {
             let modules = Modules::new(&ws, &vars)?;
             let entry = modules.choose_entry(vars.entry.as_deref())?;

@@ -91,17 +91,39 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
         return Ok(());
     }
     let plan = install_plan(&missing, &foreign_architectures()?);
+    run_as_root(
+        &plan,
+        &format!("missing Debian packages: {}", missing.join(" ")),
+        &format!("installing {}", missing.join(" ")),
+    )
+}
+
+/// Makes apt know the arm64 packages (for `apt-get download NAME:arm64`):
+/// adds the architecture when dpkg lacks it and updates the index when
+/// running as root, otherwise prints the commands and fails. `why` says
+/// what needs it.
+pub fn ensure_arm64_index(why: &str) -> Result<()> {
+    let plan = index_plan(true, &foreign_architectures()?);
+    run_as_root(
+        &plan,
+        &format!("{why} needs apt's arm64 package index"),
+        "updating apt's package index with arm64",
+    )
+}
+
+/// Runs `plan` when running as root (saying `doing` first), otherwise
+/// fails with `problem` and the commands to run.
+fn run_as_root(plan: &[Step], problem: &str, doing: &str) -> Result<()> {
     if !is_root()? {
         let commands: Vec<String> = plan.iter().map(Step::to_string).collect();
         bail!(
-            "missing Debian packages: {}\nrun as root (or rerun `cargo xtask` as root, which installs them):\n  {}",
-            missing.join(" "),
+            "{problem}\nrun as root (or rerun `cargo xtask` as root, which does it):\n  {}",
             commands.join(" && ")
         );
     }
-    let install = plan.last().map(Step::to_string).unwrap_or_default();
-    eprintln!("xtask: installing {} ({install})", missing.join(" "));
-    for step in &plan {
+    let last = plan.last().map(Step::to_string).unwrap_or_default();
+    eprintln!("xtask: {doing} ({last})");
+    for step in plan {
         step.run()?;
     }
     Ok(())
@@ -151,16 +173,23 @@ impl fmt::Display for Step {
 
 /// The commands installing `missing`, given the foreign architectures dpkg has.
 fn install_plan(missing: &[&'static str], foreign: &[String]) -> Vec<Step> {
-    let mut plan = Vec::new();
     let needs_arm64 = missing.iter().any(|p| p.ends_with(":arm64"));
-    if needs_arm64 && !foreign.iter().any(|a| a == "arm64") {
-        plan.push(Step::new(&["dpkg", "--add-architecture", "arm64"]));
-    }
-    plan.push(Step::new(&["apt-get", "update"]));
+    let mut plan = index_plan(needs_arm64, foreign);
     let mut install = Step::new(&["apt-get", "install", "-y", "--no-install-recommends"]);
     install.noninteractive = true;
     install.argv.extend(missing);
     plan.push(install);
+    plan
+}
+
+/// Updating apt's index, first adding the arm64 architecture when
+/// `needs_arm64` and dpkg lacks it.
+fn index_plan(needs_arm64: bool, foreign: &[String]) -> Vec<Step> {
+    let mut plan = Vec::new();
+    if needs_arm64 && !foreign.iter().any(|a| a == "arm64") {
+        plan.push(Step::new(&["dpkg", "--add-architecture", "arm64"]));
+    }
+    plan.push(Step::new(&["apt-get", "update"]));
     plan
 }
 

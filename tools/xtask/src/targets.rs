@@ -89,6 +89,13 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "ned",
         alias: None,
     },
+    // The virtual machine monitor (`module uvmm`): one task per guest.
+    TargetCrate {
+        package: "uvmm",
+        target: MUSL_TARGET,
+        binary: "uvmm",
+        alias: None,
+    },
     // `module hello` of the `hello-ned` entry: prints `Hello World!`.
     TargetCrate {
         package: "hello",
@@ -232,6 +239,11 @@ pub fn ensure_rust_targets(ws: &Workspace) -> Result<()> {
 
 /// `conf/*.dts`, sorted.
 fn device_tree_sources(ws: &Workspace) -> Result<Vec<PathBuf>> {
+    conf_files(ws, "dts")
+}
+
+/// `conf/*.<extension>`, sorted.
+fn conf_files(ws: &Workspace, extension: &str) -> Result<Vec<PathBuf>> {
     let conf = ws.conf_dir();
     let Ok(entries) = std::fs::read_dir(&conf) else {
         return Ok(Vec::new());
@@ -241,7 +253,7 @@ fn device_tree_sources(ws: &Workspace) -> Result<Vec<PathBuf>> {
         let path = entry
             .context(|| format!("reading {}", conf.display()))?
             .path();
-        if path.extension().is_some_and(|e| e == "dts") {
+        if path.extension().is_some_and(|e| e == extension) {
             sources.push(path);
         }
     }
@@ -259,12 +271,18 @@ fn compile_device_trees(ws: &Workspace) -> Result<()> {
     let out_dir = ws.guest_dir();
     std::fs::create_dir_all(&out_dir).context(|| format!("creating {}", out_dir.display()))?;
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // Sources may `/include/` the `conf/*.dtsi` files: a change there counts too.
+    let includes = conf_files(ws, "dtsi")?
+        .iter()
+        .map(|p| modified(p))
+        .max()
+        .flatten();
     for source in &sources {
         let blob = out_dir
             .join(source.file_stem().unwrap_or_default())
             .with_extension("dtb");
         // A missing blob (None) is older than any source.
-        if modified(&blob) >= modified(source) {
+        if modified(&blob) >= modified(source).max(includes) {
             continue;
         }
         eprintln!(

@@ -7,6 +7,8 @@ pub use trap::{CallRegs, TrapFrame, dump as trap_dump};
 
 use core::arch::asm;
 
+// System registers go through `aarch64-cpu`; these two macros serve the
+// few it does not describe (the PMU's, CNTHP_TVAL_EL2, TTBR1_EL2).
 macro_rules! read_sysreg {
     ($name:tt) => {{
         let v: u64;
@@ -23,7 +25,24 @@ macro_rules! write_sysreg {
         unsafe { asm!(concat!("msr ", $name, ", {}"), "isb", in(reg) v, options(nostack, preserves_flags)) };
     }};
 }
-pub(crate) use read_sysreg;
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{
+    CNTFRQ_EL0, CNTHCTL_EL2, CNTHP_CTL_EL2, CNTPCT_EL0, CPTR_EL2, FAR_EL2, HCR_EL2, MAIR_EL2,
+    MDCR_EL2, MPIDR_EL1, Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL0, TPIDR_EL2, TPIDRRO_EL0,
+    TTBR0_EL2, Writeable,
+};
+
+/// Bits of registers in their VHE layout (`HCR_EL2.E2H = 1`), which
+/// `aarch64-cpu` does not describe (it has the non-VHE one).
+mod vhe {
+    /// TCR_EL2.AS: 16-bit ASIDs.
+    pub const TCR_AS: u64 = 1 << 36;
+    /// CNTHCTL_EL2.EL0PCTEN and EL0VCTEN: EL0 reads both counters.
+    pub const CNTHCTL_EL0_COUNTERS: u64 = 0b11;
+    /// CPTR_EL2.FPEN (bits 20-21): 0b11 no trap, 0b01 traps EL0 only.
+    pub const CPTR_FPEN_SHIFT: u64 = 20;
+}
 
 core::arch::global_asm!(
     include_str!("entry.S"),
@@ -95,28 +114,25 @@ pub fn fp_restore(state: &FpState) {
 /// The user thread-pointer registers: TPIDR_EL0 (user-writable TLS) and
 /// TPIDRRO_EL0 (the UTCB address). Only EL0 reads them, after the
 /// exception return, which synchronises: no barrier needed.
+#[inline(always)]
 pub fn set_tls(tpidr: u64, tpidrro: u64) {
-    // SAFETY: EL0 thread registers; the kernel does not use them.
-    unsafe {
-        asm!("msr tpidr_el0, {}", "msr tpidrro_el0, {}", in(reg) tpidr, in(reg) tpidrro,
-            options(nomem, nostack, preserves_flags))
-    };
+    TPIDR_EL0.set(tpidr);
+    TPIDRRO_EL0.set(tpidrro);
 }
 
 /// CPTR_EL2 (VHE layout) FPEN: 0b11 lets EL0 use FP/SIMD, 0b01 traps its
 /// first use (EC 0x07) so the kernel can load the thread's registers
 /// lazily. EL2 itself is never trapped. The exception return to EL0
 /// synchronises the change.
+#[inline(always)]
 pub fn fp_access(enabled: bool) {
     let fpen: u64 = if enabled { 0b11 } else { 0b01 };
-    // SAFETY: only changes whether EL0 FP/SIMD use traps.
-    unsafe {
-        asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags))
-    };
+    CPTR_EL2.set(fpen << vhe::CPTR_FPEN_SHIFT);
 }
 
+#[inline(always)]
 pub fn tpidr_el0() -> u64 {
-    read_sysreg!("tpidr_el0")
+    TPIDR_EL0.get()
 }
 
 /// Drops the TLB entries of one user page.
@@ -191,29 +207,35 @@ pub const MAX_CPUS: usize = l4_bootinfo::MAX_CPUS;
 pub const KERNEL_STACK_SIZE: usize = 0x8000;
 
 #[repr(C, align(16))]
-pub struct Stacks(pub [[u8; KERNEL_STACK_SIZE]; MAX_CPUS]);
+pub struct Stacks(core::cell::UnsafeCell<[[u8; KERNEL_STACK_SIZE]; MAX_CPUS]>);
+
+// SAFETY: Rust code never reads or writes the stacks as data: each is the
+// memory of one CPU's stack pointer (entry.S, secondary_entry).
+unsafe impl Sync for Stacks {}
 
 /// Per-CPU kernel stacks (entry.S uses the first for the boot CPU).
 #[unsafe(no_mangle)]
-pub static mut KERNEL_STACKS: Stacks = Stacks([[0; KERNEL_STACK_SIZE]; MAX_CPUS]);
+pub static KERNEL_STACKS: Stacks = Stacks(core::cell::UnsafeCell::new(
+    [[0; KERNEL_STACK_SIZE]; MAX_CPUS],
+));
 
 pub fn stack_top(cpu: usize) -> u64 {
-    let base = core::ptr::addr_of!(KERNEL_STACKS) as u64;
+    let base = KERNEL_STACKS.0.get() as u64;
     base + ((cpu + 1) * KERNEL_STACK_SIZE) as u64
 }
 
 /// Per-CPU register set-up: CPU index in TPIDR_EL2, FP/SIMD usable by user
 /// threads, EL0 access to the virtual counter.
 pub fn cpu_init(cpu: usize) {
-    write_sysreg!("tpidr_el2", cpu as u64);
-    // FP/SIMD: the first use by a thread traps (see kern::fp).
+    TPIDR_EL2.set(cpu as u64);
+    // FP/SIMD: the first use by a thread traps (see crate::fp).
     fp_access(false);
     ASID16.store(
-        read_sysreg!("tcr_el2") & (1 << 36) != 0,
+        TCR_EL2.get() & vhe::TCR_AS != 0,
         core::sync::atomic::Ordering::Relaxed,
     );
-    // CNTHCTL_EL2 (VHE layout): EL0PCTEN | EL0VCTEN.
-    write_sysreg!("cnthctl_el2", 0b11);
+    CNTHCTL_EL2.set(vhe::CNTHCTL_EL0_COUNTERS);
+    barrier::isb(barrier::SY);
     pmu_init();
     vcpu::cpu_init();
 }
@@ -224,7 +246,8 @@ pub fn cpu_init(cpu: usize) {
 /// `-icount shift=0` it counts instructions exactly.
 fn pmu_init() {
     let n = (read_sysreg!("pmcr_el0") >> 11) & 0x1f;
-    write_sysreg!("mdcr_el2", n);
+    MDCR_EL2.write(MDCR_EL2::HPMN.val(n));
+    barrier::isb(barrier::SY);
     write_sysreg!("pmccfiltr_el0", 1 << 27);
     write_sysreg!("pmcntenset_el0", 1 << 31);
     write_sysreg!("pmuserenr_el0", 0b101);
@@ -234,18 +257,18 @@ fn pmu_init() {
 
 /// The faulting address of the current synchronous exception (FAR_EL2).
 pub fn fault_address() -> u64 {
-    read_sysreg!("far_el2")
+    FAR_EL2.get()
 }
 
 /// This CPU's index (below [`MAX_CPUS`], which lets per-CPU arrays be
 /// indexed without a bounds check).
 pub fn cpu_id() -> usize {
-    read_sysreg!("tpidr_el2") as usize % MAX_CPUS
+    TPIDR_EL2.get() as usize % MAX_CPUS
 }
 
 /// The MPIDR affinity of this CPU (Aff3..Aff0).
 pub fn mpidr() -> u64 {
-    read_sysreg!("mpidr_el1") & 0xff_00ff_ffff
+    MPIDR_EL1.get() & 0xff_00ff_ffff
 }
 
 pub fn irq_enable() {
@@ -266,12 +289,13 @@ pub fn halt() -> ! {
     }
 }
 
+#[inline(always)]
 pub fn counter() -> u64 {
-    read_sysreg!("cntpct_el0")
+    CNTPCT_EL0.get()
 }
 
 pub fn counter_freq() -> u64 {
-    read_sysreg!("cntfrq_el0")
+    CNTFRQ_EL0.get()
 }
 
 pub fn micros_since(start: u64) -> u64 {
@@ -294,9 +318,9 @@ pub fn timer_irq() -> u32 {
 }
 
 pub fn timer_start() {
-    crate::irq::enable_private(timer_irq());
+    crate::platform::gic::enable_private(timer_irq());
     timer_rearm();
-    write_sysreg!("cnthp_ctl_el2", 1);
+    timer_enable(true);
 }
 
 /// Timer interrupt: arm the next tick.
@@ -306,13 +330,22 @@ pub fn timer_tick() {
 
 /// Stops this CPU's tick (an idle CPU that other CPUs wake by IPI).
 pub fn timer_pause() {
-    write_sysreg!("cnthp_ctl_el2", 0);
+    timer_enable(false);
 }
 
 /// Restarts this CPU's tick, a full period from now.
 pub fn timer_resume() {
     timer_rearm();
-    write_sysreg!("cnthp_ctl_el2", 1);
+    timer_enable(true);
+}
+
+fn timer_enable(on: bool) {
+    CNTHP_CTL_EL2.write(if on {
+        CNTHP_CTL_EL2::ENABLE::SET
+    } else {
+        CNTHP_CTL_EL2::ENABLE::CLEAR
+    });
+    barrier::isb(barrier::SY);
 }
 
 fn timer_rearm() {
@@ -369,7 +402,8 @@ static ASID16: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::
 /// numbers alias, the entries of this ASID are dropped.
 #[inline(always)]
 pub fn set_user_space(ttbr: u64) {
-    write_sysreg!("ttbr0_el2", ttbr);
+    TTBR0_EL2.set(ttbr);
+    barrier::isb(barrier::SY);
     if !ASID16.load(core::sync::atomic::Ordering::Relaxed) {
         // SAFETY: TLB maintenance for the new ASID; barriers only.
         unsafe {
@@ -387,12 +421,12 @@ pub fn mapping_barrier() {
 /// The register values this CPU runs the kernel with, for secondaries.
 pub fn boot_regs(idmap: u64) -> [u64; 6] {
     [
-        read_sysreg!("hcr_el2"),
-        read_sysreg!("mair_el2"),
-        read_sysreg!("tcr_el2"),
+        HCR_EL2.get(),
+        MAIR_EL2.get(),
+        TCR_EL2.get(),
         idmap,
         read_sysreg!("S3_4_C2_C0_1"), // TTBR1_EL2
-        read_sysreg!("sctlr_el2"),
+        SCTLR_EL2.get(),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! Exception entry from the vectors in entry.S.
 
-use kernel_core::esr::Esr;
+use aarch64_cpu::registers::{ESR_EL2, FAR_EL2, Readable};
+use kernel_core::arch::aarch64::esr::Esr;
 
 /// Registers saved on exception entry (layout fixed by entry.S).
 #[repr(C)]
@@ -50,7 +51,7 @@ pub struct CallRegs {
 /// done, the general path goes on with the lock held.
 #[unsafe(no_mangle)]
 extern "C" fn fastpath_ipc(x0: u64, x1: u64, x2: u64) -> *mut TrapFrame {
-    crate::kern::fast_ipc(x0, x1, x2).unwrap_or(core::ptr::null_mut())
+    crate::entry::fast_ipc(x0, x1, x2).unwrap_or(core::ptr::null_mut())
 }
 
 /// A synchronous exception from EL0 (vector 8): system calls, faults.
@@ -58,7 +59,7 @@ extern "C" fn fastpath_ipc(x0: u64, x1: u64, x2: u64) -> *mut TrapFrame {
 /// kernel lock. Returns the frame to restore (always `frame`).
 #[unsafe(no_mangle)]
 extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut TrapFrame {
-    let esr = Esr(super::read_sysreg!("esr_el2"));
+    let esr = Esr(ESR_EL2.get());
     // SAFETY: entry.S just saved the frame on this kernel stack; the
     // kernel only reaches it through the thread (Thread::frame) while it
     // holds the lock, which it does not use yet.
@@ -71,8 +72,8 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
             x8: f.x[8],
         }
     };
-    crate::kern::user_exception(esr, regs, locked != 0);
-    crate::kern::vcpu::return_to_user();
+    crate::entry::user_exception(esr, regs, locked != 0);
+    crate::obj::vcpu::return_to_user();
     frame
 }
 
@@ -80,14 +81,14 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
 #[unsafe(no_mangle)]
 extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> *mut TrapFrame {
     match kind {
-        5 => crate::kern::irq(false),
+        5 => crate::entry::irq(false),
         9 => {
-            crate::kern::irq(true);
-            crate::kern::vcpu::return_to_user();
+            crate::entry::irq(true);
+            crate::obj::vcpu::return_to_user();
         }
         _ => {
-            let esr = Esr(super::read_sysreg!("esr_el2"));
-            let far = super::read_sysreg!("far_el2");
+            let esr = Esr(ESR_EL2.get());
+            let far = FAR_EL2.get();
             crate::kprintln!(
                 "\nkernel: unhandled exception: {} on CPU {}",
                 KINDS[kind as usize & 15],
@@ -105,7 +106,10 @@ extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> *mut TrapFrame {
 /// The lock release of a fast-path switch (called from entry.S).
 #[unsafe(no_mangle)]
 extern "C" fn bkl_release() {
-    crate::kern::bkl::unlock();
+    // SAFETY: the fast path kept the lock (its guard is gone) and this CPU
+    // now stands on the stack of the thread it switched to, which returns
+    // to EL0 without touching kernel state.
+    unsafe { crate::bkl::release_kept() };
 }
 
 /// Prints a register dump.

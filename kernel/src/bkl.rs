@@ -1,0 +1,128 @@
+//! The big kernel lock. The kernel runs to completion with interrupts
+//! masked; one lock serialises all kernel state across CPUs. It is taken on
+//! every entry from EL0 and by the idle loop, and released on the way back
+//! to EL0 or into `wfi`. A thread switch hands it over.
+//!
+//! Holding the lock is holding a [`Guard`]: [`lock`] returns one, dropping
+//! it unlocks, and the state the lock protects ([`Locked`]) is reached
+//! only through `&mut Guard`, so the borrow checker sees to it that one
+//! reference at a time exists.
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// The ticket lock: the next ticket to hand out, and the one served.
+/// Side by side, so one address reaches both.
+struct Tickets {
+    next: AtomicU32,
+    serving: AtomicU32,
+}
+
+static TICKETS: Tickets = Tickets {
+    next: AtomicU32::new(0),
+    serving: AtomicU32::new(0),
+};
+const NOBODY: usize = usize::MAX;
+static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
+
+/// Proof that this CPU holds the big kernel lock; unlocks when dropped.
+/// Not `Send`: the lock belongs to the CPU that took it (a thread switch
+/// hands it to the thread switched to, which holds its own guard).
+pub struct Guard {
+    _cpu_bound: PhantomData<*mut ()>,
+}
+
+/// Takes the lock (ticket order, so every CPU gets its turn).
+pub fn lock() -> Guard {
+    debug_assert!(!held_here(), "BKL taken twice on one CPU");
+    let t = &TICKETS;
+    let ticket = t.next.fetch_add(1, Ordering::Relaxed);
+    // Sleeps until the unlock that serves our ticket (on an emulator this
+    // also yields the host thread to the CPU holding the lock).
+    crate::arch::wait_until_eq(&t.serving, ticket);
+    if cfg!(debug_assertions) {
+        OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
+    }
+    Guard {
+        _cpu_bound: PhantomData,
+    }
+}
+
+impl Guard {
+    /// The guard of a lock this CPU already holds without one: taken by
+    /// code that has ended (the fast path that gave up, a thread switch
+    /// that arrives on a new thread's stack).
+    ///
+    /// # Safety
+    /// This CPU holds the lock and no other guard for it is alive.
+    pub unsafe fn adopt() -> Guard {
+        debug_assert!(held_here() || !cfg!(debug_assertions));
+        Guard {
+            _cpu_bound: PhantomData,
+        }
+    }
+
+    /// Keeps the lock past the guard: whoever goes on (entry.S, or the
+    /// general path through [`Guard::adopt`]) releases it.
+    pub fn keep(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        unlock();
+    }
+}
+
+/// Releases a lock whose guard was kept ([`Guard::keep`]): entry.S, once
+/// a fast-path switch stands on the new thread's stack.
+///
+/// # Safety
+/// This CPU holds the lock, no guard for it is alive, and nothing uses
+/// kernel state after this.
+pub unsafe fn release_kept() {
+    unlock();
+}
+
+fn unlock() {
+    if cfg!(debug_assertions) {
+        OWNER.store(NOBODY, Ordering::Relaxed);
+    }
+    // Only the holder changes `serving`, so a plain increment will do; the
+    // store wakes the waiters (see arch::wait_until_eq).
+    let serving = &TICKETS.serving;
+    serving.store(
+        serving.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Release,
+    );
+}
+
+/// Whether this CPU holds the lock. Only tracked in debug builds (for
+/// assertions); always false in release builds.
+fn held_here() -> bool {
+    cfg!(debug_assertions) && OWNER.load(Ordering::Relaxed) == crate::arch::cpu_id()
+}
+
+/// Kernel state that only the holder of the big kernel lock touches.
+pub struct Locked<T>(UnsafeCell<T>);
+
+// SAFETY: the value is reached only through `get`, which needs the guard
+// of the one lock: one CPU at a time, one reference at a time.
+unsafe impl<T: Send> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    pub const fn new(v: T) -> Self {
+        Locked(UnsafeCell::new(v))
+    }
+
+    /// The state, for as long as the guard is lent.
+    #[inline(always)]
+    pub fn get<'a>(&'a self, _held: &'a mut Guard) -> &'a mut T {
+        // SAFETY: the guard proves the lock is held by this CPU, and the
+        // exclusive borrow of it lasts as long as the reference: no other
+        // reference from any `Locked` can be alive meanwhile.
+        unsafe { &mut *self.0.get() }
+    }
+}

@@ -1,0 +1,46 @@
+//! Lazy FP/SIMD switching. A thread's FP/SIMD registers are loaded only
+//! when it first uses them after being switched in (the access traps), and
+//! saved on switch-out only if it used them. A thread that never touches
+//! them (servers, the IPC fast path) costs nothing; the state of a thread
+//! that is not running is always in its `fp` block, so migration needs no
+//! cross-CPU work.
+
+use crate::arch;
+use crate::obj::thread::Thread;
+use crate::sched::Cpu;
+use crate::state::Kernel;
+use kernel_core::kobj::ObjId;
+
+/// `t` stops running on CPU `cpu`: keep its registers if it used them.
+pub fn leave(t: &mut Thread, cpu: usize) {
+    if t.fp_live {
+        arch::fp_save(&mut t.fp);
+        t.fp_live = false;
+        t.fp_saved_on = Some(cpu);
+    }
+}
+
+/// Another thread starts running on CPU `c`: its first FP/SIMD use traps.
+pub fn enter(c: &mut Cpu) {
+    if c.fp_on {
+        arch::fp_access(false);
+        c.fp_on = false;
+    }
+}
+
+/// The current thread `cur` used FP/SIMD: load its registers (unless this
+/// CPU's registers still hold exactly what it saved here last) and let it
+/// go on.
+pub fn trap(k: &mut Kernel, cur: ObjId) {
+    let cpu = arch::cpu_id();
+    let cached = k.cpus[cpu].fp_regs_of == Some(cur);
+    let Some(t) = k.thread_mut(cur) else { return };
+    if !(cached && t.fp_saved_on == Some(cpu)) {
+        arch::fp_restore(&t.fp);
+    }
+    t.fp_live = true;
+    let c = &mut k.cpus[cpu];
+    c.fp_regs_of = Some(cur);
+    c.fp_on = true;
+    arch::fp_access(true);
+}

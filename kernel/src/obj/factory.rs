@@ -1,0 +1,166 @@
+//! Factory: creates kernel objects and charges their memory to its quota.
+
+use super::ipc_gate::Gate;
+use super::irq::Irq;
+use super::semaphore::Semaphore;
+use super::task::Task;
+use super::thread::Thread;
+use super::{Call, KObject, OpResult, bind_target, need, ok};
+use crate::ipc::transfer;
+use crate::mm;
+use crate::state::Kernel;
+use alloc::boxed::Box;
+use kernel_core::kobj::ObjId;
+use l4_abi::proto::{FactoryOp, varg};
+use l4_abi::{CapRights, Error, Fpage, RecvItem};
+
+/// A factory: kernel memory it may still hand out.
+pub struct Factory {
+    /// Kernel memory this factory may still hand out, in bytes.
+    pub quota: u64,
+}
+
+/// Kernel memory charged to a factory per object.
+const COST_TASK: u64 = 16 * 1024;
+const COST_THREAD: u64 = 20 * 1024;
+const COST_SMALL: u64 = 256;
+/// A Vm: its stage-2 root (two pages) and the object.
+const COST_VM: u64 = 2 * mm::PAGE + COST_SMALL;
+/// The most kernel heap one new object takes (a thread, with its boxed
+/// state and run-queue and index entries).
+const COST_HEAP: u64 = 4 * 1024;
+
+/// Gives `bytes` of quota back to `factory` (if it still exists).
+pub fn refund(k: &mut Kernel, factory: ObjId, bytes: u64) {
+    if let Some(KObject::Factory(f)) = k.objs.get_mut(factory) {
+        f.quota = f.quota.saturating_add(bytes);
+    }
+}
+
+/// Whether `factory` exists and has `bytes` of quota left.
+pub fn has_quota(k: &Kernel, factory: ObjId, bytes: u64) -> bool {
+    matches!(k.objs.get(factory), Some(KObject::Factory(f)) if f.quota >= bytes)
+}
+
+/// Takes `bytes` of `factory`'s quota for kernel memory that is not heap
+/// (translation tables); `NoMem` if it does not have them or is gone.
+pub fn charge_quota(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
+    match k.objs.get_mut(factory) {
+        Some(KObject::Factory(f)) if f.quota >= bytes => {
+            f.quota -= bytes;
+            Ok(())
+        }
+        _ => Err(Error::NoMem),
+    }
+}
+
+fn charge(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
+    // The quota is the factory's share; the heap must have the room too.
+    if !mm::heap_allows(COST_HEAP) || !k.objs.has_room() {
+        return Err(Error::NoMem);
+    }
+    if !matches!(k.objs.get(factory), Some(KObject::Factory(_))) {
+        return Err(Error::Inval);
+    }
+    charge_quota(k, factory, bytes)
+}
+
+pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
+    let (cur, task, fac, rights, tag, m) = (c.cur, c.task, c.obj, c.rights, c.tag, c.m);
+    need(rights, CapRights::W)?;
+    let words = tag.words() as usize;
+    if words == 0 {
+        return Err(Error::Inval);
+    }
+    let op = FactoryOp::try_from(m[0]).map_err(|_| Error::NoSys)?;
+    // Where the new capability goes: the caller's first receive item.
+    let br = k.known_thread(cur).utcb().ok_or(Error::Inval)?.br;
+    let dest = match l4_abi::fpage::RecvItems::new(&br).next() {
+        Some(RecvItem::SmallCap { index }) if index != 0 => index,
+        _ => return Err(Error::Inval),
+    };
+    let mut args = varg::Vargs::new(&m[1..words]);
+    let mut reply = None;
+    // What to make, read from the arguments before anything is charged.
+    enum Make {
+        Task(Fpage),
+        Thread,
+        Factory(u64),
+        Gate(u64, Option<ObjId>),
+        Irq,
+        Semaphore,
+        Vm,
+    }
+    let (make, cost) = match op {
+        FactoryOp::Task => {
+            let Some(Ok(varg::Varg::Fpage(area))) = args.next() else {
+                return Err(Error::Inval);
+            };
+            if area.kind() != l4_abi::fpage::FpageType::Memory {
+                return Err(Error::Inval);
+            }
+            (Make::Task(area), COST_TASK)
+        }
+        FactoryOp::Thread => (Make::Thread, COST_THREAD),
+        FactoryOp::Factory => {
+            let Some(Ok(varg::Varg::Umword(quota))) = args.next() else {
+                return Err(Error::Inval);
+            };
+            (Make::Factory(quota), quota.saturating_add(COST_SMALL))
+        }
+        FactoryOp::IpcGate => {
+            let label = match args.next() {
+                Some(Ok(varg::Varg::Umword(l))) => l,
+                None => 0,
+                _ => return Err(Error::Inval),
+            };
+            let thread = if tag.items() > 0 {
+                Some(bind_target(k, task, tag, m)?)
+            } else {
+                None
+            };
+            (Make::Gate(label, thread), COST_SMALL)
+        }
+        FactoryOp::Irq => (Make::Irq, COST_SMALL),
+        FactoryOp::Semaphore => (Make::Semaphore, COST_SMALL),
+        FactoryOp::Vm => (Make::Vm, COST_VM),
+    };
+    charge(k, fac, cost)?;
+    let made = match make {
+        Make::Task(area) => (|| {
+            let asid = k.alloc_asid().ok_or(Error::NoMem)?;
+            let mut t = Task::new(asid).ok_or(Error::NoMem)?;
+            t.factory = Some(fac);
+            t.set_utcb_area(area.mem_base(), 1u64 << area.order().clamp(10, 20))?;
+            reply = Some(area.0);
+            Ok(KObject::Task(Box::new(t)))
+        })(),
+        Make::Thread => Thread::new(Thread::default_sched())
+            .map(|t| KObject::Thread(Box::new(t)))
+            .ok_or(Error::NoMem),
+        Make::Factory(quota) => Ok(KObject::Factory(Factory { quota })),
+        Make::Gate(label, thread) => Ok(KObject::Gate(Gate::new(label, thread))),
+        Make::Irq => Ok(KObject::Irq(Irq::new())),
+        Make::Semaphore => Ok(KObject::Semaphore(Semaphore::new())),
+        Make::Vm => super::vm::Vm::new()
+            .map(|mut v| {
+                v.factory = Some(fac);
+                KObject::Vm(Box::new(v))
+            })
+            .ok_or(Error::NoMem),
+    };
+    let new = match made.and_then(|o| k.objs.insert(o).map_err(|_| Error::NoMem)) {
+        Ok(new) => new,
+        Err(e) => {
+            // Nothing was made: the quota goes back.
+            refund(k, fac, cost);
+            return Err(e);
+        }
+    };
+    k.charges.insert(new, (fac, cost));
+    transfer::insert_root_cap(k, task, dest, new, CapRights::ALL)?;
+    match reply {
+        Some(w) => c.reply(k, &[w]),
+        None => ok(0),
+    }
+}

@@ -1,0 +1,66 @@
+//! Semaphore: a counter threads wait on ("down") and that an Irq-style
+//! trigger raises ("up").
+
+use super::{Call, KObject, OpResult, ok};
+use crate::ipc;
+use crate::obj::thread::State;
+use crate::state::Kernel;
+use alloc::collections::VecDeque;
+use kernel_core::kobj::ObjId;
+use l4_abi::proto::{IrqOp, SemaphoreOp};
+use l4_abi::{Error, MsgTag, Proto, Timeout};
+
+pub struct Semaphore {
+    pub count: u64,
+    pub waiters: VecDeque<ObjId>,
+}
+
+impl Semaphore {
+    /// A new semaphore at zero.
+    pub fn new() -> Semaphore {
+        Semaphore {
+            count: 0,
+            waiters: VecDeque::new(),
+        }
+    }
+}
+
+pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
+    let (cur, sem, proto, m) = (c.cur, c.obj, c.proto, c.m);
+    // Fiasco: "up" is an Irq trigger on the semaphore; "down" a call.
+    if proto == Proto::Irq {
+        IrqOp::decode(m[0])
+            .ok()
+            .filter(|(op, _)| *op == IrqOp::Trigger)
+            .ok_or(Error::NoSys)?;
+        let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) else {
+            return Err(Error::Inval);
+        };
+        if let Some(w) = s.waiters.pop_front() {
+            k.known_thread(w).set_result(0, MsgTag::new(0, 0, 0, 0), 0);
+            k.make_ready(w);
+        } else {
+            s.count += 1;
+        }
+        return ok(0);
+    }
+    let (SemaphoreOp::Down, _) = SemaphoreOp::decode(m[0]).map_err(|_| Error::NoSys)?;
+    let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) else {
+        return Err(Error::Inval);
+    };
+    if s.count > 0 {
+        s.count -= 1;
+        return ok(0);
+    }
+    let t = Timeout(m[1] as u16);
+    match ipc::deadline(k, cur, t, Error::RecvTimeout) {
+        Err(e) => Err(e),
+        Ok(d) => {
+            if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {
+                s.waiters.push_back(cur);
+            }
+            k.make_blocked(cur, State::Sem { sem }, d);
+            Ok(super::Done::Blocked)
+        }
+    }
+}

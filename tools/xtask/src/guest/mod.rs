@@ -1,0 +1,647 @@
+//! `cargo xtask guest`: the Linux guest for virtual machines, made from
+//! Debian's arm64 packages.
+//!
+//! The kernel package (`linux-image-<release>`, whatever `linux-image-arm64`
+//! depends on today) and `busybox-static` are downloaded once with
+//! `apt-get download` into `target/guest/cache/`. From them this builds, in
+//! `target/guest/` (on the module search path):
+//!
+//! - `Image.gz`: the kernel's uncompressed arm64 Image, gzipped;
+//! - `ramdisk-armv8.cpio.gz` and `ramdisk-armv8-64.cpio.gz` (the same
+//!   bytes, under the names the VM entries use): busybox, the virtio kernel
+//!   modules the kernel does not have built in, with their dependencies, and
+//!   an `/init` script (`init.sh`) that loads them and starts a shell.
+//!
+//! `cache/Image` keeps the uncompressed kernel for booting it natively
+//! (`bench vm`). `cache/guest.txt` records what the files were made from; a
+//! later run with the same packages and the same ramdisk recipe does
+//! nothing. Removing `target/guest/cache` fetches the packages again.
+
+mod cpio;
+mod kmod;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::error::{Context, Error, Result, bail};
+use crate::packages;
+use crate::qemu::{self, ConsoleMode};
+use crate::workspace::{Workspace, command_line, run};
+
+/// The gzipped kernel, as the VM entries name it.
+pub const IMAGE_GZ: &str = "Image.gz";
+/// The ramdisk names of the VM entries (the same content).
+pub const RAMDISKS: [&str; 2] = ["ramdisk-armv8.cpio.gz", "ramdisk-armv8-64.cpio.gz"];
+
+/// The Debian package whose dependency names the current kernel package.
+const KERNEL_META_PACKAGE: &str = "linux-image-arm64";
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// The modules the guest needs: the virtio transport of uvmm and QEMU's virt
+/// machine, the console, block and network devices. Those the kernel has
+/// built in are skipped; dependencies are added.
+const WANTED_MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_mmio",
+    "virtio_console",
+    "virtio_blk",
+    "virtio_net",
+];
+
+/// The ramdisk's `/init` and busybox init's table.
+const INIT: &str = include_str!("init.sh");
+const INITTAB: &str = include_str!("inittab");
+
+/// The line `/init` prints just before the shell starts.
+pub const READY_LINE: &str = "guest: ready, shell on ";
+
+/// What `guest` made, and from what.
+pub struct Guest {
+    /// The kernel package, e.g. `linux-image-6.1.0-57-arm64_6.1.192-3_arm64.deb`.
+    pub kernel_deb: String,
+    pub busybox_deb: String,
+    /// The uncompressed kernel (for booting natively).
+    pub image: PathBuf,
+    pub image_gz: PathBuf,
+    pub ramdisks: Vec<PathBuf>,
+    /// Modules in the ramdisk, in load order.
+    pub modules: Vec<String>,
+}
+
+/// The kernel command line of a native boot.
+const NATIVE_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
+
+impl Guest {
+    /// QEMU's arguments for booting the kernel and ramdisk natively (without
+    /// our system) on the machine every entry runs on, with QEMU's own device
+    /// tree and the piped console of the test harness.
+    pub fn native_arguments(&self, env_options: &[String]) -> Vec<String> {
+        let boot = [
+            "-initrd".to_string(),
+            self.ramdisks[0].display().to_string(),
+            "-append".to_string(),
+            NATIVE_CMDLINE.to_string(),
+        ];
+        qemu::arguments(ConsoleMode::Piped, &[], &boot, env_options, &self.image)
+    }
+}
+
+/// Whether a module file name is one this module makes.
+pub fn makes(file: &str) -> bool {
+    file == IMAGE_GZ || RAMDISKS.contains(&file)
+}
+
+/// Makes sure the guest files exist and are up to date, fetching the Debian
+/// packages when the cache lacks them.
+pub fn ensure(ws: &Workspace) -> Result<Guest> {
+    let out = ws.guest_dir();
+    let cache = out.join("cache");
+    std::fs::create_dir_all(&cache).context(|| format!("creating {}", cache.display()))?;
+    let kernel_deb = cached_or_fetch(ws, &cache, Fetch::Kernel)?;
+    let busybox_deb = cached_or_fetch(ws, &cache, Fetch::Busybox)?;
+    let record = Record {
+        kernel_deb: file_name(&kernel_deb),
+        busybox_deb: file_name(&busybox_deb),
+        recipe: recipe_hash(),
+        modules: Vec::new(),
+    };
+    let guest = |modules: Vec<String>| Guest {
+        kernel_deb: record.kernel_deb.clone(),
+        busybox_deb: record.busybox_deb.clone(),
+        image: cache.join("Image"),
+        image_gz: out.join(IMAGE_GZ),
+        ramdisks: RAMDISKS.iter().map(|r| out.join(r)).collect(),
+        modules,
+    };
+    let record_path = cache.join("guest.txt");
+    if let Ok(text) = std::fs::read_to_string(&record_path)
+        && let Some(done) = Record::parse(&text)
+        && done.same_inputs(&record)
+    {
+        let g = guest(done.modules);
+        let all_there = [&g.image, &g.image_gz]
+            .into_iter()
+            .chain(&g.ramdisks)
+            .all(|p| p.is_file());
+        if all_there {
+            return Ok(g);
+        }
+    }
+
+    let kernel = read_kernel_package(ws, &kernel_deb)?;
+    let image = cache.join("Image");
+    write_file(&image, &kernel.image)?;
+    eprintln!(
+        "xtask: compressing the kernel Image ({} B) -> {}",
+        kernel.image.len(),
+        ws.show(&out.join(IMAGE_GZ))
+    );
+    write_file(&out.join(IMAGE_GZ), &gzip(&kernel.image)?)?;
+
+    let busybox = read_busybox(ws, &busybox_deb)?;
+    let order: Vec<String> = kernel.modules.iter().map(|(n, _)| n.clone()).collect();
+    eprintln!(
+        "xtask: building the ramdisk: busybox, /init, modules {}",
+        order.join(" ")
+    );
+    let ramdisk = gzip(&ramdisk(&busybox, &kernel.modules)?)?;
+    for name in RAMDISKS {
+        let path = out.join(name);
+        eprintln!("xtask: writing {} ({} B)", ws.show(&path), ramdisk.len());
+        write_file(&path, &ramdisk)?;
+    }
+    let done = guest(order);
+    let record = Record {
+        modules: done.modules.clone(),
+        ..record
+    };
+    write_file(&record_path, record.to_string().as_bytes())?;
+    Ok(done)
+}
+
+/// `cargo xtask guest`: [`ensure`], then what there is.
+pub fn command(ws: &Workspace) -> Result<()> {
+    let g = ensure(ws)?;
+    println!("guest kernel:  {}", g.kernel_deb);
+    println!("guest busybox: {}", g.busybox_deb);
+    println!("modules (load order): {}", g.modules.join(" "));
+    for path in [&g.image_gz].into_iter().chain(&g.ramdisks) {
+        let size = std::fs::metadata(path)
+            .context(|| path.display().to_string())?
+            .len();
+        println!("  {size:>10} B  {}", ws.show(path));
+    }
+    Ok(())
+}
+
+/// The two packages.
+#[derive(Clone, Copy)]
+enum Fetch {
+    Kernel,
+    Busybox,
+}
+
+/// The package's `.deb` in the cache, downloaded when missing.
+fn cached_or_fetch(ws: &Workspace, cache: &Path, what: Fetch) -> Result<PathBuf> {
+    let prefix = match what {
+        Fetch::Kernel => "linux-image-",
+        Fetch::Busybox => "busybox-static_",
+    };
+    if let Some(deb) = find_deb(cache, prefix)? {
+        return Ok(deb);
+    }
+    let package = match what {
+        Fetch::Kernel => kernel_package()?,
+        Fetch::Busybox => BUSYBOX_PACKAGE.to_string(),
+    };
+    let label = match what {
+        Fetch::Kernel => "kernel",
+        Fetch::Busybox => "busybox",
+    };
+    let mut download = Command::new("apt-get");
+    download
+        .args(["download", &format!("{package}:arm64")])
+        .current_dir(cache);
+    eprintln!(
+        "xtask: fetching Debian arm64 {label} {package} into {} ({})",
+        ws.show(cache),
+        command_line(&download)
+    );
+    run(&mut download)?;
+    find_deb(cache, prefix)?.ok_or_else(|| {
+        Error::new(format!(
+            "`apt-get download {package}:arm64` left no {prefix}*_arm64.deb in {}",
+            cache.display()
+        ))
+    })
+}
+
+/// The newest (by name) `<prefix>*_arm64.deb` in `dir`.
+fn find_deb(dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).context(|| format!("reading {}", dir.display()))? {
+        let path = entry.context(|| dir.display().to_string())?.path();
+        let name = file_name(&path);
+        if name.starts_with(prefix) && name.ends_with("_arm64.deb") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found.pop())
+}
+
+/// The kernel package `linux-image-arm64:arm64` depends on now, e.g.
+/// `linux-image-6.1.0-57-arm64`; makes apt know arm64 packages first when
+/// it does not.
+fn kernel_package() -> Result<String> {
+    let query = || -> Result<Option<String>> {
+        let output = Command::new("apt-cache")
+            .args(["depends", &format!("{KERNEL_META_PACKAGE}:arm64")])
+            .stderr(Stdio::null())
+            .output()
+            .context(|| "cannot run apt-cache (is this Debian?)".to_string())?;
+        Ok(kernel_dependency(&String::from_utf8_lossy(&output.stdout)))
+    };
+    if let Some(package) = query()? {
+        return Ok(package);
+    }
+    packages::ensure_arm64_index("fetching the guest kernel")?;
+    query()?.ok_or_else(|| {
+        Error::new(format!(
+            "`apt-cache depends {KERNEL_META_PACKAGE}:arm64` names no linux-image package"
+        ))
+    })
+}
+
+/// The `Depends: linux-image-...` package in `apt-cache depends` output.
+fn kernel_dependency(apt_cache: &str) -> Option<String> {
+    apt_cache.lines().find_map(|line| {
+        let dep = line.trim().strip_prefix("Depends:")?.trim();
+        let dep = dep.strip_suffix(":arm64").unwrap_or(dep);
+        dep.starts_with("linux-image-").then(|| dep.to_string())
+    })
+}
+
+/// What the ramdisk and Image need from the kernel package.
+struct KernelPackage {
+    image: Vec<u8>,
+    /// (name, uncompressed .ko) in load order.
+    modules: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads the kernel package in two passes over its files: first the Image,
+/// `modules.builtin` and every module's dependencies, then the modules to
+/// load.
+fn read_kernel_package(ws: &Workspace, deb: &Path) -> Result<KernelPackage> {
+    eprintln!(
+        "xtask: reading the kernel and module dependencies from {}",
+        ws.show(deb)
+    );
+    let mut image = None;
+    let mut builtin = Vec::new();
+    let mut known = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    each_file(deb, |path, data| {
+        let shown = path.display().to_string();
+        let name = file_name(path);
+        if path.starts_with("boot") && name.starts_with("vmlinuz-") {
+            image = Some(read_all(&shown, data)?);
+        } else if is_module_tree(path) && name == "modules.builtin" {
+            builtin = kmod::builtin_names(&String::from_utf8_lossy(&read_all(&shown, data)?));
+        } else if is_module_tree(path) && kmod::name_of_file(&name).is_some() {
+            let bytes = module_bytes(&shown, data)?;
+            let info = kmod::modinfo(&shown, &bytes)?;
+            files.insert(info.name.clone(), path.to_path_buf());
+            known.insert(info.name, info.depends);
+        }
+        Ok(())
+    })?;
+    let Some(image) = image else {
+        bail!("{}: no /boot/vmlinuz-* in the package", deb.display());
+    };
+    if image.get(56..60) != Some(b"ARM\x64".as_slice()) {
+        bail!(
+            "{}: /boot/vmlinuz-* is not an uncompressed arm64 Image",
+            deb.display()
+        );
+    }
+    let order = kmod::load_order(WANTED_MODULES, &known, &builtin)?;
+
+    eprintln!("xtask: extracting modules {}", order.join(" "));
+    // path in the package -> name, for the modules to load
+    let wanted: BTreeMap<&PathBuf, &String> = order
+        .iter()
+        .filter_map(|name| Some((files.get(name)?, name)))
+        .collect();
+    let mut modules: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    each_file(deb, |path, data| {
+        if let Some(&name) = wanted.get(&path.to_path_buf()) {
+            let bytes = module_bytes(&path.display().to_string(), data)?;
+            modules.insert(name.clone(), bytes);
+        }
+        Ok(())
+    })?;
+    let modules = order
+        .into_iter()
+        .map(|name| {
+            let bytes = modules
+                .remove(&name)
+                .ok_or_else(|| Error::new(format!("{}: module {name} vanished", deb.display())))?;
+            Ok((name, bytes))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(KernelPackage { image, modules })
+}
+
+/// `lib/modules/...` or `usr/lib/modules/...`.
+fn is_module_tree(path: &Path) -> bool {
+    path.starts_with("lib/modules") || path.starts_with("usr/lib/modules")
+}
+
+/// A module file, uncompressed (`.ko.xz` through lzma-rs).
+fn module_bytes(shown: &str, data: &mut dyn Read) -> Result<Vec<u8>> {
+    if !shown.ends_with(".xz") {
+        return read_all(shown, data);
+    }
+    let mut input = std::io::BufReader::new(data);
+    let mut bytes = Vec::new();
+    lzma_rs::xz_decompress(&mut input, &mut bytes).context(|| format!("{shown}: xz"))?;
+    Ok(bytes)
+}
+
+/// The busybox binary of the busybox-static package.
+fn read_busybox(ws: &Workspace, deb: &Path) -> Result<Vec<u8>> {
+    eprintln!("xtask: reading busybox from {}", ws.show(deb));
+    let mut busybox = None;
+    each_file(deb, |path, data| {
+        if file_name(path) == "busybox" && path.parent().is_some_and(|p| p.ends_with("bin")) {
+            busybox = Some(read_all(&path.display().to_string(), data)?);
+        }
+        Ok(())
+    })?;
+    busybox.ok_or_else(|| Error::new(format!("{}: no bin/busybox in it", deb.display())))
+}
+
+/// Calls `each(path, contents)` for every regular file of a `.deb`'s data
+/// (paths relative, without `./`), read through `dpkg-deb --fsys-tarfile`.
+fn each_file(deb: &Path, mut each: impl FnMut(&Path, &mut dyn Read) -> Result<()>) -> Result<()> {
+    let mut child = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context(|| "cannot run dpkg-deb".to_string())?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let walked = (|| -> Result<()> {
+        let shown = || deb.display().to_string();
+        let mut archive = tar::Archive::new(stdout);
+        for entry in archive.entries().context(shown)? {
+            let mut entry = entry.context(shown)?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path().context(shown)?;
+            let path: PathBuf = path
+                .components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .collect();
+            each(&path, &mut entry)?;
+        }
+        Ok(())
+    })();
+    if walked.is_err() {
+        child.kill().ok();
+    }
+    let status = child
+        .wait()
+        .context(|| "waiting for dpkg-deb".to_string())?;
+    walked?;
+    if !status.success() {
+        bail!(
+            "`dpkg-deb --fsys-tarfile {}` failed with {status}",
+            deb.display()
+        );
+    }
+    Ok(())
+}
+
+/// The ramdisk's cpio archive (uncompressed).
+fn ramdisk(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    let mut a = cpio::Archive::new();
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "mnt",
+        "proc",
+        "root",
+        "run",
+        "sbin",
+        "sys",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+    ] {
+        a.dir(dir, 0o755)?;
+    }
+    a.dir("tmp", 0o1777)?;
+    // The kernel opens it for /init before devtmpfs is mounted.
+    a.char_device("dev/console", 0o600, 5, 1)?;
+    a.file("bin/busybox", 0o755, busybox)?;
+    a.symlink("bin/sh", "busybox")?;
+    a.file("init", 0o755, INIT.as_bytes())?;
+    a.file("etc/inittab", 0o644, INITTAB.as_bytes())?;
+    let mut order = String::new();
+    for (name, bytes) in modules {
+        a.file(&format!("lib/modules/{name}.ko"), 0o644, bytes)?;
+        order.push_str(name);
+        order.push('\n');
+    }
+    a.file("lib/modules/load-order", 0o644, order.as_bytes())?;
+    Ok(a.finish())
+}
+
+/// What the guest files were made from (`cache/guest.txt`).
+#[derive(Debug, PartialEq)]
+struct Record {
+    kernel_deb: String,
+    busybox_deb: String,
+    /// [`recipe_hash`] of the tool that made them.
+    recipe: String,
+    modules: Vec<String>,
+}
+
+impl Record {
+    fn same_inputs(&self, other: &Record) -> bool {
+        (&self.kernel_deb, &self.busybox_deb, &self.recipe)
+            == (&other.kernel_deb, &other.busybox_deb, &other.recipe)
+    }
+
+    fn parse(text: &str) -> Option<Record> {
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+                .map(str::to_string)
+        };
+        Some(Record {
+            kernel_deb: field("kernel")?,
+            busybox_deb: field("busybox")?,
+            recipe: field("recipe")?,
+            modules: field("modules")?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+}
+
+impl std::fmt::Display for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "kernel {}", self.kernel_deb)?;
+        writeln!(f, "busybox {}", self.busybox_deb)?;
+        writeln!(f, "recipe {}", self.recipe)?;
+        writeln!(f, "modules {}", self.modules.join(" "))
+    }
+}
+
+/// A fingerprint of how the files are made (init script, inittab, module
+/// list, ramdisk layout version): FNV-1a, 64 bits.
+fn recipe_hash() -> String {
+    /// Raise when the ramdisk's layout changes in code.
+    const LAYOUT: &str = "layout 1";
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [LAYOUT, INIT, INITTAB, &WANTED_MODULES.join(" ")] {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+fn gzip(data: &[u8]) -> Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(data).context(|| "gzip".to_string())?;
+    encoder.finish().context(|| "gzip".to_string())
+}
+
+fn read_all(shown: &str, data: &mut dyn Read) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).context(|| shown.to_string())?;
+    Ok(bytes)
+}
+
+/// Writes through a temporary file, so an interrupted run leaves no half file.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes).context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).context(|| format!("renaming to {}", path.display()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_dependency_of_apt_cache() {
+        let out = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-57-arm64:arm64\n";
+        assert_eq!(
+            kernel_dependency(out).as_deref(),
+            Some("linux-image-6.1.0-57-arm64")
+        );
+        assert_eq!(kernel_dependency("N: Unable to locate package\n"), None);
+        assert_eq!(
+            kernel_dependency(
+                "x\n  Depends: initramfs-tools\n  Depends: linux-image-6.12.1-arm64\n"
+            )
+            .as_deref(),
+            Some("linux-image-6.12.1-arm64")
+        );
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let r = Record {
+            kernel_deb: "linux-image-6.1.0-57-arm64_6.1.192-3_arm64.deb".into(),
+            busybox_deb: "busybox-static_1%3a1.35.0-4_arm64.deb".into(),
+            recipe: recipe_hash(),
+            modules: vec!["virtio_mmio".into(), "failover".into()],
+        };
+        let parsed = Record::parse(&r.to_string()).unwrap();
+        assert_eq!(parsed, r);
+        assert!(Record::parse("kernel x\n").is_none());
+        let other = Record {
+            recipe: "0".into(),
+            ..Record::parse(&r.to_string()).unwrap()
+        };
+        assert!(!other.same_inputs(&r));
+    }
+
+    #[test]
+    fn ramdisk_has_init_busybox_and_modules_in_order() {
+        let modules = vec![
+            ("failover".to_string(), b"f".to_vec()),
+            ("net_failover".to_string(), b"n".to_vec()),
+        ];
+        let bytes = ramdisk(b"BB", &modules).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for name in [
+            "init\0",
+            "bin/busybox\0",
+            "bin/sh\0",
+            "dev/console\0",
+            "etc/inittab\0",
+            "lib/modules/failover.ko\0",
+            "lib/modules/load-order\0",
+            "TRAILER!!!\0",
+        ] {
+            assert!(text.contains(name), "{name}");
+        }
+        assert!(text.contains("failover\nnet_failover\n"));
+        assert!(INIT.starts_with("#!/bin/sh\n"));
+        assert!(INIT.contains(READY_LINE.trim_end()));
+    }
+
+    #[test]
+    fn products() {
+        assert!(makes("Image.gz"));
+        assert!(makes("ramdisk-armv8-64.cpio.gz"));
+        assert!(!makes("virt-arm_virt.dtb"));
+    }
+
+    /// Boots the guest natively and uses its shell through the console
+    /// harness (needs QEMU and fetches the guest: run it with
+    /// `cargo test -p xtask -- --ignored native_guest_shell`).
+    #[test]
+    #[ignore]
+    fn native_guest_shell() {
+        use crate::console::{Pattern, Session};
+        use std::time::Duration;
+
+        let ws = Workspace::locate().unwrap();
+        let guest = ensure(&ws).unwrap();
+        let cmd = qemu::command(&guest.native_arguments(&[]));
+        let forbid = vec![Pattern::Text("Kernel panic".into())];
+        let mut session = Session::spawn(cmd, forbid, true).unwrap();
+        let deadline = session.started() + Duration::from_secs(240);
+        // (typed, then expected); the prompt is "/ # ".
+        let steps: &[(&str, &str)] = &[
+            ("", "guest: ready, shell on ttyAMA0"),
+            ("", "/ # "),
+            ("nproc\n", "\n4\r\n"),
+            ("", "/ # "),
+            ("free -m\n", "Mem:"),
+            ("", "/ # "),
+            ("cat /proc/interrupts\n", "arch_timer"),
+            ("", "/ # "),
+            // Job control: a background job, then Ctrl-C for one in front.
+            ("sleep 30 &\n", "/ # "),
+            ("jobs\n", "Running"),
+            ("", "/ # "),
+            ("sleep 30\n", "sleep 30"),
+            ("\x03", "/ # "),
+            ("poweroff\n", "reboot: Power down"),
+        ];
+        for (send, expect) in steps {
+            session.send(send.as_bytes()).unwrap();
+            let found = session.expect(&Pattern::Text(expect.to_string()), deadline);
+            assert!(found.is_ok(), "{send:?}: no {expect:?}: {:?}", found.err());
+        }
+        let record = session.finish();
+        assert!(record.transcript.contains("uart-pl011"));
+    }
+}

@@ -1,0 +1,323 @@
+//! The virtual GICv3: a distributor and one redistributor per vCPU,
+//! emulated; the CPU interface is the hardware's virtual one, fed through
+//! the list registers (see [`crate::backend`]).
+//!
+//! [`Gic`] owns the interrupt state ([`state::GicState`]) behind one lock.
+//! Devices raise interrupts through its [`IrqSink`]; vCPU threads fill and
+//! take back their list registers ([`Gic::fill_lrs`], [`Gic::sync_lrs`]),
+//! send SGIs ([`Gic::send_sgi`], from `ICC_SGI1R_EL1` traps) and wait in
+//! WFI ([`Gic::wait_for_interrupt`]). When an interrupt becomes pending
+//! for a vCPU, that vCPU is kicked so it leaves the guest and picks it up.
+//!
+//! The guest-visible part is [`Distributor`] (the `GICD_*` frame) and
+//! [`Redistributors`] (`GICR_*`: an RD and an SGI frame, 128 KiB, per
+//! vCPU, the last one marked `Last`). One security state (`GICD_CTLR.DS`),
+//! affinity routing always on (`ARE`), no LPIs.
+
+pub mod regs;
+pub mod state;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::backend::VcpuKick;
+use crate::bus::{IrqSink, MmioDevice, lock, read_sub32};
+use regs::Bank;
+use state::{CTLR_GRP0, CTLR_GRP1, GicState, PRIVATE};
+
+/// Size of the distributor frame.
+pub const DIST_SIZE: u64 = 0x1_0000;
+/// Size of one vCPU's redistributor (RD frame + SGI frame).
+pub const REDIST_STRIDE: u64 = 0x2_0000;
+/// The SGI frame's offset in a redistributor.
+pub const SGI_FRAME: u64 = 0x1_0000;
+/// The most SPIs (INTIDs up to 1019).
+pub const MAX_SPIS: u32 = 988;
+
+/// `GICD_CTLR`.
+const GICD_CTLR: u64 = 0x0000;
+/// `GICD_TYPER`.
+const GICD_TYPER: u64 = 0x0004;
+/// `GICD_IIDR`.
+const GICD_IIDR: u64 = 0x0008;
+/// `GICD_IROUTER<n>`.
+const GICD_IROUTER: u64 = 0x6000;
+/// `GICD_CTLR.ARE_NS`/`ARE` and `DS`: always set.
+const CTLR_ARE: u32 = 1 << 4;
+const CTLR_DS: u32 = 1 << 6;
+
+const GICR_CTLR: u64 = 0x0000;
+const GICR_IIDR: u64 = 0x0004;
+const GICR_TYPER: u64 = 0x0008;
+const GICR_WAKER: u64 = 0x0014;
+/// `GICR_WAKER.ProcessorSleep`.
+const WAKER_SLEEP: u32 = 1 << 1;
+/// `GICR_WAKER.ChildrenAsleep`.
+const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
+
+/// uvmm's implementer code in `IIDR` (0: none claimed), revision 1.
+const IIDR: u32 = 1 << 12;
+
+/// The virtual GIC.
+pub struct Gic {
+    state: Mutex<GicState>,
+    wake: Condvar,
+    kickers: Mutex<Vec<Option<Box<dyn VcpuKick>>>>,
+}
+
+impl Gic {
+    /// A GIC for vCPUs with these MPIDR affinities and `spis` SPIs
+    /// (rounded up to a multiple of 32, at most [`MAX_SPIS`]).
+    pub fn new(mpidrs: &[u64], spis: u32) -> Arc<Gic> {
+        let spis = spis.div_ceil(32).saturating_mul(32).min(MAX_SPIS);
+        Arc::new(Gic {
+            state: Mutex::new(GicState::new(mpidrs, spis)),
+            wake: Condvar::new(),
+            kickers: Mutex::new((0..mpidrs.len()).map(|_| None).collect()),
+        })
+    }
+
+    /// Runs `f` on the state (the monitor, tests).
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut GicState) -> R) -> R {
+        f(&mut lock(&self.state))
+    }
+
+    /// Registers how to interrupt vCPU `cpu`'s `run`.
+    pub fn set_kicker(&self, cpu: usize, k: Box<dyn VcpuKick>) {
+        if let Some(slot) = lock(&self.kickers).get_mut(cpu) {
+            *slot = Some(k);
+        }
+    }
+
+    /// Kicks the vCPUs in `cpus` and wakes those waiting in WFI.
+    fn notify(&self, cpus: &[usize]) {
+        if cpus.is_empty() {
+            return;
+        }
+        self.wake.notify_all();
+        let kickers = lock(&self.kickers);
+        for &c in cpus {
+            if let Some(Some(k)) = kickers.get(c) {
+                k.kick();
+            }
+        }
+    }
+
+    /// Kicks every vCPU and wakes all WFI waits (the VM ends).
+    pub fn kick_all(&self) {
+        let n = lock(&self.kickers).len();
+        self.notify(&(0..n).collect::<Vec<_>>());
+    }
+
+    /// Handles an `ICC_SGI1R_EL1` write of vCPU `from`.
+    pub fn send_sgi(&self, from: usize, value: u64) {
+        let targets = lock(&self.state).send_sgi(from, value);
+        self.notify(&targets);
+    }
+
+    /// Makes `intid` pending for vCPU `cpu` whatever its trigger mode (an
+    /// interrupt the kernel reports as an event, like the virtual timer).
+    pub fn set_pending(&self, cpu: usize, intid: u32) {
+        let target = {
+            let mut s = lock(&self.state);
+            let Some(i) = s.irq_mut(cpu, intid) else {
+                return;
+            };
+            i.pending = true;
+            s.target(cpu, intid)
+        };
+        if let Some(t) = target {
+            self.notify(&[t]);
+        }
+    }
+
+    /// Takes back vCPU `cpu`'s list registers after an exit.
+    pub fn sync_lrs(&self, cpu: usize, lrs: &mut [u64]) {
+        lock(&self.state).sync_lrs(cpu, lrs);
+    }
+
+    /// Fills vCPU `cpu`'s list registers before an entry.
+    pub fn fill_lrs(&self, cpu: usize, lrs: &mut [u64]) {
+        lock(&self.state).fill_lrs(cpu, lrs);
+    }
+
+    /// Whether vCPU `cpu` has an interrupt to take.
+    pub fn has_pending(&self, cpu: usize) -> bool {
+        lock(&self.state).has_pending(cpu)
+    }
+
+    /// Blocks (WFI) until vCPU `cpu` has an interrupt or `timeout` passed;
+    /// whether it has one.
+    pub fn wait_for_interrupt(&self, cpu: usize, timeout: Duration) -> bool {
+        let s = lock(&self.state);
+        let (s, _) = self
+            .wake
+            .wait_timeout_while(s, timeout, |s| !s.has_pending(cpu))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.has_pending(cpu)
+    }
+
+    /// The distributor's register frame.
+    pub fn distributor(self: &Arc<Gic>) -> Distributor {
+        Distributor(self.clone())
+    }
+
+    /// The redistributors' register frames (all vCPUs, one window).
+    pub fn redistributors(self: &Arc<Gic>) -> Redistributors {
+        Redistributors(self.clone())
+    }
+}
+
+impl IrqSink for Gic {
+    fn set_level(&self, vcpu: usize, intid: u32, level: bool) {
+        let target = {
+            let mut s = lock(&self.state);
+            let Some(i) = s.irq_mut(vcpu, intid) else {
+                return;
+            };
+            let rising = level && !i.level;
+            i.level = level;
+            if i.edge && rising {
+                i.pending = true;
+            }
+            if !level {
+                return;
+            }
+            s.target(vcpu, intid)
+        };
+        if let Some(t) = target {
+            self.notify(&[t]);
+        }
+    }
+}
+
+/// The `GICD_*` frame.
+pub struct Distributor(Arc<Gic>);
+
+impl MmioDevice for Distributor {
+    fn read(&mut self, offset: u64, size: u8) -> u64 {
+        let mut s = lock(&self.0.state);
+        match offset {
+            GICD_IROUTER.. if offset < 0x7fe0 => {
+                let intid = ((offset - GICD_IROUTER) / 8) as u32;
+                let v = if intid >= PRIVATE {
+                    s.irq(0, intid).map_or(0, |i| i.route)
+                } else {
+                    0
+                };
+                if size == 8 {
+                    v
+                } else {
+                    (v >> ((offset & 4) * 8)) & 0xffff_ffff
+                }
+            }
+            _ => {
+                if let Some(v) = regs::read(&mut s, Bank::Shared, offset, size) {
+                    return v;
+                }
+                let nr = s.nr_irqs();
+                let ctlr = s.ctlr | CTLR_ARE | CTLR_DS;
+                read_sub32(offset, size, |o| match o {
+                    GICD_CTLR => ctlr,
+                    // ITLinesNumber, IDbits = 9 (10 bits), no LPIs/MBIS.
+                    GICD_TYPER => (nr / 32 - 1) | (9 << 19),
+                    GICD_IIDR => IIDR,
+                    _ => regs::id_reg(o).unwrap_or(0),
+                })
+            }
+        }
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) {
+        let mut s = lock(&self.0.state);
+        match offset {
+            GICD_CTLR => s.ctlr = value as u32 & (CTLR_GRP0 | CTLR_GRP1),
+            GICD_IROUTER.. if offset < 0x7fe0 => {
+                let intid = ((offset - GICD_IROUTER) / 8) as u32;
+                if intid < PRIVATE {
+                    return;
+                }
+                if let Some(i) = s.irq_mut(0, intid) {
+                    // IRM, Aff3..Aff0; a 32-bit write replaces its half.
+                    let mask = 0xff_8000_0000u64 | 0xff_ffff;
+                    i.route = match (size, offset & 4) {
+                        (8, _) => value & mask,
+                        (_, 0) => (i.route & !0xffff_ffff) | (value & 0xffff_ffff & mask),
+                        _ => (i.route & 0xffff_ffff) | ((value << 32) & mask),
+                    };
+                }
+            }
+            _ => {
+                regs::write(&mut s, Bank::Shared, offset, size, value);
+            }
+        }
+        drop(s);
+        // Enabling or routing may have made something deliverable.
+        self.0.wake.notify_all();
+        let cpus: Vec<usize> = (0..lock(&self.0.kickers).len()).collect();
+        let pending: Vec<usize> = cpus
+            .into_iter()
+            .filter(|&c| self.0.has_pending(c))
+            .collect();
+        self.0.notify(&pending);
+    }
+}
+
+/// The `GICR_*` frames of all vCPUs, [`REDIST_STRIDE`] apart.
+pub struct Redistributors(Arc<Gic>);
+
+impl MmioDevice for Redistributors {
+    fn read(&mut self, offset: u64, size: u8) -> u64 {
+        let cpu = (offset / REDIST_STRIDE) as usize;
+        let off = offset % REDIST_STRIDE;
+        let mut s = lock(&self.0.state);
+        if cpu >= s.nr_vcpus() {
+            return 0;
+        }
+        if off >= SGI_FRAME {
+            let off = off - SGI_FRAME;
+            return regs::read(&mut s, Bank::Private(cpu), off, size).unwrap_or(0);
+        }
+        if off & !7 == GICR_TYPER {
+            let last = u64::from(cpu + 1 == s.nr_vcpus()) << 4;
+            let mpidr = s.mpidr[cpu];
+            let aff = (mpidr & 0xff_ffff) | ((mpidr >> 32 & 0xff) << 24);
+            let v = (aff << 32) | ((cpu as u64) << 8) | last;
+            return if size == 8 {
+                v
+            } else {
+                (v >> ((off & 4) * 8)) & 0xffff_ffff
+            };
+        }
+        let asleep = s.asleep[cpu];
+        read_sub32(off, size, |o| match o {
+            GICR_CTLR => 0,
+            GICR_IIDR => IIDR,
+            GICR_WAKER if asleep => WAKER_SLEEP | WAKER_CHILDREN_ASLEEP,
+            GICR_WAKER => 0,
+            _ => regs::id_reg(o).unwrap_or(0),
+        })
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) {
+        let cpu = (offset / REDIST_STRIDE) as usize;
+        let off = offset % REDIST_STRIDE;
+        let mut s = lock(&self.0.state);
+        if cpu >= s.nr_vcpus() {
+            return;
+        }
+        if off >= SGI_FRAME {
+            regs::write(&mut s, Bank::Private(cpu), off - SGI_FRAME, size, value);
+        } else if off == GICR_WAKER {
+            s.asleep[cpu] = value as u32 & WAKER_SLEEP != 0;
+        }
+        let pending = s.has_pending(cpu);
+        drop(s);
+        if pending {
+            self.0.notify(&[cpu]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::backend::{LrFields, lr_fields};
+use state::Sgi;
+
+struct Count(Arc<AtomicUsize>);
+
+impl VcpuKick for Count {
+    fn kick(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A GIC for 3 vCPUs (Aff0 0, 1 and Aff1 1) with 64 SPIs; kick counters.
+fn gic() -> (Arc<Gic>, Distributor, Redistributors, Vec<Arc<AtomicUsize>>) {
+    let g = Gic::new(&[0, 1, 0x100], 64);
+    let counts: Vec<_> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    for (i, c) in counts.iter().enumerate() {
+        g.set_kicker(i, Box::new(Count(c.clone())));
+    }
+    (g.clone(), g.distributor(), g.redistributors(), counts)
+}
+
+fn lr_ids(lrs: &[u64]) -> Vec<LrFields> {
+    lrs.iter()
+        .filter(|l| **l != 0)
+        .map(|l| lr_fields(*l))
+        .collect()
+}
+
+#[test]
+fn distributor_identification() {
+    let (_, mut d, mut r, _) = gic();
+    assert_eq!(d.read(0x4, 4), (96 / 32 - 1) | (9 << 19));
+    assert_eq!(d.read(0xffe8, 4) >> 4 & 0xf, 3);
+    assert_eq!(r.read(0xffe8, 4) >> 4 & 0xf, 3);
+    assert_eq!(d.read(0xfff0, 4), 0x0d);
+    // ARE and DS always set; group enables stick.
+    assert_eq!(d.read(0, 4), 0x50);
+    d.write(0, 4, 0x3 | (1 << 4));
+    assert_eq!(d.read(0, 4), 0x53);
+}
+
+#[test]
+fn enable_pending_active_priority_config_banks() {
+    let (g, mut d, mut r, _) = gic();
+    // SPI 40 (bank 1, bit 8) enable, then clear.
+    d.write(0x104, 4, 1 << 8);
+    assert_eq!(d.read(0x104, 4), 1 << 8);
+    assert_eq!(d.read(0x184, 4), 1 << 8);
+    d.write(0x184, 4, 1 << 8);
+    assert_eq!(d.read(0x104, 4), 0);
+    // The distributor's bank 0 (SGIs/PPIs) is RAZ/WI under ARE.
+    d.write(0x100, 4, u64::MAX);
+    assert_eq!(d.read(0x100, 4), 0);
+    // Pending / active set and clear.
+    d.write(0x204, 4, 1 << 9);
+    assert_eq!(d.read(0x204, 4), 1 << 9);
+    d.write(0x284, 4, 1 << 9);
+    assert_eq!(d.read(0x204, 4), 0);
+    d.write(0x304, 4, 1 << 10);
+    assert_eq!(d.read(0x384, 4), 1 << 10);
+    d.write(0x384, 4, 1 << 10);
+    assert_eq!(d.read(0x304, 4), 0);
+    // Priorities by byte and by word.
+    d.write(0x400 + 40, 1, 0xa0);
+    d.write(0x400 + 44, 4, 0x1020_3040);
+    assert_eq!(d.read(0x400 + 40, 1), 0xa0);
+    assert_eq!(d.read(0x400 + 44, 4), 0x1020_3040);
+    assert_eq!(d.read(0x400 + 45, 1), 0x30);
+    // Config: SPI 33 edge (ICFGR2 bits 3:2).
+    d.write(0xc08, 4, 0b1000);
+    assert_eq!(d.read(0xc08, 4), 0b1000);
+    assert!(g.with_state(|s| s.irq(0, 33).unwrap().edge));
+    // Groups.
+    d.write(0x84, 4, 0xffff_ffff);
+    assert_eq!(d.read(0x84, 4), 0xffff_ffff);
+    // Redistributor of vCPU 1: SGIs are edge, PPIs configurable.
+    let sgi = REDIST_STRIDE + SGI_FRAME;
+    assert_eq!(r.read(sgi + 0xc00, 4), 0xaaaa_aaaa);
+    r.write(sgi + 0xc00, 4, 0);
+    assert_eq!(r.read(sgi + 0xc00, 4), 0xaaaa_aaaa);
+    r.write(sgi + 0x100, 4, 1 << 27);
+    assert_eq!(r.read(sgi + 0x100, 4), 1 << 27);
+    assert_eq!(
+        r.read(SGI_FRAME + 0x100, 4),
+        0,
+        "vCPU 0's PPIs are separate"
+    );
+    // A byte write to a bit bank is ignored.
+    d.write(0x108, 1, 0xff);
+    assert_eq!(d.read(0x108, 4), 0);
+}
+
+#[test]
+fn redistributor_typer_and_waker() {
+    let (_, _, mut r, _) = gic();
+    let typer = |r: &mut Redistributors, cpu: u64| r.read(cpu * REDIST_STRIDE + 8, 8);
+    assert_eq!(typer(&mut r, 0), 0);
+    assert_eq!(typer(&mut r, 1), (1 << 32) | (1 << 8));
+    assert_eq!(typer(&mut r, 2), (0x100 << 32) | (2 << 8) | (1 << 4));
+    assert_eq!(r.read(2 * REDIST_STRIDE + 0xc, 4), 0x100);
+    assert_eq!(r.read(0x14, 4), 0b110);
+    r.write(0x14, 4, 0);
+    assert_eq!(r.read(0x14, 4), 0);
+    assert_eq!(r.read(3 * REDIST_STRIDE + 8, 8), 0, "beyond the last vCPU");
+}
+
+#[test]
+fn spi_routing_and_injection() {
+    let (g, mut d, mut r, kicks) = gic();
+    d.write(0, 4, 0x2); // group 1 on
+    d.write(0x84, 4, 0xffff_ffff); // SPIs 32..63 group 1
+    d.write(0x104, 4, 1 << 1); // enable SPI 33
+    d.write(0x400 + 33, 1, 0x80);
+    // Route SPI 33 to Aff1 = 1 (vCPU 2).
+    d.write(0x6000 + 33 * 8, 8, 0x100);
+    assert_eq!(d.read(0x6000 + 33 * 8, 8), 0x100);
+    assert_eq!(d.read(0x6000 + 33 * 8 + 4, 4), 0);
+    let before = kicks[2].load(Ordering::SeqCst);
+    g.set_level(0, 33, true);
+    assert!(kicks[2].load(Ordering::SeqCst) > before);
+    assert!(!g.has_pending(0));
+    assert!(g.has_pending(2));
+    let mut lrs = [0u64; 4];
+    g.fill_lrs(2, &mut lrs);
+    assert_eq!(
+        lr_ids(&lrs),
+        [LrFields {
+            intid: 33,
+            pending: true,
+            active: false
+        }]
+    );
+    assert_eq!(lrs[0] >> 48 & 0xff, 0x80);
+    assert_ne!(lrs[0] & (1 << 41), 0, "level: exit on EOI");
+    // In vCPU 2's list registers: not offered again.
+    assert!(!g.has_pending(2));
+    // The guest took it (active), then completed it with the line low.
+    lrs[0] = (lrs[0] & !(3 << 62)) | (2 << 62);
+    g.sync_lrs(2, &mut lrs);
+    assert!(g.with_state(|s| s.irq(0, 33).unwrap().active));
+    g.fill_lrs(2, &mut lrs);
+    assert_eq!(
+        lr_ids(&lrs),
+        [LrFields {
+            intid: 33,
+            pending: false,
+            active: true
+        }]
+    );
+    g.set_level(0, 33, false);
+    // Deactivated: the state bits clear, the INTID stays.
+    lrs[0] &= !(3 << 62);
+    g.sync_lrs(2, &mut lrs);
+    assert!(!g.with_state(|s| s.irq(0, 33).unwrap().active));
+    assert!(!g.has_pending(2));
+    // IRM: any vCPU, the first awake one.
+    d.write(0x6000 + 33 * 8, 8, 1 << 31);
+    r.write(REDIST_STRIDE + 0x14, 4, 0);
+    g.set_level(0, 33, true);
+    assert!(g.has_pending(1));
+    // Routed to an affinity no vCPU has: nobody.
+    d.write(0x6000 + 33 * 8, 4, 0x7);
+    assert!(!g.has_pending(0) && !g.has_pending(1) && !g.has_pending(2));
+    // Disabled group: nothing deliverable.
+    d.write(0x6000 + 33 * 8, 4, 0);
+    assert!(g.has_pending(0));
+    d.write(0, 4, 0);
+    assert!(!g.has_pending(0));
+}
+
+#[test]
+fn edge_and_priority_order_and_lr_limit() {
+    let (g, mut d, _, _) = gic();
+    d.write(0, 4, 0x2);
+    d.write(0x84, 4, 0xffff_ffff);
+    d.write(0x104, 4, 0xf); // SPIs 32..35
+    d.write(0xc08, 4, 0xaa); // all four edge
+    for (i, p) in [(32, 0xa0), (33, 0x20), (34, 0x20), (35, 0x60)] {
+        d.write(0x400 + i, 1, p);
+        g.set_level(0, i as u32, true);
+        g.set_level(0, i as u32, false);
+    }
+    assert_eq!(
+        g.with_state(|s| s.candidates(0)),
+        [(33, 0x20), (34, 0x20), (35, 0x60), (32, 0xa0)]
+    );
+    let mut lrs = [0u64; 2];
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(
+        lr_ids(&lrs).iter().map(|f| f.intid).collect::<Vec<_>>(),
+        [33, 34]
+    );
+    assert_eq!(lrs[0] & (1 << 41), 0, "edge: no EOI exit");
+    // Not taken: back to pending, offered again in order.
+    g.sync_lrs(0, &mut lrs);
+    assert_eq!(lrs, [0, 0]);
+    assert_eq!(g.with_state(|s| s.candidates(0)).len(), 4);
+}
+
+#[test]
+fn kernel_placed_interrupts_survive_a_sync() {
+    let (g, _, mut r, _) = gic();
+    g.with_state(|s| s.ctlr = 2);
+    r.write(SGI_FRAME + 0x80, 4, 1 << 27);
+    r.write(SGI_FRAME + 0x100, 4, 1 << 27);
+    // The kernel injected the (level-configured) timer PPI; the guest has
+    // not taken it yet.
+    let mut lrs = [
+        crate::backend::lr_value(27, 0xa0, true, false, false),
+        0,
+        0,
+        0,
+    ];
+    g.sync_lrs(0, &mut lrs);
+    assert!(g.has_pending(0));
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(
+        lr_ids(&lrs),
+        [LrFields {
+            intid: 27,
+            pending: true,
+            active: false
+        }]
+    );
+    // Taken and completed: not pending again (its line is low).
+    lrs[0] &= !(3 << 62);
+    g.sync_lrs(0, &mut lrs);
+    assert!(!g.has_pending(0));
+    // Set pending through ISPENDR0, taken (active), not yet completed.
+    r.write(SGI_FRAME + 0x200, 4, 1 << 27);
+    g.fill_lrs(0, &mut lrs);
+    lrs[0] = (lrs[0] & !(3 << 62)) | (2 << 62);
+    g.sync_lrs(0, &mut lrs);
+    assert!(!g.has_pending(0));
+    assert!(g.with_state(|s| s.irq(0, 27).unwrap().active));
+}
+
+#[test]
+fn sgi_decode_and_delivery() {
+    // INTID 5, Aff1 1, target list {0}.
+    let v = (5 << 24) | (1 << 16) | 1;
+    assert_eq!(
+        Sgi::decode(v),
+        Sgi {
+            intid: 5,
+            all_but_self: false,
+            aff321: 0x100,
+            range: 0,
+            list: 1
+        }
+    );
+    assert!(Sgi::decode(v).targets(0x100));
+    assert!(!Sgi::decode(v).targets(0x0));
+    // RS = 1: Aff0 16..31.
+    let s = Sgi::decode((1 << 44) | 0b10);
+    assert!(s.targets(17) && !s.targets(1));
+    // Aff3 and Aff2.
+    let s = Sgi::decode((2 << 48) | (3 << 32) | 1);
+    assert_eq!(s.aff321, (2 << 32) | (3 << 16));
+    assert!(s.targets((2 << 32) | (3 << 16)));
+
+    let (g, _, mut r, kicks) = gic();
+    g.with_state(|s| s.ctlr = 0x2);
+    for cpu in 0..3u64 {
+        let sgi = cpu * REDIST_STRIDE + SGI_FRAME;
+        r.write(sgi + 0x80, 4, 0xffff);
+        r.write(sgi + 0x100, 4, 0xffff);
+    }
+    g.send_sgi(0, (3 << 24) | 0b10); // SGI 3 to Aff0 1 = vCPU 1
+    assert!(g.has_pending(1) && !g.has_pending(0) && !g.has_pending(2));
+    assert_eq!(kicks[1].load(Ordering::SeqCst), 1);
+    assert_eq!(r.read(REDIST_STRIDE + SGI_FRAME + 0x200, 4), 1 << 3);
+    g.send_sgi(1, (1 << 40) | (7 << 24)); // SGI 7 to all but vCPU 1
+    assert!(g.has_pending(0) && g.has_pending(2));
+    assert_eq!(g.with_state(|s| s.candidates(1)), [(3, 0)]);
+    let mut lrs = [0u64; 4];
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(
+        lr_ids(&lrs),
+        [LrFields {
+            intid: 7,
+            pending: true,
+            active: false
+        }]
+    );
+    assert!(!g.has_pending(0));
+}
+
+#[test]
+fn wfi_wakes_on_interrupt() {
+    let (g, mut d, _, _) = gic();
+    d.write(0, 4, 0x2);
+    d.write(0x84, 4, 1);
+    d.write(0x104, 4, 1);
+    assert!(!g.wait_for_interrupt(0, Duration::from_millis(1)));
+    let g2 = g.clone();
+    let t = std::thread::spawn(move || g2.wait_for_interrupt(0, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(20));
+    g.set_level(0, 32, true);
+    assert!(t.join().unwrap());
+}

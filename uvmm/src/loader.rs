@@ -1,0 +1,677 @@
+//! Guest images: the kernel (arm64 `Image`, gzip-compressed `Image.gz`,
+//! ELF or a raw binary), the initial ramdisk and the device tree, placed in
+//! guest RAM, and the register state the boot vCPU starts with.
+//!
+//! Placement in the first RAM region (`base` = its start):
+//!
+//! | what        | where                                                        |
+//! |-------------|--------------------------------------------------------------|
+//! | `Image`     | `align_up(base, 2 MiB) + text_offset` (header flag bit 3 set: `base + text_offset`) |
+//! | raw binary  | `base + 0x80000`                                             |
+//! | ELF         | its `PT_LOAD` segments at their physical addresses           |
+//! | device tree | the last whole 2 MiB block of the region                      |
+//! | ramdisk     | page-aligned, just below the device tree                      |
+//!
+//! The boot vCPU starts at the entry with `x0` = the device tree, `x1..x3`
+//! = 0 and PSTATE = EL1h with D, A, I and F masked (the arm64 boot protocol).
+
+use core::fmt;
+use std::io::Read;
+
+use goblin::elf::{Elf, header, program_header};
+
+use crate::memory::{GuestMemory, MemError};
+
+/// 2 MiB: the Image alignment and the device-tree window.
+pub const BLOCK: u64 = 2 << 20;
+/// Where a raw binary goes, from the RAM base.
+pub const RAW_OFFSET: u64 = 0x8_0000;
+/// `text_offset` of Images whose header says `image_size` 0 (pre-3.17).
+pub const LEGACY_TEXT_OFFSET: u64 = 0x8_0000;
+/// The largest device tree the boot protocol allows.
+pub const MAX_DTB: u64 = BLOCK;
+/// The arm64 Image header's magic, "ARM\x64", at offset 0x38.
+pub const IMAGE_MAGIC: u32 = 0x644d_5241;
+/// PSTATE of the boot vCPU: EL1h (M = 0b0101) with D, A, I, F masked.
+pub const BOOT_PSTATE: u64 = 0x3c5;
+
+const PAGE: u64 = 4096;
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Why a guest image could not be loaded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// The kernel file is empty.
+    EmptyKernel,
+    /// An arm64 Image header is shorter than 64 bytes.
+    TruncatedImageHeader(usize),
+    /// An arm64 Image's `text_offset` or `image_size` makes no sense.
+    BadImageHeader(String),
+    /// gzip data that does not decompress.
+    Gzip(String),
+    /// The decompressed kernel is bigger than guest RAM.
+    TooBig {
+        /// What is being loaded.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The room there is.
+        room: u64,
+    },
+    /// An ELF file goblin cannot parse or uvmm cannot run.
+    Elf(String),
+    /// Something lands outside guest RAM.
+    NotInRam {
+        /// What.
+        what: &'static str,
+        /// The guest-physical start.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// Two images overlap.
+    Overlap(&'static str, &'static str),
+    /// A memory access failed.
+    Mem(MemError),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::EmptyKernel => f.write_str("the kernel file is empty"),
+            LoadError::TruncatedImageHeader(n) => write!(
+                f,
+                "the arm64 Image is truncated: {n} bytes, the header alone has 64"
+            ),
+            LoadError::BadImageHeader(m) => write!(f, "bad arm64 Image header: {m}"),
+            LoadError::Gzip(m) => write!(f, "the gzip-compressed kernel does not decompress: {m}"),
+            LoadError::TooBig { what, size, room } => write!(
+                f,
+                "the {what} ({size:#x} bytes) does not fit guest RAM ({room:#x} bytes there)"
+            ),
+            LoadError::Elf(m) => write!(f, "bad ELF kernel: {m}"),
+            LoadError::NotInRam { what, gpa, size } => write!(
+                f,
+                "the {what} at {gpa:#x}..{:#x} is not inside guest RAM",
+                gpa.saturating_add(*size)
+            ),
+            LoadError::Overlap(a, b) => write!(f, "the {a} and the {b} overlap in guest RAM"),
+            LoadError::Mem(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<MemError> for LoadError {
+    fn from(e: MemError) -> LoadError {
+        LoadError::Mem(e)
+    }
+}
+
+/// The kind of kernel file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// An arm64 `Image` (its header parsed).
+    Image(ImageHeader),
+    /// An ELF executable.
+    Elf,
+    /// Anything else: bytes run from their first one.
+    Raw,
+}
+
+/// The fields of the arm64 Image header uvmm uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// Offset of the image from a 2 MiB-aligned base.
+    pub text_offset: u64,
+    /// Bytes the kernel occupies including bss (0: unknown, old kernel).
+    pub image_size: u64,
+    /// Header flags: bit 0 big-endian, bits 1-2 page size, bit 3 placement anywhere.
+    pub flags: u64,
+}
+
+impl ImageHeader {
+    /// Parses the header at the start of `b`: `None` when there is no
+    /// `ARM\x64` magic, an error when it is there but the header is bad.
+    pub fn parse(b: &[u8]) -> Result<Option<ImageHeader>, LoadError> {
+        let magic = b.get(0x38..0x3c).map(|m| [m[0], m[1], m[2], m[3]]);
+        if magic.map(u32::from_le_bytes) != Some(IMAGE_MAGIC) {
+            return Ok(None);
+        }
+        if b.len() < 64 {
+            return Err(LoadError::TruncatedImageHeader(b.len()));
+        }
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let (mut text_offset, image_size, flags) = (word(8), word(16), word(24));
+        if image_size == 0 {
+            text_offset = LEGACY_TEXT_OFFSET;
+        }
+        if flags & 1 != 0 {
+            return Err(LoadError::BadImageHeader(
+                "big-endian kernel (flags bit 0); uvmm runs little-endian guests".into(),
+            ));
+        }
+        if text_offset % PAGE != 0 || text_offset >= BLOCK {
+            return Err(LoadError::BadImageHeader(format!(
+                "text_offset {text_offset:#x} is not a page offset inside 2 MiB"
+            )));
+        }
+        if image_size != 0 && image_size < b.len() as u64 {
+            return Err(LoadError::BadImageHeader(format!(
+                "image_size {image_size:#x} is smaller than the file ({:#x} bytes)",
+                b.len()
+            )));
+        }
+        Ok(Some(ImageHeader {
+            text_offset,
+            image_size,
+            flags,
+        }))
+    }
+
+    /// Whether the kernel may sit anywhere in RAM (flags bit 3) rather than
+    /// near the start of RAM.
+    pub fn place_anywhere(&self) -> bool {
+        self.flags & (1 << 3) != 0
+    }
+}
+
+/// A kernel file, decompressed and recognised.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The (decompressed) bytes.
+    pub bytes: Vec<u8>,
+    /// What they are.
+    pub format: KernelFormat,
+    /// Whether the file was gzip-compressed.
+    pub was_gzip: bool,
+}
+
+impl Kernel {
+    /// Recognises `file`; gzip data is decompressed (at most `limit` bytes,
+    /// the guest RAM size) first.
+    pub fn parse(file: Vec<u8>, limit: u64) -> Result<Kernel, LoadError> {
+        if file.is_empty() {
+            return Err(LoadError::EmptyKernel);
+        }
+        let (bytes, was_gzip) = if file.starts_with(&GZIP_MAGIC) {
+            (gunzip(&file, limit, "kernel")?, true)
+        } else {
+            (file, false)
+        };
+        let format = if bytes.starts_with(&header::ELFMAG[..]) {
+            KernelFormat::Elf
+        } else if let Some(h) = ImageHeader::parse(&bytes)? {
+            KernelFormat::Image(h)
+        } else {
+            KernelFormat::Raw
+        };
+        Ok(Kernel {
+            bytes,
+            format,
+            was_gzip,
+        })
+    }
+}
+
+/// Decompresses gzip `data`, refusing output beyond `limit` bytes.
+pub fn gunzip(data: &[u8], limit: u64, what: &'static str) -> Result<Vec<u8>, LoadError> {
+    let mut out = Vec::new();
+    let mut d = flate2::read::GzDecoder::new(data).take(limit.saturating_add(1));
+    d.read_to_end(&mut out)
+        .map_err(|e| LoadError::Gzip(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(LoadError::TooBig {
+            what,
+            size: out.len() as u64,
+            room: limit,
+        });
+    }
+    Ok(out)
+}
+
+/// The boot vCPU's registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootState {
+    /// Where the kernel starts.
+    pub pc: u64,
+    /// `x0..x3`: the device tree, then zeroes.
+    pub x: [u64; 4],
+    /// [`BOOT_PSTATE`].
+    pub pstate: u64,
+}
+
+/// Where everything went in guest-physical memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The kernel's lowest and one-past-highest address (incl. bss).
+    pub kernel: (u64, u64),
+    /// The kernel entry.
+    pub entry: u64,
+    /// Start and end of the ramdisk, if any.
+    pub initrd: Option<(u64, u64)>,
+    /// Where the device tree goes (it is written by [`write_dtb`]).
+    pub dtb: u64,
+}
+
+impl Layout {
+    /// The boot vCPU's registers.
+    pub fn boot_state(&self) -> BootState {
+        BootState {
+            pc: self.entry,
+            x: [self.dtb, 0, 0, 0],
+            pstate: BOOT_PSTATE,
+        }
+    }
+}
+
+fn align_up(v: u64, a: u64) -> Option<u64> {
+    v.checked_add(a - 1).map(|x| x & !(a - 1))
+}
+
+fn check_ram(mem: &GuestMemory, what: &'static str, gpa: u64, size: u64) -> Result<(), LoadError> {
+    mem.region_of(gpa, size.max(1))
+        .map(|_| ())
+        .map_err(|_| LoadError::NotInRam { what, gpa, size })
+}
+
+/// Loads `kernel` and `initrd` into `mem` and decides where the device
+/// tree goes; everything in the first RAM region except ELF segments,
+/// which go where their physical addresses say.
+pub fn load(
+    mem: &GuestMemory,
+    kernel: &Kernel,
+    initrd: Option<&[u8]>,
+) -> Result<Layout, LoadError> {
+    let first = mem.regions()[0];
+    let (kstart, kend, entry) = match kernel.format {
+        KernelFormat::Image(h) => {
+            let base = if h.place_anywhere() {
+                first.gpa
+            } else {
+                align_up(first.gpa, BLOCK).ok_or(LoadError::NotInRam {
+                    what: "kernel",
+                    gpa: first.gpa,
+                    size: 0,
+                })?
+            };
+            let start = base + h.text_offset;
+            let size = h.image_size.max(kernel.bytes.len() as u64);
+            check_ram(mem, "kernel", start, size)?;
+            mem.write(start, &kernel.bytes)?;
+            mem.zero(
+                start + kernel.bytes.len() as u64,
+                size - kernel.bytes.len() as u64,
+            )?;
+            (start, start + size, start)
+        }
+        KernelFormat::Raw => {
+            let start = first.gpa + RAW_OFFSET;
+            let size = kernel.bytes.len() as u64;
+            check_ram(mem, "kernel", start, size)?;
+            mem.write(start, &kernel.bytes)?;
+            (start, start + size, start)
+        }
+        KernelFormat::Elf => load_elf(mem, &kernel.bytes)?,
+    };
+
+    // The device tree takes the last whole 2 MiB block of the first region.
+    let dtb = (first.end() & !(BLOCK - 1))
+        .checked_sub(BLOCK)
+        .filter(|d| *d >= first.gpa);
+    let dtb = dtb.ok_or(LoadError::TooBig {
+        what: "device tree window (2 MiB)",
+        size: BLOCK,
+        room: first.size,
+    })?;
+    if kend > dtb && kstart < dtb + BLOCK {
+        return Err(LoadError::Overlap("kernel", "device tree"));
+    }
+
+    let initrd = match initrd {
+        None => None,
+        Some(rd) => {
+            let size = rd.len() as u64;
+            let start = dtb
+                .checked_sub(size)
+                .map(|s| s & !(PAGE - 1))
+                .filter(|s| *s >= first.gpa)
+                .ok_or(LoadError::TooBig {
+                    what: "ramdisk",
+                    size,
+                    room: dtb - first.gpa,
+                })?;
+            if start < kend && kstart < start + size {
+                return Err(LoadError::Overlap("kernel", "ramdisk"));
+            }
+            mem.write(start, rd)?;
+            Some((start, start + size))
+        }
+    };
+    Ok(Layout {
+        kernel: (kstart, kend),
+        entry,
+        initrd,
+        dtb,
+    })
+}
+
+/// Writes the finished device tree to where [`load`] put its window.
+pub fn write_dtb(mem: &GuestMemory, layout: &Layout, dtb: &[u8]) -> Result<(), LoadError> {
+    if dtb.len() as u64 > MAX_DTB {
+        return Err(LoadError::TooBig {
+            what: "device tree",
+            size: dtb.len() as u64,
+            room: MAX_DTB,
+        });
+    }
+    mem.write(layout.dtb, dtb)?;
+    Ok(())
+}
+
+fn load_elf(mem: &GuestMemory, bytes: &[u8]) -> Result<(u64, u64, u64), LoadError> {
+    let elf = Elf::parse(bytes).map_err(|e| LoadError::Elf(e.to_string()))?;
+    if !elf.is_64 || elf.header.e_machine != header::EM_AARCH64 {
+        return Err(LoadError::Elf(format!(
+            "not a 64-bit AArch64 executable (machine {})",
+            header::machine_to_str(elf.header.e_machine)
+        )));
+    }
+    if !elf.little_endian {
+        return Err(LoadError::Elf("big-endian".into()));
+    }
+    let mut lo = u64::MAX;
+    let mut hi = 0u64;
+    let mut entry = None;
+    for ph in elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == program_header::PT_LOAD)
+    {
+        let file = ph
+            .p_offset
+            .checked_add(ph.p_filesz)
+            .filter(|e| *e <= bytes.len() as u64)
+            .ok_or_else(|| {
+                LoadError::Elf(format!(
+                    "segment at file offset {:#x} (+{:#x}) is beyond the file's end ({:#x})",
+                    ph.p_offset,
+                    ph.p_filesz,
+                    bytes.len()
+                ))
+            })?;
+        if ph.p_filesz > ph.p_memsz {
+            return Err(LoadError::Elf(format!(
+                "segment at {:#x} has more file bytes than memory bytes",
+                ph.p_paddr
+            )));
+        }
+        check_ram(mem, "ELF segment", ph.p_paddr, ph.p_memsz)?;
+        mem.write(ph.p_paddr, &bytes[ph.p_offset as usize..file as usize])?;
+        mem.zero(ph.p_paddr + ph.p_filesz, ph.p_memsz - ph.p_filesz)?;
+        lo = lo.min(ph.p_paddr);
+        hi = hi.max(ph.p_paddr + ph.p_memsz);
+        // The entry is a virtual address; run it at the matching physical one.
+        let e = elf.entry;
+        if e >= ph.p_vaddr && e - ph.p_vaddr < ph.p_memsz {
+            entry = Some(ph.p_paddr + (e - ph.p_vaddr));
+        }
+    }
+    if lo == u64::MAX {
+        return Err(LoadError::Elf("no loadable segment".into()));
+    }
+    let entry = entry.ok_or_else(|| {
+        LoadError::Elf(format!("entry {:#x} is in no loadable segment", elf.entry))
+    })?;
+    Ok((lo, hi, entry))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::memory::Ram;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    pub const RAM_BASE: u64 = 0x4000_0000;
+
+    pub fn memory(size: u64) -> GuestMemory {
+        GuestMemory::fill(Arc::new(Ram::zeroed(size as usize)), &[(RAM_BASE, size)]).unwrap()
+    }
+
+    /// An arm64 Image: header plus `body` filler.
+    pub fn image(text_offset: u64, image_size: u64, flags: u64, body: usize) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + body];
+        b[0..4].copy_from_slice(&[0x4d, 0x5a, 0x00, 0x91]); // "MZ" + nop-ish branch
+        b[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        b[16..24].copy_from_slice(&image_size.to_le_bytes());
+        b[24..32].copy_from_slice(&flags.to_le_bytes());
+        b[0x38..0x3c].copy_from_slice(&IMAGE_MAGIC.to_le_bytes());
+        for (i, x) in b[64..].iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        b
+    }
+
+    pub fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A minimal AArch64 ELF with one PT_LOAD segment.
+    fn elf(machine: u16, vaddr: u64, paddr: u64, entry: u64, code: &[u8], memsz: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[0..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // 64-bit
+        b[5] = 1; // little-endian
+        b[6] = 1;
+        b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        b[18..20].copy_from_slice(&machine.to_le_bytes());
+        b[20..24].copy_from_slice(&1u32.to_le_bytes());
+        b[24..32].copy_from_slice(&entry.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+        b[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+        b[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+        b[56..58].copy_from_slice(&1u16.to_le_bytes()); // phnum
+        let ph = &mut b[64..120];
+        ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R X
+        ph[8..16].copy_from_slice(&120u64.to_le_bytes()); // offset
+        ph[16..24].copy_from_slice(&vaddr.to_le_bytes());
+        ph[24..32].copy_from_slice(&paddr.to_le_bytes());
+        ph[32..40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+        ph[40..48].copy_from_slice(&memsz.to_le_bytes());
+        ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes());
+        b.extend_from_slice(code);
+        b
+    }
+
+    #[test]
+    fn image_header_placement_and_boot_state() {
+        let m = memory(16 << 20);
+        let k = Kernel::parse(image(0x8_0000, 0x20_0000, 0b1010, 1000), 16 << 20).unwrap();
+        assert_eq!(
+            k.format,
+            KernelFormat::Image(ImageHeader {
+                text_offset: 0x8_0000,
+                image_size: 0x20_0000,
+                flags: 0b1010
+            })
+        );
+        let l = load(&m, &k, Some(b"initrd!")).unwrap();
+        assert_eq!(l.kernel, (RAM_BASE + 0x8_0000, RAM_BASE + 0x28_0000));
+        assert_eq!(l.dtb, RAM_BASE + (14 << 20));
+        assert_eq!(
+            l.initrd,
+            Some((
+                RAM_BASE + (14 << 20) - 4096,
+                RAM_BASE + (14 << 20) - 4096 + 7
+            ))
+        );
+        let mut got = [0u8; 4];
+        m.read(RAM_BASE + 0x8_0000 + 0x38, &mut got).unwrap();
+        assert_eq!(u32::from_le_bytes(got), IMAGE_MAGIC);
+        m.read(l.initrd.unwrap().0, &mut got).unwrap();
+        assert_eq!(&got, b"init");
+        let s = l.boot_state();
+        assert_eq!(
+            s,
+            BootState {
+                pc: RAM_BASE + 0x8_0000,
+                x: [l.dtb, 0, 0, 0],
+                pstate: 0x3c5
+            }
+        );
+    }
+
+    #[test]
+    fn image_base_is_2m_aligned_unless_anywhere() {
+        let m = GuestMemory::fill(
+            Arc::new(Ram::zeroed(8 << 20)),
+            &[(RAM_BASE + 0x1000, 8 << 20)],
+        )
+        .unwrap();
+        let k = Kernel::parse(image(0x1000, 0x10000, 0, 100), 1 << 30).unwrap();
+        assert_eq!(load(&m, &k, None).unwrap().entry, RAM_BASE + BLOCK + 0x1000);
+        let k = Kernel::parse(image(0x1000, 0x10000, 1 << 3, 100), 1 << 30).unwrap();
+        assert_eq!(load(&m, &k, None).unwrap().entry, RAM_BASE + 0x2000);
+        // image_size 0: a legacy kernel at text_offset 0x80000.
+        let k = Kernel::parse(image(0x1234, 0, 0, 100), 1 << 30).unwrap();
+        assert!(matches!(k.format, KernelFormat::Image(h) if h.text_offset == LEGACY_TEXT_OFFSET));
+    }
+
+    #[test]
+    fn gzip_image_and_raw() {
+        let m = memory(8 << 20);
+        let img = image(0, 0x1_0000, 0, 5000);
+        let k = Kernel::parse(gzip(&img), 8 << 20).unwrap();
+        assert!(k.was_gzip);
+        assert_eq!(k.bytes, img);
+        let raw = Kernel::parse(b"\x00\x00\x00\x14raw code".to_vec(), 8 << 20).unwrap();
+        assert_eq!(raw.format, KernelFormat::Raw);
+        let l = load(&m, &raw, None).unwrap();
+        assert_eq!(l.entry, RAM_BASE + RAW_OFFSET);
+        assert_eq!(l.boot_state().x[0], RAM_BASE + (6 << 20));
+    }
+
+    #[test]
+    fn elf_segments_and_entry() {
+        let m = memory(8 << 20);
+        let code = [0xaa; 32];
+        let f = elf(
+            header::EM_AARCH64,
+            0xffff_0000_0010_0000,
+            RAM_BASE + 0x10_0000,
+            0xffff_0000_0010_0008,
+            &code,
+            0x100,
+        );
+        let k = Kernel::parse(f, 8 << 20).unwrap();
+        assert_eq!(k.format, KernelFormat::Elf);
+        let l = load(&m, &k, None).unwrap();
+        assert_eq!(l.entry, RAM_BASE + 0x10_0008);
+        assert_eq!(l.kernel, (RAM_BASE + 0x10_0000, RAM_BASE + 0x10_0100));
+        assert_eq!(m.read_u32(RAM_BASE + 0x10_001c), Ok(0xaaaa_aaaa));
+        assert_eq!(m.read_u32(RAM_BASE + 0x10_0020), Ok(0));
+    }
+
+    #[test]
+    fn bad_kernels_get_clear_errors() {
+        let m = memory(8 << 20);
+        assert_eq!(
+            Kernel::parse(Vec::new(), 1).unwrap_err(),
+            LoadError::EmptyKernel
+        );
+        // Image magic with a truncated header.
+        let mut short = vec![0u8; 0x3c];
+        short[0x38..0x3c].copy_from_slice(&IMAGE_MAGIC.to_le_bytes());
+        assert_eq!(
+            Kernel::parse(short, 1 << 20).unwrap_err(),
+            LoadError::TruncatedImageHeader(0x3c)
+        );
+        assert!(matches!(
+            Kernel::parse(image(0x123, 0x1_0000, 0, 10), 1 << 20),
+            Err(LoadError::BadImageHeader(_))
+        ));
+        assert!(matches!(
+            Kernel::parse(image(0, 0x1_0000, 1, 10), 1 << 20),
+            Err(LoadError::BadImageHeader(_))
+        ));
+        // Truncated / garbage gzip.
+        let gz = gzip(&image(0, 0x1_0000, 0, 5000));
+        assert!(matches!(
+            Kernel::parse(gz[..gz.len() / 2].to_vec(), 1 << 20),
+            Err(LoadError::Gzip(_))
+        ));
+        assert!(matches!(
+            Kernel::parse(vec![0x1f, 0x8b, 8, 0, 1, 2, 3], 1 << 20),
+            Err(LoadError::Gzip(_))
+        ));
+        assert!(matches!(
+            Kernel::parse(gz, 100),
+            Err(LoadError::TooBig { .. })
+        ));
+        // ELF: wrong machine, truncated, outside RAM.
+        let code = [0u8; 16];
+        let f = elf(header::EM_X86_64, 0x1000, RAM_BASE, 0x1000, &code, 16);
+        assert!(matches!(
+            load(&m, &Kernel::parse(f, 1 << 20).unwrap(), None),
+            Err(LoadError::Elf(_))
+        ));
+        let f = elf(header::EM_AARCH64, 0x1000, RAM_BASE, 0x1000, &code, 16);
+        let cut = Kernel::parse(f[..f.len() - 8].to_vec(), 1 << 20).unwrap();
+        assert!(matches!(load(&m, &cut, None), Err(LoadError::Elf(_))));
+        let f = elf(header::EM_AARCH64, 0x1000, 0x1000, 0x1000, &code, 16);
+        assert!(matches!(
+            load(&m, &Kernel::parse(f, 1 << 20).unwrap(), None),
+            Err(LoadError::NotInRam {
+                what: "ELF segment",
+                ..
+            })
+        ));
+        let f = elf(header::EM_AARCH64, 0x1000, RAM_BASE, 0x9000, &code, 16);
+        assert!(matches!(
+            load(&m, &Kernel::parse(f, 1 << 20).unwrap(), None),
+            Err(LoadError::Elf(_))
+        ));
+        assert!(matches!(
+            load(
+                &m,
+                &Kernel::parse(b"\x7fELFxx".to_vec(), 1 << 20).unwrap(),
+                None
+            ),
+            Err(LoadError::Elf(_))
+        ));
+    }
+
+    #[test]
+    fn things_that_do_not_fit() {
+        let m = memory(4 << 20);
+        let big = Kernel::parse(image(0, 3 << 20, 0, 100), 1 << 30).unwrap();
+        assert_eq!(
+            load(&m, &big, None).unwrap_err(),
+            LoadError::Overlap("kernel", "device tree")
+        );
+        let k = Kernel::parse(image(0, 0x10_0000, 0, 100), 1 << 30).unwrap();
+        assert_eq!(
+            load(&m, &k, Some(&vec![1; 0x18_0000])).unwrap_err(),
+            LoadError::Overlap("kernel", "ramdisk")
+        );
+        let tiny = memory(1 << 20);
+        assert!(matches!(
+            load(&tiny, &k, None),
+            Err(LoadError::NotInRam { .. }) | Err(LoadError::TooBig { .. })
+        ));
+        let l = load(&m, &k, None).unwrap();
+        assert!(matches!(
+            write_dtb(&m, &l, &vec![0; (2 << 20) + 1]),
+            Err(LoadError::TooBig { .. })
+        ));
+    }
+}

@@ -1,0 +1,56 @@
+//! uvmm's messages, with L4Re's `-D`/`-v`/`-q` levels per component:
+//! `VMM[comp]: text` on standard error (the task's log).
+
+use std::sync::RwLock;
+
+use crate::options::{Level, Options};
+
+static LEVELS: RwLock<Option<Options>> = RwLock::new(None);
+
+/// Takes the levels from the command line.
+pub fn init(opts: &Options) {
+    if let Ok(mut l) = LEVELS.write() {
+        *l = Some(opts.clone());
+    }
+}
+
+/// Whether `comp` says things at `level`.
+pub fn enabled(comp: &str, level: Level) -> bool {
+    let l = LEVELS.read().ok();
+    let max = l
+        .as_ref()
+        .and_then(|o| o.as_ref().map(|o| o.level_of(comp)))
+        .unwrap_or(Level::Info);
+    level <= max && level != Level::Quiet
+}
+
+/// Prints `VMM[comp]: msg` if `comp` is at `level` or louder.
+pub fn log(comp: &str, level: Level, msg: std::fmt::Arguments<'_>) {
+    if enabled(comp, level) {
+        eprintln!("VMM[{comp}]: {msg}");
+    }
+}
+
+/// `info!(comp, fmt, args...)`.
+#[macro_export]
+macro_rules! info {
+    ($comp:expr, $($arg:tt)*) => {
+        $crate::log::log($comp, $crate::options::Level::Info, format_args!($($arg)*))
+    };
+}
+
+/// `warn!(comp, fmt, args...)`.
+#[macro_export]
+macro_rules! warn {
+    ($comp:expr, $($arg:tt)*) => {
+        $crate::log::log($comp, $crate::options::Level::Warn, format_args!($($arg)*))
+    };
+}
+
+/// `trace!(comp, fmt, args...)`.
+#[macro_export]
+macro_rules! trace {
+    ($comp:expr, $($arg:tt)*) => {
+        $crate::log::log($comp, $crate::options::Level::Trace, format_args!($($arg)*))
+    };
+}

@@ -1,0 +1,568 @@
+//! A whole VM on the host: built from a device tree and an Image by
+//! [`crate::machine::build`], run by [`Vm::run_vcpu`] over a scripted
+//! vCPU backend that plays the guest's traps.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::*;
+use crate::backend::{BackendError, ESR_IL, Trap, VcpuKick, VmBackend, ec};
+use crate::devices::ConsoleOut;
+use crate::devices::testing::Collect;
+use crate::loader::tests::image;
+use crate::machine::{Host, Machine, build};
+use crate::memory::Ram;
+use crate::options::Options;
+use crate::psci::func;
+
+struct TestHost {
+    files: HashMap<String, Vec<u8>>,
+    ram_size: usize,
+    out: Collect,
+}
+
+impl Host for TestHost {
+    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| "no such file".into())
+    }
+    fn ram(&mut self, cap: &str) -> Result<(Arc<Ram>, Option<u64>), String> {
+        match cap {
+            "ram" => Ok((Arc::new(Ram::zeroed(self.ram_size)), Some(0x8000_0000))),
+            _ => Err(format!("no capability named '{cap}'")),
+        }
+    }
+    fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String> {
+        match cap {
+            "log" => Ok(Box::new(self.out.clone())),
+            _ => Err("no such capability".into()),
+        }
+    }
+}
+
+fn host() -> TestHost {
+    let mut files = HashMap::new();
+    files.insert("rom/virt.dtb".into(), crate::dt::tests::virt_dtb(2));
+    files.insert("rom/Image".into(), image(0, 0x10_0000, 0, 4096));
+    files.insert("rom/initrd".into(), b"initrd".to_vec());
+    TestHost {
+        files,
+        ram_size: 32 << 20,
+        out: Collect::default(),
+    }
+}
+
+fn machine(
+    args: &[&str],
+    h: &mut TestHost,
+    cpus: usize,
+) -> Result<Machine, crate::machine::SetupError> {
+    build(&Options::parse(args.iter().copied()).unwrap(), h, cpus)
+}
+
+/// One guest trap: how to set it up in the registers, and what to check
+/// when the vCPU is run next (the result of handling it).
+struct Step {
+    trap: Trap,
+    set: Box<dyn Fn(&mut VcpuState) + Send>,
+    check: Check,
+}
+
+/// A look at the registers after an exit was handled.
+type Check = Box<dyn Fn(&VcpuState) + Send>;
+
+struct Scripted {
+    steps: VecDeque<Step>,
+    pending_check: Option<Check>,
+    seen_pcs: Arc<Mutex<Vec<u64>>>,
+    start: std::time::Instant,
+}
+
+impl Scripted {
+    fn new(steps: Vec<Step>) -> Scripted {
+        Scripted {
+            steps: steps.into(),
+            pending_check: None,
+            seen_pcs: Arc::default(),
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+struct NoKick;
+impl VcpuKick for NoKick {
+    fn kick(&self) {}
+}
+
+impl VcpuBackend for Scripted {
+    fn run(&mut self, st: &mut VcpuState) -> Result<RunExit, BackendError> {
+        if let Some(c) = self.pending_check.take() {
+            c(st);
+        }
+        self.seen_pcs.lock().unwrap().push(st.pc);
+        let Some(step) = self.steps.pop_front() else {
+            return Err(BackendError("script ended".into()));
+        };
+        st.trap = step.trap;
+        (step.set)(st);
+        self.pending_check = Some(step.check);
+        Ok(RunExit::Trap)
+    }
+    fn kicker(&self) -> Box<dyn VcpuKick> {
+        Box::new(NoKick)
+    }
+    fn counter(&self) -> (u64, u64) {
+        let t = self.start.elapsed().as_nanos() as u64;
+        (t / 1000, 1_000_000)
+    }
+}
+
+/// The kernel's Vm object, handing out scripted vCPUs.
+struct ScriptedVm {
+    scripts: Vec<Option<Vec<Step>>>,
+    mapped: Vec<(String, u64, u64, u64)>,
+}
+
+impl VmBackend for ScriptedVm {
+    type Vcpu = Scripted;
+    fn map_ram(
+        &mut self,
+        dscap: &str,
+        ds_offset: u64,
+        gpa: u64,
+        size: u64,
+    ) -> Result<(), BackendError> {
+        self.mapped.push((dscap.into(), ds_offset, gpa, size));
+        Ok(())
+    }
+    fn gic_info(&self) -> crate::backend::GicInfo {
+        crate::backend::GicInfo {
+            lrs: 4,
+            priority_bits: 5,
+        }
+    }
+    fn create_vcpu(&mut self, index: usize, _mpidr: u64) -> Result<Scripted, BackendError> {
+        let steps = self.scripts.get_mut(index).and_then(Option::take);
+        steps
+            .map(Scripted::new)
+            .ok_or_else(|| BackendError(format!("no vCPU {index}")))
+    }
+}
+
+fn esr(class: u8, iss: u64) -> u64 {
+    (u64::from(class) << 26) | ESR_IL | iss
+}
+
+/// `str w<reg>, [gpa]` with `value` in the register.
+fn store(gpa: u64, reg: u8, value: u64) -> Step {
+    Step {
+        trap: Trap {
+            esr: esr(
+                ec::DABT_LOW,
+                (1 << 24) | (2 << 22) | (u64::from(reg) << 16) | (1 << 6),
+            ),
+            far: gpa & 0xfff,
+            gpa,
+        },
+        set: Box::new(move |st| st.x[usize::from(reg)] = value),
+        check: Box::new(|_| {}),
+    }
+}
+
+/// `ldr w<reg>, [gpa]`, expecting `want`.
+fn load(gpa: u64, reg: u8, want: u64) -> Step {
+    Step {
+        trap: Trap {
+            esr: esr(ec::DABT_LOW, (1 << 24) | (2 << 22) | (u64::from(reg) << 16)),
+            far: gpa & 0xfff,
+            gpa,
+        },
+        set: Box::new(|_| {}),
+        check: Box::new(move |st| assert_eq!(st.x[usize::from(reg)], want, "load of {gpa:#x}")),
+    }
+}
+
+fn hvc(x: [u64; 4], want_x0: Option<u64>) -> Step {
+    Step {
+        trap: Trap {
+            esr: esr(ec::HVC64, 0),
+            ..Trap::default()
+        },
+        set: Box::new(move |st| st.x[..4].copy_from_slice(&x)),
+        check: Box::new(move |st| {
+            if let Some(w) = want_x0 {
+                assert_eq!(st.x[0], w, "PSCI call {:#x}", x[0]);
+            }
+        }),
+    }
+}
+
+#[test]
+fn build_from_seed_like_command_line() {
+    let mut h = host();
+    let m = machine(
+        &[
+            "-krom/Image",
+            "-rrom/initrd",
+            "-drom/virt.dtb",
+            "-cconsole=ttyAMA0 rdinit=/init",
+        ],
+        &mut h,
+        4,
+    )
+    .unwrap();
+    // Two cpu nodes in the tree, four CPUs available: two vCPUs.
+    assert_eq!(m.mpidrs, [0, 1]);
+    assert_eq!(m.boot.pc, 0x4000_0000);
+    assert_eq!(m.boot.x[0], m.layout.dtb);
+    assert_eq!(m.boot.pstate, 0x3c5);
+    // RAM: the memory node cut to the 32 MiB dataspace.
+    assert_eq!(m.ram_map.len(), 1);
+    assert_eq!(
+        (m.ram_map[0].1.gpa, m.ram_map[0].1.size),
+        (0x4000_0000, 32 << 20)
+    );
+    assert_eq!(m.disabled, ["/pl031@9010000", "/virtio_net@10000"]);
+    assert_eq!(m.consoles.len(), 2);
+    // The tree in guest RAM, read back with fdt.
+    let mut blob = vec![0u8; 64 * 1024];
+    m.vm.mem.read(m.layout.dtb, &mut blob).unwrap();
+    let f = fdt::Fdt::new(&blob).unwrap();
+    assert_eq!(f.chosen().bootargs(), Some("console=ttyAMA0 rdinit=/init"));
+    assert_eq!(f.cpus().count(), 2);
+    let mem: Vec<_> = f
+        .memory()
+        .regions()
+        .map(|r| (r.starting_address as u64, r.size))
+        .collect();
+    assert_eq!(mem, [(0x4000_0000, Some(32 << 20))]);
+    let gic = f.find_node("/intc@8000000").unwrap();
+    let regs: Vec<_> = gic
+        .reg()
+        .unwrap()
+        .map(|r| (r.starting_address as u64, r.size))
+        .collect();
+    assert_eq!(
+        regs,
+        [(0x800_0000, Some(0x1_0000)), (0x80a_0000, Some(0x4_0000))]
+    );
+    let windows: Vec<_> = m.vm.bus.windows().map(|w| (w.0, w.1)).collect();
+    assert_eq!(
+        windows,
+        [
+            (0x2_0000, 0x200),
+            (0x800_0000, 0x1_0000),
+            (0x80a_0000, 0x4_0000),
+            (0x900_0000, 0x1000)
+        ]
+    );
+    let (rs, re) = m.layout.initrd.unwrap();
+    let mut rd = vec![0u8; (re - rs) as usize];
+    m.vm.mem.read(rs, &mut rd).unwrap();
+    assert_eq!(rd, b"initrd");
+}
+
+#[test]
+fn build_without_device_tree_and_with_identity_ram() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-i"], &mut h, 3).unwrap();
+    assert_eq!(m.mpidrs.len(), 3);
+    assert_eq!(m.ram_map[0].1.gpa, 0x8000_0000);
+    assert_eq!(m.boot.pc, 0x8000_0000);
+    assert_eq!(m.consoles.len(), 1);
+    let m = machine(&["-krom/Image", "-b", "0x60000000"], &mut h, 1).unwrap();
+    assert_eq!(m.ram_map[0].1.gpa, 0x6000_0000);
+}
+
+#[test]
+fn physmap_and_dma_ranges() {
+    let mut h = host();
+    let mods = [
+        "-krom/Image",
+        "-drom/virt.dtb",
+        "-m/memory@40000000/l4vmm,physmap=empty:",
+        "-m/memory@40000000/dma-ranges=empty:",
+    ];
+    let m = machine(&mods, &mut h, 1).unwrap();
+    assert_eq!(m.ram_map[0].1.gpa, 0x8000_0000);
+    let n = m.tree.node("/memory@40000000").unwrap();
+    assert_eq!(
+        n.prop("dma-ranges").unwrap(),
+        crate::dt::reg_bytes(&[(0x8000_0000, 0x8000_0000), (32 << 20, 0)], 2, 2)[..24].to_vec()
+    );
+}
+
+#[test]
+fn setup_errors_name_the_problem() {
+    let mut h = host();
+    let e = |args: &[&str], h: &mut TestHost| machine(args, h, 1).err().unwrap().to_string();
+    assert!(e(&["-krom/nothing"], &mut h).contains("kernel rom/nothing: no such file"));
+    assert!(e(&[], &mut h).contains("kernel rom/linux"));
+    assert!(e(&["-krom/Image", "-drom/none.dtb"], &mut h).contains("device tree rom/none.dtb"));
+    h.files.insert("rom/bad.dtb".into(), b"garbage".to_vec());
+    assert!(e(&["-krom/Image", "-drom/bad.dtb"], &mut h).contains("not a valid device tree"));
+    assert!(e(&["-krom/Image", "-rrom/nope"], &mut h).contains("ramdisk rom/nope"));
+    h.files.insert("rom/junk.gz".into(), vec![0x1f, 0x8b, 0, 0]);
+    assert!(e(&["-krom/junk.gz"], &mut h).contains("does not decompress"));
+    assert!(
+        e(
+            &[
+                "-krom/Image",
+                "-m/memory@0/device_type=str:memory",
+                "-m/memory@0/l4vmm,dscap=str:other",
+                "-m/memory@0/reg=u64:0,0x1000000"
+            ],
+            &mut h
+        )
+        .contains("RAM capability 'other'")
+    );
+    h.ram_size = 1 << 20;
+    assert!(e(&["-krom/Image"], &mut h).contains("guest RAM"));
+}
+
+#[test]
+fn guest_run_uart_psci_sgi_and_power_off() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 2).unwrap();
+    let uart = 0x900_0000;
+    let boot = m.boot;
+    let mut cpu0 = Scripted::new(vec![
+        store(uart, 1, u64::from(b'o')),
+        store(uart, 2, u64::from(b'k')),
+        load(uart + 0x18, 3, 0x90), // FR: TXFE | RXFE
+        load(uart + 0xfe0, 4, 0x11),
+        hvc([u64::from(func::VERSION), 0, 0, 0], Some(0x1_0000)),
+        hvc(
+            [u64::from(func::smc64(func::CPU_ON)), 1, 0x4010_0000, 0x77],
+            Some(0),
+        ),
+        // Nothing at this address: the default fault mode reads 0.
+        load(0x0c00_0000, 5, 0),
+        // Sleeps until vCPU 1 powers the VM off.
+        wfi(),
+    ]);
+    let pcs0 = cpu0.seen_pcs.clone();
+    let mut cpu1 = Scripted::new(vec![Step {
+        trap: Trap {
+            esr: esr(ec::HVC64, 0),
+            ..Trap::default()
+        },
+        set: Box::new(|st| {
+            assert_eq!(
+                (st.pc, st.x[0], st.pstate),
+                (0x4010_0000, 0x77, 0x3c5),
+                "CPU_ON start state"
+            );
+            st.x[0] = u64::from(func::SYSTEM_OFF);
+        }),
+        check: Box::new(|_| panic!("SYSTEM_OFF returned")),
+    }]);
+    let vm = m.vm.clone();
+    let t1 = std::thread::spawn(move || vm.run_vcpu(1, &mut cpu1, None, 4));
+    let code0 = m.vm.run_vcpu(0, &mut cpu0, Some(boot), 4);
+    let code1 = t1.join().unwrap();
+    assert_eq!((code0, code1), (0, 0));
+    assert_eq!(h.out.bytes(), b"ok");
+    let pcs = pcs0.lock().unwrap();
+    assert_eq!(pcs[0], 0x4000_0000);
+    // Each MMIO access stepped over its 4-byte instruction; HVC did not.
+    assert_eq!(
+        &pcs[1..5],
+        [0x4000_0004, 0x4000_0008, 0x4000_000c, 0x4000_0010]
+    );
+}
+
+#[test]
+fn reset_and_fatal_exit_codes() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
+    let mut cpu = Scripted::new(vec![hvc([u64::from(func::SYSTEM_RESET), 0, 0, 0], None)]);
+    assert_eq!(m.vm.run_vcpu(0, &mut cpu, Some(m.boot), 4), 102);
+    let m = machine(&["-krom/Image", "-drom/virt.dtb", "-f", "halt"], &mut h, 1).unwrap();
+    let mut cpu = Scripted::new(vec![load(0x0c00_0000, 1, 0)]);
+    assert_eq!(m.vm.run_vcpu(0, &mut cpu, Some(m.boot), 4), EXIT_FATAL);
+}
+
+#[test]
+fn handle_exit_details() {
+    let mut h = host();
+    let m = machine(
+        &["-krom/Image", "-drom/virt.dtb", "-f", "inject"],
+        &mut h,
+        2,
+    )
+    .unwrap();
+    let vm = &m.vm;
+    // Sign-extending byte load into a w register from the GIC's PIDR2.
+    let mut st = VcpuState {
+        pc: 0x1000,
+        pstate: 0x3c5,
+        ..VcpuState::default()
+    };
+    st.trap = Trap {
+        esr: esr(ec::DABT_LOW, (1 << 24) | (1 << 21) | (7 << 16)),
+        far: 0xfe8,
+        gpa: 0x800_ffe8,
+    };
+    assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+    assert_eq!(st.x[7], 0x30);
+    let ldrsb = |sixty_four| MmioAccess {
+        gpa: 0,
+        size: 1,
+        write: false,
+        reg: 0,
+        sign_extend: true,
+        sixty_four,
+    };
+    assert_eq!(extend(0x80, &ldrsb(false)), 0xffff_ff80);
+    assert_eq!(extend(0x80, &ldrsb(true)), u64::MAX - 0x7f);
+    // Inject mode: an access to nothing becomes a data abort at VBAR + 0x200.
+    st.el1.vbar = 0xffff_8000_0000_0000;
+    st.trap = Trap {
+        esr: esr(ec::DABT_LOW, (1 << 24) | (2 << 22) | (1 << 6)),
+        far: 0xffff_0000_0000_0123,
+        gpa: 0x0c00_0123,
+    };
+    assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+    assert_eq!(st.pc, 0xffff_8000_0000_0200);
+    assert_eq!(st.el1.elr, 0x1004);
+    assert_eq!(st.el1.far, 0xffff_0000_0000_0123);
+    assert_eq!(st.el1.esr >> 26, 0x25);
+    assert_eq!(st.el1.esr & (1 << 6), 1 << 6);
+    // ICC_SGI1R_EL1 write: SGI 1 to vCPU 1.
+    vm.gic.with_state(|s| {
+        s.ctlr = 2;
+        let i = s.irq_mut(1, 1).unwrap();
+        i.enabled = true;
+        i.group1 = true;
+    });
+    let iss = (3 << 20) | (5 << 17) | (12 << 10) | (2 << 5) | (11 << 1);
+    st.trap = Trap {
+        esr: esr(ec::SYSREG, iss),
+        ..Trap::default()
+    };
+    st.x[2] = (1 << 24) | 0b10;
+    st.pc = 0x2000;
+    assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+    assert_eq!(st.pc, 0x2004);
+    assert!(vm.gic.has_pending(1));
+    // WFI with nothing pending waits; WFE does not.
+    st.trap = Trap {
+        esr: esr(ec::WFX, 0),
+        ..Trap::default()
+    };
+    assert_eq!(vm.handle_exit(0, &mut st), Action::WaitForInterrupt);
+    assert_eq!(vm.handle_exit(1, &mut st), Action::Resume);
+    st.trap = Trap {
+        esr: esr(ec::WFX, 1),
+        ..Trap::default()
+    };
+    assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+    // SMC steps over the instruction, PSCI CPU_SUSPEND standby waits.
+    st.trap = Trap {
+        esr: esr(ec::SMC64, 0),
+        ..Trap::default()
+    };
+    st.pc = 0x3000;
+    st.x[0] = u64::from(func::smc64(func::CPU_SUSPEND));
+    st.x[1] = 0;
+    assert_eq!(vm.handle_exit(0, &mut st), Action::WaitForInterrupt);
+    assert_eq!((st.pc, st.x[0]), (0x3004, 0));
+    // An unknown exception class in inject mode: undefined instruction.
+    st.trap = Trap {
+        esr: esr(0x07, 0),
+        ..Trap::default()
+    };
+    st.pstate = 0; // from EL0
+    assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+    assert_eq!(st.pc, 0xffff_8000_0000_0400);
+    assert_eq!(st.el1.esr >> 26, 0);
+    // An instruction fetch outside RAM cannot be skipped.
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
+    let mut st = VcpuState {
+        trap: Trap {
+            esr: esr(ec::IABT_LOW, 0),
+            far: 0,
+            gpa: 0x1000,
+        },
+        ..VcpuState::default()
+    };
+    assert!(matches!(m.vm.handle_exit(0, &mut st), Action::Fatal(_)));
+}
+
+fn wfi() -> Step {
+    Step {
+        trap: Trap {
+            esr: esr(ec::WFX, 0),
+            ..Trap::default()
+        },
+        set: Box::new(|_| {}),
+        check: Box::new(|_| {}),
+    }
+}
+
+#[test]
+fn machine_runs_vcpu_threads_until_power_off() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 2).unwrap();
+    let mut vm = ScriptedVm {
+        scripts: vec![
+            Some(vec![
+                hvc(
+                    [u64::from(func::smc64(func::CPU_ON)), 1, 0x4010_0000, 0],
+                    Some(0),
+                ),
+                // Sleeps until the VM ends.
+                wfi(),
+            ]),
+            Some(vec![hvc([u64::from(func::SYSTEM_OFF), 0, 0, 0], None)]),
+        ],
+        mapped: Vec::new(),
+    };
+    assert_eq!(m.run(&mut vm), Ok(0));
+    assert_eq!(vm.mapped, [("ram".to_string(), 0, 0x4000_0000, 32 << 20)]);
+}
+
+#[test]
+fn wfi_ends_when_the_virtual_timer_fires() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
+    m.vm.gic.with_state(|s| {
+        s.ctlr = 2;
+        let t = s.irq_mut(0, VTIMER_INTID).unwrap();
+        t.enabled = true;
+        t.group1 = true;
+    });
+    let mut wait = wfi();
+    // Timer on, 5 ms from now (the scripted counter runs at 1 MHz from 0).
+    wait.set = Box::new(|st| {
+        st.vtimer = crate::backend::VirtualTimer {
+            ctl: 1,
+            cval: 5_000,
+        }
+    });
+    let after = Step {
+        trap: Trap {
+            esr: esr(ec::HVC64, 0),
+            ..Trap::default()
+        },
+        set: Box::new(|st| {
+            let ids: Vec<u32> = st
+                .lrs
+                .iter()
+                .filter(|l| **l != 0)
+                .map(|l| *l as u32)
+                .collect();
+            assert_eq!(ids, [VTIMER_INTID], "the timer PPI is in a list register");
+            st.x[0] = u64::from(func::SYSTEM_RESET);
+        }),
+        check: Box::new(|_| {}),
+    };
+    let mut vm = ScriptedVm {
+        scripts: vec![Some(vec![wait, after])],
+        mapped: Vec::new(),
+    };
+    assert_eq!(m.run(&mut vm), Ok(102));
+}
