@@ -362,7 +362,8 @@ fn vm_unmap() -> R {
         .ctx("map")?;
     g.expect(ExitReason::Hvc)?;
     g.vm.cap()
-        .unmap(Fpage::mem(DATA, 12, MemRights::RWX))
+        .as_task()
+        .unmap(Fpage::mem(DATA, 12, MemRights::RWX), unmap::ALL_SPACES)
         .ctx("unmap in the vm")?;
     state().regs.pc = GUEST_BASE;
     g.expect(ExitReason::Mmio)?;
