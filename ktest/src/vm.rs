@@ -137,6 +137,7 @@ impl Guest {
             page.write(i as u64 * 8, lo | hi << 32);
         }
         vm.cap()
+            .as_task()
             .map_mem(base::TASK, page.addr(), 12, MemRights::RWX, GUEST_BASE)
             .ctx("map code into the vm")?;
         base::THREAD
@@ -294,6 +295,7 @@ fn reads_memory() -> R {
     let p = Page::with_marker(0)?;
     p.write(8, 0x5151_5151);
     g.vm.cap()
+        .as_task()
         .map_mem(base::TASK, p.addr(), 12, MemRights::R, DATA)
         .ctx("map data")?;
     g.expect(ExitReason::Hvc)?;
@@ -306,6 +308,7 @@ fn block_mapping() -> R {
     p.write(0x1f_fff8, 0x2222);
     let g = Guest::new(&load_guest(DATA + 0x1f_f000))?;
     g.vm.cap()
+        .as_task()
         .map_mem(base::TASK, p.addr(), 21, MemRights::RW, DATA)
         .ctx("map 2 MiB")?;
     // ldr x1, [x0] reads offset 0x1ff000; the word at the end is 0x1ffff8.
@@ -323,6 +326,7 @@ fn via_task(g: &Guest, p: &Page) -> Result<Slot<l4::Task>, Fail> {
         .map_mem(base::TASK, p.addr(), 12, MemRights::RW, 0x10_0000)
         .ctx("map into the task")?;
     g.vm.cap()
+        .as_task()
         .map_mem(t.cap(), 0x10_0000, 12, MemRights::RW, DATA)
         .ctx("map from the task into the vm")?;
     Ok(t)
@@ -358,6 +362,7 @@ fn vm_unmap() -> R {
     let g = Guest::new(&load_guest(DATA))?;
     let p = Page::with_marker(0x79)?;
     g.vm.cap()
+        .as_task()
         .map_mem(base::TASK, p.addr(), 12, MemRights::RW, DATA)
         .ctx("map")?;
     g.expect(ExitReason::Hvc)?;

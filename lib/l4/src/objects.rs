@@ -470,21 +470,10 @@ impl Cap<Factory> {
 
 impl Cap<Vm> {
     /// The Vm as a task: it understands the Task protocol's map (into the
-    /// guest, destination = guest-physical address) and unmap.
+    /// guest, destination = guest-physical address) and unmap, so
+    /// `vm.as_task().map_mem(src, addr, order, rights, gpa)` fills it.
     pub fn as_task(self) -> Cap<Task> {
         Cap::from_index(self.index())
-    }
-
-    /// Maps `2^order` bytes at `addr` of `src` to guest-physical `gpa`.
-    pub fn map_mem(
-        self,
-        src: Cap<Task>,
-        addr: u64,
-        order: u8,
-        rights: MemRights,
-        gpa: u64,
-    ) -> Result<(), Error> {
-        self.as_task().map_mem(src, addr, order, rights, gpa)
     }
 }
 
