@@ -48,6 +48,7 @@ tests! {
     "vm.resume_of_other_thread_refused" => resume_other,
     "vm.control_refusals" => control_refusals,
     "vm.guest_fp_kept_apart" => fp_apart,
+    "vm.vcpu_moves_to_another_cpu" => migrate,
 }
 
 /// Where the guest's code page sits in guest-physical memory.
@@ -686,5 +687,30 @@ fn fp_apart() -> R {
     ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
     ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
     ensure_eq!(mine, 0x2222, "the vmm's d9 at the end");
+    Ok(())
+}
+
+/// Puts the main thread back on CPU 0 when dropped.
+struct BackToCpu0;
+
+impl Drop for BackToCpu0 {
+    fn drop(&mut self) {
+        let _ = base::SCHEDULER.run_thread(base::THREAD, rt::MAIN_PRIO, 1);
+    }
+}
+
+fn migrate() -> R {
+    rt::need_cpus(2)?;
+    // The guest counts in x5 between exits; the vCPU moves in between.
+    let g = Guest::new(&[addi(5, 5, 1), hvc(1), addi(5, 5, 1), hvc(2)])?;
+    g.expect(ExitReason::Hvc)?;
+    let _back = BackToCpu0;
+    base::SCHEDULER
+        .run_thread(base::THREAD, rt::MAIN_PRIO, 1 << other_cpu(1))
+        .ctx("move to another cpu")?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(s.exit.imm16(), Some(2), "the second hvc");
+    ensure_eq!(s.regs.x[5], 2, "the guest went on where it was");
     Ok(())
 }

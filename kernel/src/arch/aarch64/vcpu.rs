@@ -395,6 +395,16 @@ pub fn guest_fp(loaded: bool) {
     };
 }
 
+/// Drops this CPU's TLB entries of VMID `vmid` (a vCPU came from another
+/// CPU: what its guest invalidated there with local TLB operations may
+/// still be cached here).
+pub fn tlb_flush_vmid_local(vmid: u16) {
+    with_guest_tlb_context(vmid, || {
+        // SAFETY: TLB maintenance and barriers only.
+        unsafe { asm!("dsb nshst", "tlbi vmalls12e1", "dsb nsh", options(nostack)) };
+    });
+}
+
 /// Whether a WFx exit is a WFI (else WFE).
 pub fn is_wfi(esr: u64) -> bool {
     esr & 1 == 0
