@@ -296,10 +296,16 @@ enum Step {
 /// On the way back to user mode (no lock held, IRQs masked): if the
 /// current thread resumed its vCPU, run the guest until an exit for the
 /// VMM.
+#[inline(always)]
 pub fn return_to_user() {
-    if ACTIVE.load(Ordering::Relaxed) == 0 {
-        return;
+    if ACTIVE.load(Ordering::Relaxed) != 0 {
+        run_guest();
     }
+}
+
+/// [`return_to_user`] while some vCPU is in its guest.
+#[inline(never)]
+fn run_guest() {
     loop {
         let mut g = bkl::lock();
         let v = match prepare(g.kernel()) {
