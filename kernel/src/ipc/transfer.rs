@@ -104,7 +104,7 @@ fn map_pages(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<()
             off += len;
             continue;
         };
-        let rights = MemRights(a.rights).intersect(have);
+        let rights = MemRights(a.rights).intersection(have);
         if rights.is_empty() {
             off += len;
             continue;
@@ -195,7 +195,7 @@ fn map_caps(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<(),
         if !k.objs.contains(e.obj) {
             continue;
         }
-        let rights = CapRights(a.rights).intersect(e.rights);
+        let rights = CapRights(a.rights).intersection(e.rights);
         let node = match k.mapdb.lookup(src, Kind::Cap, si) {
             Some(n) => n,
             None => k

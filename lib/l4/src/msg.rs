@@ -722,20 +722,20 @@ mod tests {
         assert_eq!(tag.label(), Proto::Thread as i64);
         assert_eq!((tag.words(), tag.items()), (6, 1));
         assert_eq!(u.mr[0], SET_PAGER | SET_EXC_HANDLER | BIND_TASK);
-        assert_eq!(u.mr[MR_PAGER], 3 << 12);
-        assert_eq!(u.mr[MR_EXC_HANDLER], 4 << 12);
+        assert_eq!(u.mr[1], 3 << 12);
+        assert_eq!(u.mr[2], 4 << 12);
         assert_eq!(u.mr[3], 0);
-        assert_eq!(u.mr[MR_FLAG_VALS], 0);
-        assert_eq!(u.mr[MR_BIND_UTCB], 0x7ff0_0000_0400);
-        assert_eq!(item_cap(&u.mr[MR_BIND_TASK..]), (1, CapRights::RWS));
+        assert_eq!(u.mr[4], 0);
+        assert_eq!(u.mr[5], 0x7ff0_0000_0400);
+        assert_eq!(item_cap(&u.mr[6..]), (1, CapRights::RWS));
 
         let tag = thread_control(&mut u, &ThreadControl::new().alien(true));
         assert_eq!((tag.words(), tag.items()), (6, 0));
         assert_eq!(u.mr[0], ALIEN);
-        assert_eq!(u.mr[MR_FLAG_VALS], ALIEN);
-        assert_eq!(u.mr[MR_PAGER], 0, "unused words are cleared");
+        assert_eq!(u.mr[4], ALIEN);
+        assert_eq!(u.mr[1], 0, "unused words are cleared");
         thread_control(&mut u, &ThreadControl::new().alien(false));
-        assert_eq!((u.mr[0], u.mr[MR_FLAG_VALS]), (ALIEN, 0));
+        assert_eq!((u.mr[0], u.mr[4]), (ALIEN, 0));
     }
 
     #[test]

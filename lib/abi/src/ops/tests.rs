@@ -128,15 +128,16 @@ fn thread() {
         bind_utcb: 0x7ff0_0000_0400,
         bind_task: Some(cap(1)),
     };
-    round_trip(c, WORDS, 1, Cut::Differs, ThreadMsg::Control, d);
-    // The layout is the one the indices name.
+    round_trip(c, 6, 1, Cut::Differs, ThreadMsg::Control, d);
+    // The Fiasco layout: flags, pager, exception handler, a zero word,
+    // the flag values, the UTCB address, then the task item.
     let mut mr = [0; MR_COUNT];
     c.encode(&mut mr);
-    assert_eq!(mr[MR_FLAGS], SET_PAGER | SET_EXC_HANDLER | BIND_TASK);
-    assert_eq!((mr[MR_PAGER], mr[MR_EXC_HANDLER]), (3 << 12, 4 << 12));
-    assert_eq!((mr[MR_FLAG_VALS], mr[MR_BIND_UTCB]), (0, 0x7ff0_0000_0400));
-    assert_eq!(mr[MR_FLAGS] & !OPCODE_MASK, c.flags.bits());
-    let item = SendItem::from_words([mr[MR_BIND_TASK], mr[MR_BIND_TASK + 1]]);
+    assert_eq!(mr[0], SET_PAGER | SET_EXC_HANDLER | BIND_TASK);
+    assert_eq!((mr[1], mr[2]), (3 << 12, 4 << 12));
+    assert_eq!((mr[4], mr[5]), (0, 0x7ff0_0000_0400));
+    assert_eq!(mr[0] & !OPCODE_MASK, c.flags.bits());
+    let item = SendItem::from_words([mr[6], mr[7]]);
     assert_eq!(CapArg::from_item(item), Ok(cap(1)));
     let alien = ThreadControl {
         flags: ControlFlags::ALIEN,
@@ -144,7 +145,7 @@ fn thread() {
         bind_task: None,
         ..c
     };
-    round_trip(alien, WORDS, 0, Cut::Fails, ThreadMsg::Control, d);
+    round_trip(alien, 6, 0, Cut::Fails, ThreadMsg::Control, d);
 
     let ex = ThreadExRegs {
         flags: ExRegsFlags::CANCEL | ExRegsFlags::TRIGGER_EXCEPTION,
