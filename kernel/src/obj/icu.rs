@@ -31,7 +31,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         IcuMsg::Bind(IcuBind { irq: n, irq_cap }) => {
             need(c.rights, CapRights::W)?;
             let n = line(n)?;
-            let irq = irq::from_bind_item(k, c.task, irq_cap)?;
+            let irq = irq::irq_arg(k, c.task, irq_cap)?;
             let busy =
                 crate::platform::gic::owner(n).is_some_and(|o| o != irq && k.objs.contains(o));
             if busy {
@@ -43,7 +43,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         IcuMsg::Unbind(IcuUnbind { irq: n, irq_cap }) => {
             need(c.rights, CapRights::W)?;
             let n = line(n)?;
-            let irq = irq::from_bind_item(k, c.task, irq_cap)?;
+            let irq = irq::irq_arg(k, c.task, irq_cap)?;
             if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
                 i.hw = None;
             }

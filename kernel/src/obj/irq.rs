@@ -121,7 +121,7 @@ pub fn trigger(k: &mut Kernel, irq: ObjId) {
 /// The Irq object the capability argument of an Icu bind names (the
 /// caller needs `W` on that capability); `Inval` if it names something
 /// else.
-pub fn from_bind_item(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<ObjId, Error> {
+pub fn irq_arg(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<ObjId, Error> {
     let (irq, r) = cap_arg(k, task, a)?;
     need(r, CapRights::W)?;
     match k.objs.get(irq) {

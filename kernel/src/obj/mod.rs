@@ -1,7 +1,9 @@
 //! Kernel objects: what each kind holds and what invoking it does.
 //!
 //! Every kind has its own file, which owns its state and its operations
-//! (`invoke`, with the rights checks `l4_abi::proto` documents). This file
+//! (`invoke`, with the rights checks `l4_abi::proto` documents). Messages
+//! are read and replies written only through the layouts of
+//! [`l4_abi::ops`] (the protocol enums, [`CapArg`], [`Reply`]). This file
 //! holds the object table's element type, [`KObject`], and the dispatch
 //! from an invocation to the file of the invoked object's kind. A new kind
 //! of object is a new file, a variant here, a line in [`invoke`], and (if

@@ -53,7 +53,7 @@ pub fn invoke_icu(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         ),
         IcuMsg::Bind(b) if b.irq == 0 => {
             need(c.rights, CapRights::W)?;
-            let irq = irq::from_bind_item(k, c.task, b.irq_cap)?;
+            let irq = irq::irq_arg(k, c.task, b.irq_cap)?;
             irq::attach_hw(k, irq, line, false);
             crate::platform::gic::take_console_line(line);
             ok(0)
