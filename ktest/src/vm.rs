@@ -222,6 +222,15 @@ fn smc_exit() -> R {
     Ok(())
 }
 
+/// Resumes and expects an MMIO exit at `gpa`; returns the access.
+fn mmio_exit(g: &Guest, gpa: u64) -> Result<l4::abi::vcpu::Mmio, Fail> {
+    g.expect(ExitReason::Mmio)?;
+    let s = state();
+    let m = s.exit.mmio().ok_or("no access decoded")?;
+    ensure_eq!(s.exit.gpa, gpa, "address");
+    Ok(m)
+}
+
 fn mmio_write() -> R {
     let g = Guest::new(&[
         movz(0, (MMIO >> 16) as u32, 1),
@@ -229,10 +238,8 @@ fn mmio_write() -> R {
         str64(1, 0),
         hvc(0),
     ])?;
-    g.expect(ExitReason::Mmio)?;
+    let m = mmio_exit(&g, MMIO)?;
     let s = state();
-    let m = s.exit.mmio().ok_or("no access decoded")?;
-    ensure_eq!(s.exit.gpa, MMIO, "address");
     ensure!(m.write && m.size == 8 && m.reg == 1, "access {m:?}");
     ensure_eq!(m.write_value(s.regs.reg(m.reg)), 0xabcd, "value");
     ensure_eq!(s.regs.pc, GUEST_BASE + 8, "pc at the store");
@@ -248,10 +255,8 @@ fn mmio_read() -> R {
         ldr32(2, 0),
         hvc(0),
     ])?;
-    g.expect(ExitReason::Mmio)?;
+    let m = mmio_exit(&g, MMIO + 0x10)?;
     let s = state();
-    let m = s.exit.mmio().ok_or("no access decoded")?;
-    ensure_eq!(s.exit.gpa, MMIO + 0x10, "address");
     ensure!(!m.write && m.size == 4 && m.reg == 2, "access {m:?}");
     s.regs.set_reg(m.reg, m.read_value(0x1_8765_4321));
     s.regs.skip_instruction();
