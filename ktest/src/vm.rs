@@ -26,6 +26,7 @@ tests! {
     "vm.mmio_write_exit" => mmio_write,
     "vm.mmio_read_completed_by_vmm" => mmio_read,
     "vm.sysreg_trap_exit" => sysreg_trap,
+    "vm.id_registers_without_sve_el2_el3" => id_registers,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
     "vm.guest_reads_mapped_memory" => reads_memory,
     "vm.two_mib_block_mapping" => block_mapping,
@@ -222,6 +223,15 @@ fn smc_exit() -> R {
     Ok(())
 }
 
+/// Resumes and expects an MMIO exit at `gpa`; returns the access.
+fn mmio_exit(g: &Guest, gpa: u64) -> Result<l4::abi::vcpu::Mmio, Fail> {
+    g.expect(ExitReason::Mmio)?;
+    let s = state();
+    let m = s.exit.mmio().ok_or("no access decoded")?;
+    ensure_eq!(s.exit.gpa, gpa, "address");
+    Ok(m)
+}
+
 fn mmio_write() -> R {
     let g = Guest::new(&[
         movz(0, (MMIO >> 16) as u32, 1),
@@ -229,10 +239,8 @@ fn mmio_write() -> R {
         str64(1, 0),
         hvc(0),
     ])?;
-    g.expect(ExitReason::Mmio)?;
+    let m = mmio_exit(&g, MMIO)?;
     let s = state();
-    let m = s.exit.mmio().ok_or("no access decoded")?;
-    ensure_eq!(s.exit.gpa, MMIO, "address");
     ensure!(m.write && m.size == 8 && m.reg == 1, "access {m:?}");
     ensure_eq!(m.write_value(s.regs.reg(m.reg)), 0xabcd, "value");
     ensure_eq!(s.regs.pc, GUEST_BASE + 8, "pc at the store");
@@ -248,10 +256,8 @@ fn mmio_read() -> R {
         ldr32(2, 0),
         hvc(0),
     ])?;
-    g.expect(ExitReason::Mmio)?;
+    let m = mmio_exit(&g, MMIO + 0x10)?;
     let s = state();
-    let m = s.exit.mmio().ok_or("no access decoded")?;
-    ensure_eq!(s.exit.gpa, MMIO + 0x10, "address");
     ensure!(!m.write && m.size == 4 && m.reg == 2, "access {m:?}");
     s.regs.set_reg(m.reg, m.read_value(0x1_8765_4321));
     s.regs.skip_instruction();
@@ -267,6 +273,28 @@ fn sysreg_trap() -> R {
     let a = state().exit.sysreg().ok_or("no access decoded")?;
     ensure_eq!(a.encoding, sysreg_encoding(3, 3, 14, 2, 1), "CNTP_CTL_EL0");
     ensure!(a.read && a.reg == 3, "access {a:?}");
+    Ok(())
+}
+
+fn id_registers() -> R {
+    // mrs x1, ID_AA64PFR0_EL1; mrs x2, ID_AA64PFR1_EL1; mrs x3,
+    // ID_AA64ISAR0_EL1; hvc: the kernel answers, no exit before the hvc.
+    let g = Guest::new(&[
+        mrs(1, 3, 0, 0, 4, 0),
+        mrs(2, 3, 0, 0, 4, 1),
+        mrs(3, 3, 0, 0, 6, 0),
+        hvc(6),
+    ])?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    let field = |v: u64, shift: u32| (v >> shift) & 0xf;
+    let pfr0 = s.regs.x[1];
+    ensure!(field(pfr0, 0) != 0, "EL0 implemented");
+    ensure!(field(pfr0, 4) != 0, "EL1 implemented");
+    ensure_eq!((field(pfr0, 8), field(pfr0, 12)), (0, 0), "no EL2, no EL3");
+    ensure_eq!(field(pfr0, 32), 0, "no SVE");
+    ensure_eq!(field(s.regs.x[2], 24), 0, "no SME");
+    ensure!(s.regs.x[3] != 0, "ISAR0 as the CPU has it");
     Ok(())
 }
 

@@ -465,6 +465,21 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
             }
             return;
         }
+        abi::ec::SYSREG => {
+            // An ID register read: the kernel answers.
+            let access = Exit {
+                esr,
+                ..Exit::default()
+            }
+            .sysreg();
+            if let Some(a) = access.filter(|a| a.read)
+                && let Some(value) = hw::id_register(a.encoding)
+            {
+                v.s.regs.set_reg(a.reg, value);
+                v.s.regs.skip_instruction();
+                return;
+            }
+        }
         FP_ACCESS => {
             let cpu = arch::cpu_id();
             arch::fp_access(true);
