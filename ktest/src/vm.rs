@@ -27,6 +27,7 @@ tests! {
     "vm.mmio_read_completed_by_vmm" => mmio_read,
     "vm.sysreg_trap_exit" => sysreg_trap,
     "vm.id_registers_without_sve_el2_el3" => id_registers,
+    "vm.pointer_auth_keys_trap" => pointer_auth_keys_trap,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
     "vm.guest_reads_mapped_memory" => reads_memory,
     "vm.two_mib_block_mapping" => block_mapping,
@@ -283,6 +284,7 @@ fn id_registers() -> R {
         mrs(1, 3, 0, 0, 4, 0),
         mrs(2, 3, 0, 0, 4, 1),
         mrs(3, 3, 0, 0, 6, 0),
+        mrs(4, 3, 0, 0, 6, 1),
         hvc(6),
     ])?;
     g.expect(ExitReason::Hvc)?;
@@ -295,6 +297,23 @@ fn id_registers() -> R {
     ensure_eq!(field(pfr0, 32), 0, "no SVE");
     ensure_eq!(field(s.regs.x[2], 24), 0, "no SME");
     ensure!(s.regs.x[3] != 0, "ISAR0 as the CPU has it");
+    let isar1 = s.regs.x[4];
+    ensure_eq!(
+        [4, 8, 24, 28].map(|f| field(isar1, f)),
+        [0; 4],
+        "no pointer authentication"
+    );
+    Ok(())
+}
+
+fn pointer_auth_keys_trap() -> R {
+    // mrs x5, APIAKeyLo_EL1: the keys are not switched between VMs, so a
+    // guest must not read them: the access goes to the VMM.
+    let g = Guest::new(&[mrs(5, 3, 0, 2, 1, 0)])?;
+    g.expect(ExitReason::SysReg)?;
+    let a = state().exit.sysreg().ok_or("no access decoded")?;
+    ensure_eq!(a.encoding, sysreg_encoding(3, 0, 2, 1, 0), "APIAKeyLo_EL1");
+    ensure!(a.read && a.reg == 5, "access {a:?}");
     Ok(())
 }
 

@@ -118,10 +118,12 @@ fn guest_hcr() -> u64 {
         + HCR_EL2::TIDCP::SET
         + HCR_EL2::TACR::SET
         + HCR_EL2::FB::SET
-        + HCR_EL2::BSU.val(1)
-        + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
-        + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2)
-        .value
+        + HCR_EL2::BSU.val(1))
+    .value
+    // API and APK stay clear: pointer authentication is not given to
+    // guests (its keys are not switched, so one VM could read another's),
+    // it is hidden in the ID registers, and a guest that uses it anyway
+    // traps.
 }
 
 /// CNTHCTL_EL2 (VHE layout) while a guest runs: the host's EL0 counter
@@ -444,7 +446,7 @@ const fn without(v: u64, shifts: &[u32]) -> u64 {
 /// What a guest reads from the ID register `encoding` (as
 /// [`l4_abi::vcpu::sysreg_encoding`] packs it; op0 3, op1 0, CRn 0, CRm
 /// 1..=7): the CPU's value without what the kernel does not give guests
-/// (EL2 and EL3, SVE, SME, MTE, AMU, MPAM, the PMU, statistical profiling,
+/// (EL2 and EL3, SVE, SME, pointer authentication, MTE, AMU, MPAM, the PMU, statistical profiling,
 /// trace, nested virtualisation, VHE); AArch32 ID registers read as zero
 /// (guests run AArch64 only). `None` outside that space.
 pub fn id_register(encoding: u32) -> Option<u64> {
@@ -461,6 +463,10 @@ pub fn id_register(encoding: u32) -> Option<u64> {
         (4, 1) => without(v, &[8, 24, 36, 44]),
         // ID_AA64ZFR0, ID_AA64SMFR0.
         (4, 4) | (4, 5) => 0,
+        // ID_AA64ISAR1: pointer authentication APA 4, API 8, GPA 24, GPI 28.
+        (6, 1) => without(v, &[4, 8, 24, 28]),
+        // ID_AA64ISAR2: pointer authentication GPA3 8, APA3 12.
+        (6, 2) => without(v, &[8, 12]),
         // ID_AA64DFR0: PMUVer 8, TraceVer 4, PMSVer 32, TraceFilt 40,
         // TraceBuffer 44, BRBE 52.
         (5, 0) => without(v, &[4, 8, 32, 40, 44, 52]),
