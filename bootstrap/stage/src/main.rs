@@ -24,6 +24,10 @@ unsafe extern "C" {
     fn enter_kernel(entry: u64, bootinfo: u64, regs: *const [u64; 6]) -> !;
 }
 
+// The boot stage runs on one CPU with the MMU off, where memory is Device
+// memory and exclusive loads and stores (what `Once` or a lock would use)
+// are not reliable: its two statics are therefore plain `static mut`,
+// written once, before any reader.
 static mut CONSOLE: Option<l4_pl011::Pl011> = None;
 
 /// Prints to the console once it is known.
