@@ -20,7 +20,8 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 return Err(Error::Inval);
             }
             let pages = 1usize << (order - 12);
-            let pa = mm::alloc_frames(pages).ok_or(Error::NoMem)?;
+            // Not cleared here: the root task zeroes what it hands out.
+            let pa = mm::alloc_frames_uncleared(pages).ok_or(Error::NoMem)?;
             if let Err(e) = transfer::map_root_memory(k, task, pa, pa, order, MemRights::RWX) {
                 mm::free_frames(pa, pages);
                 return Err(e);
