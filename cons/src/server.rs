@@ -30,9 +30,9 @@ pub const SLOT_BASE: u64 = FIRST_PROGRAM_CAP;
 static SLOTS: SlotAlloc<16> = SlotAlloc::new(SLOT_BASE);
 
 /// The capability of the program's main thread (the one running `main`),
-/// which the gates and the input Irq are bound to. `l4re-env` has no index
+/// which the gates and the input Irq are bound to. `l4-env` has no index
 /// for it yet; the runtime must map it here (proposed as
-/// `l4re_env::caps::MAIN_THREAD`).
+/// `l4_env::caps::MAIN_THREAD`).
 pub const MAIN_THREAD: u64 = 6;
 
 /// How often the terminal is read when it has no input interrupt, in ms.

@@ -11,7 +11,8 @@ use crate::obj::{self, Done, KObject};
 use crate::state::Kernel;
 use kernel_core::ipc_rules::{Operation, decode};
 use kernel_core::kobj::ObjId;
-use l4_abi::{CapRights, Error, MsgTag, Proto, Timeout, debug};
+use l4_abi::ops::DebugCall;
+use l4_abi::{CapRights, Error, MsgTag, Proto, Timeout};
 
 /// The native system call of thread `cur` (the current one) with the
 /// registers `f`; its results go to `cur`'s registers.
@@ -113,12 +114,12 @@ fn sleep(k: &mut Kernel, cur: ObjId, t: Timeout) {
 
 /// The temporary debug calls (x8 != 0).
 fn debug_call(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
-    let ret = match f.x8 {
-        debug::PUTS => {
+    let ret = match DebugCall::from_regs(f.x8, f.x0, f.x1) {
+        Ok(DebugCall::Puts { addr, len }) => {
             let mut buf = [0u8; 512];
-            let len = (f.x1 as usize).min(buf.len());
+            let len = (len as usize).min(buf.len());
             let task = k.known_thread(cur).task.and_then(|t| k.task(t));
-            match task.and_then(|t| t.read_user(f.x0, &mut buf[..len])) {
+            match task.and_then(|t| t.read_user(addr, &mut buf[..len])) {
                 Some(()) => {
                     crate::platform::console::write_bytes(&buf[..len]);
                     len as u64
@@ -126,12 +127,12 @@ fn debug_call(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
                 None => Error::Fault.as_status(),
             }
         }
-        debug::EXIT => {
-            crate::kprintln!("kernel: task exited with code {}", f.x0 as i64);
+        Ok(DebugCall::Exit { code }) => {
+            crate::kprintln!("kernel: task exited with code {}", code);
             k.make_blocked(cur, State::Dead, None);
             return;
         }
-        _ => Error::NoSys.as_status(),
+        Err(_) => Error::NoSys.as_status(),
     };
     k.known_thread(cur).frame_mut().x[0] = ret;
 }

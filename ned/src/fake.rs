@@ -565,8 +565,8 @@ impl Backend for FakeBackend {
             }
         }
         // The environment page must hold it all.
-        let mut page = Box::new(l4re_env::Env::new());
-        let mut fits = || -> std::result::Result<(), l4re_env::EnvError> {
+        let mut page = Box::new(l4_env::Env::new());
+        let mut fits = || -> std::result::Result<(), l4_env::EnvError> {
             for a in spec.argv() {
                 page.push_arg(a)?;
             }
@@ -574,7 +574,7 @@ impl Backend for FakeBackend {
                 page.push_env(e)?;
             }
             for (i, (n, _)) in spec.caps.iter().enumerate() {
-                page.add_cap(n, l4re_env::caps::FIRST_NAMED + i as u64)?;
+                page.add_cap(n, l4_env::caps::FIRST_NAMED + i as u64)?;
             }
             Ok(())
         };

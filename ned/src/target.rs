@@ -2,7 +2,7 @@
 //!
 //! | operation           | how                                                              |
 //! |---------------------|------------------------------------------------------------------|
-//! | `L4.Env`            | the well-known indices of [`l4re_env::caps`] and the named capabilities of ned's environment page ([`l4re::env`]) |
+//! | `L4.Env`            | the well-known indices of [`l4_env::caps`] and the named capabilities of ned's environment page ([`l4re::env`]) |
 //! | `new_channel`       | an IPC gate from the kernel factory, not bound yet               |
 //! | `create`            | the Factory protocol ([`l4_ipc::protocols::FactoryClient`]) with L4Re's typed arguments |
 //! | name spaces         | the Namespace protocol                                           |
@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use l4::{Cap as KCap, Factory, SlotAlloc, Task};
 use l4_abi::{Error, MsgTag};
+use l4_env::caps;
 use l4_ipc::protocols::{FactoryClient, NamespaceClient, ns_flags};
 use l4_ipc::varg::VarArgs;
 use l4_ipc::{CapArg, RecvBufs};
 use l4_loader::{Child, ChildCaps, Host, NamedCap, StartArgs, Sys};
-use l4re_env::caps;
 
 use crate::backend::{
     Backend, BackendError, ExitCode, FactoryArg, Result, StartSpec, TaskId, TaskState,

@@ -3,9 +3,9 @@
 //! moe takes most of the RAM from the kernel (Sigma0), serves dataspaces,
 //! the `rom/` name space of the boot modules, log objects, scheduler
 //! proxies and the user factory, and starts the init program named on its
-//! command line (see [`moe::cmdline`]) with the runtime `rom/l4re`. The
+//! command line (see [`roottask::cmdline`]) with the runtime `rom/l4re`. The
 //! portable logic is the `moe` library; this binary adds the kernel calls:
-//! [`rt`] boots and serves with [`moe::server`].
+//! [`rt`] boots and serves with [`roottask::server`].
 //!
 //! On other targets the binary is a stub, so that the workspace builds and
 //! tests the library on the host.

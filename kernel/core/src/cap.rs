@@ -181,7 +181,7 @@ impl<O: Copy> CapTable<O> {
         let i = self.check(index).ok()?;
         let slot = self.slots.get_mut(i)?;
         let e = slot.as_mut()?;
-        e.rights = e.rights.without(revoke);
+        e.rights = e.rights.difference(revoke);
         if e.rights == CapRights::NONE {
             *slot = None;
             self.count -= 1;

@@ -537,7 +537,7 @@ fn place(it: SendItem, buf: RecvItem, opts: &TransferOptions) -> Fit {
                 return Fit::Nothing;
             }
             if !opts.partner_s {
-                r = r.without(CapRights::S);
+                r = r.difference(CapRights::S);
             }
             (
                 clip(f.obj_index(), f.order(), opts.src.cap_order),

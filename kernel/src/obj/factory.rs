@@ -11,7 +11,7 @@ use crate::mm;
 use crate::state::Kernel;
 use alloc::boxed::Box;
 use kernel_core::kobj::ObjId;
-use l4_abi::proto::{FactoryOp, varg};
+use l4_abi::ops::{FactoryMsg, FactoryTaskReply};
 use l4_abi::{CapRights, Error, Fpage, RecvItem};
 
 /// A factory: kernel memory it may still hand out.
@@ -24,6 +24,8 @@ pub struct Factory {
 const COST_TASK: u64 = 16 * 1024;
 const COST_THREAD: u64 = 20 * 1024;
 const COST_SMALL: u64 = 256;
+/// A Vm: its stage-2 root (two pages) and the object.
+const COST_VM: u64 = 2 * mm::PAGE + COST_SMALL;
 /// The most kernel heap one new object takes (a thread, with its boxed
 /// state and run-queue and index entries).
 const COST_HEAP: u64 = 4 * 1024;
@@ -64,20 +66,15 @@ fn charge(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let (cur, task, fac, rights, tag, m) = (c.cur, c.task, c.obj, c.rights, c.tag, c.m);
+    let (cur, task, fac, rights) = (c.cur, c.task, c.obj, c.rights);
     need(rights, CapRights::W)?;
-    let words = tag.words() as usize;
-    if words == 0 {
-        return Err(Error::Inval);
-    }
-    let op = FactoryOp::try_from(m[0]).map_err(|_| Error::NoSys)?;
+    let msg = FactoryMsg::decode(c.tag, c.m)?;
     // Where the new capability goes: the caller's first receive item.
     let br = k.known_thread(cur).utcb().ok_or(Error::Inval)?.br;
     let dest = match l4_abi::fpage::RecvItems::new(&br).next() {
         Some(RecvItem::SmallCap { index }) if index != 0 => index,
         _ => return Err(Error::Inval),
     };
-    let mut args = varg::Vargs::new(&m[1..words]);
     let mut reply = None;
     // What to make, read from the arguments before anything is charged.
     enum Make {
@@ -87,40 +84,32 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         Gate(u64, Option<ObjId>),
         Irq,
         Semaphore,
+        Vm,
     }
-    let (make, cost) = match op {
-        FactoryOp::Task => {
-            let Some(Ok(varg::Varg::Fpage(area))) = args.next() else {
-                return Err(Error::Inval);
-            };
+    let (make, cost) = match msg {
+        FactoryMsg::Task(a) => {
+            let area = a.utcb_area.0;
             if area.kind() != l4_abi::fpage::FpageType::Memory {
                 return Err(Error::Inval);
             }
             (Make::Task(area), COST_TASK)
         }
-        FactoryOp::Thread => (Make::Thread, COST_THREAD),
-        FactoryOp::Factory => {
-            let Some(Ok(varg::Varg::Umword(quota))) = args.next() else {
-                return Err(Error::Inval);
-            };
+        FactoryMsg::Thread(_) => (Make::Thread, COST_THREAD),
+        FactoryMsg::Factory(a) => {
+            let quota = a.quota.0;
             (Make::Factory(quota), quota.saturating_add(COST_SMALL))
         }
-        FactoryOp::IpcGate => {
-            let label = match args.next() {
-                Some(Ok(varg::Varg::Umword(l))) => l,
-                None => 0,
-                _ => return Err(Error::Inval),
-            };
-            let thread = if tag.items() > 0 {
-                Some(bind_target(k, task, tag, m)?)
-            } else {
-                None
+        FactoryMsg::IpcGate(a) => {
+            let label = a.label.map_or(0, |l| l.0);
+            let thread = match a.thread {
+                Some(t) => Some(bind_target(k, task, t)?),
+                None => None,
             };
             (Make::Gate(label, thread), COST_SMALL)
         }
-        FactoryOp::Irq => (Make::Irq, COST_SMALL),
-        FactoryOp::Semaphore => (Make::Semaphore, COST_SMALL),
-        FactoryOp::Vm => return Err(Error::NoSys),
+        FactoryMsg::Irq(_) => (Make::Irq, COST_SMALL),
+        FactoryMsg::Semaphore(_) => (Make::Semaphore, COST_SMALL),
+        FactoryMsg::Vm(_) => (Make::Vm, COST_VM),
     };
     charge(k, fac, cost)?;
     let made = match make {
@@ -129,7 +118,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             let mut t = Task::new(asid).ok_or(Error::NoMem)?;
             t.factory = Some(fac);
             t.set_utcb_area(area.mem_base(), 1u64 << area.order().clamp(10, 20))?;
-            reply = Some(area.0);
+            reply = Some(area);
             Ok(KObject::Task(Box::new(t)))
         })(),
         Make::Thread => Thread::new(Thread::default_sched())
@@ -139,6 +128,12 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         Make::Gate(label, thread) => Ok(KObject::Gate(Gate::new(label, thread))),
         Make::Irq => Ok(KObject::Irq(Irq::new())),
         Make::Semaphore => Ok(KObject::Semaphore(Semaphore::new())),
+        Make::Vm => super::vm::Vm::new()
+            .map(|mut v| {
+                v.factory = Some(fac);
+                KObject::Vm(Box::new(v))
+            })
+            .ok_or(Error::NoMem),
     };
     let new = match made.and_then(|o| k.objs.insert(o).map_err(|_| Error::NoMem)) {
         Ok(new) => new,
@@ -151,7 +146,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
     k.charges.insert(new, (fac, cost));
     transfer::insert_root_cap(k, task, dest, new, CapRights::ALL)?;
     match reply {
-        Some(w) => c.reply(k, &[w]),
+        Some(utcb_area) => c.reply(k, FactoryTaskReply { utcb_area }),
         None => ok(0),
     }
 }

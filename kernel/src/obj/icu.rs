@@ -4,56 +4,69 @@
 use super::irq;
 use super::{Call, KObject, OpResult, need, ok};
 use crate::state::Kernel;
-use l4_abi::proto::IcuOp;
+use l4_abi::ops::{IcuBind, IcuInfoReply, IcuMask, IcuMsg, IcuSetMode, IcuUnbind, IcuUnmask};
 use l4_abi::{CapRights, Error};
 
 /// The interrupt controller (one, given to the root task).
 pub struct Icu;
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let (rights, m) = (c.rights, c.m);
-    let (op, _) = IcuOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-    let n = m[1];
     let nirqs = crate::platform::gic::count() as u64;
-    match op {
-        IcuOp::Info => c.reply(k, &[0, nirqs, 0]),
-        IcuOp::Bind | IcuOp::Unbind => {
-            need(rights, CapRights::W)?;
-            if n < 32 || n >= nirqs {
-                return Err(Error::Inval);
+    // A line the Icu hands out: SPIs only.
+    let line = |n: u64| {
+        (32..nirqs)
+            .contains(&n)
+            .then_some(n as u32)
+            .ok_or(Error::Inval)
+    };
+    match IcuMsg::decode(c.tag, c.m)? {
+        IcuMsg::Info(_) => c.reply(
+            k,
+            IcuInfoReply {
+                features: 0,
+                nr_irqs: nirqs,
+                nr_msis: 0,
+            },
+        ),
+        IcuMsg::Bind(IcuBind { irq: n, irq_cap }) => {
+            need(c.rights, CapRights::W)?;
+            let n = line(n)?;
+            let irq = irq::irq_arg(k, c.task, irq_cap)?;
+            let busy =
+                crate::platform::gic::owner(n).is_some_and(|o| o != irq && k.objs.contains(o));
+            if busy {
+                return Err(Error::Busy);
             }
-            let irq = irq::from_bind_item(k, c)?;
-            if op == IcuOp::Bind {
-                let busy = crate::platform::gic::owner(n as u32)
-                    .is_some_and(|o| o != irq && k.objs.contains(o));
-                if busy {
-                    return Err(Error::Busy);
-                }
-                irq::attach_hw(k, irq, n as u32, true);
-            } else {
-                if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
-                    i.hw = None;
-                }
-                crate::platform::gic::set_enabled(n as u32, false);
-                crate::platform::gic::set_owner(n as u32, None);
-            }
+            irq::attach_hw(k, irq, n, true);
             ok(0)
         }
-        IcuOp::Mask | IcuOp::Unmask => {
-            if n < 32 || n >= nirqs || crate::platform::gic::owner(n as u32).is_none() {
-                return Err(Error::Inval);
+        IcuMsg::Unbind(IcuUnbind { irq: n, irq_cap }) => {
+            need(c.rights, CapRights::W)?;
+            let n = line(n)?;
+            let irq = irq::irq_arg(k, c.task, irq_cap)?;
+            if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+                i.hw = None;
             }
-            crate::platform::gic::set_enabled(n as u32, op == IcuOp::Unmask);
+            crate::platform::gic::set_enabled(n, false);
+            crate::platform::gic::set_owner(n, None);
             ok(0)
         }
-        IcuOp::SetMode => {
-            need(rights, CapRights::W)?;
-            if n < 32 || n >= nirqs {
-                return Err(Error::Inval);
-            }
-            crate::platform::gic::set_mode(n as u32, m[2]);
+        IcuMsg::Mask(IcuMask { irq: n }) => enable_line(line(n)?, false),
+        IcuMsg::Unmask(IcuUnmask { irq: n }) => enable_line(line(n)?, true),
+        IcuMsg::SetMode(IcuSetMode { irq: n, mode }) => {
+            need(c.rights, CapRights::W)?;
+            crate::platform::gic::set_mode(line(n)?, mode);
             ok(0)
         }
-        IcuOp::MsiInfo => Err(Error::NoSys),
+        IcuMsg::MsiInfo(_) => Err(Error::NoSys),
     }
+}
+
+/// Masks or unmasks a line that has an Irq bound.
+fn enable_line(n: u32, on: bool) -> OpResult {
+    if crate::platform::gic::owner(n).is_none() {
+        return Err(Error::Inval);
+    }
+    crate::platform::gic::set_enabled(n, on);
+    ok(0)
 }

@@ -8,7 +8,7 @@ use crate::obj::thread::State;
 use crate::state::Kernel;
 use alloc::collections::VecDeque;
 use kernel_core::kobj::ObjId;
-use l4_abi::proto::KobjectOp;
+use l4_abi::ops::{GateInfo, KobjectMsg};
 use l4_abi::{CapRights, Error, Timeout};
 
 pub struct Gate {
@@ -31,25 +31,25 @@ impl Gate {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let (task, gate, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
-    let (op, _) = KobjectOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-    need(rights, CapRights::C)?;
-    match op {
-        KobjectOp::Bind => {
-            let t = bind_target(k, task, tag, m)?;
+    let (task, gate) = (c.task, c.obj);
+    let msg = KobjectMsg::decode(c.tag, c.m)?;
+    need(c.rights, CapRights::C)?;
+    match msg {
+        KobjectMsg::Bind(b) => {
+            let t = bind_target(k, task, b.thread)?;
             if let Some(KObject::Gate(g)) = k.objs.get_mut(gate) {
                 g.thread = Some(t);
-                g.label = m[1];
+                g.label = b.label;
             }
             gate_bound(k, gate);
             ok(0)
         }
-        KobjectOp::GetInfo => {
+        KobjectMsg::GetInfo(_) => {
             let label = match k.objs.get(gate) {
                 Some(KObject::Gate(g)) => g.label,
                 _ => return Err(Error::Inval),
             };
-            c.reply(k, &[label])
+            c.reply(k, GateInfo { label })
         }
     }
 }

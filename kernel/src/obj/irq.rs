@@ -2,11 +2,11 @@
 //! that thread a message when it fires: from hardware (through the Icu)
 //! or triggered by software.
 
-use super::{Call, KObject, OpResult, bind_target, item_cap, need, ok};
+use super::{Call, KObject, OpResult, bind_target, cap_arg, need, ok};
 use crate::obj::thread::State;
 use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
-use l4_abi::proto::{IrqOp, IrqSenderOp, KobjectOp};
+use l4_abi::ops::{CapArg, IrqMsg, IrqSenderMsg, KobjectMsg};
 use l4_abi::{CapRights, Error, MsgTag, Proto};
 
 pub struct Irq {
@@ -15,6 +15,9 @@ pub struct Irq {
     /// Hardware interrupt number, if bound to one through the Icu.
     pub hw: Option<u32>,
     pub masked: bool,
+    /// Bound to the vCPU of `thread`: triggering injects this interrupt
+    /// (INTID, priority) into its guest ([`super::vcpu::inject`]).
+    pub vcpu: Option<(u32, u8)>,
 }
 
 impl Irq {
@@ -25,58 +28,49 @@ impl Irq {
             label: 0,
             hw: None,
             masked: true,
+            vcpu: None,
         }
     }
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let (task, irq, rights, proto, tag, m) = (c.task, c.obj, c.rights, c.proto, c.tag, c.m);
-    match proto {
-        Proto::Kobject => {
-            let (op, _) = KobjectOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-            need(rights, CapRights::W)?;
-            if op != KobjectOp::Bind {
-                return Err(Error::NoSys);
-            }
-            let t = bind_target(k, task, tag, m)?;
-            if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
-                i.thread = Some(t);
-                i.label = m[1];
-            }
-            ok(0)
-        }
-        Proto::IrqSender => {
-            let (op, _) = IrqSenderOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-            need(rights, CapRights::W)?;
-            match op {
-                IrqSenderOp::Attach => {
-                    let mut m = *m;
-                    m[0] = KobjectOp::Bind.code();
-                    invoke(
-                        k,
-                        &Call {
-                            proto: Proto::Kobject,
-                            m: &m,
-                            ..*c
-                        },
-                    )
+    let (task, irq, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
+    // Bind (and the legacy attach): label and thread.
+    let (label, thread) = match c.proto {
+        Proto::Kobject => match KobjectMsg::decode(tag, m)? {
+            KobjectMsg::Bind(b) => (b.label, b.thread),
+            KobjectMsg::GetInfo(_) => return Err(Error::NoSys),
+        },
+        Proto::IrqSender => match IrqSenderMsg::decode(tag, m)? {
+            IrqSenderMsg::Attach(a) => (a.label, a.thread),
+            IrqSenderMsg::BindVcpu(b) => {
+                need(rights, CapRights::W)?;
+                let t = bind_target(k, task, b.thread)?;
+                if k.known_thread(t).vcpu.is_none() {
+                    return Err(Error::Inval);
                 }
-                IrqSenderOp::Detach => {
-                    if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
-                        i.thread = None;
-                    }
-                    ok(0)
+                if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+                    i.thread = Some(t);
+                    i.vcpu = Some((b.irq.intid, b.irq.priority));
                 }
+                return ok(0);
             }
-        }
+            IrqSenderMsg::Detach(_) => {
+                need(rights, CapRights::W)?;
+                if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+                    i.thread = None;
+                    i.vcpu = None;
+                }
+                return ok(0);
+            }
+        },
         _ => {
-            let (op, _) = IrqOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-            match op {
-                IrqOp::Trigger => {
+            return match IrqMsg::decode(tag, m)? {
+                IrqMsg::Trigger(_) => {
                     trigger(k, irq);
                     ok(0)
                 }
-                IrqOp::Unmask => {
+                IrqMsg::Unmask(_) => {
                     let hw = match k.objs.get_mut(irq) {
                         Some(KObject::Irq(i)) => {
                             i.masked = false;
@@ -89,9 +83,17 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                     }
                     ok(0)
                 }
-            }
+            };
         }
+    };
+    need(rights, CapRights::W)?;
+    let t = bind_target(k, task, thread)?;
+    if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+        i.thread = Some(t);
+        i.label = label;
+        i.vcpu = None;
     }
+    ok(0)
 }
 
 /// Interrupt object `irq` fired: deliver to its thread or keep it pending.
@@ -102,19 +104,25 @@ pub fn trigger(k: &mut Kernel, irq: ObjId) {
     let (Some(t), label) = (i.thread, i.label) else {
         return;
     };
+    if let Some((intid, prio)) = i.vcpu {
+        return super::vcpu::inject(k, t, intid, prio);
+    }
     let Some(th) = k.thread_mut(t) else { return };
     if th.state == (State::Recv { from: None }) || th.state == (State::Recv { from: Some(irq) }) {
         th.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
         k.make_ready(t);
     } else if !th.pending_irqs.iter().any(|&(i, _)| i == irq) {
         th.pending_irqs.push_back((irq, label));
+        // A vCPU thread running its guest comes out for it.
+        super::vcpu::kick(k, t);
     }
 }
 
-/// The Irq object the first typed item of an Icu bind names (the caller
-/// needs `W` on that capability); `Inval` if it names something else.
-pub fn from_bind_item(k: &mut Kernel, c: &Call<'_>) -> Result<ObjId, Error> {
-    let (irq, r) = item_cap(k, c.task, c.tag, c.m, 0)?;
+/// The Irq object the capability argument of an Icu bind names (the
+/// caller needs `W` on that capability); `Inval` if it names something
+/// else.
+pub fn irq_arg(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<ObjId, Error> {
+    let (irq, r) = cap_arg(k, task, a)?;
     need(r, CapRights::W)?;
     match k.objs.get(irq) {
         Some(KObject::Irq(_)) => Ok(irq),

@@ -1,7 +1,9 @@
 //! Kernel objects: what each kind holds and what invoking it does.
 //!
 //! Every kind has its own file, which owns its state and its operations
-//! (`invoke`, with the rights checks `l4_abi::proto` documents). This file
+//! (`invoke`, with the rights checks `l4_abi::proto` documents). Messages
+//! are read and replies written only through the layouts of
+//! [`l4_abi::ops`] (the protocol enums, [`CapArg`], [`Reply`]). This file
 //! holds the object table's element type, [`KObject`], and the dispatch
 //! from an invocation to the file of the invoked object's kind. A new kind
 //! of object is a new file, a variant here, a line in [`invoke`], and (if
@@ -17,12 +19,15 @@ pub mod sigma0;
 pub mod task;
 pub mod thread;
 pub mod vcon;
+pub mod vcpu;
+pub mod vm;
 
 use crate::state::Kernel;
 use alloc::boxed::Box;
 use kernel_core::kobj::ObjId;
+use l4_abi::ops::{CapArg, Reply};
 use l4_abi::utcb::MR_COUNT;
-use l4_abi::{CapRights, Error, MsgTag, Proto, SendItem};
+use l4_abi::{CapRights, Error, MsgTag, Proto};
 
 /// A kernel object.
 ///
@@ -33,6 +38,7 @@ use l4_abi::{CapRights, Error, MsgTag, Proto, SendItem};
 pub enum KObject {
     Task(Box<task::Task>),
     Thread(Box<thread::Thread>),
+    Vm(Box<vm::Vm>),
     Gate(ipc_gate::Gate),
     Factory(factory::Factory),
     Irq(irq::Irq),
@@ -58,10 +64,13 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// Replies with `words` in the caller's message registers.
-    pub fn reply(&self, k: &mut Kernel, words: &[u64]) -> OpResult {
-        set_mrs(k, self.cur, words)?;
-        ok(words.len())
+    /// Replies (label 0) with the words of `r` in the caller's message
+    /// registers.
+    pub fn reply(&self, k: &mut Kernel, r: impl Reply) -> OpResult {
+        let mut out = [0u64; MR_COUNT];
+        let n = r.encode(&mut out);
+        set_mrs(k, self.cur, &out[..n])?;
+        ok(n)
     }
 }
 
@@ -102,7 +111,7 @@ pub fn invoke(
     };
     match (k.objs.get(obj).ok_or(Error::NoEnt)?, proto) {
         (KObject::Factory(_), Proto::Factory) => factory::invoke(k, &c),
-        (KObject::Task(_), Proto::Task) => task::invoke(k, &c),
+        (KObject::Task(_) | KObject::Vm(_), Proto::Task) => task::invoke(k, &c),
         (KObject::Thread(_), Proto::Thread) => thread::invoke(k, &c),
         (KObject::Gate(_), Proto::Kobject) => ipc_gate::invoke(k, &c),
         (KObject::Irq(_), Proto::Kobject | Proto::Irq | Proto::IrqSender) => irq::invoke(k, &c),
@@ -125,15 +134,6 @@ pub fn set_mrs(k: &mut Kernel, cur: ObjId, words: &[u64]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The rights `r` and at least `words` message words (else `Inval`).
-pub fn need_words(rights: CapRights, r: CapRights, tag: MsgTag, words: u32) -> Result<(), Error> {
-    need(rights, r)?;
-    if tag.words() < words {
-        return Err(Error::Inval);
-    }
-    Ok(())
-}
-
 pub fn need(rights: CapRights, r: CapRights) -> Result<(), Error> {
     if rights.contains(r) {
         Ok(())
@@ -142,43 +142,17 @@ pub fn need(rights: CapRights, r: CapRights) -> Result<(), Error> {
     }
 }
 
-/// Reads typed item `n` of a kernel-object invocation as a reference to a
-/// capability of the caller: (object, rights of that capability reduced by
-/// the item's rights).
-pub fn item_cap(
-    k: &mut Kernel,
-    task: ObjId,
-    tag: MsgTag,
-    mrs: &[u64; MR_COUNT],
-    n: usize,
-) -> Result<(ObjId, CapRights), Error> {
-    if n >= tag.items() as usize {
-        return Err(Error::Inval);
-    }
-    let at = tag.words() as usize + 2 * n;
-    if at + 1 >= MR_COUNT {
-        return Err(Error::Inval);
-    }
-    let it = SendItem::from_words([mrs[at], mrs[at + 1]]);
-    if it.fpage.kind() != l4_abi::fpage::FpageType::Obj {
-        return Err(Error::Inval);
-    }
-    let (obj, rights) = k.lookup_cap(task, it.fpage.obj_index(), CapRights::NONE)?;
-    Ok((
-        obj,
-        rights.intersect(CapRights(it.fpage.rights_bits() | !CapRights::FPAGE_MASK)),
-    ))
+/// A capability argument of a kernel-object invocation: (object, rights
+/// of the caller's capability reduced by the rights the item offers).
+pub fn cap_arg(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<(ObjId, CapRights), Error> {
+    let (obj, rights) = k.lookup_cap(task, a.index, CapRights::NONE)?;
+    Ok((obj, rights.intersection(a.restricts())))
 }
 
-/// The thread named by the first typed item of a bind (gate, Irq): it
-/// must be a thread, and the caller's capability to it must carry `S`.
-pub fn bind_target(
-    k: &mut Kernel,
-    task: ObjId,
-    tag: MsgTag,
-    m: &[u64; MR_COUNT],
-) -> Result<ObjId, Error> {
-    let (t, r) = item_cap(k, task, tag, m, 0)?;
+/// The thread named in a bind (gate, Irq): it must be a thread, and the
+/// caller's capability to it must carry `S`.
+pub fn bind_target(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<ObjId, Error> {
+    let (t, r) = cap_arg(k, task, a)?;
     need(r, CapRights::S)?;
     match k.objs.get(t) {
         Some(KObject::Thread(_)) => Ok(t),

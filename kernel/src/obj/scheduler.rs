@@ -1,23 +1,22 @@
 //! Scheduler: CPU information, and running threads with a priority,
 //! a quantum and a CPU affinity.
 
-use super::{Call, OpResult, item_cap, need, ok};
+use super::{Call, OpResult, cap_arg, need, ok};
 use crate::arch;
 use crate::obj::thread::State;
 use crate::state::Kernel;
 use kernel_core::runqueue::{CpuSet, SchedContext};
-use l4_abi::proto::{self, SchedulerOp};
+use l4_abi::ops::{SchedIdleTimeReply, SchedInfoReply, SchedulerMsg};
+use l4_abi::proto;
 use l4_abi::{CapRights, Error};
 
 /// The scheduler (one, given to the root task).
 pub struct Scheduler;
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call { task, tag, m, .. } = *c;
-    let (op, _) = SchedulerOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-    match op {
-        SchedulerOp::Info => {
-            let set = proto::SchedCpuSet::from_words(m[1], 0);
+    match SchedulerMsg::decode(c.tag, c.m)? {
+        SchedulerMsg::Info(i) => {
+            let set = proto::SchedCpuSet::from_words(i.gran_offset, 0);
             let mut map = 0u64;
             for cpu in k.online.iter() {
                 let d = (cpu as u32).checked_sub(set.offset);
@@ -32,19 +31,21 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                     }
                 }
             }
-            let max = k.ncpus as u64;
-            c.reply(k, &[map, max])
+            let max_cpus = k.ncpus as u64;
+            c.reply(
+                k,
+                SchedInfoReply {
+                    online: map,
+                    max_cpus,
+                },
+            )
         }
-        SchedulerOp::RunThread => {
-            if tag.words() < 5 {
-                return Err(Error::Inval);
-            }
-            let (th, r) = item_cap(k, task, tag, m, 0)?;
+        SchedulerMsg::RunThread(a) => {
+            let (th, r) = cap_arg(k, c.task, a.thread)?;
             need(r, CapRights::W)?;
-            let aff =
-                CpuSet::from_sched(proto::SchedCpuSet::from_words(m[1], m[2])).intersect(k.online);
-            let prio = u8::try_from(m[3]).map_err(|_| Error::Inval)?;
-            let quantum_ticks = (m[4] / arch::TICK_US).clamp(1, u32::MAX as u64) as u32;
+            let aff = CpuSet::from_sched(a.cpus).intersect(k.online);
+            let prio = u8::try_from(a.prio).map_err(|_| Error::Inval)?;
+            let quantum_ticks = (a.quantum_us / arch::TICK_US).clamp(1, u32::MAX as u64) as u32;
             let Some(cpu) = aff.first() else {
                 return Err(Error::Inval);
             };
@@ -75,6 +76,6 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             }
             ok(0)
         }
-        SchedulerOp::IdleTime => c.reply(k, &[0]),
+        SchedulerMsg::IdleTime(_) => c.reply(k, SchedIdleTimeReply { time_us: 0 }),
     }
 }

@@ -7,8 +7,8 @@ use crate::obj::thread::State;
 use crate::state::Kernel;
 use alloc::collections::VecDeque;
 use kernel_core::kobj::ObjId;
-use l4_abi::proto::{IrqOp, SemaphoreOp};
-use l4_abi::{Error, MsgTag, Proto, Timeout};
+use l4_abi::ops::{IrqMsg, SemaphoreMsg};
+use l4_abi::{Error, MsgTag, Proto};
 
 pub struct Semaphore {
     pub count: u64,
@@ -26,13 +26,12 @@ impl Semaphore {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let (cur, sem, proto, m) = (c.cur, c.obj, c.proto, c.m);
+    let (cur, sem) = (c.cur, c.obj);
     // Fiasco: "up" is an Irq trigger on the semaphore; "down" a call.
-    if proto == Proto::Irq {
-        IrqOp::decode(m[0])
-            .ok()
-            .filter(|(op, _)| *op == IrqOp::Trigger)
-            .ok_or(Error::NoSys)?;
+    if c.proto == Proto::Irq {
+        let IrqMsg::Trigger(_) = IrqMsg::decode(c.tag, c.m)? else {
+            return Err(Error::NoSys);
+        };
         let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) else {
             return Err(Error::Inval);
         };
@@ -44,7 +43,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         }
         return ok(0);
     }
-    let (SemaphoreOp::Down, _) = SemaphoreOp::decode(m[0]).map_err(|_| Error::NoSys)?;
+    let SemaphoreMsg::Down(down) = SemaphoreMsg::decode(c.tag, c.m)?;
     let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) else {
         return Err(Error::Inval);
     };
@@ -52,8 +51,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         s.count -= 1;
         return ok(0);
     }
-    let t = Timeout(m[1] as u16);
-    match ipc::deadline(k, cur, t, Error::RecvTimeout) {
+    match ipc::deadline(k, cur, down.timeout, Error::RecvTimeout) {
         Err(e) => Err(e),
         Ok(d) => {
             if let Some(KObject::Semaphore(s)) = k.objs.get_mut(sem) {

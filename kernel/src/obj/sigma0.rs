@@ -6,6 +6,7 @@ use crate::ipc::transfer;
 use crate::mm::{self, PAGE};
 use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
+use l4_abi::ops::{Sigma0Msg, Sigma0Reply};
 use l4_abi::{Error, MemRights};
 
 /// The root task's pager (one).
@@ -13,24 +14,28 @@ pub struct Sigma0;
 
 /// The root task's memory protocol ([`l4_abi::sigma0`]).
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let Call { task, m, .. } = *c;
-    match m[0] {
-        l4_abi::sigma0::MAP_FREE => {
-            let order = u8::try_from(m[1]).map_err(|_| Error::Inval)?;
+    let task = c.task;
+    match Sigma0Msg::decode(c.tag, c.m)? {
+        Sigma0Msg::MapFree(a) => {
+            let order = u8::try_from(a.order).map_err(|_| Error::Inval)?;
             if !(12..=30).contains(&order) {
                 return Err(Error::Inval);
             }
             let pages = 1usize << (order - 12);
+            // The kernel keeps its own frames (l4_abi::root::KERNEL_MEMORY).
+            if mm::free_bytes() < (1 << order) + l4_abi::root::KERNEL_MEMORY {
+                return Err(Error::NoMem);
+            }
             // Not cleared here: the root task zeroes what it hands out.
             let pa = mm::alloc_frames_uncleared(pages).ok_or(Error::NoMem)?;
             if let Err(e) = transfer::map_root_memory(k, task, pa, pa, order, MemRights::RWX) {
                 mm::free_frames(pa, pages);
                 return Err(e);
             }
-            c.reply(k, &[pa])
+            c.reply(k, Sigma0Reply { addr: pa })
         }
-        l4_abi::sigma0::MAP_DEVICE => {
-            let (pa, order) = (m[1], u8::try_from(m[2]).map_err(|_| Error::Inval)?);
+        Sigma0Msg::MapDevice(a) => {
+            let (pa, order) = (a.pa, u8::try_from(a.order).map_err(|_| Error::Inval)?);
             if !(12..=30).contains(&order)
                 || pa % (1 << order) != 0
                 || mm::is_ram(pa, 1 << order)
@@ -41,10 +46,10 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             // SAFETY: not RAM (checked above).
             unsafe { crate::mm::map_device(pa, 1 << order) };
             transfer::map_root_memory(k, task, pa, pa, order, MemRights::RW)?;
-            c.reply(k, &[pa])
+            c.reply(k, Sigma0Reply { addr: pa })
         }
-        l4_abi::sigma0::MAP_MODULE => {
-            let (pa, size) = (m[1], m[2]);
+        Sigma0Msg::MapModule(a) => {
+            let (pa, size) = (a.pa, a.size);
             let end = pa.checked_add(size).ok_or(Error::Inval)?;
             let inside = crate::state::bootinfo()
                 .mem()
@@ -60,9 +65,8 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 }
             });
             r?;
-            c.reply(k, &[pa])
+            c.reply(k, Sigma0Reply { addr: pa })
         }
-        _ => Err(Error::NoSys),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Tasks: an address space (a TTBR0 translation table with an ASID), a
 //! capability table, and the UTCB area the kernel provides.
 
-use super::{Call, Done, OpResult, item_cap, need, need_words, ok};
+use super::{Call, Done, OpResult, cap_arg, need, ok};
 use crate::ipc::transfer;
 use crate::mm::{self, FrameTables, PAGE};
 use crate::state::Kernel;
@@ -9,9 +9,10 @@ use alloc::vec::Vec;
 use kernel_core::cap::CapTable;
 use kernel_core::kobj::ObjId;
 use l4_abi::MemRights;
-use l4_abi::proto::{self, TaskOp};
+use l4_abi::ops::TaskMsg;
+use l4_abi::proto::UnmapFlags;
 use l4_abi::utcb::MR_COUNT;
-use l4_abi::{CapRights, Error, Fpage, MsgTag};
+use l4_abi::{CapRights, Error, MsgTag};
 use l4_pgtable::Attr;
 
 /// Capability slots per task.
@@ -239,19 +240,16 @@ impl Drop for Task {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let (caller_task, target, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
-    let (op, flags) = TaskOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-    match op {
-        TaskOp::Map => {
-            need_words(rights, CapRights::W, tag, 3)?;
-            let (src, src_rights) = item_cap(k, caller_task, tag, m, 0)?;
+    let (caller_task, target, rights) = (c.task, c.obj, c.rights);
+    match TaskMsg::decode(c.tag, c.m)? {
+        TaskMsg::Map(a) => {
+            need(rights, CapRights::W)?;
+            let (src, _) = cap_arg(k, caller_task, a.src)?;
             if k.task(src).is_none() {
                 return Err(Error::Inval);
             }
-            let _ = src_rights;
             let mut msg = [0u64; MR_COUNT];
-            msg[0] = m[1];
-            msg[1] = m[2];
+            msg[..2].copy_from_slice(&a.item.to_words());
             let t = MsgTag::new(0, 0, 1, 0);
             transfer::message(
                 k,
@@ -264,17 +262,11 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             )?;
             ok(0)
         }
-        TaskOp::Unmap => {
+        TaskMsg::Unmap(a) => {
             need(rights, CapRights::W)?;
-            let words = tag.words() as usize;
-            if words < 2 {
-                return Err(Error::Inval);
-            }
-            let uflags = m[1];
-            let self_too = uflags & proto::unmap::ALL_SPACES != 0;
-            let delete = uflags & proto::unmap::DELETE_OBJ == proto::unmap::DELETE_OBJ;
-            for &w in &m[2..words.min(MR_COUNT)] {
-                let fp = Fpage(w);
+            let self_too = a.flags.contains(UnmapFlags::ALL_SPACES);
+            let delete = a.flags.contains(UnmapFlags::DELETE_OBJ);
+            for &fp in a.fpages.as_slice() {
                 let seen = transfer::unmap(k, target, fp, self_too);
                 if delete {
                     // Deleting needs D on the capability named.
@@ -287,28 +279,26 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             }
             ok(0)
         }
-        TaskOp::CapInfo => {
-            let sel = m[1];
-            let idx = sel >> l4_abi::sys::CAP_SHIFT;
+        TaskMsg::CapInfo(a) => {
+            let idx = a.sel >> l4_abi::sys::CAP_SHIFT;
             let t = k.task(target).ok_or(Error::Inval)?;
-            let a = t.caps.get(idx).copied().filter(|e| k.objs.contains(e.obj));
-            if tag.words() >= 3 {
+            let found = t.caps.get(idx).copied().filter(|e| k.objs.contains(e.obj));
+            if let Some(other) = a.other {
                 let b = t
                     .caps
-                    .get(m[2] >> l4_abi::sys::CAP_SHIFT)
+                    .get(other >> l4_abi::sys::CAP_SHIFT)
                     .copied()
                     .filter(|e| k.objs.contains(e.obj));
-                let same = matches!((a, b), (Some(x), Some(y)) if x.obj == y.obj);
+                let same = matches!((found, b), (Some(x), Some(y)) if x.obj == y.obj);
                 return Ok(Done::Reply(same as i64, 0));
             }
-            let _ = flags;
-            if sel & 1 != 0 {
+            if a.sel & 1 != 0 {
                 let node = k.mapdb.lookup(target, kernel_core::mapdb::Kind::Cap, idx);
                 let children = node.is_some_and(|n| k.mapdb.children(n).next().is_some());
                 return Ok(Done::Reply(children as i64, 0));
             }
-            Ok(Done::Reply(a.is_some() as i64, 0))
+            Ok(Done::Reply(found.is_some() as i64, 0))
         }
-        TaskOp::AddKuMem => Err(Error::NoSys),
+        TaskMsg::AddKuMem(_) => Err(Error::NoSys),
     }
 }

@@ -1,7 +1,7 @@
 //! Threads: a kernel stack, saved kernel and FP/SIMD context, a UTCB, and
 //! the IPC and scheduling state.
 
-use super::{Call, OpResult, item_cap, need, need_words, ok};
+use super::{Call, OpResult, cap_arg, need, ok};
 use crate::arch::{self, FpState, KContext, TrapFrame};
 use crate::ipc;
 use crate::kprintln;
@@ -12,7 +12,8 @@ use kernel_core::kobj::ObjId;
 use kernel_core::runqueue::CpuSet;
 use kernel_core::runqueue::{QueueHandle, SchedContext};
 use l4_abi::MsgTag;
-use l4_abi::proto::{self, ThreadOp};
+use l4_abi::ops::{ExRegsReply, ThreadMsg, ThreadStatsReply};
+use l4_abi::proto::{self, ControlFlags, ExRegsFlags};
 use l4_abi::{CapRights, Error};
 
 /// Default scheduling of new threads: priority 1, 10 ms slices, CPU 0.
@@ -119,6 +120,8 @@ pub struct Thread {
     /// CPU time used (counter ticks) and when it last started running.
     pub cpu_time: u64,
     pub ran_since: u64,
+    /// vCPU mode: the state area, Vm and guest state ([`super::vcpu`]).
+    pub vcpu: Option<alloc::boxed::Box<super::vcpu::Vcpu>>,
 }
 
 /// Register changes waiting for a thread that runs elsewhere.
@@ -162,6 +165,7 @@ impl Thread {
             pending: None,
             cpu_time: 0,
             ran_since: 0,
+            vcpu: None,
         };
         t.reset_kernel_context();
         *t.frame_mut() = TrapFrame::default();
@@ -273,35 +277,33 @@ impl Drop for Thread {
 }
 
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
-    let (task, th, rights, tag, m) = (c.task, c.obj, c.rights, c.tag, c.m);
-    let (op, flags) = ThreadOp::decode(m[0]).map_err(|_| Error::NoSys)?;
-    use proto::thread_control as tc;
-    match op {
-        ThreadOp::Control => {
-            need_words(rights, CapRights::W, tag, tc::WORDS)?;
-            if flags & tc::BIND_TASK != 0 {
-                let (bind, r) = item_cap(k, task, tag, m, 0)?;
+    let (task, th, rights) = (c.task, c.obj, c.rights);
+    match ThreadMsg::decode(c.tag, c.m)? {
+        ThreadMsg::Control(a) => {
+            need(rights, CapRights::W)?;
+            if a.flags.contains(ControlFlags::BIND_TASK) {
+                let (bind, r) = cap_arg(k, task, a.bind_task.ok_or(Error::Inval)?)?;
                 need(r, CapRights::W)?;
-                k.bind_thread(th, bind, m[tc::MR_BIND_UTCB])?;
+                k.bind_thread(th, bind, a.bind_utcb)?;
             }
-            if flags & tc::SET_PAGER != 0 {
-                k.known_thread(th).pager = m[tc::MR_PAGER] >> l4_abi::sys::CAP_SHIFT;
+            if a.flags.contains(ControlFlags::SET_PAGER) {
+                k.known_thread(th).pager = a.pager >> l4_abi::sys::CAP_SHIFT;
             }
-            if flags & tc::SET_EXC_HANDLER != 0 {
-                k.known_thread(th).exc_handler = m[tc::MR_EXC_HANDLER] >> l4_abi::sys::CAP_SHIFT;
+            if a.flags.contains(ControlFlags::SET_EXC_HANDLER) {
+                k.known_thread(th).exc_handler = a.exc_handler >> l4_abi::sys::CAP_SHIFT;
             }
             ok(0)
         }
-        ThreadOp::ExRegs => {
-            need_words(rights, CapRights::W, tag, 3)?;
+        ThreadMsg::ExRegs(e) => {
+            need(rights, CapRights::W)?;
             let keep = |v: u64| (v != proto::ex_regs::UNCHANGED).then_some(v);
             let change = PendingRegs {
-                pc: keep(m[1]),
-                sp: keep(m[2]),
-                exception: flags & proto::ex_regs::TRIGGER_EXCEPTION != 0,
+                pc: keep(e.pc),
+                sp: keep(e.sp),
+                exception: e.flags.contains(ExRegsFlags::TRIGGER_EXCEPTION),
             };
             // A canceled wait ends first, so a triggered exception follows it.
-            if flags & proto::ex_regs::CANCEL != 0
+            if e.flags.contains(ExRegsFlags::CANCEL)
                 && !matches!(
                     k.known_thread(th).state,
                     State::Ready | State::Inactive | State::Dead
@@ -311,7 +313,11 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             }
             let t = k.known_thread(th);
             let f = t.frame();
-            let old = [f.spsr, f.elr, f.sp_el0];
+            let old = ExRegsReply {
+                pstate: f.spsr,
+                pc: f.elr,
+                sp: f.sp_el0,
+            };
             t.has_regs = true;
             match t.running_on {
                 Some(c) if c != arch::cpu_id() => {
@@ -324,20 +330,37 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 }
                 _ => apply_regs(k, th, change),
             }
-            c.reply(k, &old)
+            c.reply(k, old)
         }
-        ThreadOp::Switch => ok(0),
-        ThreadOp::Stats => {
+        ThreadMsg::Switch(_) => ok(0),
+        ThreadMsg::Stats(_) => {
             let t = k.known_thread(th);
             let mut ticks = t.cpu_time;
             if t.running_on.is_some() {
                 ticks += arch::counter().saturating_sub(t.ran_since);
             }
             let us = ticks * 1_000_000 / arch::counter_freq().max(1);
-            c.reply(k, &[us])
+            c.reply(k, ThreadStatsReply { time_us: us })
         }
-        ThreadOp::ArmTpidrUro => Err(Error::Perm),
-        _ => Err(Error::NoSys),
+        ThreadMsg::ArmTpidrUro(_) => Err(Error::Perm),
+        ThreadMsg::VcpuControl(op) => {
+            need(rights, CapRights::W)?;
+            let vm = match op.vm {
+                Some(a) if op.state != 0 => {
+                    let (vm, r) = cap_arg(k, task, a)?;
+                    need(r, CapRights::W)?;
+                    Some(vm)
+                }
+                _ => None,
+            };
+            super::vcpu::control(k, th, op.state, vm)?;
+            ok(0)
+        }
+        ThreadMsg::VcpuResume(_) => {
+            super::vcpu::resume(k, c.cur, th)?;
+            ok(0)
+        }
+        ThreadMsg::RegisterDeleteIrq(_) => Err(Error::NoSys),
     }
 }
 

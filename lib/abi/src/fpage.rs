@@ -52,14 +52,6 @@ bitflags::bitflags! {
     }
 }
 
-impl MemRights {
-    /// The rights present in both (kept for the kernel until it moves to
-    /// [`MemRights::intersection`]; remove then).
-    pub const fn intersect(self, other: MemRights) -> MemRights {
-        self.intersection(other)
-    }
-}
-
 /// Capability rights, with the values of ned's `L4.Rights`: `w`=1, `s`=2,
 /// `r`=4, `d`=8, `n`=16, `c`=32. The low four bits travel in a capability
 /// flexpage's rights field; bits 4..8 (`n`, `c` and two more object-specific
@@ -118,18 +110,6 @@ impl CapRights {
     /// ([`CapRights::LABEL_BITS`]).
     pub const fn label_bits(self) -> u64 {
         self.0 as u64 & CapRights::LABEL_BITS
-    }
-
-    /// The rights present in both (kept for the kernel until it moves to
-    /// [`CapRights::intersection`]; remove then).
-    pub const fn intersect(self, other: CapRights) -> CapRights {
-        self.intersection(other)
-    }
-
-    /// `self` without the rights in `other` (kept for the kernel until it
-    /// moves to [`CapRights::difference`]; remove then).
-    pub const fn without(self, other: CapRights) -> CapRights {
-        self.difference(other)
     }
 
     /// Parses ned's letters (`"rw"`, `"RWS"`, `"rwsdnc"`); `None` on any
@@ -508,9 +488,9 @@ mod tests {
         assert!(CapRights::RWSD.contains(CapRights::D));
         assert_eq!(CapRights::RWS.difference(CapRights::S), CapRights::RW);
         assert_eq!(CapRights::RW.union(CapRights::S), CapRights::RWS);
-        assert_eq!(CapRights::ALL.intersect(CapRights::RO), CapRights::RO);
+        assert_eq!(CapRights::ALL.intersection(CapRights::RO), CapRights::RO);
         assert!(MemRights::RWX.contains(MemRights::RX));
-        assert!(MemRights::RX.intersect(MemRights::W).is_empty());
+        assert!(MemRights::RX.intersection(MemRights::W).is_empty());
     }
 
     #[test]

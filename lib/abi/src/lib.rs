@@ -67,6 +67,7 @@ pub mod proto;
 pub mod sys;
 pub mod timeout;
 pub mod utcb;
+pub mod vcpu;
 
 #[cfg(target_arch = "aarch64")]
 pub mod call;
@@ -120,6 +121,14 @@ pub mod root {
     pub const STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
     /// Size of that stack.
     pub const STACK_SIZE: u64 = 64 * 1024;
+    /// Free RAM Sigma0 keeps for the kernel (beyond its heap): `MAP_FREE`
+    /// is refused when it would leave less. Translation tables (stage 1
+    /// and 2), kernel stacks and UTCB areas come from it.
+    pub const KERNEL_MEMORY: u64 = 40 << 20;
+    /// The root factory's quota: as much as [`KERNEL_MEMORY`] (what the
+    /// quota pays for comes partly from those frames, partly from the
+    /// kernel heap), so what the quota allows is there.
+    pub const ROOT_QUOTA: u64 = KERNEL_MEMORY;
 }
 
 /// Capability indices the kernel gives the root task (Fiasco's

@@ -794,6 +794,25 @@ kernel_protocol! {
             }
             items {}
         }
+        /// vCPU mode ([`crate::vcpu`]): the state area (a page of the
+        /// thread's task's UTCB area; 0 leaves vCPU mode) and the Vm the
+        /// guest runs in (`W`; needed unless leaving).
+        VcpuControl(ThreadVcpuControl) {
+            words {
+                /// The state area's address.
+                state: u64,
+            }
+            items {
+                /// The Vm.
+                vm: Option<CapArg>,
+            }
+        }
+        /// Run the guest (on the calling thread itself) until an exit for
+        /// the VMM; the reply label is the [`crate::vcpu::ExitReason`].
+        VcpuResume(ThreadVcpuResume) {
+            words {}
+            items {}
+        }
     }
 }
 
@@ -889,6 +908,18 @@ kernel_protocol! {
         Detach(IrqDetach) {
             words {}
             items {}
+        }
+        /// Bind to the vCPU of a thread (`S`): triggering the Irq injects
+        /// the interrupt into its guest.
+        BindVcpu(IrqBindVcpu) {
+            words {
+                /// The interrupt ([`crate::vcpu::VirqSpec`]).
+                irq: crate::vcpu::VirqSpec,
+            }
+            items {
+                /// The vCPU thread.
+                thread: CapArg,
+            }
         }
     }
 }

@@ -238,9 +238,8 @@ opcodes! {
     }
 }
 
-/// Flags of [`ThreadOp::Control`] (in `MR0`), and its message-register
-/// indices (the layout is [`crate::ops::ThreadControl`]; the indices stay
-/// for the kernel until it decodes with that, then go).
+/// Flags of [`ThreadOp::Control`] (in `MR0`; the layout is
+/// [`crate::ops::ThreadControl`]).
 pub mod thread_control {
     /// MR1 names the pager.
     pub const SET_PAGER: u64 = 0x001_0000;
@@ -250,20 +249,6 @@ pub mod thread_control {
     pub const ALIEN: u64 = 0x040_0000;
     /// MR2 names the exception handler.
     pub const SET_EXC_HANDLER: u64 = 0x100_0000;
-    /// Index of the flags.
-    pub const MR_FLAGS: usize = 0;
-    /// Index of the pager selector.
-    pub const MR_PAGER: usize = 1;
-    /// Index of the exception-handler selector.
-    pub const MR_EXC_HANDLER: usize = 2;
-    /// Index of the flag values (e.g. alien on/off).
-    pub const MR_FLAG_VALS: usize = 4;
-    /// Index of the UTCB address for bind.
-    pub const MR_BIND_UTCB: usize = 5;
-    /// Index of the task item for bind (two words).
-    pub const MR_BIND_TASK: usize = 6;
-    /// Number of untyped words of the message.
-    pub const WORDS: u32 = 6;
 }
 
 bitflags::bitflags! {
@@ -429,6 +414,8 @@ opcodes! {
         Attach = 0,
         /// Detach from the bound thread.
         Detach = 1,
+        /// Bind to a vCPU (inject into its guest).
+        BindVcpu = 0x10,
     }
 }
 

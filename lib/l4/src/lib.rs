@@ -40,7 +40,7 @@ mod objects;
 pub mod utcb;
 
 pub use cap::{
-    Cap, Factory, Icu, IpcGate, Irq, Kobject, Scheduler, Semaphore, Sigma0, Task, Thread, Vcon,
+    Cap, Factory, Icu, IpcGate, Irq, Kobject, Scheduler, Semaphore, Sigma0, Task, Thread, Vcon, Vm,
     base,
 };
 #[cfg(target_arch = "aarch64")]

@@ -14,14 +14,16 @@
 use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs};
 use l4_abi::ops::{
     Bytes, CapArg, ExRegsReply, FactoryFactory, FactoryIpcGate, FactoryIrq, FactorySemaphore,
-    FactoryTask, FactoryThread, Fpages, IcuBind, IcuInfo, IcuInfoReply, IcuMask, IcuSetMode,
-    IcuUnbind, IcuUnmask, IrqAttach, IrqDetach, IrqTrigger, IrqUnmask, KobjectBind, KobjectGetInfo,
-    Op, Reply, SchedIdleTime, SchedInfo, SchedInfoReply, SchedRunThread, SemaphoreDown,
-    Sigma0MapDevice, Sigma0MapFree, Sigma0MapModule, TaskCapInfo, TaskMap, TaskUnmap, ThreadExRegs,
-    ThreadStats, ThreadSwitch, Varg, VconRead, VconReadReply, VconWrite,
+    FactoryTask, FactoryThread, FactoryVm, Fpages, IcuBind, IcuInfo, IcuInfoReply, IcuMask,
+    IcuSetMode, IcuUnbind, IcuUnmask, IrqAttach, IrqBindVcpu, IrqDetach, IrqTrigger, IrqUnmask,
+    KobjectBind, KobjectGetInfo, Op, Reply, SchedIdleTime, SchedInfo, SchedInfoReply,
+    SchedRunThread, SemaphoreDown, Sigma0MapDevice, Sigma0MapFree, Sigma0MapModule, TaskCapInfo,
+    TaskMap, TaskUnmap, ThreadExRegs, ThreadStats, ThreadSwitch, ThreadVcpuControl,
+    ThreadVcpuResume, Varg, VconRead, VconReadReply, VconWrite,
 };
 use l4_abi::proto::{ControlFlags, ExRegsFlags, SchedCpuSet, UnmapFlags, unmap, vcon};
 use l4_abi::utcb::{BR_COUNT, MR_COUNT};
+use l4_abi::vcpu::VirqSpec;
 use l4_abi::{CapRights, Error, Fpage, MsgTag, RecvItem, SendItem, Timeout, Utcb};
 
 pub use l4_abi::ops::{UNMAP_MAX, VCON_READ_MAX};
@@ -322,6 +324,11 @@ pub fn factory_semaphore(u: &mut Utcb, dest: u64) -> MsgTag {
     factory_op(u, dest, FactorySemaphore {})
 }
 
+/// Factory: create a Vm.
+pub fn factory_vm(u: &mut Utcb, dest: u64) -> MsgTag {
+    factory_op(u, dest, FactoryVm {})
+}
+
 // ---------------------------------------------------------------------
 // Generic kernel object: IPC gates and Irqs
 // ---------------------------------------------------------------------
@@ -368,6 +375,37 @@ pub fn irq_attach(u: &mut Utcb, thread: u64, label: u64) -> MsgTag {
 /// `IrqSender::Detach`.
 pub fn irq_detach(u: &mut Utcb) -> MsgTag {
     IrqDetach {}.encode(&mut u.mr)
+}
+
+// ---------------------------------------------------------------------
+// Virtualisation: vCPU mode, Irqs bound to a vCPU
+// ---------------------------------------------------------------------
+
+/// `Thread::VcpuControl`: vCPU mode with the state area at `state` (in
+/// the thread's UTCB area; 0 leaves vCPU mode) and the Vm `vm` (the
+/// caller's index).
+pub fn vcpu_control(u: &mut Utcb, state: u64, vm: u64) -> MsgTag {
+    ThreadVcpuControl {
+        state,
+        vm: (state != 0).then(|| cap_arg(vm)),
+    }
+    .encode(&mut u.mr)
+}
+
+/// `Thread::VcpuResume` (on the caller's own thread): the reply label is
+/// the exit reason.
+pub fn vcpu_resume(u: &mut Utcb) -> MsgTag {
+    ThreadVcpuResume {}.encode(&mut u.mr)
+}
+
+/// Irq bind_vcpu: triggering the Irq injects `intid` with `priority` into
+/// the vCPU of `thread` (the caller's index).
+pub fn irq_bind_vcpu(u: &mut Utcb, thread: u64, intid: u32, priority: u8) -> MsgTag {
+    IrqBindVcpu {
+        irq: VirqSpec { intid, priority },
+        thread: cap_arg(thread),
+    }
+    .encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -582,6 +620,7 @@ mod tests {
     use super::*;
     use l4_abi::Proto;
     use l4_abi::fpage::{FpageType, RecvItems};
+    use l4_abi::ops::{IrqSenderMsg, ThreadMsg};
     use l4_abi::proto::varg::{Varg, Vargs};
     use l4_abi::proto::{FactoryOp, TaskOp, ThreadOp, ex_regs};
     use l4_abi::{MemRights, fault};
@@ -662,20 +701,20 @@ mod tests {
         assert_eq!(tag.label(), Proto::Thread as i64);
         assert_eq!((tag.words(), tag.items()), (6, 1));
         assert_eq!(u.mr[0], SET_PAGER | SET_EXC_HANDLER | BIND_TASK);
-        assert_eq!(u.mr[MR_PAGER], 3 << 12);
-        assert_eq!(u.mr[MR_EXC_HANDLER], 4 << 12);
+        assert_eq!(u.mr[1], 3 << 12);
+        assert_eq!(u.mr[2], 4 << 12);
         assert_eq!(u.mr[3], 0);
-        assert_eq!(u.mr[MR_FLAG_VALS], 0);
-        assert_eq!(u.mr[MR_BIND_UTCB], 0x7ff0_0000_0400);
-        assert_eq!(item_cap(&u.mr[MR_BIND_TASK..]), (1, CapRights::RWS));
+        assert_eq!(u.mr[4], 0);
+        assert_eq!(u.mr[5], 0x7ff0_0000_0400);
+        assert_eq!(item_cap(&u.mr[6..]), (1, CapRights::RWS));
 
         let tag = thread_control(&mut u, &ThreadControl::new().alien(true));
         assert_eq!((tag.words(), tag.items()), (6, 0));
         assert_eq!(u.mr[0], ALIEN);
-        assert_eq!(u.mr[MR_FLAG_VALS], ALIEN);
-        assert_eq!(u.mr[MR_PAGER], 0, "unused words are cleared");
+        assert_eq!(u.mr[4], ALIEN);
+        assert_eq!(u.mr[1], 0, "unused words are cleared");
         thread_control(&mut u, &ThreadControl::new().alien(false));
-        assert_eq!((u.mr[0], u.mr[MR_FLAG_VALS]), (ALIEN, 0));
+        assert_eq!((u.mr[0], u.mr[4]), (ALIEN, 0));
     }
 
     #[test]
@@ -925,5 +964,47 @@ mod tests {
             Err(Error::Perm)
         );
         assert_eq!(result(Err(Error::NoPartner)), Err(Error::NoPartner));
+    }
+    #[test]
+    fn vcpu_layouts_decode_as_declared() {
+        let mut u = std::boxed::Box::new(Utcb::new());
+        let t = vcpu_control(&mut u, 0x7000, 9);
+        assert_eq!(
+            (t.label(), t.words(), t.items()),
+            (Proto::Thread as i64, 2, 1)
+        );
+        assert_eq!(
+            ThreadMsg::decode(t, &u.mr),
+            Ok(ThreadMsg::VcpuControl(ThreadVcpuControl {
+                state: 0x7000,
+                vm: Some(CapArg::new(9, CapRights::RWS))
+            }))
+        );
+        let t = vcpu_control(&mut u, 0, 9);
+        assert_eq!((t.words(), t.items()), (2, 0));
+        let t = vcpu_resume(&mut u);
+        assert_eq!(
+            ThreadMsg::decode(t, &u.mr),
+            Ok(ThreadMsg::VcpuResume(ThreadVcpuResume {}))
+        );
+        let t = irq_bind_vcpu(&mut u, 5, 33, 0xa0);
+        assert_eq!(t.label(), Proto::IrqSender as i64);
+        assert_eq!(u.mr[1], 33 | 0xa0 << 32);
+        assert_eq!(
+            IrqSenderMsg::decode(t, &u.mr),
+            Ok(IrqSenderMsg::BindVcpu(IrqBindVcpu {
+                irq: VirqSpec {
+                    intid: 33,
+                    priority: 0xa0
+                },
+                thread: CapArg::new(5, CapRights::RWS)
+            }))
+        );
+        // An INTID beyond the SPIs does not decode.
+        u.mr[1] = 1020;
+        assert!(IrqSenderMsg::decode(t, &u.mr).is_err());
+        let t = factory_vm(&mut u, 12);
+        assert_eq!(t.label(), Proto::Factory as i64);
+        assert_eq!(FactoryOp::try_from(u.mr[0]), Ok(FactoryOp::Vm));
     }
 }

@@ -46,7 +46,10 @@ fn invoke_with(
 }
 
 /// [`invoke_with`] with the [`object_timeouts`].
-fn invoke(cap: l4_abi::Cap, build: impl FnOnce(&mut Utcb) -> MsgTag) -> Result<MsgTag, Error> {
+pub(crate) fn invoke(
+    cap: l4_abi::Cap,
+    build: impl FnOnce(&mut Utcb) -> MsgTag,
+) -> Result<MsgTag, Error> {
     invoke_with(cap, object_timeouts(), build)
 }
 
@@ -452,5 +455,55 @@ impl Cap<Sigma0> {
     pub fn map_module(self, pa: u64, size: u64) -> Result<u64, Error> {
         let tag = invoke(self.sel(), |u| msg::sigma0_map_module(u, pa, size))?;
         utcb::with(|u| msg::reply::<Sigma0Reply>(u, tag)).map(|r| r.addr)
+    }
+}
+
+// Virtualisation: the Vm, vCPU mode, Irqs bound to a vCPU.
+
+impl Cap<Factory> {
+    /// Creates a Vm in slot `dest`.
+    pub fn create_vm(self, dest: u64) -> Result<Cap<Vm>, Error> {
+        invoke(self.sel(), |u| msg::factory_vm(u, dest))?;
+        Ok(Cap::from_index(dest))
+    }
+}
+
+impl Cap<Vm> {
+    /// The Vm as a task: it understands the Task protocol's map (into the
+    /// guest, destination = guest-physical address) and unmap, so
+    /// `vm.as_task().map_mem(src, addr, order, rights, gpa)` fills it.
+    pub fn as_task(self) -> Cap<Task> {
+        Cap::from_index(self.index())
+    }
+}
+
+impl Cap<Thread> {
+    /// Switches the thread to vCPU mode with its state area at `state`
+    /// and guest memory `vm`.
+    pub fn vcpu_control(self, state: u64, vm: Cap<Vm>) -> Result<(), Error> {
+        invoke(self.sel(), |u| msg::vcpu_control(u, state, vm.index())).map(|_| ())
+    }
+
+    /// Leaves vCPU mode.
+    pub fn vcpu_disable(self) -> Result<(), Error> {
+        invoke(self.sel(), |u| msg::vcpu_control(u, 0, 0)).map(|_| ())
+    }
+
+    /// Runs the guest (the thread must be the caller) until an exit for
+    /// the VMM; the state area holds the details.
+    pub fn vcpu_resume(self) -> Result<l4_abi::vcpu::ExitReason, Error> {
+        let tag = invoke(self.sel(), msg::vcpu_resume)?;
+        l4_abi::vcpu::ExitReason::from_u64(tag.label() as u64).ok_or(Error::Inval)
+    }
+}
+
+impl Cap<Irq> {
+    /// Binds the Irq to the vCPU of `thread`: triggering it injects
+    /// `intid` with `priority`.
+    pub fn bind_vcpu(self, thread: Cap<Thread>, intid: u32, priority: u8) -> Result<(), Error> {
+        invoke(self.sel(), |u| {
+            msg::irq_bind_vcpu(u, thread.index(), intid, priority)
+        })
+        .map(|_| ())
     }
 }

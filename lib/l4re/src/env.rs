@@ -10,12 +10,12 @@
 //! }
 //! ```
 //!
-//! The environment page is at [`l4re_env::ENV_VA`]. A std program finds
+//! The environment page is at [`l4_env::ENV_VA`]. A std program finds
 //! out that it runs over this runtime through the auxiliary vector entry
 //! [`crate::linux::auxv::AT_L4RE_ENV`], so on Linux [`env`] is `None`
 //! instead of a crash.
 
-pub use l4re_env::{Env, caps};
+pub use l4_env::{Env, caps};
 
 /// Capability indices a program may allocate freely (the runtime uses
 /// `caps::FIRST_FREE .. FIRST_PROGRAM_CAP` for threads, dataspaces and
@@ -63,12 +63,12 @@ fn env_address() -> Option<u64> {
         safe fn getauxval(t: core::ffi::c_ulong) -> core::ffi::c_ulong;
     }
     let va = getauxval(crate::linux::auxv::AT_L4RE_ENV as core::ffi::c_ulong) as u64;
-    (va == l4re_env::ENV_VA).then_some(va)
+    (va == l4_env::ENV_VA).then_some(va)
 }
 
 #[cfg(target_os = "none")]
 fn env_address() -> Option<u64> {
-    Some(l4re_env::ENV_VA)
+    Some(l4_env::ENV_VA)
 }
 
 #[cfg(not(any(target_env = "musl", target_os = "none")))]

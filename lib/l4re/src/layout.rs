@@ -1,5 +1,5 @@
 //! Where things go in a task's address space (beyond what
-//! [`l4re_env`] fixes for the loader).
+//! [`l4_env`] fixes for the loader).
 //!
 //! | range                                   | what                              |
 //! |-----------------------------------------|-----------------------------------|
@@ -13,7 +13,7 @@
 //! | stack guard, then the main stack up to `PROGRAM_STACK_TOP` |                |
 //! | `ENV_VA`, the runtime's stack           | loader-provided                   |
 
-use l4re_env::{PROGRAM_STACK_SIZE, PROGRAM_STACK_TOP, RUNTIME_BASE, UTCB_AREA, UTCB_AREA_SIZE};
+use l4_env::{PROGRAM_STACK_SIZE, PROGRAM_STACK_TOP, RUNTIME_BASE, UTCB_AREA, UTCB_AREA_SIZE};
 
 /// Lowest address a program may map.
 pub const PROGRAM_MIN: u64 = 0x1_0000;
@@ -44,8 +44,7 @@ pub const USER_END: u64 = 1 << 47;
 /// Number of UTCB slots (slot 0 is the runtime's thread).
 pub const UTCB_SLOTS: usize = (UTCB_AREA_SIZE / 1024) as usize;
 /// The runtime's own capability indices: threads, dataspaces, files.
-pub const RT_CAPS: core::ops::Range<u64> =
-    l4re_env::caps::FIRST_FREE..crate::env::FIRST_PROGRAM_CAP;
+pub const RT_CAPS: core::ops::Range<u64> = l4_env::caps::FIRST_FREE..crate::env::FIRST_PROGRAM_CAP;
 
 /// The UTCB address of slot `i`.
 pub const fn utcb(slot: usize) -> u64 {

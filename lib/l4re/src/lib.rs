@@ -4,7 +4,7 @@
 //!
 //! The loader (moe or ned) maps the runtime's binary into each new task
 //! beside the program and starts it with the environment page
-//! ([`l4re_env`]). The runtime then
+//! ([`l4_env`]). The runtime then
 //!
 //! * loads the program ELF from the `PROGRAM` dataspace (static
 //!   executables and static PIE, as Rust's `aarch64-unknown-linux-musl`

@@ -358,7 +358,7 @@ pub mod auxv {
     /// Minimal signal stack size.
     pub const AT_MINSIGSTKSZ: u64 = 51;
     /// This runtime's own entry: the address of the L4Re environment page
-    /// ([`l4re_env::ENV_VA`]). Tells code that it runs on this system.
+    /// ([`l4_env::ENV_VA`]). Tells code that it runs on this system.
     pub const AT_L4RE_ENV: u64 = 0x4c34_5245;
     /// `AT_HWCAP` bits this runtime reports: FP and ASIMD, which every
     /// AArch64 Linux target assumes.

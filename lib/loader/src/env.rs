@@ -1,7 +1,7 @@
 //! Building a task's environment page, and names of programs.
 
 use alloc::boxed::Box;
-use l4re_env::{Env, EnvError, caps};
+use l4_env::{Env, EnvError, caps};
 
 /// Splits a command line at runs of white space (as L4Re's loader splits
 /// `start(env, "prog args")`).

@@ -1,15 +1,15 @@
 //! Starting a program in a new task: the part of L4Re's loader that moe
 //! (for init) and ned (for everything else) share.
 //!
-//! [`start`] creates a task with the UTCB area of [`l4re_env`], a thread
+//! [`start`] creates a task with the UTCB area of [`l4_env`], a thread
 //! for the in-task runtime (UTCB slot 0), loads the runtime ELF
 //! (`rom/l4re`) at its link addresses, maps a runtime stack and the
-//! environment page ([`l4re_env::Env`], read-only at
-//! [`l4re_env::ENV_VA`]), maps the well-known capabilities
-//! ([`l4re_env::caps`]) and the named ones, points the thread at the
-//! runtime's entry with `sp` = [`l4re_env::RUNTIME_STACK_TOP`] and runs
+//! environment page ([`l4_env::Env`], read-only at
+//! [`l4_env::ENV_VA`]), maps the well-known capabilities
+//! ([`l4_env::caps`]) and the named ones, points the thread at the
+//! runtime's entry with `sp` = [`l4_env::RUNTIME_STACK_TOP`] and runs
 //! it. The runtime then finds everything else through the environment
-//! page: it loads the program from the [`l4re_env::caps::PROGRAM`]
+//! page: it loads the program from the [`l4_env::caps::PROGRAM`]
 //! dataspace itself.
 //!
 //! The loader is plain Rust over two traits, so all of it is tested on the
@@ -22,7 +22,7 @@
 //!   memory present in its own address space (moe: its 1:1 RAM; ned: its
 //!   own pages).
 //!
-//! The child's runtime thread has the child's [`l4re_env::caps::PARENT`]
+//! The child's runtime thread has the child's [`l4_env::caps::PARENT`]
 //! capability (an IPC gate to the loader labelled [`StartArgs::parent_label`])
 //! as pager and exception handler: a fault of the runtime itself reaches
 //! the loader as a page-fault or exception message on that label, and the

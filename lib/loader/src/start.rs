@@ -6,7 +6,7 @@ use core::fmt;
 
 use l4_abi::sys::CAP_SHIFT;
 use l4_abi::{CapRights, Error, Fpage, MemRights, SendItem};
-use l4re_env::{EnvError, caps};
+use l4_env::{EnvError, caps};
 
 use crate::elf::{Elf, ElfError, Segment};
 use crate::{PAGE, blocks};
@@ -69,7 +69,7 @@ pub trait Host {
 /// A named capability for the child (ned's `caps = { name = cap }`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NamedCap<'a> {
-    /// The name (at most [`l4re_env::NAME_LEN`] bytes).
+    /// The name (at most [`l4_env::NAME_LEN`] bytes).
     pub name: &'a str,
     /// The capability in the loading task.
     pub index: u64,
@@ -212,18 +212,18 @@ fn kernel(what: &'static str) -> impl FnOnce(Error) -> LoadError {
 const FIXED_AREAS: [(&str, u64, u64); 3] = [
     (
         "UTCB area",
-        l4re_env::UTCB_AREA,
-        l4re_env::UTCB_AREA + l4re_env::UTCB_AREA_SIZE,
+        l4_env::UTCB_AREA,
+        l4_env::UTCB_AREA + l4_env::UTCB_AREA_SIZE,
     ),
     (
         "environment page",
-        l4re_env::ENV_VA,
-        l4re_env::ENV_VA + l4re_env::ENV_SIZE as u64,
+        l4_env::ENV_VA,
+        l4_env::ENV_VA + l4_env::ENV_SIZE as u64,
     ),
     (
         "runtime stack",
-        l4re_env::RUNTIME_STACK_TOP - l4re_env::RUNTIME_STACK_SIZE,
-        l4re_env::RUNTIME_STACK_TOP,
+        l4_env::RUNTIME_STACK_TOP - l4_env::RUNTIME_STACK_SIZE,
+        l4_env::RUNTIME_STACK_TOP,
     ),
 ];
 
@@ -358,10 +358,10 @@ fn build(
     child: &mut Child,
 ) -> Result<(), LoadError> {
     child.task = slot(host)?;
-    let utcb_order = l4re_env::UTCB_AREA_SIZE.trailing_zeros() as u8;
+    let utcb_order = l4_env::UTCB_AREA_SIZE.trailing_zeros() as u8;
     sys.create_task(
         child.task,
-        Fpage::mem(l4re_env::UTCB_AREA, utcb_order, MemRights::RW),
+        Fpage::mem(l4_env::UTCB_AREA, utcb_order, MemRights::RW),
     )
     .map_err(|e| {
         host.free_cap(child.task);
@@ -390,26 +390,19 @@ fn build(
     for s in elf.segments() {
         load_segment(sys, host, child, elf, a, s)?;
     }
-    let stack = fresh(host, child, l4re_env::RUNTIME_STACK_SIZE)?;
+    let stack = fresh(host, child, l4_env::RUNTIME_STACK_SIZE)?;
     map_range(
         sys,
         child.task,
         stack,
-        l4re_env::RUNTIME_STACK_TOP - l4re_env::RUNTIME_STACK_SIZE,
-        l4re_env::RUNTIME_STACK_SIZE,
+        l4_env::RUNTIME_STACK_TOP - l4_env::RUNTIME_STACK_SIZE,
+        l4_env::RUNTIME_STACK_SIZE,
         MemRights::RW,
     )?;
-    let env_len = l4re_env::ENV_SIZE as u64;
+    let env_len = l4_env::ENV_SIZE as u64;
     let page = fresh(host, child, env_len)?;
     host.write_mem(page, env);
-    map_range(
-        sys,
-        child.task,
-        page,
-        l4re_env::ENV_VA,
-        env_len,
-        MemRights::R,
-    )?;
+    map_range(sys, child.task, page, l4_env::ENV_VA, env_len, MemRights::R)?;
 
     let task = child.task;
     let fixed = [
@@ -433,12 +426,12 @@ fn build(
     sys.control(
         child.thread,
         task,
-        l4re_env::UTCB_AREA,
+        l4_env::UTCB_AREA,
         caps::PARENT,
         caps::PARENT,
     )
     .map_err(kernel("bind the runtime thread"))?;
-    sys.ex_regs(child.thread, elf.entry(), l4re_env::RUNTIME_STACK_TOP)
+    sys.ex_regs(child.thread, elf.entry(), l4_env::RUNTIME_STACK_TOP)
         .map_err(kernel("set the runtime's registers"))?;
     sys.run(a.caps.scheduler, child.thread, a.prio, a.cpus)
         .map_err(kernel("run the runtime thread"))?;
@@ -453,7 +446,7 @@ mod tests {
     use alloc::collections::BTreeMap;
     use alloc::vec;
 
-    const BASE: u64 = l4re_env::RUNTIME_BASE;
+    const BASE: u64 = l4_env::RUNTIME_BASE;
 
     /// Records kernel operations; fails the `fail_at`-th one.
     #[derive(Default)]
@@ -686,12 +679,12 @@ mod tests {
             .sum();
         assert_eq!(data_pages, 0x3000);
         // Stack and environment page.
-        let stack_base = l4re_env::RUNTIME_STACK_TOP - l4re_env::RUNTIME_STACK_SIZE;
+        let stack_base = l4_env::RUNTIME_STACK_TOP - l4_env::RUNTIME_STACK_SIZE;
         assert_eq!(sys.mem[&stack_base].1, 16);
-        let (envp, order, r) = sys.mem[&l4re_env::ENV_VA];
+        let (envp, order, r) = sys.mem[&l4_env::ENV_VA];
         assert_eq!((order, r), (13, 4));
         let env = &host.bytes[&envp];
-        assert_eq!(env.len(), core::mem::size_of::<l4re_env::Env>());
+        assert_eq!(env.len(), core::mem::size_of::<l4_env::Env>());
         assert_eq!(&env[..8], b"L4RE_ENV");
         // Capabilities.
         let all = CapRights::ALL.0;
@@ -763,16 +756,8 @@ mod tests {
         assert_eq!(e, LoadError::Elf(ElfError::BadMagic));
         assert_eq!(e.to_string(), "runtime: not an ELF file (bad magic)");
         let at_env = elf(
-            l4re_env::ENV_VA,
-            &[(
-                PT_LOAD,
-                PF_R | PF_X,
-                0x1000,
-                l4re_env::ENV_VA,
-                0x10,
-                0x10,
-                0,
-            )],
+            l4_env::ENV_VA,
+            &[(PT_LOAD, PF_R | PF_X, 0x1000, l4_env::ENV_VA, 0x10, 0x10, 0)],
             &[0; 0x10],
         );
         let e = start(&mut sys, &mut host, &args(&at_env, &[])).unwrap_err();

@@ -5,7 +5,7 @@ use core::fmt;
 
 use l4::{Cap, CapRights, Error, SchedInfo, SchedParams, base, println};
 use l4_loader::kernel::KernelSys;
-use moe::server::Kernel;
+use roottask::server::Kernel;
 
 /// The root task's kernel.
 pub struct L4Kernel;

@@ -1,5 +1,5 @@
 //! Boot: the entry point, the heap, memory from Sigma0, the boot modules,
-//! the banner, the start of init, then the server loop ([`moe::server`]
+//! the banner, the start of init, then the server loop ([`roottask::server`]
 //! over [`kernel::L4Kernel`]).
 
 mod kernel;
@@ -12,9 +12,9 @@ use buddy_system_allocator::{Heap, LockedHeapWithRescue};
 use l4::{Cap, Error, Proto, Sigma0, base, println};
 use l4_bootinfo::{BootInfo, MemKind};
 use l4_ipc::{RecvBufs, Server, UtcbServerTransport};
-use moe::boot::{self, BOOTINFO_VA, MAP_MODULE, MIB};
-use moe::pages::{PAGE, PageAlloc};
-use moe::server::{Moe, RCV_SLOT};
+use roottask::boot::{self, BOOTINFO_VA, MAP_MODULE, MIB};
+use roottask::pages::{PAGE, PageAlloc};
+use roottask::server::{Moe, RCV_SLOT};
 
 use kernel::L4Kernel;
 
@@ -43,7 +43,7 @@ fn idle() -> ! {
 /// The kernel's boot-info page ([`boot`]).
 fn boot_info() -> Option<&'static BootInfo> {
     // SAFETY: the kernel maps its boot-info page read-only at BOOTINFO_VA
-    // in the root task for the task's whole life (moe::boot), nothing in
+    // in the root task for the task's whole life (roottask::boot), nothing in
     // moe writes there, and BootInfo is plain repr(C) data; its validity is
     // checked before any other field is used.
     let info = unsafe { &*(BOOTINFO_VA as *const BootInfo) };
@@ -150,7 +150,7 @@ extern "C" fn moe_main() -> ! {
     }
 
     let cmdline: String = info.roottask.cmdline.as_str().into();
-    let args = moe::cmdline::parse(&cmdline);
+    let args = roottask::cmdline::parse(&cmdline);
     for w in &args.unknown {
         println!("MOE: unknown option '{w}' ignored");
     }

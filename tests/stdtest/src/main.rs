@@ -193,7 +193,7 @@ fn time() -> Check {
     }
 }
 
-fn l4re_env() -> Check {
+fn l4_env() -> Check {
     match l4re::env::env() {
         Some(e) => {
             let caps: Vec<String> = e.named_caps().map(|(n, i)| format!("{n}={i:#x}")).collect();
@@ -272,7 +272,7 @@ fn main() {
         ("memory", big_alloc),
         ("syscall", unknown_syscall),
         ("time", time),
-        ("env", l4re_env),
+        ("env", l4_env),
         ("rights", dataspace_rights),
     ];
     let mut failed = 0;

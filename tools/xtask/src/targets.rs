@@ -43,7 +43,7 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         alias: Some(KERNEL_ALIAS),
     },
     TargetCrate {
-        package: "moe",
+        package: "roottask",
         target: BARE_USER_TARGET,
         binary: "moe",
         alias: Some(ROOTTASK_ALIAS),
@@ -323,7 +323,10 @@ mod tests {
             groups[0],
             (KERNEL_TARGET, vec!["bootstrap-stage", "kernel"])
         );
-        assert_eq!(groups[1], (BARE_USER_TARGET, vec!["moe", "ktest", "l4re"]));
+        assert_eq!(
+            groups[1],
+            (BARE_USER_TARGET, vec!["roottask", "ktest", "l4re"])
+        );
         let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(total, TARGET_CRATES.len());
     }

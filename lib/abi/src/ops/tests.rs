@@ -128,15 +128,16 @@ fn thread() {
         bind_utcb: 0x7ff0_0000_0400,
         bind_task: Some(cap(1)),
     };
-    round_trip(c, WORDS, 1, Cut::Differs, ThreadMsg::Control, d);
-    // The layout is the one the indices name.
+    round_trip(c, 6, 1, Cut::Differs, ThreadMsg::Control, d);
+    // The Fiasco layout: flags, pager, exception handler, a zero word,
+    // the flag values, the UTCB address, then the task item.
     let mut mr = [0; MR_COUNT];
     c.encode(&mut mr);
-    assert_eq!(mr[MR_FLAGS], SET_PAGER | SET_EXC_HANDLER | BIND_TASK);
-    assert_eq!((mr[MR_PAGER], mr[MR_EXC_HANDLER]), (3 << 12, 4 << 12));
-    assert_eq!((mr[MR_FLAG_VALS], mr[MR_BIND_UTCB]), (0, 0x7ff0_0000_0400));
-    assert_eq!(mr[MR_FLAGS] & !OPCODE_MASK, c.flags.bits());
-    let item = SendItem::from_words([mr[MR_BIND_TASK], mr[MR_BIND_TASK + 1]]);
+    assert_eq!(mr[0], SET_PAGER | SET_EXC_HANDLER | BIND_TASK);
+    assert_eq!((mr[1], mr[2]), (3 << 12, 4 << 12));
+    assert_eq!((mr[4], mr[5]), (0, 0x7ff0_0000_0400));
+    assert_eq!(mr[0] & !OPCODE_MASK, c.flags.bits());
+    let item = SendItem::from_words([mr[6], mr[7]]);
     assert_eq!(CapArg::from_item(item), Ok(cap(1)));
     let alien = ThreadControl {
         flags: ControlFlags::ALIEN,
@@ -144,7 +145,7 @@ fn thread() {
         bind_task: None,
         ..c
     };
-    round_trip(alien, WORDS, 0, Cut::Fails, ThreadMsg::Control, d);
+    round_trip(alien, 6, 0, Cut::Fails, ThreadMsg::Control, d);
 
     let ex = ThreadExRegs {
         flags: ExRegsFlags::CANCEL | ExRegsFlags::TRIGGER_EXCEPTION,
@@ -158,11 +159,26 @@ fn thread() {
     round_trip(del, 1, 1, Cut::Fails, ThreadMsg::RegisterDeleteIrq, d);
     let tp = ThreadArmTpidrUro { value: 0x1234 };
     round_trip(tp, 2, 0, Cut::Fails, ThreadMsg::ArmTpidrUro, d);
+    let vc = ThreadVcpuControl {
+        state: 0x7ff0_0000_f000,
+        vm: Some(cap(0x22)),
+    };
+    round_trip(vc, 2, 1, Cut::Differs, ThreadMsg::VcpuControl, d);
+    let off = ThreadVcpuControl { state: 0, vm: None };
+    round_trip(off, 2, 0, Cut::Fails, ThreadMsg::VcpuControl, d);
+    round_trip(
+        ThreadVcpuResume {},
+        1,
+        0,
+        Cut::Fails,
+        ThreadMsg::VcpuResume,
+        d,
+    );
     // Operations without a layout here are unknown.
     let mut mr = [0; MR_COUNT];
-    mr[0] = ThreadOp::VcpuResume.code();
+    mr[0] = ThreadOp::ModifySender.code();
     let e = ThreadMsg::decode(MsgTag::proto(Proto::Thread, 1, 0), &mr);
-    assert!(matches!(e, Err(MsgError::UnknownOp { mr0: 4, .. })));
+    assert!(matches!(e, Err(MsgError::UnknownOp { mr0: 6, .. })));
     assert_eq!(Error::from(e.unwrap_err()), Error::NoSys);
 }
 
@@ -231,6 +247,22 @@ fn irq_icu() {
     };
     round_trip(at, 2, 1, Cut::Fails, IrqSenderMsg::Attach, d);
     round_trip(IrqDetach {}, 1, 0, Cut::Fails, IrqSenderMsg::Detach, d);
+    let bv = IrqBindVcpu {
+        irq: crate::vcpu::VirqSpec {
+            intid: 40,
+            priority: 0xa0,
+        },
+        thread: cap(0x23),
+    };
+    round_trip(bv, 2, 1, Cut::Fails, IrqSenderMsg::BindVcpu, d);
+    // An interrupt number beyond the SPIs is malformed.
+    let mut mr = [0; MR_COUNT];
+    let tag = bv.encode(&mut mr);
+    mr[1] = 1020;
+    assert!(matches!(
+        IrqSenderMsg::decode(tag, &mr),
+        Err(MsgError::Malformed { field: "irq", .. })
+    ));
 
     let d: ProtoDecode<IcuMsg> = IcuMsg::decode;
     let bind = IcuBind {

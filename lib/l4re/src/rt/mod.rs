@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 use l4::abi::fault::{EXC_REGS_WORDS, ExcRegs, PageFault};
 use l4::abi::utcb::BR_COUNT;
 use l4::{Error, MsgTag, Timeout, Timeouts};
+use l4_env::Env;
 use l4re::runtime::{Action, Config, PfAction, Runtime};
-use l4re_env::Env;
 
 extern crate alloc;
 
@@ -28,9 +28,9 @@ const EXIT_NOEXEC: i64 = -8;
 #[unsafe(no_mangle)]
 extern "C" fn l4re_main() -> ! {
     // SAFETY: the loader maps the read-only environment page at ENV_VA
-    // for the task's life before starting this thread (the l4re-env
+    // for the task's life before starting this thread (the l4-env
     // contract); `Env` is plain data valid for any bytes.
-    let env: &'static Env = unsafe { &*(l4re_env::ENV_VA as *const Env) };
+    let env: &'static Env = unsafe { &*(l4_env::ENV_VA as *const Env) };
     if !env.is_valid() {
         sys::log_str("l4re: the environment page is not valid; stopping\n");
         sys::parent_exit(EXIT_NOEXEC);
@@ -42,7 +42,7 @@ extern "C" fn l4re_main() -> ! {
     let cfg = Config {
         args,
         envs,
-        program_ds: l4re_env::caps::PROGRAM,
+        program_ds: l4_env::caps::PROGRAM,
         trampoline: start::trampoline(),
         cpus: sys::online_cpus(),
         trace: env.dbg & DBG_TRACE_SYSCALLS != 0,

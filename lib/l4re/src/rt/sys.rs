@@ -4,6 +4,7 @@ use l4::abi::fault::{EXC_REGS_WORDS, ExcRegs};
 use l4::abi::proto::unmap;
 use l4::msg::{self, ThreadControl};
 use l4::{Cap, Error, Fpage, MemRights, MsgTag, RecvItem, Timeouts};
+use l4_env::caps;
 use l4_ipc::RecvBufs;
 use l4_ipc::protocols::{
     DataspaceClient, FactoryClient, NamespaceClient, ParentClient, mem_alloc_flags, parent_signal,
@@ -11,7 +12,6 @@ use l4_ipc::protocols::{
 use l4re::linux::errno::*;
 use l4re::regions::Prot;
 use l4re::runtime::Backend;
-use l4re_env::caps;
 
 use super::PROGRAM_PRIO;
 

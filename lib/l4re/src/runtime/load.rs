@@ -31,7 +31,7 @@ impl<B: Backend> Runtime<B> {
         self.attach(
             Space::Program,
             Region::new(
-                l4re_env::RUNTIME_BASE,
+                l4_env::RUNTIME_BASE,
                 STACK_LOW - STACK_GUARD,
                 Prot::NONE,
                 Backing::Reserved,
@@ -42,7 +42,7 @@ impl<B: Backend> Runtime<B> {
         self.attach(
             Space::Program,
             Region::new(
-                l4re_env::PROGRAM_STACK_TOP,
+                l4_env::PROGRAM_STACK_TOP,
                 USER_END,
                 Prot::NONE,
                 Backing::Reserved,
@@ -153,7 +153,7 @@ impl<B: Backend> Runtime<B> {
     }
 
     fn start_main(&mut self, prog: &Program, base: u64) -> Result<(), LoadError> {
-        let top = l4re_env::PROGRAM_STACK_TOP;
+        let top = l4_env::PROGRAM_STACK_TOP;
         self.attach(
             Space::Program,
             Region::new(
@@ -200,7 +200,7 @@ impl<B: Backend> Runtime<B> {
             (auxv::AT_CLKTCK, 100),
             (auxv::AT_SECURE, 0),
             (auxv::AT_MINSIGSTKSZ, 5120),
-            (auxv::AT_L4RE_ENV, l4re_env::ENV_VA),
+            (auxv::AT_L4RE_ENV, l4_env::ENV_VA),
         ];
         let mut random = [0u8; 16];
         let (r0, r1) = (self.random(), self.random());

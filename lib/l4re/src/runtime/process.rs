@@ -29,7 +29,7 @@ impl<B: Backend> Runtime<B> {
         }
         if old != 0 {
             let (cur, max) = match res {
-                RLIMIT_STACK => (l4re_env::PROGRAM_STACK_SIZE, u64::MAX),
+                RLIMIT_STACK => (l4_env::PROGRAM_STACK_SIZE, u64::MAX),
                 RLIMIT_NOFILE => (fd::MAX_FDS as u64, fd::MAX_FDS as u64),
                 _ => (u64::MAX, u64::MAX),
             };

@@ -27,7 +27,7 @@ fn loads_a_static_pie_with_a_linux_stack() {
             .all(|&b| b == 0)
     );
     // The stack as Linux builds it.
-    let top = l4re_env::PROGRAM_STACK_TOP;
+    let top = l4_env::PROGRAM_STACK_TOP;
     let bytes = rt.b.prog_read(sp, (top - sp) as usize);
     let st = stack::InitialStack { sp, bytes };
     let (argv, envp, aux) = stack::parse(&st).unwrap();
@@ -38,7 +38,7 @@ fn loads_a_static_pie_with_a_linux_stack() {
     assert_eq!(get(auxv::AT_BASE), 0);
     assert_eq!(get(auxv::AT_PAGESZ), 4096);
     assert_eq!(get(auxv::AT_PHNUM), 3);
-    assert_eq!(get(auxv::AT_L4RE_ENV), l4re_env::ENV_VA);
+    assert_eq!(get(auxv::AT_L4RE_ENV), l4_env::ENV_VA);
     // AT_PHDR points at the program headers in memory (the first is PT_PHDR).
     let mut rt = rt;
     let phdr = get(auxv::AT_PHDR);

@@ -85,12 +85,12 @@ fn brk_mmap_munmap_mprotect() {
             &mut rt,
             1,
             222,
-            &[l4re_env::RUNTIME_BASE, PAGE, 3, 0x32, u64::MAX, 0]
+            &[l4_env::RUNTIME_BASE, PAGE, 3, 0x32, u64::MAX, 0]
         ),
         -ENOMEM
     );
     assert_eq!(call(&mut rt, 1, 222, &[0, PAGE, 3, 0x02, 7, 0]), -EBADF);
-    assert_eq!(call(&mut rt, 1, 215, &[l4re_env::UTCB_AREA, PAGE]), -EINVAL);
+    assert_eq!(call(&mut rt, 1, 215, &[l4_env::UTCB_AREA, PAGE]), -EINVAL);
     assert_eq!(call(&mut rt, 1, 215, &[h + 1, PAGE]), -EINVAL);
 
     // mprotect: a guard page faults; the rest stays usable.
