@@ -104,12 +104,12 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         ),
         Err(e) => panic!("cannot create the root task: {e}"),
     }
-    SMP_GO.store(true, Ordering::Release);
+    SMP_GO.store(1, Ordering::Release);
     sched::idle_loop(g)
 }
 
-/// Secondary CPUs wait for the kernel state before they schedule.
-static SMP_GO: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Secondary CPUs wait for the kernel state before they schedule (1: go).
+static SMP_GO: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 /// Secondary CPUs arrive here from `secondary_entry`, MMU on.
 #[unsafe(no_mangle)]
@@ -118,9 +118,9 @@ extern "C" fn secondary_main(cpu: u64) -> ! {
     platform::gic::init_cpu(cpu as usize);
     arch::timer_start();
     platform::smp::ONLINE.fetch_add(1, Ordering::Release);
-    while !SMP_GO.load(Ordering::Acquire) {
-        core::hint::spin_loop();
-    }
+    // Asleep in `wfe` meanwhile, not polling: the boot CPU (or, on an
+    // emulator, the host thread all CPUs share) runs at full speed.
+    arch::wait_until_eq(&SMP_GO, 1);
     sched::idle_loop(bkl::lock())
 }
 

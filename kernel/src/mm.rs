@@ -91,12 +91,20 @@ pub fn alloc_frame() -> Option<u64> {
 
 /// `n` contiguous zeroed pages (aligned to the next power of two).
 pub fn alloc_frames(n: usize) -> Option<u64> {
-    let pfn = FRAMES.lock().alloc(n)?;
-    FREE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
-    let pa = pfn as u64 * PAGE;
+    let pa = alloc_frames_uncleared(n)?;
     // SAFETY: free frames, now ours, reached through the linear map.
     unsafe { core::ptr::write_bytes(phys_to_virt(pa) as *mut u8, 0, n * PAGE as usize) };
     Some(pa)
+}
+
+/// `n` contiguous pages as they are (aligned to the next power of two):
+/// for memory whose new owner clears what it uses itself (Sigma0's free
+/// RAM, which the root task zeroes when it hands it out), so that nothing
+/// is cleared twice or before anyone needs it.
+pub fn alloc_frames_uncleared(n: usize) -> Option<u64> {
+    let pfn = FRAMES.lock().alloc(n)?;
+    FREE_PAGES.fetch_sub(n as u64, Ordering::Relaxed);
+    Some(pfn as u64 * PAGE)
 }
 
 /// Returns pages from [`alloc_frame`] / [`alloc_frames`].

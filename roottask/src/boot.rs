@@ -7,7 +7,9 @@
 //! 1:1 read-execute by Sigma0 [`MAP_MODULE`] (MR1 = physical address,
 //! MR2 = size; the range must lie inside a module region of the memory
 //! map), free RAM 1:1 read-write by [`MAP_FREE`] (MR1 = log2 of the size,
-//! 12..=30; the reply's MR0 is the address).
+//! 12..=30; the reply's MR0 is the address). The kernel does not clear free
+//! RAM: moe zeroes every block when it hands it out ([`crate::pages`] keeps
+//! the chunks, `server::kernel::alloc_zeroed` clears).
 
 pub use l4_abi::root::BOOTINFO_VA;
 pub use l4_abi::sigma0::{MAP_FREE, MAP_MODULE};
@@ -23,32 +25,9 @@ pub const MIB: u64 = 1 << 20;
 /// refuses before moe has taken its whole budget.
 pub const KERNEL_KEEP: u64 = l4_abi::root::KERNEL_MEMORY;
 
-/// The largest chunk asked for first, and the smallest one asked for.
-pub const CHUNK_ORDERS: core::ops::RangeInclusive<u8> = 20..=28;
-/// The heap moe takes before anything else (log2 of the size; smaller
-/// orders are tried if that fails).
-pub const HEAP_ORDER: u8 = 23;
-
 /// How much of `free` (the free RAM the boot-info page lists) moe takes.
 pub fn budget(free: u64) -> u64 {
     free.saturating_sub(KERNEL_KEEP) & !(MIB - 1)
-}
-
-/// The chunk sizes (log2) to take `budget` bytes in, largest first: as many
-/// of each as fit in what is left; `take` returns whether the kernel gave
-/// one (it stops asking for a size once the kernel refuses). Returns the
-/// bytes taken.
-pub fn take_memory(budget: u64, mut take: impl FnMut(u8) -> bool) -> u64 {
-    let mut got = 0u64;
-    for order in CHUNK_ORDERS.rev() {
-        while got + (1 << order) <= budget {
-            if !take(order) {
-                break;
-            }
-            got += 1 << order;
-        }
-    }
-    got
 }
 
 #[cfg(test)]
@@ -63,27 +42,5 @@ mod tests {
         assert_eq!(budget(40 * MIB), 0);
         assert_eq!(budget(16 * MIB), 0);
         assert_eq!(budget(0), 0);
-    }
-
-    #[test]
-    fn takes_big_chunks_first_and_stops_when_refused() {
-        let mut asked = std::vec::Vec::new();
-        let got = take_memory(768 * MIB + 3 * MIB, |o| {
-            asked.push(o);
-            true
-        });
-        assert_eq!(got, 771 * MIB);
-        assert_eq!(asked, [28, 28, 28, 21, 20]);
-        // The kernel has only 300 MiB in 1 MiB pieces.
-        let mut left = 300;
-        let got = take_memory(768 * MIB, |o| {
-            if o > 20 || left == 0 {
-                return false;
-            }
-            left -= 1;
-            true
-        });
-        assert_eq!(got, 300 * MIB);
-        assert_eq!(take_memory(0, |_| true), 0);
     }
 }

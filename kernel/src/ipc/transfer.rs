@@ -308,11 +308,9 @@ pub fn map_root_memory(
             &mut Apply(&mut k.objs),
         )
         .map_err(|_| Error::Exist)?;
-    let t = k.task_mut(task).ok_or(Error::Inval)?;
-    for off in (0..1u64 << order).step_by(PAGE as usize) {
-        t.map_page(va + off, pa + off, rights)?;
-    }
-    Ok(())
+    k.task_mut(task)
+        .ok_or(Error::Inval)?
+        .map_range(va, pa, 1 << order, rights)
 }
 
 /// Gives task `task` a new capability at `index` (the creator's root of

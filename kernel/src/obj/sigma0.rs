@@ -5,6 +5,7 @@ use super::{Call, OpResult};
 use crate::ipc::transfer;
 use crate::mm::{self, PAGE};
 use crate::state::Kernel;
+use kernel_core::kobj::ObjId;
 use l4_abi::ops::{Sigma0Msg, Sigma0Reply};
 use l4_abi::{Error, MemRights};
 
@@ -25,7 +26,8 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             if mm::free_bytes() < (1 << order) + l4_abi::root::KERNEL_MEMORY {
                 return Err(Error::NoMem);
             }
-            let pa = mm::alloc_frames(pages).ok_or(Error::NoMem)?;
+            // Not cleared here: the root task zeroes what it hands out.
+            let pa = mm::alloc_frames_uncleared(pages).ok_or(Error::NoMem)?;
             if let Err(e) = transfer::map_root_memory(k, task, pa, pa, order, MemRights::RWX) {
                 mm::free_frames(pa, pages);
                 return Err(e);
@@ -56,12 +58,35 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             if size == 0 || !pa.is_multiple_of(PAGE) || !inside {
                 return Err(Error::Inval);
             }
-            for off in (0..size).step_by(PAGE as usize) {
-                if k.task(task).and_then(|t| t.lookup(pa + off)).is_none() {
-                    transfer::map_root_memory(k, task, pa + off, pa + off, 12, MemRights::RX)?;
+            let mut r = Ok(());
+            l4_abi::fpage::for_each_block(pa, end, 12, |at, order| {
+                if r.is_ok() {
+                    r = map_module_block(k, task, at, order);
                 }
-            }
+            });
+            r?;
             c.reply(k, Sigma0Reply { addr: pa })
         }
     }
+}
+
+/// Maps one aligned block of a boot module 1:1 read-execute: as one
+/// mapping if none of its pages is mapped yet, else the missing pages one
+/// by one (asking again for all or part of a module is fine).
+fn map_module_block(k: &mut Kernel, task: ObjId, pa: u64, order: u8) -> Result<(), Error> {
+    let size = 1u64 << order;
+    let mapped = |k: &Kernel, at: u64| k.task(task).and_then(|t| t.lookup(at)).is_some();
+    if order <= 30
+        && !(pa..pa + size)
+            .step_by(PAGE as usize)
+            .any(|at| mapped(k, at))
+    {
+        return transfer::map_root_memory(k, task, pa, pa, order, MemRights::RX);
+    }
+    for at in (pa..pa + size).step_by(PAGE as usize) {
+        if !mapped(k, at) {
+            transfer::map_root_memory(k, task, at, at, 12, MemRights::RX)?;
+        }
+    }
+    Ok(())
 }

@@ -96,6 +96,35 @@ impl Task {
         Ok(())
     }
 
+    /// Maps `size` bytes of 4 KiB pages from `va` to `pa` in one walk of
+    /// the tables (one barrier for all); pages already mapped in the range
+    /// are replaced one by one.
+    pub fn map_range(
+        &mut self,
+        va: u64,
+        pa: u64,
+        size: u64,
+        rights: MemRights,
+    ) -> Result<(), l4_abi::Error> {
+        if va.checked_add(size).is_none_or(|end| end > USER_TOP) {
+            return Err(l4_abi::Error::Inval);
+        }
+        let (root, attr) = (self.pt_root, mem_attr(rights));
+        let mut t = CountedTables(&mut self.table_pages);
+        match l4_pgtable::map(&mut t, root, va, pa, size, attr, false) {
+            Ok(()) => {
+                crate::arch::mapping_barrier();
+                Ok(())
+            }
+            Err(l4_pgtable::MapError::NoMemory) => Err(l4_abi::Error::NoMem),
+            // Something is mapped there already: replace page by page.
+            Err(l4_pgtable::MapError::Exists { .. }) => (0..size)
+                .step_by(PAGE as usize)
+                .try_for_each(|off| self.map_page(va + off, pa + off, rights)),
+            Err(_) => Err(l4_abi::Error::Inval),
+        }
+    }
+
     pub fn unmap_page(&mut self, va: u64) {
         let mut t = FrameTables;
         if l4_pgtable::unmap_page(&mut t, self.pt_root, va).is_some() {

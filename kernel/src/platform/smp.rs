@@ -58,7 +58,7 @@ pub fn start_secondaries(p: &Platform, info: &BootInfo) -> usize {
     let start = arch::counter();
     while ONLINE.load(Ordering::Acquire) < expected && arch::micros_since(start) < START_TIMEOUT_US
     {
-        core::hint::spin_loop();
+        arch::cpu_relax();
     }
     let online = ONLINE.load(Ordering::Acquire);
     if online < expected {

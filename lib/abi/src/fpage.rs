@@ -433,6 +433,29 @@ impl Iterator for RecvItems<'_> {
     }
 }
 
+/// Splits `[start, end)` into the largest naturally aligned power-of-two
+/// blocks of at least `2^min_order` bytes (`start` and `end` rounded out
+/// to that). Returns `(address, order)` pairs through `f`.
+pub fn for_each_block(start: u64, end: u64, min_order: u8, mut f: impl FnMut(u64, u8)) {
+    let unit = 1u64 << min_order;
+    let mut at = start & !(unit - 1);
+    let end = end.div_ceil(unit).saturating_mul(unit);
+    while at < end {
+        let align = if at == 0 {
+            63
+        } else {
+            at.trailing_zeros().min(63)
+        };
+        let room = 63 - (end - at).leading_zeros();
+        let order = align.min(room) as u8;
+        f(at, order);
+        match at.checked_add(1u64 << order) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,5 +531,27 @@ mod tests {
         assert_eq!(RecvItems::new(&[item::MAP]).next(), None);
         assert_eq!(RecvItem::SmallCap { index: 1 }.words(), 1);
         assert_eq!(RecvItem::Window(w).words(), 2);
+    }
+
+    #[test]
+    fn blocks() {
+        fn all(start: u64, end: u64) -> ([(u64, u8); 8], usize) {
+            let (mut v, mut n) = ([(0, 0); 8], 0);
+            for_each_block(start, end, 12, |a, o| {
+                v[n] = (a, o);
+                n += 1;
+            });
+            (v, n)
+        }
+        let (v, n) = all(0x0100_0000, 0x0102_3000);
+        assert_eq!(
+            v[..n],
+            [(0x0100_0000, 17), (0x0102_0000, 13), (0x0102_2000, 12)]
+        );
+        let (v, n) = all(0x1800, 0x2100);
+        assert_eq!(v[..n], [(0x1000, 12), (0x2000, 12)], "rounded out to pages");
+        assert_eq!(all(0x4000_0000, 0x4000_0000).1, 0);
+        let (v, n) = all(0x3000, 0x10000);
+        assert_eq!(v[..n], [(0x3000, 12), (0x4000, 14), (0x8000, 15)]);
     }
 }

@@ -99,7 +99,8 @@ pub mod debug {
 /// 1:1 (virtual = physical) in the caller; the reply is the address
 /// ([`ops::Sigma0Reply`]), a negative label an error.
 pub mod sigma0 {
-    /// Free RAM, read-write-execute.
+    /// Free RAM, read-write-execute, as it is: the kernel does not clear
+    /// it (the root task clears what it hands on, and only when it does).
     pub const MAP_FREE: u64 = 1;
     /// Device memory (refused for RAM), read-write.
     pub const MAP_DEVICE: u64 = 2;

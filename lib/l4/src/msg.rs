@@ -612,28 +612,7 @@ pub fn result(r: Result<MsgTag, Error>) -> Result<MsgTag, Error> {
     Ok(tag)
 }
 
-/// Splits `[start, end)` into the largest naturally aligned power-of-two
-/// blocks of at least `2^min_order` bytes (`start` and `end` rounded out
-/// to that). Returns `(address, order)` pairs through `f`.
-pub fn for_each_block(start: u64, end: u64, min_order: u8, mut f: impl FnMut(u64, u8)) {
-    let unit = 1u64 << min_order;
-    let mut at = start & !(unit - 1);
-    let end = end.div_ceil(unit).saturating_mul(unit);
-    while at < end {
-        let align = if at == 0 {
-            63
-        } else {
-            at.trailing_zeros().min(63)
-        };
-        let room = 63 - (end - at).leading_zeros();
-        let order = align.min(room) as u8;
-        f(at, order);
-        match at.checked_add(1u64 << order) {
-            Some(next) => at = next,
-            None => break,
-        }
-    }
-}
+pub use l4_abi::fpage::for_each_block;
 
 #[cfg(test)]
 mod tests {
@@ -986,23 +965,6 @@ mod tests {
         );
         assert_eq!(result(Err(Error::NoPartner)), Err(Error::NoPartner));
     }
-
-    #[test]
-    fn blocks() {
-        let mut v = Vec::new();
-        for_each_block(0x0100_0000, 0x0102_3000, 12, |a, o| v.push((a, o)));
-        assert_eq!(v, [(0x0100_0000, 17), (0x0102_0000, 13), (0x0102_2000, 12)]);
-        v.clear();
-        for_each_block(0x1800, 0x2100, 12, |a, o| v.push((a, o)));
-        assert_eq!(v, [(0x1000, 12), (0x2000, 12)], "rounded out to pages");
-        v.clear();
-        for_each_block(0x4000_0000, 0x4000_0000, 12, |a, o| v.push((a, o)));
-        assert!(v.is_empty());
-        v.clear();
-        for_each_block(0x3000, 0x10000, 12, |a, o| v.push((a, o)));
-        assert_eq!(v, [(0x3000, 12), (0x4000, 14), (0x8000, 15)]);
-    }
-
     #[test]
     fn vcpu_layouts_decode_as_declared() {
         let mut u = std::boxed::Box::new(Utcb::new());

@@ -22,7 +22,7 @@ use kernel::L4Kernel;
 static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow_heap);
 
 /// The heap's first chunk and its smallest growth step (log2): the kernel
-/// maps and clears every page of a chunk, so moe starts small.
+/// maps every page of a chunk, so moe starts small.
 const HEAP_CHUNK_ORDER: u8 = 21;
 
 core::arch::global_asm!(
@@ -110,8 +110,8 @@ extern "C" fn moe_main() -> ! {
 
     let free = info.total(MemKind::Free);
     let budget = boot::budget(free).saturating_sub(heap);
-    // The kernel maps (and clears) every page of a chunk it gives: moe
-    // takes its budget as it needs it, not all at boot.
+    // The kernel maps every page of a chunk it gives (moe clears what it
+    // hands out): moe takes its budget as it needs it, not all at boot.
     let pages = PageAlloc::with_source(budget, sigma0_chunk);
     println!(
         "MOE: RAM: {} MiB free at boot; moe takes up to {} MiB as needed (+{} MiB heap, more as needed), {} MiB stay with the kernel",

@@ -172,6 +172,15 @@ pub fn wait_until_eq(a: &core::sync::atomic::AtomicU32, v: u32) {
     }
 }
 
+/// One turn of a polling loop: `yield`, which tells the hardware (and an
+/// emulator that runs all CPUs on one host thread, which then runs the
+/// others) that this CPU only waits. `core::hint::spin_loop` is an `isb`
+/// here, which an emulator runs as one more instruction.
+pub fn cpu_relax() {
+    // SAFETY: yield is a hint with no effect on state.
+    unsafe { asm!("yield", options(nomem, nostack)) };
+}
+
 pub fn wait_for_interrupt() {
     // SAFETY: wfi waits for an interrupt.
     unsafe { asm!("wfi", options(nomem, nostack)) };
