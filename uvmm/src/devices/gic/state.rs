@@ -163,7 +163,29 @@ impl GicState {
     /// Takes back the list registers of `cpu` after an exit: what the guest
     /// completed is inactive, what it took is active, what it did not take
     /// is pending again.
+    ///
+    /// An interrupt this vCPU's list registers held that none holds now
+    /// was completed (the kernel may reuse an emptied list register for
+    /// an interrupt of its own).
     pub fn sync_lrs(&mut self, cpu: usize, lrs: &mut [u64]) {
+        let seen: Vec<u32> = lrs
+            .iter()
+            .filter(|&&lr| lr != 0)
+            .map(|&lr| lr_fields(lr).intid)
+            .collect();
+        let nr = self.nr_irqs();
+        for n in 0..nr {
+            if seen.contains(&n) {
+                continue;
+            }
+            if let Some(i) = self.irq_mut(cpu, n)
+                && i.owner == Some(cpu)
+            {
+                i.owner = None;
+                i.active = false;
+                i.latched_in_lr = false;
+            }
+        }
         for lr in lrs.iter_mut() {
             if *lr == 0 {
                 continue;
