@@ -65,6 +65,7 @@ pub mod proto;
 pub mod sys;
 pub mod timeout;
 pub mod utcb;
+pub mod vcpu;
 
 #[cfg(target_arch = "aarch64")]
 pub mod call;

@@ -101,6 +101,8 @@ kinds! {
     Semaphore,
     /// The kernel's sigma0-like memory source (the root task's pager).
     Sigma0,
+    /// A virtual machine's guest-physical memory (stage 2).
+    Vm,
 }
 
 /// The capabilities the kernel gives the root task ([`l4_abi::base_caps`]).

@@ -31,6 +31,7 @@ pub mod cap;
 pub mod io;
 pub mod msg;
 pub mod slots;
+pub mod vm;
 
 #[cfg(target_arch = "aarch64")]
 pub mod ipc;
@@ -40,7 +41,7 @@ mod objects;
 pub mod utcb;
 
 pub use cap::{
-    Cap, Factory, Icu, IpcGate, Irq, Kobject, Scheduler, Semaphore, Sigma0, Task, Thread, Vcon,
+    Cap, Factory, Icu, IpcGate, Irq, Kobject, Scheduler, Semaphore, Sigma0, Task, Thread, Vcon, Vm,
     base,
 };
 #[cfg(target_arch = "aarch64")]

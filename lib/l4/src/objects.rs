@@ -44,7 +44,10 @@ fn invoke_with(
 }
 
 /// [`invoke_with`] with the [`object_timeouts`].
-fn invoke(cap: l4_abi::Cap, build: impl FnOnce(&mut Utcb) -> MsgTag) -> Result<MsgTag, Error> {
+pub(crate) fn invoke(
+    cap: l4_abi::Cap,
+    build: impl FnOnce(&mut Utcb) -> MsgTag,
+) -> Result<MsgTag, Error> {
     invoke_with(cap, object_timeouts(), build)
 }
 
