@@ -15,14 +15,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use l4::abi::vcpu::{self as abi, ExitReason, SCTLR_EL1_RESET};
+use l4::abi::vcpu::{self as abi, ExitReason};
 use l4::abi::{Error, MemRights, Timeout, Timeouts};
 use l4::cap::{Factory, Irq, Scheduler, Task, Thread, Vm};
 use l4::{Cap, SlotAlloc};
 use l4re::env::{FIRST_PROGRAM_CAP, PROGRAM_PRIO, caps};
 use uvmm::backend::{
-    BackendError, GicInfo, MAX_LRS, RunExit, Trap, VcpuBackend, VcpuKick, VcpuState, VirtualTimer,
-    VmBackend,
+    BackendError, GicInfo, MAX_LRS, RunExit, VcpuBackend, VcpuKick, VcpuState, VmBackend,
 };
 
 /// Capability slots uvmm allocates (the Vm, the kick Irqs).
@@ -210,16 +209,6 @@ impl L4Vcpu {
         self.attached.store(true, Ordering::Release);
         let page = l4re::env::utcb_page().map_err(|e| errno("no page for the state area", e))?;
         let area = page as usize;
-        // SAFETY: the runtime reserved this page of the UTCB area for the
-        // caller alone; it is mapped read-write for the task's life and
-        // only this thread and the kernel (during `vcpu_resume`, which
-        // this thread makes) use it.
-        unsafe {
-            let mut s = abi::VcpuState::default();
-            s.el1.sctlr = SCTLR_EL1_RESET;
-            s.vmpidr = self.mpidr | (1 << 31);
-            core::ptr::write(area as *mut abi::VcpuState, s);
-        }
         me.vcpu_control(page, self.vm)
             .map_err(|e| kerr("cannot enter vCPU mode", e))?;
         self.thread = Some(me);
@@ -234,64 +223,37 @@ impl L4Vcpu {
     }
 }
 
-/// The first list registers of the area as uvmm last saw them: the kernel
-/// clears the ones the guest emptied, uvmm wants the interrupt number to
-/// know what was completed.
-fn lrs_back(area: &abi::VGic, loaded: &[u64; MAX_LRS], out: &mut [u64; MAX_LRS]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let v = area.lr[i];
-        *o = if v == 0 && loaded[i] != 0 {
-            loaded[i] & !(3 << abi::lr::STATE_SHIFT)
-        } else {
-            v
-        };
+/// The list registers after an exit as the architecture leaves them: the
+/// kernel clears the ones the guest emptied, uvmm wants their interrupt
+/// number (state invalid) to know what was completed.
+fn lrs_back(loaded: &[u64; MAX_LRS], lrs: &mut [u64; MAX_LRS]) {
+    for (v, &l) in lrs.iter_mut().zip(loaded) {
+        if *v == 0 && l != 0 {
+            *v = l & !(3 << abi::lr::STATE_SHIFT);
+        }
     }
 }
 
 impl VcpuBackend for L4Vcpu {
     fn run(&mut self, st: &mut VcpuState) -> Result<RunExit, BackendError> {
-        let area = self.enter_vcpu_mode()?;
+        let area = self.enter_vcpu_mode()? as *mut VcpuState;
         let thread = self
             .thread
             .ok_or_else(|| BackendError("no vCPU thread".into()))?;
-        {
-            // SAFETY: see `enter_vcpu_mode`: the kernel does not touch the
-            // area outside `vcpu_resume`.
-            let a = unsafe { &mut *(area as *mut abi::VcpuState) };
-            a.regs.x = st.x;
-            a.regs.pc = st.pc;
-            a.regs.pstate = st.pstate;
-            a.regs.sp_el1 = st.sp_el1;
-            a.regs.elr_el1 = st.el1.elr;
-            a.regs.spsr_el1 = st.el1.spsr;
-            a.el1.vbar = st.el1.vbar;
-            a.el1.esr = st.el1.esr;
-            a.el1.far = st.el1.far;
-            a.gic.lr = st.lrs;
-            self.loaded = st.lrs;
-        }
+        // uvmm's interrupts go through the list registers it fills.
+        st.inject.count = 0;
+        st.vmpidr = self.mpidr | (1 << 31);
+        self.loaded = st.gic.lr;
+        // SAFETY: the runtime reserved the state area's page of the UTCB
+        // area for this vCPU alone; it is mapped read-write for the task's
+        // life, and the kernel only reads and writes it during
+        // `vcpu_resume`, which this thread makes.
+        unsafe { core::ptr::write_volatile(area, *st) };
         let r = thread.vcpu_resume();
         // SAFETY: as above; `vcpu_resume` has returned.
-        let a = unsafe { &*(area as *const abi::VcpuState) };
-        st.x = a.regs.x;
-        st.pc = a.regs.pc;
-        st.pstate = a.regs.pstate;
-        st.sp_el1 = a.regs.sp_el1;
-        st.el1.elr = a.regs.elr_el1;
-        st.el1.spsr = a.regs.spsr_el1;
-        st.el1.vbar = a.el1.vbar;
-        st.el1.esr = a.el1.esr;
-        st.el1.far = a.el1.far;
-        lrs_back(&a.gic, &self.loaded, &mut st.lrs);
-        st.vtimer = VirtualTimer {
-            ctl: a.timer.ctl,
-            cval: a.timer.cval,
-        };
-        st.trap = Trap {
-            esr: a.exit.esr,
-            far: a.exit.far,
-            gpa: a.exit.gpa,
-        };
+        *st = unsafe { core::ptr::read_volatile(area) };
+        lrs_back(&self.loaded, &mut st.gic.lr);
+        let a = &*st;
         match r {
             Ok(ExitReason::Kick | ExitReason::None) => {
                 self.drain_kicks();

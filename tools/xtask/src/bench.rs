@@ -176,7 +176,10 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     println!("  native (QEMU virt, -smp 4 -m 1024)  {native:>8.3} s");
     println!("  under uvmm (entry {UVMM_ENTRY})            {uvmm:>8.3} s");
     if native > 0.0 {
-        println!("  uvmm / native                       {:>8.2}", uvmm / native);
+        println!(
+            "  uvmm / native                       {:>8.2}",
+            uvmm / native
+        );
     }
     println!("sizes:");
     for path in [&guest.image, &guest.image_gz, &guest.ramdisks[0]] {
