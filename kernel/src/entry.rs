@@ -113,7 +113,7 @@ pub fn user_exception(esr: Esr, regs: arch::CallRegs, locked: bool) {
 
 /// Applies what an ex_regs on another CPU left for the current thread.
 /// Returns whether there was something (the interrupted work is void).
-fn apply_pending(k: &mut Kernel) -> bool {
+pub fn apply_pending(k: &mut Kernel) -> bool {
     let cur = k.cpus[arch::cpu_id()].current;
     match cur
         .and_then(|c| k.thread_mut(c))

@@ -77,7 +77,7 @@ pub fn create(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<ObjId, Err
     let fac = k
         .objs
         .insert(KObject::Factory(Factory {
-            quota: mm::free_bytes() / 2,
+            quota: l4_abi::root::ROOT_QUOTA.min(mm::free_bytes() / 2),
         }))
         .map_err(|_| Error::NoMem)?;
     let objs = [

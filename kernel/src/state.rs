@@ -135,6 +135,13 @@ impl Kernel {
         }
     }
 
+    pub fn vm_mut(&mut self, id: ObjId) -> Option<&mut crate::obj::vm::Vm> {
+        match self.objs.get_mut(id)? {
+            KObject::Vm(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn current(&self) -> ObjId {
         self.cpus[arch::cpu_id()]
             .current
@@ -251,6 +258,18 @@ impl Kernel {
                 // away: the space's memory is freed by `reap` after that.
                 self.dead_spaces.push(t.detach());
                 self.reap();
+            }
+            Some(KObject::Vm(v)) => {
+                // The guest's mappings go; vCPUs running in it are sent
+                // out and find it gone. Its tables are freed (by dropping
+                // it) once no CPU runs in it.
+                self.mapdb
+                    .remove_space(id, &mut ipc::transfer::Apply(&mut self.objs));
+                if let Some(f) = v.factory {
+                    factory::refund(self, f, v.tables_charged);
+                }
+                crate::obj::vcpu::vm_deleted(self, id);
+                drop(v);
             }
             _ => {}
         }

@@ -51,6 +51,7 @@ mod sys;
 mod thread;
 mod timeouts;
 mod vcon;
+mod vm;
 
 use core::fmt::Write;
 
@@ -86,6 +87,7 @@ const GROUPS: &[&[Test]] = &[
     irq::TESTS,
     semaphore::TESTS,
     deletion::TESTS,
+    vm::TESTS,
     fuzz::TESTS,
 ];
 

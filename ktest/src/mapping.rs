@@ -330,9 +330,10 @@ fn capability_chain() -> R {
     Ok(())
 }
 
-/// Mapping without end runs the kernel out of memory for its mapping
-/// database: the kernel refuses the map that does not fit (and keeps
-/// running); deleting the task gives the memory back.
+/// Mapping without end runs the kernel out of memory for the mappings
+/// (translation tables from the quota, records of the mapping database):
+/// the kernel refuses the map that does not fit (and keeps running);
+/// deleting the task gives the memory back.
 fn kmem_exhaustion() -> R {
     /// Far more 2 MiB mappings than any kernel heap holds the records of.
     const LIMIT: u64 = 1 << 16;

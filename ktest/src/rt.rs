@@ -49,6 +49,11 @@ pub const UTCB_AREA: u64 = l4::abi::root::UTCB_AREA;
 pub const UTCB_AREA_ORDER: u8 = 16;
 /// UTCBs in an area.
 pub const UTCBS_PER_AREA: u64 = (1 << UTCB_AREA_ORDER) / UTCB_SIZE as u64;
+/// The first UTCB slot of the main thread's vCPU state area (the last
+/// page of the root task's UTCB area; no UTCB goes there).
+const VCPU_STATE_SLOT: u64 = UTCBS_PER_AREA - 4096 / UTCB_SIZE as u64;
+/// The main thread's vCPU state area.
+pub const VCPU_STATE: u64 = UTCB_AREA + VCPU_STATE_SLOT * UTCB_SIZE as u64;
 /// The main thread's priority (set by the first test).
 pub const MAIN_PRIO: u64 = 100;
 /// Below the main thread: threads that must not starve it.
@@ -96,6 +101,10 @@ pub const OBJECT_CALL_US: u64 = 500_000;
 /// Sets up the environment (before any test).
 pub fn init() {
     UTCBS.reserve(0);
+    // The last page of the area is the main thread's vCPU state area.
+    for i in VCPU_STATE_SLOT..UTCBS_PER_AREA {
+        UTCBS.reserve(i);
+    }
     let t = Timeout::from_us(OBJECT_CALL_US);
     l4::set_object_timeouts(Timeouts::new(t, t));
 }

@@ -15,13 +15,13 @@ pub use l4_abi::sigma0::{MAP_FREE, MAP_MODULE};
 /// 1 MiB.
 pub const MIB: u64 = 1 << 20;
 
-/// moe leaves this share (1/N) of the free RAM to the kernel: the kernel
-/// takes page tables, UTCBs and kernel stacks from the same frames that
-/// Sigma0 hands out, so moe must not take everything. Half, as the kernel
-/// gives its root factory a quota of half the free memory.
-pub const KERNEL_SHARE: u64 = 2;
-/// ... but at least this much.
-pub const KERNEL_MIN: u64 = 32 * MIB;
+/// moe leaves at least this much of the free RAM to the kernel: the
+/// kernel takes translation tables, UTCBs and kernel stacks from the same
+/// frames that Sigma0 hands out (and Sigma0 refuses to give them away).
+/// The kernel's root factory has a quota ([`l4_abi::root::ROOT_QUOTA`])
+/// within it. The kernel's heap comes off the free RAM too, so Sigma0
+/// refuses before moe has taken its whole budget.
+pub const KERNEL_KEEP: u64 = l4_abi::root::KERNEL_MEMORY;
 
 /// The largest chunk asked for first, and the smallest one asked for.
 pub const CHUNK_ORDERS: core::ops::RangeInclusive<u8> = 20..=28;
@@ -31,8 +31,7 @@ pub const HEAP_ORDER: u8 = 23;
 
 /// How much of `free` (the free RAM the boot-info page lists) moe takes.
 pub fn budget(free: u64) -> u64 {
-    let keep = (free / KERNEL_SHARE).max(KERNEL_MIN);
-    free.saturating_sub(keep) & !(MIB - 1)
+    free.saturating_sub(KERNEL_KEEP) & !(MIB - 1)
 }
 
 /// The chunk sizes (log2) to take `budget` bytes in, largest first: as many
@@ -58,9 +57,10 @@ mod tests {
 
     #[test]
     fn budgets() {
-        assert_eq!(budget(1024 * MIB), 512 * MIB);
-        assert_eq!(budget(64 * MIB), 32 * MIB);
-        assert_eq!(budget(1021 * MIB), 510 * MIB);
+        assert_eq!(budget(1024 * MIB), 984 * MIB);
+        assert_eq!(budget(128 * MIB), 88 * MIB);
+        assert_eq!(budget(1021 * MIB + 5), 981 * MIB);
+        assert_eq!(budget(40 * MIB), 0);
         assert_eq!(budget(16 * MIB), 0);
         assert_eq!(budget(0), 0);
     }

@@ -263,6 +263,39 @@ impl<S: Copy + Ord> MapDb<S> {
         (last(m.addr, m.order) >= addr).then_some(id)
     }
 
+    /// The largest piece of a map or grant that one record can hold: the
+    /// node of `space` covering `src` and the largest order in
+    /// `orders` such that `src` and `dst` are aligned to it,
+    /// it fits in the `left` units still to map, and that node covers all
+    /// of it. `None` if nothing covers `src` or not even `min_order` fits.
+    ///
+    /// Mapping a range piece by piece this way makes one record per 2 MiB
+    /// (with orders up to 21) where the source holds 2 MiB or more in one
+    /// record, and one per page elsewhere; [`MapDb::unmap_range`] revokes
+    /// a large record as a whole, with what derives from it.
+    pub fn chunk(
+        &self,
+        space: S,
+        kind: Kind,
+        src: u64,
+        dst: u64,
+        left: u64,
+        orders: core::ops::RangeInclusive<u8>,
+    ) -> Option<(NodeId, u8)> {
+        let id = self.lookup(space, kind, src)?;
+        let m = self.nodes.get(id.0)?.m;
+        let end = last(m.addr, m.order);
+        (*orders.start()..=(*orders.end()).min(63))
+            .rev()
+            .find_map(|o| {
+                let fits = aligned(src, o)
+                    && aligned(dst, o)
+                    && (o >= 64 || left >= 1 << o)
+                    && last(src, o) <= end;
+                fits.then_some((id, o))
+            })
+    }
+
     /// The mappings of one space.
     pub fn mappings(&self, space: S) -> impl Iterator<Item = Mapping<S>> + '_ {
         self.index
@@ -1068,6 +1101,94 @@ mod tests {
             db.unmap_range(1, Range::new(Kind::Mem, 0, 64), ALL_RIGHTS, true, &mut ch),
             Err(MapDbError::BadOrder)
         );
+    }
+
+    #[test]
+    fn large_records_where_the_source_allows() {
+        const BLOCK: u8 = 21;
+        let mut db = MapDb::new();
+        let mut ch = Vec::new();
+        // The root holds 1 GiB in one record; a VMM got 4 MiB + 8 KiB of
+        // it in 2 MiB records and pages, and maps it into a guest space.
+        let root = db
+            .insert_root(1u8, Range::new(Kind::Mem, 0, 30), RWX, 0x4000_0000, &mut ch)
+            .unwrap();
+        assert_eq!(
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 1 << 22, 12..=BLOCK),
+            Some((root, 21))
+        );
+        // Destination or size do not allow a block: pages.
+        assert_eq!(
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_1000, 1 << 22, 12..=BLOCK),
+            Some((root, 12))
+        );
+        assert_eq!(
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 0x1f_f000, 12..=BLOCK),
+            Some((root, 20))
+        );
+        assert_eq!(
+            db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 0x800, 12..=BLOCK),
+            None
+        );
+        let mut vmm = Vec::new();
+        let mut addr = 0x20_0000;
+        let mut left = (4 << 20) + 0x2000;
+        while left > 0 {
+            let (n, o) = db
+                .chunk(1, Kind::Mem, addr, 0x100_0000 + addr, left, 12..=BLOCK)
+                .unwrap();
+            vmm.push(
+                db.map(n, MapReq::new(addr, o, 2, 0x100_0000 + addr, RW), &mut ch)
+                    .unwrap(),
+            );
+            addr += 1 << o;
+            left -= 1 << o;
+        }
+        assert_eq!(vmm.len(), 3, "two blocks and 8 KiB");
+        // The guest space from the VMM's records: 2 MiB where one VMM
+        // record covers it.
+        let (n, o) = db
+            .chunk(2, Kind::Mem, 0x120_0000, 0x4000_0000, 1 << 22, 12..=BLOCK)
+            .unwrap();
+        assert_eq!((n, o), (vmm[0], 21));
+        let g1 = db
+            .map(n, MapReq::new(0x120_0000, o, 3, 0x4000_0000, RW), &mut ch)
+            .unwrap();
+        let (n, o) = db
+            .chunk(2, Kind::Mem, 0x160_0000, 0x4040_0000, 0x2000, 12..=BLOCK)
+            .unwrap();
+        assert_eq!((n, o), (vmm[2], 13), "a small record cannot give a block");
+        let g2 = db
+            .map(n, MapReq::new(0x160_0000, o, 3, 0x4040_0000, RW), &mut ch)
+            .unwrap();
+        // Unmapping one page of the VMM's block from the others revokes
+        // the guest's whole block and nothing else.
+        db.unmap_range(
+            2,
+            Range::new(Kind::Mem, 0x120_3000, PAGE),
+            ALL_RIGHTS,
+            false,
+            &mut ch,
+        )
+        .unwrap();
+        assert_eq!(unmapped(&ch), vec![(3, 0x4000_0000)]);
+        assert!(db.get(g1).is_none() && db.get(g2).is_some());
+        assert!(db.get(vmm[0]).is_some());
+        // Revoking in the root's space reaches the guest through the VMM.
+        ch.clear();
+        db.unmap_range(
+            1,
+            Range::new(Kind::Mem, 0x40_0000, 22),
+            ALL_RIGHTS,
+            false,
+            &mut ch,
+        )
+        .unwrap();
+        assert_eq!(
+            unmapped(&ch),
+            vec![(2, 0x140_0000), (2, 0x160_0000), (3, 0x4040_0000)]
+        );
+        assert_eq!(db.len(), 2, "the root and the VMM's first block");
     }
 
     #[test]

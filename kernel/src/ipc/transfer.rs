@@ -82,48 +82,83 @@ fn map_pages(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<()
     if size > 1 << 30 {
         return Err(Error::Inval);
     }
-    for off in (0..size).step_by(PAGE as usize) {
+    let to_vm = matches!(k.objs.get(dst), Some(KObject::Vm(_)));
+    let mut off = 0;
+    while off < size {
         if !mm::heap_allows(RECORD_HEAP) {
             return Err(Error::NoMem);
         }
         let (sva, dva) = (a.src + off, a.dst + off);
-        let Some((pa, have)) = k.task(src).ok_or(Error::Inval)?.lookup(sva) else {
+        // One record for as much as the source holds in one (2 MiB at
+        // most): a large dataspace mapped on into a Vm costs one record
+        // per 2 MiB, not per page.
+        let Some((node, order)) =
+            k.mapdb
+                .chunk(src, Kind::Mem, sva, dva, size - off, 12..=RECORD_ORDER_MAX)
+        else {
+            off += PAGE;
             continue;
         };
-        let Some(node) = k.mapdb.lookup(src, Kind::Mem, sva) else {
+        let len = 1u64 << order;
+        let Some((pa, have)) = k.task(src).ok_or(Error::Inval)?.lookup(sva) else {
+            off += len;
             continue;
         };
         let rights = MemRights(a.rights).intersect(have);
         if rights.is_empty() {
+            off += len;
             continue;
         }
-        // The translation tables the page may need (three at most) are
-        // paid from the quota of the factory that made the destination.
-        let factory = k.task(dst).ok_or(Error::Inval)?.factory;
+        // The translation tables the mapping may need are paid from the
+        // quota of the factory that made the destination.
+        let (factory, tables) = match k.objs.get(dst) {
+            Some(KObject::Task(t)) => (t.factory, TABLES_PER_PAGE * PAGE),
+            Some(KObject::Vm(v)) => (v.factory, crate::obj::vm::TABLES_PER_MAPPING),
+            _ => return Err(Error::Inval),
+        };
         if let Some(f) = factory
-            && !factory::has_quota(k, f, TABLES_PER_PAGE * PAGE)
+            && !factory::has_quota(k, f, tables)
         {
             return Err(Error::NoMem);
         }
-        let req = MapReq::new(sva, 12, dst, dva, rights.0);
+        let req = MapReq::new(sva, order, dst, dva, rights.0);
         let new = derive(k, node, req, a.grant)?;
         let granted = k.mapdb.get(new).map_or(rights, |m| MemRights(m.rights));
-        let t = k.task_mut(dst).ok_or(Error::Inval)?;
-        let before = t.table_pages;
-        t.map_page(dva, pa, granted)?;
-        let added = (t.table_pages - before) * PAGE;
+        let added = if to_vm {
+            let v = k.vm_mut(dst).ok_or(Error::Inval)?;
+            let before = v.table_pages;
+            v.map(dva, pa, len, granted)?;
+            let added = (v.table_pages - before) * PAGE;
+            v.tables_charged += added;
+            added
+        } else {
+            let t = k.task_mut(dst).ok_or(Error::Inval)?;
+            let before = t.table_pages;
+            for p in (0..len).step_by(PAGE as usize) {
+                t.map_page(dva + p, pa + p, granted)?;
+            }
+            let added = (t.table_pages - before) * PAGE;
+            t.tables_charged += added;
+            added
+        };
         if added > 0
             && let Some(f) = factory
         {
-            t.tables_charged += added;
             let _ = factory::charge_quota(k, f, added);
         }
         if a.grant && src != dst {
-            k.task_mut(src).ok_or(Error::Inval)?.unmap_page(sva);
+            let t = k.task_mut(src).ok_or(Error::Inval)?;
+            for p in (0..len).step_by(PAGE as usize) {
+                t.unmap_page(sva + p);
+            }
         }
+        off += len;
     }
     Ok(())
 }
+
+/// The largest mapping record: 2 MiB, a stage-2 block.
+const RECORD_ORDER_MAX: u8 = 21;
 
 /// Records a mapping derived from `node` (or the grant of it); what the
 /// database replaces or revokes for it is applied on the way, before the
@@ -145,7 +180,7 @@ fn derive(
 
 fn map_caps(k: &mut Kernel, src: ObjId, dst: ObjId, a: &MapAction) -> Result<(), Error> {
     let count = 1u64.checked_shl(a.order.into()).ok_or(Error::Inval)?;
-    if count > CAP_LIMIT {
+    if count > CAP_LIMIT || k.task(dst).is_none() {
         return Err(Error::Inval);
     }
     for i in 0..count {
@@ -214,8 +249,20 @@ pub struct Apply<'a>(pub &'a mut Arena<KObject>);
 impl ChangeSink<ObjId> for Apply<'_> {
     fn change(&mut self, c: Change<ObjId>) {
         let (Change::Unmapped(m) | Change::Rights(m)) = c;
-        let Some(KObject::Task(task)) = self.0.get_mut(m.space) else {
-            return;
+        let task = match self.0.get_mut(m.space) {
+            Some(KObject::Task(task)) => task,
+            Some(KObject::Vm(vm)) => {
+                // Guest memory: m.origin is the physical address.
+                let size = 1u64 << m.order.max(12);
+                match c {
+                    Change::Unmapped(_) => vm.unmap(m.addr, size),
+                    Change::Rights(_) => {
+                        let _ = vm.map(m.addr, m.origin, size, MemRights(m.rights));
+                    }
+                }
+                return;
+            }
+            _ => return,
         };
         match (c, m.kind) {
             (Change::Unmapped(_), Kind::Mem) => {

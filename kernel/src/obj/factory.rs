@@ -24,6 +24,8 @@ pub struct Factory {
 const COST_TASK: u64 = 16 * 1024;
 const COST_THREAD: u64 = 20 * 1024;
 const COST_SMALL: u64 = 256;
+/// A Vm: its stage-2 root (two pages) and the object.
+const COST_VM: u64 = 2 * mm::PAGE + COST_SMALL;
 /// The most kernel heap one new object takes (a thread, with its boxed
 /// state and run-queue and index entries).
 const COST_HEAP: u64 = 4 * 1024;
@@ -87,6 +89,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         Gate(u64, Option<ObjId>),
         Irq,
         Semaphore,
+        Vm,
     }
     let (make, cost) = match op {
         FactoryOp::Task => {
@@ -120,7 +123,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         }
         FactoryOp::Irq => (Make::Irq, COST_SMALL),
         FactoryOp::Semaphore => (Make::Semaphore, COST_SMALL),
-        FactoryOp::Vm => return Err(Error::NoSys),
+        FactoryOp::Vm => (Make::Vm, COST_VM),
     };
     charge(k, fac, cost)?;
     let made = match make {
@@ -139,6 +142,12 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         Make::Gate(label, thread) => Ok(KObject::Gate(Gate::new(label, thread))),
         Make::Irq => Ok(KObject::Irq(Irq::new())),
         Make::Semaphore => Ok(KObject::Semaphore(Semaphore::new())),
+        Make::Vm => super::vm::Vm::new()
+            .map(|mut v| {
+                v.factory = Some(fac);
+                KObject::Vm(Box::new(v))
+            })
+            .ok_or(Error::NoMem),
     };
     let new = match made.and_then(|o| k.objs.insert(o).map_err(|_| Error::NoMem)) {
         Ok(new) => new,

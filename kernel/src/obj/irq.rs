@@ -6,6 +6,7 @@ use super::{Call, KObject, OpResult, bind_target, item_cap, need, ok};
 use crate::obj::thread::State;
 use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
+use l4_abi::ops::{IrqBindVcpu, Op};
 use l4_abi::proto::{IrqOp, IrqSenderOp, KobjectOp};
 use l4_abi::{CapRights, Error, MsgTag, Proto};
 
@@ -15,6 +16,9 @@ pub struct Irq {
     /// Hardware interrupt number, if bound to one through the Icu.
     pub hw: Option<u32>,
     pub masked: bool,
+    /// Bound to the vCPU of `thread`: triggering injects this interrupt
+    /// (INTID, priority) into its guest ([`super::vcpu::inject`]).
+    pub vcpu: Option<(u32, u8)>,
 }
 
 impl Irq {
@@ -25,6 +29,7 @@ impl Irq {
             label: 0,
             hw: None,
             masked: true,
+            vcpu: None,
         }
     }
 }
@@ -42,6 +47,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
                 i.thread = Some(t);
                 i.label = m[1];
+                i.vcpu = None;
             }
             ok(0)
         }
@@ -61,9 +67,22 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                         },
                     )
                 }
+                IrqSenderOp::BindVcpu => {
+                    let op = IrqBindVcpu::decode(tag, m)?;
+                    let t = bind_target(k, task, tag, m)?;
+                    if k.known_thread(t).vcpu.is_none() {
+                        return Err(Error::Inval);
+                    }
+                    if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
+                        i.thread = Some(t);
+                        i.vcpu = Some((op.irq.intid, op.irq.priority));
+                    }
+                    ok(0)
+                }
                 IrqSenderOp::Detach => {
                     if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
                         i.thread = None;
+                        i.vcpu = None;
                     }
                     ok(0)
                 }
@@ -102,12 +121,17 @@ pub fn trigger(k: &mut Kernel, irq: ObjId) {
     let (Some(t), label) = (i.thread, i.label) else {
         return;
     };
+    if let Some((intid, prio)) = i.vcpu {
+        return super::vcpu::inject(k, t, intid, prio);
+    }
     let Some(th) = k.thread_mut(t) else { return };
     if th.state == (State::Recv { from: None }) || th.state == (State::Recv { from: Some(irq) }) {
         th.set_result(0, MsgTag::proto(Proto::Irq, 0, 0), label);
         k.make_ready(t);
     } else if !th.pending_irqs.iter().any(|&(i, _)| i == irq) {
         th.pending_irqs.push_back((irq, label));
+        // A vCPU thread running its guest comes out for it.
+        super::vcpu::kick(k, t);
     }
 }
 

@@ -17,6 +17,8 @@ pub mod sigma0;
 pub mod task;
 pub mod thread;
 pub mod vcon;
+pub mod vcpu;
+pub mod vm;
 
 use crate::state::Kernel;
 use alloc::boxed::Box;
@@ -33,6 +35,7 @@ use l4_abi::{CapRights, Error, MsgTag, Proto, SendItem};
 pub enum KObject {
     Task(Box<task::Task>),
     Thread(Box<thread::Thread>),
+    Vm(Box<vm::Vm>),
     Gate(ipc_gate::Gate),
     Factory(factory::Factory),
     Irq(irq::Irq),
@@ -102,7 +105,7 @@ pub fn invoke(
     };
     match (k.objs.get(obj).ok_or(Error::NoEnt)?, proto) {
         (KObject::Factory(_), Proto::Factory) => factory::invoke(k, &c),
-        (KObject::Task(_), Proto::Task) => task::invoke(k, &c),
+        (KObject::Task(_) | KObject::Vm(_), Proto::Task) => task::invoke(k, &c),
         (KObject::Thread(_), Proto::Thread) => thread::invoke(k, &c),
         (KObject::Gate(_), Proto::Kobject) => ipc_gate::invoke(k, &c),
         (KObject::Irq(_), Proto::Kobject | Proto::Irq | Proto::IrqSender) => irq::invoke(k, &c),

@@ -20,6 +20,10 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 return Err(Error::Inval);
             }
             let pages = 1usize << (order - 12);
+            // The kernel keeps its own frames (l4_abi::root::KERNEL_MEMORY).
+            if mm::free_bytes() < (1 << order) + l4_abi::root::KERNEL_MEMORY {
+                return Err(Error::NoMem);
+            }
             let pa = mm::alloc_frames(pages).ok_or(Error::NoMem)?;
             if let Err(e) = transfer::map_root_memory(k, task, pa, pa, order, MemRights::RWX) {
                 mm::free_frames(pa, pages);

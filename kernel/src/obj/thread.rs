@@ -12,6 +12,7 @@ use kernel_core::kobj::ObjId;
 use kernel_core::runqueue::CpuSet;
 use kernel_core::runqueue::{QueueHandle, SchedContext};
 use l4_abi::MsgTag;
+use l4_abi::ops::{Op, ThreadVcpuControl};
 use l4_abi::proto::{self, ThreadOp};
 use l4_abi::{CapRights, Error};
 
@@ -119,6 +120,8 @@ pub struct Thread {
     /// CPU time used (counter ticks) and when it last started running.
     pub cpu_time: u64,
     pub ran_since: u64,
+    /// vCPU mode: the state area, Vm and guest state ([`super::vcpu`]).
+    pub vcpu: Option<alloc::boxed::Box<super::vcpu::Vcpu>>,
 }
 
 /// Register changes waiting for a thread that runs elsewhere.
@@ -162,6 +165,7 @@ impl Thread {
             pending: None,
             cpu_time: 0,
             ran_since: 0,
+            vcpu: None,
         };
         t.reset_kernel_context();
         *t.frame_mut() = TrapFrame::default();
@@ -337,6 +341,24 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             c.reply(k, &[us])
         }
         ThreadOp::ArmTpidrUro => Err(Error::Perm),
+        ThreadOp::VcpuControl => {
+            need(rights, CapRights::W)?;
+            let op = ThreadVcpuControl::decode(tag, m)?;
+            let vm = match op.vm {
+                Some(_) if op.state != 0 => {
+                    let (vm, r) = item_cap(k, task, tag, m, 0)?;
+                    need(r, CapRights::W)?;
+                    Some(vm)
+                }
+                _ => None,
+            };
+            super::vcpu::control(k, th, op.state, vm)?;
+            ok(0)
+        }
+        ThreadOp::VcpuResume => {
+            super::vcpu::resume(k, c.cur, th)?;
+            ok(0)
+        }
         _ => Err(Error::NoSys),
     }
 }

@@ -50,6 +50,7 @@ pub fn init(p: &Platform) {
     MPIDRS.lock()[..p.nr_cpus].copy_from_slice(&p.cpus[..p.nr_cpus]);
     *GIC.lock() = Some(gic);
     enable_private(SGI_RESCHED);
+    enable_private(crate::obj::vcpu::MAINTENANCE_INTID);
 }
 
 /// Brings up the interface and redistributor of a secondary CPU.
@@ -61,6 +62,7 @@ pub fn init_cpu(cpu: usize) {
     GicCpuInterface::enable_group1(true);
     GicCpuInterface::set_priority_mask(0xff);
     enable_private(SGI_RESCHED);
+    enable_private(crate::obj::vcpu::MAINTENANCE_INTID);
 }
 
 /// Enables a private interrupt (SGI/PPI) on the calling CPU.
@@ -74,6 +76,20 @@ pub fn enable_private(intid: u32) {
         let cpu = Some(arch::cpu_id());
         let _ = g.set_interrupt_priority(id, cpu, 0x80);
         let _ = g.enable_interrupt(id, cpu, true);
+    }
+}
+
+/// Enables or disables a PPI on the calling CPU (the virtual timer's,
+/// while a guest runs).
+pub fn set_private_enabled(intid: u32, on: bool) {
+    if !(16..32).contains(&intid) {
+        return;
+    }
+    if let Some(g) = GIC.lock().as_mut() {
+        let id = IntId::ppi(intid - 16);
+        let cpu = Some(arch::cpu_id());
+        let _ = g.set_interrupt_priority(id, cpu, 0x80);
+        let _ = g.enable_interrupt(id, cpu, on);
     }
 }
 
@@ -151,6 +167,10 @@ pub fn handle(k: &mut crate::state::Kernel) {
             crate::entry::on_tick(k);
         } else if n == SGI_RESCHED {
             crate::entry::on_resched_ipi(k);
+        } else if n == crate::obj::vcpu::MAINTENANCE_INTID {
+            crate::obj::vcpu::maintenance();
+        } else if n == l4_abi::vcpu::VTIMER_INTID {
+            crate::obj::vcpu::vtimer();
         } else if Some(n) == crate::platform::console::input_irq() {
             // Input: into the kernel's buffer (a lone ESC enters the
             // debugger), then to the Irq bound to the Vcon, if any.

@@ -33,35 +33,30 @@ pub const WHOLE_SPACE: u8 = 63;
 #[repr(transparent)]
 pub struct MemRights(pub u8);
 
+bitflags::bitflags! {
+    impl MemRights: u8 {
+        /// No access.
+        const NONE = 0;
+        /// Execute.
+        const X = 1;
+        /// Write.
+        const W = 2;
+        /// Read.
+        const R = 4;
+        /// Read and write.
+        const RW = 6;
+        /// Read and execute.
+        const RX = 5;
+        /// Everything.
+        const RWX = 7;
+    }
+}
+
 impl MemRights {
-    /// No access.
-    pub const NONE: MemRights = MemRights(0);
-    /// Execute.
-    pub const X: MemRights = MemRights(1);
-    /// Write.
-    pub const W: MemRights = MemRights(2);
-    /// Read.
-    pub const R: MemRights = MemRights(4);
-    /// Read and write.
-    pub const RW: MemRights = MemRights(6);
-    /// Read and execute.
-    pub const RX: MemRights = MemRights(5);
-    /// Everything.
-    pub const RWX: MemRights = MemRights(7);
-
-    /// Whether every right in `other` is present.
-    pub const fn contains(self, other: MemRights) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The rights present in both.
+    /// The rights present in both (kept for the kernel until it moves to
+    /// [`MemRights::intersection`]; remove then).
     pub const fn intersect(self, other: MemRights) -> MemRights {
-        MemRights(self.0 & other.0)
-    }
-
-    /// Whether no right is present.
-    pub const fn is_empty(self) -> bool {
-        self.0 & 7 == 0
+        self.intersection(other)
     }
 }
 
@@ -73,89 +68,86 @@ impl MemRights {
 #[repr(transparent)]
 pub struct CapRights(pub u8);
 
+bitflags::bitflags! {
+    impl CapRights: u8 {
+        /// No rights.
+        const NONE = 0;
+        /// Interface-specific write right (`L4_CAP_FPAGE_W`).
+        const W = 0x01;
+        /// Interface-specific special right (`L4_CAP_FPAGE_S`).
+        const S = 0x02;
+        /// Read right: needed for any invocation and any mapping (`L4_CAP_FPAGE_R`).
+        const R = 0x04;
+        /// Delete right: may delete the object (`L4_CAP_FPAGE_D`).
+        const D = 0x08;
+        /// No reference counting (`L4_FPAGE_C_NO_REF_CNT`).
+        const N = 0x10;
+        /// Object right 1; for IPC gates the server right (`L4_FPAGE_C_IPCGATE_SVR`).
+        const C = 0x20;
+        /// Object-specific right 2 (`L4_FPAGE_C_OBJ_RIGHT2`).
+        const OBJ2 = 0x40;
+        /// Object-specific right 3 (`L4_FPAGE_C_OBJ_RIGHT3`).
+        const OBJ3 = 0x80;
+        /// `ro` = r.
+        const RO = 0x04;
+        /// `rw` = r | w.
+        const RW = 0x05;
+        /// `rs` = r | s.
+        const RS = 0x06;
+        /// `rws` = r | w | s.
+        const RWS = 0x07;
+        /// r | w | s | d: all flexpage rights.
+        const RWSD = 0x0f;
+        /// Every right.
+        const ALL = 0xff;
+    }
+}
+
 impl CapRights {
+    /// The rights a server sees in the low bits of the label of a message
+    /// that came through an IPC gate: the `W` and `S` of the sender's
+    /// capability (so a gate's own label keeps these bits zero; servers
+    /// look objects up by `label & !LABEL_BITS`).
+    pub const LABEL_BITS: u64 = 0x3;
+    /// The rights carried in a flexpage.
+    pub const FPAGE_MASK: u8 = 0x0f;
+    /// The rights carried in a send item's control word.
+    pub const CTL_MASK: u8 = 0xf0;
+
     /// What these rights put into the label of a gate message
     /// ([`CapRights::LABEL_BITS`]).
     pub const fn label_bits(self) -> u64 {
         self.0 as u64 & CapRights::LABEL_BITS
     }
 
-    /// No rights.
-    pub const NONE: CapRights = CapRights(0);
-    /// Interface-specific write right (`L4_CAP_FPAGE_W`).
-    pub const W: CapRights = CapRights(0x01);
-    /// Interface-specific special right (`L4_CAP_FPAGE_S`).
-    pub const S: CapRights = CapRights(0x02);
-    /// Read right: needed for any invocation and any mapping (`L4_CAP_FPAGE_R`).
-    pub const R: CapRights = CapRights(0x04);
-    /// Delete right: may delete the object (`L4_CAP_FPAGE_D`).
-    pub const D: CapRights = CapRights(0x08);
-    /// No reference counting (`L4_FPAGE_C_NO_REF_CNT`).
-    pub const N: CapRights = CapRights(0x10);
-    /// Object right 1; for IPC gates the server right (`L4_FPAGE_C_IPCGATE_SVR`).
-    pub const C: CapRights = CapRights(0x20);
-    /// Object-specific right 2 (`L4_FPAGE_C_OBJ_RIGHT2`).
-    pub const OBJ2: CapRights = CapRights(0x40);
-    /// Object-specific right 3 (`L4_FPAGE_C_OBJ_RIGHT3`).
-    pub const OBJ3: CapRights = CapRights(0x80);
-    /// The rights a server sees in the low bits of the label of a message
-    /// that came through an IPC gate: the `W` and `S` of the sender's
-    /// capability (so a gate's own label keeps these bits zero; servers
-    /// look objects up by `label & !LABEL_BITS`).
-    pub const LABEL_BITS: u64 = 0x3;
-    /// `ro` = r.
-    pub const RO: CapRights = CapRights(0x04);
-    /// `rw` = r | w.
-    pub const RW: CapRights = CapRights(0x05);
-    /// `rs` = r | s.
-    pub const RS: CapRights = CapRights(0x06);
-    /// `rws` = r | w | s.
-    pub const RWS: CapRights = CapRights(0x07);
-    /// r | w | s | d: all flexpage rights.
-    pub const RWSD: CapRights = CapRights(0x0f);
-    /// Every right.
-    pub const ALL: CapRights = CapRights(0xff);
-    /// The rights carried in a flexpage.
-    pub const FPAGE_MASK: u8 = 0x0f;
-    /// The rights carried in a send item's control word.
-    pub const CTL_MASK: u8 = 0xf0;
-
-    /// Whether every right in `other` is present.
-    pub const fn contains(self, other: CapRights) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The rights present in both.
+    /// The rights present in both (kept for the kernel until it moves to
+    /// [`CapRights::intersection`]; remove then).
     pub const fn intersect(self, other: CapRights) -> CapRights {
-        CapRights(self.0 & other.0)
+        self.intersection(other)
     }
 
-    /// The rights of `self` and `other`.
-    pub const fn union(self, other: CapRights) -> CapRights {
-        CapRights(self.0 | other.0)
-    }
-
-    /// `self` without the rights in `other`.
+    /// `self` without the rights in `other` (kept for the kernel until it
+    /// moves to [`CapRights::difference`]; remove then).
     pub const fn without(self, other: CapRights) -> CapRights {
-        CapRights(self.0 & !other.0)
+        self.difference(other)
     }
 
     /// Parses ned's letters (`"rw"`, `"RWS"`, `"rwsdnc"`); `None` on any
     /// other character. Unlike ned's `:m()`, `r` is not added implicitly.
     pub fn from_letters(s: &str) -> Option<CapRights> {
-        let mut r = 0u8;
+        let mut r = CapRights::NONE;
         for c in s.chars() {
             r |= match c.to_ascii_lowercase() {
-                'w' => 0x01,
-                's' => 0x02,
-                'r' => 0x04,
-                'd' => 0x08,
-                'n' => 0x10,
-                'c' => 0x20,
+                'w' => CapRights::W,
+                's' => CapRights::S,
+                'r' => CapRights::R,
+                'd' => CapRights::D,
+                'n' => CapRights::N,
+                'c' => CapRights::C,
                 _ => return None,
             };
         }
-        Some(CapRights(r))
+        Some(r)
     }
 }
 
@@ -491,7 +483,7 @@ mod tests {
         assert_eq!(CapRights::from_letters("rwsdnc"), Some(CapRights(0x3f)));
         assert_eq!(CapRights::from_letters("x"), None);
         assert!(CapRights::RWSD.contains(CapRights::D));
-        assert_eq!(CapRights::RWS.without(CapRights::S), CapRights::RW);
+        assert_eq!(CapRights::RWS.difference(CapRights::S), CapRights::RW);
         assert_eq!(CapRights::RW.union(CapRights::S), CapRights::RWS);
         assert_eq!(CapRights::ALL.intersect(CapRights::RO), CapRights::RO);
         assert!(MemRights::RWX.contains(MemRights::RX));

@@ -30,8 +30,9 @@
 //! ([`fpage::Fpage`]). The receiver says where it accepts mappings with
 //! receive items ([`fpage::RecvItem`]) in its buffer registers. Errors:
 //! [`error`]; timeouts: [`timeout`]; kernel objects and their operations:
-//! [`proto`]; page-fault and exception messages: [`fault`]; the initial
-//! capabilities of the root task: [`base_caps`].
+//! [`proto`], their message layouts: [`ops`]; page-fault and exception
+//! messages: [`fault`]; the initial capabilities of the root task:
+//! [`base_caps`].
 //!
 //! # Deferred replies
 //!
@@ -61,6 +62,7 @@ pub mod error;
 pub mod fault;
 pub mod fpage;
 pub mod msgtag;
+pub mod ops;
 pub mod proto;
 pub mod sys;
 pub mod timeout;
@@ -93,16 +95,15 @@ pub mod debug {
 }
 
 /// The root task's memory protocol on its [`base_caps::PAGER`] capability
-/// (label [`Proto::Sigma0`]). Every mapping is 1:1 (virtual = physical) in
-/// the caller; the reply's MR0 is the address, a negative label an error.
+/// (label [`Proto::Sigma0`]; layouts: [`ops::Sigma0Msg`]). Every mapping is
+/// 1:1 (virtual = physical) in the caller; the reply is the address
+/// ([`ops::Sigma0Reply`]), a negative label an error.
 pub mod sigma0 {
-    /// MR1 = log2 of the size (12..=30): free RAM, read-write-execute.
+    /// Free RAM, read-write-execute.
     pub const MAP_FREE: u64 = 1;
-    /// MR1 = physical address, MR2 = log2 of the size: device memory
-    /// (refused for RAM), read-write.
+    /// Device memory (refused for RAM), read-write.
     pub const MAP_DEVICE: u64 = 2;
-    /// MR1 = physical address, MR2 = size in bytes: memory of a boot
-    /// module (must lie inside one module), read-execute.
+    /// Memory of a boot module (must lie inside one module), read-execute.
     pub const MAP_MODULE: u64 = 3;
 }
 
@@ -119,6 +120,14 @@ pub mod root {
     pub const STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
     /// Size of that stack.
     pub const STACK_SIZE: u64 = 64 * 1024;
+    /// Free RAM Sigma0 keeps for the kernel (beyond its heap): `MAP_FREE`
+    /// is refused when it would leave less. Translation tables (stage 1
+    /// and 2), kernel stacks and UTCB areas come from it.
+    pub const KERNEL_MEMORY: u64 = 40 << 20;
+    /// The root factory's quota: as much as [`KERNEL_MEMORY`] (what the
+    /// quota pays for comes partly from those frames, partly from the
+    /// kernel heap), so what the quota allows is there.
+    pub const ROOT_QUOTA: u64 = KERNEL_MEMORY;
 }
 
 /// Capability indices the kernel gives the root task (Fiasco's

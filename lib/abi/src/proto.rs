@@ -10,8 +10,9 @@
 //! capability that an operation creates (Factory) goes to the caller's
 //! first receive item, which must be a single-capability slot.
 //!
-//! The numbers are Fiasco's (`l4/sys/types.h`, `l4/sys/*.h`); the message
-//! layouts are listed with each enum.
+//! The numbers are Fiasco's (`l4/sys/types.h`, `l4/sys/*.h`). The message
+//! layout of every operation (its arguments in order and its reply) is
+//! declared once in [`crate::ops`], which encodes and decodes it.
 //!
 //! Rights this kernel checks on the invoked capability ([`CapRights`]):
 //!
@@ -154,12 +155,9 @@ macro_rules! opcodes {
 }
 
 opcodes! {
-    /// Operations of the generic kernel-object protocol ([`Proto::Kobject`]).
-    ///
-    /// * `Bind` (IPC gate, Irq): MR1 = label, item = thread (needs `S` on the
-    ///   thread capability). Messages through the endpoint then go to that
-    ///   thread and carry the label in `x2`.
-    /// * `GetInfo` (IPC gate): reply MR0 = the gate's label.
+    /// Operations of the generic kernel-object protocol ([`Proto::Kobject`];
+    /// layouts: [`crate::ops::KobjectMsg`]). After a bind, messages through
+    /// the endpoint go to the bound thread and carry the label in `x2`.
     KobjectOp {
         /// Bind a receive endpoint (IPC gate, Irq) to a thread with a label.
         Bind = 0x10,
@@ -169,18 +167,10 @@ opcodes! {
 }
 
 opcodes! {
-    /// Task operations ([`Proto::Task`], invoked on the destination task).
-    ///
-    /// * `Map`: MR1..3 = a send item (from the source task), item = source
-    ///   task capability. Capabilities and memory go from the source task
-    ///   into the invoked task as an IPC map item would.
-    /// * `Unmap`: MR1 = [`unmap`] flags, MR2.. = flexpages (one per word) of
-    ///   the invoked task; the flexpage rights are the rights to revoke.
-    /// * `CapInfo`: MR1 = selector; 2 words: reply label 1 if the capability
-    ///   is valid, else 0 (bit 0 of MR1 set: 1 if it has child mappings);
-    ///   3 words: MR2 = a second selector, label 1 if both name the same
-    ///   object.
-    /// * `AddKuMem`: MR1 = flexpage of kernel-user memory (reserved).
+    /// Task operations ([`Proto::Task`], invoked on the destination task;
+    /// layouts: [`crate::ops::TaskMsg`]). A map moves capabilities and
+    /// memory from the source task into the invoked task as an IPC map item
+    /// would.
     ///
     /// Deleting an object is `Unmap` of its capability with
     /// [`unmap::DELETE_OBJ`] (needs the `D` right).
@@ -206,23 +196,21 @@ pub mod unmap {
     pub const DELETE_OBJ: u64 = 0xc000_0000;
 }
 
+bitflags::bitflags! {
+    /// [`TaskOp::Unmap`] flags as a set (the values of [`unmap`]).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct UnmapFlags: u64 {
+        /// Also revoke the named mappings in the invoked task.
+        const ALL_SPACES = unmap::ALL_SPACES;
+        /// Delete the objects (implies `ALL_SPACES`; needs `D`).
+        const DELETE_OBJ = unmap::DELETE_OBJ;
+    }
+}
+
 opcodes! {
-    /// Thread operations ([`Proto::Thread`]).
-    ///
-    /// * `Control`: MR0 = op | [`thread_control`] flags; MR1 = pager
-    ///   selector, MR2 = exception-handler selector (both in the *thread's*
-    ///   task), MR4 = flag values, MR5 = UTCB address for bind, MR6..8 =
-    ///   item: the task to bind to. 6 words (+1 item for bind).
-    /// * `ExRegs`: MR0 = op | [`ex_regs`] flags, MR1 = pc, MR2 = sp
-    ///   (`u64::MAX` = unchanged); reply MR0 = pstate, MR1 = old pc, MR2 =
-    ///   old sp.
-    /// * `Switch`: donate the rest of the time slice to the thread.
-    /// * `Stats`: reply MR0 = consumed CPU time in µs.
-    /// * `VcpuResume`, `VcpuControl`: virtualisation (later).
-    /// * `RegisterDeleteIrq`: item = an Irq triggered when an IPC gate bound
-    ///   to the thread is deleted.
-    /// * `ModifySender`: rewrite labels of queued senders.
-    /// * `ArmTpidrUro`: MR1 = new `TPIDRRO_EL0` (reserved: holds the UTCB).
+    /// Thread operations ([`Proto::Thread`]; layouts:
+    /// [`crate::ops::ThreadMsg`]). `VcpuResume`, `VcpuControl` (virtualisation)
+    /// and `ModifySender` have no layout yet.
     ///
     /// Starting a thread: `Control` (bind to a task, set pager and exception
     /// handler), `ExRegs` (pc, sp), then the scheduler's `RunThread`.
@@ -250,7 +238,9 @@ opcodes! {
     }
 }
 
-/// Flags and message-register indices of [`ThreadOp::Control`].
+/// Flags of [`ThreadOp::Control`] (in `MR0`), and its message-register
+/// indices (the layout is [`crate::ops::ThreadControl`]; the indices stay
+/// for the kernel until it decodes with that, then go).
 pub mod thread_control {
     /// MR1 names the pager.
     pub const SET_PAGER: u64 = 0x001_0000;
@@ -276,6 +266,33 @@ pub mod thread_control {
     pub const WORDS: u32 = 6;
 }
 
+bitflags::bitflags! {
+    /// [`ThreadOp::Control`] flags as a set (the values of
+    /// [`thread_control`]): which settings change, and their values.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct ControlFlags: u64 {
+        /// Set the pager.
+        const SET_PAGER = thread_control::SET_PAGER;
+        /// Bind the thread to a task.
+        const BIND_TASK = thread_control::BIND_TASK;
+        /// Alien mode.
+        const ALIEN = thread_control::ALIEN;
+        /// Set the exception handler.
+        const SET_EXC_HANDLER = thread_control::SET_EXC_HANDLER;
+    }
+}
+
+bitflags::bitflags! {
+    /// [`ThreadOp::ExRegs`] flags as a set (the values of [`ex_regs`]).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct ExRegsFlags: u64 {
+        /// Cancel an ongoing IPC of the thread.
+        const CANCEL = ex_regs::CANCEL;
+        /// Make the thread raise an exception.
+        const TRIGGER_EXCEPTION = ex_regs::TRIGGER_EXCEPTION;
+    }
+}
+
 /// Flags of [`ThreadOp::ExRegs`].
 pub mod ex_regs {
     /// Cancel an ongoing IPC of the thread.
@@ -289,15 +306,9 @@ pub mod ex_regs {
 opcodes! {
     /// Factory operations ([`Proto::Factory`]): MR0 is the protocol of the
     /// object to create (sign-extended), then arguments as [`varg`] values;
-    /// the new capability goes to the caller's first receive item.
-    ///
-    /// * `Task`: varg fpage = the UTCB area; reply MR0 = that flexpage.
-    /// * `Thread`: no arguments.
-    /// * `Factory`: varg umword = the quota (bytes) moved to the new factory.
-    /// * `IpcGate`: varg umword = label, optional item = thread to bind.
-    /// * `Irq`: no arguments (an IRQ sender, Fiasco's `L4_PROTO_IRQ_SENDER`).
-    /// * `Semaphore`: no arguments.
-    /// * `Vm`: no arguments (later).
+    /// the new capability goes to the caller's first receive item (layouts:
+    /// [`crate::ops::FactoryMsg`]). `Irq` makes an IRQ sender (Fiasco's
+    /// `L4_PROTO_IRQ_SENDER`).
     FactoryOp {
         /// Create a task.
         Task = Proto::Task as i64 as u64,
@@ -397,7 +408,8 @@ pub mod varg {
 }
 
 opcodes! {
-    /// Irq operations with [`Proto::Irq`] (also Semaphore `up` = `Trigger`).
+    /// Irq operations with [`Proto::Irq`] (also Semaphore `up` = `Trigger`;
+    /// layouts: [`crate::ops::IrqMsg`]).
     ///
     /// Binding is [`KobjectOp::Bind`]; an IRQ message has the label
     /// [`Proto::Irq`], no words, and the bound label in `x2`.
@@ -410,25 +422,21 @@ opcodes! {
 }
 
 opcodes! {
-    /// Irq-sender operations with [`Proto::IrqSender`].
+    /// Irq-sender operations with [`Proto::IrqSender`] (layouts:
+    /// [`crate::ops::IrqSenderMsg`]).
     IrqSenderOp {
         /// Attach to a thread (legacy; use [`KobjectOp::Bind`]).
         Attach = 0,
         /// Detach from the bound thread.
         Detach = 1,
+        /// Bind to a vCPU (inject into its guest).
+        BindVcpu = 0x10,
     }
 }
 
 opcodes! {
-    /// Interrupt controller operations (label [`Proto::Irq`], on an Icu).
-    ///
-    /// * `Bind`/`Unbind`: MR1 = IRQ number, item = Irq capability.
-    /// * `Info`: reply MR0 = features ([`icu::FLAG_MSI`]), MR1 = number of
-    ///   IRQs, MR2 = number of MSIs.
-    /// * `MsiInfo`: MR1 = MSI number, MR2 = source; reply MR0 = address,
-    ///   MR1 = data.
-    /// * `Mask`/`Unmask`: MR1 = IRQ number.
-    /// * `SetMode`: MR1 = IRQ number, MR2 = [`icu::mode`].
+    /// Interrupt controller operations (label [`Proto::Irq`], on an Icu;
+    /// layouts: [`crate::ops::IcuMsg`]).
     IcuOp {
         /// Bind an Irq object to an IRQ line.
         Bind = 0,
@@ -482,14 +490,8 @@ pub mod icu {
 }
 
 opcodes! {
-    /// Scheduler operations ([`Proto::Scheduler`]).
-    ///
-    /// * `Info`: MR1 = CPU-set granularity/offset word ([`SchedCpuSet`]);
-    ///   reply MR0 = map of online CPUs, MR1 = highest CPU number + 1.
-    /// * `RunThread`: MR1 = granularity/offset, MR2 = affinity map, MR3 =
-    ///   priority, MR4 = quantum in µs, item (MR5..7) = the thread.
-    /// * `IdleTime`: MR1 = granularity/offset, MR2 = map; reply MR0 = idle
-    ///   time in µs.
+    /// Scheduler operations ([`Proto::Scheduler`]; layouts:
+    /// [`crate::ops::SchedulerMsg`]).
     SchedulerOp {
         /// CPUs online.
         Info = 0,
@@ -544,12 +546,8 @@ impl SchedCpuSet {
 }
 
 opcodes! {
-    /// Vcon (kernel console, [`Proto::Log`]) operations.
-    ///
-    /// * `Write`: MR1 = byte count, MR2.. = bytes; a send suffices.
-    /// * `Read`: MR1 = maximum byte count; reply MR0 = count | [`vcon`]
-    ///   flags, MR1.. = bytes.
-    /// * `SetAttr`/`GetAttr`: MR1..4 = input, output, local flags.
+    /// Vcon (kernel console, [`Proto::Log`]) operations (layouts:
+    /// [`crate::ops::VconMsg`]).
     VconOp {
         /// Write bytes.
         Write = 0,
@@ -577,13 +575,25 @@ pub mod vcon {
 }
 
 opcodes! {
-    /// Semaphore operations ([`Proto::Semaphore`]). `Down`: MR1 = timeout
-    /// ([`crate::Timeout`] in the receive half); the reply label is 0, or
-    /// the call fails with [`crate::Error::RecvTimeout`]. `up` is
-    /// [`IrqOp::Trigger`] with the label [`Proto::Irq`].
+    /// Semaphore operations ([`Proto::Semaphore`]; layouts:
+    /// [`crate::ops::SemaphoreMsg`]). `up` is [`IrqOp::Trigger`] with the
+    /// label [`Proto::Irq`].
     SemaphoreOp {
         /// Decrement, blocking while zero.
         Down = 0,
+    }
+}
+
+opcodes! {
+    /// The root task's memory protocol ([`Proto::Sigma0`]; the numbers are
+    /// [`crate::sigma0`]'s, compared as whole words).
+    Sigma0Op {
+        /// Map free RAM.
+        MapFree = crate::sigma0::MAP_FREE,
+        /// Map device memory.
+        MapDevice = crate::sigma0::MAP_DEVICE,
+        /// Map the memory of a boot module.
+        MapModule = crate::sigma0::MAP_MODULE,
     }
 }
 

@@ -20,46 +20,71 @@
 //!
 //! Exits are reported with the raw syndrome and addresses; [`Exit::mmio`],
 //! [`Exit::sysreg`] and [`Exit::imm16`] decode them for the VMM.
+//!
+//! # Messages
+//!
+//! The kernel messages of virtualisation are declared in [`crate::ops`]:
+//!
+//! * Factory create Vm: [`crate::ops::FactoryVm`], no arguments; the
+//!   capability goes to the first receive item, as for every factory
+//!   call. A Vm costs two pages (its stage-2 root) plus a small object of
+//!   the factory's quota; its translation tables are paid as mapped.
+//! * Task map into a Vm: the ordinary [`crate::ops::TaskMap`] invoked on
+//!   the *Vm* capability (with `W`), the source task as the item and a
+//!   memory flexpage whose send base is the guest-physical address.
+//!   Mappings are recorded in up to 2 MiB pieces, as large as the
+//!   source's own mapping and alignment allow; unmapping in the source
+//!   (or deleting it) revokes them in the guest. [`crate::ops::TaskUnmap`]
+//!   on the Vm capability unmaps guest memory.
+//! * Thread vcpu_control: [`crate::ops::ThreadVcpuControl`] on the
+//!   thread's capability (`W`).
+//! * Thread vcpu_resume: [`crate::ops::ThreadVcpuResume`] on the calling
+//!   thread's own capability. Returns when the guest exits for the VMM:
+//!   the reply label is the [`ExitReason`], negative for an error
+//!   (`Inval` with [`ExitReason::BadState`] in the state area: a field was
+//!   refused; `NoEnt`: the Vm was deleted).
+//! * Irq bind_vcpu: [`crate::ops::IrqBindVcpu`] on an Irq (`W`), naming
+//!   the vCPU thread (`S`) and the interrupt. Triggering the Irq then
+//!   injects it into the vCPU (waking it from WFI, or kicking it off
+//!   another CPU) instead of sending a message. Detach undoes it.
 
 use core::fmt;
 
-/// The kernel messages of virtualisation.
-///
-/// * Factory create Vm: [`crate::proto::FactoryOp::Vm`], no arguments;
-///   the capability goes to the first receive item, as for every factory
-///   call. A Vm costs two pages (its stage-2 root) plus a small object of
-///   the factory's quota; its translation tables are paid as mapped.
-/// * Task map into a Vm: the ordinary [`crate::proto::TaskOp::Map`]
-///   invoked on the *Vm* capability (with `W`), the source task as the
-///   item and a memory flexpage: guest-physical addresses are the
-///   destination's. Mappings are recorded in up to 2 MiB pieces, as large
-///   as the source's own mapping and alignment allow; unmapping in the
-///   source (or deleting it) revokes them in the guest. `TaskOp::Unmap` on
-///   the Vm capability unmaps guest memory.
-/// * Thread vcpu_control: [`crate::proto::ThreadOp::VcpuControl`] on the
-///   thread's capability (`W`): MR1 = the state area's address (a page of
-///   the thread's task's UTCB area; 0 leaves vCPU mode), item 0 = the Vm
-///   (`W`). 2 words + 1 item.
-/// * Thread vcpu_resume: [`crate::proto::ThreadOp::VcpuResume`] on the
-///   calling thread's own capability, 1 word. Returns when the guest
-///   exits for the VMM: the reply label is the [`ExitReason`], negative
-///   for an error (`Inval` with [`ExitReason::BadState`] in the state
-///   area: a field was refused; `NoEnt`: the Vm was deleted).
-/// * Irq bind_vcpu: [`IRQ_BIND_VCPU`] in MR0 with
-///   [`crate::Proto::IrqSender`] on an Irq (`W`): MR1 = INTID | priority
-///   << 32, item 0 = the vCPU thread (`S`). Triggering the Irq then
-///   injects that interrupt into the vCPU (waking it from WFI, or kicking
-///   it off another CPU) instead of sending a message. Detach undoes it.
-pub mod msg {
-    /// The IrqSender opcode of bind_vcpu.
-    pub const IRQ_BIND_VCPU: u64 = 0x10;
-    /// MR1 of bind_vcpu.
-    pub const fn bind_vcpu_word(intid: u32, priority: u8) -> u64 {
-        intid as u64 | (priority as u64) << 32
-    }
+/// The interrupt an Irq bound to a vCPU injects: INTID in bits 0..32,
+/// priority in bits 32..40.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirqSpec {
+    /// The interrupt number (below [`INTID_LIMIT`]).
+    pub intid: u32,
+    /// Its priority.
+    pub priority: u8,
 }
 
-pub use msg::IRQ_BIND_VCPU;
+impl crate::ops::Field for VirqSpec {
+    fn put(&self, w: &mut [u64]) -> usize {
+        match w.first_mut() {
+            Some(s) => {
+                *s = u64::from(self.intid) | u64::from(self.priority) << 32;
+                1
+            }
+            None => 0,
+        }
+    }
+
+    fn take(w: &[u64]) -> Result<(Self, usize), crate::ops::FieldError> {
+        let &v = w.first().ok_or(crate::ops::FieldError::Short)?;
+        if v >> 40 != 0 || (v as u32) >= INTID_LIMIT {
+            return Err(crate::ops::FieldError::Malformed);
+        }
+        Ok((
+            VirqSpec {
+                intid: v as u32,
+                priority: (v >> 32) as u8,
+            },
+            1,
+        ))
+    }
+}
 
 /// The most bytes a state area takes (it lies in one page).
 pub const STATE_SIZE: usize = 4096;

@@ -720,44 +720,7 @@ impl<const N: usize> Arg for Str<N> {
 // Typed items
 // ----------------------------------------------------------------------
 
-/// A capability argument: one typed item.
-///
-/// Sending: the capability at `index` in the sender's table, offered with
-/// `rights` (include [`CapRights::R`]: the kernel maps nothing without it).
-/// Receiving: where the kernel put it in the receiver's table (the
-/// receiver's receive slot or window) and the rights it was offered with.
-/// Decoding refuses a missing item ([`Error::MsgMissArg`]) and an item that
-/// is not a single capability ([`Error::Inval`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CapArg {
-    /// Capability index (sender: the one to send; receiver: where it is).
-    pub index: u64,
-    /// Rights offered (flexpage bits and control-word bits).
-    pub rights: CapRights,
-}
-
-impl CapArg {
-    /// A capability argument.
-    pub const fn new(index: u64, rights: CapRights) -> CapArg {
-        CapArg { index, rights }
-    }
-
-    /// The send item that maps it.
-    pub const fn item(self) -> SendItem {
-        SendItem::caps(self.index, 0, self.rights, 0)
-    }
-
-    /// Reads a received capability item.
-    pub fn from_item(it: SendItem) -> Result<CapArg, Error> {
-        if !it.is_map_item() || it.fpage.kind() != FpageType::Obj || it.fpage.order() != 0 {
-            return Err(Error::Inval);
-        }
-        Ok(CapArg {
-            index: it.fpage.obj_index(),
-            rights: it.cap_rights(),
-        })
-    }
-}
+pub use l4_abi::ops::CapArg;
 
 impl Arg for CapArg {
     type View<'a> = CapArg;

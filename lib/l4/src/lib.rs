@@ -31,7 +31,6 @@ pub mod cap;
 pub mod io;
 pub mod msg;
 pub mod slots;
-pub mod vm;
 
 #[cfg(target_arch = "aarch64")]
 pub mod ipc;
@@ -47,10 +46,15 @@ pub use cap::{
 #[cfg(target_arch = "aarch64")]
 pub use ipc::Msg;
 pub use l4_abi as abi;
+/// The replies of `Thread::ExRegs`, `Icu::Info` and `Scheduler::Info`
+/// ([`l4_abi::ops`]) under this crate's names.
+pub use l4_abi::ops::{
+    ExRegsReply as ExRegs, IcuInfoReply as IcuInfo, SchedInfoReply as SchedInfo,
+};
 pub use l4_abi::{
     CapRights, Error, Fpage, MemRights, MsgTag, Proto, RecvItem, SendItem, Timeout, Timeouts, Utcb,
 };
-pub use msg::{ExRegs, IcuInfo, SchedInfo, SchedParams, ThreadControl};
+pub use msg::{SchedParams, ThreadControl};
 #[cfg(target_arch = "aarch64")]
 pub use objects::{object_timeouts, set_object_timeouts};
 pub use slots::SlotAlloc;

@@ -1,21 +1,32 @@
 //! Message builders and reply decoders for every kernel-object operation.
 //!
-//! Each builder writes the message registers (and, where an operation
-//! returns a capability, the buffer registers) of an invocation into a
-//! [`Utcb`] and returns the tag to send, following the layouts documented
-//! in [`l4_abi::proto`]. Capability arguments travel as typed items whose
-//! flexpage names the caller's index; the rights offered with them are
-//! [`ARG_RIGHTS`] unless a builder takes them as a parameter.
+//! Each builder fills the operation's declaration in [`l4_abi::ops`] (the
+//! one place the layouts live), encodes it into the message registers
+//! (and, where an operation returns a capability, the buffer registers) of
+//! a [`Utcb`] and returns the tag to send. Capability arguments travel as
+//! typed items whose flexpage names the caller's index; the rights offered
+//! with them are [`ARG_RIGHTS`] unless a builder takes them as a parameter.
+//! Reply readers decode the operation's reply struct and refuse a reply
+//! shorter than its layout.
 //!
 //! Nothing here performs a call, so all of it is tested on the host.
 
 use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs};
-use l4_abi::proto::{
-    FactoryOp, IcuOp, IrqOp, IrqSenderOp, KobjectOp, SchedCpuSet, SchedulerOp, SemaphoreOp, TaskOp,
-    ThreadOp, VconOp, thread_control, unmap, varg, vcon,
+use l4_abi::ops::{
+    Bytes, CapArg, ExRegsReply, FactoryFactory, FactoryIpcGate, FactoryIrq, FactorySemaphore,
+    FactoryTask, FactoryThread, FactoryVm, Fpages, IcuBind, IcuInfo, IcuInfoReply, IcuMask,
+    IcuSetMode, IcuUnbind, IcuUnmask, IrqAttach, IrqBindVcpu, IrqDetach, IrqTrigger, IrqUnmask,
+    KobjectBind, KobjectGetInfo, Op, Reply, SchedIdleTime, SchedInfo, SchedInfoReply,
+    SchedRunThread, SemaphoreDown, Sigma0MapDevice, Sigma0MapFree, Sigma0MapModule, TaskCapInfo,
+    TaskMap, TaskUnmap, ThreadExRegs, ThreadStats, ThreadSwitch, ThreadVcpuControl,
+    ThreadVcpuResume, Varg, VconRead, VconReadReply, VconWrite,
 };
+use l4_abi::proto::{ControlFlags, ExRegsFlags, SchedCpuSet, UnmapFlags, unmap, vcon};
 use l4_abi::utcb::{BR_COUNT, MR_COUNT};
-use l4_abi::{CapRights, Error, Fpage, MsgTag, Proto, RecvItem, SendItem, Timeout, Timeouts, Utcb};
+use l4_abi::vcpu::VirqSpec;
+use l4_abi::{CapRights, Error, Fpage, MsgTag, RecvItem, SendItem, Timeout, Utcb};
+
+pub use l4_abi::ops::{UNMAP_MAX, VCON_READ_MAX};
 
 /// Rights offered with a capability argument (Fiasco's `L4_CAP_FPAGE_RWS`).
 pub const ARG_RIGHTS: CapRights = CapRights::RWS;
@@ -23,25 +34,13 @@ pub const ARG_RIGHTS: CapRights = CapRights::RWS;
 /// Default time slice for [`SchedParams`], in µs.
 pub const DEFAULT_QUANTUM_US: u64 = 10_000;
 
-/// Most bytes one [`vcon_write`] carries: the opcode, the count and the
-/// data must fit in the 63 words a tag can describe.
-pub const VCON_WRITE_MAX: usize = {
-    let tag_max = (MsgTag::MAX_WORDS as usize - 2) * 8;
-    if tag_max < vcon::WRITE_MAX {
-        tag_max
-    } else {
-        vcon::WRITE_MAX
-    }
-};
+/// Most bytes one [`vcon_write`] carries.
+pub const VCON_WRITE_MAX: usize = vcon::WRITE_MAX;
 
-/// Most bytes [`vcon_read`] asks for: the reply's count word and data must
-/// fit in the 63 words a tag can describe.
-pub const VCON_READ_MAX: usize = (MsgTag::MAX_WORDS as usize - 1) * 8;
-
-/// The two message words of a capability argument: a map item naming
-/// capability `idx` of the caller with `rights`.
-pub const fn cap_arg(idx: u64, rights: CapRights) -> [u64; 2] {
-    SendItem::caps(idx, 0, rights, 0).to_words()
+/// A capability argument: capability `idx` of the caller with
+/// [`ARG_RIGHTS`].
+const fn cap_arg(idx: u64) -> CapArg {
+    CapArg::new(idx, ARG_RIGHTS)
 }
 
 /// Copies `words` into the message registers from `MR[at]` on; returns the
@@ -83,6 +82,12 @@ pub fn raw(u: &mut Utcb, proto: i64, words: &[u64]) -> MsgTag {
     MsgTag::new(proto, n as u32, 0, 0)
 }
 
+/// Reads the reply with tag `tag` (of a successful call) as `R`; a
+/// reply shorter than `R`'s layout is [`Error::Inval`].
+pub fn reply<R: Reply>(u: &Utcb, tag: MsgTag) -> Result<R, Error> {
+    Ok(R::decode(tag.words() as usize, &u.mr)?)
+}
+
 // ---------------------------------------------------------------------
 // Task
 // ---------------------------------------------------------------------
@@ -90,30 +95,22 @@ pub fn raw(u: &mut Utcb, proto: i64, words: &[u64]) -> MsgTag {
 /// `Task::Map`: map `item` (a flexpage of `src_task`'s space, send base =
 /// the destination in the invoked task) from the source task.
 pub fn task_map(u: &mut Utcb, src_task: u64, item: SendItem) -> MsgTag {
-    u.mr[0] = TaskOp::Map.code();
-    let [c, f] = item.to_words();
-    u.mr[1] = c;
-    u.mr[2] = f;
-    let [ic, ifp] = cap_arg(src_task, ARG_RIGHTS);
-    u.mr[3] = ic;
-    u.mr[4] = ifp;
-    MsgTag::proto(Proto::Task, 3, 1)
+    TaskMap {
+        item,
+        src: cap_arg(src_task),
+    }
+    .encode(&mut u.mr)
 }
-
-/// Most flexpages one [`task_unmap`] carries.
-pub const UNMAP_MAX: usize = MsgTag::MAX_WORDS as usize - 2;
 
 /// `Task::Unmap`: revoke `fpages` (their rights bits = the rights to
 /// revoke) of the invoked task with [`unmap`] `flags`. At most
 /// [`UNMAP_MAX`] flexpages are sent.
 pub fn task_unmap(u: &mut Utcb, flags: u64, fpages: &[Fpage]) -> MsgTag {
-    u.mr[0] = TaskOp::Unmap.code();
-    u.mr[1] = flags;
-    let n = fpages.len().min(UNMAP_MAX);
-    for (i, f) in fpages[..n].iter().enumerate() {
-        u.mr[2 + i] = f.0;
+    TaskUnmap {
+        flags: UnmapFlags::from_bits_retain(flags),
+        fpages: Fpages::new(fpages),
     }
-    MsgTag::proto(Proto::Task, 2 + n as u32, 0)
+    .encode(&mut u.mr)
 }
 
 /// `Task::Unmap` of capability `idx` with [`unmap::DELETE_OBJ`]: deletes
@@ -131,18 +128,21 @@ pub fn task_release_cap(u: &mut Utcb, idx: u64) -> MsgTag {
 /// `Task::CapInfo`: whether capability `idx` is valid (`children`: whether
 /// it has derived mappings). Reply label 1 or 0.
 pub fn task_cap_info(u: &mut Utcb, idx: u64, children: bool) -> MsgTag {
-    u.mr[0] = TaskOp::CapInfo.code();
-    u.mr[1] = l4_abi::Cap::new(idx).selector() | children as u64;
-    MsgTag::proto(Proto::Task, 2, 0)
+    TaskCapInfo {
+        sel: l4_abi::Cap::new(idx).selector() | children as u64,
+        other: None,
+    }
+    .encode(&mut u.mr)
 }
 
 /// `Task::CapInfo` with two selectors: whether `a` and `b` name the same
 /// object. Reply label 1 or 0.
 pub fn task_cap_equal(u: &mut Utcb, a: u64, b: u64) -> MsgTag {
-    u.mr[0] = TaskOp::CapInfo.code();
-    u.mr[1] = l4_abi::Cap::new(a).selector();
-    u.mr[2] = l4_abi::Cap::new(b).selector();
-    MsgTag::proto(Proto::Task, 3, 0)
+    TaskCapInfo {
+        sel: l4_abi::Cap::new(a).selector(),
+        other: Some(l4_abi::Cap::new(b).selector()),
+    }
+    .encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -201,82 +201,58 @@ impl ThreadControl {
         self.alien = Some(on);
         self
     }
+
+    /// The message: flags for what changes, zero for the rest.
+    pub fn to_op(&self) -> l4_abi::ops::ThreadControl {
+        let mut flags = ControlFlags::empty();
+        let mut flag_vals = ControlFlags::empty();
+        flags.set(ControlFlags::SET_PAGER, self.pager.is_some());
+        flags.set(ControlFlags::SET_EXC_HANDLER, self.exc_handler.is_some());
+        flags.set(ControlFlags::BIND_TASK, self.bind.is_some());
+        if let Some(on) = self.alien {
+            flags |= ControlFlags::ALIEN;
+            flag_vals.set(ControlFlags::ALIEN, on);
+        }
+        let rights = self.bind_rights.unwrap_or(ARG_RIGHTS);
+        l4_abi::ops::ThreadControl {
+            flags,
+            pager: self.pager.map_or(0, |p| p.selector()),
+            exc_handler: self.exc_handler.map_or(0, |e| e.selector()),
+            reserved: 0,
+            flag_vals,
+            bind_utcb: self.bind.map_or(0, |(_, utcb)| utcb),
+            bind_task: self.bind.map(|(task, _)| CapArg::new(task, rights)),
+        }
+    }
 }
 
 /// `Thread::Control` (6 words, plus the task item when binding).
 pub fn thread_control(u: &mut Utcb, c: &ThreadControl) -> MsgTag {
-    use thread_control::*;
-    let mut flags = 0;
-    let mut vals = 0;
-    u.mr[1..MR_BIND_TASK + 2].fill(0);
-    if let Some(p) = c.pager {
-        flags |= SET_PAGER;
-        u.mr[MR_PAGER] = p.selector();
-    }
-    if let Some(e) = c.exc_handler {
-        flags |= SET_EXC_HANDLER;
-        u.mr[MR_EXC_HANDLER] = e.selector();
-    }
-    if let Some(on) = c.alien {
-        flags |= ALIEN;
-        if on {
-            vals |= ALIEN;
-        }
-    }
-    let mut items = 0;
-    if let Some((task, utcb)) = c.bind {
-        flags |= BIND_TASK;
-        u.mr[MR_BIND_UTCB] = utcb;
-        let [ic, ifp] = cap_arg(task, c.bind_rights.unwrap_or(ARG_RIGHTS));
-        u.mr[MR_BIND_TASK] = ic;
-        u.mr[MR_BIND_TASK + 1] = ifp;
-        items = 1;
-    }
-    u.mr[MR_FLAGS] = ThreadOp::Control.code() | flags;
-    u.mr[MR_FLAG_VALS] = vals;
-    MsgTag::proto(Proto::Thread, WORDS, items)
+    c.to_op().encode(&mut u.mr)
 }
 
 /// `Thread::ExRegs`: new pc and sp
 /// ([`l4_abi::proto::ex_regs::UNCHANGED`] keeps them) and
 /// [`l4_abi::proto::ex_regs`] flags.
 pub fn thread_ex_regs(u: &mut Utcb, pc: u64, sp: u64, flags: u64) -> MsgTag {
-    u.mr[0] = ThreadOp::ExRegs.code() | flags;
-    u.mr[1] = pc;
-    u.mr[2] = sp;
-    MsgTag::proto(Proto::Thread, 3, 0)
+    let flags = ExRegsFlags::from_bits_retain(flags);
+    ThreadExRegs { flags, pc, sp }.encode(&mut u.mr)
 }
 
-/// The reply of `Thread::ExRegs`: the state before the change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExRegs {
-    /// PSTATE.
-    pub pstate: u64,
-    /// The old pc.
-    pub pc: u64,
-    /// The old sp.
-    pub sp: u64,
-}
-
-/// Reads the reply of `Thread::ExRegs`.
-pub fn thread_ex_regs_reply(u: &Utcb) -> ExRegs {
-    ExRegs {
-        pstate: u.mr[0],
-        pc: u.mr[1],
-        sp: u.mr[2],
-    }
+/// Reads the reply (with tag `tag`) of `Thread::ExRegs`: the state before
+/// the change.
+pub fn thread_ex_regs_reply(u: &Utcb, tag: MsgTag) -> Result<ExRegsReply, Error> {
+    reply(u, tag)
 }
 
 /// `Thread::Stats`: reply MR0 = consumed CPU time in µs.
 pub fn thread_stats(u: &mut Utcb) -> MsgTag {
-    u.mr[0] = ThreadOp::Stats.code();
-    MsgTag::proto(Proto::Thread, 1, 0)
+    ThreadStats {}.encode(&mut u.mr)
 }
 
 /// `Thread::Switch`: donate the rest of the time slice to the thread.
 pub fn thread_switch(u: &mut Utcb) -> MsgTag {
-    u.mr[0] = ThreadOp::Switch.code();
-    MsgTag::proto(Proto::Thread, 1, 0)
+    ThreadSwitch {}.encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -290,9 +266,9 @@ fn factory_dest(u: &mut Utcb, dest: u64) {
 }
 
 /// A factory call: MR0 = `op` (the protocol of the object, sign-extended,
-/// or any raw value), `args` (already [`varg`]-encoded) after it; the new
-/// capability goes to `dest` (the receive items are replaced by that one
-/// slot).
+/// or any raw value), `args` (already [`l4_abi::proto::varg`]-encoded)
+/// after it; the new capability goes to `dest` (the receive items are
+/// replaced by that one slot).
 pub fn factory_raw(u: &mut Utcb, dest: u64, op: u64, args: &[u64]) -> MsgTag {
     factory_dest(u, dest);
     u.mr[0] = op;
@@ -301,63 +277,56 @@ pub fn factory_raw(u: &mut Utcb, dest: u64, op: u64, args: &[u64]) -> MsgTag {
         1,
         &args[..args.len().min(MsgTag::MAX_WORDS as usize - 1)],
     );
-    MsgTag::proto(Proto::Factory, n as u32, 0)
+    MsgTag::proto(l4_abi::Proto::Factory, n as u32, 0)
+}
+
+/// A factory operation; the new capability goes to `dest`.
+fn factory_op(u: &mut Utcb, dest: u64, op: impl Op) -> MsgTag {
+    factory_dest(u, dest);
+    op.encode(&mut u.mr)
 }
 
 /// Factory: create a task with `utcb_area` (a memory flexpage) as its UTCB
 /// area. Reply MR0 = the flexpage.
 pub fn factory_task(u: &mut Utcb, dest: u64, utcb_area: Fpage) -> MsgTag {
-    factory_raw(
-        u,
-        dest,
-        FactoryOp::Task.code(),
-        &[varg::header(varg::FPAGE, 8), utcb_area.0],
-    )
+    let utcb_area = Varg(utcb_area);
+    factory_op(u, dest, FactoryTask { utcb_area })
 }
 
 /// Factory: create a thread.
 pub fn factory_thread(u: &mut Utcb, dest: u64) -> MsgTag {
-    factory_raw(u, dest, FactoryOp::Thread.code(), &[])
+    factory_op(u, dest, FactoryThread {})
 }
 
 /// Factory: create a factory with `quota` bytes of kernel memory.
 pub fn factory_factory(u: &mut Utcb, dest: u64, quota: u64) -> MsgTag {
-    factory_raw(
-        u,
-        dest,
-        FactoryOp::Factory.code(),
-        &[varg::header(varg::UMWORD, 8), quota],
-    )
+    let quota = Varg(quota);
+    factory_op(u, dest, FactoryFactory { quota })
 }
 
 /// Factory: create an IPC gate with `label`, bound to `thread` (the
 /// caller's index) if given.
 pub fn factory_gate(u: &mut Utcb, dest: u64, label: u64, thread: Option<u64>) -> MsgTag {
-    let tag = factory_raw(
-        u,
-        dest,
-        FactoryOp::IpcGate.code(),
-        &[varg::header(varg::UMWORD, 8), label],
-    );
-    match thread {
-        Some(t) => {
-            let [ic, ifp] = cap_arg(t, ARG_RIGHTS);
-            u.mr[3] = ic;
-            u.mr[4] = ifp;
-            tag.with_counts(3, 1)
-        }
-        None => tag,
-    }
+    let op = FactoryIpcGate {
+        label: Some(Varg(label)),
+        thread: thread.map(cap_arg),
+    };
+    factory_op(u, dest, op)
 }
 
 /// Factory: create an Irq (IRQ sender).
 pub fn factory_irq(u: &mut Utcb, dest: u64) -> MsgTag {
-    factory_raw(u, dest, FactoryOp::Irq.code(), &[])
+    factory_op(u, dest, FactoryIrq {})
 }
 
 /// Factory: create a semaphore.
 pub fn factory_semaphore(u: &mut Utcb, dest: u64) -> MsgTag {
-    factory_raw(u, dest, FactoryOp::Semaphore.code(), &[])
+    factory_op(u, dest, FactorySemaphore {})
+}
+
+/// Factory: create a Vm.
+pub fn factory_vm(u: &mut Utcb, dest: u64) -> MsgTag {
+    factory_op(u, dest, FactoryVm {})
 }
 
 // ---------------------------------------------------------------------
@@ -368,18 +337,16 @@ pub fn factory_semaphore(u: &mut Utcb, dest: u64) -> MsgTag {
 /// caller's index, offered with `rights`; the kernel needs `S`) with
 /// `label`.
 pub fn kobject_bind(u: &mut Utcb, thread: u64, label: u64, rights: CapRights) -> MsgTag {
-    u.mr[0] = KobjectOp::Bind.code();
-    u.mr[1] = label;
-    let [ic, ifp] = cap_arg(thread, rights);
-    u.mr[2] = ic;
-    u.mr[3] = ifp;
-    MsgTag::proto(Proto::Kobject, 2, 1)
+    KobjectBind {
+        label,
+        thread: CapArg::new(thread, rights),
+    }
+    .encode(&mut u.mr)
 }
 
 /// `Kobject::GetInfo` of an IPC gate: reply MR0 = the label.
 pub fn kobject_get_info(u: &mut Utcb) -> MsgTag {
-    u.mr[0] = KobjectOp::GetInfo.code();
-    MsgTag::proto(Proto::Kobject, 1, 0)
+    KobjectGetInfo {}.encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -388,30 +355,57 @@ pub fn kobject_get_info(u: &mut Utcb) -> MsgTag {
 
 /// `Irq::Trigger` (also the semaphore's `up`).
 pub fn irq_trigger(u: &mut Utcb) -> MsgTag {
-    u.mr[0] = IrqOp::Trigger.code();
-    MsgTag::proto(Proto::Irq, 1, 0)
+    IrqTrigger {}.encode(&mut u.mr)
 }
 
 /// `Irq::Unmask` (end of interrupt).
 pub fn irq_unmask(u: &mut Utcb) -> MsgTag {
-    u.mr[0] = IrqOp::Unmask.code();
-    MsgTag::proto(Proto::Irq, 1, 0)
+    IrqUnmask {}.encode(&mut u.mr)
 }
 
 /// `IrqSender::Attach` (legacy bind): MR1 = label, item = thread.
 pub fn irq_attach(u: &mut Utcb, thread: u64, label: u64) -> MsgTag {
-    u.mr[0] = IrqSenderOp::Attach.code();
-    u.mr[1] = label;
-    let [ic, ifp] = cap_arg(thread, ARG_RIGHTS);
-    u.mr[2] = ic;
-    u.mr[3] = ifp;
-    MsgTag::proto(Proto::IrqSender, 2, 1)
+    IrqAttach {
+        label,
+        thread: cap_arg(thread),
+    }
+    .encode(&mut u.mr)
 }
 
 /// `IrqSender::Detach`.
 pub fn irq_detach(u: &mut Utcb) -> MsgTag {
-    u.mr[0] = IrqSenderOp::Detach.code();
-    MsgTag::proto(Proto::IrqSender, 1, 0)
+    IrqDetach {}.encode(&mut u.mr)
+}
+
+// ---------------------------------------------------------------------
+// Virtualisation: vCPU mode, Irqs bound to a vCPU
+// ---------------------------------------------------------------------
+
+/// `Thread::VcpuControl`: vCPU mode with the state area at `state` (in
+/// the thread's UTCB area; 0 leaves vCPU mode) and the Vm `vm` (the
+/// caller's index).
+pub fn vcpu_control(u: &mut Utcb, state: u64, vm: u64) -> MsgTag {
+    ThreadVcpuControl {
+        state,
+        vm: (state != 0).then(|| cap_arg(vm)),
+    }
+    .encode(&mut u.mr)
+}
+
+/// `Thread::VcpuResume` (on the caller's own thread): the reply label is
+/// the exit reason.
+pub fn vcpu_resume(u: &mut Utcb) -> MsgTag {
+    ThreadVcpuResume {}.encode(&mut u.mr)
+}
+
+/// Irq bind_vcpu: triggering the Irq injects `intid` with `priority` into
+/// the vCPU of `thread` (the caller's index).
+pub fn irq_bind_vcpu(u: &mut Utcb, thread: u64, intid: u32, priority: u8) -> MsgTag {
+    IrqBindVcpu {
+        irq: VirqSpec { intid, priority },
+        thread: cap_arg(thread),
+    }
+    .encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -420,53 +414,36 @@ pub fn irq_detach(u: &mut Utcb) -> MsgTag {
 
 /// `Icu::Bind` (or `Unbind`): IRQ line `irq`, item = the Irq capability.
 pub fn icu_bind(u: &mut Utcb, irq: u64, irq_cap: u64, unbind: bool) -> MsgTag {
-    u.mr[0] = if unbind { IcuOp::Unbind } else { IcuOp::Bind }.code();
-    u.mr[1] = irq;
-    let [ic, ifp] = cap_arg(irq_cap, ARG_RIGHTS);
-    u.mr[2] = ic;
-    u.mr[3] = ifp;
-    MsgTag::proto(Proto::Irq, 2, 1)
+    let irq_cap = cap_arg(irq_cap);
+    if unbind {
+        IcuUnbind { irq, irq_cap }.encode(&mut u.mr)
+    } else {
+        IcuBind { irq, irq_cap }.encode(&mut u.mr)
+    }
 }
 
 /// `Icu::Info`.
 pub fn icu_info(u: &mut Utcb) -> MsgTag {
-    u.mr[0] = IcuOp::Info.code();
-    MsgTag::proto(Proto::Irq, 1, 0)
+    IcuInfo {}.encode(&mut u.mr)
 }
 
-/// The reply of `Icu::Info`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IcuInfo {
-    /// Features ([`l4_abi::proto::icu::FLAG_MSI`]).
-    pub features: u64,
-    /// Number of IRQ lines.
-    pub nr_irqs: u64,
-    /// Number of MSIs.
-    pub nr_msis: u64,
-}
-
-/// Reads the reply of `Icu::Info`.
-pub fn icu_info_reply(u: &Utcb) -> IcuInfo {
-    IcuInfo {
-        features: u.mr[0],
-        nr_irqs: u.mr[1],
-        nr_msis: u.mr[2],
-    }
+/// Reads the reply (with tag `tag`) of `Icu::Info`.
+pub fn icu_info_reply(u: &Utcb, tag: MsgTag) -> Result<IcuInfoReply, Error> {
+    reply(u, tag)
 }
 
 /// `Icu::Mask` or `Icu::Unmask` of line `irq`.
 pub fn icu_mask(u: &mut Utcb, irq: u64, mask: bool) -> MsgTag {
-    u.mr[0] = if mask { IcuOp::Mask } else { IcuOp::Unmask }.code();
-    u.mr[1] = irq;
-    MsgTag::proto(Proto::Irq, 2, 0)
+    if mask {
+        IcuMask { irq }.encode(&mut u.mr)
+    } else {
+        IcuUnmask { irq }.encode(&mut u.mr)
+    }
 }
 
 /// `Icu::SetMode` of line `irq` ([`l4_abi::proto::icu::mode`]).
 pub fn icu_set_mode(u: &mut Utcb, irq: u64, mode: u64) -> MsgTag {
-    u.mr[0] = IcuOp::SetMode.code();
-    u.mr[1] = irq;
-    u.mr[2] = mode;
-    MsgTag::proto(Proto::Irq, 3, 0)
+    IcuSetMode { irq, mode }.encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -508,54 +485,28 @@ impl SchedParams {
 
 /// `Scheduler::Info` for CPUs from `offset` with `granularity`.
 pub fn sched_info(u: &mut Utcb, gran_offset: u64) -> MsgTag {
-    u.mr[0] = SchedulerOp::Info.code();
-    u.mr[1] = gran_offset;
-    MsgTag::proto(Proto::Scheduler, 2, 0)
+    SchedInfo { gran_offset }.encode(&mut u.mr)
 }
 
-/// The reply of `Scheduler::Info`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SchedInfo {
-    /// Bitmap of online CPUs.
-    pub online: u64,
-    /// Highest CPU number + 1.
-    pub max_cpus: u64,
-}
-
-impl SchedInfo {
-    /// The number of online CPUs.
-    pub const fn count(self) -> u32 {
-        self.online.count_ones()
-    }
-}
-
-/// Reads the reply of `Scheduler::Info`.
-pub fn sched_info_reply(u: &Utcb) -> SchedInfo {
-    SchedInfo {
-        online: u.mr[0],
-        max_cpus: u.mr[1],
-    }
+/// Reads the reply (with tag `tag`) of `Scheduler::Info`.
+pub fn sched_info_reply(u: &Utcb, tag: MsgTag) -> Result<SchedInfoReply, Error> {
+    reply(u, tag)
 }
 
 /// `Scheduler::RunThread`: run `thread` (the caller's index) with `p`.
 pub fn sched_run_thread(u: &mut Utcb, thread: u64, p: &SchedParams) -> MsgTag {
-    u.mr[0] = SchedulerOp::RunThread.code();
-    u.mr[1] = p.cpus.gran_offset();
-    u.mr[2] = p.cpus.map;
-    u.mr[3] = p.prio;
-    u.mr[4] = p.quantum_us;
-    let [ic, ifp] = cap_arg(thread, ARG_RIGHTS);
-    u.mr[5] = ic;
-    u.mr[6] = ifp;
-    MsgTag::proto(Proto::Scheduler, 5, 1)
+    SchedRunThread {
+        cpus: p.cpus,
+        prio: p.prio,
+        quantum_us: p.quantum_us,
+        thread: cap_arg(thread),
+    }
+    .encode(&mut u.mr)
 }
 
 /// `Scheduler::IdleTime` of the CPUs in `cpus`: reply MR0 = µs.
 pub fn sched_idle_time(u: &mut Utcb, cpus: SchedCpuSet) -> MsgTag {
-    u.mr[0] = SchedulerOp::IdleTime.code();
-    u.mr[1] = cpus.gran_offset();
-    u.mr[2] = cpus.map;
-    MsgTag::proto(Proto::Scheduler, 3, 0)
+    SchedIdleTime { cpus }.encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -565,37 +516,27 @@ pub fn sched_idle_time(u: &mut Utcb, cpus: SchedCpuSet) -> MsgTag {
 /// `Vcon::Write` of up to [`VCON_WRITE_MAX`] bytes of `bytes`; returns the
 /// tag and the number of bytes the message carries.
 pub fn vcon_write(u: &mut Utcb, bytes: &[u8]) -> (MsgTag, usize) {
-    let n = bytes.len().min(VCON_WRITE_MAX);
-    u.mr[0] = VconOp::Write.code();
-    u.mr[1] = n as u64;
-    let words = n.div_ceil(8);
-    for (i, chunk) in bytes[..n].chunks(8).enumerate() {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        u.mr[2 + i] = u64::from_le_bytes(w);
-    }
-    (MsgTag::proto(Proto::Log, 2 + words as u32, 0), n)
+    let op = VconWrite {
+        bytes: Bytes::new(bytes),
+    };
+    (op.encode(&mut u.mr), op.bytes.as_slice().len())
 }
 
 /// `Vcon::Read` of at most `max` bytes (cut to [`VCON_READ_MAX`]).
 pub fn vcon_read(u: &mut Utcb, max: usize) -> MsgTag {
-    u.mr[0] = VconOp::Read.code();
-    u.mr[1] = max.min(VCON_READ_MAX) as u64;
-    MsgTag::proto(Proto::Log, 2, 0)
+    let max = max.min(VCON_READ_MAX) as u64;
+    VconRead { max }.encode(&mut u.mr)
 }
 
-/// Reads the reply of `Vcon::Read` into `buf`: returns the number of bytes
-/// copied and the [`vcon`] status flags. The count is limited by `buf`, by
-/// the words the reply carries (`reply_words`) and by the registers.
-pub fn vcon_read_reply(u: &Utcb, reply_words: u32, buf: &mut [u8]) -> (usize, u64) {
-    let count = (u.mr[0] & vcon::READ_SIZE_MASK) as usize;
-    let flags = u.mr[0] & !vcon::READ_SIZE_MASK;
-    let avail = (reply_words as usize).saturating_sub(1).min(MR_COUNT - 1) * 8;
-    let n = count.min(buf.len()).min(avail);
-    for (i, b) in buf[..n].iter_mut().enumerate() {
-        *b = u.mr[1 + i / 8].to_le_bytes()[i % 8];
-    }
-    (n, flags)
+/// Reads the reply (with tag `tag`) of `Vcon::Read` into `buf`: returns
+/// the number of bytes copied (at most `buf.len()`; the rest is dropped)
+/// and the [`vcon`] status flags.
+pub fn vcon_read_reply(u: &Utcb, tag: MsgTag, buf: &mut [u8]) -> Result<(usize, u64), Error> {
+    let r: VconReadReply = reply(u, tag)?;
+    let data = r.bytes.as_slice();
+    let n = data.len().min(buf.len());
+    buf[..n].copy_from_slice(&data[..n]);
+    Ok((n, r.status))
 }
 
 // ---------------------------------------------------------------------
@@ -604,9 +545,7 @@ pub fn vcon_read_reply(u: &Utcb, reply_words: u32, buf: &mut [u8]) -> (usize, u6
 
 /// `Semaphore::Down` with timeout `t` (in the receive half of MR1).
 pub fn semaphore_down(u: &mut Utcb, t: Timeout) -> MsgTag {
-    u.mr[0] = SemaphoreOp::Down.code();
-    u.mr[1] = Timeouts::new(Timeout::NEVER, t).0 as u64;
-    MsgTag::proto(Proto::Semaphore, 2, 0)
+    SemaphoreDown { timeout: t }.encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -616,27 +555,21 @@ pub fn semaphore_down(u: &mut Utcb, t: Timeout) -> MsgTag {
 /// Sigma0 ([`l4_abi::sigma0`]): map `2^order` bytes of free RAM 1:1;
 /// reply MR0 = the address.
 pub fn sigma0_map_free(u: &mut Utcb, order: u8) -> MsgTag {
-    u.mr[0] = l4_abi::sigma0::MAP_FREE;
-    u.mr[1] = order as u64;
-    MsgTag::proto(Proto::Sigma0, 2, 0)
+    let order = order as u64;
+    Sigma0MapFree { order }.encode(&mut u.mr)
 }
 
 /// Sigma0: map `2^order` bytes of device memory at `pa` 1:1; reply MR0 =
 /// the address.
 pub fn sigma0_map_device(u: &mut Utcb, pa: u64, order: u8) -> MsgTag {
-    u.mr[0] = l4_abi::sigma0::MAP_DEVICE;
-    u.mr[1] = pa;
-    u.mr[2] = order as u64;
-    MsgTag::proto(Proto::Sigma0, 3, 0)
+    let order = order as u64;
+    Sigma0MapDevice { pa, order }.encode(&mut u.mr)
 }
 
 /// Sigma0: map the boot-module memory `[pa, pa + size)` 1:1 (read-execute);
 /// reply MR0 = the address.
 pub fn sigma0_map_module(u: &mut Utcb, pa: u64, size: u64) -> MsgTag {
-    u.mr[0] = l4_abi::sigma0::MAP_MODULE;
-    u.mr[1] = pa;
-    u.mr[2] = size;
-    MsgTag::proto(Proto::Sigma0, 3, 0)
+    Sigma0MapModule { pa, size }.encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------
@@ -706,10 +639,13 @@ pub fn for_each_block(start: u64, end: u64, min_order: u8, mut f: impl FnMut(u64
 mod tests {
     extern crate std;
     use super::*;
+    use l4_abi::Proto;
     use l4_abi::fpage::{FpageType, RecvItems};
-    use l4_abi::proto::ex_regs;
+    use l4_abi::ops::{IrqSenderMsg, ThreadMsg};
     use l4_abi::proto::varg::{Varg, Vargs};
+    use l4_abi::proto::{FactoryOp, TaskOp, ThreadOp, ex_regs};
     use l4_abi::{MemRights, fault};
+    use l4_abi::{MsgTag as Tag, Timeouts};
     use std::vec::Vec;
 
     fn utcb() -> std::boxed::Box<Utcb> {
@@ -775,7 +711,7 @@ mod tests {
 
     #[test]
     fn thread_control_layout() {
-        use thread_control::*;
+        use l4_abi::proto::thread_control::*;
         let mut u = utcb();
         u.mr.fill(0xdead);
         let c = ThreadControl::new()
@@ -814,12 +750,17 @@ mod tests {
         );
         u.mr[..3].copy_from_slice(&[0x3c0, 0x2000, 0x3000]);
         assert_eq!(
-            thread_ex_regs_reply(&u),
-            ExRegs {
+            thread_ex_regs_reply(&u, Tag::new(0, 3, 0, 0)),
+            Ok(ExRegsReply {
                 pstate: 0x3c0,
                 pc: 0x2000,
                 sp: 0x3000
-            }
+            })
+        );
+        assert_eq!(
+            thread_ex_regs_reply(&u, Tag::new(0, 2, 0, 0)),
+            Err(Error::Inval),
+            "short reply"
         );
         assert_eq!(thread_stats(&mut u).words(), 1);
         assert_eq!(u.mr[0], ThreadOp::Stats.code());
@@ -908,7 +849,10 @@ mod tests {
         assert_eq!(u.mr[..3], [6, 34, 3]);
         assert_eq!(icu_info(&mut u).words(), 1);
         u.mr[..3].copy_from_slice(&[0, 288, 0]);
-        assert_eq!(icu_info_reply(&u).nr_irqs, 288);
+        assert_eq!(
+            icu_info_reply(&u, Tag::new(0, 3, 0, 0)).map(|i| i.nr_irqs),
+            Ok(288)
+        );
     }
 
     #[test]
@@ -922,7 +866,7 @@ mod tests {
         assert_eq!(sched_info(&mut u, 0).words(), 2);
         assert_eq!(u.mr[..2], [0, 0]);
         u.mr[..2].copy_from_slice(&[0b1111, 4]);
-        let info = sched_info_reply(&u);
+        let info = sched_info_reply(&u, Tag::new(0, 2, 0, 0)).unwrap();
         assert_eq!((info.count(), info.max_cpus), (4, 4));
         let tag = sched_idle_time(&mut u, SchedCpuSet::from_words(0, 1));
         assert_eq!((tag.words(), u.mr[0], u.mr[2]), (3, 2, 1));
@@ -945,11 +889,22 @@ mod tests {
         u.mr[0] = 5 | vcon::READ_STAT_DONE;
         u.mr[1] = u64::from_le_bytes(*b"abcdefgh");
         let mut buf = [0u8; 16];
-        assert_eq!(vcon_read_reply(&u, 2, &mut buf), (5, vcon::READ_STAT_DONE));
+        let two = Tag::new(0, 2, 0, 0);
+        assert_eq!(
+            vcon_read_reply(&u, two, &mut buf),
+            Ok((5, vcon::READ_STAT_DONE))
+        );
         assert_eq!(&buf[..5], b"abcde");
         let mut small = [0u8; 3];
-        assert_eq!(vcon_read_reply(&u, 2, &mut small).0, 3);
-        assert_eq!(vcon_read_reply(&u, 1, &mut buf).0, 0, "no data words");
+        assert_eq!(
+            vcon_read_reply(&u, two, &mut small),
+            Ok((3, vcon::READ_STAT_DONE))
+        );
+        assert_eq!(
+            vcon_read_reply(&u, Tag::new(0, 1, 0, 0), &mut buf),
+            Err(Error::Inval),
+            "count beyond the data words"
+        );
     }
 
     #[test]
@@ -1046,5 +1001,48 @@ mod tests {
         v.clear();
         for_each_block(0x3000, 0x10000, 12, |a, o| v.push((a, o)));
         assert_eq!(v, [(0x3000, 12), (0x4000, 14), (0x8000, 15)]);
+    }
+
+    #[test]
+    fn vcpu_layouts_decode_as_declared() {
+        let mut u = std::boxed::Box::new(Utcb::new());
+        let t = vcpu_control(&mut u, 0x7000, 9);
+        assert_eq!(
+            (t.label(), t.words(), t.items()),
+            (Proto::Thread as i64, 2, 1)
+        );
+        assert_eq!(
+            ThreadMsg::decode(t, &u.mr),
+            Ok(ThreadMsg::VcpuControl(ThreadVcpuControl {
+                state: 0x7000,
+                vm: Some(CapArg::new(9, CapRights::RWS))
+            }))
+        );
+        let t = vcpu_control(&mut u, 0, 9);
+        assert_eq!((t.words(), t.items()), (2, 0));
+        let t = vcpu_resume(&mut u);
+        assert_eq!(
+            ThreadMsg::decode(t, &u.mr),
+            Ok(ThreadMsg::VcpuResume(ThreadVcpuResume {}))
+        );
+        let t = irq_bind_vcpu(&mut u, 5, 33, 0xa0);
+        assert_eq!(t.label(), Proto::IrqSender as i64);
+        assert_eq!(u.mr[1], 33 | 0xa0 << 32);
+        assert_eq!(
+            IrqSenderMsg::decode(t, &u.mr),
+            Ok(IrqSenderMsg::BindVcpu(IrqBindVcpu {
+                irq: VirqSpec {
+                    intid: 33,
+                    priority: 0xa0
+                },
+                thread: CapArg::new(5, CapRights::RWS)
+            }))
+        );
+        // An INTID beyond the SPIs does not decode.
+        u.mr[1] = 1020;
+        assert!(IrqSenderMsg::decode(t, &u.mr).is_err());
+        let t = factory_vm(&mut u, 12);
+        assert_eq!(t.label(), Proto::Factory as i64);
+        assert_eq!(FactoryOp::try_from(u.mr[0]), Ok(FactoryOp::Vm));
     }
 }

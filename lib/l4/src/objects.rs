@@ -9,8 +9,10 @@ use l4_abi::{CapRights, Error, Fpage, MemRights, MsgTag, SendItem, Timeout, Time
 
 use crate::cap::*;
 use crate::ipc::{ipc_call, ipc_receive, ipc_send};
-use crate::msg::{self, ExRegs, IcuInfo, SchedInfo, SchedParams, ThreadControl};
+use crate::msg::{self, SchedParams, ThreadControl};
 use crate::utcb;
+use crate::{ExRegs, IcuInfo, SchedInfo};
+use l4_abi::ops::{GateInfo, SchedIdleTimeReply, Sigma0Reply, ThreadStatsReply};
 
 static OBJECT_TIMEOUTS: AtomicU32 = AtomicU32::new(Timeouts::NEVER.0);
 
@@ -184,8 +186,8 @@ impl Cap<Thread> {
     /// Sets pc and sp ([`ex_regs::UNCHANGED`] keeps them) with
     /// [`ex_regs`] flags; returns the previous state.
     pub fn ex_regs(self, pc: u64, sp: u64, flags: u64) -> Result<ExRegs, Error> {
-        invoke(self.sel(), |u| msg::thread_ex_regs(u, pc, sp, flags))?;
-        Ok(utcb::with(|u| msg::thread_ex_regs_reply(u)))
+        let tag = invoke(self.sel(), |u| msg::thread_ex_regs(u, pc, sp, flags))?;
+        utcb::with(|u| msg::thread_ex_regs_reply(u, tag))
     }
 
     /// Reads pc and sp without changing anything.
@@ -195,8 +197,8 @@ impl Cap<Thread> {
 
     /// The CPU time the thread consumed, in µs.
     pub fn stats_us(self) -> Result<u64, Error> {
-        invoke(self.sel(), msg::thread_stats)?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), msg::thread_stats)?;
+        utcb::with(|u| msg::reply::<ThreadStatsReply>(u, tag)).map(|r| r.time_us)
     }
 
     /// Donates the rest of the caller's time slice to the thread.
@@ -297,8 +299,8 @@ endpoint_bind!(Irq, "Irq");
 impl Cap<IpcGate> {
     /// The gate's label (needs `C`).
     pub fn get_info(self) -> Result<u64, Error> {
-        invoke(self.sel(), msg::kobject_get_info)?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), msg::kobject_get_info)?;
+        utcb::with(|u| msg::reply::<GateInfo>(u, tag)).map(|r| r.label)
     }
 }
 
@@ -337,8 +339,8 @@ impl Cap<Icu> {
 
     /// Controller information.
     pub fn info(self) -> Result<IcuInfo, Error> {
-        invoke(self.sel(), msg::icu_info)?;
-        Ok(utcb::with(|u| msg::icu_info_reply(u)))
+        let tag = invoke(self.sel(), msg::icu_info)?;
+        utcb::with(|u| msg::icu_info_reply(u, tag))
     }
 
     /// Masks line `line`.
@@ -370,15 +372,15 @@ impl Cap<Scheduler> {
 
     /// The online CPUs.
     pub fn info(self) -> Result<SchedInfo, Error> {
-        invoke(self.sel(), |u| msg::sched_info(u, 0))?;
-        Ok(utcb::with(|u| msg::sched_info_reply(u)))
+        let tag = invoke(self.sel(), |u| msg::sched_info(u, 0))?;
+        utcb::with(|u| msg::sched_info_reply(u, tag))
     }
 
     /// The idle time of the CPUs of `cpu_mask`, in µs.
     pub fn idle_time(self, cpu_mask: u64) -> Result<u64, Error> {
         let set = SchedCpuSet::from_words(0, cpu_mask);
-        invoke(self.sel(), |u| msg::sched_idle_time(u, set))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sched_idle_time(u, set))?;
+        utcb::with(|u| msg::reply::<SchedIdleTimeReply>(u, tag)).map(|r| r.time_us)
     }
 }
 
@@ -416,7 +418,7 @@ impl Cap<Vcon> {
     /// bytes); returns the count and the [`l4_abi::proto::vcon`] flags.
     pub fn read(self, buf: &mut [u8]) -> Result<(usize, u64), Error> {
         let tag = invoke(self.sel(), |u| msg::vcon_read(u, buf.len()))?;
-        Ok(utcb::with(|u| msg::vcon_read_reply(u, tag.words(), buf)))
+        utcb::with(|u| msg::vcon_read_reply(u, tag, buf))
     }
 }
 
@@ -437,21 +439,90 @@ impl Cap<Sigma0> {
     /// Maps `2^order` bytes of free RAM 1:1 into the caller; returns the
     /// address.
     pub fn map_free(self, order: u8) -> Result<u64, Error> {
-        invoke(self.sel(), |u| msg::sigma0_map_free(u, order))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sigma0_map_free(u, order))?;
+        utcb::with(|u| msg::reply::<Sigma0Reply>(u, tag)).map(|r| r.addr)
     }
 
     /// Maps `2^order` bytes of device memory at `pa` 1:1 into the caller;
     /// returns the address.
     pub fn map_device(self, pa: u64, order: u8) -> Result<u64, Error> {
-        invoke(self.sel(), |u| msg::sigma0_map_device(u, pa, order))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sigma0_map_device(u, pa, order))?;
+        utcb::with(|u| msg::reply::<Sigma0Reply>(u, tag)).map(|r| r.addr)
     }
 
     /// Maps the boot-module memory `[pa, pa + size)` 1:1 (read-execute)
     /// into the caller; returns the address.
     pub fn map_module(self, pa: u64, size: u64) -> Result<u64, Error> {
-        invoke(self.sel(), |u| msg::sigma0_map_module(u, pa, size))?;
-        Ok(utcb::mr(0))
+        let tag = invoke(self.sel(), |u| msg::sigma0_map_module(u, pa, size))?;
+        utcb::with(|u| msg::reply::<Sigma0Reply>(u, tag)).map(|r| r.addr)
+    }
+}
+
+// Virtualisation: the Vm, vCPU mode, Irqs bound to a vCPU.
+
+impl Cap<Factory> {
+    /// Creates a Vm in slot `dest`.
+    pub fn create_vm(self, dest: u64) -> Result<Cap<Vm>, Error> {
+        invoke(self.sel(), |u| msg::factory_vm(u, dest))?;
+        Ok(Cap::from_index(dest))
+    }
+}
+
+impl Cap<Vm> {
+    /// Maps `item` (a flexpage of `src`; its send base is the
+    /// guest-physical address) from task `src` into the guest.
+    pub fn map(self, src: Cap<Task>, item: SendItem) -> Result<(), Error> {
+        invoke(self.sel(), |u| msg::task_map(u, src.index(), item)).map(|_| ())
+    }
+
+    /// Maps `2^order` bytes at `addr` of `src` to guest-physical `gpa`.
+    pub fn map_mem(
+        self,
+        src: Cap<Task>,
+        addr: u64,
+        order: u8,
+        rights: MemRights,
+        gpa: u64,
+    ) -> Result<(), Error> {
+        self.map(src, SendItem::map(Fpage::mem(addr, order, rights), gpa))
+    }
+
+    /// Unmaps guest memory (the flexpage's rights bits: what to revoke).
+    pub fn unmap(self, fpage: Fpage) -> Result<(), Error> {
+        invoke(self.sel(), |u| {
+            msg::task_unmap(u, l4_abi::proto::unmap::ALL_SPACES, &[fpage])
+        })
+        .map(|_| ())
+    }
+}
+
+impl Cap<Thread> {
+    /// Switches the thread to vCPU mode with its state area at `state`
+    /// and guest memory `vm`.
+    pub fn vcpu_control(self, state: u64, vm: Cap<Vm>) -> Result<(), Error> {
+        invoke(self.sel(), |u| msg::vcpu_control(u, state, vm.index())).map(|_| ())
+    }
+
+    /// Leaves vCPU mode.
+    pub fn vcpu_disable(self) -> Result<(), Error> {
+        invoke(self.sel(), |u| msg::vcpu_control(u, 0, 0)).map(|_| ())
+    }
+
+    /// Runs the guest (the thread must be the caller) until an exit for
+    /// the VMM; the state area holds the details.
+    pub fn vcpu_resume(self) -> Result<l4_abi::vcpu::ExitReason, Error> {
+        let tag = invoke(self.sel(), msg::vcpu_resume)?;
+        l4_abi::vcpu::ExitReason::from_u64(tag.label() as u64).ok_or(Error::Inval)
+    }
+}
+
+impl Cap<Irq> {
+    /// Binds the Irq to the vCPU of `thread`: triggering it injects
+    /// `intid` with `priority`.
+    pub fn bind_vcpu(self, thread: Cap<Thread>, intid: u32, priority: u8) -> Result<(), Error> {
+        invoke(self.sel(), |u| {
+            msg::irq_bind_vcpu(u, thread.index(), intid, priority)
+        })
+        .map(|_| ())
     }
 }

@@ -10,6 +10,8 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod stage2;
+
 pub const PAGE_SIZE: u64 = 4096;
 pub const ENTRIES: usize = 512;
 const LEVEL_SHIFT: [u32; 4] = [39, 30, 21, 12];

@@ -23,6 +23,16 @@ pub fn lint(ws: &Workspace) -> Result<()> {
     eprintln!("xtask: linting host crates ({})", command_line(&host));
     run(&mut host)?;
 
+    // Target programs with portable logic (moe, ned, cons, uvmm, ...) are
+    // default members: their host tests are linted here too.
+    let mut host_tests = ws.cargo();
+    host_tests.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    eprintln!(
+        "xtask: linting the host tests of the default members ({})",
+        command_line(&host_tests)
+    );
+    run(&mut host_tests)?;
+
     for (target, packages) in by_target() {
         let mut clippy = cargo_for_target(ws, "clippy", target, &packages);
         clippy.args(["--", "-D", "warnings"]);

@@ -1,6 +1,7 @@
 //! AArch64 at EL2 with VHE: CPU set-up, exceptions, timer, PSCI.
 
 mod trap;
+pub mod vcpu;
 
 pub use trap::{CallRegs, TrapFrame, dump as trap_dump};
 
@@ -236,6 +237,7 @@ pub fn cpu_init(cpu: usize) {
     CNTHCTL_EL2.set(vhe::CNTHCTL_EL0_COUNTERS);
     barrier::isb(barrier::SY);
     pmu_init();
+    vcpu::cpu_init();
 }
 
 /// The cycle counter for benchmarks: running, counting at EL2 too

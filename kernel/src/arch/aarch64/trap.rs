@@ -73,6 +73,7 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
         }
     };
     crate::entry::user_exception(esr, regs, locked != 0);
+    crate::obj::vcpu::return_to_user();
     frame
 }
 
@@ -81,7 +82,10 @@ extern "C" fn user_sync_handler(frame: *mut TrapFrame, locked: u64) -> *mut Trap
 extern "C" fn trap_handler(frame: *mut TrapFrame, kind: u64) -> *mut TrapFrame {
     match kind {
         5 => crate::entry::irq(false),
-        9 => crate::entry::irq(true),
+        9 => {
+            crate::entry::irq(true);
+            crate::obj::vcpu::return_to_user();
+        }
         _ => {
             let esr = Esr(ESR_EL2.get());
             let far = FAR_EL2.get();

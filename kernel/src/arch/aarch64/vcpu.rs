@@ -1,0 +1,401 @@
+//! Guests at EL1: the world switch, the guest's register state in the
+//! hardware, stage-2 TLB maintenance, and decoding of exits.
+//!
+//! While a guest runs, HCR_EL2 has TGE clear and VM set: EL1 and EL0 are
+//! the guest's, translated by stage 2 under VTTBR_EL2 (the Vm's tables and
+//! VMID). Physical IRQs and FIQs (IMO/FMO) and SErrors (AMO) come to EL2,
+//! WFI traps (TWI), SMC traps (TSC), implementation-defined registers and
+//! ACTLR trap (TIDCP, TACR). NV stays clear and EL2 registers UNDEF at
+//! EL1, and the PSTATE the kernel erets to is checked to be EL0 or EL1
+//! ([`l4_abi::vcpu::check_pstate`]): the guest never reaches EL2.
+//!
+//! The host never uses the EL1 registers (its threads run at EL0 in the
+//! EL2&0 regime), so the guest's EL1 registers are loaded before entry
+//! and saved after exit, through the `_EL12`/`_EL02` aliases where VHE
+//! redirects the plain names to EL2. The virtual timer and the GIC virtual
+//! CPU interface (ICH_*) are switched the same way and left disabled
+//! while the host runs.
+
+use aarch64_cpu::registers::*;
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use l4_abi::vcpu::{GuestRegs, MAX_LRS, VcpuState};
+
+core::arch::global_asm!(include_str!("vcpu.S"));
+
+unsafe extern "C" {
+    fn guest_run(regs: *mut GuestRegs) -> u64;
+}
+
+/// Reads a system register by its encoded name (the VHE aliases, which
+/// the assembler may not know by name).
+macro_rules! mrs {
+    ($name:literal) => {{
+        let v: u64;
+        // SAFETY: reading an EL1/EL0 register of the guest from EL2 has no
+        // side effects.
+        unsafe { asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }};
+}
+
+/// Writes a system register by its encoded name.
+macro_rules! msr {
+    ($name:literal, $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: the register is the guest's (EL1/EL0 state, virtual timer,
+        // GIC virtual interface): the host does not depend on it, and the
+        // values were checked or come from the guest itself.
+        unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nomem, nostack, preserves_flags)) };
+    }};
+}
+
+/// How an exit came to EL2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    /// A synchronous exception: the syndrome says which.
+    Sync { esr: u64, far: u64, hpfar: u64 },
+    /// A physical interrupt (the kernel takes it once the host runs).
+    Irq,
+    /// A physical FIQ.
+    Fiq,
+    /// An SError.
+    SError { esr: u64 },
+}
+
+/// HCR_EL2 while the host runs (read at start-up).
+static HOST_HCR: AtomicU64 = AtomicU64::new(0);
+/// List registers of the GIC virtual interface (ICH_VTR_EL2.ListRegs + 1).
+static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Active-priority registers per group (from ICH_VTR_EL2.PREbits).
+static APR_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Width of a VMID: 8 or 16 bits.
+static VMID_BITS: AtomicUsize = AtomicUsize::new(8);
+
+/// Per-CPU set-up for guests: VTCR_EL2 for [`l4_pgtable::stage2`], the
+/// virtual interface off, and what the hardware offers.
+pub fn cpu_init() {
+    HOST_HCR.store(HCR_EL2.get(), Ordering::Relaxed);
+    let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange);
+    let vmid16 = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 2;
+    VMID_BITS.store(if vmid16 { 16 } else { 8 }, Ordering::Relaxed);
+    VTCR_EL2.set(l4_pgtable::stage2::vtcr(pa_range, vmid16));
+    let vtr = ICH_VTR_EL2.extract();
+    LR_COUNT.store(
+        (vtr.read(ICH_VTR_EL2::ListRegs) as usize + 1).min(MAX_LRS),
+        Ordering::Relaxed,
+    );
+    // 5, 6 or 7 preemption bits: 1, 2 or 4 active-priority registers.
+    let pre = vtr.read(ICH_VTR_EL2::PREbits) as usize + 1;
+    APR_COUNT.store(1 << pre.saturating_sub(5).min(2), Ordering::Relaxed);
+    ICH_HCR_EL2.set(0);
+    // SAFETY: an isb only synchronises the writes above.
+    unsafe { asm!("isb", options(nomem, nostack)) };
+}
+
+/// How many list registers the hardware has.
+pub fn lr_count() -> usize {
+    LR_COUNT.load(Ordering::Relaxed)
+}
+
+/// How many VMIDs there are (besides 0, which the kernel never gives out).
+pub fn vmid_count() -> u32 {
+    (1u32 << VMID_BITS.load(Ordering::Relaxed)) - 1
+}
+
+/// HCR_EL2 while a guest runs.
+fn guest_hcr() -> u64 {
+    (HCR_EL2::E2H::EnableOsAtEl2
+        + HCR_EL2::RW::EL1IsAarch64
+        + HCR_EL2::VM::Enable
+        + HCR_EL2::IMO::EnableVirtualIRQ
+        + HCR_EL2::FMO::EnableVirtualFIQ
+        + HCR_EL2::AMO::SET
+        + HCR_EL2::TWI::SET
+        + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+        + HCR_EL2::TIDCP::SET
+        + HCR_EL2::TACR::SET
+        + HCR_EL2::FB::SET
+        + HCR_EL2::BSU.val(1)
+        + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
+        + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2)
+        .value
+}
+
+/// CNTHCTL_EL2 (VHE layout) while a guest runs: the host's EL0 counter
+/// access, and EL1 may read the physical counter (EL1PCTEN) but its
+/// physical timer traps (EL1PCEN clear).
+const CNTHCTL_GUEST: u64 = 0b11 | (1 << 10);
+
+/// ICC_SRE_EL1 for the guest: system-register interface, IRQ and FIQ
+/// bypass disabled.
+const ICC_SRE_GUEST: u64 = 0b111;
+
+/// Loads the guest's state into the hardware: EL1 registers, timer, GIC
+/// virtual interface, VMPIDR, and stage 2 (`vttbr`). The state must have
+/// passed [`VcpuState::check`]; IRQs are masked. `ich_extra`: the
+/// kernel's own ICH_HCR_EL2 bits (maintenance interrupts it wants).
+pub fn load(s: &VcpuState, vttbr: u64, ich_extra: u64) {
+    let e = &s.el1;
+    msr!("S3_5_C1_C0_0", e.sctlr);
+    msr!("S3_5_C1_C0_2", e.cpacr);
+    msr!("S3_5_C2_C0_0", e.ttbr0);
+    msr!("S3_5_C2_C0_1", e.ttbr1);
+    msr!("S3_5_C2_C0_2", e.tcr);
+    msr!("S3_5_C10_C2_0", e.mair);
+    msr!("S3_5_C10_C3_0", e.amair);
+    msr!("S3_5_C12_C0_0", e.vbar);
+    msr!("S3_5_C13_C0_1", e.contextidr);
+    msr!("S3_5_C5_C2_0", e.esr);
+    msr!("S3_5_C6_C0_0", e.far);
+    msr!("S3_5_C5_C1_0", e.afsr0);
+    msr!("S3_5_C5_C1_1", e.afsr1);
+    msr!("S3_5_C14_C1_0", e.cntkctl);
+    msr!("S3_5_C4_C0_0", s.regs.spsr_el1);
+    msr!("S3_5_C4_C0_1", s.regs.elr_el1);
+    PAR_EL1.set(e.par);
+    TPIDR_EL1.set(e.tpidr_el1);
+    TPIDR_EL0.set(e.tpidr_el0);
+    TPIDRRO_EL0.set(e.tpidrro_el0);
+    CSSELR_EL1.set(e.csselr);
+    MDSCR_EL1.set(e.mdscr);
+    SP_EL1.set(s.regs.sp_el1);
+    SP_EL0.set(s.regs.sp_el0);
+    // The virtual timer: offset first, then compare value and control.
+    CNTVOFF_EL2.set(s.timer.cntvoff);
+    msr!("S3_5_C14_C3_2", s.timer.cval);
+    msr!("S3_5_C14_C3_1", s.timer.ctl & 0b11);
+    msr!("cnthctl_el2", CNTHCTL_GUEST);
+    VMPIDR_EL2.set(s.vmpidr | (1 << 31));
+    set_vpidr(MIDR_EL1.get());
+    load_gic(s, ich_extra);
+    VTTBR_EL2.set(vttbr);
+    HCR_EL2.set(guest_hcr());
+    // SAFETY: synchronises the register writes before the eret.
+    unsafe { asm!("isb", options(nomem, nostack)) };
+}
+
+/// VPIDR_EL2 (what the guest reads as MIDR_EL1); the crate lacks it.
+fn set_vpidr(v: u64) {
+    msr!("S3_4_C0_C0_0", v);
+}
+
+fn load_gic(s: &VcpuState, ich_extra: u64) {
+    let g = &s.gic;
+    // SAFETY: ICC_SRE_EL1 only concerns EL1 (the guest's).
+    unsafe { asm!("msr S3_0_C12_C12_5, {}", in(reg) ICC_SRE_GUEST, options(nomem, nostack)) };
+    ICH_VMCR_EL2.set(g.vmcr);
+    let aprs = APR_COUNT.load(Ordering::Relaxed);
+    for i in 0..aprs {
+        write_apr(0, i, g.ap0r[i]);
+        write_apr(1, i, g.ap1r[i]);
+    }
+    for (i, &v) in g.lr.iter().enumerate().take(lr_count()) {
+        write_lr(i, v);
+    }
+    ICH_HCR_EL2.set(g.hcr | ich_extra | l4_abi::vcpu::hcr::EN);
+}
+
+/// Enters the guest with its general registers and returns on the next
+/// exit. The other state was [`load`]ed; IRQs are masked.
+pub fn run(regs: &mut GuestRegs) -> ExitKind {
+    // SAFETY: guest_run saves the host's callee-saved registers and
+    // vectors on this kernel stack, erets to EL1 with the checked pstate,
+    // and on the exit restores them and writes `regs` (which lives as
+    // long as this call).
+    let kind = unsafe { guest_run(regs) };
+    match kind {
+        0 => ExitKind::Sync {
+            esr: ESR_EL2.get(),
+            far: FAR_EL2.get(),
+            hpfar: HPFAR_EL2.get(),
+        },
+        1 => ExitKind::Irq,
+        2 => ExitKind::Fiq,
+        _ => ExitKind::SError { esr: ESR_EL2.get() },
+    }
+}
+
+/// Saves the guest's state after an exit and gives the hardware back to
+/// the host: timer stopped, virtual interface off, HCR_EL2 the host's.
+pub fn save(s: &mut VcpuState) {
+    HCR_EL2.set(HOST_HCR.load(Ordering::Relaxed));
+    // SAFETY: synchronises the HCR change before the EL1 accesses below
+    // (with TGE set again, the _EL12 names still reach EL1).
+    unsafe { asm!("isb", options(nomem, nostack)) };
+    let e = &mut s.el1;
+    e.sctlr = mrs!("S3_5_C1_C0_0");
+    e.cpacr = mrs!("S3_5_C1_C0_2");
+    e.ttbr0 = mrs!("S3_5_C2_C0_0");
+    e.ttbr1 = mrs!("S3_5_C2_C0_1");
+    e.tcr = mrs!("S3_5_C2_C0_2");
+    e.mair = mrs!("S3_5_C10_C2_0");
+    e.amair = mrs!("S3_5_C10_C3_0");
+    e.vbar = mrs!("S3_5_C12_C0_0");
+    e.contextidr = mrs!("S3_5_C13_C0_1");
+    e.esr = mrs!("S3_5_C5_C2_0");
+    e.far = mrs!("S3_5_C6_C0_0");
+    e.afsr0 = mrs!("S3_5_C5_C1_0");
+    e.afsr1 = mrs!("S3_5_C5_C1_1");
+    e.cntkctl = mrs!("S3_5_C14_C1_0");
+    s.regs.spsr_el1 = mrs!("S3_5_C4_C0_0");
+    s.regs.elr_el1 = mrs!("S3_5_C4_C0_1");
+    e.par = PAR_EL1.get();
+    e.tpidr_el1 = TPIDR_EL1.get();
+    e.tpidr_el0 = TPIDR_EL0.get();
+    e.tpidrro_el0 = TPIDRRO_EL0.get();
+    e.csselr = CSSELR_EL1.get();
+    e.mdscr = MDSCR_EL1.get();
+    s.regs.sp_el1 = SP_EL1.get();
+    s.regs.sp_el0 = SP_EL0.get();
+    s.timer.cval = mrs!("S3_5_C14_C3_2");
+    s.timer.ctl = mrs!("S3_5_C14_C3_1");
+    // Stop the guest's timer so that it does not fire while others run.
+    msr!("S3_5_C14_C3_1", 0);
+    // MDSCR_EL1 also governs debug exceptions at EL2: the host wants 0.
+    MDSCR_EL1.set(0);
+    save_gic(s);
+}
+
+fn save_gic(s: &mut VcpuState) {
+    let g = &mut s.gic;
+    g.vmcr = ICH_VMCR_EL2.get();
+    let aprs = APR_COUNT.load(Ordering::Relaxed);
+    for i in 0..aprs {
+        g.ap0r[i] = read_apr(0, i);
+        g.ap1r[i] = read_apr(1, i);
+    }
+    let n = lr_count();
+    for i in 0..n {
+        // An emptied list register keeps its old fields; the state area
+        // shows it as zero (what the checks want of an invalid one).
+        let v = read_lr(i);
+        g.lr[i] = if l4_abi::vcpu::lr::state(v) == 0 {
+            0
+        } else {
+            v
+        };
+    }
+    g.lr_count = n as u64;
+    // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
+    g.elrsr = unsafe {
+        let v: u64;
+        asm!("mrs {}, S3_4_C12_C11_5", out(reg) v, options(nomem, nostack));
+        v
+    };
+    g.hcr &= l4_abi::vcpu::hcr::VMM_TRAPS;
+    ICH_HCR_EL2.set(0);
+}
+
+macro_rules! lr_access {
+    ($($i:literal => $reg:ident),* $(,)?) => {
+        fn read_lr(i: usize) -> u64 {
+            match i {
+                $($i => $reg.get(),)*
+                _ => 0,
+            }
+        }
+        fn write_lr(i: usize, v: u64) {
+            match i {
+                $($i => $reg.set(v),)*
+                _ => {}
+            }
+        }
+    };
+}
+
+lr_access! {
+    0 => ICH_LR0_EL2, 1 => ICH_LR1_EL2, 2 => ICH_LR2_EL2, 3 => ICH_LR3_EL2,
+    4 => ICH_LR4_EL2, 5 => ICH_LR5_EL2, 6 => ICH_LR6_EL2, 7 => ICH_LR7_EL2,
+    8 => ICH_LR8_EL2, 9 => ICH_LR9_EL2, 10 => ICH_LR10_EL2, 11 => ICH_LR11_EL2,
+    12 => ICH_LR12_EL2, 13 => ICH_LR13_EL2, 14 => ICH_LR14_EL2, 15 => ICH_LR15_EL2,
+}
+
+fn read_apr(group: u8, i: usize) -> u64 {
+    match (group, i) {
+        (0, 0) => ICH_AP0R0_EL2.get(),
+        (0, 1) => ICH_AP0R1_EL2.get(),
+        (0, 2) => ICH_AP0R2_EL2.get(),
+        (0, 3) => ICH_AP0R3_EL2.get(),
+        (_, 0) => ICH_AP1R0_EL2.get(),
+        (_, 1) => ICH_AP1R1_EL2.get(),
+        (_, 2) => ICH_AP1R2_EL2.get(),
+        _ => ICH_AP1R3_EL2.get(),
+    }
+}
+
+fn write_apr(group: u8, i: usize, v: u64) {
+    match (group, i) {
+        (0, 0) => ICH_AP0R0_EL2.set(v),
+        (0, 1) => ICH_AP0R1_EL2.set(v),
+        (0, 2) => ICH_AP0R2_EL2.set(v),
+        (0, 3) => ICH_AP0R3_EL2.set(v),
+        (_, 0) => ICH_AP1R0_EL2.set(v),
+        (_, 1) => ICH_AP1R1_EL2.set(v),
+        (_, 2) => ICH_AP1R2_EL2.set(v),
+        _ => ICH_AP1R3_EL2.set(v),
+    }
+}
+
+/// Runs `f` with the TLB maintenance context of a guest: HCR_EL2.TGE
+/// clear (so EL1 TLB instructions name the EL1&0 regime, not the host's)
+/// and VTTBR_EL2 carrying `vmid`. IRQs are masked.
+fn with_guest_tlb_context(vmid: u16, f: impl FnOnce()) {
+    let hcr = HCR_EL2.get();
+    let vttbr = VTTBR_EL2.get();
+    VTTBR_EL2.set(u64::from(vmid) << 48);
+    HCR_EL2.set(hcr & !(1 << 27));
+    // SAFETY: synchronises the context change before the TLB operations.
+    unsafe { asm!("isb", options(nomem, nostack)) };
+    f();
+    HCR_EL2.set(hcr);
+    VTTBR_EL2.set(vttbr);
+    // SAFETY: back to the host's context before anything is translated.
+    unsafe { asm!("isb", options(nomem, nostack)) };
+}
+
+/// Drops the TLB entries of the stage-2 leaf (page or block) at
+/// guest-physical `ipa` of VMID `vmid` on every CPU, and the guest's
+/// combined stage-1 entries (which may have been built from it).
+pub fn tlb_flush_ipa(vmid: u16, ipa: u64) {
+    with_guest_tlb_context(vmid, || {
+        // SAFETY: TLB maintenance only.
+        unsafe {
+            asm!("dsb ishst", "tlbi ipas2e1is, {}", in(reg) (ipa >> 12) & 0xf_ffff_ffff, options(nostack))
+        };
+        // SAFETY: TLB maintenance and barriers only.
+        unsafe { asm!("dsb ish", "tlbi vmalle1is", "dsb ish", options(nostack)) };
+    });
+}
+
+/// Drops every TLB entry of VMID `vmid` (a Vm is deleted, its VMID freed).
+pub fn tlb_flush_vmid(vmid: u16) {
+    with_guest_tlb_context(vmid, || {
+        // SAFETY: TLB maintenance and barriers only.
+        unsafe {
+            asm!(
+                "dsb ishst",
+                "tlbi vmalls12e1is",
+                "dsb ish",
+                options(nostack)
+            )
+        };
+    });
+}
+
+/// CPTR_EL2 for the guest's entry: FP/SIMD free if its registers are
+/// loaded, else its first use traps (FPEN = 0, which would trap EL2 too:
+/// the kernel sets the host's value again right after the exit, before
+/// it could touch them).
+pub fn guest_fp(loaded: bool) {
+    let fpen: u64 = if loaded { 0b11 } else { 0b00 };
+    // SAFETY: only changes FP/SIMD trapping; see above.
+    unsafe {
+        asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Whether a WFx exit is a WFI (else WFE).
+pub fn is_wfi(esr: u64) -> bool {
+    esr & 1 == 0
+}

@@ -1,0 +1,533 @@
+//! vCPU mode of threads: a thread runs a guest in a Vm and comes back to
+//! its VMM (its own user code) on every exit the kernel does not handle
+//! itself.
+//!
+//! * `vcpu_control` names the thread's state area (a page of its task's
+//!   UTCB area, [`l4_abi::vcpu::VcpuState`]) and its Vm.
+//! * `vcpu_resume` (on the thread itself) checks the state area, takes the
+//!   injection requests, and marks the thread as running its guest. On
+//!   the way back to user mode ([`return_to_user`]) the kernel enters the
+//!   guest instead, and keeps doing so until an exit for the VMM; then the
+//!   state area holds the guest's state and the exit, and `vcpu_resume`
+//!   returns with the exit reason as its label.
+//! * The kernel handles: WFI (the vCPU blocks until an interrupt is
+//!   pending for it, or its timer's deadline), physical interrupts (taken
+//!   and handled, preemption included), the virtual timer (injected as
+//!   PPI 27 when it fires), the first FP/SIMD use (guest registers loaded
+//!   lazily), and injection: requests from the state area, from Irq
+//!   objects bound to the vCPU, and the timer go to free list registers,
+//!   or wait in the vCPU's pending queue until one is free (an underflow
+//!   maintenance interrupt brings the guest out to refill them). A vCPU
+//!   running on another CPU is kicked by IPI.
+//! * Interrupts or messages for the VMM thread (an Irq attached to it
+//!   fired, a sender waits) end the guest run with [`ExitReason::Kick`].
+
+use super::KObject;
+use super::thread::State;
+use crate::arch::{self, FpState, vcpu as hw};
+use crate::bkl;
+use crate::sched::schedule;
+use crate::state::Kernel;
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel_core::kobj::ObjId;
+use l4_abi::vcpu::{
+    self as abi, Exit, ExitReason, MAX_LRS, VTIMER_INTID, VcpuState, classify, fault_gpa, lr,
+};
+use l4_abi::{Error, MsgTag};
+
+/// The GIC maintenance interrupt (a PPI).
+pub const MAINTENANCE_INTID: u32 = 25;
+
+/// Threads whose guest runs (or is about to): while there are none, the
+/// way back to user mode costs one load.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's vCPU.
+pub struct Vcpu {
+    /// Kernel address of the state area.
+    state_kva: u64,
+    /// The Vm the guest runs in.
+    pub vm: ObjId,
+    /// The guest's state while the kernel runs it (checked on resume).
+    s: VcpuState,
+    /// `vcpu_resume` is under way.
+    in_guest: bool,
+    /// The guest waits for an interrupt (it executed WFI).
+    wfi: bool,
+    /// The guest's FP/SIMD registers, and whether the CPU holds them.
+    fp: FpState,
+    fp_loaded: bool,
+    /// Interrupts waiting for a list register (bit n: INTID n), with
+    /// their priorities.
+    pending: [u64; 16],
+    prio: [u8; 1024],
+}
+
+impl Vcpu {
+    fn queue(&mut self, intid: u32, prio: u8) {
+        let i = intid as usize % 1024;
+        self.pending[i / 64] |= 1 << (i % 64);
+        self.prio[i] = prio;
+    }
+
+    fn has_queued(&self) -> bool {
+        self.pending.iter().any(|w| *w != 0)
+    }
+
+    /// Whether `intid` sits in a list register in one of `states`.
+    fn in_lr(&self, intid: u32, states: u64) -> bool {
+        self.s.gic.lr[..hw::lr_count()]
+            .iter()
+            .any(|&v| lr::intid(v) == intid && lr::state(v) & states != 0)
+    }
+
+    /// Moves queued interrupts into free list registers. Returns whether
+    /// some are left over.
+    fn fill_lrs(&mut self) -> bool {
+        let n = hw::lr_count();
+        for w in 0..self.pending.len() {
+            while self.pending[w] != 0 {
+                let b = self.pending[w].trailing_zeros();
+                let intid = (w * 64) as u32 + b;
+                if self.in_lr(intid, 0b01) {
+                    // Pending already: it is one interrupt.
+                    self.pending[w] &= !(1 << b);
+                    continue;
+                }
+                let Some(slot) = self.s.gic.lr[..n].iter().position(|&v| lr::state(v) == 0) else {
+                    return true;
+                };
+                self.s.gic.lr[slot] = lr::pending(intid, self.prio[intid as usize]);
+                self.pending[w] &= !(1 << b);
+            }
+        }
+        false
+    }
+
+    /// Whether an interrupt waits for the guest (it would leave WFI).
+    fn irq_pending(&self) -> bool {
+        self.has_queued()
+            || self.s.gic.lr[..hw::lr_count()]
+                .iter()
+                .any(|&v| lr::state(v) & 1 != 0)
+    }
+
+    /// The virtual timer: whether its condition holds now.
+    fn timer_fired(&self) -> bool {
+        let t = &self.s.timer;
+        t.ctl & 0b11 == 0b01 && arch::counter().wrapping_sub(t.cntvoff) >= t.cval
+    }
+
+    /// When (in physical counter ticks) the armed timer fires.
+    fn timer_deadline(&self) -> Option<u64> {
+        let t = &self.s.timer;
+        (t.ctl & 0b11 == 0b01).then(|| t.cval.saturating_add(t.cntvoff))
+    }
+
+    /// Saves the guest's FP/SIMD registers if the CPU holds them. While
+    /// they are loaded no thread's are (the CPU's `fp_on` is clear), so
+    /// FP/SIMD use traps again afterwards.
+    fn spill_fp(&mut self) {
+        if self.fp_loaded {
+            arch::fp_access(true);
+            arch::fp_save(&mut self.fp);
+            self.fp_loaded = false;
+            arch::fp_access(false);
+        }
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        // The thread went (deleted) while its guest ran.
+        if self.in_guest {
+            ACTIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn vcpu_of(k: &mut Kernel, th: ObjId) -> Option<&mut Vcpu> {
+    k.thread_mut(th)?.vcpu.as_deref_mut()
+}
+
+/// `vcpu_control`: `state` (0: leave vCPU mode) names the state area in
+/// the thread's task's UTCB area (page-aligned); `vm` the Vm.
+pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Result<(), Error> {
+    let t = k.thread(th).ok_or(Error::Inval)?;
+    if t.vcpu.as_ref().is_some_and(|v| v.in_guest) {
+        return Err(Error::Busy);
+    }
+    if state == 0 {
+        k.known_thread(th).vcpu = None;
+        return Ok(());
+    }
+    let vm = vm.ok_or(Error::Inval)?;
+    if !matches!(k.objs.get(vm), Some(KObject::Vm(_))) {
+        return Err(Error::Inval);
+    }
+    let task = t.task.ok_or(Error::Inval)?;
+    if !state.is_multiple_of(crate::mm::PAGE) {
+        return Err(Error::Inval);
+    }
+    let kva = k
+        .task(task)
+        .and_then(|t| t.utcb_kva(state))
+        .ok_or(Error::Inval)?;
+    if !crate::mm::heap_allows(core::mem::size_of::<Vcpu>() as u64) {
+        return Err(Error::NoMem);
+    }
+    let mut s = VcpuState::default();
+    s.gic.lr_count = hw::lr_count() as u64;
+    k.known_thread(th).vcpu = Some(Box::new(Vcpu {
+        state_kva: kva,
+        vm,
+        s,
+        in_guest: false,
+        wfi: false,
+        fp: FpState::default(),
+        fp_loaded: false,
+        pending: [0; 16],
+        prio: [0; 1024],
+    }));
+    // The area starts as the kernel's view: list-register count filled in.
+    // SAFETY: kva is a page of the task's UTCB area (kernel memory).
+    unsafe { core::ptr::write_volatile(kva as *mut VcpuState, s) };
+    Ok(())
+}
+
+/// `vcpu_resume` by thread `cur` on itself.
+pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
+    if cur != th {
+        return Err(Error::Inval);
+    }
+    let v = vcpu_of(k, th).ok_or(Error::Inval)?;
+    // SAFETY: the state area is a page of kernel memory; the VMM may
+    // change it at any time, so it is copied once and the copy checked.
+    let mut s: VcpuState = unsafe { core::ptr::read_volatile(v.state_kva as *const VcpuState) };
+    if let Err(e) = s.check(hw::lr_count()) {
+        s.exit = Exit {
+            reason: ExitReason::BadState as u64,
+            info: e.code(),
+            ..s.exit
+        };
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(v.state_kva as *mut VcpuState, s) };
+        return Err(Error::Inval);
+    }
+    let n = s.inject.count as usize;
+    for r in &s.inject.req[..n] {
+        v.queue(r.intid, r.priority);
+    }
+    s.inject.count = 0;
+    s.timer.ctl &= 0b11;
+    s.gic.lr_count = hw::lr_count() as u64;
+    for lr in s.gic.lr.iter_mut().skip(hw::lr_count()) {
+        *lr = 0;
+    }
+    v.s = s;
+    v.wfi = false;
+    v.in_guest = true;
+    ACTIVE.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// An interrupt for the vCPU of thread `th` (an Irq bound to it, or the
+/// kernel's own): queued, and the vCPU woken or kicked to take it.
+pub fn inject(k: &mut Kernel, th: ObjId, intid: u32, prio: u8) {
+    let Some(v) = vcpu_of(k, th) else { return };
+    v.queue(intid, prio);
+    let waiting = v.in_guest;
+    let t = k.known_thread(th);
+    if waiting && t.state == (State::Recv { from: Some(th) }) {
+        k.make_ready(th);
+    } else if let Some(c) = t.running_on
+        && c != arch::cpu_id()
+    {
+        crate::platform::gic::send_resched_ipi(c);
+    }
+}
+
+/// Something arrived for the VMM thread `th` itself (an Irq attached to
+/// it, a sender): a running guest is sent out ([`ExitReason::Kick`]).
+pub fn kick(k: &mut Kernel, th: ObjId) {
+    let Some(t) = k.thread(th) else { return };
+    if !t.vcpu.as_ref().is_some_and(|v| v.in_guest) {
+        return;
+    }
+    if t.state == (State::Recv { from: Some(th) }) {
+        k.make_ready(th);
+    } else if let Some(c) = t.running_on
+        && c != arch::cpu_id()
+    {
+        crate::platform::gic::send_resched_ipi(c);
+    }
+}
+
+/// A Vm was deleted: vCPUs running in it are sent out.
+pub fn vm_deleted(k: &mut Kernel, vm: ObjId) {
+    let mut users = alloc::vec::Vec::new();
+    for (id, o) in k.objs.iter_mut() {
+        if let KObject::Thread(t) = o
+            && t.vcpu.as_ref().is_some_and(|v| v.vm == vm && v.in_guest)
+        {
+            users.push(id);
+        }
+    }
+    for th in users {
+        kick(k, th);
+    }
+}
+
+/// What the kernel does next for the current thread.
+enum Step {
+    /// Not a vCPU in its guest: on to user mode.
+    User,
+    /// Enter the guest.
+    Enter(*mut Vcpu),
+    /// Let another thread run (this one blocked or was preempted), then
+    /// look again.
+    Schedule,
+}
+
+/// On the way back to user mode (no lock held, IRQs masked): if the
+/// current thread resumed its vCPU, run the guest until an exit for the
+/// VMM.
+pub fn return_to_user() {
+    if ACTIVE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    loop {
+        let mut g = bkl::lock();
+        let v = match prepare(g.kernel()) {
+            Step::User => return,
+            Step::Schedule => {
+                schedule(&mut g);
+                continue;
+            }
+            Step::Enter(v) => v,
+        };
+        drop(g);
+        // SAFETY: the vCPU belongs to the current thread, which is not
+        // freed while this CPU runs it (a deleted thread stays a zombie
+        // until its CPU switched away), and only this CPU touches the
+        // guest state (`s`, `fp`) while it runs; the rest is changed
+        // under the lock only.
+        let exit = unsafe { hw::run(&mut (*v).s.regs) };
+        // SAFETY: as above.
+        unsafe { hw::save(&mut (*v).s) };
+        super::vm::set_running(0);
+        let mut g = bkl::lock();
+        let k = g.kernel();
+        if matches!(exit, hw::ExitKind::Irq | hw::ExitKind::Fiq) {
+            // An interrupt came to EL2: take it as from user mode.
+            arch::fp_access(k.cpus[arch::cpu_id()].fp_on);
+            crate::platform::gic::handle(k);
+            crate::entry::apply_pending(k);
+            if k.cpus[arch::cpu_id()].need_resched {
+                spill_current(k);
+                schedule(&mut g);
+            }
+        } else {
+            handle_exit(k, exit);
+        }
+    }
+}
+
+/// Saves the current vCPU's FP/SIMD registers before another thread may
+/// use the CPU's.
+fn spill_current(k: &mut Kernel) {
+    if let Some(cur) = k.cpus[arch::cpu_id()].current
+        && let Some(v) = vcpu_of(k, cur)
+    {
+        v.spill_fp();
+    }
+}
+
+/// Under the lock: decides whether and how to enter the guest.
+fn prepare(k: &mut Kernel) -> Step {
+    let cpu = arch::cpu_id();
+    let Some(cur) = k.cpus[cpu].current else {
+        return Step::User;
+    };
+    let Some(t) = k.thread_mut(cur) else {
+        // Deleted while it ran here: it never runs again.
+        k.cpus[cpu].need_resched = true;
+        return Step::Schedule;
+    };
+    let (pending_msgs, pending_regs) = (
+        !t.pending_irqs.is_empty() || !t.senders.is_empty(),
+        t.pending.is_some(),
+    );
+    let Some(v) = t.vcpu.as_deref_mut() else {
+        return Step::User;
+    };
+    if !v.in_guest {
+        return Step::User;
+    }
+    if pending_regs {
+        // ex_regs from another CPU: the VMM's registers change, so it
+        // gets them back now.
+        finish(k, cur, ExitReason::Kick, None);
+        crate::entry::apply_pending(k);
+        return Step::User;
+    }
+    let vm = v.vm;
+    let Some(vttbr) = (match k.objs.get(vm) {
+        Some(KObject::Vm(m)) => Some((m.vttbr(), m.vmid)),
+        _ => None,
+    }) else {
+        finish(k, cur, ExitReason::Kick, Some(Error::NoEnt));
+        return Step::User;
+    };
+    if pending_msgs {
+        finish(k, cur, ExitReason::Kick, None);
+        return Step::User;
+    }
+    let v = vcpu_of(k, cur).expect("vcpu");
+    // The virtual timer: inject its PPI when it fired and is not in a
+    // list register yet.
+    if v.timer_fired() && !v.in_lr(VTIMER_INTID, 0b11) {
+        v.queue(VTIMER_INTID, 0);
+    }
+    let left = v.fill_lrs();
+    if v.wfi {
+        if v.irq_pending() {
+            v.wfi = false;
+        } else {
+            // Wait for an interrupt: injection wakes us, or the timer's
+            // deadline ends the wait.
+            let deadline = v.timer_deadline();
+            v.spill_fp();
+            k.make_blocked(cur, State::Recv { from: Some(cur) }, deadline);
+            return Step::Schedule;
+        }
+    }
+    if k.cpus[cpu].need_resched {
+        spill_current(k);
+        return Step::Schedule;
+    }
+    let v = vcpu_of(k, cur).expect("vcpu");
+    // Timer armed and not pending: let its PPI bring the guest out.
+    let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
+    crate::platform::gic::set_private_enabled(VTIMER_INTID, timer_armed);
+    let ich_extra = if left { abi::hcr::UIE } else { 0 };
+    hw::load(&v.s, vttbr.0, ich_extra);
+    hw::guest_fp(v.fp_loaded);
+    super::vm::set_running(vttbr.1);
+    Step::Enter(v as *mut Vcpu)
+}
+
+/// Under the lock, after an exit: handles it, or ends `vcpu_resume`.
+fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) {
+    let cpu = arch::cpu_id();
+    arch::fp_access(k.cpus[cpu].fp_on);
+    super::vm::reap();
+    let Some(cur) = k.cpus[cpu].current else {
+        return;
+    };
+    match exit {
+        hw::ExitKind::Irq | hw::ExitKind::Fiq => {}
+        hw::ExitKind::SError { esr } => {
+            if let Some(v) = vcpu_of(k, cur) {
+                v.s.exit = Exit {
+                    esr,
+                    ..Exit::default()
+                };
+            }
+            finish(k, cur, ExitReason::Other, None);
+        }
+        hw::ExitKind::Sync { esr, far, hpfar } => sync_exit(k, cur, esr, far, hpfar),
+    }
+}
+
+fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
+    let ec = (esr >> 26) & 0x3f;
+    let Some(v) = vcpu_of(k, cur) else { return };
+    match ec {
+        abi::ec::WFX => {
+            v.s.regs.skip_instruction();
+            if hw::is_wfi(esr) {
+                v.wfi = true;
+            }
+            return;
+        }
+        FP_ACCESS => {
+            let cpu = arch::cpu_id();
+            arch::fp_access(true);
+            if let Some(t) = k.thread_mut(cur) {
+                crate::fp::leave(t, cpu);
+            }
+            let c = &mut k.cpus[cpu];
+            c.fp_regs_of = None;
+            c.fp_on = false;
+            let v = vcpu_of(k, cur).expect("vcpu");
+            arch::fp_restore(&v.fp);
+            v.fp_loaded = true;
+            arch::fp_access(false);
+            return;
+        }
+        _ => {}
+    }
+    let vm = v.vm;
+    let abort = matches!(ec, abi::ec::DABT_LOWER | abi::ec::IABT_LOWER);
+    let gpa = if abort { fault_gpa(hpfar, far) } else { 0 };
+    let mapped = abort && matches!(k.objs.get(vm), Some(KObject::Vm(m)) if m.lookup(gpa).is_some());
+    let reason = classify(esr, mapped);
+    let v = vcpu_of(k, cur).expect("vcpu");
+    v.s.exit = Exit {
+        reason: reason as u64,
+        esr,
+        far,
+        gpa,
+        info: 0,
+    };
+    finish(k, cur, reason, None);
+}
+
+/// The exception class of a trapped FP/SIMD access.
+const FP_ACCESS: u64 = 0x07;
+
+/// Ends `vcpu_resume` for `cur`: the state goes to the state area, the
+/// VMM's registers and FP/SIMD state come back, and the call returns the
+/// exit reason as its label (or `err`).
+fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
+    let cpu = arch::cpu_id();
+    let Some(t) = k.thread_mut(cur) else { return };
+    let (tpidr, utcb) = (t.tpidr_el0, t.utcb_uva);
+    let Some(v) = t.vcpu.as_deref_mut() else {
+        return;
+    };
+    if !v.in_guest {
+        return;
+    }
+    v.in_guest = false;
+    v.wfi = false;
+    ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    v.spill_fp();
+    v.s.exit.reason = reason as u64;
+    // What is still queued stays for the next resume; the area shows the
+    // list registers as the guest left them.
+    // SAFETY: the state area is a page of kernel memory (the task's UTCB
+    // area), which lives as long as the task and so the thread.
+    unsafe { core::ptr::write_volatile(v.state_kva as *mut VcpuState, v.s) };
+    arch::set_tls(tpidr, utcb);
+    arch::fp_access(k.cpus[cpu].fp_on);
+    let label = match err {
+        Some(e) => e.as_ret(),
+        None => reason as i64,
+    };
+    k.known_thread(cur)
+        .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
+}
+
+/// The maintenance interrupt: the guest left, which is all it is for.
+pub fn maintenance() {}
+
+/// The virtual timer's PPI fired while a guest ran: keep it off until
+/// the guest is entered again (the kernel then injects it).
+pub fn vtimer() {
+    crate::platform::gic::set_private_enabled(VTIMER_INTID, false);
+}
+
+const _: () = assert!(MAX_LRS >= 4);

@@ -1,0 +1,179 @@
+//! The Vm object: a guest-physical address space (stage-2 translation
+//! tables with a VMID of its own).
+//!
+//! A task fills it with the ordinary map operation (Task map with the Vm
+//! as the destination): the mapping database records each mapping as a
+//! child of the task's, in records of up to 2 MiB, so unmapping in the
+//! task, or deleting it, revokes the guest's mapping too. vCPU threads run
+//! guests in it ([`super::vcpu`]).
+//!
+//! Deleting a Vm removes its mappings at once; its tables and VMID are
+//! freed once no CPU runs a guest in it any more (a vCPU that ran in it
+//! is kicked out and finds the Vm gone).
+
+use crate::arch::{self, vcpu as hw};
+use crate::mm::{self, PAGE};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU16, Ordering};
+use kernel_core::kobj::ObjId;
+use l4_abi::{Error, MemRights};
+use l4_pgtable::stage2::{self, S2Attr};
+use spin::Mutex;
+
+pub struct Vm {
+    /// The stage-2 root (two pages).
+    root: u64,
+    pub vmid: u16,
+    /// The factory whose quota pays for the tables (as for a task).
+    pub factory: Option<ObjId>,
+    /// Table pages made so far, and the quota taken for them.
+    pub table_pages: u64,
+    pub tables_charged: u64,
+}
+
+/// Tables of a Vm that count the pages they take.
+struct Counted<'a>(&'a mut u64);
+
+impl l4_pgtable::Tables for Counted<'_> {
+    fn alloc(&mut self) -> Option<u64> {
+        let pa = mm::alloc_frame()?;
+        *self.0 += 1;
+        Some(pa)
+    }
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: the walker passes pages of the Vm's own tree, which the
+        // Vm (under the big kernel lock) alone uses.
+        unsafe { mm::table_at(pa) }
+    }
+}
+
+/// VMIDs in use (bit n: VMID n; 0 is never given out).
+static VMIDS: Mutex<[u64; 1024]> = Mutex::new([0; 1024]);
+
+fn alloc_vmid() -> Option<u16> {
+    let mut map = VMIDS.lock();
+    let limit = hw::vmid_count().min(65535);
+    (1..=limit).find_map(|v| {
+        let (w, b) = (v as usize / 64, v % 64);
+        (map[w] & (1 << b) == 0).then(|| {
+            map[w] |= 1 << b;
+            v as u16
+        })
+    })
+}
+
+fn free_vmid(v: u16) {
+    VMIDS.lock()[usize::from(v) / 64] &= !(1 << (v % 64));
+}
+
+/// Per CPU: the VMID of the guest it runs (0: none).
+static RUNNING: [AtomicU16; arch::MAX_CPUS] = [const { AtomicU16::new(0) }; arch::MAX_CPUS];
+
+/// Deleted Vms' tables, freed when no CPU runs in them any more.
+static DEAD: Mutex<Vec<(u64, u16)>> = Mutex::new(Vec::new());
+
+/// Stage-2 attributes of a mapping of `[pa, pa + size)`: RAM is normal
+/// memory, anything else (a device passed through) device memory.
+pub fn s2_attr(pa: u64, size: u64, r: MemRights) -> S2Attr {
+    if mm::is_ram(pa, size) {
+        S2Attr::ram(r.contains(MemRights::W), r.contains(MemRights::X))
+    } else {
+        S2Attr::device(r.contains(MemRights::W))
+    }
+}
+
+impl Vm {
+    /// A new, empty Vm; `None` without memory or VMIDs.
+    pub fn new() -> Option<Vm> {
+        let vmid = alloc_vmid()?;
+        // Two pages, aligned to 8 KiB by the buddy allocator.
+        let Some(root) = mm::alloc_frames(2) else {
+            free_vmid(vmid);
+            return None;
+        };
+        Some(Vm {
+            root,
+            vmid,
+            factory: None,
+            table_pages: 0,
+            tables_charged: 0,
+        })
+    }
+
+    /// VTTBR_EL2 for running a guest in this Vm.
+    pub fn vttbr(&self) -> u64 {
+        stage2::vttbr(self.root, self.vmid)
+    }
+
+    /// Maps `size` bytes (a page or a 2 MiB-aligned block) of guest
+    /// memory at `ipa`, replacing what was there.
+    pub fn map(&mut self, ipa: u64, pa: u64, size: u64, rights: MemRights) -> Result<(), Error> {
+        self.unmap(ipa, size);
+        let root = self.root;
+        stage2::map(
+            &mut Counted(&mut self.table_pages),
+            root,
+            ipa,
+            pa,
+            size,
+            s2_attr(pa, size, rights),
+        )
+        .map_err(|e| match e {
+            l4_pgtable::MapError::NoMemory => Error::NoMem,
+            _ => Error::Inval,
+        })?;
+        arch::mapping_barrier();
+        Ok(())
+    }
+
+    /// Removes what is mapped in `[ipa, ipa + size)` (whole blocks).
+    pub fn unmap(&mut self, ipa: u64, size: u64) {
+        let vmid = self.vmid;
+        let _ = stage2::unmap(&mut mm::FrameTables, self.root, ipa, size, |r| {
+            hw::tlb_flush_ipa(vmid, r.ipa)
+        });
+    }
+
+    /// Physical address and rights at guest address `ipa`.
+    pub fn lookup(&self, ipa: u64) -> Option<(u64, MemRights)> {
+        let (pa, a) = stage2::translate(&mut mm::FrameTables, self.root, ipa)?;
+        let mut r = MemRights::R.0;
+        if a.write {
+            r |= MemRights::W.0;
+        }
+        if a.exec {
+            r |= MemRights::X.0;
+        }
+        Some((pa, MemRights(r)))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        DEAD.lock().push((self.root, self.vmid));
+        reap();
+    }
+}
+
+/// Frees the tables and VMIDs of deleted Vms that no CPU runs a guest in.
+pub fn reap() {
+    let mut dead = DEAD.lock();
+    dead.retain(|&(root, vmid)| {
+        if RUNNING.iter().any(|r| r.load(Ordering::Acquire) == vmid) {
+            return true;
+        }
+        stage2::for_each_table(&mut mm::FrameTables, root, |pa| mm::free_frames(pa, 1));
+        mm::free_frames(root, 2);
+        hw::tlb_flush_vmid(vmid);
+        free_vmid(vmid);
+        false
+    });
+}
+
+/// This CPU is about to run a guest with `vmid` (0: it stopped).
+pub fn set_running(vmid: u16) {
+    RUNNING[arch::cpu_id()].store(vmid, Ordering::Release);
+}
+
+/// Bytes of translation tables one more mapping can need at most.
+pub const TABLES_PER_MAPPING: u64 = 2 * PAGE;

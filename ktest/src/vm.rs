@@ -1,0 +1,684 @@
+//! Virtual machines: the Vm object, vCPU mode of the main thread, and tiny
+//! bare-metal guests (a few instructions in one page) that exit in every
+//! way the kernel reports: HVC, SMC, MMIO reads and writes, trapped
+//! system registers, stage-2 faults; WFI with and without an interrupt,
+//! the virtual timer, injection from the VMM and from a bound Irq, kicks,
+//! revocation of guest memory, deleting the Vm under a running guest, and
+//! the refusals of bad state.
+//!
+//! The main thread is the vCPU: its state area is the last page of its
+//! UTCB area ([`rt::VCPU_STATE`]), which ktest keeps free of UTCBs.
+
+use l4::abi::proto::unmap;
+use l4::abi::vcpu::{
+    ExitReason, InjectReq, StateError, VTIMER_INTID, VcpuState, ec, lr, sysreg_encoding,
+};
+use l4::{Cap, Error, Fpage, MemRights, Thread, Vm, base, ipc};
+
+use crate::fw::{Ctx, Fail, R};
+use crate::rt::{self, Opts, Page, Slot, WAIT_US, other_cpu};
+
+tests! {
+    "vm.create_and_delete" => create_delete,
+    "vm.hvc_exit" => hvc_exit,
+    "vm.registers_round_trip" => registers_round_trip,
+    "vm.smc_exit" => smc_exit,
+    "vm.mmio_write_exit" => mmio_write,
+    "vm.mmio_read_completed_by_vmm" => mmio_read,
+    "vm.sysreg_trap_exit" => sysreg_trap,
+    "vm.stage2_fault_instruction_fetch" => stage2_fetch,
+    "vm.guest_reads_mapped_memory" => reads_memory,
+    "vm.two_mib_block_mapping" => block_mapping,
+    "vm.unmap_in_source_revokes_guest" => revoke_through_source,
+    "vm.deleting_source_task_revokes_guest" => revoke_by_deletion,
+    "vm.vm_unmap" => vm_unmap,
+    "vm.inject_from_vmm" => inject_from_vmm,
+    "vm.pending_queue_when_lrs_full" => pending_queue,
+    "vm.wfi_with_pending_interrupt" => wfi_pending,
+    "vm.wfi_blocks_until_bound_irq" => wfi_blocks,
+    "vm.bound_irq_on_other_cpu_kicks" => bound_irq_other_cpu,
+    "vm.virtual_timer_interrupt" => vtimer,
+    "vm.virtual_timer_while_guest_runs" => vtimer_running,
+    "vm.irq_for_vmm_kicks_guest_out" => kick,
+    "vm.delete_vm_while_guest_runs" => delete_running,
+    "vm.bad_pstate_refused" => bad_pstate,
+    "vm.bad_list_register_refused" => bad_lr,
+    "vm.bad_injection_refused" => bad_injection,
+    "vm.resume_without_vcpu_mode_refused" => resume_not_vcpu,
+    "vm.resume_of_other_thread_refused" => resume_other,
+    "vm.control_refusals" => control_refusals,
+    "vm.guest_fp_kept_apart" => fp_apart,
+}
+
+/// Where the guest's code page sits in guest-physical memory.
+const GUEST_BASE: u64 = 0x4000_0000;
+/// An unmapped guest-physical address (a device to emulate).
+const MMIO: u64 = 0x0900_0000;
+
+// A few instruction encodings (A64).
+const fn movz(rd: u32, imm: u32, shift16: u32) -> u32 {
+    0xd280_0000 | (shift16 << 21) | ((imm & 0xffff) << 5) | rd
+}
+/// `movk x<rd>, #imm` (bits 0..16)
+const fn movk(rd: u32, imm: u32) -> u32 {
+    0xf280_0000 | ((imm & 0xffff) << 5) | rd
+}
+const fn hvc(imm: u32) -> u32 {
+    0xd400_0002 | (imm << 5)
+}
+const fn smc(imm: u32) -> u32 {
+    0xd400_0003 | (imm << 5)
+}
+const WFI: u32 = 0xd503_207f;
+const SELF_LOOP: u32 = 0x1400_0000;
+/// `str x<rt>, [x<rn>]`
+const fn str64(rt: u32, rn: u32) -> u32 {
+    0xf900_0000 | (rn << 5) | rt
+}
+/// `ldr w<rt>, [x<rn>]`
+const fn ldr32(rt: u32, rn: u32) -> u32 {
+    0xb940_0000 | (rn << 5) | rt
+}
+/// `ldr x<rt>, [x<rn>]`
+const fn ldr64(rt: u32, rn: u32) -> u32 {
+    0xf940_0000 | (rn << 5) | rt
+}
+/// `br x<rn>`
+const fn br(rn: u32) -> u32 {
+    0xd61f_0000 | (rn << 5)
+}
+/// `mrs x<rt>, <op0, op1, CRn, CRm, op2>`
+const fn mrs(rt: u32, op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
+    0xd520_0000 | (op0 << 19) | (op1 << 16) | (crn << 12) | (crm << 8) | (op2 << 5) | rt
+}
+/// `msr <op0, op1, CRn, CRm, op2>, x<rt>`
+const fn msr(rt: u32, op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> u32 {
+    0xd500_0000 | (op0 << 19) | (op1 << 16) | (crn << 12) | (crm << 8) | (op2 << 5) | rt
+}
+/// `add x<rd>, x<rn>, #imm`
+const fn addi(rd: u32, rn: u32, imm: u32) -> u32 {
+    0x9100_0000 | (imm << 10) | (rn << 5) | rd
+}
+/// `fmov d<n>, x<m>` and back.
+const fn fmov_to_d(d: u32, x: u32) -> u32 {
+    0x9e67_0000 | (x << 5) | d
+}
+const fn fmov_from_d(x: u32, d: u32) -> u32 {
+    0x9e66_0000 | (d << 5) | x
+}
+const IAR1: u32 = mrs(0, 3, 0, 12, 12, 0);
+const EOIR1: u32 = msr(0, 3, 0, 12, 12, 1);
+
+/// ICH_VMCR_EL2: group 1 enabled, priority mask open.
+const VMCR_OPEN: u64 = (1 << 1) | (0xff << 24);
+
+/// The main thread's state area.
+fn state() -> &'static mut VcpuState {
+    // SAFETY: the page is in the main thread's UTCB area, mapped RW in
+    // ktest for good, used by nothing else (rt keeps its UTCB slots free),
+    // and only the main thread touches it, between its own kernel calls.
+    unsafe { &mut *(rt::VCPU_STATE as *mut VcpuState) }
+}
+
+/// A guest: a Vm, its code page at [`GUEST_BASE`], and the main thread
+/// in vCPU mode (left again when dropped).
+struct Guest {
+    vm: Slot<Vm>,
+    _code: Page,
+}
+
+impl Guest {
+    fn new(code: &[u32]) -> Result<Guest, Fail> {
+        let vm = rt::create("create vm", |d| base::FACTORY.create_vm(d))?;
+        let page = Page::new(12)?;
+        for (i, pair) in code.chunks(2).enumerate() {
+            let lo = u64::from(pair[0]);
+            let hi = u64::from(*pair.get(1).unwrap_or(&SELF_LOOP));
+            page.write(i as u64 * 8, lo | hi << 32);
+        }
+        vm.cap()
+            .map_mem(base::TASK, page.addr(), 12, MemRights::RWX, GUEST_BASE)
+            .ctx("map code into the vm")?;
+        base::THREAD
+            .vcpu_control(rt::VCPU_STATE, vm.cap())
+            .ctx("vcpu_control")?;
+        let s = state();
+        *s = VcpuState::boot(GUEST_BASE, 0, 0);
+        s.gic.vmcr = VMCR_OPEN;
+        Ok(Guest { vm, _code: page })
+    }
+
+    fn resume(&self) -> Result<ExitReason, Fail> {
+        base::THREAD.vcpu_resume().ctx("vcpu_resume")
+    }
+
+    /// Resumes and expects `want`.
+    fn expect(&self, want: ExitReason) -> R {
+        let got = self.resume()?;
+        ensure_eq!(got, want, "exit reason");
+        ensure_eq!(state().exit.reason(), Some(want), "exit in the state area");
+        Ok(())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = base::THREAD.vcpu_disable();
+    }
+}
+
+fn create_delete() -> R {
+    let vm = rt::create("create vm", |d| base::FACTORY.create_vm(d))?;
+    ensure!(rt::valid(vm.idx())?, "the vm capability is valid");
+    // A Vm is no task: no threads bind to it, no capabilities go there.
+    let t = rt::thread_obj()?;
+    let c = l4::ThreadControl::new().bind(vm.idx(), rt::UTCB_AREA);
+    expect_err!(t.control(&c), Error::Inval, "binding a thread to a vm");
+    drop(vm);
+    Ok(())
+}
+
+fn hvc_exit() -> R {
+    let g = Guest::new(&[movz(0, 0x1234, 0), hvc(0x42)])?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(s.exit.imm16(), Some(0x42), "hvc immediate");
+    ensure_eq!(s.regs.x[0], 0x1234, "x0");
+    ensure_eq!(s.regs.pc, GUEST_BASE + 8, "pc past the hvc");
+    ensure_eq!(s.regs.pstate & 0xf, 0b0101, "still EL1h");
+    Ok(())
+}
+
+fn registers_round_trip() -> R {
+    let g = Guest::new(&[hvc(1), hvc(2)])?;
+    let s = state();
+    for i in 0..31 {
+        s.regs.x[i] = 0x1000 + i as u64;
+    }
+    s.el1.vbar = 0x4000_0800;
+    s.el1.tpidr_el1 = 0xfeed;
+    s.regs.sp_el1 = 0x4000_0f00;
+    g.expect(ExitReason::Hvc)?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    for i in 0..31 {
+        ensure_eq!(s.regs.x[i], 0x1000 + i as u64, "x{i}");
+    }
+    ensure_eq!(s.el1.vbar, 0x4000_0800, "vbar");
+    ensure_eq!(s.el1.tpidr_el1, 0xfeed, "tpidr_el1");
+    ensure_eq!(s.regs.sp_el1, 0x4000_0f00, "sp_el1");
+    ensure_eq!(s.regs.pc, GUEST_BASE + 8, "pc");
+    Ok(())
+}
+
+fn smc_exit() -> R {
+    let g = Guest::new(&[smc(7)])?;
+    g.expect(ExitReason::Smc)?;
+    let s = state();
+    ensure_eq!(s.exit.imm16(), Some(7), "smc immediate");
+    ensure_eq!(s.regs.pc, GUEST_BASE, "pc at the smc");
+    Ok(())
+}
+
+fn mmio_write() -> R {
+    let g = Guest::new(&[
+        movz(0, (MMIO >> 16) as u32, 1),
+        movz(1, 0xabcd, 0),
+        str64(1, 0),
+        hvc(0),
+    ])?;
+    g.expect(ExitReason::Mmio)?;
+    let s = state();
+    let m = s.exit.mmio().ok_or("no access decoded")?;
+    ensure_eq!(s.exit.gpa, MMIO, "address");
+    ensure!(m.write && m.size == 8 && m.reg == 1, "access {m:?}");
+    ensure_eq!(m.write_value(s.regs.reg(m.reg)), 0xabcd, "value");
+    ensure_eq!(s.regs.pc, GUEST_BASE + 8, "pc at the store");
+    s.regs.skip_instruction();
+    g.expect(ExitReason::Hvc)?;
+    Ok(())
+}
+
+fn mmio_read() -> R {
+    let g = Guest::new(&[
+        movz(0, (MMIO >> 16) as u32, 1),
+        addi(0, 0, 0x10),
+        ldr32(2, 0),
+        hvc(0),
+    ])?;
+    g.expect(ExitReason::Mmio)?;
+    let s = state();
+    let m = s.exit.mmio().ok_or("no access decoded")?;
+    ensure_eq!(s.exit.gpa, MMIO + 0x10, "address");
+    ensure!(!m.write && m.size == 4 && m.reg == 2, "access {m:?}");
+    s.regs.set_reg(m.reg, m.read_value(0x1_8765_4321));
+    s.regs.skip_instruction();
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[2], 0x8765_4321, "the value read");
+    Ok(())
+}
+
+fn sysreg_trap() -> R {
+    // The EL1 physical timer traps (the guest has the virtual one).
+    let g = Guest::new(&[mrs(3, 3, 3, 14, 2, 1)])?;
+    g.expect(ExitReason::SysReg)?;
+    let a = state().exit.sysreg().ok_or("no access decoded")?;
+    ensure_eq!(a.encoding, sysreg_encoding(3, 3, 14, 2, 1), "CNTP_CTL_EL0");
+    ensure!(a.read && a.reg == 3, "access {a:?}");
+    Ok(())
+}
+
+fn stage2_fetch() -> R {
+    let g = Guest::new(&[movz(0, 0x5000, 1), br(0)])?;
+    g.expect(ExitReason::Stage2Fault)?;
+    let s = state();
+    ensure_eq!(s.exit.ec(), ec::IABT_LOWER, "instruction abort");
+    ensure_eq!(s.exit.gpa, 0x5000_0000, "address");
+    Ok(())
+}
+
+/// A guest that loads x1 from `addr` (x0) and reports it with hvc #5.
+fn load_guest(addr: u64) -> [u32; 4] {
+    [
+        movz(0, (addr >> 16) as u32, 1),
+        movk(0, (addr & 0xffff) as u32),
+        ldr64(1, 0),
+        hvc(5),
+    ]
+}
+
+const DATA: u64 = 0x4800_0000;
+
+fn reads_memory() -> R {
+    let g = Guest::new(&load_guest(DATA + 8))?;
+    let p = Page::with_marker(0)?;
+    p.write(8, 0x5151_5151);
+    g.vm.cap()
+        .map_mem(base::TASK, p.addr(), 12, MemRights::R, DATA)
+        .ctx("map data")?;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[1], 0x5151_5151, "the word read");
+    Ok(())
+}
+
+fn block_mapping() -> R {
+    let p = Page::new(21)?;
+    p.write(0x1f_fff8, 0x2222);
+    let g = Guest::new(&load_guest(DATA + 0x1f_f000))?;
+    g.vm.cap()
+        .map_mem(base::TASK, p.addr(), 21, MemRights::RW, DATA)
+        .ctx("map 2 MiB")?;
+    // ldr x1, [x0] reads offset 0x1ff000; the word at the end is 0x1ffff8.
+    p.write(0x1f_f000, 0x1111);
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[1], 0x1111, "the word read");
+    Ok(())
+}
+
+/// Maps page `p` into a second task and from there into the guest;
+/// returns the task.
+fn via_task(g: &Guest, p: &Page) -> Result<Slot<l4::Task>, Fail> {
+    let t = rt::bare_task()?;
+    t.cap()
+        .map_mem(base::TASK, p.addr(), 12, MemRights::RW, 0x10_0000)
+        .ctx("map into the task")?;
+    g.vm.cap()
+        .map_mem(t.cap(), 0x10_0000, 12, MemRights::RW, DATA)
+        .ctx("map from the task into the vm")?;
+    Ok(t)
+}
+
+fn revoke_through_source() -> R {
+    let g = Guest::new(&load_guest(DATA))?;
+    let p = Page::with_marker(0x77)?;
+    let _t = via_task(&g, &p)?;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[1], 0x77, "read through the task's mapping");
+    base::TASK
+        .unmap(p.fpage(MemRights::RWX), unmap::OTHER_SPACES)
+        .ctx("unmap")?;
+    state().regs.pc = GUEST_BASE;
+    g.expect(ExitReason::Mmio)?;
+    ensure_eq!(state().exit.gpa, DATA, "the access now exits");
+    Ok(())
+}
+
+fn revoke_by_deletion() -> R {
+    let g = Guest::new(&load_guest(DATA))?;
+    let p = Page::with_marker(0x78)?;
+    let t = via_task(&g, &p)?;
+    g.expect(ExitReason::Hvc)?;
+    drop(t);
+    state().regs.pc = GUEST_BASE;
+    g.expect(ExitReason::Mmio)?;
+    Ok(())
+}
+
+fn vm_unmap() -> R {
+    let g = Guest::new(&load_guest(DATA))?;
+    let p = Page::with_marker(0x79)?;
+    g.vm.cap()
+        .map_mem(base::TASK, p.addr(), 12, MemRights::RW, DATA)
+        .ctx("map")?;
+    g.expect(ExitReason::Hvc)?;
+    g.vm.cap()
+        .unmap(Fpage::mem(DATA, 12, MemRights::RWX))
+        .ctx("unmap in the vm")?;
+    state().regs.pc = GUEST_BASE;
+    g.expect(ExitReason::Mmio)?;
+    Ok(())
+}
+
+/// A guest that acknowledges an interrupt (x0 = INTID), ends it, and
+/// reports with hvc #9, over and over.
+const ACK_LOOP: [u32; 3] = [IAR1, EOIR1, hvc(9)];
+
+/// Runs the ack loop guest once more from the start.
+fn ack(g: &Guest) -> Result<u64, Fail> {
+    state().regs.pc = GUEST_BASE;
+    g.expect(ExitReason::Hvc)?;
+    Ok(state().regs.x[0])
+}
+
+fn inject_from_vmm() -> R {
+    let g = Guest::new(&ACK_LOOP)?;
+    let s = state();
+    s.inject.req[0] = InjectReq::new(40, 0xa0);
+    s.inject.count = 1;
+    ensure_eq!(ack(&g)?, 40, "INTID acknowledged");
+    ensure_eq!(state().inject.count, 0, "requests taken");
+    ensure_eq!(ack(&g)?, 1023, "nothing more pending (spurious)");
+    Ok(())
+}
+
+fn pending_queue() -> R {
+    let g = Guest::new(&ACK_LOOP)?;
+    let s = state();
+    let want = [33u32, 34, 35, 36, 37, 38, 39];
+    for (i, n) in want.iter().enumerate() {
+        s.inject.req[i] = InjectReq::new(*n, 0x80);
+    }
+    s.inject.count = want.len() as u64;
+    let mut got = [0u64; 7];
+    for g_i in got.iter_mut() {
+        *g_i = ack(&g)?;
+    }
+    got.sort_unstable();
+    ensure_eq!(got, want.map(u64::from), "every interrupt, once");
+    ensure_eq!(ack(&g)?, 1023, "then none");
+    Ok(())
+}
+
+fn wfi_pending() -> R {
+    let g = Guest::new(&[WFI, hvc(3)])?;
+    let s = state();
+    s.inject.req[0] = InjectReq::new(50, 0x80);
+    s.inject.count = 1;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(s.regs.pc, GUEST_BASE + 8, "past wfi and hvc");
+    ensure!(
+        s.gic
+            .lr
+            .iter()
+            .any(|&v| lr::intid(v) == 50 && lr::state(v) == 1),
+        "50 pending in a list register: {:x?}",
+        &s.gic.lr[..4]
+    );
+    Ok(())
+}
+
+/// Worker: triggers Irq `a0` after `a1` µs. (It sends the main thread
+/// nothing: a message for the vCPU thread would end its guest run.)
+extern "C" fn trigger_later(irq: u64, us: u64) {
+    let _ = ipc::sleep_us(us);
+    let _ = Cap::<l4::Irq>::from_index(irq).trigger();
+}
+
+fn wfi_blocks() -> R {
+    let g = Guest::new(&[WFI, hvc(3)])?;
+    let irq = rt::irq()?;
+    irq.cap()
+        .bind_vcpu(base::THREAD, 60, 0x80)
+        .ctx("bind_vcpu")?;
+    let start = l4::abi::call::clock_us();
+    let _w = rt::spawn_default(trigger_later, irq.idx(), 50_000)?;
+    g.expect(ExitReason::Hvc)?;
+    let waited = l4::abi::call::clock_us() - start;
+    ensure!(waited >= 40_000, "the guest waited only {waited} µs in wfi");
+    ensure!(
+        state().gic.lr.iter().any(|&v| lr::intid(v) == 60),
+        "60 in a list register"
+    );
+    Ok(())
+}
+
+fn bound_irq_other_cpu() -> R {
+    rt::need_cpus(2)?;
+    // The guest spins; a worker on another CPU triggers the bound Irq;
+    // the guest acknowledges it and reports.
+    // Loop: mrs x0, iar; cmp x0, #1023; b.eq loop; hvc #9.
+    let g = Guest::new(&[IAR1, 0xf10f_fc1f, 0x54ff_ffc0, hvc(9)])?;
+    let irq = rt::irq()?;
+    irq.cap()
+        .bind_vcpu(base::THREAD, 61, 0x80)
+        .ctx("bind_vcpu")?;
+    let _w = rt::spawn(
+        trigger_later,
+        irq.idx(),
+        30_000,
+        &Opts::new().cpu(other_cpu(1)),
+    )?;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[0], 61, "INTID acknowledged");
+    Ok(())
+}
+
+fn vtimer() -> R {
+    // x1 = CNTVCT + 1000; CNTV_CVAL = x1; CNTV_CTL = 1; wfi; ack; hvc.
+    let g = Guest::new(&[
+        mrs(1, 3, 3, 14, 0, 2),
+        addi(1, 1, 1000),
+        msr(1, 3, 3, 14, 3, 2),
+        movz(2, 1, 0),
+        msr(2, 3, 3, 14, 3, 1),
+        WFI,
+        IAR1,
+        hvc(4),
+    ])?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(
+        s.regs.x[0],
+        u64::from(VTIMER_INTID),
+        "timer interrupt acknowledged"
+    );
+    ensure_eq!(s.timer.ctl & 0b101, 0b101, "timer enabled and fired");
+    Ok(())
+}
+
+fn vtimer_running() -> R {
+    // x1 = CNTVCT + 30 << 12 (about 2 ms); timer on; spin on IAR until an
+    // interrupt comes; hvc. No WFI: the timer fires while the guest runs.
+    let g = Guest::new(&[
+        mrs(1, 3, 3, 14, 0, 2),
+        0x9140_0000 | (30 << 10) | (1 << 5) | 1,
+        msr(1, 3, 3, 14, 3, 2),
+        movz(2, 1, 0),
+        msr(2, 3, 3, 14, 3, 1),
+        IAR1,
+        0xf10f_fc1f,
+        0x54ff_ffc0,
+        hvc(4),
+    ])?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(
+        s.regs.x[0],
+        u64::from(VTIMER_INTID),
+        "timer interrupt acknowledged"
+    );
+    ensure!(s.timer.ctl & 0b100 != 0, "timer condition met");
+    Ok(())
+}
+
+fn kick() -> R {
+    let g = Guest::new(&[SELF_LOOP])?;
+    let irq = rt::irq()?;
+    irq.cap().attach(base::THREAD, 0x4440).ctx("attach")?;
+    let _w = rt::spawn_default(trigger_later, irq.idx(), 20_000)?;
+    g.expect(ExitReason::Kick)?;
+    ensure_eq!(state().regs.pc, GUEST_BASE, "the guest was looping");
+    let (r, label) = ipc::ipc_wait(ipc::recv_timeout_us(WAIT_US));
+    r.ctx("receive the irq")?;
+    ensure_eq!(label, 0x4440, "the irq for the vmm");
+    Ok(())
+}
+
+/// Worker: deletes capability `a0` after `a1` µs.
+extern "C" fn delete_later(idx: u64, us: u64) {
+    let _ = ipc::sleep_us(us);
+    let _ = base::TASK.delete_cap(idx);
+    rt::signal(&[1]);
+}
+
+fn delete_running() -> R {
+    let g = Guest::new(&[SELF_LOOP])?;
+    let vm = rt::copy_cap(g.vm.cap(), l4::CapRights::ALL)?;
+    let w = rt::spawn_default(delete_later, vm.idx(), 20_000)?;
+    // Deleting through the copy removes the object for every capability.
+    let r = base::THREAD.vcpu_resume();
+    expect_err!(r, Error::NoEnt, "resume after the vm went");
+    ensure_eq!(w.signal_word()?, 1, "the worker deleted it");
+    expect_err!(base::THREAD.vcpu_resume(), Error::NoEnt, "another resume");
+    Ok(())
+}
+
+fn refused(e: StateError) -> R {
+    let r = base::THREAD.vcpu_resume();
+    expect_err!(r, Error::Inval, "resume with bad state");
+    let s = state();
+    ensure_eq!(s.exit.reason(), Some(ExitReason::BadState), "exit reason");
+    ensure_eq!(s.exit.info, e.code(), "which field");
+    Ok(())
+}
+
+fn bad_pstate() -> R {
+    let _g = Guest::new(&[hvc(0)])?;
+    state().regs.pstate = 0x3c9; // EL2h
+    refused(StateError::Pstate(0x3c9))?;
+    state().regs.pstate = 0x3c5 | (1 << 4); // AArch32
+    refused(StateError::Pstate(0x3d5))
+}
+
+fn bad_lr() -> R {
+    let _g = Guest::new(&[hvc(0)])?;
+    let v = lr::pending(40, 0) | lr::HW;
+    state().gic.lr[1] = v;
+    refused(StateError::ListRegister { index: 1, value: v })
+}
+
+fn bad_injection() -> R {
+    let _g = Guest::new(&[hvc(0)])?;
+    let s = state();
+    s.inject.req[0] = InjectReq::new(40, 0);
+    s.inject.req[1] = InjectReq::new(1020, 0);
+    s.inject.count = 2;
+    refused(StateError::Injection {
+        index: 1,
+        intid: 1020,
+    })
+}
+
+fn resume_not_vcpu() -> R {
+    expect_err!(
+        base::THREAD.vcpu_resume(),
+        Error::Inval,
+        "resume outside vcpu mode"
+    );
+    Ok(())
+}
+
+fn resume_other() -> R {
+    let _g = Guest::new(&[hvc(0)])?;
+    let w = rt::spawn(rt_idle, 0, 0, &Opts::new().unstarted())?;
+    expect_err!(
+        w.cap().vcpu_resume(),
+        Error::Inval,
+        "resuming another thread"
+    );
+    Ok(())
+}
+
+extern "C" fn rt_idle(_: u64, _: u64) {}
+
+fn control_refusals() -> R {
+    let vm = rt::create("create vm", |d| base::FACTORY.create_vm(d))?;
+    let not_vm = Cap::<Vm>::from_index(base::TASK.index());
+    expect_err!(
+        base::THREAD.vcpu_control(rt::VCPU_STATE, not_vm),
+        Error::Inval,
+        "a task as the vm"
+    );
+    expect_err!(
+        base::THREAD.vcpu_control(rt::VCPU_STATE + 8, vm.cap()),
+        Error::Inval,
+        "state area not page-aligned"
+    );
+    expect_err!(
+        base::THREAD.vcpu_control(0x10_0000, vm.cap()),
+        Error::Inval,
+        "state area outside the utcb area"
+    );
+    let ro = rt::copy_cap(
+        Cap::<Thread>::from_index(base::THREAD.index()),
+        l4::CapRights::R,
+    )?;
+    expect_err!(
+        ro.cap().vcpu_control(rt::VCPU_STATE, vm.cap()),
+        Error::Perm,
+        "thread capability without W"
+    );
+    Ok(())
+}
+
+/// Sets the VMM's (this thread's) d9.
+fn set_d9(v: u64) {
+    // SAFETY: writes a callee-saved FP register that the surrounding code
+    // does not use (ktest's code does no floating point).
+    unsafe { core::arch::asm!("fmov d9, {}", in(reg) v, options(nomem, nostack)) };
+}
+
+/// Reads the VMM's d9.
+fn d9() -> u64 {
+    let v: u64;
+    // SAFETY: reads an FP register.
+    unsafe { core::arch::asm!("fmov {}, d9", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+fn fp_apart() -> R {
+    // The guest puts its value into d9 and reads d9 back after an exit;
+    // the VMM keeps its own d9 across both resumes.
+    let _g = Guest::new(&[
+        movz(0, 0x3ff0, 3),
+        fmov_to_d(9, 0),
+        hvc(1),
+        fmov_from_d(1, 9),
+        hvc(2),
+    ])?;
+    // CPACR_EL1.FPEN: the guest's own FP/SIMD enable.
+    state().el1.cpacr = 3 << 20;
+    set_d9(0x1111);
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "first exit");
+    ensure_eq!(mine, 0x1111, "the vmm's d9 after the guest set its own");
+    set_d9(0x2222);
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
+    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
+    ensure_eq!(mine, 0x2222, "the vmm's d9 at the end");
+    Ok(())
+}
