@@ -46,7 +46,8 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     };
     match l4_pl011::find_console(&dtb) {
         // SAFETY: the device tree names this PL011 as the console; it is
-        // mapped as device memory here, and only the console drives it.
+        // mapped as device memory here (registers, not RAM), and only the
+        // console drives it.
         Some(c) => unsafe { platform::console::init(mm::map_device(c.base, 0x1000), c.irq) },
         None => arch::halt(), // nowhere to say anything
     }

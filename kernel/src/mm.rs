@@ -170,7 +170,11 @@ static DEVICE_LOCK: Mutex<()> = Mutex::new(());
 
 /// Maps device registers at `pa` into the linear map (device memory) and
 /// returns their virtual address. Mapping the same page twice is fine.
-pub fn map_device(pa: u64, size: u64) -> u64 {
+///
+/// # Safety
+/// `[pa, pa + size)` holds device registers, not RAM (which the linear
+/// map has as normal memory: two memory types for one page).
+pub unsafe fn map_device(pa: u64, size: u64) -> u64 {
     let _g = DEVICE_LOCK.lock();
     let root = KERNEL_PT.load(Ordering::Relaxed);
     let start = pa & !(PAGE - 1);

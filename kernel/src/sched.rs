@@ -51,7 +51,9 @@ impl Cpu {
     pub fn switch_space(&mut self, space: thread::Space) {
         let ttbr = space.ttbr();
         if self.ttbr != ttbr {
-            arch::set_user_space(ttbr);
+            // SAFETY: a task's translation tables and ASID (`Space`), which
+            // the kernel frees only once no CPU runs in them (`reap`).
+            unsafe { arch::set_user_space(ttbr) };
             self.ttbr = ttbr;
         }
     }

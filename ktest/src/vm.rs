@@ -26,6 +26,7 @@ tests! {
     "vm.mmio_write_exit" => mmio_write,
     "vm.mmio_read_completed_by_vmm" => mmio_read,
     "vm.sysreg_trap_exit" => sysreg_trap,
+    "vm.id_registers_without_sve_el2_el3" => id_registers,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
     "vm.guest_reads_mapped_memory" => reads_memory,
     "vm.two_mib_block_mapping" => block_mapping,
@@ -48,6 +49,7 @@ tests! {
     "vm.resume_of_other_thread_refused" => resume_other,
     "vm.control_refusals" => control_refusals,
     "vm.guest_fp_kept_apart" => fp_apart,
+    "vm.vcpu_moves_to_another_cpu" => migrate,
 }
 
 /// Where the guest's code page sits in guest-physical memory.
@@ -137,6 +139,7 @@ impl Guest {
             page.write(i as u64 * 8, lo | hi << 32);
         }
         vm.cap()
+            .as_task()
             .map_mem(base::TASK, page.addr(), 12, MemRights::RWX, GUEST_BASE)
             .ctx("map code into the vm")?;
         base::THREAD
@@ -220,6 +223,15 @@ fn smc_exit() -> R {
     Ok(())
 }
 
+/// Resumes and expects an MMIO exit at `gpa`; returns the access.
+fn mmio_exit(g: &Guest, gpa: u64) -> Result<l4::abi::vcpu::Mmio, Fail> {
+    g.expect(ExitReason::Mmio)?;
+    let s = state();
+    let m = s.exit.mmio().ok_or("no access decoded")?;
+    ensure_eq!(s.exit.gpa, gpa, "address");
+    Ok(m)
+}
+
 fn mmio_write() -> R {
     let g = Guest::new(&[
         movz(0, (MMIO >> 16) as u32, 1),
@@ -227,10 +239,8 @@ fn mmio_write() -> R {
         str64(1, 0),
         hvc(0),
     ])?;
-    g.expect(ExitReason::Mmio)?;
+    let m = mmio_exit(&g, MMIO)?;
     let s = state();
-    let m = s.exit.mmio().ok_or("no access decoded")?;
-    ensure_eq!(s.exit.gpa, MMIO, "address");
     ensure!(m.write && m.size == 8 && m.reg == 1, "access {m:?}");
     ensure_eq!(m.write_value(s.regs.reg(m.reg)), 0xabcd, "value");
     ensure_eq!(s.regs.pc, GUEST_BASE + 8, "pc at the store");
@@ -246,10 +256,8 @@ fn mmio_read() -> R {
         ldr32(2, 0),
         hvc(0),
     ])?;
-    g.expect(ExitReason::Mmio)?;
+    let m = mmio_exit(&g, MMIO + 0x10)?;
     let s = state();
-    let m = s.exit.mmio().ok_or("no access decoded")?;
-    ensure_eq!(s.exit.gpa, MMIO + 0x10, "address");
     ensure!(!m.write && m.size == 4 && m.reg == 2, "access {m:?}");
     s.regs.set_reg(m.reg, m.read_value(0x1_8765_4321));
     s.regs.skip_instruction();
@@ -265,6 +273,28 @@ fn sysreg_trap() -> R {
     let a = state().exit.sysreg().ok_or("no access decoded")?;
     ensure_eq!(a.encoding, sysreg_encoding(3, 3, 14, 2, 1), "CNTP_CTL_EL0");
     ensure!(a.read && a.reg == 3, "access {a:?}");
+    Ok(())
+}
+
+fn id_registers() -> R {
+    // mrs x1, ID_AA64PFR0_EL1; mrs x2, ID_AA64PFR1_EL1; mrs x3,
+    // ID_AA64ISAR0_EL1; hvc: the kernel answers, no exit before the hvc.
+    let g = Guest::new(&[
+        mrs(1, 3, 0, 0, 4, 0),
+        mrs(2, 3, 0, 0, 4, 1),
+        mrs(3, 3, 0, 0, 6, 0),
+        hvc(6),
+    ])?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    let field = |v: u64, shift: u32| (v >> shift) & 0xf;
+    let pfr0 = s.regs.x[1];
+    ensure!(field(pfr0, 0) != 0, "EL0 implemented");
+    ensure!(field(pfr0, 4) != 0, "EL1 implemented");
+    ensure_eq!((field(pfr0, 8), field(pfr0, 12)), (0, 0), "no EL2, no EL3");
+    ensure_eq!(field(pfr0, 32), 0, "no SVE");
+    ensure_eq!(field(s.regs.x[2], 24), 0, "no SME");
+    ensure!(s.regs.x[3] != 0, "ISAR0 as the CPU has it");
     Ok(())
 }
 
@@ -294,6 +324,7 @@ fn reads_memory() -> R {
     let p = Page::with_marker(0)?;
     p.write(8, 0x5151_5151);
     g.vm.cap()
+        .as_task()
         .map_mem(base::TASK, p.addr(), 12, MemRights::R, DATA)
         .ctx("map data")?;
     g.expect(ExitReason::Hvc)?;
@@ -306,6 +337,7 @@ fn block_mapping() -> R {
     p.write(0x1f_fff8, 0x2222);
     let g = Guest::new(&load_guest(DATA + 0x1f_f000))?;
     g.vm.cap()
+        .as_task()
         .map_mem(base::TASK, p.addr(), 21, MemRights::RW, DATA)
         .ctx("map 2 MiB")?;
     // ldr x1, [x0] reads offset 0x1ff000; the word at the end is 0x1ffff8.
@@ -323,6 +355,7 @@ fn via_task(g: &Guest, p: &Page) -> Result<Slot<l4::Task>, Fail> {
         .map_mem(base::TASK, p.addr(), 12, MemRights::RW, 0x10_0000)
         .ctx("map into the task")?;
     g.vm.cap()
+        .as_task()
         .map_mem(t.cap(), 0x10_0000, 12, MemRights::RW, DATA)
         .ctx("map from the task into the vm")?;
     Ok(t)
@@ -358,11 +391,13 @@ fn vm_unmap() -> R {
     let g = Guest::new(&load_guest(DATA))?;
     let p = Page::with_marker(0x79)?;
     g.vm.cap()
+        .as_task()
         .map_mem(base::TASK, p.addr(), 12, MemRights::RW, DATA)
         .ctx("map")?;
     g.expect(ExitReason::Hvc)?;
     g.vm.cap()
-        .unmap(Fpage::mem(DATA, 12, MemRights::RWX))
+        .as_task()
+        .unmap(Fpage::mem(DATA, 12, MemRights::RWX), unmap::ALL_SPACES)
         .ctx("unmap in the vm")?;
     state().regs.pc = GUEST_BASE;
     g.expect(ExitReason::Mmio)?;
@@ -680,5 +715,30 @@ fn fp_apart() -> R {
     ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
     ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
     ensure_eq!(mine, 0x2222, "the vmm's d9 at the end");
+    Ok(())
+}
+
+/// Puts the main thread back on CPU 0 when dropped.
+struct BackToCpu0;
+
+impl Drop for BackToCpu0 {
+    fn drop(&mut self) {
+        let _ = base::SCHEDULER.run_thread(base::THREAD, rt::MAIN_PRIO, 1);
+    }
+}
+
+fn migrate() -> R {
+    rt::need_cpus(2)?;
+    // The guest counts in x5 between exits; the vCPU moves in between.
+    let g = Guest::new(&[addi(5, 5, 1), hvc(1), addi(5, 5, 1), hvc(2)])?;
+    g.expect(ExitReason::Hvc)?;
+    let _back = BackToCpu0;
+    base::SCHEDULER
+        .run_thread(base::THREAD, rt::MAIN_PRIO, 1 << other_cpu(1))
+        .ctx("move to another cpu")?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(s.exit.imm16(), Some(2), "the second hvc");
+    ensure_eq!(s.regs.x[5], 2, "the guest went on where it was");
     Ok(())
 }

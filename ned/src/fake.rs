@@ -18,10 +18,17 @@
 //! | a `rom/` file         | `rom:hello`                                   |
 //!
 //! followed by the rights: `channel#1 rwsdc`.
+//!
+//! With a locator ([`FakeBackend::with_locator`]) it also notes where in
+//! the scripts each object was made, each program started and each `rom/`
+//! file read (`rom/x.ned:12`), for tools that explain a script's system
+//! (`cargo xtask plan`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use l4_abi::Error;
@@ -59,7 +66,17 @@ pub struct Started {
     pub task: TaskId,
     /// What it was started with.
     pub spec: StartSpec,
+    /// Where in the scripts it was started, innermost first (empty
+    /// without a locator).
+    pub site: Site,
 }
+
+/// A place in the scripts: Lua frames `file:line`, innermost first.
+pub type Site = Vec<String>;
+
+/// A function that tells where the scripts are now (see
+/// [`FakeBackend::with_locator`]).
+pub type Locator = Box<dyn Fn() -> Site>;
 
 #[derive(Clone, Debug)]
 struct FakeTask {
@@ -68,15 +85,18 @@ struct FakeTask {
 }
 
 /// A recording backend for tests and for `ned` on the host.
-#[derive(Debug)]
 pub struct FakeBackend {
     objects: Vec<FakeObject>,
+    sites: Vec<Site>,
+    locator: Option<Locator>,
+    rom_reads: Vec<(String, Site)>,
     env: Vec<(String, Cap)>,
     rom: BTreeMap<String, Vec<u8>>,
     rom_dirs: Vec<PathBuf>,
     started: Vec<Started>,
     tasks: BTreeMap<TaskId, FakeTask>,
     exits: BTreeMap<String, i64>,
+    default_exit: Option<i64>,
     registered: Vec<(u64, String, Option<Cap>)>,
     log: Vec<String>,
     echo: bool,
@@ -108,6 +128,18 @@ const ENV: &[(&str, Option<i64>)] = &[
     ("kip", None),
 ];
 
+impl std::fmt::Debug for FakeBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeBackend")
+            .field("objects", &self.objects)
+            .field("started", &self.started)
+            .field("log", &self.log)
+            .field("mem_free", &self.mem_free)
+            .field("cpus", &self.cpus)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for FakeBackend {
     fn default() -> FakeBackend {
         FakeBackend::new()
@@ -120,12 +152,16 @@ impl FakeBackend {
     pub fn new() -> FakeBackend {
         let mut f = FakeBackend {
             objects: Vec::new(),
+            sites: Vec::new(),
+            locator: None,
+            rom_reads: Vec::new(),
             env: Vec::new(),
             rom: BTreeMap::new(),
             rom_dirs: Vec::new(),
             started: Vec::new(),
             tasks: BTreeMap::new(),
             exits: BTreeMap::new(),
+            default_exit: None,
             registered: Vec::new(),
             log: Vec::new(),
             echo: false,
@@ -181,6 +217,62 @@ impl FakeBackend {
         self
     }
 
+    /// Sets the CPUs of the machine (scheduler masks are checked against it).
+    pub fn with_cpus(mut self, cpus: u32) -> FakeBackend {
+        self.cpus = cpus.max(1);
+        self
+    }
+
+    /// Notes where the scripts are (`locate()`) with every object made,
+    /// program started and `rom/` file read.
+    pub fn with_locator(mut self, locate: impl Fn() -> Site + 'static) -> FakeBackend {
+        self.locator = Some(Box::new(locate));
+        self
+    }
+
+    /// ned over this fake, with a locator that reads ned's Lua stack
+    /// ([`crate::ned::script_frames`]): every site is a script line.
+    pub fn into_located_ned(
+        self,
+    ) -> std::result::Result<(crate::Ned, Rc<RefCell<FakeBackend>>), crate::ScriptError> {
+        let slot: Rc<RefCell<Option<mlua::WeakLua>>> = Rc::default();
+        let lua = slot.clone();
+        let fake = Rc::new(RefCell::new(self.with_locator(move || {
+            lua.borrow()
+                .as_ref()
+                .and_then(mlua::WeakLua::try_upgrade)
+                .map(|lua| crate::ned::script_frames(&lua))
+                .unwrap_or_default()
+        })));
+        let ned = crate::Ned::new(fake.clone())?;
+        *slot.borrow_mut() = Some(ned.lua().weak());
+        Ok((ned, fake))
+    }
+
+    /// Where the object `obj` was made (empty if unknown).
+    pub fn site_of(&self, obj: u64) -> &[String] {
+        obj.checked_sub(1)
+            .and_then(|i| self.sites.get(i as usize))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every `rom/` file read (scripts, `require`d modules, programs'
+    /// files read through ned), with where it was read, in order.
+    pub fn rom_reads(&self) -> &[(String, Site)] {
+        &self.rom_reads
+    }
+
+    fn locate(&self) -> Site {
+        self.locator.as_ref().map_or_else(Vec::new, |l| l())
+    }
+
+    /// Tasks without a scripted exit exit with `code` when waited for
+    /// (a dry run that goes on past `task:wait()`).
+    pub fn with_default_exit(mut self, code: i64) -> FakeBackend {
+        self.default_exit = Some(code);
+        self
+    }
+
     /// Tasks running `program` exit with `code` when waited for.
     pub fn set_exit(&mut self, program: &str, code: i64) {
         self.exits.insert(program.to_string(), code);
@@ -213,6 +305,14 @@ impl FakeBackend {
             .filter(|(_, o)| matches!(o, FakeObject::Created { .. }))
             .map(|(i, o)| (self.describe_obj(i as u64 + 1), o))
             .collect()
+    }
+
+    /// Every object with its handle, in the order they were made.
+    pub fn objects(&self) -> impl Iterator<Item = (u64, &FakeObject)> {
+        self.objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (i as u64 + 1, o))
     }
 
     /// Name-space registrations: `(name space, name, capability)` described.
@@ -278,6 +378,8 @@ impl FakeBackend {
     }
 
     fn add(&mut self, o: FakeObject) -> u64 {
+        let site = self.locate();
+        self.sites.push(site);
         self.objects.push(o);
         self.objects.len() as u64
     }
@@ -486,9 +588,11 @@ impl Backend for FakeBackend {
                 state: TaskState::Running,
             },
         );
+        let site = self.locate();
         self.started.push(Started {
             task: id,
             spec: spec.clone(),
+            site,
         });
         if self.echo {
             let caps: Vec<String> = spec
@@ -517,8 +621,8 @@ impl Backend for FakeBackend {
         };
         let code = match t.state {
             TaskState::Zombie(code) => code,
-            _ => match self.exits.get(&t.program) {
-                Some(&code) => Some(code),
+            _ => match self.exits.get(&t.program).copied().or(self.default_exit) {
+                Some(code) => Some(code),
                 None => {
                     return Err(BackendError::new(format!(
                         "the fake backend would wait forever: no exit scripted for {}",
@@ -551,17 +655,19 @@ impl Backend for FakeBackend {
     }
 
     fn read_rom(&mut self, path: &str) -> Result<Vec<u8>> {
-        if let Some(b) = self.rom.get(path) {
-            return Ok(b.clone());
-        }
+        let mut found = self.rom.get(path).cloned();
         if let Some(name) = path.strip_prefix("rom/").filter(|n| !n.contains("..")) {
             for dir in &self.rom_dirs {
-                if let Ok(b) = std::fs::read(dir.join(name)) {
-                    return Ok(b);
+                if found.is_some() {
+                    break;
                 }
+                found = std::fs::read(dir.join(name)).ok();
             }
         }
-        Err(BackendError::l4(path, Error::NoEnt))
+        let contents = found.ok_or_else(|| BackendError::l4(path, Error::NoEnt))?;
+        let site = self.locate();
+        self.rom_reads.push((path.to_string(), site));
+        Ok(contents)
     }
 
     fn log(&mut self, line: &str) {
@@ -575,5 +681,57 @@ impl Backend for FakeBackend {
 
     fn kernel_info(&mut self) -> String {
         "L4RS microkernel (fake backend)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Ned;
+
+    /// A fake that knows where the script is, and ned over it.
+    fn located() -> (Ned, Rc<RefCell<FakeBackend>>) {
+        FakeBackend::new()
+            .with_any_program()
+            .with_default_exit(3)
+            .with_file(
+                "s.ned",
+                "local L4 = require 'L4'\n\
+                 local ch = L4.default_loader:new_channel()\n\
+                 local t = L4.default_loader:start({ caps = { c = ch:svr() } }, 'rom/x')\n\
+                 return t:wait()\n",
+            )
+            .into_located_ned()
+            .unwrap()
+    }
+
+    #[test]
+    fn sites_of_objects_starts_and_reads() {
+        let (ned, fake) = located();
+        // The waited-for program ends with the default exit code.
+        assert_eq!(ned.run_file("rom/s.ned", &[]), Ok(Some(3)));
+        let fake = fake.borrow();
+        assert_eq!(fake.started()[0].site, ["rom/s.ned:3"]);
+        let (channel, _) = fake
+            .objects()
+            .find(|(_, o)| matches!(o, FakeObject::Channel(1)))
+            .unwrap();
+        assert_eq!(fake.site_of(channel), ["rom/s.ned:2"]);
+        assert_eq!(fake.site_of(9999), [] as [String; 0]);
+        assert_eq!(fake.rom_reads()[0].0, "rom/s.ned");
+    }
+
+    #[test]
+    fn without_a_locator_sites_are_empty_and_waits_need_an_exit() {
+        let fake = Rc::new(RefCell::new(
+            FakeBackend::new().with_any_program().with_file(
+                "s.ned",
+                "return require('L4').default_loader:start({}, 'rom/x'):wait()",
+            ),
+        ));
+        let ned = Ned::new(fake.clone()).unwrap();
+        let e = ned.run_file("rom/s.ned", &[]).unwrap_err();
+        assert!(e.message.contains("no exit scripted"), "{e}");
+        assert!(fake.borrow().started()[0].site.is_empty());
     }
 }

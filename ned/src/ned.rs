@@ -63,6 +63,15 @@ pub fn error_text(e: &mlua::Error) -> String {
     }
 }
 
+/// Where the scripts are now: their Lua frames `file:line`, innermost
+/// first (for [`crate::fake::FakeBackend::with_locator`]).
+pub fn script_frames(lua: &Lua) -> Vec<String> {
+    lua_frames(lua, 0)
+        .into_iter()
+        .map(|(place, _)| place)
+        .collect()
+}
+
 /// The Lua frames on the stack from `level` on: `(where, function name)`,
 /// without ned's own Lua helpers (chunks named `=[ned]`).
 fn lua_frames(lua: &Lua, level: usize) -> Vec<(String, Option<String>)> {

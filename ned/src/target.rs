@@ -463,7 +463,7 @@ impl Backend for TargetBackend {
             factory_quota: CHILD_FACTORY_QUOTA,
             prio: CHILD_PRIO,
             cpus: u64::MAX,
-            dbg: spec.l4re_dbg as u32,
+            dbg: spec.l4re_dbg as u32 | l4re::env::inherited_dbg(),
         };
         let child = l4_loader::start(&mut self.sys, &mut self.host, &a)
             .map_err(|e| BackendError::new(e.to_string()))?;

@@ -2,8 +2,10 @@
 //!
 //! A dataspace is backed either by one physically contiguous range
 //! ([`Backing::Phys`]: `Continuous` allocations and boot modules) or by
-//! blocks allocated on first use ([`Backing::Blocks`]: 4 KiB, or 2 MiB with
-//! `Super_pages`; all of them at creation when `Pinned`). Addresses are
+//! blocks allocated on first use ([`Backing::Blocks`]: one for a dataspace
+//! up to 64 KiB, 64 KiB ones for larger ones, 2 MiB with `Super_pages`; all of
+//! them at creation when `Pinned`; the last block only as far as the
+//! dataspace reaches). Addresses are
 //! moe's, which are physical ones (moe owns RAM 1:1), so the flexpage a
 //! `map` returns names moe's own memory, and [`Ds::phys`] tells a client
 //! where its memory really is (uvmm's identity mode needs that).
@@ -21,6 +23,11 @@ use crate::pages::PAGE;
 
 /// The super-page order (2 MiB).
 pub const SUPER_ORDER: u8 = 21;
+/// The largest block of on-demand dataspaces without `Super_pages` (64
+/// KiB; a smaller dataspace is one block): a fault brings up to 16 pages,
+/// as Linux's fault-around does, for at most 60 KiB unused per block
+/// touched.
+pub const BLOCK_ORDER: u8 = 16;
 
 /// Where a dataspace's memory is.
 #[derive(Debug)]
@@ -51,6 +58,13 @@ pub struct Ds {
     backing: Backing,
 }
 
+/// The length of block `i` of `2^order` bytes of a dataspace of `size`
+/// bytes: the last one reaches to the page after the end.
+fn block_len(size: u64, order: u8, i: usize) -> u64 {
+    let start = (i as u64) << order;
+    (size.next_multiple_of(PAGE) - start.min(size)).min(1 << order)
+}
+
 /// The memory callback: `size` bytes aligned to `2^order`, zeroed.
 pub type Alloc<'a> = &'a mut dyn FnMut(u64, u8) -> Option<u64>;
 
@@ -70,7 +84,9 @@ impl Ds {
         let order = if flags & mem_alloc_flags::SUPER_PAGES != 0 && size >= 1 << SUPER_ORDER {
             SUPER_ORDER
         } else {
-            crate::pages::MIN_ORDER
+            // One block for a small dataspace, 64 KiB blocks for larger ones.
+            (size.next_power_of_two().trailing_zeros() as u8)
+                .clamp(crate::pages::MIN_ORDER, BLOCK_ORDER)
         };
         let n = size.div_ceil(1 << order) as usize;
         Ds {
@@ -99,15 +115,6 @@ impl Ds {
         self.flags
     }
 
-    /// The largest mapping `map` hands out.
-    fn max_map_order(&self) -> u8 {
-        if self.flags & mem_alloc_flags::SUPER_PAGES != 0 {
-            SUPER_ORDER
-        } else {
-            crate::pages::MIN_ORDER
-        }
-    }
-
     fn check_range(&self, offset: u64, size: u64) -> Result<u64, Error> {
         let end = offset.checked_add(size).ok_or(Error::Range)?;
         if offset >= self.size || end > self.size {
@@ -123,19 +130,24 @@ impl Ds {
             Backing::Phys { pa, .. } => Ok((*pa, 0, self.size.next_multiple_of(PAGE))),
             Backing::Blocks { order, blocks } => {
                 let i = (offset >> *order) as usize;
+                let len = block_len(self.size, *order, i);
                 let b = blocks.get_mut(i).ok_or(Error::Range)?;
                 if *b == 0 {
-                    *b = alloc(1 << *order, *order).ok_or(Error::NoMem)?;
+                    *b = alloc(len, *order).ok_or(Error::NoMem)?;
                 }
-                Ok((*b, (i as u64) << *order, 1 << *order))
+                Ok((*b, (i as u64) << *order, len))
             }
         }
     }
 
     /// The mapping for a client's access at `offset` (its address `spot`)
-    /// with rights `req` ([`ds_flags`]; none means read): the largest block
-    /// up to the dataspace's map size that contains `offset`, lies in
-    /// contiguous memory and is aligned alike on both sides.
+    /// with rights `req` ([`ds_flags`]; none means read): the largest
+    /// block, up to a super page, that contains `offset`, lies in one piece
+    /// of memory of the dataspace and puts `offset` at `spot` when mapped
+    /// into a window aligned to its size. Contiguous memory (boot modules,
+    /// `Continuous` allocations) maps in large pieces wherever the client's
+    /// address and the memory are aligned alike; blocks allocated on demand
+    /// map a block at most.
     pub fn map(
         &mut self,
         offset: u64,
@@ -153,22 +165,23 @@ impl Ds {
         if rights & !self.rights != 0 {
             return Err(Error::Perm);
         }
-        let max = self.max_map_order();
         let (pa, base, len) = self.block(offset, alloc)?;
+        let page = offset & !(PAGE - 1);
+        let spot = spot & !(PAGE - 1);
+        let mut start = page;
         let mut order = crate::pages::MIN_ORDER;
-        for o in (crate::pages::MIN_ORDER..=max).rev() {
+        for o in (crate::pages::MIN_ORDER..=SUPER_ORDER).rev() {
             let mask = (1u64 << o) - 1;
-            let start = offset & !mask;
-            if start >= base
-                && start + (1 << o) <= base + len
-                && (pa + (start - base)) & mask == 0
-                && (spot ^ offset) & mask & !(PAGE - 1) == 0
+            // The dataspace offset that lands at the window's base.
+            let Some(first) = page.checked_sub(spot & mask) else {
+                continue;
+            };
+            if first >= base && first + (1 << o) <= base + len && (pa + (first - base)) & mask == 0
             {
-                order = o;
+                (start, order) = (first, o);
                 break;
             }
         }
-        let start = offset & !((1u64 << order) - 1);
         Ok(Fpage::mem(
             pa + (start - base),
             order,
@@ -240,8 +253,9 @@ impl Ds {
             Backing::Phys { owned: false, .. } => Vec::new(),
             Backing::Blocks { order, blocks } => blocks
                 .into_iter()
-                .filter(|&b| b != 0)
-                .map(|b| (b, 1 << order))
+                .enumerate()
+                .filter(|&(_, b)| b != 0)
+                .map(|(i, b)| (b, block_len(self.size, order, i)))
                 .collect(),
         }
     }
@@ -283,25 +297,40 @@ mod tests {
     }
 
     #[test]
-    fn on_demand_pages() {
+    fn a_small_dataspace_is_one_block() {
         let mut p = pool();
         let mut alloc = |s, o| p.alloc(s, o);
         let mut ds = Ds::on_demand(3 * PAGE + 1, ds_flags::RWX, 0);
         let f = ds
             .map(0x1234, 0x7000_1234, ds_flags::RW, &mut alloc)
             .unwrap();
-        assert_eq!((f.order(), f.mem_rights()), (12, MemRights::RW));
+        assert_eq!((f.order(), f.mem_rights()), (14, MemRights::RW));
         let g = ds.map(0x1000, 0x7000_1000, 0, &mut alloc).unwrap();
-        assert_eq!(g.mem_base(), f.mem_base(), "the same page again");
+        assert_eq!(g.mem_base(), f.mem_base(), "the same block again");
         assert_eq!(g.mem_rights(), MemRights::R);
         assert_eq!(ds.map(4 * PAGE, 0, 0, &mut alloc), Err(Error::Range));
-        assert_eq!(
-            ds.map(3 * PAGE, 0, 0, &mut alloc).map(|f| f.order()),
-            Ok(12)
-        );
+        let h = ds.map(3 * PAGE, 0x7000_3000, 0, &mut alloc).unwrap();
+        assert_eq!((h.order(), h.mem_base()), (14, f.mem_base()));
+        let h = ds.map(3 * PAGE, 0, 0, &mut alloc).unwrap();
+        assert_eq!((h.order(), h.mem_base()), (12, f.mem_base() + 3 * PAGE));
+        assert_eq!(ds.release(), [(f.mem_base(), 4 * PAGE)]);
+    }
+
+    #[test]
+    fn larger_dataspaces_come_in_64_kib_blocks() {
+        let mut p = pool();
+        let mut alloc = |s, o| p.alloc(s, o);
+        let mut ds = Ds::on_demand(0x1_9000, ds_flags::RW, 0);
+        let f = ds.map(0x1000, 0x7000_1000, 0, &mut alloc).unwrap();
+        assert_eq!(f.order(), 16);
+        assert_eq!(f.mem_base() % 0x1_0000, 0);
+        // The last block reaches to the end only.
+        let g = ds.map(0x1_0000, 0x7001_0000, 0, &mut alloc).unwrap();
+        assert_eq!(g.order(), 15);
+        let h = ds.map(0x1_8000, 0x7001_8000, 0, &mut alloc).unwrap();
+        assert_eq!((h.order(), h.mem_base()), (12, g.mem_base() + 0x8000));
         let mem = ds.release();
-        assert_eq!(mem.len(), 2);
-        assert!(mem.iter().all(|m| m.1 == PAGE));
+        assert_eq!(mem, [(f.mem_base(), 0x1_0000), (g.mem_base(), 0x9000)]);
     }
 
     #[test]
@@ -329,10 +358,29 @@ mod tests {
             ds.phys_at(0x10, &mut alloc),
             Ok((pa + 0x10, 8 * MIB - 0x10))
         );
-        // Without Super_pages: pages.
-        let mut small = Ds::phys(pa, 8 * MIB, ds_flags::RWX, CONTINUOUS, true);
-        assert_eq!(small.map(0, 0, 0, &mut alloc).unwrap().order(), 12);
+        // Without Super_pages too: contiguous memory maps big.
+        let mut cont = Ds::phys(pa, 8 * MIB, ds_flags::RWX, CONTINUOUS, true);
+        assert_eq!(cont.map(0, 0, 0, &mut alloc).unwrap().order(), 21);
         assert_eq!(ds.release(), [(pa, 8 * MIB)]);
+    }
+
+    #[test]
+    fn modules_map_as_far_as_alignment_allows() {
+        // A module at a 64 KiB boundary: 64 KiB pieces where the client's
+        // address is aligned alike, pages where not, never past its end.
+        let pa = 0x5001_0000;
+        let mut rom = Ds::phys(pa, 0x2_3000, ds_flags::RX, 0, false);
+        let mut none = |_, _| None;
+        let f = rom.map(0x1_2345, 0x8001_2000, 0, &mut none).unwrap();
+        assert_eq!((f.order(), f.mem_base()), (16, pa + 0x1_0000));
+        let f = rom.map(0x2000, 0x8001_2000, 0, &mut none).unwrap();
+        assert_eq!((f.order(), f.mem_base()), (16, pa));
+        let f = rom.map(0x2000, 0x8001_3000, 0, &mut none).unwrap();
+        assert_eq!((f.order(), f.mem_base()), (12, pa + 0x2000));
+        let f = rom.map(0x2_1000, 0x8002_1000, 0, &mut none).unwrap();
+        assert_eq!((f.order(), f.mem_base()), (13, pa + 0x2_0000), "the tail");
+        let f = rom.map(0x1000, 0x1000, 0, &mut none).unwrap();
+        assert_eq!((f.order(), f.mem_base()), (16, pa), "low spot");
     }
 
     #[test]
@@ -350,7 +398,11 @@ mod tests {
         let (_, n) = ds.phys_at(4 * MIB + 8, &mut alloc).unwrap();
         assert_eq!(n, MIB - 8, "cut at the dataspace's end");
         assert_eq!(ds.release().len(), 3);
-        assert_eq!(p.free_bytes(), 64 * MIB - 6 * MIB);
+        assert_eq!(
+            p.free_bytes(),
+            64 * MIB - 5 * MIB,
+            "the last block is 1 MiB"
+        );
     }
 
     #[test]
@@ -367,21 +419,22 @@ mod tests {
             rom.release().is_empty(),
             "module memory is not moe's to free"
         );
-        let mut ds = Ds::on_demand(4 * PAGE, ds_flags::RW, 0);
+        const B: u64 = 1 << BLOCK_ORDER;
+        let mut ds = Ds::on_demand(4 * B, ds_flags::RW, 0);
         assert_eq!(ds.map(0, 0, 0, &mut none), Err(Error::NoMem));
         assert_eq!(ds.allocate(0, 1, &mut none), Err(Error::NoMem));
-        assert_eq!(ds.allocate(PAGE, u64::MAX, &mut none), Err(Error::Range));
-        assert_eq!(ds.allocate(0, 5 * PAGE, &mut none), Err(Error::Range));
-        assert_eq!(ds.phys_at(4 * PAGE, &mut none), Err(Error::Range));
+        assert_eq!(ds.allocate(B, u64::MAX, &mut none), Err(Error::Range));
+        assert_eq!(ds.allocate(0, 5 * B, &mut none), Err(Error::Range));
+        assert_eq!(ds.phys_at(4 * B, &mut none), Err(Error::Range));
         let mut p = pool();
         let mut alloc = |s, o| p.alloc(s, o);
-        ds.allocate(PAGE + 5, PAGE, &mut alloc).unwrap();
-        let r = ds.clear_ranges(0x800, 3 * PAGE).unwrap();
-        assert_eq!(r.len(), 2, "pages 1 and 2 have memory");
-        assert_eq!((r[0].1, r[1].1), (PAGE, PAGE));
-        let r = ds.clear_ranges(PAGE + 0x800, PAGE).unwrap();
-        assert_eq!((r[0].1, r[1].1), (0x800, 0x800));
-        assert_eq!(ds.clear_ranges(4 * PAGE, 1), Err(Error::Range));
+        ds.allocate(B + 5, B, &mut alloc).unwrap();
+        let r = ds.clear_ranges(0x800, 3 * B).unwrap();
+        assert_eq!(r.len(), 2, "blocks 1 and 2 have memory");
+        assert_eq!((r[0].1, r[1].1), (B, B));
+        let r = ds.clear_ranges(B + 0x800, B).unwrap();
+        assert_eq!((r[0].1, r[1].1), (B - 0x800, 0x800));
+        assert_eq!(ds.clear_ranges(4 * B, 1), Err(Error::Range));
         assert_eq!(ds.clear_ranges(0, 0), Ok(Vec::new()));
     }
 

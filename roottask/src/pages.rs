@@ -6,6 +6,12 @@
 //! buddy. [`PageAlloc::alloc`] hands out exactly the pages asked for (the
 //! tail of the power-of-two block goes back at once), aligned as asked, so
 //! a 3 MiB continuous dataspace costs 3 MiB.
+//!
+//! Memory can come on demand ([`PageAlloc::with_source`]): when no block
+//! fits, the allocator takes a chunk of at least [`GROW_ORDER`] from its
+//! [`Source`] (Sigma0 on the target), up to a reserve. The kernel maps
+//! every page of a chunk it hands out, so moe asks for what it needs when
+//! it needs it instead of all of its budget at boot.
 
 use alloc::collections::BTreeSet;
 
@@ -16,7 +22,14 @@ pub const MAX_ORDER: u8 = 30;
 /// The page size.
 pub const PAGE: u64 = 1 << MIN_ORDER;
 
+/// The smallest chunk taken from the source (2 MiB: a super page).
+pub const GROW_ORDER: u8 = 21;
+
 const ORDERS: usize = (MAX_ORDER - MIN_ORDER + 1) as usize;
+
+/// Where more memory comes from: a block of `2^order` bytes aligned to its
+/// size, or `None` when there is none that large.
+pub type Source = fn(u8) -> Option<u64>;
 
 /// Free page blocks.
 #[derive(Debug)]
@@ -24,6 +37,9 @@ pub struct PageAlloc {
     free: [BTreeSet<u64>; ORDERS],
     total: u64,
     free_bytes: u64,
+    source: Option<Source>,
+    /// Bytes the source may still give.
+    reserve: u64,
 }
 
 impl Default for PageAlloc {
@@ -46,7 +62,32 @@ impl PageAlloc {
             free: [const { BTreeSet::new() }; ORDERS],
             total: 0,
             free_bytes: 0,
+            source: None,
+            reserve: 0,
         }
+    }
+
+    /// No memory yet: up to `reserve` bytes come from `source` as needed.
+    pub const fn with_source(reserve: u64, source: Source) -> PageAlloc {
+        let mut p = PageAlloc::new();
+        p.source = Some(source);
+        p.reserve = reserve;
+        p
+    }
+
+    /// Bytes the source may still give.
+    pub const fn reserve(&self) -> u64 {
+        self.reserve
+    }
+
+    /// Memory free now or obtainable from the source.
+    pub const fn available(&self) -> u64 {
+        self.free_bytes + self.reserve
+    }
+
+    /// All memory added, and what the source may still give.
+    pub const fn capacity(&self) -> u64 {
+        self.total + self.reserve
     }
 
     /// Adds the RAM `[base, base + size)` (cut to whole pages).
@@ -89,7 +130,13 @@ impl PageAlloc {
         if order > MAX_ORDER {
             return None;
         }
-        let addr = self.alloc_block(order)?;
+        let addr = match self.alloc_block(order) {
+            Some(a) => a,
+            None => {
+                self.grow(order)?;
+                self.alloc_block(order)?
+            }
+        };
         let block = 1u64 << order;
         self.free_bytes -= block;
         if block > size {
@@ -112,6 +159,24 @@ impl PageAlloc {
             self.free_bytes += 1 << order;
             addr += 1 << order;
         }
+    }
+
+    /// Takes a chunk of at least `2^order` bytes (at least [`GROW_ORDER`]
+    /// when the reserve allows) from the source.
+    fn grow(&mut self, order: u8) -> Option<()> {
+        let source = self.source?;
+        let mut chunk = order.clamp(GROW_ORDER, MAX_ORDER);
+        while chunk >= order {
+            if 1u64 << chunk <= self.reserve
+                && let Some(a) = source(chunk)
+            {
+                self.reserve -= 1 << chunk;
+                self.add(a, 1 << chunk);
+                return Some(());
+            }
+            chunk -= 1;
+        }
+        None
     }
 
     fn alloc_block(&mut self, order: u8) -> Option<u64> {
@@ -161,6 +226,45 @@ mod tests {
         p.free(b, 1);
         assert_eq!(p.free_bytes(), 64 * MIB);
         assert_eq!(p.largest_block(), 64 * MIB, "merged into one block");
+    }
+
+    #[test]
+    fn grows_from_the_source_on_demand() {
+        use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        // A source with 64 MiB at 0x4000_0000 handed out from the top,
+        // each block aligned to its size.
+        static NEXT: AtomicU64 = AtomicU64::new(0x4400_0000);
+        fn source(order: u8) -> Option<u64> {
+            let size = 1u64 << order;
+            let at = NEXT.load(Relaxed).checked_sub(size)? & !(size - 1);
+            (at >= 0x4000_0000).then(|| {
+                NEXT.store(at, Relaxed);
+                at
+            })
+        }
+        let mut p = PageAlloc::with_source(40 * MIB, source);
+        assert_eq!(
+            (p.total(), p.available(), p.capacity()),
+            (0, 40 * MIB, 40 * MIB)
+        );
+        let a = p.alloc(PAGE, 0).unwrap();
+        assert_eq!(p.total(), 2 * MIB, "one chunk of GROW_ORDER");
+        assert_eq!(p.reserve(), 38 * MIB);
+        assert_eq!(p.available(), 40 * MIB - PAGE);
+        let b = p.alloc(16 * MIB, 21).unwrap();
+        assert_eq!(
+            (b % (2 * MIB), p.total()),
+            (0, 18 * MIB),
+            "a chunk as large"
+        );
+        assert!(p.alloc(32 * MIB, 0).is_none(), "more than the reserve");
+        let c = p.alloc(16 * MIB, 0).unwrap();
+        assert_eq!(p.reserve(), 6 * MIB);
+        assert!(a != c && b != c);
+        let d = p.alloc(6 * MIB, 0);
+        assert!(d.is_none(), "6 MiB need an 8 MiB block");
+        assert!(p.alloc(4 * MIB, 0).is_some());
+        assert_eq!(p.reserve(), 2 * MIB);
     }
 
     #[test]

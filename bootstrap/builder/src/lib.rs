@@ -3,9 +3,9 @@
 //! API used by `tools/xtask`:
 //!
 //! ```ignore
-//! let list = imagebuilder::modlist::ModulesList::load(path)?;   // parse (and `include`)
+//! let list = bootstrap_builder::modlist::ModulesList::load(path)?;   // parse (and `include`)
 //! list.entries() -> impl Iterator<Item=&str>                       // names, in file order
-//! let report = imagebuilder::build_image(&BuildOptions{..})?;     // write the image
+//! let report = bootstrap_builder::build_image(&BuildOptions{..})?;     // write the image
 //! ```
 
 pub mod modlist;

@@ -2,7 +2,7 @@
 //!
 //! The image is the boot stage's flat binary (its `PT_LOAD` segments from the
 //! lowest `p_vaddr` on, bss zeroed), zero padding up to the next page, then the
-//! payload [`bootimage::build`] makes of the kernel, the root task and the
+//! payload [`bootstrap_format::build`] makes of the kernel, the root task and the
 //! modules in list order. The `image_size` field of the stage's arm64 Image
 //! header is set to the size of the whole image.
 //!
@@ -28,7 +28,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use bootimage::{Input, Kind, PAGE};
+use bootstrap_format::{Input, Kind, PAGE};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use goblin::elf::Elf;
@@ -65,6 +65,9 @@ pub struct BuildOptions {
     /// Environment for module[shell] commands (e.g. SRC_BASE_ABS), added to
     /// the inherited one.
     pub shell_env: Vec<(String, String)>,
+    /// Options put before the root task's own command line (a benchmark
+    /// turns on reports this way, e.g. moe's `--l4re-dbg=4`).
+    pub roottask_options: Vec<String>,
     pub output: PathBuf,
 }
 
@@ -272,13 +275,15 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     };
     packer.boot_module(Kind::Kernel, &entry.kernel)?;
     packer.boot_module(Kind::Roottask, &entry.roottask)?;
+    packer.prepend_options(&opts.roottask_options);
     for spec in &entry.modules {
         packer.module(spec)?;
     }
 
     let stage = flat_stage(&opts.stage_elf)?;
     let stage_size = stage.len() as u64;
-    let image = assemble(stage, &bootimage::build(&packer.inputs));
+    let payload = bootstrap_format::build(&packer.inputs, payload_offset(stage_size));
+    let image = assemble(stage, &payload);
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
@@ -292,10 +297,15 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     })
 }
 
+/// Where the payload starts in an image whose stage has `stage_size` bytes.
+fn payload_offset(stage_size: u64) -> u64 {
+    stage_size.div_ceil(PAGE) * PAGE
+}
+
 /// The stage, zero padding to the next page, the payload; with the Image
 /// header's `image_size` set to the total.
 fn assemble(mut image: Vec<u8>, payload: &[u8]) -> Vec<u8> {
-    let payload_at = (image.len() as u64).div_ceil(PAGE) * PAGE;
+    let payload_at = payload_offset(image.len() as u64);
     image.resize(payload_at as usize, 0);
     image.extend_from_slice(payload);
     let total = image.len() as u64;
@@ -407,6 +417,27 @@ fn role(kind: Kind) -> &'static str {
 }
 
 impl Packer<'_> {
+    /// Puts `options` before the command line of the module packed last.
+    fn prepend_options(&mut self, options: &[String]) {
+        if options.is_empty() {
+            return;
+        }
+        let prefix = options.join(" ");
+        let with = |cmdline: &mut String| {
+            *cmdline = if cmdline.is_empty() {
+                prefix.clone()
+            } else {
+                format!("{prefix} {cmdline}")
+            };
+        };
+        if let Some(m) = self.packed.last_mut() {
+            with(&mut m.cmdline);
+        }
+        if let Some(i) = self.inputs.last_mut() {
+            with(&mut i.cmdline);
+        }
+    }
+
     fn find(&self, spec: &ModSpec, role: &'static str, word: &str) -> Result<PathBuf, BuildError> {
         self.finder
             .find(word)

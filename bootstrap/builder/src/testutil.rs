@@ -12,7 +12,7 @@ impl TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
-            "imagebuilder-test-{}-{n}-{tag}",
+            "bootstrap_builder-test-{}-{n}-{tag}",
             std::process::id()
         ));
         let _ = fs::remove_dir_all(&path);

@@ -28,6 +28,11 @@ pub const VERSION: u32 = 1;
 pub const PAGE: u64 = 4096;
 pub const HEADER_SIZE: usize = 32;
 pub const DESC_SIZE: usize = 40;
+/// Where module contents start in memory: at multiples of 64 KiB when the
+/// payload's place is known ([`build`]), so that programs map their
+/// segments from a module in pieces larger than a page (ELF segments are
+/// aligned alike in file and memory up to 64 KiB on AArch64).
+pub const MODULE_ALIGN: u64 = 64 * 1024;
 
 /// The role of a module in the boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,11 +214,14 @@ pub struct Input {
 }
 
 /// Builds the payload bytes for `modules` (to be appended to the boot stage
-/// at a page boundary).
+/// at a page boundary). `at` is where the payload will be in the image
+/// (which is loaded at a [`MODULE_ALIGN`] boundary): each module starts at
+/// a [`MODULE_ALIGN`] boundary of the loaded image.
 #[cfg(feature = "std")]
-pub fn build(modules: &[Input]) -> std::vec::Vec<u8> {
+pub fn build(modules: &[Input], at: u64) -> std::vec::Vec<u8> {
     use std::vec::Vec;
     let align = |v: u64| v.div_ceil(PAGE) * PAGE;
+    let align_module = |v: u64| (at + v).div_ceil(MODULE_ALIGN) * MODULE_ALIGN - at;
     let mut strings: Vec<u8> = Vec::new();
     let table_end = (HEADER_SIZE + modules.len() * DESC_SIZE) as u64;
     let mut descs = Vec::new();
@@ -228,6 +236,7 @@ pub fn build(modules: &[Input]) -> std::vec::Vec<u8> {
         .collect();
     let mut offset = align(table_end + strings.len() as u64);
     for (m, (name, cmd)) in modules.iter().zip(refs) {
+        offset = align_module(offset);
         descs.push((m.kind, offset, m.data.len() as u64, name, cmd));
         offset = align(offset + m.data.len() as u64);
     }
@@ -278,7 +287,8 @@ mod tests {
             input(Kind::Roottask, "moe", "rom/hello.ned", &[7u8; 5000]),
             input(Kind::Module, "hello.ned", "", b""),
         ];
-        let bytes = build(&mods);
+        let at = 0x5000;
+        let bytes = build(&mods, at);
         assert_eq!(bytes.len() as u64 % PAGE, 0);
         assert_eq!(Payload::total_size(&bytes).unwrap(), bytes.len() as u64);
         let p = Payload::parse(&bytes).unwrap();
@@ -289,13 +299,13 @@ mod tests {
         assert_eq!(got[0].data, b"kernel");
         assert_eq!(got[1].kind, Kind::Roottask);
         assert_eq!(got[1].data.len(), 5000);
-        assert!(got.iter().all(|m| m.offset % PAGE == 0));
+        assert!(got.iter().all(|m| (at + m.offset) % MODULE_ALIGN == 0));
         assert_eq!(got[2].data, b"");
     }
 
     #[test]
     fn hostile_payloads_are_refused() {
-        let bytes = build(&[input(Kind::Module, "a", "", b"xyz")]);
+        let bytes = build(&[input(Kind::Module, "a", "", b"xyz")], 0);
         assert_eq!(Payload::parse(&bytes[..10]).err(), Some(Error::TooShort));
         let mut b = bytes.clone();
         b[0] = b'X';

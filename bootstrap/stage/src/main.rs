@@ -129,15 +129,16 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
     );
     // SAFETY: the image builder put at least a header after the stage; the
     // header is checked before its size is trusted.
-    let header =
-        unsafe { core::slice::from_raw_parts(payload_start as *const u8, bootimage::HEADER_SIZE) };
-    let total_size = bootimage::Payload::total_size(header)
+    let header = unsafe {
+        core::slice::from_raw_parts(payload_start as *const u8, bootstrap_format::HEADER_SIZE)
+    };
+    let total_size = bootstrap_format::Payload::total_size(header)
         .unwrap_or_else(|e| fail(format_args!("boot image: {}", e)));
     // SAFETY: QEMU loaded the whole image; total_size comes from the header
     // the builder wrote, and parse() checks every offset against it.
     let bytes =
         unsafe { core::slice::from_raw_parts(payload_start as *const u8, total_size as usize) };
-    let payload = bootimage::Payload::parse(bytes)
+    let payload = bootstrap_format::Payload::parse(bytes)
         .unwrap_or_else(|e| fail(format_args!("boot image: {}", e)));
     add_mem(
         info,
@@ -167,15 +168,15 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
             m.cmdline
         );
         let kind = match m.kind {
-            bootimage::Kind::Kernel => {
+            bootstrap_format::Kind::Kernel => {
                 kernel = Some(m);
                 MemKind::Bootstrap
             }
-            bootimage::Kind::Roottask => {
+            bootstrap_format::Kind::Roottask => {
                 roottask = Some(m);
                 MemKind::Bootstrap
             }
-            bootimage::Kind::Module => {
+            bootstrap_format::Kind::Module => {
                 if let Err(e) = info.add_module(pa, m.data.len() as u64, m.name, m.cmdline) {
                     fail(format_args!("{}", e));
                 }

@@ -40,7 +40,8 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
             {
                 return Err(Error::Inval);
             }
-            crate::mm::map_device(pa, 1 << order);
+            // SAFETY: not RAM (checked above).
+            unsafe { crate::mm::map_device(pa, 1 << order) };
             transfer::map_root_memory(k, task, pa, pa, order, MemRights::RW)?;
             c.reply(k, &[pa])
         }

@@ -58,6 +58,8 @@ pub struct Vcpu {
     /// The guest's FP/SIMD registers, and whether the CPU holds them.
     fp: FpState,
     fp_loaded: bool,
+    /// The CPU the guest last ran on.
+    last_cpu: Option<usize>,
     /// Interrupts waiting for a list register (bit n: INTID n), with
     /// their priorities.
     pending: [u64; 16],
@@ -187,6 +189,7 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         wfi: false,
         fp: FpState::default(),
         fp_loaded: false,
+        last_cpu: None,
         pending: [0; 16],
         prio: [0; 1024],
     }));
@@ -293,10 +296,16 @@ enum Step {
 /// On the way back to user mode (no lock held, IRQs masked): if the
 /// current thread resumed its vCPU, run the guest until an exit for the
 /// VMM.
+#[inline(always)]
 pub fn return_to_user() {
-    if ACTIVE.load(Ordering::Relaxed) == 0 {
-        return;
+    if ACTIVE.load(Ordering::Relaxed) != 0 {
+        run_guest();
     }
+}
+
+/// [`return_to_user`] while some vCPU is in its guest.
+#[inline(never)]
+fn run_guest() {
     loop {
         let mut g = bkl::lock();
         let v = match prepare(g.kernel()) {
@@ -411,6 +420,10 @@ fn prepare(k: &mut Kernel) -> Step {
     // Timer armed and not pending: let its PPI bring the guest out.
     let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
     crate::platform::gic::set_private_enabled(VTIMER_INTID, timer_armed);
+    if v.last_cpu.is_some_and(|c| c != cpu) {
+        hw::tlb_flush_vmid_local(vttbr.1);
+    }
+    v.last_cpu = Some(cpu);
     let ich_extra = if left { abi::hcr::UIE } else { 0 };
     hw::load(&v.s, vttbr.0, ich_extra);
     hw::guest_fp(v.fp_loaded);
@@ -451,6 +464,21 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
                 v.wfi = true;
             }
             return;
+        }
+        abi::ec::SYSREG => {
+            // An ID register read: the kernel answers.
+            let access = Exit {
+                esr,
+                ..Exit::default()
+            }
+            .sysreg();
+            if let Some(a) = access.filter(|a| a.read)
+                && let Some(value) = hw::id_register(a.encoding)
+            {
+                v.s.regs.set_reg(a.reg, value);
+                v.s.regs.skip_instruction();
+                return;
+            }
         }
         FP_ACCESS => {
             let cpu = arch::cpu_id();

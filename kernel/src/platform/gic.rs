@@ -25,8 +25,13 @@ static MPIDRS: Mutex<[u64; arch::MAX_CPUS]> = Mutex::new([0; arch::MAX_CPUS]);
 /// Sets up the distributor and every redistributor, and this (boot) CPU's
 /// interface.
 pub fn init(p: &Platform) {
-    let gicd = crate::mm::map_device(p.gicd, 0x1_0000);
-    let gicr = crate::mm::map_device(p.gicr, p.gicr_size.max(0x2_0000 * p.nr_cpus as u64));
+    // SAFETY: the device tree names these as the GIC's register blocks.
+    let (gicd, gicr) = unsafe {
+        (
+            crate::mm::map_device(p.gicd, 0x1_0000),
+            crate::mm::map_device(p.gicr, p.gicr_size.max(0x2_0000 * p.nr_cpus as u64)),
+        )
+    };
     // SAFETY: the device tree names these register blocks; they are mapped
     // as device memory above and used only through this driver.
     let mut gic = unsafe {

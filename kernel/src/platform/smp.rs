@@ -41,7 +41,8 @@ pub fn start_secondaries(p: &Platform, info: &BootInfo) -> usize {
             w.store(v, Ordering::Relaxed);
         }
         let va = block as *const SecondaryBoot as u64;
-        arch::dcache_clean(va, 64);
+        // SAFETY: the block is in the kernel image, which is mapped.
+        unsafe { arch::dcache_clean(va, 64) };
         let ret = arch::psci_call(p.psci, PSCI_CPU_ON, p.cpus[cpu], entry, image_pa(info, va));
         if ret != 0 {
             crate::kprintln!(

@@ -15,7 +15,9 @@
 //! * [`server`]: request context ([`Ctx`]), objects ([`Handler`],
 //!   [`Object`]), registries by label, and the server loop ([`Server`]);
 //! * [`protocols`]: the L4Re-compatible protocols: Dataspace, Namespace,
-//!   Parent, Log, Factory.
+//!   Parent, Log, Factory;
+//! * [`vbus`]: io's virtual bus protocol (devices, resources, MMIO
+//!   dataspaces and Irqs of the platform devices a client may use).
 //!
 //! # Messages
 //!
@@ -77,6 +79,7 @@ pub mod protocols;
 pub mod server;
 pub mod transport;
 pub mod varg;
+pub mod vbus;
 
 #[cfg(target_arch = "aarch64")]
 mod glue;

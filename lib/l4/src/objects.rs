@@ -469,30 +469,11 @@ impl Cap<Factory> {
 }
 
 impl Cap<Vm> {
-    /// Maps `item` (a flexpage of `src`; its send base is the
-    /// guest-physical address) from task `src` into the guest.
-    pub fn map(self, src: Cap<Task>, item: SendItem) -> Result<(), Error> {
-        invoke(self.sel(), |u| msg::task_map(u, src.index(), item)).map(|_| ())
-    }
-
-    /// Maps `2^order` bytes at `addr` of `src` to guest-physical `gpa`.
-    pub fn map_mem(
-        self,
-        src: Cap<Task>,
-        addr: u64,
-        order: u8,
-        rights: MemRights,
-        gpa: u64,
-    ) -> Result<(), Error> {
-        self.map(src, SendItem::map(Fpage::mem(addr, order, rights), gpa))
-    }
-
-    /// Unmaps guest memory (the flexpage's rights bits: what to revoke).
-    pub fn unmap(self, fpage: Fpage) -> Result<(), Error> {
-        invoke(self.sel(), |u| {
-            msg::task_unmap(u, l4_abi::proto::unmap::ALL_SPACES, &[fpage])
-        })
-        .map(|_| ())
+    /// The Vm as a task: it understands the Task protocol's map (into the
+    /// guest, destination = guest-physical address) and unmap, so
+    /// `vm.as_task().map_mem(src, addr, order, rights, gpa)` fills it.
+    pub fn as_task(self) -> Cap<Task> {
+        Cap::from_index(self.index())
     }
 }
 

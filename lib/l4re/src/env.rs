@@ -21,6 +21,12 @@ pub use l4re_env::{Env, caps};
 /// `caps::FIRST_FREE .. FIRST_PROGRAM_CAP` for threads, dataspaces and
 /// files).
 pub const FIRST_PROGRAM_CAP: u64 = 0x800;
+/// `l4re_dbg` bit (L4Re's `L4.Dbg.Boot`): the runtime reports what the
+/// program's start cost before its first output, and ned passes the bit
+/// on to the programs it starts (`cargo xtask bench boot` sets it for
+/// init).
+pub const DBG_BOOT: u32 = 0x4;
+
 /// Priority of the program's threads (the loader runs the runtime's
 /// thread at its own; it should not be lower).
 pub const PROGRAM_PRIO: u64 = 2;
@@ -41,6 +47,12 @@ pub fn env() -> Option<&'static Env> {
 /// The capability index the loader put under `name`.
 pub fn get_cap(name: &str) -> Option<u64> {
     env()?.cap(name)
+}
+
+/// The `l4re_dbg` bits the task's programs pass on to the programs they
+/// start ([`DBG_BOOT`]).
+pub fn inherited_dbg() -> u32 {
+    env().map_or(0, |e| e.dbg & DBG_BOOT)
 }
 
 /// The program's arguments as the loader gave them.

@@ -12,6 +12,9 @@
 
 pub mod stage2;
 
+#[cfg(test)]
+mod host;
+
 pub const PAGE_SIZE: u64 = 4096;
 pub const ENTRIES: usize = 512;
 const LEVEL_SHIFT: [u32; 4] = [39, 30, 21, 12];
@@ -296,35 +299,8 @@ pub fn for_each_table(tables: &mut impl Tables, root: u64, mut f: impl FnMut(u64
 mod tests {
     extern crate std;
     use super::*;
-    use std::{boxed::Box, vec::Vec};
-
-    /// Tables in a host array; "physical" addresses start at 0x1000.
-    struct Host {
-        pages: Vec<Box<[u64; ENTRIES]>>,
-        limit: usize,
-    }
-
-    impl Host {
-        fn new(limit: usize) -> Self {
-            Host {
-                pages: Vec::new(),
-                limit,
-            }
-        }
-    }
-
-    impl Tables for Host {
-        fn alloc(&mut self) -> Option<u64> {
-            if self.pages.len() >= self.limit {
-                return None;
-            }
-            self.pages.push(Box::new([0; ENTRIES]));
-            Some(self.pages.len() as u64 * PAGE_SIZE)
-        }
-        fn table(&mut self, pa: u64) -> &mut [u64; ENTRIES] {
-            &mut self.pages[(pa / PAGE_SIZE) as usize - 1]
-        }
-    }
+    use crate::host::Host;
+    use std::vec::Vec;
 
     #[test]
     fn every_table_once_children_first() {

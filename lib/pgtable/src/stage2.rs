@@ -335,45 +335,23 @@ pub fn for_each_table(tables: &mut impl Tables, root: u64, mut f: impl FnMut(u64
 mod tests {
     extern crate std;
     use super::*;
-    use std::{boxed::Box, vec::Vec};
+    use crate::host::Host;
+    use std::vec::Vec;
 
-    /// Tables in a host array; page `n` has "physical" address n * 4 KiB.
-    /// Pages 0 and 1 are the root.
-    struct Host {
-        pages: Vec<Box<[u64; ENTRIES]>>,
-        limit: usize,
-    }
-
-    impl Host {
-        fn new(limit: usize) -> (Self, u64) {
-            let mut h = Host {
-                pages: Vec::new(),
-                limit: limit + 2,
-            };
-            h.pages.push(Box::new([0; ENTRIES]));
-            h.pages.push(Box::new([0; ENTRIES]));
-            (h, 0)
-        }
-    }
-
-    impl Tables for Host {
-        fn alloc(&mut self) -> Option<u64> {
-            if self.pages.len() >= self.limit {
-                return None;
-            }
-            self.pages.push(Box::new([0; ENTRIES]));
-            Some((self.pages.len() as u64 - 1) * PAGE_SIZE)
-        }
-        fn table(&mut self, pa: u64) -> &mut [u64; ENTRIES] {
-            &mut self.pages[(pa / PAGE_SIZE) as usize]
-        }
+    /// Host tables with `limit` table pages besides the two-page root,
+    /// and the root.
+    fn host(limit: usize) -> (Host, u64) {
+        let mut h = Host::new(limit + 2);
+        let root = h.alloc().expect("root");
+        h.alloc().expect("root, second page");
+        (h, root)
     }
 
     const RAM: S2Attr = S2Attr::ram(true, true);
 
     #[test]
     fn blocks_where_aligned_pages_elsewhere() {
-        let (mut t, root) = Host::new(16);
+        let (mut t, root) = host(16);
         // 4 KiB before a 2 MiB boundary, then two blocks, then 4 KiB.
         let ipa = 0x4000_0000 - 0x1000;
         let pa = 0x8000_0000 - 0x1000;
@@ -395,7 +373,7 @@ mod tests {
 
     #[test]
     fn misaligned_pa_means_pages() {
-        let (mut t, root) = Host::new(16);
+        let (mut t, root) = host(16);
         map(&mut t, root, 0x20_0000, 0x9000_1000, 0x20_0000, RAM).unwrap();
         // One L2 table and one full L3 table: no block, PA not aligned.
         assert_eq!(t.pages.len(), 4);
@@ -404,7 +382,7 @@ mod tests {
 
     #[test]
     fn upper_half_of_the_root() {
-        let (mut t, root) = Host::new(16);
+        let (mut t, root) = host(16);
         let ipa = IPA_LIMIT - BLOCK_SIZE;
         map(
             &mut t,
@@ -451,7 +429,7 @@ mod tests {
 
     #[test]
     fn refusals_change_nothing() {
-        let (mut t, root) = Host::new(16);
+        let (mut t, root) = host(16);
         assert_eq!(
             map(&mut t, root, 0x800, 0, 0x1000, RAM),
             Err(MapError::Misaligned)
@@ -467,7 +445,7 @@ mod tests {
             Err(MapError::Exists { va: 0x10_0000 })
         );
         assert_eq!(translate(&mut t, root, 0xf_0000), None);
-        let (mut t, root) = Host::new(1);
+        let (mut t, root) = host(1);
         assert_eq!(
             map(&mut t, root, 0, 0, 0x1000, RAM),
             Err(MapError::NoMemory)
@@ -476,7 +454,7 @@ mod tests {
 
     #[test]
     fn unmap_reports_whole_leaves() {
-        let (mut t, root) = Host::new(16);
+        let (mut t, root) = host(16);
         map(&mut t, root, 0x4000_0000, 0x4000_0000, 0x40_0000, RAM).unwrap();
         map(&mut t, root, 0x1000, 0x7000_0000, 0x2000, RAM).unwrap();
         let mut gone = Vec::new();
@@ -512,7 +490,7 @@ mod tests {
 
     #[test]
     fn every_table_once_children_first() {
-        let (mut t, root) = Host::new(16);
+        let (mut t, root) = host(16);
         map(&mut t, root, 0x1000, 0x1000, 0x1000, RAM).unwrap();
         map(&mut t, root, 0x80_0000_0000, 0, BLOCK_SIZE, RAM).unwrap();
         map(&mut t, root, 0x4000_0000, 0, BLOCK_SIZE, RAM).unwrap();

@@ -6,18 +6,24 @@ mod kernel;
 
 use alloc::string::String;
 
-use buddy_system_allocator::LockedHeap;
+use core::alloc::Layout;
+
+use buddy_system_allocator::{Heap, LockedHeapWithRescue};
 use l4::{Cap, Error, Proto, Sigma0, base, println};
 use l4_bootinfo::{BootInfo, MemKind};
 use l4_ipc::{RecvBufs, Server, UtcbServerTransport};
-use moe::boot::{self, BOOTINFO_VA, HEAP_ORDER, MAP_MODULE, MIB};
+use moe::boot::{self, BOOTINFO_VA, MAP_MODULE, MIB};
 use moe::pages::{PAGE, PageAlloc};
 use moe::server::{Moe, RCV_SLOT};
 
 use kernel::L4Kernel;
 
 #[global_allocator]
-static HEAP: LockedHeap<32> = LockedHeap::empty();
+static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow_heap);
+
+/// The heap's first chunk and its smallest growth step (log2): the kernel
+/// maps and clears every page of a chunk, so moe starts small.
+const HEAP_CHUNK_ORDER: u8 = 21;
 
 core::arch::global_asm!(
     ".section .text.start, \"ax\"",
@@ -44,9 +50,9 @@ fn boot_info() -> Option<&'static BootInfo> {
     info.is_valid().then_some(info)
 }
 
-/// Takes the heap's memory from Sigma0; returns its size.
+/// Takes the heap's first chunk from Sigma0; returns its size.
 fn init_heap() -> u64 {
-    for order in (20..=HEAP_ORDER).rev() {
+    for order in (16..=HEAP_CHUNK_ORDER).rev() {
         if let Ok(a) = base::PAGER.map_free(order) {
             // SAFETY: fresh RAM that Sigma0 just mapped 1:1 read-write into
             // moe; nothing else uses it, and the heap is initialised once.
@@ -55,6 +61,26 @@ fn init_heap() -> u64 {
         }
     }
     0
+}
+
+/// Adds a chunk from Sigma0 to the heap, big enough for `layout`.
+fn grow_heap(heap: &mut Heap<32>, layout: &Layout) {
+    let need = (layout.size() as u64).saturating_add(layout.align() as u64);
+    let order = need
+        .next_power_of_two()
+        .trailing_zeros()
+        .clamp(HEAP_CHUNK_ORDER.into(), 30) as u8;
+    if let Ok(a) = base::PAGER.map_free(order) {
+        // SAFETY: fresh RAM that Sigma0 just mapped 1:1 read-write into
+        // moe, used by nothing else; it joins the heap for moe's life.
+        unsafe { heap.add_to_heap(a as usize, (a + (1 << order)) as usize) };
+    }
+}
+
+/// Free RAM from Sigma0, mapped 1:1 read-write: `2^order` bytes (the
+/// source of moe's [`PageAlloc`]).
+fn sigma0_chunk(order: u8) -> Option<u64> {
+    base::PAGER.map_free(order).ok()
 }
 
 /// Maps a boot module's memory 1:1 read-execute (Sigma0 [`MAP_MODULE`]).
@@ -84,20 +110,15 @@ extern "C" fn moe_main() -> ! {
 
     let free = info.total(MemKind::Free);
     let budget = boot::budget(free).saturating_sub(heap);
-    let mut pages = PageAlloc::new();
-    let got = boot::take_memory(budget, |order| match base::PAGER.map_free(order) {
-        Ok(a) => {
-            pages.add(a, 1 << order);
-            true
-        }
-        Err(_) => false,
-    });
+    // The kernel maps (and clears) every page of a chunk it gives: moe
+    // takes its budget as it needs it, not all at boot.
+    let pages = PageAlloc::with_source(budget, sigma0_chunk);
     println!(
-        "MOE: RAM: {} MiB free at boot; moe took {} MiB (+{} MiB heap), {} MiB stay with the kernel",
+        "MOE: RAM: {} MiB free at boot; moe takes up to {} MiB as needed (+{} MiB heap, more as needed), {} MiB stay with the kernel",
         free / MIB,
-        got / MIB,
+        budget / MIB,
         heap / MIB,
-        free.saturating_sub(got + heap) / MIB
+        free.saturating_sub(budget + heap) / MIB
     );
 
     let mut moe = Moe::new(L4Kernel, pages);

@@ -30,11 +30,12 @@ impl<K: Kernel> Moe<K> {
             return Err(Error::Inval);
         }
         let (k, pages) = (&mut self.k, &mut self.pages);
-        if size > pages.free_bytes() && (flags & (CONTINUOUS | PINNED) != 0 || size > pages.total())
+        if size > pages.available()
+            && (flags & (CONTINUOUS | PINNED) != 0 || size > pages.capacity())
         {
             k.say(format_args!(
                 "moe: out of memory: a dataspace of {size:#x} bytes requested, {:#x} free",
-                pages.free_bytes()
+                pages.available()
             ));
             return Err(Error::NoMem);
         }

@@ -214,27 +214,32 @@ fn on_demand_dataspaces_get_memory_when_used() {
         ds(&mut moe, d, CapRights::RWS).info(),
         Ok((0x3000, ds_flags::RWX))
     );
+    // A small dataspace is one block: all of it comes at once.
     let f = map(&mut moe, d, CapRights::RWS, 0x1000, 0x10_1000, ds_flags::RW).unwrap();
-    assert_eq!(f.order(), 12);
+    assert_eq!(f.order(), 13);
     assert!(f.mem_base() >= RAM && f.mem_base() < RAM + RAM_SIZE);
-    assert_eq!(moe.pages.free_bytes(), free - 0x1000);
+    assert_eq!(moe.pages.free_bytes(), free - 0x3000);
     assert_eq!(
         moe.k.zeroed,
-        [(f.mem_base(), 0x1000)],
+        [(f.mem_base(), 0x3000)],
         "fresh memory is zeroed"
     );
-    // The same page again: no new memory.
+    // The same block again: no new memory.
     let g = map(&mut moe, d, CapRights::RWS, 0x1800, 0x10_1800, 0).unwrap();
     assert_eq!(g.mem_base(), f.mem_base());
-    assert_eq!(moe.pages.free_bytes(), free - 0x1000);
+    assert_eq!(moe.pages.free_bytes(), free - 0x3000);
     // Beyond the end.
     assert_eq!(
         map(&mut moe, d, CapRights::RWS, 0x3000, 0, 0),
         Err(Error::Range)
     );
-    // allocate backs the rest.
+    // allocate: nothing left to back.
     ds(&mut moe, d, CapRights::RWS).allocate(0, 0x3000).unwrap();
     assert_eq!(moe.pages.free_bytes(), free - 0x3000);
+    // A larger one gets memory block by block.
+    let d = new_ds(&mut moe, 0x2_0000, 0, None).unwrap();
+    map(&mut moe, d, CapRights::RWS, 0x1_2000, 0x11_2000, 0).unwrap();
+    assert_eq!(moe.pages.free_bytes(), free - 0x3000 - 0x1_0000);
 }
 
 #[test]
@@ -266,10 +271,10 @@ fn pinned_dataspaces_are_allocated_at_creation() {
     let free = moe.pages.free_bytes();
     let d = new_ds(&mut moe, 0x3000, PINNED, None).unwrap();
     assert_eq!(moe.pages.free_bytes(), free - 0x3000);
-    assert_eq!(moe.k.zeroed.len(), 3);
+    assert_eq!(moe.k.zeroed.len(), 1, "one block");
     let f = map(&mut moe, d, CapRights::RWS, 0x2000, 0x2000, ds_flags::RW).unwrap();
-    assert!(moe.k.zeroed.iter().any(|&(a, _)| a == f.mem_base()));
-    assert_eq!(moe.k.zeroed.len(), 3, "nothing more to allocate");
+    assert_eq!(moe.k.zeroed[0], (f.mem_base() - 0x2000, 0x3000));
+    assert_eq!(moe.k.zeroed.len(), 1, "nothing more to allocate");
     // More than moe has: refused before anything is taken.
     let r = new_ds(&mut moe, RAM_SIZE * 2, PINNED, None);
     assert_eq!(r, Err(Error::NoMem));
@@ -294,10 +299,14 @@ fn super_pages_map_two_mib_at_once() {
     assert_eq!(f.order(), 21);
     assert_eq!(f.mem_base() % (2 * MIB), 0);
     assert_eq!(moe.k.zeroed.last(), Some(&(f.mem_base(), 2 * MIB)));
-    // Without Super_pages: pages only.
+    // Contiguous memory without Super_pages maps big too; blocks on
+    // demand without it are 64 KiB.
     let d = new_ds(&mut moe, 4 * MIB, CONTINUOUS, Some(21)).unwrap();
     let f = map(&mut moe, d, CapRights::RWS, 0, 0x20_0000, 0).unwrap();
-    assert_eq!(f.order(), 12);
+    assert_eq!(f.order(), 21);
+    let d = new_ds(&mut moe, 4 * MIB, 0, None).unwrap();
+    let f = map(&mut moe, d, CapRights::RWS, 0, 0x20_0000, 0).unwrap();
+    assert_eq!(f.order(), 16);
 }
 
 #[test]
@@ -383,8 +392,11 @@ fn rom_serves_the_boot_modules_read_only() {
         ds(&mut moe, label, CapRights::RW).info(),
         Ok((0x1234, ds_flags::RX))
     );
+    // Both pages at once where the client's address allows, else the one.
     let f = map(&mut moe, label, CapRights::RW, 0x1000, 0x1000, ds_flags::RX).unwrap();
-    assert_eq!(f.mem_base(), 0x8000_1000);
+    assert_eq!((f.mem_base(), f.order()), (0x8000_0000, 13));
+    let f = map(&mut moe, label, CapRights::RW, 0x1000, 0x2000, ds_flags::RX).unwrap();
+    assert_eq!((f.mem_base(), f.order()), (0x8000_1000, 12));
     assert_eq!(
         map(&mut moe, label, CapRights::RW, 0, 0, ds_flags::RW),
         Err(Error::Perm)

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::{Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, Vars, VmBenchArgs};
-use crate::console::{Pattern, Session};
+use crate::console::{Failure, Pattern, Session};
 use crate::error::{Context, Error, Result, bail};
 use crate::image::Modules;
 use crate::packages::Need;
@@ -27,18 +27,26 @@ pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
     }
 }
 
-/// Packs `entry` (or the one the user picks) and returns its name, the
-/// arguments that boot it headless with a piped console, and the image.
+/// Packs `entry` (or the one the user picks), with `roottask_options`
+/// before the root task's command line (into an image of its own when
+/// there are any), and returns its name, the arguments that boot it
+/// headless with a piped console, and the image.
 fn headless(
     ws: &Workspace,
     vars: &Vars,
     entry: Option<&str>,
+    roottask_options: &[String],
 ) -> Result<(String, Vec<String>, crate::image::Image)> {
     let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
     let modules = Modules::new(ws, vars)?;
     let entry = modules.choose_entry(entry)?;
     targets::prepare(ws, &[Need::Qemu])?;
-    let image = modules.pack(&entry)?;
+    let suffix = if roottask_options.is_empty() {
+        ""
+    } else {
+        ".bench"
+    };
+    let image = modules.pack_variant(&entry, suffix, roottask_options)?;
     let arguments = qemu::arguments(
         ConsoleMode::Piped,
         &modules.qemu_options(&entry)?,
@@ -49,8 +57,17 @@ fn headless(
     Ok((entry, arguments, image))
 }
 
+/// moe's option that makes every runtime report its program's start
+/// (`l4re_dbg` bit `L4.Dbg.Boot`, passed on by ned).
+const STARTUP_REPORTS: &str = "--l4re-dbg=4";
+
 fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
-    let (entry, arguments, image) = headless(ws, vars, vars.entry.as_deref())?;
+    let (entry, arguments, image) = headless(
+        ws,
+        vars,
+        vars.entry.as_deref(),
+        &[STARTUP_REPORTS.to_string()],
+    )?;
     let markers = [
         &args.stage_marker,
         &args.kernel_marker,
@@ -62,9 +79,11 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         qemu::QEMU,
         crate::shell::join(&arguments)
     );
+    let report = Pattern::regex(REPORT).map_err(|e| Error::new(e.to_string()))?;
 
     // times[marker][run]
     let mut times = vec![Vec::new(); markers.len()];
+    let mut programs = Programs::default();
     for run in 1..=args.runs {
         let mut session = Session::spawn(qemu::command(&arguments), Vec::new(), false)?;
         let deadline = session.started() + args.timeout;
@@ -85,7 +104,22 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
                 }
             }
         }
-        session.finish();
+        // The programs' reports: the first one, then more until none came
+        // for a while.
+        let mut wait = deadline;
+        loop {
+            match session.expect(&report, wait) {
+                Ok(_) => wait = (std::time::Instant::now() + args.settle).min(deadline),
+                Err(Failure::Timeout | Failure::Closed(_)) => break,
+                Err(failure) => bail!("run {run}: {failure}"),
+            }
+        }
+        let record = session.finish();
+        let starts = program_starts(&record.lines, &args.roottask_marker);
+        for s in &starts {
+            line.push_str(&format!(" {} {:.3} s", s.name, s.first_line.as_secs_f64()));
+        }
+        programs.add(starts);
         eprintln!("{line}");
     }
 
@@ -101,6 +135,7 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
             median(samples).as_secs_f64()
         );
     }
+    programs.print(args.runs);
     println!("sizes:");
     let kernel = TargetCrate::by_alias(KERNEL_ALIAS).path(ws);
     let roottask = TargetCrate::by_alias(ROOTTASK_ALIAS).path(ws);
@@ -114,6 +149,9 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         file_size(&roottask)?,
         ws.show(&roottask)
     );
+    for (name, size) in image.modules.iter().skip(2) {
+        println!("  rom/{name:<10} {size:>10} B");
+    }
     println!(
         "  image          {:>10} B  {}",
         image.size,
@@ -122,6 +160,194 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The report a runtime writes before its program's first output
+/// (`l4re: NAME: first output at T ms: runtime began at T ms, N page
+/// faults, N mappings (N KiB), N system calls, N dataspaces, T ms
+/// serving`).
+const REPORT: &str = r"l4re: [^:]+: first output at ([0-9.]+) ms: runtime began at ([0-9.]+) ms, ([0-9]+) page faults, ([0-9]+) mappings \(([0-9]+) KiB\), ([0-9]+) system calls, ([0-9]+) dataspaces, ([0-9.]+) ms serving";
+
+/// What a runtime reported about its program's start.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct StartReport {
+    /// The machine's clock (ms since it started) at the first output and
+    /// when the runtime began.
+    output_ms: f64,
+    began_ms: f64,
+    faults: u64,
+    maps: u64,
+    mapped_kib: u64,
+    syscalls: u64,
+    dataspaces: u64,
+    serving_ms: f64,
+}
+
+impl StartReport {
+    fn parse(text: &str) -> Option<StartReport> {
+        let re = regex::Regex::new(REPORT).ok()?;
+        let c = re.captures(text)?;
+        let num = |i: usize| c.get(i).map(|m| m.as_str());
+        Some(StartReport {
+            output_ms: num(1)?.parse().ok()?,
+            began_ms: num(2)?.parse().ok()?,
+            faults: num(3)?.parse().ok()?,
+            maps: num(4)?.parse().ok()?,
+            mapped_kib: num(5)?.parse().ok()?,
+            syscalls: num(6)?.parse().ok()?,
+            dataspaces: num(7)?.parse().ok()?,
+            serving_ms: num(8)?.parse().ok()?,
+        })
+    }
+}
+
+/// One program's (or guest's) start in one boot: its console tag, when its
+/// first own line arrived, and its runtime's report if it has one.
+#[derive(Clone, Debug, PartialEq)]
+struct ProgramStart {
+    name: String,
+    first_line: Duration,
+    report: Option<StartReport>,
+}
+
+/// The starts seen on the console after the root task's `marker` line, in
+/// order: every tag (`name | text`) of the log multiplexer is a program or
+/// a guest; the first line without a tag that is not the kernel's or moe's
+/// is a program that writes to the console itself (cons), named by its
+/// text.
+fn program_starts(lines: &[(Duration, String)], marker: &str) -> Vec<ProgramStart> {
+    let mut starts: Vec<ProgramStart> = Vec::new();
+    let mut pending: Vec<(String, StartReport)> = Vec::new();
+    let mut untagged = false;
+    let after = lines
+        .iter()
+        .position(|(_, l)| l.contains(marker))
+        .map_or(lines.len(), |i| i + 1);
+    for (at, line) in &lines[after..] {
+        let line = strip_colours(line);
+        let Some((name, text)) = line
+            .split_once(" | ")
+            .map(|(tag, text)| (tag.trim(), text))
+            .filter(|(tag, _)| !tag.is_empty() && !tag.contains(char::is_whitespace))
+        else {
+            let own = ["moe:", "MOE:", "kernel:"]
+                .iter()
+                .any(|p| line.starts_with(p));
+            if !untagged && !own && !line.trim().is_empty() {
+                untagged = true;
+                starts.push(ProgramStart {
+                    name: format!("{:?}", line.trim()),
+                    first_line: *at,
+                    report: None,
+                });
+            }
+            continue;
+        };
+        if let Some(report) = StartReport::parse(text) {
+            pending.push((name.to_string(), report));
+            continue;
+        }
+        if starts.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let report = pending
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| pending.remove(i).1);
+        starts.push(ProgramStart {
+            name: name.to_string(),
+            first_line: *at,
+            report,
+        });
+    }
+    starts
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`).
+fn strip_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find('\x1b') {
+        out.push_str(&rest[..i]);
+        let seq = &rest[i + 1..];
+        rest = match seq
+            .strip_prefix('[')
+            .and_then(|s| s.find('m').map(|m| &s[m + 1..]))
+        {
+            Some(after) => after,
+            None => seq,
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The starts of every run, by program.
+#[derive(Default)]
+struct Programs {
+    /// Program name, then its starts (one per run that saw it).
+    by_name: Vec<(String, Vec<ProgramStart>)>,
+}
+
+impl Programs {
+    fn add(&mut self, starts: Vec<ProgramStart>) {
+        for s in starts {
+            match self.by_name.iter_mut().find(|(n, _)| *n == s.name) {
+                Some((_, runs)) => runs.push(s),
+                None => self.by_name.push((s.name.clone(), vec![s])),
+            }
+        }
+    }
+
+    fn print(&self, runs: usize) {
+        if self.by_name.is_empty() {
+            println!("programs: none reported");
+            return;
+        }
+        println!(
+            "programs (medians): first line (wall time); on the machine's clock: runtime began, first output, time its runtime served it; until then: page faults, mappings, system calls, dataspaces"
+        );
+        let width = self.by_name.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (name, starts) in &self.by_name {
+            let mut wall: Vec<Duration> = starts.iter().map(|s| s.first_line).collect();
+            let seen = if starts.len() < runs {
+                format!("  (in {} of {runs} runs)", starts.len())
+            } else {
+                String::new()
+            };
+            let reports: Vec<&StartReport> =
+                starts.iter().filter_map(|s| s.report.as_ref()).collect();
+            let mut line = format!(
+                "  {name:<width$} {:>8.3} s",
+                median(&mut wall).as_secs_f64()
+            );
+            if !reports.is_empty() {
+                let ms = |f: fn(&StartReport) -> f64| {
+                    let mut v: Vec<Duration> = reports
+                        .iter()
+                        .map(|r| Duration::from_secs_f64(f(r) / 1000.0))
+                        .collect();
+                    median(&mut v).as_secs_f64()
+                };
+                let count = |f: fn(&StartReport) -> u64| {
+                    let mut v: Vec<u64> = reports.iter().map(|r| f(r)).collect();
+                    v.sort_unstable();
+                    v[v.len() / 2]
+                };
+                line.push_str(&format!(
+                    "  began {:.3} s  output {:.3} s  served {:.3} s  {} faults  {} mappings ({} KiB)  {} syscalls  {} dataspaces",
+                    ms(|r| r.began_ms),
+                    ms(|r| r.output_ms),
+                    ms(|r| r.serving_ms),
+                    count(|r| r.faults),
+                    count(|r| r.maps),
+                    count(|r| r.mapped_kib),
+                    count(|r| r.syscalls),
+                    count(|r| r.dataspaces),
+                ));
+            }
+            println!("{line}{seen}");
+        }
+    }
+}
 /// The entry that boots the guest under uvmm for `bench vm`.
 const UVMM_ENTRY: &str = "uvmm";
 
@@ -259,7 +485,7 @@ fn ipcbench_run(
     entry: &str,
     args: &IpcBenchArgs,
 ) -> Result<(Vec<IpcMeasurement>, bool)> {
-    let (entry, arguments, _) = headless(ws, vars, Some(entry))?;
+    let (entry, arguments, _) = headless(ws, vars, Some(entry), &[])?;
     let icount = counts_instructions(&arguments);
     eprintln!(
         "xtask: booting '{entry}' ({}), waiting up to {} s for {IPC_DONE:?}: {} {}",
@@ -385,6 +611,49 @@ fn median(samples: &mut [Duration]) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn program_starts_from_the_console() {
+        let report = "l4re: rom/x: first output at 226.965 ms: runtime began at 142.127 ms, 43 page faults, 55 mappings (1244 KiB), 43 system calls, 26 dataspaces, 5.515 ms serving";
+        let ms = Duration::from_millis;
+        let lines: Vec<(Duration, String)> = [
+            (10, "kernel: starting root task 'moe'".to_string()),
+            (11, "stray | before moe's line".to_string()),
+            (12, "moe: hello from the root task at EL0".to_string()),
+            (13, "MOE: RAM: 1 MiB".to_string()),
+            (20, format!("ned     | {report}")),
+            (21, "ned     | Ned says: Hi World!".to_string()),
+            (22, "ned     | again".to_string()),
+            (30, "Console Server".to_string()),
+            (31, "cons> ".to_string()),
+            (40, format!("\x1b[32mone     | {report}\x1b[0m")),
+            (41, "\x1b[32mone     | one: hello\x1b[0m".to_string()),
+            (50, "guest | Linux version 6.1".to_string()),
+        ]
+        .into_iter()
+        .map(|(t, l)| (ms(t), l))
+        .collect();
+        let starts = program_starts(&lines, "moe: hello from the root task");
+        let got: Vec<(&str, Duration, bool)> = starts
+            .iter()
+            .map(|s| (s.name.as_str(), s.first_line, s.report.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ned", ms(21), true),
+                ("\"Console Server\"", ms(30), false),
+                ("one", ms(41), true),
+                ("guest", ms(50), false),
+            ]
+        );
+        let r = starts[0].report.as_ref().unwrap();
+        assert_eq!((r.faults, r.maps, r.mapped_kib), (43, 55, 1244));
+        assert_eq!((r.syscalls, r.dataspaces), (43, 26));
+        assert!((r.output_ms - 226.965).abs() < 1e-9 && (r.serving_ms - 5.515).abs() < 1e-9);
+        assert_eq!(StartReport::parse("l4re: x: first output at soon"), None);
+        assert_eq!(strip_colours("\x1b[1;32ma\x1b[0m b \x1bx"), "a b x");
+    }
 
     /// What ipcbench prints, as the session's transcript shows it.
     const GOOD: &str = "\

@@ -16,6 +16,14 @@ commands:
   build               build the boot stage, kernel and root task (release)
   image E=<entry>     build and pack a modules.list entry into target/images/<entry>.img
   qemu E=<entry>      build, pack and boot an entry in QEMU (quit with Ctrl-A x)
+  plan E=<entry> [--strict] [-i] [--all]
+                      run the entry's ned script on the host and show the system it
+                      builds (tasks, schedulers, capabilities, dataspaces, VMs, io's
+                      buses); check partitions (memory, guest RAM over MMIO, devices
+                      on two buses, shared CPUs, console keys, missing modules and
+                      capabilities); draw it to target/plan/<entry>.svg. --strict:
+                      VMs sharing a CPU is an error; -i: describe host ranges of
+                      identity-mapped RAM; --all: every entry. Fails when a check does
   list                list the entries of the modules list
   guest               fetch the Debian arm64 kernel and busybox once and build the
                       guest files in target/guest/ (Image.gz, ramdisk-armv8*.cpio.gz);
@@ -24,9 +32,10 @@ commands:
                       host unit tests, then every QEMU scenario in tests/scenarios/;
                       with names only those scenarios, with --host only the host tests,
                       -v echoes the console while a scenario runs
-  bench boot E=<entry> [--runs N] [--timeout SECS]
+  bench boot E=<entry> [--runs N] [--timeout SECS] [--settle SECS]
             [--stage-marker TEXT] [--kernel-marker TEXT] [--roottask-marker TEXT]
-                      boot an entry N times (default 5) and print median boot times
+                      boot an entry N times (default 5) and print median boot times,
+                      each program's first line and what its start cost
   bench ipc [E=<entry>] [--timeout SECS]
                       boot an entry (default ipcbench) headless once, wait for
                       `ipcbench: done` (default 300 s) and print the IPC costs
@@ -72,6 +81,7 @@ pub enum Command {
     Guest,
     Test(TestArgs),
     Bench(Bench),
+    Plan(PlanArgs),
     Lint,
     Help,
 }
@@ -86,6 +96,17 @@ pub struct TestArgs {
     pub scenarios: Vec<String>,
 }
 
+/// `plan [--strict] [-i] [--all]`.
+#[derive(Debug, Default, PartialEq)]
+pub struct PlanArgs {
+    /// VMs whose schedulers share a CPU are an error, not a warning.
+    pub strict: bool,
+    /// Describe the host side of identity-mapped guest RAM.
+    pub identity: bool,
+    /// Every entry of the modules list.
+    pub all: bool,
+}
+
 /// `bench <name> [flags]`.
 #[derive(Debug, PartialEq)]
 pub enum Bench {
@@ -98,6 +119,8 @@ pub enum Bench {
 pub struct BootBenchArgs {
     pub runs: usize,
     pub timeout: Duration,
+    /// How long no program may report its start before a run ends.
+    pub settle: Duration,
     pub stage_marker: String,
     pub kernel_marker: String,
     pub roottask_marker: String,
@@ -108,6 +131,7 @@ impl Default for BootBenchArgs {
         BootBenchArgs {
             runs: 5,
             timeout: Duration::from_secs(60),
+            settle: Duration::from_secs(2),
             stage_marker: DEFAULT_STAGE_MARKER.into(),
             kernel_marker: DEFAULT_KERNEL_MARKER.into(),
             roottask_marker: DEFAULT_ROOTTASK_MARKER.into(),
@@ -203,6 +227,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<In
         "help" | "-h" | "--help" => Command::Help,
         "test" => Command::Test(parse_test(flags)?),
         "bench" => Command::Bench(parse_bench(flags)?),
+        "plan" => Command::Plan(parse_plan(flags)?),
         other => bail!("unknown command '{other}'; see `cargo xtask help`"),
     };
     Ok(Invocation { command, vars })
@@ -254,6 +279,22 @@ fn parse_test(flags: &[&str]) -> Result<TestArgs> {
     Ok(args)
 }
 
+fn parse_plan(flags: &[&str]) -> Result<PlanArgs> {
+    let mut args = PlanArgs::default();
+    for &flag in flags {
+        match flag {
+            "--strict" => args.strict = true,
+            "-i" => args.identity = true,
+            "--all" => args.all = true,
+            f if !f.starts_with('-') => {
+                bail!("unexpected argument '{f}' for 'plan' (did you mean E={f}?)")
+            }
+            f => bail!("unknown flag '{f}' for 'plan'"),
+        }
+    }
+    Ok(args)
+}
+
 fn parse_bench(flags: &[&str]) -> Result<Bench> {
     let Some((&kind, flags)) = flags.split_first() else {
         bail!("'bench' needs a benchmark name (known: {BENCHMARKS}), e.g. `cargo xtask bench ipc`");
@@ -272,6 +313,7 @@ fn parse_bench_boot(flags: &[&str]) -> Result<BootBenchArgs> {
         match name {
             "--runs" => args.runs = parse_runs(name, &value()?)?,
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            "--settle" => args.settle = parse_seconds(name, &value()?)?,
             "--stage-marker" => args.stage_marker = value()?,
             "--kernel-marker" => args.kernel_marker = value()?,
             "--roottask-marker" => args.roottask_marker = value()?,
@@ -509,6 +551,26 @@ mod tests {
         assert!(parse_with(&["bench", "ipc", "--timeout"], &[]).is_err());
         assert!(parse_with(&["bench", "ipc", "--timeout", "soon"], &[]).is_err());
         assert!(parse_with(&["bench", "ipc", "extra"], &[]).is_err());
+    }
+
+    #[test]
+    fn plan_flags() {
+        let inv = parse_with(&["plan", "E=x", "--strict", "-i"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Plan(PlanArgs {
+                strict: true,
+                identity: true,
+                all: false
+            })
+        );
+        assert!(
+            parse_with(&["plan", "x"], &[])
+                .unwrap_err()
+                .to_string()
+                .contains("E=x")
+        );
+        assert!(parse_with(&["plan", "--bogus"], &[]).is_err());
     }
 
     #[test]

@@ -117,11 +117,19 @@ impl Log {
         })
     }
 
+    /// Every line with the time its first byte arrived.
+    fn timed_lines(&self) -> Vec<(Duration, String)> {
+        self.lines(0..self.output.len())
+            .map(|(offset, line)| {
+                let at = self.time_at(offset).unwrap_or_default();
+                (at, String::from_utf8_lossy(line).into_owned())
+            })
+            .collect()
+    }
+
     fn transcript(&self) -> String {
         let mut out = String::new();
-        for (offset, line) in self.lines(0..self.output.len()) {
-            let at = self.time_at(offset).unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
+        for (at, line) in self.timed_lines() {
             out.push_str(&format!("[{:>8.3}] {line}\n", at.as_secs_f64()));
         }
         out
@@ -135,6 +143,9 @@ pub struct Record {
     pub transcript: String,
     /// What the program wrote to its stderr.
     pub stderr: String,
+    /// The console lines (without line ends), each with the time (since the
+    /// start) its first byte arrived.
+    pub lines: Vec<(Duration, String)>,
 }
 
 struct Shared {
@@ -277,6 +288,7 @@ impl Session {
         Record {
             transcript: log.transcript(),
             stderr: String::from_utf8_lossy(&log.stderr).into_owned(),
+            lines: log.timed_lines(),
         }
     }
 

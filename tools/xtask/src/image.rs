@@ -1,12 +1,12 @@
 //! modules.list entries: listing, choosing one, packing it into a bootable image
-//! with the `imagebuilder` library.
+//! with the `bootstrap_builder` library.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use bootimage::Kind;
-use imagebuilder::modlist::{ModulesList, basename};
-use imagebuilder::{BuildOptions, build_image};
+use bootstrap_builder::modlist::{ModulesList, basename};
+use bootstrap_builder::{BuildOptions, build_image};
+use bootstrap_format::Kind;
 
 use crate::cli::Vars;
 use crate::error::{Context, Result, bail};
@@ -25,6 +25,8 @@ pub struct Modules<'a> {
 pub struct Image {
     pub path: PathBuf,
     pub size: u64,
+    /// The packed modules: name and size.
+    pub modules: Vec<(String, u64)>,
 }
 
 impl<'a> Modules<'a> {
@@ -48,6 +50,17 @@ impl<'a> Modules<'a> {
             list,
             search_path,
         })
+    }
+
+    /// The modules list file.
+    pub fn list(&self) -> &Path {
+        &self.list
+    }
+
+    /// Where modules are looked for, in order (without the list's own
+    /// `search-path` lines).
+    pub fn search_path(&self) -> &[PathBuf] {
+        &self.search_path
     }
 
     /// Entry names in file order.
@@ -132,11 +145,22 @@ impl<'a> Modules<'a> {
 
     /// Packs `entry` into `target/images/<entry>.img` (target binaries must be built).
     pub fn pack(&self, entry: &str) -> Result<Image> {
+        self.pack_variant(entry, "", &[])
+    }
+
+    /// Packs `entry` with `roottask_options` before the root task's command
+    /// line into `target/images/<entry><suffix>.img`.
+    pub fn pack_variant(
+        &self,
+        entry: &str,
+        suffix: &str,
+        roottask_options: &[String],
+    ) -> Result<Image> {
         let ws = self.ws;
         self.ensure_guest_files(entry)?;
         let images = ws.images_dir();
         std::fs::create_dir_all(&images).context(|| format!("creating {}", images.display()))?;
-        let output = images.join(format!("{entry}.img"));
+        let output = images.join(format!("{entry}{suffix}.img"));
         eprintln!(
             "xtask: packing image for entry '{entry}' -> {}",
             ws.show(&output)
@@ -152,6 +176,7 @@ impl<'a> Modules<'a> {
                 ("SRC_BASE_ABS".to_string(), root.clone()),
                 ("L4DIR".to_string(), root),
             ],
+            roottask_options: roottask_options.to_vec(),
             output,
         };
         let report = build_image(&options).context(|| format!("packing entry '{entry}'"))?;
@@ -180,6 +205,11 @@ impl<'a> Modules<'a> {
         Ok(Image {
             path: report.image,
             size: report.image_size,
+            modules: report
+                .modules
+                .iter()
+                .map(|m| (m.name.clone(), m.size))
+                .collect(),
         })
     }
 }

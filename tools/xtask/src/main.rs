@@ -12,6 +12,7 @@ mod harness;
 mod image;
 mod lint;
 mod packages;
+mod plan;
 mod qemu;
 mod scenario;
 mod shell;
@@ -60,6 +61,7 @@ fn run(args: &[String]) -> Result<()> {
             let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
             let modules = Modules::new(&ws, &vars)?;
             let entry = modules.choose_entry(vars.entry.as_deref())?;
+            plan::preflight(&ws, &vars, &entry);
             targets::prepare(&ws, &[Need::Qemu])?;
             let image = modules.pack(&entry)?;
             let arguments = qemu::arguments(
@@ -74,6 +76,7 @@ fn run(args: &[String]) -> Result<()> {
         Command::Test(args) => harness::test(&ws, &vars, &args)?,
         Command::Bench(args) => bench::run(&ws, &vars, &args)?,
         Command::Lint => lint::lint(&ws)?,
+        Command::Plan(args) => plan::command(&ws, &vars, &args)?,
     }
     Ok(())
 }

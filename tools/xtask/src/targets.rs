@@ -31,7 +31,7 @@ pub struct TargetCrate {
 
 pub const TARGET_CRATES: &[TargetCrate] = &[
     TargetCrate {
-        package: "bootstrap",
+        package: "bootstrap-stage",
         target: KERNEL_TARGET,
         binary: "bootstrap",
         alias: Some(STAGE_ALIAS),
@@ -87,6 +87,19 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         package: "ned",
         target: MUSL_TARGET,
         binary: "ned",
+        alias: None,
+    },
+    // The platform device manager (`module io`) and its test client.
+    TargetCrate {
+        package: "io",
+        target: MUSL_TARGET,
+        binary: "io",
+        alias: None,
+    },
+    TargetCrate {
+        package: "vbusclient",
+        target: MUSL_TARGET,
+        binary: "vbusclient",
         alias: None,
     },
     // The virtual machine monitor (`module uvmm`): one task per guest.
@@ -263,7 +276,7 @@ fn conf_files(ws: &Workspace, extension: &str) -> Result<Vec<PathBuf>> {
 
 /// `conf/NAME.dts` -> `target/guest/NAME.dtb` with dtc, when out of date; the
 /// guest directory is on the module search path.
-fn compile_device_trees(ws: &Workspace) -> Result<()> {
+pub fn compile_device_trees(ws: &Workspace) -> Result<()> {
     let sources = device_tree_sources(ws)?;
     if sources.is_empty() {
         return Ok(());
@@ -306,7 +319,10 @@ mod tests {
     #[test]
     fn grouped_by_target_in_table_order() {
         let groups = by_target();
-        assert_eq!(groups[0], (KERNEL_TARGET, vec!["bootstrap", "kernel"]));
+        assert_eq!(
+            groups[0],
+            (KERNEL_TARGET, vec!["bootstrap-stage", "kernel"])
+        );
         assert_eq!(groups[1], (BARE_USER_TARGET, vec!["moe", "ktest", "l4re"]));
         let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(total, TARGET_CRATES.len());

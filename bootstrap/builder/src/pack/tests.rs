@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use bootimage::Payload;
+use bootstrap_format::Payload;
 use flate2::write::GzEncoder;
 
 use super::*;
@@ -70,6 +70,7 @@ impl Setup {
             aliases: vec![("fiasco".into(), kernel), ("moe".into(), moe)],
             stage_elf: dir.write("build/stage.elf", stage_elf(&stage_text())),
             shell_env: vec![("SRC_BASE_ABS".into(), dir.path().display().to_string())],
+            roottask_options: Vec::new(),
             output: dir.path().join("out/image.bin"),
         };
         Setup { dir, opts }
@@ -287,6 +288,23 @@ fn missing_kernel_names_its_alias() {
              {d}/build/kernel.elf\n  fiasco\n  {d}/files/fiasco\n  {d}/more/fiasco"
         )
     );
+}
+
+#[test]
+fn roottask_options_come_first() {
+    for (tag, args, want) in [
+        ("options-alone", "", "--l4re-dbg=4"),
+        ("options-first", " rom/x.ned", "--l4re-dbg=4 rom/x.ned"),
+    ] {
+        let list = format!("entry e\nkernel fiasco\nroottask moe{args}\n");
+        let mut setup = Setup::new(tag, &list);
+        setup.opts.roottask_options = vec!["--l4re-dbg=4".into()];
+        let report = setup.build().unwrap();
+        assert_eq!(report.modules[1].cmdline, want);
+        let image = fs::read(&report.image).unwrap();
+        let payload = payload(&image, report.stage_size);
+        assert_eq!(payload.modules().nth(1).unwrap().cmdline, want);
+    }
 }
 
 #[test]

@@ -381,10 +381,15 @@ pub fn psci_call(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
 
 /// Cleans the data cache lines of `[va, va + len)` to the point of
 /// coherency, so a CPU with its MMU off sees the data.
-pub fn dcache_clean(va: u64, len: u64) {
+///
+/// # Safety
+/// `[va, va + len)` is mapped (a cache maintenance by address faults on
+/// an unmapped one).
+pub unsafe fn dcache_clean(va: u64, len: u64) {
     let mut a = va & !63;
     while a < va + len {
-        // SAFETY: cleaning a cache line has no effect on the data's value.
+        // SAFETY: a mapped line (the caller's contract); cleaning it has no
+        // effect on the data's value.
         unsafe { asm!("dc cvac, {}", in(reg) a, options(nostack)) };
         a += 64;
     }
@@ -400,8 +405,13 @@ static ASID16: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::
 /// reused and page-table changes invalidate what they replace, so the TLB
 /// may keep other spaces' entries; only with 8-bit ASIDs, where our 16-bit
 /// numbers alias, the entries of this ASID are dropped.
+///
+/// # Safety
+/// `ttbr` is the root of a user translation-table tree (a task's, which
+/// maps only what the task was given) with its ASID, and that tree stays
+/// allocated while any CPU may use it.
 #[inline(always)]
-pub fn set_user_space(ttbr: u64) {
+pub unsafe fn set_user_space(ttbr: u64) {
     TTBR0_EL2.set(ttbr);
     barrier::isb(barrier::SY);
     if !ASID16.load(core::sync::atomic::Ordering::Relaxed) {

@@ -5,7 +5,8 @@
 //! the guest's, translated by stage 2 under VTTBR_EL2 (the Vm's tables and
 //! VMID). Physical IRQs and FIQs (IMO/FMO) and SErrors (AMO) come to EL2,
 //! WFI traps (TWI), SMC traps (TSC), implementation-defined registers and
-//! ACTLR trap (TIDCP, TACR). NV stays clear and EL2 registers UNDEF at
+//! ACTLR trap (TIDCP, TACR), and the ID registers trap (TID3): the kernel
+//! answers them with what the guest gets ([`id_register`]). NV stays clear and EL2 registers UNDEF at
 //! EL1, and the PSTATE the kernel erets to is checked to be EL0 or EL1
 //! ([`l4_abi::vcpu::check_pstate`]): the guest never reaches EL2.
 //!
@@ -113,6 +114,7 @@ fn guest_hcr() -> u64 {
         + HCR_EL2::AMO::SET
         + HCR_EL2::TWI::SET
         + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+        + HCR_EL2::TID3::SET
         + HCR_EL2::TIDCP::SET
         + HCR_EL2::TACR::SET
         + HCR_EL2::FB::SET
@@ -393,6 +395,81 @@ pub fn guest_fp(loaded: bool) {
     unsafe {
         asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags))
     };
+}
+
+/// Drops this CPU's TLB entries of VMID `vmid` (a vCPU came from another
+/// CPU: what its guest invalidated there with local TLB operations may
+/// still be cached here).
+pub fn tlb_flush_vmid_local(vmid: u16) {
+    with_guest_tlb_context(vmid, || {
+        // SAFETY: TLB maintenance and barriers only.
+        unsafe { asm!("dsb nshst", "tlbi vmalls12e1", "dsb nsh", options(nostack)) };
+    });
+}
+
+/// Reads an ID register of the group TID3 traps (op0 3, op1 0, CRn 0,
+/// `crm` 1..=7, `op2`) by its encoding. Unallocated encodings of this
+/// space read as zero, so every one may be read.
+fn read_id(crm: u32, op2: u32) -> u64 {
+    macro_rules! id {
+        ($($crm:literal, $op2:literal => $name:literal),* $(,)?) => {
+            match (crm, op2) {
+                $(($crm, $op2) => mrs!($name),)*
+                _ => 0,
+            }
+        };
+    }
+    id! {
+        4, 0 => "S3_0_C0_C4_0", 4, 1 => "S3_0_C0_C4_1", 4, 2 => "S3_0_C0_C4_2",
+        5, 0 => "S3_0_C0_C5_0", 5, 1 => "S3_0_C0_C5_1", 5, 4 => "S3_0_C0_C5_4",
+        5, 5 => "S3_0_C0_C5_5",
+        6, 0 => "S3_0_C0_C6_0", 6, 1 => "S3_0_C0_C6_1", 6, 2 => "S3_0_C0_C6_2",
+        6, 3 => "S3_0_C0_C6_3",
+        7, 0 => "S3_0_C0_C7_0", 7, 1 => "S3_0_C0_C7_1", 7, 2 => "S3_0_C0_C7_2",
+        7, 3 => "S3_0_C0_C7_3", 7, 4 => "S3_0_C0_C7_4",
+    }
+}
+
+/// Clears the 4-bit ID fields at `shifts` of `v`.
+const fn without(v: u64, shifts: &[u32]) -> u64 {
+    let mut v = v;
+    let mut i = 0;
+    while i < shifts.len() {
+        v &= !(0xf << shifts[i]);
+        i += 1;
+    }
+    v
+}
+
+/// What a guest reads from the ID register `encoding` (as
+/// [`l4_abi::vcpu::sysreg_encoding`] packs it; op0 3, op1 0, CRn 0, CRm
+/// 1..=7): the CPU's value without what the kernel does not give guests
+/// (EL2 and EL3, SVE, SME, MTE, AMU, MPAM, the PMU, statistical profiling,
+/// trace, nested virtualisation, VHE); AArch32 ID registers read as zero
+/// (guests run AArch64 only). `None` outside that space.
+pub fn id_register(encoding: u32) -> Option<u64> {
+    let (op0, op1, crn) = (encoding >> 14, (encoding >> 11) & 7, (encoding >> 7) & 0xf);
+    let (crm, op2) = ((encoding >> 3) & 0xf, encoding & 7);
+    if (op0, op1, crn) != (3, 0, 0) || !(1..=7).contains(&crm) {
+        return None;
+    }
+    let v = read_id(crm, op2);
+    Some(match (crm, op2) {
+        // ID_AA64PFR0: EL2 8, EL3 12, SVE 32, SEL2 36, MPAM 40, AMU 44, RME 52.
+        (4, 0) => without(v, &[8, 12, 32, 36, 40, 44, 52]),
+        // ID_AA64PFR1: MTE 8, SME 24, NMI 36, GCS 44.
+        (4, 1) => without(v, &[8, 24, 36, 44]),
+        // ID_AA64ZFR0, ID_AA64SMFR0.
+        (4, 4) | (4, 5) => 0,
+        // ID_AA64DFR0: PMUVer 8, TraceVer 4, PMSVer 32, TraceFilt 40,
+        // TraceBuffer 44, BRBE 52.
+        (5, 0) => without(v, &[4, 8, 32, 40, 44, 52]),
+        // ID_AA64MMFR1: VH 8. ID_AA64MMFR2: NV 24.
+        (7, 1) => without(v, &[8]),
+        (7, 2) => without(v, &[24]),
+        (1..=3, _) => 0,
+        _ => v,
+    })
 }
 
 /// Whether a WFx exit is a WFI (else WFE).

@@ -158,11 +158,26 @@ fn thread() {
     round_trip(del, 1, 1, Cut::Fails, ThreadMsg::RegisterDeleteIrq, d);
     let tp = ThreadArmTpidrUro { value: 0x1234 };
     round_trip(tp, 2, 0, Cut::Fails, ThreadMsg::ArmTpidrUro, d);
+    let vc = ThreadVcpuControl {
+        state: 0x7ff0_0000_f000,
+        vm: Some(cap(0x22)),
+    };
+    round_trip(vc, 2, 1, Cut::Differs, ThreadMsg::VcpuControl, d);
+    let off = ThreadVcpuControl { state: 0, vm: None };
+    round_trip(off, 2, 0, Cut::Fails, ThreadMsg::VcpuControl, d);
+    round_trip(
+        ThreadVcpuResume {},
+        1,
+        0,
+        Cut::Fails,
+        ThreadMsg::VcpuResume,
+        d,
+    );
     // Operations without a layout here are unknown.
     let mut mr = [0; MR_COUNT];
-    mr[0] = ThreadOp::VcpuResume.code();
+    mr[0] = ThreadOp::ModifySender.code();
     let e = ThreadMsg::decode(MsgTag::proto(Proto::Thread, 1, 0), &mr);
-    assert!(matches!(e, Err(MsgError::UnknownOp { mr0: 4, .. })));
+    assert!(matches!(e, Err(MsgError::UnknownOp { mr0: 6, .. })));
     assert_eq!(Error::from(e.unwrap_err()), Error::NoSys);
 }
 
@@ -231,6 +246,22 @@ fn irq_icu() {
     };
     round_trip(at, 2, 1, Cut::Fails, IrqSenderMsg::Attach, d);
     round_trip(IrqDetach {}, 1, 0, Cut::Fails, IrqSenderMsg::Detach, d);
+    let bv = IrqBindVcpu {
+        irq: crate::vcpu::VirqSpec {
+            intid: 40,
+            priority: 0xa0,
+        },
+        thread: cap(0x23),
+    };
+    round_trip(bv, 2, 1, Cut::Fails, IrqSenderMsg::BindVcpu, d);
+    // An interrupt number beyond the SPIs is malformed.
+    let mut mr = [0; MR_COUNT];
+    let tag = bv.encode(&mut mr);
+    mr[1] = 1020;
+    assert!(matches!(
+        IrqSenderMsg::decode(tag, &mr),
+        Err(MsgError::Malformed { field: "irq", .. })
+    ));
 
     let d: ProtoDecode<IcuMsg> = IcuMsg::decode;
     let bind = IcuBind {

@@ -11,8 +11,9 @@ use l4re::regions::Prot;
 
 use super::sys;
 
-/// Smallest growth step.
-const GROW_MIN: u64 = 2 << 20;
+/// Smallest growth step (the dataspace's memory is mapped, so allocated,
+/// at once: the step is memory every task pays).
+const GROW_MIN: u64 = 64 << 10;
 
 #[global_allocator]
 static HEAP: LockedHeapWithRescue<40> = LockedHeapWithRescue::new(grow);
@@ -31,7 +32,7 @@ fn grow(heap: &mut Heap<40>, layout: &Layout) {
     else {
         return;
     };
-    let Ok(ds) = sys::ds_alloc_raw(size) else {
+    let Ok(ds) = sys::ds_alloc_raw(size, true) else {
         return;
     };
     if sys::map_all(ds, start, size, Prot::RW).is_err() {

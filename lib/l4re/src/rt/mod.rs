@@ -44,6 +44,7 @@ extern "C" fn l4re_main() -> ! {
         trampoline: start::trampoline(),
         cpus: sys::online_cpus(),
         trace: env.dbg & DBG_TRACE_SYSCALLS != 0,
+        startup_report: env.dbg & l4re::env::DBG_BOOT != 0,
     };
     let mut rt = Runtime::new(sys::L4, cfg);
     if let Err(e) = rt.load() {

@@ -84,12 +84,13 @@ pub fn now_ns() -> u64 {
 
 /// A new dataspace of `size` bytes (no runtime state needed: the heap
 /// uses it before the runtime exists).
-pub fn ds_alloc_raw(size: u64) -> Result<u64, i64> {
+pub fn ds_alloc_raw(size: u64, dense: bool) -> Result<u64, i64> {
     let dest = slot()?;
     let mut f = FactoryClient::new(caps::MEM_ALLOC);
     f.rcv = RecvBufs::cap_slot(dest);
-    // Super pages where they fit: a fault then maps up to 2 MiB at once.
-    let flags = (size >= 1 << 21).then_some(mem_alloc_flags::SUPER_PAGES);
+    // Super pages where they fit and the memory is likely used in full: a
+    // fault then maps up to 2 MiB at once.
+    let flags = (dense && size >= 1 << 21).then_some(mem_alloc_flags::SUPER_PAGES);
     match f.create_dataspace(size, flags, None) {
         Ok(c) => Ok(c.index()),
         Err(e) => {
@@ -157,8 +158,8 @@ const UNMAP_MAX_ORDER: u8 = 21;
 pub struct L4;
 
 impl Backend for L4 {
-    fn ds_alloc(&mut self, size: u64) -> Result<u64, i64> {
-        ds_alloc_raw(size)
+    fn ds_alloc(&mut self, size: u64, dense: bool) -> Result<u64, i64> {
+        ds_alloc_raw(size, dense)
     }
 
     fn ds_map(

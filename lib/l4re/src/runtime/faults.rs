@@ -57,6 +57,7 @@ impl<B: Backend> Runtime<B> {
         } else {
             "read"
         };
+        self.startup.faults += 1;
         let addr = page_down(pf.addr);
         let region = self.regions.lookup(pf.addr).copied();
         let detail = match region {
@@ -88,7 +89,8 @@ impl<B: Backend> Runtime<B> {
                 if self.last_fault.1 > 16 {
                     Some(String::from("the page does not stay mapped"))
                 } else {
-                    match self.map_pages(Space::Program, &r, addr, addr + PAGE, r.prot) {
+                    let page = (addr, addr + PAGE);
+                    match self.map_pages(Space::Program, &r, page, (r.start, r.end), r.prot) {
                         Ok(()) => return PfAction::Retry,
                         Err(e) => Some(format!("cannot map the page (error {e})")),
                     }
@@ -108,6 +110,25 @@ impl<B: Backend> Runtime<B> {
 
     /// An exception of a program thread (its UTCB tells which).
     pub fn exception(&mut self, regs: ExcRegs) -> Action {
+        let began = self.serve_begins();
+        let a = self.handle_exception(regs);
+        self.serve_ends(began);
+        a
+    }
+
+    /// Until the program's first output: the clock when serving a message
+    /// begins.
+    fn serve_begins(&mut self) -> Option<u64> {
+        (!self.startup.reported).then(|| self.b.now_ns())
+    }
+
+    fn serve_ends(&mut self, began: Option<u64>) {
+        if let Some(t) = began {
+            self.startup.serving_ns += self.b.now_ns().saturating_sub(t);
+        }
+    }
+
+    fn handle_exception(&mut self, regs: ExcRegs) -> Action {
         if self.exited {
             return Action::Exit;
         }
@@ -121,6 +142,7 @@ impl<B: Backend> Runtime<B> {
         if !regs.is_linux_syscall() {
             return self.fatal_exception(&regs);
         }
+        self.startup.syscalls += 1;
         let a = self.syscall(slot, regs);
         if self.exited {
             return Action::Exit;

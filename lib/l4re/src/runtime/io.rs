@@ -17,7 +17,7 @@ impl<B: Backend> Runtime<B> {
         }
         let n = (len as usize).min(IO_MAX);
         let data = self.read_user(buf, n)?;
-        self.log(&data);
+        self.output(&data);
         Ok(n as u64)
     }
 
@@ -39,7 +39,7 @@ impl<B: Backend> Runtime<B> {
                 break;
             }
         }
-        self.log(&data);
+        self.output(&data);
         Ok(data.len() as u64)
     }
 

@@ -43,7 +43,8 @@ impl<B: Backend> Runtime<B> {
                 offset,
             } => Ok((ds, offset)),
             Backing::Anon { ds: None, .. } => {
-                let ds = self.b.ds_alloc(r.len())?;
+                let ds = self.b.ds_alloc(r.len(), r.kind != Kind::Stack)?;
+                self.startup.dataspaces += 1;
                 let map = match space {
                     Space::Program => &mut self.regions,
                     Space::Windows => &mut self.windows,
@@ -54,23 +55,28 @@ impl<B: Backend> Runtime<B> {
         }
     }
 
-    /// Maps `[from, to)` of region `r` (all inside it) with `prot`.
+    /// Maps `[from, to)` of region `r` (all inside it) with `prot`, in
+    /// receive windows as large as alignment allows inside `[lo, hi)` (the
+    /// region for a fault, so that one fault maps as much as the region and
+    /// the dataspace allow; the range alone when the runtime reads or
+    /// writes program memory).
     pub(super) fn map_pages(
         &mut self,
         space: Space,
         r: &Region,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
+        (lo, hi): (u64, u64),
         prot: Prot,
     ) -> Result<(), i64> {
         let (ds, offset) = self.region_ds(space, r)?;
+        let (lo, hi) = (lo.max(r.start), hi.min(r.end));
         let mut va = page_down(from);
         while va < to {
             let mut order = 12u8;
             while order < MAX_WINDOW_ORDER {
                 let size = 1u64 << (order + 1);
                 let base = va & !(size - 1);
-                if base < r.start || base + size > r.end {
+                if base < lo || base + size > hi {
                     break;
                 }
                 order += 1;
@@ -82,7 +88,10 @@ impl<B: Backend> Runtime<B> {
             if lb > va || lend <= va {
                 return Err(EFAULT);
             }
-            self.mapped.insert(lb.max(r.start), lend.min(r.end));
+            let (ms, me) = (lb.max(r.start), lend.min(r.end));
+            self.mapped.insert(ms, me);
+            self.startup.maps += 1;
+            self.startup.mapped += me - ms;
             va = lend;
         }
         Ok(())
@@ -106,7 +115,9 @@ impl<B: Backend> Runtime<B> {
             if !r.prot.read() || (write && !r.prot.write()) {
                 return Err(EFAULT);
             }
-            self.map_pages(space, &r, gs, ge.min(r.end), r.prot)?;
+            let (from, to) = (gs, ge.min(r.end));
+            let bounds = (page_down(from), page_up(to).ok_or(EFAULT)?);
+            self.map_pages(space, &r, (from, to), bounds, r.prot)?;
         }
         // Mapped pages may belong to regions that forbid the access.
         let mut at = addr;

@@ -236,14 +236,13 @@ impl<B: Backend> Runtime<B> {
 }
 
 /// How a mapping of `len` bytes is aligned where the runtime places it:
-/// large ones on 2 MiB or 64 KiB so that they can be mapped in large
-/// pieces.
+/// large ones on 2 MiB or 64 KiB, small ones on their size rounded up to a
+/// power of two, so that they can be mapped in large pieces (a small
+/// anonymous mapping at once: its dataspace is one block).
 pub(super) fn placement_align(len: u64) -> u64 {
     if len >= 1 << 21 {
         1 << 21
-    } else if len >= 1 << 16 {
-        1 << 16
     } else {
-        PAGE
+        len.next_power_of_two().clamp(PAGE, 1 << 16)
     }
 }

@@ -83,7 +83,10 @@ pub const MAX_WINDOW_ORDER: u8 = 21;
 /// What the runtime needs from the kernel and the services.
 pub trait Backend {
     /// A new zero-filled dataspace of `size` bytes; its capability.
-    fn ds_alloc(&mut self, size: u64) -> Result<u64, i64>;
+    /// `dense`: memory that is likely used in full, which may come in
+    /// super pages (a sparse one, like the main stack, comes in small
+    /// blocks).
+    fn ds_alloc(&mut self, size: u64, dense: bool) -> Result<u64, i64>;
     /// Maps part of dataspace `ds` into the task: the page at `offset` for
     /// the address `spot`, into the receive window `window` (base,
     /// log2 size) around it, with rights `prot`. Returns where the mapping
@@ -152,6 +155,34 @@ pub struct Config {
     pub cpus: u64,
     /// Log every system call.
     pub trace: bool,
+    /// Report, before the program's first output, what its start cost
+    /// ([`Startup`]).
+    pub startup_report: bool,
+}
+
+/// What starting the program cost until its first output: the runtime's
+/// clock (ns since the machine started) when the runtime began, the page
+/// faults it resolved and the mappings it asked dataspaces for (with the
+/// bytes they brought), the system calls it served, the anonymous
+/// dataspaces it created and the time it spent serving the program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Startup {
+    /// When the runtime was created.
+    pub began_ns: u64,
+    /// Page faults of program threads.
+    pub faults: u64,
+    /// Dataspace map requests (faults and the runtime's own accesses).
+    pub maps: u64,
+    /// Bytes those requests mapped.
+    pub mapped: u64,
+    /// System calls served.
+    pub syscalls: u64,
+    /// Anonymous dataspaces created.
+    pub dataspaces: u64,
+    /// Time spent serving faults and system calls (ns).
+    pub serving_ns: u64,
+    /// Whether the program has written output yet.
+    pub reported: bool,
 }
 
 /// What to do after an exception message.
@@ -224,6 +255,8 @@ pub struct Runtime<B: Backend> {
     unknown: BTreeSet<u64>,
     /// The last faulting page and how often it faulted in a row.
     last_fault: (u64, u32),
+    /// The cost of the start so far.
+    startup: Startup,
     exited: bool,
 }
 
@@ -240,7 +273,8 @@ impl<B: Backend> Runtime<B> {
             .first()
             .cloned()
             .unwrap_or_else(|| String::from("program"));
-        let seed = b.entropy() ^ b.now_ns().rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+        let began_ns = b.now_ns();
+        let seed = b.entropy() ^ began_ns.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
         Runtime {
             b,
             cfg,
@@ -265,6 +299,10 @@ impl<B: Backend> Runtime<B> {
             unknown: BTreeSet::new(),
             wakeups: Vec::new(),
             last_fault: (u64::MAX, 0),
+            startup: Startup {
+                began_ns,
+                ..Startup::default()
+            },
             exited: false,
         }
     }
@@ -289,6 +327,11 @@ impl<B: Backend> Runtime<B> {
         &self.regions
     }
 
+    /// What the start has cost so far.
+    pub fn startup(&self) -> Startup {
+        self.startup
+    }
+
     /// Deferred replies to send now: (thread capability, registers).
     pub fn take_wakeups(&mut self) -> Vec<(u64, ExcRegs)> {
         core::mem::take(&mut self.wakeups)
@@ -298,6 +341,30 @@ impl<B: Backend> Runtime<B> {
     pub fn report(&mut self, msg: &str) {
         let line = format!("l4re: {}: {}\n", self.name, msg);
         self.log(line.as_bytes());
+    }
+
+    /// Program output: the log, after the start-up report when asked.
+    pub(super) fn output(&mut self, data: &[u8]) {
+        if !data.is_empty() && !self.startup.reported {
+            self.startup.reported = true;
+            if self.cfg.startup_report {
+                let s = self.startup;
+                let ms = |ns: u64| format!("{}.{:03}", ns / 1_000_000, ns / 1_000 % 1_000);
+                let now = self.b.now_ns();
+                self.report(&format!(
+                    "first output at {} ms: runtime began at {} ms, {} page faults, {} mappings ({} KiB), {} system calls, {} dataspaces, {} ms serving",
+                    ms(now),
+                    ms(s.began_ns),
+                    s.faults,
+                    s.maps,
+                    s.mapped / 1024,
+                    s.syscalls,
+                    s.dataspaces,
+                    ms(s.serving_ns)
+                ));
+            }
+        }
+        self.log(data);
     }
 
     pub(super) fn log(&mut self, data: &[u8]) {

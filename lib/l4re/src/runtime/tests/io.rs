@@ -93,3 +93,38 @@ fn stdin_reads_wait_for_input_and_poll() {
     assert_eq!(rt.take_wakeups()[0].1.x[0], 1);
     assert_eq!(rt.b.prog_read(fds + 6, 2), [1, 0], "POLLIN");
 }
+
+#[test]
+fn the_start_is_reported_before_the_first_output_when_asked() {
+    let mut rt = runtime_with(Config {
+        startup_report: true,
+        ..config()
+    });
+    let before = rt.startup();
+    assert_eq!(before.faults, 0);
+    touch(&mut rt, DYN_BASE, false);
+    let b = buffer(&mut rt, b"hi\n");
+    let s = rt.startup();
+    assert_eq!(s.faults, 2, "the code page and the buffer");
+    assert!(s.maps > before.maps && s.mapped > before.mapped);
+    assert!(rt.b.log.is_empty());
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, b, 0]), 0);
+    assert!(rt.b.log.is_empty(), "nothing written, nothing reported");
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, b, 3]), 3);
+    let log = rt.b.log_text();
+    let (report, rest) = log.split_once('\n').unwrap();
+    assert!(
+        report.starts_with("l4re: rom/prog: first output at ")
+            && report.contains(" 2 page faults, "),
+        "{report}"
+    );
+    assert_eq!(rest, "hi\n");
+    rt.b.log.clear();
+    assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, b, 3]), 3);
+    assert_eq!(rt.b.log_text(), "hi\n", "once");
+    // Without the flag: the output alone.
+    let mut quiet = runtime();
+    let b = buffer(&mut quiet, b"hi\n");
+    assert_eq!(call(&mut quiet, 1, SYS_WRITE, &[1, b, 3]), 3);
+    assert_eq!(quiet.b.log_text(), "hi\n");
+}

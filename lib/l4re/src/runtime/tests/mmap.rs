@@ -163,7 +163,9 @@ fn smaller_mappings_from_the_dataspace_server() {
 fn large_mappings_are_placed_for_large_pages() {
     use crate::runtime::mmap::placement_align;
     assert_eq!(placement_align(PAGE), PAGE);
-    assert_eq!(placement_align(0xffff), PAGE);
+    assert_eq!(placement_align(3 * PAGE), 4 * PAGE);
+    assert_eq!(placement_align(0xffff), 1 << 16);
     assert_eq!(placement_align(1 << 16), 1 << 16);
+    assert_eq!(placement_align(1 << 20), 1 << 16);
     assert_eq!(placement_align(3 << 20), 1 << 21);
 }

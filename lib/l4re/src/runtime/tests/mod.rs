@@ -100,7 +100,7 @@ impl Fake {
 }
 
 impl Backend for Fake {
-    fn ds_alloc(&mut self, size: u64) -> Result<u64, i64> {
+    fn ds_alloc(&mut self, size: u64, _dense: bool) -> Result<u64, i64> {
         let cap = self.next_cap;
         self.next_cap += 1;
         self.dss.insert(cap, vec![0; size as usize]);
@@ -215,18 +215,27 @@ fn program() -> Vec<u8> {
     )
 }
 
-fn runtime() -> Runtime<Fake> {
-    let cfg = Config {
+/// How the tests' loader starts the program.
+fn config() -> Config {
+    Config {
         args: vec!["rom/prog".into(), "arg1".into()],
         envs: vec!["A=b".into()],
         program_ds: PROGRAM,
         trampoline: TRAMPOLINE,
         cpus: 0b1111,
-        trace: false,
-    };
+        ..Default::default()
+    }
+}
+
+/// The runtime for `cfg`, with the program loaded.
+fn runtime_with(cfg: Config) -> Runtime<Fake> {
     let mut rt = Runtime::new(Fake::new(program()), cfg);
     rt.load().unwrap();
     rt
+}
+
+fn runtime() -> Runtime<Fake> {
+    runtime_with(config())
 }
 
 /// A Linux system call of the thread in UTCB slot `slot`.
