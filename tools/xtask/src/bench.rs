@@ -359,7 +359,7 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     crate::packages::ensure(&[Need::Qemu])?;
     let guest = crate::guest::ensure(ws)?;
     let native_args = guest.native_arguments(&env_options);
-    let (_, uvmm_args, _) = headless(ws, vars, Some(UVMM_ENTRY))?;
+    let (_, uvmm_args, _) = headless(ws, vars, Some(UVMM_ENTRY), &[])?;
     eprintln!(
         "xtask: booting the guest {} times natively ({} {}) and under uvmm (entry {UVMM_ENTRY}), alternating",
         args.runs,

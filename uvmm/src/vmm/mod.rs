@@ -364,6 +364,7 @@ impl Vm {
                     .flatten()
             }) {
                 let mpidr = self.mpidrs.get(cpu).copied().unwrap_or(0);
+                trace!("vmm", "vCPU {cpu} starts at {:#x}", b.pc);
                 st = VcpuState::boot(b.pc, b.x[0], mpidr);
                 st.regs.pstate = b.pstate;
                 st.regs.x[..4].copy_from_slice(&b.x);

@@ -51,7 +51,8 @@ impl<B: Backend> Runtime<B> {
         }
         // All of it now, in pieces as large as the dataspace gives: the
         // program may hand the memory on (to a Vm), which needs it mapped.
-        if let Err(e) = self.map_pages(Space::Program, &r, start, start + len, p) {
+        let whole = (start, start + len);
+        if let Err(e) = self.map_pages(Space::Program, &r, whole, whole, p) {
             self.detach(Space::Program, start, start + len);
             return Err(e);
         }
