@@ -23,6 +23,7 @@ use l4re::env::{FIRST_PROGRAM_CAP, PROGRAM_PRIO, caps};
 use uvmm::backend::{
     BackendError, GicInfo, MAX_LRS, RunExit, VcpuBackend, VcpuKick, VcpuState, VmBackend,
 };
+use uvmm::memory::map_order;
 
 /// Capability slots uvmm allocates (the Vm, the kick Irqs).
 static SLOTS: SlotAlloc<2> = SlotAlloc::new(FIRST_PROGRAM_CAP);
@@ -30,8 +31,6 @@ static SLOTS: SlotAlloc<2> = SlotAlloc::new(FIRST_PROGRAM_CAP);
 /// List registers every GICv3 implementation uvmm runs on has; the kernel
 /// reports the real count once a vCPU ran, and uvmm never needs more.
 const MIN_LRS: usize = 4;
-/// The largest piece of a stage-2 mapping (a level-2 block).
-const MAX_MAP_ORDER: u8 = 21;
 /// The label of a vCPU's kick Irq.
 const KICK_LABEL: u64 = 0x6b69_636b;
 
@@ -85,20 +84,6 @@ impl L4Vm {
             cpus: if cpus.is_empty() { vec![0] } else { cpus },
         })
     }
-}
-
-/// The largest power-of-two piece at `local`/`gpa` of at most `left`
-/// bytes that both addresses are aligned to (at least a page).
-fn map_order(local: u64, gpa: u64, left: u64) -> u8 {
-    let mut order = 12u8;
-    while order < MAX_MAP_ORDER {
-        let next = 1u64 << (order + 1);
-        if local % next != 0 || gpa % next != 0 || next > left {
-            break;
-        }
-        order += 1;
-    }
-    order
 }
 
 impl VmBackend for L4Vm {
@@ -308,17 +293,5 @@ impl VcpuBackend for L4Vcpu {
             core::arch::asm!("mrs {}, cntfrq_el0", out(reg) freq, options(nomem, nostack));
         }
         (now, freq)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pieces() {
-        assert_eq!(map_order(0x20_0000, 0x4000_0000, 8 << 20), 21);
-        assert_eq!(map_order(0x20_1000, 0x4000_1000, 8 << 20), 12);
-        assert_eq!(map_order(0x20_0000, 0x4000_0000, 0x10_0000), 20);
     }
 }
