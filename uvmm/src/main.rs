@@ -7,6 +7,8 @@
 use std::process::ExitCode;
 
 #[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
+mod l4vm;
+#[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
 mod target;
 
 fn main() -> ExitCode {

@@ -47,6 +47,24 @@ impl fmt::Display for MemError {
 
 impl std::error::Error for MemError {}
 
+/// The largest piece of a stage-2 mapping (a level-2 block).
+pub const MAX_MAP_ORDER: u8 = 21;
+
+/// The order of the largest power-of-two piece at `local` (uvmm's address)
+/// and `gpa` (the guest's) of at most `left` bytes that both are aligned
+/// to: at least a page, at most [`MAX_MAP_ORDER`].
+pub fn map_order(local: u64, gpa: u64, left: u64) -> u8 {
+    let mut order = 12u8;
+    while order < MAX_MAP_ORDER {
+        let next = 1u64 << (order + 1);
+        if !local.is_multiple_of(next) || !gpa.is_multiple_of(next) || next > left {
+            break;
+        }
+        order += 1;
+    }
+    order
+}
+
 /// The bytes of the RAM dataspace as uvmm sees them: memory shared with
 /// the running guest, so only copied in and out (never lent as a Rust
 /// reference the guest could change underneath).
@@ -351,6 +369,15 @@ impl GuestMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage2_pieces() {
+        assert_eq!(map_order(0x20_0000, 0x4000_0000, 8 << 20), 21);
+        assert_eq!(map_order(0x40_0000, 0x4000_0000, 8 << 20), 21);
+        assert_eq!(map_order(0x20_1000, 0x4000_1000, 8 << 20), 12);
+        assert_eq!(map_order(0x20_0000, 0x4000_0000, 0x10_0000), 20);
+        assert_eq!(map_order(0x20_0000, 0x4001_0000, 8 << 20), 16);
+    }
 
     fn mem(size: usize, wanted: &[(u64, u64)]) -> GuestMemory {
         GuestMemory::fill(Arc::new(Ram::zeroed(size)), wanted).unwrap()

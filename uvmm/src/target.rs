@@ -1,28 +1,25 @@
 //! uvmm as an L4Re task: capabilities from the environment, files from
-//! `rom/`, console output to the log.
+//! `rom/`, guest RAM attached from its dataspace, console output to the
+//! log and input from it, the VM run on the kernel's Vm object
+//! ([`crate::l4vm`]).
 //!
-//! What the system offers today and what not:
-//! * `ram` (or a memory node's `l4vmm,dscap`) is looked up and asked for
-//!   its size and rights (`Dataspace::info`). The runtime has no region
-//!   manager call a program can use to attach a dataspace, so the guest
-//!   images are loaded into a RAM image of that size in uvmm's own memory
-//!   (pages only where something was loaded); the backend will map the
-//!   dataspace itself and copy nothing.
-//! * The scheduler says how many CPUs there are (one vCPU each at most).
-//! * The kernel has no Vm object and no vCPU interface yet, so after
-//!   building the VM uvmm says so and stops.
+//! Not offered yet: the host-physical address of a dataspace (`-i`) and
+//! console capabilities other than `log`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use l4::{Cap, Scheduler};
 use l4_ipc::protocols::{DataspaceClient, ds_flags};
 use l4re::env::caps;
 use uvmm::devices::ConsoleOut;
-use uvmm::machine::{self, Host};
+use uvmm::machine::{self, ConsoleInput, Host};
 use uvmm::memory::Ram;
 use uvmm::{Options, info};
+
+use crate::l4vm::{AttachedRam, L4Vm};
 
 /// Guest console output: the task's log (standard output).
 struct LogOut;
@@ -36,7 +33,11 @@ impl ConsoleOut for LogOut {
     }
 }
 
-struct L4Host;
+/// The environment; remembers the RAM it attached for the Vm.
+#[derive(Default)]
+struct L4Host {
+    rams: Vec<AttachedRam>,
+}
 
 impl Host for L4Host {
     fn read_file(&mut self, path: &str) -> Result<Vec<u8>, String> {
@@ -55,13 +56,24 @@ impl Host for L4Host {
                 "dataspace '{cap}' is read-only (hand it over with :m(\"rw\"))"
             ));
         }
-        let size = usize::try_from(size).map_err(|_| format!("dataspace '{cap}' is too big"))?;
-        info!(
-            "ram",
-            "dataspace '{cap}': {size:#x} bytes (loaded into a local image: no attach yet)"
-        );
+        let len = usize::try_from(size).map_err(|_| format!("dataspace '{cap}' is too big"))?;
+        // PROT_READ | PROT_WRITE | PROT_EXEC: the guest runs code from it.
+        let local = l4re::env::attach(index, size, 0, 7)
+            .map_err(|e| format!("cannot attach dataspace '{cap}' (error {e})"))?;
+        let ptr = NonNull::new(local as *mut u8)
+            .ok_or_else(|| format!("dataspace '{cap}' attached at 0"))?;
+        info!("ram", "dataspace '{cap}': {size:#x} bytes at {local:#x}");
+        self.rams.push(AttachedRam {
+            name: cap.to_string(),
+            local,
+            size,
+        });
+        // SAFETY: the runtime attached and mapped the whole dataspace
+        // read-write at `local` for good (uvmm never detaches it); uvmm
+        // only copies bytes in and out of it.
+        let ram = unsafe { Ram::from_raw(ptr, len) };
         // No host-physical address: the dataspace protocol has no query for it.
-        Ok((Arc::new(Ram::zeroed(size)), None))
+        Ok((Arc::new(ram), None))
     }
 
     fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String> {
@@ -75,13 +87,39 @@ impl Host for L4Host {
     }
 }
 
-/// Builds the VM and stops before running it.
+/// Feeds what is typed into the log to the guest's consoles.
+fn console_input(consoles: Vec<ConsoleInput>) {
+    if consoles.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("console-in".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for c in &consoles {
+                    c.receive(&buf[..n]);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        uvmm::warn!("vmm", "no console input: {e}");
+    }
+}
+
+/// Builds the VM and runs it until it ends; its exit code.
 pub fn run(opts: Options) -> ExitCode {
-    let cpus = Cap::<Scheduler>::from_index(caps::SCHEDULER)
+    let online = Cap::<Scheduler>::from_index(caps::SCHEDULER)
         .info()
-        .map(|i| i.count().max(1) as usize)
+        .map(|i| i.online)
         .unwrap_or(1);
-    let m = match machine::build(&opts, &mut L4Host, cpus) {
+    let cpus = online.count_ones().max(1) as usize;
+    let mut host = L4Host::default();
+    let m = match machine::build(&opts, &mut host, cpus) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("uvmm: {e}");
@@ -95,8 +133,23 @@ pub fn run(opts: Options) -> ExitCode {
         m.boot.pc,
         m.boot.x[0]
     );
-    eprintln!(
-        "uvmm: the guest is loaded, but the kernel has no Vm object or vCPU interface yet: cannot run it; stopping"
-    );
-    ExitCode::FAILURE
+    let mut vm = match L4Vm::new(std::mem::take(&mut host.rams), online) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("uvmm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    console_input(m.consoles.clone());
+    match m.run(&mut vm) {
+        Ok(code) => {
+            info!("vmm", "the VM ended with {code}");
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            eprintln!("uvmm: {e}");
+            eprintln!("VM entered a fatal state. Halting.");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -27,6 +27,9 @@ pub const FIRST_PROGRAM_CAP: u64 = 0x800;
 /// init).
 pub const DBG_BOOT: u32 = 0x4;
 
+/// Priority of the program's threads (the loader runs the runtime's
+/// thread at its own; it should not be lower).
+pub const PROGRAM_PRIO: u64 = 2;
 /// End of the capability indices (the kernel's table size).
 pub const CAP_LIMIT: u64 = 0x1000;
 
@@ -57,6 +60,56 @@ pub fn args() -> impl Iterator<Item = &'static str> {
     env().into_iter().flat_map(|e| e.args())
 }
 
+/// Attaches `size` bytes of the program's dataspace capability `ds` from
+/// `offset` (`prot`: Linux `PROT_*` bits) and maps all of it now; where.
+/// The capability stays the program's. Errors are Linux error numbers.
+pub fn attach(ds: u64, size: u64, offset: u64, prot: u64) -> Result<u64, i64> {
+    l4re_call(crate::linux::l4re_sys::ATTACH, [ds, size, offset, prot])
+}
+
+/// The calling thread's capability index.
+pub fn thread_cap() -> Result<u64, i64> {
+    l4re_call(crate::linux::l4re_sys::THREAD_CAP, [0; 4])
+}
+
+/// Reserves a free 4 KiB page of the task's UTCB area (no thread gets its
+/// UTCB there), e.g. for a vCPU's state area; its address.
+pub fn utcb_page() -> Result<u64, i64> {
+    l4re_call(crate::linux::l4re_sys::UTCB_PAGE, [0; 4])
+}
+
+#[cfg(all(target_env = "musl", target_arch = "aarch64"))]
+fn l4re_call(nr: u64, a: [u64; 4]) -> Result<u64, i64> {
+    if env().is_none() {
+        return Err(crate::linux::errno::ENOSYS);
+    }
+    let r: i64;
+    // SAFETY: a system call served by the runtime (`crate::linux::l4re_sys`):
+    // it reads its four arguments and writes x0 only; the runtime's
+    // exception handling keeps every other register.
+    unsafe {
+        core::arch::asm!(
+            "svc #0",
+            inlateout("x0") a[0] as i64 => r,
+            in("x1") a[1],
+            in("x2") a[2],
+            in("x3") a[3],
+            in("x8") nr,
+            options(nostack),
+        );
+    }
+    if (-4095..0).contains(&r) {
+        Err(-r)
+    } else {
+        Ok(r as u64)
+    }
+}
+
+#[cfg(not(all(target_env = "musl", target_arch = "aarch64")))]
+fn l4re_call(_nr: u64, _a: [u64; 4]) -> Result<u64, i64> {
+    Err(crate::linux::errno::ENOSYS)
+}
+
 #[cfg(target_env = "musl")]
 fn env_address() -> Option<u64> {
     unsafe extern "C" {
@@ -83,6 +136,7 @@ mod tests {
         assert!(super::env().is_none());
         assert_eq!(super::get_cap("ram"), None);
         assert_eq!(super::args().count(), 0);
+        assert_eq!(super::thread_cap(), Err(crate::linux::errno::ENOSYS));
         const _: () = assert!(super::FIRST_PROGRAM_CAP > super::caps::FIRST_FREE);
     }
 }

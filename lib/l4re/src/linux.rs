@@ -152,6 +152,35 @@ syscalls! {
     Statx = 291, "statx";
     Rseq = 293, "rseq";
     Clone3 = 435, "clone3";
+    /// L4Re's own: attach a dataspace capability ([`l4re_sys`]).
+    L4reAttach = 0x4c00, "l4re_attach";
+    /// L4Re's own: the calling thread's capability.
+    L4reThreadCap = 0x4c01, "l4re_thread_cap";
+    /// L4Re's own: reserve a page of the UTCB area.
+    L4reUtcbPage = 0x4c02, "l4re_utcb_page";
+}
+
+const _: () = assert!(Sys::L4reAttach.nr() == l4re_sys::ATTACH);
+const _: () = assert!(Sys::L4reThreadCap.nr() == l4re_sys::THREAD_CAP);
+const _: () = assert!(Sys::L4reUtcbPage.nr() == l4re_sys::UTCB_PAGE);
+
+/// The runtime's own system calls, for what a program needs beyond Linux
+/// (numbers far above Linux's; [`crate::env`] has the program side).
+///
+/// * `ATTACH(ds, size, offset, prot)`: attaches `size` bytes of the
+///   program's dataspace capability `ds` from `offset` with `PROT_*`
+///   rights somewhere free (2 MiB-aligned when that large) and maps it all
+///   at once; the address. The capability stays the program's.
+/// * `THREAD_CAP()`: the calling thread's capability index.
+/// * `UTCB_PAGE()`: reserves a free, page-aligned 4 KiB of the task's UTCB
+///   area (no thread gets a UTCB there); its address (a vCPU's state area).
+pub mod l4re_sys {
+    /// Attach a dataspace.
+    pub const ATTACH: u64 = 0x4c00;
+    /// The caller's thread capability.
+    pub const THREAD_CAP: u64 = 0x4c01;
+    /// Reserve a UTCB-area page.
+    pub const UTCB_PAGE: u64 = 0x4c02;
 }
 
 /// The result of a system call: the value or a positive error number.

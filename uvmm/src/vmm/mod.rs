@@ -8,8 +8,11 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::backend::{Exit, MmioAccess, RunExit, SysReg, SysRegAccess, VcpuBackend, VcpuState};
-use crate::bus::{MmioBus, lock, size_mask};
+use crate::backend::{
+    ICC_ASGI1R_EL1, ICC_SGI0R_EL1, ICC_SGI1R_EL1, Mmio, RunExit, SysRegAccess, VcpuBackend,
+    VcpuState, ec, sysreg_name, timer_remaining,
+};
+use crate::bus::{MmioBus, lock};
 use crate::devices::gic::Gic;
 use crate::loader::{BOOT_PSTATE, BootState};
 use crate::memory::GuestMemory;
@@ -57,21 +60,11 @@ pub struct Vm {
     /// What happens on accesses nobody handles.
     pub fault_mode: FaultMode,
     psci: Mutex<Psci>,
+    /// The vCPUs' affinities (their `VMPIDR`).
+    mpidrs: Vec<u64>,
     power_changed: Condvar,
     /// Set when the VM ends: the exit code.
     stop: Mutex<Option<u8>>,
-}
-
-/// An MMIO load's value as the register gets it.
-fn extend(value: u64, a: &MmioAccess) -> u64 {
-    let bits = u32::from(a.size) * 8;
-    let v = if a.sign_extend && bits < 64 {
-        let shift = 64 - bits;
-        (((value << shift) as i64) >> shift) as u64
-    } else {
-        value
-    };
-    if a.sixty_four { v } else { v & 0xffff_ffff }
 }
 
 /// `ESR_EL1` of a synchronous external data abort (or instruction abort
@@ -90,20 +83,20 @@ fn abort_esr(lower: bool, fetch: bool, write: bool) -> u64 {
 /// for aborts): the vector of the current EL with SP_EL1, or of a lower
 /// EL, as the architecture does.
 pub fn inject_exception(st: &mut VcpuState, esr: u64, far: Option<u64>) {
-    let mode = st.pstate & 0xf;
+    let mode = st.regs.pstate & 0xf;
     let offset = match mode {
         0 => 0x400,      // from EL0 (AArch64)
         0b0101 => 0x200, // EL1h
         _ => 0x000,      // EL1t
     };
-    st.el1.elr = st.pc;
-    st.el1.spsr = st.pstate;
+    st.regs.elr_el1 = st.regs.pc;
+    st.regs.spsr_el1 = st.regs.pstate;
     st.el1.esr = esr;
     if let Some(f) = far {
         st.el1.far = f;
     }
-    st.pc = st.el1.vbar + offset;
-    st.pstate = BOOT_PSTATE;
+    st.regs.pc = st.el1.vbar + offset;
+    st.regs.pstate = BOOT_PSTATE;
 }
 
 impl Vm {
@@ -121,6 +114,7 @@ impl Vm {
             gic,
             fault_mode,
             psci: Mutex::new(Psci::new(mpidrs)),
+            mpidrs: mpidrs.to_vec(),
             power_changed: Condvar::new(),
             stop: Mutex::new(None),
         }
@@ -151,60 +145,62 @@ impl Vm {
     ) -> Action {
         match self.fault_mode {
             FaultMode::Ignore => {
-                warn!("guest", "ignored: {what} at pc {:#x}", st.pc);
-                st.pc += st.trap.insn_len();
+                warn!("guest", "ignored: {what} at pc {:#x}", st.regs.pc);
+                st.regs.skip_instruction();
                 Action::Resume
             }
-            FaultMode::Halt => Action::Fatal(format!("{what} at pc {:#x}", st.pc)),
+            FaultMode::Halt => Action::Fatal(format!("{what} at pc {:#x}", st.regs.pc)),
             FaultMode::Inject => {
-                warn!("guest", "injecting an exception: {what} at pc {:#x}", st.pc);
+                warn!(
+                    "guest",
+                    "injecting an exception: {what} at pc {:#x}", st.regs.pc
+                );
                 inject(st);
                 Action::Resume
             }
         }
     }
 
-    fn mmio(&self, st: &mut VcpuState, a: MmioAccess) -> Action {
+    fn mmio(&self, st: &mut VcpuState, gpa: u64, a: Mmio) -> Action {
         let done = if a.write {
-            let v = st.reg(a.reg) & size_mask(a.size);
-            trace!("mmio", "write {:#x} size {} = {v:#x}", a.gpa, a.size);
-            self.bus.write(a.gpa, a.size, v).is_some()
+            let v = a.write_value(st.regs.reg(a.reg));
+            trace!("mmio", "write {gpa:#x} size {} = {v:#x}", a.size);
+            self.bus.write(gpa, a.size, v).is_some()
         } else {
-            match self.bus.read(a.gpa, a.size) {
+            match self.bus.read(gpa, a.size) {
                 Some(v) => {
-                    trace!("mmio", "read {:#x} size {} -> {v:#x}", a.gpa, a.size);
-                    st.set_reg(a.reg, extend(v, &a));
+                    trace!("mmio", "read {gpa:#x} size {} -> {v:#x}", a.size);
+                    st.regs.set_reg(a.reg, a.read_value(v));
                     true
                 }
                 None => false,
             }
         };
         if done {
-            st.pc += st.trap.insn_len();
+            st.regs.skip_instruction();
             return Action::Resume;
         }
         let what = format!(
-            "{} of {} bytes at {:#x}, no device there",
+            "{} of {} bytes at {gpa:#x}, no device there",
             if a.write { "write" } else { "read" },
             a.size,
-            a.gpa
         );
         if !a.write && self.fault_mode == FaultMode::Ignore {
-            st.set_reg(a.reg, 0);
+            st.regs.set_reg(a.reg, 0);
         }
-        let lower = st.pstate & 0xf == 0;
-        let far = st.trap.far;
+        let lower = st.regs.pstate & 0xf == 0;
+        let far = st.exit.far;
         self.unhandled(st, what, |st| {
             inject_exception(st, abort_esr(lower, false, a.write), Some(far))
         })
     }
 
     fn call(&self, cpu: usize, st: &mut VcpuState) -> Action {
-        let x = [st.x[0], st.x[1], st.x[2], st.x[3]];
+        let x = [st.regs.x[0], st.regs.x[1], st.regs.x[2], st.regs.x[3]];
         let mem = &self.mem;
         let outcome = lock(&self.psci).call(cpu, x, |a| mem.region_of(a, 4).is_ok());
         if let Some(v) = outcome.x0 {
-            st.x[0] = v;
+            st.regs.x[0] = v;
         }
         match outcome.action {
             PowerAction::Resume => Action::Resume,
@@ -221,75 +217,84 @@ impl Vm {
     }
 
     fn sysreg(&self, cpu: usize, st: &mut VcpuState, s: SysRegAccess) -> Action {
-        let sgi = [
-            SysReg::ICC_SGI1R_EL1,
-            SysReg::ICC_ASGI1R_EL1,
-            SysReg::ICC_SGI0R_EL1,
-        ];
-        if s.write && sgi.contains(&s.reg) {
-            self.gic.send_sgi(cpu, st.reg(s.rt));
-            st.pc += st.trap.insn_len();
+        let sgi = [ICC_SGI1R_EL1, ICC_ASGI1R_EL1, ICC_SGI0R_EL1];
+        if !s.read && sgi.contains(&s.encoding) {
+            self.gic.send_sgi(cpu, st.regs.reg(s.reg));
+            st.regs.skip_instruction();
             return Action::Resume;
         }
-        if !s.write && self.fault_mode == FaultMode::Ignore {
-            st.set_reg(s.rt, 0);
+        if s.read && self.fault_mode == FaultMode::Ignore {
+            st.regs.set_reg(s.reg, 0);
         }
         let what = format!(
             "{} of system register {}",
-            if s.write { "write" } else { "read" },
-            s.reg
+            if s.read { "read" } else { "write" },
+            sysreg_name(s.encoding)
         );
         self.unhandled(st, what, |st| {
             inject_exception(st, crate::backend::ESR_IL, None)
         })
     }
 
-    /// Handles the trap in `st` of vCPU `cpu`.
-    pub fn handle_exit(&self, cpu: usize, st: &mut VcpuState) -> Action {
-        match st.trap.decode() {
-            Exit::Mmio(a) => self.mmio(st, a),
-            Exit::Abort { gpa, fetch } => {
-                let lower = st.pstate & 0xf == 0;
-                let far = st.trap.far;
-                let what = format!(
-                    "{} at {gpa:#x} outside RAM that uvmm cannot emulate",
-                    if fetch {
-                        "instruction fetch"
-                    } else {
-                        "access without syndrome"
-                    }
-                );
-                if fetch {
-                    // Skipping an instruction that was never fetched helps nobody.
-                    return match self.fault_mode {
-                        FaultMode::Inject => {
-                            inject_exception(st, abort_esr(lower, true, false), Some(far));
-                            Action::Resume
-                        }
-                        _ => Action::Fatal(what),
-                    };
-                }
-                self.unhandled(st, what, |st| {
-                    inject_exception(st, abort_esr(lower, false, false), Some(far))
-                })
+    /// An abort uvmm cannot emulate: no syndrome, or an instruction fetch
+    /// outside RAM.
+    fn abort(&self, st: &mut VcpuState, fetch: bool) -> Action {
+        let lower = st.regs.pstate & 0xf == 0;
+        let (gpa, far) = (st.exit.gpa, st.exit.far);
+        let what = format!(
+            "{} at {gpa:#x} outside RAM that uvmm cannot emulate",
+            if fetch {
+                "instruction fetch"
+            } else {
+                "access without syndrome"
             }
+        );
+        if fetch {
+            // Skipping an instruction that was never fetched helps nobody.
+            return match self.fault_mode {
+                FaultMode::Inject => {
+                    inject_exception(st, abort_esr(lower, true, false), Some(far));
+                    Action::Resume
+                }
+                _ => Action::Fatal(what),
+            };
+        }
+        self.unhandled(st, what, |st| {
+            inject_exception(st, abort_esr(lower, false, false), Some(far))
+        })
+    }
+
+    /// Handles the exit in `st` of vCPU `cpu` (its syndrome decides, as
+    /// [`l4_abi::vcpu::Exit`] decodes it).
+    pub fn handle_exit(&self, cpu: usize, st: &mut VcpuState) -> Action {
+        let exit = st.exit;
+        match exit.ec() {
+            ec::DABT_LOWER => match exit.mmio() {
+                Some(a) => self.mmio(st, exit.gpa, a),
+                None => self.abort(st, false),
+            },
+            ec::IABT_LOWER => self.abort(st, true),
             // HVC returns to the next instruction already.
-            Exit::Hvc(_) => self.call(cpu, st),
-            Exit::Smc(_) => {
-                st.pc += st.trap.insn_len();
+            ec::HVC64 => self.call(cpu, st),
+            ec::SMC64 => {
+                st.regs.skip_instruction();
                 self.call(cpu, st)
             }
-            Exit::SysReg(s) => self.sysreg(cpu, st, s),
-            Exit::Wfx { wfe } => {
-                st.pc += st.trap.insn_len();
+            ec::SYSREG => match exit.sysreg() {
+                Some(s) => self.sysreg(cpu, st, s),
+                None => Action::Fatal("undecodable system register access".into()),
+            },
+            ec::WFX => {
+                st.regs.skip_instruction();
+                let wfe = exit.esr & 1 != 0;
                 if wfe || self.gic.has_pending(cpu) {
                     Action::Resume
                 } else {
                     Action::WaitForInterrupt
                 }
             }
-            Exit::Unknown { ec } => {
-                let what = format!("exception class {ec:#x}");
+            class => {
+                let what = format!("exception class {class:#x}");
                 self.unhandled(st, what, |st| {
                     inject_exception(st, crate::backend::ESR_IL, None)
                 })
@@ -325,7 +330,7 @@ impl Vm {
     fn wait_interrupt<B: VcpuBackend>(&self, cpu: usize, st: &VcpuState, vcpu: &B) {
         while self.stopped().is_none() {
             let (now, freq) = vcpu.counter();
-            let timer = st.vtimer.remaining(now, freq);
+            let timer = timer_remaining(&st.timer, now, freq);
             if timer == Some(Duration::ZERO) {
                 self.gic.set_pending(cpu, VTIMER_INTID);
                 return;
@@ -358,19 +363,18 @@ impl Vm {
                     .then(|| self.wait_power_on(cpu))
                     .flatten()
             }) {
-                st = VcpuState {
-                    pc: b.pc,
-                    pstate: b.pstate,
-                    ..VcpuState::default()
-                };
-                st.x[..4].copy_from_slice(&b.x);
+                let mpidr = self.mpidrs.get(cpu).copied().unwrap_or(0);
+                trace!("vmm", "vCPU {cpu} starts at {:#x}", b.pc);
+                st = VcpuState::boot(b.pc, b.x[0], mpidr);
+                st.regs.pstate = b.pstate;
+                st.regs.x[..4].copy_from_slice(&b.x);
             }
             if self.power(cpu) != Some(Power::On) {
                 continue;
             }
-            self.gic.fill_lrs(cpu, &mut st.lrs[..lrs]);
+            self.gic.fill_lrs(cpu, &mut st.gic.lr[..lrs]);
             let exit = vcpu.run(&mut st);
-            self.gic.sync_lrs(cpu, &mut st.lrs[..lrs]);
+            self.gic.sync_lrs(cpu, &mut st.gic.lr[..lrs]);
             let action = match exit {
                 Err(e) => Action::Fatal(format!("the kernel refused to run vCPU {cpu}: {e}")),
                 Ok(RunExit::Kicked) => Action::Resume,

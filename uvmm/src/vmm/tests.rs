@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::*;
-use crate::backend::{BackendError, ESR_IL, Trap, VcpuKick, VmBackend, ec};
+use crate::backend::{BackendError, ESR_IL, Exit, VcpuKick, VmBackend, ec};
 use crate::devices::ConsoleOut;
 use crate::devices::testing::Collect;
 use crate::loader::tests::image;
@@ -65,7 +65,7 @@ fn machine(
 /// One guest trap: how to set it up in the registers, and what to check
 /// when the vCPU is run next (the result of handling it).
 struct Step {
-    trap: Trap,
+    trap: Exit,
     set: Box<dyn Fn(&mut VcpuState) + Send>,
     check: Check,
 }
@@ -101,11 +101,11 @@ impl VcpuBackend for Scripted {
         if let Some(c) = self.pending_check.take() {
             c(st);
         }
-        self.seen_pcs.lock().unwrap().push(st.pc);
+        self.seen_pcs.lock().unwrap().push(st.regs.pc);
         let Some(step) = self.steps.pop_front() else {
             return Err(BackendError("script ended".into()));
         };
-        st.trap = step.trap;
+        st.exit = step.trap;
         (step.set)(st);
         self.pending_check = Some(step.check);
         Ok(RunExit::Trap)
@@ -151,22 +151,23 @@ impl VmBackend for ScriptedVm {
     }
 }
 
-fn esr(class: u8, iss: u64) -> u64 {
-    (u64::from(class) << 26) | ESR_IL | iss
+fn esr(class: u64, iss: u64) -> u64 {
+    (class << 26) | ESR_IL | iss
 }
 
 /// `str w<reg>, [gpa]` with `value` in the register.
 fn store(gpa: u64, reg: u8, value: u64) -> Step {
     Step {
-        trap: Trap {
+        trap: Exit {
             esr: esr(
-                ec::DABT_LOW,
+                ec::DABT_LOWER,
                 (1 << 24) | (2 << 22) | (u64::from(reg) << 16) | (1 << 6),
             ),
             far: gpa & 0xfff,
             gpa,
+            ..Exit::default()
         },
-        set: Box::new(move |st| st.x[usize::from(reg)] = value),
+        set: Box::new(move |st| st.regs.x[usize::from(reg)] = value),
         check: Box::new(|_| {}),
     }
 }
@@ -174,26 +175,32 @@ fn store(gpa: u64, reg: u8, value: u64) -> Step {
 /// `ldr w<reg>, [gpa]`, expecting `want`.
 fn load(gpa: u64, reg: u8, want: u64) -> Step {
     Step {
-        trap: Trap {
-            esr: esr(ec::DABT_LOW, (1 << 24) | (2 << 22) | (u64::from(reg) << 16)),
+        trap: Exit {
+            esr: esr(
+                ec::DABT_LOWER,
+                (1 << 24) | (2 << 22) | (u64::from(reg) << 16),
+            ),
             far: gpa & 0xfff,
             gpa,
+            ..Exit::default()
         },
         set: Box::new(|_| {}),
-        check: Box::new(move |st| assert_eq!(st.x[usize::from(reg)], want, "load of {gpa:#x}")),
+        check: Box::new(move |st| {
+            assert_eq!(st.regs.x[usize::from(reg)], want, "load of {gpa:#x}")
+        }),
     }
 }
 
 fn hvc(x: [u64; 4], want_x0: Option<u64>) -> Step {
     Step {
-        trap: Trap {
+        trap: Exit {
             esr: esr(ec::HVC64, 0),
-            ..Trap::default()
+            ..Exit::default()
         },
-        set: Box::new(move |st| st.x[..4].copy_from_slice(&x)),
+        set: Box::new(move |st| st.regs.x[..4].copy_from_slice(&x)),
         check: Box::new(move |st| {
             if let Some(w) = want_x0 {
-                assert_eq!(st.x[0], w, "PSCI call {:#x}", x[0]);
+                assert_eq!(st.regs.x[0], w, "PSCI call {:#x}", x[0]);
             }
         }),
     }
@@ -345,17 +352,17 @@ fn guest_run_uart_psci_sgi_and_power_off() {
     ]);
     let pcs0 = cpu0.seen_pcs.clone();
     let mut cpu1 = Scripted::new(vec![Step {
-        trap: Trap {
+        trap: Exit {
             esr: esr(ec::HVC64, 0),
-            ..Trap::default()
+            ..Exit::default()
         },
         set: Box::new(|st| {
             assert_eq!(
-                (st.pc, st.x[0], st.pstate),
+                (st.regs.pc, st.regs.x[0], st.regs.pstate),
                 (0x4010_0000, 0x77, 0x3c5),
                 "CPU_ON start state"
             );
-            st.x[0] = u64::from(func::SYSTEM_OFF);
+            st.regs.x[0] = u64::from(func::SYSTEM_OFF);
         }),
         check: Box::new(|_| panic!("SYSTEM_OFF returned")),
     }]);
@@ -396,38 +403,28 @@ fn handle_exit_details() {
     .unwrap();
     let vm = &m.vm;
     // Sign-extending byte load into a w register from the GIC's PIDR2.
-    let mut st = VcpuState {
-        pc: 0x1000,
-        pstate: 0x3c5,
-        ..VcpuState::default()
-    };
-    st.trap = Trap {
-        esr: esr(ec::DABT_LOW, (1 << 24) | (1 << 21) | (7 << 16)),
+    let mut st = VcpuState::default();
+    st.regs.pc = 0x1000;
+    st.regs.pstate = 0x3c5;
+    st.exit = Exit {
+        esr: esr(ec::DABT_LOWER, (1 << 24) | (1 << 21) | (7 << 16)),
         far: 0xfe8,
         gpa: 0x800_ffe8,
+        ..Exit::default()
     };
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
-    assert_eq!(st.x[7], 0x30);
-    let ldrsb = |sixty_four| MmioAccess {
-        gpa: 0,
-        size: 1,
-        write: false,
-        reg: 0,
-        sign_extend: true,
-        sixty_four,
-    };
-    assert_eq!(extend(0x80, &ldrsb(false)), 0xffff_ff80);
-    assert_eq!(extend(0x80, &ldrsb(true)), u64::MAX - 0x7f);
+    assert_eq!(st.regs.x[7], 0x30);
     // Inject mode: an access to nothing becomes a data abort at VBAR + 0x200.
     st.el1.vbar = 0xffff_8000_0000_0000;
-    st.trap = Trap {
-        esr: esr(ec::DABT_LOW, (1 << 24) | (2 << 22) | (1 << 6)),
+    st.exit = Exit {
+        esr: esr(ec::DABT_LOWER, (1 << 24) | (2 << 22) | (1 << 6)),
         far: 0xffff_0000_0000_0123,
         gpa: 0x0c00_0123,
+        ..Exit::default()
     };
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
-    assert_eq!(st.pc, 0xffff_8000_0000_0200);
-    assert_eq!(st.el1.elr, 0x1004);
+    assert_eq!(st.regs.pc, 0xffff_8000_0000_0200);
+    assert_eq!(st.regs.elr_el1, 0x1004);
     assert_eq!(st.el1.far, 0xffff_0000_0000_0123);
     assert_eq!(st.el1.esr >> 26, 0x25);
     assert_eq!(st.el1.esr & (1 << 6), 1 << 6);
@@ -439,53 +436,54 @@ fn handle_exit_details() {
         i.group1 = true;
     });
     let iss = (3 << 20) | (5 << 17) | (12 << 10) | (2 << 5) | (11 << 1);
-    st.trap = Trap {
+    st.exit = Exit {
         esr: esr(ec::SYSREG, iss),
-        ..Trap::default()
+        ..Exit::default()
     };
-    st.x[2] = (1 << 24) | 0b10;
-    st.pc = 0x2000;
+    st.regs.x[2] = (1 << 24) | 0b10;
+    st.regs.pc = 0x2000;
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
-    assert_eq!(st.pc, 0x2004);
+    assert_eq!(st.regs.pc, 0x2004);
     assert!(vm.gic.has_pending(1));
     // WFI with nothing pending waits; WFE does not.
-    st.trap = Trap {
+    st.exit = Exit {
         esr: esr(ec::WFX, 0),
-        ..Trap::default()
+        ..Exit::default()
     };
     assert_eq!(vm.handle_exit(0, &mut st), Action::WaitForInterrupt);
     assert_eq!(vm.handle_exit(1, &mut st), Action::Resume);
-    st.trap = Trap {
+    st.exit = Exit {
         esr: esr(ec::WFX, 1),
-        ..Trap::default()
+        ..Exit::default()
     };
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
     // SMC steps over the instruction, PSCI CPU_SUSPEND standby waits.
-    st.trap = Trap {
+    st.exit = Exit {
         esr: esr(ec::SMC64, 0),
-        ..Trap::default()
+        ..Exit::default()
     };
-    st.pc = 0x3000;
-    st.x[0] = u64::from(func::smc64(func::CPU_SUSPEND));
-    st.x[1] = 0;
+    st.regs.pc = 0x3000;
+    st.regs.x[0] = u64::from(func::smc64(func::CPU_SUSPEND));
+    st.regs.x[1] = 0;
     assert_eq!(vm.handle_exit(0, &mut st), Action::WaitForInterrupt);
-    assert_eq!((st.pc, st.x[0]), (0x3004, 0));
+    assert_eq!((st.regs.pc, st.regs.x[0]), (0x3004, 0));
     // An unknown exception class in inject mode: undefined instruction.
-    st.trap = Trap {
+    st.exit = Exit {
         esr: esr(0x07, 0),
-        ..Trap::default()
+        ..Exit::default()
     };
-    st.pstate = 0; // from EL0
+    st.regs.pstate = 0; // from EL0
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
-    assert_eq!(st.pc, 0xffff_8000_0000_0400);
+    assert_eq!(st.regs.pc, 0xffff_8000_0000_0400);
     assert_eq!(st.el1.esr >> 26, 0);
     // An instruction fetch outside RAM cannot be skipped.
     let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
     let mut st = VcpuState {
-        trap: Trap {
-            esr: esr(ec::IABT_LOW, 0),
+        exit: Exit {
+            esr: esr(ec::IABT_LOWER, 0),
             far: 0,
             gpa: 0x1000,
+            ..Exit::default()
         },
         ..VcpuState::default()
     };
@@ -494,9 +492,9 @@ fn handle_exit_details() {
 
 fn wfi() -> Step {
     Step {
-        trap: Trap {
+        trap: Exit {
             esr: esr(ec::WFX, 0),
-            ..Trap::default()
+            ..Exit::default()
         },
         set: Box::new(|_| {}),
         check: Box::new(|_| {}),
@@ -538,25 +536,27 @@ fn wfi_ends_when_the_virtual_timer_fires() {
     let mut wait = wfi();
     // Timer on, 5 ms from now (the scripted counter runs at 1 MHz from 0).
     wait.set = Box::new(|st| {
-        st.vtimer = crate::backend::VirtualTimer {
+        st.timer = crate::backend::VTimer {
             ctl: 1,
             cval: 5_000,
+            ..Default::default()
         }
     });
     let after = Step {
-        trap: Trap {
+        trap: Exit {
             esr: esr(ec::HVC64, 0),
-            ..Trap::default()
+            ..Exit::default()
         },
         set: Box::new(|st| {
             let ids: Vec<u32> = st
-                .lrs
+                .gic
+                .lr
                 .iter()
                 .filter(|l| **l != 0)
                 .map(|l| *l as u32)
                 .collect();
             assert_eq!(ids, [VTIMER_INTID], "the timer PPI is in a list register");
-            st.x[0] = u64::from(func::SYSTEM_RESET);
+            st.regs.x[0] = u64::from(func::SYSTEM_RESET);
         }),
         check: Box::new(|_| {}),
     };

@@ -16,9 +16,7 @@ use l4re::runtime::{Action, Config, PfAction, Runtime};
 
 extern crate alloc;
 
-/// Priority of the program's threads (the loader runs the runtime's
-/// thread at its own; it should not be lower).
-pub const PROGRAM_PRIO: u64 = 2;
+pub use l4re::env::PROGRAM_PRIO;
 /// `l4re_dbg` bit: log every system call.
 pub const DBG_TRACE_SYSCALLS: u32 = 0x1;
 /// Exit code when the program cannot be started (`-ENOEXEC`).

@@ -32,7 +32,8 @@
 //! * `fs`: `rom/` files and descriptors;
 //! * `signal`: signal actions, masks, `kill`;
 //! * `mmap`: `brk`, `mmap` and the other memory calls;
-//! * `process`: CPUs, limits, random numbers.
+//! * `process`: CPUs, limits, random numbers;
+//! * `l4re_calls`: the runtime's own calls ([`crate::linux::l4re_sys`]).
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
@@ -50,6 +51,7 @@ mod faults;
 mod fs;
 mod futex;
 mod io;
+mod l4re_calls;
 mod load;
 mod memory;
 mod mmap;
@@ -230,6 +232,8 @@ pub struct Runtime<B: Backend> {
     // Threads (`thread`, `futex`, `time`).
     /// By UTCB slot.
     threads: BTreeMap<usize, Thread>,
+    /// UTCB slots the program reserved (`l4re_calls`): no thread's.
+    utcb_reserved: BTreeSet<usize>,
     /// The id the next `clone` gives.
     next_tid: u32,
     /// Threads started so far (spreads them over the CPUs).
@@ -280,6 +284,7 @@ impl<B: Backend> Runtime<B> {
             refs: DsRefs::new(),
             mapped: PageSet::new(),
             threads: BTreeMap::new(),
+            utcb_reserved: BTreeSet::new(),
             next_tid: PID,
             spawned: 0,
             futex: FutexTable::new(),

@@ -166,6 +166,9 @@ impl<B: Backend> Runtime<B> {
             Sys::Prlimit64 => done(self.sys_prlimit(a[0], a[1], a[3])),
             Sys::Getrandom => done(self.sys_getrandom(a[0], a[1])),
             Sys::Rseq | Sys::Clone3 => done(Err(ENOSYS)),
+            Sys::L4reAttach => done(self.sys_l4re_attach(a[0], a[1], a[2], a[3])),
+            Sys::L4reThreadCap => done(self.threads.get(&slot).map(|t| t.cap).ok_or(ESRCH)),
+            Sys::L4reUtcbPage => done(self.sys_l4re_utcb_page()),
             Sys::Clone => done(self.sys_clone(slot, regs, a)),
         }
     }

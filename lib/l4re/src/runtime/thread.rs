@@ -117,7 +117,9 @@ impl<B: Backend> Runtime<B> {
         if sp == 0 || !sp.is_multiple_of(16) {
             return Err(EINVAL);
         }
-        let Some(new_slot) = (2..UTCB_SLOTS).find(|s| !self.threads.contains_key(s)) else {
+        let Some(new_slot) = (2..UTCB_SLOTS)
+            .find(|s| !self.threads.contains_key(s) && !self.utcb_reserved.contains(s))
+        else {
             return Err(EAGAIN);
         };
         let tls = if flags & SETTLS != 0 {

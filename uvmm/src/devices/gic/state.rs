@@ -2,7 +2,7 @@
 //! and pending/active state, routing, and the choice of what each vCPU's
 //! list registers should hold.
 
-use crate::backend::{LrFields, lr_fields, lr_value};
+use crate::backend::lr;
 use crate::psci::MPIDR_AFF_MASK;
 
 /// SGIs are INTIDs 0..16, PPIs 16..32, SPIs from 32.
@@ -163,16 +163,35 @@ impl GicState {
     /// Takes back the list registers of `cpu` after an exit: what the guest
     /// completed is inactive, what it took is active, what it did not take
     /// is pending again.
+    ///
+    /// An interrupt this vCPU's list registers held that none holds now
+    /// was completed (the kernel may reuse an emptied list register for
+    /// an interrupt of its own).
     pub fn sync_lrs(&mut self, cpu: usize, lrs: &mut [u64]) {
+        let seen: Vec<u32> = lrs
+            .iter()
+            .filter(|&&lr| lr != 0)
+            .map(|&v| lr::intid(v))
+            .collect();
+        let nr = self.nr_irqs();
+        for n in 0..nr {
+            if seen.contains(&n) {
+                continue;
+            }
+            if let Some(i) = self.irq_mut(cpu, n)
+                && i.owner == Some(cpu)
+            {
+                i.owner = None;
+                i.active = false;
+                i.latched_in_lr = false;
+            }
+        }
         for lr in lrs.iter_mut() {
             if *lr == 0 {
                 continue;
             }
-            let LrFields {
-                intid,
-                pending,
-                active,
-            } = lr_fields(*lr);
+            let (intid, state) = (lr::intid(*lr), lr::state(*lr));
+            let (pending, active) = (state & 1 != 0, state & 2 != 0);
             *lr = 0;
             if let Some(i) = self.irq_mut(cpu, intid) {
                 // Pending state not taken goes back to the latch when it came
@@ -192,8 +211,9 @@ impl GicState {
     /// Fills the list registers of `cpu` for the next entry: first the
     /// interrupts the guest has active (so it can complete them), then the
     /// highest-priority pending ones. A pending latch (edge, `ISPENDR`,
-    /// SGIs) moves into the list register; level interrupts ask for an
-    /// exit on completion.
+    /// SGIs) moves into the list register; a level interrupt whose line is
+    /// still high after the guest completed it is given again after the
+    /// next exit (its handler's device access is one).
     pub fn fill_lrs(&mut self, cpu: usize, lrs: &mut [u64]) {
         let active = (0..self.nr_irqs()).filter(|&n| {
             self.irq(cpu, n)
@@ -213,7 +233,7 @@ impl GicState {
             let Some(i) = self.irq_mut(cpu, intid) else {
                 continue;
             };
-            *lr = lr_value(intid, i.priority, pending, active, !i.edge);
+            *lr = lr_value(intid, i.priority, pending, active);
             i.owner = Some(cpu);
             // The pending latch moves into the list register.
             i.latched_in_lr = pending && i.pending;
@@ -243,6 +263,16 @@ impl GicState {
         }
         targets
     }
+}
+
+/// A list register for group-1 interrupt `intid` with `priority`, pending
+/// and/or active (never hardware-linked: uvmm's interrupts are virtual).
+pub fn lr_value(intid: u32, priority: u8, pending: bool, active: bool) -> u64 {
+    let state = u64::from(pending) | (u64::from(active) << 1);
+    (state << lr::STATE_SHIFT)
+        | lr::GROUP1
+        | (u64::from(priority) << lr::PRIORITY_SHIFT)
+        | u64::from(intid)
 }
 
 /// A decoded `ICC_SGI1R_EL1` value.

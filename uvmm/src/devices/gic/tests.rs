@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::backend::{LrFields, lr_fields};
+use crate::backend::lr;
 use state::Sgi;
 
 struct Count(Arc<AtomicUsize>);
@@ -22,10 +22,12 @@ fn gic() -> (Arc<Gic>, Distributor, Redistributors, Vec<Arc<AtomicUsize>>) {
     (g.clone(), g.distributor(), g.redistributors(), counts)
 }
 
-fn lr_ids(lrs: &[u64]) -> Vec<LrFields> {
+/// The (INTID, state) of the list registers in use (state 1 pending,
+/// 2 active).
+fn lr_ids(lrs: &[u64]) -> Vec<(u32, u64)> {
     lrs.iter()
         .filter(|l| **l != 0)
-        .map(|l| lr_fields(*l))
+        .map(|l| (lr::intid(*l), lr::state(*l)))
         .collect()
 }
 
@@ -125,16 +127,9 @@ fn spi_routing_and_injection() {
     assert!(g.has_pending(2));
     let mut lrs = [0u64; 4];
     g.fill_lrs(2, &mut lrs);
-    assert_eq!(
-        lr_ids(&lrs),
-        [LrFields {
-            intid: 33,
-            pending: true,
-            active: false
-        }]
-    );
+    assert_eq!(lr_ids(&lrs), [(33, 1)]);
     assert_eq!(lrs[0] >> 48 & 0xff, 0x80);
-    assert_ne!(lrs[0] & (1 << 41), 0, "level: exit on EOI");
+    assert_eq!(lrs[0] & lr::EOI, 0, "completion is seen at the next exit");
     // In vCPU 2's list registers: not offered again.
     assert!(!g.has_pending(2));
     // The guest took it (active), then completed it with the line low.
@@ -142,20 +137,28 @@ fn spi_routing_and_injection() {
     g.sync_lrs(2, &mut lrs);
     assert!(g.with_state(|s| s.irq(0, 33).unwrap().active));
     g.fill_lrs(2, &mut lrs);
-    assert_eq!(
-        lr_ids(&lrs),
-        [LrFields {
-            intid: 33,
-            pending: false,
-            active: true
-        }]
-    );
+    assert_eq!(lr_ids(&lrs), [(33, 2)]);
     g.set_level(0, 33, false);
     // Deactivated: the state bits clear, the INTID stays.
     lrs[0] &= !(3 << 62);
     g.sync_lrs(2, &mut lrs);
     assert!(!g.with_state(|s| s.irq(0, 33).unwrap().active));
     assert!(!g.has_pending(2));
+    // Given again, taken, completed, and the list register reused by the
+    // kernel for the timer: completed all the same, offered again.
+    g.set_level(0, 33, true);
+    g.fill_lrs(2, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(33, 1)]);
+    lrs[0] = lr::pending(27, 0);
+    g.sync_lrs(2, &mut lrs);
+    assert!(
+        g.has_pending(2),
+        "level 33 still high, no longer in a list register"
+    );
+    g.set_level(0, 33, false);
+    lrs = [0; 4];
+    g.fill_lrs(2, &mut lrs);
+    g.sync_lrs(2, &mut lrs);
     // IRM: any vCPU, the first awake one.
     d.write(0x6000 + 33 * 8, 8, 1 << 31);
     r.write(REDIST_STRIDE + 0x14, 4, 0);
@@ -190,7 +193,7 @@ fn edge_and_priority_order_and_lr_limit() {
     let mut lrs = [0u64; 2];
     g.fill_lrs(0, &mut lrs);
     assert_eq!(
-        lr_ids(&lrs).iter().map(|f| f.intid).collect::<Vec<_>>(),
+        lr_ids(&lrs).iter().map(|f| f.0).collect::<Vec<_>>(),
         [33, 34]
     );
     assert_eq!(lrs[0] & (1 << 41), 0, "edge: no EOI exit");
@@ -208,23 +211,11 @@ fn kernel_placed_interrupts_survive_a_sync() {
     r.write(SGI_FRAME + 0x100, 4, 1 << 27);
     // The kernel injected the (level-configured) timer PPI; the guest has
     // not taken it yet.
-    let mut lrs = [
-        crate::backend::lr_value(27, 0xa0, true, false, false),
-        0,
-        0,
-        0,
-    ];
+    let mut lrs = [super::state::lr_value(27, 0xa0, true, false), 0, 0, 0];
     g.sync_lrs(0, &mut lrs);
     assert!(g.has_pending(0));
     g.fill_lrs(0, &mut lrs);
-    assert_eq!(
-        lr_ids(&lrs),
-        [LrFields {
-            intid: 27,
-            pending: true,
-            active: false
-        }]
-    );
+    assert_eq!(lr_ids(&lrs), [(27, 1)]);
     // Taken and completed: not pending again (its line is low).
     lrs[0] &= !(3 << 62);
     g.sync_lrs(0, &mut lrs);
@@ -278,14 +269,7 @@ fn sgi_decode_and_delivery() {
     assert_eq!(g.with_state(|s| s.candidates(1)), [(3, 0)]);
     let mut lrs = [0u64; 4];
     g.fill_lrs(0, &mut lrs);
-    assert_eq!(
-        lr_ids(&lrs),
-        [LrFields {
-            intid: 7,
-            pending: true,
-            active: false
-        }]
-    );
+    assert_eq!(lr_ids(&lrs), [(7, 1)]);
     assert!(!g.has_pending(0));
 }
 

@@ -21,6 +21,7 @@ use l4_loader::elf::{ET_DYN, PF_R, PF_W, PF_X, PT_PHDR};
 mod faults;
 mod fs;
 mod io;
+mod l4re_calls;
 mod load;
 mod mmap;
 mod signal;

@@ -4,7 +4,7 @@ use super::*;
 
 /// Creates a thread with `clone` as musl's pthread_create does; returns
 /// (tid, its slot, its stack, the ptid/ctid word).
-fn spawn(rt: &mut Runtime<Fake>) -> (u64, usize, u64, u64) {
+pub(super) fn spawn(rt: &mut Runtime<Fake>) -> (u64, usize, u64, u64) {
     let stack = call(rt, 1, 222, &[0, 16 * PAGE, 3, 0x22, u64::MAX, 0]) as u64;
     let sp = stack + 16 * PAGE - 64;
     let word = buffer(rt, &[0xff; 8]);
