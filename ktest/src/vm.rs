@@ -50,6 +50,7 @@ tests! {
     "vm.resume_of_other_thread_refused" => resume_other,
     "vm.control_refusals" => control_refusals,
     "vm.guest_fp_kept_apart" => fp_apart,
+    "vm.vmm_thread_pointer_kept" => thread_pointer_apart,
     "vm.vcpu_moves_to_another_cpu" => migrate,
 }
 
@@ -709,6 +710,33 @@ fn d9() -> u64 {
     // SAFETY: reads an FP register.
     unsafe { core::arch::asm!("fmov {}, d9", out(reg) v, options(nomem, nostack)) };
     v
+}
+
+/// The calling thread's TPIDR_EL0.
+fn tpidr_el0() -> u64 {
+    let v: u64;
+    // SAFETY: reads EL0's thread register.
+    unsafe { core::arch::asm!("mrs {}, tpidr_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+fn set_tpidr_el0(v: u64) {
+    // SAFETY: ktest's code does not use TPIDR_EL0 (no thread-local storage).
+    unsafe { core::arch::asm!("msr tpidr_el0, {}", in(reg) v, options(nomem, nostack)) };
+}
+
+fn thread_pointer_apart() -> R {
+    // The guest sets its own TPIDR_EL0; the VMM's comes back from the
+    // resume, although the VMM's thread never left its CPU.
+    let _g = Guest::new(&[movz(0, 0x1234, 0), msr(0, 3, 3, 13, 0, 2), hvc(1)])?;
+    let old = tpidr_el0();
+    set_tpidr_el0(0x5555);
+    let r = base::THREAD.vcpu_resume();
+    let mine = tpidr_el0();
+    set_tpidr_el0(old);
+    ensure_eq!(r, Ok(ExitReason::Hvc), "exit");
+    ensure_eq!(mine, 0x5555, "the vmm's TPIDR_EL0");
+    Ok(())
 }
 
 fn fp_apart() -> R {

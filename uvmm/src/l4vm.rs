@@ -209,23 +209,6 @@ impl L4Vcpu {
     }
 }
 
-/// The calling thread's thread pointer (`TPIDR_EL0`: its Rust TLS).
-fn thread_pointer() -> u64 {
-    let tp: u64;
-    // SAFETY: reading TPIDR_EL0, which EL0 may, has no effects.
-    unsafe { core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nomem, nostack)) };
-    tp
-}
-
-/// Sets the calling thread's thread pointer back to `tp`, the value
-/// [`thread_pointer`] read before `vcpu_resume`.
-fn set_thread_pointer(tp: u64) {
-    // SAFETY: `tp` is this thread's own thread pointer, read before the
-    // kernel call that may have changed the register; writing it back
-    // restores the TLS that all of the thread's code expects.
-    unsafe { core::arch::asm!("msr tpidr_el0, {}", in(reg) tp, options(nomem, nostack)) };
-}
-
 /// The list registers after an exit as the architecture leaves them: the
 /// kernel clears the ones the guest emptied, uvmm wants their interrupt
 /// number (state invalid) to know what was completed.
@@ -252,12 +235,9 @@ impl VcpuBackend for L4Vcpu {
         // life, and the kernel only reads and writes it during
         // `vcpu_resume`, which this thread makes.
         unsafe { core::ptr::write_volatile(area, *st) };
-        // The kernel gives the guest its own TPIDR_EL0 and does not always
-        // hand the VMM's back (it keeps what it saved when the thread last
-        // left its CPU): keep uvmm's thread pointer across the call.
-        let tp = thread_pointer();
+        // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
+        // exit (ktest vm.vmm_thread_pointer_kept).
         let r = thread.vcpu_resume();
-        set_thread_pointer(tp);
         // SAFETY: as above; `vcpu_resume` has returned.
         *st = unsafe { core::ptr::read_volatile(area) };
         lrs_back(&self.loaded, &mut st.gic.lr);

@@ -204,6 +204,12 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
     if cur != th {
         return Err(Error::Inval);
     }
+    vcpu_of(k, th).ok_or(Error::Inval)?;
+    // The guest gets its own TPIDR_EL0: keep the VMM's (live in the
+    // register, since the caller runs here) for `finish` to restore.
+    if let Some(t) = k.thread_mut(th) {
+        t.tpidr_el0 = arch::tpidr_el0();
+    }
     let v = vcpu_of(k, th).ok_or(Error::Inval)?;
     // SAFETY: the state area is a page of kernel memory; the VMM may
     // change it at any time, so it is copied once and the copy checked.
