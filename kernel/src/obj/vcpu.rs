@@ -334,6 +334,13 @@ fn run_guest() {
         super::vm::set_running(0);
         let mut g = bkl::lock();
         let k = g.kernel();
+        // The guest had its own TLS registers: the VMM's come back, so that
+        // a switch away from this thread keeps the VMM's, not the guest's.
+        if let Some(cur) = k.cpus[arch::cpu_id()].current
+            && let Some(t) = k.thread_mut(cur)
+        {
+            arch::set_tls(t.tpidr_el0, t.utcb_uva);
+        }
         if matches!(exit, hw::ExitKind::Irq | hw::ExitKind::Fiq) {
             // An interrupt came to EL2: take it as from user mode.
             arch::fp_access(k.cpus[arch::cpu_id()].fp_on);
