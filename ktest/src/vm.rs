@@ -270,11 +270,21 @@ fn mmio_read() -> R {
 
 fn sysreg_trap() -> R {
     // The EL1 physical timer traps (the guest has the virtual one).
-    let g = Guest::new(&[mrs(3, 3, 3, 14, 2, 1)])?;
+    expect_read_trap(3, [3, 3, 14, 2, 1], "CNTP_CTL_EL0")
+}
+
+/// A guest `mrs x<rt>` of the register `r` (op0, op1, CRn, CRm, op2)
+/// reaches the VMM as a decoded system-register read.
+fn expect_read_trap(rt: u32, r: [u32; 5], name: &str) -> R {
+    let g = Guest::new(&[mrs(rt, r[0], r[1], r[2], r[3], r[4])])?;
     g.expect(ExitReason::SysReg)?;
     let a = state().exit.sysreg().ok_or("no access decoded")?;
-    ensure_eq!(a.encoding, sysreg_encoding(3, 3, 14, 2, 1), "CNTP_CTL_EL0");
-    ensure!(a.read && a.reg == 3, "access {a:?}");
+    ensure_eq!(
+        a.encoding,
+        sysreg_encoding(r[0], r[1], r[2], r[3], r[4]),
+        name
+    );
+    ensure!(a.read && a.reg == rt as u8, "access {a:?}");
     Ok(())
 }
 
@@ -308,14 +318,9 @@ fn id_registers() -> R {
 }
 
 fn pointer_auth_keys_trap() -> R {
-    // mrs x5, APIAKeyLo_EL1: the keys are not switched between VMs, so a
-    // guest must not read them: the access goes to the VMM.
-    let g = Guest::new(&[mrs(5, 3, 0, 2, 1, 0)])?;
-    g.expect(ExitReason::SysReg)?;
-    let a = state().exit.sysreg().ok_or("no access decoded")?;
-    ensure_eq!(a.encoding, sysreg_encoding(3, 0, 2, 1, 0), "APIAKeyLo_EL1");
-    ensure!(a.read && a.reg == 5, "access {a:?}");
-    Ok(())
+    // The keys are not switched between VMs, so a guest must not read
+    // them: the access goes to the VMM.
+    expect_read_trap(5, [3, 0, 2, 1, 0], "APIAKeyLo_EL1")
 }
 
 fn stage2_fetch() -> R {
