@@ -41,8 +41,12 @@ const SLOT_WORDS: usize = ((l4re::env::CAP_LIMIT - l4re::env::FIRST_PROGRAM_CAP)
 
 /// Kernel-memory quota of a started task's factory.
 const CHILD_FACTORY_QUOTA: u64 = 8 << 20;
-/// Priority of a child's runtime thread (through its scheduler).
-const CHILD_PRIO: u64 = 1;
+/// Priority of a child's runtime thread (through its scheduler): that of
+/// the program's own threads, which it serves (their system calls and page
+/// faults). Below them, a thread that spins on its CPU (a vCPU whose guest
+/// waits for another vCPU) would starve it, and every thread waiting for
+/// an answer with it.
+const CHILD_PRIO: u64 = l4re::env::PROGRAM_PRIO;
 
 /// The page size.
 const PAGE: usize = 4096;
