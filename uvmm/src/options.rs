@@ -182,22 +182,22 @@ fn bad(msg: impl Into<String>) -> OptError {
     OptError::Bad(msg.into())
 }
 
-/// A number in decimal or with `0x` (hex), `0o` or `0b`; `_` allowed.
+/// A number as the kernel and moe read them (decimal or `0x` hex,
+/// [`l4_cmdline::parse_number`]), and also `0o` (octal) or `0b` (binary);
+/// `_` may group digits (`0x8000_0000`).
 pub fn parse_number(s: &str) -> Option<u64> {
     let t = s.trim().replace('_', "");
-    let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or(t.strip_prefix("0X")) {
-        (h, 16)
-    } else if let Some(o) = t.strip_prefix("0o") {
-        (o, 8)
-    } else if let Some(b) = t.strip_prefix("0b") {
-        (b, 2)
-    } else {
-        (t.as_str(), 10)
+    let radix = |digits: &str, radix| match digits {
+        "" => None,
+        d => u64::from_str_radix(d, radix).ok(),
     };
-    if digits.is_empty() {
-        return None;
+    if let Some(o) = t.strip_prefix("0o") {
+        radix(o, 8)
+    } else if let Some(b) = t.strip_prefix("0b") {
+        radix(b, 2)
+    } else {
+        l4_cmdline::parse_number(&t)
     }
-    u64::from_str_radix(digits, radix).ok()
 }
 
 fn parse_dt_mod(s: &str) -> Result<DtMod, OptError> {
@@ -405,6 +405,11 @@ mod tests {
     fn numbers_levels_and_fault_modes() {
         let o = parse(&["-b", "0x8000_0000", "-f", "halt", "-D", "gic=trace", "-v"]).unwrap();
         assert_eq!(o.ram_base, Some(0x8000_0000));
+        assert_eq!(parse_number(" 0o17 "), Some(0o17));
+        assert_eq!(parse_number("0b101"), Some(5));
+        assert_eq!(parse_number("1_000"), Some(1000));
+        assert_eq!(parse_number("0x"), None);
+        assert_eq!(parse_number("0b"), None);
         assert_eq!(o.fault_mode, FaultMode::Halt);
         assert_eq!(o.level, Level::Trace);
         assert_eq!(o.level_of("gic"), Level::Trace);
