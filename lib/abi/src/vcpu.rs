@@ -425,6 +425,11 @@ pub mod lr {
         (lr & VINTID_MASK) as u32
     }
 
+    /// The priority.
+    pub const fn priority(lr: u64) -> u8 {
+        (lr >> PRIORITY_SHIFT) as u8
+    }
+
     /// The state (0 invalid, 1 pending, 2 active, 3 both).
     pub const fn state(lr: u64) -> u64 {
         lr >> STATE_SHIFT

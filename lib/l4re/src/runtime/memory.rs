@@ -194,6 +194,10 @@ impl<B: Backend> Runtime<B> {
             self.b.unmap(s, e);
         }
         self.mapped.remove(start, end);
+        // A page faulting again after this is not "not staying mapped".
+        if (start..end).contains(&self.last_fault.0) {
+            self.last_fault = (u64::MAX, 0);
+        }
     }
 
     pub(super) fn detach(&mut self, space: Space, start: u64, end: u64) {

@@ -253,7 +253,8 @@ pub struct Runtime<B: Backend> {
     rng: u64,
     /// System-call numbers already reported as unknown.
     unknown: BTreeSet<u64>,
-    /// The last faulting page and how often it faulted in a row.
+    /// The last faulting page and how often it faulted in a row since it
+    /// was last unmapped.
     last_fault: (u64, u32),
     /// The cost of the start so far.
     startup: Startup,

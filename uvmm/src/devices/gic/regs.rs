@@ -81,8 +81,9 @@ fn bit_bank(offset: u64) -> Option<(u64, BitAccess)> {
             i.pending || (!i.edge && i.level)
         }),
         ISACTIVER..ICACTIVER => (ISACTIVER, |i, w| {
-            if w == Some(true) {
+            if w == Some(true) && !i.active {
                 i.active = true;
+                i.active_priority = i.priority;
             }
             i.active
         }),

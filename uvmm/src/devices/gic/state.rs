@@ -21,6 +21,13 @@ pub struct Irq {
     pub level: bool,
     /// Active (taken by the guest, not yet deactivated).
     pub active: bool,
+    /// The priority of the list register the guest took it from. The
+    /// guest's end of interrupt drops that priority and completes the
+    /// interrupt only if its list register still has it: an active
+    /// interrupt goes back with it, not with `priority` (which the guest
+    /// may have changed since, or which the kernel did not use when it
+    /// injected the interrupt itself, like the virtual timer's).
+    pub active_priority: u8,
     /// `IGROUPR`: group 1.
     pub group1: bool,
     /// `IPRIORITYR`.
@@ -190,7 +197,7 @@ impl GicState {
             if *lr == 0 {
                 continue;
             }
-            let (intid, state) = (lr::intid(*lr), lr::state(*lr));
+            let (intid, state, priority) = (lr::intid(*lr), lr::state(*lr), lr::priority(*lr));
             let (pending, active) = (state & 1 != 0, state & 2 != 0);
             *lr = 0;
             if let Some(i) = self.irq_mut(cpu, intid) {
@@ -204,6 +211,9 @@ impl GicState {
                 i.owner = None;
                 i.latched_in_lr = false;
                 i.active = active;
+                if active {
+                    i.active_priority = priority;
+                }
             }
         }
     }
@@ -233,7 +243,12 @@ impl GicState {
             let Some(i) = self.irq_mut(cpu, intid) else {
                 continue;
             };
-            *lr = lr_value(intid, i.priority, pending, active);
+            let priority = if active {
+                i.active_priority
+            } else {
+                i.priority
+            };
+            *lr = lr_value(intid, priority, pending, active);
             i.owner = Some(cpu);
             // The pending latch moves into the list register.
             i.latched_in_lr = pending && i.pending;

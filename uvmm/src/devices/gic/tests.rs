@@ -286,3 +286,28 @@ fn wfi_wakes_on_interrupt() {
     g.set_level(0, 32, true);
     assert!(t.join().unwrap());
 }
+
+#[test]
+fn an_active_interrupt_keeps_the_priority_the_guest_took_it_with() {
+    let (g, _, mut r, _) = gic();
+    g.with_state(|s| s.ctlr = 2);
+    r.write(SGI_FRAME + 0x80, 4, 1 << 27);
+    r.write(SGI_FRAME + 0x100, 4, 1 << 27);
+    // The guest configured 0xa0 for the timer PPI ...
+    r.write(SGI_FRAME + 0x400 + 24, 4, 0xa0 << 24);
+    // ... but the kernel injected it with priority 0 and the guest took it:
+    // its end of interrupt drops priority 0, so the list register must go
+    // back with 0, or the interrupt would stay active for ever.
+    let mut lrs = [super::state::lr_value(27, 0, false, true), 0, 0, 0];
+    g.sync_lrs(0, &mut lrs);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(27, 2)]);
+    assert_eq!(lr::priority(lrs[0]), 0);
+    // A new one, pending again, takes the configured priority.
+    lrs[0] &= !(3 << 62);
+    g.sync_lrs(0, &mut lrs);
+    r.write(SGI_FRAME + 0x200, 4, 1 << 27);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(27, 1)]);
+    assert_eq!(lr::priority(lrs[0]), 0xa0);
+}

@@ -67,3 +67,23 @@ fn unknown_threads_are_ignored() {
     assert_eq!(sys(&mut rt, 9, SYS_WRITE, &[1, 0, 0]), Action::NoReply);
     assert!(rt.b.log_text().contains("unknown thread"));
 }
+
+#[test]
+fn a_page_mapped_and_unmapped_again_and_again_is_no_failure() {
+    // A program that maps a page, touches it and unmaps it in a loop
+    // faults at the same address each time: that is progress, not a
+    // mapping that does not stay.
+    let mut rt = runtime();
+    for _ in 0..40 {
+        let a = call(&mut rt, 1, 222, &[0, PAGE, 3, 0x22, u64::MAX, 0]) as u64;
+        let pf = PageFault {
+            addr: a,
+            write: true,
+            exec: false,
+            pc: DYN_BASE + 0x1100,
+        };
+        assert_eq!(rt.page_fault(pf), PfAction::Retry);
+        assert_eq!(call(&mut rt, 1, 215, &[a, PAGE]), 0);
+    }
+    assert_eq!(rt.b.exit, None);
+}
