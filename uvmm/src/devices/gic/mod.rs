@@ -117,9 +117,13 @@ impl Gic {
         self.notify(&(0..n).collect::<Vec<_>>());
     }
 
-    /// Handles an `ICC_SGI1R_EL1` write of vCPU `from`.
+    /// Handles an `ICC_SGI1R_EL1` write of vCPU `from`, made by `from`'s
+    /// own thread on its exit: `from` is not kicked, it fills its list
+    /// registers before it enters the guest again anyway (a kick would
+    /// cost it another exit).
     pub fn send_sgi(&self, from: usize, value: u64) {
-        let targets = self.changing().send_sgi(from, value);
+        let mut targets = self.changing().send_sgi(from, value);
+        targets.retain(|&c| c != from);
         self.notify(&targets);
     }
 
