@@ -371,9 +371,7 @@ fn measure(what: &str, op: fn(), frequency: u64) {
 #[unsafe(no_mangle)]
 extern "C" fn vmbench_main() -> ! {
     let frequency = counter_frequency();
-    say!(
-        "{PREFIX}guest at EL1, virtual counter at {frequency} Hz, {ROUNDS} rounds per operation"
-    );
+    say!("{PREFIX}guest at EL1, virtual counter at {frequency} Hz, {ROUNDS} rounds per operation");
     measure("MMIO read (PL011 flag register)", mmio_read, frequency);
     measure("HVC (PSCI_VERSION)", hvc, frequency);
     match gic_init() {

@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn ticks_to_nanoseconds() {
         // 62.5 MHz: 16 ns a tick.
-        assert_eq!(per_round_ns(1_000_000, 100_000, 1_000, 62_500_000), Some(14_400));
+        assert_eq!(
+            per_round_ns(1_000_000, 100_000, 1_000, 62_500_000),
+            Some(14_400)
+        );
         // 1 GHz: ticks are nanoseconds.
         assert_eq!(per_round_ns(5_000, 1_000, 4, 1_000_000_000), Some(1_000));
         assert_eq!(per_round_ns(10, 20, 1, 1_000_000_000), Some(0));
@@ -114,7 +117,10 @@ mod tests {
             ns: 1234,
         };
         let text = format!("{m}");
-        assert_eq!(text, "vmbench: HVC (PSCI_VERSION): 10000 rounds, 1234 ns each");
+        assert_eq!(
+            text,
+            "vmbench: HVC (PSCI_VERSION): 10000 rounds, 1234 ns each"
+        );
         assert_eq!(parse(&text), Some(Line::Measurement(m)));
         let tagged = format!("[   3.100] vmbench | {text}\r");
         assert_eq!(parse(&tagged), Some(Line::Measurement(m)));
