@@ -52,6 +52,8 @@ core::arch::global_asm!(
     x8_ipc = const l4_abi::sys::X8_IPC,
 );
 core::arch::global_asm!(include_str!("switch.S"));
+// memcpy and memmove (faster than compiler_builtins' generic ones).
+core::arch::global_asm!(include_str!("mem.S"));
 
 /// Callee-saved registers and the kernel stack pointer of a thread that is
 /// not running (layout fixed by switch.S).
