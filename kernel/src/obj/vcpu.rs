@@ -552,7 +552,7 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     // list registers as the guest left them.
     // SAFETY: the state area is a page of kernel memory (the task's UTCB
     // area), which lives as long as the task and so the thread.
-    unsafe { core::ptr::write_volatile(v.state_kva as *mut VcpuState, v.s) };
+    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s) };
     arch::set_tls(tpidr, utcb);
     arch::fp_access(k.cpus[cpu].fp_on);
     let label = match err {

@@ -80,6 +80,24 @@ pub unsafe fn read_shared<T: Copy>(src: *const T) -> T {
     }
 }
 
+/// Writes `v` to `dst`, which user space may read meanwhile: one pass
+/// through an opaque call (see [`read_shared`]), straight from `v`.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `size_of::<T>()` bytes.
+pub unsafe fn write_shared<T: Copy>(dst: *mut T, v: &T) {
+    // SAFETY: the caller vouches for `dst`; `v` is a reference, valid for
+    // reads of a `T`.
+    unsafe {
+        copy_shared(
+            dst.cast(),
+            (v as *const T).cast(),
+            core::mem::size_of::<T>(),
+        );
+    }
+}
+
 /// Callee-saved registers and the kernel stack pointer of a thread that is
 /// not running (layout fixed by switch.S).
 #[repr(C)]
