@@ -446,37 +446,14 @@ struct VmExit {
 /// Boots entry `vmbench` headless, waits for the guest's last line and
 /// returns its measurements, and whether they are instructions.
 fn vm_exits(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<(Vec<VmExit>, bool)> {
-    let (entry, arguments, _) = headless(ws, vars, Some(VMBENCH_ENTRY), &[])?;
-    let icount = counts_instructions(&arguments);
-    eprintln!(
-        "xtask: timing VM exits: booting '{entry}' ({}): {} {}",
-        if icount {
-            "-icount shift=0: nanoseconds are instructions"
-        } else {
-            "no -icount shift=0: nanoseconds depend on the host"
-        },
-        qemu::QEMU,
-        crate::shell::join(&arguments)
-    );
     let forbid = vec![
         Pattern::Text(": failed".into()),
         Pattern::Text("panic".into()),
         Pattern::Text("VM entered a fatal state".into()),
     ];
-    let mut session = Session::spawn(qemu::command(&arguments), forbid, false)?;
-    let deadline = session.started() + args.timeout;
-    let waited = session.expect(&Pattern::Text(vmbench::DONE.into()), deadline);
-    let record = session.finish();
-    let failed = |why: String| {
-        Error::new(format!(
-            "{entry}: {why}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
-            record.transcript, record.stderr
-        ))
-    };
-    let at = waited.map_err(|f| failed(format!("waiting for {:?}: {f}", vmbench::DONE)))?;
-    eprintln!("xtask: {:?} after {:.3} s", vmbench::DONE, at.as_secs_f64());
-    let exits = parse_vmbench(&record.transcript).map_err(|e| failed(e.to_string()))?;
-    Ok((exits, icount))
+    let run = boot_until(ws, vars, VMBENCH_ENTRY, vmbench::DONE, forbid, args.timeout)?;
+    let exits = parse_vmbench(&run.record.transcript).map_err(|e| run.failed(e))?;
+    Ok((exits, run.icount))
 }
 
 /// The measurements in the vmbench guest's console output, up to its last
@@ -575,39 +552,77 @@ fn ipcbench_run(
     entry: &str,
     args: &IpcBenchArgs,
 ) -> Result<(Vec<IpcMeasurement>, bool)> {
-    let (entry, arguments, _) = headless(ws, vars, Some(entry), &[])?;
-    let icount = counts_instructions(&arguments);
-    eprintln!(
-        "xtask: booting '{entry}' ({}), waiting up to {} s for {IPC_DONE:?}: {} {}",
-        if icount {
-            "-icount shift=0: cycles are instructions"
-        } else {
-            "no -icount shift=0: cycles depend on the host"
-        },
-        args.timeout.as_secs(),
-        qemu::QEMU,
-        crate::shell::join(&arguments)
-    );
-
     // Stop at the first failure or panic instead of waiting for the timeout.
     let forbid = vec![
         Pattern::regex(IPC_FAILED).expect("valid regex"),
         Pattern::Text("panic".into()),
     ];
+    let run = boot_until(ws, vars, entry, IPC_DONE, forbid, args.timeout)?;
+    let measurements = parse_ipcbench(&run.record.transcript).map_err(|e| run.failed(e))?;
+    Ok((measurements, run.icount))
+}
+
+/// A benchmark boot that reached its last line.
+struct BenchRun {
+    entry: String,
+    record: crate::console::Record,
+    /// QEMU ran with `-icount shift=0`: counts are instructions.
+    icount: bool,
+}
+
+impl BenchRun {
+    /// An error about the run, with its console log.
+    fn failed(&self, why: impl std::fmt::Display) -> Error {
+        failure_with_log(&self.entry, why, &self.record)
+    }
+}
+
+fn failure_with_log(
+    entry: &str,
+    why: impl std::fmt::Display,
+    record: &crate::console::Record,
+) -> Error {
+    Error::new(format!(
+        "{entry}: {why}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
+        record.transcript, record.stderr
+    ))
+}
+
+/// Boots `entry` headless and waits up to `timeout` for a line with
+/// `done`, failing at once on a line with one of `forbid`.
+fn boot_until(
+    ws: &Workspace,
+    vars: &Vars,
+    entry: &str,
+    done: &str,
+    forbid: Vec<Pattern>,
+    timeout: Duration,
+) -> Result<BenchRun> {
+    let (entry, arguments, _) = headless(ws, vars, Some(entry), &[])?;
+    let icount = counts_instructions(&arguments);
+    eprintln!(
+        "xtask: booting '{entry}' ({}), waiting up to {} s for {done:?}: {} {}",
+        if icount {
+            "-icount shift=0: cycles and nanoseconds are instructions"
+        } else {
+            "no -icount shift=0: cycles and nanoseconds depend on the host"
+        },
+        timeout.as_secs(),
+        qemu::QEMU,
+        crate::shell::join(&arguments)
+    );
     let mut session = Session::spawn(qemu::command(&arguments), forbid, false)?;
-    let deadline = session.started() + args.timeout;
-    let waited = session.expect(&Pattern::Text(IPC_DONE.into()), deadline);
+    let deadline = session.started() + timeout;
+    let waited = session.expect(&Pattern::Text(done.into()), deadline);
     let record = session.finish();
-    let failed = |why: String| {
-        Error::new(format!(
-            "{why}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
-            record.transcript, record.stderr
-        ))
-    };
-    let at = waited.map_err(|failure| failed(format!("waiting for {IPC_DONE:?}: {failure}")))?;
-    eprintln!("xtask: {IPC_DONE:?} after {:.3} s", at.as_secs_f64());
-    let measurements = parse_ipcbench(&record.transcript).map_err(|e| failed(e.to_string()))?;
-    Ok((measurements, icount))
+    let at = waited
+        .map_err(|f| failure_with_log(&entry, format!("waiting for {done:?}: {f}"), &record))?;
+    eprintln!("xtask: {done:?} after {:.3} s", at.as_secs_f64());
+    Ok(BenchRun {
+        entry,
+        record,
+        icount,
+    })
 }
 
 /// Whether QEMU runs with `-icount shift=0` (the last `-icount` wins), so that
