@@ -233,13 +233,18 @@ impl VcpuBackend for L4Vcpu {
         // SAFETY: the runtime reserved the state area's page of the UTCB
         // area for this vCPU alone; it is mapped read-write for the task's
         // life, and the kernel only reads and writes it during
-        // `vcpu_resume`, which this thread makes.
-        unsafe { core::ptr::write_volatile(area, *st) };
+        // `vcpu_resume`, which this thread makes. Plain copies (memcpy)
+        // rather than volatile ones, which go field by field: the system
+        // call may read and write all memory, so the compiler completes
+        // the copy in before it and makes the copy out after it.
+        unsafe { core::ptr::copy_nonoverlapping(st as *const VcpuState, area, 1) };
         // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
         // exit (ktest vm.vmm_thread_pointer_kept).
         let r = thread.vcpu_resume();
         // SAFETY: as above; `vcpu_resume` has returned.
-        *st = unsafe { core::ptr::read_volatile(area) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(area as *const VcpuState, st as *mut VcpuState, 1)
+        };
         lrs_back(&self.loaded, &mut st.gic.lr);
         let a = &*st;
         match r {

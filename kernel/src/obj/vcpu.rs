@@ -213,7 +213,8 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
     let v = vcpu_of(k, th).ok_or(Error::Inval)?;
     // SAFETY: the state area is a page of kernel memory; the VMM may
     // change it at any time, so it is copied once and the copy checked.
-    let mut s: VcpuState = unsafe { core::ptr::read_volatile(v.state_kva as *const VcpuState) };
+    // VcpuState is integers only: any bits are a valid one.
+    let mut s: VcpuState = unsafe { arch::read_shared(v.state_kva as *const VcpuState) };
     if let Err(e) = s.check(hw::lr_count()) {
         s.exit = Exit {
             reason: ExitReason::BadState as u64,
@@ -551,7 +552,7 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     // list registers as the guest left them.
     // SAFETY: the state area is a page of kernel memory (the task's UTCB
     // area), which lives as long as the task and so the thread.
-    unsafe { core::ptr::write_volatile(v.state_kva as *mut VcpuState, v.s) };
+    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s) };
     arch::set_tls(tpidr, utcb);
     arch::fp_access(k.cpus[cpu].fp_on);
     let label = match err {

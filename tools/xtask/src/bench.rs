@@ -1,7 +1,7 @@
 //! `cargo xtask bench boot E=<entry>`: boot times and binary sizes.
 //! `cargo xtask bench ipc [E=<entry>]`: IPC costs from ktest's ipcbench.
 //! `cargo xtask bench vm`: boot time of the Linux guest, natively and under
-//! uvmm.
+//! uvmm, and the instructions of single VM exits (the `vmbench` guest).
 //!
 //! Benchmarks, not tests: `boot` boots the entry headless N times and reports
 //! the median wall time from QEMU's start to the first occurrence of each
@@ -350,11 +350,15 @@ impl Programs {
 }
 /// The entry that boots the guest under uvmm for `bench vm`.
 const UVMM_ENTRY: &str = "uvmm";
+/// The entry that runs the exit-timing guest (tests/vmbench) under uvmm.
+const VMBENCH_ENTRY: &str = "vmbench";
 
 /// Boots the guest kernel and ramdisk natively (QEMU's own device tree and
 /// PL011) and under uvmm (entry `uvmm`), alternating, N times each; the
-/// median time from QEMU's start to `/init`'s ready line of each.
+/// median time from QEMU's start to `/init`'s ready line of each. Before
+/// that, the cost of single VM exits from one boot of entry `vmbench`.
 fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
+    let (exits, icount) = vm_exits(ws, vars, args)?;
     // One CPU for both: a guest with several vCPUs does not boot under
     // uvmm yet (its IPIs stall), and the comparison wants the same machine.
     let mut env_options = vec!["-smp".to_string(), "1".to_string()];
@@ -417,7 +421,64 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     for path in [&guest.image, &guest.image_gz, &guest.ramdisks[0]] {
         println!("  {:>10} B  {}", file_size(path)?, ws.show(path));
     }
+    println!(
+        "VM exits (tests/vmbench under uvmm, entry {VMBENCH_ENTRY}, one vCPU; {} per operation, the loop's own cost taken off):",
+        if icount {
+            "instructions under -icount shift=0 (guest, kernel and uvmm)"
+        } else {
+            "ns of virtual time without -icount shift=0, host-dependent"
+        }
+    );
+    let width = exits.iter().map(|m| m.what.len()).max().unwrap_or(0);
+    for m in &exits {
+        println!("  {:<width$}  {:>7}", m.what, m.ns);
+    }
     Ok(())
+}
+
+/// One measurement of the vmbench guest.
+#[derive(Debug, PartialEq)]
+struct VmExit {
+    what: String,
+    ns: u64,
+}
+
+/// Boots entry `vmbench` headless, waits for the guest's last line and
+/// returns its measurements, and whether they are instructions.
+fn vm_exits(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<(Vec<VmExit>, bool)> {
+    let forbid = vec![
+        Pattern::Text(": failed".into()),
+        Pattern::Text("panic".into()),
+        Pattern::Text("VM entered a fatal state".into()),
+    ];
+    let run = boot_until(ws, vars, VMBENCH_ENTRY, vmbench::DONE, forbid, args.timeout)?;
+    let exits = parse_vmbench(&run.record.transcript).map_err(|e| run.failed(e))?;
+    Ok((exits, run.icount))
+}
+
+/// The measurements in the vmbench guest's console output, up to its last
+/// line. Fails on a line that reports a failure, no last line, or no
+/// measurement.
+fn parse_vmbench(console: &str) -> Result<Vec<VmExit>> {
+    let mut exits = Vec::new();
+    for line in console.lines() {
+        match vmbench::parse(line) {
+            None | Some(vmbench::Line::Other(_)) => {}
+            Some(vmbench::Line::Failed(what)) => bail!("the guest reported a failure: {what}"),
+            Some(vmbench::Line::Measurement(m)) => exits.push(VmExit {
+                what: m.what.to_string(),
+                ns: m.ns,
+            }),
+            Some(vmbench::Line::Done) if exits.is_empty() => {
+                bail!(
+                    "the guest printed {:?} without any measurement",
+                    vmbench::DONE
+                )
+            }
+            Some(vmbench::Line::Done) => return Ok(exits),
+        }
+    }
+    bail!("no line {:?} in the console output", vmbench::DONE)
 }
 
 /// The line ipcbench prints after its last measurement.
@@ -491,39 +552,77 @@ fn ipcbench_run(
     entry: &str,
     args: &IpcBenchArgs,
 ) -> Result<(Vec<IpcMeasurement>, bool)> {
-    let (entry, arguments, _) = headless(ws, vars, Some(entry), &[])?;
-    let icount = counts_instructions(&arguments);
-    eprintln!(
-        "xtask: booting '{entry}' ({}), waiting up to {} s for {IPC_DONE:?}: {} {}",
-        if icount {
-            "-icount shift=0: cycles are instructions"
-        } else {
-            "no -icount shift=0: cycles depend on the host"
-        },
-        args.timeout.as_secs(),
-        qemu::QEMU,
-        crate::shell::join(&arguments)
-    );
-
     // Stop at the first failure or panic instead of waiting for the timeout.
     let forbid = vec![
         Pattern::regex(IPC_FAILED).expect("valid regex"),
         Pattern::Text("panic".into()),
     ];
+    let run = boot_until(ws, vars, entry, IPC_DONE, forbid, args.timeout)?;
+    let measurements = parse_ipcbench(&run.record.transcript).map_err(|e| run.failed(e))?;
+    Ok((measurements, run.icount))
+}
+
+/// A benchmark boot that reached its last line.
+struct BenchRun {
+    entry: String,
+    record: crate::console::Record,
+    /// QEMU ran with `-icount shift=0`: counts are instructions.
+    icount: bool,
+}
+
+impl BenchRun {
+    /// An error about the run, with its console log.
+    fn failed(&self, why: impl std::fmt::Display) -> Error {
+        failure_with_log(&self.entry, why, &self.record)
+    }
+}
+
+fn failure_with_log(
+    entry: &str,
+    why: impl std::fmt::Display,
+    record: &crate::console::Record,
+) -> Error {
+    Error::new(format!(
+        "{entry}: {why}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
+        record.transcript, record.stderr
+    ))
+}
+
+/// Boots `entry` headless and waits up to `timeout` for a line with
+/// `done`, failing at once on a line with one of `forbid`.
+fn boot_until(
+    ws: &Workspace,
+    vars: &Vars,
+    entry: &str,
+    done: &str,
+    forbid: Vec<Pattern>,
+    timeout: Duration,
+) -> Result<BenchRun> {
+    let (entry, arguments, _) = headless(ws, vars, Some(entry), &[])?;
+    let icount = counts_instructions(&arguments);
+    eprintln!(
+        "xtask: booting '{entry}' ({}), waiting up to {} s for {done:?}: {} {}",
+        if icount {
+            "-icount shift=0: cycles and nanoseconds are instructions"
+        } else {
+            "no -icount shift=0: cycles and nanoseconds depend on the host"
+        },
+        timeout.as_secs(),
+        qemu::QEMU,
+        crate::shell::join(&arguments)
+    );
     let mut session = Session::spawn(qemu::command(&arguments), forbid, false)?;
-    let deadline = session.started() + args.timeout;
-    let waited = session.expect(&Pattern::Text(IPC_DONE.into()), deadline);
+    let deadline = session.started() + timeout;
+    let waited = session.expect(&Pattern::Text(done.into()), deadline);
     let record = session.finish();
-    let failed = |why: String| {
-        Error::new(format!(
-            "{why}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
-            record.transcript, record.stderr
-        ))
-    };
-    let at = waited.map_err(|failure| failed(format!("waiting for {IPC_DONE:?}: {failure}")))?;
-    eprintln!("xtask: {IPC_DONE:?} after {:.3} s", at.as_secs_f64());
-    let measurements = parse_ipcbench(&record.transcript).map_err(|e| failed(e.to_string()))?;
-    Ok((measurements, icount))
+    let at = waited
+        .map_err(|f| failure_with_log(&entry, format!("waiting for {done:?}: {f}"), &record))?;
+    eprintln!("xtask: {done:?} after {:.3} s", at.as_secs_f64());
+    Ok(BenchRun {
+        entry,
+        record,
+        icount,
+    })
 }
 
 /// Whether QEMU runs with `-icount shift=0` (the last `-icount` wins), so that
@@ -739,6 +838,39 @@ mod tests {
             let err = parse_ipcbench(&text).unwrap_err().to_string();
             assert!(err.contains("cannot read the line"), "{garbage}: {err}");
         }
+    }
+
+    #[test]
+    fn vmbench_transcript() {
+        let good = "\
+[   2.000] VMM[vmm]: 1 vCPU(s), boot at 0x40080000 with the device tree at 0x40e00000
+[   2.100] vmbench: guest at EL1, virtual counter at 62500000 Hz, 2000 rounds per operation
+[   2.200] vmbench: MMIO read (PL011 flag register): 2000 rounds, 6179 ns each
+[   2.300] vmbench: HVC (PSCI_VERSION): 2000 rounds, 7056 ns each
+[   2.400] vmbench: done
+";
+        assert_eq!(
+            parse_vmbench(good).unwrap(),
+            vec![
+                VmExit {
+                    what: "MMIO read (PL011 flag register)".into(),
+                    ns: 6179
+                },
+                VmExit {
+                    what: "HVC (PSCI_VERSION)".into(),
+                    ns: 7056
+                },
+            ]
+        );
+        let failed = good.replace(
+            "HVC (PSCI_VERSION): 2000 rounds, 7056 ns each",
+            "SGI: failed: interrupt 1 was not taken",
+        );
+        let err = parse_vmbench(&failed).unwrap_err().to_string();
+        assert!(err.contains("SGI: failed: interrupt 1"), "{err}");
+        let cut = good.replace("vmbench: done", "vmbench: do");
+        assert!(parse_vmbench(&cut).is_err());
+        assert!(parse_vmbench("vmbench: done\n").is_err());
     }
 
     #[test]

@@ -40,8 +40,11 @@ commands:
                       boot an entry (default ipcbench) headless once, wait for
                       `ipcbench: done` (default 300 s) and print the IPC costs
   bench vm [--runs N] [--timeout SECS]
-                      boot the guest kernel and ramdisk natively N times (default 5)
-                      and print the median time to the guest's ready line
+                      boot the guest kernel and ramdisk natively and under uvmm,
+                      alternating, N times each (default 5), and print the median
+                      times to the guest's ready line; before that, boot entry
+                      vmbench once and print the instructions of one MMIO exit,
+                      HVC, SGI and virtual-timer interrupt
   lint                cargo fmt --check and clippy -D warnings for every crate and target
   help                this text
 

@@ -109,6 +109,14 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "uvmm",
         alias: None,
     },
+    // The guest `cargo xtask bench vm` times VM exits with (`module
+    // vmbench`, loaded by uvmm as an ELF).
+    TargetCrate {
+        package: "vmbench",
+        target: BARE_USER_TARGET,
+        binary: "vmbench",
+        alias: None,
+    },
     // `module hello` of the `hello-ned` entry: prints `Hello World!`.
     TargetCrate {
         package: "hello",

@@ -5,6 +5,7 @@
 //! register to the [`Gic`], WFI, and everything else by the fault mode.
 //! [`Vm::run_vcpu`] is a vCPU thread's loop around a [`VcpuBackend`].
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use crate::{trace, warn};
 pub const VTIMER_INTID: u32 = 27;
 /// The exit code of a fatal guest error.
 pub const EXIT_FATAL: u8 = 1;
+/// [`Vm`]'s `stop` while the VM runs (beyond every exit code).
+const RUNNING: u16 = u16::MAX;
 /// How long a vCPU in WFI sleeps before it looks again (a stop request).
 const WFI_POLL: Duration = Duration::from_millis(50);
 
@@ -63,8 +66,9 @@ pub struct Vm {
     /// The vCPUs' affinities (their `VMPIDR`).
     mpidrs: Vec<u64>,
     power_changed: Condvar,
-    /// Set when the VM ends: the exit code.
-    stop: Mutex<Option<u8>>,
+    /// Set when the VM ends: the exit code ([`RUNNING`] before); an atomic,
+    /// since every exit of every vCPU looks at it.
+    stop: AtomicU16,
 }
 
 /// `ESR_EL1` of a synchronous external data abort (or instruction abort
@@ -116,18 +120,23 @@ impl Vm {
             psci: Mutex::new(Psci::new(mpidrs)),
             mpidrs: mpidrs.to_vec(),
             power_changed: Condvar::new(),
-            stop: Mutex::new(None),
+            stop: AtomicU16::new(RUNNING),
         }
     }
 
     /// The exit code once the VM has ended.
     pub fn stopped(&self) -> Option<u8> {
-        *lock(&self.stop)
+        u8::try_from(self.stop.load(Ordering::Acquire)).ok()
     }
 
     /// Ends the VM (first caller's code wins) and wakes every waiting vCPU.
     pub fn request_stop(&self, code: u8) {
-        lock(&self.stop).get_or_insert(code);
+        let _ = self.stop.compare_exchange(
+            RUNNING,
+            u16::from(code),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         self.power_changed.notify_all();
         self.gic.kick_all();
     }
@@ -358,19 +367,20 @@ impl Vm {
             if let Some(code) = self.stopped() {
                 return code;
             }
-            if let Some(b) = start.take().or_else(|| {
-                (self.power(cpu) != Some(Power::On))
-                    .then(|| self.wait_power_on(cpu))
-                    .flatten()
-            }) {
+            // One look at the power state per entry: a vCPU that is not on
+            // waits for its CPU_ON (or the VM's end) first.
+            if start.is_none() && self.power(cpu) != Some(Power::On) {
+                start = self.wait_power_on(cpu);
+                if start.is_none() {
+                    continue;
+                }
+            }
+            if let Some(b) = start.take() {
                 let mpidr = self.mpidrs.get(cpu).copied().unwrap_or(0);
                 trace!("vmm", "vCPU {cpu} starts at {:#x}", b.pc);
                 st = VcpuState::boot(b.pc, b.x[0], mpidr);
                 st.regs.pstate = b.pstate;
                 st.regs.x[..4].copy_from_slice(&b.x);
-            }
-            if self.power(cpu) != Some(Power::On) {
-                continue;
             }
             self.gic.fill_lrs(cpu, &mut st.gic.lr[..lrs]);
             let exit = vcpu.run(&mut st);

@@ -52,6 +52,51 @@ core::arch::global_asm!(
     x8_ipc = const l4_abi::sys::X8_IPC,
 );
 core::arch::global_asm!(include_str!("switch.S"));
+// memcpy and memmove (faster than compiler_builtins' generic ones).
+core::arch::global_asm!(include_str!("mem.S"));
+
+unsafe extern "C" {
+    /// mem.S: memcpy under a name the compiler does not know.
+    fn copy_shared(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;
+}
+
+/// A copy of the `T` at `src`, which user space may change meanwhile (a
+/// vCPU's state area): one pass over it through an opaque call, so the
+/// compiler neither reads the source again later nor splits the copy into
+/// single fields, as it does for a volatile read of a large struct.
+///
+/// # Safety
+///
+/// `src` must be valid for reads of `size_of::<T>()` bytes, and every bit
+/// pattern must be a valid `T`.
+pub unsafe fn read_shared<T: Copy>(src: *const T) -> T {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the caller vouches for `src`; `v` is a distinct local of
+    // the same size, which the copy initialises fully (any bit pattern is
+    // a valid `T`).
+    unsafe {
+        copy_shared(v.as_mut_ptr().cast(), src.cast(), core::mem::size_of::<T>());
+        v.assume_init()
+    }
+}
+
+/// Writes `v` to `dst`, which user space may read meanwhile: one pass
+/// through an opaque call (see [`read_shared`]), straight from `v`.
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `size_of::<T>()` bytes.
+pub unsafe fn write_shared<T: Copy>(dst: *mut T, v: &T) {
+    // SAFETY: the caller vouches for `dst`; `v` is a reference, valid for
+    // reads of a `T`.
+    unsafe {
+        copy_shared(
+            dst.cast(),
+            (v as *const T).cast(),
+            core::mem::size_of::<T>(),
+        );
+    }
+}
 
 /// Callee-saved registers and the kernel stack pointer of a thread that is
 /// not running (layout fixed by switch.S).

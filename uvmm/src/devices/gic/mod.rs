@@ -17,7 +17,7 @@
 pub mod regs;
 pub mod state;
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::backend::VcpuKick;
@@ -79,7 +79,15 @@ impl Gic {
 
     /// Runs `f` on the state (the monitor, tests).
     pub fn with_state<R>(&self, f: impl FnOnce(&mut GicState) -> R) -> R {
-        f(&mut lock(&self.state))
+        f(&mut self.changing())
+    }
+
+    /// The state, locked for a change: every vCPU's list registers are
+    /// worked out again at its next entry.
+    fn changing(&self) -> MutexGuard<'_, GicState> {
+        let mut s = lock(&self.state);
+        s.changes = s.changes.wrapping_add(1);
+        s
     }
 
     /// Registers how to interrupt vCPU `cpu`'s `run`.
@@ -109,9 +117,13 @@ impl Gic {
         self.notify(&(0..n).collect::<Vec<_>>());
     }
 
-    /// Handles an `ICC_SGI1R_EL1` write of vCPU `from`.
+    /// Handles an `ICC_SGI1R_EL1` write of vCPU `from`, made by `from`'s
+    /// own thread on its exit: `from` is not kicked, it fills its list
+    /// registers before it enters the guest again anyway (a kick would
+    /// cost it another exit).
     pub fn send_sgi(&self, from: usize, value: u64) {
-        let targets = lock(&self.state).send_sgi(from, value);
+        let mut targets = self.changing().send_sgi(from, value);
+        targets.retain(|&c| c != from);
         self.notify(&targets);
     }
 
@@ -119,7 +131,7 @@ impl Gic {
     /// interrupt the kernel reports as an event, like the virtual timer).
     pub fn set_pending(&self, cpu: usize, intid: u32) {
         let target = {
-            let mut s = lock(&self.state);
+            let mut s = self.changing();
             let Some(i) = s.irq_mut(cpu, intid) else {
                 return;
             };
@@ -131,19 +143,42 @@ impl Gic {
         }
     }
 
-    /// Takes back vCPU `cpu`'s list registers after an exit.
+    /// Takes back vCPU `cpu`'s list registers after an exit; nothing to
+    /// do when they were filled with nothing and came back empty (the
+    /// common exit).
     pub fn sync_lrs(&self, cpu: usize, lrs: &mut [u64]) {
-        lock(&self.state).sync_lrs(cpu, lrs);
+        let mut s = lock(&self.state);
+        let filled = s.lrs_filled.get_mut(cpu).map(std::mem::take);
+        if filled == Some(false) && lrs.iter().all(|&lr| lr == 0) {
+            return;
+        }
+        s.changes = s.changes.wrapping_add(1);
+        s.sync_lrs(cpu, lrs);
     }
 
-    /// Fills vCPU `cpu`'s list registers before an entry.
+    /// Fills vCPU `cpu`'s list registers (empty, as [`Gic::sync_lrs`]
+    /// leaves them) before an entry. When the last fill found nothing for
+    /// `cpu` and the state has not changed since, nothing is looked at.
     pub fn fill_lrs(&self, cpu: usize, lrs: &mut [u64]) {
-        lock(&self.state).fill_lrs(cpu, lrs);
+        let mut s = lock(&self.state);
+        let changes = s.changes;
+        if s.quiet_since.get(cpu) == Some(&Some(changes)) {
+            return;
+        }
+        s.fill_lrs(cpu, lrs);
+        let filled = lrs.iter().any(|&lr| lr != 0);
+        if let Some(f) = s.lrs_filled.get_mut(cpu) {
+            *f = filled;
+        }
+        if let Some(q) = s.quiet_since.get_mut(cpu) {
+            *q = (!filled).then_some(changes);
+        }
     }
 
     /// Whether vCPU `cpu` has an interrupt to take.
     pub fn has_pending(&self, cpu: usize) -> bool {
-        lock(&self.state).has_pending(cpu)
+        let s = lock(&self.state);
+        s.quiet_since.get(cpu) != Some(&Some(s.changes)) && s.has_pending(cpu)
     }
 
     /// Blocks (WFI) until vCPU `cpu` has an interrupt or `timeout` passed;
@@ -171,7 +206,7 @@ impl Gic {
 impl IrqSink for Gic {
     fn set_level(&self, vcpu: usize, intid: u32, level: bool) {
         let target = {
-            let mut s = lock(&self.state);
+            let mut s = self.changing();
             let Some(i) = s.irq_mut(vcpu, intid) else {
                 return;
             };
@@ -196,7 +231,7 @@ pub struct Distributor(Arc<Gic>);
 
 impl MmioDevice for Distributor {
     fn read(&mut self, offset: u64, size: u8) -> u64 {
-        let mut s = lock(&self.0.state);
+        let mut s = self.0.changing();
         match offset {
             GICD_IROUTER.. if offset < 0x7fe0 => {
                 let intid = ((offset - GICD_IROUTER) / 8) as u32;
@@ -229,7 +264,7 @@ impl MmioDevice for Distributor {
     }
 
     fn write(&mut self, offset: u64, size: u8, value: u64) {
-        let mut s = lock(&self.0.state);
+        let mut s = self.0.changing();
         match offset {
             GICD_CTLR => s.ctlr = value as u32 & (CTLR_GRP0 | CTLR_GRP1),
             GICD_IROUTER.. if offset < 0x7fe0 => {
@@ -270,7 +305,7 @@ impl MmioDevice for Redistributors {
     fn read(&mut self, offset: u64, size: u8) -> u64 {
         let cpu = (offset / REDIST_STRIDE) as usize;
         let off = offset % REDIST_STRIDE;
-        let mut s = lock(&self.0.state);
+        let mut s = self.0.changing();
         if cpu >= s.nr_vcpus() {
             return 0;
         }
@@ -302,7 +337,7 @@ impl MmioDevice for Redistributors {
     fn write(&mut self, offset: u64, size: u8, value: u64) {
         let cpu = (offset / REDIST_STRIDE) as usize;
         let off = offset % REDIST_STRIDE;
-        let mut s = lock(&self.0.state);
+        let mut s = self.0.changing();
         if cpu >= s.nr_vcpus() {
             return;
         }

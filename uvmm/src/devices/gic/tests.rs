@@ -311,3 +311,43 @@ fn an_active_interrupt_keeps_the_priority_the_guest_took_it_with() {
     assert_eq!(lr_ids(&lrs), [(27, 1)]);
     assert_eq!(lr::priority(lrs[0]), 0xa0);
 }
+
+#[test]
+fn quiet_entries_skip_the_scan_until_something_changes() {
+    let (g, mut d, mut r, kicks) = gic();
+    d.write(0, 4, 0x2);
+    r.write(SGI_FRAME + 0x80, 4, 0xffff);
+    r.write(SGI_FRAME + 0x100, 4, 0xffff);
+    let mut lrs = [0u64; 4];
+    // Nothing pending: the fill finds nothing and remembers it; empty
+    // list registers come back without a take-back.
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lrs, [0; 4]);
+    assert!(!g.has_pending(0));
+    g.sync_lrs(0, &mut lrs);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lrs, [0; 4]);
+    // A change through any path is seen at the next fill.
+    g.with_state(|s| s.irq_mut(0, 5).unwrap().pending = true);
+    assert!(g.has_pending(0));
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(5, 1)]);
+    // The guest took and completed it: the list register comes back
+    // empty and is taken back all the same (SGI 5 is no longer active).
+    lrs = [0; 4];
+    g.sync_lrs(0, &mut lrs);
+    assert!(!g.with_state(|s| s.irq(0, 5).unwrap().active));
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lrs, [0; 4]);
+    // An SGI to itself: pending at the next fill, and no kick (the
+    // sender fills its list registers before it enters again); one to
+    // another vCPU kicks that one.
+    g.send_sgi(0, (2 << 24) | 0b1);
+    assert_eq!(kicks[0].load(Ordering::SeqCst), 0);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(2, 1)]);
+    r.write(REDIST_STRIDE + SGI_FRAME + 0x80, 4, 0xffff);
+    r.write(REDIST_STRIDE + SGI_FRAME + 0x100, 4, 0xffff);
+    g.send_sgi(0, (2 << 24) | 0b10);
+    assert_eq!(kicks[1].load(Ordering::SeqCst), 1);
+}
