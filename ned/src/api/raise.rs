@@ -136,6 +136,47 @@ where
     wrap.call(raw)
 }
 
+/// Sets `t[name]` to a method (`obj:name(...)`) running `f` ([`function`]),
+/// which gets its arguments as [`Args::method`] named `name`.
+pub fn set_method<R, F>(lua: &Lua, t: &Table, name: &'static str, f: F) -> mlua::Result<()>
+where
+    R: IntoLuaMulti,
+    F: Fn(&Lua, Args) -> ApiResult<R> + 'static,
+{
+    set(lua, t, name, Args::method, name, f)
+}
+
+/// Sets `t[name]` to a function (`t.name(...)`) running `f` ([`function`]),
+/// which gets its arguments as [`Args::new`] named `name`.
+pub fn set_function<R, F>(lua: &Lua, t: &Table, name: &'static str, f: F) -> mlua::Result<()>
+where
+    R: IntoLuaMulti,
+    F: Fn(&Lua, Args) -> ApiResult<R> + 'static,
+{
+    set(lua, t, name, Args::new, name, f)
+}
+
+/// Sets `t[key]` to a Lua function running `f` ([`function`]), which gets
+/// its arguments as `args(name, ..)`: [`Args::new`] or [`Args::method`],
+/// `name` being what errors call it (an operator for a metamethod).
+pub fn set<R, F>(
+    lua: &Lua,
+    t: &Table,
+    key: &str,
+    args: fn(&'static str, MultiValue) -> Args,
+    name: &'static str,
+    f: F,
+) -> mlua::Result<()>
+where
+    R: IntoLuaMulti,
+    F: Fn(&Lua, Args) -> ApiResult<R> + 'static,
+{
+    t.set(
+        key,
+        function(lua, move |lua, a: MultiValue| f(lua, args(name, a)))?,
+    )
+}
+
 /// The arguments of a call, read with error messages that name the
 /// function and the argument (`bad argument #2 to 'create' (...)`).
 pub struct Args {
