@@ -95,4 +95,4 @@ pub use server::{
     Ctx, Dispatch, Handler, Object, ObjectTable, Protocol, Registry, Server, ServerTransport,
     handle_request,
 };
-pub use transport::{Loopback, NoTransport, RecvBufs, Transport};
+pub use transport::{Loopback, NoTransport, RecvBufs, Request, Transport};

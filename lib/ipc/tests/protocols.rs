@@ -14,7 +14,7 @@ use l4_ipc::protocols::*;
 use l4_ipc::varg::{VAny, VOpt, VStr, VUint, VarArgs, header, str_bytes};
 use l4_ipc::{
     Bytes, CapArg, Ctx, Error, Loopback, MR_COUNT, MemArg, MsgTag, Object, ObjectMap, OptCap,
-    Protocol, RcvCap, RecvBufs, Str, Transport, arg_enum, handle_request, protocol,
+    Protocol, RcvCap, RecvBufs, Request, Str, Transport, arg_enum, handle_request, protocol,
 };
 
 /// Where the loopback server receives capabilities.
@@ -673,16 +673,10 @@ impl Capture {
 }
 
 impl Transport for Capture {
-    fn call(
-        &mut self,
-        cap: u64,
-        tag: MsgTag,
-        mrs: &mut [u64; MR_COUNT],
-        rcv: &RecvBufs,
-    ) -> Result<MsgTag, Error> {
+    fn call(&mut self, r: Request<'_>) -> Result<MsgTag, Error> {
         self.requests
-            .push((cap, tag, mrs[..tag.mr_len()].to_vec(), *rcv));
-        mrs[..self.reply_words.len()].copy_from_slice(&self.reply_words);
+            .push((r.cap, r.tag, r.mrs[..r.tag.mr_len()].to_vec(), *r.rcv));
+        r.mrs[..self.reply_words.len()].copy_from_slice(&self.reply_words);
         Ok(self.reply)
     }
 }
