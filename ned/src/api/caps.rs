@@ -13,7 +13,7 @@
 //! server behind an IPC gate, say) decides what it understands; a request
 //! it does not understand fails there.
 
-use mlua::{AnyUserData, Lua, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{AnyUserData, Lua, MultiValue, UserData, UserDataFields, UserDataMethods, Value};
 
 use super::raise::{self, ApiResult, Args, Raise, function, set_method};
 use super::{backend, cpuset};
@@ -25,10 +25,7 @@ const METHODS_KEY: &str = "ned.cap.methods";
 
 impl UserData for Cap {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_meta_field_with("__index", |lua| {
-            lua.named_registry_value::<Table>(METHODS_KEY)
-        });
-        fields.add_meta_field("__name", "L4::Cap");
+        raise::class_fields(fields, METHODS_KEY, "L4::Cap");
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {

@@ -11,12 +11,10 @@
 //! Exit handlers run from ned's serving loop after the script
 //! ([`crate::Ned::serve`]), as in L4Re.
 
-use mlua::{
-    AnyUserData, Function, Lua, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value,
-};
+use mlua::{AnyUserData, Function, Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
 
 use super::backend;
-use super::raise::{ApiResult, Args, Raise, set_method};
+use super::raise::{self, ApiResult, Args, Raise, set_method};
 use crate::backend::{ExitCode, TaskId, TaskState};
 
 /// Registry key of the methods table.
@@ -35,10 +33,7 @@ pub struct Task {
 
 impl UserData for Task {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_meta_field_with("__index", |lua| {
-            lua.named_registry_value::<Table>(METHODS_KEY)
-        });
-        fields.add_meta_field("__name", "L4::Task");
+        raise::class_fields(fields, METHODS_KEY, "L4::Task");
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
