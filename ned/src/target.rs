@@ -154,10 +154,9 @@ impl Sys for NedSys {
         thread: u64,
         task: u64,
         utcb: u64,
-        pager: u64,
-        exc_handler: u64,
+        handler: u64,
     ) -> core::result::Result<(), Error> {
-        self.0.control(thread, task, utcb, pager, exc_handler)
+        self.0.control(thread, task, utcb, handler)
     }
 
     fn ex_regs(&mut self, thread: u64, pc: u64, sp: u64) -> core::result::Result<(), Error> {

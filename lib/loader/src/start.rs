@@ -29,16 +29,9 @@ pub trait Sys {
     /// Maps `item` (memory or capabilities of the loading task; the send
     /// base is the destination) into task `task`.
     fn map(&mut self, task: u64, item: SendItem) -> Result<(), Error>;
-    /// Binds `thread` to `task` with its UTCB at `utcb` and sets its pager
-    /// and exception handler (selectors in the *child*).
-    fn control(
-        &mut self,
-        thread: u64,
-        task: u64,
-        utcb: u64,
-        pager: u64,
-        exc_handler: u64,
-    ) -> Result<(), Error>;
+    /// Binds `thread` to `task` with its UTCB at `utcb`, with `handler` (a
+    /// selector in the *child*) as its pager and exception handler.
+    fn control(&mut self, thread: u64, task: u64, utcb: u64, handler: u64) -> Result<(), Error>;
     /// Sets the thread's pc and sp.
     fn ex_regs(&mut self, thread: u64, pc: u64, sp: u64) -> Result<(), Error>;
     /// Runs the thread through `scheduler` at `prio` on the CPUs of `cpus`.
@@ -423,14 +416,8 @@ fn build(
         map_cap(sys, task, n.index, caps::FIRST_NAMED + i as u64, n.rights)?;
     }
 
-    sys.control(
-        child.thread,
-        task,
-        l4_env::UTCB_AREA,
-        caps::PARENT,
-        caps::PARENT,
-    )
-    .map_err(kernel("bind the runtime thread"))?;
+    sys.control(child.thread, task, l4_env::UTCB_AREA, caps::PARENT)
+        .map_err(kernel("bind the runtime thread"))?;
     sys.ex_regs(child.thread, elf.entry(), l4_env::RUNTIME_STACK_TOP)
         .map_err(kernel("set the runtime's registers"))?;
     sys.run(a.caps.scheduler, child.thread, a.prio, a.cpus)
@@ -505,8 +492,8 @@ mod tests {
             }
             Ok(())
         }
-        fn control(&mut self, th: u64, task: u64, utcb: u64, p: u64, e: u64) -> Result<(), Error> {
-            self.op(format!("control {th} {task} {utcb:#x} {p} {e}"))
+        fn control(&mut self, th: u64, task: u64, utcb: u64, h: u64) -> Result<(), Error> {
+            self.op(format!("control {th} {task} {utcb:#x} {h}"))
         }
         fn ex_regs(&mut self, th: u64, pc: u64, sp: u64) -> Result<(), Error> {
             self.op(format!("ex_regs {th} {pc:#x} {sp:#x}"))
@@ -660,7 +647,7 @@ mod tests {
                 "thread 258",
                 "factory 259 1048576",
                 "gate 260 0x1230",
-                "control 258 257 0x7ff000000000 4 4",
+                "control 258 257 0x7ff000000000 4",
                 "ex_regs 258 0x7f0000000040 0x7fffffff0000",
                 "run 7 258 2 0xf",
             ]

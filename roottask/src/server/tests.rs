@@ -69,7 +69,7 @@ impl Sys for NoLoader {
     fn map(&mut self, _: u64, _: SendItem) -> Result<(), Error> {
         Err(Error::NoSys)
     }
-    fn control(&mut self, _: u64, _: u64, _: u64, _: u64, _: u64) -> Result<(), Error> {
+    fn control(&mut self, _: u64, _: u64, _: u64, _: u64) -> Result<(), Error> {
         Err(Error::NoSys)
     }
     fn ex_regs(&mut self, _: u64, _: u64, _: u64) -> Result<(), Error> {
