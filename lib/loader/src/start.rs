@@ -263,6 +263,21 @@ fn slot(host: &mut impl Host) -> Result<u64, LoadError> {
     host.alloc_cap().ok_or(LoadError::NoCapSlot)
 }
 
+/// A new kernel object that `create` makes in a fresh slot; the slot goes
+/// back if the kernel refuses (`what`: the step, for the error).
+fn create_in_slot(
+    host: &mut impl Host,
+    what: &'static str,
+    create: impl FnOnce(u64) -> Result<(), Error>,
+) -> Result<u64, LoadError> {
+    let s = slot(host)?;
+    create(s).map_err(|e| {
+        host.free_cap(s);
+        LoadError::Kernel(what, e)
+    })?;
+    Ok(s)
+}
+
 /// Fresh memory of `len` bytes recorded in `child`.
 fn fresh(host: &mut impl Host, child: &mut Child, len: u64) -> Result<u64, LoadError> {
     let a = host.alloc_mem(len).ok_or(LoadError::NoMem)?;
@@ -350,35 +365,16 @@ fn build(
     env: &[u8],
     child: &mut Child,
 ) -> Result<(), LoadError> {
-    child.task = slot(host)?;
     let utcb_order = l4_env::UTCB_AREA_SIZE.trailing_zeros() as u8;
-    sys.create_task(
-        child.task,
-        Fpage::mem(l4_env::UTCB_AREA, utcb_order, MemRights::RW),
-    )
-    .map_err(|e| {
-        host.free_cap(child.task);
-        child.task = 0;
-        LoadError::Kernel("create the task", e)
+    let utcb_area = Fpage::mem(l4_env::UTCB_AREA, utcb_order, MemRights::RW);
+    child.task = create_in_slot(host, "create the task", |s| sys.create_task(s, utcb_area))?;
+    child.thread = create_in_slot(host, "create the runtime thread", |s| sys.create_thread(s))?;
+    child.factory = create_in_slot(host, "create the task's factory", |s| {
+        sys.create_factory(s, a.factory_quota)
     })?;
-    let t = slot(host)?;
-    sys.create_thread(t).map_err(|e| {
-        host.free_cap(t);
-        LoadError::Kernel("create the runtime thread", e)
+    child.gate = create_in_slot(host, "create the parent gate", |s| {
+        sys.create_gate(s, a.parent_label)
     })?;
-    child.thread = t;
-    let f = slot(host)?;
-    sys.create_factory(f, a.factory_quota).map_err(|e| {
-        host.free_cap(f);
-        LoadError::Kernel("create the task's factory", e)
-    })?;
-    child.factory = f;
-    let g = slot(host)?;
-    sys.create_gate(g, a.parent_label).map_err(|e| {
-        host.free_cap(g);
-        LoadError::Kernel("create the parent gate", e)
-    })?;
-    child.gate = g;
 
     for s in elf.segments() {
         load_segment(sys, host, child, elf, a, s)?;
