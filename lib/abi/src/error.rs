@@ -24,11 +24,7 @@ pub const EIPC_BASE: i64 = 2000;
 crate::numbered_enum! {
     /// An error code. The discriminant is the positive code; system calls
     /// return its negation.
-    pub enum Error: i64 {
-        fn from_code,
-        fn code,
-        fn describe,
-    }
+    pub enum Error: i64 { from_code, code, describe }
     /// No permission (`L4_EPERM`): the capability lacks a right.
     Perm = 1, "operation not permitted";
     /// No such entity (`L4_ENOENT`).

@@ -59,18 +59,15 @@
 #![warn(missing_docs)]
 
 /// An enum of numbered variants with a text each. The number is the
-/// variant's discriminant (of the integer type given); the three functions
-/// named are: the variant with a number (`None` if none has it), a
-/// variant's number, and its text. `ALL` lists every variant in order.
+/// variant's discriminant (of the integer type given); the three names in
+/// braces are those of the functions that give the variant with a number
+/// (`None` if none has it), a variant's number, and its text. `ALL` lists
+/// every variant in order.
 #[macro_export]
 macro_rules! numbered_enum {
     (
         $(#[$meta:meta])*
-        $vis:vis enum $enum:ident: $repr:ident {
-            fn $from:ident,
-            fn $number:ident,
-            fn $text:ident $(,)?
-        }
+        $vis:vis enum $enum:ident: $repr:ident { $from:ident, $number:ident, $text:ident }
         $( $(#[$doc:meta])* $name:ident = $num:expr, $t:literal; )*
     ) => {
         $(#[$meta])*

@@ -60,11 +60,7 @@ pub mod errno {
 l4_abi::numbered_enum! {
     /// The system calls the runtime knows, by AArch64 number.
     #[allow(missing_docs)]
-    pub enum Sys: u64 {
-        fn from_nr,
-        fn nr,
-        fn name,
-    }
+    pub enum Sys: u64 { from_nr, nr, name }
     Getcwd = 17, "getcwd";
     Fcntl = 25, "fcntl";
     Ioctl = 29, "ioctl";
