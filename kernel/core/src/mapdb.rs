@@ -975,38 +975,55 @@ mod tests {
     fn map_refusals() {
         let (mut db, [a, b, c]) = chain();
         let mut ch = Vec::new();
-        assert_eq!(
-            db.map(a, MapReq::new(0x10_0000, 13, 5, 0, RW), &mut ch),
-            Err(MapDbError::OutOfRange),
-            "bigger than parent"
-        );
-        assert_eq!(
-            db.map(a, MapReq::new(0x11_0000, PAGE, 5, 0, RW), &mut ch),
-            Err(MapDbError::OutOfRange),
-            "outside parent"
-        );
-        assert_eq!(
-            db.map(a, MapReq::new(0x10_0000, PAGE, 5, 0x123, RW), &mut ch),
-            Err(MapDbError::Misaligned)
-        );
-        assert_eq!(
-            db.map(c, MapReq::new(0x30_0000, PAGE, 5, 0, X), &mut ch),
-            Err(MapDbError::NoRights),
-            "c has no X"
-        );
-        assert_eq!(
-            db.map(a, MapReq::new(0x10_0000, 64, 5, 0, RW), &mut ch),
-            Err(MapDbError::BadOrder)
-        );
-        // Mapping over one's own source (or an ancestor) is refused.
-        assert_eq!(
-            db.map(b, MapReq::new(0x20_0000, PAGE, 2, 0x20_0000, R), &mut ch),
-            Err(MapDbError::Overlap)
-        );
-        assert_eq!(
-            db.map(c, MapReq::new(0x30_0000, PAGE, 1, 0x10_0000, R), &mut ch),
-            Err(MapDbError::Overlap)
-        );
+        use MapDbError as E;
+        let cases = [
+            (
+                a,
+                MapReq::new(0x10_0000, 13, 5, 0, RW),
+                E::OutOfRange,
+                "bigger than parent",
+            ),
+            (
+                a,
+                MapReq::new(0x11_0000, PAGE, 5, 0, RW),
+                E::OutOfRange,
+                "outside parent",
+            ),
+            (
+                a,
+                MapReq::new(0x10_0000, PAGE, 5, 0x123, RW),
+                E::Misaligned,
+                "misaligned",
+            ),
+            (
+                c,
+                MapReq::new(0x30_0000, PAGE, 5, 0, X),
+                E::NoRights,
+                "c has no X",
+            ),
+            (
+                a,
+                MapReq::new(0x10_0000, 64, 5, 0, RW),
+                E::BadOrder,
+                "order 64",
+            ),
+            // Mapping over one's own source (or an ancestor) is refused.
+            (
+                b,
+                MapReq::new(0x20_0000, PAGE, 2, 0x20_0000, R),
+                E::Overlap,
+                "over the source",
+            ),
+            (
+                c,
+                MapReq::new(0x30_0000, PAGE, 1, 0x10_0000, R),
+                E::Overlap,
+                "over an ancestor",
+            ),
+        ];
+        for (from, req, err, what) in cases {
+            assert_eq!(db.map(from, req, &mut ch), Err(err), "{what}");
+        }
         assert!(ch.is_empty());
         let mut stale = MapDb::<u32>::new();
         let s = stale.insert_root(1, mem(0, PAGE), R, 0, &mut ch).unwrap();
