@@ -80,6 +80,7 @@ pub mod server;
 pub mod transport;
 pub mod varg;
 pub mod vbus;
+mod words;
 
 #[cfg(target_arch = "aarch64")]
 mod glue;

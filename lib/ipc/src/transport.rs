@@ -17,6 +17,7 @@ use l4_abi::{CapRights, Error, Fpage, MsgTag, RecvItem, SendItem};
 
 use crate::codec::{Arg, Reader};
 use crate::server::{Registry, handle_request};
+use crate::words::Words;
 
 /// One call as a [`Transport`] makes it: the message `tag`/`mrs` to
 /// capability `cap`, offering the receive buffers `rcv` for items in the
@@ -90,39 +91,23 @@ pub fn call<T: Transport + ?Sized, R: Arg>(
 /// Receive buffers: where a receiver accepts the typed items of the next
 /// message (the buffer registers' receive items).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecvBufs {
-    words: [u64; BR_COUNT],
-    len: usize,
-}
+pub struct RecvBufs(Words<BR_COUNT>);
 
 impl RecvBufs {
     /// No buffers: typed items are refused (the message is cut).
     pub const fn new() -> RecvBufs {
-        RecvBufs {
-            words: [0; BR_COUNT],
-            len: 0,
-        }
+        RecvBufs(Words::new())
     }
 
     /// One single-capability slot at `index`.
     pub const fn cap_slot(index: u64) -> RecvBufs {
-        let mut b = RecvBufs::new();
-        b.words[0] = RecvItem::SmallCap { index }.to_words()[0];
-        b.len = 1;
-        b
+        RecvBufs(Words::one(RecvItem::SmallCap { index }.to_words()[0]))
     }
 
     /// Appends a buffer; [`Error::MsgTooLong`] if the buffer registers are
     /// full.
     pub fn push(&mut self, item: RecvItem) -> Result<(), Error> {
-        let n = item.words();
-        let dst = self
-            .words
-            .get_mut(self.len..self.len + n)
-            .ok_or(Error::MsgTooLong)?;
-        dst.copy_from_slice(&item.to_words()[..n]);
-        self.len += n;
-        Ok(())
+        self.0.push(&item.to_words()[..item.words()])
     }
 
     /// Replaces all buffers.
@@ -147,7 +132,7 @@ impl RecvBufs {
 
     /// The buffer-register words (without terminator).
     pub fn words(&self) -> &[u64] {
-        &self.words[..self.len]
+        self.0.as_slice()
     }
 
     /// The index of the first buffer if it is a single-capability slot
@@ -162,8 +147,9 @@ impl RecvBufs {
     /// Writes the buffer registers: the buffers, then a terminating zero
     /// word if there is room.
     pub fn write_brs(&self, br: &mut [u64; BR_COUNT]) {
-        br[..self.len].copy_from_slice(self.words());
-        if let Some(end) = br.get_mut(self.len) {
+        let n = self.words().len();
+        br[..n].copy_from_slice(self.words());
+        if let Some(end) = br.get_mut(n) {
             *end = 0;
         }
     }
