@@ -10,7 +10,7 @@ use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MsgTag, Proto};
 use l4_ipc::protocols::{FactoryClient, LogClient};
 use l4_ipc::varg::{VAny, VarArgs};
-use l4_ipc::{CapArg, Loopback, RecvBufs, Str, Transport};
+use l4_ipc::{CapArg, Loopback, RecvBufs, Request, Str, Transport};
 
 /// Where the server receives capabilities.
 const SERVER_SLOT: u64 = 50;
@@ -156,7 +156,7 @@ fn icu(svc: &mut Service<Fake>, n: u32, words: &[u64], irq: Option<u64>) -> Resu
     }
     let tag = MsgTag::new(Proto::Irq as i64, words.len() as u32, items, 0);
     let mut lb = loopback(svc);
-    let reply = lb.call(label(n), tag, &mut mrs, &RecvBufs::new())?;
+    let reply = lb.call(Request::new(label(n), tag, &mut mrs))?;
     reply.to_result()?;
     Ok(reply)
 }
@@ -250,21 +250,19 @@ fn log_write_read_and_attributes() {
     let mut lb = loopback(&mut svc);
     let mut mrs = [0u64; MR_COUNT];
     let t = lb
-        .call(
+        .call(Request::new(
             label(1),
             MsgTag::new(0x7777, 1, 0, 0),
             &mut mrs,
-            &RecvBufs::new(),
-        )
+        ))
         .unwrap();
     assert_eq!(t.to_result(), Err(Error::BadProto));
     let t = lb
-        .call(
+        .call(Request::new(
             0x4,
             MsgTag::new(Proto::Log as i64, 1, 0, 0),
             &mut mrs,
-            &RecvBufs::new(),
-        )
+        ))
         .unwrap();
     assert_eq!(t.to_result(), Err(Error::NoEnt));
 }

@@ -101,38 +101,37 @@ pub fn init(
     });
 }
 
-impl Kernel {
-    pub fn thread(&self, id: ObjId) -> Option<&Thread> {
-        match self.objs.get(id)? {
-            KObject::Thread(t) => Some(t),
-            _ => None,
-        }
-    }
+/// `$get`/`$get_mut`: the object `id` if it is a `$kind` (the variant of
+/// [`KObject`] and its type have the same name).
+macro_rules! typed_objects {
+    ($($get:ident, $get_mut:ident: $kind:ident;)*) => {
+        $(
+            pub fn $get(&self, id: ObjId) -> Option<&$kind> {
+                match self.objs.get(id)? {
+                    KObject::$kind(o) => Some(o),
+                    _ => None,
+                }
+            }
 
-    pub fn thread_mut(&mut self, id: ObjId) -> Option<&mut Thread> {
-        match self.objs.get_mut(id)? {
-            KObject::Thread(t) => Some(t),
-            _ => None,
-        }
+            pub fn $get_mut(&mut self, id: ObjId) -> Option<&mut $kind> {
+                match self.objs.get_mut(id)? {
+                    KObject::$kind(o) => Some(o),
+                    _ => None,
+                }
+            }
+        )*
+    };
+}
+
+impl Kernel {
+    typed_objects! {
+        thread, thread_mut: Thread;
+        task, task_mut: Task;
     }
 
     /// The thread, known to exist (an internal invariant, not user input).
     pub fn known_thread(&mut self, id: ObjId) -> &mut Thread {
         self.thread_mut(id).expect("thread vanished")
-    }
-
-    pub fn task(&self, id: ObjId) -> Option<&Task> {
-        match self.objs.get(id)? {
-            KObject::Task(t) => Some(t),
-            _ => None,
-        }
-    }
-
-    pub fn task_mut(&mut self, id: ObjId) -> Option<&mut Task> {
-        match self.objs.get_mut(id)? {
-            KObject::Task(t) => Some(t),
-            _ => None,
-        }
     }
 
     pub fn vm_mut(&mut self, id: ObjId) -> Option<&mut crate::obj::vm::Vm> {

@@ -6,9 +6,9 @@
 use l4::{CapRights, Error, MemRights, base};
 
 use crate::fw::{Ctx, R};
+use crate::mapping::page_in_new_task;
 use crate::rt::{
-    self, Page, Slot, Space, bare_task, copy_cap, expect_fault, expect_value, fresh_va, marker,
-    valid,
+    self, Slot, Space, bare_task, copy_cap, expect_fault, expect_value, marker, valid,
 };
 
 tests! {
@@ -73,11 +73,8 @@ fn server_thread() -> R {
 
 /// Deleting a task revokes the mappings derived from its own.
 fn task_revokes() -> R {
-    let p = Page::with_marker(marker(0x401))?;
-    let x = fresh_va();
-    let a = Space::new()?;
+    let (p, x, a) = page_in_new_task(0x401, MemRights::RW)?;
     let b = Space::new()?;
-    a.map_page(&p, x, MemRights::RW)?;
     b.cap()
         .map_mem(a.cap(), x, 12, MemRights::RW, x)
         .ctx("map from the first task")?;

@@ -4,11 +4,12 @@
 //! a thread without a handler.
 
 use l4::MsgTag;
+use l4::abi::fault::ExcRegs;
 use l4::abi::proto::ex_regs;
 use l4::ipc;
 
 use crate::fw::{Ctx, R};
-use crate::rt::{self, Opts, Space, in_text, instruction_at, reply_regs, signal};
+use crate::rt::{self, Opts, Space, Worker, in_text, instruction_at, reply_regs, signal};
 
 tests! {
     "exc.undefined_instruction_to_handler" => undefined,
@@ -61,22 +62,28 @@ extern "C" fn nzcv_entry(_: u64, _: u64) {
     signal(&[f]);
 }
 
+/// Replies to the exception `r` of `w` with x0 = `x0` and pc past the
+/// instruction; the thread reports its x0 when it runs on.
+fn skip_with_x0(w: &Worker, mut r: ExcRegs, x0: u64) -> R {
+    r.x[0] = x0;
+    r.pc += 4;
+    reply_regs(&r)?;
+    ensure_eq!(w.signal_word()?, x0, "x0 after the reply");
+    Ok(())
+}
+
 /// The handler gets the registers of an undefined instruction; its reply
 /// sets x0 and moves pc past the instruction.
 fn undefined() -> R {
     let w = rt::spawn_default(udf_entry, 0, 0)?;
-    let mut r = w.exception()?;
+    let r = w.exception()?;
     ensure_eq!(r.exception_class(), 0, "exception class (unknown reason)");
     ensure_eq!(instruction_at(r.pc), Some(UDF0), "instruction at pc");
     ensure_eq!((r.x[0], r.x[1]), (7, 11), "x0 and x1");
     let (lo, hi) = w.stack_range();
     ensure!((lo..hi).contains(&r.sp), "sp {:#x} outside the stack", r.sp);
     ensure_eq!(r.tpidruro, w.utcb, "TPIDRRO_EL0 (the UTCB)");
-    r.x[0] = 0x1234;
-    r.pc += 4;
-    reply_regs(&r)?;
-    ensure_eq!(w.signal_word()?, 0x1234, "x0 after the reply");
-    Ok(())
+    skip_with_x0(&w, r, 0x1234)
 }
 
 /// `svc #0` becomes an exception message with the syscall's ESR, the
@@ -105,14 +112,10 @@ fn short_reply() -> R {
     let w = rt::spawn_default(udf_entry, 0, 0)?;
     let first = w.exception()?;
     ipc::reply(MsgTag::new(0, 0, 0, 0)).ctx("short reply")?;
-    let mut second = w.exception()?;
+    let second = w.exception()?;
     ensure_eq!(second.pc, first.pc, "pc of the second exception");
     ensure_eq!(second.x[0], 7, "x0 of the second exception");
-    second.x[0] = 99;
-    second.pc += 4;
-    reply_regs(&second)?;
-    ensure_eq!(w.signal_word()?, 99, "x0 after the full reply");
-    Ok(())
+    skip_with_x0(&w, second, 99)
 }
 
 /// Of `pstate` a reply sets only NZCV (the thread stays at EL0 and runs
@@ -134,13 +137,9 @@ fn pstate() -> R {
 fn other_task() -> R {
     let s = Space::new()?;
     let w = rt::spawn(udf_entry, 0, 0, &Opts::new().space(&s))?;
-    let mut r = w.exception()?;
+    let r = w.exception()?;
     ensure!(in_text(r.pc), "pc {:#x} not in ktest's code", r.pc);
-    r.x[0] = 0x55;
-    r.pc += 4;
-    reply_regs(&r)?;
-    ensure_eq!(w.signal_word()?, 0x55, "x0 after the reply");
-    Ok(())
+    skip_with_x0(&w, r, 0x55)
 }
 
 /// ex_regs can make a (blocked) thread raise an exception.

@@ -24,27 +24,31 @@ tests! {
     "factory.translation_tables_paid_from_quota" => tables_from_quota,
 }
 
+/// Fails unless the new `what` capability `idx` is valid.
+fn expect_valid(idx: u64, what: &str) -> R {
+    ensure!(valid(idx)?, "new {what} capability not valid");
+    Ok(())
+}
+
 /// A task: the reply carries the UTCB area back.
 fn task() -> R {
     let t = rt::bare_task()?;
     // `bare_task` made no call after the factory's reply.
     let area = Fpage(utcb::mr(0));
     ensure_eq!(area, rt::utcb_area_fpage(), "UTCB area in the reply");
-    ensure!(valid(t.idx())?, "new task capability not valid");
+    expect_valid(t.idx(), "task")?;
     Ok(())
 }
 
 /// A thread.
 fn thread() -> R {
-    let t = rt::thread_obj()?;
-    ensure!(valid(t.idx())?, "new thread capability not valid");
-    Ok(())
+    expect_valid(rt::thread_obj()?.idx(), "thread")
 }
 
 /// An unbound gate knows its label.
 fn gate() -> R {
     let g = rt::gate(0x1000, None)?;
-    ensure!(valid(g.idx())?, "new gate capability not valid");
+    expect_valid(g.idx(), "gate")?;
     ensure_eq!(g.get_info().ctx("get_info")?, 0x1000, "gate label");
     Ok(())
 }
@@ -63,15 +67,13 @@ fn gate_bound() -> R {
 
 /// An Irq.
 fn irq() -> R {
-    let i = rt::irq()?;
-    ensure!(valid(i.idx())?, "new irq capability not valid");
-    Ok(())
+    expect_valid(rt::irq()?.idx(), "irq")
 }
 
 /// A semaphore (count 0).
 fn semaphore() -> R {
     let s = rt::semaphore()?;
-    ensure!(valid(s.idx())?, "new semaphore capability not valid");
+    expect_valid(s.idx(), "semaphore")?;
     expect_err!(
         s.down(l4::Timeout::ZERO),
         Error::RecvTimeout,

@@ -4,11 +4,11 @@
 
 use l4::abi::proto::icu;
 use l4::ipc;
-use l4::{CapRights, Error, Proto, Timeouts, base};
+use l4::{CapRights, Error, Irq, MsgTag, Proto, Timeouts, base};
 
-use crate::fw::{Ctx, R};
+use crate::fw::{Ctx, Fail, R};
 use crate::mapping::{PL031, mmio_read, mmio_write};
-use crate::rt::{self, Opts, WAIT_US, copy_cap, other_cpu};
+use crate::rt::{self, Opts, Slot, WAIT_US, copy_cap, other_cpu};
 
 tests! {
     "irq.trigger_delivers_label" => trigger,
@@ -33,9 +33,13 @@ tests! {
 const PL031_IRQ: u64 = 34;
 
 /// Waits (open) for an IRQ message within `us`; returns its label.
-fn wait_irq(us: u64) -> Result<u64, crate::fw::Fail> {
+fn wait_irq(us: u64) -> Result<u64, Fail> {
     let (r, label) = ipc::ipc_wait(ipc::recv_timeout_us(us));
-    let tag = r.ctx("wait for the IRQ")?;
+    irq_label(r.ctx("wait for the IRQ")?, label)
+}
+
+/// `label` if `tag` is that of an IRQ message.
+fn irq_label(tag: MsgTag, label: u64) -> Result<u64, Fail> {
     ensure!(
         tag.is_irq(),
         "message with label {} is not an IRQ",
@@ -44,11 +48,17 @@ fn wait_irq(us: u64) -> Result<u64, crate::fw::Fail> {
     Ok(label)
 }
 
+/// A new Irq bound to this thread with `label`.
+fn bound_irq(label: u64) -> Result<Slot<Irq>, Fail> {
+    let i = rt::irq()?;
+    i.bind(base::THREAD, label).ctx("bind")?;
+    Ok(i)
+}
+
 /// A triggered Irq sends an IRQ message with its label to the bound
 /// thread.
 fn trigger() -> R {
-    let i = rt::irq()?;
-    i.bind(base::THREAD, 0x1110).ctx("bind")?;
+    let i = bound_irq(0x1110)?;
     i.trigger().ctx("trigger")?;
     ensure_eq!(wait_irq(WAIT_US)?, 0x1110, "label");
     Ok(())
@@ -56,25 +66,18 @@ fn trigger() -> R {
 
 /// A closed receive names the Irq to receive from.
 fn closed_receive() -> R {
-    let i = rt::irq()?;
-    i.bind(base::THREAD, 0x1130).ctx("bind")?;
+    let i = bound_irq(0x1130)?;
     i.trigger().ctx("trigger")?;
     let (tag, label) = i
         .ipc_receive(ipc::recv_timeout_us(WAIT_US))
         .ctx("receive from the irq")?;
-    ensure!(
-        tag.is_irq(),
-        "message with label {} is not an IRQ",
-        tag.label()
-    );
-    ensure_eq!(label, 0x1130, "label");
+    ensure_eq!(irq_label(tag, label)?, 0x1130, "label");
     Ok(())
 }
 
 /// An IRQ stays pending until its thread receives.
 fn pending() -> R {
-    let i = rt::irq()?;
-    i.bind(base::THREAD, 0x1120).ctx("bind")?;
+    let i = bound_irq(0x1120)?;
     i.trigger().ctx("trigger")?;
     let (r, label) = ipc::ipc_wait(Timeouts::RECV_ZERO);
     let tag = r.ctx("wait with timeout zero")?;
@@ -135,8 +138,7 @@ fn attach() -> R {
 
 /// A detached Irq delivers nothing.
 fn detach() -> R {
-    let i = rt::irq()?;
-    i.bind(base::THREAD, 0x40).ctx("bind")?;
+    let i = bound_irq(0x40)?;
     i.detach().ctx("detach")?;
     let _ = i.trigger();
     expect_err!(
@@ -149,8 +151,7 @@ fn detach() -> R {
 
 /// Unmask (end of interrupt) on a bound Irq.
 fn unmask() -> R {
-    let i = rt::irq()?;
-    i.bind(base::THREAD, 0x50).ctx("bind")?;
+    let i = bound_irq(0x50)?;
     i.unmask().ctx("unmask")
 }
 
@@ -175,8 +176,7 @@ fn bind_needs_s() -> R {
 
 /// A deleted Irq's capability is invalid.
 fn deleted() -> R {
-    let i = rt::irq()?;
-    i.bind(base::THREAD, 0x60).ctx("bind")?;
+    let i = bound_irq(0x60)?;
     base::TASK.delete_cap(i.idx()).ctx("delete")?;
     expect_err!(i.trigger(), Error::NoPartner, "trigger a deleted irq");
     Ok(())

@@ -5,7 +5,7 @@
 use l4::abi::proto::unmap;
 use l4::{CapRights, Fpage, MemRights, SendItem, base};
 
-use crate::fw::{Ctx, R};
+use crate::fw::{Ctx, Fail, R};
 use crate::rt::{
     self, Page, Space, bare_task, copy_cap, expect_fault, expect_value, fresh_va, marker, valid,
 };
@@ -114,10 +114,7 @@ fn sigma0_device() -> R {
 /// A page mapped into another task is shared: both see each other's
 /// writes.
 fn into_other_task() -> R {
-    let s = Space::new()?;
-    let p = Page::with_marker(marker(0x201))?;
-    let x = fresh_va();
-    s.map_page(&p, x, MemRights::RW)?;
+    let (p, x, s) = page_in_new_task(0x201, MemRights::RW)?;
     expect_value(
         rt::probe_read(Some(&s), x)?,
         marker(0x201),
@@ -134,10 +131,7 @@ fn into_other_task() -> R {
 
 /// A read-only mapping can be read; a write faults with the write flag.
 fn read_only() -> R {
-    let s = Space::new()?;
-    let p = Page::with_marker(marker(0x202))?;
-    let x = fresh_va();
-    s.map_page(&p, x, MemRights::R)?;
+    let (p, x, s) = page_in_new_task(0x202, MemRights::R)?;
     expect_value(rt::probe_read(Some(&s), x)?, marker(0x202), "read")?;
     let pf = expect_fault(rt::probe_write(Some(&s), x, 1)?, "write")?;
     ensure!(pf.write, "write fault without the write flag");
@@ -149,10 +143,7 @@ fn read_only() -> R {
 /// Unmap without `ALL_SPACES` revokes the mappings derived from a page
 /// and keeps the page itself.
 fn unmap_revokes_derived() -> R {
-    let s = Space::new()?;
-    let p = Page::with_marker(marker(0x203))?;
-    let x = fresh_va();
-    s.map_page(&p, x, MemRights::RW)?;
+    let (p, x, s) = page_in_new_task(0x203, MemRights::RW)?;
     expect_value(
         rt::probe_read(Some(&s), x)?,
         marker(0x203),
@@ -171,10 +162,7 @@ fn unmap_revokes_derived() -> R {
 
 /// Unmapping only `W` leaves a read-only mapping.
 fn unmap_write_only() -> R {
-    let s = Space::new()?;
-    let p = Page::with_marker(marker(0x204))?;
-    let x = fresh_va();
-    s.map_page(&p, x, MemRights::RW)?;
+    let (p, x, s) = page_in_new_task(0x204, MemRights::RW)?;
     base::TASK
         .unmap(p.fpage(MemRights::W), unmap::OTHER_SPACES)
         .ctx("unmap W")?;
@@ -188,8 +176,18 @@ fn unmap_write_only() -> R {
     Ok(())
 }
 
+/// A page holding `marker(n)`, mapped with `rights` at a fresh address of
+/// a new task: (page, address, task).
+pub fn page_in_new_task(n: u64, rights: MemRights) -> Result<(Page, u64, Space), Fail> {
+    let p = Page::with_marker(marker(n))?;
+    let x = fresh_va();
+    let s = Space::new()?;
+    s.map_page(&p, x, rights)?;
+    Ok((p, x, s))
+}
+
 /// ktest's page → a → b → c, each at `x`; returns the three spaces.
-fn chain(p: &Page, x: u64) -> Result<[Space; 3], crate::fw::Fail> {
+fn chain(p: &Page, x: u64) -> Result<[Space; 3], Fail> {
     let spaces = [Space::new()?, Space::new()?, Space::new()?];
     spaces[0].map_page(p, x, MemRights::RW)?;
     for i in 1..3 {
@@ -240,11 +238,8 @@ fn chain_middle() -> R {
 
 /// Passing on a read-only mapping as read-write gives read-only.
 fn rights_cannot_grow() -> R {
-    let p = Page::with_marker(marker(0x207))?;
-    let x = fresh_va();
-    let a = Space::new()?;
+    let (p, x, a) = page_in_new_task(0x207, MemRights::R)?;
     let b = Space::new()?;
-    a.map_page(&p, x, MemRights::R)?;
     let _ = b.cap().map_mem(a.cap(), x, 12, MemRights::RW, x);
     expect_value(
         rt::probe_read(Some(&b), x)?,
@@ -259,11 +254,8 @@ fn rights_cannot_grow() -> R {
 
 /// A grant moves a mapping from one task to another.
 fn grant_moves() -> R {
-    let p = Page::with_marker(marker(0x208))?;
-    let x = fresh_va();
-    let a = Space::new()?;
+    let (_p, x, a) = page_in_new_task(0x208, MemRights::RW)?;
     let b = Space::new()?;
-    a.map_page(&p, x, MemRights::RW)?;
     b.cap()
         .map(
             a.cap(),

@@ -109,15 +109,7 @@ pub fn basename(program: &str) -> &str {
 }
 
 fn opt_cap(t: &Table, key: &str) -> Result<Option<Cap>, String> {
-    match t.get::<Value>(key).map_err(|e| e.to_string())? {
-        Value::Nil => Ok(None),
-        v => raise::to_cap(&v).map(Some).ok_or_else(|| {
-            format!(
-                "option '{key}' must be a capability, not a {}",
-                raise::type_name(&v)
-            )
-        }),
-    }
+    raise::field_cap(t, key, format_args!("option '{key}'"))
 }
 
 fn opt_uint(t: &Table, key: &str) -> Result<Option<u64>, String> {

@@ -27,7 +27,8 @@ use l4_env::caps;
 use l4_ipc::protocols::{FactoryClient, NamespaceClient, ns_flags};
 use l4_ipc::varg::VarArgs;
 use l4_ipc::{CapArg, RecvBufs};
-use l4_loader::{Child, ChildCaps, Host, NamedCap, StartArgs, Sys};
+use l4_loader::kernel::KernelSys;
+use l4_loader::{Child, ChildCaps, Host, NamedCap, StartArgs};
 
 use crate::backend::{
     Backend, BackendError, ExitCode, FactoryArg, Result, StartSpec, TaskId, TaskState,
@@ -120,69 +121,6 @@ fn linux_syscall(nr: u64, a: [u64; 6]) -> u64 {
     ret
 }
 
-/// The kernel operations of the loader, with parent gates left unbound
-/// (see the module documentation).
-struct NedSys(l4_loader::kernel::KernelSys);
-
-impl Sys for NedSys {
-    fn create_task(
-        &mut self,
-        dest: u64,
-        utcb_area: l4_abi::Fpage,
-    ) -> core::result::Result<(), Error> {
-        self.0.create_task(dest, utcb_area)
-    }
-
-    fn create_thread(&mut self, dest: u64) -> core::result::Result<(), Error> {
-        self.0.create_thread(dest)
-    }
-
-    fn create_factory(&mut self, dest: u64, quota: u64) -> core::result::Result<(), Error> {
-        self.0.create_factory(dest, quota)
-    }
-
-    fn create_gate(&mut self, dest: u64, label: u64) -> core::result::Result<(), Error> {
-        self.0.create_gate(dest, label)
-    }
-
-    fn map(&mut self, task: u64, item: l4_abi::SendItem) -> core::result::Result<(), Error> {
-        self.0.map(task, item)
-    }
-
-    fn control(
-        &mut self,
-        thread: u64,
-        task: u64,
-        utcb: u64,
-        pager: u64,
-        exc_handler: u64,
-    ) -> core::result::Result<(), Error> {
-        self.0.control(thread, task, utcb, pager, exc_handler)
-    }
-
-    fn ex_regs(&mut self, thread: u64, pc: u64, sp: u64) -> core::result::Result<(), Error> {
-        self.0.ex_regs(thread, pc, sp)
-    }
-
-    fn run(
-        &mut self,
-        scheduler: u64,
-        thread: u64,
-        prio: u64,
-        cpus: u64,
-    ) -> core::result::Result<(), Error> {
-        self.0.run(scheduler, thread, prio, cpus)
-    }
-
-    fn delete(&mut self, cap: u64) {
-        self.0.delete(cap)
-    }
-
-    fn unmap_own(&mut self, addr: u64, size: u64) {
-        self.0.unmap_own(addr, size)
-    }
-}
-
 /// A runtime image, page-aligned in ned's memory for the loader to map
 /// its read-only segments straight into every child (kept for good).
 struct Runtime {
@@ -207,7 +145,7 @@ struct Started {
 /// The real system.
 pub struct TargetBackend {
     host: NedHost,
-    sys: NedSys,
+    sys: KernelSys,
     runtimes: BTreeMap<String, Runtime>,
     tasks: BTreeMap<TaskId, Started>,
     next_task: u64,
@@ -273,13 +211,13 @@ impl TargetBackend {
             host: NedHost {
                 slots: SlotAlloc::new(l4re::env::FIRST_PROGRAM_CAP),
             },
-            sys: NedSys(l4_loader::kernel::KernelSys {
+            sys: KernelSys {
                 this_task: KCap::<Task>::from_index(caps::THIS_TASK),
                 factory: KCap::<Factory>::from_index(caps::FACTORY),
                 // The children's parent gates: their exit signals and the
                 // faults of their runtimes come to ned's main thread.
                 server_thread: KCap::from_index(caps::MAIN_THREAD),
-            }),
+            },
             runtimes: BTreeMap::new(),
             tasks: BTreeMap::new(),
             next_task: 1,

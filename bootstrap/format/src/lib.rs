@@ -307,38 +307,22 @@ mod tests {
     fn hostile_payloads_are_refused() {
         let bytes = build(&[input(Kind::Module, "a", "", b"xyz")], 0);
         assert_eq!(Payload::parse(&bytes[..10]).err(), Some(Error::TooShort));
-        let mut b = bytes.clone();
-        b[0] = b'X';
-        assert_eq!(Payload::parse(&b).err(), Some(Error::BadMagic));
-        let mut b = bytes.clone();
-        b[8] = 9;
-        assert_eq!(Payload::parse(&b).err(), Some(Error::BadVersion(9)));
-        let mut b = bytes.clone();
-        b[HEADER_SIZE] = 17;
-        assert_eq!(
-            Payload::parse(&b).err(),
-            Some(Error::BadKind { index: 0, kind: 17 })
-        );
-        let mut b = bytes.clone();
-        b[HEADER_SIZE + 16..HEADER_SIZE + 24].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(
-            Payload::parse(&b).err(),
-            Some(Error::OutOfBounds { index: 0 })
-        );
-        let mut b = bytes.clone();
-        b[HEADER_SIZE + 8] = 1;
-        assert_eq!(
-            Payload::parse(&b).err(),
-            Some(Error::Misaligned { index: 0 })
-        );
-        let mut b = bytes.clone();
-        b[HEADER_SIZE + 28..HEADER_SIZE + 32].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(
-            Payload::parse(&b).err(),
-            Some(Error::BadString { index: 0 })
-        );
-        let mut b = bytes.clone();
-        b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(Payload::parse(&b).err(), Some(Error::TooShort));
+        let max64 = u64::MAX.to_le_bytes();
+        let max32 = u32::MAX.to_le_bytes();
+        // (where, what is written there, the error)
+        let cases: [(usize, &[u8], Error); 7] = [
+            (0, b"X", Error::BadMagic),
+            (8, &[9], Error::BadVersion(9)),
+            (HEADER_SIZE, &[17], Error::BadKind { index: 0, kind: 17 }),
+            (HEADER_SIZE + 16, &max64, Error::OutOfBounds { index: 0 }),
+            (HEADER_SIZE + 8, &[1], Error::Misaligned { index: 0 }),
+            (HEADER_SIZE + 28, &max32, Error::BadString { index: 0 }),
+            (12, &max32, Error::TooShort),
+        ];
+        for (at, patch, err) in cases {
+            let mut b = bytes.clone();
+            b[at..at + patch.len()].copy_from_slice(patch);
+            assert_eq!(Payload::parse(&b).err(), Some(err), "{patch:?} at {at}");
+        }
     }
 }

@@ -634,6 +634,12 @@ mod tests {
         )
     }
 
+    /// The first action of a message of the one item `it` into `b`.
+    fn first_action(it: SendItem, b: &RecvBuffers) -> MapAction {
+        let (tag, mrs) = msg(&[], &[it]);
+        transfer(tag, &mrs, b, &OPTS).actions()[0]
+    }
+
     fn bufs(items: &[RecvItem]) -> RecvBuffers {
         let mut brs = [0u64; BR_COUNT];
         let mut at = 0;
@@ -805,32 +811,43 @@ mod tests {
     }
 
     #[test]
-    fn hot_spot_selects_part_of_large_fpage() {
-        // 2 MiB offered, 4 KiB window: the page containing the hot spot.
-        let it = SendItem::map(Fpage::mem(0x20_0000, 21, MemRights::RWX), 0x2f_5123);
-        let (tag, mrs) = msg(&[], &[it]);
-        let b = bufs(&[RecvItem::Window(Fpage::mem(0x1000, 12, MemRights::RWX))]);
-        let a = transfer(tag, &mrs, &b, &OPTS).actions()[0];
-        assert_eq!((a.src, a.dst, a.order), (0x2f_5000, 0x1000, 12));
-    }
-
-    #[test]
-    fn hot_spot_places_small_fpage_in_large_window() {
-        // 4 KiB offered into a whole-space window: lands at the hot spot
-        // (a pager answering a page fault).
-        let it = SendItem::map(Fpage::mem(0x7000, 12, MemRights::RX), 0x40_1abc);
-        let (tag, mrs) = msg(&[], &[it]);
-        let a = transfer(tag, &mrs, &RecvBuffers::whole_space(), &OPTS).actions()[0];
-        assert_eq!(
-            (a.src, a.dst, a.order, a.rights),
-            (0x7000, 0x40_1000, 12, 5)
-        );
-        // A 64 KiB window at 0x10000 with hot spot 0x...3000 -> offset 0x3000.
-        let it = SendItem::map(Fpage::mem(0x9000, 12, MemRights::R), 0xdead_3000);
-        let (tag, mrs) = msg(&[], &[it]);
-        let b = bufs(&[RecvItem::Window(Fpage::mem(0x1_0000, 16, MemRights::R))]);
-        let a = transfer(tag, &mrs, &b, &OPTS).actions()[0];
-        assert_eq!((a.src, a.dst, a.order), (0x9000, 0x1_3000, 12));
+    fn hot_spot_picks_the_part_that_lands() {
+        use MemRights as M;
+        // (offered, hot spot, window: `None` the whole space) -> (src, dst,
+        // order, rights).
+        let cases = [
+            // 2 MiB offered, 4 KiB window: the page containing the hot spot.
+            (
+                Fpage::mem(0x20_0000, 21, M::RWX),
+                0x2f_5123,
+                Some(Fpage::mem(0x1000, 12, M::RWX)),
+                (0x2f_5000, 0x1000, 12, 7),
+            ),
+            // 4 KiB offered into a whole-space window: lands at the hot spot
+            // (a pager answering a page fault).
+            (
+                Fpage::mem(0x7000, 12, M::RX),
+                0x40_1abc,
+                None,
+                (0x7000, 0x40_1000, 12, 5),
+            ),
+            // A 64 KiB window at 0x10000 with hot spot 0x...3000: offset
+            // 0x3000.
+            (
+                Fpage::mem(0x9000, 12, M::R),
+                0xdead_3000,
+                Some(Fpage::mem(0x1_0000, 16, M::R)),
+                (0x9000, 0x1_3000, 12, 4),
+            ),
+        ];
+        for (offered, hot_spot, window, want) in cases {
+            let b = match window {
+                Some(w) => bufs(&[RecvItem::Window(w)]),
+                None => RecvBuffers::whole_space(),
+            };
+            let a = first_action(SendItem::map(offered, hot_spot), &b);
+            assert_eq!((a.src, a.dst, a.order, a.rights), want, "{offered:?}");
+        }
     }
 
     #[test]
@@ -857,14 +874,12 @@ mod tests {
     #[test]
     fn capability_window_and_whole_space() {
         let it = SendItem::caps(0x10, 2, CapRights::RO, 0);
-        let (tag, mrs) = msg(&[], &[it]);
         let b = bufs(&[RecvItem::Window(Fpage::obj(0x100, 4, CapRights::RWSD))]);
-        let a = transfer(tag, &mrs, &b, &OPTS).actions()[0];
+        let a = first_action(it, &b);
         assert_eq!((a.src, a.dst, a.order), (0x10, 0x100, 2));
         // Into the all-spaces window, at the hot spot index.
         let it = SendItem::caps(0x10, 0, CapRights::RO, 0x55 << 12);
-        let (tag, mrs) = msg(&[], &[it]);
-        let a = transfer(tag, &mrs, &RecvBuffers::whole_space(), &OPTS).actions()[0];
+        let a = first_action(it, &RecvBuffers::whole_space());
         assert_eq!((a.src, a.dst), (0x10, 0x55));
     }
 
@@ -888,8 +903,7 @@ mod tests {
     #[test]
     fn grant_flag_is_kept() {
         let it = SendItem::grant(Fpage::mem(0x5000, 12, MemRights::RW), 0);
-        let (tag, mrs) = msg(&[], &[it]);
-        let a = transfer(tag, &mrs, &RecvBuffers::whole_space(), &OPTS).actions()[0];
+        let a = first_action(it, &RecvBuffers::whole_space());
         assert!(a.grant);
     }
 
@@ -980,13 +994,11 @@ mod tests {
         }
         // "Everything": clipped to the sender's space, fitted at the hot spot.
         let it = SendItem::map(Fpage::mem(0, 63, MemRights::RWX), 0);
-        let (tag, mrs) = msg(&[], &[it]);
-        let a = transfer(tag, &mrs, &b, &OPTS).actions()[0];
+        let a = first_action(it, &b);
         assert_eq!((a.src, a.dst, a.order), (0, 0, 48));
         // Unaligned base: aligned down to the order.
         let it = SendItem::map(Fpage::mem(0x12_3000, 16, MemRights::R), 0);
-        let (tag, mrs) = msg(&[], &[it]);
-        let a = transfer(tag, &mrs, &b, &OPTS).actions()[0];
+        let a = first_action(it, &b);
         assert_eq!((a.src, a.order), (0x12_0000, 16));
     }
 

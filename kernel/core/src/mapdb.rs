@@ -823,6 +823,11 @@ mod tests {
     const RWX: u8 = 7;
     const PAGE: u8 = 12;
 
+    /// Memory: `1 << order` bytes at `addr`.
+    fn mem(addr: u64, order: u8) -> Range {
+        Range::new(Kind::Mem, addr, order)
+    }
+
     fn unmapped<S: Copy>(c: &[Change<S>]) -> Vec<(S, u64)> {
         let mut v: Vec<_> = c
             .iter()
@@ -843,13 +848,7 @@ mod tests {
         let mut db = MapDb::new();
         let mut ch = Vec::new();
         let a = db
-            .insert_root(
-                1,
-                Range::new(Kind::Mem, 0x10_0000, PAGE),
-                RWX,
-                0x8000_0000,
-                &mut ch,
-            )
+            .insert_root(1, mem(0x10_0000, PAGE), RWX, 0x8000_0000, &mut ch)
             .unwrap();
         let b = db
             .map(a, MapReq::new(0x10_0000, PAGE, 2, 0x20_0000, RW), &mut ch)
@@ -976,43 +975,25 @@ mod tests {
     fn map_refusals() {
         let (mut db, [a, b, c]) = chain();
         let mut ch = Vec::new();
-        assert_eq!(
-            db.map(a, MapReq::new(0x10_0000, 13, 5, 0, RW), &mut ch),
-            Err(MapDbError::OutOfRange),
-            "bigger than parent"
-        );
-        assert_eq!(
-            db.map(a, MapReq::new(0x11_0000, PAGE, 5, 0, RW), &mut ch),
-            Err(MapDbError::OutOfRange),
-            "outside parent"
-        );
-        assert_eq!(
-            db.map(a, MapReq::new(0x10_0000, PAGE, 5, 0x123, RW), &mut ch),
-            Err(MapDbError::Misaligned)
-        );
-        assert_eq!(
-            db.map(c, MapReq::new(0x30_0000, PAGE, 5, 0, X), &mut ch),
-            Err(MapDbError::NoRights),
-            "c has no X"
-        );
-        assert_eq!(
-            db.map(a, MapReq::new(0x10_0000, 64, 5, 0, RW), &mut ch),
-            Err(MapDbError::BadOrder)
-        );
-        // Mapping over one's own source (or an ancestor) is refused.
-        assert_eq!(
-            db.map(b, MapReq::new(0x20_0000, PAGE, 2, 0x20_0000, R), &mut ch),
-            Err(MapDbError::Overlap)
-        );
-        assert_eq!(
-            db.map(c, MapReq::new(0x30_0000, PAGE, 1, 0x10_0000, R), &mut ch),
-            Err(MapDbError::Overlap)
-        );
+        use MapDbError as E;
+        let cases = [
+            // Bigger than the parent, outside it, misaligned.
+            (a, MapReq::new(0x10_0000, 13, 5, 0, RW), E::OutOfRange),
+            (a, MapReq::new(0x11_0000, PAGE, 5, 0, RW), E::OutOfRange),
+            (a, MapReq::new(0x10_0000, PAGE, 5, 0x123, RW), E::Misaligned),
+            // c has no X.
+            (c, MapReq::new(0x30_0000, PAGE, 5, 0, X), E::NoRights),
+            (a, MapReq::new(0x10_0000, 64, 5, 0, RW), E::BadOrder),
+            // Mapping over one's own source (or an ancestor) is refused.
+            (b, MapReq::new(0x20_0000, PAGE, 2, 0x20_0000, R), E::Overlap),
+            (c, MapReq::new(0x30_0000, PAGE, 1, 0x10_0000, R), E::Overlap),
+        ];
+        for (i, (from, req, err)) in cases.into_iter().enumerate() {
+            assert_eq!(db.map(from, req, &mut ch), Err(err), "case {i}");
+        }
         assert!(ch.is_empty());
         let mut stale = MapDb::<u32>::new();
-        let s = stale
-            .insert_root(1, Range::new(Kind::Mem, 0, PAGE), R, 0, &mut ch)
-            .unwrap();
+        let s = stale.insert_root(1, mem(0, PAGE), R, 0, &mut ch).unwrap();
         stale.unmap(s, ALL_RIGHTS, true, &mut ch).unwrap();
         assert_eq!(
             stale.map(s, MapReq::new(0, PAGE, 2, 0, R), &mut ch),
@@ -1034,13 +1015,7 @@ mod tests {
         // A different page over it replaces it (and its subtree).
         ch.clear();
         let other = db
-            .insert_root(
-                1,
-                Range::new(Kind::Mem, 0x50_0000, PAGE),
-                RW,
-                0x9000_0000,
-                &mut ch,
-            )
+            .insert_root(1, mem(0x50_0000, PAGE), RW, 0x9000_0000, &mut ch)
             .unwrap();
         let n = db
             .map(
@@ -1058,13 +1033,7 @@ mod tests {
         let mut db = MapDb::new();
         let mut ch = Vec::new();
         let big = db
-            .insert_root(
-                1u8,
-                Range::new(Kind::Mem, 0x20_0000, 21),
-                RW,
-                0x4020_0000,
-                &mut ch,
-            )
+            .insert_root(1u8, mem(0x20_0000, 21), RW, 0x4020_0000, &mut ch)
             .unwrap();
         let p1 = db
             .map(big, MapReq::new(0x20_1000, PAGE, 2, 0x1000, RW), &mut ch)
@@ -1075,30 +1044,18 @@ mod tests {
         assert_eq!(db.get(p1).unwrap().origin, 0x4020_1000);
         assert_eq!(db.get(p2).unwrap().origin, 0x403f_f000);
         // Unmapping one 4K page of the superpage from the children only.
-        db.unmap_range(
-            1,
-            Range::new(Kind::Mem, 0x20_1000, PAGE),
-            ALL_RIGHTS,
-            false,
-            &mut ch,
-        )
-        .unwrap();
+        db.unmap_range(1, mem(0x20_1000, PAGE), ALL_RIGHTS, false, &mut ch)
+            .unwrap();
         assert_eq!(unmapped(&ch), vec![(2, 0x1000)]);
         assert!(db.get(p2).is_some() && db.get(big).is_some());
         // With self_too the superpage goes as a whole.
         ch.clear();
-        db.unmap_range(
-            1,
-            Range::new(Kind::Mem, 0x20_1000, PAGE),
-            ALL_RIGHTS,
-            true,
-            &mut ch,
-        )
-        .unwrap();
+        db.unmap_range(1, mem(0x20_1000, PAGE), ALL_RIGHTS, true, &mut ch)
+            .unwrap();
         assert_eq!(unmapped(&ch), vec![(2, 0x2000), (1, 0x20_0000)]);
         assert!(db.is_empty());
         assert_eq!(
-            db.unmap_range(1, Range::new(Kind::Mem, 0, 64), ALL_RIGHTS, true, &mut ch),
+            db.unmap_range(1, mem(0, 64), ALL_RIGHTS, true, &mut ch),
             Err(MapDbError::BadOrder)
         );
     }
@@ -1111,7 +1068,7 @@ mod tests {
         // The root holds 1 GiB in one record; a VMM got 4 MiB + 8 KiB of
         // it in 2 MiB records and pages, and maps it into a guest space.
         let root = db
-            .insert_root(1u8, Range::new(Kind::Mem, 0, 30), RWX, 0x4000_0000, &mut ch)
+            .insert_root(1u8, mem(0, 30), RWX, 0x4000_0000, &mut ch)
             .unwrap();
         assert_eq!(
             db.chunk(1, Kind::Mem, 0x20_0000, 0x60_0000, 1 << 22, 12..=BLOCK),
@@ -1163,27 +1120,15 @@ mod tests {
             .unwrap();
         // Unmapping one page of the VMM's block from the others revokes
         // the guest's whole block and nothing else.
-        db.unmap_range(
-            2,
-            Range::new(Kind::Mem, 0x120_3000, PAGE),
-            ALL_RIGHTS,
-            false,
-            &mut ch,
-        )
-        .unwrap();
+        db.unmap_range(2, mem(0x120_3000, PAGE), ALL_RIGHTS, false, &mut ch)
+            .unwrap();
         assert_eq!(unmapped(&ch), vec![(3, 0x4000_0000)]);
         assert!(db.get(g1).is_none() && db.get(g2).is_some());
         assert!(db.get(vmm[0]).is_some());
         // Revoking in the root's space reaches the guest through the VMM.
         ch.clear();
-        db.unmap_range(
-            1,
-            Range::new(Kind::Mem, 0x40_0000, 22),
-            ALL_RIGHTS,
-            false,
-            &mut ch,
-        )
-        .unwrap();
+        db.unmap_range(1, mem(0x40_0000, 22), ALL_RIGHTS, false, &mut ch)
+            .unwrap();
         assert_eq!(
             unmapped(&ch),
             vec![(2, 0x140_0000), (2, 0x160_0000), (3, 0x4040_0000)]
@@ -1197,14 +1142,8 @@ mod tests {
         let mut ch = Vec::new();
         db.map(a, MapReq::new(0x10_0000, PAGE, 2, 0x20_1000, R), &mut ch)
             .unwrap();
-        db.unmap_range(
-            2,
-            Range::new(Kind::Mem, 0x20_0000, 16),
-            ALL_RIGHTS,
-            true,
-            &mut ch,
-        )
-        .unwrap();
+        db.unmap_range(2, mem(0x20_0000, 16), ALL_RIGHTS, true, &mut ch)
+            .unwrap();
         assert_eq!(
             unmapped(&ch),
             vec![(2, 0x20_0000), (2, 0x20_1000), (3, 0x30_0000)]
@@ -1227,8 +1166,7 @@ mod tests {
         assert_eq!(db.get(c3).unwrap().rights, 0x05);
         assert_eq!(db.get(c3).unwrap().origin, obj);
         // A memory mapping in the same space at the same number is distinct.
-        db.insert_root(2, Range::new(Kind::Mem, 0, PAGE), R, 0, &mut ch)
-            .unwrap();
+        db.insert_root(2, mem(0, PAGE), R, 0, &mut ch).unwrap();
         // Task 2 dies: its mappings and what was derived from them go.
         db.remove_space(2, &mut ch);
         let gone: Vec<_> = ch
@@ -1275,16 +1213,14 @@ mod tests {
     fn full_database() {
         let mut db = MapDb::with_limit(2);
         let mut ch = Vec::new();
-        let r = db
-            .insert_root(0u32, Range::new(Kind::Mem, 0, PAGE), R, 0, &mut ch)
-            .unwrap();
+        let r = db.insert_root(0u32, mem(0, PAGE), R, 0, &mut ch).unwrap();
         db.map(r, MapReq::new(0, PAGE, 1, 0, R), &mut ch).unwrap();
         assert_eq!(
             db.map(r, MapReq::new(0, PAGE, 2, 0, R), &mut ch),
             Err(MapDbError::Full)
         );
         assert_eq!(
-            db.insert_root(0, Range::new(Kind::Mem, 0x1000, PAGE), R, 0, &mut ch),
+            db.insert_root(0, mem(0x1000, PAGE), R, 0, &mut ch),
             Err(MapDbError::Full)
         );
     }
@@ -1324,7 +1260,7 @@ mod tests {
         let mut db = MapDb::new();
         let mut c = Count(0, 0);
         let root = db
-            .insert_root(0u32, Range::new(Kind::Mem, 0, PAGE), 0b111, 0, &mut c)
+            .insert_root(0u32, mem(0, PAGE), 0b111, 0, &mut c)
             .unwrap();
         for i in 0..30_000u64 {
             let a = db
@@ -1341,7 +1277,7 @@ mod tests {
         db.unmap(root, 0b010, false, &mut c).unwrap();
         assert_eq!((c.0, c.1), (0, 60_000), "every copy lost the right");
         // Part of space 1 (the first 16 pages) with what derives from it.
-        db.unmap_range(1, Range::new(Kind::Mem, 0, 16), ALL_RIGHTS, true, &mut c)
+        db.unmap_range(1, mem(0, 16), ALL_RIGHTS, true, &mut c)
             .unwrap();
         assert_eq!((c.0, db.len()), (32, 60_001 - 32));
         db.remove_space(1, &mut c);

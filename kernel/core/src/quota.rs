@@ -167,18 +167,17 @@ impl Default for Quotas {
 mod tests {
     use super::*;
 
+    /// What a charge of `want` beyond what is `available` gives.
+    fn exceeded<T>(want: usize, available: usize) -> Result<T, QuotaError> {
+        Err(QuotaError::Exceeded { want, available })
+    }
+
     #[test]
     fn charge_and_uncharge() {
         let mut q = Quotas::new();
         let root = q.new_root(1000).unwrap();
         q.charge(root, 600).unwrap();
-        assert_eq!(
-            q.charge(root, 401),
-            Err(QuotaError::Exceeded {
-                want: 401,
-                available: 400
-            })
-        );
+        assert_eq!(q.charge(root, 401), exceeded(401, 400));
         q.charge(root, 400).unwrap();
         assert_eq!(q.available(root), Some(0));
         q.uncharge(root, 1000).unwrap();
@@ -206,13 +205,7 @@ mod tests {
             q.charge(grandchild, 3001),
             Err(QuotaError::Exceeded { .. })
         ));
-        assert_eq!(
-            q.new_child(child, 1001),
-            Err(QuotaError::Exceeded {
-                want: 1001,
-                available: 1000
-            })
-        );
+        assert_eq!(q.new_child(child, 1001), exceeded(1001, 1000));
         q.charge(grandchild, 3000).unwrap();
         // A quota with charges cannot be destroyed.
         assert_eq!(q.destroy(grandchild), Err(QuotaError::Busy));

@@ -2,7 +2,7 @@
 //! that thread a message when it fires: from hardware (through the Icu)
 //! or triggered by software.
 
-use super::{Call, KObject, OpResult, bind_target, cap_arg, need, ok};
+use super::{Call, KObject, OpResult, bind_target, need, ok, typed_cap_arg};
 use crate::obj::thread::State;
 use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
@@ -122,12 +122,7 @@ pub fn trigger(k: &mut Kernel, irq: ObjId) {
 /// caller needs `W` on that capability); `Inval` if it names something
 /// else.
 pub fn irq_arg(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<ObjId, Error> {
-    let (irq, r) = cap_arg(k, task, a)?;
-    need(r, CapRights::W)?;
-    match k.objs.get(irq) {
-        Some(KObject::Irq(_)) => Ok(irq),
-        _ => Err(Error::Inval),
-    }
+    typed_cap_arg(k, task, a, CapRights::W, |o| matches!(o, KObject::Irq(_)))
 }
 
 /// Connects Irq object `irq` to hardware interrupt `line`, masked or not.

@@ -149,13 +149,27 @@ pub fn cap_arg(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<(ObjId, CapRigh
     Ok((obj, rights.intersection(a.restricts())))
 }
 
+/// The object of capability argument `a`, which must be of a kind `is`
+/// accepts (else `Inval`), the caller's capability to it carrying `right`.
+pub fn typed_cap_arg(
+    k: &mut Kernel,
+    task: ObjId,
+    a: CapArg,
+    right: CapRights,
+    is: fn(&KObject) -> bool,
+) -> Result<ObjId, Error> {
+    let (obj, r) = cap_arg(k, task, a)?;
+    need(r, right)?;
+    match k.objs.get(obj) {
+        Some(o) if is(o) => Ok(obj),
+        _ => Err(Error::Inval),
+    }
+}
+
 /// The thread named in a bind (gate, Irq): it must be a thread, and the
 /// caller's capability to it must carry `S`.
 pub fn bind_target(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<ObjId, Error> {
-    let (t, r) = cap_arg(k, task, a)?;
-    need(r, CapRights::S)?;
-    match k.objs.get(t) {
-        Some(KObject::Thread(_)) => Ok(t),
-        _ => Err(Error::Inval),
-    }
+    typed_cap_arg(k, task, a, CapRights::S, |o| {
+        matches!(o, KObject::Thread(_))
+    })
 }

@@ -21,39 +21,10 @@ pub const EOK: i64 = 0;
 /// IPC code `c` has the error code `EIPC_BASE + c`.
 pub const EIPC_BASE: i64 = 2000;
 
-macro_rules! errors {
-    ($( $(#[$doc:meta])* $name:ident = $code:expr, $text:literal; )*) => {
-        /// An error code. The discriminant is the positive code; system calls
-        /// return its negation.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(i64)]
-        pub enum Error {
-            $( $(#[$doc])* $name = $code, )*
-        }
-
-        impl Error {
-            /// The error with the positive code `code`, if there is one.
-            pub const fn from_code(code: i64) -> Option<Error> {
-                match code {
-                    $( $code => Some(Error::$name), )*
-                    _ => None,
-                }
-            }
-
-            /// A short description.
-            pub const fn describe(self) -> &'static str {
-                match self {
-                    $( Error::$name => $text, )*
-                }
-            }
-
-            /// Every error, in code order (for tests and tables).
-            pub const ALL: &'static [Error] = &[ $( Error::$name, )* ];
-        }
-    };
-}
-
-errors! {
+crate::numbered_enum! {
+    /// An error code. The discriminant is the positive code; system calls
+    /// return its negation.
+    pub enum Error: i64 { from_code, code, describe }
     /// No permission (`L4_EPERM`): the capability lacks a right.
     Perm = 1, "operation not permitted";
     /// No such entity (`L4_ENOENT`).
@@ -127,11 +98,6 @@ errors! {
 }
 
 impl Error {
-    /// The positive error code.
-    pub const fn code(self) -> i64 {
-        self as i64
-    }
-
     /// The negative return value (`-code`), as in `x0` or a reply label.
     pub const fn as_ret(self) -> i64 {
         -(self as i64)

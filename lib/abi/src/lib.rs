@@ -58,6 +58,52 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// An enum of numbered variants with a text each. The number is the
+/// variant's discriminant (of the integer type given); the three names in
+/// braces are those of the functions that give the variant with a number
+/// (`None` if none has it), a variant's number, and its text. `ALL` lists
+/// every variant in order.
+#[macro_export]
+macro_rules! numbered_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $enum:ident: $repr:ident { $from:ident, $number:ident, $text:ident }
+        $( $(#[$doc:meta])* $name:ident = $num:expr, $t:literal; )*
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        $vis enum $enum {
+            $( $(#[$doc])* $name = $num, )*
+        }
+
+        impl $enum {
+            /// The variant numbered `n`, if there is one.
+            pub const fn $from(n: $repr) -> Option<$enum> {
+                match n {
+                    $( $num => Some($enum::$name), )*
+                    _ => None,
+                }
+            }
+
+            /// The number.
+            pub const fn $number(self) -> $repr {
+                self as $repr
+            }
+
+            /// The text.
+            pub const fn $text(self) -> &'static str {
+                match self {
+                    $( $enum::$name => $t, )*
+                }
+            }
+
+            /// Every variant, in order.
+            pub const ALL: &'static [$enum] = &[ $( $enum::$name, )* ];
+        }
+    };
+}
+
 pub mod error;
 pub mod fault;
 pub mod fpage;

@@ -362,6 +362,16 @@ mod tests {
         b
     }
 
+    /// A boot-info page to which the regions (start, size, kind) were
+    /// added in order.
+    fn with_regions(regions: &[(u64, u64, MemKind)]) -> Box<BootInfo> {
+        let mut b = new_info();
+        for &(start, size, kind) in regions {
+            b.add_mem(MemRegion::new(start, size, kind)).unwrap();
+        }
+        b
+    }
+
     #[test]
     fn fixed_str_truncates_at_char_boundary() {
         let mut s = FixedStr::<5>::EMPTY;
@@ -375,13 +385,11 @@ mod tests {
 
     #[test]
     fn carving_splits_free_ram() {
-        let mut b = new_info();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x4000_0000, MemKind::Free))
-            .unwrap();
-        b.add_mem(MemRegion::new(0x4008_0000, 0x10_0000, MemKind::Bootstrap))
-            .unwrap();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb))
-            .unwrap();
+        let b = with_regions(&[
+            (0x4000_0000, 0x4000_0000, MemKind::Free),
+            (0x4008_0000, 0x10_0000, MemKind::Bootstrap),
+            (0x4000_0000, 0x1000, MemKind::Dtb),
+        ]);
         let m = b.mem();
         assert_eq!(m.len(), 4);
         assert_eq!(m[0], MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb));
@@ -399,11 +407,10 @@ mod tests {
 
     #[test]
     fn find_free_respects_alignment_and_size() {
-        let mut b = new_info();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x100_0000, MemKind::Free))
-            .unwrap();
-        b.add_mem(MemRegion::new(0x4000_0000, 0x1000, MemKind::Dtb))
-            .unwrap();
+        let b = with_regions(&[
+            (0x4000_0000, 0x100_0000, MemKind::Free),
+            (0x4000_0000, 0x1000, MemKind::Dtb),
+        ]);
         assert_eq!(b.find_free(0x1000, 0x1000), Some(0x4000_1000));
         assert_eq!(b.find_free(0x1000, 0x20_0000), Some(0x4020_0000));
         assert_eq!(b.find_free(0x200_0000, 0x1000), None);
@@ -411,9 +418,7 @@ mod tests {
 
     #[test]
     fn region_table_overflow_is_an_error() {
-        let mut b = new_info();
-        b.add_mem(MemRegion::new(0, 1 << 40, MemKind::Free))
-            .unwrap();
+        let mut b = with_regions(&[(0, 1 << 40, MemKind::Free)]);
         let mut err = None;
         for i in 0..MAX_MEM_REGIONS as u64 {
             if let Err(e) = b.add_mem(MemRegion::new(i * 0x2000 + 0x1000, 0x1000, MemKind::Module))

@@ -722,21 +722,29 @@ impl<const N: usize> Arg for Str<N> {
 
 pub use l4_abi::ops::CapArg;
 
-impl Arg for CapArg {
-    type View<'a> = CapArg;
+/// [`Arg`] for the typed-item arguments: one item (`item()`), decoded by
+/// `from_item` (which checks the item's kind).
+macro_rules! item_arg {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            type View<'a> = $t;
 
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), Error> {
-        w.item(self.item())
-    }
+            fn encode(&self, w: &mut Writer<'_>) -> Result<(), Error> {
+                w.item(self.item())
+            }
 
-    fn encode_view(v: CapArg, w: &mut Writer<'_>) -> Result<(), Error> {
-        v.encode(w)
-    }
+            fn encode_view(v: $t, w: &mut Writer<'_>) -> Result<(), Error> {
+                v.encode(w)
+            }
 
-    fn decode(r: &mut Reader<'_>) -> Result<CapArg, Error> {
-        CapArg::from_item(r.item()?)
-    }
+            fn decode(r: &mut Reader<'_>) -> Result<$t, Error> {
+                <$t>::from_item(r.item()?)
+            }
+        }
+    )*};
 }
+
+item_arg!(CapArg, MemArg);
 
 /// An optional capability as the *last* typed item: present or not, with
 /// no word saying which (the layout kernel factories use for the thread
@@ -863,22 +871,6 @@ impl MemArg {
             snd_base: it.snd_base(),
             grant: it.is_grant(),
         })
-    }
-}
-
-impl Arg for MemArg {
-    type View<'a> = MemArg;
-
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), Error> {
-        w.item(self.item())
-    }
-
-    fn encode_view(v: MemArg, w: &mut Writer<'_>) -> Result<(), Error> {
-        v.encode(w)
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<MemArg, Error> {
-        MemArg::from_item(r.item()?)
     }
 }
 

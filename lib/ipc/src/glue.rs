@@ -7,7 +7,7 @@ use l4_abi::utcb::MR_COUNT;
 use l4_abi::{Cap, Error, MsgTag, Timeouts, Utcb};
 
 use crate::server::ServerTransport;
-use crate::transport::{RecvBufs, Transport};
+use crate::transport::{RecvBufs, Request, Transport};
 
 /// Runs `f` on the calling thread's UTCB.
 ///
@@ -64,16 +64,10 @@ impl Default for UtcbTransport {
 }
 
 impl Transport for UtcbTransport {
-    fn call(
-        &mut self,
-        cap: u64,
-        tag: MsgTag,
-        mrs: &mut [u64; MR_COUNT],
-        rcv: &RecvBufs,
-    ) -> Result<MsgTag, Error> {
-        store(tag, mrs, rcv);
-        let reply = ipc_call(Cap::new(cap), tag, self.timeouts).0?;
-        load(reply, mrs);
+    fn call(&mut self, r: Request<'_>) -> Result<MsgTag, Error> {
+        store(r.tag, r.mrs, r.rcv);
+        let reply = ipc_call(Cap::new(r.cap), r.tag, self.timeouts).0?;
+        load(reply, r.mrs);
         Ok(reply)
     }
 }

@@ -80,6 +80,7 @@ pub mod server;
 pub mod transport;
 pub mod varg;
 pub mod vbus;
+mod words;
 
 #[cfg(target_arch = "aarch64")]
 mod glue;
@@ -95,4 +96,4 @@ pub use server::{
     Ctx, Dispatch, Handler, Object, ObjectTable, Protocol, Registry, Server, ServerTransport,
     handle_request,
 };
-pub use transport::{Loopback, NoTransport, RecvBufs, Transport};
+pub use transport::{Loopback, NoTransport, RecvBufs, Request, Transport};

@@ -17,31 +17,47 @@ use l4_abi::{CapRights, Error, Fpage, MsgTag, RecvItem, SendItem};
 
 use crate::codec::{Arg, Reader};
 use crate::server::{Registry, handle_request};
+use crate::words::Words;
+
+/// One call as a [`Transport`] makes it: the message `tag`/`mrs` to
+/// capability `cap`, offering the receive buffers `rcv` for items in the
+/// reply.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The capability called.
+    pub cap: u64,
+    /// The message's tag.
+    pub tag: MsgTag,
+    /// The message's words; the reply replaces them.
+    pub mrs: &'a mut [u64; MR_COUNT],
+    /// Where items in the reply go.
+    pub rcv: &'a RecvBufs,
+}
+
+impl<'a> Request<'a> {
+    /// The message `tag`/`mrs` to `cap`, accepting no items in the reply.
+    pub fn new(cap: u64, tag: MsgTag, mrs: &'a mut [u64; MR_COUNT]) -> Request<'a> {
+        static NO_BUFFERS: RecvBufs = RecvBufs::new();
+        Request {
+            cap,
+            tag,
+            mrs,
+            rcv: &NO_BUFFERS,
+        }
+    }
+}
 
 /// Performs calls: send a message, receive the reply.
 pub trait Transport {
-    /// Sends the message `tag`/`mrs` to capability `cap` offering the
-    /// receive buffers `rcv` for items in the reply, and waits for the
-    /// reply, which replaces the message in `mrs`. IPC failures are errors;
-    /// the reply's own label is not interpreted.
-    fn call(
-        &mut self,
-        cap: u64,
-        tag: MsgTag,
-        mrs: &mut [u64; MR_COUNT],
-        rcv: &RecvBufs,
-    ) -> Result<MsgTag, Error>;
+    /// Sends the request's message and waits for the reply, which replaces
+    /// the message in `r.mrs`. IPC failures are errors; the reply's own
+    /// label is not interpreted.
+    fn call(&mut self, r: Request<'_>) -> Result<MsgTag, Error>;
 }
 
 impl<T: Transport + ?Sized> Transport for &mut T {
-    fn call(
-        &mut self,
-        cap: u64,
-        tag: MsgTag,
-        mrs: &mut [u64; MR_COUNT],
-        rcv: &RecvBufs,
-    ) -> Result<MsgTag, Error> {
-        (**self).call(cap, tag, mrs, rcv)
+    fn call(&mut self, r: Request<'_>) -> Result<MsgTag, Error> {
+        (**self).call(r)
     }
 }
 
@@ -55,7 +71,12 @@ pub fn call<T: Transport + ?Sized, R: Arg>(
     mrs: &mut [u64; MR_COUNT],
     rcv: &RecvBufs,
 ) -> Result<R, Error> {
-    let reply = t.call(cap, tag, mrs, rcv)?;
+    let reply = t.call(Request {
+        cap,
+        tag,
+        mrs: &mut *mrs,
+        rcv,
+    })?;
     Error::from_ret(reply.label())?;
     let mut r = Reader::new(reply, &mrs[..])?.with_rcv_cap(rcv.first_cap_slot());
     let v = R::decode(&mut r)?;
@@ -70,39 +91,23 @@ pub fn call<T: Transport + ?Sized, R: Arg>(
 /// Receive buffers: where a receiver accepts the typed items of the next
 /// message (the buffer registers' receive items).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecvBufs {
-    words: [u64; BR_COUNT],
-    len: usize,
-}
+pub struct RecvBufs(Words<BR_COUNT>);
 
 impl RecvBufs {
     /// No buffers: typed items are refused (the message is cut).
     pub const fn new() -> RecvBufs {
-        RecvBufs {
-            words: [0; BR_COUNT],
-            len: 0,
-        }
+        RecvBufs(Words::new())
     }
 
     /// One single-capability slot at `index`.
     pub const fn cap_slot(index: u64) -> RecvBufs {
-        let mut b = RecvBufs::new();
-        b.words[0] = RecvItem::SmallCap { index }.to_words()[0];
-        b.len = 1;
-        b
+        RecvBufs(Words::one(RecvItem::SmallCap { index }.to_words()[0]))
     }
 
     /// Appends a buffer; [`Error::MsgTooLong`] if the buffer registers are
     /// full.
     pub fn push(&mut self, item: RecvItem) -> Result<(), Error> {
-        let n = item.words();
-        let dst = self
-            .words
-            .get_mut(self.len..self.len + n)
-            .ok_or(Error::MsgTooLong)?;
-        dst.copy_from_slice(&item.to_words()[..n]);
-        self.len += n;
-        Ok(())
+        self.0.push(&item.to_words()[..item.words()])
     }
 
     /// Replaces all buffers.
@@ -127,7 +132,7 @@ impl RecvBufs {
 
     /// The buffer-register words (without terminator).
     pub fn words(&self) -> &[u64] {
-        &self.words[..self.len]
+        self.0.as_slice()
     }
 
     /// The index of the first buffer if it is a single-capability slot
@@ -142,8 +147,9 @@ impl RecvBufs {
     /// Writes the buffer registers: the buffers, then a terminating zero
     /// word if there is room.
     pub fn write_brs(&self, br: &mut [u64; BR_COUNT]) {
-        br[..self.len].copy_from_slice(self.words());
-        if let Some(end) = br.get_mut(self.len) {
+        let n = self.words().len();
+        br[..n].copy_from_slice(self.words());
+        if let Some(end) = br.get_mut(n) {
             *end = 0;
         }
     }
@@ -274,18 +280,12 @@ impl<R: Registry> Loopback<R> {
 }
 
 impl<R: Registry> Transport for Loopback<R> {
-    fn call(
-        &mut self,
-        cap: u64,
-        tag: MsgTag,
-        mrs: &mut [u64; MR_COUNT],
-        rcv: &RecvBufs,
-    ) -> Result<MsgTag, Error> {
+    fn call(&mut self, r: Request<'_>) -> Result<MsgTag, Error> {
         self.calls += 1;
         let mut smrs = [0u64; MR_COUNT];
-        let stag = deliver(tag, mrs, &self.server_rcv, &mut smrs)?;
-        let reply = handle_request(&mut self.objects, cap, stag, &mut smrs);
-        deliver(reply, &smrs, rcv, mrs).map_err(|_| Error::RecvMsgCut)
+        let stag = deliver(r.tag, r.mrs, &self.server_rcv, &mut smrs)?;
+        let reply = handle_request(&mut self.objects, r.cap, stag, &mut smrs);
+        deliver(reply, &smrs, r.rcv, r.mrs).map_err(|_| Error::RecvMsgCut)
     }
 }
 
@@ -303,13 +303,7 @@ impl NoTransport {
 }
 
 impl Transport for NoTransport {
-    fn call(
-        &mut self,
-        _: u64,
-        _: MsgTag,
-        _: &mut [u64; MR_COUNT],
-        _: &RecvBufs,
-    ) -> Result<MsgTag, Error> {
+    fn call(&mut self, _: Request<'_>) -> Result<MsgTag, Error> {
         Err(Error::NoPartner)
     }
 }
@@ -426,7 +420,7 @@ mod tests {
     fn no_transport() {
         let mut m = [0; MR_COUNT];
         assert_eq!(
-            NoTransport.call(1, MsgTag(0), &mut m, &RecvBufs::new()),
+            NoTransport.call(Request::new(1, MsgTag(0), &mut m)),
             Err(Error::NoPartner)
         );
     }

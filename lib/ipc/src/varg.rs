@@ -33,6 +33,7 @@ use l4_abi::proto::varg::{self, Varg, Vargs};
 use l4_abi::{Error, Fpage};
 
 use crate::codec::{Arg, MAX_WORDS, Reader, Str, Writer};
+use crate::words::Words;
 
 pub use l4_abi::proto::varg::header;
 
@@ -251,23 +252,17 @@ impl<T: Arg> Arg for VOpt<T> {
 
 /// All remaining arguments, checked to be well formed.
 #[derive(Clone, Copy)]
-pub struct VarArgs {
-    words: [u64; MAX_WORDS],
-    len: usize,
-}
+pub struct VarArgs(Words<MAX_WORDS>);
 
 impl VarArgs {
     /// No arguments.
     pub const fn new() -> VarArgs {
-        VarArgs {
-            words: [0; MAX_WORDS],
-            len: 0,
-        }
+        VarArgs(Words::new())
     }
 
     /// The arguments' words.
     pub fn words(&self) -> &[u64] {
-        &self.words[..self.len]
+        self.0.as_slice()
     }
 
     /// The arguments (every one well formed: decoding checked them).
@@ -282,16 +277,11 @@ impl VarArgs {
 
     /// Whether there are no arguments.
     pub const fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.room() == MAX_WORDS
     }
 
     fn push_words(&mut self, ws: &[u64]) -> Result<&mut VarArgs, Error> {
-        let end = self.len + ws.len();
-        self.words
-            .get_mut(self.len..end)
-            .ok_or(Error::MsgTooLong)?
-            .copy_from_slice(ws);
-        self.len = end;
+        self.0.push(ws)?;
         Ok(self)
     }
 
@@ -318,7 +308,7 @@ impl VarArgs {
     /// Appends a string (with its terminating NUL).
     pub fn push_str(&mut self, s: &str) -> Result<&mut VarArgs, Error> {
         let size = s.len() + 1;
-        if 1 + size.div_ceil(8) > MAX_WORDS - self.len {
+        if 1 + size.div_ceil(8) > self.0.room() {
             return Err(Error::MsgTooLong);
         }
         self.push_words(&[header(varg::STRING, size)])?;

@@ -13,8 +13,9 @@ use l4_ipc::codec::{Arg, Reader, Writer};
 use l4_ipc::protocols::*;
 use l4_ipc::varg::{VAny, VOpt, VStr, VUint, VarArgs, header, str_bytes};
 use l4_ipc::{
-    Bytes, CapArg, Ctx, Error, Loopback, MR_COUNT, MemArg, MsgTag, Object, ObjectMap, OptCap,
-    Protocol, RcvCap, RecvBufs, Str, Transport, arg_enum, handle_request, protocol,
+    Bytes, CapArg, Ctx, Dispatch, Error, Loopback, MR_COUNT, MemArg, MsgTag, Object, ObjectMap,
+    OptCap, Protocol, RcvCap, RecvBufs, Request, Str, Transport, arg_enum, handle_request,
+    protocol,
 };
 
 /// Where the loopback server receives capabilities.
@@ -26,6 +27,15 @@ fn loopback(objects: ObjectMap) -> Loopback<ObjectMap> {
     let mut lb = Loopback::new(objects);
     lb.server_rcv = RecvBufs::cap_slot(SERVER_SLOT);
     lb
+}
+
+/// A loopback to one object: `server` speaking `P` under `label`.
+fn serve<P: Dispatch<S> + 'static, S: 'static>(label: u64, server: S) -> Loopback<ObjectMap> {
+    let mut objects = ObjectMap::new();
+    objects
+        .register(label, Object::<P, S>::new(server))
+        .unwrap();
+    loopback(objects)
 }
 
 // ----------------------------------------------------------------------
@@ -119,11 +129,7 @@ impl EchoServer for EchoImpl {
 
 #[test]
 fn every_argument_type_round_trips() {
-    let mut objects = ObjectMap::new();
-    objects
-        .register(36, Object::<Echo, _>::new(EchoImpl))
-        .unwrap();
-    let mut lb = loopback(objects);
+    let mut lb = serve::<Echo, _>(36, EchoImpl);
     let mut c = EchoClient::with_transport(36, &mut lb);
     let s = (
         u8::MAX,
@@ -444,11 +450,7 @@ fn dataspace() {
         size: 0x10_000,
         ..Default::default()
     }));
-    let mut objects = ObjectMap::new();
-    objects
-        .register(4, Object::<Dataspace, _>::new(Ds(st.clone())))
-        .unwrap();
-    let mut lb = loopback(objects);
+    let mut lb = serve::<Dataspace, _>(4, Ds(st.clone()));
     let mut ds = DataspaceClient::with_transport(4, &mut lb);
     assert_eq!(ds.info(), Ok((0x10_000, ds_flags::RW)));
     assert_eq!(ds.size(), Ok(0x10_000));
@@ -484,11 +486,7 @@ fn dataspace() {
 
 #[test]
 fn namespace() {
-    let mut objects = ObjectMap::new();
-    objects
-        .register(8, Object::<Namespace, _>::new(Ns::default()))
-        .unwrap();
-    let mut lb = loopback(objects);
+    let mut lb = serve::<Namespace, _>(8, Ns::default());
     let mut ns = NamespaceClient::with_transport(8, &mut lb);
     ns.rcv = RecvBufs::cap_slot(CLIENT_SLOT);
     assert_eq!(ns.query("rom"), Err(Error::NoEnt));
@@ -526,11 +524,7 @@ fn namespace() {
 #[test]
 fn parent() {
     let got = Rc::new(RefCell::new(Vec::new()));
-    let mut objects = ObjectMap::new();
-    objects
-        .register(12, Object::<Parent, _>::new(Par(got.clone())))
-        .unwrap();
-    let mut lb = loopback(objects);
+    let mut lb = serve::<Parent, _>(12, Par(got.clone()));
     let mut p = ParentClient::with_transport(12, &mut lb);
     assert_eq!(p.signal(parent_signal::EXIT, 42), Ok(()));
     assert_eq!(*got.borrow(), [(0, 42)]);
@@ -540,11 +534,7 @@ fn parent() {
 #[test]
 fn log() {
     let st = Rc::new(RefCell::new(LogState::default()));
-    let mut objects = ObjectMap::new();
-    objects
-        .register(16, Object::<Log, _>::new(Lg(st.clone())))
-        .unwrap();
-    let mut lb = loopback(objects);
+    let mut lb = serve::<Log, _>(16, Lg(st.clone()));
     let mut log = LogClient::with_transport(16, &mut lb);
     assert_eq!(log.write(b"hello\n"), Ok(()));
     let big = vec![b'x'; LOG_WRITE_MAX];
@@ -568,11 +558,7 @@ fn log() {
 #[test]
 fn factory() {
     let st = Rc::new(RefCell::new(FacState::default()));
-    let mut objects = ObjectMap::new();
-    objects
-        .register(20, Object::<Factory, _>::new(Fac(st.clone())))
-        .unwrap();
-    let mut lb = loopback(objects);
+    let mut lb = serve::<Factory, _>(20, Fac(st.clone()));
     let mut f = FactoryClient::with_transport(20, &mut lb);
     f.rcv = RecvBufs::cap_slot(CLIENT_SLOT);
     let landed = RcvCap::new(CLIENT_SLOT, CapRights::RWSD);
@@ -673,16 +659,10 @@ impl Capture {
 }
 
 impl Transport for Capture {
-    fn call(
-        &mut self,
-        cap: u64,
-        tag: MsgTag,
-        mrs: &mut [u64; MR_COUNT],
-        rcv: &RecvBufs,
-    ) -> Result<MsgTag, Error> {
+    fn call(&mut self, r: Request<'_>) -> Result<MsgTag, Error> {
         self.requests
-            .push((cap, tag, mrs[..tag.mr_len()].to_vec(), *rcv));
-        mrs[..self.reply_words.len()].copy_from_slice(&self.reply_words);
+            .push((r.cap, r.tag, r.mrs[..r.tag.mr_len()].to_vec(), *r.rcv));
+        r.mrs[..self.reply_words.len()].copy_from_slice(&self.reply_words);
         Ok(self.reply)
     }
 }
@@ -1024,11 +1004,7 @@ fn error_replies_decode_to_the_error() {
     );
     // Through the loopback: the server's error comes back as is.
     let st = Rc::new(RefCell::new(DsState::default()));
-    let mut objects = ObjectMap::new();
-    objects
-        .register(4, Object::<Dataspace, _>::new(Ds(st)))
-        .unwrap();
-    let mut lb = loopback(objects);
+    let mut lb = serve::<Dataspace, _>(4, Ds(st));
     let mut ds = DataspaceClient::with_transport(4, &mut lb);
     assert_eq!(ds.map(0, 0, 0), Err(Error::Range));
     // A client talking to a gate nobody serves.
@@ -1298,9 +1274,7 @@ impl NamesServer for Sum {
 
 #[test]
 fn argument_names_are_hygienic() {
-    let mut objects = ObjectMap::new();
-    objects.register(4, Object::<Names, _>::new(Sum)).unwrap();
-    let mut c = NamesClient::with_transport(4, loopback(objects));
+    let mut c = NamesClient::with_transport(4, serve::<Names, _>(4, Sum));
     assert_eq!(c.f(1, 1, 1, 1, 1, 1, 1, 1), Ok(36));
     assert_eq!(c.f(1, 0, 0, 0, 0, 0, 0, 2), Ok(17));
 }

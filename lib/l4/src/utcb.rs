@@ -57,19 +57,43 @@ fn raw() -> *mut Utcb {
     call::utcb()
 }
 
-/// Message register `i` (panics if `i >= 64`).
-pub fn mr(i: usize) -> u64 {
-    // SAFETY: `raw()` points at this thread's UTCB, which stays mapped;
-    // taking a field's address creates no reference.
-    let field = unsafe { &raw const (*raw()).mr };
-    read(field.cast(), MR_COUNT, i)
+/// The reader and the writer of word `i` of each register array of the
+/// UTCB (both panic if `i` is out of range).
+macro_rules! registers {
+    ($(
+        $(#[$get_doc:meta])* $get:ident,
+        $(#[$set_doc:meta])* $set:ident: $field:ident[$len:expr];
+    )*) => {$(
+        $(#[$get_doc])*
+        pub fn $get(i: usize) -> u64 {
+            // SAFETY: `raw()` points at this thread's UTCB, which stays
+            // mapped; taking a field's address creates no reference.
+            let field = unsafe { &raw const (*raw()).$field };
+            read(field.cast(), $len, i)
+        }
+
+        $(#[$set_doc])*
+        pub fn $set(i: usize, v: u64) {
+            // SAFETY: as in the reader.
+            let field = unsafe { &raw mut (*raw()).$field };
+            write(field.cast(), $len, i, v)
+        }
+    )*};
 }
 
-/// Sets message register `i` (panics if `i >= 64`).
-pub fn set_mr(i: usize, v: u64) {
-    // SAFETY: as in `mr`.
-    let field = unsafe { &raw mut (*raw()).mr };
-    write(field.cast(), MR_COUNT, i, v)
+registers! {
+    /// Message register `i` (panics if `i >= 64`).
+    mr,
+    /// Sets message register `i` (panics if `i >= 64`).
+    set_mr: mr[MR_COUNT];
+    /// Buffer register `i` (panics if `i >= 31`).
+    br,
+    /// Sets buffer register `i` (panics if `i >= 31`).
+    set_br: br[BR_COUNT];
+    /// Thread control register `i` (panics if `i >= 32`).
+    tcr,
+    /// Sets thread control register `i` (panics if `i >= 32`).
+    set_tcr: tcr[TCR_COUNT];
 }
 
 /// Copies `words` into the message registers from MR0; returns how many fit.
@@ -83,34 +107,6 @@ pub fn mrs(out: &mut [u64]) {
         let n = out.len().min(MR_COUNT);
         out[..n].copy_from_slice(&u.mr[..n]);
     })
-}
-
-/// Buffer register `i` (panics if `i >= 31`).
-pub fn br(i: usize) -> u64 {
-    // SAFETY: as in `mr`.
-    let field = unsafe { &raw const (*raw()).br };
-    read(field.cast(), BR_COUNT, i)
-}
-
-/// Sets buffer register `i` (panics if `i >= 31`).
-pub fn set_br(i: usize, v: u64) {
-    // SAFETY: as in `mr`.
-    let field = unsafe { &raw mut (*raw()).br };
-    write(field.cast(), BR_COUNT, i, v)
-}
-
-/// Thread control register `i` (panics if `i >= 32`).
-pub fn tcr(i: usize) -> u64 {
-    // SAFETY: as in `mr`.
-    let field = unsafe { &raw const (*raw()).tcr };
-    read(field.cast(), TCR_COUNT, i)
-}
-
-/// Sets thread control register `i` (panics if `i >= 32`).
-pub fn set_tcr(i: usize, v: u64) {
-    // SAFETY: as in `mr`.
-    let field = unsafe { &raw mut (*raw()).tcr };
-    write(field.cast(), TCR_COUNT, i, v)
 }
 
 /// Sets the receive items of the next receive (see [`msg::set_recv_items`]).

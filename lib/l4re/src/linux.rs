@@ -57,45 +57,10 @@ pub mod errno {
     pub const ETIMEDOUT: i64 = 110;
 }
 
-macro_rules! syscalls {
-    ($( $(#[$doc:meta])* $name:ident = $nr:expr, $text:literal; )*) => {
-        /// The system calls the runtime knows, by AArch64 number.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[allow(missing_docs)]
-        pub enum Sys {
-            $( $(#[$doc])* $name, )*
-        }
-
-        impl Sys {
-            /// The call with number `nr` (`x8`), if the runtime knows it.
-            pub const fn from_nr(nr: u64) -> Option<Sys> {
-                match nr {
-                    $( $nr => Some(Sys::$name), )*
-                    _ => None,
-                }
-            }
-
-            /// The number.
-            pub const fn nr(self) -> u64 {
-                match self {
-                    $( Sys::$name => $nr, )*
-                }
-            }
-
-            /// The Linux name.
-            pub const fn name(self) -> &'static str {
-                match self {
-                    $( Sys::$name => $text, )*
-                }
-            }
-
-            /// Every known call.
-            pub const ALL: &'static [Sys] = &[ $( Sys::$name, )* ];
-        }
-    };
-}
-
-syscalls! {
+l4_abi::numbered_enum! {
+    /// The system calls the runtime knows, by AArch64 number.
+    #[allow(missing_docs)]
+    pub enum Sys: u64 { from_nr, nr, name }
     Getcwd = 17, "getcwd";
     Fcntl = 25, "fcntl";
     Ioctl = 29, "ioctl";

@@ -41,17 +41,10 @@ impl Sys for KernelSys {
         Cap::<Task>::from_index(task).map(self.this_task, item)
     }
 
-    fn control(
-        &mut self,
-        thread: u64,
-        task: u64,
-        utcb: u64,
-        pager: u64,
-        exc_handler: u64,
-    ) -> Result<(), Error> {
+    fn control(&mut self, thread: u64, task: u64, utcb: u64, handler: u64) -> Result<(), Error> {
         let c = ThreadControl::new()
-            .pager(l4::abi::Cap::new(pager))
-            .exc_handler(l4::abi::Cap::new(exc_handler))
+            .pager(l4::abi::Cap::new(handler))
+            .exc_handler(l4::abi::Cap::new(handler))
             .bind(task, utcb);
         Cap::<Thread>::from_index(thread).control(&c)
     }

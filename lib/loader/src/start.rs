@@ -29,16 +29,9 @@ pub trait Sys {
     /// Maps `item` (memory or capabilities of the loading task; the send
     /// base is the destination) into task `task`.
     fn map(&mut self, task: u64, item: SendItem) -> Result<(), Error>;
-    /// Binds `thread` to `task` with its UTCB at `utcb` and sets its pager
-    /// and exception handler (selectors in the *child*).
-    fn control(
-        &mut self,
-        thread: u64,
-        task: u64,
-        utcb: u64,
-        pager: u64,
-        exc_handler: u64,
-    ) -> Result<(), Error>;
+    /// Binds `thread` to `task` with its UTCB at `utcb`, with `handler` (a
+    /// selector in the *child*) as its pager and exception handler.
+    fn control(&mut self, thread: u64, task: u64, utcb: u64, handler: u64) -> Result<(), Error>;
     /// Sets the thread's pc and sp.
     fn ex_regs(&mut self, thread: u64, pc: u64, sp: u64) -> Result<(), Error>;
     /// Runs the thread through `scheduler` at `prio` on the CPUs of `cpus`.
@@ -270,6 +263,21 @@ fn slot(host: &mut impl Host) -> Result<u64, LoadError> {
     host.alloc_cap().ok_or(LoadError::NoCapSlot)
 }
 
+/// A new kernel object that `create` makes in a fresh slot; the slot goes
+/// back if the kernel refuses (`what`: the step, for the error).
+fn create_in_slot(
+    host: &mut impl Host,
+    what: &'static str,
+    create: impl FnOnce(u64) -> Result<(), Error>,
+) -> Result<u64, LoadError> {
+    let s = slot(host)?;
+    create(s).map_err(|e| {
+        host.free_cap(s);
+        LoadError::Kernel(what, e)
+    })?;
+    Ok(s)
+}
+
 /// Fresh memory of `len` bytes recorded in `child`.
 fn fresh(host: &mut impl Host, child: &mut Child, len: u64) -> Result<u64, LoadError> {
     let a = host.alloc_mem(len).ok_or(LoadError::NoMem)?;
@@ -357,35 +365,16 @@ fn build(
     env: &[u8],
     child: &mut Child,
 ) -> Result<(), LoadError> {
-    child.task = slot(host)?;
     let utcb_order = l4_env::UTCB_AREA_SIZE.trailing_zeros() as u8;
-    sys.create_task(
-        child.task,
-        Fpage::mem(l4_env::UTCB_AREA, utcb_order, MemRights::RW),
-    )
-    .map_err(|e| {
-        host.free_cap(child.task);
-        child.task = 0;
-        LoadError::Kernel("create the task", e)
+    let utcb_area = Fpage::mem(l4_env::UTCB_AREA, utcb_order, MemRights::RW);
+    child.task = create_in_slot(host, "create the task", |s| sys.create_task(s, utcb_area))?;
+    child.thread = create_in_slot(host, "create the runtime thread", |s| sys.create_thread(s))?;
+    child.factory = create_in_slot(host, "create the task's factory", |s| {
+        sys.create_factory(s, a.factory_quota)
     })?;
-    let t = slot(host)?;
-    sys.create_thread(t).map_err(|e| {
-        host.free_cap(t);
-        LoadError::Kernel("create the runtime thread", e)
+    child.gate = create_in_slot(host, "create the parent gate", |s| {
+        sys.create_gate(s, a.parent_label)
     })?;
-    child.thread = t;
-    let f = slot(host)?;
-    sys.create_factory(f, a.factory_quota).map_err(|e| {
-        host.free_cap(f);
-        LoadError::Kernel("create the task's factory", e)
-    })?;
-    child.factory = f;
-    let g = slot(host)?;
-    sys.create_gate(g, a.parent_label).map_err(|e| {
-        host.free_cap(g);
-        LoadError::Kernel("create the parent gate", e)
-    })?;
-    child.gate = g;
 
     for s in elf.segments() {
         load_segment(sys, host, child, elf, a, s)?;
@@ -423,14 +412,8 @@ fn build(
         map_cap(sys, task, n.index, caps::FIRST_NAMED + i as u64, n.rights)?;
     }
 
-    sys.control(
-        child.thread,
-        task,
-        l4_env::UTCB_AREA,
-        caps::PARENT,
-        caps::PARENT,
-    )
-    .map_err(kernel("bind the runtime thread"))?;
+    sys.control(child.thread, task, l4_env::UTCB_AREA, caps::PARENT)
+        .map_err(kernel("bind the runtime thread"))?;
     sys.ex_regs(child.thread, elf.entry(), l4_env::RUNTIME_STACK_TOP)
         .map_err(kernel("set the runtime's registers"))?;
     sys.run(a.caps.scheduler, child.thread, a.prio, a.cpus)
@@ -505,8 +488,8 @@ mod tests {
             }
             Ok(())
         }
-        fn control(&mut self, th: u64, task: u64, utcb: u64, p: u64, e: u64) -> Result<(), Error> {
-            self.op(format!("control {th} {task} {utcb:#x} {p} {e}"))
+        fn control(&mut self, th: u64, task: u64, utcb: u64, h: u64) -> Result<(), Error> {
+            self.op(format!("control {th} {task} {utcb:#x} {h}"))
         }
         fn ex_regs(&mut self, th: u64, pc: u64, sp: u64) -> Result<(), Error> {
             self.op(format!("ex_regs {th} {pc:#x} {sp:#x}"))
@@ -660,7 +643,7 @@ mod tests {
                 "thread 258",
                 "factory 259 1048576",
                 "gate 260 0x1230",
-                "control 258 257 0x7ff000000000 4 4",
+                "control 258 257 0x7ff000000000 4",
                 "ex_regs 258 0x7f0000000040 0x7fffffff0000",
                 "run 7 258 2 0xf",
             ]

@@ -13,9 +13,9 @@
 //! server behind an IPC gate, say) decides what it understands; a request
 //! it does not understand fails there.
 
-use mlua::{AnyUserData, Lua, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{AnyUserData, Lua, MultiValue, UserData, UserDataFields, UserDataMethods, Value};
 
-use super::raise::{self, ApiResult, Args, Raise, function};
+use super::raise::{self, ApiResult, Args, Raise, function, set_method};
 use super::{backend, cpuset};
 use crate::backend::{BackendError, FactoryArg};
 use crate::cap::{self, Cap};
@@ -25,10 +25,7 @@ const METHODS_KEY: &str = "ned.cap.methods";
 
 impl UserData for Cap {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_meta_field_with("__index", |lua| {
-            lua.named_registry_value::<Table>(METHODS_KEY)
-        });
-        fields.add_meta_field("__name", "L4::Cap");
+        raise::class_fields(fields, METHODS_KEY, "L4::Cap");
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
@@ -50,36 +47,24 @@ pub fn new(lua: &Lua, cap: Cap) -> mlua::Result<AnyUserData> {
 /// Sets up the methods (before the first capability object exists).
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     let m = lua.create_table()?;
-    m.set(
-        "is_valid",
-        function(lua, |_, a: MultiValue| {
-            Ok(Args::method("is_valid", a).cap(0)?.is_valid())
-        })?,
-    )?;
+    set_method(lua, &m, "is_valid", |_, a| Ok(a.cap(0)?.is_valid()))?;
     for name in ["m", "mode", "rights"] {
-        m.set(
-            name,
-            function(lua, move |lua, a: MultiValue| {
-                let a = Args::method(name, a);
-                let c = a.cap(0)?;
-                let rights = rights_arg(&a, 1)?;
-                Ok(new(lua, c.with_rights(rights))?)
-            })?,
-        )?;
+        set_method(lua, &m, name, |lua, a| {
+            let c = a.cap(0)?;
+            let rights = rights_arg(&a, 1)?;
+            Ok(new(lua, c.with_rights(rights))?)
+        })?;
     }
-    m.set(
-        "svr",
-        function(lua, |lua, a: MultiValue| {
-            let c = Args::method("svr", a).cap(0)?;
-            Ok(new(
-                lua,
-                Cap {
-                    rights: cap::SVR_RIGHTS,
-                    ..c
-                },
-            )?)
-        })?,
-    )?;
+    set_method(lua, &m, "svr", |lua, a| {
+        let c = a.cap(0)?;
+        Ok(new(
+            lua,
+            Cap {
+                rights: cap::SVR_RIGHTS,
+                ..c
+            },
+        )?)
+    })?;
     m.set("create", function(lua, create)?)?;
     let query = function(lua, query)?;
     m.set("query", query.clone())?;

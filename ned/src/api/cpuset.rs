@@ -9,7 +9,7 @@
 
 use mlua::{AnyUserData, Lua, MultiValue, Table, UserData, UserDataFields, Value};
 
-use super::raise::{self, ApiResult, Args, Raise, function};
+use super::raise::{self, ApiResult, Args, Raise, function, set, set_method};
 use crate::cpuset::CpuSet;
 
 /// Registry key of the metatable entries (`__index`, operators).
@@ -92,87 +92,52 @@ fn from_value(a: &Args, i: usize) -> ApiResult<CpuSet> {
 /// Sets up the methods and operators.
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     let methods = lua.create_table()?;
-    methods.set(
-        "add",
-        function(lua, |lua, a: MultiValue| {
-            let a = Args::method("add", a);
-            let mut s = this(&a)?;
-            s.insert(cpu_arg(&a, 1)?).map_err(|e| a.bad(1, e))?;
-            if let Value::UserData(ud) = a.get(0) {
-                ud.borrow_mut::<LuaCpuSet>()?.0 = s;
-                return Ok(ud);
-            }
-            Ok(new(lua, s)?)
-        })?,
-    )?;
-    methods.set(
-        "contains",
-        function(lua, |_, a: MultiValue| {
-            let a = Args::method("contains", a);
-            Ok(this(&a)?.contains(cpu_arg(&a, 1)?))
-        })?,
-    )?;
-    methods.set(
-        "cpus",
-        function(lua, |lua, a: MultiValue| {
-            let s = this(&Args::method("cpus", a))?;
-            Ok(lua.create_sequence_from(s.cpus())?)
-        })?,
-    )?;
-    methods.set(
-        "mask",
-        function(lua, |_, a: MultiValue| {
-            let a = Args::method("mask", a);
-            let words = this(&a)?.mask_words();
-            if words.len() > 1 {
-                return Err(a.bad(0, "the set has CPUs above 63; use it as a whole"));
-            }
-            Ok(words[0] as i64)
-        })?,
-    )?;
-    methods.set(
-        "count",
-        function(lua, |_, a: MultiValue| {
-            Ok(this(&Args::method("count", a))?.len())
-        })?,
-    )?;
+    set_method(lua, &methods, "add", |lua, a| {
+        let mut s = this(&a)?;
+        s.insert(cpu_arg(&a, 1)?).map_err(|e| a.bad(1, e))?;
+        if let Value::UserData(ud) = a.get(0) {
+            ud.borrow_mut::<LuaCpuSet>()?.0 = s;
+            return Ok(ud);
+        }
+        Ok(new(lua, s)?)
+    })?;
+    set_method(lua, &methods, "contains", |_, a| {
+        Ok(this(&a)?.contains(cpu_arg(&a, 1)?))
+    })?;
+    set_method(lua, &methods, "cpus", |lua, a| {
+        Ok(lua.create_sequence_from(this(&a)?.cpus())?)
+    })?;
+    set_method(lua, &methods, "mask", |_, a| {
+        let words = this(&a)?.mask_words();
+        if words.len() > 1 {
+            return Err(a.bad(0, "the set has CPUs above 63; use it as a whole"));
+        }
+        Ok(words[0] as i64)
+    })?;
+    set_method(lua, &methods, "count", |_, a| Ok(this(&a)?.len()))?;
 
     let meta = lua.create_table()?;
     meta.set("__index", methods)?;
-    meta.set(
-        "__bor",
-        function(lua, |lua, a: MultiValue| {
-            binary(lua, &Args::new("|", a), CpuSet::union)
-        })?,
-    )?;
-    meta.set(
-        "__band",
-        function(lua, |lua, a: MultiValue| {
-            binary(lua, &Args::new("&", a), CpuSet::intersection)
-        })?,
-    )?;
-    meta.set(
+    set(lua, &meta, "__bor", Args::new, "|", |lua, a| {
+        binary(lua, &a, CpuSet::union)
+    })?;
+    set(lua, &meta, "__band", Args::new, "&", |lua, a| {
+        binary(lua, &a, CpuSet::intersection)
+    })?;
+    set(
+        lua,
+        &meta,
         "__tostring",
-        function(lua, |_, a: MultiValue| {
-            Ok(format!(
-                "L4.Cpu_set({})",
-                this(&Args::method("tostring", a))?
-            ))
-        })?,
+        Args::method,
+        "tostring",
+        |_, a| Ok(format!("L4.Cpu_set({})", this(&a)?)),
     )?;
-    meta.set(
-        "__eq",
-        function(lua, |_, a: MultiValue| {
-            let a = Args::new("==", a);
-            Ok(operand(&a.get(0)) == operand(&a.get(1)))
-        })?,
-    )?;
-    meta.set(
-        "__len",
-        function(lua, |_, a: MultiValue| {
-            Ok(this(&Args::method("#", a))?.len())
-        })?,
-    )?;
+    set(lua, &meta, "__eq", Args::new, "==", |_, a| {
+        Ok(operand(&a.get(0)) == operand(&a.get(1)))
+    })?;
+    set(lua, &meta, "__len", Args::method, "#", |_, a| {
+        Ok(this(&a)?.len())
+    })?;
     lua.set_named_registry_value(META_KEY, meta)
 }
 

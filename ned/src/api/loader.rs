@@ -127,15 +127,7 @@ fn this(lua: &Lua, a: &Args) -> ApiResult<Table> {
 
 /// A capability field of the loader (`nil` allowed).
 fn field_cap(loader: &Table, key: &str) -> Result<Option<Cap>, String> {
-    match loader.get::<Value>(key).map_err(|e| e.to_string())? {
-        Value::Nil => Ok(None),
-        v => raise::to_cap(&v).map(Some).ok_or_else(|| {
-            format!(
-                "the loader's '{key}' must be a capability, not a {}",
-                raise::type_name(&v)
-            )
-        }),
-    }
+    raise::field_cap(loader, key, format_args!("the loader's '{key}'"))
 }
 
 /// A program argument: a string or a number.

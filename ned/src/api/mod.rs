@@ -31,7 +31,7 @@ use mlua::{Lua, MultiValue, Table, Value};
 
 use crate::backend::Backend;
 use crate::proto;
-use raise::{ApiResult, Args, Raise, function};
+use raise::{ApiResult, Args, Raise, function, set_function};
 
 /// The backend, shared by every function of the module.
 pub type Shared = Rc<RefCell<dyn Backend>>;
@@ -84,20 +84,10 @@ pub fn install(lua: &Lua, backend: Shared) -> mlua::Result<Table> {
     l4.set("Env", env_table(lua, &backend)?)?;
     l4.set("cast", function(lua, cast)?)?;
     l4.set("Info", info_table(lua)?)?;
-    l4.set(
-        "sleep",
-        function(lua, |lua, a: MultiValue| {
-            let a = Args::new("sleep", a);
-            sleep(lua, &a, a.number(0)?)
-        })?,
-    )?;
-    l4.set(
-        "msleep",
-        function(lua, |lua, a: MultiValue| {
-            let a = Args::new("msleep", a);
-            sleep(lua, &a, a.number(0)? / 1000.0)
-        })?,
-    )?;
+    set_function(lua, &l4, "sleep", |lua, a| sleep(lua, &a, a.number(0)?))?;
+    set_function(lua, &l4, "msleep", |lua, a| {
+        sleep(lua, &a, a.number(0)? / 1000.0)
+    })?;
     l4.set(
         "server_loop",
         function(lua, |_, _: MultiValue| -> ApiResult<()> {

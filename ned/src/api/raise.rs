@@ -10,7 +10,9 @@
 //! small Lua function that turns the marker into `error(value, 2)`: Lua
 //! then adds the caller's position to string errors itself.
 
-use mlua::{FromLuaMulti, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
+use mlua::{
+    FromLuaMulti, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, UserDataFields, Value,
+};
 
 use crate::backend::BackendError;
 use crate::cap::Cap;
@@ -134,6 +136,47 @@ where
     })?;
     let wrap: Function = lua.named_registry_value(WRAP_KEY)?;
     wrap.call(raw)
+}
+
+/// Sets `t[name]` to a method (`obj:name(...)`) running `f` ([`function`]),
+/// which gets its arguments as [`Args::method`] named `name`.
+pub fn set_method<R, F>(lua: &Lua, t: &Table, name: &'static str, f: F) -> mlua::Result<()>
+where
+    R: IntoLuaMulti,
+    F: Fn(&Lua, Args) -> ApiResult<R> + 'static,
+{
+    set(lua, t, name, Args::method, name, f)
+}
+
+/// Sets `t[name]` to a function (`t.name(...)`) running `f` ([`function`]),
+/// which gets its arguments as [`Args::new`] named `name`.
+pub fn set_function<R, F>(lua: &Lua, t: &Table, name: &'static str, f: F) -> mlua::Result<()>
+where
+    R: IntoLuaMulti,
+    F: Fn(&Lua, Args) -> ApiResult<R> + 'static,
+{
+    set(lua, t, name, Args::new, name, f)
+}
+
+/// Sets `t[key]` to a Lua function running `f` ([`function`]), which gets
+/// its arguments as `args(name, ..)`: [`Args::new`] or [`Args::method`],
+/// `name` being what errors call it (an operator for a metamethod).
+pub fn set<R, F>(
+    lua: &Lua,
+    t: &Table,
+    key: &str,
+    args: fn(&'static str, MultiValue) -> Args,
+    name: &'static str,
+    f: F,
+) -> mlua::Result<()>
+where
+    R: IntoLuaMulti,
+    F: Fn(&Lua, Args) -> ApiResult<R> + 'static,
+{
+    t.set(
+        key,
+        function(lua, move |lua, a: MultiValue| f(lua, args(name, a)))?,
+    )
 }
 
 /// The arguments of a call, read with error messages that name the
@@ -264,6 +307,19 @@ impl Args {
     }
 }
 
+/// The fields of a userdata class named `name` (`__name`) whose methods
+/// are the table in the registry under `methods_key` (`__index`).
+pub fn class_fields<T, F: UserDataFields<T>>(
+    fields: &mut F,
+    methods_key: &'static str,
+    name: &'static str,
+) {
+    fields.add_meta_field_with("__index", move |lua| {
+        lua.named_registry_value::<Table>(methods_key)
+    });
+    fields.add_meta_field("__name", name);
+}
+
 /// The capability in `v`, if it holds one.
 pub fn to_cap(v: &Value) -> Option<Cap> {
     match v {
@@ -288,6 +344,21 @@ pub fn to_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.to_string_lossy()),
         _ => None,
+    }
+}
+
+/// The capability at `t[key]`, `None` for `nil`; anything else is an error
+/// naming the field as `what` ("option 'mem'").
+pub fn field_cap(
+    t: &Table,
+    key: &str,
+    what: std::fmt::Arguments<'_>,
+) -> Result<Option<Cap>, String> {
+    match t.get::<Value>(key).map_err(|e| e.to_string())? {
+        Value::Nil => Ok(None),
+        v => to_cap(&v)
+            .map(Some)
+            .ok_or_else(|| format!("{what} must be a capability, not a {}", type_name(&v))),
     }
 }
 

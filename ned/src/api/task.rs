@@ -11,12 +11,10 @@
 //! Exit handlers run from ned's serving loop after the script
 //! ([`crate::Ned::serve`]), as in L4Re.
 
-use mlua::{
-    AnyUserData, Function, Lua, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value,
-};
+use mlua::{AnyUserData, Function, Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
 
 use super::backend;
-use super::raise::{ApiResult, Args, Raise, function};
+use super::raise::{self, ApiResult, Args, Raise, set_method};
 use crate::backend::{ExitCode, TaskId, TaskState};
 
 /// Registry key of the methods table.
@@ -35,10 +33,7 @@ pub struct Task {
 
 impl UserData for Task {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_meta_field_with("__index", |lua| {
-            lua.named_registry_value::<Table>(METHODS_KEY)
-        });
-        fields.add_meta_field("__name", "L4::Task");
+        raise::class_fields(fields, METHODS_KEY, "L4::Task");
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
@@ -74,51 +69,35 @@ fn code_value(code: ExitCode) -> Value {
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     lua.set_named_registry_value(HANDLERS_KEY, lua.create_table()?)?;
     let m = lua.create_table()?;
-    m.set(
-        "state",
-        function(lua, |lua, a: MultiValue| {
-            let t = this(&Args::method("state", a))?;
-            Ok(backend(lua)?.borrow_mut().task_state(t.id).name())
-        })?,
-    )?;
-    m.set(
-        "exit_code",
-        function(lua, |lua, a: MultiValue| {
-            let t = this(&Args::method("exit_code", a))?;
-            Ok(match backend(lua)?.borrow_mut().task_state(t.id) {
-                TaskState::Zombie(code) => code_value(code),
-                _ => Value::Nil,
-            })
-        })?,
-    )?;
-    m.set(
-        "wait",
-        function(lua, |lua, a: MultiValue| {
-            let t = this(&Args::method("wait", a))?;
-            let r = backend(lua)?.borrow_mut().wait(t.id);
-            let code = r.map_err(|e| Raise::msg(format!("cannot wait for {}: {e}", t.program)))?;
-            Ok(code_value(code))
-        })?,
-    )?;
-    m.set(
-        "kill",
-        function(lua, |lua, a: MultiValue| {
-            let t = this(&Args::method("kill", a))?;
-            let r = backend(lua)?.borrow_mut().kill(t.id);
-            r.map_err(|e| Raise::msg(format!("cannot kill {}: {e}", t.program)))
-        })?,
-    )?;
-    m.set(
-        "exit_handler",
-        function(lua, |lua, a: MultiValue| {
-            let a = Args::method("exit_handler", a);
-            let t = this(&a)?;
-            let f = a.opt_function(1)?;
-            let handlers: Table = lua.named_registry_value(HANDLERS_KEY)?;
-            handlers.set(t.id.0, f)?;
-            Ok(())
-        })?,
-    )?;
+    set_method(lua, &m, "state", |lua, a| {
+        let t = this(&a)?;
+        Ok(backend(lua)?.borrow_mut().task_state(t.id).name())
+    })?;
+    set_method(lua, &m, "exit_code", |lua, a| {
+        let t = this(&a)?;
+        Ok(match backend(lua)?.borrow_mut().task_state(t.id) {
+            TaskState::Zombie(code) => code_value(code),
+            _ => Value::Nil,
+        })
+    })?;
+    set_method(lua, &m, "wait", |lua, a| {
+        let t = this(&a)?;
+        let r = backend(lua)?.borrow_mut().wait(t.id);
+        let code = r.map_err(|e| Raise::msg(format!("cannot wait for {}: {e}", t.program)))?;
+        Ok(code_value(code))
+    })?;
+    set_method(lua, &m, "kill", |lua, a| {
+        let t = this(&a)?;
+        let r = backend(lua)?.borrow_mut().kill(t.id);
+        r.map_err(|e| Raise::msg(format!("cannot kill {}: {e}", t.program)))
+    })?;
+    set_method(lua, &m, "exit_handler", |lua, a| {
+        let t = this(&a)?;
+        let f = a.opt_function(1)?;
+        let handlers: Table = lua.named_registry_value(HANDLERS_KEY)?;
+        handlers.set(t.id.0, f)?;
+        Ok(())
+    })?;
     lua.set_named_registry_value(METHODS_KEY, m)
 }
 

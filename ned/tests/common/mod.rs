@@ -32,29 +32,22 @@ pub fn ned_with(fake: FakeBackend) -> (Ned, Rc<RefCell<FakeBackend>>) {
     (ned, fake)
 }
 
-/// Runs `rom/<script>` with the boot modules `modules`.
-pub fn run(
-    script: &str,
-    modules: &[&str],
-) -> (
+/// ned, its backend, and what running a script gave.
+pub type Run = (
     Ned,
     Rc<RefCell<FakeBackend>>,
     Result<Option<i64>, ScriptError>,
-) {
+);
+
+/// Runs `rom/<script>` with the boot modules `modules`.
+pub fn run(script: &str, modules: &[&str]) -> Run {
     let (ned, fake) = ned_with(FakeBackend::new().with_modules(modules));
     let r = ned.run_file(&format!("rom/{script}"), &[]);
     (ned, fake, r)
 }
 
 /// Runs Lua source `src` as the script `rom/test.ned`.
-pub fn run_src(
-    src: &str,
-    modules: &[&str],
-) -> (
-    Ned,
-    Rc<RefCell<FakeBackend>>,
-    Result<Option<i64>, ScriptError>,
-) {
+pub fn run_src(src: &str, modules: &[&str]) -> Run {
     let (ned, fake) = ned_with(
         FakeBackend::new()
             .with_modules(modules)

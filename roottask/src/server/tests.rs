@@ -17,7 +17,7 @@ use l4_ipc::protocols::{
     DataspaceClient, FactoryClient, LogClient, NamespaceClient, ds_flags, mem_alloc_flags::*,
 };
 use l4_ipc::varg::VarArgs;
-use l4_ipc::{CapArg, RecvBufs, Transport, handle_request};
+use l4_ipc::{CapArg, Request, Transport, handle_request};
 use l4_loader::Sys;
 
 use super::*;
@@ -69,7 +69,7 @@ impl Sys for NoLoader {
     fn map(&mut self, _: u64, _: SendItem) -> Result<(), Error> {
         Err(Error::NoSys)
     }
-    fn control(&mut self, _: u64, _: u64, _: u64, _: u64, _: u64) -> Result<(), Error> {
+    fn control(&mut self, _: u64, _: u64, _: u64, _: u64) -> Result<(), Error> {
         Err(Error::NoSys)
     }
     fn ex_regs(&mut self, _: u64, _: u64, _: u64) -> Result<(), Error> {
@@ -142,14 +142,8 @@ impl Kernel for Fake {
 struct Direct<'a>(&'a mut Moe<Fake>);
 
 impl Transport for Direct<'_> {
-    fn call(
-        &mut self,
-        cap: u64,
-        tag: MsgTag,
-        mrs: &mut [u64; MR_COUNT],
-        _: &RecvBufs,
-    ) -> Result<MsgTag, Error> {
-        Ok(handle_request(self.0, cap, tag, mrs))
+    fn call(&mut self, r: Request<'_>) -> Result<MsgTag, Error> {
+        Ok(handle_request(self.0, r.cap, r.tag, r.mrs))
     }
 }
 

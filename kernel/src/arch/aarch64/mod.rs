@@ -44,14 +44,16 @@ mod vhe {
     pub const CPTR_FPEN_SHIFT: u64 = 20;
 }
 
+// One block, so that the macros of regs.S serve both files.
 core::arch::global_asm!(
+    include_str!("regs.S"),
     include_str!("entry.S"),
+    include_str!("switch.S"),
     frame_size = const core::mem::size_of::<TrapFrame>(),
     kernel_stack_size = const KERNEL_STACK_SIZE,
     svc_native = const l4_abi::SVC_NATIVE,
     x8_ipc = const l4_abi::sys::X8_IPC,
 );
-core::arch::global_asm!(include_str!("switch.S"));
 // memcpy and memmove (faster than compiler_builtins' generic ones).
 core::arch::global_asm!(include_str!("mem.S"));
 
