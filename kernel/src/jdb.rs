@@ -28,6 +28,7 @@ pub fn init(psci: arch::Conduit) {
 const HELP: &str = "\
 jdb commands:
   lp   list threads          lt   list tasks
+  lv   tasks with vCPUs: where their threads ever ran
   k    kernel state          h ?  this help
   g    go on                 ^    reset the machine";
 
@@ -61,8 +62,12 @@ pub fn run(k: &Kernel) {
                         kprintln!("t");
                         tasks(k);
                     }
+                    b'v' => {
+                        kprintln!("v");
+                        vm_tasks(k);
+                    }
                     other => kprintln!(
-                        "{}\njdb: l{} is no command (lp, lt)",
+                        "{}\njdb: l{} is no command (lp, lt, lv)",
                         other as char,
                         other as char
                     ),
@@ -130,6 +135,59 @@ fn threads(k: &Kernel) {
                 }
             );
         }
+    }
+}
+
+/// The CPUs of mask `m` as `0,1,3`.
+fn cpu_list(m: u64) -> alloc::string::String {
+    let mut s = alloc::string::String::new();
+    for c in (0..64).filter(|c| m & (1 << c) != 0) {
+        if !s.is_empty() {
+            s.push(',');
+        }
+        s.push_str(&alloc::format!("{c}"));
+    }
+    s
+}
+
+/// Every task with vCPU threads (a VMM): its vCPUs and the CPUs any of
+/// its threads ever ran on, which shows a static partition from the
+/// kernel's side.
+fn vm_tasks(k: &Kernel) {
+    kprintln!("  task           vCPUs  threads  ran on CPUs (vCPU threads / all)");
+    let mut lines = alloc::vec::Vec::new();
+    for (id, o) in k.objs.iter() {
+        if !matches!(o, KObject::Task(_)) {
+            continue;
+        }
+        let (mut vcpus, mut threads, mut vcpu_cpus, mut all_cpus) = (0, 0, 0u64, 0u64);
+        for (_, t) in k.objs.iter() {
+            if let KObject::Thread(t) = t
+                && t.task == Some(id)
+            {
+                threads += 1;
+                all_cpus |= t.ran_on;
+                if t.vcpu.is_some() {
+                    vcpus += 1;
+                    vcpu_cpus |= t.ran_on;
+                }
+            }
+        }
+        if vcpus > 0 {
+            lines.push((vcpu_cpus, id, vcpus, threads, all_cpus));
+        }
+    }
+    // By the CPUs, so that partitions read in order.
+    lines.sort_by_key(|l| l.0.reverse_bits());
+    for (vcpu_cpus, id, vcpus, threads, all_cpus) in lines {
+        kprintln!(
+            "  {:<14} {:>5}  {:>7}  {} / {}",
+            alloc::format!("{id:?}"),
+            vcpus,
+            threads,
+            cpu_list(vcpu_cpus),
+            cpu_list(all_cpus)
+        );
     }
 }
 

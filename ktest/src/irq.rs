@@ -24,7 +24,7 @@ tests! {
     "irq.deleted_irq_refused" => deleted,
     "icu.info" => icu_info,
     "icu.mode_mask_unmask" => icu_mode_mask,
-    "icu.bind_missing_w_right_perm" => icu_missing_w,
+    "icu.bind_needs_w_on_the_irq" => icu_missing_w,
     "icu.bind_bad_line_refused" => icu_bad_line,
     "icu.hardware_irq_pl031" => hardware_irq,
 }
@@ -209,12 +209,21 @@ fn icu_mode_mask() -> R {
     r.and(u)
 }
 
-/// Binding a line needs `W` on the controller.
+/// Binding a line needs `W` on the Irq, not on the controller (as in
+/// Fiasco: ned hands the Icu on read-only).
 fn icu_missing_w() -> R {
-    let c = copy_cap(base::ICU, CapRights::RO)?;
     let i = rt::irq()?;
-    expect_err!(c.bind(PL031_IRQ, i.cap()), Error::Perm, "bind without W");
-    Ok(())
+    let ro_irq = copy_cap(i.cap(), CapRights::RO)?;
+    expect_err!(
+        base::ICU.bind(PL031_IRQ, ro_irq.cap()),
+        Error::Perm,
+        "bind of an Irq without W"
+    );
+    let ro_icu = copy_cap(base::ICU, CapRights::RO)?;
+    ro_icu
+        .bind(PL031_IRQ, i.cap())
+        .ctx("bind through a read-only Icu")?;
+    ro_icu.unbind(PL031_IRQ, i.cap()).ctx("unbind")
 }
 
 /// Lines the controller does not have are refused.

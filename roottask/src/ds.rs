@@ -447,18 +447,3 @@ mod tests {
         assert_eq!(visible_rights(ds_flags::RW, CapRights::RWS), ds_flags::RW);
     }
 }
-
-l4_ipc::protocol! {
-    /// moe's addition to the Dataspace protocol (same id, an opcode L4Re's
-    /// interface does not use): where a dataspace's memory physically is.
-    /// uvmm's identity mode (`-i`) needs it for guest RAM; the answer is
-    /// meaningful for contiguous dataspaces (`Continuous`), whose whole
-    /// memory is one range.
-    pub protocol DataspacePhys = l4_ipc::protocols::ids::DATASPACE;
-    client DataspacePhysClient;
-    server DataspacePhysServer;
-
-    /// The physical address of `offset` and the number of bytes that are
-    /// contiguous from there (within the dataspace).
-    fn phys(offset: u64) -> (u64, u64) = 0x10;
-}

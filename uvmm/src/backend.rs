@@ -22,6 +22,8 @@
 
 use core::fmt;
 
+use crate::passthrough::{PtIrq, PtMmio};
+
 pub use l4_abi::vcpu::{
     Exit, MAX_LRS, Mmio, SysRegAccess, VTimer, VcpuState, ec, lr, sysreg_encoding,
 };
@@ -118,6 +120,23 @@ pub trait VmBackend {
     /// bound to the `index`-th CPU the scheduler allows. It does not run
     /// until [`VcpuBackend::run`].
     fn create_vcpu(&mut self, index: usize, mpidr: u64) -> Result<Self::Vcpu, BackendError>;
+
+    /// Maps an MMIO range of a vbus device into the guest's stage-2 space
+    /// at `m.gpa` (device memory).
+    fn map_mmio(&mut self, m: &PtMmio) -> Result<(), BackendError>;
+
+    /// Has the kernel inject the interrupt of a vbus device as
+    /// `irq.intid` into vCPU `vcpu` directly (called before that vCPU is
+    /// created). The line is masked while the guest handles it; the
+    /// returned [`IrqEoi`] unmasks it once the guest completed it.
+    fn route_irq(&mut self, irq: &PtIrq, vcpu: usize) -> Result<Box<dyn IrqEoi>, BackendError>;
+}
+
+/// The end of a passed-through interrupt: the guest deactivated it, so
+/// its line may fire again.
+pub trait IrqEoi: Send + Sync {
+    /// Unmasks the line.
+    fn eoi(&self);
 }
 
 /// One vCPU, used from its own uvmm thread.

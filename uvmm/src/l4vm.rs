@@ -12,6 +12,11 @@
 //! * The kernel handles WFI, the virtual timer and its own injections; an
 //!   exit it does not handle comes back as [`RunExit::Trap`]. A kick
 //!   triggers the vCPU's Irq, which sends the guest out with `Kick`.
+//! * Devices of the vbus: their MMIO dataspaces (from io) are attached
+//!   into uvmm and mapped into the Vm like RAM (the kernel maps what is
+//!   not RAM as device memory); their Irqs are bound to the vCPU that
+//!   takes them (`bind_vcpu`), so the kernel injects them directly, and
+//!   unmasked when the vCPU starts and after the guest completed one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,11 +24,14 @@ use l4::abi::vcpu::{self as abi, ExitReason};
 use l4::abi::{Error, MemRights, Timeout, Timeouts};
 use l4::cap::{Factory, Irq, Scheduler, Task, Thread, Vm};
 use l4::{Cap, SlotAlloc};
-use l4re::env::{FIRST_PROGRAM_CAP, PROGRAM_PRIO, caps};
+use l4_ipc::RecvBufs;
+use l4_ipc::vbus::VbusClient;
+use l4re::env::{FIRST_PROGRAM_CAP, caps};
 use uvmm::backend::{
-    BackendError, GicInfo, MAX_LRS, RunExit, VcpuBackend, VcpuKick, VcpuState, VmBackend,
+    BackendError, GicInfo, IrqEoi, MAX_LRS, RunExit, VcpuBackend, VcpuKick, VcpuState, VmBackend,
 };
 use uvmm::memory::map_order;
+use uvmm::passthrough::{PtIrq, PtMmio};
 
 /// Capability slots uvmm allocates (the Vm, the kick Irqs).
 static SLOTS: SlotAlloc<2> = SlotAlloc::new(FIRST_PROGRAM_CAP);
@@ -33,6 +41,19 @@ static SLOTS: SlotAlloc<2> = SlotAlloc::new(FIRST_PROGRAM_CAP);
 const MIN_LRS: usize = 4;
 /// The label of a vCPU's kick Irq.
 const KICK_LABEL: u64 = 0x6b69_636b;
+/// The priority of vCPU threads in uvmm's scheduler: its lowest, below
+/// uvmm's other threads (`l4re::env::PROGRAM_PRIO`: the runtime thread serving
+/// their system calls, console input, the log writer), which a guest that
+/// keeps its vCPU busy must not starve. With a scheduler whose base is
+/// the host services' priority (seed 000's `create(L4.Proto.Scheduler,
+/// 10, 2, 0x3)`), the vCPUs share their CPU with cons and moe round-robin
+/// instead of shutting them out while the guest boots.
+const VCPU_PRIO: u64 = 0;
+/// The priority passed-through interrupts are injected with (Linux's
+/// default for device interrupts).
+const PASSTHROUGH_PRIORITY: u8 = 0xa0;
+/// `PROT_READ | PROT_WRITE` for attaching device memory.
+const PROT_RW: u64 = 3;
 
 fn kerr(what: &str, e: Error) -> BackendError {
     BackendError(format!("{what}: {e:?}"))
@@ -60,12 +81,20 @@ pub struct L4Vm {
     rams: Vec<AttachedRam>,
     /// The CPUs the scheduler offers, in order (vCPU i runs on the i-th).
     cpus: Vec<u32>,
+    /// The `vbus` capability, if uvmm has one.
+    vbus: Option<u64>,
+    /// Passed-through interrupts: the vCPU, the Irq, the guest's INTID.
+    routes: Vec<(usize, Cap<Irq>, u32)>,
 }
 
 impl L4Vm {
     /// Creates the Vm; `rams` are the attached RAM dataspaces, `online`
-    /// the scheduler's CPU mask.
-    pub fn new(rams: Vec<AttachedRam>, online: u64) -> Result<L4Vm, BackendError> {
+    /// the scheduler's CPU mask, `vbus` the capability of io's bus.
+    pub fn new(
+        rams: Vec<AttachedRam>,
+        online: u64,
+        vbus: Option<u64>,
+    ) -> Result<L4Vm, BackendError> {
         let dest = slot()?;
         let vm = Cap::<Factory>::from_index(caps::FACTORY)
             .create_vm(dest)
@@ -82,7 +111,50 @@ impl L4Vm {
             vm,
             rams,
             cpus: if cpus.is_empty() { vec![0] } else { cpus },
+            vbus,
+            routes: Vec::new(),
         })
+    }
+
+    /// Maps `size` bytes at uvmm's `local` into the guest at `gpa`.
+    fn map_local(
+        &mut self,
+        local: u64,
+        gpa: u64,
+        size: u64,
+        rights: MemRights,
+    ) -> Result<(), BackendError> {
+        let me = Cap::<Task>::from_index(caps::THIS_TASK);
+        let mut off = 0;
+        while off < size {
+            let order = map_order(local + off, gpa + off, size - off);
+            self.vm
+                .as_task()
+                .map_mem(me, local + off, order, rights, gpa + off)
+                .map_err(|e| kerr(&format!("mapping guest memory at {:#x}", gpa + off), e))?;
+            off += 1 << order;
+        }
+        Ok(())
+    }
+
+    /// A client of the vbus whose answer capability lands in a new slot.
+    fn vbus(&self) -> Result<VbusClient, BackendError> {
+        let bus = self
+            .vbus
+            .ok_or_else(|| BackendError("no capability named 'vbus'".into()))?;
+        let mut c = VbusClient::new(bus);
+        c.rcv = RecvBufs::cap_slot(slot()?);
+        Ok(c)
+    }
+}
+
+/// Unmasks a passed-through line.
+struct Unmask(Cap<Irq>);
+
+impl IrqEoi for Unmask {
+    fn eoi(&self) {
+        // A failing unmask means the Irq is gone: nothing left to unmask.
+        let _ = self.0.unmask();
     }
 }
 
@@ -107,18 +179,34 @@ impl VmBackend for L4Vm {
                 ram.size
             )));
         }
-        let me = Cap::<Task>::from_index(caps::THIS_TASK);
-        let mut off = 0;
-        while off < size {
-            let local = ram.local + ds_offset + off;
-            let order = map_order(local, gpa + off, size - off);
-            self.vm
-                .as_task()
-                .map_mem(me, local, order, MemRights::RWX, gpa + off)
-                .map_err(|e| kerr(&format!("mapping guest RAM at {:#x}", gpa + off), e))?;
-            off += 1 << order;
-        }
-        Ok(())
+        let local = ram.local + ds_offset;
+        self.map_local(local, gpa, size, MemRights::RWX)
+    }
+
+    fn map_mmio(&mut self, m: &PtMmio) -> Result<(), BackendError> {
+        let what = format!("MMIO {} of vbus device {}", m.resource, m.device);
+        let ds = self
+            .vbus()?
+            .mmio(m.device, m.resource)
+            .map_err(|e| kerr(&format!("io refused {what}"), e))?;
+        let local = l4re::env::attach(ds.index(), m.size, 0, PROT_RW)
+            .map_err(|e| BackendError(format!("cannot attach {what} (error {e})")))?;
+        self.map_local(local, m.gpa, m.size, MemRights::RW)
+    }
+
+    fn route_irq(&mut self, irq: &PtIrq, vcpu: usize) -> Result<Box<dyn IrqEoi>, BackendError> {
+        let got = self.vbus()?.irq(irq.device, irq.resource).map_err(|e| {
+            kerr(
+                &format!(
+                    "io refused interrupt {} of vbus device {}",
+                    irq.resource, irq.device
+                ),
+                e,
+            )
+        })?;
+        let cap = Cap::<Irq>::from_index(got.index());
+        self.routes.push((vcpu, cap, irq.intid));
+        Ok(Box::new(Unmask(cap)))
     }
 
     fn gic_info(&self) -> GicInfo {
@@ -134,8 +222,16 @@ impl VmBackend for L4Vm {
             .create_irq(dest)
             .map_err(|e| kerr("cannot create a kick Irq", e))?;
         let cpu = self.cpus[index % self.cpus.len()];
+        let irqs = self
+            .routes
+            .iter()
+            .filter(|r| r.0 == index)
+            .map(|&(_, irq, intid)| (irq, intid))
+            .collect();
         Ok(L4Vcpu {
             vm: self.vm,
+            index,
+            irqs,
             cpu,
             mpidr,
             kick,
@@ -150,6 +246,9 @@ impl VmBackend for L4Vm {
 /// One vCPU, run by its own uvmm thread.
 pub struct L4Vcpu {
     vm: Cap<Vm>,
+    index: usize,
+    /// Passed-through interrupts it takes: the Irq and the guest's INTID.
+    irqs: Vec<(Cap<Irq>, u32)>,
     cpu: u32,
     mpidr: u64,
     kick: Cap<Irq>,
@@ -187,7 +286,7 @@ impl L4Vcpu {
             l4re::env::thread_cap().map_err(|e| errno("no thread capability", e))?,
         );
         Cap::<Scheduler>::from_index(caps::SCHEDULER)
-            .run_thread(me, PROGRAM_PRIO, 1 << self.cpu)
+            .run_thread(me, VCPU_PRIO, 1 << self.cpu)
             .map_err(|e| kerr(&format!("cannot move to CPU {}", self.cpu), e))?;
         self.kick
             .attach(me, KICK_LABEL)
@@ -197,6 +296,19 @@ impl L4Vcpu {
         let area = page as usize;
         me.vcpu_control(page, self.vm)
             .map_err(|e| kerr("cannot enter vCPU mode", e))?;
+        for &(irq, intid) in &self.irqs {
+            irq.bind_vcpu(me, intid, PASSTHROUGH_PRIORITY)
+                .map_err(|e| kerr(&format!("cannot bind INTID {intid} to the vCPU"), e))?;
+            irq.unmask()
+                .map_err(|e| kerr(&format!("cannot unmask INTID {intid}"), e))?;
+        }
+        uvmm::info!(
+            "vmm",
+            "vCPU {} runs on CPU {} (thread {:#x})",
+            self.index,
+            self.cpu,
+            me.index()
+        );
         self.thread = Some(me);
         self.area = Some(area);
         Ok(area)

@@ -4,7 +4,8 @@
 //! ([`memory`]), builds the guest's device tree ([`dt`]) and then runs the
 //! guest's vCPUs, handling every exit ([`vmm`]): MMIO accesses go over the
 //! [`bus`] to the emulated [`devices`] (GICv3, PL011, virtio-mmio console),
-//! HVC/SMC calls to [`psci`]. The kernel side (the Vm object with its
+//! HVC/SMC calls to [`psci`]. Devices of io's virtual bus are passed
+//! through ([`passthrough`]). The kernel side (the Vm object with its
 //! stage-2 address space, vCPU threads that resume the guest and come back
 //! with an exit) is reached through the [`backend`] traits only, so
 //! everything here runs and is tested on the host.
@@ -20,6 +21,7 @@ pub mod log;
 pub mod machine;
 pub mod memory;
 pub mod options;
+pub mod passthrough;
 pub mod psci;
 pub mod vmm;
 

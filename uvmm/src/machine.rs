@@ -20,6 +20,7 @@ use crate::dt::{self, DeviceKind, Tree, reg_bytes, str_bytes, vcpu_mpidr};
 use crate::loader::{self, BootState, Kernel, Layout};
 use crate::memory::{GuestMemory, Ram, RamRegion};
 use crate::options::{DEFAULT_RAM_BASE, Options};
+use crate::passthrough::{self, BusDevice, Passthrough};
 use crate::vmm::{EXIT_FATAL, Vm};
 use crate::{info, warn};
 
@@ -39,7 +40,13 @@ pub trait Host {
     /// Where the output of a console device goes: the Vcon capability
     /// `cap` (the device node's `l4vmm,vcon_cap`, default `log`).
     fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String>;
+    /// The devices of the `vbus` capability (none without one).
+    fn vbus_devices(&mut self) -> Result<Vec<BusDevice>, String>;
 }
+
+/// The vCPU the interrupts of passed-through devices go to (the boot
+/// vCPU, where the guest routes SPIs unless it moves them).
+pub const PASSTHROUGH_VCPU: usize = 0;
 
 /// Why the VM could not be built.
 #[derive(Debug, PartialEq, Eq)]
@@ -94,6 +101,8 @@ pub struct Machine {
     pub consoles: Vec<ConsoleInput>,
     /// Device nodes uvmm switched off.
     pub disabled: Vec<String>,
+    /// Device nodes backed by devices of the vbus.
+    pub passthrough: Vec<Passthrough>,
 }
 
 impl Machine {
@@ -106,6 +115,15 @@ impl Machine {
     {
         for (cap, r) in &self.ram_map {
             backend.map_ram(cap, r.ds_offset, r.gpa, r.size)?;
+        }
+        for p in &self.passthrough {
+            for m in &p.mmio {
+                backend.map_mmio(m)?;
+            }
+            for irq in &p.irqs {
+                let eoi = backend.route_irq(irq, PASSTHROUGH_VCPU)?;
+                self.vm.gic.set_hw_irq(irq.intid, eoi);
+            }
         }
         let lrs = backend.gic_info().lrs;
         let mut threads = Vec::new();
@@ -305,14 +323,52 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         layout.entry
     );
 
-    // Devices.
+    // Devices: what the vbus provides is passed through, the rest emulated.
+    let bus_devices = host.vbus_devices().map_err(|e| err(format!("vbus: {e}")))?;
+    let matched =
+        passthrough::match_devices(&tree, &bus_devices).map_err(|e| err(e.to_string()))?;
+    for w in &matched.warnings {
+        warn!("dev", "{w}");
+    }
+    for p in &matched.passed {
+        for m in &p.mmio {
+            if let Some(r) = mem
+                .regions()
+                .iter()
+                .find(|r| m.gpa < r.end() && r.gpa < m.gpa + m.size)
+            {
+                return Err(err(format!(
+                    "{}: its MMIO at {:#x}..{:#x} lies in guest RAM {:#x}..{:#x} (move the RAM, e.g. with -i)",
+                    p.path,
+                    m.gpa,
+                    m.gpa + m.size,
+                    r.gpa,
+                    r.end()
+                )));
+            }
+        }
+        info!("dev", "{p}: passed through");
+    }
+    let passed = |path: &str| matched.passed.iter().any(|p| p.path == path);
     let (devices, unsupported) = dt::find_devices(&tree).map_err(|e| err(e.to_string()))?;
-    for u in &unsupported {
+    for u in unsupported.iter().filter(|u| !passed(&u.path)) {
         warn!("dev", "{}: {}; disabled", u.path, u.why);
     }
+    // Never also emulate what the vbus provides (the GIC and the timer
+    // are uvmm's and the kernel's whatever a bus says).
+    let devices: Vec<_> = devices
+        .into_iter()
+        .filter(|d| matches!(d.kind, DeviceKind::GicV3 | DeviceKind::ArchTimer) || !passed(&d.path))
+        .collect();
     let max_irq = devices
         .iter()
         .flat_map(|d| d.irqs.iter().copied())
+        .chain(
+            matched
+                .passed
+                .iter()
+                .flat_map(|p| p.irqs.iter().map(|i| i.intid)),
+        )
         .max()
         .unwrap_or(0);
     if !devices.iter().any(|d| d.kind == DeviceKind::GicV3) {
@@ -394,6 +450,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         }
         keep.push(d.path.clone());
     }
+    keep.extend(matched.passed.iter().map(|p| p.path.clone()));
     let disabled = dt::disable_unbacked(&mut tree, &keep);
     for p in &disabled {
         info!("dev", "{p}: not emulated and not on a vbus; disabled");
@@ -420,5 +477,6 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         ram_map,
         consoles,
         disabled,
+        passthrough: matched.passed,
     })
 }

@@ -1,10 +1,10 @@
 //! uvmm as an L4Re task: capabilities from the environment, files from
-//! `rom/`, guest RAM attached from its dataspace, console output to the
-//! log and input from it, the VM run on the kernel's Vm object
-//! ([`crate::l4vm`]).
+//! `rom/`, guest RAM attached from its dataspace (with its host-physical
+//! address from moe, for `-i`), the devices of the `vbus` capability,
+//! console output to the log and input from it, the VM run on the
+//! kernel's Vm object ([`crate::l4vm`]).
 //!
-//! Not offered yet: the host-physical address of a dataspace (`-i`) and
-//! console capabilities other than `log`.
+//! Not offered yet: console capabilities other than `log`.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -12,31 +12,100 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use l4::{Cap, Scheduler};
-use l4_ipc::protocols::{DataspaceClient, ds_flags};
+use l4_ipc::protocols::{DataspaceClient, DataspacePhysClient, ds_flags};
+use l4_ipc::vbus::{ResourceKind, VbusClient};
 use l4re::env::caps;
 use uvmm::devices::ConsoleOut;
 use uvmm::machine::{self, ConsoleInput, Host};
 use uvmm::memory::Ram;
+use uvmm::passthrough::{BusDevice, BusResource};
 use uvmm::{Options, info};
 
 use crate::l4vm::{AttachedRam, L4Vm};
 
-/// Guest console output: the task's log (standard output).
-struct LogOut;
+/// Guest console output: the task's log (standard output), written by a
+/// thread of its own in lines. A guest's UART hands over one byte per
+/// register write; one log message per byte would cost the log's server
+/// (cons) a request each. What has no newline yet goes out once the guest
+/// paused for [`LOG_IDLE`] (a shell prompt).
+#[derive(Clone)]
+struct LogOut(Arc<(std::sync::Mutex<Vec<u8>>, std::sync::Condvar)>);
 
-impl ConsoleOut for LogOut {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        // Nowhere to report a failing log.
-        let _ = out.write_all(bytes);
-        let _ = out.flush();
+/// How long a partial line waits for more output.
+const LOG_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+/// Most bytes held back.
+const LOG_HOLD_MAX: usize = 1024;
+
+impl LogOut {
+    /// The log writer and its thread.
+    fn start() -> LogOut {
+        let out = LogOut(Arc::default());
+        let shared = out.0.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-out".into())
+            .spawn(move || log_writer(&shared));
+        if let Err(e) = spawned {
+            uvmm::warn!("vmm", "no console output thread: {e}");
+        }
+        out
     }
 }
 
-/// The environment; remembers the RAM it attached for the Vm.
+/// Writes what [`LogOut`] collects: whole lines at once, a partial line
+/// after [`LOG_IDLE`] without more.
+fn log_writer(shared: &(std::sync::Mutex<Vec<u8>>, std::sync::Condvar)) {
+    let (buf, more) = shared;
+    let mut held = uvmm::bus::lock(buf);
+    loop {
+        while held.is_empty() {
+            held = more
+                .wait(held)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        // A partial line waits for its end, or for the guest to pause.
+        if !held.contains(&b'\n') && held.len() < LOG_HOLD_MAX {
+            let before = held.len();
+            held = more
+                .wait_timeout(held, LOG_IDLE)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+            if held.len() != before {
+                continue;
+            }
+        }
+        let cut = match held.iter().rposition(|&b| b == b'\n') {
+            Some(nl) if held.len() < LOG_HOLD_MAX => nl + 1,
+            _ => held.len(),
+        };
+        let bytes: Vec<u8> = held.drain(..cut).collect();
+        drop(held);
+        let mut out = std::io::stdout().lock();
+        // Nowhere to report a failing log.
+        let _ = out.write_all(&bytes);
+        let _ = out.flush();
+        drop(out);
+        held = uvmm::bus::lock(buf);
+    }
+}
+
+impl ConsoleOut for LogOut {
+    fn write(&mut self, bytes: &[u8]) {
+        let (buf, more) = &*self.0;
+        uvmm::bus::lock(buf).extend_from_slice(bytes);
+        more.notify_one();
+    }
+}
+
+/// The capability of io's virtual bus.
+const VBUS_CAP: &str = "vbus";
+
+/// The environment; remembers the RAM it attached and the vbus for the Vm.
 #[derive(Default)]
 struct L4Host {
     rams: Vec<AttachedRam>,
+    vbus: Option<u64>,
+    /// The log writer, once a console uses it.
+    log: Option<LogOut>,
 }
 
 impl Host for L4Host {
@@ -72,15 +141,79 @@ impl Host for L4Host {
         // read-write at `local` for good (uvmm never detaches it); uvmm
         // only copies bytes in and out of it.
         let ram = unsafe { Ram::from_raw(ptr, len) };
-        // No host-physical address: the dataspace protocol has no query for it.
-        Ok((Arc::new(ram), None))
+        // The host-physical address, when the whole dataspace is one
+        // contiguous range (moe's Continuous dataspaces).
+        let phys = match DataspacePhysClient::new(index).phys(0) {
+            Ok((pa, n)) if n >= size => {
+                info!("ram", "dataspace '{cap}' is at host-physical {pa:#x}");
+                Some(pa)
+            }
+            Ok((pa, n)) => {
+                info!(
+                    "ram",
+                    "dataspace '{cap}' is not contiguous ({n:#x} bytes at {pa:#x})"
+                );
+                None
+            }
+            Err(e) => {
+                info!("ram", "dataspace '{cap}' has no physical address: {e:?}");
+                None
+            }
+        };
+        Ok((Arc::new(ram), phys))
+    }
+
+    fn vbus_devices(&mut self) -> Result<Vec<BusDevice>, String> {
+        let Some(cap) = l4re::env::get_cap(VBUS_CAP) else {
+            return Ok(Vec::new());
+        };
+        self.vbus = Some(cap);
+        let mut bus = VbusClient::new(cap);
+        let e = |what: String| move |err| format!("{what}: {err:?}");
+        let list = bus.devices().map_err(e("listing the devices".into()))?;
+        let mut out = Vec::new();
+        for (index, d) in list {
+            let mut ids: Vec<String> = Vec::new();
+            if !d.hid.is_empty() {
+                ids.push(d.hid.to_string());
+            }
+            let compatibles = bus
+                .compatibles(index)
+                .map_err(e(format!("device {}", d.name)))?;
+            ids.extend(compatibles.iter().map(|c| c.to_string()));
+            let resources = bus
+                .resources(index)
+                .map_err(e(format!("device {}", d.name)))?
+                .iter()
+                .zip(0u32..)
+                .map(|(r, n)| match r.kind {
+                    ResourceKind::Mmio => BusResource::Mmio {
+                        index: n,
+                        start: r.start,
+                        size: r.len(),
+                    },
+                    ResourceKind::Irq => BusResource::Irq {
+                        index: n,
+                        line: r.start as u32,
+                    },
+                })
+                .collect();
+            out.push(BusDevice {
+                index,
+                name: d.name.to_string(),
+                ids,
+                resources,
+            });
+        }
+        info!("dev", "vbus: {} device(s)", out.len());
+        Ok(out)
     }
 
     fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String> {
         // The log is the task's standard output; other Vcon capabilities
         // need a Vcon client the runtime does not offer programs yet.
         if cap == machine::DEFAULT_VCON_CAP {
-            Ok(Box::new(LogOut))
+            Ok(Box::new(self.log.get_or_insert_with(LogOut::start).clone()))
         } else {
             Err("only the log can be a console yet".into())
         }
@@ -133,7 +266,7 @@ pub fn run(opts: Options) -> ExitCode {
         m.boot.pc,
         m.boot.x[0]
     );
-    let mut vm = match L4Vm::new(std::mem::take(&mut host.rams), online) {
+    let mut vm = match L4Vm::new(std::mem::take(&mut host.rams), online, host.vbus) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("uvmm: {e}");

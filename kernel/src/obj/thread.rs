@@ -99,6 +99,9 @@ pub struct Thread {
     pub queued: Option<QueueHandle>,
     /// CPU this thread is the current thread of (its registers live there).
     pub running_on: Option<usize>,
+    /// Every CPU the thread ever ran on (bit `i`: CPU `i`), for the
+    /// debugger's partition view (`lv`).
+    pub ran_on: u64,
     /// Capability indices (in the thread's task) of its pager and exception handler.
     pub pager: u64,
     pub exc_handler: u64,
@@ -154,6 +157,7 @@ impl Thread {
             cpu: 0,
             queued: None,
             running_on: None,
+            ran_on: 0,
             pager: 0,
             exc_handler: 0,
             reply_to: None,
@@ -192,6 +196,7 @@ impl Thread {
     #[inline(always)]
     pub fn start_running(&mut self, cpu: usize, now: u64) {
         self.running_on = Some(cpu);
+        self.ran_on |= 1 << (cpu % 64);
         self.ran_since = now;
         crate::arch::set_tls(self.tpidr_el0, self.utcb_uva);
     }

@@ -10,6 +10,7 @@
 //! | protocol                | id       | operations (opcode)                                              |
 //! |-------------------------|----------|------------------------------------------------------------------|
 //! | [`Dataspace`]           | `0x4000` | map 0, clear 1, info 2, copy_in 3, allocate 4                    |
+//! | [`DataspacePhys`] (moe) | `0x4000` | phys 0x10                                                        |
 //! | [`Namespace`]           | `0x4001` | query 0, register 1, unlink 3 (L4Re's compatibility opcode)      |
 //! | [`Parent`]              | `0x4002` | signal 0                                                         |
 //! | [`Log`] (Vcon)          | `-13`    | write 0, read 1, set_attr 2, get_attr 3                          |
@@ -119,6 +120,21 @@ crate::protocol! {
     fn copy_in(dst_offset: u64, src: CapArg, src_offset: u64, size: u64) -> () = 3;
     /// Makes sure `size` bytes from `offset` are backed by memory.
     fn allocate(offset: u64, size: u64) -> () = 4;
+}
+
+crate::protocol! {
+    /// moe's addition to the Dataspace protocol (same id, an opcode L4Re's
+    /// interface does not use): where a dataspace's memory physically is.
+    /// uvmm's identity mode (`-i`) needs it for guest RAM. The answer
+    /// covers the whole dataspace only for contiguous ones
+    /// (`Continuous`); for others it is the block around `offset`.
+    pub protocol DataspacePhys = ids::DATASPACE;
+    client DataspacePhysClient;
+    server DataspacePhysServer;
+
+    /// The physical address of `offset` and the number of bytes that are
+    /// contiguous from there (within the dataspace).
+    fn phys(offset: u64) -> (u64, u64) = 0x10;
 }
 
 impl<T: Transport> DataspaceClient<T> {

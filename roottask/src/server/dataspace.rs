@@ -1,14 +1,14 @@
 //! Serving dataspaces: the Dataspace protocol and moe's
-//! [`DataspacePhys`](crate::ds::DataspacePhys), with the rights of the
+//! [`DataspacePhys`](l4_ipc::protocols::DataspacePhys), with the rights of the
 //! capability a request came through.
 
 use l4_abi::Error;
-use l4_ipc::protocols::{DataspaceServer, ds_flags};
+use l4_ipc::protocols::{DataspacePhysServer, DataspaceServer, ds_flags};
 use l4_ipc::{CapArg, Ctx, MemArg};
 
 use super::kernel::alloc_zeroed;
 use super::{Kernel, Kind, View};
-use crate::ds::{self, DataspacePhysServer, Ds};
+use crate::ds::{self, Ds};
 use crate::pages::PageAlloc;
 
 impl<K: Kernel> View<'_, K> {

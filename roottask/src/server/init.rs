@@ -11,8 +11,12 @@ use super::{Kernel, Kind, Moe, Obj};
 use crate::cmdline::MoeArgs;
 use crate::log::LineLog;
 
-/// The kernel-factory quota of init, in bytes.
-pub const INIT_QUOTA: u64 = 32 << 20;
+/// The kernel-factory quota of init, in bytes: all of the root quota
+/// (`l4_abi::root::ROOT_QUOTA`, 40 MiB) but what moe keeps for its own
+/// objects. ned hands each program it starts 6 MiB of it, so this is room
+/// for ned itself and five programs (seed 003's cons, io, switch and two
+/// VMs).
+pub const INIT_QUOTA: u64 = 36 << 20;
 /// The priority of init's runtime thread.
 pub const INIT_PRIO: u64 = 1;
 /// The runtime every program is started with.

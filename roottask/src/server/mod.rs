@@ -11,7 +11,7 @@
 //!
 //! | kind         | protocol                               | created by                  | served in     |
 //! |--------------|----------------------------------------|-----------------------------|---------------|
-//! | dataspace    | Dataspace (+ [`DataspacePhys`])        | user factory, boot modules  | [`dataspace`] |
+//! | dataspace    | Dataspace (+ `DataspacePhys`)          | user factory, boot modules  | [`dataspace`] |
 //! | name space   | Namespace (read-write)                 | user factory                | [`namespace`] |
 //! | `rom`        | Namespace (read-only, boot modules)    | moe at boot                 | [`namespace`] |
 //! | log          | Log (Vcon layout)                      | user factory, init's log    | [`log`]       |
@@ -47,11 +47,12 @@ use l4_ipc::protocols::{Dataspace, Factory, Log, Namespace, ds_flags};
 use l4_ipc::{Ctx, Handler, Registry};
 use l4_loader::Child;
 
-use crate::ds::{DataspacePhys, Ds};
+use crate::ds::Ds;
 use crate::log::LineLog;
 use crate::ns::Names;
 use crate::pages::PageAlloc;
 use crate::sched::SchedLimits;
+use l4_ipc::protocols::DataspacePhys;
 
 pub use kernel::{FIRST_SLOT, Kernel, Slots};
 

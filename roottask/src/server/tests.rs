@@ -21,7 +21,7 @@ use l4_ipc::{CapArg, Request, Transport, handle_request};
 use l4_loader::Sys;
 
 use super::*;
-use crate::ds::DataspacePhysClient;
+use l4_ipc::protocols::DataspacePhysClient;
 
 const MIB: u64 = 1 << 20;
 /// Where the fake RAM starts (1 GiB aligned, as real RAM may be).

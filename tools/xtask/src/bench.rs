@@ -2,6 +2,8 @@
 //! `cargo xtask bench ipc [E=<entry>]`: IPC costs from ktest's ipcbench.
 //! `cargo xtask bench vm`: boot time of the Linux guest, natively and under
 //! uvmm, and the instructions of single VM exits (the `vmbench` guest).
+//! `cargo xtask bench staticpart`: seed 000's two partitioned VMs against
+//! one native boot of the same guest.
 //!
 //! Benchmarks, not tests: `boot` boots the entry headless N times and reports
 //! the median wall time from QEMU's start to the first occurrence of each
@@ -10,7 +12,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, Vars, VmBenchArgs};
+use crate::cli::{
+    Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, StaticpartBenchArgs, Vars, VmBenchArgs,
+};
 use crate::console::{Failure, Pattern, Session};
 use crate::error::{Context, Error, Result, bail};
 use crate::image::Modules;
@@ -24,6 +28,7 @@ pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
         Bench::Boot(args) => boot(ws, vars, args),
         Bench::Ipc(args) => ipc(ws, vars, args),
         Bench::Vm(args) => vm(ws, vars, args),
+        Bench::Staticpart(args) => staticpart(ws, vars, args),
     }
 }
 
@@ -479,6 +484,64 @@ fn parse_vmbench(console: &str) -> Result<Vec<VmExit>> {
         }
     }
     bail!("no line {:?} in the console output", vmbench::DONE)
+}
+
+/// The entry `bench staticpart` boots.
+const STATICPART_ENTRY: &str = "uvmm-staticpart";
+
+/// Both VMs of seed 000 at their shell, in either order (cons tags their
+/// lines `vm1     | ...`).
+const BOTH_READY: &str =
+    "(?s)vm1 +\\| guest: ready.*vm2 +\\| guest: ready|vm2 +\\| guest: ready.*vm1 +\\| guest: ready";
+
+/// Boots the guest natively once (QEMU's virt board with the entry's
+/// machine: 4 CPUs, 1 GiB) and entry `uvmm-staticpart` once; prints the
+/// wall time from QEMU's start to the native shell and to both VMs'
+/// shells, and their ratio.
+fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result<()> {
+    let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
+    crate::packages::ensure(&[Need::Qemu])?;
+    let guest = crate::guest::ensure(ws)?;
+    let native_args = guest.native_arguments(&env_options);
+    let (_, part_args, _) = headless(ws, vars, Some(STATICPART_ENTRY), &[])?;
+    let forbid = vec![
+        Pattern::Text("Kernel panic".into()),
+        Pattern::Text("VM entered a fatal state".into()),
+    ];
+    let time_to = |arguments: &[String], what: &str, ready: &Pattern| -> Result<Duration> {
+        eprintln!("xtask: booting {what}");
+        let mut session = Session::spawn(qemu::command(arguments), forbid.clone(), false)?;
+        let deadline = session.started() + args.timeout;
+        let waited = session.expect(ready, deadline);
+        let record = session.finish();
+        waited.map_err(|failure| {
+            Error::new(format!(
+                "{what}: waiting for {ready}: {failure}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
+                record.transcript, record.stderr
+            ))
+        })
+    };
+    let native = time_to(
+        &native_args,
+        "the guest natively",
+        &Pattern::Text(crate::guest::READY_LINE.into()),
+    )?
+    .as_secs_f64();
+    let both = Pattern::regex(BOTH_READY).map_err(|e| Error::new(e.to_string()))?;
+    let part = time_to(&part_args, "entry uvmm-staticpart", &both)?.as_secs_f64();
+    println!(
+        "Seed 000's static partitioning, wall time from QEMU start until the shell is up ({}):",
+        guest.kernel_deb
+    );
+    println!("  native guest (QEMU virt, the same machine)  {native:>8.3} s");
+    println!("  both VMs of entry {STATICPART_ENTRY}         {part:>8.3} s");
+    if native > 0.0 {
+        println!(
+            "  staticpart / native                        {:>8.2}",
+            part / native
+        );
+    }
+    Ok(())
 }
 
 /// The line ipcbench prints after its last measurement.

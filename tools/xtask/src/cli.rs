@@ -45,6 +45,9 @@ commands:
                       times to the guest's ready line; before that, boot entry
                       vmbench once and print the instructions of one MMIO exit,
                       HVC, SGI and virtual-timer interrupt
+  bench staticpart [--timeout SECS]
+                      boot the guest natively once and entry uvmm-staticpart once
+                      and print the time until its shell / both VMs' shells are up
   lint                cargo fmt --check and clippy -D warnings for every crate and target
   help                this text
 
@@ -67,7 +70,7 @@ pub const DEFAULT_ROOTTASK_MARKER: &str = "moe: hello from the root task";
 pub const DEFAULT_IPC_ENTRY: &str = "ipcbench";
 
 /// The benchmarks `bench` knows, for messages.
-const BENCHMARKS: &str = "boot, ipc, vm";
+const BENCHMARKS: &str = "boot, ipc, vm, staticpart";
 
 #[derive(Debug, PartialEq)]
 pub struct Invocation {
@@ -116,6 +119,7 @@ pub enum Bench {
     Boot(BootBenchArgs),
     Ipc(IpcBenchArgs),
     Vm(VmBenchArgs),
+    Staticpart(StaticpartBenchArgs),
 }
 
 #[derive(Debug, PartialEq)]
@@ -168,6 +172,20 @@ impl Default for VmBenchArgs {
         VmBenchArgs {
             runs: 5,
             timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct StaticpartBenchArgs {
+    /// How long each boot may take until its shell(s) are up.
+    pub timeout: Duration,
+}
+
+impl Default for StaticpartBenchArgs {
+    fn default() -> Self {
+        StaticpartBenchArgs {
+            timeout: Duration::from_secs(600),
         }
     }
 }
@@ -306,6 +324,7 @@ fn parse_bench(flags: &[&str]) -> Result<Bench> {
         "boot" => parse_bench_boot(flags).map(Bench::Boot),
         "ipc" => parse_bench_ipc(flags).map(Bench::Ipc),
         "vm" => parse_bench_vm(flags).map(Bench::Vm),
+        "staticpart" => parse_bench_staticpart(flags).map(Bench::Staticpart),
         other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
     }
 }
@@ -333,6 +352,18 @@ fn parse_bench_ipc(flags: &[&str]) -> Result<IpcBenchArgs> {
         match name {
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             other => bail!("unknown flag '{other}' for 'bench ipc'"),
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+fn parse_bench_staticpart(flags: &[&str]) -> Result<StaticpartBenchArgs> {
+    let mut args = StaticpartBenchArgs::default();
+    parse_flags(flags, |name, value| {
+        match name {
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench staticpart'"),
         }
         Ok(())
     })?;
@@ -595,5 +626,13 @@ mod tests {
         );
         assert!(parse_with(&["bench", "vm", "--runs", "0"], &[]).is_err());
         assert!(parse_with(&["bench", "vm", "--stage-marker", "x"], &[]).is_err());
+        let inv = parse_with(&["bench", "staticpart", "--timeout", "90"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Staticpart(StaticpartBenchArgs {
+                timeout: Duration::from_secs(90)
+            }))
+        );
+        assert!(parse_with(&["bench", "staticpart", "--runs", "2"], &[]).is_err());
     }
 }

@@ -6,19 +6,23 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::*;
-use crate::backend::{BackendError, ESR_IL, Exit, VcpuKick, VmBackend, ec};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::backend::{BackendError, ESR_IL, Exit, IrqEoi, VcpuKick, VmBackend, ec, lr};
 use crate::devices::ConsoleOut;
 use crate::devices::testing::Collect;
 use crate::loader::tests::image;
 use crate::machine::{Host, Machine, build};
 use crate::memory::Ram;
 use crate::options::Options;
+use crate::passthrough::{BusDevice, BusResource, PtIrq, PtMmio};
 use crate::psci::func;
 
 struct TestHost {
     files: HashMap<String, Vec<u8>>,
     ram_size: usize,
     out: Collect,
+    bus: Vec<BusDevice>,
 }
 
 impl Host for TestHost {
@@ -40,6 +44,9 @@ impl Host for TestHost {
             _ => Err("no such capability".into()),
         }
     }
+    fn vbus_devices(&mut self) -> Result<Vec<BusDevice>, String> {
+        Ok(self.bus.clone())
+    }
 }
 
 fn host() -> TestHost {
@@ -51,6 +58,7 @@ fn host() -> TestHost {
         files,
         ram_size: 32 << 20,
         out: Collect::default(),
+        bus: Vec::new(),
     }
 }
 
@@ -123,6 +131,30 @@ impl VcpuBackend for Scripted {
 struct ScriptedVm {
     scripts: Vec<Option<Vec<Step>>>,
     mapped: Vec<(String, u64, u64, u64)>,
+    mmio: Vec<PtMmio>,
+    routes: Vec<(PtIrq, usize)>,
+    eois: Arc<AtomicUsize>,
+}
+
+impl ScriptedVm {
+    fn new(scripts: Vec<Option<Vec<Step>>>) -> ScriptedVm {
+        ScriptedVm {
+            scripts,
+            mapped: Vec::new(),
+            mmio: Vec::new(),
+            routes: Vec::new(),
+            eois: Arc::default(),
+        }
+    }
+}
+
+/// Counts the unmasks of a passed-through line.
+struct CountEoi(Arc<AtomicUsize>);
+
+impl IrqEoi for CountEoi {
+    fn eoi(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl VmBackend for ScriptedVm {
@@ -148,6 +180,14 @@ impl VmBackend for ScriptedVm {
         steps
             .map(Scripted::new)
             .ok_or_else(|| BackendError(format!("no vCPU {index}")))
+    }
+    fn map_mmio(&mut self, m: &PtMmio) -> Result<(), BackendError> {
+        self.mmio.push(m.clone());
+        Ok(())
+    }
+    fn route_irq(&mut self, irq: &PtIrq, vcpu: usize) -> Result<Box<dyn IrqEoi>, BackendError> {
+        self.routes.push((irq.clone(), vcpu));
+        Ok(Box::new(CountEoi(self.eois.clone())))
     }
 }
 
@@ -505,20 +545,17 @@ fn wfi() -> Step {
 fn machine_runs_vcpu_threads_until_power_off() {
     let mut h = host();
     let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 2).unwrap();
-    let mut vm = ScriptedVm {
-        scripts: vec![
-            Some(vec![
-                hvc(
-                    [u64::from(func::smc64(func::CPU_ON)), 1, 0x4010_0000, 0],
-                    Some(0),
-                ),
-                // Sleeps until the VM ends.
-                wfi(),
-            ]),
-            Some(vec![hvc([u64::from(func::SYSTEM_OFF), 0, 0, 0], None)]),
-        ],
-        mapped: Vec::new(),
-    };
+    let mut vm = ScriptedVm::new(vec![
+        Some(vec![
+            hvc(
+                [u64::from(func::smc64(func::CPU_ON)), 1, 0x4010_0000, 0],
+                Some(0),
+            ),
+            // Sleeps until the VM ends.
+            wfi(),
+        ]),
+        Some(vec![hvc([u64::from(func::SYSTEM_OFF), 0, 0, 0], None)]),
+    ]);
     assert_eq!(m.run(&mut vm), Ok(0));
     assert_eq!(vm.mapped, [("ram".to_string(), 0, 0x4000_0000, 32 << 20)]);
 }
@@ -560,9 +597,108 @@ fn wfi_ends_when_the_virtual_timer_fires() {
         }),
         check: Box::new(|_| {}),
     };
-    let mut vm = ScriptedVm {
-        scripts: vec![Some(vec![wait, after])],
-        mapped: Vec::new(),
-    };
+    let mut vm = ScriptedVm::new(vec![Some(vec![wait, after])]);
     assert_eq!(m.run(&mut vm), Ok(102));
+}
+
+/// io's PL031 at `addr` on the vbus.
+fn bus_pl031(addr: u64) -> BusDevice {
+    BusDevice {
+        index: 0,
+        name: "PL031".into(),
+        ids: vec!["arm,pl031".into()],
+        resources: vec![
+            BusResource::Mmio {
+                index: 0,
+                start: addr,
+                size: 0x1000,
+            },
+            BusResource::Irq { index: 1, line: 34 },
+        ],
+    }
+}
+
+#[test]
+fn vbus_device_passed_through_not_emulated_and_unmasked_after_completion() {
+    let mut h = host();
+    h.bus = vec![bus_pl031(0x901_0000)];
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
+    // The node stays enabled and nothing of uvmm's sits at its address.
+    let pl031 = m.tree.node("/pl031@9010000").unwrap();
+    assert!(pl031.is_enabled());
+    assert!(!m.disabled.contains(&"/pl031@9010000".to_string()));
+    assert!(
+        m.vm.bus
+            .windows()
+            .all(|(base, size, _)| !(base..base + size).contains(&0x901_0000))
+    );
+    assert_eq!(m.passthrough.len(), 1);
+    // The guest took INTID 34 (the kernel put it in a list register),
+    // then completed it: its line is unmasked once, not before.
+    let active = Step {
+        trap: Exit {
+            esr: esr(ec::HVC64, 0),
+            ..Exit::default()
+        },
+        set: Box::new(|st| {
+            st.gic.lr[0] = lr::pending(34, 0xa0) ^ lr::PENDING ^ lr::ACTIVE;
+            st.regs.x[0] = u64::from(func::VERSION);
+        }),
+        check: Box::new(|_| {}),
+    };
+    let done = Step {
+        trap: Exit {
+            esr: esr(ec::HVC64, 0),
+            ..Exit::default()
+        },
+        set: Box::new(|st| {
+            // The guest deactivated what uvmm loaded back.
+            assert_eq!(lr::intid(st.gic.lr[0]), 34);
+            st.gic.lr[0] = 34;
+            st.regs.x[0] = u64::from(func::SYSTEM_OFF);
+        }),
+        check: Box::new(|_| {}),
+    };
+    let mut vm = ScriptedVm::new(vec![Some(vec![active, done])]);
+    let eois = vm.eois.clone();
+    assert_eq!(m.run(&mut vm), Ok(0));
+    assert_eq!(
+        vm.mmio,
+        [PtMmio {
+            device: 0,
+            resource: 0,
+            gpa: 0x901_0000,
+            size: 0x1000
+        }]
+    );
+    assert_eq!(
+        vm.routes,
+        [(
+            PtIrq {
+                device: 0,
+                resource: 1,
+                line: 34,
+                intid: 34
+            },
+            0
+        )]
+    );
+    assert_eq!(eois.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn vbus_device_inside_guest_ram_is_refused() {
+    let mut h = host();
+    h.ram_size = 64 << 20;
+    h.bus = vec![bus_pl031(0x4100_0000)];
+    let mut dtb = crate::dt::Tree::from_dtb(&crate::dt::tests::virt_dtb(1)).unwrap();
+    dtb.node_mut("/pl031@9010000")
+        .unwrap()
+        .set_prop("reg", crate::dt::reg_bytes(&[(0x4100_0000, 0x1000)], 2, 2));
+    h.files
+        .insert("rom/clash.dtb".into(), dtb.to_dtb().unwrap());
+    let e = machine(&["-krom/Image", "-drom/clash.dtb"], &mut h, 1)
+        .err()
+        .unwrap();
+    assert!(e.0.contains("lies in guest RAM"), "{e}");
 }

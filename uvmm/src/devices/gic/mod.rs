@@ -9,6 +9,13 @@
 //! WFI ([`Gic::wait_for_interrupt`]). When an interrupt becomes pending
 //! for a vCPU, that vCPU is kicked so it leaves the guest and picks it up.
 //!
+//! Interrupts of passed-through devices ([`Gic::set_hw_irq`]) are injected
+//! by the kernel; their line stays masked from the moment it fired until
+//! the guest completed the interrupt. uvmm sees that in the list
+//! registers an exit brings back: an interrupt of such a line found there
+//! that is afterwards neither pending nor active was completed, and its
+//! line is unmasked ([`crate::backend::IrqEoi`]).
+//!
 //! The guest-visible part is [`Distributor`] (the `GICD_*` frame) and
 //! [`Redistributors`] (`GICR_*`: an RD and an SGI frame, 128 KiB, per
 //! vCPU, the last one marked `Last`). One security state (`GICD_CTLR.DS`),
@@ -20,7 +27,7 @@ pub mod state;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::backend::VcpuKick;
+use crate::backend::{IrqEoi, VcpuKick, lr};
 use crate::bus::{IrqSink, MmioDevice, lock, read_sub32};
 use regs::Bank;
 use state::{CTLR_GRP0, CTLR_GRP1, GicState, PRIVATE};
@@ -63,6 +70,8 @@ pub struct Gic {
     state: Mutex<GicState>,
     wake: Condvar,
     kickers: Mutex<Vec<Option<Box<dyn VcpuKick>>>>,
+    /// Interrupts of passed-through lines, with what unmasks their line.
+    hw: Mutex<Vec<(u32, Box<dyn IrqEoi>)>>,
 }
 
 impl Gic {
@@ -74,6 +83,7 @@ impl Gic {
             state: Mutex::new(GicState::new(mpidrs, spis)),
             wake: Condvar::new(),
             kickers: Mutex::new((0..mpidrs.len()).map(|_| None).collect()),
+            hw: Mutex::new(Vec::new()),
         })
     }
 
@@ -143,17 +153,39 @@ impl Gic {
         }
     }
 
-    /// Takes back vCPU `cpu`'s list registers after an exit; nothing to
-    /// do when they were filled with nothing and came back empty (the
-    /// common exit).
+    /// Makes `intid` the interrupt of a passed-through line, which
+    /// `eoi` unmasks once the guest completed it.
+    pub fn set_hw_irq(&self, intid: u32, eoi: Box<dyn IrqEoi>) {
+        lock(&self.hw).push((intid, eoi));
+    }
+
+    /// Takes back vCPU `cpu`'s list registers after an exit (nothing to
+    /// do when they were filled with nothing and came back empty, the
+    /// common exit); unmasks the passed-through lines whose interrupt the
+    /// guest completed.
     pub fn sync_lrs(&self, cpu: usize, lrs: &mut [u64]) {
+        let hw = lock(&self.hw);
         let mut s = lock(&self.state);
         let filled = s.lrs_filled.get_mut(cpu).map(std::mem::take);
         if filled == Some(false) && lrs.iter().all(|&lr| lr == 0) {
             return;
         }
         s.changes = s.changes.wrapping_add(1);
+        let seen: Vec<u32> = lrs
+            .iter()
+            .filter(|&&v| v != 0)
+            .map(|&v| lr::intid(v))
+            .filter(|n| hw.iter().any(|(h, _)| h == n))
+            .collect();
         s.sync_lrs(cpu, lrs);
+        let done: Vec<u32> = seen
+            .into_iter()
+            .filter(|&n| s.irq(cpu, n).is_some_and(|i| !i.pending && !i.active))
+            .collect();
+        drop(s);
+        for (_, eoi) in hw.iter().filter(|(h, _)| done.contains(h)) {
+            eoi.eoi();
+        }
     }
 
     /// Fills vCPU `cpu`'s list registers (empty, as [`Gic::sync_lrs`]
