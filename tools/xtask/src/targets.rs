@@ -333,7 +333,7 @@ mod tests {
         );
         assert_eq!(
             groups[1],
-            (BARE_USER_TARGET, vec!["roottask", "ktest", "l4re"])
+            (BARE_USER_TARGET, vec!["roottask", "ktest", "l4re", "vmbench"])
         );
         let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(total, TARGET_CRATES.len());
