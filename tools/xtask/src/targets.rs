@@ -109,6 +109,13 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "uvmm",
         alias: None,
     },
+    // The virtio network switch (`module l4vio_net_p2p`).
+    TargetCrate {
+        package: "vnet",
+        target: MUSL_TARGET,
+        binary: "l4vio_net_p2p",
+        alias: None,
+    },
     // `module hello` of the `hello-ned` entry: prints `Hello World!`.
     TargetCrate {
         package: "hello",
