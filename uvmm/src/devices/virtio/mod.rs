@@ -7,8 +7,14 @@
 //! one, and its configuration space. A queue error (a malformed chain)
 //! puts the device into `DEVICE_NEEDS_RESET` with a configuration-change
 //! interrupt, as the specification asks.
+//!
+//! [`proxy::ProxyMmio`] is the other kind of virtio-mmio device: one served
+//! by another task (a port of the network switch), to which it forwards
+//! the driver's setup; the queues stay in guest RAM and uvmm never touches
+//! them.
 
 pub mod console;
+pub mod proxy;
 pub mod queue;
 
 use crate::bus::{IrqLine, MmioDevice, read_sub32};
@@ -23,24 +29,7 @@ pub const MAGIC: u32 = 0x7472_6976;
 pub const VERSION: u32 = 2;
 /// uvmm's vendor ID ("L4RE").
 pub const VENDOR: u32 = u32::from_le_bytes(*b"L4RE");
-/// `VIRTIO_F_VERSION_1`.
-pub const F_VERSION_1: u64 = 1 << 32;
-
-/// Device status bits.
-pub mod status {
-    /// The guest found the device.
-    pub const ACKNOWLEDGE: u32 = 1;
-    /// The guest has a driver.
-    pub const DRIVER: u32 = 2;
-    /// The driver is ready.
-    pub const DRIVER_OK: u32 = 4;
-    /// Feature negotiation is done.
-    pub const FEATURES_OK: u32 = 8;
-    /// The device hit an error and must be reset.
-    pub const NEEDS_RESET: u32 = 64;
-    /// The driver gave up.
-    pub const FAILED: u32 = 128;
-}
+pub use l4_ipc::virtio::{F_VERSION_1, status};
 
 /// Interrupt status bits.
 pub mod isr {
@@ -91,30 +80,30 @@ pub struct VirtioMmio<D> {
     last_error: Option<QueueError>,
 }
 
-const MAGIC_VALUE: u64 = 0x000;
-const VERSION_REG: u64 = 0x004;
-const DEVICE_ID: u64 = 0x008;
-const VENDOR_ID: u64 = 0x00c;
-const DEVICE_FEATURES: u64 = 0x010;
-const DEVICE_FEATURES_SEL: u64 = 0x014;
-const DRIVER_FEATURES: u64 = 0x020;
-const DRIVER_FEATURES_SEL: u64 = 0x024;
-const QUEUE_SEL: u64 = 0x030;
-const QUEUE_NUM_MAX: u64 = 0x034;
-const QUEUE_NUM: u64 = 0x038;
-const QUEUE_READY: u64 = 0x044;
-const QUEUE_NOTIFY: u64 = 0x050;
-const INTERRUPT_STATUS: u64 = 0x060;
-const INTERRUPT_ACK: u64 = 0x064;
-const STATUS: u64 = 0x070;
-const QUEUE_DESC_LOW: u64 = 0x080;
-const QUEUE_DESC_HIGH: u64 = 0x084;
-const QUEUE_DRIVER_LOW: u64 = 0x090;
-const QUEUE_DRIVER_HIGH: u64 = 0x094;
-const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-const CONFIG_GENERATION: u64 = 0x0fc;
-const CONFIG: u64 = 0x100;
+pub(crate) const MAGIC_VALUE: u64 = 0x000;
+pub(crate) const VERSION_REG: u64 = 0x004;
+pub(crate) const DEVICE_ID: u64 = 0x008;
+pub(crate) const VENDOR_ID: u64 = 0x00c;
+pub(crate) const DEVICE_FEATURES: u64 = 0x010;
+pub(crate) const DEVICE_FEATURES_SEL: u64 = 0x014;
+pub(crate) const DRIVER_FEATURES: u64 = 0x020;
+pub(crate) const DRIVER_FEATURES_SEL: u64 = 0x024;
+pub(crate) const QUEUE_SEL: u64 = 0x030;
+pub(crate) const QUEUE_NUM_MAX: u64 = 0x034;
+pub(crate) const QUEUE_NUM: u64 = 0x038;
+pub(crate) const QUEUE_READY: u64 = 0x044;
+pub(crate) const QUEUE_NOTIFY: u64 = 0x050;
+pub(crate) const INTERRUPT_STATUS: u64 = 0x060;
+pub(crate) const INTERRUPT_ACK: u64 = 0x064;
+pub(crate) const STATUS: u64 = 0x070;
+pub(crate) const QUEUE_DESC_LOW: u64 = 0x080;
+pub(crate) const QUEUE_DESC_HIGH: u64 = 0x084;
+pub(crate) const QUEUE_DRIVER_LOW: u64 = 0x090;
+pub(crate) const QUEUE_DRIVER_HIGH: u64 = 0x094;
+pub(crate) const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+pub(crate) const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+pub(crate) const CONFIG_GENERATION: u64 = 0x0fc;
+pub(crate) const CONFIG: u64 = 0x100;
 
 fn set_half(v: &mut u64, high: bool, half: u64) {
     *v = if high {
