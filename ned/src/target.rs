@@ -40,7 +40,7 @@ use crate::proto;
 const SLOT_WORDS: usize = ((l4re::env::CAP_LIMIT - l4re::env::FIRST_PROGRAM_CAP) / 64) as usize;
 
 /// Kernel-memory quota of a started task's factory.
-const CHILD_FACTORY_QUOTA: u64 = 8 << 20;
+const CHILD_FACTORY_QUOTA: u64 = 6 << 20;
 /// Priority of a child's runtime thread (through its scheduler): that of
 /// the program's own threads, which it serves (their system calls and page
 /// faults). Below them, a thread that spins on its CPU (a vCPU whose guest

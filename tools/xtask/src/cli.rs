@@ -42,6 +42,11 @@ commands:
   bench vm [--runs N] [--timeout SECS]
                       boot the guest kernel and ramdisk natively N times (default 5)
                       and print the median time to the guest's ready line
+  bench net [--timeout SECS]
+                      two guests on the virtio switch (entry uvmm-2vm-net): TCP
+                      throughput VM1 -> VM2 (64 MiB through busybox nc) and ping
+                      round trip; the same under plain QEMU (two QEMUs, virtio-net
+                      on a socket network) for scale
   lint                cargo fmt --check and clippy -D warnings for every crate and target
   help                this text
 
@@ -64,7 +69,7 @@ pub const DEFAULT_ROOTTASK_MARKER: &str = "moe: hello from the root task";
 pub const DEFAULT_IPC_ENTRY: &str = "ipcbench";
 
 /// The benchmarks `bench` knows, for messages.
-const BENCHMARKS: &str = "boot, ipc, vm";
+const BENCHMARKS: &str = "boot, ipc, vm, net";
 
 #[derive(Debug, PartialEq)]
 pub struct Invocation {
@@ -113,6 +118,7 @@ pub enum Bench {
     Boot(BootBenchArgs),
     Ipc(IpcBenchArgs),
     Vm(VmBenchArgs),
+    Net(NetBenchArgs),
 }
 
 #[derive(Debug, PartialEq)]
@@ -165,6 +171,20 @@ impl Default for VmBenchArgs {
         VmBenchArgs {
             runs: 5,
             timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct NetBenchArgs {
+    /// How long each of the two machines may take for everything.
+    pub timeout: Duration,
+}
+
+impl Default for NetBenchArgs {
+    fn default() -> Self {
+        NetBenchArgs {
+            timeout: Duration::from_secs(900),
         }
     }
 }
@@ -303,6 +323,7 @@ fn parse_bench(flags: &[&str]) -> Result<Bench> {
         "boot" => parse_bench_boot(flags).map(Bench::Boot),
         "ipc" => parse_bench_ipc(flags).map(Bench::Ipc),
         "vm" => parse_bench_vm(flags).map(Bench::Vm),
+        "net" => parse_bench_net(flags).map(Bench::Net),
         other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
     }
 }
@@ -343,6 +364,18 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
             "--runs" => args.runs = parse_runs(name, &value()?)?,
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             other => bail!("unknown flag '{other}' for 'bench vm'"),
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+fn parse_bench_net(flags: &[&str]) -> Result<NetBenchArgs> {
+    let mut args = NetBenchArgs::default();
+    parse_flags(flags, |name, value| {
+        match name {
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench net'"),
         }
         Ok(())
     })?;
