@@ -87,6 +87,9 @@ pub trait Backend {
     fn release(&mut self, cap: u64);
     /// Whether others hold capabilities derived from `gate`.
     fn has_users(&mut self, gate: u64) -> Result<bool, Error>;
+    /// Whether the object behind `cap` still exists (a driver's Irq goes
+    /// with the driver's task).
+    fn is_alive(&mut self, cap: u64) -> bool;
     /// Writes a line to the switch's log.
     fn log(&mut self, line: &str);
 }
@@ -195,7 +198,9 @@ impl<B: Backend> Service<B> {
     }
 
     /// The receive timeout expired (or the loop is idle): frees ports whose
-    /// driver went away.
+    /// driver went away: nobody holds the port's gate any more (after
+    /// someone did), or the driver's notification Irq is gone (its task
+    /// ended, while whoever created the port may still hold it).
     pub fn timeout(&mut self) {
         let now = self.backend.now_ms();
         if now < self.last_gc + GC_PERIOD_MS {
@@ -204,6 +209,12 @@ impl<B: Backend> Service<B> {
         self.last_gc = now;
         let mut gone = Vec::new();
         for (&id, c) in self.caps.iter_mut() {
+            if let Some(irq) = c.guest_irq
+                && !self.backend.is_alive(irq)
+            {
+                gone.push(id);
+                continue;
+            }
             match self.backend.has_users(c.gate) {
                 Ok(true) => c.had_users = true,
                 Ok(false) if c.had_users => gone.push(id),

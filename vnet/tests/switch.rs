@@ -35,6 +35,7 @@ struct Fake {
     deleted: Vec<u64>,
     released: Vec<u64>,
     users: std::collections::BTreeMap<u64, bool>,
+    dead: Vec<u64>,
     log: Vec<String>,
     next_irq: u64,
 }
@@ -72,6 +73,9 @@ impl Backend for Fake {
     }
     fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
         self.users.get(&gate).copied().ok_or(Error::NoSys)
+    }
+    fn is_alive(&mut self, cap: u64) -> bool {
+        !self.dead.contains(&cap)
     }
     fn log(&mut self, line: &str) {
         self.log.push(line.to_string());
@@ -505,6 +509,21 @@ fn ports_whose_driver_is_gone_are_freed() {
     kick(&mut lb, &a);
     assert_eq!(a.tx_done(), 2);
     assert!(b.received().len() == 1);
+    // A driver whose task ended: its Irq is gone, although the port's
+    // creator still holds the gate.
+    let mut c = Driver::up(&mut lb, 0);
+    c.post_rx();
+    let svc = &mut lb.objects;
+    assert_eq!(svc.port_count(), 2);
+    svc.backend.dead.push(0x900);
+    svc.backend.now = 6000;
+    svc.timeout();
+    assert_eq!(
+        svc.port_count(),
+        0,
+        "both drivers' Irqs were in the slot 0x900"
+    );
+    assert!(svc.backend.log.iter().any(|l| l.contains("port freed")));
 }
 
 #[test]
