@@ -134,6 +134,20 @@ impl Driver {
         let kick = gate + labels::KICK;
         c.register_ds(CapArg::new(6, CapRights::RW), BASE, 0, RAM as u64)
             .unwrap();
+        let mac = Driver::start(&mut c, flags);
+        Driver {
+            gate,
+            mem,
+            mac,
+            avail: [0; 2],
+            used_seen: [0; 2],
+            kick,
+        }
+    }
+
+    /// Negotiates and sets the queues up (after creation or a reset); the
+    /// port's address.
+    fn start(c: &mut VirtioClient<&mut Lb>, flags: u32) -> [u8; 6] {
         let info = c.device_info().unwrap();
         assert_eq!((info.device_id, info.num_queues), (1, 2));
         let s = status::ACKNOWLEDGE | status::DRIVER;
@@ -160,14 +174,7 @@ impl Driver {
         }
         let s = s | status::FEATURES_OK | status::DRIVER_OK;
         assert_eq!(c.set_status(s).unwrap(), s);
-        Driver {
-            gate,
-            mem,
-            mac,
-            avail: [0; 2],
-            used_seen: [0; 2],
-            kick,
-        }
+        mac
     }
 
     fn desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -349,16 +356,18 @@ fn malformed_chains_stop_only_their_port() {
     d.send([0xff; 6], b"still here");
     kick(&mut lb, &d);
     assert_eq!(e.received(), [b"still here".to_vec()]);
-    // A resets and comes back.
-    let mut ca = VirtioClient::with_transport(a.gate, &mut lb);
-    assert_eq!(ca.set_status(0), Ok(0));
-    drop(ca);
-    let again = Driver::up(&mut lb, 0);
-    assert!(
-        lb.objects.switch.port(5).unwrap().running(),
-        "{}",
-        again.gate
-    );
+    // A resets, sets up again on fresh rings and talks.
+    let mut c = VirtioClient::with_transport(a.gate, &mut lb);
+    c.rcv = RecvBufs::cap_slot(0x600);
+    assert_eq!(c.set_status(0), Ok(0));
+    a.mem.zero(BASE, 0x2000).unwrap();
+    Driver::start(&mut c, 0);
+    a.avail = [0; 2];
+    a.used_seen = [0; 2];
+    assert!(lb.objects.switch.port(0).unwrap().running());
+    a.send([0xff; 6], b"back");
+    kick(&mut lb, &a);
+    assert_eq!(e.received(), [b"back".to_vec()]);
 }
 
 #[test]

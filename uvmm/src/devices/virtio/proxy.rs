@@ -344,11 +344,7 @@ impl MmioDevice for ProxyMmio {
                     set_half(field, high, v);
                 }
             }
-            QUEUE_NOTIFY => {
-                if self.status & status::DRIVER_OK != 0 {
-                    self.port.kick();
-                }
-            }
+            QUEUE_NOTIFY if self.status & status::DRIVER_OK != 0 => self.port.kick(),
             INTERRUPT_ACK => self.irq.ack(v as u32),
             STATUS => self.write_status(v as u32),
             _ => {}
