@@ -572,7 +572,11 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     };
 
     // Under our system: both guests on one console.
-    let (_, uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
+    // One CPU for both setups: guests with several vCPUs stall under uvmm
+    // yet, and the comparison wants the same machine.
+    let (_, mut uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
+    let at = uvmm_args.len().saturating_sub(2);
+    uvmm_args.splice(at..at, ["-smp".to_string(), "1".to_string()]);
     eprintln!("xtask: two guests on the virtio switch (entry {NET_ENTRY})");
     let mut s = Session::spawn(qemu::command(&uvmm_args), forbid.clone(), false)?;
     let deadline = s.started() + args.timeout;

@@ -184,7 +184,7 @@ pub struct NetBenchArgs {
 impl Default for NetBenchArgs {
     fn default() -> Self {
         NetBenchArgs {
-            timeout: Duration::from_secs(900),
+            timeout: Duration::from_secs(1800),
         }
     }
 }

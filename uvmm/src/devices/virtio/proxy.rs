@@ -24,11 +24,9 @@ use l4_ipc::Transport;
 use l4_ipc::virtio::{DeviceInfo, QueueConfig, VirtioClient, queue_flags};
 
 use super::{
-    CONFIG, CONFIG_GENERATION, DEVICE_FEATURES, DEVICE_FEATURES_SEL, DEVICE_ID, DRIVER_FEATURES,
-    DRIVER_FEATURES_SEL, INTERRUPT_ACK, INTERRUPT_STATUS, MAGIC, MAGIC_VALUE, QUEUE_DESC_HIGH,
-    QUEUE_DESC_LOW, QUEUE_DEVICE_HIGH, QUEUE_DEVICE_LOW, QUEUE_DRIVER_HIGH, QUEUE_DRIVER_LOW,
-    QUEUE_NOTIFY, QUEUE_NUM, QUEUE_NUM_MAX, QUEUE_READY, QUEUE_SEL, STATUS, VENDOR_ID, VERSION,
-    VERSION_REG, isr, set_half, status,
+    CONFIG, CONFIG_GENERATION, DEVICE_FEATURES, DEVICE_ID, INTERRUPT_ACK, INTERRUPT_STATUS, MAGIC,
+    MAGIC_VALUE, QUEUE_NOTIFY, QUEUE_NUM, QUEUE_NUM_MAX, QUEUE_READY, STATUS, Selectors, VENDOR_ID,
+    VERSION, VERSION_REG, isr, status, write_queue_address,
 };
 use crate::bus::{IrqLine, MmioDevice, read_sub32};
 use crate::warn;
@@ -150,10 +148,7 @@ pub struct ProxyMmio {
     no_notify: Option<u32>,
     name: String,
     queues: Vec<QueueSetup>,
-    queue_sel: u32,
-    dev_features_sel: u32,
-    drv_features_sel: u32,
-    driver_features: u64,
+    regs: Selectors,
     status: u32,
 }
 
@@ -179,10 +174,7 @@ impl ProxyMmio {
             no_notify,
             name: name.to_string(),
             queues: vec![QueueSetup::default(); queues],
-            queue_sel: 0,
-            dev_features_sel: 0,
-            drv_features_sel: 0,
-            driver_features: 0,
+            regs: Selectors::default(),
             status: 0,
         })
     }
@@ -193,7 +185,7 @@ impl ProxyMmio {
     }
 
     fn queue(&mut self) -> Option<&mut QueueSetup> {
-        self.queues.get_mut(self.queue_sel as usize)
+        self.queues.get_mut(self.regs.queue_sel as usize)
     }
 
     /// The device refused something: it needs a reset.
@@ -208,13 +200,13 @@ impl ProxyMmio {
             warn!("dev", "{}: the device refused the reset: {e:?}", self.name);
         }
         self.queues.fill(QueueSetup::default());
-        self.driver_features = 0;
+        self.regs.driver_features = 0;
         self.status = 0;
         self.irq.clear();
     }
 
     fn queue_ready(&mut self, ready: bool) {
-        let index = self.queue_sel;
+        let index = self.regs.queue_sel;
         let flags = if self.no_notify == Some(index) {
             queue_flags::NO_NOTIFY
         } else {
@@ -248,11 +240,11 @@ impl ProxyMmio {
         }
         if v & status::FEATURES_OK != 0
             && self.status & status::FEATURES_OK == 0
-            && let Err(e) = self.port.set_features(self.driver_features)
+            && let Err(e) = self.port.set_features(self.regs.driver_features)
         {
             warn!(
                 "dev",
-                "{}: features {:#x} refused: {e:?}", self.name, self.driver_features
+                "{}: features {:#x} refused: {e:?}", self.name, self.regs.driver_features
             );
             // Without FEATURES_OK: the driver sees the refusal.
             self.status = v & !status::FEATURES_OK;
@@ -273,18 +265,14 @@ impl MmioDevice for ProxyMmio {
             };
             return self.port.read_config(off, size).unwrap_or(0);
         }
-        let q = self.queues.get(self.queue_sel as usize).copied();
-        let features = self.info.features;
+        let q = self.queues.get(self.regs.queue_sel as usize).copied();
+        let features = self.regs.device_features(self.info.features);
         read_sub32(offset, size, |o| match o {
             MAGIC_VALUE => MAGIC,
             VERSION_REG => VERSION,
             DEVICE_ID => self.info.device_id,
             VENDOR_ID => self.info.vendor_id,
-            DEVICE_FEATURES => match self.dev_features_sel {
-                0 => features as u32,
-                1 => (features >> 32) as u32,
-                _ => 0,
-            },
+            DEVICE_FEATURES => features,
             QUEUE_NUM_MAX => q.map_or(0, |_| u32::from(self.info.queue_max)),
             QUEUE_READY => q.map_or(0, |q| u32::from(q.ready)),
             INTERRUPT_STATUS => self.irq.status(),
@@ -310,17 +298,10 @@ impl MmioDevice for ProxyMmio {
             return;
         }
         let v = value & 0xffff_ffff;
+        if self.regs.write(offset, v, self.status) {
+            return;
+        }
         match offset {
-            DEVICE_FEATURES_SEL => self.dev_features_sel = v as u32,
-            DRIVER_FEATURES_SEL => self.drv_features_sel = v as u32,
-            DRIVER_FEATURES if self.status & status::FEATURES_OK == 0 => {
-                match self.drv_features_sel {
-                    0 => set_half(&mut self.driver_features, false, v),
-                    1 => set_half(&mut self.driver_features, true, v),
-                    _ => {}
-                }
-            }
-            QUEUE_SEL => self.queue_sel = v as u32,
             QUEUE_NUM => {
                 let max = self.info.queue_max;
                 if let Some(q) = self.queue()
@@ -330,24 +311,17 @@ impl MmioDevice for ProxyMmio {
                 }
             }
             QUEUE_READY => self.queue_ready(v & 1 != 0),
-            QUEUE_DESC_LOW | QUEUE_DESC_HIGH | QUEUE_DRIVER_LOW | QUEUE_DRIVER_HIGH
-            | QUEUE_DEVICE_LOW | QUEUE_DEVICE_HIGH => {
-                if let Some(q) = self.queue()
-                    && !q.ready
-                {
-                    let high = offset & 4 != 0;
-                    let field = match offset & !4 {
-                        QUEUE_DESC_LOW => &mut q.cfg.desc,
-                        QUEUE_DRIVER_LOW => &mut q.cfg.avail,
-                        _ => &mut q.cfg.used,
-                    };
-                    set_half(field, high, v);
-                }
-            }
             QUEUE_NOTIFY if self.status & status::DRIVER_OK != 0 => self.port.kick(),
             INTERRUPT_ACK => self.irq.ack(v as u32),
             STATUS => self.write_status(v as u32),
-            _ => {}
+            _ => {
+                if let Some(q) = self.queue()
+                    && !q.ready
+                {
+                    let c = &mut q.cfg;
+                    write_queue_address(offset, v, &mut c.desc, &mut c.avail, &mut c.used);
+                }
+            }
         }
     }
 }

@@ -1,3 +1,7 @@
+use crate::devices::virtio::{
+    DEVICE_FEATURES_SEL, DRIVER_FEATURES, DRIVER_FEATURES_SEL, QUEUE_DESC_HIGH, QUEUE_DESC_LOW,
+    QUEUE_DEVICE_LOW, QUEUE_DRIVER_LOW, QUEUE_SEL,
+};
 use std::sync::{Arc, Mutex};
 
 use super::*;
