@@ -153,7 +153,10 @@ fn notification_thread(irq: Arc<ProxyIrq>) -> Result<u64, String> {
                 });
             let ok = attached.is_ok();
             let _ = tx.send(attached);
-            while ok {
+            if !ok {
+                return;
+            }
+            loop {
                 if l4::ipc::wait_msg(Timeouts::NEVER).is_ok() {
                     irq.raise();
                 }

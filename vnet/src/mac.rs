@@ -68,10 +68,11 @@ impl<P: Copy + PartialEq> MacTable<P> {
     }
 
     /// Notes that `src` sent from `port` (group addresses are not
-    /// learned: they are no station's).
-    pub fn learn(&mut self, src: &Mac, port: P) {
+    /// learned: they are no station's). Whether that is news: an address
+    /// not known before, or one that moved to `port`.
+    pub fn learn(&mut self, src: &Mac, port: P) -> bool {
         if is_group(src) {
-            return;
+            return false;
         }
         self.clock += 1;
         if !self.entries.contains_key(src) && self.entries.len() >= self.capacity {
@@ -80,7 +81,8 @@ impl<P: Copy + PartialEq> MacTable<P> {
                 self.entries.remove(&o);
             }
         }
-        self.entries.insert(*src, (port, self.clock));
+        let old = self.entries.insert(*src, (port, self.clock));
+        old.is_none_or(|(p, _)| p != port)
     }
 
     /// Where a frame to `dst` from port `from` goes.
@@ -128,18 +130,19 @@ mod tests {
     fn learning_and_routes() {
         let mut t = MacTable::new(8);
         assert_eq!(t.route(&B, 1), Route::Flood, "unknown: flooded");
-        t.learn(&A, 1);
-        t.learn(&B, 2);
+        assert!(t.learn(&A, 1));
+        assert!(t.learn(&B, 2));
+        assert!(!t.learn(&B, 2), "known");
         assert_eq!(t.route(&B, 1), Route::Port(2));
         assert_eq!(t.route(&A, 2), Route::Port(1));
         assert_eq!(t.route(&A, 1), Route::Drop, "back to its own port");
         assert_eq!(t.route(&BROADCAST, 1), Route::Flood);
         assert_eq!(t.route(&[0x33, 0x33, 0, 0, 0, 1], 1), Route::Flood);
         // A station that moved.
-        t.learn(&A, 3);
+        assert!(t.learn(&A, 3));
         assert_eq!(t.lookup(&A), Some(3));
         // Group sources are not learned.
-        t.learn(&BROADCAST, 4);
+        assert!(!t.learn(&BROADCAST, 4));
         assert_eq!(t.len(), 2);
         t.forget_port(3);
         assert_eq!(t.route(&A, 2), Route::Flood);

@@ -59,6 +59,9 @@ pub fn label_port(label: u64) -> Option<(PortId, bool)> {
     Some((id, off & labels::KICK != 0))
 }
 
+/// Learned addresses logged per port at most.
+pub const LEARN_LOG_MAX: usize = 4;
+
 /// How often ports whose driver went away are looked for, in ms.
 pub const GC_PERIOD_MS: u64 = 1000;
 
@@ -102,6 +105,7 @@ struct PortCaps {
     guest_irq: Option<u64>,
     dataspaces: Vec<u64>,
     had_users: bool,
+    learned_logged: usize,
 }
 
 /// The switch and its capabilities.
@@ -181,6 +185,9 @@ impl<B: Backend> Service<B> {
         if out.more {
             self.pending.push_back(id);
         }
+        for (p, m) in &out.learned {
+            self.note_learned(*p, m);
+        }
         for (p, e) in &out.failed {
             let name = self
                 .switch
@@ -194,6 +201,23 @@ impl<B: Backend> Service<B> {
             if let Some(irq) = self.caps.get(&p).and_then(|c| c.guest_irq) {
                 self.backend.trigger(irq);
             }
+        }
+    }
+
+    /// Logs a learned address, the first [`LEARN_LOG_MAX`] of each port
+    /// (so that a driver sending from ever new addresses cannot flood the
+    /// log).
+    fn note_learned(&mut self, id: PortId, m: &mac::Mac) {
+        let Some(c) = self.caps.get_mut(&id) else {
+            return;
+        };
+        if c.learned_logged >= LEARN_LOG_MAX {
+            return;
+        }
+        c.learned_logged += 1;
+        if let Some(p) = self.switch.port(id) {
+            let line = format!("{}: {} is here", p.name, mac::format(m));
+            self.backend.log(&line);
         }
     }
 

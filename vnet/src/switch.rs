@@ -32,6 +32,8 @@ pub struct Outcome {
     pub more: bool,
     /// Ports that failed (malformed queues), with the error.
     pub failed: Vec<(PortId, String)>,
+    /// Addresses learned (new, or moved to their port).
+    pub learned: Vec<(PortId, Mac)>,
 }
 
 impl Outcome {
@@ -163,7 +165,9 @@ impl Switch {
         let from: Mac = frame[6..12]
             .try_into()
             .expect("frames have an Ethernet header");
-        self.macs.learn(&from, src);
+        if self.macs.learn(&from, src) {
+            out.learned.push((src, from));
+        }
         let targets: Vec<PortId> = match self.macs.route(&dst, src) {
             Route::Drop => return,
             Route::Port(p) => vec![p],

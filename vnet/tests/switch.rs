@@ -282,6 +282,12 @@ fn learning_broadcast_and_unknown() {
     kick(&mut lb, &a);
     assert_eq!(b.received().len(), 1);
     assert_eq!(c.received().len(), 1);
+    let log = &lb.objects.backend.log;
+    assert!(
+        log.iter().any(|l| l == "port0: 02:08:00:00:00:01 is here"),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l == "port1: 02:08:00:00:00:02 is here"));
     // Drivers were notified: A for its sent buffers, B and C for frames.
     let t = &lb.objects.backend.triggered;
     assert!(
