@@ -572,20 +572,6 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     };
 
     // Under our system: both guests on one console.
-    // One CPU for both setups: guests with several vCPUs stall under uvmm
-    // yet, and the comparison wants the same machine.
-    let (_, mut uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
-    let at = uvmm_args.len().saturating_sub(2);
-    uvmm_args.splice(at..at, ["-smp".to_string(), "1".to_string()]);
-    eprintln!("xtask: two guests on the virtio switch (entry {NET_ENTRY})");
-    let mut s = Session::spawn(qemu::command(&uvmm_args), forbid.clone(), false)?;
-    let deadline = s.started() + args.timeout;
-    if let Err(e) = ready(&mut s, 2, deadline) {
-        let t = s.finish().transcript;
-        bail!("{NET_ENTRY}: {e}\n--- console log ---\n{t}");
-    }
-    let ours = net_setup("switch", NetConsoles::Cons(s), args.timeout)?;
-
     // Plain QEMU: two QEMUs on a socket network.
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     eprintln!(
@@ -625,6 +611,20 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
         ready(s, 1, deadline)?;
     }
     let reference = net_setup("plain QEMU", NetConsoles::Separate(pair), args.timeout)?;
+
+    // One CPU for both setups: guests with several vCPUs stall under uvmm
+    // yet, and the comparison wants the same machine.
+    let (_, mut uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
+    let at = uvmm_args.len().saturating_sub(2);
+    uvmm_args.splice(at..at, ["-smp".to_string(), "1".to_string()]);
+    eprintln!("xtask: two guests on the virtio switch (entry {NET_ENTRY})");
+    let mut s = Session::spawn(qemu::command(&uvmm_args), forbid.clone(), false)?;
+    let deadline = s.started() + args.timeout;
+    if let Err(e) = ready(&mut s, 2, deadline) {
+        let t = s.finish().transcript;
+        bail!("{NET_ENTRY}: {e}\n--- console log ---\n{t}");
+    }
+    let ours = net_setup("switch", NetConsoles::Cons(s), args.timeout)?;
 
     let mib_s = |f: &NetFigures| NET_MIB as f64 / f.transfer;
     println!(
