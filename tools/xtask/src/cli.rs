@@ -544,10 +544,21 @@ mod tests {
         assert!(parse_with(&["bench", "boot", "--runs"], &[]).is_err());
         assert!(parse_with(&["bench", "boot", "--runs", "0"], &[]).is_err());
         assert!(parse_with(&["bench", "boot", "--timeout", "x"], &[]).is_err());
-        let err = parse_with(&["bench", "net"], &[]).unwrap_err();
-        assert!(err.to_string().contains("known: boot, ipc, vm"), "{err}");
+        let err = parse_with(&["bench", "disk"], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("known: boot, ipc, vm, net"),
+            "{err}"
+        );
         let err = parse_with(&["bench"], &[]).unwrap_err();
-        assert!(err.to_string().contains("boot, ipc, vm"), "{err}");
+        assert!(err.to_string().contains("boot, ipc, vm, net"), "{err}");
+        let inv = parse_with(&["bench", "net", "--timeout", "60"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Net(NetBenchArgs {
+                timeout: Duration::from_secs(60)
+            }))
+        );
+        assert!(parse_with(&["bench", "net", "--runs", "2"], &[]).is_err());
     }
 
     #[test]
