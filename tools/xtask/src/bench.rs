@@ -559,6 +559,8 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     let forbid = vec![
         Pattern::Text("Kernel panic".into()),
         Pattern::Text("VM entered a fatal state".into()),
+        // A program of the system that died (cons, the switch, a uvmm).
+        Pattern::Text("killed by signal".into()),
     ];
     let ready = |s: &mut Session, n: usize, deadline| -> Result<()> {
         for _ in 0..n {
