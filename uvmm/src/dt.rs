@@ -647,6 +647,16 @@ pub enum DeviceKind {
     Pl011,
     /// `virtio,mmio` with `l4vmm,vdev = "console"`.
     VirtioConsole,
+    /// `virtio,mmio` with `l4vmm,vdev = "proxy"`: a virtio device served
+    /// by another task through the capability `l4vmm,virtiocap` names;
+    /// `l4vmm,no-notify` names a queue whose notifications the device may
+    /// suppress while busy.
+    VirtioProxy {
+        /// The capability (`l4vmm,virtiocap`).
+        cap: String,
+        /// `l4vmm,no-notify`.
+        no_notify: Option<u32>,
+    },
     /// The architected timer (the kernel virtualises it; nothing to map).
     ArchTimer,
 }
@@ -721,6 +731,17 @@ pub fn find_devices(t: &Tree) -> Result<(Vec<Device>, Vec<Unsupported>), DtError
         } else if let Some(v) = n.prop_str("l4vmm,vdev") {
             match (v, n.is_compatible("virtio,mmio")) {
                 ("console", true) => DeviceKind::VirtioConsole,
+                ("proxy", true) if n.prop_str("l4vmm,virtiocap").is_some() => {
+                    DeviceKind::VirtioProxy {
+                        cap: n
+                            .prop_str("l4vmm,virtiocap")
+                            .unwrap_or_default()
+                            .to_string(),
+                        no_notify: n
+                            .prop_cells("l4vmm,no-notify")
+                            .and_then(|c| c.first().copied()),
+                    }
+                }
                 _ => {
                     unsupported.push(Unsupported {
                         path,
@@ -868,6 +889,7 @@ pub(crate) mod tests {
         w.property_array_u64("reg", &[0x1_0000, 0x200]).unwrap();
         w.property_string("l4vmm,vdev", "proxy").unwrap();
         w.property_string("l4vmm,virtiocap", "net").unwrap();
+        w.property_array_u32("l4vmm,no-notify", &[1]).unwrap();
         w.end_node(proxy).unwrap();
         w.end_node(root).unwrap();
         w.finish().unwrap()
@@ -1035,6 +1057,13 @@ pub(crate) mod tests {
                 ("/timer", DeviceKind::ArchTimer),
                 ("/pl011@9000000", DeviceKind::Pl011),
                 ("/virtio_uart@20000", DeviceKind::VirtioConsole),
+                (
+                    "/virtio_net@10000",
+                    DeviceKind::VirtioProxy {
+                        cap: "net".into(),
+                        no_notify: Some(1),
+                    }
+                ),
             ]
         );
         assert_eq!(
@@ -1043,8 +1072,9 @@ pub(crate) mod tests {
         );
         assert_eq!(devs[2].irqs, [33]);
         assert_eq!(devs[1].irqs, [29, 30, 27, 26]);
-        assert_eq!(unsupported[0].path, "/virtio_net@10000");
-        let keep: Vec<String> = devs.iter().map(|d| d.path.clone()).collect();
+        assert!(unsupported.is_empty());
+        // Without the proxy's capability uvmm does not keep it.
+        let keep: Vec<String> = devs[..4].iter().map(|d| d.path.clone()).collect();
         let off = disable_unbacked(&mut t, &keep);
         assert_eq!(off, ["/pl031@9010000", "/virtio_net@10000"]);
         let blob = t.to_dtb().unwrap();

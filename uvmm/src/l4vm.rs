@@ -33,8 +33,9 @@ use uvmm::backend::{
 use uvmm::memory::map_order;
 use uvmm::passthrough::{PtIrq, PtMmio};
 
-/// Capability slots uvmm allocates (the Vm, the kick Irqs).
-static SLOTS: SlotAlloc<2> = SlotAlloc::new(FIRST_PROGRAM_CAP);
+/// Capability slots uvmm allocates (the Vm, the kick Irqs, the virtio
+/// proxies' Irqs).
+pub(crate) static SLOTS: SlotAlloc<2> = SlotAlloc::new(FIRST_PROGRAM_CAP);
 
 /// List registers every GICv3 implementation uvmm runs on has; the kernel
 /// reports the real count once a vCPU ran, and uvmm never needs more.

@@ -15,6 +15,7 @@ use crate::devices::ConsoleOut;
 use crate::devices::gic::{DIST_SIZE, Gic, REDIST_STRIDE};
 use crate::devices::pl011::{self, Pl011};
 use crate::devices::virtio::console::Console;
+use crate::devices::virtio::proxy::{Port, ProxyIrq, ProxyMmio};
 use crate::devices::virtio::{self, VirtioMmio};
 use crate::dt::{self, DeviceKind, Tree, reg_bytes, str_bytes, vcpu_mpidr};
 use crate::loader::{self, BootState, Kernel, Layout};
@@ -42,6 +43,21 @@ pub trait Host {
     fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String>;
     /// The devices of the `vbus` capability (none without one).
     fn vbus_devices(&mut self) -> Result<Vec<BusDevice>, String>;
+
+    /// The device side of a virtio proxy (`l4vmm,vdev = "proxy"`): the
+    /// capability `cap` (the node's `l4vmm,virtiocap`), with the guest
+    /// RAM (`ram`: each region and its dataspace's capability name)
+    /// registered at its guest-physical addresses, and `irq` raised
+    /// whenever the device notifies the driver.
+    fn virtio_port(
+        &mut self,
+        cap: &str,
+        ram: &[(String, RamRegion)],
+        irq: Arc<ProxyIrq>,
+    ) -> Result<Box<dyn Port>, String> {
+        let _ = (cap, ram, irq);
+        Err("no virtio devices of other tasks here".into())
+    }
 }
 
 /// The vCPU the interrupts of passed-through devices go to (the boot
@@ -406,7 +422,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         };
         // The node's window, at most the device's register file.
         let window_of = |i: usize, max: u64| window(i).map(|(b, s)| (b, s.min(max)));
-        match d.kind {
+        match &d.kind {
             DeviceKind::GicV3 => {
                 let (dbase, _) = window(0)?;
                 let (rbase, rsize) = window(1)?;
@@ -445,6 +461,40 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                 )));
                 add(&mut bus, window_of(0, virtio::SIZE)?, v.clone())?;
                 consoles.push(ConsoleInput::Virtio(v));
+            }
+            DeviceKind::VirtioProxy { cap, no_notify } => {
+                let Ok(line) = irq(&gic) else {
+                    warn!("dev", "{}: no interrupts; disabled", d.path);
+                    continue;
+                };
+                let pirq = Arc::new(ProxyIrq::new(line));
+                let port = match host.virtio_port(cap, &ram_map, pirq.clone()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!(
+                            "dev",
+                            "{}: virtio capability '{cap}': {e}; disabled", d.path
+                        );
+                        continue;
+                    }
+                };
+                let p = ProxyMmio::new(&d.path, port, pirq, *no_notify).map_err(|e| {
+                    err(format!(
+                        "{}: the device behind '{cap}' does not describe itself: {e:?}",
+                        d.path
+                    ))
+                })?;
+                info!(
+                    "dev",
+                    "{}: virtio device {} of '{cap}'",
+                    d.path,
+                    p.info().device_id
+                );
+                add(
+                    &mut bus,
+                    window_of(0, virtio::SIZE)?,
+                    Arc::new(Mutex::new(p)),
+                )?;
             }
             DeviceKind::ArchTimer => {}
         }

@@ -11,17 +11,25 @@ use std::process::ExitCode;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use l4::abi::{CapRights, Timeouts};
+use l4::cap::{Factory, Irq};
 use l4::{Cap, Scheduler};
 use l4_ipc::protocols::{DataspaceClient, DataspacePhysClient, ds_flags};
 use l4_ipc::vbus::{ResourceKind, VbusClient};
+use l4_ipc::virtio::VirtioClient;
+use l4_ipc::{CapArg, RecvBufs};
 use l4re::env::caps;
 use uvmm::devices::ConsoleOut;
+use uvmm::devices::virtio::proxy::{Port, ProxyIrq, Remote};
 use uvmm::machine::{self, ConsoleInput, Host};
-use uvmm::memory::Ram;
+use uvmm::memory::{Ram, RamRegion};
 use uvmm::passthrough::{BusDevice, BusResource};
 use uvmm::{Options, info};
 
-use crate::l4vm::{AttachedRam, L4Vm};
+use crate::l4vm::{AttachedRam, L4Vm, SLOTS};
+
+/// The label of a virtio proxy's notification Irq.
+const PROXY_IRQ_LABEL: u64 = 0x7669_6f00;
 
 /// Guest console output: the task's log (standard output), written by a
 /// thread of its own in lines. A guest's UART hands over one byte per
@@ -218,6 +226,79 @@ impl Host for L4Host {
             Err("only the log can be a console yet".into())
         }
     }
+
+    fn virtio_port(
+        &mut self,
+        cap: &str,
+        ram: &[(String, RamRegion)],
+        irq: Arc<ProxyIrq>,
+    ) -> Result<Box<dyn Port>, String> {
+        let index =
+            l4re::env::get_cap(cap).ok_or_else(|| format!("no capability named '{cap}'"))?;
+        let notify = notification_thread(irq)?;
+        let kick_slot = SLOTS.alloc().ok_or("out of capability slots")?;
+        let mut client = VirtioClient::new(index);
+        client.rcv = RecvBufs::cap_slot(kick_slot);
+        let kick = client
+            .register_iface(CapArg::new(notify, CapRights::RWS))
+            .map_err(|e| format!("'{cap}' does not take a driver: {e:?}"))?
+            .index();
+        for (dscap, r) in ram {
+            let ds = l4re::env::get_cap(dscap)
+                .ok_or_else(|| format!("no RAM capability named '{dscap}'"))?;
+            client
+                .register_ds(CapArg::new(ds, CapRights::RWS), r.gpa, r.ds_offset, r.size)
+                .map_err(|e| {
+                    format!(
+                        "'{cap}' does not take guest RAM {:#x}..{:#x}: {e:?}",
+                        r.gpa,
+                        r.end()
+                    )
+                })?;
+        }
+        Ok(Box::new(Remote {
+            client,
+            kick: Box::new(move || {
+                // A device that is gone is not kicked.
+                let _ = Cap::<Irq>::from_index(kick).trigger();
+            }),
+        }))
+    }
+}
+
+/// Creates the Irq a virtio device triggers for the guest and a thread
+/// that waits for it and raises `irq`; the Irq's capability index.
+fn notification_thread(irq: Arc<ProxyIrq>) -> Result<u64, String> {
+    let slot = SLOTS.alloc().ok_or("out of capability slots")?;
+    let notify = Cap::<Factory>::from_index(caps::FACTORY)
+        .create_irq(slot)
+        .map_err(|e| format!("cannot create the notification Irq: {e:?}"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("virtio-notify".into())
+        .spawn(move || {
+            let attached = l4re::env::thread_cap()
+                .map_err(|e| format!("no thread capability (error {e})"))
+                .and_then(|me| {
+                    notify
+                        .attach(Cap::from_index(me), PROXY_IRQ_LABEL)
+                        .map_err(|e| format!("cannot attach the notification Irq: {e:?}"))
+                });
+            let ok = attached.is_ok();
+            let _ = tx.send(attached);
+            if !ok {
+                return;
+            }
+            loop {
+                if l4::ipc::wait_msg(Timeouts::NEVER).is_ok() {
+                    irq.raise();
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the notification thread: {e}"))?;
+    rx.recv()
+        .map_err(|_| "the notification thread ended".to_string())??;
+    Ok(notify.index())
 }
 
 /// Feeds what is typed into the log to the guest's consoles.

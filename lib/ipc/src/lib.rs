@@ -17,7 +17,10 @@
 //! * [`protocols`]: the L4Re-compatible protocols: Dataspace, Namespace,
 //!   Parent, Log, Factory;
 //! * [`vbus`]: io's virtual bus protocol (devices, resources, MMIO
-//!   dataspaces and Irqs of the platform devices a client may use).
+//!   dataspaces and Irqs of the platform devices a client may use);
+//! * [`virtio`]: a virtio device over shared memory (L4Re's l4virtio):
+//!   registered dataspaces, feature negotiation, queue setup, Irqs both
+//!   ways.
 //!
 //! # Messages
 //!
@@ -80,6 +83,7 @@ pub mod server;
 pub mod transport;
 pub mod varg;
 pub mod vbus;
+pub mod virtio;
 mod words;
 
 #[cfg(target_arch = "aarch64")]

@@ -4,6 +4,9 @@
 //! uvmm, and the instructions of single VM exits (the `vmbench` guest).
 //! `cargo xtask bench staticpart`: seed 000's two partitioned VMs against
 //! one native boot of the same guest.
+//! `cargo xtask bench net`: TCP throughput and ping round trip between two
+//! guests on the virtio switch, and between the same guests under plain
+//! QEMU.
 //!
 //! Benchmarks, not tests: `boot` boots the entry headless N times and reports
 //! the median wall time from QEMU's start to the first occurrence of each
@@ -13,7 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::{
-    Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, StaticpartBenchArgs, Vars, VmBenchArgs,
+    Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, NetBenchArgs, StaticpartBenchArgs, Vars,
+    VmBenchArgs,
 };
 use crate::console::{Failure, Pattern, Session};
 use crate::error::{Context, Error, Result, bail};
@@ -29,6 +33,7 @@ pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
         Bench::Ipc(args) => ipc(ws, vars, args),
         Bench::Vm(args) => vm(ws, vars, args),
         Bench::Staticpart(args) => staticpart(ws, vars, args),
+        Bench::Net(args) => net(ws, vars, args),
     }
 }
 
@@ -541,6 +546,233 @@ fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result
             part / native
         );
     }
+    Ok(())
+}
+
+/// The entry `bench net` boots: seed 003's two VMs on the switch.
+const NET_ENTRY: &str = "uvmm-2vm-net";
+/// MiB VM1 sends VM2.
+const NET_MIB: u64 = 64;
+/// Pings of the round-trip measurement.
+const NET_PINGS: u32 = 10;
+/// The guests' addresses (`ip=` of the entry, and of the reference).
+const NET_ADDRESSES: [&str; 2] = ["192.168.1.1", "192.168.1.2"];
+
+/// The guests' consoles: one session multiplexed by cons (Ctrl-E), or one
+/// QEMU per guest.
+enum NetConsoles {
+    Cons(Session),
+    Separate([Session; 2]),
+}
+
+impl NetConsoles {
+    /// The console of guest `vm` (0 or 1), focused.
+    fn focus(&mut self, vm: usize, deadline: std::time::Instant) -> Result<&mut Session> {
+        match self {
+            NetConsoles::Cons(s) => {
+                let key = (b'1' + vm as u8) as char;
+                s.send(&[0x05]).map_err(|f| Error::new(f.to_string()))?;
+                s.send(key.to_string().as_bytes())
+                    .map_err(|f| Error::new(f.to_string()))?;
+                let connected = Pattern::Text(format!("Connecting to 'vm{key}'"));
+                s.expect(&connected, deadline)
+                    .map_err(|f| Error::new(format!("switching to vm{key}: {f}")))?;
+                // The replayed lines end with the shell's prompt, which asks
+                // the terminal where the cursor is: let its wait pass.
+                std::thread::sleep(Duration::from_secs(1));
+                Ok(s)
+            }
+            NetConsoles::Separate(s) => Ok(&mut s[vm]),
+        }
+    }
+
+    fn finish(self) -> String {
+        match self {
+            NetConsoles::Cons(s) => s.finish().transcript,
+            NetConsoles::Separate([a, b]) => {
+                let (a, b) = (a.finish(), b.finish());
+                format!("--- VM1 ---\n{}--- VM2 ---\n{}", a.transcript, b.transcript)
+            }
+        }
+    }
+}
+
+/// What `bench net` measured on one setup.
+struct NetFigures {
+    /// Seconds for the whole transfer, as the host sees it.
+    transfer: f64,
+    /// min/avg/max round trip in ms.
+    rtt: (f64, f64, f64),
+}
+
+/// Runs a command on the focused guest and waits for its end marker
+/// (written so that the echoed command line does not match it); when the
+/// marker came.
+fn net_run(
+    s: &mut Session,
+    command: &str,
+    marker: &str,
+    deadline: std::time::Instant,
+) -> Result<Duration> {
+    let (head, tail) = marker.split_at(marker.len() / 2);
+    s.send(format!("{command}; echo {head}''{tail}\n").as_bytes())
+        .map_err(|f| Error::new(f.to_string()))?;
+    s.expect(&Pattern::Text(marker.into()), deadline)
+        .map_err(|f| Error::new(format!("waiting for `{command}`: {f}")))
+}
+
+/// The measurement, the same on both setups: VM2 listens with `nc`, VM1
+/// pings it, then pipes 64 MiB of zeros into `nc`.
+fn net_measure(c: &mut NetConsoles, timeout: Duration) -> Result<NetFigures> {
+    let deadline = std::time::Instant::now() + timeout;
+    let vm2 = c.focus(1, deadline)?;
+    vm2.send(b"nc -l -p 5001 > /dev/null\n")
+        .map_err(|f| Error::new(f.to_string()))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let vm1 = c.focus(0, deadline)?;
+    let ping = format!("ping -c {NET_PINGS} {}", NET_ADDRESSES[1]);
+    net_run(vm1, &ping, "PING-DONE", deadline)?;
+    let send = format!(
+        "dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc {} 5001",
+        NET_MIB * 16,
+        NET_ADDRESSES[1]
+    );
+    let before = vm1.elapsed();
+    let after = net_run(vm1, &send, "SEND-DONE", deadline)?;
+    Ok(NetFigures {
+        transfer: (after.saturating_sub(before)).as_secs_f64(),
+        rtt: (0.0, 0.0, 0.0),
+    })
+}
+
+/// The last `round-trip min/avg/max = a/b/c ms` of busybox's ping.
+fn parse_rtt(transcript: &str) -> Option<(f64, f64, f64)> {
+    let re =
+        regex::Regex::new(r"round-trip min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+) ms").ok()?;
+    let c = re.captures_iter(transcript).last()?;
+    Some((c[1].parse().ok()?, c[2].parse().ok()?, c[3].parse().ok()?))
+}
+
+/// Runs [`net_measure`] on `c` and takes the round trip from the
+/// transcript.
+fn net_setup(what: &str, mut c: NetConsoles, timeout: Duration) -> Result<NetFigures> {
+    let measured = net_measure(&mut c, timeout);
+    let transcript = c.finish();
+    let mut f = measured
+        .map_err(|e| Error::new(format!("{what}: {e}\n--- console log ---\n{transcript}")))?;
+    f.rtt = parse_rtt(&transcript).ok_or_else(|| {
+        Error::new(format!(
+            "{what}: no ping summary\n--- console log ---\n{transcript}"
+        ))
+    })?;
+    eprintln!(
+        "  {what}: {NET_MIB} MiB in {:.2} s, ping avg {:.3} ms",
+        f.transfer, f.rtt.1
+    );
+    Ok(f)
+}
+
+/// `bench net`: the switch (entry uvmm-2vm-net) and, for scale, the same
+/// guests under plain QEMU, each with a virtio-net NIC on one QEMU socket
+/// network; one run each.
+fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
+    crate::packages::ensure(&[Need::Qemu])?;
+    let guest = crate::guest::ensure(ws)?;
+    let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
+    let forbid = vec![
+        Pattern::Text("Kernel panic".into()),
+        Pattern::Text("VM entered a fatal state".into()),
+        // A program of the system that died (cons, the switch, a uvmm).
+        Pattern::Text("killed by signal".into()),
+    ];
+    let ready = |s: &mut Session, n: usize, deadline| -> Result<()> {
+        for _ in 0..n {
+            s.expect(&Pattern::Text(crate::guest::READY_LINE.into()), deadline)
+                .map_err(|f| Error::new(format!("waiting for the guests' shells: {f}")))?;
+        }
+        // The prompt asks the terminal for the cursor position and waits
+        // a moment for the answer; input typed meanwhile is lost.
+        std::thread::sleep(Duration::from_secs(3));
+        Ok(())
+    };
+
+    // Under our system: both guests on one console.
+    // Plain QEMU: two QEMUs on a socket network.
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    eprintln!(
+        "xtask: the same guests under plain QEMU, virtio-net on a socket network (port {port})"
+    );
+    let qemus = [
+        format!("listen=127.0.0.1:{port}"),
+        format!("connect=127.0.0.1:{port}"),
+    ];
+    let mut sessions = Vec::new();
+    for (i, net) in qemus.iter().enumerate() {
+        let extra = [
+            "-netdev".to_string(),
+            format!("socket,id=net0,{net}"),
+            "-device".to_string(),
+            format!(
+                "virtio-net-device,netdev=net0,mac=52:54:00:00:00:0{}",
+                i + 1
+            ),
+        ];
+        let mut opts = vec!["-smp".to_string(), "1".to_string()];
+        opts.extend(env_options.iter().cloned());
+        let a = guest.native_arguments_with(
+            &opts,
+            &format!("ip={}:::255.255.255.0:server:eth0", NET_ADDRESSES[i]),
+            &extra,
+        );
+        sessions.push(Session::spawn(qemu::command(&a), forbid.clone(), false)?);
+        // The listener first.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let b = sessions.pop().expect("two sessions");
+    let a = sessions.pop().expect("two sessions");
+    let mut pair = [a, b];
+    for s in &mut pair {
+        let deadline = s.started() + args.timeout;
+        ready(s, 1, deadline)?;
+    }
+    let reference = net_setup("plain QEMU", NetConsoles::Separate(pair), args.timeout)?;
+
+    // One CPU for both setups: guests with several vCPUs stall under uvmm
+    // yet, and the comparison wants the same machine.
+    let (_, mut uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
+    let at = uvmm_args.len().saturating_sub(2);
+    uvmm_args.splice(at..at, ["-smp".to_string(), "1".to_string()]);
+    eprintln!("xtask: two guests on the virtio switch (entry {NET_ENTRY})");
+    let mut s = Session::spawn(qemu::command(&uvmm_args), forbid.clone(), false)?;
+    let deadline = s.started() + args.timeout;
+    if let Err(e) = ready(&mut s, 2, deadline) {
+        let t = s.finish().transcript;
+        bail!("{NET_ENTRY}: {e}\n--- console log ---\n{t}");
+    }
+    let ours = net_setup("switch", NetConsoles::Cons(s), args.timeout)?;
+
+    let mib_s = |f: &NetFigures| NET_MIB as f64 / f.transfer;
+    println!(
+        "Two guests ({}), one TCP stream VM1 -> VM2 of {NET_MIB} MiB (busybox dd | nc), ping x{NET_PINGS}:",
+        guest.kernel_deb
+    );
+    println!("                                         MiB/s   ping min/avg/max ms");
+    for (what, f) in [
+        (format!("virtio switch (entry {NET_ENTRY})"), &ours),
+        ("plain QEMU, socket network".to_string(), &reference),
+    ] {
+        println!(
+            "  {what:<36} {:>7.2}   {:.3}/{:.3}/{:.3}",
+            mib_s(f),
+            f.rtt.0,
+            f.rtt.1,
+            f.rtt.2
+        );
+    }
+    println!(
+        "  switch / plain QEMU throughput        {:>7.2}",
+        mib_s(&ours) / mib_s(&reference)
+    );
     Ok(())
 }
 

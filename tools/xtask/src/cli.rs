@@ -48,6 +48,11 @@ commands:
   bench staticpart [--timeout SECS]
                       boot the guest natively once and entry uvmm-staticpart once
                       and print the time until its shell / both VMs' shells are up
+  bench net [--timeout SECS]
+                      two guests on the virtio switch (entry uvmm-2vm-net): TCP
+                      throughput VM1 -> VM2 (64 MiB through busybox nc) and ping
+                      round trip; the same under plain QEMU (two QEMUs, virtio-net
+                      on a socket network) for scale
   lint                cargo fmt --check and clippy -D warnings for every crate and target
   help                this text
 
@@ -70,7 +75,7 @@ pub const DEFAULT_ROOTTASK_MARKER: &str = "moe: hello from the root task";
 pub const DEFAULT_IPC_ENTRY: &str = "ipcbench";
 
 /// The benchmarks `bench` knows, for messages.
-const BENCHMARKS: &str = "boot, ipc, vm, staticpart";
+const BENCHMARKS: &str = "boot, ipc, vm, staticpart, net";
 
 #[derive(Debug, PartialEq)]
 pub struct Invocation {
@@ -120,6 +125,7 @@ pub enum Bench {
     Ipc(IpcBenchArgs),
     Vm(VmBenchArgs),
     Staticpart(StaticpartBenchArgs),
+    Net(NetBenchArgs),
 }
 
 #[derive(Debug, PartialEq)]
@@ -186,6 +192,20 @@ impl Default for StaticpartBenchArgs {
     fn default() -> Self {
         StaticpartBenchArgs {
             timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct NetBenchArgs {
+    /// How long each of the two machines may take for everything.
+    pub timeout: Duration,
+}
+
+impl Default for NetBenchArgs {
+    fn default() -> Self {
+        NetBenchArgs {
+            timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -325,6 +345,7 @@ fn parse_bench(flags: &[&str]) -> Result<Bench> {
         "ipc" => parse_bench_ipc(flags).map(Bench::Ipc),
         "vm" => parse_bench_vm(flags).map(Bench::Vm),
         "staticpart" => parse_bench_staticpart(flags).map(Bench::Staticpart),
+        "net" => parse_bench_net(flags).map(Bench::Net),
         other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
     }
 }
@@ -377,6 +398,18 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
             "--runs" => args.runs = parse_runs(name, &value()?)?,
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             other => bail!("unknown flag '{other}' for 'bench vm'"),
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+fn parse_bench_net(flags: &[&str]) -> Result<NetBenchArgs> {
+    let mut args = NetBenchArgs::default();
+    parse_flags(flags, |name, value| {
+        match name {
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench net'"),
         }
         Ok(())
     })?;
@@ -545,10 +578,21 @@ mod tests {
         assert!(parse_with(&["bench", "boot", "--runs"], &[]).is_err());
         assert!(parse_with(&["bench", "boot", "--runs", "0"], &[]).is_err());
         assert!(parse_with(&["bench", "boot", "--timeout", "x"], &[]).is_err());
-        let err = parse_with(&["bench", "net"], &[]).unwrap_err();
-        assert!(err.to_string().contains("known: boot, ipc, vm"), "{err}");
+        let err = parse_with(&["bench", "disk"], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("known: boot, ipc, vm, net"),
+            "{err}"
+        );
         let err = parse_with(&["bench"], &[]).unwrap_err();
-        assert!(err.to_string().contains("boot, ipc, vm"), "{err}");
+        assert!(err.to_string().contains("boot, ipc, vm, net"), "{err}");
+        let inv = parse_with(&["bench", "net", "--timeout", "60"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Net(NetBenchArgs {
+                timeout: Duration::from_secs(60)
+            }))
+        );
+        assert!(parse_with(&["bench", "net", "--runs", "2"], &[]).is_err());
     }
 
     #[test]

@@ -117,6 +117,13 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "vmbench",
         alias: None,
     },
+    // The virtio network switch (`module l4vio_net_p2p`).
+    TargetCrate {
+        package: "vnet",
+        target: MUSL_TARGET,
+        binary: "l4vio_net_p2p",
+        alias: None,
+    },
     // `module hello` of the `hello-ned` entry: prints `Hello World!`.
     TargetCrate {
         package: "hello",
@@ -333,7 +340,10 @@ mod tests {
         );
         assert_eq!(
             groups[1],
-            (BARE_USER_TARGET, vec!["roottask", "ktest", "l4re", "vmbench"])
+            (
+                BARE_USER_TARGET,
+                vec!["roottask", "ktest", "l4re", "vmbench"]
+            )
         );
         let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(total, TARGET_CRATES.len());

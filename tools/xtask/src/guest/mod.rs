@@ -82,12 +82,29 @@ impl Guest {
     /// our system) on the machine every entry runs on, with QEMU's own device
     /// tree and the piped console of the test harness.
     pub fn native_arguments(&self, env_options: &[String]) -> Vec<String> {
-        let boot = [
+        self.native_arguments_with(env_options, "", &[])
+    }
+
+    /// [`Guest::native_arguments`] with `extra_cmdline` appended to the
+    /// kernel command line (e.g. `ip=...`) and further QEMU options
+    /// (e.g. a network device).
+    pub fn native_arguments_with(
+        &self,
+        env_options: &[String],
+        extra_cmdline: &str,
+        extra_options: &[String],
+    ) -> Vec<String> {
+        let mut cmdline = NATIVE_CMDLINE.to_string();
+        if !extra_cmdline.is_empty() {
+            cmdline = format!("{cmdline} {extra_cmdline}");
+        }
+        let mut boot = vec![
             "-initrd".to_string(),
             self.ramdisks[0].display().to_string(),
             "-append".to_string(),
-            NATIVE_CMDLINE.to_string(),
+            cmdline,
         ];
+        boot.extend_from_slice(extra_options);
         qemu::arguments(ConsoleMode::Piped, &[], &boot, env_options, &self.image)
     }
 }

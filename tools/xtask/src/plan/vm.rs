@@ -68,6 +68,7 @@ fn kind_name(k: &DeviceKind) -> &'static str {
         DeviceKind::GicV3 => "GICv3",
         DeviceKind::Pl011 => "PL011 UART",
         DeviceKind::VirtioConsole => "virtio console",
+        DeviceKind::VirtioProxy { .. } => "virtio proxy",
         DeviceKind::ArchTimer => "arch timer",
     }
 }

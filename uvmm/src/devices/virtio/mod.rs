@@ -7,8 +7,14 @@
 //! one, and its configuration space. A queue error (a malformed chain)
 //! puts the device into `DEVICE_NEEDS_RESET` with a configuration-change
 //! interrupt, as the specification asks.
+//!
+//! [`proxy::ProxyMmio`] is the other kind of virtio-mmio device: one served
+//! by another task (a port of the network switch), to which it forwards
+//! the driver's setup; the queues stay in guest RAM and uvmm never touches
+//! them.
 
 pub mod console;
+pub mod proxy;
 pub mod queue;
 
 use crate::bus::{IrqLine, MmioDevice, read_sub32};
@@ -23,24 +29,7 @@ pub const MAGIC: u32 = 0x7472_6976;
 pub const VERSION: u32 = 2;
 /// uvmm's vendor ID ("L4RE").
 pub const VENDOR: u32 = u32::from_le_bytes(*b"L4RE");
-/// `VIRTIO_F_VERSION_1`.
-pub const F_VERSION_1: u64 = 1 << 32;
-
-/// Device status bits.
-pub mod status {
-    /// The guest found the device.
-    pub const ACKNOWLEDGE: u32 = 1;
-    /// The guest has a driver.
-    pub const DRIVER: u32 = 2;
-    /// The driver is ready.
-    pub const DRIVER_OK: u32 = 4;
-    /// Feature negotiation is done.
-    pub const FEATURES_OK: u32 = 8;
-    /// The device hit an error and must be reset.
-    pub const NEEDS_RESET: u32 = 64;
-    /// The driver gave up.
-    pub const FAILED: u32 = 128;
-}
+pub use l4_ipc::virtio::{F_VERSION_1, status};
 
 /// Interrupt status bits.
 pub mod isr {
@@ -80,10 +69,7 @@ pub struct VirtioMmio<D> {
     mem: GuestMemory,
     irq: IrqLine,
     queues: Vec<Queue>,
-    queue_sel: u32,
-    dev_features_sel: u32,
-    drv_features_sel: u32,
-    driver_features: u64,
+    regs: Selectors,
     status: u32,
     isr: u32,
     config_generation: u32,
@@ -91,30 +77,30 @@ pub struct VirtioMmio<D> {
     last_error: Option<QueueError>,
 }
 
-const MAGIC_VALUE: u64 = 0x000;
-const VERSION_REG: u64 = 0x004;
-const DEVICE_ID: u64 = 0x008;
-const VENDOR_ID: u64 = 0x00c;
-const DEVICE_FEATURES: u64 = 0x010;
-const DEVICE_FEATURES_SEL: u64 = 0x014;
-const DRIVER_FEATURES: u64 = 0x020;
-const DRIVER_FEATURES_SEL: u64 = 0x024;
-const QUEUE_SEL: u64 = 0x030;
-const QUEUE_NUM_MAX: u64 = 0x034;
-const QUEUE_NUM: u64 = 0x038;
-const QUEUE_READY: u64 = 0x044;
-const QUEUE_NOTIFY: u64 = 0x050;
-const INTERRUPT_STATUS: u64 = 0x060;
-const INTERRUPT_ACK: u64 = 0x064;
-const STATUS: u64 = 0x070;
-const QUEUE_DESC_LOW: u64 = 0x080;
-const QUEUE_DESC_HIGH: u64 = 0x084;
-const QUEUE_DRIVER_LOW: u64 = 0x090;
-const QUEUE_DRIVER_HIGH: u64 = 0x094;
-const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-const CONFIG_GENERATION: u64 = 0x0fc;
-const CONFIG: u64 = 0x100;
+pub(crate) const MAGIC_VALUE: u64 = 0x000;
+pub(crate) const VERSION_REG: u64 = 0x004;
+pub(crate) const DEVICE_ID: u64 = 0x008;
+pub(crate) const VENDOR_ID: u64 = 0x00c;
+pub(crate) const DEVICE_FEATURES: u64 = 0x010;
+pub(crate) const DEVICE_FEATURES_SEL: u64 = 0x014;
+pub(crate) const DRIVER_FEATURES: u64 = 0x020;
+pub(crate) const DRIVER_FEATURES_SEL: u64 = 0x024;
+pub(crate) const QUEUE_SEL: u64 = 0x030;
+pub(crate) const QUEUE_NUM_MAX: u64 = 0x034;
+pub(crate) const QUEUE_NUM: u64 = 0x038;
+pub(crate) const QUEUE_READY: u64 = 0x044;
+pub(crate) const QUEUE_NOTIFY: u64 = 0x050;
+pub(crate) const INTERRUPT_STATUS: u64 = 0x060;
+pub(crate) const INTERRUPT_ACK: u64 = 0x064;
+pub(crate) const STATUS: u64 = 0x070;
+pub(crate) const QUEUE_DESC_LOW: u64 = 0x080;
+pub(crate) const QUEUE_DESC_HIGH: u64 = 0x084;
+pub(crate) const QUEUE_DRIVER_LOW: u64 = 0x090;
+pub(crate) const QUEUE_DRIVER_HIGH: u64 = 0x094;
+pub(crate) const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+pub(crate) const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+pub(crate) const CONFIG_GENERATION: u64 = 0x0fc;
+pub(crate) const CONFIG: u64 = 0x100;
 
 fn set_half(v: &mut u64, high: bool, half: u64) {
     *v = if high {
@@ -122,6 +108,67 @@ fn set_half(v: &mut u64, high: bool, half: u64) {
     } else {
         (*v & !0xffff_ffff) | (half & 0xffff_ffff)
     };
+}
+
+/// The registers every virtio-mmio transport keeps the same way: the
+/// queue and feature selectors and the driver's features.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Selectors {
+    /// `QueueSel`.
+    pub queue_sel: u32,
+    dev_features_sel: u32,
+    drv_features_sel: u32,
+    /// The features the driver wrote.
+    pub driver_features: u64,
+}
+
+impl Selectors {
+    /// `DeviceFeatures` of a device offering `offered`.
+    pub fn device_features(&self, offered: u64) -> u32 {
+        match self.dev_features_sel {
+            0 => offered as u32,
+            1 => (offered >> 32) as u32,
+            _ => 0,
+        }
+    }
+
+    /// A 32-bit write of `v` at `offset` with the device status `status`:
+    /// whether it was one of these registers (driver features only count
+    /// before `FEATURES_OK`).
+    pub fn write(&mut self, offset: u64, v: u64, status: u32) -> bool {
+        match offset {
+            DEVICE_FEATURES_SEL => self.dev_features_sel = v as u32,
+            DRIVER_FEATURES_SEL => self.drv_features_sel = v as u32,
+            DRIVER_FEATURES if status & status::FEATURES_OK == 0 => match self.drv_features_sel {
+                0 => set_half(&mut self.driver_features, false, v),
+                1 => set_half(&mut self.driver_features, true, v),
+                _ => {}
+            },
+            DRIVER_FEATURES => {}
+            QUEUE_SEL => self.queue_sel = v as u32,
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// A write of half a queue address (`QueueDescLow` ... `QueueDeviceHigh`)
+/// into the queue's `desc`, `avail` or `used`; whether `offset` was one.
+pub(crate) fn write_queue_address(
+    offset: u64,
+    v: u64,
+    desc: &mut u64,
+    avail: &mut u64,
+    used: &mut u64,
+) -> bool {
+    let field = match offset & !4 {
+        QUEUE_DESC_LOW => desc,
+        QUEUE_DRIVER_LOW => avail,
+        QUEUE_DEVICE_LOW => used,
+        _ => return false,
+    };
+    set_half(field, offset & 4 != 0, v);
+    true
 }
 
 impl<D: VirtioDevice> VirtioMmio<D> {
@@ -133,10 +180,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             mem,
             irq,
             queues,
-            queue_sel: 0,
-            dev_features_sel: 0,
-            drv_features_sel: 0,
-            driver_features: 0,
+            regs: Selectors::default(),
             status: 0,
             isr: 0,
             config_generation: 0,
@@ -164,7 +208,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
     }
 
     fn queue(&mut self) -> Option<&mut Queue> {
-        self.queues.get_mut(self.queue_sel as usize)
+        self.queues.get_mut(self.regs.queue_sel as usize)
     }
 
     fn reset(&mut self) {
@@ -172,7 +216,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         for q in &mut self.queues {
             q.reset();
         }
-        self.driver_features = 0;
+        self.regs.driver_features = 0;
         self.status = 0;
         self.isr = 0;
         self.irq.set(false);
@@ -205,17 +249,13 @@ impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
         if offset >= CONFIG {
             return self.dev.read_config(offset - CONFIG, size);
         }
-        let q = self.queues.get(self.queue_sel as usize).cloned();
+        let q = self.queues.get(self.regs.queue_sel as usize).cloned();
         read_sub32(offset, size, |o| match o {
             MAGIC_VALUE => MAGIC,
             VERSION_REG => VERSION,
             DEVICE_ID => self.dev.device_id(),
             VENDOR_ID => VENDOR,
-            DEVICE_FEATURES => match self.dev_features_sel {
-                0 => self.offered() as u32,
-                1 => (self.offered() >> 32) as u32,
-                _ => 0,
-            },
+            DEVICE_FEATURES => self.regs.device_features(self.offered()),
             QUEUE_NUM_MAX => q.map_or(0, |_| u32::from(MAX_SIZE)),
             QUEUE_READY => q.map_or(0, |q| u32::from(q.ready)),
             INTERRUPT_STATUS => self.isr,
@@ -234,17 +274,10 @@ impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
             return;
         }
         let v = value & 0xffff_ffff;
+        if self.regs.write(offset, v, self.status) {
+            return;
+        }
         match offset {
-            DEVICE_FEATURES_SEL => self.dev_features_sel = v as u32,
-            DRIVER_FEATURES_SEL => self.drv_features_sel = v as u32,
-            DRIVER_FEATURES if self.status & status::FEATURES_OK == 0 => {
-                match self.drv_features_sel {
-                    0 => set_half(&mut self.driver_features, false, v),
-                    1 => set_half(&mut self.driver_features, true, v),
-                    _ => {}
-                }
-            }
-            QUEUE_SEL => self.queue_sel = v as u32,
             QUEUE_NUM => {
                 if let Some(q) = self.queue()
                     && !q.ready
@@ -267,13 +300,7 @@ impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
                 if let Some(q) = self.queue()
                     && !q.ready
                 {
-                    let high = offset & 4 != 0;
-                    let field = match offset & !4 {
-                        QUEUE_DESC_LOW => &mut q.desc,
-                        QUEUE_DRIVER_LOW => &mut q.avail,
-                        _ => &mut q.used,
-                    };
-                    set_half(field, high, v);
+                    write_queue_address(offset, v, &mut q.desc, &mut q.avail, &mut q.used);
                 }
             }
             QUEUE_NOTIFY => self.kick_queue(v as usize),
@@ -290,8 +317,8 @@ impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
                 let mut new = v & !status::NEEDS_RESET | (self.status & status::NEEDS_RESET);
                 if new & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
                     // Only offered features, and virtio 1.x.
-                    let ok = self.driver_features & !self.offered() == 0
-                        && self.driver_features & F_VERSION_1 != 0;
+                    let f = self.regs.driver_features;
+                    let ok = f & !self.offered() == 0 && f & F_VERSION_1 != 0;
                     if !ok {
                         new &= !status::FEATURES_OK;
                     }

@@ -1,0 +1,330 @@
+//! The virtio proxy (`l4vmm,vdev = "proxy"`): a virtio-mmio device whose
+//! device side is another task, reached through the capability the node's
+//! `l4vmm,virtiocap` names (e.g. a port of the network switch) with the
+//! protocol [`l4_ipc::virtio`].
+//!
+//! The guest's driver sees an ordinary virtio-mmio device. What it writes
+//! to set the device up (features, status, queue addresses) uvmm passes on
+//! to the device; the guest RAM dataspace was registered with the device
+//! at guest-physical addresses when the proxy was created, so queue and
+//! buffer addresses need no translation and uvmm never reads or copies a
+//! frame. A queue notification (`QueueNotify`) triggers the device's Irq;
+//! the device's Irq (received by a uvmm thread, [`ProxyIrq::raise`]) sets
+//! the used-buffer interrupt.
+//!
+//! `l4vmm,no-notify = <q>` names a queue whose notifications the device
+//! may suppress while it works on it (L4Re uses it for a network device's
+//! transmit queue, 1): uvmm sets [`queue_flags::NO_NOTIFY`] for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use l4_abi::Error;
+use l4_ipc::Transport;
+use l4_ipc::virtio::{DeviceInfo, QueueConfig, VirtioClient, queue_flags};
+
+use super::{
+    CONFIG, CONFIG_GENERATION, DEVICE_FEATURES, DEVICE_ID, INTERRUPT_ACK, INTERRUPT_STATUS, MAGIC,
+    MAGIC_VALUE, QUEUE_NOTIFY, QUEUE_NUM, QUEUE_NUM_MAX, QUEUE_READY, STATUS, Selectors, VENDOR_ID,
+    VERSION, VERSION_REG, isr, status, write_queue_address,
+};
+use crate::bus::{IrqLine, MmioDevice, read_sub32};
+use crate::warn;
+
+/// The device side as the proxy uses it: the protocol's operations and
+/// the kick.
+pub trait Port: Send {
+    /// `device_info`.
+    fn device_info(&mut self) -> Result<DeviceInfo, Error>;
+    /// `set_status`: the device's status afterwards.
+    fn set_status(&mut self, status: u32) -> Result<u32, Error>;
+    /// `set_features`.
+    fn set_features(&mut self, features: u64) -> Result<(), Error>;
+    /// `config_queue`.
+    fn config_queue(&mut self, index: u32, q: QueueConfig) -> Result<(), Error>;
+    /// `read_config`.
+    fn read_config(&mut self, offset: u32, size: u8) -> Result<u64, Error>;
+    /// `write_config`.
+    fn write_config(&mut self, offset: u32, size: u8, value: u64) -> Result<(), Error>;
+    /// Triggers the device's Irq (the driver made buffers available).
+    fn kick(&self);
+}
+
+/// A device reached through a [`VirtioClient`], kicked by `kick`.
+pub struct Remote<T> {
+    /// The protocol client.
+    pub client: VirtioClient<T>,
+    /// Triggers the device's Irq.
+    pub kick: Box<dyn Fn() + Send>,
+}
+
+impl<T: Transport + Send> Port for Remote<T> {
+    fn device_info(&mut self) -> Result<DeviceInfo, Error> {
+        self.client.device_info()
+    }
+
+    fn set_status(&mut self, status: u32) -> Result<u32, Error> {
+        self.client.set_status(status)
+    }
+
+    fn set_features(&mut self, features: u64) -> Result<(), Error> {
+        self.client.set_features(features)
+    }
+
+    fn config_queue(&mut self, index: u32, q: QueueConfig) -> Result<(), Error> {
+        self.client.config_queue(index, q)
+    }
+
+    fn read_config(&mut self, offset: u32, size: u8) -> Result<u64, Error> {
+        self.client.read_config(offset, size)
+    }
+
+    fn write_config(&mut self, offset: u32, size: u8, value: u64) -> Result<(), Error> {
+        self.client.write_config(offset, size, value)
+    }
+
+    fn kick(&self) {
+        (self.kick)();
+    }
+}
+
+/// The proxy's interrupt: the interrupt status register and the line,
+/// shared between the MMIO side and the thread receiving the device's
+/// notifications.
+#[derive(Debug)]
+pub struct ProxyIrq {
+    line: IrqLine,
+    status: AtomicU32,
+}
+
+impl ProxyIrq {
+    /// The interrupt on `line`.
+    pub fn new(line: IrqLine) -> ProxyIrq {
+        ProxyIrq {
+            line,
+            status: AtomicU32::new(0),
+        }
+    }
+
+    /// The device notified the driver: used buffers.
+    pub fn raise(&self) {
+        self.status.fetch_or(isr::USED, Ordering::AcqRel);
+        self.line.set(true);
+    }
+
+    /// The interrupt status register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    fn set(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::AcqRel);
+        self.line.set(true);
+    }
+
+    fn ack(&self, bits: u32) {
+        let left = self.status.fetch_and(!bits, Ordering::AcqRel) & !bits;
+        self.line.set(left != 0);
+    }
+
+    fn clear(&self) {
+        self.status.store(0, Ordering::Release);
+        self.line.set(false);
+    }
+}
+
+/// One queue as the driver sets it up.
+#[derive(Clone, Copy, Debug, Default)]
+struct QueueSetup {
+    cfg: QueueConfig,
+    ready: bool,
+}
+
+/// The virtio-mmio registers of a device served by a [`Port`].
+pub struct ProxyMmio {
+    port: Box<dyn Port>,
+    info: DeviceInfo,
+    irq: Arc<ProxyIrq>,
+    no_notify: Option<u32>,
+    name: String,
+    queues: Vec<QueueSetup>,
+    regs: Selectors,
+    status: u32,
+}
+
+impl ProxyMmio {
+    /// The proxy of `port` (for the device-tree node `name`), interrupting
+    /// through `irq`; `no_notify` as the node's `l4vmm,no-notify`.
+    /// [`Error`] if the device does not describe itself.
+    pub fn new(
+        name: &str,
+        mut port: Box<dyn Port>,
+        irq: Arc<ProxyIrq>,
+        no_notify: Option<u32>,
+    ) -> Result<ProxyMmio, Error> {
+        let info = port.device_info()?;
+        let queues = usize::try_from(info.num_queues)
+            .ok()
+            .filter(|&n| n <= 64)
+            .ok_or(Error::Inval)?;
+        Ok(ProxyMmio {
+            port,
+            info,
+            irq,
+            no_notify,
+            name: name.to_string(),
+            queues: vec![QueueSetup::default(); queues],
+            regs: Selectors::default(),
+            status: 0,
+        })
+    }
+
+    /// What the device is.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn queue(&mut self) -> Option<&mut QueueSetup> {
+        self.queues.get_mut(self.regs.queue_sel as usize)
+    }
+
+    /// The device refused something: it needs a reset.
+    fn failed(&mut self, what: &str, e: Error) {
+        warn!("dev", "{}: the device refused {what}: {e:?}", self.name);
+        self.status |= status::NEEDS_RESET;
+        self.irq.set(isr::CONFIG);
+    }
+
+    fn reset(&mut self) {
+        if let Err(e) = self.port.set_status(0) {
+            warn!("dev", "{}: the device refused the reset: {e:?}", self.name);
+        }
+        self.queues.fill(QueueSetup::default());
+        self.regs.driver_features = 0;
+        self.status = 0;
+        self.irq.clear();
+    }
+
+    fn queue_ready(&mut self, ready: bool) {
+        let index = self.regs.queue_sel;
+        let flags = if self.no_notify == Some(index) {
+            queue_flags::NO_NOTIFY
+        } else {
+            0
+        };
+        let Some(q) = self.queue() else {
+            return;
+        };
+        if q.ready == ready || (ready && q.cfg.size == 0) {
+            return;
+        }
+        let cfg = if ready {
+            QueueConfig { flags, ..q.cfg }
+        } else {
+            QueueConfig::default()
+        };
+        match self.port.config_queue(index, cfg) {
+            Ok(()) => {
+                if let Some(q) = self.queue() {
+                    q.ready = ready;
+                }
+            }
+            Err(e) => self.failed(&format!("queue {index}"), e),
+        }
+    }
+
+    fn write_status(&mut self, v: u32) {
+        if v == 0 {
+            self.reset();
+            return;
+        }
+        if v & status::FEATURES_OK != 0
+            && self.status & status::FEATURES_OK == 0
+            && let Err(e) = self.port.set_features(self.regs.driver_features)
+        {
+            warn!(
+                "dev",
+                "{}: features {:#x} refused: {e:?}", self.name, self.regs.driver_features
+            );
+            // Without FEATURES_OK: the driver sees the refusal.
+            self.status = v & !status::FEATURES_OK;
+            return;
+        }
+        match self.port.set_status(v) {
+            Ok(s) => self.status = s,
+            Err(e) => self.failed("the status", e),
+        }
+    }
+}
+
+impl MmioDevice for ProxyMmio {
+    fn read(&mut self, offset: u64, size: u8) -> u64 {
+        if offset >= CONFIG {
+            let Ok(off) = u32::try_from(offset - CONFIG) else {
+                return 0;
+            };
+            return self.port.read_config(off, size).unwrap_or(0);
+        }
+        let q = self.queues.get(self.regs.queue_sel as usize).copied();
+        let features = self.regs.device_features(self.info.features);
+        read_sub32(offset, size, |o| match o {
+            MAGIC_VALUE => MAGIC,
+            VERSION_REG => VERSION,
+            DEVICE_ID => self.info.device_id,
+            VENDOR_ID => self.info.vendor_id,
+            DEVICE_FEATURES => features,
+            QUEUE_NUM_MAX => q.map_or(0, |_| u32::from(self.info.queue_max)),
+            QUEUE_READY => q.map_or(0, |q| u32::from(q.ready)),
+            INTERRUPT_STATUS => self.irq.status(),
+            STATUS => self.status,
+            CONFIG_GENERATION => 0,
+            _ => 0,
+        })
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) {
+        if offset >= CONFIG {
+            if let Ok(off) = u32::try_from(offset - CONFIG)
+                && let Err(e) = self.port.write_config(off, size, value)
+            {
+                warn!(
+                    "dev",
+                    "{}: configuration write at {off:#x} refused: {e:?}", self.name
+                );
+            }
+            return;
+        }
+        if size != 4 {
+            return;
+        }
+        let v = value & 0xffff_ffff;
+        if self.regs.write(offset, v, self.status) {
+            return;
+        }
+        match offset {
+            QUEUE_NUM => {
+                let max = self.info.queue_max;
+                if let Some(q) = self.queue()
+                    && !q.ready
+                {
+                    q.cfg.size = u16::try_from(v).ok().filter(|&s| s <= max).unwrap_or(0);
+                }
+            }
+            QUEUE_READY => self.queue_ready(v & 1 != 0),
+            QUEUE_NOTIFY if self.status & status::DRIVER_OK != 0 => self.port.kick(),
+            INTERRUPT_ACK => self.irq.ack(v as u32),
+            STATUS => self.write_status(v as u32),
+            _ => {
+                if let Some(q) = self.queue()
+                    && !q.ready
+                {
+                    let c = &mut q.cfg;
+                    write_queue_address(offset, v, &mut c.desc, &mut c.avail, &mut c.used);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

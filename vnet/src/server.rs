@@ -1,0 +1,164 @@
+//! The switch on the target: its capabilities, the kernel side of
+//! [`Backend`], and the receive loop.
+//!
+//! One thread serves everything: the `svr` gate, every port's gate and
+//! every port's kick Irq are bound to it with their labels
+//! ([`vnet::service::labels`]).
+
+use std::convert::Infallible;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Instant;
+
+use l4::{Cap, Error, Factory, IpcGate, Irq, SlotAlloc, Task, Thread, Timeout, Timeouts};
+use l4_abi::utcb::MR_COUNT;
+use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
+use l4re::env::{FIRST_PROGRAM_CAP, caps};
+use uvmm::memory::Ram;
+use vnet::service::{Backend, Service, labels};
+
+/// The switch's capability slots (gates, Irqs, received capabilities).
+static SLOTS: SlotAlloc<16> = SlotAlloc::new(FIRST_PROGRAM_CAP);
+
+const FACTORY: Cap<Factory> = Cap::from_index(caps::FACTORY);
+const TASK: Cap<Task> = Cap::from_index(caps::THIS_TASK);
+
+/// `PROT_READ | PROT_WRITE`.
+const PROT_RW: u64 = 3;
+
+/// The kernel side.
+struct Kernel {
+    start: Instant,
+    thread: Cap<Thread>,
+    /// Where the next request's capability lands.
+    rcv_slot: u64,
+}
+
+impl Backend for Kernel {
+    fn now_ms(&mut self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
+        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
+        match FACTORY.create_gate(slot, label, Some(self.thread)) {
+            Ok(g) => Ok(g.index()),
+            Err(e) => {
+                SLOTS.free(slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
+        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
+        let r = FACTORY
+            .create_irq(slot)
+            .and_then(|irq| irq.attach(self.thread, label).map(|()| irq));
+        match r {
+            Ok(irq) => Ok(irq.index()),
+            Err(e) => {
+                let _ = TASK.delete_cap(slot);
+                SLOTS.free(slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
+        self.rcv_slot = SLOTS.alloc().ok_or(Error::NoMem)?;
+        Ok(slot)
+    }
+
+    fn attach(&mut self, ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error> {
+        let len = usize::try_from(size).map_err(|_| Error::Inval)?;
+        let local = l4re::env::attach(ds, size, offset, PROT_RW).map_err(|_| Error::Inval)?;
+        let ptr = NonNull::new(local as *mut u8).ok_or(Error::Inval)?;
+        // SAFETY: the runtime attached and mapped `size` bytes of the
+        // dataspace read-write at `local`, for good (the switch never
+        // detaches it); the switch only copies bytes in and out through
+        // `Ram`, never holding references into the shared memory.
+        Ok(Arc::new(unsafe { Ram::from_raw(ptr, len) }))
+    }
+
+    fn trigger(&mut self, irq: u64) {
+        // A driver that deleted its Irq just is not notified.
+        let _ = Cap::<Irq>::from_index(irq).trigger();
+    }
+
+    fn delete(&mut self, cap: u64) {
+        let _ = TASK.delete_cap(cap);
+        SLOTS.free(cap);
+    }
+
+    fn release(&mut self, cap: u64) {
+        let _ = TASK.release_cap(cap);
+        SLOTS.free(cap);
+    }
+
+    fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
+        TASK.cap_has_child(gate)
+    }
+
+    fn is_alive(&mut self, cap: u64) -> bool {
+        // A failing query is no proof of death: keep the port.
+        TASK.cap_valid(cap).unwrap_or(true)
+    }
+
+    fn log(&mut self, line: &str) {
+        println!("{line}");
+    }
+}
+
+/// Starts the switch and serves forever.
+pub fn run() -> Result<Infallible, String> {
+    let gate = l4re::env::get_cap("svr").ok_or(
+        "no capability named 'svr' (start the switch with caps = { svr = channel:svr() })",
+    )?;
+    let thread = Cap::<Thread>::from_index(
+        l4re::env::thread_cap().map_err(|e| format!("no thread capability (error {e})"))?,
+    );
+    Cap::<IpcGate>::from_index(gate)
+        .bind(thread, labels::FACTORY)
+        .map_err(|e| {
+            format!("cannot bind the 'svr' gate: {e:?} (is it the server end, switch:svr()?)")
+        })?;
+    let rcv_slot = SLOTS.alloc().ok_or("no free capability slot")?;
+    let kernel = Kernel {
+        start: Instant::now(),
+        thread,
+        rcv_slot,
+    };
+    let mut svc = Service::new(kernel);
+    println!("virtio network switch ready");
+    serve(&mut svc)
+}
+
+/// The receive loop.
+fn serve(svc: &mut Service<Kernel>) -> ! {
+    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.rcv_slot));
+    let mut mrs = [0u64; MR_COUNT];
+    let mut reply: Option<MsgTag> = None;
+    loop {
+        transport.rcv = RecvBufs::cap_slot(svc.backend.rcv_slot);
+        let recv = match svc.next_timeout_ms() {
+            None => Timeout::NEVER,
+            Some(0) => Timeout::ZERO,
+            Some(ms) => Timeout::from_us(ms.min(3_600_000) * 1000),
+        };
+        transport.timeouts = Timeouts::new(Timeout::ZERO, recv);
+        let got = match reply.take() {
+            Some(r) => transport.reply_and_wait(r, &mut mrs),
+            None => transport.wait(&mut mrs),
+        };
+        match got {
+            Ok((tag, label)) => reply = svc.serve(label, tag, &mut mrs),
+            Err(Error::RecvTimeout) => {}
+            // The reply could not be sent (the caller is gone) or the
+            // receive was cancelled: nobody to answer, wait again.
+            Err(_) => {}
+        }
+        svc.work();
+        svc.timeout();
+    }
+}

@@ -1,0 +1,471 @@
+//! The switch's IPC side: the Factory protocol on the `svr` gate (new
+//! ports), the virtio protocol on every port's gate, the ports' kick Irqs,
+//! and freeing ports whose driver went away, over a [`Backend`] that does
+//! what needs the kernel. The server binary implements the backend with
+//! system calls; the tests with a fake, through [`l4_ipc::Loopback`].
+//!
+//! # Labels
+//!
+//! The `svr` gate has [`labels::FACTORY`]; port `n`'s gate
+//! [`port_label`]`(n)` and its kick Irq the same plus [`labels::KICK`].
+//! Labels keep their low two bits clear (the kernel puts the caller's
+//! rights there).
+//!
+//! # Fairness
+//!
+//! A kick makes the port *pending*; [`Service::work`] takes at most
+//! [`crate::switch::BUDGET`] frames from one pending port before the next
+//! one's turn, and the server loop calls it with a zero receive timeout
+//! while work is left, so that one busy sender cannot starve the others
+//! or the control requests.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use l4_abi::proto::varg::Varg;
+use l4_abi::utcb::MR_COUNT;
+use l4_abi::{CapRights, Error, MsgTag};
+use l4_ipc::codec::Reader;
+use l4_ipc::protocols::Factory;
+use l4_ipc::server::{encode_reply, error_reply};
+use l4_ipc::varg::{VarArgs, str_bytes};
+use l4_ipc::virtio::{DeviceInfo, QueueConfig, VIRTIO_PROTO, Virtio, VirtioServer};
+use l4_ipc::{Arg, CapArg, Ctx, RcvCap};
+use uvmm::memory::Ram;
+
+use crate::mac;
+use crate::port::{CreateArg, PortOptions};
+use crate::switch::{PortId, Switch};
+
+/// The labels of the switch's gates and Irqs.
+pub mod labels {
+    /// The `svr` gate (the Factory).
+    pub const FACTORY: u64 = 0x10;
+    /// The first port's gate.
+    pub const PORT_BASE: u64 = 0x1000;
+    /// Added to a port's gate label: its kick Irq.
+    pub const KICK: u64 = 0x4;
+}
+
+/// The label of port `id`'s gate.
+pub const fn port_label(id: PortId) -> u64 {
+    labels::PORT_BASE + ((id as u64) << 3)
+}
+
+/// The port and whether it is the kick Irq, for a label.
+pub fn label_port(label: u64) -> Option<(PortId, bool)> {
+    let off = label.checked_sub(labels::PORT_BASE)?;
+    let id = PortId::try_from(off >> 3).ok()?;
+    Some((id, off & labels::KICK != 0))
+}
+
+/// Learned addresses logged per port at most.
+pub const LEARN_LOG_MAX: usize = 4;
+
+/// How often ports whose driver went away are looked for, in ms.
+pub const GC_PERIOD_MS: u64 = 1000;
+
+/// What the switch needs from the kernel.
+pub trait Backend {
+    /// Milliseconds since the switch started.
+    fn now_ms(&mut self) -> u64;
+    /// Creates an IPC gate bound to the server thread with `label`; its
+    /// capability index.
+    fn create_gate(&mut self, label: u64) -> Result<u64, Error>;
+    /// Creates an Irq attached to the server thread with `label`; its
+    /// capability index.
+    fn create_irq(&mut self, label: u64) -> Result<u64, Error>;
+    /// Keeps the capability that arrived in receive slot `slot` (and
+    /// offers a fresh slot for the next request); returns where it is.
+    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error>;
+    /// Maps `size` bytes of dataspace `ds` from `offset`.
+    fn attach(&mut self, ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error>;
+    /// Triggers the Irq `irq`.
+    fn trigger(&mut self, irq: u64);
+    /// Deletes an object the switch created (gate, Irq) and frees its
+    /// slot.
+    fn delete(&mut self, cap: u64);
+    /// Drops the switch's capability `cap` (one a driver gave it) and
+    /// frees its slot.
+    fn release(&mut self, cap: u64);
+    /// Whether others hold capabilities derived from `gate`.
+    fn has_users(&mut self, gate: u64) -> Result<bool, Error>;
+    /// Whether the object behind `cap` still exists (a driver's Irq goes
+    /// with the driver's task).
+    fn is_alive(&mut self, cap: u64) -> bool;
+    /// Writes a line to the switch's log.
+    fn log(&mut self, line: &str);
+}
+
+/// A port's capabilities.
+#[derive(Debug, Default)]
+struct PortCaps {
+    gate: u64,
+    kick: Option<u64>,
+    guest_irq: Option<u64>,
+    dataspaces: Vec<u64>,
+    had_users: bool,
+    learned_logged: usize,
+}
+
+/// The switch and its capabilities.
+pub struct Service<B> {
+    /// The switch.
+    pub switch: Switch,
+    /// The kernel side.
+    pub backend: B,
+    caps: BTreeMap<PortId, PortCaps>,
+    pending: VecDeque<PortId>,
+    last_gc: u64,
+}
+
+impl<B: Backend> Service<B> {
+    /// A switch without ports.
+    pub fn new(backend: B) -> Service<B> {
+        Service {
+            switch: Switch::new(),
+            backend,
+            caps: BTreeMap::new(),
+            pending: VecDeque::new(),
+            last_gc: 0,
+        }
+    }
+
+    /// The gate of port `id`.
+    pub fn gate(&self, id: PortId) -> Option<u64> {
+        self.caps.get(&id).map(|c| c.gate)
+    }
+
+    /// The number of ports.
+    pub fn port_count(&self) -> usize {
+        self.caps.len()
+    }
+
+    /// Handles a message received with `label`: the reply, or `None` for
+    /// one that wants none (a kick).
+    pub fn serve(&mut self, label: u64, tag: MsgTag, mrs: &mut [u64; MR_COUNT]) -> Option<MsgTag> {
+        let ctx = Ctx::new(label, tag, mrs);
+        let label = ctx.label();
+        if label == labels::FACTORY {
+            return Some(self.factory(tag, mrs));
+        }
+        match label_port(label).filter(|(id, _)| self.caps.contains_key(id)) {
+            Some((id, true)) => {
+                self.kick(id);
+                None
+            }
+            Some((id, false)) => Some(Virtio::dispatch(
+                &mut PortObj { svc: self, id },
+                &ctx,
+                tag,
+                mrs,
+            )),
+            None => Some(error_reply(Error::NoEnt)),
+        }
+    }
+
+    /// A port was kicked: it has frames to send.
+    pub fn kick(&mut self, id: PortId) {
+        if !self.pending.contains(&id) {
+            self.pending.push_back(id);
+        }
+    }
+
+    /// Whether ports wait for [`Service::work`].
+    pub fn has_work(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Forwards one budget of frames from the next pending port.
+    pub fn work(&mut self) {
+        let Some(id) = self.pending.pop_front() else {
+            return;
+        };
+        let out = self.switch.transmit(id);
+        if out.more {
+            self.pending.push_back(id);
+        }
+        for (p, m) in &out.learned {
+            self.note_learned(*p, m);
+        }
+        for (p, e) in &out.failed {
+            let name = self
+                .switch
+                .port(*p)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            self.backend
+                .log(&format!("{name}: {e}; stopped until its driver resets it"));
+        }
+        for p in out.notify {
+            if let Some(irq) = self.caps.get(&p).and_then(|c| c.guest_irq) {
+                self.backend.trigger(irq);
+            }
+        }
+    }
+
+    /// Logs a learned address, the first [`LEARN_LOG_MAX`] of each port
+    /// (so that a driver sending from ever new addresses cannot flood the
+    /// log).
+    fn note_learned(&mut self, id: PortId, m: &mac::Mac) {
+        let Some(c) = self.caps.get_mut(&id) else {
+            return;
+        };
+        if c.learned_logged >= LEARN_LOG_MAX {
+            return;
+        }
+        c.learned_logged += 1;
+        if let Some(p) = self.switch.port(id) {
+            let line = format!("{}: {} is here", p.name, mac::format(m));
+            self.backend.log(&line);
+        }
+    }
+
+    /// The receive timeout expired (or the loop is idle): frees ports whose
+    /// driver went away: nobody holds the port's gate any more (after
+    /// someone did), or the driver's notification Irq is gone (its task
+    /// ended, while whoever created the port may still hold it).
+    pub fn timeout(&mut self) {
+        let now = self.backend.now_ms();
+        if now < self.last_gc + GC_PERIOD_MS {
+            return;
+        }
+        self.last_gc = now;
+        let mut gone = Vec::new();
+        for (&id, c) in self.caps.iter_mut() {
+            if let Some(irq) = c.guest_irq
+                && !self.backend.is_alive(irq)
+            {
+                gone.push(id);
+                continue;
+            }
+            match self.backend.has_users(c.gate) {
+                Ok(true) => c.had_users = true,
+                Ok(false) if c.had_users => gone.push(id),
+                _ => {}
+            }
+        }
+        for id in gone {
+            self.free_port(id);
+        }
+    }
+
+    /// How long the loop may wait for a message, in ms (`Some(0)`: work is
+    /// pending).
+    pub fn next_timeout_ms(&mut self) -> Option<u64> {
+        if self.has_work() {
+            return Some(0);
+        }
+        if self.caps.is_empty() {
+            return None;
+        }
+        let now = self.backend.now_ms();
+        Some((self.last_gc + GC_PERIOD_MS).saturating_sub(now))
+    }
+
+    /// Frees port `id` and its capabilities.
+    pub fn free_port(&mut self, id: PortId) {
+        let Some(c) = self.caps.remove(&id) else {
+            return;
+        };
+        self.pending.retain(|&p| p != id);
+        if let Some(p) = self.switch.remove_port(id) {
+            self.backend.log(&format!(
+                "{}: its driver is gone; port freed ({} frames sent, {} received, {} dropped)",
+                p.name, p.stats.tx, p.stats.rx, p.stats.rx_dropped
+            ));
+        }
+        self.backend.delete(c.gate);
+        if let Some(k) = c.kick {
+            self.backend.delete(k);
+        }
+        if let Some(i) = c.guest_irq {
+            self.backend.release(i);
+        }
+        for d in c.dataspaces {
+            self.backend.release(d);
+        }
+    }
+
+    /// The Factory protocol: `create(0, args...)` makes a port.
+    fn factory(&mut self, tag: MsgTag, mrs: &mut [u64; MR_COUNT]) -> MsgTag {
+        match self.create(tag, mrs) {
+            Ok(gate) => encode_reply(&RcvCap::new(gate, CapRights::RWS), mrs),
+            Err(e) => error_reply(e),
+        }
+    }
+
+    fn create(&mut self, tag: MsgTag, mrs: &[u64; MR_COUNT]) -> Result<u64, Error> {
+        if tag.label() != Factory::ID {
+            return Err(Error::BadProto);
+        }
+        let mut r = Reader::new(tag, &mrs[..])?;
+        let proto = r.word()? as i64;
+        if proto != VIRTIO_PROTO {
+            self.backend.log(&format!(
+                "create: protocol {proto} refused: ports are created with protocol 0 (virtio)"
+            ));
+            return Err(Error::NoSys);
+        }
+        let args = VarArgs::decode(&mut r)?;
+        r.finish()?;
+        let mut parsed = Vec::new();
+        let mut buf = [0u8; 512];
+        for a in args.iter() {
+            match a.map_err(|()| Error::Inval)? {
+                Varg::Nil => {}
+                Varg::Umword(v) => parsed.push(CreateArg::Int(v as i64)),
+                Varg::Mword(v) => parsed.push(CreateArg::Int(v)),
+                s @ Varg::Str(..) => {
+                    let b = str_bytes(&s, &mut buf).ok_or(Error::TooBig)?;
+                    let s = String::from_utf8(b.to_vec()).map_err(|_| Error::Inval)?;
+                    parsed.push(CreateArg::Str(s));
+                }
+                Varg::Fpage(_) => return Err(Error::Inval),
+            }
+        }
+        let opts = match PortOptions::parse(&parsed) {
+            Ok(o) => o,
+            Err(e) => {
+                self.backend.log(&format!("create: {e}"));
+                return Err(Error::Inval);
+            }
+        };
+        let id = self.switch.add_port(opts);
+        let gate = match self.backend.create_gate(port_label(id)) {
+            Ok(g) => g,
+            Err(e) => {
+                self.switch.remove_port(id);
+                return Err(e);
+            }
+        };
+        self.caps.insert(
+            id,
+            PortCaps {
+                gate,
+                ..PortCaps::default()
+            },
+        );
+        if let Some(p) = self.switch.port(id) {
+            let line = format!("{}: created, address {}", p.name, mac::format(&p.mac));
+            self.backend.log(&line);
+        }
+        Ok(gate)
+    }
+}
+
+/// The virtio protocol on one port's gate.
+struct PortObj<'a, B> {
+    svc: &'a mut Service<B>,
+    id: PortId,
+}
+
+impl<B: Backend> PortObj<'_, B> {
+    fn parts(&mut self) -> Result<(&mut crate::port::Port, &mut PortCaps, &mut B), Error> {
+        let port = self.svc.switch.port(self.id).ok_or(Error::NoEnt)?;
+        let caps = self.svc.caps.get_mut(&self.id).ok_or(Error::NoEnt)?;
+        Ok((port, caps, &mut self.svc.backend))
+    }
+}
+
+impl<B: Backend> VirtioServer for PortObj<'_, B> {
+    fn set_status(&mut self, _: &Ctx, status: u32) -> Result<u32, Error> {
+        let (port, _, backend) = self.parts()?;
+        let before = port.running();
+        let s = port.set_status(status);
+        if port.running() && !before {
+            let line = format!("{}: up", port.name);
+            backend.log(&line);
+        }
+        Ok(s)
+    }
+
+    fn config_queue(&mut self, _: &Ctx, index: u32, queue: QueueConfig) -> Result<(), Error> {
+        self.parts()?.0.config_queue(index, queue)
+    }
+
+    fn register_iface(&mut self, _: &Ctx, guest_irq: CapArg) -> Result<RcvCap, Error> {
+        let label = port_label(self.id) + labels::KICK;
+        let (_, caps, backend) = self.parts()?;
+        if caps.guest_irq.is_some() {
+            return Err(Error::Exist);
+        }
+        let irq = backend.adopt_received(guest_irq.index)?;
+        let kick = match backend.create_irq(label) {
+            Ok(k) => k,
+            Err(e) => {
+                backend.release(irq);
+                return Err(e);
+            }
+        };
+        caps.guest_irq = Some(irq);
+        caps.kick = Some(kick);
+        Ok(RcvCap::new(kick, CapRights::RWS))
+    }
+
+    fn register_ds(
+        &mut self,
+        _: &Ctx,
+        ds: CapArg,
+        base: u64,
+        offset: u64,
+        size: u64,
+    ) -> Result<(), Error> {
+        let (port, caps, backend) = self.parts()?;
+        if !port.takes_dataspace() {
+            return Err(Error::NoSpc);
+        }
+        if size == 0 || base.checked_add(size).is_none() || offset.checked_add(size).is_none() {
+            return Err(Error::Inval);
+        }
+        let cap = backend.adopt_received(ds.index)?;
+        let ram = match backend.attach(cap, offset, size) {
+            Ok(r) => r,
+            Err(e) => {
+                backend.release(cap);
+                return Err(e);
+            }
+        };
+        match port.register(ram, base) {
+            Ok(()) => {
+                caps.dataspaces.push(cap);
+                Ok(())
+            }
+            Err(e) => {
+                backend.release(cap);
+                Err(e)
+            }
+        }
+    }
+
+    fn device_info(&mut self, _: &Ctx) -> Result<DeviceInfo, Error> {
+        Ok(self.parts()?.0.info())
+    }
+
+    fn set_features(&mut self, _: &Ctx, features: u64) -> Result<(), Error> {
+        self.parts()?.0.set_features(features)
+    }
+
+    fn read_config(&mut self, _: &Ctx, offset: u32, size: u8) -> Result<u64, Error> {
+        self.parts()?.0.read_config(offset, size)
+    }
+
+    fn write_config(&mut self, _: &Ctx, _: u32, _: u8, _: u64) -> Result<(), Error> {
+        // The address and the status are the device's.
+        Err(Error::Perm)
+    }
+}
+
+/// Every label reaches the service (it answers unknown ones itself).
+impl<B: Backend> l4_ipc::Handler for Service<B> {
+    fn handle(&mut self, ctx: &Ctx, tag: MsgTag, mrs: &mut [u64; MR_COUNT]) -> MsgTag {
+        self.serve(ctx.label(), tag, mrs)
+            .unwrap_or(MsgTag::new(0, 0, 0, 0))
+    }
+}
+
+impl<B: Backend> l4_ipc::Registry for Service<B> {
+    fn handler(&mut self, _label: u64) -> Option<&mut dyn l4_ipc::Handler> {
+        Some(self)
+    }
+}

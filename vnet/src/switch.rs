@@ -1,0 +1,187 @@
+//! The switch: its ports, the learned addresses, and the forwarding of
+//! frames from a port's transmit queue to the other ports' receive
+//! queues.
+//!
+//! A frame to a learned unicast address goes to that port only; a frame
+//! to a broadcast or multicast address, or to an address not learned
+//! yet, goes to every other port (flooding); a frame to an address on
+//! its own port is dropped. A port that has no receive buffer (its driver
+//! does not read) loses the frame; nobody waits for it. A port whose
+//! queues are malformed stops (`NEEDS_RESET`) and loses its frames until
+//! its driver resets it; the others go on.
+
+use std::collections::BTreeMap;
+
+use crate::mac::{Mac, MacTable, Route};
+use crate::port::{Delivery, MAX_FRAME, Port, PortOptions};
+
+/// A port's number.
+pub type PortId = u32;
+
+/// Addresses the switch learns at most.
+pub const MAC_CAPACITY: usize = 1024;
+/// Frames taken from one port before the others get their turn.
+pub const BUDGET: usize = 64;
+
+/// What a round of forwarding did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Ports whose driver wants an interrupt now.
+    pub notify: Vec<PortId>,
+    /// The source port has more frames (its budget ran out).
+    pub more: bool,
+    /// Ports that failed (malformed queues), with the error.
+    pub failed: Vec<(PortId, String)>,
+    /// Addresses learned (new, or moved to their port).
+    pub learned: Vec<(PortId, Mac)>,
+}
+
+impl Outcome {
+    fn notify(&mut self, p: PortId) {
+        if !self.notify.contains(&p) {
+            self.notify.push(p);
+        }
+    }
+}
+
+/// The switch.
+#[derive(Debug)]
+pub struct Switch {
+    ports: BTreeMap<PortId, Port>,
+    macs: MacTable<PortId>,
+    next: PortId,
+    frame: Vec<u8>,
+}
+
+impl Default for Switch {
+    fn default() -> Switch {
+        Switch::new()
+    }
+}
+
+impl Switch {
+    /// A switch without ports.
+    pub fn new() -> Switch {
+        Switch {
+            ports: BTreeMap::new(),
+            macs: MacTable::new(MAC_CAPACITY),
+            next: 0,
+            frame: vec![0; MAX_FRAME],
+        }
+    }
+
+    /// The address a port gets unless it asks for one: locally
+    /// administered, with the port number.
+    pub fn default_mac(id: PortId) -> Mac {
+        let b = id.to_be_bytes();
+        [0x02, 0x08, b[0], b[1], b[2], b[3].wrapping_add(1)]
+    }
+
+    /// Adds a port; its number.
+    pub fn add_port(&mut self, opts: PortOptions) -> PortId {
+        let id = self.next;
+        self.next += 1;
+        let port = Port::new(format!("port{id}"), Switch::default_mac(id), opts);
+        self.ports.insert(id, port);
+        id
+    }
+
+    /// Removes a port and forgets its addresses.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
+        self.macs.forget_port(id);
+        self.ports.remove(&id)
+    }
+
+    /// A port.
+    pub fn port(&mut self, id: PortId) -> Option<&mut Port> {
+        self.ports.get_mut(&id)
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> impl Iterator<Item = (PortId, &Port)> {
+        self.ports.iter().map(|(&i, p)| (i, p))
+    }
+
+    /// The learned addresses.
+    pub fn macs(&self) -> &MacTable<PortId> {
+        &self.macs
+    }
+
+    /// Forwards up to [`BUDGET`] frames from port `src`'s transmit queue.
+    pub fn transmit(&mut self, src: PortId) -> Outcome {
+        let mut out = Outcome::default();
+        let Some(port) = self.ports.get_mut(&src) else {
+            return out;
+        };
+        port.set_tx_busy(true);
+        let mut sent = 0;
+        loop {
+            if sent == BUDGET {
+                out.more = true;
+                break;
+            }
+            let port = self.ports.get_mut(&src).expect("the source port exists");
+            let len = match port.take_frame(&mut self.frame) {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    // Idle: let the driver kick again, then look once more
+                    // for a frame made available meanwhile.
+                    port.set_tx_busy(false);
+                    match port.take_frame(&mut self.frame) {
+                        Ok(Some(len)) => {
+                            port.set_tx_busy(true);
+                            len
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            out.failed.push((src, e.to_string()));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    out.failed.push((src, e.to_string()));
+                    break;
+                }
+            };
+            sent += 1;
+            self.forward(src, len, &mut out);
+        }
+        if sent > 0
+            && let Some(p) = self.ports.get(&src)
+            && p.tx_wants_interrupt()
+        {
+            out.notify(src);
+        }
+        out
+    }
+
+    /// Sends the frame in `self.frame[..len]` from `src` where it goes.
+    fn forward(&mut self, src: PortId, len: usize, out: &mut Outcome) {
+        let frame = &self.frame[..len];
+        let dst: Mac = frame[0..6]
+            .try_into()
+            .expect("frames have an Ethernet header");
+        let from: Mac = frame[6..12]
+            .try_into()
+            .expect("frames have an Ethernet header");
+        if self.macs.learn(&from, src) {
+            out.learned.push((src, from));
+        }
+        let targets: Vec<PortId> = match self.macs.route(&dst, src) {
+            Route::Drop => return,
+            Route::Port(p) => vec![p],
+            Route::Flood => self.ports.keys().copied().filter(|&p| p != src).collect(),
+        };
+        for t in targets {
+            let Some(port) = self.ports.get_mut(&t) else {
+                continue;
+            };
+            match port.deliver(frame) {
+                Ok(Delivery::Done { notify: true }) => out.notify(t),
+                Ok(_) => {}
+                Err(e) => out.failed.push((t, e.to_string())),
+            }
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! The switch through its IPC side, with drivers writing their queues
+//! into memory as a guest would, and a fake kernel.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use l4_abi::{CapRights, Error, MsgTag};
+use l4_ipc::protocols::FactoryClient;
+use l4_ipc::varg::VarArgs;
+use l4_ipc::virtio::{F_VERSION_1, QueueConfig, VirtioClient, queue_flags, status};
+use l4_ipc::{CapArg, Loopback, MR_COUNT, RecvBufs};
+use uvmm::memory::{GuestMemory, Ram};
+use vnet::port::{F_MAC, HDR_LEN, RXQ, TXQ};
+use vnet::service::{Backend, Service, labels};
+use vnet::switch::BUDGET;
+
+const BASE: u64 = 0x4000_0000;
+const RAM: usize = 0x4_0000;
+const QSIZE: u16 = 16;
+/// Queue q's rings at BASE + q * 0x1000 (desc), + 0x400 (avail), + 0x800 (used).
+const fn ring(q: usize) -> (u64, u64, u64) {
+    let b = BASE + q as u64 * 0x1000;
+    (b, b + 0x400, b + 0x800)
+}
+/// Buffers: 2 KiB each from 0x10000 on, RX ones below TX ones.
+const fn buffer(q: usize, i: u16) -> u64 {
+    BASE + 0x1_0000 + (q as u64 * QSIZE as u64 + i as u64) * 0x800
+}
+
+#[derive(Default)]
+struct Fake {
+    now: u64,
+    attach: VecDeque<Arc<Ram>>,
+    triggered: Vec<u64>,
+    deleted: Vec<u64>,
+    released: Vec<u64>,
+    users: std::collections::BTreeMap<u64, bool>,
+    dead: Vec<u64>,
+    log: Vec<String>,
+    next_irq: u64,
+}
+
+impl Backend for Fake {
+    fn now_ms(&mut self) -> u64 {
+        self.now
+    }
+    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
+        // The loopback reaches the object with label n through cap n.
+        Ok(label)
+    }
+    fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
+        self.next_irq += 1;
+        Ok(label)
+    }
+    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
+        Ok(slot)
+    }
+    fn attach(&mut self, _ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error> {
+        let r = self.attach.pop_front().ok_or(Error::Inval)?;
+        if offset != 0 || size != r.len() {
+            return Err(Error::Inval);
+        }
+        Ok(r)
+    }
+    fn trigger(&mut self, irq: u64) {
+        self.triggered.push(irq);
+    }
+    fn delete(&mut self, cap: u64) {
+        self.deleted.push(cap);
+    }
+    fn release(&mut self, cap: u64) {
+        self.released.push(cap);
+    }
+    fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
+        self.users.get(&gate).copied().ok_or(Error::NoSys)
+    }
+    fn is_alive(&mut self, cap: u64) -> bool {
+        !self.dead.contains(&cap)
+    }
+    fn log(&mut self, line: &str) {
+        self.log.push(line.to_string());
+    }
+}
+
+type Lb = Loopback<Service<Fake>>;
+
+fn switch() -> Lb {
+    let mut lb = Loopback::new(Service::new(Fake::default()));
+    lb.server_rcv = RecvBufs::cap_slot(0x900);
+    lb
+}
+
+fn create(lb: &mut Lb, args: &VarArgs) -> Result<u64, Error> {
+    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut *lb);
+    f.rcv = RecvBufs::cap_slot(0x700);
+    f.create(0, args)?;
+    // The loopback lands the gate in the receive slot; calls reach the
+    // port through its label.
+    let id = lb.objects.switch.ports().last().map(|p| p.0).unwrap();
+    Ok(lb.objects.gate(id).unwrap())
+}
+
+fn four() -> VarArgs {
+    let mut a = VarArgs::new();
+    a.push_int(4).unwrap();
+    a
+}
+
+/// A guest driving one port: its RAM, the queues' positions.
+struct Driver {
+    gate: u64,
+    mem: GuestMemory,
+    mac: [u8; 6],
+    avail: [u16; 2],
+    used_seen: [u16; 2],
+    kick: u64,
+}
+
+impl Driver {
+    /// Creates a port and brings it up as Linux would.
+    fn up(lb: &mut Lb, flags: u32) -> Driver {
+        let gate = create(lb, &four()).unwrap();
+        let ram = Arc::new(Ram::zeroed(RAM));
+        lb.objects.backend.attach.push_back(ram.clone());
+        let mem = GuestMemory::fill(ram, &[(BASE, RAM as u64)]).unwrap();
+        let mut c = VirtioClient::with_transport(gate, &mut *lb);
+        c.rcv = RecvBufs::cap_slot(0x600);
+        assert_eq!(
+            c.register_iface(CapArg::new(5, CapRights::RW))
+                .unwrap()
+                .index(),
+            0x600
+        );
+        let kick = gate + labels::KICK;
+        c.register_ds(CapArg::new(6, CapRights::RW), BASE, 0, RAM as u64)
+            .unwrap();
+        let mac = Driver::start(&mut c, flags);
+        Driver {
+            gate,
+            mem,
+            mac,
+            avail: [0; 2],
+            used_seen: [0; 2],
+            kick,
+        }
+    }
+
+    /// Negotiates and sets the queues up (after creation or a reset); the
+    /// port's address.
+    fn start(c: &mut VirtioClient<&mut Lb>, flags: u32) -> [u8; 6] {
+        let info = c.device_info().unwrap();
+        assert_eq!((info.device_id, info.num_queues), (1, 2));
+        let s = status::ACKNOWLEDGE | status::DRIVER;
+        c.set_status(s).unwrap();
+        c.set_features(F_VERSION_1 | F_MAC).unwrap();
+        assert_eq!(
+            c.set_status(s | status::FEATURES_OK).unwrap(),
+            s | status::FEATURES_OK
+        );
+        let mut mac = [0u8; 6];
+        for (i, b) in mac.iter_mut().enumerate() {
+            *b = c.read_config(i as u32, 1).unwrap() as u8;
+        }
+        for q in [RXQ, TXQ] {
+            let (desc, avail, used) = ring(q);
+            let cfg = QueueConfig {
+                size: QSIZE,
+                desc,
+                avail,
+                used,
+                flags: if q == TXQ { flags } else { 0 },
+            };
+            c.config_queue(q as u32, cfg).unwrap();
+        }
+        let s = s | status::FEATURES_OK | status::DRIVER_OK;
+        assert_eq!(c.set_status(s).unwrap(), s);
+        mac
+    }
+
+    fn desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = ring(q).0 + 16 * u64::from(i);
+        self.mem.write(d, &addr.to_le_bytes()).unwrap();
+        self.mem.write_u32(d + 8, len).unwrap();
+        self.mem.write_u16(d + 12, flags).unwrap();
+        self.mem.write_u16(d + 14, next).unwrap();
+    }
+
+    fn make_available(&mut self, q: usize, head: u16) {
+        let avail = ring(q).1;
+        let slot = u64::from(self.avail[q] % QSIZE);
+        self.mem.write_u16(avail + 4 + 2 * slot, head).unwrap();
+        self.avail[q] = self.avail[q].wrapping_add(1);
+        self.mem.write_u16(avail + 2, self.avail[q]).unwrap();
+    }
+
+    /// Posts all receive buffers.
+    fn post_rx(&mut self) {
+        for i in 0..QSIZE {
+            self.desc(RXQ, i, buffer(RXQ, i), 0x800, 2, 0);
+            self.make_available(RXQ, i);
+        }
+    }
+
+    /// Queues a frame to `dst` (header and frame in one buffer).
+    fn send(&mut self, dst: [u8; 6], payload: &[u8]) {
+        let i = self.avail[TXQ] % QSIZE;
+        let mut f = vec![0u8; HDR_LEN];
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&self.mac);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(payload);
+        self.mem.write(buffer(TXQ, i), &f).unwrap();
+        self.desc(TXQ, i, buffer(TXQ, i), f.len() as u32, 0, 0);
+        self.make_available(TXQ, i);
+    }
+
+    /// The payloads received since the last look.
+    fn received(&mut self) -> Vec<Vec<u8>> {
+        let used = ring(RXQ).2;
+        let idx = self.mem.read_u16(used + 2).unwrap();
+        let mut out = Vec::new();
+        while self.used_seen[RXQ] != idx {
+            let e = used + 4 + 8 * u64::from(self.used_seen[RXQ] % QSIZE);
+            let head = self.mem.read_u32(e).unwrap() as u16;
+            let len = self.mem.read_u32(e + 4).unwrap() as usize;
+            let mut b = vec![0u8; len];
+            self.mem.read(buffer(RXQ, head), &mut b).unwrap();
+            assert_eq!(b[10], 1, "num_buffers");
+            out.push(b[HDR_LEN + 14..].to_vec());
+            self.used_seen[RXQ] = self.used_seen[RXQ].wrapping_add(1);
+        }
+        out
+    }
+
+    /// Transmitted buffers the switch gave back.
+    fn tx_done(&self) -> u16 {
+        self.mem.read_u16(ring(TXQ).2 + 2).unwrap()
+    }
+}
+
+/// Kicks like the Irq would, then lets the switch work until idle.
+fn kick(lb: &mut Lb, d: &Driver) {
+    let mut mrs = [0u64; MR_COUNT];
+    assert_eq!(
+        lb.objects.serve(d.kick, MsgTag::new(0, 0, 0, 0), &mut mrs),
+        None
+    );
+    while lb.objects.has_work() {
+        lb.objects.work();
+    }
+}
+
+#[test]
+fn learning_broadcast_and_unknown() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, 0);
+    let mut b = Driver::up(&mut lb, 0);
+    let mut c = Driver::up(&mut lb, 0);
+    assert_ne!(a.mac, b.mac);
+    for d in [&mut a, &mut b, &mut c] {
+        d.post_rx();
+    }
+    // Broadcast from A: B and C.
+    a.send([0xff; 6], b"who has");
+    kick(&mut lb, &a);
+    assert_eq!(a.tx_done(), 1);
+    assert_eq!(b.received(), [b"who has".to_vec()]);
+    assert_eq!(c.received(), [b"who has".to_vec()]);
+    assert!(a.received().is_empty());
+    // B to A, learned: only A.
+    b.send(a.mac, b"is at");
+    kick(&mut lb, &b);
+    assert_eq!(a.received(), [b"is at".to_vec()]);
+    assert!(c.received().is_empty());
+    // A to B (learned from its reply): only B.
+    a.send(b.mac, b"ping");
+    kick(&mut lb, &a);
+    assert_eq!(b.received(), [b"ping".to_vec()]);
+    assert!(c.received().is_empty());
+    // To an address nobody has shown: every other port.
+    a.send([2, 9, 9, 9, 9, 9], b"unknown");
+    kick(&mut lb, &a);
+    assert_eq!(b.received().len(), 1);
+    assert_eq!(c.received().len(), 1);
+    let log = &lb.objects.backend.log;
+    assert!(
+        log.iter().any(|l| l == "port0: 02:08:00:00:00:01 is here"),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l == "port1: 02:08:00:00:00:02 is here"));
+    // Drivers were notified: A for its sent buffers, B and C for frames.
+    let t = &lb.objects.backend.triggered;
+    assert!(
+        t.contains(&0x900),
+        "guest Irqs are the received slot: {t:x?}"
+    );
+}
+
+#[test]
+fn a_port_that_does_not_read_loses_frames_only_itself() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, 0);
+    let mut b = Driver::up(&mut lb, 0);
+    let mut c = Driver::up(&mut lb, 0);
+    a.post_rx();
+    b.post_rx();
+    // C never posts receive buffers.
+    for n in 0..40u8 {
+        a.send([0xff; 6], &[n]);
+        if n % 8 == 7 {
+            kick(&mut lb, &a);
+        }
+    }
+    kick(&mut lb, &a);
+    assert_eq!(a.tx_done(), 40, "the sender is never held up");
+    // B got what fitted into its 16 buffers.
+    assert_eq!(b.received().len(), 16);
+    assert!(c.received().is_empty());
+    let stats = lb
+        .objects
+        .switch
+        .ports()
+        .map(|(_, p)| p.stats)
+        .collect::<Vec<_>>();
+    assert_eq!(stats[2].rx_dropped, 40);
+}
+
+#[test]
+fn malformed_chains_stop_only_their_port() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, 0);
+    let mut b = Driver::up(&mut lb, 0);
+    let mut c = Driver::up(&mut lb, 0);
+    c.post_rx();
+    b.post_rx();
+    // A: a descriptor loop.
+    a.desc(TXQ, 0, buffer(TXQ, 0), 64, 1, 1);
+    a.desc(TXQ, 1, buffer(TXQ, 1), 64, 1, 0);
+    a.make_available(TXQ, 0);
+    kick(&mut lb, &a);
+    let port_a = lb.objects.switch.port(0).unwrap();
+    assert!(!port_a.running());
+    assert_ne!(port_a.status() & status::NEEDS_RESET, 0);
+    assert!(
+        lb.objects.backend.log.iter().any(|l| l.contains("loops")),
+        "{:?}",
+        lb.objects.backend.log
+    );
+    // B: a head beyond the queue; C: a buffer outside its memory.
+    b.make_available(TXQ, 99);
+    kick(&mut lb, &b);
+    assert!(!lb.objects.switch.port(1).unwrap().running());
+    c.desc(TXQ, 0, 0x1000, 64, 0, 0);
+    c.make_available(TXQ, 0);
+    kick(&mut lb, &c);
+    assert!(!lb.objects.switch.port(2).unwrap().running());
+    // A fourth port and a fresh one still talk; the stopped ports lose
+    // their frames and nothing stalls.
+    let mut d = Driver::up(&mut lb, 0);
+    let mut e = Driver::up(&mut lb, 0);
+    e.post_rx();
+    d.send([0xff; 6], b"still here");
+    kick(&mut lb, &d);
+    assert_eq!(e.received(), [b"still here".to_vec()]);
+    // A resets, sets up again on fresh rings and talks.
+    let mut c = VirtioClient::with_transport(a.gate, &mut lb);
+    c.rcv = RecvBufs::cap_slot(0x600);
+    assert_eq!(c.set_status(0), Ok(0));
+    a.mem.zero(BASE, 0x2000).unwrap();
+    Driver::start(&mut c, 0);
+    a.avail = [0; 2];
+    a.used_seen = [0; 2];
+    assert!(lb.objects.switch.port(0).unwrap().running());
+    a.send([0xff; 6], b"back");
+    kick(&mut lb, &a);
+    assert_eq!(e.received(), [b"back".to_vec()]);
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    let mut lb = switch();
+    let d = Driver::up(&mut lb, 0);
+    let mut c = VirtioClient::with_transport(d.gate, &mut lb);
+    let q = QueueConfig {
+        size: QSIZE,
+        desc: ring(0).0,
+        avail: ring(0).1,
+        used: ring(0).2,
+        flags: 0,
+    };
+    assert_eq!(c.config_queue(0, q), Err(Error::Perm), "running");
+    c.set_status(0).unwrap();
+    assert_eq!(c.config_queue(2, q), Err(Error::Inval), "no queue 2");
+    assert_eq!(c.config_queue(u32::MAX, q), Err(Error::Inval));
+    assert_eq!(
+        c.config_queue(0, QueueConfig { size: 3, ..q }),
+        Err(Error::Inval)
+    );
+    assert_eq!(
+        c.config_queue(0, QueueConfig { used: 0x1000, ..q }),
+        Err(Error::Range)
+    );
+    assert_eq!(c.set_features(1 << 40), Err(Error::Inval));
+    assert_eq!(c.read_config(7, 2), Err(Error::Inval));
+    assert_eq!(c.read_config(6, 2), Ok(1), "link up");
+    assert_eq!(c.write_config(0, 1, 0), Err(Error::Perm));
+    assert_eq!(
+        c.register_iface(CapArg::new(5, CapRights::RW)).map(|_| ()),
+        Err(Error::Exist)
+    );
+    // More dataspaces than ds-max (4): one is registered already.
+    for i in 0..3u64 {
+        let r = Arc::new(Ram::zeroed(0x1000));
+        c.transport.objects.backend.attach.push_back(r);
+        c.register_ds(
+            CapArg::new(6, CapRights::RW),
+            0x1000_0000 * (i + 1),
+            0,
+            0x1000,
+        )
+        .unwrap();
+    }
+    c.transport
+        .objects
+        .backend
+        .attach
+        .push_back(Arc::new(Ram::zeroed(0x1000)));
+    assert_eq!(
+        c.register_ds(CapArg::new(6, CapRights::RW), 0x9000_0000, 0, 0x1000),
+        Err(Error::NoSpc)
+    );
+    // Overlapping memory.
+    let mut lb2 = switch();
+    let d2 = Driver::up(&mut lb2, 0);
+    let mut c2 = VirtioClient::with_transport(d2.gate, &mut lb2);
+    c2.transport
+        .objects
+        .backend
+        .attach
+        .push_back(Arc::new(Ram::zeroed(0x1000)));
+    assert_eq!(
+        c2.register_ds(CapArg::new(6, CapRights::RW), BASE + 0x1000, 0, 0x1000),
+        Err(Error::Exist)
+    );
+    assert_eq!(
+        c2.register_ds(CapArg::new(6, CapRights::RW), u64::MAX, 0, 0x1000),
+        Err(Error::Inval)
+    );
+    // Unknown labels.
+    let mut mrs = [0u64; MR_COUNT];
+    let r = lb2
+        .objects
+        .serve(0x8000, MsgTag::new(0, 1, 0, 0), &mut mrs)
+        .unwrap();
+    assert_eq!(r.to_result(), Err(Error::NoEnt));
+}
+
+#[test]
+fn port_options() {
+    let mut lb = switch();
+    let mut a = VarArgs::new();
+    a.push_str("ds-max=2").unwrap();
+    a.push_str("mac=02:aa:00:00:00:01").unwrap();
+    a.push_str("name=vm1").unwrap();
+    let gate = create(&mut lb, &a).unwrap();
+    let mut c = VirtioClient::with_transport(gate, &mut lb);
+    assert_eq!(c.read_config(0, 1), Ok(2));
+    assert_eq!(c.read_config(1, 1), Ok(0xaa));
+    for bad in [
+        "vlan=access=3",
+        "ds-max=0",
+        "ds-max=x",
+        "mac=ff:ff:ff:ff:ff:ff",
+        "mac=1",
+    ] {
+        let mut a = VarArgs::new();
+        a.push_str(bad).unwrap();
+        assert_eq!(create(&mut lb, &a), Err(Error::Inval), "{bad}");
+    }
+    let mut a = VarArgs::new();
+    a.push_int(65).unwrap();
+    assert_eq!(create(&mut lb, &a), Err(Error::Inval));
+    // Another protocol than virtio.
+    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
+    f.rcv = RecvBufs::cap_slot(0x700);
+    assert_eq!(
+        f.create(-13, &VarArgs::new()).map(|_| ()),
+        Err(Error::NoSys)
+    );
+    assert!(
+        lb.objects
+            .backend
+            .log
+            .iter()
+            .any(|l| l.contains("unknown port option 'vlan=access=3'"))
+    );
+}
+
+#[test]
+fn ports_whose_driver_is_gone_are_freed() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, 0);
+    let mut b = Driver::up(&mut lb, 0);
+    b.post_rx();
+    a.send(b.mac, b"x");
+    kick(&mut lb, &a);
+    let svc = &mut lb.objects;
+    svc.backend.users.insert(a.gate, true);
+    svc.backend.users.insert(b.gate, true);
+    svc.backend.now = 2000;
+    svc.timeout();
+    assert_eq!(svc.port_count(), 2);
+    svc.backend.users.insert(b.gate, false);
+    svc.backend.now = 4000;
+    svc.timeout();
+    assert_eq!(svc.port_count(), 1);
+    assert!(svc.backend.deleted.contains(&b.gate));
+    assert!(
+        svc.switch.macs().lookup(&b.mac).is_none(),
+        "its addresses are forgotten"
+    );
+    // Frames to it are flooded to nobody; the sender goes on.
+    a.send(b.mac, b"y");
+    kick(&mut lb, &a);
+    assert_eq!(a.tx_done(), 2);
+    assert!(b.received().len() == 1);
+    // A driver whose task ended: its Irq is gone, although the port's
+    // creator still holds the gate.
+    let mut c = Driver::up(&mut lb, 0);
+    c.post_rx();
+    let svc = &mut lb.objects;
+    assert_eq!(svc.port_count(), 2);
+    svc.backend.dead.push(0x900);
+    svc.backend.now = 6000;
+    svc.timeout();
+    assert_eq!(
+        svc.port_count(),
+        0,
+        "both drivers' Irqs were in the slot 0x900"
+    );
+    assert!(svc.backend.log.iter().any(|l| l.contains("port freed")));
+}
+
+#[test]
+fn busy_senders_take_turns() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
+    let mut b = Driver::up(&mut lb, 0);
+    a.post_rx();
+    b.post_rx();
+    let n = QSIZE.min(BUDGET as u16);
+    for i in 0..n {
+        a.send(b.mac, &[i as u8]);
+    }
+    let mut mrs = [0u64; MR_COUNT];
+    lb.objects.serve(a.kick, MsgTag::new(0, 0, 0, 0), &mut mrs);
+    assert!(lb.objects.has_work());
+    assert_eq!(lb.objects.next_timeout_ms(), Some(0));
+    lb.objects.work();
+    assert_eq!(a.tx_done(), n);
+    // With no-notify the driver was told not to kick while busy, and to
+    // kick again once the switch went idle.
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+    assert_eq!(b.received().len(), usize::from(n));
+}
