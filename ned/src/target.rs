@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use l4::{Cap as KCap, Factory, SlotAlloc, Task};
@@ -29,6 +30,7 @@ use l4_ipc::varg::VarArgs;
 use l4_ipc::{CapArg, RecvBufs};
 use l4_loader::kernel::KernelSys;
 use l4_loader::{Child, ChildCaps, Host, NamedCap, StartArgs};
+use l4re::linux::{Sys, mman};
 
 use crate::backend::{
     Backend, BackendError, ExitCode, FactoryArg, Result, StartSpec, TaskId, TaskState,
@@ -71,9 +73,9 @@ impl Host for NedHost {
         // loader maps the runtime's code on from these pages, and a mapping
         // never gains rights on the way.
         let size = size.next_multiple_of(PAGE as u64).max(PAGE as u64);
-        let prot = linux::PROT_READ | linux::PROT_WRITE | linux::PROT_EXEC;
-        let flags = linux::MAP_PRIVATE | linux::MAP_ANONYMOUS;
-        let p = linux_syscall(linux::SYS_MMAP, [0, size, prot, flags, u64::MAX, 0]);
+        let prot = mman::PROT_READ | mman::PROT_WRITE | mman::PROT_EXEC;
+        let flags = mman::MAP_PRIVATE | mman::MAP_ANONYMOUS;
+        let p = linux_syscall(Sys::Mmap, [0, size, prot, flags, u64::MAX, 0]);
         if (p as i64) < 0 {
             return None;
         }
@@ -88,7 +90,7 @@ impl Host for NedHost {
 
     fn free_mem(&mut self, addr: u64, size: u64) {
         let size = size.next_multiple_of(PAGE as u64).max(PAGE as u64);
-        linux_syscall(linux::SYS_MUNMAP, [addr, size, 0, 0, 0, 0]);
+        linux_syscall(Sys::Munmap, [addr, size, 0, 0, 0, 0]);
     }
 
     fn write_mem(&mut self, addr: u64, bytes: &[u8]) {
@@ -98,22 +100,13 @@ impl Host for NedHost {
     }
 }
 
-/// The Linux system calls ned makes itself (served by its runtime).
-mod linux {
-    pub const SYS_MMAP: u64 = 222;
-    pub const SYS_MUNMAP: u64 = 215;
-    pub const PROT_READ: u64 = 1;
-    pub const PROT_WRITE: u64 = 2;
-    pub const PROT_EXEC: u64 = 4;
-    pub const MAP_PRIVATE: u64 = 2;
-    pub const MAP_ANONYMOUS: u64 = 0x20;
-}
-
 /// A Linux system call with six arguments.
-fn linux_syscall(nr: u64, a: [u64; 6]) -> u64 {
+fn linux_syscall(nr: Sys, a: [u64; 6]) -> u64 {
+    let nr = nr.nr();
     let ret: u64;
-    // SAFETY: mmap/munmap of anonymous memory ned owns; the runtime serves
-    // the call and touches nothing else of ours.
+    // SAFETY: mmap/munmap of memory ned owns (anonymous, or a `rom/` file
+    // read-only at a new place); the runtime serves the call and touches
+    // nothing else of ours.
     unsafe {
         core::arch::asm!("svc #0", inlateout("x0") a[0] => ret, in("x1") a[1], in("x2") a[2],
             in("x3") a[3], in("x4") a[4], in("x5") a[5], in("x8") nr, options(nostack));
@@ -121,8 +114,9 @@ fn linux_syscall(nr: u64, a: [u64; 6]) -> u64 {
     ret
 }
 
-/// A runtime image, page-aligned in ned's memory for the loader to map
-/// its read-only segments straight into every child (kept for good).
+/// A runtime image, the file mapped page-aligned into ned for the loader
+/// to map its read-only segments straight into every child (kept for
+/// good).
 struct Runtime {
     addr: u64,
     len: usize,
@@ -130,8 +124,8 @@ struct Runtime {
 
 impl Runtime {
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `addr .. addr + len` was allocated by `alloc_mem`, filled
-        // once and is never written or freed again.
+        // SAFETY: `addr .. addr + len` is the file mapped read-only by
+        // `TargetBackend::runtime`, never unmapped.
         unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
     }
 }
@@ -230,23 +224,34 @@ impl TargetBackend {
             .ok_or_else(|| BackendError::l4("ned has no capability slot left", Error::NoMem))
     }
 
-    /// The runtime at `path`, loaded once.
+    /// The runtime at `path`, mapped once: its file straight from `rom/`
+    /// (read-only and executable, every page present), so that every
+    /// child maps the same pages of the boot module.
     fn runtime(&mut self, path: &str) -> Result<(u64, usize)> {
         if let Some(r) = self.runtimes.get(path) {
             return Ok((r.addr, r.len));
         }
-        let file = self.read_rom(path)?;
-        let addr = self
-            .host
-            .alloc_mem(file.len() as u64)
-            .ok_or_else(|| BackendError::l4(format!("loading {path}"), Error::NoMem))?;
-        self.host.write_mem(addr, &file);
+        let fail = |e: &dyn std::fmt::Display| BackendError::new(format!("{path}: {e}"));
+        let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+        let len = file.metadata().map_err(|e| fail(&e))?.len();
+        if len == 0 {
+            return Err(fail(&"empty file"));
+        }
+        let prot = mman::PROT_READ | mman::PROT_EXEC;
+        let flags = mman::MAP_PRIVATE | mman::MAP_POPULATE;
+        let fd = file.as_raw_fd() as u64;
+        let addr = linux_syscall(Sys::Mmap, [0, len, prot, flags, fd, 0]);
+        if (addr as i64) < 0 {
+            return Err(fail(&std::io::Error::from_raw_os_error(
+                -(addr as i64) as i32,
+            )));
+        }
         let r = Runtime {
             addr,
-            len: file.len(),
+            len: len as usize,
         };
         self.runtimes.insert(path.to_string(), r);
-        Ok((addr, file.len()))
+        Ok((addr, len as usize))
     }
 
     /// The program's file as a dataspace, from ned's `rom` name space.

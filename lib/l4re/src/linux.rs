@@ -196,6 +196,8 @@ pub mod mman {
     pub const MAP_FIXED: u64 = 0x10;
     /// Not backed by a file.
     pub const MAP_ANONYMOUS: u64 = 0x20;
+    /// Map every page now rather than on first touch.
+    pub const MAP_POPULATE: u64 = 0x8000;
     /// At the address unless something is there.
     pub const MAP_FIXED_NOREPLACE: u64 = 0x100000;
     /// `mremap`: may move.

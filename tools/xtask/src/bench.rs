@@ -24,7 +24,7 @@ use crate::error::{Context, Error, Result, bail};
 use crate::image::Modules;
 use crate::packages::Need;
 use crate::qemu::{self, ConsoleMode};
-use crate::targets::{self, KERNEL_ALIAS, ROOTTASK_ALIAS, TargetCrate};
+use crate::targets::{self, KERNEL_ALIAS, MUSL_TARGET, ROOTTASK_ALIAS, TARGET_CRATES, TargetCrate};
 use crate::workspace::Workspace;
 
 pub fn run(ws: &Workspace, vars: &Vars, bench: &Bench) -> Result<()> {
@@ -167,6 +167,13 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         image.size,
         ws.show(&image.path)
     );
+    println!("std programs (stripped ELF, whether the entry has them or not):");
+    for c in TARGET_CRATES.iter().filter(|c| c.target == MUSL_TARGET) {
+        let path = c.path(ws);
+        if let Ok(size) = file_size(&path) {
+            println!("  {:<12} {size:>10} B  {}", c.binary, ws.show(&path));
+        }
+    }
     Ok(())
 }
 

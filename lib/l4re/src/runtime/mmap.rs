@@ -149,6 +149,18 @@ impl<B: Backend> Runtime<B> {
                 return Err(e);
             }
         }
+        if flags & mman::MAP_POPULATE != 0 {
+            // A file's pages as far as the file goes. As on Linux, a page
+            // that cannot be mapped now is left to its first touch.
+            let file_left = match self.fds.get(fd as u64).map(|d| &d.file) {
+                Ok(File::Rom(f)) if flags & mman::MAP_ANONYMOUS == 0 => {
+                    Some(f.size.saturating_sub(off))
+                }
+                _ => None,
+            };
+            let n = file_left.and_then(page_up).map_or(len, |n| n.min(len));
+            let _ = self.ensure(Space::Program, start, n, p.write());
+        }
         Ok(start)
     }
 

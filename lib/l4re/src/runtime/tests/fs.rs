@@ -66,6 +66,11 @@ fn rom_files() {
     let c = call(&mut rt, 1, 222, &[0, PAGE, 3, 2, fd, 0]) as u64;
     touch(&mut rt, c, true);
     assert_eq!(rt.b.prog_read(c, 5), b"hello", "private copy");
+    // MAP_POPULATE maps the file's pages at once, none past its end.
+    let flags = 2 | mman::MAP_POPULATE;
+    let p = call(&mut rt, 1, 222, &[0, 2 * PAGE, 5, flags, fd, 0]) as u64;
+    assert!(rt.b.pages.contains_key(&p), "populated");
+    assert!(rt.b.pages.range(p + PAGE..p + 2 * PAGE).next().is_none());
     assert_eq!(call(&mut rt, 1, 57, &[fd]), 0);
     assert_eq!(
         rt.b.prog_read(m, 5),

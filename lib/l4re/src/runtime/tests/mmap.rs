@@ -52,6 +52,12 @@ fn brk_mmap_munmap_mprotect() {
     assert!(rt.b.pages.range(a..a + len).next().is_none(), "unmapped");
     assert!(rt.regions().lookup(a).is_none());
 
+    // MAP_POPULATE: every page mapped before the first touch.
+    let flags = 0x22 | mman::MAP_POPULATE;
+    let a = call(&mut rt, 1, 222, &[0, 4 * PAGE, 3, flags, u64::MAX, 0]) as u64;
+    assert_eq!(rt.b.pages.range(a..a + 4 * PAGE).count(), 4);
+    assert_eq!(call(&mut rt, 1, 215, &[a, 4 * PAGE]), 0);
+
     // Hints, fixed mappings, refusals.
     let h = 0x20_0000_0000;
     assert_eq!(
