@@ -1,10 +1,8 @@
 //! Kernel memory: physical frames (buddy allocator over the free RAM the boot
 //! stage reported), the kernel heap, the linear map and device mappings.
 
-use buddy_system_allocator::{FrameAllocator, Heap, LockedHeapWithRescue};
-use core::alloc::Layout;
+use buddy_system_allocator::{FrameAllocator, LockedHeap};
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel_core::heap::{CHUNK, HeapReserve};
 use l4_bootinfo::{BootInfo, LINEAR_MAP_VA, MemKind};
 use l4_pgtable::{Attr, Tables};
 use spin::Mutex;
@@ -22,24 +20,7 @@ fn heap_size(free: u64, asked: Option<u64>) -> u64 {
 }
 
 #[global_allocator]
-static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow_heap);
-/// The heap's RAM, given to [`HEAP`] as allocations need it.
-static HEAP_RESERVE: Mutex<HeapReserve> = Mutex::new(HeapReserve::empty());
-/// Bytes reserved for the heap.
-static HEAP_TOTAL: AtomicU64 = AtomicU64::new(0);
-
-/// The allocator's rescue before it fails: the next piece of the
-/// reservation for an allocation of `layout` (if any is left).
-fn grow_heap(heap: &mut Heap<32>, layout: &Layout) {
-    let piece = HEAP_RESERVE
-        .lock()
-        .grow(layout.size() as u64, layout.align() as u64);
-    if let Some((start, end)) = piece {
-        // SAFETY: a piece of the heap's reservation (free RAM excluded from
-        // the frames, covered by the linear map), handed out only once.
-        unsafe { heap.add_to_heap(phys_to_virt(start) as usize, phys_to_virt(end) as usize) };
-    }
-}
+static HEAP: LockedHeap<32> = LockedHeap::empty();
 
 static FRAMES: Mutex<FrameAllocator<32>> = Mutex::new(FrameAllocator::new());
 static FREE_PAGES: AtomicU64 = AtomicU64::new(0);
@@ -63,46 +44,19 @@ pub unsafe fn bootinfo(pa: u64) -> &'static BootInfo {
     info
 }
 
-/// The heap's place `[start, end)`: at the top of the highest free RAM
-/// large enough, so that the frames come from the RAM next to the kernel
-/// and the boot's memory stays together; aligned to its size rounded up to
-/// a power of two where there is room for that (the allocator's largest
-/// blocks then fit), else to a [`CHUNK`], else to a page; `size` rounded
-/// up to a [`CHUNK`] where the RAM has it.
-fn heap_place(info: &BootInfo, size: u64) -> Option<(u64, u64)> {
-    let r = info
-        .mem()
-        .iter()
-        .filter(|r| r.kind == MemKind::Free && r.size >= size)
-        .max_by_key(|r| r.end())?;
-    let rounded = size.next_multiple_of(CHUNK);
-    let size = if rounded <= r.size { rounded } else { size };
-    let top = r.end() - size;
-    [size.next_power_of_two(), CHUNK, PAGE]
-        .into_iter()
-        .map(|align| top & !(align - 1))
-        .find(|&start| start >= r.base)
-        .map(|start| (start, start + size))
-}
-
-/// Reserves the heap's RAM and gives the allocator its first piece (the
-/// rest follows as allocations need it: see [`kernel_core::heap`]), then
-/// hands every other free page to the frame allocator (which itself needs
-/// the heap).
+/// Sets up the heap in the first free RAM large enough, then hands every
+/// other free page to the frame allocator (which itself needs the heap).
 pub fn init(info: &BootInfo, asked_heap: Option<u64>) {
     let heap_size = heap_size(info.total(MemKind::Free), asked_heap);
-    let (heap, heap_end) = heap_place(info, heap_size).unwrap_or_else(|| crate::arch::halt());
-    let mut reserve = HeapReserve::new(heap, heap_end);
-    HEAP_TOTAL.store(reserve.total(), Ordering::Relaxed);
-    if let Some((start, end)) = reserve.first() {
-        // SAFETY: free RAM the boot stage reported, now owned by the heap
-        // alone (excluded from the frames below); the linear map covers it.
-        unsafe {
-            HEAP.lock()
-                .add_to_heap(phys_to_virt(start) as usize, phys_to_virt(end) as usize)
-        };
-    }
-    *HEAP_RESERVE.lock() = reserve;
+    let heap = info
+        .find_free(heap_size, PAGE)
+        .unwrap_or_else(|| crate::arch::halt());
+    // SAFETY: free RAM the boot stage reported, now owned by the heap alone
+    // (excluded from the frames below); the linear map covers it.
+    unsafe {
+        HEAP.lock()
+            .init(phys_to_virt(heap) as usize, heap_size as usize)
+    };
     let mut frames = FRAMES.lock();
     let mut add = |start: u64, end: u64| {
         let (start, end) = (start.div_ceil(PAGE), end / PAGE);
@@ -114,7 +68,7 @@ pub fn init(info: &BootInfo, asked_heap: Option<u64>) {
     for r in info.mem().iter().filter(|r| r.kind == MemKind::Free) {
         if (r.base..r.end()).contains(&heap) {
             add(r.base, heap);
-            add(heap_end, r.end());
+            add(heap + heap_size, r.end());
         } else {
             add(r.base, r.end());
         }
@@ -170,9 +124,9 @@ pub fn free_bytes() -> u64 {
     FREE_PAGES.load(Ordering::Relaxed) * PAGE
 }
 
-/// Size of the kernel heap (all of its reservation).
+/// Size of the kernel heap.
 pub fn heap_bytes() -> u64 {
-    HEAP_TOTAL.load(Ordering::Relaxed)
+    HEAP.lock().stats_total_bytes() as u64
 }
 
 /// Kernel heap in use.
@@ -187,8 +141,9 @@ pub fn heap_used() -> u64 {
 /// capability slots) asks first and is refused with `NoMem` beyond it, so
 /// an allocation failure (which would stop the kernel) cannot be reached.
 pub fn heap_allows(bytes: u64) -> bool {
-    let total = heap_bytes();
-    let free = total.saturating_sub(HEAP.lock().stats_alloc_actual() as u64);
+    let h = HEAP.lock();
+    let total = h.stats_total_bytes() as u64;
+    let free = total - h.stats_alloc_actual() as u64;
     free >= (total / 32).max(256 << 10) + bytes
 }
 

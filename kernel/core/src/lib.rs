@@ -8,7 +8,6 @@
 //! * [`ipc_rules`]: invocation decoding, timeouts, message-transfer rules;
 //! * [`runqueue`]: per-CPU run queues, priorities, quanta, affinity;
 //! * [`quota`]: kernel-memory quotas of factories;
-//! * [`heap`]: where the kernel heap grows;
 //! * [`cmdline`]: boot options;
 //! * [`arch::aarch64::esr`]: exception syndromes (architecture knowledge);
 //! * [`input`]: console input and the escape into the kernel debugger.
@@ -26,7 +25,6 @@ extern crate alloc;
 pub mod arch;
 pub mod cap;
 pub mod cmdline;
-pub mod heap;
 pub mod input;
 pub mod ipc_rules;
 pub mod kobj;
