@@ -580,11 +580,15 @@ mod tests {
         assert!(parse_with(&["bench", "boot", "--timeout", "x"], &[]).is_err());
         let err = parse_with(&["bench", "disk"], &[]).unwrap_err();
         assert!(
-            err.to_string().contains("known: boot, ipc, vm, staticpart, net"),
+            err.to_string()
+                .contains("known: boot, ipc, vm, staticpart, net"),
             "{err}"
         );
         let err = parse_with(&["bench"], &[]).unwrap_err();
-        assert!(err.to_string().contains("boot, ipc, vm, staticpart, net"), "{err}");
+        assert!(
+            err.to_string().contains("boot, ipc, vm, staticpart, net"),
+            "{err}"
+        );
         let inv = parse_with(&["bench", "net", "--timeout", "60"], &[]).unwrap();
         assert_eq!(
             inv.command,
