@@ -442,20 +442,22 @@ impl RegionMap {
         }
         let up = |a: u64| a.checked_add(align - 1).map(|a| a & !(align - 1));
         let mut at = up(lo)?;
-        if let Some(r) = self.lookup(at) {
-            at = up(r.end)?;
-        }
-        for (_, r) in self.map.range(at..) {
-            if r.end <= at {
-                continue;
+        loop {
+            let end = at.checked_add(len)?;
+            if end > hi {
+                return None;
             }
-            if r.start >= at.checked_add(len)? {
-                break;
+            // The first region intersecting [at, end); aligning past it may
+            // land inside a region that starts before the new `at`, which
+            // the next round finds through `lookup`.
+            let blocker = self
+                .lookup(at)
+                .or_else(|| self.map.range(at..end).next().map(|(_, r)| r));
+            match blocker {
+                None => return Some(at),
+                Some(r) => at = up(r.end)?,
             }
-            at = up(r.end)?;
         }
-        let end = at.checked_add(len)?;
-        (end <= hi).then_some(at)
     }
 }
 
@@ -693,6 +695,20 @@ mod tests {
         assert_eq!(m.find_free(0x10000, 0x10000, 0x20000, PAGE), None);
         assert_eq!(m.find_free(0, 0x10000, 0x20000, PAGE), None);
         assert_eq!(m.find_free(u64::MAX, 0, u64::MAX, PAGE), None);
+    }
+
+    #[test]
+    fn free_range_after_alignment_lands_inside_a_region() {
+        // Aligning up past [0x10000, 0x11000) lands at 0x12000, inside
+        // [0x11000, 0x13000), which starts before it: never hand that out.
+        let mut m = RegionMap::new();
+        let mut refs = DsRefs::new();
+        m.attach(anon(0x10000, 0x11000), &mut refs).unwrap();
+        m.attach(anon(0x11000, 0x13000), &mut refs).unwrap();
+        let at = m.find_free(0x2000, 0x10000, 0x20000, 0x2000).unwrap();
+        assert_eq!(at, 0x14000);
+        assert!(!m.overlaps(at, at + 0x2000));
+        m.attach(anon(at, at + 0x2000), &mut refs).unwrap();
     }
 
     #[test]
