@@ -23,6 +23,9 @@ pub enum Pattern {
     /// A plain substring.
     Text(String),
     Regex(regex::bytes::Regex),
+    /// Every one of these, in any order; the match spans from the earliest
+    /// start to the latest end.
+    All(Vec<Pattern>),
 }
 
 impl Pattern {
@@ -42,6 +45,13 @@ impl Pattern {
                     .map(|start| start..start + needle.len())
             }
             Pattern::Regex(re) => re.find(haystack).map(|m| m.range()),
+            Pattern::All(all) => all.iter().try_fold(None, |span: Option<Range<usize>>, p| {
+                let m = p.find(haystack)?;
+                Some(Some(match span {
+                    None => m,
+                    Some(s) => s.start.min(m.start)..s.end.max(m.end),
+                }))
+            })?,
         }
     }
 
@@ -55,6 +65,13 @@ impl fmt::Display for Pattern {
         match self {
             Pattern::Text(text) => write!(f, "\"{}\"", text.escape_debug()),
             Pattern::Regex(re) => write!(f, "/{}/", re.as_str()),
+            Pattern::All(all) => {
+                write!(f, "all of [")?;
+                for (i, p) in all.iter().enumerate() {
+                    write!(f, "{}{p}", if i == 0 { "" } else { ", " })?;
+                }
+                write!(f, "]")
+            }
         }
     }
 }

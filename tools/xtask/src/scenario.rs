@@ -31,6 +31,7 @@ struct ScenarioFile {
 struct StepFile {
     expect: Option<String>,
     expect_regex: Option<String>,
+    expect_all: Option<Vec<String>>,
     send: Option<String>,
     send_line: Option<String>,
 }
@@ -85,34 +86,37 @@ impl Scenario {
         let mut steps = Vec::new();
         for (index, step) in file.steps.into_iter().enumerate() {
             let number = index + 1;
-            let step = match step {
-                StepFile {
-                    expect: Some(text),
-                    expect_regex: None,
-                    send: None,
-                    send_line: None,
-                } => Step::Expect(Pattern::Text(text)),
-                StepFile {
-                    expect: None,
-                    expect_regex: Some(re),
-                    send: None,
-                    send_line: None,
-                } => Step::Expect(regex(&format!("step {number}: expect_regex"), &re)?),
-                StepFile {
-                    expect: None,
-                    expect_regex: None,
-                    send: Some(text),
-                    send_line: None,
-                } => Step::Send(text.into_bytes()),
-                StepFile {
-                    expect: None,
-                    expect_regex: None,
-                    send: None,
-                    send_line: Some(text),
-                } => Step::Send(format!("{text}\r").into_bytes()),
-                _ => bail!(
-                    "scenario '{name}': step {number} needs exactly one of expect, expect_regex, send, send_line"
-                ),
+            let given = [
+                step.expect.is_some(),
+                step.expect_regex.is_some(),
+                step.expect_all.is_some(),
+                step.send.is_some(),
+                step.send_line.is_some(),
+            ];
+            if given.iter().filter(|&&g| g).count() != 1 {
+                bail!(
+                    "scenario '{name}': step {number} needs exactly one of expect, expect_regex, expect_all, send, send_line"
+                );
+            }
+            let step = if let Some(text) = step.expect {
+                Step::Expect(Pattern::Text(text))
+            } else if let Some(re) = step.expect_regex {
+                Step::Expect(regex(&format!("step {number}: expect_regex"), &re)?)
+            } else if let Some(all) = step.expect_all {
+                if all.is_empty() {
+                    bail!("scenario '{name}': step {number}: expect_all is empty");
+                }
+                let what = format!("step {number}: expect_all");
+                let all = all
+                    .iter()
+                    .map(|re| regex(&what, re))
+                    .collect::<Result<_>>()?;
+                Step::Expect(Pattern::All(all))
+            } else if let Some(text) = step.send {
+                Step::Send(text.into_bytes())
+            } else {
+                let text = step.send_line.unwrap_or_default();
+                Step::Send(format!("{text}\r").into_bytes())
             };
             if matches!(&step, Step::Expect(Pattern::Text(t)) if t.is_empty()) {
                 bail!("scenario '{name}': step {number} expects an empty string");
@@ -215,6 +219,19 @@ mod tests {
     }
 
     #[test]
+    fn expect_all_matches_in_any_order() {
+        let text = "entry = 'x'\nsteps = [{ expect_all = ['b\\d', 'a'] }]";
+        let s = Scenario::parse("x", text).unwrap();
+        let Step::Expect(p) = &s.steps[0] else {
+            panic!("not an expectation")
+        };
+        assert_eq!(p.find(b"..b1..a.."), Some(2..7));
+        assert_eq!(p.find(b"a b2"), Some(0..4));
+        assert_eq!(p.find(b"b2 only"), None);
+        assert_eq!(p.to_string(), r#"all of [/b\d/, /a/]"#);
+    }
+
+    #[test]
     fn array_of_tables_form_and_default_timeout() {
         let text = "entry = 'x'\n[[steps]]\nexpect = 'a'\n[[steps]]\nsend = 'b'\n";
         let s = Scenario::parse("x", text).unwrap();
@@ -235,6 +252,14 @@ mod tests {
             (
                 "entry = 'x'\nsteps = [{ expect_regex = '(' }]",
                 "expect_regex",
+            ),
+            (
+                "entry = 'x'\nsteps = [{ expect_all = [] }]",
+                "expect_all is empty",
+            ),
+            (
+                "entry = 'x'\nsteps = [{ expect_all = ['a', '('] }]",
+                "expect_all",
             ),
             ("entry = 'x'\nsteps = [{ wait = 'a' }]", "wait"),
             ("steps = [{ expect = 'a' }]", "entry"),
