@@ -107,14 +107,11 @@ impl Backend for Kernel {
     }
 
     fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        match FACTORY.create_gate(slot, label, Some(self.thread)) {
-            Ok(g) => Ok(g.index()),
-            Err(e) => {
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
+        SLOTS
+            .create(TASK, |slot| {
+                FACTORY.create_gate(slot, label, Some(self.thread))
+            })
+            .map(|g| g.index())
     }
 
     fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
@@ -124,17 +121,15 @@ impl Backend for Kernel {
 
     fn trigger(&mut self, irq: u64) {
         // A client that deleted its Irq just is not woken.
-        let _ = Cap::<Irq>::from_index(irq).trigger();
+        Cap::<Irq>::from_index(irq).notify();
     }
 
     fn delete_gate(&mut self, gate: u64) {
-        let _ = TASK.delete_cap(gate);
-        SLOTS.free(gate);
+        SLOTS.delete_cap(TASK, gate);
     }
 
     fn drop_cap(&mut self, cap: u64) {
-        let _ = TASK.release_cap(cap);
-        SLOTS.free(cap);
+        SLOTS.release_cap(TASK, cap);
     }
 
     fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
@@ -144,16 +139,11 @@ impl Backend for Kernel {
 
 /// Binds an Irq to the terminal's input line (the Vcon is a one-line Icu).
 fn setup_input(term: Cap<Vcon>, thread: Cap<Thread>) -> Result<(), Error> {
-    let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-    let r = FACTORY.create_irq(slot).and_then(|irq| {
+    SLOTS.create(TASK, |slot| {
+        let irq = FACTORY.create_irq(slot)?;
         irq.bind(thread, labels::INPUT)?;
         term.cast::<Icu>().bind(0, irq)
-    });
-    if r.is_err() {
-        let _ = TASK.delete_cap(slot);
-        SLOTS.free(slot);
-    }
-    r
+    })
 }
 
 /// Starts the server and serves forever.

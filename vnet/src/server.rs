@@ -40,29 +40,19 @@ impl Backend for Kernel {
     }
 
     fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        match FACTORY.create_gate(slot, label, Some(self.thread)) {
-            Ok(g) => Ok(g.index()),
-            Err(e) => {
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
+        SLOTS
+            .create(TASK, |slot| {
+                FACTORY.create_gate(slot, label, Some(self.thread))
+            })
+            .map(|g| g.index())
     }
 
     fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        let r = FACTORY
-            .create_irq(slot)
-            .and_then(|irq| irq.attach(self.thread, label).map(|()| irq));
-        match r {
-            Ok(irq) => Ok(irq.index()),
-            Err(e) => {
-                let _ = TASK.delete_cap(slot);
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
+        SLOTS.create(TASK, |slot| {
+            let irq = FACTORY.create_irq(slot)?;
+            irq.attach(self.thread, label)?;
+            Ok(irq.index())
+        })
     }
 
     fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
@@ -83,17 +73,15 @@ impl Backend for Kernel {
 
     fn trigger(&mut self, irq: u64) {
         // A driver that deleted its Irq just is not notified.
-        let _ = Cap::<Irq>::from_index(irq).trigger();
+        Cap::<Irq>::from_index(irq).notify();
     }
 
     fn delete(&mut self, cap: u64) {
-        let _ = TASK.delete_cap(cap);
-        SLOTS.free(cap);
+        SLOTS.delete_cap(TASK, cap);
     }
 
     fn release(&mut self, cap: u64) {
-        let _ = TASK.release_cap(cap);
-        SLOTS.free(cap);
+        SLOTS.release_cap(TASK, cap);
     }
 
     fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
