@@ -15,9 +15,8 @@ use std::time::Instant;
 
 use cons::service::{Backend, Service, labels};
 use cons::{Console, Options};
-use l4::{
-    Cap, Error, Factory, Icu, IpcGate, Irq, SlotAlloc, Task, Thread, Timeout, Timeouts, Vcon,
-};
+use l4::server::SlotCaps;
+use l4::{Cap, Error, Factory, Icu, IpcGate, SlotAlloc, Task, Thread, Timeout, Timeouts, Vcon};
 use l4_abi::utcb::MR_COUNT;
 use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
 use l4re::env::{Env, FIRST_PROGRAM_CAP, caps};
@@ -82,12 +81,16 @@ fn env() -> Result<&'static Env, StartError> {
 struct Kernel {
     start: Instant,
     term: Cap<Vcon>,
-    thread: Cap<Thread>,
-    /// Where the next request's capability lands.
-    rcv_slot: u64,
+    caps: SlotCaps<16>,
 }
 
 impl Backend for Kernel {
+    type Caps = SlotCaps<16>;
+
+    fn caps(&mut self) -> &mut SlotCaps<16> {
+        &mut self.caps
+    }
+
     fn now_ms(&mut self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -104,36 +107,6 @@ impl Backend for Kernel {
 
     fn unmask_input(&mut self) {
         let _ = self.term.cast::<Icu>().unmask(0);
-    }
-
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        SLOTS
-            .create(TASK, |slot| {
-                FACTORY.create_gate(slot, label, Some(self.thread))
-            })
-            .map(|g| g.index())
-    }
-
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
-        self.rcv_slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        Ok(slot)
-    }
-
-    fn trigger(&mut self, irq: u64) {
-        // A client that deleted its Irq just is not woken.
-        Cap::<Irq>::from_index(irq).notify();
-    }
-
-    fn delete_gate(&mut self, gate: u64) {
-        SLOTS.delete_cap(TASK, gate);
-    }
-
-    fn drop_cap(&mut self, cap: u64) {
-        SLOTS.release_cap(TASK, cap);
-    }
-
-    fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
-        TASK.cap_has_child(gate)
     }
 }
 
@@ -164,12 +137,10 @@ pub fn run(opts: Options) -> Result<Infallible, StartError> {
         .bind(thread, labels::FACTORY)
         .map_err(StartError::Bind)?;
     let input = setup_input(term, thread);
-    let rcv_slot = SLOTS.alloc().ok_or(StartError::NoSlots)?;
     let kernel = Kernel {
         start: Instant::now(),
         term,
-        thread,
-        rcv_slot,
+        caps: SlotCaps::new(&SLOTS, TASK, FACTORY, thread).map_err(|_| StartError::NoSlots)?,
     };
     let mut svc = Service::new(Console::new(opts), kernel);
     svc.start();
@@ -184,12 +155,12 @@ pub fn run(opts: Options) -> Result<Infallible, StartError> {
 
 /// The receive loop.
 fn serve(svc: &mut Service<Kernel>, polling: bool) -> ! {
-    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.rcv_slot));
+    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.caps.rcv_slot));
     let mut mrs = [0u64; MR_COUNT];
     let mut reply: Option<MsgTag> = None;
     let mut last_poll = 0;
     loop {
-        transport.rcv = RecvBufs::cap_slot(svc.backend.rcv_slot);
+        transport.rcv = RecvBufs::cap_slot(svc.backend.caps.rcv_slot);
         let mut wait = svc.next_timeout_ms();
         if polling {
             wait = Some(wait.map_or(POLL_MS, |w| w.min(POLL_MS)));

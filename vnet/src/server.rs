@@ -10,7 +10,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Instant;
 
-use l4::{Cap, Error, Factory, IpcGate, Irq, SlotAlloc, Task, Thread, Timeout, Timeouts};
+use l4::server::SlotCaps;
+use l4::{Cap, Error, Factory, IpcGate, SlotAlloc, Task, Thread, Timeout, Timeouts};
 use l4_abi::utcb::MR_COUNT;
 use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
 use l4re::env::{FIRST_PROGRAM_CAP, caps};
@@ -29,35 +30,27 @@ const PROT_RW: u64 = 3;
 /// The kernel side.
 struct Kernel {
     start: Instant,
-    thread: Cap<Thread>,
-    /// Where the next request's capability lands.
-    rcv_slot: u64,
+    caps: SlotCaps<16>,
 }
 
 impl Backend for Kernel {
+    type Caps = SlotCaps<16>;
+
+    fn caps(&mut self) -> &mut SlotCaps<16> {
+        &mut self.caps
+    }
+
     fn now_ms(&mut self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        SLOTS
-            .create(TASK, |slot| {
-                FACTORY.create_gate(slot, label, Some(self.thread))
-            })
-            .map(|g| g.index())
-    }
-
     fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
+        let thread = self.caps.thread;
         SLOTS.create(TASK, |slot| {
             let irq = FACTORY.create_irq(slot)?;
-            irq.attach(self.thread, label)?;
+            irq.attach(thread, label)?;
             Ok(irq.index())
         })
-    }
-
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
-        self.rcv_slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        Ok(slot)
     }
 
     fn attach(&mut self, ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error> {
@@ -69,23 +62,6 @@ impl Backend for Kernel {
         // detaches it); the switch only copies bytes in and out through
         // `Ram`, never holding references into the shared memory.
         Ok(Arc::new(unsafe { Ram::from_raw(ptr, len) }))
-    }
-
-    fn trigger(&mut self, irq: u64) {
-        // A driver that deleted its Irq just is not notified.
-        Cap::<Irq>::from_index(irq).notify();
-    }
-
-    fn delete(&mut self, cap: u64) {
-        SLOTS.delete_cap(TASK, cap);
-    }
-
-    fn release(&mut self, cap: u64) {
-        SLOTS.release_cap(TASK, cap);
-    }
-
-    fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
-        TASK.cap_has_child(gate)
     }
 
     fn is_alive(&mut self, cap: u64) -> bool {
@@ -111,11 +87,10 @@ pub fn run() -> Result<Infallible, String> {
         .map_err(|e| {
             format!("cannot bind the 'svr' gate: {e:?} (is it the server end, switch:svr()?)")
         })?;
-    let rcv_slot = SLOTS.alloc().ok_or("no free capability slot")?;
     let kernel = Kernel {
         start: Instant::now(),
-        thread,
-        rcv_slot,
+        caps: SlotCaps::new(&SLOTS, TASK, FACTORY, thread)
+            .map_err(|_| "no free capability slot")?,
     };
     let mut svc = Service::new(kernel);
     println!("virtio network switch ready");
@@ -124,11 +99,11 @@ pub fn run() -> Result<Infallible, String> {
 
 /// The receive loop.
 fn serve(svc: &mut Service<Kernel>) -> ! {
-    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.rcv_slot));
+    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.caps.rcv_slot));
     let mut mrs = [0u64; MR_COUNT];
     let mut reply: Option<MsgTag> = None;
     loop {
-        transport.rcv = RecvBufs::cap_slot(svc.backend.rcv_slot);
+        transport.rcv = RecvBufs::cap_slot(svc.backend.caps.rcv_slot);
         let recv = match svc.next_timeout_ms() {
             None => Timeout::NEVER,
             Some(0) => Timeout::ZERO,

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use l4::ServerCaps;
 use l4_abi::proto::varg::Varg;
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MsgTag};
@@ -65,31 +66,21 @@ pub const LEARN_LOG_MAX: usize = 4;
 /// How often ports whose driver went away are looked for, in ms.
 pub const GC_PERIOD_MS: u64 = 1000;
 
-/// What the switch needs from the kernel.
+/// What the switch needs from the kernel: its capabilities (the ports'
+/// gates and kick Irqs, what drivers send), its clock, dataspaces and a
+/// log.
 pub trait Backend {
+    /// The switch's capabilities.
+    type Caps: ServerCaps;
+    /// The switch's capabilities.
+    fn caps(&mut self) -> &mut Self::Caps;
     /// Milliseconds since the switch started.
     fn now_ms(&mut self) -> u64;
-    /// Creates an IPC gate bound to the server thread with `label`; its
-    /// capability index.
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error>;
     /// Creates an Irq attached to the server thread with `label`; its
     /// capability index.
     fn create_irq(&mut self, label: u64) -> Result<u64, Error>;
-    /// Keeps the capability that arrived in receive slot `slot` (and
-    /// offers a fresh slot for the next request); returns where it is.
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error>;
     /// Maps `size` bytes of dataspace `ds` from `offset`.
     fn attach(&mut self, ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error>;
-    /// Triggers the Irq `irq`.
-    fn trigger(&mut self, irq: u64);
-    /// Deletes an object the switch created (gate, Irq) and frees its
-    /// slot.
-    fn delete(&mut self, cap: u64);
-    /// Drops the switch's capability `cap` (one a driver gave it) and
-    /// frees its slot.
-    fn release(&mut self, cap: u64);
-    /// Whether others hold capabilities derived from `gate`.
-    fn has_users(&mut self, gate: u64) -> Result<bool, Error>;
     /// Whether the object behind `cap` still exists (a driver's Irq goes
     /// with the driver's task).
     fn is_alive(&mut self, cap: u64) -> bool;
@@ -199,7 +190,7 @@ impl<B: Backend> Service<B> {
         }
         for p in out.notify {
             if let Some(irq) = self.caps.get(&p).and_then(|c| c.guest_irq) {
-                self.backend.trigger(irq);
+                self.backend.caps().trigger(irq);
             }
         }
     }
@@ -239,7 +230,7 @@ impl<B: Backend> Service<B> {
                 gone.push(id);
                 continue;
             }
-            match self.backend.has_users(c.gate) {
+            match self.backend.caps().has_users(c.gate) {
                 Ok(true) => c.had_users = true,
                 Ok(false) if c.had_users => gone.push(id),
                 _ => {}
@@ -275,15 +266,15 @@ impl<B: Backend> Service<B> {
                 p.name, p.stats.tx, p.stats.rx, p.stats.rx_dropped
             ));
         }
-        self.backend.delete(c.gate);
+        self.backend.caps().delete(c.gate);
         if let Some(k) = c.kick {
-            self.backend.delete(k);
+            self.backend.caps().delete(k);
         }
         if let Some(i) = c.guest_irq {
-            self.backend.release(i);
+            self.backend.caps().release(i);
         }
         for d in c.dataspaces {
-            self.backend.release(d);
+            self.backend.caps().release(d);
         }
     }
 
@@ -332,7 +323,7 @@ impl<B: Backend> Service<B> {
             }
         };
         let id = self.switch.add_port(opts);
-        let gate = match self.backend.create_gate(port_label(id)) {
+        let gate = match self.backend.caps().create_gate(port_label(id)) {
             Ok(g) => g,
             Err(e) => {
                 self.switch.remove_port(id);
@@ -390,11 +381,11 @@ impl<B: Backend> VirtioServer for PortObj<'_, B> {
         if caps.guest_irq.is_some() {
             return Err(Error::Exist);
         }
-        let irq = backend.adopt_received(guest_irq.index)?;
+        let irq = backend.caps().adopt_received(guest_irq.index)?;
         let kick = match backend.create_irq(label) {
             Ok(k) => k,
             Err(e) => {
-                backend.release(irq);
+                backend.caps().release(irq);
                 return Err(e);
             }
         };
@@ -418,11 +409,11 @@ impl<B: Backend> VirtioServer for PortObj<'_, B> {
         if size == 0 || base.checked_add(size).is_none() || offset.checked_add(size).is_none() {
             return Err(Error::Inval);
         }
-        let cap = backend.adopt_received(ds.index)?;
+        let cap = backend.caps().adopt_received(ds.index)?;
         let ram = match backend.attach(cap, offset, size) {
             Ok(r) => r,
             Err(e) => {
-                backend.release(cap);
+                backend.caps().release(cap);
                 return Err(e);
             }
         };
@@ -432,7 +423,7 @@ impl<B: Backend> VirtioServer for PortObj<'_, B> {
                 Ok(())
             }
             Err(e) => {
-                backend.release(cap);
+                backend.caps().release(cap);
                 Err(e)
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use l4::ServerCaps;
 use l4_abi::{CapRights, Error, MsgTag};
 use l4_ipc::protocols::FactoryClient;
 use l4_ipc::varg::VarArgs;
@@ -41,19 +42,16 @@ struct Fake {
 }
 
 impl Backend for Fake {
+    type Caps = Fake;
+    fn caps(&mut self) -> &mut Fake {
+        self
+    }
     fn now_ms(&mut self) -> u64 {
         self.now
-    }
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        // The loopback reaches the object with label n through cap n.
-        Ok(label)
     }
     fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
         self.next_irq += 1;
         Ok(label)
-    }
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
-        Ok(slot)
     }
     fn attach(&mut self, _ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error> {
         let r = self.attach.pop_front().ok_or(Error::Inval)?;
@@ -61,6 +59,22 @@ impl Backend for Fake {
             return Err(Error::Inval);
         }
         Ok(r)
+    }
+    fn is_alive(&mut self, cap: u64) -> bool {
+        !self.dead.contains(&cap)
+    }
+    fn log(&mut self, line: &str) {
+        self.log.push(line.to_string());
+    }
+}
+
+impl ServerCaps for Fake {
+    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
+        // The loopback reaches the object with label n through cap n.
+        Ok(label)
+    }
+    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
+        Ok(slot)
     }
     fn trigger(&mut self, irq: u64) {
         self.triggered.push(irq);
@@ -73,12 +87,6 @@ impl Backend for Fake {
     }
     fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
         self.users.get(&gate).copied().ok_or(Error::NoSys)
-    }
-    fn is_alive(&mut self, cap: u64) -> bool {
-        !self.dead.contains(&cap)
-    }
-    fn log(&mut self, line: &str) {
-        self.log.push(line.to_string());
     }
 }
 
