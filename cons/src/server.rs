@@ -11,11 +11,10 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::time::Instant;
 
 use cons::service::{Backend, Service, labels};
 use cons::{Console, Options};
-use l4::server::SlotCaps;
+use l4::server::{ServerCaps, SlotCaps};
 use l4::{Cap, Error, Factory, Icu, IpcGate, SlotAlloc, Task, Thread, Timeout, Timeouts, Vcon};
 use l4_abi::utcb::MR_COUNT;
 use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
@@ -79,7 +78,6 @@ fn env() -> Result<&'static Env, StartError> {
 
 /// The kernel side of the service.
 struct Kernel {
-    start: Instant,
     term: Cap<Vcon>,
     caps: SlotCaps<16>,
 }
@@ -89,10 +87,6 @@ impl Backend for Kernel {
 
     fn caps(&mut self) -> &mut SlotCaps<16> {
         &mut self.caps
-    }
-
-    fn now_ms(&mut self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn write_output(&mut self, bytes: &[u8]) {
@@ -138,7 +132,6 @@ pub fn run(opts: Options) -> Result<Infallible, StartError> {
         .map_err(StartError::Bind)?;
     let input = setup_input(term, thread);
     let kernel = Kernel {
-        start: Instant::now(),
         term,
         caps: SlotCaps::new(&SLOTS, TASK, FACTORY, thread).map_err(|_| StartError::NoSlots)?,
     };
@@ -169,19 +162,15 @@ fn serve(svc: &mut Service<Kernel>, polling: bool) -> ! {
             Timeout::from_us(ms.clamp(1, 3_600_000) * 1000)
         });
         transport.timeouts = Timeouts::new(Timeout::ZERO, recv);
-        let got = match reply.take() {
-            Some(r) => transport.reply_and_wait(r, &mut mrs),
-            None => transport.wait(&mut mrs),
-        };
-        match got {
+        match transport.reply_or_wait(reply.take(), &mut mrs) {
             Ok((tag, label)) => reply = svc.serve(label, tag, &mut mrs),
             Err(Error::RecvTimeout) => svc.timeout(),
             // The reply could not be sent (the caller is gone) or the
             // receive was cancelled: nobody to answer, wait again.
             Err(_) => {}
         }
-        if polling && svc.backend.now_ms() >= last_poll + POLL_MS {
-            last_poll = svc.backend.now_ms();
+        if polling && svc.backend.caps.now_ms() >= last_poll + POLL_MS {
+            last_poll = svc.backend.caps.now_ms();
             svc.poll_input();
         }
         if svc.next_timeout_ms() == Some(0) {

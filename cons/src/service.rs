@@ -75,14 +75,12 @@ pub const GC_PERIOD_MS: u64 = 1000;
 pub const MAX_INPUT_READS: usize = 64;
 
 /// What cons needs from the kernel: its capabilities (the clients' log
-/// gates, the Irqs clients bind), its clock and the terminal.
+/// gates, the Irqs clients bind) and clock, and the terminal.
 pub trait Backend {
     /// cons's capabilities.
     type Caps: ServerCaps;
     /// cons's capabilities.
     fn caps(&mut self) -> &mut Self::Caps;
-    /// Milliseconds since cons started.
-    fn now_ms(&mut self) -> u64;
     /// Writes to the terminal.
     fn write_output(&mut self, bytes: &[u8]);
     /// Reads typed bytes without waiting: the count and the Vcon read
@@ -130,7 +128,7 @@ impl<B: Backend> Service<B> {
     }
 
     fn sync_time(&mut self) -> u64 {
-        let now = self.backend.now_ms();
+        let now = self.backend.caps().now_ms();
         self.console.set_time(now);
         now
     }

@@ -42,10 +42,6 @@ impl Backend for Fake {
         self
     }
 
-    fn now_ms(&mut self) -> u64 {
-        self.now
-    }
-
     fn write_output(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
     }
@@ -74,6 +70,10 @@ impl Backend for Fake {
 }
 
 impl ServerCaps for Fake {
+    fn now_ms(&mut self) -> u64 {
+        self.now
+    }
+
     fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
         if self.fail_gates {
             return Err(Error::NoMem);

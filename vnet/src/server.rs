@@ -8,7 +8,6 @@
 use std::convert::Infallible;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::Instant;
 
 use l4::server::SlotCaps;
 use l4::{Cap, Error, Factory, IpcGate, SlotAlloc, Task, Thread, Timeout, Timeouts};
@@ -29,7 +28,6 @@ const PROT_RW: u64 = 3;
 
 /// The kernel side.
 struct Kernel {
-    start: Instant,
     caps: SlotCaps<16>,
 }
 
@@ -38,10 +36,6 @@ impl Backend for Kernel {
 
     fn caps(&mut self) -> &mut SlotCaps<16> {
         &mut self.caps
-    }
-
-    fn now_ms(&mut self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
@@ -88,7 +82,6 @@ pub fn run() -> Result<Infallible, String> {
             format!("cannot bind the 'svr' gate: {e:?} (is it the server end, switch:svr()?)")
         })?;
     let kernel = Kernel {
-        start: Instant::now(),
         caps: SlotCaps::new(&SLOTS, TASK, FACTORY, thread)
             .map_err(|_| "no free capability slot")?,
     };
@@ -110,11 +103,7 @@ fn serve(svc: &mut Service<Kernel>) -> ! {
             Some(ms) => Timeout::from_us(ms.min(3_600_000) * 1000),
         };
         transport.timeouts = Timeouts::new(Timeout::ZERO, recv);
-        let got = match reply.take() {
-            Some(r) => transport.reply_and_wait(r, &mut mrs),
-            None => transport.wait(&mut mrs),
-        };
-        match got {
+        match transport.reply_or_wait(reply.take(), &mut mrs) {
             Ok((tag, label)) => reply = svc.serve(label, tag, &mut mrs),
             Err(Error::RecvTimeout) => {}
             // The reply could not be sent (the caller is gone) or the

@@ -67,15 +67,13 @@ pub const LEARN_LOG_MAX: usize = 4;
 pub const GC_PERIOD_MS: u64 = 1000;
 
 /// What the switch needs from the kernel: its capabilities (the ports'
-/// gates and kick Irqs, what drivers send), its clock, dataspaces and a
+/// gates and kick Irqs, what drivers send) and clock, dataspaces and a
 /// log.
 pub trait Backend {
     /// The switch's capabilities.
     type Caps: ServerCaps;
     /// The switch's capabilities.
     fn caps(&mut self) -> &mut Self::Caps;
-    /// Milliseconds since the switch started.
-    fn now_ms(&mut self) -> u64;
     /// Creates an Irq attached to the server thread with `label`; its
     /// capability index.
     fn create_irq(&mut self, label: u64) -> Result<u64, Error>;
@@ -217,7 +215,7 @@ impl<B: Backend> Service<B> {
     /// someone did), or the driver's notification Irq is gone (its task
     /// ended, while whoever created the port may still hold it).
     pub fn timeout(&mut self) {
-        let now = self.backend.now_ms();
+        let now = self.backend.caps().now_ms();
         if now < self.last_gc + GC_PERIOD_MS {
             return;
         }
@@ -250,7 +248,7 @@ impl<B: Backend> Service<B> {
         if self.caps.is_empty() {
             return None;
         }
-        let now = self.backend.now_ms();
+        let now = self.backend.caps().now_ms();
         Some((self.last_gc + GC_PERIOD_MS).saturating_sub(now))
     }
 

@@ -46,9 +46,6 @@ impl Backend for Fake {
     fn caps(&mut self) -> &mut Fake {
         self
     }
-    fn now_ms(&mut self) -> u64 {
-        self.now
-    }
     fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
         self.next_irq += 1;
         Ok(label)
@@ -69,6 +66,9 @@ impl Backend for Fake {
 }
 
 impl ServerCaps for Fake {
+    fn now_ms(&mut self) -> u64 {
+        self.now
+    }
     fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
         // The loopback reaches the object with label n through cap n.
         Ok(label)

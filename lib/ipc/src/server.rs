@@ -338,6 +338,19 @@ pub trait ServerTransport {
         reply: MsgTag,
         mrs: &mut [u64; MR_COUNT],
     ) -> Result<(MsgTag, u64), Error>;
+
+    /// A server loop's turn: sends `reply` if there is one (the answer to
+    /// the last request), and waits for the next request.
+    fn reply_or_wait(
+        &mut self,
+        reply: Option<MsgTag>,
+        mrs: &mut [u64; MR_COUNT],
+    ) -> Result<(MsgTag, u64), Error> {
+        match reply {
+            Some(r) => self.reply_and_wait(r, mrs),
+            None => self.wait(mrs),
+        }
+    }
 }
 
 /// A server loop: receive a request, dispatch it by label, reply and
@@ -368,11 +381,9 @@ impl<R: Registry, T: ServerTransport> Server<R, T> {
     /// receive error. After an error there is nobody to reply to (the
     /// send or receive phase failed), so the next step only waits.
     pub fn step(&mut self) -> Result<(u64, MsgTag), Error> {
-        let got = match self.pending.take() {
-            Some(reply) => self.transport.reply_and_wait(reply, &mut self.mrs),
-            None => self.transport.wait(&mut self.mrs),
-        };
-        let (tag, label) = got?;
+        let (tag, label) = self
+            .transport
+            .reply_or_wait(self.pending.take(), &mut self.mrs)?;
         self.pending = Some(handle_request(&mut self.objects, label, tag, &mut self.mrs));
         Ok((label, tag))
     }

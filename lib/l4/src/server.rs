@@ -10,6 +10,9 @@ use l4_abi::Error;
 
 /// What a gate-making server needs from the kernel.
 pub trait ServerCaps {
+    /// Milliseconds since the server started (its clock for timeouts and
+    /// periodic work).
+    fn now_ms(&mut self) -> u64;
     /// Creates an IPC gate bound to the server thread with `label`; its
     /// capability index.
     fn create_gate(&mut self, label: u64) -> Result<u64, Error>;
@@ -38,6 +41,7 @@ mod target {
     use crate::cap::{Cap, Factory, Irq, Task, Thread};
     use crate::slots::SlotAlloc;
     use l4_abi::Error;
+    use l4_abi::call::clock_us;
 
     /// [`ServerCaps`] with system calls: objects made by `factory` in
     /// slots of `slots` in `task`, gates and Irqs bound to `thread`.
@@ -52,11 +56,14 @@ mod target {
         pub thread: Cap<Thread>,
         /// Where the next request's capability lands.
         pub rcv_slot: u64,
+        /// The system clock at the start, in µs.
+        start_us: u64,
     }
 
     impl<const W: usize> SlotCaps<W> {
         /// The capabilities of a server whose thread is `thread`, with a
-        /// fresh receive slot; [`Error::NoMem`] without a free slot.
+        /// fresh receive slot, its clock starting now; [`Error::NoMem`]
+        /// without a free slot.
         pub fn new(
             slots: &'static SlotAlloc<W>,
             task: Cap<Task>,
@@ -70,11 +77,16 @@ mod target {
                 factory,
                 thread,
                 rcv_slot,
+                start_us: clock_us(),
             })
         }
     }
 
     impl<const W: usize> ServerCaps for SlotCaps<W> {
+        fn now_ms(&mut self) -> u64 {
+            clock_us().saturating_sub(self.start_us) / 1000
+        }
+
         fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
             let (factory, thread) = (self.factory, self.thread);
             self.slots
