@@ -98,6 +98,15 @@ fn switch() -> Lb {
     lb
 }
 
+/// A switch with three ports whose drivers are up.
+fn three_ports() -> (Lb, Driver, Driver, Driver) {
+    let mut lb = switch();
+    let a = Driver::up(&mut lb, 0);
+    let b = Driver::up(&mut lb, 0);
+    let c = Driver::up(&mut lb, 0);
+    (lb, a, b, c)
+}
+
 fn create(lb: &mut Lb, args: &VarArgs) -> Result<u64, Error> {
     let mut f = FactoryClient::with_transport(labels::FACTORY, &mut *lb);
     f.rcv = RecvBufs::cap_slot(0x700);
@@ -260,10 +269,7 @@ fn kick(lb: &mut Lb, d: &Driver) {
 
 #[test]
 fn learning_broadcast_and_unknown() {
-    let mut lb = switch();
-    let mut a = Driver::up(&mut lb, 0);
-    let mut b = Driver::up(&mut lb, 0);
-    let mut c = Driver::up(&mut lb, 0);
+    let (mut lb, mut a, mut b, mut c) = three_ports();
     assert_ne!(a.mac, b.mac);
     for d in [&mut a, &mut b, &mut c] {
         d.post_rx();
@@ -306,10 +312,7 @@ fn learning_broadcast_and_unknown() {
 
 #[test]
 fn a_port_that_does_not_read_loses_frames_only_itself() {
-    let mut lb = switch();
-    let mut a = Driver::up(&mut lb, 0);
-    let mut b = Driver::up(&mut lb, 0);
-    let mut c = Driver::up(&mut lb, 0);
+    let (mut lb, mut a, mut b, mut c) = three_ports();
     a.post_rx();
     b.post_rx();
     // C never posts receive buffers.
@@ -335,10 +338,7 @@ fn a_port_that_does_not_read_loses_frames_only_itself() {
 
 #[test]
 fn malformed_chains_stop_only_their_port() {
-    let mut lb = switch();
-    let mut a = Driver::up(&mut lb, 0);
-    let mut b = Driver::up(&mut lb, 0);
-    let mut c = Driver::up(&mut lb, 0);
+    let (mut lb, mut a, mut b, mut c) = three_ports();
     c.post_rx();
     b.post_rx();
     // A: a descriptor loop.
