@@ -66,7 +66,8 @@ fn trigger_arrives(i: &Cap<Irq>, label: u64) -> R {
 /// A triggered Irq sends an IRQ message with its label to the bound
 /// thread.
 fn trigger() -> R {
-    trigger_arrives(&bound_irq(0x1110)?, 0x1110)
+    let i = bound_irq(0x1110)?;
+    trigger_arrives(&i, 0x1110)
 }
 
 /// A closed receive names the Irq to receive from.

@@ -255,15 +255,22 @@ fn call(rt: &mut Runtime<Fake>, slot: usize, nr: u64, args: &[u64]) -> i64 {
     }
 }
 
-/// A program touch of `addr`: fault it in as the kernel would.
-fn touch(rt: &mut Runtime<Fake>, addr: u64, write: bool) {
+/// A data fault of the program at `addr` (a write if `write`) by the
+/// instruction at `pc`, as the kernel reports it: what the runtime does.
+fn data_fault(rt: &mut Runtime<Fake>, addr: u64, write: bool, pc: u64) -> PfAction {
     let pf = PageFault {
         addr,
         write,
         exec: false,
-        pc: 0x40_1000,
+        pc,
     };
-    assert_eq!(rt.page_fault(pf), PfAction::Retry, "fault at {addr:#x}");
+    rt.page_fault(pf)
+}
+
+/// A program touch of `addr`: fault it in as the kernel would.
+fn touch(rt: &mut Runtime<Fake>, addr: u64, write: bool) {
+    let got = data_fault(rt, addr, write, 0x40_1000);
+    assert_eq!(got, PfAction::Retry, "fault at {addr:#x}");
 }
 
 /// Anonymous memory for a test buffer, written with `data`.
