@@ -54,19 +54,20 @@ pub mod labels {
     pub const FACTORY: u64 = 0x10;
     /// The terminal's input Irq.
     pub const INPUT: u64 = 0x20;
-    /// The first client log's label.
-    pub const CLIENT_BASE: u64 = 0x1000;
+    /// The clients' log gates (the low two bits are the rights).
+    pub const CLIENTS: l4_ipc::LabelRange = l4_ipc::LabelRange::new(0x1000, 2);
 }
 
 /// The label of client `id`'s log gate.
 pub const fn client_label(id: ClientId) -> u64 {
-    labels::CLIENT_BASE + ((id as u64) << 2)
+    labels::CLIENTS.label(id as u64)
 }
 
 /// The client a label belongs to (the low two bits are ignored).
 pub fn label_client(label: u64) -> Option<ClientId> {
-    let off = label.checked_sub(labels::CLIENT_BASE)?;
-    ClientId::try_from(off >> 2).ok()
+    labels::CLIENTS
+        .object(label)
+        .and_then(|(n, _)| ClientId::try_from(n).ok())
 }
 
 /// How often gone clients are looked for, in ms.

@@ -42,22 +42,22 @@ use crate::switch::{PortId, Switch};
 pub mod labels {
     /// The `svr` gate (the Factory).
     pub const FACTORY: u64 = 0x10;
-    /// The first port's gate.
-    pub const PORT_BASE: u64 = 0x1000;
+    /// The ports' gates (the low two bits are the rights, the third
+    /// [`KICK`]).
+    pub const PORTS: l4_ipc::LabelRange = l4_ipc::LabelRange::new(0x1000, 3);
     /// Added to a port's gate label: its kick Irq.
     pub const KICK: u64 = 0x4;
 }
 
 /// The label of port `id`'s gate.
 pub const fn port_label(id: PortId) -> u64 {
-    labels::PORT_BASE + ((id as u64) << 3)
+    labels::PORTS.label(id as u64)
 }
 
 /// The port and whether it is the kick Irq, for a label.
 pub fn label_port(label: u64) -> Option<(PortId, bool)> {
-    let off = label.checked_sub(labels::PORT_BASE)?;
-    let id = PortId::try_from(off >> 3).ok()?;
-    Some((id, off & labels::KICK != 0))
+    let (n, low) = labels::PORTS.object(label)?;
+    Some((PortId::try_from(n).ok()?, low & labels::KICK != 0))
 }
 
 /// Learned addresses logged per port at most.

@@ -353,6 +353,37 @@ pub trait ServerTransport {
     }
 }
 
+/// The labels of a server's numbered objects (clients, ports): object
+/// `n` has `base + (n << shift)`, which leaves the `shift` low bits of
+/// each label to the kernel's rights bits (the low two) and the server's
+/// own use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelRange {
+    base: u64,
+    shift: u32,
+}
+
+impl LabelRange {
+    /// Objects' labels from `base`, `1 << shift` apart.
+    pub const fn new(base: u64, shift: u32) -> LabelRange {
+        LabelRange { base, shift }
+    }
+
+    /// The label of object `n`.
+    pub const fn label(self, n: u64) -> u64 {
+        self.base + (n << self.shift)
+    }
+
+    /// The object `label` belongs to, and the label's low bits; `None`
+    /// below the range.
+    pub const fn object(self, label: u64) -> Option<(u64, u64)> {
+        match label.checked_sub(self.base) {
+            Some(off) => Some((off >> self.shift, off & ((1 << self.shift) - 1))),
+            None => None,
+        }
+    }
+}
+
 /// A server loop: receive a request, dispatch it by label, reply and
 /// receive the next one.
 pub struct Server<R, T> {
@@ -411,6 +442,16 @@ mod tests {
         mrs[0] = ctx.label();
         mrs[1] = tag.words() as u64;
         MsgTag::new(0, 2, 0, 0)
+    }
+
+    #[test]
+    fn label_ranges() {
+        let r = LabelRange::new(0x1000, 3);
+        assert_eq!(r.label(0), 0x1000);
+        assert_eq!(r.label(5), 0x1028);
+        assert_eq!(r.object(0x1028), Some((5, 0)));
+        assert_eq!(r.object(0x1028 | 6), Some((5, 6)));
+        assert_eq!(r.object(0xfff), None);
     }
 
     #[test]
