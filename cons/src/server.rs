@@ -11,13 +11,11 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::time::Instant;
 
 use cons::service::{Backend, Service, labels};
 use cons::{Console, Options};
-use l4::{
-    Cap, Error, Factory, Icu, IpcGate, Irq, SlotAlloc, Task, Thread, Timeout, Timeouts, Vcon,
-};
+use l4::server::{ServerCaps, SlotCaps};
+use l4::{Cap, Error, Factory, Icu, IpcGate, SlotAlloc, Task, Thread, Timeout, Timeouts, Vcon};
 use l4_abi::utcb::MR_COUNT;
 use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
 use l4re::env::{Env, FIRST_PROGRAM_CAP, caps};
@@ -80,16 +78,15 @@ fn env() -> Result<&'static Env, StartError> {
 
 /// The kernel side of the service.
 struct Kernel {
-    start: Instant,
     term: Cap<Vcon>,
-    thread: Cap<Thread>,
-    /// Where the next request's capability lands.
-    rcv_slot: u64,
+    caps: SlotCaps<16>,
 }
 
 impl Backend for Kernel {
-    fn now_ms(&mut self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    type Caps = SlotCaps<16>;
+
+    fn caps(&mut self) -> &mut SlotCaps<16> {
+        &mut self.caps
     }
 
     fn write_output(&mut self, bytes: &[u8]) {
@@ -105,55 +102,15 @@ impl Backend for Kernel {
     fn unmask_input(&mut self) {
         let _ = self.term.cast::<Icu>().unmask(0);
     }
-
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        match FACTORY.create_gate(slot, label, Some(self.thread)) {
-            Ok(g) => Ok(g.index()),
-            Err(e) => {
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
-    }
-
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
-        self.rcv_slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        Ok(slot)
-    }
-
-    fn trigger(&mut self, irq: u64) {
-        // A client that deleted its Irq just is not woken.
-        let _ = Cap::<Irq>::from_index(irq).trigger();
-    }
-
-    fn delete_gate(&mut self, gate: u64) {
-        let _ = TASK.delete_cap(gate);
-        SLOTS.free(gate);
-    }
-
-    fn drop_cap(&mut self, cap: u64) {
-        let _ = TASK.release_cap(cap);
-        SLOTS.free(cap);
-    }
-
-    fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
-        TASK.cap_has_child(gate)
-    }
 }
 
 /// Binds an Irq to the terminal's input line (the Vcon is a one-line Icu).
 fn setup_input(term: Cap<Vcon>, thread: Cap<Thread>) -> Result<(), Error> {
-    let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-    let r = FACTORY.create_irq(slot).and_then(|irq| {
+    SLOTS.create(TASK, |slot| {
+        let irq = FACTORY.create_irq(slot)?;
         irq.bind(thread, labels::INPUT)?;
         term.cast::<Icu>().bind(0, irq)
-    });
-    if r.is_err() {
-        let _ = TASK.delete_cap(slot);
-        SLOTS.free(slot);
-    }
-    r
+    })
 }
 
 /// Starts the server and serves forever.
@@ -174,12 +131,9 @@ pub fn run(opts: Options) -> Result<Infallible, StartError> {
         .bind(thread, labels::FACTORY)
         .map_err(StartError::Bind)?;
     let input = setup_input(term, thread);
-    let rcv_slot = SLOTS.alloc().ok_or(StartError::NoSlots)?;
     let kernel = Kernel {
-        start: Instant::now(),
         term,
-        thread,
-        rcv_slot,
+        caps: SlotCaps::new(&SLOTS, TASK, FACTORY, thread).map_err(|_| StartError::NoSlots)?,
     };
     let mut svc = Service::new(Console::new(opts), kernel);
     svc.start();
@@ -194,12 +148,12 @@ pub fn run(opts: Options) -> Result<Infallible, StartError> {
 
 /// The receive loop.
 fn serve(svc: &mut Service<Kernel>, polling: bool) -> ! {
-    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.rcv_slot));
+    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.caps.rcv_slot));
     let mut mrs = [0u64; MR_COUNT];
     let mut reply: Option<MsgTag> = None;
     let mut last_poll = 0;
     loop {
-        transport.rcv = RecvBufs::cap_slot(svc.backend.rcv_slot);
+        transport.rcv = RecvBufs::cap_slot(svc.backend.caps.rcv_slot);
         let mut wait = svc.next_timeout_ms();
         if polling {
             wait = Some(wait.map_or(POLL_MS, |w| w.min(POLL_MS)));
@@ -208,19 +162,15 @@ fn serve(svc: &mut Service<Kernel>, polling: bool) -> ! {
             Timeout::from_us(ms.clamp(1, 3_600_000) * 1000)
         });
         transport.timeouts = Timeouts::new(Timeout::ZERO, recv);
-        let got = match reply.take() {
-            Some(r) => transport.reply_and_wait(r, &mut mrs),
-            None => transport.wait(&mut mrs),
-        };
-        match got {
+        match transport.reply_or_wait(reply.take(), &mut mrs) {
             Ok((tag, label)) => reply = svc.serve(label, tag, &mut mrs),
             Err(Error::RecvTimeout) => svc.timeout(),
             // The reply could not be sent (the caller is gone) or the
             // receive was cancelled: nobody to answer, wait again.
             Err(_) => {}
         }
-        if polling && svc.backend.now_ms() >= last_poll + POLL_MS {
-            last_poll = svc.backend.now_ms();
+        if polling && svc.backend.caps.now_ms() >= last_poll + POLL_MS {
+            last_poll = svc.backend.caps.now_ms();
             svc.poll_input();
         }
         if svc.next_timeout_ms() == Some(0) {

@@ -34,6 +34,7 @@
 
 use std::collections::BTreeMap;
 
+use l4::ServerCaps;
 use l4_abi::proto::{IcuOp, vcon};
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MsgTag, Proto};
@@ -53,19 +54,20 @@ pub mod labels {
     pub const FACTORY: u64 = 0x10;
     /// The terminal's input Irq.
     pub const INPUT: u64 = 0x20;
-    /// The first client log's label.
-    pub const CLIENT_BASE: u64 = 0x1000;
+    /// The clients' log gates (the low two bits are the rights).
+    pub const CLIENTS: l4_ipc::LabelRange = l4_ipc::LabelRange::new(0x1000, 2);
 }
 
 /// The label of client `id`'s log gate.
 pub const fn client_label(id: ClientId) -> u64 {
-    labels::CLIENT_BASE + ((id as u64) << 2)
+    labels::CLIENTS.label(id as u64)
 }
 
 /// The client a label belongs to (the low two bits are ignored).
 pub fn label_client(label: u64) -> Option<ClientId> {
-    let off = label.checked_sub(labels::CLIENT_BASE)?;
-    ClientId::try_from(off >> 2).ok()
+    labels::CLIENTS
+        .object(label)
+        .and_then(|(n, _)| ClientId::try_from(n).ok())
 }
 
 /// How often gone clients are looked for, in ms.
@@ -73,10 +75,13 @@ pub const GC_PERIOD_MS: u64 = 1000;
 /// The most terminal reads per input interrupt.
 pub const MAX_INPUT_READS: usize = 64;
 
-/// What cons needs from the kernel.
+/// What cons needs from the kernel: its capabilities (the clients' log
+/// gates, the Irqs clients bind) and clock, and the terminal.
 pub trait Backend {
-    /// Milliseconds since cons started.
-    fn now_ms(&mut self) -> u64;
+    /// cons's capabilities.
+    type Caps: ServerCaps;
+    /// cons's capabilities.
+    fn caps(&mut self) -> &mut Self::Caps;
     /// Writes to the terminal.
     fn write_output(&mut self, bytes: &[u8]);
     /// Reads typed bytes without waiting: the count and the Vcon read
@@ -84,22 +89,6 @@ pub trait Backend {
     fn read_input(&mut self, buf: &mut [u8]) -> Result<(usize, u64), Error>;
     /// Unmasks the terminal's input interrupt.
     fn unmask_input(&mut self);
-    /// Creates an IPC gate bound to the server thread with `label`;
-    /// returns its capability index.
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error>;
-    /// Keeps the capability that arrived in receive slot `slot` (and
-    /// offers a fresh slot for the next request); returns where it is now.
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error>;
-    /// Triggers the Irq at `irq`.
-    fn trigger(&mut self, irq: u64);
-    /// Deletes a gate [`Backend::create_gate`] made and frees its slot.
-    fn delete_gate(&mut self, gate: u64);
-    /// Drops cons's capability `cap` (a client's Irq; the object stays)
-    /// and frees its slot.
-    fn drop_cap(&mut self, cap: u64);
-    /// Whether others hold capabilities derived from `gate` (a client
-    /// that still uses its log).
-    fn has_users(&mut self, gate: u64) -> Result<bool, Error>;
 }
 
 /// A client's capabilities.
@@ -140,7 +129,7 @@ impl<B: Backend> Service<B> {
     }
 
     fn sync_time(&mut self) -> u64 {
-        let now = self.backend.now_ms();
+        let now = self.backend.caps().now_ms();
         self.console.set_time(now);
         now
     }
@@ -240,7 +229,7 @@ impl<B: Backend> Service<B> {
     fn collect(&mut self) {
         let mut gone = Vec::new();
         for (&id, c) in self.caps.iter_mut() {
-            match self.backend.has_users(c.gate) {
+            match self.backend.caps().has_users(c.gate) {
                 Ok(true) => c.had_users = true,
                 Ok(false) if c.had_users => gone.push(id),
                 _ => {}
@@ -261,14 +250,14 @@ impl<B: Backend> Service<B> {
             match ev {
                 Event::Trigger(id) => {
                     if let Some(irq) = self.caps.get(&id).and_then(|c| c.irq) {
-                        self.backend.trigger(irq);
+                        self.backend.caps().trigger(irq);
                     }
                 }
                 Event::Release(id) => {
                     if let Some(c) = self.caps.remove(&id) {
-                        self.backend.delete_gate(c.gate);
+                        self.backend.caps().delete(c.gate);
                         if let Some(irq) = c.irq {
-                            self.backend.drop_cap(irq);
+                            self.backend.caps().release(irq);
                         }
                     }
                 }
@@ -282,7 +271,7 @@ impl<B: Backend> Service<B> {
             return Err(Error::NoMem);
         }
         let id = self.console.next_id();
-        let gate = self.backend.create_gate(client_label(id))?;
+        let gate = self.backend.caps().create_gate(client_label(id))?;
         match self.console.create(spec) {
             Ok(got) if got == id => {
                 self.caps.insert(
@@ -299,11 +288,11 @@ impl<B: Backend> Service<B> {
                 // Cannot happen (ids are handed out in order); keep the
                 // client reachable through nothing rather than a wrong gate.
                 let _ = self.console.gone(got);
-                self.backend.delete_gate(gate);
+                self.backend.caps().delete(gate);
                 Err(Error::Inval)
             }
             Err(_) => {
-                self.backend.delete_gate(gate);
+                self.backend.caps().delete(gate);
                 Err(Error::NoMem)
             }
         }
@@ -344,10 +333,10 @@ impl<B: Backend> Service<B> {
                 line_zero()?;
                 let item = ctx.items().first().ok_or(Error::MsgMissArg)?;
                 let slot = CapArg::from_item(*item)?.index;
-                let irq = self.backend.adopt_received(slot)?;
+                let irq = self.backend.caps().adopt_received(slot)?;
                 let c = self.caps.get_mut(&id).ok_or(Error::NoEnt)?;
                 if let Some(old) = c.irq.replace(irq) {
-                    self.backend.drop_cap(old);
+                    self.backend.caps().release(old);
                 }
                 self.console.irq_bind(id).map_err(|_| Error::NoEnt)?;
                 Ok(0)
@@ -356,7 +345,7 @@ impl<B: Backend> Service<B> {
                 line_zero()?;
                 let c = self.caps.get_mut(&id).ok_or(Error::NoEnt)?;
                 if let Some(old) = c.irq.take() {
-                    self.backend.drop_cap(old);
+                    self.backend.caps().release(old);
                 }
                 self.console.irq_unbind(id).map_err(|_| Error::NoEnt)?;
                 Ok(0)

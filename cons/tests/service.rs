@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use cons::service::{Backend, GC_PERIOD_MS, client_label, label_client, labels};
 use cons::{Console, Options, Service};
+use l4::ServerCaps;
 use l4_abi::proto::{IcuOp, vcon};
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MsgTag, Proto};
@@ -35,8 +36,10 @@ struct Fake {
 }
 
 impl Backend for Fake {
-    fn now_ms(&mut self) -> u64 {
-        self.now
+    type Caps = Fake;
+
+    fn caps(&mut self) -> &mut Fake {
+        self
     }
 
     fn write_output(&mut self, bytes: &[u8]) {
@@ -64,6 +67,12 @@ impl Backend for Fake {
     fn unmask_input(&mut self) {
         self.unmasks += 1;
     }
+}
+
+impl ServerCaps for Fake {
+    fn now_ms(&mut self) -> u64 {
+        self.now
+    }
 
     fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
         if self.fail_gates {
@@ -86,11 +95,11 @@ impl Backend for Fake {
         self.triggers.push(irq);
     }
 
-    fn delete_gate(&mut self, gate: u64) {
+    fn delete(&mut self, gate: u64) {
         self.deleted.push(gate);
     }
 
-    fn drop_cap(&mut self, cap: u64) {
+    fn release(&mut self, cap: u64) {
         self.dropped.push(cap);
     }
 

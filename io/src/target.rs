@@ -72,38 +72,29 @@ impl Backend for Kernel {
     }
 
     fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        match FACTORY.create_gate(slot, label, Some(THREAD)) {
-            Ok(g) => Ok(g.index()),
-            Err(e) => {
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
+        SLOTS
+            .create(TASK, |slot| FACTORY.create_gate(slot, label, Some(THREAD)))
+            .map(|g| g.index())
     }
 
     fn create_irq(&mut self, line: u64, trigger: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        let r = FACTORY.create_irq(slot).and_then(|irq| {
-            if trigger != mode::NONE {
-                self.icu.set_mode(line, trigger)?;
-            }
-            self.icu.bind(line, irq)
-        });
-        match r {
-            Ok(()) => Ok(slot),
-            Err(e) => {
+        SLOTS
+            .create(TASK, |slot| {
+                let irq = FACTORY.create_irq(slot)?;
+                if trigger != mode::NONE {
+                    self.icu.set_mode(line, trigger)?;
+                }
+                self.icu.bind(line, irq)?;
+                Ok(slot)
+            })
+            .inspect_err(|&e| {
                 let hint = if e == Error::Perm {
                     " (this kernel wants the W right on the Icu: start io with icu = L4.Env.icu:m(\"rw\"))"
                 } else {
                     ""
                 };
                 eprintln!("io: cannot bind interrupt {line}: {e:?}{hint}");
-                let _ = TASK.delete_cap(slot);
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
+            })
     }
 }
 

@@ -7,9 +7,7 @@ use l4::{CapRights, Error, MemRights, base};
 
 use crate::fw::{Ctx, R};
 use crate::mapping::page_in_new_task;
-use crate::rt::{
-    self, Slot, Space, bare_task, copy_cap, expect_fault, expect_value, marker, valid,
-};
+use crate::rt::{self, Slot, Space, bare_task, copy_cap, expect_fault, valid};
 
 tests! {
     "del.object_caps_invalid_everywhere" => caps_invalid,
@@ -78,22 +76,14 @@ fn task_revokes() -> R {
     b.cap()
         .map_mem(a.cap(), x, 12, MemRights::RW, x)
         .ctx("map from the first task")?;
-    expect_value(
-        rt::probe_read(Some(&b), x)?,
-        marker(0x401),
-        "before the delete",
-    )?;
+    rt::expect_marker(Some(&b), x, 0x401, "before the delete")?;
     base::TASK.delete_cap(a.idx()).ctx("delete the task")?;
     ensure!(!valid(a.idx())?, "the deleted task's capability is valid");
     expect_fault(
         rt::probe_read(Some(&b), x)?,
         "after deleting the first task",
     )?;
-    expect_value(
-        rt::probe_read(None, p.addr())?,
-        marker(0x401),
-        "ktest's page",
-    )
+    rt::expect_marker(None, p.addr(), 0x401, "ktest's page")
 }
 
 /// Deleting a thread running on another CPU stops it.

@@ -82,32 +82,36 @@ fn semaphore() -> R {
     Ok(())
 }
 
-/// Creates objects with `f` from a factory until it refuses; returns how
-/// many it made (kept in `made`) and the refusal.
+/// Creates objects (`what`, plural) with `f` from a factory until it
+/// refuses, which must be with `NoMem` and after one object at least;
+/// returns how many it made (kept in `made`).
 fn fill<T: ?Sized, const N: usize>(
     made: &mut [Option<Slot<T>>; N],
+    what: &str,
     f: impl Fn(u64) -> Result<l4::Cap<T>, Error>,
-) -> Result<(usize, Error), Fail> {
-    for (i, m) in made.iter_mut().enumerate() {
+) -> Result<usize, Fail> {
+    for (n, m) in made.iter_mut().enumerate() {
         let s = Slot::<T>::empty()?.owning();
         match f(s.idx()) {
             Ok(_) => *m = Some(s),
-            Err(e) => return Ok((i, e)),
+            Err(e) => {
+                ensure!(
+                    n > 0,
+                    "the factory could not create one of the {what} ({e:?})"
+                );
+                ensure_eq!(e, Error::NoMem, "refusal after {n} {what}");
+                return Ok(n);
+            }
         }
     }
-    fail!("the factory never ran out after {N} objects");
+    fail!("the factory never ran out after {N} {what}");
 }
 
 /// A factory with a small quota refuses with `NoMem` once it is used up.
 fn quota_limits() -> R {
     let f = rt::factory(32 * 1024)?;
     let mut made: [Option<Slot<Thread>>; 200] = [const { None }; 200];
-    let (n, e) = fill(&mut made, |d| f.create_thread(d))?;
-    ensure!(
-        n > 0,
-        "a 32 KiB factory could not create one thread ({e:?})"
-    );
-    ensure_eq!(e, Error::NoMem, "refusal after {n} threads");
+    fill(&mut made, "threads", |d| f.create_thread(d))?;
     Ok(())
 }
 
@@ -115,12 +119,7 @@ fn quota_limits() -> R {
 fn quota_returned() -> R {
     let f = rt::factory(4096)?;
     let mut made: [Option<Slot<Semaphore>>; 256] = [const { None }; 256];
-    let (n, e) = fill(&mut made, |d| f.create_semaphore(d))?;
-    ensure!(
-        n > 0,
-        "a 4 KiB factory could not create one semaphore ({e:?})"
-    );
-    ensure_eq!(e, Error::NoMem, "refusal after {n} semaphores");
+    fill(&mut made, "semaphores", |d| f.create_semaphore(d))?;
     made[0] = None;
     let s = Slot::<Semaphore>::empty()?.owning();
     f.create_semaphore(s.idx())

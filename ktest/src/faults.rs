@@ -6,8 +6,10 @@ use l4::abi::fault::PageFault;
 use l4::ipc;
 use l4::{MemRights, MsgTag, base};
 
-use crate::fw::{Ctx, R};
-use crate::rt::{self, Opts, Page, Space, WAIT_US, fresh_va, in_text, marker, reply_map};
+use crate::fw::{Ctx, Fail, R};
+use crate::rt::{
+    self, Entry, Opts, Page, Space, WAIT_US, Worker, fresh_va, in_text, marker, reply_map,
+};
 
 tests! {
     "faults.pager_maps_and_resumes" => maps_and_resumes,
@@ -61,6 +63,16 @@ fn write_flag() -> R {
     Ok(())
 }
 
+/// A page holding `marker(n)` and a thread (started with `opts`) that
+/// runs `entry` with a fresh, unmapped address and `v`: the page, the
+/// address and the thread.
+fn prober(n: u64, entry: Entry, v: u64, opts: &Opts<'_>) -> Result<(Page, u64, Worker), Fail> {
+    let p = Page::with_marker(marker(n))?;
+    let x = fresh_va();
+    let w = rt::spawn(entry, x, v, opts)?;
+    Ok((p, x, w))
+}
+
 /// Jumps to `va` (never mapped: the fault is not resolved).
 extern "C" fn jump_entry(va: u64, _: u64) {
     // SAFETY: deliberately branches to an unmapped address; the fault goes
@@ -80,9 +92,7 @@ fn exec_flag() -> R {
 
 /// A reply without a mapping makes the thread fault again.
 fn refault() -> R {
-    let p = Page::with_marker(marker(0x302))?;
-    let x = fresh_va();
-    let w = rt::spawn_default(rt::probe_read_entry, x, 0)?;
+    let (p, x, w) = prober(0x302, rt::probe_read_entry, 0, &Opts::new())?;
     let first = w.page_fault()?;
     ipc::reply(MsgTag::new(0, 0, 0, 0)).ctx("empty reply")?;
     let second = w.page_fault()?;
@@ -95,9 +105,7 @@ fn refault() -> R {
 /// A pager may answer a fault later with a plain send (the mapping) to
 /// the faulting thread's capability.
 fn deferred_reply() -> R {
-    let p = Page::with_marker(marker(0x306))?;
-    let x = fresh_va();
-    let w = rt::spawn_default(rt::probe_read_entry, x, 0)?;
+    let (p, x, w) = prober(0x306, rt::probe_read_entry, 0, &Opts::new())?;
     check(&w.page_fault()?, x, false, false)?;
     // Answer something else first: the reply capability is gone then.
     ipc::sleep(l4::Timeout::from_us(1_000)).ctx("sleep")?;
@@ -116,9 +124,7 @@ fn deferred_reply() -> R {
 
 /// A read-only mapping does not resolve a write fault.
 fn read_only_write() -> R {
-    let p = Page::with_marker(marker(0x303))?;
-    let x = fresh_va();
-    let w = rt::spawn_default(rt::probe_write_entry, x, 5)?;
+    let (p, x, w) = prober(0x303, rt::probe_write_entry, 5, &Opts::new())?;
     check(&w.page_fault()?, x, true, false)?;
     reply_map(&p, MemRights::R, x)?;
     check(&w.page_fault()?, x, true, false)?;
@@ -129,9 +135,7 @@ fn read_only_write() -> R {
 /// The pager of a thread in another task maps into that task.
 fn other_task() -> R {
     let s = Space::new()?;
-    let p = Page::with_marker(marker(0x304))?;
-    let x = fresh_va();
-    let w = rt::spawn(rt::probe_read_entry, x, 0, &Opts::new().space(&s))?;
+    let (p, x, w) = prober(0x304, rt::probe_read_entry, 0, &Opts::new().space(&s))?;
     check(&w.page_fault()?, x, false, false)?;
     reply_map(&p, MemRights::R, x)?;
     ensure_eq!(
@@ -145,9 +149,8 @@ fn other_task() -> R {
 /// A gate as pager: the fault arrives with the gate's label.
 fn pager_gate() -> R {
     let g = rt::gate(0x4440, Some(base::THREAD))?;
-    let p = Page::with_marker(marker(0x305))?;
-    let x = fresh_va();
-    let w = rt::spawn(rt::probe_read_entry, x, 0, &Opts::new().pager(g.idx()))?;
+    let opts = Opts::new().pager(g.idx());
+    let (p, x, w) = prober(0x305, rt::probe_read_entry, 0, &opts)?;
     let m = ipc::wait_msg(ipc::recv_timeout_us(WAIT_US)).ctx("wait for the fault")?;
     ensure!(
         m.tag.is_page_fault(),

@@ -8,8 +8,7 @@ use l4::{CapRights, Error, Fpage, MemRights, MsgTag, RecvItem, SendItem, Timeout
 
 use crate::fw::{Ctx, R};
 use crate::rt::{
-    self, Opts, Page, SIG, Space, WAIT_US, copy_cap, expect_fault, expect_value, fresh_va, marker,
-    valid,
+    self, Opts, Page, SIG, Space, WAIT_US, copy_cap, expect_fault, fresh_va, marker, valid,
 };
 
 tests! {
@@ -403,26 +402,14 @@ fn memory_transfer(grant: bool, n: u64) -> Result<(Space, Page, u64, u64), crate
 /// A memory item maps the sender's page into the receive window.
 fn memory_item() -> R {
     let (s, _p, x, y) = memory_transfer(false, 0x101)?;
-    expect_value(
-        rt::probe_read(None, y)?,
-        marker(0x101),
-        "window after the map",
-    )?;
-    expect_value(
-        rt::probe_read(Some(&s), x)?,
-        marker(0x101),
-        "sender after the map",
-    )
+    rt::expect_marker(None, y, 0x101, "window after the map")?;
+    rt::expect_marker(Some(&s), x, 0x101, "sender after the map")
 }
 
 /// A grant moves the page: the sender no longer has it.
 fn memory_grant() -> R {
     let (s, _p, x, y) = memory_transfer(true, 0x102)?;
-    expect_value(
-        rt::probe_read(None, y)?,
-        marker(0x102),
-        "window after the grant",
-    )?;
+    rt::expect_marker(None, y, 0x102, "window after the grant")?;
     expect_fault(rt::probe_read(Some(&s), x)?, "sender after the grant").map(|_| ())
 }
 

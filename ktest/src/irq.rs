@@ -4,7 +4,7 @@
 
 use l4::abi::proto::icu;
 use l4::ipc;
-use l4::{CapRights, Error, Irq, MsgTag, Proto, Timeouts, base};
+use l4::{Cap, CapRights, Error, Irq, MsgTag, Proto, Timeouts, base};
 
 use crate::fw::{Ctx, Fail, R};
 use crate::mapping::{PL031, mmio_read, mmio_write};
@@ -55,13 +55,19 @@ fn bound_irq(label: u64) -> Result<Slot<Irq>, Fail> {
     Ok(i)
 }
 
+/// Triggering `i` (bound to this thread) sends an IRQ message with
+/// `label` here.
+fn trigger_arrives(i: &Cap<Irq>, label: u64) -> R {
+    i.trigger().ctx("trigger")?;
+    ensure_eq!(wait_irq(WAIT_US)?, label, "label");
+    Ok(())
+}
+
 /// A triggered Irq sends an IRQ message with its label to the bound
 /// thread.
 fn trigger() -> R {
     let i = bound_irq(0x1110)?;
-    i.trigger().ctx("trigger")?;
-    ensure_eq!(wait_irq(WAIT_US)?, 0x1110, "label");
-    Ok(())
+    trigger_arrives(&i, 0x1110)
 }
 
 /// A closed receive names the Irq to receive from.
@@ -131,9 +137,7 @@ fn to_other_cpu() -> R {
 fn attach() -> R {
     let i = rt::irq()?;
     i.attach(base::THREAD, 0x2220).ctx("attach")?;
-    i.trigger().ctx("trigger")?;
-    ensure_eq!(wait_irq(WAIT_US)?, 0x2220, "label");
-    Ok(())
+    trigger_arrives(&i, 0x2220)
 }
 
 /// A detached Irq delivers nothing.

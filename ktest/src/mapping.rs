@@ -115,11 +115,7 @@ fn sigma0_device() -> R {
 /// writes.
 fn into_other_task() -> R {
     let (p, x, s) = page_in_new_task(0x201, MemRights::RW)?;
-    expect_value(
-        rt::probe_read(Some(&s), x)?,
-        marker(0x201),
-        "read in the task",
-    )?;
+    rt::expect_marker(Some(&s), x, 0x201, "read in the task")?;
     expect_value(
         rt::probe_write(Some(&s), x, 0x4242)?,
         0x4242,
@@ -132,7 +128,7 @@ fn into_other_task() -> R {
 /// A read-only mapping can be read; a write faults with the write flag.
 fn read_only() -> R {
     let (p, x, s) = page_in_new_task(0x202, MemRights::R)?;
-    expect_value(rt::probe_read(Some(&s), x)?, marker(0x202), "read")?;
+    rt::expect_marker(Some(&s), x, 0x202, "read")?;
     let pf = expect_fault(rt::probe_write(Some(&s), x, 1)?, "write")?;
     ensure!(pf.write, "write fault without the write flag");
     ensure_eq!(pf.addr, x, "fault address");
@@ -144,20 +140,12 @@ fn read_only() -> R {
 /// and keeps the page itself.
 fn unmap_revokes_derived() -> R {
     let (p, x, s) = page_in_new_task(0x203, MemRights::RW)?;
-    expect_value(
-        rt::probe_read(Some(&s), x)?,
-        marker(0x203),
-        "before the unmap",
-    )?;
+    rt::expect_marker(Some(&s), x, 0x203, "before the unmap")?;
     base::TASK
         .unmap(p.fpage(MemRights::RWX), unmap::OTHER_SPACES)
         .ctx("unmap")?;
     expect_fault(rt::probe_read(Some(&s), x)?, "the task after the unmap")?;
-    expect_value(
-        rt::probe_read(None, p.addr())?,
-        marker(0x203),
-        "ktest after the unmap",
-    )
+    rt::expect_marker(None, p.addr(), 0x203, "ktest after the unmap")
 }
 
 /// Unmapping only `W` leaves a read-only mapping.
@@ -166,11 +154,7 @@ fn unmap_write_only() -> R {
     base::TASK
         .unmap(p.fpage(MemRights::W), unmap::OTHER_SPACES)
         .ctx("unmap W")?;
-    expect_value(
-        rt::probe_read(Some(&s), x)?,
-        marker(0x204),
-        "read after unmapping W",
-    )?;
+    rt::expect_marker(Some(&s), x, 0x204, "read after unmapping W")?;
     let pf = expect_fault(rt::probe_write(Some(&s), x, 1)?, "write after unmapping W")?;
     ensure!(pf.write, "fault without the write flag");
     Ok(())
@@ -204,22 +188,14 @@ fn chain_of_three() -> R {
     let p = Page::with_marker(marker(0x205))?;
     let x = fresh_va();
     let [a, b, c] = chain(&p, x)?;
-    expect_value(
-        rt::probe_read(Some(&c), x)?,
-        marker(0x205),
-        "the end of the chain",
-    )?;
+    rt::expect_marker(Some(&c), x, 0x205, "the end of the chain")?;
     base::TASK
         .unmap(p.fpage(MemRights::RWX), unmap::OTHER_SPACES)
         .ctx("unmap")?;
     expect_fault(rt::probe_read(Some(&c), x)?, "third task after the unmap")?;
     expect_fault(rt::probe_read(Some(&b), x)?, "second task after the unmap")?;
     expect_fault(rt::probe_read(Some(&a), x)?, "first task after the unmap")?;
-    expect_value(
-        rt::probe_read(None, p.addr())?,
-        marker(0x205),
-        "ktest after the unmap",
-    )
+    rt::expect_marker(None, p.addr(), 0x205, "ktest after the unmap")
 }
 
 /// Unmap with `ALL_SPACES` in the middle task revokes its mapping and what
@@ -233,7 +209,7 @@ fn chain_middle() -> R {
         .ctx("unmap in the middle task")?;
     expect_fault(rt::probe_read(Some(&c), x)?, "third task")?;
     expect_fault(rt::probe_read(Some(&b), x)?, "second task")?;
-    expect_value(rt::probe_read(Some(&a), x)?, marker(0x206), "first task")
+    rt::expect_marker(Some(&a), x, 0x206, "first task")
 }
 
 /// Passing on a read-only mapping as read-write gives read-only.
@@ -241,11 +217,7 @@ fn rights_cannot_grow() -> R {
     let (p, x, a) = page_in_new_task(0x207, MemRights::R)?;
     let b = Space::new()?;
     let _ = b.cap().map_mem(a.cap(), x, 12, MemRights::RW, x);
-    expect_value(
-        rt::probe_read(Some(&b), x)?,
-        marker(0x207),
-        "read in the second task",
-    )?;
+    rt::expect_marker(Some(&b), x, 0x207, "read in the second task")?;
     let pf = expect_fault(rt::probe_write(Some(&b), x, 1)?, "write in the second task")?;
     ensure!(pf.write, "fault without the write flag");
     ensure_eq!(p.read(0), marker(0x207), "page after the refused write");
@@ -262,11 +234,7 @@ fn grant_moves() -> R {
             SendItem::grant(Fpage::mem(x, 12, MemRights::RW), x),
         )
         .ctx("grant")?;
-    expect_value(
-        rt::probe_read(Some(&b), x)?,
-        marker(0x208),
-        "receiver of the grant",
-    )?;
+    rt::expect_marker(Some(&b), x, 0x208, "receiver of the grant")?;
     expect_fault(rt::probe_read(Some(&a), x)?, "grantor after the grant").map(|_| ())
 }
 
@@ -290,9 +258,10 @@ fn superpage() -> R {
     let s = Space::new()?;
     let x = fresh_va();
     s.map_page(&p, x, MemRights::RW)?;
-    expect_value(
-        rt::probe_read(Some(&s), x + 0x1f_f000)?,
-        marker(0x209),
+    rt::expect_marker(
+        Some(&s),
+        x + 0x1f_f000,
+        0x209,
         "last page of the 2 MiB mapping",
     )
 }
@@ -357,9 +326,5 @@ fn kmem_exhaustion() -> R {
             fail!("map {i} after deleting the first task: {e:?}");
         }
     }
-    expect_value(
-        rt::probe_read(Some(&s), BASE)?,
-        marker(0x20a),
-        "read in the second task",
-    )
+    rt::expect_marker(Some(&s), BASE, 0x20a, "read in the second task")
 }

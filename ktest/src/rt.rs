@@ -875,6 +875,12 @@ pub fn expect_value(p: Probe, want: u64, what: &str) -> R {
     }
 }
 
+/// Reading `va` in `space` (`None`: ktest itself) must give marker `n`:
+/// the page [`Page::with_marker`]`(marker(n))` is mapped there.
+pub fn expect_marker(space: Option<&Space>, va: u64, n: u64, what: &str) -> R {
+    expect_value(probe_read(space, va)?, marker(n), what)
+}
+
 /// The probe must have faulted.
 pub fn expect_fault(p: Probe, what: &str) -> Result<PageFault, Fail> {
     match p {

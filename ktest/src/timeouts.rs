@@ -56,28 +56,28 @@ fn receive_silent() -> R {
     Ok(())
 }
 
-/// A send with timeout zero to a thread that is not receiving fails at
-/// once with `SendTimeout`.
-fn send_zero() -> R {
+/// A send with `t` to a thread that never receives fails with
+/// `SendTimeout`.
+fn send_times_out(t: Timeouts, what: &str) -> R {
     let w = rt::spawn_default(rt::park_entry, 0, 0)?;
     expect_err!(
-        ipc_send(w.cap().sel(), MsgTag::new(0, 0, 0, 0), Timeouts::SEND_ZERO).0,
+        ipc_send(w.cap().sel(), MsgTag::new(0, 0, 0, 0), t).0,
         Error::SendTimeout,
-        "send with timeout zero"
+        what
     );
     Ok(())
 }
 
+/// A send with timeout zero to a thread that is not receiving fails at
+/// once with `SendTimeout`.
+fn send_zero() -> R {
+    send_times_out(Timeouts::SEND_ZERO, "send with timeout zero")
+}
+
 /// A finite send timeout expires with `SendTimeout`.
 fn send_finite() -> R {
-    let w = rt::spawn_default(rt::park_entry, 0, 0)?;
     let t = Timeouts::new(Timeout::from_us(MS10), Timeout::NEVER);
-    expect_err!(
-        ipc_send(w.cap().sel(), MsgTag::new(0, 0, 0, 0), t).0,
-        Error::SendTimeout,
-        "send with a 10 ms timeout"
-    );
-    Ok(())
+    send_times_out(t, "send with a 10 ms timeout")
 }
 
 /// A call whose partner takes the message but never replies ends with

@@ -270,7 +270,7 @@ impl VcpuKick for Kick {
     fn kick(&self) {
         if self.1.load(Ordering::Acquire) {
             // A failing trigger means the vCPU is gone: nothing to kick.
-            let _ = self.0.trigger();
+            self.0.notify();
         }
     }
 }

@@ -260,7 +260,7 @@ impl Host for L4Host {
             client,
             kick: Box::new(move || {
                 // A device that is gone is not kicked.
-                let _ = Cap::<Irq>::from_index(kick).trigger();
+                Cap::<Irq>::from_index(kick).notify();
             }),
         }))
     }

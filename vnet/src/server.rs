@@ -8,9 +8,9 @@
 use std::convert::Infallible;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::Instant;
 
-use l4::{Cap, Error, Factory, IpcGate, Irq, SlotAlloc, Task, Thread, Timeout, Timeouts};
+use l4::server::SlotCaps;
+use l4::{Cap, Error, Factory, IpcGate, SlotAlloc, Task, Thread, Timeout, Timeouts};
 use l4_abi::utcb::MR_COUNT;
 use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
 use l4re::env::{FIRST_PROGRAM_CAP, caps};
@@ -28,46 +28,23 @@ const PROT_RW: u64 = 3;
 
 /// The kernel side.
 struct Kernel {
-    start: Instant,
-    thread: Cap<Thread>,
-    /// Where the next request's capability lands.
-    rcv_slot: u64,
+    caps: SlotCaps<16>,
 }
 
 impl Backend for Kernel {
-    fn now_ms(&mut self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
+    type Caps = SlotCaps<16>;
 
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        match FACTORY.create_gate(slot, label, Some(self.thread)) {
-            Ok(g) => Ok(g.index()),
-            Err(e) => {
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
+    fn caps(&mut self) -> &mut SlotCaps<16> {
+        &mut self.caps
     }
 
     fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
-        let slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        let r = FACTORY
-            .create_irq(slot)
-            .and_then(|irq| irq.attach(self.thread, label).map(|()| irq));
-        match r {
-            Ok(irq) => Ok(irq.index()),
-            Err(e) => {
-                let _ = TASK.delete_cap(slot);
-                SLOTS.free(slot);
-                Err(e)
-            }
-        }
-    }
-
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
-        self.rcv_slot = SLOTS.alloc().ok_or(Error::NoMem)?;
-        Ok(slot)
+        let thread = self.caps.thread;
+        SLOTS.create(TASK, |slot| {
+            let irq = FACTORY.create_irq(slot)?;
+            irq.attach(thread, label)?;
+            Ok(irq.index())
+        })
     }
 
     fn attach(&mut self, ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error> {
@@ -79,25 +56,6 @@ impl Backend for Kernel {
         // detaches it); the switch only copies bytes in and out through
         // `Ram`, never holding references into the shared memory.
         Ok(Arc::new(unsafe { Ram::from_raw(ptr, len) }))
-    }
-
-    fn trigger(&mut self, irq: u64) {
-        // A driver that deleted its Irq just is not notified.
-        let _ = Cap::<Irq>::from_index(irq).trigger();
-    }
-
-    fn delete(&mut self, cap: u64) {
-        let _ = TASK.delete_cap(cap);
-        SLOTS.free(cap);
-    }
-
-    fn release(&mut self, cap: u64) {
-        let _ = TASK.release_cap(cap);
-        SLOTS.free(cap);
-    }
-
-    fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
-        TASK.cap_has_child(gate)
     }
 
     fn is_alive(&mut self, cap: u64) -> bool {
@@ -123,11 +81,9 @@ pub fn run() -> Result<Infallible, String> {
         .map_err(|e| {
             format!("cannot bind the 'svr' gate: {e:?} (is it the server end, switch:svr()?)")
         })?;
-    let rcv_slot = SLOTS.alloc().ok_or("no free capability slot")?;
     let kernel = Kernel {
-        start: Instant::now(),
-        thread,
-        rcv_slot,
+        caps: SlotCaps::new(&SLOTS, TASK, FACTORY, thread)
+            .map_err(|_| "no free capability slot")?,
     };
     let mut svc = Service::new(kernel);
     println!("virtio network switch ready");
@@ -136,22 +92,18 @@ pub fn run() -> Result<Infallible, String> {
 
 /// The receive loop.
 fn serve(svc: &mut Service<Kernel>) -> ! {
-    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.rcv_slot));
+    let mut transport = UtcbServerTransport::new(RecvBufs::cap_slot(svc.backend.caps.rcv_slot));
     let mut mrs = [0u64; MR_COUNT];
     let mut reply: Option<MsgTag> = None;
     loop {
-        transport.rcv = RecvBufs::cap_slot(svc.backend.rcv_slot);
+        transport.rcv = RecvBufs::cap_slot(svc.backend.caps.rcv_slot);
         let recv = match svc.next_timeout_ms() {
             None => Timeout::NEVER,
             Some(0) => Timeout::ZERO,
             Some(ms) => Timeout::from_us(ms.min(3_600_000) * 1000),
         };
         transport.timeouts = Timeouts::new(Timeout::ZERO, recv);
-        let got = match reply.take() {
-            Some(r) => transport.reply_and_wait(r, &mut mrs),
-            None => transport.wait(&mut mrs),
-        };
-        match got {
+        match transport.reply_or_wait(reply.take(), &mut mrs) {
             Ok((tag, label)) => reply = svc.serve(label, tag, &mut mrs),
             Err(Error::RecvTimeout) => {}
             // The reply could not be sent (the caller is gone) or the

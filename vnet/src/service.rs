@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use l4::ServerCaps;
 use l4_abi::proto::varg::Varg;
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MsgTag};
@@ -41,22 +42,22 @@ use crate::switch::{PortId, Switch};
 pub mod labels {
     /// The `svr` gate (the Factory).
     pub const FACTORY: u64 = 0x10;
-    /// The first port's gate.
-    pub const PORT_BASE: u64 = 0x1000;
+    /// The ports' gates (the low two bits are the rights, the third
+    /// [`KICK`]).
+    pub const PORTS: l4_ipc::LabelRange = l4_ipc::LabelRange::new(0x1000, 3);
     /// Added to a port's gate label: its kick Irq.
     pub const KICK: u64 = 0x4;
 }
 
 /// The label of port `id`'s gate.
 pub const fn port_label(id: PortId) -> u64 {
-    labels::PORT_BASE + ((id as u64) << 3)
+    labels::PORTS.label(id as u64)
 }
 
 /// The port and whether it is the kick Irq, for a label.
 pub fn label_port(label: u64) -> Option<(PortId, bool)> {
-    let off = label.checked_sub(labels::PORT_BASE)?;
-    let id = PortId::try_from(off >> 3).ok()?;
-    Some((id, off & labels::KICK != 0))
+    let (n, low) = labels::PORTS.object(label)?;
+    Some((PortId::try_from(n).ok()?, low & labels::KICK != 0))
 }
 
 /// Learned addresses logged per port at most.
@@ -65,31 +66,19 @@ pub const LEARN_LOG_MAX: usize = 4;
 /// How often ports whose driver went away are looked for, in ms.
 pub const GC_PERIOD_MS: u64 = 1000;
 
-/// What the switch needs from the kernel.
+/// What the switch needs from the kernel: its capabilities (the ports'
+/// gates and kick Irqs, what drivers send) and clock, dataspaces and a
+/// log.
 pub trait Backend {
-    /// Milliseconds since the switch started.
-    fn now_ms(&mut self) -> u64;
-    /// Creates an IPC gate bound to the server thread with `label`; its
-    /// capability index.
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error>;
+    /// The switch's capabilities.
+    type Caps: ServerCaps;
+    /// The switch's capabilities.
+    fn caps(&mut self) -> &mut Self::Caps;
     /// Creates an Irq attached to the server thread with `label`; its
     /// capability index.
     fn create_irq(&mut self, label: u64) -> Result<u64, Error>;
-    /// Keeps the capability that arrived in receive slot `slot` (and
-    /// offers a fresh slot for the next request); returns where it is.
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error>;
     /// Maps `size` bytes of dataspace `ds` from `offset`.
     fn attach(&mut self, ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error>;
-    /// Triggers the Irq `irq`.
-    fn trigger(&mut self, irq: u64);
-    /// Deletes an object the switch created (gate, Irq) and frees its
-    /// slot.
-    fn delete(&mut self, cap: u64);
-    /// Drops the switch's capability `cap` (one a driver gave it) and
-    /// frees its slot.
-    fn release(&mut self, cap: u64);
-    /// Whether others hold capabilities derived from `gate`.
-    fn has_users(&mut self, gate: u64) -> Result<bool, Error>;
     /// Whether the object behind `cap` still exists (a driver's Irq goes
     /// with the driver's task).
     fn is_alive(&mut self, cap: u64) -> bool;
@@ -199,7 +188,7 @@ impl<B: Backend> Service<B> {
         }
         for p in out.notify {
             if let Some(irq) = self.caps.get(&p).and_then(|c| c.guest_irq) {
-                self.backend.trigger(irq);
+                self.backend.caps().trigger(irq);
             }
         }
     }
@@ -226,7 +215,7 @@ impl<B: Backend> Service<B> {
     /// someone did), or the driver's notification Irq is gone (its task
     /// ended, while whoever created the port may still hold it).
     pub fn timeout(&mut self) {
-        let now = self.backend.now_ms();
+        let now = self.backend.caps().now_ms();
         if now < self.last_gc + GC_PERIOD_MS {
             return;
         }
@@ -239,7 +228,7 @@ impl<B: Backend> Service<B> {
                 gone.push(id);
                 continue;
             }
-            match self.backend.has_users(c.gate) {
+            match self.backend.caps().has_users(c.gate) {
                 Ok(true) => c.had_users = true,
                 Ok(false) if c.had_users => gone.push(id),
                 _ => {}
@@ -259,7 +248,7 @@ impl<B: Backend> Service<B> {
         if self.caps.is_empty() {
             return None;
         }
-        let now = self.backend.now_ms();
+        let now = self.backend.caps().now_ms();
         Some((self.last_gc + GC_PERIOD_MS).saturating_sub(now))
     }
 
@@ -275,15 +264,15 @@ impl<B: Backend> Service<B> {
                 p.name, p.stats.tx, p.stats.rx, p.stats.rx_dropped
             ));
         }
-        self.backend.delete(c.gate);
+        self.backend.caps().delete(c.gate);
         if let Some(k) = c.kick {
-            self.backend.delete(k);
+            self.backend.caps().delete(k);
         }
         if let Some(i) = c.guest_irq {
-            self.backend.release(i);
+            self.backend.caps().release(i);
         }
         for d in c.dataspaces {
-            self.backend.release(d);
+            self.backend.caps().release(d);
         }
     }
 
@@ -332,7 +321,7 @@ impl<B: Backend> Service<B> {
             }
         };
         let id = self.switch.add_port(opts);
-        let gate = match self.backend.create_gate(port_label(id)) {
+        let gate = match self.backend.caps().create_gate(port_label(id)) {
             Ok(g) => g,
             Err(e) => {
                 self.switch.remove_port(id);
@@ -390,11 +379,11 @@ impl<B: Backend> VirtioServer for PortObj<'_, B> {
         if caps.guest_irq.is_some() {
             return Err(Error::Exist);
         }
-        let irq = backend.adopt_received(guest_irq.index)?;
+        let irq = backend.caps().adopt_received(guest_irq.index)?;
         let kick = match backend.create_irq(label) {
             Ok(k) => k,
             Err(e) => {
-                backend.release(irq);
+                backend.caps().release(irq);
                 return Err(e);
             }
         };
@@ -418,11 +407,11 @@ impl<B: Backend> VirtioServer for PortObj<'_, B> {
         if size == 0 || base.checked_add(size).is_none() || offset.checked_add(size).is_none() {
             return Err(Error::Inval);
         }
-        let cap = backend.adopt_received(ds.index)?;
+        let cap = backend.caps().adopt_received(ds.index)?;
         let ram = match backend.attach(cap, offset, size) {
             Ok(r) => r,
             Err(e) => {
-                backend.release(cap);
+                backend.caps().release(cap);
                 return Err(e);
             }
         };
@@ -432,7 +421,7 @@ impl<B: Backend> VirtioServer for PortObj<'_, B> {
                 Ok(())
             }
             Err(e) => {
-                backend.release(cap);
+                backend.caps().release(cap);
                 Err(e)
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use l4::ServerCaps;
 use l4_abi::{CapRights, Error, MsgTag};
 use l4_ipc::protocols::FactoryClient;
 use l4_ipc::varg::VarArgs;
@@ -41,19 +42,13 @@ struct Fake {
 }
 
 impl Backend for Fake {
-    fn now_ms(&mut self) -> u64 {
-        self.now
-    }
-    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
-        // The loopback reaches the object with label n through cap n.
-        Ok(label)
+    type Caps = Fake;
+    fn caps(&mut self) -> &mut Fake {
+        self
     }
     fn create_irq(&mut self, label: u64) -> Result<u64, Error> {
         self.next_irq += 1;
         Ok(label)
-    }
-    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
-        Ok(slot)
     }
     fn attach(&mut self, _ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error> {
         let r = self.attach.pop_front().ok_or(Error::Inval)?;
@@ -61,6 +56,25 @@ impl Backend for Fake {
             return Err(Error::Inval);
         }
         Ok(r)
+    }
+    fn is_alive(&mut self, cap: u64) -> bool {
+        !self.dead.contains(&cap)
+    }
+    fn log(&mut self, line: &str) {
+        self.log.push(line.to_string());
+    }
+}
+
+impl ServerCaps for Fake {
+    fn now_ms(&mut self) -> u64 {
+        self.now
+    }
+    fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
+        // The loopback reaches the object with label n through cap n.
+        Ok(label)
+    }
+    fn adopt_received(&mut self, slot: u64) -> Result<u64, Error> {
+        Ok(slot)
     }
     fn trigger(&mut self, irq: u64) {
         self.triggered.push(irq);
@@ -74,12 +88,6 @@ impl Backend for Fake {
     fn has_users(&mut self, gate: u64) -> Result<bool, Error> {
         self.users.get(&gate).copied().ok_or(Error::NoSys)
     }
-    fn is_alive(&mut self, cap: u64) -> bool {
-        !self.dead.contains(&cap)
-    }
-    fn log(&mut self, line: &str) {
-        self.log.push(line.to_string());
-    }
 }
 
 type Lb = Loopback<Service<Fake>>;
@@ -88,6 +96,15 @@ fn switch() -> Lb {
     let mut lb = Loopback::new(Service::new(Fake::default()));
     lb.server_rcv = RecvBufs::cap_slot(0x900);
     lb
+}
+
+/// A switch with three ports whose drivers are up.
+fn three_ports() -> (Lb, Driver, Driver, Driver) {
+    let mut lb = switch();
+    let a = Driver::up(&mut lb, 0);
+    let b = Driver::up(&mut lb, 0);
+    let c = Driver::up(&mut lb, 0);
+    (lb, a, b, c)
 }
 
 fn create(lb: &mut Lb, args: &VarArgs) -> Result<u64, Error> {
@@ -252,10 +269,7 @@ fn kick(lb: &mut Lb, d: &Driver) {
 
 #[test]
 fn learning_broadcast_and_unknown() {
-    let mut lb = switch();
-    let mut a = Driver::up(&mut lb, 0);
-    let mut b = Driver::up(&mut lb, 0);
-    let mut c = Driver::up(&mut lb, 0);
+    let (mut lb, mut a, mut b, mut c) = three_ports();
     assert_ne!(a.mac, b.mac);
     for d in [&mut a, &mut b, &mut c] {
         d.post_rx();
@@ -298,10 +312,7 @@ fn learning_broadcast_and_unknown() {
 
 #[test]
 fn a_port_that_does_not_read_loses_frames_only_itself() {
-    let mut lb = switch();
-    let mut a = Driver::up(&mut lb, 0);
-    let mut b = Driver::up(&mut lb, 0);
-    let mut c = Driver::up(&mut lb, 0);
+    let (mut lb, mut a, mut b, mut c) = three_ports();
     a.post_rx();
     b.post_rx();
     // C never posts receive buffers.
@@ -327,10 +338,7 @@ fn a_port_that_does_not_read_loses_frames_only_itself() {
 
 #[test]
 fn malformed_chains_stop_only_their_port() {
-    let mut lb = switch();
-    let mut a = Driver::up(&mut lb, 0);
-    let mut b = Driver::up(&mut lb, 0);
-    let mut c = Driver::up(&mut lb, 0);
+    let (mut lb, mut a, mut b, mut c) = three_ports();
     c.post_rx();
     b.post_rx();
     // A: a descriptor loop.

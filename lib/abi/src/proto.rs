@@ -154,6 +154,33 @@ macro_rules! opcodes {
     };
 }
 
+/// Flag bits written down once and given two ways: as `u64` constants in
+/// a module (to build message words with) and as a `bitflags` set (to
+/// decode them into); `other` constants of the same word that are not
+/// flags (a zero value, a special value) go in the module only.
+macro_rules! flag_words {
+    (
+        $(#[$mdoc:meta])* mod $module:ident;
+        $(#[$($sdoc:tt)*])* struct $set:ident;
+        flags { $( $(#[$($fdoc:tt)*])* $flag:ident = $fval:expr; )* }
+        $( other { $( $(#[$odoc:meta])* $other:ident = $oval:expr; )* } )?
+    ) => {
+        $(#[$mdoc])*
+        pub mod $module {
+            $( $(#[$($fdoc)*])* pub const $flag: u64 = $fval; )*
+            $( $( $(#[$odoc])* pub const $other: u64 = $oval; )* )?
+        }
+
+        bitflags::bitflags! {
+            $(#[$($sdoc)*])*
+            #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+            pub struct $set: u64 {
+                $( $(#[$($fdoc)*])* const $flag = $module::$flag; )*
+            }
+        }
+    };
+}
+
 opcodes! {
     /// Operations of the generic kernel-object protocol ([`Proto::Kobject`];
     /// layouts: [`crate::ops::KobjectMsg`]). After a bind, messages through
@@ -186,24 +213,21 @@ opcodes! {
     }
 }
 
-/// Flags of [`TaskOp::Unmap`] (MR1), Fiasco's `l4_unmap_flags_t`.
-pub mod unmap {
-    /// Revoke only the mappings derived from the named ones.
-    pub const OTHER_SPACES: u64 = 0;
-    /// Also revoke the named mappings in the invoked task.
-    pub const ALL_SPACES: u64 = 0x8000_0000;
-    /// For capabilities: delete the objects (implies `ALL_SPACES`; needs `D`).
-    pub const DELETE_OBJ: u64 = 0xc000_0000;
-}
-
-bitflags::bitflags! {
+flag_words! {
+    /// Flags of [`TaskOp::Unmap`] (MR1), Fiasco's `l4_unmap_flags_t`.
+    mod unmap;
     /// [`TaskOp::Unmap`] flags as a set (the values of [`unmap`]).
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct UnmapFlags: u64 {
+    struct UnmapFlags;
+    flags {
         /// Also revoke the named mappings in the invoked task.
-        const ALL_SPACES = unmap::ALL_SPACES;
-        /// Delete the objects (implies `ALL_SPACES`; needs `D`).
-        const DELETE_OBJ = unmap::DELETE_OBJ;
+        ALL_SPACES = 0x8000_0000;
+        /// For capabilities: delete the objects (implies `ALL_SPACES`;
+        /// needs `D`).
+        DELETE_OBJ = 0xc000_0000;
+    }
+    other {
+        /// Revoke only the mappings derived from the named ones.
+        OTHER_SPACES = 0;
     }
 }
 
@@ -238,54 +262,41 @@ opcodes! {
     }
 }
 
-/// Flags of [`ThreadOp::Control`] (in `MR0`; the layout is
-/// [`crate::ops::ThreadControl`]).
-pub mod thread_control {
-    /// MR1 names the pager.
-    pub const SET_PAGER: u64 = 0x001_0000;
-    /// MR5/MR6.. bind the thread to a task with a UTCB address.
-    pub const BIND_TASK: u64 = 0x020_0000;
-    /// Alien mode (system calls become exceptions).
-    pub const ALIEN: u64 = 0x040_0000;
-    /// MR2 names the exception handler.
-    pub const SET_EXC_HANDLER: u64 = 0x100_0000;
-}
-
-bitflags::bitflags! {
+flag_words! {
+    /// Flags of [`ThreadOp::Control`] (in `MR0`; the layout is
+    /// [`crate::ops::ThreadControl`]).
+    mod thread_control;
     /// [`ThreadOp::Control`] flags as a set (the values of
     /// [`thread_control`]): which settings change, and their values.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct ControlFlags: u64 {
-        /// Set the pager.
-        const SET_PAGER = thread_control::SET_PAGER;
-        /// Bind the thread to a task.
-        const BIND_TASK = thread_control::BIND_TASK;
-        /// Alien mode.
-        const ALIEN = thread_control::ALIEN;
-        /// Set the exception handler.
-        const SET_EXC_HANDLER = thread_control::SET_EXC_HANDLER;
+    struct ControlFlags;
+    flags {
+        /// Set the pager: MR1 names it.
+        SET_PAGER = 0x001_0000;
+        /// Bind the thread to a task: MR5/MR6.. give it and the UTCB
+        /// address.
+        BIND_TASK = 0x020_0000;
+        /// Alien mode (system calls become exceptions).
+        ALIEN = 0x040_0000;
+        /// Set the exception handler: MR2 names it.
+        SET_EXC_HANDLER = 0x100_0000;
     }
 }
 
-bitflags::bitflags! {
+flag_words! {
+    /// Flags of [`ThreadOp::ExRegs`].
+    mod ex_regs;
     /// [`ThreadOp::ExRegs`] flags as a set (the values of [`ex_regs`]).
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct ExRegsFlags: u64 {
+    struct ExRegsFlags;
+    flags {
         /// Cancel an ongoing IPC of the thread.
-        const CANCEL = ex_regs::CANCEL;
-        /// Make the thread raise an exception.
-        const TRIGGER_EXCEPTION = ex_regs::TRIGGER_EXCEPTION;
+        CANCEL = 0x1_0000;
+        /// Make the thread raise an exception (to its exception handler).
+        TRIGGER_EXCEPTION = 0x2_0000;
     }
-}
-
-/// Flags of [`ThreadOp::ExRegs`].
-pub mod ex_regs {
-    /// Cancel an ongoing IPC of the thread.
-    pub const CANCEL: u64 = 0x1_0000;
-    /// Make the thread raise an exception (to its exception handler).
-    pub const TRIGGER_EXCEPTION: u64 = 0x2_0000;
-    /// Value of pc/sp meaning "unchanged".
-    pub const UNCHANGED: u64 = u64::MAX;
+    other {
+        /// Value of pc/sp meaning "unchanged".
+        UNCHANGED = u64::MAX;
+    }
 }
 
 opcodes! {

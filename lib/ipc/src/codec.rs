@@ -892,6 +892,74 @@ impl Arg for SendItem {
 }
 
 // ----------------------------------------------------------------------
+// Records
+// ----------------------------------------------------------------------
+
+/// Implements [`Arg`] for a struct that travels as its fields, each an
+/// [`Arg`] whose view is itself (numbers, [`Str`], `Option`s of them ...),
+/// one after the other in the order listed. The struct is its own view.
+///
+/// ```
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// struct Span {
+///     start: u64,
+///     len: u32,
+/// }
+/// l4_ipc::arg_struct!(Span { start, len });
+/// let mut mrs = [0u64; 64];
+/// let s = Span { start: 0x1000, len: 3 };
+/// let tag = l4_ipc::codec::encode_one(&s, 0, &mut mrs).unwrap();
+/// assert_eq!((tag.words(), mrs[0], mrs[1]), (2, 0x1000, 3));
+/// assert_eq!(l4_ipc::codec::decode_one::<Span>(tag, &mrs), Ok(s));
+/// ```
+#[macro_export]
+macro_rules! arg_struct {
+    ($name:ident { $($field:ident),+ $(,)? }) => {
+        $crate::__arg_by_value!($name,
+            |this, w| {
+                $( $crate::codec::Arg::encode(&this.$field, w)?; )+
+                Ok(())
+            },
+            |r| Ok($name { $( $field: $crate::codec::Arg::decode(r)?, )+ })
+        );
+    };
+}
+
+/// The [`Arg`] impl of [`arg_struct!`] and [`arg_enum!`]: a type that is
+/// its own view, encoded by `encode` (given the value and the writer) and
+/// decoded by `decode` (given the reader).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __arg_by_value {
+    ($name:ident, |$this:ident, $w:ident| $encode:expr, |$r:ident| $decode:expr) => {
+        impl $crate::codec::Arg for $name {
+            type View<'a> = $name;
+
+            fn encode(
+                &self,
+                $w: &mut $crate::codec::Writer<'_>,
+            ) -> ::core::result::Result<(), $crate::Error> {
+                let $this = self;
+                $encode
+            }
+
+            fn encode_view(
+                v: $name,
+                w: &mut $crate::codec::Writer<'_>,
+            ) -> ::core::result::Result<(), $crate::Error> {
+                $crate::codec::Arg::encode(&v, w)
+            }
+
+            fn decode(
+                $r: &mut $crate::codec::Reader<'_>,
+            ) -> ::core::result::Result<$name, $crate::Error> {
+                $decode
+            }
+        }
+    };
+}
+
+// ----------------------------------------------------------------------
 // Enums
 // ----------------------------------------------------------------------
 
@@ -942,29 +1010,10 @@ macro_rules! arg_enum {
             }
         }
 
-        impl $crate::codec::Arg for $name {
-            type View<'a> = $name;
-
-            fn encode(
-                &self,
-                w: &mut $crate::codec::Writer<'_>,
-            ) -> ::core::result::Result<(), $crate::Error> {
-                w.word(*self as u64)
-            }
-
-            fn encode_view(
-                v: $name,
-                w: &mut $crate::codec::Writer<'_>,
-            ) -> ::core::result::Result<(), $crate::Error> {
-                w.word(v as u64)
-            }
-
-            fn decode(
-                r: &mut $crate::codec::Reader<'_>,
-            ) -> ::core::result::Result<$name, $crate::Error> {
-                <$name as ::core::convert::TryFrom<u64>>::try_from(r.word()?)
-            }
-        }
+        $crate::__arg_by_value!($name,
+            |this, w| w.word(*this as u64),
+            |r| <$name as ::core::convert::TryFrom<u64>>::try_from(r.word()?)
+        );
     };
 }
 

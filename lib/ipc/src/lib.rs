@@ -97,7 +97,7 @@ pub use l4_abi::{Error, MsgTag};
 #[cfg(feature = "alloc")]
 pub use server::ObjectMap;
 pub use server::{
-    Ctx, Dispatch, Handler, Object, ObjectTable, Protocol, Registry, Server, ServerTransport,
-    handle_request,
+    Ctx, Dispatch, Handler, LabelRange, Object, ObjectTable, Protocol, Registry, Server,
+    ServerTransport, handle_request,
 };
 pub use transport::{Loopback, NoTransport, RecvBufs, Request, Transport};

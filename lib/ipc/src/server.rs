@@ -338,6 +338,50 @@ pub trait ServerTransport {
         reply: MsgTag,
         mrs: &mut [u64; MR_COUNT],
     ) -> Result<(MsgTag, u64), Error>;
+
+    /// A server loop's turn: sends `reply` if there is one (the answer to
+    /// the last request), and waits for the next request.
+    fn reply_or_wait(
+        &mut self,
+        reply: Option<MsgTag>,
+        mrs: &mut [u64; MR_COUNT],
+    ) -> Result<(MsgTag, u64), Error> {
+        match reply {
+            Some(r) => self.reply_and_wait(r, mrs),
+            None => self.wait(mrs),
+        }
+    }
+}
+
+/// The labels of a server's numbered objects (clients, ports): object
+/// `n` has `base + (n << shift)`, which leaves the `shift` low bits of
+/// each label to the kernel's rights bits (the low two) and the server's
+/// own use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelRange {
+    base: u64,
+    shift: u32,
+}
+
+impl LabelRange {
+    /// Objects' labels from `base`, `1 << shift` apart.
+    pub const fn new(base: u64, shift: u32) -> LabelRange {
+        LabelRange { base, shift }
+    }
+
+    /// The label of object `n`.
+    pub const fn label(self, n: u64) -> u64 {
+        self.base + (n << self.shift)
+    }
+
+    /// The object `label` belongs to, and the label's low bits; `None`
+    /// below the range.
+    pub const fn object(self, label: u64) -> Option<(u64, u64)> {
+        match label.checked_sub(self.base) {
+            Some(off) => Some((off >> self.shift, off & ((1 << self.shift) - 1))),
+            None => None,
+        }
+    }
 }
 
 /// A server loop: receive a request, dispatch it by label, reply and
@@ -368,11 +412,9 @@ impl<R: Registry, T: ServerTransport> Server<R, T> {
     /// receive error. After an error there is nobody to reply to (the
     /// send or receive phase failed), so the next step only waits.
     pub fn step(&mut self) -> Result<(u64, MsgTag), Error> {
-        let got = match self.pending.take() {
-            Some(reply) => self.transport.reply_and_wait(reply, &mut self.mrs),
-            None => self.transport.wait(&mut self.mrs),
-        };
-        let (tag, label) = got?;
+        let (tag, label) = self
+            .transport
+            .reply_or_wait(self.pending.take(), &mut self.mrs)?;
         self.pending = Some(handle_request(&mut self.objects, label, tag, &mut self.mrs));
         Ok((label, tag))
     }
@@ -400,6 +442,16 @@ mod tests {
         mrs[0] = ctx.label();
         mrs[1] = tag.words() as u64;
         MsgTag::new(0, 2, 0, 0)
+    }
+
+    #[test]
+    fn label_ranges() {
+        let r = LabelRange::new(0x1000, 3);
+        assert_eq!(r.label(0), 0x1000);
+        assert_eq!(r.label(5), 0x1028);
+        assert_eq!(r.object(0x1028), Some((5, 0)));
+        assert_eq!(r.object(0x1028 | 6), Some((5, 6)));
+        assert_eq!(r.object(0xfff), None);
     }
 
     #[test]

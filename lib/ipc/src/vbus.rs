@@ -80,31 +80,13 @@ pub struct DeviceInfo {
     pub parent: Option<u32>,
 }
 
-impl Arg for DeviceInfo {
-    type View<'a> = DeviceInfo;
-
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), Error> {
-        self.name.encode(w)?;
-        self.hid.encode(w)?;
-        self.compatibles.encode(w)?;
-        self.resources.encode(w)?;
-        self.parent.encode(w)
-    }
-
-    fn encode_view(v: DeviceInfo, w: &mut Writer<'_>) -> Result<(), Error> {
-        v.encode(w)
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<DeviceInfo, Error> {
-        Ok(DeviceInfo {
-            name: Arg::decode(r)?,
-            hid: Arg::decode(r)?,
-            compatibles: Arg::decode(r)?,
-            resources: Arg::decode(r)?,
-            parent: Arg::decode(r)?,
-        })
-    }
-}
+crate::arg_struct!(DeviceInfo {
+    name,
+    hid,
+    compatibles,
+    resources,
+    parent,
+});
 
 /// A resource of a device, as [`Vbus`] `resource` describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

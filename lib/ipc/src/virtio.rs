@@ -53,7 +53,7 @@
 
 use l4_abi::Error;
 
-use crate::codec::{Arg, CapArg, RcvCap, Reader, Writer};
+use crate::codec::{CapArg, RcvCap};
 
 /// The protocol id (L4Re's `L4VIRTIO_PROTOCOL`); also what a port
 /// factory's `create` is asked for (`create(0, ...)`).
@@ -95,33 +95,14 @@ pub struct DeviceInfo {
     pub config_size: u32,
 }
 
-impl Arg for DeviceInfo {
-    type View<'a> = DeviceInfo;
-
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), Error> {
-        self.device_id.encode(w)?;
-        self.vendor_id.encode(w)?;
-        self.features.encode(w)?;
-        self.num_queues.encode(w)?;
-        self.queue_max.encode(w)?;
-        self.config_size.encode(w)
-    }
-
-    fn encode_view(v: DeviceInfo, w: &mut Writer<'_>) -> Result<(), Error> {
-        v.encode(w)
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<DeviceInfo, Error> {
-        Ok(DeviceInfo {
-            device_id: Arg::decode(r)?,
-            vendor_id: Arg::decode(r)?,
-            features: Arg::decode(r)?,
-            num_queues: Arg::decode(r)?,
-            queue_max: Arg::decode(r)?,
-            config_size: Arg::decode(r)?,
-        })
-    }
-}
+crate::arg_struct!(DeviceInfo {
+    device_id,
+    vendor_id,
+    features,
+    num_queues,
+    queue_max,
+    config_size,
+});
 
 /// Flags of a [`QueueConfig`].
 pub mod queue_flags {
@@ -183,29 +164,13 @@ impl QueueConfig {
     }
 }
 
-impl Arg for QueueConfig {
-    type View<'a> = QueueConfig;
-
-    fn encode(&self, w: &mut Writer<'_>) -> Result<(), Error> {
-        self.size.encode(w)?;
-        w.words(&[self.desc, self.avail, self.used])?;
-        self.flags.encode(w)
-    }
-
-    fn encode_view(v: QueueConfig, w: &mut Writer<'_>) -> Result<(), Error> {
-        v.encode(w)
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<QueueConfig, Error> {
-        Ok(QueueConfig {
-            size: Arg::decode(r)?,
-            desc: r.word()?,
-            avail: r.word()?,
-            used: r.word()?,
-            flags: Arg::decode(r)?,
-        })
-    }
-}
+crate::arg_struct!(QueueConfig {
+    size,
+    desc,
+    avail,
+    used,
+    flags,
+});
 
 crate::protocol! {
     /// A virtio device served over shared memory (L4Re's

@@ -19,6 +19,8 @@
 //! * `utcb`: safe accessors of the calling thread's UTCB (AArch64 only);
 //! * [`slots`]: a lock-free allocator of capability slots (or any small
 //!   indices);
+//! * [`server`]: what a server that makes a gate per client needs from the
+//!   kernel ([`ServerCaps`]; on AArch64 implemented on slots);
 //! * [`io`]: [`print!`]/[`println!`] over the kernel console (Vcon).
 //!
 //! The crate is `no_std` and never allocates.
@@ -30,6 +32,7 @@
 pub mod cap;
 pub mod io;
 pub mod msg;
+pub mod server;
 pub mod slots;
 
 #[cfg(target_arch = "aarch64")]
@@ -57,4 +60,5 @@ pub use l4_abi::{
 pub use msg::{SchedParams, ThreadControl};
 #[cfg(target_arch = "aarch64")]
 pub use objects::{object_timeouts, set_object_timeouts};
+pub use server::ServerCaps;
 pub use slots::SlotAlloc;

@@ -10,6 +10,7 @@ use l4_abi::{CapRights, Error, Fpage, MemRights, MsgTag, SendItem, Timeout, Time
 use crate::cap::*;
 use crate::ipc::{ipc_call, ipc_receive, ipc_send};
 use crate::msg::{self, SchedParams, ThreadControl};
+use crate::slots::SlotAlloc;
 use crate::utcb;
 use crate::{ExRegs, IcuInfo, SchedInfo};
 use l4_abi::ops::{GateInfo, SchedIdleTimeReply, Sigma0Reply, ThreadStatsReply};
@@ -320,6 +321,13 @@ impl Cap<Irq> {
         send(self.sel(), msg::irq_trigger)
     }
 
+    /// Triggers the IRQ for a party that may have gone: a failure (the
+    /// Irq was deleted with its owner's task) only means nobody is woken,
+    /// so it is not reported.
+    pub fn notify(self) {
+        let _ = self.trigger();
+    }
+
     /// Unmasks the IRQ (end of interrupt).
     pub fn unmask(self) -> Result<(), Error> {
         invoke(self.sel(), msg::irq_unmask).map(|_| ())
@@ -505,5 +513,38 @@ impl Cap<Irq> {
             msg::irq_bind_vcpu(u, thread.index(), intid, priority)
         })
         .map(|_| ())
+    }
+}
+
+/// Objects in slots of a [`SlotAlloc`]: made in a fresh slot, and deleted
+/// or dropped together with their slot.
+impl<const W: usize> SlotAlloc<W> {
+    /// Runs `make` on a free slot (which it fills with a capability of
+    /// `task`); if `make` fails, deletes what it left in the slot and
+    /// frees the slot. [`Error::NoMem`] when no slot is free.
+    pub fn create<R>(
+        &self,
+        task: Cap<Task>,
+        make: impl FnOnce(u64) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let slot = self.alloc().ok_or(Error::NoMem)?;
+        make(slot).inspect_err(|_| self.delete_cap(task, slot))
+    }
+
+    /// Deletes the object slot `idx` of `task` names (needs `D`) and
+    /// frees the slot. The slot is free afterwards whatever the kernel
+    /// answered (an object that is gone already leaves it empty), so a
+    /// failure is not reported.
+    pub fn delete_cap(&self, task: Cap<Task>, idx: u64) {
+        let _ = task.delete_cap(idx);
+        self.free(idx);
+    }
+
+    /// Empties slot `idx` of `task` (the object stays for its other
+    /// holders) and frees the slot; like [`SlotAlloc::delete_cap`], a
+    /// failure is not reported.
+    pub fn release_cap(&self, task: Cap<Task>, idx: u64) {
+        let _ = task.release_cap(idx);
+        self.free(idx);
     }
 }

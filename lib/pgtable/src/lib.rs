@@ -22,6 +22,8 @@ const LEVEL_SHIFT: [u32; 4] = [39, 30, 21, 12];
 /// MAIR_ELx value matching [`MemType`] indices.
 pub const MAIR: u64 = 0x04 | (0xff << 8) | (0x44 << 16);
 
+// Descriptor bits; the first two, SH_INNER, AF and ADDR_MASK have the
+// same place in stage-2 descriptors ([`stage2`]).
 const VALID: u64 = 1 << 0;
 const TABLE_OR_PAGE: u64 = 1 << 1;
 const AP_EL0: u64 = 1 << 6;

@@ -9,7 +9,7 @@
 //! write), MemAttr (normal write-back or device), XN, shareability and the
 //! access flag; [`vtcr`] is the matching VTCR_EL2 value.
 
-use crate::{ENTRIES, MapError, PAGE_SIZE, Tables};
+use crate::{ADDR_MASK, AF, ENTRIES, MapError, PAGE_SIZE, SH_INNER, TABLE_OR_PAGE, Tables, VALID};
 
 /// Bits of a guest-physical address.
 pub const IPA_BITS: u32 = 40;
@@ -22,15 +22,13 @@ pub const BLOCK_SIZE: u64 = 1 << 21;
 
 const LEVEL_SHIFT: [u32; 3] = [30, 21, 12];
 
-const VALID: u64 = 1 << 0;
-const TABLE_OR_PAGE: u64 = 1 << 1;
+// The descriptor bits both stages share (valid, table/page, shareability,
+// access flag, output address) are the crate's; these are stage 2's own.
 const MEMATTR_SHIFT: u32 = 2;
 const S2AP_R: u64 = 1 << 6;
 const S2AP_W: u64 = 1 << 7;
-const SH_INNER: u64 = 3 << 8;
-const AF: u64 = 1 << 10;
+/// XN[1]: not executable at any level (stage 1's UXN bit).
 const XN: u64 = 1 << 54;
-const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 
 /// Stage-2 MemAttr values (with HCR_EL2.FWB clear they combine with the
 /// guest's stage-1 attributes, the stricter winning).

@@ -57,13 +57,8 @@ fn headless(
         ".bench"
     };
     let image = modules.pack_variant(&entry, suffix, roottask_options)?;
-    let arguments = qemu::arguments(
-        ConsoleMode::Piped,
-        &modules.qemu_options(&entry)?,
-        &[],
-        &env_options,
-        &image.path,
-    );
+    let arguments =
+        modules.qemu_arguments(&entry, ConsoleMode::Piped, &[], &env_options, &image.path)?;
     Ok((entry, arguments, image))
 }
 

@@ -342,10 +342,13 @@ fn parse_bench(flags: &[&str]) -> Result<Bench> {
     };
     match kind {
         "boot" => parse_bench_boot(flags).map(Bench::Boot),
-        "ipc" => parse_bench_ipc(flags).map(Bench::Ipc),
+        "ipc" => parse_bench_timeout(flags, kind, IpcBenchArgs::default().timeout)
+            .map(|timeout| Bench::Ipc(IpcBenchArgs { timeout })),
         "vm" => parse_bench_vm(flags).map(Bench::Vm),
-        "staticpart" => parse_bench_staticpart(flags).map(Bench::Staticpart),
-        "net" => parse_bench_net(flags).map(Bench::Net),
+        "staticpart" => parse_bench_timeout(flags, kind, StaticpartBenchArgs::default().timeout)
+            .map(|timeout| Bench::Staticpart(StaticpartBenchArgs { timeout })),
+        "net" => parse_bench_timeout(flags, kind, NetBenchArgs::default().timeout)
+            .map(|timeout| Bench::Net(NetBenchArgs { timeout })),
         other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
     }
 }
@@ -367,30 +370,6 @@ fn parse_bench_boot(flags: &[&str]) -> Result<BootBenchArgs> {
     Ok(args)
 }
 
-fn parse_bench_ipc(flags: &[&str]) -> Result<IpcBenchArgs> {
-    let mut args = IpcBenchArgs::default();
-    parse_flags(flags, |name, value| {
-        match name {
-            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
-            other => bail!("unknown flag '{other}' for 'bench ipc'"),
-        }
-        Ok(())
-    })?;
-    Ok(args)
-}
-
-fn parse_bench_staticpart(flags: &[&str]) -> Result<StaticpartBenchArgs> {
-    let mut args = StaticpartBenchArgs::default();
-    parse_flags(flags, |name, value| {
-        match name {
-            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
-            other => bail!("unknown flag '{other}' for 'bench staticpart'"),
-        }
-        Ok(())
-    })?;
-    Ok(args)
-}
-
 fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
     let mut args = VmBenchArgs::default();
     parse_flags(flags, |name, value| {
@@ -404,16 +383,18 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
     Ok(args)
 }
 
-fn parse_bench_net(flags: &[&str]) -> Result<NetBenchArgs> {
-    let mut args = NetBenchArgs::default();
+/// The flags of benchmark `bench` whose only flag is `--timeout`: the
+/// timeout, `default` without the flag.
+fn parse_bench_timeout(flags: &[&str], bench: &str, default: Duration) -> Result<Duration> {
+    let mut timeout = default;
     parse_flags(flags, |name, value| {
         match name {
-            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
-            other => bail!("unknown flag '{other}' for 'bench net'"),
+            "--timeout" => timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench {bench}'"),
         }
         Ok(())
     })?;
-    Ok(args)
+    Ok(timeout)
 }
 
 /// Calls `handle(name, value)` for each flag; `value()` takes the flag's value,
@@ -589,14 +570,6 @@ mod tests {
             err.to_string().contains("boot, ipc, vm, staticpart, net"),
             "{err}"
         );
-        let inv = parse_with(&["bench", "net", "--timeout", "60"], &[]).unwrap();
-        assert_eq!(
-            inv.command,
-            Command::Bench(Bench::Net(NetBenchArgs {
-                timeout: Duration::from_secs(60)
-            }))
-        );
-        assert!(parse_with(&["bench", "net", "--runs", "2"], &[]).is_err());
     }
 
     #[test]
@@ -674,13 +647,23 @@ mod tests {
         );
         assert!(parse_with(&["bench", "vm", "--runs", "0"], &[]).is_err());
         assert!(parse_with(&["bench", "vm", "--stage-marker", "x"], &[]).is_err());
-        let inv = parse_with(&["bench", "staticpart", "--timeout", "90"], &[]).unwrap();
-        assert_eq!(
-            inv.command,
-            Command::Bench(Bench::Staticpart(StaticpartBenchArgs {
-                timeout: Duration::from_secs(90)
-            }))
-        );
-        assert!(parse_with(&["bench", "staticpart", "--runs", "2"], &[]).is_err());
+    }
+
+    /// The benchmarks whose only flag is `--timeout`.
+    #[test]
+    fn bench_timeout_only() {
+        let timeout = Duration::from_secs(90);
+        for (name, want) in [
+            ("net", Bench::Net(NetBenchArgs { timeout })),
+            (
+                "staticpart",
+                Bench::Staticpart(StaticpartBenchArgs { timeout }),
+            ),
+        ] {
+            let inv = parse_with(&["bench", name, "--timeout", "90"], &[]).unwrap();
+            assert_eq!(inv.command, Command::Bench(want), "bench {name}");
+            let runs = parse_with(&["bench", name, "--runs", "2"], &[]);
+            assert!(runs.is_err(), "bench {name} --runs");
+        }
     }
 }

@@ -122,13 +122,13 @@ impl<'a> Runner<'a> {
     /// expected output arrived.
     fn boot_and_check(&mut self, scenario: &Scenario) -> Result<Duration> {
         let image = self.image(&scenario.entry)?;
-        let arguments = qemu::arguments(
+        let arguments = self.modules.qemu_arguments(
+            &scenario.entry,
             ConsoleMode::Piped,
-            &self.modules.qemu_options(&scenario.entry)?,
             &scenario.qemu_options,
             &self.env_options,
             &image,
-        );
+        )?;
         eprintln!("xtask: booting: {} {}", qemu::QEMU, shell::join(&arguments));
         let forbid = scenario.forbid.clone();
         let mut session = Session::spawn(qemu::command(&arguments), forbid, self.echo)?;

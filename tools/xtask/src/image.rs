@@ -117,6 +117,27 @@ impl<'a> Modules<'a> {
         crate::qemu::entry_options(&text, entry).context(|| self.list.display().to_string())
     }
 
+    /// The QEMU command line that boots `image` of `entry` with the
+    /// console in `mode`: the machine, the entry's options, then `extra`
+    /// (a scenario's) and `env_options` (the user's).
+    pub fn qemu_arguments(
+        &self,
+        entry: &str,
+        mode: crate::qemu::ConsoleMode,
+        extra: &[String],
+        env_options: &[String],
+        image: &Path,
+    ) -> Result<Vec<String>> {
+        let entry_options = self.qemu_options(entry)?;
+        Ok(crate::qemu::arguments(
+            mode,
+            &entry_options,
+            extra,
+            env_options,
+            image,
+        ))
+    }
+
     /// Builds the guest files (`cargo xtask guest`) when the entry names one
     /// that no other directory of the search path has.
     fn ensure_guest_files(&self, entry: &str) -> Result<()> {

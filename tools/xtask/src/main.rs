@@ -64,13 +64,13 @@ fn run(args: &[String]) -> Result<()> {
             plan::preflight(&ws, &vars, &entry);
             targets::prepare(&ws, &[Need::Qemu])?;
             let image = modules.pack(&entry)?;
-            let arguments = qemu::arguments(
+            let arguments = modules.qemu_arguments(
+                &entry,
                 ConsoleMode::Terminal,
-                &modules.qemu_options(&entry)?,
                 &[],
                 &env_options,
                 &image.path,
-            );
+            )?;
             qemu::run_interactive(&arguments, vars.qemu_options.as_deref())?;
         }
         Command::Test(args) => harness::test(&ws, &vars, &args)?,

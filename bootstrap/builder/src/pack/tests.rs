@@ -83,6 +83,12 @@ impl Setup {
     fn error(&self) -> String {
         self.build().expect_err("the build should fail").to_string()
     }
+
+    /// [`Setup::error`] with the test's directory written `<dir>`.
+    fn error_at_dir(&self) -> String {
+        let dir = self.dir.path().display().to_string();
+        self.error().replace(&dir, "<dir>")
+    }
 }
 
 fn payload(image: &[u8], stage_size: u64) -> Payload<'_> {
@@ -260,20 +266,45 @@ fn paths_as_written_and_missing_aliases() {
     assert_eq!(report.modules[3].source, dir.path().join("files/bootstrap"));
 }
 
+/// Lists whose build fails: the error names the line and what was looked
+/// at.
 #[test]
-fn missing_module_names_every_place_looked_at() {
-    let setup = Setup::new(
-        "missing",
-        "entry e\nkernel fiasco\nroottask moe\n\nmodule ned\n",
-    );
-    let d = setup.dir.path().display();
-    assert_eq!(
-        setup.error(),
-        format!(
-            "{d}/conf/modules.list:5: module 'ned' not found; looked at:\n  ned\n  {d}/files/ned\n  \
-             {d}/more/ned"
-        )
-    );
+fn list_errors_name_the_line_and_the_places_looked_at() {
+    let entry = "entry e\nkernel fiasco\nroottask moe\n";
+    for (tag, module, want) in [
+        (
+            "missing",
+            "\nmodule ned",
+            "<dir>/conf/modules.list:5: module 'ned' not found; looked at:\n  ned\n  \
+             <dir>/files/ned\n  <dir>/more/ned",
+        ),
+        (
+            "shell-fails",
+            "module[shell] echo oops >&2; exit 3",
+            "<dir>/conf/modules.list:4: module[shell] 'echo oops >&2; exit 3': failed (exit \
+             status: 3): oops",
+        ),
+        (
+            "shell-silent",
+            "module[shell] true",
+            "<dir>/conf/modules.list:4: module[shell] 'true': printed no file names",
+        ),
+        (
+            "shell-missing",
+            "module[shell] echo /no/such/x.lua",
+            "<dir>/conf/modules.list:4: module[shell] output '/no/such/x.lua' not found; looked \
+             at:\n  /no/such/x.lua\n  x.lua\n  <dir>/files/x.lua\n  <dir>/more/x.lua",
+        ),
+        (
+            "glob",
+            "module[glob] *.dtb",
+            "<dir>/conf/modules.list:4: module[glob] '*.dtb' matches no file in:\n  \
+             <dir>/files\n  <dir>/more",
+        ),
+    ] {
+        let setup = Setup::new(tag, &format!("{entry}{module}\n"));
+        assert_eq!(setup.error_at_dir(), want, "{tag}");
+    }
 }
 
 #[test]
@@ -419,47 +450,6 @@ fn flatten_checks_segments() {
 }
 
 #[test]
-fn shell_errors() {
-    let entry = "entry e\nkernel fiasco\nroottask moe\n";
-    let at = |setup: &Setup| format!("{}/conf/modules.list:4", setup.dir.path().display());
-
-    let setup = Setup::new(
-        "shell-fails",
-        &format!("{entry}module[shell] echo oops >&2; exit 3\n"),
-    );
-    assert_eq!(
-        setup.error(),
-        format!(
-            "{}: module[shell] 'echo oops >&2; exit 3': failed (exit status: 3): oops",
-            at(&setup)
-        )
-    );
-
-    let setup = Setup::new("shell-silent", &format!("{entry}module[shell] true\n"));
-    assert_eq!(
-        setup.error(),
-        format!(
-            "{}: module[shell] 'true': printed no file names",
-            at(&setup)
-        )
-    );
-
-    let setup = Setup::new(
-        "shell-missing",
-        &format!("{entry}module[shell] echo /no/such/x.lua\n"),
-    );
-    let d = setup.dir.path().display();
-    assert_eq!(
-        setup.error(),
-        format!(
-            "{}: module[shell] output '/no/such/x.lua' not found; looked at:\n  /no/such/x.lua\n  \
-             x.lua\n  {d}/files/x.lua\n  {d}/more/x.lua",
-            at(&setup)
-        )
-    );
-}
-
-#[test]
 fn shell_env_is_passed() {
     let setup = Setup::new(
         "shell-env",
@@ -471,22 +461,6 @@ fn shell_env_is_passed() {
     let names: Vec<_> = report.modules.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["fiasco", "moe", "a", "b"]);
     assert!(report.notes.is_empty());
-}
-
-#[test]
-fn glob_without_match() {
-    let setup = Setup::new(
-        "glob",
-        "entry e\nkernel fiasco\nroottask moe\nmodule[glob] *.dtb\n",
-    );
-    let d = setup.dir.path().display();
-    assert_eq!(
-        setup.error(),
-        format!(
-            "{d}/conf/modules.list:4: module[glob] '*.dtb' matches no file in:\n  {d}/files\n  \
-             {d}/more"
-        )
-    );
 }
 
 #[test]

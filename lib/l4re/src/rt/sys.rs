@@ -11,7 +11,7 @@ use l4_ipc::protocols::{
 };
 use l4re::linux::errno::*;
 use l4re::regions::Prot;
-use l4re::runtime::Backend;
+use l4re::runtime::{Backend, DsMap};
 
 use super::PROGRAM_PRIO;
 
@@ -100,25 +100,16 @@ pub fn ds_alloc_raw(size: u64, dense: bool) -> Result<u64, i64> {
     }
 }
 
-/// Maps part of `ds` into the receive window `window` for `spot`.
-fn ds_map_raw(
-    ds: u64,
-    offset: u64,
-    spot: u64,
-    window: (u64, u8),
-    prot: Prot,
-) -> Result<(u64, u8), i64> {
-    let mut c = DataspaceClient::new(ds);
+/// Maps part of a dataspace into its receive window.
+fn ds_map_raw(m: DsMap) -> Result<(u64, u8), i64> {
+    let mut c = DataspaceClient::new(m.ds);
     let mut rcv = RecvBufs::new();
-    rcv.push(RecvItem::Window(Fpage::mem(
-        window.0,
-        window.1,
-        MemRights::RWX,
-    )))
-    .map_err(errno)?;
+    let (base, order) = m.window;
+    rcv.push(RecvItem::Window(Fpage::mem(base, order, MemRights::RWX)))
+        .map_err(errno)?;
     c.rcv = rcv;
-    let m = c.map(offset, spot, prot.0 as u64).map_err(errno)?;
-    Ok((m.fpage.mem_base(), m.fpage.order()))
+    let got = c.map(m.offset, m.spot, m.prot.0 as u64).map_err(errno)?;
+    Ok((got.fpage.mem_base(), got.fpage.order()))
 }
 
 /// Maps all of `[va, va + size)` (size-aligned) from `ds` at offset 0.
@@ -127,7 +118,13 @@ pub fn map_all(ds: u64, va: u64, size: u64, prot: Prot) -> Result<(), i64> {
     while at < va + size {
         let order = (size.trailing_zeros().min(21)) as u8;
         let win = at & !((1u64 << order) - 1);
-        let (b, o) = ds_map_raw(ds, at - va, at, (win, order), prot)?;
+        let (b, o) = ds_map_raw(DsMap {
+            ds,
+            offset: at - va,
+            spot: at,
+            window: (win, order),
+            prot,
+        })?;
         let end = b.saturating_add(1 << o.min(63));
         if b > at || end <= at {
             return Err(EFAULT);
@@ -162,15 +159,8 @@ impl Backend for L4 {
         ds_alloc_raw(size, dense)
     }
 
-    fn ds_map(
-        &mut self,
-        ds: u64,
-        offset: u64,
-        spot: u64,
-        window: (u64, u8),
-        prot: Prot,
-    ) -> Result<(u64, u8), i64> {
-        ds_map_raw(ds, offset, spot, window, prot)
+    fn ds_map(&mut self, m: DsMap) -> Result<(u64, u8), i64> {
+        ds_map_raw(m)
     }
 
     fn ds_size(&mut self, ds: u64) -> Result<u64, i64> {
@@ -203,8 +193,7 @@ impl Backend for L4 {
     }
 
     fn release_cap(&mut self, cap: u64) {
-        let _ = this_task().release_cap(cap);
-        SLOTS.free(cap);
+        SLOTS.release_cap(this_task(), cap);
     }
 
     fn read_mem(&mut self, addr: u64, buf: &mut [u8]) {
@@ -299,8 +288,7 @@ impl Backend for L4 {
     }
 
     fn thread_delete(&mut self, cap: u64) {
-        let _ = this_task().delete_cap(cap);
-        SLOTS.free(cap);
+        SLOTS.delete_cap(this_task(), cap);
     }
 
     fn now_ns(&mut self) -> u64 {

@@ -10,7 +10,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{Backend, MAX_WINDOW_ORDER, Runtime};
+use super::{Backend, DsMap, MAX_WINDOW_ORDER, Runtime};
 use crate::layout::*;
 use crate::linux::Timespec;
 use crate::linux::errno::*;
@@ -83,7 +83,13 @@ impl<B: Backend> Runtime<B> {
             }
             let base = va & !((1u64 << order) - 1);
             let off = offset + (va - r.start);
-            let (lb, lo) = self.b.ds_map(ds, off, va, (base, order), prot)?;
+            let (lb, lo) = self.b.ds_map(DsMap {
+                ds,
+                offset: off,
+                spot: va,
+                window: (base, order),
+                prot,
+            })?;
             let lend = lb.saturating_add(1u64 << lo.min(63));
             if lb > va || lend <= va {
                 return Err(EFAULT);

@@ -54,6 +54,17 @@ impl<B: Backend> Runtime<B> {
                 .any(|r| r.kind == Kind::Runtime)
     }
 
+    /// The end of the `len` bytes (rounded up to pages) at `addr` if the
+    /// program may change them; `err` if the range overflows or touches
+    /// the runtime or what lies outside the program's part.
+    fn program_range_end(&self, addr: u64, len: u64, err: i64) -> Result<u64, i64> {
+        let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(err)?;
+        if self.touches_runtime(addr, end) {
+            return Err(err);
+        }
+        Ok(end)
+    }
+
     pub(super) fn sys_mmap(
         &mut self,
         addr: u64,
@@ -168,12 +179,7 @@ impl<B: Backend> Runtime<B> {
         if !addr.is_multiple_of(PAGE) || len == 0 {
             return Err(EINVAL);
         }
-        let end = addr
-            .checked_add(page_up(len).ok_or(EINVAL)?)
-            .ok_or(EINVAL)?;
-        if self.touches_runtime(addr, end) {
-            return Err(EINVAL);
-        }
+        let end = self.program_range_end(addr, len, EINVAL)?;
         self.detach(Space::Program, addr, end);
         Ok(0)
     }
@@ -199,12 +205,7 @@ impl<B: Backend> Runtime<B> {
         if len == 0 {
             return Ok(0);
         }
-        let end = addr
-            .checked_add(page_up(len).ok_or(ENOMEM)?)
-            .ok_or(ENOMEM)?;
-        if self.touches_runtime(addr, end) {
-            return Err(ENOMEM);
-        }
+        let end = self.program_range_end(addr, len, ENOMEM)?;
         let p = Prot::from_linux(prot);
         self.regions
             .protect(addr, end, p, &mut self.refs)
@@ -223,12 +224,7 @@ impl<B: Backend> Runtime<B> {
         if advice != MADV_DONTNEED || len == 0 {
             return Ok(0);
         }
-        let end = addr
-            .checked_add(page_up(len).ok_or(EINVAL)?)
-            .ok_or(EINVAL)?;
-        if self.touches_runtime(addr, end) {
-            return Err(EINVAL);
-        }
+        let end = self.program_range_end(addr, len, EINVAL)?;
         // Anonymous memory reads as zeros afterwards: its pieces in the
         // range get fresh (lazily created) memory.
         for r in self.regions.intersecting(addr, end) {

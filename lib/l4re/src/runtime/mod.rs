@@ -87,18 +87,9 @@ pub trait Backend {
     /// super pages (a sparse one, like the main stack, comes in small
     /// blocks).
     fn ds_alloc(&mut self, size: u64, dense: bool) -> Result<u64, i64>;
-    /// Maps part of dataspace `ds` into the task: the page at `offset` for
-    /// the address `spot`, into the receive window `window` (base,
-    /// log2 size) around it, with rights `prot`. Returns where the mapping
-    /// landed (base, log2 size); it must contain `spot`.
-    fn ds_map(
-        &mut self,
-        ds: u64,
-        offset: u64,
-        spot: u64,
-        window: (u64, u8),
-        prot: Prot,
-    ) -> Result<(u64, u8), i64>;
+    /// Maps part of a dataspace into the task as `m` says. Returns where
+    /// the mapping landed (base, log2 size); it must contain `m.spot`.
+    fn ds_map(&mut self, m: DsMap) -> Result<(u64, u8), i64>;
     /// The size of dataspace `ds`.
     fn ds_size(&mut self, ds: u64) -> Result<u64, i64>;
     /// Removes every mapping of the task in `[start, end)` (pages the
@@ -138,6 +129,23 @@ pub trait Backend {
     fn entropy(&mut self) -> u64;
     /// Tells the parent that the task exits with `code`.
     fn parent_exit(&mut self, code: i64);
+}
+
+/// What [`Backend::ds_map`] maps: the page at `offset` of dataspace `ds`
+/// for the address `spot`, into the receive window `window` (base, log2
+/// size) around it, with rights `prot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DsMap {
+    /// The dataspace's capability.
+    pub ds: u64,
+    /// The offset in the dataspace of the page for `spot`.
+    pub offset: u64,
+    /// The address the page is for.
+    pub spot: u64,
+    /// The receive window around `spot`: base and log2 size.
+    pub window: (u64, u8),
+    /// The rights of the mapping.
+    pub prot: Prot,
 }
 
 /// How the loader started the task.

@@ -143,13 +143,13 @@ pub fn inputs(ws: &Workspace, vars: &Vars, entry: &str) -> Result<Inputs> {
                 spec.roottask.args[i + 1..].to_vec(),
             )
         });
-    let qemu = crate::qemu::arguments(
+    let qemu = modules.qemu_arguments(
+        entry,
         crate::qemu::ConsoleMode::Piped,
-        &modules.qemu_options(entry)?,
         &[],
         &crate::qemu::env_options(vars.qemu_options.as_deref())?,
         std::path::Path::new("-"),
-    );
+    )?;
     Ok(Inputs {
         entry: entry.to_string(),
         script,

@@ -132,10 +132,17 @@ impl Selectors {
         }
     }
 
-    /// A 32-bit write of `v` at `offset` with the device status `status`:
-    /// whether it was one of these registers (driver features only count
-    /// before `FEATURES_OK`).
-    pub fn write(&mut self, offset: u64, v: u64, status: u32) -> bool {
+    /// A write of `value` (`size` bytes) to a transport register at
+    /// `offset` with the device status `status`. The registers take only
+    /// 32-bit writes: another size is ignored. Returns the 32-bit value
+    /// of a write that is left to the transport: `None` for an ignored
+    /// write or one of these registers (driver features only count before
+    /// `FEATURES_OK`).
+    pub fn write(&mut self, offset: u64, size: u8, value: u64, status: u32) -> Option<u64> {
+        if size != 4 {
+            return None;
+        }
+        let v = value & 0xffff_ffff;
         match offset {
             DEVICE_FEATURES_SEL => self.dev_features_sel = v as u32,
             DRIVER_FEATURES_SEL => self.drv_features_sel = v as u32,
@@ -146,9 +153,9 @@ impl Selectors {
             },
             DRIVER_FEATURES => {}
             QUEUE_SEL => self.queue_sel = v as u32,
-            _ => return false,
+            _ => return Some(v),
         }
-        true
+        None
     }
 }
 
@@ -270,13 +277,9 @@ impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
             self.dev.write_config(offset - CONFIG, size, value);
             return;
         }
-        if size != 4 {
+        let Some(v) = self.regs.write(offset, size, value, self.status) else {
             return;
-        }
-        let v = value & 0xffff_ffff;
-        if self.regs.write(offset, v, self.status) {
-            return;
-        }
+        };
         match offset {
             QUEUE_NUM => {
                 if let Some(q) = self.queue()

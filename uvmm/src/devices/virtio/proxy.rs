@@ -294,13 +294,9 @@ impl MmioDevice for ProxyMmio {
             }
             return;
         }
-        if size != 4 {
+        let Some(v) = self.regs.write(offset, size, value, self.status) else {
             return;
-        }
-        let v = value & 0xffff_ffff;
-        if self.regs.write(offset, v, self.status) {
-            return;
-        }
+        };
         match offset {
             QUEUE_NUM => {
                 let max = self.info.queue_max;

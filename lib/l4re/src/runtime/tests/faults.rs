@@ -5,13 +5,10 @@ use super::*;
 #[test]
 fn a_fault_outside_every_region_ends_the_task() {
     let mut rt = runtime();
-    let pf = PageFault {
-        addr: 0x10,
-        write: true,
-        exec: false,
-        pc: DYN_BASE + 0x1100,
-    };
-    assert_eq!(rt.page_fault(pf), PfAction::Exit);
+    assert_eq!(
+        data_fault(&mut rt, 0x10, true, DYN_BASE + 0x1100),
+        PfAction::Exit
+    );
     assert_eq!(rt.b.exit, Some(-11));
     assert!(
         rt.b.log_text()
@@ -21,13 +18,10 @@ fn a_fault_outside_every_region_ends_the_task() {
     assert_eq!(sys(&mut rt, 1, SYS_WRITE, &[1, 0, 0]), Action::Exit);
     // Writing to the text segment is refused too.
     let mut rt = runtime();
-    let pf = PageFault {
-        addr: DYN_BASE + 0x100,
-        write: true,
-        exec: false,
-        pc: 0,
-    };
-    assert_eq!(rt.page_fault(pf), PfAction::Exit);
+    assert_eq!(
+        data_fault(&mut rt, DYN_BASE + 0x100, true, 0),
+        PfAction::Exit
+    );
     assert!(rt.b.log_text().contains("is r-x"));
 }
 
@@ -76,13 +70,10 @@ fn a_page_mapped_and_unmapped_again_and_again_is_no_failure() {
     let mut rt = runtime();
     for _ in 0..40 {
         let a = call(&mut rt, 1, 222, &[0, PAGE, 3, 0x22, u64::MAX, 0]) as u64;
-        let pf = PageFault {
-            addr: a,
-            write: true,
-            exec: false,
-            pc: DYN_BASE + 0x1100,
-        };
-        assert_eq!(rt.page_fault(pf), PfAction::Retry);
+        assert_eq!(
+            data_fault(&mut rt, a, true, DYN_BASE + 0x1100),
+            PfAction::Retry
+        );
         assert_eq!(call(&mut rt, 1, 215, &[a, PAGE]), 0);
     }
     assert_eq!(rt.b.exit, None);

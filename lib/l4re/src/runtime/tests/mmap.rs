@@ -123,13 +123,7 @@ fn brk_mmap_munmap_mprotect() {
     // The runtime itself refuses to read the guard page.
     assert_eq!(call(&mut rt, 1, SYS_WRITE, &[1, s, 1]), -EFAULT);
     rt.b.log.clear();
-    let pf = PageFault {
-        addr: s + 8,
-        write: true,
-        exec: false,
-        pc: 0x40_1111,
-    };
-    assert_eq!(rt.page_fault(pf), PfAction::Exit);
+    assert_eq!(data_fault(&mut rt, s + 8, true, 0x40_1111), PfAction::Exit);
     assert_eq!(rt.b.exit, Some(-11));
     let log = rt.b.log_text();
     assert!(

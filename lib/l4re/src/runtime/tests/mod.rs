@@ -107,27 +107,21 @@ impl Backend for Fake {
         Ok(cap)
     }
 
-    fn ds_map(
-        &mut self,
-        ds: u64,
-        offset: u64,
-        spot: u64,
-        window: (u64, u8),
-        prot: Prot,
-    ) -> Result<(u64, u8), i64> {
-        let size = self.dss.get(&ds).ok_or(EINVAL)?.len() as u64;
-        assert_eq!(offset % PAGE, 0);
-        assert!(spot >= window.0 && spot < window.0 + (1 << window.1));
-        let order = window.1.min(self.max_order);
-        let base = spot & !((1u64 << order) - 1);
-        let first = offset - ((spot & !(PAGE - 1)) - base);
+    fn ds_map(&mut self, m: DsMap) -> Result<(u64, u8), i64> {
+        let size = self.dss.get(&m.ds).ok_or(EINVAL)?.len() as u64;
+        assert_eq!(m.offset % PAGE, 0);
+        let (win_base, win_order) = m.window;
+        assert!(m.spot >= win_base && m.spot < win_base + (1 << win_order));
+        let order = win_order.min(self.max_order);
+        let base = m.spot & !((1u64 << order) - 1);
+        let first = m.offset - ((m.spot & !(PAGE - 1)) - base);
         for p in 0..(1u64 << order) / PAGE {
             let o = first + p * PAGE;
             if o < size {
-                self.pages.insert(base + p * PAGE, (ds, o, prot));
+                self.pages.insert(base + p * PAGE, (m.ds, o, m.prot));
             }
         }
-        if offset >= size.next_multiple_of(PAGE) {
+        if m.offset >= size.next_multiple_of(PAGE) {
             return Err(ERANGE);
         }
         Ok((base, order))
@@ -261,15 +255,22 @@ fn call(rt: &mut Runtime<Fake>, slot: usize, nr: u64, args: &[u64]) -> i64 {
     }
 }
 
-/// A program touch of `addr`: fault it in as the kernel would.
-fn touch(rt: &mut Runtime<Fake>, addr: u64, write: bool) {
+/// A data fault of the program at `addr` (a write if `write`) by the
+/// instruction at `pc`, as the kernel reports it: what the runtime does.
+fn data_fault(rt: &mut Runtime<Fake>, addr: u64, write: bool, pc: u64) -> PfAction {
     let pf = PageFault {
         addr,
         write,
         exec: false,
-        pc: 0x40_1000,
+        pc,
     };
-    assert_eq!(rt.page_fault(pf), PfAction::Retry, "fault at {addr:#x}");
+    rt.page_fault(pf)
+}
+
+/// A program touch of `addr`: fault it in as the kernel would.
+fn touch(rt: &mut Runtime<Fake>, addr: u64, write: bool) {
+    let got = data_fault(rt, addr, write, 0x40_1000);
+    assert_eq!(got, PfAction::Retry, "fault at {addr:#x}");
 }
 
 /// Anonymous memory for a test buffer, written with `data`.
