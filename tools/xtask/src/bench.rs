@@ -739,8 +739,8 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     }
     let reference = net_setup("plain QEMU", NetConsoles::Separate(pair), args.timeout)?;
 
-    // One CPU for both setups: guests with several vCPUs stall under uvmm
-    // yet, and the comparison wants the same machine.
+    // One CPU for both setups: the comparison wants the same machine, and
+    // one vCPU per guest keeps the figures free of host scheduling noise.
     let (_, mut uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
     let at = uvmm_args.len().saturating_sub(2);
     uvmm_args.splice(at..at, ["-smp".to_string(), "1".to_string()]);

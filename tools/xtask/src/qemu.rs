@@ -5,7 +5,9 @@
 //!    serial console without monitor for the test harness and benchmarks),
 //! 2. the entry's `# qemu: ...` comments in the modules list,
 //! 3. a scenario's `qemu_options` (tests only),
-//! 4. `QEMU_OPTIONS` (split shell-like), as in L4Re's Makeconf.boot.
+//! 4. `QEMU_OPTIONS` (split shell-like), as in L4Re's Makeconf.boot,
+//! 5. `-accel tcg,thread=single` when the machine has more CPUs than the host
+//!    and no option chose the accelerator ([`single_threaded_tcg`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -54,15 +56,43 @@ pub fn arguments(
     env_options: &[String],
     image: &Path,
 ) -> Vec<String> {
-    MACHINE
+    let mut args: Vec<String> = MACHINE
         .iter()
         .chain(mode.options())
         .map(|s| s.to_string())
         .chain(entry_options.iter().cloned())
         .chain(scenario_options.iter().cloned())
         .chain(env_options.iter().cloned())
-        .chain(["-kernel".to_string(), image.display().to_string()])
-        .collect()
+        .collect();
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if single_threaded_tcg(&args, host_cpus) {
+        args.extend(["-accel", "tcg,thread=single"].map(String::from));
+    }
+    args.extend(["-kernel".to_string(), image.display().to_string()]);
+    args
+}
+
+/// Whether QEMU should run all emulated CPUs on one thread: when `args` ask
+/// for more CPUs than the host has and choose no accelerator themselves.
+/// With a thread per emulated CPU, the host then preempts CPUs holding the
+/// kernel lock while the others spin on it (QEMU runs WFE as a plain
+/// yield), and a 4-CPU machine with two busy VMs on 2 host cores crawls;
+/// one thread hands the host CPU to the next emulated CPU at each WFE.
+pub fn single_threaded_tcg(args: &[String], host_cpus: usize) -> bool {
+    let chosen = args
+        .iter()
+        .any(|a| a == "-accel" || a.starts_with("accel=") || a.contains(",accel="));
+    // The last -smp wins, as in QEMU: `-smp N` or `-smp cpus=N,...`.
+    let cpus = args
+        .windows(2)
+        .filter(|w| w[0] == "-smp")
+        .filter_map(|w| {
+            let first = w[1].split(',').next()?;
+            first.strip_prefix("cpus=").unwrap_or(first).parse::<usize>().ok()
+        })
+        .next_back()
+        .unwrap_or(1);
+    !chosen && cpus > host_cpus
 }
 
 /// `QEMU_OPTIONS`, split shell-like.
@@ -185,6 +215,21 @@ group foo
         let args = arguments(ConsoleMode::Terminal, &[], &[], &[], Path::new("img"));
         assert!(args.contains(&"-nographic".to_string()));
         assert!(!args.contains(&"stdio".to_string()));
+    }
+
+    #[test]
+    fn one_tcg_thread_when_the_host_has_fewer_cpus() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(single_threaded_tcg(&s(&["-smp", "4"]), 2));
+        assert!(!single_threaded_tcg(&s(&["-smp", "4"]), 4));
+        assert!(!single_threaded_tcg(&s(&["-smp", "4", "-smp", "2"]), 2));
+        assert!(single_threaded_tcg(&s(&["-smp", "cpus=3,sockets=1"]), 2));
+        assert!(!single_threaded_tcg(&s(&["-smp", "4", "-accel", "tcg"]), 2));
+        assert!(!single_threaded_tcg(&s(&["-M", "virt,accel=tcg", "-smp", "4"]), 2));
+        assert!(!single_threaded_tcg(&s(&["-m", "1024"]), 1));
+        let args = arguments(ConsoleMode::Piped, &[], &[], &[], Path::new("img"));
+        let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(args.join(" ").contains("thread=single"), host < 4);
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn seed_modules() -> Vec<String> {
 fn scenario(name: &str, script: &str, extra: &[(&str, &str)]) -> Inputs {
     let dir = std::env::temp_dir().join(format!("xtask-plan-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["io.cfg", "vm1_hw.vbus", "virt-arm_virt.dtsi"] {
+    for f in ["io.cfg", "vm1_hw.vbus", "virt-arm_virt.dtsi", "pl031.dtsi"] {
         std::fs::copy(conf().join(f), dir.join(f)).unwrap();
     }
     std::fs::write(dir.join("uvmm-staticpart.ned"), script).unwrap();
