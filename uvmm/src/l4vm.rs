@@ -240,6 +240,7 @@ impl VmBackend for L4Vm {
             area: None,
             thread: None,
             loaded: [0; MAX_LRS],
+            exited: [0; MAX_LRS],
         })
     }
 }
@@ -261,6 +262,8 @@ pub struct L4Vcpu {
     thread: Option<Cap<Thread>>,
     /// The list registers of the last entry.
     loaded: [u64; MAX_LRS],
+    /// The list registers as the last exit left them (the kernel's copy).
+    exited: [u64; MAX_LRS],
 }
 
 /// Triggers a vCPU's kick Irq.
@@ -341,7 +344,22 @@ impl VcpuBackend for L4Vcpu {
             .ok_or_else(|| BackendError("no vCPU thread".into()))?;
         // uvmm's interrupts go through the list registers it fills.
         st.inject.count = 0;
-        st.vmpidr = self.mpidr | (1 << 31);
+        let vmpidr = self.mpidr | (1 << 31);
+        if st.vmpidr != vmpidr {
+            st.vmpidr = vmpidr;
+            st.unchanged &= !abi::unchanged::VMPIDR;
+        }
+        // Word by word (a slice comparison would call a bytewise memcmp).
+        if st
+            .gic
+            .lr
+            .iter()
+            .zip(&self.exited)
+            .fold(0, |d, (a, b)| d | (a ^ b))
+            != 0
+        {
+            st.unchanged &= !abi::unchanged::GIC;
+        }
         self.loaded = st.gic.lr;
         // SAFETY: the runtime reserved the state area's page of the UTCB
         // area for this vCPU alone; it is mapped read-write for the task's
@@ -349,15 +367,41 @@ impl VcpuBackend for L4Vcpu {
         // `vcpu_resume`, which this thread makes. Plain copies (memcpy)
         // rather than volatile ones, which go field by field: the system
         // call may read and write all memory, so the compiler completes
-        // the copy in before it and makes the copy out after it.
-        unsafe { core::ptr::copy_nonoverlapping(st as *const VcpuState, area, 1) };
+        // the copies in before it and makes the copy out after it. In:
+        // the registers, and the parts not marked unchanged since the last
+        // exit (which are the kernel's copy); out: what the exit wrote.
+        unsafe {
+            let a = &mut *area;
+            a.regs = st.regs;
+            a.unchanged = st.unchanged;
+            if st.unchanged & abi::unchanged::EL1 == 0 {
+                a.el1 = st.el1;
+            }
+            if st.unchanged & abi::unchanged::TIMER == 0 {
+                a.timer = st.timer;
+            }
+            if st.unchanged & abi::unchanged::GIC == 0 {
+                a.gic = st.gic;
+            }
+            if st.unchanged & abi::unchanged::VMPIDR == 0 {
+                a.vmpidr = st.vmpidr;
+            }
+            a.inject.count = 0;
+        }
         // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
         // exit (ktest vm.vmm_thread_pointer_kept).
         let r = thread.vcpu_resume();
         // SAFETY: as above; `vcpu_resume` has returned.
         unsafe {
-            core::ptr::copy_nonoverlapping(area as *const VcpuState, st as *mut VcpuState, 1)
+            core::ptr::copy_nonoverlapping(
+                area as *const u8,
+                (st as *mut VcpuState).cast::<u8>(),
+                abi::EXIT_WRITE_SIZE,
+            )
         };
+        // Until uvmm changes them, the parts stay as the kernel has them.
+        st.unchanged = abi::unchanged::ALL;
+        self.exited = st.gic.lr;
         lrs_back(&self.loaded, &mut st.gic.lr);
         let a = &*st;
         match r {

@@ -2,20 +2,28 @@
 //! `VMM[comp]: text` on standard error (the task's log).
 
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::options::{Level, Options};
 
 static LEVELS: RwLock<Option<Options>> = RwLock::new(None);
+/// The loudest level of any component (`Level as u8`): what is louder
+/// is off everywhere, known without the lock (a trace on every exit).
+static LOUDEST: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Takes the levels from the command line.
 pub fn init(opts: &Options) {
     if let Ok(mut l) = LEVELS.write() {
         *l = Some(opts.clone());
+        LOUDEST.store(opts.loudest() as u8, Ordering::Relaxed);
     }
 }
 
 /// Whether `comp` says things at `level`.
 pub fn enabled(comp: &str, level: Level) -> bool {
+    if level as u8 > LOUDEST.load(Ordering::Relaxed) {
+        return false;
+    }
     let l = LEVELS.read().ok();
     let max = l
         .as_ref()

@@ -53,6 +53,9 @@ pub struct Vcpu {
     s: VcpuState,
     /// `vcpu_resume` is under way.
     in_guest: bool,
+    /// The state area shows `s` as the last exit wrote it (the parts a
+    /// VMM marks unchanged may be taken from `s`).
+    synced: bool,
     /// The guest waits for an interrupt (it executed WFI).
     wfi: bool,
     /// The guest's FP/SIMD registers, and whether the CPU holds them.
@@ -186,6 +189,7 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         vm,
         s,
         in_guest: false,
+        synced: false,
         wfi: false,
         fp: FpState::default(),
         fp_loaded: false,
@@ -211,35 +215,96 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
         t.tpidr_el0 = arch::tpidr_el0();
     }
     let v = vcpu_of(k, th).ok_or(Error::Inval)?;
-    // SAFETY: the state area is a page of kernel memory; the VMM may
-    // change it at any time, so it is copied once and the copy checked.
-    // VcpuState is integers only: any bits are a valid one.
-    let mut s: VcpuState = unsafe { arch::read_shared(v.state_kva as *const VcpuState) };
-    if let Err(e) = s.check(hw::lr_count()) {
-        s.exit = Exit {
+    let area = v.state_kva as *mut VcpuState;
+    let kept = if v.synced {
+        // SAFETY: the state area is a page of kernel memory (the task's
+        // UTCB area), which lives as long as the task and so the thread.
+        let bits = unsafe { core::ptr::read_volatile(&raw const (*area).unchanged) };
+        bits & abi::unchanged::ALL
+    } else {
+        0
+    };
+    // SAFETY: as above. The VMM may change the area at any time, so each
+    // part is copied once and the copy checked. VcpuState is integers
+    // only: any bits are a valid one.
+    unsafe {
+        arch::read_shared(&mut v.s.regs, &raw const (*area).regs);
+        if kept & abi::unchanged::EL1 == 0 {
+            arch::read_shared(&mut v.s.el1, &raw const (*area).el1);
+        }
+        if kept & abi::unchanged::TIMER == 0 {
+            arch::read_shared(&mut v.s.timer, &raw const (*area).timer);
+        }
+        if kept & abi::unchanged::GIC == 0 {
+            arch::read_shared(&mut v.s.gic, &raw const (*area).gic);
+        }
+        if kept & abi::unchanged::VMPIDR == 0 {
+            v.s.vmpidr = core::ptr::read_volatile(&raw const (*area).vmpidr);
+        }
+        v.s.inject.count = core::ptr::read_volatile(&raw const (*area).inject.count);
+        let n = (v.s.inject.count as usize).min(abi::MAX_INJECT);
+        if n != 0 {
+            for (i, r) in v.s.inject.req[..n].iter_mut().enumerate() {
+                *r = core::ptr::read_volatile(&raw const (*area).inject.req[i]);
+            }
+        }
+    }
+    if let Err(e) = v.s.check_parts(hw::lr_count(), kept) {
+        // The kernel's copy now holds refused parts: the next resume
+        // reads everything again.
+        v.synced = false;
+        v.s.inject.count = 0;
+        let exit = Exit {
             reason: ExitReason::BadState as u64,
             info: e.code(),
-            ..s.exit
+            ..v.s.exit
         };
         // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(v.state_kva as *mut VcpuState, s) };
+        unsafe { core::ptr::write_volatile(&raw mut (*area).exit, exit) };
         return Err(Error::Inval);
     }
-    let n = s.inject.count as usize;
-    for r in &s.inject.req[..n] {
+    let n = v.s.inject.count as usize;
+    v.s.inject.count = 0;
+    for i in 0..n {
+        let r = v.s.inject.req[i];
         v.queue(r.intid, r.priority);
     }
-    s.inject.count = 0;
-    s.timer.ctl &= 0b11;
-    s.gic.lr_count = hw::lr_count() as u64;
-    for lr in s.gic.lr.iter_mut().skip(hw::lr_count()) {
-        *lr = 0;
+    let s = &mut v.s;
+    if kept & abi::unchanged::TIMER == 0 {
+        s.timer.ctl &= 0b11;
     }
-    v.s = s;
+    if kept & abi::unchanged::GIC == 0 {
+        s.gic.lr_count = hw::lr_count() as u64;
+        for lr in s.gic.lr.iter_mut().skip(hw::lr_count()) {
+            *lr = 0;
+        }
+    }
+    v.synced = false;
     v.wfi = false;
     v.in_guest = true;
     ACTIVE.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// The invocation with `tag` on `cur`'s own capability, if it is
+/// [`l4_abi::ops::ThreadVcpuResume`] (its opcode alone in `MR0`): resumes
+/// and sets the result as the general path would. Returns whether it was.
+pub fn resume_call(k: &mut Kernel, cur: ObjId, tag: MsgTag) -> bool {
+    use l4_abi::ops::{Op, ThreadVcpuResume};
+    let t = k.known_thread(cur);
+    let is_resume = tag.words() >= 1
+        && tag.items() == 0
+        && t.utcb().is_some_and(|u| u.mr[0] == ThreadVcpuResume::CODE);
+    if !is_resume {
+        return false;
+    }
+    let label = match resume(k, cur, cur) {
+        Ok(()) => 0,
+        Err(e) => e.as_ret(),
+    };
+    k.known_thread(cur)
+        .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
+    true
 }
 
 /// An interrupt for the vCPU of thread `th` (an Irq bound to it, or the
@@ -552,7 +617,10 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     // list registers as the guest left them.
     // SAFETY: the state area is a page of kernel memory (the task's UTCB
     // area), which lives as long as the task and so the thread.
-    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s) };
+    // Written up to the injection count (zero), with `unchanged` zero:
+    // the kernel's copy and the area agree from here to the next resume.
+    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s, abi::EXIT_WRITE_SIZE) };
+    v.synced = true;
     arch::set_tls(tpidr, utcb);
     arch::fp_access(k.cpus[cpu].fp_on);
     let label = match err {

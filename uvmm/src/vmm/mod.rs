@@ -93,6 +93,7 @@ pub fn inject_exception(st: &mut VcpuState, esr: u64, far: Option<u64>) {
         0b0101 => 0x200, // EL1h
         _ => 0x000,      // EL1t
     };
+    st.unchanged &= !crate::backend::unchanged::EL1;
     st.regs.elr_el1 = st.regs.pc;
     st.regs.spsr_el1 = st.regs.pstate;
     st.el1.esr = esr;
