@@ -64,8 +64,9 @@ pub struct Vcpu {
     /// The CPU the guest last ran on.
     last_cpu: Option<usize>,
     /// Interrupts waiting for a list register (bit n: INTID n), with
-    /// their priorities.
+    /// their priorities; bit w of `queued`: `pending[w]` is not zero.
     pending: [u64; 16],
+    queued: u16,
     prio: [u8; 1024],
 }
 
@@ -73,11 +74,12 @@ impl Vcpu {
     fn queue(&mut self, intid: u32, prio: u8) {
         let i = intid as usize % 1024;
         self.pending[i / 64] |= 1 << (i % 64);
+        self.queued |= 1 << (i / 64);
         self.prio[i] = prio;
     }
 
     fn has_queued(&self) -> bool {
-        self.pending.iter().any(|w| *w != 0)
+        self.queued != 0
     }
 
     /// Whether `intid` sits in a list register in one of `states`.
@@ -91,7 +93,8 @@ impl Vcpu {
     /// some are left over.
     fn fill_lrs(&mut self) -> bool {
         let n = hw::lr_count();
-        for w in 0..self.pending.len() {
+        while self.queued != 0 {
+            let w = self.queued.trailing_zeros() as usize;
             while self.pending[w] != 0 {
                 let b = self.pending[w].trailing_zeros();
                 let intid = (w * 64) as u32 + b;
@@ -106,6 +109,7 @@ impl Vcpu {
                 self.s.gic.lr[slot] = lr::pending(intid, self.prio[intid as usize]);
                 self.pending[w] &= !(1 << b);
             }
+            self.queued &= !(1 << w);
         }
         false
     }
@@ -195,6 +199,7 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         fp_loaded: false,
         last_cpu: None,
         pending: [0; 16],
+        queued: 0,
         prio: [0; 1024],
     }));
     // The area starts as the kernel's view: list-register count filled in.
@@ -418,6 +423,12 @@ fn run_guest() {
             }
         } else {
             handle_exit(k, exit);
+            // An exit for the VMM: on to user mode (what `prepare` would
+            // find on the next round).
+            let cur = k.cpus[arch::cpu_id()].current;
+            if !cur.and_then(|c| vcpu_of(k, c)).is_some_and(|v| v.in_guest) {
+                return;
+            }
         }
     }
 }

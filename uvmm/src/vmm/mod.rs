@@ -364,16 +364,23 @@ impl Vm {
         let lrs = lrs.min(crate::backend::MAX_LRS);
         let mut st = VcpuState::default();
         let mut start = boot;
+        // The vCPU was on at the last look: only its own CPU_OFF turns it
+        // off, and every action but a plain resume looks again.
+        let mut on = false;
         loop {
             if let Some(code) = self.stopped() {
                 return code;
             }
-            // One look at the power state per entry: a vCPU that is not on
-            // waits for its CPU_ON (or the VM's end) first.
-            if start.is_none() && self.power(cpu) != Some(Power::On) {
-                start = self.wait_power_on(cpu);
-                if start.is_none() {
-                    continue;
+            // A vCPU that is not on waits for its CPU_ON (or the VM's end)
+            // first.
+            if start.is_none() && !on {
+                if self.power(cpu) == Some(Power::On) {
+                    on = true;
+                } else {
+                    start = self.wait_power_on(cpu);
+                    if start.is_none() {
+                        continue;
+                    }
                 }
             }
             if let Some(b) = start.take() {
@@ -395,6 +402,9 @@ impl Vm {
                 }
                 Ok(RunExit::Trap) => self.handle_exit(cpu, &mut st),
             };
+            if action != Action::Resume {
+                on = false;
+            }
             match action {
                 Action::Resume => {}
                 Action::WaitForInterrupt => self.wait_interrupt(cpu, &st, vcpu),
