@@ -141,9 +141,13 @@ pub trait IrqEoi: Send + Sync {
 
 /// One vCPU, used from its own uvmm thread.
 pub trait VcpuBackend: Send {
-    /// Enters the guest with `state` (registers, list registers) and
-    /// returns at the next exit with `state` updated.
-    fn run(&mut self, state: &mut VcpuState) -> Result<RunExit, BackendError>;
+    /// The vCPU's state, which uvmm changes between runs (for the
+    /// kernel's vCPUs: the state area itself, so nothing is copied).
+    fn state(&mut self) -> &mut VcpuState;
+
+    /// Enters the guest with [`VcpuBackend::state`] (registers, list
+    /// registers) and returns at the next exit with it updated.
+    fn run(&mut self) -> Result<RunExit, BackendError>;
 
     /// A handle other threads use to interrupt `run`.
     fn kicker(&self) -> Box<dyn VcpuKick>;

@@ -6,9 +6,11 @@
 //!   uvmm's own task in pieces of up to 2 MiB.
 //! * Each vCPU is a uvmm thread in vCPU mode: on its first run it moves
 //!   itself to its CPU, takes a page of the UTCB area as its state area,
-//!   attaches its kick Irq to itself and enters vCPU mode; every run copies
-//!   uvmm's [`VcpuState`] into the state area, resumes the guest and copies
-//!   the guest's state and the exit back.
+//!   attaches its kick Irq to itself and enters vCPU mode. From then on
+//!   uvmm handles exits in the state area itself (nothing is copied), and
+//!   marks what it left alone since the last exit (`unchanged`: EL1
+//!   registers, timer, list registers, VMPIDR), which the kernel then
+//!   neither reads nor checks again.
 //! * The kernel handles WFI, the virtual timer and its own injections; an
 //!   exit it does not handle comes back as [`RunExit::Trap`]. A kick
 //!   triggers the vCPU's Irq, which sends the guest out with `Kick`.
@@ -239,8 +241,8 @@ impl VmBackend for L4Vm {
             attached: std::sync::Arc::new(AtomicBool::new(false)),
             area: None,
             thread: None,
-            loaded: [0; MAX_LRS],
             exited: [0; MAX_LRS],
+            local: Box::default(),
         })
     }
 }
@@ -260,10 +262,10 @@ pub struct L4Vcpu {
     /// The state area (a page of the UTCB area), once in vCPU mode.
     area: Option<usize>,
     thread: Option<Cap<Thread>>,
-    /// The list registers of the last entry.
-    loaded: [u64; MAX_LRS],
     /// The list registers as the last exit left them (the kernel's copy).
     exited: [u64; MAX_LRS],
+    /// The state until the thread is in vCPU mode (then: the state area).
+    local: Box<VcpuState>,
 }
 
 /// Triggers a vCPU's kick Irq.
@@ -337,84 +339,74 @@ fn lrs_back(loaded: &[u64; MAX_LRS], lrs: &mut [u64; MAX_LRS]) {
 }
 
 impl VcpuBackend for L4Vcpu {
-    fn run(&mut self, st: &mut VcpuState) -> Result<RunExit, BackendError> {
-        let area = self.enter_vcpu_mode()? as *mut VcpuState;
+    fn state(&mut self) -> &mut VcpuState {
+        match self.area {
+            // SAFETY: the runtime reserved the state area's page of the UTCB
+            // area for this vCPU alone; it is mapped read-write for the
+            // task's life, and the kernel only reads and writes it during
+            // `vcpu_resume`, which this thread makes in `run`, while no
+            // reference from here is alive (`run` takes `self` mutably).
+            Some(a) => unsafe { &mut *(a as *mut VcpuState) },
+            None => &mut self.local,
+        }
+    }
+
+    fn run(&mut self) -> Result<RunExit, BackendError> {
+        if self.area.is_none() {
+            let area = self.enter_vcpu_mode()? as *mut VcpuState;
+            // SAFETY: as in `state`; from here on uvmm works in the area.
+            unsafe { area.write(*self.local) };
+        }
         let thread = self
             .thread
             .ok_or_else(|| BackendError("no vCPU thread".into()))?;
-        // uvmm's interrupts go through the list registers it fills.
-        st.inject.count = 0;
         let vmpidr = self.mpidr | (1 << 31);
-        if st.vmpidr != vmpidr {
-            st.vmpidr = vmpidr;
-            st.unchanged &= !abi::unchanged::VMPIDR;
-        }
-        // Word by word (a slice comparison would call a bytewise memcmp).
-        if st
-            .gic
-            .lr
-            .iter()
-            .zip(&self.exited)
-            .fold(0, |d, (a, b)| d | (a ^ b))
-            != 0
-        {
-            st.unchanged &= !abi::unchanged::GIC;
-        }
-        self.loaded = st.gic.lr;
-        // SAFETY: the runtime reserved the state area's page of the UTCB
-        // area for this vCPU alone; it is mapped read-write for the task's
-        // life, and the kernel only reads and writes it during
-        // `vcpu_resume`, which this thread makes. Plain copies (memcpy)
-        // rather than volatile ones, which go field by field: the system
-        // call may read and write all memory, so the compiler completes
-        // the copies in before it and makes the copy out after it. In:
-        // the registers, and the parts not marked unchanged since the last
-        // exit (which are the kernel's copy); out: what the exit wrote.
-        unsafe {
-            let a = &mut *area;
-            a.regs = st.regs;
-            a.unchanged = st.unchanged;
-            if st.unchanged & abi::unchanged::EL1 == 0 {
-                a.el1 = st.el1;
+        let exited = self.exited;
+        let loaded = {
+            let st = self.state();
+            // uvmm's interrupts go through the list registers it fills.
+            st.inject.count = 0;
+            if st.vmpidr != vmpidr {
+                st.vmpidr = vmpidr;
+                st.unchanged &= !abi::unchanged::VMPIDR;
             }
-            if st.unchanged & abi::unchanged::TIMER == 0 {
-                a.timer = st.timer;
+            // Word by word (a slice comparison calls a bytewise memcmp).
+            if st
+                .gic
+                .lr
+                .iter()
+                .zip(&exited)
+                .fold(0, |d, (a, b)| d | (a ^ b))
+                != 0
+            {
+                st.unchanged &= !abi::unchanged::GIC;
             }
-            if st.unchanged & abi::unchanged::GIC == 0 {
-                a.gic = st.gic;
-            }
-            if st.unchanged & abi::unchanged::VMPIDR == 0 {
-                a.vmpidr = st.vmpidr;
-            }
-            a.inject.count = 0;
-        }
-        // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
-        // exit (ktest vm.vmm_thread_pointer_kept).
-        let r = thread.vcpu_resume();
-        // SAFETY: as above; `vcpu_resume` has returned.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                area as *const u8,
-                (st as *mut VcpuState).cast::<u8>(),
-                abi::EXIT_WRITE_SIZE,
-            )
+            st.gic.lr
         };
-        // Until uvmm changes them, the parts stay as the kernel has them.
-        st.unchanged = abi::unchanged::ALL;
-        self.exited = st.gic.lr;
-        lrs_back(&self.loaded, &mut st.gic.lr);
-        let a = &*st;
+        // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
+        // exit (ktest vm.vmm_thread_pointer_kept). The system call may read
+        // and write all memory: the changes above are in the area before
+        // it, and what the kernel wrote is read after it.
+        let r = thread.vcpu_resume();
+        let st = self.state();
+        let (reason, info) = (st.exit.reason, st.exit.info);
+        if r.is_ok() {
+            // Until uvmm changes them, the parts stay as the exit left them.
+            st.unchanged = abi::unchanged::ALL;
+        }
+        let exited = st.gic.lr;
+        lrs_back(&loaded, &mut st.gic.lr);
+        self.exited = exited;
         match r {
             Ok(ExitReason::Kick | ExitReason::None) => {
                 self.drain_kicks();
                 Ok(RunExit::Kicked)
             }
             Ok(ExitReason::BadState) | Err(Error::Inval)
-                if a.exit.reason == ExitReason::BadState as u64 =>
+                if reason == ExitReason::BadState as u64 =>
             {
                 Err(BackendError(format!(
-                    "the kernel refused the vCPU state (code {:#x})",
-                    a.exit.info
+                    "the kernel refused the vCPU state (code {info:#x})"
                 )))
             }
             Ok(_) => Ok(RunExit::Trap),

@@ -45,7 +45,13 @@ enum Op {
 #[inline(always)]
 pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> {
     let tag = MsgTag(x1);
-    if tag.items() != 0 || !Timeouts::from_reg(x2).recv().is_never() || x0 & sys::RESERVED_MASK != 0
+    // The Thread protocol (a kernel operation on a thread, such as a VMM's
+    // vcpu_resume on every guest exit) is for the general path: known
+    // before any lookup.
+    if tag.items() != 0
+        || !Timeouts::from_reg(x2).recv().is_never()
+        || x0 & sys::RESERVED_MASK != 0
+        || tag.label() == Proto::Thread as i64
     {
         return None;
     }

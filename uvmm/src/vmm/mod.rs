@@ -337,10 +337,11 @@ impl Vm {
 
     /// Sleeps until vCPU `cpu` has an interrupt, its virtual timer fires
     /// (then PPI 27 becomes pending) or the VM ends.
-    fn wait_interrupt<B: VcpuBackend>(&self, cpu: usize, st: &VcpuState, vcpu: &B) {
+    fn wait_interrupt<B: VcpuBackend>(&self, cpu: usize, vcpu: &mut B) {
+        let t = vcpu.state().timer;
         while self.stopped().is_none() {
             let (now, freq) = vcpu.counter();
-            let timer = timer_remaining(&st.timer, now, freq);
+            let timer = timer_remaining(&t, now, freq);
             if timer == Some(Duration::ZERO) {
                 self.gic.set_pending(cpu, VTIMER_INTID);
                 return;
@@ -362,7 +363,6 @@ impl Vm {
         lrs: usize,
     ) -> u8 {
         let lrs = lrs.min(crate::backend::MAX_LRS);
-        let mut st = VcpuState::default();
         let mut start = boot;
         // The vCPU was on at the last look: only its own CPU_OFF turns it
         // off, and every action but a plain resume looks again.
@@ -386,12 +386,14 @@ impl Vm {
             if let Some(b) = start.take() {
                 let mpidr = self.mpidrs.get(cpu).copied().unwrap_or(0);
                 trace!("vmm", "vCPU {cpu} starts at {:#x}", b.pc);
-                st = VcpuState::boot(b.pc, b.x[0], mpidr);
+                let st = vcpu.state();
+                *st = VcpuState::boot(b.pc, b.x[0], mpidr);
                 st.regs.pstate = b.pstate;
                 st.regs.x[..4].copy_from_slice(&b.x);
             }
-            self.gic.fill_lrs(cpu, &mut st.gic.lr[..lrs]);
-            let exit = vcpu.run(&mut st);
+            self.gic.fill_lrs(cpu, &mut vcpu.state().gic.lr[..lrs]);
+            let exit = vcpu.run();
+            let st = vcpu.state();
             self.gic.sync_lrs(cpu, &mut st.gic.lr[..lrs]);
             let action = match exit {
                 Err(e) => Action::Fatal(format!("the kernel refused to run vCPU {cpu}: {e}")),
@@ -400,17 +402,17 @@ impl Vm {
                     self.gic.set_pending(cpu, VTIMER_INTID);
                     Action::Resume
                 }
-                Ok(RunExit::Trap) => self.handle_exit(cpu, &mut st),
+                Ok(RunExit::Trap) => self.handle_exit(cpu, st),
             };
             if action != Action::Resume {
                 on = false;
             }
             match action {
                 Action::Resume => {}
-                Action::WaitForInterrupt => self.wait_interrupt(cpu, &st, vcpu),
+                Action::WaitForInterrupt => self.wait_interrupt(cpu, vcpu),
                 Action::Off => {}
                 Action::Suspend { entry, context } => {
-                    self.wait_interrupt(cpu, &st, vcpu);
+                    self.wait_interrupt(cpu, vcpu);
                     start = Some(BootState {
                         pc: entry,
                         x: [context, 0, 0, 0],
