@@ -330,7 +330,7 @@ impl L4Vcpu {
 /// The list registers after an exit as the architecture leaves them: the
 /// kernel clears the ones the guest emptied, uvmm wants their interrupt
 /// number (state invalid) to know what was completed.
-fn lrs_back(loaded: &[u64; MAX_LRS], lrs: &mut [u64; MAX_LRS]) {
+fn lrs_back(loaded: &[u64], lrs: &mut [u64]) {
     for (v, &l) in lrs.iter_mut().zip(loaded) {
         if *v == 0 && l != 0 {
             *v = l & !(3 << abi::lr::STATE_SHIFT);
@@ -361,8 +361,11 @@ impl VcpuBackend for L4Vcpu {
             .thread
             .ok_or_else(|| BackendError("no vCPU thread".into()))?;
         let vmpidr = self.mpidr | (1 << 31);
-        let exited = self.exited;
-        let loaded = {
+        let mut loaded = [0; MAX_LRS];
+        let last = self.exited;
+        // The list registers the hardware has (the kernel's count; the
+        // others stay zero).
+        let n = {
             let st = self.state();
             // uvmm's interrupts go through the list registers it fills.
             st.inject.count = 0;
@@ -370,32 +373,29 @@ impl VcpuBackend for L4Vcpu {
                 st.vmpidr = vmpidr;
                 st.unchanged &= !abi::unchanged::VMPIDR;
             }
+            let n = (st.gic.lr_count as usize).clamp(MIN_LRS, MAX_LRS);
             // Word by word (a slice comparison calls a bytewise memcmp).
-            if st
-                .gic
-                .lr
-                .iter()
-                .zip(&exited)
-                .fold(0, |d, (a, b)| d | (a ^ b))
-                != 0
-            {
+            let lrs = st.gic.lr[..n].iter().zip(&last[..n]);
+            if lrs.fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
                 st.unchanged &= !abi::unchanged::GIC;
             }
-            st.gic.lr
+            loaded[..n].copy_from_slice(&st.gic.lr[..n]);
+            n
         };
         // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
         // exit (ktest vm.vmm_thread_pointer_kept). The system call may read
         // and write all memory: the changes above are in the area before
         // it, and what the kernel wrote is read after it.
         let r = thread.vcpu_resume();
+        let mut exited = [0; MAX_LRS];
         let st = self.state();
         let (reason, info) = (st.exit.reason, st.exit.info);
         if r.is_ok() {
             // Until uvmm changes them, the parts stay as the exit left them.
             st.unchanged = abi::unchanged::ALL;
         }
-        let exited = st.gic.lr;
-        lrs_back(&loaded, &mut st.gic.lr);
+        exited[..n].copy_from_slice(&st.gic.lr[..n]);
+        lrs_back(&loaded[..n], &mut st.gic.lr[..n]);
         self.exited = exited;
         match r {
             Ok(ExitReason::Kick | ExitReason::None) => {
