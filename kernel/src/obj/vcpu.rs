@@ -29,7 +29,8 @@ use crate::bkl;
 use crate::sched::schedule;
 use crate::state::Kernel;
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use l4_bootinfo::MAX_CPUS;
 use kernel_core::kobj::ObjId;
 use l4_abi::vcpu::{
     self as abi, Exit, ExitReason, MAX_LRS, VTIMER_INTID, VcpuState, classify, fault_gpa, lr,
@@ -509,7 +510,7 @@ fn prepare(k: &mut Kernel) -> Step {
     let v = vcpu_of(k, cur).expect("vcpu");
     // Timer armed and not pending: let its PPI bring the guest out.
     let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
-    crate::platform::gic::set_private_enabled(VTIMER_INTID, timer_armed);
+    set_vtimer_ppi(cpu, timer_armed);
     if v.last_cpu.is_some_and(|c| c != cpu) {
         hw::tlb_flush_vmid_local(vttbr.1);
     }
@@ -648,7 +649,24 @@ pub fn maintenance() {}
 /// The virtual timer's PPI fired while a guest ran: keep it off until
 /// the guest is entered again (the kernel then injects it).
 pub fn vtimer() {
-    crate::platform::gic::set_private_enabled(VTIMER_INTID, false);
+    set_vtimer_ppi(arch::cpu_id(), false);
+}
+
+/// Whether PPI 27 is enabled at each CPU's redistributor, as the kernel
+/// last set it (anything else: not known yet).
+static VTIMER_PPI: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(PPI_UNKNOWN) }; MAX_CPUS];
+const PPI_UNKNOWN: u8 = 2;
+
+/// Enables or disables the virtual timer's PPI on this CPU (`cpu`), with
+/// the redistributor written only when that changes it.
+fn set_vtimer_ppi(cpu: usize, on: bool) {
+    let Some(last) = VTIMER_PPI.get(cpu) else {
+        crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
+        return;
+    };
+    if last.swap(u8::from(on), Ordering::Relaxed) != u8::from(on) {
+        crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
+    }
 }
 
 const _: () = assert!(MAX_LRS >= 4);

@@ -9,7 +9,9 @@
 //! [`VcpuState::check`], runs the guest at EL1 in its Vm's stage-2 space
 //! until an exit it does not handle itself (WFI, the virtual timer and
 //! interrupt injection are the kernel's), and writes the state back with
-//! the exit in [`VcpuState::exit`].
+//! the exit in [`VcpuState::exit`]. Parts the VMM left as the last exit
+//! wrote them it may mark in [`VcpuState::unchanged`]: the kernel then
+//! takes them from its own checked copy instead of reading them again.
 //!
 //! The guest's EL1 system registers need no checking: the guest may set
 //! any value in them itself, and they only govern its own EL1&0 regime.
