@@ -30,12 +30,12 @@ use crate::sched::schedule;
 use crate::state::Kernel;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use l4_bootinfo::MAX_CPUS;
 use kernel_core::kobj::ObjId;
 use l4_abi::vcpu::{
     self as abi, Exit, ExitReason, MAX_LRS, VTIMER_INTID, VcpuState, classify, fault_gpa, lr,
 };
 use l4_abi::{Error, MsgTag};
+use l4_bootinfo::MAX_CPUS;
 
 /// The GIC maintenance interrupt (a PPI).
 pub const MAINTENANCE_INTID: u32 = 25;
