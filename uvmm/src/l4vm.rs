@@ -327,6 +327,20 @@ impl L4Vcpu {
     }
 }
 
+/// The vCPU's state: the state area once the thread is in vCPU mode
+/// (`area`), else uvmm's own copy.
+fn state_of(area: Option<usize>, local: &mut VcpuState) -> &mut VcpuState {
+    match area {
+        // SAFETY: the runtime reserved the state area's page of the UTCB
+        // area for this vCPU alone; it is mapped read-write for the task's
+        // life, and the kernel only reads and writes it during
+        // `vcpu_resume`, which this thread makes in `run`, while no
+        // reference from here is alive (each ends before the call).
+        Some(a) => unsafe { &mut *(a as *mut VcpuState) },
+        None => local,
+    }
+}
+
 /// The list registers after an exit as the architecture leaves them: the
 /// kernel clears the ones the guest emptied, uvmm wants their interrupt
 /// number (state invalid) to know what was completed.
@@ -340,15 +354,7 @@ fn lrs_back(loaded: &[u64], lrs: &mut [u64]) {
 
 impl VcpuBackend for L4Vcpu {
     fn state(&mut self) -> &mut VcpuState {
-        match self.area {
-            // SAFETY: the runtime reserved the state area's page of the UTCB
-            // area for this vCPU alone; it is mapped read-write for the
-            // task's life, and the kernel only reads and writes it during
-            // `vcpu_resume`, which this thread makes in `run`, while no
-            // reference from here is alive (`run` takes `self` mutably).
-            Some(a) => unsafe { &mut *(a as *mut VcpuState) },
-            None => &mut self.local,
-        }
+        state_of(self.area, &mut self.local)
     }
 
     fn run(&mut self) -> Result<RunExit, BackendError> {
@@ -362,41 +368,39 @@ impl VcpuBackend for L4Vcpu {
             .ok_or_else(|| BackendError("no vCPU thread".into()))?;
         let vmpidr = self.mpidr | (1 << 31);
         let mut loaded = [0; MAX_LRS];
-        let last = self.exited;
         // The list registers the hardware has (the kernel's count; the
         // others stay zero).
-        let n = {
-            let st = self.state();
-            // uvmm's interrupts go through the list registers it fills.
-            st.inject.count = 0;
-            if st.vmpidr != vmpidr {
-                st.vmpidr = vmpidr;
-                st.unchanged &= !abi::unchanged::VMPIDR;
-            }
-            let n = (st.gic.lr_count as usize).clamp(MIN_LRS, MAX_LRS);
-            // Word by word (a slice comparison calls a bytewise memcmp).
-            let lrs = st.gic.lr[..n].iter().zip(&last[..n]);
-            if lrs.fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
-                st.unchanged &= !abi::unchanged::GIC;
-            }
-            loaded[..n].copy_from_slice(&st.gic.lr[..n]);
-            n
-        };
+        let st = state_of(self.area, &mut self.local);
+        // uvmm's interrupts go through the list registers it fills.
+        st.inject.count = 0;
+        if st.vmpidr != vmpidr {
+            st.vmpidr = vmpidr;
+            st.unchanged &= !abi::unchanged::VMPIDR;
+        }
+        let n = (st.gic.lr_count as usize).clamp(MIN_LRS, MAX_LRS);
+        // Word by word (a slice comparison calls a bytewise memcmp).
+        let lrs = st.gic.lr[..n].iter().zip(&self.exited[..n]);
+        if lrs.fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
+            st.unchanged &= !abi::unchanged::GIC;
+        }
+        for (l, &v) in loaded[..n].iter_mut().zip(&st.gic.lr[..n]) {
+            *l = v;
+        }
         // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
         // exit (ktest vm.vmm_thread_pointer_kept). The system call may read
         // and write all memory: the changes above are in the area before
         // it, and what the kernel wrote is read after it.
         let r = thread.vcpu_resume();
-        let mut exited = [0; MAX_LRS];
-        let st = self.state();
+        let st = state_of(self.area, &mut self.local);
         let (reason, info) = (st.exit.reason, st.exit.info);
         if r.is_ok() {
             // Until uvmm changes them, the parts stay as the exit left them.
             st.unchanged = abi::unchanged::ALL;
         }
-        exited[..n].copy_from_slice(&st.gic.lr[..n]);
+        for (e, &v) in self.exited[..n].iter_mut().zip(&st.gic.lr[..n]) {
+            *e = v;
+        }
         lrs_back(&loaded[..n], &mut st.gic.lr[..n]);
-        self.exited = exited;
         match r {
             Ok(ExitReason::Kick | ExitReason::None) => {
                 self.drain_kicks();

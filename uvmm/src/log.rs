@@ -19,9 +19,16 @@ pub fn init(opts: &Options) {
     }
 }
 
+/// Whether some component says things at `level` (the macros look
+/// before they format anything).
+#[inline]
+pub fn on(level: Level) -> bool {
+    level as u8 <= LOUDEST.load(Ordering::Relaxed)
+}
+
 /// Whether `comp` says things at `level`.
 pub fn enabled(comp: &str, level: Level) -> bool {
-    if level as u8 > LOUDEST.load(Ordering::Relaxed) {
+    if !on(level) {
         return false;
     }
     let l = LEVELS.read().ok();
@@ -43,7 +50,9 @@ pub fn log(comp: &str, level: Level, msg: std::fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! info {
     ($comp:expr, $($arg:tt)*) => {
-        $crate::log::log($comp, $crate::options::Level::Info, format_args!($($arg)*))
+        if $crate::log::on($crate::options::Level::Info) {
+            $crate::log::log($comp, $crate::options::Level::Info, format_args!($($arg)*))
+        }
     };
 }
 
@@ -51,7 +60,9 @@ macro_rules! info {
 #[macro_export]
 macro_rules! warn {
     ($comp:expr, $($arg:tt)*) => {
-        $crate::log::log($comp, $crate::options::Level::Warn, format_args!($($arg)*))
+        if $crate::log::on($crate::options::Level::Warn) {
+            $crate::log::log($comp, $crate::options::Level::Warn, format_args!($($arg)*))
+        }
     };
 }
 
@@ -59,6 +70,8 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! trace {
     ($comp:expr, $($arg:tt)*) => {
-        $crate::log::log($comp, $crate::options::Level::Trace, format_args!($($arg)*))
+        if $crate::log::on($crate::options::Level::Trace) {
+            $crate::log::log($comp, $crate::options::Level::Trace, format_args!($($arg)*))
+        }
     };
 }
