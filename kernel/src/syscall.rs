@@ -63,9 +63,18 @@ pub fn syscall(k: &mut Kernel, cur: ObjId, f: arch::CallRegs) {
         Ok(x) => x,
         Err(e) => return k.known_thread(cur).set_error(e),
     };
+    let label = inv.tag.label();
+    // A VMM's resume of its own vCPU, on every guest exit it handles:
+    // straight there, without the general decoding.
+    if obj == cur
+        && op == Operation::Call
+        && label == Proto::Thread as i64
+        && obj::vcpu::resume_call(k, cur, inv.tag)
+    {
+        return;
+    }
     // Threads and gates are IPC endpoints; their own protocol (Thread, and
     // Kobject through a gate capability with the C right) reaches the kernel.
-    let label = inv.tag.label();
     let kernel_op = match k.objs.get(obj) {
         Some(KObject::Thread(_)) => label == Proto::Thread as i64,
         Some(KObject::Gate(_)) => label == Proto::Kobject as i64 && rights.contains(CapRights::C),

@@ -11,7 +11,7 @@
 
 use l4::abi::proto::unmap;
 use l4::abi::vcpu::{
-    ExitReason, InjectReq, StateError, VTIMER_INTID, VcpuState, ec, lr, sysreg_encoding,
+    ExitReason, InjectReq, StateError, VTIMER_INTID, VcpuState, ec, lr, sysreg_encoding, unchanged,
 };
 use l4::{Cap, Error, Fpage, MemRights, Thread, Vm, base, ipc};
 
@@ -46,6 +46,7 @@ tests! {
     "vm.bad_pstate_refused" => bad_pstate,
     "vm.bad_list_register_refused" => bad_lr,
     "vm.bad_injection_refused" => bad_injection,
+    "vm.unchanged_parts_only_from_a_checked_exit" => unchanged_parts,
     "vm.resume_without_vcpu_mode_refused" => resume_not_vcpu,
     "vm.resume_of_other_thread_refused" => resume_other,
     "vm.control_refusals" => control_refusals,
@@ -648,6 +649,35 @@ fn bad_injection() -> R {
         index: 1,
         intid: 1020,
     })
+}
+
+/// Parts marked unchanged come from the kernel's copy of the last exit
+/// (what the area holds instead is not looked at), never after a refusal.
+fn unchanged_parts() -> R {
+    let g = Guest::new(&[hvc(1), hvc(2), hvc(3)])?;
+    g.expect(ExitReason::Hvc)?;
+    let bad = lr::pending(40, 0) | lr::HW;
+    let s = state();
+    s.gic.lr[1] = bad;
+    s.unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().exit.imm16(), Some(2), "second hvc");
+    ensure_eq!(state().gic.lr[1], 0, "the kernel's list register");
+    ensure_eq!(state().unchanged, 0, "bits cleared by the exit");
+    state().regs.pstate = 0x3c9;
+    refused(StateError::Pstate(0x3c9))?;
+    let s = state();
+    s.regs.pstate = 0x3c5;
+    s.gic.lr[1] = bad;
+    s.unchanged = unchanged::ALL;
+    refused(StateError::ListRegister {
+        index: 1,
+        value: bad,
+    })?;
+    state().gic.lr[1] = 0;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().exit.imm16(), Some(3), "third hvc");
+    Ok(())
 }
 
 fn resume_not_vcpu() -> R {

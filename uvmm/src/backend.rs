@@ -25,7 +25,7 @@ use core::fmt;
 use crate::passthrough::{PtIrq, PtMmio};
 
 pub use l4_abi::vcpu::{
-    Exit, MAX_LRS, Mmio, SysRegAccess, VTimer, VcpuState, ec, lr, sysreg_encoding,
+    Exit, MAX_LRS, Mmio, SysRegAccess, VTimer, VcpuState, ec, lr, sysreg_encoding, unchanged,
 };
 
 /// How long from counter value `now` (at `frequency` Hz) until the
@@ -141,9 +141,13 @@ pub trait IrqEoi: Send + Sync {
 
 /// One vCPU, used from its own uvmm thread.
 pub trait VcpuBackend: Send {
-    /// Enters the guest with `state` (registers, list registers) and
-    /// returns at the next exit with `state` updated.
-    fn run(&mut self, state: &mut VcpuState) -> Result<RunExit, BackendError>;
+    /// The vCPU's state, which uvmm changes between runs (for the
+    /// kernel's vCPUs: the state area itself, so nothing is copied).
+    fn state(&mut self) -> &mut VcpuState;
+
+    /// Enters the guest with [`VcpuBackend::state`] (registers, list
+    /// registers) and returns at the next exit with it updated.
+    fn run(&mut self) -> Result<RunExit, BackendError>;
 
     /// A handle other threads use to interrupt `run`.
     fn kicker(&self) -> Box<dyn VcpuKick>;

@@ -6,9 +6,11 @@
 //!   uvmm's own task in pieces of up to 2 MiB.
 //! * Each vCPU is a uvmm thread in vCPU mode: on its first run it moves
 //!   itself to its CPU, takes a page of the UTCB area as its state area,
-//!   attaches its kick Irq to itself and enters vCPU mode; every run copies
-//!   uvmm's [`VcpuState`] into the state area, resumes the guest and copies
-//!   the guest's state and the exit back.
+//!   attaches its kick Irq to itself and enters vCPU mode. From then on
+//!   uvmm handles exits in the state area itself (nothing is copied), and
+//!   marks what it left alone since the last exit (`unchanged`: EL1
+//!   registers, timer, list registers, VMPIDR), which the kernel then
+//!   neither reads nor checks again.
 //! * The kernel handles WFI, the virtual timer and its own injections; an
 //!   exit it does not handle comes back as [`RunExit::Trap`]. A kick
 //!   triggers the vCPU's Irq, which sends the guest out with `Kick`.
@@ -239,7 +241,8 @@ impl VmBackend for L4Vm {
             attached: std::sync::Arc::new(AtomicBool::new(false)),
             area: None,
             thread: None,
-            loaded: [0; MAX_LRS],
+            exited: [0; MAX_LRS],
+            local: Box::default(),
         })
     }
 }
@@ -259,8 +262,10 @@ pub struct L4Vcpu {
     /// The state area (a page of the UTCB area), once in vCPU mode.
     area: Option<usize>,
     thread: Option<Cap<Thread>>,
-    /// The list registers of the last entry.
-    loaded: [u64; MAX_LRS],
+    /// The list registers as the last exit left them (the kernel's copy).
+    exited: [u64; MAX_LRS],
+    /// The state until the thread is in vCPU mode (then: the state area).
+    local: Box<VcpuState>,
 }
 
 /// Triggers a vCPU's kick Irq.
@@ -322,10 +327,24 @@ impl L4Vcpu {
     }
 }
 
+/// The vCPU's state: the state area once the thread is in vCPU mode
+/// (`area`), else uvmm's own copy.
+fn state_of(area: Option<usize>, local: &mut VcpuState) -> &mut VcpuState {
+    match area {
+        // SAFETY: the runtime reserved the state area's page of the UTCB
+        // area for this vCPU alone; it is mapped read-write for the task's
+        // life, and the kernel only reads and writes it during
+        // `vcpu_resume`, which this thread makes in `run`, while no
+        // reference from here is alive (each ends before the call).
+        Some(a) => unsafe { &mut *(a as *mut VcpuState) },
+        None => local,
+    }
+}
+
 /// The list registers after an exit as the architecture leaves them: the
 /// kernel clears the ones the guest emptied, uvmm wants their interrupt
 /// number (state invalid) to know what was completed.
-fn lrs_back(loaded: &[u64; MAX_LRS], lrs: &mut [u64; MAX_LRS]) {
+fn lrs_back(loaded: &[u64], lrs: &mut [u64]) {
     for (v, &l) in lrs.iter_mut().zip(loaded) {
         if *v == 0 && l != 0 {
             *v = l & !(3 << abi::lr::STATE_SHIFT);
@@ -334,43 +353,64 @@ fn lrs_back(loaded: &[u64; MAX_LRS], lrs: &mut [u64; MAX_LRS]) {
 }
 
 impl VcpuBackend for L4Vcpu {
-    fn run(&mut self, st: &mut VcpuState) -> Result<RunExit, BackendError> {
-        let area = self.enter_vcpu_mode()? as *mut VcpuState;
+    fn state(&mut self) -> &mut VcpuState {
+        state_of(self.area, &mut self.local)
+    }
+
+    fn run(&mut self) -> Result<RunExit, BackendError> {
+        if self.area.is_none() {
+            let area = self.enter_vcpu_mode()? as *mut VcpuState;
+            // SAFETY: as in `state`; from here on uvmm works in the area.
+            unsafe { area.write(*self.local) };
+        }
         let thread = self
             .thread
             .ok_or_else(|| BackendError("no vCPU thread".into()))?;
+        let vmpidr = self.mpidr | (1 << 31);
+        let mut loaded = [0; MAX_LRS];
+        // The list registers the hardware has (the kernel's count; the
+        // others stay zero).
+        let st = state_of(self.area, &mut self.local);
         // uvmm's interrupts go through the list registers it fills.
         st.inject.count = 0;
-        st.vmpidr = self.mpidr | (1 << 31);
-        self.loaded = st.gic.lr;
-        // SAFETY: the runtime reserved the state area's page of the UTCB
-        // area for this vCPU alone; it is mapped read-write for the task's
-        // life, and the kernel only reads and writes it during
-        // `vcpu_resume`, which this thread makes. Plain copies (memcpy)
-        // rather than volatile ones, which go field by field: the system
-        // call may read and write all memory, so the compiler completes
-        // the copy in before it and makes the copy out after it.
-        unsafe { core::ptr::copy_nonoverlapping(st as *const VcpuState, area, 1) };
+        if st.vmpidr != vmpidr {
+            st.vmpidr = vmpidr;
+            st.unchanged &= !abi::unchanged::VMPIDR;
+        }
+        let n = (st.gic.lr_count as usize).clamp(MIN_LRS, MAX_LRS);
+        // Word by word (a slice comparison calls a bytewise memcmp).
+        let lrs = st.gic.lr[..n].iter().zip(&self.exited[..n]);
+        if lrs.fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
+            st.unchanged &= !abi::unchanged::GIC;
+        }
+        for (l, &v) in loaded[..n].iter_mut().zip(&st.gic.lr[..n]) {
+            *l = v;
+        }
         // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
-        // exit (ktest vm.vmm_thread_pointer_kept).
+        // exit (ktest vm.vmm_thread_pointer_kept). The system call may read
+        // and write all memory: the changes above are in the area before
+        // it, and what the kernel wrote is read after it.
         let r = thread.vcpu_resume();
-        // SAFETY: as above; `vcpu_resume` has returned.
-        unsafe {
-            core::ptr::copy_nonoverlapping(area as *const VcpuState, st as *mut VcpuState, 1)
-        };
-        lrs_back(&self.loaded, &mut st.gic.lr);
-        let a = &*st;
+        let st = state_of(self.area, &mut self.local);
+        let (reason, info) = (st.exit.reason, st.exit.info);
+        if r.is_ok() {
+            // Until uvmm changes them, the parts stay as the exit left them.
+            st.unchanged = abi::unchanged::ALL;
+        }
+        for (e, &v) in self.exited[..n].iter_mut().zip(&st.gic.lr[..n]) {
+            *e = v;
+        }
+        lrs_back(&loaded[..n], &mut st.gic.lr[..n]);
         match r {
             Ok(ExitReason::Kick | ExitReason::None) => {
                 self.drain_kicks();
                 Ok(RunExit::Kicked)
             }
             Ok(ExitReason::BadState) | Err(Error::Inval)
-                if a.exit.reason == ExitReason::BadState as u64 =>
+                if reason == ExitReason::BadState as u64 =>
             {
                 Err(BackendError(format!(
-                    "the kernel refused the vCPU state (code {:#x})",
-                    a.exit.info
+                    "the kernel refused the vCPU state (code {info:#x})"
                 )))
             }
             Ok(_) => Ok(RunExit::Trap),

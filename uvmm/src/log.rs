@@ -2,20 +2,35 @@
 //! `VMM[comp]: text` on standard error (the task's log).
 
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::options::{Level, Options};
 
 static LEVELS: RwLock<Option<Options>> = RwLock::new(None);
+/// The loudest level of any component (`Level as u8`): what is louder
+/// is off everywhere, known without the lock (a trace on every exit).
+static LOUDEST: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 /// Takes the levels from the command line.
 pub fn init(opts: &Options) {
     if let Ok(mut l) = LEVELS.write() {
         *l = Some(opts.clone());
+        LOUDEST.store(opts.loudest() as u8, Ordering::Relaxed);
     }
+}
+
+/// Whether some component says things at `level` (the macros look
+/// before they format anything).
+#[inline]
+pub fn on(level: Level) -> bool {
+    level as u8 <= LOUDEST.load(Ordering::Relaxed)
 }
 
 /// Whether `comp` says things at `level`.
 pub fn enabled(comp: &str, level: Level) -> bool {
+    if !on(level) {
+        return false;
+    }
     let l = LEVELS.read().ok();
     let max = l
         .as_ref()
@@ -35,7 +50,9 @@ pub fn log(comp: &str, level: Level, msg: std::fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! info {
     ($comp:expr, $($arg:tt)*) => {
-        $crate::log::log($comp, $crate::options::Level::Info, format_args!($($arg)*))
+        if $crate::log::on($crate::options::Level::Info) {
+            $crate::log::log($comp, $crate::options::Level::Info, format_args!($($arg)*))
+        }
     };
 }
 
@@ -43,7 +60,9 @@ macro_rules! info {
 #[macro_export]
 macro_rules! warn {
     ($comp:expr, $($arg:tt)*) => {
-        $crate::log::log($comp, $crate::options::Level::Warn, format_args!($($arg)*))
+        if $crate::log::on($crate::options::Level::Warn) {
+            $crate::log::log($comp, $crate::options::Level::Warn, format_args!($($arg)*))
+        }
     };
 }
 
@@ -51,6 +70,8 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! trace {
     ($comp:expr, $($arg:tt)*) => {
-        $crate::log::log($comp, $crate::options::Level::Trace, format_args!($($arg)*))
+        if $crate::log::on($crate::options::Level::Trace) {
+            $crate::log::log($comp, $crate::options::Level::Trace, format_args!($($arg)*))
+        }
     };
 }

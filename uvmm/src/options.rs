@@ -340,6 +340,14 @@ impl Options {
         Ok(o)
     }
 
+    /// The loudest level of any component.
+    pub fn loudest(&self) -> Level {
+        self.component_levels
+            .iter()
+            .map(|(_, l)| *l)
+            .fold(self.level, Level::max)
+    }
+
     /// The level for component `comp` (its own `-D comp=...` or the global one).
     pub fn level_of(&self, comp: &str) -> Level {
         self.component_levels
@@ -419,6 +427,9 @@ mod tests {
         assert_eq!(o.ram_base, Some(1 << 30));
         assert_eq!(parse(&["-q"]).unwrap().level, Level::Quiet);
         assert_eq!(parse(&["-q", "-v"]).unwrap().level, Level::Warn);
+        assert_eq!(parse(&["-q"]).unwrap().loudest(), Level::Quiet);
+        let o = parse(&["-q", "-D", "mmio=trace"]).unwrap();
+        assert_eq!(o.loudest(), Level::Trace);
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     }
     let cur = c.current?;
     let (op, to, label) = match x0 & sys::FLAGS_MASK {
-        sys::CALL if x0 & sys::INVALID_CAP_BIT == 0 => {
+        // The Thread protocol (a kernel operation on a thread, such as a
+        // VMM's vcpu_resume on every guest exit) is for the general path:
+        // known before any lookup.
+        sys::CALL if x0 & sys::INVALID_CAP_BIT == 0 && tag.label() != Proto::Thread as i64 => {
             let Some(KObject::Thread(me)) = objs.get(cur) else {
                 return None;
             };
@@ -66,11 +69,10 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
             };
             let cap = task.caps.lookup(x0 >> sys::CAP_SHIFT, CapRights::R).ok()?;
             match objs.get(cap.obj)? {
-                // Their own protocols go to the kernel; a partner on another
-                // CPU is for the general path (known here without a lookup).
-                KObject::Thread(t) if tag.label() != Proto::Thread as i64 && t.cpu == cpu => {
-                    (Op::Call, cap.obj, 0)
-                }
+                // A gate's own protocol goes to the kernel; a partner on
+                // another CPU is for the general path (known here without a
+                // lookup).
+                KObject::Thread(t) if t.cpu == cpu => (Op::Call, cap.obj, 0),
                 KObject::Gate(g)
                     if !(tag.label() == Proto::Kobject as i64
                         && cap.rights.contains(CapRights::C)) =>

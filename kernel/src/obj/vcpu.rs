@@ -29,12 +29,13 @@ use crate::bkl;
 use crate::sched::schedule;
 use crate::state::Kernel;
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use kernel_core::kobj::ObjId;
 use l4_abi::vcpu::{
     self as abi, Exit, ExitReason, MAX_LRS, VTIMER_INTID, VcpuState, classify, fault_gpa, lr,
 };
 use l4_abi::{Error, MsgTag};
+use l4_bootinfo::MAX_CPUS;
 
 /// The GIC maintenance interrupt (a PPI).
 pub const MAINTENANCE_INTID: u32 = 25;
@@ -53,6 +54,9 @@ pub struct Vcpu {
     s: VcpuState,
     /// `vcpu_resume` is under way.
     in_guest: bool,
+    /// The state area shows `s` as the last exit wrote it (the parts a
+    /// VMM marks unchanged may be taken from `s`).
+    synced: bool,
     /// The guest waits for an interrupt (it executed WFI).
     wfi: bool,
     /// The guest's FP/SIMD registers, and whether the CPU holds them.
@@ -61,8 +65,9 @@ pub struct Vcpu {
     /// The CPU the guest last ran on.
     last_cpu: Option<usize>,
     /// Interrupts waiting for a list register (bit n: INTID n), with
-    /// their priorities.
+    /// their priorities; bit w of `queued`: `pending[w]` is not zero.
     pending: [u64; 16],
+    queued: u16,
     prio: [u8; 1024],
 }
 
@@ -70,11 +75,12 @@ impl Vcpu {
     fn queue(&mut self, intid: u32, prio: u8) {
         let i = intid as usize % 1024;
         self.pending[i / 64] |= 1 << (i % 64);
+        self.queued |= 1 << (i / 64);
         self.prio[i] = prio;
     }
 
     fn has_queued(&self) -> bool {
-        self.pending.iter().any(|w| *w != 0)
+        self.queued != 0
     }
 
     /// Whether `intid` sits in a list register in one of `states`.
@@ -88,7 +94,8 @@ impl Vcpu {
     /// some are left over.
     fn fill_lrs(&mut self) -> bool {
         let n = hw::lr_count();
-        for w in 0..self.pending.len() {
+        while self.queued != 0 {
+            let w = self.queued.trailing_zeros() as usize;
             while self.pending[w] != 0 {
                 let b = self.pending[w].trailing_zeros();
                 let intid = (w * 64) as u32 + b;
@@ -103,6 +110,7 @@ impl Vcpu {
                 self.s.gic.lr[slot] = lr::pending(intid, self.prio[intid as usize]);
                 self.pending[w] &= !(1 << b);
             }
+            self.queued &= !(1 << w);
         }
         false
     }
@@ -186,11 +194,13 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         vm,
         s,
         in_guest: false,
+        synced: false,
         wfi: false,
         fp: FpState::default(),
         fp_loaded: false,
         last_cpu: None,
         pending: [0; 16],
+        queued: 0,
         prio: [0; 1024],
     }));
     // The area starts as the kernel's view: list-register count filled in.
@@ -211,35 +221,96 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
         t.tpidr_el0 = arch::tpidr_el0();
     }
     let v = vcpu_of(k, th).ok_or(Error::Inval)?;
-    // SAFETY: the state area is a page of kernel memory; the VMM may
-    // change it at any time, so it is copied once and the copy checked.
-    // VcpuState is integers only: any bits are a valid one.
-    let mut s: VcpuState = unsafe { arch::read_shared(v.state_kva as *const VcpuState) };
-    if let Err(e) = s.check(hw::lr_count()) {
-        s.exit = Exit {
+    let area = v.state_kva as *mut VcpuState;
+    let kept = if v.synced {
+        // SAFETY: the state area is a page of kernel memory (the task's
+        // UTCB area), which lives as long as the task and so the thread.
+        let bits = unsafe { core::ptr::read_volatile(&raw const (*area).unchanged) };
+        bits & abi::unchanged::ALL
+    } else {
+        0
+    };
+    // SAFETY: as above. The VMM may change the area at any time, so each
+    // part is copied once and the copy checked. VcpuState is integers
+    // only: any bits are a valid one.
+    unsafe {
+        arch::read_shared(&mut v.s.regs, &raw const (*area).regs);
+        if kept & abi::unchanged::EL1 == 0 {
+            arch::read_shared(&mut v.s.el1, &raw const (*area).el1);
+        }
+        if kept & abi::unchanged::TIMER == 0 {
+            arch::read_shared(&mut v.s.timer, &raw const (*area).timer);
+        }
+        if kept & abi::unchanged::GIC == 0 {
+            arch::read_shared(&mut v.s.gic, &raw const (*area).gic);
+        }
+        if kept & abi::unchanged::VMPIDR == 0 {
+            v.s.vmpidr = core::ptr::read_volatile(&raw const (*area).vmpidr);
+        }
+        v.s.inject.count = core::ptr::read_volatile(&raw const (*area).inject.count);
+        let n = (v.s.inject.count as usize).min(abi::MAX_INJECT);
+        if n != 0 {
+            for (i, r) in v.s.inject.req[..n].iter_mut().enumerate() {
+                *r = core::ptr::read_volatile(&raw const (*area).inject.req[i]);
+            }
+        }
+    }
+    if let Err(e) = v.s.check_parts(hw::lr_count(), kept) {
+        // The kernel's copy now holds refused parts: the next resume
+        // reads everything again.
+        v.synced = false;
+        v.s.inject.count = 0;
+        let exit = Exit {
             reason: ExitReason::BadState as u64,
             info: e.code(),
-            ..s.exit
+            ..v.s.exit
         };
         // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(v.state_kva as *mut VcpuState, s) };
+        unsafe { core::ptr::write_volatile(&raw mut (*area).exit, exit) };
         return Err(Error::Inval);
     }
-    let n = s.inject.count as usize;
-    for r in &s.inject.req[..n] {
+    let n = v.s.inject.count as usize;
+    v.s.inject.count = 0;
+    for i in 0..n {
+        let r = v.s.inject.req[i];
         v.queue(r.intid, r.priority);
     }
-    s.inject.count = 0;
-    s.timer.ctl &= 0b11;
-    s.gic.lr_count = hw::lr_count() as u64;
-    for lr in s.gic.lr.iter_mut().skip(hw::lr_count()) {
-        *lr = 0;
+    let s = &mut v.s;
+    if kept & abi::unchanged::TIMER == 0 {
+        s.timer.ctl &= 0b11;
     }
-    v.s = s;
+    if kept & abi::unchanged::GIC == 0 {
+        s.gic.lr_count = hw::lr_count() as u64;
+        for lr in s.gic.lr.iter_mut().skip(hw::lr_count()) {
+            *lr = 0;
+        }
+    }
+    v.synced = false;
     v.wfi = false;
     v.in_guest = true;
     ACTIVE.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// The invocation with `tag` on `cur`'s own capability, if it is
+/// [`l4_abi::ops::ThreadVcpuResume`] (its opcode alone in `MR0`): resumes
+/// and sets the result as the general path would. Returns whether it was.
+pub fn resume_call(k: &mut Kernel, cur: ObjId, tag: MsgTag) -> bool {
+    use l4_abi::ops::{Op, ThreadVcpuResume};
+    let t = k.known_thread(cur);
+    let is_resume = tag.words() >= 1
+        && tag.items() == 0
+        && t.utcb().is_some_and(|u| u.mr[0] == ThreadVcpuResume::CODE);
+    if !is_resume {
+        return false;
+    }
+    let label = match resume(k, cur, cur) {
+        Ok(()) => 0,
+        Err(e) => e.as_ret(),
+    };
+    k.known_thread(cur)
+        .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
+    true
 }
 
 /// An interrupt for the vCPU of thread `th` (an Irq bound to it, or the
@@ -353,6 +424,12 @@ fn run_guest() {
             }
         } else {
             handle_exit(k, exit);
+            // An exit for the VMM: on to user mode (what `prepare` would
+            // find on the next round).
+            let cur = k.cpus[arch::cpu_id()].current;
+            if !cur.and_then(|c| vcpu_of(k, c)).is_some_and(|v| v.in_guest) {
+                return;
+            }
         }
     }
 }
@@ -433,7 +510,7 @@ fn prepare(k: &mut Kernel) -> Step {
     let v = vcpu_of(k, cur).expect("vcpu");
     // Timer armed and not pending: let its PPI bring the guest out.
     let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
-    crate::platform::gic::set_private_enabled(VTIMER_INTID, timer_armed);
+    set_vtimer_ppi(cpu, timer_armed);
     if v.last_cpu.is_some_and(|c| c != cpu) {
         hw::tlb_flush_vmid_local(vttbr.1);
     }
@@ -552,7 +629,10 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     // list registers as the guest left them.
     // SAFETY: the state area is a page of kernel memory (the task's UTCB
     // area), which lives as long as the task and so the thread.
-    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s) };
+    // Written up to the injection count (zero), with `unchanged` zero:
+    // the kernel's copy and the area agree from here to the next resume.
+    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s, abi::EXIT_WRITE_SIZE) };
+    v.synced = true;
     arch::set_tls(tpidr, utcb);
     arch::fp_access(k.cpus[cpu].fp_on);
     let label = match err {
@@ -569,7 +649,24 @@ pub fn maintenance() {}
 /// The virtual timer's PPI fired while a guest ran: keep it off until
 /// the guest is entered again (the kernel then injects it).
 pub fn vtimer() {
-    crate::platform::gic::set_private_enabled(VTIMER_INTID, false);
+    set_vtimer_ppi(arch::cpu_id(), false);
+}
+
+/// Whether PPI 27 is enabled at each CPU's redistributor, as the kernel
+/// last set it (anything else: not known yet).
+static VTIMER_PPI: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(PPI_UNKNOWN) }; MAX_CPUS];
+const PPI_UNKNOWN: u8 = 2;
+
+/// Enables or disables the virtual timer's PPI on this CPU (`cpu`), with
+/// the redistributor written only when that changes it.
+fn set_vtimer_ppi(cpu: usize, on: bool) {
+    let Some(last) = VTIMER_PPI.get(cpu) else {
+        crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
+        return;
+    };
+    if last.swap(u8::from(on), Ordering::Relaxed) != u8::from(on) {
+        crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
+    }
 }
 
 const _: () = assert!(MAX_LRS >= 4);

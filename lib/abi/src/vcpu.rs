@@ -9,7 +9,9 @@
 //! [`VcpuState::check`], runs the guest at EL1 in its Vm's stage-2 space
 //! until an exit it does not handle itself (WFI, the virtual timer and
 //! interrupt injection are the kernel's), and writes the state back with
-//! the exit in [`VcpuState::exit`].
+//! the exit in [`VcpuState::exit`]. Parts the VMM left as the last exit
+//! wrote them it may mark in [`VcpuState::unchanged`]: the kernel then
+//! takes them from its own checked copy instead of reading them again.
 //!
 //! The guest's EL1 system registers need no checking: the guest may set
 //! any value in them itself, and they only govern its own EL1&0 regime.
@@ -504,9 +506,37 @@ pub struct VcpuState {
     /// VMPIDR_EL2: what the guest reads as MPIDR_EL1 (affinity and MT,
     /// U; bit 31 is set by the kernel).
     pub vmpidr: u64,
+    /// [`unchanged`] bits (VMM to kernel): parts the VMM left as the last
+    /// exit reported them, which the next resume need not read again. The
+    /// kernel sets the field back to zero on every exit.
+    pub unchanged: u64,
     /// Injection requests (VMM to kernel).
     pub inject: Inject,
 }
+
+/// Parts of the state area a VMM may mark in [`VcpuState::unchanged`]:
+/// a resume takes them from the kernel's own copy (what the last exit
+/// wrote to the area) instead of reading and checking them again. The
+/// general registers (with pc and pstate) and the injection requests are
+/// read on every resume. The kernel ignores the bits when its copy is
+/// not the one the area last showed (the vCPU never exited yet, or the
+/// last resume was refused).
+pub mod unchanged {
+    /// [`super::VcpuState::el1`].
+    pub const EL1: u64 = 1 << 0;
+    /// [`super::VcpuState::timer`].
+    pub const TIMER: u64 = 1 << 1;
+    /// [`super::VcpuState::gic`].
+    pub const GIC: u64 = 1 << 2;
+    /// [`super::VcpuState::vmpidr`].
+    pub const VMPIDR: u64 = 1 << 3;
+    /// Every part.
+    pub const ALL: u64 = EL1 | TIMER | GIC | VMPIDR;
+}
+
+/// The bytes of the state area an exit writes: everything up to and
+/// including [`Inject::count`] (the requests themselves stay).
+pub const EXIT_WRITE_SIZE: usize = core::mem::offset_of!(VcpuState, inject) + 8;
 
 const _: () = assert!(core::mem::size_of::<VcpuState>() <= STATE_SIZE);
 
@@ -652,13 +682,21 @@ impl VcpuState {
     /// Everything the kernel checks before it runs the guest with this
     /// state, given how many list registers the hardware has.
     pub fn check(&self, lrs: usize) -> Result<(), StateError> {
+        self.check_parts(lrs, 0)
+    }
+
+    /// [`VcpuState::check`] without the parts in `kept` (bits of
+    /// [`unchanged`]), which the kernel checked when it took them before.
+    pub fn check_parts(&self, lrs: usize, kept: u64) -> Result<(), StateError> {
         check_pstate(self.regs.pstate)?;
-        self.gic.check(lrs)?;
-        if self.timer.ctl & !0b111 != 0 {
+        if kept & unchanged::GIC == 0 {
+            self.gic.check(lrs)?;
+        }
+        if kept & unchanged::TIMER == 0 && self.timer.ctl & !0b111 != 0 {
             return Err(StateError::TimerCtl(self.timer.ctl));
         }
         // VMPIDR: Aff3 (32..40), bit 31 (RES1), U (30), MT (24), Aff2..0.
-        if self.vmpidr & !(0xff_c1ff_ffff | (1 << 31)) != 0 {
+        if kept & unchanged::VMPIDR == 0 && self.vmpidr & !(0xff_c1ff_ffff | (1 << 31)) != 0 {
             return Err(StateError::Vmpidr(self.vmpidr));
         }
         let n = self.inject.count;
@@ -907,5 +945,39 @@ mod tests {
         assert_eq!(s.check(4), Ok(()));
         s.regs.pstate = 0x3c9;
         assert_eq!(s.check(4), Err(StateError::Pstate(0x3c9)));
+    }
+
+    #[test]
+    fn unchanged_parts_are_not_checked_again() {
+        let mut s = VcpuState::boot(0x4000_0000, 0, 0);
+        s.gic.hcr = hcr::EN;
+        s.timer.ctl = 8;
+        s.vmpidr = 1 << 29;
+        assert_eq!(s.check(4), Err(StateError::VgicHcr(1)));
+        assert_eq!(
+            s.check_parts(4, unchanged::GIC),
+            Err(StateError::TimerCtl(8))
+        );
+        assert_eq!(
+            s.check_parts(4, unchanged::GIC | unchanged::TIMER),
+            Err(StateError::Vmpidr(1 << 29))
+        );
+        assert_eq!(s.check_parts(4, unchanged::ALL), Ok(()));
+        // The registers and the requests are checked whatever the bits say.
+        s.inject.count = 17;
+        assert_eq!(
+            s.check_parts(4, unchanged::ALL),
+            Err(StateError::InjectCount(17))
+        );
+        s.inject.count = 0;
+        s.regs.pstate = 0x3c9;
+        assert_eq!(
+            s.check_parts(4, unchanged::ALL),
+            Err(StateError::Pstate(0x3c9))
+        );
+        assert_eq!(
+            EXIT_WRITE_SIZE,
+            core::mem::offset_of!(VcpuState, inject.count) + 8
+        );
     }
 }

@@ -93,6 +93,7 @@ pub fn inject_exception(st: &mut VcpuState, esr: u64, far: Option<u64>) {
         0b0101 => 0x200, // EL1h
         _ => 0x000,      // EL1t
     };
+    st.unchanged &= !crate::backend::unchanged::EL1;
     st.regs.elr_el1 = st.regs.pc;
     st.regs.spsr_el1 = st.regs.pstate;
     st.el1.esr = esr;
@@ -336,10 +337,11 @@ impl Vm {
 
     /// Sleeps until vCPU `cpu` has an interrupt, its virtual timer fires
     /// (then PPI 27 becomes pending) or the VM ends.
-    fn wait_interrupt<B: VcpuBackend>(&self, cpu: usize, st: &VcpuState, vcpu: &B) {
+    fn wait_interrupt<B: VcpuBackend>(&self, cpu: usize, vcpu: &mut B) {
+        let t = vcpu.state().timer;
         while self.stopped().is_none() {
             let (now, freq) = vcpu.counter();
-            let timer = timer_remaining(&st.timer, now, freq);
+            let timer = timer_remaining(&t, now, freq);
             if timer == Some(Duration::ZERO) {
                 self.gic.set_pending(cpu, VTIMER_INTID);
                 return;
@@ -361,29 +363,37 @@ impl Vm {
         lrs: usize,
     ) -> u8 {
         let lrs = lrs.min(crate::backend::MAX_LRS);
-        let mut st = VcpuState::default();
         let mut start = boot;
+        // The vCPU was on at the last look: only its own CPU_OFF turns it
+        // off, and every action but a plain resume looks again.
+        let mut on = false;
         loop {
             if let Some(code) = self.stopped() {
                 return code;
             }
-            // One look at the power state per entry: a vCPU that is not on
-            // waits for its CPU_ON (or the VM's end) first.
-            if start.is_none() && self.power(cpu) != Some(Power::On) {
-                start = self.wait_power_on(cpu);
-                if start.is_none() {
-                    continue;
+            // A vCPU that is not on waits for its CPU_ON (or the VM's end)
+            // first.
+            if start.is_none() && !on {
+                if self.power(cpu) == Some(Power::On) {
+                    on = true;
+                } else {
+                    start = self.wait_power_on(cpu);
+                    if start.is_none() {
+                        continue;
+                    }
                 }
             }
             if let Some(b) = start.take() {
                 let mpidr = self.mpidrs.get(cpu).copied().unwrap_or(0);
                 trace!("vmm", "vCPU {cpu} starts at {:#x}", b.pc);
-                st = VcpuState::boot(b.pc, b.x[0], mpidr);
+                let st = vcpu.state();
+                *st = VcpuState::boot(b.pc, b.x[0], mpidr);
                 st.regs.pstate = b.pstate;
                 st.regs.x[..4].copy_from_slice(&b.x);
             }
-            self.gic.fill_lrs(cpu, &mut st.gic.lr[..lrs]);
-            let exit = vcpu.run(&mut st);
+            self.gic.fill_lrs(cpu, &mut vcpu.state().gic.lr[..lrs]);
+            let exit = vcpu.run();
+            let st = vcpu.state();
             self.gic.sync_lrs(cpu, &mut st.gic.lr[..lrs]);
             let action = match exit {
                 Err(e) => Action::Fatal(format!("the kernel refused to run vCPU {cpu}: {e}")),
@@ -392,14 +402,17 @@ impl Vm {
                     self.gic.set_pending(cpu, VTIMER_INTID);
                     Action::Resume
                 }
-                Ok(RunExit::Trap) => self.handle_exit(cpu, &mut st),
+                Ok(RunExit::Trap) => self.handle_exit(cpu, st),
             };
+            if action != Action::Resume {
+                on = false;
+            }
             match action {
                 Action::Resume => {}
-                Action::WaitForInterrupt => self.wait_interrupt(cpu, &st, vcpu),
+                Action::WaitForInterrupt => self.wait_interrupt(cpu, vcpu),
                 Action::Off => {}
                 Action::Suspend { entry, context } => {
-                    self.wait_interrupt(cpu, &st, vcpu);
+                    self.wait_interrupt(cpu, vcpu);
                     start = Some(BootState {
                         pc: entry,
                         x: [context, 0, 0, 0],

@@ -82,6 +82,7 @@ struct Step {
 type Check = Box<dyn Fn(&VcpuState) + Send>;
 
 struct Scripted {
+    st: VcpuState,
     steps: VecDeque<Step>,
     pending_check: Option<Check>,
     seen_pcs: Arc<Mutex<Vec<u64>>>,
@@ -91,6 +92,7 @@ struct Scripted {
 impl Scripted {
     fn new(steps: Vec<Step>) -> Scripted {
         Scripted {
+            st: VcpuState::default(),
             steps: steps.into(),
             pending_check: None,
             seen_pcs: Arc::default(),
@@ -105,7 +107,11 @@ impl VcpuKick for NoKick {
 }
 
 impl VcpuBackend for Scripted {
-    fn run(&mut self, st: &mut VcpuState) -> Result<RunExit, BackendError> {
+    fn state(&mut self) -> &mut VcpuState {
+        &mut self.st
+    }
+    fn run(&mut self) -> Result<RunExit, BackendError> {
+        let st = &mut self.st;
         if let Some(c) = self.pending_check.take() {
             c(st);
         }

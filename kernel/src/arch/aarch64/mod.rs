@@ -62,41 +62,42 @@ unsafe extern "C" {
     fn copy_shared(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;
 }
 
-/// A copy of the `T` at `src`, which user space may change meanwhile (a
-/// vCPU's state area): one pass over it through an opaque call, so the
-/// compiler neither reads the source again later nor splits the copy into
-/// single fields, as it does for a volatile read of a large struct.
+/// Copies the `T` at `src`, which user space may change meanwhile (a part
+/// of a vCPU's state area), into `dst`: one pass over it through an
+/// opaque call, so the compiler neither reads the source again later nor
+/// splits the copy into single fields, as it does for a volatile read of
+/// a large struct.
 ///
 /// # Safety
 ///
 /// `src` must be valid for reads of `size_of::<T>()` bytes, and every bit
 /// pattern must be a valid `T`.
-pub unsafe fn read_shared<T: Copy>(src: *const T) -> T {
-    let mut v = core::mem::MaybeUninit::<T>::uninit();
-    // SAFETY: the caller vouches for `src`; `v` is a distinct local of
-    // the same size, which the copy initialises fully (any bit pattern is
-    // a valid `T`).
+pub unsafe fn read_shared<T: Copy>(dst: &mut T, src: *const T) {
+    // SAFETY: the caller vouches for `src`; `dst` is a reference to a
+    // distinct `T`, which the copy overwrites fully (any bit pattern is a
+    // valid `T`).
     unsafe {
-        copy_shared(v.as_mut_ptr().cast(), src.cast(), core::mem::size_of::<T>());
-        v.assume_init()
+        copy_shared(
+            (dst as *mut T).cast(),
+            src.cast(),
+            core::mem::size_of::<T>(),
+        );
     }
 }
 
-/// Writes `v` to `dst`, which user space may read meanwhile: one pass
-/// through an opaque call (see [`read_shared`]), straight from `v`.
+/// Writes the first `n` bytes of `v` (at most its size) to `dst`, which
+/// user space may read meanwhile: one pass through an opaque call (see
+/// [`read_shared`]), straight from `v`.
 ///
 /// # Safety
 ///
-/// `dst` must be valid for writes of `size_of::<T>()` bytes.
-pub unsafe fn write_shared<T: Copy>(dst: *mut T, v: &T) {
+/// `dst` must be valid for writes of `n` bytes.
+pub unsafe fn write_shared<T: Copy>(dst: *mut T, v: &T, n: usize) {
+    let n = n.min(core::mem::size_of::<T>());
     // SAFETY: the caller vouches for `dst`; `v` is a reference, valid for
-    // reads of a `T`.
+    // reads of a `T`, of which at most its size is read.
     unsafe {
-        copy_shared(
-            dst.cast(),
-            (v as *const T).cast(),
-            core::mem::size_of::<T>(),
-        );
+        copy_shared(dst.cast(), (v as *const T).cast(), n);
     }
 }
 

@@ -194,9 +194,7 @@ fn load_gic(s: &VcpuState, ich_extra: u64) {
         write_apr(0, i, g.ap0r[i]);
         write_apr(1, i, g.ap1r[i]);
     }
-    for (i, &v) in g.lr.iter().enumerate().take(lr_count()) {
-        write_lr(i, v);
-    }
+    write_lrs(&g.lr, lr_count());
     ICH_HCR_EL2.set(g.hcr | ich_extra | l4_abi::vcpu::hcr::EN);
 }
 
@@ -270,15 +268,13 @@ fn save_gic(s: &mut VcpuState) {
         g.ap1r[i] = read_apr(1, i);
     }
     let n = lr_count();
-    for i in 0..n {
+    read_lrs(&mut g.lr, n);
+    for v in &mut g.lr[..n] {
         // An emptied list register keeps its old fields; the state area
         // shows it as zero (what the checks want of an invalid one).
-        let v = read_lr(i);
-        g.lr[i] = if l4_abi::vcpu::lr::state(v) == 0 {
-            0
-        } else {
-            v
-        };
+        if l4_abi::vcpu::lr::state(*v) == 0 {
+            *v = 0;
+        }
     }
     g.lr_count = n as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
@@ -291,21 +287,33 @@ fn save_gic(s: &mut VcpuState) {
     ICH_HCR_EL2.set(0);
 }
 
+/// The list registers the hardware has, in a chain of tests (cheaper
+/// than a loop that picks each register by its index).
 macro_rules! lr_access {
     ($($i:literal => $reg:ident),* $(,)?) => {
-        fn read_lr(i: usize) -> u64 {
-            match i {
-                $($i => $reg.get(),)*
-                _ => 0,
-            }
+        /// Reads the first `n` list registers into `lrs`.
+        fn read_lrs(lrs: &mut [u64; MAX_LRS], n: usize) {
+            lr_access!(@read lrs, n, $($i => $reg),*);
         }
-        fn write_lr(i: usize, v: u64) {
-            match i {
-                $($i => $reg.set(v),)*
-                _ => {}
-            }
+        /// Writes the first `n` of `lrs` to the list registers.
+        fn write_lrs(lrs: &[u64; MAX_LRS], n: usize) {
+            lr_access!(@write lrs, n, $($i => $reg),*);
         }
     };
+    (@read $lrs:ident, $n:ident, $i:literal => $reg:ident $(, $ri:literal => $rreg:ident)*) => {
+        if $n > $i {
+            $lrs[$i] = $reg.get();
+            lr_access!(@read $lrs, $n, $($ri => $rreg),*);
+        }
+    };
+    (@read $lrs:ident, $n:ident, ) => {};
+    (@write $lrs:ident, $n:ident, $i:literal => $reg:ident $(, $ri:literal => $rreg:ident)*) => {
+        if $n > $i {
+            $reg.set($lrs[$i]);
+            lr_access!(@write $lrs, $n, $($ri => $rreg),*);
+        }
+    };
+    (@write $lrs:ident, $n:ident, ) => {};
 }
 
 lr_access! {

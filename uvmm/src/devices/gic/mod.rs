@@ -164,6 +164,10 @@ impl Gic {
     /// common exit); unmasks the passed-through lines whose interrupt the
     /// guest completed.
     pub fn sync_lrs(&self, cpu: usize, lrs: &mut [u64]) {
+        if lrs.iter().all(|&lr| lr == 0) && lock(&self.state).lrs_filled.get(cpu) == Some(&false) {
+            // Only this vCPU's thread fills them: nothing to take back.
+            return;
+        }
         let hw = lock(&self.hw);
         let mut s = lock(&self.state);
         let filled = s.lrs_filled.get_mut(cpu).map(std::mem::take);
