@@ -71,25 +71,12 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         arch::counter_freq(),
         arch::TICK_US
     );
-    // The other CPUs come up while this one builds the kernel state and
-    // the root task.
-    let expected = platform::smp::start_secondaries(&plat, info);
-    let (free, heap) = (mm::free_bytes(), mm::heap_bytes());
-    let mut g = bkl::lock();
-    state::init(
-        &mut g,
-        plat.nr_cpus.max(expected),
-        info,
-        bootinfo_pa,
-        !opts.nofastpath,
-    );
-    let root = roottask::create(g.kernel(), info);
-    let online = platform::smp::wait_online(expected);
+    let online = platform::smp::start_secondaries(&plat, info);
     kprintln!(
         "L4RS microkernel {} (AArch64, EL2 VHE), {} MiB free, kernel heap {} MiB, CPUs online: {}",
         VERSION,
-        free >> 20,
-        heap >> 20,
+        mm::free_bytes() >> 20,
+        mm::heap_bytes() >> 20,
         online
     );
     kprintln!(
@@ -100,7 +87,15 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         kprintln!("kernel: -wait: press a key to start the root task");
         platform::console::wait_byte();
     }
-    match root {
+    let mut g = bkl::lock();
+    state::init(
+        &mut g,
+        plat.nr_cpus.max(online),
+        info,
+        bootinfo_pa,
+        !opts.nofastpath,
+    );
+    match roottask::create(g.kernel(), info) {
         Ok(_) => kprintln!(
             "kernel: starting root task '{}' at {:#x} {}",
             info.roottask.name.as_str(),
@@ -110,9 +105,6 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
         Err(e) => panic!("cannot create the root task: {e}"),
     }
     SMP_GO.store(1, Ordering::Release);
-    for cpu in 1..plat.nr_cpus {
-        platform::gic::send_resched_ipi(cpu);
-    }
     sched::idle_loop(g)
 }
 
@@ -124,16 +116,11 @@ static SMP_GO: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::ne
 extern "C" fn secondary_main(cpu: u64) -> ! {
     arch::cpu_init(cpu as usize);
     platform::gic::init_cpu(cpu as usize);
-    platform::smp::ONLINE.fetch_add(1, Ordering::Release);
-    // Asleep in `wfi` meanwhile, not polling, until the boot CPU's
-    // reschedule SGI (sent after it sets SMP_GO; the idle loop takes it).
-    // Not `wfe`: QEMU runs that as a no-op when its CPUs are host threads,
-    // and three CPUs polling would take the host's time from the boot CPU.
-    // The tick starts after, so nothing else ends the wait.
-    while SMP_GO.load(Ordering::Acquire) == 0 {
-        arch::wait_for_interrupt();
-    }
     arch::timer_start();
+    platform::smp::ONLINE.fetch_add(1, Ordering::Release);
+    // Asleep in `wfe` meanwhile, not polling: the boot CPU (or, on an
+    // emulator, the host thread all CPUs share) runs at full speed.
+    arch::wait_until_eq(&SMP_GO, 1);
     sched::idle_loop(bkl::lock())
 }
 

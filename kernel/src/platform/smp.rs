@@ -24,9 +24,7 @@ fn image_pa(info: &BootInfo, va: u64) -> u64 {
     va - KERNEL_IMAGE_VA + info.kernel_paddr
 }
 
-/// Starts every CPU the device tree lists; returns how many CPUs are to
-/// be online ([`wait_online`] waits for them, so the boot CPU can do its
-/// own work while they come up).
+/// Starts every CPU the device tree lists; returns how many are online.
 pub fn start_secondaries(p: &Platform, info: &BootInfo) -> usize {
     let me = arch::mpidr();
     if p.cpus[0] != me {
@@ -57,12 +55,6 @@ pub fn start_secondaries(p: &Platform, info: &BootInfo) -> usize {
         }
         expected += 1;
     }
-    expected
-}
-
-/// Waits (up to a second) until `expected` CPUs run the kernel; returns
-/// how many do.
-pub fn wait_online(expected: usize) -> usize {
     let start = arch::counter();
     while ONLINE.load(Ordering::Acquire) < expected && arch::micros_since(start) < START_TIMEOUT_US
     {
