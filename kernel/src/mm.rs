@@ -176,8 +176,15 @@ pub unsafe fn table_at<'a>(pa: u64) -> &'a mut [u64; 512] {
 
 static DEVICE_LOCK: Mutex<()> = Mutex::new(());
 
+/// The block [`map_device`] maps in one entry where it can.
+const DEVICE_BLOCK: u64 = 2 << 20;
+
 /// Maps device registers at `pa` into the linear map (device memory) and
 /// returns their virtual address. Mapping the same page twice is fine.
+/// Whole 2 MiB blocks of the range go in as one entry each when nothing in
+/// them is mapped yet (the linear map keeps the alignment; nothing ever
+/// unmaps device registers): a GIC's redistributor region (15 MiB on
+/// QEMU's virt) takes a few entries instead of thousands of page walks.
 ///
 /// # Safety
 /// `[pa, pa + size)` holds device registers, not RAM (which the linear
@@ -188,7 +195,24 @@ pub unsafe fn map_device(pa: u64, size: u64) -> u64 {
     let start = pa & !(PAGE - 1);
     let end = (pa + size).div_ceil(PAGE) * PAGE;
     let mut t = FrameTables;
-    for page in (start..end).step_by(PAGE as usize) {
+    let mut page = start;
+    while page < end {
+        if page.is_multiple_of(DEVICE_BLOCK)
+            && end - page >= DEVICE_BLOCK
+            && l4_pgtable::map(
+                &mut t,
+                root,
+                phys_to_virt(page),
+                page,
+                DEVICE_BLOCK,
+                Attr::DEVICE,
+                true,
+            )
+            .is_ok()
+        {
+            page += DEVICE_BLOCK;
+            continue;
+        }
         if l4_pgtable::translate(&mut t, root, phys_to_virt(page)).is_none() {
             l4_pgtable::map(
                 &mut t,
@@ -201,6 +225,7 @@ pub unsafe fn map_device(pa: u64, size: u64) -> u64 {
             )
             .unwrap_or_else(|e| panic!("mapping device {page:#x}: {e}"));
         }
+        page += PAGE;
     }
     crate::arch::mapping_barrier();
     phys_to_virt(pa)

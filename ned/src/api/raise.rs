@@ -10,9 +10,7 @@
 //! small Lua function that turns the marker into `error(value, 2)`: Lua
 //! then adds the caller's position to string errors itself.
 
-use mlua::{
-    FromLuaMulti, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, UserDataFields, Value,
-};
+use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, UserDataFields, Value};
 
 use crate::backend::BackendError;
 use crate::cap::Cap;
@@ -120,15 +118,33 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
 
 /// A Lua function running `f`; its failures are raised as [`Raise`]
 /// describes, at the level of its caller.
-pub fn function<A, R, F>(lua: &Lua, f: F) -> mlua::Result<Function>
+pub fn function<R, F>(lua: &Lua, f: F) -> mlua::Result<Function>
 where
-    A: FromLuaMulti,
     R: IntoLuaMulti,
-    F: Fn(&Lua, A) -> ApiResult<R> + 'static,
+    F: Fn(&Lua, MultiValue) -> ApiResult<R> + 'static,
 {
+    lua_function(
+        lua,
+        Box::new(move |lua, args| match f(lua, args) {
+            Ok(r) => r.into_lua_multi(lua).map(Ok),
+            Err(e) => Ok(Err(e)),
+        }),
+    )
+}
+
+/// What [`function`] makes of its `f`: one type for every function of the
+/// module.
+type Body = Box<dyn Fn(&Lua, MultiValue) -> mlua::Result<ApiResult<MultiValue>>>;
+
+/// [`function`]'s work, once for all bodies rather than once for each:
+/// the `L4` module has dozens of functions, and a copy of mlua's function
+/// machinery for each made ned larger and its start slower (every copy is
+/// new code to run, and on QEMU new code to translate).
+#[inline(never)]
+fn lua_function(lua: &Lua, body: Body) -> mlua::Result<Function> {
     let fail: Table = lua.named_registry_value(FAIL_KEY)?;
-    let raw = lua.create_function(move |lua, args: A| match f(lua, args) {
-        Ok(r) => r.into_lua_multi(lua),
+    let raw = lua.create_function(move |lua, args: MultiValue| match body(lua, args)? {
+        Ok(r) => Ok(r),
         Err(e) => Ok(MultiValue::from_iter([
             Value::Table(fail.clone()),
             e.into_value(lua)?,

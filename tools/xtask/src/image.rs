@@ -43,6 +43,7 @@ impl<'a> Modules<'a> {
             .collect::<Result<Vec<_>>>()?;
         search_path.push(ws.conf_dir());
         search_path.push(ws.release_dir(targets::MUSL_TARGET));
+        search_path.push(ws.release_dir(targets::SERVER_TARGET));
         search_path.push(ws.release_dir(targets::BARE_USER_TARGET));
         search_path.push(ws.guest_dir());
         Ok(Modules {

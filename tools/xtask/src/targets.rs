@@ -13,8 +13,13 @@ use crate::workspace::{Workspace, run};
 
 /// Kernel and boot stage: soft-float, so kernel code never touches FP/SIMD state.
 pub const KERNEL_TARGET: &str = "aarch64-unknown-none-softfloat";
-/// no_std user programs (the root task).
+/// no_std user programs (ktest, the vmbench guest).
 pub const BARE_USER_TARGET: &str = "aarch64-unknown-none";
+/// no_std servers every task talks to (moe, the in-task runtime):
+/// soft-float like the kernel, so their threads never use FP/SIMD and the
+/// kernel never loads, saves or traps for them (its lazy switching then
+/// costs them nothing on every request they serve).
+pub const SERVER_TARGET: &str = KERNEL_TARGET;
 /// std user programs over the Linux-ABI personality.
 pub const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
 
@@ -44,7 +49,7 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
     },
     TargetCrate {
         package: "roottask",
-        target: BARE_USER_TARGET,
+        target: SERVER_TARGET,
         binary: "moe",
         alias: Some(ROOTTASK_ALIAS),
     },
@@ -58,7 +63,7 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
     // personality of every task a loader starts.
     TargetCrate {
         package: "l4re",
-        target: BARE_USER_TARGET,
+        target: SERVER_TARGET,
         binary: "l4re",
         alias: Some("l4re"),
     },
@@ -336,15 +341,12 @@ mod tests {
         let groups = by_target();
         assert_eq!(
             groups[0],
-            (KERNEL_TARGET, vec!["bootstrap-stage", "kernel"])
-        );
-        assert_eq!(
-            groups[1],
             (
-                BARE_USER_TARGET,
-                vec!["roottask", "ktest", "l4re", "vmbench"]
+                KERNEL_TARGET,
+                vec!["bootstrap-stage", "kernel", "roottask", "l4re"]
             )
         );
+        assert_eq!(groups[1], (BARE_USER_TARGET, vec!["ktest", "vmbench"]));
         let total: usize = groups.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(total, TARGET_CRATES.len());
     }
