@@ -17,6 +17,7 @@ tests! {
     "sigma0.non_module_refused" => sigma0_module_refused,
     "sigma0.device_refuses_ram" => sigma0_device_ram,
     "sigma0.map_device_pl031" => sigma0_device,
+    "sigma0.factory_create_sigma0" => sigma0_create,
     "mapping.into_other_task" => into_other_task,
     "mapping.read_only" => read_only,
     "mapping.unmap_revokes_derived" => unmap_revokes_derived,
@@ -108,6 +109,25 @@ fn sigma0_device() -> R {
     ensure_eq!(a, PL031, "device address");
     ensure_eq!(mmio_read(PL031 + 0xfe0), 0x31, "PL031 PeriphID0");
     ensure_eq!(mmio_read(PL031 + 0xff0), 0x0d, "PL031 PCellID0");
+    Ok(())
+}
+
+/// sigma0 as a factory makes only sigma0 capabilities, and they work; a
+/// factory refuses to make one.
+fn sigma0_create() -> R {
+    let s = rt::Slot::<l4::Sigma0>::empty()?;
+    let cap = base::PAGER.create_sigma0(s.idx()).ctx("create sigma0")?;
+    let a = cap.map_device(PL031, 12).ctx("map the PL031 through it")?;
+    ensure_eq!(a, PL031, "device address");
+    let other = rt::Slot::<l4::Sigma0>::empty()?;
+    expect_some_err!(
+        l4::Cap::<l4::Factory>::from_index(base::PAGER.index()).create_vm(other.idx()),
+        "a Vm from sigma0"
+    );
+    expect_some_err!(
+        l4::Cap::<l4::Sigma0>::from_index(base::FACTORY.index()).create_sigma0(other.idx()),
+        "sigma0 from a factory"
+    );
     Ok(())
 }
 

@@ -65,16 +65,21 @@ fn charge(k: &mut Kernel, factory: ObjId, bytes: u64) -> Result<(), Error> {
     charge_quota(k, factory, bytes)
 }
 
+/// Where a created object's capability goes: the caller's first receive
+/// item, a capability slot other than 0.
+pub(super) fn receive_slot(k: &mut Kernel, cur: ObjId) -> Result<u64, Error> {
+    let br = k.known_thread(cur).utcb().ok_or(Error::Inval)?.br;
+    match l4_abi::fpage::RecvItems::new(&br).next() {
+        Some(RecvItem::SmallCap { index }) if index != 0 => Ok(index),
+        _ => Err(Error::Inval),
+    }
+}
+
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
     let (cur, task, fac, rights) = (c.cur, c.task, c.obj, c.rights);
     need(rights, CapRights::W)?;
     let msg = FactoryMsg::decode(c.tag, c.m)?;
-    // Where the new capability goes: the caller's first receive item.
-    let br = k.known_thread(cur).utcb().ok_or(Error::Inval)?.br;
-    let dest = match l4_abi::fpage::RecvItems::new(&br).next() {
-        Some(RecvItem::SmallCap { index }) if index != 0 => index,
-        _ => return Err(Error::Inval),
-    };
+    let dest = receive_slot(k, cur)?;
     let mut reply = None;
     // What to make, read from the arguments before anything is charged.
     enum Make {
@@ -110,6 +115,8 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         FactoryMsg::Irq(_) => (Make::Irq, COST_SMALL),
         FactoryMsg::Semaphore(_) => (Make::Semaphore, COST_SMALL),
         FactoryMsg::Vm(_) => (Make::Vm, COST_VM),
+        // Only sigma0 makes sigma0 capabilities.
+        FactoryMsg::Sigma0(_) => return Err(Error::BadProto),
     };
     charge(k, fac, cost)?;
     let made = match make {

@@ -121,6 +121,7 @@ pub fn invoke(
         (KObject::Vcon(_), Proto::Irq) => vcon::invoke_icu(k, &c),
         (KObject::Semaphore(_), Proto::Semaphore | Proto::Irq) => semaphore::invoke(k, &c),
         (KObject::Sigma0(_), Proto::Sigma0) => sigma0::invoke(k, &c),
+        (KObject::Sigma0(_), Proto::Factory) => sigma0::create(k, &c),
         _ => Err(Error::BadProto),
     }
 }

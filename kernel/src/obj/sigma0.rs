@@ -6,11 +6,27 @@ use crate::ipc::transfer;
 use crate::mm::{self, PAGE};
 use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
-use l4_abi::ops::{Sigma0Msg, Sigma0Reply};
-use l4_abi::{Error, MemRights};
+use l4_abi::ops::{FactoryMsg, Sigma0Msg, Sigma0Reply};
+use l4_abi::{CapRights, Error, MemRights};
 
 /// The root task's pager (one).
 pub struct Sigma0;
+
+/// `create(L4.Proto.Sigma0)` on sigma0 (L4Re scripts cast sigma0 to a
+/// factory for it): another capability to sigma0 in the caller's receive
+/// slot, with no more rights than the invoked one and never the right to
+/// delete sigma0 (there is one, for the whole system).
+pub fn create(k: &mut Kernel, c: &Call<'_>) -> OpResult {
+    match FactoryMsg::decode(c.tag, c.m)? {
+        FactoryMsg::Sigma0(_) => {
+            let dest = super::factory::receive_slot(k, c.cur)?;
+            let rights = c.rights & CapRights::RWS;
+            transfer::insert_root_cap(k, c.task, dest, c.obj, rights)?;
+            super::ok(0)
+        }
+        _ => Err(Error::BadProto),
+    }
+}
 
 /// The root task's memory protocol ([`l4_abi::sigma0`]).
 pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {

@@ -870,6 +870,13 @@ kernel_protocol! {
             words {}
             items {}
         }
+        /// Sent to sigma0 (it speaks this one operation of the factory
+        /// protocol): another capability to sigma0, with the rights of the
+        /// invoked one.
+        Sigma0(FactorySigma0) {
+            words {}
+            items {}
+        }
     }
 }
 

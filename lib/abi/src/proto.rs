@@ -320,6 +320,8 @@ opcodes! {
         Semaphore = Proto::Semaphore as i64 as u64,
         /// Create a virtual machine.
         Vm = Proto::Vm as i64 as u64,
+        /// On sigma0: another capability to it (seed 003's `start_io`).
+        Sigma0 = Proto::Sigma0 as i64 as u64,
     }
 }
 

@@ -14,9 +14,9 @@
 use l4_abi::fault::{EXC_REGS_WORDS, ExcRegs};
 use l4_abi::ops::{
     Bytes, CapArg, ExRegsReply, FactoryFactory, FactoryIpcGate, FactoryIrq, FactorySemaphore,
-    FactoryTask, FactoryThread, FactoryVm, Fpages, IcuBind, IcuInfo, IcuInfoReply, IcuMask,
-    IcuSetMode, IcuUnbind, IcuUnmask, IrqAttach, IrqBindVcpu, IrqDetach, IrqTrigger, IrqUnmask,
-    KobjectBind, KobjectGetInfo, Op, Reply, SchedIdleTime, SchedInfo, SchedInfoReply,
+    FactorySigma0, FactoryTask, FactoryThread, FactoryVm, Fpages, IcuBind, IcuInfo, IcuInfoReply,
+    IcuMask, IcuSetMode, IcuUnbind, IcuUnmask, IrqAttach, IrqBindVcpu, IrqDetach, IrqTrigger,
+    IrqUnmask, KobjectBind, KobjectGetInfo, Op, Reply, SchedIdleTime, SchedInfo, SchedInfoReply,
     SchedRunThread, SemaphoreDown, Sigma0MapDevice, Sigma0MapFree, Sigma0MapModule, TaskCapInfo,
     TaskMap, TaskUnmap, ThreadExRegs, ThreadStats, ThreadSwitch, ThreadVcpuControl,
     ThreadVcpuResume, Varg, VconRead, VconReadReply, VconWrite,
@@ -327,6 +327,11 @@ pub fn factory_semaphore(u: &mut Utcb, dest: u64) -> MsgTag {
 /// Factory: create a Vm.
 pub fn factory_vm(u: &mut Utcb, dest: u64) -> MsgTag {
     factory_op(u, dest, FactoryVm {})
+}
+
+/// Sigma0's one factory operation: another capability to sigma0.
+pub fn factory_sigma0(u: &mut Utcb, dest: u64) -> MsgTag {
+    factory_op(u, dest, FactorySigma0 {})
 }
 
 // ---------------------------------------------------------------------

@@ -444,6 +444,13 @@ impl Cap<Semaphore> {
 }
 
 impl Cap<Sigma0> {
+    /// Another capability to sigma0 in slot `dest` (sigma0 answers this one
+    /// factory operation, `create(L4.Proto.Sigma0)` in L4Re's scripts).
+    pub fn create_sigma0(self, dest: u64) -> Result<Cap<Sigma0>, Error> {
+        invoke(self.sel(), |u| msg::factory_sigma0(u, dest))?;
+        Ok(Cap::from_index(dest))
+    }
+
     /// Maps `2^order` bytes of free RAM 1:1 into the caller; returns the
     /// address.
     pub fn map_free(self, order: u8) -> Result<u64, Error> {

@@ -88,7 +88,11 @@ pub fn single_threaded_tcg(args: &[String], host_cpus: usize) -> bool {
         .filter(|w| w[0] == "-smp")
         .filter_map(|w| {
             let first = w[1].split(',').next()?;
-            first.strip_prefix("cpus=").unwrap_or(first).parse::<usize>().ok()
+            first
+                .strip_prefix("cpus=")
+                .unwrap_or(first)
+                .parse::<usize>()
+                .ok()
         })
         .next_back()
         .unwrap_or(1);
@@ -225,7 +229,10 @@ group foo
         assert!(!single_threaded_tcg(&s(&["-smp", "4", "-smp", "2"]), 2));
         assert!(single_threaded_tcg(&s(&["-smp", "cpus=3,sockets=1"]), 2));
         assert!(!single_threaded_tcg(&s(&["-smp", "4", "-accel", "tcg"]), 2));
-        assert!(!single_threaded_tcg(&s(&["-M", "virt,accel=tcg", "-smp", "4"]), 2));
+        assert!(!single_threaded_tcg(
+            &s(&["-M", "virt,accel=tcg", "-smp", "4"]),
+            2
+        ));
         assert!(!single_threaded_tcg(&s(&["-m", "1024"]), 1));
         let args = arguments(ConsoleMode::Piped, &[], &[], &[], Path::new("img"));
         let host = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -216,6 +216,7 @@ fn factory() {
         d,
     );
     round_trip(FactoryVm {}, 1, 0, Cut::Fails, FactoryMsg::Vm, d);
+    round_trip(FactorySigma0 {}, 1, 0, Cut::Fails, FactoryMsg::Sigma0, d);
 
     // A varg of the wrong type, and MR0 compared as a whole word.
     let mut mr = [0; MR_COUNT];
