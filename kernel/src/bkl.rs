@@ -38,8 +38,10 @@ pub fn lock() -> Guard {
     debug_assert!(!held_here(), "BKL taken twice on one CPU");
     let t = &TICKETS;
     let ticket = t.next.fetch_add(1, Ordering::Relaxed);
-    // Sleeps until the unlock that serves our ticket (on an emulator this
-    // also yields the host thread to the CPU holding the lock).
+    // Sleeps until the unlock that serves our ticket. QEMU runs WFE as a
+    // plain yield: with a host thread per emulated CPU the waiters spin,
+    // and a host with fewer cores than CPUs preempts the holder (the xtask
+    // then runs QEMU's CPUs on one thread, where the yield passes it on).
     crate::arch::wait_until_eq(&t.serving, ticket);
     if cfg!(debug_assertions) {
         OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
