@@ -99,8 +99,17 @@ fn log_writer(shared: &(std::sync::Mutex<Vec<u8>>, std::sync::Condvar)) {
 impl ConsoleOut for LogOut {
     fn write(&mut self, bytes: &[u8]) {
         let (buf, more) = &*self.0;
-        uvmm::bus::lock(buf).extend_from_slice(bytes);
-        more.notify_one();
+        let mut held = uvmm::bus::lock(buf);
+        let was_empty = held.is_empty();
+        held.extend_from_slice(bytes);
+        // The writer needs waking only for what it waits for: the first
+        // byte, a line's end, a full buffer. Waking it for every byte of a
+        // line (a PL011 sends one per exit) cost two system calls a byte.
+        let wake = was_empty || bytes.contains(&b'\n') || held.len() >= LOG_HOLD_MAX;
+        drop(held);
+        if wake {
+            more.notify_one();
+        }
     }
 }
 
