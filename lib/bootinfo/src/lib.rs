@@ -276,6 +276,16 @@ impl BootInfo {
         if region.kind != MemKind::Free {
             self.carve_free(region.base, region.end())?;
         }
+        // A table page next to another one joins it: the boot stage takes
+        // many, and one entry each could fill the table.
+        if region.kind == MemKind::PageTable
+            && let Some(r) = self.mem[..self.nr_mem as usize]
+                .iter_mut()
+                .find(|r| r.kind == MemKind::PageTable && r.end() == region.base)
+        {
+            r.size += region.size;
+            return Ok(());
+        }
         self.push_mem(region)?;
         self.sort_mem();
         Ok(())
@@ -428,6 +438,23 @@ mod tests {
             }
         }
         assert_eq!(err, Some(Error::TooManyRegions));
+    }
+
+    #[test]
+    fn adjacent_table_pages_share_one_entry() {
+        let mut b = with_regions(&[(0x4000_0000, 0x100_0000, MemKind::Free)]);
+        for _ in 0..2 * MAX_MEM_REGIONS {
+            let pa = b.find_free(0x1000, 0x1000).unwrap();
+            b.add_mem(MemRegion::new(pa, 0x1000, MemKind::PageTable))
+                .unwrap();
+        }
+        let tables = MAX_MEM_REGIONS as u64 * 2 * 0x1000;
+        assert_eq!(
+            b.mem()[0],
+            MemRegion::new(0x4000_0000, tables, MemKind::PageTable)
+        );
+        assert_eq!(b.mem().len(), 2);
+        assert_eq!(b.total(MemKind::Free), 0x100_0000 - tables);
     }
 
     #[test]
