@@ -82,21 +82,20 @@ pub fn single_threaded_tcg(args: &[String], host_cpus: usize) -> bool {
     let chosen = args
         .iter()
         .any(|a| a == "-accel" || a.starts_with("accel=") || a.contains(",accel="));
-    // The last -smp wins, as in QEMU: `-smp N` or `-smp cpus=N,...`.
+    // The last -smp wins, as in QEMU.
     let cpus = args
         .windows(2)
         .filter(|w| w[0] == "-smp")
-        .filter_map(|w| {
-            let first = w[1].split(',').next()?;
-            first
-                .strip_prefix("cpus=")
-                .unwrap_or(first)
-                .parse::<usize>()
-                .ok()
-        })
+        .filter_map(|w| smp_cpus(&w[1]))
         .next_back()
         .unwrap_or(1);
-    !chosen && cpus > host_cpus
+    !chosen && cpus as usize > host_cpus
+}
+
+/// The CPU count of an `-smp` value: `N` or `cpus=N,...`.
+pub fn smp_cpus(value: &str) -> Option<u32> {
+    let first = value.split(',').next()?;
+    first.strip_prefix("cpus=").unwrap_or(first).parse().ok()
 }
 
 /// `QEMU_OPTIONS`, split shell-like.

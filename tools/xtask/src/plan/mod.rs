@@ -172,9 +172,7 @@ pub fn machine(args: &[String]) -> Result<Machine> {
     for w in args.windows(2) {
         match w[0].as_str() {
             "-smp" => {
-                let n = w[1].split(',').next().unwrap_or("");
-                let n = n.strip_prefix("cpus=").unwrap_or(n);
-                m.cpus = n.parse().map_err(|_| {
+                m.cpus = crate::qemu::smp_cpus(&w[1]).ok_or_else(|| {
                     crate::error::Error::new(format!("-smp '{}': not a CPU count", w[1]))
                 })?;
             }
