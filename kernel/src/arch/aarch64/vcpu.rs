@@ -76,7 +76,13 @@ static VMID_BITS: AtomicUsize = AtomicUsize::new(8);
 /// Per-CPU set-up for guests: VTCR_EL2 for [`l4_pgtable::stage2`], the
 /// virtual interface off, and what the hardware offers.
 pub fn cpu_init() {
-    HOST_HCR.store(HCR_EL2.get(), Ordering::Relaxed);
+    // VM stays set while the host runs: with TGE set it has no effect
+    // there (the EL2&0 regime has no stage 2), and an HCR_EL2 write that
+    // flips it makes an emulator drop every cached translation (QEMU's
+    // TCG does), twice per guest exit.
+    let host_hcr = HCR_EL2.get() | HCR_EL2::VM::Enable.value;
+    HCR_EL2.set(host_hcr);
+    HOST_HCR.store(host_hcr, Ordering::Relaxed);
     let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange);
     let vmid16 = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 2;
     VMID_BITS.store(if vmid16 { 16 } else { 8 }, Ordering::Relaxed);
@@ -145,7 +151,12 @@ pub fn load(s: &VcpuState, vttbr: u64, ich_extra: u64) {
     msr!("S3_5_C1_C0_2", e.cpacr);
     msr!("S3_5_C2_C0_0", e.ttbr0);
     msr!("S3_5_C2_C0_1", e.ttbr1);
-    msr!("S3_5_C2_C0_2", e.tcr);
+    // A TCR write may change how ASIDs are read, so an emulator drops all
+    // cached translations on it (QEMU's TCG does); the value is usually
+    // the one already in the register (this vCPU ran here last).
+    if mrs!("S3_5_C2_C0_2") != e.tcr {
+        msr!("S3_5_C2_C0_2", e.tcr);
+    }
     msr!("S3_5_C10_C2_0", e.mair);
     msr!("S3_5_C10_C3_0", e.amair);
     msr!("S3_5_C12_C0_0", e.vbar);

@@ -177,21 +177,9 @@ pub fn machine(args: &[String]) -> Result<Machine> {
                 })?;
             }
             "-m" => {
-                let v = w[1].split(',').next().unwrap_or("");
-                let v = v.strip_prefix("size=").unwrap_or(v);
-                let (digits, unit) = match v.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-                    Some((i, _)) => (&v[..i], &v[i..]),
-                    None => (v, "M"),
-                };
-                let shift = match unit.to_ascii_uppercase().as_str() {
-                    "M" | "MB" | "MIB" => 20,
-                    "G" | "GB" | "GIB" => 30,
-                    _ => bail!("-m '{}': unknown unit", w[1]),
-                };
-                let n: u64 = digits
-                    .parse()
-                    .map_err(|_| crate::error::Error::new(format!("-m '{}': not a size", w[1])))?;
-                m.ram = n << shift;
+                m.ram = crate::qemu::ram_bytes(&w[1]).ok_or_else(|| {
+                    crate::error::Error::new(format!("-m '{}': not a size", w[1]))
+                })?;
             }
             _ => {}
         }
