@@ -7,7 +7,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use mlua::chunk::ChunkMode;
-use mlua::{Function, Lua, MultiValue, Table, Value};
+use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
 use crate::api::{self, Shared, raise};
 use crate::backend::Backend;
@@ -141,6 +141,70 @@ fn message_handler(lua: &Lua, err: Value) -> mlua::Result<Table> {
     Ok(out)
 }
 
+/// The standard libraries opened with the Lua state (the base library
+/// always is): what scripts use at once, `require` and strings.
+fn eager_libs() -> StdLib {
+    StdLib::PACKAGE | StdLib::STRING | StdLib::TABLE
+}
+
+/// The other standard libraries: opened when a script first reads their
+/// global or `require`s them (each costs new code to run at ned's start,
+/// and on QEMU new code to translate, which most scripts never use).
+const LAZY_LIBS: [(&str, StdLib); 5] = [
+    ("coroutine", StdLib::COROUTINE),
+    ("io", StdLib::IO),
+    ("math", StdLib::MATH),
+    ("os", StdLib::OS),
+    ("utf8", StdLib::UTF8),
+];
+
+/// Makes [`LAZY_LIBS`] open on first use: through `__index` (and
+/// `__pairs`, which opens them all) of the globals' metatable and through
+/// `package.preload` for `require`.
+fn open_lazily(lua: &Lua) -> mlua::Result<()> {
+    fn open(lua: &Lua, name: &[u8]) -> mlua::Result<Value> {
+        match LAZY_LIBS.iter().find(|(n, _)| n.as_bytes() == name) {
+            Some((n, lib)) => {
+                lua.load_std_libs(*lib)?;
+                lua.globals().raw_get(*n)
+            }
+            None => Ok(Value::Nil),
+        }
+    }
+    let meta = lua.create_table()?;
+    meta.set(
+        "__index",
+        api::raise::function(lua, |lua, a: MultiValue| match a.get(1) {
+            Some(Value::String(name)) => Ok(open(lua, &name.as_bytes())?),
+            _ => Ok(Value::Nil),
+        })?,
+    )?;
+    meta.set(
+        "__pairs",
+        api::raise::function(lua, |lua, _: MultiValue| {
+            let globals = lua.globals();
+            for (name, _) in LAZY_LIBS {
+                if globals.raw_get::<Value>(name)?.is_nil() {
+                    open(lua, name.as_bytes())?;
+                }
+            }
+            let next: Value = globals.raw_get("next")?;
+            Ok((next, globals, Value::Nil))
+        })?,
+    )?;
+    lua.globals().set_metatable(Some(meta))?;
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    for (name, _) in LAZY_LIBS {
+        preload.set(
+            name,
+            api::raise::function(lua, move |lua, _: MultiValue| {
+                Ok(open(lua, name.as_bytes())?)
+            })?,
+        )?;
+    }
+    Ok(())
+}
+
 /// ned: a Lua state with the `L4` module over a backend.
 pub struct Ned {
     lua: Lua,
@@ -151,18 +215,20 @@ impl Ned {
     /// A Lua state with the standard libraries and the `L4` module.
     pub fn new<B: Backend + 'static>(backend: Rc<RefCell<B>>) -> Result<Ned, ScriptError> {
         let backend: Shared = backend;
-        let lua = Lua::new();
+        let failed = |e: mlua::Error| {
+            ScriptError::new(format!("ned: setting up Lua failed: {}", error_text(&e)))
+        };
+        let lua = Lua::new_with(eager_libs(), LuaOptions::default()).map_err(failed)?;
         let setup = || -> mlua::Result<()> {
             api::install(&lua, backend.clone())?;
+            open_lazily(&lua)?;
             lua.set_named_registry_value(XPCALL_KEY, lua.globals().get::<Function>("xpcall")?)?;
             lua.set_named_registry_value(
                 HANDLER_KEY,
                 lua.create_function(|lua, err: Value| message_handler(lua, err))?,
             )
         };
-        setup().map_err(|e| {
-            ScriptError::new(format!("ned: setting up Lua failed: {}", error_text(&e)))
-        })?;
+        setup().map_err(failed)?;
         Ok(Ned { lua, backend })
     }
 
