@@ -150,59 +150,58 @@ fn eager_libs() -> StdLib {
 /// The other standard libraries: opened when a script first reads their
 /// global or `require`s them (each costs new code to run at ned's start,
 /// and on QEMU new code to translate, which most scripts never use).
-const LAZY_LIBS: [(&str, StdLib); 5] = [
-    ("coroutine", StdLib::COROUTINE),
-    ("io", StdLib::IO),
-    ("math", StdLib::MATH),
-    ("os", StdLib::OS),
-    ("utf8", StdLib::UTF8),
+const LAZY_LIBS: [(&str, mlua::lua_CFunction); 5] = [
+    ("coroutine", mlua::ffi::luaopen_coroutine),
+    ("io", mlua::ffi::luaopen_io),
+    ("math", mlua::ffi::luaopen_math),
+    ("os", mlua::ffi::luaopen_os),
+    ("utf8", mlua::ffi::luaopen_utf8),
 ];
 
-/// Makes [`LAZY_LIBS`] open on first use: through `__index` (and
-/// `__pairs`, which opens them all) of the globals' metatable and through
-/// `package.preload` for `require`.
+/// The globals' metatable that opens [`LAZY_LIBS`] (`require`s them) when
+/// a script reads their global; `pairs(_G)` opens them all first.
+const LAZY_GLOBALS: &str = r#"
+local lazy, require, rawget, rawset, next = ...
+return {
+  __index = function(g, k)
+    if lazy[k] then
+      local m = require(k)
+      rawset(g, k, m)
+      return m
+    end
+  end,
+  __pairs = function(g)
+    for k in next, lazy do
+      if rawget(g, k) == nil then
+        local _ = g[k]
+      end
+    end
+    return next, g, nil
+  end,
+}
+"#;
+
+/// Makes [`LAZY_LIBS`] open on first use: Lua's own openers in
+/// `package.preload` for `require`, and [`LAZY_GLOBALS`] for the globals.
 fn open_lazily(lua: &Lua) -> mlua::Result<()> {
-    fn open(lua: &Lua, name: &[u8]) -> mlua::Result<Value> {
-        match LAZY_LIBS.iter().find(|(n, _)| n.as_bytes() == name) {
-            Some((n, lib)) => {
-                lua.load_std_libs(*lib)?;
-                lua.globals().raw_get(*n)
-            }
-            None => Ok(Value::Nil),
-        }
+    let globals = lua.globals();
+    let preload: Table = globals.get::<Table>("package")?.get("preload")?;
+    let lazy = lua.create_table()?;
+    for (name, open) in LAZY_LIBS {
+        // SAFETY: `open` is one of Lua's library openers (`luaopen_*`), a
+        // C function of the Lua state's own version that keeps Lua's
+        // calling conventions.
+        preload.set(name, unsafe { lua.create_c_function(open) }?)?;
+        lazy.set(name, true)?;
     }
-    let meta = lua.create_table()?;
-    meta.set(
-        "__index",
-        api::raise::function(lua, |lua, a: MultiValue| match a.get(1) {
-            Some(Value::String(name)) => Ok(open(lua, &name.as_bytes())?),
-            _ => Ok(Value::Nil),
-        })?,
-    )?;
-    meta.set(
-        "__pairs",
-        api::raise::function(lua, |lua, _: MultiValue| {
-            let globals = lua.globals();
-            for (name, _) in LAZY_LIBS {
-                if globals.raw_get::<Value>(name)?.is_nil() {
-                    open(lua, name.as_bytes())?;
-                }
-            }
-            let next: Value = globals.raw_get("next")?;
-            Ok((next, globals, Value::Nil))
-        })?,
-    )?;
-    lua.globals().set_metatable(Some(meta))?;
-    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
-    for (name, _) in LAZY_LIBS {
-        preload.set(
-            name,
-            api::raise::function(lua, move |lua, _: MultiValue| {
-                Ok(open(lua, name.as_bytes())?)
-            })?,
-        )?;
-    }
-    Ok(())
+    let meta: Table = lua.load(LAZY_GLOBALS).set_name("=[ned]").call((
+        lazy,
+        globals.get::<Function>("require")?,
+        globals.get::<Function>("rawget")?,
+        globals.get::<Function>("rawset")?,
+        globals.get::<Function>("next")?,
+    ))?;
+    globals.set_metatable(Some(meta))
 }
 
 /// ned: a Lua state with the `L4` module over a backend.
