@@ -158,49 +158,55 @@ const LAZY_LIBS: [(&str, mlua::lua_CFunction); 5] = [
     ("utf8", mlua::ffi::luaopen_utf8),
 ];
 
-/// The globals' metatable that opens [`LAZY_LIBS`] (`require`s them) when
-/// a script reads their global; `pairs(_G)` opens them all first.
-const LAZY_GLOBALS: &str = r#"
-local lazy, require, rawget, rawset, next = ...
-return {
-  __index = function(g, k)
-    if lazy[k] then
-      local m = require(k)
-      rawset(g, k, m)
-      return m
-    end
-  end,
-  __pairs = function(g)
-    for k in next, lazy do
-      if rawget(g, k) == nil then
-        local _ = g[k]
-      end
-    end
-    return next, g, nil
-  end,
-}
-"#;
-
 /// Makes [`LAZY_LIBS`] open on first use: Lua's own openers in
-/// `package.preload` for `require`, and [`LAZY_GLOBALS`] for the globals.
+/// `package.preload` for `require`, and a metatable on the globals whose
+/// `__index` `require`s them when a script reads their global (`__pairs`
+/// opens them all first). Rust functions, not Lua: compiling Lua would
+/// run parts of the compiler that a simple script does not need.
 fn open_lazily(lua: &Lua) -> mlua::Result<()> {
+    fn open(globals: &Table, name: &str) -> mlua::Result<Value> {
+        let module: Value = globals.get::<Function>("require")?.call(name)?;
+        globals.raw_set(name, &module)?;
+        Ok(module)
+    }
     let globals = lua.globals();
     let preload: Table = globals.get::<Table>("package")?.get("preload")?;
-    let lazy = lua.create_table()?;
-    for (name, open) in LAZY_LIBS {
-        // SAFETY: `open` is one of Lua's library openers (`luaopen_*`), a
-        // C function of the Lua state's own version that keeps Lua's
+    for (name, opener) in LAZY_LIBS {
+        // SAFETY: `opener` is one of Lua's library openers (`luaopen_*`),
+        // a C function of the Lua state's own version that keeps Lua's
         // calling conventions.
-        preload.set(name, unsafe { lua.create_c_function(open) }?)?;
-        lazy.set(name, true)?;
+        preload.set(name, unsafe { lua.create_c_function(opener) }?)?;
     }
-    let meta: Table = lua.load(LAZY_GLOBALS).set_name("=[ned]").call((
-        lazy,
-        globals.get::<Function>("require")?,
-        globals.get::<Function>("rawget")?,
-        globals.get::<Function>("rawset")?,
-        globals.get::<Function>("next")?,
-    ))?;
+    let meta = lua.create_table()?;
+    meta.set(
+        "__index",
+        api::raise::function(lua, |lua, a: MultiValue| {
+            let globals = lua.globals();
+            match a.get(1) {
+                Some(Value::String(key)) => {
+                    let key = key.to_string_lossy();
+                    match LAZY_LIBS.iter().find(|(n, _)| *n == key) {
+                        Some((name, _)) => Ok(open(&globals, name)?),
+                        None => Ok(Value::Nil),
+                    }
+                }
+                _ => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    meta.set(
+        "__pairs",
+        api::raise::function(lua, |lua, _: MultiValue| {
+            let globals = lua.globals();
+            for (name, _) in LAZY_LIBS {
+                if globals.raw_get::<Value>(name)?.is_nil() {
+                    open(&globals, name)?;
+                }
+            }
+            let next: Value = globals.raw_get("next")?;
+            Ok((next, globals, Value::Nil))
+        })?,
+    )?;
     globals.set_metatable(Some(meta))
 }
 
