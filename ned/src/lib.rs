@@ -28,7 +28,8 @@
 //! * [`ned`]: running statements and scripts, error reports, the serving loop;
 //! * [`cmdline`]: ned's command line;
 //! * [`fake`]: a recording backend for tests (and `ned` on the host);
-//! * `target`: the backend of the real system (AArch64 musl builds only).
+//! * `target`: the backend of the real system (AArch64 musl builds only),
+//!   and `heap`, ned's memory allocator there.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -43,6 +44,8 @@ pub mod ned;
 pub mod options;
 pub mod proto;
 
+#[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
+mod heap;
 #[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
 pub mod target;
 
