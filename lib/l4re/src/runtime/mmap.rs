@@ -1,6 +1,7 @@
 //! Memory system calls: `brk`, `mmap` (anonymous, and private or
 //! read-only mappings of `rom/` files), `munmap`, `mprotect`, `madvise`,
 //! and `mremap`'s refusals; none of them may touch the runtime's areas.
+//! Small anonymous mappings share pool dataspaces ([`Pool`]).
 
 use super::{Backend, Runtime, Space};
 use crate::fd::File;
