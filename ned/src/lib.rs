@@ -29,7 +29,7 @@
 //! * [`cmdline`]: ned's command line;
 //! * [`fake`]: a recording backend for tests (and `ned` on the host);
 //! * `target`: the backend of the real system (AArch64 musl builds only),
-//!   and `heap`, ned's memory allocator there.
+//!   where ned allocates with `l4re::heap::ProgramHeap`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -44,8 +44,13 @@ pub mod ned;
 pub mod options;
 pub mod proto;
 
+/// ned's allocator on the target: nearly all its allocations are the Lua
+/// state's, which musl's allocator served from dozens of one-page
+/// mappings.
 #[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
-mod heap;
+#[global_allocator]
+static HEAP: l4re::heap::ProgramHeap = l4re::heap::ProgramHeap::new();
+
 #[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
 pub mod target;
 

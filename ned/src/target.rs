@@ -101,7 +101,7 @@ impl Host for NedHost {
 }
 
 /// A Linux system call with six arguments.
-pub(crate) fn linux_syscall(nr: Sys, a: [u64; 6]) -> u64 {
+fn linux_syscall(nr: Sys, a: [u64; 6]) -> u64 {
     let nr = nr.nr();
     let ret: u64;
     // SAFETY: mmap/munmap of memory ned owns (anonymous, or a `rom/` file
