@@ -28,7 +28,8 @@
 //! * [`ned`]: running statements and scripts, error reports, the serving loop;
 //! * [`cmdline`]: ned's command line;
 //! * [`fake`]: a recording backend for tests (and `ned` on the host);
-//! * `target`: the backend of the real system (AArch64 musl builds only).
+//! * `target`: the backend of the real system (AArch64 musl builds only),
+//!   where ned allocates with `l4re::heap::ProgramHeap`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -42,6 +43,13 @@ pub mod fake;
 pub mod ned;
 pub mod options;
 pub mod proto;
+
+/// ned's allocator on the target: nearly all its allocations are the Lua
+/// state's, which musl's allocator served from dozens of one-page
+/// mappings.
+#[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
+#[global_allocator]
+static HEAP: l4re::heap::ProgramHeap = l4re::heap::ProgramHeap::new();
 
 #[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
 pub mod target;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use mlua::chunk::ChunkMode;
-use mlua::{Function, Lua, MultiValue, Table, Value};
+use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
 
 use crate::api::{self, Shared, raise};
 use crate::backend::Backend;
@@ -141,6 +141,75 @@ fn message_handler(lua: &Lua, err: Value) -> mlua::Result<Table> {
     Ok(out)
 }
 
+/// The standard libraries opened with the Lua state (the base library
+/// always is): what scripts use at once, `require` and strings.
+fn eager_libs() -> StdLib {
+    StdLib::PACKAGE | StdLib::STRING | StdLib::TABLE
+}
+
+/// The other standard libraries: opened when a script first reads their
+/// global or `require`s them (each costs new code to run at ned's start,
+/// and on QEMU new code to translate, which most scripts never use).
+const LAZY_LIBS: [(&str, mlua::lua_CFunction); 5] = [
+    ("coroutine", mlua::ffi::luaopen_coroutine),
+    ("io", mlua::ffi::luaopen_io),
+    ("math", mlua::ffi::luaopen_math),
+    ("os", mlua::ffi::luaopen_os),
+    ("utf8", mlua::ffi::luaopen_utf8),
+];
+
+/// Makes [`LAZY_LIBS`] open on first use: Lua's own openers in
+/// `package.preload` for `require`, and a metatable on the globals whose
+/// `__index` `require`s them when a script reads their global (`__pairs`
+/// opens them all first). Rust functions, not Lua: compiling Lua would
+/// run parts of the compiler that a simple script does not need.
+fn open_lazily(lua: &Lua) -> mlua::Result<()> {
+    fn open(globals: &Table, name: &str) -> mlua::Result<Value> {
+        let module: Value = globals.get::<Function>("require")?.call(name)?;
+        globals.raw_set(name, &module)?;
+        Ok(module)
+    }
+    let globals = lua.globals();
+    let preload: Table = globals.get::<Table>("package")?.get("preload")?;
+    for (name, opener) in LAZY_LIBS {
+        // SAFETY: `opener` is one of Lua's library openers (`luaopen_*`),
+        // a C function of the Lua state's own version that keeps Lua's
+        // calling conventions.
+        preload.set(name, unsafe { lua.create_c_function(opener) }?)?;
+    }
+    let meta = lua.create_table()?;
+    meta.set(
+        "__index",
+        api::raise::function(lua, |lua, a: MultiValue| {
+            let globals = lua.globals();
+            match a.get(1) {
+                Some(Value::String(key)) => {
+                    let key = key.to_string_lossy();
+                    match LAZY_LIBS.iter().find(|(n, _)| *n == key) {
+                        Some((name, _)) => Ok(open(&globals, name)?),
+                        None => Ok(Value::Nil),
+                    }
+                }
+                _ => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    meta.set(
+        "__pairs",
+        api::raise::function(lua, |lua, _: MultiValue| {
+            let globals = lua.globals();
+            for (name, _) in LAZY_LIBS {
+                if globals.raw_get::<Value>(name)?.is_nil() {
+                    open(&globals, name)?;
+                }
+            }
+            let next: Value = globals.raw_get("next")?;
+            Ok((next, globals, Value::Nil))
+        })?,
+    )?;
+    globals.set_metatable(Some(meta))
+}
+
 /// ned: a Lua state with the `L4` module over a backend.
 pub struct Ned {
     lua: Lua,
@@ -151,18 +220,20 @@ impl Ned {
     /// A Lua state with the standard libraries and the `L4` module.
     pub fn new<B: Backend + 'static>(backend: Rc<RefCell<B>>) -> Result<Ned, ScriptError> {
         let backend: Shared = backend;
-        let lua = Lua::new();
+        let failed = |e: mlua::Error| {
+            ScriptError::new(format!("ned: setting up Lua failed: {}", error_text(&e)))
+        };
+        let lua = Lua::new_with(eager_libs(), LuaOptions::default()).map_err(failed)?;
         let setup = || -> mlua::Result<()> {
             api::install(&lua, backend.clone())?;
+            open_lazily(&lua)?;
             lua.set_named_registry_value(XPCALL_KEY, lua.globals().get::<Function>("xpcall")?)?;
             lua.set_named_registry_value(
                 HANDLER_KEY,
                 lua.create_function(|lua, err: Value| message_handler(lua, err))?,
             )
         };
-        setup().map_err(|e| {
-            ScriptError::new(format!("ned: setting up Lua failed: {}", error_text(&e)))
-        })?;
+        setup().map_err(failed)?;
         Ok(Ned { lua, backend })
     }
 

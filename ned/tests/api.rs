@@ -46,6 +46,42 @@ fn constants_have_l4re_values() {
 }
 
 #[test]
+fn fields_are_built_once_and_listed_by_pairs() {
+    ok(r#"
+        assert(rawget(L4, "Proto") == nil, "fields are built on first use")
+        local P = L4.Proto
+        assert(rawget(L4, "Proto") == P and L4.Proto == P, "and kept")
+        assert(L4.no_such_field == nil and L4[1] == nil)
+        local seen = {}
+        for k, v in pairs(L4) do seen[k] = v end
+        for _, n in ipairs{"Proto", "Rights", "Mem_alloc_flags", "Ldr_flags", "Dbg", "Env",
+                           "cast", "Info", "sleep", "msleep", "server_loop", "Cpu_set",
+                           "Loader", "default_loader"} do
+          assert(seen[n] ~= nil and seen[n] == rawget(L4, n), n)
+        end
+        assert(seen.Proto == P)
+        L4.Rights = 1
+        assert(L4.Rights == 1, "scripts may replace fields")
+    "#);
+}
+
+#[test]
+fn standard_libraries_open_on_first_use() {
+    ok(r#"
+        assert(rawget(_G, "math") == nil and rawget(_G, "io") == nil, "opened on first use")
+        assert(math.max(1, 3) == 3 and rawget(_G, "math") == math)
+        assert(require("os") == os and package.loaded.os == os)
+        assert(require("utf8").char(72) == "H")
+        assert(type(coroutine.wrap) == "function" and type(io.write) == "function")
+        assert(string.format("%d", 7) == "7" and table.concat({1, 2}, ",") == "1,2")
+        assert(no_such_global == nil)
+        local seen = {}
+        for k in pairs(_G) do seen[k] = true end
+        assert(seen.math and seen.io and seen.os and seen.utf8 and seen.coroutine and seen.L4)
+    "#);
+}
+
+#[test]
 fn env_holds_neds_capabilities() {
     ok(r#"
         local E = L4.Env

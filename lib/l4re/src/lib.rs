@@ -21,7 +21,8 @@
 //!
 //! The crate is a library of portable, host-tested logic plus the `l4re`
 //! binary (AArch64 only, `src/main.rs` and `src/rt/`), which implements
-//! [`runtime::Backend`] with L4 calls and runs the serve loop.
+//! [`runtime::Backend`] with L4 calls and runs the serve loop. Programs
+//! (AArch64 Linux builds) may allocate with `heap::ProgramHeap`.
 
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -32,6 +33,8 @@ extern crate alloc;
 pub mod env;
 pub mod fd;
 pub mod futex;
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+pub mod heap;
 pub mod layout;
 pub mod linux;
 pub mod regions;

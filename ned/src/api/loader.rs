@@ -33,8 +33,8 @@ use crate::proto;
 /// Registry key of the `L4.Loader` class.
 const CLASS_KEY: &str = "ned.Loader";
 
-/// Adds `L4.Loader` and `L4.default_loader` to `l4` (after `L4.Env`).
-pub fn install(lua: &Lua, l4: &Table) -> mlua::Result<()> {
+/// `L4.Loader`: the class of loaders.
+pub fn class(lua: &Lua) -> mlua::Result<Table> {
     let class = lua.create_table()?;
     class.set("__index", class.clone())?;
     class.set("new", function(lua, new)?)?;
@@ -45,14 +45,18 @@ pub fn install(lua: &Lua, l4: &Table) -> mlua::Result<()> {
     class.set("create_sched_proxy", function(lua, create_sched_proxy)?)?;
     class.set("split_args", function(lua, split_args)?)?;
     lua.set_named_registry_value(CLASS_KEY, class.clone())?;
-    l4.set("Loader", class)?;
+    Ok(class)
+}
 
+/// `L4.default_loader`: a loader with ned's factory and memory allocator
+/// (`l4` is the `L4` table, which gives `L4.Loader` and `L4.Env`).
+pub fn default_loader(lua: &Lua, l4: &Table) -> mlua::Result<Table> {
+    l4.get::<Table>("Loader")?;
     let env: Table = l4.get("Env")?;
     let proto = lua.create_table()?;
     proto.set("factory", env.get::<Value>("factory")?)?;
     proto.set("mem", env.get::<Value>("mem_alloc")?)?;
-    let default = new_loader(lua, proto).map_err(mlua::Error::runtime)?;
-    l4.set("default_loader", default)
+    new_loader(lua, proto).map_err(mlua::Error::runtime)
 }
 
 /// `L4.Loader.new{...}` (also `L4.Loader:new{...}`).

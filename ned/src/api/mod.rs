@@ -31,7 +31,7 @@ use mlua::{Lua, MultiValue, Table, Value};
 
 use crate::backend::Backend;
 use crate::proto;
-use raise::{ApiResult, Args, Raise, function, set_function};
+use raise::{ApiResult, Args, Raise, function};
 
 /// The backend, shared by every function of the module.
 pub type Shared = Rc<RefCell<dyn Backend>>;
@@ -53,57 +53,123 @@ pub fn l4_table(lua: &Lua) -> mlua::Result<Table> {
 
 /// Installs the `L4` module, the `rom/` module loader and the
 /// backend-reading `dofile`/`loadfile` into `lua`. Returns the module.
+///
+/// The module's fields ([`FIELDS`]) are built when a script first reads
+/// them (`pairs(L4)` builds them all first): most scripts use a few, and
+/// each costs new code to run at ned's start (on QEMU, code to translate).
 pub fn install(lua: &Lua, backend: Shared) -> mlua::Result<Table> {
-    lua.set_app_data(backend.clone());
+    lua.set_app_data(backend);
     raise::install(lua)?;
     caps::install(lua)?;
     task::install(lua)?;
-    cpuset::install(lua)?;
 
     let l4 = lua.create_table()?;
     lua.set_named_registry_value(L4_KEY, l4.clone())?;
-
-    let protos = lua.create_table()?;
-    for (name, number, _) in proto::PROTOS {
-        protos.set(*name, *number)?;
-    }
-    l4.set("Proto", protos)?;
-    for (name, table) in [
-        ("Rights", proto::RIGHTS),
-        ("Mem_alloc_flags", proto::MEM_ALLOC_FLAGS),
-        ("Ldr_flags", proto::LDR_FLAGS),
-        ("Dbg", proto::DBG),
-    ] {
-        let t = lua.create_table()?;
-        for (k, v) in table {
-            t.set(*k, *v)?;
-        }
-        l4.set(name, t)?;
-    }
-
-    l4.set("Env", env_table(lua, &backend)?)?;
-    l4.set("cast", function(lua, cast)?)?;
-    l4.set("Info", info_table(lua)?)?;
-    set_function(lua, &l4, "sleep", |lua, a| sleep(lua, &a, a.number(0)?))?;
-    set_function(lua, &l4, "msleep", |lua, a| {
-        sleep(lua, &a, a.number(0)? / 1000.0)
-    })?;
-    l4.set(
-        "server_loop",
-        function(lua, |_, _: MultiValue| -> ApiResult<()> {
-            Err(Raise::msg(
-                "L4.server_loop is not available yet: ned serves no Lua objects",
-            ))
+    let meta = lua.create_table()?;
+    meta.set(
+        "__index",
+        function(lua, |lua, a: MultiValue| {
+            let a = Args::new("L4.__index", a);
+            Ok(field(lua, &a.table(0)?, &a.get(1))?)
         })?,
     )?;
-    l4.set("Cpu_set", cpuset::class(lua)?)?;
-    loader::install(lua, &l4)?;
+    meta.set(
+        "__pairs",
+        function(lua, |lua, a: MultiValue| {
+            let l4 = Args::new("L4.__pairs", a).table(0)?;
+            for (name, _) in FIELDS {
+                l4.get::<Value>(*name)?;
+            }
+            let next: Value = lua.globals().raw_get("next")?;
+            Ok((next, l4, Value::Nil))
+        })?,
+    )?;
+    l4.set_metatable(Some(meta))?;
 
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
     loaded.set("L4", l4.clone())?;
     lua.globals().set("L4", l4.clone())?;
     rom::install(lua)?;
     Ok(l4)
+}
+
+/// Builds a field of the `L4` table (`l4`) from the `L4` table.
+type Build = fn(&Lua, &Table) -> mlua::Result<Value>;
+
+/// The fields of the `L4` table and how each is built.
+pub const FIELDS: &[(&str, Build)] = &[
+    ("Proto", |lua, _| {
+        let t = lua.create_table()?;
+        for (name, number, _) in proto::PROTOS {
+            t.set(*name, *number)?;
+        }
+        Ok(Value::Table(t))
+    }),
+    ("Rights", |lua, _| constants(lua, proto::RIGHTS)),
+    ("Mem_alloc_flags", |lua, _| {
+        constants(lua, proto::MEM_ALLOC_FLAGS)
+    }),
+    ("Ldr_flags", |lua, _| constants(lua, proto::LDR_FLAGS)),
+    ("Dbg", |lua, _| constants(lua, proto::DBG)),
+    ("Env", |lua, _| {
+        let backend = backend(lua).map_err(|e| mlua::Error::runtime(e.to_string()))?;
+        env_table(lua, &backend).map(Value::Table)
+    }),
+    ("cast", |lua, _| function(lua, cast).map(Value::Function)),
+    ("Info", |lua, _| info_table(lua).map(Value::Table)),
+    ("sleep", |lua, _| {
+        function(lua, |lua, a: MultiValue| {
+            let a = Args::new("sleep", a);
+            sleep(lua, &a, a.number(0)?)
+        })
+        .map(Value::Function)
+    }),
+    ("msleep", |lua, _| {
+        function(lua, |lua, a: MultiValue| {
+            let a = Args::new("msleep", a);
+            sleep(lua, &a, a.number(0)? / 1000.0)
+        })
+        .map(Value::Function)
+    }),
+    ("server_loop", |lua, _| {
+        function(lua, |_, _: MultiValue| -> ApiResult<()> {
+            Err(Raise::msg(
+                "L4.server_loop is not available yet: ned serves no Lua objects",
+            ))
+        })
+        .map(Value::Function)
+    }),
+    ("Cpu_set", |lua, _| {
+        cpuset::install(lua)?;
+        cpuset::class(lua).map(Value::Table)
+    }),
+    ("Loader", |lua, _| loader::class(lua).map(Value::Table)),
+    ("default_loader", |lua, l4| {
+        loader::default_loader(lua, l4).map(Value::Table)
+    }),
+];
+
+/// `L4[key]` when the table does not hold it yet: the field built and
+/// kept, `nil` for a name that is no field.
+fn field(lua: &Lua, l4: &Table, key: &Value) -> mlua::Result<Value> {
+    let Value::String(name) = key else {
+        return Ok(Value::Nil);
+    };
+    let Some((_, build)) = FIELDS.iter().find(|(n, _)| name.as_bytes() == n.as_bytes()) else {
+        return Ok(Value::Nil);
+    };
+    let value = build(lua, l4)?;
+    l4.raw_set(key, &value)?;
+    Ok(value)
+}
+
+/// A table of the constants `table`.
+fn constants(lua: &Lua, table: &[(&str, i64)]) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    for (k, v) in table {
+        t.set(*k, *v)?;
+    }
+    Ok(Value::Table(t))
 }
 
 /// `L4.Env`: ned's capabilities, and `user_factory` = `mem_alloc`.

@@ -164,16 +164,6 @@ where
     set(lua, t, name, Args::method, name, f)
 }
 
-/// Sets `t[name]` to a function (`t.name(...)`) running `f` ([`function`]),
-/// which gets its arguments as [`Args::new`] named `name`.
-pub fn set_function<R, F>(lua: &Lua, t: &Table, name: &'static str, f: F) -> mlua::Result<()>
-where
-    R: IntoLuaMulti,
-    F: Fn(&Lua, Args) -> ApiResult<R> + 'static,
-{
-    set(lua, t, name, Args::new, name, f)
-}
-
 /// Sets `t[key]` to a Lua function running `f` ([`function`]), which gets
 /// its arguments as `args(name, ..)`: [`Args::new`] or [`Args::method`],
 /// `name` being what errors call it (an operator for a metamethod).

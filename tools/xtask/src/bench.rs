@@ -84,7 +84,10 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
         qemu::QEMU,
         crate::shell::join(&arguments)
     );
-    let report = Pattern::regex(REPORT).map_err(|e| Error::new(e.to_string()))?;
+    // A program's report, or uvmm's vCPU entering its guest.
+    let event = Pattern::regex(&format!("{REPORT}|{}", regex::escape(GUEST_ENTRY)))
+        .map_err(|e| Error::new(e.to_string()))?;
+    let any_line = Pattern::Text("\n".into());
 
     // times[marker][run]
     let mut times = vec![Vec::new(); markers.len()];
@@ -110,11 +113,20 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
             }
         }
         // The programs' reports: the first one, then more until none came
-        // for a while.
+        // (and no guest was entered) for a while.
         let mut wait = deadline;
         loop {
-            match session.expect(&report, wait) {
+            match session.expect(&event, wait) {
                 Ok(_) => wait = (std::time::Instant::now() + args.settle).min(deadline),
+                Err(Failure::Timeout | Failure::Closed(_)) => break,
+                Err(failure) => bail!("run {run}: {failure}"),
+            }
+        }
+        // Guests take longer to print: wait line by line for the first
+        // line of every guest that was entered.
+        while guest_pending(&program_starts(&session.lines(), &args.roottask_marker)) {
+            match session.expect(&any_line, deadline) {
+                Ok(_) => {}
                 Err(Failure::Timeout | Failure::Closed(_)) => break,
                 Err(failure) => bail!("run {run}: {failure}"),
             }
@@ -176,11 +188,20 @@ fn boot(ws: &Workspace, vars: &Vars, args: &BootBenchArgs) -> Result<()> {
 /// (`l4re: NAME: first output at T ms: runtime began at T ms, N page
 /// faults, N mappings (N KiB), N system calls, N dataspaces, T ms
 /// serving`).
-const REPORT: &str = r"l4re: [^:]+: first output at ([0-9.]+) ms: runtime began at ([0-9.]+) ms, ([0-9]+) page faults, ([0-9]+) mappings \(([0-9]+) KiB\), ([0-9]+) system calls, ([0-9]+) dataspaces, ([0-9.]+) ms serving";
+const REPORT: &str = r"l4re: ([^:]+): first output at ([0-9.]+) ms: runtime began at ([0-9.]+) ms, ([0-9]+) page faults, ([0-9]+) mappings \(([0-9]+) KiB\), ([0-9]+) system calls, ([0-9]+) dataspaces, ([0-9.]+) ms serving";
+
+/// uvmm's line right before its first vCPU enters the guest.
+const GUEST_ENTRY: &str = "VMM[vmm]: vCPU 0 runs on CPU";
+
+/// The prefix of uvmm's own lines (`VMM[component]: `); a guest's lines
+/// on the same console have none.
+const VMM_PREFIX: &str = "VMM[";
 
 /// What a runtime reported about its program's start.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct StartReport {
+    /// The program as the runtime names it (`rom/uvmm`).
+    program: String,
     /// The machine's clock (ms since it started) at the first output and
     /// when the runtime began.
     output_ms: f64,
@@ -199,15 +220,21 @@ impl StartReport {
         let c = re.captures(text)?;
         let num = |i: usize| c.get(i).map(|m| m.as_str());
         Some(StartReport {
-            output_ms: num(1)?.parse().ok()?,
-            began_ms: num(2)?.parse().ok()?,
-            faults: num(3)?.parse().ok()?,
-            maps: num(4)?.parse().ok()?,
-            mapped_kib: num(5)?.parse().ok()?,
-            syscalls: num(6)?.parse().ok()?,
-            dataspaces: num(7)?.parse().ok()?,
-            serving_ms: num(8)?.parse().ok()?,
+            program: num(1)?.to_string(),
+            output_ms: num(2)?.parse().ok()?,
+            began_ms: num(3)?.parse().ok()?,
+            faults: num(4)?.parse().ok()?,
+            maps: num(5)?.parse().ok()?,
+            mapped_kib: num(6)?.parse().ok()?,
+            syscalls: num(7)?.parse().ok()?,
+            dataspaces: num(8)?.parse().ok()?,
+            serving_ms: num(9)?.parse().ok()?,
         })
+    }
+
+    /// The program's name without its directory (`uvmm`).
+    fn short_name(&self) -> &str {
+        self.program.rsplit('/').next().unwrap_or(&self.program)
     }
 }
 
@@ -220,57 +247,131 @@ struct ProgramStart {
     report: Option<StartReport>,
 }
 
+/// Where a guest on one console is.
+#[derive(Clone, Copy, Default, PartialEq)]
+enum Guest {
+    /// No vCPU has entered a guest yet.
+    #[default]
+    Outside,
+    /// vCPU 0 entered the guest; it has not printed yet.
+    Entered,
+    /// The guest printed its first line.
+    Printed,
+}
+
+/// One console on the serial line: a tag of the log multiplexer, or the
+/// untagged output of the programs that write to the kernel's console.
+#[derive(Default)]
+struct Source {
+    /// Who writes there: the tag, or for untagged output the program whose
+    /// runtime reported last.
+    owner: Option<String>,
+    /// A report whose program has not printed its first line yet.
+    pending: Option<StartReport>,
+    guest: Guest,
+}
+
 /// The starts seen on the console after the root task's `marker` line, in
-/// order: every tag (`name | text`) of the log multiplexer is a program or
-/// a guest; the first line without a tag that is not the kernel's or moe's
-/// is a program that writes to the console itself (cons), named by its
-/// text.
+/// order: every tag (`name | text`) of the log multiplexer is a program;
+/// untagged lines that are not the kernel's or moe's belong to the program
+/// whose runtime reported there last (uvmm with ned's log), or without a
+/// report to a program that writes to the console itself (cons), named by
+/// its first line. A console on which uvmm says that vCPU 0 enters the guest
+/// ([`GUEST_ENTRY`]) gets two more starts: `NAME: guest entered` at that
+/// line and `NAME: guest's first line` at the first line after it that is
+/// not uvmm's own.
 fn program_starts(lines: &[(Duration, String)], marker: &str) -> Vec<ProgramStart> {
     let mut starts: Vec<ProgramStart> = Vec::new();
-    let mut pending: Vec<(String, StartReport)> = Vec::new();
-    let mut untagged = false;
+    let mut sources: Vec<(Option<String>, Source)> = Vec::new();
+    let mut untagged_named = false;
     let after = lines
         .iter()
         .position(|(_, l)| l.contains(marker))
         .map_or(lines.len(), |i| i + 1);
     for (at, line) in &lines[after..] {
         let line = strip_colours(line);
-        let Some((name, text)) = line
+        let tagged = line
             .split_once(" | ")
             .map(|(tag, text)| (tag.trim(), text))
-            .filter(|(tag, _)| !tag.is_empty() && !tag.contains(char::is_whitespace))
-        else {
+            .filter(|(tag, _)| !tag.is_empty() && !tag.contains(char::is_whitespace));
+        let (tag, text) = match tagged {
+            Some((tag, text)) => (Some(tag.to_string()), text),
+            None => (None, line.as_str()),
+        };
+        if tag.is_none() {
             let own = ["moe:", "MOE:", "kernel:"]
                 .iter()
-                .any(|p| line.starts_with(p));
-            if !untagged && !own && !line.trim().is_empty() {
-                untagged = true;
+                .any(|p| text.starts_with(p));
+            if own || text.trim().is_empty() {
+                continue;
+            }
+        }
+        let i = match sources.iter().position(|(t, _)| *t == tag) {
+            Some(i) => i,
+            None => {
+                let owner = tag.clone();
+                sources.push((
+                    tag.clone(),
+                    Source {
+                        owner,
+                        ..Source::default()
+                    },
+                ));
+                sources.len() - 1
+            }
+        };
+        let source = &mut sources[i].1;
+        let mut start = |name: String, report: Option<StartReport>| {
+            if !starts.iter().any(|s| s.name == name) {
                 starts.push(ProgramStart {
-                    name: format!("{:?}", line.trim()),
+                    name,
                     first_line: *at,
-                    report: None,
+                    report,
                 });
             }
-            continue;
         };
         if let Some(report) = StartReport::parse(text) {
-            pending.push((name.to_string(), report));
+            if tag.is_none() {
+                source.owner = Some(report.short_name().to_string());
+            }
+            source.pending = Some(report);
             continue;
         }
-        if starts.iter().any(|s| s.name == name) {
+        let owner = source.owner.clone();
+        let guest_name = |what: &str| format!("{}: {what}", owner.as_deref().unwrap_or("guest"));
+        if source.guest == Guest::Entered && !text.starts_with(VMM_PREFIX) {
+            source.guest = Guest::Printed;
+            start(guest_name("guest's first line"), None);
             continue;
         }
-        let report = pending
-            .iter()
-            .position(|(n, _)| n == name)
-            .map(|i| pending.remove(i).1);
-        starts.push(ProgramStart {
-            name: name.to_string(),
-            first_line: *at,
-            report,
-        });
+        match (&owner, source.pending.take()) {
+            (Some(name), report @ Some(_)) => start(name.clone(), report),
+            (Some(name), None) if tag.is_some() => start(name.clone(), None),
+            (_, _) if tag.is_none() && !untagged_named => {
+                start(format!("{:?}", text.trim()), None);
+            }
+            _ => {}
+        }
+        if tag.is_none() {
+            untagged_named = true;
+        }
+        if source.guest == Guest::Outside && text.contains(GUEST_ENTRY) {
+            source.guest = Guest::Entered;
+            start(guest_name("guest entered"), None);
+        }
     }
     starts
+}
+
+/// Whether a guest entered on some console but has not printed a line yet.
+fn guest_pending(starts: &[ProgramStart]) -> bool {
+    let entered = starts
+        .iter()
+        .filter(|s| s.name.ends_with(": guest entered"));
+    let printed = starts
+        .iter()
+        .filter(|s| s.name.ends_with(": guest's first line"));
+    entered.count() > printed.count()
 }
 
 /// `line` without terminal colour sequences (`ESC [ ... m`).
@@ -1031,6 +1132,29 @@ mod tests {
             (40, format!("\x1b[32mone     | {report}\x1b[0m")),
             (41, "\x1b[32mone     | one: hello\x1b[0m".to_string()),
             (50, "guest | Linux version 6.1".to_string()),
+            (60, report.replace("rom/x", "rom/uvmm")),
+            (61, "VMM[ram]: dataspace 'ram'".to_string()),
+            (
+                62,
+                "VMM[vmm]: vCPU 0 runs on CPU 0 (thread 0x115)".to_string(),
+            ),
+            (
+                63,
+                "VMM[vmm]: vCPU 1 runs on CPU 1 (thread 0x117)".to_string(),
+            ),
+            (64, "moe: something".to_string()),
+            (70, "guest: ready".to_string()),
+            (71, "more guest output".to_string()),
+            (80, format!("vm1     | {report}")),
+            (
+                81,
+                "vm1     | VMM[vmm]: vCPU 0 runs on CPU 2 (thread 0x200)".to_string(),
+            ),
+            (
+                82,
+                "vm1     | VMM[vmm]: vCPU 1 runs on CPU 3 (thread 0x201)".to_string(),
+            ),
+            (90, "vm1     | [    0.000000] Booting Linux".to_string()),
         ]
         .into_iter()
         .map(|(t, l)| (ms(t), l))
@@ -1047,8 +1171,17 @@ mod tests {
                 ("\"Console Server\"", ms(30), false),
                 ("one", ms(41), true),
                 ("guest", ms(50), false),
+                ("uvmm", ms(61), true),
+                ("uvmm: guest entered", ms(62), false),
+                ("uvmm: guest's first line", ms(70), false),
+                ("vm1", ms(81), true),
+                ("vm1: guest entered", ms(81), false),
+                ("vm1: guest's first line", ms(90), false),
             ]
         );
+        assert!(!guest_pending(&starts));
+        assert!(guest_pending(&program_starts(&lines[..17], "moe: hello")));
+        assert_eq!(starts[4].report.as_ref().unwrap().program, "rom/uvmm");
         let r = starts[0].report.as_ref().unwrap();
         assert_eq!((r.faults, r.maps, r.mapped_kib), (43, 55, 1244));
         assert_eq!((r.syscalls, r.dataspaces), (43, 26));

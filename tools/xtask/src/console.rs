@@ -275,6 +275,12 @@ impl Session {
         }
     }
 
+    /// The console lines received so far, each with the time (since the
+    /// start) its first byte arrived.
+    pub fn lines(&self) -> Vec<(Duration, String)> {
+        self.shared.lock().timed_lines()
+    }
+
     /// Checks everything received so far, including an unfinished last line,
     /// against the forbidden patterns.
     pub fn check_all_forbidden(&mut self) -> std::result::Result<(), Failure> {

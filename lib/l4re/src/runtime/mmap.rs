@@ -1,6 +1,7 @@
 //! Memory system calls: `brk`, `mmap` (anonymous, and private or
 //! read-only mappings of `rom/` files), `munmap`, `mprotect`, `madvise`,
 //! and `mremap`'s refusals; none of them may touch the runtime's areas.
+//! Small anonymous mappings share pool dataspaces ([`Pool`]).
 
 use super::{Backend, Runtime, Space};
 use crate::fd::File;
@@ -9,7 +10,64 @@ use crate::linux::errno::*;
 use crate::linux::{SysResult, mman};
 use crate::regions::{Backing, Kind, PAGE, Prot, Region, page_up};
 
+/// Size of a dataspace that holds small anonymous mappings.
+const POOL_SIZE: u64 = 256 << 10;
+/// The largest anonymous mapping a pool serves.
+const POOL_PIECE_MAX: u64 = 64 << 10;
+
+/// One dataspace for many small anonymous mappings (musl's allocator makes
+/// dozens of one-page mappings: a dataspace each cost a request to the
+/// memory allocator, and for ned most of its dataspaces at start). Each
+/// mapping gets fresh pages of it, never handed out twice, so they read as
+/// zeros; the dataspace goes when the pool moved on and the last of its
+/// mappings is gone.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pool {
+    ds: u64,
+    /// Bytes handed out from the start.
+    used: u64,
+}
+
 impl<B: Backend> Runtime<B> {
+    /// The backing of a new anonymous mapping of `len` bytes (page
+    /// aligned): a piece of the pool when small, else a dataspace of its
+    /// own (created on first touch).
+    fn anon_backing(&mut self, len: u64) -> Backing {
+        let own = Backing::Anon {
+            ds: None,
+            offset: 0,
+        };
+        if len > POOL_PIECE_MAX {
+            return own;
+        }
+        // Aligned as the mapping is placed, so that both can be mapped in
+        // one piece.
+        let align = placement_align(len);
+        let fits = |p: &Pool| p.used.next_multiple_of(align) + len <= POOL_SIZE;
+        if !self.pool.as_ref().is_some_and(fits) {
+            let Ok(ds) = self.b.ds_alloc(POOL_SIZE, true) else {
+                return own;
+            };
+            self.startup.dataspaces += 1;
+            // The pool's own reference, until it moves on.
+            self.refs.inc(ds);
+            if let Some(old) = self.pool.replace(Pool { ds, used: 0 })
+                && self.refs.dec(old.ds)
+            {
+                self.b.release_cap(old.ds);
+            }
+        }
+        let Some(pool) = self.pool.as_mut() else {
+            return own;
+        };
+        let offset = pool.used.next_multiple_of(align);
+        pool.used = offset + len;
+        Backing::Anon {
+            ds: Some(pool.ds),
+            offset,
+        }
+    }
+
     pub(super) fn sys_brk(&mut self, addr: u64) -> u64 {
         if addr < self.brk_start || addr > self.brk_start + BRK_MAX {
             return self.brk_cur;
@@ -83,10 +141,7 @@ impl<B: Backend> Runtime<B> {
         }
         let p = Prot::from_linux(prot);
         let backing = if flags & mman::MAP_ANONYMOUS != 0 {
-            Backing::Anon {
-                ds: None,
-                offset: 0,
-            }
+            self.anon_backing(len)
         } else {
             let f = match &self.fds.get(fd as u64)?.file {
                 File::Rom(f) => f.clone(),

@@ -264,6 +264,8 @@ pub struct Runtime<B: Backend> {
     /// The last faulting page and how often it faulted in a row since it
     /// was last unmapped.
     last_fault: (u64, u32),
+    /// Where small anonymous mappings get their memory ([`mmap`]).
+    pool: Option<mmap::Pool>,
     /// The cost of the start so far.
     startup: Startup,
     exited: bool,
@@ -308,6 +310,7 @@ impl<B: Backend> Runtime<B> {
             unknown: BTreeSet::new(),
             wakeups: Vec::new(),
             last_fault: (u64::MAX, 0),
+            pool: None,
             startup: Startup {
                 began_ns,
                 ..Startup::default()

@@ -169,3 +169,61 @@ fn large_mappings_are_placed_for_large_pages() {
     assert_eq!(placement_align(1 << 20), 1 << 16);
     assert_eq!(placement_align(3 << 20), 1 << 21);
 }
+
+#[test]
+fn small_anonymous_mappings_share_a_pool() {
+    let mut rt = runtime();
+    let before = rt.b.dss.len();
+    let counted = rt.startup().dataspaces;
+    let mmap =
+        |rt: &mut Runtime<Fake>, len: u64| call(rt, 1, 222, &[0, len, 3, 0x22, u64::MAX, 0]) as u64;
+    // Musl's allocator: one-page mappings, one freed in between.
+    let a = mmap(&mut rt, PAGE);
+    let b = mmap(&mut rt, PAGE);
+    let c = mmap(&mut rt, 2 * PAGE);
+    assert_eq!(rt.b.dss.len(), before + 1, "one dataspace for all");
+    assert_eq!(rt.startup().dataspaces, counted + 1);
+    for (at, text) in [(a, b"aaaa"), (b, b"bbbb"), (c + PAGE, b"cccc")] {
+        touch(&mut rt, at, true);
+        rt.b.prog_write(at, text);
+    }
+    assert_eq!(rt.b.prog_read(a, 4), b"aaaa", "pieces do not overlap");
+    assert_eq!(rt.b.prog_read(b, 4), b"bbbb");
+    assert_eq!(rt.b.prog_read(c + PAGE, 4), b"cccc");
+    assert_eq!(call(&mut rt, 1, 215, &[b, PAGE]), 0);
+    let d = mmap(&mut rt, PAGE);
+    touch(&mut rt, d, false);
+    assert_eq!(rt.b.prog_read(d, 4), [0; 4], "a new piece reads as zeros");
+    assert!(rt.b.released.is_empty(), "the pool stays while in use");
+
+    // Large mappings get a dataspace of their own.
+    let big = mmap(&mut rt, 128 << 10);
+    touch(&mut rt, big, true);
+    assert_eq!(rt.b.dss.len(), before + 2);
+
+    // A full pool moves on; the old one goes with its last mapping.
+    let pool = *rt.b.dss.keys().nth(before).unwrap();
+    let mut pieces = vec![a, c, d];
+    while rt.b.dss.len() == before + 2 {
+        pieces.push(mmap(&mut rt, 16 * PAGE));
+    }
+    let moved = pieces.pop().unwrap();
+    for p in pieces {
+        assert_eq!(call(&mut rt, 1, 215, &[p, PAGE]), 0);
+    }
+    assert!(
+        rt.b.released.is_empty(),
+        "pieces of 16 pages are still mapped in part"
+    );
+    for p in rt
+        .regions()
+        .iter()
+        .filter(|r| r.backing.ds() == Some(pool))
+        .map(|r| (r.start, r.end))
+        .collect::<Vec<_>>()
+    {
+        assert_eq!(call(&mut rt, 1, 215, &[p.0, p.1 - p.0]), 0);
+    }
+    assert_eq!(rt.b.released, [pool]);
+    assert_eq!(call(&mut rt, 1, 215, &[moved, 16 * PAGE]), 0);
+}
