@@ -60,7 +60,7 @@ pub fn label_port(label: u64) -> Option<(PortId, bool)> {
     Some((PortId::try_from(n).ok()?, low & labels::KICK != 0))
 }
 
-/// Learned addresses logged per port at most.
+/// Learned addresses (and dropped frames) logged per port at most.
 pub const LEARN_LOG_MAX: usize = 4;
 
 /// How often ports whose driver went away are looked for, in ms.
@@ -95,6 +95,7 @@ struct PortCaps {
     dataspaces: Vec<u64>,
     had_users: bool,
     learned_logged: usize,
+    dropped_logged: usize,
 }
 
 /// The switch and its capabilities.
@@ -177,6 +178,9 @@ impl<B: Backend> Service<B> {
         for (p, m) in &out.learned {
             self.note_learned(*p, m);
         }
+        for (p, e) in &out.dropped {
+            self.note_dropped(*p, e);
+        }
         for (p, e) in &out.failed {
             let name = self
                 .switch
@@ -206,6 +210,22 @@ impl<B: Backend> Service<B> {
         c.learned_logged += 1;
         if let Some(p) = self.switch.port(id) {
             let line = format!("{}: {} is here", p.name, mac::format(m));
+            self.backend.log(&line);
+        }
+    }
+
+    /// Logs a frame of port `id` that a receiver could not take, the
+    /// first [`LEARN_LOG_MAX`] of each port.
+    fn note_dropped(&mut self, id: PortId, why: &str) {
+        let Some(c) = self.caps.get_mut(&id) else {
+            return;
+        };
+        if c.dropped_logged >= LEARN_LOG_MAX {
+            return;
+        }
+        c.dropped_logged += 1;
+        if let Some(p) = self.switch.port(id) {
+            let line = format!("{}: frame dropped: {why}", p.name);
             self.backend.log(&line);
         }
     }

@@ -588,12 +588,20 @@ impl NetConsoles {
         }
     }
 
+    /// The consoles' transcripts, with what QEMU said on stderr.
     fn finish(self) -> String {
+        let with_stderr = |r: crate::console::Record| {
+            if r.stderr.is_empty() {
+                r.transcript
+            } else {
+                format!("{}--- QEMU stderr ---\n{}", r.transcript, r.stderr)
+            }
+        };
         match self {
-            NetConsoles::Cons(s) => s.finish().transcript,
+            NetConsoles::Cons(s) => with_stderr(s.finish()),
             NetConsoles::Separate([a, b]) => {
-                let (a, b) = (a.finish(), b.finish());
-                format!("--- VM1 ---\n{}--- VM2 ---\n{}", a.transcript, b.transcript)
+                let (a, b) = (with_stderr(a.finish()), with_stderr(b.finish()));
+                format!("--- VM1 ---\n{a}--- VM2 ---\n{b}")
             }
         }
     }
