@@ -335,18 +335,22 @@ fn tcp_headers(frame: &[u8], v4: bool) -> Result<TcpFrame, OffloadError> {
     })
 }
 
-/// The TCP checksum of the segment `seg` (headers at `t`), with the
-/// pseudo header, into its field.
-fn tcp_checksum(seg: &mut [u8], t: &TcpFrame) {
-    let tcp_len = seg.len() - t.tcp;
-    seg[t.tcp + 16..t.tcp + 18].fill(0);
-    let mut sum = u64::from(IPPROTO_TCP) + tcp_len as u64;
-    sum = if t.v4 {
+/// The (unfolded) sum of the TCP pseudo header of segment `seg`: the
+/// addresses, the protocol and the TCP length.
+fn pseudo_header_sum(seg: &[u8], t: &TcpFrame) -> u64 {
+    let sum = u64::from(IPPROTO_TCP) + (seg.len() - t.tcp) as u64;
+    if t.v4 {
         sum_words(&seg[t.ip + 12..t.ip + 20], sum)
     } else {
         sum_words(&seg[t.ip + 8..t.ip + 40], sum)
-    };
-    let c = !fold(sum_words(&seg[t.tcp..], sum));
+    }
+}
+
+/// The TCP checksum of the segment `seg` (headers at `t`), with the
+/// pseudo header, into its field.
+fn tcp_checksum(seg: &mut [u8], t: &TcpFrame) {
+    seg[t.tcp + 16..t.tcp + 18].fill(0);
+    let c = !fold(sum_words(&seg[t.tcp..], pseudo_header_sum(seg, t)));
     seg[t.tcp + 16..t.tcp + 18].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -454,13 +458,7 @@ mod tests {
     fn checksums_ok(f: &[u8], v4: bool) -> bool {
         let t = tcp_headers(f, v4).unwrap();
         let ip_ok = !v4 || fold(sum_words(&f[t.ip..t.tcp], 0)) == 0xffff;
-        let mut sum = u64::from(IPPROTO_TCP) + (f.len() - t.tcp) as u64;
-        sum = if v4 {
-            sum_words(&f[t.ip + 12..t.ip + 20], sum)
-        } else {
-            sum_words(&f[t.ip + 8..t.ip + 40], sum)
-        };
-        ip_ok && fold(sum_words(&f[t.tcp..], sum)) == 0xffff
+        ip_ok && fold(sum_words(&f[t.tcp..], pseudo_header_sum(f, &t))) == 0xffff
     }
 
     #[test]
@@ -552,13 +550,8 @@ mod tests {
             // header's sum only.
             let t = tcp_headers(&good, v4).unwrap();
             let mut partial = good.clone();
-            let mut sum = u64::from(IPPROTO_TCP) + (good.len() - t.tcp) as u64;
-            sum = if v4 {
-                sum_words(&good[t.ip + 12..t.ip + 20], sum)
-            } else {
-                sum_words(&good[t.ip + 8..t.ip + 40], sum)
-            };
-            partial[t.tcp + 16..t.tcp + 18].copy_from_slice(&fold(sum).to_be_bytes());
+            let sum = fold(pseudo_header_sum(&good, &t));
+            partial[t.tcp + 16..t.tcp + 18].copy_from_slice(&sum.to_be_bytes());
             assert!(!checksums_ok(&partial, v4));
             let h = NetHdr {
                 flags: NEEDS_CSUM,

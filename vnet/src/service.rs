@@ -201,31 +201,41 @@ impl<B: Backend> Service<B> {
     /// (so that a driver sending from ever new addresses cannot flood the
     /// log).
     fn note_learned(&mut self, id: PortId, m: &mac::Mac) {
-        let Some(c) = self.caps.get_mut(&id) else {
-            return;
-        };
-        if c.learned_logged >= LEARN_LOG_MAX {
-            return;
-        }
-        c.learned_logged += 1;
-        if let Some(p) = self.switch.port(id) {
-            let line = format!("{}: {} is here", p.name, mac::format(m));
-            self.backend.log(&line);
-        }
+        let m = mac::format(m);
+        self.log_limited(
+            id,
+            |c| &mut c.learned_logged,
+            |name| format!("{name}: {m} is here"),
+        );
     }
 
     /// Logs a frame of port `id` that a receiver could not take, the
     /// first [`LEARN_LOG_MAX`] of each port.
     fn note_dropped(&mut self, id: PortId, why: &str) {
-        let Some(c) = self.caps.get_mut(&id) else {
+        self.log_limited(
+            id,
+            |c| &mut c.dropped_logged,
+            |name| format!("{name}: frame dropped: {why}"),
+        );
+    }
+
+    /// Logs `line(port name)` for port `id` unless its counter `count`
+    /// reached [`LEARN_LOG_MAX`].
+    fn log_limited(
+        &mut self,
+        id: PortId,
+        count: impl FnOnce(&mut PortCaps) -> &mut usize,
+        line: impl FnOnce(&str) -> String,
+    ) {
+        let Some(n) = self.caps.get_mut(&id).map(count) else {
             return;
         };
-        if c.dropped_logged >= LEARN_LOG_MAX {
+        if *n >= LEARN_LOG_MAX {
             return;
         }
-        c.dropped_logged += 1;
+        *n += 1;
         if let Some(p) = self.switch.port(id) {
-            let line = format!("{}: frame dropped: {why}", p.name);
+            let line = line(&p.name);
             self.backend.log(&line);
         }
     }

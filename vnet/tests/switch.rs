@@ -245,20 +245,28 @@ impl Driver {
         self.make_available(TXQ, i);
     }
 
-    /// The payloads received since the last look.
-    fn received(&mut self) -> Vec<Vec<u8>> {
+    /// The receive buffers used since the last look: head and length.
+    fn used_rx(&mut self) -> Vec<(u16, usize)> {
         let used = ring(RXQ).2;
         let idx = self.mem.read_u16(used + 2).unwrap();
         let mut out = Vec::new();
         while self.used_seen[RXQ] != idx {
             let e = used + 4 + 8 * u64::from(self.used_seen[RXQ] % QSIZE);
             let head = self.mem.read_u32(e).unwrap() as u16;
-            let len = self.mem.read_u32(e + 4).unwrap() as usize;
+            out.push((head, self.mem.read_u32(e + 4).unwrap() as usize));
+            self.used_seen[RXQ] = self.used_seen[RXQ].wrapping_add(1);
+        }
+        out
+    }
+
+    /// The payloads received since the last look.
+    fn received(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (head, len) in self.used_rx() {
             let mut b = vec![0u8; len];
             self.mem.read(buffer(RXQ, head), &mut b).unwrap();
             assert_eq!(b[10], 1, "num_buffers");
             out.push(b[HDR_LEN + 14..].to_vec());
-            self.used_seen[RXQ] = self.used_seen[RXQ].wrapping_add(1);
         }
         out
     }
@@ -278,18 +286,12 @@ impl Driver {
     /// The frames (with their header) received into buffers of
     /// [`Driver::post_rx_large`] since the last look.
     fn received_large(&mut self, len: u32) -> Vec<(NetHdr, Vec<u8>)> {
-        let used = ring(RXQ).2;
-        let idx = self.mem.read_u16(used + 2).unwrap();
         let mut out = Vec::new();
-        while self.used_seen[RXQ] != idx {
-            let e = used + 4 + 8 * u64::from(self.used_seen[RXQ] % QSIZE);
-            let head = self.mem.read_u32(e).unwrap() as u16;
-            let n = self.mem.read_u32(e + 4).unwrap() as usize;
+        for (head, n) in self.used_rx() {
             let mut b = vec![0u8; n.max(HDR_LEN)];
             self.mem.read(big_rx(head / 2, len), &mut b).unwrap();
             let h = NetHdr::parse(b[..HDR_LEN].try_into().unwrap());
-            out.push((h, b[HDR_LEN..n.max(HDR_LEN)].to_vec()));
-            self.used_seen[RXQ] = self.used_seen[RXQ].wrapping_add(1);
+            out.push((h, b[HDR_LEN..].to_vec()));
         }
         out
     }
