@@ -766,6 +766,11 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
         "Two guests ({}), one TCP stream VM1 -> VM2 of {NET_MIB} MiB (busybox dd | nc), ping x{NET_PINGS}:",
         guest.kernel_deb
     );
+    println!(
+        "  (plain QEMU: two QEMU processes, one emulated CPU and one host thread each, QEMU's\n   \
+         virtio-net in native code, no offloads on a socket network; the switch: one QEMU with\n   \
+         one emulated CPU for the kernel, both VMs, the switch and cons, one host thread)"
+    );
     println!("                                         MiB/s   ping min/avg/max ms");
     for (what, f) in [
         (format!("virtio switch (entry {NET_ENTRY})"), &ours),
