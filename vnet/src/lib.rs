@@ -11,6 +11,7 @@
 //! addresses ([`switch`]), then notifies the drivers through their Irqs.
 //!
 //! * [`mac`]: address learning;
+//! * [`offload`]: the frame header, checksum and segmentation offloads;
 //! * [`port`]: one port's virtio-net device side;
 //! * [`switch`]: ports and forwarding;
 //! * [`service`]: the IPC side (factory, ports, kicks, ports whose driver
@@ -18,6 +19,7 @@
 //!   kernel.
 
 pub mod mac;
+pub mod offload;
 pub mod port;
 pub mod service;
 pub mod switch;

@@ -3,11 +3,13 @@
 //! registered with the port as dataspaces.
 //!
 //! Queue 0 receives (the switch writes frames into the driver's buffers),
-//! queue 1 transmits. Every buffer starts with the 12-byte
-//! `virtio_net_hdr_v1`; no offloads are offered, so the switch only
-//! checks the header's size on transmit and writes an empty one (one
-//! buffer) on receive. The configuration space is the MAC address and
-//! the link status (always up).
+//! queue 1 transmits. Every frame starts with the 12-byte
+//! `virtio_net_hdr_v1` ([`NetHdr`]): the checksum and TCP segmentation
+//! offloads of [`crate::offload`] are offered both ways; a frame is
+//! written into one receive buffer (a chain), or with mergeable receive
+//! buffers into as many as it takes. The
+//! configuration space is the MAC address and the link status (always
+//! up).
 
 use std::sync::Arc;
 
@@ -15,10 +17,12 @@ use l4_abi::Error;
 use l4_ipc::virtio::{
     DeviceInfo, F_VERSION_1, Negotiation, QueueConfig, StatusChange, config_read, queue_flags,
 };
-use uvmm::devices::virtio::queue::{Queue, QueueError};
+use uvmm::devices::virtio::queue::{F_EVENT_IDX, Queue, QueueError};
 use uvmm::memory::{GuestMemory, Ram};
 
 use crate::mac::Mac;
+use crate::offload::{F_HOST_TSO4, F_HOST_TSO6, NetHdr, OFFLOADS, RxOffloads};
+pub use crate::offload::{HDR_LEN, MAX_FRAME, MAX_GSO_FRAME};
 
 /// The virtio device id of a network device.
 pub const DEVICE_ID: u32 = 1;
@@ -28,6 +32,9 @@ pub const VENDOR_ID: u32 = 0x44;
 pub const F_MAC: u64 = 1 << 5;
 /// `VIRTIO_NET_F_STATUS`: the configuration space has the link status.
 pub const F_STATUS: u64 = 1 << 16;
+/// `VIRTIO_NET_F_MRG_RXBUF`: a received frame may take several receive
+/// buffers (`num_buffers` in its header).
+pub const F_MRG_RXBUF: u64 = 1 << 15;
 /// `VIRTIO_NET_S_LINK_UP`.
 pub const LINK_UP: u16 = 1;
 /// The receive queue.
@@ -36,18 +43,10 @@ pub const RXQ: usize = 0;
 pub const TXQ: usize = 1;
 /// The largest queue a port offers.
 pub const QUEUE_MAX: u16 = 256;
-/// `sizeof(struct virtio_net_hdr_v1)`.
-pub const HDR_LEN: usize = 12;
-/// The largest frame switched: 1500 bytes of payload, the Ethernet
-/// header and a VLAN tag (no jumbo frames and no segmentation offload
-/// are offered).
-pub const MAX_FRAME: usize = 1518;
 /// Dataspaces a port takes unless its creation says otherwise.
 pub const DEFAULT_DS_MAX: usize = 4;
 /// The most dataspaces a port takes at all.
 pub const DS_LIMIT: usize = 64;
-/// `VIRTQ_USED_F_NO_NOTIFY`.
-const USED_NO_NOTIFY: u16 = 1;
 
 /// What a port was created with: the arguments of the factory's
 /// `create(0, ...)`.
@@ -130,8 +129,12 @@ pub struct Stats {
     /// Frames for this port dropped because the driver had no receive
     /// buffer (it does not read).
     pub rx_dropped: u64,
-    /// Frames of the driver dropped as malformed (too short, too long).
+    /// Frames of the driver dropped as malformed (too short, too long,
+    /// an offload not negotiated).
     pub tx_bad: u64,
+    /// Frames for this port dropped because its receive buffer was too
+    /// small (the buffer went back empty).
+    pub rx_too_small: u64,
 }
 
 /// The result of delivering a frame to a port.
@@ -169,7 +172,7 @@ impl Port {
             name: opts.name.clone().unwrap_or(name),
             mac: opts.mac.unwrap_or(mac),
             opts,
-            neg: Negotiation::new(F_MAC | F_STATUS),
+            neg: Negotiation::new(F_MAC | F_STATUS | F_MRG_RXBUF | OFFLOADS | F_EVENT_IDX),
             mem: GuestMemory::default(),
             queues: [Queue::default(), Queue::default()],
             no_notify: [false; 2],
@@ -228,17 +231,32 @@ impl Port {
         })
     }
 
-    /// The driver's features.
+    /// The driver's features: [`Error::Inval`] for features not offered or
+    /// without those they depend on ([`crate::offload::DEPENDS`]).
     pub fn set_features(&mut self, f: u64) -> Result<(), Error> {
+        if !crate::offload::consistent(f) {
+            return Err(Error::Inval);
+        }
         self.neg.set_features(f)
     }
 
-    /// A status write; returns the status after it.
+    /// A status write; returns the status after it. When the driver
+    /// starts the device, it is asked never to notify the receive queue:
+    /// the switch does not wait for receive buffers (a frame finding none
+    /// is lost), so refilling needs no exit of the guest and no kick.
     pub fn set_status(&mut self, s: u32) -> u32 {
-        if self.neg.set_status(s) == StatusChange::Reset {
-            self.queues = [Queue::default(), Queue::default()];
-            self.no_notify = [false; 2];
-            self.error = None;
+        match self.neg.set_status(s) {
+            StatusChange::Reset => {
+                self.queues = [Queue::default(), Queue::default()];
+                self.no_notify = [false; 2];
+                self.error = None;
+            }
+            StatusChange::Start if self.queues[RXQ].ready => {
+                if let Err(e) = self.queues[RXQ].set_notify(&self.mem, false) {
+                    self.fail(e);
+                }
+            }
+            _ => {}
         }
         self.neg.status()
     }
@@ -268,6 +286,7 @@ impl Port {
         q.desc = c.desc;
         q.avail = c.avail;
         q.used = c.used;
+        q.event_idx = self.neg.has(F_EVENT_IDX);
         self.queues[i] = q;
         self.no_notify[i] = c.flags & queue_flags::NO_NOTIFY != 0;
         Ok(())
@@ -288,16 +307,34 @@ impl Port {
         e
     }
 
+    /// The largest frame the driver may transmit: [`MAX_GSO_FRAME`] with
+    /// segmentation offload, [`MAX_FRAME`] without.
+    pub fn max_tx_frame(&self) -> usize {
+        if self.neg.features() & (F_HOST_TSO4 | F_HOST_TSO6) != 0 {
+            MAX_GSO_FRAME
+        } else {
+            MAX_FRAME
+        }
+    }
+
+    /// What frames the driver takes as they are.
+    pub fn rx_offloads(&self) -> RxOffloads {
+        RxOffloads::new(self.neg.features())
+    }
+
     /// Takes the next frame the driver transmitted into `buf` (at least
-    /// [`MAX_FRAME`] bytes): its length, or `None` when the transmit queue
-    /// is empty. A malformed frame (shorter than the header plus an
-    /// Ethernet header, or longer than [`MAX_FRAME`]) is given back to
-    /// the driver and skipped. A malformed queue stops the port and is
-    /// the error.
-    pub fn take_frame(&mut self, buf: &mut [u8]) -> Result<Option<usize>, QueueError> {
+    /// [`Port::max_tx_frame`] bytes): its header and length, or `None`
+    /// when the transmit queue is empty. A malformed frame (shorter than
+    /// the header plus an Ethernet header, longer than the port takes,
+    /// or asking for an offload it may not, see [`NetHdr::check_tx`]) is
+    /// given back to the driver and skipped. A malformed queue stops the
+    /// port and is the error.
+    pub fn take_frame(&mut self, buf: &mut [u8]) -> Result<Option<(NetHdr, usize)>, QueueError> {
         if !self.running() || !self.queues[TXQ].ready {
             return Ok(None);
         }
+        let max = self.max_tx_frame().min(buf.len());
+        let features = self.neg.features();
         loop {
             let q = &mut self.queues[TXQ];
             let chain = match q.pop(&self.mem) {
@@ -306,20 +343,24 @@ impl Port {
                 Err(e) => return Err(self.fail(e)),
             };
             let total: u64 = chain.readable().map(|b| u64::from(b.len)).sum();
-            let fits = total >= (HDR_LEN + 14) as u64
-                && total <= (HDR_LEN + MAX_FRAME.min(buf.len())) as u64;
+            let fits = total >= (HDR_LEN + 14) as u64 && total <= (HDR_LEN + max) as u64;
+            let mut hdr = [0u8; HDR_LEN];
             let mut got = 0usize;
             if fits {
-                // Gather the frame after the header.
-                let mut skip = HDR_LEN as u64;
+                // The header, then the frame after it.
+                let mut at = 0usize;
                 for b in chain.readable() {
-                    let len = u64::from(b.len);
-                    let from = skip.min(len);
-                    skip -= from;
-                    let n = (len - from) as usize;
-                    if let Err(e) = self.mem.read(b.addr + from, &mut buf[got..got + n]) {
+                    let len = b.len as usize;
+                    let h = (HDR_LEN - at.min(HDR_LEN)).min(len);
+                    let n = len - h;
+                    let read = self
+                        .mem
+                        .read(b.addr, &mut hdr[at..at + h])
+                        .and_then(|()| self.mem.read(b.addr + h as u64, &mut buf[got..got + n]));
+                    if let Err(e) = read {
                         return Err(self.fail(e.into()));
                     }
+                    at += h;
                     got += n;
                 }
             }
@@ -327,79 +368,110 @@ impl Port {
                 return Err(self.fail(e));
             }
             if fits {
-                self.stats.tx += 1;
-                return Ok(Some(got));
+                let mut h = NetHdr::parse(&hdr);
+                if h.check_tx(got, features).is_ok() {
+                    self.stats.tx += 1;
+                    return Ok(Some((h, got)));
+                }
             }
             self.stats.tx_bad += 1;
         }
     }
 
     /// Whether the driver wants an interrupt for the transmit queue's
-    /// used buffers.
-    pub fn tx_wants_interrupt(&self) -> bool {
-        self.queues[TXQ].wants_interrupt(&self.mem)
+    /// buffers given back since the last look.
+    pub fn tx_interrupt_due(&mut self) -> bool {
+        self.queues[TXQ].interrupt_due(&self.mem)
     }
 
-    /// For a queue with [`queue_flags::NO_NOTIFY`]: tells the driver not
-    /// to kick while the switch works on it (`busy`), or to kick again.
-    /// After clearing, the caller must look at the queue once more (a
-    /// frame made available meanwhile came without a kick).
+    /// For a transmit queue with [`queue_flags::NO_NOTIFY`]: tells the
+    /// driver not to kick while the switch works on it (`busy`), or to
+    /// kick again. After clearing, the caller must look at the queue once
+    /// more (a frame made available meanwhile came without a kick).
     pub fn set_tx_busy(&mut self, busy: bool) {
         let q = &self.queues[TXQ];
         if self.no_notify[TXQ] && q.ready {
-            let _ = self
-                .mem
-                .write_u16(q.used, if busy { USED_NO_NOTIFY } else { 0 });
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            // A ring outside the memory was refused by `config_queue`.
+            let _ = q.set_notify(&self.mem, !busy);
         }
     }
 
-    /// Delivers `frame` into the driver's next receive buffer, after an
-    /// empty header. Dropped when the port is not running or the driver
-    /// has no buffer; a frame larger than the buffer is cut (the driver
-    /// sees the length it got). A malformed receive queue stops the port
-    /// and is the error.
-    pub fn deliver(&mut self, frame: &[u8]) -> Result<Delivery, QueueError> {
+    /// Delivers `frame` with header `hdr` (which the driver takes, see
+    /// [`Port::rx_offloads`]) into the driver's next receive buffer, or
+    /// with [`F_MRG_RXBUF`] into as many as it takes. Dropped when the
+    /// port is not running or the driver has no (or not enough) buffers;
+    /// without [`F_MRG_RXBUF`] a buffer too small for the frame is given
+    /// back empty (the driver counts a length error) and the frame
+    /// dropped. A malformed receive queue stops the port and is the
+    /// error.
+    pub fn deliver(&mut self, hdr: &NetHdr, frame: &[u8]) -> Result<Delivery, QueueError> {
         if !self.running() || !self.queues[RXQ].ready {
             self.stats.rx_dropped += 1;
             return Ok(Delivery::Dropped);
         }
-        let chain = match self.queues[RXQ].pop(&self.mem) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                self.stats.rx_dropped += 1;
-                return Ok(Delivery::Dropped);
-            }
-            Err(e) => return Err(self.fail(e)),
-        };
-        let mut hdr = [0u8; HDR_LEN];
-        // num_buffers = 1.
-        hdr[10] = 1;
-        let mut parts = [&hdr[..], frame];
-        let mut written = 0u32;
-        for b in chain.writable() {
-            let mut room = b.len as usize;
-            let mut at = b.addr;
-            for p in parts.iter_mut() {
-                let n = p.len().min(room);
-                if n == 0 {
-                    continue;
+        let merge = self.neg.has(F_MRG_RXBUF);
+        let need = (HDR_LEN + frame.len()) as u64;
+        let mut chains = Vec::new();
+        let mut room = 0u64;
+        while room < need && (merge || chains.is_empty()) {
+            match self.queues[RXQ].pop(&self.mem) {
+                Ok(Some(c)) => {
+                    room += c.writable().map(|b| u64::from(b.len)).sum::<u64>();
+                    chains.push(c);
                 }
-                if let Err(e) = self.mem.write(at, &p[..n]) {
-                    return Err(self.fail(e.into()));
+                Ok(None) => {
+                    // Not enough buffers: they stay the driver's.
+                    self.queues[RXQ].unpop(chains.len() as u16);
+                    self.stats.rx_dropped += 1;
+                    return Ok(Delivery::Dropped);
                 }
-                *p = &p[n..];
-                at += n as u64;
-                room -= n;
-                written += n as u32;
+                Err(e) => return Err(self.fail(e)),
             }
         }
-        if let Err(e) = self.queues[RXQ].add_used(&self.mem, chain.head, written) {
+        if room < need {
+            let head = chains[0].head;
+            if let Err(e) = self.queues[RXQ].add_used(&self.mem, head, 0) {
+                return Err(self.fail(e));
+            }
+            self.stats.rx_too_small += 1;
+            return Ok(Delivery::Dropped);
+        }
+        let hdr = NetHdr {
+            num_buffers: chains.len() as u16,
+            ..*hdr
+        }
+        .bytes();
+        let mut parts = [&hdr[..], frame];
+        for c in &chains {
+            let mut written = 0u32;
+            for b in c.writable() {
+                let mut room = b.len as usize;
+                let mut at = b.addr;
+                for p in parts.iter_mut() {
+                    let n = p.len().min(room);
+                    if n == 0 {
+                        continue;
+                    }
+                    if let Err(e) = self.mem.write(at, &p[..n]) {
+                        return Err(self.fail(e.into()));
+                    }
+                    *p = &p[n..];
+                    at += n as u64;
+                    room -= n;
+                    written += n as u32;
+                }
+            }
+            if let Err(e) = self.queues[RXQ].push_used(&self.mem, c.head, written) {
+                return Err(self.fail(e));
+            }
+        }
+        // The driver sees all buffers of the frame at once.
+        if let Err(e) = self.queues[RXQ].publish_used(&self.mem) {
             return Err(self.fail(e));
         }
         self.stats.rx += 1;
         Ok(Delivery::Done {
-            notify: self.queues[RXQ].wants_interrupt(&self.mem),
+            notify: self.queues[RXQ].interrupt_due(&self.mem),
         })
     }
 

@@ -60,7 +60,7 @@ pub fn label_port(label: u64) -> Option<(PortId, bool)> {
     Some((PortId::try_from(n).ok()?, low & labels::KICK != 0))
 }
 
-/// Learned addresses logged per port at most.
+/// Learned addresses (and dropped frames) logged per port at most.
 pub const LEARN_LOG_MAX: usize = 4;
 
 /// How often ports whose driver went away are looked for, in ms.
@@ -95,6 +95,7 @@ struct PortCaps {
     dataspaces: Vec<u64>,
     had_users: bool,
     learned_logged: usize,
+    dropped_logged: usize,
 }
 
 /// The switch and its capabilities.
@@ -177,6 +178,9 @@ impl<B: Backend> Service<B> {
         for (p, m) in &out.learned {
             self.note_learned(*p, m);
         }
+        for (p, e) in &out.dropped {
+            self.note_dropped(*p, e);
+        }
         for (p, e) in &out.failed {
             let name = self
                 .switch
@@ -197,15 +201,41 @@ impl<B: Backend> Service<B> {
     /// (so that a driver sending from ever new addresses cannot flood the
     /// log).
     fn note_learned(&mut self, id: PortId, m: &mac::Mac) {
-        let Some(c) = self.caps.get_mut(&id) else {
+        let m = mac::format(m);
+        self.log_limited(
+            id,
+            |c| &mut c.learned_logged,
+            |name| format!("{name}: {m} is here"),
+        );
+    }
+
+    /// Logs a frame of port `id` that a receiver could not take, the
+    /// first [`LEARN_LOG_MAX`] of each port.
+    fn note_dropped(&mut self, id: PortId, why: &str) {
+        self.log_limited(
+            id,
+            |c| &mut c.dropped_logged,
+            |name| format!("{name}: frame dropped: {why}"),
+        );
+    }
+
+    /// Logs `line(port name)` for port `id` unless its counter `count`
+    /// reached [`LEARN_LOG_MAX`].
+    fn log_limited(
+        &mut self,
+        id: PortId,
+        count: impl FnOnce(&mut PortCaps) -> &mut usize,
+        line: impl FnOnce(&str) -> String,
+    ) {
+        let Some(n) = self.caps.get_mut(&id).map(count) else {
             return;
         };
-        if c.learned_logged >= LEARN_LOG_MAX {
+        if *n >= LEARN_LOG_MAX {
             return;
         }
-        c.learned_logged += 1;
+        *n += 1;
         if let Some(p) = self.switch.port(id) {
-            let line = format!("{}: {} is here", p.name, mac::format(m));
+            let line = line(&p.name);
             self.backend.log(&line);
         }
     }

@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 
 use crate::mac::{Mac, MacTable, Route};
-use crate::port::{Delivery, MAX_FRAME, Port, PortOptions};
+use crate::offload::{self, NetHdr};
+use crate::port::{Delivery, MAX_GSO_FRAME, Port, PortOptions};
 
 /// A port's number.
 pub type PortId = u32;
@@ -34,6 +35,10 @@ pub struct Outcome {
     pub failed: Vec<(PortId, String)>,
     /// Addresses learned (new, or moved to their port).
     pub learned: Vec<(PortId, Mac)>,
+    /// Frames of a port that could not be made into what a receiver
+    /// takes (a segmentation offload frame whose headers are not TCP),
+    /// with the reason.
+    pub dropped: Vec<(PortId, String)>,
 }
 
 impl Outcome {
@@ -50,7 +55,10 @@ pub struct Switch {
     ports: BTreeMap<PortId, Port>,
     macs: MacTable<PortId>,
     next: PortId,
+    /// The frame being forwarded.
     frame: Vec<u8>,
+    /// A frame made for a receiver without the sender's offloads.
+    scratch: Vec<u8>,
 }
 
 impl Default for Switch {
@@ -66,7 +74,8 @@ impl Switch {
             ports: BTreeMap::new(),
             macs: MacTable::new(MAC_CAPACITY),
             next: 0,
-            frame: vec![0; MAX_FRAME],
+            frame: vec![0; MAX_GSO_FRAME],
+            scratch: Vec::new(),
         }
     }
 
@@ -121,16 +130,16 @@ impl Switch {
                 break;
             }
             let port = self.ports.get_mut(&src).expect("the source port exists");
-            let len = match port.take_frame(&mut self.frame) {
-                Ok(Some(len)) => len,
+            let (hdr, len) = match port.take_frame(&mut self.frame) {
+                Ok(Some(f)) => f,
                 Ok(None) => {
                     // Idle: let the driver kick again, then look once more
                     // for a frame made available meanwhile.
                     port.set_tx_busy(false);
                     match port.take_frame(&mut self.frame) {
-                        Ok(Some(len)) => {
+                        Ok(Some(f)) => {
                             port.set_tx_busy(true);
-                            len
+                            f
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -145,19 +154,19 @@ impl Switch {
                 }
             };
             sent += 1;
-            self.forward(src, len, &mut out);
+            self.forward(src, &hdr, len, &mut out);
         }
-        if sent > 0
-            && let Some(p) = self.ports.get(&src)
-            && p.tx_wants_interrupt()
+        if let Some(p) = self.ports.get_mut(&src)
+            && p.tx_interrupt_due()
         {
             out.notify(src);
         }
         out
     }
 
-    /// Sends the frame in `self.frame[..len]` from `src` where it goes.
-    fn forward(&mut self, src: PortId, len: usize, out: &mut Outcome) {
+    /// Sends the frame in `self.frame[..len]` with header `hdr` from
+    /// `src` where it goes.
+    fn forward(&mut self, src: PortId, hdr: &NetHdr, len: usize, out: &mut Outcome) {
         let frame = &self.frame[..len];
         let dst: Mac = frame[0..6]
             .try_into()
@@ -177,10 +186,37 @@ impl Switch {
             let Some(port) = self.ports.get_mut(&t) else {
                 continue;
             };
-            match port.deliver(frame) {
-                Ok(Delivery::Done { notify: true }) => out.notify(t),
-                Ok(_) => {}
-                Err(e) => out.failed.push((t, e.to_string())),
+            let takes = port.rx_offloads().takes(hdr);
+            let mut result = Ok(());
+            let mut deliver = |h: &NetHdr, f: &[u8]| {
+                if result.is_ok() {
+                    match port.deliver(h, f) {
+                        Ok(Delivery::Done { notify: true }) => out.notify(t),
+                        Ok(_) => {}
+                        Err(e) => result = Err(e.to_string()),
+                    }
+                }
+            };
+            let plain = NetHdr::default();
+            let made = if takes {
+                deliver(hdr, frame);
+                Ok(())
+            } else if hdr.gso() {
+                // Cut into frames with complete checksums.
+                offload::segment(frame, hdr, &mut self.scratch, |f| deliver(&plain, f)).map(|_| ())
+            } else {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(frame);
+                offload::complete_checksum(&mut self.scratch, hdr)
+                    .map(|()| deliver(&plain, &self.scratch))
+            };
+            if let Err(e) = result {
+                out.failed.push((t, e));
+            }
+            if let Err(e) = made {
+                // The sender's frame is bad for this receiver only in
+                // form: it is lost, as on a wire.
+                out.dropped.push((src, e.to_string()));
             }
         }
     }

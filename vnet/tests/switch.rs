@@ -10,8 +10,10 @@ use l4_ipc::protocols::FactoryClient;
 use l4_ipc::varg::VarArgs;
 use l4_ipc::virtio::{F_VERSION_1, QueueConfig, VirtioClient, queue_flags, status};
 use l4_ipc::{CapArg, Loopback, MR_COUNT, RecvBufs};
+use uvmm::devices::virtio::queue::{F_EVENT_IDX, USED_NO_NOTIFY};
 use uvmm::memory::{GuestMemory, Ram};
-use vnet::port::{F_MAC, HDR_LEN, RXQ, TXQ};
+use vnet::offload::{GSO_TCPV4, NEEDS_CSUM, NetHdr, OFFLOADS};
+use vnet::port::{F_MAC, F_MRG_RXBUF, HDR_LEN, RXQ, TXQ};
 use vnet::service::{Backend, Service, labels};
 use vnet::switch::BUDGET;
 
@@ -27,6 +29,13 @@ const fn ring(q: usize) -> (u64, u64, u64) {
 const fn buffer(q: usize, i: u16) -> u64 {
     BASE + 0x1_0000 + (q as u64 * QSIZE as u64 + i as u64) * 0x800
 }
+
+/// Large receive buffers of `len` bytes (after the header) from 0x20000 on.
+const fn big_rx(i: u16, len: u32) -> u64 {
+    BASE + 0x2_0000 + i as u64 * (len as u64 + 0x100)
+}
+/// Where [`Driver::send_large`] puts its frame.
+const BIG_TX: u64 = BASE + 0x3_0000;
 
 #[derive(Default)]
 struct Fake {
@@ -134,8 +143,13 @@ struct Driver {
 }
 
 impl Driver {
-    /// Creates a port and brings it up as Linux would.
+    /// Creates a port and brings it up as Linux would, without offloads.
     fn up(lb: &mut Lb, flags: u32) -> Driver {
+        Driver::up_with(lb, flags, F_VERSION_1 | F_MAC)
+    }
+
+    /// Creates a port and brings it up with `features`.
+    fn up_with(lb: &mut Lb, flags: u32, features: u64) -> Driver {
         let gate = create(lb, &four()).unwrap();
         let ram = Arc::new(Ram::zeroed(RAM));
         lb.objects.backend.attach.push_back(ram.clone());
@@ -151,7 +165,7 @@ impl Driver {
         let kick = gate + labels::KICK;
         c.register_ds(CapArg::new(6, CapRights::RW), BASE, 0, RAM as u64)
             .unwrap();
-        let mac = Driver::start(&mut c, flags);
+        let mac = Driver::start(&mut c, flags, features);
         Driver {
             gate,
             mem,
@@ -164,12 +178,12 @@ impl Driver {
 
     /// Negotiates and sets the queues up (after creation or a reset); the
     /// port's address.
-    fn start(c: &mut VirtioClient<&mut Lb>, flags: u32) -> [u8; 6] {
+    fn start(c: &mut VirtioClient<&mut Lb>, flags: u32, features: u64) -> [u8; 6] {
         let info = c.device_info().unwrap();
         assert_eq!((info.device_id, info.num_queues), (1, 2));
         let s = status::ACKNOWLEDGE | status::DRIVER;
         c.set_status(s).unwrap();
-        c.set_features(F_VERSION_1 | F_MAC).unwrap();
+        c.set_features(features).unwrap();
         assert_eq!(
             c.set_status(s | status::FEATURES_OK).unwrap(),
             s | status::FEATURES_OK
@@ -231,22 +245,77 @@ impl Driver {
         self.make_available(TXQ, i);
     }
 
-    /// The payloads received since the last look.
-    fn received(&mut self) -> Vec<Vec<u8>> {
+    /// The receive buffers used since the last look: head and length.
+    fn used_rx(&mut self) -> Vec<(u16, usize)> {
         let used = ring(RXQ).2;
         let idx = self.mem.read_u16(used + 2).unwrap();
         let mut out = Vec::new();
         while self.used_seen[RXQ] != idx {
             let e = used + 4 + 8 * u64::from(self.used_seen[RXQ] % QSIZE);
             let head = self.mem.read_u32(e).unwrap() as u16;
-            let len = self.mem.read_u32(e + 4).unwrap() as usize;
+            out.push((head, self.mem.read_u32(e + 4).unwrap() as usize));
+            self.used_seen[RXQ] = self.used_seen[RXQ].wrapping_add(1);
+        }
+        out
+    }
+
+    /// The payloads received since the last look.
+    fn received(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (head, len) in self.used_rx() {
             let mut b = vec![0u8; len];
             self.mem.read(buffer(RXQ, head), &mut b).unwrap();
             assert_eq!(b[10], 1, "num_buffers");
             out.push(b[HDR_LEN + 14..].to_vec());
-            self.used_seen[RXQ] = self.used_seen[RXQ].wrapping_add(1);
         }
         out
+    }
+
+    /// Posts `n` receive buffers of `len` bytes as Linux does for large
+    /// frames: a chain of the header's buffer and one for the frame,
+    /// contiguous at [`big_rx`]`(i)`.
+    fn post_rx_large(&mut self, n: u16, len: u32) {
+        for i in 0..n {
+            let a = big_rx(i, len);
+            self.desc(RXQ, 2 * i, a, HDR_LEN as u32, 2 | 1, 2 * i + 1);
+            self.desc(RXQ, 2 * i + 1, a + HDR_LEN as u64, len, 2, 0);
+            self.make_available(RXQ, 2 * i);
+        }
+    }
+
+    /// The frames (with their header) received into buffers of
+    /// [`Driver::post_rx_large`] since the last look.
+    fn received_large(&mut self, len: u32) -> Vec<(NetHdr, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (head, n) in self.used_rx() {
+            let mut b = vec![0u8; n.max(HDR_LEN)];
+            self.mem.read(big_rx(head / 2, len), &mut b).unwrap();
+            let h = NetHdr::parse(b[..HDR_LEN].try_into().unwrap());
+            out.push((h, b[HDR_LEN..].to_vec()));
+        }
+        out
+    }
+
+    /// Queues `frame` with header `h` in two buffers: the header and the
+    /// frame's first `split` bytes, then the rest (in one place: kick
+    /// before the next).
+    fn send_large(&mut self, h: &NetHdr, frame: &[u8], split: usize) {
+        let i = self.avail[TXQ] % QSIZE;
+        let j = (i + QSIZE / 2) % QSIZE;
+        let mut f = h.bytes().to_vec();
+        f.extend_from_slice(frame);
+        self.mem.write(BIG_TX, &f).unwrap();
+        let first = (HDR_LEN + split) as u32;
+        self.desc(TXQ, i, BIG_TX, first, 1, j);
+        self.desc(
+            TXQ,
+            j,
+            BIG_TX + u64::from(first),
+            f.len() as u32 - first,
+            0,
+            0,
+        );
+        self.make_available(TXQ, i);
     }
 
     /// Transmitted buffers the switch gave back.
@@ -375,7 +444,7 @@ fn malformed_chains_stop_only_their_port() {
     c.rcv = RecvBufs::cap_slot(0x600);
     assert_eq!(c.set_status(0), Ok(0));
     a.mem.zero(BASE, 0x2000).unwrap();
-    Driver::start(&mut c, 0);
+    Driver::start(&mut c, 0, F_VERSION_1 | F_MAC);
     a.avail = [0; 2];
     a.used_seen = [0; 2];
     assert!(lb.objects.switch.port(0).unwrap().running());
@@ -570,4 +639,262 @@ fn busy_senders_take_turns() {
     // kick again once the switch went idle.
     assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
     assert_eq!(b.received().len(), usize::from(n));
+}
+
+/// An Ethernet frame from `src` to `dst` with a TCP/IPv4 segment of
+/// `payload` bytes (sequence 1000, flags PSH|ACK), checksums left to
+/// whoever completes them.
+fn tcp4(dst: [u8; 6], src: [u8; 6], payload: usize) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let tot = (40 + payload) as u16;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (tot >> 8) as u8,
+        tot as u8,
+        0,
+        7,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&[192, 168, 1, 1, 192, 168, 1, 2]);
+    f.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89, 0, 0, 0x03, 0xe8, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..payload).map(|i| i as u8));
+    f
+}
+
+/// A TCP segmentation offload header for [`tcp4`] frames.
+fn tso4(mss: u16) -> NetHdr {
+    NetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: mss,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    }
+}
+
+const ALL: u64 = F_VERSION_1 | F_MAC | OFFLOADS;
+
+#[test]
+fn offloads_pass_between_drivers_that_take_them() {
+    let mut lb = switch();
+    let mut a = Driver::up_with(&mut lb, 0, ALL);
+    let mut b = Driver::up_with(&mut lb, 0, ALL);
+    b.post_rx_large(4, 0x4000);
+    let big = tcp4(b.mac, a.mac, 9000);
+    a.send_large(&tso4(1448), &big, 20);
+    kick(&mut lb, &a);
+    let got = b.received_large(0x4000);
+    assert_eq!(got.len(), 1, "one frame of 9 KB");
+    assert_eq!(
+        got[0].0,
+        NetHdr {
+            num_buffers: 1,
+            ..tso4(1448)
+        }
+    );
+    assert_eq!(got[0].1, big);
+    // A partial checksum alone, the header in a buffer of its own.
+    let small = tcp4(b.mac, a.mac, 100);
+    let csum = NetHdr {
+        gso_type: 0,
+        gso_size: 0,
+        ..tso4(0)
+    };
+    a.send_large(&csum, &small, 0);
+    kick(&mut lb, &a);
+    let got = b.received_large(0x4000);
+    assert_eq!(got[0].0.flags, NEEDS_CSUM);
+    assert_eq!(got[0].1, small);
+    // A buffer too small for the frame goes back empty.
+    let huge = tcp4(b.mac, a.mac, 0x5000);
+    a.send_large(&tso4(1448), &huge, 20);
+    kick(&mut lb, &a);
+    let got = b.received_large(0x4000);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].1.is_empty());
+    assert_eq!(lb.objects.switch.port(1).unwrap().stats.rx_too_small, 1);
+    assert_eq!(a.tx_done(), 3);
+}
+
+#[test]
+fn offloads_are_done_for_drivers_without_them() {
+    let mut lb = switch();
+    let mut a = Driver::up_with(&mut lb, 0, ALL);
+    let mut b = Driver::up(&mut lb, 0);
+    b.post_rx();
+    // 3000 bytes in segments of 1448: three frames with their own
+    // headers (the checksums are the offload module's tests).
+    let big = tcp4(b.mac, a.mac, 3000);
+    a.send_large(&tso4(1448), &big, 0);
+    kick(&mut lb, &a);
+    let got = b.received();
+    assert_eq!(got.len(), 3);
+    let mut payload = Vec::new();
+    for (i, f) in got.iter().enumerate() {
+        // After the Ethernet header: IPv4 (20) and TCP (20).
+        let len = [1448, 1448, 104][i];
+        assert_eq!(f.len(), 40 + len, "segment {i}");
+        assert_eq!(u16::from_be_bytes([f[2], f[3]]) as usize, 40 + len);
+        let seq = u32::from_be_bytes(f[24..28].try_into().unwrap());
+        assert_eq!(seq, 1000 + 1448 * i as u32);
+        assert_ne!(&f[36..38], &[0, 0], "a TCP checksum");
+        payload.extend_from_slice(&f[40..]);
+    }
+    assert_eq!(payload, big[54..]);
+    // A partial checksum alone is completed.
+    a.send_large(
+        &NetHdr {
+            gso_type: 0,
+            ..tso4(0)
+        },
+        &tcp4(b.mac, a.mac, 10),
+        0,
+    );
+    kick(&mut lb, &a);
+    let got = b.received();
+    assert_eq!(got.len(), 1);
+    assert_ne!(&got[0][36..38], &[0, 0]);
+    // A frame whose headers are not what its header says is lost for B.
+    let mut bad = tcp4(b.mac, a.mac, 3000);
+    bad[23] = 17;
+    a.send_large(&tso4(1448), &bad, 0);
+    kick(&mut lb, &a);
+    assert!(b.received().is_empty());
+    assert!(
+        lb.objects
+            .backend
+            .log
+            .iter()
+            .any(|l| l == "port0: frame dropped: segmentation offload frame: not TCP"),
+        "{:?}",
+        lb.objects.backend.log
+    );
+}
+
+#[test]
+fn offloads_not_negotiated_are_refused() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, 0);
+    let mut b = Driver::up_with(&mut lb, 0, ALL);
+    b.post_rx_large(4, 0x4000);
+    // A did not negotiate segmentation (nor frames beyond 1518 bytes):
+    // the frame is given back and dropped.
+    a.send_large(&tso4(1448), &tcp4(b.mac, a.mac, 1000), 0);
+    kick(&mut lb, &a);
+    a.send_large(&NetHdr::default(), &tcp4(b.mac, a.mac, 3000), 0);
+    kick(&mut lb, &a);
+    assert_eq!(a.tx_done(), 2);
+    assert!(b.received_large(0x4000).is_empty());
+    assert_eq!(lb.objects.switch.port(0).unwrap().stats.tx_bad, 2);
+    // Features without those they depend on are refused.
+    let mut c = VirtioClient::with_transport(a.gate, &mut lb);
+    c.set_status(0).unwrap();
+    c.set_status(status::ACKNOWLEDGE | status::DRIVER).unwrap();
+    assert_eq!(
+        c.set_features(F_VERSION_1 | vnet::offload::F_HOST_TSO4),
+        Err(Error::Inval)
+    );
+}
+
+#[test]
+fn notifications_with_and_without_event_index() {
+    let mut lb = switch();
+    let mut a = Driver::up_with(&mut lb, queue_flags::NO_NOTIFY, ALL | F_EVENT_IDX);
+    let mut b = Driver::up_with(&mut lb, 0, ALL | F_EVENT_IDX);
+    let mut c = Driver::up(&mut lb, 0);
+    // Receive queues are never to be kicked: avail_event one behind
+    // with the event index, NO_NOTIFY without.
+    let avail_event = ring(RXQ).2 + 4 + 8 * u64::from(QSIZE);
+    assert_eq!(b.mem.read_u16(avail_event), Ok(0xffff));
+    assert_eq!(c.mem.read_u16(ring(RXQ).2), Ok(USED_NO_NOTIFY));
+    b.post_rx();
+    c.post_rx();
+    // The switch learns where B is.
+    b.send([0xff; 6], b"here");
+    kick(&mut lb, &b);
+    assert_eq!(c.received().len(), 1);
+    // A wants no interrupt for its sent frames before 100 of them; B
+    // one when its sixth buffer is used.
+    let used_event = |q: usize| ring(q).1 + 4 + 2 * u64::from(QSIZE);
+    a.mem.write_u16(used_event(TXQ), 99).unwrap();
+    b.mem.write_u16(used_event(RXQ), 5).unwrap();
+    let triggered = |lb: &Lb| lb.objects.backend.triggered.len();
+    let before = triggered(&lb);
+    for _ in 0..3 {
+        a.send(b.mac, b"x");
+    }
+    kick(&mut lb, &a);
+    assert_eq!(b.received().len(), 3);
+    assert_eq!(triggered(&lb), before, "nobody wants an interrupt yet");
+    for _ in 0..3 {
+        a.send(b.mac, b"y");
+    }
+    kick(&mut lb, &a);
+    assert_eq!(b.received().len(), 3);
+    assert_eq!(triggered(&lb), before + 1, "B's sixth buffer");
+    // Idle again, A's transmit queue asks for a kick at its next frame.
+    let tx_avail_event = ring(TXQ).2 + 4 + 8 * u64::from(QSIZE);
+    assert_eq!(a.mem.read_u16(tx_avail_event), Ok(6));
+    // C (no event index) is interrupted for every batch.
+    let before = triggered(&lb);
+    a.send(c.mac, b"z");
+    kick(&mut lb, &a);
+    assert_eq!(c.received().len(), 1);
+    assert_eq!(triggered(&lb), before + 1);
+}
+
+#[test]
+fn mergeable_receive_buffers() {
+    let mut lb = switch();
+    let mut a = Driver::up_with(&mut lb, 0, ALL);
+    let mut b = Driver::up_with(&mut lb, 0, ALL | F_MRG_RXBUF);
+    // 16 buffers of 2 KiB: a 9000-byte frame takes five of them.
+    b.post_rx();
+    let big = tcp4(b.mac, a.mac, 9000 - 54);
+    a.send_large(&tso4(1448), &big, 20);
+    kick(&mut lb, &a);
+    let used = ring(RXQ).2;
+    assert_eq!(b.mem.read_u16(used + 2), Ok(5));
+    let mut got = Vec::new();
+    for i in 0..5u64 {
+        let head = b.mem.read_u32(used + 4 + 8 * i).unwrap() as u16;
+        let len = b.mem.read_u32(used + 8 + 8 * i).unwrap() as usize;
+        assert_eq!(len, if i < 4 { 0x800 } else { 9012 - 4 * 0x800 });
+        let mut buf = vec![0u8; len];
+        b.mem.read(buffer(RXQ, head), &mut buf).unwrap();
+        got.extend_from_slice(&buf);
+    }
+    let h = NetHdr::parse(got[..HDR_LEN].try_into().unwrap());
+    assert_eq!(
+        h,
+        NetHdr {
+            num_buffers: 5,
+            ..tso4(1448)
+        }
+    );
+    assert_eq!(got[HDR_LEN..], big[..]);
+    // Eleven buffers left: two more such frames take ten, a third finds
+    // one, not enough: dropped, and the buffer stays the driver's.
+    for _ in 0..3 {
+        a.send_large(&tso4(1448), &big, 20);
+        kick(&mut lb, &a);
+    }
+    assert_eq!(b.mem.read_u16(used + 2), Ok(15));
+    let stats = lb.objects.switch.port(1).unwrap().stats;
+    assert_eq!((stats.rx, stats.rx_dropped), (3, 1));
+    // A small frame still finds the last buffer.
+    a.send(b.mac, b"small");
+    kick(&mut lb, &a);
+    assert_eq!(b.mem.read_u16(used + 2), Ok(16));
 }

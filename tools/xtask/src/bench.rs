@@ -689,12 +689,20 @@ impl NetConsoles {
         }
     }
 
+    /// The consoles' transcripts, with what QEMU said on stderr.
     fn finish(self) -> String {
+        let with_stderr = |r: crate::console::Record| {
+            if r.stderr.is_empty() {
+                r.transcript
+            } else {
+                format!("{}--- QEMU stderr ---\n{}", r.transcript, r.stderr)
+            }
+        };
         match self {
-            NetConsoles::Cons(s) => s.finish().transcript,
+            NetConsoles::Cons(s) => with_stderr(s.finish()),
             NetConsoles::Separate([a, b]) => {
-                let (a, b) = (a.finish(), b.finish());
-                format!("--- VM1 ---\n{}--- VM2 ---\n{}", a.transcript, b.transcript)
+                let (a, b) = (with_stderr(a.finish()), with_stderr(b.finish()));
+                format!("--- VM1 ---\n{a}--- VM2 ---\n{b}")
             }
         }
     }
@@ -858,6 +866,11 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     println!(
         "Two guests ({}), one TCP stream VM1 -> VM2 of {NET_MIB} MiB (busybox dd | nc), ping x{NET_PINGS}:",
         guest.kernel_deb
+    );
+    println!(
+        "  (plain QEMU: two QEMU processes, one emulated CPU and one host thread each, QEMU's\n   \
+         virtio-net in native code, no offloads on a socket network; the switch: one QEMU with\n   \
+         one emulated CPU for the kernel, both VMs, the switch and cons, one host thread)"
     );
     println!("                                         MiB/s   ping min/avg/max ms");
     for (what, f) in [

@@ -18,6 +18,12 @@ pub const DESC_WRITE: u16 = 2;
 pub const DESC_INDIRECT: u16 = 4;
 /// `VIRTQ_AVAIL_F_NO_INTERRUPT`.
 pub const AVAIL_NO_INTERRUPT: u16 = 1;
+/// `VIRTQ_USED_F_NO_NOTIFY`.
+pub const USED_NO_NOTIFY: u16 = 1;
+/// `VIRTIO_F_EVENT_IDX`: the driver says with `used_event` when it wants
+/// an interrupt, the device with `avail_event` when it wants a
+/// notification (instead of the rings' flags).
+pub const F_EVENT_IDX: u64 = 1 << 29;
 
 /// What is wrong with a queue or chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,8 +113,12 @@ pub struct Queue {
     pub avail: u64,
     /// Used (device) ring address.
     pub used: u64,
+    /// [`F_EVENT_IDX`] was negotiated.
+    pub event_idx: bool,
     next_avail: u16,
     next_used: u16,
+    /// The used index when [`Queue::interrupt_due`] last looked.
+    signalled_used: u16,
 }
 
 impl Queue {
@@ -178,8 +188,21 @@ impl Queue {
         }
     }
 
+    /// Gives back the last `n` chains popped (unused) to be popped again.
+    pub fn unpop(&mut self, n: u16) {
+        self.next_avail = self.next_avail.wrapping_sub(n);
+    }
+
     /// Puts chain `head` into the used ring with `len` bytes written.
     pub fn add_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), QueueError> {
+        self.push_used(mem, head, len)?;
+        self.publish_used(mem)
+    }
+
+    /// Writes the used ring's entry for chain `head` with `len` bytes
+    /// written, for the driver to see at the next
+    /// [`Queue::publish_used`] (several chains that belong together).
+    pub fn push_used(&mut self, mem: &GuestMemory, head: u16, len: u32) -> Result<(), QueueError> {
         if !self.ready || self.size == 0 {
             return Err(QueueError::NotReady);
         }
@@ -188,16 +211,64 @@ impl Queue {
         mem.write_u32(e, u32::from(head))?;
         mem.write_u32(e + 4, len)?;
         self.next_used = self.next_used.wrapping_add(1);
-        // The entry must be visible before the index.
+        Ok(())
+    }
+
+    /// Shows the driver the used entries written so far.
+    pub fn publish_used(&mut self, mem: &GuestMemory) -> Result<(), QueueError> {
+        // The entries must be visible before the index.
         fence(Ordering::Release);
         mem.write_u16(self.used + 2, self.next_used)?;
         Ok(())
     }
 
-    /// Whether the driver wants an interrupt for used buffers.
+    /// Whether the driver wants an interrupt for used buffers (the
+    /// flags' way: unless it set [`AVAIL_NO_INTERRUPT`]).
     pub fn wants_interrupt(&self, mem: &GuestMemory) -> bool {
         mem.read_u16(self.avail)
             .is_ok_and(|f| f & AVAIL_NO_INTERRUPT == 0)
+    }
+
+    /// Whether the driver wants an interrupt for the used buffers added
+    /// since the last call: with [`F_EVENT_IDX`], whether the used index
+    /// went past the driver's `used_event` meanwhile; without, whether
+    /// any were added and [`Queue::wants_interrupt`].
+    pub fn interrupt_due(&mut self, mem: &GuestMemory) -> bool {
+        let (old, new) = (self.signalled_used, self.next_used);
+        if old == new || self.size == 0 {
+            return false;
+        }
+        self.signalled_used = new;
+        // The used index is written before the driver's wish is read (it
+        // writes its wish, then reads the index).
+        fence(Ordering::SeqCst);
+        if !self.event_idx {
+            return self.wants_interrupt(mem);
+        }
+        mem.read_u16(self.avail + 4 + 2 * u64::from(self.size))
+            .is_ok_and(|event| new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old))
+    }
+
+    /// Asks the driver to notify the device again for the next buffer it
+    /// makes available (`resume`), or not before `2^16` more (while the
+    /// device works on the queue anyway, or never needs to hear of new
+    /// buffers): `avail_event` with [`F_EVENT_IDX`], the used ring's
+    /// [`USED_NO_NOTIFY`] flag without. After resuming, the device must
+    /// look at the queue once more: a buffer made available meanwhile
+    /// came without a notification.
+    pub fn set_notify(&self, mem: &GuestMemory, resume: bool) -> Result<(), QueueError> {
+        if self.event_idx {
+            let at = if resume {
+                self.next_avail
+            } else {
+                self.next_avail.wrapping_sub(1)
+            };
+            mem.write_u16(self.used + 4 + 8 * u64::from(self.size), at)?;
+        } else {
+            mem.write_u16(self.used, if resume { 0 } else { USED_NO_NOTIFY })?;
+        }
+        fence(Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -315,6 +386,75 @@ pub(crate) mod tests {
             q.add_used(&d.mem, c.head, 0).unwrap();
         }
         assert_eq!(d.mem.read_u16(USED + 2), Ok(22));
+        // Popped and given back; entries seen only once published.
+        d.make_available(1);
+        d.make_available(0);
+        let c = q.pop(&d.mem).unwrap().unwrap();
+        assert_eq!(c.head, 1);
+        q.unpop(1);
+        let c = q.pop(&d.mem).unwrap().unwrap();
+        assert_eq!(c.head, 1);
+        let c2 = q.pop(&d.mem).unwrap().unwrap();
+        q.push_used(&d.mem, c.head, 1).unwrap();
+        q.push_used(&d.mem, c2.head, 2).unwrap();
+        assert_eq!(d.mem.read_u16(USED + 2), Ok(22));
+        q.publish_used(&d.mem).unwrap();
+        assert_eq!(d.mem.read_u16(USED + 2), Ok(24));
+    }
+
+    #[test]
+    fn interrupts_and_notifications_with_event_index() {
+        let mut d = Driver::new(8);
+        let mut q = Queue {
+            event_idx: true,
+            ..d.queue()
+        };
+        let used_event = AVAIL + 4 + 2 * 8;
+        let avail_event = USED + 4 + 8 * 8;
+        assert!(!q.interrupt_due(&d.mem), "nothing used");
+        d.desc(0, DATA, 4, 0, 0);
+        for _ in 0..4 {
+            d.make_available(0);
+        }
+        // The driver wants an interrupt once the third buffer is used
+        // (used index 2 -> 3).
+        d.mem.write_u16(used_event, 2).unwrap();
+        for due in [false, false, true, false] {
+            let c = q.pop(&d.mem).unwrap().unwrap();
+            q.add_used(&d.mem, c.head, 0).unwrap();
+            assert_eq!(q.interrupt_due(&d.mem), due);
+        }
+        // Several at once past the event: one interrupt.
+        d.mem.write_u16(used_event, 5).unwrap();
+        for _ in 0..3 {
+            d.make_available(0);
+            let c = q.pop(&d.mem).unwrap().unwrap();
+            q.add_used(&d.mem, c.head, 0).unwrap();
+        }
+        assert!(q.interrupt_due(&d.mem));
+        assert!(!q.interrupt_due(&d.mem));
+        // Notifications: at the next buffer, or not for a long while.
+        q.set_notify(&d.mem, true).unwrap();
+        assert_eq!(d.mem.read_u16(avail_event), Ok(7));
+        q.set_notify(&d.mem, false).unwrap();
+        assert_eq!(d.mem.read_u16(avail_event), Ok(6));
+        assert_eq!(d.mem.read_u16(USED), Ok(0), "the flags stay");
+        // Without the event index: the flags.
+        let mut q = d.queue();
+        q.set_notify(&d.mem, false).unwrap();
+        assert_eq!(d.mem.read_u16(USED), Ok(USED_NO_NOTIFY));
+        q.set_notify(&d.mem, true).unwrap();
+        assert_eq!(d.mem.read_u16(USED), Ok(0));
+        d.make_available(0);
+        let c = q.pop(&d.mem).unwrap().unwrap();
+        q.add_used(&d.mem, c.head, 0).unwrap();
+        d.mem.write_u16(AVAIL, AVAIL_NO_INTERRUPT).unwrap();
+        assert!(!q.interrupt_due(&d.mem));
+        d.mem.write_u16(AVAIL, 0).unwrap();
+        d.make_available(0);
+        let c = q.pop(&d.mem).unwrap().unwrap();
+        q.add_used(&d.mem, c.head, 0).unwrap();
+        assert!(q.interrupt_due(&d.mem));
     }
 
     #[test]
