@@ -63,14 +63,26 @@ extern "C" fn thread_started() {
 }
 
 /// The IPC fast path ([`ipc::fastpath`]) for a native IPC with registers
-/// `x0..x2`. Takes the big kernel lock and keeps it: `Some(frame)`: this
+/// `x0..x2`, then that of a VMM's vCPU resume
+/// ([`crate::obj::vcpu::fast_resume`]). Takes the big kernel lock and keeps it: `Some(frame)`: this
 /// CPU now runs the thread of `frame` (entry.S releases the lock once it
 /// stands on that thread's stack); `None`: nothing was done, the general
 /// path ([`user_exception`]) goes on.
 #[inline(always)]
 pub fn fast_ipc(x0: u64, x1: u64, x2: u64) -> Option<*mut arch::TrapFrame> {
     let mut g = bkl::lock();
-    let frame = ipc::fastpath::ipc(g.kernel(), x0, x1, x2);
+    let mut frame = ipc::fastpath::ipc(g.kernel(), x0, x1, x2);
+    if frame.is_none() {
+        // A VMM's resume of its vCPU: back to the VMM (the same thread)
+        // after the guest's next exit for it.
+        g = match crate::obj::vcpu::fast_resume(g, x0, x1, x2) {
+            Ok((g, f)) => {
+                frame = Some(f);
+                g
+            }
+            Err(g) => g,
+        };
+    }
     g.keep();
     frame
 }

@@ -29,10 +29,11 @@ use crate::bkl;
 use crate::sched::schedule;
 use crate::state::Kernel;
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use kernel_core::kobj::ObjId;
 use l4_abi::vcpu::{
-    self as abi, Exit, ExitReason, MAX_LRS, VTIMER_INTID, VcpuState, classify, fault_gpa, lr,
+    self as abi, Exit, ExitReason, GuestRegs, MAX_LRS, VTIMER_INTID, VcpuState, classify,
+    fault_gpa, lr,
 };
 use l4_abi::{Error, MsgTag};
 use l4_bootinfo::MAX_CPUS;
@@ -44,14 +45,27 @@ pub const MAINTENANCE_INTID: u32 = 25;
 /// way back to user mode costs one load.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
+/// Names for vCPUs ([`hw::load`]'s `id`), never reused: 0 is none.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A thread's vCPU.
 pub struct Vcpu {
     /// Kernel address of the state area.
     state_kva: u64,
     /// The Vm the guest runs in.
     pub vm: ObjId,
-    /// The guest's state while the kernel runs it (checked on resume).
+    /// This vCPU's name for [`hw::load`].
+    id: u64,
+    /// The parts of the guest's state the kernel checks or uses itself
+    /// while it runs the guest (pstate in `s.regs`, timer, GIC, VMPIDR;
+    /// checked on resume). The general registers and the EL1 registers,
+    /// which need no checking, stay in the state area: the guest is
+    /// entered from there and its exits save them there.
     s: VcpuState,
+    /// The area's EL1 registers are the ones the last [`hw::load`] or
+    /// exit left in the CPU (since then, the VMM only resumed with them
+    /// marked unchanged): if the CPU still holds them, they need no load.
+    el1_kept: bool,
     /// `vcpu_resume` is under way.
     in_guest: bool,
     /// The state area shows `s` as the last exit wrote it (the parts a
@@ -72,6 +86,35 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// The guest's general registers, in the state area.
+    fn regs(&self) -> *mut GuestRegs {
+        let area = self.state_kva as *mut VcpuState;
+        // SAFETY: only the address is taken (of kernel memory, the task's
+        // UTCB area, which lives as long as the task and so the thread).
+        unsafe { &raw mut (*area).regs }
+    }
+
+    /// Steps the guest past the (4-byte) instruction that exited.
+    fn skip_instruction(&mut self) {
+        let regs = self.regs();
+        // SAFETY: see `regs`; the VMM may change the area meanwhile, which
+        // only changes the guest's own registers.
+        unsafe {
+            let pc = core::ptr::read_volatile(&raw const (*regs).pc);
+            core::ptr::write_volatile(&raw mut (*regs).pc, pc.wrapping_add(4));
+        }
+    }
+
+    /// Sets the guest's general register `r` (31, the zero register,
+    /// ignores the write).
+    fn set_reg(&mut self, r: u8, v: u64) {
+        let regs = self.regs();
+        if usize::from(r) < 31 {
+            // SAFETY: as in `skip_instruction`.
+            unsafe { core::ptr::write_volatile(&raw mut (*regs).x[usize::from(r)], v) };
+        }
+    }
+
     fn queue(&mut self, intid: u32, prio: u8) {
         let i = intid as usize % 1024;
         self.pending[i / 64] |= 1 << (i % 64);
@@ -192,7 +235,9 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
     k.known_thread(th).vcpu = Some(Box::new(Vcpu {
         state_kva: kva,
         vm,
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         s,
+        el1_kept: false,
         in_guest: false,
         synced: false,
         wfi: false,
@@ -234,10 +279,8 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
     // part is copied once and the copy checked. VcpuState is integers
     // only: any bits are a valid one.
     unsafe {
-        arch::read_shared(&mut v.s.regs, &raw const (*area).regs);
-        if kept & abi::unchanged::EL1 == 0 {
-            arch::read_shared(&mut v.s.el1, &raw const (*area).el1);
-        }
+        // The other registers are entered from the area (any values do).
+        v.s.regs.pstate = core::ptr::read_volatile(&raw const (*area).regs.pstate);
         if kept & abi::unchanged::TIMER == 0 {
             arch::read_shared(&mut v.s.timer, &raw const (*area).timer);
         }
@@ -286,6 +329,9 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
         }
     }
     v.synced = false;
+    if kept & abi::unchanged::EL1 == 0 {
+        v.el1_kept = false;
+    }
     v.wfi = false;
     v.in_guest = true;
     ACTIVE.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +357,55 @@ pub fn resume_call(k: &mut Kernel, cur: ObjId, tag: MsgTag) -> bool {
     k.known_thread(cur)
         .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
     true
+}
+
+/// The fast path of a VMM's `vcpu_resume` on every guest exit it handled
+/// (entry.S tries it with the native IPC registers `x0..x2`, the lock
+/// held): when the invocation is exactly what the general path would
+/// take to [`resume_call`] (a call on the current thread's own
+/// capability with the Thread protocol and the resume opcode), resumes
+/// and runs the guest until its next exit for the VMM, and returns the
+/// guard and the thread's user registers (its result set). Else (or when the general
+/// path has work first: registers from an ex_regs, a reschedule) nothing
+/// was done and the guard comes back in `Err`.
+pub fn fast_resume(
+    mut g: bkl::Guard,
+    x0: u64,
+    x1: u64,
+    x2: u64,
+) -> Result<(bkl::Guard, *mut arch::TrapFrame), bkl::Guard> {
+    let tag = MsgTag(x1);
+    if tag.label() != l4_abi::Proto::Thread as i64 {
+        return Err(g);
+    }
+    let k = g.kernel();
+    let cpu = arch::cpu_id();
+    let Some(cur) = k.cpus[cpu].current else {
+        return Err(g);
+    };
+    if k.cpus[cpu].need_resched {
+        return Err(g);
+    }
+    let Ok(inv) = kernel_core::ipc_rules::decode(x0, x1, x2) else {
+        return Err(g);
+    };
+    let (task, frame) = match k.thread_mut(cur) {
+        Some(t) if t.pending.is_none() && t.vcpu.is_some() => {
+            (t.task, t.frame_mut() as *mut arch::TrapFrame)
+        }
+        _ => return Err(g),
+    };
+    let own = inv.op == kernel_core::ipc_rules::Operation::Call
+        && task.is_some_and(|task| {
+            inv.cap.index().is_some_and(|i| {
+                k.lookup_cap(task, i, l4_abi::CapRights::R)
+                    .is_ok_and(|(obj, _)| obj == cur)
+            })
+        });
+    if !own || !resume_call(k, cur, inv.tag) {
+        return Err(g);
+    }
+    Ok((guest_loop(g), frame))
 }
 
 /// An interrupt for the vCPU of thread `th` (an Irq bound to it, or the
@@ -384,10 +479,15 @@ pub fn return_to_user() {
 /// [`return_to_user`] while some vCPU is in its guest.
 #[inline(never)]
 fn run_guest() {
+    drop(guest_loop(bkl::lock()));
+}
+
+/// Runs the current thread's guest, if it resumed it, until an exit for
+/// the VMM; returns with the lock held when on to user mode.
+fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
     loop {
-        let mut g = bkl::lock();
         let v = match prepare(g.kernel()) {
-            Step::User => return,
+            Step::User => return g,
             Step::Schedule => {
                 schedule(&mut g);
                 continue;
@@ -400,11 +500,15 @@ fn run_guest() {
         // until its CPU switched away), and only this CPU touches the
         // guest state (`s`, `fp`) while it runs; the rest is changed
         // under the lock only.
-        let exit = unsafe { hw::run(&mut (*v).s.regs) };
-        // SAFETY: as above.
-        unsafe { hw::save(&mut (*v).s) };
+        let exit = unsafe {
+            let area = (*v).state_kva as *mut VcpuState;
+            let exit = hw::run(&raw mut (*area).regs, (*v).s.regs.pstate);
+            (*v).s.regs.pstate = hw::exit_pstate();
+            hw::save(area, &mut (*v).s);
+            exit
+        };
         super::vm::set_running(0);
-        let mut g = bkl::lock();
+        g = bkl::lock();
         let k = g.kernel();
         // The guest had its own TLS registers: the VMM's come back, so that
         // a switch away from this thread keeps the VMM's, not the guest's.
@@ -428,7 +532,7 @@ fn run_guest() {
             // find on the next round).
             let cur = k.cpus[arch::cpu_id()].current;
             if !cur.and_then(|c| vcpu_of(k, c)).is_some_and(|v| v.in_guest) {
-                return;
+                return g;
             }
         }
     }
@@ -516,7 +620,19 @@ fn prepare(k: &mut Kernel) -> Step {
     }
     v.last_cpu = Some(cpu);
     let ich_extra = if left { abi::hcr::UIE } else { 0 };
-    hw::load(&v.s, vttbr.0, ich_extra);
+    // SAFETY: the state area is a page of kernel memory (the task's UTCB
+    // area), which lives as long as the task and so the thread.
+    unsafe {
+        hw::load(
+            v.state_kva as *const VcpuState,
+            &v.s,
+            v.id,
+            v.el1_kept,
+            vttbr.0,
+            ich_extra,
+        )
+    };
+    v.el1_kept = true;
     hw::guest_fp(v.fp_loaded);
     super::vm::set_running(vttbr.1);
     Step::Enter(v as *mut Vcpu)
@@ -550,7 +666,7 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
     let Some(v) = vcpu_of(k, cur) else { return };
     match ec {
         abi::ec::WFX => {
-            v.s.regs.skip_instruction();
+            v.skip_instruction();
             if hw::is_wfi(esr) {
                 v.wfi = true;
             }
@@ -566,8 +682,8 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
             if let Some(a) = access.filter(|a| a.read)
                 && let Some(value) = hw::id_register(a.encoding)
             {
-                v.s.regs.set_reg(a.reg, value);
-                v.s.regs.skip_instruction();
+                v.set_reg(a.reg, value);
+                v.skip_instruction();
                 return;
             }
         }
@@ -626,12 +742,9 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     v.spill_fp();
     v.s.exit.reason = reason as u64;
     // What is still queued stays for the next resume; the area shows the
-    // list registers as the guest left them.
-    // SAFETY: the state area is a page of kernel memory (the task's UTCB
-    // area), which lives as long as the task and so the thread.
-    // Written up to the injection count (zero), with `unchanged` zero:
-    // the kernel's copy and the area agree from here to the next resume.
-    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s, abi::EXIT_WRITE_SIZE) };
+    // list registers as the guest left them. The general and EL1
+    // registers are there already (the exit saved them there).
+    write_back(v.state_kva as *mut VcpuState, &v.s, hw::lr_count());
     v.synced = true;
     arch::set_tls(tpidr, utcb);
     arch::fp_access(k.cpus[cpu].fp_on);
@@ -641,6 +754,37 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     };
     k.known_thread(cur)
         .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
+}
+
+/// Writes the kernel's parts of the state (`s`) to the state area `area`:
+/// the exit, pstate, timer, GIC (the first `lrs` list registers),
+/// VMPIDR, with `unchanged` and the injection count zero. From here to
+/// the next resume, the kernel's copy and the area agree.
+fn write_back(area: *mut VcpuState, s: &VcpuState, lrs: usize) {
+    let g = &s.gic;
+    // SAFETY: the state area is a page of kernel memory (the task's UTCB
+    // area), which lives as long as the task and so the thread; the VMM
+    // may read it meanwhile (each field is written once).
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*area).exit, s.exit);
+        core::ptr::write_volatile(&raw mut (*area).regs.pstate, s.regs.pstate);
+        core::ptr::write_volatile(&raw mut (*area).timer, s.timer);
+        let a = &raw mut (*area).gic;
+        core::ptr::write_volatile(&raw mut (*a).hcr, g.hcr);
+        core::ptr::write_volatile(&raw mut (*a).vmcr, g.vmcr);
+        for i in 0..hw::apr_count() {
+            core::ptr::write_volatile(&raw mut (*a).ap0r[i], g.ap0r[i]);
+            core::ptr::write_volatile(&raw mut (*a).ap1r[i], g.ap1r[i]);
+        }
+        for (i, &v) in g.lr.iter().enumerate().take(lrs) {
+            core::ptr::write_volatile(&raw mut (*a).lr[i], v);
+        }
+        core::ptr::write_volatile(&raw mut (*a).lr_count, g.lr_count);
+        core::ptr::write_volatile(&raw mut (*a).elrsr, g.elrsr);
+        core::ptr::write_volatile(&raw mut (*area).vmpidr, s.vmpidr);
+        core::ptr::write_volatile(&raw mut (*area).unchanged, 0);
+        core::ptr::write_volatile(&raw mut (*area).inject.count, 0);
+    }
 }
 
 /// The maintenance interrupt: the guest left, which is all it is for.
