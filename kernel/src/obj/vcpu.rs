@@ -259,13 +259,11 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
     if cur != th {
         return Err(Error::Inval);
     }
-    vcpu_of(k, th).ok_or(Error::Inval)?;
+    let t = k.thread_mut(th).ok_or(Error::Inval)?;
+    let v = t.vcpu.as_deref_mut().ok_or(Error::Inval)?;
     // The guest gets its own TPIDR_EL0: keep the VMM's (live in the
-    // register, since the caller runs here) for `finish` to restore.
-    if let Some(t) = k.thread_mut(th) {
-        t.tpidr_el0 = arch::tpidr_el0();
-    }
-    let v = vcpu_of(k, th).ok_or(Error::Inval)?;
+    // register, since the caller runs here) for the exit to restore.
+    t.tpidr_el0 = arch::tpidr_el0();
     let area = v.state_kva as *mut VcpuState;
     let kept = if v.synced {
         // SAFETY: the state area is a page of kernel memory (the task's
@@ -342,12 +340,7 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
 /// [`l4_abi::ops::ThreadVcpuResume`] (its opcode alone in `MR0`): resumes
 /// and sets the result as the general path would. Returns whether it was.
 pub fn resume_call(k: &mut Kernel, cur: ObjId, tag: MsgTag) -> bool {
-    use l4_abi::ops::{Op, ThreadVcpuResume};
-    let t = k.known_thread(cur);
-    let is_resume = tag.words() >= 1
-        && tag.items() == 0
-        && t.utcb().is_some_and(|u| u.mr[0] == ThreadVcpuResume::CODE);
-    if !is_resume {
+    if !is_resume(k.known_thread(cur), tag) {
         return false;
     }
     let label = match resume(k, cur, cur) {
@@ -357,6 +350,15 @@ pub fn resume_call(k: &mut Kernel, cur: ObjId, tag: MsgTag) -> bool {
     k.known_thread(cur)
         .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
     true
+}
+
+/// Whether the invocation with `tag` by `t` carries
+/// [`l4_abi::ops::ThreadVcpuResume`] (its opcode alone in `MR0`).
+fn is_resume(t: &super::thread::Thread, tag: MsgTag) -> bool {
+    use l4_abi::ops::{Op, ThreadVcpuResume};
+    tag.words() >= 1
+        && tag.items() == 0
+        && t.utcb().is_some_and(|u| u.mr[0] == ThreadVcpuResume::CODE)
 }
 
 /// The fast path of a VMM's `vcpu_resume` on every guest exit it handled
@@ -389,22 +391,28 @@ pub fn fast_resume(
     let Ok(inv) = kernel_core::ipc_rules::decode(x0, x1, x2) else {
         return Err(g);
     };
+    let (Some(index), kernel_core::ipc_rules::Operation::Call) = (inv.cap.index(), inv.op) else {
+        return Err(g);
+    };
     let (task, frame) = match k.thread_mut(cur) {
-        Some(t) if t.pending.is_none() && t.vcpu.is_some() => {
+        Some(t) if t.pending.is_none() && t.vcpu.is_some() && is_resume(t, tag) => {
             (t.task, t.frame_mut() as *mut arch::TrapFrame)
         }
         _ => return Err(g),
     };
-    let own = inv.op == kernel_core::ipc_rules::Operation::Call
-        && task.is_some_and(|task| {
-            inv.cap.index().is_some_and(|i| {
-                k.lookup_cap(task, i, l4_abi::CapRights::R)
-                    .is_ok_and(|(obj, _)| obj == cur)
-            })
-        });
-    if !own || !resume_call(k, cur, inv.tag) {
+    let own = task.is_some_and(|task| {
+        k.lookup_cap(task, index, l4_abi::CapRights::R)
+            .is_ok_and(|(obj, _)| obj == cur)
+    });
+    if !own {
         return Err(g);
     }
+    let label = match resume(k, cur, cur) {
+        Ok(()) => 0,
+        Err(e) => e.as_ret(),
+    };
+    k.known_thread(cur)
+        .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
     Ok((guest_loop(g), frame))
 }
 
@@ -724,12 +732,11 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
 const FP_ACCESS: u64 = 0x07;
 
 /// Ends `vcpu_resume` for `cur`: the state goes to the state area, the
-/// VMM's registers and FP/SIMD state come back, and the call returns the
+/// VMM's FP/SIMD state comes back, and the call returns the
 /// exit reason as its label (or `err`).
 fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     let cpu = arch::cpu_id();
     let Some(t) = k.thread_mut(cur) else { return };
-    let (tpidr, utcb) = (t.tpidr_el0, t.utcb_uva);
     let Some(v) = t.vcpu.as_deref_mut() else {
         return;
     };
@@ -746,7 +753,8 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     // registers are there already (the exit saved them there).
     write_back(v.state_kva as *mut VcpuState, &v.s, hw::lr_count());
     v.synced = true;
-    arch::set_tls(tpidr, utcb);
+    // The VMM's TLS registers are back already (the exit put them back,
+    // or the guest did not run since the resume).
     arch::fp_access(k.cpus[cpu].fp_on);
     let label = match err {
         Some(e) => e.as_ret(),
@@ -766,9 +774,18 @@ fn write_back(area: *mut VcpuState, s: &VcpuState, lrs: usize) {
     // area), which lives as long as the task and so the thread; the VMM
     // may read it meanwhile (each field is written once).
     unsafe {
-        core::ptr::write_volatile(&raw mut (*area).exit, s.exit);
+        // Field by field: a volatile write of a struct becomes a call.
+        let e = &raw mut (*area).exit;
+        core::ptr::write_volatile(&raw mut (*e).reason, s.exit.reason);
+        core::ptr::write_volatile(&raw mut (*e).esr, s.exit.esr);
+        core::ptr::write_volatile(&raw mut (*e).far, s.exit.far);
+        core::ptr::write_volatile(&raw mut (*e).gpa, s.exit.gpa);
+        core::ptr::write_volatile(&raw mut (*e).info, s.exit.info);
         core::ptr::write_volatile(&raw mut (*area).regs.pstate, s.regs.pstate);
-        core::ptr::write_volatile(&raw mut (*area).timer, s.timer);
+        let t = &raw mut (*area).timer;
+        core::ptr::write_volatile(&raw mut (*t).cntvoff, s.timer.cntvoff);
+        core::ptr::write_volatile(&raw mut (*t).ctl, s.timer.ctl);
+        core::ptr::write_volatile(&raw mut (*t).cval, s.timer.cval);
         let a = &raw mut (*area).gic;
         core::ptr::write_volatile(&raw mut (*a).hcr, g.hcr);
         core::ptr::write_volatile(&raw mut (*a).vmcr, g.vmcr);

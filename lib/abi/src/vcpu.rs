@@ -625,13 +625,14 @@ const PSTATE_ALLOWED: u64 = (0xf << 28)
     | (0xf << 6)
     | 0xf;
 
-/// PSTATE mode fields a guest may run in: EL0t, EL1t, EL1h (AArch64).
-const MODES: [u64; 3] = [0b0000, 0b0100, 0b0101];
+/// PSTATE mode fields a guest may run in, as bits of a mask indexed by
+/// M[3:0]: EL0t (0b0000), EL1t (0b0100), EL1h (0b0101), all AArch64.
+const MODES: u16 = (1 << 0b0000) | (1 << 0b0100) | (1 << 0b0101);
 
 /// Checks a guest PSTATE: AArch64 (M[4] clear), EL0t, EL1t or EL1h,
 /// never EL2 or EL3, and no reserved or execution-state bits (IL, SS).
 pub fn check_pstate(p: u64) -> Result<(), StateError> {
-    if p & !PSTATE_ALLOWED != 0 || !MODES.contains(&(p & 0xf)) {
+    if p & !PSTATE_ALLOWED != 0 || MODES & (1 << (p & 0xf)) == 0 {
         return Err(StateError::Pstate(p));
     }
     Ok(())

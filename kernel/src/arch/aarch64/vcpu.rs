@@ -365,13 +365,6 @@ fn save_gic(s: &mut VcpuState) {
     }
     let n = lr_count();
     read_lrs(&mut g.lr, n);
-    for v in &mut g.lr[..n] {
-        // An emptied list register keeps its old fields; the state area
-        // shows it as zero (what the checks want of an invalid one).
-        if l4_abi::vcpu::lr::state(*v) == 0 {
-            *v = 0;
-        }
-    }
     g.lr_count = n as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
     g.elrsr = unsafe {
@@ -387,7 +380,9 @@ fn save_gic(s: &mut VcpuState) {
 /// than a loop that picks each register by its index).
 macro_rules! lr_access {
     ($($i:literal => $reg:ident),* $(,)?) => {
-        /// Reads the first `n` list registers into `lrs`.
+        /// Reads the first `n` list registers into `lrs`. An emptied one
+        /// keeps its old fields; `lrs` shows it as zero (what the checks
+        /// want of an invalid one).
         fn read_lrs(lrs: &mut [u64; MAX_LRS], n: usize) {
             lr_access!(@read lrs, n, $($i => $reg),*);
         }
@@ -398,7 +393,8 @@ macro_rules! lr_access {
     };
     (@read $lrs:ident, $n:ident, $i:literal => $reg:ident $(, $ri:literal => $rreg:ident)*) => {
         if $n > $i {
-            $lrs[$i] = $reg.get();
+            let v = $reg.get();
+            $lrs[$i] = if l4_abi::vcpu::lr::state(v) == 0 { 0 } else { v };
             lr_access!(@read $lrs, $n, $($ri => $rreg),*);
         }
     };
