@@ -467,8 +467,9 @@ pub fn vm_deleted(k: &mut Kernel, vm: ObjId) {
 enum Step {
     /// Not a vCPU in its guest: on to user mode.
     User,
-    /// Enter the guest.
-    Enter(*mut Vcpu),
+    /// Enter the guest; afterwards the VMM's TLS registers (its
+    /// TPIDR_EL0 and TPIDRRO_EL0) come back.
+    Enter(*mut Vcpu, (u64, u64)),
     /// Let another thread run (this one blocked or was preempted), then
     /// look again.
     Schedule,
@@ -494,13 +495,13 @@ fn run_guest() {
 /// the VMM; returns with the lock held when on to user mode.
 fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
     loop {
-        let v = match prepare(g.kernel()) {
+        let (v, tls) = match prepare(g.kernel()) {
             Step::User => return g,
             Step::Schedule => {
                 schedule(&mut g);
                 continue;
             }
-            Step::Enter(v) => v,
+            Step::Enter(v, tls) => (v, tls),
         };
         drop(g);
         // SAFETY: the vCPU belongs to the current thread, which is not
@@ -515,16 +516,12 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
             hw::save(area, &mut (*v).s);
             exit
         };
+        // The guest had its own TLS registers: the VMM's come back, so that
+        // a switch away from this thread keeps the VMM's, not the guest's.
+        arch::set_tls(tls.0, tls.1);
         super::vm::set_running(0);
         g = bkl::lock();
         let k = g.kernel();
-        // The guest had its own TLS registers: the VMM's come back, so that
-        // a switch away from this thread keeps the VMM's, not the guest's.
-        if let Some(cur) = k.cpus[arch::cpu_id()].current
-            && let Some(t) = k.thread_mut(cur)
-        {
-            arch::set_tls(t.tpidr_el0, t.utcb_uva);
-        }
         if matches!(exit, hw::ExitKind::Irq | hw::ExitKind::Fiq) {
             // An interrupt came to EL2: take it as from user mode.
             arch::fp_access(k.cpus[arch::cpu_id()].fp_on);
@@ -534,14 +531,10 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
                 spill_current(k);
                 schedule(&mut g);
             }
-        } else {
-            handle_exit(k, exit);
+        } else if handle_exit(k, exit) {
             // An exit for the VMM: on to user mode (what `prepare` would
             // find on the next round).
-            let cur = k.cpus[arch::cpu_id()].current;
-            if !cur.and_then(|c| vcpu_of(k, c)).is_some_and(|v| v.in_guest) {
-                return g;
-            }
+            return g;
         }
     }
 }
@@ -571,6 +564,7 @@ fn prepare(k: &mut Kernel) -> Step {
         !t.pending_irqs.is_empty() || !t.senders.is_empty(),
         t.pending.is_some(),
     );
+    let tls = (t.tpidr_el0, t.utcb_uva);
     let Some(v) = t.vcpu.as_deref_mut() else {
         return Step::User;
     };
@@ -580,7 +574,7 @@ fn prepare(k: &mut Kernel) -> Step {
     if pending_regs {
         // ex_regs from another CPU: the VMM's registers change, so it
         // gets them back now.
-        finish(k, cur, ExitReason::Kick, None);
+        finish(k, cur, ExitReason::Kick, None, None);
         crate::entry::apply_pending(k);
         return Step::User;
     }
@@ -589,11 +583,11 @@ fn prepare(k: &mut Kernel) -> Step {
         Some(KObject::Vm(m)) => Some((m.vttbr(), m.vmid)),
         _ => None,
     }) else {
-        finish(k, cur, ExitReason::Kick, Some(Error::NoEnt));
+        finish(k, cur, ExitReason::Kick, Some(Error::NoEnt), None);
         return Step::User;
     };
     if pending_msgs {
-        finish(k, cur, ExitReason::Kick, None);
+        finish(k, cur, ExitReason::Kick, None, None);
         return Step::User;
     }
     let v = vcpu_of(k, cur).expect("vcpu");
@@ -643,42 +637,47 @@ fn prepare(k: &mut Kernel) -> Step {
     v.el1_kept = true;
     hw::guest_fp(v.fp_loaded);
     super::vm::set_running(vttbr.1);
-    Step::Enter(v as *mut Vcpu)
+    Step::Enter(v as *mut Vcpu, tls)
 }
 
 /// Under the lock, after an exit: handles it, or ends `vcpu_resume`.
-fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) {
+/// Returns whether the guest's run ended (or there is none any more): on
+/// to user mode.
+fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) -> bool {
     let cpu = arch::cpu_id();
     arch::fp_access(k.cpus[cpu].fp_on);
     super::vm::reap();
     let Some(cur) = k.cpus[cpu].current else {
-        return;
+        return true;
     };
     match exit {
-        hw::ExitKind::Irq | hw::ExitKind::Fiq => {}
+        hw::ExitKind::Irq | hw::ExitKind::Fiq => false,
         hw::ExitKind::SError { esr } => {
-            if let Some(v) = vcpu_of(k, cur) {
-                v.s.exit = Exit {
-                    esr,
-                    ..Exit::default()
-                };
-            }
-            finish(k, cur, ExitReason::Other, None);
+            let exit = Exit {
+                esr,
+                ..Exit::default()
+            };
+            finish(k, cur, ExitReason::Other, None, Some(exit));
+            true
         }
         hw::ExitKind::Sync { esr, far, hpfar } => sync_exit(k, cur, esr, far, hpfar),
     }
 }
 
-fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
+/// A synchronous exit: handled here (WFx, ID registers, the first
+/// FP/SIMD use), or for the VMM (returns true).
+fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool {
     let ec = (esr >> 26) & 0x3f;
-    let Some(v) = vcpu_of(k, cur) else { return };
+    let Some(v) = vcpu_of(k, cur).filter(|v| v.in_guest) else {
+        return true;
+    };
     match ec {
         abi::ec::WFX => {
             v.skip_instruction();
             if hw::is_wfi(esr) {
                 v.wfi = true;
             }
-            return;
+            return false;
         }
         abi::ec::SYSREG => {
             // An ID register read: the kernel answers.
@@ -692,7 +691,7 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
             {
                 v.set_reg(a.reg, value);
                 v.skip_instruction();
-                return;
+                return false;
             }
         }
         FP_ACCESS => {
@@ -708,7 +707,7 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
             arch::fp_restore(&v.fp);
             v.fp_loaded = true;
             arch::fp_access(false);
-            return;
+            return false;
         }
         _ => {}
     }
@@ -717,36 +716,44 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
     let gpa = if abort { fault_gpa(hpfar, far) } else { 0 };
     let mapped = abort && matches!(k.objs.get(vm), Some(KObject::Vm(m)) if m.lookup(gpa).is_some());
     let reason = classify(esr, mapped);
-    let v = vcpu_of(k, cur).expect("vcpu");
-    v.s.exit = Exit {
+    let exit = Exit {
         reason: reason as u64,
         esr,
         far,
         gpa,
         info: 0,
     };
-    finish(k, cur, reason, None);
+    finish(k, cur, reason, None, Some(exit));
+    true
 }
 
 /// The exception class of a trapped FP/SIMD access.
 const FP_ACCESS: u64 = 0x07;
 
-/// Ends `vcpu_resume` for `cur`: the state goes to the state area, the
-/// VMM's FP/SIMD state comes back, and the call returns the
-/// exit reason as its label (or `err`).
-fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
-    let cpu = arch::cpu_id();
+/// Ends `vcpu_resume` for `cur`: the state, with `exit` when the guest
+/// exited for the VMM, goes to the state area, the VMM's FP/SIMD state
+/// comes back, and the call returns the exit reason as its label (or
+/// `err`).
+fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>, exit: Option<Exit>) {
     let Some(t) = k.thread_mut(cur) else { return };
+    if !t.vcpu.as_ref().is_some_and(|v| v.in_guest) {
+        return;
+    }
+    let label = match err {
+        Some(e) => e.as_ret(),
+        None => reason as i64,
+    };
+    t.set_result(0, MsgTag::new(label, 0, 0, 0), 0);
     let Some(v) = t.vcpu.as_deref_mut() else {
         return;
     };
-    if !v.in_guest {
-        return;
-    }
     v.in_guest = false;
     v.wfi = false;
     ACTIVE.fetch_sub(1, Ordering::Relaxed);
     v.spill_fp();
+    if let Some(e) = exit {
+        v.s.exit = e;
+    }
     v.s.exit.reason = reason as u64;
     // What is still queued stays for the next resume; the area shows the
     // list registers as the guest left them. The general and EL1
@@ -754,14 +761,8 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
     write_back(v.state_kva as *mut VcpuState, &v.s, hw::lr_count());
     v.synced = true;
     // The VMM's TLS registers are back already (the exit put them back,
-    // or the guest did not run since the resume).
-    arch::fp_access(k.cpus[cpu].fp_on);
-    let label = match err {
-        Some(e) => e.as_ret(),
-        None => reason as i64,
-    };
-    k.known_thread(cur)
-        .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
+    // or the guest did not run since the resume), and so is the host's
+    // FP/SIMD trapping (`handle_exit`, or `spill_fp`).
 }
 
 /// Writes the kernel's parts of the state (`s`) to the state area `area`:
