@@ -621,6 +621,9 @@ fn prepare(k: &mut Kernel) -> Step {
     if v.last_cpu.is_some_and(|c| c != cpu) {
         hw::tlb_flush_vmid_local(vttbr.1);
     }
+    // A CPU that held this vCPU's EL1 registers before it ran elsewhere
+    // holds old ones: only the CPU it last ran on may keep them.
+    let el1_here = v.el1_kept && v.last_cpu == Some(cpu);
     v.last_cpu = Some(cpu);
     let ich_extra = if left { abi::hcr::UIE } else { 0 };
     // SAFETY: the state area is a page of kernel memory (the task's UTCB
@@ -630,7 +633,7 @@ fn prepare(k: &mut Kernel) -> Step {
             v.state_kva as *const VcpuState,
             &v.s,
             v.id,
-            v.el1_kept,
+            el1_here,
             vttbr.0,
             ich_extra,
         )

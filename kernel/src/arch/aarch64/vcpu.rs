@@ -178,9 +178,9 @@ static LIVE_EL1: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 /// `area` (any values are fine there); the checked parts (timer control,
 /// GIC, VMPIDR) from `s`, which must have passed [`VcpuState::check`].
 /// `id` names the vCPU (never 0); `el1_kept`: the area's EL1 registers
-/// are what this vCPU's last exit left in them, so when this CPU still
-/// holds them (no other vCPU was loaded here since) they are not written
-/// again. IRQs are masked. `ich_extra`: the kernel's own ICH_HCR_EL2
+/// are what this vCPU's last run, on this CPU, left in them, so when this
+/// CPU still holds them (no other vCPU was loaded here since) they are
+/// not written again. IRQs are masked. `ich_extra`: the kernel's own ICH_HCR_EL2
 /// bits (maintenance interrupts it wants).
 ///
 /// # Safety
