@@ -591,6 +591,7 @@ fn prepare(k: &mut Kernel) -> Step {
         finish(k, cur, ExitReason::Kick, None, None);
         return Step::User;
     }
+    let resched = k.cpus[cpu].need_resched;
     let v = vcpu_of(k, cur).expect("vcpu");
     // The virtual timer: inject its PPI when it fired and is not in a
     // list register yet.
@@ -610,11 +611,10 @@ fn prepare(k: &mut Kernel) -> Step {
             return Step::Schedule;
         }
     }
-    if k.cpus[cpu].need_resched {
-        spill_current(k);
+    if resched {
+        v.spill_fp();
         return Step::Schedule;
     }
-    let v = vcpu_of(k, cur).expect("vcpu");
     // Timer armed and not pending: let its PPI bring the guest out.
     let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
     set_vtimer_ppi(cpu, timer_armed);
@@ -832,7 +832,9 @@ fn set_vtimer_ppi(cpu: usize, on: bool) {
         crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
         return;
     };
-    if last.swap(u8::from(on), Ordering::Relaxed) != u8::from(on) {
+    // Only this CPU uses its entry (IRQs masked): no atomic swap needed.
+    if last.load(Ordering::Relaxed) != u8::from(on) {
+        last.store(u8::from(on), Ordering::Relaxed);
         crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
     }
 }
