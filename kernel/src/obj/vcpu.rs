@@ -9,7 +9,9 @@
 //!   the way back to user mode ([`return_to_user`]) the kernel enters the
 //!   guest instead, and keeps doing so until an exit for the VMM; then the
 //!   state area holds the guest's state and the exit, and `vcpu_resume`
-//!   returns with the exit reason as its label.
+//!   returns with the exit reason as its label. A VMM's resume on every
+//!   exit takes a fast path from the system call entry
+//!   ([`fast_resume`]) straight into the guest, and back to the VMM.
 //! * The kernel handles: WFI (the vCPU blocks until an interrupt is
 //!   pending for it, or its timer's deadline), physical interrupts (taken
 //!   and handled, preemption included), the virtual timer (injected as

@@ -516,11 +516,13 @@ pub struct VcpuState {
 
 /// Parts of the state area a VMM may mark in [`VcpuState::unchanged`]:
 /// a resume takes them from the kernel's own copy (what the last exit
-/// wrote to the area) instead of reading and checking them again. The
-/// general registers (with pc and pstate) and the injection requests are
-/// read on every resume. The kernel ignores the bits when its copy is
-/// not the one the area last showed (the vCPU never exited yet, or the
-/// last resume was refused).
+/// wrote to the area) instead of reading and checking them again; marked
+/// EL1 registers the CPU may even still hold from the last exit (on the
+/// CPU the vCPU last ran on, no other vCPU loaded there since), so a
+/// change to them must not be marked. The general registers (with pc and
+/// pstate) and the injection requests are read on every resume. The
+/// kernel ignores the bits when its copy is not the one the area last
+/// showed (the vCPU never exited yet, or the last resume was refused).
 pub mod unchanged {
     /// [`super::VcpuState::el1`].
     pub const EL1: u64 = 1 << 0;

@@ -11,9 +11,11 @@
 //! ([`l4_abi::vcpu::check_pstate`]): the guest never reaches EL2.
 //!
 //! The host never uses the EL1 registers (its threads run at EL0 in the
-//! EL2&0 regime), so the guest's EL1 registers are loaded before entry
-//! and saved after exit, through the `_EL12`/`_EL02` aliases where VHE
-//! redirects the plain names to EL2. The virtual timer and the GIC virtual
+//! EL2&0 regime), so the guest's EL1 registers are saved after every exit
+//! and loaded before an entry unless the CPU still holds them ([`load`]),
+//! through the `_EL12`/`_EL02` aliases where VHE redirects the plain
+//! names to EL2; only the EL0 thread registers, SP_EL0 and MDSCR_EL1,
+//! which the host changes, are loaded every time. The virtual timer and the GIC virtual
 //! CPU interface (ICH_*) are switched the same way and left disabled
 //! while the host runs.
 
