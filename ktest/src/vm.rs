@@ -54,6 +54,7 @@ tests! {
     "vm.resume_of_other_thread_refused" => resume_other,
     "vm.control_refusals" => control_refusals,
     "vm.guest_fp_kept_apart" => fp_apart,
+    "vm.guest_fp_kept_over_runs_without_it" => fp_over_runs,
     "vm.vmm_thread_pointer_kept" => thread_pointer_apart,
     "vm.vcpu_moves_to_another_cpu" => migrate,
     "vm.el1_registers_kept_until_the_vmm_changes_them" => el1_kept,
@@ -934,5 +935,35 @@ fn el1_migrate() -> R {
     state().unchanged = unchanged::ALL;
     g.expect(ExitReason::Hvc)?;
     ensure_eq!(state().regs.x[3], 0x2222, "tpidr_el1 set on the other cpu");
+    Ok(())
+}
+
+/// The guest sets d9, then runs many times without FP/SIMD (its
+/// registers are loaded before the first entries, later only on use),
+/// then reads d9: its value; the VMM's d9 stays its own throughout.
+fn fp_over_runs() -> R {
+    let _g = Guest::new(&[
+        movz(0, 0x3ff0, 3),
+        fmov_to_d(9, 0),
+        hvc(1),
+        // b .-4: back to the hvc.
+        0x17ff_ffff,
+        fmov_from_d(1, 9),
+        hvc(2),
+    ])?;
+    state().el1.cpacr = 3 << 20;
+    set_d9(0x1111);
+    for run in 0..48 {
+        let r = base::THREAD.vcpu_resume();
+        ensure_eq!(r, Ok(ExitReason::Hvc), format_args!("exit {run}"));
+        ensure_eq!(d9(), 0x1111, format_args!("the vmm's d9 after exit {run}"));
+    }
+    state().regs.pc = GUEST_BASE + 16;
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "last exit");
+    ensure_eq!(state().exit.imm16(), Some(2), "the second hvc");
+    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
+    ensure_eq!(mine, 0x1111, "the vmm's d9 at the end");
     Ok(())
 }

@@ -78,6 +78,10 @@ pub struct Vcpu {
     /// The guest's FP/SIMD registers, and whether the CPU holds them.
     fp: FpState,
     fp_loaded: bool,
+    /// Entries left before which the guest's FP/SIMD registers are loaded
+    /// rather than on its first use after the entry (a trap: an exit); a
+    /// use that traps sets [`FP_EAGER_ENTRIES`] again.
+    fp_eager: u8,
     /// The CPU the guest last ran on.
     last_cpu: Option<usize>,
     /// Interrupts waiting for a list register (bit n: INTID n), with
@@ -245,6 +249,7 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         wfi: false,
         fp: FpState::default(),
         fp_loaded: false,
+        fp_eager: 0,
         last_cpu: None,
         pending: [0; 16],
         queued: 0,
@@ -574,6 +579,10 @@ fn prepare(k: &mut Kernel) -> Step {
     if !v.in_guest {
         return Step::User;
     }
+    let fp_wanted = v.fp_eager != 0 && !v.fp_loaded && !v.wfi;
+    if fp_wanted {
+        v.fp_eager -= 1;
+    }
     if pending_regs {
         // ex_regs from another CPU: the VMM's registers change, so it
         // gets them back now.
@@ -594,6 +603,9 @@ fn prepare(k: &mut Kernel) -> Step {
         return Step::User;
     }
     let resched = k.cpus[cpu].need_resched;
+    if fp_wanted && !resched {
+        load_guest_fp(k, cur);
+    }
     let v = vcpu_of(k, cur).expect("vcpu");
     // The virtual timer: inject its PPI when it fired and is not in a
     // list register yet.
@@ -701,18 +713,10 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
             }
         }
         FP_ACCESS => {
-            let cpu = arch::cpu_id();
-            arch::fp_access(true);
-            if let Some(t) = k.thread_mut(cur) {
-                crate::fp::leave(t, cpu);
+            load_guest_fp(k, cur);
+            if let Some(v) = vcpu_of(k, cur) {
+                v.fp_eager = FP_EAGER_ENTRIES;
             }
-            let c = &mut k.cpus[cpu];
-            c.fp_regs_of = None;
-            c.fp_on = false;
-            let v = vcpu_of(k, cur).expect("vcpu");
-            arch::fp_restore(&v.fp);
-            v.fp_loaded = true;
-            arch::fp_access(false);
             return false;
         }
         _ => {}
@@ -732,6 +736,30 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
     finish(k, cur, reason, None, Some(exit));
     true
 }
+
+/// Puts the FP/SIMD registers of `cur`'s guest into the CPU (the VMM's,
+/// if it used them, saved first). While they are loaded no thread's are
+/// (the CPU's `fp_on` is clear).
+fn load_guest_fp(k: &mut Kernel, cur: ObjId) {
+    let cpu = arch::cpu_id();
+    arch::fp_access(true);
+    if let Some(t) = k.thread_mut(cur) {
+        crate::fp::leave(t, cpu);
+    }
+    let c = &mut k.cpus[cpu];
+    c.fp_regs_of = None;
+    c.fp_on = false;
+    if let Some(v) = vcpu_of(k, cur) {
+        arch::fp_restore(&v.fp);
+        v.fp_loaded = true;
+    }
+    arch::fp_access(false);
+}
+
+/// How many entries after a trapped FP/SIMD use the guest's registers are
+/// loaded before the entry: a guest that uses them on most runs pays one
+/// trap in this many, one that stopped pays this many loads.
+const FP_EAGER_ENTRIES: u8 = 32;
 
 /// The exception class of a trapped FP/SIMD access.
 const FP_ACCESS: u64 = 0x07;
@@ -756,6 +784,7 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>, ex
     v.in_guest = false;
     v.wfi = false;
     ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    let guest_fp = v.fp_loaded;
     v.spill_fp();
     if let Some(e) = exit {
         // Field by field: a struct copy becomes a call.
@@ -770,7 +799,13 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>, ex
     v.synced = true;
     // The VMM's TLS registers are back already (the exit put them back,
     // or the guest did not run since the resume), and so is the host's
-    // FP/SIMD trapping (`handle_exit`, or `spill_fp`).
+    // FP/SIMD trapping (`handle_exit`, or `spill_fp`). The guest's FP/SIMD
+    // registers took the VMM's: the VMM gets its own back now, as its
+    // first use would (which, on the way through its exit handling, it
+    // makes nearly always).
+    if guest_fp {
+        crate::fp::trap(k, cur);
+    }
 }
 
 /// Writes the kernel's parts of the state (`s`) to the state area `area`:

@@ -162,10 +162,16 @@ impl Drop for Vm {
 }
 
 /// Frees the tables and VMIDs of deleted Vms that no CPU runs a guest in.
+#[inline(always)]
 pub fn reap() {
-    if !ANY_DEAD.load(Ordering::Acquire) {
-        return;
+    if ANY_DEAD.load(Ordering::Acquire) {
+        reap_dead();
     }
+}
+
+/// [`reap`] when there are deleted Vms.
+#[inline(never)]
+fn reap_dead() {
     let mut dead = DEAD.lock();
     dead.retain(|&(root, vmid)| {
         if RUNNING.iter().any(|r| r.load(Ordering::Acquire) == vmid) {
