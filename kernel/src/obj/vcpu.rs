@@ -407,10 +407,10 @@ pub fn fast_resume(
         }
         _ => return Err(g),
     };
-    let own = task.is_some_and(|task| {
-        k.lookup_cap(task, index, l4_abi::CapRights::R)
-            .is_ok_and(|(obj, _)| obj == cur)
-    });
+    // The capability names the current thread (alive: it runs here), as
+    // `Kernel::lookup_cap` would find it.
+    let own = matches!(task.and_then(|t| k.objs.get(t)), Some(KObject::Task(t))
+        if t.caps.lookup(index, l4_abi::CapRights::R).is_ok_and(|e| e.obj == cur));
     if !own {
         return Err(g);
     }

@@ -255,8 +255,6 @@ fn load_el1(area: *const VcpuState) {
     CSSELR_EL1.set(get!(area.el1.csselr));
     msr!("cnthctl_el2", CNTHCTL_GUEST);
     set_vpidr(MIDR_EL1.get());
-    // SAFETY: ICC_SRE_EL1 only concerns EL1 (the guest's).
-    unsafe { asm!("msr S3_0_C12_C12_5, {}", in(reg) ICC_SRE_GUEST, options(nomem, nostack)) };
 }
 
 /// VPIDR_EL2 (what the guest reads as MIDR_EL1); the crate lacks it.
@@ -266,6 +264,9 @@ fn set_vpidr(v: u64) {
 
 fn load_gic(s: &VcpuState, ich_extra: u64) {
     let g = &s.gic;
+    // Every entry: the guest may have changed it, and it gets this one.
+    // SAFETY: ICC_SRE_EL1 only concerns EL1 (the guest's).
+    unsafe { asm!("msr S3_0_C12_C12_5, {}", in(reg) ICC_SRE_GUEST, options(nomem, nostack)) };
     ICH_VMCR_EL2.set(g.vmcr);
     let aprs = APR_COUNT.load(Ordering::Relaxed);
     for i in 0..aprs {
