@@ -35,7 +35,8 @@ pub fn enter_debugger(k: &mut Kernel) {
     crate::jdb::run(k);
 }
 
-/// Called by the IRQ layer for the tick.
+/// Called by the IRQ layer for this CPU's timer: the tick, or a timeout
+/// that falls between ticks.
 pub fn on_tick(k: &mut Kernel) {
     k.tick();
 }

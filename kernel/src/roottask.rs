@@ -9,7 +9,13 @@ use crate::obj::icu::Icu;
 use crate::obj::scheduler::Scheduler;
 use crate::obj::sigma0::Sigma0;
 use crate::obj::task::Task;
-use crate::obj::thread::{DEFAULT_PRIO, DEFAULT_QUANTUM, Thread};
+use crate::obj::thread::{DEFAULT_QUANTUM, Thread};
+
+/// The root task's priority: above every program it serves (memory,
+/// dataspaces, page faults), so that a busy program of higher priority on
+/// its CPU, such as a VM's vCPU, never holds up the others' page faults.
+/// moe only runs when asked.
+pub const ROOT_PRIO: u8 = 240;
 use crate::obj::vcon::Vcon;
 use crate::state::{self, Kernel};
 use alloc::boxed::Box;
@@ -57,7 +63,7 @@ pub fn create(k: &mut Kernel, info: &l4_bootinfo::BootInfo) -> Result<ObjId, Err
         t.map_page(l4_abi::root::BOOTINFO_VA + off, bi + off, MemRights::R)?;
     }
     let th = Thread::new(SchedContext::new(
-        DEFAULT_PRIO + 1,
+        ROOT_PRIO,
         DEFAULT_QUANTUM,
         CpuSet::single(0),
     ))

@@ -43,6 +43,9 @@ pub struct Cpu {
     pub fp_regs_of: Option<ObjId>,
     pub idle: KContext,
     pub rq: RunQueue<ObjId>,
+    /// When this CPU's next tick is due (counter ticks): its timer fires
+    /// then, or earlier for a timeout.
+    pub next_tick: u64,
 }
 
 impl Cpu {
@@ -100,17 +103,54 @@ impl Kernel {
         if let Some(h) = q {
             self.cpus[cpu].rq.dequeue(h);
         }
-        if deadline.is_some() && !self.sleepers.contains(&id) {
-            self.sleepers.push(id);
+        if let Some(d) = deadline {
+            if !self.sleepers.contains(&id) {
+                self.sleepers.push(id);
+            }
+            // Expire it on time, not at the next tick (a guest's timer
+            // waits this way): this CPU's timer fires by then.
+            if arch::timer_armed_at().is_none_or(|at| d < at) {
+                arch::timer_arm_at(d);
+            }
         }
         if self.cpus[cpu].current == Some(id) {
             self.cpus[cpu].need_resched = true;
         }
     }
 
-    /// Timer tick on this CPU: expire timeouts, account the time slice.
+    /// The earliest deadline of a waiting thread.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.sleepers
+            .iter()
+            .filter_map(|&id| self.thread(id).and_then(|t| t.deadline))
+            .min()
+    }
+
+    /// Arms this CPU's timer for its next tick or the earliest timeout,
+    /// whichever comes first.
+    pub fn arm_timer(&self) {
+        let tick = self.cpus[arch::cpu_id()].next_tick;
+        arch::timer_arm_at(self.next_deadline().map_or(tick, |d| d.min(tick)));
+    }
+
+    /// This CPU's timer fired: expire timeouts, and when a tick period has
+    /// passed, account the time slice; then arm the timer again.
     pub fn tick(&mut self) {
         let now = arch::counter();
+        let cpu = arch::cpu_id();
+        let period_over = now >= self.cpus[cpu].next_tick;
+        if period_over {
+            self.cpus[cpu].next_tick = now + arch::tick_period();
+        }
+        self.expire(now);
+        if period_over {
+            self.account_slice();
+        }
+        self.arm_timer();
+    }
+
+    /// Ends the waits whose deadline has come.
+    fn expire(&mut self, now: u64) {
         let mut i = 0;
         while i < self.sleepers.len() {
             let id = self.sleepers[i];
@@ -125,6 +165,10 @@ impl Kernel {
                 }
             }
         }
+    }
+
+    /// One tick of the running thread's time slice.
+    fn account_slice(&mut self) {
         let cpu = arch::cpu_id();
         if let Some(cur) = self.cpus[cpu].current {
             let Some(t) = self.thread_mut(cur) else {
@@ -237,12 +281,15 @@ pub fn idle_loop(mut g: bkl::Guard) -> ! {
         }
         // Wait with interrupts masked (a pending one still ends the wait),
         // then take what is pending: nothing can slip in between. Only the
-        // timekeeper CPU ticks while idle (it expires the timeouts); the
-        // others sleep until an IPI brings them work, and take no part in
-        // the lock meanwhile.
+        // timekeeper CPU ticks while idle; the others wake for the earliest
+        // timeout (when that comes, any CPU's timer expires it) or when an
+        // IPI brings them work, and take no part in the lock meanwhile.
         let tickless = arch::cpu_id() != TIMEKEEPER;
         if tickless {
-            arch::timer_pause();
+            match g.kernel().next_deadline() {
+                Some(d) => arch::timer_arm_at(d),
+                None => arch::timer_pause(),
+            }
         }
         drop(g);
         arch::wait_for_interrupt();
@@ -250,7 +297,9 @@ pub fn idle_loop(mut g: bkl::Guard) -> ! {
         arch::irq_disable();
         g = bkl::lock();
         if tickless {
-            arch::timer_resume();
+            let k = g.kernel();
+            k.cpus[arch::cpu_id()].next_tick = arch::counter() + arch::tick_period();
+            k.arm_timer();
         }
     }
 }

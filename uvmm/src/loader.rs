@@ -16,6 +16,7 @@
 //! = 0 and PSTATE = EL1h with D, A, I and F masked (the arm64 boot protocol).
 
 use core::fmt;
+use std::borrow::Cow;
 use std::io::Read;
 
 use goblin::elf::{Elf, header, program_header};
@@ -181,57 +182,152 @@ impl ImageHeader {
     }
 }
 
-/// A kernel file, decompressed and recognised.
+/// A kernel file, recognised. A gzip-compressed `Image` stays compressed
+/// until [`load`] inflates it straight into guest RAM; other compressed
+/// kernels (ELF, raw) are inflated here, since they are read at random.
 #[derive(Debug)]
-pub struct Kernel {
-    /// The (decompressed) bytes.
-    pub bytes: Vec<u8>,
-    /// What they are.
+pub struct Kernel<'a> {
+    data: KernelData<'a>,
+    /// What it is.
     pub format: KernelFormat,
     /// Whether the file was gzip-compressed.
     pub was_gzip: bool,
 }
 
-impl Kernel {
-    /// Recognises `file`; gzip data is decompressed (at most `limit` bytes,
-    /// the guest RAM size) first.
-    pub fn parse(file: Vec<u8>, limit: u64) -> Result<Kernel, LoadError> {
+#[derive(Debug)]
+enum KernelData<'a> {
+    /// The kernel's bytes: the file itself, or inflated from it.
+    Bytes(Cow<'a, [u8]>),
+    /// gzip data that inflates to `size` bytes (its trailer says so).
+    Gzip { file: &'a [u8], size: u64 },
+}
+
+/// How much of a compressed kernel is inflated to recognise it.
+const PEEK: usize = 64;
+
+impl<'a> Kernel<'a> {
+    /// Recognises `file`; its decompressed size must be at most `limit`
+    /// bytes (the guest RAM size).
+    pub fn parse(file: &'a [u8], limit: u64) -> Result<Kernel<'a>, LoadError> {
         if file.is_empty() {
             return Err(LoadError::EmptyKernel);
         }
-        let (bytes, was_gzip) = if file.starts_with(&GZIP_MAGIC) {
-            (gunzip(&file, limit, "kernel")?, true)
-        } else {
-            (file, false)
+        if !file.starts_with(&GZIP_MAGIC) {
+            let format = KernelFormat::recognise(file)?;
+            return Ok(Kernel {
+                data: KernelData::Bytes(Cow::Borrowed(file)),
+                format,
+                was_gzip: false,
+            });
+        }
+        let mut head = Vec::with_capacity(PEEK);
+        flate2::read::GzDecoder::new(file)
+            .take(PEEK as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| LoadError::Gzip(e.to_string()))?;
+        let format = KernelFormat::recognise(&head)?;
+        let data = match (format, gzip_size(file)) {
+            (KernelFormat::Image(_), Some(size)) if size >= PEEK as u64 => {
+                if size > limit {
+                    return Err(LoadError::TooBig {
+                        what: "kernel",
+                        size,
+                        room: limit,
+                    });
+                }
+                KernelData::Gzip { file, size }
+            }
+            _ => KernelData::Bytes(Cow::Owned(gunzip(file, limit, "kernel")?)),
         };
-        let format = if bytes.starts_with(&header::ELFMAG[..]) {
+        Ok(Kernel {
+            data,
+            format,
+            was_gzip: true,
+        })
+    }
+
+    /// The (decompressed) size in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.data {
+            KernelData::Bytes(b) => b.len() as u64,
+            KernelData::Gzip { size, .. } => *size,
+        }
+    }
+
+    /// Whether the kernel has no bytes (never, once parsed).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the (decompressed) kernel to guest RAM at `gpa`.
+    fn write_to(&self, mem: &GuestMemory, gpa: u64) -> Result<(), LoadError> {
+        match &self.data {
+            KernelData::Bytes(b) => Ok(mem.write(gpa, b)?),
+            KernelData::Gzip { file, size } => inflate_into(mem, gpa, file, *size),
+        }
+    }
+}
+
+impl KernelFormat {
+    /// The format of kernel bytes starting with `b`.
+    fn recognise(b: &[u8]) -> Result<KernelFormat, LoadError> {
+        Ok(if b.starts_with(&header::ELFMAG[..]) {
             KernelFormat::Elf
-        } else if let Some(h) = ImageHeader::parse(&bytes)? {
+        } else if let Some(h) = ImageHeader::parse(b)? {
             KernelFormat::Image(h)
         } else {
             KernelFormat::Raw
-        };
-        Ok(Kernel {
-            bytes,
-            format,
-            was_gzip,
         })
     }
 }
 
+/// The size a gzip file inflates to, from its trailer (ISIZE, the size
+/// modulo 2^32; the decoder checks it against the data).
+fn gzip_size(file: &[u8]) -> Option<u64> {
+    let t = file.len().checked_sub(4).filter(|t| *t >= 18)?;
+    Some(u64::from(u32::from_le_bytes(file[t..].try_into().ok()?)))
+}
+
+/// Inflates gzip `file` into `out`, which its inflated size must fill
+/// exactly (libdeflate: about half the instructions of a streaming
+/// decoder, and no window to copy through). The trailer's CRC and size are
+/// checked.
+fn inflate(file: &[u8], out: &mut [u8]) -> Result<(), LoadError> {
+    let n = libdeflater::Decompressor::new()
+        .gzip_decompress(file, out)
+        .map_err(|e| LoadError::Gzip(e.to_string()))?;
+    if n != out.len() {
+        return Err(LoadError::Gzip(format!(
+            "it inflates to {n:#x} bytes, its trailer says {:#x}",
+            out.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Inflates gzip `file`, which must give exactly `size` bytes, straight
+/// into guest RAM at `gpa` (no copy of the kernel in uvmm's memory).
+fn inflate_into(mem: &GuestMemory, gpa: u64, file: &[u8], size: u64) -> Result<(), LoadError> {
+    // SAFETY: [`load`] runs while the machine is built, before any vCPU of
+    // the guest exists, and the RAM dataspace is this VM's alone: nothing
+    // else touches these bytes while the decoder writes and reads them.
+    unsafe { mem.with_bytes_mut(gpa, size, |out| inflate(file, out)) }?
+}
+
 /// Decompresses gzip `data`, refusing output beyond `limit` bytes.
 pub fn gunzip(data: &[u8], limit: u64, what: &'static str) -> Result<Vec<u8>, LoadError> {
-    let mut out = Vec::new();
-    let mut d = flate2::read::GzDecoder::new(data).take(limit.saturating_add(1));
-    d.read_to_end(&mut out)
-        .map_err(|e| LoadError::Gzip(e.to_string()))?;
-    if out.len() as u64 > limit {
+    let size = gzip_size(data).ok_or_else(|| {
+        LoadError::Gzip(format!("{} bytes are too few for gzip data", data.len()))
+    })?;
+    if size > limit {
         return Err(LoadError::TooBig {
             what,
-            size: out.len() as u64,
+            size,
             room: limit,
         });
     }
+    let mut out = vec![0; size as usize];
+    inflate(data, &mut out)?;
     Ok(out)
 }
 
@@ -282,7 +378,8 @@ fn check_ram(mem: &GuestMemory, what: &'static str, gpa: u64, size: u64) -> Resu
 
 /// Loads `kernel` and `initrd` into `mem` and decides where the device
 /// tree goes; everything in the first RAM region except ELF segments,
-/// which go where their physical addresses say.
+/// which go where their physical addresses say. Runs before the guest's
+/// vCPUs exist: a compressed kernel is inflated in place in guest RAM.
 pub fn load(
     mem: &GuestMemory,
     kernel: &Kernel,
@@ -301,23 +398,25 @@ pub fn load(
                 })?
             };
             let start = base + h.text_offset;
-            let size = h.image_size.max(kernel.bytes.len() as u64);
+            let size = h.image_size.max(kernel.len());
             check_ram(mem, "kernel", start, size)?;
-            mem.write(start, &kernel.bytes)?;
-            mem.zero(
-                start + kernel.bytes.len() as u64,
-                size - kernel.bytes.len() as u64,
-            )?;
+            kernel.write_to(mem, start)?;
+            mem.zero(start + kernel.len(), size - kernel.len())?;
             (start, start + size, start)
         }
         KernelFormat::Raw => {
             let start = first.gpa + RAW_OFFSET;
-            let size = kernel.bytes.len() as u64;
+            let size = kernel.len();
             check_ram(mem, "kernel", start, size)?;
-            mem.write(start, &kernel.bytes)?;
+            kernel.write_to(mem, start)?;
             (start, start + size, start)
         }
-        KernelFormat::Elf => load_elf(mem, &kernel.bytes)?,
+        KernelFormat::Elf => match &kernel.data {
+            KernelData::Bytes(b) => load_elf(mem, b)?,
+            // `parse` inflates compressed ELF files; this only keeps the
+            // match whole.
+            KernelData::Gzip { file, size } => load_elf(mem, &gunzip(file, *size, "kernel")?)?,
+        },
     };
 
     // The device tree takes the last whole 2 MiB block of the first region.
@@ -495,7 +594,8 @@ pub(crate) mod tests {
     #[test]
     fn image_header_placement_and_boot_state() {
         let m = memory(16 << 20);
-        let k = Kernel::parse(image(0x8_0000, 0x20_0000, 0b1010, 1000), 16 << 20).unwrap();
+        let k_file = image(0x8_0000, 0x20_0000, 0b1010, 1000);
+        let k = Kernel::parse(&k_file, 16 << 20).unwrap();
         assert_eq!(
             k.format,
             KernelFormat::Image(ImageHeader {
@@ -537,12 +637,15 @@ pub(crate) mod tests {
             &[(RAM_BASE + 0x1000, 8 << 20)],
         )
         .unwrap();
-        let k = Kernel::parse(image(0x1000, 0x10000, 0, 100), 1 << 30).unwrap();
+        let k_file = image(0x1000, 0x10000, 0, 100);
+        let k = Kernel::parse(&k_file, 1 << 30).unwrap();
         assert_eq!(load(&m, &k, None).unwrap().entry, RAM_BASE + BLOCK + 0x1000);
-        let k = Kernel::parse(image(0x1000, 0x10000, 1 << 3, 100), 1 << 30).unwrap();
+        let k_file = image(0x1000, 0x10000, 1 << 3, 100);
+        let k = Kernel::parse(&k_file, 1 << 30).unwrap();
         assert_eq!(load(&m, &k, None).unwrap().entry, RAM_BASE + 0x2000);
         // image_size 0: a legacy kernel at text_offset 0x80000.
-        let k = Kernel::parse(image(0x1234, 0, 0, 100), 1 << 30).unwrap();
+        let k_file = image(0x1234, 0, 0, 100);
+        let k = Kernel::parse(&k_file, 1 << 30).unwrap();
         assert!(matches!(k.format, KernelFormat::Image(h) if h.text_offset == LEGACY_TEXT_OFFSET));
     }
 
@@ -550,10 +653,27 @@ pub(crate) mod tests {
     fn gzip_image_and_raw() {
         let m = memory(8 << 20);
         let img = image(0, 0x1_0000, 0, 5000);
-        let k = Kernel::parse(gzip(&img), 8 << 20).unwrap();
+        let k_file = gzip(&img);
+        let k = Kernel::parse(&k_file, 8 << 20).unwrap();
         assert!(k.was_gzip);
-        assert_eq!(k.bytes, img);
-        let raw = Kernel::parse(b"\x00\x00\x00\x14raw code".to_vec(), 8 << 20).unwrap();
+        assert_eq!(k.len(), img.len() as u64);
+        let l = load(&m, &k, None).unwrap();
+        let mut back = vec![0; img.len()];
+        m.read(l.kernel.0, &mut back).unwrap();
+        assert_eq!(back, img, "inflated straight into guest RAM");
+        // A bigger one.
+        let big = image(0, 3 << 20, 0, 2 << 20);
+        let big_gz = gzip(&big);
+        let k = Kernel::parse(&big_gz, 8 << 20).unwrap();
+        let l = load(&m, &k, None).unwrap();
+        let mut back = vec![0; big.len()];
+        m.read(l.kernel.0, &mut back).unwrap();
+        assert_eq!(back, big);
+        // A compressed raw binary is inflated up front.
+        let raw_gz = gzip(b"\x00\x00\x00\x14raw code, compressed");
+        let k = Kernel::parse(&raw_gz, 8 << 20).unwrap();
+        assert_eq!((k.format, k.len()), (KernelFormat::Raw, 24));
+        let raw = Kernel::parse(b"\x00\x00\x00\x14raw code", 8 << 20).unwrap();
         assert_eq!(raw.format, KernelFormat::Raw);
         let l = load(&m, &raw, None).unwrap();
         assert_eq!(l.entry, RAM_BASE + RAW_OFFSET);
@@ -572,7 +692,7 @@ pub(crate) mod tests {
             &code,
             0x100,
         );
-        let k = Kernel::parse(f, 8 << 20).unwrap();
+        let k = Kernel::parse(&f, 8 << 20).unwrap();
         assert_eq!(k.format, KernelFormat::Elf);
         let l = load(&m, &k, None).unwrap();
         assert_eq!(l.entry, RAM_BASE + 0x10_0008);
@@ -585,51 +705,71 @@ pub(crate) mod tests {
     fn bad_kernels_get_clear_errors() {
         let m = memory(8 << 20);
         assert_eq!(
-            Kernel::parse(Vec::new(), 1).unwrap_err(),
+            Kernel::parse(&Vec::new(), 1).unwrap_err(),
             LoadError::EmptyKernel
         );
         // Image magic with a truncated header.
         let mut short = vec![0u8; 0x3c];
         short[0x38..0x3c].copy_from_slice(&IMAGE_MAGIC.to_le_bytes());
         assert_eq!(
-            Kernel::parse(short, 1 << 20).unwrap_err(),
+            Kernel::parse(&short, 1 << 20).unwrap_err(),
             LoadError::TruncatedImageHeader(0x3c)
         );
         assert!(matches!(
-            Kernel::parse(image(0x123, 0x1_0000, 0, 10), 1 << 20),
+            Kernel::parse(&image(0x123, 0x1_0000, 0, 10), 1 << 20),
             Err(LoadError::BadImageHeader(_))
         ));
         assert!(matches!(
-            Kernel::parse(image(0, 0x1_0000, 1, 10), 1 << 20),
+            Kernel::parse(&image(0, 0x1_0000, 1, 10), 1 << 20),
             Err(LoadError::BadImageHeader(_))
         ));
         // Truncated / garbage gzip.
         let gz = gzip(&image(0, 0x1_0000, 0, 5000));
+        // (A cut file's last bytes are no trailer: parse may take them for
+        // a size too big, or load finds the stream cut.)
+        let cut = &gz[..gz.len() / 2];
+        let e = Kernel::parse(cut, 1 << 20).and_then(|k| load(&m, &k, None));
+        assert!(
+            matches!(e, Err(LoadError::Gzip(_)) | Err(LoadError::TooBig { .. })),
+            "{e:?}"
+        );
         assert!(matches!(
-            Kernel::parse(gz[..gz.len() / 2].to_vec(), 1 << 20),
+            Kernel::parse(&[0x1f, 0x8b, 8, 0, 1, 2, 3], 1 << 20),
             Err(LoadError::Gzip(_))
         ));
         assert!(matches!(
-            Kernel::parse(vec![0x1f, 0x8b, 8, 0, 1, 2, 3], 1 << 20),
-            Err(LoadError::Gzip(_))
-        ));
-        assert!(matches!(
-            Kernel::parse(gz, 100),
+            Kernel::parse(&gz, 100),
             Err(LoadError::TooBig { .. })
         ));
+        // A trailer that lies about the size, or a broken CRC: found while
+        // inflating into guest RAM.
+        let mut lie = gz.clone();
+        let n = lie.len();
+        lie[n - 4..].copy_from_slice(&0x1000u32.to_le_bytes());
+        let k = Kernel::parse(&lie, 1 << 20).unwrap();
+        let e = load(&m, &k, None).unwrap_err();
+        assert!(matches!(&e, LoadError::Gzip(_)), "{e}");
+        lie[n - 4..].copy_from_slice(&0x9000u32.to_le_bytes());
+        let k = Kernel::parse(&lie, 1 << 20).unwrap();
+        let e = load(&m, &k, None).unwrap_err();
+        assert!(matches!(&e, LoadError::Gzip(_)), "{e}");
+        let mut bad_crc = gz.clone();
+        bad_crc[n - 8] ^= 1;
+        let k = Kernel::parse(&bad_crc, 1 << 20).unwrap();
+        assert!(matches!(load(&m, &k, None), Err(LoadError::Gzip(_))));
         // ELF: wrong machine, truncated, outside RAM.
         let code = [0u8; 16];
         let f = elf(header::EM_X86_64, 0x1000, RAM_BASE, 0x1000, &code, 16);
         assert!(matches!(
-            load(&m, &Kernel::parse(f, 1 << 20).unwrap(), None),
+            load(&m, &Kernel::parse(&f, 1 << 20).unwrap(), None),
             Err(LoadError::Elf(_))
         ));
         let f = elf(header::EM_AARCH64, 0x1000, RAM_BASE, 0x1000, &code, 16);
-        let cut = Kernel::parse(f[..f.len() - 8].to_vec(), 1 << 20).unwrap();
+        let cut = Kernel::parse(&f[..f.len() - 8], 1 << 20).unwrap();
         assert!(matches!(load(&m, &cut, None), Err(LoadError::Elf(_))));
         let f = elf(header::EM_AARCH64, 0x1000, 0x1000, 0x1000, &code, 16);
         assert!(matches!(
-            load(&m, &Kernel::parse(f, 1 << 20).unwrap(), None),
+            load(&m, &Kernel::parse(&f, 1 << 20).unwrap(), None),
             Err(LoadError::NotInRam {
                 what: "ELF segment",
                 ..
@@ -637,15 +777,11 @@ pub(crate) mod tests {
         ));
         let f = elf(header::EM_AARCH64, 0x1000, RAM_BASE, 0x9000, &code, 16);
         assert!(matches!(
-            load(&m, &Kernel::parse(f, 1 << 20).unwrap(), None),
+            load(&m, &Kernel::parse(&f, 1 << 20).unwrap(), None),
             Err(LoadError::Elf(_))
         ));
         assert!(matches!(
-            load(
-                &m,
-                &Kernel::parse(b"\x7fELFxx".to_vec(), 1 << 20).unwrap(),
-                None
-            ),
+            load(&m, &Kernel::parse(b"\x7fELFxx", 1 << 20).unwrap(), None),
             Err(LoadError::Elf(_))
         ));
     }
@@ -653,12 +789,14 @@ pub(crate) mod tests {
     #[test]
     fn things_that_do_not_fit() {
         let m = memory(4 << 20);
-        let big = Kernel::parse(image(0, 3 << 20, 0, 100), 1 << 30).unwrap();
+        let big_file = image(0, 3 << 20, 0, 100);
+        let big = Kernel::parse(&big_file, 1 << 30).unwrap();
         assert_eq!(
             load(&m, &big, None).unwrap_err(),
             LoadError::Overlap("kernel", "device tree")
         );
-        let k = Kernel::parse(image(0, 0x10_0000, 0, 100), 1 << 30).unwrap();
+        let k_file = image(0, 0x10_0000, 0, 100);
+        let k = Kernel::parse(&k_file, 1 << 30).unwrap();
         assert_eq!(
             load(&m, &k, Some(&vec![1; 0x18_0000])).unwrap_err(),
             LoadError::Overlap("kernel", "ramdisk")

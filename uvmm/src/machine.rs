@@ -31,10 +31,13 @@ pub const DEFAULT_VCON_CAP: &str = "log";
 /// The kernel uvmm loads without `-k` (as L4Re's uvmm).
 pub const DEFAULT_KERNEL: &str = "rom/linux";
 
+/// A file's bytes, read into memory or mapped.
+pub type FileBytes = Box<dyn AsRef<[u8]>>;
+
 /// What uvmm needs from its environment.
 pub trait Host {
     /// A file's bytes (`rom/...`).
-    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, String>;
+    fn read_file(&mut self, path: &str) -> Result<FileBytes, String>;
     /// The RAM dataspace of capability `cap`, mapped, and its host-physical
     /// address when known (for `-i`).
     fn ram(&mut self, cap: &str) -> Result<(Arc<Ram>, Option<u64>), String>;
@@ -225,7 +228,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         let blob = host
             .read_file(path)
             .map_err(|e| err(format!("device tree {path}: {e}")))?;
-        let t = Tree::from_dtb(&blob).map_err(|e| err(format!("{path}: {e}")))?;
+        let t = Tree::from_dtb((*blob).as_ref()).map_err(|e| err(format!("{path}: {e}")))?;
         match &mut tree {
             Some(base) => base.merge(t),
             None => tree = Some(t),
@@ -319,8 +322,8 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         .read_file(kpath)
         .map_err(|e| err(format!("kernel {kpath}: {e}")))?;
     let ram_total: u64 = mem.regions().iter().map(|r| r.size).sum();
-    let kernel =
-        Kernel::parse(kfile, ram_total).map_err(|e| err(format!("kernel {kpath}: {e}")))?;
+    let kernel = Kernel::parse((*kfile).as_ref(), ram_total)
+        .map_err(|e| err(format!("kernel {kpath}: {e}")))?;
     let rd = match &opts.ramdisk {
         Some(p) => Some(
             host.read_file(p)
@@ -328,7 +331,8 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         ),
         None => None,
     };
-    let layout = loader::load(&mem, &kernel, rd.as_deref()).map_err(|e| err(e.to_string()))?;
+    let layout = loader::load(&mem, &kernel, rd.as_ref().map(|f| (**f).as_ref()))
+        .map_err(|e| err(e.to_string()))?;
     info!(
         "loader",
         "kernel {kpath} ({:?}{}) at {:#x}..{:#x}, entry {:#x}",

@@ -160,6 +160,26 @@ impl Ram {
         Ok(())
     }
 
+    /// Lends `len` bytes from `offset` to `f` as a slice, for filling guest
+    /// RAM in place before the guest runs (inflating its kernel there).
+    ///
+    /// # Safety
+    /// Nothing else may access these bytes while `f` runs: no vCPU of the
+    /// guest, no other thread of uvmm, no other task sharing the dataspace.
+    pub unsafe fn with_bytes_mut<R>(
+        &self,
+        offset: u64,
+        len: u64,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, MemError> {
+        let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
+        let start = self.check(offset, n)?;
+        // SAFETY: `check` proved the range is inside the valid memory, and
+        // the caller guarantees nobody else accesses it meanwhile.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), n) };
+        Ok(f(bytes))
+    }
+
     /// Sets `len` bytes from `offset` to zero.
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), MemError> {
         let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
@@ -326,6 +346,21 @@ impl GuestMemory {
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
         let (ram, off) = self.translate(gpa, data.len() as u64)?;
         self.rams[ram].write(off, data)
+    }
+
+    /// [`Ram::with_bytes_mut`] for `len` guest bytes at `gpa`.
+    ///
+    /// # Safety
+    /// As for [`Ram::with_bytes_mut`].
+    pub unsafe fn with_bytes_mut<R>(
+        &self,
+        gpa: u64,
+        len: u64,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, MemError> {
+        let (ram, off) = self.translate(gpa, len)?;
+        // SAFETY: passed on from the caller.
+        unsafe { self.rams[ram].with_bytes_mut(off, len, f) }
     }
 
     /// Zeroes `len` guest bytes at `gpa`.

@@ -21,7 +21,7 @@ use l4_ipc::{CapArg, RecvBufs};
 use l4re::env::caps;
 use uvmm::devices::ConsoleOut;
 use uvmm::devices::virtio::proxy::{Port, ProxyIrq, Remote};
-use uvmm::machine::{self, ConsoleInput, Host};
+use uvmm::machine::{self, ConsoleInput, FileBytes, Host};
 use uvmm::memory::{Ram, RamRegion};
 use uvmm::passthrough::{BusDevice, BusResource};
 use uvmm::{Options, info};
@@ -126,8 +126,17 @@ struct L4Host {
 }
 
 impl Host for L4Host {
-    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
+    fn read_file(&mut self, path: &str) -> Result<FileBytes, String> {
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        // SAFETY: boot modules (`rom/...`) are read-only dataspaces nobody
+        // writes, so the mapping's bytes never change under the slice.
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(m) => Ok(Box::new(m)),
+            // Files that cannot be mapped are read.
+            Err(_) => std::fs::read(path)
+                .map(|v| Box::new(v) as FileBytes)
+                .map_err(|e| e.to_string()),
+        }
     }
 
     fn ram(&mut self, cap: &str) -> Result<(Arc<Ram>, Option<u64>), String> {

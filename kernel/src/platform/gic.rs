@@ -168,7 +168,6 @@ pub fn handle(k: &mut crate::state::Kernel) {
     while let Some(id) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) {
         let n = id.raw_value();
         if n == arch::timer_irq() {
-            arch::timer_tick();
             crate::entry::on_tick(k);
         } else if n == SGI_RESCHED {
             crate::entry::on_resched_ipi(k);

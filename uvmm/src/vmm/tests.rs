@@ -12,7 +12,7 @@ use crate::backend::{BackendError, ESR_IL, Exit, IrqEoi, VcpuKick, VmBackend, ec
 use crate::devices::ConsoleOut;
 use crate::devices::testing::Collect;
 use crate::loader::tests::image;
-use crate::machine::{Host, Machine, build};
+use crate::machine::{FileBytes, Host, Machine, build};
 use crate::memory::Ram;
 use crate::options::Options;
 use crate::passthrough::{BusDevice, BusResource, PtIrq, PtMmio};
@@ -26,10 +26,10 @@ struct TestHost {
 }
 
 impl Host for TestHost {
-    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, String> {
+    fn read_file(&mut self, path: &str) -> Result<FileBytes, String> {
         self.files
             .get(path)
-            .cloned()
+            .map(|f| Box::new(f.clone()) as FileBytes)
             .ok_or_else(|| "no such file".into())
     }
     fn ram(&mut self, cap: &str) -> Result<(Arc<Ram>, Option<u64>), String> {

@@ -364,20 +364,28 @@ pub fn timer_start() {
     timer_enable(true);
 }
 
-/// Timer interrupt: arm the next tick.
-pub fn timer_tick() {
-    timer_rearm();
+/// The tick period in counter ticks.
+pub fn tick_period() -> u64 {
+    counter_freq() * TICK_US / 1_000_000
 }
 
-/// Stops this CPU's tick (an idle CPU that other CPUs wake by IPI).
+/// Stops this CPU's timer (an idle CPU that other CPUs wake by IPI).
 pub fn timer_pause() {
     timer_enable(false);
 }
 
-/// Restarts this CPU's tick, a full period from now.
-pub fn timer_resume() {
-    timer_rearm();
+/// Arms this CPU's timer to fire when the counter reaches `at` (at once
+/// if it has already).
+pub fn timer_arm_at(at: u64) {
+    write_sysreg!("cnthp_cval_el2", at);
     timer_enable(true);
+}
+
+/// When this CPU's timer fires next, if it is on.
+pub fn timer_armed_at() -> Option<u64> {
+    CNTHP_CTL_EL2
+        .is_set(CNTHP_CTL_EL2::ENABLE)
+        .then(|| read_sysreg!("cnthp_cval_el2"))
 }
 
 fn timer_enable(on: bool) {
@@ -390,7 +398,7 @@ fn timer_enable(on: bool) {
 }
 
 fn timer_rearm() {
-    write_sysreg!("cnthp_tval_el2", counter_freq() * TICK_US / 1_000_000);
+    write_sysreg!("cnthp_tval_el2", tick_period());
 }
 
 /// PSCI conduit as the device tree names it.
