@@ -13,6 +13,7 @@ use crate::state::Kernel;
 use crate::syscall;
 use kernel_core::arch::aarch64::esr::{Esr, ec};
 use kernel_core::kobj::ObjId;
+use l4_abi::MsgTag;
 
 /// Interrupt entry (from EL0 or from idle; the idle loop releases the
 /// lock before it waits, so this takes it either way).
@@ -64,14 +65,33 @@ extern "C" fn thread_started() {
 }
 
 /// The IPC fast path ([`ipc::fastpath`]) for a native IPC with registers
-/// `x0..x2`. Takes the big kernel lock and keeps it: `Some(frame)`: this
+/// `x0..x2`, then that of a VMM's vCPU resume
+/// ([`crate::obj::vcpu::fast_resume`]). Takes the big kernel lock and keeps it: `Some(frame)`: this
 /// CPU now runs the thread of `frame` (entry.S releases the lock once it
 /// stands on that thread's stack); `None`: nothing was done, the general
 /// path ([`user_exception`]) goes on.
 #[inline(always)]
 pub fn fast_ipc(x0: u64, x1: u64, x2: u64) -> Option<*mut arch::TrapFrame> {
     let mut g = bkl::lock();
-    let frame = ipc::fastpath::ipc(g.kernel(), x0, x1, x2);
+    let thread_call = x0 & l4_abi::sys::FLAGS_MASK == l4_abi::sys::CALL
+        && MsgTag(x1).label() == l4_abi::Proto::Thread as i64;
+    let frame = if thread_call {
+        // A VMM's resume of its vCPU (the IPC fast path takes no call with
+        // the Thread protocol): back to the VMM (the same thread) after the guest's
+        // next exit for it.
+        match crate::obj::vcpu::fast_resume(g, x0, x1, x2) {
+            Ok((kept, f)) => {
+                g = kept;
+                Some(f)
+            }
+            Err(kept) => {
+                g = kept;
+                None
+            }
+        }
+    } else {
+        ipc::fastpath::ipc(g.kernel(), x0, x1, x2)
+    };
     g.keep();
     frame
 }

@@ -54,6 +54,11 @@ pub const UTCBS_PER_AREA: u64 = (1 << UTCB_AREA_ORDER) / UTCB_SIZE as u64;
 const VCPU_STATE_SLOT: u64 = UTCBS_PER_AREA - 4096 / UTCB_SIZE as u64;
 /// The main thread's vCPU state area.
 pub const VCPU_STATE: u64 = UTCB_AREA + VCPU_STATE_SLOT * UTCB_SIZE as u64;
+/// The first UTCB slot of a second vCPU's state area (for a worker; the
+/// page before the main thread's).
+const VCPU_STATE_2_SLOT: u64 = VCPU_STATE_SLOT - 4096 / UTCB_SIZE as u64;
+/// A second vCPU's state area (one worker at a time).
+pub const VCPU_STATE_2: u64 = UTCB_AREA + VCPU_STATE_2_SLOT * UTCB_SIZE as u64;
 /// The main thread's priority (set by the first test).
 pub const MAIN_PRIO: u64 = 100;
 /// Below the main thread: threads that must not starve it.
@@ -101,8 +106,9 @@ pub const OBJECT_CALL_US: u64 = 500_000;
 /// Sets up the environment (before any test).
 pub fn init() {
     UTCBS.reserve(0);
-    // The last page of the area is the main thread's vCPU state area.
-    for i in VCPU_STATE_SLOT..UTCBS_PER_AREA {
+    // The last page of the area is the main thread's vCPU state area, the
+    // one before a worker's.
+    for i in VCPU_STATE_2_SLOT..UTCBS_PER_AREA {
         UTCBS.reserve(i);
     }
     let t = Timeout::from_us(OBJECT_CALL_US);

@@ -7,8 +7,11 @@
 //! the refusals of bad state.
 //!
 //! The main thread is the vCPU: its state area is the last page of its
-//! UTCB area ([`rt::VCPU_STATE`]), which ktest keeps free of UTCBs.
+//! UTCB area ([`rt::VCPU_STATE`]), which ktest keeps free of UTCBs; a
+//! worker that runs a second vCPU uses the page before
+//! ([`rt::VCPU_STATE_2`]).
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use l4::abi::proto::unmap;
 use l4::abi::vcpu::{
     ExitReason, InjectReq, StateError, VTIMER_INTID, VcpuState, ec, lr, sysreg_encoding, unchanged,
@@ -51,8 +54,12 @@ tests! {
     "vm.resume_of_other_thread_refused" => resume_other,
     "vm.control_refusals" => control_refusals,
     "vm.guest_fp_kept_apart" => fp_apart,
+    "vm.guest_fp_kept_over_runs_without_it" => fp_over_runs,
     "vm.vmm_thread_pointer_kept" => thread_pointer_apart,
     "vm.vcpu_moves_to_another_cpu" => migrate,
+    "vm.el1_registers_kept_until_the_vmm_changes_them" => el1_kept,
+    "vm.el1_registers_after_another_vcpu_on_the_cpu" => el1_other_vcpu,
+    "vm.el1_registers_follow_a_moving_vcpu" => el1_migrate,
 }
 
 /// Where the guest's code page sits in guest-physical memory.
@@ -112,6 +119,14 @@ const fn fmov_from_d(x: u32, d: u32) -> u32 {
     0x9e66_0000 | (d << 5) | x
 }
 const IAR1: u32 = mrs(0, 3, 0, 12, 12, 0);
+/// `mrs x<rt>, tpidr_el1` and `msr tpidr_el1, x<rt>`: an EL1 register
+/// only the guest and its VMM change.
+const fn get_tpidr_el1(rt: u32) -> u32 {
+    mrs(rt, 3, 0, 13, 0, 4)
+}
+const fn set_tpidr_el1(rt: u32) -> u32 {
+    msr(rt, 3, 0, 13, 0, 4)
+}
 const EOIR1: u32 = msr(0, 3, 0, 12, 12, 1);
 
 /// ICH_VMCR_EL2: group 1 enabled, priority mask open.
@@ -822,5 +837,133 @@ fn migrate() -> R {
     let s = state();
     ensure_eq!(s.exit.imm16(), Some(2), "the second hvc");
     ensure_eq!(s.regs.x[5], 2, "the guest went on where it was");
+    Ok(())
+}
+
+/// The guest's EL1 registers stay in the CPU across exits the VMM marks
+/// unchanged; a value the VMM writes (not marked) reaches the guest.
+fn el1_kept() -> R {
+    let g = Guest::new(&[hvc(1), get_tpidr_el1(3), hvc(2), get_tpidr_el1(3), hvc(3)])?;
+    state().el1.tpidr_el1 = 0x1111;
+    g.expect(ExitReason::Hvc)?;
+    state().unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], 0x1111, "tpidr_el1 kept");
+    ensure_eq!(state().el1.tpidr_el1, 0x1111, "tpidr_el1 in the area");
+    let s = state();
+    s.el1.tpidr_el1 = 0x2222;
+    s.unchanged = unchanged::ALL & !unchanged::EL1;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], 0x2222, "the vmm's tpidr_el1");
+    Ok(())
+}
+
+/// The worker of [`el1_other_vcpu`]: its thread's capability.
+static OTHER_VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
+
+/// Worker: a second vCPU (state area [`rt::VCPU_STATE_2`]) in Vm `vm`
+/// from `pc` with TPIDR_EL1 0x3333, until its first exit; reports its
+/// x3 (`u64::MAX` if it did not exit with an HVC).
+extern "C" fn other_vcpu(vm: u64, pc: u64) {
+    let me = Cap::<Thread>::from_index(OTHER_VCPU_THREAD.load(Ordering::Relaxed));
+    let run = || -> Result<u64, Error> {
+        me.vcpu_control(rt::VCPU_STATE_2, Cap::<Vm>::from_index(vm))?;
+        // SAFETY: the second state area, mapped RW in ktest for good and
+        // used by this worker alone (one at a time), between its own
+        // kernel calls.
+        let s = unsafe { &mut *(rt::VCPU_STATE_2 as *mut VcpuState) };
+        *s = VcpuState::boot(pc, 0, 0);
+        s.el1.tpidr_el1 = 0x3333;
+        match me.vcpu_resume()? {
+            ExitReason::Hvc => Ok(s.regs.x[3]),
+            _ => Err(Error::Inval),
+        }
+    };
+    let r = run();
+    let _ = me.vcpu_disable();
+    rt::signal(&[r.unwrap_or(u64::MAX)]);
+}
+
+/// Another vCPU runs on the CPU between two entries of this one (marked
+/// unchanged): each sees its own EL1 registers.
+fn el1_other_vcpu() -> R {
+    let g = Guest::new(&[hvc(1), get_tpidr_el1(3), hvc(2)])?;
+    state().el1.tpidr_el1 = 0x1111;
+    g.expect(ExitReason::Hvc)?;
+    let w = rt::spawn(
+        other_vcpu,
+        g.vm.idx(),
+        GUEST_BASE + 4,
+        &Opts::new().unstarted(),
+    )?;
+    OTHER_VCPU_THREAD.store(w.idx(), Ordering::Relaxed);
+    // On this CPU (0), where the main thread waits for its report.
+    w.run(rt::MAIN_PRIO, 0)?;
+    ensure_eq!(w.signal_word()?, 0x3333, "the other vcpu's tpidr_el1");
+    state().unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], 0x1111, "this vcpu's tpidr_el1");
+    Ok(())
+}
+
+/// A vCPU that ran on another CPU since does not find its old EL1
+/// registers on this one: what it set there counts.
+fn el1_migrate() -> R {
+    rt::need_cpus(2)?;
+    let g = Guest::new(&[
+        get_tpidr_el1(3),
+        hvc(1),
+        set_tpidr_el1(4),
+        hvc(2),
+        get_tpidr_el1(3),
+        hvc(3),
+    ])?;
+    state().el1.tpidr_el1 = 0x1111;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], 0x1111, "tpidr_el1 at first");
+    let _back = BackToCpu0;
+    base::SCHEDULER
+        .run_thread(base::THREAD, rt::MAIN_PRIO, 1 << other_cpu(1))
+        .ctx("move to another cpu")?;
+    let s = state();
+    s.regs.x[4] = 0x2222;
+    s.unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    base::SCHEDULER
+        .run_thread(base::THREAD, rt::MAIN_PRIO, 1)
+        .ctx("back to cpu 0")?;
+    state().unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], 0x2222, "tpidr_el1 set on the other cpu");
+    Ok(())
+}
+
+/// The guest sets d9, then runs many times without FP/SIMD (its
+/// registers are loaded before the first entries, later only on use),
+/// then reads d9: its value; the VMM's d9 stays its own throughout.
+fn fp_over_runs() -> R {
+    let _g = Guest::new(&[
+        movz(0, 0x3ff0, 3),
+        fmov_to_d(9, 0),
+        hvc(1),
+        // b .-4: back to the hvc.
+        0x17ff_ffff,
+        fmov_from_d(1, 9),
+        hvc(2),
+    ])?;
+    state().el1.cpacr = 3 << 20;
+    set_d9(0x1111);
+    for run in 0..48 {
+        let r = base::THREAD.vcpu_resume();
+        ensure_eq!(r, Ok(ExitReason::Hvc), format_args!("exit {run}"));
+        ensure_eq!(d9(), 0x1111, format_args!("the vmm's d9 after exit {run}"));
+    }
+    state().regs.pc = GUEST_BASE + 16;
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "last exit");
+    ensure_eq!(state().exit.imm16(), Some(2), "the second hvc");
+    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
+    ensure_eq!(mine, 0x1111, "the vmm's d9 at the end");
     Ok(())
 }

@@ -378,13 +378,20 @@ impl VcpuBackend for L4Vcpu {
             st.unchanged &= !abi::unchanged::VMPIDR;
         }
         let n = (st.gic.lr_count as usize).clamp(MIN_LRS, MAX_LRS);
-        // Word by word (a slice comparison calls a bytewise memcmp).
-        let lrs = st.gic.lr[..n].iter().zip(&self.exited[..n]);
-        if lrs.fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
-            st.unchanged &= !abi::unchanged::GIC;
-        }
-        for (l, &v) in loaded[..n].iter_mut().zip(&st.gic.lr[..n]) {
+        // One pass, word by word (a slice comparison calls a bytewise
+        // memcmp): what changed since the exit, what goes in.
+        let (mut changed, mut any) = (0, 0);
+        for ((l, &v), &e) in loaded[..n]
+            .iter_mut()
+            .zip(&st.gic.lr[..n])
+            .zip(&self.exited[..n])
+        {
             *l = v;
+            changed |= v ^ e;
+            any |= v;
+        }
+        if changed != 0 {
+            st.unchanged &= !abi::unchanged::GIC;
         }
         // The kernel hands uvmm's own TPIDR_EL0 (its TLS) back with the
         // exit (ktest vm.vmm_thread_pointer_kept). The system call may read
@@ -400,7 +407,9 @@ impl VcpuBackend for L4Vcpu {
         for (e, &v) in self.exited[..n].iter_mut().zip(&st.gic.lr[..n]) {
             *e = v;
         }
-        lrs_back(&loaded[..n], &mut st.gic.lr[..n]);
+        if any != 0 {
+            lrs_back(&loaded[..n], &mut st.gic.lr[..n]);
+        }
         match r {
             Ok(ExitReason::Kick | ExitReason::None) => {
                 self.drain_kicks();

@@ -57,9 +57,9 @@ pub fn ipc(k: &mut Kernel, x0: u64, x1: u64, x2: u64) -> Option<*mut TrapFrame> 
     }
     let cur = c.current?;
     let (op, to, label) = match x0 & sys::FLAGS_MASK {
-        // The Thread protocol (a kernel operation on a thread, such as a
-        // VMM's vcpu_resume on every guest exit) is for the general path:
-        // known before any lookup.
+        // The Thread protocol (a kernel operation on a thread; a VMM's
+        // vcpu_resume on every guest exit has its own fast path,
+        // `obj::vcpu::fast_resume`) is not IPC: known before any lookup.
         sys::CALL if x0 & sys::INVALID_CAP_BIT == 0 && tag.label() != Proto::Thread as i64 => {
             let Some(KObject::Thread(me)) = objs.get(cur) else {
                 return None;

@@ -256,10 +256,7 @@ impl Thread {
 
     /// Sets the result registers of the thread's pending system call.
     pub fn set_result(&mut self, status: u64, tag: MsgTag, label: u64) {
-        let f = self.frame_mut();
-        f.x[0] = status;
-        f.x[1] = tag.0;
-        f.x[2] = label;
+        self.frame_mut().set_result(status, tag, label);
     }
 
     pub fn set_error(&mut self, e: l4_abi::Error) {

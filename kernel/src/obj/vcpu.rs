@@ -9,7 +9,9 @@
 //!   the way back to user mode ([`return_to_user`]) the kernel enters the
 //!   guest instead, and keeps doing so until an exit for the VMM; then the
 //!   state area holds the guest's state and the exit, and `vcpu_resume`
-//!   returns with the exit reason as its label.
+//!   returns with the exit reason as its label. A VMM's resume on every
+//!   exit takes a fast path from the system call entry
+//!   ([`fast_resume`]) straight into the guest, and back to the VMM.
 //! * The kernel handles: WFI (the vCPU blocks until an interrupt is
 //!   pending for it, or its timer's deadline), physical interrupts (taken
 //!   and handled, preemption included), the virtual timer (injected as
@@ -29,10 +31,11 @@ use crate::bkl;
 use crate::sched::schedule;
 use crate::state::Kernel;
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use kernel_core::kobj::ObjId;
 use l4_abi::vcpu::{
-    self as abi, Exit, ExitReason, MAX_LRS, VTIMER_INTID, VcpuState, classify, fault_gpa, lr,
+    self as abi, Exit, ExitReason, GuestRegs, MAX_LRS, VTIMER_INTID, VcpuState, classify,
+    fault_gpa, lr,
 };
 use l4_abi::{Error, MsgTag};
 use l4_bootinfo::MAX_CPUS;
@@ -44,14 +47,27 @@ pub const MAINTENANCE_INTID: u32 = 25;
 /// way back to user mode costs one load.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
+/// Names for vCPUs ([`hw::load`]'s `id`), never reused: 0 is none.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A thread's vCPU.
 pub struct Vcpu {
     /// Kernel address of the state area.
     state_kva: u64,
     /// The Vm the guest runs in.
     pub vm: ObjId,
-    /// The guest's state while the kernel runs it (checked on resume).
+    /// This vCPU's name for [`hw::load`].
+    id: u64,
+    /// The parts of the guest's state the kernel checks or uses itself
+    /// while it runs the guest (pstate in `s.regs`, timer, GIC, VMPIDR;
+    /// checked on resume). The general registers and the EL1 registers,
+    /// which need no checking, stay in the state area: the guest is
+    /// entered from there and its exits save them there.
     s: VcpuState,
+    /// The area's EL1 registers are the ones the last [`hw::load`] or
+    /// exit left in the CPU (since then, the VMM only resumed with them
+    /// marked unchanged): if the CPU still holds them, they need no load.
+    el1_kept: bool,
     /// `vcpu_resume` is under way.
     in_guest: bool,
     /// The state area shows `s` as the last exit wrote it (the parts a
@@ -62,6 +78,10 @@ pub struct Vcpu {
     /// The guest's FP/SIMD registers, and whether the CPU holds them.
     fp: FpState,
     fp_loaded: bool,
+    /// Entries left before which the guest's FP/SIMD registers are loaded
+    /// rather than on its first use after the entry (a trap: an exit); a
+    /// use that traps sets [`FP_EAGER_ENTRIES`] again.
+    fp_eager: u8,
     /// The CPU the guest last ran on.
     last_cpu: Option<usize>,
     /// Interrupts waiting for a list register (bit n: INTID n), with
@@ -72,6 +92,35 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// The guest's general registers, in the state area.
+    fn regs(&self) -> *mut GuestRegs {
+        let area = self.state_kva as *mut VcpuState;
+        // SAFETY: only the address is taken (of kernel memory, the task's
+        // UTCB area, which lives as long as the task and so the thread).
+        unsafe { &raw mut (*area).regs }
+    }
+
+    /// Steps the guest past the (4-byte) instruction that exited.
+    fn skip_instruction(&mut self) {
+        let regs = self.regs();
+        // SAFETY: see `regs`; the VMM may change the area meanwhile, which
+        // only changes the guest's own registers.
+        unsafe {
+            let pc = core::ptr::read_volatile(&raw const (*regs).pc);
+            core::ptr::write_volatile(&raw mut (*regs).pc, pc.wrapping_add(4));
+        }
+    }
+
+    /// Sets the guest's general register `r` (31, the zero register,
+    /// ignores the write).
+    fn set_reg(&mut self, r: u8, v: u64) {
+        let regs = self.regs();
+        if usize::from(r) < 31 {
+            // SAFETY: as in `skip_instruction`.
+            unsafe { core::ptr::write_volatile(&raw mut (*regs).x[usize::from(r)], v) };
+        }
+    }
+
     fn queue(&mut self, intid: u32, prio: u8) {
         let i = intid as usize % 1024;
         self.pending[i / 64] |= 1 << (i % 64);
@@ -192,12 +241,15 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
     k.known_thread(th).vcpu = Some(Box::new(Vcpu {
         state_kva: kva,
         vm,
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         s,
+        el1_kept: false,
         in_guest: false,
         synced: false,
         wfi: false,
         fp: FpState::default(),
         fp_loaded: false,
+        fp_eager: 0,
         last_cpu: None,
         pending: [0; 16],
         queued: 0,
@@ -214,13 +266,11 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
     if cur != th {
         return Err(Error::Inval);
     }
-    vcpu_of(k, th).ok_or(Error::Inval)?;
+    let t = k.thread_mut(th).ok_or(Error::Inval)?;
+    let v = t.vcpu.as_deref_mut().ok_or(Error::Inval)?;
     // The guest gets its own TPIDR_EL0: keep the VMM's (live in the
-    // register, since the caller runs here) for `finish` to restore.
-    if let Some(t) = k.thread_mut(th) {
-        t.tpidr_el0 = arch::tpidr_el0();
-    }
-    let v = vcpu_of(k, th).ok_or(Error::Inval)?;
+    // register, since the caller runs here) for the exit to restore.
+    t.tpidr_el0 = arch::tpidr_el0();
     let area = v.state_kva as *mut VcpuState;
     let kept = if v.synced {
         // SAFETY: the state area is a page of kernel memory (the task's
@@ -234,10 +284,8 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
     // part is copied once and the copy checked. VcpuState is integers
     // only: any bits are a valid one.
     unsafe {
-        arch::read_shared(&mut v.s.regs, &raw const (*area).regs);
-        if kept & abi::unchanged::EL1 == 0 {
-            arch::read_shared(&mut v.s.el1, &raw const (*area).el1);
-        }
+        // The other registers are entered from the area (any values do).
+        v.s.regs.pstate = core::ptr::read_volatile(&raw const (*area).regs.pstate);
         if kept & abi::unchanged::TIMER == 0 {
             arch::read_shared(&mut v.s.timer, &raw const (*area).timer);
         }
@@ -286,6 +334,9 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
         }
     }
     v.synced = false;
+    if kept & abi::unchanged::EL1 == 0 {
+        v.el1_kept = false;
+    }
     v.wfi = false;
     v.in_guest = true;
     ACTIVE.fetch_add(1, Ordering::Relaxed);
@@ -296,12 +347,7 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
 /// [`l4_abi::ops::ThreadVcpuResume`] (its opcode alone in `MR0`): resumes
 /// and sets the result as the general path would. Returns whether it was.
 pub fn resume_call(k: &mut Kernel, cur: ObjId, tag: MsgTag) -> bool {
-    use l4_abi::ops::{Op, ThreadVcpuResume};
-    let t = k.known_thread(cur);
-    let is_resume = tag.words() >= 1
-        && tag.items() == 0
-        && t.utcb().is_some_and(|u| u.mr[0] == ThreadVcpuResume::CODE);
-    if !is_resume {
+    if !is_resume(k.known_thread(cur), tag) {
         return false;
     }
     let label = match resume(k, cur, cur) {
@@ -311,6 +357,71 @@ pub fn resume_call(k: &mut Kernel, cur: ObjId, tag: MsgTag) -> bool {
     k.known_thread(cur)
         .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
     true
+}
+
+/// Whether the invocation with `tag` by `t` carries
+/// [`l4_abi::ops::ThreadVcpuResume`] (its opcode alone in `MR0`).
+fn is_resume(t: &super::thread::Thread, tag: MsgTag) -> bool {
+    use l4_abi::ops::{Op, ThreadVcpuResume};
+    tag.words() >= 1
+        && tag.items() == 0
+        && t.utcb().is_some_and(|u| u.mr[0] == ThreadVcpuResume::CODE)
+}
+
+/// The fast path of a VMM's `vcpu_resume` on every guest exit it handled
+/// (entry.S tries it with the native IPC registers `x0..x2`, the lock
+/// held): when the invocation is exactly what the general path would
+/// take to [`resume_call`] (a call on the current thread's own
+/// capability with the Thread protocol and the resume opcode), resumes
+/// and runs the guest until its next exit for the VMM, and returns the
+/// guard and the thread's user registers (its result set). Else (or when the general
+/// path has work first: registers from an ex_regs, a reschedule) nothing
+/// was done and the guard comes back in `Err`.
+pub fn fast_resume(
+    mut g: bkl::Guard,
+    x0: u64,
+    x1: u64,
+    x2: u64,
+) -> Result<(bkl::Guard, *mut arch::TrapFrame), bkl::Guard> {
+    let tag = MsgTag(x1);
+    if tag.label() != l4_abi::Proto::Thread as i64 {
+        return Err(g);
+    }
+    let k = g.kernel();
+    let cpu = arch::cpu_id();
+    let Some(cur) = k.cpus[cpu].current else {
+        return Err(g);
+    };
+    if k.cpus[cpu].need_resched {
+        return Err(g);
+    }
+    let Ok(inv) = kernel_core::ipc_rules::decode(x0, x1, x2) else {
+        return Err(g);
+    };
+    let (Some(index), kernel_core::ipc_rules::Operation::Call) = (inv.cap.index(), inv.op) else {
+        return Err(g);
+    };
+    let (task, frame) = match k.thread_mut(cur) {
+        Some(t) if t.pending.is_none() && t.vcpu.is_some() && is_resume(t, tag) => {
+            (t.task, t.frame_mut() as *mut arch::TrapFrame)
+        }
+        _ => return Err(g),
+    };
+    // The capability names the current thread (alive: it runs here), as
+    // `Kernel::lookup_cap` would find it.
+    let own = matches!(task.and_then(|t| k.objs.get(t)), Some(KObject::Task(t))
+        if t.caps.lookup(index, l4_abi::CapRights::R).is_ok_and(|e| e.obj == cur));
+    if !own {
+        return Err(g);
+    }
+    let label = match resume(k, cur, cur) {
+        Ok(()) => 0,
+        Err(e) => e.as_ret(),
+    };
+    // SAFETY: the current thread's user registers, on its kernel stack:
+    // nothing else refers to them while it runs here.
+    unsafe { (*frame).set_result(0, MsgTag::new(label, 0, 0, 0), 0) };
+    Ok((guest_loop(g), frame))
 }
 
 /// An interrupt for the vCPU of thread `th` (an Irq bound to it, or the
@@ -364,8 +475,9 @@ pub fn vm_deleted(k: &mut Kernel, vm: ObjId) {
 enum Step {
     /// Not a vCPU in its guest: on to user mode.
     User,
-    /// Enter the guest.
-    Enter(*mut Vcpu),
+    /// Enter the guest; afterwards the VMM's TLS registers (its
+    /// TPIDR_EL0 and TPIDRRO_EL0) come back.
+    Enter(*mut Vcpu, (u64, u64)),
     /// Let another thread run (this one blocked or was preempted), then
     /// look again.
     Schedule,
@@ -384,15 +496,20 @@ pub fn return_to_user() {
 /// [`return_to_user`] while some vCPU is in its guest.
 #[inline(never)]
 fn run_guest() {
+    drop(guest_loop(bkl::lock()));
+}
+
+/// Runs the current thread's guest, if it resumed it, until an exit for
+/// the VMM; returns with the lock held when on to user mode.
+fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
     loop {
-        let mut g = bkl::lock();
-        let v = match prepare(g.kernel()) {
-            Step::User => return,
+        let (v, tls) = match prepare(g.kernel()) {
+            Step::User => return g,
             Step::Schedule => {
                 schedule(&mut g);
                 continue;
             }
-            Step::Enter(v) => v,
+            Step::Enter(v, tls) => (v, tls),
         };
         drop(g);
         // SAFETY: the vCPU belongs to the current thread, which is not
@@ -400,19 +517,19 @@ fn run_guest() {
         // until its CPU switched away), and only this CPU touches the
         // guest state (`s`, `fp`) while it runs; the rest is changed
         // under the lock only.
-        let exit = unsafe { hw::run(&mut (*v).s.regs) };
-        // SAFETY: as above.
-        unsafe { hw::save(&mut (*v).s) };
-        super::vm::set_running(0);
-        let mut g = bkl::lock();
-        let k = g.kernel();
+        let exit = unsafe {
+            let area = (*v).state_kva as *mut VcpuState;
+            let exit = hw::run(&raw mut (*area).regs, (*v).s.regs.pstate);
+            (*v).s.regs.pstate = hw::exit_pstate();
+            hw::save(area, &mut (*v).s);
+            exit
+        };
         // The guest had its own TLS registers: the VMM's come back, so that
         // a switch away from this thread keeps the VMM's, not the guest's.
-        if let Some(cur) = k.cpus[arch::cpu_id()].current
-            && let Some(t) = k.thread_mut(cur)
-        {
-            arch::set_tls(t.tpidr_el0, t.utcb_uva);
-        }
+        arch::set_tls(tls.0, tls.1);
+        super::vm::set_running(0);
+        g = bkl::lock();
+        let k = g.kernel();
         if matches!(exit, hw::ExitKind::Irq | hw::ExitKind::Fiq) {
             // An interrupt came to EL2: take it as from user mode.
             arch::fp_access(k.cpus[arch::cpu_id()].fp_on);
@@ -422,14 +539,10 @@ fn run_guest() {
                 spill_current(k);
                 schedule(&mut g);
             }
-        } else {
-            handle_exit(k, exit);
+        } else if handle_exit(k, exit) {
             // An exit for the VMM: on to user mode (what `prepare` would
             // find on the next round).
-            let cur = k.cpus[arch::cpu_id()].current;
-            if !cur.and_then(|c| vcpu_of(k, c)).is_some_and(|v| v.in_guest) {
-                return;
-            }
+            return g;
         }
     }
 }
@@ -459,16 +572,21 @@ fn prepare(k: &mut Kernel) -> Step {
         !t.pending_irqs.is_empty() || !t.senders.is_empty(),
         t.pending.is_some(),
     );
+    let tls = (t.tpidr_el0, t.utcb_uva);
     let Some(v) = t.vcpu.as_deref_mut() else {
         return Step::User;
     };
     if !v.in_guest {
         return Step::User;
     }
+    let fp_wanted = v.fp_eager != 0 && !v.fp_loaded && !v.wfi;
+    if fp_wanted {
+        v.fp_eager -= 1;
+    }
     if pending_regs {
         // ex_regs from another CPU: the VMM's registers change, so it
         // gets them back now.
-        finish(k, cur, ExitReason::Kick, None);
+        finish(k, cur, ExitReason::Kick, None, None);
         crate::entry::apply_pending(k);
         return Step::User;
     }
@@ -477,12 +595,16 @@ fn prepare(k: &mut Kernel) -> Step {
         Some(KObject::Vm(m)) => Some((m.vttbr(), m.vmid)),
         _ => None,
     }) else {
-        finish(k, cur, ExitReason::Kick, Some(Error::NoEnt));
+        finish(k, cur, ExitReason::Kick, Some(Error::NoEnt), None);
         return Step::User;
     };
     if pending_msgs {
-        finish(k, cur, ExitReason::Kick, None);
+        finish(k, cur, ExitReason::Kick, None, None);
         return Step::User;
+    }
+    let resched = k.cpus[cpu].need_resched;
+    if fp_wanted && !resched {
+        load_guest_fp(k, cur);
     }
     let v = vcpu_of(k, cur).expect("vcpu");
     // The virtual timer: inject its PPI when it fired and is not in a
@@ -503,58 +625,77 @@ fn prepare(k: &mut Kernel) -> Step {
             return Step::Schedule;
         }
     }
-    if k.cpus[cpu].need_resched {
-        spill_current(k);
+    if resched {
+        v.spill_fp();
         return Step::Schedule;
     }
-    let v = vcpu_of(k, cur).expect("vcpu");
     // Timer armed and not pending: let its PPI bring the guest out.
     let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
     set_vtimer_ppi(cpu, timer_armed);
     if v.last_cpu.is_some_and(|c| c != cpu) {
         hw::tlb_flush_vmid_local(vttbr.1);
     }
+    // A CPU that held this vCPU's EL1 registers before it ran elsewhere
+    // holds old ones: only the CPU it last ran on may keep them.
+    let el1_here = v.el1_kept && v.last_cpu == Some(cpu);
     v.last_cpu = Some(cpu);
     let ich_extra = if left { abi::hcr::UIE } else { 0 };
-    hw::load(&v.s, vttbr.0, ich_extra);
+    // SAFETY: the state area is a page of kernel memory (the task's UTCB
+    // area), which lives as long as the task and so the thread.
+    unsafe {
+        hw::load(
+            v.state_kva as *const VcpuState,
+            &v.s,
+            v.id,
+            el1_here,
+            vttbr.0,
+            ich_extra,
+        )
+    };
+    v.el1_kept = true;
     hw::guest_fp(v.fp_loaded);
     super::vm::set_running(vttbr.1);
-    Step::Enter(v as *mut Vcpu)
+    Step::Enter(v as *mut Vcpu, tls)
 }
 
 /// Under the lock, after an exit: handles it, or ends `vcpu_resume`.
-fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) {
+/// Returns whether the guest's run ended (or there is none any more): on
+/// to user mode.
+fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) -> bool {
     let cpu = arch::cpu_id();
     arch::fp_access(k.cpus[cpu].fp_on);
     super::vm::reap();
     let Some(cur) = k.cpus[cpu].current else {
-        return;
+        return true;
     };
     match exit {
-        hw::ExitKind::Irq | hw::ExitKind::Fiq => {}
+        hw::ExitKind::Irq | hw::ExitKind::Fiq => false,
         hw::ExitKind::SError { esr } => {
-            if let Some(v) = vcpu_of(k, cur) {
-                v.s.exit = Exit {
-                    esr,
-                    ..Exit::default()
-                };
-            }
-            finish(k, cur, ExitReason::Other, None);
+            let exit = Exit {
+                esr,
+                ..Exit::default()
+            };
+            finish(k, cur, ExitReason::Other, None, Some(exit));
+            true
         }
         hw::ExitKind::Sync { esr, far, hpfar } => sync_exit(k, cur, esr, far, hpfar),
     }
 }
 
-fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
+/// A synchronous exit: handled here (WFx, ID registers, the first
+/// FP/SIMD use), or for the VMM (returns true).
+fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool {
     let ec = (esr >> 26) & 0x3f;
-    let Some(v) = vcpu_of(k, cur) else { return };
+    let Some(v) = vcpu_of(k, cur).filter(|v| v.in_guest) else {
+        return true;
+    };
     match ec {
         abi::ec::WFX => {
-            v.s.regs.skip_instruction();
+            v.skip_instruction();
             if hw::is_wfi(esr) {
                 v.wfi = true;
             }
-            return;
+            return false;
         }
         abi::ec::SYSREG => {
             // An ID register read: the kernel answers.
@@ -566,25 +707,17 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
             if let Some(a) = access.filter(|a| a.read)
                 && let Some(value) = hw::id_register(a.encoding)
             {
-                v.s.regs.set_reg(a.reg, value);
-                v.s.regs.skip_instruction();
-                return;
+                v.set_reg(a.reg, value);
+                v.skip_instruction();
+                return false;
             }
         }
         FP_ACCESS => {
-            let cpu = arch::cpu_id();
-            arch::fp_access(true);
-            if let Some(t) = k.thread_mut(cur) {
-                crate::fp::leave(t, cpu);
+            load_guest_fp(k, cur);
+            if let Some(v) = vcpu_of(k, cur) {
+                v.fp_eager = FP_EAGER_ENTRIES;
             }
-            let c = &mut k.cpus[cpu];
-            c.fp_regs_of = None;
-            c.fp_on = false;
-            let v = vcpu_of(k, cur).expect("vcpu");
-            arch::fp_restore(&v.fp);
-            v.fp_loaded = true;
-            arch::fp_access(false);
-            return;
+            return false;
         }
         _ => {}
     }
@@ -593,54 +726,126 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) {
     let gpa = if abort { fault_gpa(hpfar, far) } else { 0 };
     let mapped = abort && matches!(k.objs.get(vm), Some(KObject::Vm(m)) if m.lookup(gpa).is_some());
     let reason = classify(esr, mapped);
-    let v = vcpu_of(k, cur).expect("vcpu");
-    v.s.exit = Exit {
+    let exit = Exit {
         reason: reason as u64,
         esr,
         far,
         gpa,
         info: 0,
     };
-    finish(k, cur, reason, None);
+    finish(k, cur, reason, None, Some(exit));
+    true
 }
+
+/// Puts the FP/SIMD registers of `cur`'s guest into the CPU (the VMM's,
+/// if it used them, saved first). While they are loaded no thread's are
+/// (the CPU's `fp_on` is clear).
+fn load_guest_fp(k: &mut Kernel, cur: ObjId) {
+    let cpu = arch::cpu_id();
+    arch::fp_access(true);
+    if let Some(t) = k.thread_mut(cur) {
+        crate::fp::leave(t, cpu);
+    }
+    let c = &mut k.cpus[cpu];
+    c.fp_regs_of = None;
+    c.fp_on = false;
+    if let Some(v) = vcpu_of(k, cur) {
+        arch::fp_restore(&v.fp);
+        v.fp_loaded = true;
+    }
+    arch::fp_access(false);
+}
+
+/// How many entries after a trapped FP/SIMD use the guest's registers are
+/// loaded before the entry: a guest that uses them on most runs pays one
+/// trap in this many, one that stopped pays this many loads.
+const FP_EAGER_ENTRIES: u8 = 32;
 
 /// The exception class of a trapped FP/SIMD access.
 const FP_ACCESS: u64 = 0x07;
 
-/// Ends `vcpu_resume` for `cur`: the state goes to the state area, the
-/// VMM's registers and FP/SIMD state come back, and the call returns the
-/// exit reason as its label (or `err`).
-fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>) {
-    let cpu = arch::cpu_id();
+/// Ends `vcpu_resume` for `cur`: the state, with `exit` when the guest
+/// exited for the VMM, goes to the state area, the VMM's FP/SIMD state
+/// comes back, and the call returns the exit reason as its label (or
+/// `err`).
+fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>, exit: Option<Exit>) {
     let Some(t) = k.thread_mut(cur) else { return };
-    let (tpidr, utcb) = (t.tpidr_el0, t.utcb_uva);
-    let Some(v) = t.vcpu.as_deref_mut() else {
-        return;
-    };
-    if !v.in_guest {
+    if !t.vcpu.as_ref().is_some_and(|v| v.in_guest) {
         return;
     }
-    v.in_guest = false;
-    v.wfi = false;
-    ACTIVE.fetch_sub(1, Ordering::Relaxed);
-    v.spill_fp();
-    v.s.exit.reason = reason as u64;
-    // What is still queued stays for the next resume; the area shows the
-    // list registers as the guest left them.
-    // SAFETY: the state area is a page of kernel memory (the task's UTCB
-    // area), which lives as long as the task and so the thread.
-    // Written up to the injection count (zero), with `unchanged` zero:
-    // the kernel's copy and the area agree from here to the next resume.
-    unsafe { arch::write_shared(v.state_kva as *mut VcpuState, &v.s, abi::EXIT_WRITE_SIZE) };
-    v.synced = true;
-    arch::set_tls(tpidr, utcb);
-    arch::fp_access(k.cpus[cpu].fp_on);
     let label = match err {
         Some(e) => e.as_ret(),
         None => reason as i64,
     };
-    k.known_thread(cur)
-        .set_result(0, MsgTag::new(label, 0, 0, 0), 0);
+    t.set_result(0, MsgTag::new(label, 0, 0, 0), 0);
+    let Some(v) = t.vcpu.as_deref_mut() else {
+        return;
+    };
+    v.in_guest = false;
+    v.wfi = false;
+    ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    let guest_fp = v.fp_loaded;
+    v.spill_fp();
+    if let Some(e) = exit {
+        // Field by field: a struct copy becomes a call.
+        let x = &mut v.s.exit;
+        (x.esr, x.far, x.gpa, x.info) = (e.esr, e.far, e.gpa, e.info);
+    }
+    v.s.exit.reason = reason as u64;
+    // What is still queued stays for the next resume; the area shows the
+    // list registers as the guest left them. The general and EL1
+    // registers are there already (the exit saved them there).
+    write_back(v.state_kva as *mut VcpuState, &v.s, hw::lr_count());
+    v.synced = true;
+    // The VMM's TLS registers are back already (the exit put them back,
+    // or the guest did not run since the resume), and so is the host's
+    // FP/SIMD trapping (`handle_exit`, or `spill_fp`). The guest's FP/SIMD
+    // registers took the VMM's: the VMM gets its own back now, as its
+    // first use would (which, on the way through its exit handling, it
+    // makes nearly always).
+    if guest_fp {
+        crate::fp::trap(k, cur);
+    }
+}
+
+/// Writes the kernel's parts of the state (`s`) to the state area `area`:
+/// the exit, pstate, timer, GIC (the first `lrs` list registers),
+/// VMPIDR, with `unchanged` and the injection count zero. From here to
+/// the next resume, the kernel's copy and the area agree.
+fn write_back(area: *mut VcpuState, s: &VcpuState, lrs: usize) {
+    let g = &s.gic;
+    // SAFETY: the state area is a page of kernel memory (the task's UTCB
+    // area), which lives as long as the task and so the thread; the VMM
+    // may read it meanwhile (each field is written once).
+    unsafe {
+        // Field by field: a volatile write of a struct becomes a call.
+        let e = &raw mut (*area).exit;
+        core::ptr::write_volatile(&raw mut (*e).reason, s.exit.reason);
+        core::ptr::write_volatile(&raw mut (*e).esr, s.exit.esr);
+        core::ptr::write_volatile(&raw mut (*e).far, s.exit.far);
+        core::ptr::write_volatile(&raw mut (*e).gpa, s.exit.gpa);
+        core::ptr::write_volatile(&raw mut (*e).info, s.exit.info);
+        core::ptr::write_volatile(&raw mut (*area).regs.pstate, s.regs.pstate);
+        let t = &raw mut (*area).timer;
+        core::ptr::write_volatile(&raw mut (*t).cntvoff, s.timer.cntvoff);
+        core::ptr::write_volatile(&raw mut (*t).ctl, s.timer.ctl);
+        core::ptr::write_volatile(&raw mut (*t).cval, s.timer.cval);
+        let a = &raw mut (*area).gic;
+        core::ptr::write_volatile(&raw mut (*a).hcr, g.hcr);
+        core::ptr::write_volatile(&raw mut (*a).vmcr, g.vmcr);
+        for i in 0..hw::apr_count() {
+            core::ptr::write_volatile(&raw mut (*a).ap0r[i], g.ap0r[i]);
+            core::ptr::write_volatile(&raw mut (*a).ap1r[i], g.ap1r[i]);
+        }
+        for (i, &v) in g.lr.iter().enumerate().take(lrs) {
+            core::ptr::write_volatile(&raw mut (*a).lr[i], v);
+        }
+        core::ptr::write_volatile(&raw mut (*a).lr_count, g.lr_count);
+        core::ptr::write_volatile(&raw mut (*a).elrsr, g.elrsr);
+        core::ptr::write_volatile(&raw mut (*area).vmpidr, s.vmpidr);
+        core::ptr::write_volatile(&raw mut (*area).unchanged, 0);
+        core::ptr::write_volatile(&raw mut (*area).inject.count, 0);
+    }
 }
 
 /// The maintenance interrupt: the guest left, which is all it is for.
@@ -664,7 +869,9 @@ fn set_vtimer_ppi(cpu: usize, on: bool) {
         crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
         return;
     };
-    if last.swap(u8::from(on), Ordering::Relaxed) != u8::from(on) {
+    // Only this CPU uses its entry (IRQs masked): no atomic swap needed.
+    if last.load(Ordering::Relaxed) != u8::from(on) {
+        last.store(u8::from(on), Ordering::Relaxed);
         crate::platform::gic::set_private_enabled(VTIMER_INTID, on);
     }
 }

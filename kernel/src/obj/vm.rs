@@ -14,7 +14,7 @@
 use crate::arch::{self, vcpu as hw};
 use crate::mm::{self, PAGE};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU16, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use kernel_core::kobj::ObjId;
 use l4_abi::{Error, MemRights};
 use l4_pgtable::stage2::{self, S2Attr};
@@ -71,6 +71,9 @@ static RUNNING: [AtomicU16; arch::MAX_CPUS] = [const { AtomicU16::new(0) }; arch
 
 /// Deleted Vms' tables, freed when no CPU runs in them any more.
 static DEAD: Mutex<Vec<(u64, u16)>> = Mutex::new(Vec::new());
+/// `DEAD` is not empty (set and cleared under its lock): every guest
+/// exit reaps, and most find nothing without taking the lock.
+static ANY_DEAD: AtomicBool = AtomicBool::new(false);
 
 /// Stage-2 attributes of a mapping of `[pa, pa + size)`: RAM is normal
 /// memory, anything else (a device passed through) device memory.
@@ -150,13 +153,25 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        DEAD.lock().push((self.root, self.vmid));
+        let mut dead = DEAD.lock();
+        dead.push((self.root, self.vmid));
+        ANY_DEAD.store(true, Ordering::Release);
+        drop(dead);
         reap();
     }
 }
 
 /// Frees the tables and VMIDs of deleted Vms that no CPU runs a guest in.
+#[inline(always)]
 pub fn reap() {
+    if ANY_DEAD.load(Ordering::Acquire) {
+        reap_dead();
+    }
+}
+
+/// [`reap`] when there are deleted Vms.
+#[inline(never)]
+fn reap_dead() {
     let mut dead = DEAD.lock();
     dead.retain(|&(root, vmid)| {
         if RUNNING.iter().any(|r| r.load(Ordering::Acquire) == vmid) {
@@ -168,6 +183,7 @@ pub fn reap() {
         free_vmid(vmid);
         false
     });
+    ANY_DEAD.store(!dead.is_empty(), Ordering::Release);
 }
 
 /// This CPU is about to run a guest with `vmid` (0: it stopped).

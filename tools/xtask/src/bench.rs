@@ -469,9 +469,14 @@ const VMBENCH_ENTRY: &str = "vmbench";
 /// Boots the guest kernel and ramdisk natively (QEMU's own device tree and
 /// PL011) and under uvmm (entry `uvmm`), alternating, N times each; the
 /// median time from QEMU's start to `/init`'s ready line of each. Before
-/// that, the cost of single VM exits from one boot of entry `vmbench`.
+/// that, the cost of single VM exits from one boot of entry `vmbench`
+/// (only those with `--exits-only`).
 fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     let (exits, icount) = vm_exits(ws, vars, args)?;
+    if args.exits_only {
+        print_exits(&exits, icount);
+        return Ok(());
+    }
     // One CPU for both: a guest with several vCPUs does not boot under
     // uvmm yet (its IPIs stall), and the comparison wants the same machine.
     let mut env_options = vec!["-smp".to_string(), "1".to_string()];
@@ -534,6 +539,12 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     for path in [&guest.image, &guest.image_gz, &guest.ramdisks[0]] {
         println!("  {:>10} B  {}", file_size(path)?, ws.show(path));
     }
+    print_exits(&exits, icount);
+    Ok(())
+}
+
+/// The table of [`vm_exits`]' measurements.
+fn print_exits(exits: &[VmExit], icount: bool) {
     println!(
         "VM exits (tests/vmbench under uvmm, entry {VMBENCH_ENTRY}, one vCPU; {} per operation, the loop's own cost taken off):",
         if icount {
@@ -543,10 +554,9 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         }
     );
     let width = exits.iter().map(|m| m.what.len()).max().unwrap_or(0);
-    for m in &exits {
+    for m in exits {
         println!("  {:<width$}  {:>7}", m.what, m.ns);
     }
-    Ok(())
 }
 
 /// One measurement of the vmbench guest.

@@ -39,7 +39,7 @@ commands:
   bench ipc [E=<entry>] [--timeout SECS]
                       boot an entry (default ipcbench) headless once, wait for
                       `ipcbench: done` (default 300 s) and print the IPC costs
-  bench vm [--runs N] [--timeout SECS]
+  bench vm [--runs N] [--timeout SECS] [--exits-only]
                       boot the guest kernel and ramdisk natively and under uvmm,
                       alternating, N times each (default 5), and print the median
                       times to the guest's ready line; before that, boot entry
@@ -171,6 +171,8 @@ pub struct VmBenchArgs {
     pub runs: usize,
     /// How long one boot may take to reach the ready line.
     pub timeout: Duration,
+    /// Only the VM exits (entry `vmbench`), no Linux boots.
+    pub exits_only: bool,
 }
 
 impl Default for VmBenchArgs {
@@ -178,6 +180,7 @@ impl Default for VmBenchArgs {
         VmBenchArgs {
             runs: 5,
             timeout: Duration::from_secs(120),
+            exits_only: false,
         }
     }
 }
@@ -376,6 +379,7 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
         match name {
             "--runs" => args.runs = parse_runs(name, &value()?)?,
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            "--exits-only" => args.exits_only = true,
             other => bail!("unknown flag '{other}' for 'bench vm'"),
         }
         Ok(())
@@ -637,12 +641,17 @@ mod tests {
             inv.command,
             Command::Bench(Bench::Vm(VmBenchArgs::default()))
         );
-        let inv = parse_with(&["bench", "vm", "--runs", "3", "--timeout=30"], &[]).unwrap();
+        let inv = parse_with(
+            &["bench", "vm", "--runs", "3", "--timeout=30", "--exits-only"],
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             inv.command,
             Command::Bench(Bench::Vm(VmBenchArgs {
                 runs: 3,
-                timeout: Duration::from_secs(30)
+                timeout: Duration::from_secs(30),
+                exits_only: true,
             }))
         );
         assert!(parse_with(&["bench", "vm", "--runs", "0"], &[]).is_err());

@@ -85,22 +85,6 @@ pub unsafe fn read_shared<T: Copy>(dst: &mut T, src: *const T) {
     }
 }
 
-/// Writes the first `n` bytes of `v` (at most its size) to `dst`, which
-/// user space may read meanwhile: one pass through an opaque call (see
-/// [`read_shared`]), straight from `v`.
-///
-/// # Safety
-///
-/// `dst` must be valid for writes of `n` bytes.
-pub unsafe fn write_shared<T: Copy>(dst: *mut T, v: &T, n: usize) {
-    let n = n.min(core::mem::size_of::<T>());
-    // SAFETY: the caller vouches for `dst`; `v` is a reference, valid for
-    // reads of a `T`, of which at most its size is read.
-    unsafe {
-        copy_shared(dst.cast(), (v as *const T).cast(), n);
-    }
-}
-
 /// Callee-saved registers and the kernel stack pointer of a thread that is
 /// not running (layout fixed by switch.S).
 #[repr(C)]

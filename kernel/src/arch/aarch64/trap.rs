@@ -15,6 +15,15 @@ pub struct TrapFrame {
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
 
+impl TrapFrame {
+    /// The result of a system call: status, tag and label in `x0..x2`.
+    pub fn set_result(&mut self, status: u64, tag: l4_abi::MsgTag, label: u64) {
+        self.x[0] = status;
+        self.x[1] = tag.0;
+        self.x[2] = label;
+    }
+}
+
 /// Vector slots, in table order.
 const KINDS: [&str; 16] = [
     "sync (EL2, SP0)",

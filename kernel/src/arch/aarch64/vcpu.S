@@ -1,9 +1,12 @@
 // The world switch: entering a guest at EL1 and coming back on its exit.
 //
-// guest_run(regs: *mut GuestRegs) -> u64 (the exception kind: 0 sync,
-// 1 IRQ, 2 FIQ, 3 SError)
+// guest_run(regs: *mut GuestRegs, pstate: u64) -> u64 (the exception
+// kind: 0 sync, 1 IRQ, 2 FIQ, 3 SError)
 //
-// GuestRegs starts with x0-x30, pc, pstate (offsets 0, 248, 256). The
+// GuestRegs starts with x0-x30, pc, pstate (offsets 0, 248, 256): they
+// are loaded from there and saved there on the exit, except the pstate
+// entered with, which is the checked one the caller passes (`regs` is
+// the state area, which the VMM may change at any time). The
 // host's callee-saved registers, the regs pointer and the host vectors are
 // kept on the kernel stack, which stays SP_EL2 while the guest runs; the
 // guest vectors find them there. Everything else (EL1 system registers,
@@ -20,13 +23,13 @@ guest_run:
     stp     x25, x26, [sp, #48]
     stp     x27, x28, [sp, #64]
     stp     x29, x30, [sp, #80]
-    mrs     x1, vbar_el2
-    stp     x0, x1, [sp, #96]
-    adr     x1, guest_vectors
-    msr     vbar_el2, x1
-    ldp     x1, x2, [x0, #248]
-    msr     elr_el2, x1
-    msr     spsr_el2, x2
+    mrs     x2, vbar_el2
+    stp     x0, x2, [sp, #96]
+    adr     x2, guest_vectors
+    msr     vbar_el2, x2
+    ldr     x2, [x0, #248]
+    msr     elr_el2, x2
+    msr     spsr_el2, x1
     isb
     ldp     x2, x3, [x0, #16]
     ldp     x4, x5, [x0, #32]

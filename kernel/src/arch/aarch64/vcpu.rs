@@ -11,12 +11,15 @@
 //! ([`l4_abi::vcpu::check_pstate`]): the guest never reaches EL2.
 //!
 //! The host never uses the EL1 registers (its threads run at EL0 in the
-//! EL2&0 regime), so the guest's EL1 registers are loaded before entry
-//! and saved after exit, through the `_EL12`/`_EL02` aliases where VHE
-//! redirects the plain names to EL2. The virtual timer and the GIC virtual
+//! EL2&0 regime), so the guest's EL1 registers are saved after every exit
+//! and loaded before an entry unless the CPU still holds them ([`load`]),
+//! through the `_EL12`/`_EL02` aliases where VHE redirects the plain
+//! names to EL2; only the EL0 thread registers, SP_EL0 and MDSCR_EL1,
+//! which the host changes, are loaded every time. The virtual timer and the GIC virtual
 //! CPU interface (ICH_*) are switched the same way and left disabled
 //! while the host runs.
 
+use crate::arch::MAX_CPUS;
 use aarch64_cpu::registers::*;
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,7 +28,7 @@ use l4_abi::vcpu::{GuestRegs, MAX_LRS, VcpuState};
 core::arch::global_asm!(include_str!("vcpu.S"));
 
 unsafe extern "C" {
-    fn guest_run(regs: *mut GuestRegs) -> u64;
+    fn guest_run(regs: *mut GuestRegs, pstate: u64) -> u64;
 }
 
 /// Reads a system register by its encoded name (the VHE aliases, which
@@ -105,6 +108,11 @@ pub fn lr_count() -> usize {
     LR_COUNT.load(Ordering::Relaxed)
 }
 
+/// How many active-priority registers per group the hardware has.
+pub fn apr_count() -> usize {
+    APR_COUNT.load(Ordering::Relaxed)
+}
+
 /// How many VMIDs there are (besides 0, which the kernel never gives out).
 pub fn vmid_count() -> u32 {
     (1u32 << VMID_BITS.load(Ordering::Relaxed)) - 1
@@ -141,53 +149,112 @@ const CNTHCTL_GUEST: u64 = 0b11 | (1 << 10);
 /// bypass disabled.
 const ICC_SRE_GUEST: u64 = 0b111;
 
+/// Reads a field of the state area (see [`load`]).
+macro_rules! get {
+    ($area:ident . $($f:ident).+) => {{
+        // SAFETY: `load`'s caller vouches for the area; the VMM may change
+        // it meanwhile, so each field is read once, and any value of these
+        // fields is one the guest could have set itself.
+        unsafe { core::ptr::read_volatile(&raw const (*$area).$($f).+) }
+    }};
+}
+
+/// Writes a field of the state area (see [`save`]).
+macro_rules! put {
+    ($area:ident . $($f:ident).+ = $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: `save`'s caller vouches for the area.
+        unsafe { core::ptr::write_volatile(&raw mut (*$area).$($f).+, v) };
+    }};
+}
+
+/// Per CPU: the vCPU (its [`load`] `id`) whose EL1 registers the CPU
+/// holds, 0 for none known. The host never uses them (see the module
+/// documentation) and only [`load`] writes them, so they stay as that
+/// vCPU's last exit left them until another vCPU is loaded here.
+static LIVE_EL1: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Loads the guest's state into the hardware: EL1 registers, timer, GIC
-/// virtual interface, VMPIDR, and stage 2 (`vttbr`). The state must have
-/// passed [`VcpuState::check`]; IRQs are masked. `ich_extra`: the
-/// kernel's own ICH_HCR_EL2 bits (maintenance interrupts it wants).
-pub fn load(s: &VcpuState, vttbr: u64, ich_extra: u64) {
-    let e = &s.el1;
-    msr!("S3_5_C1_C0_0", e.sctlr);
-    msr!("S3_5_C1_C0_2", e.cpacr);
-    msr!("S3_5_C2_C0_0", e.ttbr0);
-    msr!("S3_5_C2_C0_1", e.ttbr1);
-    // A TCR write may change how ASIDs are read, so an emulator drops all
-    // cached translations on it (QEMU's TCG does); the value is usually
-    // the one already in the register (this vCPU ran here last).
-    if mrs!("S3_5_C2_C0_2") != e.tcr {
-        msr!("S3_5_C2_C0_2", e.tcr);
+/// virtual interface, VMPIDR, and stage 2 (`vttbr`). The general
+/// registers but pstate, and the EL1 registers, come from the state area
+/// `area` (any values are fine there); the checked parts (timer control,
+/// GIC, VMPIDR) from `s`, which must have passed [`VcpuState::check`].
+/// `id` names the vCPU (never 0); `el1_kept`: the area's EL1 registers
+/// are what this vCPU's last run, on this CPU, left in them, so when this
+/// CPU still holds them (no other vCPU was loaded here since) they are
+/// not written again. IRQs are masked. `ich_extra`: the kernel's own ICH_HCR_EL2
+/// bits (maintenance interrupts it wants).
+///
+/// # Safety
+///
+/// `area` must point to the vCPU's state area (kernel memory, valid for
+/// reads of a [`VcpuState`]).
+pub unsafe fn load(
+    area: *const VcpuState,
+    s: &VcpuState,
+    id: u64,
+    el1_kept: bool,
+    vttbr: u64,
+    ich_extra: u64,
+) {
+    let live = LIVE_EL1.get(crate::arch::cpu_id());
+    let held = el1_kept && live.is_some_and(|l| l.load(Ordering::Relaxed) == id);
+    if !held {
+        load_el1(area);
+        if let Some(l) = live {
+            l.store(id, Ordering::Relaxed);
+        }
     }
-    msr!("S3_5_C10_C2_0", e.mair);
-    msr!("S3_5_C10_C3_0", e.amair);
-    msr!("S3_5_C12_C0_0", e.vbar);
-    msr!("S3_5_C13_C0_1", e.contextidr);
-    msr!("S3_5_C5_C2_0", e.esr);
-    msr!("S3_5_C6_C0_0", e.far);
-    msr!("S3_5_C5_C1_0", e.afsr0);
-    msr!("S3_5_C5_C1_1", e.afsr1);
-    msr!("S3_5_C14_C1_0", e.cntkctl);
-    msr!("S3_5_C4_C0_0", s.regs.spsr_el1);
-    msr!("S3_5_C4_C0_1", s.regs.elr_el1);
-    PAR_EL1.set(e.par);
-    TPIDR_EL1.set(e.tpidr_el1);
-    TPIDR_EL0.set(e.tpidr_el0);
-    TPIDRRO_EL0.set(e.tpidrro_el0);
-    CSSELR_EL1.set(e.csselr);
-    MDSCR_EL1.set(e.mdscr);
-    SP_EL1.set(s.regs.sp_el1);
-    SP_EL0.set(s.regs.sp_el0);
+    // What the host changes while it runs: the EL0 thread registers,
+    // SP_EL0 and MDSCR_EL1 (see `save`); the rest of the EL1 state only
+    // the guest changes.
+    TPIDR_EL0.set(get!(area.el1.tpidr_el0));
+    TPIDRRO_EL0.set(get!(area.el1.tpidrro_el0));
+    MDSCR_EL1.set(get!(area.el1.mdscr));
+    SP_EL0.set(get!(area.regs.sp_el0));
+    SP_EL1.set(get!(area.regs.sp_el1));
+    msr!("S3_5_C4_C0_0", get!(area.regs.spsr_el1));
+    msr!("S3_5_C4_C0_1", get!(area.regs.elr_el1));
     // The virtual timer: offset first, then compare value and control.
     CNTVOFF_EL2.set(s.timer.cntvoff);
     msr!("S3_5_C14_C3_2", s.timer.cval);
     msr!("S3_5_C14_C3_1", s.timer.ctl & 0b11);
-    msr!("cnthctl_el2", CNTHCTL_GUEST);
     VMPIDR_EL2.set(s.vmpidr | (1 << 31));
-    set_vpidr(MIDR_EL1.get());
     load_gic(s, ich_extra);
     VTTBR_EL2.set(vttbr);
     HCR_EL2.set(guest_hcr());
     // SAFETY: synchronises the register writes before the eret.
     unsafe { asm!("isb", options(nomem, nostack)) };
+}
+
+/// The EL1 registers only the guest changes (and what the host sets
+/// once for every guest), from the state area.
+fn load_el1(area: *const VcpuState) {
+    msr!("S3_5_C1_C0_0", get!(area.el1.sctlr));
+    msr!("S3_5_C1_C0_2", get!(area.el1.cpacr));
+    msr!("S3_5_C2_C0_0", get!(area.el1.ttbr0));
+    msr!("S3_5_C2_C0_1", get!(area.el1.ttbr1));
+    // A TCR write may change how ASIDs are read, so an emulator drops all
+    // cached translations on it (QEMU's TCG does); the value is usually
+    // the one already in the register (this vCPU ran here last).
+    let tcr = get!(area.el1.tcr);
+    if mrs!("S3_5_C2_C0_2") != tcr {
+        msr!("S3_5_C2_C0_2", tcr);
+    }
+    msr!("S3_5_C10_C2_0", get!(area.el1.mair));
+    msr!("S3_5_C10_C3_0", get!(area.el1.amair));
+    msr!("S3_5_C12_C0_0", get!(area.el1.vbar));
+    msr!("S3_5_C13_C0_1", get!(area.el1.contextidr));
+    msr!("S3_5_C5_C2_0", get!(area.el1.esr));
+    msr!("S3_5_C6_C0_0", get!(area.el1.far));
+    msr!("S3_5_C5_C1_0", get!(area.el1.afsr0));
+    msr!("S3_5_C5_C1_1", get!(area.el1.afsr1));
+    msr!("S3_5_C14_C1_0", get!(area.el1.cntkctl));
+    PAR_EL1.set(get!(area.el1.par));
+    TPIDR_EL1.set(get!(area.el1.tpidr_el1));
+    CSSELR_EL1.set(get!(area.el1.csselr));
+    msr!("cnthctl_el2", CNTHCTL_GUEST);
+    set_vpidr(MIDR_EL1.get());
 }
 
 /// VPIDR_EL2 (what the guest reads as MIDR_EL1); the crate lacks it.
@@ -197,6 +264,7 @@ fn set_vpidr(v: u64) {
 
 fn load_gic(s: &VcpuState, ich_extra: u64) {
     let g = &s.gic;
+    // Every entry: the guest may have changed it, and it gets this one.
     // SAFETY: ICC_SRE_EL1 only concerns EL1 (the guest's).
     unsafe { asm!("msr S3_0_C12_C12_5, {}", in(reg) ICC_SRE_GUEST, options(nomem, nostack)) };
     ICH_VMCR_EL2.set(g.vmcr);
@@ -209,14 +277,22 @@ fn load_gic(s: &VcpuState, ich_extra: u64) {
     ICH_HCR_EL2.set(g.hcr | ich_extra | l4_abi::vcpu::hcr::EN);
 }
 
-/// Enters the guest with its general registers and returns on the next
-/// exit. The other state was [`load`]ed; IRQs are masked.
-pub fn run(regs: &mut GuestRegs) -> ExitKind {
+/// Enters the guest with its general registers from `regs` (pc and
+/// x0-x30; the state area's) and `pstate` (checked with
+/// [`l4_abi::vcpu::check_pstate`], or the hardware's from an exit), and
+/// returns on the next exit, the registers saved to `regs`. The other
+/// state was [`load`]ed; IRQs are masked.
+///
+/// # Safety
+///
+/// `regs` must be valid for reads and writes of a [`GuestRegs`] (kernel
+/// memory) for the call.
+pub unsafe fn run(regs: *mut GuestRegs, pstate: u64) -> ExitKind {
     // SAFETY: guest_run saves the host's callee-saved registers and
     // vectors on this kernel stack, erets to EL1 with the checked pstate,
-    // and on the exit restores them and writes `regs` (which lives as
-    // long as this call).
-    let kind = unsafe { guest_run(regs) };
+    // and on the exit restores them and writes `regs` (the caller vouches
+    // for it).
+    let kind = unsafe { guest_run(regs, pstate) };
     match kind {
         0 => ExitKind::Sync {
             esr: ESR_EL2.get(),
@@ -231,36 +307,42 @@ pub fn run(regs: &mut GuestRegs) -> ExitKind {
 
 /// Saves the guest's state after an exit and gives the hardware back to
 /// the host: timer stopped, virtual interface off, HCR_EL2 the host's.
-pub fn save(s: &mut VcpuState) {
+/// The EL1 registers and the stack and exception registers go to the
+/// state area `area`, the timer and GIC state to `s`.
+///
+/// # Safety
+///
+/// `area` must point to the vCPU's state area (kernel memory, valid for
+/// writes of a [`VcpuState`]).
+pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) {
     HCR_EL2.set(HOST_HCR.load(Ordering::Relaxed));
     // SAFETY: synchronises the HCR change before the EL1 accesses below
     // (with TGE set again, the _EL12 names still reach EL1).
     unsafe { asm!("isb", options(nomem, nostack)) };
-    let e = &mut s.el1;
-    e.sctlr = mrs!("S3_5_C1_C0_0");
-    e.cpacr = mrs!("S3_5_C1_C0_2");
-    e.ttbr0 = mrs!("S3_5_C2_C0_0");
-    e.ttbr1 = mrs!("S3_5_C2_C0_1");
-    e.tcr = mrs!("S3_5_C2_C0_2");
-    e.mair = mrs!("S3_5_C10_C2_0");
-    e.amair = mrs!("S3_5_C10_C3_0");
-    e.vbar = mrs!("S3_5_C12_C0_0");
-    e.contextidr = mrs!("S3_5_C13_C0_1");
-    e.esr = mrs!("S3_5_C5_C2_0");
-    e.far = mrs!("S3_5_C6_C0_0");
-    e.afsr0 = mrs!("S3_5_C5_C1_0");
-    e.afsr1 = mrs!("S3_5_C5_C1_1");
-    e.cntkctl = mrs!("S3_5_C14_C1_0");
-    s.regs.spsr_el1 = mrs!("S3_5_C4_C0_0");
-    s.regs.elr_el1 = mrs!("S3_5_C4_C0_1");
-    e.par = PAR_EL1.get();
-    e.tpidr_el1 = TPIDR_EL1.get();
-    e.tpidr_el0 = TPIDR_EL0.get();
-    e.tpidrro_el0 = TPIDRRO_EL0.get();
-    e.csselr = CSSELR_EL1.get();
-    e.mdscr = MDSCR_EL1.get();
-    s.regs.sp_el1 = SP_EL1.get();
-    s.regs.sp_el0 = SP_EL0.get();
+    put!(area.el1.sctlr = mrs!("S3_5_C1_C0_0"));
+    put!(area.el1.cpacr = mrs!("S3_5_C1_C0_2"));
+    put!(area.el1.ttbr0 = mrs!("S3_5_C2_C0_0"));
+    put!(area.el1.ttbr1 = mrs!("S3_5_C2_C0_1"));
+    put!(area.el1.tcr = mrs!("S3_5_C2_C0_2"));
+    put!(area.el1.mair = mrs!("S3_5_C10_C2_0"));
+    put!(area.el1.amair = mrs!("S3_5_C10_C3_0"));
+    put!(area.el1.vbar = mrs!("S3_5_C12_C0_0"));
+    put!(area.el1.contextidr = mrs!("S3_5_C13_C0_1"));
+    put!(area.el1.esr = mrs!("S3_5_C5_C2_0"));
+    put!(area.el1.far = mrs!("S3_5_C6_C0_0"));
+    put!(area.el1.afsr0 = mrs!("S3_5_C5_C1_0"));
+    put!(area.el1.afsr1 = mrs!("S3_5_C5_C1_1"));
+    put!(area.el1.cntkctl = mrs!("S3_5_C14_C1_0"));
+    put!(area.regs.spsr_el1 = mrs!("S3_5_C4_C0_0"));
+    put!(area.regs.elr_el1 = mrs!("S3_5_C4_C0_1"));
+    put!(area.el1.par = PAR_EL1.get());
+    put!(area.el1.tpidr_el1 = TPIDR_EL1.get());
+    put!(area.el1.tpidr_el0 = TPIDR_EL0.get());
+    put!(area.el1.tpidrro_el0 = TPIDRRO_EL0.get());
+    put!(area.el1.csselr = CSSELR_EL1.get());
+    put!(area.el1.mdscr = MDSCR_EL1.get());
+    put!(area.regs.sp_el1 = SP_EL1.get());
+    put!(area.regs.sp_el0 = SP_EL0.get());
     s.timer.cval = mrs!("S3_5_C14_C3_2");
     s.timer.ctl = mrs!("S3_5_C14_C3_1");
     // Stop the guest's timer so that it does not fire while others run.
@@ -268,6 +350,12 @@ pub fn save(s: &mut VcpuState) {
     // MDSCR_EL1 also governs debug exceptions at EL2: the host wants 0.
     MDSCR_EL1.set(0);
     save_gic(s);
+}
+
+/// The pstate of the last exit (SPSR_EL2 as the exception left it; only
+/// an exit from the guest wrote it since).
+pub fn exit_pstate() -> u64 {
+    SPSR_EL2.get()
 }
 
 fn save_gic(s: &mut VcpuState) {
@@ -280,13 +368,6 @@ fn save_gic(s: &mut VcpuState) {
     }
     let n = lr_count();
     read_lrs(&mut g.lr, n);
-    for v in &mut g.lr[..n] {
-        // An emptied list register keeps its old fields; the state area
-        // shows it as zero (what the checks want of an invalid one).
-        if l4_abi::vcpu::lr::state(*v) == 0 {
-            *v = 0;
-        }
-    }
     g.lr_count = n as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
     g.elrsr = unsafe {
@@ -302,7 +383,9 @@ fn save_gic(s: &mut VcpuState) {
 /// than a loop that picks each register by its index).
 macro_rules! lr_access {
     ($($i:literal => $reg:ident),* $(,)?) => {
-        /// Reads the first `n` list registers into `lrs`.
+        /// Reads the first `n` list registers into `lrs`. An emptied one
+        /// keeps its old fields; `lrs` shows it as zero (what the checks
+        /// want of an invalid one).
         fn read_lrs(lrs: &mut [u64; MAX_LRS], n: usize) {
             lr_access!(@read lrs, n, $($i => $reg),*);
         }
@@ -313,7 +396,8 @@ macro_rules! lr_access {
     };
     (@read $lrs:ident, $n:ident, $i:literal => $reg:ident $(, $ri:literal => $rreg:ident)*) => {
         if $n > $i {
-            $lrs[$i] = $reg.get();
+            let v = $reg.get();
+            $lrs[$i] = if l4_abi::vcpu::lr::state(v) == 0 { 0 } else { v };
             lr_access!(@read $lrs, $n, $($ri => $rreg),*);
         }
     };

@@ -24,6 +24,7 @@
 pub mod regs;
 pub mod state;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,12 +63,28 @@ const WAKER_SLEEP: u32 = 1 << 1;
 /// `GICR_WAKER.ChildrenAsleep`.
 const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 
+/// [`Gic`]'s `quiet_since` of a vCPU whose list registers were filled
+/// with something (never a value of `changes`, which would take 2^64
+/// changes to reach it).
+const NOT_QUIET: u64 = u64::MAX;
+
 /// uvmm's implementer code in `IIDR` (0: none claimed), revision 1.
 const IIDR: u32 = 1 << 12;
 
 /// The virtual GIC.
 pub struct Gic {
     state: Mutex<GicState>,
+    /// Bumped under the state's lock by every change (see
+    /// [`Gic::fill_lrs`]); read without it.
+    changes: AtomicU64,
+    /// Per vCPU: the value of `changes` when its list registers were last
+    /// filled with nothing (nothing active or deliverable for it), or
+    /// [`NOT_QUIET`]. Written by the vCPU's own thread only.
+    quiet_since: Vec<AtomicU64>,
+    /// Per vCPU: its list registers were filled with something (they are
+    /// taken back after the exit even if the guest emptied them all).
+    /// Written by the vCPU's own thread only.
+    lrs_filled: Vec<AtomicBool>,
     wake: Condvar,
     kickers: Mutex<Vec<Option<Box<dyn VcpuKick>>>>,
     /// Interrupts of passed-through lines, with what unmasks their line.
@@ -81,6 +98,9 @@ impl Gic {
         let spis = spis.div_ceil(32).saturating_mul(32).min(MAX_SPIS);
         Arc::new(Gic {
             state: Mutex::new(GicState::new(mpidrs, spis)),
+            changes: AtomicU64::new(0),
+            quiet_since: mpidrs.iter().map(|_| AtomicU64::new(NOT_QUIET)).collect(),
+            lrs_filled: mpidrs.iter().map(|_| AtomicBool::new(false)).collect(),
             wake: Condvar::new(),
             kickers: Mutex::new((0..mpidrs.len()).map(|_| None).collect()),
             hw: Mutex::new(Vec::new()),
@@ -95,8 +115,8 @@ impl Gic {
     /// The state, locked for a change: every vCPU's list registers are
     /// worked out again at its next entry.
     fn changing(&self) -> MutexGuard<'_, GicState> {
-        let mut s = lock(&self.state);
-        s.changes = s.changes.wrapping_add(1);
+        let s = lock(&self.state);
+        self.changes.fetch_add(1, Ordering::AcqRel);
         s
     }
 
@@ -164,17 +184,17 @@ impl Gic {
     /// common exit); unmasks the passed-through lines whose interrupt the
     /// guest completed.
     pub fn sync_lrs(&self, cpu: usize, lrs: &mut [u64]) {
-        if lrs.iter().all(|&lr| lr == 0) && lock(&self.state).lrs_filled.get(cpu) == Some(&false) {
-            // Only this vCPU's thread fills them: nothing to take back.
+        let Some(filled) = self.lrs_filled.get(cpu) else {
+            return;
+        };
+        // Only this vCPU's thread fills them (and reads the flag): the
+        // common exit looks at no lock.
+        if lrs.iter().all(|&lr| lr == 0) && !filled.load(Ordering::Relaxed) {
             return;
         }
+        filled.store(false, Ordering::Relaxed);
         let hw = lock(&self.hw);
-        let mut s = lock(&self.state);
-        let filled = s.lrs_filled.get_mut(cpu).map(std::mem::take);
-        if filled == Some(false) && lrs.iter().all(|&lr| lr == 0) {
-            return;
-        }
-        s.changes = s.changes.wrapping_add(1);
+        let mut s = self.changing();
         let seen: Vec<u32> = lrs
             .iter()
             .filter(|&&v| v != 0)
@@ -195,26 +215,31 @@ impl Gic {
     /// Fills vCPU `cpu`'s list registers (empty, as [`Gic::sync_lrs`]
     /// leaves them) before an entry. When the last fill found nothing for
     /// `cpu` and the state has not changed since, nothing is looked at.
+    ///
+    /// That test takes no lock: a change after it is followed by a kick of
+    /// the vCPUs it concerns, which brings this one out of the guest again.
     pub fn fill_lrs(&self, cpu: usize, lrs: &mut [u64]) {
-        let mut s = lock(&self.state);
-        let changes = s.changes;
-        if s.quiet_since.get(cpu) == Some(&Some(changes)) {
+        let (Some(quiet), Some(filled)) = (self.quiet_since.get(cpu), self.lrs_filled.get(cpu))
+        else {
+            return;
+        };
+        if quiet.load(Ordering::Relaxed) == self.changes.load(Ordering::Acquire) {
             return;
         }
+        let mut s = lock(&self.state);
+        // Changes are made under the lock: this is the state's count.
+        let changes = self.changes.load(Ordering::Relaxed);
         s.fill_lrs(cpu, lrs);
-        let filled = lrs.iter().any(|&lr| lr != 0);
-        if let Some(f) = s.lrs_filled.get_mut(cpu) {
-            *f = filled;
-        }
-        if let Some(q) = s.quiet_since.get_mut(cpu) {
-            *q = (!filled).then_some(changes);
-        }
+        let any = lrs.iter().any(|&lr| lr != 0);
+        filled.store(any, Ordering::Relaxed);
+        quiet.store(if any { NOT_QUIET } else { changes }, Ordering::Relaxed);
     }
 
     /// Whether vCPU `cpu` has an interrupt to take.
     pub fn has_pending(&self, cpu: usize) -> bool {
         let s = lock(&self.state);
-        s.quiet_since.get(cpu) != Some(&Some(s.changes)) && s.has_pending(cpu)
+        let quiet = self.quiet_since.get(cpu).map(|q| q.load(Ordering::Relaxed));
+        quiet != Some(self.changes.load(Ordering::Relaxed)) && s.has_pending(cpu)
     }
 
     /// Blocks (WFI) until vCPU `cpu` has an interrupt or `timeout` passed;

@@ -61,15 +61,6 @@ pub struct GicState {
     pub mpidr: Vec<u64>,
     /// Per vCPU: `GICR_WAKER.ProcessorSleep`.
     pub asleep: Vec<bool>,
-    /// Bumped by every change through [`super::Gic`] (see
-    /// [`super::Gic::fill_lrs`]).
-    pub(super) changes: u64,
-    /// Per vCPU: the value of `changes` when its list registers were last
-    /// filled with nothing (nothing active or deliverable for it).
-    pub(super) quiet_since: Vec<Option<u64>>,
-    /// Per vCPU: its list registers were filled with something (they are
-    /// taken back after the exit even if the guest emptied them all).
-    pub(super) lrs_filled: Vec<bool>,
 }
 
 /// `GICD_CTLR.EnableGrp1`.
@@ -92,9 +83,6 @@ impl GicState {
             spis: vec![Irq::default(); spis as usize],
             mpidr: mpidrs.to_vec(),
             asleep: vec![true; mpidrs.len()],
-            changes: 0,
-            quiet_since: vec![None; mpidrs.len()],
-            lrs_filled: vec![false; mpidrs.len()],
         }
     }
 
