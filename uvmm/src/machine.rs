@@ -93,11 +93,21 @@ pub enum ConsoleInput {
 }
 
 impl ConsoleInput {
-    /// Gives the guest console input.
-    pub fn receive(&self, bytes: &[u8]) {
+    /// Gives the guest as much of `bytes` as its console takes now; how
+    /// many that were. A PL011 takes what fits its receive FIFO, so that
+    /// pasted or fast-typed input waits instead of overrunning it.
+    pub fn receive(&self, bytes: &[u8]) -> usize {
         match self {
-            ConsoleInput::Pl011(p) => lock(p).receive(bytes),
-            ConsoleInput::Virtio(v) => lock(v).receive(bytes),
+            ConsoleInput::Pl011(p) => {
+                let mut p = lock(p);
+                let n = bytes.len().min(p.room());
+                p.receive(&bytes[..n]);
+                n
+            }
+            ConsoleInput::Virtio(v) => {
+                lock(v).receive(bytes);
+                bytes.len()
+            }
         }
     }
 }

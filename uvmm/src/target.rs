@@ -333,8 +333,16 @@ fn console_input(consoles: Vec<ConsoleInput>) {
                 if n == 0 {
                     break;
                 }
+                // Each console takes all of it, waiting while its device
+                // is full (the guest reads it from there).
                 for c in &consoles {
-                    c.receive(&buf[..n]);
+                    let mut done = 0;
+                    while done < n {
+                        done += c.receive(&buf[done..n]);
+                        if done < n {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
                 }
             }
         });

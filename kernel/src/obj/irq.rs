@@ -105,7 +105,7 @@ pub fn trigger(k: &mut Kernel, irq: ObjId) {
         return;
     };
     if let Some((intid, prio)) = i.vcpu {
-        return super::vcpu::inject(k, t, intid, prio);
+        return super::vcpu::inject(k, t, intid, prio, i.hw);
     }
     let Some(th) = k.thread_mut(t) else { return };
     if th.state == (State::Recv { from: None }) || th.state == (State::Recv { from: Some(irq) }) {

@@ -89,9 +89,54 @@ pub struct Vcpu {
     pending: [u64; 16],
     queued: u16,
     prio: [u8; 1024],
+    /// Hardware interrupts bound to this vCPU through an Irq: (INTID the
+    /// guest sees, physical line). Their line stays masked from the time
+    /// it fires until the guest completes the interrupt.
+    hw_irqs: alloc::vec::Vec<(u32, u32)>,
+    /// The list registers the kernel filled with such an interrupt, with
+    /// the EOI bit set (bit n: list register n), and (INTID, physical
+    /// line) of each. The guest's EOI brings it out (maintenance
+    /// interrupt) and the kernel unmasks the line at once.
+    lr_hw_mask: u16,
+    lr_hw: [(u32, u32); MAX_LRS],
 }
 
 impl Vcpu {
+    /// The physical line of hardware interrupt `intid`, if it is one.
+    fn hw_line(&self, intid: u32) -> Option<u32> {
+        self.hw_irqs
+            .iter()
+            .find(|&&(i, _)| i == intid)
+            .map(|&(_, line)| line)
+    }
+
+    /// The lines of the hardware interrupts the guest completed, from the
+    /// EOI maintenance status (`eisr`, bit n: list register n) of an exit.
+    fn completed_hw(&mut self, eisr: u64) -> impl Iterator<Item = u32> + '_ {
+        let done = u64::from(self.lr_hw_mask) & eisr;
+        self.lr_hw_mask &= !(done as u16);
+        self.lr_hw
+            .iter()
+            .enumerate()
+            .filter(move |(n, _)| done & (1 << n) != 0)
+            .map(|(_, &(_, line))| line)
+    }
+
+    /// Forgets the records of [`Vcpu::lr_hw`] whose list register no
+    /// longer holds that interrupt with its EOI bit (the VMM took it over
+    /// or the guest completed it); the VMM then unmasks the line.
+    fn check_lr_hw(&mut self) {
+        let mut m = self.lr_hw_mask;
+        while m != 0 {
+            let n = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let v = self.s.gic.lr[n];
+            if lr::state(v) == 0 || lr::intid(v) != self.lr_hw[n].0 || v & lr::EOI == 0 {
+                self.lr_hw_mask &= !(1 << n);
+            }
+        }
+    }
+
     /// The guest's general registers, in the state area.
     fn regs(&self) -> *mut GuestRegs {
         let area = self.state_kva as *mut VcpuState;
@@ -142,6 +187,9 @@ impl Vcpu {
     /// Moves queued interrupts into free list registers. Returns whether
     /// some are left over.
     fn fill_lrs(&mut self) -> bool {
+        if self.lr_hw_mask != 0 {
+            self.check_lr_hw();
+        }
         let n = hw::lr_count();
         while self.queued != 0 {
             let w = self.queued.trailing_zeros() as usize;
@@ -156,7 +204,13 @@ impl Vcpu {
                 let Some(slot) = self.s.gic.lr[..n].iter().position(|&v| lr::state(v) == 0) else {
                     return true;
                 };
-                self.s.gic.lr[slot] = lr::pending(intid, self.prio[intid as usize]);
+                let mut value = lr::pending(intid, self.prio[intid as usize]);
+                if let Some(line) = self.hw_line(intid) {
+                    value |= lr::EOI;
+                    self.lr_hw[slot] = (intid, line);
+                    self.lr_hw_mask |= 1 << slot;
+                }
+                self.s.gic.lr[slot] = value;
                 self.pending[w] &= !(1 << b);
             }
             self.queued &= !(1 << w);
@@ -254,6 +308,9 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         pending: [0; 16],
         queued: 0,
         prio: [0; 1024],
+        hw_irqs: alloc::vec::Vec::new(),
+        lr_hw_mask: 0,
+        lr_hw: [(0, 0); MAX_LRS],
     }));
     // The area starts as the kernel's view: list-register count filled in.
     // SAFETY: kva is a page of the task's UTCB area (kernel memory).
@@ -425,9 +482,19 @@ pub fn fast_resume(
 }
 
 /// An interrupt for the vCPU of thread `th` (an Irq bound to it, or the
-/// kernel's own): queued, and the vCPU woken or kicked to take it.
-pub fn inject(k: &mut Kernel, th: ObjId, intid: u32, prio: u8) {
+/// kernel's own): queued, and the vCPU woken or kicked to take it. `hw`:
+/// the physical line of a hardware interrupt, which the kernel unmasks
+/// when the guest completes it.
+pub fn inject(k: &mut Kernel, th: ObjId, intid: u32, prio: u8, hw: Option<u32>) {
     let Some(v) = vcpu_of(k, th) else { return };
+    // The line of the source that injects `intid` now (an INTID may pass
+    // from a hardware Irq to a software one).
+    if v.hw_line(intid) != hw {
+        v.hw_irqs.retain(|&(i, _)| i != intid);
+        if let Some(line) = hw {
+            v.hw_irqs.push((intid, line));
+        }
+    }
     v.queue(intid, prio);
     let waiting = v.in_guest;
     let t = k.known_thread(th);
@@ -517,12 +584,11 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
         // until its CPU switched away), and only this CPU touches the
         // guest state (`s`, `fp`) while it runs; the rest is changed
         // under the lock only.
-        let exit = unsafe {
+        let (exit, eisr) = unsafe {
             let area = (*v).state_kva as *mut VcpuState;
             let exit = hw::run(&raw mut (*area).regs, (*v).s.regs.pstate);
             (*v).s.regs.pstate = hw::exit_pstate();
-            hw::save(area, &mut (*v).s);
-            exit
+            (exit, hw::save(area, &mut (*v).s))
         };
         // The guest had its own TLS registers: the VMM's come back, so that
         // a switch away from this thread keeps the VMM's, not the guest's.
@@ -530,6 +596,12 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
         super::vm::set_running(0);
         g = bkl::lock();
         let k = g.kernel();
+        if eisr != 0 {
+            // SAFETY: as above; under the lock now.
+            for line in unsafe { (*v).completed_hw(eisr) } {
+                crate::platform::gic::set_enabled(line, true);
+            }
+        }
         if matches!(exit, hw::ExitKind::Irq | hw::ExitKind::Fiq) {
             // An interrupt came to EL2: take it as from user mode.
             arch::fp_access(k.cpus[arch::cpu_id()].fp_on);

@@ -314,7 +314,9 @@ pub unsafe fn run(regs: *mut GuestRegs, pstate: u64) -> ExitKind {
 ///
 /// `area` must point to the vCPU's state area (kernel memory, valid for
 /// writes of a [`VcpuState`]).
-pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) {
+/// Returns ICH_EISR_EL2: the list registers whose interrupt the guest
+/// completed while their EOI bit asked to be told.
+pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> u64 {
     HCR_EL2.set(HOST_HCR.load(Ordering::Relaxed));
     // SAFETY: synchronises the HCR change before the EL1 accesses below
     // (with TGE set again, the _EL12 names still reach EL1).
@@ -349,7 +351,7 @@ pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) {
     msr!("S3_5_C14_C3_1", 0);
     // MDSCR_EL1 also governs debug exceptions at EL2: the host wants 0.
     MDSCR_EL1.set(0);
-    save_gic(s);
+    save_gic(s)
 }
 
 /// The pstate of the last exit (SPSR_EL2 as the exception left it; only
@@ -358,8 +360,14 @@ pub fn exit_pstate() -> u64 {
     SPSR_EL2.get()
 }
 
-fn save_gic(s: &mut VcpuState) {
+fn save_gic(s: &mut VcpuState) -> u64 {
     let g = &mut s.gic;
+    // SAFETY: reading ICH_EISR_EL2 has no side effects.
+    let eisr = unsafe {
+        let v: u64;
+        asm!("mrs {}, S3_4_C12_C11_3", out(reg) v, options(nomem, nostack));
+        v
+    };
     g.vmcr = ICH_VMCR_EL2.get();
     let aprs = APR_COUNT.load(Ordering::Relaxed);
     for i in 0..aprs {
@@ -377,6 +385,7 @@ fn save_gic(s: &mut VcpuState) {
     };
     g.hcr &= l4_abi::vcpu::hcr::VMM_TRAPS;
     ICH_HCR_EL2.set(0);
+    eisr
 }
 
 /// The list registers the hardware has, in a chain of tests (cheaper

@@ -140,7 +140,12 @@ impl Pl011 {
 
     /// Whether the receive FIFO has room (the console may hold input back).
     pub fn can_receive(&self) -> bool {
-        self.rx.len() < self.depth()
+        self.room() > 0
+    }
+
+    /// How many bytes the receive FIFO takes now.
+    pub fn room(&self) -> usize {
+        self.depth().saturating_sub(self.rx.len())
     }
 
     fn flags(&self) -> u32 {
@@ -266,6 +271,7 @@ mod tests {
         u.write(LCR_H, 4, u64::from(LCR_FEN | 0x60));
         u.write(IMSC, 4, u64::from(int::RX | int::RT));
         u.receive(b"ab");
+        assert_eq!(u.room(), u.depth() - 2, "what the FIFO still takes");
         assert!(line.level());
         assert_eq!(u.read(FR, 4) as u32 & fr::RXFE, 0);
         assert_eq!(u.read(MIS, 4) as u32, int::RX | int::RT);
