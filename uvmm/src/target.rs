@@ -319,6 +319,10 @@ fn notification_thread(irq: Arc<ProxyIrq>) -> Result<u64, String> {
     Ok(notify.index())
 }
 
+/// How long console input waits for a guest that does not read its
+/// console before it is dropped for that console.
+const CONSOLE_STALL_MS: u32 = 50;
+
 /// Feeds what is typed into the log to the guest's consoles.
 fn console_input(consoles: Vec<ConsoleInput>) {
     if consoles.is_empty() {
@@ -329,19 +333,28 @@ fn console_input(consoles: Vec<ConsoleInput>) {
         .spawn(move || {
             let mut buf = [0u8; 64];
             let mut stdin = std::io::stdin();
+            // Consoles whose guest did not read for a while (e.g. a PL011
+            // next to the virtio console the guest uses): input for them
+            // is dropped, not waited for, until they take it again.
+            let mut stalled = vec![false; consoles.len()];
             while let Ok(n) = stdin.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
                 // Each console takes all of it, waiting while its device
-                // is full (the guest reads it from there).
-                for c in &consoles {
-                    let mut done = 0;
-                    while done < n {
-                        done += c.receive(&buf[done..n]);
-                        if done < n {
-                            std::thread::sleep(std::time::Duration::from_millis(1));
-                        }
+                // is full and its guest reads from it.
+                for (c, stalled) in consoles.iter().zip(stalled.iter_mut()) {
+                    let mut done = c.receive(&buf[..n]);
+                    let mut idle_ms = 0;
+                    while done < n && !*stalled {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        let took = c.receive(&buf[done..n]);
+                        done += took;
+                        idle_ms = if took == 0 { idle_ms + 1 } else { 0 };
+                        *stalled = idle_ms >= CONSOLE_STALL_MS;
+                    }
+                    if done == n {
+                        *stalled = false;
                     }
                 }
             }
