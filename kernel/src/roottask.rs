@@ -11,17 +11,18 @@ use crate::obj::sigma0::Sigma0;
 use crate::obj::task::Task;
 use crate::obj::thread::{DEFAULT_QUANTUM, Thread};
 
-/// The root task's priority: above every program it serves (memory,
-/// dataspaces, page faults), so that a busy program of higher priority on
-/// its CPU, such as a VM's vCPU, never holds up the others' page faults.
-/// moe only runs when asked.
-pub const ROOT_PRIO: u8 = 240;
 use crate::obj::vcon::Vcon;
 use crate::state::{self, Kernel};
 use alloc::boxed::Box;
 use kernel_core::kobj::ObjId;
 use kernel_core::runqueue::{CpuSet, SchedContext};
 use l4_abi::{CapRights, Error, MemRights};
+
+/// The root task's priority: above every program it serves (memory,
+/// dataspaces, page faults), so that a busy program of higher priority on
+/// its CPU, such as a VM's vCPU, never holds up the others' page faults.
+/// moe only runs when asked.
+pub const ROOT_PRIO: u8 = 240;
 
 /// The root task: a task with the boot stage's segments, a stack, a UTCB
 /// area, the base capabilities, and one thread ready at its entry.

@@ -193,6 +193,11 @@ const REPORT: &str = r"l4re: ([^:]+): first output at ([0-9.]+) ms: runtime bega
 /// uvmm's line right before its first vCPU enters the guest.
 const GUEST_ENTRY: &str = "VMM[vmm]: vCPU 0 runs on CPU";
 
+/// A guest's row, after its VMM's name: vCPU 0 entered it.
+const GUEST_ENTERED: &str = "guest entered";
+/// A guest's row, after its VMM's name: its first line.
+const GUEST_PRINTED: &str = "guest's first line";
+
 /// The prefix of uvmm's own lines (`VMM[component]: `); a guest's lines
 /// on the same console have none.
 const VMM_PREFIX: &str = "VMM[";
@@ -216,8 +221,11 @@ struct StartReport {
 
 impl StartReport {
     fn parse(text: &str) -> Option<StartReport> {
-        let re = regex::Regex::new(REPORT).ok()?;
-        let c = re.captures(text)?;
+        // Compiled once: the boot benchmark parses every console line,
+        // again each time it waits for a guest's next line.
+        static RE: std::sync::LazyLock<Option<regex::Regex>> =
+            std::sync::LazyLock::new(|| regex::Regex::new(REPORT).ok());
+        let c = RE.as_ref()?.captures(text)?;
         let num = |i: usize| c.get(i).map(|m| m.as_str());
         Some(StartReport {
             program: num(1)?.to_string(),
@@ -341,7 +349,7 @@ fn program_starts(lines: &[(Duration, String)], marker: &str) -> Vec<ProgramStar
         let guest_name = |what: &str| format!("{}: {what}", owner.as_deref().unwrap_or("guest"));
         if source.guest == Guest::Entered && !text.starts_with(VMM_PREFIX) {
             source.guest = Guest::Printed;
-            start(guest_name("guest's first line"), None);
+            start(guest_name(GUEST_PRINTED), None);
             continue;
         }
         match (&owner, source.pending.take()) {
@@ -357,7 +365,7 @@ fn program_starts(lines: &[(Duration, String)], marker: &str) -> Vec<ProgramStar
         }
         if source.guest == Guest::Outside && text.contains(GUEST_ENTRY) {
             source.guest = Guest::Entered;
-            start(guest_name("guest entered"), None);
+            start(guest_name(GUEST_ENTERED), None);
         }
     }
     starts
@@ -367,10 +375,10 @@ fn program_starts(lines: &[(Duration, String)], marker: &str) -> Vec<ProgramStar
 fn guest_pending(starts: &[ProgramStart]) -> bool {
     let entered = starts
         .iter()
-        .filter(|s| s.name.ends_with(": guest entered"));
+        .filter(|s| s.name.ends_with(&format!(": {GUEST_ENTERED}")));
     let printed = starts
         .iter()
-        .filter(|s| s.name.ends_with(": guest's first line"));
+        .filter(|s| s.name.ends_with(&format!(": {GUEST_PRINTED}")));
     entered.count() > printed.count()
 }
 

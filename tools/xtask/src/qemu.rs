@@ -87,13 +87,7 @@ pub fn single_threaded_tcg(args: &[String], host_cpus: usize) -> bool {
     let chosen = args
         .iter()
         .any(|a| a == "-accel" || a.starts_with("accel=") || a.contains(",accel="));
-    // The last -smp wins, as in QEMU.
-    let cpus = args
-        .windows(2)
-        .filter(|w| w[0] == "-smp")
-        .filter_map(|w| smp_cpus(&w[1]))
-        .next_back()
-        .unwrap_or(1);
+    let cpus = last_value(args, "-smp").and_then(smp_cpus).unwrap_or(1);
     !chosen && cpus as usize > host_cpus
 }
 
@@ -111,11 +105,7 @@ pub fn ram_backend(args: &[String]) -> Option<[String; 4]> {
     if args.iter().any(|a| a.contains("memory-backend")) {
         return None;
     }
-    let size = args
-        .windows(2)
-        .rfind(|w| w[0] == "-m")
-        .map_or(Some(128 << 20), |w| ram_bytes(&w[1]))?
-        >> 20;
+    let size = last_value(args, "-m").map_or(Some(DEFAULT_RAM), ram_bytes)? >> 20;
     Some([
         "-object".to_string(),
         format!("memory-backend-memfd,id=ram,size={size}M"),
@@ -123,6 +113,16 @@ pub fn ram_backend(args: &[String]) -> Option<[String; 4]> {
         "memory-backend=ram".to_string(),
     ])
 }
+
+/// The value of the last `option` in `args` (the one QEMU goes by).
+fn last_value<'a>(args: &'a [String], option: &str) -> Option<&'a str> {
+    args.windows(2)
+        .rfind(|w| w[0] == option)
+        .map(|w| w[1].as_str())
+}
+
+/// QEMU's RAM size without `-m`.
+pub const DEFAULT_RAM: u64 = 128 << 20;
 
 /// Bytes of an `-m` value: `N` (MiB) or `N` with a unit (`M`, `MB`,
 /// `MiB`, `G`, ...), alone or as `size=...` before other fields.

@@ -167,7 +167,7 @@ pub fn inputs(ws: &Workspace, vars: &Vars, entry: &str) -> Result<Inputs> {
 pub fn machine(args: &[String]) -> Result<Machine> {
     let mut m = Machine {
         cpus: 1,
-        ram: 128 << 20,
+        ram: crate::qemu::DEFAULT_RAM,
     };
     for w in args.windows(2) {
         match w[0].as_str() {
