@@ -15,8 +15,8 @@
 //! * The kernel handles: WFI (the vCPU blocks until an interrupt is
 //!   pending for it, or its timer's deadline), physical interrupts (taken
 //!   and handled, preemption included), the virtual timer (injected as
-//!   PPI 27 when it fires), the first FP/SIMD use (guest registers loaded
-//!   lazily), and injection: requests from the state area, from Irq
+//!   PPI 27 when it fires), FP/SIMD (the guest's registers go in before
+//!   every entry, see [`Vcpu::fp`]), and injection: requests from the state area, from Irq
 //!   objects bound to the vCPU, and the timer go to free list registers,
 //!   or wait in the vCPU's pending queue until one is free (an underflow
 //!   maintenance interrupt brings the guest out to refill them). A vCPU
@@ -76,12 +76,16 @@ pub struct Vcpu {
     /// The guest waits for an interrupt (it executed WFI).
     wfi: bool,
     /// The guest's FP/SIMD registers, and whether the CPU holds them.
+    /// They are loaded before every entry, not on the guest's first use
+    /// (a trap): a Linux guest uses them in every user process, so a lazy
+    /// load costs it a trap after most exits; and the guest's code then
+    /// always runs with FP/SIMD untrapped, where switching made QEMU
+    /// translate a Linux guest's kernel code once per trapping state
+    /// (17,000 blocks, about 0.2 s, more per boot). A guest that never
+    /// uses them pays the load and save on each exit to the VMM (about
+    /// 230 instructions).
     fp: FpState,
     fp_loaded: bool,
-    /// Entries left before which the guest's FP/SIMD registers are loaded
-    /// rather than on its first use after the entry (a trap: an exit); a
-    /// use that traps sets [`FP_EAGER_ENTRIES`] again.
-    fp_eager: u8,
     /// The CPU the guest last ran on.
     last_cpu: Option<usize>,
     /// Interrupts waiting for a list register (bit n: INTID n), with
@@ -303,7 +307,6 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         wfi: false,
         fp: FpState::default(),
         fp_loaded: false,
-        fp_eager: 0,
         last_cpu: None,
         pending: [0; 16],
         queued: 0,
@@ -651,10 +654,6 @@ fn prepare(k: &mut Kernel) -> Step {
     if !v.in_guest {
         return Step::User;
     }
-    let fp_wanted = v.fp_eager != 0 && !v.fp_loaded && !v.wfi;
-    if fp_wanted {
-        v.fp_eager -= 1;
-    }
     if pending_regs {
         // ex_regs from another CPU: the VMM's registers change, so it
         // gets them back now.
@@ -675,9 +674,6 @@ fn prepare(k: &mut Kernel) -> Step {
         return Step::User;
     }
     let resched = k.cpus[cpu].need_resched;
-    if fp_wanted && !resched {
-        load_guest_fp(k, cur);
-    }
     let v = vcpu_of(k, cur).expect("vcpu");
     // The virtual timer: inject its PPI when it fired and is not in a
     // list register yet.
@@ -701,6 +697,10 @@ fn prepare(k: &mut Kernel) -> Step {
         v.spill_fp();
         return Step::Schedule;
     }
+    if !v.fp_loaded {
+        load_guest_fp(k, cur);
+    }
+    let v = vcpu_of(k, cur).expect("vcpu");
     // Timer armed and not pending: let its PPI bring the guest out.
     let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
     set_vtimer_ppi(cpu, timer_armed);
@@ -785,10 +785,8 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
             }
         }
         FP_ACCESS => {
+            // Not loaded at the entry (cannot happen today): load and go on.
             load_guest_fp(k, cur);
-            if let Some(v) = vcpu_of(k, cur) {
-                v.fp_eager = FP_EAGER_ENTRIES;
-            }
             return false;
         }
         _ => {}
@@ -827,11 +825,6 @@ fn load_guest_fp(k: &mut Kernel, cur: ObjId) {
     }
     arch::fp_access(false);
 }
-
-/// How many entries after a trapped FP/SIMD use the guest's registers are
-/// loaded before the entry: a guest that uses them on most runs pays one
-/// trap in this many, one that stopped pays this many loads.
-const FP_EAGER_ENTRIES: u8 = 32;
 
 /// The exception class of a trapped FP/SIMD access.
 const FP_ACCESS: u64 = 0x07;
