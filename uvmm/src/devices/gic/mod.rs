@@ -21,6 +21,7 @@
 //! vCPU, the last one marked `Last`). One security state (`GICD_CTLR.DS`),
 //! affinity routing always on (`ARE`), no LPIs.
 
+pub mod irqset;
 pub mod regs;
 pub mod state;
 
@@ -28,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::backend::{IrqEoi, VcpuKick, lr};
+use crate::backend::{IrqEoi, MAX_LRS, VcpuKick, lr};
 use crate::bus::{IrqSink, MmioDevice, lock, read_sub32};
 use regs::Bank;
 use state::{CTLR_GRP0, CTLR_GRP1, GicState, PRIVATE};
@@ -152,9 +153,8 @@ impl Gic {
     /// registers before it enters the guest again anyway (a kick would
     /// cost it another exit).
     pub fn send_sgi(&self, from: usize, value: u64) {
-        let mut targets = self.changing().send_sgi(from, value);
-        targets.retain(|&c| c != from);
-        self.notify(&targets);
+        let others = self.changing().send_sgi(from, value);
+        self.notify(&others);
     }
 
     /// Makes `intid` pending for vCPU `cpu` whatever its trigger mode (an
@@ -195,20 +195,33 @@ impl Gic {
         filled.store(false, Ordering::Relaxed);
         let hw = lock(&self.hw);
         let mut s = self.changing();
-        let seen: Vec<u32> = lrs
-            .iter()
-            .filter(|&&v| v != 0)
-            .map(|&v| lr::intid(v))
-            .filter(|n| hw.iter().any(|(h, _)| h == n))
-            .collect();
+        if hw.is_empty() {
+            s.sync_lrs(cpu, lrs);
+            return;
+        }
+        // The passed-through interrupts among them (their index in `hw`),
+        // and those the guest completed.
+        let mut lines = [usize::MAX; MAX_LRS];
+        for (line, &v) in lines.iter_mut().zip(lrs.iter()) {
+            if v != 0
+                && let Some(l) = hw.iter().position(|(h, _)| *h == lr::intid(v))
+            {
+                *line = l;
+            }
+        }
         s.sync_lrs(cpu, lrs);
-        let done: Vec<u32> = seen
-            .into_iter()
-            .filter(|&n| s.irq(cpu, n).is_some_and(|i| !i.pending && !i.active))
-            .collect();
+        for line in lines.iter_mut().take(lrs.len()) {
+            if let Some((h, _)) = hw.get(*line)
+                && s.irq(cpu, *h).is_some_and(|i| i.pending || i.active)
+            {
+                *line = usize::MAX;
+            }
+        }
         drop(s);
-        for (_, eoi) in hw.iter().filter(|(h, _)| done.contains(h)) {
-            eoi.eoi();
+        for &line in lines.iter().take(lrs.len()) {
+            if let Some((_, eoi)) = hw.get(line) {
+                eoi.eoi();
+            }
         }
     }
 
@@ -292,7 +305,8 @@ pub struct Distributor(Arc<Gic>);
 
 impl MmioDevice for Distributor {
     fn read(&mut self, offset: u64, size: u8) -> u64 {
-        let mut s = self.0.changing();
+        // A read changes nothing: no vCPU needs to look again.
+        let s = lock(&self.0.state);
         match offset {
             GICD_IROUTER.. if offset < 0x7fe0 => {
                 let intid = ((offset - GICD_IROUTER) / 8) as u32;
@@ -308,7 +322,7 @@ impl MmioDevice for Distributor {
                 }
             }
             _ => {
-                if let Some(v) = regs::read(&mut s, Bank::Shared, offset, size) {
+                if let Some(v) = regs::read(&s, Bank::Shared, offset, size) {
                     return v;
                 }
                 let nr = s.nr_irqs();
@@ -366,13 +380,13 @@ impl MmioDevice for Redistributors {
     fn read(&mut self, offset: u64, size: u8) -> u64 {
         let cpu = (offset / REDIST_STRIDE) as usize;
         let off = offset % REDIST_STRIDE;
-        let mut s = self.0.changing();
+        let s = lock(&self.0.state);
         if cpu >= s.nr_vcpus() {
             return 0;
         }
         if off >= SGI_FRAME {
             let off = off - SGI_FRAME;
-            return regs::read(&mut s, Bank::Private(cpu), off, size).unwrap_or(0);
+            return regs::read(&s, Bank::Private(cpu), off, size).unwrap_or(0);
         }
         if off & !7 == GICR_TYPER {
             let last = u64::from(cpu + 1 == s.nr_vcpus()) << 4;
@@ -385,7 +399,7 @@ impl MmioDevice for Redistributors {
                 (v >> ((off & 4) * 8)) & 0xffff_ffff
             };
         }
-        let asleep = s.asleep[cpu];
+        let asleep = s.asleep(cpu);
         read_sub32(off, size, |o| match o {
             GICR_CTLR => 0,
             GICR_IIDR => IIDR,
@@ -405,7 +419,7 @@ impl MmioDevice for Redistributors {
         if off >= SGI_FRAME {
             regs::write(&mut s, Bank::Private(cpu), off - SGI_FRAME, size, value);
         } else if off == GICR_WAKER {
-            s.asleep[cpu] = value as u32 & WAKER_SLEEP != 0;
+            s.set_asleep(cpu, value as u32 & WAKER_SLEEP != 0);
         }
         let pending = s.has_pending(cpu);
         drop(s);
