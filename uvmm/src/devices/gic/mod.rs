@@ -142,6 +142,16 @@ impl Gic {
         }
     }
 
+    /// Kicks the vCPUs that have something to take and wakes all WFI
+    /// waits (after a change that may concern any vCPU).
+    fn notify_pending(&self) {
+        self.wake.notify_all();
+        let pending: Vec<usize> = (0..lock(&self.kickers).len())
+            .filter(|&c| self.has_pending(c))
+            .collect();
+        self.notify(&pending);
+    }
+
     /// Kicks every vCPU and wakes all WFI waits (the VM ends).
     pub fn kick_all(&self) {
         let n = lock(&self.kickers).len();
@@ -195,21 +205,19 @@ impl Gic {
         filled.store(false, Ordering::Relaxed);
         let hw = lock(&self.hw);
         let mut s = self.changing();
-        if hw.is_empty() {
-            s.sync_lrs(cpu, lrs);
-            return;
-        }
         // The passed-through interrupts among them (their index in `hw`),
         // and those the guest completed.
         let mut lines = [usize::MAX; MAX_LRS];
-        for (line, &v) in lines.iter_mut().zip(lrs.iter()) {
-            if v != 0
-                && let Some(l) = hw.iter().position(|(h, _)| *h == lr::intid(v))
-            {
-                *line = l;
+        if !hw.is_empty() {
+            for (line, &v) in lines.iter_mut().zip(lrs.iter()) {
+                if v != 0
+                    && let Some(l) = hw.iter().position(|(h, _)| *h == lr::intid(v))
+                {
+                    *line = l;
+                }
             }
         }
-        s.sync_lrs(cpu, lrs);
+        let handed_over = s.sync_lrs(cpu, lrs);
         for line in lines.iter_mut().take(lrs.len()) {
             if let Some((h, _)) = hw.get(*line)
                 && s.irq(cpu, *h).is_some_and(|i| i.pending || i.active)
@@ -222,6 +230,10 @@ impl Gic {
             if let Some((_, eoi)) = hw.get(line) {
                 eoi.eoi();
             }
+        }
+        drop(hw);
+        if handed_over {
+            self.notify_pending();
         }
     }
 
@@ -363,13 +375,7 @@ impl MmioDevice for Distributor {
         }
         drop(s);
         // Enabling or routing may have made something deliverable.
-        self.0.wake.notify_all();
-        let cpus: Vec<usize> = (0..lock(&self.0.kickers).len()).collect();
-        let pending: Vec<usize> = cpus
-            .into_iter()
-            .filter(|&c| self.0.has_pending(c))
-            .collect();
-        self.0.notify(&pending);
+        self.0.notify_pending();
     }
 }
 

@@ -265,9 +265,12 @@ impl GicState {
     /// An interrupt this vCPU's list registers were filled with that none
     /// holds now was completed (the kernel may reuse an emptied list
     /// register for an interrupt of its own).
-    pub fn sync_lrs(&mut self, cpu: usize, lrs: &mut [u64]) {
+    ///
+    /// Returns whether an SPI it gave back pending is another vCPU's now
+    /// (its route changed while this vCPU held it): that one needs a kick.
+    pub fn sync_lrs(&mut self, cpu: usize, lrs: &mut [u64]) -> bool {
         let Some(filled) = self.in_lrs.get_mut(cpu) else {
-            return;
+            return false;
         };
         let mut filled = core::mem::take(filled);
         for &n in &filled {
@@ -284,6 +287,7 @@ impl GicState {
         }
         filled.clear();
         self.in_lrs[cpu] = filled;
+        let mut handed_over = false;
         for lr in lrs.iter_mut() {
             if *lr == 0 {
                 continue;
@@ -305,8 +309,11 @@ impl GicState {
                 if active {
                     i.active_priority = priority;
                 }
+                let moved = i.is_pending() && !active && intid >= PRIVATE;
+                handed_over |= moved && self.target(cpu, intid) != Some(cpu);
             }
         }
+        handed_over
     }
 
     /// Fills the list registers of `cpu` for the next entry: first the
