@@ -290,9 +290,16 @@ impl Gic {
 }
 
 impl IrqSink for Gic {
+    /// A line that keeps its level changes nothing (devices report their
+    /// line after every register access): no vCPU looks again, nobody is
+    /// kicked.
     fn set_level(&self, vcpu: usize, intid: u32, level: bool) {
         let target = {
-            let mut s = self.changing();
+            let mut s = lock(&self.state);
+            if s.irq(vcpu, intid).is_none_or(|i| i.level == level) {
+                return;
+            }
+            self.changes.fetch_add(1, Ordering::AcqRel);
             let Some(i) = s.irq_mut(vcpu, intid) else {
                 return;
             };

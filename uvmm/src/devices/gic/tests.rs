@@ -559,3 +559,20 @@ fn level_and_edge_after_completion_and_clearing() {
     d.write(0x204, 4, 1 << 1);
     assert_eq!(fill(&g, 0, 4).1, [(33, 1)]);
 }
+
+#[test]
+fn a_line_that_keeps_its_level_changes_nothing() {
+    let (g, mut d, _, kicks) = gic();
+    enable_spis(&mut d);
+    let mut lrs = [0u64; 4];
+    g.fill_lrs(0, &mut lrs);
+    let changes = g.changes.load(Ordering::SeqCst);
+    g.set_level(0, 33, false);
+    assert_eq!(g.changes.load(Ordering::SeqCst), changes, "low stays low");
+    g.set_level(0, 33, true);
+    g.set_level(0, 33, true);
+    assert_eq!(kicks[0].load(Ordering::SeqCst), 1, "one kick per rise");
+    assert_eq!(g.changes.load(Ordering::SeqCst), changes + 1);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(33, 1)]);
+}
