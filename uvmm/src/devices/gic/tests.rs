@@ -183,8 +183,7 @@ fn edge_and_priority_order_and_lr_limit() {
     d.write(0xc08, 4, 0xaa); // all four edge
     for (i, p) in [(32, 0xa0), (33, 0x20), (34, 0x20), (35, 0x60)] {
         d.write(0x400 + i, 1, p);
-        g.set_level(0, i as u32, true);
-        g.set_level(0, i as u32, false);
+        pulse(&g, i as u32);
     }
     assert_eq!(
         g.with_state(|s| s.candidates(0)),
@@ -455,8 +454,7 @@ fn fills_give_the_highest_priorities_first_among_many() {
         d.write(0x400 + u64::from(n), 1, u64::from(prio));
         let cpu = (next() % 2) as u64;
         d.write(0x6000 + u64::from(n) * 8, 8, cpu);
-        g.set_level(0, n, true);
-        g.set_level(0, n, false);
+        pulse(&g, n);
         fired.retain(|&(m, _, _)| m != n);
         fired.push((n, prio, cpu as usize));
     }
@@ -509,6 +507,21 @@ fn active_interrupts_come_first_then_pending_ones() {
     g.sync_lrs(0, &mut lrs);
 }
 
+/// One entry and exit of `cpu` (four list registers): what the fill gave
+/// it, after which the guest leaves each in `state` (see `guest_sets`).
+fn round(g: &Gic, cpu: usize, state: u64) -> Vec<(u32, u64)> {
+    let (mut lrs, ids) = fill(g, cpu, 4);
+    guest_sets(&mut lrs, state);
+    g.sync_lrs(cpu, &mut lrs);
+    ids
+}
+
+/// An edge on line `n`.
+fn pulse(g: &Gic, n: u32) {
+    g.set_level(0, n, true);
+    g.set_level(0, n, false);
+}
+
 #[test]
 fn level_and_edge_after_completion_and_clearing() {
     let (g, mut d, _, _) = gic();
@@ -516,48 +529,30 @@ fn level_and_edge_after_completion_and_clearing() {
     d.write(0xc08, 4, 0b10 << 2); // SPI 33 edge, 32 level
     // Level 32: completed with its line still high, it is pending again.
     g.set_level(0, 32, true);
-    let (mut lrs, _) = fill(&g, 0, 4);
-    guest_sets(&mut lrs, 2);
-    g.sync_lrs(0, &mut lrs);
-    let (mut lrs, ids) = fill(&g, 0, 4);
-    assert_eq!(ids, [(32, 2)]);
-    guest_sets(&mut lrs, 0);
-    g.sync_lrs(0, &mut lrs);
-    let (mut lrs, ids) = fill(&g, 0, 4);
-    assert_eq!(ids, [(32, 1)]);
-    g.sync_lrs(0, &mut lrs);
+    assert_eq!(round(&g, 0, 2), [(32, 1)]);
+    assert_eq!(round(&g, 0, 0), [(32, 2)]);
+    assert_eq!(round(&g, 0, 1), [(32, 1)]);
     g.set_level(0, 32, false);
     assert!(!g.has_pending(0), "its line is low");
     // Edge 33: fires, taken, fires again while active: given back active
     // and pending; completed once: pending from the second edge only.
-    g.set_level(0, 33, true);
-    g.set_level(0, 33, false);
-    let (mut lrs, _) = fill(&g, 0, 4);
-    guest_sets(&mut lrs, 2);
-    g.sync_lrs(0, &mut lrs);
-    g.set_level(0, 33, true);
-    g.set_level(0, 33, false);
-    let (mut lrs, ids) = fill(&g, 0, 4);
-    assert_eq!(ids, [(33, 3)]);
-    guest_sets(&mut lrs, 1);
-    g.sync_lrs(0, &mut lrs);
-    let (mut lrs, ids) = fill(&g, 0, 4);
-    assert_eq!(ids, [(33, 1)]);
-    guest_sets(&mut lrs, 0);
-    g.sync_lrs(0, &mut lrs);
+    pulse(&g, 33);
+    assert_eq!(round(&g, 0, 2), [(33, 1)]);
+    pulse(&g, 33);
+    assert_eq!(round(&g, 0, 1), [(33, 3)]);
+    assert_eq!(round(&g, 0, 0), [(33, 1)]);
     assert!(!g.has_pending(0));
     // Pending, disabled, cleared, enabled: cleared stays cleared;
     // disabled and enabled again it comes.
-    g.set_level(0, 33, true);
-    g.set_level(0, 33, false);
+    pulse(&g, 33);
     d.write(0x184, 4, 1 << 1);
-    assert!(!g.has_pending(0) && fill(&g, 0, 4).1.is_empty());
+    assert!(!g.has_pending(0) && round(&g, 0, 0).is_empty());
     d.write(0x104, 4, 1 << 1);
     assert!(g.has_pending(0));
     d.write(0x284, 4, 1 << 1);
-    assert!(!g.has_pending(0) && fill(&g, 0, 4).1.is_empty());
+    assert!(!g.has_pending(0) && round(&g, 0, 0).is_empty());
     d.write(0x204, 4, 1 << 1);
-    assert_eq!(fill(&g, 0, 4).1, [(33, 1)]);
+    assert_eq!(round(&g, 0, 0), [(33, 1)]);
 }
 
 #[test]
