@@ -319,9 +319,12 @@ impl GicState {
     /// Fills the list registers of `cpu` for the next entry: first the
     /// interrupts the guest has active (so it can complete them), then the
     /// highest-priority pending ones. A pending latch (edge, `ISPENDR`,
-    /// SGIs) moves into the list register; a level interrupt whose line is
-    /// still high after the guest completed it is given again after the
-    /// next exit (its handler's device access is one).
+    /// SGIs) moves into the list register. An active level interrupt whose
+    /// line is high goes in active and pending, so the guest takes it again
+    /// as soon as it completed it, without an exit; a level interrupt given
+    /// pending whose line is still high after the guest completed it is
+    /// given again after the next exit (its handler's device access is
+    /// one, and a line that rises again kicks the vCPU).
     ///
     /// Walks `cpu`'s set and drops from it what is neither pending nor
     /// active for `cpu`.
@@ -345,7 +348,11 @@ impl GicState {
             }
             if i.owner.is_none() {
                 if i.active {
-                    active.push(lrs.len(), u64::from(n) | u64::from(i.pending) << 32);
+                    // Pending again as well: its latch, or its line still
+                    // high (the guest takes it again once it completed it).
+                    let by_line = !i.edge && i.level && i.enabled && self.group_enabled(i);
+                    let again = i.pending || by_line;
+                    active.push(lrs.len(), u64::from(n) | u64::from(again) << 32);
                 } else if let Some(prio) = self.deliverable(cpu, n) {
                     pending.insert(lrs.len(), u64::from(n) | u64::from(prio) << 32);
                 }

@@ -136,9 +136,9 @@ fn spi_routing_and_injection() {
     lrs[0] = (lrs[0] & !(3 << 62)) | (2 << 62);
     g.sync_lrs(2, &mut lrs);
     assert!(g.with_state(|s| s.irq(0, 33).unwrap().active));
+    g.set_level(0, 33, false);
     g.fill_lrs(2, &mut lrs);
     assert_eq!(lr_ids(&lrs), [(33, 2)]);
-    g.set_level(0, 33, false);
     // Deactivated: the state bits clear, the INTID stays.
     lrs[0] &= !(3 << 62);
     g.sync_lrs(2, &mut lrs);
@@ -498,12 +498,14 @@ fn active_interrupts_come_first_then_pending_ones() {
     guest_sets(&mut lrs, 2);
     g.sync_lrs(0, &mut lrs);
     g.set_level(0, 60, true);
-    // Only two list registers: the active ones keep them.
+    // Only two list registers: the active ones keep them (pending as
+    // well: their lines are still high).
     let (mut lrs, ids) = fill(&g, 0, 2);
-    assert_eq!(ids, [(33, 2), (34, 2)]);
+    assert_eq!(ids, [(33, 3), (34, 3)]);
     g.sync_lrs(0, &mut lrs);
+    g.set_level(0, 33, false);
     let (mut lrs, ids) = fill(&g, 0, 4);
-    assert_eq!(ids, [(33, 2), (34, 2), (60, 1), (35, 1)]);
+    assert_eq!(ids, [(33, 2), (34, 3), (60, 1), (35, 1)]);
     g.sync_lrs(0, &mut lrs);
 }
 
@@ -527,12 +529,19 @@ fn level_and_edge_after_completion_and_clearing() {
     let (g, mut d, _, _) = gic();
     enable_spis(&mut d);
     d.write(0xc08, 4, 0b10 << 2); // SPI 33 edge, 32 level
-    // Level 32: completed with its line still high, it is pending again.
+    // Level 32: taken; while active with its line still high it goes back
+    // active and pending, which the guest's completion leaves pending.
     g.set_level(0, 32, true);
     assert_eq!(round(&g, 0, 2), [(32, 1)]);
-    assert_eq!(round(&g, 0, 0), [(32, 2)]);
+    assert_eq!(round(&g, 0, 1), [(32, 3)]);
+    // Given pending and completed without the exit that would show it
+    // active: pending again by its line.
+    assert_eq!(round(&g, 0, 0), [(32, 1)]);
     assert_eq!(round(&g, 0, 1), [(32, 1)]);
+    // Active, its line lowered by the guest's device access: active only.
+    assert_eq!(round(&g, 0, 2), [(32, 1)]);
     g.set_level(0, 32, false);
+    assert_eq!(round(&g, 0, 0), [(32, 2)]);
     assert!(!g.has_pending(0), "its line is low");
     // Edge 33: fires, taken, fires again while active: given back active
     // and pending; completed once: pending from the second edge only.
