@@ -9,6 +9,12 @@
 //! WFI ([`Gic::wait_for_interrupt`]). When an interrupt becomes pending
 //! for a vCPU, that vCPU is kicked so it leaves the guest and picks it up.
 //!
+//! The cost of an injection does not grow with the number of interrupts:
+//! each vCPU has a set ([`irqset::IrqSet`]) of the interrupts that may be
+//! pending or active for it, which a fill walks; a take-back looks only at
+//! what the fill put into the list registers; an exit with nothing in
+//! them, after no change, takes no lock at all.
+//!
 //! Interrupts of passed-through devices ([`Gic::set_hw_irq`]) are injected
 //! by the kernel; their line stays masked from the moment it fired until
 //! the guest completed the interrupt. uvmm sees that in the list
@@ -21,6 +27,7 @@
 //! vCPU, the last one marked `Last`). One security state (`GICD_CTLR.DS`),
 //! affinity routing always on (`ARE`), no LPIs.
 
+pub mod irqset;
 pub mod regs;
 pub mod state;
 
@@ -28,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::backend::{IrqEoi, VcpuKick, lr};
+use crate::backend::{IrqEoi, MAX_LRS, VcpuKick, lr};
 use crate::bus::{IrqSink, MmioDevice, lock, read_sub32};
 use regs::Bank;
 use state::{CTLR_GRP0, CTLR_GRP1, GicState, PRIVATE};
@@ -141,6 +148,16 @@ impl Gic {
         }
     }
 
+    /// Kicks the vCPUs that have something to take and wakes all WFI
+    /// waits (after a change that may concern any vCPU).
+    fn notify_pending(&self) {
+        self.wake.notify_all();
+        let pending: Vec<usize> = (0..lock(&self.kickers).len())
+            .filter(|&c| self.has_pending(c))
+            .collect();
+        self.notify(&pending);
+    }
+
     /// Kicks every vCPU and wakes all WFI waits (the VM ends).
     pub fn kick_all(&self) {
         let n = lock(&self.kickers).len();
@@ -152,9 +169,8 @@ impl Gic {
     /// registers before it enters the guest again anyway (a kick would
     /// cost it another exit).
     pub fn send_sgi(&self, from: usize, value: u64) {
-        let mut targets = self.changing().send_sgi(from, value);
-        targets.retain(|&c| c != from);
-        self.notify(&targets);
+        let others = self.changing().send_sgi(from, value);
+        self.notify(&others);
     }
 
     /// Makes `intid` pending for vCPU `cpu` whatever its trigger mode (an
@@ -195,20 +211,35 @@ impl Gic {
         filled.store(false, Ordering::Relaxed);
         let hw = lock(&self.hw);
         let mut s = self.changing();
-        let seen: Vec<u32> = lrs
-            .iter()
-            .filter(|&&v| v != 0)
-            .map(|&v| lr::intid(v))
-            .filter(|n| hw.iter().any(|(h, _)| h == n))
-            .collect();
-        s.sync_lrs(cpu, lrs);
-        let done: Vec<u32> = seen
-            .into_iter()
-            .filter(|&n| s.irq(cpu, n).is_some_and(|i| !i.pending && !i.active))
-            .collect();
+        // The passed-through interrupts among them (their index in `hw`),
+        // and those the guest completed.
+        let mut lines = [usize::MAX; MAX_LRS];
+        if !hw.is_empty() {
+            for (line, &v) in lines.iter_mut().zip(lrs.iter()) {
+                if v != 0
+                    && let Some(l) = hw.iter().position(|(h, _)| *h == lr::intid(v))
+                {
+                    *line = l;
+                }
+            }
+        }
+        let handed_over = s.sync_lrs(cpu, lrs);
+        for line in lines.iter_mut().take(lrs.len()) {
+            if let Some((h, _)) = hw.get(*line)
+                && s.irq(cpu, *h).is_some_and(|i| i.pending || i.active)
+            {
+                *line = usize::MAX;
+            }
+        }
         drop(s);
-        for (_, eoi) in hw.iter().filter(|(h, _)| done.contains(h)) {
-            eoi.eoi();
+        for &line in lines.iter().take(lrs.len()) {
+            if let Some((_, eoi)) = hw.get(line) {
+                eoi.eoi();
+            }
+        }
+        drop(hw);
+        if handed_over {
+            self.notify_pending();
         }
     }
 
@@ -265,9 +296,16 @@ impl Gic {
 }
 
 impl IrqSink for Gic {
+    /// A line that keeps its level changes nothing (devices report their
+    /// line after every register access): no vCPU looks again, nobody is
+    /// kicked.
     fn set_level(&self, vcpu: usize, intid: u32, level: bool) {
         let target = {
-            let mut s = self.changing();
+            let mut s = lock(&self.state);
+            if s.irq(vcpu, intid).is_none_or(|i| i.level == level) {
+                return;
+            }
+            self.changes.fetch_add(1, Ordering::AcqRel);
             let Some(i) = s.irq_mut(vcpu, intid) else {
                 return;
             };
@@ -292,7 +330,8 @@ pub struct Distributor(Arc<Gic>);
 
 impl MmioDevice for Distributor {
     fn read(&mut self, offset: u64, size: u8) -> u64 {
-        let mut s = self.0.changing();
+        // A read changes nothing: no vCPU needs to look again.
+        let s = lock(&self.0.state);
         match offset {
             GICD_IROUTER.. if offset < 0x7fe0 => {
                 let intid = ((offset - GICD_IROUTER) / 8) as u32;
@@ -308,7 +347,7 @@ impl MmioDevice for Distributor {
                 }
             }
             _ => {
-                if let Some(v) = regs::read(&mut s, Bank::Shared, offset, size) {
+                if let Some(v) = regs::read(&s, Bank::Shared, offset, size) {
                     return v;
                 }
                 let nr = s.nr_irqs();
@@ -349,13 +388,7 @@ impl MmioDevice for Distributor {
         }
         drop(s);
         // Enabling or routing may have made something deliverable.
-        self.0.wake.notify_all();
-        let cpus: Vec<usize> = (0..lock(&self.0.kickers).len()).collect();
-        let pending: Vec<usize> = cpus
-            .into_iter()
-            .filter(|&c| self.0.has_pending(c))
-            .collect();
-        self.0.notify(&pending);
+        self.0.notify_pending();
     }
 }
 
@@ -366,13 +399,13 @@ impl MmioDevice for Redistributors {
     fn read(&mut self, offset: u64, size: u8) -> u64 {
         let cpu = (offset / REDIST_STRIDE) as usize;
         let off = offset % REDIST_STRIDE;
-        let mut s = self.0.changing();
+        let s = lock(&self.0.state);
         if cpu >= s.nr_vcpus() {
             return 0;
         }
         if off >= SGI_FRAME {
             let off = off - SGI_FRAME;
-            return regs::read(&mut s, Bank::Private(cpu), off, size).unwrap_or(0);
+            return regs::read(&s, Bank::Private(cpu), off, size).unwrap_or(0);
         }
         if off & !7 == GICR_TYPER {
             let last = u64::from(cpu + 1 == s.nr_vcpus()) << 4;
@@ -385,7 +418,7 @@ impl MmioDevice for Redistributors {
                 (v >> ((off & 4) * 8)) & 0xffff_ffff
             };
         }
-        let asleep = s.asleep[cpu];
+        let asleep = s.asleep(cpu);
         read_sub32(off, size, |o| match o {
             GICR_CTLR => 0,
             GICR_IIDR => IIDR,
@@ -405,7 +438,7 @@ impl MmioDevice for Redistributors {
         if off >= SGI_FRAME {
             regs::write(&mut s, Bank::Private(cpu), off - SGI_FRAME, size, value);
         } else if off == GICR_WAKER {
-            s.asleep[cpu] = value as u32 & WAKER_SLEEP != 0;
+            s.set_asleep(cpu, value as u32 & WAKER_SLEEP != 0);
         }
         let pending = s.has_pending(cpu);
         drop(s);

@@ -126,15 +126,15 @@ impl Bank {
 
 /// A read of the interrupt banks at `offset` (32-bit registers, byte
 /// access for `IPRIORITYR`); `None` when `offset` is no bank register.
-pub fn read(s: &mut GicState, bank: Bank, offset: u64, size: u8) -> Option<u64> {
+pub fn read(s: &GicState, bank: Bank, offset: u64, size: u8) -> Option<u64> {
     if let Some((base, f)) = bit_bank(offset) {
         let first = ((offset & !3) - base) as u32 * 8;
         let mut v = 0u64;
         for b in 0..32 {
             let id = first + b;
             if bank.allows(id)
-                && let Some(i) = s.irq_mut(bank.cpu(), id)
-                && f(i, None)
+                && let Some(&i) = s.irq(bank.cpu(), id)
+                && f(&mut { i }, None)
             {
                 v |= 1 << b;
             }

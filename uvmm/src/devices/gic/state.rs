@@ -2,7 +2,8 @@
 //! and pending/active state, routing, and the choice of what each vCPU's
 //! list registers should hold.
 
-use crate::backend::lr;
+use super::irqset::IrqSet;
+use crate::backend::{MAX_LRS, lr};
 use crate::psci::MPIDR_AFF_MASK;
 
 /// SGIs are INTIDs 0..16, PPIs 16..32, SPIs from 32.
@@ -49,24 +50,77 @@ impl Irq {
 }
 
 /// The whole interrupt state of the VM.
+///
+/// Besides each interrupt's state it keeps, per vCPU, the set of
+/// interrupts that may be pending or active for it ([`IrqSet`]): finding
+/// what to put in a vCPU's list registers walks that set, not every
+/// interrupt. The set may hold more (an interrupt completed since, an SPI
+/// routed elsewhere): whoever walks it drops those. Every change goes
+/// through [`GicState::irq_mut`] (or [`GicState::set_asleep`]), which
+/// adds the interrupt to the sets of every vCPU it may now be for.
 #[derive(Clone, Debug)]
 pub struct GicState {
     /// `GICD_CTLR` group enables: bit 0 group 0, bit 1 group 1.
     pub ctlr: u32,
     /// Per vCPU: its SGIs and PPIs.
-    pub private: Vec<[Irq; PRIVATE as usize]>,
+    private: Vec<[Irq; PRIVATE as usize]>,
     /// The SPIs, INTID 32 upwards.
-    pub spis: Vec<Irq>,
+    spis: Vec<Irq>,
     /// Per vCPU: its MPIDR affinity.
     pub mpidr: Vec<u64>,
     /// Per vCPU: `GICR_WAKER.ProcessorSleep`.
-    pub asleep: Vec<bool>,
+    asleep: Vec<bool>,
+    /// Per vCPU: the interrupts that may be pending or active for it.
+    queued: Vec<IrqSet>,
+    /// Per vCPU: the INTIDs its list registers were filled with.
+    in_lrs: Vec<Vec<u32>>,
 }
 
 /// `GICD_CTLR.EnableGrp1`.
 pub const CTLR_GRP1: u32 = 1 << 1;
 /// `GICD_CTLR.EnableGrp0`.
 pub const CTLR_GRP0: u32 = 1;
+
+/// What [`GicState::fill_lrs`] found, at most `MAX_LRS`: keys with the
+/// INTID in bits 31:0 and above it what orders them.
+struct Picks {
+    keys: [u64; MAX_LRS],
+    len: usize,
+}
+
+impl Picks {
+    fn new() -> Picks {
+        Picks {
+            keys: [0; MAX_LRS],
+            len: 0,
+        }
+    }
+
+    fn keys(&self) -> &[u64] {
+        &self.keys[..self.len]
+    }
+
+    /// Appends while there are fewer than `limit`.
+    fn push(&mut self, limit: usize, key: u64) {
+        if self.len < limit.min(MAX_LRS) {
+            self.keys[self.len] = key;
+            self.len += 1;
+        }
+    }
+
+    /// Keeps the `limit` smallest keys, in order.
+    fn insert(&mut self, limit: usize, key: u64) {
+        let limit = limit.min(MAX_LRS);
+        let at = self.keys().partition_point(|&k| k < key);
+        if at >= limit {
+            return;
+        }
+        let end = self.len.min(limit - 1);
+        self.keys.copy_within(at..end, at + 1);
+        self.keys[at] = key;
+        self.len = end + 1;
+    }
+}
 
 impl GicState {
     /// A GIC with `spis` SPIs (a multiple of 32) for vCPUs with these
@@ -77,12 +131,15 @@ impl GicState {
         for sgi in private.iter_mut().take(16) {
             sgi.edge = true;
         }
+        let nr = PRIVATE + spis;
         GicState {
             ctlr: 0,
             private: vec![private; mpidrs.len()],
             spis: vec![Irq::default(); spis as usize],
             mpidr: mpidrs.to_vec(),
             asleep: vec![true; mpidrs.len()],
+            queued: vec![IrqSet::new(nr); mpidrs.len()],
+            in_lrs: vec![Vec::with_capacity(MAX_LRS); mpidrs.len()],
         }
     }
 
@@ -105,12 +162,41 @@ impl GicState {
         }
     }
 
-    /// Interrupt `intid` as vCPU `cpu` sees it, mutable.
+    /// Interrupt `intid` as vCPU `cpu` sees it, to change: it goes into
+    /// the sets of the vCPUs it may be for (`cpu` for an SGI or PPI,
+    /// every vCPU for an SPI, whose route may change too).
     pub fn irq_mut(&mut self, cpu: usize, intid: u32) -> Option<&mut Irq> {
         if intid < PRIVATE {
+            self.queued.get_mut(cpu)?.insert(intid);
             self.private.get_mut(cpu)?.get_mut(intid as usize)
         } else {
-            self.spis.get_mut((intid - PRIVATE) as usize)
+            let i = self.spis.get_mut((intid - PRIVATE) as usize)?;
+            for q in &mut self.queued {
+                q.insert(intid);
+            }
+            Some(i)
+        }
+    }
+
+    /// Whether vCPU `cpu`'s redistributor is asleep (`GICR_WAKER`).
+    pub fn asleep(&self, cpu: usize) -> bool {
+        self.asleep.get(cpu).copied().unwrap_or(true)
+    }
+
+    /// Puts vCPU `cpu`'s redistributor to sleep or wakes it; SPIs routed
+    /// to any vCPU (`IRM`) may go elsewhere now.
+    pub fn set_asleep(&mut self, cpu: usize, asleep: bool) {
+        let Some(a) = self.asleep.get_mut(cpu) else {
+            return;
+        };
+        *a = asleep;
+        for n in 0..self.spis.len() {
+            let i = &self.spis[n];
+            if i.route & IROUTER_IRM != 0 && (i.is_pending() || i.active) {
+                for q in &mut self.queued {
+                    q.insert(PRIVATE + n as u32);
+                }
+            }
         }
     }
 
@@ -138,51 +224,57 @@ impl GicState {
         self.ctlr & if i.group1 { CTLR_GRP1 } else { CTLR_GRP0 } != 0
     }
 
-    /// Interrupts that may be given to `cpu` now: enabled, pending, not
-    /// active, not in another vCPU's list registers, routed to `cpu`; by
+    /// Whether `intid` may be given to `cpu` now: enabled, pending, not
+    /// active, not in another vCPU's list registers, routed to `cpu`.
+    fn deliverable(&self, cpu: usize, intid: u32) -> Option<u8> {
+        let i = self.irq(cpu, intid)?;
+        let ok = i.enabled
+            && i.is_pending()
+            && !i.active
+            && i.owner.is_none()
+            && self.group_enabled(i)
+            && (intid < PRIVATE || self.spi_target(i.route) == Some(cpu));
+        ok.then_some(i.priority)
+    }
+
+    /// Interrupts that may be given to `cpu` now (see `deliverable`), by
     /// priority then INTID.
     pub fn candidates(&self, cpu: usize) -> Vec<(u32, u8)> {
-        let mut out = Vec::new();
-        let ok = |i: &Irq| {
-            i.enabled && i.is_pending() && !i.active && i.owner.is_none() && self.group_enabled(i)
+        let Some(q) = self.queued.get(cpu) else {
+            return Vec::new();
         };
-        if let Some(p) = self.private.get(cpu) {
-            for (n, i) in p.iter().enumerate() {
-                if ok(i) {
-                    out.push((n as u32, i.priority));
-                }
-            }
-        }
-        for (n, i) in self.spis.iter().enumerate() {
-            if ok(i) && self.spi_target(i.route) == Some(cpu) {
-                out.push((PRIVATE + n as u32, i.priority));
-            }
-        }
+        let mut out: Vec<(u32, u8)> = q
+            .iter()
+            .filter_map(|n| Some((n, self.deliverable(cpu, n)?)))
+            .collect();
         out.sort_by_key(|&(id, prio)| (prio, id));
         out
     }
 
     /// Whether `cpu` has an interrupt to take (WFI ends).
     pub fn has_pending(&self, cpu: usize) -> bool {
-        !self.candidates(cpu).is_empty()
+        self.queued
+            .get(cpu)
+            .is_some_and(|q| q.iter().any(|n| self.deliverable(cpu, n).is_some()))
     }
 
     /// Takes back the list registers of `cpu` after an exit: what the guest
     /// completed is inactive, what it took is active, what it did not take
     /// is pending again.
     ///
-    /// An interrupt this vCPU's list registers held that none holds now
-    /// was completed (the kernel may reuse an emptied list register for
-    /// an interrupt of its own).
-    pub fn sync_lrs(&mut self, cpu: usize, lrs: &mut [u64]) {
-        let seen: Vec<u32> = lrs
-            .iter()
-            .filter(|&&lr| lr != 0)
-            .map(|&v| lr::intid(v))
-            .collect();
-        let nr = self.nr_irqs();
-        for n in 0..nr {
-            if seen.contains(&n) {
+    /// An interrupt this vCPU's list registers were filled with that none
+    /// holds now was completed (the kernel may reuse an emptied list
+    /// register for an interrupt of its own).
+    ///
+    /// Returns whether an SPI it gave back pending is another vCPU's now
+    /// (its route changed while this vCPU held it): that one needs a kick.
+    pub fn sync_lrs(&mut self, cpu: usize, lrs: &mut [u64]) -> bool {
+        let Some(filled) = self.in_lrs.get_mut(cpu) else {
+            return false;
+        };
+        let mut filled = core::mem::take(filled);
+        for &n in &filled {
+            if lrs.iter().any(|&v| v != 0 && lr::intid(v) == n) {
                 continue;
             }
             if let Some(i) = self.irq_mut(cpu, n)
@@ -193,6 +285,9 @@ impl GicState {
                 i.latched_in_lr = false;
             }
         }
+        filled.clear();
+        self.in_lrs[cpu] = filled;
+        let mut handed_over = false;
         for lr in lrs.iter_mut() {
             if *lr == 0 {
                 continue;
@@ -214,31 +309,62 @@ impl GicState {
                 if active {
                     i.active_priority = priority;
                 }
+                let moved = i.is_pending() && !active && intid >= PRIVATE;
+                handed_over |= moved && self.target(cpu, intid) != Some(cpu);
             }
         }
+        handed_over
     }
 
     /// Fills the list registers of `cpu` for the next entry: first the
     /// interrupts the guest has active (so it can complete them), then the
     /// highest-priority pending ones. A pending latch (edge, `ISPENDR`,
-    /// SGIs) moves into the list register; a level interrupt whose line is
-    /// still high after the guest completed it is given again after the
-    /// next exit (its handler's device access is one).
+    /// SGIs) moves into the list register. An active level interrupt whose
+    /// line is high goes in active and pending, so the guest takes it again
+    /// as soon as it completed it, without an exit; a level interrupt given
+    /// pending whose line is still high after the guest completed it is
+    /// given again after the next exit (its handler's device access is
+    /// one, and a line that rises again kicks the vCPU).
+    ///
+    /// Walks `cpu`'s set and drops from it what is neither pending nor
+    /// active for `cpu`.
     pub fn fill_lrs(&mut self, cpu: usize, lrs: &mut [u64]) {
-        let active = (0..self.nr_irqs()).filter(|&n| {
-            self.irq(cpu, n)
-                .is_some_and(|i| i.active && i.owner.is_none())
-                && (n < PRIVATE || self.target(cpu, n) == Some(cpu))
+        let Some(q) = self.queued.get_mut(cpu) else {
+            return;
+        };
+        let mut q = core::mem::take(q);
+        // Active ones by INTID, with their pending latch in bit 32;
+        // pending ones by priority (bits 39:32), then INTID.
+        let mut active = Picks::new();
+        let mut pending = Picks::new();
+        q.retain(|n| {
+            let Some(i) = self.irq(cpu, n) else {
+                return false;
+            };
+            if !(i.is_pending() || i.active)
+                || (n >= PRIVATE && self.spi_target(i.route) != Some(cpu))
+            {
+                return false;
+            }
+            if i.owner.is_none() {
+                if i.active {
+                    // Pending again as well: its latch, or its line still
+                    // high (the guest takes it again once it completed it).
+                    let by_line = !i.edge && i.level && i.enabled && self.group_enabled(i);
+                    let again = i.pending || by_line;
+                    active.push(lrs.len(), u64::from(n) | u64::from(again) << 32);
+                } else if let Some(prio) = self.deliverable(cpu, n) {
+                    pending.insert(lrs.len(), u64::from(n) | u64::from(prio) << 32);
+                }
+            }
+            true
         });
-        let active: Vec<(u32, bool)> = active
-            .map(|n| (n, self.irq(cpu, n).is_some_and(|i| i.pending)))
-            .collect();
-        let pending = self.candidates(cpu).into_iter().map(|(n, _)| (n, true));
+        self.queued[cpu] = q;
         let wanted = active
+            .keys()
             .iter()
-            .map(|&(n, p)| (n, p, true))
-            .chain(pending.map(|(n, p)| (n, p, false)))
-            .collect::<Vec<_>>();
+            .map(|&k| (k as u32, k >> 32 != 0, true))
+            .chain(pending.keys().iter().map(|&k| (k as u32, true, false)));
         for (lr, (intid, pending, active)) in lrs.iter_mut().zip(wanted) {
             let Some(i) = self.irq_mut(cpu, intid) else {
                 continue;
@@ -255,28 +381,33 @@ impl GicState {
             if pending {
                 i.pending = false;
             }
+            self.in_lrs[cpu].push(intid);
         }
     }
 
     /// Decodes an `ICC_SGI1R_EL1` write by vCPU `from` and makes the SGI
-    /// pending on its targets; returns the targets.
+    /// pending on its targets; returns the targets other than `from`
+    /// (which takes it at its next entry without being kicked).
     pub fn send_sgi(&mut self, from: usize, value: u64) -> Vec<usize> {
         let sgi = Sgi::decode(value);
-        let targets: Vec<usize> = (0..self.nr_vcpus())
-            .filter(|&c| {
-                if sgi.all_but_self {
-                    c != from
-                } else {
-                    sgi.targets(self.mpidr[c])
-                }
-            })
-            .collect();
-        for &c in &targets {
+        let mut others = Vec::new();
+        for c in 0..self.nr_vcpus() {
+            let target = if sgi.all_but_self {
+                c != from
+            } else {
+                sgi.targets(self.mpidr[c])
+            };
+            if !target {
+                continue;
+            }
             if let Some(i) = self.irq_mut(c, sgi.intid) {
                 i.pending = true;
             }
+            if c != from {
+                others.push(c);
+            }
         }
-        targets
+        others
     }
 }
 

@@ -136,9 +136,9 @@ fn spi_routing_and_injection() {
     lrs[0] = (lrs[0] & !(3 << 62)) | (2 << 62);
     g.sync_lrs(2, &mut lrs);
     assert!(g.with_state(|s| s.irq(0, 33).unwrap().active));
+    g.set_level(0, 33, false);
     g.fill_lrs(2, &mut lrs);
     assert_eq!(lr_ids(&lrs), [(33, 2)]);
-    g.set_level(0, 33, false);
     // Deactivated: the state bits clear, the INTID stays.
     lrs[0] &= !(3 << 62);
     g.sync_lrs(2, &mut lrs);
@@ -183,8 +183,7 @@ fn edge_and_priority_order_and_lr_limit() {
     d.write(0xc08, 4, 0xaa); // all four edge
     for (i, p) in [(32, 0xa0), (33, 0x20), (34, 0x20), (35, 0x60)] {
         d.write(0x400 + i, 1, p);
-        g.set_level(0, i as u32, true);
-        g.set_level(0, i as u32, false);
+        pulse(&g, i as u32);
     }
     assert_eq!(
         g.with_state(|s| s.candidates(0)),
@@ -350,4 +349,234 @@ fn quiet_entries_skip_the_scan_until_something_changes() {
     r.write(REDIST_STRIDE + SGI_FRAME + 0x100, 4, 0xffff);
     g.send_sgi(0, (2 << 24) | 0b10);
     assert_eq!(kicks[1].load(Ordering::SeqCst), 1);
+}
+
+/// The list registers a fill gives `cpu` (INTID, state), with room for
+/// `n`.
+fn fill(g: &Gic, cpu: usize, n: usize) -> (Vec<u64>, Vec<(u32, u64)>) {
+    let mut lrs = vec![0u64; n];
+    g.fill_lrs(cpu, &mut lrs);
+    let ids = lr_ids(&lrs);
+    (lrs, ids)
+}
+
+/// Sets the list registers' state (0 inactive, 1 pending, 2 active) as
+/// the guest would by taking or completing their interrupts.
+fn guest_sets(lrs: &mut [u64], state: u64) {
+    for lr in lrs.iter_mut().filter(|l| **l != 0) {
+        *lr = (*lr & !(3 << 62)) | (state << 62);
+    }
+}
+
+/// Group 1 on, SPIs 32..95 group 1 and enabled, level, priority 0x80.
+fn enable_spis(d: &mut Distributor) {
+    d.write(0, 4, 0x2);
+    for bank in 1..3u64 {
+        d.write(0x80 + bank * 4, 4, 0xffff_ffff);
+        d.write(0x100 + bank * 4, 4, 0xffff_ffff);
+    }
+    for n in 32..96u64 {
+        d.write(0x400 + n, 1, 0x80);
+    }
+}
+
+#[test]
+fn a_pending_spi_follows_its_route_to_another_vcpu() {
+    let (g, mut d, _, kicks) = gic();
+    enable_spis(&mut d);
+    g.set_level(0, 40, true);
+    assert!(g.has_pending(0) && !g.has_pending(2));
+    // In vCPU 0's list registers when its route changes to vCPU 2: vCPU 2
+    // does not get it while vCPU 0 holds it.
+    let (mut lrs0, ids) = fill(&g, 0, 4);
+    assert_eq!(ids, [(40, 1)]);
+    d.write(0x6000 + 40 * 8, 8, 0x100);
+    assert!(!g.has_pending(2));
+    assert_eq!(fill(&g, 2, 4).1, []);
+    // vCPU 0 gives it back untaken: now vCPU 2's (kicked), not vCPU 0's.
+    let before = kicks[2].load(Ordering::SeqCst);
+    g.sync_lrs(0, &mut lrs0);
+    assert_eq!(kicks[2].load(Ordering::SeqCst), before + 1);
+    assert_eq!(fill(&g, 0, 4).1, []);
+    let (mut lrs2, ids) = fill(&g, 2, 4);
+    assert_eq!(ids, [(40, 1)]);
+    // vCPU 2 takes it and completes it with the line low: nobody has it.
+    guest_sets(&mut lrs2, 2);
+    g.sync_lrs(2, &mut lrs2);
+    g.set_level(0, 40, false);
+    let (mut lrs2, ids) = fill(&g, 2, 4);
+    assert_eq!(ids, [(40, 2)], "active: given back to be completed");
+    guest_sets(&mut lrs2, 0);
+    g.sync_lrs(2, &mut lrs2);
+    for cpu in 0..3 {
+        assert!(!g.has_pending(cpu));
+        assert_eq!(fill(&g, cpu, 4).1, []);
+    }
+}
+
+#[test]
+fn an_spi_to_any_vcpu_goes_to_the_first_awake_one() {
+    let (g, mut d, mut r, _) = gic();
+    enable_spis(&mut d);
+    d.write(0x6000 + 50 * 8, 8, 1 << 31);
+    r.write(REDIST_STRIDE + 0x14, 4, 0); // vCPU 1 awake
+    g.set_level(0, 50, true);
+    // vCPU 0's fill drops it from vCPU 0's set: it is vCPU 1's.
+    assert_eq!(fill(&g, 0, 4).1, []);
+    assert!(g.has_pending(1));
+    // vCPU 0 wakes: the first awake one now, it finds it again.
+    r.write(0x14, 4, 0);
+    assert!(g.has_pending(0) && !g.has_pending(1));
+    assert_eq!(fill(&g, 0, 4).1, [(50, 1)]);
+}
+
+#[test]
+fn fills_give_the_highest_priorities_first_among_many() {
+    let g = Gic::new(&[0, 1], 960);
+    let mut d = g.distributor();
+    d.write(0, 4, 0x2);
+    let mut seed = 7u32;
+    let mut next = move || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        seed >> 16
+    };
+    for bank in 1..31u64 {
+        d.write(0x80 + bank * 4, 4, 0xffff_ffff);
+        d.write(0x100 + bank * 4, 4, 0xffff_ffff);
+        d.write(0xc00 + bank * 8, 4, 0xaaaa_aaaa); // edge
+        d.write(0xc00 + bank * 8 + 4, 4, 0xaaaa_aaaa);
+    }
+    // 200 edge SPIs fire, at 8 priorities, half routed to vCPU 1.
+    let mut fired = Vec::new();
+    for _ in 0..200 {
+        let n = 32 + next() % 960;
+        let prio = (next() % 8) as u8 * 0x10;
+        d.write(0x400 + u64::from(n), 1, u64::from(prio));
+        let cpu = (next() % 2) as u64;
+        d.write(0x6000 + u64::from(n) * 8, 8, cpu);
+        pulse(&g, n);
+        fired.retain(|&(m, _, _)| m != n);
+        fired.push((n, prio, cpu as usize));
+    }
+    for cpu in 0..2 {
+        // The reference: every fired one for `cpu`, by priority then INTID.
+        let mut want: Vec<(u32, u8)> = fired
+            .iter()
+            .filter(|f| f.2 == cpu)
+            .map(|f| (f.0, f.1))
+            .collect();
+        want.sort_by_key(|&(n, p)| (p, n));
+        assert_eq!(g.with_state(|s| s.candidates(cpu)), want);
+        // The guest takes and completes 4 at a time.
+        let mut got = Vec::new();
+        loop {
+            let (mut lrs, ids) = fill(&g, cpu, 4);
+            if ids.is_empty() {
+                break;
+            }
+            assert!(ids.iter().all(|&(_, state)| state == 1));
+            got.extend(lrs.iter().map(|&l| (lr::intid(l), lr::priority(l))));
+            guest_sets(&mut lrs, 0);
+            g.sync_lrs(cpu, &mut lrs);
+        }
+        let got: Vec<_> = got.into_iter().filter(|&(n, _)| n != 0).collect();
+        assert_eq!(got, want, "vCPU {cpu}");
+    }
+}
+
+#[test]
+fn active_interrupts_come_first_then_pending_ones() {
+    let (g, mut d, _, _) = gic();
+    enable_spis(&mut d);
+    d.write(0x400 + 60, 1, 0x10);
+    for n in [33, 34, 35] {
+        g.set_level(0, n, true);
+    }
+    let (mut lrs, ids) = fill(&g, 0, 2);
+    assert_eq!(ids, [(33, 1), (34, 1)]);
+    // The guest takes both; then a higher-priority one comes.
+    guest_sets(&mut lrs, 2);
+    g.sync_lrs(0, &mut lrs);
+    g.set_level(0, 60, true);
+    // Only two list registers: the active ones keep them (pending as
+    // well: their lines are still high).
+    let (mut lrs, ids) = fill(&g, 0, 2);
+    assert_eq!(ids, [(33, 3), (34, 3)]);
+    g.sync_lrs(0, &mut lrs);
+    g.set_level(0, 33, false);
+    let (mut lrs, ids) = fill(&g, 0, 4);
+    assert_eq!(ids, [(33, 2), (34, 3), (60, 1), (35, 1)]);
+    g.sync_lrs(0, &mut lrs);
+}
+
+/// One entry and exit of `cpu` (four list registers): what the fill gave
+/// it, after which the guest leaves each in `state` (see `guest_sets`).
+fn round(g: &Gic, cpu: usize, state: u64) -> Vec<(u32, u64)> {
+    let (mut lrs, ids) = fill(g, cpu, 4);
+    guest_sets(&mut lrs, state);
+    g.sync_lrs(cpu, &mut lrs);
+    ids
+}
+
+/// An edge on line `n`.
+fn pulse(g: &Gic, n: u32) {
+    g.set_level(0, n, true);
+    g.set_level(0, n, false);
+}
+
+#[test]
+fn level_and_edge_after_completion_and_clearing() {
+    let (g, mut d, _, _) = gic();
+    enable_spis(&mut d);
+    d.write(0xc08, 4, 0b10 << 2); // SPI 33 edge, 32 level
+    // Level 32: taken; while active with its line still high it goes back
+    // active and pending, which the guest's completion leaves pending.
+    g.set_level(0, 32, true);
+    assert_eq!(round(&g, 0, 2), [(32, 1)]);
+    assert_eq!(round(&g, 0, 1), [(32, 3)]);
+    // Given pending and completed without the exit that would show it
+    // active: pending again by its line.
+    assert_eq!(round(&g, 0, 0), [(32, 1)]);
+    assert_eq!(round(&g, 0, 1), [(32, 1)]);
+    // Active, its line lowered by the guest's device access: active only.
+    assert_eq!(round(&g, 0, 2), [(32, 1)]);
+    g.set_level(0, 32, false);
+    assert_eq!(round(&g, 0, 0), [(32, 2)]);
+    assert!(!g.has_pending(0), "its line is low");
+    // Edge 33: fires, taken, fires again while active: given back active
+    // and pending; completed once: pending from the second edge only.
+    pulse(&g, 33);
+    assert_eq!(round(&g, 0, 2), [(33, 1)]);
+    pulse(&g, 33);
+    assert_eq!(round(&g, 0, 1), [(33, 3)]);
+    assert_eq!(round(&g, 0, 0), [(33, 1)]);
+    assert!(!g.has_pending(0));
+    // Pending, disabled, cleared, enabled: cleared stays cleared;
+    // disabled and enabled again it comes.
+    pulse(&g, 33);
+    d.write(0x184, 4, 1 << 1);
+    assert!(!g.has_pending(0) && round(&g, 0, 0).is_empty());
+    d.write(0x104, 4, 1 << 1);
+    assert!(g.has_pending(0));
+    d.write(0x284, 4, 1 << 1);
+    assert!(!g.has_pending(0) && round(&g, 0, 0).is_empty());
+    d.write(0x204, 4, 1 << 1);
+    assert_eq!(round(&g, 0, 0), [(33, 1)]);
+}
+
+#[test]
+fn a_line_that_keeps_its_level_changes_nothing() {
+    let (g, mut d, _, kicks) = gic();
+    enable_spis(&mut d);
+    let mut lrs = [0u64; 4];
+    g.fill_lrs(0, &mut lrs);
+    let changes = g.changes.load(Ordering::SeqCst);
+    g.set_level(0, 33, false);
+    assert_eq!(g.changes.load(Ordering::SeqCst), changes, "low stays low");
+    g.set_level(0, 33, true);
+    g.set_level(0, 33, true);
+    assert_eq!(kicks[0].load(Ordering::SeqCst), 1, "one kick per rise");
+    assert_eq!(g.changes.load(Ordering::SeqCst), changes + 1);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(33, 1)]);
 }
