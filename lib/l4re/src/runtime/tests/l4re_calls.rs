@@ -41,6 +41,20 @@ fn attach_maps_everything_and_keeps_the_capability() {
 }
 
 #[test]
+fn attach_on_demand_maps_at_the_first_fault() {
+    let mut rt = runtime();
+    let ds = 0x900;
+    let len = 4u64 << 20;
+    rt.b.dss.insert(ds, vec![0; len as usize]);
+    let prot = 3 | l4re_sys::ATTACH_ON_DEMAND;
+    let a = call(&mut rt, 1, l4re_sys::ATTACH, &[ds, len, 0, prot]) as u64;
+    assert!(a >= MMAP_BASE && a.is_multiple_of(2 << 20), "{a:#x}");
+    assert!(rt.b.pages.range(a..a + len).next().is_none(), "nothing yet");
+    let r = rt.regions().lookup(a).copied().expect("attached");
+    assert!(r.prot.read() && r.prot.write() && !r.prot.exec());
+}
+
+#[test]
 fn thread_cap_and_utcb_pages() {
     let mut rt = runtime();
     let (_, slot, _, _) = spawn(&mut rt);
