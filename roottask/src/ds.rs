@@ -11,7 +11,11 @@
 //! where its memory really is (uvmm's identity mode needs that).
 //!
 //! Memory comes from an allocator callback (`size`, alignment order) that
-//! returns zeroed memory, and goes back through [`Ds::release`].
+//! returns zeroed memory, and goes back through [`Ds::release`]. A
+//! `Continuous` dataspace takes its range uncleared instead
+//! ([`Ds::phys_uncleared`]) and has it cleared a 2 MiB frame at a time
+//! before the first client can see the frame ([`Ds::take_uncleared`]): a
+//! VM's RAM its guest never touches is never cleared.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -56,6 +60,10 @@ pub struct Ds {
     rights: u64,
     flags: u64,
     backing: Backing,
+    /// Of a [`Backing::Phys`] range taken uncleared: for each physical
+    /// 2 MiB frame it overlaps (from the one holding its start), whether
+    /// that part still holds old contents.
+    uncleared: Vec<bool>,
 }
 
 /// The length of block `i` of `2^order` bytes of a dataspace of `size`
@@ -76,7 +84,56 @@ impl Ds {
             rights: rights & ds_flags::RWX,
             flags,
             backing: Backing::Phys { pa, owned },
+            uncleared: Vec::new(),
         }
+    }
+
+    /// A dataspace owning the contiguous memory at `pa`, whose old
+    /// contents are cleared frame by frame before a client can see them:
+    /// [`Ds::take_uncleared`] before every `map` and `phys` answer.
+    pub fn phys_uncleared(pa: u64, size: u64, rights: u64, flags: u64) -> Ds {
+        let first = pa >> SUPER_ORDER;
+        let frames = (pa + size.next_multiple_of(PAGE)).div_ceil(1 << SUPER_ORDER) - first;
+        Ds {
+            uncleared: vec![true; frames as usize],
+            ..Ds::phys(pa, size, rights, flags, true)
+        }
+    }
+
+    /// The memory ranges of `[offset, offset + len)` (up to the
+    /// dataspace's end), widened to the physical 2 MiB frames they touch,
+    /// that still hold old contents; they count as cleared from now on, so
+    /// the caller zeroes them before it answers. Every mapping `map` gives
+    /// for an `offset` (at most a 2 MiB block, aligned in memory) lies in
+    /// the frame `take_uncleared(offset, 1)` returns.
+    pub fn take_uncleared(&mut self, offset: u64, len: u64) -> Vec<(u64, u64)> {
+        let Backing::Phys { pa, .. } = self.backing else {
+            return Vec::new();
+        };
+        if self.uncleared.is_empty() || offset >= self.size || len == 0 {
+            return Vec::new();
+        }
+        let end = pa + self.size.next_multiple_of(PAGE);
+        let (from, to) = (pa + offset, end.min((pa + offset).saturating_add(len)));
+        let first = pa >> SUPER_ORDER;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for f in (from >> SUPER_ORDER)..to.div_ceil(1 << SUPER_ORDER) {
+            let Some(u) = self.uncleared.get_mut((f - first) as usize) else {
+                break;
+            };
+            if !core::mem::take(u) {
+                continue;
+            }
+            let (a, b) = (
+                (f << SUPER_ORDER).max(pa),
+                ((f + 1) << SUPER_ORDER).min(end),
+            );
+            match out.last_mut() {
+                Some((s, n)) if *s + *n == a => *n += b - a,
+                _ => out.push((a, b - a)),
+            }
+        }
+        out
     }
 
     /// A dataspace whose memory is allocated on demand.
@@ -97,6 +154,7 @@ impl Ds {
                 order,
                 blocks: vec![0; n],
             },
+            uncleared: Vec::new(),
         }
     }
 
@@ -331,6 +389,54 @@ mod tests {
         assert_eq!((h.order(), h.mem_base()), (12, g.mem_base() + 0x8000));
         let mem = ds.release();
         assert_eq!(mem, [(f.mem_base(), 0x1_0000), (g.mem_base(), 0x9000)]);
+    }
+
+    #[test]
+    fn uncleared_memory_is_handed_out_frame_by_frame() {
+        // 5 MiB from 1 MiB into a 2 MiB frame: frames 0..3 of it.
+        let pa = 0x4010_0000;
+        let mut ds = Ds::phys_uncleared(pa, 5 * MIB, ds_flags::RWX, CONTINUOUS);
+        // The frame holding offset 0 is cut at the dataspace's start.
+        assert_eq!(ds.take_uncleared(0x1234, 1), [(pa, MIB)]);
+        assert_eq!(ds.take_uncleared(0x1234, 1), []);
+        // Across frames: the next two, merged, then the rest.
+        assert_eq!(
+            ds.take_uncleared(MIB, 2 * MIB + 1),
+            [(0x4020_0000, 4 * MIB)]
+        );
+        assert_eq!(ds.take_uncleared(0, u64::MAX), []);
+        // The whole dataspace at once; the end is cut at its last page.
+        let mut ds = Ds::phys_uncleared(pa, 5 * MIB - 10, ds_flags::RWX, CONTINUOUS);
+        assert_eq!(ds.take_uncleared(0, u64::MAX), [(pa, 5 * MIB)]);
+        assert_eq!(ds.take_uncleared(5 * MIB, 1), []);
+        // Cleared memory and on-demand blocks have nothing to clear.
+        let mut ds = Ds::phys(pa, MIB, ds_flags::RWX, CONTINUOUS, true);
+        assert_eq!(ds.take_uncleared(0, MIB), []);
+        let mut ds = Ds::on_demand(4 * MIB, ds_flags::RWX, 0);
+        assert_eq!(ds.take_uncleared(0, MIB), []);
+    }
+
+    #[test]
+    fn every_mapping_lies_in_the_frame_that_was_cleared() {
+        let mut p = pool();
+        // Contiguous memory not aligned to 2 MiB, mapped at spots of every
+        // alignment: the mapping stays inside the frame of its offset.
+        let pa = p.alloc(8 * MIB, 16).unwrap() + 0x1_0000;
+        let mut alloc = |_, _| None;
+        for (offset, spot) in [
+            (0x30_1000, 0x8030_1000),
+            (0x1f_0000, 0x801f_0000),
+            (0, 0x10_0000),
+        ] {
+            let mut ds = Ds::phys_uncleared(pa, 6 * MIB, ds_flags::RWX, CONTINUOUS);
+            let cleared = ds.take_uncleared(offset, 1);
+            let f = ds.map(offset, spot, ds_flags::RW, &mut alloc).unwrap();
+            let (lo, hi) = (f.mem_base(), f.mem_base() + (1 << f.order()));
+            assert!(
+                cleared.iter().any(|&(a, n)| a <= lo && hi <= a + n),
+                "{lo:#x}..{hi:#x} not in {cleared:x?}"
+            );
+        }
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub const ESR_IL: u64 = 1 << 25;
 pub enum RunExit {
     /// The guest exited for uvmm; [`VcpuState::exit`] says why.
     Trap,
-    /// [`VcpuKick::kick`] was called (or a host interrupt ended the run):
-    /// nothing to handle but the interrupt state.
+    /// [`VcpuKick::kick`] was called (or a host interrupt ended the run,
+    /// or the backend handled the exit itself: it mapped guest RAM the
+    /// guest touched first): nothing to handle but the interrupt state.
     Kicked,
     /// The guest's virtual timer fired (a kernel that leaves the timer to
     /// uvmm: uvmm makes PPI 27 pending).
@@ -102,9 +103,10 @@ pub trait VmBackend {
     /// The vCPU type.
     type Vcpu: VcpuBackend;
 
-    /// Maps `size` bytes of the RAM dataspace named `dscap` from
-    /// `ds_offset` at guest-physical `gpa` into the guest's stage-2 address
-    /// space, read-write-execute, cacheable.
+    /// Gives the guest `size` bytes of the RAM dataspace named `dscap`
+    /// from `ds_offset` at guest-physical `gpa` in its stage-2 address
+    /// space, read-write-execute, cacheable (the kernel backend maps each
+    /// 2 MiB block when the guest first touches it).
     fn map_ram(
         &mut self,
         dscap: &str,

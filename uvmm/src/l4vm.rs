@@ -2,8 +2,11 @@
 //! kernel's Vm object and vCPU threads (`l4::vm`, `l4_abi::vcpu`).
 //!
 //! * The Vm is created through the task's factory; guest RAM, attached
-//!   into uvmm's address space by the runtime, is mapped into it from
-//!   uvmm's own task in pieces of up to 2 MiB.
+//!   into uvmm's address space by the runtime on demand, is mapped into it
+//!   from uvmm's own task a 2 MiB block at a time when the guest first
+//!   touches the block (a stage-2 abort in RAM): uvmm faults the block in
+//!   first, so moe clears only RAM that is used (`--kernel` inflating
+//!   touches the kernel's blocks before the guest runs).
 //! * Each vCPU is a uvmm thread in vCPU mode: on its first run it moves
 //!   itself to its CPU, takes a page of the UTCB area as its state area,
 //!   attaches its kick Irq to itself and enters vCPU mode. From then on
@@ -21,8 +24,9 @@
 //!   unmasked when the vCPU starts and after the guest completed one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use l4::abi::vcpu::{self as abi, ExitReason};
+use l4::abi::vcpu::{self as abi, ExitReason, ec};
 use l4::abi::{Error, MemRights, Timeout, Timeouts};
 use l4::cap::{Factory, Irq, Scheduler, Task, Thread, Vm};
 use l4::{Cap, SlotAlloc};
@@ -32,7 +36,7 @@ use l4re::env::{FIRST_PROGRAM_CAP, caps};
 use uvmm::backend::{
     BackendError, GicInfo, IrqEoi, MAX_LRS, RunExit, VcpuBackend, VcpuKick, VcpuState, VmBackend,
 };
-use uvmm::memory::map_order;
+use uvmm::memory::{DemandWindow, map_order};
 use uvmm::passthrough::{PtIrq, PtMmio};
 
 /// Capability slots uvmm allocates (the Vm, the kick Irqs, the virtio
@@ -78,10 +82,32 @@ pub struct AttachedRam {
     pub size: u64,
 }
 
+/// Maps `size` bytes at uvmm's `local` into Vm `vm` at `gpa`.
+fn map_local(
+    vm: Cap<Vm>,
+    local: u64,
+    gpa: u64,
+    size: u64,
+    rights: MemRights,
+) -> Result<(), BackendError> {
+    let me = Cap::<Task>::from_index(caps::THIS_TASK);
+    let mut off = 0;
+    while off < size {
+        let order = map_order(local + off, gpa + off, size - off);
+        vm.as_task()
+            .map_mem(me, local + off, order, rights, gpa + off)
+            .map_err(|e| kerr(&format!("mapping guest memory at {:#x}", gpa + off), e))?;
+        off += 1 << order;
+    }
+    Ok(())
+}
+
 /// The kernel's Vm object of this uvmm.
 pub struct L4Vm {
     vm: Cap<Vm>,
     rams: Vec<AttachedRam>,
+    /// Guest RAM, mapped into the Vm on demand (shared by the vCPUs).
+    windows: Arc<Mutex<Vec<DemandWindow>>>,
     /// The CPUs the scheduler offers, in order (vCPU i runs on the i-th).
     cpus: Vec<u32>,
     /// The `vbus` capability, if uvmm has one.
@@ -116,6 +142,7 @@ impl L4Vm {
             cpus: if cpus.is_empty() { vec![0] } else { cpus },
             vbus,
             routes: Vec::new(),
+            windows: Default::default(),
         })
     }
 
@@ -127,17 +154,7 @@ impl L4Vm {
         size: u64,
         rights: MemRights,
     ) -> Result<(), BackendError> {
-        let me = Cap::<Task>::from_index(caps::THIS_TASK);
-        let mut off = 0;
-        while off < size {
-            let order = map_order(local + off, gpa + off, size - off);
-            self.vm
-                .as_task()
-                .map_mem(me, local + off, order, rights, gpa + off)
-                .map_err(|e| kerr(&format!("mapping guest memory at {:#x}", gpa + off), e))?;
-            off += 1 << order;
-        }
-        Ok(())
+        map_local(self.vm, local, gpa, size, rights)
     }
 
     /// A client of the vbus whose answer capability lands in a new slot.
@@ -183,7 +200,8 @@ impl VmBackend for L4Vm {
             )));
         }
         let local = ram.local + ds_offset;
-        self.map_local(local, gpa, size, MemRights::RWX)
+        uvmm::bus::lock(&self.windows).push(DemandWindow::new(gpa, size, local));
+        Ok(())
     }
 
     fn map_mmio(&mut self, m: &PtMmio) -> Result<(), BackendError> {
@@ -243,6 +261,7 @@ impl VmBackend for L4Vm {
             thread: None,
             exited: [0; MAX_LRS],
             local: Box::default(),
+            windows: self.windows.clone(),
         })
     }
 }
@@ -266,6 +285,8 @@ pub struct L4Vcpu {
     exited: [u64; MAX_LRS],
     /// The state until the thread is in vCPU mode (then: the state area).
     local: Box<VcpuState>,
+    /// Guest RAM, mapped into the Vm on demand.
+    windows: Arc<Mutex<Vec<DemandWindow>>>,
 }
 
 /// Triggers a vCPU's kick Irq.
@@ -352,12 +373,60 @@ fn lrs_back(loaded: &[u64], lrs: &mut [u64]) {
     }
 }
 
+impl L4Vcpu {
+    /// Maps the block of guest RAM the exit's stage-2 abort is in unless
+    /// another vCPU did: whether the abort was in RAM (the guest then
+    /// retries the access; all RAM is mapped read-write-execute).
+    fn map_on_demand(&mut self) -> Result<bool, BackendError> {
+        let exit = state_of(self.area, &mut self.local).exit;
+        if !matches!(exit.ec(), ec::DABT_LOWER | ec::IABT_LOWER) {
+            return Ok(false);
+        }
+        let mut windows = uvmm::bus::lock(&self.windows);
+        let Some(w) = windows.iter_mut().find(|w| w.contains(exit.gpa)) else {
+            return Ok(false);
+        };
+        let Some(b) = w.take(exit.gpa) else {
+            // Another vCPU mapped the block since this one's abort.
+            return Ok(true);
+        };
+        // Fault every page of the block into uvmm (the runtime maps what
+        // the dataspace gives, 2 MiB at once for moe's contiguous RAM):
+        // what is not mapped in uvmm is not mapped into the Vm.
+        for page in (b.local..b.local + b.size).step_by(4096) {
+            // SAFETY: the page lies in RAM the runtime attached read-write
+            // for good (`L4Host::ram`); reading a byte only maps it.
+            unsafe { core::ptr::read_volatile(page as *const u8) };
+        }
+        map_local(self.vm, b.local, b.gpa, b.size, MemRights::RWX)?;
+        Ok(true)
+    }
+}
+
 impl VcpuBackend for L4Vcpu {
     fn state(&mut self) -> &mut VcpuState {
         state_of(self.area, &mut self.local)
     }
 
     fn run(&mut self) -> Result<RunExit, BackendError> {
+        match self.resume()? {
+            RunExit::Trap if self.map_on_demand()? => Ok(RunExit::Kicked),
+            exit => Ok(exit),
+        }
+    }
+
+    fn kicker(&self) -> Box<dyn VcpuKick> {
+        Box::new(Kick(self.kick, self.attached.clone()))
+    }
+
+    fn counter(&self) -> (u64, u64) {
+        counter()
+    }
+}
+
+impl L4Vcpu {
+    /// Runs the guest until an exit for uvmm.
+    fn resume(&mut self) -> Result<RunExit, BackendError> {
         if self.area.is_none() {
             let area = self.enter_vcpu_mode()? as *mut VcpuState;
             // SAFETY: as in `state`; from here on uvmm works in the area.
@@ -426,19 +495,16 @@ impl VcpuBackend for L4Vcpu {
             Err(e) => Err(kerr("vcpu_resume", e)),
         }
     }
+}
 
-    fn kicker(&self) -> Box<dyn VcpuKick> {
-        Box::new(Kick(self.kick, self.attached.clone()))
+/// The virtual counter and its frequency.
+fn counter() -> (u64, u64) {
+    let (now, freq): (u64, u64);
+    // SAFETY: reading the virtual counter and its frequency, which EL0
+    // may do (the kernel sets CNTKCTL_EL1.EL0VCTEN), has no effects.
+    unsafe {
+        core::arch::asm!("mrs {}, cntvct_el0", out(reg) now, options(nomem, nostack));
+        core::arch::asm!("mrs {}, cntfrq_el0", out(reg) freq, options(nomem, nostack));
     }
-
-    fn counter(&self) -> (u64, u64) {
-        let (now, freq): (u64, u64);
-        // SAFETY: reading the virtual counter and its frequency, which EL0
-        // may do (the kernel sets CNTKCTL_EL1.EL0VCTEN), has no effects.
-        unsafe {
-            core::arch::asm!("mrs {}, cntvct_el0", out(reg) now, options(nomem, nostack));
-            core::arch::asm!("mrs {}, cntfrq_el0", out(reg) freq, options(nomem, nostack));
-        }
-        (now, freq)
-    }
+    (now, freq)
 }

@@ -65,6 +65,71 @@ pub fn map_order(local: u64, gpa: u64, left: u64) -> u8 {
     order
 }
 
+/// A window of guest RAM given to the guest a block at a time, when the
+/// guest first touches the block: blocks are the 2 MiB pieces of
+/// guest-physical space ([`MAX_MAP_ORDER`]) the window overlaps.
+#[derive(Debug)]
+pub struct DemandWindow {
+    gpa: u64,
+    size: u64,
+    local: u64,
+    /// Per block (from the one holding `gpa`): given to the guest.
+    given: Vec<bool>,
+}
+
+/// A block of a [`DemandWindow`] to map: guest-physical start, uvmm's
+/// address and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DemandBlock {
+    /// Guest-physical start.
+    pub gpa: u64,
+    /// Where it is in uvmm.
+    pub local: u64,
+    /// Its size (a whole block but at the window's ends).
+    pub size: u64,
+}
+
+impl DemandWindow {
+    const BLOCK: u64 = 1 << MAX_MAP_ORDER;
+
+    /// `size` bytes at guest-physical `gpa`, at `local` in uvmm, none of
+    /// them given yet.
+    pub fn new(gpa: u64, size: u64, local: u64) -> DemandWindow {
+        let blocks = gpa.saturating_add(size).div_ceil(Self::BLOCK) - gpa / Self::BLOCK;
+        DemandWindow {
+            gpa,
+            size,
+            local,
+            given: vec![false; blocks as usize],
+        }
+    }
+
+    /// Whether `gpa` is in the window.
+    pub fn contains(&self, gpa: u64) -> bool {
+        gpa >= self.gpa && gpa - self.gpa < self.size
+    }
+
+    /// The block holding `gpa` if it is in the window and not given yet;
+    /// it counts as given from now on.
+    pub fn take(&mut self, gpa: u64) -> Option<DemandBlock> {
+        if !self.contains(gpa) {
+            return None;
+        }
+        let aligned = gpa & !(Self::BLOCK - 1);
+        let i = ((aligned - (self.gpa & !(Self::BLOCK - 1))) / Self::BLOCK) as usize;
+        if std::mem::replace(&mut self.given[i], true) {
+            return None;
+        }
+        let start = aligned.max(self.gpa);
+        let end = (aligned + Self::BLOCK).min(self.gpa + self.size);
+        Some(DemandBlock {
+            gpa: start,
+            local: self.local + (start - self.gpa),
+            size: end - start,
+        })
+    }
+}
+
 /// The bytes of the RAM dataspace as uvmm sees them: memory shared with
 /// the running guest, so only copied in and out (never lent as a Rust
 /// reference the guest could change underneath).
@@ -404,6 +469,21 @@ impl GuestMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demand_windows_give_each_block_once() {
+        const M: u64 = 1 << 20;
+        // 5 MiB from 1 MiB into a block, at a local address aligned alike.
+        let mut w = DemandWindow::new(0x4010_0000, 5 * M, 0x10_0010_0000);
+        let b = |gpa, local, size| Some(DemandBlock { gpa, local, size });
+        assert_eq!(w.take(0x4000_0000), None, "before the window");
+        assert_eq!(w.take(0x4010_0000), b(0x4010_0000, 0x10_0010_0000, M));
+        assert_eq!(w.take(0x401f_ffff), None, "given already");
+        assert_eq!(w.take(0x4030_0000), b(0x4020_0000, 0x10_0020_0000, 2 * M));
+        assert_eq!(w.take(0x405f_ffff), b(0x4040_0000, 0x10_0040_0000, 2 * M));
+        assert_eq!(w.take(0x4060_0000), None, "after the window");
+        assert!(w.contains(0x405f_ffff) && !w.contains(0x4060_0000));
+    }
 
     #[test]
     fn stage2_pieces() {

@@ -139,7 +139,7 @@ impl Host for L4Host {
         }
     }
 
-    fn ram(&mut self, cap: &str) -> Result<(Arc<Ram>, Option<u64>), String> {
+    fn ram(&mut self, cap: &str, want_phys: bool) -> Result<(Arc<Ram>, Option<u64>), String> {
         let index = l4re::env::get_cap(cap).ok_or_else(|| {
             format!("no capability named '{cap}' (start uvmm with caps = {{ {cap} = <dataspace>:m(\"rw\") }})")
         })?;
@@ -152,8 +152,12 @@ impl Host for L4Host {
             ));
         }
         let len = usize::try_from(size).map_err(|_| format!("dataspace '{cap}' is too big"))?;
-        // PROT_READ | PROT_WRITE | PROT_EXEC: the guest runs code from it.
-        let local = l4re::env::attach(index, size, 0, 7)
+        // PROT_READ | PROT_WRITE | PROT_EXEC (the guest runs code from it),
+        // mapped on demand: moe clears RAM only when it is first mapped,
+        // and the Vm gets a block when the guest first touches it
+        // (`L4Vcpu::map_on_demand`).
+        let prot = 7 | l4re::linux::l4re_sys::ATTACH_ON_DEMAND;
+        let local = l4re::env::attach(index, size, 0, prot)
             .map_err(|e| format!("cannot attach dataspace '{cap}' (error {e})"))?;
         let ptr = NonNull::new(local as *mut u8)
             .ok_or_else(|| format!("dataspace '{cap}' attached at 0"))?;
@@ -163,12 +167,16 @@ impl Host for L4Host {
             local,
             size,
         });
-        // SAFETY: the runtime attached and mapped the whole dataspace
-        // read-write at `local` for good (uvmm never detaches it); uvmm
-        // only copies bytes in and out of it.
+        // SAFETY: the runtime attached the whole dataspace read-write at
+        // `local` for good (uvmm never detaches it) and maps what is
+        // touched; uvmm only copies bytes in and out of it.
         let ram = unsafe { Ram::from_raw(ptr, len) };
+        if !want_phys {
+            return Ok((Arc::new(ram), None));
+        }
         // The host-physical address, when the whole dataspace is one
-        // contiguous range (moe's Continuous dataspaces).
+        // contiguous range (moe's Continuous dataspaces; moe clears all of
+        // it before it answers).
         let phys = match DataspacePhysClient::new(index).phys(0) {
             Ok((pa, n)) if n >= size => {
                 info!("ram", "dataspace '{cap}' is at host-physical {pa:#x}");

@@ -135,13 +135,18 @@ const _: () = assert!(Sys::L4reUtcbPage.nr() == l4re_sys::UTCB_PAGE);
 /// * `ATTACH(ds, size, offset, prot)`: attaches `size` bytes of the
 ///   program's dataspace capability `ds` from `offset` with `PROT_*`
 ///   rights somewhere free (2 MiB-aligned when that large) and maps it all
-///   at once; the address. The capability stays the program's.
+///   at once, or page fault by page fault with [`l4re_sys::ATTACH_ON_DEMAND`]
+///   in `prot`; the address. The capability stays the program's.
 /// * `THREAD_CAP()`: the calling thread's capability index.
 /// * `UTCB_PAGE()`: reserves a free, page-aligned 4 KiB of the task's UTCB
 ///   area (no thread gets a UTCB there); its address (a vCPU's state area).
 pub mod l4re_sys {
     /// Attach a dataspace.
     pub const ATTACH: u64 = 0x4c00;
+    /// `ATTACH`'s `prot` bit for mapping on page faults only (as `mmap`
+    /// does): memory nobody touches is never mapped, so the dataspace's
+    /// server need not provide it yet.
+    pub const ATTACH_ON_DEMAND: u64 = 1 << 16;
     /// The caller's thread capability.
     pub const THREAD_CAP: u64 = 0x4c01;
     /// Reserve a UTCB-area page.

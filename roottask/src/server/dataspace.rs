@@ -26,6 +26,9 @@ impl<K: Kernel> DataspaceServer for View<'_, K> {
     fn map(&mut self, ctx: &Ctx, offset: u64, spot: u64, flags: u64) -> Result<MemArg, Error> {
         ds::cap_allows_write(ctx.rights(), flags & ds_flags::W != 0)?;
         let (ds, pages, k) = self.ds()?;
+        for (a, n) in ds.take_uncleared(offset, 1) {
+            k.zero(a, n);
+        }
         let f = ds.map(offset, spot, flags, &mut |s, o| {
             alloc_zeroed(k, pages, s, o)
         })?;
@@ -61,6 +64,12 @@ impl<K: Kernel> DataspaceServer for View<'_, K> {
 impl<K: Kernel> DataspacePhysServer for View<'_, K> {
     fn phys(&mut self, _: &Ctx, offset: u64) -> Result<(u64, u64), Error> {
         let (ds, pages, k) = self.ds()?;
-        ds.phys_at(offset, &mut |s, o| alloc_zeroed(k, pages, s, o))
+        let (pa, n) = ds.phys_at(offset, &mut |s, o| alloc_zeroed(k, pages, s, o))?;
+        // Who knows where memory is may reach it without a mapping (a
+        // device's DMA): all of it is cleared first.
+        for (a, len) in ds.take_uncleared(offset, n) {
+            k.zero(a, len);
+        }
+        Ok((pa, n))
     }
 }

@@ -44,14 +44,15 @@ impl<K: Kernel> Moe<K> {
             if flags & SUPER_PAGES != 0 && size >= 1 << SUPER_ORDER {
                 order = order.max(SUPER_ORDER);
             }
-            let Some(pa) = alloc_zeroed(k, pages, size, order) else {
+            // Cleared frame by frame when first handed out (Ds::take_uncleared).
+            let Some(pa) = pages.alloc(size, order) else {
                 k.say(format_args!(
                     "moe: out of memory: no contiguous {size:#x} bytes (largest free block {:#x})",
                     pages.largest_block()
                 ));
                 return Err(Error::NoMem);
             };
-            return Ok(Ds::phys(pa, size, ds_flags::RWX, flags, true));
+            return Ok(Ds::phys_uncleared(pa, size, ds_flags::RWX, flags));
         }
         let mut ds = Ds::on_demand(size, ds_flags::RWX, flags);
         if flags & PINNED != 0

@@ -32,9 +32,12 @@ impl Host for TestHost {
             .map(|f| Box::new(f.clone()) as FileBytes)
             .ok_or_else(|| "no such file".into())
     }
-    fn ram(&mut self, cap: &str) -> Result<(Arc<Ram>, Option<u64>), String> {
+    fn ram(&mut self, cap: &str, phys: bool) -> Result<(Arc<Ram>, Option<u64>), String> {
         match cap {
-            "ram" => Ok((Arc::new(Ram::zeroed(self.ram_size)), Some(0x8000_0000))),
+            "ram" => Ok((
+                Arc::new(Ram::zeroed(self.ram_size)),
+                phys.then_some(0x8000_0000),
+            )),
             _ => Err(format!("no capability named '{cap}'")),
         }
     }

@@ -49,6 +49,9 @@ impl<B: Backend> Runtime<B> {
             self.refs.dec(ds);
             return Err(e);
         }
+        if prot & crate::linux::l4re_sys::ATTACH_ON_DEMAND != 0 {
+            return Ok(start);
+        }
         // All of it now, in pieces as large as the dataspace gives: the
         // program may hand the memory on (to a Vm), which needs it mapped.
         let whole = (start, start + len);

@@ -5,14 +5,21 @@ use super::thread::spawn;
 use super::*;
 use crate::linux::l4re_sys;
 
-#[test]
-fn attach_maps_everything_and_keeps_the_capability() {
+/// A runtime with 4 MiB dataspace 0x900 attached with `prot`: it, the
+/// dataspace, the size and the address.
+fn attached(prot: u64) -> (Runtime<Fake>, u64, u64, u64) {
     let mut rt = runtime();
     let ds = 0x900;
     let len = 4u64 << 20;
     rt.b.dss.insert(ds, vec![0; len as usize]);
-    let a = call(&mut rt, 1, l4re_sys::ATTACH, &[ds, len, 0, 3]) as u64;
+    let a = call(&mut rt, 1, l4re_sys::ATTACH, &[ds, len, 0, prot]) as u64;
     assert!(a >= MMAP_BASE && a.is_multiple_of(2 << 20), "{a:#x}");
+    (rt, ds, len, a)
+}
+
+#[test]
+fn attach_maps_everything_and_keeps_the_capability() {
+    let (mut rt, ds, len, a) = attached(3);
     // Mapped at once, every page, from the dataspace.
     for p in (a..a + len).step_by(PAGE as usize) {
         assert_eq!(rt.b.pages.get(&p).map(|e| (e.0, e.1)), Some((ds, p - a)));
@@ -38,6 +45,14 @@ fn attach_maps_everything_and_keeps_the_capability() {
         rt.regions().lookup(MMAP_BASE).is_none(),
         "nothing left behind"
     );
+}
+
+#[test]
+fn attach_on_demand_maps_at_the_first_fault() {
+    let (rt, _, len, a) = attached(3 | l4re_sys::ATTACH_ON_DEMAND);
+    assert!(rt.b.pages.range(a..a + len).next().is_none(), "nothing yet");
+    let r = rt.regions().lookup(a).copied().expect("attached");
+    assert!(r.prot.read() && r.prot.write() && !r.prot.exec());
 }
 
 #[test]
