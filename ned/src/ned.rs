@@ -72,18 +72,15 @@ pub fn script_frames(lua: &Lua) -> Vec<String> {
         .collect()
 }
 
-/// The Lua frames on the stack from `level` on: `(where, function name)`,
-/// without ned's own Lua helpers (chunks named `=[ned]`).
+/// The Lua frames on the stack from `level` on: `(where, function name)`.
 fn lua_frames(lua: &Lua, level: usize) -> Vec<(String, Option<String>)> {
     let mut frames = Vec::new();
     for l in level..level + 200 {
         let Some(frame) = lua.inspect_stack(l, |d| {
             let src = d.source();
             let line = d.current_line();
-            let own = src.source.as_deref() == Some("=[ned]");
             match (src.what, line) {
                 ("C", _) | (_, None) => None,
-                _ if own => None,
                 (_, Some(line)) => {
                     let file = src.short_src.as_deref().unwrap_or("?").to_string();
                     let name = d.names().name.map(|n| n.to_string());

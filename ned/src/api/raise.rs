@@ -7,9 +7,15 @@
 //! the script that made the call, or for a failed factory `create` the
 //! table `{msg, code}`. So every function of the module is a Rust function
 //! that *returns* its failure behind a unique marker value, wrapped in a
-//! small Lua function that turns the marker into `error(value, 2)`: Lua
-//! then adds the caller's position to string errors itself.
+//! small C function ([`raising`]) that turns the marker into what Lua's
+//! `error(value, 2)` does: a string gets the calling script's position.
+//! The wrapper is C rather than Lua so that ned's start compiles no Lua
+//! (the parser is code that a simple script hardly needs: on QEMU, code
+//! to translate before the first line).
 
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_State};
 use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, UserDataFields, Value};
 
 use crate::backend::BackendError;
@@ -17,28 +23,6 @@ use crate::cap::Cap;
 
 /// Registry key of the failure marker.
 const FAIL_KEY: &str = "ned.fail";
-/// Registry key of the Lua function that wraps a raw function.
-const WRAP_KEY: &str = "ned.wrap";
-
-/// The Lua side: `wrap(raw)` returns a function that calls `raw` and
-/// raises what follows the marker at its caller's level. The call to
-/// `check` is a tail call, so level 2 inside it is the wrapper's caller.
-const WRAPPER: &str = r#"
-local FAIL = ...
-local error, rawequal = error, rawequal
-local function check(first, ...)
-  if rawequal(first, FAIL) then
-    error((...), 2)
-  end
-  return first, ...
-end
-return function(raw)
-  return function(...)
-    return check(raw(...))
-  end
-end
-"#;
-
 /// A Lua error to raise.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Raise {
@@ -108,12 +92,56 @@ impl From<BackendError> for Raise {
 /// Result of an `L4` module function.
 pub type ApiResult<T> = Result<T, Raise>;
 
-/// Sets up the marker and the wrapper (once per Lua state).
+/// Sets up the marker (once per Lua state).
 pub fn install(lua: &Lua) -> mlua::Result<()> {
-    let fail = lua.create_table()?;
-    let wrap: Function = lua.load(WRAPPER).set_name("=[ned]").call(fail.clone())?;
-    lua.set_named_registry_value(FAIL_KEY, fail)?;
-    lua.set_named_registry_value(WRAP_KEY, wrap)
+    lua.set_named_registry_value(FAIL_KEY, lua.create_table()?)
+}
+
+/// The wrapper of every raw function (upvalue 1: the marker, 2: the raw
+/// function): calls the raw function with its arguments and returns its
+/// results, unless the first is the marker; then it raises the second as
+/// `error(value, 2)` would from a Lua wrapper: a string prefixed with the
+/// position of the wrapper's caller, anything else as it is.
+unsafe extern "C-unwind" fn raising(state: *mut lua_State) -> c_int {
+    // SAFETY: Lua calls this C function of a closure made by
+    // `lua_function` with its two upvalues; it uses the stack as Lua's C
+    // API allows (at least LUA_MINSTACK free slots; the call leaves its
+    // results). Errors of the raw function pass through as Lua errors
+    // (longjmp): this frame owns nothing to drop.
+    unsafe {
+        let nargs = ffi::lua_gettop(state);
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+        ffi::lua_insert(state, 1);
+        ffi::lua_call(state, nargs, ffi::LUA_MULTRET);
+        let nresults = ffi::lua_gettop(state);
+        if nresults == 0 || ffi::lua_rawequal(state, 1, ffi::lua_upvalueindex(1)) == 0 {
+            return nresults;
+        }
+        ffi::lua_settop(state, 2);
+        raise_top(state)
+    }
+}
+
+/// Raises the value on the top of the stack of the running C function as
+/// Lua's `error(value, 2)` would from a Lua function in its place: a
+/// string prefixed with the position of the caller (`file:line: `),
+/// anything else as it is.
+///
+/// # Safety
+///
+/// `state` is the state of a running C function with a value on its stack
+/// and a free slot; the caller's frame owns nothing to drop (this does not
+/// return: Lua unwinds with longjmp).
+pub(crate) unsafe fn raise_top(state: *mut lua_State) -> ! {
+    // SAFETY: as the caller promises.
+    unsafe {
+        if ffi::lua_type(state, -1) == ffi::LUA_TSTRING {
+            ffi::luaL_where(state, 1);
+            ffi::lua_insert(state, -2);
+            ffi::lua_concat(state, 2);
+        }
+        ffi::lua_error(state)
+    }
 }
 
 /// A Lua function running `f`; its failures are raised as [`Raise`]
@@ -143,15 +171,22 @@ type Body = Box<dyn Fn(&Lua, MultiValue) -> mlua::Result<ApiResult<MultiValue>>>
 #[inline(never)]
 fn lua_function(lua: &Lua, body: Body) -> mlua::Result<Function> {
     let fail: Table = lua.named_registry_value(FAIL_KEY)?;
+    let marker = fail.clone();
     let raw = lua.create_function(move |lua, args: MultiValue| match body(lua, args)? {
         Ok(r) => Ok(r),
         Err(e) => Ok(MultiValue::from_iter([
-            Value::Table(fail.clone()),
+            Value::Table(marker.clone()),
             e.into_value(lua)?,
         ])),
     })?;
-    let wrap: Function = lua.named_registry_value(WRAP_KEY)?;
-    wrap.call(raw)
+    // SAFETY: `raising` is a C function that keeps Lua's calling
+    // conventions; the closure gets the two values pushed as its upvalues,
+    // which is what `raising` reads.
+    unsafe {
+        lua.exec_raw((fail, raw), |state| {
+            ffi::lua_pushcclosure(state, raising, 2);
+        })
+    }
 }
 
 /// Sets `t[name]` to a method (`obj:name(...)`) running `f` ([`function`]),

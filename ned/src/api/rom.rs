@@ -7,26 +7,17 @@
 //! files on the host. Chunks are named `@rom/x.lua`, so errors in them name
 //! the file and line.
 
+use std::ffi::c_int;
+
 use mlua::chunk::ChunkMode;
+use mlua::ffi::{self, lua_State};
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
 use super::backend;
-use super::raise::{ApiResult, Args, Raise, function};
+use super::raise::{ApiResult, Args, Raise, function, raise_top};
 
 /// The default `package.path`.
 pub const DEFAULT_PATH: &str = "rom/?.lua";
-
-/// `dofile` in Lua, so errors of the file pass through unchanged.
-const DOFILE: &str = r#"
-local loadfile, error = ...
-return function(path)
-  local f, err = loadfile(path)
-  if not f then
-    error(err, 2)
-  end
-  return f()
-end
-"#;
 
 /// Loads the file `path` through the backend as a chunk named `@path`.
 pub fn load(
@@ -60,12 +51,40 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     searchers.raw_set(4, Value::Nil)?;
 
     let loadfile = function(lua, loadfile)?;
-    let dofile: Function = lua
-        .load(DOFILE)
-        .set_name("=[ned]")
-        .call((loadfile.clone(), lua.globals().get::<Function>("error")?))?;
+    // SAFETY: `dofile` is a C function that keeps Lua's calling
+    // conventions; the closure gets `loadfile` as its one upvalue, which
+    // is what `dofile` reads.
+    let dofile: Function = unsafe {
+        lua.exec_raw(loadfile.clone(), |state| {
+            ffi::lua_pushcclosure(state, dofile, 1);
+        })
+    }?;
     lua.globals().set("loadfile", loadfile)?;
     lua.globals().set("dofile", dofile)
+}
+
+/// `dofile(path)` (upvalue 1: `loadfile`): the file's chunk called, its
+/// results returned and its errors passed on unchanged; a file that does
+/// not load raises `loadfile`'s message at the caller's position. In C
+/// rather than Lua so that ned's start compiles no Lua.
+unsafe extern "C-unwind" fn dofile(state: *mut lua_State) -> c_int {
+    // SAFETY: Lua calls this C function of the closure made by `install`
+    // with its upvalue; it uses at most three stack slots (Lua grants a C
+    // function LUA_MINSTACK) and owns nothing to drop when a call it
+    // makes raises (longjmp).
+    unsafe {
+        ffi::lua_settop(state, 1);
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+        ffi::lua_insert(state, 1);
+        ffi::lua_call(state, 1, 2);
+        if ffi::lua_toboolean(state, 1) == 0 {
+            ffi::lua_settop(state, 2);
+            raise_top(state)
+        }
+        ffi::lua_settop(state, 1);
+        ffi::lua_call(state, 0, ffi::LUA_MULTRET);
+        ffi::lua_gettop(state)
+    }
 }
 
 /// The searcher: `(loader, path)` or the list of files tried.

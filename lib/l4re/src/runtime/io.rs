@@ -171,27 +171,34 @@ impl<B: Backend> Runtime<B> {
         } else {
             Some(self.read_timespec(tmo)?)
         };
-        self.fill_stdin();
+        // Input is fetched from the log only for a poll that asks for it
+        // (a program's start polls its standard descriptors for nothing
+        // but their validity).
+        let wants_input = self.poll_watches_stdin(fds, nfds)?;
+        if wants_input {
+            self.fill_stdin();
+        }
         let n = self.poll_eval(fds, nfds, timeout == Some(0))?;
         if n > 0 || timeout == Some(0) {
             return Ok(Ok(n as u64));
         }
         let now = self.b.now_ns();
-        if self.poll_watches_stdin(fds, nfds)? {
+        if wants_input {
             self.stdin_poll_at.get_or_insert(now + STDIN_POLL_NS);
         }
         Ok(Err(timeout.map(|t| now.saturating_add(t))))
     }
 
+    /// Whether a poll of `fds` asks whether standard input is readable.
     fn poll_watches_stdin(&mut self, fds: u64, nfds: u64) -> Result<bool, i64> {
-        for i in 0..nfds {
-            let v = self.read_user(fds + 8 * i, 8)?;
-            let fd = i32::from_le_bytes([v[0], v[1], v[2], v[3]]);
-            if fd >= 0 && matches!(self.fds.get(fd as u64).map(|f| &f.file), Ok(File::Stdin)) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let v = self.read_user(fds, (nfds * 8) as usize)?;
+        Ok(v.chunks(8).any(|e| {
+            let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let events = u16::from_le_bytes([e[4], e[5]]);
+            fd >= 0
+                && events & linux::poll::POLLIN != 0
+                && matches!(self.fds.get(fd as u64).map(|f| &f.file), Ok(File::Stdin))
+        }))
     }
 
     /// Fills in `revents`; writes them back if any is set or `always`.

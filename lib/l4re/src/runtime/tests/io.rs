@@ -78,7 +78,10 @@ fn stdin_reads_wait_for_input_and_poll() {
     }
     rt.b.prog_write(fds, &v);
     let zero = buffer(&mut rt, &[0; 16]);
+    rt.b.input.extend(b"typed");
     assert_eq!(call(&mut rt, 1, 73, &[fds, 4, zero, 0, 8]), 1);
+    assert_eq!(rt.b.input.len(), 5, "a poll for no input reads none");
+    rt.b.input.clear();
     let out = rt.b.prog_read(fds, 32);
     for i in 0..3 {
         assert_eq!(&out[i * 8 + 6..i * 8 + 8], &[0, 0]);
