@@ -24,7 +24,7 @@
 //!   unmasked when the vCPU starts and after the guest completed one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use l4::abi::vcpu::{self as abi, ExitReason, ec};
 use l4::abi::{Error, MemRights, Timeout, Timeouts};
@@ -36,7 +36,7 @@ use l4re::env::{FIRST_PROGRAM_CAP, caps};
 use uvmm::backend::{
     BackendError, GicInfo, IrqEoi, MAX_LRS, RunExit, VcpuBackend, VcpuKick, VcpuState, VmBackend,
 };
-use uvmm::memory::{DemandWindow, map_order};
+use uvmm::memory::{DemandRam, DemandWindow, map_order};
 use uvmm::passthrough::{PtIrq, PtMmio};
 
 /// Capability slots uvmm allocates (the Vm, the kick Irqs, the virtio
@@ -107,7 +107,7 @@ pub struct L4Vm {
     vm: Cap<Vm>,
     rams: Vec<AttachedRam>,
     /// Guest RAM, mapped into the Vm on demand (shared by the vCPUs).
-    windows: Arc<Mutex<Vec<DemandWindow>>>,
+    windows: Arc<DemandRam>,
     /// The CPUs the scheduler offers, in order (vCPU i runs on the i-th).
     cpus: Vec<u32>,
     /// The `vbus` capability, if uvmm has one.
@@ -200,7 +200,7 @@ impl VmBackend for L4Vm {
             )));
         }
         let local = ram.local + ds_offset;
-        uvmm::bus::lock(&self.windows).push(DemandWindow::new(gpa, size, local));
+        self.windows.add(DemandWindow::new(gpa, size, local));
         Ok(())
     }
 
@@ -286,7 +286,7 @@ pub struct L4Vcpu {
     /// The state until the thread is in vCPU mode (then: the state area).
     local: Box<VcpuState>,
     /// Guest RAM, mapped into the Vm on demand.
-    windows: Arc<Mutex<Vec<DemandWindow>>>,
+    windows: Arc<DemandRam>,
 }
 
 /// Triggers a vCPU's kick Irq.
@@ -382,11 +382,10 @@ impl L4Vcpu {
         if !matches!(exit.ec(), ec::DABT_LOWER | ec::IABT_LOWER) {
             return Ok(false);
         }
-        let mut windows = uvmm::bus::lock(&self.windows);
-        let Some(w) = windows.iter_mut().find(|w| w.contains(exit.gpa)) else {
+        let Some(block) = self.windows.take(exit.gpa) else {
             return Ok(false);
         };
-        let Some(b) = w.take(exit.gpa) else {
+        let Some(b) = block else {
             // Another vCPU mapped the block since this one's abort.
             return Ok(true);
         };

@@ -9,7 +9,8 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Why a guest-memory access failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +128,48 @@ impl DemandWindow {
             local: self.local + (start - self.gpa),
             size: end - start,
         })
+    }
+}
+
+/// A VM's [`DemandWindow`]s, shared by its vCPUs. Most exits that ask it
+/// are MMIO outside RAM: they are answered from the span of all windows,
+/// without taking the lock.
+#[derive(Debug)]
+pub struct DemandRam {
+    /// The lowest guest-physical address of a window (`u64::MAX`: none).
+    lo: AtomicU64,
+    /// The end of the highest window.
+    hi: AtomicU64,
+    windows: Mutex<Vec<DemandWindow>>,
+}
+
+impl Default for DemandRam {
+    fn default() -> DemandRam {
+        DemandRam {
+            lo: AtomicU64::new(u64::MAX),
+            hi: AtomicU64::new(0),
+            windows: Mutex::default(),
+        }
+    }
+}
+
+impl DemandRam {
+    /// Adds a window.
+    pub fn add(&self, w: DemandWindow) {
+        self.lo.fetch_min(w.gpa, Ordering::Relaxed);
+        self.hi.fetch_max(w.gpa.saturating_add(w.size), Ordering::Relaxed);
+        crate::bus::lock(&self.windows).push(w);
+    }
+
+    /// `None` if `gpa` is in no window; else the block holding it if the
+    /// guest has not been given it yet (it counts as given from now on).
+    pub fn take(&self, gpa: u64) -> Option<Option<DemandBlock>> {
+        if gpa < self.lo.load(Ordering::Relaxed) || gpa >= self.hi.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut windows = crate::bus::lock(&self.windows);
+        let w = windows.iter_mut().find(|w| w.contains(gpa))?;
+        Some(w.take(gpa))
     }
 }
 
@@ -483,6 +526,21 @@ mod tests {
         assert_eq!(w.take(0x405f_ffff), b(0x4040_0000, 0x10_0040_0000, 2 * M));
         assert_eq!(w.take(0x4060_0000), None, "after the window");
         assert!(w.contains(0x405f_ffff) && !w.contains(0x4060_0000));
+    }
+
+    #[test]
+    fn demand_ram_answers_outside_its_span_without_a_window() {
+        const M: u64 = 1 << 20;
+        let ram = DemandRam::default();
+        assert_eq!(ram.take(0x4000_0000), None, "no window yet");
+        ram.add(DemandWindow::new(0x4000_0000, 4 * M, 0x10_0000_0000));
+        ram.add(DemandWindow::new(0x8000_0000, 2 * M, 0x20_0000_0000));
+        assert_eq!(ram.take(0x900_0000), None, "MMIO below RAM");
+        assert_eq!(ram.take(0x6000_0000), None, "between the windows");
+        let first = ram.take(0x8000_1000);
+        assert_eq!(first.map(|b| b.map(|b| b.gpa)), Some(Some(0x8000_0000)));
+        assert_eq!(ram.take(0x8010_0000), Some(None), "given already");
+        assert_eq!(ram.take(0x8020_0000), None, "past the end");
     }
 
     #[test]
