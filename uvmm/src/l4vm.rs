@@ -23,8 +23,8 @@
 //!   takes them (`bind_vcpu`), so the kernel injects them directly, and
 //!   unmasked when the vCPU starts and after the guest completed one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use l4::abi::vcpu::{self as abi, ExitReason, ec};
 use l4::abi::{Error, MemRights, Timeout, Timeouts};

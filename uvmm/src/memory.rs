@@ -157,7 +157,8 @@ impl DemandRam {
     /// Adds a window.
     pub fn add(&self, w: DemandWindow) {
         self.lo.fetch_min(w.gpa, Ordering::Relaxed);
-        self.hi.fetch_max(w.gpa.saturating_add(w.size), Ordering::Relaxed);
+        self.hi
+            .fetch_max(w.gpa.saturating_add(w.size), Ordering::Relaxed);
         crate::bus::lock(&self.windows).push(w);
     }
 
