@@ -485,8 +485,9 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         print_exits(&exits, icount);
         return Ok(());
     }
-    // One CPU for both: a guest with several vCPUs does not boot under
-    // uvmm yet (its IPIs stall), and the comparison wants the same machine.
+    // One CPU for both: the comparison wants the same machine, and the
+    // guest then has one CPU either way (uvmm gives it one vCPU per CPU of
+    // its scheduler).
     let mut env_options = vec!["-smp".to_string(), "1".to_string()];
     env_options.extend(qemu::env_options(vars.qemu_options.as_deref())?);
     crate::packages::ensure(&[Need::Qemu])?;
