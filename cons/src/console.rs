@@ -595,7 +595,7 @@ impl Console {
     /// Writes a message of cons on lines of its own.
     fn say(&mut self, text: &str) {
         if self.term.open_line() == Some(Writer::Mux) {
-            self.term.break_line();
+            self.term.yield_line();
             self.prompt_broken = true;
         }
         let broken = self.term.segment(Writer::Mux, None, text.as_bytes(), true);
@@ -614,12 +614,15 @@ impl Console {
     /// Shows the prompt and the command line typed so far.
     fn prompt(&mut self) {
         if self.term.open_line() == Some(Writer::Mux) {
-            self.term.break_line();
+            self.term.yield_line();
         }
         let mut p = format!("{}> ", self.mux).into_bytes();
         p.extend_from_slice(&self.line);
         let broken = self.term.segment(Writer::Mux, None, &p, false);
         self.note_broken(broken);
+        // Output that comes while it waits erases it and shows it again
+        // below: the prompt stays the last line.
+        self.term.mark_erasable();
         self.prompt_broken = false;
     }
 

@@ -15,7 +15,9 @@
 //! remembers who has an unfinished line on the terminal; when somebody
 //! else writes, that line is ended first (colour reset, newline) and its
 //! owner is reported so it can be marked as broken. Lines therefore never
-//! mix two writers.
+//! mix two writers. A line marked *erasable* (cons's prompt, which cons
+//! shows again after the output) is erased instead of ended, so the
+//! prompt stays below the output rather than after every line of it.
 
 use crate::colour::{Colour, RESET};
 
@@ -46,7 +48,12 @@ pub struct Tag<'a> {
 struct Open {
     who: Writer,
     coloured: bool,
+    /// Erased, not ended, when another writer takes the terminal.
+    erasable: bool,
 }
+
+/// Back to the line's start and erase it (VT100).
+const ERASE_LINE: &[u8] = b"\r\x1b[K";
 
 /// The terminal's output and its open line.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +102,31 @@ impl Term {
         Some(o.who)
     }
 
+    /// Marks the open line erasable: when another writer takes the
+    /// terminal, or [`Term::yield_line`] is called, it is erased rather
+    /// than ended (its writer shows it again afterwards).
+    pub fn mark_erasable(&mut self) {
+        if let Some(o) = &mut self.open {
+            o.erasable = true;
+        }
+    }
+
+    /// Frees the terminal for other output: ends the open line, or erases
+    /// it if it is erasable. Returns its writer.
+    pub fn yield_line(&mut self) -> Option<Writer> {
+        match self.open {
+            Some(o) if o.erasable => {
+                self.open = None;
+                if o.coloured {
+                    self.out.extend_from_slice(RESET);
+                }
+                self.out.extend_from_slice(ERASE_LINE);
+                Some(o.who)
+            }
+            _ => self.break_line(),
+        }
+    }
+
     /// Declares the cursor back at the start of a line without a newline
     /// (after output that erased itself, such as `[Ctrl-E]` and its
     /// backspaces on an empty line).
@@ -114,7 +146,7 @@ impl Term {
     ) -> Option<Writer> {
         let mut broken = None;
         if self.open.is_some_and(|o| o.who != who) {
-            broken = self.break_line();
+            broken = self.yield_line();
         }
         let mut pieces = text.split(|&b| b == b'\n').peekable();
         let mut first = true;
@@ -134,7 +166,11 @@ impl Term {
                     }
                     None => false,
                 };
-                self.open = Some(Open { who, coloured });
+                self.open = Some(Open {
+                    who,
+                    coloured,
+                    erasable: false,
+                });
             }
             self.out.extend_from_slice(piece);
             if line_ends {
@@ -153,7 +189,7 @@ impl Term {
             return None;
         }
         let broken = if self.open.is_some_and(|o| o.who != who) {
-            self.break_line()
+            self.yield_line()
         } else {
             None
         };
@@ -163,6 +199,7 @@ impl Term {
             _ => Some(Open {
                 who,
                 coloured: self.open.is_some_and(|o| o.coloured),
+                erasable: false,
             }),
         };
         broken
@@ -243,6 +280,24 @@ mod tests {
         );
         assert_eq!(text(&mut t), "cons> \nb       | x\n");
         assert_eq!(t.break_line(), None);
+        // An erasable line (the prompt) is erased, not ended.
+        t.segment(Writer::Mux, None, b"cons> ab", false);
+        t.mark_erasable();
+        t.segment(Writer::Mux, None, b"c", false);
+        assert_eq!(
+            t.segment(B, tag("b", 0, false), b"x", true),
+            Some(Writer::Mux)
+        );
+        assert_eq!(text(&mut t), "cons> abc\r\x1b[Kb       | x\n");
+        // Its own writer ends it as any line.
+        t.segment(Writer::Mux, None, b"cons> ", false);
+        t.mark_erasable();
+        t.segment(Writer::Mux, None, b"list", true);
+        assert_eq!(text(&mut t), "cons> list\n");
+        t.segment(Writer::Mux, None, b"cons> ", false);
+        t.mark_erasable();
+        assert_eq!(t.yield_line(), Some(Writer::Mux));
+        assert_eq!(text(&mut t), "cons> \r\x1b[K");
         // Nothing to write: no tag, no open line.
         t.segment(A, tag("a", 1, false), b"", false);
         assert!(t.at_line_start() && t.pending().is_empty());

@@ -236,7 +236,7 @@ fn log_write_read_and_attributes() {
     log(&mut svc, 1).write_all(b"one: hello\n").unwrap();
     assert_eq!(
         output(&mut svc),
-        "\n\x1b[32mone     | one: hello\x1b[0m\ncons> "
+        "\r\x1b[K\x1b[32mone     | one: hello\x1b[0m\ncons> "
     );
     // Nothing typed: an empty read with DONE.
     let r = log(&mut svc, 1).read(100).unwrap();
@@ -382,7 +382,7 @@ fn partial_lines_and_gone_clients_on_timeouts() {
     svc.backend.now = 150;
     assert_eq!(svc.next_timeout_ms(), Some(0));
     svc.timeout();
-    assert_eq!(output(&mut svc), "\none     | partial");
+    assert_eq!(output(&mut svc), "\r\x1b[Kone     | partial");
     // A client counts as gone only after it was seen in use.
     svc.backend.users.insert(0x800, false);
     svc.backend.now = 2000;
@@ -414,7 +414,7 @@ fn polling_and_messages() {
     assert_eq!(svc.backend.unmasks, 0);
     assert!(output(&mut svc).contains("no clients"));
     svc.message("WARNING: polling");
-    assert_eq!(output(&mut svc), "\nWARNING: polling\ncons> ");
+    assert_eq!(output(&mut svc), "\r\x1b[KWARNING: polling\ncons> ");
 }
 
 /// Random messages to every label never panic the server.

@@ -38,7 +38,7 @@ fn banner_prompt_and_creation() {
     c.start();
     assert_eq!(out(&mut c), "Console Server\ncons> ");
     let id = c.create(&spec("one", "g", &["key=1"])).unwrap();
-    assert_eq!(out(&mut c), "\nCreated vcon channel: one\ncons> ");
+    assert_eq!(out(&mut c), "\r\x1b[KCreated vcon channel: one\ncons> ");
     let cl = c.client(id).unwrap();
     assert_eq!(
         (cl.name.as_str(), cl.key, cl.shown),
@@ -58,7 +58,7 @@ fn shown_clients_are_tagged_per_line() {
     c.write(one, b"one: hello\n").unwrap();
     assert_eq!(
         out(&mut c),
-        format!("\n{GREEN}one     | one: hello{RST}\ncons> ")
+        format!("\r\x1b[K{GREEN}one     | one: hello{RST}\ncons> ")
     );
     // A partial line waits for its end; another client's line meanwhile
     // appears whole.
@@ -67,12 +67,12 @@ fn shown_clients_are_tagged_per_line() {
     c.write(two, b"two: x\ntwo: y\n").unwrap();
     assert_eq!(
         out(&mut c),
-        format!("\n{BLUE}two     | two: x{RST}\n{BLUE}two     | two: y{RST}\ncons> ")
+        format!("\r\x1b[K{BLUE}two     | two: x{RST}\n{BLUE}two     | two: y{RST}\ncons> ")
     );
     c.write(one, b"tial\n").unwrap();
     assert_eq!(
         out(&mut c),
-        format!("\n{GREEN}one     | partial{RST}\ncons> ")
+        format!("\r\x1b[K{GREEN}one     | partial{RST}\ncons> ")
     );
     assert_eq!(
         c.client(one).unwrap().history.all(),
@@ -92,14 +92,16 @@ fn partial_lines_after_a_while_and_their_continuation() {
     c.set_time(1050);
     c.tick();
     assert_eq!(c.next_deadline(), None);
-    assert_eq!(out(&mut c), format!("\n{GREEN}one     | waiting"));
+    assert_eq!(out(&mut c), format!("\r\x1b[K{GREEN}one     | waiting"));
     // The same client continues its line; another breaks it, and the rest
     // continues with `: `.
     c.write(two, b"two\n").unwrap();
     c.write(one, b" done\n").unwrap();
     assert_eq!(
         out(&mut c),
-        format!("{RST}\n{BLUE}two     | two{RST}\ncons> \n{GREEN}one     :  done{RST}\ncons> "),
+        format!(
+            "{RST}\n{BLUE}two     | two{RST}\ncons> \r\x1b[K{GREEN}one     :  done{RST}\ncons> "
+        ),
         "the prompt comes back whenever the terminal is free"
     );
     // Very long lines are cut.
@@ -132,7 +134,7 @@ fn hidden_clients_only_keep_history() {
     let s = c.create(&spec("loud", "r", &["show"])).unwrap();
     c.take_output();
     c.write(s, b"!\n").unwrap();
-    assert_eq!(out(&mut c), "\n\x1b[31mloud    | !\x1b[0m\ncons> ");
+    assert_eq!(out(&mut c), "\r\x1b[K\x1b[31mloud    | !\x1b[0m\ncons> ");
 }
 
 /// The scenario of tests/scenarios/cons.toml.
@@ -149,7 +151,7 @@ fn ctrl_e_switches_focus_and_routes_input() {
     assert_eq!(c.focus(), Some(one));
     assert_eq!(
         out(&mut c),
-        "\n------------- Connecting to 'one' -------------\none: hello from one (1)\n"
+        "\r\x1b[K------------- Connecting to 'one' -------------\none: hello from one (1)\n"
     );
     c.input(b"hello one\r");
     assert_eq!(out(&mut c), "hello one\n", "echo");
@@ -232,7 +234,9 @@ fn partial_lines_of_others_are_written_at_a_focus_change() {
     c.connect(one);
     assert_eq!(
         out(&mut c),
-        format!("\n{BLUE}two     | half{RST}\n------------- Connecting to 'one' -------------\n")
+        format!(
+            "\r\x1b[K{BLUE}two     | half{RST}\n------------- Connecting to 'one' -------------\n"
+        )
     );
     c.write(two, b" rest\n").unwrap();
     assert_eq!(out(&mut c), format!("{BLUE}two     :  rest{RST}\n"));
@@ -285,7 +289,10 @@ fn escape_keys_at_the_prompt() {
     assert_eq!(out(&mut c), "");
     c.input(b"\x059");
     let o = out(&mut c);
-    assert!(o.starts_with("\n[cons] Ctrl-E '9': unknown key."), "{o:?}");
+    assert!(
+        o.starts_with("\r\x1b[K[cons] Ctrl-E '9': unknown key."),
+        "{o:?}"
+    );
     assert!(o.ends_with("cons> "));
     // h keeps the focused client shown.
     c.connect(two);
@@ -513,7 +520,7 @@ fn background_output_redraws_the_prompt() {
     c.write(one, b"note\n").unwrap();
     assert_eq!(
         out(&mut c),
-        format!("\n{GREEN}one     | note{RST}\ncons> ls")
+        format!("\r\x1b[K{GREEN}one     | note{RST}\ncons> ls")
     );
     c.input(b"\r");
     assert!(out(&mut c).contains("one (1)"));
@@ -555,7 +562,10 @@ fn completion() {
     c.take_output();
     c.input(b"c\t");
     let o = out(&mut c);
-    assert_eq!(o, "c\nc cat clear connect\ncons> c", "several: listed");
+    assert_eq!(
+        o, "c\r\x1b[Kc cat clear connect\ncons> c",
+        "several: listed"
+    );
     c.input(b"zz\t");
     assert_eq!(out(&mut c), "zz", "none: nothing");
     c.create(&spec("twin", "", &[])).unwrap();
