@@ -28,6 +28,13 @@ pub fn enter(c: &mut Cpu) {
     }
 }
 
+/// Loads `t`'s registers (the CPU holds nobody's that must be kept) and
+/// marks them live; the caller makes `t` the CPU's FP/SIMD owner.
+pub fn give_back(t: &mut Thread) {
+    arch::fp_restore(&t.fp);
+    t.fp_live = true;
+}
+
 /// The current thread `cur` used FP/SIMD: load its registers (unless this
 /// CPU's registers still hold exactly what it saved here last) and let it
 /// go on.
@@ -35,11 +42,17 @@ pub fn trap(k: &mut Kernel, cur: ObjId) {
     let cpu = arch::cpu_id();
     let cached = k.cpus[cpu].fp_regs_of == Some(cur);
     let Some(t) = k.thread_mut(cur) else { return };
-    if !(cached && t.fp_saved_on == Some(cpu)) {
-        arch::fp_restore(&t.fp);
+    if cached && t.fp_saved_on == Some(cpu) {
+        t.fp_live = true;
+    } else {
+        give_back(t);
     }
-    t.fp_live = true;
-    let c = &mut k.cpus[cpu];
+    own(&mut k.cpus[cpu], cur);
+}
+
+/// The registers of `cur` (the current thread) are live on CPU `c`: its
+/// FP/SIMD use no longer traps.
+pub fn own(c: &mut Cpu, cur: ObjId) {
     c.fp_regs_of = Some(cur);
     c.fp_on = true;
     arch::fp_access(true);

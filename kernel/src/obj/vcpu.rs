@@ -83,7 +83,7 @@ pub struct Vcpu {
     /// translate a Linux guest's kernel code once per trapping state
     /// (17,000 blocks, about 0.2 s, more per boot). A guest that never
     /// uses them pays the load and save on each exit to the VMM (about
-    /// 230 instructions).
+    /// 180 instructions).
     fp: FpState,
     fp_loaded: bool,
     /// The CPU the guest last ran on.
@@ -697,10 +697,12 @@ fn prepare(k: &mut Kernel) -> Step {
         v.spill_fp();
         return Step::Schedule;
     }
-    if !v.fp_loaded {
+    let v = if v.fp_loaded {
+        v
+    } else {
         load_guest_fp(k, cur);
-    }
-    let v = vcpu_of(k, cur).expect("vcpu");
+        vcpu_of(k, cur).expect("vcpu")
+    };
     // Timer armed and not pending: let its PPI bring the guest out.
     let timer_armed = v.timer_deadline().is_some() && !v.in_lr(VTIMER_INTID, 0b11);
     set_vtimer_ppi(cpu, timer_armed);
@@ -812,16 +814,16 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
 /// (the CPU's `fp_on` is clear).
 fn load_guest_fp(k: &mut Kernel, cur: ObjId) {
     let cpu = arch::cpu_id();
-    arch::fp_access(true);
-    if let Some(t) = k.thread_mut(cur) {
-        crate::fp::leave(t, cpu);
-    }
     let c = &mut k.cpus[cpu];
     c.fp_regs_of = None;
     c.fp_on = false;
-    if let Some(v) = vcpu_of(k, cur) {
-        arch::fp_restore(&v.fp);
-        v.fp_loaded = true;
+    arch::fp_access(true);
+    if let Some(t) = k.thread_mut(cur) {
+        crate::fp::leave(t, cpu);
+        if let Some(v) = t.vcpu.as_deref_mut() {
+            arch::fp_restore(&v.fp);
+            v.fp_loaded = true;
+        }
     }
     arch::fp_access(false);
 }
@@ -869,7 +871,8 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>, ex
     // first use would (which, on the way through its exit handling, it
     // makes nearly always).
     if guest_fp {
-        crate::fp::trap(k, cur);
+        crate::fp::give_back(t);
+        crate::fp::own(&mut k.cpus[arch::cpu_id()], cur);
     }
 }
 
