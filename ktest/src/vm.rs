@@ -939,8 +939,8 @@ fn el1_migrate() -> R {
 }
 
 /// The guest sets d9, then runs many times without FP/SIMD (its
-/// registers are loaded before the first entries, later only on use),
-/// then reads d9: its value; the VMM's d9 stays its own throughout.
+/// registers are saved and loaded around every run all the same), then
+/// reads d9: its value; the VMM's d9 stays its own throughout.
 fn fp_over_runs() -> R {
     let _g = Guest::new(&[
         movz(0, 0x3ff0, 3),

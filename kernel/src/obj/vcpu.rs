@@ -16,8 +16,8 @@
 //!   pending for it, or its timer's deadline), physical interrupts (taken
 //!   and handled, preemption included), the virtual timer (injected as
 //!   PPI 27 when it fires), FP/SIMD (the guest's registers go in before
-//!   every entry, see [`Vcpu::fp`]), and injection: requests from the state area, from Irq
-//!   objects bound to the vCPU, and the timer go to free list registers,
+//!   every entry, see [`Vcpu::fp`]), and injection: requests from the
+//!   state area, from Irq objects bound to the vCPU, and the timer go to free list registers,
 //!   or wait in the vCPU's pending queue until one is free (an underflow
 //!   maintenance interrupt brings the guest out to refill them). A vCPU
 //!   running on another CPU is kicked by IPI.
@@ -727,7 +727,7 @@ fn prepare(k: &mut Kernel) -> Step {
         )
     };
     v.el1_kept = true;
-    hw::guest_fp(v.fp_loaded);
+    hw::guest_fp();
     super::vm::set_running(vttbr.1);
     Step::Enter(v as *mut Vcpu, tls)
 }
@@ -756,8 +756,8 @@ fn handle_exit(k: &mut Kernel, exit: hw::ExitKind) -> bool {
     }
 }
 
-/// A synchronous exit: handled here (WFx, ID registers, the first
-/// FP/SIMD use), or for the VMM (returns true).
+/// A synchronous exit: handled here (WFx, ID registers), or for the VMM
+/// (returns true).
 fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool {
     let ec = (esr >> 26) & 0x3f;
     let Some(v) = vcpu_of(k, cur).filter(|v| v.in_guest) else {
@@ -785,11 +785,6 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
                 v.skip_instruction();
                 return false;
             }
-        }
-        FP_ACCESS => {
-            // Not loaded at the entry (cannot happen today): load and go on.
-            load_guest_fp(k, cur);
-            return false;
         }
         _ => {}
     }
@@ -827,9 +822,6 @@ fn load_guest_fp(k: &mut Kernel, cur: ObjId) {
     }
     arch::fp_access(false);
 }
-
-/// The exception class of a trapped FP/SIMD access.
-const FP_ACCESS: u64 = 0x07;
 
 /// Ends `vcpu_resume` for `cur`: the state, with `exit` when the guest
 /// exited for the VMM, goes to the state area, the VMM's FP/SIMD state

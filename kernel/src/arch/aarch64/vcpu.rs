@@ -499,12 +499,11 @@ pub fn tlb_flush_vmid(vmid: u16) {
     });
 }
 
-/// CPTR_EL2 for the guest's entry: FP/SIMD free if its registers are
-/// loaded, else its first use traps (FPEN = 0, which would trap EL2 too:
-/// the kernel sets the host's value again right after the exit, before
-/// it could touch them).
-pub fn guest_fp(loaded: bool) {
-    let fpen: u64 = if loaded { 0b11 } else { 0b00 };
+/// CPTR_EL2 for the guest's entry: FP/SIMD untrapped (the kernel loads
+/// the guest's registers before every entry; the host's value comes back
+/// right after the exit).
+pub fn guest_fp() {
+    let fpen: u64 = 0b11;
     // SAFETY: only changes FP/SIMD trapping; see above.
     unsafe {
         asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags))
