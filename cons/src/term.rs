@@ -94,11 +94,17 @@ impl Term {
 
     /// Ends the open line, if any; returns its writer.
     pub fn break_line(&mut self) -> Option<Writer> {
+        self.end_line(b"\n")
+    }
+
+    /// Ends the open line, if any, with `end` after its colour's reset;
+    /// returns its writer.
+    fn end_line(&mut self, end: &[u8]) -> Option<Writer> {
         let o = self.open.take()?;
         if o.coloured {
             self.out.extend_from_slice(RESET);
         }
-        self.out.push(b'\n');
+        self.out.extend_from_slice(end);
         Some(o.who)
     }
 
@@ -114,17 +120,8 @@ impl Term {
     /// Frees the terminal for other output: ends the open line, or erases
     /// it if it is erasable. Returns its writer.
     pub fn yield_line(&mut self) -> Option<Writer> {
-        match self.open {
-            Some(o) if o.erasable => {
-                self.open = None;
-                if o.coloured {
-                    self.out.extend_from_slice(RESET);
-                }
-                self.out.extend_from_slice(ERASE_LINE);
-                Some(o.who)
-            }
-            _ => self.break_line(),
-        }
+        let erasable = self.open?.erasable;
+        self.end_line(if erasable { ERASE_LINE } else { b"\n" })
     }
 
     /// Declares the cursor back at the start of a line without a newline
