@@ -10,20 +10,17 @@
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering, compiler_fence};
 
-/// The ticket lock: the next ticket to hand out, and the one served.
-/// Side by side, so one address reaches both.
-struct Tickets {
-    next: AtomicU32,
-    serving: AtomicU32,
-}
-
-static TICKETS: Tickets = Tickets {
-    next: AtomicU32::new(0),
-    serving: AtomicU32::new(0),
-};
+/// The lock word: 1 while a CPU holds the lock.
+static LOCKED: AtomicU32 = AtomicU32::new(0);
+/// CPUs waiting for the lock in `wfi` (bit per CPU); the release wakes
+/// one of them with an SGI.
+static SLEEPERS: AtomicU32 = AtomicU32::new(0);
+/// Turns of `wfe` a waiter spends before it sleeps in `wfi`.
+const SPIN_TURNS: u32 = 2048;
 const NOBODY: usize = usize::MAX;
+/// The CPU that holds the lock (debug builds only, for assertions).
 static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
 
 /// Proof that this CPU holds the big kernel lock; unlocks when dropped.
@@ -33,22 +30,43 @@ pub struct Guard {
     _cpu_bound: PhantomData<*mut ()>,
 }
 
-/// Takes the lock (ticket order, so every CPU gets its turn).
+/// Takes the lock.
+///
+/// A waiter first spins in `wfe` (a release ends that at once on
+/// hardware), then sleeps in `wfi` until a release wakes it. Under QEMU
+/// with a host thread per emulated CPU and fewer host cores than CPUs, the
+/// host may preempt the holder: `wfe` is only a yield there, so spinning
+/// waiters would take the host cores from it, while `wfi` gives them back.
+/// For the same reason the lock hands out no turns (a ticket lock waits for
+/// its next owner even while the host has preempted it).
 pub fn lock() -> Guard {
     debug_assert!(!held_here(), "BKL taken twice on one CPU");
-    let t = &TICKETS;
-    let ticket = t.next.fetch_add(1, Ordering::Relaxed);
-    // Sleeps until the unlock that serves our ticket. QEMU runs WFE as a
-    // plain yield: with a host thread per emulated CPU the waiters spin,
-    // and a host with fewer cores than CPUs preempts the holder (the xtask
-    // then runs QEMU's CPUs on one thread, where the yield passes it on).
-    crate::arch::wait_until_eq(&t.serving, ticket);
+    while LOCKED.swap(1, Ordering::Acquire) != 0 {
+        if !crate::arch::wait_turns_until_eq(&LOCKED, 0, SPIN_TURNS) {
+            sleep();
+        }
+    }
     if cfg!(debug_assertions) {
         OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
     }
     Guard {
         _cpu_bound: PhantomData,
     }
+}
+
+/// Waits in `wfi` until the lock is released (or any interrupt is
+/// pending: the caller tries again either way).
+fn sleep() {
+    let me = 1 << crate::arch::cpu_id();
+    // With the release's store and load (both SeqCst), either it sees this
+    // CPU among the sleepers, or this CPU sees the lock free.
+    SLEEPERS.fetch_or(me, Ordering::SeqCst);
+    if LOCKED.load(Ordering::SeqCst) != 0 {
+        crate::arch::wait_for_interrupt();
+    }
+    // Not before the wait (`wfi` touches no memory to the compiler).
+    compiler_fence(Ordering::SeqCst);
+    SLEEPERS.fetch_and(!me, Ordering::Relaxed);
 }
 
 impl Guard {
@@ -92,13 +110,16 @@ fn unlock() {
     if cfg!(debug_assertions) {
         OWNER.store(NOBODY, Ordering::Relaxed);
     }
-    // Only the holder changes `serving`, so a plain increment will do; the
-    // store wakes the waiters (see arch::wait_until_eq).
-    let serving = &TICKETS.serving;
-    serving.store(
-        serving.load(Ordering::Relaxed).wrapping_add(1),
-        Ordering::Release,
-    );
+    // The store also ends spinning waiters' `wfe` (see
+    // arch::wait_until_eq).
+    LOCKED.store(0, Ordering::SeqCst);
+    let sleepers = SLEEPERS.load(Ordering::SeqCst);
+    if sleepers != 0 {
+        // The next sleeper after this CPU, so that each gets its turn.
+        let me = crate::arch::cpu_id() as u32;
+        let next = (me + 1 + sleepers.rotate_right(me + 1).trailing_zeros()) % u32::BITS;
+        crate::platform::gic::send_lock_wake(next as usize);
+    }
 }
 
 /// Whether this CPU holds the lock. Only tracked in debug builds (for

@@ -6,6 +6,7 @@ use crate::platform::Platform;
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
 use arm_gic::{IntId, InterruptGroup, Trigger, UniqueMmioPointer};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel_core::kobj::ObjId;
 use spin::Mutex;
 
@@ -13,14 +14,18 @@ use spin::Mutex;
 const MAX_IRQS: usize = 1020;
 /// SGI used to ask another CPU to reschedule.
 const SGI_RESCHED: u32 = 0;
+/// SGI that ends a CPU's wait for the big kernel lock ([`crate::bkl`]).
+/// Taking it does nothing: the wait it ended looks at the lock itself.
+const SGI_LOCK_WAKE: u32 = 1;
 
 static GIC: Mutex<Option<GicV3<'static>>> = Mutex::new(None);
 /// Number of interrupt lines the distributor implements.
-static COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(32);
+static COUNT: AtomicUsize = AtomicUsize::new(32);
 /// Irq object each hardware interrupt is bound to.
 static OWNERS: Mutex<[Option<ObjId>; MAX_IRQS]> = Mutex::new([None; MAX_IRQS]);
-/// MPIDR of each CPU, for SGIs.
-static MPIDRS: Mutex<[u64; arch::MAX_CPUS]> = Mutex::new([0; arch::MAX_CPUS]);
+/// MPIDR of each CPU, for SGIs. Written once at start; read without a
+/// lock, because the big kernel lock's release sends SGIs.
+static MPIDRS: [AtomicU64; arch::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::MAX_CPUS];
 
 /// Sets up the distributor and every redistributor, and this (boot) CPU's
 /// interface.
@@ -50,11 +55,14 @@ pub fn init(p: &Platform) {
     let typer = unsafe { core::ptr::read_volatile((gicd + 4) as *const u32) };
     COUNT.store(
         (32 * ((typer as usize & 0x1f) + 1)).min(MAX_IRQS),
-        core::sync::atomic::Ordering::Relaxed,
+        Ordering::Relaxed,
     );
-    MPIDRS.lock()[..p.nr_cpus].copy_from_slice(&p.cpus[..p.nr_cpus]);
+    for (slot, &mpidr) in MPIDRS.iter().zip(&p.cpus[..p.nr_cpus]) {
+        slot.store(mpidr, Ordering::Relaxed);
+    }
     *GIC.lock() = Some(gic);
     enable_private(SGI_RESCHED);
+    enable_private(SGI_LOCK_WAKE);
     enable_private(crate::obj::vcpu::MAINTENANCE_INTID);
 }
 
@@ -67,6 +75,7 @@ pub fn init_cpu(cpu: usize) {
     GicCpuInterface::enable_group1(true);
     GicCpuInterface::set_priority_mask(0xff);
     enable_private(SGI_RESCHED);
+    enable_private(SGI_LOCK_WAKE);
     enable_private(crate::obj::vcpu::MAINTENANCE_INTID);
 }
 
@@ -99,7 +108,7 @@ pub fn set_private_enabled(intid: u32, on: bool) {
 }
 
 pub fn count() -> usize {
-    COUNT.load(core::sync::atomic::Ordering::Relaxed)
+    COUNT.load(Ordering::Relaxed)
 }
 
 pub fn owner(n: u32) -> Option<ObjId> {
@@ -149,18 +158,24 @@ pub fn set_mode(n: u32, mode: u64) {
 
 /// Asks `cpu` to look at its run queue.
 pub fn send_resched_ipi(cpu: usize) {
-    let m = MPIDRS.lock()[cpu % arch::MAX_CPUS];
+    send_sgi(cpu, SGI_RESCHED);
+}
+
+/// Ends `cpu`'s wait for the big kernel lock (it waits in `wfi`, which a
+/// pending interrupt ends even while interrupts are masked).
+pub fn send_lock_wake(cpu: usize) {
+    send_sgi(cpu, SGI_LOCK_WAKE);
+}
+
+fn send_sgi(cpu: usize, sgi: u32) {
+    let m = MPIDRS[cpu % arch::MAX_CPUS].load(Ordering::Relaxed);
     let target = SgiTarget::List {
         affinity3: (m >> 32) as u8,
         affinity2: (m >> 16) as u8,
         affinity1: (m >> 8) as u8,
         target_list: 1 << (m & 0xf),
     };
-    let _ = GicCpuInterface::send_sgi(
-        IntId::sgi(SGI_RESCHED),
-        target,
-        SgiTargetGroup::CurrentGroup1,
-    );
+    let _ = GicCpuInterface::send_sgi(IntId::sgi(sgi), target, SgiTargetGroup::CurrentGroup1);
 }
 
 /// Handles every pending interrupt (BKL held).
@@ -171,6 +186,8 @@ pub fn handle(k: &mut crate::state::Kernel) {
             crate::entry::on_tick(k);
         } else if n == SGI_RESCHED {
             crate::entry::on_resched_ipi(k);
+        } else if n == SGI_LOCK_WAKE {
+            // Its work was done when it ended the wait.
         } else if n == crate::obj::vcpu::MAINTENANCE_INTID {
             crate::obj::vcpu::maintenance();
         } else if n == l4_abi::vcpu::VTIMER_INTID {

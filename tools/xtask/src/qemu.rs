@@ -85,10 +85,11 @@ pub fn arguments(
 
 /// Whether QEMU should run all emulated CPUs on one thread: when `args` ask
 /// for more CPUs than the host has and choose no accelerator themselves.
-/// With a thread per emulated CPU, the host then preempts CPUs holding the
-/// kernel lock while the others spin on it (QEMU runs WFE as a plain
-/// yield), and a 4-CPU machine with two busy VMs on 2 host cores crawls;
-/// one thread hands the host CPU to the next emulated CPU at each WFE.
+/// With a thread per emulated CPU, the host then preempts CPUs holding a
+/// lock (the kernel's, a Linux guest's) while others spin on it (QEMU runs
+/// WFE as a plain yield): a 4-CPU machine with two busy VMs on 2 host cores
+/// takes 20-30 s to their shells, against about 7 s on one thread, which
+/// hands the host CPU to the next emulated CPU at each WFE.
 pub fn single_threaded_tcg(args: &[String], host_cpus: usize) -> bool {
     let chosen = args
         .iter()

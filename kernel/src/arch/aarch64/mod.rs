@@ -189,7 +189,13 @@ pub fn tlb_flush_asid(asid: u16) {
 /// this CPU's exclusive monitor, which is an event that ends the `wfe`:
 /// the writer needs no `sev`.
 pub fn wait_until_eq(a: &core::sync::atomic::AtomicU32, v: u32) {
-    loop {
+    while !wait_turns_until_eq(a, v, u32::MAX) {}
+}
+
+/// [`wait_until_eq`] for at most `turns` wake-ups from `wfe`; whether `a`
+/// came to hold `v`. Under QEMU `wfe` is a yield, so a turn is short.
+pub fn wait_turns_until_eq(a: &core::sync::atomic::AtomicU32, v: u32, turns: u32) -> bool {
+    for _ in 0..turns {
         let now: u32;
         // SAFETY: an exclusive load of a valid, aligned atomic; the open
         // exclusive reservation has no effect but to deliver the event.
@@ -197,11 +203,12 @@ pub fn wait_until_eq(a: &core::sync::atomic::AtomicU32, v: u32) {
             asm!("ldaxr {0:w}, [{1}]", out(reg) now, in(reg) a.as_ptr(), options(nostack, readonly))
         };
         if now == v {
-            return;
+            return true;
         }
         // SAFETY: wfe only waits.
         unsafe { asm!("wfe", options(nomem, nostack)) };
     }
+    false
 }
 
 /// One turn of a polling loop: `yield`, which tells the hardware (and an
