@@ -123,6 +123,20 @@ fn the_seed_scenario_is_sound() {
     assert_eq!(vm1.passed[0].name, "PL031");
     assert_eq!(vm1.passed[0].node.as_deref(), Some("/pl031@9010000"));
     assert!(vm2.passed.is_empty());
+    // The seed gives neither VM a `net` capability: uvmm disables the
+    // proxy node of their device trees, so the plan does not list it as
+    // emulated.
+    for vm in [vm1, vm2] {
+        assert!(
+            vm.emulated.iter().all(|e| e.kind != "virtio proxy"),
+            "{vm:?}"
+        );
+        assert!(
+            vm.disabled.iter().any(|d| d
+                == "/l4vmm/virtio_net@10000: virtio capability 'net': no capability named 'net'"),
+            "{vm:?}"
+        );
+    }
     assert_eq!(plan.system.task(vm1.task).log.key.as_deref(), Some("1"));
     assert!(
         plan.system
@@ -328,6 +342,10 @@ fn switch_ports_and_io_through_vmm_lua() {
         .unwrap();
     assert_eq!(switch.log.tag.as_ref().unwrap().0, "switch");
     for vm in &plan.vms {
+        assert!(
+            vm.emulated.iter().any(|e| e.kind == "virtio proxy"),
+            "{vm:?}"
+        );
         let net = s.task(vm.task).cap("net").unwrap();
         assert!(
             matches!(&net.origin, Origin::Created { server: Some(sv), .. } if *sv == switch.id),

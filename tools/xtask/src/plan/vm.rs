@@ -168,6 +168,18 @@ pub fn read(task: &Task, system: &System, inputs: &Inputs) -> Vm {
         match dt::find_devices(t) {
             Ok((found, unsupported)) => {
                 for d in found {
+                    // uvmm disables a proxy whose capability it has not
+                    // got (uvmm's machine.rs says the same at start).
+                    if let DeviceKind::VirtioProxy { cap, .. } = &d.kind
+                        && task.cap(cap).is_none()
+                    {
+                        vm.disabled.push(format!(
+                            "{}: virtio capability '{cap}': no capability named '{cap}'",
+                            d.path
+                        ));
+                        keep.push(d.path);
+                        continue;
+                    }
                     if !matches!(d.kind, DeviceKind::ArchTimer) {
                         vm.emulated.push(Emulated {
                             path: d.path.clone(),
