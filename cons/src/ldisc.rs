@@ -14,24 +14,7 @@ use std::collections::VecDeque;
 use l4_abi::proto::vcon;
 
 /// Vcon attribute flags (Fiasco's `L4_vcon_*_flags`, the termios values).
-pub mod flags {
-    /// Input: translate NL to CR.
-    pub const INLCR: u64 = 0o100;
-    /// Input: ignore CR.
-    pub const IGNCR: u64 = 0o200;
-    /// Input: translate CR to NL (unless `IGNCR`).
-    pub const ICRNL: u64 = 0o400;
-    /// Output: translate NL to CR-NL.
-    pub const ONLCR: u64 = 0o4;
-    /// Output: translate CR to NL.
-    pub const OCRNL: u64 = 0o10;
-    /// Output: do not output CR.
-    pub const ONLRET: u64 = 0o40;
-    /// Local: canonical mode.
-    pub const ICANON: u64 = 0o2;
-    /// Local: echo input.
-    pub const ECHO: u64 = 0o10;
-}
+pub use l4_abi::proto::vcon::attr as flags;
 
 /// A client's Vcon attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

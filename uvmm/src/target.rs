@@ -336,6 +336,12 @@ fn console_input(consoles: Vec<ConsoleInput>) {
     if consoles.is_empty() {
         return;
     }
+    // The guest's terminal echoes and translates; cons (or the kernel
+    // console) must pass keys through as typed, as L4Re's Vcon front-ends
+    // ask it to.
+    if let Err(e) = Cap::<l4::Vcon>::from_index(caps::LOG).make_raw() {
+        uvmm::warn!("vmm", "cannot put the console into raw mode: {e:?}");
+    }
     let spawned = std::thread::Builder::new()
         .name("console-in".into())
         .spawn(move || {

@@ -570,6 +570,34 @@ pub mod vcon {
     /// words, two of which are the opcode and the count (Fiasco's
     /// `L4_VCON_WRITE_SIZE`).
     pub const WRITE_MAX: usize = (crate::msgtag::MsgTag::MAX_WORDS as usize - 2) * 8;
+
+    /// Attribute flags of `SetAttr`/`GetAttr` (Fiasco's `L4_vcon_*_flags`,
+    /// the termios values).
+    pub mod attr {
+        /// Input: translate NL to CR.
+        pub const INLCR: u64 = 0o100;
+        /// Input: ignore CR.
+        pub const IGNCR: u64 = 0o200;
+        /// Input: translate CR to NL (unless `IGNCR`).
+        pub const ICRNL: u64 = 0o400;
+        /// Output: translate NL to CR-NL.
+        pub const ONLCR: u64 = 0o4;
+        /// Output: translate CR to NL.
+        pub const OCRNL: u64 = 0o10;
+        /// Output: do not output CR.
+        pub const ONLRET: u64 = 0o40;
+        /// Local: canonical mode.
+        pub const ICANON: u64 = 0o2;
+        /// Local: echo input.
+        pub const ECHO: u64 = 0o10;
+        /// Input flags a raw console clears (its client sees every byte as
+        /// typed).
+        pub const RAW_CLEAR_I: u64 = INLCR | IGNCR | ICRNL;
+        /// Output flags a raw console clears.
+        pub const RAW_CLEAR_O: u64 = ONLCR | OCRNL | ONLRET;
+        /// Local flags a raw console clears.
+        pub const RAW_CLEAR_L: u64 = ECHO | ICANON;
+    }
 }
 
 opcodes! {

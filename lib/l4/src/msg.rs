@@ -19,7 +19,7 @@ use l4_abi::ops::{
     IrqUnmask, KobjectBind, KobjectGetInfo, Op, Reply, SchedIdleTime, SchedInfo, SchedInfoReply,
     SchedRunThread, SemaphoreDown, Sigma0MapDevice, Sigma0MapFree, Sigma0MapModule, TaskCapInfo,
     TaskMap, TaskUnmap, ThreadExRegs, ThreadStats, ThreadSwitch, ThreadVcpuControl,
-    ThreadVcpuResume, Varg, VconRead, VconReadReply, VconWrite,
+    ThreadVcpuResume, Varg, VconGetAttr, VconRead, VconReadReply, VconSetAttr, VconWrite,
 };
 use l4_abi::proto::{ControlFlags, ExRegsFlags, SchedCpuSet, UnmapFlags, unmap, vcon};
 use l4_abi::utcb::{BR_COUNT, MR_COUNT};
@@ -542,6 +542,22 @@ pub fn vcon_read_reply(u: &Utcb, tag: MsgTag, buf: &mut [u8]) -> Result<(usize, 
     let n = data.len().min(buf.len());
     buf[..n].copy_from_slice(&data[..n]);
     Ok((n, r.status))
+}
+
+/// `Vcon::SetAttr`: input, output and local flags
+/// ([`vcon::attr`]).
+pub fn vcon_set_attr(u: &mut Utcb, iflags: u64, oflags: u64, lflags: u64) -> MsgTag {
+    VconSetAttr {
+        iflags,
+        oflags,
+        lflags,
+    }
+    .encode(&mut u.mr)
+}
+
+/// `Vcon::GetAttr`; its reply is a [`VconAttrReply`].
+pub fn vcon_get_attr(u: &mut Utcb) -> MsgTag {
+    VconGetAttr {}.encode(&mut u.mr)
 }
 
 // ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ use crate::msg::{self, SchedParams, ThreadControl};
 use crate::slots::SlotAlloc;
 use crate::utcb;
 use crate::{ExRegs, IcuInfo, SchedInfo};
-use l4_abi::ops::{GateInfo, SchedIdleTimeReply, Sigma0Reply, ThreadStatsReply};
+use l4_abi::ops::{GateInfo, SchedIdleTimeReply, Sigma0Reply, ThreadStatsReply, VconAttrReply};
 
 static OBJECT_TIMEOUTS: AtomicU32 = AtomicU32::new(Timeouts::NEVER.0);
 
@@ -427,6 +427,35 @@ impl Cap<Vcon> {
     pub fn read(self, buf: &mut [u8]) -> Result<(usize, u64), Error> {
         let tag = invoke(self.sel(), |u| msg::vcon_read(u, buf.len()))?;
         utcb::with(|u| msg::vcon_read_reply(u, tag, buf))
+    }
+
+    /// The input, output and local attribute flags
+    /// ([`l4_abi::proto::vcon::attr`]).
+    pub fn get_attr(self) -> Result<(u64, u64, u64), Error> {
+        let tag = invoke(self.sel(), msg::vcon_get_attr)?;
+        let r = utcb::with(|u| msg::reply::<VconAttrReply>(u, tag))?;
+        Ok((r.iflags, r.oflags, r.lflags))
+    }
+
+    /// Sets the input, output and local attribute flags.
+    pub fn set_attr(self, iflags: u64, oflags: u64, lflags: u64) -> Result<(), Error> {
+        invoke(self.sel(), |u| {
+            msg::vcon_set_attr(u, iflags, oflags, lflags)
+        })
+        .map(|_| ())
+    }
+
+    /// Raw mode, as a VMM's console wants it: no echo, no line editing and
+    /// no CR/NL translation either way (the guest's own terminal does all
+    /// that).
+    pub fn make_raw(self) -> Result<(), Error> {
+        use l4_abi::proto::vcon::attr;
+        let (i, o, l) = self.get_attr()?;
+        self.set_attr(
+            i & !attr::RAW_CLEAR_I,
+            o & !attr::RAW_CLEAR_O,
+            l & !attr::RAW_CLEAR_L,
+        )
     }
 }
 
