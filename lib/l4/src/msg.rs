@@ -905,6 +905,13 @@ mod tests {
             Err(Error::Inval),
             "count beyond the data words"
         );
+
+        // Fiasco's layout: opcode, then the input, output and local flags.
+        let tag = vcon_set_attr(&mut u, vcon::attr::ICRNL, 0, vcon::attr::ECHO);
+        assert_eq!((tag.label(), tag.words()), (-13, 4));
+        assert_eq!(u.mr[..4], [2, 0o400, 0, 0o10]);
+        let tag = vcon_get_attr(&mut u);
+        assert_eq!((tag.words(), u.mr[0]), (1, 3));
     }
 
     #[test]
