@@ -105,6 +105,9 @@ pub struct Vcpu {
     /// guest sees, physical line). Their line stays masked from the time
     /// it fires until the guest completes the interrupt.
     hw_irqs: alloc::vec::Vec<(u32, u32)>,
+    /// The list registers of `s` that are not zero (bit n: list register
+    /// n), for [`hw::load`].
+    lrs: u16,
     /// The list registers the kernel filled with such an interrupt, with
     /// the EOI bit set (bit n: list register n), and (INTID, physical
     /// line) of each. The guest's EOI brings it out (maintenance
@@ -223,6 +226,7 @@ impl Vcpu {
                     self.lr_hw_mask |= 1 << slot;
                 }
                 self.s.gic.lr[slot] = value;
+                self.lrs |= 1 << slot;
                 self.pending[w] &= !(1 << b);
             }
             self.queued &= !(1 << w);
@@ -322,6 +326,7 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         queued: 0,
         prio: [0; 1024],
         hw_irqs: alloc::vec::Vec::new(),
+        lrs: 0,
         lr_hw_mask: 0,
         lr_hw: [(0, 0); MAX_LRS],
     }));
@@ -398,9 +403,15 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
         s.timer.ctl &= 0b11;
     }
     if kept & abi::unchanged::GIC == 0 {
+        // List registers past the hardware's count are never used (nor
+        // checked): the kernel reads, loads and writes back the first
+        // `lr_count` only.
         s.gic.lr_count = hw::lr_count() as u64;
-        for lr in s.gic.lr.iter_mut().skip(hw::lr_count()) {
-            *lr = 0;
+        v.lrs = 0;
+        for (i, &lr) in s.gic.lr[..hw::lr_count()].iter().enumerate() {
+            if lr != 0 {
+                v.lrs |= 1 << i;
+            }
         }
     }
     v.synced = false;
@@ -595,13 +606,15 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
         // SAFETY: the vCPU belongs to the current thread, which is not
         // freed while this CPU runs it (a deleted thread stays a zombie
         // until its CPU switched away), and only this CPU touches the
-        // guest state (`s`, `fp`) while it runs; the rest is changed
-        // under the lock only.
+        // guest state (`s`, `lrs`, `fp`) while it runs; the rest is
+        // changed under the lock only.
         let (exit, eisr) = unsafe {
             let area = (*v).state_kva as *mut VcpuState;
             let exit = hw::run(&raw mut (*area).regs, (*v).s.regs.pstate);
             (*v).s.regs.pstate = hw::exit_pstate();
-            (exit, hw::save(area, &mut (*v).s))
+            let gic = hw::save(area, &mut (*v).s);
+            (*v).lrs = gic.lrs;
+            (exit, gic.eisr)
         };
         // The guest had its own TLS registers: the VMM's come back, so that
         // a switch away from this thread keeps the VMM's, not the guest's.
@@ -720,6 +733,7 @@ fn prepare(k: &mut Kernel) -> Step {
             v.id,
             el1_here,
             vttbr.0,
+            v.lrs,
             ich_extra,
         )
     };
