@@ -745,6 +745,7 @@ pub const fn translation_fault(esr: u64) -> bool {
 /// valid syndrome is an access to emulate only when its stage-2 address
 /// was not mapped ([`translation_fault`]); the fault status code says
 /// so, no table walk needed.
+#[inline]
 pub fn classify(esr: u64) -> ExitReason {
     let ec = (esr >> 26) & 0x3f;
     match ec {
