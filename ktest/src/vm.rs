@@ -815,10 +815,14 @@ fn thread_pointer_apart() -> R {
     Ok(())
 }
 
-fn fp_apart() -> R {
-    // The guest puts its value into d9 and reads d9 back after an exit;
-    // the VMM keeps its own d9 across both resumes.
-    let _g = Guest::new(&[
+/// What the guest of [`fp_guest`] puts into its d9 (1.0).
+const GUEST_D9: u64 = 0x3ff0 << 48;
+
+/// A guest that puts [`GUEST_D9`] into its d9, exits with hvc #1, then
+/// reads d9 back into x1 and exits with hvc #2; FP/SIMD enabled in its
+/// CPACR_EL1.
+fn fp_guest() -> Result<Guest, Fail> {
+    let g = Guest::new(&[
         movz(0, 0x3ff0, 3),
         fmov_to_d(9, 0),
         hvc(1),
@@ -827,18 +831,32 @@ fn fp_apart() -> R {
     ])?;
     // CPACR_EL1.FPEN: the guest's own FP/SIMD enable.
     state().el1.cpacr = 3 << 20;
+    Ok(g)
+}
+
+/// Resumes the guest of [`fp_guest`] after its first exit: it must find
+/// its own d9, and the VMM (its d9 `vmm_d9`) keep its own.
+fn fp_guest_second_run(vmm_d9: u64) -> R {
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
+    ensure_eq!(state().exit.imm16(), Some(2), "the second hvc");
+    ensure_eq!(state().regs.x[1], GUEST_D9, "the guest's d9");
+    ensure_eq!(mine, vmm_d9, "the vmm's d9 at the end");
+    Ok(())
+}
+
+fn fp_apart() -> R {
+    // The guest puts its value into d9 and reads d9 back after an exit;
+    // the VMM keeps its own d9 across both resumes.
+    let _g = fp_guest()?;
     set_d9(0x1111);
     let r = base::THREAD.vcpu_resume();
     let mine = d9();
     ensure_eq!(r, Ok(ExitReason::Hvc), "first exit");
     ensure_eq!(mine, 0x1111, "the vmm's d9 after the guest set its own");
     set_d9(0x2222);
-    let r = base::THREAD.vcpu_resume();
-    let mine = d9();
-    ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
-    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
-    ensure_eq!(mine, 0x2222, "the vmm's d9 at the end");
-    Ok(())
+    fp_guest_second_run(0x2222)
 }
 
 /// Puts the main thread back on CPU 0 when dropped.
@@ -976,14 +994,7 @@ extern "C" fn fp_other_thread(v: u64, _: u64) {
 /// the VMM does not use its own: another thread that runs on the CPU in
 /// between neither sees them nor changes them for the guest.
 fn fp_over_switch() -> R {
-    let _g = Guest::new(&[
-        movz(0, 0x3ff0, 3),
-        fmov_to_d(9, 0),
-        hvc(1),
-        fmov_from_d(1, 9),
-        hvc(2),
-    ])?;
-    state().el1.cpacr = 3 << 20;
+    let _g = fp_guest()?;
     set_d9(0x1111);
     let r = base::THREAD.vcpu_resume();
     ensure_eq!(r, Ok(ExitReason::Hvc), "first exit");
@@ -993,13 +1004,7 @@ fn fp_over_switch() -> R {
     let m = w.signal()?;
     ensure_eq!(m.word(0), 0, "the other thread's d9 at its start");
     ensure_eq!(m.word(1), 0x7777, "the other thread's own d9");
-    let r = base::THREAD.vcpu_resume();
-    let mine = d9();
-    ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
-    ensure_eq!(state().exit.imm16(), Some(2), "the second hvc");
-    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
-    ensure_eq!(mine, 0x1111, "the vmm's d9 at the end");
-    Ok(())
+    fp_guest_second_run(0x1111)
 }
 
 /// The guest sets d9, then runs many times without FP/SIMD (its
@@ -1023,11 +1028,5 @@ fn fp_over_runs() -> R {
         ensure_eq!(d9(), 0x1111, format_args!("the vmm's d9 after exit {run}"));
     }
     state().regs.pc = GUEST_BASE + 16;
-    let r = base::THREAD.vcpu_resume();
-    let mine = d9();
-    ensure_eq!(r, Ok(ExitReason::Hvc), "last exit");
-    ensure_eq!(state().exit.imm16(), Some(2), "the second hvc");
-    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
-    ensure_eq!(mine, 0x1111, "the vmm's d9 at the end");
-    Ok(())
+    fp_guest_second_run(0x1111)
 }
