@@ -101,9 +101,7 @@ pub fn cpu_init() {
     ICH_HCR_EL2.set(0);
     // The list registers reset to unknown values: none holds an
     // interrupt from here on but what `load_gic` writes (see LR_LIVE).
-    for i in 0..lr_count() {
-        write_lr(i, 0);
-    }
+    write_lrs(&[0; MAX_LRS], u16::MAX >> (16 - lr_count()));
     if let Some(live) = LR_LIVE.get(crate::arch::cpu_id()) {
         live.store(0, Ordering::Relaxed);
     }
@@ -290,16 +288,13 @@ fn load_gic(s: &VcpuState, lrs: u16, ich_extra: u64) {
         write_apr(0, i, g.ap0r[i]);
         write_apr(1, i, g.ap1r[i]);
     }
-    let full = lrs;
+    // The ones that hold an interrupt, and those that may still hold one
+    // of the CPU's last entry.
     let live = LR_LIVE.get(crate::arch::cpu_id());
-    let mut write = full | live.map_or(u16::MAX, |l| l.load(Ordering::Relaxed));
-    while write != 0 {
-        let i = write.trailing_zeros() as usize;
-        write &= write - 1;
-        write_lr(i, g.lr[i]);
-    }
+    let last = live.map_or(u16::MAX >> (16 - lr_count()), |l| l.load(Ordering::Relaxed));
+    write_lrs(&g.lr, lrs | last);
     if let Some(l) = live {
-        l.store(full, Ordering::Relaxed);
+        l.store(lrs, Ordering::Relaxed);
     }
     ICH_HCR_EL2.set(g.hcr | ich_extra | l4_abi::vcpu::hcr::EN);
 }
@@ -412,25 +407,12 @@ fn save_gic(s: &mut VcpuState) -> GicExit {
         g.ap1r[i] = read_apr(1, i);
     }
     // Only the list registers the entry filled can hold an interrupt; the
-    // others are zero in `g` already (what the entry wrote). An emptied
-    // one keeps its old fields; `g` shows it as zero (what the checks want
-    // of an invalid one).
+    // others are zero in `g` already (what the entry wrote).
     let n = lr_count();
-    let mut full = LR_LIVE
+    let filled = LR_LIVE
         .get(crate::arch::cpu_id())
         .map_or(u16::MAX >> (16 - n), |l| l.load(Ordering::Relaxed));
-    let mut lrs = 0;
-    while full != 0 {
-        let i = full.trailing_zeros() as usize;
-        full &= full - 1;
-        let v = read_lr(i);
-        if l4_abi::vcpu::lr::state(v) == 0 {
-            g.lr[i] = 0;
-        } else {
-            g.lr[i] = v;
-            lrs |= 1 << i;
-        }
-    }
+    let lrs = read_lrs(&mut g.lr, filled);
     g.lr_count = n as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
     g.elrsr = unsafe {
@@ -443,21 +425,44 @@ fn save_gic(s: &mut VcpuState) -> GicExit {
     GicExit { lrs, eisr }
 }
 
-/// Reads and writes list register `i` of the ones the hardware has
-/// ([`lr_count`], at most 16).
+/// The list registers the hardware has, in a chain of tests of a mask
+/// (cheaper than a loop that picks each register by its index) that ends
+/// after its highest bit: bit n for list register n, only below
+/// [`lr_count`].
 macro_rules! lr_access {
     ($($i:literal => $reg:ident),* $(,)?) => {
-        fn read_lr(i: usize) -> u64 {
-            match i {
-                $($i => $reg.get(),)*
-                _ => 0,
-            }
+        /// Reads the list registers of `mask` into `lrs`; returns those
+        /// that hold an interrupt. An emptied one keeps its old fields;
+        /// `lrs` shows it as zero (what the checks want of an invalid one).
+        fn read_lrs(lrs: &mut [u64; MAX_LRS], mask: u16) -> u16 {
+            let mut full = 0;
+            $(
+                if mask >> $i == 0 {
+                    return full;
+                }
+                if mask & (1 << $i) != 0 {
+                    let v = $reg.get();
+                    if l4_abi::vcpu::lr::state(v) == 0 {
+                        lrs[$i] = 0;
+                    } else {
+                        lrs[$i] = v;
+                        full |= 1 << $i;
+                    }
+                }
+            )*
+            full
         }
-        fn write_lr(i: usize, v: u64) {
-            match i {
-                $($i => $reg.set(v),)*
-                _ => {}
-            }
+        /// Writes the list registers of `mask` from `lrs`.
+        #[inline(always)]
+        fn write_lrs(lrs: &[u64; MAX_LRS], mask: u16) {
+            $(
+                if mask >> $i == 0 {
+                    return;
+                }
+                if mask & (1 << $i) != 0 {
+                    $reg.set(lrs[$i]);
+                }
+            )*
         }
     };
 }
