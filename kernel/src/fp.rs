@@ -11,12 +11,28 @@ use crate::sched::Cpu;
 use crate::state::Kernel;
 use kernel_core::kobj::ObjId;
 
-/// `t` stops running on CPU `cpu`: keep its registers if it used them.
+/// `t` stops running on CPU `cpu`: keep its registers if it used them,
+/// and its guest's if the CPU holds them (a VMM thread after an exit, see
+/// [`crate::obj::vcpu`]).
+#[inline(always)]
 pub fn leave(t: &mut Thread, cpu: usize) {
     if t.fp_live {
         arch::fp_save(&mut t.fp);
         t.fp_live = false;
         t.fp_saved_on = Some(cpu);
+    }
+    if t.vcpu.is_some() {
+        leave_vcpu(t);
+    }
+}
+
+/// [`leave`] for a VMM thread: its guest's registers, if the CPU holds
+/// them, go to the vCPU (out of line: the IPC fast path calls `leave`).
+#[cold]
+#[inline(never)]
+fn leave_vcpu(t: &mut Thread) {
+    if let Some(v) = t.vcpu.as_deref_mut() {
+        v.spill_fp();
     }
 }
 
@@ -42,6 +58,7 @@ pub fn trap(k: &mut Kernel, cur: ObjId) {
     let cpu = arch::cpu_id();
     let cached = k.cpus[cpu].fp_regs_of == Some(cur);
     let Some(t) = k.thread_mut(cur) else { return };
+    crate::obj::vcpu::vmm_used_fp(t);
     if cached && t.fp_saved_on == Some(cpu) {
         t.fp_live = true;
     } else {

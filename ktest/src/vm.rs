@@ -14,7 +14,8 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use l4::abi::proto::unmap;
 use l4::abi::vcpu::{
-    ExitReason, InjectReq, StateError, VTIMER_INTID, VcpuState, ec, lr, sysreg_encoding, unchanged,
+    ExitReason, InjectReq, StateError, VTIMER_INTID, VcpuState, ec, lr, sysreg_encoding,
+    translation_fault, unchanged,
 };
 use l4::{Cap, Error, Fpage, MemRights, Thread, Vm, base, ipc};
 
@@ -33,6 +34,7 @@ tests! {
     "vm.pointer_auth_keys_trap" => pointer_auth_keys_trap,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
     "vm.guest_reads_mapped_memory" => reads_memory,
+    "vm.write_to_read_only_memory_is_stage2_fault" => write_read_only,
     "vm.two_mib_block_mapping" => block_mapping,
     "vm.unmap_in_source_revokes_guest" => revoke_through_source,
     "vm.deleting_source_task_revokes_guest" => revoke_by_deletion,
@@ -55,6 +57,7 @@ tests! {
     "vm.control_refusals" => control_refusals,
     "vm.guest_fp_kept_apart" => fp_apart,
     "vm.guest_fp_kept_over_runs_without_it" => fp_over_runs,
+    "vm.guest_fp_kept_while_another_thread_uses_it" => fp_over_switch,
     "vm.vmm_thread_pointer_kept" => thread_pointer_apart,
     "vm.vcpu_moves_to_another_cpu" => migrate,
     "vm.el1_registers_kept_until_the_vmm_changes_them" => el1_kept,
@@ -370,6 +373,29 @@ fn reads_memory() -> R {
         .ctx("map data")?;
     g.expect(ExitReason::Hvc)?;
     ensure_eq!(state().regs.x[1], 0x5151_5151, "the word read");
+    Ok(())
+}
+
+/// A store to guest memory mapped read-only is a permission fault: the
+/// VMM gets a stage-2 fault at its address, not an access to emulate
+/// (the syndrome is as valid as for one).
+fn write_read_only() -> R {
+    let g = Guest::new(&[
+        movz(0, (DATA >> 16) as u32, 1),
+        movk(0, 8),
+        str64(1, 0),
+        hvc(5),
+    ])?;
+    let p = Page::with_marker(0)?;
+    g.vm.cap()
+        .as_task()
+        .map_mem(base::TASK, p.addr(), 12, MemRights::R, DATA)
+        .ctx("map data")?;
+    g.expect(ExitReason::Stage2Fault)?;
+    let s = state();
+    ensure_eq!(s.exit.ec(), ec::DABT_LOWER, "data abort");
+    ensure_eq!(s.exit.gpa, DATA + 8, "address");
+    ensure!(!translation_fault(s.exit.esr), "not a translation fault");
     Ok(())
 }
 
@@ -789,10 +815,14 @@ fn thread_pointer_apart() -> R {
     Ok(())
 }
 
-fn fp_apart() -> R {
-    // The guest puts its value into d9 and reads d9 back after an exit;
-    // the VMM keeps its own d9 across both resumes.
-    let _g = Guest::new(&[
+/// What the guest of [`fp_guest`] puts into its d9 (1.0).
+const GUEST_D9: u64 = 0x3ff0 << 48;
+
+/// A guest that puts [`GUEST_D9`] into its d9, exits with hvc #1, then
+/// reads d9 back into x1 and exits with hvc #2; FP/SIMD enabled in its
+/// CPACR_EL1.
+fn fp_guest() -> Result<Guest, Fail> {
+    let g = Guest::new(&[
         movz(0, 0x3ff0, 3),
         fmov_to_d(9, 0),
         hvc(1),
@@ -801,18 +831,32 @@ fn fp_apart() -> R {
     ])?;
     // CPACR_EL1.FPEN: the guest's own FP/SIMD enable.
     state().el1.cpacr = 3 << 20;
+    Ok(g)
+}
+
+/// Resumes the guest of [`fp_guest`] after its first exit: it must find
+/// its own d9, and the VMM (its d9 `vmm_d9`) keep its own.
+fn fp_guest_second_run(vmm_d9: u64) -> R {
+    let r = base::THREAD.vcpu_resume();
+    let mine = d9();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
+    ensure_eq!(state().exit.imm16(), Some(2), "the second hvc");
+    ensure_eq!(state().regs.x[1], GUEST_D9, "the guest's d9");
+    ensure_eq!(mine, vmm_d9, "the vmm's d9 at the end");
+    Ok(())
+}
+
+fn fp_apart() -> R {
+    // The guest puts its value into d9 and reads d9 back after an exit;
+    // the VMM keeps its own d9 across both resumes.
+    let _g = fp_guest()?;
     set_d9(0x1111);
     let r = base::THREAD.vcpu_resume();
     let mine = d9();
     ensure_eq!(r, Ok(ExitReason::Hvc), "first exit");
     ensure_eq!(mine, 0x1111, "the vmm's d9 after the guest set its own");
     set_d9(0x2222);
-    let r = base::THREAD.vcpu_resume();
-    let mine = d9();
-    ensure_eq!(r, Ok(ExitReason::Hvc), "second exit");
-    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
-    ensure_eq!(mine, 0x2222, "the vmm's d9 at the end");
-    Ok(())
+    fp_guest_second_run(0x2222)
 }
 
 /// Puts the main thread back on CPU 0 when dropped.
@@ -938,6 +982,31 @@ fn el1_migrate() -> R {
     Ok(())
 }
 
+/// Worker: reports the d9 it starts with (a new thread's: zero), then
+/// puts `v` there and reports that too.
+extern "C" fn fp_other_thread(v: u64, _: u64) {
+    let first = d9();
+    set_d9(v);
+    rt::signal(&[first, d9()]);
+}
+
+/// After an exit the guest's FP/SIMD registers may stay in the CPU while
+/// the VMM does not use its own: another thread that runs on the CPU in
+/// between neither sees them nor changes them for the guest.
+fn fp_over_switch() -> R {
+    let _g = fp_guest()?;
+    set_d9(0x1111);
+    let r = base::THREAD.vcpu_resume();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "first exit");
+    let w = rt::spawn(fp_other_thread, 0x7777, 0, &Opts::new().unstarted())?;
+    // On this CPU (0), where the main thread waits for its report.
+    w.run(rt::MAIN_PRIO, 0)?;
+    let m = w.signal()?;
+    ensure_eq!(m.word(0), 0, "the other thread's d9 at its start");
+    ensure_eq!(m.word(1), 0x7777, "the other thread's own d9");
+    fp_guest_second_run(0x1111)
+}
+
 /// The guest sets d9, then runs many times without FP/SIMD (its
 /// registers are saved and loaded around every run all the same), then
 /// reads d9: its value; the VMM's d9 stays its own throughout.
@@ -959,11 +1028,5 @@ fn fp_over_runs() -> R {
         ensure_eq!(d9(), 0x1111, format_args!("the vmm's d9 after exit {run}"));
     }
     state().regs.pc = GUEST_BASE + 16;
-    let r = base::THREAD.vcpu_resume();
-    let mine = d9();
-    ensure_eq!(r, Ok(ExitReason::Hvc), "last exit");
-    ensure_eq!(state().exit.imm16(), Some(2), "the second hvc");
-    ensure_eq!(state().regs.x[1], 0x3ff0 << 48, "the guest's d9");
-    ensure_eq!(mine, 0x1111, "the vmm's d9 at the end");
-    Ok(())
+    fp_guest_second_run(0x1111)
 }

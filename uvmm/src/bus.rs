@@ -7,6 +7,7 @@
 //! [`IrqSink`] (the virtual GIC).
 
 use core::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// An emulated device's register window.
@@ -102,7 +103,13 @@ impl std::error::Error for BusError {}
 /// The guest-physical MMIO windows and their devices.
 #[derive(Default)]
 pub struct MmioBus {
+    /// By address.
     ranges: Vec<Range>,
+    /// The index of the window the last access found (a guest mostly
+    /// accesses one device many times in a row: it is tried first, which
+    /// costs less than the search). Only a hint: every vCPU thread writes
+    /// it, and it is checked before use.
+    last: AtomicUsize,
 }
 
 impl MmioBus {
@@ -147,11 +154,18 @@ impl MmioBus {
     }
 
     fn find(&self, addr: u64, size: u8) -> Option<(&Range, u64)> {
-        let i = self
-            .ranges
-            .partition_point(|r| r.base <= addr)
-            .checked_sub(1)?;
-        let r = &self.ranges[i];
+        let hint = self.last.load(Ordering::Relaxed);
+        let r = match self.ranges.get(hint) {
+            Some(r) if r.base <= addr && addr - r.base < r.size => r,
+            _ => {
+                let i = self
+                    .ranges
+                    .partition_point(|r| r.base <= addr)
+                    .checked_sub(1)?;
+                self.last.store(i, Ordering::Relaxed);
+                &self.ranges[i]
+            }
+        };
         let off = addr - r.base;
         (off.checked_add(u64::from(size))? <= r.size).then_some((r, off))
     }
@@ -230,6 +244,28 @@ mod tests {
         assert_eq!(bus.write(0x1000, 4, 0), None);
         let names: Vec<_> = bus.windows().map(|w| w.2).collect();
         assert_eq!(names, ["b", "a"]);
+    }
+
+    #[test]
+    fn last_window_hint_never_misroutes() {
+        let mut bus = MmioBus::new();
+        bus.insert(0x900_0000, 0x20, "a", dev()).unwrap();
+        bus.insert(0xa00_0000, 0x20, "c", dev()).unwrap();
+        bus.write(0x900_0000, 8, 1).unwrap();
+        bus.write(0xa00_0000, 8, 3).unwrap();
+        // Once found, "c" is tried first: an access elsewhere (in "a", in
+        // a gap, past its end) still goes where its address says.
+        assert_eq!(bus.read(0xa00_0000, 8), Some(3));
+        assert_eq!(bus.read(0x900_0000, 8), Some(1));
+        assert_eq!(bus.read(0xa00_0020, 1), None);
+        assert_eq!(bus.read(0xa00_001c, 8), None);
+        assert_eq!(bus.read(0x980_0000, 1), None);
+        // A device added in front moves the others' indices.
+        bus.insert(0x800_0000, 0x20, "b", dev()).unwrap();
+        bus.write(0x800_0000, 8, 2).unwrap();
+        assert_eq!(bus.read(0x900_0000, 8), Some(1));
+        assert_eq!(bus.read(0xa00_0000, 8), Some(3));
+        assert_eq!(bus.read(0x800_0000, 8), Some(2));
     }
 
     #[test]

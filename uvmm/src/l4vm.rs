@@ -260,6 +260,7 @@ impl VmBackend for L4Vm {
             area: None,
             thread: None,
             exited: [0; MAX_LRS],
+            entered: [0; MAX_LRS],
             local: Box::default(),
             windows: self.windows.clone(),
         })
@@ -283,6 +284,11 @@ pub struct L4Vcpu {
     thread: Option<Cap<Thread>>,
     /// The list registers as the last exit left them (the kernel's copy).
     exited: [u64; MAX_LRS],
+    /// The list registers of the last entry, as uvmm filled them (a
+    /// field, not a local array: zeroing one on every exit uses FP/SIMD,
+    /// which costs a trap while the kernel keeps the guest's registers in
+    /// the CPU).
+    entered: [u64; MAX_LRS],
     /// The state until the thread is in vCPU mode (then: the state area).
     local: Box<VcpuState>,
     /// Guest RAM, mapped into the Vm on demand.
@@ -435,7 +441,7 @@ impl L4Vcpu {
             .thread
             .ok_or_else(|| BackendError("no vCPU thread".into()))?;
         let vmpidr = self.mpidr | (1 << 31);
-        let mut loaded = [0; MAX_LRS];
+        let loaded = &mut self.entered;
         // The list registers the hardware has (the kernel's count; the
         // others stay zero).
         let st = state_of(self.area, &mut self.local);

@@ -76,16 +76,24 @@ pub struct Vcpu {
     /// The guest waits for an interrupt (it executed WFI).
     wfi: bool,
     /// The guest's FP/SIMD registers, and whether the CPU holds them.
-    /// They are loaded before every entry, not on the guest's first use
-    /// (a trap): a Linux guest uses them in every user process, so a lazy
-    /// load costs it a trap after most exits; and the guest's code then
-    /// always runs with FP/SIMD untrapped, where switching made QEMU
-    /// translate a Linux guest's kernel code once per trapping state
-    /// (17,000 blocks, about 0.2 s, more per boot). A guest that never
-    /// uses them pays the load and save on each exit to the VMM (about
-    /// 180 instructions).
+    /// They are in the CPU at every entry, never loaded on the guest's
+    /// first use (a trap): a Linux guest uses them in every user process,
+    /// so a lazy load costs it a trap after most exits; and the guest's
+    /// code then always runs with FP/SIMD untrapped, where switching made
+    /// QEMU translate a Linux guest's kernel code once per trapping state
+    /// (17,000 blocks, about 0.2 s, more per boot). After an exit for the
+    /// VMM they stay in the CPU while the VMM runs with FP/SIMD trapped
+    /// (see [`Vcpu::vmm_fp`]); the VMM's first use, or a switch away from
+    /// the thread ([`crate::fp::leave`]), saves them here.
     fp: FpState,
     fp_loaded: bool,
+    /// Exits for the VMM left that give the VMM its own FP/SIMD registers
+    /// back at once (saving the guest's) instead of on its first use.
+    /// A VMM that used them after an exit (a trap) gets [`EAGER_VMM_FP`]
+    /// more: its exits that need them then cost no trap, and one that
+    /// stopped needing them keeps the guest's registers in the CPU again
+    /// after a while.
+    vmm_fp: u8,
     /// The CPU the guest last ran on.
     last_cpu: Option<usize>,
     /// Interrupts waiting for a list register (bit n: INTID n), with
@@ -97,6 +105,9 @@ pub struct Vcpu {
     /// guest sees, physical line). Their line stays masked from the time
     /// it fires until the guest completes the interrupt.
     hw_irqs: alloc::vec::Vec<(u32, u32)>,
+    /// The list registers of `s` that are not zero (bit n: list register
+    /// n), for [`hw::load`].
+    lrs: u16,
     /// The list registers the kernel filled with such an interrupt, with
     /// the EOI bit set (bit n: list register n), and (INTID, physical
     /// line) of each. The guest's EOI brings it out (maintenance
@@ -215,6 +226,7 @@ impl Vcpu {
                     self.lr_hw_mask |= 1 << slot;
                 }
                 self.s.gic.lr[slot] = value;
+                self.lrs |= 1 << slot;
                 self.pending[w] &= !(1 << b);
             }
             self.queued &= !(1 << w);
@@ -244,8 +256,9 @@ impl Vcpu {
 
     /// Saves the guest's FP/SIMD registers if the CPU holds them. While
     /// they are loaded no thread's are (the CPU's `fp_on` is clear), so
-    /// FP/SIMD use traps again afterwards.
-    fn spill_fp(&mut self) {
+    /// FP/SIMD use traps again afterwards. Before another thread, or the
+    /// VMM itself, may use the CPU's registers.
+    pub fn spill_fp(&mut self) {
         if self.fp_loaded {
             arch::fp_access(true);
             arch::fp_save(&mut self.fp);
@@ -307,11 +320,13 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         wfi: false,
         fp: FpState::default(),
         fp_loaded: false,
+        vmm_fp: 0,
         last_cpu: None,
         pending: [0; 16],
         queued: 0,
         prio: [0; 1024],
         hw_irqs: alloc::vec::Vec::new(),
+        lrs: 0,
         lr_hw_mask: 0,
         lr_hw: [(0, 0); MAX_LRS],
     }));
@@ -388,9 +403,15 @@ pub fn resume(k: &mut Kernel, cur: ObjId, th: ObjId) -> Result<(), Error> {
         s.timer.ctl &= 0b11;
     }
     if kept & abi::unchanged::GIC == 0 {
+        // List registers past the hardware's count are never used (nor
+        // checked): the kernel reads, loads and writes back the first
+        // `lr_count` only.
         s.gic.lr_count = hw::lr_count() as u64;
-        for lr in s.gic.lr.iter_mut().skip(hw::lr_count()) {
-            *lr = 0;
+        v.lrs = 0;
+        for (i, &lr) in s.gic.lr[..hw::lr_count()].iter().enumerate() {
+            if lr != 0 {
+                v.lrs |= 1 << i;
+            }
         }
     }
     v.synced = false;
@@ -585,13 +606,15 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
         // SAFETY: the vCPU belongs to the current thread, which is not
         // freed while this CPU runs it (a deleted thread stays a zombie
         // until its CPU switched away), and only this CPU touches the
-        // guest state (`s`, `fp`) while it runs; the rest is changed
-        // under the lock only.
+        // guest state (`s`, `lrs`, `fp`) while it runs; the rest is
+        // changed under the lock only.
         let (exit, eisr) = unsafe {
             let area = (*v).state_kva as *mut VcpuState;
             let exit = hw::run(&raw mut (*area).regs, (*v).s.regs.pstate);
             (*v).s.regs.pstate = hw::exit_pstate();
-            (exit, hw::save(area, &mut (*v).s))
+            let gic = hw::save(area, &mut (*v).s);
+            (*v).lrs = gic.lrs;
+            (exit, gic.eisr)
         };
         // The guest had its own TLS registers: the VMM's come back, so that
         // a switch away from this thread keeps the VMM's, not the guest's.
@@ -611,7 +634,6 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
             crate::platform::gic::handle(k);
             crate::entry::apply_pending(k);
             if k.cpus[arch::cpu_id()].need_resched {
-                spill_current(k);
                 schedule(&mut g);
             }
         } else if handle_exit(k, exit) {
@@ -619,16 +641,6 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
             // find on the next round).
             return g;
         }
-    }
-}
-
-/// Saves the current vCPU's FP/SIMD registers before another thread may
-/// use the CPU's.
-fn spill_current(k: &mut Kernel) {
-    if let Some(cur) = k.cpus[arch::cpu_id()].current
-        && let Some(v) = vcpu_of(k, cur)
-    {
-        v.spill_fp();
     }
 }
 
@@ -688,13 +700,11 @@ fn prepare(k: &mut Kernel) -> Step {
             // Wait for an interrupt: injection wakes us, or the timer's
             // deadline ends the wait.
             let deadline = v.timer_deadline();
-            v.spill_fp();
             k.make_blocked(cur, State::Recv { from: Some(cur) }, deadline);
             return Step::Schedule;
         }
     }
     if resched {
-        v.spill_fp();
         return Step::Schedule;
     }
     let v = if v.fp_loaded {
@@ -723,6 +733,7 @@ fn prepare(k: &mut Kernel) -> Step {
             v.id,
             el1_here,
             vttbr.0,
+            v.lrs,
             ich_extra,
         )
     };
@@ -788,11 +799,10 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
         }
         _ => {}
     }
-    let vm = v.vm;
     let abort = matches!(ec, abi::ec::DABT_LOWER | abi::ec::IABT_LOWER);
     let gpa = if abort { fault_gpa(hpfar, far) } else { 0 };
-    let mapped = abort && matches!(k.objs.get(vm), Some(KObject::Vm(m)) if m.lookup(gpa).is_some());
-    let reason = classify(esr, mapped);
+    // The syndrome's fault status says whether the address was mapped.
+    let reason = classify(esr);
     let exit = Exit {
         reason: reason as u64,
         esr,
@@ -843,8 +853,13 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>, ex
     v.in_guest = false;
     v.wfi = false;
     ACTIVE.fetch_sub(1, Ordering::Relaxed);
-    let guest_fp = v.fp_loaded;
-    v.spill_fp();
+    // The guest's FP/SIMD registers stay in the CPU for the next entry
+    // unless the VMM wants its own now.
+    let give_back = v.fp_loaded && v.vmm_fp > 0;
+    if give_back {
+        v.vmm_fp -= 1;
+        v.spill_fp();
+    }
     if let Some(e) = exit {
         // Field by field: a struct copy becomes a call.
         let x = &mut v.s.exit;
@@ -858,13 +873,29 @@ fn finish(k: &mut Kernel, cur: ObjId, reason: ExitReason, err: Option<Error>, ex
     v.synced = true;
     // The VMM's TLS registers are back already (the exit put them back,
     // or the guest did not run since the resume), and so is the host's
-    // FP/SIMD trapping (`handle_exit`, or `spill_fp`). The guest's FP/SIMD
-    // registers took the VMM's: the VMM gets its own back now, as its
-    // first use would (which, on the way through its exit handling, it
-    // makes nearly always).
-    if guest_fp {
+    // FP/SIMD trapping (`handle_exit`, or `spill_fp`): with the guest's
+    // registers still in the CPU, the VMM's first FP/SIMD use traps
+    // ([`vmm_used_fp`]). A VMM that used them lately gets its own back
+    // now, as that trap would.
+    if give_back {
         crate::fp::give_back(t);
         crate::fp::own(&mut k.cpus[arch::cpu_id()], cur);
+    }
+}
+
+/// How many exits for the VMM give it its FP/SIMD registers back at once
+/// after it used them ([`Vcpu::vmm_fp`]).
+const EAGER_VMM_FP: u8 = 16;
+
+/// The VMM thread `t` used FP/SIMD (the access trapped) while the CPU may
+/// hold its guest's registers: they go to the vCPU first, and its next
+/// exits give the VMM its registers back at once.
+pub fn vmm_used_fp(t: &mut super::thread::Thread) {
+    if let Some(v) = t.vcpu.as_deref_mut()
+        && v.fp_loaded
+    {
+        v.spill_fp();
+        v.vmm_fp = EAGER_VMM_FP;
     }
 }
 

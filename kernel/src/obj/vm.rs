@@ -136,19 +136,6 @@ impl Vm {
             hw::tlb_flush_ipa(vmid, r.ipa)
         });
     }
-
-    /// Physical address and rights at guest address `ipa`.
-    pub fn lookup(&self, ipa: u64) -> Option<(u64, MemRights)> {
-        let (pa, a) = stage2::translate(&mut mm::FrameTables, self.root, ipa)?;
-        let mut r = MemRights::R.0;
-        if a.write {
-            r |= MemRights::W.0;
-        }
-        if a.exec {
-            r |= MemRights::X.0;
-        }
-        Some((pa, MemRights(r)))
-    }
 }
 
 impl Drop for Vm {

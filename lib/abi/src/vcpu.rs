@@ -732,17 +732,27 @@ pub const fn fault_gpa(hpfar: u64, far: u64) -> u64 {
     ((hpfar & 0x0000_0fff_ffff_fff0) << 8) | (far & 0xfff)
 }
 
+/// Whether the fault status code of an abort's syndrome (bits 5:0) says
+/// translation fault (`0b0001LL`, any level): nothing was mapped at the
+/// address, as opposed to a permission, access-flag or address-size
+/// fault.
+pub const fn translation_fault(esr: u64) -> bool {
+    esr & 0x3c == 0x04
+}
+
 /// What a guest exit with this syndrome is, for the VMM: the kernel
-/// handles WFI and interrupts before it gets here. `mapped` says whether
-/// the stage-2 address was mapped (then the abort is a permission fault,
-/// not an access to emulate).
-pub fn classify(esr: u64, mapped: bool) -> ExitReason {
+/// handles WFI and interrupts before it gets here. A data access with a
+/// valid syndrome is an access to emulate only when its stage-2 address
+/// was not mapped ([`translation_fault`]); the fault status code says
+/// so, no table walk needed.
+#[inline]
+pub fn classify(esr: u64) -> ExitReason {
     let ec = (esr >> 26) & 0x3f;
     match ec {
         ec::HVC64 => ExitReason::Hvc,
         ec::SMC64 => ExitReason::Smc,
         ec::SYSREG => ExitReason::SysReg,
-        ec::DABT_LOWER if !mapped && esr & (1 << 24) != 0 => ExitReason::Mmio,
+        ec::DABT_LOWER if esr & (1 << 24) != 0 && translation_fault(esr) => ExitReason::Mmio,
         ec::DABT_LOWER | ec::IABT_LOWER => ExitReason::Stage2Fault,
         _ => ExitReason::Other,
     }
@@ -812,15 +822,24 @@ mod tests {
             ..e
         };
         assert_eq!(e.mmio(), None);
-        assert_eq!(classify(e.esr, false), ExitReason::Stage2Fault);
-        assert_eq!(
-            classify(dabt(0, false, 0, false, false), false),
-            ExitReason::Mmio
-        );
-        assert_eq!(
-            classify(dabt(0, false, 0, false, false), true),
-            ExitReason::Stage2Fault
-        );
+        assert_eq!(classify(e.esr), ExitReason::Stage2Fault);
+        let translation = dabt(0, false, 0, false, false);
+        assert_eq!(classify(translation), ExitReason::Mmio);
+        // Translation faults at levels 0 to 3 are all unmapped addresses.
+        for level in 0..4 {
+            assert_eq!(
+                classify((translation & !0x3f) | 0x04 | level),
+                ExitReason::Mmio
+            );
+        }
+        // Permission, access-flag and address-size faults: the address
+        // was mapped (or cannot be), nothing to emulate.
+        for fsc in [0x0f, 0x0b, 0x01] {
+            assert_eq!(
+                classify((translation & !0x3f) | fsc),
+                ExitReason::Stage2Fault
+            );
+        }
     }
 
     #[test]
@@ -839,16 +858,16 @@ mod tests {
                 reg: 5
             })
         );
-        assert_eq!(classify(e.esr, false), ExitReason::SysReg);
+        assert_eq!(classify(e.esr), ExitReason::SysReg);
         assert_eq!(e.imm16(), None);
         let h = Exit {
             esr: (ec::HVC64 << 26) | (1 << 25) | 0x4242,
             ..Exit::default()
         };
         assert_eq!(h.imm16(), Some(0x4242));
-        assert_eq!(classify(h.esr, false), ExitReason::Hvc);
-        assert_eq!(classify((ec::SMC64 << 26) | 1, false), ExitReason::Smc);
-        assert_eq!(classify(0x3c << 26, false), ExitReason::Other);
+        assert_eq!(classify(h.esr), ExitReason::Hvc);
+        assert_eq!(classify((ec::SMC64 << 26) | 1), ExitReason::Smc);
+        assert_eq!(classify(0x3c << 26), ExitReason::Other);
         assert_eq!(fault_gpa(0x0900_0000 >> 8, 0xffff_0123), 0x0900_0123);
     }
 

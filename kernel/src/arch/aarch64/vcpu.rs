@@ -22,7 +22,7 @@
 use crate::arch::MAX_CPUS;
 use aarch64_cpu::registers::*;
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use l4_abi::vcpu::{GuestRegs, MAX_LRS, VcpuState};
 
 core::arch::global_asm!(include_str!("vcpu.S"));
@@ -99,6 +99,12 @@ pub fn cpu_init() {
     let pre = vtr.read(ICH_VTR_EL2::PREbits) as usize + 1;
     APR_COUNT.store(1 << pre.saturating_sub(5).min(2), Ordering::Relaxed);
     ICH_HCR_EL2.set(0);
+    // The list registers reset to unknown values: none holds an
+    // interrupt from here on but what `load_gic` writes (see LR_LIVE).
+    write_lrs(&[0; MAX_LRS], u16::MAX >> (16 - lr_count()));
+    if let Some(live) = LR_LIVE.get(crate::arch::cpu_id()) {
+        live.store(0, Ordering::Relaxed);
+    }
     // SAFETY: an isb only synchronises the writes above.
     unsafe { asm!("isb", options(nomem, nostack)) };
 }
@@ -182,8 +188,9 @@ static LIVE_EL1: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS]
 /// `id` names the vCPU (never 0); `el1_kept`: the area's EL1 registers
 /// are what this vCPU's last run, on this CPU, left in them, so when this
 /// CPU still holds them (no other vCPU was loaded here since) they are
-/// not written again. IRQs are masked. `ich_extra`: the kernel's own ICH_HCR_EL2
-/// bits (maintenance interrupts it wants).
+/// not written again. IRQs are masked. `lrs`: the list registers of `s`
+/// that are not zero (bit n: list register n). `ich_extra`: the kernel's
+/// own ICH_HCR_EL2 bits (maintenance interrupts it wants).
 ///
 /// # Safety
 ///
@@ -195,6 +202,7 @@ pub unsafe fn load(
     id: u64,
     el1_kept: bool,
     vttbr: u64,
+    lrs: u16,
     ich_extra: u64,
 ) {
     let live = LIVE_EL1.get(crate::arch::cpu_id());
@@ -220,7 +228,7 @@ pub unsafe fn load(
     msr!("S3_5_C14_C3_2", s.timer.cval);
     msr!("S3_5_C14_C3_1", s.timer.ctl & 0b11);
     VMPIDR_EL2.set(s.vmpidr | (1 << 31));
-    load_gic(s, ich_extra);
+    load_gic(s, lrs, ich_extra);
     VTTBR_EL2.set(vttbr);
     HCR_EL2.set(guest_hcr());
     // SAFETY: synchronises the register writes before the eret.
@@ -262,7 +270,14 @@ fn set_vpidr(v: u64) {
     msr!("S3_4_C0_C0_0", v);
 }
 
-fn load_gic(s: &VcpuState, ich_extra: u64) {
+/// Per CPU: the list registers that may hold an interrupt (bit n: list
+/// register n), whichever vCPU ran last: what the last [`load_gic`] wrote
+/// non-zero. The others are zero or hold an interrupt the guest completed
+/// (invalid), so an entry need not write them unless it puts one there,
+/// and an exit need not read them.
+static LR_LIVE: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(0) }; MAX_CPUS];
+
+fn load_gic(s: &VcpuState, lrs: u16, ich_extra: u64) {
     let g = &s.gic;
     // Every entry: the guest may have changed it, and it gets this one.
     // SAFETY: ICC_SRE_EL1 only concerns EL1 (the guest's).
@@ -273,7 +288,14 @@ fn load_gic(s: &VcpuState, ich_extra: u64) {
         write_apr(0, i, g.ap0r[i]);
         write_apr(1, i, g.ap1r[i]);
     }
-    write_lrs(&g.lr, lr_count());
+    // The ones that hold an interrupt, and those that may still hold one
+    // of the CPU's last entry.
+    let live = LR_LIVE.get(crate::arch::cpu_id());
+    let last = live.map_or(u16::MAX >> (16 - lr_count()), |l| l.load(Ordering::Relaxed));
+    write_lrs(&g.lr, lrs | last);
+    if let Some(l) = live {
+        l.store(lrs, Ordering::Relaxed);
+    }
     ICH_HCR_EL2.set(g.hcr | ich_extra | l4_abi::vcpu::hcr::EN);
 }
 
@@ -314,9 +336,10 @@ pub unsafe fn run(regs: *mut GuestRegs, pstate: u64) -> ExitKind {
 ///
 /// `area` must point to the vCPU's state area (kernel memory, valid for
 /// writes of a [`VcpuState`]).
-/// Returns ICH_EISR_EL2: the list registers whose interrupt the guest
-/// completed while their EOI bit asked to be told.
-pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> u64 {
+/// Returns what the virtual interface says: which list registers hold an
+/// interrupt now, and which the guest completed while their EOI bit asked
+/// to be told (ICH_EISR_EL2).
+pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     HCR_EL2.set(HOST_HCR.load(Ordering::Relaxed));
     // SAFETY: synchronises the HCR change before the EL1 accesses below
     // (with TGE set again, the _EL12 names still reach EL1).
@@ -360,7 +383,16 @@ pub fn exit_pstate() -> u64 {
     SPSR_EL2.get()
 }
 
-fn save_gic(s: &mut VcpuState) -> u64 {
+/// The virtual interface's state after an exit ([`save`]).
+pub struct GicExit {
+    /// The list registers that still hold an interrupt (bit n: list
+    /// register n; the others are zero in the saved state).
+    pub lrs: u16,
+    /// ICH_EISR_EL2.
+    pub eisr: u64,
+}
+
+fn save_gic(s: &mut VcpuState) -> GicExit {
     let g = &mut s.gic;
     // SAFETY: reading ICH_EISR_EL2 has no side effects.
     let eisr = unsafe {
@@ -374,8 +406,13 @@ fn save_gic(s: &mut VcpuState) -> u64 {
         g.ap0r[i] = read_apr(0, i);
         g.ap1r[i] = read_apr(1, i);
     }
+    // Only the list registers the entry filled can hold an interrupt; the
+    // others are zero in `g` already (what the entry wrote).
     let n = lr_count();
-    read_lrs(&mut g.lr, n);
+    let filled = LR_LIVE
+        .get(crate::arch::cpu_id())
+        .map_or(u16::MAX >> (16 - n), |l| l.load(Ordering::Relaxed));
+    let lrs = read_lrs(&mut g.lr, filled);
     g.lr_count = n as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
     g.elrsr = unsafe {
@@ -385,39 +422,49 @@ fn save_gic(s: &mut VcpuState) -> u64 {
     };
     g.hcr &= l4_abi::vcpu::hcr::VMM_TRAPS;
     ICH_HCR_EL2.set(0);
-    eisr
+    GicExit { lrs, eisr }
 }
 
-/// The list registers the hardware has, in a chain of tests (cheaper
-/// than a loop that picks each register by its index).
+/// The list registers the hardware has, in a chain of tests of a mask
+/// (cheaper than a loop that picks each register by its index) that ends
+/// after its highest bit: bit n for list register n, only below
+/// [`lr_count`].
 macro_rules! lr_access {
     ($($i:literal => $reg:ident),* $(,)?) => {
-        /// Reads the first `n` list registers into `lrs`. An emptied one
-        /// keeps its old fields; `lrs` shows it as zero (what the checks
-        /// want of an invalid one).
-        fn read_lrs(lrs: &mut [u64; MAX_LRS], n: usize) {
-            lr_access!(@read lrs, n, $($i => $reg),*);
+        /// Reads the list registers of `mask` into `lrs`; returns those
+        /// that hold an interrupt. An emptied one keeps its old fields;
+        /// `lrs` shows it as zero (what the checks want of an invalid one).
+        fn read_lrs(lrs: &mut [u64; MAX_LRS], mask: u16) -> u16 {
+            let mut full = 0;
+            $(
+                if mask >> $i == 0 {
+                    return full;
+                }
+                if mask & (1 << $i) != 0 {
+                    let v = $reg.get();
+                    if l4_abi::vcpu::lr::state(v) == 0 {
+                        lrs[$i] = 0;
+                    } else {
+                        lrs[$i] = v;
+                        full |= 1 << $i;
+                    }
+                }
+            )*
+            full
         }
-        /// Writes the first `n` of `lrs` to the list registers.
-        fn write_lrs(lrs: &[u64; MAX_LRS], n: usize) {
-            lr_access!(@write lrs, n, $($i => $reg),*);
+        /// Writes the list registers of `mask` from `lrs`.
+        #[inline(always)]
+        fn write_lrs(lrs: &[u64; MAX_LRS], mask: u16) {
+            $(
+                if mask >> $i == 0 {
+                    return;
+                }
+                if mask & (1 << $i) != 0 {
+                    $reg.set(lrs[$i]);
+                }
+            )*
         }
     };
-    (@read $lrs:ident, $n:ident, $i:literal => $reg:ident $(, $ri:literal => $rreg:ident)*) => {
-        if $n > $i {
-            let v = $reg.get();
-            $lrs[$i] = if l4_abi::vcpu::lr::state(v) == 0 { 0 } else { v };
-            lr_access!(@read $lrs, $n, $($ri => $rreg),*);
-        }
-    };
-    (@read $lrs:ident, $n:ident, ) => {};
-    (@write $lrs:ident, $n:ident, $i:literal => $reg:ident $(, $ri:literal => $rreg:ident)*) => {
-        if $n > $i {
-            $reg.set($lrs[$i]);
-            lr_access!(@write $lrs, $n, $($ri => $rreg),*);
-        }
-    };
-    (@write $lrs:ident, $n:ident, ) => {};
 }
 
 lr_access! {
