@@ -8,6 +8,8 @@
 //! * [`ipc_rules`]: invocation decoding, timeouts, message-transfer rules;
 //! * [`runqueue`]: per-CPU run queues, priorities, quanta, affinity;
 //! * [`quota`]: kernel-memory quotas of factories;
+//! * [`sleeplock`]: the big kernel lock's algorithm (spin, then sleep until
+//!   a release wakes the waiter);
 //! * [`cmdline`]: boot options;
 //! * [`arch::aarch64::esr`]: exception syndromes (architecture knowledge);
 //! * [`input`]: console input and the escape into the kernel debugger.
@@ -31,3 +33,4 @@ pub mod kobj;
 pub mod mapdb;
 pub mod quota;
 pub mod runqueue;
+pub mod sleeplock;
