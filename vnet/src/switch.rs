@@ -31,6 +31,11 @@ pub struct Outcome {
     pub notify: Vec<PortId>,
     /// The source port has more frames (its budget ran out).
     pub more: bool,
+    /// Frames taken from the source port.
+    pub sent: usize,
+    /// The source port's transmit queue ran empty and was left quiet
+    /// (the driver does not notify): the caller looks at it again.
+    pub quiet: bool,
     /// Ports that failed (malformed queues), with the error.
     pub failed: Vec<(PortId, String)>,
     /// Addresses learned (new, or moved to their port).
@@ -117,21 +122,30 @@ impl Switch {
     }
 
     /// Forwards up to [`BUDGET`] frames from port `src`'s transmit queue.
-    pub fn transmit(&mut self, src: PortId) -> Outcome {
+    ///
+    /// With `stay_quiet`, a queue that ran empty after giving frames is
+    /// left as it was while the switch worked on it: its driver does not
+    /// notify ([`Port::set_tx_busy`]) and the caller polls it again
+    /// ([`Outcome::quiet`]). Else (or when it gave nothing) the driver is
+    /// told to notify again.
+    pub fn transmit(&mut self, src: PortId, stay_quiet: bool) -> Outcome {
         let mut out = Outcome::default();
         let Some(port) = self.ports.get_mut(&src) else {
             return out;
         };
         port.set_tx_busy(true);
-        let mut sent = 0;
         loop {
-            if sent == BUDGET {
+            if out.sent == BUDGET {
                 out.more = true;
                 break;
             }
             let port = self.ports.get_mut(&src).expect("the source port exists");
             let (hdr, len) = match port.take_frame(&mut self.frame) {
                 Ok(Some(f)) => f,
+                Ok(None) if stay_quiet && out.sent > 0 => {
+                    out.quiet = true;
+                    break;
+                }
                 Ok(None) => {
                     // Idle: let the driver kick again, then look once more
                     // for a frame made available meanwhile.
@@ -153,7 +167,7 @@ impl Switch {
                     break;
                 }
             };
-            sent += 1;
+            out.sent += 1;
             self.forward(src, &hdr, len, &mut out);
         }
         if let Some(p) = self.ports.get_mut(&src)
