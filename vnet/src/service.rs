@@ -36,7 +36,7 @@ use uvmm::memory::Ram;
 
 use crate::mac;
 use crate::port::{CreateArg, PortOptions};
-use crate::switch::{PortId, Switch};
+use crate::switch::{PortId, Quiet, Switch};
 
 /// The labels of the switch's gates and Irqs.
 pub mod labels {
@@ -93,6 +93,15 @@ pub trait Backend {
     fn now_us(&mut self) -> u64;
 }
 
+/// Why a port's transmit queue is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Look {
+    /// Its driver notified, or its poll is due.
+    Due,
+    /// Another port's notification woke the switch.
+    Sweep,
+}
+
 /// A port's capabilities.
 #[derive(Debug, Default)]
 struct PortCaps {
@@ -112,7 +121,7 @@ pub struct Service<B> {
     /// The kernel side.
     pub backend: B,
     caps: BTreeMap<PortId, PortCaps>,
-    pending: VecDeque<PortId>,
+    pending: VecDeque<(PortId, Look)>,
     /// Ports whose transmit queue is polled, with when (µs).
     polls: BTreeMap<PortId, u64>,
     last_gc: u64,
@@ -164,10 +173,21 @@ impl<B: Backend> Service<B> {
         }
     }
 
-    /// A port was kicked: it has frames to send.
+    /// A port was kicked: it has frames to send. The switch, awake
+    /// anyway, also looks at the queues it polls.
     pub fn kick(&mut self, id: PortId) {
-        if !self.pending.contains(&id) {
-            self.pending.push_back(id);
+        self.look(id, Look::Due);
+        let polled: Vec<PortId> = self.polls.keys().copied().collect();
+        for p in polled {
+            self.look(p, Look::Sweep);
+        }
+    }
+
+    fn look(&mut self, id: PortId, why: Look) {
+        match self.pending.iter_mut().find(|(p, _)| *p == id) {
+            Some((_, w)) if why == Look::Due => *w = Look::Due,
+            Some(_) => {}
+            None => self.pending.push_back((id, why)),
         }
     }
 
@@ -180,8 +200,9 @@ impl<B: Backend> Service<B> {
     ///
     /// A port whose driver may be told not to notify ([`Port::tx_quiet`])
     /// is not told to notify again when its queue ran empty after giving
-    /// frames: the switch looks at it again [`POLL_US`] later, and only
-    /// a look that finds nothing lets the driver notify again. A sender
+    /// frames: the switch looks at it again [`POLL_US`] later (or
+    /// earlier, when another port's notification wakes it), and only
+    /// a look on time that finds nothing lets the driver notify again. A sender
     /// that keeps sending (a TCP stream) then costs one look per
     /// [`POLL_US`] instead of a notification (a guest exit) and a wake-up
     /// of the switch per frame, and its frames reach the receiver, and
@@ -190,14 +211,18 @@ impl<B: Backend> Service<B> {
     ///
     /// [`Port::tx_quiet`]: crate::port::Port::tx_quiet
     pub fn work(&mut self) {
-        let Some(id) = self.pending.pop_front() else {
+        let Some((id, why)) = self.pending.pop_front() else {
             return;
         };
-        let quiet = self.switch.port(id).is_some_and(|p| p.tx_quiet());
+        let quiet = match why {
+            _ if !self.switch.port(id).is_some_and(|p| p.tx_quiet()) => Quiet::Never,
+            Look::Due => Quiet::IfSent,
+            Look::Sweep => Quiet::Always,
+        };
         let out = self.switch.transmit(id, quiet);
         if out.more {
-            self.pending.push_back(id);
-        } else if out.quiet {
+            self.pending.push_back((id, why));
+        } else if out.quiet && out.sent > 0 {
             let at = self.backend.now_us() + POLL_US;
             self.polls.insert(id, at);
         }
@@ -281,7 +306,7 @@ impl<B: Backend> Service<B> {
                 .collect();
             for id in due {
                 self.polls.remove(&id);
-                self.kick(id);
+                self.look(id, Look::Due);
             }
         }
         let now = self.backend.caps().now_ms();
@@ -331,7 +356,7 @@ impl<B: Backend> Service<B> {
         let Some(c) = self.caps.remove(&id) else {
             return;
         };
-        self.pending.retain(|&p| p != id);
+        self.pending.retain(|&(p, _)| p != id);
         self.polls.remove(&id);
         if let Some(p) = self.switch.remove_port(id) {
             self.backend.log(&format!(

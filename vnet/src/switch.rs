@@ -54,6 +54,17 @@ impl Outcome {
     }
 }
 
+/// What [`Switch::transmit`] does with a transmit queue it emptied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quiet {
+    /// The driver is told to notify again.
+    Never,
+    /// Left quiet if it gave frames, else the driver is told to notify.
+    IfSent,
+    /// Left quiet.
+    Always,
+}
+
 /// The switch.
 #[derive(Debug)]
 pub struct Switch {
@@ -123,12 +134,11 @@ impl Switch {
 
     /// Forwards up to [`BUDGET`] frames from port `src`'s transmit queue.
     ///
-    /// With `stay_quiet`, a queue that ran empty after giving frames is
-    /// left as it was while the switch worked on it: its driver does not
-    /// notify ([`Port::set_tx_busy`]) and the caller polls it again
-    /// ([`Outcome::quiet`]). Else (or when it gave nothing) the driver is
-    /// told to notify again.
-    pub fn transmit(&mut self, src: PortId, stay_quiet: bool) -> Outcome {
+    /// `quiet` says whether a queue that ran empty is left as it was
+    /// while the switch worked on it (its driver does not notify, see
+    /// [`Port::set_tx_busy`]) for the caller to look at it again
+    /// ([`Outcome::quiet`]), or its driver told to notify again.
+    pub fn transmit(&mut self, src: PortId, quiet: Quiet) -> Outcome {
         let mut out = Outcome::default();
         let Some(port) = self.ports.get_mut(&src) else {
             return out;
@@ -142,7 +152,7 @@ impl Switch {
             let port = self.ports.get_mut(&src).expect("the source port exists");
             let (hdr, len) = match port.take_frame(&mut self.frame) {
                 Ok(Some(f)) => f,
-                Ok(None) if stay_quiet && out.sent > 0 => {
+                Ok(None) if quiet == Quiet::Always || (quiet == Quiet::IfSent && out.sent > 0) => {
                     out.quiet = true;
                     break;
                 }

@@ -671,6 +671,47 @@ fn busy_senders_take_turns() {
     assert_eq!(lb.objects.next_timeout_us(), Some(gc_in));
 }
 
+#[test]
+fn a_kick_of_one_port_takes_the_polled_frames_of_another() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
+    let mut b = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
+    a.post_rx();
+    b.post_rx();
+    let mut mrs = [0u64; MR_COUNT];
+    let mut serve_kick = |lb: &mut Lb, d: &Driver| {
+        lb.objects.serve(d.kick, MsgTag::new(0, 0, 0, 0), &mut mrs);
+        while lb.objects.has_work() {
+            lb.objects.work();
+        }
+    };
+    // A sends: forwarded at once, A's queue is polled from now on.
+    a.send(b.mac, b"1");
+    serve_kick(&mut lb, &a);
+    assert_eq!(b.received().len(), 1);
+    assert_eq!(lb.objects.next_timeout_us(), Some(POLL_US));
+    // A sends again (no kick), then B's answer wakes the switch: A's
+    // frame goes along without waiting for the poll.
+    a.send(b.mac, b"2");
+    b.send(a.mac, b"x");
+    serve_kick(&mut lb, &b);
+    assert_eq!(a.received().len(), 1);
+    assert_eq!(b.received(), [b"2".to_vec()]);
+    // A sweep that finds nothing leaves the queue quiet: only its poll
+    // lets A kick again.
+    b.send(a.mac, b"y");
+    lb.objects.backend.now += 1;
+    serve_kick(&mut lb, &b);
+    assert_eq!(a.received().len(), 1);
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), USED_NO_NOTIFY);
+    lb.objects.backend.now += POLL_US.div_ceil(1000);
+    lb.objects.timeout();
+    while lb.objects.has_work() {
+        lb.objects.work();
+    }
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+}
+
 /// An Ethernet frame from `src` to `dst` with a TCP/IPv4 segment of
 /// `payload` bytes (sequence 1000, flags PSH|ACK), checksums left to
 /// whoever completes them.
