@@ -69,7 +69,7 @@ pub const GC_PERIOD_MS: u64 = 1000;
 /// How long after forwarding a port's frames the switch looks at its
 /// transmit queue again, in µs, while the driver does not notify (see
 /// [`Service::work`]).
-pub const POLL_US: u64 = 2000;
+pub const POLL_US: u64 = 4000;
 
 /// What the switch needs from the kernel: its capabilities (the ports'
 /// gates and kick Irqs, what drivers send) and clock, dataspaces and a
@@ -201,8 +201,10 @@ impl<B: Backend> Service<B> {
     /// A port whose driver may be told not to notify ([`Port::tx_quiet`])
     /// is not told to notify again when its queue ran empty after giving
     /// frames: the switch looks at it again [`POLL_US`] later (or
-    /// earlier, when another port's notification wakes it), and only
-    /// a look on time that finds nothing lets the driver notify again. A sender
+    /// earlier, when another port's notification wakes it). The driver
+    /// may notify again after the look on time that finds nothing, or as
+    /// soon as a frame for the port finds its queue empty (its driver may
+    /// answer at once). A sender
     /// that keeps sending (a TCP stream) then costs one look per
     /// [`POLL_US`] instead of a notification (a guest exit) and a wake-up
     /// of the switch per frame, and its frames reach the receiver, and
@@ -225,6 +227,11 @@ impl<B: Backend> Service<B> {
         } else if out.quiet && out.sent > 0 {
             let at = self.backend.now_us() + POLL_US;
             self.polls.insert(id, at);
+        }
+        for &p in &out.delivered {
+            if self.polls.remove(&p).is_some() {
+                self.look(p, Look::Due);
+            }
         }
         for (p, m) in &out.learned {
             self.note_learned(*p, m);

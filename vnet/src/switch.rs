@@ -29,6 +29,8 @@ pub const BUDGET: usize = 64;
 pub struct Outcome {
     /// Ports whose driver wants an interrupt now.
     pub notify: Vec<PortId>,
+    /// Ports that received frames.
+    pub delivered: Vec<PortId>,
     /// The source port has more frames (its budget ran out).
     pub more: bool,
     /// Frames taken from the source port.
@@ -215,8 +217,15 @@ impl Switch {
             let mut deliver = |h: &NetHdr, f: &[u8]| {
                 if result.is_ok() {
                     match port.deliver(h, f) {
-                        Ok(Delivery::Done { notify: true }) => out.notify(t),
-                        Ok(_) => {}
+                        Ok(Delivery::Done { notify }) => {
+                            if notify {
+                                out.notify(t);
+                            }
+                            if !out.delivered.contains(&t) {
+                                out.delivered.push(t);
+                            }
+                        }
+                        Ok(Delivery::Dropped) => {}
                         Err(e) => result = Err(e.to_string()),
                     }
                 }

@@ -676,8 +676,10 @@ fn a_kick_of_one_port_takes_the_polled_frames_of_another() {
     let mut lb = switch();
     let mut a = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
     let mut b = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
-    a.post_rx();
-    b.post_rx();
+    let mut c = Driver::up(&mut lb, 0);
+    for d in [&mut a, &mut b, &mut c] {
+        d.post_rx();
+    }
     let mut mrs = [0u64; MR_COUNT];
     let mut serve_kick = |lb: &mut Lb, d: &Driver| {
         lb.objects.serve(d.kick, MsgTag::new(0, 0, 0, 0), &mut mrs);
@@ -685,31 +687,43 @@ fn a_kick_of_one_port_takes_the_polled_frames_of_another() {
             lb.objects.work();
         }
     };
-    // A sends: forwarded at once, A's queue is polled from now on.
-    a.send(b.mac, b"1");
+    // C makes itself known; A sends to C: forwarded at once, A's queue is
+    // polled from now on.
+    c.send([0xff; 6], b"c");
+    serve_kick(&mut lb, &c);
+    a.send(c.mac, b"1");
     serve_kick(&mut lb, &a);
-    assert_eq!(b.received().len(), 1);
+    assert_eq!(c.received().len(), 1);
+    assert_eq!(a.received().len(), 1, "C's broadcast");
     assert_eq!(lb.objects.next_timeout_us(), Some(POLL_US));
-    // A sends again (no kick), then B's answer wakes the switch: A's
-    // frame goes along without waiting for the poll.
-    a.send(b.mac, b"2");
-    b.send(a.mac, b"x");
+    // A sends again (no kick), then B's kick wakes the switch: A's frame
+    // goes along without waiting for the poll.
+    a.send(c.mac, b"2");
+    b.send(c.mac, b"x");
     serve_kick(&mut lb, &b);
-    assert_eq!(a.received().len(), 1);
-    assert_eq!(b.received(), [b"2".to_vec()]);
-    // A sweep that finds nothing leaves the queue quiet: only its poll
-    // lets A kick again.
-    b.send(a.mac, b"y");
+    assert_eq!(c.received(), [b"x".to_vec(), b"2".to_vec()]);
+    // A look that finds nothing when another port wakes the switch
+    // leaves A's queue quiet ...
+    b.send(c.mac, b"y");
     lb.objects.backend.now += 1;
     serve_kick(&mut lb, &b);
-    assert_eq!(a.received().len(), 1);
     assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), USED_NO_NOTIFY);
+    // ... a frame for A does not: A may answer it at once.
+    c.send(a.mac, b"z");
+    serve_kick(&mut lb, &c);
+    assert_eq!(a.received().len(), 1);
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+    // B's poll on time, finding nothing, lets B kick again.
     lb.objects.backend.now += POLL_US.div_ceil(1000);
     lb.objects.timeout();
     while lb.objects.has_work() {
         lb.objects.work();
     }
-    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+    assert_eq!(b.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+    assert_eq!(
+        lb.objects.next_timeout_us().map(|t| t > POLL_US),
+        Some(true)
+    );
 }
 
 /// An Ethernet frame from `src` to `dst` with a TCP/IPv4 segment of
