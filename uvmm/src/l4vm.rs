@@ -22,6 +22,9 @@
 //!   not RAM as device memory); their Irqs are bound to the vCPU that
 //!   takes them (`bind_vcpu`), so the kernel injects them directly, and
 //!   unmasked when the vCPU starts and after the guest completed one.
+//! * The notification Irqs of virtio proxies are bound to the first vCPU
+//!   the same way ([`L4Vm::route_virq`]): the device's notification
+//!   interrupts the guest without a uvmm thread in between.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,7 +115,8 @@ pub struct L4Vm {
     cpus: Vec<u32>,
     /// The `vbus` capability, if uvmm has one.
     vbus: Option<u64>,
-    /// Passed-through interrupts: the vCPU, the Irq, the guest's INTID.
+    /// Interrupts the kernel injects (passed-through ones, virtio
+    /// notifications): the vCPU, the Irq, the guest's INTID.
     routes: Vec<(usize, Cap<Irq>, u32)>,
 }
 
@@ -155,6 +159,14 @@ impl L4Vm {
         rights: MemRights,
     ) -> Result<(), BackendError> {
         map_local(self.vm, local, gpa, size, rights)
+    }
+
+    /// Has the kernel inject `intid` into the first vCPU (where uvmm's
+    /// passed-through interrupts go, [`uvmm::machine::PASSTHROUGH_VCPU`])
+    /// when Irq `irq` is triggered: a virtio device's notification Irq.
+    pub fn route_virq(&mut self, irq: u64, intid: u32) {
+        self.routes
+            .push((uvmm::machine::PASSTHROUGH_VCPU, Cap::from_index(irq), intid));
     }
 
     /// A client of the vbus whose answer capability lands in a new slot.

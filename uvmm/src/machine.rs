@@ -52,7 +52,9 @@ pub trait Host {
     /// capability `cap` (the node's `l4vmm,virtiocap`), with the guest
     /// RAM (`ram`: each region and its dataspace's capability name)
     /// registered at its guest-physical addresses, and `irq` raised
-    /// whenever the device notifies the driver.
+    /// whenever the device notifies the driver (or, with
+    /// [`ProxyIrq::inject_directly`], the notification bound to the
+    /// vCPU for the kernel to inject).
     fn virtio_port(
         &mut self,
         cap: &str,

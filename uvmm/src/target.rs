@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use l4::abi::{CapRights, Timeouts};
+use l4::abi::CapRights;
 use l4::cap::{Factory, Irq};
 use l4::{Cap, Scheduler};
 use l4_ipc::protocols::{DataspaceClient, DataspacePhysClient, ds_flags};
@@ -27,9 +27,6 @@ use uvmm::passthrough::{BusDevice, BusResource};
 use uvmm::{Options, info};
 
 use crate::l4vm::{AttachedRam, L4Vm, SLOTS};
-
-/// The label of a virtio proxy's notification Irq.
-const PROXY_IRQ_LABEL: u64 = 0x7669_6f00;
 
 /// Guest console output: the task's log (standard output), written by a
 /// thread of its own in lines. A guest's UART hands over one byte per
@@ -121,6 +118,9 @@ const VBUS_CAP: &str = "vbus";
 struct L4Host {
     rams: Vec<AttachedRam>,
     vbus: Option<u64>,
+    /// The virtio proxies' notification Irqs with their INTIDs, for the
+    /// kernel to inject.
+    virqs: Vec<(u64, u32)>,
     /// The log writer, once a console uses it.
     log: Option<LogOut>,
 }
@@ -261,7 +261,14 @@ impl Host for L4Host {
     ) -> Result<Box<dyn Port>, String> {
         let index =
             l4re::env::get_cap(cap).ok_or_else(|| format!("no capability named '{cap}'"))?;
-        let notify = notification_thread(irq)?;
+        // The Irq the device triggers for the guest: bound to the first
+        // vCPU once it runs ([`L4Vm::route_virq`]), so that the kernel
+        // injects the interrupt.
+        let slot = SLOTS.alloc().ok_or("out of capability slots")?;
+        let notify = Cap::<Factory>::from_index(caps::FACTORY)
+            .create_irq(slot)
+            .map_err(|e| format!("cannot create the notification Irq: {e:?}"))?
+            .index();
         let kick_slot = SLOTS.alloc().ok_or("out of capability slots")?;
         let mut client = VirtioClient::new(index);
         client.rcv = RecvBufs::cap_slot(kick_slot);
@@ -282,6 +289,8 @@ impl Host for L4Host {
                     )
                 })?;
         }
+        irq.inject_directly(Box::new(move || Cap::<Irq>::from_index(notify).notify()));
+        self.virqs.push((notify, irq.intid()));
         Ok(Box::new(Remote {
             client,
             kick: Box::new(move || {
@@ -290,41 +299,6 @@ impl Host for L4Host {
             }),
         }))
     }
-}
-
-/// Creates the Irq a virtio device triggers for the guest and a thread
-/// that waits for it and raises `irq`; the Irq's capability index.
-fn notification_thread(irq: Arc<ProxyIrq>) -> Result<u64, String> {
-    let slot = SLOTS.alloc().ok_or("out of capability slots")?;
-    let notify = Cap::<Factory>::from_index(caps::FACTORY)
-        .create_irq(slot)
-        .map_err(|e| format!("cannot create the notification Irq: {e:?}"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("virtio-notify".into())
-        .spawn(move || {
-            let attached = l4re::env::thread_cap()
-                .map_err(|e| format!("no thread capability (error {e})"))
-                .and_then(|me| {
-                    notify
-                        .attach(Cap::from_index(me), PROXY_IRQ_LABEL)
-                        .map_err(|e| format!("cannot attach the notification Irq: {e:?}"))
-                });
-            let ok = attached.is_ok();
-            let _ = tx.send(attached);
-            if !ok {
-                return;
-            }
-            loop {
-                if l4::ipc::wait_msg(Timeouts::NEVER).is_ok() {
-                    irq.raise();
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start the notification thread: {e}"))?;
-    rx.recv()
-        .map_err(|_| "the notification thread ended".to_string())??;
-    Ok(notify.index())
 }
 
 /// How long console input waits for a guest that does not read its
@@ -407,6 +381,9 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for &(irq, intid) in &host.virqs {
+        vm.route_virq(irq, intid);
+    }
     console_input(m.consoles.clone());
     match m.run(&mut vm) {
         Ok(code) => {

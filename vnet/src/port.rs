@@ -384,6 +384,13 @@ impl Port {
         self.queues[TXQ].interrupt_due(&self.mem)
     }
 
+    /// Whether the driver may be told not to notify the transmit queue
+    /// (its setup has [`queue_flags::NO_NOTIFY`]): the switch may then
+    /// poll it instead.
+    pub fn tx_quiet(&self) -> bool {
+        self.no_notify[TXQ] && self.queues[TXQ].ready && self.running()
+    }
+
     /// For a transmit queue with [`queue_flags::NO_NOTIFY`]: tells the
     /// driver not to kick while the switch works on it (`busy`), or to
     /// kick again. After clearing, the caller must look at the queue once

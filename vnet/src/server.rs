@@ -66,6 +66,10 @@ impl Backend for Kernel {
     fn log(&mut self, line: &str) {
         println!("{line}");
     }
+
+    fn now_us(&mut self) -> u64 {
+        l4_abi::call::clock_us()
+    }
 }
 
 /// Starts the switch and serves forever.
@@ -97,10 +101,10 @@ fn serve(svc: &mut Service<Kernel>) -> ! {
     let mut reply: Option<MsgTag> = None;
     loop {
         transport.rcv = RecvBufs::cap_slot(svc.backend.caps.rcv_slot);
-        let recv = match svc.next_timeout_ms() {
+        let recv = match svc.next_timeout_us() {
             None => Timeout::NEVER,
             Some(0) => Timeout::ZERO,
-            Some(ms) => Timeout::from_us(ms.min(3_600_000) * 1000),
+            Some(us) => Timeout::from_us(us.min(3_600_000_000)),
         };
         transport.timeouts = Timeouts::new(Timeout::ZERO, recv);
         match transport.reply_or_wait(reply.take(), &mut mrs) {

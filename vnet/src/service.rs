@@ -36,7 +36,7 @@ use uvmm::memory::Ram;
 
 use crate::mac;
 use crate::port::{CreateArg, PortOptions};
-use crate::switch::{PortId, Switch};
+use crate::switch::{PortId, Quiet, Switch};
 
 /// The labels of the switch's gates and Irqs.
 pub mod labels {
@@ -66,6 +66,11 @@ pub const LEARN_LOG_MAX: usize = 4;
 /// How often ports whose driver went away are looked for, in ms.
 pub const GC_PERIOD_MS: u64 = 1000;
 
+/// How long after forwarding a port's frames the switch looks at its
+/// transmit queue again, in µs, while the driver does not notify (see
+/// [`Service::work`]).
+pub const POLL_US: u64 = 4000;
+
 /// What the switch needs from the kernel: its capabilities (the ports'
 /// gates and kick Irqs, what drivers send) and clock, dataspaces and a
 /// log.
@@ -84,6 +89,17 @@ pub trait Backend {
     fn is_alive(&mut self, cap: u64) -> bool;
     /// Writes a line to the switch's log.
     fn log(&mut self, line: &str);
+    /// Microseconds of a monotonic clock (for polling).
+    fn now_us(&mut self) -> u64;
+}
+
+/// Why a port's transmit queue is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Look {
+    /// Its driver notified, or its poll is due.
+    Due,
+    /// Another port's notification woke the switch.
+    Sweep,
 }
 
 /// A port's capabilities.
@@ -105,7 +121,9 @@ pub struct Service<B> {
     /// The kernel side.
     pub backend: B,
     caps: BTreeMap<PortId, PortCaps>,
-    pending: VecDeque<PortId>,
+    pending: VecDeque<(PortId, Look)>,
+    /// Ports whose transmit queue is polled, with when (µs).
+    polls: BTreeMap<PortId, u64>,
     last_gc: u64,
 }
 
@@ -117,6 +135,7 @@ impl<B: Backend> Service<B> {
             backend,
             caps: BTreeMap::new(),
             pending: VecDeque::new(),
+            polls: BTreeMap::new(),
             last_gc: 0,
         }
     }
@@ -154,10 +173,21 @@ impl<B: Backend> Service<B> {
         }
     }
 
-    /// A port was kicked: it has frames to send.
+    /// A port was kicked: it has frames to send. The switch, awake
+    /// anyway, also looks at the queues it polls.
     pub fn kick(&mut self, id: PortId) {
-        if !self.pending.contains(&id) {
-            self.pending.push_back(id);
+        self.look(id, Look::Due);
+        let polled: Vec<PortId> = self.polls.keys().copied().collect();
+        for p in polled {
+            self.look(p, Look::Sweep);
+        }
+    }
+
+    fn look(&mut self, id: PortId, why: Look) {
+        match self.pending.iter_mut().find(|(p, _)| *p == id) {
+            Some((_, w)) if why == Look::Due => *w = Look::Due,
+            Some(_) => {}
+            None => self.pending.push_back((id, why)),
         }
     }
 
@@ -167,13 +197,41 @@ impl<B: Backend> Service<B> {
     }
 
     /// Forwards one budget of frames from the next pending port.
+    ///
+    /// A port whose driver may be told not to notify ([`Port::tx_quiet`])
+    /// is not told to notify again when its queue ran empty after giving
+    /// frames: the switch looks at it again [`POLL_US`] later (or
+    /// earlier, when another port's notification wakes it). The driver
+    /// may notify again after the look on time that finds nothing, or as
+    /// soon as a frame for the port finds its queue empty (its driver may
+    /// answer at once). A sender
+    /// that keeps sending (a TCP stream) then costs one look per
+    /// [`POLL_US`] instead of a notification (a guest exit) and a wake-up
+    /// of the switch per frame, and its frames reach the receiver, and
+    /// the buffers come back to it, a batch at a time, each with one
+    /// interrupt; a lone frame (a ping) still goes at once.
+    ///
+    /// [`Port::tx_quiet`]: crate::port::Port::tx_quiet
     pub fn work(&mut self) {
-        let Some(id) = self.pending.pop_front() else {
+        let Some((id, why)) = self.pending.pop_front() else {
             return;
         };
-        let out = self.switch.transmit(id);
+        let quiet = match why {
+            _ if !self.switch.port(id).is_some_and(|p| p.tx_quiet()) => Quiet::Never,
+            Look::Due => Quiet::IfSent,
+            Look::Sweep => Quiet::Always,
+        };
+        let out = self.switch.transmit(id, quiet);
         if out.more {
-            self.pending.push_back(id);
+            self.pending.push_back((id, why));
+        } else if out.quiet && out.sent > 0 {
+            let at = self.backend.now_us() + POLL_US;
+            self.polls.insert(id, at);
+        }
+        for &p in &out.delivered {
+            if self.polls.remove(&p).is_some() {
+                self.look(p, Look::Due);
+            }
         }
         for (p, m) in &out.learned {
             self.note_learned(*p, m);
@@ -245,6 +303,19 @@ impl<B: Backend> Service<B> {
     /// someone did), or the driver's notification Irq is gone (its task
     /// ended, while whoever created the port may still hold it).
     pub fn timeout(&mut self) {
+        if !self.polls.is_empty() {
+            let now = self.backend.now_us();
+            let due: Vec<PortId> = self
+                .polls
+                .iter()
+                .filter(|&(_, &at)| at <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in due {
+                self.polls.remove(&id);
+                self.look(id, Look::Due);
+            }
+        }
         let now = self.backend.caps().now_ms();
         if now < self.last_gc + GC_PERIOD_MS {
             return;
@@ -269,9 +340,9 @@ impl<B: Backend> Service<B> {
         }
     }
 
-    /// How long the loop may wait for a message, in ms (`Some(0)`: work is
-    /// pending).
-    pub fn next_timeout_ms(&mut self) -> Option<u64> {
+    /// How long the loop may wait for a message, in µs (`Some(0)`: work
+    /// is pending).
+    pub fn next_timeout_us(&mut self) -> Option<u64> {
         if self.has_work() {
             return Some(0);
         }
@@ -279,7 +350,12 @@ impl<B: Backend> Service<B> {
             return None;
         }
         let now = self.backend.caps().now_ms();
-        Some((self.last_gc + GC_PERIOD_MS).saturating_sub(now))
+        let gc = (self.last_gc + GC_PERIOD_MS).saturating_sub(now) * 1000;
+        let poll = self.polls.values().min().map(|&at| {
+            let now = self.backend.now_us();
+            at.saturating_sub(now)
+        });
+        Some(poll.map_or(gc, |p| p.min(gc)))
     }
 
     /// Frees port `id` and its capabilities.
@@ -287,7 +363,8 @@ impl<B: Backend> Service<B> {
         let Some(c) = self.caps.remove(&id) else {
             return;
         };
-        self.pending.retain(|&p| p != id);
+        self.pending.retain(|&(p, _)| p != id);
+        self.polls.remove(&id);
         if let Some(p) = self.switch.remove_port(id) {
             self.backend.log(&format!(
                 "{}: its driver is gone; port freed ({} frames sent, {} received, {} dropped)",

@@ -29,8 +29,15 @@ pub const BUDGET: usize = 64;
 pub struct Outcome {
     /// Ports whose driver wants an interrupt now.
     pub notify: Vec<PortId>,
+    /// Ports that received frames.
+    pub delivered: Vec<PortId>,
     /// The source port has more frames (its budget ran out).
     pub more: bool,
+    /// Frames taken from the source port.
+    pub sent: usize,
+    /// The source port's transmit queue ran empty and was left quiet
+    /// (the driver does not notify): the caller looks at it again.
+    pub quiet: bool,
     /// Ports that failed (malformed queues), with the error.
     pub failed: Vec<(PortId, String)>,
     /// Addresses learned (new, or moved to their port).
@@ -47,6 +54,17 @@ impl Outcome {
             self.notify.push(p);
         }
     }
+}
+
+/// What [`Switch::transmit`] does with a transmit queue it emptied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quiet {
+    /// The driver is told to notify again.
+    Never,
+    /// Left quiet if it gave frames, else the driver is told to notify.
+    IfSent,
+    /// Left quiet.
+    Always,
 }
 
 /// The switch.
@@ -117,21 +135,29 @@ impl Switch {
     }
 
     /// Forwards up to [`BUDGET`] frames from port `src`'s transmit queue.
-    pub fn transmit(&mut self, src: PortId) -> Outcome {
+    ///
+    /// `quiet` says whether a queue that ran empty is left as it was
+    /// while the switch worked on it (its driver does not notify, see
+    /// [`Port::set_tx_busy`]) for the caller to look at it again
+    /// ([`Outcome::quiet`]), or its driver told to notify again.
+    pub fn transmit(&mut self, src: PortId, quiet: Quiet) -> Outcome {
         let mut out = Outcome::default();
         let Some(port) = self.ports.get_mut(&src) else {
             return out;
         };
         port.set_tx_busy(true);
-        let mut sent = 0;
         loop {
-            if sent == BUDGET {
+            if out.sent == BUDGET {
                 out.more = true;
                 break;
             }
             let port = self.ports.get_mut(&src).expect("the source port exists");
             let (hdr, len) = match port.take_frame(&mut self.frame) {
                 Ok(Some(f)) => f,
+                Ok(None) if quiet == Quiet::Always || (quiet == Quiet::IfSent && out.sent > 0) => {
+                    out.quiet = true;
+                    break;
+                }
                 Ok(None) => {
                     // Idle: let the driver kick again, then look once more
                     // for a frame made available meanwhile.
@@ -153,7 +179,7 @@ impl Switch {
                     break;
                 }
             };
-            sent += 1;
+            out.sent += 1;
             self.forward(src, &hdr, len, &mut out);
         }
         if let Some(p) = self.ports.get_mut(&src)
@@ -191,8 +217,15 @@ impl Switch {
             let mut deliver = |h: &NetHdr, f: &[u8]| {
                 if result.is_ok() {
                     match port.deliver(h, f) {
-                        Ok(Delivery::Done { notify: true }) => out.notify(t),
-                        Ok(_) => {}
+                        Ok(Delivery::Done { notify }) => {
+                            if notify {
+                                out.notify(t);
+                            }
+                            if !out.delivered.contains(&t) {
+                                out.delivered.push(t);
+                            }
+                        }
+                        Ok(Delivery::Dropped) => {}
                         Err(e) => result = Err(e.to_string()),
                     }
                 }

@@ -14,7 +14,7 @@ use uvmm::devices::virtio::queue::{F_EVENT_IDX, USED_NO_NOTIFY};
 use uvmm::memory::{GuestMemory, Ram};
 use vnet::offload::{GSO_TCPV4, NEEDS_CSUM, NetHdr, OFFLOADS};
 use vnet::port::{F_MAC, F_MRG_RXBUF, HDR_LEN, RXQ, TXQ};
-use vnet::service::{Backend, Service, labels};
+use vnet::service::{Backend, POLL_US, Service, labels};
 use vnet::switch::BUDGET;
 
 const BASE: u64 = 0x4000_0000;
@@ -71,6 +71,9 @@ impl Backend for Fake {
     }
     fn log(&mut self, line: &str) {
         self.log.push(line.to_string());
+    }
+    fn now_us(&mut self) -> u64 {
+        self.now * 1000
     }
 }
 
@@ -324,15 +327,23 @@ impl Driver {
     }
 }
 
-/// Kicks like the Irq would, then lets the switch work until idle.
+/// Kicks like the Irq would, then lets the switch work until idle (its
+/// polls of quiet transmit queues included).
 fn kick(lb: &mut Lb, d: &Driver) {
     let mut mrs = [0u64; MR_COUNT];
     assert_eq!(
         lb.objects.serve(d.kick, MsgTag::new(0, 0, 0, 0), &mut mrs),
         None
     );
-    while lb.objects.has_work() {
-        lb.objects.work();
+    loop {
+        while lb.objects.has_work() {
+            lb.objects.work();
+        }
+        if lb.objects.next_timeout_us() > Some(POLL_US) {
+            break;
+        }
+        lb.objects.backend.now += 1;
+        lb.objects.timeout();
     }
 }
 
@@ -632,13 +643,87 @@ fn busy_senders_take_turns() {
     let mut mrs = [0u64; MR_COUNT];
     lb.objects.serve(a.kick, MsgTag::new(0, 0, 0, 0), &mut mrs);
     assert!(lb.objects.has_work());
-    assert_eq!(lb.objects.next_timeout_ms(), Some(0));
+    assert_eq!(lb.objects.next_timeout_us(), Some(0));
     lb.objects.work();
     assert_eq!(a.tx_done(), n);
-    // With no-notify the driver was told not to kick while busy, and to
-    // kick again once the switch went idle.
-    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
     assert_eq!(b.received().len(), usize::from(n));
+    // With no-notify the driver was told not to kick while busy, and is
+    // not told to kick again: the switch looks at the queue again later.
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), USED_NO_NOTIFY);
+    assert!(!lb.objects.has_work());
+    assert_eq!(lb.objects.next_timeout_us(), Some(POLL_US));
+    // A frame sent meanwhile needs no kick: the look takes it.
+    b.post_rx();
+    a.send(b.mac, &[0xaa]);
+    lb.objects.backend.now += POLL_US.div_ceil(1000);
+    lb.objects.timeout();
+    assert!(lb.objects.has_work());
+    lb.objects.work();
+    assert_eq!(b.received().len(), 1);
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), USED_NO_NOTIFY);
+    // A look that finds nothing lets the driver kick again.
+    lb.objects.backend.now += POLL_US.div_ceil(1000);
+    lb.objects.timeout();
+    lb.objects.work();
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+    assert!(!lb.objects.has_work());
+    let gc_in = 1_000_000 - lb.objects.backend.now * 1000;
+    assert_eq!(lb.objects.next_timeout_us(), Some(gc_in));
+}
+
+#[test]
+fn a_kick_of_one_port_takes_the_polled_frames_of_another() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
+    let mut b = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
+    let mut c = Driver::up(&mut lb, 0);
+    for d in [&mut a, &mut b, &mut c] {
+        d.post_rx();
+    }
+    let mut mrs = [0u64; MR_COUNT];
+    let mut serve_kick = |lb: &mut Lb, d: &Driver| {
+        lb.objects.serve(d.kick, MsgTag::new(0, 0, 0, 0), &mut mrs);
+        while lb.objects.has_work() {
+            lb.objects.work();
+        }
+    };
+    // C makes itself known; A sends to C: forwarded at once, A's queue is
+    // polled from now on.
+    c.send([0xff; 6], b"c");
+    serve_kick(&mut lb, &c);
+    a.send(c.mac, b"1");
+    serve_kick(&mut lb, &a);
+    assert_eq!(c.received().len(), 1);
+    assert_eq!(a.received().len(), 1, "C's broadcast");
+    assert_eq!(lb.objects.next_timeout_us(), Some(POLL_US));
+    // A sends again (no kick), then B's kick wakes the switch: A's frame
+    // goes along without waiting for the poll.
+    a.send(c.mac, b"2");
+    b.send(c.mac, b"x");
+    serve_kick(&mut lb, &b);
+    assert_eq!(c.received(), [b"x".to_vec(), b"2".to_vec()]);
+    // A look that finds nothing when another port wakes the switch
+    // leaves A's queue quiet ...
+    b.send(c.mac, b"y");
+    lb.objects.backend.now += 1;
+    serve_kick(&mut lb, &b);
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), USED_NO_NOTIFY);
+    // ... a frame for A does not: A may answer it at once.
+    c.send(a.mac, b"z");
+    serve_kick(&mut lb, &c);
+    assert_eq!(a.received().len(), 1);
+    assert_eq!(a.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+    // B's poll on time, finding nothing, lets B kick again.
+    lb.objects.backend.now += POLL_US.div_ceil(1000);
+    lb.objects.timeout();
+    while lb.objects.has_work() {
+        lb.objects.work();
+    }
+    assert_eq!(b.mem.read_u16(ring(TXQ).2).unwrap(), 0);
+    assert_eq!(
+        lb.objects.next_timeout_us().map(|t| t > POLL_US),
+        Some(true)
+    );
 }
 
 /// An Ethernet frame from `src` to `dst` with a TCP/IPv4 segment of

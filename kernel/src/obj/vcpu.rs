@@ -216,6 +216,16 @@ impl Vcpu {
                     self.pending[w] &= !(1 << b);
                     continue;
                 }
+                if let Some(v) = self.s.gic.lr[..n]
+                    .iter_mut()
+                    .find(|v| lr::intid(**v) == intid && lr::state(**v) == 0b10)
+                {
+                    // Active (the guest handles it): pending as well, in
+                    // the same list register (never in two).
+                    *v |= lr::PENDING;
+                    self.pending[w] &= !(1 << b);
+                    continue;
+                }
                 let Some(slot) = self.s.gic.lr[..n].iter().position(|&v| lr::state(v) == 0) else {
                     return true;
                 };

@@ -41,6 +41,10 @@ pub struct Irq {
     pub owner: Option<usize>,
     /// Its pending latch moved into that list register.
     pub latched_in_lr: bool,
+    /// That list register was filled pending (else active only: a
+    /// pending state it comes back with was added by the kernel, which
+    /// injects interrupts bound to the vCPU).
+    pub filled_pending: bool,
 }
 
 impl Irq {
@@ -298,9 +302,10 @@ impl GicState {
             if let Some(i) = self.irq_mut(cpu, intid) {
                 // Pending state not taken goes back to the latch when it came
                 // from there, or when the kernel put the interrupt there
-                // itself (the virtual timer); a level interrupt pending by
-                // its line stays pending by its line.
-                if pending && (i.latched_in_lr || i.owner != Some(cpu)) {
+                // itself (the virtual timer, an Irq bound to the vCPU), or
+                // made an interrupt uvmm gave active pending again; a level
+                // interrupt pending by its line stays pending by its line.
+                if pending && (i.latched_in_lr || i.owner != Some(cpu) || !i.filled_pending) {
                     i.pending = true;
                 }
                 i.owner = None;
@@ -376,6 +381,7 @@ impl GicState {
             };
             *lr = lr_value(intid, priority, pending, active);
             i.owner = Some(cpu);
+            i.filled_pending = pending;
             // The pending latch moves into the list register.
             i.latched_in_lr = pending && i.pending;
             if pending {

@@ -229,6 +229,33 @@ fn kernel_placed_interrupts_survive_a_sync() {
 }
 
 #[test]
+fn the_kernel_makes_an_active_interrupt_pending_again() {
+    let (g, mut d, _, _) = gic();
+    enable_spis(&mut d);
+    // An SPI the kernel injects (a virtio device's notification bound to
+    // the vCPU): the guest took it, uvmm took it over at an exit.
+    let mut lrs = [super::state::lr_value(40, 0xa0, false, true), 0, 0, 0];
+    g.sync_lrs(0, &mut lrs);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(40, 2)]);
+    // The device notified again meanwhile: the kernel made the list
+    // register active and pending. That pending state is kept.
+    lrs[0] |= 1 << 62;
+    g.sync_lrs(0, &mut lrs);
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(40, 3)]);
+    // Completed: pending is left, then taken and completed: nothing.
+    guest_sets(&mut lrs, 1);
+    g.sync_lrs(0, &mut lrs);
+    assert!(g.has_pending(0));
+    g.fill_lrs(0, &mut lrs);
+    assert_eq!(lr_ids(&lrs), [(40, 1)]);
+    guest_sets(&mut lrs, 0);
+    g.sync_lrs(0, &mut lrs);
+    assert!(!g.has_pending(0));
+}
+
+#[test]
 fn sgi_decode_and_delivery() {
     // INTID 5, Aff1 1, target list {0}.
     let v = (5 << 24) | (1 << 16) | 1;

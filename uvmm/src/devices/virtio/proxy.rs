@@ -9,15 +9,16 @@
 //! at guest-physical addresses when the proxy was created, so queue and
 //! buffer addresses need no translation and uvmm never reads or copies a
 //! frame. A queue notification (`QueueNotify`) triggers the device's Irq;
-//! the device's Irq (received by a uvmm thread, [`ProxyIrq::raise`]) sets
-//! the used-buffer interrupt.
+//! the device's Irq is bound to the guest's first vCPU, so that the kernel
+//! injects the used-buffer interrupt itself ([`ProxyIrq`]).
 //!
 //! `l4vmm,no-notify = <q>` names a queue whose notifications the device
 //! may suppress while it works on it (L4Re uses it for a network device's
 //! transmit queue, 1): uvmm sets [`queue_flags::NO_NOTIFY`] for it.
 
-use std::sync::Arc;
+use core::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use l4_abi::Error;
 use l4_ipc::Transport;
@@ -88,13 +89,32 @@ impl<T: Transport + Send> Port for Remote<T> {
     }
 }
 
-/// The proxy's interrupt: the interrupt status register and the line,
-/// shared between the MMIO side and the thread receiving the device's
-/// notifications.
-#[derive(Debug)]
+/// The proxy's interrupt: the interrupt status register and how the
+/// guest is interrupted.
+///
+/// Either through uvmm's GIC: the device's notifications reach a uvmm
+/// thread, which calls [`ProxyIrq::raise`], and the line stays high until
+/// the driver acknowledges. Or injected by the kernel
+/// ([`ProxyIrq::inject_directly`]): the device's notification Irq is
+/// bound to the vCPU, so a notification interrupts the guest without
+/// passing through uvmm at all. uvmm then does not see the notifications:
+/// the used-buffer bit reads as set while the device runs (the driver
+/// finds out from the used rings, which it looks at anyway), and a
+/// configuration change triggers the same Irq.
 pub struct ProxyIrq {
     line: IrqLine,
     status: AtomicU32,
+    injected: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl fmt::Debug for ProxyIrq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyIrq")
+            .field("line", &self.line)
+            .field("status", &self.status)
+            .field("injected", &self.injected.get().is_some())
+            .finish()
+    }
 }
 
 impl ProxyIrq {
@@ -103,33 +123,62 @@ impl ProxyIrq {
         ProxyIrq {
             line,
             status: AtomicU32::new(0),
+            injected: OnceLock::new(),
         }
+    }
+
+    /// The guest's interrupt number.
+    pub fn intid(&self) -> u32 {
+        self.line.intid()
+    }
+
+    /// From now on the kernel injects the interrupt (the device's
+    /// notification Irq is bound to a vCPU); `trigger` triggers that Irq.
+    pub fn inject_directly(&self, trigger: Box<dyn Fn() + Send + Sync>) {
+        // Only the first binding counts.
+        let _ = self.injected.set(trigger);
+    }
+
+    /// Whether the kernel injects the interrupt.
+    pub fn injected(&self) -> bool {
+        self.injected.get().is_some()
     }
 
     /// The device notified the driver: used buffers.
     pub fn raise(&self) {
-        self.status.fetch_or(isr::USED, Ordering::AcqRel);
-        self.line.set(true);
+        self.set(isr::USED);
     }
 
-    /// The interrupt status register.
-    pub fn status(&self) -> u32 {
-        self.status.load(Ordering::Acquire)
+    /// The interrupt status register of a device that runs or not.
+    pub fn status(&self, running: bool) -> u32 {
+        let used = if running && self.injected() {
+            isr::USED
+        } else {
+            0
+        };
+        self.status.load(Ordering::Acquire) | used
     }
 
     fn set(&self, bits: u32) {
         self.status.fetch_or(bits, Ordering::AcqRel);
-        self.line.set(true);
+        match self.injected.get() {
+            Some(trigger) => trigger(),
+            None => self.line.set(true),
+        }
     }
 
     fn ack(&self, bits: u32) {
         let left = self.status.fetch_and(!bits, Ordering::AcqRel) & !bits;
-        self.line.set(left != 0);
+        if !self.injected() {
+            self.line.set(left != 0);
+        }
     }
 
     fn clear(&self) {
         self.status.store(0, Ordering::Release);
-        self.line.set(false);
+        if !self.injected() {
+            self.line.set(false);
+        }
     }
 }
 
@@ -275,7 +324,7 @@ impl MmioDevice for ProxyMmio {
             DEVICE_FEATURES => features,
             QUEUE_NUM_MAX => q.map_or(0, |_| u32::from(self.info.queue_max)),
             QUEUE_READY => q.map_or(0, |q| u32::from(q.ready)),
-            INTERRUPT_STATUS => self.irq.status(),
+            INTERRUPT_STATUS => self.irq.status(self.status & status::DRIVER_OK != 0),
             STATUS => self.status,
             CONFIG_GENERATION => 0,
             _ => 0,

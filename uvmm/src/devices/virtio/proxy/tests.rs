@@ -202,3 +202,43 @@ fn refusals_reach_the_driver() {
     assert_eq!(p.read(CONFIG + 0x1000_0000_0000, 4), 0);
     p.write(CONFIG, 1, 0);
 }
+
+#[test]
+fn kernel_injected_interrupt() {
+    let fake = Fake {
+        refuse_queue: true,
+        ..Fake::default()
+    };
+    let (mut p, irq, line) = proxy(&fake);
+    let triggered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = triggered.clone();
+    irq.inject_directly(Box::new(move || {
+        t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    assert!(irq.injected());
+    assert_eq!(irq.intid(), 155);
+    // Not running: nothing to report.
+    assert_ne!(start(&mut p, 1) & status::FEATURES_OK, 0);
+    assert_eq!(p.read(INTERRUPT_STATUS, 4), 0);
+    // A refused queue: the configuration interrupt goes through the Irq,
+    // never the line.
+    w(&mut p, QUEUE_SEL, 0);
+    w(&mut p, QUEUE_NUM, 64);
+    w(&mut p, QUEUE_READY, 1);
+    assert_eq!(triggered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(!line.level());
+    assert_eq!(p.read(INTERRUPT_STATUS, 4), u64::from(isr::CONFIG));
+    w(&mut p, INTERRUPT_ACK, u64::from(isr::CONFIG));
+    assert_eq!(p.read(INTERRUPT_STATUS, 4), 0);
+    // Running: used buffers are the driver's to find (the kernel injects
+    // the device's notifications).
+    let ok = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    w(&mut p, STATUS, u64::from(ok));
+    assert_eq!(p.read(INTERRUPT_STATUS, 4), u64::from(isr::USED));
+    w(&mut p, INTERRUPT_ACK, u64::from(isr::USED));
+    assert!(!line.level());
+    // Reset: nothing again.
+    w(&mut p, STATUS, 0);
+    assert_eq!(p.read(INTERRUPT_STATUS, 4), 0);
+    assert!(!line.level());
+}
