@@ -677,6 +677,8 @@ const NET_ENTRY: &str = "uvmm-2vm-net";
 const NET_MIB: u64 = 64;
 /// Pings of the round-trip measurement.
 const NET_PINGS: u32 = 10;
+/// The busybox shell's prompt in the guests.
+const SHELL_PROMPT: &str = "/ # ";
 /// The guests' addresses (`ip=` of the entry, and of the reference).
 const NET_ADDRESSES: [&str; 2] = ["192.168.1.1", "192.168.1.2"];
 
@@ -699,9 +701,10 @@ impl NetConsoles {
                 let connected = Pattern::Text(format!("Connecting to 'vm{key}'"));
                 s.expect(&connected, deadline)
                     .map_err(|f| Error::new(format!("switching to vm{key}: {f}")))?;
-                // The replayed lines end with the shell's prompt, which asks
-                // the terminal where the cursor is: let its wait pass.
-                std::thread::sleep(Duration::from_secs(1));
+                // The replay (or the live output) ends with the shell's
+                // prompt: typing goes to the shell from there.
+                s.expect(&Pattern::Text(SHELL_PROMPT.into()), deadline)
+                    .map_err(|f| Error::new(format!("vm{key}'s prompt: {f}")))?;
                 Ok(s)
             }
             NetConsoles::Separate(s) => Ok(&mut s[vm]),
@@ -758,8 +761,13 @@ fn net_measure(c: &mut NetConsoles, timeout: Duration) -> Result<NetFigures> {
     let vm2 = c.focus(1, deadline)?;
     vm2.send(b"nc -l -p 5001 > /dev/null\n")
         .map_err(|f| Error::new(f.to_string()))?;
-    std::thread::sleep(Duration::from_secs(1));
+    // The listener is up long before VM1's stream starts: the pings come
+    // first and take more than NET_PINGS seconds.
     let vm1 = c.focus(0, deadline)?;
+    // One ping first, not counted: it waits for the address resolution
+    // (and for VM2's `nc` to start), which no later one does.
+    let warm = format!("ping -c 1 {} > /dev/null", NET_ADDRESSES[1]);
+    net_run(vm1, &warm, "WARM-DONE", deadline)?;
     let ping = format!("ping -c {NET_PINGS} {}", NET_ADDRESSES[1]);
     net_run(vm1, &ping, "PING-DONE", deadline)?;
     let send = format!(
@@ -820,9 +828,6 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
             s.expect(&Pattern::Text(crate::guest::READY_LINE.into()), deadline)
                 .map_err(|f| Error::new(format!("waiting for the guests' shells: {f}")))?;
         }
-        // The prompt asks the terminal for the cursor position and waits
-        // a moment for the answer; input typed meanwhile is lost.
-        std::thread::sleep(Duration::from_secs(3));
         Ok(())
     };
 
@@ -854,9 +859,12 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
             &format!("ip={}:::255.255.255.0:server:eth0", NET_ADDRESSES[i]),
             &extra,
         );
-        sessions.push(Session::spawn(qemu::command(&a), forbid.clone(), false)?);
-        // The listener first.
-        std::thread::sleep(Duration::from_millis(500));
+        let mut s = Session::spawn(qemu::command(&a), forbid.clone(), false)?;
+        // The listener first: once its guest prints, QEMU listens.
+        let deadline = s.started() + args.timeout;
+        s.expect(&Pattern::Text("Booting Linux".into()), deadline)
+            .map_err(|f| Error::new(format!("plain QEMU {}: {f}", i + 1)))?;
+        sessions.push(s);
     }
     let b = sessions.pop().expect("two sessions");
     let a = sessions.pop().expect("two sessions");
@@ -864,6 +872,8 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     for s in &mut pair {
         let deadline = s.started() + args.timeout;
         ready(s, 1, deadline)?;
+        s.expect(&Pattern::Text(SHELL_PROMPT.into()), deadline)
+            .map_err(|f| Error::new(format!("plain QEMU's prompt: {f}")))?;
     }
     let reference = net_setup("plain QEMU", NetConsoles::Separate(pair), args.timeout)?;
 
