@@ -17,10 +17,10 @@
 //!   and handled, preemption included), the virtual timer (injected as
 //!   PPI 27 when it fires), FP/SIMD (the guest's registers go in before
 //!   every entry, see [`Vcpu::fp`]), and injection: requests from the
-//!   state area, from Irq objects bound to the vCPU, and the timer go to free list registers,
-//!   or wait in the vCPU's pending queue until one is free (an underflow
-//!   maintenance interrupt brings the guest out to refill them). A vCPU
-//!   running on another CPU is kicked by IPI.
+//!   state area, from Irq objects bound to the vCPU, and the timer go to
+//!   free list registers, or wait in the vCPU's pending queue until one
+//!   is free (an underflow maintenance interrupt brings the guest out to
+//!   refill them). A vCPU running on another CPU is kicked by IPI.
 //! * Interrupts or messages for the VMM thread (an Irq attached to it
 //!   fired, a sender waits) end the guest run with [`ExitReason::Kick`].
 

@@ -61,9 +61,7 @@ pub fn init(p: &Platform) {
         slot.store(mpidr, Ordering::Relaxed);
     }
     *GIC.lock() = Some(gic);
-    enable_private(SGI_RESCHED);
-    enable_private(SGI_LOCK_WAKE);
-    enable_private(crate::obj::vcpu::MAINTENANCE_INTID);
+    enable_kernel_privates();
 }
 
 /// Brings up the interface and redistributor of a secondary CPU.
@@ -74,9 +72,19 @@ pub fn init_cpu(cpu: usize) {
     }
     GicCpuInterface::enable_group1(true);
     GicCpuInterface::set_priority_mask(0xff);
-    enable_private(SGI_RESCHED);
-    enable_private(SGI_LOCK_WAKE);
-    enable_private(crate::obj::vcpu::MAINTENANCE_INTID);
+    enable_kernel_privates();
+}
+
+/// Enables the private interrupts the kernel takes on every CPU: its
+/// SGIs and the vCPU maintenance interrupt.
+fn enable_kernel_privates() {
+    for intid in [
+        SGI_RESCHED,
+        SGI_LOCK_WAKE,
+        crate::obj::vcpu::MAINTENANCE_INTID,
+    ] {
+        enable_private(intid);
+    }
 }
 
 /// Enables a private interrupt (SGI/PPI) on the calling CPU.

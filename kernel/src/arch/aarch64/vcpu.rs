@@ -101,7 +101,7 @@ pub fn cpu_init() {
     ICH_HCR_EL2.set(0);
     // The list registers reset to unknown values: none holds an
     // interrupt from here on but what `load_gic` writes (see LR_LIVE).
-    write_lrs(&[0; MAX_LRS], u16::MAX >> (16 - lr_count()));
+    write_lrs(&[0; MAX_LRS], all_lrs());
     if let Some(live) = LR_LIVE.get(crate::arch::cpu_id()) {
         live.store(0, Ordering::Relaxed);
     }
@@ -112,6 +112,12 @@ pub fn cpu_init() {
 /// How many list registers the hardware has.
 pub fn lr_count() -> usize {
     LR_COUNT.load(Ordering::Relaxed)
+}
+
+/// Every list register the hardware has (bit n: list register n).
+#[inline(always)]
+fn all_lrs() -> u16 {
+    u16::MAX >> (16 - lr_count())
 }
 
 /// How many active-priority registers per group the hardware has.
@@ -277,6 +283,14 @@ fn set_vpidr(v: u64) {
 /// and an exit need not read them.
 static LR_LIVE: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(0) }; MAX_CPUS];
 
+/// [`LR_LIVE`] of this CPU (all list registers if it has no entry).
+#[inline(always)]
+fn live_lrs() -> u16 {
+    LR_LIVE
+        .get(crate::arch::cpu_id())
+        .map_or_else(all_lrs, |l| l.load(Ordering::Relaxed))
+}
+
 fn load_gic(s: &VcpuState, lrs: u16, ich_extra: u64) {
     let g = &s.gic;
     // Every entry: the guest may have changed it, and it gets this one.
@@ -290,10 +304,8 @@ fn load_gic(s: &VcpuState, lrs: u16, ich_extra: u64) {
     }
     // The ones that hold an interrupt, and those that may still hold one
     // of the CPU's last entry.
-    let live = LR_LIVE.get(crate::arch::cpu_id());
-    let last = live.map_or(u16::MAX >> (16 - lr_count()), |l| l.load(Ordering::Relaxed));
-    write_lrs(&g.lr, lrs | last);
-    if let Some(l) = live {
+    write_lrs(&g.lr, lrs | live_lrs());
+    if let Some(l) = LR_LIVE.get(crate::arch::cpu_id()) {
         l.store(lrs, Ordering::Relaxed);
     }
     ICH_HCR_EL2.set(g.hcr | ich_extra | l4_abi::vcpu::hcr::EN);
@@ -408,12 +420,8 @@ fn save_gic(s: &mut VcpuState) -> GicExit {
     }
     // Only the list registers the entry filled can hold an interrupt; the
     // others are zero in `g` already (what the entry wrote).
-    let n = lr_count();
-    let filled = LR_LIVE
-        .get(crate::arch::cpu_id())
-        .map_or(u16::MAX >> (16 - n), |l| l.load(Ordering::Relaxed));
-    let lrs = read_lrs(&mut g.lr, filled);
-    g.lr_count = n as u64;
+    let lrs = read_lrs(&mut g.lr, live_lrs());
+    g.lr_count = lr_count() as u64;
     // SAFETY: reading ICH_ELRSR_EL2 has no side effects.
     g.elrsr = unsafe {
         let v: u64;
