@@ -150,17 +150,6 @@ impl L4Vm {
         })
     }
 
-    /// Maps `size` bytes at uvmm's `local` into the guest at `gpa`.
-    fn map_local(
-        &mut self,
-        local: u64,
-        gpa: u64,
-        size: u64,
-        rights: MemRights,
-    ) -> Result<(), BackendError> {
-        map_local(self.vm, local, gpa, size, rights)
-    }
-
     /// Has the kernel inject `intid` into the first vCPU (where uvmm's
     /// passed-through interrupts go, [`uvmm::machine::PASSTHROUGH_VCPU`])
     /// when Irq `irq` is triggered: a virtio device's notification Irq.
@@ -224,7 +213,7 @@ impl VmBackend for L4Vm {
             .map_err(|e| kerr(&format!("io refused {what}"), e))?;
         let local = l4re::env::attach(ds.index(), m.size, 0, PROT_RW)
             .map_err(|e| BackendError(format!("cannot attach {what} (error {e})")))?;
-        self.map_local(local, m.gpa, m.size, MemRights::RW)
+        map_local(self.vm, local, m.gpa, m.size, MemRights::RW)
     }
 
     fn route_irq(&mut self, irq: &PtIrq, vcpu: usize) -> Result<Box<dyn IrqEoi>, BackendError> {
