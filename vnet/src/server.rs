@@ -66,10 +66,6 @@ impl Backend for Kernel {
     fn log(&mut self, line: &str) {
         println!("{line}");
     }
-
-    fn now_us(&mut self) -> u64 {
-        l4_abi::call::clock_us()
-    }
 }
 
 /// Starts the switch and serves forever.

@@ -89,8 +89,6 @@ pub trait Backend {
     fn is_alive(&mut self, cap: u64) -> bool;
     /// Writes a line to the switch's log.
     fn log(&mut self, line: &str);
-    /// Microseconds of a monotonic clock (for polling).
-    fn now_us(&mut self) -> u64;
 }
 
 /// Why a port's transmit queue is looked at.
@@ -204,12 +202,11 @@ impl<B: Backend> Service<B> {
     /// earlier, when another port's notification wakes it). The driver
     /// may notify again after the look on time that finds nothing, or as
     /// soon as a frame for the port finds its queue empty (its driver may
-    /// answer at once). A sender
-    /// that keeps sending (a TCP stream) then costs one look per
-    /// [`POLL_US`] instead of a notification (a guest exit) and a wake-up
-    /// of the switch per frame, and its frames reach the receiver, and
-    /// the buffers come back to it, a batch at a time, each with one
-    /// interrupt; a lone frame (a ping) still goes at once.
+    /// answer at once). A sender that keeps sending (a TCP stream) then
+    /// costs one look per [`POLL_US`] instead of a notification (a guest
+    /// exit) and a wake-up of the switch per frame, and its frames reach
+    /// the receiver, and the buffers come back to it, a batch at a time,
+    /// each with one interrupt; a lone frame (a ping) still goes at once.
     ///
     /// [`Port::tx_quiet`]: crate::port::Port::tx_quiet
     pub fn work(&mut self) {
@@ -225,7 +222,7 @@ impl<B: Backend> Service<B> {
         if out.more {
             self.pending.push_back((id, why));
         } else if out.quiet && out.sent > 0 {
-            let at = self.backend.now_us() + POLL_US;
+            let at = self.backend.caps().now_us() + POLL_US;
             self.polls.insert(id, at);
         }
         for &p in &out.delivered {
@@ -304,7 +301,7 @@ impl<B: Backend> Service<B> {
     /// ended, while whoever created the port may still hold it).
     pub fn timeout(&mut self) {
         if !self.polls.is_empty() {
-            let now = self.backend.now_us();
+            let now = self.backend.caps().now_us();
             let due: Vec<PortId> = self
                 .polls
                 .iter()
@@ -352,7 +349,7 @@ impl<B: Backend> Service<B> {
         let now = self.backend.caps().now_ms();
         let gc = (self.last_gc + GC_PERIOD_MS).saturating_sub(now) * 1000;
         let poll = self.polls.values().min().map(|&at| {
-            let now = self.backend.now_us();
+            let now = self.backend.caps().now_us();
             at.saturating_sub(now)
         });
         Some(poll.map_or(gc, |p| p.min(gc)))

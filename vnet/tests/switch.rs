@@ -72,9 +72,6 @@ impl Backend for Fake {
     fn log(&mut self, line: &str) {
         self.log.push(line.to_string());
     }
-    fn now_us(&mut self) -> u64 {
-        self.now * 1000
-    }
 }
 
 impl ServerCaps for Fake {

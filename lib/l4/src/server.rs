@@ -13,6 +13,11 @@ pub trait ServerCaps {
     /// Milliseconds since the server started (its clock for timeouts and
     /// periodic work).
     fn now_ms(&mut self) -> u64;
+    /// The same clock in microseconds (for finer deadlines); a clock that
+    /// only counts milliseconds gives those.
+    fn now_us(&mut self) -> u64 {
+        self.now_ms() * 1000
+    }
     /// Creates an IPC gate bound to the server thread with `label`; its
     /// capability index.
     fn create_gate(&mut self, label: u64) -> Result<u64, Error>;
@@ -84,7 +89,11 @@ mod target {
 
     impl<const W: usize> ServerCaps for SlotCaps<W> {
         fn now_ms(&mut self) -> u64 {
-            clock_us().saturating_sub(self.start_us) / 1000
+            self.now_us() / 1000
+        }
+
+        fn now_us(&mut self) -> u64 {
+            clock_us().saturating_sub(self.start_us)
         }
 
         fn create_gate(&mut self, label: u64) -> Result<u64, Error> {
