@@ -1,14 +1,17 @@
-//! The kernel console (Vcon): write by call and by send, long writes, read.
+//! The kernel console (Vcon): write by call and by send, long writes, read,
+//! its input line (one reader at a time).
 
-use l4::base;
+use l4::{Error, Icu, base};
 
 use crate::fw::{Ctx, R};
+use crate::rt;
 
 tests! {
     "vcon.write" => write,
     "vcon.write_by_send" => write_by_send,
     "vcon.write_long_line" => write_long,
     "vcon.read_pending_input" => read,
+    "vcon.input_line_has_one_reader" => one_reader,
 }
 
 /// A write call succeeds.
@@ -41,4 +44,23 @@ fn read() -> R {
     let (n, _flags) = base::LOG.read(&mut buf).ctx("vcon read")?;
     ensure!(n <= buf.len(), "read returned {n} bytes for 16");
     Ok(())
+}
+
+/// The console's input line goes to one Irq at a time: a second Irq is
+/// refused (`Busy`) while the first lives, the first may bind again, and
+/// once it is deleted the line is free for the second.
+fn one_reader() -> R {
+    let icu = base::LOG.cast::<Icu>();
+    let first = rt::irq()?;
+    let second = rt::irq()?;
+    icu.bind(0, first.cap()).ctx("first bind")?;
+    expect_err!(
+        icu.bind(0, second.cap()),
+        Error::Busy,
+        "second Irq on the console's line"
+    );
+    icu.bind(0, first.cap()).ctx("the first Irq binds again")?;
+    drop(first);
+    icu.bind(0, second.cap())
+        .ctx("bind once the first Irq is gone")
 }

@@ -36,12 +36,7 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         IcuMsg::Bind(IcuBind { irq: n, irq_cap }) => {
             let n = line(n)?;
             let irq = irq::irq_arg(k, c.task, irq_cap)?;
-            let busy =
-                crate::platform::gic::owner(n).is_some_and(|o| o != irq && k.objs.contains(o));
-            if busy {
-                return Err(Error::Busy);
-            }
-            irq::attach_hw(k, irq, n, true);
+            irq::attach_hw(k, irq, n, true)?;
             ok(0)
         }
         IcuMsg::Unbind(IcuUnbind { irq: n, irq_cap }) => {

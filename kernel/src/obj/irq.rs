@@ -125,11 +125,18 @@ pub fn irq_arg(k: &mut Kernel, task: ObjId, a: CapArg) -> Result<ObjId, Error> {
     typed_cap_arg(k, task, a, CapRights::W, |o| matches!(o, KObject::Irq(_)))
 }
 
-/// Connects Irq object `irq` to hardware interrupt `line`, masked or not.
-pub fn attach_hw(k: &mut Kernel, irq: ObjId, line: u32, masked: bool) {
+/// Connects Irq object `irq` to hardware interrupt `line`, masked or not,
+/// unless another live Irq has the line: then `Busy` (one reader per
+/// line; a line whose Irq was deleted is free again).
+pub fn attach_hw(k: &mut Kernel, irq: ObjId, line: u32, masked: bool) -> Result<(), Error> {
+    let taken = crate::platform::gic::owner(line).is_some_and(|o| o != irq && k.objs.contains(o));
+    if taken {
+        return Err(Error::Busy);
+    }
     if let Some(KObject::Irq(i)) = k.objs.get_mut(irq) {
         i.hw = Some(line);
         i.masked = masked;
     }
     crate::platform::gic::set_owner(line, Some(irq));
+    Ok(())
 }

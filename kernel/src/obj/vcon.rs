@@ -54,7 +54,10 @@ pub fn invoke_icu(k: &mut Kernel, c: &Call<'_>) -> OpResult {
         IcuMsg::Bind(b) if b.irq == 0 => {
             need(c.rights, CapRights::W)?;
             let irq = irq::irq_arg(k, c.task, b.irq_cap)?;
-            irq::attach_hw(k, irq, line, false);
+            // One reader of the console's input at a time (cons, or a
+            // program on the kernel's console without cons): a second
+            // binder gets `Busy` and may poll instead.
+            irq::attach_hw(k, irq, line, false)?;
             crate::platform::gic::take_console_line(line);
             ok(0)
         }

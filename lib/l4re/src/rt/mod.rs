@@ -90,7 +90,7 @@ fn serve(rt: &mut Runtime<sys::L4>) -> ! {
         }
         // The reply goes into the message registers only now: the
         // deferred replies above used them too.
-        let (res, _label) = match reply.take() {
+        let (res, label) = match reply.take() {
             // The caller waits for the reply: never block on it.
             Some(r) => {
                 let tag = match r {
@@ -103,6 +103,9 @@ fn serve(rt: &mut Runtime<sys::L4>) -> ! {
             None => l4::ipc::ipc_wait(Timeouts::new(Timeout::NEVER, recv)),
         };
         match res {
+            Ok(tag) if tag.is_irq() && label == l4re::runtime::STDIN_IRQ_LABEL => {
+                rt.stdin_signalled();
+            }
             Ok(tag) if tag.is_page_fault() => {
                 let pf = PageFault::from_words([l4::utcb::mr(0), l4::utcb::mr(1)]);
                 match rt.page_fault(pf) {

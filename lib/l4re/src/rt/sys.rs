@@ -226,6 +226,30 @@ impl Backend for L4 {
             .map_or(0, |(n, _)| n)
     }
 
+    fn stdin_irq(&mut self) -> bool {
+        // An Irq of the task's own, bound to this (the runtime's) thread,
+        // on line 0 of the log. The kernel's console refuses it (`Busy`)
+        // while another reader (cons) has the line; the runtime then polls.
+        SLOTS
+            .create(this_task(), |dest| {
+                let irq = Cap::<l4::Factory>::from_index(caps::FACTORY).create_irq(dest)?;
+                irq.bind(
+                    Cap::from_index(caps::RUNTIME_THREAD),
+                    l4re::runtime::STDIN_IRQ_LABEL,
+                )?;
+                Cap::<l4::Vcon>::from_index(caps::LOG)
+                    .cast::<l4::Icu>()
+                    .bind(0, irq)
+            })
+            .is_ok()
+    }
+
+    fn stdin_unmask(&mut self) {
+        let _ = Cap::<l4::Vcon>::from_index(caps::LOG)
+            .cast::<l4::Icu>()
+            .unmask(0);
+    }
+
     fn rom_open(&mut self, name: &str) -> Result<u64, i64> {
         if name.len() > l4_ipc::protocols::NAME_MAX {
             return Err(ENAMETOOLONG);

@@ -56,7 +56,7 @@ impl<B: Backend> Runtime<B> {
                     // Check the buffer is writable before waiting.
                     self.ensure(Space::Program, buf, 1, true)?;
                     let now = self.b.now_ns();
-                    self.stdin_poll_at.get_or_insert(now + STDIN_POLL_NS);
+                    self.await_stdin(now);
                     return Ok(None);
                 }
                 self.deliver_stdin(buf, len).map(Some)
@@ -152,7 +152,32 @@ impl<B: Backend> Runtime<B> {
                 || matches!(t.blocked, Some((_, Wait::Poll { .. })))
         });
         if still {
-            self.stdin_poll_at = Some(now + STDIN_POLL_NS);
+            self.await_stdin(now);
+        }
+    }
+
+    /// The log signalled input ([`Backend::stdin_irq`]): waiting readers
+    /// take it.
+    pub fn stdin_signalled(&mut self) {
+        let now = self.b.now_ns();
+        self.serve_stdin(now);
+    }
+
+    /// A reader waits for log input: the log signals it, or the runtime
+    /// polls for it every [`STDIN_POLL_NS`].
+    fn await_stdin(&mut self, now: u64) {
+        let signals = match self.stdin_irq {
+            Some(s) => s,
+            None => {
+                let s = self.b.stdin_irq();
+                self.stdin_irq = Some(s);
+                s
+            }
+        };
+        if signals {
+            self.b.stdin_unmask();
+        } else {
+            self.stdin_poll_at.get_or_insert(now + STDIN_POLL_NS);
         }
     }
 
@@ -184,7 +209,7 @@ impl<B: Backend> Runtime<B> {
         }
         let now = self.b.now_ns();
         if wants_input {
-            self.stdin_poll_at.get_or_insert(now + STDIN_POLL_NS);
+            self.await_stdin(now);
         }
         Ok(Err(timeout.map(|t| now.saturating_add(t))))
     }

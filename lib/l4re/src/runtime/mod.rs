@@ -73,8 +73,12 @@ use thread::{Thread, Wait};
 pub const LOG_MAX: usize = l4_abi::proto::vcon::WRITE_MAX;
 /// Most bytes one `write`/`read` moves (short counts beyond).
 pub const IO_MAX: usize = 1 << 20;
-/// How often blocked readers of the log poll for input (ns).
+/// How often blocked readers of the log poll for input (ns), when the log
+/// cannot signal it ([`Backend::stdin_irq`]).
 pub const STDIN_POLL_NS: u64 = 20_000_000;
+/// Label of the Irq message that says the log has input
+/// ([`Backend::stdin_irq`]; the low two bits clear, as Fiasco's labels).
+pub const STDIN_IRQ_LABEL: u64 = 0x5354_4400;
 /// The process id (also the main thread's id).
 pub const PID: u32 = 1;
 /// Largest window the runtime offers a dataspace for one mapping.
@@ -116,6 +120,15 @@ pub trait Backend {
     fn log_write(&mut self, data: &[u8]);
     /// Reads pending log input without waiting; the number of bytes.
     fn log_read(&mut self, buf: &mut [u8]) -> usize;
+    /// Has the log signal its input to the runtime's thread (an Irq
+    /// message with [`STDIN_IRQ_LABEL`]) so that waiting readers need not
+    /// poll; whether it will. Asked once, when a reader first waits.
+    fn stdin_irq(&mut self) -> bool {
+        false
+    }
+    /// Lets the log signal input again (after the runtime took what was
+    /// there and a reader waits): input already waiting signals at once.
+    fn stdin_unmask(&mut self) {}
     /// Looks a name up in the `rom/` namespace: a dataspace capability.
     fn rom_open(&mut self, name: &str) -> Result<u64, i64>;
     /// Creates a thread of the task with its UTCB at `utcb`, starting at
@@ -255,6 +268,9 @@ pub struct Runtime<B: Backend> {
     stdin: VecDeque<u8>,
     /// When to poll the log for waiting readers next.
     stdin_poll_at: Option<u64>,
+    /// Whether the log signals input ([`Backend::stdin_irq`]; `None`
+    /// until a reader first waits).
+    stdin_irq: Option<bool>,
     // Signals (`signal`): each signal's `sigaction`.
     sigactions: [[u64; 4]; sig::NSIG],
     /// State of the random numbers (`process`).
@@ -302,6 +318,7 @@ impl<B: Backend> Runtime<B> {
             fds: FdTable::new(),
             stdin: VecDeque::new(),
             stdin_poll_at: None,
+            stdin_irq: None,
             brk_start: 0,
             brk_cur: 0,
             brk_end: 0,

@@ -98,6 +98,44 @@ fn stdin_reads_wait_for_input_and_poll() {
 }
 
 #[test]
+fn stdin_waits_for_the_logs_irq_instead_of_polling() {
+    let mut rt = runtime();
+    rt.b.input_irq = true;
+    let buf = buffer(&mut rt, &[0; 64]);
+    assert_eq!(sys(&mut rt, 1, SYS_READ, &[0, buf, 64]), Action::NoReply);
+    assert_eq!((rt.b.irq_asked, rt.b.unmasks), (1, 1));
+    assert_eq!(rt.next_deadline(), None, "no polling with an Irq");
+    // A signal without input wakes nobody and re-arms.
+    rt.stdin_signalled();
+    assert!(rt.take_wakeups().is_empty());
+    assert_eq!(rt.b.unmasks, 2);
+    rt.b.input.extend(b"hi\n");
+    rt.stdin_signalled();
+    let w = rt.take_wakeups();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].1.x[0], 3);
+    assert_eq!(rt.b.prog_read(buf, 3), b"hi\n");
+    assert_eq!(rt.b.unmasks, 2, "nobody waits: not re-armed");
+    // The next reader: asked once only, armed again.
+    assert_eq!(sys(&mut rt, 1, SYS_READ, &[0, buf, 64]), Action::NoReply);
+    assert_eq!((rt.b.irq_asked, rt.b.unmasks), (1, 3));
+    assert_eq!(rt.next_deadline(), None);
+}
+
+#[test]
+fn stdin_polls_when_the_log_has_no_irq() {
+    let mut rt = runtime();
+    let buf = buffer(&mut rt, &[0; 64]);
+    assert_eq!(sys(&mut rt, 1, SYS_READ, &[0, buf, 64]), Action::NoReply);
+    assert_eq!((rt.b.irq_asked, rt.b.unmasks), (1, 0));
+    assert!(rt.next_deadline().is_some(), "polls");
+    let d = rt.next_deadline().unwrap();
+    rt.b.now = d;
+    rt.tick();
+    assert_eq!(rt.b.irq_asked, 1, "asked once");
+}
+
+#[test]
 fn the_start_is_reported_before_the_first_output_when_asked() {
     let mut rt = runtime_with(Config {
         startup_report: true,

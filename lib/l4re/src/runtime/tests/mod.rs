@@ -41,6 +41,11 @@ struct Fake {
     max_order: u8,
     log: Vec<u8>,
     input: VecDeque<u8>,
+    /// Whether the log signals input (an Irq), how often the runtime
+    /// asked for that and how often it unmasked.
+    input_irq: bool,
+    irq_asked: u32,
+    unmasks: u32,
     roms: BTreeMap<String, Vec<u8>>,
     threads: BTreeMap<u64, (u64, u64, u64, u32)>,
     deleted: Vec<u64>,
@@ -162,6 +167,15 @@ impl Backend for Fake {
             *b = self.input.pop_front().unwrap();
         }
         n
+    }
+
+    fn stdin_irq(&mut self) -> bool {
+        self.irq_asked += 1;
+        self.input_irq
+    }
+
+    fn stdin_unmask(&mut self) {
+        self.unmasks += 1;
     }
 
     fn rom_open(&mut self, name: &str) -> Result<u64, i64> {
