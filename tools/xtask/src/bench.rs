@@ -528,6 +528,15 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         native.push(time_to_ready(&native_args, "native", run)?);
         uvmm.push(time_to_ready(&uvmm_args, "uvmm", run)?);
     }
+    // Each run's pair boots back to back: its ratio holds while the host's
+    // speed drifts over the runs (it does, by a quarter on a quiet host).
+    let mut ratios: Vec<f64> = native
+        .iter()
+        .zip(&uvmm)
+        .filter(|(n, _)| !n.is_zero())
+        .map(|(n, u)| u.as_secs_f64() / n.as_secs_f64())
+        .collect();
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     let native = median(&mut native).as_secs_f64();
     let uvmm = median(&mut uvmm).as_secs_f64();
     println!(
@@ -538,10 +547,11 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     );
     println!("  native (QEMU virt, -smp 1 -m 1024)  {native:>8.3} s");
     println!("  under uvmm (entry {UVMM_ENTRY})            {uvmm:>8.3} s");
-    if native > 0.0 {
+    if !ratios.is_empty() {
         println!(
-            "  uvmm / native                       {:>8.2}",
-            uvmm / native
+            "  uvmm / native, median of the runs  {:>8.2}  (run by run: {})",
+            median(&mut ratios),
+            each.join(" ")
         );
     }
     println!("sizes:");
@@ -1142,14 +1152,35 @@ fn file_size(path: &Path) -> Result<u64> {
         .len())
 }
 
+/// What [`median`] takes: times and ratios.
+trait Sample: Copy + PartialOrd {
+    const ZERO: Self;
+    /// The mean of two.
+    fn mid(a: Self, b: Self) -> Self;
+}
+
+impl Sample for Duration {
+    const ZERO: Self = Duration::ZERO;
+    fn mid(a: Self, b: Self) -> Self {
+        (a + b) / 2
+    }
+}
+
+impl Sample for f64 {
+    const ZERO: Self = 0.0;
+    fn mid(a: Self, b: Self) -> Self {
+        (a + b) / 2.0
+    }
+}
+
 /// The median (mean of the middle two for an even count); zero when empty.
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
+fn median<T: Sample>(samples: &mut [T]) -> T {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = samples.len();
     match n {
-        0 => Duration::ZERO,
+        0 => T::ZERO,
         _ if n % 2 == 1 => samples[n / 2],
-        _ => (samples[n / 2 - 1] + samples[n / 2]) / 2,
+        _ => T::mid(samples[n / 2 - 1], samples[n / 2]),
     }
 }
 
@@ -1371,6 +1402,7 @@ mod tests {
             median(&mut [ms(4), ms(1), ms(3), ms(2)]),
             Duration::from_micros(2500)
         );
-        assert_eq!(median(&mut []), Duration::ZERO);
+        assert_eq!(median::<Duration>(&mut []), Duration::ZERO);
+        assert_eq!(median(&mut [1.3, 1.1, 1.2, 1.0]), 1.15);
     }
 }
