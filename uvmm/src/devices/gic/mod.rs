@@ -31,7 +31,7 @@ pub mod irqset;
 pub mod regs;
 pub mod state;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -93,6 +93,11 @@ pub struct Gic {
     /// Written by the vCPU's own thread only.
     lrs_filled: Vec<AtomicBool>,
     wake: Condvar,
+    /// Threads waiting on `wake` ([`Gic::wait_for_interrupt`]; changed
+    /// under the state's lock). Most of the time none is: the kernel
+    /// blocks a vCPU in WFI itself, and a wake-up of nobody would still
+    /// cost a system call.
+    waiters: AtomicUsize,
     kickers: Mutex<Vec<Option<Box<dyn VcpuKick>>>>,
     /// Interrupts of passed-through lines, with what unmasks their line.
     hw: Mutex<Vec<(u32, Box<dyn IrqEoi>)>>,
@@ -109,6 +114,7 @@ impl Gic {
             quiet_since: mpidrs.iter().map(|_| AtomicU64::new(NOT_QUIET)).collect(),
             lrs_filled: mpidrs.iter().map(|_| AtomicBool::new(false)).collect(),
             wake: Condvar::new(),
+            waiters: AtomicUsize::new(0),
             kickers: Mutex::new((0..mpidrs.len()).map(|_| None).collect()),
             hw: Mutex::new(Vec::new()),
         })
@@ -134,12 +140,22 @@ impl Gic {
         }
     }
 
+    /// Wakes the threads waiting in [`Gic::wait_for_interrupt`], if any.
+    /// A change is made under the state's lock before this is called, and
+    /// a waiter counts itself under that lock before it looks: either it
+    /// saw the change, or it is counted here.
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::Acquire) != 0 {
+            self.wake.notify_all();
+        }
+    }
+
     /// Kicks the vCPUs in `cpus` and wakes those waiting in WFI.
     fn notify(&self, cpus: &[usize]) {
         if cpus.is_empty() {
             return;
         }
-        self.wake.notify_all();
+        self.wake_waiters();
         let kickers = lock(&self.kickers);
         for &c in cpus {
             if let Some(Some(k)) = kickers.get(c) {
@@ -151,7 +167,7 @@ impl Gic {
     /// Kicks the vCPUs that have something to take and wakes all WFI
     /// waits (after a change that may concern any vCPU).
     fn notify_pending(&self) {
-        self.wake.notify_all();
+        self.wake_waiters();
         let pending: Vec<usize> = (0..lock(&self.kickers).len())
             .filter(|&c| self.has_pending(c))
             .collect();
@@ -277,10 +293,12 @@ impl Gic {
     /// whether it has one.
     pub fn wait_for_interrupt(&self, cpu: usize, timeout: Duration) -> bool {
         let s = lock(&self.state);
+        self.waiters.fetch_add(1, Ordering::AcqRel);
         let (s, _) = self
             .wake
             .wait_timeout_while(s, timeout, |s| !s.has_pending(cpu))
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
         s.has_pending(cpu)
     }
 

@@ -308,9 +308,18 @@ fn wfi_wakes_on_interrupt() {
     assert!(!g.wait_for_interrupt(0, Duration::from_millis(1)));
     let g2 = g.clone();
     let t = std::thread::spawn(move || g2.wait_for_interrupt(0, Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(20));
+    // The interrupt comes while the thread waits (it counts itself first).
+    while g.waiters.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        std::thread::yield_now();
+    }
+    let raised = std::time::Instant::now();
     g.set_level(0, 32, true);
     assert!(t.join().unwrap());
+    assert!(
+        raised.elapsed() < Duration::from_secs(5),
+        "woken by the interrupt, not by the timeout"
+    );
+    assert_eq!(g.waiters.load(std::sync::atomic::Ordering::Acquire), 0);
 }
 
 #[test]
