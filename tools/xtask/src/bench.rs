@@ -528,15 +528,7 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         native.push(time_to_ready(&native_args, "native", run)?);
         uvmm.push(time_to_ready(&uvmm_args, "uvmm", run)?);
     }
-    // Each run's pair boots back to back: its ratio holds while the host's
-    // speed drifts over the runs (it does, by a quarter on a quiet host).
-    let mut ratios: Vec<f64> = native
-        .iter()
-        .zip(&uvmm)
-        .filter(|(n, _)| !n.is_zero())
-        .map(|(n, u)| u.as_secs_f64() / n.as_secs_f64())
-        .collect();
-    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    let ratio = run_ratios(&native, &uvmm);
     let native = median(&mut native).as_secs_f64();
     let uvmm = median(&mut uvmm).as_secs_f64();
     println!(
@@ -547,12 +539,8 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     );
     println!("  native (QEMU virt, -smp 1 -m 1024)  {native:>8.3} s");
     println!("  under uvmm (entry {UVMM_ENTRY})            {uvmm:>8.3} s");
-    if !ratios.is_empty() {
-        println!(
-            "  uvmm / native, median of the runs  {:>8.2}  (run by run: {})",
-            median(&mut ratios),
-            each.join(" ")
-        );
+    if let Some((m, each)) = ratio {
+        println!("  uvmm / native, median of the runs  {m:>8.2}  (run by run: {each})");
     }
     println!("sizes:");
     for path in [&guest.image, &guest.image_gz, &guest.ramdisks[0]] {
@@ -658,25 +646,33 @@ fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result
             ))
         })
     };
-    let native = time_to(
-        &native_args,
-        "the guest natively",
-        &Pattern::Text(crate::guest::READY_LINE.into()),
-    )?
-    .as_secs_f64();
+    let native_ready = Pattern::Text(crate::guest::READY_LINE.into());
     let both = Pattern::regex(BOTH_READY).map_err(|e| Error::new(e.to_string()))?;
-    let part = time_to(&part_args, "entry uvmm-staticpart", &both)?.as_secs_f64();
+    let mut native = Vec::new();
+    let mut part = Vec::new();
+    for run in 1..=args.runs {
+        let n = time_to(&native_args, "the guest natively", &native_ready)?;
+        eprintln!("  run {run} native: {:.3} s", n.as_secs_f64());
+        native.push(n);
+        let p = time_to(&part_args, "entry uvmm-staticpart", &both)?;
+        eprintln!("  run {run} staticpart: {:.3} s", p.as_secs_f64());
+        part.push(p);
+    }
+    let ratio = run_ratios(&native, &part);
     println!(
-        "Seed 000's static partitioning, wall time from QEMU start until the shell is up ({}):",
-        guest.kernel_deb
+        "Seed 000's static partitioning, median of {} runs, wall time from QEMU start until the shell is up ({}):",
+        args.runs, guest.kernel_deb
     );
-    println!("  native guest (QEMU virt, the same machine)  {native:>8.3} s");
-    println!("  both VMs of entry {STATICPART_ENTRY}         {part:>8.3} s");
-    if native > 0.0 {
-        println!(
-            "  staticpart / native                        {:>8.2}",
-            part / native
-        );
+    println!(
+        "  native guest (QEMU virt, the same machine)  {:>8.3} s",
+        median(&mut native).as_secs_f64()
+    );
+    println!(
+        "  both VMs of entry {STATICPART_ENTRY}         {:>8.3} s",
+        median(&mut part).as_secs_f64()
+    );
+    if let Some((m, each)) = ratio {
+        println!("  staticpart / native, median of the runs {m:>6.2}  (run by run: {each})");
     }
     Ok(())
 }
@@ -1152,6 +1148,22 @@ fn file_size(path: &Path) -> Result<u64> {
         .len())
 }
 
+/// The median of the runs' ratios `other[i] / base[i]`, and every ratio
+/// (for printing); `None` without runs. A run's two boots follow each
+/// other, so their ratio holds while the host's speed drifts over the runs
+/// (it does, by a quarter on a quiet host), where the ratio of two medians
+/// would mix boots from different phases.
+fn run_ratios(base: &[Duration], other: &[Duration]) -> Option<(f64, String)> {
+    let mut ratios: Vec<f64> = base
+        .iter()
+        .zip(other)
+        .filter(|(b, _)| !b.is_zero())
+        .map(|(b, o)| o.as_secs_f64() / b.as_secs_f64())
+        .collect();
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    (!ratios.is_empty()).then(|| (median(&mut ratios), each.join(" ")))
+}
+
 /// What [`median`] takes: times and ratios.
 trait Sample: Copy + PartialOrd {
     const ZERO: Self;
@@ -1404,5 +1416,20 @@ mod tests {
         );
         assert_eq!(median::<Duration>(&mut []), Duration::ZERO);
         assert_eq!(median(&mut [1.3, 1.1, 1.2, 1.0]), 1.15);
+    }
+
+    #[test]
+    fn ratios_run_by_run() {
+        let ms = Duration::from_millis;
+        let (m, each) = run_ratios(
+            &[ms(2000), ms(1000), ms(1000)],
+            &[ms(3000), ms(1100), ms(2000)],
+        )
+        .unwrap();
+        assert_eq!(each, "1.50 1.10 2.00");
+        assert_eq!(m, 1.5);
+        // A run without a base time has no ratio; no runs, none at all.
+        assert_eq!(run_ratios(&[ms(0)], &[ms(5)]), None);
+        assert_eq!(run_ratios(&[], &[]), None);
     }
 }

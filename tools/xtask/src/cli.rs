@@ -45,9 +45,10 @@ commands:
                       times to the guest's ready line; before that, boot entry
                       vmbench once and print the instructions of one MMIO exit,
                       HVC, SGI and virtual-timer interrupt
-  bench staticpart [--timeout SECS]
-                      boot the guest natively once and entry uvmm-staticpart once
-                      and print the time until its shell / both VMs' shells are up
+  bench staticpart [--runs N] [--timeout SECS]
+                      boot the guest natively and entry uvmm-staticpart,
+                      alternating, N times each (default 3), and print the median
+                      times until its shell / both VMs' shells are up
   bench net [--timeout SECS]
                       two guests on the virtio switch (entry uvmm-2vm-net): TCP
                       throughput VM1 -> VM2 (64 MiB through busybox nc) and ping
@@ -187,6 +188,8 @@ impl Default for VmBenchArgs {
 
 #[derive(Debug, PartialEq)]
 pub struct StaticpartBenchArgs {
+    /// Boots of each kind, alternating.
+    pub runs: usize,
     /// How long each boot may take until its shell(s) are up.
     pub timeout: Duration,
 }
@@ -194,6 +197,7 @@ pub struct StaticpartBenchArgs {
 impl Default for StaticpartBenchArgs {
     fn default() -> Self {
         StaticpartBenchArgs {
+            runs: 3,
             timeout: Duration::from_secs(600),
         }
     }
@@ -348,8 +352,7 @@ fn parse_bench(flags: &[&str]) -> Result<Bench> {
         "ipc" => parse_bench_timeout(flags, kind, IpcBenchArgs::default().timeout)
             .map(|timeout| Bench::Ipc(IpcBenchArgs { timeout })),
         "vm" => parse_bench_vm(flags).map(Bench::Vm),
-        "staticpart" => parse_bench_timeout(flags, kind, StaticpartBenchArgs::default().timeout)
-            .map(|timeout| Bench::Staticpart(StaticpartBenchArgs { timeout })),
+        "staticpart" => parse_bench_staticpart(flags).map(Bench::Staticpart),
         "net" => parse_bench_timeout(flags, kind, NetBenchArgs::default().timeout)
             .map(|timeout| Bench::Net(NetBenchArgs { timeout })),
         other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
@@ -381,6 +384,19 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             "--exits-only" => args.exits_only = true,
             other => bail!("unknown flag '{other}' for 'bench vm'"),
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+fn parse_bench_staticpart(flags: &[&str]) -> Result<StaticpartBenchArgs> {
+    let mut args = StaticpartBenchArgs::default();
+    parse_flags(flags, |name, value| {
+        match name {
+            "--runs" => args.runs = parse_runs(name, &value()?)?,
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench staticpart'"),
         }
         Ok(())
     })?;
@@ -662,17 +678,30 @@ mod tests {
     #[test]
     fn bench_timeout_only() {
         let timeout = Duration::from_secs(90);
-        for (name, want) in [
-            ("net", Bench::Net(NetBenchArgs { timeout })),
-            (
-                "staticpart",
-                Bench::Staticpart(StaticpartBenchArgs { timeout }),
-            ),
-        ] {
-            let inv = parse_with(&["bench", name, "--timeout", "90"], &[]).unwrap();
-            assert_eq!(inv.command, Command::Bench(want), "bench {name}");
-            let runs = parse_with(&["bench", name, "--runs", "2"], &[]);
-            assert!(runs.is_err(), "bench {name} --runs");
-        }
+        let inv = parse_with(&["bench", "net", "--timeout", "90"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Net(NetBenchArgs { timeout }))
+        );
+        assert!(parse_with(&["bench", "net", "--runs", "2"], &[]).is_err());
+    }
+
+    #[test]
+    fn bench_staticpart_runs_and_timeout() {
+        let inv = parse_with(&["bench", "staticpart", "--runs=2", "--timeout", "90"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Staticpart(StaticpartBenchArgs {
+                runs: 2,
+                timeout: Duration::from_secs(90)
+            }))
+        );
+        let inv = parse_with(&["bench", "staticpart"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Staticpart(StaticpartBenchArgs::default()))
+        );
+        assert!(parse_with(&["bench", "staticpart", "--runs", "0"], &[]).is_err());
+        assert!(parse_with(&["bench", "staticpart", "--exits-only"], &[]).is_err());
     }
 }
