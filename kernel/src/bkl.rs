@@ -10,9 +10,9 @@
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
-use kernel_core::sleeplock::{SleepLock, Waiting};
+use kernel_core::sleeplock::{SleepLock, Waited, Waiting};
 
 /// The lock (its algorithm: [`kernel_core::sleeplock`]).
 static LOCK: SleepLock = SleepLock::new();
@@ -23,6 +23,46 @@ const SPIN_TURNS: u32 = 2048;
 const NOBODY: usize = usize::MAX;
 /// The CPU that holds the lock (debug builds only, for assertions).
 static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
+
+/// How one CPU waited for the lock so far: waits, the counter ticks they
+/// took, and the sleeps among them. Written by that CPU once it holds the
+/// lock (a free lock costs nothing here); read by jdb.
+pub struct Waits {
+    count: AtomicU64,
+    ticks: AtomicU64,
+    sleeps: AtomicU64,
+}
+
+static WAITS: [Waits; crate::arch::MAX_CPUS] = [const {
+    Waits {
+        count: AtomicU64::new(0),
+        ticks: AtomicU64::new(0),
+        sleeps: AtomicU64::new(0),
+    }
+}; crate::arch::MAX_CPUS];
+
+/// CPU `cpu`'s waits for the lock: (waits, counter ticks, sleeps).
+pub fn waits(cpu: usize) -> (u64, u64, u64) {
+    WAITS.get(cpu).map_or((0, 0, 0), |w| {
+        (
+            w.count.load(Ordering::Relaxed),
+            w.ticks.load(Ordering::Relaxed),
+            w.sleeps.load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// Counts a wait of this CPU (it holds the lock now).
+#[cold]
+fn record(waited: Waited) {
+    if let Some(w) = WAITS.get(crate::arch::cpu_id()) {
+        let ticks = crate::arch::counter().saturating_sub(waited.since);
+        w.count.fetch_add(1, Ordering::Relaxed);
+        w.ticks.fetch_add(ticks, Ordering::Relaxed);
+        w.sleeps
+            .fetch_add(u64::from(waited.sleeps), Ordering::Relaxed);
+    }
+}
 
 /// Proof that this CPU holds the big kernel lock; unlocks when dropped.
 /// Not `Send`: the lock belongs to the CPU that took it (a thread switch
@@ -51,13 +91,18 @@ impl Waiting for Hw {
     fn wake(&self, cpu: usize) {
         crate::platform::gic::send_lock_wake(cpu);
     }
+    fn now(&self) -> u64 {
+        crate::arch::counter()
+    }
 }
 
 /// Takes the lock (spinning, then sleeping: see
 /// [`kernel_core::sleeplock`]).
 pub fn lock() -> Guard {
     debug_assert!(!held_here(), "BKL taken twice on one CPU");
-    LOCK.lock(&Hw, SPIN_TURNS);
+    if let Some(waited) = LOCK.lock(&Hw, SPIN_TURNS) {
+        record(waited);
+    }
     if cfg!(debug_assertions) {
         OWNER.store(crate::arch::cpu_id(), Ordering::Relaxed);
     }

@@ -107,8 +107,20 @@ fn kernel_state(k: &Kernel) {
         others,
         k.mapdb.len()
     );
+    let now = arch::counter().max(1);
+    let per_ms = (arch::counter_freq() / 1000).max(1);
     for (i, c) in k.cpus.iter().enumerate().take(k.ncpus) {
-        kprintln!("  CPU {}: running {:?}, {} ready", i, c.current, c.rq.len());
+        let (waits, ticks, sleeps) = crate::bkl::waits(i);
+        kprintln!(
+            "  CPU {}: running {:?}, {} ready; waited for the kernel lock {} times ({} slept), {} ms ({}% of the time since start)",
+            i,
+            c.current,
+            c.rq.len(),
+            waits,
+            sleeps,
+            ticks / per_ms,
+            ticks * 100 / now
+        );
     }
 }
 

@@ -29,6 +29,20 @@ pub trait Waiting {
     fn sleep(&self);
     /// Ends CPU `cpu`'s [`Waiting::sleep`].
     fn wake(&self, cpu: usize);
+    /// A clock for [`Waited::since`] (any unit; read only when the lock
+    /// was taken).
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// How a [`SleepLock::lock`] that found the lock taken waited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waited {
+    /// [`Waiting::now`] when the wait began.
+    pub since: u64,
+    /// How often the waiter slept.
+    pub sleeps: u32,
 }
 
 /// The lock word and the mask of sleeping waiters.
@@ -53,24 +67,37 @@ impl SleepLock {
     }
 
     /// Takes the lock: tries, spins up to `spin_turns` turns, then sleeps
-    /// until a release, and tries again.
-    pub fn lock(&self, w: &impl Waiting, spin_turns: u32) {
-        while self.locked.swap(1, Ordering::Acquire) != 0 {
-            if !w.spin_until_free(&self.locked, spin_turns) {
-                self.sleep(w);
+    /// until a release, and tries again. `None` if it was free at once,
+    /// else how the caller waited (the lock costs nothing more when free).
+    pub fn lock(&self, w: &impl Waiting, spin_turns: u32) -> Option<Waited> {
+        if self.locked.swap(1, Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut waited = Waited {
+            since: w.now(),
+            sleeps: 0,
+        };
+        loop {
+            if !w.spin_until_free(&self.locked, spin_turns) && self.sleep(w) {
+                waited.sleeps += 1;
+            }
+            if self.locked.swap(1, Ordering::Acquire) == 0 {
+                return Some(waited);
             }
         }
     }
 
     /// Sleeps while the lock is taken (or until any event: the caller
-    /// tries again either way).
-    fn sleep(&self, w: &impl Waiting) {
+    /// tries again either way); whether it slept.
+    fn sleep(&self, w: &impl Waiting) -> bool {
         let me = 1u32 << w.cpu();
         self.sleepers.fetch_or(me, Ordering::SeqCst);
-        if self.locked.load(Ordering::SeqCst) != 0 {
+        let taken = self.locked.load(Ordering::SeqCst) != 0;
+        if taken {
             w.sleep();
         }
         self.sleepers.fetch_and(!me, Ordering::SeqCst);
+        taken
     }
 
     /// Releases the lock (the caller holds it) and wakes the first
@@ -221,7 +248,7 @@ mod tests {
     /// CPU 1's wait CPU 0 releases it. Returns whether CPU 1 slept with the
     /// lock free and no wake-up coming (it would never wake), and whether
     /// CPU 0's release woke it.
-    fn race(release_in_spin: bool) -> (bool, bool) {
+    fn race(release_in_spin: bool) -> (bool, bool, Option<Waited>) {
         use core::cell::Cell;
         struct Cpu0<'a>(&'a Cell<bool>);
         impl Waiting for Cpu0<'_> {
@@ -273,6 +300,9 @@ mod tests {
             fn wake(&self, _: usize) {
                 unreachable!()
             }
+            fn now(&self) -> u64 {
+                7
+            }
         }
         let lock = SleepLock::new();
         let woken = Cell::new(false);
@@ -284,20 +314,50 @@ mod tests {
             woken: &woken,
             stuck: Cell::new(false),
         };
-        lock.lock(&cpu1, 0);
+        let waited = lock.lock(&cpu1, 0);
         assert!(lock.is_locked(), "CPU 1 holds the lock");
         assert_eq!(lock.sleepers.load(Ordering::SeqCst), 0);
-        (cpu1.stuck.get(), woken.get())
+        (cpu1.stuck.get(), woken.get(), waited)
     }
 
     #[test]
     fn a_release_before_the_waiter_sleeps_is_seen() {
-        assert_eq!(race(true), (false, false));
+        let waited = Waited {
+            since: 7,
+            sleeps: 0,
+        };
+        assert_eq!(race(true), (false, false, Some(waited)));
     }
 
     #[test]
     fn a_release_while_the_waiter_sleeps_wakes_it() {
-        assert_eq!(race(false), (false, true));
+        let waited = Waited {
+            since: 7,
+            sleeps: 1,
+        };
+        assert_eq!(race(false), (false, true, Some(waited)));
+    }
+
+    #[test]
+    fn a_free_lock_is_taken_without_waiting() {
+        struct Alone;
+        impl Waiting for Alone {
+            fn cpu(&self) -> usize {
+                0
+            }
+            fn spin_until_free(&self, _: &AtomicU32, _: u32) -> bool {
+                unreachable!()
+            }
+            fn sleep(&self) {
+                unreachable!()
+            }
+            fn wake(&self, _: usize) {
+                unreachable!()
+            }
+        }
+        let lock = SleepLock::new();
+        assert_eq!(lock.lock(&Alone, 8), None);
+        assert!(lock.is_locked());
     }
 
     #[test]
