@@ -45,10 +45,12 @@ pub struct Waited {
     pub sleeps: u32,
 }
 
-/// The lock word and the mask of sleeping waiters.
+/// The lock word, the mask of sleeping waiters and the number of spinning
+/// ones.
 pub struct SleepLock {
     locked: AtomicU32,
     sleepers: AtomicU32,
+    spinners: AtomicU32,
 }
 
 impl Default for SleepLock {
@@ -63,6 +65,7 @@ impl SleepLock {
         SleepLock {
             locked: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
+            spinners: AtomicU32::new(0),
         }
     }
 
@@ -78,7 +81,10 @@ impl SleepLock {
             sleeps: 0,
         };
         loop {
-            if !w.spin_until_free(&self.locked, spin_turns) && self.sleep(w) {
+            self.spinners.fetch_add(1, Ordering::SeqCst);
+            let free = w.spin_until_free(&self.locked, spin_turns);
+            self.spinners.fetch_sub(1, Ordering::SeqCst);
+            if !free && self.sleep(w) {
                 waited.sleeps += 1;
             }
             if self.locked.swap(1, Ordering::Acquire) == 0 {
@@ -101,11 +107,14 @@ impl SleepLock {
     }
 
     /// Releases the lock (the caller holds it) and wakes the first
-    /// sleeper after the calling CPU, so that each gets its turn.
+    /// sleeper after the calling CPU, so that each gets its turn; but not
+    /// while another CPU spins for the lock: that one takes it, and its
+    /// release decides again (a sleeper woken then would mostly find the
+    /// lock taken and sleep again, a wake-up for nothing).
     pub fn unlock(&self, w: &impl Waiting) {
         self.locked.store(0, Ordering::SeqCst);
         let sleepers = self.sleepers.load(Ordering::SeqCst);
-        if sleepers != 0 {
+        if sleepers != 0 && self.spinners.load(Ordering::SeqCst) == 0 {
             let after = w.cpu() as u32 + 1;
             let next = (after + sleepers.rotate_right(after).trailing_zeros()) % u32::BITS;
             w.wake(next as usize);
@@ -396,5 +405,16 @@ mod tests {
         let r = Record(1, Default::default());
         lock.unlock(&r);
         assert!(r.1.lock().unwrap().is_empty(), "no sleeper, no wake-up");
+        // A CPU spinning for the lock takes it: the sleeper waits for the
+        // next release.
+        lock.sleepers.store(0b100, Ordering::SeqCst);
+        lock.spinners.store(1, Ordering::SeqCst);
+        lock.locked.store(1, Ordering::SeqCst);
+        lock.unlock(&r);
+        assert!(r.1.lock().unwrap().is_empty(), "a spinner, no wake-up");
+        lock.spinners.store(0, Ordering::SeqCst);
+        lock.locked.store(1, Ordering::SeqCst);
+        lock.unlock(&r);
+        assert_eq!(*r.1.lock().unwrap(), [2], "no spinner any more");
     }
 }
