@@ -504,30 +504,12 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         crate::shell::join(&native_args)
     );
     let ready = Pattern::Text(crate::guest::READY_LINE.into());
-    let forbid = vec![
-        Pattern::Text("Kernel panic".into()),
-        Pattern::Text("VM entered a fatal state".into()),
-    ];
-    let time_to_ready = |arguments: &[String], what: &str, run: usize| -> Result<Duration> {
-        let mut session = Session::spawn(qemu::command(arguments), forbid.clone(), false)?;
-        let deadline = session.started() + args.timeout;
-        let waited = session.expect(&ready, deadline);
-        let record = session.finish();
-        let at = waited.map_err(|failure| {
-            Error::new(format!(
-                "{what} run {run}: waiting for {ready}: {failure}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
-                record.transcript, record.stderr
-            ))
-        })?;
-        eprintln!("  run {run} {what}: {:.3} s", at.as_secs_f64());
-        Ok(at)
-    };
-    let mut native = Vec::new();
-    let mut uvmm = Vec::new();
-    for run in 1..=args.runs {
-        native.push(time_to_ready(&native_args, "native", run)?);
-        uvmm.push(time_to_ready(&uvmm_args, "uvmm", run)?);
-    }
+    let (mut native, mut uvmm) = alternate(
+        args.runs,
+        args.timeout,
+        ("native", &native_args, &ready),
+        ("uvmm", &uvmm_args, &ready),
+    )?;
     let ratio = run_ratios(&native, &uvmm);
     let native = median(&mut native).as_secs_f64();
     let uvmm = median(&mut uvmm).as_secs_f64();
@@ -619,45 +601,28 @@ const STATICPART_ENTRY: &str = "uvmm-staticpart";
 const BOTH_READY: &str =
     "(?s)vm1 +\\| guest: ready.*vm2 +\\| guest: ready|vm2 +\\| guest: ready.*vm1 +\\| guest: ready";
 
-/// Boots the guest natively once (QEMU's virt board with the entry's
-/// machine: 4 CPUs, 1 GiB) and entry `uvmm-staticpart` once; prints the
-/// wall time from QEMU's start to the native shell and to both VMs'
-/// shells, and their ratio.
+/// Boots the guest natively (QEMU's virt board with the entry's machine:
+/// 4 CPUs, 1 GiB) and entry `uvmm-staticpart`, alternating; prints the
+/// median wall time from QEMU's start to the native shell and to both
+/// VMs' shells, and the median of the runs' ratios.
 fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result<()> {
     let env_options = qemu::env_options(vars.qemu_options.as_deref())?;
     crate::packages::ensure(&[Need::Qemu])?;
     let guest = crate::guest::ensure(ws)?;
     let native_args = guest.native_arguments(&env_options);
     let (_, part_args, _) = headless(ws, vars, Some(STATICPART_ENTRY), &[])?;
-    let forbid = vec![
-        Pattern::Text("Kernel panic".into()),
-        Pattern::Text("VM entered a fatal state".into()),
-    ];
-    let time_to = |arguments: &[String], what: &str, ready: &Pattern| -> Result<Duration> {
-        eprintln!("xtask: booting {what}");
-        let mut session = Session::spawn(qemu::command(arguments), forbid.clone(), false)?;
-        let deadline = session.started() + args.timeout;
-        let waited = session.expect(ready, deadline);
-        let record = session.finish();
-        waited.map_err(|failure| {
-            Error::new(format!(
-                "{what}: waiting for {ready}: {failure}\n--- console log ---\n{}--- QEMU stderr ---\n{}",
-                record.transcript, record.stderr
-            ))
-        })
-    };
     let native_ready = Pattern::Text(crate::guest::READY_LINE.into());
     let both = Pattern::regex(BOTH_READY).map_err(|e| Error::new(e.to_string()))?;
-    let mut native = Vec::new();
-    let mut part = Vec::new();
-    for run in 1..=args.runs {
-        let n = time_to(&native_args, "the guest natively", &native_ready)?;
-        eprintln!("  run {run} native: {:.3} s", n.as_secs_f64());
-        native.push(n);
-        let p = time_to(&part_args, "entry uvmm-staticpart", &both)?;
-        eprintln!("  run {run} staticpart: {:.3} s", p.as_secs_f64());
-        part.push(p);
-    }
+    eprintln!(
+        "xtask: booting the guest {} times natively and entry {STATICPART_ENTRY} until both shells are up, alternating",
+        args.runs
+    );
+    let (mut native, mut part) = alternate(
+        args.runs,
+        args.timeout,
+        ("native", &native_args, &native_ready),
+        ("staticpart", &part_args, &both),
+    )?;
     let ratio = run_ratios(&native, &part);
     println!(
         "Seed 000's static partitioning, median of {} runs, wall time from QEMU start until the shell is up ({}):",
@@ -1146,6 +1111,47 @@ fn file_size(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)
         .context(|| path.display().to_string())?
         .len())
+}
+
+/// One kind of boot of [`alternate`]: its name, QEMU's arguments, and the
+/// console output that ends it.
+type Boot<'a> = (&'a str, &'a [String], &'a Pattern);
+
+/// Boots `base` and `other` in turn, `runs` times each, each until its
+/// pattern (at most `timeout`), a Linux guest's panic or a VM's fatal
+/// state failing the run; the wall times from QEMU's start, printed as
+/// they come. Alternating, a busy host slows both kinds alike.
+fn alternate(
+    runs: usize,
+    timeout: Duration,
+    base: Boot<'_>,
+    other: Boot<'_>,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let forbid = vec![
+        Pattern::Text("Kernel panic".into()),
+        Pattern::Text("VM entered a fatal state".into()),
+    ];
+    let time = |(name, arguments, ready): Boot<'_>, run: usize| -> Result<Duration> {
+        let mut session = Session::spawn(qemu::command(arguments), forbid.clone(), false)?;
+        let deadline = session.started() + timeout;
+        let waited = session.expect(ready, deadline);
+        let record = session.finish();
+        let at = waited.map_err(|f| {
+            failure_with_log(
+                &format!("{name} run {run}"),
+                format!("waiting for {ready}: {f}"),
+                &record,
+            )
+        })?;
+        eprintln!("  run {run} {name}: {:.3} s", at.as_secs_f64());
+        Ok(at)
+    };
+    let mut times = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        times.0.push(time(base, run)?);
+        times.1.push(time(other, run)?);
+    }
+    Ok(times)
 }
 
 /// The median of the runs' ratios `other[i] / base[i]`, and every ratio
