@@ -300,20 +300,18 @@ impl<B: Backend> Service<B> {
     /// someone did), or the driver's notification Irq is gone (its task
     /// ended, while whoever created the port may still hold it).
     pub fn timeout(&mut self) {
-        if !self.polls.is_empty() {
-            let now = self.backend.caps().now_us();
-            let due: Vec<PortId> = self
-                .polls
-                .iter()
-                .filter(|&(_, &at)| at <= now)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in due {
-                self.polls.remove(&id);
-                self.look(id, Look::Due);
-            }
+        let now_us = self.backend.caps().now_us();
+        let due: Vec<PortId> = self
+            .polls
+            .iter()
+            .filter(|&(_, &at)| at <= now_us)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.polls.remove(&id);
+            self.look(id, Look::Due);
         }
-        let now = self.backend.caps().now_ms();
+        let now = now_us / 1000;
         if now < self.last_gc + GC_PERIOD_MS {
             return;
         }
@@ -346,12 +344,9 @@ impl<B: Backend> Service<B> {
         if self.caps.is_empty() {
             return None;
         }
-        let now = self.backend.caps().now_ms();
-        let gc = (self.last_gc + GC_PERIOD_MS).saturating_sub(now) * 1000;
-        let poll = self.polls.values().min().map(|&at| {
-            let now = self.backend.caps().now_us();
-            at.saturating_sub(now)
-        });
+        let now = self.backend.caps().now_us();
+        let gc = ((self.last_gc + GC_PERIOD_MS) * 1000).saturating_sub(now);
+        let poll = self.polls.values().min().map(|&at| at.saturating_sub(now));
         Some(poll.map_or(gc, |p| p.min(gc)))
     }
 
