@@ -27,7 +27,7 @@ static OWNER: AtomicUsize = AtomicUsize::new(NOBODY);
 /// How one CPU waited for the lock so far: waits, the counter ticks they
 /// took, and the sleeps among them. Written by that CPU once it holds the
 /// lock (a free lock costs nothing here); read by jdb.
-pub struct Waits {
+struct Waits {
     count: AtomicU64,
     ticks: AtomicU64,
     sleeps: AtomicU64,

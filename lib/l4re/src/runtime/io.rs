@@ -166,15 +166,10 @@ impl<B: Backend> Runtime<B> {
     /// A reader waits for log input: the log signals it, or the runtime
     /// polls for it every [`STDIN_POLL_NS`].
     fn await_stdin(&mut self, now: u64) {
-        let signals = match self.stdin_irq {
-            Some(s) => s,
-            None => {
-                let s = self.b.stdin_irq();
-                self.stdin_irq = Some(s);
-                s
-            }
-        };
-        if signals {
+        if self.stdin_irq.is_none() {
+            self.stdin_irq = Some(self.b.stdin_irq());
+        }
+        if self.stdin_irq == Some(true) {
             self.b.stdin_unmask();
         } else {
             self.stdin_poll_at.get_or_insert(now + STDIN_POLL_NS);
