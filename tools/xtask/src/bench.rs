@@ -297,7 +297,7 @@ fn program_starts(lines: &[(Duration, String)], marker: &str) -> Vec<ProgramStar
         .position(|(_, l)| l.contains(marker))
         .map_or(lines.len(), |i| i + 1);
     for (at, line) in &lines[after..] {
-        let line = strip_colours(line);
+        let line = visible(line);
         let tagged = line
             .split_once(" | ")
             .map(|(tag, text)| (tag.trim(), text))
@@ -382,17 +382,31 @@ fn guest_pending(starts: &[ProgramStart]) -> bool {
     entered.count() > printed.count()
 }
 
-/// `line` without terminal colour sequences (`ESC [ ... m`).
-fn strip_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
+/// What a terminal shows of `line`: its last piece between carriage
+/// returns that shows any text (cons redraws its prompt, `cons> `, then
+/// returns to the line's start and erases it before each line it
+/// multiplexes; a guest's own line ends in a carriage return before cons
+/// resets the colour), without control sequences (`ESC [ ... final`).
+fn visible(line: &str) -> String {
+    line.split('\r')
+        .map(without_controls)
+        .filter(|piece| !piece.is_empty())
+        .last()
+        .unwrap_or_default()
+}
+
+/// `text` without `ESC [ ... final` sequences (colours, erasing); a lone
+/// ESC is dropped.
+fn without_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
     while let Some(i) = rest.find('\x1b') {
         out.push_str(&rest[..i]);
         let seq = &rest[i + 1..];
-        rest = match seq
-            .strip_prefix('[')
-            .and_then(|s| s.find('m').map(|m| &s[m + 1..]))
-        {
+        rest = match seq.strip_prefix('[').and_then(|s| {
+            s.find(|c: char| ('@'..='~').contains(&c))
+                .map(|end| &s[end + 1..])
+        }) {
             Some(after) => after,
             None => seq,
         };
@@ -1237,9 +1251,10 @@ mod tests {
             (70, "guest: ready".to_string()),
             (71, "more guest output".to_string()),
             (80, format!("vm1     | {report}")),
+            // As cons writes it: its prompt, back to the start, erased.
             (
                 81,
-                "vm1     | VMM[vmm]: vCPU 0 runs on CPU 2 (thread 0x200)".to_string(),
+                "cons> \r\x1b[K\x1b[37mvm1     | VMM[vmm]: vCPU 0 runs on CPU 2 (thread 0x200)\x1b[0m\r".to_string(),
             ),
             (
                 82,
@@ -1278,7 +1293,12 @@ mod tests {
         assert_eq!((r.syscalls, r.dataspaces), (43, 26));
         assert!((r.output_ms - 226.965).abs() < 1e-9 && (r.serving_ms - 5.515).abs() < 1e-9);
         assert_eq!(StartReport::parse("l4re: x: first output at soon"), None);
-        assert_eq!(strip_colours("\x1b[1;32ma\x1b[0m b \x1bx"), "a b x");
+        assert_eq!(visible("\x1b[1;32ma\x1b[0m b \x1bx"), "a b x");
+        assert_eq!(
+            visible("cons> \r\x1b[K\x1b[37mvm2     | text\r\x1b[0m\r"),
+            "vm2     | text"
+        );
+        assert_eq!(visible("cons> \r\x1b[K"), "cons> ");
     }
 
     /// What ipcbench prints, as the session's transcript shows it.
