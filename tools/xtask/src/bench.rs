@@ -388,10 +388,9 @@ fn guest_pending(starts: &[ProgramStart]) -> bool {
 /// multiplexes; a guest's own line ends in a carriage return before cons
 /// resets the colour), without control sequences (`ESC [ ... final`).
 fn visible(line: &str) -> String {
-    line.split('\r')
+    line.rsplit('\r')
         .map(without_controls)
-        .filter(|piece| !piece.is_empty())
-        .last()
+        .find(|piece| !piece.is_empty())
         .unwrap_or_default()
 }
 
