@@ -132,6 +132,16 @@ pub trait VmBackend {
     /// created). The line is masked while the guest handles it; the
     /// returned [`IrqEoi`] unmasks it once the guest completed it.
     fn route_irq(&mut self, irq: &PtIrq, vcpu: usize) -> Result<Box<dyn IrqEoi>, BackendError>;
+
+    /// A page the guest may read the registers of the device at `gpa`
+    /// (one page, page-aligned) from without exits
+    /// ([`crate::devices::ReadMirror`]); `None` where the backend has none.
+    fn read_mirror(
+        &mut self,
+        _gpa: u64,
+    ) -> Result<Option<Box<dyn crate::devices::ReadMirror>>, BackendError> {
+        Ok(None)
+    }
 }
 
 /// The end of a passed-through interrupt: the guest deactivated it, so

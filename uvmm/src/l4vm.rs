@@ -25,12 +25,16 @@
 //! * The notification Irqs of virtio proxies are bound to the first vCPU
 //!   the same way ([`L4Vm::route_virq`]): the device's notification
 //!   interrupts the guest without a uvmm thread in between.
+//! * A device's read mirror ([`uvmm::devices::ReadMirror`]) is a page of
+//!   uvmm's memory mapped read-only into the Vm over the device's window
+//!   while shown, and revoked from the Vm (not from uvmm) when hidden.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use l4::abi::proto::unmap;
 use l4::abi::vcpu::{self as abi, ExitReason, ec};
-use l4::abi::{Error, MemRights, Timeout, Timeouts};
+use l4::abi::{Error, Fpage, MemRights, Timeout, Timeouts};
 use l4::cap::{Factory, Irq, Scheduler, Task, Thread, Vm};
 use l4::{Cap, SlotAlloc};
 use l4_ipc::RecvBufs;
@@ -39,6 +43,7 @@ use l4re::env::{FIRST_PROGRAM_CAP, caps};
 use uvmm::backend::{
     BackendError, GicInfo, IrqEoi, MAX_LRS, RunExit, VcpuBackend, VcpuKick, VcpuState, VmBackend,
 };
+use uvmm::devices::{MIRROR_PAGE, ReadMirror};
 use uvmm::memory::{DemandRam, DemandWindow, map_order};
 use uvmm::passthrough::{PtIrq, PtMmio};
 
@@ -169,6 +174,95 @@ impl L4Vm {
     }
 }
 
+/// A read mirror: a page of uvmm's, mapped read-only into the Vm at
+/// `gpa` while shown.
+struct L4Mirror {
+    vm: Cap<Vm>,
+    /// The page in uvmm (allocated for good: the Vm may map it).
+    page: usize,
+    gpa: u64,
+    mapped: bool,
+    /// Mapping failed once: the device stays fully trapped.
+    failed: bool,
+}
+
+impl L4Mirror {
+    fn new(vm: Cap<Vm>, gpa: u64) -> Result<L4Mirror, BackendError> {
+        let layout =
+            std::alloc::Layout::from_size_align(MIRROR_PAGE as usize, MIRROR_PAGE as usize)
+                .map_err(|e| BackendError(e.to_string()))?;
+        // SAFETY: the layout has a non-zero size; the page is never freed
+        // (the Vm may map it as long as it lives).
+        let page = unsafe { std::alloc::alloc_zeroed(layout) };
+        if page.is_null() {
+            return Err(BackendError("no memory for a read mirror".into()));
+        }
+        Ok(L4Mirror {
+            vm,
+            page: page as usize,
+            gpa,
+            mapped: false,
+            failed: false,
+        })
+    }
+}
+
+impl ReadMirror for L4Mirror {
+    fn show(&mut self, values: &[(u64, u32)]) {
+        for &(offset, v) in values {
+            if offset.is_multiple_of(4) && offset < MIRROR_PAGE {
+                // SAFETY: an aligned word inside the page, which uvmm owns
+                // for good; the guest only reads it.
+                unsafe { ((self.page + offset as usize) as *mut u32).write_volatile(v) };
+            }
+        }
+        if self.mapped || self.failed {
+            return;
+        }
+        match map_local(
+            self.vm,
+            self.page as u64,
+            self.gpa,
+            MIRROR_PAGE,
+            MemRights::R,
+        ) {
+            Ok(()) => self.mapped = true,
+            Err(e) => {
+                self.failed = true;
+                uvmm::warn!(
+                    "dev",
+                    "no read mirror at {:#x}, every read exits: {e}",
+                    self.gpa
+                );
+            }
+        }
+    }
+
+    fn hide(&mut self) {
+        if !self.mapped {
+            return;
+        }
+        let me = Cap::<Task>::from_index(caps::THIS_TASK);
+        let page = Fpage::mem(
+            self.page as u64,
+            MIRROR_PAGE.trailing_zeros() as u8,
+            MemRights::RWX,
+        );
+        match me.unmap(page, unmap::OTHER_SPACES) {
+            Ok(()) => self.mapped = false,
+            Err(e) => {
+                // Still mapped: reads would miss input. Keep trying; the
+                // guest reads stale flags meanwhile.
+                uvmm::warn!(
+                    "dev",
+                    "cannot revoke the read mirror at {:#x}: {e:?}",
+                    self.gpa
+                );
+            }
+        }
+    }
+}
+
 /// Unmasks a passed-through line.
 struct Unmask(Cap<Irq>);
 
@@ -229,6 +323,10 @@ impl VmBackend for L4Vm {
         let cap = Cap::<Irq>::from_index(got.index());
         self.routes.push((vcpu, cap, irq.intid));
         Ok(Box::new(Unmask(cap)))
+    }
+
+    fn read_mirror(&mut self, gpa: u64) -> Result<Option<Box<dyn ReadMirror>>, BackendError> {
+        Ok(Some(Box::new(L4Mirror::new(self.vm, gpa)?)))
     }
 
     fn gic_info(&self) -> GicInfo {

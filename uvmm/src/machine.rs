@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use crate::backend::{BackendError, VcpuBackend, VmBackend};
 use crate::bus::{IrqLine, MmioBus, SharedDevice, lock};
-use crate::devices::ConsoleOut;
 use crate::devices::gic::{DIST_SIZE, Gic, REDIST_STRIDE};
 use crate::devices::pl011::{self, Pl011};
 use crate::devices::virtio::console::Console;
 use crate::devices::virtio::proxy::{Port, ProxyIrq, ProxyMmio};
 use crate::devices::virtio::{self, VirtioMmio};
+use crate::devices::{ConsoleOut, MIRROR_PAGE};
 use crate::dt::{self, DeviceKind, Tree, reg_bytes, str_bytes, vcpu_mpidr};
 use crate::loader::{self, BootState, Kernel, Layout};
 use crate::memory::{GuestMemory, Ram, RamRegion};
@@ -131,6 +131,9 @@ pub struct Machine {
     pub ram_map: Vec<(String, RamRegion)>,
     /// The console devices' input sides, in device-tree order.
     pub consoles: Vec<ConsoleInput>,
+    /// PL011s whose registers the guest may read from a mirror page
+    /// (their window is one whole page), by guest-physical address.
+    pub mirrored: Vec<(u64, Arc<Mutex<Pl011>>)>,
     /// Device nodes uvmm switched off.
     pub disabled: Vec<String>,
     /// Device nodes backed by devices of the vbus.
@@ -159,6 +162,13 @@ impl Machine {
             for irq in &p.irqs {
                 let eoi = backend.route_irq(irq, PASSTHROUGH_VCPU)?;
                 self.vm.gic.set_hw_irq(irq.intid, eoi);
+            }
+        }
+        for (gpa, p) in &self.mirrored {
+            match backend.read_mirror(*gpa) {
+                Ok(Some(m)) => lock(p).attach_mirror(m),
+                Ok(None) => {}
+                Err(e) => warn!("dev", "no read mirror for the UART at {gpa:#x}: {e}"),
             }
         }
         let lrs = backend.gic_info().lrs;
@@ -417,6 +427,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
     let gic = Gic::new(&mpidrs, max_irq.saturating_sub(31).max(64));
     let mut bus = MmioBus::new();
     let mut consoles = Vec::new();
+    let mut mirrored = Vec::new();
     let mut keep = Vec::new();
     let need = vcpus as u64 * REDIST_STRIDE;
     for d in &devices {
@@ -472,7 +483,11 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
             }
             DeviceKind::Pl011 => {
                 let p = Arc::new(Mutex::new(Pl011::new(console(host)?, irq(&gic)?)));
-                add(&mut bus, window_of(0, pl011::SIZE)?, p.clone())?;
+                let (base, size) = window_of(0, pl011::SIZE)?;
+                add(&mut bus, (base, size), p.clone())?;
+                if base.is_multiple_of(MIRROR_PAGE) && size == MIRROR_PAGE {
+                    mirrored.push((base, p.clone()));
+                }
                 consoles.push(ConsoleInput::Pl011(p));
             }
             DeviceKind::VirtioConsole => {
@@ -550,6 +565,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         mpidrs,
         ram_map,
         consoles,
+        mirrored,
         disabled,
         passthrough: matched.passed,
         images,

@@ -1385,7 +1385,7 @@ mod tests {
         let good = "\
 [   2.000] VMM[vmm]: 1 vCPU(s), boot at 0x40080000 with the device tree at 0x40e00000
 [   2.100] vmbench: guest at EL1, virtual counter at 62500000 Hz, 2000 rounds per operation
-[   2.200] vmbench: MMIO read (PL011 flag register): 2000 rounds, 6179 ns each
+[   2.200] vmbench: MMIO read (virtio console, InterruptStatus): 2000 rounds, 6179 ns each
 [   2.300] vmbench: HVC (PSCI_VERSION): 2000 rounds, 7056 ns each
 [   2.400] vmbench: done
 ";
@@ -1393,7 +1393,7 @@ mod tests {
             parse_vmbench(good).unwrap(),
             vec![
                 VmExit {
-                    what: "MMIO read (PL011 flag register)".into(),
+                    what: "MMIO read (virtio console, InterruptStatus)".into(),
                     ns: 6179
                 },
                 VmExit {

@@ -11,13 +11,76 @@ pub trait ConsoleOut: Send {
     fn write(&mut self, bytes: &[u8]);
 }
 
+/// A page from which the guest reads a device's registers without an exit,
+/// while reads have no side effects: the VMM writes there what each read
+/// would give and maps it read-only over the device's register window.
+/// Writes still trap (a stage-2 permission fault with a syndrome, which
+/// uvmm emulates as MMIO). While a read would change the device (a PL011
+/// data read pops its receive FIFO) the page is hidden and every access
+/// traps.
+pub trait ReadMirror: Send {
+    /// Puts `values` (32-bit registers by offset; every other offset reads
+    /// zero) on the page and lets the guest read it.
+    fn show(&mut self, values: &[(u64, u32)]);
+    /// Takes the page away from the guest.
+    fn hide(&mut self);
+}
+
+/// The size of a [`ReadMirror`]'s page: a device with a mirror has a
+/// window of exactly one page, page-aligned (stage 2 maps no less).
+pub const MIRROR_PAGE: u64 = 0x1000;
+
 /// Stand-ins for the console and the GIC in device tests.
 #[cfg(test)]
 pub(crate) mod testing {
     use std::sync::{Arc, Mutex};
 
-    use super::ConsoleOut;
+    use super::{ConsoleOut, ReadMirror};
     use crate::bus::IrqSink;
+
+    /// What a [`Mirror`] page holds.
+    #[derive(Default)]
+    pub struct Page {
+        /// The registers the guest can read (`None`: hidden).
+        shown: Option<Vec<(u64, u32)>>,
+        /// How often the page was shown or hidden.
+        changes: usize,
+    }
+
+    /// A [`ReadMirror`] remembering what the guest could read.
+    #[derive(Clone, Default)]
+    pub struct Mirror(pub Arc<Mutex<Page>>);
+
+    impl Mirror {
+        /// What a guest read at `offset` would give without an exit.
+        pub fn read(&self, offset: u64) -> Option<u32> {
+            let m = self.0.lock().unwrap();
+            let shown = m.shown.as_ref()?;
+            Some(shown.iter().find(|(o, _)| *o == offset).map_or(0, |v| v.1))
+        }
+
+        /// How many times the page was shown or hidden.
+        pub fn changes(&self) -> usize {
+            self.0.lock().unwrap().changes
+        }
+    }
+
+    impl ReadMirror for Mirror {
+        fn show(&mut self, values: &[(u64, u32)]) {
+            let mut m = self.0.lock().unwrap();
+            if m.shown.is_none() {
+                m.changes += 1;
+            }
+            m.shown = Some(values.to_vec());
+        }
+
+        fn hide(&mut self) {
+            let mut m = self.0.lock().unwrap();
+            if m.shown.take().is_some() {
+                m.changes += 1;
+            }
+        }
+    }
 
     /// Collects console output.
     #[derive(Clone, Default)]

@@ -9,8 +9,8 @@ use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backend::{BackendError, ESR_IL, Exit, IrqEoi, VcpuKick, VmBackend, ec, lr};
-use crate::devices::ConsoleOut;
-use crate::devices::testing::Collect;
+use crate::devices::testing::{Collect, Mirror};
+use crate::devices::{ConsoleOut, ReadMirror};
 use crate::loader::tests::image;
 use crate::machine::{FileBytes, Host, Machine, build};
 use crate::memory::Ram;
@@ -143,6 +143,8 @@ struct ScriptedVm {
     mmio: Vec<PtMmio>,
     routes: Vec<(PtIrq, usize)>,
     eois: Arc<AtomicUsize>,
+    /// The read mirrors handed out, by guest-physical address.
+    mirrors: Vec<(u64, Mirror)>,
 }
 
 impl ScriptedVm {
@@ -153,6 +155,7 @@ impl ScriptedVm {
             mmio: Vec::new(),
             routes: Vec::new(),
             eois: Arc::default(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -197,6 +200,11 @@ impl VmBackend for ScriptedVm {
     fn route_irq(&mut self, irq: &PtIrq, vcpu: usize) -> Result<Box<dyn IrqEoi>, BackendError> {
         self.routes.push((irq.clone(), vcpu));
         Ok(Box::new(CountEoi(self.eois.clone())))
+    }
+    fn read_mirror(&mut self, gpa: u64) -> Result<Option<Box<dyn ReadMirror>>, BackendError> {
+        let m = Mirror::default();
+        self.mirrors.push((gpa, m.clone()));
+        Ok(Some(Box::new(m)))
     }
 }
 
@@ -567,6 +575,34 @@ fn machine_runs_vcpu_threads_until_power_off() {
     ]);
     assert_eq!(m.run(&mut vm), Ok(0));
     assert_eq!(vm.mapped, [("ram".to_string(), 0, 0x4000_0000, 32 << 20)]);
+}
+
+#[test]
+fn uart_registers_read_from_a_mirror_and_writes_trap() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 1).unwrap();
+    let uart = 0x900_0000;
+    assert_eq!(m.mirrored.len(), 1);
+    assert_eq!(m.mirrored[0].0, uart);
+    // A store into the read-only mirror: a stage-2 permission fault
+    // (fault status 0b001111) with the syndrome of an MMIO write.
+    let mut put = store(uart, 1, u64::from(b'!'));
+    put.trap.esr |= 0b00_1111;
+    let mut vm = ScriptedVm::new(vec![Some(vec![
+        put,
+        hvc([u64::from(func::SYSTEM_OFF), 0, 0, 0], None),
+    ])]);
+    assert_eq!(m.run(&mut vm), Ok(0));
+    assert_eq!(h.out.bytes(), b"!");
+    let [(gpa, mirror)] = &vm.mirrors[..] else {
+        panic!("one mirror: {:?}", vm.mirrors.len());
+    };
+    assert_eq!(*gpa, uart);
+    assert_eq!(mirror.read(0x18), Some(0x90), "FR: TXFE | RXFE");
+    assert_eq!(mirror.read(0x3c), Some(1 << 5), "RIS: the write's TX");
+    // Input: the guest's reads trap until it has read the FIFO empty.
+    assert_eq!(m.consoles[0].receive(b"q"), 1);
+    assert_eq!(mirror.read(0x18), None);
 }
 
 #[test]

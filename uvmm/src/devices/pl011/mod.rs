@@ -8,11 +8,17 @@
 //! interrupt. The interrupt line is high while `RIS & IMSC` is non-zero.
 //! Like other emulations uvmm transmits also before `CR.UARTEN` is set,
 //! which the earlycon relies on.
+//!
+//! With a [`ReadMirror`] ([`Pl011::attach_mirror`]) the guest reads the
+//! registers from a page while the receive FIFO is empty (then no read
+//! changes the UART): a console write of Linux, a flag-register read and a
+//! data-register write per character, exits once per character instead of
+//! twice. Input hides the page until the guest has read the FIFO empty.
 
 use std::collections::VecDeque;
 
 use crate::bus::{IrqLine, MmioDevice, read_sub32};
-use crate::devices::ConsoleOut;
+use crate::devices::{ConsoleOut, ReadMirror};
 
 /// Size of the register window.
 pub const SIZE: u64 = 0x1000;
@@ -69,6 +75,16 @@ const DR_OE: u32 = 1 << 11;
 /// 0x41, revision 3) then `PCellID0..3`.
 const IDS: [u32; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
+/// The registers a [`ReadMirror`] shows (every other offset reads zero):
+/// all but `ICR` (write-only), then the identification registers.
+const MIRRORED: [u64; 21] = [
+    DR, RSR, FR, ILPR, IBRD, FBRD, LCR_H, CR, IFLS, IMSC, RIS, MIS, DMACR, 0xfe0, 0xfe4, 0xfe8,
+    0xfec, 0xff0, 0xff4, 0xff8, 0xffc,
+];
+
+/// What a [`ReadMirror`] shows: each mirrored register's value.
+type Shown = [(u64, u32); MIRRORED.len()];
+
 /// A PL011.
 pub struct Pl011 {
     out: Box<dyn ConsoleOut>,
@@ -85,6 +101,10 @@ pub struct Pl011 {
     ris: u32,
     dmacr: u32,
     ilpr: u32,
+    /// The page the guest reads from while reads have no side effects.
+    mirror: Option<Box<dyn ReadMirror>>,
+    /// What the mirror shows now (`None`: hidden).
+    shown: Option<Shown>,
 }
 
 impl Pl011 {
@@ -104,6 +124,60 @@ impl Pl011 {
             ris: 0,
             dmacr: 0,
             ilpr: 0,
+            mirror: None,
+            shown: None,
+        }
+    }
+
+    /// Lets the guest read the registers from `mirror` whenever reads have
+    /// no side effects.
+    pub fn attach_mirror(&mut self, mirror: Box<dyn ReadMirror>) {
+        self.mirror = Some(mirror);
+        self.shown = None;
+        self.sync_mirror();
+    }
+
+    /// Shows the registers' values on the mirror while the receive FIFO is
+    /// empty (a data read then changes nothing), hides it otherwise.
+    fn sync_mirror(&mut self) {
+        if self.mirror.is_none() {
+            return;
+        }
+        let now: Option<Shown> = self
+            .rx
+            .is_empty()
+            .then(|| MIRRORED.map(|o| (o, self.peek(o))));
+        if self.shown == now {
+            return;
+        }
+        self.shown = now;
+        if let Some(mirror) = self.mirror.as_mut() {
+            match &now {
+                Some(values) => mirror.show(values),
+                None => mirror.hide(),
+            }
+        }
+    }
+
+    /// What a 32-bit read at `offset` gives, without its side effects (a
+    /// data read's pop).
+    fn peek(&self, offset: u64) -> u32 {
+        match offset {
+            DR => self.rx.front().map_or(0, |&b| u32::from(b)),
+            RSR => self.rsr,
+            FR => self.flags(),
+            ILPR => self.ilpr,
+            IBRD => self.ibrd,
+            FBRD => self.fbrd,
+            LCR_H => self.lcr_h,
+            CR => self.cr,
+            IFLS => self.ifls,
+            IMSC => self.imsc,
+            RIS => self.raw(),
+            MIS => self.raw() & self.imsc,
+            DMACR => self.dmacr,
+            0xfe0..=0xffc if offset.is_multiple_of(4) => IDS[((offset - 0xfe0) / 4) as usize],
+            _ => 0,
         }
     }
 
@@ -135,6 +209,7 @@ impl Pl011 {
                 self.ris |= int::RT;
             }
         }
+        self.sync_mirror();
         self.update_irq();
     }
 
@@ -170,25 +245,11 @@ impl MmioDevice for Pl011 {
             if self.rx.is_empty() {
                 self.ris &= !int::RT;
             }
+            self.sync_mirror();
             self.update_irq();
             return u64::from(v);
         }
-        read_sub32(offset, size, |o| match o {
-            RSR => self.rsr,
-            FR => self.flags(),
-            ILPR => self.ilpr,
-            IBRD => self.ibrd,
-            FBRD => self.fbrd,
-            LCR_H => self.lcr_h,
-            CR => self.cr,
-            IFLS => self.ifls,
-            IMSC => self.imsc,
-            RIS => self.raw(),
-            MIS => self.raw() & self.imsc,
-            DMACR => self.dmacr,
-            0xfe0..=0xffc => IDS[((o - 0xfe0) / 4) as usize],
-            _ => 0,
-        })
+        read_sub32(offset, size, |o| self.peek(o))
     }
 
     fn write(&mut self, offset: u64, _size: u8, value: u64) {
@@ -221,6 +282,7 @@ impl MmioDevice for Pl011 {
             DMACR => self.dmacr = v & 0x7,
             _ => {}
         }
+        self.sync_mirror();
         self.update_irq();
     }
 }
@@ -228,7 +290,7 @@ impl MmioDevice for Pl011 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::testing::{Collect, Line};
+    use crate::devices::testing::{Collect, Line, Mirror};
     use std::sync::Arc;
 
     fn uart() -> (Pl011, Collect, Arc<Line>) {
@@ -302,5 +364,54 @@ mod tests {
         assert_eq!(u.read(DR, 4), u64::from(b'x'));
         assert_eq!(u.read(FR, 4) as u32 & fr::RXFE, fr::RXFE);
         assert_eq!(u.read(RIS, 4) as u32 & int::OE, int::OE);
+    }
+
+    /// What the mirror shows is what reads would give, at every offset.
+    fn assert_mirror_reads(u: &mut Pl011, m: &Mirror) {
+        for o in (0..SIZE).step_by(4) {
+            let shown = m.read(o).expect("the mirror is shown");
+            assert_eq!(u64::from(shown), u.read(o, 4), "offset {o:#x}");
+        }
+    }
+
+    #[test]
+    fn mirror_shown_while_reads_change_nothing() {
+        let (mut u, out, line) = uart();
+        let m = Mirror::default();
+        u.attach_mirror(Box::new(m.clone()));
+        assert_eq!(m.read(FR), Some(fr::TXFE | fr::RXFE));
+        assert_mirror_reads(&mut u, &m);
+        // Writes trap and the mirror follows them.
+        u.write(IMSC, 4, u64::from(int::TX | int::RX));
+        u.write(DR, 4, u64::from(b'a'));
+        assert_eq!(out.bytes(), b"a");
+        assert_eq!(m.read(MIS), Some(int::TX));
+        assert!(line.level());
+        assert_mirror_reads(&mut u, &m);
+        assert_eq!(m.changes(), 1, "shown once, updated in place");
+        // Input: a data read would pop it, so every access traps.
+        u.write(LCR_H, 4, u64::from(LCR_FEN));
+        u.receive(b"xy");
+        assert_eq!(m.read(FR), None);
+        assert_eq!(m.changes(), 2);
+        assert_eq!(u.read(DR, 4), u64::from(b'x'));
+        assert_eq!(m.read(FR), None, "one byte left");
+        assert_eq!(u.read(DR, 4), u64::from(b'y'));
+        assert_eq!(m.read(FR), Some(fr::TXFE | fr::RXFE), "shown again");
+        assert_eq!(m.read(DR), Some(0));
+        assert_eq!(m.changes(), 3);
+        assert_mirror_reads(&mut u, &m);
+    }
+
+    #[test]
+    fn mirror_attached_with_input_waiting_starts_hidden() {
+        let (mut u, _, _) = uart();
+        u.receive(b"z");
+        let m = Mirror::default();
+        u.attach_mirror(Box::new(m.clone()));
+        assert_eq!((m.read(FR), m.changes()), (None, 0));
+        assert_eq!(u.read(DR, 4), u64::from(b'z'));
+        assert_eq!(m.changes(), 1);
+        assert_mirror_reads(&mut u, &m);
     }
 }
