@@ -211,11 +211,20 @@ impl ReadMirror for L4Mirror {
     fn show(&mut self, values: &[(u64, u32)]) {
         for &(offset, v) in values {
             if offset.is_multiple_of(4) && offset < MIRROR_PAGE {
+                let word = self.page + offset as usize;
                 // SAFETY: an aligned word inside the page, which uvmm owns
-                // for good; the guest only reads it.
-                unsafe { ((self.page + offset as usize) as *mut u32).write_volatile(v) };
+                // for good; the guest only reads it. The guest maps the
+                // window as device memory, so its reads bypass the caches:
+                // the line goes to memory (`dc cvac`, which the kernel lets
+                // EL0 use) before the guest may read it.
+                unsafe {
+                    (word as *mut u32).write_volatile(v);
+                    core::arch::asm!("dc cvac, {}", in(reg) word, options(nostack));
+                }
             }
         }
+        // SAFETY: a barrier only orders the cleaning before what follows.
+        unsafe { core::arch::asm!("dsb ish", options(nostack)) };
         if self.mapped || self.failed {
             return;
         }
