@@ -258,6 +258,12 @@ impl MmioDevice for Pl011 {
             DR => {
                 self.out.write(&[v as u8]);
                 // Sent at once: the transmit FIFO is below any trigger level.
+                if self.ris & int::TX != 0 {
+                    // Nothing changed (the common case, a console write
+                    // character by character): the mirror and the line
+                    // stay as they are.
+                    return;
+                }
                 self.ris |= int::TX;
             }
             RSR => self.rsr = 0,
@@ -318,6 +324,13 @@ mod tests {
         assert_eq!(u.read(MIS, 4) as u32, int::TX);
         u.write(ICR, 4, u64::from(int::TX));
         assert!(!line.level());
+        // The next character raises it again; more leave it high.
+        u.write(DR, 4, u64::from(b'!'));
+        assert!(line.level());
+        u.write(DR, 4, u64::from(b'?'));
+        assert!(line.level());
+        assert_eq!(u.read(MIS, 4) as u32, int::TX);
+        assert_eq!(out.bytes(), b"hi\n!?");
         let ids: Vec<u64> = (0..8).map(|i| u.read(0xfe0 + 4 * i, 4)).collect();
         assert_eq!(ids, [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1]);
         assert_eq!(u.read(CR, 4), 0x300);
