@@ -260,8 +260,9 @@ impl ReadMirror for L4Mirror {
         match me.unmap(page, unmap::OTHER_SPACES) {
             Ok(()) => self.mapped = false,
             Err(e) => {
-                // Still mapped: reads would miss input. Keep trying; the
-                // guest reads stale flags meanwhile.
+                // Still mapped: the guest reads the registers as they were
+                // (no input waiting) until a later hide succeeds, the next
+                // time input arrives.
                 uvmm::warn!(
                     "dev",
                     "cannot revoke the read mirror at {:#x}: {e:?}",
