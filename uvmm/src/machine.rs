@@ -166,7 +166,13 @@ impl Machine {
         }
         for (gpa, p) in &self.mirrored {
             match backend.read_mirror(*gpa) {
-                Ok(Some(m)) => lock(p).attach_mirror(m),
+                Ok(Some(m)) => {
+                    lock(p).attach_mirror(m);
+                    info!(
+                        "dev",
+                        "UART at {gpa:#x}: registers read from a mirror page while no input waits"
+                    );
+                }
                 Ok(None) => {}
                 Err(e) => warn!("dev", "no read mirror for the UART at {gpa:#x}: {e}"),
             }
