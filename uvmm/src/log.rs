@@ -42,8 +42,20 @@ pub fn enabled(comp: &str, level: Level) -> bool {
 /// Prints `VMM[comp]: msg` if `comp` is at `level` or louder.
 pub fn log(comp: &str, level: Level, msg: std::fmt::Arguments<'_>) {
     if enabled(comp, level) {
-        eprintln!("VMM[{comp}]: {msg}");
+        line(format_args!("VMM[{comp}]: {msg}"));
     }
+}
+
+/// Writes `text` and a newline to standard error (the task's log) in one
+/// write. `eprintln!` writes each piece of its format on its own, and a
+/// log server that shows several clients' lines (cons) writes out a
+/// partial line that waits too long: a thread preempted between two
+/// pieces would have its line torn in two.
+pub fn line(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let text = format!("{text}\n");
+    // Nowhere to report a failing log.
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// `info!(comp, fmt, args...)`.

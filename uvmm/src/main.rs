@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("uvmm: {e}\n{}", uvmm::options::USAGE);
+            uvmm::log::line(format_args!("uvmm: {e}\n{}", uvmm::options::USAGE));
             return ExitCode::from(2);
         }
     };

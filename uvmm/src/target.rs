@@ -363,7 +363,7 @@ pub fn run(opts: Options) -> ExitCode {
     let m = match machine::build(&opts, &mut host, cpus) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("uvmm: {e}");
+            uvmm::log::line(format_args!("uvmm: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -377,7 +377,7 @@ pub fn run(opts: Options) -> ExitCode {
     let mut vm = match L4Vm::new(std::mem::take(&mut host.rams), online, host.vbus) {
         Ok(vm) => vm,
         Err(e) => {
-            eprintln!("uvmm: {e}");
+            uvmm::log::line(format_args!("uvmm: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -391,8 +391,9 @@ pub fn run(opts: Options) -> ExitCode {
             ExitCode::from(code)
         }
         Err(e) => {
-            eprintln!("uvmm: {e}");
-            eprintln!("VM entered a fatal state. Halting.");
+            uvmm::log::line(format_args!(
+                "uvmm: {e}\nVM entered a fatal state. Halting."
+            ));
             ExitCode::FAILURE
         }
     }

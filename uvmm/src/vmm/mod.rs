@@ -421,8 +421,9 @@ impl Vm {
                 }
                 Action::Exit(code) => self.request_stop(code),
                 Action::Fatal(why) => {
-                    eprintln!("VMM: vCPU {cpu}: {why}");
-                    eprintln!("VM entered a fatal state. Halting.");
+                    crate::log::line(format_args!(
+                        "VMM: vCPU {cpu}: {why}\nVM entered a fatal state. Halting."
+                    ));
                     self.request_stop(EXIT_FATAL);
                 }
             }
