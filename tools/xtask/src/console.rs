@@ -58,6 +58,16 @@ impl Pattern {
     pub fn is_in(&self, haystack: &[u8]) -> bool {
         self.find(haystack).is_some()
     }
+
+    /// What of this pattern `haystack` lacks: the parts of an [`Pattern::All`]
+    /// not found, else the pattern itself when it is not found.
+    pub fn missing(&self, haystack: &[u8]) -> Vec<&Pattern> {
+        match self {
+            Pattern::All(all) => all.iter().flat_map(|p| p.missing(haystack)).collect(),
+            p if p.is_in(haystack) => Vec::new(),
+            p => vec![p],
+        }
+    }
 }
 
 impl fmt::Display for Pattern {
@@ -273,6 +283,16 @@ impl Session {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// What of `pattern` is not in the output after the last match (a
+    /// failed step's message names it).
+    pub fn missing(&self, pattern: &Pattern) -> String {
+        let log = self.shared.lock();
+        let rest = log.output.get(self.cursor..).unwrap_or_default();
+        let missing = pattern.missing(rest);
+        let names: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
+        names.join(", ")
     }
 
     /// The console lines received so far, each with the time (since the

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cli::{TestArgs, Vars};
-use crate::console::{Failure, Record, Session};
+use crate::console::{Failure, Pattern, Record, Session};
 use crate::error::{Error, Result, bail};
 use crate::image::Modules;
 use crate::packages::Need;
@@ -163,9 +163,14 @@ fn walk(session: &mut Session, scenario: &Scenario) -> std::result::Result<Durat
         match result {
             Ok(at) => eprintln!("  [{:>8.3}] step {}: {step}", at.as_secs_f64(), index + 1),
             Err(failure) => {
+                let missing = match step {
+                    Step::Expect(pattern @ Pattern::All(_)) => session.missing(pattern),
+                    _ => String::new(),
+                };
                 return Err(StepFailure {
                     step: Some(index),
                     failure,
+                    missing,
                     after: session.elapsed(),
                 });
             }
@@ -176,6 +181,7 @@ fn walk(session: &mut Session, scenario: &Scenario) -> std::result::Result<Durat
         .map_err(|failure| StepFailure {
             step: None,
             failure,
+            missing: String::new(),
             after: session.elapsed(),
         })?;
     Ok(last_expected)
@@ -185,6 +191,8 @@ struct StepFailure {
     /// Index of the failed step; `None` for forbidden output found after the last.
     step: Option<usize>,
     failure: Failure,
+    /// The parts of an `expect_all` step that never came (the rest did).
+    missing: String,
     /// Since QEMU's start.
     after: Duration,
 }
@@ -203,6 +211,9 @@ impl StepFailure {
         );
         if matches!(self.failure, Failure::Timeout) {
             message.push_str(&format!(" (timeout_secs = {})", scenario.timeout.as_secs()));
+        }
+        if !self.missing.is_empty() {
+            message.push_str(&format!("; never seen: {}", self.missing));
         }
         message.push_str(&format!(
             "\n--- console log (seconds since QEMU start) ---\n{}--- end of console log ---",
@@ -279,6 +290,19 @@ mod tests {
         );
         assert!(report.contains("timed out (timeout_secs = 1)"), "{report}");
         assert!(report.contains("] login:\n"), "{report}");
+    }
+
+    #[test]
+    fn failure_report_names_what_of_an_expect_all_never_came() {
+        let s = scenario("{ expect_all = ['vm1 ready', 'vm2 ready', 'vm3'] }");
+        let mut session = fake_qemu("echo vm2 ready; exec sleep 10", &s);
+        let failed = walk(&mut session, &s).unwrap_err();
+        let report = failed.report(&s, &session.finish());
+        let first = report.lines().next().unwrap();
+        assert!(
+            first.ends_with("(timeout_secs = 1); never seen: /vm1 ready/, /vm3/"),
+            "{report}"
+        );
     }
 
     #[test]
