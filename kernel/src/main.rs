@@ -35,8 +35,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     arch::cpu_init(0);
     // SAFETY: the boot stage passes its boot-info page, which it filled
-    // and never touches again.
-    let info = unsafe { mm::bootinfo(bootinfo_pa) };
+    // and never touches again; this is the first use of it.
+    let info = unsafe { mm::bootinfo(bootinfo_pa, arch::vcpu::task_cpu_id()) };
     let (opts, unknown) = kernel_core::cmdline::parse(info.kernel_cmdline.as_str());
     mm::init(info, opts.kmem_kib.map(|k| k.saturating_mul(1024)));
     // SAFETY: the boot stage passed a device tree it checked, in RAM it

@@ -30,17 +30,20 @@ pub fn phys_to_virt(pa: u64) -> u64 {
     LINEAR_MAP_VA + pa
 }
 
-/// The boot-info page, through the linear map.
+/// The boot-info page, through the linear map, with the CPU features
+/// tasks may use (`cpu_id`) noted in it; read-only from then on.
 ///
 /// # Safety
 /// `pa` is the physical address of an initialised `BootInfo` in RAM that
-/// the linear map covers and nothing writes any more.
-pub unsafe fn bootinfo(pa: u64) -> &'static BootInfo {
-    // SAFETY: the caller's contract.
-    let info = unsafe { &*(phys_to_virt(pa) as *const BootInfo) };
+/// the linear map covers, nothing else writes any more, and no reference
+/// to it exists yet.
+pub unsafe fn bootinfo(pa: u64, cpu_id: l4_abi::cpuid::CpuId) -> &'static BootInfo {
+    // SAFETY: the caller's contract: the page is the kernel's alone.
+    let info = unsafe { &mut *(phys_to_virt(pa) as *mut BootInfo) };
     if !info.is_valid() {
         crate::arch::halt();
     }
+    info.cpu_id = cpu_id;
     info
 }
 

@@ -411,6 +411,7 @@ impl Backend for TargetBackend {
             prio: CHILD_PRIO,
             cpus: u64::MAX,
             dbg: spec.l4re_dbg as u32 | l4re::env::inherited_dbg(),
+            cpu_id: l4re::env::cpu_id(),
         };
         let child = l4_loader::start(&mut self.sys, &mut self.host, &a)
             .map_err(|e| BackendError::new(e.to_string()))?;

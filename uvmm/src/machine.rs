@@ -365,16 +365,19 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
         ),
         None => None,
     };
+    let loading = std::time::Instant::now();
     let layout = loader::load(&mem, &kernel, rd.as_ref().map(|f| (**f).as_ref()))
         .map_err(|e| err(e.to_string()))?;
     info!(
         "loader",
-        "kernel {kpath} ({:?}{}) at {:#x}..{:#x}, entry {:#x}",
+        "kernel {kpath} ({:?}{}) at {:#x}..{:#x}, entry {:#x}; {} ms to {} it and the ramdisk",
         kernel.format,
         if kernel.was_gzip { ", gzip" } else { "" },
         layout.kernel.0,
         layout.kernel.1,
-        layout.entry
+        layout.entry,
+        loading.elapsed().as_millis(),
+        if kernel.was_gzip { "inflate" } else { "copy" }
     );
 
     // Devices: what the vbus provides is passed through, the rest emulated.

@@ -8,7 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"L4RSKIP\0");
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const MAX_MEM_REGIONS: usize = 48;
 pub const MAX_MODULES: usize = 64;
 pub const MAX_CPUS: usize = 16;
@@ -208,6 +208,9 @@ pub struct BootInfo {
     pub mem: [MemRegion; MAX_MEM_REGIONS],
     pub modules: [Module; MAX_MODULES],
     pub roottask: Program,
+    /// The CPU features tasks may use, which the kernel fills in before it
+    /// maps this page into the root task (the boot stage leaves it zero).
+    pub cpu_id: l4_abi::cpuid::CpuId,
 }
 
 impl BootInfo {
@@ -228,6 +231,7 @@ impl BootInfo {
         self.nr_mem = 0;
         self.nr_modules = 0;
         self.roottask = Program::EMPTY;
+        self.cpu_id = l4_abi::cpuid::CpuId::UNKNOWN;
     }
 
     pub fn is_valid(&self) -> bool {

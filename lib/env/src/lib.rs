@@ -73,7 +73,7 @@ pub const RUNTIME_STACK_SIZE: u64 = 64 * 1024;
 /// "L4RE_ENV".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"L4RE_ENV");
 /// Layout version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Longest capability name (ned allows 16; we keep 24 bytes).
 pub const NAME_LEN: usize = 24;
 /// Most named capabilities.
@@ -130,6 +130,9 @@ pub struct Env {
     pub strings_len: u32,
     /// `l4re_dbg` flags of the start options.
     pub dbg: u32,
+    /// The CPU features the task may use ([`l4_abi::cpuid`]), as the
+    /// kernel told the root task; loaders pass on what they were given.
+    pub cpu_id: l4_abi::cpuid::CpuId,
     /// The named capabilities.
     pub caps: [NamedCap; MAX_CAPS],
     /// argv then envp, each NUL-terminated.
@@ -155,6 +158,7 @@ impl Env {
             ncaps: 0,
             strings_len: 0,
             dbg: 0,
+            cpu_id: l4_abi::cpuid::CpuId::UNKNOWN,
             caps: [NamedCap {
                 name: [0; NAME_LEN],
                 index: 0,

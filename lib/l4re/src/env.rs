@@ -55,6 +55,12 @@ pub fn inherited_dbg() -> u32 {
     env().map_or(0, |e| e.dbg & DBG_BOOT)
 }
 
+/// The CPU features the task may use ([`l4_abi::cpuid`]), which the
+/// programs it starts inherit.
+pub fn cpu_id() -> l4_abi::cpuid::CpuId {
+    env().map_or(l4_abi::cpuid::CpuId::UNKNOWN, |e| e.cpu_id)
+}
+
 /// The program's arguments as the loader gave them.
 pub fn args() -> impl Iterator<Item = &'static str> {
     env().into_iter().flat_map(|e| e.args())

@@ -1,6 +1,6 @@
 //! File descriptors: 0, 1 and 2 are the task's log (input and output),
 //! others are `rom/` files, read through a runtime window onto their
-//! dataspace.
+//! dataspace, or files of `/proc/self` the runtime makes up.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -35,6 +35,18 @@ pub struct RomFile {
     pub pos: u64,
 }
 
+/// An open file of `/proc/self`: bytes the runtime made when it was
+/// opened. There is one, `auxv`, the auxiliary vector the program started
+/// with (which libraries read to learn the CPU's features, libdeflate
+/// among them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcFile {
+    /// Its contents.
+    pub data: Vec<u8>,
+    /// The file position.
+    pub pos: u64,
+}
+
 /// What a descriptor refers to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum File {
@@ -46,6 +58,8 @@ pub enum File {
     Stderr,
     /// A `rom/` file.
     Rom(RomFile),
+    /// A file of `/proc/self`.
+    Proc(ProcFile),
 }
 
 /// An open descriptor.

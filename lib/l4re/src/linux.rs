@@ -361,9 +361,111 @@ pub mod auxv {
     /// This runtime's own entry: the address of the L4Re environment page
     /// ([`l4_env::ENV_VA`]). Tells code that it runs on this system.
     pub const AT_L4RE_ENV: u64 = 0x4c34_5245;
-    /// `AT_HWCAP` bits this runtime reports: FP and ASIMD, which every
-    /// AArch64 Linux target assumes.
+    /// `AT_HWCAP` bits of FP and ASIMD, which every AArch64 Linux target
+    /// assumes: reported when nothing is known of the CPU.
     pub const HWCAP_FP_ASIMD: u64 = 0b11;
+
+    use l4_abi::cpuid::CpuId;
+
+    /// `AT_HWCAP` and `AT_HWCAP2` for the CPU features a task may use, as
+    /// Linux's arm64 `hwcap.h` numbers them. All-zero ID registers
+    /// (nothing known) give FP and ASIMD. Bits for what needs the
+    /// kernel's help (SVE, pointer authentication, MTE, BTI) or Linux's
+    /// own emulation (CPUID: reading ID registers at EL0) are never set:
+    /// [`CpuId::for_tasks`] has cleared them.
+    pub fn hwcaps(id: CpuId) -> (u64, u64) {
+        if id == CpuId::UNKNOWN {
+            return (HWCAP_FP_ASIMD, 0);
+        }
+        let f = CpuId::field;
+        let (isar0, isar1, pfr0) = (id.isar0, id.isar1, id.pfr0);
+        let mut hw = 0u64;
+        let mut hw2 = 0u64;
+        let set = |word: &mut u64, bit: u32, on: bool| {
+            if on {
+                *word |= 1 << bit;
+            }
+        };
+        // PFR0: FP 16 and AdvSIMD 20 (0xf: absent; 1: with half precision).
+        let (fp, simd) = (f(pfr0, 16), f(pfr0, 20));
+        set(&mut hw, 0, fp != 0xf);
+        set(&mut hw, 1, simd != 0xf);
+        set(&mut hw, 9, fp == 1);
+        set(&mut hw, 10, simd == 1);
+        set(&mut hw, 24, f(pfr0, 48) >= 1); // DIT
+        // ISAR0.
+        set(&mut hw, 3, f(isar0, 4) >= 1); // AES
+        set(&mut hw, 4, f(isar0, 4) >= 2); // PMULL
+        set(&mut hw, 5, f(isar0, 8) >= 1); // SHA1
+        set(&mut hw, 6, f(isar0, 12) >= 1); // SHA2
+        set(&mut hw, 21, f(isar0, 12) >= 2); // SHA512
+        set(&mut hw, 7, f(isar0, 16) >= 1); // CRC32
+        set(&mut hw, 8, f(isar0, 20) >= 2); // ATOMICS (LSE)
+        set(&mut hw, 12, f(isar0, 28) >= 1); // ASIMDRDM
+        set(&mut hw, 17, f(isar0, 32) >= 1); // SHA3
+        set(&mut hw, 18, f(isar0, 36) >= 1); // SM3
+        set(&mut hw, 19, f(isar0, 40) >= 1); // SM4
+        set(&mut hw, 20, f(isar0, 44) >= 1); // ASIMDDP
+        set(&mut hw, 23, f(isar0, 48) >= 1); // ASIMDFHM
+        set(&mut hw, 27, f(isar0, 52) >= 1); // FLAGM
+        set(&mut hw2, 7, f(isar0, 52) >= 2); // FLAGM2
+        set(&mut hw2, 16, f(isar0, 60) >= 1); // RNG
+        // ISAR1.
+        set(&mut hw, 16, f(isar1, 0) >= 1); // DCPOP
+        set(&mut hw2, 0, f(isar1, 0) >= 2); // DCPODP
+        set(&mut hw, 13, f(isar1, 12) >= 1); // JSCVT
+        set(&mut hw, 14, f(isar1, 16) >= 1); // FCMA
+        set(&mut hw, 15, f(isar1, 20) >= 1); // LRCPC
+        set(&mut hw, 26, f(isar1, 20) >= 2); // ILRCPC
+        set(&mut hw2, 8, f(isar1, 32) >= 1); // FRINT
+        set(&mut hw, 29, f(isar1, 36) >= 1); // SB
+        set(&mut hw2, 14, f(isar1, 44) >= 1); // BF16
+        set(&mut hw2, 15, f(isar1, 48) >= 1); // DGH
+        set(&mut hw2, 13, f(isar1, 52) >= 1); // I8MM
+        (hw, hw2)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn nothing_known_gives_fp_and_asimd() {
+            assert_eq!(hwcaps(CpuId::UNKNOWN), (HWCAP_FP_ASIMD, 0));
+        }
+
+        #[test]
+        fn cortex_a72() {
+            // AES with PMULL, SHA1, SHA2, CRC32; FP and AdvSIMD without
+            // half precision; EL0 in AArch64.
+            let id = CpuId::for_tasks(0x0001_1120, 0, 0x2222);
+            // FP ASIMD AES PMULL SHA1 SHA2 CRC32.
+            assert_eq!(hwcaps(id), (0b1111_1011, 0));
+        }
+
+        #[test]
+        fn a_cpu_without_fp_or_simd() {
+            let id = CpuId::for_tasks(0, 0, 0xff_0002);
+            assert_eq!(hwcaps(id), (0, 0));
+        }
+
+        #[test]
+        fn later_features() {
+            // LSE atomics (2), LRCPC with LDAPUR (2), FP16 in FP and AdvSIMD,
+            // RNDR, FRINTTS, I8MM; pointer authentication (API 1) never.
+            let isar0 = (2 << 20) | (1 << 60);
+            let isar1 = (2 << 20) | (1 << 8) | (1 << 32) | (1 << 52);
+            let pfr0 = (1 << 16) | (1 << 20) | 1;
+            let (hw, hw2) = hwcaps(CpuId::for_tasks(isar0, isar1, pfr0));
+            let bits = |v: u64| {
+                (0..64)
+                    .filter(|b| v & (1 << b) != 0)
+                    .collect::<alloc::vec::Vec<_>>()
+            };
+            assert_eq!(bits(hw), [0, 1, 8, 9, 10, 15, 26]);
+            assert_eq!(bits(hw2), [8, 13, 16]);
+        }
+    }
 }
 
 /// `struct stat` of AArch64 (`asm-generic/stat.h`), 128 bytes.

@@ -115,6 +115,9 @@ pub struct StartArgs<'a> {
     pub cpus: u64,
     /// The runtime's debug flags (`l4re_dbg`).
     pub dbg: u32,
+    /// The CPU features the child may use (the loader's own, as it got
+    /// them): its runtime reports them to the program as `AT_HWCAP`.
+    pub cpu_id: l4_abi::cpuid::CpuId,
 }
 
 /// Why a program could not be started.
@@ -338,7 +341,8 @@ pub fn start(
     let elf = Elf::parse(a.runtime)?;
     check_layout(&elf)?;
     let names: Vec<&str> = a.named.iter().map(|n| n.name).collect();
-    let env = crate::env::build_env(a.program, a.args, a.envs, &names, a.dbg)?;
+    let mut env = crate::env::build_env(a.program, a.args, a.envs, &names, a.dbg)?;
+    env.cpu_id = a.cpu_id;
     let mut child = Child {
         name: a.program.to_string(),
         label: a.parent_label,
@@ -617,6 +621,7 @@ mod tests {
             prio: 2,
             cpus: 0xf,
             dbg: 0,
+            cpu_id: l4_abi::cpuid::CpuId::for_tasks(0x10_0000, 0, 0),
         }
     }
 
@@ -669,6 +674,9 @@ mod tests {
         let env = &host.bytes[&envp];
         assert_eq!(env.len(), core::mem::size_of::<l4_env::Env>());
         assert_eq!(&env[..8], b"L4RE_ENV");
+        let at = core::mem::offset_of!(l4_env::Env, cpu_id);
+        let isar0 = u64::from_le_bytes(env[at..at + 8].try_into().unwrap());
+        assert_eq!(isar0, 0x10_0000, "the CPU features passed on");
         // Capabilities.
         let all = CapRights::ALL.0;
         assert_eq!(sys.caps[&caps::THIS_TASK], (0x101, all));

@@ -157,7 +157,7 @@ extern "C" fn moe_main() -> ! {
     for w in &args.bad {
         println!("MOE: bad option '{w}' ignored");
     }
-    moe.start_init(&args);
+    moe.start_init(&args, info.cpu_id);
     let transport = UtcbServerTransport::new(RecvBufs::cap_slot(RCV_SLOT));
     Server::new(moe, transport).run()
 }

@@ -5,6 +5,7 @@ use alloc::string::String;
 
 use l4::base;
 use l4_abi::CapRights;
+use l4_abi::cpuid::CpuId;
 use l4_loader::{ChildCaps, NamedCap, StartArgs};
 
 use super::{Kernel, Kind, Moe, Obj};
@@ -27,8 +28,9 @@ pub const INIT_PRIO: u64 = 20;
 pub const RUNTIME: &str = "rom/l4re";
 
 impl<K: Kernel> Moe<K> {
-    /// Starts the init program (moe's command line).
-    pub fn start_init(&mut self, args: &MoeArgs<'_>) {
+    /// Starts the init program (moe's command line); `cpu_id`: the CPU
+    /// features tasks may use, as the kernel's boot info gives them.
+    pub fn start_init(&mut self, args: &MoeArgs<'_>, cpu_id: CpuId) {
         let mut line = String::from(args.init);
         for a in &args.init_args {
             line.push(' ');
@@ -106,6 +108,7 @@ impl<K: Kernel> Moe<K> {
             prio: INIT_PRIO,
             cpus: online,
             dbg: args.l4re_dbg,
+            cpu_id,
         };
         let mut sys = self.k.loader();
         match l4_loader::start(&mut sys, &mut self.host(), &start) {

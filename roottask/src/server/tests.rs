@@ -561,10 +561,10 @@ fn granted_replies_carry_the_grant_bit() {
 fn init_needs_its_module_and_the_runtime() {
     let mut moe = moe();
     let args = crate::cmdline::parse("--init=rom/hello a b");
-    moe.start_init(&args);
+    moe.start_init(&args, l4_abi::cpuid::CpuId::UNKNOWN);
     assert!(moe.k.said("cannot start init 'rom/hello': no such module"));
     moe.add_module("hello", 0x8000_0000, 0x1000).unwrap();
-    moe.start_init(&args);
+    moe.start_init(&args, l4_abi::cpuid::CpuId::UNKNOWN);
     assert!(
         moe.k
             .said("the runtime 'rom/l4re' is not among the modules")
@@ -576,7 +576,7 @@ fn init_needs_its_module_and_the_runtime() {
         moe.slots.in_use(),
         moe.objects.len(),
     );
-    moe.start_init(&args);
+    moe.start_init(&args, l4_abi::cpuid::CpuId::UNKNOWN);
     assert!(moe.k.said("moe: starting init 'rom/hello a b'"));
     assert!(moe.k.said("cannot start init 'rom/hello': "));
     assert_eq!(moe.pages.free_bytes(), free);

@@ -208,6 +208,60 @@ fn l4_env() -> Check {
     }
 }
 
+/// The CPU features the program was given: `AT_HWCAP` from
+/// `/proc/self/auxv` (how libdeflate reads it), which must agree with what
+/// the standard library detected (it asks `getauxval`, which reads the
+/// vector on the initial stack). Names the features found.
+fn cpu_features() -> Check {
+    const AT_HWCAP: u64 = 16;
+    let bytes = std::fs::read("/proc/self/auxv").map_err(|e| format!("/proc/self/auxv: {e}"))?;
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or_default());
+    let hwcap = bytes
+        .chunks_exact(16)
+        .find(|p| word(&p[..8]) == AT_HWCAP)
+        .map(|p| word(&p[8..]))
+        .ok_or("no AT_HWCAP in /proc/self/auxv")?;
+    if hwcap & 0b11 != 0b11 {
+        return Err(format!("AT_HWCAP {hwcap:#x} lacks FP and ASIMD"));
+    }
+    let agree = [
+        (7, std::arch::is_aarch64_feature_detected!("crc"), "crc32"),
+        (8, std::arch::is_aarch64_feature_detected!("lse"), "atomics"),
+        (
+            20,
+            std::arch::is_aarch64_feature_detected!("dotprod"),
+            "asimddp",
+        ),
+    ];
+    for (bit, detected, name) in agree {
+        if (hwcap >> bit) & 1 != u64::from(detected) {
+            return Err(format!(
+                "AT_HWCAP {hwcap:#x} and the standard library disagree on {name}"
+            ));
+        }
+    }
+    let names = [
+        (0, "fp"),
+        (1, "asimd"),
+        (3, "aes"),
+        (4, "pmull"),
+        (5, "sha1"),
+        (6, "sha2"),
+        (7, "crc32"),
+        (8, "atomics"),
+        (20, "asimddp"),
+    ];
+    let have: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| (hwcap >> bit) & 1 != 0)
+        .map(|&(_, n)| n)
+        .collect();
+    Ok(format!(
+        "CPU features (/proc/self/auxv): {} (AT_HWCAP {hwcap:#x})",
+        have.join(" ")
+    ))
+}
+
 /// A dataspace from the memory allocator, and a read-only copy of its
 /// capability: through the copy moe reports it read-only and refuses a
 /// writable mapping. Uses two capability slots far above the runtime's.
@@ -265,7 +319,7 @@ fn main() {
         BIG_MIB.store(n, std::sync::atomic::Ordering::Relaxed);
     }
     println!("stdtest: started ({})", args.join(" "));
-    let checks: [Named; 8] = [
+    let checks: [Named; 9] = [
         ("collections", collections),
         ("threads", threads),
         ("rom", rom_file),
@@ -274,6 +328,7 @@ fn main() {
         ("time", time),
         ("env", l4_env),
         ("rights", dataspace_rights),
+        ("cpu", cpu_features),
     ];
     let mut failed = 0;
     for (name, check) in checks {

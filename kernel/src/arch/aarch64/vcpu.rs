@@ -644,6 +644,12 @@ pub fn id_register(encoding: u32) -> Option<u64> {
     })
 }
 
+/// The ID registers that say what tasks may execute at EL0, reduced to
+/// that ([`l4_abi::cpuid`]); the root task finds them in its boot info.
+pub fn task_cpu_id() -> l4_abi::cpuid::CpuId {
+    l4_abi::cpuid::CpuId::for_tasks(read_id(6, 0), read_id(6, 1), read_id(4, 0))
+}
+
 /// Whether a WFx exit is a WFI (else WFE).
 pub fn is_wfi(esr: u64) -> bool {
     esr & 1 == 0

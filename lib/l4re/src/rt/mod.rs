@@ -45,6 +45,7 @@ extern "C" fn l4re_main() -> ! {
         cpus: sys::online_cpus(),
         trace: env.dbg & DBG_TRACE_SYSCALLS != 0,
         startup_report: env.dbg & l4re::env::DBG_BOOT != 0,
+        cpu_id: env.cpu_id,
     };
     let mut rt = Runtime::new(sys::L4, cfg);
     if let Err(e) = rt.load() {

@@ -1,10 +1,12 @@
 //! Files: the read-only `rom/` namespace as files (open, read, seek,
 //! stat, access, close), each open file read through a window of the
-//! runtime onto its dataspace; descriptor flags (`fcntl`) and the working
-//! directory (`/`).
+//! runtime onto its dataspace; `/proc/self/auxv` ([`fd::ProcFile`]);
+//! descriptor flags (`fcntl`) and the working directory (`/`).
+
+use alloc::vec::Vec;
 
 use super::{Backend, IO_MAX, Runtime, Space};
-use crate::fd::{self, File, RomFile};
+use crate::fd::{self, File, ProcFile, RomFile};
 use crate::linux::errno::*;
 use crate::linux::{self, Stat, SysResult};
 use crate::regions::PAGE;
@@ -13,7 +15,23 @@ impl<B: Backend> Runtime<B> {
     pub(super) fn sys_pread(&mut self, fd: u64, buf: u64, len: u64, off: u64) -> SysResult {
         match self.fds.get(fd)?.file.clone() {
             File::Rom(f) => self.rom_read(&f, off, buf, len),
+            File::Proc(f) => self.proc_read(&f, off, buf, len),
             _ => Err(ESPIPE),
+        }
+    }
+
+    pub(super) fn proc_read(&mut self, f: &ProcFile, pos: u64, buf: u64, len: u64) -> SysResult {
+        let data = f.data.get(pos as usize..).unwrap_or_default();
+        let n = data.len().min(len as usize).min(IO_MAX);
+        self.write_user(buf, &data[..n])?;
+        Ok(n as u64)
+    }
+
+    /// The contents of `/proc/self/<what>`, if the runtime has that file.
+    fn proc_file(&self, path: &[u8]) -> Option<Vec<u8>> {
+        match path {
+            b"/proc/self/auxv" => Some(self.auxv.clone()),
+            _ => None,
         }
     }
 
@@ -34,10 +52,17 @@ impl<B: Backend> Runtime<B> {
             self.fds.get(dirfd as u64)?;
             return Err(ENOTDIR);
         }
+        use linux::open_flags::*;
+        if let Some(data) = self.proc_file(&p) {
+            if flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0 {
+                return Err(EACCES);
+            }
+            let file = File::Proc(ProcFile { data, pos: 0 });
+            return self.fds.open(file, flags & O_CLOEXEC != 0);
+        }
         let Some(name) = fd::rom_name(&p) else {
             return Err(ENOENT);
         };
-        use linux::open_flags::*;
         let ds = self.b.rom_open(name)?;
         if flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0 {
             self.b.release_cap(ds);
@@ -90,6 +115,10 @@ impl<B: Backend> Runtime<B> {
                 f.pos = fd::seek(f.pos, f.size, off, whence)?;
                 Ok(f.pos)
             }
+            File::Proc(f) => {
+                f.pos = fd::seek(f.pos, f.data.len() as u64, off, whence)?;
+                Ok(f.pos)
+            }
             _ => Err(ESPIPE),
         }
     }
@@ -104,6 +133,17 @@ impl<B: Backend> Runtime<B> {
                 size: f.size,
                 blksize: PAGE as u32,
                 blocks: f.size.div_ceil(512),
+                rdev: 0,
+            },
+            // As Linux's proc files: read-only, size 0.
+            File::Proc(_) => Stat {
+                dev: 0x4c36,
+                ino: 3,
+                mode: linux::S_IFREG | 0o400,
+                nlink: 1,
+                size: 0,
+                blksize: 1024,
+                blocks: 0,
                 rdev: 0,
             },
             _ => Stat {
@@ -199,11 +239,11 @@ impl<B: Backend> Runtime<B> {
             }
             F_GETFL => Ok(match f.file {
                 File::Stdin | File::Stdout | File::Stderr => 2,
-                File::Rom(_) => 0,
+                File::Rom(_) | File::Proc(_) => 0,
             }),
             F_SETFL => Ok(0),
             F_DUPFD | F_DUPFD_CLOEXEC => match f.file {
-                File::Rom(_) => Err(EINVAL),
+                File::Rom(_) | File::Proc(_) => Err(EINVAL),
                 ref other => {
                     let file = other.clone();
                     self.fds.open(file, cmd == F_DUPFD_CLOEXEC)

@@ -68,6 +68,13 @@ impl<B: Backend> Runtime<B> {
                 }
                 Ok(Some(n))
             }
+            File::Proc(f) => {
+                let n = self.proc_read(&f, f.pos, buf, len)?;
+                if let File::Proc(f) = &mut self.fds.get_mut(fd)?.file {
+                    f.pos += n;
+                }
+                Ok(Some(n))
+            }
             _ => Err(EBADF),
         }
     }
@@ -238,7 +245,7 @@ impl<B: Backend> Runtime<B> {
                     Ok(File::Stdin) if !self.stdin.is_empty() => events & POLLIN,
                     Ok(File::Stdin) => 0,
                     Ok(File::Stdout | File::Stderr) => events & POLLOUT,
-                    Ok(File::Rom(_)) => events & (POLLIN | POLLOUT),
+                    Ok(File::Rom(_) | File::Proc(_)) => events & (POLLIN | POLLOUT),
                 }
             };
             e[6..8].copy_from_slice(&rev.to_le_bytes());

@@ -183,6 +183,7 @@ impl<B: Backend> Runtime<B> {
             .phdr_vaddr
             .map(|p| p + base)
             .ok_or(LoadError("program headers are not loaded".into()))?;
+        let (hwcap, hwcap2) = auxv::hwcaps(self.cfg.cpu_id);
         let aux = [
             (auxv::AT_PHDR, phdr),
             (auxv::AT_PHENT, PHDR_SIZE as u64),
@@ -195,8 +196,8 @@ impl<B: Backend> Runtime<B> {
             (auxv::AT_EUID, 0),
             (auxv::AT_GID, 0),
             (auxv::AT_EGID, 0),
-            (auxv::AT_HWCAP, auxv::HWCAP_FP_ASIMD),
-            (auxv::AT_HWCAP2, 0),
+            (auxv::AT_HWCAP, hwcap),
+            (auxv::AT_HWCAP2, hwcap2),
             (auxv::AT_CLKTCK, 100),
             (auxv::AT_SECURE, 0),
             (auxv::AT_MINSIGSTKSZ, 5120),
@@ -220,6 +221,13 @@ impl<B: Backend> Runtime<B> {
         .map_err(|_| LoadError("arguments too large for the stack".into()))?;
         self.write_user(st.sp, &st.bytes)
             .map_err(|e| LoadError(format!("cannot write the initial stack (error {e})")))?;
+        if let Some((_, _, aux)) = stack::parse(&st) {
+            self.auxv = aux
+                .iter()
+                .chain(&[(auxv::AT_NULL, 0)])
+                .flat_map(|&(t, v)| t.to_le_bytes().into_iter().chain(v.to_le_bytes()))
+                .collect();
+        }
         let entry = prog.entry + base;
         let cpu = self.next_cpu();
         let cap = self

@@ -179,6 +179,8 @@ pub struct Config {
     /// Report, before the program's first output, what its start cost
     /// ([`Startup`]).
     pub startup_report: bool,
+    /// The CPU features the program may use: its `AT_HWCAP`.
+    pub cpu_id: l4_abi::cpuid::CpuId,
 }
 
 /// What starting the program cost until its first output: the runtime's
@@ -284,6 +286,9 @@ pub struct Runtime<B: Backend> {
     pool: Option<mmap::Pool>,
     /// The cost of the start so far.
     startup: Startup,
+    /// The auxiliary vector the program started with, as
+    /// `/proc/self/auxv` reads it (pairs of words, `AT_NULL` last).
+    auxv: Vec<u8>,
     exited: bool,
 }
 
@@ -326,6 +331,7 @@ impl<B: Backend> Runtime<B> {
             rng: seed | 1,
             unknown: BTreeSet::new(),
             wakeups: Vec::new(),
+            auxv: Vec::new(),
             last_fault: (u64::MAX, 0),
             pool: None,
             startup: Startup {

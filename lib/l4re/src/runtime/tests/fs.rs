@@ -81,3 +81,47 @@ fn rom_files() {
     assert_eq!(call(&mut rt, 1, 17, &[buf, 64]), 2);
     assert_eq!(rt.b.prog_read(buf, 2), b"/\0");
 }
+
+#[test]
+fn proc_self_auxv_is_the_vector_the_program_started_with() {
+    let cpu_id = l4_abi::cpuid::CpuId::for_tasks(0x1_0020, 0, 0);
+    let mut rt = runtime_with(Config { cpu_id, ..config() });
+    let path = buffer(&mut rt, b"/proc/self/auxv\0");
+    let fd = call(&mut rt, 1, 56, &[-100i64 as u64, path, 0o2000000, 0]);
+    assert_eq!(fd, 3);
+    let buf = buffer(&mut rt, &[0xee; 1024]);
+    let n = call(&mut rt, 1, SYS_READ, &[3, buf, 1024]);
+    assert!(n > 0 && n % 16 == 0, "{n}");
+    let bytes = rt.b.prog_read(buf, n as usize);
+    let pairs: Vec<(u64, u64)> = bytes
+        .chunks(16)
+        .map(|c| {
+            let w = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap());
+            (w(0), w(8))
+        })
+        .collect();
+    assert_eq!(pairs.last(), Some(&(auxv::AT_NULL, 0)));
+    let get = |t| pairs.iter().find(|(k, _)| *k == t).map(|p| p.1);
+    assert_eq!(get(auxv::AT_HWCAP), Some(auxv::hwcaps(cpu_id).0));
+    assert_eq!(get(auxv::AT_PAGESZ), Some(4096));
+    assert!(get(auxv::AT_RANDOM).is_some());
+    assert_eq!(
+        call(&mut rt, 1, SYS_READ, &[3, buf, 1024]),
+        0,
+        "end of file"
+    );
+    // pread and lseek; read-only.
+    assert_eq!(call(&mut rt, 1, 67, &[3, buf, 8, 8]), 8, "pread");
+    assert_eq!(rt.b.prog_read(buf, 8), pairs[0].1.to_le_bytes());
+    assert_eq!(call(&mut rt, 1, 62, &[3, 16, 0]), 16);
+    assert_eq!(call(&mut rt, 1, 57, &[3]), 0);
+    assert_eq!(
+        call(&mut rt, 1, 56, &[-100i64 as u64, path, 0o1, 0]),
+        -EACCES
+    );
+    let other = buffer(&mut rt, b"/proc/self/maps\0");
+    assert_eq!(
+        call(&mut rt, 1, 56, &[-100i64 as u64, other, 0, 0]),
+        -ENOENT
+    );
+}

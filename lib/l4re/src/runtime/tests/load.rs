@@ -39,11 +39,33 @@ fn loads_a_static_pie_with_a_linux_stack() {
     assert_eq!(get(auxv::AT_PAGESZ), 4096);
     assert_eq!(get(auxv::AT_PHNUM), 3);
     assert_eq!(get(auxv::AT_L4RE_ENV), l4_env::ENV_VA);
+    assert_eq!(get(auxv::AT_HWCAP), auxv::HWCAP_FP_ASIMD, "nothing known");
     // AT_PHDR points at the program headers in memory (the first is PT_PHDR).
     let mut rt = rt;
     let phdr = get(auxv::AT_PHDR);
     touch(&mut rt, phdr, false);
     assert_eq!(rt.b.prog_read(phdr, 4), PT_PHDR.to_le_bytes());
+}
+
+#[test]
+fn reports_the_cpu_features_it_was_given() {
+    // CRC32 and AES with PMULL.
+    let cpu_id = l4_abi::cpuid::CpuId::for_tasks(0x1_0020, 0, 0);
+    let rt = runtime_with(Config { cpu_id, ..config() });
+    let (_, &(_, _, sp, _)) = rt.b.threads.iter().next().unwrap();
+    let top = l4_env::PROGRAM_STACK_TOP;
+    let st = stack::InitialStack {
+        sp,
+        bytes: rt.b.prog_read(sp, (top - sp) as usize),
+    };
+    let (_, _, aux) = stack::parse(&st).unwrap();
+    let get = |t| aux.iter().find(|(k, _)| *k == t).unwrap().1;
+    assert_eq!(get(auxv::AT_HWCAP), auxv::hwcaps(cpu_id).0);
+    assert_eq!(
+        get(auxv::AT_HWCAP) & 0b1001_1000,
+        0b1001_1000,
+        "AES PMULL CRC32"
+    );
 }
 
 #[test]
