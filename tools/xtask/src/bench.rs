@@ -19,7 +19,7 @@ use crate::cli::{
     Bench, BootBenchArgs, DEFAULT_IPC_ENTRY, IpcBenchArgs, NetBenchArgs, StaticpartBenchArgs, Vars,
     VmBenchArgs,
 };
-use crate::console::{Failure, Pattern, Session};
+use crate::console::{Failure, Pattern, Record, Session};
 use crate::error::{Context, Error, Result, bail};
 use crate::image::Modules;
 use crate::packages::Need;
@@ -517,11 +517,13 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         crate::shell::join(&native_args)
     );
     let ready = Pattern::Text(crate::guest::READY_LINE.into());
-    let (mut native, mut uvmm) = alternate(
+    let mut entries = Vec::new();
+    let (mut native, mut uvmm) = alternate_with(
         args.runs,
         args.timeout,
         ("native", &native_args, &ready),
         ("uvmm", &uvmm_args, &ready),
+        &mut |record| entries.push(guest_entry(record)),
     )?;
     let ratio = run_ratios(&native, &uvmm);
     let native = median(&mut native).as_secs_f64();
@@ -536,6 +538,23 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     println!("  under uvmm (entry {UVMM_ENTRY})            {uvmm:>8.3} s");
     if let Some((m, each)) = ratio {
         println!("  uvmm / native, median of the runs  {m:>8.2}  (run by run: {each})");
+    }
+    let mut entered: Vec<Duration> = entries.iter().filter_map(|e| e.entered).collect();
+    let mut load: Vec<Duration> = entries.iter().filter_map(|e| e.load).collect();
+    if !entered.is_empty() {
+        let entered = median(&mut entered).as_secs_f64();
+        println!(
+            "  of which before the guest's first instruction {entered:>5.3} s{}; the guest then took {:.3} s",
+            if load.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (uvmm loading the kernel: {:.3} s)",
+                    median(&mut load).as_secs_f64()
+                )
+            },
+            uvmm - entered
+        );
     }
     println!("sizes:");
     for path in [&guest.image, &guest.image_gz, &guest.ramdisks[0]] {
@@ -1140,11 +1159,22 @@ fn alternate(
     base: Boot<'_>,
     other: Boot<'_>,
 ) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    alternate_with(runs, timeout, base, other, &mut |_| {})
+}
+
+/// [`alternate`], handing each of `other`'s boots' console to `seen`.
+fn alternate_with(
+    runs: usize,
+    timeout: Duration,
+    base: Boot<'_>,
+    other: Boot<'_>,
+    seen: &mut dyn FnMut(&Record),
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let forbid = vec![
         Pattern::Text("Kernel panic".into()),
         Pattern::Text("VM entered a fatal state".into()),
     ];
-    let time = |(name, arguments, ready): Boot<'_>, run: usize| -> Result<Duration> {
+    let time = |(name, arguments, ready): Boot<'_>, run: usize| -> Result<(Duration, Record)> {
         let mut session = Session::spawn(qemu::command(arguments), forbid.clone(), false)?;
         let deadline = session.started() + timeout;
         let waited = session.expect(ready, deadline);
@@ -1157,14 +1187,43 @@ fn alternate(
             )
         })?;
         eprintln!("  run {run} {name}: {:.3} s", at.as_secs_f64());
-        Ok(at)
+        Ok((at, record))
     };
     let mut times = (Vec::new(), Vec::new());
     for run in 1..=runs {
-        times.0.push(time(base, run)?);
-        times.1.push(time(other, run)?);
+        times.0.push(time(base, run)?.0);
+        let (at, record) = time(other, run)?;
+        seen(&record);
+        times.1.push(at);
     }
     Ok(times)
+}
+
+/// When a uvmm boot's vCPU 0 entered the guest ([`GUEST_ENTRY`]) and how
+/// long uvmm said loading the kernel took.
+struct GuestEntry {
+    entered: Option<Duration>,
+    load: Option<Duration>,
+}
+
+/// [`GuestEntry`] of a uvmm boot's console.
+fn guest_entry(record: &Record) -> GuestEntry {
+    let load = regex::Regex::new(r"VMM\[loader\]: kernel .*; (\d+) ms to (inflate|copy) it")
+        .ok()
+        .and_then(|re| {
+            record.lines.iter().find_map(|(_, l)| {
+                let ms = re.captures(l)?.get(1)?.as_str().parse().ok()?;
+                Some(Duration::from_millis(ms))
+            })
+        });
+    GuestEntry {
+        entered: record
+            .lines
+            .iter()
+            .find(|(_, l)| l.contains(GUEST_ENTRY))
+            .map(|&(at, _)| at),
+        load,
+    }
 }
 
 /// The median of the runs' ratios `other[i] / base[i]`, and every ratio
@@ -1218,6 +1277,30 @@ fn median<T: Sample>(samples: &mut [T]) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_entry_and_load_time_from_uvmm_lines() {
+        let ms = Duration::from_millis;
+        let record = |lines: &[(u64, &str)]| Record {
+            transcript: String::new(),
+            stderr: String::new(),
+            lines: lines.iter().map(|&(t, l)| (ms(t), l.to_string())).collect(),
+        };
+        let e = guest_entry(&record(&[
+            (
+                300,
+                "VMM[ram]: dataspace 'ram': 0x8000000 bytes at 0x1000200000",
+            ),
+            (
+                640,
+                "VMM[loader]: kernel rom/Image.gz (Image(...), gzip) at 0x40000000..0x42010000, entry 0x40000000; 271 ms to inflate it and the ramdisk",
+            ),
+            (700, "VMM[vmm]: vCPU 0 runs on CPU 0 (thread 0x110)"),
+        ]));
+        assert_eq!((e.entered, e.load), (Some(ms(700)), Some(ms(271))));
+        let e = guest_entry(&record(&[(5, "Hello World!")]));
+        assert_eq!((e.entered, e.load), (None, None));
+    }
 
     #[test]
     fn program_starts_from_the_console() {
