@@ -661,6 +661,9 @@ fn to_config_error(e: &mlua::Error) -> ConfigError {
     }
 }
 
+/// The most memory the Lua state may take while the files load.
+pub const LOAD_MEMORY_LIMIT: usize = 64 << 20;
+
 /// Builds a [`Config`] from configuration files.
 pub struct Loader {
     lua: Lua,
@@ -673,6 +676,10 @@ impl Loader {
     /// to accept any name.
     pub fn new(limits: Limits, caps: Option<Vec<String>>) -> Result<Loader, ConfigError> {
         let lua = Lua::new();
+        // A file that allocates without end fails, named, with Lua's
+        // "not enough memory" instead of taking all of io's memory.
+        lua.set_memory_limit(LOAD_MEMORY_LIMIT)
+            .map_err(|e| to_config_error(&e))?;
         lua.set_app_data(State {
             cfg: Config::default(),
             drafts: Vec::new(),
@@ -688,7 +695,21 @@ impl Loader {
             .load(text)
             .set_name(format!("@{name}"))
             .exec()
-            .map_err(|e| to_config_error(&e))
+            .map_err(|e| {
+                let mut c = to_config_error(&e);
+                // Errors without a line (running out of memory) name the file.
+                if c.pos.0.is_empty() {
+                    c.pos = Pos(name.to_string());
+                }
+                if matches!(e, mlua::Error::MemoryError(_)) {
+                    c.message = format!(
+                        "{} (the configuration may take {} MiB while it loads)",
+                        c.message,
+                        LOAD_MEMORY_LIMIT >> 20
+                    );
+                }
+                c
+            })
     }
 
     /// The configuration, with the platform's resources checked.
@@ -799,6 +820,18 @@ end))
         let names: Vec<_> = bus.devices.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["U", "sub"]);
         assert!(summary(&c).contains("U = System_bus.uart [arm,pl011, arm,primecell]"));
+    }
+
+    #[test]
+    fn a_file_that_allocates_without_end_fails_with_its_name() {
+        let e = err(&[(
+            "big.cfg",
+            "local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end",
+        )]);
+        assert!(
+            e.starts_with("big.cfg: ") && e.contains("not enough memory"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub mod service;
 #[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
 pub mod target;
 
+/// io's allocator on the target, as ned's: nearly all its allocations at
+/// start are the Lua state's, which musl's allocator served from dozens
+/// of one-page mappings (each a system call and a page fault for the
+/// runtime), with code of its own to run first.
+#[cfg(all(target_os = "linux", target_arch = "aarch64", target_env = "musl"))]
+#[global_allocator]
+static HEAP: l4re::heap::ProgramHeap = l4re::heap::ProgramHeap::new();
+
 pub use config::{Loader, load_all};
 pub use model::{Config, ConfigError, Limits};
 
