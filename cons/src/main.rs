@@ -11,6 +11,12 @@ use std::process::ExitCode;
 #[cfg(target_arch = "aarch64")]
 mod server;
 
+/// cons's allocator on the target, as ned's and io's: the runtime's buddy
+/// heap, a few mappings instead of musl's page after page at start.
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+#[global_allocator]
+static HEAP: l4re::heap::ProgramHeap = l4re::heap::ProgramHeap::new();
+
 fn main() -> ExitCode {
     let opts = match cons::Options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
