@@ -201,6 +201,10 @@ impl<B: Backend> Runtime<B> {
             };
             return self.put_stat(&st, buf, statx);
         }
+        if let Some(data) = self.proc_file(&p) {
+            let st = Self::stat_of(&File::Proc(ProcFile { data, pos: 0 }));
+            return self.put_stat(&st, buf, statx);
+        }
         let name = fd::rom_name(&p).ok_or(ENOENT)?;
         let ds = self.b.rom_open(name)?;
         let size = self.b.ds_size(ds);
@@ -217,6 +221,10 @@ impl<B: Backend> Runtime<B> {
 
     pub(super) fn sys_faccessat(&mut self, _dirfd: i64, path: u64, mode: u64) -> SysResult {
         let p = self.read_cstr(path, 4096)?;
+        if self.proc_file(&p).is_some() {
+            // Readable, as on Linux for the task's own files.
+            return if mode & 2 != 0 { Err(EACCES) } else { Ok(0) };
+        }
         let name = fd::rom_name(&p).ok_or(ENOENT)?;
         let ds = self.b.rom_open(name)?;
         self.b.release_cap(ds);

@@ -119,6 +119,12 @@ fn proc_self_auxv_is_the_vector_the_program_started_with() {
         call(&mut rt, 1, 56, &[-100i64 as u64, path, 0o1, 0]),
         -EACCES
     );
+    // stat and access by path, as for rom files.
+    let st = buffer(&mut rt, &[0xff; 256]);
+    assert_eq!(call(&mut rt, 1, 79, &[-100i64 as u64, path, st, 0]), 0);
+    assert_eq!(rt.b.prog_read(st + 48, 8), 0u64.to_le_bytes(), "size 0");
+    assert_eq!(call(&mut rt, 1, 48, &[-100i64 as u64, path, 4]), 0, "R_OK");
+    assert_eq!(call(&mut rt, 1, 48, &[-100i64 as u64, path, 2]), -EACCES);
     let other = buffer(&mut rt, b"/proc/self/maps\0");
     assert_eq!(
         call(&mut rt, 1, 56, &[-100i64 as u64, other, 0, 0]),
