@@ -7,6 +7,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::linux::auxv::*;
 
@@ -17,6 +18,9 @@ pub struct InitialStack {
     pub sp: u64,
     /// The memory from `sp` to the top.
     pub bytes: Vec<u8>,
+    /// Where in `bytes` the auxiliary vector lies, `AT_NULL` included
+    /// (what `/proc/self/auxv` reads).
+    pub auxv: Range<usize>,
 }
 
 /// Why the stack could not be built.
@@ -72,6 +76,8 @@ pub fn build(
     // The pointer block, 16-byte aligned at sp.
     let start = (cur - pointers) & !15;
     let sp = base + start as u64;
+    // argc, argv and envp with their null ends, then the vector.
+    let auxv_at = start + 8 * (argv.len() + envp.len() + 3);
     let mut w = start;
     let mut word = |img: &mut Vec<u8>, v: u64| {
         img[w..w + 8].copy_from_slice(&v.to_le_bytes());
@@ -102,27 +108,28 @@ pub fn build(
     Ok(InitialStack {
         sp,
         bytes: img.split_off(start),
+        auxv: auxv_at - start..auxv_at - start + 16 * nauxv,
     })
 }
 
 /// What a C runtime finds on the initial stack.
 pub type Parsed = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(u64, u64)>);
 
-/// Reads an initial stack back as a C runtime would: `(argv, envp, auxv)`
-/// (for tests and checks).
-pub fn parse(st: &InitialStack) -> Option<Parsed> {
+/// Reads an initial stack back as a C runtime would, from the memory
+/// `bytes` at `sp` up: `(argv, envp, auxv)` (for tests and checks).
+pub fn parse(sp: u64, bytes: &[u8]) -> Option<Parsed> {
     let word = |at: u64| -> Option<u64> {
-        let o = at.checked_sub(st.sp)? as usize;
-        let b = st.bytes.get(o..o + 8)?;
+        let o = at.checked_sub(sp)? as usize;
+        let b = bytes.get(o..o + 8)?;
         Some(u64::from_le_bytes(b.try_into().ok()?))
     };
     let string = |at: u64| -> Option<Vec<u8>> {
-        let o = at.checked_sub(st.sp)? as usize;
-        let rest = st.bytes.get(o..)?;
+        let o = at.checked_sub(sp)? as usize;
+        let rest = bytes.get(o..)?;
         let n = rest.iter().position(|&b| b == 0)?;
         Some(rest[..n].to_vec())
     };
-    let mut at = st.sp;
+    let mut at = sp;
     let argc = word(at)?;
     at += 8;
     let mut argv = Vec::new();
@@ -176,7 +183,17 @@ mod tests {
         assert_eq!(st.sp % 16, 0);
         assert_eq!(st.sp + st.bytes.len() as u64, top);
         assert_eq!(&st.bytes[st.bytes.len() - 8..], &[0; 8], "end marker");
-        let (argv, envp, auxv) = parse(&st).unwrap();
+        let (argv, envp, auxv) = parse(st.sp, &st.bytes).unwrap();
+        // `auxv` says where the vector is, as a C runtime finds it.
+        let raw: Vec<(u64, u64)> = st.bytes[st.auxv.clone()]
+            .chunks(16)
+            .map(|c| {
+                let w = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap());
+                (w(0), w(8))
+            })
+            .collect();
+        assert_eq!(raw[..raw.len() - 1], auxv[..]);
+        assert_eq!(raw.last(), Some(&(AT_NULL, 0)));
         assert_eq!(argv, [b"rom/hello".to_vec(), b"-v".to_vec()]);
         assert_eq!(envp, [b"HOME=/".to_vec(), b"TERM=vt100".to_vec()]);
         let get = |t| auxv.iter().find(|(k, _)| *k == t).map(|(_, v)| *v);
@@ -203,7 +220,7 @@ mod tests {
     #[test]
     fn empty_and_oversized() {
         let st = build(0x10000, &[], &[], &[], b"", [0; 16], 4096).unwrap();
-        let (argv, envp, auxv) = parse(&st).unwrap();
+        let (argv, envp, auxv) = parse(st.sp, &st.bytes).unwrap();
         assert!(argv.is_empty() && envp.is_empty());
         assert_eq!(auxv.len(), 3);
         let big = [b'x'; 3000];

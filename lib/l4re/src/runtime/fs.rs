@@ -3,8 +3,6 @@
 //! runtime onto its dataspace; `/proc/self/auxv` ([`fd::ProcFile`]);
 //! descriptor flags (`fcntl`) and the working directory (`/`).
 
-use alloc::vec::Vec;
-
 use super::{Backend, IO_MAX, Runtime, Space};
 use crate::fd::{self, File, ProcFile, RomFile};
 use crate::linux::errno::*;
@@ -28,9 +26,9 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// The contents of `/proc/self/<what>`, if the runtime has that file.
-    fn proc_file(&self, path: &[u8]) -> Option<Vec<u8>> {
+    fn proc_file(&self, path: &[u8]) -> Option<&[u8]> {
         match path {
-            b"/proc/self/auxv" => Some(self.auxv.clone()),
+            b"/proc/self/auxv" => Some(&self.auxv),
             _ => None,
         }
     }
@@ -53,18 +51,22 @@ impl<B: Backend> Runtime<B> {
             return Err(ENOTDIR);
         }
         use linux::open_flags::*;
+        let writes = flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0;
         if let Some(data) = self.proc_file(&p) {
-            if flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0 {
+            if writes {
                 return Err(EACCES);
             }
-            let file = File::Proc(ProcFile { data, pos: 0 });
+            let file = File::Proc(ProcFile {
+                data: data.to_vec(),
+                pos: 0,
+            });
             return self.fds.open(file, flags & O_CLOEXEC != 0);
         }
         let Some(name) = fd::rom_name(&p) else {
             return Err(ENOENT);
         };
         let ds = self.b.rom_open(name)?;
-        if flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0 {
+        if writes {
             self.b.release_cap(ds);
             return Err(EROFS);
         }
@@ -135,17 +137,7 @@ impl<B: Backend> Runtime<B> {
                 blocks: f.size.div_ceil(512),
                 rdev: 0,
             },
-            // As Linux's proc files: read-only, size 0.
-            File::Proc(_) => Stat {
-                dev: 0x4c36,
-                ino: 3,
-                mode: linux::S_IFREG | 0o400,
-                nlink: 1,
-                size: 0,
-                blksize: 1024,
-                blocks: 0,
-                rdev: 0,
-            },
+            File::Proc(_) => Self::proc_stat(),
             _ => Stat {
                 dev: 0x4c35,
                 ino: 1,
@@ -156,6 +148,20 @@ impl<B: Backend> Runtime<B> {
                 blocks: 0,
                 rdev: 136 << 8,
             },
+        }
+    }
+
+    /// A `/proc/self` file's status, as Linux gives it: read-only, size 0.
+    fn proc_stat() -> Stat {
+        Stat {
+            dev: 0x4c36,
+            ino: 3,
+            mode: linux::S_IFREG | 0o400,
+            nlink: 1,
+            size: 0,
+            blksize: 1024,
+            blocks: 0,
+            rdev: 0,
         }
     }
 
@@ -201,9 +207,8 @@ impl<B: Backend> Runtime<B> {
             };
             return self.put_stat(&st, buf, statx);
         }
-        if let Some(data) = self.proc_file(&p) {
-            let st = Self::stat_of(&File::Proc(ProcFile { data, pos: 0 }));
-            return self.put_stat(&st, buf, statx);
+        if self.proc_file(&p).is_some() {
+            return self.put_stat(&Self::proc_stat(), buf, statx);
         }
         let name = fd::rom_name(&p).ok_or(ENOENT)?;
         let ds = self.b.rom_open(name)?;

@@ -221,13 +221,7 @@ impl<B: Backend> Runtime<B> {
         .map_err(|_| LoadError("arguments too large for the stack".into()))?;
         self.write_user(st.sp, &st.bytes)
             .map_err(|e| LoadError(format!("cannot write the initial stack (error {e})")))?;
-        if let Some((_, _, aux)) = stack::parse(&st) {
-            self.auxv = aux
-                .iter()
-                .chain(&[(auxv::AT_NULL, 0)])
-                .flat_map(|&(t, v)| t.to_le_bytes().into_iter().chain(v.to_le_bytes()))
-                .collect();
-        }
+        self.auxv = st.bytes[st.auxv].to_vec();
         let entry = prog.entry + base;
         let cpu = self.next_cpu();
         let cap = self

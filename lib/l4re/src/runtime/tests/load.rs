@@ -29,8 +29,7 @@ fn loads_a_static_pie_with_a_linux_stack() {
     // The stack as Linux builds it.
     let top = l4_env::PROGRAM_STACK_TOP;
     let bytes = rt.b.prog_read(sp, (top - sp) as usize);
-    let st = stack::InitialStack { sp, bytes };
-    let (argv, envp, aux) = stack::parse(&st).unwrap();
+    let (argv, envp, aux) = stack::parse(sp, &bytes).unwrap();
     assert_eq!(argv, [b"rom/prog".to_vec(), b"arg1".to_vec()]);
     assert_eq!(envp, [b"A=b".to_vec()]);
     let get = |t| aux.iter().find(|(k, _)| *k == t).unwrap().1;
@@ -53,12 +52,9 @@ fn reports_the_cpu_features_it_was_given() {
     let cpu_id = l4_abi::cpuid::CpuId::for_tasks(0x1_0020, 0, 0);
     let rt = runtime_with(Config { cpu_id, ..config() });
     let (_, &(_, _, sp, _)) = rt.b.threads.iter().next().unwrap();
-    let top = l4_env::PROGRAM_STACK_TOP;
-    let st = stack::InitialStack {
-        sp,
-        bytes: rt.b.prog_read(sp, (top - sp) as usize),
-    };
-    let (_, _, aux) = stack::parse(&st).unwrap();
+    let bytes =
+        rt.b.prog_read(sp, (l4_env::PROGRAM_STACK_TOP - sp) as usize);
+    let (_, _, aux) = stack::parse(sp, &bytes).unwrap();
     let get = |t| aux.iter().find(|(k, _)| *k == t).unwrap().1;
     assert_eq!(get(auxv::AT_HWCAP), auxv::hwcaps(cpu_id).0);
     assert_eq!(
