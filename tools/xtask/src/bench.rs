@@ -518,7 +518,7 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     );
     let ready = Pattern::Text(crate::guest::READY_LINE.into());
     let mut entries = Vec::new();
-    let (mut native, mut uvmm) = alternate_with(
+    let (mut native, mut uvmm) = alternate(
         args.runs,
         args.timeout,
         ("native", &native_args, &ready),
@@ -654,6 +654,7 @@ fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result
         args.timeout,
         ("native", &native_args, &native_ready),
         ("staticpart", &part_args, &both),
+        &mut |_| {},
     )?;
     let ratio = run_ratios(&native, &part);
     println!(
@@ -1152,18 +1153,9 @@ type Boot<'a> = (&'a str, &'a [String], &'a Pattern);
 /// Boots `base` and `other` in turn, `runs` times each, each until its
 /// pattern (at most `timeout`), a Linux guest's panic or a VM's fatal
 /// state failing the run; the wall times from QEMU's start, printed as
-/// they come. Alternating, a busy host slows both kinds alike.
+/// they come, and each of `other`'s boots' console handed to `seen`.
+/// Alternating, a busy host slows both kinds alike.
 fn alternate(
-    runs: usize,
-    timeout: Duration,
-    base: Boot<'_>,
-    other: Boot<'_>,
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
-    alternate_with(runs, timeout, base, other, &mut |_| {})
-}
-
-/// [`alternate`], handing each of `other`'s boots' console to `seen`.
-fn alternate_with(
     runs: usize,
     timeout: Duration,
     base: Boot<'_>,
