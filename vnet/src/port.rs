@@ -17,7 +17,7 @@ use l4_abi::Error;
 use l4_ipc::virtio::{
     DeviceInfo, F_VERSION_1, Negotiation, QueueConfig, StatusChange, config_read, queue_flags,
 };
-use uvmm::devices::virtio::queue::{F_EVENT_IDX, Queue, QueueError};
+use uvmm::devices::virtio::queue::{Chain, F_EVENT_IDX, Queue, QueueError};
 use uvmm::memory::{GuestMemory, Ram};
 
 use crate::mac::Mac;
@@ -158,6 +158,9 @@ pub struct Port {
     mem: GuestMemory,
     queues: [Queue; 2],
     no_notify: [bool; 2],
+    /// The chains of the frame being taken or delivered, kept so that
+    /// forwarding a frame allocates nothing.
+    chains: Vec<Chain>,
     /// The queue error that stopped the port (until the driver resets it).
     pub error: Option<QueueError>,
     /// Counters.
@@ -176,6 +179,7 @@ impl Port {
             mem: GuestMemory::default(),
             queues: [Queue::default(), Queue::default()],
             no_notify: [false; 2],
+            chains: Vec::new(),
             error: None,
             stats: Stats::default(),
         }
@@ -330,18 +334,32 @@ impl Port {
     /// given back to the driver and skipped. A malformed queue stops the
     /// port and is the error.
     pub fn take_frame(&mut self, buf: &mut [u8]) -> Result<Option<(NetHdr, usize)>, QueueError> {
+        let mut chains = std::mem::take(&mut self.chains);
+        if chains.is_empty() {
+            chains.push(Chain::default());
+        }
+        let taken = self.take_frame_with(buf, &mut chains[0]);
+        self.chains = chains;
+        taken
+    }
+
+    /// [`Port::take_frame`] with `chain` for the descriptors.
+    fn take_frame_with(
+        &mut self,
+        buf: &mut [u8],
+        chain: &mut Chain,
+    ) -> Result<Option<(NetHdr, usize)>, QueueError> {
         if !self.running() || !self.queues[TXQ].ready {
             return Ok(None);
         }
         let max = self.max_tx_frame().min(buf.len());
         let features = self.neg.features();
         loop {
-            let q = &mut self.queues[TXQ];
-            let chain = match q.pop(&self.mem) {
-                Ok(Some(c)) => c,
-                Ok(None) => return Ok(None),
+            match self.queues[TXQ].pop_into(&self.mem, chain) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
                 Err(e) => return Err(self.fail(e)),
-            };
+            }
             let total: u64 = chain.readable().map(|b| u64::from(b.len)).sum();
             let fits = total >= (HDR_LEN + 14) as u64 && total <= (HDR_LEN + max) as u64;
             let mut hdr = [0u8; HDR_LEN];
@@ -412,29 +430,47 @@ impl Port {
     /// dropped. A malformed receive queue stops the port and is the
     /// error.
     pub fn deliver(&mut self, hdr: &NetHdr, frame: &[u8]) -> Result<Delivery, QueueError> {
+        let mut chains = std::mem::take(&mut self.chains);
+        let delivered = self.deliver_with(hdr, frame, &mut chains);
+        self.chains = chains;
+        delivered
+    }
+
+    /// [`Port::deliver`] with `pool` for the descriptor chains (grown as
+    /// needed, its first entries overwritten).
+    fn deliver_with(
+        &mut self,
+        hdr: &NetHdr,
+        frame: &[u8],
+        pool: &mut Vec<Chain>,
+    ) -> Result<Delivery, QueueError> {
         if !self.running() || !self.queues[RXQ].ready {
             self.stats.rx_dropped += 1;
             return Ok(Delivery::Dropped);
         }
         let merge = self.neg.has(F_MRG_RXBUF);
         let need = (HDR_LEN + frame.len()) as u64;
-        let mut chains = Vec::new();
+        let mut n = 0usize;
         let mut room = 0u64;
-        while room < need && (merge || chains.is_empty()) {
-            match self.queues[RXQ].pop(&self.mem) {
-                Ok(Some(c)) => {
-                    room += c.writable().map(|b| u64::from(b.len)).sum::<u64>();
-                    chains.push(c);
+        while room < need && (merge || n == 0) {
+            if n == pool.len() {
+                pool.push(Chain::default());
+            }
+            match self.queues[RXQ].pop_into(&self.mem, &mut pool[n]) {
+                Ok(true) => {
+                    room += pool[n].writable().map(|b| u64::from(b.len)).sum::<u64>();
+                    n += 1;
                 }
-                Ok(None) => {
+                Ok(false) => {
                     // Not enough buffers: they stay the driver's.
-                    self.queues[RXQ].unpop(chains.len() as u16);
+                    self.queues[RXQ].unpop(n as u16);
                     self.stats.rx_dropped += 1;
                     return Ok(Delivery::Dropped);
                 }
                 Err(e) => return Err(self.fail(e)),
             }
         }
+        let chains = &pool[..n];
         if room < need {
             let head = chains[0].head;
             if let Err(e) = self.queues[RXQ].add_used(&self.mem, head, 0) {
@@ -444,12 +480,12 @@ impl Port {
             return Ok(Delivery::Dropped);
         }
         let hdr = NetHdr {
-            num_buffers: chains.len() as u16,
+            num_buffers: n as u16,
             ..*hdr
         }
         .bytes();
         let mut parts = [&hdr[..], frame];
-        for c in &chains {
+        for c in chains {
             let mut written = 0u32;
             for b in c.writable() {
                 let mut room = b.len as usize;

@@ -36,7 +36,7 @@ use uvmm::memory::Ram;
 
 use crate::mac;
 use crate::port::{CreateArg, PortOptions};
-use crate::switch::{PortId, Quiet, Switch};
+use crate::switch::{Outcome, PortId, Quiet, Switch};
 
 /// The labels of the switch's gates and Irqs.
 pub mod labels {
@@ -108,8 +108,21 @@ struct PortCaps {
     guest_irq: Option<u64>,
     dataspaces: Vec<u64>,
     had_users: bool,
+    /// When (µs) its transmit queue is looked at again, while the switch
+    /// polls it.
+    poll_at: Option<u64>,
     learned_logged: usize,
     dropped_logged: usize,
+}
+
+/// Puts port `id` on the list of ports to look at (once: a second
+/// reason to look makes it [`Look::Due`] if either is).
+fn look(pending: &mut VecDeque<(PortId, Look)>, id: PortId, why: Look) {
+    match pending.iter_mut().find(|(p, _)| *p == id) {
+        Some((_, w)) if why == Look::Due => *w = Look::Due,
+        Some(_) => {}
+        None => pending.push_back((id, why)),
+    }
 }
 
 /// The switch and its capabilities.
@@ -120,9 +133,9 @@ pub struct Service<B> {
     pub backend: B,
     caps: BTreeMap<PortId, PortCaps>,
     pending: VecDeque<(PortId, Look)>,
-    /// Ports whose transmit queue is polled, with when (µs).
-    polls: BTreeMap<PortId, u64>,
     last_gc: u64,
+    /// What the last round of forwarding did (kept for its room).
+    out: Outcome,
 }
 
 impl<B: Backend> Service<B> {
@@ -133,8 +146,8 @@ impl<B: Backend> Service<B> {
             backend,
             caps: BTreeMap::new(),
             pending: VecDeque::new(),
-            polls: BTreeMap::new(),
             last_gc: 0,
+            out: Outcome::default(),
         }
     }
 
@@ -175,18 +188,23 @@ impl<B: Backend> Service<B> {
     /// anyway, also looks at the queues it polls.
     pub fn kick(&mut self, id: PortId) {
         self.look(id, Look::Due);
-        let polled: Vec<PortId> = self.polls.keys().copied().collect();
-        for p in polled {
-            self.look(p, Look::Sweep);
+        for (&p, c) in &self.caps {
+            if c.poll_at.is_some() {
+                look(&mut self.pending, p, Look::Sweep);
+            }
         }
     }
 
     fn look(&mut self, id: PortId, why: Look) {
-        match self.pending.iter_mut().find(|(p, _)| *p == id) {
-            Some((_, w)) if why == Look::Due => *w = Look::Due,
-            Some(_) => {}
-            None => self.pending.push_back((id, why)),
-        }
+        look(&mut self.pending, id, why);
+    }
+
+    /// Stops polling port `id`; whether it was polled.
+    fn unpoll(&mut self, id: PortId) -> bool {
+        self.caps
+            .get_mut(&id)
+            .and_then(|c| c.poll_at.take())
+            .is_some()
     }
 
     /// Whether ports wait for [`Service::work`].
@@ -218,15 +236,18 @@ impl<B: Backend> Service<B> {
             Look::Due => Quiet::IfSent,
             Look::Sweep => Quiet::Always,
         };
-        let out = self.switch.transmit(id, quiet);
+        let mut out = std::mem::take(&mut self.out);
+        self.switch.transmit(id, quiet, &mut out);
         if out.more {
             self.pending.push_back((id, why));
         } else if out.quiet && out.sent > 0 {
             let at = self.backend.caps().now_us() + POLL_US;
-            self.polls.insert(id, at);
+            if let Some(c) = self.caps.get_mut(&id) {
+                c.poll_at = Some(at);
+            }
         }
         for &p in &out.delivered {
-            if self.polls.remove(&p).is_some() {
+            if self.unpoll(p) {
                 self.look(p, Look::Due);
             }
         }
@@ -245,11 +266,12 @@ impl<B: Backend> Service<B> {
             self.backend
                 .log(&format!("{name}: {e}; stopped until its driver resets it"));
         }
-        for p in out.notify {
+        for &p in &out.notify {
             if let Some(irq) = self.caps.get(&p).and_then(|c| c.guest_irq) {
                 self.backend.caps().trigger(irq);
             }
         }
+        self.out = out;
     }
 
     /// Logs a learned address, the first [`LEARN_LOG_MAX`] of each port
@@ -301,15 +323,11 @@ impl<B: Backend> Service<B> {
     /// ended, while whoever created the port may still hold it).
     pub fn timeout(&mut self) {
         let now_us = self.backend.caps().now_us();
-        let due: Vec<PortId> = self
-            .polls
-            .iter()
-            .filter(|&(_, &at)| at <= now_us)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in due {
-            self.polls.remove(&id);
-            self.look(id, Look::Due);
+        for (&id, c) in self.caps.iter_mut() {
+            if c.poll_at.is_some_and(|at| at <= now_us) {
+                c.poll_at = None;
+                look(&mut self.pending, id, Look::Due);
+            }
         }
         let now = now_us / 1000;
         if now < self.last_gc + GC_PERIOD_MS {
@@ -346,7 +364,12 @@ impl<B: Backend> Service<B> {
         }
         let now = self.backend.caps().now_us();
         let gc = ((self.last_gc + GC_PERIOD_MS) * 1000).saturating_sub(now);
-        let poll = self.polls.values().min().map(|&at| at.saturating_sub(now));
+        let poll = self
+            .caps
+            .values()
+            .filter_map(|c| c.poll_at)
+            .min()
+            .map(|at| at.saturating_sub(now));
         Some(poll.map_or(gc, |p| p.min(gc)))
     }
 
@@ -356,7 +379,6 @@ impl<B: Backend> Service<B> {
             return;
         };
         self.pending.retain(|&(p, _)| p != id);
-        self.polls.remove(&id);
         if let Some(p) = self.switch.remove_port(id) {
             self.backend.log(&format!(
                 "{}: its driver is gone; port freed ({} frames sent, {} received, {} dropped)",

@@ -49,6 +49,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Empty again, keeping the lists' room (the switch reuses one).
+    pub fn clear(&mut self) {
+        self.notify.clear();
+        self.delivered.clear();
+        self.more = false;
+        self.sent = 0;
+        self.quiet = false;
+        self.failed.clear();
+        self.learned.clear();
+        self.dropped.clear();
+    }
+
     fn notify(&mut self, p: PortId) {
         if !self.notify.contains(&p) {
             self.notify.push(p);
@@ -77,6 +89,8 @@ pub struct Switch {
     frame: Vec<u8>,
     /// A frame made for a receiver without the sender's offloads.
     scratch: Vec<u8>,
+    /// The ports the frame being forwarded goes to.
+    targets: Vec<PortId>,
 }
 
 impl Default for Switch {
@@ -94,6 +108,7 @@ impl Switch {
             next: 0,
             frame: vec![0; MAX_GSO_FRAME],
             scratch: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -139,11 +154,12 @@ impl Switch {
     /// `quiet` says whether a queue that ran empty is left as it was
     /// while the switch worked on it (its driver does not notify, see
     /// [`Port::set_tx_busy`]) for the caller to look at it again
-    /// ([`Outcome::quiet`]), or its driver told to notify again.
-    pub fn transmit(&mut self, src: PortId, quiet: Quiet) -> Outcome {
-        let mut out = Outcome::default();
+    /// ([`Outcome::quiet`]), or its driver told to notify again. What it
+    /// did goes into `out` (cleared first).
+    pub fn transmit(&mut self, src: PortId, quiet: Quiet, out: &mut Outcome) {
+        out.clear();
         let Some(port) = self.ports.get_mut(&src) else {
-            return out;
+            return;
         };
         port.set_tx_busy(true);
         loop {
@@ -180,14 +196,13 @@ impl Switch {
                 }
             };
             out.sent += 1;
-            self.forward(src, &hdr, len, &mut out);
+            self.forward(src, &hdr, len, out);
         }
         if let Some(p) = self.ports.get_mut(&src)
             && p.tx_interrupt_due()
         {
             out.notify(src);
         }
-        out
     }
 
     /// Sends the frame in `self.frame[..len]` with header `hdr` from
@@ -203,12 +218,14 @@ impl Switch {
         if self.macs.learn(&from, src) {
             out.learned.push((src, from));
         }
-        let targets: Vec<PortId> = match self.macs.route(&dst, src) {
-            Route::Drop => return,
-            Route::Port(p) => vec![p],
-            Route::Flood => self.ports.keys().copied().filter(|&p| p != src).collect(),
-        };
-        for t in targets {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        match self.macs.route(&dst, src) {
+            Route::Drop => {}
+            Route::Port(p) => targets.push(p),
+            Route::Flood => targets.extend(self.ports.keys().copied().filter(|&p| p != src)),
+        }
+        for &t in &targets {
             let Some(port) = self.ports.get_mut(&t) else {
                 continue;
             };
@@ -252,5 +269,6 @@ impl Switch {
                 out.dropped.push((src, e.to_string()));
             }
         }
+        self.targets = targets;
     }
 }

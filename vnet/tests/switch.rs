@@ -980,3 +980,61 @@ fn mergeable_receive_buffers() {
     kick(&mut lb, &a);
     assert_eq!(b.mem.read_u16(used + 2), Ok(16));
 }
+
+/// Counts the allocations of the thread that asks ([`allocations`]), so
+/// that a test can see what the switch allocates while tests run in
+/// parallel.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call goes to the system allocator unchanged; the
+// counter is a thread-local cell, which allocates nothing.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `alloc` above, that is the system's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+#[test]
+fn forwarding_a_frame_allocates_nothing() {
+    let (mut lb, mut a, mut b, mut c) = three_ports();
+    for d in [&mut a, &mut b, &mut c] {
+        d.post_rx();
+    }
+    // Both addresses learned (the first frame floods: B is not known
+    // yet), every list the switch keeps grown once.
+    a.send(b.mac, b"hello");
+    kick(&mut lb, &a);
+    b.send(a.mac, b"hello");
+    kick(&mut lb, &b);
+    lb.objects.backend.triggered.reserve(64);
+    for round in 0..4 {
+        a.send(b.mac, b"ping");
+        let before = allocations();
+        kick(&mut lb, &a);
+        assert_eq!(allocations(), before, "round {round}: a unicast frame");
+        b.send(a.mac, b"pong");
+        let before = allocations();
+        kick(&mut lb, &b);
+        assert_eq!(allocations(), before, "round {round}: its answer");
+    }
+    assert_eq!(b.received().len(), 5);
+    assert_eq!(a.received().len(), 5);
+    assert_eq!(c.received().len(), 1);
+}

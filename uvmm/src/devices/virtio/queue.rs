@@ -80,7 +80,7 @@ pub struct Buffer {
 }
 
 /// A descriptor chain the driver made available.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
     /// The head index (what goes into the used ring).
     pub head: u16,
@@ -137,13 +137,21 @@ impl Queue {
 
     /// The next available chain, if any.
     pub fn pop(&mut self, mem: &GuestMemory) -> Result<Option<Chain>, QueueError> {
+        let mut chain = Chain::default();
+        Ok(self.pop_into(mem, &mut chain)?.then_some(chain))
+    }
+
+    /// The next available chain into `chain` (whose buffer list is
+    /// reused: a device that forwards every frame allocates nothing);
+    /// whether there was one.
+    pub fn pop_into(&mut self, mem: &GuestMemory, chain: &mut Chain) -> Result<bool, QueueError> {
         if !self.ready || self.size == 0 {
             return Err(QueueError::NotReady);
         }
         let avail_idx = mem.read_u16(self.avail + 2)?;
         let outstanding = avail_idx.wrapping_sub(self.next_avail);
         if outstanding == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         if outstanding > self.size {
             return Err(QueueError::BadAvailIdx(avail_idx));
@@ -152,13 +160,15 @@ impl Queue {
         fence(Ordering::Acquire);
         let slot = u64::from(self.next_avail % self.size);
         let head = mem.read_u16(self.avail + 4 + 2 * slot)?;
-        let chain = self.walk(mem, head)?;
+        self.walk(mem, head, chain)?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        Ok(Some(chain))
+        Ok(true)
     }
 
-    fn walk(&self, mem: &GuestMemory, head: u16) -> Result<Chain, QueueError> {
-        let mut buffers = Vec::new();
+    fn walk(&self, mem: &GuestMemory, head: u16, chain: &mut Chain) -> Result<(), QueueError> {
+        chain.head = head;
+        let buffers = &mut chain.buffers;
+        buffers.clear();
         let mut index = head;
         loop {
             if index >= self.size {
@@ -182,7 +192,7 @@ impl Queue {
             mem.translate(addr, u64::from(len))?;
             buffers.push(Buffer { addr, len, write });
             if flags & DESC_NEXT == 0 {
-                return Ok(Chain { head, buffers });
+                return Ok(());
             }
             index = next;
         }
