@@ -402,6 +402,11 @@ impl Port {
         self.queues[TXQ].interrupt_due(&self.mem)
     }
 
+    /// The transmit queue's size (0 before the driver sets it up).
+    pub fn tx_queue_size(&self) -> u16 {
+        self.queues[TXQ].size
+    }
+
     /// Whether the driver may be told not to notify the transmit queue
     /// (its setup has [`queue_flags::NO_NOTIFY`]): the switch may then
     /// poll it instead.

@@ -71,6 +71,11 @@ pub const GC_PERIOD_MS: u64 = 1000;
 /// [`Service::work`]).
 pub const POLL_US: u64 = 4000;
 
+/// How long the interrupt for a few sent buffers given back may wait, in
+/// µs, for an interrupt the port gets anyway (a frame for it: the
+/// driver's handler looks at both queues), see [`Service::work`].
+pub const TX_DONE_US: u64 = 4000;
+
 /// What the switch needs from the kernel: its capabilities (the ports'
 /// gates and kick Irqs, what drivers send) and clock, dataspaces and a
 /// log.
@@ -111,6 +116,9 @@ struct PortCaps {
     /// When (µs) its transmit queue is looked at again, while the switch
     /// polls it.
     poll_at: Option<u64>,
+    /// When (µs) its driver gets the interrupt for sent buffers it was
+    /// given back, unless a frame for it brings one first.
+    tx_done_at: Option<u64>,
     learned_logged: usize,
     dropped_logged: usize,
 }
@@ -122,6 +130,15 @@ fn look(pending: &mut VecDeque<(PortId, Look)>, id: PortId, why: Look) {
         Some((_, w)) if why == Look::Due => *w = Look::Due,
         Some(_) => {}
         None => pending.push_back((id, why)),
+    }
+}
+
+/// Interrupts the driver of the port with capabilities `c` (which then
+/// also finds the sent buffers given back meanwhile).
+fn raise<B: Backend>(backend: &mut B, c: &mut PortCaps) {
+    c.tx_done_at = None;
+    if let Some(irq) = c.guest_irq {
+        backend.caps().trigger(irq);
     }
 }
 
@@ -266,12 +283,43 @@ impl<B: Backend> Service<B> {
             self.backend
                 .log(&format!("{name}: {e}; stopped until its driver resets it"));
         }
+        if out.tx_done {
+            self.tx_done(id, out.sent);
+        }
         for &p in &out.notify {
-            if let Some(irq) = self.caps.get(&p).and_then(|c| c.guest_irq) {
-                self.backend.caps().trigger(irq);
-            }
+            self.interrupt(p);
         }
         self.out = out;
+    }
+
+    /// Port `id`'s driver wants an interrupt for the `sent` buffers it was
+    /// just given back. A burst (a quarter of its queue or more: it may be
+    /// waiting for room) gets it now; a few frames (a ping, an ARP
+    /// request, TCP acknowledgements) wait up to [`TX_DONE_US`] for the
+    /// interrupt of a frame for the port, usually the answer, so that an
+    /// exchange interrupts each guest once instead of twice, and the
+    /// answer need not wait while the sender takes its buffers back.
+    fn tx_done(&mut self, id: PortId, sent: usize) {
+        let burst = self
+            .switch
+            .port(id)
+            .map_or(1, |p| usize::from(p.tx_queue_size() / 4).max(1));
+        if sent >= burst {
+            self.interrupt(id);
+            return;
+        }
+        let at = self.backend.caps().now_us() + TX_DONE_US;
+        if let Some(c) = self.caps.get_mut(&id) {
+            c.tx_done_at.get_or_insert(at);
+        }
+    }
+
+    /// Interrupts port `id`'s driver (which then also finds the sent
+    /// buffers given back meanwhile).
+    fn interrupt(&mut self, id: PortId) {
+        if let Some(c) = self.caps.get_mut(&id) {
+            raise(&mut self.backend, c);
+        }
     }
 
     /// Logs a learned address, the first [`LEARN_LOG_MAX`] of each port
@@ -328,6 +376,9 @@ impl<B: Backend> Service<B> {
                 c.poll_at = None;
                 look(&mut self.pending, id, Look::Due);
             }
+            if c.tx_done_at.is_some_and(|at| at <= now_us) {
+                raise(&mut self.backend, c);
+            }
         }
         let now = now_us / 1000;
         if now < self.last_gc + GC_PERIOD_MS {
@@ -367,7 +418,8 @@ impl<B: Backend> Service<B> {
         let poll = self
             .caps
             .values()
-            .filter_map(|c| c.poll_at)
+            .flat_map(|c| [c.poll_at, c.tx_done_at])
+            .flatten()
             .min()
             .map(|at| at.saturating_sub(now));
         Some(poll.map_or(gc, |p| p.min(gc)))

@@ -27,8 +27,11 @@ pub const BUDGET: usize = 64;
 /// What a round of forwarding did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Ports whose driver wants an interrupt now.
+    /// Ports whose driver wants an interrupt now (frames for them).
     pub notify: Vec<PortId>,
+    /// The source port's driver wants an interrupt for the buffers it
+    /// sent (given back to it): the caller decides when.
+    pub tx_done: bool,
     /// Ports that received frames.
     pub delivered: Vec<PortId>,
     /// The source port has more frames (its budget ran out).
@@ -52,6 +55,7 @@ impl Outcome {
     /// Empty again, keeping the lists' room (the switch reuses one).
     pub fn clear(&mut self) {
         self.notify.clear();
+        self.tx_done = false;
         self.delivered.clear();
         self.more = false;
         self.sent = 0;
@@ -198,11 +202,10 @@ impl Switch {
             out.sent += 1;
             self.forward(src, &hdr, len, out);
         }
-        if let Some(p) = self.ports.get_mut(&src)
-            && p.tx_interrupt_due()
-        {
-            out.notify(src);
-        }
+        out.tx_done = self
+            .ports
+            .get_mut(&src)
+            .is_some_and(|p| p.tx_interrupt_due());
     }
 
     /// Sends the frame in `self.frame[..len]` with header `hdr` from

@@ -14,7 +14,7 @@ use uvmm::devices::virtio::queue::{F_EVENT_IDX, USED_NO_NOTIFY};
 use uvmm::memory::{GuestMemory, Ram};
 use vnet::offload::{GSO_TCPV4, NEEDS_CSUM, NetHdr, OFFLOADS};
 use vnet::port::{F_MAC, F_MRG_RXBUF, HDR_LEN, RXQ, TXQ};
-use vnet::service::{Backend, POLL_US, Service, labels};
+use vnet::service::{Backend, POLL_US, Service, TX_DONE_US, labels};
 use vnet::switch::BUDGET;
 
 const BASE: u64 = 0x4000_0000;
@@ -327,11 +327,7 @@ impl Driver {
 /// Kicks like the Irq would, then lets the switch work until idle (its
 /// polls of quiet transmit queues included).
 fn kick(lb: &mut Lb, d: &Driver) {
-    let mut mrs = [0u64; MR_COUNT];
-    assert_eq!(
-        lb.objects.serve(d.kick, MsgTag::new(0, 0, 0, 0), &mut mrs),
-        None
-    );
+    kick_now(lb, d);
     loop {
         while lb.objects.has_work() {
             lb.objects.work();
@@ -341,6 +337,19 @@ fn kick(lb: &mut Lb, d: &Driver) {
         }
         lb.objects.backend.now += 1;
         lb.objects.timeout();
+    }
+}
+
+/// Serves `d`'s kick and forwards what it sent, without time passing
+/// (unlike [`kick`], which lets the polls and deferred interrupts come).
+fn kick_now(lb: &mut Lb, d: &Driver) {
+    let mut mrs = [0u64; MR_COUNT];
+    assert_eq!(
+        lb.objects.serve(d.kick, MsgTag::new(0, 0, 0, 0), &mut mrs),
+        None
+    );
+    while lb.objects.has_work() {
+        lb.objects.work();
     }
 }
 
@@ -979,6 +988,48 @@ fn mergeable_receive_buffers() {
     a.send(b.mac, b"small");
     kick(&mut lb, &a);
     assert_eq!(b.mem.read_u16(used + 2), Ok(16));
+}
+
+#[test]
+fn sent_buffers_are_reported_with_the_answer() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, 0);
+    let mut b = Driver::up(&mut lb, 0);
+    a.post_rx();
+    b.post_rx();
+    a.send(b.mac, b"learn");
+    kick(&mut lb, &a);
+    b.send(a.mac, b"learn");
+    kick(&mut lb, &b);
+    assert_eq!(a.received().len(), 1);
+    let triggered = |lb: &Lb| lb.objects.backend.triggered.len();
+    // A pings B: B is interrupted for the frame; A's interrupt for its
+    // sent buffer waits.
+    let before = triggered(&lb);
+    a.send(b.mac, b"ping");
+    kick_now(&mut lb, &a);
+    assert_eq!(triggered(&lb), before + 1);
+    assert_eq!(a.tx_done(), 2, "the buffer is given back at once");
+    // B answers: one interrupt for A brings the answer and its buffer.
+    b.send(a.mac, b"pong");
+    kick_now(&mut lb, &b);
+    assert_eq!(triggered(&lb), before + 2);
+    assert_eq!(a.received(), [b"pong".to_vec()]);
+    // Nothing comes for B: its interrupt comes TX_DONE_US later.
+    lb.objects.backend.now += TX_DONE_US / 1000 - 1;
+    lb.objects.timeout();
+    assert_eq!(triggered(&lb), before + 2);
+    assert!(lb.objects.next_timeout_us() <= Some(1000));
+    lb.objects.backend.now += 1;
+    lb.objects.timeout();
+    assert_eq!(triggered(&lb), before + 3);
+    // A burst of a quarter of the queue: A may be waiting for room, so
+    // its interrupt comes at once, with B's for the frames.
+    for _ in 0..QSIZE / 4 {
+        a.send(b.mac, b"burst");
+    }
+    kick_now(&mut lb, &a);
+    assert_eq!(triggered(&lb), before + 5);
 }
 
 /// Counts the allocations of the thread that asks ([`allocations`]), so
