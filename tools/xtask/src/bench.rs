@@ -738,8 +738,19 @@ impl NetConsoles {
 struct NetFigures {
     /// Seconds for the whole transfer, as the host sees it.
     transfer: f64,
-    /// min/avg/max round trip in ms.
-    rtt: (f64, f64, f64),
+    /// The pings' round trips.
+    rtt: Rtt,
+}
+
+/// Round trips of ping, in ms: busybox's summary and the median of the
+/// replies' own times (one slow reply, the host's doing, moves the
+/// average but not the median).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Rtt {
+    min: f64,
+    avg: f64,
+    max: f64,
+    median: f64,
 }
 
 /// Runs a command on the focused guest and waits for its end marker
@@ -783,16 +794,31 @@ fn net_measure(c: &mut NetConsoles, timeout: Duration) -> Result<NetFigures> {
     let after = net_run(vm1, &send, "SEND-DONE", deadline)?;
     Ok(NetFigures {
         transfer: (after.saturating_sub(before)).as_secs_f64(),
-        rtt: (0.0, 0.0, 0.0),
+        rtt: Rtt::default(),
     })
 }
 
-/// The last `round-trip min/avg/max = a/b/c ms` of busybox's ping.
-fn parse_rtt(transcript: &str) -> Option<(f64, f64, f64)> {
-    let re =
+/// The last `round-trip min/avg/max = a/b/c ms` of busybox's ping, and
+/// the median of the `time=` of the replies (the counted run prints the
+/// only ones: the first ping's output goes to /dev/null).
+fn parse_rtt(transcript: &str) -> Option<Rtt> {
+    let summary =
         regex::Regex::new(r"round-trip min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+) ms").ok()?;
-    let c = re.captures_iter(transcript).last()?;
-    Some((c[1].parse().ok()?, c[2].parse().ok()?, c[3].parse().ok()?))
+    let c = summary.captures_iter(transcript).last()?;
+    let reply = regex::Regex::new(r"seq=[0-9]+ ttl=[0-9]+ time=([0-9.]+) ms").ok()?;
+    let mut times: Vec<f64> = reply
+        .captures_iter(transcript)
+        .filter_map(|r| r[1].parse().ok())
+        .collect();
+    if times.is_empty() {
+        return None;
+    }
+    Some(Rtt {
+        min: c[1].parse().ok()?,
+        avg: c[2].parse().ok()?,
+        max: c[3].parse().ok()?,
+        median: median(&mut times),
+    })
 }
 
 /// Runs [`net_measure`] on `c` and takes the round trip from the
@@ -808,8 +834,8 @@ fn net_setup(what: &str, mut c: NetConsoles, timeout: Duration) -> Result<NetFig
         ))
     })?;
     eprintln!(
-        "  {what}: {NET_MIB} MiB in {:.2} s, ping avg {:.3} ms",
-        f.transfer, f.rtt.1
+        "  {what}: {NET_MIB} MiB in {:.2} s, ping median {:.3} ms",
+        f.transfer, f.rtt.median
     );
     Ok(f)
 }
@@ -905,22 +931,28 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
          virtio-net in native code, no offloads on a socket network; the switch: one QEMU with\n   \
          one emulated CPU for the kernel, both VMs, the switch and cons, one host thread)"
     );
-    println!("                                         MiB/s   ping min/avg/max ms");
+    println!("                                         MiB/s   ping min/median/avg/max ms");
     for (what, f) in [
         (format!("virtio switch (entry {NET_ENTRY})"), &ours),
         ("plain QEMU, socket network".to_string(), &reference),
     ] {
+        let r = f.rtt;
         println!(
-            "  {what:<36} {:>7.2}   {:.3}/{:.3}/{:.3}",
+            "  {what:<36} {:>7.2}   {:.3}/{:.3}/{:.3}/{:.3}",
             mib_s(f),
-            f.rtt.0,
-            f.rtt.1,
-            f.rtt.2
+            r.min,
+            r.median,
+            r.avg,
+            r.max
         );
     }
     println!(
         "  switch / plain QEMU throughput        {:>7.2}",
         mib_s(&ours) / mib_s(&reference)
+    );
+    println!(
+        "  switch / plain QEMU ping median       {:>7.2}",
+        ours.rtt.median / reference.rtt.median
     );
     Ok(())
 }
@@ -1504,6 +1536,27 @@ mod tests {
             "-icount", "shift=0", "-icount", "shift=3"
         ])));
         assert!(!counts_instructions(&args(&["-m", "1024"])));
+    }
+
+    #[test]
+    fn ping_summary_and_median_of_the_replies() {
+        let t = "PING 192.168.1.2 (192.168.1.2): 56 data bytes\r\n\
+                 64 bytes from 192.168.1.2: seq=0 ttl=64 time=2.500 ms\r\n\
+                 64 bytes from 192.168.1.2: seq=1 ttl=64 time=24.000 ms\r\n\
+                 64 bytes from 192.168.1.2: seq=2 ttl=64 time=3.000 ms\r\n\
+                 round-trip min/avg/max = 2.500/9.833/24.000 ms\r\n";
+        assert_eq!(
+            parse_rtt(t),
+            Some(Rtt {
+                min: 2.5,
+                avg: 9.833,
+                max: 24.0,
+                median: 3.0
+            })
+        );
+        let no_replies = "round-trip min/avg/max = 1.000/1.000/1.000 ms\r\n";
+        assert_eq!(parse_rtt(no_replies), None);
+        assert_eq!(parse_rtt("64 bytes from x: seq=0 ttl=64 time=1.0 ms"), None);
     }
 
     #[test]
