@@ -71,10 +71,16 @@ pub const GC_PERIOD_MS: u64 = 1000;
 /// [`Service::work`]).
 pub const POLL_US: u64 = 4000;
 
-/// How long the interrupt for a few sent buffers given back may wait, in
-/// µs, for an interrupt the port gets anyway (a frame for it: the
-/// driver's handler looks at both queues), see [`Service::work`].
+/// How long the interrupt for a few small sent buffers given back may
+/// wait, in µs, for an interrupt the port gets anyway (a frame for it:
+/// the driver's handler looks at both queues), see [`Service::work`].
 pub const TX_DONE_US: u64 = 4000;
+
+/// The longest frame (bytes) whose sent buffer's interrupt may wait: a
+/// ping, an ARP request, a TCP acknowledgement. A TCP sender's data
+/// frames get theirs at once: TCP holds back its next segments until
+/// the buffers of the last ones come back (TCP small queues).
+pub const TX_DONE_SMALL: usize = 256;
 
 /// What the switch needs from the kernel: its capabilities (the ports'
 /// gates and kick Irqs, what drivers send) and clock, dataspaces and a
@@ -284,7 +290,7 @@ impl<B: Backend> Service<B> {
                 .log(&format!("{name}: {e}; stopped until its driver resets it"));
         }
         if out.tx_done {
-            self.tx_done(id, out.sent);
+            self.tx_done(id, out.sent, out.longest);
         }
         for &p in &out.notify {
             self.interrupt(p);
@@ -293,18 +299,20 @@ impl<B: Backend> Service<B> {
     }
 
     /// Port `id`'s driver wants an interrupt for the `sent` buffers it was
-    /// just given back. A burst (a quarter of its queue or more: it may be
-    /// waiting for room) gets it now; a few frames (a ping, an ARP
-    /// request, TCP acknowledgements) wait up to [`TX_DONE_US`] for the
+    /// just given back, the longest `longest` bytes. A few small frames (a
+    /// ping, an ARP request, TCP acknowledgements: at most
+    /// [`TX_DONE_SMALL`] bytes) wait up to [`TX_DONE_US`] for the
     /// interrupt of a frame for the port, usually the answer, so that an
     /// exchange interrupts each guest once instead of twice, and the
     /// answer need not wait while the sender takes its buffers back.
-    fn tx_done(&mut self, id: PortId, sent: usize) {
+    /// Longer frames, and a burst (a quarter of the queue or more: the
+    /// driver may be waiting for room), get it now.
+    fn tx_done(&mut self, id: PortId, sent: usize, longest: usize) {
         let burst = self
             .switch
             .port(id)
             .map_or(1, |p| usize::from(p.tx_queue_size() / 4).max(1));
-        if sent >= burst {
+        if sent >= burst || longest > TX_DONE_SMALL {
             self.interrupt(id);
             return;
         }

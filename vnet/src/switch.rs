@@ -38,6 +38,8 @@ pub struct Outcome {
     pub more: bool,
     /// Frames taken from the source port.
     pub sent: usize,
+    /// The longest of them, in bytes.
+    pub longest: usize,
     /// The source port's transmit queue ran empty and was left quiet
     /// (the driver does not notify): the caller looks at it again.
     pub quiet: bool,
@@ -59,6 +61,7 @@ impl Outcome {
         self.delivered.clear();
         self.more = false;
         self.sent = 0;
+        self.longest = 0;
         self.quiet = false;
         self.failed.clear();
         self.learned.clear();
@@ -200,6 +203,7 @@ impl Switch {
                 }
             };
             out.sent += 1;
+            out.longest = out.longest.max(len);
             self.forward(src, &hdr, len, out);
         }
         out.tx_done = self

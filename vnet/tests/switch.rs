@@ -14,7 +14,7 @@ use uvmm::devices::virtio::queue::{F_EVENT_IDX, USED_NO_NOTIFY};
 use uvmm::memory::{GuestMemory, Ram};
 use vnet::offload::{GSO_TCPV4, NEEDS_CSUM, NetHdr, OFFLOADS};
 use vnet::port::{F_MAC, F_MRG_RXBUF, HDR_LEN, RXQ, TXQ};
-use vnet::service::{Backend, POLL_US, Service, TX_DONE_US, labels};
+use vnet::service::{Backend, POLL_US, Service, TX_DONE_SMALL, TX_DONE_US, labels};
 use vnet::switch::BUDGET;
 
 const BASE: u64 = 0x4000_0000;
@@ -1030,6 +1030,10 @@ fn sent_buffers_are_reported_with_the_answer() {
     }
     kick_now(&mut lb, &a);
     assert_eq!(triggered(&lb), before + 5);
+    // So does a long frame (TCP data: TCP waits for its buffers).
+    a.send(b.mac, &[7u8; TX_DONE_SMALL]);
+    kick_now(&mut lb, &a);
+    assert_eq!(triggered(&lb), before + 7);
 }
 
 /// Counts the allocations of the thread that asks ([`allocations`]), so
