@@ -373,10 +373,12 @@ impl<B: Backend> Service<B> {
         }
     }
 
-    /// The receive timeout expired (or the loop is idle): frees ports whose
-    /// driver went away: nobody holds the port's gate any more (after
-    /// someone did), or the driver's notification Irq is gone (its task
-    /// ended, while whoever created the port may still hold it).
+    /// The receive timeout expired (or the loop is idle): looks at the
+    /// polled transmit queues that are due, gives the interrupts for sent
+    /// buffers that waited long enough, and frees ports whose driver went
+    /// away: nobody holds the port's gate any more (after someone did), or
+    /// the driver's notification Irq is gone (its task ended, while
+    /// whoever created the port may still hold it).
     pub fn timeout(&mut self) {
         let now_us = self.backend.caps().now_us();
         for (&id, c) in self.caps.iter_mut() {
