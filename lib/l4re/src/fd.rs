@@ -3,6 +3,7 @@
 //! dataspace, or files of `/proc/self` the runtime makes up.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::linux::errno::*;
@@ -35,14 +36,14 @@ pub struct RomFile {
     pub pos: u64,
 }
 
-/// An open file of `/proc/self`: bytes the runtime made when it was
-/// opened. There is one, `auxv`, the auxiliary vector the program started
-/// with (which libraries read to learn the CPU's features, libdeflate
-/// among them).
+/// An open file of `/proc/self`: bytes the runtime made (shared with the
+/// runtime, which keeps them: opening or reading copies nothing). There
+/// is one, `auxv`, the auxiliary vector the program started with (which
+/// libraries read to learn the CPU's features, libdeflate among them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcFile {
     /// Its contents.
-    pub data: Vec<u8>,
+    pub data: Arc<[u8]>,
     /// The file position.
     pub pos: u64,
 }

@@ -8,6 +8,7 @@ use crate::fd::{self, File, ProcFile, RomFile};
 use crate::linux::errno::*;
 use crate::linux::{self, Stat, SysResult};
 use crate::regions::PAGE;
+use alloc::sync::Arc;
 
 impl<B: Backend> Runtime<B> {
     pub(super) fn sys_pread(&mut self, fd: u64, buf: u64, len: u64, off: u64) -> SysResult {
@@ -26,7 +27,7 @@ impl<B: Backend> Runtime<B> {
     }
 
     /// The contents of `/proc/self/<what>`, if the runtime has that file.
-    fn proc_file(&self, path: &[u8]) -> Option<&[u8]> {
+    fn proc_file(&self, path: &[u8]) -> Option<&Arc<[u8]>> {
         match path {
             b"/proc/self/auxv" => Some(&self.auxv),
             _ => None,
@@ -57,7 +58,7 @@ impl<B: Backend> Runtime<B> {
                 return Err(EACCES);
             }
             let file = File::Proc(ProcFile {
-                data: data.to_vec(),
+                data: data.clone(),
                 pos: 0,
             });
             return self.fds.open(file, flags & O_CLOEXEC != 0);

@@ -221,7 +221,7 @@ impl<B: Backend> Runtime<B> {
         .map_err(|_| LoadError("arguments too large for the stack".into()))?;
         self.write_user(st.sp, &st.bytes)
             .map_err(|e| LoadError(format!("cannot write the initial stack (error {e})")))?;
-        self.auxv = st.bytes[st.auxv].to_vec();
+        self.auxv = st.bytes[st.auxv].into();
         let entry = prog.entry + base;
         let cpu = self.next_cpu();
         let cap = self

@@ -38,6 +38,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use l4_abi::fault::ExcRegs;
@@ -288,7 +289,7 @@ pub struct Runtime<B: Backend> {
     startup: Startup,
     /// The auxiliary vector the program started with, as
     /// `/proc/self/auxv` reads it (pairs of words, `AT_NULL` last).
-    auxv: Vec<u8>,
+    auxv: Arc<[u8]>,
     exited: bool,
 }
 
@@ -331,7 +332,7 @@ impl<B: Backend> Runtime<B> {
             rng: seed | 1,
             unknown: BTreeSet::new(),
             wakeups: Vec::new(),
-            auxv: Vec::new(),
+            auxv: Arc::from([]),
             last_fault: (u64::MAX, 0),
             pool: None,
             startup: Startup {
