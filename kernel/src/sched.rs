@@ -253,7 +253,14 @@ pub fn schedule(g: &mut bkl::Guard) {
                 fp::enter(&mut k.cpus[cpu]);
                 let t = k.known_thread(n);
                 t.start_running(cpu, arch::counter());
-                if let Some(space) = t.space {
+                // A vCPU thread in its guest needs no user space until it
+                // comes back to its VMM ([`crate::obj::vcpu`] installs it
+                // then): the guest runs under its own translation regime,
+                // and an emulator drops every cached translation of this
+                // regime on an ASID change (QEMU's TCG does), so a thread
+                // that only passes through its guest keeps the one there.
+                let in_guest = t.vcpu.as_ref().is_some_and(|v| v.in_guest());
+                if let Some(space) = t.space.filter(|_| !in_guest) {
                     k.cpus[cpu].switch_space(space);
                 }
                 &k.known_thread(n).kctx

@@ -3,8 +3,9 @@
 //! way the kernel reports: HVC, SMC, MMIO reads and writes, trapped
 //! system registers, stage-2 faults; WFI with and without an interrupt,
 //! the virtual timer, injection from the VMM and from a bound Irq, kicks,
-//! revocation of guest memory, deleting the Vm under a running guest, and
-//! the refusals of bad state.
+//! revocation of guest memory, deleting the Vm under a running guest, the
+//! refusals of bad state, and MMIO shortcuts (accesses the kernel answers
+//! without an exit).
 //!
 //! The main thread is the vCPU: its state area is the last page of its
 //! UTCB area ([`rt::VCPU_STATE`]), which ktest keeps free of UTCBs; a
@@ -63,6 +64,12 @@ tests! {
     "vm.el1_registers_kept_until_the_vmm_changes_them" => el1_kept,
     "vm.el1_registers_after_another_vcpu_on_the_cpu" => el1_other_vcpu,
     "vm.el1_registers_follow_a_moving_vcpu" => el1_migrate,
+    "vm.shortcut_doorbell_injects_without_exit" => shortcut_doorbell,
+    "vm.shortcut_doorbell_reaches_a_thread" => shortcut_doorbell_thread,
+    "vm.shortcut_constant_register" => shortcut_constant,
+    "vm.shortcut_other_accesses_exit" => shortcut_other_accesses,
+    "vm.shortcut_goes_with_its_irq" => shortcut_irq_deleted,
+    "vm.shortcut_refusals" => shortcut_refusals,
 }
 
 /// Where the guest's code page sits in guest-physical memory.
@@ -89,6 +96,10 @@ const SELF_LOOP: u32 = 0x1400_0000;
 /// `str x<rt>, [x<rn>]`
 const fn str64(rt: u32, rn: u32) -> u32 {
     0xf900_0000 | (rn << 5) | rt
+}
+/// `str w<rt>, [x<rn>]`
+const fn str32(rt: u32, rn: u32) -> u32 {
+    0xb900_0000 | (rn << 5) | rt
 }
 /// `ldr w<rt>, [x<rn>]`
 const fn ldr32(rt: u32, rn: u32) -> u32 {
@@ -1029,4 +1040,154 @@ fn fp_over_runs() -> R {
     }
     state().regs.pc = GUEST_BASE + 16;
     fp_guest_second_run(0x1111)
+}
+
+/// The shortcut tests' registers, in the unmapped device page.
+const BELL: u64 = MMIO + 0x50;
+const STATUS: u64 = MMIO + 0x60;
+/// `x<rd> = MMIO + off`.
+const fn mmio_at(rd: u32, off: u32) -> [u32; 2] {
+    [movz(rd, (MMIO >> 16) as u32, 1), addi(rd, rd, off)]
+}
+
+fn shortcut_doorbell() -> R {
+    // The write at the doorbell triggers the Irq bound to the vCPU, whose
+    // interrupt ends the wfi: the first exit is the hvc after it.
+    let [a, b] = mmio_at(0, 0x50);
+    let g = Guest::new(&[a, b, str32(1, 0), WFI, hvc(5)])?;
+    let irq = rt::irq()?;
+    irq.cap()
+        .bind_vcpu(base::THREAD, 62, 0x80)
+        .ctx("bind_vcpu")?;
+    g.vm.cap()
+        .set_doorbell(BELL, irq.cap())
+        .ctx("set_doorbell")?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(s.exit.imm16(), Some(5), "the hvc after the wfi");
+    ensure!(
+        s.gic.lr.iter().any(|&v| lr::intid(v) == 62),
+        "62 in a list register"
+    );
+    Ok(())
+}
+
+fn shortcut_doorbell_thread() -> R {
+    // A doorbell whose Irq is attached to a thread (here the VMM thread
+    // itself): the guest goes on after the write until the Irq's message
+    // sends it out; the message carries the Irq's label.
+    let [a, b] = mmio_at(0, 0x50);
+    let g = Guest::new(&[a, b, str32(1, 0), SELF_LOOP])?;
+    let irq = rt::irq()?;
+    irq.cap().attach(base::THREAD, 0x5550).ctx("attach")?;
+    g.vm.cap()
+        .set_doorbell(BELL, irq.cap())
+        .ctx("set_doorbell")?;
+    g.expect(ExitReason::Kick)?;
+    ensure_eq!(state().regs.pc, GUEST_BASE + 12, "past the write, looping");
+    let (r, label) = ipc::ipc_wait(ipc::recv_timeout_us(WAIT_US));
+    r.ctx("receive the irq")?;
+    ensure_eq!(label, 0x5550, "the doorbell's irq");
+    Ok(())
+}
+
+fn shortcut_constant() -> R {
+    // Read, write, read again: both reads give the value, the write is
+    // dropped, and the guest never exits before the hvc.
+    let [a, b] = mmio_at(0, 0x60);
+    let g = Guest::new(&[a, b, ldr32(2, 0), str32(1, 0), ldr32(3, 0), hvc(6)])?;
+    let s = state();
+    s.regs.x[1] = 7;
+    s.regs.x[2] = 0xdead;
+    g.vm.cap()
+        .set_constant(STATUS, 0x8000_0001)
+        .ctx("set_constant")?;
+    g.expect(ExitReason::Hvc)?;
+    let s = state();
+    ensure_eq!(s.exit.imm16(), Some(6), "the hvc");
+    ensure_eq!(s.regs.x[2], 0x8000_0001, "first read");
+    ensure_eq!(s.regs.x[3], 0x8000_0001, "read after the write");
+    Ok(())
+}
+
+fn shortcut_other_accesses() -> R {
+    // A 64-bit read of the constant, a read of the doorbell and, once the
+    // VMM removed it, a 32-bit read of the former constant: all exit.
+    let [a, b] = mmio_at(0, 0x60);
+    let [c, d] = mmio_at(4, 0x50);
+    let g = Guest::new(&[a, b, c, d, ldr64(2, 0), ldr32(5, 4), ldr32(6, 0), hvc(7)])?;
+    let irq = rt::irq()?;
+    let vm = g.vm.cap();
+    vm.set_constant(STATUS, 1).ctx("set_constant")?;
+    vm.set_doorbell(BELL, irq.cap()).ctx("set_doorbell")?;
+    let m = mmio_exit(&g, STATUS)?;
+    ensure!(!m.write && m.size == 8, "64-bit read {m:?}");
+    state().regs.skip_instruction();
+    let m = mmio_exit(&g, BELL)?;
+    ensure!(!m.write && m.size == 4, "doorbell read {m:?}");
+    state().regs.skip_instruction();
+    vm.remove_shortcut(STATUS).ctx("remove")?;
+    let m = mmio_exit(&g, STATUS)?;
+    ensure!(
+        !m.write && m.size == 4 && m.reg == 6,
+        "read after removal {m:?}"
+    );
+    state().regs.skip_instruction();
+    g.expect(ExitReason::Hvc)?;
+    Ok(())
+}
+
+fn shortcut_irq_deleted() -> R {
+    // The doorbell's Irq is deleted: the write goes to the VMM, and the
+    // shortcut is gone.
+    let [a, b] = mmio_at(0, 0x50);
+    let g = Guest::new(&[a, b, str32(1, 0), hvc(8)])?;
+    let irq = rt::irq()?;
+    g.vm.cap()
+        .set_doorbell(BELL, irq.cap())
+        .ctx("set_doorbell")?;
+    drop(irq);
+    let m = mmio_exit(&g, BELL)?;
+    ensure!(m.write && m.size == 4, "access {m:?}");
+    state().regs.skip_instruction();
+    g.expect(ExitReason::Hvc)?;
+    expect_err!(
+        g.vm.cap().remove_shortcut(BELL),
+        Error::NoEnt,
+        "the shortcut after its irq went"
+    );
+    Ok(())
+}
+
+fn shortcut_refusals() -> R {
+    let vm = rt::create("create vm", |d| base::FACTORY.create_vm(d))?;
+    let v = vm.cap();
+    expect_err!(v.set_constant(MMIO + 2, 0), Error::Inval, "unaligned");
+    expect_err!(v.set_constant(1 << 48, 0), Error::Inval, "beyond 48 bits");
+    expect_err!(v.remove_shortcut(MMIO), Error::NoEnt, "removing none");
+    let not_irq = Cap::<l4::Irq>::from_index(base::THREAD.index());
+    expect_err!(
+        v.set_doorbell(MMIO, not_irq),
+        Error::Inval,
+        "a thread as the irq"
+    );
+    let ro = rt::copy_cap(v, l4::CapRights::R)?;
+    expect_err!(
+        ro.cap().set_constant(MMIO, 0),
+        Error::Perm,
+        "without W on the vm"
+    );
+    for i in 0..l4::abi::vcpu::shortcut::MAX as u64 {
+        v.set_constant(MMIO + 4 * i, i as u32).ctx("set")?;
+    }
+    expect_err!(
+        v.set_constant(MMIO + 0x100, 0),
+        Error::NoMem,
+        "one too many"
+    );
+    // Replacing one is no new one; a removed one makes room.
+    v.set_constant(MMIO, 9).ctx("replace")?;
+    v.remove_shortcut(MMIO + 4).ctx("remove")?;
+    v.set_constant(MMIO + 0x100, 0).ctx("set after a removal")?;
+    Ok(())
 }

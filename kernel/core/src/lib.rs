@@ -7,6 +7,7 @@
 //! * [`mapdb`]: the mapping database (map, grant, recursive unmap);
 //! * [`ipc_rules`]: invocation decoding, timeouts, message-transfer rules;
 //! * [`runqueue`]: per-CPU run queues, priorities, quanta, affinity;
+//! * [`shortcut`]: a Vm's MMIO shortcuts (accesses answered in the kernel);
 //! * [`quota`]: kernel-memory quotas of factories;
 //! * [`sleeplock`]: the big kernel lock's algorithm (spin, then sleep until
 //!   a release wakes the waiter);
@@ -33,4 +34,5 @@ pub mod kobj;
 pub mod mapdb;
 pub mod quota;
 pub mod runqueue;
+pub mod shortcut;
 pub mod sleeplock;

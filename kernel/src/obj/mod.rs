@@ -112,6 +112,7 @@ pub fn invoke(
     match (k.objs.get(obj).ok_or(Error::NoEnt)?, proto) {
         (KObject::Factory(_), Proto::Factory) => factory::invoke(k, &c),
         (KObject::Task(_) | KObject::Vm(_), Proto::Task) => task::invoke(k, &c),
+        (KObject::Vm(_), Proto::Vm) => vm::invoke(k, &c),
         (KObject::Thread(_), Proto::Thread) => thread::invoke(k, &c),
         (KObject::Gate(_), Proto::Kobject) => ipc_gate::invoke(k, &c),
         (KObject::Irq(_), Proto::Kobject | Proto::Irq | Proto::IrqSender) => irq::invoke(k, &c),

@@ -33,6 +33,7 @@ use crate::state::Kernel;
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use kernel_core::kobj::ObjId;
+use kernel_core::shortcut::Answer;
 use l4_abi::vcpu::{
     self as abi, Exit, ExitReason, GuestRegs, MAX_LRS, VTIMER_INTID, VcpuState, classify,
     fault_gpa, lr,
@@ -117,6 +118,11 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// Whether the thread runs its guest (`vcpu_resume` is under way).
+    pub fn in_guest(&self) -> bool {
+        self.in_guest
+    }
+
     /// The physical line of hardware interrupt `intid`, if it is one.
     fn hw_line(&self, intid: u32) -> Option<u32> {
         self.hw_irqs
@@ -605,7 +611,10 @@ fn run_guest() {
 fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
     loop {
         let (v, tls) = match prepare(g.kernel()) {
-            Step::User => return g,
+            Step::User => {
+                own_space(g.kernel());
+                return g;
+            }
             Step::Schedule => {
                 schedule(&mut g);
                 continue;
@@ -649,8 +658,22 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
         } else if handle_exit(k, exit) {
             // An exit for the VMM: on to user mode (what `prepare` would
             // find on the next round).
+            own_space(k);
             return g;
         }
+    }
+}
+
+/// Installs the current thread's address space on the way to user mode:
+/// `schedule` leaves it out for a vCPU thread in its guest.
+fn own_space(k: &mut Kernel) {
+    let cpu = arch::cpu_id();
+    let space = k.cpus[cpu]
+        .current
+        .and_then(|c| k.thread(c))
+        .and_then(|t| t.space);
+    if let Some(space) = space {
+        k.cpus[cpu].switch_space(space);
     }
 }
 
@@ -811,6 +834,9 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
     }
     let abort = matches!(ec, abi::ec::DABT_LOWER | abi::ec::IABT_LOWER);
     let gpa = if abort { fault_gpa(hpfar, far) } else { 0 };
+    if ec == abi::ec::DABT_LOWER && shortcut_access(k, cur, esr, gpa) {
+        return false;
+    }
     // The syndrome's fault status says whether the address was mapped.
     let reason = classify(esr);
     let exit = Exit {
@@ -821,6 +847,50 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
         info: 0,
     };
     finish(k, cur, reason, None, Some(exit));
+    true
+}
+
+/// A data abort at `gpa` on one of the Vm's MMIO shortcuts: answered
+/// here, and the guest goes on after the instruction. `false`: the access
+/// is the VMM's (no shortcut covers it, or a doorbell's Irq is gone, which
+/// removes the shortcut).
+fn shortcut_access(k: &mut Kernel, cur: ObjId, esr: u64, gpa: u64) -> bool {
+    let Some(access) = (Exit {
+        esr,
+        ..Exit::default()
+    })
+    .mmio() else {
+        return false;
+    };
+    let Some(vm) = vcpu_of(k, cur).map(|v| v.vm) else {
+        return false;
+    };
+    let Some(KObject::Vm(m)) = k.objs.get_mut(vm) else {
+        return false;
+    };
+    let Some(answer) = m.shortcuts.answer(gpa, access.size, access.write) else {
+        return false;
+    };
+    match answer {
+        Answer::Trigger(irq) => {
+            if !matches!(k.objs.get(irq), Some(KObject::Irq(_))) {
+                if let Some(KObject::Vm(m)) = k.objs.get_mut(vm) {
+                    let _ = m.shortcuts.remove(gpa);
+                }
+                return false;
+            }
+            super::irq::trigger(k, irq);
+        }
+        Answer::Read(value) => {
+            if let Some(v) = vcpu_of(k, cur) {
+                v.set_reg(access.reg, access.read_value(value.into()));
+            }
+        }
+        Answer::Drop => {}
+    }
+    if let Some(v) = vcpu_of(k, cur) {
+        v.skip_instruction();
+    }
     true
 }
 

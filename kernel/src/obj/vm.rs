@@ -7,16 +7,25 @@
 //! task, or deleting it, revokes the guest's mapping too. vCPU threads run
 //! guests in it ([`super::vcpu`]).
 //!
+//! Its MMIO shortcuts ([`l4_abi::vcpu::shortcut`]) let the kernel answer
+//! a few device registers itself ([`invoke`], and the exit path in
+//! [`super::vcpu`]).
+//!
 //! Deleting a Vm removes its mappings at once; its tables and VMID are
 //! freed once no CPU runs a guest in it any more (a vCPU that ran in it
 //! is kicked out and finds the Vm gone).
 
+use super::{Call, KObject, OpResult, cap_arg, need, ok};
 use crate::arch::{self, vcpu as hw};
 use crate::mm::{self, PAGE};
+use crate::state::Kernel;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use kernel_core::kobj::ObjId;
-use l4_abi::{Error, MemRights};
+use kernel_core::shortcut::{Kind, Shortcuts};
+use l4_abi::ops::VmMsg;
+use l4_abi::vcpu::shortcut;
+use l4_abi::{CapRights, Error, MemRights};
 use l4_pgtable::stage2::{self, S2Attr};
 use spin::Mutex;
 
@@ -29,6 +38,8 @@ pub struct Vm {
     /// Table pages made so far, and the quota taken for them.
     pub table_pages: u64,
     pub tables_charged: u64,
+    /// Registers the kernel answers itself; a doorbell's Irq by id.
+    pub shortcuts: Shortcuts<ObjId>,
 }
 
 /// Tables of a Vm that count the pages they take.
@@ -100,6 +111,7 @@ impl Vm {
             factory: None,
             table_pages: 0,
             tables_charged: 0,
+            shortcuts: Shortcuts::default(),
         })
     }
 
@@ -145,6 +157,36 @@ impl Drop for Vm {
         ANY_DEAD.store(true, Ordering::Release);
         drop(dead);
         reap();
+    }
+}
+
+/// Vm operations ([`VmMsg`]; memory goes in with the Task protocol's map).
+pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
+    match VmMsg::decode(c.tag, c.m)? {
+        VmMsg::Shortcut(op) => {
+            need(c.rights, CapRights::W)?;
+            let kind = match op.kind {
+                shortcut::NONE => None,
+                shortcut::CONSTANT => Some(Kind::Constant(op.value as u32)),
+                shortcut::DOORBELL => {
+                    // Whoever may trigger the Irq may have the guest do it.
+                    let (irq, _) = cap_arg(k, c.task, op.irq.ok_or(Error::Inval)?)?;
+                    if !matches!(k.objs.get(irq), Some(KObject::Irq(_))) {
+                        return Err(Error::Inval);
+                    }
+                    Some(Kind::Doorbell(irq))
+                }
+                _ => return Err(Error::Inval),
+            };
+            let Some(KObject::Vm(vm)) = k.objs.get_mut(c.obj) else {
+                return Err(Error::NoEnt);
+            };
+            match kind {
+                Some(kind) => vm.shortcuts.set(op.gpa, kind)?,
+                None => vm.shortcuts.remove(op.gpa)?,
+            }
+            ok(0)
+        }
     }
 }
 

@@ -30,8 +30,8 @@ use crate::fpage::{CapRights, Fpage, FpageType, SendItem};
 use crate::msgtag::MsgTag;
 use crate::proto::{
     ControlFlags, ExRegsFlags, FactoryOp, IcuOp, IrqOp, IrqSenderOp, KobjectOp, OPCODE_MASK,
-    SchedCpuSet, SchedulerOp, SemaphoreOp, Sigma0Op, TaskOp, ThreadOp, UnmapFlags, VconOp, varg,
-    vcon,
+    SchedCpuSet, SchedulerOp, SemaphoreOp, Sigma0Op, TaskOp, ThreadOp, UnmapFlags, VconOp, VmOp,
+    varg, vcon,
 };
 use crate::utcb::MR_COUNT;
 use crate::{Error, Proto, Timeout, Timeouts};
@@ -926,6 +926,33 @@ kernel_protocol! {
             items {
                 /// The vCPU thread.
                 thread: CapArg,
+            }
+        }
+    }
+}
+
+kernel_protocol! {
+    /// Vm operations ([`Proto::Vm`]); the caller's capability to the Vm
+    /// needs `W`.
+    pub enum VmMsg(Proto::Vm, VmOp, masked) {
+        /// Sets the shortcut at `gpa` (4-byte aligned) to `kind`
+        /// ([`crate::vcpu::shortcut`]), replacing one there, or removes it
+        /// (kind [`crate::vcpu::shortcut::NONE`]; `NoEnt` if there is
+        /// none). `Inval`: a bad address or kind, a doorbell without an
+        /// Irq; `NoMem`: the Vm has [`crate::vcpu::shortcut::MAX`] already.
+        Shortcut(VmShortcut) {
+            words {
+                /// The guest-physical address of the register.
+                gpa: u64,
+                /// What the kernel does there.
+                kind: u64,
+                /// A constant register's value (its low 32 bits).
+                value: u64,
+            }
+            items {
+                /// A doorbell's Irq (the caller's capability may carry
+                /// any rights, as for triggering it).
+                irq: Option<CapArg>,
             }
         }
     }

@@ -406,6 +406,16 @@ pub mod varg {
 }
 
 opcodes! {
+    /// Vm operations with [`Proto::Vm`] (layouts: [`crate::ops::VmMsg`]).
+    /// Memory goes into a Vm with the Task protocol's map.
+    VmOp {
+        /// Set or remove an MMIO shortcut: a guest access at an address
+        /// the kernel answers itself ([`crate::vcpu::shortcut`]).
+        Shortcut = 0x10,
+    }
+}
+
+opcodes! {
     /// Irq operations with [`Proto::Irq`] (also Semaphore `up` = `Trigger`;
     /// layouts: [`crate::ops::IrqMsg`]).
     ///

@@ -164,6 +164,26 @@ pub mod ec {
     pub const DABT_LOWER: u64 = 0x24;
 }
 
+/// MMIO shortcuts of a Vm ([`crate::ops::VmShortcut`]): 32-bit guest
+/// accesses to a register the kernel answers without an exit, for the
+/// hottest registers of a device whose VMM would only pass the access on
+/// (a virtio queue notification, an interrupt status that always reads
+/// the same while the device runs). Other sizes, and the accesses a kind
+/// does not cover, exit to the VMM as before.
+pub mod shortcut {
+    /// No shortcut (removes the one at the address).
+    pub const NONE: u64 = 0;
+    /// A doorbell: a write triggers the Irq (the value is dropped); reads
+    /// exit. The shortcut goes when the Irq does: the next write exits.
+    pub const DOORBELL: u64 = 1;
+    /// A constant register: reads give the value, writes are dropped.
+    pub const CONSTANT: u64 = 2;
+    /// Shortcuts a Vm holds at most.
+    pub const MAX: usize = 16;
+    /// The width of the accesses a shortcut answers, in bytes.
+    pub const SIZE: u8 = 4;
+}
+
 /// The exit the kernel reports.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use l4_abi::ops::{
     SchedRunThread, SemaphoreDown, Sigma0MapDevice, Sigma0MapFree, Sigma0MapModule, TaskCapInfo,
     TaskMap, TaskUnmap, ThreadExRegs, ThreadStats, ThreadSwitch, ThreadVcpuControl,
     ThreadVcpuResume, Varg, VconGetAttr, VconRead, VconReadReply, VconSetAttr, VconWrite,
+    VmShortcut,
 };
 use l4_abi::proto::{ControlFlags, ExRegsFlags, SchedCpuSet, UnmapFlags, unmap, vcon};
 use l4_abi::utcb::{BR_COUNT, MR_COUNT};
@@ -409,6 +410,18 @@ pub fn irq_bind_vcpu(u: &mut Utcb, thread: u64, intid: u32, priority: u8) -> Msg
     IrqBindVcpu {
         irq: VirqSpec { intid, priority },
         thread: cap_arg(thread),
+    }
+    .encode(&mut u.mr)
+}
+
+/// Vm shortcut: `kind` ([`l4_abi::vcpu::shortcut`]) at `gpa`, with a
+/// constant's `value` or a doorbell's Irq `irq` (the caller's index).
+pub fn vm_shortcut(u: &mut Utcb, gpa: u64, kind: u64, value: u32, irq: Option<u64>) -> MsgTag {
+    VmShortcut {
+        gpa,
+        kind,
+        value: value.into(),
+        irq: irq.map(cap_arg),
     }
     .encode(&mut u.mr)
 }

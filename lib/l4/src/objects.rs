@@ -519,6 +519,32 @@ impl Cap<Vm> {
     pub fn as_task(self) -> Cap<Task> {
         Cap::from_index(self.index())
     }
+
+    /// Guest 32-bit writes at `gpa` trigger `irq` in the kernel, without
+    /// an exit ([`l4_abi::vcpu::shortcut::DOORBELL`]).
+    pub fn set_doorbell(self, gpa: u64, irq: Cap<Irq>) -> Result<(), Error> {
+        use l4_abi::vcpu::shortcut::DOORBELL;
+        invoke(self.sel(), |u| {
+            msg::vm_shortcut(u, gpa, DOORBELL, 0, Some(irq.index()))
+        })
+        .map(|_| ())
+    }
+
+    /// Guest 32-bit reads at `gpa` give `value` and writes are dropped, in
+    /// the kernel ([`l4_abi::vcpu::shortcut::CONSTANT`]).
+    pub fn set_constant(self, gpa: u64, value: u32) -> Result<(), Error> {
+        use l4_abi::vcpu::shortcut::CONSTANT;
+        invoke(self.sel(), |u| {
+            msg::vm_shortcut(u, gpa, CONSTANT, value, None)
+        })
+        .map(|_| ())
+    }
+
+    /// Accesses at `gpa` exit to the VMM again.
+    pub fn remove_shortcut(self, gpa: u64) -> Result<(), Error> {
+        use l4_abi::vcpu::shortcut::NONE;
+        invoke(self.sel(), |u| msg::vm_shortcut(u, gpa, NONE, 0, None)).map(|_| ())
+    }
 }
 
 impl Cap<Thread> {

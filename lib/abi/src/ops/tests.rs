@@ -116,6 +116,33 @@ fn task() {
 }
 
 #[test]
+fn vm() {
+    use crate::vcpu::shortcut;
+    let d: ProtoDecode<VmMsg> = VmMsg::decode;
+    let bell = VmShortcut {
+        gpa: 0x3001_0050,
+        kind: shortcut::DOORBELL,
+        value: 0,
+        irq: Some(cap(0x31)),
+    };
+    round_trip(bell, 4, 1, Cut::Differs, VmMsg::Shortcut, d);
+    let constant = VmShortcut {
+        gpa: 0x3001_0060,
+        kind: shortcut::CONSTANT,
+        value: 1,
+        irq: None,
+    };
+    round_trip(constant, 4, 0, Cut::Fails, VmMsg::Shortcut, d);
+    // The Vm's map is the Task protocol's: no Vm opcode of its own.
+    let mut mr = [0; MR_COUNT];
+    mr[0] = TaskOp::Map.code();
+    assert!(matches!(
+        VmMsg::decode(MsgTag::proto(Proto::Vm, 1, 0), &mr),
+        Err(MsgError::UnknownOp { .. })
+    ));
+}
+
+#[test]
 fn thread() {
     use thread_control::*;
     let d: ProtoDecode<ThreadMsg> = ThreadMsg::decode;
