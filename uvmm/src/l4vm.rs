@@ -155,6 +155,11 @@ impl L4Vm {
         })
     }
 
+    /// The Vm's capability.
+    pub fn cap(&self) -> Cap<Vm> {
+        self.vm
+    }
+
     /// Has the kernel inject `intid` into the first vCPU (where uvmm's
     /// passed-through interrupts go, [`uvmm::machine::PASSTHROUGH_VCPU`])
     /// when Irq `irq` is triggered: a virtio device's notification Irq.

@@ -524,7 +524,8 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                         continue;
                     }
                 };
-                let p = ProxyMmio::new(&d.path, port, pirq, *no_notify).map_err(|e| {
+                let regs = window_of(0, virtio::SIZE)?;
+                let p = ProxyMmio::new(&d.path, port, pirq, *no_notify, regs.0).map_err(|e| {
                     err(format!(
                         "{}: the device behind '{cap}' does not describe itself: {e:?}",
                         d.path
@@ -536,11 +537,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                     d.path,
                     p.info().device_id
                 );
-                add(
-                    &mut bus,
-                    window_of(0, virtio::SIZE)?,
-                    Arc::new(Mutex::new(p)),
-                )?;
+                add(&mut bus, regs, Arc::new(Mutex::new(p)))?;
             }
             DeviceKind::ArchTimer => {}
         }

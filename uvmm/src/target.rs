@@ -9,18 +9,18 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use l4::abi::CapRights;
 use l4::cap::{Factory, Irq};
-use l4::{Cap, Scheduler};
+use l4::{Cap, Scheduler, Vm};
 use l4_ipc::protocols::{DataspaceClient, DataspacePhysClient, ds_flags};
 use l4_ipc::vbus::{ResourceKind, VbusClient};
 use l4_ipc::virtio::VirtioClient;
 use l4_ipc::{CapArg, RecvBufs};
 use l4re::env::caps;
 use uvmm::devices::ConsoleOut;
-use uvmm::devices::virtio::proxy::{Port, ProxyIrq, Remote};
+use uvmm::devices::virtio::proxy::{FastPath, FastPathFn, Port, ProxyIrq, Remote};
 use uvmm::machine::{self, ConsoleInput, FileBytes, Host};
 use uvmm::memory::{Ram, RamRegion};
 use uvmm::passthrough::{BusDevice, BusResource};
@@ -123,6 +123,8 @@ struct L4Host {
     virqs: Vec<(u64, u32)>,
     /// The log writer, once a console uses it.
     log: Option<LogOut>,
+    /// The Vm, once it exists (the devices are made before it).
+    vm: Arc<OnceLock<Cap<Vm>>>,
 }
 
 impl Host for L4Host {
@@ -297,8 +299,55 @@ impl Host for L4Host {
                 // A device that is gone is not kicked.
                 Cap::<Irq>::from_index(kick).notify();
             }),
+            fast_path: Some(shortcuts(self.vm.clone(), Cap::from_index(kick))),
         }))
     }
+}
+
+/// A proxy's [`FastPath`] as shortcuts of the Vm: the notification a
+/// doorbell of the device's Irq `kick`, the interrupt status and
+/// acknowledgement constant registers. Each call first removes what the
+/// last one set.
+fn shortcuts(vm: Arc<OnceLock<Cap<Vm>>>, kick: Cap<Irq>) -> FastPathFn {
+    let mut set: Option<FastPath> = None;
+    let mut refused = false;
+    Box::new(move |regs| {
+        let Some(&vm) = vm.get() else {
+            return false;
+        };
+        let remove = |r: FastPath| {
+            for gpa in [r.notify, r.status, r.ack] {
+                let _ = vm.remove_shortcut(gpa);
+            }
+        };
+        if let Some(old) = set.take() {
+            remove(old);
+        }
+        let Some(r) = regs else {
+            return false;
+        };
+        let done = vm
+            .set_doorbell(r.notify, kick)
+            .and_then(|()| vm.set_constant(r.status, r.status_value))
+            .and_then(|()| vm.set_constant(r.ack, 0));
+        match done {
+            Ok(()) => {
+                set = Some(r);
+                true
+            }
+            Err(e) => {
+                remove(r);
+                if !std::mem::replace(&mut refused, true) {
+                    uvmm::warn!(
+                        "dev",
+                        "the kernel does not answer the virtio registers at {:#x} ({e:?}): every access exits",
+                        r.notify
+                    );
+                }
+                false
+            }
+        }
+    })
 }
 
 /// How long console input waits for a guest that does not read its
@@ -384,6 +433,7 @@ pub fn run(opts: Options) -> ExitCode {
     for &(irq, intid) in &host.virqs {
         vm.route_virq(irq, intid);
     }
+    let _ = host.vm.set(vm.cap());
     console_input(m.consoles.clone());
     match m.run(&mut vm) {
         Ok(code) => {

@@ -46,7 +46,7 @@ impl<T: Copy> Default for Shortcuts<T> {
 /// Whether `gpa` may hold a shortcut: 4-byte aligned, within the 48-bit
 /// guest-physical range stage 2 translates at most.
 pub fn valid_gpa(gpa: u64) -> bool {
-    gpa % u64::from(shortcut::SIZE) == 0 && gpa < 1 << 48
+    gpa.is_multiple_of(u64::from(shortcut::SIZE)) && gpa < 1 << 48
 }
 
 impl<T: Copy> Shortcuts<T> {

@@ -12,6 +12,13 @@
 //! the device's Irq is bound to the guest's first vCPU, so that the kernel
 //! injects the used-buffer interrupt itself ([`ProxyIrq`]).
 //!
+//! While the device runs with its interrupt injected by the kernel, uvmm
+//! asks the kernel to answer the driver's hottest registers itself
+//! ([`FastPath`]): a queue notification then triggers the device's Irq,
+//! and the interrupt status and acknowledgement cost no exit either, so a
+//! frame passes between the guest and the device without uvmm. Any change
+//! of the device's state (reset, a refusal) takes them back first.
+//!
 //! `l4vmm,no-notify = <q>` names a queue whose notifications the device
 //! may suppress while it works on it (L4Re uses it for a network device's
 //! transmit queue, 1): uvmm sets [`queue_flags::NO_NOTIFY`] for it.
@@ -49,7 +56,33 @@ pub trait Port: Send {
     fn write_config(&mut self, offset: u32, size: u8, value: u64) -> Result<(), Error>;
     /// Triggers the device's Irq (the driver made buffers available).
     fn kick(&self);
+    /// Has the kernel answer `regs` itself (`Some`), or stops it (`None`);
+    /// returns whether it answers them now. Ports that cannot say `false`.
+    fn fast_path(&mut self, regs: Option<FastPath>) -> bool {
+        let _ = regs;
+        false
+    }
 }
+
+/// The registers of a running proxy the kernel can answer itself, at
+/// their guest-physical addresses: a write of `QueueNotify` triggers the
+/// device's Irq (what [`Port::kick`] does), `InterruptStatus` reads
+/// `status_value`, and writes of `InterruptACK` are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastPath {
+    /// `QueueNotify`.
+    pub notify: u64,
+    /// `InterruptStatus`.
+    pub status: u64,
+    /// What `InterruptStatus` reads while the device runs.
+    pub status_value: u32,
+    /// `InterruptACK`.
+    pub ack: u64,
+}
+
+/// How a [`Remote`] has the kernel answer a [`FastPath`] (`Some`) or stop
+/// (`None`); whether it answers them afterwards.
+pub type FastPathFn = Box<dyn FnMut(Option<FastPath>) -> bool + Send>;
 
 /// A device reached through a [`VirtioClient`], kicked by `kick`.
 pub struct Remote<T> {
@@ -57,6 +90,8 @@ pub struct Remote<T> {
     pub client: VirtioClient<T>,
     /// Triggers the device's Irq.
     pub kick: Box<dyn Fn() + Send>,
+    /// The kernel's answers to the hot registers, if it can give them.
+    pub fast_path: Option<FastPathFn>,
 }
 
 impl<T: Transport + Send> Port for Remote<T> {
@@ -86,6 +121,10 @@ impl<T: Transport + Send> Port for Remote<T> {
 
     fn kick(&self) {
         (self.kick)();
+    }
+
+    fn fast_path(&mut self, regs: Option<FastPath>) -> bool {
+        self.fast_path.as_mut().is_some_and(|f| f(regs))
     }
 }
 
@@ -199,17 +238,23 @@ pub struct ProxyMmio {
     queues: Vec<QueueSetup>,
     regs: Selectors,
     status: u32,
+    /// Guest-physical address of the register window.
+    base: u64,
+    /// The kernel answers the [`FastPath`] registers now.
+    fast: bool,
 }
 
 impl ProxyMmio {
-    /// The proxy of `port` (for the device-tree node `name`), interrupting
-    /// through `irq`; `no_notify` as the node's `l4vmm,no-notify`.
-    /// [`Error`] if the device does not describe itself.
+    /// The proxy of `port` (for the device-tree node `name`) with its
+    /// registers at guest-physical `base`, interrupting through `irq`;
+    /// `no_notify` as the node's `l4vmm,no-notify`. [`Error`] if the
+    /// device does not describe itself.
     pub fn new(
         name: &str,
         mut port: Box<dyn Port>,
         irq: Arc<ProxyIrq>,
         no_notify: Option<u32>,
+        base: u64,
     ) -> Result<ProxyMmio, Error> {
         let info = port.device_info()?;
         let queues = usize::try_from(info.num_queues)
@@ -225,7 +270,33 @@ impl ProxyMmio {
             queues: vec![QueueSetup::default(); queues],
             regs: Selectors::default(),
             status: 0,
+            base,
+            fast: false,
         })
+    }
+
+    /// Gives the [`FastPath`] registers to the kernel while the device
+    /// runs with an injected interrupt and only used buffers to report,
+    /// and takes them back otherwise.
+    fn update_fast_path(&mut self) {
+        let running = self.status & (status::DRIVER_OK | status::NEEDS_RESET) == status::DRIVER_OK;
+        let status = self.irq.status(running);
+        let want = running && self.irq.injected() && status == isr::USED;
+        if want == self.fast {
+            return;
+        }
+        let regs = FastPath {
+            notify: self.base + QUEUE_NOTIFY,
+            status: self.base + INTERRUPT_STATUS,
+            status_value: status,
+            ack: self.base + INTERRUPT_ACK,
+        };
+        self.fast = self.port.fast_path(want.then_some(regs));
+    }
+
+    /// Whether the kernel answers the [`FastPath`] registers now.
+    pub fn fast_path(&self) -> bool {
+        self.fast
     }
 
     /// What the device is.
@@ -241,6 +312,8 @@ impl ProxyMmio {
     fn failed(&mut self, what: &str, e: Error) {
         warn!("dev", "{}: the device refused {what}: {e:?}", self.name);
         self.status |= status::NEEDS_RESET;
+        // The driver must read the configuration bit from uvmm.
+        self.update_fast_path();
         self.irq.set(isr::CONFIG);
     }
 
@@ -251,6 +324,7 @@ impl ProxyMmio {
         self.queues.fill(QueueSetup::default());
         self.regs.driver_features = 0;
         self.status = 0;
+        self.update_fast_path();
         self.irq.clear();
     }
 
@@ -300,7 +374,10 @@ impl ProxyMmio {
             return;
         }
         match self.port.set_status(v) {
-            Ok(s) => self.status = s,
+            Ok(s) => {
+                self.status = s;
+                self.update_fast_path();
+            }
             Err(e) => self.failed("the status", e),
         }
     }

@@ -14,12 +14,15 @@ enum Call {
     Features(u64),
     Queue(u32, QueueConfig),
     Kick,
+    Fast(Option<FastPath>),
 }
 
 #[derive(Clone, Default)]
 struct Fake {
     calls: Arc<Mutex<Vec<Call>>>,
     refuse_queue: bool,
+    /// The kernel can answer the fast-path registers.
+    fast: bool,
 }
 
 impl Fake {
@@ -66,12 +69,19 @@ impl Port for Fake {
     fn kick(&self) {
         self.calls.lock().unwrap().push(Call::Kick);
     }
+    fn fast_path(&mut self, regs: Option<FastPath>) -> bool {
+        self.calls.lock().unwrap().push(Call::Fast(regs));
+        self.fast && regs.is_some()
+    }
 }
+
+/// Where the tests' proxy has its registers.
+const BASE: u64 = 0x3001_0000;
 
 fn proxy(fake: &Fake) -> (ProxyMmio, Arc<ProxyIrq>, Arc<Line>) {
     let line = Arc::new(Line::default());
     let irq = Arc::new(ProxyIrq::new(IrqLine::new(line.clone(), 155)));
-    let p = ProxyMmio::new("/net", Box::new(fake.clone()), irq.clone(), Some(1)).unwrap();
+    let p = ProxyMmio::new("/net", Box::new(fake.clone()), irq.clone(), Some(1), BASE).unwrap();
     (p, irq, line)
 }
 
@@ -241,4 +251,89 @@ fn kernel_injected_interrupt() {
     w(&mut p, STATUS, 0);
     assert_eq!(p.read(INTERRUPT_STATUS, 4), 0);
     assert!(!line.level());
+}
+
+#[test]
+fn kernel_answers_the_hot_registers_while_the_device_runs() {
+    let fake = Fake {
+        refuse_queue: true,
+        fast: true,
+        ..Fake::default()
+    };
+    let (mut p, irq, _line) = proxy(&fake);
+    let triggered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = triggered.clone();
+    irq.inject_directly(Box::new(move || {
+        t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    assert_ne!(start(&mut p, 1) & status::FEATURES_OK, 0);
+    assert!(!p.fast_path(), "not before DRIVER_OK");
+    let ok = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    w(&mut p, STATUS, u64::from(ok));
+    assert!(p.fast_path());
+    let regs = FastPath {
+        notify: BASE + QUEUE_NOTIFY,
+        status: BASE + INTERRUPT_STATUS,
+        status_value: isr::USED,
+        ack: BASE + INTERRUPT_ACK,
+    };
+    assert_eq!(fake.calls().last(), Some(&Call::Fast(Some(regs))));
+    // A refusal: the registers come back to uvmm before the driver hears
+    // of it, so that it reads the configuration bit from uvmm.
+    w(&mut p, QUEUE_SEL, 0);
+    w(&mut p, QUEUE_NUM, 64);
+    w(&mut p, QUEUE_READY, 1);
+    assert!(!p.fast_path());
+    let calls = fake.calls();
+    assert_eq!(
+        &calls[calls.len() - 2..],
+        [
+            Call::Queue(
+                0,
+                QueueConfig {
+                    size: 64,
+                    ..QueueConfig::default()
+                }
+            ),
+            Call::Fast(None),
+        ]
+    );
+    assert_eq!(triggered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        p.read(INTERRUPT_STATUS, 4),
+        u64::from(isr::USED | isr::CONFIG)
+    );
+    // Reset, then running again: given again; a reset takes them back.
+    w(&mut p, STATUS, 0);
+    assert_ne!(start(&mut p, 1) & status::FEATURES_OK, 0);
+    w(&mut p, STATUS, u64::from(ok));
+    assert!(p.fast_path());
+    w(&mut p, STATUS, 0);
+    assert!(!p.fast_path());
+    assert_eq!(fake.calls().last(), Some(&Call::Fast(None)));
+}
+
+#[test]
+fn hot_registers_stay_with_uvmm_without_injection_or_kernel() {
+    // Interrupt through uvmm's GIC: the status register is uvmm's.
+    let fake = Fake {
+        fast: true,
+        ..Fake::default()
+    };
+    let (mut p, _irq, _line) = proxy(&fake);
+    start(&mut p, 1);
+    let ok = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    w(&mut p, STATUS, u64::from(ok));
+    assert!(!p.fast_path());
+    assert!(!fake.calls().iter().any(|c| matches!(c, Call::Fast(_))));
+    // A port without the kernel's help: asked, says no, uvmm answers.
+    let fake = Fake::default();
+    let (mut p, irq, _line) = proxy(&fake);
+    irq.inject_directly(Box::new(|| {}));
+    start(&mut p, 1);
+    w(&mut p, STATUS, u64::from(ok));
+    assert!(!p.fast_path());
+    assert_eq!(p.read(INTERRUPT_STATUS, 4), u64::from(isr::USED));
+    w(&mut p, QUEUE_NOTIFY, 0);
+    assert_eq!(fake.calls().last(), Some(&Call::Kick));
 }
