@@ -145,6 +145,13 @@ mod tests {
     }
 
     #[test]
+    fn table_size_as_charged() {
+        // The factory charges a Vm for its table (docs/kernel.md says 384
+        // bytes); object ids are two u32.
+        assert_eq!(core::mem::size_of::<Shortcuts<(u32, u32)>>(), 384);
+    }
+
+    #[test]
     fn refuses_bad_addresses_and_too_many() {
         let mut s: Shortcuts<u32> = Shortcuts::default();
         assert_eq!(s.set(0x1002, Kind::Constant(0)), Err(Error::Inval));

@@ -24,8 +24,11 @@ pub struct Factory {
 const COST_TASK: u64 = 16 * 1024;
 const COST_THREAD: u64 = 20 * 1024;
 const COST_SMALL: u64 = 256;
-/// A Vm: its stage-2 root (two pages) and the object.
-const COST_VM: u64 = 2 * mm::PAGE + COST_SMALL;
+/// A Vm: its stage-2 root (two pages), the object and its MMIO shortcut
+/// table.
+const COST_VM: u64 = 2 * mm::PAGE
+    + COST_SMALL
+    + core::mem::size_of::<kernel_core::shortcut::Shortcuts<ObjId>>() as u64;
 /// The most kernel heap one new object takes (a thread, with its boxed
 /// state and run-queue and index entries).
 const COST_HEAP: u64 = 4 * 1024;
