@@ -31,6 +31,9 @@ pub struct Cpu {
     pub current: Option<ObjId>,
     /// What TTBR0 holds ([`thread::Space::ttbr`]; 0: no user space yet).
     pub ttbr: u64,
+    /// The running thread's space may not be in TTBR0: it went into its
+    /// guest without it (see [`schedule`]).
+    pub space_deferred: bool,
     pub need_resched: bool,
     /// The IPC fast path may run (off with the kernel option `-nofastpath`).
     pub fast_path: bool,
@@ -52,6 +55,7 @@ impl Cpu {
     /// Installs the address space `space` unless it is there.
     #[inline(always)]
     pub fn switch_space(&mut self, space: thread::Space) {
+        self.space_deferred = false;
         let ttbr = space.ttbr();
         if self.ttbr != ttbr {
             // SAFETY: a task's translation tables and ASID (`Space`), which
@@ -260,8 +264,10 @@ pub fn schedule(g: &mut bkl::Guard) {
                 // regime on an ASID change (QEMU's TCG does), so a thread
                 // that only passes through its guest keeps the one there.
                 let in_guest = t.vcpu.as_ref().is_some_and(|v| v.in_guest());
-                if let Some(space) = t.space.filter(|_| !in_guest) {
-                    k.cpus[cpu].switch_space(space);
+                match t.space {
+                    Some(_) if in_guest => k.cpus[cpu].space_deferred = true,
+                    Some(space) => k.cpus[cpu].switch_space(space),
+                    None => {}
                 }
                 &k.known_thread(n).kctx
             }

@@ -668,6 +668,9 @@ fn guest_loop(mut g: bkl::Guard) -> bkl::Guard {
 /// `schedule` leaves it out for a vCPU thread in its guest.
 fn own_space(k: &mut Kernel) {
     let cpu = arch::cpu_id();
+    if !k.cpus[cpu].space_deferred {
+        return;
+    }
     let space = k.cpus[cpu]
         .current
         .and_then(|c| k.thread(c))
@@ -807,6 +810,7 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
     let Some(v) = vcpu_of(k, cur).filter(|v| v.in_guest) else {
         return true;
     };
+    let vm = v.vm;
     match ec {
         abi::ec::WFX => {
             v.skip_instruction();
@@ -834,7 +838,7 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
     }
     let abort = matches!(ec, abi::ec::DABT_LOWER | abi::ec::IABT_LOWER);
     let gpa = if abort { fault_gpa(hpfar, far) } else { 0 };
-    if ec == abi::ec::DABT_LOWER && shortcut_access(k, cur, esr, gpa) {
+    if ec == abi::ec::DABT_LOWER && shortcut_access(k, cur, vm, esr, gpa) {
         return false;
     }
     // The syndrome's fault status says whether the address was mapped.
@@ -854,18 +858,18 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
 /// here, and the guest goes on after the instruction. `false`: the access
 /// is the VMM's (no shortcut covers it, or a doorbell's Irq is gone, which
 /// removes the shortcut).
-fn shortcut_access(k: &mut Kernel, cur: ObjId, esr: u64, gpa: u64) -> bool {
+fn shortcut_access(k: &mut Kernel, cur: ObjId, vm: ObjId, esr: u64, gpa: u64) -> bool {
+    let Some(KObject::Vm(m)) = k.objs.get(vm) else {
+        return false;
+    };
+    if m.shortcuts.is_empty() {
+        return false;
+    }
     let Some(access) = (Exit {
         esr,
         ..Exit::default()
     })
     .mmio() else {
-        return false;
-    };
-    let Some(vm) = vcpu_of(k, cur).map(|v| v.vm) else {
-        return false;
-    };
-    let Some(KObject::Vm(m)) = k.objs.get_mut(vm) else {
         return false;
     };
     let Some(answer) = m.shortcuts.answer(gpa, access.size, access.write) else {
