@@ -2,6 +2,7 @@ use crate::devices::virtio::{
     DEVICE_FEATURES_SEL, DRIVER_FEATURES, DRIVER_FEATURES_SEL, QUEUE_DESC_HIGH, QUEUE_DESC_LOW,
     QUEUE_DEVICE_LOW, QUEUE_DRIVER_LOW, QUEUE_SEL,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -83,6 +84,17 @@ fn proxy(fake: &Fake) -> (ProxyMmio, Arc<ProxyIrq>, Arc<Line>) {
     let irq = Arc::new(ProxyIrq::new(IrqLine::new(line.clone(), 155)));
     let p = ProxyMmio::new("/net", Box::new(fake.clone()), irq.clone(), Some(1), BASE).unwrap();
     (p, irq, line)
+}
+
+/// Has the kernel inject `irq` (as uvmm does with a notification Irq
+/// bound to the vCPU); the count of the injections.
+fn inject_counted(irq: &ProxyIrq) -> Arc<AtomicUsize> {
+    let triggered = Arc::new(AtomicUsize::new(0));
+    let t = triggered.clone();
+    irq.inject_directly(Box::new(move || {
+        t.fetch_add(1, Ordering::SeqCst);
+    }));
+    triggered
 }
 
 fn w(p: &mut ProxyMmio, reg: u64, v: u64) {
@@ -220,11 +232,7 @@ fn kernel_injected_interrupt() {
         ..Fake::default()
     };
     let (mut p, irq, line) = proxy(&fake);
-    let triggered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let t = triggered.clone();
-    irq.inject_directly(Box::new(move || {
-        t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }));
+    let triggered = inject_counted(&irq);
     assert!(irq.injected());
     assert_eq!(irq.intid(), 155);
     // Not running: nothing to report.
@@ -235,7 +243,7 @@ fn kernel_injected_interrupt() {
     w(&mut p, QUEUE_SEL, 0);
     w(&mut p, QUEUE_NUM, 64);
     w(&mut p, QUEUE_READY, 1);
-    assert_eq!(triggered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(triggered.load(Ordering::SeqCst), 1);
     assert!(!line.level());
     assert_eq!(p.read(INTERRUPT_STATUS, 4), u64::from(isr::CONFIG));
     w(&mut p, INTERRUPT_ACK, u64::from(isr::CONFIG));
@@ -261,11 +269,7 @@ fn kernel_answers_the_hot_registers_while_the_device_runs() {
         ..Fake::default()
     };
     let (mut p, irq, _line) = proxy(&fake);
-    let triggered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let t = triggered.clone();
-    irq.inject_directly(Box::new(move || {
-        t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }));
+    let triggered = inject_counted(&irq);
     assert_ne!(start(&mut p, 1) & status::FEATURES_OK, 0);
     assert!(!p.fast_path(), "not before DRIVER_OK");
     let ok = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
@@ -298,7 +302,7 @@ fn kernel_answers_the_hot_registers_while_the_device_runs() {
             Call::Fast(None),
         ]
     );
-    assert_eq!(triggered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(triggered.load(Ordering::SeqCst), 1);
     assert_eq!(
         p.read(INTERRUPT_STATUS, 4),
         u64::from(isr::USED | isr::CONFIG)
