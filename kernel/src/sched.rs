@@ -32,7 +32,8 @@ pub struct Cpu {
     /// What TTBR0 holds ([`thread::Space::ttbr`]; 0: no user space yet).
     pub ttbr: u64,
     /// The running thread's space may not be in TTBR0: it went into its
-    /// guest without it (see [`schedule`]).
+    /// guest without it (see [`schedule`]). Never wrongly clear; when
+    /// set, the way back to user mode of a vCPU thread looks.
     pub space_deferred: bool,
     pub need_resched: bool,
     /// The IPC fast path may run (off with the kernel option `-nofastpath`).
@@ -55,7 +56,6 @@ impl Cpu {
     /// Installs the address space `space` unless it is there.
     #[inline(always)]
     pub fn switch_space(&mut self, space: thread::Space) {
-        self.space_deferred = false;
         let ttbr = space.ttbr();
         if self.ttbr != ttbr {
             // SAFETY: a task's translation tables and ASID (`Space`), which
@@ -266,7 +266,10 @@ pub fn schedule(g: &mut bkl::Guard) {
                 let in_guest = t.vcpu.as_ref().is_some_and(|v| v.in_guest());
                 match t.space {
                     Some(_) if in_guest => k.cpus[cpu].space_deferred = true,
-                    Some(space) => k.cpus[cpu].switch_space(space),
+                    Some(space) => {
+                        k.cpus[cpu].space_deferred = false;
+                        k.cpus[cpu].switch_space(space);
+                    }
                     None => {}
                 }
                 &k.known_thread(n).kctx

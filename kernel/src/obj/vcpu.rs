@@ -671,6 +671,7 @@ fn own_space(k: &mut Kernel) {
     if !k.cpus[cpu].space_deferred {
         return;
     }
+    k.cpus[cpu].space_deferred = false;
     let space = k.cpus[cpu]
         .current
         .and_then(|c| k.thread(c))
