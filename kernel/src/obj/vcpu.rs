@@ -21,6 +21,9 @@
 //!   free list registers, or wait in the vCPU's pending queue until one
 //!   is free (an underflow maintenance interrupt brings the guest out to
 //!   refill them). A vCPU running on another CPU is kicked by IPI.
+//! * The Vm's MMIO shortcuts ([`super::vm`]): a 32-bit access to one of
+//!   its registers is answered here (a doorbell's Irq triggered, a
+//!   constant read) and the guest goes on, without an exit to the VMM.
 //! * Interrupts or messages for the VMM thread (an Irq attached to it
 //!   fired, a sender waits) end the guest run with [`ExitReason::Kick`].
 
