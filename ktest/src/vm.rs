@@ -69,6 +69,7 @@ tests! {
     "vm.shortcut_constant_register" => shortcut_constant,
     "vm.shortcut_other_accesses_exit" => shortcut_other_accesses,
     "vm.shortcut_goes_with_its_irq" => shortcut_irq_deleted,
+    "vm.shortcut_goes_with_the_capability" => shortcut_cap_revoked,
     "vm.shortcut_refusals" => shortcut_refusals,
 }
 
@@ -1155,6 +1156,31 @@ fn shortcut_irq_deleted() -> R {
         g.vm.cap().remove_shortcut(BELL),
         Error::NoEnt,
         "the shortcut after its irq went"
+    );
+    Ok(())
+}
+
+fn shortcut_cap_revoked() -> R {
+    // The doorbell names a second capability to the Irq; once the VMM
+    // drops that one, the Irq lives on, but the guest's write exits: the
+    // doorbell rings only with the capability it was set with.
+    let [a, b] = mmio_at(0, 0x50);
+    let g = Guest::new(&[a, b, str32(1, 0), hvc(9)])?;
+    let irq = rt::irq()?;
+    let copy = rt::copy_cap(irq.cap(), l4::CapRights::ALL)?;
+    g.vm.cap()
+        .set_doorbell(BELL, copy.cap())
+        .ctx("set_doorbell")?;
+    drop(copy);
+    ensure!(rt::valid(irq.idx())?, "the irq itself lives on");
+    let m = mmio_exit(&g, BELL)?;
+    ensure!(m.write && m.size == 4, "access {m:?}");
+    state().regs.skip_instruction();
+    g.expect(ExitReason::Hvc)?;
+    expect_err!(
+        g.vm.cap().remove_shortcut(BELL),
+        Error::NoEnt,
+        "the shortcut after its capability went"
     );
     Ok(())
 }

@@ -28,7 +28,7 @@ const COST_SMALL: u64 = 256;
 /// table.
 const COST_VM: u64 = 2 * mm::PAGE
     + COST_SMALL
-    + core::mem::size_of::<kernel_core::shortcut::Shortcuts<ObjId>>() as u64;
+    + core::mem::size_of::<kernel_core::shortcut::Shortcuts<super::vm::Bell>>() as u64;
 /// The most kernel heap one new object takes (a thread, with its boxed
 /// state and run-queue and index entries).
 const COST_HEAP: u64 = 4 * 1024;

@@ -860,8 +860,8 @@ fn sync_exit(k: &mut Kernel, cur: ObjId, esr: u64, far: u64, hpfar: u64) -> bool
 
 /// A data abort at `gpa` on one of the Vm's MMIO shortcuts: answered
 /// here, and the guest goes on after the instruction. `false`: the access
-/// is the VMM's (no shortcut covers it, or a doorbell's Irq is gone, which
-/// removes the shortcut).
+/// is the VMM's (no shortcut covers it, or a doorbell's Irq is gone or no
+/// longer the setter's, which removes the shortcut).
 fn shortcut_access(k: &mut Kernel, cur: ObjId, vm: ObjId, esr: u64, gpa: u64) -> bool {
     let Some(KObject::Vm(m)) = k.objs.get(vm) else {
         return false;
@@ -880,13 +880,13 @@ fn shortcut_access(k: &mut Kernel, cur: ObjId, vm: ObjId, esr: u64, gpa: u64) ->
         return false;
     };
     match answer {
-        Answer::Trigger(irq) => {
-            if !matches!(k.objs.get(irq), Some(KObject::Irq(_))) {
+        Answer::Trigger(bell) => {
+            let Some(irq) = bell.irq(k) else {
                 if let Some(KObject::Vm(m)) = k.objs.get_mut(vm) {
                     let _ = m.shortcuts.remove(gpa);
                 }
                 return false;
-            }
+            };
             super::irq::trigger(k, irq);
         }
         Answer::Read(value) => {

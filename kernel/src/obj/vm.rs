@@ -38,8 +38,29 @@ pub struct Vm {
     /// Table pages made so far, and the quota taken for them.
     pub table_pages: u64,
     pub tables_charged: u64,
-    /// Registers the kernel answers itself; a doorbell's Irq by id.
-    pub shortcuts: Shortcuts<ObjId>,
+    /// Registers the kernel answers itself.
+    pub shortcuts: Shortcuts<Bell>,
+}
+
+/// What a doorbell rings: an Irq, through the capability the task that
+/// set the doorbell held (and must still hold: revoking that capability
+/// silences the doorbell, as it would the task's own triggers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bell {
+    /// The task that set the doorbell.
+    pub task: ObjId,
+    /// Its capability index of the Irq.
+    pub index: u64,
+    /// The Irq.
+    pub irq: ObjId,
+}
+
+impl Bell {
+    /// The Irq, if `task` still has it at `index`.
+    pub fn irq(&self, k: &mut Kernel) -> Option<ObjId> {
+        let (obj, _) = k.lookup_cap(self.task, self.index, CapRights::NONE).ok()?;
+        (obj == self.irq && matches!(k.objs.get(obj), Some(KObject::Irq(_)))).then_some(obj)
+    }
 }
 
 /// Tables of a Vm that count the pages they take.
@@ -169,12 +190,18 @@ pub fn invoke(k: &mut Kernel, c: &Call<'_>) -> OpResult {
                 shortcut::NONE => None,
                 shortcut::CONSTANT => Some(Kind::Constant(op.value as u32)),
                 shortcut::DOORBELL => {
-                    // Whoever may trigger the Irq may have the guest do it.
-                    let (irq, _) = cap_arg(k, c.task, op.irq.ok_or(Error::Inval)?)?;
+                    // Whoever may trigger the Irq may have the guest do it,
+                    // as long as it may.
+                    let arg = op.irq.ok_or(Error::Inval)?;
+                    let (irq, _) = cap_arg(k, c.task, arg)?;
                     if !matches!(k.objs.get(irq), Some(KObject::Irq(_))) {
                         return Err(Error::Inval);
                     }
-                    Some(Kind::Doorbell(irq))
+                    Some(Kind::Doorbell(Bell {
+                        task: c.task,
+                        index: arg.index,
+                        irq,
+                    }))
                 }
                 _ => return Err(Error::Inval),
             };

@@ -174,7 +174,9 @@ pub mod shortcut {
     /// No shortcut (removes the one at the address).
     pub const NONE: u64 = 0;
     /// A doorbell: a write triggers the Irq (the value is dropped); reads
-    /// exit. The shortcut goes when the Irq does: the next write exits.
+    /// exit. It rings only while the task that set it still holds the
+    /// capability it named: once the Irq is deleted or that capability
+    /// is gone, the next write exits and the shortcut is removed.
     pub const DOORBELL: u64 = 1;
     /// A constant register: reads give the value, writes are dropped.
     pub const CONSTANT: u64 = 2;
