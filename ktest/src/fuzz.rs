@@ -72,6 +72,7 @@ fn one_worker(seed: u64) -> Result<[u64; 3], Fail> {
     // Something to aim at: one of each object, and the worker's own task.
     let (gate, sem, irq) = (rt::gate(7, None)?, rt::semaphore()?, rt::irq()?);
     let (thread, factory, task) = (rt::thread_obj()?, rt::factory(64 * 1024)?, rt::bare_task()?);
+    let vm = rt::create("create vm", |d| base::FACTORY.create_vm(d))?;
     let objs = [
         gate.idx(),
         sem.idx(),
@@ -79,6 +80,7 @@ fn one_worker(seed: u64) -> Result<[u64; 3], Fail> {
         thread.idx(),
         factory.idx(),
         task.idx(),
+        vm.idx(),
     ];
     for (i, &o) in objs.iter().enumerate() {
         s.cap()
@@ -155,8 +157,9 @@ extern "C" fn fuzz_entry(progress: u64, seed: u64) {
             _ => (next() % 12) << sys::CAP_SHIFT,
         };
         let (flags, reserved, tag) = if next() % 2 == 0 {
-            // Plausible: a protocol label, an opcode, a few words and items.
-            utcb::set_mr(0, next() % 16);
+            // Plausible: a protocol label, an opcode (the operations sit
+            // below 0x20), a few words and items.
+            utcb::set_mr(0, next() % 32);
             let flags =
                 [sys::CALL, sys::CALL, sys::SEND, sys::SEND_AND_WAIT][(next() % 4) as usize];
             let label = -((next() % 24) as i64);
