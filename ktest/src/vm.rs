@@ -1138,34 +1138,39 @@ fn shortcut_other_accesses() -> R {
     Ok(())
 }
 
-fn shortcut_irq_deleted() -> R {
-    // The doorbell's Irq is deleted: the write goes to the VMM, and the
-    // shortcut is gone.
+/// A guest that writes the doorbell [`BELL`], then makes an HVC.
+fn bell_guest() -> Result<Guest, Fail> {
     let [a, b] = mmio_at(0, 0x50);
-    let g = Guest::new(&[a, b, str32(1, 0), hvc(8)])?;
+    Guest::new(&[a, b, str32(1, 0), hvc(8)])
+}
+
+/// The doorbell of `g` ([`bell_guest`]) is gone (`why`): the write exits
+/// to the VMM, and removing the shortcut finds none.
+fn expect_bell_gone(g: &Guest, why: &str) -> R {
+    let m = mmio_exit(g, BELL)?;
+    ensure!(m.write && m.size == 4, "access {m:?}");
+    state().regs.skip_instruction();
+    g.expect(ExitReason::Hvc)?;
+    expect_err!(g.vm.cap().remove_shortcut(BELL), Error::NoEnt, why);
+    Ok(())
+}
+
+fn shortcut_irq_deleted() -> R {
+    // The doorbell's Irq is deleted.
+    let g = bell_guest()?;
     let irq = rt::irq()?;
     g.vm.cap()
         .set_doorbell(BELL, irq.cap())
         .ctx("set_doorbell")?;
     drop(irq);
-    let m = mmio_exit(&g, BELL)?;
-    ensure!(m.write && m.size == 4, "access {m:?}");
-    state().regs.skip_instruction();
-    g.expect(ExitReason::Hvc)?;
-    expect_err!(
-        g.vm.cap().remove_shortcut(BELL),
-        Error::NoEnt,
-        "the shortcut after its irq went"
-    );
-    Ok(())
+    expect_bell_gone(&g, "the shortcut after its irq went")
 }
 
 fn shortcut_cap_revoked() -> R {
-    // The doorbell names a second capability to the Irq; once the VMM
-    // drops that one, the Irq lives on, but the guest's write exits: the
-    // doorbell rings only with the capability it was set with.
-    let [a, b] = mmio_at(0, 0x50);
-    let g = Guest::new(&[a, b, str32(1, 0), hvc(9)])?;
+    // The doorbell names a second capability to the Irq; the VMM drops
+    // that one and the Irq lives on: the doorbell rings only with the
+    // capability it was set with.
+    let g = bell_guest()?;
     let irq = rt::irq()?;
     let copy = rt::copy_cap(irq.cap(), l4::CapRights::ALL)?;
     g.vm.cap()
@@ -1173,16 +1178,7 @@ fn shortcut_cap_revoked() -> R {
         .ctx("set_doorbell")?;
     drop(copy);
     ensure!(rt::valid(irq.idx())?, "the irq itself lives on");
-    let m = mmio_exit(&g, BELL)?;
-    ensure!(m.write && m.size == 4, "access {m:?}");
-    state().regs.skip_instruction();
-    g.expect(ExitReason::Hvc)?;
-    expect_err!(
-        g.vm.cap().remove_shortcut(BELL),
-        Error::NoEnt,
-        "the shortcut after its capability went"
-    );
-    Ok(())
+    expect_bell_gone(&g, "the shortcut after its capability went")
 }
 
 fn shortcut_refusals() -> R {
