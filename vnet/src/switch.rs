@@ -56,16 +56,29 @@ pub struct Outcome {
 impl Outcome {
     /// Empty again, keeping the lists' room (the switch reuses one).
     pub fn clear(&mut self) {
-        self.notify.clear();
-        self.tx_done = false;
-        self.delivered.clear();
-        self.more = false;
-        self.sent = 0;
-        self.longest = 0;
-        self.quiet = false;
-        self.failed.clear();
-        self.learned.clear();
-        self.dropped.clear();
+        // Every field named: a new one cannot be left out.
+        let Outcome {
+            notify,
+            tx_done,
+            delivered,
+            more,
+            sent,
+            longest,
+            quiet,
+            failed,
+            learned,
+            dropped,
+        } = self;
+        notify.clear();
+        *tx_done = false;
+        delivered.clear();
+        *more = false;
+        *sent = 0;
+        *longest = 0;
+        *quiet = false;
+        failed.clear();
+        learned.clear();
+        dropped.clear();
     }
 
     fn notify(&mut self, p: PortId) {

@@ -879,7 +879,7 @@ fn shortcut_access(k: &mut Kernel, cur: ObjId, vm: ObjId, esr: u64, gpa: u64) ->
     let Some(answer) = m.shortcuts.answer(gpa, access.size, access.write) else {
         return false;
     };
-    match answer {
+    let read = match answer {
         Answer::Trigger(bell) => {
             let Some(irq) = bell.irq(k) else {
                 if let Some(KObject::Vm(m)) = k.objs.get_mut(vm) {
@@ -888,15 +888,15 @@ fn shortcut_access(k: &mut Kernel, cur: ObjId, vm: ObjId, esr: u64, gpa: u64) ->
                 return false;
             };
             super::irq::trigger(k, irq);
+            None
         }
-        Answer::Read(value) => {
-            if let Some(v) = vcpu_of(k, cur) {
-                v.set_reg(access.reg, access.read_value(value.into()));
-            }
-        }
-        Answer::Drop => {}
-    }
+        Answer::Read(value) => Some(access.read_value(value.into())),
+        Answer::Drop => None,
+    };
     if let Some(v) = vcpu_of(k, cur) {
+        if let Some(value) = read {
+            v.set_reg(access.reg, value);
+        }
         v.skip_instruction();
     }
     true

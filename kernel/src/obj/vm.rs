@@ -56,10 +56,11 @@ pub struct Bell {
 }
 
 impl Bell {
-    /// The Irq, if `task` still has it at `index`.
+    /// The Irq, if `task` still has it at `index` (the id names that very
+    /// object while it lives, and `lookup_cap` finds live objects only).
     pub fn irq(&self, k: &mut Kernel) -> Option<ObjId> {
         let (obj, _) = k.lookup_cap(self.task, self.index, CapRights::NONE).ok()?;
-        (obj == self.irq && matches!(k.objs.get(obj), Some(KObject::Irq(_)))).then_some(obj)
+        (obj == self.irq).then_some(obj)
     }
 }
 
