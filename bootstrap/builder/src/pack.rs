@@ -6,6 +6,12 @@
 //! modules in list order. The `image_size` field of the stage's arm64 Image
 //! header is set to the size of the whole image.
 //!
+//! The file written is an ELF executable with that image as its one
+//! segment, at the stage's link address, entered there. QEMU's `-kernel`
+//! maps an ELF file and copies each segment into RAM once; an arm64 Image
+//! it reads twice and copies twice more, which for a 37 MB image with a
+//! Linux guest in it took 0.13 s more before the first instruction.
+//!
 //! # Finding files
 //!
 //! A file word from the modules.list is looked up in this order; the first
@@ -280,17 +286,17 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         packer.module(spec)?;
     }
 
-    let stage = flat_stage(&opts.stage_elf)?;
+    let (base, stage) = flat_stage(&opts.stage_elf)?;
     let stage_size = stage.len() as u64;
     let payload = bootstrap_format::build(&packer.inputs, payload_offset(stage_size));
-    let image = assemble(stage, &payload);
+    let file = elf_file(base, &assemble(stage, &payload));
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
-    fs::write(&opts.output, &image).map_err(io_error("write", &opts.output))?;
+    fs::write(&opts.output, &file).map_err(io_error("write", &opts.output))?;
     Ok(BuildReport {
         image: opts.output.clone(),
-        image_size: image.len() as u64,
+        image_size: file.len() as u64,
         stage_size,
         modules: packer.packed,
         notes: packer.notes,
@@ -311,6 +317,43 @@ fn assemble(mut image: Vec<u8>, payload: &[u8]) -> Vec<u8> {
     let total = image.len() as u64;
     image[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&total.to_le_bytes());
     image
+}
+
+/// Where the image starts in the ELF file: a page in, so that file offset
+/// and address agree modulo the page size.
+const ELF_IMAGE_OFFSET: u64 = PAGE;
+
+/// An ELF executable for AArch64 whose one `PT_LOAD` segment is `image` at
+/// address `base` (physical and virtual alike: the stage runs with the MMU
+/// off), entered at `base`.
+fn elf_file(base: u64, image: &[u8]) -> Vec<u8> {
+    const EHDR_SIZE: u16 = 64;
+    const PHDR_SIZE: u16 = 56;
+    const PF_RWX: u32 = 7;
+    let mut f = Vec::with_capacity(ELF_IMAGE_OFFSET as usize + image.len());
+    // e_ident: magic, 64-bit, little-endian, version 1, System V ABI.
+    f.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    f.extend_from_slice(&ET_EXEC.to_le_bytes());
+    f.extend_from_slice(&EM_AARCH64.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    f.extend_from_slice(&base.to_le_bytes()); // e_entry
+    f.extend_from_slice(&u64::from(EHDR_SIZE).to_le_bytes()); // e_phoff
+    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff: no sections
+    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for half in [EHDR_SIZE, PHDR_SIZE, 1, 64, 0, 0] {
+        // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+        f.extend_from_slice(&half.to_le_bytes());
+    }
+    f.extend_from_slice(&PT_LOAD.to_le_bytes());
+    f.extend_from_slice(&PF_RWX.to_le_bytes());
+    let size = image.len() as u64;
+    for word in [ELF_IMAGE_OFFSET, base, base, size, size, PAGE] {
+        // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+        f.extend_from_slice(&word.to_le_bytes());
+    }
+    f.resize(ELF_IMAGE_OFFSET as usize, 0);
+    f.extend_from_slice(image);
+    f
 }
 
 struct Finder<'a> {
@@ -610,8 +653,9 @@ fn aarch64_executable(data: &[u8]) -> Result<Elf<'_>, ElfProblem> {
     Ok(elf)
 }
 
-/// The boot stage as a flat binary with its Image header checked.
-fn flat_stage(path: &Path) -> Result<Vec<u8>, BuildError> {
+/// The boot stage as a flat binary with its Image header checked, and the
+/// address it starts at.
+fn flat_stage(path: &Path) -> Result<(u64, Vec<u8>), BuildError> {
     let data = fs::read(path).map_err(io_error("read", path))?;
     let flat = aarch64_executable(&data).and_then(|elf| flatten(&data, &elf.program_headers));
     flat.map_err(|problem| BuildError::Elf {
@@ -633,9 +677,9 @@ fn segment_bytes<'a>(data: &'a [u8], ph: &ProgramHeader) -> Option<&'a [u8]> {
     data.get(start..start.checked_add(len)?)
 }
 
-/// Lays the `PT_LOAD` segments out from the lowest `p_vaddr` to the highest
-/// end, zero-filling gaps and bss.
-fn flatten(data: &[u8], headers: &[ProgramHeader]) -> Result<Vec<u8>, ElfProblem> {
+/// Lays the `PT_LOAD` segments out from the lowest `p_vaddr` (returned
+/// with them) to the highest end, zero-filling gaps and bss.
+fn flatten(data: &[u8], headers: &[ProgramHeader]) -> Result<(u64, Vec<u8>), ElfProblem> {
     let loads: Vec<(usize, &ProgramHeader)> = headers
         .iter()
         .enumerate()
@@ -668,7 +712,7 @@ fn flatten(data: &[u8], headers: &[ProgramHeader]) -> Result<Vec<u8>, ElfProblem
     if magic != Some(&IMAGE_MAGIC[..]) {
         return Err(ElfProblem::NoImageHeader);
     }
-    Ok(flat)
+    Ok((start, flat))
 }
 
 #[cfg(test)]

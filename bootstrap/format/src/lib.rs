@@ -4,7 +4,8 @@
 //! page-aligned).
 //!
 //! ```text
-//! +-------------------+ image start (QEMU loads it at RAM base + 0x80000)
+//! +-------------------+ image start (RAM base + 2 MiB: the image builder
+//! |                   | writes it as the one segment of an ELF file)
 //! | boot stage        | arm64 Linux Image header, code, data, zeroed bss
 //! +-------------------+ page-aligned: payload start
 //! | Header            |

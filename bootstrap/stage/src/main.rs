@@ -1,5 +1,7 @@
 //! The boot stage. QEMU loads the boot image and enters here at EL2 with the
-//! MMU off and the device tree's address in `x0`. We find the module table
+//! MMU off and the device tree's address in `x0`, or `x0` = 0 and the device
+//! tree at RAM base when it loaded the image as the ELF file the image
+//! builder writes. We find the module table
 //! the image builder appended, load the kernel and the root task (ELF),
 //! describe memory and modules in the boot-info page, build the kernel's
 //! first translation tables and enter the kernel at its virtual address.
@@ -56,6 +58,17 @@ fn fail(what: core::fmt::Arguments<'_>) -> ! {
     }
 }
 
+/// RAM base, where QEMU puts the device tree for an ELF file: the stage's
+/// start less the `text_offset` of its Image header (start.S), as QEMU
+/// places an Image and as the image builder places the ELF segment.
+fn ram_base() -> usize {
+    let start = core::ptr::addr_of!(__image_start) as usize;
+    // SAFETY: the stage's first bytes are its Image header (start.S), in
+    // memory QEMU loaded; text_offset is its second 64-bit word, aligned.
+    let text_offset = unsafe { ((start + 8) as *const u64).read_volatile() };
+    start - text_offset as usize
+}
+
 fn aarch64_wfe() {
     // SAFETY: wfe only waits for an event.
     unsafe { core::arch::asm!("wfe", options(nomem, nostack)) };
@@ -65,8 +78,10 @@ static mut BOOT_INFO: core::mem::MaybeUninit<BootInfo> = core::mem::MaybeUninit:
 
 #[unsafe(no_mangle)]
 extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
-    // SAFETY: QEMU passes the address of a flattened device tree in x0; the
-    // fdt crate checks its header before reading further.
+    let dtb = if dtb == 0 { ram_base() } else { dtb };
+    // SAFETY: QEMU passes the address of a flattened device tree in x0, or
+    // puts it at RAM base; the fdt crate checks its header before reading
+    // further.
     let fdt = match unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
         Ok(f) => f,
         Err(_) => loop {

@@ -1,11 +1,15 @@
-// Entry of the boot stage: an arm64 Linux Image header so that QEMU's
-// -kernel loads us at RAM base + text_offset and passes the DTB in x0.
+// Entry of the boot stage. The image builder wraps the stage and its payload
+// in an ELF file whose one segment lies at the stage's link address (RAM
+// base + text_offset): QEMU's -kernel loads it there, puts the DTB at RAM
+// base and enters with x0 = 0. The arm64 Linux Image header keeps the flat
+// image bootable as an Image too, loaded at RAM base + text_offset with the
+// DTB's address in x0.
 .section .text.head, "ax"
 .global _start
 _start:
     b       1f                      // code0
     .word   0                       // code1
-    .quad   0x80000                 // text_offset
+    .quad   0x200000                // text_offset: room for QEMU's DTB below
     .quad   0                       // image_size: patched by the image builder
     .quad   0xa                     // flags: little-endian, 4K pages, anywhere
     .quad   0, 0, 0                 // res2-4

@@ -9,12 +9,14 @@ use crate::testutil::{EM_AARCH64, EM_X86_64, ET_DYN, ET_EXEC, Segment, TempDir, 
 /// Size of the stand-in boot stage's flat image: 0x1000 of code and data
 /// (starting with the Image header), a gap, a second segment with bss.
 const STAGE_SPAN: u64 = 0x2000 + 0x300;
+/// Where the stand-in boot stage is linked.
+const STAGE_BASE: u64 = 0x4020_0000;
 
 /// An arm64 Image header followed by some code.
 fn stage_text() -> Vec<u8> {
     let mut text = vec![0u8; 0x1000];
     text[0..4].copy_from_slice(&[0x13, 0x00, 0x00, 0x14]); // b +0x4c, like Linux
-    text[8..16].copy_from_slice(&0x80000u64.to_le_bytes()); // text_offset
+    text[8..16].copy_from_slice(&0x20_0000u64.to_le_bytes()); // text_offset
     text[IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4].copy_from_slice(b"ARM\x64");
     text[64..68].copy_from_slice(b"CODE");
     text
@@ -26,12 +28,12 @@ fn stage_elf(text: &[u8]) -> Vec<u8> {
         ET_EXEC,
         &[
             Segment {
-                vaddr: 0x4008_0000,
+                vaddr: STAGE_BASE,
                 data: text,
                 memsz: text.len() as u64,
             },
             Segment {
-                vaddr: 0x4008_2000,
+                vaddr: STAGE_BASE + 0x2000,
                 data: b"DATA",
                 memsz: 0x300,
             },
@@ -91,6 +93,24 @@ impl Setup {
     }
 }
 
+/// The image in an image file: the one `PT_LOAD` segment of an AArch64
+/// executable, at the stage's address and entered there.
+fn image_of(file: &[u8]) -> &[u8] {
+    let elf = Elf::parse(file).unwrap();
+    assert_eq!(elf.header.e_machine, EM_AARCH64);
+    assert_eq!(elf.header.e_type, ET_EXEC);
+    assert_eq!(elf.entry, STAGE_BASE);
+    let [ph] = &elf.program_headers[..] else {
+        panic!("one segment, not {:?}", elf.program_headers);
+    };
+    assert_eq!(ph.p_type, PT_LOAD);
+    assert_eq!((ph.p_vaddr, ph.p_paddr), (STAGE_BASE, STAGE_BASE));
+    assert_eq!(ph.p_offset, PAGE);
+    assert_eq!(ph.p_filesz, ph.p_memsz);
+    assert_eq!(ph.p_offset + ph.p_filesz, file.len() as u64);
+    &file[ph.p_offset as usize..]
+}
+
 fn payload(image: &[u8], stage_size: u64) -> Payload<'_> {
     let at = stage_size.div_ceil(PAGE) * PAGE;
     let bytes = &image[at as usize..];
@@ -132,9 +152,10 @@ module[shell] echo $SRC_BASE_ABS/files/vmm.lua $SRC_BASE_ABS/pkg/uvmm/configs/go
     dir.write("more/gone.lua", b"-- found by its name");
 
     let report = setup.build().unwrap();
-    let image = fs::read(&report.image).unwrap();
+    let file = fs::read(&report.image).unwrap();
     assert_eq!(report.image, setup.opts.output);
-    assert_eq!(report.image_size, image.len() as u64);
+    assert_eq!(report.image_size, file.len() as u64);
+    let image = image_of(&file);
     assert_eq!(report.stage_size, STAGE_SPAN);
 
     // The flat stage: both segments at their offsets, gap and bss zeroed.
@@ -142,7 +163,7 @@ module[shell] echo $SRC_BASE_ABS/files/vmm.lua $SRC_BASE_ABS/pkg/uvmm/configs/go
         &image[..0x1000],
         &{
             let mut patched = stage_text();
-            patched[16..24].copy_from_slice(&report.image_size.to_le_bytes());
+            patched[16..24].copy_from_slice(&(image.len() as u64).to_le_bytes());
             patched
         }[..]
     );
@@ -154,7 +175,7 @@ module[shell] echo $SRC_BASE_ABS/files/vmm.lua $SRC_BASE_ABS/pkg/uvmm/configs/go
         image.len() as u64
     );
 
-    let payload = payload(&image, report.stage_size);
+    let payload = payload(image, report.stage_size);
     let modules: Vec<_> = payload.modules().collect();
     let summary: Vec<(Kind, &str, &str)> = modules
         .iter()
@@ -332,8 +353,8 @@ fn roottask_options_come_first() {
         setup.opts.roottask_options = vec!["--l4re-dbg=4".into()];
         let report = setup.build().unwrap();
         assert_eq!(report.modules[1].cmdline, want);
-        let image = fs::read(&report.image).unwrap();
-        let payload = payload(&image, report.stage_size);
+        let file = fs::read(&report.image).unwrap();
+        let payload = payload(image_of(&file), report.stage_size);
         assert_eq!(payload.modules().nth(1).unwrap().cmdline, want);
     }
 }
@@ -423,7 +444,8 @@ fn flatten_checks_segments() {
     let text = stage_text();
     let good = stage_elf(&text);
     let headers = Elf::parse(&good).unwrap().program_headers;
-    assert_eq!(flatten(&good, &headers).unwrap().len() as u64, STAGE_SPAN);
+    let (base, flat) = flatten(&good, &headers).unwrap();
+    assert_eq!((base, flat.len() as u64), (STAGE_BASE, STAGE_SPAN));
 
     let mut beyond_file = headers.clone();
     beyond_file[1].p_filesz = 0x1000;
