@@ -12,13 +12,17 @@
 //! good part of what a program runs first (on QEMU, what it must translate
 //! first); this one is small and asks the runtime for memory a few times.
 //! Blocks are powers of two: a program with large allocations of other
-//! sizes is better off with musl's.
+//! sizes is better off with musl's. A thread that finds the heap taken
+//! sleeps on a futex until the holder lets go.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use buddy_system_allocator::{Heap, LockedHeapWithRescue};
+use buddy_system_allocator::Heap;
 
-use crate::linux::{Sys, mman};
+use crate::linux::{Sys, futex, mman};
 
 /// Orders of the buddy allocator: blocks up to 2^32 bytes.
 const ORDERS: usize = 33;
@@ -26,13 +30,50 @@ const ORDERS: usize = 33;
 /// Smallest growth step (the runtime maps it as it is touched).
 pub const GROW_MIN: usize = 256 << 10;
 
-/// The allocator (see the module).
-pub struct ProgramHeap(LockedHeapWithRescue<ORDERS>);
+/// [`ProgramHeap::state`]: nobody holds the heap.
+const FREE: u32 = 0;
+/// One thread holds it, nobody waits.
+const HELD: u32 = 1;
+/// One thread holds it and others may wait on the futex.
+const CONTENDED: u32 = 2;
+
+/// The allocator (see the module). Its lock puts a thread that finds the
+/// heap taken to sleep (a futex), so that it never spins on a holder the
+/// scheduler preempted: several threads of a program may share a CPU.
+pub struct ProgramHeap {
+    state: AtomicU32,
+    heap: UnsafeCell<Heap<ORDERS>>,
+}
+
+// SAFETY: `heap` is only reached through `with_heap`, which holds the lock.
+unsafe impl Sync for ProgramHeap {}
 
 impl ProgramHeap {
     /// An empty heap; it grows on the first allocation.
     pub const fn new() -> ProgramHeap {
-        ProgramHeap(LockedHeapWithRescue::new(grow))
+        ProgramHeap {
+            state: AtomicU32::new(FREE),
+            heap: UnsafeCell::new(Heap::new()),
+        }
+    }
+
+    /// Runs `f` on the heap, holding the lock.
+    fn with_heap<R>(&self, f: impl FnOnce(&mut Heap<ORDERS>) -> R) -> R {
+        if self
+            .state
+            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            while self.state.swap(CONTENDED, Ordering::Acquire) != FREE {
+                futex_call(&self.state, futex::WAIT, CONTENDED);
+            }
+        }
+        // SAFETY: the lock is held: no other thread reaches the heap.
+        let r = f(unsafe { &mut *self.heap.get() });
+        if self.state.swap(FREE, Ordering::Release) == CONTENDED {
+            futex_call(&self.state, futex::WAKE, 1);
+        }
+        r
     }
 }
 
@@ -43,16 +84,36 @@ impl Default for ProgramHeap {
 }
 
 // SAFETY: the buddy allocator behind the lock keeps `GlobalAlloc`'s
-// contract; this only passes the calls on.
+// contract; this only passes the calls on (and grows it when it is full).
 unsafe impl GlobalAlloc for ProgramHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller keeps `GlobalAlloc::alloc`'s contract.
-        unsafe { self.0.alloc(layout) }
+        self.with_heap(|heap| {
+            let block = heap.alloc(layout).or_else(|()| {
+                grow(heap, &layout);
+                heap.alloc(layout)
+            });
+            block.map_or(core::ptr::null_mut(), NonNull::as_ptr)
+        })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller keeps `GlobalAlloc::dealloc`'s contract.
-        unsafe { self.0.dealloc(ptr, layout) }
+        if let Some(block) = NonNull::new(ptr) {
+            // SAFETY: the caller passes a block this allocator gave out,
+            // with the layout it was asked for.
+            self.with_heap(|heap| unsafe { heap.dealloc(block, layout) });
+        }
+    }
+}
+
+/// `futex(word, op | PRIVATE, value)` without a timeout; the result does
+/// not matter (a wait that returns early is retried by the caller).
+fn futex_call(word: &AtomicU32, op: u64, value: u32) {
+    // SAFETY: the runtime serves futex on the program's own memory: a wait
+    // reads `word` (a live atomic), a wake touches no memory.
+    unsafe {
+        core::arch::asm!("svc #0", inlateout("x0") word.as_ptr() as u64 => _,
+            in("x1") op | futex::PRIVATE, in("x2") u64::from(value), in("x3") 0u64,
+            in("x8") Sys::Futex.nr(), options(nostack));
     }
 }
 
