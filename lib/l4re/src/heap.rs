@@ -18,7 +18,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use buddy_system_allocator::Heap;
 
@@ -42,6 +42,8 @@ const CONTENDED: u32 = 2;
 /// scheduler preempted: several threads of a program may share a CPU.
 pub struct ProgramHeap {
     state: AtomicU32,
+    /// How often a thread went to sleep for the lock.
+    waits: AtomicU64,
     heap: UnsafeCell<Heap<ORDERS>>,
 }
 
@@ -53,8 +55,15 @@ impl ProgramHeap {
     pub const fn new() -> ProgramHeap {
         ProgramHeap {
             state: AtomicU32::new(FREE),
+            waits: AtomicU64::new(0),
             heap: UnsafeCell::new(Heap::new()),
         }
+    }
+
+    /// How often a thread found the heap taken and slept until it was let
+    /// go.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the heap, holding the lock.
@@ -65,6 +74,7 @@ impl ProgramHeap {
             .is_err()
         {
             while self.state.swap(CONTENDED, Ordering::Acquire) != FREE {
+                self.waits.fetch_add(1, Ordering::Relaxed);
                 futex_call(&self.state, futex::WAIT, CONTENDED);
             }
         }

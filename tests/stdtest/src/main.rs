@@ -297,6 +297,71 @@ fn dataspace_rights() -> Check {
     }
 }
 
+/// The runtime's buddy heap (`l4re::heap::ProgramHeap`, uvmm's and ned's
+/// allocator) shared by threads that allocate at once: every block keeps
+/// its owner's pattern, and a thread that finds the heap taken sleeps on
+/// its futex (the count of such waits is reported).
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+fn shared_heap() -> Check {
+    use std::alloc::{GlobalAlloc, Layout};
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 4000;
+    static HEAP: l4re::heap::ProgramHeap = l4re::heap::ProgramHeap::new();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+                let mut seed = 0x9e37_79b9_u32.wrapping_mul(t as u32 + 1);
+                for round in 0..ROUNDS {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let size = 16 + (seed as usize % 2000);
+                    let layout = Layout::from_size_align(size, 16).map_err(|e| e.to_string())?;
+                    // SAFETY: a non-zero size.
+                    let p = unsafe { HEAP.alloc(layout) };
+                    if p.is_null() {
+                        return Err(format!("thread {t}: no memory for {size} bytes"));
+                    }
+                    let mark = (t * 64 + round % 64) as u8;
+                    // SAFETY: `p` is a fresh block of `size` bytes.
+                    unsafe { p.write_bytes(mark, size) };
+                    live.push((p, layout, mark));
+                    if live.len() > 8 {
+                        let (q, l, m) = live.swap_remove(seed as usize % live.len());
+                        // SAFETY: `q` is a live block of `l.size()` bytes
+                        // this thread filled.
+                        let bytes = unsafe { std::slice::from_raw_parts(q, l.size()) };
+                        if bytes.iter().any(|&b| b != m) {
+                            return Err(format!("thread {t}: a block lost its pattern"));
+                        }
+                        // SAFETY: given out by HEAP with layout `l`.
+                        unsafe { HEAP.dealloc(q, l) };
+                    }
+                }
+                for (q, l, _) in live {
+                    // SAFETY: as above.
+                    unsafe { HEAP.dealloc(q, l) };
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| "a thread panicked".to_string())??;
+    }
+    Ok(format!(
+        "heap ({THREADS} threads, {} blocks, {} waits for the lock)",
+        THREADS * ROUNDS,
+        HEAP.waits()
+    ))
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "aarch64")))]
+fn shared_heap() -> Check {
+    Ok("heap (skipped: the runtime's heap is AArch64 Linux only)".into())
+}
+
 /// Writes to memory the program does not own.
 fn fault() -> ! {
     println!("stdtest: writing to 0x10; the runtime should end this task");
@@ -319,9 +384,10 @@ fn main() {
         BIG_MIB.store(n, std::sync::atomic::Ordering::Relaxed);
     }
     println!("stdtest: started ({})", args.join(" "));
-    let checks: [Named; 9] = [
+    let checks: [Named; 10] = [
         ("collections", collections),
         ("threads", threads),
+        ("heap", shared_heap),
         ("rom", rom_file),
         ("memory", big_alloc),
         ("syscall", unknown_syscall),
