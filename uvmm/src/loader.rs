@@ -220,12 +220,7 @@ impl<'a> Kernel<'a> {
                 was_gzip: false,
             });
         }
-        let mut head = Vec::with_capacity(PEEK);
-        flate2::read::GzDecoder::new(file)
-            .take(PEEK as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| LoadError::Gzip(e.to_string()))?;
-        let format = KernelFormat::recognise(&head)?;
+        let format = KernelFormat::recognise(&gzip_head(file)?)?;
         let data = match (format, gzip_size(file)) {
             (KernelFormat::Image(_), Some(size)) if size >= PEEK as u64 => {
                 if size > limit {
@@ -286,6 +281,28 @@ impl KernelFormat {
 fn gzip_size(file: &[u8]) -> Option<u64> {
     let t = file.len().checked_sub(4).filter(|t| *t >= 18)?;
     Some(u64::from(u32::from_le_bytes(file[t..].try_into().ok()?)))
+}
+
+/// The first [`PEEK`] bytes (fewer if there are not as many) gzip `file`
+/// inflates to. A stored first block (how `cargo xtask guest` writes the
+/// kernel) is read as it is; anything else is inflated that far.
+fn gzip_head(file: &[u8]) -> Result<Cow<'_, [u8]>, LoadError> {
+    // A stored block: 3 header bits (BFINAL, BTYPE 00), the rest of the
+    // byte unused, then LEN and its complement NLEN, then LEN bytes.
+    if let Ok([first, l0, l1, n0, n1, data @ ..]) = deflate_stream(file) {
+        let len = usize::from(u16::from_le_bytes([*l0, *l1]));
+        if first & 0b110 == 0 && len == usize::from(!u16::from_le_bytes([*n0, *n1])) {
+            if let Some(head) = data.get(..len.min(PEEK)).filter(|h| h.len() == PEEK) {
+                return Ok(Cow::Borrowed(head));
+            }
+        }
+    }
+    let mut head = Vec::with_capacity(PEEK);
+    flate2::read::GzDecoder::new(file)
+        .take(PEEK as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| LoadError::Gzip(e.to_string()))?;
+    Ok(Cow::Owned(head))
 }
 
 /// The deflate stream of the gzip member `file`: what lies between its
@@ -720,6 +737,34 @@ pub(crate) mod tests {
             inflate(&gz, &mut out).unwrap();
             assert_eq!(out, data);
         }
+    }
+
+    #[test]
+    fn head_of_stored_and_deflated_gzip() {
+        let data = image(0, 0x1_0000, 0, 3000);
+        for level in [flate2::Compression::none(), flate2::Compression::best()] {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(&data).unwrap();
+            let gz = e.finish().unwrap();
+            let head = gzip_head(&gz).unwrap();
+            assert_eq!(&head[..], &data[..PEEK], "{level:?}");
+            assert_eq!(
+                matches!(head, Cow::Borrowed(_)),
+                level == flate2::Compression::none()
+            );
+        }
+        // A stored block shorter than PEEK is inflated (all 10 bytes); one
+        // whose length and complement disagree is refused by the inflater.
+        let stored = |bytes: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let short = stored(&data[..10]);
+        assert!(matches!(gzip_head(&short).unwrap(), Cow::Owned(h) if h[..] == data[..10]));
+        let mut broken = stored(&data);
+        broken[13] ^= 1; // NLEN's low byte, after the 10-byte header, BFINAL/BTYPE, LEN
+        assert!(matches!(gzip_head(&broken), Err(LoadError::Gzip(_))));
     }
 
     #[test]
