@@ -289,13 +289,13 @@ fn gzip_size(file: &[u8]) -> Option<u64> {
 fn gzip_head(file: &[u8]) -> Result<Cow<'_, [u8]>, LoadError> {
     // A stored block: 3 header bits (BFINAL, BTYPE 00), the rest of the
     // byte unused, then LEN and its complement NLEN, then LEN bytes.
-    if let Ok([first, l0, l1, n0, n1, data @ ..]) = deflate_stream(file) {
-        let len = usize::from(u16::from_le_bytes([*l0, *l1]));
-        if first & 0b110 == 0 && len == usize::from(!u16::from_le_bytes([*n0, *n1])) {
-            if let Some(head) = data.get(..len.min(PEEK)).filter(|h| h.len() == PEEK) {
-                return Ok(Cow::Borrowed(head));
-            }
-        }
+    if let Ok([first, l0, l1, n0, n1, data @ ..]) = deflate_stream(file)
+        && first & 0b110 == 0
+        && u16::from_le_bytes([*l0, *l1]) == !u16::from_le_bytes([*n0, *n1])
+        && let Some(head) = data.get(..PEEK)
+        && usize::from(u16::from_le_bytes([*l0, *l1])) >= PEEK
+    {
+        return Ok(Cow::Borrowed(head));
     }
     let mut head = Vec::with_capacity(PEEK);
     flate2::read::GzDecoder::new(file)
