@@ -9,8 +9,9 @@
 //! - `Image.gz`: the kernel's arm64 Image in a gzip file of stored
 //!   (uncompressed) blocks, as the VM entries name it. Inflating a deflated
 //!   33 MB kernel costs uvmm 250 million emulated instructions (0.3-0.5 s
-//!   of every VM's start under QEMU); copying stored blocks costs 20
-//!   million. The image is 22 MB larger for it, which QEMU reads in 0.08 s;
+//!   of every VM's start under QEMU); copying stored blocks (and the
+//!   ramdisk) costs 12 million. The boot image is 22 MB larger for it,
+//!   which QEMU loads in about 25 ms (an ELF file: see `bootstrap/builder`);
 //! - `ramdisk-armv8.cpio.gz` and `ramdisk-armv8-64.cpio.gz` (the same
 //!   bytes, under the names the VM entries use): busybox, the virtio kernel
 //!   modules the kernel does not have built in, with their dependencies, and
