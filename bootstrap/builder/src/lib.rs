@@ -8,6 +8,7 @@
 //! let report = bootstrap_builder::build_image(&BuildOptions{..})?;     // write the image
 //! ```
 
+mod elfwrite;
 pub mod modlist;
 mod pack;
 

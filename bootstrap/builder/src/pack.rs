@@ -41,6 +41,7 @@ use goblin::elf::Elf;
 use goblin::elf::header::{EM_AARCH64, ET_EXEC, et_to_str, machine_to_str};
 use goblin::elf::program_header::{PT_LOAD, ProgramHeader};
 
+use crate::elfwrite::{Segment, elf_file};
 use crate::modlist::{
     Compression, Location, ModListError, ModOpts, ModSpec, ModulesList, basename,
 };
@@ -289,7 +290,13 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let (base, stage) = flat_stage(&opts.stage_elf)?;
     let stage_size = stage.len() as u64;
     let payload = bootstrap_format::build(&packer.inputs, payload_offset(stage_size));
-    let file = elf_file(base, &assemble(stage, &payload));
+    let image = assemble(stage, &payload);
+    let segment = Segment {
+        vaddr: base,
+        data: &image,
+        memsz: image.len() as u64,
+    };
+    let file = elf_file(EM_AARCH64, ET_EXEC, base, &[segment], PAGE);
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
@@ -317,43 +324,6 @@ fn assemble(mut image: Vec<u8>, payload: &[u8]) -> Vec<u8> {
     let total = image.len() as u64;
     image[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&total.to_le_bytes());
     image
-}
-
-/// Where the image starts in the ELF file: a page in, so that file offset
-/// and address agree modulo the page size.
-const ELF_IMAGE_OFFSET: u64 = PAGE;
-
-/// An ELF executable for AArch64 whose one `PT_LOAD` segment is `image` at
-/// address `base` (physical and virtual alike: the stage runs with the MMU
-/// off), entered at `base`.
-fn elf_file(base: u64, image: &[u8]) -> Vec<u8> {
-    const EHDR_SIZE: u16 = 64;
-    const PHDR_SIZE: u16 = 56;
-    const PF_RWX: u32 = 7;
-    let mut f = Vec::with_capacity(ELF_IMAGE_OFFSET as usize + image.len());
-    // e_ident: magic, 64-bit, little-endian, version 1, System V ABI.
-    f.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    f.extend_from_slice(&ET_EXEC.to_le_bytes());
-    f.extend_from_slice(&EM_AARCH64.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes()); // e_version
-    f.extend_from_slice(&base.to_le_bytes()); // e_entry
-    f.extend_from_slice(&u64::from(EHDR_SIZE).to_le_bytes()); // e_phoff
-    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff: no sections
-    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    for half in [EHDR_SIZE, PHDR_SIZE, 1, 64, 0, 0] {
-        // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
-        f.extend_from_slice(&half.to_le_bytes());
-    }
-    f.extend_from_slice(&PT_LOAD.to_le_bytes());
-    f.extend_from_slice(&PF_RWX.to_le_bytes());
-    let size = image.len() as u64;
-    for word in [ELF_IMAGE_OFFSET, base, base, size, size, PAGE] {
-        // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
-        f.extend_from_slice(&word.to_le_bytes());
-    }
-    f.resize(ELF_IMAGE_OFFSET as usize, 0);
-    f.extend_from_slice(image);
-    f
 }
 
 struct Finder<'a> {

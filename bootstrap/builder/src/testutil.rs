@@ -44,45 +44,13 @@ pub const EM_X86_64: u16 = 62;
 pub const ET_EXEC: u16 = 2;
 pub const ET_DYN: u16 = 3;
 
-/// A loadable segment for [`elf`]: `data` at `vaddr`, `memsz` bytes in memory.
-pub struct Segment<'a> {
-    pub vaddr: u64,
-    pub data: &'a [u8],
-    pub memsz: u64,
-}
+pub use crate::elfwrite::Segment;
 
 /// A minimal little-endian ELF64 file with one PT_LOAD per segment and no
-/// sections.
+/// sections, entered at its first segment.
 pub fn elf(machine: u16, e_type: u16, segments: &[Segment]) -> Vec<u8> {
-    const EHDR: usize = 64;
-    const PHDR: usize = 56;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"\x7fELF");
-    out.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, version 1, SysV
-    out.resize(16, 0);
-    out.extend_from_slice(&e_type.to_le_bytes());
-    out.extend_from_slice(&machine.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes()); // e_version
-    out.extend_from_slice(&segments.first().map_or(0, |s| s.vaddr).to_le_bytes()); // e_entry
-    out.extend_from_slice(&(EHDR as u64).to_le_bytes()); // e_phoff
-    out.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    out.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    for v in [EHDR, PHDR, segments.len(), 64, 0, 0] {
-        out.extend_from_slice(&(v as u16).to_le_bytes()); // sizes and counts
-    }
-    let mut offset = (EHDR + PHDR * segments.len()) as u64;
-    for s in segments {
-        out.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-        out.extend_from_slice(&7u32.to_le_bytes()); // RWX
-        for v in [offset, s.vaddr, s.vaddr, s.data.len() as u64, s.memsz, 8] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        offset += s.data.len() as u64;
-    }
-    for s in segments {
-        out.extend_from_slice(s.data);
-    }
-    out
+    let entry = segments.first().map_or(0, |s| s.vaddr);
+    crate::elfwrite::elf_file(machine, e_type, entry, segments, 8)
 }
 
 /// An AArch64 executable with one small segment (a stand-in kernel or root
