@@ -291,9 +291,10 @@ fn gzip_head(file: &[u8]) -> Result<Cow<'_, [u8]>, LoadError> {
     // byte unused, then LEN and its complement NLEN, then LEN bytes.
     if let Ok([first, l0, l1, n0, n1, data @ ..]) = deflate_stream(file)
         && first & 0b110 == 0
-        && u16::from_le_bytes([*l0, *l1]) == !u16::from_le_bytes([*n0, *n1])
+        && let len = u16::from_le_bytes([*l0, *l1])
+        && len == !u16::from_le_bytes([*n0, *n1])
+        && usize::from(len) >= PEEK
         && let Some(head) = data.get(..PEEK)
-        && usize::from(u16::from_le_bytes([*l0, *l1])) >= PEEK
     {
         return Ok(Cow::Borrowed(head));
     }
@@ -356,8 +357,8 @@ fn deflate_stream(file: &[u8]) -> Result<&[u8], LoadError> {
 /// decoder, and no window to copy through).
 ///
 /// The deflate stream's structure and the trailer's size are checked, the
-/// trailer's CRC-32 is not, as QEMU's own loader of a gzipped
-/// `Image` do: under emulation the CRC of a 33 MB Debian kernel is four
+/// trailer's CRC-32 is not (QEMU's own loader of a gzipped `Image` does
+/// not check it either): under emulation the CRC of a 33 MB Debian kernel is four
 /// million `CRC32X` instructions, each a call into QEMU, 90 ms of a VM's
 /// start, more than copying the kernel.
 fn inflate(file: &[u8], out: &mut [u8]) -> Result<(), LoadError> {
@@ -626,7 +627,11 @@ pub(crate) mod tests {
     }
 
     pub fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip_at(data, flate2::Compression::fast())
+    }
+
+    pub fn gzip_at(data: &[u8], level: flate2::Compression) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
         e.write_all(data).unwrap();
         e.finish().unwrap()
     }
@@ -743,9 +748,7 @@ pub(crate) mod tests {
     fn head_of_stored_and_deflated_gzip() {
         let data = image(0, 0x1_0000, 0, 3000);
         for level in [flate2::Compression::none(), flate2::Compression::best()] {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
-            e.write_all(&data).unwrap();
-            let gz = e.finish().unwrap();
+            let gz = gzip_at(&data, level);
             let head = gzip_head(&gz).unwrap();
             assert_eq!(&head[..], &data[..PEEK], "{level:?}");
             assert_eq!(
@@ -755,11 +758,7 @@ pub(crate) mod tests {
         }
         // A stored block shorter than PEEK is inflated (all 10 bytes); one
         // whose length and complement disagree is refused by the inflater.
-        let stored = |bytes: &[u8]| {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-            e.write_all(bytes).unwrap();
-            e.finish().unwrap()
-        };
+        let stored = |bytes: &[u8]| gzip_at(bytes, flate2::Compression::none());
         let short = stored(&data[..10]);
         assert!(matches!(gzip_head(&short).unwrap(), Cow::Owned(h) if h[..] == data[..10]));
         let mut broken = stored(&data);
