@@ -118,13 +118,34 @@ unsafe impl GlobalAlloc for ProgramHeap {
 /// `futex(word, op | PRIVATE, value)` without a timeout; the result does
 /// not matter (a wait that returns early is retried by the caller).
 fn futex_call(word: &AtomicU32, op: u64, value: u32) {
+    let args = [
+        word.as_ptr() as u64,
+        op | futex::PRIVATE,
+        u64::from(value),
+        0,
+        0,
+        0,
+    ];
     // SAFETY: the runtime serves futex on the program's own memory: a wait
     // reads `word` (a live atomic), a wake touches no memory.
+    unsafe { syscall(Sys::Futex, args) };
+}
+
+/// Linux system call `nr` with `args`, served by the runtime; its result.
+///
+/// # Safety
+///
+/// The call with these arguments must touch only memory the caller lets
+/// it (the runtime keeps every register but x0).
+unsafe fn syscall(nr: Sys, args: [u64; 6]) -> i64 {
+    let ret: i64;
+    // SAFETY: the caller vouches for what the call does.
     unsafe {
-        core::arch::asm!("svc #0", inlateout("x0") word.as_ptr() as u64 => _,
-            in("x1") op | futex::PRIVATE, in("x2") u64::from(value), in("x3") 0u64,
-            in("x8") Sys::Futex.nr(), options(nostack));
+        core::arch::asm!("svc #0", inlateout("x0") args[0] as i64 => ret, in("x1") args[1],
+            in("x2") args[2], in("x3") args[3], in("x4") args[4], in("x5") args[5],
+            in("x8") nr.nr(), options(nostack));
     }
+    ret
 }
 
 /// Adds anonymous memory big enough for `layout` to the heap; on failure
@@ -146,13 +167,8 @@ fn grow(heap: &mut Heap<ORDERS>, layout: &Layout) {
 fn map_anonymous(size: usize) -> Option<usize> {
     let prot = mman::PROT_READ | mman::PROT_WRITE;
     let flags = mman::MAP_PRIVATE | mman::MAP_ANONYMOUS;
-    let ret: i64;
     // SAFETY: an anonymous mmap at an address of the runtime's choice
-    // changes no memory the program uses; the runtime serves the call.
-    unsafe {
-        core::arch::asm!("svc #0", inlateout("x0") 0u64 => ret, in("x1") size as u64,
-            in("x2") prot, in("x3") flags, in("x4") u64::MAX, in("x5") 0u64,
-            in("x8") Sys::Mmap.nr(), options(nostack));
-    }
+    // changes no memory the program uses.
+    let ret = unsafe { syscall(Sys::Mmap, [0, size as u64, prot, flags, u64::MAX, 0]) };
     (ret >= 0).then_some(ret as usize)
 }
