@@ -1,7 +1,7 @@
 //! The boot image: the boot stage's flat binary, then, at the next page
 //! boundary after the stage's `_end`, a payload that starts with a header and a
 //! module table, followed by a string table and the module contents (each
-//! page-aligned).
+//! page-aligned; [`build`] aligns each further by its size, [`module_align`]).
 //!
 //! ```text
 //! +-------------------+ image start (RAM base + 2 MiB: the image builder
@@ -29,11 +29,27 @@ pub const VERSION: u32 = 1;
 pub const PAGE: u64 = 4096;
 pub const HEADER_SIZE: usize = 32;
 pub const DESC_SIZE: usize = 40;
-/// Where module contents start in memory: at multiples of 64 KiB when the
-/// payload's place is known ([`build`]), so that programs map their
+/// Where module contents start in memory: at multiples of 64 KiB at least
+/// when the payload's place is known ([`build`]), so that programs map their
 /// segments from a module in pieces larger than a page (ELF segments are
 /// aligned alike in file and memory up to 64 KiB on AArch64).
 pub const MODULE_ALIGN: u64 = 64 * 1024;
+/// The largest alignment a module gets ([`module_align`]): a 2 MiB block,
+/// the largest piece moe maps at a time.
+pub const MODULE_ALIGN_MAX: u64 = 2 << 20;
+
+/// Where a module of `size` bytes starts: at a multiple of the largest
+/// power of two not above its size, between [`MODULE_ALIGN`] and
+/// [`MODULE_ALIGN_MAX`]. A reader of the module (a VMM reading a 33 MB
+/// guest kernel) then faults it in through as few and as large mappings as
+/// moe makes: 2 MiB each instead of 64 KiB, and each page fault is a round
+/// trip to moe. The padding costs at most one alignment per module.
+pub fn module_align(size: u64) -> u64 {
+    match size.checked_ilog2() {
+        Some(bits) => (1u64 << bits).clamp(MODULE_ALIGN, MODULE_ALIGN_MAX),
+        None => MODULE_ALIGN,
+    }
+}
 
 /// The role of a module in the boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,13 +232,13 @@ pub struct Input {
 
 /// Builds the payload bytes for `modules` (to be appended to the boot stage
 /// at a page boundary). `at` is where the payload will be in the image
-/// (which is loaded at a [`MODULE_ALIGN`] boundary): each module starts at
-/// a [`MODULE_ALIGN`] boundary of the loaded image.
+/// (which is loaded at a [`MODULE_ALIGN_MAX`] boundary): each module starts
+/// at a [`module_align`] boundary of the loaded image.
 #[cfg(feature = "std")]
 pub fn build(modules: &[Input], at: u64) -> std::vec::Vec<u8> {
     use std::vec::Vec;
     let align = |v: u64| v.div_ceil(PAGE) * PAGE;
-    let align_module = |v: u64| (at + v).div_ceil(MODULE_ALIGN) * MODULE_ALIGN - at;
+    let align_module = |v: u64, size: u64| (at + v).next_multiple_of(module_align(size)) - at;
     let mut strings: Vec<u8> = Vec::new();
     let table_end = (HEADER_SIZE + modules.len() * DESC_SIZE) as u64;
     let mut descs = Vec::new();
@@ -237,7 +253,7 @@ pub fn build(modules: &[Input], at: u64) -> std::vec::Vec<u8> {
         .collect();
     let mut offset = align(table_end + strings.len() as u64);
     for (m, (name, cmd)) in modules.iter().zip(refs) {
-        offset = align_module(offset);
+        offset = align_module(offset, m.data.len() as u64);
         descs.push((m.kind, offset, m.data.len() as u64, name, cmd));
         offset = align(offset + m.data.len() as u64);
     }
@@ -302,6 +318,31 @@ mod tests {
         assert_eq!(got[1].data.len(), 5000);
         assert!(got.iter().all(|m| (at + m.offset) % MODULE_ALIGN == 0));
         assert_eq!(got[2].data, b"");
+    }
+
+    #[test]
+    fn big_modules_start_at_big_boundaries() {
+        assert_eq!(module_align(0), MODULE_ALIGN);
+        assert_eq!(module_align(5000), MODULE_ALIGN);
+        assert_eq!(module_align(0x1_0000), 0x1_0000);
+        assert_eq!(module_align(1_081_874), 1 << 20);
+        assert_eq!(module_align(0x1f_ffff), 1 << 20);
+        assert_eq!(module_align(32_961_565), MODULE_ALIGN_MAX);
+        let mods = vec![
+            input(Kind::Kernel, "fiasco", "", b"kernel"),
+            input(Kind::Module, "big", "", &vec![1u8; (2 << 20) + 1]),
+            input(Kind::Module, "mid", "", &vec![2u8; 300_000]),
+            input(Kind::Module, "small", "", b"x"),
+        ];
+        let at = 0x4_5000;
+        let bytes = build(&mods, at);
+        let p = Payload::parse(&bytes).unwrap();
+        let got: vec::Vec<_> = p.modules().collect();
+        assert_eq!((at + got[1].offset) % (2 << 20), 0, "2 MiB module");
+        assert_eq!((at + got[2].offset) % (256 << 10), 0, "300 KB module");
+        assert_eq!((at + got[3].offset) % MODULE_ALIGN, 0);
+        assert_eq!(got[1].data.len(), (2 << 20) + 1);
+        assert_eq!(got[2].data[299_999], 2);
     }
 
     #[test]
