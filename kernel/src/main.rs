@@ -55,6 +55,13 @@ extern "C" fn kernel_main(bootinfo_pa: u64) -> ! {
     if let Some(w) = unknown {
         kprintln!("kernel: ignoring unknown option '{}'", w);
     }
+    let (leaves, why) = kernel_core::cmdline::stage2_leaves(opts.stage2, arch::midr());
+    obj::vm::set_leaves(leaves);
+    let leaves_are = match leaves {
+        l4_pgtable::stage2::Leaves::Pages => "4 KiB pages",
+        l4_pgtable::stage2::Leaves::Blocks => "2 MiB blocks where they fit",
+    };
+    kprintln!("kernel: guest memory in {} ({})", leaves_are, why);
     platform::gic::init(&plat);
     if opts.serial_esc && !opts.nojdb {
         // The kernel watches the line itself (a lone ESC enters jdb).

@@ -93,20 +93,31 @@ const GROUPS: &[&[Test]] = &[
 
 /// Tests to run, chosen when ktest is built: `KTEST_ONLY` is a
 /// comma-separated list of name prefixes (e.g. `KTEST_ONLY=ipc.,faults.`);
-/// unset or empty runs everything. The `setup` tests always run.
+/// unset or empty runs everything. The words of the root task's command
+/// line narrow the choice alike (`roottask ktest vm.`). The `setup` tests
+/// always run.
 const ONLY: Option<&str> = option_env!("KTEST_ONLY");
 
+/// Whether `name` starts with one of `prefixes` (or there are none).
+fn chosen<'a>(name: &str, mut prefixes: impl Iterator<Item = &'a str>) -> bool {
+    let mut any = false;
+    let hit = prefixes.any(|p| {
+        any = true;
+        name.starts_with(p)
+    });
+    hit || !any
+}
+
 fn selected(t: &Test) -> bool {
-    match ONLY {
-        None | Some("") => true,
-        Some(list) => {
-            t.name.starts_with("setup.")
-                || list
-                    .split(',')
-                    .map(str::trim)
-                    .any(|p| !p.is_empty() && t.name.starts_with(p))
-        }
-    }
+    let built = ONLY.unwrap_or("");
+    let built = built.split(',').map(str::trim).filter(|p| !p.is_empty());
+    t.name.starts_with("setup.") || (chosen(t.name, built) && chosen(t.name, cmdline_words()))
+}
+
+/// The words of the root task's command line (the program's name is not
+/// part of it).
+fn cmdline_words() -> impl Iterator<Item = &'static str> {
+    cmdline().split_whitespace()
 }
 
 fn tests() -> impl Iterator<Item = &'static Test> {
@@ -128,7 +139,7 @@ fn cmdline() -> &'static str {
 #[unsafe(no_mangle)]
 extern "C" fn ktest_main() -> ! {
     rt::init();
-    if cmdline().split_whitespace().any(|w| w == "ipcbench") {
+    if cmdline_words().any(|w| w == "ipcbench") {
         for t in setup::TESTS {
             if let Err(why) = (t.run)() {
                 println!("ipcbench: setup {} failed: {}", t.name, why);

@@ -26,7 +26,7 @@ use kernel_core::shortcut::{Kind, Shortcuts};
 use l4_abi::ops::VmMsg;
 use l4_abi::vcpu::shortcut;
 use l4_abi::{CapRights, Error, MemRights};
-use l4_pgtable::stage2::{self, S2Attr};
+use l4_pgtable::stage2::{self, Leaves, S2Attr};
 use spin::Mutex;
 
 pub struct Vm {
@@ -99,6 +99,27 @@ fn free_vmid(v: u16) {
     VMIDS.lock()[usize::from(v) / 64] &= !(1 << (v % 64));
 }
 
+/// Every Vm's stage-2 leaves are pages only ([`Leaves::Pages`]), not
+/// blocks where they fit: chosen once at boot ([`set_leaves`]).
+static PAGES_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Sets the leaves every Vm's stage-2 tables get (at boot, before any Vm).
+pub fn set_leaves(l: Leaves) {
+    PAGES_ONLY.store(l == Leaves::Pages, Ordering::Relaxed);
+}
+
+fn leaves() -> Leaves {
+    if PAGES_ONLY.load(Ordering::Relaxed) {
+        Leaves::Pages
+    } else {
+        Leaves::Blocks
+    }
+}
+
+/// Leaves an unmap invalidates one by one; beyond that it drops the VMID's
+/// whole TLB instead (a 2 MiB record made of pages is 512 leaves).
+const FLUSH_EACH_MAX: usize = 8;
+
 /// Per CPU: the VMID of the guest it runs (0: none).
 static RUNNING: [AtomicU16; arch::MAX_CPUS] = [const { AtomicU16::new(0) }; arch::MAX_CPUS];
 
@@ -143,7 +164,8 @@ impl Vm {
     }
 
     /// Maps `size` bytes (a page or a 2 MiB-aligned block) of guest
-    /// memory at `ipa`, replacing what was there.
+    /// memory at `ipa`, replacing what was there; in one block or in pages
+    /// as chosen at boot ([`set_leaves`]).
     pub fn map(&mut self, ipa: u64, pa: u64, size: u64, rights: MemRights) -> Result<(), Error> {
         self.unmap(ipa, size);
         let root = self.root;
@@ -154,6 +176,7 @@ impl Vm {
             pa,
             size,
             s2_attr(pa, size, rights),
+            leaves(),
         )
         .map_err(|e| match e {
             l4_pgtable::MapError::NoMemory => Error::NoMem,
@@ -163,12 +186,24 @@ impl Vm {
         Ok(())
     }
 
-    /// Removes what is mapped in `[ipa, ipa + size)` (whole blocks).
+    /// Removes what is mapped in `[ipa, ipa + size)` (whole blocks), and
+    /// its TLB entries: leaf by leaf, or the VMID's all for many leaves.
     pub fn unmap(&mut self, ipa: u64, size: u64) {
-        let vmid = self.vmid;
+        let mut gone = [0u64; FLUSH_EACH_MAX];
+        let mut n = 0;
         let _ = stage2::unmap(&mut mm::FrameTables, self.root, ipa, size, |r| {
-            hw::tlb_flush_ipa(vmid, r.ipa)
+            if let Some(slot) = gone.get_mut(n) {
+                *slot = r.ipa;
+            }
+            n += 1;
         });
+        if n > FLUSH_EACH_MAX {
+            hw::tlb_flush_vmid(self.vmid);
+        } else {
+            for &a in &gone[..n] {
+                hw::tlb_flush_ipa(self.vmid, a);
+            }
+        }
     }
 }
 

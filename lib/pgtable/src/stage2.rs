@@ -5,7 +5,7 @@
 //! concatenated level-1 tables (an 8 KiB root, 8 KiB aligned), so a walk
 //! takes three levels. Leaves are 4 KiB pages and 2 MiB blocks; [`map`]
 //! uses a block wherever the guest address, the physical address and the
-//! size allow. Descriptors carry the stage-2 attributes: S2AP (read,
+//! size allow, unless told to use pages only ([`Leaves`]). Descriptors carry the stage-2 attributes: S2AP (read,
 //! write), MemAttr (normal write-back or device), XN, shareability and the
 //! access flag; [`vtcr`] is the matching VTCR_EL2 value.
 
@@ -35,6 +35,19 @@ const XN: u64 = 1 << 54;
 const MEMATTR_DEVICE_NGNRE: u64 = 0b0001;
 const MEMATTR_NORMAL_NC: u64 = 0b0101;
 const MEMATTR_NORMAL_WB: u64 = 0b1111;
+
+/// The leaves [`map`] may make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaves {
+    /// 2 MiB blocks where the addresses and the size allow, pages
+    /// elsewhere: fewest entries and TLB entries on hardware.
+    Blocks,
+    /// 4 KiB pages only: 512 entries for 2 MiB. For an emulated CPU whose
+    /// TLB treats any entry that a block backs as a large page and then
+    /// answers each of the guest's invalidations by address with a flush
+    /// of the guest's whole translation regime (QEMU's).
+    Pages,
+}
 
 /// Memory type of a stage-2 mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,9 +182,9 @@ fn check_range(ipa: u64, pa: u64, size: u64) -> Result<(), MapError> {
 }
 
 /// Maps guest `[ipa, ipa + size)` to `[pa, pa + size)` in the tree at
-/// `root` (8 KiB, zeroed by the caller before its first use). Uses 2 MiB
-/// blocks where both addresses are 2 MiB aligned and at least 2 MiB are
-/// left. Refused, without changing anything mapped before, if something
+/// `root` (8 KiB, zeroed by the caller before its first use). With
+/// [`Leaves::Blocks`] uses 2 MiB blocks where both addresses are 2 MiB
+/// aligned and at least 2 MiB are left. Refused, without changing anything mapped before, if something
 /// is mapped in the range already (tables made on the way stay).
 pub fn map(
     tables: &mut impl Tables,
@@ -180,6 +193,7 @@ pub fn map(
     pa: u64,
     size: u64,
     attr: S2Attr,
+    leaves: Leaves,
 ) -> Result<(), MapError> {
     check_range(ipa, pa, size)?;
     if let Some(va) = first_mapped(tables, root, ipa, size) {
@@ -189,7 +203,8 @@ pub fn map(
     let mut off = 0;
     while off < size {
         let (v, p) = (ipa + off, pa + off);
-        let block = (v | p) & (BLOCK_SIZE - 1) == 0 && size - off >= BLOCK_SIZE;
+        let block =
+            leaves == Leaves::Blocks && (v | p) & (BLOCK_SIZE - 1) == 0 && size - off >= BLOCK_SIZE;
         let leaf_level = if block { 1 } else { 2 };
         let mut table = root;
         for level in 0..leaf_level {
@@ -346,6 +361,43 @@ mod tests {
     }
 
     const RAM: S2Attr = S2Attr::ram(true, true);
+
+    /// [`super::map`] with blocks allowed, as most tests want.
+    fn map(
+        t: &mut Host,
+        root: u64,
+        ipa: u64,
+        pa: u64,
+        size: u64,
+        attr: S2Attr,
+    ) -> Result<(), MapError> {
+        super::map(t, root, ipa, pa, size, attr, Leaves::Blocks)
+    }
+
+    #[test]
+    fn pages_only_when_told() {
+        let (mut t, root) = host(16);
+        super::map(
+            &mut t,
+            root,
+            0x4000_0000,
+            0x8000_0000,
+            BLOCK_SIZE,
+            RAM,
+            Leaves::Pages,
+        )
+        .unwrap();
+        // One L2 table and one full L3 table instead of a block.
+        assert_eq!(t.pages.len(), 2 + 2);
+        assert_eq!(
+            translate(&mut t, root, 0x401f_f123),
+            Some((0x801f_f123, RAM))
+        );
+        let mut gone = Vec::new();
+        unmap(&mut t, root, 0x4000_0000, BLOCK_SIZE, |r| gone.push(r)).unwrap();
+        assert_eq!(gone.len(), 512);
+        assert!(gone.iter().all(|r| r.size == 0x1000));
+    }
 
     #[test]
     fn blocks_where_aligned_pages_elsewhere() {

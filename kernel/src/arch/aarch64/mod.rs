@@ -29,7 +29,7 @@ macro_rules! write_sysreg {
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTHCTL_EL2, CNTHP_CTL_EL2, CNTPCT_EL0, CPTR_EL2, FAR_EL2, HCR_EL2, MAIR_EL2,
-    MDCR_EL2, MPIDR_EL1, Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL0, TPIDR_EL2, TPIDRRO_EL0,
+    MDCR_EL2, MIDR_EL1, MPIDR_EL1, Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL0, TPIDR_EL2, TPIDRRO_EL0,
     TTBR0_EL2, Writeable,
 };
 
@@ -312,6 +312,11 @@ pub fn fault_address() -> u64 {
 /// indexed without a bounds check).
 pub fn cpu_id() -> usize {
     TPIDR_EL2.get() as usize % MAX_CPUS
+}
+
+/// MIDR_EL1: who made this CPU, and which one it is.
+pub fn midr() -> u64 {
+    MIDR_EL1.get()
 }
 
 /// The MPIDR affinity of this CPU (Aff3..Aff0).
