@@ -34,7 +34,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use bootstrap_format::{Input, Kind, PAGE};
+use bootstrap_format::{Input, Kind, PAGE, Payload};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use goblin::elf::Elf;
@@ -291,12 +291,15 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let stage_size = stage.len() as u64;
     let payload = bootstrap_format::build(&packer.inputs, payload_offset(stage_size));
     let image = assemble(stage, &payload);
-    let segment = Segment {
-        vaddr: base,
-        data: &image,
-        memsz: image.len() as u64,
-    };
-    let file = elf_file(EM_AARCH64, ET_EXEC, base, &[segment], PAGE);
+    let segments: Vec<Segment> = filled(&image, payload_offset(stage_size))
+        .into_iter()
+        .map(|(start, end)| Segment {
+            vaddr: base + start,
+            data: &image[start as usize..end as usize],
+            memsz: end - start,
+        })
+        .collect();
+    let file = elf_file(EM_AARCH64, ET_EXEC, base, &segments, PAGE);
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
@@ -313,6 +316,25 @@ pub fn build_image(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
 /// Where the payload starts in an image whose stage has `stage_size` bytes.
 fn payload_offset(stage_size: u64) -> u64 {
     stage_size.div_ceil(PAGE) * PAGE
+}
+
+/// The ranges of `image` (offsets) that hold bytes: the stage with the
+/// payload's tables, then each module, adjacent ranges merged. The ELF file
+/// carries only these: the padding before a module (up to 2 MiB,
+/// [`bootstrap_format::module_align`]) is neither in the file nor copied
+/// by QEMU, and nothing reads it.
+fn filled(image: &[u8], payload_at: u64) -> Vec<(u64, u64)> {
+    let payload = Payload::parse(&image[payload_at as usize..])
+        .expect("the payload just built parses");
+    let mut ranges: Vec<(u64, u64)> = vec![(0, payload_at)];
+    for (start, end) in payload.filled() {
+        let (start, end) = (payload_at + start, payload_at + end);
+        match ranges.last_mut() {
+            Some(last) if last.1 >= start => last.1 = last.1.max(end),
+            _ => ranges.push((start, end)),
+        }
+    }
+    ranges
 }
 
 /// The stage, zero padding to the next page, the payload; with the Image

@@ -218,6 +218,32 @@ impl<'a> Payload<'a> {
         // parse() validated every descriptor.
         (0..self.count).filter_map(|i| self.module(i).ok())
     }
+
+    /// Where the header, the module table and the strings end.
+    fn tables_end(&self) -> u64 {
+        let table_end = (HEADER_SIZE + self.count * DESC_SIZE) as u64;
+        (0..self.count)
+            .flat_map(|i| {
+                let d = HEADER_SIZE + i * DESC_SIZE;
+                [24, 32].map(|f| {
+                    u32_at(self.bytes, d + f) as u64 + u32_at(self.bytes, d + f + 4) as u64
+                })
+            })
+            .fold(table_end, u64::max)
+    }
+
+    /// The page-rounded ranges of the payload (offsets from its start)
+    /// that hold bytes, in order: the tables, then each non-empty module.
+    /// What lies between them is zero padding before a module.
+    pub fn filled(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let page_up = |v: u64| v.next_multiple_of(PAGE);
+        let tables = (0, page_up(self.tables_end()));
+        core::iter::once(tables).chain(
+            self.modules()
+                .filter(|m| !m.data.is_empty())
+                .map(move |m| (m.offset, page_up(m.offset + m.data.len() as u64))),
+        )
+    }
 }
 
 /// A module to put into an image.
@@ -343,6 +369,20 @@ mod tests {
         assert_eq!((at + got[3].offset) % MODULE_ALIGN, 0);
         assert_eq!(got[1].data.len(), (2 << 20) + 1);
         assert_eq!(got[2].data[299_999], 2);
+        // The tables' page, then each module's pages; padding in between.
+        let filled: vec::Vec<_> = p.filled().collect();
+        let page = |v: u64| v.next_multiple_of(PAGE);
+        assert_eq!(filled[0], (0, PAGE));
+        let m = |i: usize| {
+            (
+                got[i].offset,
+                page(got[i].offset + got[i].data.len() as u64),
+            )
+        };
+        assert_eq!(&filled[1..], &[m(0), m(1), m(2), m(3)]);
+        assert!(filled.windows(2).all(|w| w[0].1 <= w[1].0));
+        let pad = (filled[1].1..filled[2].0).map(|o| bytes[o as usize]);
+        assert!(pad.clone().count() > 0 && pad.into_iter().all(|b| b == 0));
     }
 
     #[test]
