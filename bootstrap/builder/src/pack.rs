@@ -324,8 +324,8 @@ fn payload_offset(stage_size: u64) -> u64 {
 /// [`bootstrap_format::module_align`]) is neither in the file nor copied
 /// by QEMU, and nothing reads it.
 fn filled(image: &[u8], payload_at: u64) -> Vec<(u64, u64)> {
-    let payload = Payload::parse(&image[payload_at as usize..])
-        .expect("the payload just built parses");
+    let payload =
+        Payload::parse(&image[payload_at as usize..]).expect("the payload just built parses");
     let mut ranges: Vec<(u64, u64)> = vec![(0, payload_at)];
     for (start, end) in payload.filled() {
         let (start, end) = (payload_at + start, payload_at + end);

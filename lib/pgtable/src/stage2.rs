@@ -184,8 +184,9 @@ fn check_range(ipa: u64, pa: u64, size: u64) -> Result<(), MapError> {
 /// Maps guest `[ipa, ipa + size)` to `[pa, pa + size)` in the tree at
 /// `root` (8 KiB, zeroed by the caller before its first use). With
 /// [`Leaves::Blocks`] uses 2 MiB blocks where both addresses are 2 MiB
-/// aligned and at least 2 MiB are left. Refused, without changing anything mapped before, if something
-/// is mapped in the range already (tables made on the way stay).
+/// aligned and at least 2 MiB are left. Refused, without changing anything
+/// mapped before, if something is mapped in the range already (tables made
+/// on the way stay).
 pub fn map(
     tables: &mut impl Tables,
     root: u64,
@@ -219,9 +220,21 @@ pub fn map(
             };
         }
         let (page, i) = slot(table, v, leaf_level);
-        let kind = if leaf_level == 2 { TABLE_OR_PAGE } else { 0 };
-        tables.table(page)[i] = p | bits | kind | VALID;
-        off += 1 << LEVEL_SHIFT[leaf_level];
+        let t = tables.table(page);
+        if block {
+            t[i] = p | bits | VALID;
+            off += BLOCK_SIZE;
+            continue;
+        }
+        // Pages to the end of this table or of the range (no block can
+        // start inside a table's span).
+        for e in &mut t[i..] {
+            *e = (pa + off) | bits | TABLE_OR_PAGE | VALID;
+            off += PAGE_SIZE;
+            if off >= size {
+                break;
+            }
+        }
     }
     Ok(())
 }
@@ -246,31 +259,66 @@ fn leaf(tables: &mut impl Tables, root: u64, ipa: u64) -> Option<(usize, u64, us
 
 /// The first mapped address in `[ipa, ipa + size)`, if any.
 fn first_mapped(tables: &mut impl Tables, root: u64, ipa: u64, size: u64) -> Option<u64> {
-    let mut a = ipa;
-    while a < ipa + size {
-        if leaf(tables, root, a).is_some() {
-            return Some(a);
-        }
-        // Skip what a missing table at some level leaves unmapped.
-        a = next_candidate(tables, root, a);
-    }
-    None
+    next_leaf(tables, root, ipa, ipa + size).map(|l| l.start.max(ipa))
 }
 
-/// The next address after `ipa` (which is unmapped) that may be mapped:
-/// past the whole region an invalid entry on `ipa`'s walk covers.
-fn next_candidate(tables: &mut impl Tables, root: u64, ipa: u64) -> u64 {
-    let mut table = root;
-    for (level, shift) in LEVEL_SHIFT.iter().enumerate() {
-        let (page, i) = slot(table, ipa, level);
-        let entry = tables.table(page)[i];
-        if entry & VALID == 0 || level == 2 {
-            let size = 1u64 << shift;
-            return (ipa & !(size - 1)) + size;
+/// A leaf as [`next_leaf`] finds it.
+struct Leaf {
+    /// Its first guest address.
+    start: u64,
+    /// Its level (1: a 2 MiB block, 2: a page), table page and index.
+    level: usize,
+    page: u64,
+    index: usize,
+}
+
+/// The first leaf that covers an address in `[from, end)`. Skips what an
+/// invalid entry covers at once, and scans a page table's entries without
+/// walking down from the root for each.
+fn next_leaf(tables: &mut impl Tables, root: u64, mut from: u64, end: u64) -> Option<Leaf> {
+    'walk: while from < end {
+        let mut table = root;
+        for (level, shift) in LEVEL_SHIFT.iter().enumerate() {
+            let span = 1u64 << shift;
+            let (page, i) = slot(table, from, level);
+            let t = tables.table(page);
+            if level == 2 {
+                let base = from & !(BLOCK_SIZE - 1);
+                match (i..ENTRIES).find(|&j| t[j] & VALID != 0) {
+                    Some(j) => {
+                        let start = base + ((j as u64) << shift);
+                        return (start < end).then_some(Leaf {
+                            start,
+                            level,
+                            page,
+                            index: j,
+                        });
+                    }
+                    None => {
+                        from = base + BLOCK_SIZE;
+                        continue 'walk;
+                    }
+                }
+            }
+            let entry = t[i];
+            // Level-0 blocks (1 GiB) are never made: an entry there that
+            // is valid but no table maps nothing this module knows of.
+            if entry & VALID == 0 || (level == 0 && entry & TABLE_OR_PAGE == 0) {
+                from = (from & !(span - 1)) + span;
+                continue 'walk;
+            }
+            if entry & TABLE_OR_PAGE == 0 {
+                return Some(Leaf {
+                    start: from & !(span - 1),
+                    level,
+                    page,
+                    index: i,
+                });
+            }
+            table = entry & ADDR_MASK;
         }
-        table = entry & ADDR_MASK;
     }
-    ipa + PAGE_SIZE
+    None
 }
 
 /// Looks up a guest address: the physical address and attributes.
@@ -305,21 +353,16 @@ pub fn unmap(
     mut f: impl FnMut(Removed),
 ) -> Result<(), MapError> {
     check_range(ipa, 0, size)?;
+    let end = ipa + size;
     let mut a = ipa;
-    while a < ipa + size {
-        match leaf(tables, root, a) {
-            Some((level, page, i)) => {
-                let len = 1u64 << LEVEL_SHIFT[level];
-                let start = a & !(len - 1);
-                tables.table(page)[i] = 0;
-                f(Removed {
-                    ipa: start,
-                    size: len,
-                });
-                a = start + len;
-            }
-            None => a = next_candidate(tables, root, a),
-        }
+    while let Some(l) = next_leaf(tables, root, a, end) {
+        let len = 1u64 << LEVEL_SHIFT[l.level];
+        tables.table(l.page)[l.index] = 0;
+        f(Removed {
+            ipa: l.start,
+            size: len,
+        });
+        a = l.start + len;
     }
     Ok(())
 }
@@ -536,6 +579,40 @@ mod tests {
         );
         // Mapping again where it was works.
         map(&mut t, root, 0x4020_0000, 0x0, BLOCK_SIZE, RAM).unwrap();
+    }
+
+    #[test]
+    fn finds_leaves_past_empty_tables() {
+        let (mut t, root) = host(16);
+        // A page whose table stays after the unmap, empty.
+        map(&mut t, root, 0x4000_3000, 0x1000, 0x1000, RAM).unwrap();
+        unmap(&mut t, root, 0x4000_3000, 0x1000, |_| {}).unwrap();
+        // A page at the end of the next 2 MiB, a block after that.
+        map(&mut t, root, 0x403f_f000, 0x2000, 0x1000, RAM).unwrap();
+        map(&mut t, root, 0x4060_0000, 0x20_0000, BLOCK_SIZE, RAM).unwrap();
+        let span = 0x4000_0000;
+        assert_eq!(
+            first_mapped(&mut t, root, 0x4000_0000, span),
+            Some(0x403f_f000)
+        );
+        assert_eq!(
+            first_mapped(&mut t, root, 0x4040_0000, span),
+            Some(0x4060_0000)
+        );
+        // Inside the block: the address asked about.
+        assert_eq!(
+            first_mapped(&mut t, root, 0x4061_0000, 0x1000),
+            Some(0x4061_0000)
+        );
+        assert_eq!(first_mapped(&mut t, root, 0x4000_0000, 0x3f_f000), None);
+        assert_eq!(first_mapped(&mut t, root, 0x4080_0000, span), None);
+        let mut gone = Vec::new();
+        unmap(&mut t, root, 0, IPA_LIMIT, |r| gone.push(r)).unwrap();
+        let page = |ipa, size| Removed { ipa, size };
+        assert_eq!(
+            gone,
+            [page(0x403f_f000, 0x1000), page(0x4060_0000, BLOCK_SIZE)]
+        );
     }
 
     #[test]
