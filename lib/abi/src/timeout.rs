@@ -14,23 +14,54 @@
 //! A call carries two timeouts in `x2`: the send timeout in bits 16..32 and
 //! the receive timeout in bits 0..16 ([`Timeouts`]).
 
-/// The system clock in microseconds for counter value `count` of a timer
-/// running at `freq` Hz (what absolute timeouts are measured in).
-pub const fn clock_us(count: u64, freq: u64) -> u64 {
+/// `count` ticks of a counter running at `freq` Hz in units of which
+/// `per_second` make a second (10^6: microseconds, 10^9: nanoseconds),
+/// rounded down (modulo 2^64 where the result is larger; 0 for a zero
+/// frequency).
+///
+/// Whole seconds and the rest apart, in 64 bits: a 128-bit division is a
+/// library call of some hundred instructions, and the kernel converts on
+/// every IPC with a timeout, the runtime on every clock read.
+pub const fn counter_to_units(count: u64, freq: u64, per_second: u64) -> u64 {
     if freq == 0 {
         return 0;
     }
-    (count as u128 * 1_000_000 / freq as u128) as u64
+    if per_second != 0 && freq > u64::MAX / per_second {
+        // The rest times `per_second` would not fit.
+        return (count as u128 * per_second as u128 / freq as u128) as u64;
+    }
+    // count * p / freq = (count / freq) * p + (count % freq) * p / freq
+    (count / freq)
+        .wrapping_mul(per_second)
+        .wrapping_add(count % freq * per_second / freq)
 }
 
+/// The system clock in microseconds for counter value `count` of a timer
+/// running at `freq` Hz (what absolute timeouts are measured in).
+pub const fn clock_us(count: u64, freq: u64) -> u64 {
+    counter_to_units(count, freq, 1_000_000)
+}
+
+/// The largest counter frequency [`clock_count`] takes in 64 bits (the
+/// rest of a second times the frequency must fit).
+const FREQ_64_MAX: u64 = u64::MAX / 1_000_000;
+
 /// The counter value at which the system clock reaches `us` (rounded up,
-/// so a deadline never passes early).
+/// so a deadline never passes early); saturates at `u64::MAX`.
 pub const fn clock_count(us: u64, freq: u64) -> u64 {
-    let c = (us as u128 * freq as u128).div_ceil(1_000_000);
-    if c > u64::MAX as u128 {
-        u64::MAX
-    } else {
-        c as u64
+    if freq > FREQ_64_MAX {
+        let c = (us as u128 * freq as u128).div_ceil(1_000_000);
+        return if c > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            c as u64
+        };
+    }
+    // us * freq / 10^6, rounded up = (us / 10^6) * freq + ceil((us % 10^6) * freq / 10^6)
+    let part = (us % 1_000_000 * freq).div_ceil(1_000_000);
+    match (us / 1_000_000).checked_mul(freq) {
+        Some(whole) => whole.saturating_add(part),
+        None => u64::MAX,
     }
 }
 
@@ -211,6 +242,54 @@ mod tests {
             assert!(clock_us(clock_count(us, 62_500_000), 62_500_000) >= us);
         }
         assert_eq!(clock_count(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(clock_count(u64::MAX, 62_500_000), u64::MAX);
+    }
+
+    #[test]
+    fn clock_conversions_match_128_bit_arithmetic() {
+        let us_of = |c: u64, f: u64| (c as u128 * 1_000_000 / f as u128) as u64;
+        let ns_of = |c: u64, f: u64| (c as u128 * 1_000_000_000 / f as u128) as u64;
+        let count_of = |us: u64, f: u64| {
+            let c = (us as u128 * f as u128).div_ceil(1_000_000);
+            c.min(u64::MAX as u128) as u64
+        };
+        let freqs = [
+            1,
+            3,
+            1_000_000,
+            24_000_000,
+            62_500_000,
+            1_000_000_007,
+            FREQ_64_MAX,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for f in freqs {
+            for v in [
+                0,
+                1,
+                999_999,
+                1_000_000,
+                f - 1,
+                f,
+                f + 1,
+                u64::MAX / f,
+                u64::MAX,
+            ] {
+                assert_eq!(clock_us(v, f), us_of(v, f), "clock_us({v}, {f})");
+                assert_eq!(clock_count(v, f), count_of(v, f), "clock_count({v}, {f})");
+                let ns = counter_to_units(v, f, 1_000_000_000);
+                assert_eq!(ns, ns_of(v, f), "ns of ({v}, {f})");
+            }
+            for _ in 0..2000 {
+                // xorshift: values of every size.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let v = x >> (x % 64);
+                assert_eq!(clock_us(v, f), us_of(v, f), "clock_us({v}, {f})");
+                assert_eq!(clock_count(v, f), count_of(v, f), "clock_count({v}, {f})");
+            }
+        }
     }
 
     #[test]

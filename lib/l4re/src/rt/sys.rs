@@ -79,7 +79,7 @@ fn counter() -> (u64, u64) {
 /// The monotonic clock in nanoseconds.
 pub fn now_ns() -> u64 {
     let (cnt, frq) = counter();
-    (cnt as u128 * 1_000_000_000 / frq as u128) as u64
+    l4_abi::timeout::counter_to_units(cnt, frq, 1_000_000_000)
 }
 
 /// A new dataspace of `size` bytes (no runtime state needed: the heap
