@@ -118,7 +118,7 @@ mod tests {
         assert_eq!(parse(""), (Options::default(), None));
         assert_eq!(parse("-kmemsize=0x1000").0.kmem_kib, Some(0x1000));
         assert_eq!(parse("-stage2=pages").0.stage2, Some(Leaves::Pages));
-        // QEMU's max CPU, a Cortex-A57.
+        // MIDR of QEMU's max CPU, then of a Cortex-A57.
         assert_eq!(stage2_leaves(None, 0x000f_0510).0, Leaves::Pages);
         assert_eq!(stage2_leaves(None, 0x411f_d070).0, Leaves::Blocks);
         let asked = Some(Leaves::Blocks);
