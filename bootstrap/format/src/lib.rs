@@ -225,6 +225,8 @@ impl<'a> Payload<'a> {
         (0..self.count)
             .flat_map(|i| {
                 let d = HEADER_SIZE + i * DESC_SIZE;
+                // The name's and the command line's (offset, length), as
+                // [`Payload::module`] reads them.
                 [24, 32].map(|f| {
                     u32_at(self.bytes, d + f) as u64 + u32_at(self.bytes, d + f + 4) as u64
                 })

@@ -5,9 +5,10 @@
 //! concatenated level-1 tables (an 8 KiB root, 8 KiB aligned), so a walk
 //! takes three levels. Leaves are 4 KiB pages and 2 MiB blocks; [`map`]
 //! uses a block wherever the guest address, the physical address and the
-//! size allow, unless told to use pages only ([`Leaves`]). Descriptors carry the stage-2 attributes: S2AP (read,
-//! write), MemAttr (normal write-back or device), XN, shareability and the
-//! access flag; [`vtcr`] is the matching VTCR_EL2 value.
+//! size allow, unless told to use pages only ([`Leaves`]). Descriptors
+//! carry the stage-2 attributes: S2AP (read, write), MemAttr (normal
+//! write-back or device), XN, shareability and the access flag; [`vtcr`]
+//! is the matching VTCR_EL2 value.
 
 use crate::{ADDR_MASK, AF, ENTRIES, MapError, PAGE_SIZE, SH_INNER, TABLE_OR_PAGE, Tables, VALID};
 
@@ -301,8 +302,8 @@ fn next_leaf(tables: &mut impl Tables, root: u64, mut from: u64, end: u64) -> Op
                 }
             }
             let entry = t[i];
-            // Level-0 blocks (1 GiB) are never made: an entry there that
-            // is valid but no table maps nothing this module knows of.
+            // A valid level-0 entry that is no table would be a 1 GiB
+            // block, which `map` never makes: skipped like an invalid one.
             if entry & VALID == 0 || (level == 0 && entry & TABLE_OR_PAGE == 0) {
                 from = (from & !(span - 1)) + span;
                 continue 'walk;
