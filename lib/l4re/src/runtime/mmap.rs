@@ -299,13 +299,13 @@ impl<B: Backend> Runtime<B> {
 }
 
 /// How a mapping of `len` bytes is aligned where the runtime places it:
-/// large ones on 2 MiB or 64 KiB, small ones on their size rounded up to a
-/// power of two, so that they can be mapped in large pieces (a small
-/// anonymous mapping at once: its dataspace is one block).
+/// on its size rounded up to a power of two, at most 2 MiB, so that it can
+/// be mapped in large pieces: a small anonymous mapping at once (its
+/// dataspace is one block), a file from `rom/` in pieces as large as its
+/// boot module's alignment (up to 2 MiB, bootstrap/format) allows, e.g. a
+/// 1 MB ramdisk in one piece instead of sixteen.
 pub(super) fn placement_align(len: u64) -> u64 {
-    if len >= 1 << 21 {
-        1 << 21
-    } else {
-        len.next_power_of_two().clamp(PAGE, 1 << 16)
-    }
+    len.checked_next_power_of_two()
+        .unwrap_or(1 << 21)
+        .clamp(PAGE, 1 << 21)
 }

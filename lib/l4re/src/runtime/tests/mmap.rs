@@ -166,8 +166,10 @@ fn large_mappings_are_placed_for_large_pages() {
     assert_eq!(placement_align(3 * PAGE), 4 * PAGE);
     assert_eq!(placement_align(0xffff), 1 << 16);
     assert_eq!(placement_align(1 << 16), 1 << 16);
-    assert_eq!(placement_align(1 << 20), 1 << 16);
+    assert_eq!(placement_align(1 << 20), 1 << 20);
+    assert_eq!(placement_align(1_081_874), 1 << 21);
     assert_eq!(placement_align(3 << 20), 1 << 21);
+    assert_eq!(placement_align(u64::MAX), 1 << 21);
 }
 
 #[test]
