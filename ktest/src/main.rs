@@ -99,13 +99,9 @@ const GROUPS: &[&[Test]] = &[
 const ONLY: Option<&str> = option_env!("KTEST_ONLY");
 
 /// Whether `name` starts with one of `prefixes` (or there are none).
-fn chosen<'a>(name: &str, mut prefixes: impl Iterator<Item = &'a str>) -> bool {
-    let mut any = false;
-    let hit = prefixes.any(|p| {
-        any = true;
-        name.starts_with(p)
-    });
-    hit || !any
+fn chosen<'a>(name: &str, prefixes: impl Iterator<Item = &'a str>) -> bool {
+    let mut prefixes = prefixes.peekable();
+    prefixes.peek().is_none() || prefixes.any(|p| name.starts_with(p))
 }
 
 fn selected(t: &Test) -> bool {

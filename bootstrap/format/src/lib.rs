@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! +-------------------+ image start (RAM base + 2 MiB: the image builder
-//! |                   | writes it as the one segment of an ELF file)
+//! |                   | writes it as an ELF file, see [`Payload::filled`])
 //! | boot stage        | arm64 Linux Image header, code, data, zeroed bss
 //! +-------------------+ page-aligned: payload start
 //! | Header            |
@@ -29,6 +29,10 @@ pub const VERSION: u32 = 1;
 pub const PAGE: u64 = 4096;
 pub const HEADER_SIZE: usize = 32;
 pub const DESC_SIZE: usize = 40;
+/// Where in a module descriptor the name's (offset, length) is.
+const NAME_REF: usize = 24;
+/// Where in a module descriptor the command line's (offset, length) is.
+const CMDLINE_REF: usize = 32;
 /// Where module contents start in memory: at multiples of 64 KiB at least
 /// when the payload's place is known ([`build`]), so that programs map their
 /// segments from a module in pieces larger than a page (ELF segments are
@@ -182,7 +186,16 @@ impl<'a> Payload<'a> {
         self.count == 0
     }
 
-    fn str_at(&self, index: usize, off: u32, len: u32) -> Result<&'a str, Error> {
+    /// The (offset, length) reference of descriptor `index` at `field`
+    /// ([`NAME_REF`], [`CMDLINE_REF`]).
+    fn str_ref(&self, index: usize, field: usize) -> (u32, u32) {
+        let at = HEADER_SIZE + index * DESC_SIZE + field;
+        (u32_at(self.bytes, at), u32_at(self.bytes, at + 4))
+    }
+
+    /// The string descriptor `index` refers to at `field`.
+    fn str_of(&self, index: usize, field: usize) -> Result<&'a str, Error> {
+        let (off, len) = self.str_ref(index, field);
         let (off, len) = (off as usize, len as usize);
         let s = off
             .checked_add(len)
@@ -209,8 +222,8 @@ impl<'a> Payload<'a> {
         }
         Ok(Module {
             kind,
-            name: self.str_at(index, u32_at(b, d + 24), u32_at(b, d + 28))?,
-            cmdline: self.str_at(index, u32_at(b, d + 32), u32_at(b, d + 36))?,
+            name: self.str_of(index, NAME_REF)?,
+            cmdline: self.str_of(index, CMDLINE_REF)?,
             offset,
             data: &b[offset as usize..end as usize],
         })
@@ -225,14 +238,8 @@ impl<'a> Payload<'a> {
     fn tables_end(&self) -> u64 {
         let table_end = (HEADER_SIZE + self.count * DESC_SIZE) as u64;
         (0..self.count)
-            .flat_map(|i| {
-                let d = HEADER_SIZE + i * DESC_SIZE;
-                // The name's and the command line's (offset, length), as
-                // [`Payload::module`] reads them.
-                [24, 32].map(|f| {
-                    u32_at(self.bytes, d + f) as u64 + u32_at(self.bytes, d + f + 4) as u64
-                })
-            })
+            .flat_map(|i| [NAME_REF, CMDLINE_REF].map(|f| self.str_ref(i, f)))
+            .map(|(off, len)| u64::from(off) + u64::from(len))
             .fold(table_end, u64::max)
     }
 

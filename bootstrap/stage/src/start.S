@@ -1,5 +1,5 @@
 // Entry of the boot stage. The image builder wraps the stage and its payload
-// in an ELF file whose one segment lies at the stage's link address (RAM
+// in an ELF file whose segments put them at the stage's link address (RAM
 // base + text_offset): QEMU's -kernel loads it there, puts the DTB at RAM
 // base and enters with x0 = 0. The arm64 Linux Image header keeps the flat
 // image bootable as an Image too, loaded at RAM base + text_offset with the

@@ -89,21 +89,9 @@ fn l4re_call(nr: u64, a: [u64; 4]) -> Result<u64, i64> {
     if env().is_none() {
         return Err(crate::linux::errno::ENOSYS);
     }
-    let r: i64;
     // SAFETY: a system call served by the runtime (`crate::linux::l4re_sys`):
-    // it reads its four arguments and writes x0 only; the runtime's
-    // exception handling keeps every other register.
-    unsafe {
-        core::arch::asm!(
-            "svc #0",
-            inlateout("x0") a[0] as i64 => r,
-            in("x1") a[1],
-            in("x2") a[2],
-            in("x3") a[3],
-            in("x8") nr,
-            options(nostack),
-        );
-    }
+    // it reads its four arguments and writes x0 only.
+    let r = unsafe { crate::syscall::call(nr, [a[0], a[1], a[2], a[3], 0, 0]) };
     if (-4095..0).contains(&r) {
         Err(-r)
     } else {

@@ -128,24 +128,7 @@ fn futex_call(word: &AtomicU32, op: u64, value: u32) {
     ];
     // SAFETY: the runtime serves futex on the program's own memory: a wait
     // reads `word` (a live atomic), a wake touches no memory.
-    unsafe { syscall(Sys::Futex, args) };
-}
-
-/// Linux system call `nr` with `args`, served by the runtime; its result.
-///
-/// # Safety
-///
-/// The call with these arguments must touch only memory the caller lets
-/// it (the runtime keeps every register but x0).
-unsafe fn syscall(nr: Sys, args: [u64; 6]) -> i64 {
-    let ret: i64;
-    // SAFETY: the caller vouches for what the call does.
-    unsafe {
-        core::arch::asm!("svc #0", inlateout("x0") args[0] as i64 => ret, in("x1") args[1],
-            in("x2") args[2], in("x3") args[3], in("x4") args[4], in("x5") args[5],
-            in("x8") nr.nr(), options(nostack));
-    }
-    ret
+    unsafe { crate::syscall::call(Sys::Futex.nr(), args) };
 }
 
 /// Adds anonymous memory big enough for `layout` to the heap; on failure
@@ -169,6 +152,7 @@ fn map_anonymous(size: usize) -> Option<usize> {
     let flags = mman::MAP_PRIVATE | mman::MAP_ANONYMOUS;
     // SAFETY: an anonymous mmap at an address of the runtime's choice
     // changes no memory the program uses.
-    let ret = unsafe { syscall(Sys::Mmap, [0, size as u64, prot, flags, u64::MAX, 0]) };
+    let ret =
+        unsafe { crate::syscall::call(Sys::Mmap.nr(), [0, size as u64, prot, flags, u64::MAX, 0]) };
     (ret >= 0).then_some(ret as usize)
 }

@@ -40,5 +40,7 @@ pub mod linux;
 pub mod regions;
 pub mod runtime;
 pub mod stack;
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+mod syscall;
 
 pub use l4_abi as abi;

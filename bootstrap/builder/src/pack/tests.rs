@@ -93,8 +93,6 @@ impl Setup {
     }
 }
 
-/// The image in an image file: the one `PT_LOAD` segment of an AArch64
-/// executable, at the stage's address and entered there.
 /// The image as QEMU loads the ELF file: its segments in order, the
 /// first at the stage's address, the gaps between them (padding before a
 /// module) zero.
