@@ -44,6 +44,25 @@ pub fn enter(c: &mut Cpu) {
     }
 }
 
+/// Thread `id` starts running on CPU `cpu` (see [`enter`]). When the
+/// CPU's registers still hold exactly what it saved there last (no other
+/// thread or guest used FP/SIMD on this CPU since), they are its again at
+/// once instead of on the trap of its first use: a server with a CPU to
+/// itself, or one that alternates with threads that leave FP/SIMD alone,
+/// then does not trap on every wake-up. VMM threads, whose guest's
+/// registers may be in the CPU ([`crate::obj::vcpu`]), trap as before.
+/// Not for the IPC fast path (a few instructions more there).
+pub fn enter_thread(k: &mut Kernel, id: ObjId, cpu: usize) {
+    let cached = k.cpus[cpu].fp_regs_of == Some(id);
+    match k.thread_mut(id) {
+        Some(t) if cached && t.fp_saved_on == Some(cpu) && t.vcpu.is_none() => {
+            t.fp_live = true;
+            own(&mut k.cpus[cpu], id);
+        }
+        _ => enter(&mut k.cpus[cpu]),
+    }
+}
+
 /// Loads `t`'s registers (the CPU holds nobody's that must be kept) and
 /// marks them live; the caller makes `t` the CPU's FP/SIMD owner.
 pub fn give_back(t: &mut Thread) {

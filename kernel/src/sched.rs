@@ -254,7 +254,7 @@ pub fn schedule(g: &mut bkl::Guard) {
         k.cpus[cpu].current = next;
         let to: *const KContext = match next {
             Some(n) => {
-                fp::enter(&mut k.cpus[cpu]);
+                fp::enter_thread(k, n, cpu);
                 let t = k.known_thread(n);
                 t.start_running(cpu, arch::counter());
                 // A vCPU thread in its guest needs no user space until it

@@ -110,7 +110,7 @@ fn serve(svc: &mut Service<Kernel>) -> ! {
             // receive was cancelled: nobody to answer, wait again.
             Err(_) => {}
         }
-        svc.work();
+        svc.work_rounds();
         svc.timeout();
     }
 }

@@ -298,6 +298,22 @@ impl<B: Backend> Service<B> {
         self.out = out;
     }
 
+    /// Forwards from the pending ports ([`Service::work`]) until none is
+    /// left, but for at most two rounds over the ports: a port with more
+    /// to send than that goes on after the switch looked for messages
+    /// again, so busy senders cannot keep it from its gates and kicks.
+    /// One wake-up of the switch (a frame to forward, the port it
+    /// delivered to looked at) then ends in one wait for the next
+    /// message, instead of a poll for messages between the two looks.
+    pub fn work_rounds(&mut self) {
+        for _ in 0..2 * self.caps.len().max(1) {
+            if !self.has_work() {
+                return;
+            }
+            self.work();
+        }
+    }
+
     /// Port `id`'s driver wants an interrupt for the `sent` buffers it was
     /// just given back, the longest `longest` bytes. A few small frames (a
     /// ping, an ARP request, TCP acknowledgements: at most

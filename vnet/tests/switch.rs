@@ -635,6 +635,30 @@ fn ports_whose_driver_is_gone_are_freed() {
     assert!(svc.backend.log.iter().any(|l| l.contains("port freed")));
 }
 
+/// A wake-up of the switch forwards the frame and looks at the queue of
+/// the port it went to (polled: that port sent last) before it waits
+/// again, with nothing left over for a poll in between.
+#[test]
+fn a_wake_up_ends_with_nothing_pending() {
+    let mut lb = switch();
+    let mut a = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
+    let mut b = Driver::up(&mut lb, queue_flags::NO_NOTIFY);
+    a.post_rx();
+    b.post_rx();
+    let mut mrs = [0u64; MR_COUNT];
+    b.send(a.mac, &[1]);
+    lb.objects.serve(b.kick, MsgTag::new(0, 0, 0, 0), &mut mrs);
+    lb.objects.work_rounds();
+    assert_eq!(a.received().len(), 1);
+    assert!(!lb.objects.has_work());
+    a.send(b.mac, &[2]);
+    lb.objects.serve(a.kick, MsgTag::new(0, 0, 0, 0), &mut mrs);
+    lb.objects.work_rounds();
+    assert_eq!(b.received().len(), 1);
+    assert!(!lb.objects.has_work());
+    assert_ne!(lb.objects.next_timeout_us(), Some(0));
+}
+
 #[test]
 fn busy_senders_take_turns() {
     let mut lb = switch();
