@@ -691,8 +691,14 @@ fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result
         STATICPART_VM1.0, STATICPART_VM1.1
     );
     let part_label = format!("both VMs of entry {STATICPART_ENTRY}");
-    println!("  {native_label:<48} {:>6.3} s", median(&mut native).as_secs_f64());
-    println!("  {part_label:<48} {:>6.3} s", median(&mut part).as_secs_f64());
+    println!(
+        "  {native_label:<48} {:>6.3} s",
+        median(&mut native).as_secs_f64()
+    );
+    println!(
+        "  {part_label:<48} {:>6.3} s",
+        median(&mut part).as_secs_f64()
+    );
     if let Some((m, each)) = ratio {
         let label = "staticpart / native, median of the runs";
         println!("  {label:<48} {m:>6.2}  (run by run: {each})");
