@@ -231,6 +231,7 @@ impl Ram {
         self.len == 0
     }
 
+    #[inline]
     fn check(&self, offset: u64, len: usize) -> Result<usize, MemError> {
         let err = MemError::OutOfRange {
             offset,
@@ -244,6 +245,7 @@ impl Ram {
     }
 
     /// Copies `buf.len()` bytes from `offset`.
+    #[inline]
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let start = self.check(offset, buf.len())?;
         // SAFETY: `check` proved start + buf.len() <= self.len, and the
@@ -260,6 +262,7 @@ impl Ram {
     }
 
     /// Copies `data` to `offset`.
+    #[inline]
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), MemError> {
         let start = self.check(offset, data.len())?;
         // SAFETY: as in `read`, with the copy going the other way.
@@ -440,18 +443,21 @@ impl GuestMemory {
 
     /// The dataspace (index in [`GuestMemory::rams`]) and offset in it of
     /// guest-physical `gpa`, when `len` bytes from there are RAM.
+    #[inline]
     pub fn translate(&self, gpa: u64, len: u64) -> Result<(usize, u64), MemError> {
         let r = self.region_of(gpa, len)?;
         Ok((r.ram, r.ds_offset + (gpa - r.gpa)))
     }
 
     /// Copies guest bytes at `gpa` into `buf`.
+    #[inline]
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let (ram, off) = self.translate(gpa, buf.len() as u64)?;
         self.rams[ram].read(off, buf)
     }
 
     /// Copies `data` to the guest at `gpa`.
+    #[inline]
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
         let (ram, off) = self.translate(gpa, data.len() as u64)?;
         self.rams[ram].write(off, data)
@@ -479,6 +485,7 @@ impl GuestMemory {
     }
 
     /// A little-endian `u16` at `gpa`.
+    #[inline]
     pub fn read_u16(&self, gpa: u64) -> Result<u16, MemError> {
         let mut b = [0; 2];
         self.read(gpa, &mut b)?;
@@ -486,6 +493,7 @@ impl GuestMemory {
     }
 
     /// A little-endian `u32` at `gpa`.
+    #[inline]
     pub fn read_u32(&self, gpa: u64) -> Result<u32, MemError> {
         let mut b = [0; 4];
         self.read(gpa, &mut b)?;
@@ -493,6 +501,7 @@ impl GuestMemory {
     }
 
     /// A little-endian `u64` at `gpa`.
+    #[inline]
     pub fn read_u64(&self, gpa: u64) -> Result<u64, MemError> {
         let mut b = [0; 8];
         self.read(gpa, &mut b)?;
@@ -500,11 +509,13 @@ impl GuestMemory {
     }
 
     /// Writes a little-endian `u16` to `gpa`.
+    #[inline]
     pub fn write_u16(&self, gpa: u64, v: u16) -> Result<(), MemError> {
         self.write(gpa, &v.to_le_bytes())
     }
 
     /// Writes a little-endian `u32` to `gpa`.
+    #[inline]
     pub fn write_u32(&self, gpa: u64, v: u32) -> Result<(), MemError> {
         self.write(gpa, &v.to_le_bytes())
     }
