@@ -7,8 +7,10 @@
 //! d31 and the rounding mode in FPCR, makes the call, and reads them back,
 //! so no compiler-generated code can touch the registers in between.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use l4::abi::{Cap, sys};
-use l4::{MsgTag, Timeouts, utcb};
+use l4::{Error, MsgTag, Timeout, Timeouts, utcb};
 
 use crate::fw::R;
 use crate::rt::{self, Opts, WAIT_US};
@@ -16,6 +18,7 @@ use crate::rt::{self, Opts, WAIT_US};
 tests! {
     "fp.registers_survive_switches" => survive_switches,
     "fp.state_follows_migration" => follows_migration,
+    "fp.registers_survive_sleeps" => survive_sleeps,
 }
 
 /// FPCR.RMode = round towards plus infinity (bits 23:22 = 0b01).
@@ -162,4 +165,72 @@ fn follows_migration() -> R {
         let cpu = if i % 2 == 0 { rt::other_cpu(0) } else { 0 };
         w.run(rt::MAIN_PRIO, cpu)
     })
+}
+
+/// Sleeps `us` with `pattern` in the FP/SIMD registers (a receive from
+/// nobody that times out: the scheduler, not the IPC fast path, switches
+/// away and back). Returns what the registers held after it.
+fn fp_sleep(us: u64, pattern: u64) -> Result<Seen, Error> {
+    let x0 = sys::invocation(Cap::INVALID, sys::RECV);
+    let t = Timeouts::new(Timeout::ZERO, Timeout::from_us(us));
+    let (regs, seen) = fp_ipc(x0, MsgTag(0).0, t.0 as u64, pattern);
+    match Error::from_status(regs[0]) {
+        Ok(()) | Err(Error::RecvTimeout) => Ok(seen),
+        Err(e) => Err(e),
+    }
+}
+
+/// Rounds the sleeper of [`survive_sleeps`] made, and how many of them
+/// found their registers changed.
+static SLEEPER_ROUNDS: AtomicU64 = AtomicU64::new(0);
+static SLEEPER_BAD: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn fp_sleeper(_: u64, _: u64) {
+    let mut round = 0u64;
+    loop {
+        let pattern = 0x4020_0000_0000_0000 | (round << 8);
+        match fp_sleep(300, pattern) {
+            Ok(seen) if seen == Seen::expected(pattern) => {}
+            _ => {
+                SLEEPER_BAD.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        SLEEPER_ROUNDS.fetch_add(1, Ordering::Relaxed);
+        round += 1;
+    }
+}
+
+/// A thread sleeps with live FP/SIMD state: first alone on its CPU (the
+/// CPU idles meanwhile and still holds its registers, which it gets back
+/// without a trap), then taking turns with another thread that uses them
+/// (its first use after each wake-up traps and loads them).
+fn survive_sleeps() -> R {
+    let rounds = |first: u64| -> R {
+        for i in first..first + 30 {
+            let mine = 0x3ff0_0000_0000_0000 | (i << 8);
+            let seen = match fp_sleep(200, mine) {
+                Ok(seen) => seen,
+                Err(e) => fail!("sleep {i}: {e:?}"),
+            };
+            ensure!(
+                seen == Seen::expected(mine),
+                "registers after sleep {i}: {seen:x?}, expected {:x?}",
+                Seen::expected(mine)
+            );
+        }
+        Ok(())
+    };
+    rounds(0)?;
+    SLEEPER_ROUNDS.store(0, Ordering::Relaxed);
+    SLEEPER_BAD.store(0, Ordering::Relaxed);
+    let w = rt::spawn(fp_sleeper, 0, 0, &Opts::new())?;
+    rounds(100)?;
+    drop(w);
+    let (n, bad) = (
+        SLEEPER_ROUNDS.load(Ordering::Relaxed),
+        SLEEPER_BAD.load(Ordering::Relaxed),
+    );
+    ensure!(n > 0, "the other thread never woke");
+    ensure!(bad == 0, "the other thread found its registers changed {bad} of {n} times");
+    Ok(())
 }
