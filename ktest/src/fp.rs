@@ -231,6 +231,9 @@ fn survive_sleeps() -> R {
         SLEEPER_BAD.load(Ordering::Relaxed),
     );
     ensure!(n > 0, "the other thread never woke");
-    ensure!(bad == 0, "the other thread found its registers changed {bad} of {n} times");
+    ensure!(
+        bad == 0,
+        "the other thread found its registers changed {bad} of {n} times"
+    );
     Ok(())
 }
