@@ -497,6 +497,16 @@ fn native_shape(cpus: u32, ram_mib: u32, env_options: &[String]) -> Vec<String> 
     v
 }
 
+/// Puts `options` into the QEMU arguments of an entry's boot, before
+/// `-kernel` (the last two arguments), where `QEMU_OPTIONS` go too. With
+/// `-smp` and the natively booted guest's CPU ([`crate::guest::NATIVE_CPU`]:
+/// the features uvmm's guests see anyway) both sides of a comparison run
+/// on the same machine.
+fn add_before_kernel(args: &mut Vec<String>, options: &[&str]) {
+    let at = args.len().saturating_sub(2);
+    args.splice(at..at, options.iter().map(|o| o.to_string()));
+}
+
 /// RAM (MiB) of the VM of entry `uvmm` and of each of seed 003's VMs
 /// (`uvmm-2vm-net`'s): what the natively booted guest gets for scale.
 const VM_RAM_MIB: u32 = 128;
@@ -525,9 +535,10 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     let guest = crate::guest::ensure(ws)?;
     let native_args = guest.native_arguments(&native_shape(1, VM_RAM_MIB, &env_options));
     let (_, mut uvmm_args, _) = headless(ws, vars, Some(UVMM_ENTRY), &[])?;
-    // Before `-kernel` (the last two arguments), as QEMU_OPTIONS go.
-    let at = uvmm_args.len().saturating_sub(2);
-    uvmm_args.splice(at..at, ["-smp".to_string(), "1".to_string()]);
+    add_before_kernel(
+        &mut uvmm_args,
+        &["-smp", "1", "-cpu", crate::guest::NATIVE_CPU],
+    );
     eprintln!(
         "xtask: booting the guest {} times natively ({} {}) and under uvmm (entry {UVMM_ENTRY}), alternating",
         args.runs,
@@ -552,7 +563,11 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
         args.runs,
         crate::guest::READY_LINE.trim_end()
     );
-    println!("  native (QEMU virt, -smp 1 -m {VM_RAM_MIB})   {native:>8.3} s");
+    println!(
+        "  (both on QEMU's virt board with -cpu {} -smp 1)",
+        crate::guest::NATIVE_CPU
+    );
+    println!("  native (-m {VM_RAM_MIB})                      {native:>8.3} s");
     println!("  under uvmm (entry {UVMM_ENTRY})            {uvmm:>8.3} s");
     if let Some((m, each)) = ratio {
         println!("  uvmm / native, median of the runs  {m:>8.2}  (run by run: {each})");
@@ -667,7 +682,8 @@ fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result
         STATICPART_VM1.1,
         &env_options,
     ));
-    let (_, part_args, _) = headless(ws, vars, Some(STATICPART_ENTRY), &[])?;
+    let (_, mut part_args, _) = headless(ws, vars, Some(STATICPART_ENTRY), &[])?;
+    add_before_kernel(&mut part_args, &["-cpu", crate::guest::NATIVE_CPU]);
     let native_ready = Pattern::Text(crate::guest::READY_LINE.into());
     let both = Pattern::regex(BOTH_READY).map_err(|e| Error::new(e.to_string()))?;
     eprintln!(
@@ -939,8 +955,10 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     // One CPU for both setups: the comparison wants the same machine, and
     // one vCPU per guest keeps the figures free of host scheduling noise.
     let (_, mut uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
-    let at = uvmm_args.len().saturating_sub(2);
-    uvmm_args.splice(at..at, ["-smp".to_string(), "1".to_string()]);
+    add_before_kernel(
+        &mut uvmm_args,
+        &["-smp", "1", "-cpu", crate::guest::NATIVE_CPU],
+    );
     eprintln!("xtask: two guests on the virtio switch (entry {NET_ENTRY})");
     let mut s = Session::spawn(qemu::command(&uvmm_args), forbid.clone(), false)?;
     let deadline = s.started() + args.timeout;
