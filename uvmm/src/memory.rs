@@ -484,6 +484,12 @@ impl GuestMemory {
         self.rams[ram].zero(off, len)
     }
 
+    // The accessors are all `#[inline]`: a device (or the network switch)
+    // reads a descriptor field by field, and each fixed-size access then
+    // becomes a plain load or store instead of a call to `memcpy` with a
+    // run-time length (a ping through the switch: 64,000 -> 62,000
+    // instructions).
+
     /// A little-endian `u16` at `gpa`.
     #[inline]
     pub fn read_u16(&self, gpa: u64) -> Result<u16, MemError> {
