@@ -974,9 +974,11 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
         guest.kernel_deb
     );
     println!(
-        "  (plain QEMU: two QEMU processes, one emulated CPU and one host thread each, QEMU's\n   \
-         virtio-net in native code, no offloads on a socket network; the switch: one QEMU with\n   \
-         one emulated CPU for the kernel, both VMs, the switch and cons, one host thread)"
+        "  (plain QEMU: two QEMU processes, one emulated CPU, {VM_RAM_MIB} MiB and one host thread\n   \
+         each, QEMU's virtio-net in native code, no offloads on a socket network; the switch:\n   \
+         one QEMU with one emulated CPU for the kernel, both VMs, the switch and cons, one\n   \
+         host thread; the CPU on both sides -cpu {})",
+        crate::guest::NATIVE_CPU
     );
     println!("                                         MiB/s   ping min/median/avg/max ms");
     for (what, f) in [
