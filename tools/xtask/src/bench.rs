@@ -482,6 +482,7 @@ impl Programs {
         }
     }
 }
+
 /// QEMU options that give a natively booted guest the machine of the VM
 /// it is compared with: as many CPUs and as much RAM (a Linux guest with
 /// 1 GiB boots about 7 % slower than one with 128 MiB, from initialising
