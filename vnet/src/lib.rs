@@ -14,6 +14,7 @@
 //! * [`offload`]: the frame header, checksum and segmentation offloads;
 //! * [`port`]: one port's virtio-net device side;
 //! * [`switch`]: ports and forwarding;
+//! * [`vlan`]: 802.1Q VLANs of ports (access and trunk ports);
 //! * [`service`]: the IPC side (factory, ports, kicks, ports whose driver
 //!   went away) over a [`service::Backend`] that does what needs the
 //!   kernel.
@@ -23,3 +24,4 @@ pub mod offload;
 pub mod port;
 pub mod service;
 pub mod switch;
+pub mod vlan;

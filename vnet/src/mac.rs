@@ -1,7 +1,9 @@
-//! MAC address learning: which port a source address was last seen on,
-//! and where a frame goes.
+//! MAC address learning: which port a source address was last seen on
+//! in each network (VLAN), and where a frame goes.
 
 use std::collections::BTreeMap;
+
+use crate::vlan::Vid;
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -49,12 +51,14 @@ pub enum Route<P> {
 }
 
 /// The learned addresses, at most `capacity` of them: when full, the
-/// entry learned longest ago makes room. Ordered by address: a lookup
-/// (two per frame) costs a few comparisons and no hashing, and no choice
-/// of addresses by a guest makes it slower.
+/// entry learned longest ago makes room. An address is learned per
+/// network (VLAN id, [`crate::vlan::UNTAGGED`] for ports without one): the
+/// same address in two VLANs is two stations. Ordered by network and
+/// address: a lookup (two per frame) costs a few comparisons and no
+/// hashing, and no choice of addresses by a guest makes it slower.
 #[derive(Debug)]
 pub struct MacTable<P> {
-    entries: BTreeMap<Mac, (P, u64)>,
+    entries: BTreeMap<(Vid, Mac), (P, u64)>,
     capacity: usize,
     clock: u64,
 }
@@ -69,39 +73,40 @@ impl<P: Copy + PartialEq> MacTable<P> {
         }
     }
 
-    /// Notes that `src` sent from `port` (group addresses are not
-    /// learned: they are no station's). Whether that is news: an address
-    /// not known before, or one that moved to `port`.
-    pub fn learn(&mut self, src: &Mac, port: P) -> bool {
+    /// Notes that `src` sent from `port` into network `vid` (group
+    /// addresses are not learned: they are no station's). Whether that is
+    /// news: an address not known before, or one that moved to `port`.
+    pub fn learn(&mut self, vid: Vid, src: &Mac, port: P) -> bool {
         if is_group(src) {
             return false;
         }
         self.clock += 1;
-        if !self.entries.contains_key(src) && self.entries.len() >= self.capacity {
+        let key = (vid, *src);
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
             let oldest = self.entries.iter().min_by_key(|e| e.1.1).map(|e| *e.0);
             if let Some(o) = oldest {
                 self.entries.remove(&o);
             }
         }
-        let old = self.entries.insert(*src, (port, self.clock));
+        let old = self.entries.insert(key, (port, self.clock));
         old.is_none_or(|(p, _)| p != port)
     }
 
-    /// Where a frame to `dst` from port `from` goes.
-    pub fn route(&self, dst: &Mac, from: P) -> Route<P> {
+    /// Where a frame of network `vid` to `dst` from port `from` goes.
+    pub fn route(&self, vid: Vid, dst: &Mac, from: P) -> Route<P> {
         if is_group(dst) {
             return Route::Flood;
         }
-        match self.entries.get(dst) {
+        match self.entries.get(&(vid, *dst)) {
             Some(&(p, _)) if p == from => Route::Drop,
             Some(&(p, _)) => Route::Port(p),
             None => Route::Flood,
         }
     }
 
-    /// The port `m` was learned on.
-    pub fn lookup(&self, m: &Mac) -> Option<P> {
-        self.entries.get(m).map(|e| e.0)
+    /// The port `m` was learned on in network `vid`.
+    pub fn lookup(&self, vid: Vid, m: &Mac) -> Option<P> {
+        self.entries.get(&(vid, *m)).map(|e| e.0)
     }
 
     /// Forgets every address of `port` (it is gone).
@@ -131,36 +136,50 @@ mod tests {
     #[test]
     fn learning_and_routes() {
         let mut t = MacTable::new(8);
-        assert_eq!(t.route(&B, 1), Route::Flood, "unknown: flooded");
-        assert!(t.learn(&A, 1));
-        assert!(t.learn(&B, 2));
-        assert!(!t.learn(&B, 2), "known");
-        assert_eq!(t.route(&B, 1), Route::Port(2));
-        assert_eq!(t.route(&A, 2), Route::Port(1));
-        assert_eq!(t.route(&A, 1), Route::Drop, "back to its own port");
-        assert_eq!(t.route(&BROADCAST, 1), Route::Flood);
-        assert_eq!(t.route(&[0x33, 0x33, 0, 0, 0, 1], 1), Route::Flood);
+        assert_eq!(t.route(0, &B, 1), Route::Flood, "unknown: flooded");
+        assert!(t.learn(0, &A, 1));
+        assert!(t.learn(0, &B, 2));
+        assert!(!t.learn(0, &B, 2), "known");
+        assert_eq!(t.route(0, &B, 1), Route::Port(2));
+        assert_eq!(t.route(0, &A, 2), Route::Port(1));
+        assert_eq!(t.route(0, &A, 1), Route::Drop, "back to its own port");
+        assert_eq!(t.route(0, &BROADCAST, 1), Route::Flood);
+        assert_eq!(t.route(0, &[0x33, 0x33, 0, 0, 0, 1], 1), Route::Flood);
         // A station that moved.
-        assert!(t.learn(&A, 3));
-        assert_eq!(t.lookup(&A), Some(3));
+        assert!(t.learn(0, &A, 3));
+        assert_eq!(t.lookup(0, &A), Some(3));
         // Group sources are not learned.
-        assert!(!t.learn(&BROADCAST, 4));
+        assert!(!t.learn(0, &BROADCAST, 4));
         assert_eq!(t.len(), 2);
         t.forget_port(3);
-        assert_eq!(t.route(&A, 2), Route::Flood);
+        assert_eq!(t.route(0, &A, 2), Route::Flood);
         assert_eq!(t.len(), 1);
     }
 
     #[test]
     fn full_table_evicts_the_oldest() {
         let mut t = MacTable::new(2);
-        t.learn(&A, 1);
-        t.learn(&B, 2);
-        t.learn(&A, 1);
-        t.learn(&C, 3);
+        t.learn(0, &A, 1);
+        t.learn(0, &B, 2);
+        t.learn(0, &A, 1);
+        t.learn(0, &C, 3);
         assert_eq!(t.len(), 2);
-        assert_eq!(t.lookup(&B), None, "B was learned longest ago");
-        assert_eq!((t.lookup(&A), t.lookup(&C)), (Some(1), Some(3)));
+        assert_eq!(t.lookup(0, &B), None, "B was learned longest ago");
+        assert_eq!((t.lookup(0, &A), t.lookup(0, &C)), (Some(1), Some(3)));
+    }
+
+    #[test]
+    fn each_vlan_learns_apart() {
+        let mut t = MacTable::new(8);
+        assert!(t.learn(5, &A, 1));
+        assert_eq!(t.route(5, &A, 2), Route::Port(1));
+        assert_eq!(t.route(7, &A, 2), Route::Flood, "not learned in VLAN 7");
+        assert_eq!(t.route(0, &A, 2), Route::Flood, "nor untagged");
+        // The same address in another VLAN is another station.
+        assert!(t.learn(7, &A, 3));
+        assert_eq!((t.lookup(5, &A), t.lookup(7, &A)), (Some(1), Some(3)));
+        t.forget_port(1);
+        assert_eq!((t.lookup(5, &A), t.lookup(7, &A)), (None, Some(3)));
     }
 
     #[test]

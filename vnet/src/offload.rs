@@ -121,6 +121,22 @@ impl NetHdr {
         b
     }
 
+    /// The header of the frame made `by` bytes longer (negative: shorter)
+    /// in front of its network header, by an 802.1Q tag added or
+    /// removed: the checksum's start and the headers' length move along.
+    /// `None` if the checksum would then start inside the Ethernet header.
+    pub fn shifted(&self, by: isize) -> Option<NetHdr> {
+        let moved = |v: u16| u16::try_from(v as isize + by).ok();
+        let mut h = *self;
+        if h.needs_csum() {
+            h.csum_start = moved(h.csum_start).filter(|&s| s >= 14)?;
+        }
+        if h.hdr_len != 0 {
+            h.hdr_len = moved(h.hdr_len)?;
+        }
+        Some(h)
+    }
+
     /// Whether the frame is a segmentation offload frame.
     pub const fn gso(&self) -> bool {
         self.gso_type != GSO_NONE

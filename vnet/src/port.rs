@@ -23,6 +23,7 @@ use uvmm::memory::{GuestMemory, Ram};
 use crate::mac::Mac;
 use crate::offload::{F_HOST_TSO4, F_HOST_TSO6, NetHdr, OFFLOADS, RxOffloads};
 pub use crate::offload::{HDR_LEN, MAX_FRAME, MAX_GSO_FRAME};
+use crate::vlan::Vlan;
 
 /// The virtio device id of a network device.
 pub const DEVICE_ID: u32 = 1;
@@ -60,6 +61,12 @@ pub struct PortOptions {
     /// The address offered to the driver (`mac=aa:bb:cc:dd:ee:ff`);
     /// without it the switch makes one up from the port number.
     pub mac: Option<Mac>,
+    /// The port's VLAN (`vlan=access=N`, `vlan=trunk=N,M,...`,
+    /// `vlan=trunk=all`; see [`crate::vlan`]).
+    pub vlan: Vlan,
+    /// A monitor port (`type=monitor`): it gets a copy of every frame the
+    /// switch lets in and sends nothing.
+    pub monitor: bool,
 }
 
 impl Default for PortOptions {
@@ -68,6 +75,8 @@ impl Default for PortOptions {
             ds_max: DEFAULT_DS_MAX,
             name: None,
             mac: None,
+            vlan: Vlan::None,
+            monitor: false,
         }
     }
 }
@@ -83,8 +92,9 @@ pub enum CreateArg {
 
 impl PortOptions {
     /// Reads the creation arguments: a bare integer or `ds-max=N` (1 to
-    /// [`DS_LIMIT`]), `name=...`, `mac=...`. Anything else is refused
-    /// with a message naming it.
+    /// [`DS_LIMIT`]), `name=...`, `mac=...`, `type=monitor` (or `none`),
+    /// `vlan=...` (not with `type=monitor`). Anything else is refused with
+    /// a message naming it.
     pub fn parse(args: &[CreateArg]) -> Result<PortOptions, String> {
         let mut o = PortOptions::default();
         let ds_max = |v: i64| -> Result<usize, String> {
@@ -111,9 +121,22 @@ impl PortOptions {
                         }
                         o.mac = Some(m)
                     }
-                    _ => return Err(format!("unknown port option '{s}' (ds-max=, name=, mac=)")),
+                    Some(("type", "monitor")) => o.monitor = true,
+                    Some(("type", "none")) => o.monitor = false,
+                    Some(("type", v)) => {
+                        return Err(format!("type={v}: a port is of type monitor or none"));
+                    }
+                    Some(("vlan", v)) => o.vlan = Vlan::parse(v)?,
+                    _ => {
+                        return Err(format!(
+                            "unknown port option '{s}' (ds-max=, name=, mac=, type=, vlan=)"
+                        ));
+                    }
                 },
             }
+        }
+        if o.monitor && o.vlan != Vlan::None {
+            return Err("a monitor port gets every VLAN's frames: it takes no vlan=".to_string());
         }
         Ok(o)
     }
@@ -135,6 +158,9 @@ pub struct Stats {
     /// Frames for this port dropped because its receive buffer was too
     /// small (the buffer went back empty).
     pub rx_too_small: u64,
+    /// Frames of the driver not let into the switch: by the port's VLAN
+    /// (see [`crate::vlan::Vlan::ingress`]), or sent on a monitor port.
+    pub tx_dropped: u64,
 }
 
 /// The result of delivering a frame to a port.
@@ -205,6 +231,16 @@ impl Port {
     /// The device status.
     pub fn status(&self) -> u32 {
         self.neg.status()
+    }
+
+    /// The port's VLAN.
+    pub fn vlan(&self) -> &Vlan {
+        &self.opts.vlan
+    }
+
+    /// Whether it is a monitor port.
+    pub fn monitor(&self) -> bool {
+        self.opts.monitor
     }
 
     /// The number of registered dataspaces.

@@ -37,6 +37,7 @@ use uvmm::memory::Ram;
 use crate::mac;
 use crate::port::{CreateArg, PortOptions};
 use crate::switch::{Outcome, PortId, Quiet, Switch};
+use crate::vlan::Vlan;
 
 /// The labels of the switch's gates and Irqs.
 pub mod labels {
@@ -519,7 +520,13 @@ impl<B: Backend> Service<B> {
                 return Err(Error::Inval);
             }
         };
-        let id = self.switch.add_port(opts);
+        let id = match self.switch.add_port(opts) {
+            Ok(id) => id,
+            Err(e) => {
+                self.backend.log(&format!("create: {e}"));
+                return Err(Error::Exist);
+            }
+        };
         let gate = match self.backend.caps().create_gate(port_label(id)) {
             Ok(g) => g,
             Err(e) => {
@@ -535,7 +542,13 @@ impl<B: Backend> Service<B> {
             },
         );
         if let Some(p) = self.switch.port(id) {
-            let line = format!("{}: created, address {}", p.name, mac::format(&p.mac));
+            let mut line = format!("{}: created, address {}", p.name, mac::format(&p.mac));
+            if p.monitor() {
+                line.push_str(", monitor port");
+            }
+            if *p.vlan() != Vlan::None {
+                line.push_str(&format!(", {}", p.vlan()));
+            }
             self.backend.log(&line);
         }
         Ok(gate)

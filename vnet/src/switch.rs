@@ -2,19 +2,23 @@
 //! frames from a port's transmit queue to the other ports' receive
 //! queues.
 //!
-//! A frame to a learned unicast address goes to that port only; a frame
-//! to a broadcast or multicast address, or to an address not learned
-//! yet, goes to every other port (flooding); a frame to an address on
-//! its own port is dropped. A port that has no receive buffer (its driver
+//! A frame belongs to the network (VLAN) its port puts it in, or is not
+//! let in at all ([`crate::vlan`]). A frame to a unicast address learned
+//! in its network goes to that port only; a frame to a broadcast or
+//! multicast address, or to an address not learned there yet, goes to
+//! every other port of its network (flooding); a frame to an address on
+//! its own port is dropped. The monitor port, if there is one, gets a copy
+//! of every frame let in. A port that has no receive buffer (its driver
 //! does not read) loses the frame; nobody waits for it. A port whose
 //! queues are malformed stops (`NEEDS_RESET`) and loses its frames until
 //! its driver resets it; the others go on.
 
 use std::collections::BTreeMap;
 
-use crate::mac::{Mac, MacTable, Route};
+use crate::mac::{self, Mac, MacTable, Route};
 use crate::offload::{self, NetHdr};
 use crate::port::{Delivery, MAX_GSO_FRAME, Port, PortOptions};
+use crate::vlan::{self, Form};
 
 /// A port's number.
 pub type PortId = u32;
@@ -47,9 +51,9 @@ pub struct Outcome {
     pub failed: Vec<(PortId, String)>,
     /// Addresses learned (new, or moved to their port).
     pub learned: Vec<(PortId, Mac)>,
-    /// Frames of a port that could not be made into what a receiver
-    /// takes (a segmentation offload frame whose headers are not TCP),
-    /// with the reason.
+    /// Frames of a port that were not let in (its VLAN, a monitor port)
+    /// or could not be made into what a receiver takes (a segmentation
+    /// offload frame whose headers are not TCP), with the reason.
     pub dropped: Vec<(PortId, String)>,
 }
 
@@ -105,8 +109,13 @@ pub struct Switch {
     ports: BTreeMap<PortId, Port>,
     macs: MacTable<PortId>,
     next: PortId,
+    /// The monitor port.
+    monitor: Option<PortId>,
     /// The frame being forwarded.
     frame: Vec<u8>,
+    /// The frame being forwarded with a VLAN tag added, changed or
+    /// removed.
+    edited: Vec<u8>,
     /// A frame made for a receiver without the sender's offloads.
     scratch: Vec<u8>,
     /// The ports the frame being forwarded goes to.
@@ -126,7 +135,9 @@ impl Switch {
             ports: BTreeMap::new(),
             macs: MacTable::new(MAC_CAPACITY),
             next: 0,
+            monitor: None,
             frame: vec![0; MAX_GSO_FRAME],
+            edited: Vec::new(),
             scratch: Vec::new(),
             targets: Vec::new(),
         }
@@ -139,18 +150,37 @@ impl Switch {
         [0x02, 0x08, b[0], b[1], b[2], b[3].wrapping_add(1)]
     }
 
-    /// Adds a port; its number.
-    pub fn add_port(&mut self, opts: PortOptions) -> PortId {
+    /// Adds a port; its number, or why it cannot be: a second monitor
+    /// port, or an address another port has.
+    pub fn add_port(&mut self, opts: PortOptions) -> Result<PortId, String> {
         let id = self.next;
+        if let Some(m) = self.monitor.filter(|_| opts.monitor) {
+            let name = self.ports.get(&m).map_or("?", |p| &p.name);
+            return Err(format!("there is a monitor port already ({name})"));
+        }
+        let mac = opts.mac.unwrap_or(Switch::default_mac(id));
+        if let Some(p) = self.ports.values().find(|p| p.mac == mac) {
+            return Err(format!(
+                "address {} is {}'s already",
+                mac::format(&mac),
+                p.name
+            ));
+        }
         self.next += 1;
-        let port = Port::new(format!("port{id}"), Switch::default_mac(id), opts);
+        if opts.monitor {
+            self.monitor = Some(id);
+        }
+        let port = Port::new(format!("port{id}"), mac, opts);
         self.ports.insert(id, port);
-        id
+        Ok(id)
     }
 
     /// Removes a port and forgets its addresses.
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
         self.macs.forget_port(id);
+        if self.monitor == Some(id) {
+            self.monitor = None;
+        }
         self.ports.remove(&id)
     }
 
@@ -229,27 +259,69 @@ impl Switch {
     /// `src` where it goes.
     fn forward(&mut self, src: PortId, hdr: &NetHdr, len: usize, out: &mut Outcome) {
         let frame = &self.frame[..len];
+        let sender = self.ports.get_mut(&src).expect("the source port exists");
+        let vid = if sender.monitor() {
+            Err("sent on a monitor port".to_string())
+        } else {
+            sender.vlan().ingress(frame).map_err(|r| r.to_string())
+        };
+        let vid = match vid {
+            Ok(v) => v,
+            Err(why) => {
+                sender.stats.tx_dropped += 1;
+                out.dropped.push((src, why));
+                return;
+            }
+        };
+        let sent_tagged = sender.vlan().tagged();
         let dst: Mac = frame[0..6]
             .try_into()
             .expect("frames have an Ethernet header");
         let from: Mac = frame[6..12]
             .try_into()
             .expect("frames have an Ethernet header");
-        if self.macs.learn(&from, src) {
+        if self.macs.learn(vid, &from, src) {
             out.learned.push((src, from));
         }
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
-        match self.macs.route(&dst, src) {
+        match self.macs.route(vid, &dst, src) {
             Route::Drop => {}
             Route::Port(p) => targets.push(p),
-            Route::Flood => targets.extend(self.ports.keys().copied().filter(|&p| p != src)),
+            Route::Flood => targets.extend(
+                self.ports
+                    .iter()
+                    .filter(|(p, port)| **p != src && !port.monitor() && port.vlan().member(vid))
+                    .map(|(p, _)| *p),
+            ),
         }
+        targets.extend(self.monitor);
+        // The frame in the form made last (the same for every port of a
+        // kind): `None` when that is the frame as sent.
+        let mut made: Option<(Form, Option<isize>)> = None;
         for &t in &targets {
             let Some(port) = self.ports.get_mut(&t) else {
                 continue;
             };
-            let takes = port.rx_offloads().takes(hdr);
+            let form = Form::for_port(port.vlan(), port.monitor(), vid);
+            let by = match made {
+                Some((f, by)) if f == form => by,
+                _ => {
+                    let by = vlan::convert(frame, sent_tagged, form, &mut self.edited);
+                    made = Some((form, by));
+                    by
+                }
+            };
+            let (hdr, frame) = match by.map(|by| hdr.shifted(by)) {
+                None => (*hdr, frame),
+                Some(Some(h)) => (h, &self.edited[..]),
+                Some(None) => {
+                    out.dropped
+                        .push((src, "its checksum starts inside the VLAN tag".into()));
+                    continue;
+                }
+            };
+            let takes = port.rx_offloads().takes(&hdr);
             let mut result = Ok(());
             let mut deliver = |h: &NetHdr, f: &[u8]| {
                 if result.is_ok() {
@@ -269,15 +341,15 @@ impl Switch {
             };
             let plain = NetHdr::default();
             let made = if takes {
-                deliver(hdr, frame);
+                deliver(&hdr, frame);
                 Ok(())
             } else if hdr.gso() {
                 // Cut into frames with complete checksums.
-                offload::segment(frame, hdr, &mut self.scratch, |f| deliver(&plain, f)).map(|_| ())
+                offload::segment(frame, &hdr, &mut self.scratch, |f| deliver(&plain, f)).map(|_| ())
             } else {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(frame);
-                offload::complete_checksum(&mut self.scratch, hdr)
+                offload::complete_checksum(&mut self.scratch, &hdr)
                     .map(|()| deliver(&plain, &self.scratch))
             };
             if let Err(e) = result {

@@ -150,7 +150,21 @@ impl Driver {
 
     /// Creates a port and brings it up with `features`.
     fn up_with(lb: &mut Lb, flags: u32, features: u64) -> Driver {
-        let gate = create(lb, &four()).unwrap();
+        Driver::up_args(lb, &four(), flags, features)
+    }
+
+    /// Creates a port with the options `args` and brings it up with
+    /// `features`.
+    fn up_opts(lb: &mut Lb, args: &[&str], features: u64) -> Driver {
+        let mut a = VarArgs::new();
+        for s in args {
+            a.push_str(s).unwrap();
+        }
+        Driver::up_args(lb, &a, 0, features)
+    }
+
+    fn up_args(lb: &mut Lb, args: &VarArgs, flags: u32, features: u64) -> Driver {
+        let gate = create(lb, args).unwrap();
         let ram = Arc::new(Ram::zeroed(RAM));
         lb.objects.backend.attach.push_back(ram.clone());
         let mem = GuestMemory::fill(ram, &[(BASE, RAM as u64)]).unwrap();
@@ -234,12 +248,18 @@ impl Driver {
 
     /// Queues a frame to `dst` (header and frame in one buffer).
     fn send(&mut self, dst: [u8; 6], payload: &[u8]) {
-        let i = self.avail[TXQ] % QSIZE;
-        let mut f = vec![0u8; HDR_LEN];
-        f.extend_from_slice(&dst);
+        let mut f = dst.to_vec();
         f.extend_from_slice(&self.mac);
         f.extend_from_slice(&[0x08, 0x00]);
         f.extend_from_slice(payload);
+        self.send_frame(&f);
+    }
+
+    /// Queues `frame` (after a plain header, in one buffer).
+    fn send_frame(&mut self, frame: &[u8]) {
+        let i = self.avail[TXQ] % QSIZE;
+        let mut f = vec![0u8; HDR_LEN];
+        f.extend_from_slice(frame);
         self.mem.write(buffer(TXQ, i), &f).unwrap();
         self.desc(TXQ, i, buffer(TXQ, i), f.len() as u32, 0, 0);
         self.make_available(TXQ, i);
@@ -261,12 +281,18 @@ impl Driver {
 
     /// The payloads received since the last look.
     fn received(&mut self) -> Vec<Vec<u8>> {
+        let frames = self.received_frames();
+        frames.into_iter().map(|f| f[14..].to_vec()).collect()
+    }
+
+    /// The frames received since the last look.
+    fn received_frames(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for (head, len) in self.used_rx() {
             let mut b = vec![0u8; len];
             self.mem.read(buffer(RXQ, head), &mut b).unwrap();
             assert_eq!(b[10], 1, "num_buffers");
-            out.push(b[HDR_LEN + 14..].to_vec());
+            out.push(b[HDR_LEN..].to_vec());
         }
         out
     }
@@ -561,19 +587,36 @@ fn port_options() {
     assert_eq!(c.read_config(0, 1), Ok(2));
     assert_eq!(c.read_config(1, 1), Ok(0xaa));
     for bad in [
-        "vlan=access=3",
-        "ds-max=0",
-        "ds-max=x",
-        "mac=ff:ff:ff:ff:ff:ff",
-        "mac=1",
+        &["frobnicate=1"][..],
+        &["ds-max=0"],
+        &["ds-max=x"],
+        &["mac=ff:ff:ff:ff:ff:ff"],
+        &["mac=1"],
+        &["vlan=access=0"],
+        &["vlan=access=4095"],
+        &["vlan=trunk="],
+        &["vlan=trunk=1,x"],
+        &["vlan=native"],
+        &["type=mirror"],
+        &["type=monitor", "vlan=access=3"],
     ] {
         let mut a = VarArgs::new();
-        a.push_str(bad).unwrap();
-        assert_eq!(create(&mut lb, &a), Err(Error::Inval), "{bad}");
+        for s in bad {
+            a.push_str(s).unwrap();
+        }
+        assert_eq!(create(&mut lb, &a), Err(Error::Inval), "{bad:?}");
     }
     let mut a = VarArgs::new();
     a.push_int(65).unwrap();
     assert_eq!(create(&mut lb, &a), Err(Error::Inval));
+    // An address another port has, a second monitor port.
+    let mut a = VarArgs::new();
+    a.push_str("mac=02:aa:00:00:00:01").unwrap();
+    assert_eq!(create(&mut lb, &a), Err(Error::Exist));
+    let mut a = VarArgs::new();
+    a.push_str("type=monitor").unwrap();
+    create(&mut lb, &a).unwrap();
+    assert_eq!(create(&mut lb, &a), Err(Error::Exist));
     // Another protocol than virtio.
     let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
     f.rcv = RecvBufs::cap_slot(0x700);
@@ -586,8 +629,189 @@ fn port_options() {
             .backend
             .log
             .iter()
-            .any(|l| l.contains("unknown port option 'vlan=access=3'"))
+            .any(|l| l.contains("unknown port option 'frobnicate=1'"))
     );
+    for line in [
+        "create: vlan=access=0: '0' is not a VLAN id (1 to 4094)",
+        "create: address 02:aa:00:00:00:01 is vm1's already",
+        "create: there is a monitor port already (port1)",
+    ] {
+        assert!(
+            lb.objects.backend.log.iter().any(|l| l == line),
+            "{line}: {:?}",
+            lb.objects.backend.log
+        );
+    }
+}
+
+/// `frame` with an 802.1Q tag of `tci` after the addresses.
+fn tagged(frame: &[u8], tci: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00]);
+    f.extend_from_slice(&tci.to_be_bytes());
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+/// An Ethernet frame (IPv4's EtherType) to `dst` from `src`.
+fn eth(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn vlans_keep_networks_apart() {
+    let mut lb = switch();
+    let basic = F_VERSION_1 | F_MAC;
+    let mut a = Driver::up_opts(&mut lb, &["name=a", "vlan=access=5"], basic);
+    let mut b = Driver::up_opts(&mut lb, &["name=b", "vlan=access=5"], basic);
+    let mut c = Driver::up_opts(&mut lb, &["name=c", "vlan=access=7"], basic);
+    let mut t = Driver::up_opts(&mut lb, &["name=t", "vlan=trunk=5,7"], basic);
+    let mut n = Driver::up_opts(&mut lb, &["name=n"], basic);
+    let mut m = Driver::up_opts(&mut lb, &["name=m", "type=monitor"], basic);
+    for d in [&mut a, &mut b, &mut c, &mut t, &mut n, &mut m] {
+        d.post_rx();
+    }
+    let bcast = [0xff; 6];
+    // A broadcast on an access port reaches its VLAN: the other access
+    // port without a tag, the trunk and the monitor with one.
+    let f = eth(bcast, a.mac, b"who has");
+    a.send_frame(&f);
+    kick(&mut lb, &a);
+    assert_eq!(b.received_frames(), [f.as_slice()]);
+    assert_eq!(t.received_frames(), [tagged(&f, 5)]);
+    assert_eq!(m.received_frames(), [tagged(&f, 5)]);
+    assert!(c.received_frames().is_empty() && n.received_frames().is_empty());
+    // From the trunk into VLAN 7 (priority bits set): C without the tag,
+    // the monitor with a clean one.
+    let f7 = eth(bcast, t.mac, b"vlan 7");
+    t.send_frame(&tagged(&f7, 0xa007));
+    kick(&mut lb, &t);
+    assert_eq!(c.received_frames(), [f7.as_slice()]);
+    assert_eq!(m.received_frames(), [tagged(&f7, 7)]);
+    assert!(a.received_frames().is_empty() && b.received_frames().is_empty());
+    assert!(n.received_frames().is_empty());
+    // Learned per VLAN: A is known in VLAN 5 only.
+    let to_a = eth(a.mac, t.mac, b"to a");
+    t.send_frame(&tagged(&to_a, 5));
+    kick(&mut lb, &t);
+    assert_eq!(a.received_frames(), [to_a.as_slice()]);
+    assert!(b.received_frames().is_empty(), "learned: A only");
+    t.send_frame(&tagged(&to_a, 7));
+    kick(&mut lb, &t);
+    assert_eq!(c.received_frames(), [to_a.as_slice()], "unknown in VLAN 7");
+    assert!(a.received_frames().is_empty());
+    assert_eq!(m.received_frames().len(), 2);
+    // Untagged frames stay among the ports without a VLAN (and the
+    // monitor, as sent).
+    let fu = eth(bcast, n.mac, b"plain");
+    n.send_frame(&fu);
+    kick(&mut lb, &n);
+    assert_eq!(m.received_frames(), [fu.as_slice()]);
+    for d in [&mut a, &mut b, &mut c, &mut t] {
+        assert!(d.received_frames().is_empty());
+    }
+    // Not let in: an untagged frame or one of another VLAN on the trunk,
+    // a tagged frame on an access port, anything from the monitor.
+    t.send_frame(&fu);
+    t.send_frame(&tagged(&f, 6));
+    t.send_frame(&tagged(&f, 0x2000));
+    kick(&mut lb, &t);
+    a.send_frame(&tagged(&f, 7));
+    kick(&mut lb, &a);
+    m.send_frame(&eth(bcast, m.mac, b"quiet"));
+    kick(&mut lb, &m);
+    for d in [&mut a, &mut b, &mut c, &mut t, &mut n, &mut m] {
+        assert!(d.received_frames().is_empty());
+    }
+    let dropped = |name: &str| {
+        let s = &lb.objects.switch;
+        s.ports()
+            .find(|p| p.1.name == name)
+            .unwrap()
+            .1
+            .stats
+            .tx_dropped
+    };
+    assert_eq!((dropped("t"), dropped("a"), dropped("m")), (3, 1, 1));
+    assert_eq!(t.tx_done(), 6, "dropped frames are given back too");
+    let log = &lb.objects.backend.log;
+    for line in [
+        "a: created, address 02:08:00:00:00:01, access port of VLAN 5",
+        "t: created, address 02:08:00:00:00:04, trunk port of VLANs 5,7",
+        "m: created, address 02:08:00:00:00:06, monitor port",
+        "t: frame dropped: a frame without a VLAN tag on a trunk port",
+        "t: frame dropped: a frame of VLAN 6, which the trunk is not in",
+        "a: frame dropped: an 802.1Q-tagged frame on an access port",
+        "m: frame dropped: sent on a monitor port",
+    ] {
+        assert!(log.iter().any(|l| l == line), "{line}: {log:?}");
+    }
+}
+
+#[test]
+fn tags_move_the_offload_headers() {
+    let mut lb = switch();
+    let mut t = Driver::up_opts(&mut lb, &["vlan=trunk=all"], ALL);
+    let mut a = Driver::up_opts(&mut lb, &["vlan=access=9"], ALL);
+    let mut plain = Driver::up_opts(&mut lb, &["vlan=access=9"], F_VERSION_1 | F_MAC);
+    a.post_rx_large(4, 0x4000);
+    plain.post_rx();
+    // The switch learns where A is.
+    a.send([0xff; 6], b"here");
+    kick(&mut lb, &a);
+    assert_eq!(plain.received().len(), 1);
+    // A segmentation offload frame from the trunk: its headers start 4
+    // bytes later than in the untagged frame A gets.
+    let big = tcp4(a.mac, t.mac, 3000);
+    let h = NetHdr {
+        hdr_len: 58,
+        csum_start: 38,
+        ..tso4(1448)
+    };
+    t.send_large(&h, &tagged(&big, 9), 20);
+    kick(&mut lb, &t);
+    let got = a.received_large(0x4000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].0,
+        NetHdr {
+            num_buffers: 1,
+            ..tso4(1448)
+        }
+    );
+    assert_eq!(got[0].1, big);
+    // Flooded: the port without offloads gets segments with their
+    // checksums completed where the untagged frame has them.
+    let unknown = [2, 7, 7, 7, 7, 7];
+    let small = tcp4(unknown, t.mac, 10);
+    let csum = NetHdr {
+        gso_type: 0,
+        gso_size: 0,
+        hdr_len: 0,
+        csum_start: 38,
+        ..tso4(0)
+    };
+    t.send_large(&csum, &tagged(&small, 9), 0);
+    kick(&mut lb, &t);
+    let got = plain.received_frames();
+    assert_eq!(got.len(), 1);
+    let mut want = small.clone();
+    vnet::offload::complete_checksum(&mut want, &tso4(0)).unwrap();
+    assert_ne!(&want[50..52], &[0, 0]);
+    assert_eq!(got[0], want);
+    // The other way: A's frame to the trunk gets the tag, its header
+    // moves 4 bytes on.
+    t.post_rx_large(4, 0x4000);
+    a.send_large(&tso4(1448), &tcp4(t.mac, a.mac, 3000), 0);
+    kick(&mut lb, &a);
+    let got = t.received_large(0x4000);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0.csum_start, got[0].0.hdr_len), (38, 58));
+    assert_eq!(got[0].1, tagged(&tcp4(t.mac, a.mac, 3000), 9));
 }
 
 #[test]
@@ -610,7 +834,10 @@ fn ports_whose_driver_is_gone_are_freed() {
     assert_eq!(svc.port_count(), 1);
     assert!(svc.backend.deleted.contains(&b.gate));
     assert!(
-        svc.switch.macs().lookup(&b.mac).is_none(),
+        svc.switch
+            .macs()
+            .lookup(vnet::vlan::UNTAGGED, &b.mac)
+            .is_none(),
         "its addresses are forgotten"
     );
     // Frames to it are flooded to nobody; the sender goes on.
