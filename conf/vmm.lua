@@ -111,8 +111,9 @@ end
 -- Starts the virtio network switch and makes every entry of `ports` a port
 -- of it (a factory-created capability for a VM's `net`). `switch_type`
 -- "switch" selects rom/l4vio_switch, anything else rom/l4vio_net_p2p. A
--- port entry that is a table gives the port's create arguments; otherwise
--- the port gets 4 dataspaces (`create(0, 4)`).
+-- port entry that is a table holds further create arguments: the port is
+-- made with `create(0, "ds-max=4", "name=<key>", <the table's values>)`,
+-- e.g. `{ "vlan=access=5" }`; otherwise with `create(0, 4)`.
 function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
   local l = M.loader;
   local switch = l:new_channel();
@@ -133,7 +134,7 @@ function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
   for _, k in ipairs(sorted_keys(ports)) do
     local v = ports[k];
     if type(v) == "table" then
-      ports[k] = fab:create(0, table.unpack(v));
+      ports[k] = fab:create(0, "ds-max=4", "name=" .. tostring(k), table.unpack(v));
     else
       ports[k] = fab:create(0, 4);
     end

@@ -580,7 +580,11 @@ fn vmm_lua_options() {
         .map(|c| c.0)
         .filter(|c| c.starts_with("Ipc_gate"))
         .collect();
-    assert_eq!(ports, ["Ipc_gate(\"ds-max=8\")@channel#2"]);
+    assert_eq!(
+        ports,
+        ["Ipc_gate(\"ds-max=4\", \"name=p\", \"ds-max=8\")@channel#2"],
+        "a table's values follow the dataspaces and the name (the last ds-max wins)"
+    );
 }
 
 /// Every function of the module, called with arguments of every kind:

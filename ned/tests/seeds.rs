@@ -213,6 +213,29 @@ fn two_vms_with_the_virtio_switch() {
     assert_ne!(vms[0].cap("net"), vms[1].cap("net"));
 }
 
+/// conf/uvmm-2vm-vlan.ned (ours, not a seed's): ports made with VLAN
+/// options through vmm.lua's table form.
+#[test]
+fn two_vms_in_a_vlan() {
+    let (_, fake, r) = run("uvmm-2vm-vlan.ned", VM_MODULES);
+    r.unwrap();
+    let fake = fake.borrow();
+    check_cons(&fake);
+    assert_eq!(fake.started_program("rom/l4vio_net_p2p").len(), 1);
+    check_vms(
+        &fake,
+        [
+            "ip=192.168.5.1:::255.255.255.0:vm1:eth0",
+            "ip=192.168.5.2:::255.255.255.0:vm2:eth0",
+        ],
+        None,
+        [
+            Some("Ipc_gate(\"ds-max=4\", \"name=net0\", \"vlan=access=5\")@channel#2 r"),
+            Some("Ipc_gate(\"ds-max=4\", \"name=net1\", \"vlan=trunk=5,7\")@channel#2 r"),
+        ],
+    );
+}
+
 #[test]
 fn two_vms_with_switch_and_io_pass_through() {
     let (_, fake, r) = run("uvmm-2vm-net-io.ned", VM_MODULES);

@@ -122,38 +122,40 @@ impl Archive {
     }
 }
 
+/// (name, mode, rdev major, data) of each member of a newc archive, read
+/// back (for tests; panics on a malformed archive).
+#[cfg(test)]
+pub fn members(bytes: &[u8]) -> Vec<(String, u32, u32, Vec<u8>)> {
+    let field = |at: usize, i: usize| {
+        let text = std::str::from_utf8(&bytes[at + 6 + 8 * i..at + 14 + 8 * i]).unwrap();
+        u32::from_str_radix(text, 16).unwrap() as usize
+    };
+    let align = |n: usize| n.div_ceil(4) * 4;
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        assert_eq!(&bytes[at..at + 6], b"070701", "magic at {at}");
+        let mode = field(at, 1) as u32;
+        let size = field(at, 6);
+        let rmajor = field(at, 9) as u32;
+        let name_size = field(at, 11);
+        let name = &bytes[at + 110..at + 110 + name_size - 1];
+        assert_eq!(bytes[at + 110 + name_size - 1], 0);
+        let data_at = align(at + 110 + name_size);
+        let name = String::from_utf8(name.to_vec()).unwrap();
+        let data = bytes[data_at..data_at + size].to_vec();
+        at = align(data_at + size);
+        if name == "TRAILER!!!" {
+            assert_eq!(at, bytes.len());
+            return out;
+        }
+        out.push((name, mode, rmajor, data));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// (name, mode, rdev major, data) of each member, read back.
-    fn members(bytes: &[u8]) -> Vec<(String, u32, u32, Vec<u8>)> {
-        let field = |at: usize, i: usize| {
-            let text = std::str::from_utf8(&bytes[at + 6 + 8 * i..at + 14 + 8 * i]).unwrap();
-            u32::from_str_radix(text, 16).unwrap() as usize
-        };
-        let align = |n: usize| n.div_ceil(4) * 4;
-        let mut out = Vec::new();
-        let mut at = 0;
-        loop {
-            assert_eq!(&bytes[at..at + 6], b"070701", "magic at {at}");
-            let mode = field(at, 1) as u32;
-            let size = field(at, 6);
-            let rmajor = field(at, 9) as u32;
-            let name_size = field(at, 11);
-            let name = &bytes[at + 110..at + 110 + name_size - 1];
-            assert_eq!(bytes[at + 110 + name_size - 1], 0);
-            let data_at = align(at + 110 + name_size);
-            let name = String::from_utf8(name.to_vec()).unwrap();
-            let data = bytes[data_at..data_at + size].to_vec();
-            at = align(data_at + size);
-            if name == "TRAILER!!!" {
-                assert_eq!(at, bytes.len());
-                return out;
-            }
-            out.push((name, mode, rmajor, data));
-        }
-    }
 
     #[test]
     fn members_round_trip() {

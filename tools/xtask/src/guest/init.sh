@@ -1,9 +1,10 @@
 #!/bin/sh
 # /init of the guest ramdisk that `cargo xtask guest` builds: busybox, the
 # virtio modules of the Debian kernel and this script. It mounts the kernel
-# file systems, loads the modules, configures the network from `ip=` and
-# hands over to busybox init, which keeps a shell on the console and powers
-# the machine off on `poweroff`.
+# file systems, loads the virtio modules, configures the network from `ip=`
+# and hands over to busybox init, which keeps a shell on the console and
+# powers the machine off on `poweroff`. The other modules in /lib/modules
+# (VLAN support) are left to `modprobe`.
 
 /bin/busybox --install -s
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
@@ -14,7 +15,8 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts
 
-# Dependencies first; the list is written by the ramdisk builder.
+# Dependencies first; the list is written by the ramdisk builder and names
+# only the modules needed at every boot.
 while read -r module; do
   insmod "/lib/modules/$module.ko" || echo "guest: cannot load $module"
 done < /lib/modules/load-order

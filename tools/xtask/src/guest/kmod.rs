@@ -3,7 +3,10 @@
 //!
 //! Debian's kernel package ships no `modules.dep` (depmod makes it on
 //! installation), so the dependencies come from each module's
-//! `depends=a,b` entry, as depmod reads them.
+//! `depends=a,b` entry, as depmod reads them. For the ramdisk this module
+//! also writes two of the index files busybox's `modprobe` reads in
+//! `/lib/modules/<release>/`: `modules.dep` and `modules.alias` (the
+//! package's `modules.builtin` is taken as it is).
 
 use std::collections::BTreeMap;
 
@@ -11,12 +14,14 @@ use goblin::elf::Elf;
 
 use crate::error::{Error, Result, bail};
 
-/// A module's name (`virtio_net`, never `virtio-net`: the kernel's spelling)
-/// and the modules it needs.
+/// A module's name (`virtio_net`, never `virtio-net`: the kernel's spelling),
+/// the modules it needs and the other names the kernel may ask for it by
+/// (`alias=` entries such as `rtnl-link-vlan` or `virtio:d00000001v*`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModInfo {
     pub name: String,
     pub depends: Vec<String>,
+    pub aliases: Vec<String>,
 }
 
 /// The kernel's spelling of a module name: `-` becomes `_`.
@@ -48,12 +53,15 @@ pub fn modinfo(file: &str, bytes: &[u8]) -> Result<ModInfo> {
         .ok_or_else(|| bad(".modinfo lies outside the file".into()))?;
     let mut name = None;
     let mut depends = Vec::new();
+    let mut aliases = Vec::new();
     for entry in bytes[range].split(|&b| b == 0) {
         let entry = String::from_utf8_lossy(entry);
         if let Some(n) = entry.strip_prefix("name=") {
             name = Some(canonical(n));
         } else if let Some(list) = entry.strip_prefix("depends=") {
             depends.extend(list.split(',').filter(|d| !d.is_empty()).map(canonical));
+        } else if let Some(alias) = entry.strip_prefix("alias=") {
+            aliases.push(alias.to_string());
         }
     }
     let name = match name {
@@ -61,25 +69,30 @@ pub fn modinfo(file: &str, bytes: &[u8]) -> Result<ModInfo> {
         None => name_of_file(file.rsplit('/').next().unwrap_or(file))
             .ok_or_else(|| bad("no name= entry".into()))?,
     };
-    Ok(ModInfo { name, depends })
+    Ok(ModInfo {
+        name,
+        depends,
+        aliases,
+    })
 }
 
 /// The modules to load for `wanted`, dependencies first, each once. `known`
-/// maps every module of the kernel to its dependencies; names in `builtin`
-/// are part of the kernel image and are skipped (also as dependencies).
+/// maps every module of the kernel to its dependencies; names in `present`
+/// are there already (built into the kernel image, or loaded or chosen
+/// before) and are skipped, also as dependencies.
 pub fn load_order(
     wanted: &[&str],
     known: &BTreeMap<String, Vec<String>>,
-    builtin: &[String],
+    present: &[String],
 ) -> Result<Vec<String>> {
     fn visit(
         name: &str,
         known: &BTreeMap<String, Vec<String>>,
-        builtin: &[String],
+        present: &[String],
         path: &mut Vec<String>,
         order: &mut Vec<String>,
     ) -> Result<()> {
-        if builtin.iter().any(|b| b == name) || order.iter().any(|o| o == name) {
+        if present.iter().any(|b| b == name) || order.iter().any(|o| o == name) {
             return Ok(());
         }
         if path.iter().any(|p| p == name) {
@@ -98,7 +111,7 @@ pub fn load_order(
         };
         path.push(name.to_string());
         for d in depends {
-            visit(d, known, builtin, path, order)?;
+            visit(d, known, present, path, order)?;
         }
         path.pop();
         order.push(name.to_string());
@@ -106,9 +119,54 @@ pub fn load_order(
     }
     let mut order = Vec::new();
     for w in wanted {
-        visit(&canonical(w), known, builtin, &mut Vec::new(), &mut order)?;
+        visit(&canonical(w), known, present, &mut Vec::new(), &mut order)?;
     }
     Ok(order)
+}
+
+/// The file of a module in the ramdisk's flat module directory.
+pub fn file_of(name: &str) -> String {
+    format!("{name}.ko")
+}
+
+/// The text of `modules.dep` for `modules` (every module of the ramdisk):
+/// a line `a.ko: b.ko c.ko` per module with all it needs, directly or
+/// through others, as depmod writes it. Busybox's modprobe loads the list
+/// from its end, so the modules are listed in reverse load order (`c`
+/// first); the file names are relative to the module directory. Built-in
+/// modules are left out, as in [`load_order`].
+pub fn modules_dep(
+    modules: &[String],
+    known: &BTreeMap<String, Vec<String>>,
+    builtin: &[String],
+) -> Result<String> {
+    let mut text = String::new();
+    for name in modules {
+        let mut needs = load_order(&[name.as_str()], known, builtin)?;
+        // load_order ends with the module itself.
+        needs.pop();
+        text.push_str(&file_of(name));
+        text.push(':');
+        for dep in needs.iter().rev() {
+            text.push(' ');
+            text.push_str(&file_of(dep));
+        }
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The text of `modules.alias`: `alias <alias> <module>` for each alias of
+/// `modules`, so that the kernel's requests by alias (e.g.
+/// `rtnl-link-vlan` when a VLAN link is added) reach the module.
+pub fn modules_alias(modules: &[String], aliases: &BTreeMap<String, Vec<String>>) -> String {
+    let mut text = String::new();
+    for name in modules {
+        for alias in aliases.get(name).into_iter().flatten() {
+            text.push_str(&format!("alias {alias} {name}\n"));
+        }
+    }
+    text
 }
 
 /// The names in a `modules.builtin` file (`kernel/drivers/virtio/virtio.ko`
@@ -156,6 +214,92 @@ mod tests {
                 "virtio_net",
                 "virtio_console"
             ]
+        );
+    }
+
+    /// Debian 6.1's VLAN module and what it needs (`depends=` of each).
+    fn vlan_stack() -> BTreeMap<String, Vec<String>> {
+        known(&[
+            ("8021q", &["mrp", "garp"]),
+            ("mrp", &[]),
+            ("garp", &["stp", "llc"]),
+            ("stp", &["llc"]),
+            ("llc", &[]),
+            ("virtio_mmio", &[]),
+            ("failover", &[]),
+            ("net_failover", &["failover"]),
+            ("virtio_net", &["net_failover", "virtio_ring"]),
+            ("virtio_ring", &[]),
+        ])
+    }
+
+    #[test]
+    fn present_modules_are_not_loaded_again() {
+        let k = vlan_stack();
+        let present = ["llc".to_string(), "virtio_ring".to_string()];
+        let order = load_order(&["8021q"], &k, &present).unwrap();
+        assert_eq!(order, ["mrp", "stp", "garp", "8021q"]);
+    }
+
+    #[test]
+    fn modules_dep_lists_every_need_in_reverse_load_order() {
+        let k = vlan_stack();
+        let builtin = vec!["virtio_ring".to_string()];
+        let all: Vec<String> = [
+            "virtio_mmio",
+            "failover",
+            "net_failover",
+            "virtio_net",
+            "mrp",
+            "llc",
+            "stp",
+            "garp",
+            "8021q",
+        ]
+        .map(String::from)
+        .to_vec();
+        let text = modules_dep(&all, &k, &builtin).unwrap();
+        assert_eq!(
+            text,
+            "virtio_mmio.ko:\n\
+             failover.ko:\n\
+             net_failover.ko: failover.ko\n\
+             virtio_net.ko: net_failover.ko failover.ko\n\
+             mrp.ko:\n\
+             llc.ko:\n\
+             stp.ko: llc.ko\n\
+             garp.ko: stp.ko llc.ko\n\
+             8021q.ko: garp.ko stp.ko llc.ko mrp.ko\n"
+        );
+        // Busybox's modprobe loads a line's modules from its end to its
+        // start, the module itself last: dependencies must come first then.
+        let line = text.lines().find(|l| l.starts_with("8021q.ko:")).unwrap();
+        let mut loaded: Vec<&str> = line.split([':', ' ']).filter(|w| !w.is_empty()).collect();
+        let module = loaded.remove(0);
+        loaded.reverse();
+        loaded.push(module);
+        for (i, m) in loaded.iter().enumerate() {
+            let name = m.strip_suffix(".ko").unwrap();
+            for dep in &k[name] {
+                let at = loaded.iter().position(|l| *l == file_of(dep)).unwrap();
+                assert!(at < i, "{dep} after {name} in {loaded:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn alias_index() {
+        let aliases: BTreeMap<String, Vec<String>> = [
+            ("8021q".to_string(), vec!["rtnl-link-vlan".to_string()]),
+            ("llc".to_string(), vec![]),
+            ("unused".to_string(), vec!["x".to_string()]),
+        ]
+        .into_iter()
+        .collect();
+        let names = ["llc".to_string(), "8021q".to_string()];
+        assert_eq!(
+            modules_alias(&names, &aliases),
+            "alias rtnl-link-vlan 8021q\n"
         );
     }
 

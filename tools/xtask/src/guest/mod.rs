@@ -14,8 +14,10 @@
 //!   which QEMU loads in about 25 ms (an ELF file: see `bootstrap/builder`);
 //! - `ramdisk-armv8.cpio.gz` and `ramdisk-armv8-64.cpio.gz` (the same
 //!   bytes, under the names the VM entries use): busybox, the virtio kernel
-//!   modules the kernel does not have built in, with their dependencies, and
-//!   an `/init` script (`init.sh`) that loads them and starts a shell.
+//!   modules the kernel does not have built in, with their dependencies, an
+//!   `/init` script (`init.sh`) that loads them and starts a shell, and the
+//!   modules of [`ON_DEMAND_MODULES`] (VLANs), which only `modprobe` loads,
+//!   with the `modules.dep` it needs.
 //!
 //! `cache/Image` keeps the uncompressed kernel for booting it natively
 //! (`bench vm`). `cache/guest.txt` records what the files were made from; a
@@ -25,7 +27,7 @@
 mod cpio;
 mod kmod;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -47,10 +49,10 @@ pub const RAMDISKS: [&str; 2] = ["ramdisk-armv8.cpio.gz", "ramdisk-armv8-64.cpio
 const KERNEL_META_PACKAGE: &str = "linux-image-arm64";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 
-/// The modules the guest needs: the virtio transport of uvmm and QEMU's virt
-/// machine, the console, block and network devices. Those the kernel has
-/// built in are skipped; dependencies are added.
-const WANTED_MODULES: &[&str] = &[
+/// The modules `/init` loads at every boot: the virtio transport of uvmm and
+/// QEMU's virt machine, the console, block and network devices. Those the
+/// kernel has built in are skipped; dependencies are added.
+const BOOT_MODULES: &[&str] = &[
     "virtio",
     "virtio_ring",
     "virtio_mmio",
@@ -58,6 +60,13 @@ const WANTED_MODULES: &[&str] = &[
     "virtio_blk",
     "virtio_net",
 ];
+
+/// Modules the ramdisk carries but does not load at boot (every boot, and
+/// the boot-time benchmarks, would pay for them): `modprobe 8021q` in the
+/// guest loads them, or the kernel does when a VLAN link is added (it asks
+/// modprobe for the alias `rtnl-link-vlan`). Dependencies are added, except
+/// those built in or already among the boot modules.
+const ON_DEMAND_MODULES: &[&str] = &["8021q"];
 
 /// The ramdisk's `/init` and busybox init's table.
 const INIT: &str = include_str!("init.sh");
@@ -75,8 +84,11 @@ pub struct Guest {
     pub image: PathBuf,
     pub image_gz: PathBuf,
     pub ramdisks: Vec<PathBuf>,
-    /// Modules in the ramdisk, in load order.
+    /// Modules `/init` loads at boot, in load order.
     pub modules: Vec<String>,
+    /// Modules in the ramdisk that only `modprobe` loads (dependencies
+    /// first).
+    pub on_demand_modules: Vec<String>,
 }
 
 /// QEMU's CPU for native reference boots: `max` without what guests under
@@ -144,21 +156,23 @@ pub fn ensure(ws: &Workspace) -> Result<Guest> {
         busybox_deb: file_name(&busybox_deb),
         recipe: recipe_hash(),
         modules: Vec::new(),
+        on_demand: Vec::new(),
     };
-    let guest = |modules: Vec<String>| Guest {
+    let guest = |modules: Vec<String>, on_demand_modules: Vec<String>| Guest {
         kernel_deb: record.kernel_deb.clone(),
         busybox_deb: record.busybox_deb.clone(),
         image: cache.join("Image"),
         image_gz: out.join(IMAGE_GZ),
         ramdisks: RAMDISKS.iter().map(|r| out.join(r)).collect(),
         modules,
+        on_demand_modules,
     };
     let record_path = cache.join("guest.txt");
     if let Ok(text) = std::fs::read_to_string(&record_path)
         && let Some(done) = Record::parse(&text)
         && done.same_inputs(&record)
     {
-        let g = guest(done.modules);
+        let g = guest(done.modules, done.on_demand);
         let all_there = [&g.image, &g.image_gz]
             .into_iter()
             .chain(&g.ramdisks)
@@ -182,10 +196,17 @@ pub fn ensure(ws: &Workspace) -> Result<Guest> {
     )?;
 
     let busybox = read_busybox(ws, &busybox_deb)?;
-    let order: Vec<String> = kernel.modules.iter().map(|(n, _)| n.clone()).collect();
+    let names = |list: &[(String, Vec<u8>)]| -> Vec<String> {
+        list.iter().map(|(n, _)| n.clone()).collect()
+    };
+    let order = names(&kernel.modules.boot);
+    let on_demand = names(&kernel.modules.on_demand);
     eprintln!(
-        "xtask: building the ramdisk: busybox, /init, modules {}",
-        order.join(" ")
+        "xtask: building the ramdisk: busybox, /init, modules {} (at boot), {} (on demand), \
+         modules.dep for /lib/modules/{}",
+        order.join(" "),
+        on_demand.join(" "),
+        kernel.modules.release
     );
     let ramdisk = gzip(&ramdisk(&busybox, &kernel.modules)?, Compression::default())?;
     for name in RAMDISKS {
@@ -193,9 +214,10 @@ pub fn ensure(ws: &Workspace) -> Result<Guest> {
         eprintln!("xtask: writing {} ({} B)", ws.show(&path), ramdisk.len());
         write_file(&path, &ramdisk)?;
     }
-    let done = guest(order);
+    let done = guest(order, on_demand);
     let record = Record {
         modules: done.modules.clone(),
+        on_demand: done.on_demand_modules.clone(),
         ..record
     };
     write_file(&record_path, record.to_string().as_bytes())?;
@@ -207,7 +229,11 @@ pub fn command(ws: &Workspace) -> Result<()> {
     let g = ensure(ws)?;
     println!("guest kernel:  {}", g.kernel_deb);
     println!("guest busybox: {}", g.busybox_deb);
-    println!("modules (load order): {}", g.modules.join(" "));
+    println!("modules at boot (load order): {}", g.modules.join(" "));
+    println!(
+        "modules on demand (modprobe): {}",
+        g.on_demand_modules.join(" ")
+    );
     for path in [&g.image_gz].into_iter().chain(&g.ramdisks) {
         let size = std::fs::metadata(path)
             .context(|| path.display().to_string())?
@@ -308,13 +334,30 @@ fn kernel_dependency(apt_cache: &str) -> Option<String> {
 /// What the ramdisk and Image need from the kernel package.
 struct KernelPackage {
     image: Vec<u8>,
-    /// (name, uncompressed .ko) in load order.
-    modules: Vec<(String, Vec<u8>)>,
+    modules: RamdiskModules,
+}
+
+/// The kernel modules of the ramdisk, all in `/lib/modules/<name>.ko`, and
+/// the index files busybox's modprobe reads.
+struct RamdiskModules {
+    /// The kernel's release (`uname -r`, e.g. `6.1.0-57-arm64`): modprobe
+    /// looks in `/lib/modules/<release>/`.
+    release: String,
+    /// (name, uncompressed .ko) that `/init` loads, in load order.
+    boot: Vec<(String, Vec<u8>)>,
+    /// (name, uncompressed .ko) that only modprobe loads, dependencies
+    /// first.
+    on_demand: Vec<(String, Vec<u8>)>,
+    /// The texts of `modules.dep` and `modules.alias` for every module of
+    /// the ramdisk (see [`kmod`]), and the package's `modules.builtin`.
+    dep: String,
+    alias: String,
+    builtin: String,
 }
 
 /// Reads the kernel package in two passes over its files: first the Image,
-/// `modules.builtin` and every module's dependencies, then the modules to
-/// load.
+/// `modules.builtin` and every module's dependencies and aliases, then the
+/// modules the ramdisk carries.
 fn read_kernel_package(ws: &Workspace, deb: &Path) -> Result<KernelPackage> {
     eprintln!(
         "xtask: reading the kernel and module dependencies from {}",
@@ -322,19 +365,27 @@ fn read_kernel_package(ws: &Workspace, deb: &Path) -> Result<KernelPackage> {
     );
     let mut image = None;
     let mut builtin = Vec::new();
+    let mut builtin_text = String::new();
     let mut known = BTreeMap::new();
+    let mut aliases = BTreeMap::new();
     let mut files = BTreeMap::new();
+    let mut releases = BTreeSet::new();
     each_file(deb, |path, data| {
         let shown = path.display().to_string();
         let name = file_name(path);
+        if let Some(release) = module_release(path) {
+            releases.insert(release);
+        }
         if path.starts_with("boot") && name.starts_with("vmlinuz-") {
             image = Some(read_all(&shown, data)?);
         } else if is_module_tree(path) && name == "modules.builtin" {
-            builtin = kmod::builtin_names(&String::from_utf8_lossy(&read_all(&shown, data)?));
+            builtin_text = String::from_utf8_lossy(&read_all(&shown, data)?).into_owned();
+            builtin = kmod::builtin_names(&builtin_text);
         } else if is_module_tree(path) && kmod::name_of_file(&name).is_some() {
             let bytes = module_bytes(&shown, data)?;
             let info = kmod::modinfo(&shown, &bytes)?;
             files.insert(info.name.clone(), path.to_path_buf());
+            aliases.insert(info.name.clone(), info.aliases);
             known.insert(info.name, info.depends);
         }
         Ok(())
@@ -348,11 +399,30 @@ fn read_kernel_package(ws: &Workspace, deb: &Path) -> Result<KernelPackage> {
             deb.display()
         );
     }
-    let order = kmod::load_order(WANTED_MODULES, &known, &builtin)?;
+    let release = match releases.into_iter().collect::<Vec<_>>().as_slice() {
+        [one] => one.clone(),
+        [] => bail!(
+            "{}: no lib/modules/<release>/ in the package",
+            deb.display()
+        ),
+        many => bail!(
+            "{}: modules of several kernel releases: {}",
+            deb.display(),
+            many.join(" ")
+        ),
+    };
+    let (order, on_demand) = module_lists(BOOT_MODULES, ON_DEMAND_MODULES, &known, &builtin)?;
+    let all: Vec<String> = order.iter().chain(&on_demand).cloned().collect();
+    let dep = kmod::modules_dep(&all, &known, &builtin)?;
+    let alias = kmod::modules_alias(&all, &aliases);
 
-    eprintln!("xtask: extracting modules {}", order.join(" "));
-    // path in the package -> name, for the modules to load
-    let wanted: BTreeMap<&PathBuf, &String> = order
+    eprintln!(
+        "xtask: extracting modules {} and, for modprobe, {}",
+        order.join(" "),
+        on_demand.join(" ")
+    );
+    // path in the package -> name, for the modules of the ramdisk
+    let wanted: BTreeMap<&PathBuf, &String> = all
         .iter()
         .filter_map(|name| Some((files.get(name)?, name)))
         .collect();
@@ -364,21 +434,62 @@ fn read_kernel_package(ws: &Workspace, deb: &Path) -> Result<KernelPackage> {
         }
         Ok(())
     })?;
-    let modules = order
-        .into_iter()
-        .map(|name| {
-            let bytes = modules
-                .remove(&name)
-                .ok_or_else(|| Error::new(format!("{}: module {name} vanished", deb.display())))?;
-            Ok((name, bytes))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut take = |names: Vec<String>| {
+        names
+            .into_iter()
+            .map(|name| {
+                let bytes = modules.remove(&name).ok_or_else(|| {
+                    Error::new(format!("{}: module {name} vanished", deb.display()))
+                })?;
+                Ok((name, bytes))
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let modules = RamdiskModules {
+        release,
+        boot: take(order)?,
+        on_demand: take(on_demand)?,
+        dep,
+        alias,
+        builtin: builtin_text,
+    };
     Ok(KernelPackage { image, modules })
+}
+
+/// The modules `/init` loads (`boot` with dependencies, in load order) and
+/// those only modprobe loads (`on_demand` with the dependencies that are
+/// neither built in nor among the first, dependencies first).
+fn module_lists(
+    boot: &[&str],
+    on_demand: &[&str],
+    known: &BTreeMap<String, Vec<String>>,
+    builtin: &[String],
+) -> Result<(Vec<String>, Vec<String>)> {
+    let order = kmod::load_order(boot, known, builtin)?;
+    let present: Vec<String> = builtin.iter().chain(&order).cloned().collect();
+    let later = kmod::load_order(on_demand, known, &present)?;
+    Ok((order, later))
 }
 
 /// `lib/modules/...` or `usr/lib/modules/...`.
 fn is_module_tree(path: &Path) -> bool {
     path.starts_with("lib/modules") || path.starts_with("usr/lib/modules")
+}
+
+/// The kernel release of a file in the module tree: `6.1.0-57-arm64` for
+/// `lib/modules/6.1.0-57-arm64/kernel/net/8021q/8021q.ko`.
+fn module_release(path: &Path) -> Option<String> {
+    let rest = path
+        .strip_prefix("lib/modules")
+        .or_else(|_| path.strip_prefix("usr/lib/modules"))
+        .ok()?;
+    let mut parts = rest.components();
+    let Some(Component::Normal(release)) = parts.next() else {
+        return None;
+    };
+    // A file inside the directory, not a file named like one.
+    parts.next()?;
+    Some(release.to_string_lossy().into_owned())
 }
 
 /// A module file, uncompressed (`.ko.xz` through lzma-rs).
@@ -449,7 +560,18 @@ fn each_file(deb: &Path, mut each: impl FnMut(&Path, &mut dyn Read) -> Result<()
 }
 
 /// The ramdisk's cpio archive (uncompressed).
-fn ramdisk(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+///
+/// All modules lie in `/lib/modules/<name>.ko`; `/lib/modules/load-order`
+/// lists those `/init` loads. Busybox's modprobe looks in
+/// `/lib/modules/<release>/` (`uname -r`), which is a link to
+/// `/lib/modules` itself: one flat directory serves both, and the paths
+/// the boot script and the test scenarios use (`/lib/modules/virtio_net.ko`)
+/// stay as they are. `modules.dep` there is mandatory for modprobe;
+/// `modules.alias` lets the kernel's requests by alias load a module and
+/// `modules.builtin` (the package's `kernel/.../<name>.ko` lines; busybox
+/// goes by the name) makes `modprobe <built-in module>` succeed, as it does
+/// with a full module tree.
+fn ramdisk(busybox: &[u8], modules: &RamdiskModules) -> Result<Vec<u8>> {
     let mut a = cpio::Archive::new();
     for dir in [
         "bin",
@@ -477,12 +599,35 @@ fn ramdisk(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
     a.file("init", 0o755, INIT.as_bytes())?;
     a.file("etc/inittab", 0o644, INITTAB.as_bytes())?;
     let mut order = String::new();
-    for (name, bytes) in modules {
-        a.file(&format!("lib/modules/{name}.ko"), 0o644, bytes)?;
+    for (name, bytes) in &modules.boot {
+        a.file(
+            &format!("lib/modules/{}", kmod::file_of(name)),
+            0o644,
+            bytes,
+        )?;
         order.push_str(name);
         order.push('\n');
     }
+    for (name, bytes) in &modules.on_demand {
+        a.file(
+            &format!("lib/modules/{}", kmod::file_of(name)),
+            0o644,
+            bytes,
+        )?;
+    }
     a.file("lib/modules/load-order", 0o644, order.as_bytes())?;
+    a.file("lib/modules/modules.dep", 0o644, modules.dep.as_bytes())?;
+    a.file("lib/modules/modules.alias", 0o644, modules.alias.as_bytes())?;
+    a.file(
+        "lib/modules/modules.builtin",
+        0o644,
+        modules.builtin.as_bytes(),
+    )?;
+    let release = &modules.release;
+    if release.is_empty() || release.contains('/') || release.starts_with('.') {
+        bail!("kernel release {release:?} cannot name a directory");
+    }
+    a.symlink(&format!("lib/modules/{release}"), ".")?;
     Ok(a.finish())
 }
 
@@ -493,7 +638,10 @@ struct Record {
     busybox_deb: String,
     /// [`recipe_hash`] of the tool that made them.
     recipe: String,
+    /// The modules loaded at boot, in load order.
     modules: Vec<String>,
+    /// The modules only modprobe loads.
+    on_demand: Vec<String>,
 }
 
 impl Record {
@@ -508,14 +656,15 @@ impl Record {
                 .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
                 .map(str::to_string)
         };
+        let list = |key: &str| -> Option<Vec<String>> {
+            Some(field(key)?.split_whitespace().map(str::to_string).collect())
+        };
         Some(Record {
             kernel_deb: field("kernel")?,
             busybox_deb: field("busybox")?,
             recipe: field("recipe")?,
-            modules: field("modules")?
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
+            modules: list("modules")?,
+            on_demand: list("on_demand")?,
         })
     }
 }
@@ -525,18 +674,26 @@ impl std::fmt::Display for Record {
         writeln!(f, "kernel {}", self.kernel_deb)?;
         writeln!(f, "busybox {}", self.busybox_deb)?;
         writeln!(f, "recipe {}", self.recipe)?;
-        writeln!(f, "modules {}", self.modules.join(" "))
+        writeln!(f, "modules {}", self.modules.join(" "))?;
+        writeln!(f, "on_demand {}", self.on_demand.join(" "))
     }
 }
 
 /// A fingerprint of how the files are made (init script, inittab, module
-/// list, ramdisk layout version): FNV-1a, 64 bits.
+/// lists, ramdisk layout version): FNV-1a, 64 bits.
 fn recipe_hash() -> String {
     /// Raise when the ramdisk's layout (or how the kernel is stored)
-    /// changes in code.
-    const LAYOUT: &str = "layout 2";
+    /// changes in code. 3: on-demand modules, modprobe's index files and
+    /// the `/lib/modules/<release>` link.
+    const LAYOUT: &str = "layout 3";
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [LAYOUT, INIT, INITTAB, &WANTED_MODULES.join(" ")] {
+    for part in [
+        LAYOUT,
+        INIT,
+        INITTAB,
+        &BOOT_MODULES.join(" "),
+        &ON_DEMAND_MODULES.join(" "),
+    ] {
         for byte in part.bytes().chain([0]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -598,6 +755,7 @@ mod tests {
             busybox_deb: "busybox-static_1%3a1.35.0-4_arm64.deb".into(),
             recipe: recipe_hash(),
             modules: vec!["virtio_mmio".into(), "failover".into()],
+            on_demand: vec!["mrp".into(), "8021q".into()],
         };
         let parsed = Record::parse(&r.to_string()).unwrap();
         assert_eq!(parsed, r);
@@ -607,31 +765,128 @@ mod tests {
             ..Record::parse(&r.to_string()).unwrap()
         };
         assert!(!other.same_inputs(&r));
+        // A record of an older tool (no on-demand list) means a rebuild.
+        let old = "kernel k\nbusybox b\nrecipe r\nmodules virtio_mmio\n";
+        assert!(Record::parse(old).is_none());
+        let none = Record {
+            on_demand: Vec::new(),
+            ..Record::parse(&r.to_string()).unwrap()
+        };
+        assert_eq!(Record::parse(&none.to_string()).unwrap(), none);
+    }
+
+    #[test]
+    fn on_demand_modules_get_their_own_dependencies_only() {
+        let known: BTreeMap<String, Vec<String>> = [
+            ("virtio_mmio", &[][..]),
+            ("virtio_net", &["net_failover", "virtio_ring"]),
+            ("net_failover", &["failover"]),
+            ("failover", &[]),
+            ("virtio_ring", &[]),
+            ("8021q", &["mrp", "garp"]),
+            ("mrp", &[]),
+            ("garp", &["stp", "llc"]),
+            ("stp", &["llc"]),
+            ("llc", &[]),
+        ]
+        .into_iter()
+        .map(|(n, d)| (n.to_string(), d.iter().map(|d| d.to_string()).collect()))
+        .collect();
+        let builtin = vec!["virtio_ring".to_string()];
+        // failover is wanted on demand too, and virtio_ring: one is loaded at
+        // boot anyway, the other built in; neither is carried twice.
+        let (boot, later) = module_lists(
+            &["virtio_mmio", "virtio_net"],
+            &["failover", "8021q", "virtio_ring"],
+            &known,
+            &builtin,
+        )
+        .unwrap();
+        assert_eq!(
+            boot,
+            ["virtio_mmio", "failover", "net_failover", "virtio_net"]
+        );
+        assert_eq!(later, ["mrp", "llc", "stp", "garp", "8021q"]);
+        let err = module_lists(&["virtio_mmio"], &["vlan"], &known, &builtin)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no module vlan"), "{err}");
+    }
+
+    #[test]
+    fn release_of_module_tree_paths() {
+        let release = |p: &str| module_release(Path::new(p));
+        assert_eq!(
+            release("lib/modules/6.1.0-57-arm64/kernel/net/8021q/8021q.ko").as_deref(),
+            Some("6.1.0-57-arm64")
+        );
+        assert_eq!(
+            release("usr/lib/modules/6.12.1-arm64/modules.builtin").as_deref(),
+            Some("6.12.1-arm64")
+        );
+        assert_eq!(release("lib/modules/stray-file"), None);
+        assert_eq!(release("boot/vmlinuz-6.1.0-57-arm64"), None);
     }
 
     #[test]
     fn ramdisk_has_init_busybox_and_modules_in_order() {
-        let modules = vec![
-            ("failover".to_string(), b"f".to_vec()),
-            ("net_failover".to_string(), b"n".to_vec()),
-        ];
+        let modules = RamdiskModules {
+            release: "6.1.0-57-arm64".into(),
+            boot: vec![
+                ("failover".to_string(), b"f".to_vec()),
+                ("net_failover".to_string(), b"n".to_vec()),
+            ],
+            on_demand: vec![
+                ("llc".to_string(), b"l".to_vec()),
+                ("8021q".to_string(), b"q".to_vec()),
+            ],
+            dep: "failover.ko:\nnet_failover.ko: failover.ko\nllc.ko:\n8021q.ko: llc.ko\n".into(),
+            alias: "alias rtnl-link-vlan 8021q\n".into(),
+            builtin: "kernel/drivers/virtio/virtio.ko\n".into(),
+        };
         let bytes = ramdisk(b"BB", &modules).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
-        for name in [
-            "init\0",
-            "bin/busybox\0",
-            "bin/sh\0",
-            "dev/console\0",
-            "etc/inittab\0",
-            "lib/modules/failover.ko\0",
-            "lib/modules/load-order\0",
-            "TRAILER!!!\0",
-        ] {
-            assert!(text.contains(name), "{name}");
+        let members = cpio::members(&bytes);
+        let member = |name: &str| {
+            members
+                .iter()
+                .find(|m| m.0 == name)
+                .unwrap_or_else(|| panic!("no {name} in {members:?}"))
+        };
+        let text = |name: &str| String::from_utf8(member(name).3.clone()).unwrap();
+        for name in ["init", "bin/busybox", "dev/console", "etc/inittab"] {
+            member(name);
         }
-        assert!(text.contains("failover\nnet_failover\n"));
+        assert_eq!(member("bin/sh").3, b"busybox");
+        assert_eq!(text("init"), INIT);
+        // Every module in one directory, whether loaded at boot or not.
+        for (name, data) in [
+            ("failover", "f"),
+            ("net_failover", "n"),
+            ("llc", "l"),
+            ("8021q", "q"),
+        ] {
+            let m = member(&format!("lib/modules/{name}.ko"));
+            assert_eq!((m.1, m.3.as_slice()), (0o100644, data.as_bytes()));
+        }
+        // /init loads only the boot modules.
+        assert_eq!(text("lib/modules/load-order"), "failover\nnet_failover\n");
+        assert_eq!(text("lib/modules/modules.dep"), modules.dep);
+        assert_eq!(text("lib/modules/modules.alias"), modules.alias);
+        assert_eq!(text("lib/modules/modules.builtin"), modules.builtin);
+        // modprobe's /lib/modules/`uname -r` is that directory.
+        let link = member("lib/modules/6.1.0-57-arm64");
+        assert_eq!((link.1, link.3.as_slice()), (0o120777, b".".as_slice()));
+        // Directories come before what is in them.
+        let at = |name: &str| members.iter().position(|m| m.0 == name).unwrap();
+        assert!(at("lib/modules") < at("lib/modules/8021q.ko"));
         assert!(INIT.starts_with("#!/bin/sh\n"));
         assert!(INIT.contains(READY_LINE.trim_end()));
+
+        let bad = RamdiskModules {
+            release: "../x".into(),
+            ..modules
+        };
+        assert!(ramdisk(b"BB", &bad).is_err());
     }
 
     #[test]
