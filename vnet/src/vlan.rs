@@ -201,9 +201,14 @@ impl Vlan {
     }
 }
 
-/// The tag control information of `frame`'s 802.1Q tag, if it has one.
+/// The tag control information of `frame`'s 802.1Q tag, if it has one
+/// (and the EtherType after it: a frame that ends inside its tag is no
+/// tagged frame).
 pub fn tci(frame: &[u8]) -> Option<u16> {
-    let b = frame.get(TAG_AT..TAG_AT + TAG_LEN)?;
+    if frame.len() < TAG_AT + TAG_LEN + 2 {
+        return None;
+    }
+    let b = &frame[TAG_AT..TAG_AT + TAG_LEN];
     (u16::from_be_bytes([b[0], b[1]]) == TPID).then(|| u16::from_be_bytes([b[2], b[3]]))
 }
 
@@ -339,6 +344,12 @@ mod tests {
             trunk.ingress(&frame(None)[..13]),
             Err(Refusal::UntaggedOnTrunk)
         );
+        // A frame ending inside its tag, or right after it.
+        assert_eq!(
+            trunk.ingress(&frame(Some(5))[..16]),
+            Err(Refusal::UntaggedOnTrunk)
+        );
+        assert_eq!(trunk.ingress(&frame(Some(5))[..18]), Ok(5));
     }
 
     #[test]
