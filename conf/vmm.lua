@@ -110,7 +110,8 @@ end
 
 -- Starts the virtio network switch and makes every entry of `ports` a port
 -- of it (a factory-created capability for a VM's `net`). `switch_type`
--- "switch" selects rom/l4vio_switch, anything else rom/l4vio_net_p2p. A
+-- "switch" starts rom/l4vio_switch -v -p <number of ports>, anything else
+-- rom/l4vio_net_p2p (here both are the same program). A
 -- port entry that is a table holds further create arguments: the port is
 -- made with `create(0, "ds-max=4", "name=<key>", <the table's values>)`,
 -- e.g. `{ "vlan=access=5" }`; otherwise with `create(0, 4)`.
@@ -126,7 +127,9 @@ function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
 
   local prog = "rom/l4vio_net_p2p";
   if switch_type == "switch" then
-    prog = "rom/l4vio_switch";
+    -- As L4Re's vmm.lua: verbose, and as many ports as the table has.
+    local count = #sorted_keys(ports);
+    prog = "rom/l4vio_switch -v -p " .. count;
   end
   local svr = l:start(opts, prog);
 

@@ -295,9 +295,16 @@ fn errors_in_modules_show_the_calling_script_line() {
         &["l4re"],
     );
     let e = r.unwrap_err();
+    let vmm_lua = std::fs::read_to_string(common::conf_dir().join("vmm.lua")).unwrap();
+    let startv = 1 + vmm_lua
+        .lines()
+        .position(|l| l.contains("return l:startv(opts, \"rom/uvmm\""))
+        .expect("vmm.lua starts uvmm");
     assert_eq!(
         e.message,
-        "rom/vmm.lua:226: cannot start rom/uvmm: no such file: rom/uvmm: no such entity"
+        format!(
+            "rom/vmm.lua:{startv}: cannot start rom/uvmm: no such file: rom/uvmm: no such entity"
+        )
     );
     assert_eq!(e.traceback, ["rom/test.ned:4"], "{e}");
 }
@@ -570,6 +577,7 @@ fn vmm_lua_options() {
     );
     let sw = &fake.started()[2].spec;
     assert_eq!(sw.program, "rom/l4vio_switch");
+    assert_eq!(sw.argv(), ["rom/l4vio_switch", "-v", "-p", "1"]);
     let io = &fake.started()[3].spec;
     assert_eq!(io.argv(), ["rom/io"]);
     assert_eq!(fake.describe(&io.log), "Log(\"myio\")@channel#1 r");

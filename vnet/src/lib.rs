@@ -12,6 +12,7 @@
 //!
 //! * [`mac`]: address learning;
 //! * [`offload`]: the frame header, checksum and segmentation offloads;
+//! * [`options`]: the command line (L4Re's switch options);
 //! * [`port`]: one port's virtio-net device side;
 //! * [`switch`]: ports and forwarding;
 //! * [`vlan`]: 802.1Q VLANs of ports (access and trunk ports);
@@ -21,6 +22,7 @@
 
 pub mod mac;
 pub mod offload;
+pub mod options;
 pub mod port;
 pub mod service;
 pub mod switch;

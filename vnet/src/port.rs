@@ -42,8 +42,6 @@ pub const LINK_UP: u16 = 1;
 pub const RXQ: usize = 0;
 /// The transmit queue.
 pub const TXQ: usize = 1;
-/// The largest queue a port offers.
-pub const QUEUE_MAX: u16 = 256;
 /// Dataspaces a port takes unless its creation says otherwise.
 pub const DEFAULT_DS_MAX: usize = 4;
 /// The most dataspaces a port takes at all.
@@ -177,9 +175,10 @@ pub enum Delivery {
 pub struct Port {
     /// The port's name.
     pub name: String,
-    /// Its address (configuration space).
-    pub mac: Mac,
+    /// Its address (configuration space), if it offers one.
+    pub mac: Option<Mac>,
     opts: PortOptions,
+    queue_max: u16,
     neg: Negotiation,
     mem: GuestMemory,
     queues: [Queue; 2],
@@ -195,13 +194,17 @@ pub struct Port {
 
 impl Port {
     /// A port called `name` with address `mac` (unless the options name
-    /// one).
-    pub fn new(name: String, mac: Mac, opts: PortOptions) -> Port {
+    /// one; with neither, the driver picks its address), whose queues
+    /// have at most `queue_max` entries.
+    pub fn new(name: String, mac: Option<Mac>, opts: PortOptions, queue_max: u16) -> Port {
+        let mac = opts.mac.or(mac);
+        let f_mac = if mac.is_some() { F_MAC } else { 0 };
         Port {
             name: opts.name.clone().unwrap_or(name),
-            mac: opts.mac.unwrap_or(mac),
+            mac,
             opts,
-            neg: Negotiation::new(F_MAC | F_STATUS | F_MRG_RXBUF | OFFLOADS | F_EVENT_IDX),
+            queue_max,
+            neg: Negotiation::new(f_mac | F_STATUS | F_MRG_RXBUF | OFFLOADS | F_EVENT_IDX),
             mem: GuestMemory::default(),
             queues: [Queue::default(), Queue::default()],
             no_notify: [false; 2],
@@ -218,7 +221,7 @@ impl Port {
             vendor_id: VENDOR_ID,
             features: self.neg.offered(),
             num_queues: 2,
-            queue_max: QUEUE_MAX,
+            queue_max: self.queue_max,
             config_size: 8,
         }
     }
@@ -309,7 +312,7 @@ impl Port {
             .ok()
             .filter(|&i| i < self.queues.len())
             .ok_or(Error::Inval)?;
-        c.check(QUEUE_MAX)?;
+        c.check(self.queue_max)?;
         if !self.neg.configurable() {
             return Err(Error::Perm);
         }
@@ -332,10 +335,11 @@ impl Port {
         Ok(())
     }
 
-    /// Reads the configuration space: the MAC address, then the status.
+    /// Reads the configuration space: the MAC address (zeroes without
+    /// one), then the status.
     pub fn read_config(&self, offset: u32, size: u8) -> Result<u64, Error> {
         let mut space = [0u8; 8];
-        space[..6].copy_from_slice(&self.mac);
+        space[..6].copy_from_slice(&self.mac.unwrap_or_default());
         space[6..].copy_from_slice(&LINK_UP.to_le_bytes());
         config_read(&space, offset, size)
     }

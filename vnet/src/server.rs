@@ -15,6 +15,7 @@ use l4_abi::utcb::MR_COUNT;
 use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
 use l4re::env::{FIRST_PROGRAM_CAP, caps};
 use uvmm::memory::Ram;
+use vnet::options::{Component, Level, Options};
 use vnet::service::{Backend, Service, labels};
 
 /// The switch's capability slots (gates, Irqs, received capabilities).
@@ -70,6 +71,7 @@ impl Backend for Kernel {
 
 /// Starts the switch and serves forever.
 pub fn run() -> Result<Infallible, String> {
+    let opts = Options::parse(std::env::args_os().skip(1))?;
     let gate = l4re::env::get_cap("svr").ok_or(
         "no capability named 'svr' (start the switch with caps = { svr = channel:svr() })",
     )?;
@@ -85,8 +87,11 @@ pub fn run() -> Result<Infallible, String> {
         caps: SlotCaps::new(&SLOTS, TASK, FACTORY, thread)
             .map_err(|_| "no free capability slot")?,
     };
-    let mut svc = Service::new(kernel);
-    println!("virtio network switch ready");
+    let quiet = !opts.verbosity.shows(Component::Core, Level::Info);
+    let mut svc = Service::with_options(kernel, opts);
+    if !quiet {
+        println!("virtio network switch ready");
+    }
     serve(&mut svc)
 }
 

@@ -35,6 +35,7 @@ use l4_ipc::{Arg, CapArg, Ctx, RcvCap};
 use uvmm::memory::Ram;
 
 use crate::mac;
+use crate::options::{Component, Level, Options};
 use crate::port::{CreateArg, PortOptions};
 use crate::switch::{Outcome, PortId, Quiet, Switch};
 use crate::vlan::Vlan;
@@ -160,13 +161,21 @@ pub struct Service<B> {
     last_gc: u64,
     /// What the last round of forwarding did (kept for its room).
     out: Outcome,
+    /// The command line.
+    opts: Options,
 }
 
 impl<B: Backend> Service<B> {
-    /// A switch without ports.
+    /// A switch without ports, with the default options.
     pub fn new(backend: B) -> Service<B> {
+        Service::with_options(backend, Options::default())
+    }
+
+    /// A switch without ports, for command line `opts`.
+    pub fn with_options(backend: B, opts: Options) -> Service<B> {
         Service {
-            switch: Switch::new(),
+            opts: opts.clone(),
+            switch: Switch::new(opts),
             backend,
             caps: BTreeMap::new(),
             pending: VecDeque::new(),
@@ -287,8 +296,11 @@ impl<B: Backend> Service<B> {
                 .port(*p)
                 .map(|p| p.name.clone())
                 .unwrap_or_default();
-            self.backend
-                .log(&format!("{name}: {e}; stopped until its driver resets it"));
+            self.say(
+                Component::Queue,
+                Level::Warn,
+                &format!("{name}: {e}; stopped until its driver resets it"),
+            );
         }
         if out.tx_done {
             self.tx_done(id, out.sent, out.longest);
@@ -353,6 +365,7 @@ impl<B: Backend> Service<B> {
     fn note_learned(&mut self, id: PortId, m: &mac::Mac) {
         let m = mac::format(m);
         self.log_limited(
+            (Component::Port, Level::Info),
             id,
             |c| &mut c.learned_logged,
             |name| format!("{name}: {m} is here"),
@@ -363,30 +376,45 @@ impl<B: Backend> Service<B> {
     /// first [`LEARN_LOG_MAX`] of each port.
     fn note_dropped(&mut self, id: PortId, why: &str) {
         self.log_limited(
+            (Component::Packet, Level::Warn),
             id,
             |c| &mut c.dropped_logged,
             |name| format!("{name}: frame dropped: {why}"),
         );
     }
 
-    /// Logs `line(port name)` for port `id` unless its counter `count`
-    /// reached [`LEARN_LOG_MAX`].
+    /// Logs `line(port name)` of component and level `what` for port
+    /// `id` unless its counter `count` reached [`LEARN_LOG_MAX`] (no limit
+    /// when the component's level is above `what`'s: `-v`, `-D`).
     fn log_limited(
         &mut self,
+        (c, l): (Component, Level),
         id: PortId,
         count: impl FnOnce(&mut PortCaps) -> &mut usize,
         line: impl FnOnce(&str) -> String,
     ) {
+        if !self.opts.verbosity.shows(c, l) {
+            return;
+        }
+        let unlimited = self.opts.verbosity.level(c) >= Level::Debug;
         let Some(n) = self.caps.get_mut(&id).map(count) else {
             return;
         };
-        if *n >= LEARN_LOG_MAX {
+        if *n >= LEARN_LOG_MAX && !unlimited {
             return;
         }
         *n += 1;
         if let Some(p) = self.switch.port(id) {
             let line = line(&p.name);
             self.backend.log(&line);
+        }
+    }
+
+    /// Logs `line`, a message of component `c` at level `l`, if the
+    /// command line lets it.
+    fn say(&mut self, c: Component, l: Level, line: &str) {
+        if self.opts.verbosity.shows(c, l) {
+            self.backend.log(line);
         }
     }
 
@@ -459,10 +487,14 @@ impl<B: Backend> Service<B> {
         };
         self.pending.retain(|&(p, _)| p != id);
         if let Some(p) = self.switch.remove_port(id) {
-            self.backend.log(&format!(
-                "{}: its driver is gone; port freed ({} frames sent, {} received, {} dropped)",
-                p.name, p.stats.tx, p.stats.rx, p.stats.rx_dropped
-            ));
+            self.say(
+                Component::Port,
+                Level::Info,
+                &format!(
+                    "{}: its driver is gone; port freed ({} frames sent, {} received, {} dropped)",
+                    p.name, p.stats.tx, p.stats.rx, p.stats.rx_dropped
+                ),
+            );
         }
         self.backend.caps().delete(c.gate);
         if let Some(k) = c.kick {
@@ -491,9 +523,13 @@ impl<B: Backend> Service<B> {
         let mut r = Reader::new(tag, &mrs[..])?;
         let proto = r.word()? as i64;
         if proto != VIRTIO_PROTO {
-            self.backend.log(&format!(
-                "create: protocol {proto} refused: ports are created with protocol 0 (virtio)"
-            ));
+            self.say(
+                Component::Request,
+                Level::Warn,
+                &format!(
+                    "create: protocol {proto} refused: ports are created with protocol 0 (virtio)"
+                ),
+            );
             return Err(Error::NoSys);
         }
         let args = VarArgs::decode(&mut r)?;
@@ -516,15 +552,15 @@ impl<B: Backend> Service<B> {
         let opts = match PortOptions::parse(&parsed) {
             Ok(o) => o,
             Err(e) => {
-                self.backend.log(&format!("create: {e}"));
+                self.say(Component::Request, Level::Warn, &format!("create: {e}"));
                 return Err(Error::Inval);
             }
         };
         let id = match self.switch.add_port(opts) {
             Ok(id) => id,
-            Err(e) => {
-                self.backend.log(&format!("create: {e}"));
-                return Err(Error::Exist);
+            Err((err, e)) => {
+                self.say(Component::Request, Level::Warn, &format!("create: {e}"));
+                return Err(err);
             }
         };
         let gate = match self.backend.caps().create_gate(port_label(id)) {
@@ -542,14 +578,17 @@ impl<B: Backend> Service<B> {
             },
         );
         if let Some(p) = self.switch.port(id) {
-            let mut line = format!("{}: created, address {}", p.name, mac::format(&p.mac));
+            let mut line = match p.mac {
+                Some(m) => format!("{}: created, address {}", p.name, mac::format(&m)),
+                None => format!("{}: created, no address (its driver picks one)", p.name),
+            };
             if p.monitor() {
                 line.push_str(", monitor port");
             }
             if *p.vlan() != Vlan::None {
                 line.push_str(&format!(", {}", p.vlan()));
             }
-            self.backend.log(&line);
+            self.say(Component::Port, Level::Info, &line);
         }
         Ok(gate)
     }
@@ -571,12 +610,12 @@ impl<B: Backend> PortObj<'_, B> {
 
 impl<B: Backend> VirtioServer for PortObj<'_, B> {
     fn set_status(&mut self, _: &Ctx, status: u32) -> Result<u32, Error> {
-        let (port, _, backend) = self.parts()?;
+        let (port, _, _) = self.parts()?;
         let before = port.running();
         let s = port.set_status(status);
         if port.running() && !before {
             let line = format!("{}: up", port.name);
-            backend.log(&line);
+            self.svc.say(Component::Port, Level::Info, &line);
         }
         Ok(s)
     }

@@ -15,8 +15,11 @@
 
 use std::collections::BTreeMap;
 
+use l4_abi::Error;
+
 use crate::mac::{self, Mac, MacTable, Route};
 use crate::offload::{self, NetHdr};
+use crate::options::Options;
 use crate::port::{Delivery, MAX_GSO_FRAME, Port, PortOptions};
 use crate::vlan::{self, Form};
 
@@ -109,6 +112,8 @@ pub struct Switch {
     ports: BTreeMap<PortId, Port>,
     macs: MacTable<PortId>,
     next: PortId,
+    /// What the command line asked for (queue size, addresses).
+    opts: Options,
     /// The monitor port.
     monitor: Option<PortId>,
     /// The frame being forwarded.
@@ -124,17 +129,18 @@ pub struct Switch {
 
 impl Default for Switch {
     fn default() -> Switch {
-        Switch::new()
+        Switch::new(Options::default())
     }
 }
 
 impl Switch {
-    /// A switch without ports.
-    pub fn new() -> Switch {
+    /// A switch without ports, for command line `opts`.
+    pub fn new(opts: Options) -> Switch {
         Switch {
             ports: BTreeMap::new(),
             macs: MacTable::new(MAC_CAPACITY),
             next: 0,
+            opts,
             monitor: None,
             frame: vec![0; MAX_GSO_FRAME],
             edited: Vec::new(),
@@ -150,27 +156,39 @@ impl Switch {
         [0x02, 0x08, b[0], b[1], b[2], b[3].wrapping_add(1)]
     }
 
-    /// Adds a port; its number, or why it cannot be: a second monitor
-    /// port, or an address another port has.
-    pub fn add_port(&mut self, opts: PortOptions) -> Result<PortId, String> {
+    /// Adds a port; its number, or why it cannot be: as many ports as
+    /// the command line allows ([`Error::NoSpc`]), a second monitor port
+    /// or an address another port has ([`Error::Exist`]), with a message.
+    pub fn add_port(&mut self, opts: PortOptions) -> Result<PortId, (Error, String)> {
         let id = self.next;
+        if self.ports.len() >= self.opts.max_ports {
+            let n = self.ports.len();
+            return Err((
+                Error::NoSpc,
+                format!("the switch has {n} ports already, as many as -p allows"),
+            ));
+        }
         if let Some(m) = self.monitor.filter(|_| opts.monitor) {
             let name = self.ports.get(&m).map_or("?", |p| &p.name);
-            return Err(format!("there is a monitor port already ({name})"));
-        }
-        let mac = opts.mac.unwrap_or(Switch::default_mac(id));
-        if let Some(p) = self.ports.values().find(|p| p.mac == mac) {
-            return Err(format!(
-                "address {} is {}'s already",
-                mac::format(&mac),
-                p.name
+            return Err((
+                Error::Exist,
+                format!("there is a monitor port already ({name})"),
             ));
+        }
+        let mac = opts
+            .mac
+            .or(self.opts.default_mac.then(|| Switch::default_mac(id)));
+        if let Some(m) = mac
+            && let Some(p) = self.ports.values().find(|p| p.mac == Some(m))
+        {
+            let e = format!("address {} is {}'s already", mac::format(&m), p.name);
+            return Err((Error::Exist, e));
         }
         self.next += 1;
         if opts.monitor {
             self.monitor = Some(id);
         }
-        let port = Port::new(format!("port{id}"), mac, opts);
+        let port = Port::new(format!("port{id}"), mac, opts, self.opts.queue_size);
         self.ports.insert(id, port);
         Ok(id)
     }

@@ -13,6 +13,7 @@ use l4_ipc::{CapArg, Loopback, MR_COUNT, RecvBufs};
 use uvmm::devices::virtio::queue::{F_EVENT_IDX, USED_NO_NOTIFY};
 use uvmm::memory::{GuestMemory, Ram};
 use vnet::offload::{GSO_TCPV4, NEEDS_CSUM, NetHdr, OFFLOADS};
+use vnet::options::Options;
 use vnet::port::{F_MAC, F_MRG_RXBUF, HDR_LEN, RXQ, TXQ};
 use vnet::service::{Backend, POLL_US, Service, TX_DONE_SMALL, TX_DONE_US, labels};
 use vnet::switch::BUDGET;
@@ -812,6 +813,33 @@ fn tags_move_the_offload_headers() {
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].0.csum_start, got[0].0.hdr_len), (38, 58));
     assert_eq!(got[0].1, tagged(&tcp4(t.mac, a.mac, 3000), 9));
+}
+
+#[test]
+fn command_line_options() {
+    let opts = Options::parse(["-p", "2", "-M", "-s", "64", "-q"]).unwrap();
+    let mut lb = Loopback::new(Service::with_options(Fake::default(), opts));
+    lb.server_rcv = RecvBufs::cap_slot(0x900);
+    // -M: no address offered (the driver picks one); -s: queues of 64.
+    let mut a = Driver::up_args(&mut lb, &four(), 0, F_VERSION_1);
+    let mut c = VirtioClient::with_transport(a.gate, &mut lb);
+    let info = c.device_info().unwrap();
+    assert_eq!(info.features & F_MAC, 0);
+    assert_eq!(info.queue_max, 64);
+    assert_eq!(c.read_config(0, 4), Ok(0));
+    // A port with an address of its own, then -p's limit.
+    let mut mac = VarArgs::new();
+    mac.push_str("mac=02:00:00:00:00:07").unwrap();
+    let mut b = Driver::up_args(&mut lb, &mac, 0, F_VERSION_1 | F_MAC);
+    assert_eq!(b.mac, [2, 0, 0, 0, 0, 7]);
+    assert_eq!(create(&mut lb, &four()), Err(Error::NoSpc));
+    // Frames flow as ever; -q: nothing logged.
+    a.mac = [2, 0, 0, 0, 0, 9];
+    b.post_rx();
+    a.send(b.mac, b"hi");
+    kick(&mut lb, &a);
+    assert_eq!(b.received(), [b"hi".to_vec()]);
+    assert_eq!(lb.objects.backend.log, Vec::<String>::new());
 }
 
 #[test]

@@ -122,12 +122,14 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "vmbench",
         alias: None,
     },
-    // The virtio network switch (`module l4vio_net_p2p`).
+    // The virtio network switch (`module l4vio_net_p2p`, and under the
+    // name of L4Re's full switch, `module l4vio_switch`: the same program,
+    // which takes that one's options and port arguments).
     TargetCrate {
         package: "vnet",
         target: MUSL_TARGET,
         binary: "l4vio_net_p2p",
-        alias: None,
+        alias: Some("l4vio_switch"),
     },
     // `module hello` of the `hello-ned` entry: prints `Hello World!`.
     TargetCrate {
