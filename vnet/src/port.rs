@@ -44,8 +44,8 @@ pub const RXQ: usize = 0;
 pub const TXQ: usize = 1;
 /// Dataspaces a port takes unless its creation says otherwise.
 pub const DEFAULT_DS_MAX: usize = 4;
-/// The most dataspaces a port takes at all.
-pub const DS_LIMIT: usize = 64;
+/// The most dataspaces a port takes at all (L4Re's limit).
+pub const DS_LIMIT: usize = 80;
 
 /// What a port was created with: the arguments of the factory's
 /// `create(0, ...)`.

@@ -608,7 +608,7 @@ fn port_options() {
         assert_eq!(create(&mut lb, &a), Err(Error::Inval), "{bad:?}");
     }
     let mut a = VarArgs::new();
-    a.push_int(65).unwrap();
+    a.push_int(81).unwrap();
     assert_eq!(create(&mut lb, &a), Err(Error::Inval));
     // An address another port has, a second monitor port.
     let mut a = VarArgs::new();
@@ -775,16 +775,7 @@ fn tags_move_the_offload_headers() {
     };
     t.send_large(&h, &tagged(&big, 9), 20);
     kick(&mut lb, &t);
-    let got = a.received_large(0x4000);
-    assert_eq!(got.len(), 1);
-    assert_eq!(
-        got[0].0,
-        NetHdr {
-            num_buffers: 1,
-            ..tso4(1448)
-        }
-    );
-    assert_eq!(got[0].1, big);
+    expect_tso(&a.received_large(0x4000), &big);
     // Flooded: the port without offloads gets segments with their
     // checksums completed where the untagged frame has them.
     let unknown = [2, 7, 7, 7, 7, 7];
@@ -1055,6 +1046,18 @@ fn tso4(mss: u16) -> NetHdr {
 
 const ALL: u64 = F_VERSION_1 | F_MAC | OFFLOADS;
 
+/// `got` is one segmentation offload frame, `frame` with [`tso4`]`(1448)`'s
+/// header, as the sender gave it.
+fn expect_tso(got: &[(NetHdr, Vec<u8>)], frame: &[u8]) {
+    assert_eq!(got.len(), 1, "one frame of {} bytes", frame.len());
+    let want = NetHdr {
+        num_buffers: 1,
+        ..tso4(1448)
+    };
+    assert_eq!(got[0].0, want);
+    assert_eq!(got[0].1, frame);
+}
+
 #[test]
 fn offloads_pass_between_drivers_that_take_them() {
     let mut lb = switch();
@@ -1064,16 +1067,7 @@ fn offloads_pass_between_drivers_that_take_them() {
     let big = tcp4(b.mac, a.mac, 9000);
     a.send_large(&tso4(1448), &big, 20);
     kick(&mut lb, &a);
-    let got = b.received_large(0x4000);
-    assert_eq!(got.len(), 1, "one frame of 9 KB");
-    assert_eq!(
-        got[0].0,
-        NetHdr {
-            num_buffers: 1,
-            ..tso4(1448)
-        }
-    );
-    assert_eq!(got[0].1, big);
+    expect_tso(&b.received_large(0x4000), &big);
     // A partial checksum alone, the header in a buffer of its own.
     let small = tcp4(b.mac, a.mac, 100);
     let csum = NetHdr {
