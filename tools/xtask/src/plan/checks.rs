@@ -67,7 +67,45 @@ pub fn run(plan: &Plan, inputs: &Inputs, strict: bool) -> Vec<Finding> {
     keys(s, &mut err);
     modules(plan, inputs, &mut err);
     cap_names(s, plan, &mut err);
+    switches(plan, &mut err);
     out
+}
+
+/// What the switches would refuse, and ports that reach no other port.
+fn switches(plan: &Plan, err: &mut impl FnMut(Level, String)) {
+    let s = &plan.system;
+    for sw in &plan.switches {
+        let t = s.task(sw.task);
+        let name = format!("{} (#{}, {})", t.label(), t.id, t.site);
+        if let Err(e) = &sw.options {
+            err(
+                Level::Error,
+                format!("{name}: its command line is refused: {e}"),
+            );
+        }
+        for p in &sw.ports {
+            if let Err(e) = &p.port {
+                err(
+                    Level::Error,
+                    format!("{}: the port asked of {name} is refused: {e}", p.made.site),
+                );
+            }
+        }
+        if sw.made_ports().count() < 2 {
+            continue;
+        }
+        for (p, info) in sw.made_ports() {
+            if !info.monitor && sw.peers(info).next().is_none() {
+                err(
+                    Level::Warning,
+                    format!(
+                        "{}: port {} ({}) of {name} shares no network with another port: its frames reach nobody",
+                        p.made.site, info.name, info.vlan
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn vm_name(s: &System, vm: &Vm) -> String {

@@ -5,11 +5,14 @@
 //! The entry's ned script runs on the host against ned's recording
 //! backend ([`model`]); the plan follows what it starts: io's
 //! configuration files (read by the io crate's own evaluator,
-//! [`io::load_all`]), uvmm's command lines and device trees ([`vm`]). [`checks`] finds the faults, [`report`] prints the
+//! [`io::load_all`]), uvmm's command lines and device trees ([`vm`]), the
+//! network switches' command lines and ports (read by the switch's own
+//! code, [`net`]). [`checks`] finds the faults, [`report`] prints the
 //! system and [`svg`] draws it (`target/plan/<entry>.svg`).
 
 pub mod checks;
 pub mod model;
+pub mod net;
 pub mod report;
 pub mod svg;
 pub mod vm;
@@ -32,6 +35,8 @@ use vm::Vm;
 pub struct Plan {
     pub system: System,
     pub vms: Vec<Vm>,
+    /// The virtio network switches and their ports.
+    pub switches: Vec<net::SwitchPlan>,
     /// `rom/` files the system needs, with who needs them (and where).
     pub needs: Vec<(String, String)>,
 }
@@ -60,9 +65,11 @@ pub fn build(inputs: &Inputs) -> Plan {
         .filter(|t| t.name() == "uvmm")
         .map(|t| vm::read(t, &system, inputs))
         .collect();
+    let switches = net::read(&system);
     let mut plan = Plan {
         system,
         vms,
+        switches,
         needs: Vec::new(),
     };
     plan.needs = needs(&plan, inputs);

@@ -230,11 +230,29 @@ pub fn irq_lines(d: &Device) -> Vec<u64> {
     d.irqs().flat_map(|r| r.start..=r.end).collect()
 }
 
+/// An object the script asked a task for through a channel it serves
+/// (`create` on the channel): a switch port, a console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Made {
+    pub obj: u64,
+    /// The task serving the channel.
+    pub server: usize,
+    /// The protocol asked for.
+    pub proto: i64,
+    pub args: Vec<FactoryArg>,
+    /// Where it was asked for.
+    pub site: String,
+    /// `(task, capability name)` of those that got it.
+    pub holders: Vec<(usize, String)>,
+}
+
 /// The system.
 #[derive(Clone, Debug)]
 pub struct System {
     pub tasks: Vec<Task>,
     pub dataspaces: Vec<Dataspace>,
+    /// Objects made by tasks, in the order the script asked for them.
+    pub made: Vec<Made>,
     pub io: Vec<IoServer>,
     /// `rom/` files the scripts read, with where.
     pub rom_reads: Vec<(String, String)>,
@@ -299,6 +317,7 @@ pub fn run_script(inputs: &Inputs) -> System {
     let mut system = System {
         tasks: Vec::new(),
         dataspaces: Vec::new(),
+        made: Vec::new(),
         io: Vec::new(),
         rom_reads: Vec::new(),
         script_error: None,
@@ -450,17 +469,8 @@ fn read_system(fake: &FakeBackend, inputs: &Inputs, system: &mut System) {
             caps,
         });
     }
-    for (handle, obj) in fake.objects() {
-        let FakeObject::Created {
-            proto: proto::DATASPACE,
-            args,
-            ..
-        } = obj
-        else {
-            continue;
-        };
-        let int = |i: usize| args.get(i).and_then(FactoryArg::as_u64).unwrap_or(0);
-        let holders = system
+    let holders_of = |system: &System, handle: u64| -> Vec<(usize, String)> {
+        system
             .tasks
             .iter()
             .flat_map(|t| {
@@ -469,7 +479,36 @@ fn read_system(fake: &FakeBackend, inputs: &Inputs, system: &mut System) {
                     .filter(|c| c.obj == handle)
                     .map(|c| (t.id, c.name.clone()))
             })
-            .collect();
+            .collect()
+    };
+    for (handle, obj) in fake.objects() {
+        let FakeObject::Created {
+            factory,
+            proto,
+            args,
+        } = obj
+        else {
+            continue;
+        };
+        if let (Some(FakeObject::Channel(_)), Some(server)) =
+            (fake.object(*factory), server_of(*factory))
+        {
+            let holders = holders_of(system, handle);
+            system.made.push(Made {
+                obj: handle,
+                server,
+                proto: *proto,
+                args: args.clone(),
+                site: show_site(inputs, fake.site_of(handle)),
+                holders,
+            });
+            continue;
+        }
+        if *proto != proto::DATASPACE {
+            continue;
+        }
+        let int = |i: usize| args.get(i).and_then(FactoryArg::as_u64).unwrap_or(0);
+        let holders = holders_of(system, handle);
         system.dataspaces.push(Dataspace {
             obj: handle,
             size: int(0),

@@ -260,6 +260,59 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
         }
     }
 
+    for sw in &plan.switches {
+        let t = s.task(sw.task);
+        let _ = writeln!(
+            o,
+            "\nnetwork of {}: {}",
+            who(s, sw.task),
+            t.argv().join(" ")
+        );
+        if let Ok(opts) = &sw.options {
+            let _ = writeln!(
+                o,
+                "  at most {} ports, queues of up to {} entries, {}",
+                opts.max_ports,
+                opts.queue_size,
+                if opts.default_mac {
+                    "addresses from the port numbers"
+                } else {
+                    "no address unless mac= (-M)"
+                }
+            );
+        }
+        for (p, info) in sw.made_ports() {
+            let mac = info.mac.map_or("no address".to_string(), |m| {
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            });
+            let kind = if info.monitor {
+                "monitor port".to_string()
+            } else {
+                info.vlan.clone()
+            };
+            let held: Vec<String> = p
+                .made
+                .holders
+                .iter()
+                .map(|(t, c)| format!("{} cap {c}", who(s, *t)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  port {}: {mac}, {kind}; {} ({})",
+                info.name,
+                if held.is_empty() {
+                    "held by no task".to_string()
+                } else {
+                    format!("for {}", held.join(", "))
+                },
+                p.made.site
+            );
+        }
+    }
+
     let _ = writeln!(o, "\nchecks");
     for f in findings {
         let _ = writeln!(o, "  {}", finding(f));

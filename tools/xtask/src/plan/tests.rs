@@ -408,3 +408,85 @@ fn every_entry_of_the_modules_list_is_sound() {
     let (_, _, f) = super::check(&ws, &vars, "uvmm-staticpart", true).unwrap();
     assert!(f.is_empty(), "{f:#?}");
 }
+
+/// conf/uvmm-2vm-vlan.ned with `edits` applied, planned with the modules
+/// it needs.
+fn vlan_plan(edits: &[(&str, &str)]) -> (super::Plan, Vec<Finding>) {
+    let mut script = std::fs::read_to_string(conf().join("uvmm-2vm-vlan.ned")).unwrap();
+    for (from, to) in edits {
+        script = edit(&script, from, to);
+    }
+    let vmm = std::fs::read_to_string(conf().join("vmm.lua")).unwrap();
+    let mut inputs = scenario("vlan", &script, &[("vmm.lua", &vmm)]);
+    for m in [
+        "vmm.lua",
+        "cons",
+        "l4vio_net_p2p",
+        "virt-arm_virt.dtb",
+        "ramdisk-armv8.cpio.gz",
+    ] {
+        inputs.modules.push(m.into());
+    }
+    let plan = build(&inputs);
+    let f = checks::run(&plan, &inputs, false);
+    (plan, f)
+}
+
+#[test]
+fn switch_ports_with_vlans() {
+    let (plan, f) = vlan_plan(&[]);
+    assert_eq!(errors(&f), Vec::<&str>::new());
+    assert!(
+        !f.iter().any(|f| f.message.contains("reach nobody")),
+        "{f:#?}"
+    );
+    let [sw] = &plan.switches[..] else {
+        panic!("one switch: {:#?}", plan.switches);
+    };
+    let ports: Vec<(String, String, Vec<usize>)> = sw
+        .made_ports()
+        .map(|(p, i)| {
+            let holders = p.made.holders.iter().map(|h| h.0).collect();
+            (i.name.clone(), i.vlan.clone(), holders)
+        })
+        .collect();
+    let vm = |n: usize| plan.vms[n].task;
+    assert_eq!(
+        ports,
+        [
+            ("net0".into(), "access port of VLAN 5".into(), vec![vm(0)]),
+            ("net1".into(), "trunk port of VLANs 5,7".into(), vec![vm(1)]),
+        ]
+    );
+    // A port the switch refuses, and two that share no VLAN.
+    let (_, f) = vlan_plan(&[
+        ("\"vlan=trunk=5,7\"", "\"vlan=trunk=7\""),
+        ("net1 = {", "net2 = { \"vlan=acess=5\" },\n  net1 = {"),
+    ]);
+    let e = errors(&f);
+    assert_eq!(e.len(), 1, "{f:#?}");
+    assert!(
+        e[0].contains("the port asked of switch (#2")
+            && e[0].ends_with(
+                "is refused: vlan=acess=5: expected access=<id>, trunk=<id>[,<id>...] or trunk=all"
+            ),
+        "{}",
+        e[0]
+    );
+    let alone: Vec<&str> = f
+        .iter()
+        .filter(|f| f.level == Level::Warning && f.message.contains("reach nobody"))
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(alone.len(), 2, "{f:#?}");
+    assert!(
+        alone[0].contains("port net0 (access port of VLAN 5)"),
+        "{}",
+        alone[0]
+    );
+    assert!(
+        alone[1].contains("port net1 (trunk port of VLANs 7)"),
+        "{}",
+        alone[1]
+    );
+}
