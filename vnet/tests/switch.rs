@@ -286,6 +286,19 @@ impl Driver {
         frames.into_iter().map(|f| f[14..].to_vec()).collect()
     }
 
+    /// The frames received since the last look, their buffers posted
+    /// again.
+    fn received_again(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (head, len) in self.used_rx() {
+            let mut b = vec![0u8; len];
+            self.mem.read(buffer(RXQ, head), &mut b).unwrap();
+            out.push(b[HDR_LEN..].to_vec());
+            self.make_available(RXQ, head);
+        }
+        out
+    }
+
     /// The frames received since the last look.
     fn received_frames(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -751,6 +764,128 @@ fn vlans_keep_networks_apart() {
     ] {
         assert!(log.iter().any(|l| l == line), "{line}: {log:?}");
     }
+}
+
+/// Frames of every kind (tagged or not, any VLAN, priority bits, to
+/// anyone) from ports of every kind: a frame reaches only ports of its
+/// network, in the form the port takes, or nobody when the sender's port
+/// does not let it in; the monitor sees exactly what is let in.
+#[test]
+fn no_frame_leaves_its_network() {
+    let mut lb = switch();
+    let basic = F_VERSION_1 | F_MAC;
+    let kinds: [&[&str]; 8] = [
+        &[],
+        &[],
+        &["vlan=access=3"],
+        &["vlan=access=3"],
+        &["vlan=access=4"],
+        &["vlan=trunk=3,4"],
+        &["vlan=trunk=all"],
+        &["type=monitor"],
+    ];
+    // The rules, written out here rather than asked of the switch: the
+    // networks each port gets (0: untagged), whether it gets tags, and
+    // what it lets in.
+    let member = |port: usize, vid: u16| match port {
+        0 | 1 => vid == 0,
+        2 | 3 => vid == 3,
+        4 => vid == 4,
+        5 => vid == 3 || vid == 4,
+        6 => (1..=4094).contains(&vid),
+        _ => true,
+    };
+    let trunk = |port: usize| port == 5 || port == 6;
+    let ingress = |port: usize, tag: Option<u16>| -> Option<u16> {
+        match (port, tag.map(|t| t & 0xfff)) {
+            (0 | 1, _) => Some(0),
+            (2..=4, None) => Some(if port == 4 { 4 } else { 3 }),
+            (5 | 6, Some(v)) if v != 0 && member(port, v) => Some(v),
+            _ => None,
+        }
+    };
+    let mut ports: Vec<Driver> = kinds
+        .iter()
+        .map(|k| Driver::up_opts(&mut lb, k, basic))
+        .collect();
+    for p in &mut ports {
+        p.post_rx();
+    }
+    let monitor = 7;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
+    let (mut refused, mut delivered) = (0, 0);
+    for round in 0..400 {
+        let from = (next() % 8) as usize;
+        let r = next();
+        let dst = match r % 4 {
+            0 => [0xff; 6],
+            1 => [2, 9, 9, 9, 9, 9],
+            _ => macs[(r >> 8) as usize % 8],
+        };
+        let mut frame = eth(dst, macs[from], &[round as u8; 20]);
+        let tci = [0u16, 3, 4, 5, 0x6003, 0x2000][(r >> 16) as usize % 6];
+        let tag = (r >> 24) % 3 != 0;
+        if tag {
+            frame = tagged(&frame, tci);
+        }
+        ports[from].send_frame(&frame);
+        kick(&mut lb, &ports[from]);
+        let got: Vec<Vec<Vec<u8>>> = ports.iter_mut().map(|p| p.received_again()).collect();
+        let vid = ingress(from, tag.then_some(tci));
+        let Some(vid) = vid else {
+            assert!(
+                got.iter().all(Vec::is_empty),
+                "round {round}: a frame not let in went somewhere: {got:?}"
+            );
+            refused += 1;
+            continue;
+        };
+        // The frame in its plain form, and tagged with its VLAN.
+        let plain = if trunk(from) {
+            let mut f = frame[..12].to_vec();
+            f.extend_from_slice(&frame[16..]);
+            f
+        } else {
+            frame.clone()
+        };
+        for (i, g) in got.iter().enumerate() {
+            if i == monitor {
+                let want = if vid == 0 {
+                    plain.clone()
+                } else {
+                    tagged(&plain, vid)
+                };
+                assert_eq!(g, &[want], "round {round}: the monitor sees it once");
+                continue;
+            }
+            if g.is_empty() {
+                continue;
+            }
+            assert!(i != from, "round {round}: back to its sender");
+            assert!(
+                member(i, vid),
+                "round {round}: port {i} got VLAN {vid}'s frame"
+            );
+            let want = if trunk(i) {
+                tagged(&plain, vid)
+            } else {
+                plain.clone()
+            };
+            assert_eq!(g, &[want], "round {round}: port {i}");
+            delivered += 1;
+        }
+    }
+    assert!(
+        refused > 50 && delivered > 200,
+        "{refused} refused, {delivered} delivered"
+    );
 }
 
 #[test]
