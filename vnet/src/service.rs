@@ -491,8 +491,8 @@ impl<B: Backend> Service<B> {
                 Component::Port,
                 Level::Info,
                 &format!(
-                    "{}: its driver is gone; port freed ({} frames sent, {} received, {} dropped)",
-                    p.name, p.stats.tx, p.stats.rx, p.stats.rx_dropped
+                    "{}: its driver is gone; port freed ({} frames sent, {} not let in, {} received, {} dropped)",
+                    p.name, p.stats.tx, p.stats.tx_dropped, p.stats.rx, p.stats.rx_dropped
                 ),
             );
         }
