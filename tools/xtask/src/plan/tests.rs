@@ -76,6 +76,11 @@ fn scenario(name: &str, script: &str, extra: &[(&str, &str)]) -> Inputs {
     }
 }
 
+/// Adds `modules` to the entry's module list.
+fn list(inputs: &mut Inputs, modules: &[&str]) {
+    inputs.modules.extend(modules.iter().map(|m| m.to_string()));
+}
+
 fn findings(inputs: &Inputs, strict: bool) -> Vec<Finding> {
     checks::run(&build(inputs), inputs, strict)
 }
@@ -324,15 +329,16 @@ fn switch_ports_and_io_through_vmm_lua() {
         &script,
         &[("vmm.lua", &vmm), ("vm_hw.vbus", vbus)],
     );
-    for m in [
-        "vmm.lua",
-        "vm_hw.vbus",
-        "l4vio_net_p2p",
-        "virt-arm_virt.dtb",
-        "ramdisk-armv8.cpio.gz",
-    ] {
-        inputs.modules.push(m.into());
-    }
+    list(
+        &mut inputs,
+        &[
+            "vmm.lua",
+            "vm_hw.vbus",
+            "l4vio_net_p2p",
+            "virt-arm_virt.dtb",
+            "ramdisk-armv8.cpio.gz",
+        ],
+    );
     let plan = build(&inputs);
     let s = &plan.system;
     let switch = s
@@ -418,15 +424,16 @@ fn vlan_plan(edits: &[(&str, &str)]) -> (super::Plan, Vec<Finding>) {
     }
     let vmm = std::fs::read_to_string(conf().join("vmm.lua")).unwrap();
     let mut inputs = scenario("vlan", &script, &[("vmm.lua", &vmm)]);
-    for m in [
-        "vmm.lua",
-        "cons",
-        "l4vio_net_p2p",
-        "virt-arm_virt.dtb",
-        "ramdisk-armv8.cpio.gz",
-    ] {
-        inputs.modules.push(m.into());
-    }
+    list(
+        &mut inputs,
+        &[
+            "vmm.lua",
+            "cons",
+            "l4vio_net_p2p",
+            "virt-arm_virt.dtb",
+            "ramdisk-armv8.cpio.gz",
+        ],
+    );
     let plan = build(&inputs);
     let f = checks::run(&plan, &inputs, false);
     (plan, f)
