@@ -155,7 +155,8 @@ end
 --   cpus, prio, scheduler
 --             a scheduler proxy (see new_sched), or the scheduler itself
 --   vbus, net capabilities for uvmm's `vbus` and `net`
---   mon       a capability, or true for a monitor log "mon<id>"
+--   mon       uvmm's monitor console: a capability, or (unless false, as
+--             in L4Re's vmm.lua) a log "mon<id>" of log_fab
 --   jdb       true: hand on L4.Env.jdb
 --   ext_args  further uvmm arguments (a list)
 --   ext_caps  further capabilities (a table)
@@ -207,10 +208,13 @@ function M.start_vm(options)
     vbus = options.vbus;   -- for direct hardware pass-through
     net  = options.net;
   };
-  if options.mon and options.mon ~= true then
-    caps.mon = options.mon;
-  elseif options.mon == true then
+  if type(options.mon) == "string" then
+    error("start_vm: mon = '" .. options.mon .. "': monitor programs are not "
+          .. "supported; give a console capability, true or false", 2);
+  elseif options.mon == nil or options.mon == true then
     caps.mon = l.log_fab:create(L4.Proto.Log, "mon" .. tostring(nr), "g");
+  elseif options.mon then
+    caps.mon = options.mon;
   end
   if options.jdb then
     caps.jdb = L4.Env.jdb;

@@ -214,7 +214,8 @@ fn two_vms_with_the_virtio_switch() {
 }
 
 /// conf/uvmm-2vm-vlan.ned (ours, not a seed's): ports made with VLAN
-/// options through vmm.lua's table form.
+/// options through vmm.lua's table form, and each VM's monitor console
+/// (vmm.lua's default, as L4Re's).
 #[test]
 fn two_vms_in_a_vlan() {
     let (_, fake, r) = run("uvmm-2vm-vlan.ned", VM_MODULES);
@@ -222,18 +223,30 @@ fn two_vms_in_a_vlan() {
     let fake = fake.borrow();
     check_cons(&fake);
     assert_eq!(fake.started_program("rom/l4vio_net_p2p").len(), 1);
-    check_vms(
-        &fake,
-        [
-            "ip=192.168.5.1:::255.255.255.0:vm1:eth0",
-            "ip=192.168.5.2:::255.255.255.0:vm2:eth0",
-        ],
-        None,
-        [
-            Some("Ipc_gate(\"ds-max=4\", \"name=net0\", \"vlan=access=5\")@channel#2 r"),
-            Some("Ipc_gate(\"ds-max=4\", \"name=net1\", \"vlan=trunk=5,7\")@channel#2 r"),
-        ],
-    );
+    let vms = fake.started_program("rom/uvmm");
+    assert_eq!(vms.len(), 2);
+    for (i, (vlan, ip)) in [
+        ("vlan=access=5", "192.168.5.1"),
+        ("vlan=trunk=5,7", "192.168.5.2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = caps(&fake, vms[i]);
+        assert_eq!(
+            c["net"],
+            format!("Ipc_gate(\"ds-max=4\", \"name=net{i}\", \"{vlan}\")@channel#2 r")
+        );
+        assert_eq!(
+            c["mon"],
+            format!("Log(\"mon{}\", \"g\")@channel#1 r", i + 1)
+        );
+        assert!(
+            vms[i].argv()[2].contains(&format!("ip={ip}:")),
+            "{:?}",
+            vms[i].argv()
+        );
+    }
 }
 
 #[test]

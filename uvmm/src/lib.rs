@@ -20,6 +20,7 @@ pub mod loader;
 pub mod log;
 pub mod machine;
 pub mod memory;
+pub mod monitor;
 pub mod options;
 pub mod passthrough;
 pub mod psci;

@@ -401,6 +401,87 @@ fn console_input(consoles: Vec<ConsoleInput>) {
     }
 }
 
+/// The label of the monitor's input Irq.
+const MONITOR_IRQ_LABEL: u64 = 0x6d6f_6e00;
+/// The longest command line the monitor takes.
+const MONITOR_LINE_MAX: usize = 256;
+
+/// Serves the monitor ([`uvmm::monitor`]) on the capability `mon` (a
+/// console: vmm.lua's `mon<id>` log on cons), if uvmm was given one, on a
+/// thread of its own.
+fn monitor(vm: Arc<uvmm::vmm::Vm>, tree: uvmm::dt::Tree) {
+    let Some(cap) = l4re::env::get_cap("mon") else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || serve_monitor(Cap::<l4::Vcon>::from_index(cap), &vm, &tree));
+    if let Err(e) = spawned {
+        uvmm::warn!("vmm", "no monitor: {e}");
+    }
+}
+
+/// An Irq of this thread on the console's input line, unmasked when the
+/// thread waits for input; `None` where the console has none (then the
+/// monitor looks for input every 50 ms).
+fn input_irq(con: Cap<l4::Vcon>) -> Option<Cap<Irq>> {
+    let me = Cap::<l4::Thread>::from_index(l4re::env::thread_cap().ok()?);
+    let slot = SLOTS.alloc()?;
+    let irq = Cap::<Factory>::from_index(caps::FACTORY)
+        .create_irq(slot)
+        .ok()?;
+    irq.attach(me, MONITOR_IRQ_LABEL).ok()?;
+    con.cast::<l4::Icu>().bind(0, irq).ok()?;
+    Some(irq)
+}
+
+fn serve_monitor(con: Cap<l4::Vcon>, vm: &uvmm::vmm::Vm, tree: &uvmm::dt::Tree) {
+    let say = |text: &str| {
+        // A console that is gone cannot be told anything.
+        let _ = con.write(text.as_bytes());
+    };
+    say("uvmm monitor: 'help' lists the commands\n");
+    say(uvmm::monitor::PROMPT);
+    let irq = input_irq(con);
+    let mut line: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match con.read(&mut buf) {
+            Ok((n, _)) if n > 0 => {
+                for &b in &buf[..n] {
+                    match b {
+                        b'\r' | b'\n' => {
+                            let text = String::from_utf8_lossy(&line).into_owned();
+                            line.clear();
+                            say(&uvmm::monitor::execute(vm, tree, &text));
+                            say(uvmm::monitor::PROMPT);
+                        }
+                        0x08 | 0x7f => {
+                            line.pop();
+                        }
+                        _ if line.len() < MONITOR_LINE_MAX => line.push(b),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                uvmm::warn!("vmm", "the monitor's console fails ({e:?}): no monitor");
+                return;
+            }
+        }
+        match irq {
+            Some(_) => {
+                let _ = con.cast::<l4::Icu>().unmask(0);
+                let t = l4::Timeouts::new(l4::Timeout::NEVER, l4::Timeout::NEVER);
+                let _ = l4::ipc::wait_msg(t);
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
 /// Builds the VM and runs it until it ends; its exit code.
 pub fn run(opts: Options) -> ExitCode {
     let online = Cap::<Scheduler>::from_index(caps::SCHEDULER)
@@ -435,6 +516,7 @@ pub fn run(opts: Options) -> ExitCode {
     }
     let _ = host.vm.set(vm.cap());
     console_input(m.consoles.clone());
+    monitor(m.vm.clone(), m.tree.clone());
     match m.run(&mut vm) {
         Ok(code) => {
             info!("vmm", "the VM ended with {code}");

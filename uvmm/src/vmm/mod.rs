@@ -147,6 +147,11 @@ impl Vm {
         lock(&self.psci).power(cpu)
     }
 
+    /// The vCPUs' affinities (their `VMPIDR`), in vCPU order.
+    pub fn mpidrs(&self) -> &[u64] {
+        &self.mpidrs
+    }
+
     fn unhandled(
         &self,
         st: &mut VcpuState,

@@ -747,3 +747,84 @@ fn vbus_device_inside_guest_ram_is_refused() {
         .unwrap();
     assert!(e.0.contains("lies in guest RAM"), "{e}");
 }
+
+/// The monitor's commands on a built VM: what each shows, and clear
+/// answers to bad commands and arguments.
+#[test]
+fn monitor_commands() {
+    use crate::monitor::execute;
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 2).unwrap();
+    let vm = &m.vm;
+    let run = |line: &str| execute(vm, &m.tree, line);
+    assert!(run("help").contains("ram dump <gpa> [<bytes>]"));
+    assert_eq!(run("   "), "");
+    assert_eq!(
+        run("cpu"),
+        "vCPU 0: affinity 0x0, on\nvCPU 1: affinity 0x1, off\n"
+    );
+    assert_eq!(run("cpu list"), run("cpu"));
+    let dev = run("dev list");
+    assert!(dev.contains("pl011") || dev.contains("PL011"), "{dev}");
+    let map = run("memmap");
+    let ram = map.lines().find(|l| l.contains("RAM (")).unwrap();
+    assert!(
+        ram.starts_with("0x0040000000..0x0042000000  RAM (32 MiB"),
+        "{map}"
+    );
+    // Ordered by address: the MMIO windows below RAM come first.
+    assert!(map.lines().next().unwrap().contains("MMIO"), "{map}");
+    // The kernel's first bytes, as the loader put them.
+    vm.mem
+        .write(0x4000_0000, b"Hello, monitor!\x00\x01")
+        .unwrap();
+    let dump = run("ram dump 0x40000000 18");
+    assert_eq!(
+        dump,
+        "0x0040000000: 48 65 6c 6c 6f 2c 20 6d 6f 6e 69 74 6f 72 21 00  Hello, monitor!.\n\
+         0x0040000010: 01 00                                            ..\n"
+    );
+    assert_eq!(run("ram dump 1073741824 1").lines().count(), 1, "decimal");
+    for (bad, says) in [
+        ("ram dump", "usage: ram dump <gpa> [<bytes>]"),
+        ("ram dump x", "'x' is not an address"),
+        (
+            "ram dump 0x40000000 0",
+            "the length must be 1 to 4096 bytes",
+        ),
+        (
+            "ram dump 0x40000000 5000",
+            "the length must be 1 to 4096 bytes",
+        ),
+        ("ram dump 0x10 16", "ram dump: 0x10 (+0x10):"),
+        (
+            "frobnicate",
+            "unknown command 'frobnicate' (help lists the commands)",
+        ),
+    ] {
+        let got = run(bad);
+        assert!(got.contains(says) && got.ends_with('\n'), "{bad}: {got}");
+    }
+    let dt = run("dt");
+    assert!(dt.starts_with("/ {\n"), "{dt}");
+    assert!(dt.contains("\tchosen {\n"), "{dt}");
+    assert!(dt.contains("compatible = \"arm,psci-1.0\""), "{dt}");
+    assert!(dt.contains("#address-cells = <0x2>;"), "{dt}");
+    let gic = run("gic");
+    assert!(
+        gic.starts_with("distributor: group 0 disabled, group 1 disabled; "),
+        "{gic}"
+    );
+    // An SPI the guest enabled and that is pending shows.
+    let mut d = vm.gic.distributor();
+    crate::bus::MmioDevice::write(&mut d, 0, 4, 0x2);
+    crate::bus::MmioDevice::write(&mut d, 0x104, 4, 1 << 1);
+    vm.gic.set_pending(0, 33);
+    let gic = run("gic");
+    assert!(gic.contains("group 1 enabled"), "{gic}");
+    let line = gic.lines().find(|l| l.starts_with("INTID 33")).unwrap();
+    assert!(
+        line.contains("enabled pending") && line.contains("routed to"),
+        "{line}"
+    );
+}

@@ -127,6 +127,27 @@ impl Picks {
 }
 
 impl GicState {
+    /// The number of SPIs.
+    pub fn spi_count(&self) -> usize {
+        self.spis.len()
+    }
+
+    /// Every interrupt by INTID: each vCPU's SGIs and PPIs (with the
+    /// vCPU), then the SPIs.
+    pub fn interrupts(&self) -> impl Iterator<Item = (u32, Option<usize>, &Irq)> {
+        let private = self.private.iter().enumerate().flat_map(|(cpu, irqs)| {
+            irqs.iter()
+                .enumerate()
+                .map(move |(i, irq)| (i as u32, Some(cpu), irq))
+        });
+        let spis = self
+            .spis
+            .iter()
+            .enumerate()
+            .map(|(i, irq)| (PRIVATE + i as u32, None, irq));
+        private.chain(spis)
+    }
+
     /// A GIC with `spis` SPIs (a multiple of 32) for vCPUs with these
     /// affinities. SGIs are edge, enabled like on reset: everything off,
     /// group 0, priority 0.
