@@ -25,7 +25,8 @@ use core::fmt;
 use crate::passthrough::{PtIrq, PtMmio};
 
 pub use l4_abi::vcpu::{
-    Exit, MAX_LRS, Mmio, SysRegAccess, VTimer, VcpuState, ec, lr, sysreg_encoding, unchanged,
+    El1Regs, Exit, GuestRegs, MAX_LRS, Mmio, SysRegAccess, VTimer, VcpuState, ec, lr,
+    sysreg_encoding, unchanged,
 };
 
 /// How long from counter value `now` (at `frequency` Hz) until the

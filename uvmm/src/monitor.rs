@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `help` | the commands |
 //! | `cpu` (`cpu list`) | each vCPU: its MPIDR affinity and whether it is on |
+//! | `cpu <n> regs` | vCPU n's general and EL1 registers at an exit it is kicked into |
 //! | `dev` (`dev list`) | the emulated devices' MMIO windows |
 //! | `memmap` | guest RAM and the MMIO windows, by address |
 //! | `ram dump <gpa> [<bytes>]` | guest RAM as hex and text (at most 4 KiB; 256 bytes by default) |
@@ -13,7 +14,8 @@
 //! | `gic` | the distributor's enables and every SPI, SGI or PPI that is enabled, pending or active |
 //!
 //! Every answer is text ending in a newline; a bad command or argument
-//! gets a line saying what is wrong. Nothing here changes the VM.
+//! gets a line saying what is wrong. Nothing here changes the VM (`cpu
+//! <n> regs` makes the vCPU exit once, as an interrupt would).
 
 use std::fmt::Write;
 
@@ -33,6 +35,7 @@ const HELP: &str = "\
 commands:
   help                      this list
   cpu [list]                the vCPUs: MPIDR affinity, power state
+  cpu <n> regs              vCPU n's registers (it is kicked out of the guest for them)
   dev [list]                the emulated devices' MMIO windows
   memmap                    guest RAM and MMIO windows by address
   ram dump <gpa> [<bytes>]  guest RAM as hex (at most 4096 bytes, 256 by default)
@@ -48,6 +51,10 @@ pub fn execute(vm: &Vm, tree: &Tree, line: &str) -> String {
         [] => String::new(),
         ["help"] | ["?"] => HELP.to_string(),
         ["cpu"] | ["cpu", "list"] => cpus(vm),
+        ["cpu", n, "regs"] => match number(n) {
+            Some(n) => cpu_regs(vm, n as usize),
+            None => format!("cpu: '{n}' is not a vCPU number\n"),
+        },
         ["dev"] | ["dev", "list"] => devices(vm),
         ["memmap"] => memmap(vm),
         ["ram", "dump", rest @ ..] => ram_dump(vm, rest),
@@ -66,6 +73,59 @@ fn cpus(vm: &Vm) -> String {
             Some(Power::Off) | None => "off".to_string(),
         };
         let _ = writeln!(o, "vCPU {i}: affinity {mpidr:#x}, {state}");
+    }
+    o
+}
+
+/// How long `cpu <n> regs` waits for the vCPU to come out of the guest.
+const REGS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn cpu_regs(vm: &Vm, cpu: usize) -> String {
+    let r = match vm.vcpu_regs(cpu, REGS_WAIT) {
+        Ok(r) => r,
+        Err(e) => return format!("cpu {cpu} regs: {e}\n"),
+    };
+    let g = &r.regs;
+    let mut o = String::new();
+    let el = match g.pstate & 0xf {
+        0 => "EL0",
+        0b0100 => "EL1t",
+        0b0101 => "EL1h",
+        _ => "?",
+    };
+    let _ = writeln!(o, "vCPU {cpu} at its exit for the monitor ({el}):");
+    for (i, pair) in g.x.chunks(4).enumerate() {
+        for (j, v) in pair.iter().enumerate() {
+            let _ = write!(o, "x{:<2} {v:016x}  ", 4 * i + j);
+        }
+        o.truncate(o.trim_end().len());
+        o.push('\n');
+    }
+    let e = &r.el1;
+    let rows: [(&str, u64); 16] = [
+        ("pc", g.pc),
+        ("pstate", g.pstate),
+        ("sp_el0", g.sp_el0),
+        ("sp_el1", g.sp_el1),
+        ("elr_el1", g.elr_el1),
+        ("spsr_el1", g.spsr_el1),
+        ("esr_el1", e.esr),
+        ("far_el1", e.far),
+        ("sctlr_el1", e.sctlr),
+        ("tcr_el1", e.tcr),
+        ("ttbr0_el1", e.ttbr0),
+        ("ttbr1_el1", e.ttbr1),
+        ("mair_el1", e.mair),
+        ("vbar_el1", e.vbar),
+        ("tpidr_el1", e.tpidr_el1),
+        ("contextidr", e.contextidr),
+    ];
+    for pair in rows.chunks(2) {
+        let cols: Vec<String> = pair
+            .iter()
+            .map(|(n, v)| format!("{n:<10} {v:016x}"))
+            .collect();
+        let _ = writeln!(o, "{}", cols.join("  "));
     }
     o
 }

@@ -5,13 +5,13 @@
 //! register to the [`Gic`], WFI, and everything else by the fault mode.
 //! [`Vm::run_vcpu`] is a vCPU thread's loop around a [`VcpuBackend`].
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::backend::{
-    ICC_ASGI1R_EL1, ICC_SGI0R_EL1, ICC_SGI1R_EL1, Mmio, RunExit, SysRegAccess, VcpuBackend,
-    VcpuState, ec, sysreg_name, timer_remaining,
+    El1Regs, GuestRegs, ICC_ASGI1R_EL1, ICC_SGI0R_EL1, ICC_SGI1R_EL1, Mmio, RunExit, SysRegAccess,
+    VcpuBackend, VcpuState, ec, sysreg_name, timer_remaining,
 };
 use crate::bus::{MmioBus, lock};
 use crate::devices::gic::Gic;
@@ -69,6 +69,39 @@ pub struct Vm {
     /// Set when the VM ends: the exit code ([`RUNNING`] before); an atomic,
     /// since every exit of every vCPU looks at it.
     stop: AtomicU16,
+    /// Per vCPU: the monitor wants its registers at its next exit.
+    regs_wanted: Vec<AtomicBool>,
+    /// Per vCPU: its registers as that exit left them.
+    regs_taken: Mutex<Vec<Option<Box<VcpuRegs>>>>,
+    regs_ready: Condvar,
+}
+
+/// A vCPU's registers as an exit left them (for the monitor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuRegs {
+    pub regs: GuestRegs,
+    pub el1: El1Regs,
+}
+
+/// Why [`Vm::vcpu_regs`] has no registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegsError {
+    /// No such vCPU.
+    NoVcpu,
+    /// The vCPU is not on.
+    Off,
+    /// It did not come out of the guest in time.
+    Timeout,
+}
+
+impl std::fmt::Display for RegsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RegsError::NoVcpu => "no such vCPU",
+            RegsError::Off => "the vCPU is not on",
+            RegsError::Timeout => "the vCPU did not come out of the guest in time",
+        })
+    }
 }
 
 /// `ESR_EL1` of a synchronous external data abort (or instruction abort
@@ -122,6 +155,54 @@ impl Vm {
             mpidrs: mpidrs.to_vec(),
             power_changed: Condvar::new(),
             stop: AtomicU16::new(RUNNING),
+            regs_wanted: mpidrs.iter().map(|_| AtomicBool::new(false)).collect(),
+            regs_taken: Mutex::new(vec![None; mpidrs.len()]),
+            regs_ready: Condvar::new(),
+        }
+    }
+
+    /// vCPU `cpu`'s registers at its next exit (it is kicked out of the
+    /// guest for it), waiting at most `timeout`.
+    pub fn vcpu_regs(&self, cpu: usize, timeout: Duration) -> Result<VcpuRegs, RegsError> {
+        let wanted = self.regs_wanted.get(cpu).ok_or(RegsError::NoVcpu)?;
+        if self.power(cpu) != Some(Power::On) {
+            return Err(RegsError::Off);
+        }
+        let mut taken = lock(&self.regs_taken);
+        taken[cpu] = None;
+        wanted.store(true, Ordering::Release);
+        self.gic.kick(cpu);
+        let deadline = std::time::Instant::now() + timeout;
+        let got = loop {
+            if let Some(r) = taken[cpu].take() {
+                break Ok(*r);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break Err(RegsError::Timeout);
+            }
+            taken = self
+                .regs_ready
+                .wait_timeout(taken, deadline - now)
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+        };
+        wanted.store(false, Ordering::Release);
+        got
+    }
+
+    /// On an exit of vCPU `cpu` (state `st`): hands its registers to the
+    /// monitor if it asked for them (one atomic load otherwise).
+    pub fn note_exit(&self, cpu: usize, st: &VcpuState) {
+        if self
+            .regs_wanted
+            .get(cpu)
+            .is_some_and(|w| w.load(Ordering::Acquire) && w.swap(false, Ordering::AcqRel))
+        {
+            lock(&self.regs_taken)[cpu] = Some(Box::new(VcpuRegs {
+                regs: st.regs,
+                el1: st.el1,
+            }));
+            self.regs_ready.notify_all();
         }
     }
 
@@ -399,6 +480,7 @@ impl Vm {
             self.gic.fill_lrs(cpu, &mut vcpu.state().gic.lr[..lrs]);
             let exit = vcpu.run();
             let st = vcpu.state();
+            self.note_exit(cpu, st);
             self.gic.sync_lrs(cpu, &mut st.gic.lr[..lrs]);
             let action = match exit {
                 Err(e) => Action::Fatal(format!("the kernel refused to run vCPU {cpu}: {e}")),

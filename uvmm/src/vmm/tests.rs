@@ -810,6 +810,40 @@ fn monitor_commands() {
     assert!(dt.contains("\tchosen {\n"), "{dt}");
     assert!(dt.contains("compatible = \"arm,psci-1.0\""), "{dt}");
     assert!(dt.contains("#address-cells = <0x2>;"), "{dt}");
+    for (bad, says) in [
+        ("cpu 1 regs", "cpu 1 regs: the vCPU is not on"),
+        ("cpu 9 regs", "cpu 9 regs: no such vCPU"),
+        ("cpu x regs", "cpu: 'x' is not a vCPU number"),
+    ] {
+        assert_eq!(run(bad), format!("{says}\n"));
+    }
+    // vCPU 0's registers: its thread (here a loop standing in for the
+    // vCPU loop) hands them over at its next exit.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let vcpu = {
+        let (vm, done) = (m.vm.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut st = VcpuState::default();
+            st.regs.pc = 0xffff_8000_1234_5678;
+            st.regs.pstate = 0x3c5;
+            st.regs.x[29] = 0x2929;
+            st.el1.ttbr1 = 0x4100_0000;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                vm.note_exit(0, &st);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let regs = run("cpu 0 regs");
+    done.store(true, std::sync::atomic::Ordering::Release);
+    vcpu.join().unwrap();
+    assert!(
+        regs.starts_with("vCPU 0 at its exit for the monitor (EL1h):\n"),
+        "{regs}"
+    );
+    assert!(regs.contains("x29 0000000000002929"), "{regs}");
+    assert!(regs.contains("pc         ffff800012345678"), "{regs}");
+    assert!(regs.contains("ttbr1_el1  0000000041000000"), "{regs}");
     let gic = run("gic");
     assert!(
         gic.starts_with("distributor: group 0 disabled, group 1 disabled; "),

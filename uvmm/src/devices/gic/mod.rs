@@ -174,6 +174,12 @@ impl Gic {
         self.notify(&pending);
     }
 
+    /// Kicks vCPU `cpu` out of the guest (and wakes the WFI waits): it
+    /// comes back to its thread, which then looks at what it is asked.
+    pub fn kick(&self, cpu: usize) {
+        self.notify(&[cpu]);
+    }
+
     /// Kicks every vCPU and wakes all WFI waits (the VM ends).
     pub fn kick_all(&self) {
         let n = lock(&self.kickers).len();
