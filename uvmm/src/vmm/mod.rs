@@ -171,7 +171,6 @@ impl Vm {
         let mut taken = lock(&self.regs_taken);
         taken[cpu] = None;
         wanted.store(true, Ordering::Release);
-        self.gic.kick(cpu);
         let deadline = std::time::Instant::now() + timeout;
         let got = loop {
             if let Some(r) = taken[cpu].take() {
@@ -181,9 +180,13 @@ impl Vm {
             if now >= deadline {
                 break Err(RegsError::Timeout);
             }
+            // Kicked again now and then: a kick that found the vCPU
+            // thread outside the guest (waiting for an interrupt in uvmm)
+            // is gone by the time it enters the guest again.
+            self.gic.kick(cpu);
             taken = self
                 .regs_ready
-                .wait_timeout(taken, deadline - now)
+                .wait_timeout(taken, (deadline - now).min(WFI_POLL))
                 .map_or_else(|e| e.into_inner().0, |(g, _)| g);
         };
         wanted.store(false, Ordering::Release);
