@@ -193,11 +193,10 @@ pub struct Port {
 }
 
 impl Port {
-    /// A port called `name` with address `mac` (unless the options name
-    /// one; with neither, the driver picks its address), whose queues
-    /// have at most `queue_max` entries.
+    /// A port called `name` (unless the options name it) with address
+    /// `mac` (`None`: the driver picks its address), whose queues have
+    /// at most `queue_max` entries.
     pub fn new(name: String, mac: Option<Mac>, opts: PortOptions, queue_max: u16) -> Port {
-        let mac = opts.mac.or(mac);
         let f_mac = if mac.is_some() { F_MAC } else { 0 };
         Port {
             name: opts.name.clone().unwrap_or(name),

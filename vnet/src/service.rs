@@ -161,8 +161,6 @@ pub struct Service<B> {
     last_gc: u64,
     /// What the last round of forwarding did (kept for its room).
     out: Outcome,
-    /// The command line.
-    opts: Options,
 }
 
 impl<B: Backend> Service<B> {
@@ -174,7 +172,6 @@ impl<B: Backend> Service<B> {
     /// A switch without ports, for command line `opts`.
     pub fn with_options(backend: B, opts: Options) -> Service<B> {
         Service {
-            opts: opts.clone(),
             switch: Switch::new(opts),
             backend,
             caps: BTreeMap::new(),
@@ -393,10 +390,11 @@ impl<B: Backend> Service<B> {
         count: impl FnOnce(&mut PortCaps) -> &mut usize,
         line: impl FnOnce(&str) -> String,
     ) {
-        if !self.opts.verbosity.shows(c, l) {
+        let verbosity = self.switch.options().verbosity;
+        if !verbosity.shows(c, l) {
             return;
         }
-        let unlimited = self.opts.verbosity.level(c) >= Level::Debug;
+        let unlimited = verbosity.level(c) >= Level::Debug;
         let Some(n) = self.caps.get_mut(&id).map(count) else {
             return;
         };
@@ -413,7 +411,7 @@ impl<B: Backend> Service<B> {
     /// Logs `line`, a message of component `c` at level `l`, if the
     /// command line lets it.
     fn say(&mut self, c: Component, l: Level, line: &str) {
-        if self.opts.verbosity.shows(c, l) {
+        if self.switch.options().verbosity.shows(c, l) {
             self.backend.log(line);
         }
     }

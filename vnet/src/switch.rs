@@ -202,6 +202,11 @@ impl Switch {
         self.ports.remove(&id)
     }
 
+    /// What the command line asked for.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
     /// A port.
     pub fn port(&mut self, id: PortId) -> Option<&mut Port> {
         self.ports.get_mut(&id)

@@ -596,23 +596,14 @@ fn ramdisk(busybox: &[u8], modules: &RamdiskModules) -> Result<Vec<u8>> {
     a.symlink("bin/sh", "busybox")?;
     a.file("init", 0o755, INIT.as_bytes())?;
     a.file("etc/inittab", 0o644, INITTAB.as_bytes())?;
-    let mut order = String::new();
-    for (name, bytes) in &modules.boot {
-        a.file(
-            &format!("lib/modules/{}", kmod::file_of(name)),
-            0o644,
-            bytes,
-        )?;
-        order.push_str(name);
-        order.push('\n');
-    }
-    for (name, bytes) in &modules.on_demand {
+    for (name, bytes) in modules.boot.iter().chain(&modules.on_demand) {
         a.file(
             &format!("lib/modules/{}", kmod::file_of(name)),
             0o644,
             bytes,
         )?;
     }
+    let order: String = modules.boot.iter().map(|(n, _)| format!("{n}\n")).collect();
     a.file("lib/modules/load-order", 0o644, order.as_bytes())?;
     a.file("lib/modules/modules.dep", 0o644, modules.dep.as_bytes())?;
     a.file("lib/modules/modules.alias", 0o644, modules.alias.as_bytes())?;

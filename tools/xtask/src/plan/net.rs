@@ -34,7 +34,8 @@ pub struct PortInfo {
     /// `access port of VLAN 5`, `no VLAN`, ...
     pub vlan: String,
     pub monitor: bool,
-    /// The networks whose frames it gets ([`UNTAGGED`] for no VLAN).
+    /// The networks whose frames it gets ([`UNTAGGED`] for no VLAN),
+    /// ascending.
     pub networks: Vec<Vid>,
 }
 
@@ -118,7 +119,11 @@ impl SwitchPlan {
     /// sends into.
     pub fn peers<'a>(&'a self, p: &'a PortInfo) -> impl Iterator<Item = &'a PortInfo> + 'a {
         self.made_ports().map(|(_, q)| q).filter(move |q| {
-            !q.monitor && q.name != p.name && q.networks.iter().any(|v| p.networks.contains(v))
+            !q.monitor
+                && q.name != p.name
+                && q.networks
+                    .iter()
+                    .any(|v| p.networks.binary_search(v).is_ok())
         })
     }
 }
