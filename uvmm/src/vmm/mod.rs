@@ -72,7 +72,7 @@ pub struct Vm {
     /// Per vCPU: the monitor wants its registers at its next exit.
     regs_wanted: Vec<AtomicBool>,
     /// Per vCPU: its registers as that exit left them.
-    regs_taken: Mutex<Vec<Option<Box<VcpuRegs>>>>,
+    regs_taken: Mutex<Vec<Option<VcpuRegs>>>,
     regs_ready: Condvar,
 }
 
@@ -174,7 +174,7 @@ impl Vm {
         let deadline = std::time::Instant::now() + timeout;
         let got = loop {
             if let Some(r) = taken[cpu].take() {
-                break Ok(*r);
+                break Ok(r);
             }
             let now = std::time::Instant::now();
             if now >= deadline {
@@ -201,10 +201,10 @@ impl Vm {
             .get(cpu)
             .is_some_and(|w| w.load(Ordering::Acquire) && w.swap(false, Ordering::AcqRel))
         {
-            lock(&self.regs_taken)[cpu] = Some(Box::new(VcpuRegs {
+            lock(&self.regs_taken)[cpu] = Some(VcpuRegs {
                 regs: st.regs,
                 el1: st.el1,
-            }));
+            });
             self.regs_ready.notify_all();
         }
     }
