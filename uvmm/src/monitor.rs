@@ -19,6 +19,7 @@
 
 use std::fmt::Write;
 
+use crate::devices::gic::state::{CTLR_GRP0, CTLR_GRP1};
 use crate::dt::{Node, Tree};
 use crate::psci::Power;
 use crate::vmm::Vm;
@@ -269,19 +270,18 @@ fn device_tree(tree: &Tree) -> String {
 fn gic(vm: &Vm) -> String {
     vm.gic.with_state(|s| {
         let mut o = String::new();
+        let group = |bit: u32| {
+            if s.ctlr & bit != 0 {
+                "enabled"
+            } else {
+                "disabled"
+            }
+        };
         let _ = writeln!(
             o,
             "distributor: group 0 {}, group 1 {}; {} SPIs",
-            if s.ctlr & crate::devices::gic::state::CTLR_GRP0 != 0 {
-                "enabled"
-            } else {
-                "disabled"
-            },
-            if s.ctlr & crate::devices::gic::state::CTLR_GRP1 != 0 {
-                "enabled"
-            } else {
-                "disabled"
-            },
+            group(CTLR_GRP0),
+            group(CTLR_GRP1),
             s.spi_count()
         );
         for (intid, cpu, irq) in s.interrupts() {
