@@ -114,7 +114,9 @@ end
 -- rom/l4vio_net_p2p (here both are the same program). A
 -- port entry that is a table holds further create arguments: the port is
 -- made with `create(0, "ds-max=4", "name=<key>", <the table's values>)`,
--- e.g. `{ "vlan=access=5" }`; otherwise with `create(0, 4)`.
+-- e.g. `{ "vlan=access=5" }`; otherwise with `create(0, 4)`. Returns the
+-- switch's task and (not in L4Re's vmm.lua) its channel, on which
+-- `create(1)` gives the statistics capability.
 function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
   local l = M.loader;
   local switch = l:new_channel();
@@ -142,7 +144,7 @@ function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
       ports[k] = fab:create(0, 4);
     end
   end
-  return svr;
+  return svr, switch;
 end
 
 -- Starts a VM (rom/uvmm). Options:

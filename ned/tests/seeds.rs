@@ -20,6 +20,7 @@ const VM_MODULES: &[&str] = &[
     "ned",
     "cons",
     "l4vio_net_p2p",
+    "statsclient",
     "io",
     "io.cfg",
     "vm_hw.vbus",
@@ -214,8 +215,10 @@ fn two_vms_with_the_virtio_switch() {
 }
 
 /// conf/uvmm-2vm-vlan.ned (ours, not a seed's): ports made with VLAN
-/// options through vmm.lua's table form, and each VM's monitor console
-/// (vmm.lua's default, as L4Re's).
+/// options through vmm.lua's table form, each VM's monitor console
+/// (vmm.lua's default, as L4Re's), and the switch's statistics
+/// capability (`create(1)` on the channel vmm.lua returns) for
+/// rom/statsclient.
 #[test]
 fn two_vms_in_a_vlan() {
     let (_, fake, r) = run("uvmm-2vm-vlan.ned", VM_MODULES);
@@ -223,6 +226,11 @@ fn two_vms_in_a_vlan() {
     let fake = fake.borrow();
     check_cons(&fake);
     assert_eq!(fake.started_program("rom/l4vio_net_p2p").len(), 1);
+    let [stats] = &fake.started_program("rom/statsclient")[..] else {
+        panic!("one statsclient");
+    };
+    // The fake names what create(1) makes by its protocol number.
+    assert_eq!(caps(&fake, stats)["stats"], "1()@channel#2 r");
     let vms = fake.started_program("rom/uvmm");
     assert_eq!(vms.len(), 2);
     for (i, (vlan, ip)) in [

@@ -159,6 +159,26 @@ pub struct Stats {
     /// Frames of the driver not let into the switch: by the port's VLAN
     /// (see [`crate::vlan::Vlan::ingress`]), or sent on a monitor port.
     pub tx_dropped: u64,
+    /// Bytes of the frames let into the switch (without headers).
+    pub tx_bytes: u64,
+    /// Bytes of the frames delivered to the driver (without headers).
+    pub rx_bytes: u64,
+}
+
+impl Stats {
+    /// The counters as the statistics interface (L4Re's) shows them:
+    /// sent frames the switch took or dropped (malformed, or not let in),
+    /// received frames delivered or dropped (no buffer, too small).
+    pub fn counters(&self) -> l4_ipc::netstats::PortCounters {
+        l4_ipc::netstats::PortCounters {
+            tx_num: self.tx - self.tx_dropped,
+            tx_dropped: self.tx_dropped + self.tx_bad,
+            tx_bytes: self.tx_bytes,
+            rx_num: self.rx,
+            rx_dropped: self.rx_dropped + self.rx_too_small,
+            rx_bytes: self.rx_bytes,
+        }
+    }
 }
 
 /// The result of delivering a frame to a port.
@@ -557,6 +577,7 @@ impl Port {
             return Err(self.fail(e));
         }
         self.stats.rx += 1;
+        self.stats.rx_bytes += frame.len() as u64;
         Ok(Delivery::Done {
             notify: self.queues[RXQ].interrupt_due(&self.mem),
         })

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use l4::server::SlotCaps;
 use l4::{Cap, Error, Factory, IpcGate, SlotAlloc, Task, Thread, Timeout, Timeouts};
 use l4_abi::utcb::MR_COUNT;
+use l4_ipc::protocols::FactoryClient;
 use l4_ipc::{MsgTag, RecvBufs, ServerTransport, UtcbServerTransport};
 use l4re::env::{FIRST_PROGRAM_CAP, caps};
 use uvmm::memory::Ram;
@@ -57,6 +58,21 @@ impl Backend for Kernel {
         // detaches it); the switch only copies bytes in and out through
         // `Ram`, never holding references into the shared memory.
         Ok(Arc::new(unsafe { Ram::from_raw(ptr, len) }))
+    }
+
+    fn alloc(&mut self, size: u64) -> Result<(u64, Arc<Ram>), Error> {
+        let ds = SLOTS.create(TASK, |slot| {
+            let mut f = FactoryClient::new(caps::MEM_ALLOC);
+            f.rcv = RecvBufs::cap_slot(slot);
+            f.create_dataspace(size, None, None).map(|c| c.index())
+        })?;
+        match self.attach(ds, 0, size) {
+            Ok(ram) => Ok((ds, ram)),
+            Err(e) => {
+                SLOTS.delete_cap(TASK, ds);
+                Err(e)
+            }
+        }
     }
 
     fn is_alive(&mut self, cap: u64) -> bool {

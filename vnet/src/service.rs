@@ -1,5 +1,6 @@
 //! The switch's IPC side: the Factory protocol on the `svr` gate (new
-//! ports), the virtio protocol on every port's gate, the ports' kick Irqs,
+//! ports, the statistics capability), the virtio protocol on every port's
+//! gate, the statistics interface ([`l4_ipc::netstats`]), the ports' kick Irqs,
 //! and freeing ports whose driver went away, over a [`Backend`] that does
 //! what needs the kernel. The server binary implements the backend with
 //! system calls; the tests with a fake, through [`l4_ipc::Loopback`].
@@ -27,6 +28,7 @@ use l4_abi::proto::varg::Varg;
 use l4_abi::utcb::MR_COUNT;
 use l4_abi::{CapRights, Error, MsgTag};
 use l4_ipc::codec::Reader;
+use l4_ipc::netstats::{self, Record, STATS_CREATE, SwitchStats, SwitchStatsServer};
 use l4_ipc::protocols::Factory;
 use l4_ipc::server::{encode_reply, error_reply};
 use l4_ipc::varg::{VarArgs, str_bytes};
@@ -44,6 +46,8 @@ use crate::vlan::Vlan;
 pub mod labels {
     /// The `svr` gate (the Factory).
     pub const FACTORY: u64 = 0x10;
+    /// The statistics gate (`create(1)`).
+    pub const STATS: u64 = 0x20;
     /// The ports' gates (the low two bits are the rights, the third
     /// [`KICK`]).
     pub const PORTS: l4_ipc::LabelRange = l4_ipc::LabelRange::new(0x1000, 3);
@@ -97,6 +101,8 @@ pub trait Backend {
     fn create_irq(&mut self, label: u64) -> Result<u64, Error>;
     /// Maps `size` bytes of dataspace `ds` from `offset`.
     fn attach(&mut self, ds: u64, offset: u64, size: u64) -> Result<Arc<Ram>, Error>;
+    /// A new dataspace of `size` bytes (zeroed), and where it is mapped.
+    fn alloc(&mut self, size: u64) -> Result<(u64, Arc<Ram>), Error>;
     /// Whether the object behind `cap` still exists (a driver's Irq goes
     /// with the driver's task).
     fn is_alive(&mut self, cap: u64) -> bool;
@@ -158,6 +164,10 @@ pub struct Service<B> {
     pub backend: B,
     caps: BTreeMap<PortId, PortCaps>,
     pending: VecDeque<(PortId, Look)>,
+    /// The statistics gate and buffer, made by the first `create(1)`.
+    stats: Option<Stats>,
+    /// Grows whenever a port is created or freed (the buffer's `age`).
+    age: u64,
     last_gc: u64,
     /// What the last round of forwarding did (kept for its room).
     out: Outcome,
@@ -176,6 +186,8 @@ impl<B: Backend> Service<B> {
             backend,
             caps: BTreeMap::new(),
             pending: VecDeque::new(),
+            stats: None,
+            age: 0,
             last_gc: 0,
             out: Outcome::default(),
         }
@@ -198,6 +210,9 @@ impl<B: Backend> Service<B> {
         let label = ctx.label();
         if label == labels::FACTORY {
             return Some(self.factory(tag, mrs));
+        }
+        if label == labels::STATS && self.stats.is_some() {
+            return Some(SwitchStats::dispatch(self, &ctx, tag, mrs));
         }
         match label_port(label).filter(|(id, _)| self.caps.contains_key(id)) {
             Some((id, true)) => {
@@ -483,6 +498,7 @@ impl<B: Backend> Service<B> {
         let Some(c) = self.caps.remove(&id) else {
             return;
         };
+        self.age += 1;
         self.pending.retain(|&(p, _)| p != id);
         if let Some(p) = self.switch.remove_port(id) {
             self.say(
@@ -506,7 +522,8 @@ impl<B: Backend> Service<B> {
         }
     }
 
-    /// The Factory protocol: `create(0, args...)` makes a port.
+    /// The Factory protocol: `create(0, args...)` makes a port,
+    /// `create(1)` hands out the statistics capability.
     fn factory(&mut self, tag: MsgTag, mrs: &mut [u64; MR_COUNT]) -> MsgTag {
         match self.create(tag, mrs) {
             Ok(gate) => encode_reply(&RcvCap::new(gate, CapRights::RWS), mrs),
@@ -520,18 +537,84 @@ impl<B: Backend> Service<B> {
         }
         let mut r = Reader::new(tag, &mrs[..])?;
         let proto = r.word()? as i64;
-        if proto != VIRTIO_PROTO {
-            self.say(
-                Component::Request,
-                Level::Warn,
-                &format!(
-                    "create: protocol {proto} refused: ports are created with protocol 0 (virtio)"
-                ),
-            );
-            return Err(Error::NoSys);
-        }
         let args = VarArgs::decode(&mut r)?;
         r.finish()?;
+        match proto {
+            VIRTIO_PROTO => self.create_port(&args),
+            STATS_CREATE if args.iter().next().is_none() => self.create_stats(),
+            STATS_CREATE => {
+                self.say(
+                    Component::Request,
+                    Level::Warn,
+                    "create(1): the statistics interface takes no arguments",
+                );
+                Err(Error::Inval)
+            }
+            _ => {
+                self.say(
+                    Component::Request,
+                    Level::Warn,
+                    &format!(
+                        "create: protocol {proto} refused: 0 makes a port (virtio), 1 the statistics interface"
+                    ),
+                );
+                Err(Error::NoSys)
+            }
+        }
+    }
+
+    /// The statistics gate, made with its buffer the first time.
+    fn create_stats(&mut self) -> Result<u64, Error> {
+        if let Some(s) = &self.stats {
+            return Ok(s.gate);
+        }
+        let len = netstats::buffer_len(self.switch.options().max_ports);
+        let size = (len as u64).next_multiple_of(4096);
+        let (ds, buf) = self.backend.alloc(size)?;
+        let gate = match self.backend.caps().create_gate(labels::STATS) {
+            Ok(g) => g,
+            Err(e) => {
+                self.backend.caps().delete(ds);
+                return Err(e);
+            }
+        };
+        self.stats = Some(Stats { gate, ds, buf });
+        self.write_stats()?;
+        Ok(gate)
+    }
+
+    /// Writes every port's counters into the statistics buffer.
+    fn write_stats(&mut self) -> Result<(), Error> {
+        let Some(s) = &self.stats else {
+            return Err(Error::NoEnt);
+        };
+        let max = self.switch.options().max_ports;
+        let mut used = vec![false; max];
+        let put = |at: usize, bytes: &[u8]| {
+            s.buf
+                .write(
+                    (netstats::HEADER_LEN + at * netstats::RECORD_LEN) as u64,
+                    bytes,
+                )
+                .map_err(|_| Error::Inval)
+        };
+        for (id, p) in self.switch.ports() {
+            let Some(slot) = used.get_mut(id as usize) else {
+                continue;
+            };
+            *slot = true;
+            let r = Record::new(p.stats.counters(), p.mac.unwrap_or_default(), &p.name);
+            put(id as usize, &r.encode())?;
+        }
+        for (at, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+            put(at, &[0; netstats::RECORD_LEN])?;
+        }
+        s.buf
+            .write(0, &netstats::encode_header(self.age, max))
+            .map_err(|_| Error::Inval)
+    }
+
+    fn create_port(&mut self, args: &VarArgs) -> Result<u64, Error> {
         let mut parsed = Vec::new();
         let mut buf = [0u8; 512];
         for a in args.iter() {
@@ -575,6 +658,7 @@ impl<B: Backend> Service<B> {
                 ..PortCaps::default()
             },
         );
+        self.age += 1;
         if let Some(p) = self.switch.port(id) {
             let mut line = match p.mac {
                 Some(m) => format!("{}: created, address {}", p.name, mac::format(&m)),
@@ -589,6 +673,26 @@ impl<B: Backend> Service<B> {
             self.say(Component::Port, Level::Info, &line);
         }
         Ok(gate)
+    }
+}
+
+/// The statistics gate's capability and buffer.
+#[derive(Debug)]
+struct Stats {
+    gate: u64,
+    ds: u64,
+    buf: Arc<Ram>,
+}
+
+impl<B: Backend> SwitchStatsServer for Service<B> {
+    fn get_buffer(&mut self, _: &Ctx) -> Result<RcvCap, Error> {
+        let s = self.stats.as_ref().ok_or(Error::NoEnt)?;
+        // Read-only: clients look, only the switch writes.
+        Ok(RcvCap::new(s.ds, CapRights::RO))
+    }
+
+    fn sync(&mut self, _: &Ctx) -> Result<(), Error> {
+        self.write_stats()
     }
 }
 

@@ -296,6 +296,7 @@ impl Switch {
                 return;
             }
         };
+        sender.stats.tx_bytes += len as u64;
         let sent_tagged = sender.vlan().tagged();
         let dst: Mac = frame[0..6]
             .try_into()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use l4::ServerCaps;
 use l4_abi::{CapRights, Error, MsgTag};
+use l4_ipc::netstats::{self, STATS_CREATE, SwitchStatsClient};
 use l4_ipc::protocols::FactoryClient;
 use l4_ipc::varg::VarArgs;
 use l4_ipc::virtio::{F_VERSION_1, QueueConfig, VirtioClient, queue_flags, status};
@@ -49,6 +50,8 @@ struct Fake {
     dead: Vec<u64>,
     log: Vec<String>,
     next_irq: u64,
+    /// Dataspaces the switch made: capability, memory.
+    allocated: Vec<(u64, Arc<Ram>)>,
 }
 
 impl Backend for Fake {
@@ -66,6 +69,12 @@ impl Backend for Fake {
             return Err(Error::Inval);
         }
         Ok(r)
+    }
+    fn alloc(&mut self, size: u64) -> Result<(u64, Arc<Ram>), Error> {
+        let ram = Arc::new(Ram::zeroed(size as usize));
+        let cap = 0x7700 + self.allocated.len() as u64;
+        self.allocated.push((cap, ram.clone()));
+        Ok((cap, ram))
     }
     fn is_alive(&mut self, cap: u64) -> bool {
         !self.dead.contains(&cap)
@@ -1014,6 +1023,94 @@ fn ports_whose_driver_is_gone_are_freed() {
         "both drivers' Irqs were in the slot 0x900"
     );
     assert!(svc.backend.log.iter().any(|l| l.contains("port freed")));
+}
+
+/// The statistics interface (L4Re's `create(1)`): a read-only buffer
+/// with every port's counters, brought up to date by `sync`, its age
+/// grown by every port made or freed.
+#[test]
+fn statistics_interface() {
+    let mut lb = switch();
+    let mut a = Driver::up_opts(
+        &mut lb,
+        &["ds-max=4", "name=net0", "vlan=access=5"],
+        F_VERSION_1 | F_MAC,
+    );
+    let mut b = Driver::up_opts(
+        &mut lb,
+        &["name=net1", "vlan=access=5"],
+        F_VERSION_1 | F_MAC,
+    );
+    let stats = |lb: &mut Lb| {
+        let mut f = FactoryClient::with_transport(labels::FACTORY, &mut *lb);
+        f.rcv = RecvBufs::cap_slot(0x700);
+        f.create(STATS_CREATE, &VarArgs::new()).map(|c| c.index())
+    };
+    stats(&mut lb).unwrap();
+    // The same object a second time; arguments are refused.
+    stats(&mut lb).unwrap();
+    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
+    f.rcv = RecvBufs::cap_slot(0x700);
+    assert_eq!(
+        f.create(STATS_CREATE, &four()).map(|_| ()),
+        Err(Error::Inval)
+    );
+    assert_eq!(lb.objects.backend.allocated.len(), 1);
+    let mut s = SwitchStatsClient::with_transport(labels::STATS, &mut lb);
+    s.rcv = RecvBufs::cap_slot(0x500);
+    let ds = s.get_buffer().unwrap();
+    assert_eq!(ds.0.rights, CapRights::RO, "clients may only read it");
+    assert_eq!(ds.index(), 0x500, "in the receive slot");
+    let (_, ram) = lb.objects.backend.allocated[0].clone();
+    let read = |ram: &Ram| {
+        let mut buf = vec![0u8; ram.len() as usize];
+        ram.read(0, &mut buf).unwrap();
+        buf
+    };
+    let buf = read(&ram);
+    let snap = netstats::parse(&buf).unwrap();
+    assert_eq!((snap.age, snap.max_ports), (2, 256));
+    let ports: Vec<_> = snap.ports().collect();
+    assert_eq!(ports.len(), 2);
+    assert_eq!((ports[0].0, ports[0].1.name()), (0, "net0"));
+    assert_eq!((ports[1].0, ports[1].1.name()), (1, "net1"));
+    assert_eq!(ports[1].1.mac, b.mac);
+    assert_eq!(ports[0].1.counters, Default::default());
+    // Traffic: a frame each way, one tagged frame B may not send.
+    a.post_rx();
+    b.post_rx();
+    a.send(b.mac, b"0123456789");
+    kick(&mut lb, &a);
+    b.send(a.mac, b"abc");
+    kick(&mut lb, &b);
+    b.send_frame(&tagged(&eth(a.mac, b.mac, b"hop"), 7));
+    kick(&mut lb, &b);
+    assert_eq!(a.received().len(), 1);
+    // Nothing changes until sync.
+    assert_eq!(read(&ram), buf);
+    let mut s = SwitchStatsClient::with_transport(labels::STATS, &mut lb);
+    s.sync().unwrap();
+    let buf = read(&ram);
+    let snap = netstats::parse(&buf).unwrap();
+    let c: Vec<_> = snap.ports().map(|(_, r)| r.counters).collect();
+    let payload = |n: u64| 14 + n;
+    assert_eq!(
+        (c[0].tx_num, c[0].tx_bytes, c[0].rx_num, c[0].rx_bytes),
+        (1, payload(10), 1, payload(3))
+    );
+    assert_eq!(
+        (c[1].tx_num, c[1].tx_dropped, c[1].tx_bytes, c[1].rx_num),
+        (1, 1, payload(3), 1)
+    );
+    // A port freed: its record goes, the age grows.
+    let svc = &mut lb.objects;
+    svc.free_port(0);
+    let mut s = SwitchStatsClient::with_transport(labels::STATS, &mut lb);
+    s.sync().unwrap();
+    let buf = read(&ram);
+    let snap = netstats::parse(&buf).unwrap();
+    assert_eq!(snap.age, 3);
+    assert!(snap.ports().map(|(i, _)| i).eq([1]));
 }
 
 /// A wake-up of the switch forwards the frame and looks at the queue of

@@ -20,7 +20,9 @@
 //!   dataspaces and Irqs of the platform devices a client may use);
 //! * [`virtio`]: a virtio device over shared memory (L4Re's l4virtio):
 //!   registered dataspaces, feature negotiation, queue setup, Irqs both
-//!   ways.
+//!   ways;
+//! * [`netstats`]: the virtio network switch's statistics interface and
+//!   the layout of its buffer.
 //!
 //! # Messages
 //!
@@ -78,6 +80,7 @@ extern crate alloc;
 
 pub mod codec;
 mod macros;
+pub mod netstats;
 pub mod protocols;
 pub mod server;
 pub mod transport;

@@ -107,6 +107,13 @@ pub const TARGET_CRATES: &[TargetCrate] = &[
         binary: "vbusclient",
         alias: None,
     },
+    // A client of the switch's statistics interface.
+    TargetCrate {
+        package: "statsclient",
+        target: MUSL_TARGET,
+        binary: "statsclient",
+        alias: None,
+    },
     // The virtual machine monitor (`module uvmm`): one task per guest.
     TargetCrate {
         package: "uvmm",

@@ -4,6 +4,7 @@
 //! refuses what the running switch would refuse), who holds each port,
 //! and which ports share a network (VLAN).
 
+use l4_ipc::netstats::STATS_CREATE;
 use ned::backend::FactoryArg;
 use vnet::options::Options;
 use vnet::port::{CreateArg, PortOptions};
@@ -46,6 +47,8 @@ pub struct SwitchPlan {
     /// Its command line, read as the switch reads it.
     pub options: Result<Options, String>,
     pub ports: Vec<PortPlan>,
+    /// The statistics capabilities asked of it (`create(1)`).
+    pub stats: Vec<Made>,
 }
 
 fn create_arg(a: &FactoryArg) -> Option<CreateArg> {
@@ -65,10 +68,12 @@ pub fn read(s: &System) -> Vec<SwitchPlan> {
         .map(|t| {
             let options = Options::parse(&t.args);
             let mut switch = Switch::new(options.clone().unwrap_or_default());
-            let ports = s
-                .made
-                .iter()
-                .filter(|m| m.server == t.id)
+            let (stats, ports): (Vec<&Made>, Vec<&Made>) =
+                s.made.iter().filter(|m| m.server == t.id).partition(|m| {
+                    m.proto == STATS_CREATE && m.args.iter().all(|a| *a == FactoryArg::Nil)
+                });
+            let ports = ports
+                .into_iter()
                 .map(|m| PortPlan {
                     made: m.clone(),
                     port: make_port(&mut switch, m),
@@ -78,16 +83,21 @@ pub fn read(s: &System) -> Vec<SwitchPlan> {
                 task: t.id,
                 options,
                 ports,
+                stats: stats.into_iter().cloned().collect(),
             }
         })
         .collect()
 }
 
-/// What the switch does with `create(proto, args...)`.
+/// What the switch does with `create(proto, args...)` (but the
+/// statistics capability, `create(1)`).
 fn make_port(switch: &mut Switch, m: &Made) -> Result<PortInfo, String> {
+    if m.proto == STATS_CREATE {
+        return Err("the statistics interface (create(1)) takes no arguments".into());
+    }
     if m.proto != 0 {
         return Err(format!(
-            "protocol {} is not served: ports are created with protocol 0 (virtio)",
+            "protocol {} is not served: 0 makes a port (virtio), 1 the statistics interface",
             m.proto
         ));
     }
@@ -162,12 +172,18 @@ mod tests {
         assert_eq!(e, "address 02:08:00:00:00:01 is port0's already");
         let m = make_port(&mut sw, &made(1, &["type=monitor"])).unwrap();
         assert!(m.monitor && m.networks.len() == 4095);
-        let mut stats = made(1, &[]);
+        let mut stats = made(1, &["x"]);
         stats.proto = 1;
         assert!(
             make_port(&mut sw, &stats)
                 .unwrap_err()
-                .contains("protocol 1")
+                .contains("takes no arguments")
+        );
+        stats.proto = 2;
+        assert!(
+            make_port(&mut sw, &stats)
+                .unwrap_err()
+                .contains("protocol 2 is not served")
         );
     }
 }

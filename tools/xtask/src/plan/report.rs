@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::checks::{Finding, Level};
-use super::model::{Inputs, Origin, System, Task, irq_lines, mmio_ranges};
+use super::model::{Inputs, Made, Origin, System, Task, irq_lines, mmio_ranges};
 use super::{Plan, mib, ranges};
 
 /// `0-1`, `0, 2`, `0-3`.
@@ -45,6 +45,20 @@ pub fn finding(f: &Finding) -> String {
 fn who(s: &System, id: usize) -> String {
     let t = s.task(id);
     format!("{} (#{id})", t.label())
+}
+
+/// `for vm1 (#4) cap net` (each holder), or `held by no task`.
+fn held_by(s: &System, m: &Made) -> String {
+    let held: Vec<String> = m
+        .holders
+        .iter()
+        .map(|(t, c)| format!("{} cap {c}", who(s, *t)))
+        .collect();
+    if held.is_empty() {
+        "held by no task".to_string()
+    } else {
+        format!("for {}", held.join(", "))
+    }
 }
 
 fn origin(s: &System, o: &Origin) -> String {
@@ -293,23 +307,16 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
             } else {
                 info.vlan.clone()
             };
-            let held: Vec<String> = p
-                .made
-                .holders
-                .iter()
-                .map(|(t, c)| format!("{} cap {c}", who(s, *t)))
-                .collect();
             let _ = writeln!(
                 o,
                 "  port {}: {mac}, {kind}; {} ({})",
                 info.name,
-                if held.is_empty() {
-                    "held by no task".to_string()
-                } else {
-                    format!("for {}", held.join(", "))
-                },
+                held_by(s, &p.made),
                 p.made.site
             );
+        }
+        for m in &sw.stats {
+            let _ = writeln!(o, "  statistics: {} ({})", held_by(s, m), m.site);
         }
     }
 

@@ -430,6 +430,7 @@ fn vlan_plan(edits: &[(&str, &str)]) -> (super::Plan, Vec<Finding>) {
             "vmm.lua",
             "cons",
             "l4vio_net_p2p",
+            "statsclient",
             "virt-arm_virt.dtb",
             "ramdisk-armv8.cpio.gz",
         ],
@@ -464,6 +465,15 @@ fn switch_ports_with_vlans() {
             ("net0".into(), "access port of VLAN 5".into(), vec![vm(0)]),
             ("net1".into(), "trunk port of VLANs 5,7".into(), vec![vm(1)]),
         ]
+    );
+    // The statistics capability, held by rom/statsclient.
+    let [stats] = &sw.stats[..] else {
+        panic!("one statistics capability: {:#?}", sw.stats);
+    };
+    let holder = plan.system.task(stats.holders[0].0);
+    assert_eq!(
+        (holder.name(), stats.holders[0].1.as_str()),
+        ("statsclient", "stats")
     );
     // A port the switch refuses, and two that share no VLAN.
     let (_, f) = vlan_plan(&[
