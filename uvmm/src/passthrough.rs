@@ -223,11 +223,12 @@ pub fn match_devices(t: &Tree, bus: &[BusDevice]) -> Result<Matched, DtError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dt::{reg_bytes, str_bytes};
 
-    fn pl031(addr: u64) -> BusDevice {
+    /// io's PL031 at `addr` on the vbus (also the VM tests' device).
+    pub(crate) fn pl031(addr: u64) -> BusDevice {
         BusDevice {
             index: 0,
             name: "PL031".into(),

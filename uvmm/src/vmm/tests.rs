@@ -15,7 +15,8 @@ use crate::loader::tests::image;
 use crate::machine::{FileBytes, Host, Machine, build};
 use crate::memory::Ram;
 use crate::options::Options;
-use crate::passthrough::{BusDevice, BusResource, PtIrq, PtMmio};
+use crate::passthrough::tests::pl031 as bus_pl031;
+use crate::passthrough::{BusDevice, PtIrq, PtMmio};
 use crate::psci::func;
 
 struct TestHost {
@@ -644,23 +645,6 @@ fn wfi_ends_when_the_virtual_timer_fires() {
     };
     let mut vm = ScriptedVm::new(vec![Some(vec![wait, after])]);
     assert_eq!(m.run(&mut vm), Ok(102));
-}
-
-/// io's PL031 at `addr` on the vbus.
-fn bus_pl031(addr: u64) -> BusDevice {
-    BusDevice {
-        index: 0,
-        name: "PL031".into(),
-        ids: vec!["arm,pl031".into()],
-        resources: vec![
-            BusResource::Mmio {
-                index: 0,
-                start: addr,
-                size: 0x1000,
-            },
-            BusResource::Irq { index: 1, line: 34 },
-        ],
-    }
 }
 
 #[test]
