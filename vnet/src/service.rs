@@ -583,13 +583,15 @@ impl<B: Backend> Service<B> {
         Ok(gate)
     }
 
-    /// Writes every port's counters into the statistics buffer.
+    /// Writes every port's counters into the statistics buffer: the
+    /// ports in the order they were made, in records 0, 1, ...; the
+    /// records after them zeroed (not in use). A record's number is not
+    /// the port's: ports are found by name, again whenever `age` grew.
     fn write_stats(&mut self) -> Result<(), Error> {
         let Some(s) = &self.stats else {
             return Err(Error::NoEnt);
         };
         let max = self.switch.options().max_ports;
-        let mut used = vec![false; max];
         let put = |at: usize, bytes: &[u8]| {
             s.buf
                 .write(
@@ -598,15 +600,13 @@ impl<B: Backend> Service<B> {
                 )
                 .map_err(|_| Error::Inval)
         };
-        for (id, p) in self.switch.ports() {
-            let Some(slot) = used.get_mut(id as usize) else {
-                continue;
-            };
-            *slot = true;
+        let mut n = 0;
+        for (_, p) in self.switch.ports().take(max) {
             let r = Record::new(p.stats.counters(), p.mac.unwrap_or_default(), &p.name);
-            put(id as usize, &r.encode())?;
+            put(n, &r.encode())?;
+            n += 1;
         }
-        for (at, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+        for at in n..max {
             put(at, &[0; netstats::RECORD_LEN])?;
         }
         s.buf

@@ -1110,7 +1110,32 @@ fn statistics_interface() {
     let buf = read(&ram);
     let snap = netstats::parse(&buf).unwrap();
     assert_eq!(snap.age, 3);
-    assert!(snap.ports().map(|(i, _)| i).eq([1]));
+    let left: Vec<(usize, String)> = snap.ports().map(|(i, r)| (i, r.name().into())).collect();
+    assert_eq!(left, [(0, "net1".to_string())], "records follow the ports");
+}
+
+/// Statistics records are the live ports in order, whatever numbers
+/// ports got after others were freed (`-p 2`: the third port made is
+/// number 2, beyond the buffer's two records).
+#[test]
+fn statistics_after_ports_come_and_go() {
+    let opts = Options::parse(["-p", "2"].map(std::ffi::OsString::from)).unwrap();
+    let mut lb = Loopback::new(Service::with_options(Fake::default(), opts));
+    lb.server_rcv = RecvBufs::cap_slot(0x900);
+    Driver::up_opts(&mut lb, &["name=a"], F_VERSION_1 | F_MAC);
+    Driver::up_opts(&mut lb, &["name=b"], F_VERSION_1 | F_MAC);
+    lb.objects.free_port(0);
+    Driver::up_opts(&mut lb, &["name=c"], F_VERSION_1 | F_MAC);
+    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
+    f.rcv = RecvBufs::cap_slot(0x700);
+    f.create(STATS_CREATE, &VarArgs::new()).unwrap();
+    let (_, ram) = lb.objects.backend.allocated[0].clone();
+    let mut buf = vec![0u8; ram.len() as usize];
+    ram.read(0, &mut buf).unwrap();
+    let snap = netstats::parse(&buf).unwrap();
+    assert_eq!((snap.age, snap.max_ports), (4, 2));
+    let names: Vec<(usize, String)> = snap.ports().map(|(i, r)| (i, r.name().into())).collect();
+    assert_eq!(names, [(0, "b".to_string()), (1, "c".to_string())]);
 }
 
 /// A wake-up of the switch forwards the frame and looks at the queue of

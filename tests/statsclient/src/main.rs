@@ -5,7 +5,7 @@
 //! It gets the switch's statistics dataspace, maps it read-only, and every
 //! `INTERVAL_MS` (default 500) has the switch bring it up to date; when a
 //! port's counters changed, it prints one line per port in use:
-//! `stats: port1 net1 02:08:00:00:00:02 tx 12 (1180 B, 1 dropped) rx 10 (980 B, 0 dropped)`.
+//! `stats: net1 02:08:00:00:00:02 tx 12 (1180 B, 1 dropped) rx 10 (980 B, 0 dropped)`.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -13,14 +13,14 @@ use std::process::ExitCode;
 use l4_ipc::netstats::{self, Record};
 
 /// One line for a port's record.
-fn describe(port: usize, r: &Record) -> String {
+fn describe(r: &Record) -> String {
     let c = &r.counters;
     let mut mac = String::new();
     for (i, b) in r.mac.iter().enumerate() {
         let _ = write!(mac, "{}{b:02x}", if i > 0 { ":" } else { "" });
     }
     format!(
-        "stats: port{port} {} {mac} tx {} ({} B, {} dropped) rx {} ({} B, {} dropped)",
+        "stats: {} {mac} tx {} ({} B, {} dropped) rx {} ({} B, {} dropped)",
         r.name(),
         c.tx_num,
         c.tx_bytes,
@@ -34,7 +34,7 @@ fn describe(port: usize, r: &Record) -> String {
 /// The lines for a statistics buffer, or why it cannot be read.
 fn lines(buf: &[u8]) -> Result<Vec<String>, String> {
     let s = netstats::parse(buf).ok_or("the statistics buffer is shorter than its header says")?;
-    Ok(s.ports().map(|(i, r)| describe(i, &r)).collect())
+    Ok(s.ports().map(|(_, r)| describe(&r)).collect())
 }
 
 fn main() -> ExitCode {
@@ -126,9 +126,7 @@ mod tests {
         buf[at..at + netstats::RECORD_LEN].copy_from_slice(&r.encode());
         assert_eq!(
             lines(&buf).unwrap(),
-            [
-                "stats: port2 net1 02:08:00:00:00:02 tx 12 (1180 B, 1 dropped) rx 10 (980 B, 0 dropped)"
-            ]
+            ["stats: net1 02:08:00:00:00:02 tx 12 (1180 B, 1 dropped) rx 10 (980 B, 0 dropped)"]
         );
         assert!(lines(&buf[..20]).is_err());
     }
