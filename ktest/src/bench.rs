@@ -14,7 +14,8 @@
 use crate::fw::{Ctx, Fail};
 use crate::rt::{self, Opts, Space};
 use l4::abi::call::ipc_call;
-use l4::{MsgTag, Timeouts, println, utcb};
+use l4::abi::{CapRights, RecvItem, SendItem};
+use l4::{MsgTag, Timeouts, base, println, utcb};
 
 /// Round trips per measurement.
 const ROUNDS: u64 = 10_000;
@@ -24,6 +25,27 @@ extern "C" fn server_entry(_: u64, _: u64) {
     utcb::clear_recv_items();
     let (mut r, _) = l4::abi::call::ipc_wait(Timeouts::NEVER);
     loop {
+        if r.is_err() {
+            (r, _) = l4::abi::call::ipc_wait(Timeouts::NEVER);
+            continue;
+        }
+        (r, _) = l4::abi::call::ipc_reply_and_wait(MsgTag::new(0, 0, 0, 0), Timeouts::NEVER);
+    }
+}
+
+/// Where the capability server puts what it receives (free in its task).
+const CAP_SERVER_SLOT: u64 = 0x300;
+
+/// The capability server: receives a capability into one slot with every
+/// call (the next one replaces it) and answers with an empty reply.
+extern "C" fn cap_server_entry(_: u64, _: u64) {
+    let items = [RecvItem::SmallCap {
+        index: CAP_SERVER_SLOT,
+    }];
+    utcb::set_recv_items(&items);
+    let (mut r, _) = l4::abi::call::ipc_wait(Timeouts::NEVER);
+    loop {
+        utcb::set_recv_items(&items);
         if r.is_err() {
             (r, _) = l4::abi::call::ipc_wait(Timeouts::NEVER);
             continue;
@@ -54,6 +76,24 @@ fn measure(server: &rt::Worker) -> Result<u64, l4::Error> {
     Ok((cycles() - start) / (2 * ROUNDS))
 }
 
+/// [`measure`] with a capability (the log's) mapped by every call.
+fn measure_cap(server: &rt::Worker) -> Result<u64, l4::Error> {
+    let sel = server.cap().sel();
+    let item = SendItem::caps(base::LOG.index(), 0, CapRights::RW, 0).to_words();
+    let call = || {
+        utcb::set_mrs(&item);
+        ipc_call(sel, MsgTag::new(0, 0, 1, 0), Timeouts::NEVER).0
+    };
+    for _ in 0..100 {
+        call()?;
+    }
+    let start = cycles();
+    for _ in 0..ROUNDS {
+        call()?;
+    }
+    Ok((cycles() - start) / (2 * ROUNDS))
+}
+
 fn report(what: &str, r: Result<u64, Fail>) {
     match r {
         Ok(c) => println!("ipcbench: {what}: {ROUNDS} round trips, {c} cycles per IPC"),
@@ -71,7 +111,15 @@ pub fn main() {
     report("same address space, one CPU", run(&Opts::new()));
     let other = Space::new();
     match &other {
-        Ok(s) => report("two address spaces, one CPU", run(&Opts::new().space(s))),
+        Ok(s) => {
+            report("two address spaces, one CPU", run(&Opts::new().space(s)));
+            let caps = rt::spawn(cap_server_entry, 0, 0, &Opts::new().space(s))
+                .and_then(|w| measure_cap(&w).ctx("call with a capability"));
+            report(
+                "two address spaces, one CPU, a capability with each call",
+                caps,
+            );
+        }
         Err(e) => println!("ipcbench: two address spaces: failed to make the task: {e}"),
     }
     if rt::cpu_count() >= 2 {
