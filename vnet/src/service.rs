@@ -568,8 +568,20 @@ impl<B: Backend> Service<B> {
         if let Some(s) = &self.stats {
             return Ok(s.gate);
         }
-        let len = netstats::buffer_len(self.switch.options().max_ports);
-        let size = (len as u64).next_multiple_of(4096);
+        let max = self.switch.options().max_ports;
+        // A record for each port `-p` allows (its number is not bounded).
+        let Some(size) = max
+            .checked_mul(netstats::RECORD_LEN)
+            .and_then(|n| n.checked_add(netstats::HEADER_LEN))
+            .and_then(|n| (n as u64).checked_next_multiple_of(4096))
+        else {
+            self.say(
+                Component::Request,
+                Level::Warn,
+                &format!("create(1): no statistics buffer for {max} ports"),
+            );
+            return Err(Error::NoMem);
+        };
         let (ds, buf) = self.backend.alloc(size)?;
         let gate = match self.backend.caps().create_gate(labels::STATS) {
             Ok(g) => g,

@@ -1138,6 +1138,29 @@ fn statistics_after_ports_come_and_go() {
     assert_eq!(names, [(0, "b".to_string()), (1, "c".to_string())]);
 }
 
+/// A `-p` too large for a statistics buffer is refused with a message,
+/// not a wrapped size.
+#[test]
+fn statistics_for_too_many_ports_are_refused() {
+    let huge = (usize::MAX / 2).to_string();
+    let opts = Options::parse(["-p", huge.as_str()].map(std::ffi::OsString::from)).unwrap();
+    let mut lb = Loopback::new(Service::with_options(Fake::default(), opts));
+    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
+    f.rcv = RecvBufs::cap_slot(0x700);
+    assert_eq!(
+        f.create(STATS_CREATE, &VarArgs::new()).map(|_| ()),
+        Err(Error::NoMem)
+    );
+    assert!(lb.objects.backend.allocated.is_empty());
+    assert!(
+        lb.objects
+            .backend
+            .log
+            .iter()
+            .any(|l| l.contains("no statistics buffer for"))
+    );
+}
+
 /// A wake-up of the switch forwards the frame and looks at the queue of
 /// the port it went to (polled: that port sent last) before it waits
 /// again, with nothing left over for a poll in between.
