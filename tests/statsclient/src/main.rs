@@ -2,7 +2,8 @@
 //! `statsclient [INTERVAL_MS]`, started with the capability `stats` (what
 //! `create(1)` on the switch's factory returns).
 //!
-//! It gets the switch's statistics dataspace, maps it read-only, and every
+//! It gets the switch's statistics dataspace, checks that it cannot map it
+//! writable (`stats: the buffer is read-only ...`), maps it read-only, and every
 //! `INTERVAL_MS` (default 500) has the switch bring it up to date; when a
 //! port's counters changed, it prints one line per port in use:
 //! `stats: net1 02:08:00:00:00:02 tx 12 (1180 B, 1 dropped) rx 10 (980 B, 0 dropped)`.
@@ -63,8 +64,9 @@ fn run(interval_ms: u64) -> Result<(), String> {
     use l4_ipc::protocols::DataspaceClient;
     use l4re::env::FIRST_PROGRAM_CAP;
 
-    /// `PROT_READ`.
+    /// `PROT_READ`, `PROT_WRITE`.
     const PROT_READ: u64 = 1;
+    const PROT_WRITE: u64 = 2;
     static SLOTS: SlotAlloc<1> = SlotAlloc::new(FIRST_PROGRAM_CAP);
     let cap = l4re::env::get_cap("stats").ok_or(
         "no capability named 'stats' (give it the switch's create(1): caps = { stats = ... })",
@@ -78,6 +80,12 @@ fn run(interval_ms: u64) -> Result<(), String> {
     let (size, _) = DataspaceClient::new(ds)
         .info()
         .map_err(|e| format!("the statistics dataspace's size: {e:?}"))?;
+    // The switch hands the buffer out read-only: a writable mapping is
+    // refused (by moe, through the capability's rights).
+    match l4re::env::attach(ds, size, 0, PROT_READ | PROT_WRITE) {
+        Ok(_) => return Err("the statistics dataspace could be mapped writable".into()),
+        Err(e) => println!("stats: the buffer is read-only (a writable mapping: error {e})"),
+    }
     let at = l4re::env::attach(ds, size, 0, PROT_READ)
         .map_err(|e| format!("mapping the statistics dataspace (error {e})"))?;
     // SAFETY: the runtime mapped `size` bytes of the dataspace read-only at
