@@ -110,25 +110,7 @@ impl CpuSet {
 impl fmt::Display for CpuSet {
     /// Ranges, like the strings [`CpuSet::parse`] takes: `0-3,6`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut it = self.0.iter().copied().peekable();
-        let mut first = true;
-        while let Some(lo) = it.next() {
-            let mut hi = lo;
-            while it.peek() == Some(&(hi + 1)) {
-                hi += 1;
-                it.next();
-            }
-            if !first {
-                f.write_str(",")?;
-            }
-            first = false;
-            if lo == hi {
-                write!(f, "{lo}")?;
-            } else {
-                write!(f, "{lo}-{hi}")?;
-            }
-        }
-        Ok(())
+        l4_abi::runs::Runs(self.0.iter().map(|&c| u64::from(c))).fmt(f)
     }
 }
 

@@ -65,7 +65,7 @@ impl VidSet {
     }
 
     /// The ids, ascending.
-    pub fn iter(&self) -> impl Iterator<Item = Vid> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Vid> + Clone + '_ {
         (1..=VID_MAX).filter(|&v| self.contains(v))
     }
 }
@@ -96,26 +96,12 @@ impl fmt::Display for Vlan {
             Vlan::Trunk(s) if s.iter().count() == usize::from(VID_MAX) => {
                 f.write_str("trunk port of every VLAN")
             }
-            Vlan::Trunk(s) => {
-                f.write_str("trunk port of VLANs ")?;
-                // Runs of consecutive ids as ranges: 1-3,7.
-                let mut ids = s.iter().peekable();
-                let mut first = true;
-                while let Some(start) = ids.next() {
-                    let mut end = start;
-                    while ids.peek() == Some(&(end + 1)) {
-                        end = ids.next().unwrap_or(end);
-                    }
-                    let sep = if first { "" } else { "," };
-                    first = false;
-                    if end == start {
-                        write!(f, "{sep}{start}")?;
-                    } else {
-                        write!(f, "{sep}{start}-{end}")?;
-                    }
-                }
-                Ok(())
-            }
+            // Runs of consecutive ids as ranges: 1-3,7.
+            Vlan::Trunk(s) => write!(
+                f,
+                "trunk port of VLANs {}",
+                l4_abi::runs::Runs(s.iter().map(u64::from))
+            ),
         }
     }
 }

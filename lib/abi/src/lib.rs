@@ -111,6 +111,7 @@ pub mod fpage;
 pub mod msgtag;
 pub mod ops;
 pub mod proto;
+pub mod runs;
 pub mod sys;
 pub mod timeout;
 pub mod utcb;
