@@ -1025,6 +1025,20 @@ fn ports_whose_driver_is_gone_are_freed() {
     assert!(svc.backend.log.iter().any(|l| l.contains("port freed")));
 }
 
+/// `create(1, args)` on the switch's factory: the statistics capability.
+fn create_stats(lb: &mut Lb, args: &VarArgs) -> Result<u64, Error> {
+    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut *lb);
+    f.rcv = RecvBufs::cap_slot(0x700);
+    f.create(STATS_CREATE, args).map(|c| c.index())
+}
+
+/// All of `ram`'s bytes.
+fn ram_bytes(ram: &Ram) -> Vec<u8> {
+    let mut buf = vec![0u8; ram.len() as usize];
+    ram.read(0, &mut buf).unwrap();
+    buf
+}
+
 /// The statistics interface (L4Re's `create(1)`): a read-only buffer
 /// with every port's counters, brought up to date by `sync`, its age
 /// grown by every port made or freed.
@@ -1041,20 +1055,10 @@ fn statistics_interface() {
         &["name=net1", "vlan=access=5"],
         F_VERSION_1 | F_MAC,
     );
-    let stats = |lb: &mut Lb| {
-        let mut f = FactoryClient::with_transport(labels::FACTORY, &mut *lb);
-        f.rcv = RecvBufs::cap_slot(0x700);
-        f.create(STATS_CREATE, &VarArgs::new()).map(|c| c.index())
-    };
-    stats(&mut lb).unwrap();
+    create_stats(&mut lb, &VarArgs::new()).unwrap();
     // The same object a second time; arguments are refused.
-    stats(&mut lb).unwrap();
-    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
-    f.rcv = RecvBufs::cap_slot(0x700);
-    assert_eq!(
-        f.create(STATS_CREATE, &four()).map(|_| ()),
-        Err(Error::Inval)
-    );
+    create_stats(&mut lb, &VarArgs::new()).unwrap();
+    assert_eq!(create_stats(&mut lb, &four()), Err(Error::Inval));
     assert_eq!(lb.objects.backend.allocated.len(), 1);
     let mut s = SwitchStatsClient::with_transport(labels::STATS, &mut lb);
     s.rcv = RecvBufs::cap_slot(0x500);
@@ -1062,12 +1066,7 @@ fn statistics_interface() {
     assert_eq!(ds.0.rights, CapRights::RO, "clients may only read it");
     assert_eq!(ds.index(), 0x500, "in the receive slot");
     let (_, ram) = lb.objects.backend.allocated[0].clone();
-    let read = |ram: &Ram| {
-        let mut buf = vec![0u8; ram.len() as usize];
-        ram.read(0, &mut buf).unwrap();
-        buf
-    };
-    let buf = read(&ram);
+    let buf = ram_bytes(&ram);
     let snap = netstats::parse(&buf).unwrap();
     assert_eq!((snap.age, snap.max_ports), (2, 256));
     let ports: Vec<_> = snap.ports().collect();
@@ -1087,10 +1086,10 @@ fn statistics_interface() {
     kick(&mut lb, &b);
     assert_eq!(a.received().len(), 1);
     // Nothing changes until sync.
-    assert_eq!(read(&ram), buf);
+    assert_eq!(ram_bytes(&ram), buf);
     let mut s = SwitchStatsClient::with_transport(labels::STATS, &mut lb);
     s.sync().unwrap();
-    let buf = read(&ram);
+    let buf = ram_bytes(&ram);
     let snap = netstats::parse(&buf).unwrap();
     let c: Vec<_> = snap.ports().map(|(_, r)| r.counters).collect();
     let payload = |n: u64| 14 + n;
@@ -1107,7 +1106,7 @@ fn statistics_interface() {
     svc.free_port(0);
     let mut s = SwitchStatsClient::with_transport(labels::STATS, &mut lb);
     s.sync().unwrap();
-    let buf = read(&ram);
+    let buf = ram_bytes(&ram);
     let snap = netstats::parse(&buf).unwrap();
     assert_eq!(snap.age, 3);
     let left: Vec<(usize, String)> = snap.ports().map(|(i, r)| (i, r.name().into())).collect();
@@ -1126,12 +1125,8 @@ fn statistics_after_ports_come_and_go() {
     Driver::up_opts(&mut lb, &["name=b"], F_VERSION_1 | F_MAC);
     lb.objects.free_port(0);
     Driver::up_opts(&mut lb, &["name=c"], F_VERSION_1 | F_MAC);
-    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
-    f.rcv = RecvBufs::cap_slot(0x700);
-    f.create(STATS_CREATE, &VarArgs::new()).unwrap();
-    let (_, ram) = lb.objects.backend.allocated[0].clone();
-    let mut buf = vec![0u8; ram.len() as usize];
-    ram.read(0, &mut buf).unwrap();
+    create_stats(&mut lb, &VarArgs::new()).unwrap();
+    let buf = ram_bytes(&lb.objects.backend.allocated[0].1);
     let snap = netstats::parse(&buf).unwrap();
     assert_eq!((snap.age, snap.max_ports), (4, 2));
     let names: Vec<(usize, String)> = snap.ports().map(|(i, r)| (i, r.name().into())).collect();
@@ -1145,12 +1140,7 @@ fn statistics_for_too_many_ports_are_refused() {
     let huge = (usize::MAX / 2).to_string();
     let opts = Options::parse(["-p", huge.as_str()].map(std::ffi::OsString::from)).unwrap();
     let mut lb = Loopback::new(Service::with_options(Fake::default(), opts));
-    let mut f = FactoryClient::with_transport(labels::FACTORY, &mut lb);
-    f.rcv = RecvBufs::cap_slot(0x700);
-    assert_eq!(
-        f.create(STATS_CREATE, &VarArgs::new()).map(|_| ()),
-        Err(Error::NoMem)
-    );
+    assert_eq!(create_stats(&mut lb, &VarArgs::new()), Err(Error::NoMem));
     assert!(lb.objects.backend.allocated.is_empty());
     assert!(
         lb.objects
