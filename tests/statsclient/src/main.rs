@@ -8,7 +8,6 @@
 //! port's counters changed, it prints one line per port in use:
 //! `stats: net1 02:08:00:00:00:02 tx 12 (1180 B, 1 dropped) rx 10 (980 B, 0 dropped)`.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use l4_ipc::netstats::{self, Record};
@@ -16,10 +15,7 @@ use l4_ipc::netstats::{self, Record};
 /// One line for a port's record.
 fn describe(r: &Record) -> String {
     let c = &r.counters;
-    let mut mac = String::new();
-    for (i, b) in r.mac.iter().enumerate() {
-        let _ = write!(mac, "{}{b:02x}", if i > 0 { ":" } else { "" });
-    }
+    let mac = vnet::mac::format(&r.mac);
     format!(
         "stats: {} {mac} tx {} ({} B, {} dropped) rx {} ({} B, {} dropped)",
         r.name(),

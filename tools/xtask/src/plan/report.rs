@@ -296,12 +296,9 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
             );
         }
         for (p, info) in sw.made_ports() {
-            let mac = info.mac.map_or("no address".to_string(), |m| {
-                m.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":")
-            });
+            let mac = info
+                .mac
+                .map_or("no address".to_string(), |m| vnet::mac::format(&m));
             let kind = if info.monitor {
                 "monitor port".to_string()
             } else {
