@@ -33,15 +33,12 @@ extern "C" fn server_entry(_: u64, _: u64) {
     }
 }
 
-/// Where the capability server puts what it receives (free in its task).
-const CAP_SERVER_SLOT: u64 = 0x300;
-
-/// The capability server: receives a capability into one slot with every
-/// call (the next one replaces it) and answers with an empty reply.
-extern "C" fn cap_server_entry(_: u64, _: u64) {
-    let items = [RecvItem::SmallCap {
-        index: CAP_SERVER_SLOT,
-    }];
+/// [`server_entry`] receiving a capability into slot `cap_slot` (free in
+/// its task) with every call, the next one replacing it. Its own loop:
+/// setting receive items on every wait would cost [`server_entry`]'s
+/// measurements instructions.
+extern "C" fn cap_server_entry(cap_slot: u64, _: u64) {
+    let items = [RecvItem::SmallCap { index: cap_slot }];
     utcb::set_recv_items(&items);
     let (mut r, _) = l4::abi::call::ipc_wait(Timeouts::NEVER);
     loop {
@@ -54,6 +51,10 @@ extern "C" fn cap_server_entry(_: u64, _: u64) {
     }
 }
 
+/// Where the server puts the capability of each call, in the capability
+/// measurement.
+const CAP_SERVER_SLOT: u64 = 0x300;
+
 fn cycles() -> u64 {
     let v: u64;
     // SAFETY: the kernel enables EL0 reads of the cycle counter
@@ -62,36 +63,33 @@ fn cycles() -> u64 {
     v
 }
 
-/// Runs `ROUNDS` calls to `server`; returns cycles per IPC, or the error.
-fn measure(server: &rt::Worker) -> Result<u64, l4::Error> {
+/// Runs `ROUNDS` calls (`call`) to `server`; returns cycles per IPC, or
+/// the error.
+fn measure(
+    server: &rt::Worker,
+    call: impl Fn(l4::abi::Cap) -> Result<MsgTag, l4::Error>,
+) -> Result<u64, l4::Error> {
     let sel = server.cap().sel();
     // Warm up (first faults, caches of the emulator).
     for _ in 0..100 {
-        ipc_call(sel, MsgTag::new(0, 0, 0, 0), Timeouts::NEVER).0?;
+        call(sel)?;
     }
     let start = cycles();
     for _ in 0..ROUNDS {
-        ipc_call(sel, MsgTag::new(0, 0, 0, 0), Timeouts::NEVER).0?;
+        call(sel)?;
     }
     Ok((cycles() - start) / (2 * ROUNDS))
 }
 
-/// [`measure`] with a capability (the log's) mapped by every call.
-fn measure_cap(server: &rt::Worker) -> Result<u64, l4::Error> {
-    let sel = server.cap().sel();
-    let item = SendItem::caps(base::LOG.index(), 0, CapRights::RW, 0).to_words();
-    let call = || {
-        utcb::set_mrs(&item);
-        ipc_call(sel, MsgTag::new(0, 0, 1, 0), Timeouts::NEVER).0
-    };
-    for _ in 0..100 {
-        call()?;
-    }
-    let start = cycles();
-    for _ in 0..ROUNDS {
-        call()?;
-    }
-    Ok((cycles() - start) / (2 * ROUNDS))
+/// An empty call.
+fn empty_call(sel: l4::abi::Cap) -> Result<MsgTag, l4::Error> {
+    ipc_call(sel, MsgTag::new(0, 0, 0, 0), Timeouts::NEVER).0
+}
+
+/// A call that maps a capability (the log's) to the server.
+fn cap_call(sel: l4::abi::Cap) -> Result<MsgTag, l4::Error> {
+    utcb::set_mrs(&SendItem::caps(base::LOG.index(), 0, CapRights::RW, 0).to_words());
+    ipc_call(sel, MsgTag::new(0, 0, 1, 0), Timeouts::NEVER).0
 }
 
 fn report(what: &str, r: Result<u64, Fail>) {
@@ -103,7 +101,7 @@ fn report(what: &str, r: Result<u64, Fail>) {
 
 fn run(o: &Opts<'_>) -> Result<u64, Fail> {
     let w = rt::spawn(server_entry, 0, 0, o)?;
-    measure(&w).ctx("call")
+    measure(&w, empty_call).ctx("call")
 }
 
 /// All three measurements, then `ipcbench: done`.
@@ -113,8 +111,8 @@ pub fn main() {
     match &other {
         Ok(s) => {
             report("two address spaces, one CPU", run(&Opts::new().space(s)));
-            let caps = rt::spawn(cap_server_entry, 0, 0, &Opts::new().space(s))
-                .and_then(|w| measure_cap(&w).ctx("call with a capability"));
+            let caps = rt::spawn(cap_server_entry, CAP_SERVER_SLOT, 0, &Opts::new().space(s))
+                .and_then(|w| measure(&w, cap_call).ctx("call with a capability"));
             report(
                 "two address spaces, one CPU, a capability with each call",
                 caps,
