@@ -784,21 +784,38 @@ impl NetConsoles {
 
 /// What `bench net` measured on one setup.
 struct NetFigures {
-    /// Seconds for the whole transfer, as the host sees it.
-    transfer: f64,
-    /// The pings' round trips.
+    /// Seconds of each round's transfer, as the host sees it.
+    transfers: Vec<f64>,
+    /// The pings' round trips, all rounds.
     rtt: Rtt,
 }
 
-/// Round trips of ping, in ms: busybox's summary and the median of the
-/// replies' own times (one slow reply, the host's doing, moves the
-/// average but not the median).
+impl NetFigures {
+    /// MiB/s of each round's transfer.
+    fn rates(&self) -> Vec<f64> {
+        self.transfers
+            .iter()
+            .map(|t| NET_MIB as f64 / t.max(f64::EPSILON))
+            .collect()
+    }
+
+    /// The median of [`NetFigures::rates`].
+    fn rate(&self) -> f64 {
+        median(&mut self.rates())
+    }
+}
+
+/// Round trips of ping, in ms, from the replies' own times: smallest,
+/// mean, largest and median (one slow reply, the host's doing, moves the
+/// mean but not the median).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Rtt {
     min: f64,
     avg: f64,
     max: f64,
     median: f64,
+    /// How many replies.
+    count: usize,
 }
 
 /// Runs a command on the focused guest and waits for its end marker
@@ -817,80 +834,125 @@ fn net_run(
         .map_err(|f| Error::new(format!("waiting for `{command}`: {f}")))
 }
 
-/// The measurement, the same on both setups: VM2 listens with `nc`, VM1
-/// pings it, then pipes 64 MiB of zeros into `nc`.
-fn net_measure(c: &mut NetConsoles, timeout: Duration) -> Result<NetFigures> {
-    let deadline = std::time::Instant::now() + timeout;
-    let vm2 = c.focus(1, deadline)?;
-    vm2.send(b"nc -l -p 5001 > /dev/null\n")
-        .map_err(|f| Error::new(f.to_string()))?;
-    // The listener is up long before VM1's stream starts: the pings come
-    // first and take more than NET_PINGS seconds.
-    let vm1 = c.focus(0, deadline)?;
-    // One ping first, not counted: it waits for the address resolution
-    // (and for VM2's `nc` to start), which no later one does.
-    let warm = format!("ping -c 1 {} > /dev/null", NET_ADDRESSES[1]);
-    net_run(vm1, &warm, "WARM-DONE", deadline)?;
-    let ping = format!("ping -c {NET_PINGS} {}", NET_ADDRESSES[1]);
-    net_run(vm1, &ping, "PING-DONE", deadline)?;
-    let send = format!(
-        "dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc {} 5001",
-        NET_MIB * 16,
-        NET_ADDRESSES[1]
-    );
-    let before = vm1.elapsed();
-    let after = net_run(vm1, &send, "SEND-DONE", deadline)?;
-    Ok(NetFigures {
-        transfer: (after.saturating_sub(before)).as_secs_f64(),
-        rtt: Rtt::default(),
-    })
+/// One setup of `bench net`: its consoles and what its rounds measured.
+struct NetSetup {
+    what: &'static str,
+    consoles: NetConsoles,
+    transfers: Vec<f64>,
+    /// The counted pings' round trips, ms.
+    replies: Vec<f64>,
 }
 
-/// The last `round-trip min/avg/max = a/b/c ms` of busybox's ping, and
-/// the median of the `time=` of the replies (the counted run prints the
-/// only ones: the first ping's output goes to /dev/null).
-fn parse_rtt(transcript: &str) -> Option<Rtt> {
-    let summary =
-        regex::Regex::new(r"round-trip min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+) ms").ok()?;
-    let c = summary.captures_iter(transcript).last()?;
-    let reply = regex::Regex::new(r"seq=[0-9]+ ttl=[0-9]+ time=([0-9.]+) ms").ok()?;
-    let mut times: Vec<f64> = reply
-        .captures_iter(transcript)
-        .filter_map(|r| r[1].parse().ok())
-        .collect();
-    if times.is_empty() {
-        return None;
+impl NetSetup {
+    /// Before the first round: one ping, not counted: it waits for the
+    /// address resolution, which no later one does.
+    fn prepare(&mut self, deadline: std::time::Instant) -> Result<()> {
+        let vm1 = self.consoles.focus(0, deadline)?;
+        let warm = format!("ping -c 1 {} > /dev/null", NET_ADDRESSES[1]);
+        net_run(vm1, &warm, "WARM-DONE", deadline)?;
+        Ok(())
     }
-    Some(Rtt {
-        min: c[1].parse().ok()?,
-        avg: c[2].parse().ok()?,
-        max: c[3].parse().ok()?,
-        median: median(&mut times),
-    })
+
+    /// One round, the same on both setups: VM2 listens with `nc`, VM1
+    /// pings it [`NET_PINGS`] times, then pipes 64 MiB of zeros into `nc`
+    /// (timed; the pings gave the listener seconds to start).
+    fn round(&mut self, deadline: std::time::Instant) -> Result<()> {
+        let vm2 = self.consoles.focus(1, deadline)?;
+        // In the background, so that the prompt comes back at once; it
+        // ends with the stream.
+        net_run(
+            vm2,
+            "nc -l -p 5001 > /dev/null & true",
+            "LISTENING",
+            deadline,
+        )?;
+        let vm1 = self.consoles.focus(0, deadline)?;
+        let ping = format!("ping -c {NET_PINGS} -i 0.5 {}", NET_ADDRESSES[1]);
+        let from = vm1.elapsed();
+        let to = net_run(vm1, &ping, "PING-DONE", deadline)?;
+        // The lines of this ping alone: cons replays a guest's earlier
+        // output when its console is picked again.
+        let text: String = vm1
+            .lines()
+            .into_iter()
+            .filter(|(at, _)| (from..=to).contains(at))
+            .map(|(_, l)| l + "\n")
+            .collect();
+        self.replies.extend(reply_times(&text));
+        let send = format!(
+            "dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc {} 5001",
+            NET_MIB * 16,
+            NET_ADDRESSES[1]
+        );
+        let before = vm1.elapsed();
+        let after = net_run(vm1, &send, "SEND-DONE", deadline)?;
+        self.transfers
+            .push(after.saturating_sub(before).as_secs_f64());
+        Ok(())
+    }
+
+    /// Ends the setup's QEMUs; its figures.
+    fn finish(self, failed: Option<Error>) -> Result<NetFigures> {
+        let transcript = self.consoles.finish();
+        let what = self.what;
+        if let Some(e) = failed {
+            bail!("{what}: {e}\n--- console log ---\n{transcript}");
+        }
+        let rtt = Rtt::of(self.replies).ok_or_else(|| {
+            Error::new(format!(
+                "{what}: no ping replies\n--- console log ---\n{transcript}"
+            ))
+        })?;
+        let f = NetFigures {
+            transfers: self.transfers,
+            rtt,
+        };
+        let each: Vec<String> = f.rates().iter().map(|r| format!("{r:.2}")).collect();
+        eprintln!(
+            "  {what}: {NET_MIB} MiB per round at {} MiB/s, ping median {:.3} ms of {}",
+            each.join(", "),
+            f.rtt.median,
+            f.rtt.count
+        );
+        Ok(f)
+    }
 }
 
-/// Runs [`net_measure`] on `c` and takes the round trip from the
-/// transcript.
-fn net_setup(what: &str, mut c: NetConsoles, timeout: Duration) -> Result<NetFigures> {
-    let measured = net_measure(&mut c, timeout);
-    let transcript = c.finish();
-    let mut f = measured
-        .map_err(|e| Error::new(format!("{what}: {e}\n--- console log ---\n{transcript}")))?;
-    f.rtt = parse_rtt(&transcript).ok_or_else(|| {
-        Error::new(format!(
-            "{what}: no ping summary\n--- console log ---\n{transcript}"
-        ))
-    })?;
-    eprintln!(
-        "  {what}: {NET_MIB} MiB in {:.2} s, ping median {:.3} ms",
-        f.transfer, f.rtt.median
-    );
-    Ok(f)
+/// The round trips of busybox ping's replies (`seq=N ttl=N time=T ms`)
+/// in `text`, ms.
+fn reply_times(text: &str) -> Vec<f64> {
+    let reply = regex::Regex::new(r"seq=[0-9]+ ttl=[0-9]+ time=([0-9.]+) ms").expect("valid");
+    reply
+        .captures_iter(text)
+        .filter_map(|r| r[1].parse().ok())
+        .collect()
+}
+
+impl Rtt {
+    /// The figures of these round trips; `None` without any.
+    fn of(mut times: Vec<f64>) -> Option<Rtt> {
+        if times.is_empty() {
+            return None;
+        }
+        let count = times.len();
+        let avg = times.iter().sum::<f64>() / count as f64;
+        let (min, max) = times
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        Some(Rtt {
+            min,
+            avg,
+            max,
+            median: median(&mut times),
+            count,
+        })
+    }
 }
 
 /// `bench net`: the switch (entry uvmm-2vm-net) and, for scale, the same
 /// guests under plain QEMU, each with a virtio-net NIC on one QEMU socket
-/// network; one run each.
+/// network. Both setups are up at once and take turns, round by round, so
+/// that the host's drift meets both alike.
 fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     crate::packages::ensure(&[Need::Qemu])?;
     let guest = crate::guest::ensure(ws)?;
@@ -909,7 +971,6 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
         Ok(())
     };
 
-    // Under our system: both guests on one console.
     // Plain QEMU: two QEMUs on a socket network.
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     eprintln!(
@@ -942,19 +1003,10 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
             .map_err(|f| Error::new(format!("plain QEMU {}: {f}", i + 1)))?;
         sessions.push(s);
     }
-    let b = sessions.pop().expect("two sessions");
-    let a = sessions.pop().expect("two sessions");
-    let mut pair = [a, b];
-    for s in &mut pair {
-        let deadline = s.started() + args.timeout;
-        ready(s, 1, deadline)?;
-        s.expect(&Pattern::Text(SHELL_PROMPT.into()), deadline)
-            .map_err(|f| Error::new(format!("plain QEMU's prompt: {f}")))?;
-    }
-    let reference = net_setup("plain QEMU", NetConsoles::Separate(pair), args.timeout)?;
 
-    // One CPU for both setups: the comparison wants the same machine, and
-    // one vCPU per guest keeps the figures free of host scheduling noise.
+    // Under our system, booting meanwhile: both guests on one console.
+    // One CPU: the comparison wants the same machine, and one vCPU per
+    // guest keeps the figures free of host scheduling noise.
     let (_, mut uvmm_args, _) = headless(ws, vars, Some(NET_ENTRY), &[])?;
     add_before_kernel(
         &mut uvmm_args,
@@ -962,17 +1014,62 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
     );
     eprintln!("xtask: two guests on the virtio switch (entry {NET_ENTRY})");
     let mut s = Session::spawn(qemu::command(&uvmm_args), forbid.clone(), false)?;
+
+    let b = sessions.pop().expect("two sessions");
+    let a = sessions.pop().expect("two sessions");
+    let mut pair = [a, b];
+    for q in &mut pair {
+        let deadline = q.started() + args.timeout;
+        ready(q, 1, deadline)?;
+        q.expect(&Pattern::Text(SHELL_PROMPT.into()), deadline)
+            .map_err(|f| Error::new(format!("plain QEMU's prompt: {f}")))?;
+    }
     let deadline = s.started() + args.timeout;
     if let Err(e) = ready(&mut s, 2, deadline) {
         let t = s.finish().transcript;
         bail!("{NET_ENTRY}: {e}\n--- console log ---\n{t}");
     }
-    let ours = net_setup("switch", NetConsoles::Cons(s), args.timeout)?;
+    let mut setups = [
+        NetSetup {
+            what: "plain QEMU",
+            consoles: NetConsoles::Separate(pair),
+            transfers: Vec::new(),
+            replies: Vec::new(),
+        },
+        NetSetup {
+            what: "switch",
+            consoles: NetConsoles::Cons(s),
+            transfers: Vec::new(),
+            replies: Vec::new(),
+        },
+    ];
+    let deadline = std::time::Instant::now() + args.timeout;
+    let mut failed = [None, None];
+    for (setup, f) in setups.iter_mut().zip(&mut failed) {
+        *f = setup.prepare(deadline).err();
+    }
+    eprintln!(
+        "xtask: {} rounds, each setup in turn: {NET_PINGS} pings VM1 -> VM2, then {NET_MIB} MiB",
+        args.rounds
+    );
+    'rounds: for _ in 0..args.rounds {
+        for (setup, f) in setups.iter_mut().zip(&mut failed) {
+            if f.is_some() {
+                break 'rounds;
+            }
+            *f = setup.round(deadline).err();
+        }
+    }
+    let [reference, ours] = setups;
+    let [ref_failed, our_failed] = failed;
+    let reference = reference.finish(ref_failed);
+    let ours = ours.finish(our_failed)?;
+    let reference = reference?;
 
-    let mib_s = |f: &NetFigures| NET_MIB as f64 / f.transfer;
     println!(
-        "Two guests ({}), one TCP stream VM1 -> VM2 of {NET_MIB} MiB (busybox dd | nc), ping x{NET_PINGS}:",
-        guest.kernel_deb
+        "Two guests ({}), {} rounds, the setups taking turns: ping x{NET_PINGS} (-i 0.5) and one\n\
+         TCP stream VM1 -> VM2 of {NET_MIB} MiB (busybox dd | nc):",
+        guest.kernel_deb, args.rounds
     );
     println!(
         "  (plain QEMU: two QEMU processes, one emulated CPU, {VM_RAM_MIB} MiB and one host thread\n   \
@@ -981,24 +1078,34 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
          host thread; the CPU on both sides -cpu {})",
         crate::guest::NATIVE_CPU
     );
-    println!("                                         MiB/s   ping min/median/avg/max ms");
+    println!(
+        "                                         MiB/s   ping min/median/avg/max ms (replies)"
+    );
     for (what, f) in [
         (format!("virtio switch (entry {NET_ENTRY})"), &ours),
         ("plain QEMU, socket network".to_string(), &reference),
     ] {
         let r = f.rtt;
         println!(
-            "  {what:<36} {:>7.2}   {:.3}/{:.3}/{:.3}/{:.3}",
-            mib_s(f),
+            "  {what:<36} {:>7.2}   {:.3}/{:.3}/{:.3}/{:.3} ({})",
+            f.rate(),
             r.min,
             r.median,
             r.avg,
-            r.max
+            r.max,
+            r.count
         );
     }
+    let each: Vec<String> = ours
+        .rates()
+        .iter()
+        .zip(reference.rates())
+        .map(|(o, r)| format!("{:.2}", o / r))
+        .collect();
     println!(
-        "  switch / plain QEMU throughput        {:>7.2}",
-        mib_s(&ours) / mib_s(&reference)
+        "  switch / plain QEMU throughput        {:>7.2}  (round by round: {})",
+        ours.rate() / reference.rate(),
+        each.join(" ")
     );
     println!(
         "  switch / plain QEMU ping median       {:>7.2}",
@@ -1589,24 +1696,37 @@ mod tests {
     }
 
     #[test]
-    fn ping_summary_and_median_of_the_replies() {
+    fn round_trips_of_the_replies() {
         let t = "PING 192.168.1.2 (192.168.1.2): 56 data bytes\r\n\
                  64 bytes from 192.168.1.2: seq=0 ttl=64 time=2.500 ms\r\n\
                  64 bytes from 192.168.1.2: seq=1 ttl=64 time=24.000 ms\r\n\
                  64 bytes from 192.168.1.2: seq=2 ttl=64 time=3.000 ms\r\n\
-                 round-trip min/avg/max = 2.500/9.833/24.000 ms\r\n";
+                 64 bytes from 192.168.1.2: seq=3 ttl=64 time=2.000 ms\r\n\
+                 round-trip min/avg/max = 2.000/7.875/24.000 ms\r\n";
+        let times = reply_times(t);
+        assert_eq!(times, [2.5, 24.0, 3.0, 2.0]);
         assert_eq!(
-            parse_rtt(t),
+            Rtt::of(times),
             Some(Rtt {
-                min: 2.5,
-                avg: 9.833,
+                min: 2.0,
+                avg: 7.875,
                 max: 24.0,
-                median: 3.0
+                median: 2.75,
+                count: 4
             })
         );
-        let no_replies = "round-trip min/avg/max = 1.000/1.000/1.000 ms\r\n";
-        assert_eq!(parse_rtt(no_replies), None);
-        assert_eq!(parse_rtt("64 bytes from x: seq=0 ttl=64 time=1.0 ms"), None);
+        assert!(reply_times("round-trip min/avg/max = 1.000/1.000/1.000 ms\r\n").is_empty());
+        assert_eq!(Rtt::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn rates_of_the_rounds() {
+        let f = NetFigures {
+            transfers: vec![16.0, 32.0, 20.0],
+            rtt: Rtt::default(),
+        };
+        assert_eq!(f.rates(), [4.0, 2.0, 3.2]);
+        assert_eq!(f.rate(), 3.2);
     }
 
     #[test]

@@ -49,11 +49,12 @@ commands:
                       boot the guest natively and entry uvmm-staticpart,
                       alternating, N times each (default 3), and print the median
                       times until its shell / both VMs' shells are up
-  bench net [--timeout SECS]
+  bench net [--rounds N] [--timeout SECS]
                       two guests on the virtio switch (entry uvmm-2vm-net): TCP
                       throughput VM1 -> VM2 (64 MiB through busybox nc) and ping
                       round trip; the same under plain QEMU (two QEMUs, virtio-net
-                      on a socket network) for scale
+                      on a socket network) for scale; both up at once, taking
+                      turns for N rounds (default 3)
   lint                cargo fmt --check and clippy -D warnings for every crate and target
   help                this text
 
@@ -205,14 +206,17 @@ impl Default for StaticpartBenchArgs {
 
 #[derive(Debug, PartialEq)]
 pub struct NetBenchArgs {
-    /// How long each of the two machines may take for everything.
+    /// How long each machine may take to boot, and the rounds altogether.
     pub timeout: Duration,
+    /// Rounds of stream and pings, the setups taking turns.
+    pub rounds: usize,
 }
 
 impl Default for NetBenchArgs {
     fn default() -> Self {
         NetBenchArgs {
             timeout: Duration::from_secs(1800),
+            rounds: 3,
         }
     }
 }
@@ -353,8 +357,7 @@ fn parse_bench(flags: &[&str]) -> Result<Bench> {
             .map(|timeout| Bench::Ipc(IpcBenchArgs { timeout })),
         "vm" => parse_bench_vm(flags).map(Bench::Vm),
         "staticpart" => parse_bench_staticpart(flags).map(Bench::Staticpart),
-        "net" => parse_bench_timeout(flags, kind, NetBenchArgs::default().timeout)
-            .map(|timeout| Bench::Net(NetBenchArgs { timeout })),
+        "net" => parse_bench_net(flags).map(Bench::Net),
         other => bail!("unknown benchmark '{other}' (known: {BENCHMARKS})"),
     }
 }
@@ -384,6 +387,19 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
             "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
             "--exits-only" => args.exits_only = true,
             other => bail!("unknown flag '{other}' for 'bench vm'"),
+        }
+        Ok(())
+    })?;
+    Ok(args)
+}
+
+fn parse_bench_net(flags: &[&str]) -> Result<NetBenchArgs> {
+    let mut args = NetBenchArgs::default();
+    parse_flags(flags, |name, value| {
+        match name {
+            "--rounds" => args.rounds = parse_runs(name, &value()?)?,
+            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench net'"),
         }
         Ok(())
     })?;
@@ -676,14 +692,20 @@ mod tests {
 
     /// The benchmarks whose only flag is `--timeout`.
     #[test]
-    fn bench_timeout_only() {
+    fn bench_net_rounds_and_timeout() {
         let timeout = Duration::from_secs(90);
-        let inv = parse_with(&["bench", "net", "--timeout", "90"], &[]).unwrap();
+        let inv = parse_with(&["bench", "net", "--timeout", "90", "--rounds=2"], &[]).unwrap();
         assert_eq!(
             inv.command,
-            Command::Bench(Bench::Net(NetBenchArgs { timeout }))
+            Command::Bench(Bench::Net(NetBenchArgs { timeout, rounds: 2 }))
+        );
+        let inv = parse_with(&["bench", "net"], &[]).unwrap();
+        assert_eq!(
+            inv.command,
+            Command::Bench(Bench::Net(NetBenchArgs::default()))
         );
         assert!(parse_with(&["bench", "net", "--runs", "2"], &[]).is_err());
+        assert!(parse_with(&["bench", "net", "--rounds", "0"], &[]).is_err());
     }
 
     #[test]
