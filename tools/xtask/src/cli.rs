@@ -394,29 +394,37 @@ fn parse_bench_vm(flags: &[&str]) -> Result<VmBenchArgs> {
 }
 
 fn parse_bench_net(flags: &[&str]) -> Result<NetBenchArgs> {
-    let mut args = NetBenchArgs::default();
-    parse_flags(flags, |name, value| {
-        match name {
-            "--rounds" => args.rounds = parse_runs(name, &value()?)?,
-            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
-            other => bail!("unknown flag '{other}' for 'bench net'"),
-        }
-        Ok(())
-    })?;
-    Ok(args)
+    let d = NetBenchArgs::default();
+    let (rounds, timeout) = parse_count_and_timeout(flags, "net", "--rounds", d.rounds, d.timeout)?;
+    Ok(NetBenchArgs { timeout, rounds })
 }
 
 fn parse_bench_staticpart(flags: &[&str]) -> Result<StaticpartBenchArgs> {
-    let mut args = StaticpartBenchArgs::default();
+    let d = StaticpartBenchArgs::default();
+    let (runs, timeout) =
+        parse_count_and_timeout(flags, "staticpart", "--runs", d.runs, d.timeout)?;
+    Ok(StaticpartBenchArgs { runs, timeout })
+}
+
+/// The flags of benchmark `bench` that takes a count (`count_flag`, at
+/// least one) and `--timeout`; the defaults without them.
+fn parse_count_and_timeout(
+    flags: &[&str],
+    bench: &str,
+    count_flag: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<(usize, Duration)> {
+    let (mut count, mut timeout) = (count, timeout);
     parse_flags(flags, |name, value| {
         match name {
-            "--runs" => args.runs = parse_runs(name, &value()?)?,
-            "--timeout" => args.timeout = parse_seconds(name, &value()?)?,
-            other => bail!("unknown flag '{other}' for 'bench staticpart'"),
+            n if n == count_flag => count = parse_runs(name, &value()?)?,
+            "--timeout" => timeout = parse_seconds(name, &value()?)?,
+            other => bail!("unknown flag '{other}' for 'bench {bench}'"),
         }
         Ok(())
     })?;
-    Ok(args)
+    Ok((count, timeout))
 }
 
 /// The flags of benchmark `bench` whose only flag is `--timeout`: the
