@@ -129,8 +129,9 @@ pub struct Machine {
     pub mpidrs: Vec<u64>,
     /// The RAM: (capability name, region) for stage-2 mapping.
     pub ram_map: Vec<(String, RamRegion)>,
-    /// The console devices' input sides, in device-tree order.
-    pub consoles: Vec<ConsoleInput>,
+    /// The console devices' Vcon capabilities (`l4vmm,vcon_cap`, default
+    /// [`DEFAULT_VCON_CAP`]) and input sides, in device-tree order.
+    pub consoles: Vec<(String, ConsoleInput)>,
     /// PL011s whose registers the guest may read from a mirror page
     /// (their window is one whole page), by guest-physical address.
     pub mirrored: Vec<(u64, Arc<Mutex<Pl011>>)>,
@@ -457,8 +458,8 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
             bus.insert(base, size, &d.path, dev)
                 .map_err(|e| err(e.to_string()))
         };
+        let cap = d.vcon_cap.as_deref().unwrap_or(DEFAULT_VCON_CAP);
         let console = |host: &mut dyn Host| {
-            let cap = d.vcon_cap.as_deref().unwrap_or(DEFAULT_VCON_CAP);
             host.console(cap)
                 .map_err(|e| err(format!("{}: console capability '{cap}': {e}", d.path)))
         };
@@ -497,7 +498,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                 if base.is_multiple_of(MIRROR_PAGE) && size == MIRROR_PAGE {
                     mirrored.push((base, p.clone()));
                 }
-                consoles.push(ConsoleInput::Pl011(p));
+                consoles.push((cap.to_string(), ConsoleInput::Pl011(p)));
             }
             DeviceKind::VirtioConsole => {
                 let v = Arc::new(Mutex::new(VirtioMmio::new(
@@ -506,7 +507,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                     irq(&gic)?,
                 )));
                 add(&mut bus, window_of(0, virtio::SIZE)?, v.clone())?;
-                consoles.push(ConsoleInput::Virtio(v));
+                consoles.push((cap.to_string(), ConsoleInput::Virtio(v)));
             }
             DeviceKind::VirtioProxy { cap, no_notify } => {
                 let Ok(line) = irq(&gic) else {

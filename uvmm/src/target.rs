@@ -2,10 +2,11 @@
 //! `rom/`, guest RAM attached from its dataspace (with its host-physical
 //! address from moe, for `-i`), the devices of the `vbus` capability,
 //! console output to the log and input from it, the VM run on the
-//! kernel's Vm object ([`crate::l4vm`]).
-//!
-//! Not offered yet: console capabilities other than `log`.
+//! kernel's Vm object ([`crate::l4vm`]). A console device whose node names
+//! another Vcon capability (`l4vmm,vcon_cap`) writes to and reads from
+//! that one.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::ptr::NonNull;
@@ -28,13 +29,38 @@ use uvmm::{Options, info};
 
 use crate::l4vm::{AttachedRam, L4Vm, SLOTS};
 
-/// Guest console output: the task's log (standard output), written by a
-/// thread of its own in lines. A guest's UART hands over one byte per
-/// register write; one log message per byte would cost the log's server
-/// (cons) a request each. What has no newline yet goes out once the guest
-/// paused for [`LOG_IDLE`] (a shell prompt).
+/// Guest console output: the task's log (standard output) or another Vcon
+/// capability, written by a thread of its own in lines. A guest's UART
+/// hands over one byte per register write; one log message per byte would
+/// cost the log's server (cons) a request each. What has no newline yet
+/// goes out once the guest paused for [`LOG_IDLE`] (a shell prompt).
 #[derive(Clone)]
 struct LogOut(Arc<(std::sync::Mutex<Vec<u8>>, std::sync::Condvar)>);
+
+/// Where a [`LogOut`] writes.
+#[derive(Clone, Copy)]
+enum Sink {
+    /// The task's standard output (the `log` capability).
+    Stdout,
+    /// A Vcon capability of its own.
+    Vcon(Cap<l4::Vcon>),
+}
+
+impl Sink {
+    fn write(self, bytes: &[u8]) {
+        // Nowhere to report a failing console.
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(bytes);
+                let _ = out.flush();
+            }
+            Sink::Vcon(con) => {
+                let _ = con.write(bytes);
+            }
+        }
+    }
+}
 
 /// How long a partial line waits for more output.
 const LOG_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
@@ -42,13 +68,13 @@ const LOG_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
 const LOG_HOLD_MAX: usize = 1024;
 
 impl LogOut {
-    /// The log writer and its thread.
-    fn start() -> LogOut {
+    /// The writer to `sink` and its thread.
+    fn start(sink: Sink) -> LogOut {
         let out = LogOut(Arc::default());
         let shared = out.0.clone();
         let spawned = std::thread::Builder::new()
             .name("log-out".into())
-            .spawn(move || log_writer(&shared));
+            .spawn(move || log_writer(&shared, sink));
         if let Err(e) = spawned {
             uvmm::warn!("vmm", "no console output thread: {e}");
         }
@@ -58,7 +84,7 @@ impl LogOut {
 
 /// Writes what [`LogOut`] collects: whole lines at once, a partial line
 /// after [`LOG_IDLE`] without more.
-fn log_writer(shared: &(std::sync::Mutex<Vec<u8>>, std::sync::Condvar)) {
+fn log_writer(shared: &(std::sync::Mutex<Vec<u8>>, std::sync::Condvar), sink: Sink) {
     let (buf, more) = shared;
     let mut held = uvmm::bus::lock(buf);
     loop {
@@ -84,11 +110,7 @@ fn log_writer(shared: &(std::sync::Mutex<Vec<u8>>, std::sync::Condvar)) {
         };
         let bytes: Vec<u8> = held.drain(..cut).collect();
         drop(held);
-        let mut out = std::io::stdout().lock();
-        // Nowhere to report a failing log.
-        let _ = out.write_all(&bytes);
-        let _ = out.flush();
-        drop(out);
+        sink.write(&bytes);
         held = uvmm::bus::lock(buf);
     }
 }
@@ -121,8 +143,8 @@ struct L4Host {
     /// The virtio proxies' notification Irqs with their INTIDs, for the
     /// kernel to inject.
     virqs: Vec<(u64, u32)>,
-    /// The log writer, once a console uses it.
-    log: Option<LogOut>,
+    /// The console writers by capability name, once a console uses them.
+    consoles: BTreeMap<String, LogOut>,
     /// The Vm, once it exists (the devices are made before it).
     vm: Arc<OnceLock<Cap<Vm>>>,
 }
@@ -246,13 +268,22 @@ impl Host for L4Host {
     }
 
     fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String> {
-        // The log is the task's standard output; other Vcon capabilities
-        // need a Vcon client the runtime does not offer programs yet.
-        if cap == machine::DEFAULT_VCON_CAP {
-            Ok(Box::new(self.log.get_or_insert_with(LogOut::start).clone()))
-        } else {
-            Err("only the log can be a console yet".into())
+        if let Some(out) = self.consoles.get(cap) {
+            return Ok(Box::new(out.clone()));
         }
+        let sink = if cap == machine::DEFAULT_VCON_CAP {
+            Sink::Stdout
+        } else {
+            let index =
+                l4re::env::get_cap(cap).ok_or_else(|| format!("no capability named '{cap}'"))?;
+            let con = Cap::<l4::Vcon>::from_index(index);
+            // A Vcon answers this; anything else is no console.
+            raw_mode(con).map_err(|e| format!("not a console ({e:?})"))?;
+            Sink::Vcon(con)
+        };
+        let out = LogOut::start(sink);
+        self.consoles.insert(cap.to_string(), out.clone());
+        Ok(Box::new(out))
     }
 
     fn virtio_port(
@@ -354,55 +385,109 @@ fn shortcuts(vm: Arc<OnceLock<Cap<Vm>>>, kick: Cap<Irq>) -> FastPathFn {
 /// console before it is dropped for that console.
 const CONSOLE_STALL_MS: u32 = 50;
 
-/// Feeds what is typed into the log to the guest's consoles.
-fn console_input(consoles: Vec<ConsoleInput>) {
-    if consoles.is_empty() {
-        return;
+/// Puts a Vcon into raw mode: the guest's terminal echoes and translates,
+/// so cons (or the kernel console) must pass keys through as typed, as
+/// L4Re's Vcon front-ends ask it to.
+fn raw_mode(con: Cap<l4::Vcon>) -> Result<(), l4::abi::Error> {
+    con.make_raw()
+}
+
+/// Feeds what is typed into each console capability to the guest's
+/// consoles on it (`consoles`: capability name and input side, as
+/// [`machine::Machine::consoles`] lists them): the log's through standard
+/// input, every other one on a thread of its own.
+fn console_input(consoles: &[(String, ConsoleInput)]) {
+    let mut by_cap: BTreeMap<&str, Vec<ConsoleInput>> = BTreeMap::new();
+    for (cap, c) in consoles {
+        by_cap.entry(cap).or_default().push(c.clone());
     }
-    // The guest's terminal echoes and translates; cons (or the kernel
-    // console) must pass keys through as typed, as L4Re's Vcon front-ends
-    // ask it to.
-    if let Err(e) = Cap::<l4::Vcon>::from_index(caps::LOG).make_raw() {
-        uvmm::warn!("vmm", "cannot put the console into raw mode: {e:?}");
-    }
-    let spawned = std::thread::Builder::new()
-        .name("console-in".into())
-        .spawn(move || {
-            let mut buf = [0u8; 64];
-            let mut stdin = std::io::stdin();
-            // Consoles whose guest did not read for a while (e.g. a PL011
-            // next to the virtio console the guest uses): input for them
-            // is dropped, not waited for, until they take it again.
-            let mut stalled = vec![false; consoles.len()];
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                // Each console takes all of it, waiting while its device
-                // is full and its guest reads from it.
-                for (c, stalled) in consoles.iter().zip(stalled.iter_mut()) {
-                    let mut done = c.receive(&buf[..n]);
-                    let mut idle_ms = 0;
-                    while done < n && !*stalled {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                        let took = c.receive(&buf[done..n]);
-                        done += took;
-                        idle_ms = if took == 0 { idle_ms + 1 } else { 0 };
-                        *stalled = idle_ms >= CONSOLE_STALL_MS;
-                    }
-                    if done == n {
-                        *stalled = false;
-                    }
-                }
+    for (cap, consoles) in by_cap {
+        let source = if cap == machine::DEFAULT_VCON_CAP {
+            if let Err(e) = raw_mode(Cap::from_index(caps::LOG)) {
+                uvmm::warn!("vmm", "cannot put the console into raw mode: {e:?}");
             }
-        });
-    if let Err(e) = spawned {
-        uvmm::warn!("vmm", "no console input: {e}");
+            None
+        } else {
+            // `console` found it when the devices were made.
+            l4re::env::get_cap(cap).map(Cap::<l4::Vcon>::from_index)
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("console-in-{cap}"))
+            .spawn(move || match source {
+                None => {
+                    let mut stdin = std::io::stdin();
+                    feed_consoles(&consoles, |buf| stdin.read(buf).ok());
+                }
+                Some(con) => {
+                    let irq = input_irq(con);
+                    feed_consoles(&consoles, |buf| vcon_read(con, irq, buf));
+                }
+            });
+        if let Err(e) = spawned {
+            uvmm::warn!("vmm", "no console input from '{cap}': {e}");
+        }
     }
 }
 
-/// The label of the monitor's input Irq.
-const MONITOR_IRQ_LABEL: u64 = 0x6d6f_6e00;
+/// Waits for input on a Vcon: the next bytes into `buf`, `None` once the
+/// console fails. `irq` is its input Irq, bound to this thread (without
+/// one: a look every 50 ms).
+fn vcon_read(con: Cap<l4::Vcon>, irq: Option<Cap<Irq>>, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        match con.read(buf) {
+            Ok((n, _)) if n > 0 => return Some(n),
+            Ok(_) => {}
+            Err(e) => {
+                uvmm::warn!("vmm", "a console fails ({e:?}): no more input from it");
+                return None;
+            }
+        }
+        match irq {
+            Some(_) => {
+                let _ = con.cast::<l4::Icu>().unmask(0);
+                let t = l4::Timeouts::new(l4::Timeout::NEVER, l4::Timeout::NEVER);
+                let _ = l4::ipc::wait_msg(t);
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Gives each of `consoles` all that `next` reads until it ends (`None`
+/// or 0 bytes), waiting while a device is full and its guest reads from
+/// it. Where several consoles share the input, one whose guest did not
+/// read for a while (e.g. a PL011 next to the virtio console the guest
+/// uses) has its input dropped, not waited for, until it takes it again;
+/// a console of its own waits for its guest however long that takes (a
+/// guest that shares its CPU may not run for tens of milliseconds).
+fn feed_consoles(consoles: &[ConsoleInput], mut next: impl FnMut(&mut [u8]) -> Option<usize>) {
+    let shared = consoles.len() > 1;
+    let mut buf = [0u8; 64];
+    let mut stalled = vec![false; consoles.len()];
+    while let Some(n) = next(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        for (c, stalled) in consoles.iter().zip(stalled.iter_mut()) {
+            let mut done = c.receive(&buf[..n]);
+            let mut idle_ms = 0;
+            while done < n && !*stalled {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                let took = c.receive(&buf[done..n]);
+                done += took;
+                idle_ms = if took == 0 { idle_ms + 1 } else { 0 };
+                *stalled = shared && idle_ms >= CONSOLE_STALL_MS;
+            }
+            if done == n {
+                *stalled = false;
+            }
+        }
+    }
+}
+
+/// The label of a console's input Irq (the monitor's and the guest
+/// consoles').
+const INPUT_IRQ_LABEL: u64 = 0x6d6f_6e00;
 /// The longest command line the monitor takes.
 const MONITOR_LINE_MAX: usize = 256;
 
@@ -422,15 +507,15 @@ fn monitor(vm: Arc<uvmm::vmm::Vm>, tree: uvmm::dt::Tree) {
 }
 
 /// An Irq of this thread on the console's input line, unmasked when the
-/// thread waits for input; `None` where the console has none (then the
-/// monitor looks for input every 50 ms).
+/// thread waits for input; `None` where the console has none (then
+/// [`vcon_read`] looks for input every 50 ms).
 fn input_irq(con: Cap<l4::Vcon>) -> Option<Cap<Irq>> {
     let me = Cap::<l4::Thread>::from_index(l4re::env::thread_cap().ok()?);
     let slot = SLOTS.alloc()?;
     let irq = Cap::<Factory>::from_index(caps::FACTORY)
         .create_irq(slot)
         .ok()?;
-    irq.attach(me, MONITOR_IRQ_LABEL).ok()?;
+    irq.attach(me, INPUT_IRQ_LABEL).ok()?;
     con.cast::<l4::Icu>().bind(0, irq).ok()?;
     Some(irq)
 }
@@ -445,39 +530,21 @@ fn serve_monitor(con: Cap<l4::Vcon>, vm: &uvmm::vmm::Vm, tree: &uvmm::dt::Tree) 
     let irq = input_irq(con);
     let mut line: Vec<u8> = Vec::new();
     let mut buf = [0u8; 64];
-    loop {
-        match con.read(&mut buf) {
-            Ok((n, _)) if n > 0 => {
-                for &b in &buf[..n] {
-                    match b {
-                        b'\r' | b'\n' => {
-                            let text = String::from_utf8_lossy(&line).into_owned();
-                            line.clear();
-                            say(&uvmm::monitor::execute(vm, tree, &text));
-                            say(uvmm::monitor::PROMPT);
-                        }
-                        0x08 | 0x7f => {
-                            line.pop();
-                        }
-                        _ if line.len() < MONITOR_LINE_MAX => line.push(b),
-                        _ => {}
-                    }
+    while let Some(n) = vcon_read(con, irq, &mut buf) {
+        for &b in &buf[..n] {
+            match b {
+                b'\r' | b'\n' => {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    line.clear();
+                    say(&uvmm::monitor::execute(vm, tree, &text));
+                    say(uvmm::monitor::PROMPT);
                 }
-                continue;
+                0x08 | 0x7f => {
+                    line.pop();
+                }
+                _ if line.len() < MONITOR_LINE_MAX => line.push(b),
+                _ => {}
             }
-            Ok(_) => {}
-            Err(e) => {
-                uvmm::warn!("vmm", "the monitor's console fails ({e:?}): no monitor");
-                return;
-            }
-        }
-        match irq {
-            Some(_) => {
-                let _ = con.cast::<l4::Icu>().unmask(0);
-                let t = l4::Timeouts::new(l4::Timeout::NEVER, l4::Timeout::NEVER);
-                let _ = l4::ipc::wait_msg(t);
-            }
-            None => std::thread::sleep(std::time::Duration::from_millis(50)),
         }
     }
 }
@@ -515,7 +582,7 @@ pub fn run(opts: Options) -> ExitCode {
         vm.route_virq(irq, intid);
     }
     let _ = host.vm.set(vm.cap());
-    console_input(m.consoles.clone());
+    console_input(&m.consoles);
     monitor(m.vm.clone(), m.tree.clone());
     match m.run(&mut vm) {
         Ok(code) => {

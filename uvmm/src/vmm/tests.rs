@@ -23,6 +23,8 @@ struct TestHost {
     files: HashMap<String, Vec<u8>>,
     ram_size: usize,
     out: Collect,
+    /// What goes to the console capability `con1`.
+    con1: Collect,
     bus: Vec<BusDevice>,
 }
 
@@ -45,6 +47,7 @@ impl Host for TestHost {
     fn console(&mut self, cap: &str) -> Result<Box<dyn ConsoleOut>, String> {
         match cap {
             "log" => Ok(Box::new(self.out.clone())),
+            "con1" => Ok(Box::new(self.con1.clone())),
             _ => Err("no such capability".into()),
         }
     }
@@ -62,6 +65,7 @@ fn host() -> TestHost {
         files,
         ram_size: 32 << 20,
         out: Collect::default(),
+        con1: Collect::default(),
         bus: Vec::new(),
     }
 }
@@ -327,6 +331,34 @@ fn build_from_seed_like_command_line() {
     let mut rd = vec![0u8; (re - rs) as usize];
     m.vm.mem.read(rs, &mut rd).unwrap();
     assert_eq!(rd, b"initrd");
+}
+
+#[test]
+fn consoles_on_the_capabilities_their_nodes_name() {
+    let mut h = host();
+    let args = [
+        "-krom/Image",
+        "-drom/virt.dtb",
+        "-m/pl011@9000000/l4vmm,vcon_cap=str:con1",
+    ];
+    let m = machine(&args, &mut h, 1).unwrap();
+    let caps: Vec<&str> = m.consoles.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(caps, ["con1", "log"], "in device-tree order");
+    // The PL011 writes to con1, the virtio console to the log.
+    m.vm.bus.write(0x900_0000, 4, u64::from(b'x')).unwrap();
+    assert_eq!(h.con1.bytes(), b"x");
+    assert!(h.out.bytes().is_empty());
+    // A capability uvmm was not given: the node and the name in the error.
+    let args = [
+        "-krom/Image",
+        "-drom/virt.dtb",
+        "-m/virtio_uart@20000/l4vmm,vcon_cap=str:con9",
+    ];
+    let e = machine(&args, &mut h, 1).err().unwrap().to_string();
+    assert!(
+        e.contains("/virtio_uart@20000") && e.contains("'con9'"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -602,7 +634,7 @@ fn uart_registers_read_from_a_mirror_and_writes_trap() {
     assert_eq!(mirror.read(0x18), Some(0x90), "FR: TXFE | RXFE");
     assert_eq!(mirror.read(0x3c), Some(1 << 5), "RIS: the write's TX");
     // Input: the guest's reads trap until it has read the FIFO empty.
-    assert_eq!(m.consoles[0].receive(b"q"), 1);
+    assert_eq!(m.consoles[0].1.receive(b"q"), 1);
     assert_eq!(mirror.read(0x18), None);
 }
 
