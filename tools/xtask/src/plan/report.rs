@@ -229,9 +229,14 @@ pub fn text(plan: &Plan, inputs: &Inputs, findings: &[Finding], show_host: bool)
             let _ = writeln!(o, "  passed through: nothing");
         }
         for e in &vm.emulated {
+            let console = e
+                .console
+                .as_ref()
+                .map(|c| format!(", console on cap {c}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 o,
-                "  emulated: {} {} at {}",
+                "  emulated: {} {} at {}{console}",
                 e.kind,
                 e.path,
                 ranges(&e.mmio)

@@ -441,6 +441,28 @@ fn vlan_plan(edits: &[(&str, &str)]) -> (super::Plan, Vec<Finding>) {
 }
 
 #[test]
+fn consoles_and_their_capabilities() {
+    let (plan, f) = vlan_plan(&[]);
+    assert_eq!(errors(&f), Vec::<&str>::new());
+    let consoles: Vec<(&str, Option<&str>)> = plan.vms[0]
+        .emulated
+        .iter()
+        .filter(|e| e.console.is_some())
+        .map(|e| (e.path.as_str(), e.console.as_deref()))
+        .collect();
+    assert_eq!(
+        consoles,
+        [
+            ("/pl011@9000000", Some("con1")),
+            ("/l4vmm/virtio_uart@20000", Some("log"))
+        ]
+    );
+    // The PL011's capability not given: an error naming it.
+    let (_, f) = vlan_plan(&[("con1 = vmm", "conx = vmm")]);
+    assert!(errors(&f).iter().any(|e| e.contains("con1")), "{f:#?}");
+}
+
+#[test]
 fn switch_ports_with_vlans() {
     let (plan, f) = vlan_plan(&[]);
     assert_eq!(errors(&f), Vec::<&str>::new());

@@ -27,6 +27,8 @@ pub struct Emulated {
     pub kind: &'static str,
     /// `[start, end)` guest-physical windows.
     pub mmio: Vec<(u64, u64)>,
+    /// A console's Vcon capability (`l4vmm,vcon_cap`, `log` without it).
+    pub console: Option<String>,
 }
 
 /// A device passed through from an io bus.
@@ -180,6 +182,13 @@ pub fn read(task: &Task, system: &System, inputs: &Inputs) -> Vm {
                         keep.push(d.path);
                         continue;
                     }
+                    let console = matches!(d.kind, DeviceKind::Pl011 | DeviceKind::VirtioConsole)
+                        .then(|| d.vcon_cap.clone().unwrap_or_else(|| "log".into()));
+                    if let Some(cap) = &console
+                        && !vm.expects.contains(cap)
+                    {
+                        vm.expects.push(cap.clone());
+                    }
                     if !matches!(d.kind, DeviceKind::ArchTimer) {
                         vm.emulated.push(Emulated {
                             path: d.path.clone(),
@@ -189,13 +198,8 @@ pub fn read(task: &Task, system: &System, inputs: &Inputs) -> Vm {
                                 .iter()
                                 .map(|&(b, s)| (b, b.saturating_add(s)))
                                 .collect(),
+                            console,
                         });
-                    }
-                    if matches!(d.kind, DeviceKind::Pl011 | DeviceKind::VirtioConsole) {
-                        let cap = d.vcon_cap.clone().unwrap_or_else(|| "log".into());
-                        if !vm.expects.contains(&cap) {
-                            vm.expects.push(cap);
-                        }
                     }
                     keep.push(d.path);
                 }
