@@ -570,10 +570,8 @@ impl<B: Backend> Service<B> {
         }
         let max = self.switch.options().max_ports;
         // A record for each port `-p` allows (its number is not bounded).
-        let Some(size) = max
-            .checked_mul(netstats::RECORD_LEN)
-            .and_then(|n| n.checked_add(netstats::HEADER_LEN))
-            .and_then(|n| (n as u64).checked_next_multiple_of(4096))
+        let Some(size) =
+            netstats::buffer_len(max).and_then(|n| (n as u64).checked_next_multiple_of(4096))
         else {
             self.say(
                 Component::Request,

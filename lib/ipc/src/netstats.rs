@@ -43,9 +43,12 @@ const MAC_AT: usize = 48;
 const NAME_AT: usize = MAC_AT + 6;
 const IN_USE_AT: usize = NAME_AT + NAME_LEN;
 
-/// The size of a buffer with `max_ports` records.
-pub const fn buffer_len(max_ports: usize) -> usize {
-    HEADER_LEN + RECORD_LEN * max_ports
+/// The size of a buffer with `max_ports` records; `None` past `usize`.
+pub const fn buffer_len(max_ports: usize) -> Option<usize> {
+    match max_ports.checked_mul(RECORD_LEN) {
+        Some(n) => n.checked_add(HEADER_LEN),
+        None => None,
+    }
 }
 
 /// A port's counters, as L4Re's switch names them.
@@ -178,8 +181,8 @@ pub fn parse(buf: &[u8]) -> Option<Snapshot<'_>> {
     let head = buf.get(..HEADER_LEN)?;
     let age = u64::from_le_bytes(head[..8].try_into().ok()?);
     let max_ports = u64::from_le_bytes(head[8..].try_into().ok()?);
-    let n = usize::try_from(max_ports).ok()?;
-    let records = buf.get(HEADER_LEN..HEADER_LEN.checked_add(n.checked_mul(RECORD_LEN)?)?)?;
+    let len = buffer_len(usize::try_from(max_ports).ok()?)?;
+    let records = buf.get(HEADER_LEN..len)?;
     Some(Snapshot {
         age,
         max_ports,
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn buffers_parse_and_short_ones_are_refused() {
-        let mut buf = [0u8; buffer_len(3)];
+        let mut buf = [0u8; buffer_len(3).unwrap()];
         buf[..HEADER_LEN].copy_from_slice(&encode_header(7, 3));
         let r = Record::new(PortCounters::default(), [0; 6], "net1");
         let at = HEADER_LEN + RECORD_LEN;
@@ -233,5 +236,6 @@ mod tests {
         let mut huge = [0u8; 80];
         huge[..HEADER_LEN].copy_from_slice(&encode_header(0, usize::MAX));
         assert_eq!(parse(&huge), None);
+        assert_eq!(buffer_len(usize::MAX), None);
     }
 }

@@ -111,12 +111,12 @@ fn run(_: u64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use l4_ipc::netstats::{PortCounters, buffer_len, encode_header};
+    use l4_ipc::netstats::{HEADER_LEN, PortCounters, buffer_len, encode_header};
 
     #[test]
     fn one_line_per_port_in_use() {
-        let mut buf = [0u8; buffer_len(3)];
-        buf[..16].copy_from_slice(&encode_header(2, 3));
+        let mut buf = [0u8; buffer_len(3).unwrap()];
+        buf[..HEADER_LEN].copy_from_slice(&encode_header(2, 3));
         let c = PortCounters {
             tx_num: 12,
             tx_dropped: 1,
@@ -126,7 +126,7 @@ mod tests {
             rx_bytes: 980,
         };
         let r = Record::new(c, [2, 8, 0, 0, 0, 2], "net1");
-        let at = 16 + 2 * netstats::RECORD_LEN;
+        let at = HEADER_LEN + 2 * netstats::RECORD_LEN;
         buf[at..at + netstats::RECORD_LEN].copy_from_slice(&r.encode());
         assert_eq!(
             lines(&buf).unwrap(),
