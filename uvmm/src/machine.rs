@@ -458,10 +458,10 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
             bus.insert(base, size, &d.path, dev)
                 .map_err(|e| err(e.to_string()))
         };
-        let cap = d.vcon_cap.as_deref().unwrap_or(DEFAULT_VCON_CAP);
+        let vcon = d.vcon_cap.as_deref().unwrap_or(DEFAULT_VCON_CAP);
         let console = |host: &mut dyn Host| {
-            host.console(cap)
-                .map_err(|e| err(format!("{}: console capability '{cap}': {e}", d.path)))
+            host.console(vcon)
+                .map_err(|e| err(format!("{}: console capability '{vcon}': {e}", d.path)))
         };
         // The node's window, at most the device's register file.
         let window_of = |i: usize, max: u64| window(i).map(|(b, s)| (b, s.min(max)));
@@ -498,7 +498,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                 if base.is_multiple_of(MIRROR_PAGE) && size == MIRROR_PAGE {
                     mirrored.push((base, p.clone()));
                 }
-                consoles.push((cap.to_string(), ConsoleInput::Pl011(p)));
+                consoles.push((vcon.to_string(), ConsoleInput::Pl011(p)));
             }
             DeviceKind::VirtioConsole => {
                 let v = Arc::new(Mutex::new(VirtioMmio::new(
@@ -507,7 +507,7 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
                     irq(&gic)?,
                 )));
                 add(&mut bus, window_of(0, virtio::SIZE)?, v.clone())?;
-                consoles.push((cap.to_string(), ConsoleInput::Virtio(v)));
+                consoles.push((vcon.to_string(), ConsoleInput::Virtio(v)));
             }
             DeviceKind::VirtioProxy { cap, no_notify } => {
                 let Ok(line) = irq(&gic) else {

@@ -271,16 +271,24 @@ impl Host for L4Host {
         if let Some(out) = self.consoles.get(cap) {
             return Ok(Box::new(out.clone()));
         }
-        let sink = if cap == machine::DEFAULT_VCON_CAP {
-            Sink::Stdout
+        let log = cap == machine::DEFAULT_VCON_CAP;
+        let con = if log {
+            Cap::<l4::Vcon>::from_index(caps::LOG)
         } else {
             let index =
                 l4re::env::get_cap(cap).ok_or_else(|| format!("no capability named '{cap}'"))?;
-            let con = Cap::<l4::Vcon>::from_index(index);
-            // A Vcon answers this; anything else is no console.
-            raw_mode(con).map_err(|e| format!("not a console ({e:?})"))?;
-            Sink::Vcon(con)
+            Cap::from_index(index)
         };
+        // Raw mode: the guest's terminal echoes and translates, so cons (or
+        // the kernel console) must pass keys through as typed, as L4Re's
+        // Vcon front-ends ask it to. A named capability that does not
+        // answer is no console; the log stays usable either way.
+        match con.make_raw() {
+            Err(e) if !log => return Err(format!("not a console ({e:?})")),
+            Err(e) => uvmm::warn!("vmm", "cannot put the console into raw mode: {e:?}"),
+            Ok(()) => {}
+        }
+        let sink = if log { Sink::Stdout } else { Sink::Vcon(con) };
         let out = LogOut::start(sink);
         self.consoles.insert(cap.to_string(), out.clone());
         Ok(Box::new(out))
@@ -385,13 +393,6 @@ fn shortcuts(vm: Arc<OnceLock<Cap<Vm>>>, kick: Cap<Irq>) -> FastPathFn {
 /// console before it is dropped for that console.
 const CONSOLE_STALL_MS: u32 = 50;
 
-/// Puts a Vcon into raw mode: the guest's terminal echoes and translates,
-/// so cons (or the kernel console) must pass keys through as typed, as
-/// L4Re's Vcon front-ends ask it to.
-fn raw_mode(con: Cap<l4::Vcon>) -> Result<(), l4::abi::Error> {
-    con.make_raw()
-}
-
 /// Feeds what is typed into each console capability to the guest's
 /// consoles on it (`consoles`: capability name and input side, as
 /// [`machine::Machine::consoles`] lists them): the log's through standard
@@ -402,14 +403,15 @@ fn console_input(consoles: &[(String, ConsoleInput)]) {
         by_cap.entry(cap).or_default().push(c.clone());
     }
     for (cap, consoles) in by_cap {
+        // Standard input for the log; any other capability `console`
+        // found when the devices were made (and put into raw mode).
         let source = if cap == machine::DEFAULT_VCON_CAP {
-            if let Err(e) = raw_mode(Cap::from_index(caps::LOG)) {
-                uvmm::warn!("vmm", "cannot put the console into raw mode: {e:?}");
-            }
             None
         } else {
-            // `console` found it when the devices were made.
-            l4re::env::get_cap(cap).map(Cap::<l4::Vcon>::from_index)
+            let Some(index) = l4re::env::get_cap(cap) else {
+                continue;
+            };
+            Some(Cap::<l4::Vcon>::from_index(index))
         };
         let spawned = std::thread::Builder::new()
             .name(format!("console-in-{cap}"))
