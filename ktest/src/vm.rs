@@ -33,6 +33,7 @@ tests! {
     "vm.sysreg_trap_exit" => sysreg_trap,
     "vm.id_registers_without_sve_el2_el3" => id_registers,
     "vm.pointer_auth_keys_trap" => pointer_auth_keys_trap,
+    "vm.debug_and_pmu_registers_trap" => debug_pmu_trap,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
     "vm.guest_reads_mapped_memory" => reads_memory,
     "vm.write_to_read_only_memory_is_stage2_fault" => write_read_only,
@@ -352,6 +353,40 @@ fn pointer_auth_keys_trap() -> R {
     // The keys are not switched between VMs, so a guest must not read
     // them: the access goes to the VMM.
     expect_read_trap(5, [3, 0, 2, 1, 0], "APIAKeyLo_EL1")
+}
+
+/// The debug registers and the PMU are one set per CPU, which the kernel
+/// does not switch: a guest that read or armed them would see or disturb
+/// another guest's and the host's. Every access goes to the VMM.
+fn debug_pmu_trap() -> R {
+    const ACCESSES: [([u32; 5], bool, &str); 5] = [
+        ([2, 0, 0, 0, 4], true, "DBGBVR0_EL1"),
+        ([2, 0, 0, 2, 2], false, "MDSCR_EL1"),
+        ([2, 0, 1, 0, 4], false, "OSLAR_EL1"),
+        ([3, 3, 9, 13, 0], true, "PMCCNTR_EL0"),
+        ([3, 3, 9, 12, 0], false, "PMCR_EL0"),
+    ];
+    let mut code = [hvc(9); ACCESSES.len() + 1];
+    for (i, (r, read, _)) in ACCESSES.iter().enumerate() {
+        let op = if *read { mrs } else { msr };
+        code[i] = op(3, r[0], r[1], r[2], r[3], r[4]);
+    }
+    let g = Guest::new(&code)?;
+    for (r, read, name) in ACCESSES {
+        g.expect(ExitReason::SysReg)?;
+        let s = state();
+        let a = s.exit.sysreg().ok_or("no access decoded")?;
+        ensure_eq!(
+            a.encoding,
+            sysreg_encoding(r[0], r[1], r[2], r[3], r[4]),
+            name
+        );
+        ensure!(a.read == read && a.reg == 3, "{name}: access {a:?}");
+        s.regs.skip_instruction();
+    }
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().exit.imm16(), Some(9), "the hvc after them");
+    Ok(())
 }
 
 fn stage2_fetch() -> R {

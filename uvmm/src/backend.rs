@@ -49,6 +49,17 @@ pub const ICC_ASGI1R_EL1: u32 = sysreg_encoding(3, 1, 12, 11, 6);
 /// `ICC_SGI0R_EL1`.
 pub const ICC_SGI0R_EL1: u32 = sysreg_encoding(3, 2, 12, 11, 7);
 
+/// `OSLSR_EL1`.
+pub const OSLSR_EL1: u32 = sysreg_encoding(2, 0, 1, 1, 4);
+
+/// Whether `encoding` names a debug register (op0 2, op1 0 or 3):
+/// breakpoints, watchpoints, `MDSCR_EL1`, the OS lock, claim tags, the
+/// debug communication channel. The kernel traps all of them for every
+/// guest, since it does not switch them between guests.
+pub fn is_debug_register(encoding: u32) -> bool {
+    encoding >> 14 == 2 && matches!((encoding >> 11) & 7, 0 | 3)
+}
+
 /// A system register's name as `S<op0>_<op1>_C<n>_C<m>_<op2>`.
 pub fn sysreg_name(encoding: u32) -> String {
     format!(
@@ -200,5 +211,18 @@ mod tests {
         assert_eq!(timer_remaining(&VTimer { ctl: 3, ..t }, 0, 1), None);
         assert_eq!(timer_remaining(&VTimer { ctl: 0, ..t }, 0, 1), None);
         assert_eq!(sysreg_name(ICC_SGI1R_EL1), "S3_0_C12_C11_5");
+        // MDSCR_EL1, DBGBVR0_EL1, DBGDTR_EL0 are debug registers; a trace
+        // register (op1 1), PMCCNTR_EL0 and ICC_SGI1R_EL1 are not.
+        for (e, debug) in [
+            (sysreg_encoding(2, 0, 0, 2, 2), true),
+            (sysreg_encoding(2, 0, 0, 0, 4), true),
+            (sysreg_encoding(2, 3, 0, 4, 0), true),
+            (OSLSR_EL1, true),
+            (sysreg_encoding(2, 1, 0, 0, 0), false),
+            (sysreg_encoding(3, 3, 9, 13, 0), false),
+            (ICC_SGI1R_EL1, false),
+        ] {
+            assert_eq!(is_debug_register(e), debug, "{}", sysreg_name(e));
+        }
     }
 }

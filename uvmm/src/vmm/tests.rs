@@ -535,6 +535,46 @@ fn handle_exit_details() {
     assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
     assert_eq!(st.regs.pc, 0x2004);
     assert!(vm.gic.has_pending(1));
+    // Debug registers at EL1: MDSCR_EL1 and DBGBVR0_EL1 read as zero,
+    // OSLSR_EL1 as an open OS lock, a write to OSLAR_EL1 is ignored; at
+    // EL0 (DBGDTR_EL0) and for the PMU (PMCCNTR_EL0) an exception.
+    let sysreg = |r: [u64; 5], rt: u64, read: bool| Exit {
+        esr: esr(
+            ec::SYSREG,
+            (r[0] << 20)
+                | (r[4] << 17)
+                | (r[1] << 14)
+                | (r[2] << 10)
+                | (rt << 5)
+                | (r[3] << 1)
+                | u64::from(read),
+        ),
+        ..Exit::default()
+    };
+    for (r, want) in [
+        ([2, 0, 0, 2, 2], 0),
+        ([2, 0, 0, 0, 4], 0),
+        ([2, 0, 1, 1, 4], 0b1000),
+    ] {
+        st.exit = sysreg(r, 5, true);
+        (st.regs.x[5], st.regs.pc) = (0x55, 0x2000);
+        assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+        assert_eq!((st.regs.x[5], st.regs.pc), (want, 0x2004), "{r:?}");
+    }
+    st.exit = sysreg([2, 0, 1, 0, 4], 5, false);
+    assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+    assert_eq!(st.regs.pc, 0x2008);
+    for (r, pstate, vector) in [
+        ([2, 3, 0, 4, 0], 0, 0x400),
+        ([3, 3, 9, 13, 0], 0x3c5, 0x200),
+    ] {
+        st.exit = sysreg(r, 5, true);
+        (st.regs.pc, st.regs.pstate) = (0x2000, pstate);
+        assert_eq!(vm.handle_exit(0, &mut st), Action::Resume);
+        assert_eq!(st.regs.pc, 0xffff_8000_0000_0000 + vector, "{r:?}");
+        assert_eq!((st.el1.esr >> 26, st.regs.elr_el1), (0, 0x2000), "{r:?}");
+    }
+    st.regs.pstate = 0x3c5;
     // WFI with nothing pending waits; WFE does not.
     st.exit = Exit {
         esr: esr(ec::WFX, 0),

@@ -6,8 +6,11 @@
 //! VMID). Physical IRQs and FIQs (IMO/FMO) and SErrors (AMO) come to EL2,
 //! WFI traps (TWI), SMC traps (TSC), implementation-defined registers and
 //! ACTLR trap (TIDCP, TACR), and the ID registers trap (TID3): the kernel
-//! answers them with what the guest gets ([`id_register`]). NV stays clear and EL2 registers UNDEF at
-//! EL1, and the PSTATE the kernel erets to is checked to be EL0 or EL1
+//! answers them with what the guest gets ([`id_register`]). The debug and
+//! PMU registers, trace, profiling and activity monitors, which the kernel
+//! does not switch, trap to the VMM (MDCR_EL2 and CPTR_EL2,
+//! [`guest_traps`]). NV stays clear and EL2 registers UNDEF at EL1, and
+//! the PSTATE the kernel erets to is checked to be EL0 or EL1
 //! ([`l4_abi::vcpu::check_pstate`]): the guest never reaches EL2.
 //!
 //! The host never uses the EL1 registers (its threads run at EL0 in the
@@ -69,6 +72,12 @@ pub enum ExitKind {
 
 /// HCR_EL2 while the host runs (read at start-up).
 static HOST_HCR: AtomicU64 = AtomicU64::new(0);
+/// MDCR_EL2 while the host runs (what `pmu_init` set) and while a guest
+/// runs ([`guest_traps`]).
+static HOST_MDCR: AtomicU64 = AtomicU64::new(0);
+static GUEST_MDCR: AtomicU64 = AtomicU64::new(0);
+/// CPTR_EL2 bits a guest runs with besides FPEN ([`guest_traps`]).
+static GUEST_CPTR: AtomicU64 = AtomicU64::new(0);
 /// List registers of the GIC virtual interface (ICH_VTR_EL2.ListRegs + 1).
 static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Active-priority registers per group (from ICH_VTR_EL2.PREbits).
@@ -86,6 +95,11 @@ pub fn cpu_init() {
     let host_hcr = HCR_EL2.get() | HCR_EL2::VM::Enable.value;
     HCR_EL2.set(host_hcr);
     HOST_HCR.store(host_hcr, Ordering::Relaxed);
+    let host_mdcr = MDCR_EL2.get();
+    HOST_MDCR.store(host_mdcr, Ordering::Relaxed);
+    let (mdcr, cptr) = guest_traps(read_id(5, 0), read_id(4, 0));
+    GUEST_MDCR.store(host_mdcr | mdcr, Ordering::Relaxed);
+    GUEST_CPTR.store(cptr, Ordering::Relaxed);
     let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange);
     let vmid16 = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 2;
     VMID_BITS.store(if vmid16 { 16 } else { 8 }, Ordering::Relaxed);
@@ -128,6 +142,44 @@ pub fn apr_count() -> usize {
 /// How many VMIDs there are (besides 0, which the kernel never gives out).
 pub fn vmid_count() -> u32 {
     (1u32 << VMID_BITS.load(Ordering::Relaxed)) - 1
+}
+
+/// What a guest must not reach because the kernel does not switch it
+/// between guests and the host: the MDCR_EL2 and CPTR_EL2 (VHE layout)
+/// trap bits for the features the CPU has (by ID_AA64DFR0_EL1 `dfr0` and
+/// ID_AA64PFR0_EL1 `pfr0`; a trap bit of a missing feature is RES0).
+/// The debug registers (breakpoints, watchpoints, OS lock, MDSCR_EL1, the
+/// debug communication channel: TDA, TDOSA, TDRA) and the PMU (TPM,
+/// TPMCR), which the host uses too, are one set per CPU: unswitched, one
+/// guest would read or arm what another set. The statistical profiling
+/// controls (TPMS), trace filter (TTRF), trace registers (TTA) and
+/// activity monitors (TAM) likewise. Their accesses exit to the VMM as
+/// trapped system registers; uvmm reads the debug registers as zero and
+/// ignores writes, and the rest are UNDEFINED for its guests (their ID
+/// registers say the features are absent, [`id_register`]).
+fn guest_traps(dfr0: u64, pfr0: u64) -> (u64, u64) {
+    let field = |v: u64, shift: u32| (v >> shift) & 0xf;
+    let (tpmcr, tpm, tda, tdosa, tdra, tpms, ttrf) = (5, 6, 9, 10, 11, 14, 19);
+    let mut mdcr = (1 << tda) | (1 << tdosa) | (1 << tdra);
+    let pmu = field(dfr0, 8);
+    if pmu != 0 && pmu != 0xf {
+        mdcr |= (1 << tpm) | (1 << tpmcr);
+    }
+    if field(dfr0, 32) != 0 {
+        mdcr |= 1 << tpms;
+    }
+    if field(dfr0, 40) != 0 {
+        mdcr |= 1 << ttrf;
+    }
+    let (tta, tam) = (28, 30);
+    let mut cptr = 0;
+    if field(dfr0, 4) != 0 {
+        cptr |= 1 << tta;
+    }
+    if field(pfr0, 44) != 0 {
+        cptr |= 1 << tam;
+    }
+    (mdcr, cptr)
 }
 
 /// HCR_EL2 while a guest runs.
@@ -236,6 +288,7 @@ pub unsafe fn load(
     VMPIDR_EL2.set(s.vmpidr | (1 << 31));
     load_gic(s, lrs, ich_extra);
     VTTBR_EL2.set(vttbr);
+    MDCR_EL2.set(GUEST_MDCR.load(Ordering::Relaxed));
     HCR_EL2.set(guest_hcr());
     // SAFETY: synchronises the register writes before the eret.
     unsafe { asm!("isb", options(nomem, nostack)) };
@@ -353,6 +406,7 @@ pub unsafe fn run(regs: *mut GuestRegs, pstate: u64) -> ExitKind {
 /// to be told (ICH_EISR_EL2).
 pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     HCR_EL2.set(HOST_HCR.load(Ordering::Relaxed));
+    MDCR_EL2.set(HOST_MDCR.load(Ordering::Relaxed));
     // SAFETY: synchronises the HCR change before the EL1 accesses below
     // (with TGE set again, the _EL12 names still reach EL1).
     unsafe { asm!("isb", options(nomem, nostack)) };
@@ -556,13 +610,14 @@ pub fn tlb_flush_vmid(vmid: u16) {
 
 /// CPTR_EL2 for the guest's entry: FP/SIMD untrapped (the kernel loads
 /// the guest's registers before every entry; the host's value comes back
-/// right after the exit).
+/// right after the exit), trace and activity monitors trapped
+/// ([`guest_traps`]).
 pub fn guest_fp() {
     let fpen: u64 = 0b11;
-    // SAFETY: only changes FP/SIMD trapping; see above.
-    unsafe {
-        asm!("msr cptr_el2, {}", in(reg) fpen << 20, options(nomem, nostack, preserves_flags))
-    };
+    let cptr = fpen << 20 | GUEST_CPTR.load(Ordering::Relaxed);
+    // SAFETY: only changes FP/SIMD, trace and activity-monitor trapping
+    // for the guest; see above.
+    unsafe { asm!("msr cptr_el2, {}", in(reg) cptr, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Drops this CPU's TLB entries of VMID `vmid` (a vCPU came from another
