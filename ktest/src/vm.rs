@@ -34,6 +34,7 @@ tests! {
     "vm.id_registers_without_sve_el2_el3" => id_registers,
     "vm.pointer_auth_keys_trap" => pointer_auth_keys_trap,
     "vm.debug_and_pmu_registers_trap" => debug_pmu_trap,
+    "vm.ras_and_lor_registers_trap" => ras_lor_trap,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
     "vm.guest_reads_mapped_memory" => reads_memory,
     "vm.write_to_read_only_memory_is_stage2_fault" => write_read_only,
@@ -64,6 +65,7 @@ tests! {
     "vm.vcpu_moves_to_another_cpu" => migrate,
     "vm.el1_registers_kept_until_the_vmm_changes_them" => el1_kept,
     "vm.el1_registers_after_another_vcpu_on_the_cpu" => el1_other_vcpu,
+    "vm.disr_after_another_vcpu_on_the_cpu" => disr_other_vcpu,
     "vm.el1_registers_follow_a_moving_vcpu" => el1_migrate,
     "vm.shortcut_doorbell_injects_without_exit" => shortcut_doorbell,
     "vm.shortcut_doorbell_reaches_a_thread" => shortcut_doorbell_thread,
@@ -359,21 +361,41 @@ fn pointer_auth_keys_trap() -> R {
 /// does not switch: a guest that read or armed them would see or disturb
 /// another guest's and the host's. Every access goes to the VMM.
 fn debug_pmu_trap() -> R {
-    const ACCESSES: [([u32; 5], bool, &str); 5] = [
+    expect_sysreg_exits(&[
         ([2, 0, 0, 0, 4], true, "DBGBVR0_EL1"),
         ([2, 0, 0, 2, 2], false, "MDSCR_EL1"),
         ([2, 0, 1, 0, 4], false, "OSLAR_EL1"),
         ([3, 3, 9, 13, 0], true, "PMCCNTR_EL0"),
         ([3, 3, 9, 12, 0], false, "PMCR_EL0"),
-    ];
-    let mut code = [hvc(9); ACCESSES.len() + 1];
-    for (i, (r, read, _)) in ACCESSES.iter().enumerate() {
+    ])
+}
+
+/// RAS error records are the CPU's (a guest could read or clear what
+/// another's errors left there), limited-ordering regions are EL1
+/// registers the kernel does not switch: both go to the VMM.
+fn ras_lor_trap() -> R {
+    need_ras()?;
+    expect_sysreg_exits(&[
+        // QEMU has no other error-record register (it has no records).
+        ([3, 0, 5, 3, 0], true, "ERRIDR_EL1"),
+        ([3, 0, 10, 4, 3], true, "LORC_EL1"),
+    ])
+}
+
+/// A guest whose instructions are `accesses` (an `mrs` into x3 where the
+/// flag says read, else an `msr` of x3), then `hvc #9`: each access must
+/// exit to the VMM as itself.
+fn expect_sysreg_exits(accesses: &[([u32; 5], bool, &str)]) -> R {
+    let mut code = [hvc(9); 8];
+    ensure!(accesses.len() < code.len(), "at most 7 accesses");
+    for (c, (r, read, _)) in code.iter_mut().zip(accesses) {
         let op = if *read { mrs } else { msr };
-        code[i] = op(3, r[0], r[1], r[2], r[3], r[4]);
+        *c = op(3, r[0], r[1], r[2], r[3], r[4]);
     }
-    let g = Guest::new(&code)?;
-    for (r, read, name) in ACCESSES {
-        g.expect(ExitReason::SysReg)?;
+    let g = Guest::new(&code[..=accesses.len()])?;
+    for &(r, read, name) in accesses {
+        let got = g.resume()?;
+        ensure!(got == ExitReason::SysReg, "{name}: exit {got:?}");
         let s = state();
         let a = s.exit.sysreg().ok_or("no access decoded")?;
         ensure_eq!(
@@ -386,6 +408,18 @@ fn debug_pmu_trap() -> R {
     }
     g.expect(ExitReason::Hvc)?;
     ensure_eq!(state().exit.imm16(), Some(9), "the hvc after them");
+    Ok(())
+}
+
+/// Fails unless guests see RAS (ID_AA64PFR0_EL1.RAS), as on QEMU's `max`.
+fn need_ras() -> R {
+    let g = Guest::new(&[mrs(1, 3, 0, 0, 4, 0), hvc(0)])?;
+    g.expect(ExitReason::Hvc)?;
+    ensure!(
+        (state().regs.x[1] >> 28) & 0xf != 0,
+        "needs a CPU with RAS (ID_AA64PFR0_EL1 {:#x})",
+        state().regs.x[1]
+    );
     Ok(())
 }
 
@@ -994,6 +1028,30 @@ fn el1_other_vcpu() -> R {
     state().unchanged = unchanged::ALL;
     g.expect(ExitReason::Hvc)?;
     ensure_eq!(state().regs.x[3], 0x1111, "this vcpu's tpidr_el1");
+    Ok(())
+}
+
+/// DISR_EL1 (which a guest reaches in VDISR_EL2): what one vCPU wrote,
+/// another on the same CPU does not read, and the first finds it again.
+fn disr_other_vcpu() -> R {
+    need_ras()?;
+    const A: u32 = 1 << 31;
+    let disr = |op: fn(u32, u32, u32, u32, u32, u32) -> u32, rt| op(rt, 3, 0, 12, 1, 1);
+    let g = Guest::new(&[disr(msr, 4), hvc(1), disr(mrs, 3), hvc(2)])?;
+    state().regs.x[4] = u64::from(A);
+    g.expect(ExitReason::Hvc)?;
+    let w = rt::spawn(
+        other_vcpu,
+        g.vm.idx(),
+        GUEST_BASE + 8,
+        &Opts::new().unstarted(),
+    )?;
+    OTHER_VCPU_THREAD.store(w.idx(), Ordering::Relaxed);
+    w.run(rt::MAIN_PRIO, 0)?;
+    ensure_eq!(w.signal_word()?, 0, "the other vcpu's DISR_EL1");
+    state().unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], u64::from(A), "this vcpu's DISR_EL1");
     Ok(())
 }
 

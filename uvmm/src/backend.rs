@@ -52,12 +52,26 @@ pub const ICC_SGI0R_EL1: u32 = sysreg_encoding(3, 2, 12, 11, 7);
 /// `OSLSR_EL1`.
 pub const OSLSR_EL1: u32 = sysreg_encoding(2, 0, 1, 1, 4);
 
-/// Whether `encoding` names a debug register (op0 2, op1 0 or 3):
+/// What a guest at EL1 reads from a register the kernel traps for every
+/// guest, since it does not switch it, and that uvmm answers with a
+/// constant, ignoring writes: the debug registers (op0 2, op1 0 or 3:
 /// breakpoints, watchpoints, `MDSCR_EL1`, the OS lock, claim tags, the
-/// debug communication channel. The kernel traps all of them for every
-/// guest, since it does not switch them between guests.
-pub fn is_debug_register(encoding: u32) -> bool {
-    encoding >> 14 == 2 && matches!((encoding >> 11) & 7, 0 | 3)
+/// debug communication channel) read as zero, `OSLSR_EL1` as an OS lock
+/// that is there and open (no self-hosted debug for guests, but a
+/// kernel's set-up of its breakpoints runs); the RAS error records
+/// (`ERRIDR_EL1`, `ERRSELR_EL1`, `ERX*_EL1`) as none. `None` for others.
+pub fn constant_register(encoding: u32) -> Option<u64> {
+    let (op0, op1) = (encoding >> 14, (encoding >> 11) & 7);
+    let (crn, crm) = ((encoding >> 7) & 0xf, (encoding >> 3) & 0xf);
+    if encoding == OSLSR_EL1 {
+        Some(0b1000)
+    } else if (op0 == 2 && matches!(op1, 0 | 3))
+        || (op0, op1, crn) == (3, 0, 5) && (3..=5).contains(&crm)
+    {
+        Some(0)
+    } else {
+        None
+    }
 }
 
 /// A system register's name as `S<op0>_<op1>_C<n>_C<m>_<op2>`.
@@ -211,18 +225,22 @@ mod tests {
         assert_eq!(timer_remaining(&VTimer { ctl: 3, ..t }, 0, 1), None);
         assert_eq!(timer_remaining(&VTimer { ctl: 0, ..t }, 0, 1), None);
         assert_eq!(sysreg_name(ICC_SGI1R_EL1), "S3_0_C12_C11_5");
-        // MDSCR_EL1, DBGBVR0_EL1, DBGDTR_EL0 are debug registers; a trace
-        // register (op1 1), PMCCNTR_EL0 and ICC_SGI1R_EL1 are not.
-        for (e, debug) in [
-            (sysreg_encoding(2, 0, 0, 2, 2), true),
-            (sysreg_encoding(2, 0, 0, 0, 4), true),
-            (sysreg_encoding(2, 3, 0, 4, 0), true),
-            (OSLSR_EL1, true),
-            (sysreg_encoding(2, 1, 0, 0, 0), false),
-            (sysreg_encoding(3, 3, 9, 13, 0), false),
-            (ICC_SGI1R_EL1, false),
+        // Debug registers and RAS error records read as zero (OSLSR_EL1
+        // as an open OS lock); a trace register (op1 1), ESR_EL1 (CRn 5,
+        // CRm 2), PMCCNTR_EL0 and ICC_SGI1R_EL1 are none of them.
+        for (e, v) in [
+            (sysreg_encoding(2, 0, 0, 2, 2), Some(0)),
+            (sysreg_encoding(2, 0, 0, 0, 4), Some(0)),
+            (sysreg_encoding(2, 3, 0, 4, 0), Some(0)),
+            (OSLSR_EL1, Some(0b1000)),
+            (sysreg_encoding(3, 0, 5, 3, 0), Some(0)),
+            (sysreg_encoding(3, 0, 5, 5, 3), Some(0)),
+            (sysreg_encoding(2, 1, 0, 0, 0), None),
+            (sysreg_encoding(3, 0, 5, 2, 0), None),
+            (sysreg_encoding(3, 3, 9, 13, 0), None),
+            (ICC_SGI1R_EL1, None),
         ] {
-            assert_eq!(is_debug_register(e), debug, "{}", sysreg_name(e));
+            assert_eq!(constant_register(e), v, "{}", sysreg_name(e));
         }
     }
 }

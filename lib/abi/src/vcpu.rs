@@ -376,6 +376,9 @@ pub struct El1Regs {
     pub cntkctl: u64,
     pub csselr: u64,
     pub mdscr: u64,
+    /// DISR_EL1, which the guest reaches in VDISR_EL2 (with RAS; zero
+    /// without).
+    pub disr: u64,
 }
 
 /// SCTLR_EL1 as the architecture resets it (MMU and caches off), with

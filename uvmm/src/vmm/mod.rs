@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::backend::{
-    El1Regs, GuestRegs, ICC_ASGI1R_EL1, ICC_SGI0R_EL1, ICC_SGI1R_EL1, Mmio, OSLSR_EL1, RunExit,
-    SysRegAccess, VcpuBackend, VcpuState, ec, is_debug_register, sysreg_name, timer_remaining,
+    El1Regs, GuestRegs, ICC_ASGI1R_EL1, ICC_SGI0R_EL1, ICC_SGI1R_EL1, Mmio, RunExit, SysRegAccess,
+    VcpuBackend, VcpuState, constant_register, ec, sysreg_name, timer_remaining,
 };
 use crate::bus::{MmioBus, lock};
 use crate::devices::gic::Gic;
@@ -322,18 +322,16 @@ impl Vm {
             st.regs.skip_instruction();
             return Action::Resume;
         }
-        if is_debug_register(s.encoding) && (st.regs.pstate >> 2) & 3 != 0 {
-            // No self-hosted debug for guests: at EL1 the debug registers
-            // read as zero and ignore writes (OSLSR_EL1 says the OS lock is
-            // there and open), so that a kernel's set-up of its breakpoints
-            // and OS lock runs; at EL0 they are undefined, as a kernel that
-            // keeps the debug channel from EL0 makes them.
-            if s.read {
-                let v = if s.encoding == OSLSR_EL1 { 0b1000 } else { 0 };
-                st.regs.set_reg(s.reg, v);
+        if let Some(v) = constant_register(s.encoding) {
+            // At EL0 these are undefined, as a kernel that keeps the debug
+            // channel from EL0 makes them.
+            if (st.regs.pstate >> 2) & 3 != 0 {
+                if s.read {
+                    st.regs.set_reg(s.reg, v);
+                }
+                st.regs.skip_instruction();
+                return Action::Resume;
             }
-            st.regs.skip_instruction();
-            return Action::Resume;
         }
         if s.read && self.fault_mode == FaultMode::Ignore {
             st.regs.set_reg(s.reg, 0);

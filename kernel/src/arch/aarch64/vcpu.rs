@@ -7,9 +7,9 @@
 //! WFI traps (TWI), SMC traps (TSC), implementation-defined registers and
 //! ACTLR trap (TIDCP, TACR), and the ID registers trap (TID3): the kernel
 //! answers them with what the guest gets ([`id_register`]). The debug and
-//! PMU registers, trace, profiling and activity monitors, which the kernel
-//! does not switch, trap to the VMM (MDCR_EL2 and CPTR_EL2,
-//! [`guest_traps`]). NV stays clear and EL2 registers UNDEF at EL1, and
+//! PMU registers, trace, profiling, activity monitors, RAS error records
+//! and limited-ordering regions, which the kernel does not switch, trap to
+//! the VMM ([`GuestTraps`]). NV stays clear and EL2 registers UNDEF at EL1, and
 //! the PSTATE the kernel erets to is checked to be EL0 or EL1
 //! ([`l4_abi::vcpu::check_pstate`]): the guest never reaches EL2.
 //!
@@ -25,7 +25,7 @@
 use crate::arch::MAX_CPUS;
 use aarch64_cpu::registers::*;
 use core::arch::asm;
-use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use l4_abi::vcpu::{GuestRegs, MAX_LRS, VcpuState};
 
 core::arch::global_asm!(include_str!("vcpu.S"));
@@ -72,12 +72,17 @@ pub enum ExitKind {
 
 /// HCR_EL2 while the host runs (read at start-up).
 static HOST_HCR: AtomicU64 = AtomicU64::new(0);
+/// HCR_EL2 while a guest runs ([`guest_hcr`] and [`GuestTraps::hcr`]).
+static GUEST_HCR: AtomicU64 = AtomicU64::new(0);
 /// MDCR_EL2 while the host runs (what `pmu_init` set) and while a guest
-/// runs ([`guest_traps`]).
+/// runs ([`GuestTraps::mdcr`]).
 static HOST_MDCR: AtomicU64 = AtomicU64::new(0);
 static GUEST_MDCR: AtomicU64 = AtomicU64::new(0);
-/// CPTR_EL2 bits a guest runs with besides FPEN ([`guest_traps`]).
+/// CPTR_EL2 bits a guest runs with besides FPEN ([`GuestTraps::cptr`]).
 static GUEST_CPTR: AtomicU64 = AtomicU64::new(0);
+/// Whether the CPU has RAS: the guest's DISR_EL1 is in VDISR_EL2, which
+/// the kernel then switches.
+static RAS: AtomicBool = AtomicBool::new(false);
 /// List registers of the GIC virtual interface (ICH_VTR_EL2.ListRegs + 1).
 static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Active-priority registers per group (from ICH_VTR_EL2.PREbits).
@@ -97,9 +102,12 @@ pub fn cpu_init() {
     HOST_HCR.store(host_hcr, Ordering::Relaxed);
     let host_mdcr = MDCR_EL2.get();
     HOST_MDCR.store(host_mdcr, Ordering::Relaxed);
-    let (mdcr, cptr) = guest_traps(read_id(5, 0), read_id(4, 0));
-    GUEST_MDCR.store(host_mdcr | mdcr, Ordering::Relaxed);
-    GUEST_CPTR.store(cptr, Ordering::Relaxed);
+    let (pfr0, dfr0, mmfr1) = (read_id(4, 0), read_id(5, 0), read_id(7, 1));
+    let traps = GuestTraps::for_cpu(pfr0, dfr0, mmfr1);
+    GUEST_HCR.store(guest_hcr() | traps.hcr, Ordering::Relaxed);
+    GUEST_MDCR.store(host_mdcr | traps.mdcr, Ordering::Relaxed);
+    GUEST_CPTR.store(traps.cptr, Ordering::Relaxed);
+    RAS.store(id_field(pfr0, 28) != 0, Ordering::Relaxed);
     let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange);
     let vmid16 = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 2;
     VMID_BITS.store(if vmid16 { 16 } else { 8 }, Ordering::Relaxed);
@@ -144,45 +152,60 @@ pub fn vmid_count() -> u32 {
     (1u32 << VMID_BITS.load(Ordering::Relaxed)) - 1
 }
 
-/// What a guest must not reach because the kernel does not switch it
-/// between guests and the host: the MDCR_EL2 and CPTR_EL2 (VHE layout)
-/// trap bits for the features the CPU has (by ID_AA64DFR0_EL1 `dfr0` and
-/// ID_AA64PFR0_EL1 `pfr0`; a trap bit of a missing feature is RES0).
-/// The debug registers (breakpoints, watchpoints, OS lock, MDSCR_EL1, the
-/// debug communication channel: TDA, TDOSA, TDRA) and the PMU (TPM,
-/// TPMCR), which the host uses too, are one set per CPU: unswitched, one
-/// guest would read or arm what another set. The statistical profiling
-/// controls (TPMS), trace filter (TTRF), trace registers (TTA) and
-/// activity monitors (TAM) likewise. Their accesses exit to the VMM as
-/// trapped system registers; uvmm reads the debug registers as zero and
-/// ignores writes, and the rest are UNDEFINED for its guests (their ID
-/// registers say the features are absent, [`id_register`]).
-fn guest_traps(dfr0: u64, pfr0: u64) -> (u64, u64) {
-    let field = |v: u64, shift: u32| (v >> shift) & 0xf;
-    let (tpmcr, tpm, tda, tdosa, tdra, tpms, ttrf) = (5, 6, 9, 10, 11, 14, 19);
-    let mut mdcr = (1 << tda) | (1 << tdosa) | (1 << tdra);
-    let pmu = field(dfr0, 8);
-    if pmu != 0 && pmu != 0xf {
-        mdcr |= (1 << tpm) | (1 << tpmcr);
-    }
-    if field(dfr0, 32) != 0 {
-        mdcr |= 1 << tpms;
-    }
-    if field(dfr0, 40) != 0 {
-        mdcr |= 1 << ttrf;
-    }
-    let (tta, tam) = (28, 30);
-    let mut cptr = 0;
-    if field(dfr0, 4) != 0 {
-        cptr |= 1 << tta;
-    }
-    if field(pfr0, 44) != 0 {
-        cptr |= 1 << tam;
-    }
-    (mdcr, cptr)
+/// The 4-bit ID register field of `v` at `shift`.
+const fn id_field(v: u64, shift: u32) -> u64 {
+    (v >> shift) & 0xf
 }
 
-/// HCR_EL2 while a guest runs.
+/// What a guest must not reach because the kernel does not switch it
+/// between guests and the host: trap bits of HCR_EL2, MDCR_EL2 and
+/// CPTR_EL2 (VHE layout) for the features the CPU has (a trap bit of a
+/// missing feature is RES0). Accesses exit to the VMM as trapped system
+/// registers; uvmm reads the debug registers as zero and ignores writes,
+/// the rest go by its fault mode (their ID registers say the features are
+/// absent, [`id_register`], but for RAS, whose error records a guest
+/// then finds empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GuestTraps {
+    /// RAS error records, shared by all of the CPU's software (TERR);
+    /// limited-ordering regions, EL1 registers the kernel does not switch
+    /// (TLOR).
+    hcr: u64,
+    /// The debug registers (breakpoints, watchpoints, OS lock, MDSCR_EL1,
+    /// the debug communication channel: TDA, TDOSA, TDRA) and the PMU
+    /// (TPM, TPMCR), which the host uses too: one set per CPU, so that one
+    /// guest would read or arm what another set; the statistical
+    /// profiling controls (TPMS) and trace filter (TTRF) likewise.
+    mdcr: u64,
+    /// Trace registers (TTA) and activity monitors (TAM).
+    cptr: u64,
+}
+
+impl GuestTraps {
+    /// The traps for a CPU with these ID_AA64PFR0_EL1, ID_AA64DFR0_EL1
+    /// and ID_AA64MMFR1_EL1.
+    fn for_cpu(pfr0: u64, dfr0: u64, mmfr1: u64) -> GuestTraps {
+        let bit = |on: bool, b: u32| if on { 1u64 << b } else { 0 };
+        let pmu = id_field(dfr0, 8);
+        let pmu = pmu != 0 && pmu != 0xf;
+        let (tpmcr, tpm, tda, tdosa, tdra, tpms, ttrf) = (5, 6, 9, 10, 11, 14, 19);
+        let (tlor, terr, tta, tam) = (35, 36, 28, 30);
+        GuestTraps {
+            hcr: bit(id_field(mmfr1, 16) != 0, tlor) | bit(id_field(pfr0, 28) != 0, terr),
+            mdcr: bit(true, tda)
+                | bit(true, tdosa)
+                | bit(true, tdra)
+                | bit(pmu, tpm)
+                | bit(pmu, tpmcr)
+                | bit(id_field(dfr0, 32) != 0, tpms)
+                | bit(id_field(dfr0, 40) != 0, ttrf),
+            cptr: bit(id_field(dfr0, 4) != 0, tta) | bit(id_field(pfr0, 44) != 0, tam),
+        }
+    }
+}
+
+/// HCR_EL2 while a guest runs, but for the traps that depend on the CPU
+/// ([`GuestTraps::hcr`]).
 fn guest_hcr() -> u64 {
     (HCR_EL2::E2H::EnableOsAtEl2
         + HCR_EL2::RW::EL1IsAarch64
@@ -289,7 +312,7 @@ pub unsafe fn load(
     load_gic(s, lrs, ich_extra);
     VTTBR_EL2.set(vttbr);
     MDCR_EL2.set(GUEST_MDCR.load(Ordering::Relaxed));
-    HCR_EL2.set(guest_hcr());
+    HCR_EL2.set(GUEST_HCR.load(Ordering::Relaxed));
     // SAFETY: synchronises the register writes before the eret.
     unsafe { asm!("isb", options(nomem, nostack)) };
 }
@@ -320,6 +343,9 @@ fn load_el1(area: *const VcpuState) {
     PAR_EL1.set(get!(area.el1.par));
     TPIDR_EL1.set(get!(area.el1.tpidr_el1));
     CSSELR_EL1.set(get!(area.el1.csselr));
+    if RAS.load(Ordering::Relaxed) {
+        msr!("S3_4_C12_C1_1", get!(area.el1.disr)); // VDISR_EL2
+    }
     msr!("cnthctl_el2", CNTHCTL_GUEST);
     set_vpidr(MIDR_EL1.get());
 }
@@ -432,6 +458,9 @@ pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     put!(area.el1.tpidrro_el0 = TPIDRRO_EL0.get());
     put!(area.el1.csselr = CSSELR_EL1.get());
     put!(area.el1.mdscr = MDSCR_EL1.get());
+    if RAS.load(Ordering::Relaxed) {
+        put!(area.el1.disr = mrs!("S3_4_C12_C1_1")); // VDISR_EL2
+    }
     put!(area.regs.sp_el1 = SP_EL1.get());
     put!(area.regs.sp_el0 = SP_EL0.get());
     s.timer.cval = mrs!("S3_5_C14_C3_2");
@@ -611,7 +640,7 @@ pub fn tlb_flush_vmid(vmid: u16) {
 /// CPTR_EL2 for the guest's entry: FP/SIMD untrapped (the kernel loads
 /// the guest's registers before every entry; the host's value comes back
 /// right after the exit), trace and activity monitors trapped
-/// ([`guest_traps`]).
+/// ([`GuestTraps::cptr`]).
 pub fn guest_fp() {
     let fpen: u64 = 0b11;
     let cptr = fpen << 20 | GUEST_CPTR.load(Ordering::Relaxed);
@@ -691,8 +720,8 @@ pub fn id_register(encoding: u32) -> Option<u64> {
         // ID_AA64DFR0: PMUVer 8, TraceVer 4, PMSVer 32, TraceFilt 40,
         // TraceBuffer 44, BRBE 52.
         (5, 0) => without(v, &[4, 8, 32, 40, 44, 52]),
-        // ID_AA64MMFR1: VH 8. ID_AA64MMFR2: NV 24.
-        (7, 1) => without(v, &[8]),
+        // ID_AA64MMFR1: VH 8, LO 16. ID_AA64MMFR2: NV 24.
+        (7, 1) => without(v, &[8, 16]),
         (7, 2) => without(v, &[24]),
         (1..=3, _) => 0,
         _ => v,
