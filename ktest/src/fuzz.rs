@@ -120,7 +120,7 @@ fn one_worker(seed: u64) -> Result<[u64; 3], Fail> {
     }
 }
 
-fn xorshift(mut x: u64) -> u64 {
+pub(crate) fn xorshift(mut x: u64) -> u64 {
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;

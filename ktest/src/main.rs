@@ -41,6 +41,7 @@ mod factory;
 mod faults;
 mod fp;
 mod fuzz;
+mod guest_fuzz;
 mod ipc;
 mod irq;
 mod mapping;
@@ -88,6 +89,7 @@ const GROUPS: &[&[Test]] = &[
     semaphore::TESTS,
     deletion::TESTS,
     vm::TESTS,
+    guest_fuzz::TESTS,
     fuzz::TESTS,
 ];
 

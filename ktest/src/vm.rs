@@ -77,9 +77,9 @@ tests! {
 }
 
 /// Where the guest's code page sits in guest-physical memory.
-const GUEST_BASE: u64 = 0x4000_0000;
+pub(crate) const GUEST_BASE: u64 = 0x4000_0000;
 /// An unmapped guest-physical address (a device to emulate).
-const MMIO: u64 = 0x0900_0000;
+pub(crate) const MMIO: u64 = 0x0900_0000;
 
 // A few instruction encodings (A64).
 const fn movz(rd: u32, imm: u32, shift16: u32) -> u32 {
@@ -89,7 +89,7 @@ const fn movz(rd: u32, imm: u32, shift16: u32) -> u32 {
 const fn movk(rd: u32, imm: u32) -> u32 {
     0xf280_0000 | ((imm & 0xffff) << 5) | rd
 }
-const fn hvc(imm: u32) -> u32 {
+pub(crate) const fn hvc(imm: u32) -> u32 {
     0xd400_0002 | (imm << 5)
 }
 const fn smc(imm: u32) -> u32 {
@@ -148,10 +148,10 @@ const fn set_tpidr_el1(rt: u32) -> u32 {
 const EOIR1: u32 = msr(0, 3, 0, 12, 12, 1);
 
 /// ICH_VMCR_EL2: group 1 enabled, priority mask open.
-const VMCR_OPEN: u64 = (1 << 1) | (0xff << 24);
+pub(crate) const VMCR_OPEN: u64 = (1 << 1) | (0xff << 24);
 
 /// The main thread's state area.
-fn state() -> &'static mut VcpuState {
+pub(crate) fn state() -> &'static mut VcpuState {
     // SAFETY: the page is in the main thread's UTCB area, mapped RW in
     // ktest for good, used by nothing else (rt keeps its UTCB slots free),
     // and only the main thread touches it, between its own kernel calls.
@@ -160,20 +160,16 @@ fn state() -> &'static mut VcpuState {
 
 /// A guest: a Vm, its code page at [`GUEST_BASE`], and the main thread
 /// in vCPU mode (left again when dropped).
-struct Guest {
-    vm: Slot<Vm>,
-    _code: Page,
+pub(crate) struct Guest {
+    pub(crate) vm: Slot<Vm>,
+    code: Page,
 }
 
 impl Guest {
-    fn new(code: &[u32]) -> Result<Guest, Fail> {
+    pub(crate) fn new(code: &[u32]) -> Result<Guest, Fail> {
         let vm = rt::create("create vm", |d| base::FACTORY.create_vm(d))?;
         let page = Page::new(12)?;
-        for (i, pair) in code.chunks(2).enumerate() {
-            let lo = u64::from(pair[0]);
-            let hi = u64::from(*pair.get(1).unwrap_or(&SELF_LOOP));
-            page.write(i as u64 * 8, lo | hi << 32);
-        }
+        write_code(&page, code);
         vm.cap()
             .as_task()
             .map_mem(base::TASK, page.addr(), 12, MemRights::RWX, GUEST_BASE)
@@ -184,7 +180,12 @@ impl Guest {
         let s = state();
         *s = VcpuState::boot(GUEST_BASE, 0, 0);
         s.gic.vmcr = VMCR_OPEN;
-        Ok(Guest { vm, _code: page })
+        Ok(Guest { vm, code: page })
+    }
+
+    /// Puts `code` into the code page instead of what was there.
+    pub(crate) fn load(&self, code: &[u32]) {
+        write_code(&self.code, code);
     }
 
     fn resume(&self) -> Result<ExitReason, Fail> {
@@ -192,11 +193,20 @@ impl Guest {
     }
 
     /// Resumes and expects `want`.
-    fn expect(&self, want: ExitReason) -> R {
+    pub(crate) fn expect(&self, want: ExitReason) -> R {
         let got = self.resume()?;
         ensure_eq!(got, want, "exit reason");
         ensure_eq!(state().exit.reason(), Some(want), "exit in the state area");
         Ok(())
+    }
+}
+
+/// Writes `code` at the start of `page` (a self-loop after an odd count).
+fn write_code(page: &Page, code: &[u32]) {
+    for (i, pair) in code.chunks(2).enumerate() {
+        let lo = u64::from(pair[0]);
+        let hi = u64::from(*pair.get(1).unwrap_or(&SELF_LOOP));
+        page.write(i as u64 * 8, lo | hi << 32);
     }
 }
 
@@ -442,7 +452,7 @@ fn load_guest(addr: u64) -> [u32; 4] {
     ]
 }
 
-const DATA: u64 = 0x4800_0000;
+pub(crate) const DATA: u64 = 0x4800_0000;
 
 fn reads_memory() -> R {
     let g = Guest::new(&load_guest(DATA + 8))?;

@@ -1,8 +1,9 @@
 //! uvmm's messages, with L4Re's `-D`/`-v`/`-q` levels per component:
 //! `VMM[comp]: text` on standard error (the task's log).
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::options::{Level, Options};
 
@@ -39,10 +40,88 @@ pub fn enabled(comp: &str, level: Level) -> bool {
     level <= max && level != Level::Quiet
 }
 
-/// Prints `VMM[comp]: msg` if `comp` is at `level` or louder.
+/// Prints `VMM[comp]: msg` if `comp` is at `level` or louder. What the
+/// guest causes (component `guest`: an access nobody handles, each time
+/// it makes one) is held to [`GuestLimit`]: a guest cannot flood the log
+/// that other VMs' consoles share.
 pub fn log(comp: &str, level: Level, msg: std::fmt::Arguments<'_>) {
-    if enabled(comp, level) {
-        line(format_args!("VMM[{comp}]: {msg}"));
+    if !enabled(comp, level) {
+        return;
+    }
+    if comp == "guest" {
+        static LIMIT: Mutex<GuestLimit> = Mutex::new(GuestLimit::new());
+        let admit = LIMIT
+            .lock()
+            .map_or(Admit::Yes { left_out: 0 }, |mut l| l.admit(Instant::now()));
+        match admit {
+            Admit::No => return,
+            Admit::Yes { left_out: 0 } => {}
+            Admit::Yes { left_out } => line(format_args!(
+                "VMM[{comp}]: {left_out} more messages left out (at most {} a second)",
+                GuestLimit::PER_SECOND
+            )),
+        }
+    }
+    line(format_args!("VMM[{comp}]: {msg}"));
+}
+
+/// How many of the guest's messages are let through: at most
+/// [`GuestLimit::PER_SECOND`] in each second; the count of those left out
+/// comes with the next one let through.
+#[derive(Debug)]
+pub struct GuestLimit {
+    /// Start of the current second.
+    since: Option<Instant>,
+    /// Let through in it.
+    count: u32,
+    /// Left out since the last one let through.
+    left_out: u64,
+}
+
+/// Whether a message goes out, and how many went unsaid before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Print it, after saying how many were left out.
+    Yes { left_out: u64 },
+    /// Leave it out.
+    No,
+}
+
+impl GuestLimit {
+    /// Messages a second.
+    pub const PER_SECOND: u32 = 20;
+
+    /// A limit with nothing said yet.
+    pub const fn new() -> GuestLimit {
+        GuestLimit {
+            since: None,
+            count: 0,
+            left_out: 0,
+        }
+    }
+
+    /// Decides about a message at `now`.
+    pub fn admit(&mut self, now: Instant) -> Admit {
+        let fresh = self
+            .since
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+        if fresh {
+            (self.since, self.count) = (Some(now), 0);
+        }
+        if self.count >= Self::PER_SECOND {
+            self.left_out += 1;
+            return Admit::No;
+        }
+        self.count += 1;
+        Admit::Yes {
+            left_out: core::mem::take(&mut self.left_out),
+        }
+    }
+}
+
+impl Default for GuestLimit {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -86,4 +165,25 @@ macro_rules! trace {
             $crate::log::log($comp, $crate::options::Level::Trace, format_args!($($arg)*))
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_gets_twenty_messages_a_second() {
+        let mut l = GuestLimit::new();
+        let t0 = Instant::now();
+        for _ in 0..GuestLimit::PER_SECOND {
+            assert_eq!(l.admit(t0), Admit::Yes { left_out: 0 });
+        }
+        for i in 0..5 {
+            assert_eq!(l.admit(t0 + Duration::from_millis(100 * i)), Admit::No);
+        }
+        // The next second: the count of those left out comes first.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(l.admit(t1), Admit::Yes { left_out: 5 });
+        assert_eq!(l.admit(t1), Admit::Yes { left_out: 0 });
+    }
 }

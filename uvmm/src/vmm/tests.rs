@@ -918,3 +918,183 @@ fn monitor_commands() {
         "{line}"
     );
 }
+
+/// Random guest accesses on two vCPUs: reads and writes of 1 to 8 bytes
+/// at any offset in (and just past) every emulated device's window, with
+/// values that often point into guest RAM full of random bytes (so that
+/// the virtio console follows random queues and descriptor chains), SGIs
+/// with random targets, PSCI calls with random arguments. uvmm must
+/// answer each without panicking, and no MMIO access stops the VM.
+#[test]
+fn random_guest_accesses_are_answered() {
+    let mut h = host();
+    let m = machine(&["-krom/Image", "-drom/virt.dtb"], &mut h, 2).unwrap();
+    let vm = &m.vm;
+    let windows: Vec<(u64, u64, String)> = vm
+        .bus
+        .windows()
+        .map(|(b, s, n)| (b, s, n.to_string()))
+        .collect();
+    assert!(windows.len() >= 4, "{windows:?}");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    const RAM: u64 = 0x4000_0000;
+    let noise: Vec<u8> = (0..0x1_0000).map(|_| next() as u8).collect();
+    vm.mem.write(RAM, &noise).unwrap();
+    let psci = [
+        func::VERSION,
+        func::FEATURES,
+        func::CPU_ON,
+        func::smc64(func::CPU_ON),
+        func::AFFINITY_INFO,
+        func::CPU_SUSPEND,
+        func::MIGRATE_INFO_TYPE,
+        0x8400_00ff,
+        0xc400_0123,
+    ];
+    let console = windows
+        .iter()
+        .find(|w| w.2.contains("virtio"))
+        .map(|w| w.0)
+        .expect("a virtio console");
+    let mut st = VcpuState::default();
+    for i in 0..200_000 {
+        if i % 2_000 == 0 {
+            // Now and then a driver sets the console up properly, over
+            // rings and descriptors of random content that point into RAM,
+            // and kicks both queues.
+            random_rings(vm, RAM, &mut next);
+            virtio_console_up(vm, console, RAM);
+        }
+        let r = next();
+        let cpu = (r & 1) as usize;
+        let reg = ((r >> 8) % 31) as usize;
+        // Half the values are addresses in the noisy RAM.
+        st.regs.x[reg] = if r & 2 == 0 {
+            RAM + next() % 0x1_0000
+        } else {
+            next()
+        };
+        st.regs.pstate = 0x3c5;
+        st.exit = match (r >> 2) % 16 {
+            0 => {
+                st.regs.x[0] = u64::from(psci[(r >> 16) as usize % psci.len()]);
+                st.regs.x[1] = next() % 4;
+                st.regs.x[2] = RAM + next() % 0x10_0000;
+                Exit {
+                    esr: esr(ec::HVC64, 0),
+                    ..Exit::default()
+                }
+            }
+            1 => Exit {
+                // ICC_SGI1R_EL1 write.
+                esr: esr(
+                    ec::SYSREG,
+                    (3 << 20) | (5 << 17) | (12 << 10) | ((reg as u64) << 5) | (11 << 1),
+                ),
+                ..Exit::default()
+            },
+            _ => {
+                let (base, size, _) = &windows[(r >> 16) as usize % windows.len()];
+                let sas = (r >> 20) & 3;
+                let mut offset = next() % (size + 0x10);
+                if r & (1 << 22) == 0 {
+                    offset &= !((1 << sas) - 1);
+                }
+                let write = (r >> 23) & 1;
+                Exit {
+                    esr: esr(
+                        ec::DABT_LOWER,
+                        (1 << 24) | (sas << 22) | ((reg as u64) << 16) | (1 << 15) | (write << 6),
+                    ),
+                    gpa: base + offset,
+                    far: base + offset,
+                    ..Exit::default()
+                }
+            }
+        };
+        let a = vm.handle_exit(cpu, &mut st);
+        assert!(
+            !matches!(a, Action::Fatal(_)),
+            "access {i} ({:#x}): {a:?}",
+            st.exit.gpa
+        );
+    }
+}
+
+/// Fills the first 32 KiB of RAM at `ram` with descriptor tables and rings
+/// of random content for 16-entry queues: descriptors whose buffers are in
+/// RAM or not, of random lengths and flags (NEXT, WRITE, INDIRECT) and
+/// links; rings with random indices and heads.
+fn random_rings(vm: &Vm, ram: u64, next: &mut impl FnMut() -> u64) {
+    for q in 0..2u64 {
+        let table = ram + q * 0x4000;
+        for d in 0..16 {
+            let r = next();
+            let addr = if r & 1 == 0 {
+                ram + next() % 0x1_0000
+            } else {
+                next()
+            };
+            let len = (next() % 0x3000) as u32;
+            let flags = (r >> 8) as u16 & 0b111;
+            let link = ((r >> 16) % 20) as u16;
+            let e = table + d * 16;
+            vm.mem.write(e, &addr.to_le_bytes()).unwrap();
+            vm.mem.write_u32(e + 8, len).unwrap();
+            vm.mem.write_u16(e + 12, flags).unwrap();
+            vm.mem.write_u16(e + 14, link).unwrap();
+        }
+        let avail = table + 0x1000;
+        vm.mem.write_u16(avail + 2, (next() % 40) as u16).unwrap();
+        for k in 0..16 {
+            vm.mem
+                .write_u16(avail + 4 + 2 * k, (next() % 20) as u16)
+                .unwrap();
+        }
+    }
+}
+
+/// A virtio 1 driver's set-up of the console at `base`: reset,
+/// ACKNOWLEDGE, DRIVER, VERSION_1, FEATURES_OK, queues 0 and 1 (16
+/// entries each, their rings in RAM at `ram` as [`random_rings`] lays them
+/// out), DRIVER_OK, then a notification of each queue.
+fn virtio_console_up(vm: &Vm, base: u64, ram: u64) {
+    let w = |off: u64, v: u64| {
+        vm.bus.write(base + off, 4, v);
+    };
+    for status in [0, 1, 3] {
+        w(0x70, status);
+    }
+    for (sel, features) in [(1, 1), (0, 0)] {
+        w(0x24, sel);
+        w(0x20, features);
+    }
+    w(0x70, 0xb);
+    for q in 0..2u64 {
+        let table = ram + q * 0x4000;
+        w(0x30, q);
+        w(0x38, 16);
+        for (off, addr) in [
+            (0x80, table),
+            (0x90, table + 0x1000),
+            (0xa0, table + 0x2000),
+        ] {
+            w(off, addr & 0xffff_ffff);
+            w(off + 4, addr >> 32);
+        }
+        w(0x44, 1);
+    }
+    w(0x70, 0xf);
+    for q in 0..2 {
+        w(0x50, q);
+    }
+    // DRIVER_OK (NEEDS_RESET too when a chain was malformed).
+    let status = vm.bus.read(base + 0x70, 4);
+    assert_eq!(status.map(|s| s & 0xf), Some(0xf), "status {status:?}");
+}
