@@ -187,12 +187,8 @@ fn instruction(r: u64) -> u32 {
     match r % 10 {
         // mrs, msr: half of them in the spaces that trap to EL2 or that
         // the kernel switches, the rest anywhere.
-        0 | 1 => {
-            let op = if r % 10 == 0 {
-                0xd530_0000
-            } else {
-                0xd510_0000
-            };
+        k @ (0 | 1) => {
+            let op = if k == 0 { 0xd530_0000 } else { 0xd510_0000 };
             let any = low & 0xf_ffff;
             if low >> 31 == 0 {
                 return op | any;
