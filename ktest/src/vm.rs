@@ -1019,22 +1019,24 @@ extern "C" fn other_vcpu(vm: u64, pc: u64) {
     rt::signal(&[r.unwrap_or(u64::MAX)]);
 }
 
+/// Runs a second vCPU of `g`'s Vm from `pc` (its TPIDR_EL1 0x3333) on this
+/// CPU (0), where the main thread waits for its report: its x3 at its
+/// first exit, an HVC.
+fn other_vcpu_x3(g: &Guest, pc: u64) -> Result<u64, Fail> {
+    let w = rt::spawn(other_vcpu, g.vm.idx(), pc, &Opts::new().unstarted())?;
+    OTHER_VCPU_THREAD.store(w.idx(), Ordering::Relaxed);
+    w.run(rt::MAIN_PRIO, 0)?;
+    w.signal_word()
+}
+
 /// Another vCPU runs on the CPU between two entries of this one (marked
 /// unchanged): each sees its own EL1 registers.
 fn el1_other_vcpu() -> R {
     let g = Guest::new(&[hvc(1), get_tpidr_el1(3), hvc(2)])?;
     state().el1.tpidr_el1 = 0x1111;
     g.expect(ExitReason::Hvc)?;
-    let w = rt::spawn(
-        other_vcpu,
-        g.vm.idx(),
-        GUEST_BASE + 4,
-        &Opts::new().unstarted(),
-    )?;
-    OTHER_VCPU_THREAD.store(w.idx(), Ordering::Relaxed);
-    // On this CPU (0), where the main thread waits for its report.
-    w.run(rt::MAIN_PRIO, 0)?;
-    ensure_eq!(w.signal_word()?, 0x3333, "the other vcpu's tpidr_el1");
+    let other = other_vcpu_x3(&g, GUEST_BASE + 4)?;
+    ensure_eq!(other, 0x3333, "the other vcpu's tpidr_el1");
     state().unchanged = unchanged::ALL;
     g.expect(ExitReason::Hvc)?;
     ensure_eq!(state().regs.x[3], 0x1111, "this vcpu's tpidr_el1");
@@ -1050,15 +1052,11 @@ fn disr_other_vcpu() -> R {
     let g = Guest::new(&[disr(msr, 4), hvc(1), disr(mrs, 3), hvc(2)])?;
     state().regs.x[4] = u64::from(A);
     g.expect(ExitReason::Hvc)?;
-    let w = rt::spawn(
-        other_vcpu,
-        g.vm.idx(),
-        GUEST_BASE + 8,
-        &Opts::new().unstarted(),
-    )?;
-    OTHER_VCPU_THREAD.store(w.idx(), Ordering::Relaxed);
-    w.run(rt::MAIN_PRIO, 0)?;
-    ensure_eq!(w.signal_word()?, 0, "the other vcpu's DISR_EL1");
+    ensure_eq!(
+        other_vcpu_x3(&g, GUEST_BASE + 8)?,
+        0,
+        "the other vcpu's DISR_EL1"
+    );
     state().unchanged = unchanged::ALL;
     g.expect(ExitReason::Hvc)?;
     ensure_eq!(state().regs.x[3], u64::from(A), "this vcpu's DISR_EL1");
