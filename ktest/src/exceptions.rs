@@ -19,6 +19,7 @@ tests! {
     "exc.in_other_task" => other_task,
     "exc.ex_regs_trigger_exception" => trigger,
     "exc.no_handler_stops_thread" => no_handler,
+    "exc.shared_cpu_registers_trap" => shared_registers,
 }
 
 /// `udf #0`.
@@ -162,4 +163,59 @@ fn trigger() -> R {
 fn no_handler() -> R {
     let w = rt::spawn(udf_entry, 0, 0, &Opts::new().no_exc())?;
     w.quiet(rt::QUIET_US)
+}
+
+/// Accesses to registers one set of which every CPU has, which the kernel
+/// does not switch between threads: `which` picks one (0: a PMCR_EL0
+/// write, 1: a PMSELR_EL0 read, 2: an MDCCSR_EL0 read, 3: an SCXTNUM_EL0
+/// write, 4: a PMCCNTR_EL0 read, which tasks may do). Reports 1 after it.
+extern "C" fn shared_register_entry(which: u64, _: u64) {
+    // SAFETY: each access either traps to the exception handler (the main
+    // thread), which resumes the thread after it, or reads or writes a
+    // register no Rust code here depends on; no memory is touched.
+    unsafe {
+        match which {
+            0 => core::arch::asm!("msr pmcr_el0, xzr", options(nostack)),
+            1 => core::arch::asm!("mrs {x}, pmselr_el0", x = out(reg) _, options(nostack)),
+            2 => core::arch::asm!("mrs {x}, mdccsr_el0", x = out(reg) _, options(nostack)),
+            3 => core::arch::asm!("msr S3_3_C13_C0_7, {x}", x = in(reg) 0x5c7u64, options(nostack)),
+            _ => core::arch::asm!("mrs {x}, pmccntr_el0", x = out(reg) _, options(nostack)),
+        }
+    }
+    signal(&[1]);
+}
+
+/// A task must not configure the PMU (stop or reset the counters, count
+/// events of others), use the debug communication channel or keep a
+/// value in SCXTNUM_EL0: each of these is one set per CPU, shared by every
+/// thread that runs there. Each access is an exception for the handler;
+/// reading the cycle counter is not.
+fn shared_registers() -> R {
+    for (which, name) in [
+        (0, "PMCR_EL0"),
+        (1, "PMSELR_EL0"),
+        (2, "MDCCSR_EL0"),
+        (3, "SCXTNUM_EL0"),
+    ] {
+        let w = rt::spawn_default(shared_register_entry, which, 0)?;
+        let r = match w.recv(rt::WAIT_US) {
+            Ok(m) if m.tag.is_exception() => {
+                ExcRegs::from_words(m.words()).ok_or("short message")?
+            }
+            Ok(_) => fail!("{name}: accessed without an exception"),
+            Err(e) => fail!("{name}: nothing arrived: {e:?}"),
+        };
+        ensure!(
+            matches!(r.exception_class(), 0 | 0x18),
+            "{name}: exception class {:#x}",
+            r.exception_class()
+        );
+        let mut r = r;
+        r.pc += 4;
+        reply_regs(&r)?;
+        ensure_eq!(w.signal_word()?, 1, "the thread runs on");
+    }
+    let w = rt::spawn_default(shared_register_entry, 4, 0)?;
+    ensure_eq!(w.signal_word()?, 1, "PMCCNTR_EL0 read without an exception");
+    Ok(())
 }

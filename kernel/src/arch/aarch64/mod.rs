@@ -29,8 +29,8 @@ macro_rules! write_sysreg {
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTHCTL_EL2, CNTHP_CTL_EL2, CNTPCT_EL0, CPTR_EL2, FAR_EL2, HCR_EL2, MAIR_EL2,
-    MDCR_EL2, MIDR_EL1, MPIDR_EL1, Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL0, TPIDR_EL2, TPIDRRO_EL0,
-    TTBR0_EL2, Writeable,
+    MDCR_EL2, MDSCR_EL1, MIDR_EL1, MPIDR_EL1, Readable, SCTLR_EL2, TCR_EL2, TPIDR_EL0, TPIDR_EL2,
+    TPIDRRO_EL0, TTBR0_EL2, Writeable,
 };
 
 /// Bits of registers in their VHE layout (`HCR_EL2.E2H = 1`), which
@@ -283,22 +283,31 @@ pub fn cpu_init(cpu: usize) {
         core::sync::atomic::Ordering::Relaxed,
     );
     CNTHCTL_EL2.set(vhe::CNTHCTL_EL0_COUNTERS);
+    MDSCR_EL1.set(HOST_MDSCR);
     barrier::isb(barrier::SY);
     pmu_init();
     vcpu::cpu_init();
 }
 
+/// MDSCR_EL1 while the host runs: no debug exceptions, and EL0's accesses
+/// to the debug communication channel (one per CPU, which the kernel does
+/// not switch between threads) trap (TDCC).
+pub const HOST_MDSCR: u64 = 1 << 12;
+
 /// The cycle counter for benchmarks: running, counting at EL2 too
-/// (PMCCFILTR_EL0.NSH), readable from EL0 (PMUSERENR_EL0.EN|CR), and all
+/// (PMCCFILTR_EL0.NSH), readable from EL0 (PMUSERENR_EL0.CR), and all
 /// event counters left to EL0/EL1 (MDCR_EL2.HPMN = PMCR_EL0.N). Under
-/// `-icount shift=0` it counts instructions exactly.
+/// `-icount shift=0` it counts instructions exactly. Anything else of the
+/// PMU traps at EL0 (PMUSERENR_EL0.EN clear): the counters and their
+/// configuration are one set per CPU, which the kernel does not switch,
+/// so a task could stop them or count another's events.
 fn pmu_init() {
     let n = (read_sysreg!("pmcr_el0") >> 11) & 0x1f;
     MDCR_EL2.write(MDCR_EL2::HPMN.val(n));
     barrier::isb(barrier::SY);
     write_sysreg!("pmccfiltr_el0", 1 << 27);
     write_sysreg!("pmcntenset_el0", 1 << 31);
-    write_sysreg!("pmuserenr_el0", 0b101);
+    write_sysreg!("pmuserenr_el0", 0b100);
     // PMCR_EL0: E (enable), LC (64-bit cycle counter), C (reset it).
     write_sysreg!("pmcr_el0", (1 << 0) | (1 << 2) | (1 << 6));
 }

@@ -467,8 +467,9 @@ pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     s.timer.ctl = mrs!("S3_5_C14_C3_1");
     // Stop the guest's timer so that it does not fire while others run.
     msr!("S3_5_C14_C3_1", 0);
-    // MDSCR_EL1 also governs debug exceptions at EL2: the host wants 0.
-    MDSCR_EL1.set(0);
+    // MDSCR_EL1 also governs debug exceptions at EL2 and EL0's debug
+    // channel: the host's value.
+    MDSCR_EL1.set(crate::arch::HOST_MDSCR);
     save_gic(s)
 }
 
