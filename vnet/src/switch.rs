@@ -347,19 +347,26 @@ impl Switch {
             };
             let takes = port.rx_offloads().takes(&hdr);
             let mut result = Ok(());
+            // Whether the port took the frame (a segmentation goes on
+            // only while it does).
             let mut deliver = |h: &NetHdr, f: &[u8]| {
-                if result.is_ok() {
-                    match port.deliver(h, f) {
-                        Ok(Delivery::Done { notify }) => {
-                            if notify {
-                                out.notify(t);
-                            }
-                            if !out.delivered.contains(&t) {
-                                out.delivered.push(t);
-                            }
+                if result.is_err() {
+                    return false;
+                }
+                match port.deliver(h, f) {
+                    Ok(Delivery::Done { notify }) => {
+                        if notify {
+                            out.notify(t);
                         }
-                        Ok(Delivery::Dropped) => {}
-                        Err(e) => result = Err(e.to_string()),
+                        if !out.delivered.contains(&t) {
+                            out.delivered.push(t);
+                        }
+                        true
+                    }
+                    Ok(Delivery::Dropped) => false,
+                    Err(e) => {
+                        result = Err(e.to_string());
+                        false
                     }
                 }
             };
@@ -368,13 +375,15 @@ impl Switch {
                 deliver(&hdr, frame);
                 Ok(())
             } else if hdr.gso() {
-                // Cut into frames with complete checksums.
+                // Cut into frames with complete checksums, while the port
+                // has room for them.
                 offload::segment(frame, &hdr, &mut self.scratch, |f| deliver(&plain, f)).map(|_| ())
             } else {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(frame);
-                offload::complete_checksum(&mut self.scratch, &hdr)
-                    .map(|()| deliver(&plain, &self.scratch))
+                offload::complete_checksum(&mut self.scratch, &hdr).map(|()| {
+                    deliver(&plain, &self.scratch);
+                })
             };
             if let Err(e) = result {
                 out.failed.push((t, e));

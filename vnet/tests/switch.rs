@@ -1416,6 +1416,28 @@ fn offloads_are_done_for_drivers_without_them() {
     );
 }
 
+/// A driver cannot make the switch cut one frame into thousands: a
+/// segment size below the smallest TCP segments Linux sends is refused,
+/// and segmentation stops where the receiver has no room left.
+#[test]
+fn segmentation_is_bounded() {
+    let mut lb = switch();
+    let mut a = Driver::up_with(&mut lb, 0, ALL);
+    let mut b = Driver::up(&mut lb, 0);
+    b.post_rx();
+    let big = tcp4(b.mac, a.mac, 3000);
+    a.send_large(&tso4(vnet::offload::MIN_SEGMENT - 1), &big, 0);
+    kick(&mut lb, &a);
+    assert!(b.received().is_empty());
+    assert_eq!(lb.objects.switch.port(0).unwrap().stats.tx_bad, 1);
+    // 3000 bytes in 48-byte segments would be 63 frames; B has room for
+    // QSIZE: the cutting ends at the first that finds none.
+    a.send_large(&tso4(vnet::offload::MIN_SEGMENT), &big, 0);
+    kick(&mut lb, &a);
+    assert_eq!(b.received().len(), usize::from(QSIZE));
+    assert_eq!(lb.objects.switch.port(1).unwrap().stats.rx_dropped, 1);
+}
+
 #[test]
 fn offloads_not_negotiated_are_refused() {
     let mut lb = switch();
