@@ -548,13 +548,14 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     );
     let ready = Pattern::Text(crate::guest::READY_LINE.into());
     let mut entries = Vec::new();
-    let (mut native, mut uvmm) = alternate(
+    let (native_timings, uvmm_timings) = alternate(
         args.runs,
         args.timeout,
         ("native", &native_args, &ready),
         ("uvmm", &uvmm_args, &ready),
         &mut |record| entries.push(guest_entry(record)),
     )?;
+    let (mut native, mut uvmm) = (walls(&native_timings), walls(&uvmm_timings));
     let ratio = run_ratios(&native, &uvmm);
     let native = median(&mut native).as_secs_f64();
     let uvmm = median(&mut uvmm).as_secs_f64();
@@ -573,6 +574,7 @@ fn vm(ws: &Workspace, vars: &Vars, args: &VmBenchArgs) -> Result<()> {
     if let Some((m, each)) = ratio {
         println!("  uvmm / native, median of the runs  {m:>8.2}  (run by run: {each})");
     }
+    print_cpu_times(("native", &native_timings), ("uvmm", &uvmm_timings), 34);
     let mut entered: Vec<Duration> = entries.iter().filter_map(|e| e.entered).collect();
     let mut load: Vec<Duration> = entries.iter().filter_map(|e| e.load).collect();
     if !entered.is_empty() {
@@ -691,13 +693,14 @@ fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result
         "xtask: booting the guest {} times natively and entry {STATICPART_ENTRY} until both shells are up, alternating",
         args.runs
     );
-    let (mut native, mut part) = alternate(
+    let (native_timings, part_timings) = alternate(
         args.runs,
         args.timeout,
         ("native", &native_args, &native_ready),
         ("staticpart", &part_args, &both),
         &mut |_| {},
     )?;
+    let (mut native, mut part) = (walls(&native_timings), walls(&part_timings));
     let ratio = run_ratios(&native, &part);
     println!(
         "Seed 000's static partitioning, median of {} runs, wall time from QEMU start until the shell is up ({}):",
@@ -720,6 +723,11 @@ fn staticpart(ws: &Workspace, vars: &Vars, args: &StaticpartBenchArgs) -> Result
         let label = "staticpart / native, median of the runs";
         println!("  {label:<48} {m:>6.2}  (run by run: {each})");
     }
+    print_cpu_times(
+        ("native", &native_timings),
+        ("staticpart", &part_timings),
+        48,
+    );
     Ok(())
 }
 
@@ -1339,45 +1347,86 @@ fn file_size(path: &Path) -> Result<u64> {
 /// console output that ends it.
 type Boot<'a> = (&'a str, &'a [String], &'a Pattern);
 
+/// How long a boot took to its ready line: wall time since QEMU's start,
+/// and the CPU time QEMU's threads had used by then (the same when QEMU
+/// has a CPU to itself; less when other work on the host took it away).
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    wall: Duration,
+    cpu: Option<Duration>,
+}
+
 /// Boots `base` and `other` in turn, `runs` times each, each until its
 /// pattern (at most `timeout`), a Linux guest's panic or a VM's fatal
-/// state failing the run; the wall times from QEMU's start, printed as
-/// they come, and each of `other`'s boots' console handed to `seen`.
-/// Alternating, a busy host slows both kinds alike.
+/// state failing the run; the timings, printed as they come, and each of
+/// `other`'s boots' console handed to `seen`. Alternating, a busy host
+/// slows both kinds alike.
 fn alternate(
     runs: usize,
     timeout: Duration,
     base: Boot<'_>,
     other: Boot<'_>,
     seen: &mut dyn FnMut(&Record),
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
+) -> Result<(Vec<Timing>, Vec<Timing>)> {
     let forbid = vec![
         Pattern::Text("Kernel panic".into()),
         Pattern::Text("VM entered a fatal state".into()),
     ];
-    let time = |(name, arguments, ready): Boot<'_>, run: usize| -> Result<(Duration, Record)> {
+    let time = |(name, arguments, ready): Boot<'_>, run: usize| -> Result<(Timing, Record)> {
         let mut session = Session::spawn(qemu::command(arguments), forbid.clone(), false)?;
         let deadline = session.started() + timeout;
         let waited = session.expect(ready, deadline);
+        let cpu = session.cpu_time();
         let record = session.finish();
-        let at = waited.map_err(|f| {
+        let wall = waited.map_err(|f| {
             failure_with_log(
                 &format!("{name} run {run}"),
                 format!("waiting for {ready}: {f}"),
                 &record,
             )
         })?;
-        eprintln!("  run {run} {name}: {:.3} s", at.as_secs_f64());
-        Ok((at, record))
+        let cpu_note = cpu.map_or(String::new(), |c| {
+            format!(" (QEMU's CPU time {:.3} s)", c.as_secs_f64())
+        });
+        eprintln!("  run {run} {name}: {:.3} s{cpu_note}", wall.as_secs_f64());
+        Ok((Timing { wall, cpu }, record))
     };
     let mut times = (Vec::new(), Vec::new());
     for run in 1..=runs {
         times.0.push(time(base, run)?.0);
-        let (at, record) = time(other, run)?;
+        let (t, record) = time(other, run)?;
         seen(&record);
-        times.1.push(at);
+        times.1.push(t);
     }
     Ok(times)
+}
+
+/// The walls of `timings`.
+fn walls(timings: &[Timing]) -> Vec<Duration> {
+    timings.iter().map(|t| t.wall).collect()
+}
+
+/// The CPU times of `timings`, if the host gave every one.
+fn cpu_times(timings: &[Timing]) -> Option<Vec<Duration>> {
+    timings.iter().map(|t| t.cpu).collect()
+}
+
+/// Prints the medians of QEMU's CPU time of `base` and `other` and of the
+/// runs' ratios, labelled like the wall-time lines (`width` wide), when
+/// the host gave them.
+fn print_cpu_times(base: (&str, &[Timing]), other: (&str, &[Timing]), width: usize) {
+    let (Some(mut b), Some(mut o)) = (cpu_times(base.1), cpu_times(other.1)) else {
+        return;
+    };
+    let ratio = run_ratios(&b, &o);
+    println!("  QEMU's CPU time to the same line (all its threads):");
+    for (label, v) in [(base.0, &mut b), (other.0, &mut o)] {
+        println!("  {label:<width$} {:>6.3} s", median(v).as_secs_f64());
+    }
+    if let Some((m, each)) = ratio {
+        let label = format!("{} / {}, median of the runs", other.0, base.0);
+        println!("  {label:<width$} {m:>6.2}  (run by run: {each})");
+    }
 }
 
 /// When a uvmm boot's vCPU 0 entered the guest ([`GUEST_ENTRY`]) and how

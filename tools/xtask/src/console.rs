@@ -187,6 +187,22 @@ impl Shared {
     }
 }
 
+/// The CPU time process `pid`'s threads have used so far: the sum of
+/// their on-CPU nanoseconds in Linux's `/proc/<pid>/task/*/schedstat`
+/// (threads that ended are not counted). `None` where the host has no
+/// such files.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
+}
+
 /// A running program whose stdin/stdout are the console.
 pub struct Session {
     /// The program's file name, for messages.
@@ -249,6 +265,12 @@ impl Session {
     /// Time since the program started.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// The CPU time the program's threads have used so far, if the host
+    /// says ([`process_cpu_time`]).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        process_cpu_time(self.child.id())
     }
 
     /// Waits until `pattern` appears after the previous match, or `deadline`.
@@ -443,6 +465,26 @@ mod tests {
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(10)
+    }
+
+    /// A program that computes for a while has used CPU time, no more
+    /// than it ran; one that sleeps almost none.
+    #[test]
+    fn cpu_time_of_a_session() {
+        let mut busy = sh(
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo done; sleep 5",
+            vec![],
+        );
+        let at = busy.expect(&Pattern::Text("done".into()), soon()).unwrap();
+        let cpu = busy.cpu_time().expect("Linux has schedstat");
+        assert!(cpu > Duration::from_millis(20), "{cpu:?} of {at:?}");
+        assert!(cpu <= busy.elapsed(), "{cpu:?} of {at:?}");
+        let mut idle = sh("echo up; sleep 0.3; echo done; sleep 5", vec![]);
+        idle.expect(&Pattern::Text("up".into()), soon()).unwrap();
+        let before = idle.cpu_time().expect("Linux has schedstat");
+        idle.expect(&Pattern::Text("done".into()), soon()).unwrap();
+        let slept = idle.cpu_time().expect("Linux has schedstat") - before;
+        assert!(slept < Duration::from_millis(100), "{slept:?} asleep");
     }
 
     #[test]
