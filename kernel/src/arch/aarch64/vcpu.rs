@@ -9,8 +9,8 @@
 //! answers them with what the guest gets ([`id_register`]). The debug and
 //! PMU registers, trace, profiling, activity monitors, RAS error records
 //! and limited-ordering regions, which the kernel does not switch, trap to
-//! the VMM ([`GuestTraps`]). NV stays clear and EL2 registers UNDEF at EL1, and
-//! the PSTATE the kernel erets to is checked to be EL0 or EL1
+//! the VMM ([`GuestTraps`]). NV stays clear and EL2 registers UNDEF at
+//! EL1, and the PSTATE the kernel erets to is checked to be EL0 or EL1
 //! ([`l4_abi::vcpu::check_pstate`]): the guest never reaches EL2.
 //!
 //! The host never uses the EL1 registers (its threads run at EL0 in the
