@@ -41,10 +41,10 @@ mod factory;
 mod faults;
 mod fp;
 mod fuzz;
-mod guest_fuzz;
 mod ipc;
 mod irq;
 mod mapping;
+mod random_code;
 mod sched;
 mod semaphore;
 mod setup;
@@ -89,7 +89,7 @@ const GROUPS: &[&[Test]] = &[
     semaphore::TESTS,
     deletion::TESTS,
     vm::TESTS,
-    guest_fuzz::TESTS,
+    random_code::TESTS,
     fuzz::TESTS,
 ];
 

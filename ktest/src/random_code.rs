@@ -1,22 +1,29 @@
-//! Random guest code: a tiny guest runs programs of random instructions,
-//! most of them of the kinds that reach EL2 or change what the guest runs
-//! with (system registers, cache and TLB maintenance, PSTATE fields,
-//! exception generation and return, WFI, loads and stores to memory, to
-//! devices and to nothing), with ktest as its VMM answering every exit as
-//! a VMM would. The kernel must carry out or refuse each and keep running
-//! guests; an Irq for the VMM, triggered every few milliseconds, kicks a
-//! looping or waiting program out.
+//! Random code, for the kernel to survive: a tiny guest, and a thread of
+//! another task, run programs of random instructions, most of them of the
+//! kinds that leave the program's level or change what it runs with
+//! (system registers, cache and TLB maintenance, PSTATE fields, exception
+//! generation and return, hints (WFI and WFE among them), loads and stores
+//! to memory, to devices and to nothing, branches).
+//!
+//! The guest's VMM is ktest, answering every exit as a VMM would; an Irq
+//! for the VMM, triggered every few milliseconds, kicks a looping or
+//! waiting program out. The thread's exception handler and pager is
+//! ktest's main thread, which steps it past each exception and ends the
+//! program at a page fault or when it goes quiet. The kernel must carry
+//! out or refuse each instruction and keep running guests and threads.
 
+use l4::abi::fault::ExcRegs;
 use l4::abi::vcpu::{ExitReason, VcpuState, ec};
 use l4::{Cap, Error, MemRights, base, ipc};
 
 use crate::fuzz::xorshift;
 use crate::fw::{Ctx, R};
-use crate::rt::{self, Page};
+use crate::rt::{self, Opts, Page, Space, reply_regs};
 use crate::vm::{DATA, GUEST_BASE, Guest, MMIO, VMCR_OPEN, hvc, state};
 
 tests! {
     "vm.random_guest_code_survives" => random_guest_code,
+    "exc.random_task_code_survives" => random_task_code,
 }
 
 /// Programs run.
@@ -272,5 +279,190 @@ extern "C" fn kick_every(irq: u64, us: u64) {
     loop {
         let _ = ipc::sleep_us(us);
         let _ = Cap::<l4::Irq>::from_index(irq).trigger();
+    }
+}
+
+/// Programs the thread runs.
+const TASK_PROGRAMS: u32 = 300;
+/// Where its code and its data are in its task.
+const TASK_CODE: u64 = 0x3100_0000_0000;
+const TASK_DATA: u64 = 0x3100_0001_0000;
+/// `udf #0x77`: the end of a program.
+const UDF_END: u32 = 0x77;
+/// `svc #1`, the kernel's own system call: left out, since the thread
+/// holds ktest's main thread (its pager) and could change it (random
+/// system calls are `fuzz.random_invocations_survive`).
+const SVC_KERNEL: u32 = 0xd400_0021;
+/// How long a program may be silent before it is ended.
+const QUIET_US: u64 = 20_000;
+
+/// What the thread's programs did.
+#[derive(Debug, Default)]
+struct TaskCounts {
+    /// Exceptions the handler stepped the thread past.
+    exceptions: u32,
+    /// Of them: Linux system calls (`svc #0`).
+    syscalls: u32,
+    /// Programs that reached their end.
+    ended: u32,
+    /// Ended by a page fault, by silence (a loop, a wait), by another
+    /// message, or after [`EXITS_PER_PROGRAM`] exceptions.
+    faulted: u32,
+    silent: u32,
+    other: u32,
+    exhausted: u32,
+}
+
+/// A task for the programs: ktest's code, and the program's code and data
+/// pages.
+fn task_space(code: &Page, data: &Page) -> Result<Space, crate::fw::Fail> {
+    let s = Space::new()?;
+    s.map_page(code, TASK_CODE, MemRights::RX)?;
+    s.map_page(data, TASK_DATA, MemRights::RW)?;
+    Ok(s)
+}
+
+fn random_task_code() -> R {
+    let code_page = Page::new(12)?;
+    let data = Page::new(12)?;
+    let mut s = task_space(&code_page, &data)?;
+    let mut seed = 0x0bad_5eed_1234_5679;
+    let mut n = TaskCounts::default();
+    for program in 0..TASK_PROGRAMS {
+        // A new task when the UTCBs of this one ran out (each thread
+        // takes one).
+        if program > 0 && u64::from(program) % (rt::UTCBS_PER_AREA / 2) == 0 {
+            s = task_space(&code_page, &data)?;
+        }
+        for i in 0..LENGTH as u64 / 2 {
+            let mut pair = [0u32; 2];
+            for w in pair.iter_mut() {
+                seed = xorshift(seed);
+                *w = task_instruction(seed);
+            }
+            code_page.write(i * 8, u64::from(pair[0]) | u64::from(pair[1]) << 32);
+        }
+        code_page.write(LENGTH as u64 * 4, u64::from(UDF_END));
+        // The registers the program starts with (see `jump_entry`).
+        for i in 0..32 {
+            seed = xorshift(seed);
+            let off = (seed >> 8) & 0xff8;
+            let v = match seed % 5 {
+                0 => TASK_DATA + off,
+                1 => TASK_CODE + off,
+                2 => (seed >> 8) & 0xff,
+                3 => seed,
+                _ => 0,
+            };
+            data.write(i * 8, v);
+        }
+        let w = rt::spawn(jump_entry, TASK_CODE, TASK_DATA, &Opts::new().space(&s))?;
+        run_task_program(&w, &mut n)?;
+    }
+    ensure!(
+        n.exceptions > TASK_PROGRAMS && n.syscalls > 0 && n.faulted > 0 && n.ended > 0,
+        "{TASK_PROGRAMS} programs: {n:?}"
+    );
+    // The kernel serves as before: a thread that raises an exception.
+    let w = rt::spawn(
+        jump_entry,
+        TASK_CODE + LENGTH as u64 * 4,
+        TASK_DATA,
+        &Opts::new().space(&s),
+    )?;
+    let r = w.exception()?;
+    ensure_eq!(
+        r.pc,
+        TASK_CODE + LENGTH as u64 * 4,
+        "the end marker's exception"
+    );
+    Ok(())
+}
+
+/// A random instruction for the thread: as for the guest
+/// ([`instruction`]), with Linux system calls and breakpoints added and
+/// fewer loads, stores and branches (most of which end the program at a
+/// page fault); never the kernel's own system call ([`SVC_KERNEL`]).
+fn task_instruction(r: u64) -> u32 {
+    let (kind, rest) = (r % 16, r >> 4);
+    match kind {
+        0 => 0xd400_0001,
+        1 => 0xd420_0000 | ((rest as u32) & 0xffff) << 5,
+        // Loads, stores and branches one time in four.
+        _ if matches!(rest % 10, 7 | 8) && kind % 4 != 0 => instruction(rest - rest % 10),
+        _ => match instruction(rest) {
+            SVC_KERNEL => hvc(END),
+            w => w,
+        },
+    }
+}
+
+/// Handles the messages of the thread `w` running a program until it
+/// ends; the thread is deleted with `w` then.
+fn run_task_program(w: &rt::Worker, n: &mut TaskCounts) -> R {
+    let end = TASK_CODE + LENGTH as u64 * 4;
+    for _ in 0..EXITS_PER_PROGRAM {
+        let m = match w.recv(QUIET_US) {
+            Ok(m) => m,
+            Err(_) => {
+                n.silent += 1;
+                return Ok(());
+            }
+        };
+        if m.tag.is_page_fault() {
+            n.faulted += 1;
+            return Ok(());
+        }
+        if !m.tag.is_exception() {
+            n.other += 1;
+            return Ok(());
+        }
+        let mut r = ExcRegs::from_words(m.words()).ok_or("a short exception message")?;
+        if r.pc == end {
+            n.ended += 1;
+            return Ok(());
+        }
+        n.exceptions += 1;
+        // A system call's pc is past the svc already.
+        if r.exception_class() == 0x15 {
+            n.syscalls += u32::from(r.is_linux_syscall());
+        } else {
+            r.pc = r.pc.wrapping_add(4);
+        }
+        reply_regs(&r)?;
+    }
+    n.exhausted += 1;
+    Ok(())
+}
+
+/// Worker: loads x0..x15 and x18..x29 from the words at `regs` (x30 = 0,
+/// so that a `ret` goes nowhere) and jumps to `code`; it never returns.
+extern "C" fn jump_entry(code: u64, regs: u64) {
+    // SAFETY: the jump leaves Rust for good: the thread runs the random
+    // program in its own task, and ends only when ktest deletes it.
+    unsafe {
+        core::arch::asm!(
+            "mov x16, x9",
+            "mov x17, x10",
+            "ldp x0, x1, [x17, #0]",
+            "ldp x2, x3, [x17, #16]",
+            "ldp x4, x5, [x17, #32]",
+            "ldp x6, x7, [x17, #48]",
+            "ldp x8, x9, [x17, #64]",
+            "ldp x10, x11, [x17, #80]",
+            "ldp x12, x13, [x17, #96]",
+            "ldp x14, x15, [x17, #112]",
+            "ldp x18, x19, [x17, #144]",
+            "ldp x20, x21, [x17, #160]",
+            "ldp x22, x23, [x17, #176]",
+            "ldp x24, x25, [x17, #192]",
+            "ldp x26, x27, [x17, #208]",
+            "ldp x28, x29, [x17, #224]",
+            "mov x30, xzr",
+            "br x16",
+            in("x9") code,
+            in("x10") regs,
+            options(noreturn),
+        )
     }
 }
