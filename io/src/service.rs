@@ -525,6 +525,65 @@ Io.add_vbusses{
         );
     }
 
+    /// Random requests on every bus gate, on the gates of MMIO dataspaces
+    /// handed out and on labels of nothing: each answered, none a panic;
+    /// io makes at most one gate per MMIO resource and one Irq per line
+    /// however often it is asked, and the buses answer as before.
+    #[test]
+    fn random_requests_are_answered() {
+        let mut svc = service();
+        let mut labels: Vec<u64> = ["a", "b", "c"]
+            .iter()
+            .map(|b| svc.bus_label(b).unwrap())
+            .collect();
+        labels.extend([0, 0x7770, 1]);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..50_000 {
+            if i % 1000 == 0 {
+                // The gates of dataspaces handed out so far are targets too.
+                labels.extend(svc.targets.keys().copied());
+                labels.sort_unstable();
+                labels.dedup();
+            }
+            let label = labels[(next() % labels.len() as u64) as usize];
+            let mut mrs = [0u64; MR_COUNT];
+            for m in mrs.iter_mut() {
+                let v = next();
+                *m = if v % 2 == 0 { v % 8 } else { v };
+            }
+            let tag = if next() % 2 == 0 {
+                // Plausible: a bus or dataspace operation with its few
+                // words (opcode, device, index or offset).
+                mrs[0] = next() % 10;
+                mrs[1] = next() % 3;
+                mrs[2] = next() % 3;
+                let proto = [Vbus::ID, Dataspace::ID][(next() % 2) as usize];
+                MsgTag::new(proto, 1 + (next() % 4) as u32, 0, 0)
+            } else {
+                let proto =
+                    [Vbus::ID, Dataspace::ID, 0, next() as i64 >> 40][(next() % 4) as usize];
+                MsgTag::new(proto, (next() % 70) as u32, (next() % 4) as u32, 0)
+            };
+            let reply = l4_ipc::server::handle_request(&mut svc, label, tag, &mut mrs);
+            assert!(reply.words() as usize <= MR_COUNT);
+        }
+        assert!(
+            (1..=2).contains(&svc.mmio.len()),
+            "{} MMIO gates",
+            svc.mmio.len()
+        );
+        assert!((1..=3).contains(&svc.irqs.len()), "{} Irqs", svc.irqs.len());
+        let mut lb = Loopback::new(svc);
+        assert_eq!(client(&mut lb, "a").info(), Ok(1));
+        assert_eq!(client(&mut lb, "c").info(), Ok(0));
+    }
+
     #[test]
     fn requests_of_the_wrong_kind_or_label() {
         let mut lb = Loopback::new(service());
