@@ -1,5 +1,5 @@
-//! The guest's device tree: read (`fdt`), merged, changed and written
-//! again (`vm-fdt`).
+//! The guest's device tree: read ([`crate::dtb`]), merged, changed and
+//! written again (`vm-fdt`).
 //!
 //! [`Tree`] is the whole tree as plain data. [`Tree::from_dtb`] reads a
 //! blob, [`Tree::merge`] lays a later `-d` tree over an earlier one (nodes
@@ -226,32 +226,12 @@ impl Default for Tree {
     }
 }
 
-fn copy_node(n: &fdt::node::FdtNode<'_, '_>) -> Node {
-    let name = if n.name == "/" { "" } else { n.name };
-    Node {
-        name: name.to_string(),
-        props: n
-            .properties()
-            .map(|p| (p.name.to_string(), p.value.to_vec()))
-            .collect(),
-        children: n.children().map(|c| copy_node(&c)).collect(),
-    }
-}
-
 impl Tree {
-    /// Reads a flattened device tree blob.
+    /// Reads a flattened device tree blob ([`crate::dtb::read`]: every
+    /// offset checked, a damaged blob an error saying where).
     pub fn from_dtb(blob: &[u8]) -> Result<Tree, DtError> {
-        let f = fdt::Fdt::new(blob).map_err(|e| DtError::Parse(format!("{e:?}")))?;
-        let root = f
-            .find_node("/")
-            .ok_or_else(|| DtError::Parse("no root node".into()))?;
-        Ok(Tree {
-            root: copy_node(&root),
-            reserved: f
-                .memory_reservations()
-                .map(|r| (r.address() as u64, r.size() as u64))
-                .collect(),
-        })
+        let (root, reserved) = crate::dtb::read(blob)?;
+        Ok(Tree { root, reserved })
     }
 
     /// Writes the tree as a blob.
@@ -944,6 +924,46 @@ pub(crate) mod tests {
             .unwrap()
             .set_prop("interrupts", vec![0; 8]);
         assert!(find_devices(&t).is_err());
+    }
+
+    /// Device trees with random bytes written over them (header,
+    /// structure, strings) or cut short: read, merged, written back, or an
+    /// error; never a panic.
+    #[test]
+    fn damaged_device_trees_are_errors() {
+        let good = virt_dtb(2);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut panics = Vec::new();
+        for i in 0..20_000 {
+            let mut blob = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % blob.len() as u64) as usize;
+                blob[at] = next() as u8;
+            }
+            if next() % 8 == 0 {
+                blob.truncate((next() % blob.len() as u64) as usize);
+            }
+            let r = std::panic::catch_unwind(|| {
+                let t = Tree::from_dtb(&blob)?;
+                let _ = find_devices(&t);
+                t.to_dtb()
+            });
+            if r.is_err() {
+                panics.push(i);
+            }
+        }
+        assert!(
+            panics.is_empty(),
+            "{} panics, first at {:?}",
+            panics.len(),
+            &panics[..panics.len().min(5)]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod bus;
 pub mod devices;
 pub mod dt;
+pub mod dtb;
 pub mod loader;
 pub mod log;
 pub mod machine;
