@@ -633,3 +633,84 @@ fn the_same_file_may_be_included_twice_in_a_row() {
     let list = ModulesList::load(&top).unwrap();
     assert_eq!(names(list.entry("a").unwrap()), ["shared", "shared"]);
 }
+
+/// The seeds' entries with random lines, words and bytes put in, taken
+/// out or changed: parsed, each entry looked up and its command lines
+/// made, or an error naming a line; never a panic.
+#[test]
+fn damaged_lists_parse_or_fail_with_a_line() {
+    let good = [HELLO_NED, UVMM].concat();
+    let words = [
+        "entry",
+        "module",
+        "roottask",
+        "kernel",
+        "moe",
+        "group",
+        "module-group",
+        "include",
+        "modaddr",
+        "searchpath",
+        "default-kernel",
+        "default-bootstrap",
+        "rom/",
+        "\"",
+        "'",
+        "\\",
+        "-",
+        "--",
+        "=",
+        "\n",
+        " ",
+        "\t",
+        "#",
+        "0x",
+        "€",
+    ];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..5_000 {
+        let mut text = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let mut at = (next() % (text.len() as u64 + 1)) as usize;
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            match next() % 3 {
+                0 => text.insert_str(at, words[(next() % words.len() as u64) as usize]),
+                1 => {
+                    let mut end = (at + 1 + (next() % 8) as usize).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.replace_range(at..end, "");
+                }
+                _ => text.insert(at, char::from_u32((next() % 0x250) as u32).unwrap_or('x')),
+            }
+        }
+        let r = std::panic::catch_unwind(|| match ModulesList::parse(&text, Path::new("t.list")) {
+            Ok(list) => {
+                let names: Vec<String> = list.entries().map(str::to_string).collect();
+                for n in names {
+                    if let Ok(e) = list.entry(&n) {
+                        for m in [&e.kernel, &e.roottask].into_iter().chain(&e.modules) {
+                            let _ = (m.cmdline(), m.at().to_string(), m.name());
+                        }
+                    }
+                }
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        });
+        match r {
+            Err(_) => panic!("case {i} panicked:\n{text}"),
+            Ok(Some(e)) => assert!(e.contains("t.list"), "case {i}: {e}"),
+            Ok(None) => {}
+        }
+    }
+}
