@@ -459,6 +459,65 @@ mod tests {
     }
 
     #[test]
+    fn random_command_lines_parse_or_fail_clearly() {
+        let pieces = [
+            "-k",
+            "-r",
+            "-d",
+            "-c",
+            "-b",
+            "-i",
+            "-D",
+            "-v",
+            "-q",
+            "-f",
+            "-m",
+            "--kernel=",
+            "--rambase",
+            "--fault-mode",
+            "--debug",
+            "rom/Image",
+            "0x",
+            "0x4000_0000",
+            "inject",
+            "/chosen/x=",
+            "/a/b=u32:",
+            "/a/b=u64:0x",
+            "str:",
+            "=",
+            "/",
+            "",
+            "-",
+            "--",
+            "€",
+            "1",
+            "trace",
+            "ignore",
+            "/pl011@9000000/l4vmm,vcon_cap=str:con1",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let args: Vec<String> = (0..next() % 8)
+                .map(|_| {
+                    (0..1 + next() % 3)
+                        .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                        .collect()
+                })
+                .collect();
+            match Options::parse(args.iter().map(String::as_str)) {
+                Ok(_) | Err(OptError::Help) => {}
+                Err(OptError::Bad(m)) => assert!(!m.is_empty(), "{args:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn clear_errors() {
         assert!(err(&["-k"]).contains("-k needs a value"));
         assert!(err(&["--rambase", "lots"]).contains("'lots' is not an address"));
