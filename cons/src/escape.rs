@@ -207,9 +207,7 @@ mod tests {
         let mut p = EscapeParser::new();
         let mut waiting_key = false;
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            x = l4_xorshift::step(x);
             let b = match x % 5 {
                 0 => CTRL_E,
                 1 => ESC,

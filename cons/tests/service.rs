@@ -422,13 +422,8 @@ fn polling_and_messages() {
 fn random_messages_never_panic() {
     let mut svc = service(&["-a"]);
     create(&mut svc, "one", letter("g"), &["key=1"]).unwrap();
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = l4_xorshift::XorShift::new(0x1234_5678_9abc_def1);
+    let mut next = move || rng.next_u64();
     let labels = [
         labels::FACTORY,
         labels::INPUT,

@@ -537,13 +537,8 @@ Io.add_vbusses{
             .map(|b| svc.bus_label(b).unwrap())
             .collect();
         labels.extend([0, 0x7770, 1]);
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = l4_xorshift::XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         for i in 0..50_000 {
             if i % 1000 == 0 {
                 // The gates of dataspaces handed out so far are targets too.

@@ -120,12 +120,7 @@ fn one_worker(seed: u64) -> Result<[u64; 3], Fail> {
     }
 }
 
-pub(crate) fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
-}
+pub(crate) use l4_xorshift::step as xorshift;
 
 /// A random timeout: mostly zero, rarely absolute or up to about 130 ms
 /// (which, with no partner ready, costs a tick or more); never "never", so

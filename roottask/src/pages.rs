@@ -306,9 +306,7 @@ mod tests {
         let mut live: Vec<(u64, u64)> = Vec::new();
         let mut x: u64 = 88172645463325252;
         for _ in 0..5000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            x = l4_xorshift::step(x);
             if x.is_multiple_of(3) && !live.is_empty() {
                 let (a, s) = live.swap_remove((x as usize / 3) % live.len());
                 p.free(a, s);

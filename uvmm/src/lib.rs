@@ -14,6 +14,8 @@
 
 pub mod backend;
 pub mod bus;
+#[cfg(test)]
+mod damage;
 pub mod devices;
 pub mod dt;
 pub mod dtb;

@@ -495,13 +495,8 @@ mod tests {
             "ignore",
             "/pl011@9000000/l4vmm,vcon_cap=str:con1",
         ];
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = l4_xorshift::XorShift::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         for _ in 0..20_000 {
             let args: Vec<String> = (0..next() % 8)
                 .map(|_| {

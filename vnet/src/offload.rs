@@ -712,13 +712,8 @@ mod tests {
     /// without a panic, and segments never carry more payload than asked.
     #[test]
     fn random_headers_and_frames_never_panic() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = l4_xorshift::XorShift::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         let mut seg = Vec::new();
         let mut segments = 0usize;
         for _ in 0..10_000 {

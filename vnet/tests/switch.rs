@@ -539,13 +539,8 @@ fn random_requests_never_stall_the_other_ports() {
         0x8000,
         c.gate + 0x1000,
     ];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = l4_xorshift::XorShift::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     for i in 0..20_000 {
         let label = targets[(next() % targets.len() as u64) as usize];
         let mut mrs = [0u64; MR_COUNT];

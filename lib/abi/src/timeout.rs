@@ -282,9 +282,7 @@ mod tests {
             }
             for _ in 0..2000 {
                 // xorshift: values of every size.
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                x = l4_xorshift::step(x);
                 let v = x >> (x % 64);
                 assert_eq!(clock_us(v, f), us_of(v, f), "clock_us({v}, {f})");
                 assert_eq!(clock_count(v, f), count_of(v, f), "clock_count({v}, {f})");

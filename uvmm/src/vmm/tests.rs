@@ -936,13 +936,8 @@ fn random_guest_accesses_are_answered() {
         .map(|(b, s, n)| (b, s, n.to_string()))
         .collect();
     assert!(windows.len() >= 4, "{windows:?}");
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = l4_xorshift::XorShift::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     const RAM: u64 = 0x4000_0000;
     let noise: Vec<u8> = (0..0x1_0000).map(|_| next() as u8).collect();
     vm.mem.write(RAM, &noise).unwrap();

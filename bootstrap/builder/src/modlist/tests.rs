@@ -667,13 +667,8 @@ fn damaged_lists_parse_or_fail_with_a_line() {
         "0x",
         "€",
     ];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = l4_xorshift::XorShift::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     for i in 0..5_000 {
         let mut text = good.clone();
         for _ in 0..1 + next() % 4 {
