@@ -861,6 +861,22 @@ fn monitor_commands() {
         let got = run(bad);
         assert!(got.contains(says) && got.ends_with('\n'), "{bad}: {got}");
     }
+    // Edges: the last bytes of RAM, across its end, the top of the
+    // address space, numbers too big for 64 bits; answers, never a panic.
+    for line in [
+        "ram dump 0x41fffff0 4096",
+        "ram dump 0x41ffffff",
+        "ram dump 0xffffffffffffffff 4096",
+        "ram dump 0xfffffffffffff000",
+        "ram dump 0x1ffffffffffffffff 1",
+        "ram dump 18446744073709551615 2",
+        "ram dump 0x40000000 18446744073709551615",
+        "cpu 18446744073709551615 regs",
+        "cpu -1 regs",
+        "ram dump 0x 1",
+    ] {
+        assert!(run(line).ends_with('\n'), "{line}");
+    }
     let dt = run("dt");
     assert!(dt.starts_with("/ {\n"), "{dt}");
     assert!(dt.contains("\tchosen {\n"), "{dt}");
