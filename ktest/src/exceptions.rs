@@ -168,35 +168,45 @@ fn no_handler() -> R {
 /// Accesses to registers one set of which every CPU has, which the kernel
 /// does not switch between threads: `which` picks one (0: a PMCR_EL0
 /// write, 1: a PMSELR_EL0 read, 2: an MDCCSR_EL0 read, 3: an SCXTNUM_EL0
-/// write, 4: a PMCCNTR_EL0 read, which tasks may do). Reports 1 after it.
+/// write, 4: a CNTP_CTL_EL0 write, which at EL0 of the host is the
+/// kernel's own timer, 5: a CNTV_CVAL_EL0 write; then reads tasks may do:
+/// 6: PMCCNTR_EL0, 7: CNTVCT_EL0, 8: CNTPCT_EL0). Reports 1 after it.
 extern "C" fn shared_register_entry(which: u64, _: u64) {
     // SAFETY: each access either traps to the exception handler (the main
-    // thread), which resumes the thread after it, or reads or writes a
-    // register no Rust code here depends on; no memory is touched.
+    // thread), which resumes the thread after it, or reads a register no
+    // Rust code here depends on; no memory is touched.
     unsafe {
         match which {
             0 => core::arch::asm!("msr pmcr_el0, xzr", options(nostack)),
             1 => core::arch::asm!("mrs {x}, pmselr_el0", x = out(reg) _, options(nostack)),
             2 => core::arch::asm!("mrs {x}, mdccsr_el0", x = out(reg) _, options(nostack)),
             3 => core::arch::asm!("msr S3_3_C13_C0_7, {x}", x = in(reg) 0x5c7u64, options(nostack)),
-            _ => core::arch::asm!("mrs {x}, pmccntr_el0", x = out(reg) _, options(nostack)),
+            4 => core::arch::asm!("msr cntp_ctl_el0, xzr", options(nostack)),
+            5 => core::arch::asm!("msr cntv_cval_el0, xzr", options(nostack)),
+            6 => core::arch::asm!("mrs {x}, pmccntr_el0", x = out(reg) _, options(nostack)),
+            7 => core::arch::asm!("mrs {x}, cntvct_el0", x = out(reg) _, options(nostack)),
+            _ => core::arch::asm!("mrs {x}, cntpct_el0", x = out(reg) _, options(nostack)),
         }
     }
     signal(&[1]);
 }
 
 /// A task must not configure the PMU (stop or reset the counters, count
-/// events of others), use the debug communication channel or keep a
-/// value in SCXTNUM_EL0: each of these is one set per CPU, shared by every
+/// events of others), use the debug communication channel, keep a value
+/// in SCXTNUM_EL0 or program a timer (at EL0 of the host, CNTP is the
+/// kernel's own): each of these is one set per CPU, shared by every
 /// thread that runs there. Each access is an exception for the handler;
-/// reading the cycle counter is not.
+/// reading the cycle counter and the system counter is not.
 fn shared_registers() -> R {
-    for (which, name) in [
+    let trapped = [
         (0, "PMCR_EL0"),
         (1, "PMSELR_EL0"),
         (2, "MDCCSR_EL0"),
         (3, "SCXTNUM_EL0"),
-    ] {
+        (4, "CNTP_CTL_EL0"),
+        (5, "CNTV_CVAL_EL0"),
+    ];
+    for (which, name) in trapped {
         let w = rt::spawn_default(shared_register_entry, which, 0)?;
         let r = match w.recv(rt::WAIT_US) {
             Ok(m) if m.tag.is_exception() => {
@@ -215,7 +225,13 @@ fn shared_registers() -> R {
         reply_regs(&r)?;
         ensure_eq!(w.signal_word()?, 1, "the thread runs on");
     }
-    let w = rt::spawn_default(shared_register_entry, 4, 0)?;
-    ensure_eq!(w.signal_word()?, 1, "PMCCNTR_EL0 read without an exception");
+    for (which, name) in [(6, "PMCCNTR_EL0"), (7, "CNTVCT_EL0"), (8, "CNTPCT_EL0")] {
+        let w = rt::spawn_default(shared_register_entry, which, 0)?;
+        match w.recv(rt::WAIT_US) {
+            Ok(m) if m.proto() == rt::SIG => {}
+            Ok(_) => fail!("{name}: read with an exception"),
+            Err(e) => fail!("{name}: nothing arrived: {e:?}"),
+        }
+    }
     Ok(())
 }
