@@ -19,7 +19,7 @@ use l4::{Cap, Error, MemRights, base, ipc};
 use crate::fuzz::xorshift;
 use crate::fw::{Ctx, R};
 use crate::rt::{self, Opts, Page, Space, reply_regs};
-use crate::vm::{DATA, GUEST_BASE, Guest, MMIO, VMCR_OPEN, hvc, state};
+use crate::vm::{DATA, GUEST_BASE, Guest, MMIO, VMCR_OPEN, hvc, state, write_code};
 
 tests! {
     "vm.random_guest_code_survives" => random_guest_code,
@@ -84,7 +84,7 @@ fn random_guest_code() -> R {
         s.gic.vmcr = VMCR_OPEN;
         for x in s.regs.x.iter_mut() {
             seed = xorshift(seed);
-            *x = operand(seed);
+            *x = operand(seed, &[DATA, MMIO, GUEST_BASE]);
         }
         run_program(&mut seed, &mut n)?;
     }
@@ -259,16 +259,15 @@ fn instruction(r: u64) -> u32 {
     }
 }
 
-/// A register's value at the start: an address in the guest's data page,
-/// at a device, in the code page, a small number, any number, or zero.
-fn operand(r: u64) -> u64 {
-    let off = (r >> 8) & 0xff8;
-    match r % 6 {
-        0 => DATA + off,
-        1 => MMIO + off,
-        2 => GUEST_BASE + off,
-        3 => (r >> 8) & 0xff,
-        4 => r,
+/// A register's value at the start: an address in the first page at one
+/// of `bases` (the program's data, a device, its code), a small number,
+/// any number, or zero.
+fn operand(r: u64, bases: &[u64]) -> u64 {
+    let n = bases.len() as u64;
+    match r % (n + 3) {
+        k if k < n => bases[k as usize] + ((r >> 8) & 0xff8),
+        k if k == n => (r >> 8) & 0xff,
+        k if k == n + 1 => r,
         _ => 0,
     }
 }
@@ -287,8 +286,9 @@ const TASK_PROGRAMS: u32 = 300;
 /// Where its code and its data are in its task.
 const TASK_CODE: u64 = 0x3100_0000_0000;
 const TASK_DATA: u64 = 0x3100_0001_0000;
-/// `udf #0x77`: the end of a program.
+/// `udf #0x77`: the end of a program, and where it stands.
 const UDF_END: u32 = 0x77;
+const TASK_END: u64 = TASK_CODE + LENGTH as u64 * 4;
 /// `svc #1`, the kernel's own system call: left out, since the thread
 /// holds ktest's main thread (its pager) and could change it (random
 /// system calls are `fuzz.random_invocations_survive`).
@@ -334,27 +334,16 @@ fn random_task_code() -> R {
         if program > 0 && u64::from(program) % (rt::UTCBS_PER_AREA / 2) == 0 {
             s = task_space(&code_page, &data)?;
         }
-        for i in 0..LENGTH as u64 / 2 {
-            let mut pair = [0u32; 2];
-            for w in pair.iter_mut() {
-                seed = xorshift(seed);
-                *w = task_instruction(seed);
-            }
-            code_page.write(i * 8, u64::from(pair[0]) | u64::from(pair[1]) << 32);
+        let mut code = [UDF_END; LENGTH + 1];
+        for c in code.iter_mut().take(LENGTH) {
+            seed = xorshift(seed);
+            *c = task_instruction(seed);
         }
-        code_page.write(LENGTH as u64 * 4, u64::from(UDF_END));
+        write_code(&code_page, &code);
         // The registers the program starts with (see `jump_entry`).
         for i in 0..32 {
             seed = xorshift(seed);
-            let off = (seed >> 8) & 0xff8;
-            let v = match seed % 5 {
-                0 => TASK_DATA + off,
-                1 => TASK_CODE + off,
-                2 => (seed >> 8) & 0xff,
-                3 => seed,
-                _ => 0,
-            };
-            data.write(i * 8, v);
+            data.write(i * 8, operand(seed, &[TASK_DATA, TASK_CODE]));
         }
         let w = rt::spawn(jump_entry, TASK_CODE, TASK_DATA, &Opts::new().space(&s))?;
         run_task_program(&w, &mut n)?;
@@ -364,18 +353,8 @@ fn random_task_code() -> R {
         "{TASK_PROGRAMS} programs: {n:?}"
     );
     // The kernel serves as before: a thread that raises an exception.
-    let w = rt::spawn(
-        jump_entry,
-        TASK_CODE + LENGTH as u64 * 4,
-        TASK_DATA,
-        &Opts::new().space(&s),
-    )?;
-    let r = w.exception()?;
-    ensure_eq!(
-        r.pc,
-        TASK_CODE + LENGTH as u64 * 4,
-        "the end marker's exception"
-    );
+    let w = rt::spawn(jump_entry, TASK_END, TASK_DATA, &Opts::new().space(&s))?;
+    ensure_eq!(w.exception()?.pc, TASK_END, "the end marker's exception");
     Ok(())
 }
 
@@ -400,7 +379,6 @@ fn task_instruction(r: u64) -> u32 {
 /// Handles the messages of the thread `w` running a program until it
 /// ends; the thread is deleted with `w` then.
 fn run_task_program(w: &rt::Worker, n: &mut TaskCounts) -> R {
-    let end = TASK_CODE + LENGTH as u64 * 4;
     for _ in 0..EXITS_PER_PROGRAM {
         let m = match w.recv(QUIET_US) {
             Ok(m) => m,
@@ -418,7 +396,7 @@ fn run_task_program(w: &rt::Worker, n: &mut TaskCounts) -> R {
             return Ok(());
         }
         let mut r = ExcRegs::from_words(m.words()).ok_or("a short exception message")?;
-        if r.pc == end {
+        if r.pc == TASK_END {
             n.ended += 1;
             return Ok(());
         }

@@ -202,7 +202,7 @@ impl Guest {
 }
 
 /// Writes `code` at the start of `page` (a self-loop after an odd count).
-fn write_code(page: &Page, code: &[u32]) {
+pub(crate) fn write_code(page: &Page, code: &[u32]) {
     for (i, pair) in code.chunks(2).enumerate() {
         let lo = u64::from(pair[0]);
         let hi = u64::from(*pair.get(1).unwrap_or(&SELF_LOOP));
@@ -314,22 +314,7 @@ fn mmio_read() -> R {
 
 fn sysreg_trap() -> R {
     // The EL1 physical timer traps (the guest has the virtual one).
-    expect_read_trap(3, [3, 3, 14, 2, 1], "CNTP_CTL_EL0")
-}
-
-/// A guest `mrs x<rt>` of the register `r` (op0, op1, CRn, CRm, op2)
-/// reaches the VMM as a decoded system-register read.
-fn expect_read_trap(rt: u32, r: [u32; 5], name: &str) -> R {
-    let g = Guest::new(&[mrs(rt, r[0], r[1], r[2], r[3], r[4])])?;
-    g.expect(ExitReason::SysReg)?;
-    let a = state().exit.sysreg().ok_or("no access decoded")?;
-    ensure_eq!(
-        a.encoding,
-        sysreg_encoding(r[0], r[1], r[2], r[3], r[4]),
-        name
-    );
-    ensure!(a.read && a.reg == rt as u8, "access {a:?}");
-    Ok(())
+    expect_sysreg_exits(3, &[([3, 3, 14, 2, 1], true, "CNTP_CTL_EL0")])
 }
 
 fn id_registers() -> R {
@@ -364,20 +349,23 @@ fn id_registers() -> R {
 fn pointer_auth_keys_trap() -> R {
     // The keys are not switched between VMs, so a guest must not read
     // them: the access goes to the VMM.
-    expect_read_trap(5, [3, 0, 2, 1, 0], "APIAKeyLo_EL1")
+    expect_sysreg_exits(5, &[([3, 0, 2, 1, 0], true, "APIAKeyLo_EL1")])
 }
 
 /// The debug registers and the PMU are one set per CPU, which the kernel
 /// does not switch: a guest that read or armed them would see or disturb
 /// another guest's and the host's. Every access goes to the VMM.
 fn debug_pmu_trap() -> R {
-    expect_sysreg_exits(&[
-        ([2, 0, 0, 0, 4], true, "DBGBVR0_EL1"),
-        ([2, 0, 0, 2, 2], false, "MDSCR_EL1"),
-        ([2, 0, 1, 0, 4], false, "OSLAR_EL1"),
-        ([3, 3, 9, 13, 0], true, "PMCCNTR_EL0"),
-        ([3, 3, 9, 12, 0], false, "PMCR_EL0"),
-    ])
+    expect_sysreg_exits(
+        3,
+        &[
+            ([2, 0, 0, 0, 4], true, "DBGBVR0_EL1"),
+            ([2, 0, 0, 2, 2], false, "MDSCR_EL1"),
+            ([2, 0, 1, 0, 4], false, "OSLAR_EL1"),
+            ([3, 3, 9, 13, 0], true, "PMCCNTR_EL0"),
+            ([3, 3, 9, 12, 0], false, "PMCR_EL0"),
+        ],
+    )
 }
 
 /// RAS error records are the CPU's (a guest could read or clear what
@@ -385,35 +373,43 @@ fn debug_pmu_trap() -> R {
 /// registers the kernel does not switch: both go to the VMM.
 fn ras_lor_trap() -> R {
     need_ras()?;
-    expect_sysreg_exits(&[
-        // QEMU has no other error-record register (it has no records).
-        ([3, 0, 5, 3, 0], true, "ERRIDR_EL1"),
-        ([3, 0, 10, 4, 3], true, "LORC_EL1"),
-    ])
+    expect_sysreg_exits(
+        3,
+        &[
+            // QEMU has no other error-record register (it has no records).
+            ([3, 0, 5, 3, 0], true, "ERRIDR_EL1"),
+            ([3, 0, 10, 4, 3], true, "LORC_EL1"),
+        ],
+    )
 }
 
-/// A guest whose instructions are `accesses` (an `mrs` into x3 where the
-/// flag says read, else an `msr` of x3), then `hvc #9`: each access must
-/// exit to the VMM as itself.
-fn expect_sysreg_exits(accesses: &[([u32; 5], bool, &str)]) -> R {
+/// A guest whose instructions are `accesses` of registers (op0, op1,
+/// CRn, CRm, op2): an `mrs` into x<rt> where the flag says read, else an
+/// `msr` of x<rt>; then `hvc #9`. Each access must exit to the VMM as a
+/// decoded system-register access of itself.
+fn expect_sysreg_exits(rt: u32, accesses: &[([u32; 5], bool, &str)]) -> R {
     let mut code = [hvc(9); 8];
     ensure!(accesses.len() < code.len(), "at most 7 accesses");
     for (c, (r, read, _)) in code.iter_mut().zip(accesses) {
         let op = if *read { mrs } else { msr };
-        *c = op(3, r[0], r[1], r[2], r[3], r[4]);
+        *c = op(rt, r[0], r[1], r[2], r[3], r[4]);
     }
     let g = Guest::new(&code[..=accesses.len()])?;
     for &(r, read, name) in accesses {
         let got = g.resume()?;
-        ensure!(got == ExitReason::SysReg, "{name}: exit {got:?}");
         let s = state();
+        ensure!(
+            got == ExitReason::SysReg && s.exit.reason() == Some(got),
+            "{name}: exit {got:?}, in the state area {:?}",
+            s.exit.reason()
+        );
         let a = s.exit.sysreg().ok_or("no access decoded")?;
         ensure_eq!(
             a.encoding,
             sysreg_encoding(r[0], r[1], r[2], r[3], r[4]),
             name
         );
-        ensure!(a.read == read && a.reg == 3, "{name}: access {a:?}");
+        ensure!(a.read == read && a.reg == rt as u8, "{name}: access {a:?}");
         s.regs.skip_instruction();
     }
     g.expect(ExitReason::Hvc)?;
