@@ -322,16 +322,16 @@ impl Vm {
             st.regs.skip_instruction();
             return Action::Resume;
         }
-        if let Some(v) = constant_register(s.encoding) {
-            // At EL0 these are undefined, as a kernel that keeps the debug
-            // channel from EL0 makes them.
-            if (st.regs.pstate >> 2) & 3 != 0 {
-                if s.read {
-                    st.regs.set_reg(s.reg, v);
-                }
-                st.regs.skip_instruction();
-                return Action::Resume;
+        // At EL0 (mode 0) these are undefined, as a kernel that keeps the
+        // debug channel from EL0 makes them.
+        if let Some(v) = constant_register(s.encoding)
+            && st.regs.pstate & 0xf != 0
+        {
+            if s.read {
+                st.regs.set_reg(s.reg, v);
             }
+            st.regs.skip_instruction();
+            return Action::Resume;
         }
         if s.read && self.fault_mode == FaultMode::Ignore {
             st.regs.set_reg(s.reg, 0);
