@@ -884,13 +884,8 @@ fn no_frame_leaves_its_network() {
         p.post_rx();
     }
     let monitor = 7;
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = l4_xorshift::XorShift::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next_u64();
     let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
     let (mut refused, mut delivered) = (0, 0);
     for round in 0..400 {
