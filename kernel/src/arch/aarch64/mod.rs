@@ -286,7 +286,19 @@ pub fn cpu_init(cpu: usize) {
     MDSCR_EL1.set(HOST_MDSCR);
     barrier::isb(barrier::SY);
     pmu_init();
+    amu_init();
     vcpu::cpu_init();
+}
+
+/// Activity monitors (FEAT_AMU; QEMU 7.2 has none): their counters are
+/// one set per CPU, which the kernel does not switch, and
+/// AMUSERENR_EL0 resets to an UNKNOWN value: EL0 gets no access
+/// (EN clear), so a task that tries gets an exception for its handler.
+fn amu_init() {
+    let pfr0 = read_sysreg!("id_aa64pfr0_el1");
+    if (pfr0 >> 44) & 0xf != 0 {
+        write_sysreg!("S3_3_C13_C2_3", 0); // AMUSERENR_EL0
+    }
 }
 
 /// MDSCR_EL1 while the host runs: no debug exceptions, and EL0's accesses

@@ -103,6 +103,7 @@ pub fn cpu_init() {
     let host_mdcr = MDCR_EL2.get();
     HOST_MDCR.store(host_mdcr, Ordering::Relaxed);
     let (pfr0, dfr0, mmfr1) = (read_id(4, 0), read_id(5, 0), read_id(7, 1));
+    fine_grained_traps_init(read_id(7, 0), pfr0, mmfr1);
     let traps = GuestTraps::for_cpu(pfr0, dfr0, mmfr1);
     GUEST_HCR.store(guest_hcr() | traps.hcr, Ordering::Relaxed);
     GUEST_MDCR.store(host_mdcr | traps.mdcr, Ordering::Relaxed);
@@ -129,6 +130,35 @@ pub fn cpu_init() {
     }
     // SAFETY: an isb only synchronises the writes above.
     unsafe { asm!("isb", options(nomem, nostack)) };
+}
+
+/// Puts the fine-grained trap registers (FEAT_FGT) and HCRX_EL2
+/// (FEAT_HCX) into a known state: they reset to UNKNOWN values where the
+/// firmware gives them to EL2, which would trap guest accesses at random
+/// or, worse, let some through. All zero: no positive trap, and every
+/// negative one (`nXXX` bits: features newer than FGT, such as branch
+/// records, the guarded control stack or permission indirection, which
+/// the kernel does not switch and the ID registers hide) traps, so a
+/// guest cannot reach them anyway; HCRX_EL2's enables all clear. They
+/// apply only where HCR_EL2.{E2H, TGE} is not {1, 1}, that is to guests,
+/// so they stay as set for good. QEMU 7.2 has neither feature: this runs
+/// only on CPUs that say they have them (ID_AA64MMFR0_EL1.FGT,
+/// ID_AA64MMFR1_EL1.HCX; HAFGRTR_EL2 only with activity monitors,
+/// ID_AA64PFR0_EL1.AMU).
+fn fine_grained_traps_init(mmfr0: u64, pfr0: u64, mmfr1: u64) {
+    if id_field(mmfr0, 56) != 0 {
+        msr!("S3_4_C1_C1_4", 0); // HFGRTR_EL2
+        msr!("S3_4_C1_C1_5", 0); // HFGWTR_EL2
+        msr!("S3_4_C1_C1_6", 0); // HFGITR_EL2
+        msr!("S3_4_C3_C1_4", 0); // HDFGRTR_EL2
+        msr!("S3_4_C3_C1_5", 0); // HDFGWTR_EL2
+        if id_field(pfr0, 44) != 0 {
+            msr!("S3_4_C3_C1_6", 0); // HAFGRTR_EL2
+        }
+    }
+    if id_field(mmfr1, 40) != 0 {
+        msr!("S3_4_C1_C2_2", 0); // HCRX_EL2
+    }
 }
 
 /// How many list registers the hardware has.
