@@ -218,18 +218,14 @@ impl ReadMirror for L4Mirror {
             if offset.is_multiple_of(4) && offset < MIRROR_PAGE {
                 let word = self.page + offset as usize;
                 // SAFETY: an aligned word inside the page, which uvmm owns
-                // for good; the guest only reads it. The guest maps the
-                // window as device memory, so its reads bypass the caches:
-                // the line goes to memory (`dc cvac`, which the kernel lets
-                // EL0 use) before the guest may read it.
-                unsafe {
-                    (word as *mut u32).write_volatile(v);
-                    core::arch::asm!("dc cvac, {}", in(reg) word, options(nostack));
-                }
+                // for good; the guest only reads it.
+                unsafe { (word as *mut u32).write_volatile(v) };
+                // The guest maps the window as device memory, so its reads
+                // bypass the caches: the line goes to memory before the
+                // guest may read it.
+                uvmm::cache::clean_to_poc(word, 4);
             }
         }
-        // SAFETY: a barrier only orders the cleaning before what follows.
-        unsafe { core::arch::asm!("dsb ish", options(nostack)) };
         if self.mapped || self.failed {
             return;
         }

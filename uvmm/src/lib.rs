@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod bus;
+pub mod cache;
 #[cfg(test)]
 mod damage;
 pub mod devices;

@@ -542,6 +542,20 @@ pub fn write_dtb(mem: &GuestMemory, layout: &Layout, dtb: &[u8]) -> Result<(), L
     Ok(())
 }
 
+/// Makes what [`load`] and [`write_dtb`] wrote (`dtb_len` bytes of
+/// device tree) visible to the guest's first instructions, which run with
+/// the MMU and caches off: everything cleaned to the point of coherency,
+/// the kernel also out of the instruction cache.
+pub fn sync_for_boot(mem: &GuestMemory, layout: &Layout, dtb_len: u64) -> Result<(), LoadError> {
+    let (kstart, kend) = layout.kernel;
+    mem.sync_for_guest(kstart, kend - kstart, true)?;
+    if let Some((start, end)) = layout.initrd {
+        mem.sync_for_guest(start, end - start, false)?;
+    }
+    mem.sync_for_guest(layout.dtb, dtb_len, false)?;
+    Ok(())
+}
+
 fn load_elf(mem: &GuestMemory, bytes: &[u8]) -> Result<(u64, u64, u64), LoadError> {
     let elf = Elf::parse(bytes).map_err(|e| LoadError::Elf(e.to_string()))?;
     if !elf.is_64 || elf.header.e_machine != header::EM_AARCH64 {

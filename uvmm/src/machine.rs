@@ -554,11 +554,14 @@ pub fn build(opts: &Options, host: &mut dyn Host, max_vcpus: usize) -> Result<Ma
     dt::set_psci(&mut tree);
     let blob = tree.to_dtb().map_err(|e| err(e.to_string()))?;
     loader::write_dtb(&mem, &layout, &blob).map_err(|e| err(e.to_string()))?;
+    let synced = std::time::Instant::now();
+    loader::sync_for_boot(&mem, &layout, blob.len() as u64).map_err(|e| err(e.to_string()))?;
     info!(
         "loader",
-        "device tree ({} bytes) at {:#x}",
+        "device tree ({} bytes) at {:#x}; images cleaned from the caches in {} ms",
         blob.len(),
-        layout.dtb
+        layout.dtb,
+        synced.elapsed().as_millis()
     );
 
     let vm = Vm::new(mem, bus, gic, &mpidrs, opts.fault_mode);

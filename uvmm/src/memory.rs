@@ -292,6 +292,21 @@ impl Ram {
         Ok(f(bytes))
     }
 
+    /// Makes `len` bytes from `offset`, which uvmm wrote, visible to a
+    /// guest running with its MMU and caches off: cleaned to the point of
+    /// coherency and, for `code`, out of the instruction cache
+    /// ([`crate::cache`]).
+    pub fn sync_for_guest(&self, offset: u64, len: u64, code: bool) -> Result<(), MemError> {
+        let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
+        let start = self.check(offset, n)?;
+        let addr = self.ptr.as_ptr() as usize + start;
+        crate::cache::clean_to_poc(addr, n);
+        if code {
+            crate::cache::invalidate_icache(addr, n);
+        }
+        Ok(())
+    }
+
     /// Sets `len` bytes from `offset` to zero.
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), MemError> {
         let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
@@ -484,6 +499,25 @@ impl GuestMemory {
         self.rams[ram].zero(off, len)
     }
 
+    /// [`Ram::sync_for_guest`] for the parts of `[gpa, gpa + len)` that
+    /// are RAM (an ELF kernel's segments may leave gaps between them).
+    pub fn sync_for_guest(&self, gpa: u64, len: u64, code: bool) -> Result<(), MemError> {
+        for (ram, offset, len) in self.ram_parts(gpa, len) {
+            self.rams[ram].sync_for_guest(offset, len, code)?;
+        }
+        Ok(())
+    }
+
+    /// The parts of `[gpa, gpa + len)` that are RAM: dataspace (index in
+    /// [`GuestMemory::rams`]), offset in it, length.
+    fn ram_parts(&self, gpa: u64, len: u64) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+        let end = gpa.saturating_add(len);
+        self.regions.iter().filter_map(move |r| {
+            let (s, e) = (gpa.max(r.gpa), end.min(r.end()));
+            (s < e).then(|| (r.ram, r.ds_offset + (s - r.gpa), e - s))
+        })
+    }
+
     // The accessors are all `#[inline]`: a device (or the network switch)
     // reads a descriptor field by field, and each fixed-size access then
     // becomes a plain load or store instead of a call to `memcpy` with a
@@ -609,6 +643,25 @@ mod tests {
                 len: 4
             })
         );
+    }
+
+    #[test]
+    fn cache_sync_covers_the_ram_parts_only() {
+        let mut m = mem(0x3000, &[(0x4000_0000, 0x1000), (0x8000_0000, 0x2000)]);
+        m.add_ram(Arc::new(Ram::zeroed(0x1000)), &[(0x9000_0000, 0x1000)])
+            .unwrap();
+        let parts = |gpa, len| m.ram_parts(gpa, len).collect::<Vec<_>>();
+        // An ELF kernel's span from its lowest to its highest segment
+        // crosses the gap between two regions and a second dataspace.
+        assert_eq!(
+            parts(0x4000_0800, 0x5000_0000),
+            [(0, 0x800, 0x800), (0, 0x1000, 0x2000), (1, 0, 0x800)]
+        );
+        assert_eq!(parts(0x8000_1ffc, 4), [(0, 0x2ffc, 4)]);
+        assert_eq!(parts(0x7000_0000, 0x1000), []);
+        assert_eq!(parts(u64::MAX - 1, u64::MAX), []);
+        assert_eq!(m.sync_for_guest(0x4000_0000, u64::MAX, true), Ok(()));
+        assert!(m.rams()[0].sync_for_guest(0x2fff, 2, false).is_err());
     }
 
     #[test]

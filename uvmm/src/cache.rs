@@ -1,0 +1,79 @@
+//! Cache maintenance for what a guest reads with its MMU off.
+//!
+//! A guest starts with its MMU and caches off: its loads then bypass the
+//! data cache and its instruction fetches may hit stale lines, while uvmm
+//! wrote the kernel, the ramdisk and the device tree through cacheable
+//! mappings. Before a vCPU first runs, what uvmm wrote is cleaned to the
+//! point of coherency and, for code, the instruction cache invalidated
+//! (as Linux's arm64 boot protocol asks of a boot loader). The kernel lets
+//! EL0 do both by address (SCTLR_EL2.UCI) and read CTR_EL0 (UCT).
+//! Off AArch64 (host tests) there is no guest to see a cache, and both
+//! are no-ops.
+
+/// Cleans the data cache lines of `[addr, addr + len)` in uvmm's address
+/// space to the point of coherency. The range must be mapped (uvmm's own
+/// memory it has just written).
+pub fn clean_to_poc(addr: usize, len: usize) {
+    #[cfg(target_arch = "aarch64")]
+    by_line(addr, len, dminline(), |a| {
+        // SAFETY: cleaning a mapped line writes it back and changes no
+        // value; the barrier after `by_line` orders it.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags)) }
+    });
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = (addr, len);
+}
+
+/// Makes `[addr, addr + len)` (code uvmm wrote, already cleaned with
+/// [`clean_to_poc`]) free of stale instruction-cache lines: invalidated
+/// by line, unless the CPU says its instruction cache needs no
+/// invalidation (CTR_EL0.DIC).
+pub fn invalidate_icache(addr: usize, len: usize) {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let ctr = ctr_el0();
+        if ctr & (1 << 29) == 0 {
+            by_line(addr, len, 4 << (ctr & 0xf), |a| {
+                // SAFETY: invalidating a mapped instruction-cache line
+                // changes no data; the barriers after `by_line` order it.
+                unsafe {
+                    core::arch::asm!("ic ivau, {}", in(reg) a, options(nostack, preserves_flags))
+                }
+            });
+        }
+        // SAFETY: synchronises the invalidation with later fetches.
+        unsafe { core::arch::asm!("isb", options(nostack, preserves_flags)) };
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = (addr, len);
+}
+
+#[cfg(target_arch = "aarch64")]
+fn ctr_el0() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects (EL0 may: UCT).
+    unsafe {
+        core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags))
+    };
+    ctr
+}
+
+/// The smallest data cache line (CTR_EL0.DminLine, log2 of words).
+#[cfg(target_arch = "aarch64")]
+fn dminline() -> usize {
+    4 << ((ctr_el0() >> 16) & 0xf)
+}
+
+/// Runs `op` on every `line`-sized line that `[addr, addr + len)`
+/// touches, then waits for all of them to complete (`dsb sy`).
+#[cfg(target_arch = "aarch64")]
+fn by_line(addr: usize, len: usize, line: usize, op: impl Fn(usize)) {
+    let end = addr.saturating_add(len);
+    let mut a = addr & !(line - 1);
+    while a < end {
+        op(a);
+        a += line;
+    }
+    // SAFETY: a barrier only.
+    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+}
