@@ -11,8 +11,8 @@
 //! ([`crate::ipc::fastpath`]) relies on that to hand the CPU from caller to
 //! callee without switching kernel stacks.
 //!
-//! FP/SIMD state is switched lazily ([`crate::fp`]). Idle CPUs other than
-//! the timekeeper stop their tick and sleep until an IPI brings them work.
+//! FP/SIMD state is switched lazily ([`crate::fp`]). Idle CPUs stop their
+//! tick and sleep until a timeout, an interrupt or an IPI brings them work.
 
 use crate::arch::{self, KContext};
 use crate::bkl;
@@ -296,29 +296,25 @@ pub fn idle_loop(mut g: bkl::Guard) -> ! {
             continue;
         }
         // Wait with interrupts masked (a pending one still ends the wait),
-        // then take what is pending: nothing can slip in between. Only the
-        // timekeeper CPU ticks while idle; the others wake for the earliest
-        // timeout (when that comes, any CPU's timer expires it) or when an
-        // IPI brings them work, and take no part in the lock meanwhile.
-        let tickless = arch::cpu_id() != TIMEKEEPER;
-        if tickless {
-            match g.kernel().next_deadline() {
-                Some(d) => arch::timer_arm_at(d),
-                None => arch::timer_pause(),
-            }
+        // then take what is pending: nothing can slip in between. An idle
+        // CPU has no time slice to account, so it stops its tick: it wakes
+        // for the earliest timeout (when that comes, any CPU's timer
+        // expires it) or when an interrupt or an IPI brings it work, and
+        // takes no part in the lock meanwhile. Every CPU that has a
+        // timeout to wait for has its timer armed for it: a running CPU
+        // ticks (and arms for a timeout before its tick, see
+        // `make_blocked`), an idle one arms for the earliest here.
+        match g.kernel().next_deadline() {
+            Some(d) => arch::timer_arm_at(d),
+            None => arch::timer_pause(),
         }
         drop(g);
         arch::wait_for_interrupt();
         arch::irq_enable();
         arch::irq_disable();
         g = bkl::lock();
-        if tickless {
-            let k = g.kernel();
-            k.cpus[arch::cpu_id()].next_tick = arch::counter() + arch::tick_period();
-            k.arm_timer();
-        }
+        let k = g.kernel();
+        k.cpus[arch::cpu_id()].next_tick = arch::counter() + arch::tick_period();
+        k.arm_timer();
     }
 }
-
-/// The CPU whose tick never stops (timeouts expire on any CPU's tick).
-const TIMEKEEPER: usize = 0;
