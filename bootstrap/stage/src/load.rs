@@ -213,14 +213,13 @@ const SCTLR: u64 = (1 << 0)
 /// kernel with: [hcr, mair, tcr, ttbr0, ttbr1, sctlr].
 pub fn build_tables(
     info: &mut BootInfo,
-    fdt: &fdt::Fdt<'_>,
+    fdt: &l4_dtb::Dtb<'_>,
     k: &Kernel,
 ) -> core::result::Result<[u64; 6], l4_pgtable::MapError> {
     let mut t = BootTables(info);
     let kroot = t.alloc().ok_or(l4_pgtable::MapError::NoMemory)?;
     let idroot = t.alloc().ok_or(l4_pgtable::MapError::NoMemory)?;
-    for r in fdt.memory().regions() {
-        let (base, size) = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
+    for (base, size) in fdt.memory() {
         let (base, size) = (base & !0xfff, page_up(size + (base & 0xfff)));
         l4_pgtable::map(
             &mut t,

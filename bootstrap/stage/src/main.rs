@@ -80,9 +80,9 @@ static mut BOOT_INFO: core::mem::MaybeUninit<BootInfo> = core::mem::MaybeUninit:
 extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
     let dtb = if dtb == 0 { ram_base() } else { dtb };
     // SAFETY: QEMU passes the address of a flattened device tree in x0, or
-    // puts it at RAM base; the fdt crate checks its header before reading
-    // further.
-    let fdt = match unsafe { fdt::Fdt::from_ptr(dtb as *const u8) } {
+    // puts it at RAM base, in RAM nothing writes while the stage runs;
+    // `from_ptr` reads its header before the rest.
+    let fdt = match unsafe { l4_dtb::Dtb::from_ptr(dtb as *const u8) } {
         Ok(f) => f,
         Err(_) => loop {
             // No device tree means no console to complain on.
@@ -114,8 +114,7 @@ extern "C" fn stage_main(dtb: usize, entry_counter: u64) -> ! {
     info.dtb_size = fdt.total_size() as u64;
 
     let mut total = 0;
-    for r in fdt.memory().regions() {
-        let (base, size) = (r.starting_address as u64, r.size.unwrap_or(0) as u64);
+    for (base, size) in fdt.memory() {
         if size == 0 {
             continue;
         }

@@ -13,7 +13,6 @@ pub mod smp;
 
 use crate::arch::Conduit;
 use l4_bootinfo::MAX_CPUS;
-use l4_pl011::be32;
 
 pub struct Platform {
     pub gicd: u64,
@@ -25,39 +24,34 @@ pub struct Platform {
     pub nr_cpus: usize,
 }
 
-fn reg(n: fdt::node::FdtNode<'_, '_>, i: usize) -> Option<fdt::standard_nodes::MemoryRegion> {
-    n.reg().and_then(|mut r| r.nth(i))
-}
-
 /// The device tree the boot stage passed, at physical address `pa`.
 ///
 /// # Safety
-/// `pa` holds a device tree (the boot stage checked its header) in RAM
-/// that the linear map covers and nothing ever writes.
-pub unsafe fn device_tree(pa: u64) -> Result<fdt::Fdt<'static>, &'static str> {
+/// `pa` holds a device tree (the boot stage checked it) in RAM that the
+/// linear map covers and nothing ever writes.
+pub unsafe fn device_tree(pa: u64) -> Result<l4_dtb::Dtb<'static>, l4_dtb::Error> {
     // SAFETY: the caller's contract.
-    unsafe { fdt::Fdt::from_ptr(crate::mm::phys_to_virt(pa) as *const u8) }
-        .map_err(|_| "invalid device tree")
+    unsafe { l4_dtb::Dtb::from_ptr(crate::mm::phys_to_virt(pa) as *const u8) }
 }
 
 impl Platform {
-    pub fn from_dtb(fdt: &fdt::Fdt<'_>) -> Result<Self, &'static str> {
-        let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("no GICv3")?;
-        let gicd = reg(gic, 0)
-            .ok_or("GICv3 without distributor")?
-            .starting_address as u64;
-        let r = reg(gic, 1).ok_or("GICv3 without redistributors")?;
-        let timer = fdt
+    pub fn from_dtb(dtb: &l4_dtb::Dtb<'_>) -> Result<Self, &'static str> {
+        let gic = dtb.find_compatible(&["arm,gic-v3"]).ok_or("no GICv3")?;
+        let mut regs = gic.reg();
+        let (gicd, _) = regs.next().ok_or("GICv3 without distributor")?;
+        let (gicr, gicr_size) = regs.next().ok_or("GICv3 without redistributors")?;
+        let timer = dtb
             .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
             .ok_or("no arch timer")?;
         let ints = timer
             .property("interrupts")
-            .ok_or("timer without interrupts")?
-            .value;
+            .ok_or("timer without interrupts")?;
         // Fourth specifier (3 cells each): the EL2 physical timer PPI.
-        let timer_irq =
-            be32(ints, 3 * 3 + 1).ok_or("timer lacks the hypervisor timer interrupt")? + 16;
-        let psci = match fdt
+        let timer_irq = ints
+            .u32_at(3 * 3 + 1)
+            .and_then(|ppi| ppi.checked_add(16))
+            .ok_or("timer lacks the hypervisor timer interrupt")?;
+        let psci = match dtb
             .find_node("/psci")
             .and_then(|n| n.property("method"))
             .and_then(|p| p.as_str())
@@ -68,14 +62,14 @@ impl Platform {
         };
         let mut cpus = [0; MAX_CPUS];
         let mut nr_cpus = 0;
-        for cpu in fdt.cpus().take(MAX_CPUS) {
-            cpus[nr_cpus] = cpu.ids().first() as u64;
+        for id in dtb.cpus().filter_map(|c| c.reg().next()).take(MAX_CPUS) {
+            cpus[nr_cpus] = id.0;
             nr_cpus += 1;
         }
         Ok(Platform {
             gicd,
-            gicr: r.starting_address as u64,
-            gicr_size: r.size.unwrap_or(0) as u64,
+            gicr,
+            gicr_size: gicr_size.unwrap_or(0),
             timer_irq,
             psci,
             cpus,

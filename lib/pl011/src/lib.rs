@@ -106,11 +106,11 @@ pub struct Console {
 
 /// The console: the node `/chosen/stdout-path` names, else the first
 /// `arm,pl011`. `None` if there is neither or it has no registers.
-pub fn find_console(fdt: &fdt::Fdt<'_>) -> Option<Console> {
-    // `Fdt::chosen` panics without a /chosen node: look first.
-    let chosen = fdt.find_node("/chosen").and_then(|_| fdt.chosen().stdout());
-    let node = chosen.or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
-    let base = node.reg()?.next()?.starting_address as u64;
+pub fn find_console(dtb: &l4_dtb::Dtb<'_>) -> Option<Console> {
+    let node = dtb
+        .stdout()
+        .or_else(|| dtb.find_compatible(&["arm,pl011"]))?;
+    let base = node.reg().next()?.0;
     let irq = node.property("interrupts").and_then(|p| gic_irq(p.value));
     Some(Console { base, irq })
 }
@@ -127,7 +127,7 @@ pub fn gic_irq(cells: &[u8]) -> Option<u32> {
 }
 
 /// Cell `i` of a big-endian cell array.
-pub fn be32(b: &[u8], i: usize) -> Option<u32> {
+fn be32(b: &[u8], i: usize) -> Option<u32> {
     let at = i.checked_mul(4)?;
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
@@ -211,7 +211,7 @@ mod tests {
     }
 
     fn console_of(blob: &[u8]) -> Option<Console> {
-        find_console(&fdt::Fdt::new(blob).unwrap())
+        find_console(&l4_dtb::Dtb::new(blob).unwrap())
     }
 
     #[test]
