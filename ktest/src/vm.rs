@@ -32,7 +32,6 @@ tests! {
     "vm.mmio_read_completed_by_vmm" => mmio_read,
     "vm.sysreg_trap_exit" => sysreg_trap,
     "vm.id_registers_without_sve_el2_el3" => id_registers,
-    "vm.pointer_auth_keys_trap" => pointer_auth_keys_trap,
     "vm.debug_and_pmu_registers_trap" => debug_pmu_trap,
     "vm.ras_and_lor_registers_trap" => ras_lor_trap,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
@@ -66,6 +65,8 @@ tests! {
     "vm.el1_registers_kept_until_the_vmm_changes_them" => el1_kept,
     "vm.el1_registers_after_another_vcpu_on_the_cpu" => el1_other_vcpu,
     "vm.disr_after_another_vcpu_on_the_cpu" => disr_other_vcpu,
+    "vm.pointer_auth_keys_are_per_vcpu" => pac_keys_per_vcpu,
+    "vm.generic_key_not_left_to_tasks" => pac_generic_key_cleared,
     "vm.el1_registers_follow_a_moving_vcpu" => el1_migrate,
     "vm.shortcut_doorbell_injects_without_exit" => shortcut_doorbell,
     "vm.shortcut_doorbell_reaches_a_thread" => shortcut_doorbell_thread,
@@ -324,7 +325,6 @@ fn id_registers() -> R {
         mrs(1, 3, 0, 0, 4, 0),
         mrs(2, 3, 0, 0, 4, 1),
         mrs(3, 3, 0, 0, 6, 0),
-        mrs(4, 3, 0, 0, 6, 1),
         hvc(6),
     ])?;
     g.expect(ExitReason::Hvc)?;
@@ -337,19 +337,7 @@ fn id_registers() -> R {
     ensure_eq!(field(pfr0, 32), 0, "no SVE");
     ensure_eq!(field(s.regs.x[2], 24), 0, "no SME");
     ensure!(s.regs.x[3] != 0, "ISAR0 as the CPU has it");
-    let isar1 = s.regs.x[4];
-    ensure_eq!(
-        [4, 8, 24, 28].map(|f| field(isar1, f)),
-        [0; 4],
-        "no pointer authentication"
-    );
     Ok(())
-}
-
-fn pointer_auth_keys_trap() -> R {
-    // The keys are not switched between VMs, so a guest must not read
-    // them: the access goes to the VMM.
-    expect_sysreg_exits(5, &[([3, 0, 2, 1, 0], true, "APIAKeyLo_EL1")])
 }
 
 /// The debug registers and the PMU are one set per CPU, which the kernel
@@ -425,6 +413,92 @@ fn need_ras() -> R {
         (state().regs.x[1] >> 28) & 0xf != 0,
         "needs a CPU with RAS (ID_AA64PFR0_EL1 {:#x})",
         state().regs.x[1]
+    );
+    Ok(())
+}
+
+/// Fails unless the guest sees address and generic pointer
+/// authentication (ID_AA64ISAR1_EL1 APA or API, GPA or GPI).
+fn need_pauth() -> R {
+    let g = Guest::new(&[mrs(1, 3, 0, 0, 6, 1), hvc(0)])?;
+    g.expect(ExitReason::Hvc)?;
+    let isar1 = state().regs.x[1];
+    ensure!(
+        isar1 & 0xff0 != 0 && isar1 & 0xff00_0000 != 0,
+        "needs a CPU with pointer authentication, shown to guests (ID_AA64ISAR1_EL1 {isar1:#x})"
+    );
+    Ok(())
+}
+
+/// `msr`/`mrs` of APIAKeyLo_EL1 and APGAKeyLo_EL1.
+fn apia_lo(op: fn(u32, u32, u32, u32, u32, u32) -> u32, rt: u32) -> u32 {
+    op(rt, 3, 0, 2, 1, 0)
+}
+fn apga_lo(op: fn(u32, u32, u32, u32, u32, u32) -> u32, rt: u32) -> u32 {
+    op(rt, 3, 0, 2, 3, 0)
+}
+
+/// The pointer authentication keys (an address key and the generic one)
+/// a vCPU set, another vCPU on the same CPU does not read, the first finds
+/// them again, and its exit shows them in the state area.
+fn pac_keys_per_vcpu() -> R {
+    need_pauth()?;
+    const A: u64 = 0x1111_0000;
+    const B: u64 = 0x2222;
+    let g = Guest::new(&[
+        apia_lo(msr, 4),
+        apga_lo(msr, 5),
+        hvc(1),
+        apia_lo(mrs, 3),
+        apga_lo(mrs, 6),
+        0xaa06_0063, // orr x3, x3, x6
+        hvc(2),
+        apga_lo(mrs, 3),
+        hvc(3),
+    ])?;
+    state().regs.x[4] = A;
+    state().regs.x[5] = B;
+    g.expect(ExitReason::Hvc)?;
+    let pac = state().el1.pac;
+    ensure_eq!((pac.apia_lo, pac.apga_lo), (A, B), "keys in the state area");
+    ensure_eq!(
+        other_vcpu_x3(&g, GUEST_BASE + 12)?,
+        0,
+        "the other vcpu's keys"
+    );
+    state().unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], A | B, "this vcpu's keys");
+    state().unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], B, "this vcpu's generic key");
+    Ok(())
+}
+
+/// PACGA (generic authentication: no enable bit, so it works at EL0 of
+/// the host too) of `x` with modifier `m`, under whatever key the CPU
+/// holds.
+fn pacga(x: u64, m: u64) -> u64 {
+    let out: u64;
+    // SAFETY: PACGA x0, x1, x2 computes a value from registers only.
+    unsafe {
+        core::arch::asm!(".inst 0x9ac23020", inout("x0") 0u64 => out, in("x1") x, in("x2") m, options(nomem, nostack))
+    };
+    out
+}
+
+/// A guest's generic key does not stay in the CPU for the host's tasks
+/// after its exit: a task's PACGA gives the same before and after.
+fn pac_generic_key_cleared() -> R {
+    need_pauth()?;
+    let before = pacga(0x1234_5678, 0x9abc);
+    let g = Guest::new(&[apga_lo(msr, 5), hvc(1)])?;
+    state().regs.x[5] = 0x5eed_5eed_5eed;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(
+        pacga(0x1234_5678, 0x9abc),
+        before,
+        "a task's PACGA after the guest set its key"
     );
     Ok(())
 }

@@ -379,6 +379,28 @@ pub struct El1Regs {
     /// DISR_EL1, which the guest reaches in VDISR_EL2 (with RAS; zero
     /// without).
     pub disr: u64,
+    /// The pointer authentication keys (where the CPU has them; zero
+    /// without).
+    pub pac: PacKeys,
+}
+
+/// The pointer authentication keys, low and high halves: instruction A
+/// and B, data A and B (address authentication), generic (generic
+/// authentication).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct PacKeys {
+    pub apia_lo: u64,
+    pub apia_hi: u64,
+    pub apib_lo: u64,
+    pub apib_hi: u64,
+    pub apda_lo: u64,
+    pub apda_hi: u64,
+    pub apdb_lo: u64,
+    pub apdb_hi: u64,
+    pub apga_lo: u64,
+    pub apga_hi: u64,
 }
 
 /// SCTLR_EL1 as the architecture resets it (MMU and caches off), with

@@ -83,6 +83,11 @@ static GUEST_CPTR: AtomicU64 = AtomicU64::new(0);
 /// Whether the CPU has RAS: the guest's DISR_EL1 is in VDISR_EL2, which
 /// the kernel then switches.
 static RAS: AtomicBool = AtomicBool::new(false);
+/// Whether the CPU has address authentication (the APIA, APIB, APDA and
+/// APDB keys) and generic authentication (the APGA key): guests get them,
+/// and the kernel switches the keys ([`load`], [`save`]).
+static PAUTH_ADDRESS: AtomicBool = AtomicBool::new(false);
+static PAUTH_GENERIC: AtomicBool = AtomicBool::new(false);
 /// List registers of the GIC virtual interface (ICH_VTR_EL2.ListRegs + 1).
 static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Active-priority registers per group (from ICH_VTR_EL2.PREbits).
@@ -105,7 +110,22 @@ pub fn cpu_init() {
     let (pfr0, dfr0, mmfr1) = (read_id(4, 0), read_id(5, 0), read_id(7, 1));
     fine_grained_traps_init(read_id(7, 0), pfr0, mmfr1);
     let traps = GuestTraps::for_cpu(pfr0, dfr0, mmfr1);
-    GUEST_HCR.store(guest_hcr() | traps.hcr, Ordering::Relaxed);
+    let (isar1, isar2) = (read_id(6, 1), read_id(6, 2));
+    // ID_AA64ISAR1: APA 4, API 8, GPA 24, GPI 28; ID_AA64ISAR2: GPA3 8,
+    // APA3 12.
+    let address = id_field(isar1, 4) | id_field(isar1, 8) | id_field(isar2, 12) != 0;
+    let generic = id_field(isar1, 24) | id_field(isar1, 28) | id_field(isar2, 8) != 0;
+    PAUTH_ADDRESS.store(address, Ordering::Relaxed);
+    PAUTH_GENERIC.store(generic, Ordering::Relaxed);
+    if generic {
+        // Reset leaves it UNKNOWN; tasks' PACGA uses it (see `save_keys`).
+        msr!("S3_0_C2_C3_0", 0);
+        msr!("S3_0_C2_C3_1", 0);
+    }
+    // HCR_EL2 APK (40): the guest's key accesses, API (41): its pointer
+    // authentication instructions, both untrapped.
+    let pauth = if address || generic { 0b11 << 40 } else { 0 };
+    GUEST_HCR.store(guest_hcr() | traps.hcr | pauth, Ordering::Relaxed);
     GUEST_MDCR.store(host_mdcr | traps.mdcr, Ordering::Relaxed);
     GUEST_CPTR.store(traps.cptr, Ordering::Relaxed);
     RAS.store(id_field(pfr0, 28) != 0, Ordering::Relaxed);
@@ -251,10 +271,8 @@ fn guest_hcr() -> u64 {
         + HCR_EL2::FB::SET
         + HCR_EL2::BSU.val(1))
     .value
-    // API and APK stay clear: pointer authentication is not given to
-    // guests (its keys are not switched, so one VM could read another's),
-    // it is hidden in the ID registers, and a guest that uses it anyway
-    // traps.
+    // API and APK are set by `cpu_init` where the CPU has pointer
+    // authentication (the kernel switches the keys).
 }
 
 /// CNTHCTL_EL2 (VHE layout) while a guest runs: the host's EL0 counter
@@ -330,6 +348,7 @@ pub unsafe fn load(
     TPIDR_EL0.set(get!(area.el1.tpidr_el0));
     TPIDRRO_EL0.set(get!(area.el1.tpidrro_el0));
     MDSCR_EL1.set(get!(area.el1.mdscr));
+    load_generic_key(area);
     SP_EL0.set(get!(area.regs.sp_el0));
     SP_EL1.set(get!(area.regs.sp_el1));
     msr!("S3_5_C4_C0_0", get!(area.regs.spsr_el1));
@@ -378,6 +397,25 @@ fn load_el1(area: *const VcpuState) {
     }
     msr!("cnthctl_el2", CNTHCTL_GUEST);
     set_vpidr(MIDR_EL1.get());
+    if PAUTH_ADDRESS.load(Ordering::Relaxed) {
+        msr!("S3_0_C2_C1_0", get!(area.el1.pac.apia_lo));
+        msr!("S3_0_C2_C1_1", get!(area.el1.pac.apia_hi));
+        msr!("S3_0_C2_C1_2", get!(area.el1.pac.apib_lo));
+        msr!("S3_0_C2_C1_3", get!(area.el1.pac.apib_hi));
+        msr!("S3_0_C2_C2_0", get!(area.el1.pac.apda_lo));
+        msr!("S3_0_C2_C2_1", get!(area.el1.pac.apda_hi));
+        msr!("S3_0_C2_C2_2", get!(area.el1.pac.apdb_lo));
+        msr!("S3_0_C2_C2_3", get!(area.el1.pac.apdb_hi));
+    }
+}
+
+/// The guest's generic authentication key: written at every entry, since
+/// [`save`] clears it for the host.
+fn load_generic_key(area: *const VcpuState) {
+    if PAUTH_GENERIC.load(Ordering::Relaxed) {
+        msr!("S3_0_C2_C3_0", get!(area.el1.pac.apga_lo));
+        msr!("S3_0_C2_C3_1", get!(area.el1.pac.apga_hi));
+    }
 }
 
 /// VPIDR_EL2 (what the guest reads as MIDR_EL1); the crate lacks it.
@@ -491,6 +529,7 @@ pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     if RAS.load(Ordering::Relaxed) {
         put!(area.el1.disr = mrs!("S3_4_C12_C1_1")); // VDISR_EL2
     }
+    save_keys(area);
     put!(area.regs.sp_el1 = SP_EL1.get());
     put!(area.regs.sp_el0 = SP_EL0.get());
     s.timer.cval = mrs!("S3_5_C14_C3_2");
@@ -501,6 +540,30 @@ pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     // channel: the host's value.
     MDSCR_EL1.set(crate::arch::HOST_MDSCR);
     save_gic(s)
+}
+
+/// The guest's pointer authentication keys, to the state area. The
+/// address keys stay in the CPU (the host never enables address
+/// authentication: its instructions leave pointers unchanged at EL0 and
+/// EL2, and EL0 cannot read keys), but the generic key is cleared: PACGA
+/// has no enable bit, so a task could compute MACs under it.
+fn save_keys(area: *mut VcpuState) {
+    if PAUTH_ADDRESS.load(Ordering::Relaxed) {
+        put!(area.el1.pac.apia_lo = mrs!("S3_0_C2_C1_0"));
+        put!(area.el1.pac.apia_hi = mrs!("S3_0_C2_C1_1"));
+        put!(area.el1.pac.apib_lo = mrs!("S3_0_C2_C1_2"));
+        put!(area.el1.pac.apib_hi = mrs!("S3_0_C2_C1_3"));
+        put!(area.el1.pac.apda_lo = mrs!("S3_0_C2_C2_0"));
+        put!(area.el1.pac.apda_hi = mrs!("S3_0_C2_C2_1"));
+        put!(area.el1.pac.apdb_lo = mrs!("S3_0_C2_C2_2"));
+        put!(area.el1.pac.apdb_hi = mrs!("S3_0_C2_C2_3"));
+    }
+    if PAUTH_GENERIC.load(Ordering::Relaxed) {
+        put!(area.el1.pac.apga_lo = mrs!("S3_0_C2_C3_0"));
+        put!(area.el1.pac.apga_hi = mrs!("S3_0_C2_C3_1"));
+        msr!("S3_0_C2_C3_0", 0);
+        msr!("S3_0_C2_C3_1", 0);
+    }
 }
 
 /// The pstate of the last exit (SPSR_EL2 as the exception left it; only
@@ -727,8 +790,9 @@ const fn without(v: u64, shifts: &[u32]) -> u64 {
 /// What a guest reads from the ID register `encoding` (as
 /// [`l4_abi::vcpu::sysreg_encoding`] packs it; op0 3, op1 0, CRn 0, CRm
 /// 1..=7): the CPU's value without what the kernel does not give guests
-/// (EL2 and EL3, SVE, SME, pointer authentication, MTE, AMU, MPAM, the PMU, statistical profiling,
-/// trace, nested virtualisation, VHE); AArch32 ID registers read as zero
+/// (EL2 and EL3, SVE, SME, MTE, AMU, MPAM, the PMU, statistical profiling,
+/// trace, nested virtualisation, VHE; pointer authentication is given,
+/// its keys switched); AArch32 ID registers read as zero
 /// (guests run AArch64 only). `None` outside that space.
 pub fn id_register(encoding: u32) -> Option<u64> {
     let (op0, op1, crn) = (encoding >> 14, (encoding >> 11) & 7, (encoding >> 7) & 0xf);
@@ -744,10 +808,6 @@ pub fn id_register(encoding: u32) -> Option<u64> {
         (4, 1) => without(v, &[8, 24, 36, 44]),
         // ID_AA64ZFR0, ID_AA64SMFR0.
         (4, 4) | (4, 5) => 0,
-        // ID_AA64ISAR1: pointer authentication APA 4, API 8, GPA 24, GPI 28.
-        (6, 1) => without(v, &[4, 8, 24, 28]),
-        // ID_AA64ISAR2: pointer authentication GPA3 8, APA3 12.
-        (6, 2) => without(v, &[8, 12]),
         // ID_AA64DFR0: PMUVer 8, TraceVer 4, PMSVer 32, TraceFilt 40,
         // TraceBuffer 44, BRBE 52.
         (5, 0) => without(v, &[4, 8, 32, 40, 44, 52]),
