@@ -209,6 +209,10 @@ pub(crate) fn write_code(page: &Page, code: &[u32]) {
         let hi = u64::from(*pair.get(1).unwrap_or(&SELF_LOOP));
         page.write(i as u64 * 8, lo | hi << 32);
     }
+    // The guest fetches with its MMU and caches off.
+    let (addr, len) = (page.addr() as usize, code.len().div_ceil(2) * 8);
+    l4::cache::clean_to_poc(addr, len);
+    l4::cache::invalidate_icache(addr, len);
 }
 
 impl Drop for Guest {

@@ -223,7 +223,7 @@ impl ReadMirror for L4Mirror {
                 // The guest maps the window as device memory, so its reads
                 // bypass the caches: the line goes to memory before the
                 // guest may read it.
-                uvmm::cache::clean_to_poc(word, 4);
+                l4::cache::clean_to_poc(word, 4);
             }
         }
         if self.mapped || self.failed {

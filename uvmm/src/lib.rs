@@ -14,7 +14,6 @@
 
 pub mod backend;
 pub mod bus;
-pub mod cache;
 #[cfg(test)]
 mod damage;
 pub mod devices;

@@ -295,14 +295,14 @@ impl Ram {
     /// Makes `len` bytes from `offset`, which uvmm wrote, visible to a
     /// guest running with its MMU and caches off: cleaned to the point of
     /// coherency and, for `code`, out of the instruction cache
-    /// ([`crate::cache`]).
+    /// ([`l4::cache`]).
     pub fn sync_for_guest(&self, offset: u64, len: u64, code: bool) -> Result<(), MemError> {
         let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
         let start = self.check(offset, n)?;
         let addr = self.ptr.as_ptr() as usize + start;
-        crate::cache::clean_to_poc(addr, n);
+        l4::cache::clean_to_poc(addr, n);
         if code {
-            crate::cache::invalidate_icache(addr, n);
+            l4::cache::invalidate_icache(addr, n);
         }
         Ok(())
     }

@@ -21,7 +21,8 @@
 //!   indices);
 //! * [`server`]: what a server that makes a gate per client needs from the
 //!   kernel ([`ServerCaps`]; on AArch64 implemented on slots);
-//! * [`io`]: [`print!`]/[`println!`] over the kernel console (Vcon).
+//! * [`io`]: [`print!`]/[`println!`] over the kernel console (Vcon);
+//! * [`cache`]: cleaning what a guest reads with its caches off.
 //!
 //! The crate is `no_std` and never allocates.
 
@@ -29,6 +30,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod cap;
 pub mod io;
 pub mod msg;

@@ -1,14 +1,15 @@
-//! Cache maintenance for what a guest reads with its MMU off.
+//! Cache maintenance by address from EL0, for what a guest or another
+//! CPU reads with its MMU and caches off.
 //!
 //! A guest starts with its MMU and caches off: its loads then bypass the
-//! data cache and its instruction fetches may hit stale lines, while uvmm
-//! wrote the kernel, the ramdisk and the device tree through cacheable
-//! mappings. Before a vCPU first runs, what uvmm wrote is cleaned to the
-//! point of coherency and, for code, the instruction cache invalidated
-//! (as Linux's arm64 boot protocol asks of a boot loader). The kernel lets
-//! EL0 do both by address (SCTLR_EL2.UCI) and read CTR_EL0 (UCT).
-//! Off AArch64 (host tests) there is no guest to see a cache, and both
-//! are no-ops.
+//! data cache and its instruction fetches may hit stale lines, while its
+//! VMM wrote its code and data through cacheable mappings. What was
+//! written is cleaned to the point of coherency and, for code, the
+//! instruction cache invalidated (as Linux's arm64 boot protocol asks of
+//! a boot loader): uvmm does it for a guest's kernel, ramdisk and device
+//! tree, ktest for its tiny guests' code. The kernel lets EL0 do both by
+//! address (SCTLR_EL2.UCI) and read CTR_EL0 (UCT). Off AArch64 (host
+//! tests) there is no guest to see a cache, and both are no-ops.
 
 /// Cleans the data cache lines of `[addr, addr + len)` in uvmm's address
 /// space to the point of coherency. The range must be mapped (uvmm's own
