@@ -31,7 +31,7 @@ tests! {
     "vm.mmio_write_exit" => mmio_write,
     "vm.mmio_read_completed_by_vmm" => mmio_read,
     "vm.sysreg_trap_exit" => sysreg_trap,
-    "vm.id_registers_without_sve_el2_el3" => id_registers,
+    "vm.id_registers_without_el2_el3_sme" => id_registers,
     "vm.debug_and_pmu_registers_trap" => debug_pmu_trap,
     "vm.ras_and_lor_registers_trap" => ras_lor_trap,
     "vm.stage2_fault_instruction_fetch" => stage2_fetch,
@@ -67,6 +67,7 @@ tests! {
     "vm.disr_after_another_vcpu_on_the_cpu" => disr_other_vcpu,
     "vm.pointer_auth_keys_are_per_vcpu" => pac_keys_per_vcpu,
     "vm.generic_key_not_left_to_tasks" => pac_generic_key_cleared,
+    "vm.sve_registers_kept_apart" => sve_apart,
     "vm.el1_registers_follow_a_moving_vcpu" => el1_migrate,
     "vm.shortcut_doorbell_injects_without_exit" => shortcut_doorbell,
     "vm.shortcut_doorbell_reaches_a_thread" => shortcut_doorbell_thread,
@@ -338,7 +339,6 @@ fn id_registers() -> R {
     ensure!(field(pfr0, 0) != 0, "EL0 implemented");
     ensure!(field(pfr0, 4) != 0, "EL1 implemented");
     ensure_eq!((field(pfr0, 8), field(pfr0, 12)), (0, 0), "no EL2, no EL3");
-    ensure_eq!(field(pfr0, 32), 0, "no SVE");
     ensure_eq!(field(s.regs.x[2], 24), 0, "no SME");
     ensure!(s.regs.x[3] != 0, "ISAR0 as the CPU has it");
     Ok(())
@@ -476,6 +476,51 @@ fn pac_keys_per_vcpu() -> R {
     state().unchanged = unchanged::ALL;
     g.expect(ExitReason::Hvc)?;
     ensure_eq!(state().regs.x[3], B, "this vcpu's generic key");
+    Ok(())
+}
+
+/// SVE: a guest that set its vector length to 512 bits and the upper
+/// lanes of z0 finds them (and its predicate p0) again after its VMM used
+/// FP/SIMD (which spills the guest's registers) and another vCPU ran on
+/// the CPU, which finds its own, zero.
+fn sve_apart() -> R {
+    const V: u64 = 0x1234_5678_9abc_def0;
+    let zcr_el1 = |rt| msr(rt, 3, 0, 1, 2, 0);
+    const PTRUE_P0_D: u32 = 0x25d8_e3e0;
+    const DUP_Z0_D_X4: u32 = 0x05e0_3880;
+    const RDVL_X6: u32 = 0x04bf_5026;
+    const LASTB_X3_P0_Z0_D: u32 = 0x05e1_a003;
+    let g = Guest::new(&[
+        movz(7, 3, 0),
+        zcr_el1(7),
+        PTRUE_P0_D,
+        DUP_Z0_D_X4,
+        RDVL_X6,
+        hvc(1),
+        LASTB_X3_P0_Z0_D,
+        hvc(2),
+        // The other vCPU, from GUEST_BASE + 32.
+        movz(7, 3, 0),
+        zcr_el1(7),
+        PTRUE_P0_D,
+        LASTB_X3_P0_Z0_D,
+        hvc(3),
+    ])?;
+    state().el1.cpacr = 3 << 20 | 3 << 16;
+    state().regs.x[4] = V;
+    let r = base::THREAD.vcpu_resume();
+    ensure_eq!(r, Ok(ExitReason::Hvc), "first exit (no SVE for guests?)");
+    ensure_eq!(state().regs.x[6], 64, "the guest's vector length (bytes)");
+    set_d9(0x1111);
+    ensure_eq!(
+        other_vcpu_x3(&g, GUEST_BASE + 32)?,
+        0,
+        "the other vcpu's last lane of z0"
+    );
+    state().unchanged = unchanged::ALL;
+    g.expect(ExitReason::Hvc)?;
+    ensure_eq!(state().regs.x[3], V, "this vcpu's last lane of z0");
+    ensure_eq!(d9(), 0x1111, "the vmm's d9");
     Ok(())
 }
 
@@ -1083,6 +1128,8 @@ extern "C" fn other_vcpu(vm: u64, pc: u64) {
         let s = unsafe { &mut *(rt::VCPU_STATE_2 as *mut VcpuState) };
         *s = VcpuState::boot(pc, 0, 0);
         s.el1.tpidr_el1 = 0x3333;
+        // CPACR_EL1 FPEN and ZEN: its FP/SIMD and SVE untrapped.
+        s.el1.cpacr = 3 << 20 | 3 << 16;
         match me.vcpu_resume()? {
             ExitReason::Hvc => Ok(s.regs.x[3]),
             _ => Err(Error::Inval),

@@ -90,6 +90,9 @@ pub struct Vcpu {
     /// (see [`Vcpu::vmm_fp`]); the VMM's first use, or a switch away from
     /// the thread ([`crate::fp::leave`]), saves them here.
     fp: FpState,
+    /// The guest's SVE registers instead of `fp`, where guests get SVE
+    /// (the Z registers hold the FP/SIMD ones).
+    sve: Option<arch::SveState>,
     fp_loaded: bool,
     /// Exits for the VMM left that give the VMM its own FP/SIMD registers
     /// back at once (saving the guest's) instead of on its first use.
@@ -280,7 +283,10 @@ impl Vcpu {
     pub fn spill_fp(&mut self) {
         if self.fp_loaded {
             arch::fp_access(true);
-            arch::fp_save(&mut self.fp);
+            match &mut self.sve {
+                Some(sve) => arch::sve_save(sve),
+                None => arch::fp_save(&mut self.fp),
+            }
             self.fp_loaded = false;
             arch::fp_access(false);
         }
@@ -338,6 +344,7 @@ pub fn control(k: &mut Kernel, th: ObjId, state: u64, vm: Option<ObjId>) -> Resu
         synced: false,
         wfi: false,
         fp: FpState::default(),
+        sve: arch::SveState::new(),
         fp_loaded: false,
         vmm_fp: 0,
         last_cpu: None,
@@ -914,7 +921,10 @@ fn load_guest_fp(k: &mut Kernel, cur: ObjId) {
     if let Some(t) = k.thread_mut(cur) {
         crate::fp::leave(t, cpu);
         if let Some(v) = t.vcpu.as_deref_mut() {
-            arch::fp_restore(&v.fp);
+            match &v.sve {
+                Some(sve) => arch::sve_restore(sve),
+                None => arch::fp_restore(&v.fp),
+            }
             v.fp_loaded = true;
         }
     }

@@ -379,6 +379,9 @@ pub struct El1Regs {
     /// DISR_EL1, which the guest reaches in VDISR_EL2 (with RAS; zero
     /// without).
     pub disr: u64,
+    /// ZCR_EL1, the guest's SVE vector length (where it has SVE; zero
+    /// without).
+    pub zcr: u64,
     /// The pointer authentication keys (where the CPU has them; zero
     /// without).
     pub pac: PacKeys,

@@ -113,6 +113,9 @@ mod switch {
         pub fn thread_first_entry();
         pub fn fp_save(state: *mut super::FpState);
         pub fn fp_restore(state: *const super::FpState);
+        pub fn sve_save(state: *mut u8);
+        pub fn sve_restore(state: *const u8);
+        pub fn sve_vl() -> usize;
     }
 }
 
@@ -143,6 +146,43 @@ pub fn fp_restore(state: &FpState) {
     unsafe { switch::fp_restore(state) }
 }
 
+/// A guest's SVE registers (z0-z31, p0-p15, FFR, fpcr, fpsr; layout fixed
+/// by switch.S) at the vector length guests get ([`vcpu::sve_vl`]).
+pub struct SveState(alloc::vec::Vec<u8>);
+
+impl SveState {
+    /// Zeroed state, or `None` when guests get no SVE.
+    pub fn new() -> Option<SveState> {
+        let vl = vcpu::sve_vl();
+        (vl != 0).then(|| SveState(alloc::vec![0; 32 * vl + 17 * (vl / 8) + 16]))
+    }
+}
+
+/// Saves the guest's SVE registers into `state`.
+pub fn sve_save(state: &mut SveState) {
+    // SAFETY: the buffer was sized for the vector length EL2 runs with,
+    // which `vcpu::cpu_init` set once; the kernel never uses SVE itself,
+    // so the registers hold the guest's. EL2 may execute SVE (HOST_ZEN).
+    unsafe { switch::sve_save(state.0.as_mut_ptr()) }
+}
+
+/// Loads the guest's SVE registers from `state`.
+pub fn sve_restore(state: &SveState) {
+    // SAFETY: as for `sve_save`, reading the buffer.
+    unsafe { switch::sve_restore(state.0.as_ptr()) }
+}
+
+/// The vector length (bytes) EL2 runs with: ZCR_EL2's, once set.
+fn sve_vl_el2() -> usize {
+    // SAFETY: RDVL only reads the vector length; EL2 may execute SVE once
+    // HOST_ZEN is set, which the caller did.
+    unsafe { switch::sve_vl() }
+}
+
+/// CPTR_EL2 ZEN of the host: 0b01 (EL0 traps, EL2 may execute SVE to
+/// switch guests' registers) where guests get SVE, else 0.
+static HOST_ZEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The user thread-pointer registers: TPIDR_EL0 (user-writable TLS) and
 /// TPIDRRO_EL0 (the UTCB address). Only EL0 reads them, after the
 /// exception return, which synchronises: no barrier needed.
@@ -159,7 +199,8 @@ pub fn set_tls(tpidr: u64, tpidrro: u64) {
 #[inline(always)]
 pub fn fp_access(enabled: bool) {
     let fpen: u64 = if enabled { 0b11 } else { 0b01 };
-    CPTR_EL2.set(fpen << vhe::CPTR_FPEN_SHIFT);
+    let zen = HOST_ZEN.load(core::sync::atomic::Ordering::Relaxed);
+    CPTR_EL2.set(fpen << vhe::CPTR_FPEN_SHIFT | zen);
 }
 
 #[inline(always)]

@@ -43,3 +43,53 @@ fp_restore:
     msr     fpcr, x1
     msr     fpsr, x2
     ret
+
+// The SVE state of a guest, at the vector length ZCR_EL2 gives EL2 (the
+// guests' limit, set once per CPU; the kernel uses SVE nowhere else):
+// z0-z31 (32 VL), p0-p15 (16 VL/8), FFR (VL/8), then fpcr and fpsr.
+.arch_extension sve
+
+// sve_save(state: *mut u8)
+.global sve_save
+sve_save:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    str     z\n, [x0, #\n, mul vl]
+    .endr
+    addvl   x1, x0, #16
+    addvl   x1, x1, #16
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    str     p\n, [x1, #\n, mul vl]
+    .endr
+    rdffr   p0.b
+    str     p0, [x1, #16, mul vl]
+    ldr     p0, [x1, #0, mul vl]
+    addpl   x2, x1, #17
+    mrs     x3, fpcr
+    mrs     x4, fpsr
+    stp     x3, x4, [x2]
+    ret
+
+// sve_restore(state: *const u8)
+.global sve_restore
+sve_restore:
+    addvl   x1, x0, #16
+    addvl   x1, x1, #16
+    ldr     p0, [x1, #16, mul vl]
+    wrffr   p0.b
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    ldr     p\n, [x1, #\n, mul vl]
+    .endr
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    ldr     z\n, [x0, #\n, mul vl]
+    .endr
+    addpl   x2, x1, #17
+    ldp     x3, x4, [x2]
+    msr     fpcr, x3
+    msr     fpsr, x4
+    ret
+
+// sve_vl() -> usize: the vector length EL2 runs with, in bytes.
+.global sve_vl
+sve_vl:
+    rdvl    x0, #1
+    ret

@@ -88,6 +88,13 @@ static RAS: AtomicBool = AtomicBool::new(false);
 /// and the kernel switches the keys ([`load`], [`save`]).
 static PAUTH_ADDRESS: AtomicBool = AtomicBool::new(false);
 static PAUTH_GENERIC: AtomicBool = AtomicBool::new(false);
+/// The vector length (bytes) guests get SVE with, 0 without: the CPU's
+/// largest up to [`SVE_MAX_VL`], the smallest of all CPUs'.
+static SVE_VL: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// The largest vector length guests get (bytes): 512 bits, Linux's
+/// default for its programs, so that a vCPU's SVE state is 2.2 KB and
+/// switching it costs what 4 times the FP/SIMD registers cost.
+pub const SVE_MAX_VL: usize = 64;
 /// List registers of the GIC virtual interface (ICH_VTR_EL2.ListRegs + 1).
 static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Active-priority registers per group (from ICH_VTR_EL2.PREbits).
@@ -126,8 +133,13 @@ pub fn cpu_init() {
     // authentication instructions, both untrapped.
     let pauth = if address || generic { 0b11 << 40 } else { 0 };
     GUEST_HCR.store(guest_hcr() | traps.hcr | pauth, Ordering::Relaxed);
+    let sve = sve_init(pfr0);
     GUEST_MDCR.store(host_mdcr | traps.mdcr, Ordering::Relaxed);
-    GUEST_CPTR.store(traps.cptr, Ordering::Relaxed);
+    // CPTR_EL2 ZEN (16-17) 0b11: the guest's SVE untrapped.
+    GUEST_CPTR.store(
+        traps.cptr | if sve { 0b11 << 16 } else { 0 },
+        Ordering::Relaxed,
+    );
     RAS.store(id_field(pfr0, 28) != 0, Ordering::Relaxed);
     let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange);
     let vmid16 = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 2;
@@ -150,6 +162,34 @@ pub fn cpu_init() {
     }
     // SAFETY: an isb only synchronises the writes above.
     unsafe { asm!("isb", options(nomem, nostack)) };
+}
+
+/// SVE for guests where the CPU has it (ID_AA64PFR0_EL1.SVE): EL2 may
+/// execute SVE (to switch the guests' registers; the host's EL0 still
+/// traps), and ZCR_EL2 limits EL2 and the guests to [`SVE_MAX_VL`] or
+/// the CPU's largest vector length if that is smaller. Whether guests get
+/// SVE.
+fn sve_init(pfr0: u64) -> bool {
+    if id_field(pfr0, 32) == 0 {
+        SVE_VL.store(0, Ordering::Relaxed);
+        return false;
+    }
+    super::HOST_ZEN.store(0b01 << 16, Ordering::Relaxed);
+    super::fp_access(false);
+    // ZCR_EL2.LEN: vector length (LEN + 1) * 16 bytes.
+    msr!("S3_4_C1_C2_0", (SVE_MAX_VL / 16 - 1) as u64);
+    // SAFETY: an isb only synchronises the writes above.
+    unsafe { asm!("isb", options(nomem, nostack)) };
+    SVE_VL.fetch_min(super::sve_vl_el2(), Ordering::Relaxed);
+    true
+}
+
+/// The vector length (bytes) guests get SVE with; 0 without SVE.
+pub fn sve_vl() -> usize {
+    match SVE_VL.load(Ordering::Relaxed) {
+        usize::MAX => 0,
+        vl => vl,
+    }
 }
 
 /// Puts the fine-grained trap registers (FEAT_FGT) and HCRX_EL2
@@ -397,6 +437,9 @@ fn load_el1(area: *const VcpuState) {
     }
     msr!("cnthctl_el2", CNTHCTL_GUEST);
     set_vpidr(MIDR_EL1.get());
+    if sve_vl() != 0 {
+        msr!("S3_5_C1_C2_0", get!(area.el1.zcr)); // ZCR_EL12
+    }
     if PAUTH_ADDRESS.load(Ordering::Relaxed) {
         msr!("S3_0_C2_C1_0", get!(area.el1.pac.apia_lo));
         msr!("S3_0_C2_C1_1", get!(area.el1.pac.apia_hi));
@@ -530,6 +573,9 @@ pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
         put!(area.el1.disr = mrs!("S3_4_C12_C1_1")); // VDISR_EL2
     }
     save_keys(area);
+    if sve_vl() != 0 {
+        put!(area.el1.zcr = mrs!("S3_5_C1_C2_0")); // ZCR_EL12
+    }
     put!(area.regs.sp_el1 = SP_EL1.get());
     put!(area.regs.sp_el0 = SP_EL0.get());
     s.timer.cval = mrs!("S3_5_C14_C3_2");
@@ -790,9 +836,9 @@ const fn without(v: u64, shifts: &[u32]) -> u64 {
 /// What a guest reads from the ID register `encoding` (as
 /// [`l4_abi::vcpu::sysreg_encoding`] packs it; op0 3, op1 0, CRn 0, CRm
 /// 1..=7): the CPU's value without what the kernel does not give guests
-/// (EL2 and EL3, SVE, SME, MTE, AMU, MPAM, the PMU, statistical profiling,
-/// trace, nested virtualisation, VHE; pointer authentication is given,
-/// its keys switched); AArch32 ID registers read as zero
+/// (EL2 and EL3, SME, MTE, AMU, MPAM, the PMU, statistical profiling,
+/// trace, nested virtualisation, VHE; pointer authentication and SVE are
+/// given, their state switched); AArch32 ID registers read as zero
 /// (guests run AArch64 only). `None` outside that space.
 pub fn id_register(encoding: u32) -> Option<u64> {
     let (op0, op1, crn) = (encoding >> 14, (encoding >> 11) & 7, (encoding >> 7) & 0xf);
@@ -802,11 +848,15 @@ pub fn id_register(encoding: u32) -> Option<u64> {
     }
     let v = read_id(crm, op2);
     Some(match (crm, op2) {
-        // ID_AA64PFR0: EL2 8, EL3 12, SVE 32, SEL2 36, MPAM 40, AMU 44, RME 52.
+        // ID_AA64PFR0: EL2 8, EL3 12, SEL2 36, MPAM 40, AMU 44, RME 52;
+        // SVE 32 where guests get it.
+        (4, 0) if sve_vl() != 0 => without(v, &[8, 12, 36, 40, 44, 52]),
         (4, 0) => without(v, &[8, 12, 32, 36, 40, 44, 52]),
         // ID_AA64PFR1: MTE 8, SME 24, NMI 36, GCS 44.
         (4, 1) => without(v, &[8, 24, 36, 44]),
-        // ID_AA64ZFR0, ID_AA64SMFR0.
+        // ID_AA64ZFR0 (the SVE features) where guests get SVE, and
+        // ID_AA64SMFR0.
+        (4, 4) if sve_vl() != 0 => v,
         (4, 4) | (4, 5) => 0,
         // ID_AA64DFR0: PMUVer 8, TraceVer 4, PMSVer 32, TraceFilt 40,
         // TraceBuffer 44, BRBE 52.
