@@ -97,7 +97,7 @@ pub struct Guest {
 /// pointer authentication in QEMU's fast algorithm, as every entry runs
 /// (`qemu::MACHINE`). The benchmarks give our side the same CPU (`bench`):
 /// QEMU's cost per instruction depends a little on the features a CPU has.
-pub const NATIVE_CPU: &str = "max,pauth-impdef=on,sve=off,sme=off,pmu=off";
+pub const NATIVE_CPU: &str = "max,pauth-impdef=on,sme=off,pmu=off";
 
 /// The kernel command line of a native boot.
 const NATIVE_CMDLINE: &str = "console=ttyAMA0 rdinit=/init";
