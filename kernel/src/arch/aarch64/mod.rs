@@ -445,14 +445,22 @@ pub fn tick_period() -> u64 {
 
 /// Stops this CPU's timer (an idle CPU that other CPUs wake by IPI).
 pub fn timer_pause() {
-    timer_enable(false);
+    if CNTHP_CTL_EL2.is_set(CNTHP_CTL_EL2::ENABLE) {
+        timer_enable(false);
+    }
 }
 
 /// Arms this CPU's timer to fire when the counter reaches `at` (at once
-/// if it has already).
+/// if it has already). Registers that already say so are not written: an
+/// emulator re-arms a host timer on each write (QEMU's TCG also wakes its
+/// main loop when that timer becomes its earliest).
 pub fn timer_arm_at(at: u64) {
-    write_sysreg!("cnthp_cval_el2", at);
-    timer_enable(true);
+    if read_sysreg!("cnthp_cval_el2") != at {
+        write_sysreg!("cnthp_cval_el2", at);
+    }
+    if !CNTHP_CTL_EL2.is_set(CNTHP_CTL_EL2::ENABLE) {
+        timer_enable(true);
+    }
 }
 
 /// When this CPU's timer fires next, if it is on.
