@@ -55,7 +55,7 @@ extern "C" fn cap_server_entry(cap_slot: u64, _: u64) {
 /// measurement.
 const CAP_SERVER_SLOT: u64 = 0x300;
 
-fn cycles() -> u64 {
+pub(crate) fn cycles() -> u64 {
     let v: u64;
     // SAFETY: the kernel enables EL0 reads of the cycle counter
     // (PMUSERENR_EL0); reading it has no side effects.

@@ -347,6 +347,8 @@ fn id_registers() -> R {
 /// The debug registers and the PMU are one set per CPU, which the kernel
 /// does not switch: a guest that read or armed them would see or disturb
 /// another guest's and the host's. Every access goes to the VMM.
+/// The traps stay set while the host runs (MDCR_EL2 is not switched):
+/// the host's tasks still read the cycle counter after a guest ran.
 fn debug_pmu_trap() -> R {
     expect_sysreg_exits(
         3,
@@ -357,7 +359,13 @@ fn debug_pmu_trap() -> R {
             ([3, 3, 9, 13, 0], true, "PMCCNTR_EL0"),
             ([3, 3, 9, 12, 0], false, "PMCR_EL0"),
         ],
-    )
+    )?;
+    let (a, b) = (crate::bench::cycles(), crate::bench::cycles());
+    ensure!(
+        b > a,
+        "the cycle counter at EL0 after a guest: {a}, then {b}"
+    );
+    Ok(())
 }
 
 /// RAS error records are the CPU's (a guest could read or clear what

@@ -74,10 +74,6 @@ pub enum ExitKind {
 static HOST_HCR: AtomicU64 = AtomicU64::new(0);
 /// HCR_EL2 while a guest runs ([`guest_hcr`] and [`GuestTraps::hcr`]).
 static GUEST_HCR: AtomicU64 = AtomicU64::new(0);
-/// MDCR_EL2 while the host runs (what `pmu_init` set) and while a guest
-/// runs ([`GuestTraps::mdcr`]).
-static HOST_MDCR: AtomicU64 = AtomicU64::new(0);
-static GUEST_MDCR: AtomicU64 = AtomicU64::new(0);
 /// CPTR_EL2 bits a guest runs with besides FPEN ([`GuestTraps::cptr`]).
 static GUEST_CPTR: AtomicU64 = AtomicU64::new(0);
 /// Whether the CPU has RAS: the guest's DISR_EL1 is in VDISR_EL2, which
@@ -113,7 +109,6 @@ pub fn cpu_init() {
     HCR_EL2.set(host_hcr);
     HOST_HCR.store(host_hcr, Ordering::Relaxed);
     let host_mdcr = MDCR_EL2.get();
-    HOST_MDCR.store(host_mdcr, Ordering::Relaxed);
     let (pfr0, dfr0, mmfr1) = (read_id(4, 0), read_id(5, 0), read_id(7, 1));
     fine_grained_traps_init(read_id(7, 0), pfr0, mmfr1);
     let traps = GuestTraps::for_cpu(pfr0, dfr0, mmfr1);
@@ -134,7 +129,13 @@ pub fn cpu_init() {
     let pauth = if address || generic { 0b11 << 40 } else { 0 };
     GUEST_HCR.store(guest_hcr() | traps.hcr | pauth, Ordering::Relaxed);
     let sve = sve_init(pfr0);
-    GUEST_MDCR.store(host_mdcr | traps.mdcr, Ordering::Relaxed);
+    // MDCR_EL2: what `pmu_init` set, and the guests' traps
+    // ([`GuestTraps::mdcr`]), for good: with HCR_EL2.TGE set, as while the
+    // host runs, its trap bits do not reach the host's EL0 (debug
+    // accesses trap there anyway, PMU accesses go by PMUSERENR_EL0: a
+    // task's cycle-counter read after a guest ran was tried on QEMU), so
+    // it need not be switched at every exit.
+    MDCR_EL2.set(host_mdcr | traps.mdcr);
     // CPTR_EL2 ZEN (16-17) 0b11: the guest's SVE untrapped.
     GUEST_CPTR.store(
         traps.cptr | if sve { 0b11 << 16 } else { 0 },
@@ -411,7 +412,6 @@ pub unsafe fn load(
     VMPIDR_EL2.set(s.vmpidr | (1 << 31));
     load_gic(s, lrs, ich_extra);
     VTTBR_EL2.set(vttbr);
-    MDCR_EL2.set(GUEST_MDCR.load(Ordering::Relaxed));
     HCR_EL2.set(GUEST_HCR.load(Ordering::Relaxed));
     // SAFETY: synchronises the register writes before the eret.
     unsafe { asm!("isb", options(nomem, nostack)) };
@@ -554,7 +554,6 @@ pub unsafe fn run(regs: *mut GuestRegs, pstate: u64) -> ExitKind {
 /// to be told (ICH_EISR_EL2).
 pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     HCR_EL2.set(HOST_HCR.load(Ordering::Relaxed));
-    MDCR_EL2.set(HOST_MDCR.load(Ordering::Relaxed));
     // SAFETY: synchronises the HCR change before the EL1 accesses below
     // (with TGE set again, the _EL12 names still reach EL1).
     unsafe { asm!("isb", options(nomem, nostack)) };
