@@ -169,8 +169,10 @@ fn no_handler() -> R {
 /// does not switch between threads: `which` picks one (0: a PMCR_EL0
 /// write, 1: a PMSELR_EL0 read, 2: an MDCCSR_EL0 read, 3: an SCXTNUM_EL0
 /// write, 4: a CNTP_CTL_EL0 write, which at EL0 of the host is the
-/// kernel's own timer, 5: a CNTV_CVAL_EL0 write; then reads tasks may do:
-/// 6: PMCCNTR_EL0, 7: CNTVCT_EL0, 8: CNTPCT_EL0). Reports 1 after it.
+/// kernel's own timer, 5: a CNTV_CVAL_EL0 write, 9: RDVL, an SVE
+/// instruction: the kernel switches only the FP/SIMD part of tasks' Z
+/// registers; then reads tasks may do: 6: PMCCNTR_EL0, 7: CNTVCT_EL0,
+/// 8: CNTPCT_EL0). Reports 1 after it.
 extern "C" fn shared_register_entry(which: u64, _: u64) {
     // SAFETY: each access either traps to the exception handler (the main
     // thread), which resumes the thread after it, or reads a register no
@@ -185,6 +187,7 @@ extern "C" fn shared_register_entry(which: u64, _: u64) {
             5 => core::arch::asm!("msr cntv_cval_el0, xzr", options(nostack)),
             6 => core::arch::asm!("mrs {x}, pmccntr_el0", x = out(reg) _, options(nostack)),
             7 => core::arch::asm!("mrs {x}, cntvct_el0", x = out(reg) _, options(nostack)),
+            9 => core::arch::asm!(".inst 0x04bf5029", out("x9") _, options(nostack)), // rdvl x9, #1
             _ => core::arch::asm!("mrs {x}, cntpct_el0", x = out(reg) _, options(nostack)),
         }
     }
@@ -193,9 +196,10 @@ extern "C" fn shared_register_entry(which: u64, _: u64) {
 
 /// A task must not configure the PMU (stop or reset the counters, count
 /// events of others), use the debug communication channel, keep a value
-/// in SCXTNUM_EL0 or program a timer (at EL0 of the host, CNTP is the
-/// kernel's own): each of these is one set per CPU, shared by every
-/// thread that runs there. Each access is an exception for the handler;
+/// in SCXTNUM_EL0, program a timer (at EL0 of the host, CNTP is the
+/// kernel's own) or use SVE (guests may): each of these is one set per
+/// CPU, shared by every thread that runs there. Each access is an
+/// exception for the handler;
 /// reading the cycle counter and the system counter is not.
 fn shared_registers() -> R {
     let trapped = [
@@ -205,6 +209,7 @@ fn shared_registers() -> R {
         (3, "SCXTNUM_EL0"),
         (4, "CNTP_CTL_EL0"),
         (5, "CNTV_CVAL_EL0"),
+        (9, "RDVL (SVE)"),
     ];
     for (which, name) in trapped {
         let w = rt::spawn_default(shared_register_entry, which, 0)?;
@@ -216,7 +221,7 @@ fn shared_registers() -> R {
             Err(e) => fail!("{name}: nothing arrived: {e:?}"),
         };
         ensure!(
-            matches!(r.exception_class(), 0 | 0x18),
+            matches!(r.exception_class(), 0 | 0x18 | 0x19),
             "{name}: exception class {:#x}",
             r.exception_class()
         );
