@@ -44,6 +44,8 @@ pub fn on_tick(k: &mut Kernel) {
 /// Another CPU made work for us.
 pub fn on_resched_ipi(k: &mut Kernel) {
     k.cpus[arch::cpu_id()].need_resched = true;
+    // Or a thread was queued behind the running one: turns need the tick.
+    k.start_tick();
 }
 
 /// A hardware interrupt bound to Irq object `irq` fired. Returns false if

@@ -50,6 +50,11 @@ pub struct Cpu {
     /// When this CPU's next tick is due (counter ticks): its timer fires
     /// then, or earlier for a timeout.
     pub next_tick: u64,
+    /// Whether the tick is on: only while threads wait in the run queue
+    /// behind the running one (the tick only makes threads of one
+    /// priority take turns), so a thread, or a guest, with a CPU to itself
+    /// is not interrupted 100 times a second.
+    pub ticking: bool,
 }
 
 impl Cpu {
@@ -95,6 +100,11 @@ impl Kernel {
             if cpu != me {
                 crate::platform::gic::send_resched_ipi(cpu);
             }
+        } else if cpu == me {
+            self.start_tick();
+        } else if !self.cpus[cpu].ticking {
+            // Its tick must come on for turns (see `on_resched_ipi`).
+            crate::platform::gic::send_resched_ipi(cpu);
         }
     }
 
@@ -130,11 +140,28 @@ impl Kernel {
             .min()
     }
 
-    /// Arms this CPU's timer for its next tick or the earliest timeout,
-    /// whichever comes first.
-    pub fn arm_timer(&self) {
-        let tick = self.cpus[arch::cpu_id()].next_tick;
-        arch::timer_arm_at(self.next_deadline().map_or(tick, |d| d.min(tick)));
+    /// Arms this CPU's timer for its next tick (if threads are queued
+    /// behind the running one, see [`Cpu::ticking`]) or the earliest
+    /// timeout, whichever comes first; stops it if there is neither.
+    pub fn arm_timer(&mut self) {
+        let deadline = self.next_deadline();
+        let c = &mut self.cpus[arch::cpu_id()];
+        c.ticking = !c.rq.is_empty();
+        let tick = c.ticking.then_some(c.next_tick);
+        match [deadline, tick].into_iter().flatten().min() {
+            Some(at) => arch::timer_arm_at(at),
+            None => arch::timer_pause(),
+        }
+    }
+
+    /// Starts this CPU's tick, a period from now, if it is off and a
+    /// thread waits in the run queue.
+    pub fn start_tick(&mut self) {
+        let c = &mut self.cpus[arch::cpu_id()];
+        if !c.ticking && !c.rq.is_empty() {
+            c.next_tick = arch::counter() + arch::tick_period();
+            self.arm_timer();
+        }
     }
 
     /// This CPU's timer fired: expire timeouts, and when a tick period has
@@ -142,7 +169,7 @@ impl Kernel {
     pub fn tick(&mut self) {
         let now = arch::counter();
         let cpu = arch::cpu_id();
-        let period_over = now >= self.cpus[cpu].next_tick;
+        let period_over = self.cpus[cpu].ticking && now >= self.cpus[cpu].next_tick;
         if period_over {
             self.cpus[cpu].next_tick = now + arch::tick_period();
         }
@@ -219,6 +246,7 @@ pub fn schedule(g: &mut bkl::Guard) {
             Next::Switch { next, requeued } => {
                 if let (Some(p), Some(h)) = (prev, requeued) {
                     k.known_thread(p).queued = Some(h);
+                    k.start_tick();
                 }
                 if let Some(n) = next {
                     k.known_thread(n).queued = None;
