@@ -41,8 +41,7 @@ pub fn start_secondaries(p: &Platform, info: &BootInfo) -> usize {
             w.store(v, Ordering::Relaxed);
         }
         let va = block as *const SecondaryBoot as u64;
-        // SAFETY: the block is in the kernel image, which is mapped.
-        unsafe { arch::dcache_clean(va, core::mem::size_of::<SecondaryBoot>() as u64) };
+        l4_abi::cache::clean_to_poc(va as usize, core::mem::size_of::<SecondaryBoot>());
         let ret = arch::psci_call(p.psci, PSCI_CPU_ON, p.cpus[cpu], entry, image_pa(info, va));
         if ret != 0 {
             crate::kprintln!(

@@ -104,6 +104,7 @@ macro_rules! numbered_enum {
     };
 }
 
+pub mod cache;
 pub mod cpuid;
 pub mod error;
 pub mod fault;

@@ -22,7 +22,8 @@
 //! * [`server`]: what a server that makes a gate per client needs from the
 //!   kernel ([`ServerCaps`]; on AArch64 implemented on slots);
 //! * [`io`]: [`print!`]/[`println!`] over the kernel console (Vcon);
-//! * [`cache`]: cleaning what a guest reads with its caches off.
+//! * [`cache`] (`l4_abi::cache`): cleaning what a guest reads with its
+//!   caches off.
 //!
 //! The crate is `no_std` and never allocates.
 
@@ -30,7 +31,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod cache;
 pub mod cap;
 pub mod io;
 pub mod msg;
@@ -51,6 +51,7 @@ pub use cap::{
 #[cfg(target_arch = "aarch64")]
 pub use ipc::Msg;
 pub use l4_abi as abi;
+pub use l4_abi::cache;
 /// The replies of `Thread::ExRegs`, `Icu::Info` and `Scheduler::Info`
 /// ([`l4_abi::ops`]) under this crate's names.
 pub use l4_abi::ops::{

@@ -510,27 +510,6 @@ pub fn psci_call(conduit: Conduit, fid: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     ret
 }
 
-/// Cleans the data cache lines of `[va, va + len)` to the point of
-/// coherency, so a CPU with its MMU off sees the data.
-///
-/// # Safety
-/// `[va, va + len)` is mapped (a cache maintenance by address faults on
-/// an unmapped one).
-pub unsafe fn dcache_clean(va: u64, len: u64) {
-    // The smallest data cache line of any cache (CTR_EL0.DminLine, log2
-    // of words): cleaning by that size reaches every line of the range.
-    let line = 4u64 << ((read_sysreg!("ctr_el0") >> 16) & 0xf);
-    let mut a = va & !(line - 1);
-    while a < va + len {
-        // SAFETY: a mapped line (the caller's contract); cleaning it has no
-        // effect on the data's value.
-        unsafe { asm!("dc cvac, {}", in(reg) a, options(nostack)) };
-        a += line;
-    }
-    // SAFETY: barrier only.
-    unsafe { asm!("dsb sy", options(nostack)) };
-}
-
 /// Whether the TLB tags entries with 16-bit ASIDs (TCR_EL2.AS).
 static ASID16: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 

@@ -1,5 +1,5 @@
-//! Cache maintenance by address from EL0, for what a guest or another
-//! CPU reads with its MMU and caches off.
+//! Cache maintenance by address, for what a guest or another CPU reads
+//! with its MMU and caches off.
 //!
 //! A guest starts with its MMU and caches off: its loads then bypass the
 //! data cache and its instruction fetches may hit stale lines, while its
@@ -7,13 +7,17 @@
 //! written is cleaned to the point of coherency and, for code, the
 //! instruction cache invalidated (as Linux's arm64 boot protocol asks of
 //! a boot loader): uvmm does it for a guest's kernel, ramdisk and device
-//! tree, ktest for its tiny guests' code. The kernel lets EL0 do both by
-//! address (SCTLR_EL2.UCI) and read CTR_EL0 (UCT). Off AArch64 (host
+//! tree, ktest for its tiny guests' code, the kernel for the block a
+//! secondary CPU reads before its MMU is on. At EL0 the kernel allows both
+//! by address (SCTLR_EL2.UCI) and reading CTR_EL0 (UCT). Off AArch64 (host
 //! tests) there is no guest to see a cache, and both are no-ops.
+//!
+//! The functions are safe: maintenance by address changes no value, and
+//! an address the caller has not mapped is a fault for it, as a load
+//! would be.
 
-/// Cleans the data cache lines of `[addr, addr + len)` in uvmm's address
-/// space to the point of coherency. The range must be mapped (uvmm's own
-/// memory it has just written).
+/// Cleans the data cache lines of `[addr, addr + len)` of the caller's
+/// address space to the point of coherency (memory it has just written).
 pub fn clean_to_poc(addr: usize, len: usize) {
     #[cfg(target_arch = "aarch64")]
     by_line(addr, len, dminline(), |a| {
@@ -25,7 +29,7 @@ pub fn clean_to_poc(addr: usize, len: usize) {
     let _ = (addr, len);
 }
 
-/// Makes `[addr, addr + len)` (code uvmm wrote, already cleaned with
+/// Makes `[addr, addr + len)` (code the caller wrote, already cleaned with
 /// [`clean_to_poc`]) free of stale instruction-cache lines: invalidated
 /// by line, unless the CPU says its instruction cache needs no
 /// invalidation (CTR_EL0.DIC).
@@ -52,7 +56,8 @@ pub fn invalidate_icache(addr: usize, len: usize) {
 #[cfg(target_arch = "aarch64")]
 fn ctr_el0() -> u64 {
     let ctr: u64;
-    // SAFETY: reading CTR_EL0 has no side effects (EL0 may: UCT).
+    // SAFETY: reading CTR_EL0 has no side effects (EL0 may: UCT; EL2
+    // always).
     unsafe {
         core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags))
     };
