@@ -244,6 +244,13 @@ impl Ram {
         }
     }
 
+    /// [`Ram::check`] for a length given as guest-sized `u64`: the start
+    /// and the length as `usize`.
+    fn span(&self, offset: u64, len: u64) -> Result<(usize, usize), MemError> {
+        let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
+        Ok((self.check(offset, n)?, n))
+    }
+
     /// Copies `buf.len()` bytes from `offset`.
     #[inline]
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MemError> {
@@ -284,8 +291,7 @@ impl Ram {
         len: u64,
         f: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R, MemError> {
-        let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
-        let start = self.check(offset, n)?;
+        let (start, n) = self.span(offset, len)?;
         // SAFETY: `check` proved the range is inside the valid memory, and
         // the caller guarantees nobody else accesses it meanwhile.
         let bytes = unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), n) };
@@ -297,8 +303,7 @@ impl Ram {
     /// coherency and, for `code`, out of the instruction cache
     /// ([`l4::cache`]).
     pub fn sync_for_guest(&self, offset: u64, len: u64, code: bool) -> Result<(), MemError> {
-        let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
-        let start = self.check(offset, n)?;
+        let (start, n) = self.span(offset, len)?;
         let addr = self.ptr.as_ptr() as usize + start;
         l4::cache::clean_to_poc(addr, n);
         if code {
@@ -309,8 +314,7 @@ impl Ram {
 
     /// Sets `len` bytes from `offset` to zero.
     pub fn zero(&self, offset: u64, len: u64) -> Result<(), MemError> {
-        let n = usize::try_from(len).map_err(|_| MemError::OutOfRange { offset, len })?;
-        let start = self.check(offset, n)?;
+        let (start, n) = self.span(offset, len)?;
         // SAFETY: `check` proved the range is inside the valid memory.
         unsafe { core::ptr::write_bytes(self.ptr.as_ptr().add(start), 0, n) };
         Ok(())
