@@ -325,24 +325,18 @@ pub fn idle_loop(mut g: bkl::Guard) -> ! {
         }
         // Wait with interrupts masked (a pending one still ends the wait),
         // then take what is pending: nothing can slip in between. An idle
-        // CPU has no time slice to account, so it stops its tick: it wakes
-        // for the earliest timeout (when that comes, any CPU's timer
-        // expires it) or when an interrupt or an IPI brings it work, and
-        // takes no part in the lock meanwhile. Every CPU that has a
-        // timeout to wait for has its timer armed for it: a running CPU
-        // ticks (and arms for a timeout before its tick, see
-        // `make_blocked`), an idle one arms for the earliest here.
-        match g.kernel().next_deadline() {
-            Some(d) => arch::timer_arm_at(d),
-            None => arch::timer_pause(),
-        }
+        // CPU has no time slice to account, so its tick is off (the run
+        // queue is empty): it wakes for the earliest timeout, for which
+        // `arm_timer` arms it (when that comes, any CPU's timer expires
+        // it), or when an interrupt or an IPI brings it work, and takes no
+        // part in the lock meanwhile.
+        g.kernel().arm_timer();
         drop(g);
         arch::wait_for_interrupt();
         arch::irq_enable();
         arch::irq_disable();
         g = bkl::lock();
-        let k = g.kernel();
-        k.cpus[arch::cpu_id()].next_tick = arch::counter() + arch::tick_period();
-        k.arm_timer();
+        // Work came: threads that take turns need the tick again.
+        g.kernel().start_tick();
     }
 }
