@@ -549,8 +549,7 @@ Io.add_vbusses{
             let label = labels[(next() % labels.len() as u64) as usize];
             let mut mrs = [0u64; MR_COUNT];
             for m in mrs.iter_mut() {
-                let v = next();
-                *m = if v % 2 == 0 { v % 8 } else { v };
+                *m = l4_xorshift::word(next());
             }
             let tag = if next() % 2 == 0 {
                 // Plausible: a bus or dataspace operation with its few

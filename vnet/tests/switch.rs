@@ -545,8 +545,7 @@ fn random_requests_never_stall_the_other_ports() {
         let label = targets[(next() % targets.len() as u64) as usize];
         let mut mrs = [0u64; MR_COUNT];
         for m in mrs.iter_mut() {
-            let v = next();
-            *m = if v % 2 == 0 { v % 8 } else { v };
+            *m = l4_xorshift::word(next());
         }
         let tag = if next() % 2 == 0 {
             mrs[0] = next() % 16;

@@ -14,6 +14,13 @@ pub const fn step(mut x: u64) -> u64 {
     x
 }
 
+/// A fuzzer's message word from the random `v`: half the time a small
+/// number (0 to 7, what opcodes, indices and counts look like), else `v`
+/// itself.
+pub const fn word(v: u64) -> u64 {
+    if v.is_multiple_of(2) { v % 8 } else { v }
+}
+
 /// A generator.
 #[derive(Clone, Debug)]
 pub struct XorShift(u64);
@@ -46,5 +53,11 @@ mod tests {
         let mut s = XorShift::new(42);
         let first = s.next_u64();
         assert!((0..1000).all(|_| s.next_u64() != first));
+    }
+
+    #[test]
+    fn words_small_or_whole() {
+        assert_eq!(word(10), 2);
+        assert_eq!(word(11), 11);
     }
 }
