@@ -317,55 +317,41 @@ impl<'a> Dtb<'a> {
         let mut had_root = false;
         let mut at = 0;
         loop {
-            let Some(token) = be32(s, at) else {
-                return Err(Error::NoEnd { at });
-            };
+            let (token, next) = token(s, at)?;
             match token {
-                BEGIN_NODE => {
+                Token::BeginNode => {
                     if depth == 0 && had_root {
                         return Err(Error::SecondRoot { at });
                     }
                     if depth == MAX_DEPTH {
                         return Err(Error::TooDeep { at });
                     }
-                    let name = cstr(s, at + 4).ok_or(Error::NodeName { at })?;
-                    at = align4(at + 4 + name.len() + 1);
                     depth += 1;
                     had_root = true;
                 }
-                END_NODE => {
+                Token::EndNode => {
                     if depth == 0 {
                         return Err(Error::StrayEndNode { at });
                     }
                     depth -= 1;
-                    at += 4;
                 }
-                PROP => {
-                    let (Some(len), Some(name_off)) = (be32(s, at + 4), be32(s, at + 8)) else {
-                        return Err(Error::PropertyCut { at });
-                    };
+                Token::Prop { name_off, .. } => {
                     if depth == 0 {
                         return Err(Error::PropertyOutside { at });
                     }
-                    let start = at + 12;
-                    let end = start
-                        .checked_add(len as usize)
-                        .filter(|&e| e <= s.len())
-                        .ok_or(Error::PropertyLength { at, len })?;
                     if cstr(self.strings, name_off as usize).is_none() {
                         return Err(Error::PropertyName { at, name_off });
                     }
-                    at = align4(end);
                 }
-                NOP => at += 4,
-                END => {
+                Token::Nop => {}
+                Token::End => {
                     if depth != 0 {
                         return Err(Error::EndInsideNode { at });
                     }
                     return if had_root { Ok(()) } else { Err(Error::NoRoot) };
                 }
-                token => return Err(Error::Token { token, at }),
             }
+            at = next;
         }
     }
 
@@ -629,16 +615,13 @@ impl<'a> Iterator for Properties<'a> {
     type Item = Property<'a>;
 
     fn next(&mut self) -> Option<Property<'a>> {
-        let s = self.dtb.structs;
         loop {
-            match be32(s, self.at)? {
-                NOP => self.at += 4,
-                PROP => {
-                    let len = be32(s, self.at + 4)? as usize;
-                    let name = cstr(self.dtb.strings, be32(s, self.at + 8)? as usize)?;
-                    let start = self.at + 12;
-                    let value = s.get(start..start.checked_add(len)?)?;
-                    self.at = align4(start + len);
+            let (token, next) = token(self.dtb.structs, self.at).ok()?;
+            match token {
+                Token::Nop => self.at = next,
+                Token::Prop { name_off, value } => {
+                    let name = cstr(self.dtb.strings, name_off as usize)?;
+                    self.at = next;
                     return Some(Property { name, value });
                 }
                 _ => return None,
@@ -681,27 +664,62 @@ impl<'a> Iterator for Children<'a> {
 fn skip_node(s: &[u8], mut at: usize) -> Option<usize> {
     let mut depth = 0usize;
     loop {
-        match be32(s, at)? {
-            BEGIN_NODE => {
-                let name = cstr(s, at + 4)?;
-                at = align4(at + 4 + name.len() + 1);
-                depth += 1;
-            }
-            END_NODE => {
-                at += 4;
+        let (token, next) = token(s, at).ok()?;
+        at = next;
+        match token {
+            Token::BeginNode => depth += 1,
+            Token::EndNode => {
                 depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     return Some(at);
                 }
             }
-            PROP => {
-                let len = be32(s, at + 4)? as usize;
-                at = align4((at + 12).checked_add(len)?);
-            }
-            NOP => at += 4,
-            _ => return None,
+            Token::Prop { .. } | Token::Nop => {}
+            Token::End => return None,
         }
     }
+}
+
+/// A token of the structure block.
+enum Token<'a> {
+    /// `FDT_BEGIN_NODE` (its name checked).
+    BeginNode,
+    EndNode,
+    /// `FDT_PROP`: where its name is in the strings block, and its value.
+    Prop {
+        name_off: u32,
+        value: &'a [u8],
+    },
+    Nop,
+    End,
+}
+
+/// The token at offset `at` of structure block `s`, and the offset of the
+/// token after it. The one decoder of tokens: the check of the whole blob
+/// and the walks of a checked one.
+fn token(s: &[u8], at: usize) -> Result<(Token<'_>, usize), Error> {
+    let code = be32(s, at).ok_or(Error::NoEnd { at })?;
+    Ok(match code {
+        BEGIN_NODE => {
+            let name = cstr(s, at + 4).ok_or(Error::NodeName { at })?;
+            (Token::BeginNode, align4(at + 4 + name.len() + 1))
+        }
+        END_NODE => (Token::EndNode, at + 4),
+        PROP => {
+            let (Some(len), Some(name_off)) = (be32(s, at + 4), be32(s, at + 8)) else {
+                return Err(Error::PropertyCut { at });
+            };
+            let start = at + 12;
+            let value = start
+                .checked_add(len as usize)
+                .and_then(|end| s.get(start..end))
+                .ok_or(Error::PropertyLength { at, len })?;
+            (Token::Prop { name_off, value }, align4(start + value.len()))
+        }
+        NOP => (Token::Nop, at + 4),
+        END => (Token::End, at + 4),
+        token => return Err(Error::Token { token, at }),
+    })
 }
 
 /// A property: its name and value.
