@@ -217,6 +217,15 @@ fn fine_grained_traps_init(mmfr0: u64, pfr0: u64, mmfr1: u64) {
             msr!("S3_4_C3_C1_6", 0); // HAFGRTR_EL2
         }
     }
+    // FEAT_FGT2 (FGT 0b0010): the second set, negative bits but for
+    // HFGITR2_EL2.TSBCSYNC, also reset UNKNOWN.
+    if id_field(mmfr0, 56) >= 2 {
+        msr!("S3_4_C3_C1_0", 0); // HDFGRTR2_EL2
+        msr!("S3_4_C3_C1_1", 0); // HDFGWTR2_EL2
+        msr!("S3_4_C3_C1_2", 0); // HFGRTR2_EL2
+        msr!("S3_4_C3_C1_3", 0); // HFGWTR2_EL2
+        msr!("S3_4_C3_C1_7", 0); // HFGITR2_EL2
+    }
     if id_field(mmfr1, 40) != 0 {
         msr!("S3_4_C1_C2_2", 0); // HCRX_EL2
     }
