@@ -50,10 +50,11 @@ pub struct Cpu {
     /// When this CPU's next tick is due (counter ticks): its timer fires
     /// then, or earlier for a timeout.
     pub next_tick: u64,
-    /// Whether the tick is on: only while threads wait in the run queue
-    /// behind the running one (the tick only makes threads of one
-    /// priority take turns), so a thread, or a guest, with a CPU to itself
-    /// is not interrupted 100 times a second.
+    /// Whether the tick is on: only while threads of the running one's
+    /// priority wait in the run queue behind it (the tick only makes
+    /// threads of one priority take turns), so a thread, or a guest, with
+    /// a CPU to itself, or above all that waits for it, is not
+    /// interrupted 100 times a second.
     pub ticking: bool,
 }
 
@@ -102,8 +103,9 @@ impl Kernel {
             }
         } else if cpu == me {
             self.start_tick();
-        } else if !self.cpus[cpu].ticking {
-            // Its tick must come on for turns (see `on_resched_ipi`).
+        } else if !self.cpus[cpu].ticking && cur_prio == Some(prio) {
+            // Its tick must come on for turns (see `on_resched_ipi`); a
+            // thread below the running one only waits.
             crate::platform::gic::send_resched_ipi(cpu);
         }
     }
@@ -140,13 +142,30 @@ impl Kernel {
             .min()
     }
 
-    /// Arms this CPU's timer for its next tick (if threads are queued
-    /// behind the running one, see [`Cpu::ticking`]) or the earliest
-    /// timeout, whichever comes first; stops it if there is neither.
+    /// Whether `cpu` needs its tick: a thread of the running one's
+    /// priority waits in its run queue. The tick only makes threads of one
+    /// priority take turns: a higher one preempts at once, a lower one
+    /// waits until the CPU is free anyway. With nothing running, any
+    /// queued thread (the CPU is about to pick one).
+    fn needs_tick(&self, cpu: usize) -> bool {
+        let c = &self.cpus[cpu];
+        let Some(queued) = c.rq.highest_prio() else {
+            return false;
+        };
+        let running = c.current.and_then(|id| self.thread(id));
+        running.is_none_or(|t| queued >= t.sched.prio)
+    }
+
+    /// Arms this CPU's timer for its next tick (if threads of the running
+    /// one's priority are queued behind it, see [`Cpu::ticking`]) or the
+    /// earliest timeout, whichever comes first; stops it if there is
+    /// neither.
     pub fn arm_timer(&mut self) {
         let deadline = self.next_deadline();
-        let c = &mut self.cpus[arch::cpu_id()];
-        c.ticking = !c.rq.is_empty();
+        let cpu = arch::cpu_id();
+        let ticking = self.needs_tick(cpu);
+        let c = &mut self.cpus[cpu];
+        c.ticking = ticking;
         let tick = c.ticking.then_some(c.next_tick);
         match [deadline, tick].into_iter().flatten().min() {
             Some(at) => arch::timer_arm_at(at),
@@ -154,12 +173,12 @@ impl Kernel {
         }
     }
 
-    /// Starts this CPU's tick, a period from now, if it is off and a
-    /// thread waits in the run queue.
+    /// Starts this CPU's tick, a period from now, if it is off and
+    /// needed ([`Kernel::needs_tick`]).
     pub fn start_tick(&mut self) {
-        let c = &mut self.cpus[arch::cpu_id()];
-        if !c.ticking && !c.rq.is_empty() {
-            c.next_tick = arch::counter() + arch::tick_period();
+        let cpu = arch::cpu_id();
+        if !self.cpus[cpu].ticking && self.needs_tick(cpu) {
+            self.cpus[cpu].next_tick = arch::counter() + arch::tick_period();
             self.arm_timer();
         }
     }
@@ -242,11 +261,14 @@ pub fn schedule(g: &mut bkl::Guard) {
             })
         });
         let next = match k.cpus[cpu].rq.choose(running) {
-            Next::Keep => return,
+            Next::Keep => {
+                // Its priority may have changed against the queued ones.
+                k.start_tick();
+                return;
+            }
             Next::Switch { next, requeued } => {
                 if let (Some(p), Some(h)) = (prev, requeued) {
                     k.known_thread(p).queued = Some(h);
-                    k.start_tick();
                 }
                 if let Some(n) = next {
                     k.known_thread(n).queued = None;
@@ -255,6 +277,7 @@ pub fn schedule(g: &mut bkl::Guard) {
             }
         };
         if next == prev {
+            k.start_tick();
             return;
         }
         let from: *mut KContext = match prev {
@@ -280,6 +303,8 @@ pub fn schedule(g: &mut bkl::Guard) {
             None => &mut k.cpus[cpu].idle,
         };
         k.cpus[cpu].current = next;
+        // Turns among the queued threads of the next one's priority.
+        k.start_tick();
         let to: *const KContext = match next {
             Some(n) => {
                 fp::enter_thread(k, n, cpu);

@@ -1074,6 +1074,11 @@ pub extern "C" fn signal_args_entry(a0: u64, a1: u64) {
     signal(&[a0, a1]);
 }
 
+/// Busy for `n` iterations without a system call, then parks.
+pub extern "C" fn busy_entry(n: u64, _: u64) {
+    busy(n);
+}
+
 /// Does nothing (the thread parks).
 pub extern "C" fn park_entry(_: u64, _: u64) {}
 

@@ -14,6 +14,7 @@ tests! {
     "sched.lower_priority_waits" => lower_priority_waits,
     "sched.timer_preempts_lower_priority" => preemption,
     "sched.round_robin_equal_priority" => round_robin,
+    "sched.round_robin_after_higher_priority" => round_robin_after_higher,
     "sched.runs_on_every_cpu" => every_cpu,
     "sched.migrate_between_cpus" => migrate,
     "sched.run_thread_refuses_non_thread" => non_thread,
@@ -74,6 +75,35 @@ fn round_robin() -> R {
             break;
         }
         us *= 2;
+    }
+    let (a, b) = (counter(0), counter(1));
+    rt::stop_spinners();
+    ensure!(a > 0 && b > 0, "counters {a} and {b}: one thread never ran");
+    Ok(())
+}
+
+/// Two threads of equal priority queued behind a higher one (whose CPU
+/// needs no tick meanwhile: they cannot run anyway) share the CPU once it
+/// stops: the switch to the first starts the tick for the turns.
+fn round_robin_after_higher() -> R {
+    need_cpus(2)?;
+    let cpu = other_cpu(0);
+    let _h = rt::spawn(
+        rt::busy_entry,
+        BUSY * 2,
+        0,
+        &Opts::new().prio(LOW_PRIO + 10).cpu(cpu),
+    )?;
+    let o = Opts::new().prio(LOW_PRIO).cpu(cpu);
+    let _a = rt::spawn(rt::spin_entry, 0, u64::MAX, &o)?;
+    let _b = rt::spawn(rt::spin_entry, 1, u64::MAX, &o)?;
+    // Waiting without a timeout: a timer set for one would also give
+    // that CPU a chance to start its tick.
+    for _ in 0..64 {
+        busy(BUSY);
+        if counter(0) > 0 && counter(1) > 0 {
+            break;
+        }
     }
     let (a, b) = (counter(0), counter(1));
     rt::stop_spinners();
