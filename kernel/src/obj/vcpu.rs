@@ -267,7 +267,7 @@ impl Vcpu {
     /// The virtual timer: whether its condition holds now.
     fn timer_fired(&self) -> bool {
         let t = &self.s.timer;
-        t.ctl & 0b11 == 0b01 && arch::counter().wrapping_sub(t.cntvoff) >= t.cval
+        t.ctl & 0b10 == 0 && t.condition_met(arch::counter())
     }
 
     /// When (in physical counter ticks) the armed timer fires.

@@ -602,9 +602,9 @@ pub unsafe fn save(area: *mut VcpuState, s: &mut VcpuState) -> GicExit {
     // only when it evaluates the timer (at a write of it, or when its own
     // host timer for it runs, later), so it may still read clear just
     // after the condition came true.
-    let ctl = mrs!("S3_5_C14_C3_1") & 0b11;
-    let met = ctl & 1 != 0 && crate::arch::counter().wrapping_sub(s.timer.cntvoff) >= s.timer.cval;
-    s.timer.ctl = ctl | (u64::from(met) << 2);
+    s.timer.ctl = mrs!("S3_5_C14_C3_1") & 0b11;
+    let met = s.timer.condition_met(crate::arch::counter());
+    s.timer.ctl |= u64::from(met) << 2;
     // Stop the guest's timer so that it does not fire while others run.
     // (Left armed over an exit, ktest `vm.virtual_timer_interrupt` once
     // failed 2 times in 13, when ISTATUS was still taken from the
