@@ -374,13 +374,9 @@ impl<'a> Dtb<'a> {
     /// The root node.
     pub fn root(&self) -> Node<'a> {
         // Checked: the first token that is not a NOP begins the root.
-        let mut at = 0;
-        while be32(self.structs, at) == Some(NOP) {
-            at += 4;
-        }
         Node {
             dtb: *self,
-            at,
+            at: past_nops(self.structs, 0),
             cells: Cells::default(),
         }
     }
@@ -644,10 +640,8 @@ impl<'a> Iterator for Children<'a> {
 
     fn next(&mut self) -> Option<Node<'a>> {
         let s = self.dtb.structs;
-        while be32(s, self.at)? == NOP {
-            self.at += 4;
-        }
-        if be32(s, self.at)? != BEGIN_NODE {
+        self.at = past_nops(s, self.at);
+        if !matches!(token(s, self.at), Ok((Token::BeginNode, _))) {
             return None;
         }
         let node = Node {
@@ -658,6 +652,14 @@ impl<'a> Iterator for Children<'a> {
         self.at = skip_node(s, self.at)?;
         Some(node)
     }
+}
+
+/// The offset of the first token at or after `at` that is not a NOP.
+fn past_nops(s: &[u8], mut at: usize) -> usize {
+    while let Ok((Token::Nop, next)) = token(s, at) {
+        at = next;
+    }
+    at
 }
 
 /// The structure offset just past the node that begins at `at`.
