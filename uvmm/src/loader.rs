@@ -362,9 +362,18 @@ fn deflate_stream(file: &[u8]) -> Result<&[u8], LoadError> {
 /// million `CRC32X` instructions, each a call into QEMU, 90 ms of a VM's
 /// start, more than copying the kernel.
 fn inflate(file: &[u8], out: &mut [u8]) -> Result<(), LoadError> {
+    use libdeflater::DecompressionError;
     let n = libdeflater::Decompressor::new()
         .deflate_decompress(deflate_stream(file)?, out)
-        .map_err(|e| LoadError::Gzip(e.to_string()))?;
+        .map_err(|e| {
+            LoadError::Gzip(match e {
+                DecompressionError::BadData => "its deflate data is damaged".to_string(),
+                DecompressionError::InsufficientSpace => format!(
+                    "it inflates to more than the {:#x} bytes its trailer says (a cut or damaged file?)",
+                    out.len()
+                ),
+            })
+        })?;
     if n != out.len() {
         return Err(LoadError::Gzip(format!(
             "it inflates to {n:#x} bytes, its trailer says {:#x}",
@@ -802,6 +811,12 @@ pub(crate) mod tests {
         extra[10..12].copy_from_slice(&0xffffu16.to_le_bytes());
         assert!(err(&extra, &mut out).contains("header runs past"));
         assert!(err(&gz[..17], &mut out).contains("no gzip member"));
+        // A block of the reserved type 11, and a member cut short, whose
+        // last 4 bytes give a size smaller than what it inflates to.
+        let mut reserved_block = gz.clone();
+        reserved_block[10] |= 0b110;
+        assert!(err(&reserved_block, &mut out).contains("deflate data is damaged"));
+        assert!(err(&gz, &mut out[..100]).contains("more than the 0x64 bytes"));
     }
 
     #[test]
