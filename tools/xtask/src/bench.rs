@@ -771,6 +771,14 @@ impl NetConsoles {
         }
     }
 
+    /// The process ids of the setup's QEMUs.
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            NetConsoles::Cons(s) => vec![s.pid()],
+            NetConsoles::Separate([a, b]) => vec![a.pid(), b.pid()],
+        }
+    }
+
     /// The consoles' transcripts, with what QEMU said on stderr.
     fn finish(self) -> String {
         let with_stderr = |r: crate::console::Record| {
@@ -794,6 +802,9 @@ impl NetConsoles {
 struct NetFigures {
     /// Seconds of each round's transfer, as the host sees it.
     transfers: Vec<f64>,
+    /// Seconds of CPU time the setup's QEMU threads used for each round's
+    /// transfer; `None` where the host did not say.
+    transfer_cpu: Vec<Option<f64>>,
     /// The pings' round trips, all rounds.
     rtt: Rtt,
 }
@@ -810,6 +821,17 @@ impl NetFigures {
     /// The median of [`NetFigures::rates`].
     fn rate(&self) -> f64 {
         median(&mut self.rates())
+    }
+
+    /// The median of the rounds' host CPU time per MiB sent, ms; `None`
+    /// unless the host gave every round's.
+    fn cpu_per_mib(&self) -> Option<f64> {
+        let mut each: Vec<f64> = self
+            .transfer_cpu
+            .iter()
+            .map(|c| c.map(|c| c * 1e3 / NET_MIB as f64))
+            .collect::<Option<_>>()?;
+        (!each.is_empty()).then(|| median(&mut each))
     }
 }
 
@@ -847,6 +869,7 @@ struct NetSetup {
     what: &'static str,
     consoles: NetConsoles,
     transfers: Vec<f64>,
+    transfer_cpu: Vec<Option<f64>>,
     /// The counted pings' round trips, ms.
     replies: Vec<f64>,
 }
@@ -865,6 +888,14 @@ impl NetSetup {
     /// pings it [`NET_PINGS`] times, then pipes 64 MiB of zeros into `nc`
     /// (timed; the pings gave the listener seconds to start).
     fn round(&mut self, deadline: std::time::Instant) -> Result<()> {
+        // The CPU time of all the setup's QEMU threads so far, if the host
+        // says.
+        let pids = self.consoles.pids();
+        let cpu_time = || -> Option<Duration> {
+            pids.iter()
+                .map(|&p| crate::console::process_cpu_time(p))
+                .sum()
+        };
         let vm2 = self.consoles.focus(1, deadline)?;
         // In the background, so that the prompt comes back at once; it
         // ends with the stream.
@@ -892,10 +923,17 @@ impl NetSetup {
             NET_MIB * 16,
             NET_ADDRESSES[1]
         );
+        let cpu_before = cpu_time();
         let before = vm1.elapsed();
         let after = net_run(vm1, &send, "SEND-DONE", deadline)?;
+        let cpu_after = cpu_time();
         self.transfers
             .push(after.saturating_sub(before).as_secs_f64());
+        self.transfer_cpu.push(
+            cpu_before
+                .zip(cpu_after)
+                .map(|(b, a)| a.saturating_sub(b).as_secs_f64()),
+        );
         Ok(())
     }
 
@@ -913,6 +951,7 @@ impl NetSetup {
         })?;
         let f = NetFigures {
             transfers: self.transfers,
+            transfer_cpu: self.transfer_cpu,
             rtt,
         };
         let each: Vec<String> = f.rates().iter().map(|r| format!("{r:.2}")).collect();
@@ -1042,12 +1081,14 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
             what: "plain QEMU",
             consoles: NetConsoles::Separate(pair),
             transfers: Vec::new(),
+            transfer_cpu: Vec::new(),
             replies: Vec::new(),
         },
         NetSetup {
             what: "switch",
             consoles: NetConsoles::Cons(s),
             transfers: Vec::new(),
+            transfer_cpu: Vec::new(),
             replies: Vec::new(),
         },
     ];
@@ -1119,6 +1160,16 @@ fn net(ws: &Workspace, vars: &Vars, args: &NetBenchArgs) -> Result<()> {
         "  switch / plain QEMU ping median       {:>7.2}",
         ours.rtt.median / reference.rtt.median
     );
+    // What the host gave each setup for the stream: the wall-time ratio
+    // moves with how much of the second core the host leaves to plain
+    // QEMU's second process; this one does not.
+    if let (Some(o), Some(r)) = (ours.cpu_per_mib(), reference.cpu_per_mib()) {
+        println!(
+            "  host CPU time per MiB streamed (QEMU's threads, median of the rounds): switch\n  \
+             {o:.0} ms, plain QEMU {r:.0} ms (both processes); switch / plain QEMU {:.2}",
+            o / r
+        );
+    }
     Ok(())
 }
 
@@ -1770,12 +1821,17 @@ mod tests {
 
     #[test]
     fn rates_of_the_rounds() {
-        let f = NetFigures {
+        let mut f = NetFigures {
             transfers: vec![16.0, 32.0, 20.0],
+            transfer_cpu: vec![Some(16.0), Some(64.0), Some(32.0)],
             rtt: Rtt::default(),
         };
         assert_eq!(f.rates(), [4.0, 2.0, 3.2]);
         assert_eq!(f.rate(), 3.2);
+        // 64 MiB per round: 250, 1000 and 500 ms of CPU per MiB.
+        assert_eq!(f.cpu_per_mib(), Some(500.0));
+        f.transfer_cpu[1] = None;
+        assert_eq!(f.cpu_per_mib(), None, "a round the host said nothing of");
     }
 
     #[test]

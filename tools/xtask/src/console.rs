@@ -270,7 +270,12 @@ impl Session {
     /// The CPU time the program's threads have used so far, if the host
     /// says ([`process_cpu_time`]).
     pub fn cpu_time(&self) -> Option<Duration> {
-        process_cpu_time(self.child.id())
+        process_cpu_time(self.pid())
+    }
+
+    /// The program's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits until `pattern` appears after the previous match, or `deadline`.
