@@ -72,6 +72,8 @@ const ON_DEMAND_MODULES: &[&str] = &["8021q"];
 /// The ramdisk's `/init` and busybox init's table.
 const INIT: &str = include_str!("init.sh");
 const INITTAB: &str = include_str!("inittab");
+/// The source of `/bin/svecheck` (assembled here with binutils).
+const SVECHECK: &str = include_str!("svecheck.S");
 
 /// The line `/init` prints just before the shell starts.
 pub const READY_LINE: &str = "guest: ready, shell on ";
@@ -195,6 +197,7 @@ pub fn ensure(ws: &Workspace) -> Result<Guest> {
     write_file(&out.join(IMAGE_GZ), &stored_kernel(&kernel.image)?)?;
 
     let busybox = read_busybox(ws, &busybox_deb)?;
+    let svecheck = svecheck(ws, &cache)?;
     let names = |list: &[(String, Vec<u8>)]| -> Vec<String> {
         list.iter().map(|(n, _)| n.clone()).collect()
     };
@@ -207,7 +210,10 @@ pub fn ensure(ws: &Workspace) -> Result<Guest> {
         on_demand.join(" "),
         kernel.modules.release
     );
-    let ramdisk = gzip(&ramdisk(&busybox, &kernel.modules)?, Compression::default())?;
+    let ramdisk = gzip(
+        &ramdisk(&busybox, &svecheck, &kernel.modules)?,
+        Compression::default(),
+    )?;
     for name in RAMDISKS {
         let path = out.join(name);
         eprintln!("xtask: writing {} ({} B)", ws.show(&path), ramdisk.len());
@@ -570,7 +576,30 @@ fn each_file(deb: &Path, mut each: impl FnMut(&Path, &mut dyn Read) -> Result<()
 /// `modules.builtin` (the package's `kernel/.../<name>.ko` lines; busybox
 /// goes by the name) makes `modprobe <built-in module>` succeed, as it does
 /// with a full module tree.
-fn ramdisk(busybox: &[u8], modules: &RamdiskModules) -> Result<Vec<u8>> {
+/// `/bin/svecheck` ([`SVECHECK`]) assembled and linked with the aarch64
+/// binutils that come with gcc-aarch64-linux-gnu, in `dir`.
+fn svecheck(ws: &Workspace, dir: &Path) -> Result<Vec<u8>> {
+    packages::ensure(&[packages::Need::MuslC])?;
+    let source = dir.join("svecheck.S");
+    let object = dir.join("svecheck.o");
+    let program = dir.join("svecheck");
+    eprintln!(
+        "xtask: assembling the guest's SVE check -> {}",
+        ws.show(&program)
+    );
+    write_file(&source, SVECHECK.as_bytes())?;
+    let mut assemble = Command::new("aarch64-linux-gnu-as");
+    assemble.arg(&source).arg("-o").arg(&object);
+    run(&mut assemble)?;
+    let mut link = Command::new("aarch64-linux-gnu-ld");
+    link.args(["-static", "-e", "_start", "-o"])
+        .arg(&program)
+        .arg(&object);
+    run(&mut link)?;
+    std::fs::read(&program).context(|| format!("reading {}", program.display()))
+}
+
+fn ramdisk(busybox: &[u8], svecheck: &[u8], modules: &RamdiskModules) -> Result<Vec<u8>> {
     let mut a = cpio::Archive::new();
     for dir in [
         "bin",
@@ -595,6 +624,7 @@ fn ramdisk(busybox: &[u8], modules: &RamdiskModules) -> Result<Vec<u8>> {
     a.char_device("dev/console", 0o600, 5, 1)?;
     a.file("bin/busybox", 0o755, busybox)?;
     a.symlink("bin/sh", "busybox")?;
+    a.file("bin/svecheck", 0o755, svecheck)?;
     a.file("init", 0o755, INIT.as_bytes())?;
     a.file("etc/inittab", 0o644, INITTAB.as_bytes())?;
     for (name, bytes) in modules.boot.iter().chain(&modules.on_demand) {
@@ -674,13 +704,14 @@ impl std::fmt::Display for Record {
 fn recipe_hash() -> String {
     /// Raise when the ramdisk's layout (or how the kernel is stored)
     /// changes in code. 3: on-demand modules, modprobe's index files and
-    /// the `/lib/modules/<release>` link.
-    const LAYOUT: &str = "layout 4";
+    /// the `/lib/modules/<release>` link; 5: `/bin/svecheck`.
+    const LAYOUT: &str = "layout 5";
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in [
         LAYOUT,
         INIT,
         INITTAB,
+        SVECHECK,
         &BOOT_MODULES.join(" "),
         &ON_DEMAND_MODULES.join(" "),
     ] {
@@ -867,7 +898,7 @@ mod tests {
             alias: "alias rtnl-link-vlan 8021q\n".into(),
             builtin: "kernel/drivers/virtio/virtio.ko\n".into(),
         };
-        let bytes = ramdisk(b"BB", &modules).unwrap();
+        let bytes = ramdisk(b"BB", b"SVE", &modules).unwrap();
         let members = cpio::members(&bytes);
         let member = |name: &str| {
             members
@@ -879,6 +910,8 @@ mod tests {
         for name in ["init", "bin/busybox", "dev/console", "etc/inittab"] {
             member(name);
         }
+        let sve = member("bin/svecheck");
+        assert_eq!((sve.1, sve.3.as_slice()), (0o100755, b"SVE".as_slice()));
         assert_eq!(member("bin/sh").3, b"busybox");
         assert_eq!(text("init"), INIT);
         // Every module in one directory, whether loaded at boot or not.
@@ -909,7 +942,7 @@ mod tests {
             release: "../x".into(),
             ..modules
         };
-        assert!(ramdisk(b"BB", &bad).is_err());
+        assert!(ramdisk(b"BB", b"SVE", &bad).is_err());
     }
 
     #[test]
