@@ -261,11 +261,7 @@ pub fn schedule(g: &mut bkl::Guard) {
             })
         });
         let next = match k.cpus[cpu].rq.choose(running) {
-            Next::Keep => {
-                // Its priority may have changed against the queued ones.
-                k.start_tick();
-                return;
-            }
+            Next::Keep => prev,
             Next::Switch { next, requeued } => {
                 if let (Some(p), Some(h)) = (prev, requeued) {
                     k.known_thread(p).queued = Some(h);
@@ -277,6 +273,7 @@ pub fn schedule(g: &mut bkl::Guard) {
             }
         };
         if next == prev {
+            // Its priority may have changed against the queued ones.
             k.start_tick();
             return;
         }

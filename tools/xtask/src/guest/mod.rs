@@ -564,18 +564,6 @@ fn each_file(deb: &Path, mut each: impl FnMut(&Path, &mut dyn Read) -> Result<()
     Ok(())
 }
 
-/// The ramdisk's cpio archive (uncompressed).
-///
-/// All modules lie in `/lib/modules/<name>.ko`; `/lib/modules/load-order`
-/// lists those `/init` loads. Busybox's modprobe looks in
-/// `/lib/modules/<release>/` (`uname -r`), which is a link to
-/// `/lib/modules` itself: one flat directory serves both, and the paths
-/// the boot script and the test scenarios use (`/lib/modules/virtio_net.ko`)
-/// stay as they are. `modules.dep` there is mandatory for modprobe;
-/// `modules.alias` lets the kernel's requests by alias load a module and
-/// `modules.builtin` (the package's `kernel/.../<name>.ko` lines; busybox
-/// goes by the name) makes `modprobe <built-in module>` succeed, as it does
-/// with a full module tree.
 /// `/bin/svecheck` ([`SVECHECK`]) assembled and linked with the aarch64
 /// binutils that come with gcc-aarch64-linux-gnu, in `dir`.
 fn svecheck(ws: &Workspace, dir: &Path) -> Result<Vec<u8>> {
@@ -599,6 +587,18 @@ fn svecheck(ws: &Workspace, dir: &Path) -> Result<Vec<u8>> {
     std::fs::read(&program).context(|| format!("reading {}", program.display()))
 }
 
+/// The ramdisk's cpio archive (uncompressed).
+///
+/// All modules lie in `/lib/modules/<name>.ko`; `/lib/modules/load-order`
+/// lists those `/init` loads. Busybox's modprobe looks in
+/// `/lib/modules/<release>/` (`uname -r`), which is a link to
+/// `/lib/modules` itself: one flat directory serves both, and the paths
+/// the boot script and the test scenarios use (`/lib/modules/virtio_net.ko`)
+/// stay as they are. `modules.dep` there is mandatory for modprobe;
+/// `modules.alias` lets the kernel's requests by alias load a module and
+/// `modules.builtin` (the package's `kernel/.../<name>.ko` lines; busybox
+/// goes by the name) makes `modprobe <built-in module>` succeed, as it does
+/// with a full module tree.
 fn ramdisk(busybox: &[u8], svecheck: &[u8], modules: &RamdiskModules) -> Result<Vec<u8>> {
     let mut a = cpio::Archive::new();
     for dir in [
